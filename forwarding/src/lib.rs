@@ -1,0 +1,13 @@
+//! The sans-I/O forwarding core of xvs: one Ethernet frame in, one [`Verdict`] out.
+//!
+//! `parse → service lookup → connection table → schedule → rewrite → verdict`, with no sockets,
+//! threads or clocks: time is an argument, so the whole pipeline is testable with byte arrays and
+//! replayable from captures (`xvs replay`). See `../shared/DESIGN.md` for the map.
+#![forbid(unsafe_code)]
+
+pub mod frame;
+pub mod verdict;
+
+pub use frame::Frame;
+pub use verdict::{DropCounters, DropReason, PortId, Verdict};
+pub use xvs_schedulers::{BackendId, Time};

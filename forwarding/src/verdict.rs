@@ -1,0 +1,133 @@
+//! What the pipeline decides for one frame, and why it drops the ones it drops.
+//!
+//! The hot path never returns `Result`: a frame that cannot be forwarded becomes
+//! `Verdict::Drop(reason)` and the worker bumps that reason's counter.
+
+/// An egress port of the director: an index into the ports the control plane configured
+/// (one per interface the workers transmit on).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct PortId(pub u16);
+
+/// The outcome for one frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Transmit the (rewritten) frame on this port.
+    Tx(PortId),
+    /// Not ours: hand the frame to the kernel untouched.
+    Pass,
+    /// Drop it and count the reason.
+    Drop(DropReason),
+}
+
+macro_rules! drop_reasons {
+    ($($(#[$doc:meta])* $name:ident => $text:literal,)*) => {
+        /// Why a frame was dropped. Each reason has its own counter per worker.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum DropReason {
+            $($(#[$doc])* $name,)*
+        }
+
+        impl DropReason {
+            /// Every reason, in counter order.
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$name,)*];
+            pub const COUNT: usize = Self::ALL.len();
+
+            /// Stable snake_case name for logs, metrics and `xvs ctl`.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(DropReason::$name => $text,)*
+                }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    /// Shorter than the headers it claims to carry.
+    Truncated => "truncated",
+    /// Ethernet/VLAN/IP header inconsistent (bad version, IHL, lengths).
+    Malformed => "malformed",
+    /// IPv4 header checksum wrong.
+    BadIpChecksum => "bad_ip_checksum",
+    /// A fragment we cannot handle (non-first fragments of unknown flows, overlapping, …).
+    Fragment => "fragment",
+    /// TTL / hop limit would expire on forwarding.
+    TtlExceeded => "ttl_exceeded",
+    /// No connection and the packet may not create one (e.g. TCP without SYN).
+    NoConnection => "no_connection",
+    /// A service matched but no backend is eligible (weights 0, all overloaded or down).
+    NoBackend => "no_backend",
+    /// The connection table is full.
+    TableFull => "table_full",
+    /// The connection's backend was removed and `expire_nodest_conn` is off.
+    BackendGone => "backend_gone",
+    /// No route or no resolved neighbour for the next hop.
+    NoNeighbour => "no_neighbour",
+    /// No free FullNAT local address/port.
+    NoLocalPort => "no_local_port",
+    /// The frame does not fit the buffer after encapsulation.
+    NoHeadroom => "no_headroom",
+    /// Too big for the egress MTU with DF set (an ICMP answer was sent or could not be).
+    TooBig => "too_big",
+    /// An ICMP error that matches no tracked connection.
+    IcmpNoConnection => "icmp_no_connection",
+    /// Protocol or feature not supported by the configured method.
+    Unsupported => "unsupported",
+}
+
+/// One counter per [`DropReason`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DropCounters([u64; DropReason::COUNT]);
+
+impl Default for DropCounters {
+    fn default() -> Self {
+        DropCounters([0; DropReason::COUNT])
+    }
+}
+
+impl DropCounters {
+    #[inline]
+    pub fn bump(&mut self, reason: DropReason) {
+        self.0[reason as usize] += 1;
+    }
+
+    pub fn get(&self, reason: DropReason) -> u64 {
+        self.0[reason as usize]
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// Non-zero counters with their names.
+    pub fn iter(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
+        DropReason::ALL
+            .iter()
+            .map(|&r| (r, self.0[r as usize]))
+            .filter(|&(_, n)| n > 0)
+    }
+
+    pub fn add(&mut self, other: &DropCounters) {
+        for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
+            *a += b;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_by_reason() {
+        let mut c = DropCounters::default();
+        c.bump(DropReason::TableFull);
+        c.bump(DropReason::TableFull);
+        c.bump(DropReason::Truncated);
+        assert_eq!(c.get(DropReason::TableFull), 2);
+        assert_eq!(c.total(), 3);
+        let names: Vec<_> = c.iter().map(|(r, n)| (r.as_str(), n)).collect();
+        assert_eq!(names, vec![("truncated", 1), ("table_full", 2)]);
+    }
+}

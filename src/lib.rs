@@ -1,0 +1,2 @@
+//! The `xvs` director: I/O backends, workers, control plane and CLI around the sans-I/O core in
+//! `xvs-forwarding` and the schedulers in `xvs-schedulers`.
