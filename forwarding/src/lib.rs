@@ -7,6 +7,10 @@
 
 pub mod frame;
 pub mod verdict;
+pub mod wire;
+
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use frame::Frame;
 pub use verdict::{DropCounters, DropReason, PortId, Verdict};

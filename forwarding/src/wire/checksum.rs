@@ -1,0 +1,168 @@
+//! Internet checksums.
+//!
+//! * Full computation, RFC 1071: the one's-complement sum of the data as big-endian 16-bit words
+//!   (an odd last byte padded with zero), folded to 16 bits, complemented. We sum 32-bit words
+//!   into a 64-bit accumulator ("parallel summation", RFC 1071 §2(C)); folding the result gives
+//!   the same 16-bit sum because 2^16 ≡ 1 (mod 2^16 − 1).
+//! * Pseudo-headers for TCP / UDP / ICMPv6: RFC 793 / RFC 768 (IPv4), RFC 8200 §8.1 (IPv6).
+//! * Incremental update, RFC 1624 eqn. 3: `HC' = ~(~HC + ~m + m')` for every changed 16-bit
+//!   word m → m'; [`update32`] and [`update128`] apply it to the 2 and 8 words of an IPv4 and
+//!   IPv6 address. This is what the kernel's `csum_replace4` / `inet_proto_csum_replace16` do.
+//!
+//! UDP: a transmitted checksum of 0 means "none" over IPv4, so a computed 0 is sent as 0xFFFF
+//! (RFC 768); see [`udp_fixup`].
+
+/// Add `data` to the unfolded one's-complement accumulator `acc`.
+#[inline]
+pub fn sum(data: &[u8], mut acc: u64) -> u64 {
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        acc += u64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
+    }
+    let rest = chunks.remainder();
+    let mut tail = [0u8; 4];
+    tail[..rest.len()].copy_from_slice(rest);
+    acc + u64::from(u32::from_be_bytes(tail))
+}
+
+/// Fold an accumulator to 16 bits with end-around carry (not complemented).
+#[inline]
+pub fn fold(mut acc: u64) -> u16 {
+    while acc >> 16 != 0 {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
+/// The RFC 1071 checksum of `data`: `!fold(sum(data))`.
+#[inline]
+pub fn checksum(data: &[u8]) -> u16 {
+    !fold(sum(data, 0))
+}
+
+/// The checksum of `data` with an already accumulated pseudo-header `acc`.
+#[inline]
+pub fn checksum_with(acc: u64, data: &[u8]) -> u16 {
+    !fold(sum(data, acc))
+}
+
+/// Does `data` (which contains its own checksum field) verify? True when its sum folds to 0xFFFF.
+#[inline]
+pub fn verifies(acc: u64, data: &[u8]) -> bool {
+    fold(sum(data, acc)) == 0xffff
+}
+
+/// Unfolded sum of the IPv4 pseudo-header (RFC 793 §3.1): src, dst, zero, protocol, length.
+#[inline]
+pub fn pseudo_v4(src: [u8; 4], dst: [u8; 4], proto: u8, len: u16) -> u64 {
+    u64::from(u32::from_be_bytes(src))
+        + u64::from(u32::from_be_bytes(dst))
+        + u64::from(proto)
+        + u64::from(len)
+}
+
+/// Unfolded sum of the IPv6 pseudo-header (RFC 8200 §8.1): src, dst, 32-bit length, next header.
+#[inline]
+pub fn pseudo_v6(src: [u8; 16], dst: [u8; 16], proto: u8, len: u32) -> u64 {
+    sum(&src, 0) + sum(&dst, 0) + u64::from(len) + u64::from(proto)
+}
+
+/// RFC 1624 eqn. 3 for one 16-bit word: the new checksum after `old` became `new`.
+#[inline]
+pub fn update16(check: u16, old: u16, new: u16) -> u16 {
+    let acc = u64::from(!check) + u64::from(!old) + u64::from(new);
+    !fold(acc)
+}
+
+/// RFC 1624 for `N` changed bytes (N even): every 16-bit word of `old` replaced by `new`.
+#[inline]
+pub fn update_bytes<const N: usize>(check: u16, old: &[u8; N], new: &[u8; N]) -> u16 {
+    let mut acc = u64::from(!check);
+    let mut i = 0;
+    while i + 1 < N {
+        acc += u64::from(!u16::from_be_bytes([old[i], old[i + 1]]));
+        acc += u64::from(u16::from_be_bytes([new[i], new[i + 1]]));
+        i += 2;
+    }
+    !fold(acc)
+}
+
+/// RFC 1624 for a 32-bit word, e.g. an IPv4 address.
+#[inline]
+pub fn update32(check: u16, old: [u8; 4], new: [u8; 4]) -> u16 {
+    update_bytes(check, &old, &new)
+}
+
+/// RFC 1624 for a 128-bit value, e.g. an IPv6 address.
+#[inline]
+pub fn update128(check: u16, old: [u8; 16], new: [u8; 16]) -> u16 {
+    update_bytes(check, &old, &new)
+}
+
+/// A UDP checksum as transmitted: a computed 0 is sent as 0xFFFF (RFC 768), since 0 means
+/// "no checksum" over IPv4 (and is invalid over IPv6).
+#[inline]
+pub fn udp_fixup(check: u16) -> u16 {
+    if check == 0 {
+        0xffff
+    } else {
+        check
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example of RFC 1071 §3: words 0001 f203 f4f5 f6f7 sum to ddf2 (folded).
+    #[test]
+    fn rfc1071_example() {
+        let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
+        assert_eq!(fold(sum(&data, 0)), 0xddf2);
+        assert_eq!(checksum(&data), !0xddf2);
+        // Odd length: the last byte is padded with zero.
+        assert_eq!(
+            fold(sum(&data[..7], 0)),
+            fold(sum(&[0, 1, 0xf2, 3, 0xf4, 0xf5, 0xf6, 0], 0))
+        );
+    }
+
+    /// A captured IPv4 header (Wikipedia's example): checksum 0xb861.
+    #[test]
+    fn ipv4_header_capture() {
+        let mut h = [
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8,
+            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+        ];
+        assert!(verifies(0, &h));
+        h[10] = 0;
+        h[11] = 0;
+        assert_eq!(checksum(&h), 0xb861);
+    }
+
+    /// RFC 1624 §4's example: HC 0xdd2f, m 0x5555 → m' 0x3285 gives HC' 0x0000.
+    #[test]
+    fn rfc1624_example() {
+        assert_eq!(update16(0xdd2f, 0x5555, 0x3285), 0x0000);
+    }
+
+    #[test]
+    fn incremental_matches_full() {
+        let mut h = [
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8,
+            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+        ];
+        let new = [10, 1, 2, 3];
+        let c = update32(0xb861, [0xc0, 0xa8, 0x00, 0xc7], new);
+        h[16..20].copy_from_slice(&new);
+        h[10] = 0;
+        h[11] = 0;
+        assert_eq!(c, checksum(&h));
+    }
+
+    #[test]
+    fn udp_zero_is_sent_as_ffff() {
+        assert_eq!(udp_fixup(0), 0xffff);
+        assert_eq!(udp_fixup(0x1234), 0x1234);
+    }
+}
