@@ -16,9 +16,13 @@
 //! and never panics; the pipeline turns it into `Verdict::Drop(err.into())`.
 
 pub mod checksum;
+pub mod icmp;
 pub mod parse;
+pub mod rewrite;
 
+pub use icmp::{Embedded, IcmpAnswer, IcmpNat};
 pub use parse::{parse, Frag, Packet, Parsed};
+pub use rewrite::{Link, Tunnel};
 
 use crate::verdict::DropReason;
 
@@ -129,27 +133,5 @@ impl WireError {
 impl From<WireError> for DropReason {
     fn from(e: WireError) -> DropReason {
         e.drop_reason()
-    }
-}
-
-/// Read a big-endian u16 at `off`, if present.
-#[allow(dead_code)]
-#[inline]
-pub(crate) fn be16(data: &[u8], off: usize) -> Option<u16> {
-    data.get(off..off.checked_add(2)?)
-        .map(|b| u16::from_be_bytes([b[0], b[1]]))
-}
-
-/// Write a big-endian u16 at `off`; false if it does not fit.
-#[allow(dead_code)]
-#[inline]
-#[must_use]
-pub(crate) fn put16(data: &mut [u8], off: usize, v: u16) -> bool {
-    match off.checked_add(2).and_then(|end| data.get_mut(off..end)) {
-        Some(b) => {
-            b.copy_from_slice(&v.to_be_bytes());
-            true
-        }
-        None => false,
     }
 }

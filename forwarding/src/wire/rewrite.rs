@@ -1,0 +1,416 @@
+//! In-place rewrites for the forwarding methods, with incremental checksum updates.
+//!
+//! Following the kernel's `ip_vs_xmit.c` and the `*_dnat_handler` / `*_snat_handler` of
+//! `ip_vs_proto_{tcp,udp}.c`:
+//! * [`set_src`] / [`set_dst`] (NAT in: dst := backend; NAT out: src := VIP; FullNAT: both):
+//!   the IPv4 header checksum is patched with RFC 1624 (`csum_replace4`), the TCP / UDP
+//!   checksum for the pseudo-header address and the port (`inet_proto_csum_replace4/2`,
+//!   `…replace16` for IPv6), the ICMPv6 checksum for the pseudo-header address.
+//!   **UDP checksum 0**: like IPVS (`udp_snat_handler`), a full checksum is computed when the
+//!   whole datagram is in the frame (not a fragment); a first fragment keeps 0. A checksum
+//!   that comes out 0 is sent as 0xFFFF (RFC 768). SCTP: the CRC32c does not cover the
+//!   addresses; a port change is refused (`Unsupported`), since recomputing CRC32c is not
+//!   implemented. Later fragments only get the address change (their ports live in the
+//!   first fragment, whose checksum carries the whole update).
+//! * [`dec_ttl`]: TTL / hop limit − 1 with the IPv4 checksum patched (`ip_decrease_ttl`);
+//!   `TtlExceeded` when it is ≤ 1, as `ip_vs_xmit.c` sends time-exceeded then.
+//! * [`set_link`]: a new Ethernet header, with or without one 802.1Q tag; the frame grows or
+//!   shrinks at the front (`Frame::push_front` / `pull_front`).
+//! * [`encap`]: TUN as `ip_vs_tunnel_xmit` / `ip_vs_tunnel_xmit_v6` do it: outer IPv4 (IHL 5,
+//!   protocol 4 for inner IPv4, 41 for inner IPv6) or outer IPv6 (next header 41 / 4);
+//!   TTL = inner TTL, TOS = inner TOS with ECN CE mapped to ECT(0) (`INET_ECN_encapsulate`),
+//!   DF = inner DF (always set for inner IPv6), ID 0 when DF is set. Oversize packets that may
+//!   not be fragmented report `TooBig { mtu: mtu − outer header }` (`ip_vs_tunnel_xmit`'s
+//!   `__mtu_check_toobig_v6` / frag-needed path).
+//! * [`check_mtu`]: the same test for NAT / DR, where nothing is added.
+
+use std::net::IpAddr;
+
+use super::checksum::{self, update128, update16, update32};
+use super::parse::{Frag, Packet};
+use super::{ethertype, proto, Family, WireError, ETH_LEN, IPV4_LEN, IPV6_LEN, VLAN_LEN};
+use crate::frame::Frame;
+
+/// The Ethernet header to put in front of a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Link {
+    pub src: [u8; 6],
+    pub dst: [u8; 6],
+    /// One 802.1Q tag with this VLAN id (PCP 0), or none.
+    pub vlan: Option<u16>,
+}
+
+impl Link {
+    /// Length of this Ethernet header.
+    pub fn len(&self) -> usize {
+        ETH_LEN + if self.vlan.is_some() { VLAN_LEN } else { 0 }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Write the header into `out` (exactly `self.len()` bytes) for an IP packet of `family`.
+    fn write(&self, out: &mut [u8], family: Family) {
+        let et = match family {
+            Family::V4 => ethertype::IPV4,
+            Family::V6 => ethertype::IPV6,
+        };
+        out[0..6].copy_from_slice(&self.dst);
+        out[6..12].copy_from_slice(&self.src);
+        match self.vlan {
+            Some(id) => {
+                out[12..14].copy_from_slice(&ethertype::VLAN.to_be_bytes());
+                out[14..16].copy_from_slice(&(id & 0x0fff).to_be_bytes());
+                out[16..18].copy_from_slice(&et.to_be_bytes());
+            }
+            None => out[12..14].copy_from_slice(&et.to_be_bytes()),
+        }
+    }
+}
+
+/// The outer header of a TUN encapsulation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tunnel {
+    /// Outer source (the director's address toward the backend) and destination (the
+    /// backend). Both of the same family; it may differ from the inner packet's.
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// IPv4 identification used when DF is clear (the caller's per-worker counter).
+    pub id: u16,
+    /// MTU of the egress route: the whole outer IP packet must fit.
+    pub mtu: u16,
+}
+
+/// Check that `p`'s offsets lie inside `data` and are ordered; the rewrites rely on it.
+fn check(data: &[u8], p: &Packet) -> Result<(), WireError> {
+    let hlen = match p.family() {
+        Family::V4 => IPV4_LEN,
+        Family::V6 => IPV6_LEN,
+    };
+    if p.l3.checked_add(hlen).is_some_and(|h| h <= p.l4)
+        && p.l4 <= p.ip_end
+        && p.ip_end <= data.len()
+    {
+        Ok(())
+    } else {
+        Err(WireError::Truncated)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Src,
+    Dst,
+}
+
+/// Set the source address and port (NAT out: src := VIP:vport; FullNAT in: src := local
+/// address:port). The port is ignored for packets without ports (ICMP, later fragments).
+pub fn set_src(data: &mut [u8], p: &mut Packet, addr: IpAddr, port: u16) -> Result<(), WireError> {
+    set_endpoint(data, p, Side::Src, addr, port)
+}
+
+/// Set the destination address and port (NAT in: dst := backend; FullNAT out: dst := client).
+pub fn set_dst(data: &mut [u8], p: &mut Packet, addr: IpAddr, port: u16) -> Result<(), WireError> {
+    set_endpoint(data, p, Side::Dst, addr, port)
+}
+
+/// Set both endpoints (FullNAT).
+pub fn set_src_dst(
+    data: &mut [u8],
+    p: &mut Packet,
+    src: (IpAddr, u16),
+    dst: (IpAddr, u16),
+) -> Result<(), WireError> {
+    // Check both before changing anything, so an error leaves the frame untouched.
+    if Family::of(&src.0) != p.family() || Family::of(&dst.0) != p.family() {
+        return Err(WireError::Unsupported);
+    }
+    set_endpoint(data, p, Side::Src, src.0, src.1)?;
+    set_endpoint(data, p, Side::Dst, dst.0, dst.1)
+}
+
+fn set_endpoint(
+    data: &mut [u8],
+    p: &mut Packet,
+    side: Side,
+    addr: IpAddr,
+    port: u16,
+) -> Result<(), WireError> {
+    check(data, p)?;
+    let (old_addr, old_port) = match side {
+        Side::Src => (p.src, p.sport),
+        Side::Dst => (p.dst, p.dport),
+    };
+    let port_changes = p.has_ports() && port != old_port;
+    if port_changes && p.proto == proto::SCTP {
+        return Err(WireError::Unsupported);
+    }
+    // Where the L4 checksum lives and whether it covers the pseudo-header.
+    let l4_check = if p.frag == Frag::Later {
+        None
+    } else {
+        match p.proto {
+            proto::TCP => Some(16),
+            proto::UDP => Some(6),
+            proto::ICMPV6 if !p.is_v4() => Some(2),
+            _ => None,
+        }
+    };
+    if let Some(off) = l4_check {
+        if p.l4 + off + 2 > p.ip_end {
+            return Err(WireError::Truncated);
+        }
+    }
+    if p.has_ports() && p.l4 + 4 > p.ip_end {
+        return Err(WireError::Truncated);
+    }
+    let udp_zero = p.proto == proto::UDP && l4_check.is_some() && {
+        let o = p.l4 + 6;
+        data[o] == 0 && data[o + 1] == 0
+    };
+    let mut l4sum = match l4_check {
+        Some(off) if !udp_zero => {
+            let o = p.l4 + off;
+            Some(u16::from_be_bytes([data[o], data[o + 1]]))
+        }
+        _ => None,
+    };
+    // Addresses.
+    match (old_addr, addr) {
+        (IpAddr::V4(old), IpAddr::V4(new)) => {
+            let (old, new) = (old.octets(), new.octets());
+            let a = p.l3 + if side == Side::Src { 12 } else { 16 };
+            data[a..a + 4].copy_from_slice(&new);
+            let c = p.l3 + 10;
+            let ipsum = update32(u16::from_be_bytes([data[c], data[c + 1]]), old, new);
+            data[c..c + 2].copy_from_slice(&ipsum.to_be_bytes());
+            l4sum = l4sum.map(|s| update32(s, old, new));
+        }
+        (IpAddr::V6(old), IpAddr::V6(new)) => {
+            let (old, new) = (old.octets(), new.octets());
+            let a = p.l3 + if side == Side::Src { 8 } else { 24 };
+            data[a..a + 16].copy_from_slice(&new);
+            l4sum = l4sum.map(|s| update128(s, old, new));
+        }
+        _ => return Err(WireError::Unsupported),
+    }
+    // Port.
+    if p.has_ports() {
+        let o = p.l4 + if side == Side::Src { 0 } else { 2 };
+        data[o..o + 2].copy_from_slice(&port.to_be_bytes());
+        l4sum = l4sum.map(|s| update16(s, old_port, port));
+    }
+    match side {
+        Side::Src => {
+            p.src = addr;
+            if p.has_ports() {
+                p.sport = port;
+            }
+        }
+        Side::Dst => {
+            p.dst = addr;
+            if p.has_ports() {
+                p.dport = port;
+            }
+        }
+    }
+    // L4 checksum.
+    if let (Some(off), Some(mut s)) = (l4_check, l4sum) {
+        if p.proto == proto::UDP {
+            s = checksum::udp_fixup(s);
+        }
+        let o = p.l4 + off;
+        data[o..o + 2].copy_from_slice(&s.to_be_bytes());
+    } else if udp_zero && p.frag == Frag::None {
+        let s = l4_full_checksum(data, p, 6);
+        let o = p.l4 + 6;
+        data[o..o + 2].copy_from_slice(&checksum::udp_fixup(s).to_be_bytes());
+    }
+    Ok(())
+}
+
+/// Full TCP / UDP / ICMPv6 checksum of `p`'s transport packet (the checksum field at
+/// `p.l4 + field` is treated as zero). The caller has checked `p`'s offsets.
+fn l4_full_checksum(data: &mut [u8], p: &Packet, field: usize) -> u16 {
+    let o = p.l4 + field;
+    data[o] = 0;
+    data[o + 1] = 0;
+    let seg = &data[p.l4..p.ip_end];
+    let acc = pseudo(p, seg.len());
+    checksum::checksum_with(acc, seg)
+}
+
+/// The pseudo-header sum of `p` for a transport packet of `len` bytes.
+pub(crate) fn pseudo(p: &Packet, len: usize) -> u64 {
+    match (p.src, p.dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            checksum::pseudo_v4(s.octets(), d.octets(), p.proto, len as u16)
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            checksum::pseudo_v6(s.octets(), d.octets(), p.proto, len as u32)
+        }
+        _ => 0,
+    }
+}
+
+/// Decrement the TTL / hop limit. `TtlExceeded` (frame untouched) when it is ≤ 1.
+pub fn dec_ttl(data: &mut [u8], p: &mut Packet) -> Result<(), WireError> {
+    check(data, p)?;
+    if p.ttl <= 1 {
+        return Err(WireError::TtlExceeded);
+    }
+    match p.family() {
+        Family::V4 => {
+            let t = p.l3 + 8;
+            let old = u16::from_be_bytes([data[t], data[t + 1]]);
+            data[t] = data[t].wrapping_sub(1);
+            let new = u16::from_be_bytes([data[t], data[t + 1]]);
+            let c = p.l3 + 10;
+            let s = update16(u16::from_be_bytes([data[c], data[c + 1]]), old, new);
+            data[c..c + 2].copy_from_slice(&s.to_be_bytes());
+            p.ttl = data[t];
+        }
+        Family::V6 => {
+            let t = p.l3 + 7;
+            data[t] = data[t].wrapping_sub(1);
+            p.ttl = data[t];
+        }
+    }
+    Ok(())
+}
+
+/// Replace the Ethernet header (and any VLAN tags) by `link`. The frame grows or shrinks at
+/// the front; `p`'s offsets and VLAN fields are updated.
+pub fn set_link(frame: &mut Frame, p: &mut Packet, link: &Link) -> Result<(), WireError> {
+    if p.l3 > p.l4 || p.l4 > p.ip_end || p.ip_end > frame.len() {
+        return Err(WireError::Truncated);
+    }
+    let old = p.l3;
+    let new = link.len();
+    if new > old {
+        if !frame.push_front(new - old) {
+            return Err(WireError::NoHeadroom);
+        }
+    } else if !frame.pull_front(old - new) {
+        return Err(WireError::Truncated);
+    }
+    link.write(&mut frame.data_mut()[..new], p.family());
+    p.l4 = p.l4 - old + new;
+    p.ip_end = p.ip_end - old + new;
+    p.l3 = new;
+    p.vlan = link.vlan;
+    p.vlan_inner = None;
+    Ok(())
+}
+
+/// Swap the Ethernet source and destination addresses (answers sent back where they came from).
+pub fn swap_macs(data: &mut [u8]) -> Result<(), WireError> {
+    let h = data.get_mut(..12).ok_or(WireError::Truncated)?;
+    let (a, b) = h.split_at_mut(6);
+    a.swap_with_slice(b);
+    Ok(())
+}
+
+/// The NAT / DR MTU test (`ip_vs_xmit.c` `ensure_mtu_is_adequate`): an IPv4 packet with DF
+/// or any IPv6 packet larger than `mtu` → `TooBig { mtu }` (the sender is told); IPv4 without
+/// DF, or an ICMP error → `NeedsFragmentation` (the director does not fragment).
+pub fn check_mtu(p: &Packet, mtu: u16) -> Result<(), WireError> {
+    if p.ip_len() <= usize::from(mtu) {
+        return Ok(());
+    }
+    if p.icmp_error || (p.is_v4() && !p.df) {
+        Err(WireError::NeedsFragmentation)
+    } else {
+        Err(WireError::TooBig { mtu })
+    }
+}
+
+/// ECN on encapsulation (RFC 6040 "normal mode", the kernel's `INET_ECN_encapsulate`): the
+/// outer TOS is the inner one, except that CE becomes ECT(0).
+pub fn outer_tos(inner: u8) -> u8 {
+    if inner & 3 == 3 {
+        (inner & !3) | 2
+    } else {
+        inner
+    }
+}
+
+/// Encapsulate `p`'s IP packet for a TUN backend: `link` + outer IP header + the inner packet
+/// (Ethernet padding dropped). Decrement the TTL first ([`dec_ttl`]): the outer TTL copies
+/// the inner one. The frame grows at the front into the headroom; afterwards `p` no longer
+/// describes the frame (parse it again if needed). On error the frame is unchanged.
+pub fn encap(frame: &mut Frame, p: &Packet, tun: &Tunnel, link: &Link) -> Result<(), WireError> {
+    if p.l3 >= p.ip_end || p.ip_end > frame.len() || p.l4 > p.ip_end {
+        return Err(WireError::Truncated);
+    }
+    let outer_family = Family::of(&tun.src);
+    if Family::of(&tun.dst) != outer_family {
+        return Err(WireError::Unsupported);
+    }
+    let (outer_len, min_mtu) = match outer_family {
+        Family::V4 => (IPV4_LEN, 68),
+        Family::V6 => (IPV6_LEN, 1280),
+    };
+    let inner_len = p.ip_len();
+    let total = outer_len + inner_len;
+    let df = !p.is_v4() || p.df;
+    if total > usize::from(tun.mtu) || total > usize::from(u16::MAX) {
+        let inner_mtu = usize::from(tun.mtu).saturating_sub(outer_len);
+        return Err(if df && inner_mtu >= min_mtu {
+            WireError::TooBig {
+                mtu: inner_mtu as u16,
+            }
+        } else {
+            WireError::NeedsFragmentation
+        });
+    }
+    let front = link.len() + outer_len;
+    if front > p.l3 {
+        if !frame.push_front(front - p.l3) {
+            return Err(WireError::NoHeadroom);
+        }
+    } else if !frame.pull_front(p.l3 - front) {
+        return Err(WireError::Truncated);
+    }
+    // Drop the Ethernet padding after the inner packet (shrinking always fits).
+    if !frame.set_len(front + inner_len) {
+        return Err(WireError::Truncated);
+    }
+    let data = frame.data_mut();
+    link.write(&mut data[..link.len()], outer_family);
+    let o = link.len();
+    let tos = outer_tos(p.tos);
+    let inner_proto = if p.is_v4() { proto::IPIP } else { proto::IPV6 };
+    match (tun.src, tun.dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let h = &mut data[o..o + IPV4_LEN];
+            h[0] = 0x45;
+            h[1] = tos;
+            h[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+            let id = if df { 0 } else { tun.id };
+            h[4..6].copy_from_slice(&id.to_be_bytes());
+            h[6..8].copy_from_slice(&(if df { 0x4000u16 } else { 0 }).to_be_bytes());
+            h[8] = p.ttl;
+            h[9] = inner_proto;
+            h[10] = 0;
+            h[11] = 0;
+            h[12..16].copy_from_slice(&s.octets());
+            h[16..20].copy_from_slice(&d.octets());
+            let c = checksum::checksum(h);
+            h[10..12].copy_from_slice(&c.to_be_bytes());
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let h = &mut data[o..o + IPV6_LEN];
+            let first = (6u32 << 28) | (u32::from(tos) << 20);
+            h[0..4].copy_from_slice(&first.to_be_bytes());
+            h[4..6].copy_from_slice(&(inner_len as u16).to_be_bytes());
+            h[6] = inner_proto;
+            h[7] = p.ttl;
+            h[8..24].copy_from_slice(&s.octets());
+            h[24..40].copy_from_slice(&d.octets());
+        }
+        _ => return Err(WireError::Unsupported),
+    }
+    Ok(())
+}
