@@ -89,6 +89,7 @@ enum L4 {
         flags: u8,
         seq: u32,
         ack: u32,
+        window: u16,
     },
     Udp {
         sport: u16,
@@ -259,6 +260,7 @@ impl Pkt {
             flags: 0,
             seq: 1,
             ack: 0,
+            window: 0xffff,
         };
         self
     }
@@ -292,6 +294,14 @@ impl Pkt {
         if let L4::Tcp { seq, ack, .. } = &mut self.l4 {
             *seq = s;
             *ack = a;
+        }
+        self
+    }
+
+    /// TCP window.
+    pub fn window(mut self, w: u16) -> Pkt {
+        if let L4::Tcp { window, .. } = &mut self.l4 {
+            *window = w;
         }
         self
     }
@@ -392,12 +402,15 @@ impl Pkt {
                 flags,
                 seq,
                 ack,
+                window,
             } => {
                 b.extend_from_slice(&sport.to_be_bytes());
                 b.extend_from_slice(&dport.to_be_bytes());
                 b.extend_from_slice(&seq.to_be_bytes());
                 b.extend_from_slice(&ack.to_be_bytes());
-                b.extend_from_slice(&[0x50, *flags, 0xff, 0xff, 0, 0, 0, 0]);
+                b.extend_from_slice(&[0x50, *flags]);
+                b.extend_from_slice(&window.to_be_bytes());
+                b.extend_from_slice(&[0, 0, 0, 0]);
                 6
             }
             L4::Udp { sport, dport, .. } => {
