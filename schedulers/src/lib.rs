@@ -12,13 +12,115 @@
 //!
 //! No clocks, no threads, no global randomness: `now` is an argument and `twos` takes a seeded
 //! generator, so decisions are reproducible in tests and in `xvs simulate`.
+//!
+//! # Using a scheduler
+//!
+//! ```
+//! use std::net::{IpAddr, Ipv4Addr};
+//! use xvs_schedulers::{new_scheduler, BackendId, BackendView, Change, Flow, NoLoad, SchedFlags, Time};
+//!
+//! let flags = SchedFlags::parse(Some("mh"), "mh-fallback,mh-port").unwrap();
+//! let mut sched = new_scheduler("mh", &flags).unwrap();
+//! // IPVS list order: the newest backend first.
+//! let backends: Vec<BackendView> = (1..=3u8).rev().map(|i| BackendView {
+//!     id: BackendId(u32::from(i)),
+//!     addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, i)),
+//!     port: 80,
+//!     weight: 1,
+//!     last_weight: 1,
+//! }).collect();
+//! sched.update(&backends, Change::Init);
+//! let flow = Flow {
+//!     proto: 6,
+//!     src: IpAddr::V4(Ipv4Addr::new(192, 168, 0, 1)),
+//!     sport: 40000,
+//!     dst: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 100)),
+//!     dport: 80,
+//! };
+//! let pos = sched.pick(&flow, &backends, &NoLoad, Time(0));
+//! assert!(pos.is_some());
+//! ```
+//!
+//! Call [`Scheduler::update`] with [`Change::Init`] once after construction (the kernel's
+//! `init_service`), then with `Add` / `Remove` / `Edit` on every change of the backend list, and
+//! always pass `pick` the same slice that the last `update` saw: tables (sh, dh, mh, Maglev) and
+//! cursors (rr, wrr) hold positions in it. Positions that no longer exist are never indexed
+//! (`pick` then answers `None` or skips them), but the decisions are only IPVS's when the two
+//! agree.
+//!
+//! # Connection counts across workers
+//!
+//! lc, wlc, sed, nq, ovf, twos, lblc and lblcr read `active` / `inactive` counts and the
+//! OVERLOAD flag through [`Load`]; rr, wrr, fo, sh, dh, mh and maglev read only OVERLOAD (and
+//! weights). The counts are combined as follows:
+//!
+//! * each worker keeps **exact** per-backend counts for the connections in its own table;
+//! * the control plane periodically publishes, per worker, the **sum of the other workers'**
+//!   counts (a snapshot, so it lags by up to one publish period);
+//! * a worker's [`Load`] answers `own + others`, and OVERLOAD is evaluated by the owner of the
+//!   thresholds on that same sum.
+//!
+//! On a single worker the "others" term is zero, so every decision is exactly the kernel's; on
+//! several workers a decision can differ from a single kernel's only by the connections that
+//! other workers opened or closed since the last publish. Each worker owns its own scheduler
+//! instance (`pick` takes `&mut self`): rr / wrr cursors, lblc / lblcr caches and the twos
+//! random stream are per worker, which is the usual per-core trade-off (DPVS does the same).
+//!
+//! # Deviations from the kernel worth knowing
+//!
+//! * mh with more backends than table slots (the kernel's `EINVAL`): the table is emptied and
+//!   every pick fails until the list shrinks (the kernel keeps its previous table).
+//! * lblc / lblcr allocate when they insert a cache entry (the kernel `kmalloc`s there too);
+//!   the caches are pre-sized for the kernel's 16384-entry soft limit. Their periodic garbage
+//!   collection runs lazily inside `pick`, replaying every 60 s tick that has elapsed since the
+//!   last one with the tick's own time, which gives the same table the kernel's timer would.
 #![forbid(unsafe_code)]
 
 use std::net::IpAddr;
 
-mod rr;
+mod dh;
+mod factory;
+mod fo;
+pub mod hash;
+mod lblc;
+mod lblcr;
+mod lc;
+mod load;
+mod locality;
+mod maglev;
+mod mh;
+mod nq;
+mod ovf;
 
+pub mod rng;
+mod rr;
+mod sed;
+mod sh;
+mod twos;
+mod wlc;
+mod wrr;
+
+pub use dh::DestinationHashing;
+pub use factory::{
+    new_scheduler, new_scheduler_with, FlagsDisplay, SchedFlags, SchedOptions, SchedulerError,
+    SCHEDULER_NAMES,
+};
+pub use fo::WeightedFailover;
+pub use lblc::LocalityLeastConn;
+pub use lblcr::LocalityLeastConnReplicated;
+pub use lc::LeastConn;
+pub use load::overhead;
+pub use maglev::{Maglev, MAGLEV_RING_SIZE};
+pub use mh::{MaglevHashing, MH_PRIMES};
+pub use nq::NeverQueue;
+pub use ovf::Overflow;
+pub use rng::{RandomSource, SplitMix64};
 pub use rr::RoundRobin;
+pub use sed::ShortestExpectedDelay;
+pub use sh::SourceHashing;
+pub use twos::PowerOfTwo;
+pub use wlc::WeightedLeastConn;
+pub use wrr::WeightedRoundRobin;
 
 /// Identity of a backend in the published snapshot (an index into its backend array).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -120,4 +222,8 @@ pub trait Scheduler: Send + std::fmt::Debug {
         load: &dyn Load,
         now: Time,
     ) -> Option<usize>;
+    /// The time the scheduler was bound to its service (the kernel's `init_service`), for
+    /// schedulers with timers (lblc, lblcr garbage collection every 60 s from then on). Without
+    /// this call the first `pick`'s `now` is taken instead.
+    fn started(&mut self, _now: Time) {}
 }

@@ -28,8 +28,9 @@ impl Scheduler for RoundRobin {
     fn update(&mut self, _backends: &[BackendView], change: Change) {
         match change {
             Change::Init => self.cursor = None,
-            // Prepending shifts every position by one; the cursor keeps its element.
-            Change::Add(_) => self.cursor = self.cursor.map(|c| c + 1),
+            // Inserting (IPVS prepends, position 0) shifts the later positions by one; the cursor
+            // keeps its element.
+            Change::Add(pos) => self.cursor = self.cursor.map(|c| if c >= pos { c + 1 } else { c }),
             Change::Remove(pos) => {
                 self.cursor = match self.cursor {
                     Some(c) if c == pos => c.checked_sub(1),
@@ -53,7 +54,7 @@ impl Scheduler for RoundRobin {
             return None;
         }
         // Start after the cursor; from the head that is position 0. The walk ends with the cursor.
-        let start = self.cursor.map_or(0, |c| (c + 1) % n);
+        let start = self.cursor.map_or(0, |c| (c % n + 1) % n);
         for k in 0..n {
             let i = (start + k) % n;
             let b = &backends[i];

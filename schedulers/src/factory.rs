@@ -1,0 +1,277 @@
+//! Choosing a scheduler by its ipvsadm name, and the scheduler flags of `ipvsadm -b`.
+//!
+//! Flags are the service flags `IP_VS_SVC_F_SCHED1..3` (0x8, 0x10, 0x20). ipvsadm
+//! (`parse_sched_flags`) accepts a comma-separated list of `flag-1`, `flag-2`, `flag-3` for any
+//! scheduler, and `sh-fallback`, `sh-port` (SCHED1, SCHED2) only with `sh`, `mh-fallback`,
+//! `mh-port` only with `mh`. Listings (`-Ln` in parentheses, `-S` after `-b`) name the bits the
+//! scheduler's way: `sh-fallback,sh-port[,flag-3]` for sh, `mh-...` for mh, `flag-N` otherwise.
+
+use crate::locality::DEFAULT_EXPIRATION;
+use crate::mh::MH_DEFAULT_TAB_INDEX;
+use crate::{
+    DestinationHashing, LeastConn, LocalityLeastConn, LocalityLeastConnReplicated, Maglev,
+    MaglevHashing, NeverQueue, Overflow, PowerOfTwo, RoundRobin, Scheduler, ShortestExpectedDelay,
+    SourceHashing, Time, WeightedFailover, WeightedLeastConn, WeightedRoundRobin,
+};
+use std::fmt;
+
+/// Every scheduler name [`new_scheduler`] accepts.
+pub const SCHEDULER_NAMES: [&str; 15] = [
+    "rr", "wrr", "lc", "wlc", "sed", "nq", "lblc", "lblcr", "dh", "sh", "mh", "fo", "ovf", "twos",
+    "maglev",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SchedulerError {
+    #[error("unknown scheduler `{0}` (known: rr, wrr, lc, wlc, sed, nq, lblc, lblcr, dh, sh, mh, fo, ovf, twos, maglev)")]
+    UnknownScheduler(String),
+    #[error("invalid scheduler flag `{0}`")]
+    InvalidFlag(String),
+    #[error("incompatible scheduler flag `{flag}` for scheduler `{scheduler}`")]
+    IncompatibleFlag { flag: String, scheduler: String },
+    #[error("empty scheduler flag list")]
+    EmptyFlags,
+    #[error("mh table index {0} out of range 8..=17 (CONFIG_IP_VS_MH_TAB_INDEX)")]
+    MhTableIndex(u8),
+}
+
+/// The scheduler bits of a service's flags (`IP_VS_SVC_F_SCHED1..3`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SchedFlags(u32);
+
+impl SchedFlags {
+    pub const SCHED1: u32 = 0x0008;
+    pub const SCHED2: u32 = 0x0010;
+    pub const SCHED3: u32 = 0x0020;
+    const ALL: u32 = Self::SCHED1 | Self::SCHED2 | Self::SCHED3;
+
+    pub const NONE: SchedFlags = SchedFlags(0);
+
+    /// From service flags as the kernel stores them; bits other than SCHED1..3 are ignored.
+    pub const fn from_bits(bits: u32) -> Self {
+        SchedFlags(bits & Self::ALL)
+    }
+
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// SCHED1: `sh-fallback` / `mh-fallback`.
+    pub const fn fallback(self) -> bool {
+        self.0 & Self::SCHED1 != 0
+    }
+
+    /// SCHED2: `sh-port` / `mh-port`.
+    pub const fn port(self) -> bool {
+        self.0 & Self::SCHED2 != 0
+    }
+
+    /// Parse ipvsadm's `-b` argument. `scheduler` is the `-s` name if known (ipvsadm rejects
+    /// `sh-*` flags for anything but sh and `mh-*` for anything but mh; with `None` it checks
+    /// nothing, as ipvsadm does when `-b` comes without `-s`). Empty items (`a,,b`) are skipped
+    /// like `strtok` does; an empty list is an error.
+    pub fn parse(scheduler: Option<&str>, text: &str) -> Result<Self, SchedulerError> {
+        let mut bits = 0;
+        let mut any = false;
+        for flag in text.split(',').filter(|f| !f.is_empty()) {
+            any = true;
+            let (bit, owner) = match flag {
+                "flag-1" => (Self::SCHED1, None),
+                "flag-2" => (Self::SCHED2, None),
+                "flag-3" => (Self::SCHED3, None),
+                "sh-fallback" => (Self::SCHED1, Some("sh")),
+                "sh-port" => (Self::SCHED2, Some("sh")),
+                "mh-fallback" => (Self::SCHED1, Some("mh")),
+                "mh-port" => (Self::SCHED2, Some("mh")),
+                _ => return Err(SchedulerError::InvalidFlag(flag.to_string())),
+            };
+            if let (Some(owner), Some(s)) = (owner, scheduler) {
+                if s != owner {
+                    return Err(SchedulerError::IncompatibleFlag {
+                        flag: flag.to_string(),
+                        scheduler: s.to_string(),
+                    });
+                }
+            }
+            bits |= bit;
+        }
+        if !any {
+            return Err(SchedulerError::EmptyFlags);
+        }
+        Ok(SchedFlags(bits))
+    }
+
+    /// The flag text ipvsadm prints for `scheduler` (`-Ln` puts it in parentheses after the
+    /// scheduler name, `-S` after `-b`); empty when no flag is set.
+    pub fn display(self, scheduler: &str) -> FlagsDisplay<'_> {
+        FlagsDisplay {
+            flags: self,
+            scheduler,
+        }
+    }
+}
+
+/// See [`SchedFlags::display`].
+#[derive(Clone, Copy, Debug)]
+pub struct FlagsDisplay<'a> {
+    flags: SchedFlags,
+    scheduler: &'a str,
+}
+
+impl fmt::Display for FlagsDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: [&str; 3] = match self.scheduler {
+            "sh" => ["sh-fallback", "sh-port", "flag-3"],
+            "mh" => ["mh-fallback", "mh-port", "flag-3"],
+            _ => ["flag-1", "flag-2", "flag-3"],
+        };
+        let bits = [SchedFlags::SCHED1, SchedFlags::SCHED2, SchedFlags::SCHED3];
+        let mut first = true;
+        for (bit, name) in bits.iter().zip(names) {
+            if self.flags.0 & bit != 0 {
+                if !first {
+                    f.write_str(",")?;
+                }
+                f.write_str(name)?;
+                first = false;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Settings that the kernel takes from Kconfig or sysctls, and the twos seed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SchedOptions {
+    /// `CONFIG_IP_VS_MH_TAB_INDEX` (8..=17; default 12, M = 4093).
+    pub mh_table_index: u8,
+    /// sysctl `lblc_expiration` (default 24 h).
+    pub lblc_expiration: Time,
+    /// sysctl `lblcr_expiration` (default 24 h).
+    pub lblcr_expiration: Time,
+    /// Seed of the twos random stream (per worker: give each worker its own).
+    pub twos_seed: u64,
+    /// Maglev ring size (default 65537; should be prime).
+    pub maglev_ring_size: u32,
+}
+
+impl Default for SchedOptions {
+    fn default() -> Self {
+        SchedOptions {
+            mh_table_index: MH_DEFAULT_TAB_INDEX,
+            lblc_expiration: Time(DEFAULT_EXPIRATION),
+            lblcr_expiration: Time(DEFAULT_EXPIRATION),
+            twos_seed: 0,
+            maglev_ring_size: crate::MAGLEV_RING_SIZE,
+        }
+    }
+}
+
+/// A scheduler by ipvsadm name with default options. Call `update(.., Change::Init)` on it
+/// before the first pick.
+pub fn new_scheduler(name: &str, flags: &SchedFlags) -> Result<Box<dyn Scheduler>, SchedulerError> {
+    new_scheduler_with(name, flags, &SchedOptions::default())
+}
+
+/// A scheduler by ipvsadm name. Flags that a scheduler does not use are accepted and ignored,
+/// as in the kernel.
+pub fn new_scheduler_with(
+    name: &str,
+    flags: &SchedFlags,
+    opts: &SchedOptions,
+) -> Result<Box<dyn Scheduler>, SchedulerError> {
+    Ok(match name {
+        "rr" => Box::new(RoundRobin::new()),
+        "wrr" => Box::new(WeightedRoundRobin::new()),
+        "lc" => Box::new(LeastConn::new()),
+        "wlc" => Box::new(WeightedLeastConn::new()),
+        "sed" => Box::new(ShortestExpectedDelay::new()),
+        "nq" => Box::new(NeverQueue::new()),
+        "lblc" => Box::new(LocalityLeastConn::with_expiration(opts.lblc_expiration)),
+        "lblcr" => Box::new(LocalityLeastConnReplicated::with_expiration(
+            opts.lblcr_expiration,
+        )),
+        "dh" => Box::new(DestinationHashing::new()),
+        "sh" => Box::new(SourceHashing::new(flags.fallback(), flags.port())),
+        "mh" => Box::new(
+            MaglevHashing::with_table_index(opts.mh_table_index, flags.fallback(), flags.port())
+                .ok_or(SchedulerError::MhTableIndex(opts.mh_table_index))?,
+        ),
+        "fo" => Box::new(WeightedFailover::new()),
+        "ovf" => Box::new(Overflow::new()),
+        "twos" => Box::new(PowerOfTwo::new(opts.twos_seed)),
+        "maglev" => Box::new(Maglev::with_ring_size(opts.maglev_ring_size)),
+        other => return Err(SchedulerError::UnknownScheduler(other.to_string())),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_and_print_round_trip() {
+        let f = SchedFlags::parse(Some("sh"), "sh-fallback,sh-port").unwrap();
+        assert_eq!(f.bits(), 0x18);
+        assert_eq!(f.display("sh").to_string(), "sh-fallback,sh-port");
+        let f = SchedFlags::parse(Some("mh"), "mh-port").unwrap();
+        assert_eq!(f.display("mh").to_string(), "mh-port");
+        let f = SchedFlags::parse(Some("wrr"), "flag-3,flag-1").unwrap();
+        assert_eq!(f.display("wrr").to_string(), "flag-1,flag-3");
+        // Bits print the scheduler's way whatever text set them.
+        let f = SchedFlags::parse(None, "flag-1,flag-2,flag-3").unwrap();
+        assert_eq!(f.display("sh").to_string(), "sh-fallback,sh-port,flag-3");
+        assert_eq!(f.display("mh").to_string(), "mh-fallback,mh-port,flag-3");
+        assert_eq!(SchedFlags::NONE.display("sh").to_string(), "");
+        assert_eq!(SchedFlags::parse(None, "flag-2,,").unwrap().bits(), 0x10);
+        assert_eq!(SchedFlags::from_bits(0x1 | 0x8 | 0x40).bits(), 0x8);
+    }
+
+    #[test]
+    fn parse_errors() {
+        assert_eq!(
+            SchedFlags::parse(Some("mh"), "sh-port"),
+            Err(SchedulerError::IncompatibleFlag {
+                flag: "sh-port".into(),
+                scheduler: "mh".into()
+            })
+        );
+        assert!(SchedFlags::parse(None, "sh-port,mh-port").is_ok());
+        assert_eq!(
+            SchedFlags::parse(None, "fallback"),
+            Err(SchedulerError::InvalidFlag("fallback".into()))
+        );
+        assert_eq!(SchedFlags::parse(None, ""), Err(SchedulerError::EmptyFlags));
+        assert_eq!(
+            SchedFlags::parse(None, ","),
+            Err(SchedulerError::EmptyFlags)
+        );
+        assert!(SchedulerError::InvalidFlag("x".into())
+            .to_string()
+            .contains("`x`"));
+    }
+
+    #[test]
+    fn factory_knows_every_name() {
+        for name in SCHEDULER_NAMES {
+            let s = new_scheduler(name, &SchedFlags::NONE).unwrap();
+            assert_eq!(s.name(), name);
+        }
+        assert!(matches!(
+            new_scheduler("WLC", &SchedFlags::NONE),
+            Err(SchedulerError::UnknownScheduler(_))
+        ));
+        let opts = SchedOptions {
+            mh_table_index: 20,
+            ..SchedOptions::default()
+        };
+        assert_eq!(
+            new_scheduler_with("mh", &SchedFlags::NONE, &opts).unwrap_err(),
+            SchedulerError::MhTableIndex(20)
+        );
+    }
+}
