@@ -1,0 +1,674 @@
+//! AF_XDP worker I/O, hand-rolled over the kernel ABI (`linux/if_xdp.h`,
+//! Documentation/networking/af_xdp.rst), copy mode with need_wakeup.
+//!
+//! **UMEM sharing.** Each worker owns one UMEM (a page-aligned area cut into power-of-two chunks)
+//! shared by its sockets on *all* interfaces, bound at the worker's queue id: the first socket
+//! registers the UMEM, the others bind with `XDP_SHARED_UMEM` and their own fill and completion
+//! rings (the kernel requires those for another device or queue). A frame received on interface
+//! A is transmitted on interface B by putting the same chunk address on B's TX ring: no copy,
+//! which NAT, TUN and FullNAT need all the time (frames leave by another interface than they came
+//! in). The alternative, a UMEM per socket, would cost a copy per forwarded frame. Nothing is
+//! shared between workers, so no locks: chunks circulate rx → (tx → completion) → free list →
+//! fill ring within one thread.
+//!
+//! **Headroom.** In copy mode the kernel writes a received frame at chunk + UMEM headroom +
+//! XDP_PACKET_HEADROOM (256); the whole chunk is handed to the processor as the `Frame` buffer,
+//! so TUN encapsulation (20/40 bytes + VLAN) grows into those bytes, and the TX descriptor takes
+//! the frame's new start (any address inside the chunk is valid in aligned mode).
+//!
+//! **TX.** Copy-mode TX sends at most 32 frames per `sendto()` (the kernel's TX_BATCH_SIZE), so
+//! the ring is kicked after every ≤ 32 descriptors (TESTBED.md). Why not xsk-rs: its frame
+//! descriptors hide the address, so a frame cannot grow into its headroom without a memmove, and
+//! its per-frame access is `unsafe` anyway; the rings here are ~200 lines over the same ABI.
+
+use std::mem::size_of;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use xvs_forwarding::{Frame, PortId, Verdict};
+
+use super::sys::{self, Mmap};
+use super::{IoCounters, IoError, WorkerIo};
+
+/// XDP_PACKET_HEADROOM: what the kernel reserves in front of a received frame.
+pub const XDP_PACKET_HEADROOM: u32 = 256;
+
+/// Sizes of one worker's AF_XDP setup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct XskParams {
+    /// Entries of each ring (rx, tx, fill, completion); a power of two.
+    pub ring_size: u32,
+    /// UMEM chunk size; a power of two, 2048 or 4096.
+    pub chunk_size: u32,
+    /// Extra UMEM headroom in front of XDP_PACKET_HEADROOM.
+    pub headroom: u32,
+    /// Frames taken from each rx ring per poll.
+    pub batch: u32,
+    /// Bind with XDP_USE_NEED_WAKEUP.
+    pub need_wakeup: bool,
+}
+
+impl Default for XskParams {
+    fn default() -> Self {
+        XskParams {
+            ring_size: 2048,
+            chunk_size: 4096,
+            headroom: 0,
+            batch: 64,
+            need_wakeup: true,
+        }
+    }
+}
+
+/// Where a ring's pieces live inside its mmap.
+struct RingPtrs {
+    _map: Mmap,
+    producer: *const AtomicU32,
+    consumer: *const AtomicU32,
+    flags: *const AtomicU32,
+    descs: *mut u8,
+    mask: u32,
+    size: u32,
+}
+
+impl RingPtrs {
+    fn new(map: Mmap, off: &libc::xdp_ring_offset, size: u32) -> RingPtrs {
+        let base = map.ptr;
+        // SAFETY: the offsets come from XDP_MMAP_OFFSETS for this very ring and lie inside the
+        // mapping (its length is off.desc + size * entry size); the kernel aligns the u32 fields.
+        unsafe {
+            RingPtrs {
+                producer: base.add(off.producer as usize) as *const AtomicU32,
+                consumer: base.add(off.consumer as usize) as *const AtomicU32,
+                flags: base.add(off.flags as usize) as *const AtomicU32,
+                descs: base.add(off.desc as usize),
+                mask: size - 1,
+                size,
+                _map: map,
+            }
+        }
+    }
+
+    #[inline]
+    fn load_producer(&self) -> u32 {
+        // SAFETY: producer points into the live ring mapping (kept by `_map`).
+        unsafe { (*self.producer).load(Ordering::Acquire) }
+    }
+
+    #[inline]
+    fn load_consumer(&self) -> u32 {
+        // SAFETY: as above.
+        unsafe { (*self.consumer).load(Ordering::Acquire) }
+    }
+
+    #[inline]
+    fn store_producer(&self, v: u32) {
+        // SAFETY: as above; Release publishes the descriptors written before.
+        unsafe { (*self.producer).store(v, Ordering::Release) }
+    }
+
+    #[inline]
+    fn store_consumer(&self, v: u32) {
+        // SAFETY: as above; Release hands the read slots back to the kernel.
+        unsafe { (*self.consumer).store(v, Ordering::Release) }
+    }
+
+    #[inline]
+    fn needs_wakeup(&self) -> bool {
+        // SAFETY: as above.
+        unsafe { (*self.flags).load(Ordering::Relaxed) & libc::XDP_RING_NEED_WAKEUP != 0 }
+    }
+}
+
+/// A ring user space produces into (fill: u64 addresses, tx: xdp_desc).
+struct ProdRing<T: Copy> {
+    r: RingPtrs,
+    cached_prod: u32,
+    cached_cons: u32,
+    _t: std::marker::PhantomData<T>,
+}
+
+impl<T: Copy> ProdRing<T> {
+    fn new(r: RingPtrs) -> Self {
+        let cached_prod = r.load_producer();
+        let cached_cons = r.load_consumer();
+        ProdRing {
+            r,
+            cached_prod,
+            cached_cons,
+            _t: std::marker::PhantomData,
+        }
+    }
+
+    /// Free slots, refreshing the consumer index only when the cached view says fewer than `want`.
+    #[inline]
+    fn free(&mut self, want: u32) -> u32 {
+        let free = self.r.size - self.cached_prod.wrapping_sub(self.cached_cons);
+        if free >= want {
+            return free;
+        }
+        self.cached_cons = self.r.load_consumer();
+        self.r.size - self.cached_prod.wrapping_sub(self.cached_cons)
+    }
+
+    /// Write entry `i` past the cached producer (caller checked `free`).
+    #[inline]
+    fn write(&mut self, i: u32, v: T) {
+        let idx = (self.cached_prod.wrapping_add(i) & self.r.mask) as usize;
+        // SAFETY: idx ≤ mask < size, so the slot is inside the descriptor array of the mapping;
+        // the slot is free (the caller checked `free`), so the kernel does not read it now.
+        unsafe { (self.r.descs as *mut T).add(idx).write(v) }
+    }
+
+    #[inline]
+    fn submit(&mut self, n: u32) {
+        self.cached_prod = self.cached_prod.wrapping_add(n);
+        self.r.store_producer(self.cached_prod);
+    }
+
+    /// Entries submitted that the kernel has not consumed yet.
+    #[inline]
+    fn outstanding(&self) -> u32 {
+        self.cached_prod.wrapping_sub(self.r.load_consumer())
+    }
+}
+
+/// A ring user space consumes from (rx: xdp_desc, completion: u64 addresses).
+struct ConsRing<T: Copy> {
+    r: RingPtrs,
+    cached_prod: u32,
+    cached_cons: u32,
+    _t: std::marker::PhantomData<T>,
+}
+
+impl<T: Copy> ConsRing<T> {
+    fn new(r: RingPtrs) -> Self {
+        let cached_prod = r.load_producer();
+        let cached_cons = r.load_consumer();
+        ConsRing {
+            r,
+            cached_prod,
+            cached_cons,
+            _t: std::marker::PhantomData,
+        }
+    }
+
+    #[inline]
+    fn available(&mut self, max: u32) -> u32 {
+        let mut n = self.cached_prod.wrapping_sub(self.cached_cons);
+        if n == 0 {
+            self.cached_prod = self.r.load_producer();
+            n = self.cached_prod.wrapping_sub(self.cached_cons);
+        }
+        n.min(max)
+    }
+
+    #[inline]
+    fn read(&self, i: u32) -> T {
+        let idx = (self.cached_cons.wrapping_add(i) & self.r.mask) as usize;
+        // SAFETY: idx < size; the slot was published by the kernel (Acquire on producer).
+        unsafe { (self.r.descs as *const T).add(idx).read() }
+    }
+
+    #[inline]
+    fn release(&mut self, n: u32) {
+        self.cached_cons = self.cached_cons.wrapping_add(n);
+        self.r.store_consumer(self.cached_cons);
+    }
+}
+
+/// The UMEM area of one worker.
+struct Umem {
+    map: Mmap,
+    chunk_size: u64,
+}
+
+impl Umem {
+    /// The chunk containing `addr` as the frame buffer, and the offset of `addr` in it; `None` if
+    /// the address is outside the area.
+    #[inline]
+    fn chunk(&mut self, addr: u64) -> Option<(u64, &mut [u8])> {
+        let base = addr & !(self.chunk_size - 1);
+        if base.checked_add(self.chunk_size)? > self.map.len as u64 {
+            return None;
+        }
+        // SAFETY: [base, base + chunk_size) lies inside the UMEM mapping (checked above). The
+        // chunk belongs to user space right now: it came off an rx ring and is on no kernel ring
+        // until we put it on a tx or fill ring, which happens after this borrow ends (the
+        // returned slice borrows `self` mutably, so no second view of it can exist).
+        let s = unsafe {
+            std::slice::from_raw_parts_mut(
+                self.map.ptr.add(base as usize),
+                self.chunk_size as usize,
+            )
+        };
+        Some((base, s))
+    }
+}
+
+/// One AF_XDP socket bound to (interface, queue), with its four rings.
+pub struct XskSocket {
+    rx: ConsRing<libc::xdp_desc>,
+    tx: ProdRing<libc::xdp_desc>,
+    fill: ProdRing<u64>,
+    comp: ConsRing<u64>,
+    fd: OwnedFd,
+    pub ifindex: u32,
+    pub queue: u32,
+}
+
+impl std::fmt::Debug for XskSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XskSocket")
+            .field("fd", &self.fd)
+            .field("ifindex", &self.ifindex)
+            .field("queue", &self.queue)
+            .finish()
+    }
+}
+
+impl AsRawFd for XskSocket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+fn mmap_offsets(fd: RawFd) -> Result<libc::xdp_mmap_offsets, IoError> {
+    // SAFETY: plain old data.
+    let mut off: libc::xdp_mmap_offsets = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::xdp_mmap_offsets>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `off`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_XDP,
+            libc::XDP_MMAP_OFFSETS,
+            (&mut off as *mut libc::xdp_mmap_offsets).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(IoError::last(
+            "getsockopt(XDP_MMAP_OFFSETS)",
+            "AF_XDP ring layout",
+        ));
+    }
+    Ok(off)
+}
+
+/// An interface and queue to bind, for error messages.
+#[derive(Clone, Debug)]
+pub struct BindTarget {
+    pub ifname: String,
+    pub ifindex: u32,
+    pub queue: u32,
+    /// Queue count if known (ETHTOOL_GCHANNELS).
+    pub queues: Option<u32>,
+}
+
+/// The sockets of one worker on every port, sharing one UMEM. Field order matters: sockets are
+/// closed before the UMEM they use is unmapped.
+pub struct AfXdpIo {
+    sockets: Vec<XskSocket>,
+    free: Vec<u64>,
+    tx_pending: Vec<Vec<libc::xdp_desc>>,
+    fds: Vec<i32>,
+    params: XskParams,
+    umem: Umem,
+}
+
+impl std::fmt::Debug for AfXdpIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AfXdpIo")
+            .field("sockets", &self.sockets)
+            .field("free", &self.free.len())
+            .field("params", &self.params)
+            .finish()
+    }
+}
+
+impl AfXdpIo {
+    /// Create the UMEM and one socket per target (port i = targets[i]), all at the same queue.
+    pub fn new(targets: &[BindTarget], params: XskParams) -> Result<AfXdpIo, IoError> {
+        if targets.is_empty() {
+            return Err(IoError::Invalid("AF_XDP worker without interfaces".into()));
+        }
+        let p = params;
+        if !p.ring_size.is_power_of_two()
+            || !p.chunk_size.is_power_of_two()
+            || !(2048..=4096).contains(&p.chunk_size)
+            || p.headroom + XDP_PACKET_HEADROOM + 1600 > p.chunk_size
+        {
+            return Err(IoError::Invalid(format!("bad AF_XDP sizes {p:?}")));
+        }
+        for t in targets {
+            if let Some(q) = t.queues {
+                if t.queue >= q {
+                    return Err(IoError::Invalid(format!(
+                        "queue {} does not exist on {}: it has {q} queue(s) (ethtool -l {}; veth: numrxqueues)",
+                        t.queue, t.ifname, t.ifname
+                    )));
+                }
+            }
+        }
+        let n_sock = targets.len() as u64;
+        let chunks = n_sock * 2 * p.ring_size as u64;
+        let len = chunks * p.chunk_size as u64;
+        let map = Mmap::anonymous(len as usize, "AF_XDP UMEM area")?;
+        let mut umem = Umem {
+            map,
+            chunk_size: p.chunk_size as u64,
+        };
+        let mut sockets: Vec<XskSocket> = Vec::with_capacity(targets.len());
+        for t in targets {
+            let owner = sockets.first().map(|s| s.fd.as_raw_fd());
+            sockets.push(create_socket(&mut umem, t, owner, &p)?);
+        }
+        let free: Vec<u64> = (0..chunks).map(|i| i * p.chunk_size as u64).collect();
+        let fds = sockets.iter().map(|s| s.fd.as_raw_fd()).collect();
+        let mut me = AfXdpIo {
+            tx_pending: (0..sockets.len())
+                .map(|_| Vec::with_capacity(p.batch as usize * sockets.len()))
+                .collect(),
+            sockets,
+            free,
+            fds,
+            params: p,
+            umem,
+        };
+        for i in 0..me.sockets.len() {
+            me.refill(i);
+        }
+        Ok(me)
+    }
+
+    /// The sockets, in port order (to register them in the XSKMAP).
+    pub fn sockets(&self) -> &[XskSocket] {
+        &self.sockets
+    }
+
+    fn refill(&mut self, i: usize) {
+        let s = &mut self.sockets[i];
+        let n = s
+            .fill
+            .free(self.free.len() as u32)
+            .min(self.free.len() as u32);
+        if n == 0 {
+            return;
+        }
+        for k in 0..n {
+            // Unwrap-free: n ≤ free.len().
+            if let Some(a) = self.free.pop() {
+                s.fill.write(k, a);
+            }
+        }
+        s.fill.submit(n);
+    }
+
+    fn reap(&mut self, i: usize) {
+        let s = &mut self.sockets[i];
+        let n = s.comp.available(s.comp.r.size);
+        for k in 0..n {
+            let a = s.comp.read(k);
+            self.free.push(a & !(self.params.chunk_size as u64 - 1));
+        }
+        if n > 0 {
+            s.comp.release(n);
+        }
+    }
+
+    fn flush_tx(&mut self, p: usize, c: &mut IoCounters) {
+        let mut pending = std::mem::take(&mut self.tx_pending[p]);
+        let mut done = 0usize;
+        while done < pending.len() {
+            let want = (pending.len() - done).min(32) as u32;
+            let mut room = self.sockets[p].tx.free(want);
+            if room == 0 {
+                // Ring full: let the kernel send what is queued, take back completions, retry once.
+                sys::kick_tx(self.sockets[p].fd.as_raw_fd());
+                self.reap(p);
+                room = self.sockets[p].tx.free(want);
+                if room == 0 {
+                    for d in &pending[done..] {
+                        self.free
+                            .push(d.addr & !(self.params.chunk_size as u64 - 1));
+                    }
+                    c.tx_ring_full += (pending.len() - done) as u64;
+                    break;
+                }
+            }
+            let n = want.min(room);
+            let s = &mut self.sockets[p];
+            for k in 0..n {
+                s.tx.write(k, pending[done + k as usize]);
+            }
+            s.tx.submit(n);
+            done += n as usize;
+            c.tx += n as u64;
+            // Copy mode: one sendto() transmits at most 32 frames.
+            sys::kick_tx(s.fd.as_raw_fd());
+        }
+        pending.clear();
+        self.tx_pending[p] = pending;
+    }
+}
+
+fn create_socket(
+    umem: &mut Umem,
+    t: &BindTarget,
+    owner: Option<RawFd>,
+    p: &XskParams,
+) -> Result<XskSocket, IoError> {
+    let what = |s: &str| format!("{s} for {} queue {}", t.ifname, t.queue);
+    let fd = match sys::socket(libc::AF_XDP, libc::SOCK_RAW, 0, "AF_XDP") {
+        Ok(fd) => fd,
+        Err(e) => {
+            let hint = match e.raw_os_error() {
+                Some(libc::EAFNOSUPPORT) => {
+                    "the kernel lacks AF_XDP sockets (CONFIG_XDP_SOCKETS); use --io packet"
+                }
+                Some(libc::EPERM) | Some(libc::EACCES) => "AF_XDP needs CAP_NET_RAW (run as root)",
+                _ => "",
+            };
+            return Err(IoError::hinted(
+                "socket(AF_XDP)",
+                what("AF_XDP socket"),
+                hint,
+                std::io::Error::from_raw_os_error(e.raw_os_error().unwrap_or(0)),
+            ));
+        }
+    };
+    let raw = fd.as_raw_fd();
+    if owner.is_none() {
+        let reg = libc::xdp_umem_reg {
+            addr: umem.map.ptr as u64,
+            len: umem.map.len as u64,
+            chunk_size: p.chunk_size,
+            headroom: p.headroom,
+            flags: 0,
+            tx_metadata_len: 0,
+        };
+        if let Err(e) =
+            sys::setsockopt(raw, libc::SOL_XDP, libc::XDP_UMEM_REG, &reg, "XDP_UMEM_REG")
+        {
+            let errno = e.raw_os_error().unwrap_or(0);
+            let hint = match errno {
+                libc::ENOBUFS | libc::ENOMEM | libc::EPERM => format!(
+                    "cannot lock {} MiB of UMEM: needs CAP_IPC_LOCK or a larger `ulimit -l`",
+                    umem.map.len >> 20
+                ),
+                _ => String::new(),
+            };
+            return Err(IoError::hinted(
+                "setsockopt(XDP_UMEM_REG)",
+                what("UMEM registration"),
+                hint,
+                std::io::Error::from_raw_os_error(errno),
+            ));
+        }
+    }
+    let size = p.ring_size;
+    sys::setsockopt(
+        raw,
+        libc::SOL_XDP,
+        libc::XDP_UMEM_FILL_RING,
+        &size,
+        "XDP_UMEM_FILL_RING",
+    )?;
+    sys::setsockopt(
+        raw,
+        libc::SOL_XDP,
+        libc::XDP_UMEM_COMPLETION_RING,
+        &size,
+        "XDP_UMEM_COMPLETION_RING",
+    )?;
+    sys::setsockopt(raw, libc::SOL_XDP, libc::XDP_RX_RING, &size, "XDP_RX_RING")?;
+    sys::setsockopt(raw, libc::SOL_XDP, libc::XDP_TX_RING, &size, "XDP_TX_RING")?;
+    let off = mmap_offsets(raw)?;
+    let desc_sz = size_of::<libc::xdp_desc>();
+    let map = |o: &libc::xdp_ring_offset, entry: usize, pgoff: u64, name: &str| {
+        Mmap::socket(
+            raw,
+            o.desc as usize + size as usize * entry,
+            pgoff,
+            &what(name),
+        )
+        .map(|m| RingPtrs::new(m, o, size))
+    };
+    let fill = map(&off.fr, 8, libc::XDP_UMEM_PGOFF_FILL_RING, "fill ring")?;
+    let comp = map(
+        &off.cr,
+        8,
+        libc::XDP_UMEM_PGOFF_COMPLETION_RING,
+        "completion ring",
+    )?;
+    let rx = map(&off.rx, desc_sz, libc::XDP_PGOFF_RX_RING as u64, "rx ring")?;
+    let tx = map(&off.tx, desc_sz, libc::XDP_PGOFF_TX_RING as u64, "tx ring")?;
+
+    let mut sxdp = libc::sockaddr_xdp {
+        sxdp_family: libc::AF_XDP as u16,
+        sxdp_flags: 0,
+        sxdp_ifindex: t.ifindex,
+        sxdp_queue_id: t.queue,
+        sxdp_shared_umem_fd: 0,
+    };
+    match owner {
+        Some(ofd) => {
+            // Flags of a shared socket come from the owner; specifying any is EINVAL.
+            sxdp.sxdp_flags = libc::XDP_SHARED_UMEM;
+            sxdp.sxdp_shared_umem_fd = ofd as u32;
+        }
+        None => {
+            sxdp.sxdp_flags = libc::XDP_COPY;
+            if p.need_wakeup {
+                sxdp.sxdp_flags |= libc::XDP_USE_NEED_WAKEUP;
+            }
+        }
+    }
+    // SAFETY: sxdp is a valid sockaddr_xdp of the size we pass.
+    let r = unsafe {
+        libc::bind(
+            raw,
+            (&sxdp as *const libc::sockaddr_xdp).cast(),
+            size_of::<libc::sockaddr_xdp>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        let hint = match e.raw_os_error() {
+            Some(libc::EINVAL) => format!(
+                "does {} have queue {}? (ethtool -l {}; veth needs numrxqueues > {})",
+                t.ifname, t.queue, t.ifname, t.queue
+            ),
+            Some(libc::EBUSY) => format!(
+                "another AF_XDP socket is bound to {} queue {}",
+                t.ifname, t.queue
+            ),
+            Some(libc::ENETDOWN) | Some(libc::ENXIO) | Some(libc::ENODEV) => {
+                format!("is {} up?", t.ifname)
+            }
+            Some(libc::EOPNOTSUPP) => format!("the driver of {} lacks AF_XDP support", t.ifname),
+            _ => String::new(),
+        };
+        return Err(IoError::hinted("bind(AF_XDP)", what("bind"), hint, e));
+    }
+    let _ = umem;
+    Ok(XskSocket {
+        rx: ConsRing::new(rx),
+        tx: ProdRing::new(tx),
+        fill: ProdRing::new(fill),
+        comp: ConsRing::new(comp),
+        fd,
+        ifindex: t.ifindex,
+        queue: t.queue,
+    })
+}
+
+impl WorkerIo for AfXdpIo {
+    fn poll<F>(&mut self, f: &mut F, c: &mut IoCounters) -> usize
+    where
+        F: FnMut(PortId, &mut Frame<'_>) -> Verdict,
+    {
+        let n_ports = self.sockets.len();
+        let mut total = 0usize;
+        for i in 0..n_ports {
+            self.reap(i);
+            let n = self.sockets[i].rx.available(self.params.batch);
+            for k in 0..n {
+                let d = self.sockets[i].rx.read(k);
+                let Some((base, buf)) = self.umem.chunk(d.addr) else {
+                    c.rx_bad_desc += 1;
+                    continue;
+                };
+                let off = (d.addr - base) as usize;
+                let mut frame = Frame::new(buf, off, d.len as usize);
+                let v = f(PortId(i as u16), &mut frame);
+                match v {
+                    Verdict::Tx(PortId(p)) if (p as usize) < n_ports => {
+                        let desc = libc::xdp_desc {
+                            addr: base + frame.head() as u64,
+                            len: frame.len() as u32,
+                            options: 0,
+                        };
+                        self.tx_pending[p as usize].push(desc);
+                    }
+                    Verdict::Tx(_) => {
+                        c.tx_bad_port += 1;
+                        self.free.push(base);
+                    }
+                    other => {
+                        c.count_verdict(other);
+                        self.free.push(base);
+                    }
+                }
+            }
+            if n > 0 {
+                self.sockets[i].rx.release(n);
+                c.rx += n as u64;
+                total += n as usize;
+            }
+            // Keep the transmit side moving before refilling (completions free chunks).
+            for p in 0..n_ports {
+                if !self.tx_pending[p].is_empty() {
+                    self.flush_tx(p, c);
+                }
+            }
+            self.refill(i);
+            let s = &self.sockets[i];
+            if self.params.need_wakeup && s.fill.r.needs_wakeup() {
+                sys::kick_rx(s.fd.as_raw_fd());
+            }
+        }
+        // Frames still on a TX ring (a kick that hit EAGAIN): kick again.
+        for s in &mut self.sockets {
+            if s.tx.outstanding() > 0 {
+                sys::kick_tx(s.fd.as_raw_fd());
+            }
+        }
+        total
+    }
+
+    fn wait(&mut self, timeout_ms: i32) {
+        super::poll_fds(&self.fds, timeout_ms);
+    }
+}

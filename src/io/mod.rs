@@ -1,0 +1,154 @@
+//! I/O backends of the director: AF_XDP (`afxdp`, the default) and AF_PACKET with PACKET_MMAP rings
+//! (`packet`), the loader of xvs's own XDP program (`xdp`), the NETLINK_ROUTE neighbour dump
+//! (`netlink`) and the few interface queries the workers need (`sys`).
+//!
+//! All `unsafe` of the `xvs` crate lives in this module, each block with a `// SAFETY:` comment.
+//! Every syscall goes through a helper that names the call in its error ([`IoError`]).
+//!
+//! Both backends implement [`WorkerIo`]: one value per worker owning that worker's sockets on every
+//! configured interface (port `i` = the `i`-th `[[interface]]`). `poll` receives a batch on each
+//! port, hands each frame to the worker's closure and transmits the frames whose verdict is
+//! `Tx(port)` on that port, so frames may leave by another interface than they came in.
+
+pub mod afxdp;
+pub mod netlink;
+pub mod packet;
+pub mod sys;
+pub mod xdp;
+
+use std::io;
+
+use xvs_forwarding::{DropCounters, Frame, PortId, Verdict};
+
+/// An I/O error, naming the syscall (or library call) that failed and what it was doing.
+#[derive(Debug, thiserror::Error)]
+pub enum IoError {
+    #[error("{call} failed ({what}): {source}")]
+    Syscall {
+        call: &'static str,
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{call} failed ({what}): {source}; {hint}")]
+    Hinted {
+        call: &'static str,
+        what: String,
+        hint: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl IoError {
+    pub(crate) fn sys(call: &'static str, what: impl Into<String>, source: io::Error) -> Self {
+        IoError::Syscall {
+            call,
+            what: what.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn last(call: &'static str, what: impl Into<String>) -> Self {
+        Self::sys(call, what, io::Error::last_os_error())
+    }
+
+    pub(crate) fn hinted(
+        call: &'static str,
+        what: impl Into<String>,
+        hint: impl Into<String>,
+        source: io::Error,
+    ) -> Self {
+        IoError::Hinted {
+            call,
+            what: what.into(),
+            hint: hint.into(),
+            source,
+        }
+    }
+
+    /// The OS error number, if this is a failed syscall.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            IoError::Syscall { source, .. } | IoError::Hinted { source, .. } => {
+                source.raw_os_error()
+            }
+            IoError::Invalid(_) => None,
+        }
+    }
+}
+
+/// Per-worker I/O counters. Plain integers: only the owning worker writes them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IoCounters {
+    /// Frames received (all ports).
+    pub rx: u64,
+    /// Frames handed to the kernel's transmit path (all ports).
+    pub tx: u64,
+    /// Frames with `Verdict::Pass`. AF_XDP cannot give a frame back to the kernel, so these are
+    /// dropped there (the XDP program already passes what is not the director's); AF_PACKET leaves
+    /// the kernel's own copy alone.
+    pub pass: u64,
+    /// Frames lost because the egress TX ring stayed full after a kick.
+    pub tx_ring_full: u64,
+    /// `Verdict::Tx` to a port that does not exist.
+    pub tx_bad_port: u64,
+    /// Descriptors from the kernel that pointed outside the frame area (never expected).
+    pub rx_bad_desc: u64,
+    /// Frames dropped by the processor, by reason.
+    pub drops: DropCounters,
+}
+
+impl IoCounters {
+    pub fn add(&mut self, o: &IoCounters) {
+        self.rx += o.rx;
+        self.tx += o.tx;
+        self.pass += o.pass;
+        self.tx_ring_full += o.tx_ring_full;
+        self.tx_bad_port += o.tx_bad_port;
+        self.rx_bad_desc += o.rx_bad_desc;
+        self.drops.add(&o.drops);
+    }
+
+    #[inline]
+    pub(crate) fn count_verdict(&mut self, v: Verdict) {
+        match v {
+            Verdict::Tx(_) => {}
+            Verdict::Pass => self.pass += 1,
+            Verdict::Drop(r) => self.drops.bump(r),
+        }
+    }
+}
+
+/// The sockets of one worker on every port, polled by the worker loop.
+pub trait WorkerIo {
+    /// Receive up to one batch on every port, call `f(ingress, frame)` for each frame, transmit
+    /// the frames whose verdict is `Tx(port)` on `port` and release the others. Returns the number
+    /// of frames received. Never blocks.
+    fn poll<F>(&mut self, f: &mut F, c: &mut IoCounters) -> usize
+    where
+        F: FnMut(PortId, &mut Frame<'_>) -> Verdict;
+
+    /// Block until a port may have frames or `timeout_ms` passed (the idle path of the loop).
+    fn wait(&mut self, timeout_ms: i32);
+}
+
+/// Wait for readability on `fds` with poll(2); errors (EINTR) are ignored: the loop polls again.
+pub(crate) fn poll_fds(fds: &[i32], timeout_ms: i32) {
+    let mut pfds = [libc::pollfd {
+        fd: -1,
+        events: 0,
+        revents: 0,
+    }; 16];
+    let n = fds.len().min(pfds.len());
+    for (p, &fd) in pfds.iter_mut().zip(fds.iter()) {
+        p.fd = fd;
+        p.events = libc::POLLIN;
+    }
+    // SAFETY: `pfds` is a valid array of `n` initialised pollfd structs that outlives the call.
+    unsafe {
+        libc::poll(pfds.as_mut_ptr(), n as libc::nfds_t, timeout_ms);
+    }
+}

@@ -1,0 +1,288 @@
+//! Small syscall doors shared by the backends: interface queries through ioctl (they answer for
+//! the calling thread's network namespace, unlike /sys which `ip netns exec` remounts), socket
+//! options, memory maps, and a guard that enters a named network namespace (tests, tools).
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::mem::{size_of, zeroed};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use super::IoError;
+
+/// An interface as the director sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InterfaceInfo {
+    pub name: String,
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+    pub mtu: u32,
+    /// Queue count from ETHTOOL_GCHANNELS (max of rx and combined), if the driver reports it.
+    pub queues: Option<u32>,
+}
+
+fn ifreq_for(name: &str) -> Result<libc::ifreq, IoError> {
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('\0') {
+        return Err(IoError::Invalid(format!("bad interface name {name:?}")));
+    }
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut ifr: libc::ifreq = unsafe { zeroed() };
+    for (d, s) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    Ok(ifr)
+}
+
+fn dgram_socket() -> Result<OwnedFd, IoError> {
+    // SAFETY: plain socket(2) call; the returned fd is owned below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(IoError::last(
+            "socket",
+            "AF_INET/SOCK_DGRAM for interface ioctls",
+        ));
+    }
+    // SAFETY: fd is a fresh, valid descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Look up an interface's index, MAC, MTU and queue count in the current network namespace.
+pub fn interface_info(name: &str) -> Result<InterfaceInfo, IoError> {
+    let sock = dgram_socket()?;
+    let fd = sock.as_raw_fd();
+    let cname = CString::new(name).map_err(|_| IoError::Invalid(format!("bad name {name:?}")))?;
+    // SAFETY: cname is a valid NUL-terminated string.
+    let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+    if ifindex == 0 {
+        return Err(IoError::last(
+            "if_nametoindex",
+            format!("interface {name} (does it exist in this network namespace?)"),
+        ));
+    }
+    let mut ifr = ifreq_for(name)?;
+    // SAFETY: SIOCGIFHWADDR reads the name and writes ifr_hwaddr inside the ifreq we own.
+    if unsafe { libc::ioctl(fd, libc::SIOCGIFHWADDR, &mut ifr) } < 0 {
+        return Err(IoError::last(
+            "ioctl(SIOCGIFHWADDR)",
+            format!("MAC of {name}"),
+        ));
+    }
+    let mut mac = [0u8; 6];
+    // SAFETY: after SIOCGIFHWADDR the union holds ifru_hwaddr.
+    let hw = unsafe { ifr.ifr_ifru.ifru_hwaddr };
+    for (m, b) in mac.iter_mut().zip(hw.sa_data.iter()) {
+        *m = *b as u8;
+    }
+    let mut ifr = ifreq_for(name)?;
+    // SAFETY: SIOCGIFMTU writes ifru_mtu inside the ifreq we own.
+    if unsafe { libc::ioctl(fd, libc::SIOCGIFMTU, &mut ifr) } < 0 {
+        return Err(IoError::last("ioctl(SIOCGIFMTU)", format!("MTU of {name}")));
+    }
+    // SAFETY: after SIOCGIFMTU the union holds ifru_mtu.
+    let mtu = unsafe { ifr.ifr_ifru.ifru_mtu } as u32;
+    let queues = channel_count(fd, name);
+    Ok(InterfaceInfo {
+        name: name.to_string(),
+        ifindex,
+        mac,
+        mtu,
+        queues,
+    })
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct EthtoolChannels {
+    cmd: u32,
+    max_rx: u32,
+    max_tx: u32,
+    max_other: u32,
+    max_combined: u32,
+    rx_count: u32,
+    tx_count: u32,
+    other_count: u32,
+    combined_count: u32,
+}
+
+const ETHTOOL_GCHANNELS: u32 = 0x3c;
+const SIOCETHTOOL: libc::c_ulong = 0x8946;
+
+fn channel_count(fd: RawFd, name: &str) -> Option<u32> {
+    let mut ch = EthtoolChannels {
+        cmd: ETHTOOL_GCHANNELS,
+        ..Default::default()
+    };
+    let mut ifr = ifreq_for(name).ok()?;
+    ifr.ifr_ifru.ifru_data = (&mut ch as *mut EthtoolChannels).cast();
+    // SAFETY: SIOCETHTOOL with ETHTOOL_GCHANNELS writes an ethtool_channels struct through
+    // ifru_data, which points at `ch` (repr(C), the kernel's layout) alive for the call.
+    if unsafe { libc::ioctl(fd, SIOCETHTOOL, &mut ifr) } < 0 {
+        return None;
+    }
+    Some(ch.rx_count.max(ch.combined_count))
+}
+
+/// setsockopt(2) with a plain value, naming the option in the error.
+pub(crate) fn setsockopt<T>(
+    fd: RawFd,
+    level: i32,
+    opt: i32,
+    val: &T,
+    what: &str,
+) -> Result<(), IoError> {
+    // SAFETY: `val` points at a live T of the size we pass; the kernel only reads it.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            (val as *const T).cast(),
+            size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(IoError::last("setsockopt", what.to_string()));
+    }
+    Ok(())
+}
+
+/// A memory map released on drop.
+#[derive(Debug)]
+pub(crate) struct Mmap {
+    pub(crate) ptr: *mut u8,
+    pub(crate) len: usize,
+}
+
+// SAFETY: the mapping is owned exclusively by this value; moving it to another thread moves
+// ownership (workers are created on the control thread and run on their own).
+unsafe impl Send for Mmap {}
+
+impl Mmap {
+    /// Anonymous private memory, populated (UMEM).
+    pub(crate) fn anonymous(len: usize, what: &str) -> Result<Mmap, IoError> {
+        // SAFETY: anonymous mapping, no fd; the result is checked against MAP_FAILED.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(IoError::last("mmap", what.to_string()));
+        }
+        Ok(Mmap { ptr: p.cast(), len })
+    }
+
+    /// A shared map of a socket's ring at `offset`.
+    pub(crate) fn socket(fd: RawFd, len: usize, offset: u64, what: &str) -> Result<Mmap, IoError> {
+        // SAFETY: maps a kernel ring of `len` bytes of socket `fd`; checked against MAP_FAILED.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                fd,
+                offset as libc::off_t,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(IoError::last("mmap", what.to_string()));
+        }
+        Ok(Mmap { ptr: p.cast(), len })
+    }
+}
+
+impl Drop for Mmap {
+    fn drop(&mut self) {
+        // SAFETY: ptr/len came from a successful mmap and are unmapped exactly once.
+        unsafe {
+            libc::munmap(self.ptr.cast(), self.len);
+        }
+    }
+}
+
+/// Create a socket, naming it in the error.
+pub(crate) fn socket(domain: i32, ty: i32, proto: i32, what: &str) -> Result<OwnedFd, IoError> {
+    // SAFETY: plain socket(2); the fd is owned below.
+    let fd = unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, proto) };
+    if fd < 0 {
+        return Err(IoError::last("socket", what.to_string()));
+    }
+    // SAFETY: fresh valid fd.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A zero-length non-blocking sendto(2): the TX "kick" of AF_XDP and AF_PACKET rings.
+/// Transient errors (EAGAIN, EBUSY, ENOBUFS, ENETDOWN) are not failures of the loop.
+#[inline]
+pub(crate) fn kick_tx(fd: RawFd) {
+    // SAFETY: sending zero bytes from a null buffer is what both ring APIs document.
+    unsafe {
+        libc::sendto(
+            fd,
+            std::ptr::null(),
+            0,
+            libc::MSG_DONTWAIT,
+            std::ptr::null(),
+            0,
+        );
+    }
+}
+
+/// A zero-length non-blocking recvfrom(2): the RX/fill "wakeup" of AF_XDP with need_wakeup.
+#[inline]
+pub(crate) fn kick_rx(fd: RawFd) {
+    // SAFETY: receiving into a null zero-length buffer, as the AF_XDP docs describe.
+    unsafe {
+        libc::recvfrom(
+            fd,
+            std::ptr::null_mut(),
+            0,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        );
+    }
+}
+
+/// While alive, the calling thread is inside network namespace `name` (/run/netns/<name>, as
+/// `ip netns add` creates it); dropping it returns the thread to where it was. Threads spawned
+/// meanwhile stay in `name` for their whole life (used by tests to run workers in a namespace).
+#[derive(Debug)]
+pub struct NetnsGuard {
+    old: File,
+}
+
+impl NetnsGuard {
+    pub fn enter(name: &str) -> Result<NetnsGuard, IoError> {
+        let old = File::open("/proc/thread-self/ns/net")
+            .map_err(|e| IoError::sys("open", "/proc/thread-self/ns/net", e))?;
+        let path = format!("/run/netns/{name}");
+        let new = File::open(&path).map_err(|e| IoError::sys("open", path.clone(), e))?;
+        setns(new.as_raw_fd(), &path)?;
+        Ok(NetnsGuard { old })
+    }
+}
+
+fn setns(fd: RawFd, what: &str) -> Result<(), IoError> {
+    // SAFETY: setns(2) on a namespace fd we hold open; affects only the calling thread.
+    if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } < 0 {
+        return Err(IoError::sys(
+            "setns",
+            what.to_string(),
+            io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+impl Drop for NetnsGuard {
+    fn drop(&mut self) {
+        let _ = setns(self.old.as_raw_fd(), "back to the original namespace");
+    }
+}

@@ -1,0 +1,262 @@
+//! Loads xvs's XDP program (bpf/xvs_xdp.bpf.c, compiled by build.rs and embedded here) with
+//! libbpf, attaches it to each interface through a BPF link, and keeps its maps:
+//! `xvs_xsks` (XSKMAP: slot → AF_XDP socket), `xvs_ifaces` (ifindex → first slot of that
+//! interface, slot = first + rx queue), `xvs_vips`, `xvs_backends`, `xvs_locals` (16-byte
+//! addresses, IPv4 as ::ffff:a.b.c.d).
+//!
+//! Why a BPF link and not a netlink attach (TESTBED.md): a link is owned by its fd, so it goes
+//! away with the process even on SIGKILL, and the interface is left as found; a netlink attach
+//! would survive a crash and keep redirecting VIP traffic to sockets that no longer exist.
+
+use std::ffi::CString;
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::ptr;
+
+use libbpf_sys as bpf;
+
+use super::IoError;
+
+/// Queues per interface in the XSKMAP layout (slot = port * MAX_QUEUES + queue).
+pub const MAX_QUEUES: usize = 64;
+/// Interfaces the XSKMAP (1024 entries in bpf/xvs_xdp.bpf.c) has room for.
+pub const MAX_PORTS: usize = 1024 / MAX_QUEUES;
+
+static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/xvs_xdp.bpf.o"));
+
+/// How the program is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// In the driver (veth and most NIC drivers); frames arrive on their real rx queue.
+    #[default]
+    Native,
+    /// Generic SKB mode: works everywhere, slower, and delivers every frame on queue 0.
+    Generic,
+}
+
+/// The key of the address maps.
+pub fn addr_key(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+        IpAddr::V6(a) => a.octets(),
+    }
+}
+
+/// Which address map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddrMap {
+    /// Destinations that are virtual services.
+    Vips,
+    /// Sources whose frames are tracked return traffic (NAT replies).
+    Backends,
+    /// Destinations that are FullNAT local addresses.
+    Locals,
+}
+
+/// The loaded program, its maps and its links. Dropping it detaches everything.
+#[derive(Debug)]
+pub struct XdpProgram {
+    obj: *mut bpf::bpf_object,
+    prog_fd: i32,
+    xsks: i32,
+    ifaces: i32,
+    vips: i32,
+    backends: i32,
+    locals: i32,
+    links: Vec<(u32, OwnedFd)>,
+}
+
+// SAFETY: the bpf_object is only touched through &mut self / drop (no shared mutation); the map
+// fds are plain integers and map updates are thread-safe syscalls.
+unsafe impl Send for XdpProgram {}
+
+fn map_fd(obj: *mut bpf::bpf_object, name: &str) -> Result<i32, IoError> {
+    let c = CString::new(name).expect("static map name");
+    // SAFETY: obj is a loaded object; c is NUL-terminated.
+    let fd = unsafe { bpf::bpf_object__find_map_fd_by_name(obj, c.as_ptr()) };
+    if fd < 0 {
+        return Err(IoError::sys(
+            "bpf_object__find_map_fd_by_name",
+            name.to_string(),
+            io::Error::from_raw_os_error(-fd),
+        ));
+    }
+    Ok(fd)
+}
+
+impl XdpProgram {
+    /// Open and load the embedded object into the kernel (no attach yet).
+    pub fn load() -> Result<XdpProgram, IoError> {
+        // SAFETY: OBJECT is a static ELF image; libbpf copies what it needs. opts NULL = defaults.
+        let obj = unsafe {
+            bpf::bpf_object__open_mem(OBJECT.as_ptr().cast(), OBJECT.len() as _, ptr::null())
+        };
+        if obj.is_null() {
+            return Err(IoError::last(
+                "bpf_object__open_mem",
+                "embedded xvs_xdp.bpf.o",
+            ));
+        }
+        let mut me = XdpProgram {
+            obj,
+            prog_fd: -1,
+            xsks: -1,
+            ifaces: -1,
+            vips: -1,
+            backends: -1,
+            locals: -1,
+            links: Vec::new(),
+        };
+        // SAFETY: obj is a freshly opened object owned by `me` (closed in Drop).
+        let r = unsafe { bpf::bpf_object__load(obj) };
+        if r < 0 {
+            let e = io::Error::from_raw_os_error(-r);
+            let hint = match -r {
+                libc::EPERM => "loading BPF needs CAP_BPF/CAP_SYS_ADMIN (run as root)",
+                _ => "is the kernel built with CONFIG_BPF_SYSCALL and XDP sockets?",
+            };
+            return Err(IoError::hinted("bpf_object__load", "xvs_xdp", hint, e));
+        }
+        let name = CString::new("xvs_xdp").expect("static");
+        // SAFETY: obj is loaded; the program pointer is owned by obj.
+        let prog = unsafe { bpf::bpf_object__find_program_by_name(obj, name.as_ptr()) };
+        if prog.is_null() {
+            return Err(IoError::Invalid(
+                "program xvs_xdp missing from object".into(),
+            ));
+        }
+        // SAFETY: prog is a valid program of the loaded object.
+        me.prog_fd = unsafe { bpf::bpf_program__fd(prog) };
+        me.xsks = map_fd(obj, "xvs_xsks")?;
+        me.ifaces = map_fd(obj, "xvs_ifaces")?;
+        me.vips = map_fd(obj, "xvs_vips")?;
+        me.backends = map_fd(obj, "xvs_backends")?;
+        me.locals = map_fd(obj, "xvs_locals")?;
+        Ok(me)
+    }
+
+    /// Attach to `ifindex` through a BPF link (detached when this value drops or the process dies).
+    pub fn attach(&mut self, ifindex: u32, ifname: &str, mode: XdpMode) -> Result<(), IoError> {
+        // SAFETY: all-zero is the documented initial state of the opts struct; sz set below.
+        let mut opts: bpf::bpf_link_create_opts = unsafe { std::mem::zeroed() };
+        opts.sz = std::mem::size_of::<bpf::bpf_link_create_opts>() as _;
+        opts.flags = match mode {
+            XdpMode::Native => bpf::XDP_FLAGS_DRV_MODE,
+            XdpMode::Generic => bpf::XDP_FLAGS_SKB_MODE,
+        };
+        // SAFETY: prog_fd is our loaded program; opts is a valid struct for the call.
+        let fd = unsafe { bpf::bpf_link_create(self.prog_fd, ifindex as i32, bpf::BPF_XDP, &opts) };
+        if fd < 0 {
+            let err = -fd;
+            let hint = match err {
+                libc::EBUSY | libc::EEXIST => format!(
+                    "another XDP program is attached to {ifname} (see `ip link show {ifname}`); remove it first"
+                ),
+                libc::EOPNOTSUPP | libc::EINVAL => format!(
+                    "the driver of {ifname} may lack native XDP: try xdp_mode = \"generic\""
+                ),
+                libc::EPERM => "attaching XDP needs CAP_NET_ADMIN and CAP_BPF (run as root)".into(),
+                _ => "kernel XDP support?".into(),
+            };
+            return Err(IoError::hinted(
+                "bpf_link_create(BPF_XDP)",
+                format!("attach xvs_xdp to {ifname} in {mode:?} mode"),
+                hint,
+                io::Error::from_raw_os_error(err),
+            ));
+        }
+        // SAFETY: fd is a fresh link fd we now own; closing it detaches the program.
+        self.links
+            .push((ifindex, unsafe { OwnedFd::from_raw_fd(fd) }));
+        Ok(())
+    }
+
+    fn update(&self, fd: i32, key: &[u8], val: &[u8], what: &str) -> Result<(), IoError> {
+        // SAFETY: key/val point at buffers of exactly the map's key and value sizes (the callers
+        // pass the sizes declared in bpf/xvs_xdp.bpf.c).
+        let r =
+            unsafe { bpf::bpf_map_update_elem(fd, key.as_ptr().cast(), val.as_ptr().cast(), 0) };
+        if r < 0 {
+            return Err(IoError::sys(
+                "bpf_map_update_elem",
+                what.to_string(),
+                io::Error::from_raw_os_error(-r),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Map the rx queues of `ifindex` to XSKMAP slots `first + queue`.
+    pub fn set_interface_slot(&self, ifindex: u32, first: u32) -> Result<(), IoError> {
+        self.update(
+            self.ifaces,
+            &ifindex.to_ne_bytes(),
+            &first.to_ne_bytes(),
+            "xvs_ifaces",
+        )
+    }
+
+    /// Put an AF_XDP socket into XSKMAP slot `slot`.
+    pub fn set_socket(&self, slot: u32, xsk: &impl AsRawFd) -> Result<(), IoError> {
+        let fd = xsk.as_raw_fd() as u32;
+        self.update(
+            self.xsks,
+            &slot.to_ne_bytes(),
+            &fd.to_ne_bytes(),
+            "xvs_xsks",
+        )
+    }
+
+    fn map(&self, m: AddrMap) -> (i32, &'static str) {
+        match m {
+            AddrMap::Vips => (self.vips, "xvs_vips"),
+            AddrMap::Backends => (self.backends, "xvs_backends"),
+            AddrMap::Locals => (self.locals, "xvs_locals"),
+        }
+    }
+
+    /// Add an address to one of the address maps (takes effect at once on attached interfaces).
+    pub fn add_addr(&self, m: AddrMap, ip: IpAddr) -> Result<(), IoError> {
+        let (fd, name) = self.map(m);
+        self.update(fd, &addr_key(ip), &[1u8], name)
+    }
+
+    /// Remove an address (absent addresses are not an error).
+    pub fn remove_addr(&self, m: AddrMap, ip: IpAddr) -> Result<(), IoError> {
+        let (fd, name) = self.map(m);
+        let key = addr_key(ip);
+        // SAFETY: key is a 16-byte buffer, the map's key size.
+        let r = unsafe { bpf::bpf_map_delete_elem(fd, key.as_ptr().cast()) };
+        if r < 0 && -r != libc::ENOENT {
+            return Err(IoError::sys(
+                "bpf_map_delete_elem",
+                name.to_string(),
+                io::Error::from_raw_os_error(-r),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Detach from every interface now (also done on drop).
+    pub fn detach_all(&mut self) {
+        self.links.clear();
+    }
+
+    /// The interfaces the program is attached to.
+    pub fn attached(&self) -> impl Iterator<Item = u32> + '_ {
+        self.links.iter().map(|(i, fd)| {
+            let _ = fd.as_raw_fd();
+            *i
+        })
+    }
+}
+
+impl Drop for XdpProgram {
+    fn drop(&mut self) {
+        self.links.clear();
+        // SAFETY: obj came from bpf_object__open_mem and is closed exactly once.
+        unsafe { bpf::bpf_object__close(self.obj) };
+    }
+}

@@ -1,0 +1,208 @@
+//! Next-hop MACs for the workers, from the kernel's neighbour table (the director's namespace
+//! keeps resolving ARP/ND itself: the XDP program passes ARP and ND to the kernel).
+//!
+//! A refresher thread dumps the table over NETLINK_ROUTE (`io::netlink`) every
+//! `neighbour_refresh_ms`, keeps the usable entries (REACHABLE, STALE, DELAY, PROBE, PERMANENT)
+//! on the director's ports, and sends each worker only the changes ([`NeighbourUpdate`]) through a
+//! channel the worker drains once per loop — no lock on the packet path. Watched next hops
+//! (backends, gateways) without a usable entry get a resolution nudge: a UDP datagram to the
+//! discard port, which makes the kernel send an ARP request / neighbour solicitation. Until an
+//! entry appears, the pipeline counts such frames as `DropReason::NoNeighbour`.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant};
+
+use xvs_forwarding::PortId;
+
+use crate::io::netlink::{dump_neighbours, NeighEntry};
+use crate::io::sys::InterfaceInfo;
+
+/// A change in the neighbour set, as sent to the workers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NeighbourUpdate {
+    Set {
+        ip: IpAddr,
+        port: PortId,
+        mac: [u8; 6],
+    },
+    Gone {
+        ip: IpAddr,
+    },
+}
+
+/// Diffs successive neighbour dumps and nudges resolution of watched next hops.
+#[derive(Debug)]
+pub struct NeighbourRefresher {
+    /// ifindex → port.
+    ports: Vec<(u32, PortId)>,
+    known: HashMap<IpAddr, (PortId, [u8; 6])>,
+    watch: Vec<IpAddr>,
+    /// Dump failures so far (logged once per streak).
+    failing: bool,
+}
+
+impl NeighbourRefresher {
+    pub fn new(ports: &[InterfaceInfo], watch: Vec<IpAddr>) -> Self {
+        NeighbourRefresher {
+            ports: ports
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (p.ifindex, PortId(i as u16)))
+                .collect(),
+            known: HashMap::new(),
+            watch,
+            failing: false,
+        }
+    }
+
+    /// Compute the updates that turn the previous set into `entries`.
+    pub fn diff(&mut self, entries: &[NeighEntry]) -> Vec<NeighbourUpdate> {
+        let mut now: HashMap<IpAddr, (PortId, [u8; 6])> = HashMap::new();
+        for e in entries {
+            let Some(&(_, port)) = self.ports.iter().find(|(i, _)| *i == e.ifindex) else {
+                continue;
+            };
+            if let (true, Some(mac)) = (e.usable(), e.mac) {
+                now.insert(e.ip, (port, mac));
+            }
+        }
+        let mut out = Vec::new();
+        for (ip, v) in &now {
+            if self.known.get(ip) != Some(v) {
+                out.push(NeighbourUpdate::Set {
+                    ip: *ip,
+                    port: v.0,
+                    mac: v.1,
+                });
+            }
+        }
+        for ip in self.known.keys() {
+            if !now.contains_key(ip) {
+                out.push(NeighbourUpdate::Gone { ip: *ip });
+            }
+        }
+        self.known = now;
+        out
+    }
+
+    /// Dump the table, return the changes, and nudge watched next hops that are unresolved.
+    pub fn refresh(&mut self) -> Vec<NeighbourUpdate> {
+        let updates = match dump_neighbours() {
+            Ok(entries) => {
+                self.failing = false;
+                self.diff(&entries)
+            }
+            Err(e) => {
+                if !self.failing {
+                    eprintln!("xvs: neighbour dump failed (keeping the last table): {e}");
+                }
+                self.failing = true;
+                Vec::new()
+            }
+        };
+        for ip in self.unresolved() {
+            nudge(ip);
+        }
+        updates
+    }
+
+    /// Watched next hops without a usable entry.
+    pub fn unresolved(&self) -> Vec<IpAddr> {
+        self.watch
+            .iter()
+            .filter(|ip| !self.known.contains_key(ip))
+            .copied()
+            .collect()
+    }
+
+    /// Refresh every `every` until `stop`, sending changes to every worker.
+    pub fn run(&mut self, every: Duration, stop: &AtomicBool, workers: &[Sender<NeighbourUpdate>]) {
+        let mut next = Instant::now() + every;
+        while !stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            if now < next {
+                std::thread::sleep((next - now).min(Duration::from_millis(50)));
+                continue;
+            }
+            next = now + every;
+            for u in self.refresh() {
+                for w in workers {
+                    let _ = w.send(u);
+                }
+            }
+        }
+    }
+}
+
+/// Make the kernel resolve `ip`: a datagram to the discard port (9) needs its MAC.
+fn nudge(ip: IpAddr) {
+    let bind: SocketAddr = match ip {
+        IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        IpAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    if let Ok(s) = UdpSocket::bind(bind) {
+        let _ = s.send_to(b"", (ip, 9));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::netlink::nud;
+
+    fn port(ifindex: u32) -> InterfaceInfo {
+        InterfaceInfo {
+            name: format!("if{ifindex}"),
+            ifindex,
+            mac: [0; 6],
+            mtu: 1500,
+            queues: None,
+        }
+    }
+
+    fn e(ifindex: u32, ip: &str, mac: u8, state: u16) -> NeighEntry {
+        NeighEntry {
+            ifindex,
+            ip: ip.parse().unwrap(),
+            mac: Some([2, 0, 0, 0, 0, mac]),
+            state,
+        }
+    }
+
+    #[test]
+    fn diff_sends_only_changes() {
+        let a: IpAddr = "198.18.3.11".parse().unwrap();
+        let b: IpAddr = "198.18.3.12".parse().unwrap();
+        let mut r = NeighbourRefresher::new(&[port(7), port(9)], vec![a, b]);
+        let u = r.diff(&[
+            e(9, "198.18.3.11", 1, nud::REACHABLE),
+            e(5, "198.18.3.12", 2, nud::REACHABLE), // not one of our ports
+            e(9, "198.18.3.13", 3, nud::FAILED),
+        ]);
+        assert_eq!(
+            u,
+            vec![NeighbourUpdate::Set {
+                ip: a,
+                port: PortId(1),
+                mac: [2, 0, 0, 0, 0, 1]
+            }]
+        );
+        assert_eq!(r.unresolved(), vec![b]);
+        // Same again: nothing. STALE is still usable.
+        assert!(r.diff(&[e(9, "198.18.3.11", 1, nud::STALE)]).is_empty());
+        // MAC changes, b appears on port 0.
+        let mut u = r.diff(&[
+            e(9, "198.18.3.11", 4, nud::REACHABLE),
+            e(7, "198.18.3.12", 2, nud::PERMANENT),
+        ]);
+        u.sort_by_key(|x| format!("{x:?}"));
+        assert_eq!(u.len(), 2);
+        assert!(r.unresolved().is_empty());
+        // a disappears.
+        let u = r.diff(&[e(7, "198.18.3.12", 2, nud::PERMANENT)]);
+        assert_eq!(u, vec![NeighbourUpdate::Gone { ip: a }]);
+    }
+}
