@@ -1,0 +1,1145 @@
+//! The per-worker connection table: slab + two-way index + timing wheel + IPVS entry semantics
+//! (`net/netfilter/ipvs/ip_vs_conn.c`: `ip_vs_conn_new`, `ip_vs_conn_expire`,
+//! `ip_vs_conn_expire_now`, `ip_vs_conn_del`, `ip_vs_check_template`,
+//! `ip_vs_expire_nodest_conn_flush`; `ip_vs_proto_tcp.c`: `set_tcp_state`).
+//!
+//! Time: `now` (nanoseconds) is reduced to milliseconds; each entry stores its expiry as a
+//! wrapping 32-bit millisecond count, compared by signed difference, hence timeouts are capped
+//! at 24 days ([`super::state::MAX_TIMEOUT_MS`]). An entry is expired when `now >= expires`.
+//!
+//! Timing wheel: 16384 buckets of 8 ms. Invariant: a live entry sits in exactly one bucket (or
+//! the sweep's pending list), and that bucket comes round at or before the entry's expiry tick.
+//! Inserting queues the entry at its expiry tick; a packet that extends the expiry only stores
+//! the new time (the invariant still holds); one that shortens it (a state change to a shorter
+//! timeout) moves the entry. [`ConnTable::expire`] visits the buckets of the ticks that have
+//! fully passed, expires what is due and re-queues the rest at their current expiry tick.
+//! So the sweep removes an entry at most one tick (8 ms) plus the interval between `expire`
+//! calls after its time, and each entry is re-queued at most once per 131 s turn.
+//! If `expire` is not called for more than a turn, the sweep skips to the last turn (every bucket
+//! is still visited, so nothing is lost).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use super::counts::BackendCounts;
+use super::flags::*;
+use super::index::Index;
+use super::state::{self, tcp, TcpDir, Timeouts, MAX_TIMEOUT_MS};
+use super::{
+    BackendId, Conn, ConnId, ConnListing, Direction, Method, NewConn, TemplateKey, Time, Tuple,
+};
+
+const NIL: u32 = u32::MAX;
+const TICK_SHIFT: u32 = 3; // 8 ms
+const WHEEL_BITS: u32 = 14;
+const WHEEL: usize = 1 << WHEEL_BITS;
+const WHEEL_MASK: u32 = (WHEEL - 1) as u32;
+/// Sentinel number of the sweep's pending list, relative to the first sentinel.
+const PENDING: usize = WHEEL;
+/// Timeout of a new entry before its first packet is accounted (`ip_vs_conn_new`: 3 s).
+const INITIAL_TIMEOUT_MS: u32 = 3_000;
+/// Timeout of an entry whose expiry was deferred because it still controls others.
+const DEFER_MS: u32 = 60_000;
+/// Template key kind bit mixed into the hash.
+const KIND_TEMPLATE: u64 = 0x100;
+
+/// Bytes of one entry in the slab.
+pub const ENTRY_BYTES: usize = std::mem::size_of::<Entry>();
+
+/// Sizes fixed at start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnConfig {
+    /// Maximum number of entries (connections + templates). At most 2^30.
+    pub capacity: u32,
+    /// Maximum number of entries with an IPv6 address (≤ capacity).
+    pub v6_capacity: u32,
+    /// Backends are numbered `0..backends` (the snapshot's maximum).
+    pub backends: u32,
+    /// Hash seed (take it from a random source so flows cannot be aimed at one probe run).
+    pub seed: u64,
+}
+
+/// One connection or template: exactly one cache line.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C, align(64))]
+struct Entry {
+    /// IPv4: client, virtual, backend, local (host order). With `POOL`: `[slot, 0, 0, 0]`.
+    addrs: [u32; 4],
+    /// cport, vport, dport, lport.
+    ports: [u16; 4],
+    backend: u32,
+    control: u32,
+    n_control: u32,
+    /// Expiry, wrapping milliseconds.
+    expires: u32,
+    timeout: u32,
+    /// Wheel links (or free-list link).
+    next: u32,
+    prev: u32,
+    in_pkts: u32,
+    service: u32,
+    flags: u16,
+    proto: u8,
+    state: u8,
+}
+
+const _: () = assert!(std::mem::size_of::<Entry>() == 64);
+
+#[inline]
+fn ms32(now: Time) -> u32 {
+    (now.0 / 1_000_000) as u32
+}
+
+#[inline]
+fn is_due(expires: u32, now: u32) -> bool {
+    (now.wrapping_sub(expires) as i32) >= 0
+}
+
+#[inline]
+fn fold(a: &IpAddr) -> u32 {
+    match a {
+        IpAddr::V4(a) => a.to_bits(),
+        IpAddr::V6(a) => fold16(&a.octets()),
+    }
+}
+
+#[inline]
+fn fold16(o: &[u8; 16]) -> u32 {
+    let x = u128::from_be_bytes(*o);
+    (x as u32) ^ ((x >> 32) as u32) ^ ((x >> 64) as u32) ^ ((x >> 96) as u32)
+}
+
+#[inline]
+fn octets(a: &IpAddr) -> [u8; 16] {
+    match a {
+        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+        IpAddr::V6(a) => a.octets(),
+    }
+}
+
+/// The 16-byte form of an address stored on a side whose family is `v6`.
+#[inline]
+fn from16(o: &[u8; 16], v6: bool) -> IpAddr {
+    if v6 {
+        IpAddr::V6(Ipv6Addr::from(*o))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(o[12], o[13], o[14], o[15]))
+    }
+}
+
+#[inline]
+fn eq16(stored: &[u8; 16], side_v6: bool, x: &IpAddr) -> bool {
+    match x {
+        IpAddr::V4(a) => !side_v6 && *stored == a.to_ipv6_mapped().octets(),
+        IpAddr::V6(a) => side_v6 && *stored == a.octets(),
+    }
+}
+
+enum Fired {
+    Deferred,
+    Removed,
+}
+
+/// The connection table of one worker. See the module documentation of [`super`].
+#[derive(Debug)]
+pub struct ConnTable {
+    entries: Vec<Entry>,
+    pool: Vec<[[u8; 16]; 4]>,
+    pool_free: Vec<u32>,
+    free_head: u32,
+    len: u32,
+    index: Index,
+    /// Sentinels of the wheel buckets and the pending list: (next, prev).
+    heads: Vec<(u32, u32)>,
+    /// Next wheel tick to visit (ms >> TICK_SHIFT, not wrapped).
+    cursor: u64,
+    counts: BackendCounts,
+    timeouts: Timeouts,
+    secure_tcp: bool,
+    seed: u64,
+}
+
+impl ConnTable {
+    /// Allocate everything the table will ever use.
+    pub fn new(cfg: &ConnConfig) -> Self {
+        let cap = cfg.capacity.clamp(1, 1 << 30);
+        let v6 = cfg.v6_capacity.min(cap);
+        let mut entries = vec![Entry::default(); cap as usize];
+        for (i, e) in entries.iter_mut().enumerate() {
+            e.next = if i + 1 < cap as usize {
+                i as u32 + 1
+            } else {
+                NIL
+            };
+        }
+        let heads = (0..=WHEEL)
+            .map(|b| (cap + b as u32, cap + b as u32))
+            .collect();
+        ConnTable {
+            entries,
+            pool: vec![[[0; 16]; 4]; v6 as usize],
+            pool_free: (0..v6).rev().collect(),
+            free_head: 0,
+            len: 0,
+            index: Index::new(2 * cap as usize),
+            heads,
+            cursor: 0,
+            counts: BackendCounts::new(cfg.backends),
+            timeouts: Timeouts::default(),
+            secure_tcp: false,
+            seed: cfg.seed,
+        }
+    }
+
+    /// Entries in use (connections and templates).
+    pub fn len(&self) -> u32 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn capacity(&self) -> u32 {
+        self.entries.len() as u32
+    }
+
+    /// Entries holding IPv6 addresses, and the maximum.
+    pub fn v6_usage(&self) -> (u32, u32) {
+        let cap = self.pool.len() as u32;
+        (cap - self.pool_free.len() as u32, cap)
+    }
+
+    /// Bytes allocated per entry of capacity: entry + index slots + the IPv6 slab's share.
+    pub fn bytes_per_entry(&self) -> usize {
+        let total = self.entries.len() * ENTRY_BYTES
+            + self.index.slot_count() * 8
+            + self.pool.len() * (64 + 4)
+            + self.heads.len() * 8;
+        total / self.entries.len()
+    }
+
+    /// The per-backend counts (implements [`xvs_schedulers::Load`]).
+    pub fn counts(&self) -> &BackendCounts {
+        &self.counts
+    }
+
+    /// Set a backend's upper/lower thresholds (see [`BackendCounts::set_thresholds`]).
+    pub fn set_thresholds(&mut self, backend: BackendId, upper: u32, lower: u32) {
+        self.counts.set_thresholds(backend, upper, lower);
+    }
+
+    /// Clear a backend slot's counters before the control plane reuses its id.
+    pub fn reset_backend(&mut self, backend: BackendId) {
+        self.counts.reset(backend);
+    }
+
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
+    }
+
+    /// `ipvsadm --set tcp tcpfin udp` (seconds, 0 keeps). Takes effect at each entry's next
+    /// packet, as in IPVS.
+    pub fn set_timeouts(&mut self, tcp_secs: u32, tcpfin_secs: u32, udp_secs: u32) {
+        self.timeouts.set(tcp_secs, tcpfin_secs, udp_secs);
+    }
+
+    /// Replace the whole timeout table (milliseconds; clamped to 24 days).
+    pub fn set_timeout_table(&mut self, t: Timeouts) {
+        let mut t = t;
+        for v in t.tcp.iter_mut() {
+            *v = (*v).min(MAX_TIMEOUT_MS);
+        }
+        t.udp = t.udp.min(MAX_TIMEOUT_MS);
+        t.other = t.other.min(MAX_TIMEOUT_MS);
+        self.timeouts = t;
+    }
+
+    /// Use the `secure_tcp` transition table (IPVS's defense; off by default).
+    pub fn set_secure_tcp(&mut self, on: bool) {
+        self.secure_tcp = on;
+    }
+
+    // ---------------------------------------------------------------- hashing and matching
+
+    #[inline]
+    fn hash(&self, kind: u64, a: u32, ap: u16, b: u32, bp: u16) -> u32 {
+        let x = ((a as u64) << 32 | b as u64) ^ self.seed;
+        let y = (ap as u64) << 16 | bp as u64 | kind << 32;
+        let h = (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ y).wrapping_mul(0xD6E8_FEB8_6659_FD93);
+        (h >> 32) as u32
+    }
+
+    #[inline]
+    fn tuple_hash(&self, kind: u64, t: &Tuple) -> u32 {
+        self.hash(kind, fold(&t.src), t.sport, fold(&t.dst), t.dport)
+    }
+
+    /// The folded address `i` of an entry (0 client, 1 virtual, 2 backend, 3 local).
+    #[inline]
+    fn addr_fold(&self, e: &Entry, i: usize) -> u32 {
+        if e.flags & POOL == 0 {
+            e.addrs[i]
+        } else {
+            let o = &self.pool[e.addrs[0] as usize][i];
+            let v6 = e.flags & if i < 2 { V6 } else { DV6 } != 0;
+            if v6 {
+                fold16(o)
+            } else {
+                u32::from_be_bytes([o[12], o[13], o[14], o[15]])
+            }
+        }
+    }
+
+    #[inline]
+    fn addr(&self, e: &Entry, i: usize) -> IpAddr {
+        if e.flags & POOL == 0 {
+            IpAddr::V4(Ipv4Addr::from_bits(e.addrs[i]))
+        } else {
+            let v6 = e.flags & if i < 2 { V6 } else { DV6 } != 0;
+            from16(&self.pool[e.addrs[0] as usize][i], v6)
+        }
+    }
+
+    #[inline]
+    fn in_hash(&self, e: &Entry) -> u32 {
+        let kind = e.proto as u64
+            | if e.flags & TEMPLATE != 0 {
+                KIND_TEMPLATE
+            } else {
+                0
+            };
+        self.hash(
+            kind,
+            self.addr_fold(e, 0),
+            e.ports[0],
+            self.addr_fold(e, 1),
+            e.ports[1],
+        )
+    }
+
+    #[inline]
+    fn out_hash(&self, e: &Entry) -> u32 {
+        self.hash(
+            e.proto as u64,
+            self.addr_fold(e, 2),
+            e.ports[2],
+            self.addr_fold(e, 3),
+            e.ports[3],
+        )
+    }
+
+    /// Whether entry `e`'s addresses `i`, `j` equal `a`, `b`.
+    #[inline]
+    fn addrs_eq(&self, e: &Entry, i: usize, a: &IpAddr, j: usize, b: &IpAddr) -> bool {
+        if e.flags & POOL == 0 {
+            match (a, b) {
+                (IpAddr::V4(a), IpAddr::V4(b)) => {
+                    e.addrs[i] == a.to_bits() && e.addrs[j] == b.to_bits()
+                }
+                _ => false,
+            }
+        } else {
+            let p = &self.pool[e.addrs[0] as usize];
+            let v6 = e.flags & if i < 2 { V6 } else { DV6 } != 0;
+            eq16(&p[i], v6, a) && eq16(&p[j], v6, b)
+        }
+    }
+
+    #[inline]
+    fn matches(&self, v: u32, t: &Tuple, template: bool) -> bool {
+        let Some(e) = self.entries.get((v >> 1) as usize) else {
+            return false;
+        };
+        if e.proto != t.proto || (e.flags & TEMPLATE != 0) != template {
+            return false;
+        }
+        if v & 1 == 0 {
+            e.ports[0] == t.sport && e.ports[1] == t.dport && self.addrs_eq(e, 0, &t.src, 1, &t.dst)
+        } else {
+            e.ports[2] == t.sport && e.ports[3] == t.dport && self.addrs_eq(e, 2, &t.src, 3, &t.dst)
+        }
+    }
+
+    // ---------------------------------------------------------------- wheel lists
+
+    #[inline]
+    fn next_of(&self, n: u32) -> u32 {
+        let cap = self.entries.len() as u32;
+        if n < cap {
+            self.entries[n as usize].next
+        } else {
+            self.heads[(n - cap) as usize].0
+        }
+    }
+
+    #[inline]
+    fn prev_of(&self, n: u32) -> u32 {
+        let cap = self.entries.len() as u32;
+        if n < cap {
+            self.entries[n as usize].prev
+        } else {
+            self.heads[(n - cap) as usize].1
+        }
+    }
+
+    #[inline]
+    fn set_next(&mut self, n: u32, v: u32) {
+        let cap = self.entries.len() as u32;
+        if n < cap {
+            self.entries[n as usize].next = v;
+        } else {
+            self.heads[(n - cap) as usize].0 = v;
+        }
+    }
+
+    #[inline]
+    fn set_prev(&mut self, n: u32, v: u32) {
+        let cap = self.entries.len() as u32;
+        if n < cap {
+            self.entries[n as usize].prev = v;
+        } else {
+            self.heads[(n - cap) as usize].1 = v;
+        }
+    }
+
+    #[inline]
+    fn sentinel(&self, bucket: usize) -> u32 {
+        self.entries.len() as u32 + bucket as u32
+    }
+
+    #[inline]
+    fn link_after(&mut self, idx: u32, s: u32) {
+        let first = self.next_of(s);
+        self.set_next(idx, first);
+        self.set_prev(idx, s);
+        self.set_prev(first, idx);
+        self.set_next(s, idx);
+    }
+
+    #[inline]
+    fn unlink(&mut self, idx: u32) {
+        let n = self.next_of(idx);
+        let p = self.prev_of(idx);
+        self.set_next(p, n);
+        self.set_prev(n, p);
+    }
+
+    #[inline]
+    fn queue(&mut self, idx: u32) {
+        let b = (self.entries[idx as usize].expires >> TICK_SHIFT) & WHEEL_MASK;
+        let s = self.sentinel(b as usize);
+        self.link_after(idx, s);
+    }
+
+    /// Set an entry's expiry, moving it in the wheel only when it becomes earlier.
+    #[inline]
+    fn arm(&mut self, idx: u32, expires: u32) {
+        let old = self.entries[idx as usize].expires;
+        self.entries[idx as usize].expires = expires;
+        if (expires.wrapping_sub(old) as i32) < 0 {
+            self.unlink(idx);
+            self.queue(idx);
+        }
+    }
+
+    #[inline]
+    fn live(&self, id: ConnId) -> Option<&Entry> {
+        self.entries
+            .get(id.0 as usize)
+            .filter(|e| e.flags & USED != 0)
+    }
+
+    // ---------------------------------------------------------------- lookups
+
+    /// Hint that `t` will be looked up soon: loads its home index slot. Call it for a whole
+    /// batch of frames before the lookups.
+    #[inline]
+    pub fn prefetch(&self, t: &Tuple) {
+        std::hint::black_box(self.index.touch(self.tuple_hash(t.proto as u64, t)));
+    }
+
+    /// Find the connection a packet belongs to, from either direction. Templates are never
+    /// returned. An entry whose time has passed is expired on the spot (as its timer would have
+    /// done) and not returned unless that expiry was deferred.
+    #[inline]
+    pub fn lookup(&mut self, t: &Tuple, now: Time) -> Option<(ConnId, Direction)> {
+        let h = self.tuple_hash(t.proto as u64, t);
+        let v = self.index.find(h, |v| self.matches(v, t, false))?;
+        let idx = v >> 1;
+        let now = ms32(now);
+        let e = &self.entries[idx as usize];
+        if is_due(e.expires, now) {
+            let at = e.expires;
+            if let Fired::Removed = self.fire(idx, at, now, false) {
+                return None;
+            }
+        }
+        let dir = if v & 1 == 0 {
+            Direction::In
+        } else {
+            Direction::Out
+        };
+        Some((ConnId(idx), dir))
+    }
+
+    /// Find a valid persistence template (IPVS `ip_vs_ct_in_get`). Like [`Self::lookup`], a
+    /// template whose time has passed is expired first (kept if it still controls entries).
+    /// The timer is not re-armed: call [`Self::rearm`] or insert a connection with this
+    /// template as `control`.
+    pub fn template_lookup(&mut self, key: &TemplateKey, now: Time) -> Option<ConnId> {
+        let t = Tuple {
+            proto: key.proto,
+            src: key.client,
+            sport: 0,
+            dst: key.vaddr,
+            dport: key.vport,
+        };
+        let h = self.tuple_hash(key.proto as u64 | KIND_TEMPLATE, &t);
+        let v = self
+            .index
+            .find(h, |v| v & 1 == 0 && self.matches(v, &t, true))?;
+        let idx = v >> 1;
+        let now = ms32(now);
+        let e = &self.entries[idx as usize];
+        if is_due(e.expires, now) {
+            let at = e.expires;
+            if let Fired::Removed = self.fire(idx, at, now, false) {
+                return None;
+            }
+        }
+        Some(ConnId(idx))
+    }
+
+    // ---------------------------------------------------------------- insertion
+
+    fn alloc(&mut self, need_pool: bool) -> Option<(u32, u32)> {
+        if self.free_head == NIL || (need_pool && self.pool_free.is_empty()) {
+            return None;
+        }
+        let idx = self.free_head;
+        self.free_head = self.entries[idx as usize].next;
+        let slot = if need_pool {
+            self.pool_free.pop().unwrap_or(0)
+        } else {
+            0
+        };
+        self.len += 1;
+        Some((idx, slot))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn fill(
+        &mut self,
+        idx: u32,
+        slot: u32,
+        addrs: [&IpAddr; 4],
+        ports: [u16; 4],
+        flags: u16,
+        proto: u8,
+    ) {
+        let pool = flags & POOL != 0;
+        if pool {
+            let p = &mut self.pool[slot as usize];
+            for (d, a) in p.iter_mut().zip(addrs.iter()) {
+                *d = octets(a);
+            }
+        }
+        let e = &mut self.entries[idx as usize];
+        *e = Entry::default();
+        if pool {
+            e.addrs = [slot, 0, 0, 0];
+        } else {
+            for (d, a) in e.addrs.iter_mut().zip(addrs.iter()) {
+                *d = match a {
+                    IpAddr::V4(a) => a.to_bits(),
+                    IpAddr::V6(_) => 0,
+                };
+            }
+        }
+        e.ports = ports;
+        e.flags = flags;
+        e.proto = proto;
+        e.control = NIL;
+    }
+
+    /// Create a connection entry (`ip_vs_conn_new` + `ip_vs_bind_dest`): state NONE, timeout
+    /// 3 s, flags = method | INACTIVE (| NOOUTPUT for DR/TUN), counted in the backend's
+    /// inactconns, indexed inbound and (NAT/FullNAT) outbound. `None` when the table or the
+    /// IPv6 slab is full, or the backend id is outside the counts (the pipeline drops with
+    /// `TableFull`). The caller then accounts the packet with [`Self::on_packet`].
+    ///
+    /// The tuples must not already be present (look up first); a duplicate is stored but is only
+    /// reachable by handle until the older entry goes.
+    pub fn insert(&mut self, c: &NewConn, now: Time) -> Option<ConnId> {
+        if !self.counts.contains(c.backend) {
+            return None;
+        }
+        let out = c.method.replies_through_director();
+        let (laddr, lport) = match (c.method, c.local) {
+            (Method::FullNat, Some(l)) => l,
+            _ => (c.client, c.cport),
+        };
+        let v6 = c.client.is_ipv6() || c.vaddr.is_ipv6();
+        let dv6 = c.daddr.is_ipv6() || laddr.is_ipv6();
+        let mut flags = USED | IN_HASHED | INACTIVE | c.method as u16;
+        if v6 {
+            flags |= V6;
+        }
+        if dv6 {
+            flags |= DV6;
+        }
+        if v6 || dv6 {
+            flags |= POOL;
+        }
+        if out {
+            flags |= OUT_HASHED;
+        } else {
+            flags |= NOOUTPUT;
+        }
+        let (idx, slot) = self.alloc(flags & POOL != 0)?;
+        self.fill(
+            idx,
+            slot,
+            [&c.client, &c.vaddr, &c.daddr, &laddr],
+            [c.cport, c.vport, c.dport, lport],
+            flags,
+            c.proto,
+        );
+        let now = ms32(now);
+        {
+            let e = &mut self.entries[idx as usize];
+            e.backend = c.backend.0;
+            e.service = c.service;
+            e.timeout = INITIAL_TIMEOUT_MS;
+            e.expires = now.wrapping_add(INITIAL_TIMEOUT_MS);
+        }
+        let e = self.entries[idx as usize];
+        let hi = self.in_hash(&e);
+        self.index.insert(hi, idx << 1);
+        if out {
+            let ho = self.out_hash(&e);
+            self.index.insert(ho, idx << 1 | 1);
+        }
+        self.queue(idx);
+        self.counts.bind(c.backend, false);
+        if let Some(ct) = c.control {
+            if ct.0 != idx && self.live(ct).is_some() {
+                self.entries[idx as usize].control = ct.0;
+                let t = &mut self.entries[ct.0 as usize];
+                t.n_control = t.n_control.saturating_add(1);
+                let exp = now.wrapping_add(t.timeout);
+                self.arm(ct.0, exp);
+            }
+        }
+        Some(ConnId(idx))
+    }
+
+    /// Create a persistence template (IPVS.md §5): keyed by `key`, bound to `backend` at
+    /// `daddr:dport` (counted in persistconns), timeout `timeout_secs` (the service's
+    /// persistence timeout), armed from `now`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn insert_template(
+        &mut self,
+        key: &TemplateKey,
+        backend: BackendId,
+        daddr: IpAddr,
+        dport: u16,
+        service: u32,
+        method: Method,
+        timeout_secs: u32,
+        now: Time,
+    ) -> Option<ConnId> {
+        if !self.counts.contains(backend) {
+            return None;
+        }
+        let v6 = key.client.is_ipv6() || key.vaddr.is_ipv6();
+        let dv6 = daddr.is_ipv6();
+        let mut flags = USED | IN_HASHED | TEMPLATE | INACTIVE | method as u16;
+        if !method.replies_through_director() {
+            flags |= NOOUTPUT;
+        }
+        if v6 {
+            flags |= V6;
+        }
+        if dv6 {
+            flags |= DV6;
+        }
+        if v6 || dv6 {
+            flags |= POOL;
+        }
+        let (idx, slot) = self.alloc(flags & POOL != 0)?;
+        self.fill(
+            idx,
+            slot,
+            [&key.client, &key.vaddr, &daddr, &daddr],
+            [0, key.vport, dport, dport],
+            flags,
+            key.proto,
+        );
+        let timeout = timeout_secs.saturating_mul(1000).min(MAX_TIMEOUT_MS);
+        {
+            let e = &mut self.entries[idx as usize];
+            e.backend = backend.0;
+            e.service = service;
+            e.timeout = timeout;
+            e.expires = ms32(now).wrapping_add(timeout);
+            e.state = state::template::NONE;
+        }
+        let e = self.entries[idx as usize];
+        let h = self.in_hash(&e);
+        self.index.insert(h, idx << 1);
+        self.queue(idx);
+        self.counts.bind(backend, true);
+        Some(ConnId(idx))
+    }
+
+    /// Invalidate a template whose backend is gone or quiesced (`ip_vs_check_template`): it is
+    /// no longer found by [`Self::template_lookup`], shows vport/dport 65535 in listings, keeps
+    /// its timer and its `control` links, and expires normally.
+    pub fn invalidate_template(&mut self, id: ConnId) {
+        let Some(e) = self.live(id).copied() else {
+            return;
+        };
+        if e.flags & TEMPLATE == 0 || e.flags & IN_HASHED == 0 {
+            return;
+        }
+        let h = self.in_hash(&e);
+        self.index.remove(h, id.0 << 1);
+        let e = &mut self.entries[id.0 as usize];
+        e.flags &= !IN_HASHED;
+        e.ports[1] = 0xFFFF;
+        e.ports[2] = 0xFFFF;
+    }
+
+    /// Re-arm an entry's timer to `now + its timeout` (IPVS `ip_vs_conn_put`), e.g. a template
+    /// after it was used for a new connection that could not be created.
+    pub fn rearm(&mut self, id: ConnId, now: Time) {
+        if let Some(e) = self.live(id) {
+            let exp = ms32(now).wrapping_add(e.timeout);
+            self.arm(id.0, exp);
+        }
+    }
+
+    // ---------------------------------------------------------------- per packet
+
+    /// Account one packet of connection `id` travelling in `dir`: protocol state transition
+    /// (TCP: `tcp_flags` is the header's flag byte; IN/OUT/input-only table, NOOUTPUT cleared by
+    /// the first OUT packet), active/inactive counts moved on a change into or out of
+    /// ESTABLISHED, the owning template marked ASSURED, the timeout set from the state and the
+    /// timer re-armed to `now + timeout`; inbound packets counted. Returns the new state.
+    #[inline]
+    pub fn on_packet(&mut self, id: ConnId, dir: Direction, tcp_flags: u8, now: Time) -> u8 {
+        let idx = id.0;
+        let Some(e) = self.entries.get_mut(idx as usize) else {
+            return 0;
+        };
+        if e.flags & USED == 0 {
+            return 0;
+        }
+        let mut assure = false;
+        let timeout = match e.proto {
+            6 => {
+                let mut tdir = match dir {
+                    Direction::In => TcpDir::In,
+                    Direction::Out => TcpDir::Out,
+                };
+                if e.flags & NOOUTPUT != 0 {
+                    if dir == Direction::Out {
+                        e.flags &= !NOOUTPUT;
+                    } else {
+                        tdir = TcpDir::InputOnly;
+                    }
+                }
+                let new = state::tcp_next(e.state, tdir, tcp_flags, self.secure_tcp);
+                if new != e.state && e.flags & TEMPLATE == 0 {
+                    let b = BackendId(e.backend);
+                    if e.flags & INACTIVE == 0 && new != tcp::ESTABLISHED {
+                        e.flags |= INACTIVE;
+                        self.counts.deactivate(b);
+                    } else if e.flags & INACTIVE != 0 && new == tcp::ESTABLISHED {
+                        e.flags &= !INACTIVE;
+                        self.counts.activate(b);
+                    }
+                    assure = new == tcp::ESTABLISHED;
+                }
+                e.state = new;
+                self.timeouts.get(6, new)
+            }
+            p => {
+                assure = p == 17 && dir == Direction::Out;
+                self.timeouts.get(p, e.state)
+            }
+        };
+        if dir == Direction::In {
+            e.in_pkts = e.in_pkts.wrapping_add(1);
+        }
+        e.timeout = timeout;
+        let control = e.control;
+        let state = e.state;
+        let exp = ms32(now).wrapping_add(timeout);
+        self.arm(idx, exp);
+        if assure && control != NIL {
+            if let Some(ct) = self.entries.get_mut(control as usize) {
+                if ct.flags & TEMPLATE != 0 {
+                    ct.state = state::template::ASSURED;
+                }
+            }
+        }
+        state
+    }
+
+    // ---------------------------------------------------------------- expiry
+
+    /// The entry's timer fires at `at` (≤ `now`): `ip_vs_conn_expire`. An entry that still
+    /// controls others is kept with timeout 60 s, re-armed from `at` (repeatedly if the sweep
+    /// is late); else it is removed. `chain` = IPVS's `cp->timeout == 0` deletion (`conn_del`):
+    /// the owning template goes too when it has no other entries and is not ASSURED.
+    fn fire(&mut self, idx: u32, at: u32, now: u32, chain: bool) -> Fired {
+        let e = &mut self.entries[idx as usize];
+        if e.n_control > 0 {
+            e.timeout = DEFER_MS;
+            let late = now.wrapping_sub(at);
+            let turns = if (late as i32) < 0 {
+                0
+            } else {
+                late / DEFER_MS
+            };
+            let exp = at.wrapping_add(DEFER_MS.wrapping_mul(turns + 1));
+            e.expires = exp;
+            self.unlink(idx);
+            self.queue(idx);
+            return Fired::Deferred;
+        }
+        self.remove(idx, chain);
+        Fired::Removed
+    }
+
+    /// Unhash, unbind and free an entry with no controlled entries.
+    fn remove(&mut self, idx: u32, chain: bool) {
+        let mut idx = idx;
+        let mut chain = chain;
+        loop {
+            let e = self.entries[idx as usize];
+            if e.flags & IN_HASHED != 0 {
+                let h = self.in_hash(&e);
+                self.index.remove(h, idx << 1);
+            }
+            if e.flags & OUT_HASHED != 0 {
+                let h = self.out_hash(&e);
+                self.index.remove(h, idx << 1 | 1);
+            }
+            self.unlink(idx);
+            self.counts.unbind(
+                BackendId(e.backend),
+                e.flags & TEMPLATE != 0,
+                e.flags & INACTIVE != 0,
+            );
+            if e.flags & POOL != 0 {
+                self.pool_free.push(e.addrs[0]);
+            }
+            let slot = &mut self.entries[idx as usize];
+            slot.flags = 0;
+            slot.next = self.free_head;
+            self.free_head = idx;
+            self.len -= 1;
+            let ct = e.control;
+            if ct == NIL {
+                return;
+            }
+            let Some(t) = self.entries.get_mut(ct as usize) else {
+                return;
+            };
+            if t.flags & USED == 0 {
+                return;
+            }
+            t.n_control = t.n_control.saturating_sub(1);
+            let drop = chain
+                && t.n_control == 0
+                && (t.flags & TEMPLATE == 0 || t.state != state::template::ASSURED);
+            if !drop {
+                return;
+            }
+            chain = t.control != NIL;
+            idx = ct;
+        }
+    }
+
+    /// Expire an entry now (`ip_vs_conn_expire_now`): removed, unless it still controls
+    /// entries, in which case it is kept 60 s more. Returns true if removed.
+    pub fn expire_now(&mut self, id: ConnId, now: Time) -> bool {
+        if self.live(id).is_none() {
+            return false;
+        }
+        let now = ms32(now);
+        matches!(self.fire(id.0, now, now, false), Fired::Removed)
+    }
+
+    /// Delete an entry (`ip_vs_conn_del`): as [`Self::expire_now`], and if the entry had an
+    /// owning template that is now unused and not ASSURED, that goes too.
+    pub fn delete(&mut self, id: ConnId, now: Time) -> bool {
+        let Some(e) = self.live(id) else {
+            return false;
+        };
+        let chain = e.control != NIL;
+        let now = ms32(now);
+        matches!(self.fire(id.0, now, now, chain), Fired::Removed)
+    }
+
+    /// Advance the expiry sweep to `now`, doing at most about `budget` units of work (one per
+    /// entry examined or bucket visited). Returns the number of entries removed. Call it once
+    /// per batch (or per idle poll) with a small budget, e.g. 64.
+    pub fn expire(&mut self, now: Time, budget: u32) -> u32 {
+        let now_ms = now.0 / 1_000_000;
+        let now32 = now_ms as u32;
+        let now_tick = now_ms >> TICK_SHIFT;
+        if now_tick > self.cursor + WHEEL as u64 {
+            self.cursor = now_tick - WHEEL as u64;
+        }
+        let pending = self.sentinel(PENDING);
+        let mut work = 0u32;
+        let mut removed = 0u32;
+        loop {
+            while work < budget {
+                let idx = self.next_of(pending);
+                if idx == pending {
+                    break;
+                }
+                work += 1;
+                let at = self.entries[idx as usize].expires;
+                if is_due(at, now32) {
+                    if let Fired::Removed = self.fire(idx, at, now32, false) {
+                        removed += 1;
+                    }
+                } else {
+                    self.unlink(idx);
+                    self.queue(idx);
+                }
+            }
+            if work >= budget || self.cursor >= now_tick {
+                break;
+            }
+            // Move the bucket of the passed tick `cursor` to the pending list.
+            let b = self.sentinel((self.cursor as u32 & WHEEL_MASK) as usize);
+            let first = self.next_of(b);
+            if first != b {
+                let last = self.prev_of(b);
+                self.set_next(pending, first);
+                self.set_prev(first, pending);
+                self.set_prev(pending, last);
+                self.set_next(last, pending);
+                self.set_next(b, b);
+                self.set_prev(b, b);
+            }
+            self.cursor += 1;
+            work += 1;
+        }
+        removed
+    }
+
+    /// One step of `expire_nodest_conn` for a removed backend (IPVS
+    /// `ip_vs_expire_nodest_conn_flush`): examine up to `budget` slots from `from`, deleting each
+    /// entry bound to `backend` that controls nothing, and its template once that template is
+    /// unused. Returns the slot to continue from, or `None` when the whole table was visited.
+    pub fn expire_backend(
+        &mut self,
+        backend: BackendId,
+        now: Time,
+        from: u32,
+        budget: u32,
+    ) -> Option<u32> {
+        let now32 = ms32(now);
+        let cap = self.entries.len() as u32;
+        let end = from.saturating_add(budget).min(cap);
+        for idx in from.min(cap)..end {
+            let e = self.entries[idx as usize];
+            if e.flags & USED == 0 || e.backend != backend.0 || e.n_control > 0 {
+                continue;
+            }
+            let ct = e.control;
+            self.fire(idx, now32, now32, ct != NIL);
+            if ct != NIL {
+                if let Some(t) = self.entries.get(ct as usize) {
+                    if t.flags & USED != 0 && t.n_control == 0 {
+                        let chain = t.control != NIL;
+                        self.fire(ct, now32, now32, chain);
+                    }
+                }
+            }
+        }
+        (end < cap).then_some(end)
+    }
+
+    // ---------------------------------------------------------------- reading
+
+    /// A copy of the entry's fields, or `None` for a free slot.
+    pub fn get(&self, id: ConnId) -> Option<Conn> {
+        let e = self.live(id)?;
+        let fullnat = Method::from_bits(e.flags) == Method::FullNat;
+        Some(Conn {
+            proto: e.proto,
+            client: self.addr(e, 0),
+            cport: e.ports[0],
+            vaddr: self.addr(e, 1),
+            vport: e.ports[1],
+            daddr: self.addr(e, 2),
+            dport: e.ports[2],
+            local: fullnat.then(|| (self.addr(e, 3), e.ports[3])),
+            backend: BackendId(e.backend),
+            service: e.service,
+            method: Method::from_bits(e.flags),
+            flags: e.flags & !(POOL | USED),
+            state: e.state,
+            timeout_ms: e.timeout,
+            control: (e.control != NIL).then_some(ConnId(e.control)),
+            n_control: e.n_control,
+            in_pkts: e.in_pkts,
+        })
+    }
+
+    /// The backend of a live entry.
+    #[inline]
+    pub fn backend(&self, id: ConnId) -> Option<BackendId> {
+        self.live(id).map(|e| BackendId(e.backend))
+    }
+
+    /// The method of a live entry.
+    #[inline]
+    pub fn method(&self, id: ConnId) -> Option<Method> {
+        self.live(id).map(|e| Method::from_bits(e.flags))
+    }
+
+    /// Milliseconds until the entry's timer fires (0 if due).
+    pub fn expires_in(&self, id: ConnId, now: Time) -> Option<u32> {
+        self.live(id).map(|e| {
+            let d = e.expires.wrapping_sub(ms32(now)) as i32;
+            d.max(0) as u32
+        })
+    }
+
+    /// Every live entry, in slot order, as `ipvsadm -Lnc` rows. (Cold path: walks the slab.)
+    pub fn list(&self, now: Time) -> impl Iterator<Item = ConnListing> + '_ {
+        (0..self.entries.len() as u32).filter_map(move |i| {
+            let id = ConnId(i);
+            let c = self.get(id)?;
+            let ms = self.expires_in(id, now).unwrap_or(0);
+            Some(ConnListing {
+                id,
+                proto: c.proto,
+                template: c.is_template(),
+                expires_secs: ms / 1000,
+                state: c.state_name(),
+                client: SocketAddr::new(c.client, c.cport),
+                virt: SocketAddr::new(c.vaddr, c.vport),
+                backend: SocketAddr::new(c.daddr, c.dport),
+            })
+        })
+    }
+
+    /// Check every internal invariant (tests and debugging; O(capacity)). Returns a description
+    /// of the first violation.
+    pub fn check(&self) -> Result<(), String> {
+        let cap = self.entries.len() as u32;
+        let mut used = 0u32;
+        let mut keys = 0usize;
+        let mut n_control = vec![0u32; cap as usize];
+        for (i, e) in self.entries.iter().enumerate() {
+            if e.flags & USED == 0 {
+                continue;
+            }
+            used += 1;
+            let i = i as u32;
+            if e.flags & IN_HASHED != 0 {
+                keys += 1;
+                let h = self.in_hash(e);
+                if self.index.find(h, |v| v == i << 1).is_none() {
+                    return Err(format!("entry {i} missing from the inbound index"));
+                }
+            }
+            if e.flags & OUT_HASHED != 0 {
+                keys += 1;
+                let h = self.out_hash(e);
+                if self.index.find(h, |v| v == i << 1 | 1).is_none() {
+                    return Err(format!("entry {i} missing from the outbound index"));
+                }
+            }
+            if e.control != NIL {
+                match self.entries.get(e.control as usize) {
+                    Some(t) if t.flags & USED != 0 => n_control[e.control as usize] += 1,
+                    _ => return Err(format!("entry {i} controlled by a free slot")),
+                }
+            }
+        }
+        if used != self.len {
+            return Err(format!("len {} but {used} used slots", self.len));
+        }
+        if keys != self.index.occupied() {
+            return Err(format!(
+                "{keys} keys but {} index slots",
+                self.index.occupied()
+            ));
+        }
+        for (i, e) in self.entries.iter().enumerate() {
+            if e.flags & USED != 0 && e.n_control != n_control[i] {
+                return Err(format!(
+                    "entry {i}: n_control {} but {} controlled",
+                    e.n_control, n_control[i]
+                ));
+            }
+        }
+        // Wheel: every used entry on exactly one list, each bucket's next visit not after the
+        // entry's expiry tick.
+        let mut seen = vec![false; cap as usize];
+        let mut on_lists = 0u32;
+        for b in 0..=WHEEL {
+            let s = self.sentinel(b);
+            let mut n = self.next_of(s);
+            let mut prev = s;
+            while n != s {
+                if n >= cap {
+                    return Err(format!("bucket {b} links to sentinel {n}"));
+                }
+                if self.prev_of(n) != prev {
+                    return Err(format!("bucket {b}: broken prev link at {n}"));
+                }
+                let e = &self.entries[n as usize];
+                if e.flags & USED == 0 || seen[n as usize] {
+                    return Err(format!("bucket {b}: free or repeated entry {n}"));
+                }
+                seen[n as usize] = true;
+                on_lists += 1;
+                if b < WHEEL {
+                    // Next visit of bucket b, and the expiry tick, both relative to the cursor
+                    // (29-bit tick arithmetic, as the expiry is a wrapping 32-bit ms count).
+                    const TICKS: u64 = 1 << (32 - TICK_SHIFT);
+                    let c = self.cursor;
+                    let visit = (b as u64).wrapping_sub(c) & WHEEL_MASK as u64;
+                    let exp = ((e.expires >> TICK_SHIFT) as u64).wrapping_sub(c) & (TICKS - 1);
+                    // exp in the upper half: expiry before the cursor (due, after a skip).
+                    if exp < TICKS / 2 && visit > exp {
+                        return Err(format!(
+                            "entry {n} in bucket {b}: visited {visit} ticks ahead, expires {exp}"
+                        ));
+                    }
+                }
+                prev = n;
+                n = self.next_of(n);
+            }
+        }
+        if on_lists != used {
+            return Err(format!("{used} entries but {on_lists} on wheel lists"));
+        }
+        let mut free = 0u32;
+        let mut f = self.free_head;
+        while f != NIL && free <= cap {
+            if self.entries[f as usize].flags & USED != 0 {
+                return Err(format!("used entry {f} on the free list"));
+            }
+            free += 1;
+            f = self.entries[f as usize].next;
+        }
+        if free + used != cap {
+            return Err(format!("{free} free + {used} used != {cap}"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,621 @@
+//! Connection table: lookups from both directions, capacity, IPv6, listing, counts across a
+//! connection's life, expiry precision and templates.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use xvs_forwarding::conn::state::tcp;
+use xvs_forwarding::conn::*;
+use xvs_schedulers::Load;
+
+const SYN: u8 = tcp::FLAG_SYN;
+const ACK: u8 = tcp::FLAG_ACK;
+const FIN: u8 = tcp::FLAG_FIN;
+const RST: u8 = tcp::FLAG_RST;
+
+fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+}
+
+fn v6(s: &str) -> IpAddr {
+    IpAddr::V6(s.parse::<Ipv6Addr>().unwrap())
+}
+
+fn table(capacity: u32) -> ConnTable {
+    ConnTable::new(&ConnConfig {
+        capacity,
+        v6_capacity: capacity / 2,
+        backends: 8,
+        seed: 0x1234_5678_9abc_def0,
+    })
+}
+
+fn secs(s: u64) -> Time {
+    Time::from_secs(s)
+}
+
+fn ms(m: u64) -> Time {
+    Time::from_millis(m)
+}
+
+fn nat(client: IpAddr, cport: u16, backend: u32) -> NewConn {
+    let vip = if client.is_ipv6() {
+        v6("2001:2::100")
+    } else {
+        v4(198, 18, 0, 100)
+    };
+    let daddr = if client.is_ipv6() {
+        v6(&format!("2001:2:1::{backend}"))
+    } else {
+        v4(198, 18, 1, backend as u8)
+    };
+    NewConn {
+        proto: 6,
+        client,
+        cport,
+        vaddr: vip,
+        vport: 80,
+        daddr,
+        dport: 8080,
+        local: None,
+        backend: BackendId(backend),
+        service: 0,
+        method: Method::Nat,
+        control: None,
+    }
+}
+
+fn inbound(c: &NewConn) -> Tuple {
+    Tuple {
+        proto: c.proto,
+        src: c.client,
+        sport: c.cport,
+        dst: c.vaddr,
+        dport: c.vport,
+    }
+}
+
+fn reply(c: &NewConn) -> Tuple {
+    let (dst, dport) = c.local.unwrap_or((c.client, c.cport));
+    Tuple {
+        proto: c.proto,
+        src: c.daddr,
+        sport: c.dport,
+        dst,
+        dport,
+    }
+}
+
+#[test]
+fn entry_is_one_cache_line() {
+    assert_eq!(ENTRY_BYTES, 64);
+    // IPv4 only: 64-byte entry + 4 index slots of 8 bytes + 2 bytes of wheel buckets.
+    let t = ConnTable::new(&ConnConfig {
+        capacity: 1 << 16,
+        v6_capacity: 0,
+        backends: 1,
+        seed: 1,
+    });
+    assert_eq!(t.bytes_per_entry(), 64 + 32 + 2);
+    // With room for IPv6 in half the entries: + 34 bytes (64-byte block + 4-byte free slot).
+    assert_eq!(table(1 << 16).bytes_per_entry(), 64 + 32 + 2 + 34);
+}
+
+#[test]
+fn nat_found_from_both_directions() {
+    let mut t = table(64);
+    let c = nat(v4(198, 18, 2, 1), 40000, 1);
+    let id = t.insert(&c, secs(1)).unwrap();
+    assert_eq!(t.lookup(&inbound(&c), secs(1)), Some((id, Direction::In)));
+    assert_eq!(t.lookup(&reply(&c), secs(1)), Some((id, Direction::Out)));
+    // Neither the reversed inbound tuple nor another port matches.
+    let mut other = inbound(&c);
+    other.sport = 40001;
+    assert_eq!(t.lookup(&other, secs(1)), None);
+    let mut udp = inbound(&c);
+    udp.proto = 17;
+    assert_eq!(t.lookup(&udp, secs(1)), None);
+    let got = t.get(id).unwrap();
+    assert_eq!(got.daddr, c.daddr);
+    assert_eq!(got.dport, 8080);
+    assert_eq!(got.method, Method::Nat);
+    assert_eq!(got.local, None);
+    assert_eq!(got.flags & flags::NOOUTPUT, 0);
+    t.check().unwrap();
+}
+
+#[test]
+fn fullnat_reply_uses_local_address() {
+    let mut t = table(64);
+    let mut c = nat(v4(198, 18, 2, 1), 40000, 1);
+    c.method = Method::FullNat;
+    c.local = Some((v4(198, 18, 3, 1), 5000));
+    let id = t.insert(&c, secs(1)).unwrap();
+    assert_eq!(t.lookup(&reply(&c), secs(1)), Some((id, Direction::Out)));
+    // The NAT-style reply (to the client) is not this connection's.
+    let mut to_client = reply(&c);
+    to_client.dst = c.client;
+    to_client.dport = c.cport;
+    assert_eq!(t.lookup(&to_client, secs(1)), None);
+    assert_eq!(t.get(id).unwrap().local, Some((v4(198, 18, 3, 1), 5000)));
+}
+
+#[test]
+fn dr_and_tunnel_have_no_outbound_index() {
+    for m in [Method::Dr, Method::Tunnel] {
+        let mut t = table(64);
+        let mut c = nat(v4(198, 18, 2, 1), 40000, 1);
+        c.method = m;
+        c.dport = 80;
+        let id = t.insert(&c, secs(1)).unwrap();
+        assert_eq!(t.lookup(&inbound(&c), secs(1)), Some((id, Direction::In)));
+        assert_eq!(t.lookup(&reply(&c), secs(1)), None);
+        assert_ne!(t.get(id).unwrap().flags & flags::NOOUTPUT, 0);
+        t.check().unwrap();
+    }
+}
+
+#[test]
+fn ipv6_and_mixed_family_entries() {
+    let mut t = table(64);
+    let c = nat(v6("2001:2::1:1"), 40000, 2);
+    let id = t.insert(&c, secs(1)).unwrap();
+    assert_eq!(t.lookup(&inbound(&c), secs(1)), Some((id, Direction::In)));
+    assert_eq!(t.lookup(&reply(&c), secs(1)), Some((id, Direction::Out)));
+    assert_eq!(t.get(id).unwrap().client, c.client);
+    // IPv4 service, IPv6 tunnel backend.
+    let mut m = nat(v4(198, 18, 2, 9), 1234, 3);
+    m.method = Method::Tunnel;
+    m.daddr = v6("2001:2:1::3");
+    let id2 = t.insert(&m, secs(1)).unwrap();
+    assert_eq!(t.lookup(&inbound(&m), secs(1)), Some((id2, Direction::In)));
+    let g = t.get(id2).unwrap();
+    assert_eq!((g.client, g.vaddr, g.daddr), (m.client, m.vaddr, m.daddr));
+    assert_eq!(t.v6_usage(), (2, 32));
+    // An IPv4-mapped IPv6 address is not the IPv4 address.
+    let mut mapped = inbound(&m);
+    mapped.src = IpAddr::V6(Ipv4Addr::new(198, 18, 2, 9).to_ipv6_mapped());
+    mapped.dst = IpAddr::V6(Ipv4Addr::new(198, 18, 0, 100).to_ipv6_mapped());
+    assert_eq!(t.lookup(&mapped, secs(1)), None);
+    t.check().unwrap();
+}
+
+#[test]
+fn full_table_refuses_and_frees_slots() {
+    let mut t = table(4);
+    let conns: Vec<_> = (0..4)
+        .map(|i| nat(v4(198, 18, 2, 1), 1000 + i, 1))
+        .collect();
+    let ids: Vec<_> = conns
+        .iter()
+        .map(|c| t.insert(c, secs(1)).unwrap())
+        .collect();
+    assert_eq!(t.len(), 4);
+    assert_eq!(t.insert(&nat(v4(198, 18, 2, 2), 1, 1), secs(1)), None);
+    assert!(t.expire_now(ids[2], secs(2)));
+    assert_eq!(t.lookup(&inbound(&conns[2]), secs(2)), None);
+    assert!(t.insert(&nat(v4(198, 18, 2, 2), 1, 1), secs(2)).is_some());
+    // IPv6 slab full (capacity 4 → 2 IPv6 slots) while the table still has room.
+    let mut t = table(4);
+    assert!(t.insert(&nat(v6("2001:2::1"), 1, 1), secs(1)).is_some());
+    assert!(t.insert(&nat(v6("2001:2::1"), 2, 1), secs(1)).is_some());
+    assert_eq!(t.insert(&nat(v6("2001:2::1"), 3, 1), secs(1)), None);
+    assert!(t.insert(&nat(v4(198, 18, 2, 1), 3, 1), secs(1)).is_some());
+    // Unknown backend.
+    assert_eq!(t.insert(&nat(v4(198, 18, 2, 1), 4, 99), secs(1)), None);
+    t.check().unwrap();
+}
+
+#[test]
+fn counts_follow_a_tcp_connection() {
+    let mut t = table(64);
+    let b = BackendId(1);
+    let c = nat(v4(198, 18, 2, 1), 40000, 1);
+    let id = t.insert(&c, secs(10)).unwrap();
+    assert_eq!((t.counts().active(b), t.counts().inactive(b)), (0, 1));
+    assert_eq!(t.on_packet(id, Direction::In, SYN, secs(10)), tcp::SYN_RECV);
+    assert_eq!(
+        t.on_packet(id, Direction::Out, SYN | ACK, secs(10)),
+        tcp::SYN_RECV
+    );
+    assert_eq!(
+        t.on_packet(id, Direction::In, ACK, secs(10)),
+        tcp::ESTABLISHED
+    );
+    assert_eq!((t.counts().active(b), t.counts().inactive(b)), (1, 0));
+    assert_eq!(t.expires_in(id, secs(10)), Some(900_000));
+    assert_eq!(
+        t.on_packet(id, Direction::In, FIN | ACK, secs(20)),
+        tcp::CLOSE_WAIT
+    );
+    assert_eq!((t.counts().active(b), t.counts().inactive(b)), (0, 1));
+    assert_eq!(
+        t.on_packet(id, Direction::Out, FIN | ACK, secs(20)),
+        tcp::TIME_WAIT
+    );
+    assert_eq!(t.expires_in(id, secs(20)), Some(120_000));
+    // Expiry removes it and its inactive count.
+    t.expire(secs(141), 1 << 20);
+    assert_eq!(t.len(), 0);
+    assert_eq!((t.counts().active(b), t.counts().inactive(b)), (0, 0));
+    t.check().unwrap();
+}
+
+#[test]
+fn rst_and_flagless_segments() {
+    let mut t = table(64);
+    let b = BackendId(1);
+    let c = nat(v4(198, 18, 2, 1), 40000, 1);
+    let id = t.insert(&c, secs(0)).unwrap();
+    t.on_packet(id, Direction::In, SYN, secs(0));
+    t.on_packet(id, Direction::In, ACK, secs(0));
+    assert_eq!(t.counts().active(b), 1);
+    // A segment with only PSH: CLOSE.
+    assert_eq!(t.on_packet(id, Direction::In, 0x08, secs(0)), tcp::CLOSE);
+    assert_eq!(t.counts().active(b), 0);
+    assert_eq!(t.expires_in(id, secs(0)), Some(10_000));
+    assert_eq!(t.on_packet(id, Direction::In, SYN, secs(1)), tcp::SYN_RECV);
+    assert_eq!(t.on_packet(id, Direction::Out, RST, secs(1)), tcp::CLOSE);
+}
+
+#[test]
+fn dr_uses_input_only_table_until_a_reply_is_seen() {
+    let mut t = table(64);
+    let mut c = nat(v4(198, 18, 2, 1), 40000, 1);
+    c.method = Method::Dr;
+    let id = t.insert(&c, secs(0)).unwrap();
+    t.on_packet(id, Direction::In, SYN, secs(0));
+    t.on_packet(id, Direction::In, ACK, secs(0));
+    // Input-only: ES + fin → FIN_WAIT (the IN table would give CLOSE_WAIT).
+    assert_eq!(
+        t.on_packet(id, Direction::In, FIN | ACK, secs(0)),
+        tcp::FIN_WAIT
+    );
+    // The first OUT packet clears NOOUTPUT; from then on the IN table is used.
+    let mut c2 = nat(v4(198, 18, 2, 1), 40001, 1);
+    c2.method = Method::Dr;
+    let id2 = t.insert(&c2, secs(0)).unwrap();
+    t.on_packet(id2, Direction::In, SYN, secs(0));
+    t.on_packet(id2, Direction::Out, SYN | ACK, secs(0));
+    assert_eq!(t.get(id2).unwrap().flags & flags::NOOUTPUT, 0);
+    t.on_packet(id2, Direction::In, ACK, secs(0));
+    assert_eq!(
+        t.on_packet(id2, Direction::In, FIN | ACK, secs(0)),
+        tcp::CLOSE_WAIT
+    );
+}
+
+#[test]
+fn udp_single_state_and_runtime_timeouts() {
+    let mut t = table(64);
+    let mut c = nat(v4(198, 18, 2, 1), 5353, 1);
+    c.proto = 17;
+    let id = t.insert(&c, secs(0)).unwrap();
+    assert_eq!(t.expires_in(id, secs(0)), Some(3_000));
+    t.on_packet(id, Direction::In, 0, secs(0));
+    assert_eq!(t.expires_in(id, secs(0)), Some(300_000));
+    assert_eq!(t.counts().inactive(BackendId(1)), 1);
+    t.set_timeouts(0, 0, 20);
+    t.on_packet(id, Direction::Out, 0, secs(1));
+    assert_eq!(t.expires_in(id, secs(1)), Some(20_000));
+    assert_eq!(t.counts().active(BackendId(1)), 0, "UDP is never active");
+    let l: Vec<_> = t.list(secs(1)).collect();
+    assert_eq!(l.len(), 1);
+    assert_eq!(
+        l[0].to_string(),
+        "UDP 00:20  UDP         198.18.2.1:5353    198.18.0.100:80    198.18.1.1:8080"
+    );
+}
+
+#[test]
+fn lookup_never_returns_an_expired_entry() {
+    let mut t = table(64);
+    let c = nat(v4(198, 18, 2, 1), 40000, 1);
+    let id = t.insert(&c, ms(1_000)).unwrap();
+    t.on_packet(id, Direction::In, SYN, ms(1_000)); // SYN_RECV, 60 s
+    assert!(t.lookup(&inbound(&c), ms(60_999)).is_some());
+    // No sweep ran, yet at the exact expiry the entry is gone, with its count.
+    assert_eq!(t.lookup(&inbound(&c), ms(61_000)), None);
+    assert_eq!(t.len(), 0);
+    assert_eq!(t.counts().inactive(BackendId(1)), 0);
+    t.check().unwrap();
+}
+
+#[test]
+fn sweep_precision_is_one_tick() {
+    let mut t = table(64);
+    let c = nat(v4(198, 18, 2, 1), 40000, 1);
+    let id = t.insert(&c, ms(5_003)).unwrap();
+    t.on_packet(id, Direction::In, 0x08, ms(5_003)); // CLOSE: 10 s → due at 15 003 ms
+    for now in (5_003..15_003).step_by(1) {
+        t.expire(ms(now), 64);
+    }
+    assert_eq!(t.len(), 1, "not before its time");
+    let mut removed_at = None;
+    for now in 15_003..15_100 {
+        if t.expire(ms(now), 64) == 1 {
+            removed_at = Some(now);
+            break;
+        }
+    }
+    let at = removed_at.expect("swept");
+    assert!(at - 15_003 <= 8, "swept {} ms late", at - 15_003);
+    t.check().unwrap();
+}
+
+#[test]
+fn shortening_a_timeout_moves_the_entry() {
+    let mut t = table(64);
+    let c = nat(v4(198, 18, 2, 1), 40000, 1);
+    let id = t.insert(&c, secs(0)).unwrap();
+    t.on_packet(id, Direction::In, SYN, secs(0));
+    t.on_packet(id, Direction::In, ACK, secs(0)); // ES: 900 s
+    t.on_packet(id, Direction::In, RST, secs(1)); // CLOSE: 10 s
+    t.check().unwrap();
+    t.expire(ms(11_009), 1 << 20);
+    assert_eq!(t.len(), 0);
+}
+
+#[test]
+fn persistence_template_lifecycle() {
+    let mut t = table(64);
+    let b = BackendId(2);
+    let key = TemplateKey {
+        proto: 6,
+        client: v4(198, 18, 2, 0),
+        vaddr: v4(198, 18, 0, 100),
+        vport: 80,
+    };
+    assert_eq!(t.template_lookup(&key, secs(0)), None);
+    let ct = t
+        .insert_template(
+            &key,
+            b,
+            v4(198, 18, 1, 2),
+            8080,
+            0,
+            Method::Nat,
+            300,
+            secs(0),
+        )
+        .unwrap();
+    assert_eq!(t.counts().persistent(b), 1);
+    assert_eq!((t.counts().active(b), t.counts().inactive(b)), (0, 0));
+    assert_eq!(t.template_lookup(&key, secs(1)), Some(ct));
+    // A template is not a connection: the plain lookup does not see it.
+    let as_tuple = Tuple {
+        proto: 6,
+        src: key.client,
+        sport: 0,
+        dst: key.vaddr,
+        dport: 80,
+    };
+    assert_eq!(t.lookup(&as_tuple, secs(1)), None);
+
+    let mut c = nat(v4(198, 18, 2, 7), 40000, 2);
+    c.control = Some(ct);
+    let id = t.insert(&c, secs(100)).unwrap();
+    assert_eq!(t.get(ct).unwrap().n_control, 1);
+    assert_eq!(
+        t.expires_in(ct, secs(100)),
+        Some(300_000),
+        "re-armed from the insert"
+    );
+    assert_eq!(t.get(ct).unwrap().state_name(), "NONE");
+    t.on_packet(id, Direction::In, SYN, secs(100));
+    t.on_packet(id, Direction::In, ACK, secs(100));
+    assert_eq!(t.get(ct).unwrap().state_name(), "ASSURED");
+
+    // At 400 s the template's time is up but it still controls the ES connection (until 1000 s):
+    // it is kept with timeout 60, re-armed from its expiry time.
+    t.expire(secs(401), 1 << 20);
+    assert_eq!(t.template_lookup(&key, secs(401)), Some(ct));
+    assert_eq!(t.expires_in(ct, secs(401)), Some(59_000));
+    assert_eq!(t.get(ct).unwrap().timeout_ms, 60_000);
+    // A packet at 110 s keeps the connection until 1010 s. The template, due at 460, 520, …,
+    // 1000 s, is deferred each time while it owns the connection, so it ends up due at 1060 s.
+    t.on_packet(id, Direction::In, ACK, secs(110));
+    for s in 402..=1_010 {
+        t.expire(secs(s), 1 << 16);
+    }
+    assert_eq!(t.lookup(&inbound(&c), secs(1_010)), None);
+    assert_eq!(t.get(ct).unwrap().n_control, 0);
+    assert_eq!(t.expires_in(ct, secs(1_010)), Some(50_000));
+    // A reuse now re-arms with 60 s, not 300 s.
+    t.rearm(ct, secs(1_011));
+    assert_eq!(t.expires_in(ct, secs(1_011)), Some(60_000));
+    t.expire(secs(1_072), 1 << 16);
+    assert_eq!(t.template_lookup(&key, secs(1_072)), None);
+    assert_eq!(t.counts().persistent(b), 0);
+    assert_eq!(t.len(), 0);
+    t.check().unwrap();
+}
+
+#[test]
+fn invalidated_template_is_not_found_but_keeps_its_entries() {
+    let mut t = table(64);
+    let key = TemplateKey {
+        proto: 0,
+        client: v4(198, 18, 2, 0),
+        vaddr: v4(0, 0, 0, 7), // fwmark 7
+        vport: 0,
+    };
+    let ct = t
+        .insert_template(
+            &key,
+            BackendId(1),
+            v4(198, 18, 1, 1),
+            0,
+            3,
+            Method::Dr,
+            300,
+            secs(0),
+        )
+        .unwrap();
+    let mut c = nat(v4(198, 18, 2, 7), 40000, 1);
+    c.method = Method::Dr;
+    c.control = Some(ct);
+    let id = t.insert(&c, secs(0)).unwrap();
+    t.invalidate_template(ct);
+    assert_eq!(t.template_lookup(&key, secs(1)), None);
+    let g = t.get(ct).unwrap();
+    assert_eq!((g.vport, g.dport, g.n_control), (0xFFFF, 0xFFFF, 1));
+    // A new template for the same key can be created beside it.
+    let ct2 = t
+        .insert_template(
+            &key,
+            BackendId(2),
+            v4(198, 18, 1, 2),
+            0,
+            3,
+            Method::Dr,
+            300,
+            secs(1),
+        )
+        .unwrap();
+    assert_eq!(t.template_lookup(&key, secs(1)), Some(ct2));
+    assert_eq!(t.get(id).unwrap().control, Some(ct));
+    t.check().unwrap();
+}
+
+#[test]
+fn delete_drops_an_unassured_template_with_its_last_entry() {
+    let mut t = table(64);
+    let key = TemplateKey {
+        proto: 6,
+        client: v4(198, 18, 2, 0),
+        vaddr: v4(198, 18, 0, 100),
+        vport: 80,
+    };
+    let ct = t
+        .insert_template(
+            &key,
+            BackendId(1),
+            v4(198, 18, 1, 1),
+            80,
+            0,
+            Method::Nat,
+            300,
+            secs(0),
+        )
+        .unwrap();
+    let mut c = nat(v4(198, 18, 2, 7), 40000, 1);
+    c.control = Some(ct);
+    let id = t.insert(&c, secs(0)).unwrap();
+    // expire_now keeps the template (IPVS's timer path).
+    assert!(t.expire_now(id, secs(1)));
+    assert_eq!(t.template_lookup(&key, secs(1)), Some(ct));
+    // delete (conn_del) drops the unassured template too.
+    let id = t.insert(&c, secs(2)).unwrap();
+    assert!(t.delete(id, secs(3)));
+    assert_eq!(t.template_lookup(&key, secs(3)), None);
+    assert_eq!(t.len(), 0);
+    assert_eq!(t.counts().persistent(BackendId(1)), 0);
+    // Deleting a template that owns entries defers it.
+    let ct = t
+        .insert_template(
+            &key,
+            BackendId(1),
+            v4(198, 18, 1, 1),
+            80,
+            0,
+            Method::Nat,
+            300,
+            secs(10),
+        )
+        .unwrap();
+    let mut c = nat(v4(198, 18, 2, 7), 40001, 1);
+    c.control = Some(ct);
+    t.insert(&c, secs(10)).unwrap();
+    assert!(!t.delete(ct, secs(11)));
+    assert_eq!(t.expires_in(ct, secs(11)), Some(60_000));
+    t.check().unwrap();
+}
+
+#[test]
+fn expire_backend_sweeps_only_that_backend() {
+    let mut t = table(256);
+    let key = TemplateKey {
+        proto: 6,
+        client: v4(198, 18, 2, 0),
+        vaddr: v4(198, 18, 0, 100),
+        vport: 80,
+    };
+    let ct = t
+        .insert_template(
+            &key,
+            BackendId(1),
+            v4(198, 18, 1, 1),
+            80,
+            0,
+            Method::Nat,
+            300,
+            secs(0),
+        )
+        .unwrap();
+    for i in 0..100u16 {
+        let mut c = nat(v4(198, 18, 2, 7), 1000 + i, 1 + u32::from(i % 2));
+        if i % 2 == 0 {
+            c.control = Some(ct);
+        }
+        let id = t.insert(&c, secs(0)).unwrap();
+        t.on_packet(id, Direction::In, SYN, secs(0));
+        t.on_packet(id, Direction::In, ACK, secs(0));
+    }
+    assert_eq!(t.counts().active(BackendId(1)), 50);
+    let mut from = 0;
+    let mut steps = 0;
+    while let Some(next) = t.expire_backend(BackendId(1), secs(1), from, 16) {
+        from = next;
+        steps += 1;
+        t.check().unwrap();
+    }
+    assert!(steps >= 256 / 16 - 1);
+    assert_eq!(t.counts().active(BackendId(1)), 0);
+    assert_eq!(
+        t.counts().persistent(BackendId(1)),
+        0,
+        "template went with its last entry"
+    );
+    assert_eq!(t.counts().active(BackendId(2)), 50);
+    assert_eq!(t.len(), 50);
+    t.check().unwrap();
+}
+
+#[test]
+fn bad_handles_are_harmless() {
+    let mut t = table(8);
+    let bogus = ConnId(12345);
+    assert_eq!(t.on_packet(bogus, Direction::In, SYN, secs(0)), 0);
+    assert!(!t.expire_now(bogus, secs(0)));
+    assert!(!t.delete(bogus, secs(0)));
+    t.rearm(bogus, secs(0));
+    t.invalidate_template(bogus);
+    assert_eq!(t.get(bogus), None);
+    assert_eq!(t.get(ConnId(3)), None, "free slot");
+    let mut c = nat(v4(198, 18, 2, 1), 1, 1);
+    c.control = Some(bogus);
+    let id = t.insert(&c, secs(0)).unwrap();
+    assert_eq!(t.get(id).unwrap().control, None);
+    t.check().unwrap();
+}
+
+#[test]
+fn time_jumps_do_not_lose_entries() {
+    let mut t = table(1024);
+    for i in 0..500u16 {
+        let c = nat(v4(198, 18, 2, (i % 200) as u8), i, 1);
+        let id = t.insert(&c, secs(1_000_000)).unwrap();
+        t.on_packet(id, Direction::In, SYN, secs(1_000_000));
+        t.on_packet(id, Direction::In, ACK, secs(1_000_000));
+    }
+    // Idle for 10 minutes, then 20 hours: every entry goes within a bounded number of calls.
+    t.expire(secs(1_000_600), 1 << 20);
+    assert_eq!(t.len(), 500);
+    let mut calls = 0;
+    while !t.is_empty() && calls < 10_000 {
+        t.expire(secs(1_072_000), 64);
+        calls += 1;
+    }
+    assert_eq!(t.len(), 0);
+    t.check().unwrap();
+}
