@@ -5,6 +5,7 @@
 //! replayable from captures (`xvs replay`). See `../shared/DESIGN.md` for the map.
 #![forbid(unsafe_code)]
 
+pub mod conn;
 pub mod frame;
 pub mod verdict;
 pub mod wire;
