@@ -1,0 +1,247 @@
+#!/usr/bin/env bash
+# xvs testbed: network namespaces for client(s), a director, backends and a router.
+#
+#   scripts/testbed.sh up   [PREFIX]     build it (PREFIX default "xvs"; keep it ≤ 6 characters)
+#   scripts/testbed.sh down [PREFIX]     remove everything `up` made (namespaces, veths, processes)
+#   scripts/testbed.sh info [PREFIX]     print names, addresses and MACs
+#
+# Environment: CLIENTS (1), BACKENDS (3), QUEUES (2: rx/tx queues of every veth),
+# SERVERS (1: start HTTP :80 / UDP :5000 servers naming the backend, and the IPIP decap helper).
+#
+#   client LAN  198.18.1.0/24  2001:2:0:1::/64   bridge "brc" in the router namespace
+#     router .1   director "front" .2   clients .10, .11, ...
+#   backend LAN 198.18.3.0/24  2001:2:0:3::/64   bridge "brb" in the router namespace
+#     router .1   director "back" .2   backends .11, .12, .13   FullNAT local address .100
+#   VIP 198.18.10.1 / 2001:2:0:10::1 (the router routes 198.18.10.0/24 and 2001:2:0:10::/64 to
+#     the director's front address)
+#
+# The director namespace owns the VIPs (on lo) and the FullNAT local addresses (on back), so its
+# kernel answers ARP/ND and ping for them; xvs's XDP program steals the TCP/UDP traffic (AF_XDP).
+# IPv4/IPv6 forwarding is off there, and an nftables input rule drops TCP/UDP/SCTP to VIPs and
+# local addresses, so with `--io packet` (where the kernel sees every frame) it never answers them
+# itself (RST / port unreachable). xvs runs there on interfaces "front" (port 0) and "back" (port 1).
+# Backends own the VIPs on lo (arp_ignore=1, arp_announce=2), reply to NAT traffic via the
+# director (default route) and to DR/TUN traffic (source = VIP) via the router (policy rule).
+# Endpoints (clients, backends) have tx checksum offload, TSO/GSO and GRO off: AF_XDP and
+# AF_PACKET forward raw bytes, and a partial checksum would arrive broken (TESTBED.md).
+set -euo pipefail
+
+cmd=${1:-}
+P=${2:-xvs}
+CLIENTS=${CLIENTS:-1}
+BACKENDS=${BACKENDS:-3}
+QUEUES=${QUEUES:-2}
+SERVERS=${SERVERS:-1}
+HERE=$(cd "$(dirname "$0")" && pwd)
+
+RT=$P-rt
+DIR=$P-dir
+clients() { for i in $(seq 1 "$CLIENTS"); do echo "$P-c$i"; done; }
+backends() { for i in $(seq 1 "$BACKENDS"); do echo "$P-b$i"; done; }
+all_ns() { echo "$RT $DIR $(clients) $(backends)"; }
+
+VIP4=198.18.10.1
+VIP6=2001:2:0:10::1
+LIP4=198.18.3.100
+LIP6=2001:2:0:3::100
+
+die() { echo "testbed: $*" >&2; exit 1; }
+nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+sysctl_ns() { nsx "$1" sysctl -qw "$2" >/dev/null; }
+
+# veth NS IFNAME PORT BRIDGE: IFNAME in NS, PORT in the router namespace, enslaved to BRIDGE.
+veth() {
+  local ns=$1 ifn=$2 port=$3 br=$4
+  ip -n "$ns" link add "$ifn" numtxqueues "$QUEUES" numrxqueues "$QUEUES" type veth \
+    peer name "$port" netns "$RT" numtxqueues "$QUEUES" numrxqueues "$QUEUES"
+  ip -n "$RT" link set "$port" master "$br" up
+  ip -n "$ns" link set "$ifn" up
+}
+
+endpoint_offloads_off() {
+  nsx "$1" ethtool -K "$2" tx off tso off gso off gro off >/dev/null 2>&1 ||
+    nsx "$1" ethtool -K "$2" tx off >/dev/null
+}
+
+base_ns() {
+  local ns=$1
+  ip netns add "$ns"
+  ip -n "$ns" link set lo up
+  sysctl_ns "$ns" net.ipv6.conf.all.accept_dad=0
+  sysctl_ns "$ns" net.ipv6.conf.default.accept_dad=0
+  sysctl_ns "$ns" net.ipv4.conf.all.rp_filter=0
+  sysctl_ns "$ns" net.ipv4.conf.default.rp_filter=0
+}
+
+start_servers() {
+  local ns=$1 name=$2
+  nsx "$ns" python3 -u - "$name" >/dev/null 2>&1 <<'EOF' &
+import socket, sys, threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+name = sys.argv[1]
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.0"
+    def do_GET(self):
+        body = (name + "\n").encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+class S(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+    daemon_threads = True
+    request_queue_size = 1024
+def udp():
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s.bind(("::", 5000))
+    while True:
+        d, a = s.recvfrom(65535)
+        s.sendto(name.encode() + b" " + d, a)
+threading.Thread(target=udp, daemon=True).start()
+S(("::", 80), H).serve_forever()
+EOF
+  nsx "$ns" python3 "$HERE/decap-helper" >/dev/null 2>&1 &
+}
+
+up() {
+  command -v ip >/dev/null || die "iproute2 missing (scripts/install-deps.sh)"
+  command -v ethtool >/dev/null || die "ethtool missing (scripts/install-deps.sh)"
+  [ "$(id -u)" -eq 0 ] || die "needs root"
+  ip netns list | grep -q "^$DIR\b" && die "testbed $P exists (scripts/testbed.sh down $P)"
+  for ns in $(all_ns); do base_ns "$ns"; done
+
+  # Router: two bridges, forwarding on, routes to the VIP networks via the director.
+  for br in brc brb; do
+    ip -n "$RT" link add "$br" type bridge forward_delay 0 stp_state 0
+    ip -n "$RT" link set "$br" up
+  done
+  ip -n "$RT" addr add 198.18.1.1/24 dev brc
+  ip -n "$RT" addr add 2001:2:0:1::1/64 dev brc nodad
+  ip -n "$RT" addr add 198.18.3.1/24 dev brb
+  ip -n "$RT" addr add 2001:2:0:3::1/64 dev brb nodad
+  sysctl_ns "$RT" net.ipv4.ip_forward=1
+  sysctl_ns "$RT" net.ipv6.conf.all.forwarding=1
+
+  # Director.
+  veth "$DIR" front df brc
+  veth "$DIR" back db brb
+  ip -n "$DIR" addr add 198.18.1.2/24 dev front
+  ip -n "$DIR" addr add 2001:2:0:1::2/64 dev front nodad
+  ip -n "$DIR" addr add 198.18.3.2/24 dev back
+  ip -n "$DIR" addr add 2001:2:0:3::2/64 dev back nodad
+  ip -n "$DIR" addr add "$LIP4/24" dev back
+  # Deprecated (preferred_lft 0), so the director's own traffic never picks it as source.
+  ip -n "$DIR" addr add "$LIP6/64" dev back nodad preferred_lft 0
+  ip -n "$DIR" addr add "$VIP4/32" dev lo
+  ip -n "$DIR" addr add "$VIP6/128" dev lo
+  ip -n "$DIR" route add default via 198.18.1.1
+  ip -n "$DIR" -6 route add default via 2001:2:0:1::1
+  sysctl_ns "$DIR" net.ipv4.ip_forward=0
+  sysctl_ns "$DIR" net.ipv6.conf.all.forwarding=0
+  if command -v nft >/dev/null; then
+    nsx "$DIR" nft -f - <<EOF
+table inet xvs_testbed {
+  chain input {
+    type filter hook input priority -300; policy accept;
+    ip daddr { 198.18.10.0/24, $LIP4 } meta l4proto { tcp, udp, sctp } drop
+    ip6 daddr { 2001:2:0:10::/64, $LIP6 } meta l4proto { tcp, udp, sctp } drop
+  }
+}
+EOF
+  else
+    echo "testbed: nft missing: with --io packet the director's kernel will answer VIP traffic (scripts/install-deps.sh)" >&2
+  fi
+
+  ip -n "$RT" route add 198.18.10.0/24 via 198.18.1.2
+  ip -n "$RT" -6 route add 2001:2:0:10::/64 via 2001:2:0:1::2
+
+  # Clients.
+  local i=0
+  for ns in $(clients); do
+    i=$((i + 1))
+    veth "$ns" eth0 "c$i" brc
+    ip -n "$ns" addr add "198.18.1.$((9 + i))/24" dev eth0
+    ip -n "$ns" addr add "2001:2:0:1::$((9 + i))/64" dev eth0 nodad
+    ip -n "$ns" route add default via 198.18.1.1
+    ip -n "$ns" -6 route add default via 2001:2:0:1::1
+    endpoint_offloads_off "$ns" eth0
+  done
+
+  # Backends.
+  i=0
+  for ns in $(backends); do
+    i=$((i + 1))
+    veth "$ns" eth0 "b$i" brb
+    ip -n "$ns" addr add "198.18.3.$((10 + i))/24" dev eth0
+    ip -n "$ns" addr add "2001:2:0:3::$((10 + i))/64" dev eth0 nodad
+    ip -n "$ns" addr add "$VIP4/32" dev lo
+    ip -n "$ns" addr add "$VIP6/128" dev lo
+    for k in all eth0; do
+      sysctl_ns "$ns" "net.ipv4.conf.$k.arp_ignore=1"
+      sysctl_ns "$ns" "net.ipv4.conf.$k.arp_announce=2"
+    done
+    # NAT replies (source = own address) via the director; DR/TUN replies (source = VIP) via the router.
+    ip -n "$ns" route add default via 198.18.3.2
+    ip -n "$ns" -6 route add default via 2001:2:0:3::2
+    ip -n "$ns" rule add from 198.18.10.0/24 table 100
+    ip -n "$ns" route add default via 198.18.3.1 table 100
+    ip -n "$ns" -6 rule add from 2001:2:0:10::/64 table 100
+    ip -n "$ns" -6 route add default via 2001:2:0:3::1 table 100
+    endpoint_offloads_off "$ns" eth0
+    [ "$SERVERS" = 1 ] && start_servers "$ns" "b$i"
+  done
+  if [ "$SERVERS" = 1 ]; then
+    # Wait (bounded) until every backend's HTTP server listens.
+    for ns in $(backends); do
+      for _ in $(seq 1 50); do
+        nsx "$ns" bash -c 'exec 3<>/dev/tcp/127.0.0.1/80' 2>/dev/null && break
+        sleep 0.1
+      done
+    done
+  fi
+  info
+}
+
+info() {
+  echo "testbed $P: namespaces" $(all_ns)
+  echo "  director $DIR: front $(cat_mac "$DIR" front) 198.18.1.2 2001:2:0:1::2; back $(cat_mac "$DIR" back) 198.18.3.2 2001:2:0:3::2"
+  echo "  VIP $VIP4 $VIP6; FullNAT local $LIP4 $LIP6; router 198.18.1.1 / 198.18.3.1"
+  local i=0
+  for ns in $(backends); do
+    i=$((i + 1))
+    echo "  backend $ns: 198.18.3.$((10 + i)) 2001:2:0:3::$((10 + i)) $(cat_mac "$ns" eth0)"
+  done
+  i=0
+  for ns in $(clients); do
+    i=$((i + 1))
+    echo "  client $ns: 198.18.1.$((9 + i)) 2001:2:0:1::$((9 + i))"
+  done
+}
+
+cat_mac() { ip -n "$1" -o link show "$2" 2>/dev/null | sed -n 's/.*link\/ether \([0-9a-f:]*\).*/\1/p'; }
+
+down() {
+  local ns pids
+  for ns in $(all_ns); do
+    ip netns list | grep -q "^$ns\b" || continue
+    pids=$(ip netns pids "$ns" 2>/dev/null || true)
+    [ -n "$pids" ] && kill $pids 2>/dev/null || true
+  done
+  sleep 0.2
+  for ns in $(all_ns); do
+    ip netns list | grep -q "^$ns\b" || continue
+    pids=$(ip netns pids "$ns" 2>/dev/null || true)
+    [ -n "$pids" ] && kill -9 $pids 2>/dev/null || true
+    ip netns del "$ns" 2>/dev/null || true
+  done
+}
+
+case "$cmd" in
+  up) up ;;
+  down) down ;;
+  info) info ;;
+  *) echo "usage: $0 up|down|info [PREFIX]" >&2; exit 2 ;;
+esac
