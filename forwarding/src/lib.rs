@@ -7,12 +7,17 @@
 
 pub mod conn;
 pub mod frame;
+pub mod net;
+pub mod pipeline;
+pub mod service;
 pub mod verdict;
 pub mod wire;
 
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+pub use conn::Method;
 pub use frame::Frame;
+pub use pipeline::{Counters, Decision, Pipeline, PipelineConfig, Traffic};
 pub use verdict::{DropCounters, DropReason, PortId, Verdict};
 pub use xvs_schedulers::{BackendId, Time};

@@ -1,0 +1,227 @@
+//! The director's view of its links: ports (interfaces), routes and neighbours.
+//!
+//! The core never resolves anything itself: the control plane fills the neighbour table (from the
+//! kernel's, via netlink, or from configuration) and the routes; the pipeline asks for the next hop
+//! of an address and gets the egress port with both MAC addresses, or `None` (a counted drop —
+//! never a silent blackhole).
+//!
+//! Route lookup is a longest-prefix scan over a short list sorted by prefix length (a director has
+//! a handful of routes); routes through a gateway keep their resolved hop, so only on-link
+//! destinations cost a neighbour lookup per packet.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::service::prefix_match;
+use crate::PortId;
+
+pub type Mac = [u8; 6];
+
+/// One interface the director transmits on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Port {
+    pub name: String,
+    pub mac: Mac,
+    /// IP MTU of the link (1500 on plain Ethernet).
+    pub mtu: u16,
+    /// The director's addresses on this link (TUN outer source, ICMP answers).
+    pub v4: Option<Ipv4Addr>,
+    pub v6: Option<Ipv6Addr>,
+}
+
+/// A route: destinations in `dst/prefix_len` leave by `port`, through `via` or on-link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub dst: IpAddr,
+    pub prefix_len: u8,
+    pub via: Option<IpAddr>,
+    pub port: PortId,
+}
+
+/// Where a frame goes next: egress port and the Ethernet addresses to write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hop {
+    pub port: PortId,
+    pub src_mac: Mac,
+    pub dst_mac: Mac,
+    pub mtu: u16,
+}
+
+/// A multiplicative hasher for address keys (std's SipHash is needlessly slow for them).
+#[derive(Default, Clone, Copy)]
+pub(crate) struct MulHasher(u64);
+
+impl Hasher for MulHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..chunk.len()].copy_from_slice(chunk);
+            self.0 =
+                (self.0.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+}
+
+pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<MulHasher>>;
+
+/// Ports, routes and neighbours of one worker's pipeline.
+#[derive(Clone, Debug, Default)]
+pub struct Network {
+    ports: Vec<Port>,
+    /// Sorted by prefix length, longest first, each with its resolved gateway hop.
+    routes: Vec<(Route, Option<Hop>)>,
+    neighbours: FastMap<IpAddr, Mac>,
+}
+
+impl Network {
+    pub fn new(ports: Vec<Port>, routes: Vec<Route>) -> Self {
+        let mut routes: Vec<_> = routes.into_iter().map(|r| (r, None)).collect();
+        routes.sort_by_key(|(r, _)| std::cmp::Reverse(r.prefix_len));
+        let mut n = Network {
+            ports,
+            routes,
+            neighbours: FastMap::default(),
+        };
+        n.resolve_routes();
+        n
+    }
+
+    pub fn ports(&self) -> &[Port] {
+        &self.ports
+    }
+
+    pub fn port(&self, id: PortId) -> Option<&Port> {
+        self.ports.get(usize::from(id.0))
+    }
+
+    pub fn routes(&self) -> impl Iterator<Item = &Route> {
+        self.routes.iter().map(|(r, _)| r)
+    }
+
+    /// Learn or refresh a neighbour's MAC address.
+    pub fn set_neighbour(&mut self, addr: IpAddr, mac: Mac) {
+        if self.neighbours.insert(addr, mac) != Some(mac) {
+            self.resolve_routes();
+        }
+    }
+
+    /// Forget a neighbour (it failed resolution or went away).
+    pub fn remove_neighbour(&mut self, addr: IpAddr) {
+        if self.neighbours.remove(&addr).is_some() {
+            self.resolve_routes();
+        }
+    }
+
+    pub fn neighbour(&self, addr: IpAddr) -> Option<Mac> {
+        self.neighbours.get(&addr).copied()
+    }
+
+    fn resolve_routes(&mut self) {
+        for i in 0..self.routes.len() {
+            let (route, _) = self.routes[i];
+            self.routes[i].1 = route.via.and_then(|gw| self.hop_via(route.port, gw));
+        }
+    }
+
+    fn hop_via(&self, port: PortId, next: IpAddr) -> Option<Hop> {
+        let p = self.port(port)?;
+        let dst_mac = self.neighbours.get(&next).copied()?;
+        Some(Hop {
+            port,
+            src_mac: p.mac,
+            dst_mac,
+            mtu: p.mtu,
+        })
+    }
+
+    /// The next hop towards `dst`: longest matching route, then its gateway's or `dst`'s own MAC.
+    #[inline]
+    pub fn next_hop(&self, dst: IpAddr) -> Option<Hop> {
+        let (route, hop) = self
+            .routes
+            .iter()
+            .find(|(r, _)| prefix_match(r.dst, r.prefix_len, dst))?;
+        match route.via {
+            Some(_) => *hop,
+            None => self.hop_via(route.port, dst),
+        }
+    }
+
+    /// The address a given port's packets should carry as source for this family.
+    pub fn port_addr(&self, port: PortId, ipv6: bool) -> Option<IpAddr> {
+        let p = self.port(port)?;
+        if ipv6 {
+            p.v6.map(IpAddr::V6)
+        } else {
+            p.v4.map(IpAddr::V4)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net() -> Network {
+        let ports = vec![
+            Port {
+                name: "front".into(),
+                mac: [2, 0, 0, 0, 0, 1],
+                mtu: 1500,
+                v4: Some(Ipv4Addr::new(198, 18, 0, 2)),
+                v6: None,
+            },
+            Port {
+                name: "back".into(),
+                mac: [2, 0, 0, 0, 1, 1],
+                mtu: 1400,
+                v4: Some(Ipv4Addr::new(198, 19, 0, 1)),
+                v6: None,
+            },
+        ];
+        let routes = vec![
+            Route {
+                dst: "0.0.0.0".parse().unwrap(),
+                prefix_len: 0,
+                via: Some("198.18.0.1".parse().unwrap()),
+                port: PortId(0),
+            },
+            Route {
+                dst: "198.19.0.0".parse().unwrap(),
+                prefix_len: 24,
+                via: None,
+                port: PortId(1),
+            },
+        ];
+        Network::new(ports, routes)
+    }
+
+    #[test]
+    fn longest_prefix_then_neighbour() {
+        let mut n = net();
+        let backend: IpAddr = "198.19.0.10".parse().unwrap();
+        let client: IpAddr = "198.18.7.7".parse().unwrap();
+        assert_eq!(n.next_hop(backend), None, "unresolved neighbour");
+        assert_eq!(n.next_hop(client), None, "unresolved gateway");
+        n.set_neighbour(backend, [2, 0, 0, 0, 1, 10]);
+        n.set_neighbour("198.18.0.1".parse().unwrap(), [2, 0, 0, 0, 0, 9]);
+        let h = n.next_hop(backend).unwrap();
+        assert_eq!(
+            (h.port, h.dst_mac, h.src_mac, h.mtu),
+            (PortId(1), [2, 0, 0, 0, 1, 10], [2, 0, 0, 0, 1, 1], 1400)
+        );
+        let h = n.next_hop(client).unwrap();
+        assert_eq!((h.port, h.dst_mac), (PortId(0), [2, 0, 0, 0, 0, 9]));
+        n.remove_neighbour("198.18.0.1".parse().unwrap());
+        assert_eq!(n.next_hop(client), None);
+        assert_eq!(
+            n.next_hop("2001:2::1".parse().unwrap()),
+            None,
+            "no v6 route"
+        );
+    }
+}

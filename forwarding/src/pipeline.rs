@@ -1,0 +1,893 @@
+//! The pipeline: one frame in, one verdict out.
+//!
+//! The order of decisions follows IPVS's `ip_vs_in_hook` / `ip_vs_out_hook` (`ip_vs_core.c`,
+//! ../shared/IPVS.md §1.4–§5):
+//!
+//! 1. parse (wire layer); non-IP → `Pass`, broken → `Drop(reason)`;
+//! 2. ICMP errors: the embedded packet's reversed tuple finds the connection; the error is
+//!    translated (NAT, FullNAT) and sent to the other side, or passed when it is not ours;
+//! 3. connection lookup by the packet's tuple, from either direction (one table, two indexes);
+//!    a TCP SYN hitting a TIME_WAIT/CLOSE entry that owns nothing is rescheduled
+//!    (`conn_reuse_mode`);
+//! 4. on a miss: mark rules and service lookup (none → `Pass`), the protocol gate (TCP needs a
+//!    SYN without RST), persistence templates or the scheduler, a new entry (full → drop);
+//!    no eligible backend → ICMP port unreachable to the client, as `ip_vs_leave` does;
+//! 5. state transition and timer re-arm, then the method's rewrite: NAT (DNAT in, SNAT out),
+//!    DR (MAC only), TUN (IPIP / IPv6-in-IPv6), FullNAT (both ends); TTL −1 in every mode;
+//!    too big with DF → ICMP frag-needed / packet-too-big back to the sender.
+//!
+//! Everything is per worker: the pipeline owns its connection table, its scheduler instances
+//! (so rr/wrr cursors are per worker) and its counters; `now` comes in with every call.
+
+use std::net::IpAddr;
+
+use xvs_schedulers::{new_scheduler, BackendView, Flow, Scheduler, SchedulerError};
+
+use crate::conn::{
+    state::tcp, Conn, ConnConfig, ConnId, ConnTable, Direction, Method, NewConn, TemplateKey, Tuple,
+};
+use crate::net::{Hop, Network};
+use crate::service::{
+    backend_views, mask_addr, MarkRule, Service, ServiceId, ServiceKey, ServiceTable,
+};
+use crate::wire::icmp::{self, IcmpAnswer, IcmpNat};
+use crate::wire::rewrite::{self, Link, Tunnel};
+use crate::wire::{parse, proto, tcp_flags, Frag, Packet, Parsed, WireError, IPV4_LEN, IPV6_LEN};
+use crate::{BackendId, DropCounters, DropReason, Frame, PortId, Time, Verdict};
+
+/// Settings of one worker's pipeline.
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    /// Connection table capacity (connections + persistence templates).
+    pub connections: u32,
+    /// How many of them may have IPv6 addresses.
+    pub v6_connections: u32,
+    /// IPVS `expire_nodest_conn`.
+    pub expire_nodest_conn: bool,
+    /// IPVS `conn_reuse_mode` (0 = off; default 1).
+    pub conn_reuse_mode: u8,
+    /// `ipvsadm --set tcp tcpfin udp` in seconds (0 keeps the default).
+    pub timeouts: (u32, u32, u32),
+    /// FullNAT source addresses.
+    pub local_addresses: Vec<IpAddr>,
+    /// This worker's number and the number of workers: FullNAT local ports are partitioned so
+    /// that `lport % workers == worker` (replies can then be steered to the right worker).
+    pub worker: u16,
+    pub workers: u16,
+    /// Hash seed of the connection table.
+    pub seed: u64,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            connections: 1 << 16,
+            v6_connections: 1 << 14,
+            expire_nodest_conn: false,
+            conn_reuse_mode: 1,
+            timeouts: (0, 0, 0),
+            local_addresses: Vec::new(),
+            worker: 0,
+            workers: 1,
+            seed: 0x5eed_0fc0_ffee,
+        }
+    }
+}
+
+/// Why a pipeline could not be built from a configuration.
+#[derive(Debug)]
+pub enum BuildError {
+    Scheduler {
+        service: usize,
+        error: SchedulerError,
+    },
+    TooManyBackends,
+}
+
+impl std::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BuildError::Scheduler { service, error } => write!(f, "service[{service}]: {error}"),
+            BuildError::TooManyBackends => write!(f, "more than 2^31 backends"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+/// Packet and byte counters of a service or backend (ipvsadm `--stats`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub conns: u64,
+    pub in_pkts: u64,
+    pub out_pkts: u64,
+    pub in_bytes: u64,
+    pub out_bytes: u64,
+}
+
+impl Traffic {
+    fn count(&mut self, dir: Direction, bytes: usize) {
+        match dir {
+            Direction::In => {
+                self.in_pkts += 1;
+                self.in_bytes += bytes as u64;
+            }
+            Direction::Out => {
+                self.out_pkts += 1;
+                self.out_bytes += bytes as u64;
+            }
+        }
+    }
+
+    pub fn add(&mut self, o: &Traffic) {
+        self.conns += o.conns;
+        self.in_pkts += o.in_pkts;
+        self.out_pkts += o.out_pkts;
+        self.in_bytes += o.in_bytes;
+        self.out_bytes += o.out_bytes;
+    }
+}
+
+/// Frame counters of one worker.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub rx: u64,
+    /// Frames transmitted, ICMP answers included.
+    pub tx: u64,
+    /// Frames handed to the kernel.
+    pub pass: u64,
+    pub drops: DropCounters,
+    /// ICMP errors the director generated (port unreachable, too big).
+    pub icmp_answers: u64,
+}
+
+/// What the pipeline did with the last frame that reached a service (for `xvs replay`,
+/// `xvs simulate` and tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub service: ServiceId,
+    pub backend: BackendId,
+    pub method: Method,
+    pub direction: Direction,
+    /// A connection was created (or, for one-packet scheduling, scheduled) by this frame.
+    pub new_conn: bool,
+}
+
+#[derive(Debug, Clone)]
+struct BackendRt {
+    addr: IpAddr,
+    port: u16,
+    method: Method,
+}
+
+#[derive(Debug)]
+struct ServiceRt {
+    key: ServiceKey,
+    persistence: Option<crate::service::Persistence>,
+    one_packet: bool,
+    /// Backends in IPVS list order (newest first).
+    views: Vec<BackendView>,
+    scheduler: Box<dyn Scheduler>,
+}
+
+/// The forwarding pipeline of one worker.
+#[derive(Debug)]
+pub struct Pipeline {
+    services: ServiceTable,
+    svcs: Vec<ServiceRt>,
+    backends: Vec<BackendRt>,
+    net: Network,
+    conns: ConnTable,
+    cfg: PipelineConfig,
+    vips: Vec<IpAddr>,
+    mark_rules: Vec<MarkRule>,
+    counters: Counters,
+    service_traffic: Vec<Traffic>,
+    backend_traffic: Vec<Traffic>,
+    last: Option<Decision>,
+    /// IPv4 identification for TUN outer headers without DF.
+    ip_id: u16,
+    /// Next FullNAT local port to try.
+    lport_cursor: u32,
+}
+
+/// FullNAT local ports are taken from this range.
+const LPORT_MIN: u32 = 1024;
+const LPORT_MAX: u32 = 65535;
+/// How many local ports a new FullNAT connection may try before giving up.
+const LPORT_TRIES: u32 = 64;
+
+impl Pipeline {
+    /// Build a worker's pipeline. `services[i]` is `ServiceId(i)`; its backends get consecutive
+    /// `BackendId`s in configuration order.
+    pub fn new(
+        cfg: PipelineConfig,
+        services: &[Service],
+        mark_rules: Vec<MarkRule>,
+        net: Network,
+    ) -> Result<Pipeline, BuildError> {
+        let mut svcs = Vec::with_capacity(services.len());
+        let mut backends = Vec::new();
+        let mut vips = Vec::new();
+        for (i, s) in services.iter().enumerate() {
+            let first = u32::try_from(backends.len()).map_err(|_| BuildError::TooManyBackends)?;
+            backends.extend(s.backends.iter().map(|b| BackendRt {
+                addr: b.addr,
+                port: b.port,
+                method: b.method,
+            }));
+            let views = backend_views(first, s);
+            let mut scheduler = new_scheduler(&s.scheduler, &s.sched_flags)
+                .map_err(|error| BuildError::Scheduler { service: i, error })?;
+            scheduler.update(&views, xvs_schedulers::Change::Init);
+            if let ServiceKey::Addr { addr, .. } = s.key {
+                if !vips.contains(&addr) {
+                    vips.push(addr);
+                }
+            }
+            svcs.push(ServiceRt {
+                key: s.key,
+                persistence: s.persistence,
+                one_packet: s.one_packet,
+                views,
+                scheduler,
+            });
+        }
+        let nb = u32::try_from(backends.len()).map_err(|_| BuildError::TooManyBackends)?;
+        let mut conns = ConnTable::new(&ConnConfig {
+            capacity: cfg.connections,
+            v6_capacity: cfg.v6_connections.min(cfg.connections),
+            backends: nb,
+            seed: cfg.seed,
+        });
+        let (t, tf, u) = cfg.timeouts;
+        conns.set_timeouts(t, tf, u);
+        let mut id = 0u32;
+        for s in services {
+            for b in &s.backends {
+                conns.set_thresholds(BackendId(id), b.u_threshold, b.l_threshold);
+                id += 1;
+            }
+        }
+        let workers = u32::from(cfg.workers.max(1));
+        let worker = u32::from(cfg.worker) % workers;
+        Ok(Pipeline {
+            services: ServiceTable::new(services, mark_rules.clone()),
+            service_traffic: vec![Traffic::default(); svcs.len()],
+            backend_traffic: vec![Traffic::default(); backends.len()],
+            svcs,
+            backends,
+            net,
+            conns,
+            vips,
+            mark_rules,
+            counters: Counters::default(),
+            last: None,
+            ip_id: 0,
+            lport_cursor: LPORT_MIN + (worker + workers - LPORT_MIN % workers) % workers,
+            cfg,
+        })
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub fn service_traffic(&self) -> &[Traffic] {
+        &self.service_traffic
+    }
+
+    pub fn backend_traffic(&self) -> &[Traffic] {
+        &self.backend_traffic
+    }
+
+    pub fn connections(&self) -> &ConnTable {
+        &self.conns
+    }
+
+    pub fn network(&self) -> &Network {
+        &self.net
+    }
+
+    /// The neighbour table is the control plane's to fill.
+    pub fn network_mut(&mut self) -> &mut Network {
+        &mut self.net
+    }
+
+    /// What happened to the last frame, if it reached a service.
+    pub fn last_decision(&self) -> Option<Decision> {
+        self.last
+    }
+
+    /// Periodic work: expire due connections, at most about `budget` units of work.
+    pub fn housekeeping(&mut self, now: Time, budget: u32) -> u32 {
+        self.conns.expire(now, budget)
+    }
+
+    /// Turn one frame into a verdict. The frame is rewritten in place (and may grow into its
+    /// headroom for TUN); `ingress` is the port it arrived on.
+    pub fn process(&mut self, now: Time, ingress: PortId, frame: &mut Frame) -> Verdict {
+        self.last = None;
+        self.counters.rx += 1;
+        let v = self.verdict(now, ingress, frame);
+        match v {
+            Verdict::Tx(_) => self.counters.tx += 1,
+            Verdict::Pass => self.counters.pass += 1,
+            Verdict::Drop(r) => self.counters.drops.bump(r),
+        }
+        v
+    }
+
+    fn verdict(&mut self, now: Time, ingress: PortId, frame: &mut Frame) -> Verdict {
+        let p = match parse(frame.data()) {
+            Parsed::Ip(p) => p,
+            Parsed::NotIp => return Verdict::Pass,
+            Parsed::Invalid(e) => return Verdict::Drop(e.drop_reason()),
+        };
+        if p.icmp_error {
+            return self.icmp_error(now, ingress, frame, p);
+        }
+        if !p.has_ports() {
+            // Later fragments carry no ports: without reassembly they cannot be matched.
+            if p.frag == Frag::Later && self.is_service_addr(p.proto, p.dst) {
+                return Verdict::Drop(DropReason::Fragment);
+            }
+            return Verdict::Pass;
+        }
+        let tuple = Tuple {
+            proto: p.proto,
+            src: p.src,
+            sport: p.sport,
+            dst: p.dst,
+            dport: p.dport,
+        };
+        if let Some((id, dir)) = self.conns.lookup(&tuple, now) {
+            match dir {
+                Direction::Out => return self.forward(now, ingress, frame, p, id, dir, false),
+                Direction::In => {
+                    if !self.reuse_port(id, &p, now) {
+                        return self.forward(now, ingress, frame, p, id, dir, false);
+                    }
+                }
+            }
+        }
+        self.new_connection(now, ingress, frame, p)
+    }
+
+    /// IPVS port reuse (`conn_reuse_mode`): a SYN hitting a closed entry that owns nothing
+    /// expires it and is scheduled anew. Returns true when the entry was expired.
+    fn reuse_port(&mut self, id: ConnId, p: &Packet, now: Time) -> bool {
+        if p.proto != proto::TCP
+            || p.tcp_flags & (tcp_flags::SYN | tcp_flags::RST) != tcp_flags::SYN
+            || self.cfg.conn_reuse_mode == 0
+        {
+            return false;
+        }
+        let Some(c) = self.conns.get(id) else {
+            return false;
+        };
+        let noout = c.flags & crate::conn::flags::NOOUTPUT != 0;
+        let reuse = c.control.is_none()
+            && (matches!(c.state, tcp::TIME_WAIT | tcp::CLOSE)
+                || (c.state == tcp::FIN_WAIT && noout && self.cfg.conn_reuse_mode & 2 != 0));
+        if reuse {
+            self.conns.expire_now(id, now);
+        }
+        reuse
+    }
+
+    fn is_service_addr(&self, proto: u8, dst: IpAddr) -> bool {
+        self.vips.contains(&dst)
+            || self.mark_rules.iter().any(|r| {
+                r.proto.is_none_or(|p| p == proto)
+                    && crate::service::prefix_match(r.dst, r.dst_prefix_len, dst)
+            })
+    }
+
+    fn new_connection(
+        &mut self,
+        now: Time,
+        ingress: PortId,
+        frame: &mut Frame,
+        p: Packet,
+    ) -> Verdict {
+        let mark = self.services.mark(p.proto, p.dst, p.dport);
+        let Some(sid) = self.services.find(mark, p.proto, p.dst, p.dport) else {
+            return Verdict::Pass;
+        };
+        // Protocol gate (`tcp_conn_schedule`): only a SYN without RST opens a TCP connection.
+        if p.proto == proto::TCP
+            && p.tcp_flags & (tcp_flags::SYN | tcp_flags::RST) != tcp_flags::SYN
+        {
+            return Verdict::Drop(DropReason::NoConnection);
+        }
+        // `ip_vs_schedule`: FTP active data from the client side is never scheduled.
+        if p.sport == 20 {
+            return Verdict::Pass;
+        }
+        let svc = &self.svcs[sid.0 as usize];
+        let svc_port = svc.key.port();
+        let flow = Flow {
+            proto: p.proto,
+            src: p.src,
+            sport: p.sport,
+            dst: p.dst,
+            dport: p.dport,
+        };
+        let (backend, control, dport) = if let Some(pers) = svc.persistence {
+            match self.schedule_persistent(sid, &flow, pers, now) {
+                Ok(x) => x,
+                Err(v) => return self.no_backend(ingress, frame, &p, svc_port, v),
+            }
+        } else {
+            if svc.key.fwmark() == 0 && p.dport != svc_port {
+                // A port-0 (or FTP-data) match without persistence is not scheduled.
+                return self.no_backend(ingress, frame, &p, svc_port, DropReason::NoBackend);
+            }
+            let Some(b) = self.pick(sid, &flow, now) else {
+                return self.no_backend(ingress, frame, &p, svc_port, DropReason::NoBackend);
+            };
+            let bport = self.backends[b.0 as usize].port;
+            (b, None, if bport != 0 { bport } else { p.dport })
+        };
+        let b = self.backends[backend.0 as usize].clone();
+        let local = if b.method == Method::FullNat {
+            match self.alloc_local(p.proto, b.addr, dport, now) {
+                Some(l) => Some(l),
+                None => {
+                    self.release_template(control, now);
+                    return Verdict::Drop(DropReason::NoLocalPort);
+                }
+            }
+        } else {
+            None
+        };
+        let new = NewConn {
+            proto: p.proto,
+            client: p.src,
+            cport: p.sport,
+            vaddr: p.dst,
+            vport: p.dport,
+            daddr: b.addr,
+            dport,
+            local,
+            backend,
+            service: sid.0,
+            method: b.method,
+            control,
+        };
+        self.service_traffic[sid.0 as usize].conns += 1;
+        self.backend_traffic[backend.0 as usize].conns += 1;
+        if self.svcs[sid.0 as usize].one_packet && p.proto == proto::UDP {
+            // One-packet scheduling: no entry is kept (IPVS frees it right after the packet).
+            self.release_template(control, now);
+            let c = one_packet_conn(&new);
+            return self.rewrite(now, ingress, frame, p, &c, Direction::In, true);
+        }
+        let Some(id) = self.conns.insert(&new, now) else {
+            self.release_template(control, now);
+            return Verdict::Drop(DropReason::TableFull);
+        };
+        self.forward(now, ingress, frame, p, id, Direction::In, true)
+    }
+
+    /// A template that was found or made for a connection that then could not be created
+    /// gets its timer re-armed, as `ip_vs_conn_put(ct)` does.
+    fn release_template(&mut self, control: Option<ConnId>, now: Time) {
+        if let Some(ct) = control {
+            self.conns.rearm(ct, now);
+        }
+    }
+
+    fn pick(&mut self, sid: ServiceId, flow: &Flow, now: Time) -> Option<BackendId> {
+        let svc = &mut self.svcs[sid.0 as usize];
+        let i = svc
+            .scheduler
+            .pick(flow, &svc.views, self.conns.counts(), now)?;
+        svc.views.get(i).map(|v| v.id)
+    }
+
+    /// `ip_vs_sched_persist`: follow a valid template, or schedule and make one.
+    /// Returns the backend, the template and the entry's destination port.
+    fn schedule_persistent(
+        &mut self,
+        sid: ServiceId,
+        flow: &Flow,
+        pers: crate::service::Persistence,
+        now: Time,
+    ) -> Result<(BackendId, Option<ConnId>, u16), DropReason> {
+        let key = self.svcs[sid.0 as usize].key;
+        let svc_port = key.port();
+        let snet = mask_addr(flow.src, pers.prefix_len);
+        let tkey = if flow.dport == svc_port {
+            TemplateKey {
+                proto: flow.proto,
+                client: snet,
+                vaddr: flow.dst,
+                vport: if svc_port == 21 { 0 } else { flow.dport },
+            }
+        } else if key.fwmark() != 0 {
+            let m = key.fwmark();
+            let vaddr = if flow.dst.is_ipv4() {
+                IpAddr::V4(m.into())
+            } else {
+                IpAddr::V6(u128::from(m).into())
+            };
+            TemplateKey {
+                proto: 0,
+                client: snet,
+                vaddr,
+                vport: 0,
+            }
+        } else {
+            TemplateKey {
+                proto: flow.proto,
+                client: snet,
+                vaddr: flow.dst,
+                vport: 0,
+            }
+        };
+        let (backend, ct) = match self.conns.template_lookup(&tkey, now) {
+            Some(ct) => match self.conns.backend(ct) {
+                Some(b) => (b, ct),
+                None => return Err(DropReason::NoBackend),
+            },
+            None => {
+                let b = self.pick(sid, flow, now).ok_or(DropReason::NoBackend)?;
+                let rt = &self.backends[b.0 as usize];
+                let tport = if flow.dport == svc_port && svc_port != 21 {
+                    rt.port
+                } else {
+                    0
+                };
+                let ct = self
+                    .conns
+                    .insert_template(
+                        &tkey,
+                        b,
+                        rt.addr,
+                        tport,
+                        sid.0,
+                        rt.method,
+                        pers.timeout,
+                        now,
+                    )
+                    .ok_or(DropReason::TableFull)?;
+                (b, ct)
+            }
+        };
+        let bport = self.backends[backend.0 as usize].port;
+        let dport = if flow.dport == svc_port && bport != 0 {
+            bport
+        } else {
+            flow.dport
+        };
+        Ok((backend, Some(ct), dport))
+    }
+
+    /// `ip_vs_leave`: no backend. FTP data on a port-21 service passes; otherwise the client
+    /// gets an ICMP port unreachable (the frame becomes the answer) and the drop is counted.
+    fn no_backend(
+        &mut self,
+        ingress: PortId,
+        frame: &mut Frame,
+        p: &Packet,
+        svc_port: u16,
+        reason: DropReason,
+    ) -> Verdict {
+        if svc_port == 21 && p.dport != 21 {
+            return Verdict::Pass;
+        }
+        self.answer(ingress, frame, p, IcmpAnswer::PortUnreachable, reason)
+    }
+
+    /// Replace the frame by an ICMP error about it, sent back out of `ingress`; the original
+    /// frame's fate is counted as a drop for `reason`.
+    fn answer(
+        &mut self,
+        ingress: PortId,
+        frame: &mut Frame,
+        p: &Packet,
+        kind: IcmpAnswer,
+        reason: DropReason,
+    ) -> Verdict {
+        self.counters.drops.bump(reason);
+        match icmp::answer(frame, p, kind) {
+            Ok(()) => {
+                self.counters.icmp_answers += 1;
+                Verdict::Tx(ingress)
+            }
+            // Already counted under `reason`; nothing more to send.
+            Err(_) => Verdict::Drop(reason),
+        }
+    }
+
+    /// FullNAT: a local address and port whose reply tuple is free.
+    fn alloc_local(
+        &mut self,
+        proto: u8,
+        daddr: IpAddr,
+        dport: u16,
+        now: Time,
+    ) -> Option<(IpAddr, u16)> {
+        let v6 = daddr.is_ipv6();
+        let n = self
+            .cfg
+            .local_addresses
+            .iter()
+            .filter(|a| a.is_ipv6() == v6)
+            .count();
+        if n == 0 {
+            return None;
+        }
+        let step = u32::from(self.cfg.workers.max(1));
+        for _ in 0..LPORT_TRIES {
+            let port = self.lport_cursor;
+            self.lport_cursor += step;
+            if self.lport_cursor > LPORT_MAX {
+                self.lport_cursor -= LPORT_MAX + 1 - LPORT_MIN;
+                // Keep the residue class: move up to the first port ≥ LPORT_MIN in it.
+                while self.lport_cursor < LPORT_MIN {
+                    self.lport_cursor += step;
+                }
+            }
+            let which = (port as usize / 7919) % n;
+            let laddr = *self
+                .cfg
+                .local_addresses
+                .iter()
+                .filter(|a| a.is_ipv6() == v6)
+                .nth(which)?;
+            let reply = Tuple {
+                proto,
+                src: daddr,
+                sport: dport,
+                dst: laddr,
+                dport: port as u16,
+            };
+            if self.conns.lookup(&reply, now).is_none() {
+                return Some((laddr, port as u16));
+            }
+        }
+        None
+    }
+
+    /// Account a packet of connection `id` and forward it by the connection's method.
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &mut self,
+        now: Time,
+        ingress: PortId,
+        frame: &mut Frame,
+        p: Packet,
+        id: ConnId,
+        dir: Direction,
+        new_conn: bool,
+    ) -> Verdict {
+        self.conns.on_packet(id, dir, p.tcp_flags, now);
+        let Some(c) = self.conns.get(id) else {
+            return Verdict::Drop(DropReason::NoConnection);
+        };
+        self.rewrite(now, ingress, frame, p, &c, dir, new_conn)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn rewrite(
+        &mut self,
+        _now: Time,
+        ingress: PortId,
+        frame: &mut Frame,
+        mut p: Packet,
+        c: &Conn,
+        dir: Direction,
+        new_conn: bool,
+    ) -> Verdict {
+        let bytes = p.ip_len();
+        self.last = Some(Decision {
+            service: ServiceId(c.service),
+            backend: c.backend,
+            method: c.method,
+            direction: dir,
+            new_conn,
+        });
+        if let Some(t) = self.service_traffic.get_mut(c.service as usize) {
+            t.count(dir, bytes);
+        }
+        if let Some(t) = self.backend_traffic.get_mut(c.backend.0 as usize) {
+            t.count(dir, bytes);
+        }
+        // Where the frame goes: the backend (in) or the client (out).
+        let next = match dir {
+            Direction::In => c.daddr,
+            Direction::Out => c.client,
+        };
+        let Some(hop) = self.net.next_hop(next) else {
+            return Verdict::Drop(DropReason::NoNeighbour);
+        };
+        let link = Link {
+            src: hop.src_mac,
+            dst: hop.dst_mac,
+            vlan: None,
+        };
+        // Like `ip_forward`: the hop limit first, then the MTU, and the TTL only then decremented,
+        // so ICMP answers quote the packet as it arrived.
+        if p.ttl <= 1 {
+            return Verdict::Drop(DropReason::TtlExceeded);
+        }
+        if c.method == Method::Tunnel && dir == Direction::In {
+            return self.tunnel(ingress, frame, p, c, &hop, &link);
+        }
+        // NAT, FullNAT, DR (and the rare reply of a DR/TUN connection): the packet keeps its size.
+        if let Err(WireError::TooBig { mtu }) = rewrite::check_mtu(&p, hop.mtu) {
+            return self.answer(
+                ingress,
+                frame,
+                &p,
+                IcmpAnswer::TooBig { mtu },
+                DropReason::TooBig,
+            );
+        }
+        let data = frame.data_mut();
+        if let Err(e) = rewrite::dec_ttl(data, &mut p) {
+            return Verdict::Drop(e.drop_reason());
+        }
+        let r = match (c.method, dir) {
+            (Method::Nat, Direction::In) => rewrite::set_dst(data, &mut p, c.daddr, c.dport),
+            (Method::Nat, Direction::Out) => rewrite::set_src(data, &mut p, c.vaddr, c.vport),
+            (Method::FullNat, Direction::In) => match c.local {
+                Some(l) => rewrite::set_src_dst(data, &mut p, l, (c.daddr, c.dport)),
+                None => Err(WireError::Unsupported),
+            },
+            (Method::FullNat, Direction::Out) => {
+                rewrite::set_src_dst(data, &mut p, (c.vaddr, c.vport), (c.client, c.cport))
+            }
+            (Method::Dr | Method::Tunnel, _) => Ok(()),
+        };
+        if let Err(e) = r {
+            return Verdict::Drop(e.drop_reason());
+        }
+        if let Err(e) = rewrite::set_link(frame, &mut p, &link) {
+            return Verdict::Drop(e.drop_reason());
+        }
+        Verdict::Tx(hop.port)
+    }
+
+    fn tunnel(
+        &mut self,
+        ingress: PortId,
+        frame: &mut Frame,
+        p: Packet,
+        c: &Conn,
+        hop: &Hop,
+        link: &Link,
+    ) -> Verdict {
+        let Some(src) = self.net.port_addr(hop.port, c.daddr.is_ipv6()) else {
+            return Verdict::Drop(DropReason::Unsupported);
+        };
+        self.ip_id = self.ip_id.wrapping_add(1);
+        let tun = Tunnel {
+            src,
+            dst: c.daddr,
+            id: self.ip_id,
+            mtu: hop.mtu,
+        };
+        // The outer header carries the decremented TTL (checked > 1 by the caller).
+        let mut outer = p;
+        outer.ttl -= 1;
+        match rewrite::encap(frame, &outer, &tun, link) {
+            Ok(()) => {
+                // Now decrement the inner TTL, at its new place behind the outer header.
+                let front = link.len() + if src.is_ipv6() { IPV6_LEN } else { IPV4_LEN };
+                let mut inner = p;
+                inner.l3 = front;
+                inner.l4 = front + (p.l4 - p.l3);
+                inner.ip_end = front + p.ip_len();
+                match rewrite::dec_ttl(frame.data_mut(), &mut inner) {
+                    Ok(()) => Verdict::Tx(hop.port),
+                    Err(e) => Verdict::Drop(e.drop_reason()),
+                }
+            }
+            // The frame is unchanged: the answer quotes the packet as it arrived.
+            Err(WireError::TooBig { mtu }) => self.answer(
+                ingress,
+                frame,
+                &p,
+                IcmpAnswer::TooBig { mtu },
+                DropReason::TooBig,
+            ),
+            Err(e) => Verdict::Drop(e.drop_reason()),
+        }
+    }
+
+    /// ICMP errors about tracked connections (`ip_vs_in_icmp` / `ip_vs_out_icmp`).
+    fn icmp_error(
+        &mut self,
+        now: Time,
+        ingress: PortId,
+        frame: &mut Frame,
+        mut p: Packet,
+    ) -> Verdict {
+        let mut e = match icmp::parse_embedded(frame.data(), &p) {
+            Ok(e) => e,
+            Err(_) => return Verdict::Pass,
+        };
+        if !e.has_ports {
+            return Verdict::Pass;
+        }
+        // The embedded packet is one we sent; its reverse is the direction of the error.
+        let reversed = Tuple {
+            proto: e.proto,
+            src: e.dst,
+            sport: e.dport,
+            dst: e.src,
+            dport: e.sport,
+        };
+        let Some((id, dir)) = self.conns.lookup(&reversed, now) else {
+            return if self.is_service_addr(e.proto, e.src) || self.is_service_addr(e.proto, p.dst) {
+                Verdict::Drop(DropReason::IcmpNoConnection)
+            } else {
+                Verdict::Pass
+            };
+        };
+        let Some(c) = self.conns.get(id) else {
+            return Verdict::Drop(DropReason::IcmpNoConnection);
+        };
+        let nat = match (c.method, dir) {
+            // From the client side about a reply we sent: on to the backend.
+            (Method::Nat, Direction::In) => IcmpNat {
+                outer_dst: Some(c.daddr),
+                inner_src: Some((c.daddr, c.dport)),
+                ..Default::default()
+            },
+            (Method::FullNat, Direction::In) => IcmpNat {
+                outer_src: c.local.map(|l| l.0),
+                outer_dst: Some(c.daddr),
+                inner_src: Some((c.daddr, c.dport)),
+                inner_dst: c.local,
+            },
+            // From the backend side about a packet we forwarded: back to the client.
+            (Method::Nat, Direction::Out) => IcmpNat {
+                outer_src: Some(c.vaddr),
+                inner_dst: Some((c.vaddr, c.vport)),
+                ..Default::default()
+            },
+            (Method::FullNat, Direction::Out) => IcmpNat {
+                outer_src: Some(c.vaddr),
+                outer_dst: Some(c.client),
+                inner_src: Some((c.client, c.cport)),
+                inner_dst: Some((c.vaddr, c.vport)),
+            },
+            // DR / TUN: forwarded unchanged by the connection's method.
+            (Method::Dr | Method::Tunnel, _) => IcmpNat::default(),
+        };
+        if nat != IcmpNat::default() {
+            if let Err(err) = icmp::translate_error(frame.data_mut(), &mut p, &mut e, &nat) {
+                return Verdict::Drop(err.drop_reason());
+            }
+        }
+        self.rewrite(now, ingress, frame, p, &c, dir, false)
+    }
+}
+
+/// The connection a one-packet-scheduled datagram would have had.
+fn one_packet_conn(n: &NewConn) -> Conn {
+    Conn {
+        proto: n.proto,
+        client: n.client,
+        cport: n.cport,
+        vaddr: n.vaddr,
+        vport: n.vport,
+        daddr: n.daddr,
+        dport: n.dport,
+        local: n.local,
+        backend: n.backend,
+        service: n.service,
+        method: n.method,
+        flags: 0,
+        state: 0,
+        timeout_ms: 0,
+        control: n.control,
+        n_control: 0,
+        in_pkts: 1,
+    }
+}
