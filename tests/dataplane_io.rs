@@ -225,17 +225,15 @@ fn start(tb: &Testbed, io: IoKind) -> Dataplane {
 }
 
 fn udp_ask(tb: &Testbed, addr: &str, msg: &str) -> String {
-    let code = format!(
-        "import socket,sys\n\
+    let code = "import socket,sys\n\
          a=sys.argv[1]; f=socket.AF_INET6 if ':' in a else socket.AF_INET\n\
          s=socket.socket(f,socket.SOCK_DGRAM); s.settimeout(1.0)\n\
          for i in range(5):\n\
          \x20 s.sendto(sys.argv[2].encode(),(a,5000))\n\
          \x20 try:\n\
          \x20   d,src=s.recvfrom(200); print(d.decode(), src[0]); break\n\
-         \x20 except socket.timeout: pass\n"
-    );
-    tb.exec("c1", &["python3", "-c", &code, addr, msg]).1
+         \x20 except socket.timeout: pass\n";
+    tb.exec("c1", &["python3", "-c", code, addr, msg]).1
 }
 
 fn xdp_attached(tb: &Testbed, dev: &str) -> bool {
