@@ -4,7 +4,7 @@
 //!
 //! Loop: apply control messages (neighbour updates) → `poll` (batched rx → process → batched tx
 //! and ring recycling, see `io::afxdp` / `io::packet`) → when idle for a while, sleep in poll(2)
-//! for at most `idle_wait_ms` → once a second publish counters and call `tick`; every
+//! for at most `idle_wait_ms` → `housekeeping(now)` → once a second publish counters; every
 //! `log_interval_secs` print one line per worker (rx, tx, drops by reason, busy ratio).
 //!
 //! [`Dataplane::start`] sets everything up (XDP program, sockets, neighbour refresher, threads);
@@ -35,8 +35,30 @@ pub trait FrameProcessor: Send {
     fn set_neighbour(&mut self, _ip: IpAddr, _port: PortId, _mac: [u8; 6]) {}
     /// The next hop `ip` is no longer resolved.
     fn remove_neighbour(&mut self, _ip: IpAddr) {}
-    /// Called about once a second with the current time (timers, table sweeps).
-    fn tick(&mut self, _now: Time) {}
+    /// Called once per loop round (after each batch, or after an idle wait) with the current
+    /// time: connection expiry and other timers, a small bounded amount of work.
+    fn housekeeping(&mut self, _now: Time) {}
+}
+
+/// Expiry work per loop round (see `ConnTable::expire`).
+const HOUSEKEEPING_BUDGET: u32 = 64;
+
+/// The product processor: the forwarding pipeline of `xvs-forwarding`.
+impl FrameProcessor for xvs_forwarding::Pipeline {
+    #[inline]
+    fn process(&mut self, now: Time, ingress: PortId, frame: &mut Frame<'_>) -> Verdict {
+        xvs_forwarding::Pipeline::process(self, now, ingress, frame)
+    }
+    fn set_neighbour(&mut self, ip: IpAddr, _port: PortId, mac: [u8; 6]) {
+        self.network_mut().set_neighbour(ip, mac);
+    }
+    fn remove_neighbour(&mut self, ip: IpAddr) {
+        self.network_mut().remove_neighbour(ip);
+    }
+    #[inline]
+    fn housekeeping(&mut self, now: Time) {
+        xvs_forwarding::Pipeline::housekeeping(self, now, HOUSEKEEPING_BUDGET);
+    }
 }
 
 /// Addresses the XDP program must steer to the workers, and next hops to keep resolved.
@@ -127,10 +149,6 @@ struct WorkerCtx {
 /// Rounds without a frame before an idle worker sleeps in poll(2).
 const SPIN_ROUNDS: u32 = 1024;
 
-fn now_since(epoch: Instant) -> Time {
-    Time(epoch.elapsed().as_nanos() as u64)
-}
-
 fn apply<P: FrameProcessor>(p: &mut P, u: NeighbourUpdate) {
     match u {
         NeighbourUpdate::Set { ip, port, mac } => p.set_neighbour(ip, port, mac),
@@ -161,6 +179,7 @@ fn run_worker<I: WorkerIo, P: FrameProcessor>(mut io: I, mut proc: P, ctx: Worke
         let now = Time(t0.duration_since(ctx.epoch).as_nanos() as u64);
         let n = io.poll(&mut |port, frame| proc.process(now, port, frame), &mut c);
         let t1 = Instant::now();
+        proc.housekeeping(Time(t1.duration_since(ctx.epoch).as_nanos() as u64));
         if n > 0 {
             busy += t1 - t0;
             idle_rounds = 0;
@@ -172,7 +191,6 @@ fn run_worker<I: WorkerIo, P: FrameProcessor>(mut io: I, mut proc: P, ctx: Worke
         }
         if t1 - last_publish >= Duration::from_secs(1) {
             last_publish = t1;
-            proc.tick(now_since(ctx.epoch));
             publish(&ctx, &c, busy, t1 - start);
             if !ctx.log_every.is_zero() && t1 - last_log.0 >= ctx.log_every {
                 log_line(&ctx, &c, busy, &last_log, t1);
