@@ -10,55 +10,15 @@
 //! [port 1 "back"] director 198.19.0.1 / 2001:2:1::1 ── backends 198.19.0.11.. / 2001:2:1::11..
 //! ```
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
-use xvs_forwarding::net::{Network, Port, Route};
+mod common;
+
+use common::*;
 use xvs_forwarding::service::{Backend, Service, ServiceKey, PROTO_TCP, PROTO_UDP};
-use xvs_forwarding::testkit::{verify_checksums, Pkt};
-use xvs_forwarding::{DropReason, Frame, Method, Pipeline, PipelineConfig, PortId, Time, Verdict};
+use xvs_forwarding::testkit::Pkt;
+use xvs_forwarding::{DropReason, Method, Pipeline, PipelineConfig, Verdict};
 use xvs_schedulers::SchedFlags;
-
-const FRONT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
-const BACK_MAC: [u8; 6] = [2, 0, 0, 0, 1, 1];
-const GW_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0xfe];
-const FRONT: PortId = PortId(0);
-const BACK: PortId = PortId(1);
-
-fn v4(a: u8, b: u8, c: u8, d: u8) -> Ipv4Addr {
-    Ipv4Addr::new(a, b, c, d)
-}
-fn v6(s: &str) -> Ipv6Addr {
-    s.parse().unwrap()
-}
-
-const VIP4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
-const CLIENT4: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 5);
-const DIR_BACK4: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
-const LOCAL4: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 200);
-
-fn vip6() -> Ipv6Addr {
-    v6("2001:2::100")
-}
-fn client6() -> Ipv6Addr {
-    v6("2001:2:ff::5")
-}
-fn dir_back6() -> Ipv6Addr {
-    v6("2001:2:1::1")
-}
-fn local6() -> Ipv6Addr {
-    v6("2001:2:1::200")
-}
-
-/// Backend `n` (11 NAT, 12 DR, 13 TUN, 14 FullNAT) and its MAC.
-fn backend4(n: u8) -> Ipv4Addr {
-    v4(198, 19, 0, n)
-}
-fn backend6(n: u8) -> Ipv6Addr {
-    v6(&format!("2001:2:1::{n}"))
-}
-fn backend_mac(n: u8) -> [u8; 6] {
-    [2, 0, 0, 0, 1, n]
-}
 
 /// The service port of each method: TCP 80.., UDP 53.. in the order NAT, DR, TUN, FullNAT.
 fn method_index(m: Method) -> u8 {
@@ -131,59 +91,6 @@ fn services() -> Vec<Service> {
     out
 }
 
-fn network() -> Network {
-    let ports = vec![
-        Port {
-            name: "front".into(),
-            mac: FRONT_MAC,
-            mtu: 1500,
-            v4: Some(v4(198, 18, 0, 2)),
-            v6: Some(v6("2001:2::2")),
-        },
-        Port {
-            name: "back".into(),
-            mac: BACK_MAC,
-            mtu: 1500,
-            v4: Some(DIR_BACK4),
-            v6: Some(dir_back6()),
-        },
-    ];
-    let routes = vec![
-        Route {
-            dst: "0.0.0.0".parse().unwrap(),
-            prefix_len: 0,
-            via: Some("198.18.0.1".parse().unwrap()),
-            port: FRONT,
-        },
-        Route {
-            dst: "::".parse().unwrap(),
-            prefix_len: 0,
-            via: Some("2001:2::1".parse().unwrap()),
-            port: FRONT,
-        },
-        Route {
-            dst: "198.19.0.0".parse().unwrap(),
-            prefix_len: 24,
-            via: None,
-            port: BACK,
-        },
-        Route {
-            dst: "2001:2:1::".parse().unwrap(),
-            prefix_len: 64,
-            via: None,
-            port: BACK,
-        },
-    ];
-    let mut net = Network::new(ports, routes);
-    net.set_neighbour("198.18.0.1".parse().unwrap(), GW_MAC);
-    net.set_neighbour("2001:2::1".parse().unwrap(), GW_MAC);
-    for n in 11..=14 {
-        net.set_neighbour(IpAddr::V4(backend4(n)), backend_mac(n));
-        net.set_neighbour(IpAddr::V6(backend6(n)), backend_mac(n));
-    }
-    net
-}
-
 fn pipeline() -> Pipeline {
     let cfg = PipelineConfig {
         connections: 1024,
@@ -192,49 +99,6 @@ fn pipeline() -> Pipeline {
         ..PipelineConfig::default()
     };
     Pipeline::new(cfg, &services(), vec![], network()).unwrap()
-}
-
-struct Fixture {
-    description: String,
-    ingress: PortId,
-    input: Vec<u8>,
-    verdict: Verdict,
-    /// Expected frame for `Tx` verdicts.
-    output: Option<Vec<u8>>,
-}
-
-const HEADROOM: usize = 128;
-
-fn run(pipe: &mut Pipeline, fixtures: &[Fixture]) {
-    for (i, f) in fixtures.iter().enumerate() {
-        let mut buf = vec![0u8; HEADROOM + f.input.len() + 64];
-        buf[HEADROOM..HEADROOM + f.input.len()].copy_from_slice(&f.input);
-        let mut frame = Frame::new(&mut buf, HEADROOM, f.input.len());
-        let v = pipe.process(Time::from_secs(1000 + i as u64), f.ingress, &mut frame);
-        assert_eq!(v, f.verdict, "fixture {i} ({}): verdict", f.description);
-        if let Some(expected) = &f.output {
-            let got = frame.data();
-            if got != expected.as_slice() {
-                panic!(
-                    "fixture {i} ({}): output differs\n got:      {}\n expected: {}",
-                    f.description,
-                    hex(got),
-                    hex(expected)
-                );
-            }
-            verify_checksums(got)
-                .unwrap_or_else(|e| panic!("fixture {i} ({}): {e}", f.description));
-        }
-    }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// One IP layer from `src` to `dst` on top of `pkt` (same family).
-fn ip(pkt: Pkt, src: IpAddr, dst: IpAddr) -> Pkt {
-    pkt.ip_layer(src, dst)
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -412,10 +276,6 @@ fn every_method_both_families_both_directions() {
     let c = pipe.counters();
     assert_eq!(c.drops.total(), 0, "{:?}", c.drops);
     assert_eq!(c.tx, c.rx);
-}
-
-fn frame_in(src: IpAddr, dst: IpAddr) -> Pkt {
-    ip(Pkt::eth(GW_MAC, FRONT_MAC), src, dst).ttl(64)
 }
 
 /// An embedded packet as IPVS translates it: addresses and ports rewritten (`translated`), the

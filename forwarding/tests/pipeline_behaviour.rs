@@ -1,0 +1,319 @@
+//! Behaviour of the pipeline over sequences of packets: the TCP state machine and counts as a
+//! connection opens and closes, expiry, scheduling spread, persistence, one-packet scheduling,
+//! port reuse, a full table.
+
+mod common;
+
+use std::net::IpAddr;
+
+use common::*;
+use xvs_forwarding::conn::state::tcp;
+use xvs_forwarding::service::{Backend, Persistence, Service, ServiceKey, PROTO_TCP, PROTO_UDP};
+use xvs_forwarding::testkit::Pkt;
+use xvs_forwarding::{BackendId, DropReason, Method, Pipeline, Time, Verdict};
+use xvs_schedulers::{Load, SchedFlags};
+
+fn service(proto: u8, port: u16, scheduler: &str, backends: &[(u8, u32, Method)]) -> Service {
+    Service {
+        key: ServiceKey::Addr {
+            proto,
+            addr: IpAddr::V4(VIP4),
+            port,
+        },
+        scheduler: scheduler.into(),
+        sched_flags: SchedFlags::NONE,
+        persistence: None,
+        one_packet: false,
+        backends: backends
+            .iter()
+            .map(|&(n, weight, method)| Backend {
+                addr: IpAddr::V4(backend4(n)),
+                port: port + 8000,
+                weight,
+                method,
+                u_threshold: 0,
+                l_threshold: 0,
+            })
+            .collect(),
+    }
+}
+
+fn client_pkt(sport: u16, dport: u16) -> Pkt {
+    frame_in(IpAddr::V4(CLIENT4), IpAddr::V4(VIP4)).tcp(sport, dport)
+}
+
+fn reply_pkt(backend: u8, sport: u16, dport: u16) -> Pkt {
+    ip(
+        Pkt::eth(backend_mac(backend), BACK_MAC),
+        IpAddr::V4(backend4(backend)),
+        IpAddr::V4(CLIENT4),
+    )
+    .ttl(64)
+    .tcp(sport, dport)
+}
+
+fn state_of(pipe: &Pipeline, now: Time, cport: u16) -> Option<&'static str> {
+    pipe.connections()
+        .list(now)
+        .find(|l| l.client.port() == cport && !l.template)
+        .map(|l| l.state)
+}
+
+fn t(s: u64) -> Time {
+    Time::from_secs(s)
+}
+
+#[test]
+fn nat_connection_walks_the_ipvs_state_machine_and_counts() {
+    let mut pipe = pipeline_with(&[service(PROTO_TCP, 80, "rr", &[(11, 1, Method::Nat)])], 64);
+    let b = BackendId(0);
+    let steps: &[(&str, bool, Pkt, &str, u32, u32)] = &[
+        // (what, from client?, packet, state after, active, inactive)
+        ("SYN", true, client_pkt(5000, 80).syn(), "SYN_RECV", 0, 1),
+        (
+            "SYN-ACK",
+            false,
+            reply_pkt(11, 8080, 5000).syn().ack(),
+            "SYN_RECV",
+            0,
+            1,
+        ),
+        ("ACK", true, client_pkt(5000, 80).ack(), "ESTABLISHED", 1, 0),
+        (
+            "data",
+            false,
+            reply_pkt(11, 8080, 5000).ack().psh(),
+            "ESTABLISHED",
+            1,
+            0,
+        ),
+        (
+            "client FIN",
+            true,
+            client_pkt(5000, 80).fin().ack(),
+            "CLOSE_WAIT",
+            0,
+            1,
+        ),
+        (
+            "server FIN",
+            false,
+            reply_pkt(11, 8080, 5000).fin().ack(),
+            "TIME_WAIT",
+            0,
+            1,
+        ),
+        (
+            "last ACK",
+            true,
+            client_pkt(5000, 80).ack(),
+            "TIME_WAIT",
+            0,
+            1,
+        ),
+    ];
+    for (i, (what, from_client, pkt, state, active, inactive)) in steps.iter().enumerate() {
+        let ingress = if *from_client { FRONT } else { BACK };
+        let now = t(10 + i as u64);
+        let (v, _) = process(&mut pipe, now, ingress, &pkt.build());
+        assert!(matches!(v, Verdict::Tx(_)), "{what}: {v:?}");
+        assert_eq!(state_of(&pipe, now, 5000), Some(*state), "{what}");
+        let counts = pipe.connections().counts();
+        assert_eq!(
+            (counts.active(b), counts.inactive(b)),
+            (*active, *inactive),
+            "{what}"
+        );
+    }
+    // TIME_WAIT lasts 120 s: still there at +119, gone at +121 and the count released.
+    let last = t(16);
+    pipe.housekeeping(Time(last.0 + 119_000_000_000), 1 << 20);
+    assert_eq!(
+        state_of(&pipe, Time(last.0 + 119_000_000_000), 5000),
+        Some("TIME_WAIT")
+    );
+    pipe.housekeeping(Time(last.0 + 121_000_000_000), 1 << 20);
+    assert_eq!(pipe.connections().len(), 0);
+    assert_eq!(pipe.connections().counts().inactive(b), 0);
+}
+
+#[test]
+fn dr_uses_the_input_only_table() {
+    let mut pipe = pipeline_with(&[service(PROTO_TCP, 81, "rr", &[(12, 1, Method::Dr)])], 64);
+    for (i, (pkt, state)) in [
+        (client_pkt(5001, 81).syn(), "SYN_RECV"),
+        (client_pkt(5001, 81).ack(), "ESTABLISHED"),
+        // Input-only: a client FIN on an established DR entry goes to FIN_WAIT (IN would be
+        // CLOSE_WAIT).
+        (client_pkt(5001, 81).fin().ack(), "FIN_WAIT"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (v, _) = process(&mut pipe, t(i as u64), FRONT, &pkt.build());
+        assert_eq!(v, Verdict::Tx(BACK));
+        assert_eq!(state_of(&pipe, t(i as u64), 5001), Some(state));
+    }
+}
+
+#[test]
+fn wrr_spreads_new_connections_by_weight() {
+    let mut pipe = pipeline_with(
+        &[service(
+            PROTO_TCP,
+            80,
+            "wrr",
+            &[
+                (11, 1, Method::Nat),
+                (12, 2, Method::Nat),
+                (13, 3, Method::Nat),
+            ],
+        )],
+        4096,
+    );
+    let mut per = [0u32; 3];
+    for i in 0..600u16 {
+        let (v, _) = process(
+            &mut pipe,
+            t(1),
+            FRONT,
+            &client_pkt(10000 + i, 80).syn().build(),
+        );
+        assert_eq!(v, Verdict::Tx(BACK));
+        per[pipe.last_decision().unwrap().backend.0 as usize] += 1;
+    }
+    assert_eq!(per, [100, 200, 300]);
+}
+
+#[test]
+fn persistence_keeps_a_client_on_its_backend_until_the_template_expires() {
+    let mut svc = service(
+        PROTO_TCP,
+        80,
+        "rr",
+        &[
+            (11, 1, Method::Nat),
+            (12, 1, Method::Nat),
+            (13, 1, Method::Nat),
+        ],
+    );
+    svc.persistence = Some(Persistence {
+        timeout: 300,
+        prefix_len: 24,
+    });
+    let mut pipe = pipeline_with(&[svc], 4096);
+    let mut chosen = Vec::new();
+    for i in 0..10u16 {
+        // Different source ports, and a neighbour in the same /24: one template.
+        let src = if i % 2 == 0 {
+            CLIENT4
+        } else {
+            std::net::Ipv4Addr::new(198, 18, 100, 77)
+        };
+        let pkt = frame_in(IpAddr::V4(src), IpAddr::V4(VIP4))
+            .tcp(20000 + i, 80)
+            .syn();
+        let (v, _) = process(&mut pipe, t(1), FRONT, &pkt.build());
+        assert_eq!(v, Verdict::Tx(BACK));
+        chosen.push(pipe.last_decision().unwrap().backend);
+    }
+    assert!(chosen.iter().all(|&b| b == chosen[0]), "{chosen:?}");
+    assert_eq!(pipe.connections().counts().persistent(chosen[0]), 1);
+    // The connections (SYN_RECV, 60 s) go first; the template then lives its 300 s from its
+    // last use and goes too.
+    pipe.housekeeping(t(62), 1 << 20);
+    assert_eq!(pipe.connections().len(), 1, "only the template is left");
+    pipe.housekeeping(t(302), 1 << 20);
+    assert_eq!(pipe.connections().len(), 0);
+    // A new client now starts a new template; rr moves on.
+    let (v, _) = process(
+        &mut pipe,
+        t(400),
+        FRONT,
+        &client_pkt(30000, 80).syn().build(),
+    );
+    assert_eq!(v, Verdict::Tx(BACK));
+    assert_ne!(pipe.last_decision().unwrap().backend, chosen[0]);
+}
+
+#[test]
+fn one_packet_scheduling_keeps_no_entry() {
+    let mut svc = service(
+        PROTO_UDP,
+        53,
+        "rr",
+        &[(11, 1, Method::Nat), (12, 1, Method::Nat)],
+    );
+    svc.one_packet = true;
+    let mut pipe = pipeline_with(&[svc], 64);
+    let mut chosen = Vec::new();
+    for _ in 0..4 {
+        let pkt = frame_in(IpAddr::V4(CLIENT4), IpAddr::V4(VIP4))
+            .udp(5353, 53)
+            .payload(b"q");
+        let (v, _) = process(&mut pipe, t(1), FRONT, &pkt.build());
+        assert_eq!(v, Verdict::Tx(BACK));
+        chosen.push(pipe.last_decision().unwrap().backend.0);
+    }
+    assert_eq!(
+        chosen,
+        [1, 0, 1, 0],
+        "the same flow is scheduled datagram by datagram"
+    );
+    assert_eq!(pipe.connections().len(), 0);
+}
+
+#[test]
+fn syn_on_time_wait_is_rescheduled() {
+    let mut pipe = pipeline_with(
+        &[service(
+            PROTO_TCP,
+            80,
+            "rr",
+            &[(11, 1, Method::Nat), (12, 1, Method::Nat)],
+        )],
+        64,
+    );
+    let open = |pipe: &mut Pipeline, now| {
+        let (v, _) = process(pipe, now, FRONT, &client_pkt(6000, 80).syn().build());
+        assert_eq!(v, Verdict::Tx(BACK));
+        pipe.last_decision().unwrap().backend
+    };
+    let first = open(&mut pipe, t(1));
+    let b = first.0 as u8 + 11;
+    let bport = 8080;
+    for (pkt, ingress) in [
+        (client_pkt(6000, 80).ack(), FRONT),
+        (client_pkt(6000, 80).fin().ack(), FRONT),
+        (reply_pkt(b, bport, 6000).fin().ack(), BACK),
+    ] {
+        process(&mut pipe, t(2), ingress, &pkt.build());
+    }
+    assert_eq!(state_of(&pipe, t(2), 6000), Some("TIME_WAIT"));
+    let second = open(&mut pipe, t(3));
+    assert_ne!(first, second, "rescheduled, not stuck to the closed entry");
+    assert_eq!(state_of(&pipe, t(3), 6000), Some("SYN_RECV"));
+    assert_eq!(tcp::SYN_RECV, 3);
+}
+
+#[test]
+fn a_full_table_drops_and_counts() {
+    let mut pipe = pipeline_with(&[service(PROTO_TCP, 80, "rr", &[(11, 1, Method::Nat)])], 4);
+    let mut verdicts = Vec::new();
+    for i in 0..6u16 {
+        let (v, _) = process(
+            &mut pipe,
+            t(1),
+            FRONT,
+            &client_pkt(7000 + i, 80).syn().build(),
+        );
+        verdicts.push(v);
+    }
+    let full = verdicts
+        .iter()
+        .filter(|v| **v == Verdict::Drop(DropReason::TableFull))
+        .count();
+    assert_eq!(full, 2, "{verdicts:?}");
+    assert_eq!(pipe.counters().drops.get(DropReason::TableFull), 2);
+    assert_eq!(pipe.connections().len(), 4);
+}
