@@ -15,81 +15,8 @@ use std::net::IpAddr;
 mod common;
 
 use common::*;
-use xvs_forwarding::service::{Backend, Service, ServiceKey, PROTO_TCP, PROTO_UDP};
 use xvs_forwarding::testkit::Pkt;
 use xvs_forwarding::{DropReason, Method, Pipeline, PipelineConfig, Verdict};
-use xvs_schedulers::SchedFlags;
-
-/// The service port of each method: TCP 80.., UDP 53.. in the order NAT, DR, TUN, FullNAT.
-fn method_index(m: Method) -> u8 {
-    match m {
-        Method::Nat => 0,
-        Method::Dr => 1,
-        Method::Tunnel => 2,
-        Method::FullNat => 3,
-    }
-}
-
-fn services() -> Vec<Service> {
-    let mut out = Vec::new();
-    for vip in [IpAddr::V4(VIP4), IpAddr::V6(vip6())] {
-        for (proto, base) in [(PROTO_TCP, 80u16), (PROTO_UDP, 53u16)] {
-            for m in [Method::Nat, Method::Dr, Method::Tunnel, Method::FullNat] {
-                let i = method_index(m);
-                let n = 11 + i;
-                let addr = match vip {
-                    IpAddr::V4(_) => IpAddr::V4(backend4(n)),
-                    IpAddr::V6(_) => IpAddr::V6(backend6(n)),
-                };
-                let port = base + u16::from(i);
-                let bport = match m {
-                    Method::Nat | Method::FullNat => 8000 + port,
-                    _ => port,
-                };
-                out.push(Service {
-                    key: ServiceKey::Addr {
-                        proto,
-                        addr: vip,
-                        port,
-                    },
-                    scheduler: "rr".into(),
-                    sched_flags: SchedFlags::NONE,
-                    persistence: None,
-                    one_packet: false,
-                    backends: vec![Backend {
-                        addr,
-                        port: bport,
-                        weight: 1,
-                        method: m,
-                        u_threshold: 0,
-                        l_threshold: 0,
-                    }],
-                });
-            }
-        }
-    }
-    // A service whose only backend has weight 0: nothing is eligible.
-    out.push(Service {
-        key: ServiceKey::Addr {
-            proto: PROTO_TCP,
-            addr: IpAddr::V4(VIP4),
-            port: 99,
-        },
-        scheduler: "wlc".into(),
-        sched_flags: SchedFlags::NONE,
-        persistence: None,
-        one_packet: false,
-        backends: vec![Backend {
-            addr: IpAddr::V4(backend4(11)),
-            port: 99,
-            weight: 0,
-            method: Method::Nat,
-            u_threshold: 0,
-            l_threshold: 0,
-        }],
-    });
-    out
-}
 
 fn pipeline() -> Pipeline {
     let cfg = PipelineConfig {
