@@ -101,6 +101,10 @@ enum L4 {
         code: u8,
         rest: u32,
     },
+    Sctp {
+        sport: u16,
+        dport: u16,
+    },
 }
 
 impl Pkt {
@@ -344,6 +348,13 @@ impl Pkt {
         self.icmp(ty, code, rest).payload(original)
     }
 
+    /// SCTP common header (verification tag 0x01020304) with its CRC32c; add chunks as
+    /// payload.
+    pub fn sctp(mut self, sport: u16, dport: u16) -> Pkt {
+        self.l4 = L4::Sctp { sport, dport };
+        self
+    }
+
     /// A raw protocol number with no transport header (the payload follows the IP header).
     pub fn proto(mut self, p: u8) -> Pkt {
         self.l4 = L4::Raw(p);
@@ -430,6 +441,12 @@ impl Pkt {
                     1
                 }
             }
+            L4::Sctp { sport, dport } => {
+                b.extend_from_slice(&sport.to_be_bytes());
+                b.extend_from_slice(&dport.to_be_bytes());
+                b.extend_from_slice(&[1, 2, 3, 4, 0, 0, 0, 0]);
+                132
+            }
         };
         b.extend_from_slice(&self.payload);
         let pseudo = |p: u8, len: usize| -> u32 {
@@ -461,6 +478,10 @@ impl Pkt {
                 let acc = if v6 { pseudo(58, b.len()) } else { 0 };
                 let c = naive_checksum(acc, &b);
                 b[2..4].copy_from_slice(&c.to_be_bytes());
+            }
+            L4::Sctp { .. } => {
+                let c = naive_crc32c(&b);
+                b[8..12].copy_from_slice(&c.to_le_bytes());
             }
             L4::None | L4::Raw(_) => {}
         }
@@ -596,8 +617,24 @@ fn naive_checksum(acc: u32, data: &[u8]) -> u16 {
     !naive_fold(naive_fold(acc) as u32 + naive_sum(data))
 }
 
+/// CRC32c bit by bit (RFC 9260 Appendix A), independent of the wire layer's table version.
+fn naive_crc32c(data: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &x in data {
+        c ^= u32::from(x);
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0x82f6_3b78
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
 /// Recompute every checksum in the frame: IPv4 headers, TCP, UDP (0 accepted over IPv4),
-/// ICMP, ICMPv6 — through IPIP / IPv6 encapsulation, and the IPv4 header of the packet
+/// ICMP, ICMPv6, SCTP (CRC32c) — through IPIP / IPv6 encapsulation, and the IPv4 header of the packet
 /// embedded in an ICMP error (its transport checksum is not checked: it is truncated).
 /// Fragments' transport checksums are not checked (the datagram is incomplete).
 pub fn verify_checksums(frame: &[u8]) -> Result<(), String> {
@@ -728,6 +765,16 @@ fn verify_ip(b: &[u8], version: u8, embedded: bool, path: &str, depth: u32) -> R
                 return Err(format!("{sub}: bad UDP checksum {c:#06x}"));
             }
         }
+        132 => {
+            if seg.len() < 12 {
+                return Err(format!("{sub}: truncated"));
+            }
+            let mut z = seg.to_vec();
+            z[8..12].fill(0);
+            if naive_crc32c(&z).to_le_bytes() != seg[8..12] {
+                return Err(format!("{sub}: bad SCTP CRC32c"));
+            }
+        }
         1 | 58 => {
             if (proto == 1) != (version == 4) {
                 return Ok(());
@@ -767,6 +814,7 @@ fn proto_name(p: u8) -> String {
         17 => "udp".into(),
         41 => "ipv6".into(),
         58 => "icmpv6".into(),
+        132 => "sctp".into(),
         n => format!("proto{n}"),
     }
 }

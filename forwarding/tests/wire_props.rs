@@ -15,6 +15,7 @@ use proptest::prelude::*;
 use xvs_forwarding::testkit::{verify_checksums, Ext, Pkt};
 use xvs_forwarding::wire::{
     self, checksum, icmp, rewrite, Frag, IcmpAnswer, IcmpNat, Link, Packet, Parsed, Tunnel,
+    WireError,
 };
 use xvs_forwarding::Frame;
 
@@ -23,6 +24,7 @@ enum L4Spec {
     Tcp {
         flags: u8,
     },
+    Sctp,
     Udp {
         zero: bool,
     },
@@ -83,6 +85,7 @@ fn arb_spec() -> impl Strategy<Value = Spec> {
         prop_oneof![6 => Just(Frag::None), 1 => Just(Frag::First), 1 => Just(Frag::Later)],
         prop_oneof![
             any::<u8>().prop_map(|flags| L4Spec::Tcp { flags }),
+            Just(L4Spec::Sctp),
             any::<bool>().prop_map(|zero| L4Spec::Udp { zero }),
             Just(L4Spec::Echo),
             (any::<bool>(), 28usize..=80).prop_map(|(udp, quote)| L4Spec::Error { udp, quote }),
@@ -120,8 +123,7 @@ fn arb_spec() -> impl Strategy<Value = Spec> {
                     // A UDP checksum of 0 is only legal over IPv4.
                     l4: match l4 {
                         L4Spec::Udp { .. } if v6 => L4Spec::Udp { zero: false },
-                        // SCTP needs a 12-byte common header: keep it simple.
-                        L4Spec::Raw(132) => L4Spec::Raw(47),
+                        L4Spec::Raw(132) => L4Spec::Sctp,
                         x => x,
                     },
                     sport,
@@ -156,6 +158,7 @@ fn build(s: &Spec) -> Vec<u8> {
     if s.frag == Frag::Later {
         let p = match s.l4 {
             L4Spec::Tcp { .. } => 6,
+            L4Spec::Sctp => 132,
             L4Spec::Udp { .. } => 17,
             L4Spec::Echo | L4Spec::Error { .. } => {
                 if s.v6 {
@@ -170,6 +173,7 @@ fn build(s: &Spec) -> Vec<u8> {
     }
     b = match s.l4 {
         L4Spec::Tcp { flags } => b.tcp(s.sport, s.dport).flags(flags),
+        L4Spec::Sctp => b.sctp(s.sport, s.dport),
         L4Spec::Udp { zero } => {
             let b = b.udp(s.sport, s.dport);
             if zero {
@@ -222,7 +226,8 @@ proptest! {
         prop_assert_eq!((p.ttl, p.tos, p.ip_end), (s.ttl, s.tos, f.len()));
         prop_assert_eq!(p.df, !s.v6 && s.df);
         prop_assert_eq!(p.frag, s.frag);
-        let ports = s.frag != Frag::Later && matches!(s.l4, L4Spec::Tcp { .. } | L4Spec::Udp { .. });
+        let ports = s.frag != Frag::Later
+            && matches!(s.l4, L4Spec::Tcp { .. } | L4Spec::Udp { .. } | L4Spec::Sctp);
         if ports {
             prop_assert_eq!((p.sport, p.dport), (s.sport, s.dport));
         } else {
@@ -267,10 +272,16 @@ proptest! {
             rewrite::dec_ttl(f.data_mut(), &mut p).unwrap();
         }
         if !p.icmp_error {
-            match which {
-                0 => rewrite::set_src(f.data_mut(), &mut p, src.0, src.1).unwrap(),
-                1 => rewrite::set_dst(f.data_mut(), &mut p, dst.0, dst.1).unwrap(),
-                _ => rewrite::set_src_dst(f.data_mut(), &mut p, src, dst).unwrap(),
+            let r = match which {
+                0 => rewrite::set_src(f.data_mut(), &mut p, src.0, src.1),
+                1 => rewrite::set_dst(f.data_mut(), &mut p, dst.0, dst.1),
+                _ => rewrite::set_src_dst(f.data_mut(), &mut p, src, dst),
+            };
+            // An SCTP port change needs the whole packet for the CRC32c.
+            if matches!(s.l4, L4Spec::Sctp) && s.frag == Frag::First {
+                prop_assert!(r.is_ok() || r == Err(WireError::Fragment), "{:?}", r);
+            } else {
+                prop_assert_eq!(r, Ok(()));
             }
         } else {
             let mut e = icmp::parse_embedded(f.data(), &p).unwrap();

@@ -657,3 +657,27 @@ fn stale_or_forged_packet_descriptions_fail_cleanly() {
         let _ = rewrite::set_link(&mut f, &mut p, &to_backend());
     }
 }
+
+#[test]
+fn nat_sctp_recomputes_the_crc32c() {
+    let chunk = [
+        1u8, 0, 0, 20, 0xde, 0xad, 0xbe, 0xef, 0, 0, 0x80, 0, 0, 10, 0, 10, 0, 0, 0, 1,
+    ];
+    let input = Pkt::eth(CLIENT_MAC, DIR_MAC)
+        .ipv4(CLIENT, VIP)
+        .sctp(40000, 3868)
+        .payload(&chunk)
+        .build();
+    let want = Pkt::eth(CLIENT_MAC, DIR_MAC)
+        .ipv4(CLIENT, BACKEND)
+        .sctp(40000, 13868)
+        .payload(&chunk)
+        .build();
+    let (r, out) = in_frame(&input, 0, 0, |f, p| {
+        assert_eq!((p.sport, p.dport), (40000, 3868));
+        rewrite::set_dst(f.data_mut(), p, ip4(BACKEND), 13868)
+    });
+    r.unwrap();
+    assert_eq!(out, want);
+    verify_checksums(&out).unwrap();
+}

@@ -11,6 +11,11 @@
 //!
 //! UDP: a transmitted checksum of 0 means "none" over IPv4, so a computed 0 is sent as 0xFFFF
 //! (RFC 768); see [`udp_fixup`].
+//!
+//! SCTP uses CRC32c instead (RFC 9260 §6.8 and Appendix A; Castagnoli polynomial, reflected
+//! 0x82F63B78, initial value and final XOR all ones). It covers the SCTP packet only (no
+//! pseudo-header) and is stored least significant byte first, like the kernel's
+//! `sctp_compute_cksum` (`cpu_to_le32`). [`crc32c`] is the byte-at-a-time table version.
 
 /// Add `data` to the unfolded one's-complement accumulator `acc`.
 #[inline]
@@ -19,10 +24,13 @@ pub fn sum(data: &[u8], mut acc: u64) -> u64 {
     for c in &mut chunks {
         acc += u64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
     }
-    let rest = chunks.remainder();
-    let mut tail = [0u8; 4];
-    tail[..rest.len()].copy_from_slice(rest);
-    acc + u64::from(u32::from_be_bytes(tail))
+    // The last 1–3 bytes, padded with zeros to a 32-bit word (no memcpy call).
+    match *chunks.remainder() {
+        [a] => acc + (u64::from(a) << 24),
+        [a, b] => acc + (u64::from(a) << 24) + (u64::from(b) << 16),
+        [a, b, c] => acc + (u64::from(a) << 24) + (u64::from(b) << 16) + (u64::from(c) << 8),
+        _ => acc,
+    }
 }
 
 /// Fold an accumulator to 16 bits with end-around carry (not complemented).
@@ -110,6 +118,49 @@ pub fn udp_fixup(check: u16) -> u16 {
     }
 }
 
+/// The CRC32c lookup table, built at compile time.
+const CRC32C_TABLE: [u32; 256] = {
+    let mut t = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0x82f6_3b78
+            } else {
+                c >> 1
+            };
+            k += 1;
+        }
+        t[i] = c;
+        i += 1;
+    }
+    t
+};
+
+/// CRC32c of `data` (RFC 9260 Appendix A; `crc32c(b"123456789") == 0xe306_9283`).
+pub fn crc32c(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc = CRC32C_TABLE[((crc ^ u32::from(b)) & 0xff) as usize] ^ (crc >> 8);
+    }
+    !crc
+}
+
+/// Recompute the CRC32c of the SCTP packet `seg` (common header first) in place. False if
+/// `seg` is shorter than the 12-byte common header.
+#[must_use]
+pub fn sctp_fix(seg: &mut [u8]) -> bool {
+    if seg.len() < 12 {
+        return false;
+    }
+    seg[8..12].fill(0);
+    let c = crc32c(seg);
+    seg[8..12].copy_from_slice(&c.to_le_bytes());
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +209,14 @@ mod tests {
         h[10] = 0;
         h[11] = 0;
         assert_eq!(c, checksum(&h));
+    }
+
+    #[test]
+    fn crc32c_check_value() {
+        // The standard check value of CRC-32C (Castagnoli), and RFC 3720 §B.4's 32 zero bytes.
+        assert_eq!(crc32c(b"123456789"), 0xe306_9283);
+        assert_eq!(crc32c(&[0u8; 32]), 0x8a91_36aa);
+        assert_eq!(crc32c(&[0xffu8; 32]), 0x62a8_ab43);
     }
 
     #[test]

@@ -9,9 +9,10 @@
 //!   **UDP checksum 0**: like IPVS (`udp_snat_handler`), a full checksum is computed when the
 //!   whole datagram is in the frame (not a fragment); a first fragment keeps 0. A checksum
 //!   that comes out 0 is sent as 0xFFFF (RFC 768). SCTP: the CRC32c does not cover the
-//!   addresses; a port change is refused (`Unsupported`), since recomputing CRC32c is not
-//!   implemented. Later fragments only get the address change (their ports live in the
-//!   first fragment, whose checksum carries the whole update).
+//!   addresses; after a port change it is recomputed over the whole packet (IPVS's
+//!   `sctp_nat_csum`), which needs the whole packet: a port change on a fragmented SCTP
+//!   packet is refused (`Fragment`). Later fragments only get the address change (their
+//!   ports live in the first fragment, whose checksum carries the whole update).
 //! * [`dec_ttl`]: TTL / hop limit − 1 with the IPv4 checksum patched (`ip_decrease_ttl`);
 //!   `TtlExceeded` when it is ≤ 1, as `ip_vs_xmit.c` sends time-exceeded then.
 //! * [`set_link`]: a new Ethernet header, with or without one 802.1Q tag; the frame grows or
@@ -142,9 +143,13 @@ fn set_endpoint(
         Side::Src => (p.src, p.sport),
         Side::Dst => (p.dst, p.dport),
     };
-    let port_changes = p.has_ports() && port != old_port;
-    if port_changes && p.proto == proto::SCTP {
-        return Err(WireError::Unsupported);
+    let sctp_crc = p.has_ports() && port != old_port && p.proto == proto::SCTP;
+    if sctp_crc && (p.frag != Frag::None || p.l4 + 12 > p.ip_end) {
+        return Err(if p.frag != Frag::None {
+            WireError::Fragment
+        } else {
+            WireError::Truncated
+        });
     }
     // Where the L4 checksum lives and whether it covers the pseudo-header.
     let l4_check = if p.frag == Frag::Later {
@@ -222,6 +227,9 @@ fn set_endpoint(
         }
         let o = p.l4 + off;
         data[o..o + 2].copy_from_slice(&s.to_be_bytes());
+    } else if sctp_crc {
+        // Checked above: the common header is inside the packet.
+        let _ = checksum::sctp_fix(&mut data[p.l4..p.ip_end]);
     } else if udp_zero && p.frag == Frag::None {
         let s = l4_full_checksum(data, p, 6);
         let o = p.l4 + 6;
