@@ -75,7 +75,7 @@ base_ns() {
 
 start_servers() {
   local ns=$1 name=$2
-  nsx "$ns" python3 -u - "$name" >/dev/null 2>&1 <<'EOF' &
+  nsx "$ns" python3 -u - "$name" "$VIP4" "$VIP6" >/dev/null 2>&1 <<'EOF' &
 import socket, sys, threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 name = sys.argv[1]
@@ -94,13 +94,17 @@ class S(ThreadingHTTPServer):
     address_family = socket.AF_INET6
     daemon_threads = True
     request_queue_size = 1024
-def udp():
-    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    s.bind(("::", 5000))
+def udp(fam, addr):
+    # Sockets bound to the VIPs answer DR/TUN traffic from the VIP (a wildcard socket would
+    # answer from the backend's own address); the wildcard one answers NAT/FullNAT traffic.
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((addr, 5000))
     while True:
         d, a = s.recvfrom(65535)
         s.sendto(name.encode() + b" " + d, a)
-threading.Thread(target=udp, daemon=True).start()
+for fam, addr in ((socket.AF_INET6, "::"), (socket.AF_INET, sys.argv[2]), (socket.AF_INET6, sys.argv[3])):
+    threading.Thread(target=udp, args=(fam, addr), daemon=True).start()
 S(("::", 80), H).serve_forever()
 EOF
   nsx "$ns" python3 "$HERE/decap-helper" >/dev/null 2>&1 &

@@ -8,14 +8,14 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::PathBuf;
-use std::process::Command;
-use std::time::{Duration, Instant};
 
 use xvs::dataplane_config::{DataplaneConfig, IoKind, WorkerConfig};
 use xvs::io::sys::{InterfaceInfo, NetnsGuard};
 use xvs::worker::{Dataplane, DirectorTargets, FrameProcessor};
 use xvs_forwarding::{DropReason, Frame, PortId, Time, Verdict};
+
+mod dataplane_support;
+use dataplane_support::{skip_unless_root, Testbed};
 
 const VIP4: Ipv4Addr = Ipv4Addr::new(198, 18, 10, 1);
 const B1_4: Ipv4Addr = Ipv4Addr::new(198, 18, 3, 11);
@@ -23,57 +23,6 @@ const RT4: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
 const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x10, 0, 0, 0, 1);
 const B1_6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 3, 0, 0, 0, 0x11);
 const RT6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 1, 0, 0, 0, 1);
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-/// The testbed under a unique prefix; torn down on drop, also when the test fails.
-struct Testbed {
-    prefix: String,
-}
-
-fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/testbed.sh")
-}
-
-impl Testbed {
-    fn up(tag: &str) -> Testbed {
-        let prefix = format!("{tag}{:x}", std::process::id() % 0xfff);
-        let _ = Command::new(script()).args(["down", &prefix]).status();
-        let tb = Testbed { prefix };
-        let st = Command::new(script())
-            .args(["up", &tb.prefix])
-            .status()
-            .expect("run testbed.sh");
-        assert!(st.success(), "testbed.sh up {} failed", tb.prefix);
-        tb
-    }
-    fn ns(&self, n: &str) -> String {
-        format!("{}-{n}", self.prefix)
-    }
-    fn exec(&self, n: &str, args: &[&str]) -> (bool, String) {
-        let o = Command::new("ip")
-            .args(["netns", "exec", &self.ns(n)])
-            .args(args)
-            .output()
-            .expect("ip netns exec");
-        (
-            o.status.success(),
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-        )
-    }
-}
-
-impl Drop for Testbed {
-    fn drop(&mut self) {
-        let _ = Command::new(script()).args(["down", &self.prefix]).status();
-    }
-}
 
 /// RFC 1624 incremental update of a ones'-complement checksum for a changed 16-bit-word run.
 fn csum_update(csum: u16, old: &[u8], new: &[u8]) -> u16 {
@@ -224,59 +173,21 @@ fn start(tb: &Testbed, io: IoKind) -> Dataplane {
     .unwrap_or_else(|e| panic!("data plane ({io}) did not start: {e}"))
 }
 
-fn udp_ask(tb: &Testbed, addr: &str, msg: &str) -> String {
-    let code = "import socket,sys\n\
-         a=sys.argv[1]; f=socket.AF_INET6 if ':' in a else socket.AF_INET\n\
-         s=socket.socket(f,socket.SOCK_DGRAM); s.settimeout(1.0)\n\
-         for i in range(5):\n\
-         \x20 s.sendto(sys.argv[2].encode(),(a,5000))\n\
-         \x20 try:\n\
-         \x20   d,src=s.recvfrom(200); print(d.decode(), src[0]); break\n\
-         \x20 except socket.timeout: pass\n";
-    tb.exec("c1", &["python3", "-c", code, addr, msg]).1
-}
-
-fn xdp_attached(tb: &Testbed, dev: &str) -> bool {
-    tb.exec("dir", &["ip", "link", "show", dev])
-        .1
-        .contains("xdp")
-}
-
-fn wait_neighbours(tb: &Testbed) {
-    // The director's kernel resolves b1 and the router on the first nudge; give it a moment.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        let n = tb.exec("dir", &["ip", "neigh"]).1;
-        if [
-            "198.18.3.11",
-            "198.18.1.1",
-            "2001:2:0:3::11",
-            "2001:2:0:1::1",
-        ]
-        .iter()
-        .all(|a| {
-            n.lines()
-                .any(|l| l.starts_with(&format!("{a} ")) && l.contains("lladdr"))
-        }) {
-            // and one refresh period for the workers to hear about it
-            std::thread::sleep(Duration::from_millis(500));
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn run_nat_through(io: IoKind, tag: &str) {
-    if !is_root() {
-        eprintln!("!!!!! SKIPPED dataplane {io} test: needs root (namespaces, XDP) !!!!!");
+    if skip_unless_root(&format!("dataplane {io} test")) {
         return;
     }
     let tb = Testbed::up(tag);
     let dp = start(&tb, io);
     if io == IoKind::Afxdp {
-        assert!(xdp_attached(&tb, "front") && xdp_attached(&tb, "back"));
+        assert!(tb.xdp_attached("front") && tb.xdp_attached("back"));
     }
-    wait_neighbours(&tb);
+    tb.wait_neighbours(&[
+        "198.18.3.11",
+        "198.18.1.1",
+        "2001:2:0:3::11",
+        "2001:2:0:1::1",
+    ]);
 
     // HTTP over TCP, IPv4 and IPv6: every request answered by b1 through the VIP.
     let n = 40;
@@ -294,9 +205,9 @@ fn run_nat_through(io: IoKind, tag: &str) {
         );
     }
     // UDP: the reply comes from the VIP (NAT rewrote the source back).
-    let r = udp_ask(&tb, "198.18.10.1", "ping4");
+    let r = tb.udp_ask("198.18.10.1", "ping4");
     assert_eq!(r.trim(), "b1 ping4 198.18.10.1", "{io}: UDP v4 reply {r:?}");
-    let r = udp_ask(&tb, "2001:2:0:10::1", "ping6");
+    let r = tb.udp_ask("2001:2:0:10::1", "ping6");
     assert_eq!(
         r.trim(),
         "b1 ping6 2001:2:0:10::1",
@@ -313,7 +224,7 @@ fn run_nat_through(io: IoKind, tag: &str) {
     assert!(tx >= (2 * n * 8) as u64, "{io}: tx {tx}");
     if io == IoKind::Afxdp {
         assert!(
-            !xdp_attached(&tb, "front") && !xdp_attached(&tb, "back"),
+            !tb.xdp_attached("front") && !tb.xdp_attached("back"),
             "XDP program still attached after shutdown"
         );
     }

@@ -1,0 +1,125 @@
+//! Shared helpers of the data-plane integration tests: the namespace testbed as an RAII guard
+//! (scripts/testbed.sh, unique prefix, torn down on drop even when the test fails), root check,
+//! and small clients run inside the client namespace.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Say loudly that a test did not run.
+pub fn skip_unless_root(what: &str) -> bool {
+    if is_root() {
+        return false;
+    }
+    eprintln!("!!!!! SKIPPED {what}: needs root (network namespaces, XDP, AF_XDP) !!!!!");
+    true
+}
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/testbed.sh")
+}
+
+/// The testbed under a unique prefix; torn down on drop.
+pub struct Testbed {
+    pub prefix: String,
+}
+
+impl Testbed {
+    /// `tag`: two letters unique per test (the prefix adds the pid).
+    pub fn up(tag: &str) -> Testbed {
+        let prefix = format!("{tag}{:x}", std::process::id() % 0xfff);
+        let _ = Command::new(script()).args(["down", &prefix]).status();
+        let tb = Testbed { prefix };
+        let st = Command::new(script())
+            .args(["up", &tb.prefix])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run testbed.sh");
+        assert!(st.success(), "testbed.sh up {} failed", tb.prefix);
+        tb
+    }
+
+    pub fn ns(&self, n: &str) -> String {
+        format!("{}-{n}", self.prefix)
+    }
+
+    /// Run a command in namespace `n`: (success, stdout).
+    pub fn exec(&self, n: &str, args: &[&str]) -> (bool, String) {
+        let o = Command::new("ip")
+            .args(["netns", "exec", &self.ns(n)])
+            .args(args)
+            .output()
+            .expect("ip netns exec");
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    }
+
+    /// Every frame towards the director leaves the router's bridge ports on tx queue 0, so it
+    /// arrives on the director's rx queue 0 (veth native XDP: rx queue = peer's tx queue).
+    pub fn single_queue_towards_director(&self) {
+        for dev in ["df", "db"] {
+            let (ok, _) = self.exec("rt", &["ethtool", "-L", dev, "tx", "1"]);
+            assert!(ok, "ethtool -L {dev} tx 1");
+        }
+    }
+
+    pub fn xdp_attached(&self, dev: &str) -> bool {
+        self.exec("dir", &["ip", "link", "show", dev])
+            .1
+            .contains("xdp")
+    }
+
+    /// Wait (bounded) until the director's kernel has resolved these addresses, then one more
+    /// refresh period for the workers to hear about them.
+    pub fn wait_neighbours(&self, addrs: &[&str]) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let n = self.exec("dir", &["ip", "neigh"]).1;
+            if addrs.iter().all(|a| {
+                n.lines()
+                    .any(|l| l.starts_with(&format!("{a} ")) && l.contains("lladdr"))
+            }) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    /// One HTTP GET from client 1: the body (the backend's name) or None.
+    pub fn http_get(&self, url: &str) -> Option<String> {
+        let (ok, out) = self.exec("c1", &["curl", "-s", "-m", "3", url]);
+        ok.then(|| out.trim().to_string())
+    }
+
+    /// UDP request/response from client 1 to addr:5000, retried up to 5 times:
+    /// "<backend> <msg> <reply source address>" or "".
+    pub fn udp_ask(&self, addr: &str, msg: &str) -> String {
+        let code = "import socket,sys\n\
+             a=sys.argv[1]; f=socket.AF_INET6 if ':' in a else socket.AF_INET\n\
+             s=socket.socket(f,socket.SOCK_DGRAM); s.settimeout(1.0)\n\
+             for i in range(5):\n\
+             \x20 s.sendto(sys.argv[2].encode(),(a,5000))\n\
+             \x20 try:\n\
+             \x20   d,src=s.recvfrom(200); print(d.decode(), src[0]); break\n\
+             \x20 except socket.timeout: pass\n";
+        self.exec("c1", &["python3", "-c", code, addr, msg]).1
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        let _ = Command::new(script()).args(["down", &self.prefix]).status();
+    }
+}
