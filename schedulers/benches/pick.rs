@@ -16,8 +16,8 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use xvs_schedulers::{
-    new_scheduler, BackendId, BackendView, Change, Flow, Load, Maglev, MaglevHashing, SchedFlags,
-    Scheduler, Time, SCHEDULER_NAMES,
+    new_scheduler, BackendId, BackendLoad, BackendView, Change, Flow, Load, Maglev, MaglevHashing,
+    SchedFlags, Scheduler, Time, SCHEDULER_NAMES,
 };
 
 /// Per-backend counts in flat arrays indexed by id, like the connection tables keep them.
@@ -35,6 +35,17 @@ impl Load for Counts {
     }
     fn overloaded(&self, _id: BackendId) -> bool {
         false
+    }
+    fn backend_load(&self, id: BackendId) -> BackendLoad {
+        let i = id.0 as usize;
+        match (self.active.get(i), self.inactive.get(i)) {
+            (Some(&active), Some(&inactive)) => BackendLoad {
+                active,
+                inactive,
+                overloaded: false,
+            },
+            _ => BackendLoad::default(),
+        }
     }
 }
 

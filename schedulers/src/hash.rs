@@ -225,6 +225,34 @@ pub fn jhash_words(k: &[u32], initval: u32) -> u32 {
     }
 }
 
+/// `jhash(key, length, initval)`: lookup3 `hashlittle` over bytes, words read little-endian
+/// (`__get_unaligned_cpu32` on x86).
+pub fn jhash_bytes(key: &[u8], initval: u32) -> u32 {
+    let iv = JHASH_INITVAL
+        .wrapping_add(key.len() as u32)
+        .wrapping_add(initval);
+    let (mut a, mut b, mut c) = (iv, iv, iv);
+    let le = |k: &[u8]| u32::from_le_bytes([k[0], k[1], k[2], k[3]]);
+    let mut rest = key;
+    while rest.len() > 12 {
+        a = a.wrapping_add(le(&rest[0..]));
+        b = b.wrapping_add(le(&rest[4..]));
+        c = c.wrapping_add(le(&rest[8..]));
+        jhash_mix(&mut a, &mut b, &mut c);
+        rest = &rest[12..];
+    }
+    if rest.is_empty() {
+        return c;
+    }
+    // The byte-wise tail adds equal adding little-endian words of the zero-padded tail.
+    let mut tail = [0u8; 12];
+    tail[..rest.len()].copy_from_slice(rest);
+    a = a.wrapping_add(le(&tail[0..]));
+    b = b.wrapping_add(le(&tail[4..]));
+    c = c.wrapping_add(le(&tail[8..]));
+    jhash_final(a, b, c)
+}
+
 /// Greatest common divisor (Euclid), `gcd(0, x) = x`.
 pub(crate) const fn gcd(mut a: u64, mut b: u64) -> u64 {
     while b != 0 {
@@ -290,6 +318,28 @@ mod tests {
         for (a, b, iv) in [(1u32, 2u32, 3u32), (0xdead, 0xbeef, 33_554_944), (0, 0, 0)] {
             assert_eq!(jhash_2words(a, b, iv), jhash_words(&[a, b], iv));
         }
+    }
+
+    #[test]
+    fn jhash_matches_lookup3_reference() {
+        // Bob Jenkins' lookup3.c driver5(): hashlittle("", 0, 0) = 0xdeadbeef and
+        // hashlittle("Four score and seven years ago", 30, 0 / 1) = 0x17770551 / 0xcd628161.
+        assert_eq!(jhash_bytes(b"", 0), 0xdead_beef);
+        assert_eq!(
+            jhash_bytes(b"Four score and seven years ago", 0),
+            0x1777_0551
+        );
+        assert_eq!(
+            jhash_bytes(b"Four score and seven years ago", 1),
+            0xcd62_8161
+        );
+        // On whole words, jhash over bytes equals jhash2 over the little-endian words.
+        let bytes: Vec<u8> = (1..=16).collect();
+        let words: Vec<u32> = bytes
+            .chunks(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        assert_eq!(jhash_bytes(&bytes, 512), jhash_words(&words, 512));
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! A miss creates the entry with wlc's choice. Collection as lblc.
 
 use crate::lblc::{busy, position_of};
-use crate::load::{overhead, weight, wlc_pick};
+use crate::load::{weight, wlc_pick};
 use crate::locality::{CacheEntry, LocalityCache, DEFAULT_EXPIRATION};
 use crate::{BackendId, BackendView, Change, Flow, Load, Scheduler, Time};
 use std::collections::HashMap;
@@ -88,17 +88,6 @@ fn member(
     }
 }
 
-fn oh_of(load: &dyn Load, id: BackendId) -> i64 {
-    let v = BackendView {
-        id,
-        addr: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-        port: 0,
-        weight: 0,
-        last_weight: 0,
-    };
-    i64::from(overhead(load, &v))
-}
-
 impl Scheduler for LocalityLeastConnReplicated {
     fn name(&self) -> &'static str {
         "lblcr"
@@ -139,12 +128,13 @@ impl Scheduler for LocalityLeastConnReplicated {
             // set_min
             let mut least: Option<(usize, i64, i64)> = None;
             for &id in &e.set {
-                if load.overloaded(id) {
+                let l = load.backend_load(id);
+                if l.overloaded {
                     continue;
                 }
                 let (pos, w) = member(positions, gone, backends, id);
                 let Some(p) = pos else { continue };
-                let doh = oh_of(load, id);
+                let doh = i64::from(l.overhead());
                 match least {
                     None if w > 0 => least = Some((p, doh, w)),
                     None => {}
@@ -158,7 +148,7 @@ impl Scheduler for LocalityLeastConnReplicated {
                 let mut most: Option<(usize, i64, i64)> = None;
                 for (k, &id) in e.set.iter().enumerate() {
                     let (_, w) = member(positions, gone, backends, id);
-                    let doh = oh_of(load, id);
+                    let doh = i64::from(load.backend_load(id).overhead());
                     match most {
                         None if w > 0 => most = Some((k, doh, w)),
                         None => {}

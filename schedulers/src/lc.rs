@@ -4,7 +4,7 @@
 //! overhead `(active << 8) + inactive` wins; strict `<`, so ties go to the earliest backend in
 //! list order. Weights other than 0 play no part.
 
-use crate::load::{overhead, usable};
+use crate::load::weight;
 use crate::{BackendView, Change, Flow, Load, Scheduler, Time};
 
 #[derive(Debug, Default, Clone)]
@@ -32,10 +32,11 @@ impl Scheduler for LeastConn {
     ) -> Option<usize> {
         let mut least: Option<(usize, i32)> = None;
         for (i, d) in backends.iter().enumerate() {
-            if !usable(load, d) {
+            let l = load.backend_load(d.id);
+            if l.overloaded || weight(d) <= 0 {
                 continue;
             }
-            let doh = overhead(load, d);
+            let doh = l.overhead();
             if least.is_none_or(|(_, loh)| doh < loh) {
                 least = Some((i, doh));
             }

@@ -57,8 +57,9 @@
 //! * each worker keeps **exact** per-backend counts for the connections in its own table;
 //! * the control plane periodically publishes, per worker, the **sum of the other workers'**
 //!   counts (a snapshot, so it lags by up to one publish period);
-//! * a worker's [`Load`] answers `own + others`, and OVERLOAD is evaluated by the owner of the
-//!   thresholds on that same sum.
+//! * a worker's [`Load`] answers `own + others`; OVERLOAD comes through the same [`Load`], set
+//!   and cleared by the connection tables at bind / unbind against the backend's thresholds
+//!   (IPVS.md §1.2), on the counts they hold.
 //!
 //! On a single worker the "others" term is zero, so every decision is exactly the kernel's; on
 //! several workers a decision can differ from a single kernel's only by the connections that
@@ -70,10 +71,21 @@
 //!
 //! * mh with more backends than table slots (the kernel's `EINVAL`): the table is emptied and
 //!   every pick fails until the list shrinks (the kernel keeps its previous table).
-//! * lblc / lblcr allocate when they insert a cache entry (the kernel `kmalloc`s there too);
-//!   the caches are pre-sized for the kernel's 16384-entry soft limit. Their periodic garbage
-//!   collection runs lazily inside `pick`, replaying every 60 s tick that has elapsed since the
-//!   last one with the tick's own time, which gives the same table the kernel's timer would.
+//! * lblc / lblcr: the caches reserve room for 4096 destination addresses up front; beyond that
+//!   an insert may grow the map (the kernel `kmalloc`s every entry), and every lblcr entry owns
+//!   a small `Vec` for its set. Their periodic garbage collection runs lazily inside `pick`,
+//!   replaying every 60 s tick due since the last one with the tick's own time, which leaves the
+//!   same entries as the kernel's timer would. The timer starts at [`Scheduler::started`] (or at
+//!   the first pick). Set members deleted from the service keep the weight they had when they
+//!   were removed (the kernel's trashed dest keeps its weight too).
+//! * twos draws from a seeded [`RandomSource`] through the kernel's reduction
+//!   (`get_random_u32_below`), so its choices are the kernel's for the same random words, but the
+//!   words are not the kernel's CSPRNG output.
+//! * wrr, like the kernel, may walk the list up to `max weight / gcd` times in one pick when most
+//!   backends are OVERLOADed (bounded, at most 65535 passes with ipvsadm's weights).
+//! * The `none` scheduler of ipvsadm is not a scheduler here: a service without one never calls
+//!   `pick`.
+//! * maglev is not an IPVS scheduler; see its module for how it follows Katran.
 #![forbid(unsafe_code)]
 
 use std::net::IpAddr;
@@ -91,7 +103,6 @@ mod maglev;
 mod mh;
 mod nq;
 mod ovf;
-
 pub mod rng;
 mod rr;
 mod sed;
@@ -109,9 +120,11 @@ pub use fo::WeightedFailover;
 pub use lblc::LocalityLeastConn;
 pub use lblcr::LocalityLeastConnReplicated;
 pub use lc::LeastConn;
-pub use load::overhead;
-pub use maglev::{Maglev, MAGLEV_RING_SIZE};
-pub use mh::{MaglevHashing, MH_PRIMES};
+pub use maglev::{
+    endpoint_hash as maglev_endpoint_hash, flow_hash as maglev_flow_hash, Maglev,
+    KATRAN_JHASH_SEED, MAGLEV_RING_SIZE,
+};
+pub use mh::{mh_hashkey, MaglevHashing, MH_DEFAULT_TAB_INDEX, MH_HASH1, MH_HASH2, MH_PRIMES};
 pub use nq::NeverQueue;
 pub use ovf::Overflow;
 pub use rng::{RandomSource, SplitMix64};
@@ -166,6 +179,24 @@ pub struct Flow {
     pub dport: u16,
 }
 
+/// One backend's dynamic state, read at once (see [`Load::backend_load`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendLoad {
+    pub active: u32,
+    pub inactive: u32,
+    pub overloaded: bool,
+}
+
+impl BackendLoad {
+    /// IPVS `ip_vs_dest_conn_overhead`: `(active << 8) + inactive` as a wrapping C `int`.
+    #[inline]
+    pub fn overhead(&self) -> i32 {
+        (self.active as i32)
+            .wrapping_shl(8)
+            .wrapping_add(self.inactive as i32)
+    }
+}
+
 /// Per-backend dynamic state kept by the connection tables.
 pub trait Load {
     /// Connections in TCP ESTABLISHED (IPVS `activeconns`).
@@ -174,6 +205,16 @@ pub trait Load {
     fn inactive(&self, id: BackendId) -> u32;
     /// IPVS `IP_VS_DEST_F_OVERLOAD`, set and cleared by the upper/lower thresholds.
     fn overloaded(&self, id: BackendId) -> bool;
+    /// All three at once. The least-connection loops call this once per backend, so an
+    /// implementation that can answer with one lookup should override it.
+    #[inline]
+    fn backend_load(&self, id: BackendId) -> BackendLoad {
+        BackendLoad {
+            active: self.active(id),
+            inactive: self.inactive(id),
+            overloaded: self.overloaded(id),
+        }
+    }
 }
 
 /// A [`Load`] where every backend is idle and nothing is overloaded.

@@ -1,18 +1,12 @@
 //! Shared arithmetic of the connection-count schedulers (`include/net/ip_vs.h`).
 //!
 //! `ip_vs_dest_conn_overhead(dest) = (activeconns << 8) + inactconns`, computed in C `int`
-//! (wrapping like the kernel, which builds with `-fno-strict-overflow`). Weighted comparisons are
-//! cross products, widened to signed 64 bits where the kernel widens (`(__s64)loh * weight`).
+//! ([`BackendLoad::overhead`], wrapping like the kernel, which builds with
+//! `-fno-strict-overflow`). Weighted comparisons are cross products, widened to signed 64 bits
+//! where the kernel widens (`(__s64)loh * weight`); both factors fit in 32 bits, so the products
+//! cannot overflow.
 
-use crate::{BackendView, Load};
-
-/// IPVS `ip_vs_dest_conn_overhead`: `(active << 8) + inactive` as a wrapping C `int`.
-#[inline]
-pub fn overhead(load: &dyn Load, b: &BackendView) -> i32 {
-    (load.active(b.id) as i32)
-        .wrapping_shl(8)
-        .wrapping_add(load.inactive(b.id) as i32)
-}
+use crate::{BackendLoad, BackendView, Load};
 
 /// The weight as the kernel's `atomic_read(&dest->weight)` sees it (an `int`).
 #[inline]
@@ -31,7 +25,7 @@ pub(crate) fn usable(load: &dyn Load, b: &BackendView) -> bool {
 /// non-OVERLOAD backend `d` with `oh(least) * w(d) > oh(d) * w(least)` (signed 64-bit).
 #[inline]
 pub(crate) fn wlc_pick(backends: &[BackendView], load: &dyn Load) -> Option<usize> {
-    weighted_least(backends, load, |l, b| i64::from(overhead(l, b)))
+    weighted_least(backends, load, |l| i64::from(l.overhead()))
 }
 
 /// The two-stage loop of wlc / sed with a given overhead function.
@@ -39,19 +33,24 @@ pub(crate) fn wlc_pick(backends: &[BackendView], load: &dyn Load) -> Option<usiz
 pub(crate) fn weighted_least(
     backends: &[BackendView],
     load: &dyn Load,
-    oh: impl Fn(&dyn Load, &BackendView) -> i64,
+    oh: impl Fn(&BackendLoad) -> i64,
 ) -> Option<usize> {
-    let first = backends.iter().position(|b| usable(load, b))?;
-    let mut least = first;
-    let mut loh = oh(load, &backends[first]);
-    let mut lw = weight(&backends[first]);
-    for (i, d) in backends.iter().enumerate().skip(first + 1) {
-        if load.overloaded(d.id) {
+    let mut it = backends.iter().enumerate();
+    let (mut least, mut loh, mut lw) = loop {
+        let (i, b) = it.next()?;
+        let l = load.backend_load(b.id);
+        if !l.overloaded && weight(b) > 0 {
+            break (i, oh(&l), weight(b));
+        }
+    };
+    for (i, d) in it {
+        let l = load.backend_load(d.id);
+        if l.overloaded {
             continue;
         }
-        let doh = oh(load, d);
+        let doh = oh(&l);
         let dw = weight(d);
-        if loh.wrapping_mul(dw) > doh.wrapping_mul(lw) {
+        if loh * dw > doh * lw {
             least = i;
             loh = doh;
             lw = dw;

@@ -4,7 +4,7 @@
 //! with no active connection is taken at once; otherwise the result is sed's (overhead
 //! `active + 1`, `oh(least) * w(d) > oh(d) * w(least)` in signed 64 bits, ties to the earlier).
 
-use crate::load::{usable, weight};
+use crate::load::weight;
 use crate::sed::sed_overhead;
 use crate::{BackendView, Change, Flow, Load, Scheduler, Time};
 
@@ -33,13 +33,14 @@ impl Scheduler for NeverQueue {
     ) -> Option<usize> {
         let mut least: Option<(usize, i64, i64)> = None;
         for (i, d) in backends.iter().enumerate() {
-            if !usable(load, d) {
+            let l = load.backend_load(d.id);
+            if l.overloaded || weight(d) <= 0 {
                 continue;
             }
-            if load.active(d.id) == 0 {
+            if l.active == 0 {
                 return Some(i);
             }
-            let doh = sed_overhead(load, d);
+            let doh = sed_overhead(&l);
             let dw = weight(d);
             if least.is_none_or(|(_, loh, lw)| loh * dw > doh * lw) {
                 least = Some((i, doh, dw));

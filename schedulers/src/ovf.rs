@@ -35,7 +35,8 @@ impl Scheduler for Overflow {
         let mut hw = 0i64;
         for (i, d) in backends.iter().enumerate() {
             let w = weight(d);
-            if load.overloaded(d.id) || i64::from(load.active(d.id) as i32) > w || w == 0 {
+            let l = load.backend_load(d.id);
+            if l.overloaded || i64::from(l.active as i32) > w || w == 0 {
                 continue;
             }
             if best.is_none() || w > hw {

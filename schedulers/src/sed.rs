@@ -5,12 +5,12 @@
 //! 64-bit cross products as wlc, ties to the earlier backend.
 
 use crate::load::weighted_least;
-use crate::{BackendView, Change, Flow, Load, Scheduler, Time};
+use crate::{BackendLoad, BackendView, Change, Flow, Load, Scheduler, Time};
 
 /// `ip_vs_sed_dest_overhead`: `activeconns + 1` as a C `int`.
 #[inline]
-pub(crate) fn sed_overhead(load: &dyn Load, b: &BackendView) -> i64 {
-    i64::from((load.active(b.id) as i32).wrapping_add(1))
+pub(crate) fn sed_overhead(l: &BackendLoad) -> i64 {
+    i64::from((l.active as i32).wrapping_add(1))
 }
 
 #[derive(Debug, Default, Clone)]

@@ -8,7 +8,7 @@
 //! to `<= 0` is choice 1 and likewise for `r2`. Choice 2 wins when `w2 * oh1 > w1 * oh2` (C `int`
 //! arithmetic, `oh = (active << 8) + inactive`), otherwise choice 1.
 
-use crate::load::{overhead, usable, weight};
+use crate::load::{usable, weight};
 use crate::rng::{below, RandomSource, SplitMix64};
 use crate::{BackendView, Change, Flow, Load, Scheduler, Time};
 
@@ -66,17 +66,18 @@ impl<R: RandomSource> Scheduler for PowerOfTwo<R> {
         let mut c1: Option<(usize, i32, i32)> = None;
         let mut c2: Option<(usize, i32, i32)> = None;
         for (i, d) in backends.iter().enumerate() {
-            if !usable(load, d) {
+            let l = load.backend_load(d.id);
+            if l.overloaded || weight(d) <= 0 {
                 continue;
             }
             let w = weight(d);
             r1 -= w;
             r2 -= w;
             if r1 <= 0 && c1.is_none() {
-                c1 = Some((i, w as i32, overhead(load, d)));
+                c1 = Some((i, w as i32, l.overhead()));
             }
             if r2 <= 0 && c2.is_none() {
-                c2 = Some((i, w as i32, overhead(load, d)));
+                c2 = Some((i, w as i32, l.overhead()));
             }
             if c1.is_some() && c2.is_some() {
                 break;
