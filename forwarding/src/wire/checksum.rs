@@ -18,7 +18,7 @@
 //! `sctp_compute_cksum` (`cpu_to_le32`). [`crc32c`] is the byte-at-a-time table version.
 
 /// Add `data` to the unfolded one's-complement accumulator `acc`.
-#[inline]
+#[inline(always)]
 pub fn sum(data: &[u8], mut acc: u64) -> u64 {
     let mut chunks = data.chunks_exact(4);
     for c in &mut chunks {
