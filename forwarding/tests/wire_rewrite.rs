@@ -299,6 +299,18 @@ fn tun_ipv4_in_ipv4_with_ecn_ce_and_padding() {
     r.unwrap();
     assert_eq!(out, want);
     verify_checksums(&out).unwrap();
+    // Or: encapsulate first (the frame stays as it arrived if it is too big), then decrement
+    // the inner TTL where `inner_after_encap` says the inner packet now is.
+    let (r, out) = in_frame(&input, 64, 0, |f, p| {
+        let mut outer = *p;
+        outer.ttl -= 1;
+        rewrite::encap(f, &outer, &tunnel4(1500), &to_backend())?;
+        let mut inner = rewrite::inner_after_encap(p, &tunnel4(1500), &to_backend());
+        assert_eq!(inner.l3, 34);
+        rewrite::dec_ttl(f.data_mut(), &mut inner)
+    });
+    r.unwrap();
+    assert_eq!(out, want);
 }
 
 #[test]

@@ -10,6 +10,23 @@
 //! * [`rewrite`]: address/port rewrite, TTL decrement, Ethernet header rewrite, TUN
 //!   encapsulation.
 //!
+//! A NAT-in packet, as the pipeline does it (errors become `Verdict::Drop(err.into())`):
+//!
+//! ```
+//! # use xvs_forwarding::{wire::{self, rewrite, Link, Parsed}, Frame};
+//! # let mut buf = xvs_forwarding::testkit::Pkt::eth([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+//! #     .ipv4([198, 18, 0, 1], [198, 18, 1, 1]).tcp(40000, 80).syn().build();
+//! # let backend = "198.18.2.1".parse().unwrap();
+//! # let link = Link { src: [2, 0, 0, 0, 0, 2], dst: [2, 0, 0, 0, 0, 3], vlan: None };
+//! let mut frame = Frame::whole(&mut buf);
+//! let Parsed::Ip(mut p) = wire::parse(frame.data()) else { return };
+//! rewrite::check_mtu(&p, 1500).unwrap(); // TooBig { mtu } → icmp::answer(…)
+//! rewrite::dec_ttl(frame.data_mut(), &mut p).unwrap();
+//! rewrite::set_dst(frame.data_mut(), &mut p, backend, 8080).unwrap();
+//! rewrite::set_link(&mut frame, &mut p, &link).unwrap();
+//! # xvs_forwarding::testkit::verify_checksums(frame.data()).unwrap();
+//! ```
+//!
 //! Everything works on plain byte slices (or a [`crate::Frame`] when the frame changes size)
 //! plus the [`Packet`] that [`parse`] returned for those bytes. A rewrite that cannot be done
 //! (offsets that do not fit the bytes, family mismatch, no headroom) returns a [`WireError`]

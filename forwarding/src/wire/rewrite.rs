@@ -344,6 +344,25 @@ pub fn outer_tos(inner: u8) -> u8 {
     }
 }
 
+/// Where [`encap`] puts the inner packet: `p` with its offsets moved behind `link` and the
+/// outer header of `tun`'s family (and no VLAN fields). Use it to patch the inner packet after
+/// encapsulating, e.g. `dec_ttl(frame.data_mut(), &mut inner_after_encap(&p, &tun, &link))`.
+pub fn inner_after_encap(p: &Packet, tun: &Tunnel, link: &Link) -> Packet {
+    let outer = match Family::of(&tun.src) {
+        Family::V4 => IPV4_LEN,
+        Family::V6 => IPV6_LEN,
+    };
+    let front = link.len() + outer;
+    Packet {
+        l3: front,
+        l4: front + p.l4.saturating_sub(p.l3),
+        ip_end: front + p.ip_len(),
+        vlan: None,
+        vlan_inner: None,
+        ..*p
+    }
+}
+
 /// Encapsulate `p`'s IP packet for a TUN backend: `link` + outer IP header + the inner packet
 /// (Ethernet padding dropped). Decrement the TTL first ([`dec_ttl`]): the outer TTL copies
 /// the inner one. The frame grows at the front into the headroom; afterwards `p` no longer
