@@ -113,6 +113,25 @@ impl SchedFlags {
             scheduler,
         }
     }
+
+    /// What `ipvsadm -Ln` appends after the scheduler name: ` (<flags>)`, or nothing.
+    /// `TCP  10.0.0.1:80 sh` + `" (sh-fallback,sh-port)"`.
+    pub fn list_suffix(self, scheduler: &str) -> String {
+        if self.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", self.display(scheduler))
+        }
+    }
+
+    /// What `ipvsadm -S` appends after `-s <scheduler>`: ` -b <flags>`, or nothing.
+    pub fn save_args(self, scheduler: &str) -> String {
+        if self.is_empty() {
+            String::new()
+        } else {
+            format!(" -b {}", self.display(scheduler))
+        }
+    }
 }
 
 /// See [`SchedFlags::display`].
@@ -227,6 +246,11 @@ mod tests {
         assert_eq!(f.display("sh").to_string(), "sh-fallback,sh-port,flag-3");
         assert_eq!(f.display("mh").to_string(), "mh-fallback,mh-port,flag-3");
         assert_eq!(SchedFlags::NONE.display("sh").to_string(), "");
+        let f = SchedFlags::parse(Some("sh"), "sh-port,sh-fallback").unwrap();
+        assert_eq!(f.list_suffix("sh"), " (sh-fallback,sh-port)");
+        assert_eq!(f.save_args("sh"), " -b sh-fallback,sh-port");
+        assert_eq!(SchedFlags::NONE.list_suffix("wlc"), "");
+        assert_eq!(SchedFlags::NONE.save_args("wlc"), "");
         assert_eq!(SchedFlags::parse(None, "flag-2,,").unwrap().bits(), 0x10);
         assert_eq!(SchedFlags::from_bits(0x1 | 0x8 | 0x40).bits(), 0x8);
     }

@@ -164,7 +164,8 @@ pub struct BackendView {
     pub port: u16,
     /// Current weight; 0 quiesces (no new connections).
     pub weight: u32,
-    /// The last non-zero weight (IPVS `last_weight`, used by mh).
+    /// The last non-zero weight (IPVS `last_weight`, used by mh): set to `weight` when the
+    /// backend is added (even if that is 0) and on every edit to a non-zero weight.
     pub last_weight: u32,
 }
 

@@ -25,7 +25,7 @@
 //! backend found is used unless it is OVERLOAD or quiesced since the last rebuild; there is no
 //! fallback (Katran has none either: the control plane rebuilds the ring).
 
-use crate::hash::{jhash_2words, jhash_words, murmur3_x64_64};
+use crate::hash::{jhash_2words, jhash_bytes, murmur3_x64_64};
 use crate::load::usable;
 use crate::{BackendView, Change, Flow, Load, Scheduler, Time};
 use std::net::IpAddr;
@@ -64,9 +64,7 @@ pub fn flow_hash(flow: &Flow) -> u32 {
     match flow.src {
         IpAddr::V4(a) => jhash_2words(u32::from_le_bytes(a.octets()), ports, KATRAN_JHASH_SEED),
         IpAddr::V6(a) => {
-            let o = a.octets();
-            let w = |i: usize| u32::from_le_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
-            let s = jhash_words(&[w(0), w(4), w(8), w(12)], KATRAN_MAX_VIPS);
+            let s = jhash_bytes(&a.octets(), KATRAN_MAX_VIPS);
             jhash_2words(s, ports, KATRAN_JHASH_SEED)
         }
     }

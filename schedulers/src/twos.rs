@@ -66,18 +66,17 @@ impl<R: RandomSource> Scheduler for PowerOfTwo<R> {
         let mut c1: Option<(usize, i32, i32)> = None;
         let mut c2: Option<(usize, i32, i32)> = None;
         for (i, d) in backends.iter().enumerate() {
-            let l = load.backend_load(d.id);
-            if l.overloaded || weight(d) <= 0 {
+            if !usable(load, d) {
                 continue;
             }
             let w = weight(d);
             r1 -= w;
             r2 -= w;
             if r1 <= 0 && c1.is_none() {
-                c1 = Some((i, w as i32, l.overhead()));
+                c1 = Some((i, w as i32, load.backend_load(d.id).overhead()));
             }
             if r2 <= 0 && c2.is_none() {
-                c2 = Some((i, w as i32, l.overhead()));
+                c2 = Some((i, w as i32, load.backend_load(d.id).overhead()));
             }
             if c1.is_some() && c2.is_some() {
                 break;
