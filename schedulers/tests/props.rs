@@ -215,3 +215,110 @@ proptest! {
         }
     }
 }
+
+#[derive(Debug, Clone)]
+enum Op {
+    Add(u32),
+    Remove(usize),
+    Edit(usize, u32),
+    Load(usize, u32, u32, bool),
+    Pick(u32, u16, u8, u64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        2 => (0u32..6).prop_map(Op::Add),
+        1 => any::<usize>().prop_map(Op::Remove),
+        1 => (any::<usize>(), 0u32..6).prop_map(|(i, w)| Op::Edit(i, w)),
+        2 => (any::<usize>(), 0u32..20, 0u32..600, any::<bool>())
+            .prop_map(|(i, a, n, o)| Op::Load(i, a, n, o)),
+        6 => (any::<u32>(), any::<u16>(), 0u8..8, 0u64..200_000)
+            .prop_map(|(s, p, d, t)| Op::Pick(s, p, d, t)),
+    ]
+}
+
+#[derive(Default)]
+struct MapLoad(std::collections::HashMap<u32, (u32, u32, bool)>);
+
+impl xvs_schedulers::Load for MapLoad {
+    fn active(&self, id: BackendId) -> u32 {
+        self.0.get(&id.0).map_or(0, |c| c.0)
+    }
+    fn inactive(&self, id: BackendId) -> u32 {
+        self.0.get(&id.0).map_or(0, |c| c.1)
+    }
+    fn overloaded(&self, id: BackendId) -> bool {
+        self.0.get(&id.0).is_some_and(|c| c.2)
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    /// Any sequence of list changes, load changes and picks: no panic, every pick is a position
+    /// in the list with weight > 0, and not OVERLOAD except for an lblc cache hit (which the
+    /// kernel does not check).
+    #[test]
+    fn random_operation_sequences_keep_invariants(ops in prop::collection::vec(op(), 1..120)) {
+        for name in xvs_schedulers::SCHEDULER_NAMES {
+            for flags in [0u32, 0x18] {
+                let mut s = xvs_schedulers::new_scheduler(
+                    name, &xvs_schedulers::SchedFlags::from_bits(flags)).unwrap();
+                let mut list: Vec<BackendView> = Vec::new();
+                let mut load = MapLoad::default();
+                let mut next_id = 1;
+                s.update(&list, Change::Init);
+                s.started(Time(0));
+                let mut now = 0u64;
+                for op in &ops {
+                    match *op {
+                        Op::Add(w) => {
+                            let mut b = backend(next_id, w);
+                            b.last_weight = w;
+                            next_id += 1;
+                            list.insert(0, b);
+                            s.update(&list, Change::Add(0));
+                        }
+                        Op::Remove(i) if !list.is_empty() => {
+                            let i = i % list.len();
+                            list.remove(i);
+                            s.update(&list, Change::Remove(i));
+                        }
+                        Op::Edit(i, w) if !list.is_empty() => {
+                            let i = i % list.len();
+                            list[i].weight = w;
+                            if w != 0 {
+                                list[i].last_weight = w;
+                            }
+                            s.update(&list, Change::Edit(i));
+                        }
+                        Op::Load(i, a, n, o) if !list.is_empty() => {
+                            load.0.insert(list[i % list.len()].id.0, (a, n, o));
+                        }
+                        Op::Pick(src, sport, d, dt) => {
+                            now += dt * 1_000_000;
+                            let f = Flow {
+                                proto: 17,
+                                src: IpAddr::V4(Ipv4Addr::from(src)),
+                                sport,
+                                dst: IpAddr::V4(Ipv4Addr::new(10, 9, 0, d)),
+                                dport: 53,
+                            };
+                            if let Some(p) = s.pick(&f, &list, &load, Time(now)) {
+                                prop_assert!(p < list.len(), "{}", name);
+                                prop_assert!(list[p].weight > 0, "{} picked weight 0", name);
+                                if name != "lblc" {
+                                    prop_assert!(
+                                        !load.0.get(&list[p].id.0).is_some_and(|c| c.2),
+                                        "{} picked an OVERLOADed backend", name
+                                    );
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+}
