@@ -135,6 +135,19 @@ pub use twos::PowerOfTwo;
 pub use wlc::WeightedLeastConn;
 pub use wrr::WeightedRoundRobin;
 
+/// Bind `scheduler` to a service the way `ipvsadm -A` followed by one `-a` per backend does
+/// (and `ipvsadm -R` replaying `-S` output): `Init` on the empty list, then `Add(0)` for each
+/// backend from the oldest (the end of `backends`, which is in IPVS list order) to the newest.
+/// Only wrr behaves differently from a single `update(backends, Change::Init)` (which is the
+/// `-E -s` case): it starts with `cw = 1`, serving every backend once before the weighted
+/// rounds. Allocation-free: every intermediate list is a suffix of `backends`.
+pub fn init_by_adds(scheduler: &mut dyn Scheduler, backends: &[BackendView]) {
+    scheduler.update(&[], Change::Init);
+    for k in (0..backends.len()).rev() {
+        scheduler.update(&backends[k..], Change::Add(0));
+    }
+}
+
 /// Identity of a backend in the published snapshot (an index into its backend array).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct BackendId(pub u32);

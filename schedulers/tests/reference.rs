@@ -144,6 +144,10 @@ fn wrr_sequences_with_and_without_the_cw1_pass() {
     let mut s = new_scheduler("wrr", &SchedFlags::NONE).unwrap();
     let list = build_by_adds(s.as_mut(), &[c, b, a]);
     assert_eq!(letters(s.as_mut(), &list, &NoLoad, 12), "ABCAABABCABC");
+    // The same through the library helper, from the final list.
+    let mut s = new_scheduler("wrr", &SchedFlags::NONE).unwrap();
+    xvs_schedulers::init_by_adds(s.as_mut(), &list);
+    assert_eq!(letters(s.as_mut(), &list, &NoLoad, 12), "ABCAABABCABC");
 
     let (a, b) = (
         backend(0, [10, 0, 0, 1], 100),
