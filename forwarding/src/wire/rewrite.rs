@@ -441,3 +441,45 @@ pub fn encap(frame: &mut Frame, p: &Packet, tun: &Tunnel, link: &Link) -> Result
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ecn_on_encapsulation() {
+        // Not-ECT, ECT(1), ECT(0) are copied; CE becomes ECT(0); DSCP is kept.
+        assert_eq!(outer_tos(0x00), 0x00);
+        assert_eq!(outer_tos(0x01), 0x01);
+        assert_eq!(outer_tos(0x02), 0x02);
+        assert_eq!(outer_tos(0x03), 0x02);
+        assert_eq!(outer_tos(0xbb), 0xba);
+    }
+
+    #[test]
+    fn link_header_bytes() {
+        let mut out = [0u8; 18];
+        let l = Link {
+            src: [1; 6],
+            dst: [2; 6],
+            vlan: Some(0x1abc),
+        };
+        assert_eq!(l.len(), 18);
+        l.write(&mut out, Family::V6);
+        assert_eq!(&out[..12], &[2, 2, 2, 2, 2, 2, 1, 1, 1, 1, 1, 1]);
+        // TPID 0x8100, the VLAN id masked to 12 bits, then the EtherType.
+        assert_eq!(&out[12..], &[0x81, 0x00, 0x0a, 0xbc, 0x86, 0xdd]);
+        let l = Link { vlan: None, ..l };
+        assert_eq!(l.len(), 14);
+        l.write(&mut out[..14], Family::V4);
+        assert_eq!(&out[12..14], &[0x08, 0x00]);
+    }
+
+    #[test]
+    fn swap_macs_needs_twelve_bytes() {
+        let mut d = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13];
+        swap_macs(&mut d).unwrap();
+        assert_eq!(d, [7, 8, 9, 10, 11, 12, 1, 2, 3, 4, 5, 6, 13]);
+        assert_eq!(swap_macs(&mut [0; 11]), Err(WireError::Truncated));
+    }
+}
