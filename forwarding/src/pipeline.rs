@@ -21,7 +21,7 @@
 
 use std::net::IpAddr;
 
-use xvs_schedulers::{new_scheduler, BackendView, Flow, Scheduler, SchedulerError};
+use xvs_schedulers::{new_scheduler, BackendView, Change, Flow, Scheduler, SchedulerError};
 
 use crate::conn::{
     state::tcp, Conn, ConnConfig, ConnId, ConnTable, Direction, Method, NewConn, TemplateKey, Tuple,
@@ -219,7 +219,13 @@ impl Pipeline {
             let views = backend_views(first, s);
             let mut scheduler = new_scheduler(&s.scheduler, &s.sched_flags)
                 .map_err(|error| BuildError::Scheduler { service: i, error })?;
-            scheduler.update(&views, xvs_schedulers::Change::Init);
+            // As `ipvsadm -R` would build it: the service first, then one backend at a time
+            // (each prepended), so cursors and tables start exactly where the kernel's do.
+            scheduler.update(&[], Change::Init);
+            let n = views.len();
+            for k in 1..=n {
+                scheduler.update(&views[n - k..], Change::Add(0));
+            }
             if let ServiceKey::Addr { addr, .. } = s.key {
                 if !vips.contains(&addr) {
                     vips.push(addr);

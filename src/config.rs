@@ -1,0 +1,781 @@
+//! The TOML configuration: the desired state of the director.
+//!
+//! It is parsed with serde (unknown fields rejected), then validated field by field; every error
+//! names the file, the field (as a path like `service[2].backend[0].weight`) and the reason.
+//! The validated [`Config`] converts into the forwarding core's types.
+//!
+//! ```toml
+//! [[interface]]
+//! name = "xvs0"
+//! mac = "02:00:00:00:00:01"     # read from the interface by `xvs run` when omitted
+//! ipv4 = "198.18.0.2"
+//! mtu = 1500
+//!
+//! [[route]]
+//! dst = "0.0.0.0/0"
+//! via = "198.18.0.1"
+//! interface = "xvs0"
+//!
+//! [[service]]
+//! protocol = "tcp"              # tcp | udp; or `fwmark = 7` instead of protocol/vip/port
+//! vip = "198.18.0.100"
+//! port = 80                     # 0 = every port
+//! scheduler = "wrr"
+//! flags = ""                    # ipvsadm -b text, e.g. "sh-fallback,sh-port"
+//! persistence = 300             # seconds; omit for none
+//! netmask = 32                  # persistence client prefix length
+//! one_packet = false
+//!
+//! [[service.backend]]
+//! address = "198.19.0.11"
+//! port = 80
+//! weight = 1
+//! method = "nat"                # nat | dr | tun | fullnat
+//! ```
+
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use xvs_forwarding::net::{Mac, Network, Port, Route};
+use xvs_forwarding::service::{
+    Backend, MarkRule, Persistence, Service, ServiceKey, PROTO_TCP, PROTO_UDP,
+};
+use xvs_forwarding::{Method, PipelineConfig, PortId};
+use xvs_schedulers::SchedFlags;
+
+use crate::dataplane_config::{
+    AfXdpConfig, DataplaneConfig, InterfaceConfig, IoKind, PacketConfig, WorkerConfig, XdpMode,
+};
+
+/// A configuration that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read")]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: {message}")]
+    Syntax { file: PathBuf, message: String },
+    #[error("{file}: {field}: {reason}")]
+    Invalid {
+        file: PathBuf,
+        field: String,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Data plane: I/O backend (`afxdp` | `packet`), XDP attach mode, workers, ring sizes.
+    pub io: Option<IoKind>,
+    pub xdp_mode: Option<XdpMode>,
+    #[serde(default, rename = "worker")]
+    pub workers: Option<Vec<WorkerConfig>>,
+    pub afxdp: Option<AfXdpConfig>,
+    pub packet: Option<PacketConfig>,
+    pub log_interval_secs: Option<u64>,
+    pub neighbour_refresh_ms: Option<u64>,
+    pub idle_wait_ms: Option<i32>,
+    #[serde(default)]
+    pub director: DirectorSection,
+    #[serde(default)]
+    pub timeouts: TimeoutSection,
+    #[serde(default, rename = "interface")]
+    pub interfaces: Vec<InterfaceSection>,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteSection>,
+    #[serde(default, rename = "neighbour")]
+    pub neighbours: Vec<NeighbourSection>,
+    #[serde(default, rename = "mark")]
+    pub marks: Vec<MarkSection>,
+    #[serde(default, rename = "service")]
+    pub services: Vec<ServiceSection>,
+    #[serde(default)]
+    pub fullnat: FullNatSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectorSection {
+    /// Connection table capacity per worker.
+    #[serde(default = "default_connections")]
+    pub connections: u32,
+    /// IPVS `expire_nodest_conn`: connections of a removed backend are expired (else dropped).
+    #[serde(default)]
+    pub expire_nodest_conn: bool,
+    /// IPVS `conn_reuse_mode` (bit 1: reschedule SYNs hitting TIME_WAIT/CLOSE entries).
+    #[serde(default = "default_conn_reuse_mode")]
+    pub conn_reuse_mode: u8,
+}
+
+impl Default for DirectorSection {
+    fn default() -> Self {
+        DirectorSection {
+            connections: default_connections(),
+            expire_nodest_conn: false,
+            conn_reuse_mode: default_conn_reuse_mode(),
+        }
+    }
+}
+
+fn default_connections() -> u32 {
+    1 << 20
+}
+fn default_conn_reuse_mode() -> u8 {
+    1
+}
+
+/// `ipvsadm --set tcp tcpfin udp` (seconds; IPVS defaults).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutSection {
+    #[serde(default = "default_tcp")]
+    pub tcp: u32,
+    #[serde(default = "default_tcpfin")]
+    pub tcpfin: u32,
+    #[serde(default = "default_udp")]
+    pub udp: u32,
+}
+
+impl Default for TimeoutSection {
+    fn default() -> Self {
+        TimeoutSection {
+            tcp: default_tcp(),
+            tcpfin: default_tcpfin(),
+            udp: default_udp(),
+        }
+    }
+}
+fn default_tcp() -> u32 {
+    900
+}
+fn default_tcpfin() -> u32 {
+    120
+}
+fn default_udp() -> u32 {
+    300
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterfaceSection {
+    pub name: String,
+    pub mac: Option<String>,
+    pub mtu: Option<u16>,
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    pub dst: String,
+    pub via: Option<IpAddr>,
+    pub interface: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NeighbourSection {
+    pub address: IpAddr,
+    pub mac: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MarkSection {
+    pub mark: u32,
+    pub protocol: Option<String>,
+    pub dst: String,
+    #[serde(default)]
+    pub ports: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSection {
+    pub protocol: Option<String>,
+    pub vip: Option<IpAddr>,
+    pub port: Option<u16>,
+    pub fwmark: Option<u32>,
+    #[serde(default)]
+    pub ipv6: bool,
+    #[serde(default = "default_scheduler")]
+    pub scheduler: String,
+    #[serde(default)]
+    pub flags: String,
+    pub persistence: Option<u32>,
+    pub netmask: Option<u8>,
+    #[serde(default)]
+    pub one_packet: bool,
+    #[serde(default, rename = "backend")]
+    pub backends: Vec<BackendSection>,
+}
+
+fn default_scheduler() -> String {
+    "wlc".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendSection {
+    pub address: IpAddr,
+    #[serde(default)]
+    pub port: u16,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    #[serde(default = "default_method")]
+    pub method: String,
+    #[serde(default)]
+    pub u_threshold: u32,
+    #[serde(default)]
+    pub l_threshold: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+fn default_method() -> String {
+    // ipvsadm's default forwarding method is direct routing (-g).
+    "dr".into()
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FullNatSection {
+    /// Director-owned source addresses for FullNAT connections towards backends.
+    #[serde(default)]
+    pub local_addresses: Vec<IpAddr>,
+}
+
+/// A validated configuration, in the forwarding core's terms.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: PathBuf,
+    pub connections: u32,
+    pub expire_nodest_conn: bool,
+    pub conn_reuse_mode: u8,
+    pub timeouts: TimeoutSection,
+    /// Interfaces in configuration order; `PortId(i)` is `interfaces[i]`. A missing MAC is
+    /// all-zero until the data plane reads it from the interface.
+    pub ports: Vec<Port>,
+    /// Whether the MAC of each port was given in the file.
+    pub mac_given: Vec<bool>,
+    pub routes: Vec<Route>,
+    pub neighbours: Vec<(IpAddr, Mac)>,
+    pub marks: Vec<MarkRule>,
+    pub services: Vec<Service>,
+    pub local_addresses: Vec<IpAddr>,
+    /// The data plane's part (interfaces, workers, I/O backend).
+    pub dataplane: DataplaneConfig,
+}
+
+impl Config {
+    /// The settings of worker `worker`'s pipeline.
+    pub fn pipeline_config(&self, worker: u16, workers: u16) -> PipelineConfig {
+        PipelineConfig {
+            connections: self.connections,
+            v6_connections: self.connections,
+            expire_nodest_conn: self.expire_nodest_conn,
+            conn_reuse_mode: self.conn_reuse_mode,
+            timeouts: (self.timeouts.tcp, self.timeouts.tcpfin, self.timeouts.udp),
+            local_addresses: self.local_addresses.clone(),
+            worker,
+            workers,
+            ..PipelineConfig::default()
+        }
+    }
+
+    /// The forwarding core's network view: ports (with `macs` where the file gave none, e.g.
+    /// read from the interfaces), routes and the static neighbours.
+    pub fn network(&self, macs: &[Mac]) -> Network {
+        let ports = self
+            .ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let mut p = p.clone();
+                if !self.mac_given[i] {
+                    if let Some(m) = macs.get(i) {
+                        p.mac = *m;
+                    }
+                }
+                p
+            })
+            .collect();
+        let mut net = Network::new(ports, self.routes.clone());
+        for &(addr, mac) in &self.neighbours {
+            net.set_neighbour(addr, mac);
+        }
+        net
+    }
+
+    /// Read, parse and validate a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_owned(),
+            source,
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Parse and validate configuration text (`file` only names it in errors).
+    pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            file: file.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        validate(file, raw)
+    }
+}
+
+struct Check<'a> {
+    file: &'a Path,
+}
+
+impl Check<'_> {
+    fn err(&self, field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.to_owned(),
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Parse `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Option<Mac> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in mac.iter_mut() {
+        let p = parts.next()?;
+        if p.is_empty() || p.len() > 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+/// Parse `addr/len` (a bare address is a host prefix).
+pub fn parse_prefix(s: &str) -> Option<(IpAddr, u8)> {
+    let (a, l) = match s.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (s, None),
+    };
+    let addr: IpAddr = a.trim().parse().ok()?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let len = match l {
+        Some(l) => l.trim().parse::<u8>().ok().filter(|&l| l <= max)?,
+        None => max,
+    };
+    Some((addr, len))
+}
+
+pub fn parse_protocol(s: &str) -> Option<u8> {
+    match s.to_ascii_lowercase().as_str() {
+        "tcp" => Some(PROTO_TCP),
+        "udp" => Some(PROTO_UDP),
+        _ => None,
+    }
+}
+
+pub fn parse_method(s: &str) -> Option<Method> {
+    match s.to_ascii_lowercase().as_str() {
+        "nat" | "masq" | "m" => Some(Method::Nat),
+        "dr" | "route" | "g" => Some(Method::Dr),
+        "tun" | "tunnel" | "ipip" | "i" => Some(Method::Tunnel),
+        "fullnat" | "fnat" => Some(Method::FullNat),
+        _ => None,
+    }
+}
+
+fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
+    let c = Check { file };
+    if raw.director.connections == 0 {
+        return Err(c.err("director.connections", "must be at least 1"));
+    }
+
+    let mut ports = Vec::new();
+    let mut mac_given = Vec::new();
+    let mut names = HashSet::new();
+    for (i, it) in raw.interfaces.iter().enumerate() {
+        let f = |n: &str| format!("interface[{i}].{n}");
+        if it.name.is_empty() || it.name.len() > 15 {
+            return Err(c.err(f("name"), "must be 1 to 15 characters (an interface name)"));
+        }
+        if !names.insert(it.name.clone()) {
+            return Err(c.err(f("name"), format!("interface {:?} listed twice", it.name)));
+        }
+        let mac = match &it.mac {
+            Some(m) => parse_mac(m)
+                .ok_or_else(|| c.err(f("mac"), format!("{m:?} is not a MAC address")))?,
+            None => [0; 6],
+        };
+        let mtu = it.mtu.unwrap_or(1500);
+        if mtu < 576 {
+            return Err(c.err(f("mtu"), format!("{mtu} is below 576")));
+        }
+        ports.push(Port {
+            name: it.name.clone(),
+            mac,
+            mtu,
+            v4: it.ipv4,
+            v6: it.ipv6,
+        });
+        mac_given.push(it.mac.is_some());
+    }
+    let port_of = |name: &str| {
+        ports
+            .iter()
+            .position(|p| p.name == name)
+            .map(|i| PortId(i as u16))
+    };
+
+    let mut routes = Vec::new();
+    for (i, r) in raw.routes.iter().enumerate() {
+        let f = |n: &str| format!("route[{i}].{n}");
+        let (dst, prefix_len) = parse_prefix(&r.dst)
+            .ok_or_else(|| c.err(f("dst"), format!("{:?} is not an address/prefix", r.dst)))?;
+        if let Some(via) = r.via {
+            if via.is_ipv4() != dst.is_ipv4() {
+                return Err(c.err(f("via"), "gateway and destination families differ"));
+            }
+        }
+        let port = port_of(&r.interface).ok_or_else(|| {
+            c.err(
+                f("interface"),
+                format!("no [[interface]] named {:?}", r.interface),
+            )
+        })?;
+        routes.push(Route {
+            dst,
+            prefix_len,
+            via: r.via,
+            port,
+        });
+    }
+
+    let mut neighbours = Vec::new();
+    for (i, n) in raw.neighbours.iter().enumerate() {
+        let mac = parse_mac(&n.mac).ok_or_else(|| {
+            c.err(
+                format!("neighbour[{i}].mac"),
+                format!("{:?} is not a MAC address", n.mac),
+            )
+        })?;
+        neighbours.push((n.address, mac));
+    }
+
+    let mut marks = Vec::new();
+    for (i, m) in raw.marks.iter().enumerate() {
+        let f = |n: &str| format!("mark[{i}].{n}");
+        if m.mark == 0 {
+            return Err(c.err(f("mark"), "mark 0 means no mark"));
+        }
+        let proto = match &m.protocol {
+            Some(p) => {
+                Some(parse_protocol(p).ok_or_else(|| c.err(f("protocol"), "must be tcp or udp"))?)
+            }
+            None => None,
+        };
+        let (dst, dst_prefix_len) = parse_prefix(&m.dst)
+            .ok_or_else(|| c.err(f("dst"), format!("{:?} is not an address/prefix", m.dst)))?;
+        let ports = match &m.ports {
+            None => (0, u16::MAX),
+            Some(p) => parse_port_range(p)
+                .ok_or_else(|| c.err(f("ports"), format!("{p:?} is not PORT or LOW-HIGH")))?,
+        };
+        marks.push(MarkRule {
+            proto,
+            dst,
+            dst_prefix_len,
+            ports,
+            mark: m.mark,
+        });
+    }
+
+    let mut services = Vec::new();
+    let mut keys = HashSet::new();
+    for (i, s) in raw.services.iter().enumerate() {
+        let f = |n: &str| format!("service[{i}].{n}");
+        let key = match (s.fwmark, &s.protocol, s.vip) {
+            (Some(mark), None, None) => {
+                if mark == 0 {
+                    return Err(c.err(f("fwmark"), "mark 0 means no mark"));
+                }
+                if s.port.is_some() {
+                    return Err(c.err(f("port"), "a fwmark service has no port"));
+                }
+                ServiceKey::Fwmark { mark, ipv6: s.ipv6 }
+            }
+            (None, Some(p), Some(vip)) => {
+                let proto = parse_protocol(p)
+                    .ok_or_else(|| c.err(f("protocol"), format!("{p:?}: must be tcp or udp")))?;
+                ServiceKey::Addr {
+                    proto,
+                    addr: vip,
+                    port: s.port.unwrap_or(0),
+                }
+            }
+            (Some(_), _, _) => {
+                return Err(c.err(
+                    f("fwmark"),
+                    "give either fwmark or protocol + vip, not both",
+                ))
+            }
+            (None, None, _) => return Err(c.err(f("protocol"), "missing (or give fwmark)")),
+            (None, Some(_), None) => return Err(c.err(f("vip"), "missing")),
+        };
+        if !keys.insert(key) {
+            return Err(c.err(f("vip"), "the same service is defined twice"));
+        }
+        let sched_flags = if s.flags.is_empty() {
+            SchedFlags::NONE
+        } else {
+            SchedFlags::parse(Some(&s.scheduler), &s.flags)
+                .map_err(|e| c.err(f("flags"), e.to_string()))?
+        };
+        if let Err(e) = xvs_schedulers::new_scheduler(&s.scheduler, &sched_flags) {
+            return Err(c.err(f("scheduler"), e.to_string()));
+        }
+        let ipv6 = match key {
+            ServiceKey::Addr { addr, .. } => addr.is_ipv6(),
+            ServiceKey::Fwmark { ipv6, .. } => ipv6,
+        };
+        let max_len = if ipv6 { 128 } else { 32 };
+        let persistence = match (s.persistence, s.netmask) {
+            (Some(t), m) => {
+                if t == 0 {
+                    return Err(c.err(f("persistence"), "must be at least 1 second"));
+                }
+                let prefix_len = m.unwrap_or(max_len);
+                if prefix_len == 0 || prefix_len > max_len {
+                    return Err(c.err(f("netmask"), format!("must be 1..={max_len}")));
+                }
+                Some(Persistence {
+                    timeout: t,
+                    prefix_len,
+                })
+            }
+            (None, Some(_)) => return Err(c.err(f("netmask"), "only with persistence")),
+            (None, None) => None,
+        };
+        if s.one_packet
+            && !matches!(
+                key,
+                ServiceKey::Addr {
+                    proto: PROTO_UDP,
+                    ..
+                } | ServiceKey::Fwmark { .. }
+            )
+        {
+            return Err(c.err(f("one_packet"), "one-packet scheduling is for UDP services"));
+        }
+        let mut backends = Vec::new();
+        let mut seen = HashSet::new();
+        for (j, b) in s.backends.iter().enumerate() {
+            let f = |n: &str| format!("service[{i}].backend[{j}].{n}");
+            let method = parse_method(&b.method).ok_or_else(|| {
+                c.err(
+                    f("method"),
+                    format!("{:?}: must be nat, dr, tun or fullnat", b.method),
+                )
+            })?;
+            if b.weight > 65535 {
+                return Err(c.err(f("weight"), format!("{} is above 65535", b.weight)));
+            }
+            if b.l_threshold > b.u_threshold && b.u_threshold != 0 {
+                return Err(c.err(f("l_threshold"), "is above u_threshold"));
+            }
+            if b.address.is_ipv6() != ipv6 && method != Method::Tunnel {
+                return Err(c.err(
+                    f("address"),
+                    "address family differs from the service's (only tun allows that)",
+                ));
+            }
+            let port = match (method, key) {
+                // IPVS forces the service port for DR/TUN (the packet is not rewritten).
+                (Method::Dr | Method::Tunnel, ServiceKey::Addr { port, .. }) => {
+                    if b.port != 0 && b.port != port {
+                        return Err(c.err(
+                            f("port"),
+                            format!("dr/tun cannot change the port (service port is {port})"),
+                        ));
+                    }
+                    port
+                }
+                _ => b.port,
+            };
+            if !seen.insert((b.address, port)) {
+                return Err(c.err(f("address"), "backend listed twice in this service"));
+            }
+            backends.push(Backend {
+                addr: b.address,
+                port,
+                weight: b.weight,
+                method,
+                u_threshold: b.u_threshold,
+                l_threshold: b.l_threshold,
+            });
+        }
+        services.push(Service {
+            key,
+            scheduler: s.scheduler.clone(),
+            sched_flags,
+            persistence,
+            one_packet: s.one_packet,
+            backends,
+        });
+    }
+
+    let uses_fullnat = services
+        .iter()
+        .any(|s| s.backends.iter().any(|b| b.method == Method::FullNat));
+    if uses_fullnat && raw.fullnat.local_addresses.is_empty() {
+        return Err(c.err(
+            "fullnat.local_addresses",
+            "fullnat backends need at least one local address",
+        ));
+    }
+
+    let defaults = DataplaneConfig::new(&[]);
+    let dataplane = DataplaneConfig {
+        io: raw.io.unwrap_or(defaults.io),
+        xdp_mode: raw.xdp_mode.unwrap_or(defaults.xdp_mode),
+        interfaces: ports
+            .iter()
+            .map(|p| InterfaceConfig {
+                name: p.name.clone(),
+            })
+            .collect(),
+        workers: raw.workers.clone().unwrap_or(defaults.workers),
+        afxdp: raw.afxdp.clone().unwrap_or(defaults.afxdp),
+        packet: raw.packet.clone().unwrap_or(defaults.packet),
+        log_interval_secs: raw.log_interval_secs.unwrap_or(defaults.log_interval_secs),
+        neighbour_refresh_ms: raw
+            .neighbour_refresh_ms
+            .unwrap_or(defaults.neighbour_refresh_ms),
+        idle_wait_ms: raw.idle_wait_ms.unwrap_or(defaults.idle_wait_ms),
+    };
+    if !dataplane.interfaces.is_empty() {
+        dataplane.validate().map_err(|e| c.err(e.field, e.reason))?;
+    }
+
+    Ok(Config {
+        dataplane,
+        file: file.to_owned(),
+        connections: raw.director.connections,
+        expire_nodest_conn: raw.director.expire_nodest_conn,
+        conn_reuse_mode: raw.director.conn_reuse_mode,
+        timeouts: raw.timeouts,
+        ports,
+        mac_given,
+        routes,
+        neighbours,
+        marks,
+        services,
+        local_addresses: raw.fullnat.local_addresses,
+    })
+}
+
+fn parse_port_range(s: &str) -> Option<(u16, u16)> {
+    match s.split_once('-') {
+        Some((a, b)) => {
+            let (a, b) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+            (a <= b).then_some((a, b))
+        }
+        None => {
+            let p = s.trim().parse().ok()?;
+            Some((p, p))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[[interface]]
+name = "xvs0"
+mac = "02:00:00:00:00:01"
+ipv4 = "198.18.0.2"
+
+[[route]]
+dst = "0.0.0.0/0"
+via = "198.18.0.1"
+interface = "xvs0"
+
+[[service]]
+protocol = "tcp"
+vip = "198.18.0.100"
+port = 80
+scheduler = "wrr"
+
+[[service.backend]]
+address = "198.19.0.11"
+port = 8080
+weight = 2
+method = "nat"
+
+[[service.backend]]
+address = "198.19.0.12"
+method = "dr"
+"#;
+
+    #[test]
+    fn good_config_converts() {
+        let c = Config::parse(Path::new("x.toml"), GOOD).unwrap();
+        assert_eq!(c.ports[0].mac, [2, 0, 0, 0, 0, 1]);
+        assert_eq!(c.routes[0].prefix_len, 0);
+        let s = &c.services[0];
+        assert_eq!(s.backends[0].port, 8080);
+        assert_eq!(s.backends[1].port, 80, "DR takes the service port");
+        assert_eq!(s.backends[1].weight, 1);
+        assert_eq!(c.timeouts.tcp, 900);
+    }
+
+    fn err(text: &str) -> String {
+        Config::parse(Path::new("x.toml"), text)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn errors_name_file_field_and_reason() {
+        let e = err(&GOOD.replace("weight = 2", "weight = 70000"));
+        assert_eq!(
+            e,
+            "x.toml: service[0].backend[0].weight: 70000 is above 65535"
+        );
+        let e = err(&GOOD.replace("\"nat\"", "\"carrier-pigeon\""));
+        assert!(
+            e.starts_with("x.toml: service[0].backend[0].method:"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("scheduler = \"wrr\"", "scheduler = \"nope\""));
+        assert!(e.starts_with("x.toml: service[0].scheduler:"), "{e}");
+        let e = err(&GOOD.replace("interface = \"xvs0\"", "interface = \"eth9\""));
+        assert!(
+            e.contains("route[0].interface: no [[interface]] named \"eth9\""),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("port = 80\n", "port = 80\nbogus = 1\n"));
+        assert!(e.starts_with("x.toml: ") && e.contains("bogus"), "{e}");
+        let e = err(&GOOD.replace("mac = \"02:00:00:00:00:01\"", "mac = \"02:00\""));
+        assert!(e.contains("interface[0].mac"), "{e}");
+        let e = err(&GOOD.replace("method = \"dr\"", "method = \"dr\"\nport = 81"));
+        assert!(
+            e.contains("backend[1].port: dr/tun cannot change the port"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("method = \"dr\"", "method = \"fullnat\""));
+        assert!(e.contains("fullnat.local_addresses"), "{e}");
+    }
+}
