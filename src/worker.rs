@@ -12,7 +12,7 @@
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -144,6 +144,15 @@ struct WorkerCtx {
     control: Receiver<NeighbourUpdate>,
     log_every: Duration,
     idle_wait_ms: i32,
+    handoff: Option<Handoff>,
+}
+
+/// This worker's end of the cross-worker handoff (see [`steer`]).
+struct Handoff {
+    sets: Arc<steer::SteerSets>,
+    inbox: Receiver<steer::Msg>,
+    peers: Vec<SyncSender<steer::Msg>>,
+    pool: Vec<Box<[u8]>>,
 }
 
 /// Rounds without a frame before an idle worker sleeps in poll(2).
@@ -156,11 +165,16 @@ fn apply<P: FrameProcessor>(p: &mut P, u: NeighbourUpdate) {
     }
 }
 
-fn run_worker<I: WorkerIo, P: FrameProcessor>(mut io: I, mut proc: P, ctx: WorkerCtx) {
+fn run_worker<I: WorkerIo, P: FrameProcessor>(mut io: I, mut proc: P, mut ctx: WorkerCtx) {
     if let Some(c) = ctx.core {
         if !core_affinity::set_for_current(core_affinity::CoreId { id: c }) {
             eprintln!("xvs: worker {} could not pin itself to CPU {c}", ctx.index);
         }
+    }
+    if let Some(h) = ctx.handoff.as_mut() {
+        h.pool = (0..steer::POOL)
+            .map(|_| vec![0u8; steer::BUF].into_boxed_slice())
+            .collect();
     }
     let mut c = IoCounters::default();
     let start = Instant::now();
@@ -177,7 +191,30 @@ fn run_worker<I: WorkerIo, P: FrameProcessor>(mut io: I, mut proc: P, ctx: Worke
         }
         let t0 = Instant::now();
         let now = Time(t0.duration_since(ctx.epoch).as_nanos() as u64);
-        let n = io.poll(&mut |port, frame| proc.process(now, port, frame), &mut c);
+        let n = match ctx.handoff.as_mut() {
+            None => io.poll(
+                &mut |port, frame| Some(proc.process(now, port, frame)),
+                &mut c,
+            ),
+            Some(h) => {
+                let me = ctx.index;
+                let workers = h.peers.len();
+                let mut hc = steer::HandoffCounters::default();
+                let n = io.poll(
+                    &mut |port, frame| match steer::owner(frame.data(), &h.sets, workers) {
+                        Some(o) if o != me => {
+                            steer::hand_off(me, o, port, frame, &mut h.pool, &h.peers, &mut hc)
+                        }
+                        _ => Some(proc.process(now, port, frame)),
+                    },
+                    &mut c,
+                );
+                c.handoff_out += hc.out;
+                c.handoff_full += hc.full;
+                let m = steer::drain(me, &mut io, &mut proc, now, h, &mut c);
+                n + m
+            }
+        };
         let t1 = Instant::now();
         proc.housekeeping(Time(t1.duration_since(ctx.epoch).as_nanos() as u64));
         if n > 0 {
@@ -382,9 +419,35 @@ impl Dataplane {
         let mut refresher = NeighbourRefresher::new(&ports, targets.next_hops.clone());
         let initial = refresher.refresh();
 
+        // Cross-worker handoff: only with several workers (see `steer`).
+        let mut handoffs: Vec<Option<Handoff>> = Vec::new();
+        let nw = cfg.workers.len();
+        if nw > 1 {
+            let sets = Arc::new(steer::SteerSets::new(targets));
+            let (txs, rxs): (Vec<_>, Vec<_>) =
+                (0..nw).map(|_| mpsc::sync_channel(steer::INBOX)).unzip();
+            for inbox in rxs {
+                handoffs.push(Some(Handoff {
+                    sets: sets.clone(),
+                    inbox,
+                    peers: txs.clone(),
+                    pool: Vec::new(),
+                }));
+            }
+        } else {
+            handoffs.resize_with(nw, || None);
+        }
+
         let mut threads = Vec::new();
         let mut stats = Vec::new();
-        for (wi, ((w, io), control)) in cfg.workers.iter().zip(ios).zip(receivers).enumerate() {
+        for (wi, (((w, io), control), handoff)) in cfg
+            .workers
+            .iter()
+            .zip(ios)
+            .zip(receivers)
+            .zip(handoffs)
+            .enumerate()
+        {
             let mut proc = factory(wi, &ports);
             for u in &initial {
                 apply(&mut proc, *u);
@@ -405,7 +468,13 @@ impl Dataplane {
                 stats: st,
                 control,
                 log_every: Duration::from_secs(cfg.log_interval_secs),
-                idle_wait_ms: cfg.idle_wait_ms,
+                // A handed-over frame waits for the owner's next round: sleep less.
+                idle_wait_ms: if handoff.is_some() {
+                    cfg.idle_wait_ms.min(1)
+                } else {
+                    cfg.idle_wait_ms
+                },
+                handoff,
             };
             let h = std::thread::Builder::new()
                 .name(format!("xvs-worker-{wi}"))
@@ -519,4 +588,374 @@ where
     }
     eprintln!("xvs: stopping");
     Ok(dp.shutdown())
+}
+
+/// Cross-worker steering: every frame of a connection, in both directions, is processed by the
+/// worker that owns the connection.
+///
+/// Connection tables are per worker, but the NIC (or veth) picks the rx queue — and so the
+/// worker — per direction: a NAT reply from a backend usually lands on another queue than the
+/// client's request, and an XDP program cannot redirect a frame to an AF_XDP socket of another
+/// queue (`xsk_rcv` checks the queue id). So the worker computes the owner from the frame:
+///
+/// * to a FullNAT local address: `local port % workers` (the pipeline allocates local ports
+///   with `lport % workers == worker`);
+/// * to a VIP: `hash(client address, client port) % workers`;
+/// * from a backend (NAT reply): `hash(destination address, destination port)` — the same
+///   client address and port, so the same worker;
+/// * an ICMP error: the same rules applied to the packet it quotes, reversed;
+/// * anything else: processed where it arrived.
+///
+/// A frame for another worker is copied into a buffer from a preallocated pool and sent through
+/// a bounded channel to its owner, which processes it and transmits it on its own sockets
+/// (another UMEM), then sends the buffer back. No allocation and no lock on this path (std's
+/// bounded channel is lock-free); a full inbox or an empty pool is a counted drop. This is the
+/// software version of DPVS's per-lcore redirect rings, or of the flow steering (ntuple/FDIR)
+/// a NIC could do in hardware.
+pub mod steer {
+    use std::sync::mpsc::{SyncSender, TrySendError};
+
+    use xvs_forwarding::{DropReason, Frame, PortId, Time, Verdict};
+
+    use super::{DirectorTargets, FrameProcessor, Handoff};
+    use crate::io::{IoCounters, WorkerIo};
+
+    /// Handoff buffers per worker, their size, and the headroom kept in front of the frame.
+    pub const POOL: usize = 1024;
+    pub const BUF: usize = 2048;
+    pub const HEADROOM: usize = 256;
+    /// Capacity of each worker's inbox.
+    pub const INBOX: usize = 4096;
+    /// Inbox messages handled per loop round.
+    const DRAIN_MAX: usize = 256;
+
+    /// A message between workers.
+    #[derive(Debug)]
+    pub enum Msg {
+        Frame {
+            from: usize,
+            ingress: PortId,
+            len: usize,
+            buf: Box<[u8]>,
+        },
+        Return(Box<[u8]>),
+    }
+
+    #[derive(Debug, Default)]
+    pub struct HandoffCounters {
+        pub out: u64,
+        pub full: u64,
+    }
+
+    fn key(ip: std::net::IpAddr) -> [u8; 16] {
+        crate::io::xdp::addr_key(ip)
+    }
+
+    /// The addresses that decide ownership, sorted for binary search.
+    #[derive(Debug, Default)]
+    pub struct SteerSets {
+        vips: Vec<[u8; 16]>,
+        locals: Vec<[u8; 16]>,
+        backends: Vec<[u8; 16]>,
+    }
+
+    impl SteerSets {
+        pub fn new(t: &DirectorTargets) -> Self {
+            let set = |v: &[std::net::IpAddr]| {
+                let mut k: Vec<[u8; 16]> = v.iter().map(|a| key(*a)).collect();
+                k.sort_unstable();
+                k.dedup();
+                k
+            };
+            SteerSets {
+                vips: set(&t.vips),
+                locals: set(&t.locals),
+                backends: set(&t.backends),
+            }
+        }
+        fn vip(&self, a: &[u8; 16]) -> bool {
+            self.vips.binary_search(a).is_ok()
+        }
+        fn local(&self, a: &[u8; 16]) -> bool {
+            self.locals.binary_search(a).is_ok()
+        }
+        fn backend(&self, a: &[u8; 16]) -> bool {
+            self.backends.binary_search(a).is_ok()
+        }
+    }
+
+    struct Ip {
+        src: [u8; 16],
+        dst: [u8; 16],
+        proto: u8,
+        l4: usize,
+        sport: u16,
+        dport: u16,
+    }
+
+    fn be16(d: &[u8], o: usize) -> Option<u16> {
+        Some(u16::from_be_bytes([*d.get(o)?, *d.get(o + 1)?]))
+    }
+
+    /// IPv4 or IPv6 header at `off` with the ports of TCP/UDP/SCTP (0 when absent).
+    fn ip(d: &[u8], off: usize) -> Option<Ip> {
+        let v = d.get(off)? >> 4;
+        let (mut src, mut dst) = ([0u8; 16], [0u8; 16]);
+        let (proto, l4, ports) = match v {
+            4 => {
+                let h = d.get(off..off + 20)?;
+                let ihl = (h[0] & 0x0f) as usize * 4;
+                if ihl < 20 {
+                    return None;
+                }
+                src[10] = 0xff;
+                src[11] = 0xff;
+                dst[10] = 0xff;
+                dst[11] = 0xff;
+                src[12..].copy_from_slice(&h[12..16]);
+                dst[12..].copy_from_slice(&h[16..20]);
+                let frag_off = u16::from_be_bytes([h[6], h[7]]) & 0x1fff;
+                (h[9], off + ihl, frag_off == 0)
+            }
+            6 => {
+                let h = d.get(off..off + 40)?;
+                src.copy_from_slice(&h[8..24]);
+                dst.copy_from_slice(&h[24..40]);
+                (h[6], off + 40, true)
+            }
+            _ => return None,
+        };
+        let (sport, dport) = if ports && matches!(proto, 6 | 17 | 132) {
+            (be16(d, l4).unwrap_or(0), be16(d, l4 + 2).unwrap_or(0))
+        } else {
+            (0, 0)
+        };
+        Some(Ip {
+            src,
+            dst,
+            proto,
+            l4,
+            sport,
+            dport,
+        })
+    }
+
+    /// A hash of (address, port) that both directions of a connection agree on.
+    #[inline]
+    pub fn flow_hash(addr: &[u8; 16], port: u16) -> u64 {
+        let mut a = [0u8; 8];
+        let mut b = [0u8; 8];
+        a.copy_from_slice(&addr[..8]);
+        b.copy_from_slice(&addr[8..]);
+        let x = (u64::from_le_bytes(a).rotate_left(17) ^ u64::from_le_bytes(b) ^ port as u64)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        x >> 32
+    }
+
+    /// The worker owning this frame's connection, or `None` when any worker may process it.
+    pub fn owner(d: &[u8], sets: &SteerSets, workers: usize) -> Option<usize> {
+        if workers < 2 {
+            return None;
+        }
+        let w = workers as u64;
+        let mut off = 12;
+        let mut et = be16(d, off)?;
+        for _ in 0..2 {
+            if et == 0x8100 || et == 0x88a8 {
+                off += 4;
+                et = be16(d, off)?;
+            }
+        }
+        if et != 0x0800 && et != 0x86dd {
+            return None;
+        }
+        let h = ip(d, off + 2)?;
+        let icmp_error = match h.proto {
+            1 => matches!(d.get(h.l4), Some(3 | 4 | 11 | 12)),
+            58 => matches!(d.get(h.l4), Some(t) if *t < 128),
+            _ => false,
+        };
+        let pick = |x: u64| Some((x % w) as usize);
+        if icmp_error {
+            // The quoted packet is one the director sent (or forwarded): reverse the rules.
+            let e = ip(d, h.l4 + 8)?;
+            if sets.local(&e.src) {
+                return pick(e.sport as u64);
+            }
+            if sets.vip(&e.src) {
+                return pick(flow_hash(&e.dst, e.dport));
+            }
+            return pick(flow_hash(&e.src, e.sport));
+        }
+        if sets.local(&h.dst) {
+            return pick(h.dport as u64);
+        }
+        if sets.vip(&h.dst) {
+            return pick(flow_hash(&h.src, h.sport));
+        }
+        if sets.backend(&h.src) {
+            return pick(flow_hash(&h.dst, h.dport));
+        }
+        None
+    }
+
+    /// Copy `frame` to worker `to`. Returns `None` (the frame is consumed) or a drop verdict
+    /// when it does not fit a handoff buffer.
+    pub(super) fn hand_off(
+        me: usize,
+        to: usize,
+        ingress: PortId,
+        frame: &Frame<'_>,
+        pool: &mut Vec<Box<[u8]>>,
+        peers: &[SyncSender<Msg>],
+        c: &mut HandoffCounters,
+    ) -> Option<Verdict> {
+        let len = frame.len();
+        if len + HEADROOM > BUF {
+            return Some(Verdict::Drop(DropReason::NoHeadroom));
+        }
+        let Some(peer) = peers.get(to) else {
+            c.full += 1;
+            return None;
+        };
+        let Some(mut buf) = pool.pop() else {
+            c.full += 1;
+            return None;
+        };
+        buf[HEADROOM..HEADROOM + len].copy_from_slice(frame.data());
+        match peer.try_send(Msg::Frame {
+            from: me,
+            ingress,
+            len,
+            buf,
+        }) {
+            Ok(()) => c.out += 1,
+            Err(TrySendError::Full(m)) | Err(TrySendError::Disconnected(m)) => {
+                c.full += 1;
+                let (Msg::Frame { buf, .. } | Msg::Return(buf)) = m;
+                pool.push(buf);
+            }
+        }
+        None
+    }
+
+    /// Process frames other workers handed over, return their buffers, take ours back.
+    pub(super) fn drain<I: WorkerIo, P: FrameProcessor>(
+        me: usize,
+        io: &mut I,
+        proc: &mut P,
+        now: Time,
+        h: &mut Handoff,
+        c: &mut IoCounters,
+    ) -> usize {
+        let mut n = 0;
+        for _ in 0..DRAIN_MAX {
+            let Ok(m) = h.inbox.try_recv() else {
+                break;
+            };
+            match m {
+                Msg::Return(buf) => h.pool.push(buf),
+                Msg::Frame {
+                    from,
+                    ingress,
+                    len,
+                    mut buf,
+                } => {
+                    n += 1;
+                    c.handoff_in += 1;
+                    let mut f = Frame::new(&mut buf, HEADROOM, len);
+                    match proc.process(now, ingress, &mut f) {
+                        Verdict::Tx(p) => {
+                            io.send(p, f.data(), c);
+                        }
+                        other => c.count_verdict(other),
+                    }
+                    if from == me {
+                        h.pool.push(buf);
+                    } else if let Some(peer) = h.peers.get(from) {
+                        // A full inbox loses the buffer (freed); the sender's pool shrinks.
+                        let _ = peer.try_send(Msg::Return(buf));
+                    }
+                }
+            }
+        }
+        if n > 0 {
+            io.flush(c);
+        }
+        n
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn sets() -> SteerSets {
+            SteerSets::new(&DirectorTargets {
+                vips: vec![
+                    "198.18.10.1".parse().unwrap(),
+                    "2001:2:0:10::1".parse().unwrap(),
+                ],
+                backends: vec!["198.18.3.11".parse().unwrap()],
+                locals: vec!["198.18.3.100".parse().unwrap()],
+                next_hops: vec![],
+            })
+        }
+
+        fn v4(src: [u8; 4], dst: [u8; 4], proto: u8, sport: u16, dport: u16) -> Vec<u8> {
+            let mut f = vec![0u8; 14 + 20 + 8];
+            f[12] = 0x08;
+            f[14] = 0x45;
+            f[23] = proto;
+            f[26..30].copy_from_slice(&src);
+            f[30..34].copy_from_slice(&dst);
+            f[34..36].copy_from_slice(&sport.to_be_bytes());
+            f[36..38].copy_from_slice(&dport.to_be_bytes());
+            f
+        }
+
+        #[test]
+        fn both_directions_agree() {
+            let s = sets();
+            let mut seen = [false; 4];
+            for w in [2usize, 3, 4, 7] {
+                for cport in (1024u16..65000).step_by(997) {
+                    let client = [198, 18, 1, 10];
+                    let inbound = v4(client, [198, 18, 10, 1], 6, cport, 80);
+                    let reply = v4([198, 18, 3, 11], client, 6, 80, cport);
+                    let a = owner(&inbound, &s, w).unwrap();
+                    if w == 4 {
+                        seen[a] = true;
+                    }
+                    assert_eq!(Some(a), owner(&reply, &s, w), "w {w} cport {cport}");
+                    // FullNAT reply to the local address: lport % workers.
+                    let fnat = v4([198, 18, 3, 12], [198, 18, 3, 100], 17, 80, cport);
+                    assert_eq!(owner(&fnat, &s, w), Some(cport as usize % w));
+                    // An ICMP error quoting our reply to the client goes to the same worker.
+                    let mut icmp = v4([198, 18, 1, 1], [198, 18, 10, 1], 1, 0, 0);
+                    icmp[34] = 3;
+                    icmp.extend_from_slice(&v4([198, 18, 10, 1], client, 6, 80, cport)[14..]);
+                    assert_eq!(owner(&icmp, &s, w), Some(a));
+                }
+            }
+            assert_eq!(seen, [true; 4], "client ports spread over all workers");
+        }
+
+        #[test]
+        fn others_stay_and_garbage_is_safe() {
+            let s = sets();
+            assert_eq!(owner(&v4([1, 2, 3, 4], [5, 6, 7, 8], 6, 1, 2), &s, 4), None);
+            assert_eq!(
+                owner(&v4([198, 18, 1, 10], [198, 18, 10, 1], 6, 1, 80), &s, 1),
+                None
+            );
+            let mut arp = vec![0u8; 60];
+            arp[12] = 0x08;
+            arp[13] = 0x06;
+            assert_eq!(owner(&arp, &s, 4), None);
+            for len in 0..80usize {
+                let f: Vec<u8> = (0..len).map(|i| (i * 29 + 0x45) as u8).collect();
+                let _ = owner(&f, &s, 3);
+            }
+        }
+    }
 }

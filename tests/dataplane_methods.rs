@@ -6,15 +6,16 @@
 //! the method under test. 60 HTTP GETs per family must all be answered (body = backend name) with
 //! a spread near 1:2:3; UDP request/response per family must be answered from the VIP.
 //!
-//! One worker, and the router's ports towards the director limited to one tx queue: connection
-//! tables are per worker, and the replies of NAT/FullNAT must reach the worker that holds the
-//! connection (see the report on cross-worker steering). The data plane runs in-process (the
-//! binary's `run` subcommand is the control plane's); needs root.
+//! Two workers on two queues: connection tables are per worker, so this also exercises the
+//! cross-worker steering (`xvs::worker::steer`) that brings NAT/FullNAT replies to the worker
+//! holding the connection. The wrr spread is checked per family over both workers' schedulers
+//! (each runs its own wrr), hence the tolerance. The data plane runs in-process (the binary's
+//! `run` subcommand belongs to the control plane); needs root.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use xvs::dataplane_config::{DataplaneConfig, IoKind};
+use xvs::dataplane_config::{DataplaneConfig, IoKind, WorkerConfig};
 use xvs::io::sys::{InterfaceInfo, NetnsGuard};
 use xvs::worker::{Dataplane, DirectorTargets};
 use xvs_forwarding::net::{Network, Port, Route};
@@ -115,9 +116,20 @@ fn method_through(io: IoKind, method: Method, tag: &str) {
         return;
     }
     let tb = Testbed::up(tag);
-    tb.single_queue_towards_director();
     let mut cfg = DataplaneConfig::new(&["front", "back"]);
     cfg.io = io;
+    // Two workers on the veths' two queues: frames of one connection arrive on either queue
+    // (per direction) and are steered to the worker owning the connection (worker::steer).
+    cfg.workers = vec![
+        WorkerConfig {
+            queue: 0,
+            core: Some(0),
+        },
+        WorkerConfig {
+            queue: 1,
+            core: Some(1),
+        },
+    ];
     cfg.afxdp.ring_size = 512;
     cfg.packet.block_count = 16;
     cfg.log_interval_secs = 0;
@@ -156,7 +168,7 @@ fn method_through(io: IoKind, method: Method, tag: &str) {
                     vec![]
                 },
                 worker: w as u16,
-                workers: 1,
+                workers: 2,
                 ..PipelineConfig::default()
             };
             Pipeline::new(pc, &svcs, vec![], network(ports)).expect("pipeline")
@@ -200,7 +212,9 @@ fn method_through(io: IoKind, method: Method, tag: &str) {
     }
     for (vip, tag) in [("198.18.10.1", "u4"), ("2001:2:0:10::1", "u6")] {
         let mut seen = Vec::new();
-        for k in 0..3 {
+        // Each worker has its own rr cursor; of 6 requests one worker sees >= 3, so all 3
+        // backends answer.
+        for k in 0..6 {
             let msg = format!("{tag}-{k}");
             let r = tb.udp_ask(vip, &msg);
             let parts: Vec<&str> = r.split_whitespace().collect();
@@ -210,6 +224,7 @@ fn method_through(io: IoKind, method: Method, tag: &str) {
             seen.push(parts[0].to_string());
         }
         seen.sort();
+        seen.dedup();
         assert_eq!(
             seen,
             ["b1", "b2", "b3"],
@@ -218,7 +233,10 @@ fn method_through(io: IoKind, method: Method, tag: &str) {
     }
     let stats = dp.shutdown();
     let rx: u64 = stats.iter().map(|s| s.io.rx).sum();
-    eprintln!("{io} {method:?}: {stats:?}");
+    let handoffs: u64 = stats.iter().map(|s| s.io.handoff_out).sum();
+    let lost: u64 = stats.iter().map(|s| s.io.handoff_full).sum();
+    eprintln!("{io} {method:?}: rx {rx}, handed over {handoffs}, handoff drops {lost}");
+    assert_eq!(lost, 0, "{io} {method:?}: handoff drops");
     assert!(rx >= 2 * n as u64 * 4, "{io} {method:?}: rx {rx}");
 }
 

@@ -607,7 +607,7 @@ fn create_socket(
 impl WorkerIo for AfXdpIo {
     fn poll<F>(&mut self, f: &mut F, c: &mut IoCounters) -> usize
     where
-        F: FnMut(PortId, &mut Frame<'_>) -> Verdict,
+        F: FnMut(PortId, &mut Frame<'_>) -> Option<Verdict>,
     {
         let n_ports = self.sockets.len();
         let mut total = 0usize;
@@ -624,7 +624,8 @@ impl WorkerIo for AfXdpIo {
                 let mut frame = Frame::new(buf, off, d.len as usize);
                 let v = f(PortId(i as u16), &mut frame);
                 match v {
-                    Verdict::Tx(PortId(p)) if (p as usize) < n_ports => {
+                    None => self.free.push(base),
+                    Some(Verdict::Tx(PortId(p))) if (p as usize) < n_ports => {
                         let desc = libc::xdp_desc {
                             addr: base + frame.head() as u64,
                             len: frame.len() as u32,
@@ -632,11 +633,11 @@ impl WorkerIo for AfXdpIo {
                         };
                         self.tx_pending[p as usize].push(desc);
                     }
-                    Verdict::Tx(_) => {
+                    Some(Verdict::Tx(_)) => {
                         c.tx_bad_port += 1;
                         self.free.push(base);
                     }
-                    other => {
+                    Some(other) => {
                         c.count_verdict(other);
                         self.free.push(base);
                     }
@@ -666,6 +667,48 @@ impl WorkerIo for AfXdpIo {
             }
         }
         total
+    }
+
+    fn send(&mut self, port: PortId, data: &[u8], c: &mut IoCounters) -> bool {
+        let p = port.0 as usize;
+        if p >= self.sockets.len() {
+            c.tx_bad_port += 1;
+            return false;
+        }
+        let off = XDP_PACKET_HEADROOM as u64;
+        if data.len() as u64 + off > self.params.chunk_size as u64 {
+            c.tx_ring_full += 1;
+            return false;
+        }
+        if self.free.is_empty() {
+            self.reap(p);
+        }
+        let Some(base) = self.free.pop() else {
+            c.tx_ring_full += 1;
+            return false;
+        };
+        let Some((_, buf)) = self.umem.chunk(base) else {
+            c.rx_bad_desc += 1;
+            return false;
+        };
+        buf[off as usize..off as usize + data.len()].copy_from_slice(data);
+        self.tx_pending[p].push(libc::xdp_desc {
+            addr: base + off,
+            len: data.len() as u32,
+            options: 0,
+        });
+        if self.tx_pending[p].len() >= 32 {
+            self.flush_tx(p, c);
+        }
+        true
+    }
+
+    fn flush(&mut self, c: &mut IoCounters) {
+        for p in 0..self.sockets.len() {
+            if !self.tx_pending[p].is_empty() {
+                self.flush_tx(p, c);
+            }
+        }
     }
 
     fn wait(&mut self, timeout_ms: i32) {

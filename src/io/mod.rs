@@ -97,6 +97,12 @@ pub struct IoCounters {
     pub tx_bad_port: u64,
     /// Descriptors from the kernel that pointed outside the frame area (never expected).
     pub rx_bad_desc: u64,
+    /// Frames handed to the worker that owns their connection.
+    pub handoff_out: u64,
+    /// Frames received from other workers.
+    pub handoff_in: u64,
+    /// Frames dropped because the owner's inbox or the buffer pool was full.
+    pub handoff_full: u64,
     /// Frames dropped by the processor, by reason.
     pub drops: DropCounters,
 }
@@ -109,6 +115,9 @@ impl IoCounters {
         self.tx_ring_full += o.tx_ring_full;
         self.tx_bad_port += o.tx_bad_port;
         self.rx_bad_desc += o.rx_bad_desc;
+        self.handoff_out += o.handoff_out;
+        self.handoff_in += o.handoff_in;
+        self.handoff_full += o.handoff_full;
         self.drops.add(&o.drops);
     }
 
@@ -125,11 +134,19 @@ impl IoCounters {
 /// The sockets of one worker on every port, polled by the worker loop.
 pub trait WorkerIo {
     /// Receive up to one batch on every port, call `f(ingress, frame)` for each frame, transmit
-    /// the frames whose verdict is `Tx(port)` on `port` and release the others. Returns the number
-    /// of frames received. Never blocks.
+    /// the frames whose verdict is `Tx(port)` on `port` and release the others (`None`: the frame
+    /// was taken care of elsewhere, e.g. copied to another worker; release it uncounted).
+    /// Returns the number of frames received. Never blocks.
     fn poll<F>(&mut self, f: &mut F, c: &mut IoCounters) -> usize
     where
-        F: FnMut(PortId, &mut Frame<'_>) -> Verdict;
+        F: FnMut(PortId, &mut Frame<'_>) -> Option<Verdict>;
+
+    /// Copy one frame into the transmit ring of `port` (frames handed over by another worker).
+    /// False if there was no room (counted in `tx_ring_full`).
+    fn send(&mut self, port: PortId, data: &[u8], c: &mut IoCounters) -> bool;
+
+    /// Kick every TX ring that has frames queued by `send`.
+    fn flush(&mut self, c: &mut IoCounters);
 
     /// Block until a port may have frames or `timeout_ms` passed (the idle path of the loop).
     fn wait(&mut self, timeout_ms: i32);

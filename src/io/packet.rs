@@ -341,7 +341,7 @@ impl TxRing {
 impl WorkerIo for AfPacketIo {
     fn poll<F>(&mut self, f: &mut F, c: &mut IoCounters) -> usize
     where
-        F: FnMut(PortId, &mut Frame<'_>) -> Verdict,
+        F: FnMut(PortId, &mut Frame<'_>) -> Option<Verdict>,
     {
         let mut total = 0usize;
         let n_ports = self.rx.len();
@@ -382,15 +382,16 @@ impl WorkerIo for AfPacketIo {
                     total += 1;
                     let mut frame = Frame::new(pkt, mac, snaplen);
                     match f(PortId(i as u16), &mut frame) {
-                        Verdict::Tx(PortId(p)) if (p as usize) < n_ports => {
+                        None => {}
+                        Some(Verdict::Tx(PortId(p))) if (p as usize) < n_ports => {
                             if self.tx[p as usize].push(frame.data()) {
                                 c.tx += 1;
                             } else {
                                 c.tx_ring_full += 1;
                             }
                         }
-                        Verdict::Tx(_) => c.tx_bad_port += 1,
-                        other => c.count_verdict(other),
+                        Some(Verdict::Tx(_)) => c.tx_bad_port += 1,
+                        Some(other) => c.count_verdict(other),
                     }
                 }
                 if next == 0 {
@@ -405,6 +406,29 @@ impl WorkerIo for AfPacketIo {
             }
         }
         total
+    }
+
+    fn send(&mut self, port: PortId, data: &[u8], c: &mut IoCounters) -> bool {
+        let Some(t) = self.tx.get_mut(port.0 as usize) else {
+            c.tx_bad_port += 1;
+            return false;
+        };
+        if t.push(data) {
+            c.tx += 1;
+            if t.queued >= 32 {
+                t.flush();
+            }
+            true
+        } else {
+            c.tx_ring_full += 1;
+            false
+        }
+    }
+
+    fn flush(&mut self, _c: &mut IoCounters) {
+        for t in &mut self.tx {
+            t.flush();
+        }
     }
 
     fn wait(&mut self, timeout_ms: i32) {
