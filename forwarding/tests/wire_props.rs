@@ -396,6 +396,85 @@ proptest! {
     }
 }
 
+fn arb_addr() -> impl Strategy<Value = IpAddr> {
+    (any::<bool>(), any::<u128>()).prop_map(|(v6, n)| addr(v6, n))
+}
+
+/// An offset: mostly inside a small frame, sometimes absurd (overflow bait).
+fn arb_off() -> impl Strategy<Value = usize> {
+    prop_oneof![8 => 0usize..130, 1 => (usize::MAX - 200)..=usize::MAX]
+}
+
+fn arb_frag() -> impl Strategy<Value = Frag> {
+    prop_oneof![Just(Frag::None), Just(Frag::First), Just(Frag::Later)]
+}
+
+prop_compose! {
+    /// A `Packet` with arbitrary (possibly inconsistent) offsets and fields, as a buggy caller
+    /// could pass.
+    fn arb_forged_packet()(
+        (l3, l4, ip_end) in (arb_off(), arb_off(), arb_off()),
+        (src, dst) in (arb_addr(), arb_addr()),
+        proto in prop_oneof![Just(1u8), Just(6), Just(17), Just(58), Just(132), any::<u8>()],
+        (ttl, tos, df, frag) in (any::<u8>(), any::<u8>(), any::<bool>(), arb_frag()),
+        (sport, dport, icmp_error) in (any::<u16>(), any::<u16>(), any::<bool>()),
+    ) -> Packet {
+        Packet {
+            l3, vlan: None, vlan_inner: None, src, dst, proto, l4, ip_end, ttl, tos, df, frag,
+            sport, dport, tcp_flags: 0, icmp_type: 3, icmp_code: 4, icmp_error,
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// The rewrites take the caller's `Packet` on trust only as far as bounds allow: forged
+    /// offsets and families give errors, never panics.
+    #[test]
+    fn forged_packets_never_panic(
+        p in arb_forged_packet(),
+        data in prop::collection::vec(any::<u8>(), 0..130),
+        (a, b) in (arb_addr(), arb_addr()),
+        (port, mtu) in (any::<u16>(), any::<u16>()),
+        (e_l3, e_l4, e_end, e_ports) in (arb_off(), arb_off(), arb_off(), any::<bool>()),
+    ) {
+        let run = |f: &dyn Fn(&mut Frame, &mut Packet)| {
+            let mut buf = vec![0u8; 40 + data.len() + 40];
+            buf[40..40 + data.len()].copy_from_slice(&data);
+            let mut fr = Frame::new(&mut buf, 40, data.len());
+            let mut q = p;
+            f(&mut fr, &mut q);
+        };
+        run(&|f, q| { let _ = rewrite::set_src(f.data_mut(), q, a, port); });
+        run(&|f, q| { let _ = rewrite::set_dst(f.data_mut(), q, a, port); });
+        run(&|f, q| { let _ = rewrite::set_src_dst(f.data_mut(), q, (a, port), (b, port)); });
+        run(&|f, q| { let _ = rewrite::dec_ttl(f.data_mut(), q); });
+        run(&|f, q| { let _ = rewrite::set_link(f, q, &Link { src: MAC1, dst: MAC2, vlan: Some(port) }); });
+        run(&|f, q| { let _ = rewrite::set_link(f, q, &Link { src: MAC1, dst: MAC2, vlan: None }); });
+        run(&|f, q| {
+            let tun = Tunnel { src: a, dst: b, id: port, mtu };
+            let _ = rewrite::encap(f, q, &tun, &Link { src: MAC1, dst: MAC2, vlan: None });
+            let _ = rewrite::inner_after_encap(q, &tun, &Link { src: MAC1, dst: MAC2, vlan: None });
+        });
+        run(&|_, q| { let _ = rewrite::check_mtu(q, mtu); });
+        run(&|f, q| { let _ = icmp::answer(f, q, IcmpAnswer::TooBig { mtu }); });
+        run(&|f, q| { let _ = icmp::answer(f, q, IcmpAnswer::PortUnreachable); });
+        run(&|f, q| { let _ = icmp::parse_embedded(f.data(), q); });
+        run(&|f, q| {
+            let mut e = icmp::Embedded {
+                l3: e_l3, src: a, dst: b, proto: 6, l4: e_l4, end: e_end, frag: Frag::None,
+                sport: 1, dport: 2, has_ports: e_ports,
+            };
+            let nat = IcmpNat {
+                outer_src: Some(a), outer_dst: Some(b),
+                inner_src: Some((a, port)), inner_dst: Some((b, port)),
+            };
+            let _ = icmp::translate_error(f.data_mut(), q, &mut e, &nat);
+        });
+    }
+}
+
 /// Parse `bytes` and, if it is IP, run every rewrite on copies; nothing may panic.
 fn exercise(bytes: &[u8], a: u128, port: u16) {
     let Parsed::Ip(p) = wire::parse(bytes) else {

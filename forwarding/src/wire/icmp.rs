@@ -61,7 +61,8 @@ pub fn parse_embedded(data: &[u8], p: &Packet) -> Result<Embedded, WireError> {
     if !p.icmp_error || p.frag == Frag::Later {
         return Err(WireError::Unsupported);
     }
-    parse_embedded_at(data, p.l4 + 8, p.ip_end, p.family())
+    let off = p.l4.checked_add(8).ok_or(WireError::Truncated)?;
+    parse_embedded_at(data, off, p.ip_end, p.family())
 }
 
 /// Parse a truncated IP packet of `family` at `data[off..end]` (e.g. the packet inside an
@@ -167,15 +168,20 @@ pub fn translate_error(
         Family::V4 => IPV4_LEN,
         Family::V6 => IPV6_LEN,
     };
-    // Validate everything before the first write.
-    let ok_offsets = p.l3 + hlen <= p.l4
+    // Validate everything before the first write. The first line bounds every offset by the
+    // slice length, so the sums after it cannot overflow.
+    let ok_offsets = p.ip_end <= data.len()
+        && e.end <= p.ip_end
+        && e.l4 <= e.end
+        && e.l3 <= e.l4
+        && p.l4 <= e.l3
+        && p.l3 <= p.l4
+        && p.l3 + hlen <= p.l4
         && p.l4 + 8 <= e.l3
         && e.l3 + hlen <= e.l4
-        && e.l4 <= e.end
-        && e.end <= p.ip_end
-        && p.ip_end <= data.len()
         && (!e.has_ports || e.l4 + 4 <= e.end);
-    if !ok_offsets || !p.icmp_error || e.family() != fam {
+    let same_family = e.family() == fam && Family::of(&e.dst) == fam && Family::of(&p.dst) == fam;
+    if !ok_offsets || !p.icmp_error || !same_family {
         return Err(WireError::Truncated);
     }
     let addrs = [

@@ -139,6 +139,9 @@ fn set_endpoint(
     port: u16,
 ) -> Result<(), WireError> {
     check(data, p)?;
+    if Family::of(&p.dst) != p.family() || Family::of(&addr) != p.family() {
+        return Err(WireError::Unsupported);
+    }
     let (old_addr, old_port) = match side {
         Side::Src => (p.src, p.sport),
         Side::Dst => (p.dst, p.dport),
@@ -355,8 +358,8 @@ pub fn inner_after_encap(p: &Packet, tun: &Tunnel, link: &Link) -> Packet {
     let front = link.len() + outer;
     Packet {
         l3: front,
-        l4: front + p.l4.saturating_sub(p.l3),
-        ip_end: front + p.ip_len(),
+        l4: front.saturating_add(p.l4.saturating_sub(p.l3)),
+        ip_end: front.saturating_add(p.ip_len()),
         vlan: None,
         vlan_inner: None,
         ..*p
