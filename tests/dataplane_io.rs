@@ -242,3 +242,39 @@ fn afxdp_nat_v4_v6_tcp_udp() {
 fn packet_nat_v4_v6_tcp_udp() {
     run_nat_through(IoKind::Packet, "dp");
 }
+
+/// Setup failures say why: a missing interface, a queue the interface does not have.
+#[test]
+fn afxdp_setup_errors_name_the_cause() {
+    if skip_unless_root("dataplane setup error test") {
+        return;
+    }
+    let tb = Testbed::up("de");
+    let _ns = NetnsGuard::enter(&tb.ns("dir")).expect("enter director namespace");
+    let targets = DirectorTargets {
+        vips: vec![VIP4.into()],
+        ..DirectorTargets::default()
+    };
+    let mk = || TestNat {
+        ports: vec![],
+        neigh: HashMap::new(),
+    };
+    let cfg = DataplaneConfig::new(&["front", "nosuch0"]);
+    let e = Dataplane::start(&cfg, &targets, |_, _| mk()).unwrap_err();
+    let msg = format!("{e}");
+    eprintln!("{msg}");
+    assert!(
+        msg.contains("nosuch0") && msg.contains("if_nametoindex"),
+        "{msg}"
+    );
+
+    let mut cfg = DataplaneConfig::new(&["front", "back"]);
+    cfg.workers[0].queue = 5;
+    let e = Dataplane::start(&cfg, &targets, |_, _| mk()).unwrap_err();
+    let msg = format!("{e}");
+    eprintln!("{msg}");
+    assert!(msg.contains("queue 5 does not exist on front"), "{msg}");
+    // Nothing stays attached after a failed start.
+    drop(_ns);
+    assert!(!tb.xdp_attached("front") && !tb.xdp_attached("back"));
+}
