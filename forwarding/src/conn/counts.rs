@@ -13,159 +13,185 @@
 //!   re-evaluated on state changes.
 //!
 //! Counts are per worker (one table per worker). With one worker they equal the kernel's; with
-//! several, each worker's schedulers see their own share (documented approximation).
+//! several, the control plane publishes the other workers' sums ([`BackendCounts::set_others`])
+//! and every answer and threshold uses own + others, lagging by one publish period.
 
-use xvs_schedulers::{BackendId, Load};
+use xvs_schedulers::{BackendId, BackendLoad, Load};
 
-/// Counters of every backend, in arrays sized at start.
+/// One backend's counters: 32 bytes, so a scheduler reads everything in one cache line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Slot {
+    active: u32,
+    inactive: u32,
+    persist: u32,
+    /// The other workers' counts, as last published by the control plane.
+    others_active: u32,
+    others_inactive: u32,
+    upper: u32,
+    lower: u32,
+    overloaded: bool,
+}
+
+impl Slot {
+    #[inline]
+    fn active(&self) -> u32 {
+        self.active.saturating_add(self.others_active)
+    }
+    #[inline]
+    fn inactive(&self) -> u32 {
+        self.inactive.saturating_add(self.others_inactive)
+    }
+    /// IPVS `ip_vs_dest_totalconns`: active + inactive (templates excluded).
+    #[inline]
+    fn total(&self) -> u64 {
+        self.active() as u64 + self.inactive() as u64
+    }
+}
+
+/// Counters of every backend, in an array sized at start.
+///
+/// Across workers: each worker's table counts its own connections exactly; the control plane
+/// may publish the sum of the *other* workers' counts with [`BackendCounts::set_others`]. The
+/// [`Load`] answers and the OVERLOAD thresholds then use own + others (exact on one worker).
 #[derive(Clone, Debug)]
 pub struct BackendCounts {
-    active: Vec<u32>,
-    inactive: Vec<u32>,
-    persist: Vec<u32>,
-    overloaded: Vec<bool>,
-    upper: Vec<u32>,
-    lower: Vec<u32>,
+    slots: Vec<Slot>,
 }
 
 impl BackendCounts {
     /// Counters for backends `0..backends`.
     pub fn new(backends: u32) -> Self {
-        let n = backends as usize;
         BackendCounts {
-            active: vec![0; n],
-            inactive: vec![0; n],
-            persist: vec![0; n],
-            overloaded: vec![false; n],
-            upper: vec![0; n],
-            lower: vec![0; n],
+            slots: vec![Slot::default(); backends as usize],
         }
     }
 
     /// How many backends these counters cover.
     pub fn len(&self) -> u32 {
-        self.active.len() as u32
+        self.slots.len() as u32
     }
 
     pub fn is_empty(&self) -> bool {
-        self.active.is_empty()
+        self.slots.is_empty()
     }
 
-    /// Whether `id` is within the arrays.
+    /// Whether `id` is within the array.
     #[inline]
     pub fn contains(&self, id: BackendId) -> bool {
-        (id.0 as usize) < self.active.len()
+        (id.0 as usize) < self.slots.len()
     }
 
-    /// IPVS `persistconns`: templates bound to this backend.
+    #[inline]
+    fn slot(&self, id: BackendId) -> Slot {
+        self.slots.get(id.0 as usize).copied().unwrap_or_default()
+    }
+
+    /// IPVS `persistconns`: templates bound to this backend (this worker's).
     pub fn persistent(&self, id: BackendId) -> u32 {
-        self.persist.get(id.0 as usize).copied().unwrap_or(0)
+        self.slot(id).persist
+    }
+
+    /// This worker's own (active, inactive) counts, without the other workers' share: what the
+    /// control plane sums up to publish to the other workers.
+    pub fn own(&self, id: BackendId) -> (u32, u32) {
+        let s = self.slot(id);
+        (s.active, s.inactive)
+    }
+
+    /// Publish the other workers' summed (active, inactive) counts for a backend. OVERLOAD is
+    /// not re-evaluated here (IPVS changes it only at bind and unbind).
+    pub fn set_others(&mut self, id: BackendId, active: u32, inactive: u32) {
+        if let Some(s) = self.slots.get_mut(id.0 as usize) {
+            s.others_active = active;
+            s.others_inactive = inactive;
+        }
     }
 
     /// The thresholds in force (upper, lower); 0 = none.
     pub fn thresholds(&self, id: BackendId) -> (u32, u32) {
-        let i = id.0 as usize;
-        (
-            self.upper.get(i).copied().unwrap_or(0),
-            self.lower.get(i).copied().unwrap_or(0),
-        )
+        let s = self.slot(id);
+        (s.upper, s.lower)
     }
 
     /// Set a backend's thresholds as `__ip_vs_update_dest` does: OVERLOAD is cleared when the
     /// new upper threshold is 0 or above the old one; the counts stay.
     pub fn set_thresholds(&mut self, id: BackendId, upper: u32, lower: u32) {
-        let i = id.0 as usize;
-        if i >= self.active.len() {
+        let Some(s) = self.slots.get_mut(id.0 as usize) else {
             return;
+        };
+        if upper == 0 || upper > s.upper {
+            s.overloaded = false;
         }
-        if upper == 0 || upper > self.upper[i] {
-            self.overloaded[i] = false;
-        }
-        self.upper[i] = upper;
-        self.lower[i] = lower;
+        s.upper = upper;
+        s.lower = lower;
     }
 
-    /// Forget a backend's counters (its slot is reused for another backend). Entries still bound
-    /// to it must be gone first, or their unbinding will saturate at zero.
+    /// Forget a backend slot's counters (its id is reused for another backend). Entries still
+    /// bound to it must be gone first, or their unbinding will saturate at zero.
     pub fn reset(&mut self, id: BackendId) {
-        let i = id.0 as usize;
-        if i < self.active.len() {
-            self.active[i] = 0;
-            self.inactive[i] = 0;
-            self.persist[i] = 0;
-            self.overloaded[i] = false;
-            self.upper[i] = 0;
-            self.lower[i] = 0;
+        if let Some(s) = self.slots.get_mut(id.0 as usize) {
+            *s = Slot::default();
         }
-    }
-
-    #[inline]
-    fn total(&self, i: usize) -> u32 {
-        self.active[i].saturating_add(self.inactive[i])
     }
 
     /// `ip_vs_bind_dest`: a new entry (inactive) or template.
     #[inline]
     pub(crate) fn bind(&mut self, id: BackendId, template: bool) {
-        let i = id.0 as usize;
-        if i >= self.active.len() {
+        let Some(s) = self.slots.get_mut(id.0 as usize) else {
             return;
-        }
+        };
         if template {
-            self.persist[i] = self.persist[i].saturating_add(1);
+            s.persist = s.persist.saturating_add(1);
         } else {
-            self.inactive[i] = self.inactive[i].saturating_add(1);
+            s.inactive = s.inactive.saturating_add(1);
         }
-        if self.upper[i] != 0 && self.total(i) >= self.upper[i] {
-            self.overloaded[i] = true;
+        if s.upper != 0 && s.total() >= s.upper as u64 {
+            s.overloaded = true;
         }
     }
 
     /// `ip_vs_unbind_dest`.
     #[inline]
     pub(crate) fn unbind(&mut self, id: BackendId, template: bool, inactive: bool) {
-        let i = id.0 as usize;
-        if i >= self.active.len() {
+        let Some(s) = self.slots.get_mut(id.0 as usize) else {
             return;
-        }
+        };
         if template {
-            self.persist[i] = self.persist[i].saturating_sub(1);
+            s.persist = s.persist.saturating_sub(1);
         } else if inactive {
-            self.inactive[i] = self.inactive[i].saturating_sub(1);
+            s.inactive = s.inactive.saturating_sub(1);
         } else {
-            self.active[i] = self.active[i].saturating_sub(1);
+            s.active = s.active.saturating_sub(1);
         }
-        let total = self.total(i) as u64;
-        if self.lower[i] != 0 {
-            if total < self.lower[i] as u64 {
-                self.overloaded[i] = false;
+        let total = s.total();
+        if s.lower != 0 {
+            if total < s.lower as u64 {
+                s.overloaded = false;
             }
-        } else if self.upper[i] != 0 {
-            if total * 4 < self.upper[i] as u64 * 3 {
-                self.overloaded[i] = false;
+        } else if s.upper != 0 {
+            if total * 4 < s.upper as u64 * 3 {
+                s.overloaded = false;
             }
         } else {
-            self.overloaded[i] = false;
+            s.overloaded = false;
         }
     }
 
     /// A bound entry became active (entered ESTABLISHED).
     #[inline]
     pub(crate) fn activate(&mut self, id: BackendId) {
-        let i = id.0 as usize;
-        if i < self.active.len() {
-            self.inactive[i] = self.inactive[i].saturating_sub(1);
-            self.active[i] = self.active[i].saturating_add(1);
+        if let Some(s) = self.slots.get_mut(id.0 as usize) {
+            s.inactive = s.inactive.saturating_sub(1);
+            s.active = s.active.saturating_add(1);
         }
     }
 
     /// A bound entry became inactive (left ESTABLISHED).
     #[inline]
     pub(crate) fn deactivate(&mut self, id: BackendId) {
-        let i = id.0 as usize;
-        if i < self.active.len() {
-            self.active[i] = self.active[i].saturating_sub(1);
-            self.inactive[i] = self.inactive[i].saturating_add(1);
+        if let Some(s) = self.slots.get_mut(id.0 as usize) {
+            s.active = s.active.saturating_sub(1);
+            s.inactive = s.inactive.saturating_add(1);
         }
     }
 }
@@ -173,15 +199,24 @@ impl BackendCounts {
 impl Load for BackendCounts {
     #[inline]
     fn active(&self, id: BackendId) -> u32 {
-        self.active.get(id.0 as usize).copied().unwrap_or(0)
+        self.slot(id).active()
     }
     #[inline]
     fn inactive(&self, id: BackendId) -> u32 {
-        self.inactive.get(id.0 as usize).copied().unwrap_or(0)
+        self.slot(id).inactive()
     }
     #[inline]
     fn overloaded(&self, id: BackendId) -> bool {
-        self.overloaded.get(id.0 as usize).copied().unwrap_or(false)
+        self.slot(id).overloaded
+    }
+    #[inline]
+    fn backend_load(&self, id: BackendId) -> BackendLoad {
+        let s = self.slot(id);
+        BackendLoad {
+            active: s.active(),
+            inactive: s.inactive(),
+            overloaded: s.overloaded,
+        }
     }
 }
 
@@ -244,6 +279,25 @@ mod tests {
         assert!(!c.overloaded(B));
         c.bind(B, false);
         assert!(c.overloaded(B));
+    }
+
+    #[test]
+    fn other_workers_counts_add_up() {
+        let mut c = BackendCounts::new(2);
+        c.set_thresholds(B, 10, 0);
+        c.bind(B, false);
+        c.activate(B);
+        c.set_others(B, 4, 4);
+        assert_eq!((c.active(B), c.inactive(B)), (5, 4));
+        assert_eq!(c.own(B), (1, 0));
+        assert!(!c.overloaded(B), "not re-evaluated on publish");
+        c.bind(B, false); // 5 + 5 = 10 >= 10
+        assert!(c.overloaded(B));
+        let l = c.backend_load(B);
+        assert_eq!((l.active, l.inactive, l.overloaded), (5, 5, true));
+        c.set_others(B, 0, 0);
+        c.unbind(B, false, true); // 1 * 4 < 30
+        assert!(!c.overloaded(B));
     }
 
     #[test]

@@ -10,8 +10,8 @@
 //!   for IPv6 (IPv6 connection: 64 + 64 bytes + index).
 //! * **Index**: open addressing with 8-byte slots (hash tag + entry number + direction) for the
 //!   inbound tuple (client → virtual) and, for NAT and FullNAT, the outbound tuple of the reply
-//!   (backend → client, or backend → local address). Sized for ≤ 50 % load with two keys per
-//!   connection.
+//!   (backend → client, or backend → local address). Sized for ≤ 80 % load even when every
+//!   connection has both keys (16–32 bytes of index per connection of capacity).
 //! * **Expiry**: each entry carries its expiry time (milliseconds); a hashed timing wheel of 8 ms
 //!   ticks (16384 buckets, 131 s per turn) with intrusive doubly linked lists finds due entries
 //!   with amortised O(1) work per call to [`ConnTable::expire`]. Re-arming on a packet only
