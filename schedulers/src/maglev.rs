@@ -75,7 +75,7 @@ pub struct Maglev {
     m: u32,
     slots: Vec<u32>,
     // Scratch reused across rebuilds.
-    perm: Vec<(u32, u32, u64)>, // (offset, skip, next)
+    perm: Vec<(u32, u32)>, // (next position in the permutation, skip)
     credit: Vec<u64>,
     members: Vec<u32>,
 }
@@ -136,13 +136,16 @@ impl Maglev {
         self.perm.extend(self.members.iter().map(|&i| {
             let b = &backends[i as usize];
             let e = endpoint_hash(&b.addr, b.port);
-            let offset = (murmur3_x64_64(e, SEED2, SEED0) % m) as u32;
-            let skip = (murmur3_x64_64(e, SEED3, SEED1) % (m - 1) + 1) as u32;
-            (offset, skip, 0)
+            let offset = murmur3_x64_64(e, SEED2, SEED0) % m;
+            let skip = murmur3_x64_64(e, SEED3, SEED1) % (m - 1) + 1;
+            // Katran computes `(offset + next * skip) % M` for next = 0, 1, ...; stepping by
+            // `skip` modulo M visits the same sequence without a division per probe.
+            (offset as u32, skip as u32)
         }));
         self.credit.clear();
         self.credit.resize(self.members.len(), 0);
 
+        let m32 = self.m;
         let mut runs = 0u64;
         loop {
             for k in 0..self.members.len() {
@@ -151,29 +154,38 @@ impl Maglev {
                     continue;
                 }
                 self.credit[k] -= max_weight;
-                let (offset, skip, next) = &mut self.perm[k];
-                let mut cur = (u64::from(*offset) + *next * u64::from(*skip)) % m;
-                let mut probes = 0u64;
-                while self.slots[cur as usize] != EMPTY {
-                    *next += 1;
+                let (cur, skip) = &mut self.perm[k];
+                let mut probes = 0u32;
+                while self.slots[*cur as usize] != EMPTY {
+                    *cur = step(*cur, *skip, m32);
                     probes += 1;
-                    cur = (u64::from(*offset) + *next * u64::from(*skip)) % m;
-                    if probes >= m {
+                    if probes >= m32 {
                         // Only with a non-prime size can a permutation miss a free slot: take
                         // the next free one instead of looping forever.
-                        while self.slots[cur as usize] != EMPTY {
-                            cur = (cur + 1) % m;
+                        while self.slots[*cur as usize] != EMPTY {
+                            *cur = step(*cur, 1, m32);
                         }
                     }
                 }
-                self.slots[cur as usize] = self.members[k];
-                *next += 1;
+                self.slots[*cur as usize] = self.members[k];
+                *cur = step(*cur, *skip, m32);
                 runs += 1;
                 if runs == m {
                     return;
                 }
             }
         }
+    }
+}
+
+/// `(cur + skip) % m` for `cur, skip < m`.
+#[inline(always)]
+fn step(cur: u32, skip: u32, m: u32) -> u32 {
+    let next = u64::from(cur) + u64::from(skip);
+    if next >= u64::from(m) {
+        (next - u64::from(m)) as u32
+    } else {
+        next as u32
     }
 }
 
@@ -272,6 +284,65 @@ mod tests {
             s.pick(&flow([1, 1, 1, 1], 1), &list, &NoLoad, Time(0)),
             None
         );
+    }
+
+    /// Katran's `MaglevHashV2::generateHashRing`, transcribed literally (division per probe),
+    /// for endpoints with positive weights.
+    fn katran_v2(endpoints: &[(u64, u32, u32)], m: u64) -> Vec<u32> {
+        let mut result = vec![u32::MAX; m as usize];
+        let max_weight = endpoints.iter().map(|e| e.2).max().unwrap();
+        let perm: Vec<(u64, u64)> = endpoints
+            .iter()
+            .map(|e| {
+                (
+                    murmur3_x64_64(e.0, SEED2, SEED0) % m,
+                    murmur3_x64_64(e.0, SEED3, SEED1) % (m - 1) + 1,
+                )
+            })
+            .collect();
+        let mut next = vec![0u64; endpoints.len()];
+        let mut cum = vec![0u32; endpoints.len()];
+        let mut runs = 0;
+        loop {
+            for i in 0..endpoints.len() {
+                cum[i] += endpoints[i].2;
+                if cum[i] >= max_weight {
+                    cum[i] -= max_weight;
+                    let (offset, skip) = perm[i];
+                    let mut cur = (offset + next[i] * skip) % m;
+                    while result[cur as usize] != u32::MAX {
+                        next[i] += 1;
+                        cur = (offset + next[i] * skip) % m;
+                    }
+                    result[cur as usize] = endpoints[i].1;
+                    next[i] += 1;
+                    runs += 1;
+                    if runs == m {
+                        return result;
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ring_equals_katran_v2_transcription() {
+        for (n, m) in [(2u32, 65_537u32), (7, 65_537), (50, 65_537), (13, 251)] {
+            let list: Vec<_> = (1..=n).map(|i| be(i, 1 + i % 5)).collect();
+            let mut s = Maglev::with_ring_size(m);
+            s.update(&list, Change::Init);
+            let eps: Vec<_> = list
+                .iter()
+                .enumerate()
+                .map(|(k, b)| (endpoint_hash(&b.addr, b.port), k as u32, b.weight))
+                .collect();
+            let want = katran_v2(&eps, u64::from(m));
+            let got: Vec<u32> = s
+                .slots()
+                .map(|p| p.map_or(u32::MAX, |p| p as u32))
+                .collect();
+            assert_eq!(got, want, "n = {n}, m = {m}");
+        }
     }
 
     #[test]
