@@ -355,3 +355,62 @@ pub fn answer(frame: &mut Frame, p: &Packet, kind: IcmpAnswer) -> Result<(), Wir
     m[2..4].copy_from_slice(&c.to_be_bytes());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The IPv4 header + 8 bytes that the kernel quoted in a port unreachable captured on
+    /// veth (198.18.0.1:59010 → 198.18.0.2:9, UDP; see `tests/wire_captured.rs`).
+    const QUOTED: [u8; 28] = [
+        0x45, 0x00, 0x00, 0x25, 0x11, 0xc4, 0x40, 0x00, 0x40, 0x11, 0x9c, 0xdc, 0xc6, 0x12, 0x00,
+        0x01, 0xc6, 0x12, 0x00, 0x02, 0xe6, 0x82, 0x00, 0x09, 0x00, 0x11, 0x5d, 0xaf,
+    ];
+
+    #[test]
+    fn embedded_ipv4_udp() {
+        let e = parse_embedded_at(&QUOTED, 0, QUOTED.len(), Family::V4).unwrap();
+        assert_eq!((e.l3, e.l4, e.end, e.proto), (0, 20, 28, proto::UDP));
+        assert_eq!(
+            (e.sport, e.dport, e.has_ports, e.frag),
+            (59010, 9, true, Frag::None)
+        );
+        assert_eq!(e.src, IpAddr::from([198, 18, 0, 1]));
+        assert_eq!(e.dst, IpAddr::from([198, 18, 0, 2]));
+        // The ports need 4 bytes after the header; the header needs all of its IHL.
+        assert_eq!(
+            parse_embedded_at(&QUOTED, 0, 23, Family::V4),
+            Err(WireError::Truncated)
+        );
+        assert!(parse_embedded_at(&QUOTED, 0, 24, Family::V4).is_ok());
+        let mut opts = QUOTED;
+        opts[0] = 0x46;
+        assert_eq!(
+            parse_embedded_at(&opts, 0, 23, Family::V4),
+            Err(WireError::Truncated)
+        );
+        // Wrong version, or an offset past the end.
+        assert_eq!(
+            parse_embedded_at(&QUOTED, 0, 28, Family::V6),
+            Err(WireError::Truncated)
+        );
+        opts[0] = 0x65;
+        assert_eq!(
+            parse_embedded_at(&opts, 0, 28, Family::V4),
+            Err(WireError::Malformed)
+        );
+        assert_eq!(
+            parse_embedded_at(&QUOTED, 29, 28, Family::V4),
+            Err(WireError::Truncated)
+        );
+    }
+
+    #[test]
+    fn fix_checksums() {
+        let mut h = QUOTED;
+        h[10] = 0;
+        h[11] = 0;
+        fix_ipv4_header(&mut h, 0, 20);
+        assert_eq!(&h[10..12], &[0x9c, 0xdc]);
+    }
+}
