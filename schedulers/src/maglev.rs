@@ -78,6 +78,8 @@ pub struct Maglev {
     perm: Vec<(u32, u32)>, // (next position in the permutation, skip)
     credit: Vec<u64>,
     members: Vec<u32>,
+    /// One bit per slot: a claimed-slot bitmap small enough for L1 while probing.
+    taken: Vec<u64>,
 }
 
 impl Default for Maglev {
@@ -102,6 +104,7 @@ impl Maglev {
             perm: Vec::new(),
             credit: Vec::new(),
             members: Vec::new(),
+            taken: vec![0; (m as usize).div_ceil(64)],
         }
     }
 
@@ -146,6 +149,9 @@ impl Maglev {
         self.credit.resize(self.members.len(), 0);
 
         let m32 = self.m;
+        self.taken.fill(0);
+        let taken = &mut self.taken;
+        let is_taken = |t: &[u64], c: u32| t[(c / 64) as usize] & (1u64 << (c % 64)) != 0;
         let mut runs = 0u64;
         loop {
             for k in 0..self.members.len() {
@@ -156,17 +162,18 @@ impl Maglev {
                 self.credit[k] -= max_weight;
                 let (cur, skip) = &mut self.perm[k];
                 let mut probes = 0u32;
-                while self.slots[*cur as usize] != EMPTY {
+                while is_taken(taken, *cur) {
                     *cur = step(*cur, *skip, m32);
                     probes += 1;
                     if probes >= m32 {
                         // Only with a non-prime size can a permutation miss a free slot: take
                         // the next free one instead of looping forever.
-                        while self.slots[*cur as usize] != EMPTY {
+                        while is_taken(taken, *cur) {
                             *cur = step(*cur, 1, m32);
                         }
                     }
                 }
+                taken[(*cur / 64) as usize] |= 1u64 << (*cur % 64);
                 self.slots[*cur as usize] = self.members[k];
                 *cur = step(*cur, *skip, m32);
                 runs += 1;
