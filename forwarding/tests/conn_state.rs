@@ -237,3 +237,62 @@ fn default_timeouts_are_ipvs_defaults() {
     assert_eq!(t.udp, 300_000);
     assert_eq!(t.other, 60_000);
 }
+
+/// SCTP through the table: a client association set up and shut down (IN/OUT), the
+/// counts, the timeouts and the names; INIT retransmission and ABORT after COOKIE ECHO.
+#[test]
+fn sctp_association_through_the_table() {
+    use xvs_forwarding::conn::state::sctp::{self, *};
+    let now = Time::from_secs(5);
+    let mut t = table();
+    let mut c = conn(Method::Nat);
+    c.proto = 132;
+    let id = t.insert(&c, now).unwrap();
+    let b = BackendId(1);
+    let steps: &[(Direction, u8, u8, u32)] = &[
+        (Direction::In, CHUNK_INIT, INIT1, 4),
+        (Direction::In, CHUNK_INIT, INIT, 61),
+        (Direction::Out, CHUNK_INIT_ACK, COOKIE_SENT, 61),
+        (Direction::In, CHUNK_COOKIE_ECHO, COOKIE_REPLIED, 61),
+        (Direction::Out, CHUNK_COOKIE_ACK, ESTABLISHED, 900),
+        (Direction::In, CHUNK_DATA, ESTABLISHED, 900),
+        (Direction::In, 3, ESTABLISHED, 900), // SACK counts as DATA
+        (Direction::In, CHUNK_SHUTDOWN, SHUTDOWN_RECEIVED, 61),
+        (Direction::Out, CHUNK_SHUTDOWN_ACK, SHUTDOWN_ACK_SENT, 61),
+        (Direction::In, CHUNK_SHUTDOWN_COMPLETE, CLOSED, 61),
+    ];
+    for &(dir, chunk, want, secs) in steps {
+        assert_eq!(
+            t.on_packet(id, dir, chunk, now),
+            want,
+            "{dir:?} chunk {chunk}"
+        );
+        assert_eq!(t.expires_in(id, now), Some(secs * 1000));
+        let active = t.counts().active(b);
+        assert_eq!(active, (want == sctp::ESTABLISHED) as u32);
+        assert_eq!(active + t.counts().inactive(b), 1);
+        assert_eq!(t.get(id).unwrap().state_name(), sctp::NAMES[want as usize]);
+    }
+    // INIT answered by ABORT: REJECTED (4 s).
+    let mut c2 = conn(Method::Nat);
+    c2.proto = 132;
+    c2.cport = 40001;
+    let id2 = t.insert(&c2, now).unwrap();
+    t.on_packet(id2, Direction::In, CHUNK_INIT, now);
+    t.on_packet(id2, Direction::Out, CHUNK_INIT_ACK, now);
+    let abort = effective_chunk(CHUNK_COOKIE_ECHO, Some(CHUNK_ABORT));
+    assert_eq!(abort, CHUNK_ABORT);
+    assert_eq!(effective_chunk(CHUNK_DATA, Some(CHUNK_ABORT)), CHUNK_DATA);
+    assert_eq!(t.on_packet(id2, Direction::In, abort, now), CLOSED);
+    // DR: input-only table, COOKIE ECHO straight to ESTABLISHED.
+    let mut c3 = conn(Method::Dr);
+    c3.proto = 132;
+    c3.cport = 40002;
+    let id3 = t.insert(&c3, now).unwrap();
+    t.on_packet(id3, Direction::In, CHUNK_INIT, now);
+    assert_eq!(
+        t.on_packet(id3, Direction::In, CHUNK_COOKIE_ECHO, now),
+        ESTABLISHED
+    );
+    assert_eq!(t.counts().active(b), 1);
+}

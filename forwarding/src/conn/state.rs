@@ -9,9 +9,12 @@
 //! The `secure_tcp` defense swaps in `tcp_states_dos`. Every packet sets the entry's timeout from
 //! the per-state table; only ESTABLISHED counts as an active connection.
 //!
+//! SCTP (`ip_vs_proto_sctp.c`): fourteen states, the same three directions, ten events from the
+//! chunk type (`sctp_events[]`); only ESTABLISHED is active.
+//!
 //! UDP has a single state ("UDP", 300 s). Everything else the table may hold (ICMP echo entries
-//! if the pipeline ever creates them, AH/ESP, SCTP until it gets its own machine) also has one
-//! state with a 60 s timeout — an xvs choice, IPVS has no ICMP entries at all.
+//! if the pipeline ever creates them, AH/ESP) also has one state with a 60 s timeout — an xvs
+//! choice, IPVS has no ICMP entries at all.
 
 /// TCP states, numbered as `IP_VS_TCP_S_*`.
 pub mod tcp {
@@ -56,6 +59,65 @@ pub mod tcp {
 pub mod template {
     pub const NONE: u8 = 0;
     pub const ASSURED: u8 = 1;
+}
+
+/// SCTP states, numbered as `IP_VS_SCTP_S_*`, and chunk types (RFC 9260 §3.2).
+pub mod sctp {
+    pub const NONE: u8 = 0;
+    pub const INIT1: u8 = 1;
+    pub const INIT: u8 = 2;
+    pub const COOKIE_SENT: u8 = 3;
+    pub const COOKIE_REPLIED: u8 = 4;
+    pub const COOKIE_WAIT: u8 = 5;
+    pub const COOKIE: u8 = 6;
+    pub const COOKIE_ECHOED: u8 = 7;
+    pub const ESTABLISHED: u8 = 8;
+    pub const SHUTDOWN_SENT: u8 = 9;
+    pub const SHUTDOWN_RECEIVED: u8 = 10;
+    pub const SHUTDOWN_ACK_SENT: u8 = 11;
+    pub const REJECTED: u8 = 12;
+    pub const CLOSED: u8 = 13;
+    /// Number of SCTP states.
+    pub const COUNT: usize = 14;
+
+    /// Names as `ipvsadm -Lnc` prints them.
+    pub const NAMES: [&str; COUNT] = [
+        "NONE",
+        "INIT1",
+        "INIT",
+        "C-SENT",
+        "C-REPLIED",
+        "C-WAIT",
+        "COOKIE",
+        "C-ECHOED",
+        "ESTABLISHED",
+        "S-SENT",
+        "S-RECEIVED",
+        "S-ACK-SENT",
+        "REJECTED",
+        "CLOSED",
+    ];
+
+    pub const CHUNK_DATA: u8 = 0;
+    pub const CHUNK_INIT: u8 = 1;
+    pub const CHUNK_INIT_ACK: u8 = 2;
+    pub const CHUNK_ABORT: u8 = 6;
+    pub const CHUNK_SHUTDOWN: u8 = 7;
+    pub const CHUNK_SHUTDOWN_ACK: u8 = 8;
+    pub const CHUNK_ERROR: u8 = 9;
+    pub const CHUNK_COOKIE_ECHO: u8 = 10;
+    pub const CHUNK_COOKIE_ACK: u8 = 11;
+    pub const CHUNK_SHUTDOWN_COMPLETE: u8 = 14;
+
+    /// The chunk type that decides the transition (`set_sctp_state`): the first chunk's type,
+    /// except that a COOKIE ECHO or COOKIE ACK followed by an ABORT counts as the ABORT.
+    pub fn effective_chunk(first: u8, second: Option<u8>) -> u8 {
+        if matches!(first, CHUNK_COOKIE_ECHO | CHUNK_COOKIE_ACK) && second == Some(CHUNK_ABORT) {
+            CHUNK_ABORT
+        } else {
+            first
+        }
+    }
 }
 
 /// Which transition table a packet uses.
@@ -166,11 +228,99 @@ pub fn tcp_next(state: u8, dir: TcpDir, flags: u8, secure: bool) -> u8 {
     }
 }
 
+/// `sctp_events[]`: chunk type → event (DATA, INIT, INIT_ACK, COOKIE_ECHO, COOKIE_ACK, SHUTDOWN,
+/// SHUTDOWN_ACK, SHUTDOWN_COMPLETE, ERROR, ABORT = 0..9). Unknown types count as DATA.
+#[inline]
+pub fn sctp_event(chunk: u8) -> usize {
+    match chunk {
+        1 => 1,
+        2 => 2,
+        10 => 3,
+        11 => 4,
+        7 => 5,
+        8 => 6,
+        14 => 7,
+        9 => 8,
+        6 => 9,
+        _ => 0, // DATA, SACK, HEARTBEAT(_ACK), ECNE, CWR and anything unknown
+    }
+}
+
+const Q_I1: u8 = sctp::INIT1;
+const Q_IN: u8 = sctp::INIT;
+const Q_CS: u8 = sctp::COOKIE_SENT;
+const Q_CR: u8 = sctp::COOKIE_REPLIED;
+const Q_CW: u8 = sctp::COOKIE_WAIT;
+const Q_CO: u8 = sctp::COOKIE;
+const Q_CE: u8 = sctp::COOKIE_ECHOED;
+const Q_ES: u8 = sctp::ESTABLISHED;
+const Q_SS: u8 = sctp::SHUTDOWN_SENT;
+const Q_SR: u8 = sctp::SHUTDOWN_RECEIVED;
+const Q_SA: u8 = sctp::SHUTDOWN_ACK_SENT;
+const Q_RJ: u8 = sctp::REJECTED;
+const Q_CL: u8 = sctp::CLOSED;
+
+/// `sctp_states[]`: [direction][event][current state] → next state.
+#[rustfmt::skip]
+static SCTP_STATES: [[[u8; sctp::COUNT]; 10]; 3] = [
+    // INPUT:  sNO   sI1   sIN   sCS   sCR   sCW   sCO   sCE   sES   sSS   sSR   sSA   sRJ   sCL
+    [
+        [Q_ES, Q_I1, Q_IN, Q_CS, Q_CR, Q_CW, Q_CO, Q_CE, Q_ES, Q_SS, Q_SR, Q_SA, Q_RJ, Q_CL], // d
+        [Q_I1, Q_IN, Q_IN, Q_CS, Q_CR, Q_CW, Q_CO, Q_CE, Q_ES, Q_SS, Q_SR, Q_SA, Q_IN, Q_IN], // i
+        [Q_CW, Q_CW, Q_CW, Q_CS, Q_CR, Q_CO, Q_CO, Q_CE, Q_ES, Q_SS, Q_SR, Q_SA, Q_RJ, Q_CL], // i_a
+        [Q_CR, Q_IN, Q_IN, Q_CR, Q_CR, Q_CW, Q_CO, Q_CE, Q_ES, Q_SS, Q_SR, Q_SA, Q_RJ, Q_CL], // c_e
+        [Q_ES, Q_I1, Q_IN, Q_CS, Q_CR, Q_CW, Q_CO, Q_ES, Q_ES, Q_SS, Q_SR, Q_SA, Q_RJ, Q_CL], // c_a
+        [Q_SR, Q_I1, Q_IN, Q_CS, Q_CR, Q_CW, Q_CO, Q_CE, Q_SR, Q_SS, Q_SR, Q_SA, Q_RJ, Q_CL], // s
+        [Q_CL, Q_IN, Q_IN, Q_CS, Q_CR, Q_CW, Q_CO, Q_CE, Q_ES, Q_CL, Q_SR, Q_CL, Q_RJ, Q_CL], // s_a
+        [Q_CL, Q_CL, Q_CL, Q_CS, Q_CR, Q_CW, Q_CO, Q_CE, Q_ES, Q_SS, Q_SR, Q_CL, Q_RJ, Q_CL], // s_c
+        [Q_CL, Q_I1, Q_IN, Q_CS, Q_CR, Q_CW, Q_CO, Q_CL, Q_ES, Q_SS, Q_SR, Q_SA, Q_RJ, Q_CL], // err
+        [Q_CL, Q_CL, Q_CL, Q_CL, Q_CL, Q_RJ, Q_CL, Q_CL, Q_CL, Q_CL, Q_CL, Q_CL, Q_CL, Q_CL], // ab
+    ],
+    // OUTPUT
+    [
+        [Q_ES, Q_I1, Q_IN, Q_CS, Q_CR, Q_CW, Q_CO, Q_CE, Q_ES, Q_SS, Q_SR, Q_SA, Q_RJ, Q_CL],
+        [Q_CW, Q_CW, Q_CW, Q_CW, Q_CW, Q_CW, Q_CW, Q_CW, Q_ES, Q_CW, Q_CW, Q_CW, Q_CW, Q_CW],
+        [Q_CS, Q_CS, Q_CS, Q_CS, Q_CR, Q_CW, Q_CO, Q_CE, Q_ES, Q_SS, Q_SR, Q_SA, Q_RJ, Q_CL],
+        [Q_CE, Q_CE, Q_CE, Q_CE, Q_CE, Q_CE, Q_CE, Q_CE, Q_ES, Q_SS, Q_SR, Q_SA, Q_RJ, Q_CL],
+        [Q_ES, Q_ES, Q_ES, Q_ES, Q_ES, Q_ES, Q_ES, Q_ES, Q_ES, Q_SS, Q_SR, Q_SA, Q_RJ, Q_CL],
+        [Q_SS, Q_SS, Q_SS, Q_SS, Q_SS, Q_SS, Q_SS, Q_SS, Q_SS, Q_SS, Q_SR, Q_SA, Q_RJ, Q_CL],
+        [Q_SA, Q_SA, Q_SA, Q_SA, Q_SA, Q_CW, Q_CO, Q_CE, Q_ES, Q_SA, Q_SA, Q_SA, Q_RJ, Q_CL],
+        [Q_CL, Q_I1, Q_IN, Q_CS, Q_CR, Q_CW, Q_CO, Q_CE, Q_ES, Q_SS, Q_SR, Q_SA, Q_RJ, Q_CL],
+        [Q_CL, Q_CL, Q_CL, Q_CL, Q_CL, Q_CW, Q_CO, Q_CE, Q_ES, Q_SS, Q_SR, Q_SA, Q_RJ, Q_CL],
+        [Q_CL, Q_RJ, Q_CL, Q_CL, Q_CL, Q_CL, Q_CL, Q_CL, Q_CL, Q_CL, Q_CL, Q_CL, Q_CL, Q_CL],
+    ],
+    // INPUT-ONLY
+    [
+        [Q_ES, Q_I1, Q_IN, Q_CS, Q_CR, Q_ES, Q_CO, Q_CE, Q_ES, Q_SS, Q_SR, Q_SA, Q_RJ, Q_CL],
+        [Q_I1, Q_IN, Q_IN, Q_IN, Q_IN, Q_IN, Q_CO, Q_CE, Q_ES, Q_SS, Q_SR, Q_SA, Q_IN, Q_IN],
+        [Q_CE, Q_CE, Q_CE, Q_CE, Q_CE, Q_CE, Q_CO, Q_CE, Q_ES, Q_SS, Q_SR, Q_SA, Q_RJ, Q_CL],
+        [Q_ES, Q_ES, Q_ES, Q_ES, Q_ES, Q_ES, Q_CO, Q_CE, Q_ES, Q_SS, Q_SR, Q_SA, Q_RJ, Q_CL],
+        [Q_ES, Q_I1, Q_IN, Q_ES, Q_ES, Q_CW, Q_ES, Q_ES, Q_ES, Q_SS, Q_SR, Q_SA, Q_RJ, Q_CL],
+        [Q_SR, Q_I1, Q_IN, Q_CS, Q_CR, Q_CW, Q_CO, Q_CE, Q_SR, Q_SS, Q_SR, Q_SA, Q_RJ, Q_CL],
+        [Q_CL, Q_IN, Q_IN, Q_CS, Q_CR, Q_CW, Q_CO, Q_CE, Q_CL, Q_CL, Q_SR, Q_CL, Q_RJ, Q_CL],
+        [Q_CL, Q_CL, Q_CL, Q_CL, Q_CL, Q_CW, Q_CO, Q_CE, Q_ES, Q_SS, Q_CL, Q_CL, Q_RJ, Q_CL],
+        [Q_CL, Q_I1, Q_IN, Q_CS, Q_CR, Q_CW, Q_CO, Q_CE, Q_ES, Q_SS, Q_SR, Q_SA, Q_RJ, Q_CL],
+        [Q_CL, Q_CL, Q_CL, Q_CL, Q_CL, Q_RJ, Q_CL, Q_CL, Q_CL, Q_CL, Q_CL, Q_CL, Q_CL, Q_CL],
+    ],
+];
+
+/// The next SCTP state for a packet whose effective chunk type is `chunk` (see
+/// [`sctp::effective_chunk`]). Out-of-range states go to CLOSED.
+#[inline]
+pub fn sctp_next(state: u8, dir: TcpDir, chunk: u8) -> u8 {
+    SCTP_STATES[dir as usize][sctp_event(chunk)]
+        .get(state as usize)
+        .copied()
+        .unwrap_or(Q_CL)
+}
+
 /// Per-state timeouts in milliseconds, settable at run time (`ipvsadm --set`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Timeouts {
     /// TCP, indexed by state.
     pub tcp: [u32; tcp::COUNT],
+    /// SCTP, indexed by state.
+    pub sctp: [u32; sctp::COUNT],
     /// UDP's only state.
     pub udp: u32,
     /// Every other protocol's only state (xvs choice: 60 s).
@@ -183,9 +333,10 @@ pub const MAX_TIMEOUT_MS: u32 = 24 * 24 * 3600 * 1000;
 
 impl Default for Timeouts {
     /// IPVS defaults: NO 2, ES 900, SS 120, SR 60, FW 120, TW 120, CL 10, CW 60, LA 30, LI 120,
-    /// SA 120 s; UDP 300 s.
+    /// SA 120 s; UDP 300 s; SCTP NONE 2, INIT1 4, REJECTED 4, ESTABLISHED 900, others 61 s.
     fn default() -> Self {
         const S: u32 = 1000;
+        const RTO: u32 = 61 * S;
         Timeouts {
             tcp: [
                 2 * S,
@@ -199,6 +350,22 @@ impl Default for Timeouts {
                 30 * S,
                 120 * S,
                 120 * S,
+            ],
+            sctp: [
+                2 * S,
+                4 * S,
+                RTO,
+                RTO,
+                RTO,
+                RTO,
+                RTO,
+                RTO,
+                900 * S,
+                RTO,
+                RTO,
+                RTO,
+                4 * S,
+                RTO,
             ],
             udp: 300 * S,
             other: 60 * S,
@@ -228,6 +395,11 @@ impl Timeouts {
         match proto {
             6 => self.tcp.get(state as usize).copied().unwrap_or(self.tcp[0]),
             17 => self.udp,
+            132 => self
+                .sctp
+                .get(state as usize)
+                .copied()
+                .unwrap_or(self.sctp[0]),
             _ => self.other,
         }
     }
@@ -245,6 +417,7 @@ pub fn state_name(proto: u8, state: u8, is_template: bool) -> &'static str {
     match proto {
         6 => tcp::NAMES.get(state as usize).copied().unwrap_or("ERR!"),
         17 => "UDP",
+        132 => sctp::NAMES.get(state as usize).copied().unwrap_or("ERR!"),
         0 => "NONE",
         1 | 58 => "ICMP",
         _ => "NONE",

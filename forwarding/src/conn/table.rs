@@ -23,7 +23,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use super::counts::BackendCounts;
 use super::flags::*;
 use super::index::Index;
-use super::state::{self, tcp, TcpDir, Timeouts, MAX_TIMEOUT_MS};
+use super::state::{self, sctp, tcp, TcpDir, Timeouts, MAX_TIMEOUT_MS};
 use super::{
     BackendId, Conn, ConnId, ConnListing, Direction, Method, NewConn, TemplateKey, Time, Tuple,
 };
@@ -262,7 +262,7 @@ impl ConnTable {
     /// Replace the whole timeout table (milliseconds; clamped to 24 days).
     pub fn set_timeout_table(&mut self, t: Timeouts) {
         let mut t = t;
-        for v in t.tcp.iter_mut() {
+        for v in t.tcp.iter_mut().chain(t.sctp.iter_mut()) {
             *v = (*v).min(MAX_TIMEOUT_MS);
         }
         t.udp = t.udp.min(MAX_TIMEOUT_MS);
@@ -739,12 +739,13 @@ impl ConnTable {
     // ---------------------------------------------------------------- per packet
 
     /// Account one packet of connection `id` travelling in `dir`: protocol state transition
-    /// (TCP: `tcp_flags` is the header's flag byte; IN/OUT/input-only table, NOOUTPUT cleared by
-    /// the first OUT packet), active/inactive counts moved on a change into or out of
+    /// (`flags`: for TCP the header's flag byte, for SCTP the effective chunk type
+    /// ([`state::sctp::effective_chunk`]), ignored otherwise; IN/OUT/input-only table, NOOUTPUT
+    /// cleared by the first OUT packet), active/inactive counts moved on a change into or out of
     /// ESTABLISHED, the owning template marked ASSURED, the timeout set from the state and the
     /// timer re-armed to `now + timeout`; inbound packets counted. Returns the new state.
     #[inline]
-    pub fn on_packet(&mut self, id: ConnId, dir: Direction, tcp_flags: u8, now: Time) -> u8 {
+    pub fn on_packet(&mut self, id: ConnId, dir: Direction, flags: u8, now: Time) -> u8 {
         let idx = id.0;
         let Some(e) = self.entries.get_mut(idx as usize) else {
             return 0;
@@ -766,7 +767,7 @@ impl ConnTable {
                         tdir = TcpDir::InputOnly;
                     }
                 }
-                let new = state::tcp_next(e.state, tdir, tcp_flags, self.secure_tcp);
+                let new = state::tcp_next(e.state, tdir, flags, self.secure_tcp);
                 if new != e.state && e.flags & TEMPLATE == 0 {
                     let b = BackendId(e.backend);
                     if e.flags & INACTIVE == 0 && new != tcp::ESTABLISHED {
@@ -780,6 +781,33 @@ impl ConnTable {
                 }
                 e.state = new;
                 self.timeouts.get(6, new)
+            }
+            132 => {
+                let mut sdir = match dir {
+                    Direction::In => TcpDir::In,
+                    Direction::Out => TcpDir::Out,
+                };
+                if e.flags & NOOUTPUT != 0 {
+                    if dir == Direction::Out {
+                        e.flags &= !NOOUTPUT;
+                    } else {
+                        sdir = TcpDir::InputOnly;
+                    }
+                }
+                let new = state::sctp_next(e.state, sdir, flags);
+                if new != e.state && e.flags & TEMPLATE == 0 {
+                    let b = BackendId(e.backend);
+                    if e.flags & INACTIVE == 0 && new != sctp::ESTABLISHED {
+                        e.flags |= INACTIVE;
+                        self.counts.deactivate(b);
+                    } else if e.flags & INACTIVE != 0 && new == sctp::ESTABLISHED {
+                        e.flags &= !INACTIVE;
+                        self.counts.activate(b);
+                    }
+                    assure = new == sctp::ESTABLISHED;
+                }
+                e.state = new;
+                self.timeouts.get(132, new)
             }
             p => {
                 assure = p == 17 && dir == Direction::Out;
