@@ -619,3 +619,56 @@ fn time_jumps_do_not_lose_entries() {
     assert_eq!(t.len(), 0);
     t.check().unwrap();
 }
+
+#[test]
+fn overload_thresholds_through_the_table() {
+    let mut t = table(64);
+    let b = BackendId(3);
+    t.set_thresholds(b, 4, 0);
+    let mut ids = Vec::new();
+    for p in 0..4u16 {
+        ids.push(
+            t.insert(&nat(v4(198, 18, 2, 1), 100 + p, 3), secs(0))
+                .unwrap(),
+        );
+        assert_eq!(t.counts().overloaded(b), p == 3, "after {} binds", p + 1);
+    }
+    // Templates do not count towards the total, but binding one re-checks it.
+    let key = TemplateKey {
+        proto: 6,
+        client: v4(198, 18, 2, 0),
+        vaddr: v4(198, 18, 0, 100),
+        vport: 80,
+    };
+    t.insert_template(
+        &key,
+        b,
+        v4(198, 18, 1, 3),
+        8080,
+        0,
+        Method::Nat,
+        60,
+        secs(0),
+    )
+    .unwrap();
+    assert!(t.counts().overloaded(b));
+    // Establishing moves counts but never re-evaluates OVERLOAD.
+    t.on_packet(ids[0], Direction::In, SYN, secs(0));
+    t.on_packet(ids[0], Direction::In, ACK, secs(0));
+    assert!(t.counts().overloaded(b));
+    // 3/4 rule: total 3 → 12 < 12 false; total 2 → 8 < 12 true.
+    assert!(t.expire_now(ids[1], secs(1)));
+    assert!(t.counts().overloaded(b));
+    assert!(t.expire_now(ids[0], secs(1)));
+    assert!(!t.counts().overloaded(b));
+    assert_eq!(t.counts().active(b), 0);
+    assert_eq!(t.counts().inactive(b), 2);
+    // With a lower threshold of 2: cleared only below 2.
+    t.set_thresholds(b, 3, 2);
+    t.insert(&nat(v4(198, 18, 2, 1), 200, 3), secs(2)).unwrap();
+    assert!(t.counts().overloaded(b));
+    assert!(t.expire_now(ids[2], secs(2)));
+    assert!(t.counts().overloaded(b), "2 is not below 2");
+    assert!(t.expire_now(ids[3], secs(2)));
+    assert!(!t.counts().overloaded(b));
+}
