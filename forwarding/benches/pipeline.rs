@@ -1,0 +1,203 @@
+//! The whole pipeline per frame (parse → connection lookup → rewrite → verdict), one core.
+//!
+//! Cases, each with 1 K and 1 M connections in the table:
+//! * `established/{nat-in,nat-out,dr,tun,fullnat-in,fullnat-out}`: a TCP ACK of an established
+//!   connection, flows visited in a random order (the table's memory access is the cost);
+//! * `new-flow/nat`: a SYN of a connection never seen, scheduled (rr) and inserted, in steady
+//!   state: time advances so that as many connections expire (SYN_RECV, 60 s) as arrive, with the
+//!   worker's amortised expiry (64 units of work per frame) — the table stays at the size.
+//!
+//! Each iteration copies the 54–74-byte frame into the worker's buffer first (a few ns, part of
+//! the figure, as a real worker would have the frame already in its UMEM).
+
+#[path = "../tests/common/mod.rs"]
+#[allow(dead_code, unused_imports)]
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use common::*;
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use xvs_forwarding::testkit::Pkt;
+use xvs_forwarding::{Frame, Method, Pipeline, PipelineConfig, Time, Verdict};
+
+const HEADROOM: usize = 256;
+
+/// Client `i` of up to 2^15 · 64512 (address from 198.18.128.0/17, port from 1024).
+fn client(i: u32) -> (IpAddr, u16) {
+    let a = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 128, 0)) + (i % 32768));
+    (IpAddr::V4(a), 1024 + (i / 32768) as u16)
+}
+
+fn pipeline(capacity: u32) -> Pipeline {
+    let cfg = PipelineConfig {
+        connections: capacity,
+        v6_connections: 1024,
+        local_addresses: vec![IpAddr::V4(LOCAL4)],
+        ..PipelineConfig::default()
+    };
+    Pipeline::new(cfg, &services(), vec![], network()).unwrap()
+}
+
+fn run_one(
+    p: &mut Pipeline,
+    now: Time,
+    port: xvs_forwarding::PortId,
+    frame: &[u8],
+    buf: &mut [u8],
+) -> Verdict {
+    buf[HEADROOM..HEADROOM + frame.len()].copy_from_slice(frame);
+    let mut f = Frame::new(buf, HEADROOM, frame.len());
+    p.process(now, port, &mut f)
+}
+
+/// A pipeline holding `n` established connections of method `m` (TCP), the frames that hit
+/// them (client ACKs in, and for NAT/FullNAT the backend's ACKs out) in a random order.
+fn established(m: Method, n: u32) -> (Pipeline, Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let mut p = pipeline(n + 1024);
+    let vport = 80 + u16::from(method_index(m));
+    let backend = 11 + method_index(m);
+    let now = Time::from_secs(1);
+    let mut buf = vec![0u8; HEADROOM + 2048];
+    let mut ins = Vec::with_capacity(n as usize);
+    let mut outs = Vec::new();
+    for i in 0..n {
+        let (c, cport) = client(i);
+        let syn = frame_in(c, IpAddr::V4(VIP4))
+            .tcp(cport, vport)
+            .syn()
+            .build();
+        let v = run_one(&mut p, now, FRONT, &syn, &mut buf);
+        assert_eq!(v, Verdict::Tx(BACK));
+        let ack = frame_in(c, IpAddr::V4(VIP4))
+            .tcp(cport, vport)
+            .ack()
+            .build();
+        assert_eq!(
+            run_one(&mut p, now, FRONT, &ack, &mut buf),
+            Verdict::Tx(BACK)
+        );
+        ins.push(ack);
+        let reply = match m {
+            Method::Nat => Some((c, cport)),
+            // The pipeline hands out local ports from 1024, one per connection.
+            Method::FullNat => Some((IpAddr::V4(LOCAL4), 1024 + i as u16)),
+            _ => None,
+        };
+        if let Some((dst, dport)) = reply {
+            let r = ip(
+                Pkt::eth(backend_mac(backend), BACK_MAC),
+                IpAddr::V4(backend4(backend)),
+                dst,
+            )
+            .ttl(64)
+            .tcp(8000 + vport, dport)
+            .ack()
+            .build();
+            outs.push(r);
+        }
+    }
+    shuffle(&mut ins);
+    shuffle(&mut outs);
+    (p, ins, outs)
+}
+
+fn shuffle<T>(v: &mut [T]) {
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for i in (1..v.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+}
+
+fn bench_established(c: &mut Criterion) {
+    let mut g = c.benchmark_group("established");
+    g.throughput(Throughput::Elements(1));
+    for n in [1_000u32, 1_000_000] {
+        for m in [Method::Nat, Method::Dr, Method::Tunnel, Method::FullNat] {
+            if m == Method::FullNat && n > 60_000 {
+                // One local address gives 64 K ports: FullNAT at 1 M needs more addresses.
+                continue;
+            }
+            let (mut p, ins, outs) = established(m, n);
+            let mut buf = vec![0u8; HEADROOM + 2048];
+            let name = match m {
+                Method::Nat => "nat",
+                Method::Dr => "dr",
+                Method::Tunnel => "tun",
+                Method::FullNat => "fullnat",
+            };
+            let now = Time::from_secs(2);
+            let mut i = 0usize;
+            let label = if matches!(m, Method::Nat | Method::FullNat) {
+                format!("{name}-in/{n}")
+            } else {
+                format!("{name}/{n}")
+            };
+            g.bench_function(label, |b| {
+                b.iter(|| {
+                    i = (i + 1) % ins.len();
+                    run_one(&mut p, now, FRONT, &ins[i], &mut buf)
+                })
+            });
+            if !outs.is_empty() {
+                let mut i = 0usize;
+                g.bench_function(format!("{name}-out/{n}"), |b| {
+                    b.iter(|| {
+                        i = (i + 1) % outs.len();
+                        run_one(&mut p, now, BACK, &outs[i], &mut buf)
+                    })
+                });
+            }
+        }
+    }
+    g.finish();
+}
+
+fn bench_new_flow(c: &mut Criterion) {
+    let mut g = c.benchmark_group("new-flow");
+    g.throughput(Throughput::Elements(1));
+    for n in [1_000u32, 1_000_000] {
+        let mut p = pipeline(2 * n + 4096);
+        let mut buf = vec![0u8; HEADROOM + 2048];
+        // SYN_RECV lasts 60 s: one new connection every 60 s / n keeps n in the table.
+        let step = 60_000_000_000 / u64::from(n);
+        let mut now = Time::from_secs(10);
+        // Fill to the steady state first.
+        let mut next = 0u32;
+        let syn = |i: u32| {
+            let (c, cport) = client(i);
+            frame_in(c, IpAddr::V4(VIP4)).tcp(cport, 80).syn().build()
+        };
+        for _ in 0..n {
+            now.0 += step;
+            p.housekeeping(now, 64);
+            run_one(&mut p, now, FRONT, &syn(next), &mut buf);
+            next += 1;
+        }
+        g.bench_function(format!("nat/{n}"), |b| {
+            b.iter_batched(
+                || {
+                    next = next.wrapping_add(1) % (32768 * 64000);
+                    syn(next)
+                },
+                |f| {
+                    now.0 += step;
+                    p.housekeeping(now, 64);
+                    run_one(&mut p, now, FRONT, &f, &mut buf)
+                },
+                BatchSize::SmallInput,
+            )
+        });
+        eprintln!(
+            "new-flow/{n}: table holds {} connections",
+            p.connections().len()
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_established, bench_new_flow);
+criterion_main!(benches);

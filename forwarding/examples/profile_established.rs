@@ -1,0 +1,59 @@
+//! A profiling loop for the established-flow path: `n` NAT connections, then `iters` client
+//! ACKs of random ones through the pipeline. Run under `perf record` to see where the time goes:
+//! `cargo run --release -p xvs-forwarding --example profile_established -- 1000 20000000`.
+
+#[path = "../tests/common/mod.rs"]
+#[allow(dead_code, unused_imports)]
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use common::*;
+use xvs_forwarding::{Frame, Pipeline, PipelineConfig, Time, Verdict};
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let n: u32 = args.next().and_then(|s| s.parse().ok()).unwrap_or(1000);
+    let iters: u64 = args
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_000_000);
+    let cfg = PipelineConfig {
+        connections: n + 1024,
+        v6_connections: 1024,
+        local_addresses: vec![IpAddr::V4(LOCAL4)],
+        ..PipelineConfig::default()
+    };
+    let mut p = Pipeline::new(cfg, &services(), vec![], network()).expect("pipeline");
+    let mut buf = vec![0u8; 4096];
+    let mut acks = Vec::new();
+    let now = Time::from_secs(1);
+    for i in 0..n {
+        let c = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 128, 0)) + (i % 32768));
+        let (c, cport) = (IpAddr::V4(c), 1024 + (i / 32768) as u16);
+        let syn = frame_in(c, IpAddr::V4(VIP4)).tcp(cport, 80).syn().build();
+        let ack = frame_in(c, IpAddr::V4(VIP4)).tcp(cport, 80).ack().build();
+        for f in [&syn, &ack] {
+            buf[256..256 + f.len()].copy_from_slice(f);
+            let mut fr = Frame::new(&mut buf, 256, f.len());
+            assert_eq!(p.process(now, FRONT, &mut fr), Verdict::Tx(BACK));
+        }
+        acks.push(ack);
+    }
+    let t0 = std::time::Instant::now();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..iters {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let f = &acks[(x % acks.len() as u64) as usize];
+        buf[256..256 + f.len()].copy_from_slice(f);
+        let mut fr = Frame::new(&mut buf, 256, f.len());
+        std::hint::black_box(p.process(now, FRONT, &mut fr));
+    }
+    let dt = t0.elapsed();
+    println!(
+        "{n} connections: {:.1} ns per established frame",
+        dt.as_nanos() as f64 / iters as f64
+    );
+}
