@@ -11,7 +11,7 @@
 //! the figure, as a real worker would have the frame already in its UMEM).
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr};

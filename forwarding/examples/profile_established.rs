@@ -3,7 +3,7 @@
 //! `cargo run --release -p xvs-forwarding --example profile_established -- 1000 20000000`.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr};
