@@ -7,4 +7,5 @@ pub mod dataplane_config;
 pub mod io;
 pub mod neigh;
 pub mod replay;
+pub mod simulate;
 pub mod worker;

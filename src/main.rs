@@ -48,6 +48,15 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         ingress: u16,
     },
+    /// Print the backend each flow gets, through the same pipeline the data plane runs.
+    Simulate {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Flow list (`proto src_ip src_port dst_ip dst_port [open|close]` per line, `-` for
+        /// standard input) or a pcap/pcapng capture.
+        #[arg(long)]
+        flows: PathBuf,
+    },
     /// Validate a configuration file and print a summary.
     Check {
         #[arg(long, short)]
@@ -79,6 +88,29 @@ fn real_main() -> Result<()> {
             out.flush()?;
             Ok(())
         }
+        Command::Simulate { config, flows } => {
+            let cfg = Config::load(&config)?;
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            let is_capture = std::fs::read(&flows)
+                .map(|b| b.len() >= 4 && is_capture_magic(&b[..4]))
+                .unwrap_or(false);
+            if is_capture {
+                xvs::simulate::simulate_capture(&cfg, &flows, &mut out)?;
+            } else {
+                let text = if flows.as_os_str() == "-" {
+                    std::io::read_to_string(std::io::stdin())?
+                } else {
+                    std::fs::read_to_string(&flows)
+                        .with_context(|| format!("{}: cannot read", flows.display()))?
+                };
+                let list = xvs::simulate::parse_flows(&text)
+                    .with_context(|| flows.display().to_string())?;
+                xvs::simulate::simulate_flows(&cfg, &list, &mut out)?;
+            }
+            out.flush()?;
+            Ok(())
+        }
         Command::Check { config } => {
             let cfg = Config::load(&config)?;
             xvs::replay::offline_pipeline(&cfg)?;
@@ -94,6 +126,18 @@ fn real_main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// pcap (either byte order, µs or ns) or pcapng.
+fn is_capture_magic(m: &[u8]) -> bool {
+    matches!(
+        m,
+        [0xd4, 0xc3, 0xb2, 0xa1]
+            | [0xa1, 0xb2, 0xc3, 0xd4]
+            | [0x4d, 0x3c, 0xb2, 0xa1]
+            | [0xa1, 0xb2, 0x3c, 0x4d]
+            | [0x0a, 0x0d, 0x0d, 0x0a]
+    )
 }
 
 /// What the XDP program must steer to the workers, from the configuration.
