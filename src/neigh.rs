@@ -5,19 +5,25 @@
 //! `neighbour_refresh_ms`, keeps the usable entries (REACHABLE, STALE, DELAY, PROBE, PERMANENT)
 //! on the director's ports, and sends each worker only the changes ([`NeighbourUpdate`]) through a
 //! channel the worker drains once per loop — no lock on the packet path. Watched next hops
-//! (backends, gateways) without a usable entry get a resolution nudge: a UDP datagram to the
-//! discard port, which makes the kernel send an ARP request / neighbour solicitation. Until an
+//! (backends, gateways) without a usable entry get a resolution nudge: an ICMP echo request from
+//! a raw socket, which makes the kernel send an ARP request / neighbour solicitation (the echo
+//! reply is passed to the kernel by the XDP program, it never reaches the pipeline). Until an
 //! entry appears, the pipeline counts such frames as `DropReason::NoNeighbour`.
+//!
+//! Kept fresh: the kernel itself never sends to the backends (xvs does, from user space), so
+//! their entries age to STALE and would stay there, unverified, even if a backend's MAC changed.
+//! Watched next hops in STALE are nudged every [`REVALIDATE`], which makes the kernel probe them
+//! (STALE → DELAY → PROBE → REACHABLE, or FAILED and then removed from the workers).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
 use xvs_forwarding::PortId;
 
-use crate::io::netlink::{dump_neighbours, NeighEntry};
+use crate::io::netlink::{dump_neighbours, nud, NeighEntry};
 use crate::io::sys::InterfaceInfo;
 
 /// A change in the neighbour set, as sent to the workers.
@@ -33,6 +39,9 @@ pub enum NeighbourUpdate {
     },
 }
 
+/// How often watched next hops in STALE state are re-validated.
+pub const REVALIDATE: Duration = Duration::from_secs(30);
+
 /// Diffs successive neighbour dumps and nudges resolution of watched next hops.
 #[derive(Debug)]
 pub struct NeighbourRefresher {
@@ -40,6 +49,9 @@ pub struct NeighbourRefresher {
     ports: Vec<(u32, PortId)>,
     known: HashMap<IpAddr, (PortId, [u8; 6])>,
     watch: Vec<IpAddr>,
+    /// Watched next hops seen in STALE state in the last dump.
+    stale: Vec<IpAddr>,
+    last_revalidate: Instant,
     /// Dump failures so far (logged once per streak).
     failing: bool,
 }
@@ -54,6 +66,8 @@ impl NeighbourRefresher {
                 .collect(),
             known: HashMap::new(),
             watch,
+            stale: Vec::new(),
+            last_revalidate: Instant::now(),
             failing: false,
         }
     }
@@ -61,10 +75,14 @@ impl NeighbourRefresher {
     /// Compute the updates that turn the previous set into `entries`.
     pub fn diff(&mut self, entries: &[NeighEntry]) -> Vec<NeighbourUpdate> {
         let mut now: HashMap<IpAddr, (PortId, [u8; 6])> = HashMap::new();
+        self.stale.clear();
         for e in entries {
             let Some(&(_, port)) = self.ports.iter().find(|(i, _)| *i == e.ifindex) else {
                 continue;
             };
+            if e.state & nud::STALE != 0 && self.watch.contains(&e.ip) {
+                self.stale.push(e.ip);
+            }
             if let (true, Some(mac)) = (e.usable(), e.mac) {
                 now.insert(e.ip, (port, mac));
             }
@@ -106,6 +124,12 @@ impl NeighbourRefresher {
         for ip in self.unresolved() {
             nudge(ip);
         }
+        if self.last_revalidate.elapsed() >= REVALIDATE {
+            self.last_revalidate = Instant::now();
+            for &ip in &self.stale {
+                nudge(ip);
+            }
+        }
         updates
     }
 
@@ -137,21 +161,14 @@ impl NeighbourRefresher {
     }
 }
 
-/// Make the kernel resolve `ip`: a datagram to the discard port (9) needs its MAC.
+/// Make the kernel resolve (or re-validate) `ip`: an echo request needs its MAC.
 fn nudge(ip: IpAddr) {
-    let bind: SocketAddr = match ip {
-        IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-        IpAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
-    };
-    if let Ok(s) = UdpSocket::bind(bind) {
-        let _ = s.send_to(b"", (ip, 9));
-    }
+    let _ = crate::io::sys::icmp_echo(ip, std::process::id() as u16);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::io::netlink::nud;
 
     fn port(ifindex: u32) -> InterfaceInfo {
         InterfaceInfo {
@@ -191,8 +208,10 @@ mod tests {
             }]
         );
         assert_eq!(r.unresolved(), vec![b]);
+        assert!(r.stale.is_empty());
         // Same again: nothing. STALE is still usable.
         assert!(r.diff(&[e(9, "198.18.3.11", 1, nud::STALE)]).is_empty());
+        assert_eq!(r.stale, vec![a]);
         // MAC changes, b appears on port 0.
         let mut u = r.diff(&[
             e(9, "198.18.3.11", 4, nud::REACHABLE),

@@ -570,6 +570,9 @@ where
 {
     let signalled = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second signal while stopping exits at once (the BPF links go with the process).
+        signal_hook::flag::register_conditional_shutdown(sig, 1, signalled.clone())
+            .map_err(DataplaneError::Signal)?;
         signal_hook::flag::register(sig, signalled.clone()).map_err(DataplaneError::Signal)?;
     }
     let dp = Dataplane::start(cfg, targets, factory)?;

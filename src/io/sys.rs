@@ -286,3 +286,77 @@ impl Drop for NetnsGuard {
         let _ = setns(self.old.as_raw_fd(), "back to the original namespace");
     }
 }
+
+/// Send one ICMP/ICMPv6 echo request to `ip` from a raw socket: the kernel must resolve the
+/// neighbour to send it, and the reply (not an ICMP error) is passed to the kernel by the XDP
+/// program and never reaches the pipeline. Used to resolve and re-validate next hops.
+pub fn icmp_echo(ip: std::net::IpAddr, ident: u16) -> Result<(), IoError> {
+    use std::net::IpAddr;
+    let (domain, proto) = match ip {
+        IpAddr::V4(_) => (libc::AF_INET, libc::IPPROTO_ICMP),
+        IpAddr::V6(_) => (libc::AF_INET6, libc::IPPROTO_ICMPV6),
+    };
+    let fd = socket(
+        domain,
+        libc::SOCK_RAW,
+        proto,
+        "raw ICMP socket for neighbour resolution",
+    )?;
+    // Echo request: type, code, checksum, identifier, sequence, 8 bytes of payload.
+    let mut msg = [0u8; 16];
+    msg[0] = if ip.is_ipv4() { 8 } else { 128 };
+    msg[4..6].copy_from_slice(&ident.to_be_bytes());
+    msg[6..8].copy_from_slice(&1u16.to_be_bytes());
+    msg[8..16].copy_from_slice(b"xvs-arp!");
+    if ip.is_ipv4() {
+        // ICMPv4 checksum over the message (the kernel fills it in for ICMPv6 raw sockets).
+        let mut sum: u32 = msg
+            .chunks(2)
+            .map(|c| u16::from_be_bytes([c[0], c[1]]) as u32)
+            .sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        msg[2..4].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    }
+    let r = match ip {
+        IpAddr::V4(a) => {
+            // SAFETY: plain old data.
+            let mut sa: libc::sockaddr_in = unsafe { zeroed() };
+            sa.sin_family = libc::AF_INET as libc::sa_family_t;
+            sa.sin_addr.s_addr = u32::from_ne_bytes(a.octets());
+            // SAFETY: msg and sa are valid for the lengths passed.
+            unsafe {
+                libc::sendto(
+                    fd.as_raw_fd(),
+                    msg.as_ptr().cast(),
+                    msg.len(),
+                    libc::MSG_DONTWAIT,
+                    (&sa as *const libc::sockaddr_in).cast(),
+                    size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            }
+        }
+        IpAddr::V6(a) => {
+            // SAFETY: plain old data.
+            let mut sa: libc::sockaddr_in6 = unsafe { zeroed() };
+            sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sa.sin6_addr.s6_addr = a.octets();
+            // SAFETY: msg and sa are valid for the lengths passed.
+            unsafe {
+                libc::sendto(
+                    fd.as_raw_fd(),
+                    msg.as_ptr().cast(),
+                    msg.len(),
+                    libc::MSG_DONTWAIT,
+                    (&sa as *const libc::sockaddr_in6).cast(),
+                    size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                )
+            }
+        }
+    };
+    if r < 0 {
+        return Err(IoError::last("sendto(ICMP echo)", format!("resolve {ip}")));
+    }
+    Ok(())
+}
