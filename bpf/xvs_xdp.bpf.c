@@ -7,7 +7,9 @@
  * ICMP echo, the host's own SSH, routing protocols):
  *   - IPv4/IPv6 frames whose destination is a configured VIP (map xvs_vips) or a FullNAT local
  *     address (xvs_locals);
- *   - tracked return traffic: frames whose source is a backend (xvs_backends), i.e. NAT replies;
+ *   - tracked return traffic: frames whose source is a backend (xvs_backends), i.e. NAT replies,
+ *     unless they are addressed to one of the director's own addresses (xvs_host: health-check
+ *     replies and other traffic of the host's stack);
  *   - for ICMP/ICMPv6 only errors are redirected (destination unreachable, time exceeded,
  *     parameter problem, packet too big, source quench): echo and neighbour discovery stay with
  *     the kernel, which owns the VIP address and answers ARP/ND and ping for it.
@@ -63,6 +65,13 @@ struct {
 	__type(key, struct addr16);
 	__type(value, __u8);
 } xvs_locals SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct addr16);
+	__type(value, __u8);
+} xvs_host SEC(".maps");
 
 struct vlan_hdr {
 	__be16 tci;
@@ -143,7 +152,7 @@ int xvs_xdp(struct xdp_md *ctx)
 	}
 
 	if (!bpf_map_lookup_elem(&xvs_vips, &dst) && !bpf_map_lookup_elem(&xvs_locals, &dst) &&
-	    !bpf_map_lookup_elem(&xvs_backends, &src))
+	    (!bpf_map_lookup_elem(&xvs_backends, &src) || bpf_map_lookup_elem(&xvs_host, &dst)))
 		return XDP_PASS;
 
 	__u32 ifindex = ctx->ingress_ifindex;

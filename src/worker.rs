@@ -335,6 +335,16 @@ impl Dataplane {
                         prog.add_addr(m, *ip).map_err(DataplaneError::Xdp)?;
                     }
                 }
+                // The host's own addresses (not VIPs or FullNAT local addresses): replies from
+                // backends to them (health checks, the host's own connections) stay with the
+                // kernel. Taken once at start.
+                let host = crate::io::sys::host_addresses().map_err(DataplaneError::Xdp)?;
+                for ip in host {
+                    if !targets.vips.contains(&ip) && !targets.locals.contains(&ip) {
+                        prog.add_addr(AddrMap::Host, ip)
+                            .map_err(DataplaneError::Xdp)?;
+                    }
+                }
                 let params = XskParams {
                     ring_size: cfg.afxdp.ring_size,
                     chunk_size: cfg.afxdp.chunk_size,

@@ -214,6 +214,11 @@ fn run_nat_through(io: IoKind, tag: &str) {
         "{io}: UDP v6 reply {r:?}"
     );
 
+    // The host's own traffic with a backend (a health check) still works: replies from b1 to
+    // the director's address stay with the kernel (XDP map xvs_host).
+    let (ok, body) = tb.exec("dir", &["curl", "-s", "-m", "3", "http://198.18.3.11/"]);
+    assert!(ok && body.trim() == "b1", "{io}: director's own HTTP to b1: {body:?}");
+
     let stats = dp.stats();
     let stopped = dp.shutdown();
     let rx: u64 = stopped.iter().map(|s| s.io.rx).sum();

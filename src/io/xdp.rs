@@ -1,8 +1,8 @@
 //! Loads xvs's XDP program (bpf/xvs_xdp.bpf.c, compiled by build.rs and embedded here) with
 //! libbpf, attaches it to each interface through a BPF link, and keeps its maps:
 //! `xvs_xsks` (XSKMAP: slot → AF_XDP socket), `xvs_ifaces` (ifindex → first slot of that
-//! interface, slot = first + rx queue), `xvs_vips`, `xvs_backends`, `xvs_locals` (16-byte
-//! addresses, IPv4 as ::ffff:a.b.c.d).
+//! interface, slot = first + rx queue), `xvs_vips`, `xvs_backends`, `xvs_locals`, `xvs_host`
+//! (16-byte addresses, IPv4 as ::ffff:a.b.c.d).
 //!
 //! Why a BPF link and not a netlink attach (TESTBED.md): a link is owned by its fd, so it goes
 //! away with the process even on SIGKILL, and the interface is left as found; a netlink attach
@@ -53,6 +53,8 @@ pub enum AddrMap {
     Backends,
     /// Destinations that are FullNAT local addresses.
     Locals,
+    /// The host's own addresses: frames from backends to them stay with the kernel.
+    Host,
 }
 
 /// The loaded program, its maps and its links. Dropping it detaches everything.
@@ -65,6 +67,7 @@ pub struct XdpProgram {
     vips: i32,
     backends: i32,
     locals: i32,
+    host: i32,
     links: Vec<(u32, OwnedFd)>,
 }
 
@@ -107,6 +110,7 @@ impl XdpProgram {
             vips: -1,
             backends: -1,
             locals: -1,
+            host: -1,
             links: Vec::new(),
         };
         // SAFETY: obj is a freshly opened object owned by `me` (closed in Drop).
@@ -134,6 +138,7 @@ impl XdpProgram {
         me.vips = map_fd(obj, "xvs_vips")?;
         me.backends = map_fd(obj, "xvs_backends")?;
         me.locals = map_fd(obj, "xvs_locals")?;
+        me.host = map_fd(obj, "xvs_host")?;
         Ok(me)
     }
 
@@ -214,6 +219,7 @@ impl XdpProgram {
             AddrMap::Vips => (self.vips, "xvs_vips"),
             AddrMap::Backends => (self.backends, "xvs_backends"),
             AddrMap::Locals => (self.locals, "xvs_locals"),
+            AddrMap::Host => (self.host, "xvs_host"),
         }
     }
 
