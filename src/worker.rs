@@ -261,7 +261,7 @@ fn log_line(
         .map(|(r, n)| format!("{}={n}", r.as_str()))
         .collect();
     eprintln!(
-        "xvs: worker {} queue {} core {}: rx {} ({:.0}/s) tx {} ({:.0}/s) pass {} drops {} [{}] tx_ring_full {} busy {:.1}%",
+        "xvs: worker {} queue {} core {}: rx {} ({:.0}/s) tx {} ({:.0}/s) pass {} drops {} [{}] tx_ring_full {} handoff out {} in {} lost {} busy {:.1}%",
         ctx.index,
         ctx.queue,
         ctx.core.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
@@ -273,6 +273,9 @@ fn log_line(
         c.drops.total(),
         drops.join(" "),
         c.tx_ring_full,
+        c.handoff_out,
+        c.handoff_in,
+        c.handoff_full,
         busy_pct,
     );
 }
