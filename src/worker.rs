@@ -122,6 +122,8 @@ pub enum DataplaneError {
     Thread(#[source] std::io::Error),
     #[error("signal handler: {0}")]
     Signal(#[source] std::io::Error),
+    #[error("worker {0} stopped unexpectedly (panicked); the data plane was stopped")]
+    WorkerDied(usize),
 }
 
 enum AnyIo {
@@ -537,6 +539,14 @@ impl Dataplane {
         self.xdp.as_ref()
     }
 
+    /// The first worker whose thread ended although no stop was requested (it panicked).
+    pub fn dead_worker(&self) -> Option<usize> {
+        if self.stop.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.threads.iter().position(|t| t.is_finished())
+    }
+
     /// The workers' counters as last published.
     pub fn stats(&self) -> Vec<WorkerStats> {
         self.stats
@@ -601,6 +611,10 @@ where
     );
     while !signalled.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
+        if let Some(w) = dp.dead_worker() {
+            drop(dp);
+            return Err(DataplaneError::WorkerDied(w));
+        }
     }
     eprintln!("xvs: stopping");
     Ok(dp.shutdown())

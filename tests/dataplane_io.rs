@@ -217,7 +217,10 @@ fn run_nat_through(io: IoKind, tag: &str) {
     // The host's own traffic with a backend (a health check) still works: replies from b1 to
     // the director's address stay with the kernel (XDP map xvs_host).
     let (ok, body) = tb.exec("dir", &["curl", "-s", "-m", "3", "http://198.18.3.11/"]);
-    assert!(ok && body.trim() == "b1", "{io}: director's own HTTP to b1: {body:?}");
+    assert!(
+        ok && body.trim() == "b1",
+        "{io}: director's own HTTP to b1: {body:?}"
+    );
 
     let stats = dp.stats();
     let stopped = dp.shutdown();
@@ -282,4 +285,36 @@ fn afxdp_setup_errors_name_the_cause() {
     // Nothing stays attached after a failed start.
     drop(_ns);
     assert!(!tb.xdp_attached("front") && !tb.xdp_attached("back"));
+}
+
+/// A processor that panics on its first frame.
+struct Boom;
+
+impl FrameProcessor for Boom {
+    fn process(&mut self, _now: Time, _ingress: PortId, _frame: &mut Frame<'_>) -> Verdict {
+        panic!("boom (this panic is expected by the test)");
+    }
+}
+
+/// A worker that dies is noticed (run_director then stops the data plane with an error).
+#[test]
+fn a_dead_worker_is_detected() {
+    if skip_unless_root("dead worker test") {
+        return;
+    }
+    let tb = Testbed::up("dw");
+    let mut cfg = DataplaneConfig::new(&["front", "back"]);
+    cfg.io = IoKind::Packet;
+    let dp = {
+        let _ns = NetnsGuard::enter(&tb.ns("dir")).expect("enter director namespace");
+        Dataplane::start(&cfg, &DirectorTargets::default(), |_, _| Boom).expect("start")
+    };
+    assert_eq!(dp.dead_worker(), None);
+    let _ = tb.exec("c1", &["curl", "-s", "-m", "1", "http://198.18.10.1/"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while dp.dead_worker().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(dp.dead_worker(), Some(0));
+    drop(dp);
 }
