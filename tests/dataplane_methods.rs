@@ -186,6 +186,9 @@ fn method_through(io: IoKind, method: Method, tag: &str) {
         "2001:2:0:1::1",
     ]);
 
+    // 60 connections per family. Each worker runs its own wrr (IPVS order b3, b2, b1: a first
+    // round b3 b2 b1, then cycles b3 b3 b2 b3 b2 b1), whose prefixes stray at most 2 from the
+    // exact 1:2:3 shares: with two workers a backend may be off by 4.
     let n = 60;
     for url in ["http://198.18.10.1/", "http://[2001:2:0:10::1]/"] {
         let mut by: HashMap<String, u32> = HashMap::new();
@@ -205,7 +208,7 @@ fn method_through(io: IoKind, method: Method, tag: &str) {
             let got = by.get(name).copied().unwrap_or(0);
             let want = n * share / 6;
             assert!(
-                got.abs_diff(want) <= 3,
+                got.abs_diff(want) <= 4,
                 "{io} {method:?} {url}: {name} served {got}, wrr 1:2:3 wants ~{want} ({by:?})"
             );
         }
