@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Sender;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use xvs_forwarding::PortId;
@@ -142,8 +142,20 @@ impl NeighbourRefresher {
             .collect()
     }
 
-    /// Refresh every `every` until `stop`, sending changes to every worker.
-    pub fn run(&mut self, every: Duration, stop: &AtomicBool, workers: &[Sender<NeighbourUpdate>]) {
+    /// Replace the next hops to keep resolved.
+    pub fn set_watch(&mut self, watch: Vec<IpAddr>) {
+        self.watch = watch;
+    }
+
+    /// Refresh every `every` until `stop`, handing each change to `send` (which forwards it to
+    /// every worker). `watch` is re-read every period (the control plane may change it).
+    pub fn run(
+        &mut self,
+        every: Duration,
+        stop: &AtomicBool,
+        watch: &Mutex<Vec<IpAddr>>,
+        mut send: impl FnMut(NeighbourUpdate),
+    ) {
         let mut next = Instant::now() + every;
         while !stop.load(Ordering::Relaxed) {
             let now = Instant::now();
@@ -152,10 +164,13 @@ impl NeighbourRefresher {
                 continue;
             }
             next = now + every;
-            for u in self.refresh() {
-                for w in workers {
-                    let _ = w.send(u);
+            if let Ok(w) = watch.lock() {
+                if *w != self.watch {
+                    self.watch = w.clone();
                 }
+            }
+            for u in self.refresh() {
+                send(u);
             }
         }
     }

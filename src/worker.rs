@@ -143,7 +143,7 @@ struct WorkerCtx {
     epoch: Instant,
     stop: Arc<AtomicBool>,
     stats: Arc<Mutex<WorkerStats>>,
-    control: Receiver<NeighbourUpdate>,
+    control: Receiver<Control>,
     log_every: Duration,
     idle_wait_ms: i32,
     handoff: Option<Handoff>,
@@ -159,6 +159,14 @@ struct Handoff {
 
 /// Rounds without a frame before an idle worker sleeps in poll(2).
 const SPIN_ROUNDS: u32 = 1024;
+
+/// A message from the control side to one worker, applied between two batches.
+#[derive(Clone, Debug)]
+pub enum Control {
+    Neighbour(NeighbourUpdate),
+    /// New steering sets after the VIPs, backends or local addresses changed.
+    Steer(Arc<steer::SteerSets>),
+}
 
 fn apply<P: FrameProcessor>(p: &mut P, u: NeighbourUpdate) {
     match u {
@@ -188,8 +196,15 @@ fn run_worker<I: WorkerIo, P: FrameProcessor>(mut io: I, mut proc: P, mut ctx: W
         if ctx.stop.load(Ordering::Relaxed) {
             break;
         }
-        while let Ok(u) = ctx.control.try_recv() {
-            apply(&mut proc, u);
+        while let Ok(m) = ctx.control.try_recv() {
+            match m {
+                Control::Neighbour(u) => apply(&mut proc, u),
+                Control::Steer(sets) => {
+                    if let Some(h) = ctx.handoff.as_mut() {
+                        h.sets = sets;
+                    }
+                }
+            }
         }
         let t0 = Instant::now();
         let now = Time(t0.duration_since(ctx.epoch).as_nanos() as u64);
@@ -291,6 +306,10 @@ pub struct Dataplane {
     neigh: Option<JoinHandle<()>>,
     xdp: Option<XdpProgram>,
     ports: Vec<InterfaceInfo>,
+    controls: Vec<Sender<Control>>,
+    targets: DirectorTargets,
+    watch: Arc<Mutex<Vec<IpAddr>>>,
+    steering: bool,
 }
 
 impl std::fmt::Debug for Dataplane {
@@ -424,7 +443,7 @@ impl Dataplane {
         }
 
         // Neighbours: a first dump now, so workers start with resolved next hops.
-        let mut senders: Vec<Sender<NeighbourUpdate>> = Vec::new();
+        let mut senders: Vec<Sender<Control>> = Vec::new();
         let mut receivers = Vec::new();
         for _ in &cfg.workers {
             let (tx, rx) = mpsc::channel();
@@ -510,9 +529,18 @@ impl Dataplane {
         }
         let nstop = stop.clone();
         let every = Duration::from_millis(cfg.neighbour_refresh_ms);
+        let watch = Arc::new(Mutex::new(targets.next_hops.clone()));
+        let nwatch = watch.clone();
+        let nsenders = senders.clone();
         let neigh = std::thread::Builder::new()
             .name("xvs-neighbours".into())
-            .spawn(move || refresher.run(every, &nstop, &senders))
+            .spawn(move || {
+                refresher.run(every, &nstop, &nwatch, |u| {
+                    for w in &nsenders {
+                        let _ = w.send(Control::Neighbour(u));
+                    }
+                })
+            })
             .map_err(DataplaneError::Thread)?;
         Ok(Dataplane {
             stop,
@@ -521,6 +549,10 @@ impl Dataplane {
             neigh: Some(neigh),
             xdp,
             ports,
+            controls: senders,
+            targets: targets.clone(),
+            watch,
+            steering: nw > 1,
         })
     }
 
@@ -537,6 +569,42 @@ impl Dataplane {
     /// The XDP program (AF_XDP only), e.g. to add or remove VIPs while running.
     pub fn xdp(&self) -> Option<&XdpProgram> {
         self.xdp.as_ref()
+    }
+
+    /// Change the addresses the data plane steers (services added or removed, backends changed):
+    /// the XDP maps are updated in place (AF_XDP), the workers get new steering sets between two
+    /// batches and the neighbour refresher a new watch list. Frames in flight are unaffected.
+    pub fn set_targets(&mut self, t: &DirectorTargets) -> Result<(), DataplaneError> {
+        if let Some(prog) = self.xdp.as_ref() {
+            for (m, old, new) in [
+                (AddrMap::Vips, &self.targets.vips, &t.vips),
+                (AddrMap::Backends, &self.targets.backends, &t.backends),
+                (AddrMap::Locals, &self.targets.locals, &t.locals),
+            ] {
+                for ip in new.iter().filter(|ip| !old.contains(ip)) {
+                    prog.add_addr(m, *ip).map_err(DataplaneError::Xdp)?;
+                }
+                for ip in old.iter().filter(|ip| !new.contains(ip)) {
+                    prog.remove_addr(m, *ip).map_err(DataplaneError::Xdp)?;
+                }
+            }
+        }
+        if self.steering {
+            let sets = Arc::new(steer::SteerSets::new(t));
+            for c in &self.controls {
+                let _ = c.send(Control::Steer(sets.clone()));
+            }
+        }
+        if let Ok(mut w) = self.watch.lock() {
+            *w = t.next_hops.clone();
+        }
+        self.targets = t.clone();
+        Ok(())
+    }
+
+    /// The addresses currently steered.
+    pub fn targets(&self) -> &DirectorTargets {
+        &self.targets
     }
 
     /// The first worker whose thread ended although no stop was requested (it panicked).
