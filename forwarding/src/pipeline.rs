@@ -32,7 +32,7 @@ use crate::service::{
 };
 use crate::wire::icmp::{self, IcmpAnswer, IcmpNat};
 use crate::wire::rewrite::{self, Link, Tunnel};
-use crate::wire::{parse, proto, tcp_flags, Frag, Packet, Parsed, WireError, IPV4_LEN, IPV6_LEN};
+use crate::wire::{parse, proto, tcp_flags, Frag, Packet, Parsed, WireError};
 use crate::{BackendId, DropCounters, DropReason, Frame, PortId, Time, Verdict};
 
 /// Settings of one worker's pipeline.
@@ -783,11 +783,7 @@ impl Pipeline {
         match rewrite::encap(frame, &outer, &tun, link) {
             Ok(()) => {
                 // Now decrement the inner TTL, at its new place behind the outer header.
-                let front = link.len() + if src.is_ipv6() { IPV6_LEN } else { IPV4_LEN };
-                let mut inner = p;
-                inner.l3 = front;
-                inner.l4 = front + (p.l4 - p.l3);
-                inner.ip_end = front + p.ip_len();
+                let mut inner = rewrite::inner_after_encap(&p, &tun, link);
                 match rewrite::dec_ttl(frame.data_mut(), &mut inner) {
                     Ok(()) => Verdict::Tx(hop.port),
                     Err(e) => Verdict::Drop(e.drop_reason()),
