@@ -12,8 +12,8 @@
 #     router .1   director "front" .2   clients .10, .11, ...
 #   backend LAN 198.18.3.0/24  2001:2:0:3::/64   bridge "brb" in the router namespace
 #     router .1   director "back" .2   backends .11, .12, .13   FullNAT local address .100
-#   VIP 198.18.10.1 / 2001:2:0:10::1 (the router routes 198.18.10.0/24 and 2001:2:0:10::/64 to
-#     the director's front address)
+#   VIPs 198.18.10.1-4 / 2001:2:0:10::1-4 (the router routes 198.18.10.0/24 and 2001:2:0:10::/64
+#     to the director's front address)
 #
 # The director namespace owns the VIPs (on lo) and the FullNAT local addresses (on back), so its
 # kernel answers ARP/ND and ping for them; xvs's XDP program steals the TCP/UDP traffic (AF_XDP).
@@ -40,8 +40,9 @@ clients() { for i in $(seq 1 "$CLIENTS"); do echo "$P-c$i"; done; }
 backends() { for i in $(seq 1 "$BACKENDS"); do echo "$P-b$i"; done; }
 all_ns() { echo "$RT $DIR $(clients) $(backends)"; }
 
-VIP4=198.18.10.1
-VIP6=2001:2:0:10::1
+# All VIPs: one per method in the integration tests (.1 .. .4, ::1 .. ::4).
+VIPS4="198.18.10.1 198.18.10.2 198.18.10.3 198.18.10.4"
+VIPS6="2001:2:0:10::1 2001:2:0:10::2 2001:2:0:10::3 2001:2:0:10::4"
 LIP4=198.18.3.100
 LIP6=2001:2:0:3::100
 
@@ -75,7 +76,8 @@ base_ns() {
 
 start_servers() {
   local ns=$1 name=$2
-  nsx "$ns" python3 -u - "$name" "$VIP4" "$VIP6" >/dev/null 2>&1 <<'EOF' &
+  # shellcheck disable=SC2086
+  nsx "$ns" python3 -u - "$name" $VIPS4 $VIPS6 >/dev/null 2>&1 <<'EOF' &
 import socket, sys, threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 name = sys.argv[1]
@@ -103,7 +105,8 @@ def udp(fam, addr):
     while True:
         d, a = s.recvfrom(65535)
         s.sendto(name.encode() + b" " + d, a)
-for fam, addr in ((socket.AF_INET6, "::"), (socket.AF_INET, sys.argv[2]), (socket.AF_INET6, sys.argv[3])):
+for addr in ["::"] + sys.argv[2:]:
+    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
     threading.Thread(target=udp, args=(fam, addr), daemon=True).start()
 S(("::", 80), H).serve_forever()
 EOF
@@ -139,8 +142,8 @@ up() {
   ip -n "$DIR" addr add "$LIP4/24" dev back
   # Deprecated (preferred_lft 0), so the director's own traffic never picks it as source.
   ip -n "$DIR" addr add "$LIP6/64" dev back nodad preferred_lft 0
-  ip -n "$DIR" addr add "$VIP4/32" dev lo
-  ip -n "$DIR" addr add "$VIP6/128" dev lo
+  for v in $VIPS4; do ip -n "$DIR" addr add "$v/32" dev lo; done
+  for v in $VIPS6; do ip -n "$DIR" addr add "$v/128" dev lo; done
   ip -n "$DIR" route add default via 198.18.1.1
   ip -n "$DIR" -6 route add default via 2001:2:0:1::1
   sysctl_ns "$DIR" net.ipv4.ip_forward=0
@@ -181,8 +184,8 @@ EOF
     veth "$ns" eth0 "b$i" brb
     ip -n "$ns" addr add "198.18.3.$((10 + i))/24" dev eth0
     ip -n "$ns" addr add "2001:2:0:3::$((10 + i))/64" dev eth0 nodad
-    ip -n "$ns" addr add "$VIP4/32" dev lo
-    ip -n "$ns" addr add "$VIP6/128" dev lo
+    for v in $VIPS4; do ip -n "$ns" addr add "$v/32" dev lo; done
+    for v in $VIPS6; do ip -n "$ns" addr add "$v/128" dev lo; done
     for k in all eth0; do
       sysctl_ns "$ns" "net.ipv4.conf.$k.arp_ignore=1"
       sysctl_ns "$ns" "net.ipv4.conf.$k.arp_announce=2"
@@ -212,7 +215,7 @@ EOF
 info() {
   echo "testbed $P: namespaces" $(all_ns)
   echo "  director $DIR: front $(cat_mac "$DIR" front) 198.18.1.2 2001:2:0:1::2; back $(cat_mac "$DIR" back) 198.18.3.2 2001:2:0:3::2"
-  echo "  VIP $VIP4 $VIP6; FullNAT local $LIP4 $LIP6; router 198.18.1.1 / 198.18.3.1"
+  echo "  VIPs $VIPS4 $VIPS6; FullNAT local $LIP4 $LIP6; router 198.18.1.1 / 198.18.3.1"
   local i=0
   for ns in $(backends); do
     i=$((i + 1))
