@@ -72,6 +72,21 @@ pub struct DirectorTargets {
     pub locals: Vec<IpAddr>,
     /// Next hops (backends, gateways) whose neighbour entries the director keeps resolved.
     pub next_hops: Vec<IpAddr>,
+    /// How connections are spread over workers (see [`steer`]).
+    pub client_steering: ClientSteering,
+}
+
+/// What decides a connection's worker when there are several.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ClientSteering {
+    /// Client address and port: the best spread. Persistence templates are then per worker, so
+    /// one client's connections may be scheduled by different workers.
+    #[default]
+    Flow,
+    /// Client address masked to these prefix lengths: every connection of a client network is
+    /// handled by one worker, so persistence (ipvsadm `-p` with `-M`) behaves as in IPVS. Use the
+    /// shortest persistence netmask of the configuration.
+    Address { v4_prefix: u8, v6_prefix: u8 },
 }
 
 /// A worker's counters as last published (about once a second).
@@ -715,7 +730,7 @@ pub mod steer {
 
     use xvs_forwarding::{DropReason, Frame, PortId, Time, Verdict};
 
-    use super::{DirectorTargets, FrameProcessor, Handoff};
+    use super::{ClientSteering, DirectorTargets, FrameProcessor, Handoff};
     use crate::io::{IoCounters, WorkerIo};
 
     /// Handoff buffers per worker, their size, and the headroom kept in front of the frame.
@@ -755,6 +770,7 @@ pub mod steer {
         vips: Vec<[u8; 16]>,
         locals: Vec<[u8; 16]>,
         backends: Vec<[u8; 16]>,
+        by: ClientSteering,
     }
 
     impl SteerSets {
@@ -769,6 +785,36 @@ pub mod steer {
                 vips: set(&t.vips),
                 locals: set(&t.locals),
                 backends: set(&t.backends),
+                by: t.client_steering,
+            }
+        }
+
+        /// The hash of a connection's client end under the configured policy.
+        #[inline]
+        fn client(&self, addr: &[u8; 16], port: u16) -> u64 {
+            match self.by {
+                ClientSteering::Flow => flow_hash(addr, port),
+                ClientSteering::Address {
+                    v4_prefix,
+                    v6_prefix,
+                } => {
+                    let v4 = addr[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
+                    let bits = if v4 {
+                        96 + v4_prefix.min(32) as usize
+                    } else {
+                        v6_prefix.min(128) as usize
+                    };
+                    let mut m = [0u8; 16];
+                    for (i, (o, a)) in m.iter_mut().zip(addr.iter()).enumerate() {
+                        let keep = bits.saturating_sub(i * 8).min(8);
+                        *o = if keep == 0 {
+                            0
+                        } else {
+                            a & (0xffu8 << (8 - keep))
+                        };
+                    }
+                    flow_hash(&m, 0)
+                }
             }
         }
         fn vip(&self, a: &[u8; 16]) -> bool {
@@ -845,9 +891,13 @@ pub mod steer {
         let mut b = [0u8; 8];
         a.copy_from_slice(&addr[..8]);
         b.copy_from_slice(&addr[8..]);
-        let x = (u64::from_le_bytes(a).rotate_left(17) ^ u64::from_le_bytes(b) ^ port as u64)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        x >> 32
+        // murmur3's 64-bit finaliser: every input bit reaches the low bits used by `% workers`.
+        let mut x = u64::from_le_bytes(a).rotate_left(29) ^ u64::from_le_bytes(b) ^ port as u64;
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        x ^ (x >> 33)
     }
 
     /// The worker owning this frame's connection, or `None` when any worker may process it.
@@ -881,18 +931,18 @@ pub mod steer {
                 return pick(e.sport as u64);
             }
             if sets.vip(&e.src) {
-                return pick(flow_hash(&e.dst, e.dport));
+                return pick(sets.client(&e.dst, e.dport));
             }
-            return pick(flow_hash(&e.src, e.sport));
+            return pick(sets.client(&e.src, e.sport));
         }
         if sets.local(&h.dst) {
             return pick(h.dport as u64);
         }
         if sets.vip(&h.dst) {
-            return pick(flow_hash(&h.src, h.sport));
+            return pick(sets.client(&h.src, h.sport));
         }
         if sets.backend(&h.src) {
-            return pick(flow_hash(&h.dst, h.dport));
+            return pick(sets.client(&h.dst, h.dport));
         }
         None
     }
@@ -996,7 +1046,36 @@ pub mod steer {
                 backends: vec!["198.18.3.11".parse().unwrap()],
                 locals: vec!["198.18.3.100".parse().unwrap()],
                 next_hops: vec![],
+                client_steering: ClientSteering::Flow,
             })
+        }
+
+        #[test]
+        fn by_client_network() {
+            let mut t = DirectorTargets {
+                vips: vec!["198.18.10.1".parse().unwrap()],
+                backends: vec!["198.18.3.11".parse().unwrap()],
+                ..DirectorTargets::default()
+            };
+            t.client_steering = ClientSteering::Address {
+                v4_prefix: 24,
+                v6_prefix: 64,
+            };
+            let s = SteerSets::new(&t);
+            let w = 4;
+            let first = owner(&v4([198, 18, 1, 10], [198, 18, 10, 1], 6, 1024, 80), &s, w);
+            let mut others = std::collections::HashSet::new();
+            for (host, port) in [(10u8, 1025u16), (11, 40000), (200, 5), (99, 65000)] {
+                let f = v4([198, 18, 1, host], [198, 18, 10, 1], 6, port, 80);
+                assert_eq!(owner(&f, &s, w), first, "same /24, same worker");
+                let reply = v4([198, 18, 3, 11], [198, 18, 1, host], 6, 80, port);
+                assert_eq!(owner(&reply, &s, w), first);
+            }
+            for net in 0..64u8 {
+                let f = v4([198, 18, net, 10], [198, 18, 10, 1], 6, 1024, 80);
+                others.insert(owner(&f, &s, w));
+            }
+            assert_eq!(others.len(), w, "client networks spread over all workers");
         }
 
         fn v4(src: [u8; 4], dst: [u8; 4], proto: u8, sport: u16, dport: u16) -> Vec<u8> {

@@ -163,6 +163,7 @@ fn start(tb: &Testbed, io: IoKind) -> Dataplane {
         backends: vec![B1_4.into(), B1_6.into()],
         locals: vec![],
         next_hops: vec![B1_4.into(), B1_6.into(), RT4.into(), RT6.into()],
+        ..DirectorTargets::default()
     };
     // Workers and the neighbour thread inherit the namespace of the thread that spawns them.
     let _ns = NetnsGuard::enter(&tb.ns("dir")).expect("enter director namespace");

@@ -156,6 +156,7 @@ fn method_through(io: IoKind, method: Method, tag: &str) {
                 "2001:2:0:1::1".parse().unwrap(),
             ])
             .collect(),
+        ..DirectorTargets::default()
     };
     let svcs = services(method);
     let dp = {

@@ -134,6 +134,7 @@ fn afxdp_nat_rate_vs_kernel_forwarding() {
         backends: vec![sink],
         locals: vec![],
         next_hops: vec![sink],
+        ..DirectorTargets::default()
     };
     let svc = vec![Service {
         key: ServiceKey::Addr {
