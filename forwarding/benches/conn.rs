@@ -7,8 +7,12 @@
 //! * `lookup_hit_prefetch32/1m` — the same in batches of 32: `prefetch` every tuple of the batch,
 //!   then look them up (what a worker does per rx batch). Time per lookup.
 //! * `packet/1m` — lookup + `on_packet` (ACK on an established connection: state stays, timer
-//!   re-armed), the whole per-packet table cost of an established flow.
+//!   re-armed) + `get`, the whole per-packet table cost of an established flow.
+//! * `packet_prefetch32/1m` — the same per-packet path for a batch of 32: `prefetch` all, then
+//!   lookup + `on_packet` + `get` each (time per packet).
 //! * `lookup_miss/1m` — tuples that are not in the table.
+//! * `hashmap_baseline/1m` — the same random hits in a `std::collections::HashMap<Tuple, u32>`
+//!   (SipHash, derived `Hash`): the reference the purpose-built index must beat, in the same run.
 //! * `churn/64k` — steady state of a 64 K-entry table: insert a new connection, account a SYN and a
 //!   RST (CLOSE, 10 s), advance time and run a budgeted sweep; time per connection.
 
@@ -131,10 +135,54 @@ fn lookups(c: &mut Criterion) {
             ms += 1;
             let now = Time::from_millis(ms / 64);
             if let Some((id, dir)) = t.lookup(tu, now) {
-                black_box(t.on_packet(id, dir, 0x10, now));
+                t.on_packet(id, dir, 0x10, now);
+                black_box(t.get(id));
             }
         })
     });
+    g.finish();
+
+    let mut g = c.benchmark_group("packet_prefetch32");
+    g.throughput(Throughput::Elements(32));
+    let mut i = 0usize;
+    g.bench_function("1m", |b| {
+        b.iter(|| {
+            if i + 32 > tuples.len() {
+                i = 0;
+            }
+            let batch = &tuples[i..i + 32];
+            i += 32;
+            ms += 32;
+            let now = Time::from_millis(ms / 64);
+            for tu in batch {
+                t.prefetch(tu);
+            }
+            for tu in batch {
+                if let Some((id, dir)) = t.lookup(tu, now) {
+                    t.on_packet(id, dir, 0x10, now);
+                    black_box(t.get(id));
+                }
+            }
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("hashmap_baseline");
+    g.throughput(Throughput::Elements(1));
+    let map: std::collections::HashMap<Tuple, u32> = tuples
+        .iter()
+        .enumerate()
+        .map(|(i, tu)| (*tu, i as u32))
+        .collect();
+    let mut i = 0usize;
+    g.bench_function("1m", |b| {
+        b.iter(|| {
+            let tu = &tuples[i];
+            i = if i + 1 == tuples.len() { 0 } else { i + 1 };
+            black_box(map.get(black_box(tu)))
+        })
+    });
+    drop(map);
     g.finish();
 
     let mut g = c.benchmark_group("lookup_miss");
