@@ -5,8 +5,9 @@
  * It redirects to the AF_XDP socket of the frame's (interface, rx queue) only what the director
  * must see, and passes everything else to the kernel untouched (ARP, IPv6 neighbour discovery,
  * ICMP echo, the host's own SSH, routing protocols):
- *   - IPv4/IPv6 frames whose destination is a configured VIP (map xvs_vips) or a FullNAT local
- *     address (xvs_locals);
+ *   - IPv4/IPv6 frames whose destination is a configured VIP or VIP prefix (LPM trie xvs_vips:
+ *     host entries for address services, shorter prefixes for fwmark rules on networks) or a
+ *     FullNAT local address (xvs_locals);
  *   - tracked return traffic: frames whose source is a backend (xvs_backends), i.e. NAT replies,
  *     unless they are addressed to one of the director's own addresses (xvs_host: health-check
  *     replies and other traffic of the host's stack);
@@ -45,10 +46,16 @@ struct {
 	__type(value, __u32); /* first xvs_xsks slot of that interface */
 } xvs_ifaces SEC(".maps");
 
+struct lpm_key {
+	__u32 prefixlen; /* over the 16-byte form: IPv4 /n is 96 + n */
+	struct addr16 addr;
+};
+
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, 65536);
-	__type(key, struct addr16);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct lpm_key);
 	__type(value, __u8);
 } xvs_vips SEC(".maps");
 
@@ -151,7 +158,8 @@ int xvs_xdp(struct xdp_md *ctx)
 		return XDP_PASS; /* ARP, LLDP, ... */
 	}
 
-	if (!bpf_map_lookup_elem(&xvs_vips, &dst) && !bpf_map_lookup_elem(&xvs_locals, &dst) &&
+	struct lpm_key vk = { .prefixlen = 128, .addr = dst };
+	if (!bpf_map_lookup_elem(&xvs_vips, &vk) && !bpf_map_lookup_elem(&xvs_locals, &dst) &&
 	    (!bpf_map_lookup_elem(&xvs_backends, &src) || bpf_map_lookup_elem(&xvs_host, &dst)))
 		return XDP_PASS;
 

@@ -66,6 +66,9 @@ impl FrameProcessor for xvs_forwarding::Pipeline {
 pub struct DirectorTargets {
     /// Virtual service addresses (frames *to* them are redirected).
     pub vips: Vec<IpAddr>,
+    /// Virtual service networks (fwmark rules on a prefix): frames to any address in them are
+    /// redirected, like to a VIP.
+    pub vip_prefixes: Vec<(IpAddr, u8)>,
     /// Backend addresses (frames *from* them are redirected: NAT replies).
     pub backends: Vec<IpAddr>,
     /// FullNAT local addresses (frames *to* them are redirected).
@@ -374,6 +377,9 @@ impl Dataplane {
                         prog.add_addr(m, *ip).map_err(DataplaneError::Xdp)?;
                     }
                 }
+                for &(net, len) in &targets.vip_prefixes {
+                    prog.add_vip_prefix(net, len).map_err(DataplaneError::Xdp)?;
+                }
                 // The host's own addresses (not VIPs or FullNAT local addresses): replies from
                 // backends to them (health checks, the host's own connections) stay with the
                 // kernel. Taken once at start.
@@ -603,6 +609,14 @@ impl Dataplane {
                     prog.remove_addr(m, *ip).map_err(DataplaneError::Xdp)?;
                 }
             }
+            let (old, new) = (&self.targets.vip_prefixes, &t.vip_prefixes);
+            for &(net, len) in new.iter().filter(|p| !old.contains(p)) {
+                prog.add_vip_prefix(net, len).map_err(DataplaneError::Xdp)?;
+            }
+            for &(net, len) in old.iter().filter(|p| !new.contains(p)) {
+                prog.remove_vip_prefix(net, len)
+                    .map_err(DataplaneError::Xdp)?;
+            }
         }
         if self.steering {
             let sets = Arc::new(steer::SteerSets::new(t));
@@ -768,6 +782,8 @@ pub mod steer {
     #[derive(Debug, Default)]
     pub struct SteerSets {
         vips: Vec<[u8; 16]>,
+        /// VIP networks as (masked 16-byte key, prefix length over the 16-byte form).
+        vip_nets: Vec<([u8; 16], u32)>,
         locals: Vec<[u8; 16]>,
         backends: Vec<[u8; 16]>,
         by: ClientSteering,
@@ -783,6 +799,16 @@ pub mod steer {
             };
             SteerSets {
                 vips: set(&t.vips),
+                vip_nets: t
+                    .vip_prefixes
+                    .iter()
+                    .map(|&(net, len)| {
+                        let k = crate::io::xdp::lpm_key(net, len);
+                        let mut a = [0u8; 16];
+                        a.copy_from_slice(&k[4..]);
+                        (a, u32::from_ne_bytes([k[0], k[1], k[2], k[3]]))
+                    })
+                    .collect(),
                 locals: set(&t.locals),
                 backends: set(&t.backends),
                 by: t.client_steering,
@@ -819,6 +845,11 @@ pub mod steer {
         }
         fn vip(&self, a: &[u8; 16]) -> bool {
             self.vips.binary_search(a).is_ok()
+                || self.vip_nets.iter().any(|(net, bits)| {
+                    let (full, rest) = ((*bits / 8) as usize, bits % 8);
+                    a[..full] == net[..full]
+                        && (rest == 0 || (a[full] ^ net[full]) & (0xffu8 << (8 - rest)) == 0)
+                })
         }
         fn local(&self, a: &[u8; 16]) -> bool {
             self.locals.binary_search(a).is_ok()
@@ -1045,9 +1076,25 @@ pub mod steer {
                 ],
                 backends: vec!["198.18.3.11".parse().unwrap()],
                 locals: vec!["198.18.3.100".parse().unwrap()],
+                vip_prefixes: vec![("198.18.20.0".parse().unwrap(), 23)],
                 next_hops: vec![],
                 client_steering: ClientSteering::Flow,
             })
+        }
+
+        #[test]
+        fn vip_networks() {
+            let s = sets();
+            let w = 3;
+            for (dst, inside) in [
+                ([198, 18, 20, 7], true),
+                ([198, 18, 21, 255], true),
+                ([198, 18, 22, 1], false),
+                ([198, 18, 19, 1], false),
+            ] {
+                let f = v4([198, 18, 1, 10], dst, 17, 4000, 53);
+                assert_eq!(owner(&f, &s, w).is_some(), inside, "{dst:?}");
+            }
         }
 
         #[test]

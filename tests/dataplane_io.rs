@@ -225,14 +225,15 @@ fn run_nat_through(io: IoKind, tag: &str) {
 
     if io == IoKind::Afxdp {
         // Live target change: without VIP6 in the XDP map its frames go to the kernel (whose
-        // nft rule drops them); VIP4 keeps working; with VIP6 back, so does IPv6.
+        // nft rule drops them); VIP4 keeps working; with VIP6's network added, IPv6 works again.
         let mut dp = dp;
         let mut t = dp.targets().clone();
         t.vips.retain(|v| v.is_ipv4());
         dp.set_targets(&t).expect("set targets");
         assert_eq!(tb.http_get("http://198.18.10.1/").as_deref(), Some("b1"));
         assert_eq!(tb.http_get("http://[2001:2:0:10::1]/"), None);
-        t.vips.push(VIP6.into());
+        // Back as a network (an fwmark-style VIP prefix) rather than a host entry.
+        t.vip_prefixes.push(("2001:2:0:10::".parse().unwrap(), 64));
         dp.set_targets(&t).expect("set targets");
         assert_eq!(
             tb.http_get("http://[2001:2:0:10::1]/").as_deref(),

@@ -44,6 +44,26 @@ pub fn addr_key(ip: IpAddr) -> [u8; 16] {
     }
 }
 
+/// The key of the VIP trie: prefix length over the 16-byte form, then the address (masked).
+pub fn lpm_key(net: IpAddr, len: u8) -> [u8; 20] {
+    let (bits, max) = match net {
+        IpAddr::V4(_) => (96 + u32::from(len.min(32)), 128),
+        IpAddr::V6(_) => (u32::from(len.min(128)), 128),
+    };
+    let a = addr_key(net);
+    let mut k = [0u8; 20];
+    k[..4].copy_from_slice(&bits.min(max).to_ne_bytes());
+    for (i, b) in a.iter().enumerate() {
+        let keep = (bits as usize).saturating_sub(i * 8).min(8);
+        k[4 + i] = if keep == 0 {
+            0
+        } else {
+            b & (0xffu8 << (8 - keep))
+        };
+    }
+    k
+}
+
 /// Which address map.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AddrMap {
@@ -224,16 +244,36 @@ impl XdpProgram {
     }
 
     /// Add an address to one of the address maps (takes effect at once on attached interfaces).
+    /// For `Vips` this is a host prefix.
     pub fn add_addr(&self, m: AddrMap, ip: IpAddr) -> Result<(), IoError> {
+        if m == AddrMap::Vips {
+            return self.add_vip_prefix(ip, if ip.is_ipv4() { 32 } else { 128 });
+        }
         let (fd, name) = self.map(m);
         self.update(fd, &addr_key(ip), &[1u8], name)
     }
 
+    /// Add a VIP network (fwmark rules on a prefix): frames to any address in it are steered.
+    pub fn add_vip_prefix(&self, net: IpAddr, len: u8) -> Result<(), IoError> {
+        self.update(self.vips, &lpm_key(net, len), &[1u8], "xvs_vips")
+    }
+
+    /// Remove a VIP network added with [`XdpProgram::add_vip_prefix`].
+    pub fn remove_vip_prefix(&self, net: IpAddr, len: u8) -> Result<(), IoError> {
+        self.delete(self.vips, &lpm_key(net, len), "xvs_vips")
+    }
+
     /// Remove an address (absent addresses are not an error).
     pub fn remove_addr(&self, m: AddrMap, ip: IpAddr) -> Result<(), IoError> {
+        if m == AddrMap::Vips {
+            return self.remove_vip_prefix(ip, if ip.is_ipv4() { 32 } else { 128 });
+        }
         let (fd, name) = self.map(m);
-        let key = addr_key(ip);
-        // SAFETY: key is a 16-byte buffer, the map's key size.
+        self.delete(fd, &addr_key(ip), name)
+    }
+
+    fn delete(&self, fd: i32, key: &[u8], name: &str) -> Result<(), IoError> {
+        // SAFETY: key is a buffer of the map's key size (16 bytes, 20 for the LPM trie).
         let r = unsafe { bpf::bpf_map_delete_elem(fd, key.as_ptr().cast()) };
         if r < 0 && -r != libc::ENOENT {
             return Err(IoError::sys(
@@ -264,5 +304,24 @@ impl Drop for XdpProgram {
         self.links.clear();
         // SAFETY: obj came from bpf_object__open_mem and is closed exactly once.
         unsafe { bpf::bpf_object__close(self.obj) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lpm_keys_are_masked_and_mapped() {
+        let k = lpm_key("198.18.21.77".parse().unwrap(), 23);
+        assert_eq!(u32::from_ne_bytes([k[0], k[1], k[2], k[3]]), 96 + 23);
+        assert_eq!(&k[4..16], &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]);
+        assert_eq!(&k[16..], &[198, 18, 20, 0]);
+        let k = lpm_key("2001:2:0:10::ff".parse().unwrap(), 64);
+        assert_eq!(u32::from_ne_bytes([k[0], k[1], k[2], k[3]]), 64);
+        assert_eq!(&k[4..12], &[0x20, 0x01, 0, 2, 0, 0, 0, 0x10]);
+        assert_eq!(&k[12..], &[0; 8]);
+        let k = lpm_key("198.18.10.1".parse().unwrap(), 40);
+        assert_eq!(u32::from_ne_bytes([k[0], k[1], k[2], k[3]]), 128);
     }
 }
