@@ -119,26 +119,26 @@ impl WorkerStats {
 /// Why the data plane could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
-    #[error("invalid data-plane configuration: {0}")]
+    #[error("invalid data-plane configuration")]
     Config(#[from] DataplaneConfigError),
-    #[error("interface {name}: {source}")]
+    #[error("interface {name}")]
     Interface {
         name: String,
         #[source]
         source: IoError,
     },
-    #[error("XDP program: {0}")]
+    #[error("XDP program")]
     Xdp(#[source] IoError),
-    #[error("worker {worker} (queue {queue}): {source}")]
+    #[error("worker {worker} (queue {queue})")]
     Socket {
         worker: usize,
         queue: u32,
         #[source]
         source: IoError,
     },
-    #[error("cannot start a thread: {0}")]
+    #[error("cannot start a thread")]
     Thread(#[source] std::io::Error),
-    #[error("signal handler: {0}")]
+    #[error("signal handler")]
     Signal(#[source] std::io::Error),
     #[error("worker {0} stopped unexpectedly (panicked); the data plane was stopped")]
     WorkerDied(usize),

@@ -274,6 +274,18 @@ fn packet_nat_v4_v6_tcp_udp() {
     run_nat_through(IoKind::Packet, "dp");
 }
 
+/// An error and its causes, as `{:#}` of anyhow prints them.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cur = c.source();
+    }
+    out
+}
+
 /// Setup failures say why: a missing interface, a queue the interface does not have.
 #[test]
 fn afxdp_setup_errors_name_the_cause() {
@@ -292,7 +304,7 @@ fn afxdp_setup_errors_name_the_cause() {
     };
     let cfg = DataplaneConfig::new(&["front", "nosuch0"]);
     let e = Dataplane::start(&cfg, &targets, |_, _| mk()).unwrap_err();
-    let msg = format!("{e}");
+    let msg = chain(&e);
     eprintln!("{msg}");
     assert!(
         msg.contains("nosuch0") && msg.contains("if_nametoindex"),
@@ -302,7 +314,7 @@ fn afxdp_setup_errors_name_the_cause() {
     let mut cfg = DataplaneConfig::new(&["front", "back"]);
     cfg.workers[0].queue = 5;
     let e = Dataplane::start(&cfg, &targets, |_, _| mk()).unwrap_err();
-    let msg = format!("{e}");
+    let msg = chain(&e);
     eprintln!("{msg}");
     assert!(msg.contains("queue 5 does not exist on front"), "{msg}");
     // Nothing stays attached after a failed start.

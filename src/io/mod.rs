@@ -20,34 +20,34 @@ use std::io;
 
 use xvs_forwarding::{DropCounters, Frame, PortId, Verdict};
 
-/// An I/O error, naming the syscall (or library call) that failed and what it was doing.
+/// An I/O error, naming the syscall (or library call) that failed, what it was doing, the OS
+/// error and, where we know one, the likely cause. A leaf: its text carries the OS error, so it
+/// has no `source()` (error chains print each cause once).
 #[derive(Debug, thiserror::Error)]
 pub enum IoError {
-    #[error("{call} failed ({what}): {source}")]
+    #[error("{call} failed ({what}): {err}")]
     Syscall {
         call: &'static str,
         what: String,
-        #[source]
-        source: io::Error,
+        err: io::Error,
     },
-    #[error("{call} failed ({what}): {source}; {hint}")]
+    #[error("{call} failed ({what}): {err}; {hint}")]
     Hinted {
         call: &'static str,
         what: String,
         hint: String,
-        #[source]
-        source: io::Error,
+        err: io::Error,
     },
     #[error("{0}")]
     Invalid(String),
 }
 
 impl IoError {
-    pub(crate) fn sys(call: &'static str, what: impl Into<String>, source: io::Error) -> Self {
+    pub(crate) fn sys(call: &'static str, what: impl Into<String>, err: io::Error) -> Self {
         IoError::Syscall {
             call,
             what: what.into(),
-            source,
+            err,
         }
     }
 
@@ -59,22 +59,20 @@ impl IoError {
         call: &'static str,
         what: impl Into<String>,
         hint: impl Into<String>,
-        source: io::Error,
+        err: io::Error,
     ) -> Self {
         IoError::Hinted {
             call,
             what: what.into(),
             hint: hint.into(),
-            source,
+            err,
         }
     }
 
     /// The OS error number, if this is a failed syscall.
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {
-            IoError::Syscall { source, .. } | IoError::Hinted { source, .. } => {
-                source.raw_os_error()
-            }
+            IoError::Syscall { err, .. } | IoError::Hinted { err, .. } => err.raw_os_error(),
             IoError::Invalid(_) => None,
         }
     }
