@@ -413,3 +413,151 @@ fn churn_keeps_the_table_consistent() {
     }
     t.check().unwrap();
 }
+
+#[derive(Clone, Debug)]
+enum TOp {
+    /// Find or create the template of client network `net`, then add a connection under it.
+    Connect {
+        net: u8,
+        port: u8,
+        backend: u8,
+    },
+    /// A packet on the `pick`-th live connection.
+    Packet {
+        pick: usize,
+        flags: u8,
+    },
+    Advance {
+        secs: u32,
+    },
+    Sweep {
+        budget: u8,
+    },
+    Delete {
+        pick: usize,
+    },
+    Invalidate {
+        net: u8,
+    },
+    ExpireBackend {
+        backend: u8,
+    },
+}
+
+fn top() -> impl Strategy<Value = TOp> {
+    prop_oneof![
+        4 => (0u8..3, 0u8..6, 0u8..3).prop_map(|(net, port, backend)| TOp::Connect { net, port, backend }),
+        3 => (any::<usize>(), prop::sample::select(vec![0x02u8, 0x10, 0x11, 0x04])).prop_map(|(pick, flags)| TOp::Packet { pick, flags }),
+        3 => prop_oneof![0u32..5, 0u32..130, 0u32..1000].prop_map(|secs| TOp::Advance { secs }),
+        2 => (0u8..64).prop_map(|budget| TOp::Sweep { budget }),
+        1 => any::<usize>().prop_map(|pick| TOp::Delete { pick }),
+        1 => (0u8..3).prop_map(|net| TOp::Invalidate { net }),
+        1 => (0u8..3).prop_map(|backend| TOp::ExpireBackend { backend }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Persistence templates under random traffic: the table stays consistent (n_control equals
+    /// the live controlled entries, index and wheel intact), persistconns equals the live
+    /// templates, a template is never removed while it controls a live connection, and after
+    /// enough idle time everything is gone.
+    #[test]
+    fn templates_stay_consistent(ops in prop::collection::vec(top(), 1..120)) {
+        let mut t = ConnTable::new(&ConnConfig { capacity: 48, v6_capacity: 0, backends: 3, seed: 3 });
+        let mut now = 10_000u64;
+        let vip = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 100));
+        let key = |net: u8| TemplateKey { proto: 6, client: IpAddr::V4(Ipv4Addr::new(198, 18, 2 + net, 0)), vaddr: vip, vport: 80 };
+        let mut conns: Vec<Tuple> = Vec::new();
+        for op in &ops {
+            let at = Time::from_secs(now);
+            match *op {
+                TOp::Connect { net, port, backend } => {
+                    let k = key(net);
+                    let ct = match t.template_lookup(&k, at) {
+                        Some(ct) => Some(ct),
+                        None => t.insert_template(&k, BackendId(backend as u32),
+                            IpAddr::V4(Ipv4Addr::new(198, 18, 1, backend)), 80, 0, Method::Nat, 300, at),
+                    };
+                    let Some(ct) = ct else { continue };
+                    let b = t.get(ct).unwrap().backend;
+                    let c = NewConn {
+                        proto: 6,
+                        client: IpAddr::V4(Ipv4Addr::new(198, 18, 2 + net, 1 + port)),
+                        cport: 1000,
+                        vaddr: vip,
+                        vport: 80,
+                        daddr: IpAddr::V4(Ipv4Addr::new(198, 18, 1, b.0 as u8)),
+                        dport: 80,
+                        local: None,
+                        backend: b,
+                        service: 0,
+                        method: Method::Nat,
+                        control: Some(ct),
+                    };
+                    let tu = in_tuple(&c);
+                    if t.lookup(&tu, at).is_some() {
+                        continue;
+                    }
+                    if let Some(id) = t.insert(&c, at) {
+                        t.on_packet(id, Direction::In, 0x02, at);
+                        conns.push(tu);
+                    } else {
+                        t.rearm(ct, at);
+                    }
+                }
+                TOp::Packet { pick, flags } => {
+                    if conns.is_empty() { continue; }
+                    let tu = conns[pick % conns.len()];
+                    if let Some((id, dir)) = t.lookup(&tu, at) {
+                        t.on_packet(id, dir, flags, at);
+                    }
+                }
+                TOp::Advance { secs } => now += secs as u64,
+                TOp::Sweep { budget } => { t.expire(at, budget as u32); }
+                TOp::Delete { pick } => {
+                    if conns.is_empty() { continue; }
+                    let tu = conns[pick % conns.len()];
+                    if let Some((id, _)) = t.lookup(&tu, at) {
+                        prop_assert!(t.delete(id, at));
+                    }
+                }
+                TOp::Invalidate { net } => {
+                    if let Some(ct) = t.template_lookup(&key(net), at) {
+                        t.invalidate_template(ct);
+                    }
+                }
+                TOp::ExpireBackend { backend } => {
+                    let mut from = 0;
+                    while let Some(next) = t.expire_backend(BackendId(backend as u32), at, from, 7) {
+                        from = next;
+                    }
+                }
+            }
+            t.check().map_err(TestCaseError::fail)?;
+            // persistconns = live templates; every live connection's template is live.
+            let listing: Vec<ConnListing> = t.list(at).collect();
+            for b in 0..3 {
+                let templates = listing.iter().filter(|l| l.template && t.get(l.id).unwrap().backend == BackendId(b)).count() as u32;
+                prop_assert_eq!(t.counts().persistent(BackendId(b)), templates);
+            }
+            for l in listing.iter().filter(|l| !l.template) {
+                let c = t.get(l.id).unwrap();
+                let ct = c.control.expect("every connection here has a template");
+                prop_assert!(t.get(ct).map(|x| x.is_template()).unwrap_or(false));
+            }
+        }
+        // Idle long enough: connections (≤ 900 s) go, then their templates (≤ 300 s + 60 s steps).
+        for _ in 0..40 {
+            now += 60;
+            t.expire(Time::from_secs(now), 1 << 12);
+        }
+        prop_assert_eq!(t.len(), 0);
+        for b in 0..3 {
+            prop_assert_eq!(t.counts().persistent(BackendId(b)), 0);
+            prop_assert_eq!(t.counts().inactive(BackendId(b)) + t.counts().active(BackendId(b)), 0);
+        }
+        t.check().map_err(TestCaseError::fail)?;
+    }
+}
