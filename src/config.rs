@@ -39,6 +39,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use xvs_forwarding::net::{Mac, Network, Port, Route};
+use xvs_forwarding::pipeline::RemovedBackends;
 use xvs_forwarding::service::{
     Backend, MarkRule, Persistence, Service, ServiceKey, PROTO_TCP, PROTO_UDP,
 };
@@ -105,9 +106,10 @@ pub struct DirectorSection {
     /// Connection table capacity per worker.
     #[serde(default = "default_connections")]
     pub connections: u32,
-    /// IPVS `expire_nodest_conn`: connections of a removed backend are expired (else dropped).
+    /// Connections of a removed backend: `drain` (forwarded until they end; default), `drop`
+    /// (IPVS with `expire_nodest_conn = 0`) or `expire` (IPVS with `expire_nodest_conn = 1`).
     #[serde(default)]
-    pub expire_nodest_conn: bool,
+    pub removed_backends: RemovedBackendsSetting,
     /// IPVS `conn_reuse_mode` (bit 1: reschedule SYNs hitting TIME_WAIT/CLOSE entries).
     #[serde(default = "default_conn_reuse_mode")]
     pub conn_reuse_mode: u8,
@@ -117,8 +119,28 @@ impl Default for DirectorSection {
     fn default() -> Self {
         DirectorSection {
             connections: default_connections(),
-            expire_nodest_conn: false,
+            removed_backends: RemovedBackendsSetting::default(),
             conn_reuse_mode: default_conn_reuse_mode(),
+        }
+    }
+}
+
+/// The TOML spelling of [`RemovedBackends`].
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RemovedBackendsSetting {
+    #[default]
+    Drain,
+    Drop,
+    Expire,
+}
+
+impl From<RemovedBackendsSetting> for RemovedBackends {
+    fn from(s: RemovedBackendsSetting) -> Self {
+        match s {
+            RemovedBackendsSetting::Drain => RemovedBackends::Drain,
+            RemovedBackendsSetting::Drop => RemovedBackends::Drop,
+            RemovedBackendsSetting::Expire => RemovedBackends::Expire,
         }
     }
 }
@@ -258,7 +280,7 @@ pub struct FullNatSection {
 pub struct Config {
     pub file: PathBuf,
     pub connections: u32,
-    pub expire_nodest_conn: bool,
+    pub removed_backends: RemovedBackends,
     pub conn_reuse_mode: u8,
     pub timeouts: TimeoutSection,
     /// Interfaces in configuration order; `PortId(i)` is `interfaces[i]`. A missing MAC is
@@ -281,7 +303,7 @@ impl Config {
         PipelineConfig {
             connections: self.connections,
             v6_connections: self.connections,
-            expire_nodest_conn: self.expire_nodest_conn,
+            removed_backends: self.removed_backends,
             conn_reuse_mode: self.conn_reuse_mode,
             timeouts: (self.timeouts.tcp, self.timeouts.tcpfin, self.timeouts.udp),
             local_addresses: self.local_addresses.clone(),
@@ -671,7 +693,7 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         dataplane,
         file: file.to_owned(),
         connections: raw.director.connections,
-        expire_nodest_conn: raw.director.expire_nodest_conn,
+        removed_backends: raw.director.removed_backends.into(),
         conn_reuse_mode: raw.director.conn_reuse_mode,
         timeouts: raw.timeouts,
         ports,

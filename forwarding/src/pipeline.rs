@@ -21,19 +21,21 @@
 
 use std::net::IpAddr;
 
-use xvs_schedulers::{new_scheduler, BackendView, Change, Flow, Scheduler, SchedulerError};
+use xvs_schedulers::{BackendView, Flow, SchedFlags, Scheduler, SchedulerError};
 
 use crate::conn::{
     state::tcp, Conn, ConnConfig, ConnId, ConnTable, Direction, Method, NewConn, TemplateKey, Tuple,
 };
 use crate::net::{Hop, Network};
-use crate::service::{
-    backend_views, mask_addr, MarkRule, Service, ServiceId, ServiceKey, ServiceTable,
-};
+use crate::service::{mask_addr, MarkRule, Service, ServiceId, ServiceKey, ServiceTable};
 use crate::wire::icmp::{self, IcmpAnswer, IcmpNat};
 use crate::wire::rewrite::{self, Link, Tunnel};
 use crate::wire::{parse, proto, tcp_flags, Frag, Packet, Parsed, WireError};
 use crate::{BackendId, DropCounters, DropReason, Frame, PortId, Time, Verdict};
+
+mod reload;
+
+pub use reload::{ApplyReport, RemovedBackends};
 
 /// Settings of one worker's pipeline.
 #[derive(Clone, Debug)]
@@ -42,8 +44,6 @@ pub struct PipelineConfig {
     pub connections: u32,
     /// How many of them may have IPv6 addresses.
     pub v6_connections: u32,
-    /// IPVS `expire_nodest_conn`.
-    pub expire_nodest_conn: bool,
     /// IPVS `conn_reuse_mode` (0 = off; default 1).
     pub conn_reuse_mode: u8,
     /// `ipvsadm --set tcp tcpfin udp` in seconds (0 keeps the default).
@@ -56,6 +56,10 @@ pub struct PipelineConfig {
     pub workers: u16,
     /// Hash seed of the connection table.
     pub seed: u64,
+    /// Most backends (alive, or removed with connections left) the pipeline tracks.
+    pub max_backends: u32,
+    /// What happens to connections of removed backends.
+    pub removed_backends: RemovedBackends,
 }
 
 impl Default for PipelineConfig {
@@ -63,13 +67,14 @@ impl Default for PipelineConfig {
         PipelineConfig {
             connections: 1 << 16,
             v6_connections: 1 << 14,
-            expire_nodest_conn: false,
             conn_reuse_mode: 1,
             timeouts: (0, 0, 0),
             local_addresses: Vec::new(),
             worker: 0,
             workers: 1,
             seed: 0x5eed_0fc0_ffee,
+            max_backends: 4096,
+            removed_backends: RemovedBackends::Drain,
         }
     }
 }
@@ -158,6 +163,12 @@ struct BackendRt {
     addr: IpAddr,
     port: u16,
     method: Method,
+    weight: u32,
+    last_weight: u32,
+    u_threshold: u32,
+    l_threshold: u32,
+    /// Deleted from the desired state; kept while connections refer to it.
+    removed: bool,
 }
 
 #[derive(Debug)]
@@ -168,6 +179,10 @@ struct ServiceRt {
     /// Backends in IPVS list order (newest first).
     views: Vec<BackendView>,
     scheduler: Box<dyn Scheduler>,
+    scheduler_name: String,
+    sched_flags: SchedFlags,
+    /// Deleted from the desired state (never found for new connections).
+    removed: bool,
 }
 
 /// The forwarding pipeline of one worker.
@@ -189,6 +204,20 @@ pub struct Pipeline {
     ip_id: u16,
     /// Next FullNAT local port to try.
     lport_cursor: u32,
+    /// Stable ids of services and backends across [`Pipeline::apply`].
+    registry: reload::Registry,
+}
+
+/// The fate of a packet whose connection's backend may have been removed.
+enum Gone {
+    /// The backend is there.
+    No,
+    /// Removed; the connection drains: forward.
+    Drain,
+    /// Removed; drop the packet (IPVS, `expire_nodest_conn = 0`).
+    Drop,
+    /// Removed; the entry was expired, treat the packet as new (`expire_nodest_conn = 1`).
+    Expired,
 }
 
 /// FullNAT local ports are taken from this range.
@@ -206,73 +235,44 @@ impl Pipeline {
         mark_rules: Vec<MarkRule>,
         net: Network,
     ) -> Result<Pipeline, BuildError> {
-        let mut svcs = Vec::with_capacity(services.len());
-        let mut backends = Vec::new();
-        let mut vips = Vec::new();
-        for (i, s) in services.iter().enumerate() {
-            let first = u32::try_from(backends.len()).map_err(|_| BuildError::TooManyBackends)?;
-            backends.extend(s.backends.iter().map(|b| BackendRt {
-                addr: b.addr,
-                port: b.port,
-                method: b.method,
-            }));
-            let views = backend_views(first, s);
-            let mut scheduler = new_scheduler(&s.scheduler, &s.sched_flags)
-                .map_err(|error| BuildError::Scheduler { service: i, error })?;
-            // As `ipvsadm -R` would build it: the service first, then one backend at a time
-            // (each prepended), so cursors and tables start exactly where the kernel's do.
-            scheduler.update(&[], Change::Init);
-            let n = views.len();
-            for k in 1..=n {
-                scheduler.update(&views[n - k..], Change::Add(0));
-            }
-            if let ServiceKey::Addr { addr, .. } = s.key {
-                if !vips.contains(&addr) {
-                    vips.push(addr);
-                }
-            }
-            svcs.push(ServiceRt {
-                key: s.key,
-                persistence: s.persistence,
-                one_packet: s.one_packet,
-                views,
-                scheduler,
-            });
-        }
-        let nb = u32::try_from(backends.len()).map_err(|_| BuildError::TooManyBackends)?;
+        let total: usize = services.iter().map(|s| s.backends.len()).sum();
+        let max_backends = u32::try_from(total)
+            .map_err(|_| BuildError::TooManyBackends)?
+            .max(cfg.max_backends);
         let mut conns = ConnTable::new(&ConnConfig {
             capacity: cfg.connections,
             v6_capacity: cfg.v6_connections.min(cfg.connections),
-            backends: nb,
+            backends: max_backends,
             seed: cfg.seed,
         });
         let (t, tf, u) = cfg.timeouts;
         conns.set_timeouts(t, tf, u);
-        let mut id = 0u32;
-        for s in services {
-            for b in &s.backends {
-                conns.set_thresholds(BackendId(id), b.u_threshold, b.l_threshold);
-                id += 1;
-            }
-        }
         let workers = u32::from(cfg.workers.max(1));
         let worker = u32::from(cfg.worker) % workers;
-        Ok(Pipeline {
-            services: ServiceTable::new(services, mark_rules.clone()),
-            service_traffic: vec![Traffic::default(); svcs.len()],
-            backend_traffic: vec![Traffic::default(); backends.len()],
-            svcs,
-            backends,
+        let mut p = Pipeline {
+            services: ServiceTable::default(),
+            service_traffic: Vec::new(),
+            backend_traffic: Vec::new(),
+            svcs: Vec::new(),
+            backends: Vec::new(),
             net,
             conns,
-            vips,
-            mark_rules,
+            vips: Vec::new(),
+            mark_rules: Vec::new(),
             counters: Counters::default(),
             last: None,
             ip_id: 0,
             lport_cursor: LPORT_MIN + (worker + workers - LPORT_MIN % workers) % workers,
-            cfg,
-        })
+            registry: reload::Registry::default(),
+            cfg: PipelineConfig {
+                max_backends,
+                ..cfg
+            },
+        };
+        // As `ipvsadm -R` would build it: each service, then its backends one at a time, so
+        // `services[i]` is `ServiceId(i)` and backends get consecutive ids in file order.
+        p.apply(services, mark_rules)?;
+        Ok(p)
     }
 
     pub fn counters(&self) -> &Counters {
@@ -351,6 +351,11 @@ impl Pipeline {
             match dir {
                 Direction::Out => return self.forward(now, ingress, frame, p, id, dir, false),
                 Direction::In => {
+                    match self.removed_backend(id, now) {
+                        Gone::No | Gone::Drain => {}
+                        Gone::Drop => return Verdict::Drop(DropReason::BackendGone),
+                        Gone::Expired => return self.new_connection(now, ingress, frame, p),
+                    }
                     if !self.reuse_port(id, &p, now) {
                         return self.forward(now, ingress, frame, p, id, dir, false);
                     }
@@ -358,6 +363,25 @@ impl Pipeline {
             }
         }
         self.new_connection(now, ingress, frame, p)
+    }
+
+    /// What to do with a packet of connection `id` if its backend was removed.
+    #[inline]
+    fn removed_backend(&mut self, id: ConnId, now: Time) -> Gone {
+        let Some(b) = self.conns.backend(id) else {
+            return Gone::No;
+        };
+        if !self.backends.get(b.0 as usize).is_some_and(|b| b.removed) {
+            return Gone::No;
+        }
+        match self.cfg.removed_backends {
+            RemovedBackends::Drain => Gone::Drain,
+            RemovedBackends::Drop => Gone::Drop,
+            RemovedBackends::Expire => {
+                self.conns.expire_now(id, now);
+                Gone::Expired
+            }
+        }
     }
 
     /// IPVS port reuse (`conn_reuse_mode`): a SYN hitting a closed entry that owns nothing

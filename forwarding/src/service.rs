@@ -166,13 +166,22 @@ const UNPRIVILEGED_PORT_START: u16 = 1024;
 impl ServiceTable {
     /// Builds the table; `services[i]` gets `ServiceId(i)`. Duplicate keys keep the first.
     pub fn new(services: &[Service], mark_rules: Vec<MarkRule>) -> Self {
+        let ids: Vec<(ServiceId, ServiceKey)> = services
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (ServiceId(i as u32), s.key))
+            .collect();
+        Self::with_ids(&ids, mark_rules)
+    }
+
+    /// Builds the table from services with the ids they already have.
+    pub fn with_ids(services: &[(ServiceId, ServiceKey)], mark_rules: Vec<MarkRule>) -> Self {
         let mut t = ServiceTable {
             mark_rules,
             ..Default::default()
         };
-        for (i, s) in services.iter().enumerate() {
-            let id = ServiceId(i as u32);
-            match s.key {
+        for &(id, key) in services {
+            match key {
                 ServiceKey::Addr { proto, addr, port } => {
                     t.by_addr.entry((proto, addr, port)).or_insert(id);
                     t.any_port_zero |= port == 0;
