@@ -672,3 +672,24 @@ fn overload_thresholds_through_the_table() {
     assert!(t.expire_now(ids[3], secs(2)));
     assert!(!t.counts().overloaded(b));
 }
+
+#[test]
+fn prefetch_is_only_a_hint() {
+    let mut t = table(64);
+    let c4 = nat(v4(198, 18, 2, 1), 40000, 1);
+    let c6 = nat(v6("2001:2::1:1"), 40000, 2);
+    let id4 = t.insert(&c4, secs(1)).unwrap();
+    let id6 = t.insert(&c6, secs(1)).unwrap();
+    let miss = Tuple {
+        sport: 1,
+        ..inbound(&c4)
+    };
+    for tu in [inbound(&c4), reply(&c4), inbound(&c6), reply(&c6), miss] {
+        t.prefetch(&tu);
+    }
+    assert_eq!(t.len(), 2);
+    assert_eq!(t.lookup(&inbound(&c4), secs(1)), Some((id4, Direction::In)));
+    assert_eq!(t.lookup(&reply(&c6), secs(1)), Some((id6, Direction::Out)));
+    assert_eq!(t.lookup(&miss, secs(1)), None);
+    t.check().unwrap();
+}
