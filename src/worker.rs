@@ -23,7 +23,7 @@ use crate::dataplane_config::{DataplaneConfig, DataplaneConfigError, IoKind};
 use crate::io::afxdp::{AfXdpIo, BindTarget, XskParams};
 use crate::io::packet::{AfPacketIo, PacketParams, PacketTarget};
 use crate::io::sys::{interface_info, InterfaceInfo};
-use crate::io::xdp::{AddrMap, XdpProgram, MAX_QUEUES};
+use crate::io::xdp::{AddrMap, XdpMode, XdpProgram, MAX_QUEUES};
 use crate::io::{IoCounters, IoError, WorkerIo};
 use crate::neigh::{NeighbourRefresher, NeighbourUpdate};
 
@@ -421,6 +421,23 @@ impl Dataplane {
                             .map_err(DataplaneError::Xdp)?;
                     }
                     ios.push(AnyIo::Xdp(io));
+                }
+                for p in &ports {
+                    let polled = |q: u32| cfg.workers.iter().any(|w| w.queue == q);
+                    let missing: Vec<u32> = (0..p.queues.unwrap_or(0).min(MAX_QUEUES as u32))
+                        .filter(|q| !polled(*q))
+                        .collect();
+                    if !missing.is_empty() && cfg.xdp_mode == XdpMode::Native {
+                        eprintln!(
+                            "xvs: warning: {} has rx queue(s) {missing:?} without a worker: service frames arriving there go to the kernel (add [[worker]]s or reduce the queues: ethtool -L {} ...)",
+                            p.name, p.name
+                        );
+                    }
+                }
+                if cfg.xdp_mode == XdpMode::Generic && !cfg.workers.iter().any(|w| w.queue == 0) {
+                    eprintln!(
+                        "xvs: warning: generic XDP delivers every frame on queue 0, and no worker polls queue 0"
+                    );
                 }
                 xdp = Some(prog);
                 // Attach last: from here on, VIP frames have a socket to go to.
