@@ -42,6 +42,14 @@ pub fn fold(mut acc: u64) -> u16 {
     acc as u16
 }
 
+/// Fold a 32-bit accumulator to 16 bits (not complemented). Two end-around carries are
+/// always enough: the first leaves at most 0x1FFFE, the second at most 0xFFFF.
+#[inline]
+pub fn fold32(acc: u32) -> u16 {
+    let a = (acc & 0xffff) + (acc >> 16);
+    ((a & 0xffff) + (a >> 16)) as u16
+}
+
 /// The RFC 1071 checksum of `data`: `!fold(sum(data))`.
 #[inline]
 pub fn checksum(data: &[u8]) -> u16 {
@@ -217,6 +225,22 @@ mod tests {
         assert_eq!(crc32c(b"123456789"), 0xe306_9283);
         assert_eq!(crc32c(&[0u8; 32]), 0x8a91_36aa);
         assert_eq!(crc32c(&[0xffu8; 32]), 0x62a8_ab43);
+    }
+
+    #[test]
+    fn fold32_matches_fold() {
+        for acc in [
+            0u32,
+            1,
+            0xffff,
+            0x1_0000,
+            0x1_fffe,
+            0x1_ffff,
+            0xffff_ffff,
+            0x8000_7fff,
+        ] {
+            assert_eq!(fold32(acc), fold(u64::from(acc)), "{acc:#x}");
+        }
     }
 
     #[test]

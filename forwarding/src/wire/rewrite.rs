@@ -24,8 +24,10 @@
 //!   not be fragmented report `TooBig { mtu: mtu − outer header }` (`ip_vs_tunnel_xmit`'s
 //!   `__mtu_check_toobig_v6` / frag-needed path).
 //! * [`check_mtu`]: the same test for NAT / DR, where nothing is added.
+//! * [`forward`]: [`dec_ttl`] and the NAT / FullNAT endpoint changes in one pass, with an IPv4
+//!   TCP / UDP fast path that updates each checksum once (what the pipeline calls per packet).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use super::checksum::{self, update128, update16, update32};
 use super::parse::{Frag, Packet};
@@ -239,6 +241,118 @@ fn set_endpoint(
         data[o..o + 2].copy_from_slice(&checksum::udp_fixup(s).to_be_bytes());
     }
     Ok(())
+}
+
+/// The NAT / FullNAT forwarding rewrite in one call: TTL − 1 ([`dec_ttl`]), then the source
+/// endpoint ([`set_src`]) if `src` is given, then the destination ([`set_dst`]) if `dst` is.
+/// The bytes, `p` and the errors are exactly those of the separate calls in that order.
+///
+/// IPv4 TCP and UDP packets that are not fragments (and, for UDP, carry a checksum) take a fast
+/// path: 32-bit address arithmetic and a single RFC 1624 update per checksum, the changed words
+/// of TTL, addresses and ports summed first and folded once. Incremental updates compose (the
+/// one's-complement sum is associative, and a fold is zero only for an all-zero sum), so the
+/// result is bit for bit that of the sequential updates (`forward_matches_sequential` in
+/// `tests/wire_forward.rs`). Everything else takes the general functions.
+pub fn forward(
+    data: &mut [u8],
+    p: &mut Packet,
+    src: Option<(IpAddr, u16)>,
+    dst: Option<(IpAddr, u16)>,
+) -> Result<(), WireError> {
+    let v4 = |e: Option<(IpAddr, u16)>| match e {
+        None => Some(None),
+        Some((IpAddr::V4(a), port)) => Some(Some((a, port))),
+        Some((IpAddr::V6(_), _)) => None,
+    };
+    if let (Some(s4), Some(d4)) = (v4(src), v4(dst)) {
+        if forward_v4_fast(data, p, s4, d4) {
+            return Ok(());
+        }
+    }
+    dec_ttl(data, p)?;
+    match (src, dst) {
+        (Some(s), Some(d)) => set_src_dst(data, p, s, d),
+        (Some((a, port)), None) => set_src(data, p, a, port),
+        (None, Some((a, port))) => set_dst(data, p, a, port),
+        (None, None) => Ok(()),
+    }
+}
+
+/// The fast path of [`forward`]; false (nothing changed) when the packet does not qualify.
+#[inline]
+fn forward_v4_fast(
+    data: &mut [u8],
+    p: &mut Packet,
+    src: Option<(Ipv4Addr, u16)>,
+    dst: Option<(Ipv4Addr, u16)>,
+) -> bool {
+    let (IpAddr::V4(osrc), IpAddr::V4(odst)) = (p.src, p.dst) else {
+        return false;
+    };
+    let field = match p.proto {
+        proto::TCP => 16,
+        proto::UDP => 6,
+        _ => return false,
+    };
+    let (l3, l4, end) = (p.l3, p.l4, p.ip_end);
+    // What `check` and `set_endpoint` require, plus the checksum field inside the packet.
+    if p.frag != Frag::None
+        || p.ttl <= 1
+        || l3.checked_add(IPV4_LEN).is_none_or(|h| h > l4)
+        || l4.checked_add(field + 2).is_none_or(|f| f > end)
+        || end > data.len()
+    {
+        return false;
+    }
+    let Some(d) = data.get_mut(..end) else {
+        return false;
+    };
+    let c4 = l4 + field;
+    let l4_old = u16::from_be_bytes([d[c4], d[c4 + 1]]);
+    if p.proto == proto::UDP && l4_old == 0 {
+        return false;
+    }
+    let c3 = l3 + 10;
+    let mut ip_acc = u32::from(!u16::from_be_bytes([d[c3], d[c3 + 1]]));
+    let mut l4_acc = u32::from(!l4_old);
+    // TTL (with the protocol byte: one 16-bit word).
+    let t = l3 + 8;
+    let old_w = u16::from_be_bytes([d[t], d[t + 1]]);
+    d[t] = d[t].wrapping_sub(1);
+    p.ttl = d[t];
+    ip_acc += u32::from(!old_w) + u32::from(u16::from_be_bytes([d[t], d[t + 1]]));
+    if let Some((a, port)) = src {
+        let delta = addr_delta(osrc, a);
+        ip_acc += delta;
+        l4_acc += delta + u32::from(!p.sport) + u32::from(port);
+        d[l3 + 12..l3 + 16].copy_from_slice(&a.octets());
+        d[l4..l4 + 2].copy_from_slice(&port.to_be_bytes());
+        p.src = IpAddr::V4(a);
+        p.sport = port;
+    }
+    if let Some((a, port)) = dst {
+        let delta = addr_delta(odst, a);
+        ip_acc += delta;
+        l4_acc += delta + u32::from(!p.dport) + u32::from(port);
+        d[l3 + 16..l3 + 20].copy_from_slice(&a.octets());
+        d[l4 + 2..l4 + 4].copy_from_slice(&port.to_be_bytes());
+        p.dst = IpAddr::V4(a);
+        p.dport = port;
+    }
+    d[c3..c3 + 2].copy_from_slice(&(!checksum::fold32(ip_acc)).to_be_bytes());
+    let mut s = !checksum::fold32(l4_acc);
+    if p.proto == proto::UDP {
+        s = checksum::udp_fixup(s);
+    }
+    d[c4..c4 + 2].copy_from_slice(&s.to_be_bytes());
+    true
+}
+
+/// The RFC 1624 terms of an IPv4 address change `old` → `new`: `~m + m'` for both 16-bit words.
+#[inline]
+fn addr_delta(old: Ipv4Addr, new: Ipv4Addr) -> u32 {
+    let (o, n) = (!old.to_bits(), new.to_bits());
+    (o >> 16) + (o & 0xffff) + (n >> 16) + (n & 0xffff)
 }
 
 /// Full TCP / UDP / ICMPv6 checksum of `p`'s transport packet (the checksum field at
