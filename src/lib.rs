@@ -7,5 +7,6 @@ pub mod dataplane_config;
 pub mod io;
 pub mod neigh;
 pub mod replay;
+pub mod runtime;
 pub mod simulate;
 pub mod worker;

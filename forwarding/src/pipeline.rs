@@ -35,7 +35,7 @@ use crate::{BackendId, DropCounters, DropReason, Frame, PortId, Time, Verdict};
 
 mod reload;
 
-pub use reload::{ApplyReport, RemovedBackends};
+pub use reload::{ApplyReport, BackendReport, RemovedBackends, ServiceReport};
 
 /// Settings of one worker's pipeline.
 #[derive(Clone, Debug)]

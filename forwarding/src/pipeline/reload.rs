@@ -378,3 +378,71 @@ impl Pipeline {
         self.registry.services.get(service).copied()
     }
 }
+
+/// Counters of one backend as the control plane reads them (cold path).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackendReport {
+    pub addr: IpAddr,
+    pub port: u16,
+    pub traffic: Traffic,
+    pub active: u32,
+    pub inactive: u32,
+    pub persistent: u32,
+}
+
+/// Counters of one live service and its live backends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceReport {
+    pub key: ServiceKey,
+    pub traffic: Traffic,
+    /// In IPVS list order.
+    pub backends: Vec<BackendReport>,
+}
+
+impl Pipeline {
+    /// Per-service and per-backend counters of the live services (for `xvs ctl -L --stats`,
+    /// metrics). Cold path: allocates.
+    pub fn report(&self) -> Vec<ServiceReport> {
+        let counts = self.conns.counts();
+        self.svcs
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.removed)
+            .map(|(i, s)| ServiceReport {
+                key: s.key,
+                traffic: self.service_traffic[i],
+                backends: s
+                    .views
+                    .iter()
+                    .map(|v| BackendReport {
+                        addr: v.addr,
+                        port: v.port,
+                        traffic: self.backend_traffic[v.id.0 as usize],
+                        active: counts.active(v.id),
+                        inactive: counts.inactive(v.id),
+                        persistent: counts.persistent(v.id),
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// `ipvsadm -Z`: zero the packet, byte and connection totals of one service (and its
+    /// backends) or of all.
+    pub fn zero_traffic(&mut self, service: Option<&ServiceKey>) {
+        for (i, s) in self.svcs.iter().enumerate() {
+            if service.is_some_and(|k| *k != s.key) {
+                continue;
+            }
+            self.service_traffic[i] = Traffic::default();
+            for v in &s.views {
+                self.backend_traffic[v.id.0 as usize] = Traffic::default();
+            }
+        }
+    }
+
+    /// `ipvsadm --set tcp tcpfin udp` (seconds; 0 keeps the current value).
+    pub fn set_timeouts(&mut self, tcp: u32, tcpfin: u32, udp: u32) {
+        self.conns.set_timeouts(tcp, tcpfin, udp);
+    }
+}

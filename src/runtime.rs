@@ -1,0 +1,318 @@
+//! The running director's control side: the desired state, its publication to the workers, and
+//! the read-outs (counters, connection lists) that `xvs ctl`, the metrics and the logs show.
+//!
+//! Each worker runs a [`RuntimeProcessor`]: the forwarding pipeline plus an inbox. The worker
+//! loop calls `housekeeping` once per round (after each batch or idle wait); that is where the
+//! processor takes commands from its inbox — a new desired state to apply, a counter reset, a
+//! request for its connection list — and, about twice a second, publishes a report of its
+//! counters. So the per-packet path takes no lock and reads no shared memory: a change reaches
+//! each worker between two batches, and a reload is one message per worker.
+//!
+//! Counts from several workers combine by addition (each worker's table is exact for the
+//! connections it owns; RSS keeps a flow on one worker).
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+use xvs_forwarding::conn::ConnListing;
+use xvs_forwarding::pipeline::ServiceReport;
+use xvs_forwarding::service::{MarkRule, Service, ServiceKey};
+use xvs_forwarding::{Counters, Frame, Pipeline, PortId, Time, Verdict};
+
+use crate::worker::FrameProcessor;
+
+/// Expiry work per loop round (see `ConnTable::expire`).
+const HOUSEKEEPING_BUDGET: u32 = 64;
+
+/// How often a worker publishes its report.
+const REPORT_EVERY: Duration = Duration::from_millis(500);
+
+/// A command for the workers.
+pub enum Command {
+    /// Make this the desired state; the result goes back on the sender.
+    Apply {
+        state: Arc<Published>,
+        done: Sender<Result<String, String>>,
+    },
+    /// `ipvsadm -Z`.
+    Zero(Option<ServiceKey>),
+    /// `ipvsadm --set tcp tcpfin udp`.
+    Timeouts(u32, u32, u32),
+    /// Send the connection list.
+    ListConnections(Sender<Vec<ConnListing>>),
+}
+
+/// A desired state as the workers receive it.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub services: Vec<Service>,
+    pub marks: Vec<MarkRule>,
+}
+
+/// What a worker last published.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerReport {
+    pub counters: Counters,
+    pub services: Vec<ServiceReport>,
+    pub connections: u32,
+}
+
+/// The worker's side: the pipeline, its inbox and its report slot.
+pub struct RuntimeProcessor {
+    pipe: Pipeline,
+    inbox: Receiver<Command>,
+    report: Arc<Mutex<WorkerReport>>,
+    last_report: Option<Time>,
+}
+
+impl RuntimeProcessor {
+    fn take_commands(&mut self, now: Time) {
+        while let Ok(cmd) = self.inbox.try_recv() {
+            match cmd {
+                Command::Apply { state, done } => {
+                    let r = self
+                        .pipe
+                        .apply(&state.services, state.marks.clone())
+                        .map(|r| format!("{r:?}"))
+                        .map_err(|e| e.to_string());
+                    let _ = done.send(r);
+                    self.publish();
+                }
+                Command::Zero(key) => {
+                    self.pipe.zero_traffic(key.as_ref());
+                    self.publish();
+                }
+                Command::Timeouts(t, f, u) => self.pipe.set_timeouts(t, f, u),
+                Command::ListConnections(reply) => {
+                    let _ = reply.send(self.pipe.connections().list(now).collect());
+                }
+            }
+        }
+    }
+
+    fn publish(&mut self) {
+        let r = WorkerReport {
+            counters: self.pipe.counters().clone(),
+            services: self.pipe.report(),
+            connections: self.pipe.connections().len(),
+        };
+        if let Ok(mut slot) = self.report.lock() {
+            *slot = r;
+        }
+    }
+}
+
+impl FrameProcessor for RuntimeProcessor {
+    #[inline]
+    fn process(&mut self, now: Time, ingress: PortId, frame: &mut Frame<'_>) -> Verdict {
+        self.pipe.process(now, ingress, frame)
+    }
+
+    fn set_neighbour(&mut self, ip: IpAddr, _port: PortId, mac: [u8; 6]) {
+        self.pipe.network_mut().set_neighbour(ip, mac);
+    }
+
+    fn remove_neighbour(&mut self, ip: IpAddr) {
+        self.pipe.network_mut().remove_neighbour(ip);
+    }
+
+    fn housekeeping(&mut self, now: Time) {
+        self.pipe.housekeeping(now, HOUSEKEEPING_BUDGET);
+        if !self.inbox.is_empty() {
+            self.take_commands(now);
+        }
+        let due = self
+            .last_report
+            .is_none_or(|t| now.0.saturating_sub(t.0) >= REPORT_EVERY.as_nanos() as u64);
+        if due {
+            self.last_report = Some(now);
+            self.publish();
+        }
+    }
+}
+
+/// The control side's handle on one worker.
+pub struct WorkerHandle {
+    inbox: Sender<Command>,
+    report: Arc<Mutex<WorkerReport>>,
+}
+
+/// Wrap a worker's pipeline; the handle stays with the control side.
+pub fn attach(pipe: Pipeline) -> (RuntimeProcessor, WorkerHandle) {
+    let (tx, rx) = bounded(64);
+    let report = Arc::new(Mutex::new(WorkerReport::default()));
+    (
+        RuntimeProcessor {
+            pipe,
+            inbox: rx,
+            report: report.clone(),
+            last_report: None,
+        },
+        WorkerHandle { inbox: tx, report },
+    )
+}
+
+/// Why the workers did not all take a command.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("worker {0} did not answer within {1:?} (stopped or stuck)")]
+    Timeout(usize, Duration),
+    #[error("worker {0} refused the new state: {1}")]
+    Refused(usize, String),
+    #[error("worker {0} is gone")]
+    Gone(usize),
+}
+
+/// All workers, from the control side.
+pub struct Workers {
+    handles: Vec<WorkerHandle>,
+    /// How long to wait for a worker to take a command (it does between two batches).
+    pub wait: Duration,
+}
+
+impl Workers {
+    pub fn new(handles: Vec<WorkerHandle>) -> Self {
+        Workers {
+            handles,
+            wait: Duration::from_secs(2),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.handles.is_empty()
+    }
+
+    /// Publish a desired state to every worker and wait until each has applied it.
+    pub fn publish(&self, state: Published) -> Result<(), PublishError> {
+        let state = Arc::new(state);
+        let mut waits = Vec::new();
+        for (i, h) in self.handles.iter().enumerate() {
+            let (tx, rx) = bounded(1);
+            h.inbox
+                .send_timeout(
+                    Command::Apply {
+                        state: state.clone(),
+                        done: tx,
+                    },
+                    self.wait,
+                )
+                .map_err(|_| PublishError::Gone(i))?;
+            waits.push(rx);
+        }
+        for (i, rx) in waits.into_iter().enumerate() {
+            match rx.recv_timeout(self.wait) {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(PublishError::Refused(i, e)),
+                Err(_) => return Err(PublishError::Timeout(i, self.wait)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Send a command that needs no answer to every worker.
+    pub fn broadcast(&self, make: impl Fn() -> Command) -> Result<(), PublishError> {
+        for (i, h) in self.handles.iter().enumerate() {
+            h.inbox
+                .send_timeout(make(), self.wait)
+                .map_err(|_| PublishError::Gone(i))?;
+        }
+        Ok(())
+    }
+
+    /// Every worker's connection list, concatenated.
+    pub fn connections(&self) -> Result<Vec<ConnListing>, PublishError> {
+        let mut out = Vec::new();
+        for (i, h) in self.handles.iter().enumerate() {
+            let (tx, rx) = bounded(1);
+            h.inbox
+                .send_timeout(Command::ListConnections(tx), self.wait)
+                .map_err(|_| PublishError::Gone(i))?;
+            out.extend(
+                rx.recv_timeout(self.wait)
+                    .map_err(|_| PublishError::Timeout(i, self.wait))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// The workers' last reports.
+    pub fn reports(&self) -> Vec<WorkerReport> {
+        self.handles
+            .iter()
+            .map(|h| h.report.lock().map(|r| r.clone()).unwrap_or_default())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xvs_forwarding::net::Network;
+    use xvs_forwarding::PipelineConfig;
+
+    fn pipeline() -> Pipeline {
+        Pipeline::new(PipelineConfig::default(), &[], vec![], Network::default()).unwrap()
+    }
+
+    #[test]
+    fn commands_are_taken_between_batches_and_answered() {
+        let (mut proc, handle) = attach(pipeline());
+        let workers = Workers {
+            handles: vec![handle],
+            wait: Duration::from_secs(5),
+        };
+        // A worker thread that only does housekeeping rounds.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s2 = stop.clone();
+        let t = std::thread::spawn(move || {
+            let mut now = Time::from_secs(1);
+            while !s2.load(std::sync::atomic::Ordering::Relaxed) {
+                now.0 += 1_000_000;
+                proc.housekeeping(now);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        let svc: Service = crate::config::Config::parse(
+            std::path::Path::new("t.toml"),
+            "[[service]]\nprotocol = \"tcp\"\nvip = \"198.18.0.100\"\nport = 80\nscheduler = \"rr\"\n[[service.backend]]\naddress = \"198.19.0.11\"\nmethod = \"dr\"\n",
+        )
+        .unwrap()
+        .services[0]
+            .clone();
+        workers
+            .publish(Published {
+                services: vec![svc.clone()],
+                marks: vec![],
+            })
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let reports = workers.reports();
+        assert_eq!(reports[0].services.len(), 1);
+        assert_eq!(reports[0].services[0].key, svc.key);
+        assert!(workers.connections().unwrap().is_empty());
+        // A state the pipeline cannot take is refused, and the old one stays.
+        let mut bad = svc.clone();
+        bad.scheduler = "nonsense".into();
+        let e = workers
+            .publish(Published {
+                services: vec![bad],
+                marks: vec![],
+            })
+            .unwrap_err();
+        assert!(matches!(e, PublishError::Refused(0, _)), "{e}");
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        t.join().unwrap();
+        // With the worker gone, commands time out instead of hanging.
+        let workers = Workers {
+            wait: Duration::from_millis(50),
+            ..workers
+        };
+        assert!(workers.connections().is_err());
+    }
+}
