@@ -758,22 +758,25 @@ impl Pipeline {
             );
         }
         let data = frame.data_mut();
-        if let Err(e) = rewrite::dec_ttl(data, &mut p) {
-            return Verdict::Drop(e.drop_reason());
-        }
-        let r = match (c.method, dir) {
-            (Method::Nat, Direction::In) => rewrite::set_dst(data, &mut p, c.daddr, c.dport),
-            (Method::Nat, Direction::Out) => rewrite::set_src(data, &mut p, c.vaddr, c.vport),
+        // TTL − 1 and the method's address changes in one pass (`rewrite::forward`).
+        let (src, dst) = match (c.method, dir) {
+            (Method::Nat, Direction::In) => (None, Some((c.daddr, c.dport))),
+            (Method::Nat, Direction::Out) => (Some((c.vaddr, c.vport)), None),
             (Method::FullNat, Direction::In) => match c.local {
-                Some(l) => rewrite::set_src_dst(data, &mut p, l, (c.daddr, c.dport)),
-                None => Err(WireError::Unsupported),
+                Some(l) => (Some(l), Some((c.daddr, c.dport))),
+                None => {
+                    if let Err(e) = rewrite::dec_ttl(data, &mut p) {
+                        return Verdict::Drop(e.drop_reason());
+                    }
+                    return Verdict::Drop(DropReason::Unsupported);
+                }
             },
             (Method::FullNat, Direction::Out) => {
-                rewrite::set_src_dst(data, &mut p, (c.vaddr, c.vport), (c.client, c.cport))
+                (Some((c.vaddr, c.vport)), Some((c.client, c.cport)))
             }
-            (Method::Dr | Method::Tunnel, _) => Ok(()),
+            (Method::Dr | Method::Tunnel, _) => (None, None),
         };
-        if let Err(e) = r {
+        if let Err(e) = rewrite::forward(data, &mut p, src, dst) {
             return Verdict::Drop(e.drop_reason());
         }
         if let Err(e) = rewrite::set_link(frame, &mut p, &link) {
