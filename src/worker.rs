@@ -676,6 +676,9 @@ impl Dataplane {
     }
 
     fn stop_and_join(&mut self) {
+        // Detach first (interfaces as found: from here on the kernel gets every frame), then let
+        // the workers finish their batch and close their sockets and rings.
+        self.xdp = None;
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -683,8 +686,6 @@ impl Dataplane {
         if let Some(n) = self.neigh.take() {
             let _ = n.join();
         }
-        // Sockets were dropped by their workers; now the links go (interfaces as found).
-        self.xdp = None;
     }
 }
 
