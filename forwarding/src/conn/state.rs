@@ -118,6 +118,26 @@ pub mod sctp {
             first
         }
     }
+
+    /// The effective chunk type of an SCTP packet, from its bytes starting at the SCTP common
+    /// header (12 bytes, then chunks of type, flags, length, padded to 4 bytes). This is what
+    /// [`ConnTable::on_packet`](crate::conn::ConnTable::on_packet) wants as `flags` for SCTP.
+    /// A packet without a whole chunk header gives DATA (the kernel then leaves the state
+    /// alone; the difference is that DATA may still move NONE to ESTABLISHED).
+    pub fn chunk_of(sctp: &[u8]) -> u8 {
+        let Some(h) = sctp.get(12..16) else {
+            return CHUNK_DATA;
+        };
+        let first = h[0];
+        let len = u16::from_be_bytes([h[2], h[3]]) as usize;
+        let second = if len >= 4 {
+            let next = 12 + ((len + 3) & !3);
+            sctp.get(next).copied()
+        } else {
+            None
+        };
+        effective_chunk(first, second)
+    }
 }
 
 /// Which transition table a packet uses.
@@ -441,6 +461,26 @@ mod tests {
         assert_eq!(tcp_event(0x08), None); // PSH only
         assert_eq!(tcp_next(ESTABLISHED, TcpDir::In, 0x08, false), CLOSE);
         assert_eq!(tcp_next(200, TcpDir::In, FLAG_ACK, false), CLOSE);
+    }
+
+    #[test]
+    fn sctp_chunk_from_bytes() {
+        let common = [0x13, 0x88, 0x13, 0x88, 1, 2, 3, 4, 0, 0, 0, 0];
+        let mut init = common.to_vec();
+        init.extend_from_slice(&[1, 0, 0, 20]);
+        init.extend_from_slice(&[0; 16]);
+        assert_eq!(sctp::chunk_of(&init), sctp::CHUNK_INIT);
+        // COOKIE ECHO of 7 bytes (padded to 8), then ABORT.
+        let mut ce = common.to_vec();
+        ce.extend_from_slice(&[10, 0, 0, 7, 0xAA, 0xBB, 0xCC, 0]);
+        ce.extend_from_slice(&[6, 0, 0, 4]);
+        assert_eq!(sctp::chunk_of(&ce), sctp::CHUNK_ABORT);
+        // The same COOKIE ECHO followed by DATA stays a COOKIE ECHO; cut short, too.
+        ce[20] = 0;
+        assert_eq!(sctp::chunk_of(&ce), sctp::CHUNK_COOKIE_ECHO);
+        assert_eq!(sctp::chunk_of(&ce[..18]), sctp::CHUNK_COOKIE_ECHO);
+        assert_eq!(sctp::chunk_of(&common), sctp::CHUNK_DATA);
+        assert_eq!(sctp::chunk_of(&[]), sctp::CHUNK_DATA);
     }
 
     #[test]
