@@ -247,6 +247,12 @@ impl ConnTable {
         self.counts.set_thresholds(backend, upper, lower);
     }
 
+    /// Publish the other workers' summed (active, inactive) counts of a backend (see
+    /// [`BackendCounts::set_others`]); this worker's own share is `counts().own(backend)`.
+    pub fn set_others(&mut self, backend: BackendId, active: u32, inactive: u32) {
+        self.counts.set_others(backend, active, inactive);
+    }
+
     /// Clear a backend slot's counters before the control plane reuses its id.
     pub fn reset_backend(&mut self, backend: BackendId) {
         self.counts.reset(backend);
