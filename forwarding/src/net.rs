@@ -7,11 +7,17 @@
 //!
 //! Route lookup is a longest-prefix scan over a short list sorted by prefix length (a director has
 //! a handful of routes); routes through a gateway keep their resolved hop, so only on-link
-//! destinations cost a neighbour lookup per packet.
+//! destinations cost a neighbour lookup per packet. IPv4 routes are also kept as (network,
+//! mask) words so the per-packet scan compares integers.
+//!
+//! Every change of the neighbour table gives the network a new [`Network::generation`] (unique
+//! across all `Network` values of the process), so a caller may cache hops and drop its cache
+//! when the generation moves: the pipeline caches each backend's hop that way.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::service::prefix_match;
 use crate::PortId;
@@ -68,26 +74,57 @@ impl Hasher for MulHasher {
 
 pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<MulHasher>>;
 
+/// Source of [`Network::generation`] values: every value handed out once per process.
+static GENERATIONS: AtomicU64 = AtomicU64::new(1);
+
+fn next_generation() -> u64 {
+    GENERATIONS.fetch_add(1, Ordering::Relaxed)
+}
+
 /// Ports, routes and neighbours of one worker's pipeline.
 #[derive(Clone, Debug, Default)]
 pub struct Network {
     ports: Vec<Port>,
     /// Sorted by prefix length, longest first, each with its resolved gateway hop.
     routes: Vec<(Route, Option<Hop>)>,
+    /// The IPv4 routes of `routes`, in the same order: (network, mask, index into `routes`).
+    v4_routes: Vec<(u32, u32, usize)>,
     neighbours: FastMap<IpAddr, Mac>,
+    generation: u64,
 }
 
 impl Network {
     pub fn new(ports: Vec<Port>, routes: Vec<Route>) -> Self {
         let mut routes: Vec<_> = routes.into_iter().map(|r| (r, None)).collect();
         routes.sort_by_key(|(r, _)| std::cmp::Reverse(r.prefix_len));
+        let v4_routes = routes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (r, _))| match r.dst {
+                IpAddr::V4(net) => {
+                    let len = u32::from(r.prefix_len.min(32));
+                    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+                    Some((net.to_bits() & mask, mask, i))
+                }
+                IpAddr::V6(_) => None,
+            })
+            .collect();
         let mut n = Network {
             ports,
             routes,
+            v4_routes,
             neighbours: FastMap::default(),
+            generation: next_generation(),
         };
         n.resolve_routes();
         n
+    }
+
+    /// Changes whenever a next hop may have changed (neighbour learnt, changed or forgotten);
+    /// never the same for two different states, even across `Network` values.
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     pub fn ports(&self) -> &[Port] {
@@ -121,6 +158,7 @@ impl Network {
     }
 
     fn resolve_routes(&mut self) {
+        self.generation = next_generation();
         for i in 0..self.routes.len() {
             let (route, _) = self.routes[i];
             self.routes[i].1 = route.via.and_then(|gw| self.hop_via(route.port, gw));
@@ -141,10 +179,17 @@ impl Network {
     /// The next hop towards `dst`: longest matching route, then its gateway's or `dst`'s own MAC.
     #[inline]
     pub fn next_hop(&self, dst: IpAddr) -> Option<Hop> {
-        let (route, hop) = self
-            .routes
-            .iter()
-            .find(|(r, _)| prefix_match(r.dst, r.prefix_len, dst))?;
+        let (route, hop) = match dst {
+            IpAddr::V4(a) => {
+                let a = a.to_bits();
+                let &(_, _, i) = self.v4_routes.iter().find(|(n, m, _)| a & m == *n)?;
+                self.routes.get(i)?
+            }
+            IpAddr::V6(_) => self
+                .routes
+                .iter()
+                .find(|(r, _)| prefix_match(r.dst, r.prefix_len, dst))?,
+        };
         match route.via {
             Some(_) => *hop,
             None => self.hop_via(route.port, dst),
@@ -216,7 +261,16 @@ mod tests {
         );
         let h = n.next_hop(client).unwrap();
         assert_eq!((h.port, h.dst_mac), (PortId(0), [2, 0, 0, 0, 0, 9]));
+        let g = n.generation();
+        n.set_neighbour(backend, [2, 0, 0, 0, 1, 10]);
+        assert_eq!(n.generation(), g, "same MAC: nothing changed");
         n.remove_neighbour("198.18.0.1".parse().unwrap());
+        assert_ne!(n.generation(), g);
+        assert_ne!(
+            net().generation(),
+            net().generation(),
+            "unique across values"
+        );
         assert_eq!(n.next_hop(client), None);
         assert_eq!(
             n.next_hop("2001:2::1".parse().unwrap()),

@@ -206,6 +206,26 @@ pub struct Pipeline {
     lport_cursor: u32,
     /// Stable ids of services and backends across [`Pipeline::apply`].
     registry: reload::Registry,
+    /// Each backend's next hop as last resolved, indexed by `BackendId` (grown on first use,
+    /// at most `max_backends`): saves the route scan and neighbour lookup per packet.
+    hops: Vec<CachedHop>,
+}
+
+/// A backend's next hop, valid while the network's generation and the address are unchanged.
+#[derive(Clone, Copy, Debug)]
+struct CachedHop {
+    generation: u64,
+    addr: IpAddr,
+    hop: Option<Hop>,
+}
+
+impl CachedHop {
+    /// Never valid: no network has generation 0.
+    const EMPTY: CachedHop = CachedHop {
+        generation: 0,
+        addr: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        hop: None,
+    };
 }
 
 /// The fate of a packet whose connection's backend may have been removed.
@@ -264,6 +284,7 @@ impl Pipeline {
             ip_id: 0,
             lport_cursor: LPORT_MIN + (worker + workers - LPORT_MIN % workers) % workers,
             registry: reload::Registry::default(),
+            hops: Vec::new(),
             cfg: PipelineConfig {
                 max_backends,
                 ..cfg
@@ -731,7 +752,7 @@ impl Pipeline {
             Direction::In => c.daddr,
             Direction::Out => c.client,
         };
-        let Some(hop) = self.net.next_hop(next) else {
+        let Some(hop) = self.next_hop(c.backend, dir, next) else {
             return Verdict::Drop(DropReason::NoNeighbour);
         };
         let link = Link {
@@ -783,6 +804,36 @@ impl Pipeline {
             return Verdict::Drop(e.drop_reason());
         }
         Verdict::Tx(hop.port)
+    }
+
+    /// The next hop towards `addr`: for the backend side (`In`) from the per-backend cache,
+    /// resolved again when the network's generation or the backend's address changed.
+    #[inline]
+    fn next_hop(&mut self, backend: BackendId, dir: Direction, addr: IpAddr) -> Option<Hop> {
+        if dir == Direction::Out {
+            return self.net.next_hop(addr);
+        }
+        let generation = self.net.generation();
+        let i = backend.0 as usize;
+        if let Some(c) = self.hops.get(i) {
+            if c.generation == generation && c.addr == addr {
+                return c.hop;
+            }
+        }
+        let hop = self.net.next_hop(addr);
+        if i >= self.hops.len() {
+            if i >= self.cfg.max_backends as usize {
+                return hop;
+            }
+            // Once per backend id: the cache grows to the highest id seen.
+            self.hops.resize(i + 1, CachedHop::EMPTY);
+        }
+        self.hops[i] = CachedHop {
+            generation,
+            addr,
+            hop,
+        };
+        hop
     }
 
     fn tunnel(
