@@ -78,6 +78,9 @@ pub struct AfXdpConfig {
     pub chunk_size: u32,
     /// Frames per rx batch.
     pub batch: u32,
+    /// "copy" (default; veth supports nothing else), "zerocopy", or "auto" (zero-copy if the
+    /// driver supports it, else copy).
+    pub bind: crate::io::afxdp::BindMode,
 }
 
 impl Default for AfXdpConfig {
@@ -86,6 +89,7 @@ impl Default for AfXdpConfig {
             ring_size: 2048,
             chunk_size: 4096,
             batch: 64,
+            bind: crate::io::afxdp::BindMode::Copy,
         }
     }
 }

@@ -394,6 +394,7 @@ impl Dataplane {
                     ring_size: cfg.afxdp.ring_size,
                     chunk_size: cfg.afxdp.chunk_size,
                     batch: cfg.afxdp.batch,
+                    mode: cfg.afxdp.bind,
                     ..XskParams::default()
                 };
                 for (pi, p) in ports.iter().enumerate() {

@@ -155,6 +155,8 @@ fn start(tb: &Testbed, io: IoKind) -> Dataplane {
         },
     ];
     cfg.afxdp.ring_size = 512;
+    // veth has no zero-copy: "auto" must fall back to copy mode.
+    cfg.afxdp.bind = xvs::io::afxdp::BindMode::Auto;
     cfg.packet.block_count = 16;
     cfg.log_interval_secs = 2;
     cfg.neighbour_refresh_ms = 200;

@@ -1,5 +1,6 @@
 //! AF_XDP worker I/O, hand-rolled over the kernel ABI (`linux/if_xdp.h`,
-//! Documentation/networking/af_xdp.rst), copy mode with need_wakeup.
+//! Documentation/networking/af_xdp.rst), with need_wakeup; copy mode by default (the only mode
+//! on veth), zero-copy on request (`afxdp.bind = "zerocopy"` or `"auto"`).
 //!
 //! **UMEM sharing.** Each worker owns one UMEM (a page-aligned area cut into power-of-two chunks)
 //! shared by its sockets on *all* interfaces, bound at the worker's queue id: the first socket
@@ -46,6 +47,19 @@ pub struct XskParams {
     pub batch: u32,
     /// Bind with XDP_USE_NEED_WAKEUP.
     pub need_wakeup: bool,
+    /// Copy or zero-copy binding.
+    pub mode: BindMode,
+}
+
+/// How the sockets bind: copy mode works with every driver (and is the only mode on veth);
+/// zero-copy needs driver support. `Auto` tries zero-copy and falls back to copy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BindMode {
+    #[default]
+    Copy,
+    Zerocopy,
+    Auto,
 }
 
 impl Default for XskParams {
@@ -56,6 +70,7 @@ impl Default for XskParams {
             headroom: 0,
             batch: 64,
             need_wakeup: true,
+            mode: BindMode::Copy,
         }
     }
 }
@@ -329,7 +344,41 @@ impl std::fmt::Debug for AfXdpIo {
 
 impl AfXdpIo {
     /// Create the UMEM and one socket per target (port i = targets[i]), all at the same queue.
+    /// With `BindMode::Auto`, zero-copy is tried first and copy mode used if the driver refuses.
     pub fn new(targets: &[BindTarget], params: XskParams) -> Result<AfXdpIo, IoError> {
+        if params.mode != BindMode::Auto {
+            return Self::new_in(targets, params);
+        }
+        let zc = XskParams {
+            mode: BindMode::Zerocopy,
+            ..params
+        };
+        match Self::new_in(targets, zc) {
+            Ok(io) => Ok(io),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EOPNOTSUPP) | Some(libc::EINVAL)
+                ) =>
+            {
+                Self::new_in(
+                    targets,
+                    XskParams {
+                        mode: BindMode::Copy,
+                        ..params
+                    },
+                )
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the sockets run in zero-copy mode.
+    pub fn zero_copy(&self) -> bool {
+        self.params.mode == BindMode::Zerocopy
+    }
+
+    fn new_in(targets: &[BindTarget], params: XskParams) -> Result<AfXdpIo, IoError> {
         if targets.is_empty() {
             return Err(IoError::Invalid("AF_XDP worker without interfaces".into()));
         }
@@ -445,8 +494,11 @@ impl AfXdpIo {
             s.tx.submit(n);
             done += n as usize;
             c.tx += n as u64;
-            // Copy mode: one sendto() transmits at most 32 frames.
-            sys::kick_tx(s.fd.as_raw_fd());
+            // Copy mode: one sendto() transmits at most 32 frames, so kick every ≤ 32. Zero-copy:
+            // the driver sends on its own unless it asks for a wakeup.
+            if self.params.mode != BindMode::Zerocopy || s.tx.r.needs_wakeup() {
+                sys::kick_tx(s.fd.as_raw_fd());
+            }
         }
         pending.clear();
         self.tx_pending[p] = pending;
@@ -559,7 +611,11 @@ fn create_socket(
             sxdp.sxdp_shared_umem_fd = ofd as u32;
         }
         None => {
-            sxdp.sxdp_flags = libc::XDP_COPY;
+            sxdp.sxdp_flags = if p.mode == BindMode::Zerocopy {
+                libc::XDP_ZEROCOPY
+            } else {
+                libc::XDP_COPY
+            };
             if p.need_wakeup {
                 sxdp.sxdp_flags |= libc::XDP_USE_NEED_WAKEUP;
             }
@@ -587,6 +643,10 @@ fn create_socket(
             Some(libc::ENETDOWN) | Some(libc::ENXIO) | Some(libc::ENODEV) => {
                 format!("is {} up?", t.ifname)
             }
+            Some(libc::EOPNOTSUPP) if p.mode == BindMode::Zerocopy => format!(
+                "the driver of {} has no AF_XDP zero-copy: use afxdp.bind = \"copy\" or \"auto\"",
+                t.ifname
+            ),
             Some(libc::EOPNOTSUPP) => format!("the driver of {} lacks AF_XDP support", t.ifname),
             _ => String::new(),
         };
