@@ -417,7 +417,8 @@ impl AfXdpIo {
         let fds = sockets.iter().map(|s| s.fd.as_raw_fd()).collect();
         let mut me = AfXdpIo {
             tx_pending: (0..sockets.len())
-                .map(|_| Vec::with_capacity(p.batch as usize * sockets.len()))
+                // At most one batch plus one handoff burst (< 32) is ever pending per port.
+                .map(|_| Vec::with_capacity(p.batch as usize + 64))
                 .collect(),
             sockets,
             free,
