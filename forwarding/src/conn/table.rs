@@ -139,6 +139,19 @@ enum Fired {
     Removed,
 }
 
+/// The forwarding fields of an IPv4 connection ([`ConnTable::get_v4`]): the same values as
+/// the matching fields of [`Conn`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnV4 {
+    /// Client, virtual, backend and FullNAT local address (`0.0.0.0` unless FullNAT).
+    pub addrs: [Ipv4Addr; 4],
+    /// cport, vport, dport and FullNAT local port (0 unless FullNAT).
+    pub ports: [u16; 4],
+    pub backend: BackendId,
+    pub service: u32,
+    pub method: Method,
+}
+
 /// The connection table of one worker. See the module documentation of [`super`].
 #[derive(Debug)]
 pub struct ConnTable {
@@ -1065,6 +1078,32 @@ impl ConnTable {
             control: (e.control != NIL).then_some(ConnId(e.control)),
             n_control: e.n_control,
             in_pkts: e.in_pkts,
+        })
+    }
+
+    /// The forwarding fields of a live entry whose addresses are all IPv4, without building
+    /// `IpAddr`s or the rest of a [`Conn`]: what the pipeline needs per packet. `None` for an
+    /// entry with an IPv6 address (use [`Self::get`]) or no live entry.
+    #[inline]
+    pub fn get_v4(&self, id: ConnId) -> Option<ConnV4> {
+        let e = self.live(id)?;
+        if e.flags & POOL != 0 {
+            return None;
+        }
+        let method = Method::from_bits(e.flags);
+        let mut addrs = e.addrs.map(Ipv4Addr::from_bits);
+        let mut ports = e.ports;
+        if method != Method::FullNat {
+            // As `get` reports no local endpoint: keep the unused fields deterministic.
+            addrs[3] = Ipv4Addr::UNSPECIFIED;
+            ports[3] = 0;
+        }
+        Some(ConnV4 {
+            addrs,
+            ports,
+            backend: BackendId(e.backend),
+            service: e.service,
+            method,
         })
     }
 
