@@ -3,7 +3,9 @@
 
 pub mod capture;
 pub mod config;
+pub mod control;
 pub mod dataplane_config;
+pub mod director;
 pub mod io;
 pub mod neigh;
 pub mod replay;

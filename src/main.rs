@@ -33,6 +33,9 @@ enum Command {
         /// I/O backend: afxdp (default) or packet (AF_PACKET). Overrides the file.
         #[arg(long)]
         io: Option<IoKind>,
+        /// Control socket for `xvs ctl` (created mode 0600).
+        #[arg(long, default_value = xvs::control::DEFAULT_SOCKET)]
+        socket: PathBuf,
     },
     /// Run the forwarding pipeline over a pcap/pcapng capture and write what it would send.
     Replay {
@@ -62,6 +65,16 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Manage the running director with ipvsadm's commands (`xvs ctl -Ln`, `xvs ctl -h`).
+    #[command(disable_help_flag = true)]
+    Ctl {
+        /// The control socket of `xvs run`.
+        #[arg(long, default_value = xvs::control::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// ipvsadm arguments (`-A -t 198.18.0.100:80 -s rr`, `-Ln --stats`, `reload`, …).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() {
@@ -74,7 +87,10 @@ fn main() {
 fn real_main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config, io } => run(config, io),
+        Command::Ctl { socket, args } => {
+            std::process::exit(xvs::control::server::client(&socket, &args))
+        }
+        Command::Run { config, io, socket } => xvs::director::run(&config, io, &socket),
         Command::Replay {
             config,
             input,
@@ -138,70 +154,4 @@ fn is_capture_magic(m: &[u8]) -> bool {
             | [0xa1, 0xb2, 0x3c, 0x4d]
             | [0x0a, 0x0d, 0x0d, 0x0a]
     )
-}
-
-/// What the XDP program must steer to the workers, from the configuration.
-fn targets(cfg: &Config) -> DirectorTargets {
-    let mut t = DirectorTargets::default();
-    let add = |v: &mut Vec<IpAddr>, a: IpAddr| {
-        if !v.contains(&a) {
-            v.push(a);
-        }
-    };
-    for s in &cfg.services {
-        if let ServiceKey::Addr { addr, .. } = s.key {
-            add(&mut t.vips, addr);
-        }
-        for b in &s.backends {
-            if matches!(b.method, Method::Nat | Method::FullNat) {
-                add(&mut t.backends, b.addr);
-            }
-            add(&mut t.next_hops, b.addr);
-        }
-    }
-    for m in &cfg.marks {
-        let host = if m.dst.is_ipv4() { 32 } else { 128 };
-        if m.dst_prefix_len == host {
-            add(&mut t.vips, m.dst);
-        }
-    }
-    for &a in &cfg.local_addresses {
-        add(&mut t.locals, a);
-    }
-    for r in &cfg.routes {
-        if let Some(gw) = r.via {
-            add(&mut t.next_hops, gw);
-        }
-    }
-    t
-}
-
-fn run(config: PathBuf, io: Option<IoKind>) -> Result<()> {
-    let cfg = Config::load(&config)?;
-    let mut dp = cfg.dataplane.clone();
-    if let Some(io) = io {
-        dp.io = io;
-    }
-    if dp.interfaces.is_empty() {
-        anyhow::bail!("{}: no [[interface]] to run on", cfg.file.display());
-    }
-    // Everything that can fail in building a pipeline fails here, before the data plane starts.
-    xvs::replay::offline_pipeline(&cfg)?;
-    let workers = dp.workers.len() as u16;
-    let targets = targets(&cfg);
-    let stats = run_director(&dp, &targets, |worker, ports| {
-        let macs: Vec<[u8; 6]> = ports.iter().map(|p| p.mac).collect();
-        Pipeline::new(
-            cfg.pipeline_config(worker as u16, workers),
-            &cfg.services,
-            cfg.marks.clone(),
-            cfg.network(&macs),
-        )
-        .expect("the same configuration built a pipeline before the data plane started")
-    })
-    .context("data plane")?;
-    for s in stats {
-        eprintln!("xvs: worker {}: {:?}", s.worker, s);
-    }
-    Ok(())
 }

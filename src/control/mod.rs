@@ -1,0 +1,27 @@
+//! The control plane: ipvsadm-compatible management (`xvs ctl`), health checks, metrics.
+//!
+//! # File and runtime changes
+//!
+//! * The configuration file is the desired state at start and at every reload (SIGHUP or
+//!   `xvs ctl reload`).
+//! * `xvs ctl` commands (`-A -E -D -a -e -d -C --set -R`) change the *running* state at once:
+//!   each command is one atomic publish. They are not written to the file.
+//! * They are kept until the next reload, which re-reads the file and replaces them; `reload`
+//!   says so (`runtime changes not in the file are discarded: N`, with the list).
+//! * `xvs ctl -S` prints the running state in ipvsadm's rule format, so an operator can keep
+//!   what they changed (in the file, or with `xvs ctl -R` after a reload).
+//!
+//! Modules: [`state`] (the desired state and ipvsadm's operations on it), [`ipvsadm`] (the
+//! command line), [`model`] (the listing the runtime fills), [`format`] (ipvsadm's output),
+//! [`server`] (the Unix socket, the [`server::Director`] trait the runtime implements, and the
+//! client).
+
+pub mod format;
+pub mod ipvsadm;
+pub mod model;
+pub mod server;
+pub mod state;
+
+pub use model::{BackendListing, Listing, RateEstimator, Rates, ServiceListing, Stats};
+pub use server::{Director, Request, Response, Server, DEFAULT_SOCKET};
+pub use state::{DesiredState, StateError};

@@ -1,0 +1,396 @@
+//! The control socket: `xvs run` serves ipvsadm commands on a Unix stream socket, `xvs ctl`
+//! sends them.
+//!
+//! Protocol: one request per connection. The client writes a JSON object
+//! `{"args": ["-Ln"], "stdin": ""}` and shuts its write side; the server answers
+//! `{"status": 0, "stdout": "...", "stderr": ""}` and closes. `stdin` carries `-R`'s rules.
+//! Exit status: 0 success, 1 the operation failed (no such service, `apply` refused, …),
+//! 2 the command line is not valid ipvsadm.
+//!
+//! The socket is created with mode 0600 (its parent directory, if created, 0700); a socket file
+//! left by a dead director is replaced, one that still answers is not. Requests are handled one
+//! at a time on the server's own thread, so two `xvs ctl` commands never interleave their
+//! read-modify-apply of the desired state.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use xvs_forwarding::conn::ConnListing;
+use xvs_forwarding::service::ServiceKey;
+
+use super::format;
+use super::ipvsadm::{self, Command};
+use super::model::Listing;
+use super::state::{service_name, DesiredState, StateError};
+
+/// Where `xvs run` listens and `xvs ctl` connects unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/xvs/xvs.sock";
+
+/// Largest request accepted (a `-R` of some hundred thousand rules).
+const MAX_REQUEST: u64 = 64 << 20;
+
+/// What the control socket needs from the running director. The runtime implements it.
+///
+/// Mutating commands call [`Director::desired`], apply the ipvsadm operation to the copy and
+/// hand the result to [`Director::apply`]: one atomic publish per command (`-R`: one for all its
+/// lines). Calls come from the server thread, one request at a time.
+pub trait Director: Send + Sync {
+    /// The running desired state (what `-S` saves).
+    fn desired(&self) -> DesiredState;
+    /// Make `new` the running state (validate, build the snapshot, publish). An error leaves
+    /// the running state as it was; its text is shown to the operator.
+    fn apply(&self, new: DesiredState) -> Result<(), String>;
+    /// The running state with its counters (`-L`).
+    fn listing(&self) -> Listing;
+    /// The connection entries of every worker (`-Lc`).
+    fn connections(&self) -> Vec<ConnListing>;
+    /// `-Z`: zero the counters of one service or of all.
+    fn zero(&self, service: Option<ServiceKey>);
+    /// The desired state as last read from the configuration file (start or last reload).
+    fn file_state(&self) -> DesiredState;
+    /// `reload`: re-read and validate the configuration file and publish it as the running
+    /// state, replacing runtime changes. Returns the new state. An error leaves everything as
+    /// it was.
+    fn reload(&self) -> Result<DesiredState, String>;
+    /// `status`: a short human summary (workers, packets, drops, uptime).
+    fn status(&self) -> String;
+}
+
+/// One request on the socket.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub stdin: String,
+}
+
+/// One answer on the socket.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Response {
+    fn ok(stdout: String) -> Response {
+        Response {
+            status: 0,
+            stdout,
+            stderr: String::new(),
+        }
+    }
+
+    fn fail(status: i32, msg: impl std::fmt::Display) -> Response {
+        let mut stderr = msg.to_string();
+        if !stderr.ends_with('\n') {
+            stderr.push('\n');
+        }
+        Response {
+            status,
+            stdout: String::new(),
+            stderr,
+        }
+    }
+}
+
+/// Run one ipvsadm command line against the director.
+pub fn execute(d: &dyn Director, args: &[String], stdin: &str) -> Response {
+    let cmd = match ipvsadm::parse(args) {
+        Ok(c) => c,
+        Err(e) => return Response::fail(2, e),
+    };
+    match cmd {
+        Command::Help => Response::ok(ipvsadm::HELP.into()),
+        Command::Version => Response::ok(format!(
+            "xvs {} (ipvsadm-compatible control, IPVS v1.2.1)\n",
+            env!("CARGO_PKG_VERSION")
+        )),
+        Command::Status => Response::ok(ensure_newline(d.status())),
+        Command::List(l) => {
+            if l.connections {
+                let conns = d.connections();
+                return Response::ok(if l.json {
+                    format::connections_json(&conns)
+                } else {
+                    format::connections(&conns)
+                });
+            }
+            let st = d.desired();
+            if l.timeout {
+                return Response::ok(if l.json {
+                    format!(
+                        "{{\"tcp\": {}, \"tcpfin\": {}, \"udp\": {}}}\n",
+                        st.timeouts.tcp, st.timeouts.tcpfin, st.timeouts.udp
+                    )
+                } else {
+                    format::timeouts(&st)
+                });
+            }
+            let listing = d.listing();
+            match l.service {
+                Some(key) => match listing.service(&key) {
+                    Some(s) if l.json => {
+                        Response::ok(format!("{:#}\n", format::service_json(s, l.format.nosort)))
+                    }
+                    Some(s) => Response::ok(format::list_service(s, &l.format)),
+                    None => Response::fail(1, StateError::NoService(service_name(&key))),
+                },
+                None if l.json => {
+                    Response::ok(format::listing_json(&listing, &st, l.format.nosort))
+                }
+                None => Response::ok(format::list_all(&listing, &l.format)),
+            }
+        }
+        Command::Save => Response::ok(format::save(&d.desired())),
+        Command::Zero(key) => {
+            if let Some(k) = key {
+                if d.desired().service(&k).is_none() {
+                    return Response::fail(1, StateError::NoService(service_name(&k)));
+                }
+            }
+            d.zero(key);
+            Response::ok(String::new())
+        }
+        Command::Restore => {
+            let mut st = d.desired();
+            if let Err(e) = ipvsadm::restore(&mut st, stdin) {
+                return Response::fail(1, format!("restore: nothing applied: {e}"));
+            }
+            publish(d, st)
+        }
+        Command::Reload => reload(d),
+        rule => {
+            let mut st = d.desired();
+            if let Err(e) = rule.apply(&mut st) {
+                return Response::fail(1, e);
+            }
+            publish(d, st)
+        }
+    }
+}
+
+fn ensure_newline(mut s: String) -> String {
+    if !s.is_empty() && !s.ends_with('\n') {
+        s.push('\n');
+    }
+    s
+}
+
+fn publish(d: &dyn Director, st: DesiredState) -> Response {
+    match d.apply(st) {
+        Ok(()) => Response::ok(String::new()),
+        Err(e) => Response::fail(1, format!("not applied: {e}")),
+    }
+}
+
+/// `reload`: what changed, and which runtime changes the file did not keep.
+fn reload(d: &dyn Director) -> Response {
+    let before = d.desired();
+    let file_before = d.file_state();
+    let new = match d.reload() {
+        Ok(n) => n,
+        Err(e) => return Response::fail(1, format!("reload failed, nothing changed: {e}")),
+    };
+    let runtime = file_before.diff(&before);
+    let from_file = file_before.diff(&new);
+    let discarded: Vec<&String> = runtime.iter().filter(|l| !from_file.contains(l)).collect();
+    let changes = before.diff(&new);
+    let mut out = format!(
+        "reloaded: {} service(s), {} backend(s)\nchanges to the running state: {}\n",
+        new.services.len(),
+        new.services.iter().map(|s| s.backends.len()).sum::<usize>(),
+        changes.len()
+    );
+    for l in &changes {
+        out.push_str(&format!("  {l}\n"));
+    }
+    out.push_str(&format!(
+        "runtime changes not in the file are discarded: {}\n",
+        discarded.len()
+    ));
+    for l in discarded {
+        out.push_str(&format!("  {l}\n"));
+    }
+    Response::ok(out)
+}
+
+/// A control socket failure at start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("control socket {0}: another xvs answers there")]
+    InUse(PathBuf),
+    #[error("control socket {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The serving thread; stops (and removes the socket file) on [`Server::stop`] or drop.
+pub struct Server {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Bind `path` and serve `director` on a new thread.
+    pub fn start(path: &Path, director: Arc<dyn Director>) -> Result<Server, ServerError> {
+        let io = |source| ServerError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.exists() {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(io)?;
+            }
+        }
+        if path.exists() {
+            if UnixStream::connect(path).is_ok() {
+                return Err(ServerError::InUse(path.to_owned()));
+            }
+            std::fs::remove_file(path).map_err(io)?;
+        }
+        let listener = UnixListener::bind(path).map_err(io)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("xvs-ctl".into())
+            .spawn(move || {
+                for conn in listener.incoming() {
+                    if flag.load(Ordering::Acquire) {
+                        break;
+                    }
+                    if let Ok(c) = conn {
+                        serve_one(c, director.as_ref());
+                    }
+                }
+            })
+            .map_err(io)?;
+        Ok(Server {
+            path: path.to_owned(),
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stop serving, join the thread and remove the socket file.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(t) = self.thread.take() {
+            self.stop.store(true, Ordering::Release);
+            // Wake the accept.
+            let _ = UnixStream::connect(&self.path);
+            let _ = t.join();
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn serve_one(mut c: UnixStream, d: &dyn Director) {
+    let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = c.set_write_timeout(Some(Duration::from_secs(10)));
+    let mut buf = Vec::new();
+    let resp = match (&mut c).take(MAX_REQUEST).read_to_end(&mut buf) {
+        Err(e) => Response::fail(2, format!("bad request: {e}")),
+        Ok(_) if buf.is_empty() => return,
+        Ok(_) => match serde_json::from_slice::<Request>(&buf) {
+            Ok(r) => execute(d, &r.args, &r.stdin),
+            Err(e) => Response::fail(2, format!("bad request: {e}")),
+        },
+    };
+    if let Ok(text) = serde_json::to_vec(&resp) {
+        let _ = c.write_all(&text);
+    }
+}
+
+/// Send one command to the director at `socket`.
+pub fn request(socket: &Path, args: &[String], stdin: &str) -> std::io::Result<Response> {
+    let mut c = UnixStream::connect(socket)?;
+    let req = Request {
+        args: args.to_vec(),
+        stdin: stdin.to_string(),
+    };
+    c.write_all(&serde_json::to_vec(&req)?)?;
+    c.shutdown(std::net::Shutdown::Write)?;
+    let mut buf = Vec::new();
+    c.read_to_end(&mut buf)?;
+    serde_json::from_slice(&buf).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("bad answer from the director: {e}"),
+        )
+    })
+}
+
+/// Whether the command line restores rules (and so needs standard input).
+fn wants_stdin(args: &[String]) -> bool {
+    args.iter().any(|a| {
+        a == "--restore" || (a.starts_with('-') && !a.starts_with("--") && a.contains('R'))
+    })
+}
+
+/// `xvs ctl ARGS…`: send, print the answer, return the exit status.
+pub fn client(socket: &Path, args: &[String]) -> i32 {
+    let stdin = if wants_stdin(args) {
+        match std::io::read_to_string(std::io::stdin()) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("xvs ctl: reading the rules from standard input: {e}");
+                return 1;
+            }
+        }
+    } else {
+        String::new()
+    };
+    match request(socket, args, &stdin) {
+        Ok(r) => {
+            print!("{}", r.stdout);
+            eprint!("{}", r.stderr);
+            let _ = std::io::stdout().flush();
+            r.status
+        }
+        Err(e) => {
+            let hint = match e.kind() {
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                    "is `xvs run` running? "
+                }
+                std::io::ErrorKind::PermissionDenied => {
+                    "(the socket is mode 0600: run as its owner) "
+                }
+                _ => "",
+            };
+            let text = e.to_string();
+            let text = text.split(" (os error").next().unwrap_or_default();
+            eprintln!("xvs ctl: {hint}socket {}: {text}", socket.display());
+            1
+        }
+    }
+}

@@ -1,0 +1,532 @@
+//! The desired state with ipvsadm semantics: what `-A/-E/-D`, `-a/-e/-d`, `-C` and `--set` do
+//! to the services and backends (`ip_vs_ctl.c`: `ip_vs_add_service`, `ip_vs_edit_service`,
+//! `ip_vs_add_dest`, `ip_vs_edit_dest`, `ip_vs_del_dest`, `ip_vs_flush`, `ip_vs_set_timeout`;
+//! ../shared/IPVS.md §0–§1, §7).
+//!
+//! * `Service.backends` is in add order; IPVS's list order is the reverse (a new backend is
+//!   inserted at the head). Edits never move a backend; delete + add moves it to the head.
+//! * `-E` replaces scheduler, flags, persistence and one-packet wholesale (no `-p` = not
+//!   persistent; no `-s` = wlc, because ipvsadm fills in its default before asking the kernel).
+//! * `-e` likewise replaces method, weight and thresholds wholesale (ipvsadm sends a fresh
+//!   destination with its defaults `-g -w 1` for whatever was not given).
+//! * `--set tcp tcpfin udp`: 0 keeps the current value.
+//!
+//! Errors name the service and backend (`service TCP 198.18.0.100:80 already exists`) instead
+//! of the kernel's errno texts ("Service already exists").
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use xvs_forwarding::service::{Backend, Service, ServiceKey, PROTO_TCP, PROTO_UDP};
+use xvs_forwarding::Method;
+use xvs_schedulers::SchedulerError;
+
+use crate::config::{Config, TimeoutSection};
+
+/// Longest persistence / protocol timeout ipvsadm accepts (31 days).
+pub const MAX_TIMEOUT: u32 = 86400 * 31;
+
+/// Services, backends and protocol timeouts: what the director should be doing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DesiredState {
+    /// In creation order.
+    pub services: Vec<Service>,
+    /// `ipvsadm --set tcp tcpfin udp`.
+    pub timeouts: TimeoutSection,
+}
+
+/// An ipvsadm operation that cannot be applied to the desired state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    #[error("service {0} already exists")]
+    ServiceExists(String),
+    #[error("service {0} does not exist")]
+    NoService(String),
+    #[error("backend {backend} already exists in service {service}")]
+    BackendExists { service: String, backend: String },
+    #[error("service {service} has no backend {backend}")]
+    NoBackend { service: String, backend: String },
+    #[error(transparent)]
+    Scheduler(#[from] SchedulerError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// `TCP 198.18.0.100:80`, `UDP [2001:db8::1]:53`, `FWM 7`, `FWM 7 IPv6`.
+pub fn service_name(key: &ServiceKey) -> String {
+    match *key {
+        ServiceKey::Addr { proto, addr, port } => {
+            format!("{} {}", proto_name(proto), addr_port(addr, port))
+        }
+        ServiceKey::Fwmark { mark, ipv6 } => {
+            format!("FWM {mark}{}", if ipv6 { " IPv6" } else { "" })
+        }
+    }
+}
+
+/// ipvsadm's protocol names (`protocol_name`).
+pub fn proto_name(proto: u8) -> &'static str {
+    match proto {
+        PROTO_TCP => "TCP",
+        PROTO_UDP => "UDP",
+        132 => "SCTP",
+        _ => "unknown",
+    }
+}
+
+/// `addr:port`, IPv6 in brackets (ipvsadm's `addrport_to_anyname` with `-n`).
+pub fn addr_port(addr: IpAddr, port: u16) -> String {
+    match addr {
+        IpAddr::V4(a) => format!("{a}:{port}"),
+        IpAddr::V6(a) => format!("[{a}]:{port}"),
+    }
+}
+
+fn is_ipv6(key: &ServiceKey) -> bool {
+    match *key {
+        ServiceKey::Addr { addr, .. } => addr.is_ipv6(),
+        ServiceKey::Fwmark { ipv6, .. } => ipv6,
+    }
+}
+
+impl DesiredState {
+    /// The desired state a configuration file describes.
+    pub fn from_config(cfg: &Config) -> DesiredState {
+        DesiredState {
+            services: cfg.services.clone(),
+            timeouts: cfg.timeouts,
+        }
+    }
+
+    /// Put this state into a configuration (services and timeouts; everything else kept).
+    pub fn apply_to(&self, cfg: &mut Config) {
+        cfg.services = self.services.clone();
+        cfg.timeouts = self.timeouts;
+    }
+
+    pub fn service(&self, key: &ServiceKey) -> Option<&Service> {
+        self.services.iter().find(|s| s.key == *key)
+    }
+
+    fn index(&self, key: &ServiceKey) -> Result<usize, StateError> {
+        self.services
+            .iter()
+            .position(|s| s.key == *key)
+            .ok_or_else(|| StateError::NoService(service_name(key)))
+    }
+
+    /// `-A`: `svc.backends` is ignored (a new service has none).
+    pub fn add_service(&mut self, svc: Service) -> Result<(), StateError> {
+        if self.service(&svc.key).is_some() {
+            return Err(StateError::ServiceExists(service_name(&svc.key)));
+        }
+        check_service(&svc)?;
+        self.services.push(Service {
+            backends: Vec::new(),
+            ..svc
+        });
+        Ok(())
+    }
+
+    /// `-E`: replaces scheduler, flags, persistence and one-packet; keeps the backends.
+    pub fn edit_service(&mut self, svc: Service) -> Result<(), StateError> {
+        let i = self.index(&svc.key)?;
+        check_service(&svc)?;
+        let s = &mut self.services[i];
+        s.scheduler = svc.scheduler;
+        s.sched_flags = svc.sched_flags;
+        s.persistence = svc.persistence;
+        s.one_packet = svc.one_packet;
+        Ok(())
+    }
+
+    /// `-D`.
+    pub fn delete_service(&mut self, key: &ServiceKey) -> Result<(), StateError> {
+        let i = self.index(key)?;
+        self.services.remove(i);
+        Ok(())
+    }
+
+    /// `-a`: the new backend goes to the head of the IPVS list (the end of `backends`).
+    pub fn add_backend(&mut self, key: &ServiceKey, b: Backend) -> Result<(), StateError> {
+        let i = self.index(key)?;
+        let s = &mut self.services[i];
+        if s.backends
+            .iter()
+            .any(|x| x.addr == b.addr && x.port == b.port)
+        {
+            return Err(StateError::BackendExists {
+                service: service_name(key),
+                backend: addr_port(b.addr, b.port),
+            });
+        }
+        check_backend(key, &b)?;
+        s.backends.push(b);
+        Ok(())
+    }
+
+    /// `-e`: replaces method, weight and thresholds of the backend with this address and port.
+    pub fn edit_backend(&mut self, key: &ServiceKey, b: Backend) -> Result<(), StateError> {
+        let i = self.index(key)?;
+        check_backend(key, &b)?;
+        let s = &mut self.services[i];
+        match s
+            .backends
+            .iter_mut()
+            .find(|x| x.addr == b.addr && x.port == b.port)
+        {
+            Some(x) => {
+                *x = b;
+                Ok(())
+            }
+            None => Err(StateError::NoBackend {
+                service: service_name(key),
+                backend: addr_port(b.addr, b.port),
+            }),
+        }
+    }
+
+    /// `-d`.
+    pub fn delete_backend(
+        &mut self,
+        key: &ServiceKey,
+        addr: IpAddr,
+        port: u16,
+    ) -> Result<(), StateError> {
+        let i = self.index(key)?;
+        let s = &mut self.services[i];
+        match s
+            .backends
+            .iter()
+            .position(|x| x.addr == addr && x.port == port)
+        {
+            Some(j) => {
+                s.backends.remove(j);
+                Ok(())
+            }
+            None => Err(StateError::NoBackend {
+                service: service_name(key),
+                backend: addr_port(addr, port),
+            }),
+        }
+    }
+
+    /// `-C`: every service goes (timeouts stay, as in IPVS).
+    pub fn clear(&mut self) {
+        self.services.clear();
+    }
+
+    /// `--set tcp tcpfin udp`; 0 keeps the current value.
+    pub fn set_timeouts(&mut self, tcp: u32, tcpfin: u32, udp: u32) {
+        if tcp != 0 {
+            self.timeouts.tcp = tcp;
+        }
+        if tcpfin != 0 {
+            self.timeouts.tcpfin = tcpfin;
+        }
+        if udp != 0 {
+            self.timeouts.udp = udp;
+        }
+    }
+
+    /// The state that ipvsadm rule lines (`-S` output, `-R` input) build from scratch.
+    pub fn parse_rules(text: &str) -> Result<DesiredState, String> {
+        let mut st = DesiredState::default();
+        super::ipvsadm::restore(&mut st, text)?;
+        Ok(st)
+    }
+
+    /// The ipvsadm commands that turn `self` into `to` (service deletions, additions and edits,
+    /// then per service backend deletions, edits and additions in add order, then `--set`).
+    /// Empty when both are the same. Used to tell what a reload replaces.
+    pub fn diff(&self, to: &DesiredState) -> Vec<String> {
+        use super::format::{backend_rule, service_args, service_rule};
+        let mut out = Vec::new();
+        for s in &self.services {
+            if to.service(&s.key).is_none() {
+                out.push(format!("-D {}", service_args(&s.key)));
+            }
+        }
+        for t in &to.services {
+            match self.service(&t.key) {
+                None => {
+                    out.push(service_rule(t));
+                    for b in &t.backends {
+                        out.push(backend_rule(&t.key, b));
+                    }
+                }
+                Some(s) => {
+                    if s.scheduler != t.scheduler
+                        || s.sched_flags != t.sched_flags
+                        || s.persistence != t.persistence
+                        || s.one_packet != t.one_packet
+                    {
+                        out.push(service_rule(t).replacen("-A", "-E", 1));
+                    }
+                    for b in &s.backends {
+                        if !t
+                            .backends
+                            .iter()
+                            .any(|x| x.addr == b.addr && x.port == b.port)
+                        {
+                            out.push(format!(
+                                "-d {} -r {}",
+                                service_args(&s.key),
+                                addr_port(b.addr, b.port)
+                            ));
+                        }
+                    }
+                    for b in &t.backends {
+                        match s
+                            .backends
+                            .iter()
+                            .find(|x| x.addr == b.addr && x.port == b.port)
+                        {
+                            None => out.push(backend_rule(&t.key, b)),
+                            Some(x) if x != b => {
+                                out.push(backend_rule(&t.key, b).replacen("-a", "-e", 1))
+                            }
+                            Some(_) => {}
+                        }
+                    }
+                }
+            }
+        }
+        if self.timeouts != to.timeouts {
+            let mut l = String::from("--set");
+            for (a, b) in [
+                (self.timeouts.tcp, to.timeouts.tcp),
+                (self.timeouts.tcpfin, to.timeouts.tcpfin),
+                (self.timeouts.udp, to.timeouts.udp),
+            ] {
+                let _ = write!(l, " {}", if a == b { 0 } else { b });
+            }
+            out.push(l);
+        }
+        out
+    }
+}
+
+fn check_service(svc: &Service) -> Result<(), StateError> {
+    xvs_schedulers::new_scheduler(&svc.scheduler, &svc.sched_flags)?;
+    if svc.one_packet
+        && !matches!(
+            svc.key,
+            ServiceKey::Addr {
+                proto: PROTO_UDP,
+                ..
+            } | ServiceKey::Fwmark { .. }
+        )
+    {
+        return Err(StateError::Invalid(
+            "one-packet scheduling (-o) is only for UDP and fwmark services".into(),
+        ));
+    }
+    if let Some(p) = svc.persistence {
+        if p.timeout == 0 || p.timeout > MAX_TIMEOUT {
+            return Err(StateError::Invalid(format!(
+                "persistence timeout {} is out of range 1..={MAX_TIMEOUT}",
+                p.timeout
+            )));
+        }
+        let max = if is_ipv6(&svc.key) { 128 } else { 32 };
+        if p.prefix_len == 0 || p.prefix_len > max {
+            return Err(StateError::Invalid(format!(
+                "persistence netmask /{} is out of range 1..={max}",
+                p.prefix_len
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_backend(key: &ServiceKey, b: &Backend) -> Result<(), StateError> {
+    if b.weight > 65535 {
+        return Err(StateError::Invalid(format!(
+            "weight {} is out of range 0..=65535",
+            b.weight
+        )));
+    }
+    if b.l_threshold > b.u_threshold {
+        return Err(StateError::Invalid(format!(
+            "lower threshold {} is above upper threshold {}",
+            b.l_threshold, b.u_threshold
+        )));
+    }
+    if b.addr.is_ipv6() != is_ipv6(key) && b.method != Method::Tunnel {
+        return Err(StateError::Invalid(format!(
+            "backend {} is not in the address family of service {} (only -i tunnel backends may differ)",
+            addr_port(b.addr, b.port),
+            service_name(key)
+        )));
+    }
+    if let (Method::Dr | Method::Tunnel, ServiceKey::Addr { port, .. }) = (b.method, *key) {
+        if b.port != port {
+            return Err(StateError::Invalid(format!(
+                "direct routing and tunnel backends keep the service port {port} (got {})",
+                b.port
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xvs_forwarding::service::Persistence;
+    use xvs_schedulers::SchedFlags;
+
+    fn key(port: u16) -> ServiceKey {
+        ServiceKey::Addr {
+            proto: PROTO_TCP,
+            addr: "198.18.0.100".parse().unwrap(),
+            port,
+        }
+    }
+
+    fn svc(port: u16, sched: &str) -> Service {
+        Service {
+            key: key(port),
+            scheduler: sched.into(),
+            sched_flags: SchedFlags::NONE,
+            persistence: None,
+            one_packet: false,
+            backends: vec![],
+        }
+    }
+
+    fn be(last: u8, weight: u32) -> Backend {
+        Backend {
+            addr: IpAddr::from([198, 19, 0, last]),
+            port: 8080,
+            weight,
+            method: Method::Nat,
+            u_threshold: 0,
+            l_threshold: 0,
+        }
+    }
+
+    #[test]
+    fn service_and_backend_lifecycle() {
+        let mut st = DesiredState::default();
+        st.add_service(svc(80, "rr")).unwrap();
+        assert_eq!(
+            st.add_service(svc(80, "wlc")).unwrap_err().to_string(),
+            "service TCP 198.18.0.100:80 already exists"
+        );
+        st.add_backend(&key(80), be(1, 1)).unwrap();
+        st.add_backend(&key(80), be(2, 1)).unwrap();
+        assert_eq!(
+            st.add_backend(&key(80), be(1, 5)).unwrap_err().to_string(),
+            "backend 198.19.0.1:8080 already exists in service TCP 198.18.0.100:80"
+        );
+        // Edit keeps the position and replaces the backend wholesale.
+        st.edit_backend(&key(80), be(1, 7)).unwrap();
+        assert_eq!(st.services[0].backends[0].weight, 7);
+        assert_eq!(
+            st.services[0].backends[1].addr,
+            IpAddr::from([198, 19, 0, 2])
+        );
+        // Delete + add moves it to the list head (end of add order).
+        st.delete_backend(&key(80), IpAddr::from([198, 19, 0, 1]), 8080)
+            .unwrap();
+        st.add_backend(&key(80), be(1, 1)).unwrap();
+        assert_eq!(
+            st.services[0].backends[1].addr,
+            IpAddr::from([198, 19, 0, 1])
+        );
+        assert_eq!(
+            st.delete_backend(&key(80), IpAddr::from([198, 19, 0, 9]), 8080)
+                .unwrap_err()
+                .to_string(),
+            "service TCP 198.18.0.100:80 has no backend 198.19.0.9:8080"
+        );
+        assert_eq!(
+            st.add_backend(&key(81), be(1, 1)).unwrap_err().to_string(),
+            "service TCP 198.18.0.100:81 does not exist"
+        );
+        // -E replaces flags wholesale but keeps the backends.
+        let mut e = svc(80, "sh");
+        e.persistence = Some(Persistence {
+            timeout: 300,
+            prefix_len: 24,
+        });
+        st.edit_service(e).unwrap();
+        assert_eq!(st.services[0].scheduler, "sh");
+        assert_eq!(st.services[0].backends.len(), 2);
+        st.edit_service(svc(80, "sh")).unwrap();
+        assert_eq!(st.services[0].persistence, None);
+        st.delete_service(&key(80)).unwrap();
+        assert!(st.services.is_empty());
+        assert!(matches!(
+            st.delete_service(&key(80)),
+            Err(StateError::NoService(_))
+        ));
+    }
+
+    #[test]
+    fn invalid_operations_are_refused() {
+        let mut st = DesiredState::default();
+        assert!(matches!(
+            st.add_service(svc(80, "nope")),
+            Err(StateError::Scheduler(_))
+        ));
+        let mut o = svc(80, "rr");
+        o.one_packet = true;
+        assert!(st.add_service(o).is_err());
+        st.add_service(svc(80, "rr")).unwrap();
+        let mut b = be(1, 1);
+        b.u_threshold = 5;
+        b.l_threshold = 6;
+        assert!(st.add_backend(&key(80), b).is_err());
+        let mut b = be(1, 1);
+        b.addr = "2001:db8::1".parse().unwrap();
+        assert!(st.add_backend(&key(80), b.clone()).is_err());
+        b.method = Method::Tunnel;
+        b.port = 80;
+        st.add_backend(&key(80), b).unwrap();
+        let mut b = be(2, 1);
+        b.method = Method::Dr;
+        assert!(st.add_backend(&key(80), b).is_err(), "DR keeps the port");
+        assert!(st.add_backend(&key(80), be(3, 65536)).is_err());
+    }
+
+    #[test]
+    fn timeouts_zero_keeps() {
+        let mut st = DesiredState::default();
+        st.set_timeouts(0, 30, 0);
+        assert_eq!(
+            (st.timeouts.tcp, st.timeouts.tcpfin, st.timeouts.udp),
+            (900, 30, 300)
+        );
+        st.clear();
+    }
+
+    #[test]
+    fn diff_lists_what_changes() {
+        let mut a = DesiredState::default();
+        a.add_service(svc(80, "rr")).unwrap();
+        a.add_backend(&key(80), be(1, 1)).unwrap();
+        a.add_backend(&key(80), be(2, 1)).unwrap();
+        a.add_service(svc(443, "rr")).unwrap();
+        assert!(a.diff(&a).is_empty());
+        let mut b = a.clone();
+        b.delete_service(&key(443)).unwrap();
+        b.edit_backend(&key(80), be(1, 3)).unwrap();
+        b.delete_backend(&key(80), IpAddr::from([198, 19, 0, 2]), 8080)
+            .unwrap();
+        b.add_service(svc(81, "wlc")).unwrap();
+        b.set_timeouts(0, 0, 60);
+        assert_eq!(
+            a.diff(&b),
+            [
+                "-D -t 198.18.0.100:443",
+                "-d -t 198.18.0.100:80 -r 198.19.0.2:8080",
+                "-e -t 198.18.0.100:80 -r 198.19.0.1:8080 -m -w 3",
+                "-A -t 198.18.0.100:81 -s wlc",
+                "--set 0 0 60",
+            ]
+        );
+    }
+}
