@@ -24,7 +24,8 @@ use std::net::IpAddr;
 use xvs_schedulers::{BackendView, Flow, SchedFlags, Scheduler, SchedulerError};
 
 use crate::conn::{
-    state::tcp, Conn, ConnConfig, ConnId, ConnTable, Direction, Method, NewConn, TemplateKey, Tuple,
+    state::tcp, Conn, ConnConfig, ConnId, ConnTable, ConnV4, Direction, Method, NewConn,
+    TemplateKey, Tuple,
 };
 use crate::net::{Hop, Network};
 use crate::service::{mask_addr, MarkRule, Service, ServiceId, ServiceKey, ServiceTable};
@@ -512,7 +513,7 @@ impl Pipeline {
         if self.svcs[sid.0 as usize].one_packet && p.proto == proto::UDP {
             // One-packet scheduling: no entry is kept (IPVS frees it right after the packet).
             self.release_template(control, now);
-            let c = one_packet_conn(&new);
+            let c = Target::from(&one_packet_conn(&new));
             return self.rewrite(now, ingress, frame, p, &c, Direction::In, true);
         }
         let Some(id) = self.conns.insert(&new, now) else {
@@ -716,8 +717,13 @@ impl Pipeline {
         new_conn: bool,
     ) -> Verdict {
         self.conns.on_packet(id, dir, p.tcp_flags, now);
-        let Some(c) = self.conns.get(id) else {
-            return Verdict::Drop(DropReason::NoConnection);
+        // IPv4 entries without building a whole `Conn` (no IpAddr reconstruction).
+        let c = match self.conns.get_v4(id) {
+            Some(c) => Target::from(c),
+            None => match self.conns.get(id) {
+                Some(c) => Target::from(&c),
+                None => return Verdict::Drop(DropReason::NoConnection),
+            },
         };
         self.rewrite(now, ingress, frame, p, &c, dir, new_conn)
     }
@@ -729,7 +735,7 @@ impl Pipeline {
         ingress: PortId,
         frame: &mut Frame,
         mut p: Packet,
-        c: &Conn,
+        c: &Target,
         dir: Direction,
         new_conn: bool,
     ) -> Verdict {
@@ -841,7 +847,7 @@ impl Pipeline {
         ingress: PortId,
         frame: &mut Frame,
         p: Packet,
-        c: &Conn,
+        c: &Target,
         hop: &Hop,
         link: &Link,
     ) -> Verdict {
@@ -945,7 +951,61 @@ impl Pipeline {
                 return Verdict::Drop(err.drop_reason());
             }
         }
-        self.rewrite(now, ingress, frame, p, &c, dir, false)
+        self.rewrite(now, ingress, frame, p, &Target::from(&c), dir, false)
+    }
+}
+
+/// What a packet's rewrite needs of its connection: from [`ConnTable::get_v4`] on the
+/// per-packet path, or from a whole [`Conn`].
+#[derive(Clone, Copy, Debug)]
+struct Target {
+    service: u32,
+    backend: BackendId,
+    method: Method,
+    client: IpAddr,
+    cport: u16,
+    vaddr: IpAddr,
+    vport: u16,
+    daddr: IpAddr,
+    dport: u16,
+    /// FullNAT local address and port.
+    local: Option<(IpAddr, u16)>,
+}
+
+impl From<&Conn> for Target {
+    #[inline]
+    fn from(c: &Conn) -> Target {
+        Target {
+            service: c.service,
+            backend: c.backend,
+            method: c.method,
+            client: c.client,
+            cport: c.cport,
+            vaddr: c.vaddr,
+            vport: c.vport,
+            daddr: c.daddr,
+            dport: c.dport,
+            local: c.local,
+        }
+    }
+}
+
+impl From<ConnV4> for Target {
+    #[inline]
+    fn from(c: ConnV4) -> Target {
+        let [client, vaddr, daddr, laddr] = c.addrs.map(IpAddr::V4);
+        Target {
+            service: c.service,
+            backend: c.backend,
+            method: c.method,
+            client,
+            cport: c.ports[0],
+            vaddr,
+            vport: c.ports[1],
+            daddr,
+            dport: c.ports[2],
+            local: (c.method == Method::FullNat).then_some((laddr, c.ports[3])),
+        }
     }
 }
 
