@@ -2,16 +2,13 @@
 //! `check` a configuration.
 
 use std::io::Write;
-use std::net::IpAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use xvs::config::Config;
 use xvs::dataplane_config::IoKind;
-use xvs::worker::{run_director, DirectorTargets};
-use xvs_forwarding::service::ServiceKey;
-use xvs_forwarding::{Method, Pipeline, PortId};
+use xvs_forwarding::PortId;
 
 #[derive(Parser)]
 #[command(

@@ -118,8 +118,8 @@ fn run_binary(io: &str, tag: &str) {
     let tb = Testbed::up(tag);
     let path = std::env::temp_dir().join(format!("{}-xvs.toml", tb.prefix));
     std::fs::write(&path, config()).expect("write config");
-    let log = std::fs::File::create(std::env::temp_dir().join(format!("{}-xvs.log", tb.prefix)))
-        .expect("log file");
+    let log_path = std::env::temp_dir().join(format!("{}-xvs.log", tb.prefix));
+    let log = std::fs::File::create(&log_path).expect("log file");
     let child = Command::new("ip")
         .args([
             "netns",
@@ -131,6 +131,8 @@ fn run_binary(io: &str, tag: &str) {
         .arg("--config")
         .arg(&path)
         .args(["--io", io])
+        .arg("--socket")
+        .arg(std::env::temp_dir().join(format!("{}-xvs.sock", tb.prefix)))
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -141,7 +143,8 @@ fn run_binary(io: &str, tag: &str) {
     while io == "afxdp" && !tb.xdp_attached("back") && Instant::now() < deadline {
         assert!(
             dir.0.try_wait().expect("wait").is_none(),
-            "xvs run --io {io} exited early (see the log in the temp dir)"
+            "xvs run --io {io} exited early (see {})",
+            log_path.display()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -212,7 +215,9 @@ fn run_binary(io: &str, tag: &str) {
     };
     assert!(status.success(), "xvs exited with {status}");
     assert!(!tb.xdp_attached("front") && !tb.xdp_attached("back"));
+    // Kept only when the test fails, for the post-mortem.
     let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(&log_path);
 }
 
 #[test]

@@ -1,0 +1,389 @@
+//! `xvs run`: the data plane, the workers' pipelines and the control side around them.
+//!
+//! The configuration file is the desired state at start. `xvs ctl` changes (through
+//! [`Director::apply`]) take effect on the running workers at once and stay until the next
+//! reload; a reload (SIGHUP or `xvs ctl reload`) re-reads the file, which replaces the running
+//! state — runtime changes that are not in the file are discarded, and the reload says how many.
+//! Every change is validated first and then published to all workers as one new state; workers
+//! take it between two batches, so established connections keep flowing (removed backends
+//! drain, see `removed_backends`).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use xvs_forwarding::conn::ConnListing;
+use xvs_forwarding::service::{Service, ServiceKey};
+use xvs_forwarding::{Method, Pipeline};
+
+use crate::config::Config;
+use crate::control::model::{Listing, RateEstimator, Stats};
+use crate::control::server::{Director as ControlDirector, Server};
+use crate::control::state::DesiredState;
+use crate::dataplane_config::IoKind;
+use crate::runtime::{attach, Command, Published, Workers};
+use crate::worker::{ClientSteering, Dataplane, DirectorTargets};
+
+/// What the XDP program must steer to the workers, for these services.
+pub fn targets(cfg: &Config, services: &[Service]) -> DirectorTargets {
+    let mut t = DirectorTargets::default();
+    let add = |v: &mut Vec<IpAddr>, a: IpAddr| {
+        if !v.contains(&a) {
+            v.push(a);
+        }
+    };
+    let mut persist_v4: Option<u8> = None;
+    let mut persist_v6: Option<u8> = None;
+    for s in services {
+        if let ServiceKey::Addr { addr, .. } = s.key {
+            add(&mut t.vips, addr);
+        }
+        if let Some(p) = s.persistence {
+            let slot = match s.key {
+                ServiceKey::Addr { addr, .. } if addr.is_ipv6() => &mut persist_v6,
+                ServiceKey::Fwmark { ipv6: true, .. } => &mut persist_v6,
+                _ => &mut persist_v4,
+            };
+            *slot = Some(slot.map_or(p.prefix_len, |x| x.min(p.prefix_len)));
+        }
+        for b in &s.backends {
+            if matches!(b.method, Method::Nat | Method::FullNat) {
+                add(&mut t.backends, b.addr);
+            }
+            add(&mut t.next_hops, b.addr);
+        }
+    }
+    for m in &cfg.marks {
+        let host = if m.dst.is_ipv4() { 32 } else { 128 };
+        if m.dst_prefix_len == host {
+            add(&mut t.vips, m.dst);
+        } else if !t.vip_prefixes.contains(&(m.dst, m.dst_prefix_len)) {
+            t.vip_prefixes.push((m.dst, m.dst_prefix_len));
+        }
+    }
+    for &a in &cfg.local_addresses {
+        add(&mut t.locals, a);
+    }
+    for r in &cfg.routes {
+        if let Some(gw) = r.via {
+            add(&mut t.next_hops, gw);
+        }
+    }
+    // Persistence must see all of a client network's connections on one worker.
+    if persist_v4.is_some() || persist_v6.is_some() {
+        t.client_steering = ClientSteering::Address {
+            v4_prefix: persist_v4.unwrap_or(32),
+            v6_prefix: persist_v6.unwrap_or(128),
+        };
+    }
+    t
+}
+
+type BackendKey = (ServiceKey, IpAddr, u16);
+
+struct Inner {
+    /// The file as last loaded (interfaces, routes, marks, local addresses…).
+    file: Config,
+    desired: DesiredState,
+    service_rates: HashMap<ServiceKey, RateEstimator>,
+    backend_rates: HashMap<BackendKey, RateEstimator>,
+}
+
+/// The running director's control side.
+pub struct Director {
+    config_path: PathBuf,
+    started: Instant,
+    inner: Mutex<Inner>,
+    workers: Workers,
+    dataplane: Mutex<Dataplane>,
+}
+
+fn traffic_stats(t: &xvs_forwarding::Traffic) -> Stats {
+    Stats {
+        conns: t.conns,
+        in_pkts: t.in_pkts,
+        out_pkts: t.out_pkts,
+        in_bytes: t.in_bytes,
+        out_bytes: t.out_bytes,
+    }
+}
+
+impl Director {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn publish(&self, inner: &mut Inner, new: DesiredState) -> Result<(), String> {
+        // What the pipelines would refuse, refused here with a clear message, before any worker
+        // sees it.
+        for s in &new.services {
+            xvs_schedulers::new_scheduler(&s.scheduler, &s.sched_flags)
+                .map_err(|e| format!("{}: {e}", crate::control::state::service_name(&s.key)))?;
+        }
+        self.workers
+            .publish(Published {
+                services: new.services.clone(),
+                marks: inner.file.marks.clone(),
+            })
+            .map_err(|e| e.to_string())?;
+        if new.timeouts != inner.desired.timeouts {
+            let t = new.timeouts;
+            self.workers
+                .broadcast(|| Command::Timeouts(t.tcp, t.tcpfin, t.udp))
+                .map_err(|e| e.to_string())?;
+        }
+        let t = targets(&inner.file, &new.services);
+        if let Ok(mut dp) = self.dataplane.lock() {
+            dp.set_targets(&t).map_err(|e| e.to_string())?;
+        }
+        inner.desired = new;
+        Ok(())
+    }
+
+    /// Re-read the configuration file and make it the running state; a summary line.
+    pub fn reload_file(&self) -> Result<String, String> {
+        let cfg = Config::load(&self.config_path).map_err(|e| e.to_string())?;
+        let mut inner = self.lock();
+        if cfg.dataplane.interfaces != inner.file.dataplane.interfaces
+            || cfg.dataplane.workers != inner.file.dataplane.workers
+        {
+            return Err(format!(
+                "{}: interfaces and workers cannot change on reload (restart xvs)",
+                self.config_path.display()
+            ));
+        }
+        let new = DesiredState::from_config(&cfg);
+        let from_file = DesiredState::from_config(&inner.file);
+        let discarded = inner.desired.diff(&from_file).len();
+        let changes = inner.desired.diff(&new);
+        inner.file = cfg;
+        self.publish(&mut inner, new)?;
+        Ok(format!(
+            "reloaded {}: {} change(s) applied; runtime changes not in the file are discarded: {}",
+            self.config_path.display(),
+            changes.len(),
+            discarded
+        ))
+    }
+
+    /// Counters of every worker summed, laid out as `ipvsadm -L` shows them.
+    fn sum_listing(&self) -> Listing {
+        let inner = self.lock();
+        let mut l = Listing::from_state(&inner.desired);
+        for r in self.workers.reports() {
+            for s in &r.services {
+                if let Some(sl) = l.service_mut(&s.key) {
+                    sl.stats.add(&traffic_stats(&s.traffic));
+                }
+                for b in &s.backends {
+                    if let Some(bl) = l.backend_mut(&s.key, b.addr, b.port) {
+                        bl.stats.add(&traffic_stats(&b.traffic));
+                        bl.active += b.active;
+                        bl.inactive += b.inactive;
+                        bl.persist += b.persistent;
+                    }
+                }
+            }
+        }
+        for s in &mut l.services {
+            if let Some(r) = inner.service_rates.get(&s.key) {
+                s.rates = r.rates();
+            }
+            for b in &mut s.backends {
+                if let Some(r) = inner.backend_rates.get(&(s.key, b.addr, b.port)) {
+                    b.rates = r.rates();
+                }
+            }
+        }
+        l
+    }
+
+    /// One step of IPVS's rate estimator (every 2 s).
+    fn estimate_rates(&self) {
+        let l = self.sum_listing();
+        let mut inner = self.lock();
+        for s in &l.services {
+            inner
+                .service_rates
+                .entry(s.key)
+                .or_insert_with(|| RateEstimator::new(s.stats))
+                .update(&s.stats);
+            for b in &s.backends {
+                inner
+                    .backend_rates
+                    .entry((s.key, b.addr, b.port))
+                    .or_insert_with(|| RateEstimator::new(b.stats))
+                    .update(&b.stats);
+            }
+        }
+    }
+}
+
+impl ControlDirector for Director {
+    fn desired(&self) -> DesiredState {
+        self.lock().desired.clone()
+    }
+
+    fn apply(&self, new: DesiredState) -> Result<(), String> {
+        let mut inner = self.lock();
+        self.publish(&mut inner, new)
+    }
+
+    fn listing(&self) -> Listing {
+        self.sum_listing()
+    }
+
+    fn connections(&self) -> Vec<ConnListing> {
+        self.workers.connections().unwrap_or_else(|e| {
+            eprintln!("xvs: connection list incomplete: {e}");
+            Vec::new()
+        })
+    }
+
+    fn zero(&self, service: Option<ServiceKey>) {
+        if let Err(e) = self.workers.broadcast(|| Command::Zero(service)) {
+            eprintln!("xvs: zeroing counters: {e}");
+        }
+        let mut inner = self.lock();
+        inner.service_rates.clear();
+        inner.backend_rates.clear();
+    }
+
+    fn file_state(&self) -> DesiredState {
+        DesiredState::from_config(&self.lock().file)
+    }
+
+    fn reload(&self) -> Result<DesiredState, String> {
+        let msg = self.reload_file()?;
+        eprintln!("xvs: {msg}");
+        Ok(self.lock().desired.clone())
+    }
+
+    fn status(&self) -> String {
+        let reports = self.workers.reports();
+        let stats = self.dataplane.lock().map(|d| d.stats()).unwrap_or_default();
+        let mut out = format!(
+            "xvs {}: up {}s, {} worker(s), config {}\n",
+            env!("CARGO_PKG_VERSION"),
+            self.started.elapsed().as_secs(),
+            reports.len(),
+            self.config_path.display()
+        );
+        for (i, r) in reports.iter().enumerate() {
+            let busy = stats.get(i).map_or(0.0, |s| s.busy_ratio());
+            let drops: Vec<String> = r
+                .counters
+                .drops
+                .iter()
+                .map(|(d, n)| format!("{}={n}", d.as_str()))
+                .collect();
+            out.push_str(&format!(
+                "worker {i}: rx {} tx {} pass {} drop {} [{}] connections {} busy {:.1}%\n",
+                r.counters.rx,
+                r.counters.tx,
+                r.counters.pass,
+                r.counters.drops.total(),
+                drops.join(" "),
+                r.connections,
+                busy * 100.0
+            ));
+        }
+        out
+    }
+}
+
+/// Run the director until SIGINT or SIGTERM; SIGHUP reloads the configuration.
+pub fn run(config: &Path, io: Option<IoKind>, socket: &Path) -> Result<()> {
+    let cfg = Config::load(config)?;
+    let mut dp_cfg = cfg.dataplane.clone();
+    if let Some(io) = io {
+        dp_cfg.io = io;
+    }
+    if dp_cfg.interfaces.is_empty() {
+        anyhow::bail!("{}: no [[interface]] to run on", cfg.file.display());
+    }
+    // Everything that can fail in building a pipeline fails here, before the data plane starts.
+    crate::replay::offline_pipeline(&cfg)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let hup = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("signal handler")?;
+    }
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
+        .context("signal handler")?;
+
+    let nworkers = dp_cfg.workers.len() as u16;
+    let mut handles = Vec::new();
+    let t = targets(&cfg, &cfg.services);
+    let dp = Dataplane::start(&dp_cfg, &t, |worker, ports| {
+        let macs: Vec<[u8; 6]> = ports.iter().map(|p| p.mac).collect();
+        let pipe = Pipeline::new(
+            cfg.pipeline_config(worker as u16, nworkers),
+            &cfg.services,
+            cfg.marks.clone(),
+            cfg.network(&macs),
+        )
+        .expect("the same configuration built a pipeline before the data plane started");
+        let (proc, handle) = attach(pipe);
+        handles.push(handle);
+        proc
+    })
+    .context("data plane")?;
+    eprintln!(
+        "xvs: data plane up: io {} on {} with {} worker(s)",
+        dp_cfg.io,
+        dp.ports()
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        nworkers
+    );
+    let director = Arc::new(Director {
+        config_path: config.to_owned(),
+        started: Instant::now(),
+        inner: Mutex::new(Inner {
+            desired: DesiredState::from_config(&cfg),
+            file: cfg.clone(),
+            service_rates: HashMap::new(),
+            backend_rates: HashMap::new(),
+        }),
+        workers: Workers::new(handles),
+        dataplane: Mutex::new(dp),
+    });
+
+    let server = Server::start(socket, director.clone())
+        .with_context(|| format!("control socket {}", socket.display()))?;
+    eprintln!("xvs: control socket {}", server.path().display());
+    let mut last_rates = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+        if hup.swap(false, Ordering::Relaxed) {
+            match director.reload_file() {
+                Ok(msg) => eprintln!("xvs: {msg}"),
+                Err(e) => eprintln!("xvs: reload refused, running state kept: {e}"),
+            }
+        }
+        if last_rates.elapsed() >= Duration::from_secs(2) {
+            last_rates = Instant::now();
+            director.estimate_rates();
+        }
+        if let Some(w) = director.dataplane.lock().ok().and_then(|d| d.dead_worker()) {
+            anyhow::bail!("worker {w} died; stopping");
+        }
+    }
+    eprintln!("xvs: stopping");
+    server.stop();
+    let director = Arc::try_unwrap(director)
+        .map_err(|_| anyhow::anyhow!("control threads still hold the director"))?;
+    let dp = director
+        .dataplane
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner());
+    dp.shutdown();
+    Ok(())
+}
