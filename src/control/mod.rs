@@ -17,7 +17,9 @@
 //! client).
 
 pub mod format;
+pub mod health;
 pub mod ipvsadm;
+pub mod metrics;
 pub mod model;
 pub mod server;
 pub mod state;

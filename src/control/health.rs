@@ -1,0 +1,1366 @@
+//! Built-in health checks: keepalived / ldirectord parity, run through the host's own network stack
+//! (plain sockets, never the data path).
+//!
+//! Kinds, after keepalived's checkers (`keepalived/check/check_{tcp,http,udp,misc}.c`) and
+//! ldirectord's `checktype`/`service`:
+//! - `tcp`: a TCP connect succeeds (`TCP_CHECK`).
+//! - `http` / `https`: `GET path HTTP/1.0` with a Host header; healthy when the status is one of
+//!   `status` (default 200) and, if `digest` is set, the MD5 of the body equals it (hex, as
+//!   keepalived's `digest` and its `genhash` tool print it) (`HTTP_GET`, `SSL_GET`). `insecure = true`
+//!   skips certificate verification (self-signed backends); otherwise the Mozilla roots
+//!   (webpki-roots) or the certificates in `ca_file` are trusted.
+//! - `udp`: send `send` (or `send_hex`) and wait for a reply; with `expect` (or `expect_hex`) the
+//!   reply must contain it (`expect_match = "contains"`, default) or equal it (`"equals"`); an ICMP
+//!   port unreachable fails at once as "connection refused" (`UDP_CHECK`).
+//! - `exec`: run `command args… <address> <port>` (also in `XVS_BACKEND_ADDRESS`,
+//!   `XVS_BACKEND_PORT`, `XVS_SERVICE`); healthy on exit code 0; the whole process group is killed
+//!   when `timeout_ms` runs out (`MISC_CHECK`, ldirectord's external check).
+//!
+//! Every check has `interval_ms` (time between the starts of two probes), `timeout_ms` (bound on
+//! one whole probe: connect, request, reply), `rise` and `fall` (consecutive successes / failures
+//! that flip the state; defaults 2 and 3 as HAProxy's, which keepalived's `retry` approximates),
+//! `initially_down` (a backend starts **up**, as keepalived's checkers assume unless `alpha` is set;
+//! `initially_down = true` makes it start down and wait for `rise` successes), `quiescent` (a
+//! failed backend keeps its place with weight 0, as keepalived's and ldirectord's `quiescent`,
+//! instead of being removed from the snapshot), and `connect_ip` / `connect_port` (probe another
+//! address; default the backend's).
+//!
+//! Threads: one thread per checked backend (probes are blocking socket calls bounded by
+//! `timeout_ms`), at most [`HealthChecker::MAX_CHECKS`]; each sleeps on its own condition variable
+//! so that [`HealthChecker::shutdown`] and reloads stop it at once (a probe in flight finishes
+//! within its timeout; an exec check is killed).
+//!
+//! Every transition is logged with `tracing` (one line: backend, service, old → new state,
+//! reason), counted in the state table ([`HealthChecker::states`]) and sent as a [`HealthEvent`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use md5::{Digest, Md5};
+use serde::Deserialize;
+
+// ---------------------------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------------------------
+
+/// The kind of a check (`type = "…"` in the TOML).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckKind {
+    Tcp,
+    Http,
+    Https,
+    Udp,
+    Exec,
+    /// No check: the backend is always up (to switch off a service-wide check for one backend).
+    None,
+}
+
+impl CheckKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckKind::Tcp => "tcp",
+            CheckKind::Http => "http",
+            CheckKind::Https => "https",
+            CheckKind::Udp => "udp",
+            CheckKind::Exec => "exec",
+            CheckKind::None => "none",
+        }
+    }
+}
+
+/// How a UDP reply is compared with `expect`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ExpectMatch {
+    #[default]
+    Contains,
+    Equals,
+}
+
+/// `status = 200` or `status = [200, 204]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum StatusList {
+    One(u16),
+    Many(Vec<u16>),
+}
+
+/// A check as written in the TOML: `[service.check]` (the default for every backend of the
+/// service) or `[service.backend.check]` (per backend). Every field is optional so that a
+/// backend's section overrides the service's field by field ([`CheckConfig::merged`]).
+///
+/// ```toml
+/// [service.check]
+/// type = "http"          # tcp | http | https | udp | exec | none
+/// interval_ms = 2000     # default 5000
+/// timeout_ms = 1000      # default 3000
+/// rise = 2               # default 2
+/// fall = 3               # default 3
+/// initially_down = false # default false: a backend starts up
+/// quiescent = false      # default false: a failed backend is removed (true: weight 0)
+/// connect_ip = "198.19.0.11"   # default the backend's address
+/// connect_port = 8080          # default the backend's port
+/// path = "/healthz"      # http/https, default "/"
+/// host = "www.example.com"     # http/https Host header (and TLS server name)
+/// status = [200, 204]    # http/https, default 200
+/// digest = "9b3a0c85a887a256d6939da88aabd8cd"  # http/https, MD5 of the body, hex
+/// insecure = false       # https: skip certificate verification
+/// ca_file = "/etc/xvs/backend-ca.pem"          # https: trust these instead of the web roots
+/// send = "ping"          # udp (or send_hex = "0001")
+/// expect = "pong"        # udp (or expect_hex); omitted: any reply
+/// expect_match = "contains"    # udp: contains | equals
+/// command = "/usr/local/bin/check-db"          # exec
+/// args = ["--quick"]     # exec; address and port are appended
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckConfig {
+    #[serde(rename = "type")]
+    pub kind: Option<CheckKind>,
+    pub interval_ms: Option<u64>,
+    pub timeout_ms: Option<u64>,
+    pub rise: Option<u32>,
+    pub fall: Option<u32>,
+    pub initially_down: Option<bool>,
+    pub quiescent: Option<bool>,
+    pub connect_ip: Option<IpAddr>,
+    pub connect_port: Option<u16>,
+    pub path: Option<String>,
+    pub host: Option<String>,
+    pub status: Option<StatusList>,
+    pub digest: Option<String>,
+    pub insecure: Option<bool>,
+    pub ca_file: Option<PathBuf>,
+    pub send: Option<String>,
+    pub send_hex: Option<String>,
+    pub expect: Option<String>,
+    pub expect_hex: Option<String>,
+    pub expect_match: Option<ExpectMatch>,
+    pub command: Option<PathBuf>,
+    pub args: Option<Vec<String>>,
+}
+
+/// A check that cannot be used: the field (a path under the prefix handed to
+/// [`CheckConfig::validate`]) and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct CheckConfigError {
+    pub field: String,
+    pub reason: String,
+}
+
+pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(5000);
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(3000);
+pub const DEFAULT_RISE: u32 = 2;
+pub const DEFAULT_FALL: u32 = 3;
+/// Bodies longer than this fail an HTTP check that has a `digest`.
+pub const MAX_BODY: usize = 8 << 20;
+const MAX_HEADER: usize = 64 << 10;
+const MAX_MILLIS: u64 = 24 * 3600 * 1000;
+
+impl CheckConfig {
+    /// The check a backend runs: its own section over its service's. A backend section whose
+    /// `type` differs from the service's replaces it wholesale (no field of another kind leaks in).
+    pub fn merged(service: Option<&CheckConfig>, backend: Option<&CheckConfig>) -> Option<Self> {
+        match (service, backend) {
+            (None, None) => None,
+            (Some(s), None) => Some(s.clone()),
+            (None, Some(b)) => Some(b.clone()),
+            (Some(s), Some(b)) => {
+                if b.kind.is_some() && b.kind != s.kind {
+                    return Some(b.clone());
+                }
+                let b = b.clone();
+                let s = s.clone();
+                Some(CheckConfig {
+                    kind: b.kind.or(s.kind),
+                    interval_ms: b.interval_ms.or(s.interval_ms),
+                    timeout_ms: b.timeout_ms.or(s.timeout_ms),
+                    rise: b.rise.or(s.rise),
+                    fall: b.fall.or(s.fall),
+                    initially_down: b.initially_down.or(s.initially_down),
+                    quiescent: b.quiescent.or(s.quiescent),
+                    connect_ip: b.connect_ip.or(s.connect_ip),
+                    connect_port: b.connect_port.or(s.connect_port),
+                    path: b.path.or(s.path),
+                    host: b.host.or(s.host),
+                    status: b.status.or(s.status),
+                    digest: b.digest.or(s.digest),
+                    insecure: b.insecure.or(s.insecure),
+                    ca_file: b.ca_file.or(s.ca_file),
+                    send: b.send.or(s.send),
+                    send_hex: b.send_hex.or(s.send_hex),
+                    expect: b.expect.or(s.expect),
+                    expect_hex: b.expect_hex.or(s.expect_hex),
+                    expect_match: b.expect_match.or(s.expect_match),
+                    command: b.command.or(s.command),
+                    args: b.args.or(s.args),
+                })
+            }
+        }
+    }
+
+    /// Validate into a runnable check; `Ok(None)` for `type = "none"`. `field` prefixes the field
+    /// names in errors (e.g. `service[0].backend[1].check`). Reads `ca_file`.
+    pub fn validate(&self, field: &str) -> Result<Option<CheckSpec>, CheckConfigError> {
+        let err = |name: &str, reason: String| CheckConfigError {
+            field: if field.is_empty() {
+                name.to_string()
+            } else {
+                format!("{field}.{name}")
+            },
+            reason,
+        };
+        let kind = self.kind.ok_or_else(|| {
+            err(
+                "type",
+                "missing (tcp, http, https, udp, exec or none)".into(),
+            )
+        })?;
+        let only = |name: &str, set: bool, kinds: &[CheckKind]| {
+            if set && !kinds.contains(&kind) {
+                let names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+                Err(err(
+                    name,
+                    format!(
+                        "only for type {}, not {}",
+                        names.join(" or "),
+                        kind.as_str()
+                    ),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        use CheckKind::{Exec, Http, Https, Udp};
+        only("path", self.path.is_some(), &[Http, Https])?;
+        only("host", self.host.is_some(), &[Http, Https])?;
+        only("status", self.status.is_some(), &[Http, Https])?;
+        only("digest", self.digest.is_some(), &[Http, Https])?;
+        only("insecure", self.insecure.is_some(), &[Https])?;
+        only("ca_file", self.ca_file.is_some(), &[Https])?;
+        only("send", self.send.is_some(), &[Udp])?;
+        only("send_hex", self.send_hex.is_some(), &[Udp])?;
+        only("expect", self.expect.is_some(), &[Udp])?;
+        only("expect_hex", self.expect_hex.is_some(), &[Udp])?;
+        only("expect_match", self.expect_match.is_some(), &[Udp])?;
+        only("command", self.command.is_some(), &[Exec])?;
+        only("args", self.args.is_some(), &[Exec])?;
+        if kind == CheckKind::None {
+            return Ok(None);
+        }
+
+        let millis = |name: &str, v: Option<u64>, default: Duration, min: u64| match v {
+            None => Ok(default),
+            Some(ms) if ms < min => Err(err(name, format!("{ms} is below the minimum of {min}"))),
+            Some(ms) if ms > MAX_MILLIS => {
+                Err(err(name, format!("{ms} is above 24 hours ({MAX_MILLIS})")))
+            }
+            Some(ms) => Ok(Duration::from_millis(ms)),
+        };
+        let interval = millis("interval_ms", self.interval_ms, DEFAULT_INTERVAL, 10)?;
+        let timeout = millis("timeout_ms", self.timeout_ms, DEFAULT_TIMEOUT, 1)?;
+        let count = |name: &str, v: Option<u32>, default: u32| match v {
+            None => Ok(default),
+            Some(n) if (1..=1000).contains(&n) => Ok(n),
+            Some(n) => Err(err(name, format!("{n} is out of range 1..=1000"))),
+        };
+        let rise = count("rise", self.rise, DEFAULT_RISE)?;
+        let fall = count("fall", self.fall, DEFAULT_FALL)?;
+        if self.connect_port == Some(0) {
+            return Err(err("connect_port", "0 is not a port".into()));
+        }
+
+        let probe = match kind {
+            CheckKind::Tcp => Probe::Tcp,
+            CheckKind::Http | CheckKind::Https => {
+                let path = self.path.clone().unwrap_or_else(|| "/".into());
+                if !path.starts_with('/') {
+                    return Err(err("path", format!("{path:?} does not start with '/'")));
+                }
+                if path
+                    .bytes()
+                    .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+                {
+                    return Err(err(
+                        "path",
+                        "contains whitespace or control characters".into(),
+                    ));
+                }
+                if let Some(h) = &self.host {
+                    if h.is_empty()
+                        || h.bytes()
+                            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+                    {
+                        return Err(err(
+                            "host",
+                            "empty or contains whitespace or control characters".into(),
+                        ));
+                    }
+                }
+                let status = match &self.status {
+                    None => vec![200],
+                    Some(StatusList::One(s)) => vec![*s],
+                    Some(StatusList::Many(v)) if v.is_empty() => {
+                        return Err(err("status", "empty list".into()))
+                    }
+                    Some(StatusList::Many(v)) => v.clone(),
+                };
+                if let Some(s) = status.iter().find(|s| !(100..=599).contains(*s)) {
+                    return Err(err(
+                        "status",
+                        format!("{s} is not an HTTP status (100..=599)"),
+                    ));
+                }
+                let digest = match &self.digest {
+                    None => None,
+                    Some(d) => match decode_hex(d) {
+                        Some(b) if b.len() == 16 => {
+                            let mut a = [0u8; 16];
+                            a.copy_from_slice(&b);
+                            Some(a)
+                        }
+                        _ => {
+                            return Err(err(
+                                "digest",
+                                format!("{d:?} is not an MD5 digest (32 hex digits)"),
+                            ))
+                        }
+                    },
+                };
+                let tls = if kind == CheckKind::Https {
+                    if self.insecure == Some(true) && self.ca_file.is_some() {
+                        return Err(err(
+                            "ca_file",
+                            "set together with insecure = true, which verifies nothing".into(),
+                        ));
+                    }
+                    Some(
+                        tls_config(self.insecure == Some(true), self.ca_file.as_ref())
+                            .map_err(|reason| err("ca_file", reason))?,
+                    )
+                } else {
+                    None
+                };
+                Probe::Http(HttpProbe {
+                    path,
+                    host: self.host.clone(),
+                    status,
+                    digest,
+                    tls,
+                })
+            }
+            CheckKind::Udp => {
+                let send = match (&self.send, &self.send_hex) {
+                    (Some(_), Some(_)) => {
+                        return Err(err("send_hex", "set together with send".into()))
+                    }
+                    (Some(s), None) => s.as_bytes().to_vec(),
+                    (None, Some(h)) => {
+                        decode_hex(h).ok_or_else(|| err("send_hex", format!("{h:?} is not hex")))?
+                    }
+                    (None, None) => Vec::new(),
+                };
+                let expect = match (&self.expect, &self.expect_hex) {
+                    (Some(_), Some(_)) => {
+                        return Err(err("expect_hex", "set together with expect".into()))
+                    }
+                    (Some(s), None) => Some(s.as_bytes().to_vec()),
+                    (None, Some(h)) => Some(
+                        decode_hex(h)
+                            .ok_or_else(|| err("expect_hex", format!("{h:?} is not hex")))?,
+                    ),
+                    (None, None) => None,
+                };
+                if expect.is_none() && self.expect_match.is_some() {
+                    return Err(err(
+                        "expect_match",
+                        "set without expect or expect_hex".into(),
+                    ));
+                }
+                Probe::Udp(UdpProbe {
+                    send,
+                    expect,
+                    expect_match: self.expect_match.unwrap_or_default(),
+                })
+            }
+            CheckKind::Exec => {
+                let command = self
+                    .command
+                    .clone()
+                    .ok_or_else(|| err("command", "missing for type exec".into()))?;
+                if command.as_os_str().is_empty() {
+                    return Err(err("command", "empty".into()));
+                }
+                Probe::Exec(ExecProbe {
+                    command,
+                    args: self.args.clone().unwrap_or_default(),
+                })
+            }
+            CheckKind::None => unreachable!("handled above"),
+        };
+        Ok(Some(CheckSpec {
+            kind,
+            probe,
+            interval,
+            timeout,
+            rise,
+            fall,
+            initially_down: self.initially_down.unwrap_or(false),
+            quiescent: self.quiescent.unwrap_or(false),
+            connect_ip: self.connect_ip,
+            connect_port: self.connect_port,
+            source: self.clone(),
+        }))
+    }
+}
+
+/// A validated check.
+#[derive(Clone)]
+pub struct CheckSpec {
+    pub kind: CheckKind,
+    pub probe: Probe,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    pub initially_down: bool,
+    pub quiescent: bool,
+    pub connect_ip: Option<IpAddr>,
+    pub connect_port: Option<u16>,
+    source: CheckConfig,
+}
+
+impl PartialEq for CheckSpec {
+    /// Two specs are the same check when they came from the same configuration.
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+impl fmt::Debug for CheckSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CheckSpec")
+            .field("kind", &self.kind)
+            .field("interval", &self.interval)
+            .field("timeout", &self.timeout)
+            .field("rise", &self.rise)
+            .field("fall", &self.fall)
+            .field("initially_down", &self.initially_down)
+            .field("quiescent", &self.quiescent)
+            .field("connect_ip", &self.connect_ip)
+            .field("connect_port", &self.connect_port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CheckSpec {
+    /// Where the probe goes for `backend`: `connect_ip` / `connect_port` or the backend's.
+    pub fn probe_addr(&self, backend: SocketAddr) -> SocketAddr {
+        SocketAddr::new(
+            self.connect_ip.unwrap_or(backend.ip()),
+            self.connect_port.unwrap_or(backend.port()),
+        )
+    }
+}
+
+/// What a probe does.
+#[derive(Clone)]
+pub enum Probe {
+    Tcp,
+    Http(HttpProbe),
+    Udp(UdpProbe),
+    Exec(ExecProbe),
+}
+
+#[derive(Clone)]
+pub struct HttpProbe {
+    pub path: String,
+    pub host: Option<String>,
+    pub status: Vec<u16>,
+    pub digest: Option<[u8; 16]>,
+    /// Set for https.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct UdpProbe {
+    pub send: Vec<u8>,
+    pub expect: Option<Vec<u8>>,
+    pub expect_match: ExpectMatch,
+}
+
+#[derive(Clone, Debug)]
+pub struct ExecProbe {
+    pub command: PathBuf,
+    pub args: Vec<String>,
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim();
+    if !s.len().is_multiple_of(2) || !s.is_ascii() {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Durations in reasons and logs: "1s", "1.5s", "250ms".
+pub fn fmt_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms >= 1000 && ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else if ms >= 1000 {
+        format!("{}s", ms as f64 / 1000.0)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS
+// ---------------------------------------------------------------------------------------------
+
+fn tls_config(
+    insecure: bool,
+    ca_file: Option<&PathBuf>,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?;
+    let config = if insecure {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+            .with_no_client_auth()
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        match ca_file {
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+            Some(path) => {
+                use rustls::pki_types::pem::PemObject;
+                use rustls::pki_types::CertificateDer;
+                let certs = CertificateDer::pem_file_iter(path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                for cert in certs {
+                    let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                }
+                if roots.is_empty() {
+                    return Err(format!("{}: no certificate", path.display()));
+                }
+            }
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    Ok(Arc::new(config))
+}
+
+/// `insecure = true`: any certificate is accepted; the handshake signatures are still checked so
+/// that the session is at least with the holder of the presented key.
+#[derive(Debug)]
+struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Probes
+// ---------------------------------------------------------------------------------------------
+
+/// The outcome of one probe: `Ok(detail)` or `Err(reason)`, both short human text.
+pub type ProbeResult = Result<String, String>;
+
+struct Deadline {
+    end: Instant,
+    timeout: Duration,
+}
+
+impl Deadline {
+    fn new(timeout: Duration) -> Self {
+        Deadline {
+            end: Instant::now() + timeout,
+            timeout,
+        }
+    }
+
+    /// Time left, or the timeout reason.
+    fn left(&self) -> Result<Duration, String> {
+        let left = self.end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            Err(self.expired())
+        } else {
+            Ok(left)
+        }
+    }
+
+    fn expired(&self) -> String {
+        format!("timeout after {}", fmt_duration(self.timeout))
+    }
+
+    fn io(&self, e: &io::Error) -> String {
+        use io::ErrorKind as K;
+        match e.kind() {
+            K::ConnectionRefused => "connection refused".into(),
+            K::TimedOut | K::WouldBlock => self.expired(),
+            K::ConnectionReset => "connection reset".into(),
+            K::ConnectionAborted => "connection aborted".into(),
+            K::HostUnreachable => "host unreachable".into(),
+            K::NetworkUnreachable => "network unreachable".into(),
+            K::UnexpectedEof => "connection closed early".into(),
+            _ => e.to_string(),
+        }
+    }
+}
+
+/// Run one probe of `spec` against `backend` of `service` now (blocking, bounded by the timeout).
+/// Public so that `xvs ctl` or tests can run a check once.
+pub fn probe_once(spec: &CheckSpec, service: &str, backend: SocketAddr) -> ProbeResult {
+    run_probe(spec, service, backend, &Stop::default())
+}
+
+fn run_probe(spec: &CheckSpec, service: &str, backend: SocketAddr, stop: &Stop) -> ProbeResult {
+    let addr = spec.probe_addr(backend);
+    let deadline = Deadline::new(spec.timeout);
+    if addr.port() == 0 && !matches!(spec.probe, Probe::Exec(_)) {
+        return Err("no port to probe (backend port 0: set connect_port)".into());
+    }
+    match &spec.probe {
+        Probe::Tcp => connect(addr, &deadline).map(|_| "connected".into()),
+        Probe::Http(h) => probe_http(h, addr, &deadline),
+        Probe::Udp(u) => probe_udp(u, addr, &deadline),
+        Probe::Exec(e) => probe_exec(e, service, addr, &deadline, stop),
+    }
+}
+
+fn connect(addr: SocketAddr, deadline: &Deadline) -> Result<TcpStream, String> {
+    let left = deadline.left()?;
+    TcpStream::connect_timeout(&addr, left).map_err(|e| deadline.io(&e))
+}
+
+/// A byte stream whose underlying TCP socket takes per-read timeouts.
+trait Conn: Read + Write {
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl Conn for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl Conn for rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        &self.sock
+    }
+}
+
+fn probe_http(h: &HttpProbe, addr: SocketAddr, deadline: &Deadline) -> ProbeResult {
+    let tcp = connect(addr, deadline)?;
+    let host = match &h.host {
+        Some(host) => host.clone(),
+        None => addr.to_string(),
+    };
+    let request = format!(
+        "GET {} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: xvs-health\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+        h.path
+    );
+    match &h.tls {
+        None => http_exchange(tcp, request.as_bytes(), h, deadline),
+        Some(config) => {
+            use rustls::pki_types::ServerName;
+            // The certificate is checked against the Host name when one is configured, else
+            // against the address we connect to.
+            let name = match h
+                .host
+                .as_deref()
+                .map(|host| host.split(':').next().unwrap_or(host))
+                .and_then(|host| ServerName::try_from(host.to_string()).ok())
+            {
+                Some(name) => name,
+                None => ServerName::IpAddress(addr.ip().into()),
+            };
+            let conn = rustls::ClientConnection::new(config.clone(), name)
+                .map_err(|e| format!("TLS: {e}"))?;
+            let stream = rustls::StreamOwned::new(conn, tcp);
+            http_exchange(stream, request.as_bytes(), h, deadline)
+        }
+    }
+}
+
+fn tls_or_io(deadline: &Deadline, e: &io::Error) -> String {
+    // rustls reports handshake failures (bad certificate, …) as InvalidData with its error inside.
+    match e.get_ref() {
+        Some(inner) if e.kind() == io::ErrorKind::InvalidData => format!("TLS: {inner}"),
+        _ => deadline.io(e),
+    }
+}
+
+fn http_exchange<C: Conn>(
+    mut conn: C,
+    request: &[u8],
+    h: &HttpProbe,
+    deadline: &Deadline,
+) -> ProbeResult {
+    let left = deadline.left()?;
+    conn.tcp()
+        .set_write_timeout(Some(left))
+        .map_err(|e| deadline.io(&e))?;
+    conn.write_all(request)
+        .and_then(|_| conn.flush())
+        .map_err(|e| tls_or_io(deadline, &e))?;
+
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 8192];
+    let mut head: Option<Head> = None;
+    let mut eof = false;
+    loop {
+        if head.is_none() {
+            if let Some(end) = find(&buf, b"\r\n\r\n") {
+                let parsed = parse_head(&buf[..end])?;
+                buf.drain(..end + 4);
+                if h.digest.is_none() {
+                    return judge(h, &parsed, None);
+                }
+                head = Some(parsed);
+            } else if buf.len() > MAX_HEADER {
+                return Err("response header too long".into());
+            } else if eof {
+                return Err(if buf.is_empty() {
+                    "connection closed without a response".into()
+                } else {
+                    "malformed response".into()
+                });
+            }
+        }
+        if let Some(hd) = &head {
+            if let Some(len) = hd.content_length {
+                if buf.len() as u64 >= len {
+                    buf.truncate(len as usize);
+                    eof = true;
+                }
+            }
+            if eof {
+                let body = if hd.chunked {
+                    dechunk(&buf).ok_or("malformed chunked body")?
+                } else {
+                    std::mem::take(&mut buf)
+                };
+                return judge(h, hd, Some(&body));
+            }
+            if buf.len() > MAX_BODY {
+                return Err(format!("body longer than {} MiB", MAX_BODY >> 20));
+            }
+        }
+        let left = deadline.left()?;
+        conn.tcp()
+            .set_read_timeout(Some(left))
+            .map_err(|e| deadline.io(&e))?;
+        match conn.read(&mut chunk) {
+            Ok(0) => eof = true,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // A peer that closes without TLS close_notify ends the body like a plain close
+            // (HTTP/1.0 without Content-Length).
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => eof = true,
+            Err(e) => return Err(tls_or_io(deadline, &e)),
+        }
+    }
+}
+
+struct Head {
+    status: u16,
+    content_length: Option<u64>,
+    chunked: bool,
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return Some(0);
+    }
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn parse_head(head: &[u8]) -> Result<Head, String> {
+    let text = String::from_utf8_lossy(head);
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next().unwrap_or("");
+    let mut parts = status_line.split(' ');
+    let version = parts.next().unwrap_or("");
+    let code = parts.next().unwrap_or("");
+    if !version.starts_with("HTTP/1.") || code.len() != 3 {
+        return Err(format!(
+            "malformed status line {:?}",
+            status_line.chars().take(64).collect::<String>()
+        ));
+    }
+    let status: u16 = code
+        .parse()
+        .map_err(|_| format!("malformed status {code:?}"))?;
+    let mut content_length = None;
+    let mut chunked = false;
+    for line in lines {
+        if let Some((name, value)) = line.split_once(':') {
+            let value = value.trim();
+            if name.eq_ignore_ascii_case("content-length") {
+                content_length = value.parse().ok();
+            } else if name.eq_ignore_ascii_case("transfer-encoding")
+                && value.to_ascii_lowercase().contains("chunked")
+            {
+                chunked = true;
+            }
+        }
+    }
+    if chunked {
+        content_length = None;
+    }
+    Ok(Head {
+        status,
+        content_length,
+        chunked,
+    })
+}
+
+fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = find(data, b"\r\n")?;
+        let size_text = std::str::from_utf8(&data[..line_end]).ok()?;
+        let size_text = size_text.split(';').next()?.trim();
+        let size = usize::from_str_radix(size_text, 16).ok()?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        if data.len() < size {
+            return None;
+        }
+        out.extend_from_slice(&data[..size]);
+        data = data.get(size..)?;
+        data = data.strip_prefix(b"\r\n").unwrap_or(data);
+    }
+}
+
+fn judge(h: &HttpProbe, head: &Head, body: Option<&[u8]>) -> ProbeResult {
+    if !h.status.contains(&head.status) {
+        return Err(format!("status {}", head.status));
+    }
+    if let (Some(want), Some(body)) = (&h.digest, body) {
+        let got: [u8; 16] = Md5::digest(body).into();
+        if &got != want {
+            return Err(format!("digest mismatch (body md5 {})", hex(&got)));
+        }
+        return Ok(format!("status {}, digest ok", head.status));
+    }
+    Ok(format!("status {}", head.status))
+}
+
+fn probe_udp(u: &UdpProbe, addr: SocketAddr, deadline: &Deadline) -> ProbeResult {
+    let local: SocketAddr = if addr.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let io = |e: io::Error| deadline.io(&e);
+    let sock = UdpSocket::bind(local).map_err(io)?;
+    // Connected: the kernel filters replies from other sources and reports ICMP unreachable.
+    sock.connect(addr).map_err(io)?;
+    sock.send(&u.send).map_err(io)?;
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let left = deadline.left().map_err(|_| {
+            format!(
+                "no reply (timeout after {})",
+                fmt_duration(deadline.timeout)
+            )
+        })?;
+        sock.set_read_timeout(Some(left)).map_err(io)?;
+        match sock.recv(&mut buf) {
+            Ok(n) => {
+                let reply = &buf[..n];
+                return match &u.expect {
+                    None => Ok(format!("reply of {n} bytes")),
+                    Some(want) => {
+                        let ok = match u.expect_match {
+                            ExpectMatch::Equals => reply == want.as_slice(),
+                            ExpectMatch::Contains => find(reply, want).is_some(),
+                        };
+                        if ok {
+                            Ok("reply matches".into())
+                        } else {
+                            Err(format!("unexpected reply ({n} bytes)"))
+                        }
+                    }
+                };
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(format!(
+                    "no reply (timeout after {})",
+                    fmt_duration(deadline.timeout)
+                ))
+            }
+            Err(e) => return Err(deadline.io(&e)),
+        }
+    }
+}
+
+fn probe_exec(
+    e: &ExecProbe,
+    service: &str,
+    addr: SocketAddr,
+    deadline: &Deadline,
+    stop: &Stop,
+) -> ProbeResult {
+    let mut child = Command::new(&e.command)
+        .args(&e.args)
+        .arg(addr.ip().to_string())
+        .arg(addr.port().to_string())
+        .env("XVS_BACKEND_ADDRESS", addr.ip().to_string())
+        .env("XVS_BACKEND_PORT", addr.port().to_string())
+        .env("XVS_SERVICE", service)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        // Its own process group, so that a timeout kills the script and whatever it started.
+        .process_group(0)
+        .spawn()
+        .map_err(|err| format!("cannot run {}: {err}", e.command.display()))?;
+    let mut nap = Duration::from_millis(1);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                return match (status.code(), status.signal()) {
+                    (Some(0), _) => Ok("exit code 0".into()),
+                    (Some(c), _) => Err(format!("exit code {c}")),
+                    (None, Some(s)) => Err(format!("killed by signal {s}")),
+                    (None, None) => Err("ended without status".into()),
+                };
+            }
+            Ok(None) => {}
+            Err(err) => return Err(format!("wait: {err}")),
+        }
+        let left = deadline.end.saturating_duration_since(Instant::now());
+        if left.is_zero() || stop.is_set() {
+            if let Ok(pid) = i32::try_from(child.id()) {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(if left.is_zero() {
+                format!("{} (killed)", deadline.expired())
+            } else {
+                "stopped (killed)".into()
+            });
+        }
+        std::thread::sleep(nap.min(left));
+        nap = (nap * 2).min(Duration::from_millis(20));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checker threads, state table, events
+// ---------------------------------------------------------------------------------------------
+
+/// One backend to check: the service it belongs to (a display name such as `tcp
+/// 198.18.0.1:80` or `fwmark 7`, as the runtime names it), the backend, and the check.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckTarget {
+    pub service: String,
+    pub backend: SocketAddr,
+    pub spec: CheckSpec,
+}
+
+/// A backend changed state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthEvent {
+    pub service: String,
+    pub backend: SocketAddr,
+    pub up: bool,
+    /// Why: the probe's result that completed the rise or fall count (e.g. "connection refused",
+    /// "status 503", "timeout after 1s").
+    pub reason: String,
+    /// The check's `quiescent`: on `up = false`, set weight 0 instead of removing the backend.
+    pub quiescent: bool,
+}
+
+/// The current state of one checked backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendHealth {
+    pub service: String,
+    pub backend: SocketAddr,
+    pub kind: CheckKind,
+    pub up: bool,
+    pub quiescent: bool,
+    /// When the state last changed (or checking started).
+    pub since: SystemTime,
+    /// Up ↔ down transitions since checking started.
+    pub transitions: u64,
+    pub checks_ok: u64,
+    pub checks_failed: u64,
+    /// Consecutive results that agree with the last one.
+    pub streak: u32,
+    /// The last probe's detail or failure reason ("" before the first probe).
+    pub last_result: String,
+    /// The reason of the last transition ("initial state" before any).
+    pub reason: String,
+}
+
+type Key = (String, SocketAddr);
+type Table = Arc<Mutex<BTreeMap<Key, BackendHealth>>>;
+
+/// Errors from starting checks.
+#[derive(Debug, thiserror::Error)]
+pub enum HealthError {
+    #[error("{count} checks exceed the limit of {max}")]
+    TooMany { count: usize, max: usize },
+    #[error("cannot start a checker thread")]
+    Spawn(#[source] io::Error),
+}
+
+#[derive(Default)]
+struct Stop {
+    flag: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Stop {
+    fn set(&self) {
+        *self.flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.cv.notify_all();
+    }
+
+    fn is_set(&self) -> bool {
+        *self.flag.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sleep until `until`; true if stopped meanwhile.
+    fn wait_until(&self, until: Instant) -> bool {
+        let mut stopped = self.flag.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if *stopped {
+                return true;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            stopped = match self.cv.wait_timeout(stopped, left) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+    }
+}
+
+struct Running {
+    spec: CheckSpec,
+    stop: Arc<Stop>,
+    handle: JoinHandle<()>,
+}
+
+/// The health checkers of a director: one thread per checked backend, a state table and an
+/// event stream. Dropping it stops every checker (as [`HealthChecker::shutdown`]).
+pub struct HealthChecker {
+    table: Table,
+    running: HashMap<Key, Running>,
+    events: mpsc::Sender<HealthEvent>,
+}
+
+impl HealthChecker {
+    /// At most this many checked backends (threads).
+    pub const MAX_CHECKS: usize = 4096;
+
+    /// A checker with nothing to check yet, and the receiving end of its events.
+    pub fn new() -> (HealthChecker, mpsc::Receiver<HealthEvent>) {
+        let (tx, rx) = mpsc::channel();
+        (
+            HealthChecker {
+                table: Arc::new(Mutex::new(BTreeMap::new())),
+                running: HashMap::new(),
+                events: tx,
+            },
+            rx,
+        )
+    }
+
+    /// Check exactly `targets` from now on (start, reload). A target already checked with the
+    /// same spec keeps running undisturbed; one whose spec changed restarts but keeps its state
+    /// and counts; a new one starts up (or down with `initially_down`) without an event; one no
+    /// longer listed stops and leaves the table. Duplicate (service, backend) pairs: the last
+    /// wins.
+    pub fn set_targets(&mut self, targets: Vec<CheckTarget>) -> Result<(), HealthError> {
+        let mut wanted: HashMap<Key, CheckSpec> = HashMap::new();
+        for t in targets {
+            wanted.insert((t.service, t.backend), t.spec);
+        }
+        if wanted.len() > Self::MAX_CHECKS {
+            return Err(HealthError::TooMany {
+                count: wanted.len(),
+                max: Self::MAX_CHECKS,
+            });
+        }
+        // Stop the removed and the changed ones first (all signalled, then joined: a reload
+        // waits at most one probe timeout).
+        let stale: Vec<Key> = self
+            .running
+            .iter()
+            .filter(|(k, r)| wanted.get(*k) != Some(&r.spec))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut stopped = Vec::new();
+        for k in stale {
+            if let Some(r) = self.running.remove(&k) {
+                r.stop.set();
+                stopped.push(r.handle);
+            }
+        }
+        for h in stopped {
+            let _ = h.join();
+        }
+        {
+            let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+            table.retain(|k, _| wanted.contains_key(k));
+        }
+        for (key, spec) in wanted {
+            if self.running.contains_key(&key) {
+                continue;
+            }
+            let up = {
+                let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+                let entry = table.entry(key.clone()).or_insert_with(|| BackendHealth {
+                    service: key.0.clone(),
+                    backend: key.1,
+                    kind: spec.kind,
+                    up: !spec.initially_down,
+                    quiescent: spec.quiescent,
+                    since: SystemTime::now(),
+                    transitions: 0,
+                    checks_ok: 0,
+                    checks_failed: 0,
+                    streak: 0,
+                    last_result: String::new(),
+                    reason: "initial state".into(),
+                });
+                entry.kind = spec.kind;
+                entry.quiescent = spec.quiescent;
+                entry.streak = 0;
+                entry.up
+            };
+            let stop = Arc::new(Stop::default());
+            let worker = Worker {
+                key: key.clone(),
+                spec: spec.clone(),
+                table: self.table.clone(),
+                events: self.events.clone(),
+                stop: stop.clone(),
+                up,
+            };
+            let handle = std::thread::Builder::new()
+                .name(format!("xvs-health-{}", key.1))
+                .stack_size(512 << 10)
+                .spawn(move || worker.run())
+                .map_err(HealthError::Spawn)?;
+            self.running.insert(key, Running { spec, stop, handle });
+        }
+        Ok(())
+    }
+
+    /// Every checked backend's state, ordered by service then backend.
+    pub fn states(&self) -> Vec<BackendHealth> {
+        let table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        table.values().cloned().collect()
+    }
+
+    /// One backend's state, if it is checked.
+    pub fn state(&self, service: &str, backend: SocketAddr) -> Option<BackendHealth> {
+        let table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        table.get(&(service.to_string(), backend)).cloned()
+    }
+
+    /// Whether the backend may take new connections: true if it is not checked.
+    pub fn is_up(&self, service: &str, backend: SocketAddr) -> bool {
+        self.state(service, backend).is_none_or(|s| s.up)
+    }
+
+    /// Stop every checker and wait for them (at most one probe timeout).
+    pub fn shutdown(mut self) {
+        self.stop_all();
+    }
+
+    fn stop_all(&mut self) {
+        for r in self.running.values() {
+            r.stop.set();
+        }
+        for (_, r) in self.running.drain() {
+            let _ = r.handle.join();
+        }
+    }
+}
+
+impl Drop for HealthChecker {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
+
+struct Worker {
+    key: Key,
+    spec: CheckSpec,
+    table: Table,
+    events: mpsc::Sender<HealthEvent>,
+    stop: Arc<Stop>,
+    up: bool,
+}
+
+impl Worker {
+    fn run(mut self) {
+        let mut streak: u32 = 0;
+        let mut run: u32 = 0;
+        let mut last_ok: Option<bool> = None;
+        let mut next = Instant::now();
+        loop {
+            if self.stop.wait_until(next) {
+                return;
+            }
+            let started = Instant::now();
+            let result = run_probe(&self.spec, &self.key.0, self.key.1, &self.stop);
+            if self.stop.is_set() {
+                return;
+            }
+            let ok = result.is_ok();
+            run = if last_ok == Some(ok) {
+                run.saturating_add(1)
+            } else {
+                1
+            };
+            last_ok = Some(ok);
+            // A result that agrees with the current state resets the count towards the other.
+            if ok == self.up {
+                streak = 0;
+            } else {
+                streak = streak.saturating_add(1);
+            }
+            let needed = if self.up {
+                self.spec.fall
+            } else {
+                self.spec.rise
+            };
+            let flip = streak >= needed;
+            let text = match &result {
+                Ok(s) | Err(s) => s.clone(),
+            };
+            {
+                let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(e) = table.get_mut(&self.key) {
+                    if ok {
+                        e.checks_ok += 1;
+                    } else {
+                        e.checks_failed += 1;
+                    }
+                    e.streak = run;
+                    e.last_result = text.clone();
+                    if flip {
+                        e.up = ok;
+                        e.since = SystemTime::now();
+                        e.transitions += 1;
+                        e.reason = text.clone();
+                    }
+                }
+            }
+            if flip {
+                let (from, to) = if ok { ("down", "up") } else { ("up", "down") };
+                let (service, backend) = (&self.key.0, self.key.1);
+                if ok {
+                    tracing::info!(target: "xvs::health", %service, %backend, up = true, reason = %text,
+                        "health: backend {backend} of {service}: {from} -> {to} ({text})");
+                } else {
+                    tracing::warn!(target: "xvs::health", %service, %backend, up = false, reason = %text,
+                        "health: backend {backend} of {service}: {from} -> {to} ({text})");
+                }
+                self.up = ok;
+                streak = 0;
+                let _ = self.events.send(HealthEvent {
+                    service: service.clone(),
+                    backend,
+                    up: ok,
+                    reason: text,
+                    quiescent: self.spec.quiescent,
+                });
+            }
+            next = started + self.spec.interval;
+            let now = Instant::now();
+            if next < now {
+                next = now;
+            }
+        }
+    }
+}
