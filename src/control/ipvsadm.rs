@@ -545,8 +545,12 @@ pub fn parse_addr_port(s: &str) -> Option<(IpAddr, Option<u16>)> {
     }
     let port = |p: &str| number(p, 0, 65535).map(|n| n as u16);
     if let Some(rest) = s.strip_prefix('[') {
+        // ipvsadm refuses `[addr]` without a port; xvs takes it as the bare address.
         let (a, p) = rest.split_once(']')?;
         let a: Ipv6Addr = a.parse().ok()?;
+        if p.is_empty() {
+            return Some((IpAddr::V6(a), None));
+        }
         let p = p.strip_prefix(':')?;
         return Some((IpAddr::V6(a), Some(port(p)?)));
     }
@@ -726,14 +730,15 @@ fn build(mut raw: Raw) -> Result<Command, UsageError> {
                 ))
             })?;
             let mut port = port.unwrap_or(key.port());
+            if cmd == Cmd::DelDest {
+                return Ok(Command::DeleteBackend(key, addr, port));
+            }
+            // ipvsadm forces the service port for DR and tunnel backends on -a and -e only.
             let method = raw.method.unwrap_or(Method::Dr);
             if !matches!(key, ServiceKey::Fwmark { .. })
                 && matches!(method, Method::Dr | Method::Tunnel)
             {
                 port = key.port();
-            }
-            if cmd == Cmd::DelDest {
-                return Ok(Command::DeleteBackend(key, addr, port));
             }
             if let Some(t) = v(O_TUN_TYPE) {
                 if t != "ipip" || method != Method::Tunnel {
@@ -962,6 +967,10 @@ mod tests {
         };
         assert_eq!((b.port, b.method, b.weight), (81, Method::FullNat, 0));
         assert_eq!(
+            p("-d -t 198.18.0.100:80 -r 198.19.0.11:8080").unwrap(),
+            Command::DeleteBackend(key("198.18.0.100:80"), "198.19.0.11".parse().unwrap(), 8080)
+        );
+        assert_eq!(
             p("-d -t 198.18.0.100:80 -r 2001:db8::5").unwrap(),
             Command::DeleteBackend(key("198.18.0.100:80"), "2001:db8::5".parse().unwrap(), 80)
         );
@@ -1046,7 +1055,8 @@ mod tests {
         assert_eq!(a("1.2.3.4"), Some(("1.2.3.4".parse().unwrap(), None)));
         assert_eq!(a("[::1]:80"), Some(("::1".parse().unwrap(), Some(80))));
         assert_eq!(a("::1"), Some(("::1".parse().unwrap(), None)));
-        assert_eq!(a("[::1]"), None);
+        assert_eq!(a("[::1]"), Some(("::1".parse().unwrap(), None)));
+        assert_eq!(a("[::1]80"), None);
         assert_eq!(a("80"), None);
         assert_eq!(a("1.2.3.4:65536"), None);
         assert_eq!(a("1.2.3.4:http"), None);

@@ -1,0 +1,369 @@
+//! `xvs ctl` end to end: the real binary talks to a control socket served (in this process) by
+//! `Server` over a fake `Director`; commands change the fake's running state, listings come
+//! back in ipvsadm's layout, errors come back with their exit status.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use xvs::control::{DesiredState, Director, Listing, Server};
+use xvs_forwarding::conn::{ConnId, ConnListing};
+use xvs_forwarding::service::ServiceKey;
+
+/// A director that keeps its running state in memory and refuses states with a service on
+/// port 666 (to test `apply` errors).
+struct Fake {
+    running: Mutex<DesiredState>,
+    file: Mutex<DesiredState>,
+    /// What the next reload reads from "the file".
+    next_file: Mutex<DesiredState>,
+    zeroed: Mutex<Vec<Option<ServiceKey>>>,
+    applies: Mutex<usize>,
+}
+
+impl Fake {
+    fn new(file: DesiredState) -> Arc<Fake> {
+        Arc::new(Fake {
+            running: Mutex::new(file.clone()),
+            file: Mutex::new(file.clone()),
+            next_file: Mutex::new(file),
+            zeroed: Mutex::new(Vec::new()),
+            applies: Mutex::new(0),
+        })
+    }
+}
+
+impl Director for Fake {
+    fn desired(&self) -> DesiredState {
+        self.running.lock().unwrap().clone()
+    }
+    fn apply(&self, new: DesiredState) -> Result<(), String> {
+        if new.services.iter().any(|s| s.key.port() == 666) {
+            return Err("port 666 is reserved".into());
+        }
+        *self.applies.lock().unwrap() += 1;
+        *self.running.lock().unwrap() = new;
+        Ok(())
+    }
+    fn listing(&self) -> Listing {
+        let mut l = Listing::from_state(&self.desired());
+        for s in &mut l.services {
+            for b in &mut s.backends {
+                b.active = b.weight * 10;
+                b.inactive = 1;
+            }
+        }
+        l
+    }
+    fn connections(&self) -> Vec<ConnListing> {
+        vec![ConnListing {
+            id: ConnId(0),
+            proto: 6,
+            template: false,
+            expires_secs: 898,
+            state: "ESTABLISHED",
+            client: "198.18.1.7:51000".parse().unwrap(),
+            virt: "198.18.0.100:80".parse().unwrap(),
+            backend: "198.19.0.11:8080".parse().unwrap(),
+        }]
+    }
+    fn zero(&self, service: Option<ServiceKey>) {
+        self.zeroed.lock().unwrap().push(service);
+    }
+    fn file_state(&self) -> DesiredState {
+        self.file.lock().unwrap().clone()
+    }
+    fn reload(&self) -> Result<DesiredState, String> {
+        let f = self.next_file.lock().unwrap().clone();
+        *self.file.lock().unwrap() = f.clone();
+        *self.running.lock().unwrap() = f.clone();
+        Ok(f)
+    }
+    fn status(&self) -> String {
+        "fake director: 0 workers".into()
+    }
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("xvs-ctl-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Out {
+    status: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn ctl(socket: &Path, args: &str, stdin: &str) -> Out {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xvs"))
+        .arg("ctl")
+        .arg("--socket")
+        .arg(socket)
+        .args(args.split_whitespace())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    Out {
+        status: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8(o.stdout).unwrap(),
+        stderr: String::from_utf8(o.stderr).unwrap(),
+    }
+}
+
+fn ok(socket: &Path, args: &str) -> String {
+    let o = ctl(socket, args, "");
+    assert_eq!(o.status, 0, "{args}: {}", o.stderr);
+    assert_eq!(o.stderr, "", "{args}");
+    o.stdout
+}
+
+#[test]
+fn commands_change_the_running_state_and_list_as_ipvsadm() {
+    let dir = TempDir::new("cmds");
+    let sock = dir.0.join("run/xvs.sock");
+    let fake = Fake::new(DesiredState::default());
+    let server = Server::start(&sock, fake.clone()).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&sock).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "socket mode");
+    }
+
+    ok(&sock, "-A -t 198.18.0.100:80 -s rr");
+    ok(&sock, "-a -t 198.18.0.100:80 -r 198.19.0.11:8080 -m -w 3");
+    ok(&sock, "-a -t 198.18.0.100:80 -r 198.19.0.2:8080 -m");
+    ok(&sock, "-At [2001:db8::100]:443 -s sh -b sh-port -p 120");
+    ok(
+        &sock,
+        "-a -t [2001:db8::100]:443 -r [2001:db8:1::5] -g -w 0",
+    );
+    assert_eq!(*fake.applies.lock().unwrap(), 5, "one apply per command");
+    let st = fake.desired();
+    assert_eq!(st.services.len(), 2);
+    assert_eq!(st.services[0].backends[0].weight, 3);
+    assert_eq!(
+        st.services[1].backends[0].port, 443,
+        "DR takes the service port"
+    );
+
+    assert_eq!(
+        ok(&sock, "-Ln"),
+        "IP Virtual Server version 1.2.1 (size=4096)\n\
+         Prot LocalAddress:Port Scheduler Flags\n\
+         \x20 -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n\
+         TCP  198.18.0.100:80 rr\n\
+         \x20 -> 198.19.0.2:8080              Masq    1      10         1         \n\
+         \x20 -> 198.19.0.11:8080             Masq    3      30         1         \n\
+         TCP  [2001:db8::100]:443 sh (sh-port) persistent 120\n\
+         \x20 -> [2001:db8:1::5]:443          Route   0      0          1         \n"
+    );
+    // One service: no banner.
+    let one = ok(&sock, "-L -n -t 198.18.0.100:80");
+    assert!(
+        one.starts_with("Prot LocalAddress:Port Scheduler Flags\n"),
+        "{one}"
+    );
+    assert_eq!(one.lines().count(), 5);
+    assert_eq!(
+        ok(&sock, "-Lnc"),
+        "IPVS connection entries\n\
+         pro expire state       source             virtual            destination\n\
+         TCP 14:58  ESTABLISHED 198.18.1.7:51000   198.18.0.100:80    198.19.0.11:8080\n"
+    );
+    assert_eq!(
+        ok(&sock, "-L --timeout"),
+        "Timeout (tcp tcpfin udp): 900 120 300\n"
+    );
+    ok(&sock, "--set 0 30 0");
+    assert_eq!(
+        ok(&sock, "-L --timeout"),
+        "Timeout (tcp tcpfin udp): 900 30 300\n"
+    );
+    let json: serde_json::Value = serde_json::from_str(&ok(&sock, "-Ln --json")).unwrap();
+    assert_eq!(json["services"][0]["backends"][1]["active_conns"], 30);
+    assert_eq!(json["services"][1]["address"], "2001:db8::100");
+
+    // Edit and delete.
+    ok(&sock, "-e -t 198.18.0.100:80 -r 198.19.0.11:8080 -m -w 7");
+    ok(&sock, "-d -t 198.18.0.100:80 -r 198.19.0.2:8080");
+    ok(&sock, "-E -t 198.18.0.100:80 -s wrr");
+    let st = fake.desired();
+    assert_eq!(st.services[0].scheduler, "wrr");
+    assert_eq!(st.services[0].backends.len(), 1);
+    assert_eq!(st.services[0].backends[0].weight, 7);
+
+    // -Z reaches the director.
+    ok(&sock, "-Z -t 198.18.0.100:80");
+    ok(&sock, "-Z");
+    assert_eq!(fake.zeroed.lock().unwrap().len(), 2);
+
+    // -S → -C → -R gives back the same state, as one apply.
+    let saved = ok(&sock, "-S -n");
+    assert_eq!(
+        saved,
+        "-A -t 198.18.0.100:80 -s wrr\n\
+         -a -t 198.18.0.100:80 -r 198.19.0.11:8080 -m -w 7\n\
+         -A -t [2001:db8::100]:443 -s sh -p 120 -b sh-port\n\
+         -a -t [2001:db8::100]:443 -r [2001:db8:1::5]:443 -g -w 0\n"
+    );
+    let before = fake.desired();
+    ok(&sock, "-C");
+    assert!(fake.desired().services.is_empty());
+    let applies = *fake.applies.lock().unwrap();
+    let o = ctl(&sock, "-R", &saved);
+    assert_eq!(o.status, 0, "{}", o.stderr);
+    assert_eq!(
+        *fake.applies.lock().unwrap(),
+        applies + 1,
+        "-R is one apply"
+    );
+    assert_eq!(fake.desired().services, before.services);
+
+    server.stop();
+    assert!(!sock.exists(), "socket removed on stop");
+}
+
+#[test]
+fn errors_and_exit_status() {
+    let dir = TempDir::new("errors");
+    let sock = dir.0.join("xvs.sock");
+    let fake = Fake::new(DesiredState::default());
+    let _server = Server::start(&sock, fake.clone()).unwrap();
+    ok(&sock, "-A -t 198.18.0.100:80 -s rr");
+
+    let o = ctl(&sock, "-A -t 198.18.0.100:80 -s rr", "");
+    assert_eq!(o.status, 1);
+    assert_eq!(o.stderr, "service TCP 198.18.0.100:80 already exists\n");
+    assert_eq!(o.stdout, "");
+
+    let o = ctl(&sock, "-a -t 198.18.0.100:81 -r 198.19.0.1", "");
+    assert_eq!(
+        (o.status, o.stderr.as_str()),
+        (1, "service TCP 198.18.0.100:81 does not exist\n")
+    );
+    let o = ctl(&sock, "-A -t 198.18.0.100:80 -w 2", "");
+    assert_eq!(
+        (o.status, o.stderr.as_str()),
+        (
+            2,
+            "Illegal 'weight' option with the 'add-service' command\n"
+        )
+    );
+    let o = ctl(&sock, "-L --bogus", "");
+    assert_eq!(
+        (o.status, o.stderr.as_str()),
+        (2, "unknown option `--bogus'\n")
+    );
+    let o = ctl(&sock, "-A -t 198.18.0.100:81 -s nosuch", "");
+    assert_eq!(o.status, 1);
+    assert!(
+        o.stderr.contains("unknown scheduler `nosuch`"),
+        "{}",
+        o.stderr
+    );
+    // The director refuses: nothing changes.
+    let o = ctl(&sock, "-A -t 198.18.0.100:666", "");
+    assert_eq!(o.status, 1);
+    assert_eq!(o.stderr, "not applied: port 666 is reserved\n");
+    assert_eq!(fake.desired().services.len(), 1);
+    // -R stops at the bad line and applies nothing.
+    let o = ctl(
+        &sock,
+        "-R",
+        "-A -t 198.18.0.100:81 -s rr\n-a -t 198.18.0.100:82 -r 198.19.0.1\n",
+    );
+    assert_eq!(o.status, 1);
+    assert_eq!(
+        o.stderr,
+        "restore: nothing applied: line 2: service TCP 198.18.0.100:82 does not exist\n"
+    );
+    assert_eq!(fake.desired().services.len(), 1);
+    let o = ctl(&sock, "-L -t 198.18.0.100:99", "");
+    assert_eq!(o.status, 1);
+    // Help and status answer on stdout.
+    assert!(ok(&sock, "-h").contains("Usage:"));
+    assert_eq!(ok(&sock, "status"), "fake director: 0 workers\n");
+}
+
+#[test]
+fn reload_reports_discarded_runtime_changes() {
+    let dir = TempDir::new("reload");
+    let sock = dir.0.join("xvs.sock");
+    let file = DesiredState::parse_rules(
+        "-A -t 198.18.0.100:80 -s rr\n-a -t 198.18.0.100:80 -r 198.19.0.11:8080 -m\n",
+    )
+    .unwrap();
+    let fake = Fake::new(file.clone());
+    let _server = Server::start(&sock, fake.clone()).unwrap();
+    // Two runtime changes; the file is then edited to contain one of them plus a new service.
+    ok(&sock, "-a -t 198.18.0.100:80 -r 198.19.0.12:8080 -m");
+    ok(&sock, "-e -t 198.18.0.100:80 -r 198.19.0.11:8080 -m -w 5");
+    let next = DesiredState::parse_rules(
+        "-A -t 198.18.0.100:80 -s rr\n\
+         -a -t 198.18.0.100:80 -r 198.19.0.11:8080 -m\n\
+         -a -t 198.18.0.100:80 -r 198.19.0.12:8080 -m\n\
+         -A -u 198.18.0.100:53 -s rr\n",
+    )
+    .unwrap();
+    *fake.next_file.lock().unwrap() = next.clone();
+    let out = ok(&sock, "reload");
+    assert_eq!(
+        out,
+        "reloaded: 2 service(s), 2 backend(s)\n\
+         changes to the running state: 2\n\
+         \x20 -e -t 198.18.0.100:80 -r 198.19.0.11:8080 -m -w 1\n\
+         \x20 -A -u 198.18.0.100:53 -s rr\n\
+         runtime changes not in the file are discarded: 1\n\
+         \x20 -e -t 198.18.0.100:80 -r 198.19.0.11:8080 -m -w 5\n"
+    );
+    assert_eq!(fake.desired(), next);
+}
+
+#[test]
+fn missing_socket_and_stale_socket() {
+    let dir = TempDir::new("missing");
+    let sock = dir.0.join("nobody.sock");
+    let o = ctl(&sock, "-Ln", "");
+    assert_eq!(o.status, 1);
+    assert_eq!(
+        o.stderr,
+        format!(
+            "xvs ctl: is `xvs run` running? socket {}: No such file or directory\n",
+            sock.display()
+        )
+    );
+    // A stale socket file (no one listening) is replaced; a live one is not.
+    std::fs::create_dir_all(&dir.0).unwrap();
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    assert!(sock.exists());
+    let fake = Fake::new(DesiredState::default());
+    let server = Server::start(&sock, fake.clone()).unwrap();
+    assert!(
+        Server::start(&sock, fake.clone()).is_err(),
+        "second server refused"
+    );
+    assert_eq!(ok(&sock, "-S"), "");
+    server.stop();
+}
