@@ -3,6 +3,8 @@
 //! Cases, each with 1 K and 1 M connections in the table:
 //! * `established/{nat-in,nat-out,dr,tun,fullnat-in,fullnat-out}`: a TCP ACK of an established
 //!   connection, flows visited in a random order (the table's memory access is the cost);
+//! * `established-batch/…`: the same frames, 32 at a time through `Pipeline::process_batch`
+//!   (connection-table slots prefetched for the whole batch); figures are per frame;
 //! * `new-flow/nat`: a SYN of a connection never seen, scheduled (rr) and inserted, in steady
 //!   state: time advances so that as many connections expire (SYN_RECV, 60 s) as arrive, with the
 //!   worker's amortised expiry (64 units of work per frame) — the table stays at the size.
@@ -18,6 +20,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use common::*;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use xvs_forwarding::pipeline::BATCH;
 use xvs_forwarding::testkit::Pkt;
 use xvs_forwarding::{Frame, Method, Pipeline, PipelineConfig, Time, Verdict};
 
@@ -102,6 +105,33 @@ fn established(m: Method, n: u32) -> (Pipeline, Vec<Vec<u8>>, Vec<Vec<u8>>) {
     (p, ins, outs)
 }
 
+/// Process the next `BATCH` frames of `frames` (from `*i`, wrapping) in one batch.
+fn run_batch(
+    p: &mut Pipeline,
+    now: Time,
+    port: xvs_forwarding::PortId,
+    frames: &[Vec<u8>],
+    i: &mut usize,
+    bufs: &mut [Vec<u8>],
+    verdicts: &mut [Verdict],
+) {
+    let mut lens = [0usize; BATCH];
+    for (b, len) in bufs.iter_mut().zip(lens.iter_mut()) {
+        *i = (*i + 1) % frames.len();
+        let f = &frames[*i];
+        b[HEADROOM..HEADROOM + f.len()].copy_from_slice(f);
+        *len = f.len();
+    }
+    let mut fs: [Frame; BATCH] = {
+        let mut it = bufs.iter_mut().zip(lens);
+        std::array::from_fn(|_| {
+            let (b, len) = it.next().expect("BATCH buffers");
+            Frame::new(b, HEADROOM, len)
+        })
+    };
+    p.process_batch(now, port, &mut fs, verdicts);
+}
+
 fn shuffle<T>(v: &mut [T]) {
     let mut x = 0x2545_f491_4f6c_dd1du64;
     for i in (1..v.len()).rev() {
@@ -113,8 +143,6 @@ fn shuffle<T>(v: &mut [T]) {
 }
 
 fn bench_established(c: &mut Criterion) {
-    let mut g = c.benchmark_group("established");
-    g.throughput(Throughput::Elements(1));
     for n in [1_000u32, 1_000_000] {
         for m in [Method::Nat, Method::Dr, Method::Tunnel, Method::FullNat] {
             if m == Method::FullNat && n > 60_000 {
@@ -122,6 +150,9 @@ fn bench_established(c: &mut Criterion) {
                 continue;
             }
             let (mut p, ins, outs) = established(m, n);
+            // One group per pipeline (criterion borrows `c` per group); same names as one group.
+            let mut g = c.benchmark_group("established");
+            g.throughput(Throughput::Elements(1));
             let mut buf = vec![0u8; HEADROOM + 2048];
             let name = match m {
                 Method::Nat => "nat",
@@ -136,7 +167,7 @@ fn bench_established(c: &mut Criterion) {
             } else {
                 format!("{name}/{n}")
             };
-            g.bench_function(label, |b| {
+            g.bench_function(&label, |b| {
                 b.iter(|| {
                     i = (i + 1) % ins.len();
                     run_one(&mut p, now, FRONT, &ins[i], &mut buf)
@@ -151,9 +182,25 @@ fn bench_established(c: &mut Criterion) {
                     })
                 });
             }
+            g.finish();
+            // The same frames in batches.
+            let mut gb = c.benchmark_group("established-batch");
+            let mut bufs = vec![vec![0u8; HEADROOM + 2048]; BATCH];
+            let mut verdicts = [Verdict::Pass; BATCH];
+            gb.throughput(Throughput::Elements(BATCH as u64));
+            let mut i = 0usize;
+            gb.bench_function(label, |b| {
+                b.iter(|| run_batch(&mut p, now, FRONT, &ins, &mut i, &mut bufs, &mut verdicts))
+            });
+            if !outs.is_empty() {
+                let mut i = 0usize;
+                gb.bench_function(format!("{name}-out/{n}"), |b| {
+                    b.iter(|| run_batch(&mut p, now, BACK, &outs, &mut i, &mut bufs, &mut verdicts))
+                });
+            }
+            gb.finish();
         }
     }
-    g.finish();
 }
 
 fn bench_new_flow(c: &mut Criterion) {

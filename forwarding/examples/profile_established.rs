@@ -1,6 +1,7 @@
 //! A profiling loop for the established-flow path: `n` NAT connections, then `iters` client
 //! ACKs of random ones through the pipeline. Run under `perf record` to see where the time goes:
 //! `cargo run --release -p xvs-forwarding --example profile_established -- 1000 20000000`.
+//! A third argument `batch` sends them 32 at a time through `Pipeline::process_batch`.
 
 #[path = "../tests/common/mod.rs"]
 #[allow(unused_imports)]
@@ -9,6 +10,7 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr};
 
 use common::*;
+use xvs_forwarding::pipeline::BATCH;
 use xvs_forwarding::{Frame, Pipeline, PipelineConfig, Time, Verdict};
 
 fn main() {
@@ -18,6 +20,7 @@ fn main() {
         .next()
         .and_then(|s| s.parse().ok())
         .unwrap_or(20_000_000);
+    let batch = args.next().as_deref() == Some("batch");
     let cfg = PipelineConfig {
         connections: n + 1024,
         v6_connections: 1024,
@@ -42,18 +45,42 @@ fn main() {
     }
     let t0 = std::time::Instant::now();
     let mut x = 0x2545_f491_4f6c_dd1du64;
-    for _ in 0..iters {
+    let mut next = || {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let f = &acks[(x % acks.len() as u64) as usize];
-        buf[256..256 + f.len()].copy_from_slice(f);
-        let mut fr = Frame::new(&mut buf, 256, f.len());
-        std::hint::black_box(p.process(now, FRONT, &mut fr));
+        &acks[(x % acks.len() as u64) as usize]
+    };
+    if batch {
+        let mut bufs = vec![vec![0u8; 4096]; BATCH];
+        let mut verdicts = [Verdict::Pass; BATCH];
+        for _ in 0..iters / BATCH as u64 {
+            let mut lens = [0usize; BATCH];
+            for (b, len) in bufs.iter_mut().zip(lens.iter_mut()) {
+                let f = next();
+                b[256..256 + f.len()].copy_from_slice(f);
+                *len = f.len();
+            }
+            let mut frames: Vec<Frame> = bufs
+                .iter_mut()
+                .zip(lens)
+                .map(|(b, len)| Frame::new(b, 256, len))
+                .collect();
+            p.process_batch(now, FRONT, &mut frames, &mut verdicts);
+            std::hint::black_box(&verdicts);
+        }
+    } else {
+        for _ in 0..iters {
+            let f = next();
+            buf[256..256 + f.len()].copy_from_slice(f);
+            let mut fr = Frame::new(&mut buf, 256, f.len());
+            std::hint::black_box(p.process(now, FRONT, &mut fr));
+        }
     }
     let dt = t0.elapsed();
     println!(
-        "{n} connections: {:.1} ns per established frame",
+        "{n} connections{}: {:.1} ns per established frame",
+        if batch { ", batches of 32" } else { "" },
         dt.as_nanos() as f64 / iters as f64
     );
 }

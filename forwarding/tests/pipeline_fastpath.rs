@@ -3,7 +3,9 @@
 //!   next packet on, a forgotten neighbour drops with `NoNeighbour`, a re-learnt one forwards),
 //!   also when the whole `Network` is replaced;
 //! * `ConnTable::get_v4` agrees with `ConnTable::get` for every method, and refuses entries
-//!   with an IPv6 address and dead handles.
+//!   with an IPv6 address and dead handles;
+//! * `process_batch` gives the same verdicts, frames, counters and connections as `process`
+//!   frame by frame, for random mixes of every kind of frame and random batch sizes.
 #![cfg(feature = "testkit")]
 
 mod common;
@@ -11,10 +13,12 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr};
 
 use common::*;
+use proptest::prelude::*;
 use xvs_forwarding::conn::{BackendId, ConnConfig, ConnId, ConnTable, NewConn};
 use xvs_forwarding::net::Network;
+use xvs_forwarding::testkit::Pkt;
 use xvs_forwarding::Method;
-use xvs_forwarding::{DropReason, Pipeline, Time, Verdict};
+use xvs_forwarding::{DropReason, Frame, Pipeline, PortId, Time, Verdict};
 
 fn established_nat(p: &mut Pipeline, now: Time) -> Vec<u8> {
     let c = IpAddr::V4(CLIENT4);
@@ -132,4 +136,137 @@ fn get_v4_agrees_with_get() {
     assert!(t.get(id).is_some());
     assert_eq!(t.get_v4(id), None);
     assert_eq!(t.get_v4(ConnId(1 << 20)), None, "out of range");
+}
+
+/// Frame `k` of a random mix: client `c` (0..8), service port by method, kind: SYN, ACK, FIN,
+/// RST, UDP, a backend's reply, ARP, an ICMP error about a reply, a broken IP checksum, a later
+/// fragment; IPv4 or IPv6.
+fn mixed_frame(c: u8, method: u8, kind: u8, v6: bool) -> (PortId, Vec<u8>) {
+    let m = [Method::Nat, Method::Dr, Method::Tunnel, Method::FullNat][usize::from(method % 4)];
+    let i = method_index(m);
+    let (client, vip, backend) = if v6 {
+        (
+            IpAddr::V6(format!("2001:2:ff::{}", c + 1).parse().unwrap()),
+            IpAddr::V6(vip6()),
+            IpAddr::V6(backend6(11 + i)),
+        )
+    } else {
+        (
+            IpAddr::V4(Ipv4Addr::new(198, 18, 100, c + 1)),
+            IpAddr::V4(VIP4),
+            IpAddr::V4(backend4(11 + i)),
+        )
+    };
+    let cport = 40000 + u16::from(c);
+    let tport = 80 + u16::from(i);
+    let uport = 53 + u16::from(i);
+    let bport = |p: u16| {
+        if matches!(m, Method::Nat | Method::FullNat) {
+            8000 + p
+        } else {
+            p
+        }
+    };
+    let into = frame_in(client, vip);
+    match kind % 10 {
+        0 => (FRONT, into.tcp(cport, tport).syn().build()),
+        1 => (FRONT, into.tcp(cport, tport).ack().build()),
+        2 => (FRONT, into.tcp(cport, tport).fin().build()),
+        3 => (FRONT, into.tcp(cport, tport).rst().build()),
+        4 => (FRONT, into.udp(cport, uport).payload(&[c; 9]).build()),
+        5 => {
+            let r = ip(Pkt::eth(backend_mac(11 + i), BACK_MAC), backend, client).ttl(64);
+            (BACK, r.tcp(bport(tport), cport).ack().build())
+        }
+        6 => {
+            let mut arp = into.udp(1, 2).build();
+            arp[12..14].copy_from_slice(&[0x08, 0x06]);
+            (FRONT, arp)
+        }
+        7 => {
+            let reply = Pkt::ip()
+                .ip_layer(vip, client)
+                .ttl(60)
+                .tcp(tport, cport)
+                .ack();
+            (FRONT, into.icmp_error(3, 3, 0, &reply.build()).build())
+        }
+        8 => (
+            FRONT,
+            into.tcp(cport, tport).ack().bad_ip_checksum().build(),
+        ),
+        _ => (FRONT, into.frag(185, false).udp(cport, uport).build()),
+    }
+}
+
+fn run_one(p: &mut Pipeline, now: Time, ingress: PortId, input: &[u8]) -> (Verdict, Vec<u8>) {
+    process(p, now, ingress, input)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn process_batch_equals_process(
+        frames in prop::collection::vec((0u8..8, 0u8..4, 0u8..10, any::<bool>()), 1..150),
+        cuts in prop::collection::vec(1usize..70, 1..10),
+        short_verdicts in any::<bool>(),
+    ) {
+        let frames: Vec<(PortId, Vec<u8>)> =
+            frames.into_iter().map(|(c, m, k, v6)| mixed_frame(c, m, k, v6)).collect();
+        let mut one = pipeline_with(&services(), 1024);
+        let mut batch = pipeline_with(&services(), 1024);
+        let now = Time::from_secs(5);
+        let expect: Vec<(Verdict, Vec<u8>)> =
+            frames.iter().map(|(port, f)| run_one(&mut one, now, *port, f)).collect();
+
+        // Cut the sequence into runs of one ingress port and the given sizes.
+        let mut at = 0;
+        let mut cut = cuts.iter().cycle();
+        while at < frames.len() {
+            let port = frames[at].0;
+            let want = *cut.next().unwrap();
+            let mut end = at;
+            while end < frames.len() && end - at < want && frames[end].0 == port {
+                end += 1;
+            }
+            let mut bufs: Vec<Vec<u8>> = frames[at..end]
+                .iter()
+                .map(|(_, f)| {
+                    let mut b = vec![0u8; HEADROOM + f.len() + 64];
+                    b[HEADROOM..HEADROOM + f.len()].copy_from_slice(f);
+                    b
+                })
+                .collect();
+            let lens: Vec<usize> = frames[at..end].iter().map(|(_, f)| f.len()).collect();
+            let mut fs: Vec<Frame> = bufs
+                .iter_mut()
+                .zip(&lens)
+                .map(|(b, &l)| Frame::new(b, HEADROOM, l))
+                .collect();
+            // Sometimes fewer verdict slots than frames: only that many are processed.
+            let n = if short_verdicts && fs.len() > 1 { fs.len() - 1 } else { fs.len() };
+            let mut vs = vec![Verdict::Pass; n];
+            batch.process_batch(now, port, &mut fs, &mut vs);
+            for (k, (f, v)) in fs.iter().zip(&vs).enumerate() {
+                let (ev, ef) = &expect[at + k];
+                prop_assert_eq!(v, ev, "frame {}", at + k);
+                prop_assert_eq!(f.data(), ef.as_slice(), "frame {}", at + k);
+            }
+            drop(fs);
+            // Frames beyond the verdicts were not processed: process them one by one.
+            for k in n..lens.len() {
+                let (v, out) = run_one(&mut batch, now, port, &frames[at + k].1);
+                prop_assert_eq!(&(v, out), &expect[at + k]);
+            }
+            at = end;
+        }
+        prop_assert_eq!(one.counters(), batch.counters());
+        prop_assert_eq!(one.service_traffic(), batch.service_traffic());
+        prop_assert_eq!(one.backend_traffic(), batch.backend_traffic());
+        let a: Vec<_> = one.connections().list(now).collect();
+        let b: Vec<_> = batch.connections().list(now).collect();
+        prop_assert_eq!(a, b);
+        prop_assert_eq!(one.last_decision(), batch.last_decision());
+    }
 }
