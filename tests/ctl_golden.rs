@@ -317,3 +317,19 @@ fn other_layouts() {
         "Timeout (tcp tcpfin udp): 900 120 300\n"
     );
 }
+
+#[test]
+fn save_toml_reloads_to_the_same_state() {
+    let mut st = reference();
+    st.set_timeouts(600, 0, 60);
+    let mut b = st.services[0].backends[0].clone();
+    b.addr = "198.19.0.13".parse().unwrap();
+    b.u_threshold = 100;
+    b.l_threshold = 50;
+    st.services[0].backends.push(b);
+    let toml = format::save_toml(&st);
+    let file =
+        format!("[fullnat]\nlocal_addresses = [\"198.18.0.250\", \"2001:db8::250\"]\n\n{toml}");
+    let cfg = Config::parse(Path::new("saved.toml"), &file).unwrap();
+    assert_eq!(DesiredState::from_config(&cfg), st, "{toml}");
+}

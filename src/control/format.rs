@@ -333,6 +333,63 @@ pub fn save(st: &DesiredState) -> String {
     out
 }
 
+/// `-S --toml` (xvs): the state as the configuration file's `[timeouts]` and `[[service]]`
+/// sections, services in creation order and backends in add order, so that a reload of a file
+/// holding them rebuilds the same lists (ipvsadm rules are sorted, which reorders backends).
+pub fn save_toml(st: &DesiredState) -> String {
+    let t = &st.timeouts;
+    let mut out = format!(
+        "[timeouts]\ntcp = {}\ntcpfin = {}\nudp = {}\n",
+        t.tcp, t.tcpfin, t.udp
+    );
+    for s in &st.services {
+        out.push_str("\n[[service]]\n");
+        match s.key {
+            ServiceKey::Addr { proto, addr, port } => {
+                let p = if proto == PROTO_UDP { "udp" } else { "tcp" };
+                let _ = write!(out, "protocol = \"{p}\"\nvip = \"{addr}\"\nport = {port}\n");
+            }
+            ServiceKey::Fwmark { mark, ipv6 } => {
+                let _ = writeln!(out, "fwmark = {mark}");
+                if ipv6 {
+                    out.push_str("ipv6 = true\n");
+                }
+            }
+        }
+        let _ = writeln!(out, "scheduler = \"{}\"", s.scheduler);
+        if !s.sched_flags.is_empty() {
+            let _ = writeln!(out, "flags = \"{}\"", s.sched_flags.display(&s.scheduler));
+        }
+        if let Some(p) = &s.persistence {
+            let _ = writeln!(
+                out,
+                "persistence = {}\nnetmask = {}",
+                p.timeout, p.prefix_len
+            );
+        }
+        if s.one_packet {
+            out.push_str("one_packet = true\n");
+        }
+        for b in &s.backends {
+            let _ = write!(
+                out,
+                "[[service.backend]]\naddress = \"{}\"\nport = {}\nweight = {}\nmethod = \"{}\"\n",
+                b.addr,
+                b.port,
+                b.weight,
+                method_json(b.method)
+            );
+            if b.u_threshold != 0 {
+                let _ = writeln!(out, "u_threshold = {}", b.u_threshold);
+            }
+            if b.l_threshold != 0 {
+                let _ = writeln!(out, "l_threshold = {}", b.l_threshold);
+            }
+        }
+    }
+    out
+}
+
 /// The address as `union nf_inet_addr` words in host order (IPv4 in the first word).
 fn words(a: IpAddr) -> [u32; 4] {
     match a {

@@ -41,6 +41,8 @@ pub struct ListOptions {
     pub format: ListFormat,
     /// `--json` (xvs).
     pub json: bool,
+    /// `--daemon`: the sync daemons (xvs has none: prints nothing).
+    pub daemon: bool,
 }
 
 /// One ipvsadm invocation.
@@ -66,8 +68,9 @@ pub enum Command {
     Zero(Option<ServiceKey>),
     /// `-L`/`-l` (and no arguments at all).
     List(ListOptions),
-    /// `-S [-n]`.
-    Save,
+    /// `-S [-n] [--toml]`; `--toml` (xvs) prints `[[service]]` sections for the configuration
+    /// file instead of rules.
+    Save { toml: bool },
     /// `-R`: rules from the request body.
     Restore,
     /// `reload` (xvs): re-read the configuration file.
@@ -158,23 +161,24 @@ impl Cmd {
 
     /// `commands_v_options` over [`OPT_NAMES`]: `+` compulsory, `x` illegal, `1` exclusive,
     /// ` ` optional.
-    fn legal(self) -> &'static [u8; 22] {
+    fn legal(self) -> &'static [u8; 24] {
         match self {
-            Cmd::Add | Cmd::Edit => b"xx+   xxxxxxxxxxxx  xx",
-            Cmd::Del => b"xx+xxxxxxxxxxxxxxxxxxx",
-            Cmd::List => b" 11xxxxxxxx1      xx x",
-            Cmd::AddDest | Cmd::EditDest => b"xx+xxx+    xxxxxxxxxx ",
-            Cmd::DelDest => b"xx+xxx+xxxxxxxxxxxxxxx",
-            Cmd::Save => b" xxxxxxxxxxxxxxxxxxxxx",
-            Cmd::Zero => b"xx xxxxxxxxxxxxxxxxxxx",
-            Cmd::Flush | Cmd::Timeout | Cmd::Restore => b"xxxxxxxxxxxxxxxxxxxxxx",
-            Cmd::Help | Cmd::Version => b"                      ",
+            Cmd::Add | Cmd::Edit => b"xx+   xxxxxxxxxxxx  xxxx",
+            Cmd::Del => b"xx+xxxxxxxxxxxxxxxxxxxxx",
+            Cmd::List => b" 11xxxxxxxx1      xx xx1",
+            Cmd::AddDest | Cmd::EditDest => b"xx+xxx+    xxxxxxxxxx xx",
+            Cmd::DelDest => b"xx+xxx+xxxxxxxxxxxxxxxxx",
+            Cmd::Save => b" xxxxxxxxxxxxxxxxxxxxx x",
+            Cmd::Zero => b"xx xxxxxxxxxxxxxxxxxxxxx",
+            Cmd::Flush | Cmd::Timeout | Cmd::Restore => b"xxxxxxxxxxxxxxxxxxxxxxxx",
+            Cmd::Help | Cmd::Version => b"                        ",
         }
     }
 }
 
-/// ipvsadm's option names (`optnames`, plus `sched-flags`, and xvs's `json`, `tun-type`).
-const OPT_NAMES: [&str; 22] = [
+/// ipvsadm's option names (`optnames`, plus `sched-flags`, `tun-type`, `daemon`, and xvs's
+/// `json`, `toml`).
+const OPT_NAMES: [&str; 24] = [
     "numeric",
     "connection",
     "service-address",
@@ -197,6 +201,8 @@ const OPT_NAMES: [&str; 22] = [
     "sched-flags",
     "json",
     "tun-type",
+    "toml",
+    "daemon",
 ];
 
 const O_NUMERIC: usize = 0;
@@ -221,6 +227,8 @@ const O_OPS: usize = 18;
 const O_SCHED_FLAGS: usize = 19;
 const O_JSON: usize = 20;
 const O_TUN_TYPE: usize = 21;
+const O_TOML: usize = 22;
+const O_DAEMON: usize = 23;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Arg {
@@ -239,6 +247,8 @@ enum Id {
     Method(Method),
     Set(usize),
     Sort,
+    /// ipvsadm options xvs does not implement: a clear error instead of "unknown option".
+    Unsupported(&'static str),
 }
 
 struct Opt {
@@ -322,13 +332,81 @@ const OPTIONS: &[Opt] = &[
     o(Some('o'), "ops", Arg::No, Id::Set(O_OPS)),
     o(None, "json", Arg::No, Id::Set(O_JSON)),
     o(None, "tun-type", Arg::Required, Id::Set(O_TUN_TYPE)),
+    o(None, "toml", Arg::No, Id::Set(O_TOML)),
+    o(None, "daemon", Arg::No, Id::Set(O_DAEMON)),
+    o(
+        None,
+        "sctp-service",
+        Arg::Required,
+        Id::Unsupported("SCTP services"),
+    ),
+    o(
+        None,
+        "pe",
+        Arg::Required,
+        Id::Unsupported("persistence engines (--pe)"),
+    ),
+    o(
+        None,
+        "tun-port",
+        Arg::Required,
+        Id::Unsupported("GUE tunnels (--tun-port)"),
+    ),
+    o(
+        None,
+        "tun-nocsum",
+        Arg::No,
+        Id::Unsupported("tunnel checksum options"),
+    ),
+    o(
+        None,
+        "tun-csum",
+        Arg::No,
+        Id::Unsupported("tunnel checksum options"),
+    ),
+    o(
+        None,
+        "tun-remcsum",
+        Arg::No,
+        Id::Unsupported("tunnel checksum options"),
+    ),
+    o(
+        None,
+        "tun-info",
+        Arg::No,
+        Id::Unsupported("tunnel info listings (--tun-info)"),
+    ),
+    o(
+        None,
+        "start-daemon",
+        Arg::Required,
+        Id::Unsupported("the connection sync daemon"),
+    ),
+    o(
+        None,
+        "stop-daemon",
+        Arg::Required,
+        Id::Unsupported("the connection sync daemon"),
+    ),
+    o(
+        None,
+        "mcast-interface",
+        Arg::Required,
+        Id::Unsupported("the connection sync daemon"),
+    ),
+    o(
+        None,
+        "syncid",
+        Arg::Required,
+        Id::Unsupported("the connection sync daemon"),
+    ),
 ];
 
 #[derive(Default)]
 struct Raw {
     cmd: Option<Cmd>,
-    given: [bool; 22],
-    values: [Option<String>; 22],
+    given: [bool; 24],
+    values: [Option<String>; 24],
     /// -t / -u / -f with its argument.
     service: Option<(Id, String)>,
     method: Option<Method>,
@@ -368,6 +446,12 @@ impl Raw {
             Id::Ipv6 => self.ipv6 = true,
             Id::Set(i) => self.set_option(i, value)?,
             Id::Sort => {}
+            Id::Unsupported(what) => {
+                return Err(usage(format!(
+                    "`--{}': xvs does not support {what}",
+                    opt.long
+                )))
+            }
         }
         Ok(())
     }
@@ -488,7 +572,7 @@ fn scan(args: &[String]) -> Result<Raw, UsageError> {
 }
 
 /// `generic_opt_check`.
-fn check_options(cmd: Cmd, given: &[bool; 22]) -> Result<(), UsageError> {
+fn check_options(cmd: Cmd, given: &[bool; 24]) -> Result<(), UsageError> {
     let legal = cmd.legal();
     let mut last: Option<usize> = None;
     for j in 0..OPT_NAMES.len() {
@@ -641,7 +725,9 @@ fn build(mut raw: Raw) -> Result<Command, UsageError> {
         Cmd::Version => Ok(Command::Version),
         Cmd::Flush => Ok(Command::Clear),
         Cmd::Restore => Ok(Command::Restore),
-        Cmd::Save => Ok(Command::Save),
+        Cmd::Save => Ok(Command::Save {
+            toml: raw.given[O_TOML],
+        }),
         Cmd::Zero => Ok(Command::Zero(key)),
         Cmd::Timeout => unreachable_set(),
         Cmd::List => Ok(Command::List(ListOptions {
@@ -649,9 +735,10 @@ fn build(mut raw: Raw) -> Result<Command, UsageError> {
             connections: raw.given[O_CONNECTION],
             timeout: raw.given[O_TIMEOUT],
             json: raw.given[O_JSON],
+            daemon: raw.given[O_DAEMON],
             format: {
                 let g = &raw.given;
-                if (g[O_CONNECTION] || g[O_TIMEOUT])
+                if (g[O_CONNECTION] || g[O_TIMEOUT] || g[O_DAEMON])
                     && (g[O_STATS] || g[O_PERSISTENTCONN] || g[O_RATE] || g[O_THRESHOLDS])
                 {
                     return Err(usage("options conflicts in the list command"));
@@ -855,7 +942,7 @@ Usage:
   xvs ctl -D -t|u|f service-address
   xvs ctl -C
   xvs ctl -R < rules
-  xvs ctl -S [-n]
+  xvs ctl -S [-n] [--toml]   (--toml: [[service]] sections for the configuration file)
   xvs ctl -a|e -t|u|f service-address -r server-address [-g|-i|-m|--fullnat] [-w weight] [-x upper] [-y lower]
   xvs ctl -d -t|u|f service-address -r server-address
   xvs ctl -L|l [-n] [-c] [--timeout] [--stats|--rate|--thresholds|--persistent-conn] [--exact] [--nosort] [--json] [-t|u|f service-address]
@@ -994,7 +1081,9 @@ mod tests {
         assert!(l.connections && l.json);
         assert!(matches!(p("-l --timeout").unwrap(), Command::List(l) if l.timeout));
         assert_eq!(p("").unwrap(), Command::List(ListOptions::default()));
-        assert_eq!(p("-S -n").unwrap(), Command::Save);
+        assert_eq!(p("-S -n").unwrap(), Command::Save { toml: false });
+        assert_eq!(p("-S --toml").unwrap(), Command::Save { toml: true });
+        assert!(matches!(p("-L --daemon").unwrap(), Command::List(l) if l.daemon));
         assert_eq!(p("-Z").unwrap(), Command::Zero(None));
         assert_eq!(p("--set 0 30 60").unwrap(), Command::SetTimeouts(0, 30, 60));
         assert_eq!(p("reload").unwrap(), Command::Reload);
@@ -1041,6 +1130,14 @@ mod tests {
             "invalid timeout value `0' specified"
         );
         assert_eq!(e("-L extra"), "unexpected argument extra");
+        assert_eq!(
+            e("--start-daemon master"),
+            "`--start-daemon': xvs does not support the connection sync daemon"
+        );
+        assert_eq!(
+            e("-L --toml"),
+            "Illegal 'toml' option with the 'list' command"
+        );
         assert!(e("-A -t 1.2.3.4:80 -p -M 255.0.255.0").contains("contiguous"));
         assert!(e("-A -t 1.2.3.4:80 -s rr -b sh-port").contains("incompatible"));
     }

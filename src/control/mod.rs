@@ -8,8 +8,10 @@
 //!   each command is one atomic publish. They are not written to the file.
 //! * They are kept until the next reload, which re-reads the file and replaces them; `reload`
 //!   says so (`runtime changes not in the file are discarded: N`, with the list).
-//! * `xvs ctl -S` prints the running state in ipvsadm's rule format, so an operator can keep
-//!   what they changed (in the file, or with `xvs ctl -R` after a reload).
+//! * `xvs ctl -S` prints the running state in ipvsadm's rule format, and `xvs ctl -S --toml` as
+//!   the file's `[timeouts]` / `[[service]]` sections (backends in add order, so a reload keeps
+//!   IPVS list order), so an operator can keep what they changed: paste the sections into the
+//!   file, or replay the rules with `xvs ctl -R` after a reload.
 //!
 //! Modules: [`state`] (the desired state and ipvsadm's operations on it), [`ipvsadm`] (the
 //! command line), [`model`] (the listing the runtime fills), [`format`] (ipvsadm's output),

@@ -115,6 +115,9 @@ pub fn execute(d: &dyn Director, args: &[String], stdin: &str) -> Response {
         )),
         Command::Status => Response::ok(ensure_newline(d.status())),
         Command::List(l) => {
+            if l.daemon {
+                return Response::ok(String::new());
+            }
             if l.connections {
                 let conns = d.connections();
                 return Response::ok(if l.json {
@@ -149,7 +152,8 @@ pub fn execute(d: &dyn Director, args: &[String], stdin: &str) -> Response {
                 None => Response::ok(format::list_all(&listing, &l.format)),
             }
         }
-        Command::Save => Response::ok(format::save(&d.desired())),
+        Command::Save { toml: false } => Response::ok(format::save(&d.desired())),
+        Command::Save { toml: true } => Response::ok(format::save_toml(&d.desired())),
         Command::Zero(key) => {
             if let Some(k) = key {
                 if d.desired().service(&k).is_none() {
