@@ -1,0 +1,802 @@
+//! Health checks against real servers on loopback (127.0.0.1 / ::1, ephemeral ports): a TCP
+//! listener closed and reopened, a small HTTP server (plain and TLS with a self-signed
+//! certificate) whose status and body change, a UDP echo server that can go silent, and exec
+//! scripts (`true`, `false`, a sleeper killed on timeout). Intervals are short (50–100 ms);
+//! bounds are generous (seconds) so that a loaded CI machine cannot make them flake, and the
+//! lower bounds check the rise/fall counts.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use md5::{Digest, Md5};
+use xvs::control::health::{
+    probe_once, CheckConfig, CheckSpec, CheckTarget, HealthChecker, HealthEvent,
+};
+
+const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// Slack added to every "within" bound for a loaded 2-core machine.
+const SLACK: Duration = Duration::from_secs(3);
+
+fn spec(toml_text: &str) -> CheckSpec {
+    let cfg: CheckConfig = toml::from_str(toml_text).expect("check parses");
+    cfg.validate("check")
+        .expect("check is valid")
+        .expect("not type none")
+}
+
+fn start(
+    service: &str,
+    backend: SocketAddr,
+    spec: CheckSpec,
+) -> (HealthChecker, mpsc::Receiver<HealthEvent>) {
+    let (mut checker, events) = HealthChecker::new();
+    checker
+        .set_targets(vec![CheckTarget {
+            service: service.into(),
+            backend,
+            spec,
+        }])
+        .expect("checker starts");
+    (checker, events)
+}
+
+/// The next event, which must come within `within`; returns it with the time it took.
+fn next_event(events: &mpsc::Receiver<HealthEvent>, within: Duration) -> (HealthEvent, Duration) {
+    let t = Instant::now();
+    let ev = events
+        .recv_timeout(within)
+        .unwrap_or_else(|e| panic!("no health event within {within:?}: {e}"));
+    (ev, t.elapsed())
+}
+
+fn no_event(events: &mpsc::Receiver<HealthEvent>, during: Duration) {
+    if let Ok(ev) = events.recv_timeout(during) {
+        panic!("unexpected event {ev:?}");
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("xvs-health-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+// ---------------------------------------------------------------------------------------------
+// TCP
+// ---------------------------------------------------------------------------------------------
+
+fn tcp_close_and_reopen(ip: IpAddr) {
+    let listener = TcpListener::bind((ip, 0)).unwrap();
+    let backend = listener.local_addr().unwrap();
+    let interval = Duration::from_millis(50);
+    let (checker, events) = start(
+        "tcp test",
+        backend,
+        spec("type = \"tcp\"\ninterval_ms = 50\ntimeout_ms = 200\nrise = 2\nfall = 3\n"),
+    );
+    // Up at start (keepalived's default) and stays up while the listener answers.
+    assert!(checker.is_up("tcp test", backend));
+    no_event(&events, Duration::from_millis(300));
+    let s = checker.state("tcp test", backend).unwrap();
+    assert!(s.up && s.checks_ok >= 2 && s.checks_failed == 0, "{s:?}");
+
+    drop(listener);
+    let (ev, took) = next_event(&events, 3 * interval + Duration::from_millis(200) + SLACK);
+    assert!(!ev.up, "{ev:?}");
+    assert_eq!(ev.backend, backend);
+    assert_eq!(ev.service, "tcp test");
+    assert_eq!(ev.reason, "connection refused");
+    // fall = 3: three failed probes, at least two intervals apart in all.
+    assert!(
+        took >= 2 * interval - Duration::from_millis(10),
+        "down after {took:?}"
+    );
+    let s = checker.state("tcp test", backend).unwrap();
+    assert!(!s.up && s.transitions == 1 && s.checks_failed >= 3, "{s:?}");
+
+    let listener = TcpListener::bind(backend).expect("port still free");
+    let (ev, took) = next_event(&events, 2 * interval + SLACK);
+    assert!(ev.up, "{ev:?}");
+    assert_eq!(ev.reason, "connected");
+    assert!(
+        took >= interval - Duration::from_millis(10),
+        "up after {took:?}"
+    );
+    let s = checker.state("tcp test", backend).unwrap();
+    assert!(s.up && s.transitions == 2, "{s:?}");
+    drop(listener);
+    checker.shutdown();
+}
+
+#[test]
+fn tcp_down_when_closed_up_when_reopened_ipv4() {
+    tcp_close_and_reopen(LOCAL);
+}
+
+#[test]
+fn tcp_down_when_closed_up_when_reopened_ipv6() {
+    if TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("skipped: no IPv6 loopback here");
+        return;
+    }
+    tcp_close_and_reopen("::1".parse().unwrap());
+}
+
+#[test]
+fn connect_port_and_connect_ip_override_the_backend() {
+    let listener = TcpListener::bind((LOCAL, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // The backend itself has nothing listening; the probe goes to connect_ip:connect_port.
+    let s = spec(&format!(
+        "type = \"tcp\"\ntimeout_ms = 500\nconnect_ip = \"127.0.0.1\"\nconnect_port = {port}\n"
+    ));
+    let backend: SocketAddr = "127.0.0.2:1".parse().unwrap();
+    assert_eq!(s.probe_addr(backend), SocketAddr::new(LOCAL, port));
+    assert_eq!(probe_once(&s, "svc", backend), Ok("connected".into()));
+    let plain = spec("type = \"tcp\"\ntimeout_ms = 500\n");
+    assert!(probe_once(&plain, "svc", SocketAddr::new(LOCAL, 1)).is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP / HTTPS
+// ---------------------------------------------------------------------------------------------
+
+/// A tiny HTTP/1.0 server: answers every request with the current status and body, records the
+/// last request head.
+struct HttpServer {
+    addr: SocketAddr,
+    status: Arc<AtomicU16>,
+    body: Arc<Mutex<Vec<u8>>>,
+    chunked: Arc<AtomicBool>,
+    last_request: Arc<Mutex<String>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl HttpServer {
+    fn start(tls: Option<Arc<rustls::ServerConfig>>) -> HttpServer {
+        let listener = TcpListener::bind((LOCAL, 0)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let status = Arc::new(AtomicU16::new(200));
+        let body = Arc::new(Mutex::new(b"hello".to_vec()));
+        let chunked = Arc::new(AtomicBool::new(false));
+        let last_request = Arc::new(Mutex::new(String::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (st, bd, ch, lr, sp) = (
+            status.clone(),
+            body.clone(),
+            chunked.clone(),
+            last_request.clone(),
+            stop.clone(),
+        );
+        let thread = std::thread::spawn(move || {
+            while !sp.load(Ordering::Relaxed) {
+                let stream = match listener.accept() {
+                    Ok((s, _)) => s,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    }
+                };
+                stream.set_nonblocking(false).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(2)))
+                    .unwrap();
+                let status = st.load(Ordering::Relaxed);
+                let body = bd.lock().unwrap().clone();
+                let chunked = ch.load(Ordering::Relaxed);
+                let result = match &tls {
+                    None => serve_one(stream, status, &body, chunked),
+                    Some(cfg) => {
+                        let conn = rustls::ServerConnection::new(cfg.clone()).unwrap();
+                        serve_one(
+                            rustls::StreamOwned::new(conn, stream),
+                            status,
+                            &body,
+                            chunked,
+                        )
+                    }
+                };
+                if let Ok(head) = result {
+                    *lr.lock().unwrap() = head;
+                }
+            }
+        });
+        HttpServer {
+            addr,
+            status,
+            body,
+            chunked,
+            last_request,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve_one<S: Read + Write>(
+    mut s: S,
+    status: u16,
+    body: &[u8],
+    chunked: bool,
+) -> std::io::Result<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut byte)? == 0 {
+            break;
+        }
+        head.push(byte[0]);
+    }
+    let mut out =
+        format!("HTTP/1.1 {status} Whatever\r\nContent-Type: text/plain\r\n").into_bytes();
+    if chunked {
+        out.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+        for part in body.chunks(3) {
+            out.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+            out.extend_from_slice(part);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"0\r\n\r\n");
+    } else {
+        out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+        out.extend_from_slice(body);
+    }
+    s.write_all(&out)?;
+    s.flush()?;
+    Ok(String::from_utf8_lossy(&head).into_owned())
+}
+
+fn md5_hex(b: &[u8]) -> String {
+    Md5::digest(b).iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn http_200_then_503_then_200(server: &HttpServer, check: CheckSpec) {
+    let interval = Duration::from_millis(50);
+    let (checker, events) = start("http test", server.addr, check);
+    no_event(&events, Duration::from_millis(300));
+    let s = checker.state("http test", server.addr).unwrap();
+    assert!(s.up && s.checks_ok >= 2, "{s:?}");
+    server.status.store(503, Ordering::Relaxed);
+    let (ev, took) = next_event(&events, 2 * interval + Duration::from_millis(500) + SLACK);
+    assert!(!ev.up);
+    assert_eq!(ev.reason, "status 503");
+    assert!(
+        took >= interval - Duration::from_millis(10),
+        "down after {took:?}"
+    );
+    server.status.store(200, Ordering::Relaxed);
+    let (ev, _) = next_event(&events, 2 * interval + SLACK);
+    assert!(ev.up, "{ev:?}");
+    assert!(ev.reason.starts_with("status 200"), "{}", ev.reason);
+    assert_eq!(
+        checker.state("http test", server.addr).unwrap().transitions,
+        2
+    );
+}
+
+#[test]
+fn http_status_changes_flip_the_backend() {
+    let server = HttpServer::start(None);
+    http_200_then_503_then_200(
+        &server,
+        spec("type = \"http\"\ninterval_ms = 50\ntimeout_ms = 500\nrise = 2\nfall = 2\npath = \"/healthz\"\nhost = \"www.example.com\"\n"),
+    );
+    let head = server.last_request.lock().unwrap().clone();
+    assert!(head.starts_with("GET /healthz HTTP/1.0\r\n"), "{head}");
+    assert!(head.contains("\r\nHost: www.example.com\r\n"), "{head}");
+}
+
+#[test]
+fn http_default_host_is_the_probed_address_and_status_list_is_honoured() {
+    let server = HttpServer::start(None);
+    server.status.store(204, Ordering::Relaxed);
+    let only_200 = spec("type = \"http\"\ntimeout_ms = 1000\n");
+    assert_eq!(
+        probe_once(&only_200, "svc", server.addr),
+        Err("status 204".into())
+    );
+    let list = spec("type = \"http\"\ntimeout_ms = 1000\nstatus = [200, 204]\n");
+    assert_eq!(
+        probe_once(&list, "svc", server.addr),
+        Ok("status 204".into())
+    );
+    let head = server.last_request.lock().unwrap().clone();
+    assert!(head.starts_with("GET / HTTP/1.0\r\n"), "{head}");
+    assert!(
+        head.contains(&format!("\r\nHost: {}\r\n", server.addr)),
+        "{head}"
+    );
+}
+
+#[test]
+fn http_digest_mismatch_fails_and_match_passes() {
+    let server = HttpServer::start(None);
+    let check = format!(
+        "type = \"http\"\ninterval_ms = 50\ntimeout_ms = 500\nrise = 1\nfall = 1\ndigest = \"{}\"\n",
+        md5_hex(b"hello")
+    );
+    assert_eq!(
+        probe_once(&spec(&check), "svc", server.addr),
+        Ok("status 200, digest ok".into())
+    );
+    // Chunked bodies are decoded before hashing.
+    server.chunked.store(true, Ordering::Relaxed);
+    assert_eq!(
+        probe_once(&spec(&check), "svc", server.addr),
+        Ok("status 200, digest ok".into())
+    );
+    let (checker, events) = start("digest test", server.addr, spec(&check));
+    no_event(&events, Duration::from_millis(200));
+    *server.body.lock().unwrap() = b"hello, changed".to_vec();
+    let (ev, _) = next_event(&events, Duration::from_millis(600) + SLACK);
+    assert!(!ev.up);
+    assert_eq!(
+        ev.reason,
+        format!("digest mismatch (body md5 {})", md5_hex(b"hello, changed"))
+    );
+    drop(checker);
+}
+
+#[test]
+fn http_closed_port_and_silent_server() {
+    let listener = TcpListener::bind((LOCAL, 0)).unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Accepts (the kernel does) but never answers: the probe times out.
+    let s = spec("type = \"http\"\ntimeout_ms = 300\n");
+    let t = Instant::now();
+    assert_eq!(
+        probe_once(&s, "svc", addr),
+        Err("timeout after 300ms".into())
+    );
+    assert!(t.elapsed() >= Duration::from_millis(290));
+    assert!(t.elapsed() < Duration::from_millis(300) + SLACK);
+    drop(listener);
+    assert_eq!(
+        probe_once(&s, "svc", addr),
+        Err("connection refused".into())
+    );
+}
+
+fn tls_server_config() -> (Arc<rustls::ServerConfig>, String) {
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![ck.cert.der().clone()], key)
+        .unwrap();
+    (Arc::new(cfg), ck.cert.pem())
+}
+
+#[test]
+fn https_self_signed_with_insecure() {
+    let (tls, _) = tls_server_config();
+    let server = HttpServer::start(Some(tls));
+    http_200_then_503_then_200(
+        &server,
+        spec("type = \"https\"\ninsecure = true\ninterval_ms = 50\ntimeout_ms = 1000\nrise = 2\nfall = 2\nhost = \"localhost\"\npath = \"/tls\"\n"),
+    );
+    let head = server.last_request.lock().unwrap().clone();
+    assert!(head.starts_with("GET /tls HTTP/1.0\r\n"), "{head}");
+}
+
+#[test]
+fn https_verifies_certificates_unless_insecure() {
+    let (tls, pem) = tls_server_config();
+    let server = HttpServer::start(Some(tls));
+    // Web roots: a self-signed certificate is refused.
+    let verified = spec("type = \"https\"\ntimeout_ms = 2000\nhost = \"localhost\"\n");
+    let reason = probe_once(&verified, "svc", server.addr).expect_err("untrusted certificate");
+    assert!(reason.starts_with("TLS: "), "{reason}");
+    assert!(reason.to_lowercase().contains("certificate"), "{reason}");
+    // Trusted through ca_file, by name and by address.
+    let dir = scratch("ca");
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, pem).unwrap();
+    let by_name = spec(&format!(
+        "type = \"https\"\ntimeout_ms = 2000\nhost = \"localhost\"\nca_file = \"{}\"\n",
+        ca.display()
+    ));
+    assert_eq!(
+        probe_once(&by_name, "svc", server.addr),
+        Ok("status 200".into())
+    );
+    let by_addr = spec(&format!(
+        "type = \"https\"\ntimeout_ms = 2000\nca_file = \"{}\"\n",
+        ca.display()
+    ));
+    assert_eq!(
+        probe_once(&by_addr, "svc", server.addr),
+        Ok("status 200".into())
+    );
+    // A name the certificate does not carry is refused.
+    let wrong_name = spec(&format!(
+        "type = \"https\"\ntimeout_ms = 2000\nhost = \"www.example.com\"\nca_file = \"{}\"\n",
+        ca.display()
+    ));
+    let reason = probe_once(&wrong_name, "svc", server.addr).expect_err("name mismatch");
+    assert!(reason.starts_with("TLS: "), "{reason}");
+    // Plain HTTP against a TLS server is not a valid response.
+    let plain = spec("type = \"http\"\ntimeout_ms = 500\n");
+    assert!(probe_once(&plain, "svc", server.addr).is_err());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+// ---------------------------------------------------------------------------------------------
+// UDP
+// ---------------------------------------------------------------------------------------------
+
+struct UdpEcho {
+    addr: SocketAddr,
+    silent: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl UdpEcho {
+    /// Answers "pong:" + the request, unless silent.
+    fn start(ip: IpAddr) -> UdpEcho {
+        let sock = UdpSocket::bind((ip, 0)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let addr = sock.local_addr().unwrap();
+        let silent = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (si, sp) = (silent.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !sp.load(Ordering::Relaxed) {
+                if let Ok((n, peer)) = sock.recv_from(&mut buf) {
+                    if !si.load(Ordering::Relaxed) {
+                        let mut reply = b"pong:".to_vec();
+                        reply.extend_from_slice(&buf[..n]);
+                        let _ = sock.send_to(&reply, peer);
+                    }
+                }
+            }
+        });
+        UdpEcho {
+            addr,
+            silent,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for UdpEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn udp_request_expect_variants() {
+    let echo = UdpEcho::start(LOCAL);
+    let p = |t: &str| {
+        probe_once(
+            &spec(&format!("type = \"udp\"\ntimeout_ms = 1000\n{t}")),
+            "svc",
+            echo.addr,
+        )
+    };
+    assert_eq!(p("send = \"ping\"\n"), Ok("reply of 9 bytes".into()));
+    assert_eq!(
+        p("send = \"ping\"\nexpect = \"pong\"\n"),
+        Ok("reply matches".into())
+    );
+    assert_eq!(
+        p("send = \"ping\"\nexpect = \"pong:ping\"\nexpect_match = \"equals\"\n"),
+        Ok("reply matches".into())
+    );
+    assert_eq!(
+        p("send = \"ping\"\nexpect = \"pong\"\nexpect_match = \"equals\"\n"),
+        Err("unexpected reply (9 bytes)".into())
+    );
+    assert_eq!(
+        p("send_hex = \"00ff\"\nexpect_hex = \"3a00ff\"\n"),
+        Ok("reply matches".into())
+    );
+    assert_eq!(
+        p("send = \"ping\"\nexpect = \"nope\"\n"),
+        Err("unexpected reply (9 bytes)".into())
+    );
+}
+
+#[test]
+fn udp_silent_server_goes_down_and_comes_back() {
+    let echo = UdpEcho::start(LOCAL);
+    let interval = Duration::from_millis(50);
+    let (checker, events) = start(
+        "udp test",
+        echo.addr,
+        spec("type = \"udp\"\nsend = \"ping\"\nexpect = \"pong\"\ninterval_ms = 50\ntimeout_ms = 100\nrise = 2\nfall = 2\n"),
+    );
+    no_event(&events, Duration::from_millis(250));
+    echo.silent.store(true, Ordering::Relaxed);
+    let (ev, _) = next_event(&events, 2 * (interval + Duration::from_millis(100)) + SLACK);
+    assert!(!ev.up);
+    assert_eq!(ev.reason, "no reply (timeout after 100ms)");
+    echo.silent.store(false, Ordering::Relaxed);
+    let (ev, _) = next_event(&events, 2 * interval + SLACK);
+    assert!(ev.up);
+    assert_eq!(ev.reason, "reply matches");
+    drop(checker);
+}
+
+#[test]
+fn udp_closed_port_is_refused_at_once() {
+    let sock = UdpSocket::bind((LOCAL, 0)).unwrap();
+    let addr = sock.local_addr().unwrap();
+    drop(sock);
+    let s = spec("type = \"udp\"\nsend = \"ping\"\ntimeout_ms = 2000\n");
+    let t = Instant::now();
+    assert_eq!(
+        probe_once(&s, "svc", addr),
+        Err("connection refused".into())
+    );
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn udp_over_ipv6() {
+    if UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("skipped: no IPv6 loopback here");
+        return;
+    }
+    let echo = UdpEcho::start("::1".parse().unwrap());
+    let s = spec("type = \"udp\"\nsend = \"x\"\nexpect = \"pong:x\"\ntimeout_ms = 1000\n");
+    assert_eq!(probe_once(&s, "svc", echo.addr), Ok("reply matches".into()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// exec
+// ---------------------------------------------------------------------------------------------
+
+fn script(dir: &std::path::Path, name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[test]
+fn exec_true_false_and_arguments() {
+    let dir = scratch("exec");
+    let backend: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+    let ok = spec("type = \"exec\"\ncommand = \"true\"\ntimeout_ms = 2000\n");
+    assert_eq!(probe_once(&ok, "svc", backend), Ok("exit code 0".into()));
+    let fail = spec("type = \"exec\"\ncommand = \"false\"\ntimeout_ms = 2000\n");
+    assert_eq!(probe_once(&fail, "svc", backend), Err("exit code 1".into()));
+    let out = dir.join("out");
+    let s = script(
+        &dir,
+        "args.sh",
+        &format!(
+            "echo \"$* $XVS_BACKEND_ADDRESS $XVS_BACKEND_PORT $XVS_SERVICE\" > {}\nexit 3",
+            out.display()
+        ),
+    );
+    let with_args = spec(&format!(
+        "type = \"exec\"\ncommand = \"{}\"\nargs = [\"--quick\"]\ntimeout_ms = 2000\n",
+        s.display()
+    ));
+    assert_eq!(
+        probe_once(&with_args, "tcp 198.18.0.1:80", backend),
+        Err("exit code 3".into())
+    );
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "--quick 127.0.0.1 8080 127.0.0.1 8080 tcp 198.18.0.1:80\n"
+    );
+    let missing =
+        spec("type = \"exec\"\ncommand = \"/nonexistent/xvs-check\"\ntimeout_ms = 2000\n");
+    let reason = probe_once(&missing, "svc", backend).unwrap_err();
+    assert!(
+        reason.starts_with("cannot run /nonexistent/xvs-check"),
+        "{reason}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn exec_timeout_kills_the_whole_process_group() {
+    let dir = scratch("sleep");
+    let pidfile = dir.join("pid");
+    let s = script(
+        &dir,
+        "sleeper.sh",
+        &format!("sleep 30 &\necho $! > {}\nwait", pidfile.display()),
+    );
+    let check = spec(&format!(
+        "type = \"exec\"\ncommand = \"{}\"\ntimeout_ms = 300\n",
+        s.display()
+    ));
+    let t = Instant::now();
+    let r = probe_once(&check, "svc", "127.0.0.1:80".parse().unwrap());
+    let took = t.elapsed();
+    assert_eq!(r, Err("timeout after 300ms (killed)".into()));
+    assert!(
+        took >= Duration::from_millis(290) && took < Duration::from_millis(300) + SLACK,
+        "{took:?}"
+    );
+    // The grandchild (`sleep 30`) was killed with the group: gone (or a zombie) soon after.
+    let pid = std::fs::read_to_string(&pidfile).unwrap();
+    let pid = pid.trim();
+    let deadline = Instant::now() + SLACK;
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .next()
+            .unwrap_or("");
+        if stat.is_empty() || state == "Z" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sleep {pid} still running: {stat}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn exec_initially_down_rises_after_rise_probes() {
+    let backend: SocketAddr = "127.0.0.1:80".parse().unwrap();
+    let interval = Duration::from_millis(100);
+    let (checker, events) = start(
+        "exec test",
+        backend,
+        spec("type = \"exec\"\ncommand = \"true\"\ninterval_ms = 100\ntimeout_ms = 1000\nrise = 3\ninitially_down = true\nquiescent = true\n"),
+    );
+    assert!(!checker.is_up("exec test", backend));
+    assert_eq!(
+        checker.state("exec test", backend).unwrap().reason,
+        "initial state"
+    );
+    let (ev, took) = next_event(&events, 3 * interval + SLACK);
+    assert!(ev.up && ev.quiescent, "{ev:?}");
+    // rise = 3: the third success comes two intervals after the first.
+    assert!(
+        took >= 2 * interval - Duration::from_millis(10),
+        "up after {took:?}"
+    );
+    assert!(checker.is_up("exec test", backend));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checker lifecycle
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn reload_keeps_unchanged_checks_and_drops_removed_ones() {
+    let listener = TcpListener::bind((LOCAL, 0)).unwrap();
+    let a = listener.local_addr().unwrap();
+    let b: SocketAddr = "127.0.0.1:1".parse().unwrap();
+    let check = spec("type = \"tcp\"\ninterval_ms = 50\ntimeout_ms = 200\nrise = 1\nfall = 1\n");
+    let (mut checker, events) = HealthChecker::new();
+    let both = vec![
+        CheckTarget {
+            service: "s".into(),
+            backend: a,
+            spec: check.clone(),
+        },
+        CheckTarget {
+            service: "s".into(),
+            backend: b,
+            spec: check.clone(),
+        },
+    ];
+    checker.set_targets(both.clone()).unwrap();
+    let (ev, _) = next_event(&events, SLACK);
+    assert_eq!((ev.backend, ev.up), (b, false));
+    assert_eq!(checker.states().len(), 2);
+    std::thread::sleep(Duration::from_millis(200));
+    let before = checker.state("s", a).unwrap();
+    // Same targets again: nothing restarts, counts keep growing.
+    checker.set_targets(both).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let after = checker.state("s", a).unwrap();
+    assert!(after.checks_ok > before.checks_ok, "{before:?} {after:?}");
+    assert_eq!(after.since, before.since);
+    // A changed spec restarts the check but keeps state and counts.
+    let slower = spec("type = \"tcp\"\ninterval_ms = 60\ntimeout_ms = 200\nrise = 1\nfall = 1\n");
+    checker
+        .set_targets(vec![
+            CheckTarget {
+                service: "s".into(),
+                backend: a,
+                spec: slower.clone(),
+            },
+            CheckTarget {
+                service: "s".into(),
+                backend: b,
+                spec: slower,
+            },
+        ])
+        .unwrap();
+    let b_state = checker.state("s", b).unwrap();
+    assert!(!b_state.up && b_state.transitions == 1, "{b_state:?}");
+    assert!(checker.state("s", a).unwrap().checks_ok >= after.checks_ok);
+    // Removed: gone from the table, no more events.
+    checker
+        .set_targets(vec![CheckTarget {
+            service: "s".into(),
+            backend: a,
+            spec: check,
+        }])
+        .unwrap();
+    assert!(checker.state("s", b).is_none());
+    assert!(checker.is_up("s", b), "an unchecked backend counts as up");
+    assert_eq!(checker.states().len(), 1);
+    no_event(&events, Duration::from_millis(200));
+    drop(listener);
+}
+
+#[test]
+fn shutdown_is_prompt_even_with_long_intervals() {
+    let listener = TcpListener::bind((LOCAL, 0)).unwrap();
+    let a = listener.local_addr().unwrap();
+    let (checker, _events) = start(
+        "s",
+        a,
+        spec("type = \"tcp\"\ninterval_ms = 60000\ntimeout_ms = 1000\n"),
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(checker.state("s", a).unwrap().checks_ok, 1);
+    let t = Instant::now();
+    checker.shutdown();
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    // A TcpStream to prove the listener still works (the checker held nothing).
+    assert!(TcpStream::connect(a).is_ok());
+}
+
+#[test]
+fn too_many_checks_are_refused() {
+    let check = spec("type = \"tcp\"\ninterval_ms = 60000\n");
+    let targets: Vec<CheckTarget> = (0..=HealthChecker::MAX_CHECKS)
+        .map(|i| CheckTarget {
+            service: format!("s{i}"),
+            backend: SocketAddr::new(LOCAL, 1),
+            spec: check.clone(),
+        })
+        .collect();
+    let (mut checker, _events) = HealthChecker::new();
+    let err = checker.set_targets(targets).unwrap_err();
+    assert!(err.to_string().contains("exceed the limit"), "{err}");
+    assert!(checker.states().is_empty());
+}
