@@ -18,6 +18,12 @@
 //!   SCTP: the ports of the common header (RFC 9260). ICMP / ICMPv6: type, code, and whether it
 //!   is an error message (ICMP: 3, 4, 5, 11, 12; ICMPv6: types < 128, RFC 4443).
 //!   Other protocols parse with ports 0.
+//!
+//! The common frame — untagged Ethernet, IPv4 without options, an unfragmented TCP or UDP
+//! segment — is first tried by a fixed-offset reader ([`parse`]'s fast path) that checks the
+//! same things and builds the same [`Packet`]; anything else, or anything it would reject, goes
+//! through the slices above, so errors are always the general path's (unit test
+//! `fast_path_agrees` compares the two on random and mutated frames).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -145,6 +151,83 @@ pub fn is_icmp6_error(icmp_type: u8) -> bool {
 /// at the end; building it early and patching fields made the compiler copy the struct
 /// through the stack with store-forwarding stalls, 5× slower.)
 pub fn parse(data: &[u8]) -> Parsed {
+    match parse_fast_v4(data) {
+        Some(p) => Parsed::Ip(p),
+        None => parse_general(data),
+    }
+}
+
+/// Untagged Ethernet + IPv4 (IHL 5) + TCP / UDP, not a fragment, with every check of the
+/// general path passing; `None` sends the frame to [`parse_general`].
+#[inline(always)]
+fn parse_fast_v4(data: &[u8]) -> Option<Packet> {
+    const L3: usize = ETH_LEN;
+    const L4: usize = ETH_LEN + 20;
+    let h: &[u8; L4] = data.get(..L4)?.try_into().ok()?;
+    // EtherType IPv4, version 4 with IHL 5, MF clear and fragment offset 0.
+    if h[12] != 0x08 || h[13] != 0x00 || h[L3] != 0x45 || h[L3 + 6] & 0x3f != 0 || h[L3 + 7] != 0 {
+        return None;
+    }
+    let total = usize::from(u16::from_be_bytes([h[L3 + 2], h[L3 + 3]]));
+    let ip_end = L3 + total;
+    if total < 20 || ip_end > data.len() || !checksum::verifies(0, &h[L3..L4]) {
+        return None;
+    }
+    let seg = data.get(L4..ip_end)?;
+    let proto = h[L3 + 9];
+    let (sport, dport, tcp_flags) = match proto {
+        proto::TCP => {
+            // Data offset ≥ 5 and the whole header inside the packet.
+            let t: &[u8; 20] = seg.get(..20)?.try_into().ok()?;
+            let hl = usize::from(t[12] >> 4) * 4;
+            if hl < 20 || hl > seg.len() {
+                return None;
+            }
+            (
+                u16::from_be_bytes([t[0], t[1]]),
+                u16::from_be_bytes([t[2], t[3]]),
+                t[13],
+            )
+        }
+        proto::UDP => {
+            let u: &[u8; 8] = seg.get(..8)?.try_into().ok()?;
+            let ulen = usize::from(u16::from_be_bytes([u[4], u[5]]));
+            if ulen < 8 || ulen > seg.len() {
+                return None;
+            }
+            (
+                u16::from_be_bytes([u[0], u[1]]),
+                u16::from_be_bytes([u[2], u[3]]),
+                0,
+            )
+        }
+        _ => return None,
+    };
+    let a = |o: usize| IpAddr::V4(Ipv4Addr::new(h[o], h[o + 1], h[o + 2], h[o + 3]));
+    Some(Packet {
+        l3: L3,
+        vlan: None,
+        vlan_inner: None,
+        src: a(L3 + 12),
+        dst: a(L3 + 16),
+        proto,
+        l4: L4,
+        ip_end,
+        ttl: h[L3 + 8],
+        tos: h[L3 + 1],
+        df: h[L3 + 6] & 0x40 != 0,
+        frag: Frag::None,
+        sport,
+        dport,
+        tcp_flags,
+        icmp_type: 0,
+        icmp_code: 0,
+        icmp_error: false,
+    })
+}
+
+/// [`parse`] with etherparse's slices, for every frame.
+fn parse_general(data: &[u8]) -> Parsed {
     let Ok(eth) = Ethernet2HeaderSlice::from_slice(data) else {
         return Parsed::Invalid(WireError::Truncated);
     };
@@ -458,6 +541,76 @@ mod tests {
         d[12] = 0x86;
         d[13] = 0xdd;
         assert_eq!(parse(&d), Parsed::Invalid(WireError::Malformed));
+    }
+
+    /// The fast path, when it answers, says exactly what the general path says; and `parse`
+    /// equals the general path on every input.
+    #[test]
+    fn fast_path_agrees() {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, TestRunner};
+        let mut runner = TestRunner::new(Config::with_cases(20_000));
+        let frame = (
+            prop::collection::vec(any::<u8>(), 0..90),
+            any::<u16>(),
+            prop_oneof![Just(6u8), Just(17), Just(1), any::<u8>()],
+            (any::<u8>(), any::<u8>()),
+            (
+                prop::bool::weighted(0.9),
+                prop::bool::weighted(0.9),
+                prop::bool::weighted(0.9),
+            ),
+            (0usize..100, any::<u8>(), any::<u16>()),
+        );
+        runner
+            .run(
+                &frame,
+                |(mut d, total, proto, (flags, off), (fix_csum, keep_et, keep_vihl), mutate)| {
+                    d.resize(d.len().max(ETH_LEN + 40), 0);
+                    let len = d.len();
+                    if keep_et {
+                        d[12..14].copy_from_slice(&[0x08, 0x00]);
+                    }
+                    if keep_vihl {
+                        d[14] = 0x45;
+                    }
+                    // Mostly consistent lengths and flags, sometimes not.
+                    let total = if total % 4 == 0 {
+                        total
+                    } else {
+                        ((len - ETH_LEN) as u16).saturating_sub(total % 7)
+                    };
+                    d[16..18].copy_from_slice(&total.to_be_bytes());
+                    d[20] = if flags % 3 == 0 { flags } else { flags & 0x40 };
+                    d[21] = if off % 3 == 0 { off } else { 0 };
+                    d[23] = proto;
+                    if proto == 6 && mutate.1 % 4 != 0 {
+                        d[34 + 12] = 0x50 + (mutate.1 & 0x30);
+                    }
+                    if proto == 17 && mutate.1 % 4 != 0 {
+                        let ul = (total.saturating_sub(20)).wrapping_sub(mutate.2 % 3);
+                        d[38..40].copy_from_slice(&ul.to_be_bytes());
+                    }
+                    if fix_csum {
+                        d[24] = 0;
+                        d[25] = 0;
+                        let c = checksum::checksum(&d[14..34]);
+                        d[24..26].copy_from_slice(&c.to_be_bytes());
+                    }
+                    if mutate.0 < len && mutate.1 % 5 == 0 {
+                        d[mutate.0] ^= mutate.1 | 1;
+                    }
+                    let general = parse_general(&d);
+                    if let Some(p) = parse_fast_v4(&d) {
+                        prop_assert_eq!(Parsed::Ip(p), general);
+                    }
+                    prop_assert_eq!(parse(&d), general);
+                    Ok(())
+                },
+            )
+            .unwrap();
+        // The captured DNS query takes the fast path.
+        assert!(parse_fast_v4(&DNS_QUERY).is_some());
     }
 
     #[test]
