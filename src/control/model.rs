@@ -70,10 +70,11 @@ impl RateEstimator {
         }
     }
 
-    /// One 2-second estimation step.
+    /// One 2-second estimation step. A counter that went down (zeroed, or its service
+    /// re-created) counts as no traffic in this step rather than a huge negative one.
     pub fn update(&mut self, now: &Stats) {
         fn step(avg: &mut i64, now: u64, last: u64, shift: u32) {
-            let delta = now.wrapping_sub(last) as i64;
+            let delta = now.saturating_sub(last).min(i64::MAX as u64 >> 9) as i64;
             let sample = delta.wrapping_shl(shift);
             *avg = avg.wrapping_add(sample.wrapping_sub(*avg) >> 2);
         }
@@ -232,6 +233,10 @@ mod tests {
         // One step after the traffic stops: a quarter of the way down.
         e.update(&t);
         assert_eq!(e.rates().cps, 750);
+        // Counters zeroed under the estimator: no negative spike, just no traffic.
+        e.update(&Stats::default());
+        assert_eq!(e.rates().cps, 562);
+        assert_eq!(e.rates().in_bps, 3_375_000);
     }
 
     #[test]
