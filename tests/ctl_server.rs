@@ -367,3 +367,50 @@ fn missing_socket_and_stale_socket() {
     assert_eq!(ok(&sock, "-S"), "");
     server.stop();
 }
+
+/// Scale: 1000 services x 10 backends through the real binary (`-R` of 11 000 rules, `-Ln`,
+/// `-S`, one `-a` on the big state). Prints timings; run with
+/// `cargo test -p xvs --test ctl_server -- --ignored --nocapture scale`.
+#[test]
+#[ignore]
+fn scale_thousand_services() {
+    use std::fmt::Write as _;
+    use std::time::Instant;
+    let dir = TempDir::new("scale");
+    let sock = dir.0.join("xvs.sock");
+    let fake = Fake::new(DesiredState::default());
+    let _server = Server::start(&sock, fake.clone()).unwrap();
+    let mut rules = String::new();
+    for s in 0..1000u32 {
+        let vip = format!("198.18.{}.{}:80", s / 250, s % 250 + 1);
+        let _ = writeln!(rules, "-A -t {vip} -s wrr");
+        for b in 0..10u32 {
+            let _ = writeln!(
+                rules,
+                "-a -t {vip} -r 198.19.{}.{}:8080 -m -w {}",
+                s % 200,
+                b + 1,
+                b + 1
+            );
+        }
+    }
+    let t = Instant::now();
+    let o = ctl(&sock, "-R", &rules);
+    assert_eq!(o.status, 0, "{}", o.stderr);
+    let restore = t.elapsed();
+    let t = Instant::now();
+    let ln = ok(&sock, "-Ln");
+    let list = t.elapsed();
+    assert_eq!(ln.lines().count(), 3 + 1000 + 10_000);
+    let t = Instant::now();
+    let saved = ok(&sock, "-S -n");
+    let save = t.elapsed();
+    assert_eq!(saved.lines().count(), 11_000);
+    let t = Instant::now();
+    ok(&sock, "-a -t 198.18.0.1:80 -r 198.19.250.1:8080 -m");
+    let add = t.elapsed();
+    eprintln!(
+        "1000 services x 10 backends: -R {restore:?}, -Ln {list:?} ({} bytes), -S {save:?}, one -a {add:?}",
+        ln.len()
+    );
+}
