@@ -1,0 +1,562 @@
+//! Metrics: golden exposition text for a small model, the exposition format's validity rules
+//! (checked by a small parser here) on a larger model, and the /metrics server over loopback.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use xvs::control::metrics::{
+    escape_label, render, BackendMetrics, HealthMetrics, Metrics, MetricsServer, ServiceLabels,
+    ServiceMetrics, Traffic, WorkerMetrics, CONTENT_TYPE,
+};
+
+fn traffic(base: u64) -> Traffic {
+    Traffic {
+        conns: base,
+        in_pkts: base * 10,
+        out_pkts: base * 9,
+        in_bytes: base * 1000,
+        out_bytes: base * 9000,
+        cps: 1,
+        in_pps: 2,
+        out_pps: 3,
+        in_bps: 4,
+        out_bps: 5,
+    }
+}
+
+fn small() -> Metrics {
+    Metrics {
+        services: vec![ServiceMetrics {
+            labels: ServiceLabels::Address {
+                protocol: "tcp".into(),
+                vip: "198.18.0.1".parse().unwrap(),
+                vport: 80,
+            },
+            traffic: traffic(7),
+            backends: vec![BackendMetrics {
+                address: "198.19.0.11".parse().unwrap(),
+                port: 8080,
+                method: "nat".into(),
+                weight: 3,
+                active: 2,
+                inactive: 5,
+                persistent: 0,
+                traffic: traffic(7),
+                health: Some(HealthMetrics {
+                    up: false,
+                    transitions: 3,
+                    checks_ok: 40,
+                    checks_failed: 6,
+                }),
+            }],
+        }],
+        workers: vec![WorkerMetrics {
+            worker: 0,
+            rx_packets: 100,
+            tx_packets: 90,
+            pass_packets: 4,
+            drops: vec![("no_backend".into(), 5), ("truncated".into(), 1)],
+            busy_ratio: 0.25,
+            connections: 7,
+        }],
+    }
+}
+
+const GOLDEN: &str = r#"# HELP xvs_service_connections_total Connections scheduled by the service.
+# TYPE xvs_service_connections_total counter
+xvs_service_connections_total{protocol="tcp",vip="198.18.0.1",vport="80"} 7
+# HELP xvs_service_packets_total Packets of the service by direction (in: client to backend).
+# TYPE xvs_service_packets_total counter
+xvs_service_packets_total{protocol="tcp",vip="198.18.0.1",vport="80",direction="in"} 70
+xvs_service_packets_total{protocol="tcp",vip="198.18.0.1",vport="80",direction="out"} 63
+# HELP xvs_service_bytes_total Bytes of the service by direction (in: client to backend).
+# TYPE xvs_service_bytes_total counter
+xvs_service_bytes_total{protocol="tcp",vip="198.18.0.1",vport="80",direction="in"} 7000
+xvs_service_bytes_total{protocol="tcp",vip="198.18.0.1",vport="80",direction="out"} 63000
+# HELP xvs_service_connections_per_second New connections per second (IPVS rate estimate).
+# TYPE xvs_service_connections_per_second gauge
+xvs_service_connections_per_second{protocol="tcp",vip="198.18.0.1",vport="80"} 1
+# HELP xvs_service_packets_per_second Packets per second by direction (IPVS rate estimate).
+# TYPE xvs_service_packets_per_second gauge
+xvs_service_packets_per_second{protocol="tcp",vip="198.18.0.1",vport="80",direction="in"} 2
+xvs_service_packets_per_second{protocol="tcp",vip="198.18.0.1",vport="80",direction="out"} 3
+# HELP xvs_service_bytes_per_second Bytes per second by direction (IPVS rate estimate).
+# TYPE xvs_service_bytes_per_second gauge
+xvs_service_bytes_per_second{protocol="tcp",vip="198.18.0.1",vport="80",direction="in"} 4
+xvs_service_bytes_per_second{protocol="tcp",vip="198.18.0.1",vport="80",direction="out"} 5
+# HELP xvs_backend_weight Configured weight (0: quiesced).
+# TYPE xvs_backend_weight gauge
+xvs_backend_weight{protocol="tcp",vip="198.18.0.1",vport="80",address="198.19.0.11",port="8080",method="nat"} 3
+# HELP xvs_backend_active_connections Established connections (IPVS activeconns).
+# TYPE xvs_backend_active_connections gauge
+xvs_backend_active_connections{protocol="tcp",vip="198.18.0.1",vport="80",address="198.19.0.11",port="8080",method="nat"} 2
+# HELP xvs_backend_inactive_connections Connections in other states (IPVS inactconns).
+# TYPE xvs_backend_inactive_connections gauge
+xvs_backend_inactive_connections{protocol="tcp",vip="198.18.0.1",vport="80",address="198.19.0.11",port="8080",method="nat"} 5
+# HELP xvs_backend_persistent_connections Persistence templates (IPVS persistconns).
+# TYPE xvs_backend_persistent_connections gauge
+xvs_backend_persistent_connections{protocol="tcp",vip="198.18.0.1",vport="80",address="198.19.0.11",port="8080",method="nat"} 0
+# HELP xvs_backend_connections_total Connections scheduled to the backend.
+# TYPE xvs_backend_connections_total counter
+xvs_backend_connections_total{protocol="tcp",vip="198.18.0.1",vport="80",address="198.19.0.11",port="8080",method="nat"} 7
+# HELP xvs_backend_packets_total Packets of the backend by direction (in: client to backend).
+# TYPE xvs_backend_packets_total counter
+xvs_backend_packets_total{protocol="tcp",vip="198.18.0.1",vport="80",address="198.19.0.11",port="8080",method="nat",direction="in"} 70
+xvs_backend_packets_total{protocol="tcp",vip="198.18.0.1",vport="80",address="198.19.0.11",port="8080",method="nat",direction="out"} 63
+# HELP xvs_backend_bytes_total Bytes of the backend by direction (in: client to backend).
+# TYPE xvs_backend_bytes_total counter
+xvs_backend_bytes_total{protocol="tcp",vip="198.18.0.1",vport="80",address="198.19.0.11",port="8080",method="nat",direction="in"} 7000
+xvs_backend_bytes_total{protocol="tcp",vip="198.18.0.1",vport="80",address="198.19.0.11",port="8080",method="nat",direction="out"} 63000
+# HELP xvs_backend_connections_per_second New connections per second (IPVS rate estimate).
+# TYPE xvs_backend_connections_per_second gauge
+xvs_backend_connections_per_second{protocol="tcp",vip="198.18.0.1",vport="80",address="198.19.0.11",port="8080",method="nat"} 1
+# HELP xvs_backend_packets_per_second Packets per second by direction (IPVS rate estimate).
+# TYPE xvs_backend_packets_per_second gauge
+xvs_backend_packets_per_second{protocol="tcp",vip="198.18.0.1",vport="80",address="198.19.0.11",port="8080",method="nat",direction="in"} 2
+xvs_backend_packets_per_second{protocol="tcp",vip="198.18.0.1",vport="80",address="198.19.0.11",port="8080",method="nat",direction="out"} 3
+# HELP xvs_backend_bytes_per_second Bytes per second by direction (IPVS rate estimate).
+# TYPE xvs_backend_bytes_per_second gauge
+xvs_backend_bytes_per_second{protocol="tcp",vip="198.18.0.1",vport="80",address="198.19.0.11",port="8080",method="nat",direction="in"} 4
+xvs_backend_bytes_per_second{protocol="tcp",vip="198.18.0.1",vport="80",address="198.19.0.11",port="8080",method="nat",direction="out"} 5
+# HELP xvs_backend_up Health check state: 1 up, 0 down.
+# TYPE xvs_backend_up gauge
+xvs_backend_up{protocol="tcp",vip="198.18.0.1",vport="80",address="198.19.0.11",port="8080",method="nat"} 0
+# HELP xvs_backend_health_transitions_total Health state changes (up to down and down to up).
+# TYPE xvs_backend_health_transitions_total counter
+xvs_backend_health_transitions_total{protocol="tcp",vip="198.18.0.1",vport="80",address="198.19.0.11",port="8080",method="nat"} 3
+# HELP xvs_backend_health_checks_total Health check probes by result.
+# TYPE xvs_backend_health_checks_total counter
+xvs_backend_health_checks_total{protocol="tcp",vip="198.18.0.1",vport="80",address="198.19.0.11",port="8080",method="nat",result="ok"} 40
+xvs_backend_health_checks_total{protocol="tcp",vip="198.18.0.1",vport="80",address="198.19.0.11",port="8080",method="nat",result="failed"} 6
+# HELP xvs_worker_rx_packets_total Frames received by the worker.
+# TYPE xvs_worker_rx_packets_total counter
+xvs_worker_rx_packets_total{worker="0"} 100
+# HELP xvs_worker_tx_packets_total Frames transmitted by the worker.
+# TYPE xvs_worker_tx_packets_total counter
+xvs_worker_tx_packets_total{worker="0"} 90
+# HELP xvs_worker_pass_packets_total Frames handed to the kernel by the worker.
+# TYPE xvs_worker_pass_packets_total counter
+xvs_worker_pass_packets_total{worker="0"} 4
+# HELP xvs_worker_drops_total Frames dropped by the worker, by reason.
+# TYPE xvs_worker_drops_total counter
+xvs_worker_drops_total{worker="0",reason="no_backend"} 5
+xvs_worker_drops_total{worker="0",reason="truncated"} 1
+# HELP xvs_worker_busy_ratio Share of the worker's time spent processing frames (0 to 1).
+# TYPE xvs_worker_busy_ratio gauge
+xvs_worker_busy_ratio{worker="0"} 0.25
+# HELP xvs_worker_connections Entries in the worker's connection table.
+# TYPE xvs_worker_connections gauge
+xvs_worker_connections{worker="0"} 7
+"#;
+
+#[test]
+fn golden_text_for_a_small_model() {
+    let text = render(&small());
+    if text != GOLDEN {
+        // Print the whole rendering to make a change reviewable.
+        eprintln!("{text}");
+    }
+    assert_eq!(text, GOLDEN);
+}
+
+/// A larger model: two services (address and fwmark, IPv4 and IPv6), checked and unchecked
+/// backends, label values that need escaping, two workers, float edge cases.
+fn large() -> Metrics {
+    let mut m = small();
+    m.services[0].backends.push(BackendMetrics {
+        address: "198.19.0.12".parse().unwrap(),
+        port: 8080,
+        method: "dr".into(),
+        weight: 0,
+        active: 0,
+        inactive: 0,
+        persistent: 1,
+        traffic: Traffic::default(),
+        health: None,
+    });
+    m.services.push(ServiceMetrics {
+        labels: ServiceLabels::Fwmark {
+            mark: 7,
+            ipv6: true,
+        },
+        traffic: traffic(1),
+        backends: vec![BackendMetrics {
+            address: "2001:db8::11".parse().unwrap(),
+            port: 0,
+            method: "we\"ird\\me\nthod".into(),
+            weight: 1,
+            active: 1,
+            inactive: 0,
+            persistent: 0,
+            traffic: traffic(1),
+            health: Some(HealthMetrics {
+                up: true,
+                ..Default::default()
+            }),
+        }],
+    });
+    m.workers.push(WorkerMetrics {
+        worker: 1,
+        busy_ratio: f64::NAN,
+        ..Default::default()
+    });
+    m.workers.push(WorkerMetrics {
+        worker: 2,
+        busy_ratio: f64::INFINITY,
+        drops: vec![("malformed".into(), u64::MAX)],
+        ..Default::default()
+    });
+    m
+}
+
+/// One parsed sample.
+#[derive(Debug)]
+struct Sample {
+    name: String,
+    labels: Vec<(String, String)>,
+    value: String,
+}
+
+/// Parse `name{l="v",…} value`, undoing label escapes; errors name the problem.
+fn parse_sample(line: &str) -> Result<Sample, String> {
+    let name_end = line
+        .find(['{', ' '])
+        .ok_or_else(|| format!("no value: {line}"))?;
+    let name = &line[..name_end];
+    let mut rest = &line[name_end..];
+    let mut labels = Vec::new();
+    if let Some(r) = rest.strip_prefix('{') {
+        let mut chars = r.char_indices().peekable();
+        let consumed: usize;
+        loop {
+            // label name
+            let mut lname = String::new();
+            for (_, c) in chars.by_ref() {
+                if c == '=' {
+                    break;
+                }
+                lname.push(c);
+            }
+            if !valid_label_name(&lname) {
+                return Err(format!("bad label name {lname:?} in {line}"));
+            }
+            if chars.next().map(|(_, c)| c) != Some('"') {
+                return Err(format!("label value not quoted in {line}"));
+            }
+            let mut value = String::new();
+            loop {
+                match chars.next() {
+                    None => return Err(format!("unterminated label value in {line}")),
+                    Some((_, '"')) => break,
+                    Some((_, '\\')) => match chars.next().map(|(_, c)| c) {
+                        Some('\\') => value.push('\\'),
+                        Some('"') => value.push('"'),
+                        Some('n') => value.push('\n'),
+                        other => return Err(format!("bad escape {other:?} in {line}")),
+                    },
+                    Some((_, '\n')) => return Err(format!("raw newline in {line}")),
+                    Some((_, c)) => value.push(c),
+                }
+            }
+            labels.push((lname, value));
+            match chars.next() {
+                Some((_, ',')) => continue,
+                Some((i, '}')) => {
+                    consumed = i + 1;
+                    break;
+                }
+                other => return Err(format!("expected , or }} but {other:?} in {line}")),
+            }
+        }
+        rest = &r[consumed..];
+    }
+    let value = rest
+        .strip_prefix(' ')
+        .ok_or_else(|| format!("no space before the value in {line}"))?;
+    if value.contains(' ') {
+        return Err(format!("timestamps are not used: {line}"));
+    }
+    let ok = matches!(value, "NaN" | "+Inf" | "-Inf") || value.parse::<f64>().is_ok();
+    if !ok {
+        return Err(format!("bad value {value:?} in {line}"));
+    }
+    Ok(Sample {
+        name: name.to_string(),
+        labels,
+        value: value.to_string(),
+    })
+}
+
+fn valid_metric_name(n: &str) -> bool {
+    let mut c = n.chars();
+    matches!(c.next(), Some(ch) if ch.is_ascii_alphabetic() || ch == '_' || ch == ':')
+        && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == ':')
+}
+
+fn valid_label_name(n: &str) -> bool {
+    let mut c = n.chars();
+    matches!(c.next(), Some(ch) if ch.is_ascii_alphabetic() || ch == '_')
+        && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+        && !n.starts_with("__")
+}
+
+/// The exposition rules xvs keeps: every line HELP, TYPE or a sample; HELP then TYPE once per
+/// family, before its samples; a family's samples contiguous; names `xvs_…`; counters end in
+/// `_total`, nothing else does; no series twice; text ends with a newline.
+fn check_exposition(text: &str) -> Result<Vec<Sample>, String> {
+    if !text.ends_with('\n') {
+        return Err("does not end with a newline".into());
+    }
+    let mut types: HashMap<String, String> = HashMap::new();
+    let mut helped: HashSet<String> = HashSet::new();
+    let mut finished: HashSet<String> = HashSet::new();
+    let mut current: Option<String> = None;
+    let mut series = HashSet::new();
+    let mut samples = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let name = rest.split(' ').next().unwrap_or("");
+            if !helped.insert(name.to_string()) {
+                return Err(format!("second HELP for {name}"));
+            }
+            if let Some(c) = current.take() {
+                finished.insert(c);
+            }
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut p = rest.split(' ');
+            let (name, kind) = (p.next().unwrap_or(""), p.next().unwrap_or(""));
+            if !helped.contains(name) {
+                return Err(format!("TYPE before HELP for {name}"));
+            }
+            if !["counter", "gauge"].contains(&kind) {
+                return Err(format!("unexpected type {kind} for {name}"));
+            }
+            if types.insert(name.to_string(), kind.to_string()).is_some() {
+                return Err(format!("second TYPE for {name}"));
+            }
+            if !valid_metric_name(name) || !name.starts_with("xvs_") {
+                return Err(format!("bad family name {name}"));
+            }
+            if (kind == "counter") != name.ends_with("_total") {
+                return Err(format!(
+                    "{kind} {name}: counters and only counters end in _total"
+                ));
+            }
+            current = Some(name.to_string());
+        } else if line.starts_with('#') || line.is_empty() {
+            return Err(format!("unexpected line {line:?}"));
+        } else {
+            let s = parse_sample(line)?;
+            if current.as_deref() != Some(s.name.as_str()) {
+                return Err(format!(
+                    "sample of {} outside its family block (TYPE missing or family split)",
+                    s.name
+                ));
+            }
+            if finished.contains(&s.name) {
+                return Err(format!("family {} split", s.name));
+            }
+            let mut key = s.labels.clone();
+            key.sort();
+            if !series.insert((s.name.clone(), key)) {
+                return Err(format!("duplicate series {line}"));
+            }
+            samples.push(s);
+        }
+    }
+    Ok(samples)
+}
+
+#[test]
+fn golden_text_is_valid_exposition() {
+    check_exposition(GOLDEN).unwrap();
+}
+
+#[test]
+fn larger_model_keeps_the_rules_and_escapes_labels() {
+    let text = render(&large());
+    let samples = check_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    // The escaped method label round-trips.
+    let weird = samples
+        .iter()
+        .find(|s| s.name == "xvs_backend_weight" && s.labels.iter().any(|(k, _)| k == "fwmark"))
+        .expect("fwmark backend");
+    let label = |s: &Sample, k: &str| {
+        s.labels
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(label(weird, "method").as_deref(), Some("we\"ird\\me\nthod"));
+    assert_eq!(label(weird, "fwmark").as_deref(), Some("7"));
+    assert_eq!(label(weird, "family").as_deref(), Some("ipv6"));
+    assert_eq!(label(weird, "address").as_deref(), Some("2001:db8::11"));
+    // Unchecked backends have no health series; checked ones do.
+    let ups: Vec<_> = samples
+        .iter()
+        .filter(|s| s.name == "xvs_backend_up")
+        .collect();
+    assert_eq!(ups.len(), 2);
+    assert!(!samples.iter().any(
+        |s| s.name == "xvs_backend_up" && label(s, "address").as_deref() == Some("198.19.0.12")
+    ));
+    // Float edge cases and the largest counter.
+    let busy: Vec<_> = samples
+        .iter()
+        .filter(|s| s.name == "xvs_worker_busy_ratio")
+        .map(|s| s.value.as_str())
+        .collect();
+    assert_eq!(busy, ["0.25", "NaN", "+Inf"]);
+    assert!(text.contains(
+        "xvs_worker_drops_total{worker=\"2\",reason=\"malformed\"} 18446744073709551615\n"
+    ));
+    // Every family has exactly one TYPE line.
+    assert_eq!(text.matches("# TYPE xvs_backend_weight ").count(), 1);
+}
+
+#[test]
+fn the_checker_catches_broken_expositions() {
+    // The rules above can fail: each of these breaks one.
+    let bad = [
+        "# HELP xvs_a_total a\n# TYPE xvs_a_total gauge\nxvs_a_total 1\n",
+        "# HELP xvs_a a\n# TYPE xvs_a counter\nxvs_a 1\n",
+        "# HELP other_total a\n# TYPE other_total counter\nother_total 1\n",
+        "# HELP xvs_a a\n# TYPE xvs_a gauge\nxvs_a{x=\"1\"} 1\nxvs_a{x=\"1\"} 2\n",
+        "# HELP xvs_a a\n# TYPE xvs_a gauge\nxvs_a{x=\"a\\q\"} 1\n",
+        "# HELP xvs_a a\n# TYPE xvs_a gauge\nxvs_a 1",
+        "xvs_a 1\n",
+        "# HELP xvs_a a\n# TYPE xvs_a gauge\nxvs_a one\n",
+        "# HELP xvs_a a\n# TYPE xvs_a gauge\n# HELP xvs_b b\n# TYPE xvs_b gauge\nxvs_a 1\n",
+    ];
+    for b in bad {
+        assert!(check_exposition(b).is_err(), "accepted {b:?}");
+    }
+    assert!(check_exposition("").is_err());
+}
+
+#[test]
+fn empty_model_renders_nothing() {
+    assert_eq!(render(&Metrics::default()), "");
+}
+
+#[test]
+fn label_escaping() {
+    assert_eq!(escape_label(r#"a\b"c"#), r#"a\\b\"c"#);
+    assert_eq!(escape_label("x\ny"), "x\\ny");
+    assert_eq!(escape_label("plain"), "plain");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server
+// ---------------------------------------------------------------------------------------------
+
+/// A raw HTTP/1.0 exchange: (status line, headers, body).
+fn get(addr: SocketAddr, request: &str) -> (String, String, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").expect("header end");
+    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+    (status.to_string(), headers.to_string(), body.to_string())
+}
+
+#[test]
+fn server_answers_scrapes_with_fresh_data() {
+    let scrapes = Arc::new(AtomicU64::new(0));
+    let counter = scrapes.clone();
+    let server = MetricsServer::start("127.0.0.1:0".parse().unwrap(), move || {
+        let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut m = small();
+        m.workers[0].rx_packets = n;
+        m
+    })
+    .unwrap();
+    let addr = server.local_addr();
+    assert_ne!(addr.port(), 0);
+    for n in 1..=2u64 {
+        let (status, headers, body) = get(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert!(
+            headers.contains(&format!("Content-Type: {CONTENT_TYPE}")),
+            "{headers}"
+        );
+        assert!(
+            headers.contains(&format!("Content-Length: {}", body.len())),
+            "{headers}"
+        );
+        check_exposition(&body).unwrap();
+        assert!(body.contains(&format!(
+            "xvs_worker_rx_packets_total{{worker=\"0\"}} {n}\n"
+        )));
+    }
+    // Query strings are ignored; HEAD has no body; other paths and methods are 404.
+    let (status, _, body) = get(addr, "GET /metrics?x=1 HTTP/1.0\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(!body.is_empty());
+    let (status, headers, body) = get(addr, "HEAD /metrics HTTP/1.0\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(headers.contains("Content-Length: "));
+    assert!(body.is_empty());
+    let (status, _, _) = get(addr, "GET / HTTP/1.0\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    let (status, _, _) = get(addr, "POST /metrics HTTP/1.0\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    let (status, _, _) = get(addr, "garbage\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    assert_eq!(scrapes.load(Ordering::Relaxed), 4);
+
+    let t = Instant::now();
+    server.shutdown();
+    assert!(t.elapsed() < Duration::from_secs(1));
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "still listening after shutdown"
+    );
+}
+
+#[test]
+fn a_panicking_provider_gives_500_and_the_server_keeps_serving() {
+    let calls = Arc::new(AtomicU64::new(0));
+    let c = calls.clone();
+    let server = MetricsServer::start("127.0.0.1:0".parse().unwrap(), move || {
+        if c.fetch_add(1, Ordering::Relaxed) == 0 {
+            panic!("provider failed on purpose");
+        }
+        small()
+    })
+    .unwrap();
+    let (status, _, _) = get(server.local_addr(), "GET /metrics HTTP/1.0\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 500 Internal Server Error");
+    let (status, _, body) = get(server.local_addr(), "GET /metrics HTTP/1.0\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(body, GOLDEN);
+}
+
+#[test]
+fn a_silent_client_does_not_block_shutdown_forever() {
+    let server = MetricsServer::start("[::1]:0".parse().unwrap(), Metrics::default)
+        .or_else(|_| MetricsServer::start("127.0.0.1:0".parse().unwrap(), Metrics::default))
+        .unwrap();
+    let addr = server.local_addr();
+    // Connects and sends nothing: the server gives up after its 2 s read timeout.
+    let _idle = TcpStream::connect(addr).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let t = Instant::now();
+    server.shutdown();
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+}
+
+#[test]
+fn binding_a_busy_address_fails_cleanly() {
+    let first = MetricsServer::start("127.0.0.1:0".parse().unwrap(), Metrics::default).unwrap();
+    let err = MetricsServer::start(first.local_addr(), Metrics::default)
+        .err()
+        .expect("in use");
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+}
