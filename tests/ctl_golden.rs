@@ -312,6 +312,26 @@ fn other_layouts() {
         r.lines().nth(3).unwrap(),
         "  -> 198.19.0.2:8080                     0        0        0        0        0"
     );
+    let ti = format::list_all(
+        &l,
+        &ListFormat {
+            tun_info: true,
+            ..Default::default()
+        },
+    );
+    let ti: Vec<&str> = ti.lines().collect();
+    assert_eq!(
+        ti[2],
+        "  -> RemoteAddress:Port           Forward TunnelInfo    Weight ActiveConn InActConn"
+    );
+    assert_eq!(
+        ti[4],
+        "  -> 198.19.0.2:8080              Masq    n/a           1      0          0         "
+    );
+    assert_eq!(
+        ti[8],
+        "  -> 198.19.0.21:443              Tunnel  ipip          1      0          0         "
+    );
     assert_eq!(
         format::timeouts(&st),
         "Timeout (tcp tcpfin udp): 900 120 300\n"

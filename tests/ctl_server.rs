@@ -354,6 +354,16 @@ fn missing_socket_and_stale_socket() {
             sock.display()
         )
     );
+    // Help, version and bad command lines need no director; --socket may follow the args.
+    let o = ctl(&sock, "-h", "");
+    assert_eq!(o.status, 0);
+    assert!(o.stdout.contains("Usage:"));
+    let o = ctl(&sock, "-A -t 198.18.0.100:80 -w 1", "");
+    assert_eq!(o.status, 2);
+    assert_eq!(
+        o.stderr,
+        "Illegal 'weight' option with the 'add-service' command\n"
+    );
     // A stale socket file (no one listening) is replaced; a live one is not.
     std::fs::create_dir_all(&dir.0).unwrap();
     drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
@@ -365,6 +375,13 @@ fn missing_socket_and_stale_socket() {
         "second server refused"
     );
     assert_eq!(ok(&sock, "-S"), "");
+    let o = Command::new(env!("CARGO_BIN_EXE_xvs"))
+        .args(["ctl", "-A", "-t", "198.18.0.100:80", "--socket"])
+        .arg(&sock)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(fake.desired().services.len(), 1);
     server.stop();
 }
 

@@ -30,6 +30,8 @@ pub struct ListFormat {
     pub persistent_conn: bool,
     pub nosort: bool,
     pub exact: bool,
+    /// `--tun-info`: a TunnelInfo column after Forward (`ipip` for tunnel backends, else `n/a`).
+    pub tun_info: bool,
 }
 
 /// `IP Virtual Server version 1.2.1 (size=4096)`.
@@ -75,6 +77,8 @@ fn title(f: &ListFormat) -> String {
             "{:<33} {:<9} {:<11} {:<10} {:<10}\n",
             "Prot LocalAddress:Port", "Weight", "PersistConn", "ActiveConn", "InActConn"
         )
+    } else if f.tun_info {
+        return "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward TunnelInfo    Weight ActiveConn InActConn\n".into();
     } else {
         return "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n".into();
     };
@@ -196,6 +200,20 @@ fn service_entry(out: &mut String, s: &ServiceListing, f: &ListFormat) {
                 out,
                 "  -> {d:<28} {:<9} {:<11} {:<10} {:<10}",
                 b.weight, b.persist, b.active, b.inactive
+            );
+        } else if f.tun_info {
+            let _ = writeln!(
+                out,
+                "  -> {d:<28} {:<7} {:<13} {:<6} {:<10} {:<10}",
+                method_name(b.method),
+                if b.method == Method::Tunnel {
+                    "ipip"
+                } else {
+                    "n/a"
+                },
+                b.weight,
+                b.active,
+                b.inactive
             );
         } else {
             let _ = writeln!(

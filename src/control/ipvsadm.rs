@@ -161,24 +161,24 @@ impl Cmd {
 
     /// `commands_v_options` over [`OPT_NAMES`]: `+` compulsory, `x` illegal, `1` exclusive,
     /// ` ` optional.
-    fn legal(self) -> &'static [u8; 24] {
+    fn legal(self) -> &'static [u8; 25] {
         match self {
-            Cmd::Add | Cmd::Edit => b"xx+   xxxxxxxxxxxx  xxxx",
-            Cmd::Del => b"xx+xxxxxxxxxxxxxxxxxxxxx",
-            Cmd::List => b" 11xxxxxxxx1      xx xx1",
-            Cmd::AddDest | Cmd::EditDest => b"xx+xxx+    xxxxxxxxxx xx",
-            Cmd::DelDest => b"xx+xxx+xxxxxxxxxxxxxxxxx",
-            Cmd::Save => b" xxxxxxxxxxxxxxxxxxxxx x",
-            Cmd::Zero => b"xx xxxxxxxxxxxxxxxxxxxxx",
-            Cmd::Flush | Cmd::Timeout | Cmd::Restore => b"xxxxxxxxxxxxxxxxxxxxxxxx",
-            Cmd::Help | Cmd::Version => b"                        ",
+            Cmd::Add | Cmd::Edit => b"xx+   xxxxxxxxxxxx  xxxxx",
+            Cmd::Del => b"xx+xxxxxxxxxxxxxxxxxxxxxx",
+            Cmd::List => b" 11xxxxxxxx1      xx xx1 ",
+            Cmd::AddDest | Cmd::EditDest => b"xx+xxx+    xxxxxxxxxx xxx",
+            Cmd::DelDest => b"xx+xxx+xxxxxxxxxxxxxxxxxx",
+            Cmd::Save => b" xxxxxxxxxxxxxxxxxxxxx xx",
+            Cmd::Zero => b"xx xxxxxxxxxxxxxxxxxxxxxx",
+            Cmd::Flush | Cmd::Timeout | Cmd::Restore => b"xxxxxxxxxxxxxxxxxxxxxxxxx",
+            Cmd::Help | Cmd::Version => b"                         ",
         }
     }
 }
 
 /// ipvsadm's option names (`optnames`, plus `sched-flags`, `tun-type`, `daemon`, and xvs's
 /// `json`, `toml`).
-const OPT_NAMES: [&str; 24] = [
+const OPT_NAMES: [&str; 25] = [
     "numeric",
     "connection",
     "service-address",
@@ -203,6 +203,7 @@ const OPT_NAMES: [&str; 24] = [
     "tun-type",
     "toml",
     "daemon",
+    "tun-info",
 ];
 
 const O_NUMERIC: usize = 0;
@@ -229,6 +230,7 @@ const O_JSON: usize = 20;
 const O_TUN_TYPE: usize = 21;
 const O_TOML: usize = 22;
 const O_DAEMON: usize = 23;
+const O_TUN_INFO: usize = 24;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Arg {
@@ -334,6 +336,7 @@ const OPTIONS: &[Opt] = &[
     o(None, "tun-type", Arg::Required, Id::Set(O_TUN_TYPE)),
     o(None, "toml", Arg::No, Id::Set(O_TOML)),
     o(None, "daemon", Arg::No, Id::Set(O_DAEMON)),
+    o(None, "tun-info", Arg::No, Id::Set(O_TUN_INFO)),
     o(
         None,
         "sctp-service",
@@ -372,12 +375,6 @@ const OPTIONS: &[Opt] = &[
     ),
     o(
         None,
-        "tun-info",
-        Arg::No,
-        Id::Unsupported("tunnel info listings (--tun-info)"),
-    ),
-    o(
-        None,
         "start-daemon",
         Arg::Required,
         Id::Unsupported("the connection sync daemon"),
@@ -405,8 +402,8 @@ const OPTIONS: &[Opt] = &[
 #[derive(Default)]
 struct Raw {
     cmd: Option<Cmd>,
-    given: [bool; 24],
-    values: [Option<String>; 24],
+    given: [bool; 25],
+    values: [Option<String>; 25],
     /// -t / -u / -f with its argument.
     service: Option<(Id, String)>,
     method: Option<Method>,
@@ -572,7 +569,7 @@ fn scan(args: &[String]) -> Result<Raw, UsageError> {
 }
 
 /// `generic_opt_check`.
-fn check_options(cmd: Cmd, given: &[bool; 24]) -> Result<(), UsageError> {
+fn check_options(cmd: Cmd, given: &[bool; 25]) -> Result<(), UsageError> {
     let legal = cmd.legal();
     let mut last: Option<usize> = None;
     for j in 0..OPT_NAMES.len() {
@@ -750,6 +747,7 @@ fn build(mut raw: Raw) -> Result<Command, UsageError> {
                     persistent_conn: g[O_PERSISTENTCONN],
                     nosort: g[O_NOSORT],
                     exact: g[O_EXACT],
+                    tun_info: g[O_TUN_INFO],
                 }
             },
         })),
@@ -945,7 +943,7 @@ Usage:
   xvs ctl -S [-n] [--toml]   (--toml: [[service]] sections for the configuration file)
   xvs ctl -a|e -t|u|f service-address -r server-address [-g|-i|-m|--fullnat] [-w weight] [-x upper] [-y lower]
   xvs ctl -d -t|u|f service-address -r server-address
-  xvs ctl -L|l [-n] [-c] [--timeout] [--stats|--rate|--thresholds|--persistent-conn] [--exact] [--nosort] [--json] [-t|u|f service-address]
+  xvs ctl -L|l [-n] [-c] [--timeout] [--stats|--rate|--thresholds|--persistent-conn|--tun-info] [--exact] [--nosort] [--json] [-t|u|f service-address]
   xvs ctl -Z [-t|u|f service-address]
   xvs ctl --set tcp tcpfin udp
   xvs ctl reload        re-read the configuration file (runtime changes not in it are discarded)

@@ -109,10 +109,7 @@ pub fn execute(d: &dyn Director, args: &[String], stdin: &str) -> Response {
     };
     match cmd {
         Command::Help => Response::ok(ipvsadm::HELP.into()),
-        Command::Version => Response::ok(format!(
-            "xvs {} (ipvsadm-compatible control, IPVS v1.2.1)\n",
-            env!("CARGO_PKG_VERSION")
-        )),
+        Command::Version => Response::ok(version()),
         Command::Status => Response::ok(ensure_newline(d.status())),
         Command::List(l) => {
             if l.daemon {
@@ -179,6 +176,13 @@ pub fn execute(d: &dyn Director, args: &[String], stdin: &str) -> Response {
             publish(d, st)
         }
     }
+}
+
+fn version() -> String {
+    format!(
+        "xvs {} (ipvsadm-compatible control, IPVS v1.2.1)\n",
+        env!("CARGO_PKG_VERSION")
+    )
 }
 
 fn ensure_newline(mut s: String) -> String {
@@ -354,16 +358,55 @@ pub fn request(socket: &Path, args: &[String], stdin: &str) -> std::io::Result<R
     })
 }
 
-/// Whether the command line restores rules (and so needs standard input).
-fn wants_stdin(args: &[String]) -> bool {
-    args.iter().any(|a| {
-        a == "--restore" || (a.starts_with('-') && !a.starts_with("--") && a.contains('R'))
-    })
-}
-
-/// `xvs ctl ARGS…`: send, print the answer, return the exit status.
+/// `xvs ctl ARGS…`: send, print the answer, return the exit status. `-h`, `-v` and command
+/// lines that are not valid ipvsadm are answered here, without the director; a `--socket PATH`
+/// among the ipvsadm arguments (after them on the command line) is taken as the socket.
 pub fn client(socket: &Path, args: &[String]) -> i32 {
-    let stdin = if wants_stdin(args) {
+    let mut socket = socket.to_path_buf();
+    let mut rest = Vec::with_capacity(args.len());
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--socket" {
+            match it.next() {
+                Some(p) => socket = PathBuf::from(p),
+                None => {
+                    eprintln!("xvs ctl: --socket needs a path");
+                    return 2;
+                }
+            }
+        } else if let Some(p) = a.strip_prefix("--socket=") {
+            socket = PathBuf::from(p);
+        } else {
+            rest.push(a.clone());
+        }
+    }
+    let args = &rest[..];
+    // Written with write_all, errors ignored: `xvs ctl -Ln | head` must not panic on EPIPE.
+    let out = |text: &str| {
+        let mut o = std::io::stdout().lock();
+        let _ = o.write_all(text.as_bytes());
+        let _ = o.flush();
+    };
+    let err = |text: &str| {
+        let _ = std::io::stderr().lock().write_all(text.as_bytes());
+    };
+    let restore = match ipvsadm::parse(args) {
+        Err(e) => {
+            err(&format!("{e}\n"));
+            return 2;
+        }
+        Ok(Command::Help) => {
+            out(ipvsadm::HELP);
+            return 0;
+        }
+        Ok(Command::Version) => {
+            out(&version());
+            return 0;
+        }
+        Ok(c) => c == Command::Restore,
+    };
+    let socket = socket.as_path();
+    let stdin = if restore {
         match std::io::read_to_string(std::io::stdin()) {
             Ok(s) => s,
             Err(e) => {
@@ -376,9 +419,8 @@ pub fn client(socket: &Path, args: &[String]) -> i32 {
     };
     match request(socket, args, &stdin) {
         Ok(r) => {
-            print!("{}", r.stdout);
-            eprint!("{}", r.stderr);
-            let _ = std::io::stdout().flush();
+            out(&r.stdout);
+            err(&r.stderr);
             r.status
         }
         Err(e) => {
@@ -393,7 +435,10 @@ pub fn client(socket: &Path, args: &[String]) -> i32 {
             };
             let text = e.to_string();
             let text = text.split(" (os error").next().unwrap_or_default();
-            eprintln!("xvs ctl: {hint}socket {}: {text}", socket.display());
+            err(&format!(
+                "xvs ctl: {hint}socket {}: {text}\n",
+                socket.display()
+            ));
             1
         }
     }
