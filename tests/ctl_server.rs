@@ -192,6 +192,10 @@ fn commands_change_the_running_state_and_list_as_ipvsadm() {
          pro expire state       source             virtual            destination\n\
          TCP 14:58  ESTABLISHED 198.18.1.7:51000   198.18.0.100:80    198.19.0.11:8080\n"
     );
+    let conns: serde_json::Value = serde_json::from_str(&ok(&sock, "-Lnc --json")).unwrap();
+    assert_eq!(conns[0]["protocol"], "TCP");
+    assert_eq!(conns[0]["expires"], 898);
+    assert_eq!(conns[0]["backend"], "198.19.0.11:8080");
     assert_eq!(
         ok(&sock, "-L --timeout"),
         "Timeout (tcp tcpfin udp): 900 120 300\n"
@@ -368,6 +372,9 @@ fn missing_socket_and_stale_socket() {
     std::fs::create_dir_all(&dir.0).unwrap();
     drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
     assert!(sock.exists());
+    // Other tests spawn processes in parallel: a child forked while the listener was open holds
+    // it until its exec closes it (CLOEXEC). Give that a moment so the socket is truly stale.
+    std::thread::sleep(std::time::Duration::from_millis(200));
     let fake = Fake::new(DesiredState::default());
     let server = Server::start(&sock, fake.clone()).unwrap();
     assert!(

@@ -597,7 +597,8 @@ pub fn connections_json(conns: &[ConnListing]) -> String {
         .iter()
         .map(|c| {
             json!({
-                "protocol": c.proto, "template": c.template, "expires": c.expires_secs,
+                "protocol": if c.proto == 0 { "IP" } else { proto_name(c.proto) },
+                "template": c.template, "expires": c.expires_secs,
                 "state": c.state, "client": c.client.to_string(),
                 "virtual": c.virt.to_string(), "backend": c.backend.to_string(),
             })
