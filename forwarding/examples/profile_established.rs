@@ -1,7 +1,10 @@
 //! A profiling loop for the established-flow path: `n` NAT connections, then `iters` client
 //! ACKs of random ones through the pipeline. Run under `perf record` to see where the time goes:
 //! `cargo run --release -p xvs-forwarding --example profile_established -- 1000 20000000`.
-//! A third argument `batch` sends them 32 at a time through `Pipeline::process_batch`.
+//! A third argument `batch` sends them 32 at a time through `Pipeline::process_batch`;
+//! `new` sends `iters` SYNs of new clients instead, in the steady state of the `new-flow` bench
+//! (as many connections expire as arrive, `housekeeping(now, 64)` per frame, `n` in the table;
+//! the figure includes writing each SYN's client address and port into a copy of a template).
 
 #[path = "../tests/common/mod.rs"]
 #[allow(unused_imports)]
@@ -11,6 +14,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use common::*;
 use xvs_forwarding::pipeline::BATCH;
+use xvs_forwarding::wire::{self, rewrite, Parsed};
 use xvs_forwarding::{Frame, Pipeline, PipelineConfig, Time, Verdict};
 
 fn main() {
@@ -20,7 +24,11 @@ fn main() {
         .next()
         .and_then(|s| s.parse().ok())
         .unwrap_or(20_000_000);
-    let batch = args.next().as_deref() == Some("batch");
+    let mode = args.next();
+    let batch = mode.as_deref() == Some("batch");
+    if mode.as_deref() == Some("new") {
+        return new_flows(n, iters);
+    }
     let cfg = PipelineConfig {
         connections: n + 1024,
         v6_connections: 1024,
@@ -82,5 +90,64 @@ fn main() {
         "{n} connections{}: {:.1} ns per established frame",
         if batch { ", batches of 32" } else { "" },
         dt.as_nanos() as f64 / iters as f64
+    );
+}
+
+/// Client `i` of up to 2^15 · 64512 (address from 198.18.128.0/17, port from 1024).
+fn client(i: u32) -> (IpAddr, u16) {
+    let a = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 128, 0)) + (i % 32768));
+    (IpAddr::V4(a), 1024 + (i / 32768 % 64512) as u16)
+}
+
+fn new_flows(n: u32, iters: u64) {
+    let cfg = PipelineConfig {
+        connections: 2 * n + 4096,
+        v6_connections: 1024,
+        local_addresses: vec![IpAddr::V4(LOCAL4)],
+        ..PipelineConfig::default()
+    };
+    let mut p = Pipeline::new(cfg, &services(), vec![], network()).expect("pipeline");
+    let template = frame_in(client(0).0, IpAddr::V4(VIP4))
+        .tcp(client(0).1, 80)
+        .syn()
+        .build();
+    let Parsed::Ip(tp) = wire::parse(&template) else {
+        panic!("template does not parse")
+    };
+    let mut buf = vec![0u8; 4096];
+    // SYN_RECV lasts 60 s: one new connection every 60 s / n keeps n in the table.
+    let step = 60_000_000_000 / u64::from(n);
+    let mut now = Time::from_secs(10);
+    let mut next = 0u32;
+    let mut one = |p: &mut Pipeline, now: Time, next: u32| {
+        let (c, cport) = client(next);
+        let f = &mut buf[256..256 + template.len()];
+        f.copy_from_slice(&template);
+        let mut q = tp;
+        rewrite::set_src(f, &mut q, c, cport).expect("template rewrite");
+        let mut fr = Frame::new(&mut buf, 256, template.len());
+        let v = p.process(now, FRONT, &mut fr);
+        debug_assert_eq!(v, Verdict::Tx(BACK));
+        v
+    };
+    // Fill to the steady state first.
+    for _ in 0..n {
+        now.0 += step;
+        p.housekeeping(now, 64);
+        one(&mut p, now, next);
+        next += 1;
+    }
+    let t0 = std::time::Instant::now();
+    for _ in 0..iters {
+        now.0 += step;
+        next = next.wrapping_add(1) % (32768 * 64512);
+        p.housekeeping(now, 64);
+        std::hint::black_box(one(&mut p, now, next));
+    }
+    let dt = t0.elapsed();
+    println!(
+        "{n} connections: {:.1} ns per new flow (table holds {})",
+        dt.as_nanos() as f64 / iters as f64,
+        p.connections().len()
     );
 }
