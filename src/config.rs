@@ -46,6 +46,7 @@ use xvs_forwarding::service::{
 use xvs_forwarding::{Method, PipelineConfig, PortId};
 use xvs_schedulers::SchedFlags;
 
+use crate::control::health::{CheckConfig, CheckSpec};
 use crate::dataplane_config::{
     AfXdpConfig, DataplaneConfig, InterfaceConfig, IoKind, PacketConfig, WorkerConfig, XdpMode,
 };
@@ -98,6 +99,16 @@ pub struct RawConfig {
     pub services: Vec<ServiceSection>,
     #[serde(default)]
     pub fullnat: FullNatSection,
+    #[serde(default)]
+    pub metrics: MetricsSection,
+}
+
+/// `[metrics]`: where the Prometheus exposition is served.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// e.g. `"127.0.0.1:9100"`; omit for no metrics endpoint.
+    pub address: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -237,6 +248,8 @@ pub struct ServiceSection {
     pub one_packet: bool,
     #[serde(default, rename = "backend")]
     pub backends: Vec<BackendSection>,
+    /// Health check of every backend of the service (a backend's own `check` overrides it).
+    pub check: Option<CheckConfig>,
 }
 
 fn default_scheduler() -> String {
@@ -257,6 +270,7 @@ pub struct BackendSection {
     pub u_threshold: u32,
     #[serde(default)]
     pub l_threshold: u32,
+    pub check: Option<CheckConfig>,
 }
 
 fn default_weight() -> u32 {
@@ -295,6 +309,12 @@ pub struct Config {
     pub local_addresses: Vec<IpAddr>,
     /// The data plane's part (interfaces, workers, I/O backend).
     pub dataplane: DataplaneConfig,
+    /// Each service's own `[service.check]` (backends added at run time get it), by service.
+    pub service_checks: Vec<Option<CheckConfig>>,
+    /// The health check of each checked backend: (service index, backend address, port, check).
+    pub checks: Vec<(usize, IpAddr, u16, CheckSpec)>,
+    /// Prometheus endpoint.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -523,6 +543,8 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
     }
 
     let mut services = Vec::new();
+    let mut service_checks = Vec::new();
+    let mut checks = Vec::new();
     let mut keys = HashSet::new();
     for (i, s) in raw.services.iter().enumerate() {
         let f = |n: &str| format!("service[{i}].{n}");
@@ -637,6 +659,17 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             if !seen.insert((b.address, port)) {
                 return Err(c.err(f("address"), "backend listed twice in this service"));
             }
+            let merged = CheckConfig::merged(s.check.as_ref(), b.check.as_ref());
+            if let Some(check) = merged {
+                let field = if b.check.is_some() {
+                    format!("service[{i}].backend[{j}].check")
+                } else {
+                    format!("service[{i}].check")
+                };
+                if let Some(spec) = check.validate(&field).map_err(|e| c.err(e.field, e.reason))? {
+                    checks.push((i, b.address, port, spec));
+                }
+            }
             backends.push(Backend {
                 addr: b.address,
                 port,
@@ -646,6 +679,7 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
                 l_threshold: b.l_threshold,
             });
         }
+        service_checks.push(s.check.clone());
         services.push(Service {
             key,
             scheduler: s.scheduler.clone(),
@@ -691,6 +725,9 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
 
     Ok(Config {
         dataplane,
+        service_checks,
+        checks,
+        metrics: raw.metrics.address,
         file: file.to_owned(),
         connections: raw.director.connections,
         removed_backends: raw.director.removed_backends.into(),
@@ -767,6 +804,25 @@ method = "dr"
         Config::parse(Path::new("x.toml"), text)
             .unwrap_err()
             .to_string()
+    }
+
+    #[test]
+    fn health_checks_merge_service_and_backend_sections() {
+        let text = GOOD.replace(
+            "scheduler = \"wrr\"\n",
+            "scheduler = \"wrr\"\n[service.check]\ntype = \"http\"\npath = \"/health\"\ninterval_ms = 1000\n",
+        )
+        .replace(
+            "method = \"dr\"\n",
+            "method = \"dr\"\n[service.backend.check]\ntype = \"tcp\"\n",
+        );
+        let c = Config::parse(Path::new("x.toml"), &text).unwrap();
+        assert_eq!(c.checks.len(), 2);
+        assert_eq!(c.checks[0].1, "198.19.0.11".parse::<IpAddr>().unwrap());
+        assert!(c.service_checks[0].is_some());
+        let bad = text.replace("interval_ms = 1000", "interval_ms = 0");
+        let e = Config::parse(Path::new("x.toml"), &bad).unwrap_err().to_string();
+        assert!(e.starts_with("x.toml: service[0].check.interval_ms"), "{e}");
     }
 
     #[test]
