@@ -31,6 +31,20 @@ use crate::neigh::{NeighbourRefresher, NeighbourUpdate};
 pub trait FrameProcessor: Send {
     /// Decide the frame's fate, rewriting it in place (the buffer has headroom for encapsulation).
     fn process(&mut self, now: Time, ingress: PortId, frame: &mut Frame<'_>) -> Verdict;
+    /// The same for a batch of frames that arrived on `ingress`, in order: `verdicts[i]` for
+    /// `frames[i]`. The worker calls this one; override it to overlap work across frames
+    /// (the pipeline prefetches its connection-table slots).
+    fn process_batch(
+        &mut self,
+        now: Time,
+        ingress: PortId,
+        frames: &mut [Frame<'_>],
+        verdicts: &mut [Verdict],
+    ) {
+        for (f, v) in frames.iter_mut().zip(verdicts.iter_mut()) {
+            *v = self.process(now, ingress, f);
+        }
+    }
     /// The next hop `ip` is reachable through `port` at `mac` (from the kernel neighbour table).
     fn set_neighbour(&mut self, _ip: IpAddr, _port: PortId, _mac: [u8; 6]) {}
     /// The next hop `ip` is no longer resolved.
@@ -48,6 +62,16 @@ impl FrameProcessor for xvs_forwarding::Pipeline {
     #[inline]
     fn process(&mut self, now: Time, ingress: PortId, frame: &mut Frame<'_>) -> Verdict {
         xvs_forwarding::Pipeline::process(self, now, ingress, frame)
+    }
+    #[inline]
+    fn process_batch(
+        &mut self,
+        now: Time,
+        ingress: PortId,
+        frames: &mut [Frame<'_>],
+        verdicts: &mut [Verdict],
+    ) {
+        xvs_forwarding::Pipeline::process_batch(self, now, ingress, frames, verdicts);
     }
     fn set_neighbour(&mut self, ip: IpAddr, _port: PortId, mac: [u8; 6]) {
         self.network_mut().set_neighbour(ip, mac);
@@ -228,19 +252,17 @@ fn run_worker<I: WorkerIo, P: FrameProcessor>(mut io: I, mut proc: P, mut ctx: W
         let now = Time(t0.duration_since(ctx.epoch).as_nanos() as u64);
         let n = match ctx.handoff.as_mut() {
             None => io.poll(
-                &mut |port, frame| Some(proc.process(now, port, frame)),
+                &mut |port, frames, verdicts, _| proc.process_batch(now, port, frames, verdicts),
                 &mut c,
             ),
             Some(h) => {
                 let me = ctx.index;
-                let workers = h.peers.len();
                 let mut hc = steer::HandoffCounters::default();
                 let n = io.poll(
-                    &mut |port, frame| match steer::owner(frame.data(), &h.sets, workers) {
-                        Some(o) if o != me => {
-                            steer::hand_off(me, o, port, frame, &mut h.pool, &h.peers, &mut hc)
-                        }
-                        _ => Some(proc.process(now, port, frame)),
+                    &mut |port, frames, verdicts, consumed| {
+                        steer::split_batch(
+                            me, port, frames, verdicts, consumed, h, &mut hc, &mut proc, now,
+                        )
                     },
                     &mut c,
                 );
@@ -764,7 +786,7 @@ pub mod steer {
     use xvs_forwarding::{DropReason, Frame, PortId, Time, Verdict};
 
     use super::{ClientSteering, DirectorTargets, FrameProcessor, Handoff};
-    use crate::io::{IoCounters, WorkerIo};
+    use crate::io::{IoCounters, WorkerIo, MAX_BATCH};
 
     /// Handoff buffers per worker, their size, and the headroom kept in front of the frame.
     pub const POOL: usize = 1024;
@@ -1037,6 +1059,56 @@ pub mod steer {
         None
     }
 
+    /// Hand the frames of a batch that belong to other workers over to them, and run the rest
+    /// through the processor as one batch (moved to the front of the slice for the call, then put
+    /// back in place, so that `verdicts[i]` and bit `i` of `consumed` stay about `frames[i]`).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn split_batch<P: FrameProcessor>(
+        me: usize,
+        port: PortId,
+        frames: &mut [Frame<'_>],
+        verdicts: &mut [Verdict],
+        consumed: &mut u64,
+        h: &mut Handoff,
+        hc: &mut HandoffCounters,
+        proc: &mut P,
+        now: Time,
+    ) {
+        let n = frames.len().min(verdicts.len()).min(MAX_BATCH);
+        let workers = h.peers.len();
+        // pos[k]: the original index of the k-th local frame.
+        let mut pos = [0u8; MAX_BATCH];
+        let mut nl = 0usize;
+        for i in 0..n {
+            match owner(frames[i].data(), &h.sets, workers) {
+                Some(o) if o != me => {
+                    match hand_off(me, o, port, &frames[i], &mut h.pool, &h.peers, hc) {
+                        None => *consumed |= 1u64 << i,
+                        Some(v) => verdicts[i] = v,
+                    }
+                }
+                _ => {
+                    // Frames in [nl, i) are all foreign: swapping keeps the locals in order.
+                    frames.swap(nl, i);
+                    pos[nl] = i as u8;
+                    nl += 1;
+                }
+            }
+        }
+        if nl == 0 {
+            return;
+        }
+        let mut local = [Verdict::Pass; MAX_BATCH];
+        proc.process_batch(now, port, &mut frames[..nl], &mut local[..nl]);
+        // Undo the swaps in reverse order: every frame back at its original index.
+        for k in (0..nl).rev() {
+            frames.swap(k, pos[k] as usize);
+        }
+        for k in 0..nl {
+            verdicts[pos[k] as usize] = local[k];
+        }
+    }
+
     /// Process frames other workers handed over, return their buffers, take ours back.
     pub(super) fn drain<I: WorkerIo, P: FrameProcessor>(
         me: usize,
@@ -1099,6 +1171,76 @@ pub mod steer {
                 next_hops: vec![],
                 client_steering: ClientSteering::Flow,
             })
+        }
+
+        /// Tags each frame's verdict with its client port, and records the order it saw.
+        struct Tagger(Vec<u16>);
+        impl FrameProcessor for Tagger {
+            fn process(&mut self, _: Time, _: PortId, f: &mut Frame<'_>) -> Verdict {
+                let d = f.data();
+                let port = u16::from_be_bytes([d[34], d[35]]);
+                self.0.push(port);
+                Verdict::Tx(PortId(port))
+            }
+        }
+
+        #[test]
+        fn split_batch_keeps_frames_and_verdicts_in_place() {
+            use std::sync::mpsc::sync_channel;
+            let (t0, _r0) = sync_channel(INBOX);
+            let (t1, r1) = sync_channel(INBOX);
+            let mut h = Handoff {
+                sets: std::sync::Arc::new(sets()),
+                inbox: std::sync::mpsc::sync_channel(1).1,
+                peers: vec![t0, t1],
+                pool: (0..8).map(|_| vec![0u8; BUF].into_boxed_slice()).collect(),
+            };
+            let s = sets();
+            let mut bufs: Vec<Vec<u8>> = (0..20u16)
+                .map(|k| v4([198, 18, 1, 10], [198, 18, 10, 1], 6, 2000 + k, 80))
+                .collect();
+            let mine: Vec<bool> = bufs.iter().map(|b| owner(b, &s, 2) == Some(0)).collect();
+            assert!(mine.iter().any(|m| *m) && mine.iter().any(|m| !*m));
+            let mut frames: Vec<Frame<'_>> = bufs
+                .iter_mut()
+                .map(|b| {
+                    let n = b.len();
+                    Frame::new(b, 0, n)
+                })
+                .collect();
+            let mut verdicts = vec![Verdict::Pass; frames.len()];
+            let mut consumed = 0u64;
+            let mut hc = HandoffCounters::default();
+            let mut p = Tagger(Vec::new());
+            split_batch(
+                0,
+                PortId(0),
+                &mut frames,
+                &mut verdicts,
+                &mut consumed,
+                &mut h,
+                &mut hc,
+                &mut p,
+                Time(0),
+            );
+            let mut local_order = Vec::new();
+            for (i, f) in frames.iter().enumerate() {
+                let port = u16::from_be_bytes([f.data()[34], f.data()[35]]);
+                assert_eq!(port, 2000 + i as u16, "frame {i} back in place");
+                if mine[i] {
+                    assert_eq!(verdicts[i], Verdict::Tx(PortId(port)));
+                    assert_eq!(consumed & (1 << i), 0);
+                    local_order.push(port);
+                } else {
+                    assert_ne!(consumed & (1 << i), 0, "frame {i} handed over");
+                }
+            }
+            assert_eq!(p.0, local_order, "local frames processed in arrival order");
+            let handed = mine.iter().filter(|m| !**m).count();
+            // The pool had 8 buffers: the rest of the foreign frames were counted as lost.
+            assert_eq!(hc.out as usize, handed.min(8));
+            assert_eq!(hc.full as usize, handed.saturating_sub(8));
+            assert_eq!(r1.try_iter().count(), handed.min(8));
         }
 
         #[test]

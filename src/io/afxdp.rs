@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use xvs_forwarding::{Frame, PortId, Verdict};
 
 use super::sys::{self, Mmap};
-use super::{IoCounters, IoError, WorkerIo};
+use super::{IoCounters, IoError, WorkerIo, MAX_BATCH};
 
 /// XDP_PACKET_HEADROOM: what the kernel reserves in front of a received frame.
 pub const XDP_PACKET_HEADROOM: u32 = 256;
@@ -236,9 +236,48 @@ impl<T: Copy> ConsRing<T> {
 struct Umem {
     map: Mmap,
     chunk_size: u64,
+    /// Per chunk, the batch number in which it was last claimed (duplicate guard).
+    claimed: Vec<u32>,
+    batch_no: u32,
 }
 
 impl Umem {
+    fn new(map: Mmap, chunk_size: u64) -> Umem {
+        let chunks = map.len / chunk_size as usize;
+        Umem {
+            map,
+            chunk_size,
+            claimed: vec![0; chunks],
+            batch_no: 0,
+        }
+    }
+
+    /// Start a new batch of claims.
+    #[inline]
+    fn next_batch(&mut self) {
+        self.batch_no = self.batch_no.wrapping_add(1);
+        if self.batch_no == 0 {
+            self.claimed.iter_mut().for_each(|c| *c = 0);
+            self.batch_no = 1;
+        }
+    }
+
+    /// Claim the chunk holding `addr` for this batch: its base offset and start pointer, or
+    /// `None` if the address is outside the area or the chunk was already claimed in this batch
+    /// (the kernel never hands out a chunk twice; the guard makes aliasing impossible anyway).
+    #[inline]
+    fn claim(&mut self, addr: u64) -> Option<(u64, *mut u8)> {
+        let base = addr & !(self.chunk_size - 1);
+        let idx = (base / self.chunk_size) as usize;
+        let seen = self.claimed.get_mut(idx)?;
+        if *seen == self.batch_no {
+            return None;
+        }
+        *seen = self.batch_no;
+        // SAFETY: idx < chunks, so base + chunk_size ≤ the mapping's length.
+        Some((base, unsafe { self.map.ptr.add(base as usize) }))
+    }
+
     /// The chunk containing `addr` as the frame buffer, and the offset of `addr` in it; `None` if
     /// the address is outside the area.
     #[inline]
@@ -404,10 +443,7 @@ impl AfXdpIo {
         let chunks = n_sock * 2 * p.ring_size as u64;
         let len = chunks * p.chunk_size as u64;
         let map = Mmap::anonymous(len as usize, "AF_XDP UMEM area")?;
-        let mut umem = Umem {
-            map,
-            chunk_size: p.chunk_size as u64,
-        };
+        let mut umem = Umem::new(map, p.chunk_size as u64);
         let mut sockets: Vec<XskSocket> = Vec::with_capacity(targets.len());
         for t in targets {
             let owner = sockets.first().map(|s| s.fd.as_raw_fd());
@@ -668,44 +704,77 @@ fn create_socket(
 impl WorkerIo for AfXdpIo {
     fn poll<F>(&mut self, f: &mut F, c: &mut IoCounters) -> usize
     where
-        F: FnMut(PortId, &mut Frame<'_>) -> Option<Verdict>,
+        F: FnMut(PortId, &mut [Frame<'_>], &mut [Verdict], &mut u64),
     {
         let n_ports = self.sockets.len();
+        let chunk = self.params.chunk_size as usize;
         let mut total = 0usize;
         for i in 0..n_ports {
             self.reap(i);
-            let n = self.sockets[i].rx.available(self.params.batch);
-            for k in 0..n {
-                let d = self.sockets[i].rx.read(k);
-                let Some((base, buf)) = self.umem.chunk(d.addr) else {
-                    c.rx_bad_desc += 1;
-                    continue;
-                };
-                let off = (d.addr - base) as usize;
-                let mut frame = Frame::new(buf, off, d.len as usize);
-                let v = f(PortId(i as u16), &mut frame);
-                match v {
-                    None => self.free.push(base),
-                    Some(Verdict::Tx(PortId(p))) if (p as usize) < n_ports => {
-                        let desc = libc::xdp_desc {
-                            addr: base + frame.head() as u64,
-                            len: frame.len() as u32,
-                            options: 0,
+            let n = self.sockets[i]
+                .rx
+                .available(self.params.batch.min(MAX_BATCH as u32));
+            if n > 0 {
+                self.umem.next_batch();
+                let mut bases = [0u64; MAX_BATCH];
+                let mut spans = [(0usize, 0usize); MAX_BATCH];
+                let mut verdicts = [Verdict::Pass; MAX_BATCH];
+                let mut consumed = 0u64;
+                let mut m = 0usize;
+                {
+                    let mut frames: [Frame<'_>; MAX_BATCH] =
+                        std::array::from_fn(|_| Frame::new(&mut [], 0, 0));
+                    for k in 0..n {
+                        let d = self.sockets[i].rx.read(k);
+                        let Some((base, ptr)) = self.umem.claim(d.addr) else {
+                            c.rx_bad_desc += 1;
+                            continue;
                         };
-                        self.tx_pending[p as usize].push(desc);
+                        // SAFETY: `claim` checked that the chunk lies inside the UMEM mapping and
+                        // is claimed once in this batch, so the slices in `frames` are disjoint.
+                        // The chunk belongs to user space: it came off the rx ring and goes back
+                        // to a kernel ring (tx or fill) only after `frames` is dropped at the end
+                        // of this block; the mapping outlives the block (owned by `self.umem`).
+                        let buf = unsafe { std::slice::from_raw_parts_mut(ptr, chunk) };
+                        frames[m] = Frame::new(buf, (d.addr - base) as usize, d.len as usize);
+                        bases[m] = base;
+                        m += 1;
                     }
-                    Some(Verdict::Tx(_)) => {
-                        c.tx_bad_port += 1;
-                        self.free.push(base);
-                    }
-                    Some(other) => {
-                        c.count_verdict(other);
-                        self.free.push(base);
+                    self.sockets[i].rx.release(n);
+                    f(
+                        PortId(i as u16),
+                        &mut frames[..m],
+                        &mut verdicts[..m],
+                        &mut consumed,
+                    );
+                    for (s, fr) in spans.iter_mut().zip(frames[..m].iter()) {
+                        *s = (fr.head(), fr.len());
                     }
                 }
-            }
-            if n > 0 {
-                self.sockets[i].rx.release(n);
+                for j in 0..m {
+                    let base = bases[j];
+                    if consumed & (1u64 << j) != 0 {
+                        self.free.push(base);
+                        continue;
+                    }
+                    match verdicts[j] {
+                        Verdict::Tx(PortId(p)) if (p as usize) < n_ports => {
+                            self.tx_pending[p as usize].push(libc::xdp_desc {
+                                addr: base + spans[j].0 as u64,
+                                len: spans[j].1 as u32,
+                                options: 0,
+                            });
+                        }
+                        Verdict::Tx(_) => {
+                            c.tx_bad_port += 1;
+                            self.free.push(base);
+                        }
+                        other => {
+                            c.count_verdict(other);
+                            self.free.push(base);
+                        }
+                    }
+                }
                 c.rx += n as u64;
                 total += n as usize;
             }

@@ -78,6 +78,9 @@ impl IoError {
     }
 }
 
+/// Most frames handed to the processing closure at once (and bits of its `consumed` mask).
+pub const MAX_BATCH: usize = 64;
+
 /// Per-worker I/O counters. Plain integers: only the owning worker writes them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IoCounters {
@@ -131,13 +134,15 @@ impl IoCounters {
 
 /// The sockets of one worker on every port, polled by the worker loop.
 pub trait WorkerIo {
-    /// Receive up to one batch on every port, call `f(ingress, frame)` for each frame, transmit
-    /// the frames whose verdict is `Tx(port)` on `port` and release the others (`None`: the frame
-    /// was taken care of elsewhere, e.g. copied to another worker; release it uncounted).
-    /// Returns the number of frames received. Never blocks.
+    /// Receive up to one batch on every port and call `f(ingress, frames, verdicts, consumed)`
+    /// with the frames that arrived on `ingress` (at most [`MAX_BATCH`] per call, in arrival
+    /// order). `f` sets `verdicts[i]` for `frames[i]` — or bit `i` of `consumed` when the frame
+    /// was taken care of elsewhere (copied to another worker), which releases it uncounted.
+    /// Frames with `Tx(port)` are transmitted on `port`, the others released. Returns the number
+    /// of frames received. Never blocks.
     fn poll<F>(&mut self, f: &mut F, c: &mut IoCounters) -> usize
     where
-        F: FnMut(PortId, &mut Frame<'_>) -> Option<Verdict>;
+        F: FnMut(PortId, &mut [Frame<'_>], &mut [Verdict], &mut u64);
 
     /// Copy one frame into the transmit ring of `port` (frames handed over by another worker).
     /// False if there was no room (counted in `tx_ring_full`).

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use xvs_forwarding::{Frame, PortId, Verdict};
 
 use super::sys::{self, Mmap};
-use super::{IoCounters, IoError, WorkerIo};
+use super::{IoCounters, IoError, WorkerIo, MAX_BATCH};
 
 const SOL_PACKET: i32 = 263;
 const PACKET_RX_RING: i32 = 5;
@@ -341,7 +341,7 @@ impl TxRing {
 impl WorkerIo for AfPacketIo {
     fn poll<F>(&mut self, f: &mut F, c: &mut IoCounters) -> usize
     where
-        F: FnMut(PortId, &mut Frame<'_>) -> Option<Verdict>,
+        F: FnMut(PortId, &mut [Frame<'_>], &mut [Verdict], &mut u64),
     {
         let mut total = 0usize;
         let n_ports = self.rx.len();
@@ -359,45 +359,62 @@ impl WorkerIo for AfPacketIo {
             // SAFETY: the block is owned by user space (TP_STATUS_USER) until we store
             // TP_STATUS_KERNEL below, after the last use of this slice.
             let block = unsafe { std::slice::from_raw_parts_mut(block_ptr, r.block_size) };
-            let num = rd32(block, 12) as usize;
-            let mut off = rd32(block, 16) as usize;
-            for _ in 0..num {
-                if off >= block.len() {
-                    c.rx_bad_desc += 1;
-                    break;
+            let mut remaining = rd32(block, 12) as usize;
+            let first = (rd32(block, 16) as usize).min(block.len());
+            // Packets lie one after the other in the block: peel them off with split_at_mut, so
+            // each frame of a batch owns a disjoint piece (its tpacket3_hdr, the PACKET_RESERVE
+            // headroom and the packet).
+            let mut rest: &mut [u8] = &mut block[first..];
+            while remaining > 0 {
+                let mut frames: [Frame<'_>; MAX_BATCH] =
+                    std::array::from_fn(|_| Frame::new(&mut [], 0, 0));
+                let mut m = 0usize;
+                while m < MAX_BATCH && remaining > 0 {
+                    remaining -= 1;
+                    let next = rd32(rest, 0) as usize;
+                    let snaplen = rd32(rest, 12) as usize;
+                    let mac = rd16(rest, 24) as usize;
+                    let take = if next == 0 || next > rest.len() {
+                        remaining = 0; // the last packet of the block (or a corrupt offset)
+                        rest.len()
+                    } else {
+                        next
+                    };
+                    let (pkt, tail) = std::mem::take(&mut rest).split_at_mut(take);
+                    rest = tail;
+                    if mac + snaplen > pkt.len() || snaplen == 0 {
+                        c.rx_bad_desc += 1;
+                        continue;
+                    }
+                    frames[m] = Frame::new(pkt, mac, snaplen);
+                    m += 1;
                 }
-                let next = rd32(block, off) as usize;
-                let snaplen = rd32(block, off + 12) as usize;
-                let mac = rd16(block, off + 24) as usize;
-                let end = if next == 0 {
-                    block.len()
-                } else {
-                    (off + next).min(block.len())
-                };
-                let pkt = &mut block[off..end];
-                if mac + snaplen > pkt.len() {
-                    c.rx_bad_desc += 1;
-                } else {
-                    c.rx += 1;
-                    total += 1;
-                    let mut frame = Frame::new(pkt, mac, snaplen);
-                    match f(PortId(i as u16), &mut frame) {
-                        None => {}
-                        Some(Verdict::Tx(PortId(p))) if (p as usize) < n_ports => {
-                            if self.tx[p as usize].push(frame.data()) {
+                let mut verdicts = [Verdict::Pass; MAX_BATCH];
+                let mut consumed = 0u64;
+                f(
+                    PortId(i as u16),
+                    &mut frames[..m],
+                    &mut verdicts[..m],
+                    &mut consumed,
+                );
+                c.rx += m as u64;
+                total += m;
+                for (j, (fr, v)) in frames[..m].iter().zip(verdicts.iter()).enumerate() {
+                    if consumed & (1u64 << j) != 0 {
+                        continue;
+                    }
+                    match *v {
+                        Verdict::Tx(PortId(p)) if (p as usize) < n_ports => {
+                            if self.tx[p as usize].push(fr.data()) {
                                 c.tx += 1;
                             } else {
                                 c.tx_ring_full += 1;
                             }
                         }
-                        Some(Verdict::Tx(_)) => c.tx_bad_port += 1,
-                        Some(other) => c.count_verdict(other),
+                        Verdict::Tx(_) => c.tx_bad_port += 1,
+                        other => c.count_verdict(other),
                     }
                 }
-                if next == 0 {
-                    break;
-                }
-                off += next;
             }
             bst.store(TP_STATUS_KERNEL, Ordering::Release);
             r.next = (r.next + 1) % r.blocks;
