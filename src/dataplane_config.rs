@@ -76,7 +76,7 @@ pub struct AfXdpConfig {
     pub ring_size: u32,
     /// UMEM chunk size: 2048 or 4096.
     pub chunk_size: u32,
-    /// Frames per rx batch.
+    /// Frames taken from an rx ring per poll (at most 64).
     pub batch: u32,
     /// "copy" (default; veth supports nothing else), "zerocopy", or "auto" (zero-copy if the
     /// driver supports it, else copy).
@@ -254,8 +254,11 @@ impl DataplaneConfig {
         if a.chunk_size != 2048 && a.chunk_size != 4096 {
             return Err(err("afxdp.chunk_size", "2048 or 4096"));
         }
-        if a.batch == 0 || a.batch > a.ring_size {
-            return Err(err("afxdp.batch", "1..=ring_size"));
+        if a.batch == 0 || a.batch > a.ring_size || a.batch as usize > crate::io::MAX_BATCH {
+            return Err(err(
+                "afxdp.batch",
+                format!("1..={} and at most ring_size", crate::io::MAX_BATCH),
+            ));
         }
         let p = &self.packet;
         if !p.frame_size.is_power_of_two() || !(2048..=65536).contains(&p.frame_size) {
