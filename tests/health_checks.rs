@@ -367,10 +367,61 @@ fn http_closed_port_and_silent_server() {
     );
     assert!(t.elapsed() >= Duration::from_millis(290));
     assert!(t.elapsed() < Duration::from_millis(300) + SLACK);
+    // The same for TLS: the handshake waits for a ServerHello that never comes.
+    let tls = spec("type = \"https\"\ninsecure = true\ntimeout_ms = 300\n");
+    let t = Instant::now();
+    assert_eq!(
+        probe_once(&tls, "svc", addr),
+        Err("timeout after 300ms".into())
+    );
+    assert!(t.elapsed() < Duration::from_millis(300) + SLACK);
     drop(listener);
     assert_eq!(
         probe_once(&s, "svc", addr),
         Err("connection refused".into())
+    );
+}
+
+/// One connection answered with `response` verbatim, then closed.
+fn answer_once(response: &'static [u8]) -> SocketAddr {
+    let listener = TcpListener::bind((LOCAL, 0)).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(response);
+        }
+    });
+    addr
+}
+
+#[test]
+fn http_sloppy_and_broken_responses() {
+    let digest = format!(
+        "type = \"http\"\ntimeout_ms = 2000\ndigest = \"{}\"\n",
+        md5_hex(b"body")
+    );
+    // Bare LF line ends, no Content-Length: the body runs to the close.
+    let addr = answer_once(b"HTTP/1.0 200 OK\nServer: x\n\nbody");
+    assert_eq!(
+        probe_once(&spec(&digest), "svc", addr),
+        Ok("status 200, digest ok".into())
+    );
+    let plain = spec("type = \"http\"\ntimeout_ms = 2000\n");
+    let addr = answer_once(b"SSH-2.0-OpenSSH_9.6\r\n\r\n");
+    let reason = probe_once(&plain, "svc", addr).unwrap_err();
+    assert!(reason.starts_with("malformed status line"), "{reason}");
+    let addr = answer_once(b"");
+    assert_eq!(
+        probe_once(&plain, "svc", addr),
+        Err("connection closed without a response".into())
+    );
+    // Content-Length longer than what arrives: the body is what came before the close.
+    let addr = answer_once(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nbody");
+    assert_eq!(
+        probe_once(&spec(&digest), "svc", addr),
+        Ok("status 200, digest ok".into())
     );
 }
 

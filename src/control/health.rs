@@ -32,6 +32,35 @@
 //!
 //! Every transition is logged with `tracing` (one line: backend, service, old → new state,
 //! reason), counted in the state table ([`HealthChecker::states`]) and sent as a [`HealthEvent`].
+//! A backend's initial state produces no event: read it from the table when building the first
+//! snapshot ([`HealthChecker::is_up`]).
+//!
+//! Wiring (the runtime's side):
+//!
+//! ```no_run
+//! use xvs::control::health::{CheckConfig, CheckTarget, HealthChecker};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let service_check: Option<CheckConfig> = None;
+//! # let backend_check: Option<CheckConfig> = None;
+//! let (mut checker, events) = HealthChecker::new();
+//! let mut targets = Vec::new();
+//! if let Some(check) = CheckConfig::merged(service_check.as_ref(), backend_check.as_ref()) {
+//!     if let Some(spec) = check.validate("service[0].backend[0].check")? {
+//!         targets.push(CheckTarget {
+//!             service: "tcp 198.18.0.1:80".into(),
+//!             backend: "198.19.0.11:80".parse()?,
+//!             spec,
+//!         });
+//!     }
+//! }
+//! checker.set_targets(targets)?; // again on every reload
+//! for event in events.iter() {
+//!     // event.up == false: remove the backend from the next snapshot, or set its weight to 0
+//!     // when event.quiescent; event.up == true: restore it. Then publish.
+//! #   let _ = event;
+//! }
+//! # Ok(()) }
+//! ```
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -762,9 +791,11 @@ fn http_exchange<C: Conn>(
     h: &HttpProbe,
     deadline: &Deadline,
 ) -> ProbeResult {
+    // Both timeouts before the first write: a TLS handshake reads while writing.
     let left = deadline.left()?;
     conn.tcp()
         .set_write_timeout(Some(left))
+        .and_then(|_| conn.tcp().set_read_timeout(Some(left)))
         .map_err(|e| deadline.io(&e))?;
     conn.write_all(request)
         .and_then(|_| conn.flush())
@@ -776,9 +807,16 @@ fn http_exchange<C: Conn>(
     let mut eof = false;
     loop {
         if head.is_none() {
-            if let Some(end) = find(&buf, b"\r\n\r\n") {
+            // The header ends at an empty line (CRLF, or bare LF from sloppy servers).
+            let end = match (find(&buf, b"\r\n\r\n"), find(&buf, b"\n\n")) {
+                (Some(a), Some(b)) if b + 2 < a + 4 => Some((b, 2)),
+                (Some(a), _) => Some((a, 4)),
+                (None, Some(b)) => Some((b, 2)),
+                (None, None) => None,
+            };
+            if let Some((end, sep)) = end {
                 let parsed = parse_head(&buf[..end])?;
-                buf.drain(..end + 4);
+                buf.drain(..end + sep);
                 if h.digest.is_none() {
                     return judge(h, &parsed, None);
                 }
@@ -843,7 +881,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 fn parse_head(head: &[u8]) -> Result<Head, String> {
     let text = String::from_utf8_lossy(head);
-    let mut lines = text.split("\r\n");
+    let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
     let status_line = lines.next().unwrap_or("");
     let mut parts = status_line.split(' ');
     let version = parts.next().unwrap_or("");
