@@ -1,4 +1,62 @@
-fn main() {
-    eprintln!("xvs-bench: the benchmark harness is not built yet (issue 6)");
-    std::process::exit(2);
+//! `xvs-bench`: the benchmark harness of issue 6. So far one subcommand:
+//!
+//! `xvs-bench parity [--xvs PATH] [--work DIR] [--flows N]`: decision parity between
+//! `xvs simulate` and kernel IPVS in a QEMU guest (see `parity.rs` and scripts/ipvs-guest/).
+//! Exits 1 when a scheduler's share of identical decisions is below 100 %.
+
+#![forbid(unsafe_code)]
+
+mod parity;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+fn usage() -> ExitCode {
+    eprintln!("usage: xvs-bench parity [--xvs PATH] [--work DIR] [--flows N]");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) != Some("parity") {
+        return usage();
+    }
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let sibling = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("xvs")));
+    let mut opts = parity::Options {
+        xvs: sibling.unwrap_or_else(|| PathBuf::from("xvs")),
+        guest_script: repo.join("scripts/ipvs-guest/run.sh"),
+        work: repo.join("target/ipvs-guest/parity"),
+        flows: 60,
+    };
+    let mut it = args[1..].iter();
+    while let Some(a) = it.next() {
+        let Some(v) = it.next() else { return usage() };
+        match a.as_str() {
+            "--xvs" => opts.xvs = PathBuf::from(v),
+            "--work" => opts.work = PathBuf::from(v),
+            "--flows" => match v.parse() {
+                Ok(n) => opts.flows = n,
+                Err(_) => return usage(),
+            },
+            _ => return usage(),
+        }
+    }
+    match parity::run(&opts) {
+        Ok(report) => {
+            print!("{}", report.render());
+            println!("(files in {})", opts.work.display());
+            if report.outcomes.iter().all(|o| o.same == o.flows) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("xvs-bench parity: {e}");
+            ExitCode::from(2)
+        }
+    }
 }

@@ -1,0 +1,660 @@
+//! Decision parity between xvs and kernel IPVS (issue 6, the parity part).
+//!
+//! The same services and flows go through `xvs simulate` (the real binary, the data path's own
+//! code) and through kernel IPVS in a QEMU guest booted from Debian's kernel package
+//! (`scripts/ipvs-guest/`: the guest runs ipvsadm and makes every flow a real TCP connection from
+//! the given source address and port; the backend that accepts it names itself). For each
+//! scheduler the report gives the share of flows that got the same backend and the first flows
+//! that did not, with both answers, and compares the final active/inactive counts per backend.
+//!
+//! Scenarios (all NAT, backends 198.19.0.11.. port 8080, VIPs 198.18.200.x, clients from
+//! 198.18.16.0/20), generated from fixed seeds:
+//! rr, wrr (weights 1/2/3 added one by one after `-A`, so wrr starts at cw = 1), sh, sh with
+//! `sh-port`, mh with `mh-port`, dh (several VIPs, one service each: dh hashes the destination),
+//! and lc and wlc on a sequential open/close trace (counts rise and fall; closed connections sit
+//! in TIME_WAIT and count as inactive, as in the kernel). Backends are added in the same order on
+//! both sides, since IPVS prepends each new backend and every tie-break follows that list order.
+//!
+//! This file uses only std so that `tests/ipvs_parity.rs` can include it with `#[path]`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Write as _;
+use std::fs;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Port every guest backend listens on.
+pub const BACKEND_PORT: u16 = 8080;
+
+/// One virtual service of a scenario.
+#[derive(Clone, Debug)]
+pub struct Service {
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    /// (address, weight) in the order the backends are added.
+    pub backends: Vec<(Ipv4Addr, u32)>,
+}
+
+/// One flow line (`tcp src sport dst dport open|close`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flow {
+    pub src: SocketAddrV4,
+    pub dst: SocketAddrV4,
+    pub close: bool,
+}
+
+/// A scheduler's scenario: services, ipvsadm `-b` flags and the flow list.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub name: String,
+    pub scheduler: String,
+    pub flags: String,
+    pub services: Vec<Service>,
+    pub flows: Vec<Flow>,
+}
+
+impl Scenario {
+    /// The guest's rules: VIPs on lo, then `ipvsadm -A` and one `-a` per backend.
+    pub fn rules_sh(&self) -> String {
+        let mut s = String::new();
+        for svc in &self.services {
+            let v = SocketAddrV4::new(svc.vip, svc.port);
+            let _ = writeln!(s, "/sbin/ip addr replace {}/32 dev lo", svc.vip);
+            let flags = if self.flags.is_empty() {
+                String::new()
+            } else {
+                format!(" -b {}", self.flags)
+            };
+            let _ = writeln!(s, "ipvsadm -A -t {v} -s {}{flags}", self.scheduler);
+            for (b, w) in &svc.backends {
+                let _ = writeln!(s, "ipvsadm -a -t {v} -r {b}:{BACKEND_PORT} -m -w {w}");
+            }
+        }
+        s
+    }
+
+    /// The same rules as an xvs configuration.
+    pub fn xvs_toml(&self) -> String {
+        let mut s = format!("# parity scenario {} (generated)\n", self.name);
+        for svc in &self.services {
+            let _ = write!(
+                s,
+                "\n[[service]]\nprotocol = \"tcp\"\nvip = \"{}\"\nport = {}\nscheduler = \"{}\"\n",
+                svc.vip, svc.port, self.scheduler
+            );
+            if !self.flags.is_empty() {
+                let _ = writeln!(s, "flags = \"{}\"", self.flags);
+            }
+            for (b, w) in &svc.backends {
+                let _ = write!(
+                    s,
+                    "\n[[service.backend]]\naddress = \"{b}\"\nport = {BACKEND_PORT}\nweight = {w}\nmethod = \"nat\"\n"
+                );
+            }
+        }
+        s
+    }
+
+    /// The flow list in `xvs simulate`'s format.
+    pub fn flows_txt(&self) -> String {
+        let mut s = String::new();
+        for f in &self.flows {
+            let _ = writeln!(
+                s,
+                "tcp {} {} {} {} {}",
+                f.src.ip(),
+                f.src.port(),
+                f.dst.ip(),
+                f.dst.port(),
+                if f.close { "close" } else { "open" }
+            );
+        }
+        s
+    }
+}
+
+/// xorshift64*: a fixed, dependency-free pseudo-random sequence for the flow lists.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+fn backends(weights: &[u32]) -> Vec<(Ipv4Addr, u32)> {
+    weights
+        .iter()
+        .enumerate()
+        .map(|(i, &w)| (Ipv4Addr::new(198, 19, 0, 11 + i as u8), w))
+        .collect()
+}
+
+/// A client address from 198.18.16.0/20 (the guest's client range), chosen among `spread`.
+fn client(rng: &mut Rng, spread: u32) -> Ipv4Addr {
+    let n = 1 + rng.below(u64::from(spread.clamp(1, 4094))) as u32;
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 16, 0)) + n)
+}
+
+/// `n` opens to the services (round the list), each from a fresh (address, port).
+fn opens(rng: &mut Rng, services: &[Service], n: usize, spread: u32) -> Vec<Flow> {
+    let mut used = HashSet::new();
+    let mut out = Vec::new();
+    while out.len() < n {
+        let svc = &services[out.len() % services.len()];
+        let src = SocketAddrV4::new(client(rng, spread), 10_000 + rng.below(50_000) as u16);
+        let dst = SocketAddrV4::new(svc.vip, svc.port);
+        if used.insert((src, dst)) {
+            out.push(Flow {
+                src,
+                dst,
+                close: false,
+            });
+        }
+    }
+    out
+}
+
+/// A sequential open/close trace: opens and closes interleaved at random, so the counts go up and
+/// down; closed connections are never reused (a new SYN on a TIME_WAIT entry would reschedule).
+fn open_close(rng: &mut Rng, svc: &Service, steps: usize) -> Vec<Flow> {
+    let mut open: Vec<Flow> = Vec::new();
+    let mut used = HashSet::new();
+    let mut out = Vec::new();
+    let dst = SocketAddrV4::new(svc.vip, svc.port);
+    while out.len() < steps {
+        if !open.is_empty() && rng.below(100) < 40 {
+            let mut f = open.swap_remove(rng.below(open.len() as u64) as usize);
+            f.close = true;
+            out.push(f);
+        } else {
+            let src = SocketAddrV4::new(client(rng, 200), 10_000 + rng.below(50_000) as u16);
+            if used.insert(src) {
+                let f = Flow {
+                    src,
+                    dst,
+                    close: false,
+                };
+                open.push(f);
+                out.push(f);
+            }
+        }
+    }
+    out
+}
+
+/// The scenarios of the parity check; `flows` scales the flow count of each (about 60 is plenty).
+pub fn scenarios(flows: usize) -> Vec<Scenario> {
+    let flows = flows.max(4);
+    let vip = |i: u8| Ipv4Addr::new(198, 18, 200, i);
+    let one = |i: u8, port: u16, w: &[u32]| {
+        vec![Service {
+            vip: vip(i),
+            port,
+            backends: backends(w),
+        }]
+    };
+    let mut out = Vec::new();
+    let mut add = |name: &str, sched: &str, flags: &str, services: Vec<Service>, seed: u64| {
+        let mut rng = Rng(seed);
+        let flows = match sched {
+            "lc" | "wlc" => open_close(&mut rng, &services[0], flows),
+            "sh" if flags.is_empty() => opens(&mut rng, &services, flows, 4000),
+            // With the port in the hash, few addresses and many ports.
+            "sh" | "mh" => opens(&mut rng, &services, flows, 6),
+            _ => opens(&mut rng, &services, flows, 4000),
+        };
+        out.push(Scenario {
+            name: name.into(),
+            scheduler: sched.into(),
+            flags: flags.into(),
+            services,
+            flows,
+        });
+    };
+    add("rr", "rr", "", one(1, 9001, &[1, 1, 1]), 1);
+    add("wrr", "wrr", "", one(2, 9002, &[1, 2, 3]), 2);
+    add("sh", "sh", "", one(3, 9003, &[1, 2, 1, 3]), 3);
+    add("sh-port", "sh", "sh-port", one(4, 9004, &[1, 2, 1, 3]), 4);
+    add("mh-port", "mh", "mh-port", one(5, 9005, &[1, 2, 2, 3]), 5);
+    let dh: Vec<Service> = (0..12)
+        .map(|i| Service {
+            vip: vip(100 + i),
+            port: 9006,
+            backends: backends(&[1, 1, 2]),
+        })
+        .collect();
+    add("dh", "dh", "", dh, 6);
+    add("lc", "lc", "", one(7, 9007, &[1, 1, 1]), 7);
+    add("wlc", "wlc", "", one(8, 9008, &[1, 2, 3]), 8);
+    out
+}
+
+/// What one side answered for one flow: a backend address, or why there was none.
+pub type Answer = String;
+
+/// Final (active, inactive) per backend, per service.
+pub type Counts = BTreeMap<SocketAddrV4, BTreeMap<SocketAddrV4, (u32, u32)>>;
+
+/// One side's results for a scenario.
+#[derive(Clone, Debug, Default)]
+pub struct Side {
+    /// Answer per flow, by flow number (1-based, in list order).
+    pub answers: BTreeMap<usize, Answer>,
+    pub counts: Counts,
+}
+
+/// Per-scenario comparison.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub name: String,
+    pub flows: usize,
+    pub same: usize,
+    /// (flow number, flow line, xvs's answer, IPVS's answer) of the first differences.
+    pub differences: Vec<(usize, String, Answer, Answer)>,
+    /// Final counts identical (every backend of every service, active and inactive).
+    pub counts_same: bool,
+    pub xvs_counts: Counts,
+    pub ipvs_counts: Counts,
+}
+
+impl Outcome {
+    pub fn share(&self) -> f64 {
+        if self.flows == 0 {
+            0.0
+        } else {
+            100.0 * self.same as f64 / self.flows as f64
+        }
+    }
+}
+
+/// The whole comparison.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub guest: String,
+    pub outcomes: Vec<Outcome>,
+}
+
+impl Report {
+    /// The human-readable report: a table, then the first differing flows of each scenario.
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "decision parity, xvs simulate vs kernel IPVS ({})\n",
+            self.guest
+        );
+        let _ = writeln!(
+            s,
+            "{:<9} {:>6} {:>6} {:>8}  final counts",
+            "scheduler", "flows", "same", "share"
+        );
+        for o in &self.outcomes {
+            let _ = writeln!(
+                s,
+                "{:<9} {:>6} {:>6} {:>7.1}%  {}",
+                o.name,
+                o.flows,
+                o.same,
+                o.share(),
+                if o.counts_same { "same" } else { "differ" }
+            );
+        }
+        for o in &self.outcomes {
+            if !o.differences.is_empty() {
+                let _ = writeln!(s, "\n{}: first differing flows", o.name);
+                for (n, line, x, k) in &o.differences {
+                    let _ = writeln!(s, "  flow {n:>3} {line}\n      xvs: {x}\n     ipvs: {k}");
+                }
+            }
+            if !o.counts_same {
+                let _ = writeln!(s, "\n{}: final counts (active/inactive)", o.name);
+                let _ = writeln!(s, "  xvs:  {}", counts_text(&o.xvs_counts));
+                let _ = writeln!(s, "  ipvs: {}", counts_text(&o.ipvs_counts));
+            }
+        }
+        s
+    }
+}
+
+fn counts_text(c: &Counts) -> String {
+    c.iter()
+        .map(|(svc, b)| {
+            let list: Vec<String> = b.iter().map(|(a, (x, y))| format!("{a}={x}/{y}")).collect();
+            format!("{svc} [{}]", list.join(" "))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Parse `xvs simulate` output: `    N TCP src > dst open => BACKEND nat  [a=1/0 b=0/0]`.
+pub fn parse_simulate(text: &str) -> Side {
+    let mut side = Side::default();
+    for line in text.lines() {
+        let Some((left, right)) = line.split_once(" => ") else {
+            continue;
+        };
+        let mut words = left.split_whitespace();
+        let Some(n) = words.next().and_then(|w| w.parse::<usize>().ok()) else {
+            continue;
+        };
+        let svc = words.nth(3).and_then(|w| w.parse::<SocketAddrV4>().ok());
+        let first = right.split_whitespace().next().unwrap_or("");
+        let answer = if first.parse::<SocketAddrV4>().is_ok() {
+            first.to_string()
+        } else {
+            right.trim().to_string()
+        };
+        side.answers.insert(n, answer);
+        // The counts after this flow, for its service: the last line per service is final.
+        if let (Some(svc), Some((_, counts))) = (svc, right.split_once('[')) {
+            let mut m = BTreeMap::new();
+            for item in counts.trim_end_matches(']').split_whitespace() {
+                if let Some((a, c)) = item.split_once('=') {
+                    if let (Ok(a), Some((x, y))) = (a.parse::<SocketAddrV4>(), c.split_once('/')) {
+                        m.insert(a, (x.parse().unwrap_or(0), y.parse().unwrap_or(0)));
+                    }
+                }
+            }
+            side.counts.insert(svc, m);
+        }
+    }
+    side
+}
+
+/// Parse the guest's console: per scenario, agent lines `flow N open SRC DST => ANSWER` and
+/// `ipvsadm -Ln` between `=== XVS-PARITY SCENARIO name`, `IPVSADM name` and `END name`.
+pub fn parse_guest(console: &str) -> (String, BTreeMap<String, Side>) {
+    let mut guest = String::new();
+    let mut out: BTreeMap<String, Side> = BTreeMap::new();
+    let mut cur: Option<String> = None;
+    let mut in_ipvsadm = false;
+    let mut svc: Option<SocketAddrV4> = None;
+    for raw in console.lines() {
+        let line = raw.trim_end_matches('\r');
+        if let Some(rest) = line.split("=== XVS-PARITY ").nth(1) {
+            let (tag, arg) = rest.split_once(' ').unwrap_or((rest, ""));
+            match tag {
+                "GUEST" => guest = arg.trim().to_string(),
+                "SCENARIO" => {
+                    cur = Some(arg.trim().to_string());
+                    out.entry(arg.trim().to_string()).or_default();
+                    in_ipvsadm = false;
+                }
+                "IPVSADM" => in_ipvsadm = true,
+                "END" => cur = None,
+                _ => {}
+            }
+            continue;
+        }
+        let Some(name) = &cur else { continue };
+        let side = out.entry(name.clone()).or_default();
+        if in_ipvsadm {
+            let w: Vec<&str> = line.split_whitespace().collect();
+            if w.first() == Some(&"TCP") {
+                svc = w.get(1).and_then(|a| a.parse().ok());
+            } else if w.first() == Some(&"->") && w.len() >= 6 {
+                if let (Some(s), Ok(b), Ok(a), Ok(i)) =
+                    (svc, w[1].parse(), w[4].parse(), w[5].parse())
+                {
+                    side.counts.entry(s).or_default().insert(b, (a, i));
+                }
+            }
+        } else if let Some(rest) = line.strip_prefix("flow ") {
+            let Some((left, answer)) = rest.split_once(" => ") else {
+                continue;
+            };
+            if let Some(n) = left.split_whitespace().next().and_then(|n| n.parse().ok()) {
+                side.answers.insert(n, answer.trim().to_string());
+            }
+        }
+    }
+    (guest, out)
+}
+
+/// Compare one scenario's two sides.
+pub fn compare(sc: &Scenario, xvs: &Side, ipvs: &Side, keep: usize) -> Outcome {
+    let mut same = 0;
+    let mut differences = Vec::new();
+    let text = sc.flows_txt();
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        let x = xvs
+            .answers
+            .get(&n)
+            .cloned()
+            .unwrap_or_else(|| "(no answer)".into());
+        let k = ipvs
+            .answers
+            .get(&n)
+            .cloned()
+            .unwrap_or_else(|| "(no answer)".into());
+        if x == k && x.parse::<SocketAddrV4>().is_ok() {
+            same += 1;
+        } else if differences.len() < keep {
+            differences.push((n, line.to_string(), x, k));
+        }
+    }
+    // ipvsadm -Ln lists every service of the guest; keep this scenario's.
+    let mine: HashSet<SocketAddrV4> = sc
+        .services
+        .iter()
+        .map(|s| SocketAddrV4::new(s.vip, s.port))
+        .collect();
+    let ipvs_counts: Counts = ipvs
+        .counts
+        .iter()
+        .filter(|(k, _)| mine.contains(k))
+        .map(|(k, v)| (*k, v.clone()))
+        .collect();
+    Outcome {
+        name: sc.name.clone(),
+        flows: sc.flows.len(),
+        same,
+        differences,
+        counts_same: !xvs.counts.is_empty() && xvs.counts == ipvs_counts,
+        xvs_counts: xvs.counts.clone(),
+        ipvs_counts,
+    }
+}
+
+/// Where things are.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The `xvs` binary (`xvs simulate`).
+    pub xvs: PathBuf,
+    /// `scripts/ipvs-guest/run.sh`.
+    pub guest_script: PathBuf,
+    /// Scenario files, simulate outputs and the guest's console log go here.
+    pub work: PathBuf,
+    /// Flows per scenario.
+    pub flows: usize,
+}
+
+fn write(path: &Path, text: &str) -> Result<(), String> {
+    fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Write the scenarios, run `xvs simulate` on each and the guest once on all, compare.
+pub fn run(opts: &Options) -> Result<Report, String> {
+    let scen = scenarios(opts.flows);
+    let dir = opts.work.join("scenarios");
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let mut list = String::new();
+    let mut xvs_sides = Vec::new();
+    for sc in &scen {
+        let d = dir.join(&sc.name);
+        fs::create_dir_all(&d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+        write(&d.join("rules.sh"), &sc.rules_sh())?;
+        write(&d.join("xvs.toml"), &sc.xvs_toml())?;
+        write(&d.join("flows.txt"), &sc.flows_txt())?;
+        list.push_str(&sc.name);
+        list.push('\n');
+        let out = Command::new(&opts.xvs)
+            .arg("simulate")
+            .arg("--config")
+            .arg(d.join("xvs.toml"))
+            .arg("--flows")
+            .arg(d.join("flows.txt"))
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", opts.xvs.display()))?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        write(&d.join("xvs-simulate.txt"), &text)?;
+        if !out.status.success() {
+            return Err(format!(
+                "xvs simulate failed on {} ({})",
+                d.display(),
+                out.status
+            ));
+        }
+        xvs_sides.push(parse_simulate(&text));
+    }
+    write(&dir.join("list"), &list)?;
+
+    let out = Command::new(&opts.guest_script)
+        .arg(&dir)
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", opts.guest_script.display()))?;
+    let console = String::from_utf8_lossy(&out.stdout).into_owned();
+    let log = opts.work.join("guest-console.txt");
+    write(&log, &console)?;
+    if !out.status.success() {
+        return Err(format!(
+            "the IPVS guest failed ({}); console in {}",
+            out.status,
+            log.display()
+        ));
+    }
+    if !console.contains("=== XVS-PARITY DONE") {
+        return Err(format!(
+            "the IPVS guest did not finish its scenarios; console in {}",
+            log.display()
+        ));
+    }
+    let (guest, ipvs) = parse_guest(&console);
+    let empty = Side::default();
+    let outcomes = scen
+        .iter()
+        .zip(&xvs_sides)
+        .map(|(sc, x)| compare(sc, x, ipvs.get(&sc.name).unwrap_or(&empty), 5))
+        .collect();
+    Ok(Report { guest, outcomes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scenarios_are_well_formed() {
+        let all = scenarios(60);
+        let names: Vec<&str> = all.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["rr", "wrr", "sh", "sh-port", "mh-port", "dh", "lc", "wlc"]
+        );
+        for sc in &all {
+            assert_eq!(sc.flows.len(), 60, "{}", sc.name);
+            // Every close closes a connection opened before and still open.
+            let mut open = HashSet::new();
+            for f in &sc.flows {
+                let key = (f.src, f.dst);
+                if f.close {
+                    assert!(open.remove(&key), "{}: close without open", sc.name);
+                } else {
+                    assert!(open.insert(key), "{}: reopened {key:?}", sc.name);
+                }
+            }
+        }
+        let lc = &all[6];
+        assert!(lc.flows.iter().any(|f| f.close), "lc trace closes some");
+        let wrr = &all[1];
+        assert!(wrr
+            .rules_sh()
+            .contains("ipvsadm -a -t 198.18.200.2:9002 -r 198.19.0.13:8080 -m -w 3"));
+        assert!(wrr.xvs_toml().contains("weight = 3"));
+        assert!(all[3].rules_sh().contains("-s sh -b sh-port"));
+    }
+
+    #[test]
+    fn parses_simulate_and_guest_output_and_compares() {
+        let sim = "# flow => backend method  [active/inactive per backend of the service]\n\
+            \x20   1 TCP 198.18.16.1:10001 > 198.18.200.1:9001 open => 198.19.0.13:8080 nat  [198.19.0.11:8080=0/0 198.19.0.13:8080=1/0]\n\
+            \x20   2 TCP 198.18.16.2:10002 > 198.18.200.1:9001 open => dropped: no backend\n\
+            \x20   3 TCP 198.18.16.1:10001 > 198.18.200.1:9001 close => 198.19.0.13:8080 nat (existing)  [198.19.0.11:8080=0/0 198.19.0.13:8080=0/1]\n";
+        let x = parse_simulate(sim);
+        assert_eq!(x.answers[&1], "198.19.0.13:8080");
+        assert_eq!(x.answers[&2], "dropped: no backend");
+        let svc: SocketAddrV4 = "198.18.200.1:9001".parse().unwrap();
+        let b13: SocketAddrV4 = "198.19.0.13:8080".parse().unwrap();
+        assert_eq!(x.counts[&svc][&b13], (0, 1));
+
+        let console = "noise\r\n=== XVS-PARITY GUEST kernel 6.1\r\n=== XVS-PARITY SCENARIO t\r\n\
+            flow 1 open 198.18.16.1:10001 198.18.200.1:9001 => 198.19.0.13:8080\r\n\
+            flow 2 open 198.18.16.2:10002 198.18.200.1:9001 => 198.19.0.11:8080\r\n\
+            flow 3 close 198.18.16.1:10001 198.18.200.1:9001 => 198.19.0.13:8080\r\n\
+            === XVS-PARITY IPVSADM t\r\nTCP  198.18.200.1:9001 rr\r\n\
+            \x20 -> 198.19.0.11:8080             Masq    1      1          0         \r\n\
+            \x20 -> 198.19.0.13:8080             Masq    1      0          1         \r\n\
+            === XVS-PARITY END t\r\n=== XVS-PARITY DONE\r\n";
+        let (guest, sides) = parse_guest(console);
+        assert_eq!(guest, "kernel 6.1");
+        let k = &sides["t"];
+        assert_eq!(k.answers.len(), 3);
+        assert_eq!(k.counts[&svc].len(), 2);
+
+        let sc = Scenario {
+            name: "t".into(),
+            scheduler: "rr".into(),
+            flags: String::new(),
+            services: vec![Service {
+                vip: *svc.ip(),
+                port: svc.port(),
+                backends: backends(&[1, 1, 1]),
+            }],
+            flows: vec![
+                Flow {
+                    src: "198.18.16.1:10001".parse().unwrap(),
+                    dst: svc,
+                    close: false,
+                },
+                Flow {
+                    src: "198.18.16.2:10002".parse().unwrap(),
+                    dst: svc,
+                    close: false,
+                },
+                Flow {
+                    src: "198.18.16.1:10001".parse().unwrap(),
+                    dst: svc,
+                    close: true,
+                },
+            ],
+        };
+        let o = compare(&sc, &x, k, 5);
+        assert_eq!((o.flows, o.same), (3, 2));
+        assert_eq!(o.differences.len(), 1);
+        assert_eq!(o.differences[0].0, 2);
+        assert_eq!(o.differences[0].3, "198.19.0.11:8080");
+        assert!(!o.counts_same, "xvs lacks 198.19.0.11's 1/0");
+        assert!(o.render_line_ok());
+    }
+
+    impl Outcome {
+        fn render_line_ok(&self) -> bool {
+            let r = Report {
+                guest: "g".into(),
+                outcomes: vec![self.clone()],
+            }
+            .render();
+            r.contains("66.7%") && r.contains("flow   2") && r.contains("ipvs: 198.19.0.11:8080")
+        }
+    }
+}

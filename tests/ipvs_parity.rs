@@ -1,0 +1,46 @@
+//! Decision parity with real kernel IPVS: the scenarios of `bench/src/parity.rs` (rr, wrr 1/2/3,
+//! sh, sh+sh-port, mh+mh-port, dh, lc and wlc on an open/close trace) through `xvs simulate` and
+//! through ipvsadm in a QEMU guest booted from Debian's kernel package (scripts/ipvs-guest/), one
+//! boot for all. Every scheduler here is deterministic, so every flow must get the same backend
+//! and the final active/inactive counts must agree.
+//!
+//! Needs qemu-system-x86, cpio, gcc with static glibc (scripts/install-deps.sh) and, the first
+//! time, Debian's package registry (the guest's packages are cached in target/ipvs-guest). When
+//! the guest cannot be built or booted the test fails and says why; it never passes silently.
+
+#[allow(dead_code)]
+#[path = "../bench/src/parity.rs"]
+mod parity;
+
+use std::path::PathBuf;
+
+#[test]
+fn every_flow_gets_the_backend_kernel_ipvs_chooses() {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let opts = parity::Options {
+        xvs: PathBuf::from(env!("CARGO_BIN_EXE_xvs")),
+        guest_script: repo.join("scripts/ipvs-guest/run.sh"),
+        work: PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ipvs-parity"),
+        flows: 60,
+    };
+    let report = parity::run(&opts).unwrap_or_else(|e| {
+        panic!(
+            "the kernel-IPVS reference guest could not be built or run: {e}\n\
+             It needs qemu-system-x86, cpio and gcc with static glibc (scripts/install-deps.sh) \
+             and Debian's package registry for the first download (apt-get download of the \
+             kernel package, ipvsadm, busybox-static)."
+        )
+    });
+    let text = report.render();
+    println!("{text}");
+    assert_eq!(report.outcomes.len(), 8, "{text}");
+    for o in &report.outcomes {
+        assert_eq!(o.flows, 60, "{text}");
+        assert_eq!(
+            o.same, o.flows,
+            "{}: decisions differ from kernel IPVS\n{text}",
+            o.name
+        );
+        assert!(o.counts_same, "{}: final counts differ\n{text}", o.name);
+    }
+}
