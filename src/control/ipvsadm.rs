@@ -5,7 +5,7 @@
 //! take `--opt value` or `--opt=value`; `-p` takes its timeout only when the next word does not
 //! start with `-`. The legal command/option combinations and their messages are ipvsadm's
 //! (`commands_v_options`), as are the defaults filled in afterwards: scheduler `wlc`, method
-//! `-g`, weight 1, persistence 300 s, the service port for a backend given without one, and the
+//! `-g`, weight 1, persistence 360 s, the service port for a backend given without one, and the
 //! service port forced for direct-routing and tunnel backends of non-fwmark services.
 //!
 //! xvs additions: `--fullnat` (method), `--json` (listings), and the verbs `reload` and
@@ -20,14 +20,33 @@ use xvs_schedulers::SchedFlags;
 use super::format::ListFormat;
 use super::state::{DesiredState, StateError, MAX_TIMEOUT};
 
-/// A command line that ipvsadm would refuse (exit status 2).
+/// A command line that ipvsadm would refuse, with ipvsadm's exit status for it (2 for its own
+/// checks, 255 for an option popt does not know).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
+#[error("{message}")]
+pub struct UsageError {
+    pub message: String,
+    pub status: i32,
+}
 
 fn usage(msg: impl Into<String>) -> UsageError {
-    UsageError(msg.into())
+    UsageError {
+        message: msg.into(),
+        status: 2,
+    }
 }
+
+/// popt's `--opt: unknown option` (ipvsadm then exits with 255).
+fn unknown(opt: String) -> UsageError {
+    UsageError {
+        message: format!("{opt}: unknown option"),
+        status: 255,
+    }
+}
+
+/// `-p` without a timeout: ipvsadm's `IPVS_SVC_PERSISTENT_TIMEOUT` (6 * 60). The ipvsadm man
+/// page says 300, but ipvsadm 1.31 lists `persistent 360` (checked in the QEMU guest).
+pub const DEFAULT_PERSISTENCE: u32 = 360;
 
 /// What `-L` shows.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -498,7 +517,7 @@ fn scan(args: &[String]) -> Result<Raw, UsageError> {
             let opt = OPTIONS
                 .iter()
                 .find(|o| o.long == name)
-                .ok_or_else(|| usage(format!("unknown option `--{name}'")))?;
+                .ok_or_else(|| unknown(format!("--{name}")))?;
             let value = match opt.arg {
                 Arg::No => {
                     if inline.is_some() {
@@ -534,7 +553,7 @@ fn scan(args: &[String]) -> Result<Raw, UsageError> {
                 let opt = OPTIONS
                     .iter()
                     .find(|o| o.short == Some(c))
-                    .ok_or_else(|| usage(format!("unknown option `-{c}'")))?;
+                    .ok_or_else(|| unknown(format!("-{c}")))?;
                 let rest = &body[k + c.len_utf8()..];
                 if opt.arg == Arg::No {
                     raw.handle(opt, None)?;
@@ -767,7 +786,7 @@ fn build(mut raw: Raw) -> Result<Command, UsageError> {
             let persistence = if raw.given[O_PERSISTENT] {
                 let timeout = match v(O_PERSISTENT) {
                     Some(t) => timeout_value(t, 1)?,
-                    None => 300,
+                    None => DEFAULT_PERSISTENCE,
                 };
                 let prefix_len = match v(O_NETMASK) {
                     Some(m) => netmask(m, ipv6)?,
@@ -988,7 +1007,7 @@ mod tests {
         assert_eq!(
             s.persistence,
             Some(Persistence {
-                timeout: 300,
+                timeout: 360,
                 prefix_len: 24
             })
         );
@@ -1109,8 +1128,8 @@ mod tests {
             e("-A -t 1.2.3.4:80 -s rr -s wlc"),
             "multiple 'scheduler' options specified"
         );
-        assert_eq!(e("-L --frobnicate"), "unknown option `--frobnicate'");
-        assert_eq!(e("-Lq"), "unknown option `-q'");
+        assert_eq!(e("-L --frobnicate"), "--frobnicate: unknown option");
+        assert_eq!(e("-Lq"), "-q: unknown option");
         assert_eq!(e("--set 1 2"), "--set option requires 3 timeout values");
         assert_eq!(
             e("-A -t 1.2.3.4:0"),

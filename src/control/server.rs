@@ -4,8 +4,10 @@
 //! Protocol: one request per connection. The client writes a JSON object
 //! `{"args": ["-Ln"], "stdin": ""}` and shuts its write side; the server answers
 //! `{"status": 0, "stdout": "...", "stderr": ""}` and closes. `stdin` carries `-R`'s rules.
-//! Exit status: 0 success, 1 the operation failed (no such service, `apply` refused, …),
-//! 2 the command line is not valid ipvsadm.
+//! Exit status as ipvsadm's: 0 success, 2 a command line ipvsadm refuses, 255 an operation the
+//! kernel would refuse (no such service, already exists, …; here also `apply` refusing) or an
+//! option popt does not know, 1 `-L` of a service that does not exist. xvs's own failures
+//! (`reload`, the socket) exit with 1.
 //!
 //! The socket is created with mode 0600 (its parent directory, if created, 0700); a socket file
 //! left by a dead director is replaced, one that still answers is not. Requests are handled one
@@ -105,7 +107,7 @@ impl Response {
 pub fn execute(d: &dyn Director, args: &[String], stdin: &str) -> Response {
     let cmd = match ipvsadm::parse(args) {
         Ok(c) => c,
-        Err(e) => return Response::fail(2, e),
+        Err(e) => return Response::fail(e.status, e),
     };
     match cmd {
         Command::Help => Response::ok(ipvsadm::HELP.into()),
@@ -154,7 +156,7 @@ pub fn execute(d: &dyn Director, args: &[String], stdin: &str) -> Response {
         Command::Zero(key) => {
             if let Some(k) = key {
                 if d.desired().service(&k).is_none() {
-                    return Response::fail(1, StateError::NoService(service_name(&k)));
+                    return Response::fail(255, StateError::NoService(service_name(&k)));
                 }
             }
             d.zero(key);
@@ -163,7 +165,7 @@ pub fn execute(d: &dyn Director, args: &[String], stdin: &str) -> Response {
         Command::Restore => {
             let mut st = d.desired();
             if let Err(e) = ipvsadm::restore(&mut st, stdin) {
-                return Response::fail(1, format!("restore: nothing applied: {e}"));
+                return Response::fail(255, format!("restore: nothing applied: {e}"));
             }
             publish(d, st)
         }
@@ -171,7 +173,7 @@ pub fn execute(d: &dyn Director, args: &[String], stdin: &str) -> Response {
         rule => {
             let mut st = d.desired();
             if let Err(e) = rule.apply(&mut st) {
-                return Response::fail(1, e);
+                return Response::fail(255, e);
             }
             publish(d, st)
         }
@@ -195,7 +197,7 @@ fn ensure_newline(mut s: String) -> String {
 fn publish(d: &dyn Director, st: DesiredState) -> Response {
     match d.apply(st) {
         Ok(()) => Response::ok(String::new()),
-        Err(e) => Response::fail(1, format!("not applied: {e}")),
+        Err(e) => Response::fail(255, format!("not applied: {e}")),
     }
 }
 
@@ -393,7 +395,7 @@ pub fn client(socket: &Path, args: &[String]) -> i32 {
     let restore = match ipvsadm::parse(args) {
         Err(e) => {
             err(&format!("{e}\n"));
-            return 2;
+            return e.status;
         }
         Ok(Command::Help) => {
             out(ipvsadm::HELP);
