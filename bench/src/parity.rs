@@ -534,9 +534,12 @@ pub fn run(opts: &Options) -> Result<Report, String> {
         ));
     }
     if !console.contains("=== XVS-PARITY DONE") {
+        let tail: Vec<&str> = console.lines().rev().take(15).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
         return Err(format!(
-            "the IPVS guest did not finish its scenarios; console in {}",
-            log.display()
+            "the IPVS guest did not finish its scenarios; console in {}, its end:\n{}",
+            log.display(),
+            tail.join("\n")
         ));
     }
     let (guest, ipvs) = parse_guest(&console);
