@@ -9,7 +9,7 @@
 //! drain, see `removed_backends`).
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,9 +21,14 @@ use xvs_forwarding::service::{Service, ServiceKey};
 use xvs_forwarding::{Method, Pipeline};
 
 use crate::config::Config;
+use crate::control::health::{CheckTarget, HealthChecker, HealthEvent};
+use crate::control::metrics::{
+    BackendMetrics, HealthMetrics, Metrics, MetricsServer, ServiceLabels, ServiceMetrics,
+    Traffic as MetricTraffic, WorkerMetrics,
+};
 use crate::control::model::{Listing, RateEstimator, Stats};
 use crate::control::server::{Director as ControlDirector, Server};
-use crate::control::state::DesiredState;
+use crate::control::state::{service_name, DesiredState};
 use crate::dataplane_config::IoKind;
 use crate::runtime::{attach, Command, Published, Workers};
 use crate::worker::{ClientSteering, Dataplane, DirectorTargets};
@@ -89,6 +94,12 @@ struct Inner {
     /// The file as last loaded (interfaces, routes, marks, local addresses…).
     file: Config,
     desired: DesiredState,
+    /// Backends their health check found down, and whether the check is quiescent (weight 0)
+    /// rather than removing (`false`).
+    down: HashMap<BackendKey, bool>,
+    health: Option<HealthChecker>,
+    /// Health-check service names back to services.
+    check_names: HashMap<String, ServiceKey>,
     service_rates: HashMap<ServiceKey, RateEstimator>,
     backend_rates: HashMap<BackendKey, RateEstimator>,
 }
@@ -117,6 +128,90 @@ impl Director {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// `desired` as the workers run it: backends that failed their health check removed, or at
+    /// weight 0 when the check is quiescent.
+    fn effective(inner: &Inner, desired: &DesiredState) -> DesiredState {
+        let mut e = desired.clone();
+        for s in &mut e.services {
+            let key = s.key;
+            s.backends
+                .retain_mut(|b| match inner.down.get(&(key, b.addr, b.port)) {
+                    Some(true) => {
+                        b.weight = 0;
+                        true
+                    }
+                    Some(false) => false,
+                    None => true,
+                });
+        }
+        e
+    }
+
+    /// The health checks of `state`'s backends: a backend's own check from the file, else its
+    /// service's check.
+    fn check_targets(inner: &mut Inner, state: &DesiredState) -> Vec<CheckTarget> {
+        let file = &inner.file;
+        let mut out = Vec::new();
+        inner.check_names.clear();
+        for s in &state.services {
+            let name = service_name(&s.key);
+            inner.check_names.insert(name.clone(), s.key);
+            let file_idx = file.services.iter().position(|f| f.key == s.key);
+            let service_check = file_idx.and_then(|i| file.service_checks[i].clone());
+            for b in &s.backends {
+                let own = file_idx.and_then(|i| {
+                    file.checks
+                        .iter()
+                        .find(|(si, a, p, _)| *si == i && *a == b.addr && *p == b.port)
+                        .map(|(_, _, _, spec)| spec.clone())
+                });
+                let spec = own.or_else(|| {
+                    service_check
+                        .as_ref()
+                        .and_then(|c| c.validate("check").ok().flatten())
+                });
+                if let Some(spec) = spec {
+                    out.push(CheckTarget {
+                        service: name.clone(),
+                        backend: SocketAddr::new(b.addr, b.port),
+                        spec,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// A backend's health changed: publish the new effective state.
+    fn on_health(&self, ev: HealthEvent) {
+        let mut inner = self.lock();
+        let Some(&key) = inner.check_names.get(&ev.service) else {
+            return;
+        };
+        let bkey = (key, ev.backend.ip(), ev.backend.port());
+        if ev.up {
+            inner.down.remove(&bkey);
+        } else {
+            inner.down.insert(bkey, ev.quiescent);
+        }
+        eprintln!(
+            "xvs: health: {} backend {} is {} ({}){}",
+            ev.service,
+            ev.backend,
+            if ev.up { "up" } else { "down" },
+            ev.reason,
+            if !ev.up && ev.quiescent {
+                ", weight 0"
+            } else {
+                ""
+            }
+        );
+        let desired = inner.desired.clone();
+        if let Err(e) = self.publish(&mut inner, desired) {
+            eprintln!("xvs: health: could not publish the change: {e}");
+        }
+    }
+
     fn publish(&self, inner: &mut Inner, new: DesiredState) -> Result<(), String> {
         // What the pipelines would refuse, refused here with a clear message, before any worker
         // sees it.
@@ -124,9 +219,25 @@ impl Director {
             xvs_schedulers::new_scheduler(&s.scheduler, &s.sched_flags)
                 .map_err(|e| format!("{}: {e}", crate::control::state::service_name(&s.key)))?;
         }
+        // Checks follow the backends; a backend no longer checked is no longer down.
+        let checks = Self::check_targets(inner, &new);
+        let checked: std::collections::HashSet<BackendKey> = checks
+            .iter()
+            .filter_map(|t| {
+                inner
+                    .check_names
+                    .get(&t.service)
+                    .map(|k| (*k, t.backend.ip(), t.backend.port()))
+            })
+            .collect();
+        inner.down.retain(|k, _| checked.contains(k));
+        if let Some(h) = inner.health.as_mut() {
+            h.set_targets(checks).map_err(|e| e.to_string())?;
+        }
+        let effective = Self::effective(inner, &new);
         self.workers
             .publish(Published {
-                services: new.services.clone(),
+                services: effective.services,
                 marks: inner.file.marks.clone(),
             })
             .map_err(|e| e.to_string())?;
@@ -173,7 +284,7 @@ impl Director {
     /// Counters of every worker summed, laid out as `ipvsadm -L` shows them.
     fn sum_listing(&self) -> Listing {
         let inner = self.lock();
-        let mut l = Listing::from_state(&inner.desired);
+        let mut l = Listing::from_state(&Self::effective(&inner, &inner.desired));
         for r in self.workers.reports() {
             for s in &r.services {
                 if let Some(sl) = l.service_mut(&s.key) {
@@ -220,6 +331,93 @@ impl Director {
                     .update(&b.stats);
             }
         }
+    }
+}
+
+impl Director {
+    /// What a Prometheus scrape shows.
+    fn metrics(&self) -> Metrics {
+        let listing = self.sum_listing();
+        let health: HashMap<(String, SocketAddr), HealthMetrics> = {
+            let inner = self.lock();
+            inner
+                .health
+                .as_ref()
+                .map(|h| {
+                    h.states()
+                        .iter()
+                        .map(|b| ((b.service.clone(), b.backend), HealthMetrics::from(b)))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let traffic = |st: &Stats, r: &crate::control::model::Rates| MetricTraffic {
+            conns: st.conns,
+            in_pkts: st.in_pkts,
+            out_pkts: st.out_pkts,
+            in_bytes: st.in_bytes,
+            out_bytes: st.out_bytes,
+            cps: r.cps,
+            in_pps: r.in_pps,
+            out_pps: r.out_pps,
+            in_bps: r.in_bps,
+            out_bps: r.out_bps,
+        };
+        let services = listing
+            .services
+            .iter()
+            .map(|s| {
+                let name = service_name(&s.key);
+                ServiceMetrics {
+                    labels: match s.key {
+                        ServiceKey::Addr { proto, addr, port } => ServiceLabels::Address {
+                            protocol: crate::replay::proto_name(proto).to_ascii_lowercase(),
+                            vip: addr,
+                            vport: port,
+                        },
+                        ServiceKey::Fwmark { mark, ipv6 } => ServiceLabels::Fwmark { mark, ipv6 },
+                    },
+                    traffic: traffic(&s.stats, &s.rates),
+                    backends: s
+                        .backends
+                        .iter()
+                        .map(|b| BackendMetrics {
+                            address: b.addr,
+                            port: b.port,
+                            method: crate::replay::method_name(b.method).to_string(),
+                            weight: b.weight,
+                            active: u64::from(b.active),
+                            inactive: u64::from(b.inactive),
+                            persistent: u64::from(b.persist),
+                            traffic: traffic(&b.stats, &b.rates),
+                            health: health
+                                .get(&(name.clone(), SocketAddr::new(b.addr, b.port)))
+                                .copied(),
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        let stats = self.dataplane.lock().map(|d| d.stats()).unwrap_or_default();
+        let workers = self
+            .workers
+            .reports()
+            .iter()
+            .enumerate()
+            .map(|(i, r)| WorkerMetrics {
+                worker: i as u32,
+                rx_packets: r.counters.rx,
+                tx_packets: r.counters.tx,
+                pass_packets: r.counters.pass,
+                drops: xvs_forwarding::DropReason::ALL
+                    .iter()
+                    .map(|d| (d.as_str().to_string(), r.counters.drops.get(*d)))
+                    .collect(),
+                busy_ratio: stats.get(i).map_or(0.0, |s| s.busy_ratio()),
+                connections: u64::from(r.connections),
+            })
+            .collect();
+        Metrics { services, workers }
     }
 }
 
@@ -343,11 +541,15 @@ pub fn run(config: &Path, io: Option<IoKind>, socket: &Path) -> Result<()> {
             .join(", "),
         nworkers
     );
+    let (health, health_events) = HealthChecker::new();
     let director = Arc::new(Director {
         config_path: config.to_owned(),
         started: Instant::now(),
         inner: Mutex::new(Inner {
             desired: DesiredState::from_config(&cfg),
+            down: HashMap::new(),
+            health: Some(health),
+            check_names: HashMap::new(),
             file: cfg.clone(),
             service_rates: HashMap::new(),
             backend_rates: HashMap::new(),
@@ -356,6 +558,39 @@ pub fn run(config: &Path, io: Option<IoKind>, socket: &Path) -> Result<()> {
         dataplane: Mutex::new(dp),
     });
 
+    // Start the health checks of the initial state (the workers already run it).
+    {
+        let mut inner = director.lock();
+        let state = inner.desired.clone();
+        let targets = Director::check_targets(&mut inner, &state);
+        if !targets.is_empty() {
+            eprintln!("xvs: health: checking {} backend(s)", targets.len());
+        }
+        if let Some(h) = inner.health.as_mut() {
+            h.set_targets(targets).context("health checks")?;
+        }
+    }
+    let health_thread = {
+        let d = director.clone();
+        std::thread::Builder::new()
+            .name("xvs-health-events".into())
+            .spawn(move || {
+                for ev in health_events {
+                    d.on_health(ev);
+                }
+            })
+            .context("health event thread")?
+    };
+    let metrics = match cfg.metrics {
+        Some(addr) => {
+            let d = director.clone();
+            let m = MetricsServer::start(addr, move || d.metrics())
+                .with_context(|| format!("metrics endpoint {addr}"))?;
+            eprintln!("xvs: metrics on http://{}/metrics", m.local_addr());
+            Some(m)
+        }
+        None => None,
+    };
     let server = Server::start(socket, director.clone())
         .with_context(|| format!("control socket {}", socket.display()))?;
     eprintln!("xvs: control socket {}", server.path().display());
@@ -378,6 +613,14 @@ pub fn run(config: &Path, io: Option<IoKind>, socket: &Path) -> Result<()> {
     }
     eprintln!("xvs: stopping");
     server.stop();
+    if let Some(m) = metrics {
+        m.shutdown();
+    }
+    let checker = director.lock().health.take();
+    if let Some(h) = checker {
+        h.shutdown();
+    }
+    let _ = health_thread.join();
     let director = Arc::try_unwrap(director)
         .map_err(|_| anyhow::anyhow!("control threads still hold the director"))?;
     let dp = director
