@@ -972,6 +972,7 @@ Options:
   IPv6 addresses in brackets: [2001:db8::1]:80. Addresses are numeric.
   -s|--scheduler  rr wrr lc wlc (default) sed nq lblc lblcr dh sh mh fo ovf twos maglev
   -g direct routing (default)  -i IPIP tunnel  -m NAT  --fullnat full NAT (xvs)
+  -p [timeout] persistence, 360 s by default (as ipvsadm 1.31)  -M netmask (IPv4 dotted or prefix length; IPv6 prefix length)
   -w weight 0..65535 (default 1)  -x/-y upper/lower connection thresholds
 ";
 
