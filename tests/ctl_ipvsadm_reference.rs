@@ -4,6 +4,12 @@
 //! same rules go through xvs's parser into a desired state, and xvs's formats must print the same
 //! bytes. Differences kept on purpose are spelled out where they apply (`-S` saves thresholds).
 //! `--nosort` is not compared: IPVS prints services in its hash-table order.
+//!
+//! To regenerate: a scenario for scripts/ipvs-guest whose `rules.sh` is [`RULES`] followed by
+//! `{ ipvsadm -Ln; ipvsadm -Ln --stats; ipvsadm -Ln --stats --exact; ipvsadm -Ln --rate;
+//! ipvsadm -Ln --thresholds; ipvsadm -Ln --persistent-conn; ipvsadm -Ln --tun-info;
+//! ipvsadm -Ln -t 198.18.0.100:80; ipvsadm -L --timeout; ipvsadm -Lnc; ipvsadm -S -n; }
+//! > /dev/console` (with a marker line between them), and an empty `flows.txt`.
 
 use xvs::control::format::{self, ListFormat};
 use xvs::control::{DesiredState, Listing};
