@@ -819,6 +819,34 @@ fn reload_keeps_unchanged_checks_and_drops_removed_ones() {
 }
 
 #[test]
+fn reload_does_not_wait_for_a_probe_in_flight() {
+    // Accepts (kernel backlog) but never answers: each probe takes its whole 3 s timeout.
+    let listener = TcpListener::bind((LOCAL, 0)).unwrap();
+    let a = listener.local_addr().unwrap();
+    let (mut checker, events) = start(
+        "s",
+        a,
+        spec("type = \"http\"\ninterval_ms = 50\ntimeout_ms = 3000\nfall = 1\n"),
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    let t = Instant::now();
+    checker.set_targets(Vec::new()).unwrap();
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(checker.states().is_empty());
+    // The stopped checker's probe times out later and records nothing.
+    no_event(&events, Duration::from_millis(3500));
+    assert!(checker.states().is_empty());
+    let t = Instant::now();
+    checker.shutdown();
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    drop(listener);
+}
+
+#[test]
 fn shutdown_is_prompt_even_with_long_intervals() {
     let listener = TcpListener::bind((LOCAL, 0)).unwrap();
     let a = listener.local_addr().unwrap();

@@ -27,8 +27,9 @@
 //!
 //! Threads: one thread per checked backend (probes are blocking socket calls bounded by
 //! `timeout_ms`), at most [`HealthChecker::MAX_CHECKS`]; each sleeps on its own condition variable
-//! so that [`HealthChecker::shutdown`] and reloads stop it at once (a probe in flight finishes
-//! within its timeout; an exec check is killed).
+//! so that [`HealthChecker::shutdown`] and reloads stop it at once. A reload does not wait for
+//! probes in flight (a stopped checker records nothing more); shutdown does (at most one probe
+//! timeout; an exec check is killed at once).
 //!
 //! Every transition is logged with `tracing` (one line: backend, service, old → new state,
 //! reason), counted in the state table ([`HealthChecker::states`]) and sent as a [`HealthEvent`].
@@ -1170,6 +1171,8 @@ struct Running {
 pub struct HealthChecker {
     table: Table,
     running: HashMap<Key, Running>,
+    /// Stopped checkers not joined yet.
+    retired: Vec<JoinHandle<()>>,
     events: mpsc::Sender<HealthEvent>,
 }
 
@@ -1184,6 +1187,7 @@ impl HealthChecker {
             HealthChecker {
                 table: Arc::new(Mutex::new(BTreeMap::new())),
                 running: HashMap::new(),
+                retired: Vec::new(),
                 events: tx,
             },
             rx,
@@ -1206,26 +1210,27 @@ impl HealthChecker {
                 max: Self::MAX_CHECKS,
             });
         }
-        // Stop the removed and the changed ones first (all signalled, then joined: a reload
-        // waits at most one probe timeout).
+        // Stop the removed and the changed ones. They are not waited for (a probe in flight may
+        // take its whole timeout): a stopped checker records nothing more, because it checks its
+        // stop flag under the table lock, so it cannot touch a restarted entry or send an event
+        // after this. Finished threads are joined here on later calls, the rest on shutdown.
+        self.retired.retain(|h| !h.is_finished());
         let stale: Vec<Key> = self
             .running
             .iter()
             .filter(|(k, r)| wanted.get(*k) != Some(&r.spec))
             .map(|(k, _)| k.clone())
             .collect();
-        let mut stopped = Vec::new();
-        for k in stale {
-            if let Some(r) = self.running.remove(&k) {
-                r.stop.set();
-                stopped.push(r.handle);
-            }
-        }
-        for h in stopped {
-            let _ = h.join();
-        }
         {
+            // Stop flags are set under the table lock: from here on a stopped checker cannot
+            // record a result.
             let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+            for k in stale {
+                if let Some(r) = self.running.remove(&k) {
+                    r.stop.set();
+                    self.retired.push(r.handle);
+                }
+            }
             table.retain(|k, _| wanted.contains_key(k));
         }
         for (key, spec) in wanted {
@@ -1301,6 +1306,9 @@ impl HealthChecker {
         for (_, r) in self.running.drain() {
             let _ = r.handle.join();
         }
+        for h in self.retired.drain(..) {
+            let _ = h.join();
+        }
     }
 }
 
@@ -1331,9 +1339,6 @@ impl Worker {
             }
             let started = Instant::now();
             let result = run_probe(&self.spec, &self.key.0, self.key.1, &self.stop);
-            if self.stop.is_set() {
-                return;
-            }
             let ok = result.is_ok();
             run = if last_ok == Some(ok) {
                 run.saturating_add(1)
@@ -1356,8 +1361,13 @@ impl Worker {
             let text = match &result {
                 Ok(s) | Err(s) => s.clone(),
             };
+            // Results, log lines and events only under the table lock and while not stopped
+            // (see `set_targets`).
+            let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+            if self.stop.is_set() {
+                return;
+            }
             {
-                let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(e) = table.get_mut(&self.key) {
                     if ok {
                         e.checks_ok += 1;
@@ -1394,6 +1404,7 @@ impl Worker {
                     quiescent: self.spec.quiescent,
                 });
             }
+            drop(table);
             next = started + self.spec.interval;
             let now = Instant::now();
             if next < now {
