@@ -447,8 +447,16 @@ impl ControlDirector for Director {
             eprintln!("xvs: zeroing counters: {e}");
         }
         let mut inner = self.lock();
-        inner.service_rates.clear();
-        inner.backend_rates.clear();
+        match service {
+            None => {
+                inner.service_rates.clear();
+                inner.backend_rates.clear();
+            }
+            Some(k) => {
+                inner.service_rates.remove(&k);
+                inner.backend_rates.retain(|(s, _, _), _| *s != k);
+            }
+        }
     }
 
     fn file_state(&self) -> DesiredState {
