@@ -173,11 +173,6 @@ enum AnyIo {
     Packet(AfPacketIo),
 }
 
-// SAFETY: each I/O value exclusively owns its sockets and ring/UMEM mappings (raw pointers into
-// memory nobody else in the process touches); it is built on the control thread and then moved
-// to, and used only by, one worker thread.
-unsafe impl Send for AnyIo {}
-
 struct WorkerCtx {
     index: usize,
     queue: u32,

@@ -371,6 +371,11 @@ pub struct AfXdpIo {
     umem: Umem,
 }
 
+// SAFETY: an AfXdpIo exclusively owns its sockets, rings and UMEM (raw pointers into mappings
+// nobody else in the process touches). It is built on the control thread and then moved to, and
+// used only by, one worker thread; it is not Sync.
+unsafe impl Send for AfXdpIo {}
+
 impl std::fmt::Debug for AfXdpIo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AfXdpIo")

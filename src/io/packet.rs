@@ -139,6 +139,11 @@ pub struct AfPacketIo {
     fds: Vec<i32>,
 }
 
+// SAFETY: an AfPacketIo exclusively owns its sockets and ring mappings (raw pointers nobody else
+// in the process touches). It is built on the control thread and then moved to, and used only
+// by, one worker thread; it is not Sync.
+unsafe impl Send for AfPacketIo {}
+
 impl std::fmt::Debug for AfPacketIo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AfPacketIo")
