@@ -735,9 +735,13 @@ fn exec_initially_down_rises_after_rise_probes() {
         spec("type = \"exec\"\ncommand = \"true\"\ninterval_ms = 100\ntimeout_ms = 1000\nrise = 3\ninitially_down = true\nquiescent = true\n"),
     );
     assert!(!checker.is_up("exec test", backend));
+    let s = checker.state("exec test", backend).unwrap();
+    assert_eq!((s.reason.as_str(), s.transitions), ("initially down", 0));
+    // One event so that a consumer following only events starts it down too.
+    let (ev, _) = next_event(&events, SLACK);
     assert_eq!(
-        checker.state("exec test", backend).unwrap().reason,
-        "initial state"
+        (ev.up, ev.reason.as_str(), ev.quiescent),
+        (false, "initially down", true)
     );
     let (ev, took) = next_event(&events, 3 * interval + SLACK);
     assert!(ev.up && ev.quiescent, "{ev:?}");
@@ -747,6 +751,7 @@ fn exec_initially_down_rises_after_rise_probes() {
         "up after {took:?}"
     );
     assert!(checker.is_up("exec test", backend));
+    assert_eq!(checker.state("exec test", backend).unwrap().transitions, 1);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -33,8 +33,10 @@
 //!
 //! Every transition is logged with `tracing` (one line: backend, service, old → new state,
 //! reason), counted in the state table ([`HealthChecker::states`]) and sent as a [`HealthEvent`].
-//! A backend's initial state produces no event: read it from the table when building the first
-//! snapshot ([`HealthChecker::is_up`]).
+//! A backend starting up produces no event; one starting down (`initially_down`) produces one
+//! `up = false` event with reason "initially down" (not a transition: not logged or counted).
+//! To keep such a backend out of the very first snapshot, read [`HealthChecker::is_up`] when
+//! building it rather than waiting for the event.
 //!
 //! Wiring (the runtime's side):
 //!
@@ -1196,7 +1198,8 @@ impl HealthChecker {
 
     /// Check exactly `targets` from now on (start, reload). A target already checked with the
     /// same spec keeps running undisturbed; one whose spec changed restarts but keeps its state
-    /// and counts; a new one starts up (or down with `initially_down`) without an event; one no
+    /// and counts; a new one starts up without an event (or down with `initially_down`, with an
+    /// `up = false` event "initially down"); one no
     /// longer listed stops and leaves the table. Duplicate (service, backend) pairs: the last
     /// wins.
     pub fn set_targets(&mut self, targets: Vec<CheckTarget>) -> Result<(), HealthError> {
@@ -1239,6 +1242,17 @@ impl HealthChecker {
             }
             let up = {
                 let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+                if spec.initially_down && !table.contains_key(&key) {
+                    // Not a transition (not logged or counted), but a consumer that only
+                    // follows events must start this backend down too.
+                    let _ = self.events.send(HealthEvent {
+                        service: key.0.clone(),
+                        backend: key.1,
+                        up: false,
+                        reason: "initially down".into(),
+                        quiescent: spec.quiescent,
+                    });
+                }
                 let entry = table.entry(key.clone()).or_insert_with(|| BackendHealth {
                     service: key.0.clone(),
                     backend: key.1,
@@ -1251,7 +1265,11 @@ impl HealthChecker {
                     checks_failed: 0,
                     streak: 0,
                     last_result: String::new(),
-                    reason: "initial state".into(),
+                    reason: if spec.initially_down {
+                        "initially down".into()
+                    } else {
+                        "initial state".into()
+                    },
                 });
                 entry.kind = spec.kind;
                 entry.quiescent = spec.quiescent;
