@@ -13,8 +13,11 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 out="${XVS_GUEST_DIR:-$repo/target/ipvs-guest}"
 mkdir -p "$out/debs"
+# One build at a time per cache (parallel test runs share it); outputs are replaced atomically.
+exec 9>"$out/.lock"
+flock 9
 die() { echo "ipvs-guest/build.sh: $*" >&2; exit 1; }
-for tool in apt-get apt-cache dpkg-deb cpio gzip gcc ip; do
+for tool in apt-get apt-cache dpkg-deb cpio gzip gcc ip flock; do
   command -v "$tool" >/dev/null || die "missing '$tool' (run scripts/install-deps.sh)"
 done
 
@@ -50,7 +53,7 @@ fi
 pk="$out/pkgs"
 kver="$(ls "$pk/lib/modules" | head -1)"
 [ -n "$kver" ] && [ -f "$pk/boot/vmlinuz-$kver" ] || die "no kernel in $pk"
-cp "$pk/boot/vmlinuz-$kver" "$out/vmlinuz"
+cp "$pk/boot/vmlinuz-$kver" "$out/vmlinuz.tmp" && mv -f "$out/vmlinuz.tmp" "$out/vmlinuz"
 
 # 3. The initramfs tree, rebuilt every time (a few seconds): init, agent, tools, modules.
 st="$out/stage"
@@ -99,5 +102,6 @@ done
 for n in "${order[@]}"; do cp "${mpath[$n]}" "$st/lib/modules/$n.ko"; echo "$n" >> "$st/etc/modules"; done
 echo "$kver" > "$st/etc/kernel-version"
 
-(cd "$st" && find . | LC_ALL=C sort | cpio -o -H newc --quiet | gzip -1 > "$out/base.cpio.gz")
+(cd "$st" && find . | LC_ALL=C sort | cpio -o -H newc --quiet | gzip -1 > "$out/base.cpio.gz.tmp")
+mv -f "$out/base.cpio.gz.tmp" "$out/base.cpio.gz"
 echo "== guest: kernel $kver, $(wc -l < "$st/etc/modules") modules, initramfs $(du -h "$out/base.cpio.gz" | cut -f1) in $out"
