@@ -24,7 +24,7 @@ use std::net::IpAddr;
 use xvs_schedulers::{BackendView, Flow, SchedFlags, Scheduler, SchedulerError};
 
 use crate::conn::{
-    state::tcp, Conn, ConnConfig, ConnId, ConnTable, ConnV4, Direction, Method, NewConn,
+    state::tcp, Conn, ConnConfig, ConnId, ConnTable, ConnV4, Direction, Method, NewConn, SlotHint,
     TemplateKey, Tuple,
 };
 use crate::net::{Hop, Network};
@@ -347,8 +347,8 @@ impl Pipeline {
     /// `frames[i]`, for the first `min(frames.len(), verdicts.len())` frames. Same verdicts,
     /// frames, counters and connection state as [`Self::process`] on each frame in order, but
     /// the connection-table slots of up to [`BATCH`] frames are loaded first
-    /// ([`ConnTable::prefetch`]), so their cache misses overlap instead of following one another
-    /// (what matters with a large table). [`Self::last_decision`] describes the last frame.
+    /// ([`ConnTable::prefetch_slot`], [`ConnTable::prefetch_entry`]), so their cache misses
+    /// overlap instead of following one another (what matters with a large table). [`Self::last_decision`] describes the last frame.
     pub fn process_batch(
         &mut self,
         now: Time,
@@ -365,11 +365,13 @@ impl Pipeline {
             for (f, slot) in frames.iter().zip(parsed.iter_mut()) {
                 *slot = parse(f.data());
             }
-            // A tight loop of loads, so that many of them are in flight at once.
-            for slot in &parsed[..frames.len()] {
+            // Tight loops of loads, so that many of them are in flight at once: the index
+            // slots of the whole batch, then the entries they name.
+            let mut hints = [SlotHint::default(); BATCH];
+            for (slot, hint) in parsed[..frames.len()].iter().zip(hints.iter_mut()) {
                 if let Parsed::Ip(p) = slot {
                     if !p.icmp_error && p.has_ports() {
-                        self.conns.prefetch(&Tuple {
+                        *hint = self.conns.prefetch_slot(&Tuple {
                             proto: p.proto,
                             src: p.src,
                             sport: p.sport,
@@ -378,6 +380,9 @@ impl Pipeline {
                         });
                     }
                 }
+            }
+            for hint in &hints[..frames.len()] {
+                self.conns.prefetch_entry(*hint);
             }
             for ((f, v), p) in frames.iter_mut().zip(verdicts.iter_mut()).zip(parsed) {
                 *v = self.process_parsed(now, ingress, f, p);
