@@ -478,6 +478,7 @@ impl Pipeline {
 
     /// IPVS port reuse (`conn_reuse_mode`): a SYN hitting a closed entry that owns nothing
     /// expires it and is scheduled anew. Returns true when the entry was expired.
+    #[inline]
     fn reuse_port(&mut self, id: ConnId, p: &Packet, now: Time) -> bool {
         if p.proto != proto::TCP
             || p.tcp_flags & (tcp_flags::SYN | tcp_flags::RST) != tcp_flags::SYN
@@ -485,6 +486,11 @@ impl Pipeline {
         {
             return false;
         }
+        self.reuse_closed(id, now)
+    }
+
+    /// [`Self::reuse_port`] for a SYN: expire the entry if it is closed and owns nothing.
+    fn reuse_closed(&mut self, id: ConnId, now: Time) -> bool {
         let Some(c) = self.conns.get(id) else {
             return false;
         };

@@ -413,6 +413,16 @@ pub fn set_link(frame: &mut Frame, p: &mut Packet, link: &Link) -> Result<(), Wi
     }
     let old = p.l3;
     let new = link.len();
+    if new == old {
+        // The usual case (untagged in, untagged out): overwrite in place.
+        let Some(h) = frame.data_mut().get_mut(..new) else {
+            return Err(WireError::Truncated);
+        };
+        link.write(h, p.family());
+        p.vlan = link.vlan;
+        p.vlan_inner = None;
+        return Ok(());
+    }
     if new > old {
         if !frame.push_front(new - old) {
             return Err(WireError::NoHeadroom);
