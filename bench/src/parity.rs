@@ -13,7 +13,8 @@
 //! `sh-port`, mh with `mh-port`, dh (several VIPs, one service each: dh hashes the destination),
 //! lc and wlc on a sequential open/close trace (counts rise and fall; closed connections sit
 //! in TIME_WAIT and count as inactive, as in the kernel); then sed, nq, fo, ovf, lblc and lblcr
-//! on such traces too (ovf can refuse: both sides' "no backend" answers count as the same).
+//! on such traces too (ovf can refuse: both sides' "no backend" answers count as the same);
+//! sh and mh with fallback past a weight-0 backend; rr with persistence (`-p 300`).
 //! Backends are added in the same order on both sides, since IPVS prepends each new backend and
 //! every tie-break follows that list order.
 //!
@@ -52,6 +53,8 @@ pub struct Scenario {
     pub name: String,
     pub scheduler: String,
     pub flags: String,
+    /// Persistence timeout in seconds (`-p`), if any.
+    pub persistence: Option<u32>,
     pub services: Vec<Service>,
     pub flows: Vec<Flow>,
 }
@@ -68,7 +71,10 @@ impl Scenario {
             } else {
                 format!(" -b {}", self.flags)
             };
-            let _ = writeln!(s, "ipvsadm -A -t {v} -s {}{flags}", self.scheduler);
+            let persist = self
+                .persistence
+                .map_or_else(String::new, |p| format!(" -p {p}"));
+            let _ = writeln!(s, "ipvsadm -A -t {v} -s {}{flags}{persist}", self.scheduler);
             for (b, w) in &svc.backends {
                 let _ = writeln!(s, "ipvsadm -a -t {v} -r {b}:{BACKEND_PORT} -m -w {w}");
             }
@@ -87,6 +93,9 @@ impl Scenario {
             );
             if !self.flags.is_empty() {
                 let _ = writeln!(s, "flags = \"{}\"", self.flags);
+            }
+            if let Some(p) = self.persistence {
+                let _ = writeln!(s, "persistence = {p}");
             }
             for (b, w) in &svc.backends {
                 let _ = write!(
@@ -206,19 +215,22 @@ pub fn scenarios(flows: usize) -> Vec<Scenario> {
     let mut out = Vec::new();
     let mut add = |name: &str, sched: &str, flags: &str, services: Vec<Service>, seed: u64| {
         let mut rng = Rng(seed);
+        let persistence = name.ends_with("-persist").then_some(300);
         let flows = match sched {
             "lc" | "wlc" | "sed" | "nq" | "fo" | "ovf" | "lblc" | "lblcr" => {
                 open_close(&mut rng, &services[0], flows)
             }
             "sh" if flags.is_empty() => opens(&mut rng, &services, flows, 4000),
-            // With the port in the hash, few addresses and many ports.
+            // With the port in the hash (or persistence), few addresses and many ports.
             "sh" | "mh" => opens(&mut rng, &services, flows, 6),
+            _ if persistence.is_some() => opens(&mut rng, &services, flows, 6),
             _ => opens(&mut rng, &services, flows, 4000),
         };
         out.push(Scenario {
             name: name.into(),
             scheduler: sched.into(),
             flags: flags.into(),
+            persistence,
             services,
             flows,
         });
@@ -245,6 +257,23 @@ pub fn scenarios(flows: usize) -> Vec<Scenario> {
     add("ovf", "ovf", "", one(12, 9012, &[2, 4, 3]), 12);
     add("lblc", "lblc", "", one(13, 9013, &[1, 2, 3]), 13);
     add("lblcr", "lblcr", "", one(14, 9014, &[1, 2, 3]), 14);
+    // Fallback past a weight-0 backend, and persistence templates.
+    let fallback = [1, 0, 2, 1];
+    add(
+        "sh-fallback",
+        "sh",
+        "sh-fallback,sh-port",
+        one(15, 9015, &fallback),
+        15,
+    );
+    add(
+        "mh-fallback",
+        "mh",
+        "mh-fallback,mh-port",
+        one(16, 9016, &fallback),
+        16,
+    );
+    add("rr-persist", "rr", "", one(17, 9017, &[1, 1, 1]), 17);
     out
 }
 
@@ -302,13 +331,13 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "{:<9} {:>6} {:>6} {:>8}  final counts",
+            "{:<12} {:>6} {:>6} {:>8}  final counts",
             "scheduler", "flows", "same", "share"
         );
         for o in &self.outcomes {
             let _ = writeln!(
                 s,
-                "{:<9} {:>6} {:>6} {:>7.1}%  {}",
+                "{:<12} {:>6} {:>6} {:>7.1}%  {}",
                 o.name,
                 o.flows,
                 o.same,
@@ -587,8 +616,23 @@ mod tests {
         assert_eq!(
             names,
             [
-                "rr", "wrr", "sh", "sh-port", "mh-port", "dh", "lc", "wlc", "sed", "nq", "fo",
-                "ovf", "lblc", "lblcr"
+                "rr",
+                "wrr",
+                "sh",
+                "sh-port",
+                "mh-port",
+                "dh",
+                "lc",
+                "wlc",
+                "sed",
+                "nq",
+                "fo",
+                "ovf",
+                "lblc",
+                "lblcr",
+                "sh-fallback",
+                "mh-fallback",
+                "rr-persist"
             ]
         );
         for sc in &all {
@@ -612,6 +656,9 @@ mod tests {
             .contains("ipvsadm -a -t 198.18.200.2:9002 -r 198.19.0.13:8080 -m -w 3"));
         assert!(wrr.xvs_toml().contains("weight = 3"));
         assert!(all[3].rules_sh().contains("-s sh -b sh-port"));
+        assert!(all[16].rules_sh().contains("-s rr -p 300"));
+        assert!(all[16].xvs_toml().contains("persistence = 300"));
+        assert!(all[14].rules_sh().contains("-r 198.19.0.12:8080 -m -w 0"));
     }
 
     #[test]
@@ -645,6 +692,7 @@ mod tests {
             name: "t".into(),
             scheduler: "rr".into(),
             flags: String::new(),
+            persistence: None,
             services: vec![Service {
                 vip: *svc.ip(),
                 port: svc.port(),
