@@ -194,33 +194,20 @@ impl Director {
         } else {
             inner.down.insert(bkey, ev.quiescent);
         }
-        eprintln!(
-            "xvs: health: {} backend {} is {} ({}){}",
-            ev.service,
-            ev.backend,
-            if ev.up { "up" } else { "down" },
-            ev.reason,
-            if !ev.up && ev.quiescent {
-                ", weight 0"
-            } else {
-                ""
-            }
-        );
         let desired = inner.desired.clone();
         if let Err(e) = self.publish(&mut inner, desired) {
-            eprintln!("xvs: health: could not publish the change: {e}");
+            tracing::error!(
+                "health: could not publish the change of {}: {e}",
+                ev.backend
+            );
         }
     }
 
-    fn publish(&self, inner: &mut Inner, new: DesiredState) -> Result<(), String> {
-        // What the pipelines would refuse, refused here with a clear message, before any worker
-        // sees it.
-        for s in &new.services {
-            xvs_schedulers::new_scheduler(&s.scheduler, &s.sched_flags)
-                .map_err(|e| format!("{}: {e}", crate::control::state::service_name(&s.key)))?;
-        }
+    /// Point the health checks at `state`'s backends; a backend no longer checked is no longer
+    /// down, one that starts down (`initially_down`) or already is down stays out.
+    fn sync_checks(inner: &mut Inner, new: &DesiredState) -> Result<usize, String> {
         // Checks follow the backends; a backend no longer checked is no longer down.
-        let checks = Self::check_targets(inner, &new);
+        let checks = Self::check_targets(inner, new);
         let checked: std::collections::HashSet<BackendKey> = checks
             .iter()
             .filter_map(|t| {
@@ -231,9 +218,39 @@ impl Director {
             })
             .collect();
         inner.down.retain(|k, _| checked.contains(k));
+        let quiescent: HashMap<BackendKey, bool> = checks
+            .iter()
+            .filter_map(|t| {
+                inner
+                    .check_names
+                    .get(&t.service)
+                    .map(|k| ((*k, t.backend.ip(), t.backend.port()), t.spec.quiescent))
+            })
+            .collect();
         if let Some(h) = inner.health.as_mut() {
             h.set_targets(checks).map_err(|e| e.to_string())?;
+            // Backends that start down (`initially_down`) or already are down stay out.
+            for st in h.states() {
+                if let Some(&k) = inner.check_names.get(&st.service) {
+                    let key = (k, st.backend.ip(), st.backend.port());
+                    if !st.up {
+                        let q = quiescent.get(&key).copied().unwrap_or(false);
+                        inner.down.insert(key, q);
+                    }
+                }
+            }
         }
+        Ok(inner.check_names.len())
+    }
+
+    fn publish(&self, inner: &mut Inner, new: DesiredState) -> Result<(), String> {
+        // What the pipelines would refuse, refused here with a clear message, before any worker
+        // sees it.
+        for s in &new.services {
+            xvs_schedulers::new_scheduler(&s.scheduler, &s.sched_flags)
+                .map_err(|e| format!("{}: {e}", crate::control::state::service_name(&s.key)))?;
+        }
+        Self::sync_checks(inner, &new)?;
         let effective = Self::effective(inner, &new);
         self.workers
             .publish(Published {
@@ -566,16 +583,16 @@ pub fn run(config: &Path, io: Option<IoKind>, socket: &Path) -> Result<()> {
         dataplane: Mutex::new(dp),
     });
 
-    // Start the health checks of the initial state (the workers already run it).
+    // Start the health checks of the initial state; backends that start down leave it.
     {
         let mut inner = director.lock();
         let state = inner.desired.clone();
-        let targets = Director::check_targets(&mut inner, &state);
-        if !targets.is_empty() {
-            eprintln!("xvs: health: checking {} backend(s)", targets.len());
-        }
-        if let Some(h) = inner.health.as_mut() {
-            h.set_targets(targets).context("health checks")?;
+        Director::sync_checks(&mut inner, &state)
+            .map_err(|e| anyhow::anyhow!("health checks: {e}"))?;
+        if !inner.down.is_empty() {
+            director
+                .publish(&mut inner, state)
+                .map_err(|e| anyhow::anyhow!("initial health state: {e}"))?;
         }
     }
     let health_thread = {

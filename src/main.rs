@@ -83,6 +83,12 @@ fn main() {
 
 fn real_main() -> Result<()> {
     let cli = Cli::parse();
+    // Structured log lines (health transitions, metrics, control) on stderr.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .init();
     match cli.command {
         Command::Ctl { socket, args } => {
             std::process::exit(xvs::control::server::client(&socket, &args))

@@ -110,6 +110,17 @@ impl FrameProcessor for RuntimeProcessor {
         self.pipe.process(now, ingress, frame)
     }
 
+    #[inline]
+    fn process_batch(
+        &mut self,
+        now: Time,
+        ingress: PortId,
+        frames: &mut [Frame<'_>],
+        verdicts: &mut [Verdict],
+    ) {
+        self.pipe.process_batch(now, ingress, frames, verdicts);
+    }
+
     fn set_neighbour(&mut self, ip: IpAddr, _port: PortId, mac: [u8; 6]) {
         self.pipe.network_mut().set_neighbour(ip, mac);
     }

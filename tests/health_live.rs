@@ -239,7 +239,8 @@ fn failed_backend_is_taken_out_and_returns() {
     });
     let log = std::fs::read_to_string(&log_path).unwrap_or_default();
     assert!(
-        log.contains("198.18.3.12:80 is down"),
+        log.lines()
+            .any(|l| l.contains("backend 198.18.3.12:80 of") && l.contains("up -> down")),
         "transition logged:\n{log}"
     );
     let _ = std::fs::remove_file(&cfg);
