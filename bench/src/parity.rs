@@ -14,7 +14,8 @@
 //! lc and wlc on a sequential open/close trace (counts rise and fall; closed connections sit
 //! in TIME_WAIT and count as inactive, as in the kernel); then sed, nq, fo, ovf, lblc and lblcr
 //! on such traces too (ovf can refuse: both sides' "no backend" answers count as the same);
-//! sh and mh with fallback past a weight-0 backend; rr with persistence (`-p 300`).
+//! sh and mh with fallback past a weight-0 backend; rr with persistence (`-p 300`); lc, wlc and
+//! sed over UDP (entries that never become active).
 //! Backends are added in the same order on both sides, since IPVS prepends each new backend and
 //! every tie-break follows that list order.
 //!
@@ -55,6 +56,8 @@ pub struct Scenario {
     pub flags: String,
     /// Persistence timeout in seconds (`-p`), if any.
     pub persistence: Option<u32>,
+    /// UDP services and flows (else TCP).
+    pub udp: bool,
     pub services: Vec<Service>,
     pub flows: Vec<Flow>,
 }
@@ -74,9 +77,14 @@ impl Scenario {
             let persist = self
                 .persistence
                 .map_or_else(String::new, |p| format!(" -p {p}"));
-            let _ = writeln!(s, "ipvsadm -A -t {v} -s {}{flags}{persist}", self.scheduler);
+            let t = if self.udp { "-u" } else { "-t" };
+            let _ = writeln!(
+                s,
+                "ipvsadm -A {t} {v} -s {}{flags}{persist}",
+                self.scheduler
+            );
             for (b, w) in &svc.backends {
-                let _ = writeln!(s, "ipvsadm -a -t {v} -r {b}:{BACKEND_PORT} -m -w {w}");
+                let _ = writeln!(s, "ipvsadm -a {t} {v} -r {b}:{BACKEND_PORT} -m -w {w}");
             }
         }
         s
@@ -88,8 +96,11 @@ impl Scenario {
         for svc in &self.services {
             let _ = write!(
                 s,
-                "\n[[service]]\nprotocol = \"tcp\"\nvip = \"{}\"\nport = {}\nscheduler = \"{}\"\n",
-                svc.vip, svc.port, self.scheduler
+                "\n[[service]]\nprotocol = \"{}\"\nvip = \"{}\"\nport = {}\nscheduler = \"{}\"\n",
+                self.proto(),
+                svc.vip,
+                svc.port,
+                self.scheduler
             );
             if !self.flags.is_empty() {
                 let _ = writeln!(s, "flags = \"{}\"", self.flags);
@@ -107,13 +118,22 @@ impl Scenario {
         s
     }
 
+    fn proto(&self) -> &'static str {
+        if self.udp {
+            "udp"
+        } else {
+            "tcp"
+        }
+    }
+
     /// The flow list in `xvs simulate`'s format.
     pub fn flows_txt(&self) -> String {
         let mut s = String::new();
         for f in &self.flows {
             let _ = writeln!(
                 s,
-                "tcp {} {} {} {} {}",
+                "{} {} {} {} {} {}",
+                self.proto(),
                 f.src.ip(),
                 f.src.port(),
                 f.dst.ip(),
@@ -216,7 +236,9 @@ pub fn scenarios(flows: usize) -> Vec<Scenario> {
     let mut add = |name: &str, sched: &str, flags: &str, services: Vec<Service>, seed: u64| {
         let mut rng = Rng(seed);
         let persistence = name.ends_with("-persist").then_some(300);
+        let udp = name.ends_with("-udp");
         let flows = match sched {
+            _ if udp => opens(&mut rng, &services, flows, 4000),
             "lc" | "wlc" | "sed" | "nq" | "fo" | "ovf" | "lblc" | "lblcr" => {
                 open_close(&mut rng, &services[0], flows)
             }
@@ -231,6 +253,7 @@ pub fn scenarios(flows: usize) -> Vec<Scenario> {
             scheduler: sched.into(),
             flags: flags.into(),
             persistence,
+            udp,
             services,
             flows,
         });
@@ -274,6 +297,10 @@ pub fn scenarios(flows: usize) -> Vec<Scenario> {
         16,
     );
     add("rr-persist", "rr", "", one(17, 9017, &[1, 1, 1]), 17);
+    // UDP entries never leave inactive: lc/wlc count them, sed (active only) does not.
+    add("lc-udp", "lc", "", one(18, 9018, &[1, 1, 1]), 18);
+    add("wlc-udp", "wlc", "", one(19, 9019, &[1, 2, 3]), 19);
+    add("sed-udp", "sed", "", one(20, 9020, &[1, 2, 3]), 20);
     out
 }
 
@@ -443,7 +470,7 @@ pub fn parse_guest(console: &str) -> (String, BTreeMap<String, Side>) {
         let side = out.entry(name.clone()).or_default();
         if in_ipvsadm {
             let w: Vec<&str> = line.split_whitespace().collect();
-            if w.first() == Some(&"TCP") {
+            if w.first() == Some(&"TCP") || w.first() == Some(&"UDP") {
                 svc = w.get(1).and_then(|a| a.parse().ok());
             } else if w.first() == Some(&"->") && w.len() >= 6 {
                 if let (Some(s), Ok(b), Ok(a), Ok(i)) =
@@ -632,7 +659,10 @@ mod tests {
                 "lblcr",
                 "sh-fallback",
                 "mh-fallback",
-                "rr-persist"
+                "rr-persist",
+                "lc-udp",
+                "wlc-udp",
+                "sed-udp"
             ]
         );
         for sc in &all {
@@ -659,6 +689,11 @@ mod tests {
         assert!(all[16].rules_sh().contains("-s rr -p 300"));
         assert!(all[16].xvs_toml().contains("persistence = 300"));
         assert!(all[14].rules_sh().contains("-r 198.19.0.12:8080 -m -w 0"));
+        assert!(all[17]
+            .rules_sh()
+            .contains("ipvsadm -A -u 198.18.200.18:9018 -s lc"));
+        assert!(all[17].xvs_toml().contains("protocol = \"udp\""));
+        assert!(all[17].flows_txt().starts_with("udp "));
     }
 
     #[test]
@@ -693,6 +728,7 @@ mod tests {
             scheduler: "rr".into(),
             flags: String::new(),
             persistence: None,
+            udp: false,
             services: vec![Service {
                 vip: *svc.ip(),
                 port: svc.port(),

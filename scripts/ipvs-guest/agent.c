@@ -5,12 +5,16 @@
  *   agent serve PORT          backend listener: on every accepted connection it writes
  *                             "backend ADDR:PORT\n" (the accepted socket's local address, i.e.
  *                             the backend IPVS chose after its DNAT), then closes its side as
- *                             soon as the client has closed its own (FIN exchange).
+ *                             soon as the client has closed its own (FIN exchange). On UDP PORT
+ *                             it answers every datagram with the same line, sent from the
+ *                             datagram's destination address (IP_PKTINFO) so IPVS un-NATs it.
  *   agent client FILE [HOLD]  replays FILE, lines `proto src_ip src_port dst_ip dst_port
  *                             [open|close]` as `xvs simulate` reads them (src/simulate.rs), in
  *                             order: `open` is a real TCP connection from src_ip:src_port, kept
  *                             ESTABLISHED; `close` shuts down the write side (FIN) and waits for
- *                             the backend's FIN. One line per flow on stdout:
+ *                             the backend's FIN. A udp line (open or close alike, as xvs
+ *                             simulate treats them) sends one datagram from src_ip:src_port and
+ *                             waits for the answer. One line per flow:
  *                             "flow N open|close SRC DST => ADDR:PORT" or "=> error: WHY".
  *                             With HOLD (a path) it prints "flows done" after the last flow and
  *                             keeps the remaining connections open until HOLD exists (max 60 s),
@@ -38,6 +42,41 @@ static void timeouts(int fd, int secs) {
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 }
 
+/* One datagram in, "backend ADDR:PORT\n" back from the address it was sent to. */
+static void udp_answer(int u) {
+	char buf[512], cbuf[256], line[64], ip[INET_ADDRSTRLEN];
+	struct sockaddr_in from;
+	struct iovec iov = {.iov_base = buf, .iov_len = sizeof buf};
+	struct msghdr m = {.msg_name = &from, .msg_namelen = sizeof from, .msg_iov = &iov,
+			   .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof cbuf};
+	if (recvmsg(u, &m, MSG_DONTWAIT) < 0)
+		return;
+	struct in_pktinfo *pi = NULL;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c))
+		if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO)
+			pi = (struct in_pktinfo *)CMSG_DATA(c);
+	if (!pi)
+		return;
+	struct sockaddr_in me;
+	socklen_t len = sizeof me;
+	getsockname(u, (struct sockaddr *)&me, &len);
+	inet_ntop(AF_INET, &pi->ipi_addr, ip, sizeof ip);
+	int k = snprintf(line, sizeof line, "backend %s:%d\n", ip, ntohs(me.sin_port));
+	/* Reply from the address the datagram was sent to. */
+	char rbuf[CMSG_SPACE(sizeof(struct in_pktinfo))];
+	memset(rbuf, 0, sizeof rbuf);
+	struct iovec riov = {.iov_base = line, .iov_len = (size_t)k};
+	struct msghdr r = {.msg_name = &from, .msg_namelen = sizeof from, .msg_iov = &riov,
+			   .msg_iovlen = 1, .msg_control = rbuf, .msg_controllen = sizeof rbuf};
+	struct cmsghdr *c = CMSG_FIRSTHDR(&r);
+	c->cmsg_level = IPPROTO_IP;
+	c->cmsg_type = IP_PKTINFO;
+	c->cmsg_len = CMSG_LEN(sizeof(struct in_pktinfo));
+	struct in_pktinfo out = {.ipi_ifindex = 0, .ipi_spec_dst = pi->ipi_addr};
+	memcpy(CMSG_DATA(c), &out, sizeof out);
+	sendmsg(u, &r, 0);
+}
+
 static int serve(int port) {
 	int l = socket(AF_INET, SOCK_STREAM, 0), one = 1;
 	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
@@ -46,10 +85,18 @@ static int serve(int port) {
 		perror("agent serve");
 		return 1;
 	}
-	static struct pollfd p[MAX_CONNS + 1];
-	int n = 1;
+	int u = socket(AF_INET, SOCK_DGRAM, 0);
+	if (u < 0 || setsockopt(u, IPPROTO_IP, IP_PKTINFO, &one, sizeof one) ||
+	    bind(u, (struct sockaddr *)&a, sizeof a)) {
+		perror("agent serve udp");
+		return 1;
+	}
+	static struct pollfd p[MAX_CONNS + 2];
+	int n = 2;
 	p[0].fd = l;
 	p[0].events = POLLIN;
+	p[1].fd = u;
+	p[1].events = POLLIN;
 	for (;;) {
 		if (poll(p, n, -1) < 0) {
 			if (errno == EINTR)
@@ -79,7 +126,9 @@ static int serve(int port) {
 				}
 			}
 		}
-		for (int i = 1; i < n; i++) {
+		if (p[1].revents & POLLIN)
+			udp_answer(u);
+		for (int i = 2; i < n; i++) {
 			if (!p[i].revents)
 				continue;
 			char buf[256];
@@ -136,12 +185,14 @@ static int client(const char *file, const char *hold) {
 		char key[160];
 		snprintf(key, sizeof key, "%s:%u %s:%u", src, sport, dst, dport);
 		printf("flow %d %s %s => ", flow, what, key);
-		if (got < 5 || strcmp(proto, "tcp") != 0) {
-			printf("error: only tcp flow lines are replayed in the guest\n");
+		int udp = strcmp(proto, "udp") == 0;
+		if (got < 5 || (!udp && strcmp(proto, "tcp") != 0)) {
+			printf("error: only tcp and udp flow lines are replayed in the guest\n");
 			fflush(stdout);
 			continue;
 		}
-		if (strcmp(what, "close") == 0) {
+
+		if (!udp && strcmp(what, "close") == 0) {
 			int i;
 			for (i = 0; i < nconns && strcmp(conns[i].key, key) != 0; i++)
 				;
@@ -166,10 +217,27 @@ static int client(const char *file, const char *hold) {
 			fflush(stdout);
 			continue;
 		}
-		int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+		int fd = socket(AF_INET, udp ? SOCK_DGRAM : SOCK_STREAM, 0), one = 1;
 		char reply[64];
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
 		timeouts(fd, 10);
+		if (udp) {
+			ssize_t r = -1;
+			if (fd >= 0 && bind(fd, (struct sockaddr *)&s, sizeof s) == 0 &&
+			    connect(fd, (struct sockaddr *)&d, sizeof d) == 0 && send(fd, "x", 1, 0) == 1)
+				r = recv(fd, reply, sizeof reply - 1, 0);
+			if (r > 8 && strncmp(reply, "backend ", 8) == 0) {
+				reply[r] = 0;
+				reply[strcspn(reply, "\n")] = 0;
+				printf("%s\n", reply + 8);
+			} else {
+				printf("error: no answer from a backend\n");
+			}
+			if (fd >= 0)
+				close(fd);
+			fflush(stdout);
+			continue;
+		}
 		if (fd < 0 || nconns >= MAX_CONNS) {
 			printf("error: no socket\n");
 		} else if (bind(fd, (struct sockaddr *)&s, sizeof s)) {
