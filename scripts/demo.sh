@@ -53,13 +53,16 @@ for i in range(3):
 else: print("no answer")' "$1"
 }
 
+failures=0
 for m in nat:1 dr:2 tun:3 fullnat:4; do
   name=${m%%:*}; k=${m##*:}
   for vip in "198.18.10.$k" "2001:2:0:10::$k"; do
     url="http://$vip/"; [[ $vip == *:* ]] && url="http://[$vip]/"
     served=$(for _ in $(seq 12); do c1 curl -s -m 3 "$url" || echo FAILED; done | sort | uniq -c | awk '{printf "%s×%s ", $2, $1}')
+    udp=$(udp_ask "$vip")
     printf '%-8s %-18s HTTP x12 (wrr 1:2:3): %s\n' "$name" "$vip" "$served"
-    printf '%-8s %-18s UDP: %s\n' "$name" "$vip" "$(udp_ask "$vip")"
+    printf '%-8s %-18s UDP: %s\n' "$name" "$vip" "$udp"
+    case "$served $udp" in *FAILED*|*"no answer"*) failures=$((failures + 1)) ;; esac
   done
 done
 
@@ -76,3 +79,7 @@ echo "== metrics (a few lines of http://127.0.0.1:9100/metrics)"
 ip netns exec "$P-dir" curl -s -m 2 http://127.0.0.1:9100/metrics | grep -E '^xvs_worker_(rx|tx)_packets_total' || true
 echo
 echo "== stopping (SIGTERM) and tearing down"
+if [ "$failures" -ne 0 ]; then
+  echo "demo: $failures VIP(s) did not answer every request (log: $LOG)" >&2
+  exit 1
+fi

@@ -13,3 +13,5 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace
+echo "== scripts/demo.sh (the README's first command, end to end)"
+scripts/demo.sh
