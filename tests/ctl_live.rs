@@ -3,39 +3,18 @@
 //! reloads and edits in the middle of a UDP stream lose none of its datagrams.
 //! Needs root; skipped loudly otherwise.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod dataplane_support;
-use dataplane_support::{skip_unless_root, Testbed};
+use dataplane_support::{skip_unless_root, Testbed, ONE_WORKER_V4};
 
 const VIP: &str = "198.18.10.1";
 
 fn config(extra_backend: bool) -> String {
-    let mut c = String::from(
-        r#"log_interval_secs = 0
-neighbour_refresh_ms = 200
-
-[[worker]]
-queue = 0
-
-[[interface]]
-name = "front"
-ipv4 = "198.18.1.2"
-
-[[interface]]
-name = "back"
-ipv4 = "198.18.3.2"
-
-[[route]]
-dst = "0.0.0.0/0"
-via = "198.18.1.1"
-interface = "front"
-
-[[route]]
-dst = "198.18.3.0/24"
-interface = "back"
-
+    let mut c = String::from(ONE_WORKER_V4);
+    c.push_str(
+        r#"
 [[service]]
 protocol = "tcp"
 vip = "198.18.10.1"
@@ -70,17 +49,6 @@ method = "nat"
         );
     }
     c
-}
-
-struct Director(Child);
-
-impl Drop for Director {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
 }
 
 fn ctl(socket: &std::path::Path, args: &[&str]) -> (bool, String, String) {
@@ -123,37 +91,7 @@ fn ctl_changes_live_traffic_and_reloads_lose_nothing() {
     let socket = dir.join(format!("{}-ctl.sock", tb.prefix));
     let log_path = dir.join(format!("{}-ctl.log", tb.prefix));
     std::fs::write(&cfg, config(false)).unwrap();
-    let child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &tb.ns("dir"),
-            env!("CARGO_BIN_EXE_xvs"),
-            "run",
-        ])
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--socket")
-        .arg(&socket)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .expect("start xvs");
-    let mut d = Director(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !(tb.xdp_attached("back") && socket.exists()) {
-        assert!(
-            Instant::now() < deadline,
-            "xvs did not come up (see {})",
-            log_path.display()
-        );
-        assert!(
-            d.0.try_wait().unwrap().is_none(),
-            "xvs exited (see {})",
-            log_path.display()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mut d = tb.start_xvs(&cfg, &socket, &log_path);
     tb.wait_neighbours(&["198.18.3.11", "198.18.3.12", "198.18.3.13", "198.18.1.1"]);
 
     // The listing, as ipvsadm lays it out.

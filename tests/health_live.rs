@@ -3,11 +3,11 @@
 //! back within rise × interval once its server returns; the Prometheus endpoint shows it.
 //! Prints the measured failover and recovery times. Needs root; skipped loudly otherwise.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod dataplane_support;
-use dataplane_support::{skip_unless_root, Testbed};
+use dataplane_support::{skip_unless_root, ChildGuard, Testbed, ONE_WORKER_V4};
 
 const VIP: &str = "198.18.10.1";
 const INTERVAL_MS: u64 = 200;
@@ -16,32 +16,11 @@ const RISE: u64 = 2;
 const FALL: u64 = 2;
 
 fn config(metrics_port: u16) -> String {
-    let mut c = format!(
-        r#"log_interval_secs = 0
-neighbour_refresh_ms = 200
-
+    let mut c = String::from(ONE_WORKER_V4);
+    c.push_str(&format!(
+        r#"
 [metrics]
 address = "127.0.0.1:{metrics_port}"
-
-[[worker]]
-queue = 0
-
-[[interface]]
-name = "front"
-ipv4 = "198.18.1.2"
-
-[[interface]]
-name = "back"
-ipv4 = "198.18.3.2"
-
-[[route]]
-dst = "0.0.0.0/0"
-via = "198.18.1.1"
-interface = "front"
-
-[[route]]
-dst = "198.18.3.0/24"
-interface = "back"
 
 [[service]]
 protocol = "tcp"
@@ -57,7 +36,7 @@ timeout_ms = {TIMEOUT_MS}
 rise = {RISE}
 fall = {FALL}
 "#
-    );
+    ));
     for i in 1..=3 {
         c.push_str(&format!(
             "\n[[service.backend]]\naddress = \"198.18.3.{}\"\nport = 80\nmethod = \"nat\"\n",
@@ -65,19 +44,6 @@ fall = {FALL}
         ));
     }
     c
-}
-
-struct Guard(Vec<Child>);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            if let Ok(None) = c.try_wait() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
 }
 
 fn ctl_list(socket: &std::path::Path) -> String {
@@ -129,26 +95,7 @@ fn failed_backend_is_taken_out_and_returns() {
     let log_path = dir.join(format!("{}-health.log", tb.prefix));
     let metrics_port = 19100 + (std::process::id() % 500) as u16;
     std::fs::write(&cfg, config(metrics_port)).unwrap();
-    let child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &tb.ns("dir"),
-            env!("CARGO_BIN_EXE_xvs"),
-            "run",
-        ])
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--socket")
-        .arg(&socket)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .expect("start xvs");
-    let mut guard = Guard(vec![child]);
-    wait_for("xvs up", Duration::from_secs(10), || {
-        tb.xdp_attached("back") && socket.exists()
-    });
+    let mut guard = vec![tb.start_xvs(&cfg, &socket, &log_path)];
     tb.wait_neighbours(&["198.18.3.11", "198.18.3.12", "198.18.3.13", "198.18.1.1"]);
     let url = format!("http://{VIP}/");
     let mut seen: Vec<String> = (0..9).filter_map(|_| tb.http_get(&url)).collect();
@@ -188,7 +135,7 @@ fn failed_backend_is_taken_out_and_returns() {
         .stderr(Stdio::null())
         .spawn()
         .expect("restart b2");
-    guard.0.push(restarted);
+    guard.push(ChildGuard(restarted));
     let limit = Duration::from_millis(RISE * (INTERVAL_MS + TIMEOUT_MS) + 3000);
     let recovery = wait_for("b2 back", limit, || {
         ctl_list(&socket).contains("198.18.3.12:80")
@@ -232,10 +179,10 @@ fn failed_backend_is_taken_out_and_returns() {
         "{body}"
     );
 
-    let pid = guard.0[0].id().to_string();
+    let pid = guard[0].0.id().to_string();
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
     wait_for("xvs stops", Duration::from_secs(10), || {
-        guard.0[0].try_wait().unwrap().is_some()
+        guard[0].0.try_wait().unwrap().is_some()
     });
     let log = std::fs::read_to_string(&log_path).unwrap_or_default();
     assert!(

@@ -123,3 +123,87 @@ impl Drop for Testbed {
         let _ = Command::new(script()).args(["down", &self.prefix]).status();
     }
 }
+
+/// A child process killed (and reaped) on drop if it is still running.
+pub struct ChildGuard(pub std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// The head of a director configuration for the testbed with one unpinned worker on queue 0
+/// (call [`Testbed::single_queue_towards_director`]): interfaces, routes, IPv4 only. Services
+/// follow.
+pub const ONE_WORKER_V4: &str = r#"log_interval_secs = 0
+neighbour_refresh_ms = 200
+
+[[worker]]
+queue = 0
+
+[[interface]]
+name = "front"
+ipv4 = "198.18.1.2"
+
+[[interface]]
+name = "back"
+ipv4 = "198.18.3.2"
+
+[[route]]
+dst = "0.0.0.0/0"
+via = "198.18.1.1"
+interface = "front"
+
+[[route]]
+dst = "198.18.3.0/24"
+interface = "back"
+"#;
+
+impl Testbed {
+    /// Start `xvs run` in the director namespace on `config` with its control socket at
+    /// `socket`, stderr to `log`, and wait (bounded) until the XDP program is attached and the
+    /// socket answers.
+    pub fn start_xvs(
+        &self,
+        config: &std::path::Path,
+        socket: &std::path::Path,
+        log: &std::path::Path,
+    ) -> ChildGuard {
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns("dir"),
+                env!("CARGO_BIN_EXE_xvs"),
+                "run",
+            ])
+            .arg("--config")
+            .arg(config)
+            .arg("--socket")
+            .arg(socket)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(log).expect("log file"))
+            .spawn()
+            .expect("start xvs");
+        let mut g = ChildGuard(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !(self.xdp_attached("back") && socket.exists()) {
+            assert!(
+                g.0.try_wait().expect("wait").is_none(),
+                "xvs exited early (see {})",
+                log.display()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "xvs did not come up (see {})",
+                log.display()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        g
+    }
+}
