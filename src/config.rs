@@ -666,7 +666,10 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
                 } else {
                     format!("service[{i}].check")
                 };
-                if let Some(spec) = check.validate(&field).map_err(|e| c.err(e.field, e.reason))? {
+                if let Some(spec) = check
+                    .validate(&field)
+                    .map_err(|e| c.err(e.field, e.reason))?
+                {
                     checks.push((i, b.address, port, spec));
                 }
             }
@@ -821,7 +824,9 @@ method = "dr"
         assert_eq!(c.checks[0].1, "198.19.0.11".parse::<IpAddr>().unwrap());
         assert!(c.service_checks[0].is_some());
         let bad = text.replace("interval_ms = 1000", "interval_ms = 0");
-        let e = Config::parse(Path::new("x.toml"), &bad).unwrap_err().to_string();
+        let e = Config::parse(Path::new("x.toml"), &bad)
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("x.toml: service[0].check.interval_ms"), "{e}");
     }
 
