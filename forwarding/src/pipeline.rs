@@ -432,14 +432,23 @@ impl Pipeline {
             }
             return Verdict::Pass;
         }
-        let tuple = Tuple {
-            proto: p.proto,
-            src: p.src,
-            sport: p.sport,
-            dst: p.dst,
-            dport: p.dport,
+        let hit = match (p.src, p.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                let (s, d) = (s.to_bits(), d.to_bits());
+                self.conns.lookup_v4(p.proto, s, p.sport, d, p.dport, now)
+            }
+            _ => {
+                let tuple = Tuple {
+                    proto: p.proto,
+                    src: p.src,
+                    sport: p.sport,
+                    dst: p.dst,
+                    dport: p.dport,
+                };
+                self.conns.lookup(&tuple, now)
+            }
         };
-        if let Some((id, dir)) = self.conns.lookup(&tuple, now) {
+        if let Some((id, dir)) = hit {
             match dir {
                 Direction::Out => return self.forward(now, ingress, frame, p, id, dir, false),
                 Direction::In => {

@@ -3,7 +3,9 @@
 //!   next packet on, a forgotten neighbour drops with `NoNeighbour`, a re-learnt one forwards),
 //!   also when the whole `Network` is replaced;
 //! * `ConnTable::get_v4` agrees with `ConnTable::get` for every method, and refuses entries
-//!   with an IPv6 address and dead handles;
+//!   with an IPv6 address and dead handles; `ConnTable::lookup_v4` agrees with
+//!   `ConnTable::lookup` on tables of IPv4, IPv6 and mixed-family entries and templates, for
+//!   hits from both directions, misses and expired entries;
 //! * `process_batch` gives the same verdicts, frames, counters and connections as `process`
 //!   frame by frame, for random mixes of every kind of frame and random batch sizes.
 #![cfg(feature = "testkit")]
@@ -14,7 +16,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use common::*;
 use proptest::prelude::*;
-use xvs_forwarding::conn::{BackendId, ConnConfig, ConnId, ConnTable, NewConn};
+use xvs_forwarding::conn::{BackendId, ConnConfig, ConnId, ConnTable, NewConn, TemplateKey, Tuple};
 use xvs_forwarding::net::Network;
 use xvs_forwarding::testkit::Pkt;
 use xvs_forwarding::Method;
@@ -268,5 +270,87 @@ proptest! {
         let b: Vec<_> = batch.connections().list(now).collect();
         prop_assert_eq!(a, b);
         prop_assert_eq!(one.last_decision(), batch.last_decision());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn lookup_v4_equals_lookup(
+        conns in prop::collection::vec(
+            (0u8..4, 0u8..4, 0u8..3, any::<u16>(), 0u8..4, any::<bool>()),
+            1..40,
+        ),
+        probes in prop::collection::vec((0usize..40, 0u8..4, any::<u16>(), 0u64..20), 1..80),
+    ) {
+        let cfg = ConnConfig { capacity: 64, v6_capacity: 32, backends: 8, seed: 99 };
+        let mut a = ConnTable::new(&cfg);
+        let mut b = ConnTable::new(&cfg);
+        let t0 = Time::from_secs(100);
+        let v4 = |x: u8| IpAddr::V4(Ipv4Addr::new(198, 18, 7, x));
+        let v6 = |x: u8| -> IpAddr { format!("2001:2:7::{x}").parse().unwrap() };
+        let mut made = Vec::new();
+        for (i, &(c, m, fam, port, be, udp)) in conns.iter().enumerate() {
+            let m = [Method::Nat, Method::Dr, Method::Tunnel, Method::FullNat][usize::from(m)];
+            // fam 0: all IPv4; 1: all IPv6; 2: IPv4 service, IPv6 tunnel backend.
+            let (client, vaddr, daddr) = match fam {
+                0 => (v4(c), v4(100), v4(20 + be)),
+                1 => (v6(c), v6(100), v6(20 + be)),
+                _ => (v4(c), v4(100), v6(20 + be)),
+            };
+            let m = if fam == 2 { Method::Tunnel } else { m };
+            let local = (m == Method::FullNat).then(|| {
+                (if fam == 1 { v6(200) } else { v4(200) }, 5000 + i as u16)
+            });
+            let n = NewConn {
+                proto: if udp { 17 } else { 6 },
+                client,
+                cport: port,
+                vaddr,
+                vport: 80,
+                daddr,
+                dport: 8080,
+                local,
+                backend: BackendId(u32::from(be)),
+                service: 0,
+                method: m,
+                control: None,
+            };
+            let at = Time::from_secs(100 + (i as u64 % 5));
+            if a.lookup(&Tuple { proto: n.proto, src: client, sport: port, dst: vaddr, dport: 80 }, at).is_none() {
+                prop_assert_eq!(a.insert(&n, at).is_some(), b.insert(&n, at).is_some());
+                made.push(n);
+            }
+            if i % 7 == 0 {
+                // A template with the same addresses: never returned by either lookup.
+                let k = TemplateKey { proto: n.proto, client, vaddr, vport: 80 };
+                let _ = a.insert_template(&k, n.backend, daddr, 8080, 0, m, 300, at);
+                let _ = b.insert_template(&k, n.backend, daddr, 8080, 0, m, 300, at);
+            }
+        }
+        // New connections live 3 s: later probes see some of them expired.
+        for &(k, dir, junk, dt) in &probes {
+            let Some(n) = made.get(k % made.len().max(1)) else { continue };
+            let now = Time(t0.0 + dt * 500_000_000);
+            let (laddr, lport) = n.local.unwrap_or((n.client, n.cport));
+            let t = match dir {
+                0 => Tuple { proto: n.proto, src: n.client, sport: n.cport, dst: n.vaddr, dport: n.vport },
+                1 => Tuple { proto: n.proto, src: n.daddr, sport: n.dport, dst: laddr, dport: lport },
+                2 => Tuple { proto: n.proto, src: n.client, sport: junk, dst: n.vaddr, dport: n.vport },
+                _ => Tuple { proto: 23 - n.proto, src: n.client, sport: n.cport, dst: n.vaddr, dport: n.vport },
+            };
+            let want = a.lookup(&t, now);
+            let got = match (t.src, t.dst) {
+                (IpAddr::V4(s), IpAddr::V4(d)) => {
+                    b.lookup_v4(t.proto, s.to_bits(), t.sport, d.to_bits(), t.dport, now)
+                }
+                _ => b.lookup(&t, now),
+            };
+            prop_assert_eq!(got, want);
+            prop_assert_eq!(a.len(), b.len());
+        }
+        a.check().map_err(TestCaseError::fail)?;
+        b.check().map_err(TestCaseError::fail)?;
     }
 }

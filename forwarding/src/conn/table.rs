@@ -570,6 +570,53 @@ impl ConnTable {
     pub fn lookup(&mut self, t: &Tuple, now: Time) -> Option<(ConnId, Direction)> {
         let h = self.tuple_hash(t.proto as u64, t);
         let v = self.index.find(h, |v| self.matches(v, t, false))?;
+        self.found(v, now)
+    }
+
+    /// [`Self::lookup`] for an IPv4 tuple (addresses as host-order `u32`): the same answer, with
+    /// integer comparisons instead of `IpAddr` matching on the per-packet path.
+    #[inline]
+    pub fn lookup_v4(
+        &mut self,
+        proto: u8,
+        src: u32,
+        sport: u16,
+        dst: u32,
+        dport: u16,
+        now: Time,
+    ) -> Option<(ConnId, Direction)> {
+        let h = self.hash(proto as u64, src, sport, dst, dport);
+        let v = self.index.find(h, |v| {
+            let Some(e) = self.entries.get((v >> 1) as usize) else {
+                return false;
+            };
+            if e.proto != proto || e.flags & TEMPLATE != 0 {
+                return false;
+            }
+            let (a, b) = if v & 1 == 0 { (0, 1) } else { (2, 3) };
+            if e.ports[a] != sport || e.ports[b] != dport {
+                return false;
+            }
+            if e.flags & POOL == 0 {
+                e.addrs[a] == src && e.addrs[b] == dst
+            } else {
+                // Mixed families: the IPv4 side lives in the address block.
+                let t = Tuple {
+                    proto,
+                    src: IpAddr::V4(Ipv4Addr::from_bits(src)),
+                    sport,
+                    dst: IpAddr::V4(Ipv4Addr::from_bits(dst)),
+                    dport,
+                };
+                self.matches(v, &t, false)
+            }
+        })?;
+        self.found(v, now)
+    }
+
+    /// The end of a lookup that found index value `v`: expire the entry if its time has passed.
+    #[inline]
+    fn found(&mut self, v: u32, now: Time) -> Option<(ConnId, Direction)> {
         let idx = v >> 1;
         let now = ms32(now);
         let e = &self.entries[idx as usize];
