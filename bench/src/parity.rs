@@ -15,7 +15,8 @@
 //! in TIME_WAIT and count as inactive, as in the kernel); then sed, nq, fo, ovf, lblc and lblcr
 //! on such traces too (ovf can refuse: both sides' "no backend" answers count as the same);
 //! sh and mh with fallback past a weight-0 backend; rr with persistence (`-p 300`); lc, wlc and
-//! sed over UDP (entries that never become active).
+//! sed over UDP (entries that never become active); lc and wlc with direct routing (replies
+//! bypass the director, which keeps its input-only state table).
 //! Backends are added in the same order on both sides, since IPVS prepends each new backend and
 //! every tie-break follows that list order.
 //!
@@ -28,7 +29,8 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// Port every guest backend listens on.
+/// Port every guest backend listens on with NAT (direct routing keeps the service port; the
+/// guest's backends listen on 9021-9024 for that).
 pub const BACKEND_PORT: u16 = 8080;
 
 /// One virtual service of a scenario.
@@ -58,6 +60,8 @@ pub struct Scenario {
     pub persistence: Option<u32>,
     /// UDP services and flows (else TCP).
     pub udp: bool,
+    /// Direct routing (else NAT).
+    pub dr: bool,
     pub services: Vec<Service>,
     pub flows: Vec<Flow>,
 }
@@ -69,6 +73,14 @@ impl Scenario {
         for svc in &self.services {
             let v = SocketAddrV4::new(svc.vip, svc.port);
             let _ = writeln!(s, "/sbin/ip addr replace {}/32 dev lo", svc.vip);
+            if self.dr {
+                // A direct-routing backend owns the VIP itself.
+                let _ = writeln!(
+                    s,
+                    "/sbin/ip netns exec be /sbin/ip addr replace {}/32 dev lo",
+                    svc.vip
+                );
+            }
             let flags = if self.flags.is_empty() {
                 String::new()
             } else {
@@ -83,8 +95,9 @@ impl Scenario {
                 "ipvsadm -A {t} {v} -s {}{flags}{persist}",
                 self.scheduler
             );
+            let (port, m) = self.backend_port_and_flag(svc);
             for (b, w) in &svc.backends {
-                let _ = writeln!(s, "ipvsadm -a {t} {v} -r {b}:{BACKEND_PORT} -m -w {w}");
+                let _ = writeln!(s, "ipvsadm -a {t} {v} -r {b}:{port} {m} -w {w}");
             }
         }
         s
@@ -108,14 +121,24 @@ impl Scenario {
             if let Some(p) = self.persistence {
                 let _ = writeln!(s, "persistence = {p}");
             }
+            let (port, _) = self.backend_port_and_flag(svc);
+            let method = if self.dr { "dr" } else { "nat" };
             for (b, w) in &svc.backends {
                 let _ = write!(
                     s,
-                    "\n[[service.backend]]\naddress = \"{b}\"\nport = {BACKEND_PORT}\nweight = {w}\nmethod = \"nat\"\n"
+                    "\n[[service.backend]]\naddress = \"{b}\"\nport = {port}\nweight = {w}\nmethod = \"{method}\"\n"
                 );
             }
         }
         s
+    }
+
+    fn backend_port_and_flag(&self, svc: &Service) -> (u16, &'static str) {
+        if self.dr {
+            (svc.port, "-g")
+        } else {
+            (BACKEND_PORT, "-m")
+        }
     }
 
     fn proto(&self) -> &'static str {
@@ -237,6 +260,7 @@ pub fn scenarios(flows: usize) -> Vec<Scenario> {
         let mut rng = Rng(seed);
         let persistence = name.ends_with("-persist").then_some(300);
         let udp = name.ends_with("-udp");
+        let dr = name.ends_with("-dr");
         let flows = match sched {
             _ if udp => opens(&mut rng, &services, flows, 4000),
             "lc" | "wlc" | "sed" | "nq" | "fo" | "ovf" | "lblc" | "lblcr" => {
@@ -254,6 +278,7 @@ pub fn scenarios(flows: usize) -> Vec<Scenario> {
             flags: flags.into(),
             persistence,
             udp,
+            dr,
             services,
             flows,
         });
@@ -301,6 +326,9 @@ pub fn scenarios(flows: usize) -> Vec<Scenario> {
     add("lc-udp", "lc", "", one(18, 9018, &[1, 1, 1]), 18);
     add("wlc-udp", "wlc", "", one(19, 9019, &[1, 2, 3]), 19);
     add("sed-udp", "sed", "", one(20, 9020, &[1, 2, 3]), 20);
+    // Direct routing: the director sees only the client's half (the input-only state table).
+    add("lc-dr", "lc", "", one(21, 9021, &[1, 1, 1]), 21);
+    add("wlc-dr", "wlc", "", one(22, 9022, &[1, 2, 3]), 22);
     out
 }
 
@@ -662,7 +690,9 @@ mod tests {
                 "rr-persist",
                 "lc-udp",
                 "wlc-udp",
-                "sed-udp"
+                "sed-udp",
+                "lc-dr",
+                "wlc-dr"
             ]
         );
         for sc in &all {
@@ -694,6 +724,13 @@ mod tests {
             .contains("ipvsadm -A -u 198.18.200.18:9018 -s lc"));
         assert!(all[17].xvs_toml().contains("protocol = \"udp\""));
         assert!(all[17].flows_txt().starts_with("udp "));
+        assert!(all[20].rules_sh().contains("-r 198.19.0.11:9021 -g -w 1"));
+        assert!(all[20]
+            .rules_sh()
+            .contains("netns exec be /sbin/ip addr replace 198.18.200.21/32"));
+        assert!(all[20]
+            .xvs_toml()
+            .contains("port = 9021\nweight = 1\nmethod = \"dr\""));
     }
 
     #[test]
@@ -729,6 +766,7 @@ mod tests {
             flags: String::new(),
             persistence: None,
             udp: false,
+            dr: false,
             services: vec![Service {
                 vip: *svc.ip(),
                 port: svc.port(),

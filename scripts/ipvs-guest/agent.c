@@ -2,13 +2,15 @@
  * parity agent: the guest side of the xvs/IPVS decision-parity check (scripts/ipvs-guest/).
  *
  * Built statically by build.sh and run inside the QEMU guest:
- *   agent serve PORT          backend listener: on every accepted connection it writes
+ *   agent serve PORT...       backend listener (one process per port): on every accepted
+ *                             connection it writes
  *                             "backend ADDR:PORT\n" (the accepted socket's local address, i.e.
  *                             the backend IPVS chose after its DNAT), then closes its side as
  *                             soon as the client has closed its own (FIN exchange). On UDP PORT
  *                             it answers every datagram with the same line, sent from the
  *                             datagram's destination address (IP_PKTINFO) so IPVS un-NATs it.
- *   agent client FILE [HOLD]  replays FILE, lines `proto src_ip src_port dst_ip dst_port
+ *   agent client FILE [HOLD [NETNS]]
+ *                             replays FILE, lines `proto src_ip src_port dst_ip dst_port
  *                             [open|close]` as `xvs simulate` reads them (src/simulate.rs), in
  *                             order: `open` is a real TCP connection from src_ip:src_port, kept
  *                             ESTABLISHED; `close` shuts down the write side (FIN) and waits for
@@ -19,6 +21,12 @@
  *                             With HOLD (a path) it prints "flows done" after the last flow and
  *                             keeps the remaining connections open until HOLD exists (max 60 s),
  *                             so the caller can read IPVS's counters first.
+ *                             With NETNS (a /run/netns path) it opens /proc/net/ip_vs_conn of
+ *                             the namespace it starts in (the director's), then enters NETNS to
+ *                             make its connections, and answers with the destination of each
+ *                             flow's IPVS connection entry: the only way to tell backends apart
+ *                             in direct routing, where every backend answers from the VIP. Where
+ *                             the backend names another address (NAT), the two must agree.
  * Every step is bounded by socket timeouts; nothing here loops forever.
  */
 #define _GNU_SOURCE
@@ -28,10 +36,13 @@
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <strings.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <fcntl.h>
+#include <sched.h>
 #include <unistd.h>
 
 #define MAX_CONNS 4096
@@ -144,11 +155,62 @@ static int serve(int port) {
 
 struct conn {
 	char key[160];
-	char backend[64];
+	char backend[160];
 	int fd;
 };
 static struct conn conns[MAX_CONNS];
 static int nconns;
+
+/* The destination "ADDR:PORT" of IPVS's entry for proto src -> dst, from /proc/net/ip_vs_conn
+ * ("%-3s %08X %04X %08X %04X %08X %04X %-11s %7u..." per line). 0 when found. */
+static int ipvs_dest(int procfd, const char *proto, const struct sockaddr_in *src,
+		     const struct sockaddr_in *dst, char *out, size_t cap) {
+	static char buf[1 << 22];
+	size_t n = 0;
+	ssize_t r;
+	if (lseek(procfd, 0, SEEK_SET) < 0)
+		return -1;
+	while (n + 1 < sizeof buf && (r = read(procfd, buf + n, sizeof buf - 1 - n)) > 0)
+		n += (size_t)r;
+	buf[n] = 0;
+	for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n")) {
+		char pro[8];
+		unsigned ca, cp, va, vp, da, dp;
+		if (sscanf(line, "%7s %x %x %x %x %x %x", pro, &ca, &cp, &va, &vp, &da, &dp) != 7)
+			continue;
+		if (strcasecmp(pro, proto) != 0 || ca != ntohl(src->sin_addr.s_addr) ||
+		    cp != ntohs(src->sin_port) || va != ntohl(dst->sin_addr.s_addr) ||
+		    vp != ntohs(dst->sin_port))
+			continue;
+		struct in_addr a = {.s_addr = htonl(da)};
+		char ip[INET_ADDRSTRLEN];
+		inet_ntop(AF_INET, &a, ip, sizeof ip);
+		snprintf(out, cap, "%s:%u", ip, dp);
+		return 0;
+	}
+	return -1;
+}
+
+/* The answer for a flow: IPVS's entry when /proc is at hand, checked against what the backend
+ * said (unless it said the VIP, as in direct routing); else the backend's word. */
+static void answer(int procfd, const char *proto, const struct sockaddr_in *src,
+		   const struct sockaddr_in *dst, const char *said, char *out, size_t cap) {
+	char ipvs[64], vip[64], ip[INET_ADDRSTRLEN];
+	if (procfd < 0) {
+		snprintf(out, cap, "%s", said);
+		return;
+	}
+	if (ipvs_dest(procfd, proto, src, dst, ipvs, sizeof ipvs)) {
+		snprintf(out, cap, "error: no IPVS entry (backend said %s)", said);
+		return;
+	}
+	inet_ntop(AF_INET, &dst->sin_addr, ip, sizeof ip);
+	snprintf(vip, sizeof vip, "%s:%u", ip, ntohs(dst->sin_port));
+	if (strcmp(said, ipvs) != 0 && strcmp(said, vip) != 0)
+		snprintf(out, cap, "error: IPVS entry says %s, backend says %s", ipvs, said);
+	else
+		snprintf(out, cap, "%s", ipvs);
+}
 
 static int read_line(int fd, char *out, size_t cap) {
 	size_t n = 0;
@@ -164,7 +226,17 @@ static int read_line(int fd, char *out, size_t cap) {
 	return 0;
 }
 
-static int client(const char *file, const char *hold) {
+static int client(const char *file, const char *hold, const char *netns) {
+	int procfd = -1;
+	if (netns) {
+		procfd = open("/proc/self/net/ip_vs_conn", O_RDONLY);
+		int ns = open(netns, O_RDONLY);
+		if (procfd < 0 || ns < 0 || setns(ns, CLONE_NEWNET)) {
+			perror("agent client: ip_vs_conn / setns");
+			return 1;
+		}
+		close(ns);
+	}
 	FILE *f = fopen(file, "r");
 	if (!f) {
 		perror(file);
@@ -227,9 +299,11 @@ static int client(const char *file, const char *hold) {
 			    connect(fd, (struct sockaddr *)&d, sizeof d) == 0 && send(fd, "x", 1, 0) == 1)
 				r = recv(fd, reply, sizeof reply - 1, 0);
 			if (r > 8 && strncmp(reply, "backend ", 8) == 0) {
+				char got[160];
 				reply[r] = 0;
 				reply[strcspn(reply, "\n")] = 0;
-				printf("%s\n", reply + 8);
+				answer(procfd, "UDP", &s, &d, reply + 8, got, sizeof got);
+				printf("%s\n", got);
 			} else {
 				printf("error: no answer from a backend\n");
 			}
@@ -252,7 +326,7 @@ static int client(const char *file, const char *hold) {
 		} else {
 			struct conn *c = &conns[nconns++];
 			snprintf(c->key, sizeof c->key, "%s", key);
-			snprintf(c->backend, sizeof c->backend, "%s", reply + 8);
+			answer(procfd, "TCP", &s, &d, reply + 8, c->backend, sizeof c->backend);
 			c->fd = fd;
 			printf("%s\n", c->backend);
 		}
@@ -272,10 +346,14 @@ static int client(const char *file, const char *hold) {
 }
 
 int main(int argc, char **argv) {
-	if (argc >= 3 && strcmp(argv[1], "serve") == 0)
+	if (argc >= 3 && strcmp(argv[1], "serve") == 0) {
+		for (int i = 3; i < argc; i++)
+			if (fork() == 0)
+				return serve(atoi(argv[i]));
 		return serve(atoi(argv[2]));
+	}
 	if (argc >= 3 && strcmp(argv[1], "client") == 0)
-		return client(argv[2], argc >= 4 ? argv[3] : NULL);
-	fprintf(stderr, "usage: agent serve PORT | agent client FLOWS [HOLD]\n");
+		return client(argv[2], argc >= 4 ? argv[3] : NULL, argc >= 5 ? argv[4] : NULL);
+	fprintf(stderr, "usage: agent serve PORT... | agent client FLOWS [HOLD [NETNS]]\n");
 	return 2;
 }
