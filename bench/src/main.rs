@@ -1,6 +1,6 @@
 //! `xvs-bench`: the benchmark harness of issue 6. So far one subcommand:
 //!
-//! `xvs-bench parity [--xvs PATH] [--work DIR] [--flows N]`: decision parity between
+//! `xvs-bench parity [--xvs PATH] [--work DIR] [--flows N] [--json FILE]`: decision parity between
 //! `xvs simulate` and kernel IPVS in a QEMU guest (see `parity.rs` and scripts/ipvs-guest/).
 //! Exits 1 when a scheduler's share of identical decisions is below 100 %.
 
@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn usage() -> ExitCode {
-    eprintln!("usage: xvs-bench parity [--xvs PATH] [--work DIR] [--flows N]");
+    eprintln!("usage: xvs-bench parity [--xvs PATH] [--work DIR] [--flows N] [--json FILE]");
     ExitCode::from(2)
 }
 
@@ -31,12 +31,14 @@ fn main() -> ExitCode {
         work: repo.join("target/ipvs-guest/parity"),
         flows: 60,
     };
+    let mut json: Option<PathBuf> = None;
     let mut it = args[1..].iter();
     while let Some(a) = it.next() {
         let Some(v) = it.next() else { return usage() };
         match a.as_str() {
             "--xvs" => opts.xvs = PathBuf::from(v),
             "--work" => opts.work = PathBuf::from(v),
+            "--json" => json = Some(PathBuf::from(v)),
             "--flows" => match v.parse() {
                 Ok(n) => opts.flows = n,
                 Err(_) => return usage(),
@@ -47,6 +49,12 @@ fn main() -> ExitCode {
     match parity::run(&opts) {
         Ok(report) => {
             print!("{}", report.render());
+            if let Some(path) = &json {
+                if let Err(e) = std::fs::write(path, report.to_json()) {
+                    eprintln!("xvs-bench parity: cannot write {}: {e}", path.display());
+                    return ExitCode::from(2);
+                }
+            }
             println!("(files in {})", opts.work.display());
             if report.outcomes.iter().all(|o| o.same == o.flows) {
                 ExitCode::SUCCESS

@@ -417,6 +417,60 @@ impl Report {
     }
 }
 
+impl Report {
+    /// The same for machines: `{"guest", "scenarios": [{"name", "flows", "same", "share",
+    /// "counts_same", "differences": [{"flow", "line", "xvs", "ipvs"}]}]}`.
+    pub fn to_json(&self) -> String {
+        let mut s = format!("{{\"guest\":{},\"scenarios\":[", json_str(&self.guest));
+        for (i, o) in self.outcomes.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            let _ = write!(
+                s,
+                "{{\"name\":{},\"flows\":{},\"same\":{},\"share\":{:.1},\"counts_same\":{},\"differences\":[",
+                json_str(&o.name),
+                o.flows,
+                o.same,
+                o.share(),
+                o.counts_same
+            );
+            for (j, (n, line, x, k)) in o.differences.iter().enumerate() {
+                if j > 0 {
+                    s.push(',');
+                }
+                let _ = write!(
+                    s,
+                    "{{\"flow\":{n},\"line\":{},\"xvs\":{},\"ipvs\":{}}}",
+                    json_str(line),
+                    json_str(x),
+                    json_str(k)
+                );
+            }
+            s.push_str("]}");
+        }
+        s.push_str("]}\n");
+        s
+    }
+}
+
+/// A JSON string literal.
+fn json_str(v: &str) -> String {
+    let mut s = String::from("\"");
+    for c in v.chars() {
+        match c {
+            '"' => s.push_str("\\\""),
+            '\\' => s.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(s, "\\u{:04x}", c as u32);
+            }
+            c => s.push(c),
+        }
+    }
+    s.push('"');
+    s
+}
+
 fn counts_text(c: &Counts) -> String {
     c.iter()
         .map(|(svc, b)| {
@@ -806,7 +860,16 @@ mod tests {
                 outcomes: vec![self.clone()],
             }
             .render();
-            r.contains("66.7%") && r.contains("flow   2") && r.contains("ipvs: 198.19.0.11:8080")
+            let j = Report {
+                guest: "g \"1\"".into(),
+                outcomes: vec![self.clone()],
+            }
+            .to_json();
+            r.contains("66.7%")
+                && r.contains("flow   2")
+                && r.contains("ipvs: 198.19.0.11:8080")
+                && j.starts_with("{\"guest\":\"g \\\"1\\\"\",\"scenarios\":[{\"name\":\"t\",\"flows\":3,\"same\":2,\"share\":66.7,")
+                && j.contains("\"differences\":[{\"flow\":2,\"line\":\"tcp 198.18.16.2 10002 198.18.200.1 9001 open\",\"xvs\":\"no backend (refused)\",\"ipvs\":\"198.19.0.11:8080\"}]")
         }
     }
 }
