@@ -36,9 +36,17 @@ if [ ! -f "$out/debs/.complete" ]; then
   [ -n "$kpkg" ] || die "cannot resolve linux-image-amd64 to a kernel package (no package registry?)"
   echo "== downloading $kpkg ipvsadm libnl-3-200 libnl-genl-3-200 libpopt0 busybox-static"
   rm -f "$out/debs/"*.deb
-  (cd "$out/debs" && apt-get download -q "$kpkg" ipvsadm libnl-3-200 libnl-genl-3-200 libpopt0 busybox-static \
-      > "$out/download.log" 2>&1) \
-    || { cat "$out/download.log" >&2; die "apt-get download failed: is Debian's package registry reachable?"; }
+  fetch() {
+    (cd "$out/debs" && apt-get download -q "$kpkg" ipvsadm libnl-3-200 libnl-genl-3-200 libpopt0 \
+       busybox-static > "$out/download.log" 2>&1)
+  }
+  if ! fetch; then
+    echo "== apt-get download failed; apt-get update (stale package lists?) and retry"
+    apt-get update -q >/dev/null 2>&1 || true
+    [ -n "${XVS_GUEST_KERNEL_PKG:-}" ] || kpkg="$(resolve || true)"
+    [ -n "$kpkg" ] || die "cannot resolve linux-image-amd64 to a kernel package (no package registry?)"
+    fetch || { cat "$out/download.log" >&2; die "apt-get download failed: is Debian's package registry reachable?"; }
+  fi
   ls "$out/debs/"linux-image-*.deb >/dev/null 2>&1 || die "kernel package missing after download"
   rm -rf "$out/pkgs"
   touch "$out/debs/.complete"
