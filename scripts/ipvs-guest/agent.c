@@ -2,13 +2,13 @@
  * parity agent: the guest side of the xvs/IPVS decision-parity check (scripts/ipvs-guest/).
  *
  * Built statically by build.sh and run inside the QEMU guest:
- *   agent serve PORT...       backend listener (one process per port): on every accepted
- *                             connection it writes
- *                             "backend ADDR:PORT\n" (the accepted socket's local address, i.e.
- *                             the backend IPVS chose after its DNAT), then closes its side as
- *                             soon as the client has closed its own (FIN exchange). On UDP PORT
- *                             it answers every datagram with the same line, sent from the
- *                             datagram's destination address (IP_PKTINFO) so IPVS un-NATs it.
+ *   agent serve PORT...       backend listener (one process per port, IPv4 and IPv6): on every
+ *                             accepted connection it writes "backend ADDR:PORT\n" (the accepted
+ *                             socket's local address, i.e. the backend IPVS chose after its
+ *                             DNAT; IPv6 as [ADDR]:PORT), then closes its side as soon as the
+ *                             client has closed its own (FIN exchange). On UDP PORT it answers
+ *                             every datagram with the same line, sent from the datagram's
+ *                             destination address (IP_PKTINFO / IPV6_PKTINFO) so IPVS un-NATs it.
  *   agent client FILE [HOLD [NETNS]]
  *                             replays FILE, lines `proto src_ip src_port dst_ip dst_port
  *                             [open|close]` as `xvs simulate` reads them (src/simulate.rs), in
@@ -32,20 +32,22 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <strings.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
-#include <fcntl.h>
-#include <sched.h>
 #include <unistd.h>
 
 #define MAX_CONNS 4096
+
+typedef struct sockaddr_storage addr_t;
 
 static void timeouts(int fd, int secs) {
 	struct timeval tv = {.tv_sec = secs, .tv_usec = 0};
@@ -53,61 +55,136 @@ static void timeouts(int fd, int secs) {
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 }
 
+static socklen_t addr_len(const addr_t *a) {
+	return a->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+}
+
+static unsigned addr_port(const addr_t *a) {
+	return a->ss_family == AF_INET6 ? ntohs(((const struct sockaddr_in6 *)a)->sin6_port)
+					: ntohs(((const struct sockaddr_in *)a)->sin_port);
+}
+
+/* "ADDR:PORT" or "[ADDR]:PORT", as Rust's SocketAddr prints them. */
+static void addr_text(const addr_t *a, char *out, size_t cap) {
+	char ip[INET6_ADDRSTRLEN];
+	if (a->ss_family == AF_INET6) {
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)a)->sin6_addr, ip, sizeof ip);
+		snprintf(out, cap, "[%s]:%u", ip, addr_port(a));
+	} else {
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)a)->sin_addr, ip, sizeof ip);
+		snprintf(out, cap, "%s:%u", ip, addr_port(a));
+	}
+}
+
+/* Address text + port into a; 0 on success. */
+static int addr_parse(const char *ip, unsigned port, addr_t *a) {
+	memset(a, 0, sizeof *a);
+	struct sockaddr_in *v4 = (struct sockaddr_in *)a;
+	struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)a;
+	if (inet_pton(AF_INET, ip, &v4->sin_addr) == 1) {
+		v4->sin_family = AF_INET;
+		v4->sin_port = htons(port);
+		return 0;
+	}
+	if (inet_pton(AF_INET6, ip, &v6->sin6_addr) == 1) {
+		v6->sin6_family = AF_INET6;
+		v6->sin6_port = htons(port);
+		return 0;
+	}
+	return -1;
+}
+
 /* One datagram in, "backend ADDR:PORT\n" back from the address it was sent to. */
-static void udp_answer(int u) {
-	char buf[512], cbuf[256], line[64], ip[INET_ADDRSTRLEN];
-	struct sockaddr_in from;
+static void udp_answer(int u, int family) {
+	char buf[512], cbuf[256], line[96];
+	addr_t from, me;
 	struct iovec iov = {.iov_base = buf, .iov_len = sizeof buf};
 	struct msghdr m = {.msg_name = &from, .msg_namelen = sizeof from, .msg_iov = &iov,
 			   .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof cbuf};
 	if (recvmsg(u, &m, MSG_DONTWAIT) < 0)
 		return;
-	struct in_pktinfo *pi = NULL;
-	for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c))
-		if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO)
-			pi = (struct in_pktinfo *)CMSG_DATA(c);
-	if (!pi)
-		return;
-	struct sockaddr_in me;
 	socklen_t len = sizeof me;
 	getsockname(u, (struct sockaddr *)&me, &len);
-	inet_ntop(AF_INET, &pi->ipi_addr, ip, sizeof ip);
-	int k = snprintf(line, sizeof line, "backend %s:%d\n", ip, ntohs(me.sin_port));
-	/* Reply from the address the datagram was sent to. */
-	char rbuf[CMSG_SPACE(sizeof(struct in_pktinfo))];
+	char rbuf[CMSG_SPACE(sizeof(struct in6_pktinfo))];
 	memset(rbuf, 0, sizeof rbuf);
+	struct msghdr r = {.msg_name = &from, .msg_namelen = m.msg_namelen, .msg_iovlen = 1,
+			   .msg_control = rbuf};
+	struct cmsghdr *out = (struct cmsghdr *)rbuf;
+	int found = 0;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+		if (family == AF_INET && c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
+			struct in_pktinfo pi;
+			memcpy(&pi, CMSG_DATA(c), sizeof pi);
+			((struct sockaddr_in *)&me)->sin_addr = pi.ipi_addr;
+			struct in_pktinfo o = {.ipi_ifindex = 0, .ipi_spec_dst = pi.ipi_addr};
+			out->cmsg_level = IPPROTO_IP;
+			out->cmsg_type = IP_PKTINFO;
+			out->cmsg_len = CMSG_LEN(sizeof o);
+			memcpy(CMSG_DATA(out), &o, sizeof o);
+			r.msg_controllen = CMSG_SPACE(sizeof o);
+			found = 1;
+		} else if (family == AF_INET6 && c->cmsg_level == IPPROTO_IPV6 &&
+			   c->cmsg_type == IPV6_PKTINFO) {
+			struct in6_pktinfo pi;
+			memcpy(&pi, CMSG_DATA(c), sizeof pi);
+			((struct sockaddr_in6 *)&me)->sin6_addr = pi.ipi6_addr;
+			struct in6_pktinfo o = {.ipi6_ifindex = 0, .ipi6_addr = pi.ipi6_addr};
+			out->cmsg_level = IPPROTO_IPV6;
+			out->cmsg_type = IPV6_PKTINFO;
+			out->cmsg_len = CMSG_LEN(sizeof o);
+			memcpy(CMSG_DATA(out), &o, sizeof o);
+			r.msg_controllen = CMSG_SPACE(sizeof o);
+			found = 1;
+		}
+	}
+	if (!found)
+		return;
+	char who[80];
+	addr_text(&me, who, sizeof who);
+	int k = snprintf(line, sizeof line, "backend %s\n", who);
 	struct iovec riov = {.iov_base = line, .iov_len = (size_t)k};
-	struct msghdr r = {.msg_name = &from, .msg_namelen = sizeof from, .msg_iov = &riov,
-			   .msg_iovlen = 1, .msg_control = rbuf, .msg_controllen = sizeof rbuf};
-	struct cmsghdr *c = CMSG_FIRSTHDR(&r);
-	c->cmsg_level = IPPROTO_IP;
-	c->cmsg_type = IP_PKTINFO;
-	c->cmsg_len = CMSG_LEN(sizeof(struct in_pktinfo));
-	struct in_pktinfo out = {.ipi_ifindex = 0, .ipi_spec_dst = pi->ipi_addr};
-	memcpy(CMSG_DATA(c), &out, sizeof out);
+	r.msg_iov = &riov;
 	sendmsg(u, &r, 0);
 }
 
-static int serve(int port) {
-	int l = socket(AF_INET, SOCK_STREAM, 0), one = 1;
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
-	setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-	if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof a) || listen(l, 1024)) {
+static int open_server(int family, int type, int port) {
+	int fd = socket(family, type, 0), one = 1;
+	addr_t a;
+	memset(&a, 0, sizeof a);
+	if (family == AF_INET6) {
+		struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&a;
+		v6->sin6_family = AF_INET6;
+		v6->sin6_port = htons(port);
+		v6->sin6_addr = in6addr_any;
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+		if (type == SOCK_DGRAM)
+			setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof one);
+	} else {
+		struct sockaddr_in *v4 = (struct sockaddr_in *)&a;
+		v4->sin_family = AF_INET;
+		v4->sin_port = htons(port);
+		if (type == SOCK_DGRAM)
+			setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof one);
+	}
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&a, addr_len(&a)) ||
+	    (type == SOCK_STREAM && listen(fd, 1024))) {
 		perror("agent serve");
-		return 1;
+		exit(1);
 	}
-	int u = socket(AF_INET, SOCK_DGRAM, 0);
-	if (u < 0 || setsockopt(u, IPPROTO_IP, IP_PKTINFO, &one, sizeof one) ||
-	    bind(u, (struct sockaddr *)&a, sizeof a)) {
-		perror("agent serve udp");
-		return 1;
-	}
-	static struct pollfd p[MAX_CONNS + 2];
-	int n = 2;
-	p[0].fd = l;
-	p[0].events = POLLIN;
-	p[1].fd = u;
-	p[1].events = POLLIN;
+	return fd;
+}
+
+static int serve(int port) {
+	/* 0, 1: TCP listeners (v4, v6); 2, 3: UDP sockets (v4, v6); then connections. */
+	static struct pollfd p[MAX_CONNS + 4];
+	p[0].fd = open_server(AF_INET, SOCK_STREAM, port);
+	p[1].fd = open_server(AF_INET6, SOCK_STREAM, port);
+	p[2].fd = open_server(AF_INET, SOCK_DGRAM, port);
+	p[3].fd = open_server(AF_INET6, SOCK_DGRAM, port);
+	int n = 4;
+	for (int i = 0; i < n; i++)
+		p[i].events = POLLIN;
 	for (;;) {
 		if (poll(p, n, -1) < 0) {
 			if (errno == EINTR)
@@ -115,17 +192,19 @@ static int serve(int port) {
 			perror("poll");
 			return 1;
 		}
-		if (p[0].revents & POLLIN) {
-			int c = accept(l, NULL, NULL);
-			if (c >= 0 && n > MAX_CONNS) {
+		for (int l = 0; l < 2; l++) {
+			if (!(p[l].revents & POLLIN))
+				continue;
+			int c = accept(p[l].fd, NULL, NULL);
+			if (c >= 0 && n >= MAX_CONNS + 4) {
 				close(c);
 			} else if (c >= 0) {
-				struct sockaddr_in me;
+				addr_t me;
 				socklen_t len = sizeof me;
-				char line[64], ip[INET_ADDRSTRLEN];
+				char line[96], who[80];
 				getsockname(c, (struct sockaddr *)&me, &len);
-				inet_ntop(AF_INET, &me.sin_addr, ip, sizeof ip);
-				int k = snprintf(line, sizeof line, "backend %s:%d\n", ip, ntohs(me.sin_port));
+				addr_text(&me, who, sizeof who);
+				int k = snprintf(line, sizeof line, "backend %s\n", who);
 				timeouts(c, 5);
 				if (write(c, line, k) != k) {
 					close(c);
@@ -137,9 +216,11 @@ static int serve(int port) {
 				}
 			}
 		}
-		if (p[1].revents & POLLIN)
-			udp_answer(u);
-		for (int i = 2; i < n; i++) {
+		if (p[2].revents & POLLIN)
+			udp_answer(p[2].fd, AF_INET);
+		if (p[3].revents & POLLIN)
+			udp_answer(p[3].fd, AF_INET6);
+		for (int i = 4; i < n; i++) {
 			if (!p[i].revents)
 				continue;
 			char buf[256];
@@ -154,17 +235,42 @@ static int serve(int port) {
 }
 
 struct conn {
-	char key[160];
-	char backend[160];
+	char key[256];
+	char backend[256];
 	int fd;
 };
 static struct conn conns[MAX_CONNS];
 static int nconns;
 
+/* One address of /proc/net/ip_vs_conn: 8 hex digits (IPv4, host order) or %pI6 text. */
+static int proc_addr(const char *text, addr_t *a) {
+	memset(a, 0, sizeof *a);
+	if (strchr(text, ':')) {
+		struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)a;
+		v6->sin6_family = AF_INET6;
+		return inet_pton(AF_INET6, text, &v6->sin6_addr) == 1 ? 0 : -1;
+	}
+	struct sockaddr_in *v4 = (struct sockaddr_in *)a;
+	v4->sin_family = AF_INET;
+	v4->sin_addr.s_addr = htonl((uint32_t)strtoul(text, NULL, 16));
+	return 0;
+}
+
+static int same_ip(const addr_t *a, const addr_t *b) {
+	if (a->ss_family != b->ss_family)
+		return 0;
+	if (a->ss_family == AF_INET6)
+		return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+			      &((const struct sockaddr_in6 *)b)->sin6_addr, 16) == 0;
+	return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
+	       ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+}
+
 /* The destination "ADDR:PORT" of IPVS's entry for proto src -> dst, from /proc/net/ip_vs_conn
- * ("%-3s %08X %04X %08X %04X %08X %04X %-11s %7u..." per line). 0 when found. */
-static int ipvs_dest(int procfd, const char *proto, const struct sockaddr_in *src,
-		     const struct sockaddr_in *dst, char *out, size_t cap) {
+ * ("%-3s %08X %04X %08X %04X %08X %04X ..." per IPv4 line, %pI6 addresses for IPv6). 0 when
+ * found. */
+static int ipvs_dest(int procfd, const char *proto, const addr_t *src, const addr_t *dst,
+		     char *out, size_t cap) {
 	static char buf[1 << 22];
 	size_t n = 0;
 	ssize_t r;
@@ -174,18 +280,22 @@ static int ipvs_dest(int procfd, const char *proto, const struct sockaddr_in *sr
 		n += (size_t)r;
 	buf[n] = 0;
 	for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n")) {
-		char pro[8];
-		unsigned ca, cp, va, vp, da, dp;
-		if (sscanf(line, "%7s %x %x %x %x %x %x", pro, &ca, &cp, &va, &vp, &da, &dp) != 7)
+		char pro[8], cs[64], vs[64], ds[64];
+		unsigned cp, vp, dp;
+		addr_t c, v, d;
+		if (sscanf(line, "%7s %63s %x %63s %x %63s %x", pro, cs, &cp, vs, &vp, ds, &dp) != 7)
 			continue;
-		if (strcasecmp(pro, proto) != 0 || ca != ntohl(src->sin_addr.s_addr) ||
-		    cp != ntohs(src->sin_port) || va != ntohl(dst->sin_addr.s_addr) ||
-		    vp != ntohs(dst->sin_port))
+		if (strcasecmp(pro, proto) != 0 || proc_addr(cs, &c) || proc_addr(vs, &v) ||
+		    proc_addr(ds, &d))
 			continue;
-		struct in_addr a = {.s_addr = htonl(da)};
-		char ip[INET_ADDRSTRLEN];
-		inet_ntop(AF_INET, &a, ip, sizeof ip);
-		snprintf(out, cap, "%s:%u", ip, dp);
+		if (!same_ip(&c, src) || cp != addr_port(src) || !same_ip(&v, dst) ||
+		    vp != addr_port(dst))
+			continue;
+		if (d.ss_family == AF_INET6)
+			((struct sockaddr_in6 *)&d)->sin6_port = htons(dp);
+		else
+			((struct sockaddr_in *)&d)->sin_port = htons(dp);
+		addr_text(&d, out, cap);
 		return 0;
 	}
 	return -1;
@@ -193,9 +303,9 @@ static int ipvs_dest(int procfd, const char *proto, const struct sockaddr_in *sr
 
 /* The answer for a flow: IPVS's entry when /proc is at hand, checked against what the backend
  * said (unless it said the VIP, as in direct routing); else the backend's word. */
-static void answer(int procfd, const char *proto, const struct sockaddr_in *src,
-		   const struct sockaddr_in *dst, const char *said, char *out, size_t cap) {
-	char ipvs[64], vip[64], ip[INET_ADDRSTRLEN];
+static void answer(int procfd, const char *proto, const addr_t *src, const addr_t *dst,
+		   const char *said, char *out, size_t cap) {
+	char ipvs[96], vip[96];
 	if (procfd < 0) {
 		snprintf(out, cap, "%s", said);
 		return;
@@ -204,8 +314,7 @@ static void answer(int procfd, const char *proto, const struct sockaddr_in *src,
 		snprintf(out, cap, "error: no IPVS entry (backend said %s)", said);
 		return;
 	}
-	inet_ntop(AF_INET, &dst->sin_addr, ip, sizeof ip);
-	snprintf(vip, sizeof vip, "%s:%u", ip, ntohs(dst->sin_port));
+	addr_text(dst, vip, sizeof vip);
 	if (strcmp(said, ipvs) != 0 && strcmp(said, vip) != 0)
 		snprintf(out, cap, "error: IPVS entry says %s, backend says %s", ipvs, said);
 	else
@@ -254,16 +363,24 @@ static int client(const char *file, const char *hold, const char *netns) {
 		if (got <= 0)
 			continue;
 		flow++;
-		char key[160];
-		snprintf(key, sizeof key, "%s:%u %s:%u", src, sport, dst, dport);
+		addr_t s, d;
+		char key[256], stext[96], dtext[96];
+		int bad = got < 5 || addr_parse(src, sport, &s) || addr_parse(dst, dport, &d) ||
+			  s.ss_family != d.ss_family;
+		if (!bad) {
+			addr_text(&s, stext, sizeof stext);
+			addr_text(&d, dtext, sizeof dtext);
+			snprintf(key, sizeof key, "%s %s", stext, dtext);
+		} else {
+			snprintf(key, sizeof key, "%s %s", src, dst);
+		}
 		printf("flow %d %s %s => ", flow, what, key);
 		int udp = strcmp(proto, "udp") == 0;
-		if (got < 5 || (!udp && strcmp(proto, "tcp") != 0)) {
-			printf("error: only tcp and udp flow lines are replayed in the guest\n");
+		if (bad || (!udp && strcmp(proto, "tcp") != 0)) {
+			printf("error: not a tcp or udp flow line this agent can replay\n");
 			fflush(stdout);
 			continue;
 		}
-
 		if (!udp && strcmp(what, "close") == 0) {
 			int i;
 			for (i = 0; i < nconns && strcmp(conns[i].key, key) != 0; i++)
@@ -282,28 +399,24 @@ static int client(const char *file, const char *hold, const char *netns) {
 			fflush(stdout);
 			continue;
 		}
-		struct sockaddr_in s = {.sin_family = AF_INET, .sin_port = htons(sport)};
-		struct sockaddr_in d = {.sin_family = AF_INET, .sin_port = htons(dport)};
-		if (inet_pton(AF_INET, src, &s.sin_addr) != 1 || inet_pton(AF_INET, dst, &d.sin_addr) != 1) {
-			printf("error: only IPv4 is replayed in the guest\n");
-			fflush(stdout);
-			continue;
-		}
-		int fd = socket(AF_INET, udp ? SOCK_DGRAM : SOCK_STREAM, 0), one = 1;
-		char reply[64];
+		int fd = socket(s.ss_family, udp ? SOCK_DGRAM : SOCK_STREAM, 0), one = 1;
+		char reply[128];
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+		/* Client sources come from a local route (AnyIP); IPv6 binds them only with FREEBIND. */
+		setsockopt(fd, IPPROTO_IP, IP_FREEBIND, &one, sizeof one);
 		timeouts(fd, 10);
 		if (udp) {
 			ssize_t r = -1;
-			if (fd >= 0 && bind(fd, (struct sockaddr *)&s, sizeof s) == 0 &&
-			    connect(fd, (struct sockaddr *)&d, sizeof d) == 0 && send(fd, "x", 1, 0) == 1)
+			if (fd >= 0 && bind(fd, (struct sockaddr *)&s, addr_len(&s)) == 0 &&
+			    connect(fd, (struct sockaddr *)&d, addr_len(&d)) == 0 &&
+			    send(fd, "x", 1, 0) == 1)
 				r = recv(fd, reply, sizeof reply - 1, 0);
 			if (r > 8 && strncmp(reply, "backend ", 8) == 0) {
-				char got[160];
+				char got_[256];
 				reply[r] = 0;
 				reply[strcspn(reply, "\n")] = 0;
-				answer(procfd, "UDP", &s, &d, reply + 8, got, sizeof got);
-				printf("%s\n", got);
+				answer(procfd, "UDP", &s, &d, reply + 8, got_, sizeof got_);
+				printf("%s\n", got_);
 			} else {
 				printf("error: no answer from a backend\n");
 			}
@@ -314,10 +427,10 @@ static int client(const char *file, const char *hold, const char *netns) {
 		}
 		if (fd < 0 || nconns >= MAX_CONNS) {
 			printf("error: no socket\n");
-		} else if (bind(fd, (struct sockaddr *)&s, sizeof s)) {
+		} else if (bind(fd, (struct sockaddr *)&s, addr_len(&s))) {
 			printf("error: bind: %s\n", strerror(errno));
 			close(fd);
-		} else if (connect(fd, (struct sockaddr *)&d, sizeof d)) {
+		} else if (connect(fd, (struct sockaddr *)&d, addr_len(&d))) {
 			printf("error: connect: %s\n", strerror(errno));
 			close(fd);
 		} else if (read_line(fd, reply, sizeof reply) || strncmp(reply, "backend ", 8) != 0) {
