@@ -1,8 +1,9 @@
 //! Decision parity with real kernel IPVS: the scenarios of `bench/src/parity.rs` (rr, wrr 1/2/3,
 //! sh, sh+sh-port, mh+mh-port, dh; lc, wlc, sed, nq, fo, ovf, lblc, lblcr on open/close traces;
 //! sh and mh with fallback past a weight-0 backend; rr with persistence; lc, wlc, sed over UDP;
-//! lc and wlc with direct routing) through `xvs simulate` and through ipvsadm in a QEMU guest
-//! booted from Debian's kernel package (scripts/ipvs-guest/), one boot for all. Every scheduler
+//! lc and wlc with direct routing; sh, sh-port, mh-port, dh, wlc over IPv6) through
+//! `xvs simulate` and through ipvsadm in a QEMU guest booted from Debian's kernel package
+//! (scripts/ipvs-guest/), one boot for all. Every scheduler
 //! here is deterministic, so every flow must get the same backend and the final active/inactive
 //! counts must agree.
 //!
@@ -35,7 +36,7 @@ fn every_flow_gets_the_backend_kernel_ipvs_chooses() {
     });
     let text = report.render();
     println!("{text}");
-    assert_eq!(report.outcomes.len(), 22, "{text}");
+    assert_eq!(report.outcomes.len(), 27, "{text}");
     for o in &report.outcomes {
         assert_eq!(o.flows, 60, "{text}");
         assert_eq!(

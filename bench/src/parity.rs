@@ -16,7 +16,8 @@
 //! on such traces too (ovf can refuse: both sides' "no backend" answers count as the same);
 //! sh and mh with fallback past a weight-0 backend; rr with persistence (`-p 300`); lc, wlc and
 //! sed over UDP (entries that never become active); lc and wlc with direct routing (replies
-//! bypass the director, which keeps its input-only state table).
+//! bypass the director, which keeps its input-only state table); sh, sh-port, mh-port, dh and
+//! wlc over IPv6 (clients with random interface identifiers: the hashes fold all four words).
 //! Backends are added in the same order on both sides, since IPVS prepends each new backend and
 //! every tie-break follows that list order.
 //!
@@ -25,7 +26,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::fs;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -36,17 +37,17 @@ pub const BACKEND_PORT: u16 = 8080;
 /// One virtual service of a scenario.
 #[derive(Clone, Debug)]
 pub struct Service {
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     pub port: u16,
     /// (address, weight) in the order the backends are added.
-    pub backends: Vec<(Ipv4Addr, u32)>,
+    pub backends: Vec<(IpAddr, u32)>,
 }
 
 /// One flow line (`tcp src sport dst dport open|close`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Flow {
-    pub src: SocketAddrV4,
-    pub dst: SocketAddrV4,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
     pub close: bool,
 }
 
@@ -71,13 +72,14 @@ impl Scenario {
     pub fn rules_sh(&self) -> String {
         let mut s = String::new();
         for svc in &self.services {
-            let v = SocketAddrV4::new(svc.vip, svc.port);
-            let _ = writeln!(s, "/sbin/ip addr replace {}/32 dev lo", svc.vip);
+            let v = SocketAddr::new(svc.vip, svc.port);
+            let len = if svc.vip.is_ipv6() { 128 } else { 32 };
+            let _ = writeln!(s, "/sbin/ip addr replace {}/{len} dev lo", svc.vip);
             if self.dr {
                 // A direct-routing backend owns the VIP itself.
                 let _ = writeln!(
                     s,
-                    "/sbin/ip netns exec be /sbin/ip addr replace {}/32 dev lo",
+                    "/sbin/ip netns exec be /sbin/ip addr replace {}/{len} dev lo",
                     svc.vip
                 );
             }
@@ -97,7 +99,8 @@ impl Scenario {
             );
             let (port, m) = self.backend_port_and_flag(svc);
             for (b, w) in &svc.backends {
-                let _ = writeln!(s, "ipvsadm -a {t} {v} -r {b}:{port} {m} -w {w}");
+                let b = SocketAddr::new(*b, port);
+                let _ = writeln!(s, "ipvsadm -a {t} {v} -r {b} {m} -w {w}");
             }
         }
         s
@@ -183,18 +186,41 @@ impl Rng {
     }
 }
 
-fn backends(weights: &[u32]) -> Vec<(Ipv4Addr, u32)> {
+/// The guest's backends: 198.19.0.11.. or 2001:2:1::11.. (the same digits, hexadecimal there).
+fn backends(weights: &[u32], v6: bool) -> Vec<(IpAddr, u32)> {
     weights
         .iter()
         .enumerate()
-        .map(|(i, &w)| (Ipv4Addr::new(198, 19, 0, 11 + i as u8), w))
+        .map(|(i, &w)| {
+            let n = 11 + i as u8;
+            let a = if v6 {
+                IpAddr::V6(Ipv6Addr::new(0x2001, 2, 1, 0, 0, 0, 0, hex_digits(n)))
+            } else {
+                IpAddr::V4(Ipv4Addr::new(198, 19, 0, n))
+            };
+            (a, w)
+        })
         .collect()
 }
 
-/// A client address from 198.18.16.0/20 (the guest's client range), chosen among `spread`.
-fn client(rng: &mut Rng, spread: u32) -> Ipv4Addr {
+/// `11` read as hexadecimal (0x11): the guest names IPv6 backends with the IPv4 digits.
+fn hex_digits(n: u8) -> u16 {
+    u16::from(n / 10) * 16 + u16::from(n % 10)
+}
+
+/// A client address chosen among `spread`: from 198.18.16.0/20, or for IPv6 from
+/// 2001:2:0:10::/64 with random interface identifiers (all of their bits feed the hashes).
+fn client(rng: &mut Rng, spread: u32, v6: bool) -> IpAddr {
     let n = 1 + rng.below(u64::from(spread.clamp(1, 4094))) as u32;
-    Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 16, 0)) + n)
+    if v6 {
+        // The n-th identifier of a fixed sequence: the same n gives the same address.
+        let mut id = Rng(u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let iid = id.next();
+        let prefix = u128::from(0x2001_0002_0000_0010_u64) << 64;
+        IpAddr::V6(Ipv6Addr::from(prefix | u128::from(iid)))
+    } else {
+        IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 16, 0)) + n))
+    }
 }
 
 /// `n` opens to the services (round the list), each from a fresh (address, port).
@@ -203,8 +229,11 @@ fn opens(rng: &mut Rng, services: &[Service], n: usize, spread: u32) -> Vec<Flow
     let mut out = Vec::new();
     while out.len() < n {
         let svc = &services[out.len() % services.len()];
-        let src = SocketAddrV4::new(client(rng, spread), 10_000 + rng.below(50_000) as u16);
-        let dst = SocketAddrV4::new(svc.vip, svc.port);
+        let src = SocketAddr::new(
+            client(rng, spread, svc.vip.is_ipv6()),
+            10_000 + rng.below(50_000) as u16,
+        );
+        let dst = SocketAddr::new(svc.vip, svc.port);
         if used.insert((src, dst)) {
             out.push(Flow {
                 src,
@@ -222,14 +251,17 @@ fn open_close(rng: &mut Rng, svc: &Service, steps: usize) -> Vec<Flow> {
     let mut open: Vec<Flow> = Vec::new();
     let mut used = HashSet::new();
     let mut out = Vec::new();
-    let dst = SocketAddrV4::new(svc.vip, svc.port);
+    let dst = SocketAddr::new(svc.vip, svc.port);
     while out.len() < steps {
         if !open.is_empty() && rng.below(100) < 40 {
             let mut f = open.swap_remove(rng.below(open.len() as u64) as usize);
             f.close = true;
             out.push(f);
         } else {
-            let src = SocketAddrV4::new(client(rng, 200), 10_000 + rng.below(50_000) as u16);
+            let src = SocketAddr::new(
+                client(rng, 200, svc.vip.is_ipv6()),
+                10_000 + rng.below(50_000) as u16,
+            );
             if used.insert(src) {
                 let f = Flow {
                     src,
@@ -247,12 +279,20 @@ fn open_close(rng: &mut Rng, svc: &Service, steps: usize) -> Vec<Flow> {
 /// The scenarios of the parity check; `flows` scales the flow count of each (about 60 is plenty).
 pub fn scenarios(flows: usize) -> Vec<Scenario> {
     let flows = flows.max(4);
-    let vip = |i: u8| Ipv4Addr::new(198, 18, 200, i);
+    let vip = |i: u8| IpAddr::V4(Ipv4Addr::new(198, 18, 200, i));
+    let vip6 = |i: u8| IpAddr::V6(Ipv6Addr::new(0x2001, 2, 0, 0x200, 0, 0, 0, u16::from(i)));
     let one = |i: u8, port: u16, w: &[u32]| {
         vec![Service {
             vip: vip(i),
             port,
-            backends: backends(w),
+            backends: backends(w, false),
+        }]
+    };
+    let one6 = |i: u8, port: u16, w: &[u32]| {
+        vec![Service {
+            vip: vip6(i),
+            port,
+            backends: backends(w, true),
         }]
     };
     let mut out = Vec::new();
@@ -292,7 +332,7 @@ pub fn scenarios(flows: usize) -> Vec<Scenario> {
         .map(|i| Service {
             vip: vip(100 + i),
             port: 9006,
-            backends: backends(&[1, 1, 2]),
+            backends: backends(&[1, 1, 2], false),
         })
         .collect();
     add("dh", "dh", "", dh, 6);
@@ -329,6 +369,31 @@ pub fn scenarios(flows: usize) -> Vec<Scenario> {
     // Direct routing: the director sees only the client's half (the input-only state table).
     add("lc-dr", "lc", "", one(21, 9021, &[1, 1, 1]), 21);
     add("wlc-dr", "wlc", "", one(22, 9022, &[1, 2, 3]), 22);
+    // IPv6: the hashes fold the address's four 32-bit words.
+    add("sh-v6", "sh", "", one6(30, 9030, &[1, 2, 1, 3]), 30);
+    add(
+        "sh-port-v6",
+        "sh",
+        "sh-port",
+        one6(31, 9031, &[1, 2, 1, 3]),
+        31,
+    );
+    add(
+        "mh-port-v6",
+        "mh",
+        "mh-port",
+        one6(32, 9032, &[1, 2, 2, 3]),
+        32,
+    );
+    let dh6: Vec<Service> = (0..12)
+        .map(|i| Service {
+            vip: vip6(100 + i),
+            port: 9033,
+            backends: backends(&[1, 1, 2], true),
+        })
+        .collect();
+    add("dh-v6", "dh", "", dh6, 33);
+    add("wlc-v6", "wlc", "", one6(34, 9034, &[1, 2, 3]), 34);
     out
 }
 
@@ -336,7 +401,7 @@ pub fn scenarios(flows: usize) -> Vec<Scenario> {
 pub type Answer = String;
 
 /// Final (active, inactive) per backend, per service.
-pub type Counts = BTreeMap<SocketAddrV4, BTreeMap<SocketAddrV4, (u32, u32)>>;
+pub type Counts = BTreeMap<SocketAddr, BTreeMap<SocketAddr, (u32, u32)>>;
 
 /// One side's results for a scenario.
 #[derive(Clone, Debug, Default)]
@@ -497,9 +562,9 @@ pub fn parse_simulate(text: &str) -> Side {
         let Some(n) = words.next().and_then(|w| w.parse::<usize>().ok()) else {
             continue;
         };
-        let svc = words.nth(3).and_then(|w| w.parse::<SocketAddrV4>().ok());
+        let svc = words.nth(3).and_then(|w| w.parse::<SocketAddr>().ok());
         let first = right.split_whitespace().next().unwrap_or("");
-        let answer = if first.parse::<SocketAddrV4>().is_ok() {
+        let answer = if first.parse::<SocketAddr>().is_ok() {
             first.to_string()
         } else if right.starts_with("dropped") || right.contains("no backend") {
             NO_BACKEND.to_string()
@@ -508,11 +573,11 @@ pub fn parse_simulate(text: &str) -> Side {
         };
         side.answers.insert(n, answer);
         // The counts after this flow, for its service: the last line per service is final.
-        if let (Some(svc), Some((_, counts))) = (svc, right.split_once('[')) {
+        if let (Some(svc), Some((_, counts))) = (svc, right.split_once("  [")) {
             let mut m = BTreeMap::new();
             for item in counts.trim_end_matches(']').split_whitespace() {
                 if let Some((a, c)) = item.split_once('=') {
-                    if let (Ok(a), Some((x, y))) = (a.parse::<SocketAddrV4>(), c.split_once('/')) {
+                    if let (Ok(a), Some((x, y))) = (a.parse::<SocketAddr>(), c.split_once('/')) {
                         m.insert(a, (x.parse().unwrap_or(0), y.parse().unwrap_or(0)));
                     }
                 }
@@ -530,7 +595,7 @@ pub fn parse_guest(console: &str) -> (String, BTreeMap<String, Side>) {
     let mut out: BTreeMap<String, Side> = BTreeMap::new();
     let mut cur: Option<String> = None;
     let mut in_ipvsadm = false;
-    let mut svc: Option<SocketAddrV4> = None;
+    let mut svc: Option<SocketAddr> = None;
     for raw in console.lines() {
         let line = raw.trim_end_matches('\r');
         if let Some(rest) = line.split("=== XVS-PARITY ").nth(1) {
@@ -596,17 +661,17 @@ pub fn compare(sc: &Scenario, xvs: &Side, ipvs: &Side, keep: usize) -> Outcome {
             .get(&n)
             .cloned()
             .unwrap_or_else(|| "(no answer)".into());
-        if x == k && (x.parse::<SocketAddrV4>().is_ok() || x == NO_BACKEND) {
+        if x == k && (x.parse::<SocketAddr>().is_ok() || x == NO_BACKEND) {
             same += 1;
         } else if differences.len() < keep {
             differences.push((n, line.to_string(), x, k));
         }
     }
     // ipvsadm -Ln lists every service of the guest; keep this scenario's.
-    let mine: HashSet<SocketAddrV4> = sc
+    let mine: HashSet<SocketAddr> = sc
         .services
         .iter()
-        .map(|s| SocketAddrV4::new(s.vip, s.port))
+        .map(|s| SocketAddr::new(s.vip, s.port))
         .collect();
     let ipvs_counts: Counts = ipvs
         .counts
@@ -746,7 +811,12 @@ mod tests {
                 "wlc-udp",
                 "sed-udp",
                 "lc-dr",
-                "wlc-dr"
+                "wlc-dr",
+                "sh-v6",
+                "sh-port-v6",
+                "mh-port-v6",
+                "dh-v6",
+                "wlc-v6"
             ]
         );
         for sc in &all {
@@ -785,6 +855,13 @@ mod tests {
         assert!(all[20]
             .xvs_toml()
             .contains("port = 9021\nweight = 1\nmethod = \"dr\""));
+        assert!(all[22]
+            .rules_sh()
+            .contains("ipvsadm -a -t [2001:2:0:200::1e]:9030 -r [2001:2:1::11]:8080 -m -w 1"));
+        assert!(all[22]
+            .rules_sh()
+            .contains("/sbin/ip addr replace 2001:2:0:200::1e/128 dev lo"));
+        assert!(all[22].flows_txt().starts_with("tcp 2001:2:0:10:"));
     }
 
     #[test]
@@ -796,8 +873,8 @@ mod tests {
         let x = parse_simulate(sim);
         assert_eq!(x.answers[&1], "198.19.0.13:8080");
         assert_eq!(x.answers[&2], NO_BACKEND);
-        let svc: SocketAddrV4 = "198.18.200.1:9001".parse().unwrap();
-        let b13: SocketAddrV4 = "198.19.0.13:8080".parse().unwrap();
+        let svc: SocketAddr = "198.18.200.1:9001".parse().unwrap();
+        let b13: SocketAddr = "198.19.0.13:8080".parse().unwrap();
         assert_eq!(x.counts[&svc][&b13], (0, 1));
 
         let console = "noise\r\n=== XVS-PARITY GUEST kernel 6.1\r\n=== XVS-PARITY SCENARIO t\r\n\
@@ -822,9 +899,9 @@ mod tests {
             udp: false,
             dr: false,
             services: vec![Service {
-                vip: *svc.ip(),
+                vip: svc.ip(),
                 port: svc.port(),
-                backends: backends(&[1, 1, 1]),
+                backends: backends(&[1, 1, 1], false),
             }],
             flows: vec![
                 Flow {
