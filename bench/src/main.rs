@@ -1,4 +1,4 @@
-//! `xvs-bench`: the benchmark harness of issue 6. So far one subcommand:
+//! `xvs-bench`: the benchmark harness of issue 6. `xvs-bench run`: see `run.rs`.
 //!
 //! `xvs-bench parity [--xvs PATH] [--work DIR] [--flows N] [--json FILE]`: decision parity between
 //! `xvs simulate` and kernel IPVS in a QEMU guest (see `parity.rs` and scripts/ipvs-guest/).
@@ -6,18 +6,28 @@
 
 #![forbid(unsafe_code)]
 
+mod gen;
 mod parity;
+mod report;
+mod run;
+mod sink;
+mod targets;
+mod traffic;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn usage() -> ExitCode {
     eprintln!("usage: xvs-bench parity [--xvs PATH] [--work DIR] [--flows N] [--json FILE]");
+    eprintln!("       xvs-bench run [--quick] [--targets T,..] [--traffic P,..] [--out DIR] [--readme FILE] ...");
     ExitCode::from(2)
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("run") {
+        return run::main(&args[1..]);
+    }
     if args.first().map(String::as_str) != Some("parity") {
         return usage();
     }

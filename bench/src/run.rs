@@ -1,0 +1,715 @@
+//! `xvs-bench run`: build a testbed (scripts/testbed.sh under its own prefix), then for every
+//! target and traffic profile: start the target, start the latency samplers, run the AF_XDP
+//! generator pinned to the generator core in the client namespace, print a progress line, and
+//! take the figures — delivered pps and loss from the sinks' counters, the worker's CPU time per
+//! forwarded frame (xvs's own busy accounting for the bounce and xvs; softirq time of the
+//! forwarding core from /proc/stat for the kernel baselines, with RPS steering the director's
+//! receive work to that core), latency percentiles, TCP connections/s (real sockets from many
+//! source ports, HTTP/1.0 GET to the testbed's servers) and, in the full mode, the peak memory
+//! (VmHWM) of an `xvs run` process holding 1 M and 10 M connections opened by a SYN flood.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use xvs::io::sys::NetnsGuard;
+
+use crate::gen::{self, GenLive, GenSpec};
+use crate::report::{Latency, MemoryResult, Report, TargetResult};
+use crate::sink;
+use crate::targets::{self, Target, BACKENDS};
+use crate::traffic::{self, Endpoints, Profile};
+
+pub struct Options {
+    pub quick: bool,
+    pub targets: Vec<Target>,
+    pub profiles: Vec<Profile>,
+    pub secs: f64,
+    pub flows: u32,
+    pub out: PathBuf,
+    pub readme: Option<PathBuf>,
+    pub churn_secs: f64,
+    pub memory: Vec<u32>,
+    pub sample: u32,
+    pub worker_core: usize,
+    pub gen_core: usize,
+    pub xvs_bin: PathBuf,
+}
+
+pub fn default_targets(quick: bool) -> Vec<Target> {
+    let mut v = vec![Target::Bounce];
+    let scheds: &[&str] = if quick { &["rr"] } else { &["rr", "wlc", "mh"] };
+    for m in targets::METHODS {
+        for s in scheds {
+            v.push(Target::Xvs {
+                method: m,
+                scheduler: s.to_string(),
+            });
+        }
+    }
+    v.push(Target::Kernel);
+    v.push(Target::Nft);
+    v
+}
+
+struct Bed {
+    prefix: String,
+    script: PathBuf,
+}
+
+impl Bed {
+    fn ns(&self, n: &str) -> String {
+        format!("{}-{n}", self.prefix)
+    }
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.script)
+            .args(["down", &self.prefix])
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
+fn up(repo: &std::path::Path) -> Result<Bed, String> {
+    let prefix = format!("xb{:x}", std::process::id() % 0xfff);
+    let script = repo.join("scripts/testbed.sh");
+    let _ = Command::new(&script)
+        .args(["down", &prefix])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let st = Command::new(&script)
+        .args(["up", &prefix])
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|e| format!("testbed.sh: {e}"))?;
+    let bed = Bed { prefix, script };
+    if !st.success() {
+        return Err("testbed.sh up failed".into());
+    }
+    // Everything towards the director on one queue (the worker serves queue 0).
+    for dev in ["df", "db"] {
+        sink::nsexec(&bed.ns("rt"), &["ethtool", "-L", dev, "tx", "1"])?;
+    }
+    // The director's kernel receive work (kernel baselines) on the worker core.
+    sink::nsexec(
+        &bed.ns("dir"),
+        &[
+            "sh",
+            "-c",
+            "for q in /sys/class/net/*/queues/rx-*/rps_cpus; do echo 1 > $q; done",
+        ],
+    )?;
+    for b in BACKENDS {
+        let _ = sink::nsexec(&bed.ns("dir"), &["ping", "-c1", "-W1", &b.to_string()]);
+    }
+    Ok(bed)
+}
+
+fn cpu_softirq_ns(core: usize) -> u64 {
+    let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let key = format!("cpu{core} ");
+    let tick_ns = 1_000_000_000 / 100; // USER_HZ
+    s.lines()
+        .find(|l| l.starts_with(&key))
+        .and_then(|l| l.split_whitespace().nth(7))
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(0, |t| t * tick_ns)
+}
+
+fn mac(ns: &str, dev: &str) -> Result<[u8; 6], String> {
+    let s = sink::nsexec(ns, &["cat", &format!("/sys/class/net/{dev}/address")])?;
+    xvs::config::parse_mac(s.trim()).ok_or_else(|| format!("bad MAC {s}"))
+}
+
+fn sink_total(bed: &Bed) -> Result<Vec<u64>, String> {
+    (1..=3)
+        .map(|i| sink::count(&bed.ns(&format!("b{i}"))))
+        .collect()
+}
+
+fn stop_target(
+    t: &Target,
+    bed: &Bed,
+    running: Option<targets::Running>,
+) -> Option<(u64, Duration)> {
+    let stats = running.map(|r| r.stop());
+    match t {
+        Target::Kernel => {
+            let _ = targets::kernel_forwarding(&bed.ns("dir"), false);
+        }
+        Target::Nft => {
+            let _ = targets::nft_lb(&bed.ns("dir"), false);
+        }
+        _ => {}
+    }
+    stats.map(|s| {
+        s.iter()
+            .fold((0, Duration::ZERO), |(rx, b), w| (rx + w.io.rx, b + w.busy))
+    })
+}
+
+fn start_target(t: &Target, bed: &Bed, o: &Options) -> Result<Option<targets::Running>, String> {
+    let r = match t {
+        Target::Bounce => Some(targets::start_bounce(
+            &bed.ns("dir"),
+            &bed.ns("b1"),
+            o.worker_core,
+        )?),
+        Target::Xvs { scheduler, .. } => Some(targets::start_xvs(
+            &bed.ns("dir"),
+            scheduler,
+            o.worker_core,
+        )?),
+        Target::Kernel => {
+            targets::kernel_forwarding(&bed.ns("dir"), true)?;
+            None
+        }
+        Target::Nft => {
+            targets::nft_lb(&bed.ns("dir"), true)?;
+            None
+        }
+    };
+    // Neighbours resolved and published to the workers (refresh every 200 ms).
+    std::thread::sleep(Duration::from_millis(700));
+    Ok(r)
+}
+
+fn measure(
+    t: &Target,
+    profile: &Profile,
+    bed: &Bed,
+    o: &Options,
+    epoch: Instant,
+) -> Result<TargetResult, String> {
+    let ep = Endpoints {
+        src_mac: mac(&bed.ns("c1"), "eth0")?,
+        dst_mac: mac(&bed.ns("dir"), "front")?,
+        src_ip: "198.18.1.10".parse().expect("literal"),
+        dst_ip: t.dst(),
+    };
+    let templates = traffic::templates(profile, &ep, o.flows)?;
+    let running = start_target(t, bed, o)?;
+    let result = (|| {
+        let c0 = sink_total(bed)?;
+        let sirq0 = cpu_softirq_ns(o.worker_core);
+        let samplers = sink::Samplers::start(
+            &(1..=3)
+                .map(|i| bed.ns(&format!("b{i}")))
+                .collect::<Vec<_>>(),
+            epoch,
+        )?;
+        let live = Arc::new(GenLive::default());
+        let spec = GenSpec {
+            netns: bed.ns("c1"),
+            ifname: "eth0".into(),
+            core: Some(o.gen_core),
+            templates,
+            duration: Duration::from_secs_f64(o.secs),
+            max_frames: 0,
+            rate: 0,
+            epoch,
+            seed: 0x9e37_79b9_7f4a_7c15,
+        };
+        let l2 = live.clone();
+        let g = std::thread::spawn(move || gen::run(spec, l2));
+        let started = Instant::now();
+        while !g.is_finished() {
+            std::thread::sleep(Duration::from_millis(250));
+            let e = started.elapsed().as_secs_f64();
+            eprint!(
+                "\r  {:<18} {:<8} {:4.1}/{:.1} s  sent {:>9.0} pps  latency samples {:>7}   ",
+                t.name(),
+                profile.name(),
+                e.min(o.secs),
+                o.secs,
+                live.sent.load(Ordering::Relaxed) as f64 / e.max(0.001),
+                samplers.received.load(Ordering::Relaxed),
+            );
+        }
+        eprintln!();
+        let gr = g.join().map_err(|_| "generator panicked".to_string())??;
+        std::thread::sleep(Duration::from_millis(300));
+        let sirq1 = cpu_softirq_ns(o.worker_core);
+        let c1 = sink_total(bed)?;
+        let hist = samplers.finish();
+        let per_backend: Vec<u64> = c1.iter().zip(&c0).map(|(a, b)| a - b).collect();
+        let delivered: u64 = per_backend.iter().sum();
+        let secs = gr.elapsed.as_secs_f64().max(1e-3);
+        let latency = (!hist.is_empty()).then(|| Latency {
+            samples: hist.len(),
+            p50_us: hist.value_at_quantile(0.5) as f64 / 1e3,
+            p90_us: hist.value_at_quantile(0.9) as f64 / 1e3,
+            p99_us: hist.value_at_quantile(0.99) as f64 / 1e3,
+            p999_us: hist.value_at_quantile(0.999) as f64 / 1e3,
+            max_us: hist.max() as f64 / 1e3,
+        });
+        Ok::<_, String>(TargetResult {
+            target: t.name(),
+            kind: t.kind().into(),
+            traffic: profile.name().into(),
+            secs,
+            sent: gr.sent,
+            delivered,
+            sent_pps: gr.sent as f64 / secs,
+            delivered_pps: delivered as f64 / secs,
+            loss: if gr.sent > 0 {
+                1.0 - (delivered as f64 / gr.sent as f64).min(1.0)
+            } else {
+                0.0
+            },
+            ns_per_pkt: None,
+            cpu_source: String::new(),
+            worker_rx: None,
+            per_backend,
+            latency,
+            conns_per_s: None,
+            softirq_ns: sirq1.saturating_sub(sirq0),
+            error: None,
+        })
+    })();
+    let stats = stop_target(t, bed, running);
+    let mut r = result?;
+    match stats {
+        Some((rx, busy)) => {
+            r.worker_rx = Some(rx);
+            r.ns_per_pkt = (r.delivered > 0).then(|| busy.as_nanos() as f64 / r.delivered as f64);
+            r.cpu_source = "worker busy time (xvs accounting)".into();
+        }
+        None => {
+            r.ns_per_pkt = (r.delivered > 0).then(|| r.softirq_ns as f64 / r.delivered as f64);
+            r.cpu_source = format!("softirq time of cpu{} (/proc/stat, RPS)", o.worker_core);
+        }
+    }
+    Ok(r)
+}
+
+/// Connections per second: `threads` real TCP clients in the client namespace, each a loop of
+/// connect, HTTP/1.0 GET, read to the end, close, for `secs`.
+fn churn(bed: &Bed, t: &Target, o: &Options) -> Result<f64, String> {
+    let c1 = bed.ns("c1");
+    let addrs: Vec<SocketAddr> = match t {
+        Target::Kernel => {
+            sink::nsexec(
+                &c1,
+                &[
+                    "ip",
+                    "route",
+                    "replace",
+                    "198.18.3.0/24",
+                    "via",
+                    "198.18.1.2",
+                ],
+            )?;
+            BACKENDS
+                .iter()
+                .map(|b| SocketAddr::from((*b, 80)))
+                .collect()
+        }
+        _ => vec![SocketAddr::from((t.dst(), 80))],
+    };
+    let running = start_target(t, bed, o)?;
+    let ok = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut th = Vec::new();
+    for k in 0..8 {
+        let (ok, stop, addrs, c1) = (ok.clone(), stop.clone(), addrs.clone(), c1.clone());
+        th.push(std::thread::spawn(move || {
+            let Ok(_g) = NetnsGuard::enter(&c1) else {
+                return;
+            };
+            let mut i = k;
+            let mut buf = Vec::with_capacity(512);
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let a = addrs[i % addrs.len()];
+                let Ok(mut s) = TcpStream::connect_timeout(&a, Duration::from_secs(1)) else {
+                    continue;
+                };
+                let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+                buf.clear();
+                if s.write_all(b"GET / HTTP/1.0\r\n\r\n").is_ok()
+                    && s.read_to_end(&mut buf).is_ok()
+                    && buf.starts_with(b"HTTP/1.0 200")
+                {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(o.churn_secs));
+    stop.store(true, Ordering::Relaxed);
+    for h in th {
+        let _ = h.join();
+    }
+    let el = start.elapsed().as_secs_f64();
+    let _ = stop_target(t, bed, running);
+    if *t == Target::Kernel {
+        let _ = sink::nsexec(&c1, &["ip", "route", "del", "198.18.3.0/24"]);
+    }
+    Ok(ok.load(Ordering::Relaxed) as f64 / el)
+}
+
+fn vm_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Peak memory of an `xvs run` process (the real binary) whose table holds `n` connections
+/// opened by a SYN flood from distinct sources to the NAT VIP's TCP port 9.
+fn memory(bed: &Bed, o: &Options, n: u32, epoch: Instant) -> Result<MemoryResult, String> {
+    let dir = std::env::temp_dir().join(format!("xvs-bench-mem-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let conf = dir.join("xvs.toml");
+    std::fs::write(
+        &conf,
+        targets::director_config("rr", o.worker_core, n.saturating_add(n / 4)),
+    )
+    .map_err(|e| e.to_string())?;
+    let sock = dir.join("ctl.sock");
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &bed.ns("dir")])
+        .arg(&o.xvs_bin)
+        .arg("run")
+        .arg("--config")
+        .arg(&conf)
+        .arg("--socket")
+        .arg(&sock)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", o.xvs_bin.display()))?;
+    let pid = child.id();
+    std::thread::sleep(Duration::from_millis(1500));
+    let base = vm_kib(pid, "VmHWM:");
+    let ep = Endpoints {
+        src_mac: mac(&bed.ns("c1"), "eth0")?,
+        dst_mac: mac(&bed.ns("dir"), "front")?,
+        src_ip: "198.18.1.10".parse().expect("literal"),
+        dst_ip: targets::vip("nat"),
+    };
+    let c0 = sink_total(bed)?;
+    let live = Arc::new(GenLive::default());
+    let spec = GenSpec {
+        netns: bed.ns("c1"),
+        ifname: "eth0".into(),
+        core: Some(o.gen_core),
+        templates: traffic::templates(&Profile::SynFlood, &ep, 1)?,
+        duration: Duration::from_secs(120),
+        max_frames: n as u64,
+        rate: 0,
+        epoch,
+        seed: 0x2545_f491_4f6c_dd1d,
+    };
+    let l2 = live.clone();
+    let g = std::thread::spawn(move || gen::run(spec, l2));
+    let start = Instant::now();
+    while !g.is_finished() {
+        std::thread::sleep(Duration::from_millis(500));
+        eprint!(
+            "\r  memory {n} connections: {:.1} s, SYNs sent {}   ",
+            start.elapsed().as_secs_f64(),
+            live.sent.load(Ordering::Relaxed)
+        );
+    }
+    eprintln!();
+    let gr = g.join().map_err(|_| "generator panicked".to_string())??;
+    std::thread::sleep(Duration::from_millis(1500));
+    let c1 = sink_total(bed)?;
+    let hwm = vm_kib(pid, "VmHWM:");
+    let _ = Command::new("kill").arg(pid.to_string()).status();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(MemoryResult {
+        connections: n,
+        syns_sent: gr.sent,
+        syns_delivered: c1.iter().sum::<u64>() - c0.iter().sum::<u64>(),
+        table_capacity: n.saturating_add(n / 4),
+        vmhwm_before_kib: base,
+        vmhwm_kib: hwm,
+    })
+}
+
+pub fn run(o: &Options) -> Result<Report, String> {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let started = Instant::now();
+    let bed = up(&repo)?;
+    for i in 1..=3 {
+        sink::install(&bed.ns(&format!("b{i}")), o.sample)?;
+    }
+    let epoch = Instant::now();
+    let mut results = Vec::new();
+    for p in &o.profiles {
+        for t in &o.targets {
+            if matches!(p, Profile::Pcap(_) | Profile::Imix | Profile::SynFlood)
+                && !(matches!(t, Target::Bounce | Target::Kernel | Target::Nft)
+                    || *t
+                        == Target::Xvs {
+                            method: "nat",
+                            scheduler: "rr".into(),
+                        })
+            {
+                // The other traffic profiles go through (a), (c), (d) and xvs NAT rr only.
+                continue;
+            }
+            match measure(t, p, &bed, o, epoch) {
+                Ok(r) => results.push(r),
+                Err(e) => {
+                    eprintln!("  {} {}: {e}", t.name(), p.name());
+                    results.push(TargetResult::failed(t, p.name(), e));
+                }
+            }
+        }
+    }
+    if o.churn_secs > 0.0 {
+        for t in &o.targets {
+            if *t == Target::Bounce {
+                continue;
+            }
+            match churn(&bed, t, o) {
+                Ok(c) => {
+                    eprintln!("  {:<18} tcp churn {c:.0} connections/s", t.name());
+                    if let Some(r) = results
+                        .iter_mut()
+                        .find(|r| r.target == t.name() && r.traffic == "udp64")
+                    {
+                        r.conns_per_s = Some(c);
+                    }
+                }
+                Err(e) => eprintln!("  {} churn: {e}", t.name()),
+            }
+        }
+    }
+    let mut mem = Vec::new();
+    for &n in &o.memory {
+        match memory(&bed, o, n, epoch) {
+            Ok(m) => mem.push(m),
+            Err(e) => eprintln!("  memory {n}: {e}"),
+        }
+    }
+    for i in 1..=3 {
+        sink::remove(&bed.ns(&format!("b{i}")));
+    }
+    drop(bed);
+    Ok(Report::new(
+        if o.quick { "quick" } else { "full" },
+        o.secs,
+        o.flows,
+        results,
+        mem,
+        started.elapsed().as_secs_f64(),
+    ))
+}
+
+const RUN_USAGE: &str =
+    "usage: xvs-bench run [--quick] [--targets T,..] [--traffic P,..] [--secs S] [--flows N]
+                     [--out DIR] [--readme FILE] [--churn-secs S] [--memory N,..] [--sample N]
+                     [--worker-core C] [--generator-core C] [--xvs PATH] [--pcap FILE]
+  targets: bounce, xvs-<nat|dr|tun|fullnat>-<scheduler>, kernel, nft (default: all; quick: rr only)
+  traffic: udp64, imix, synflood, pcap (default full: all four; quick: udp64)
+  full mode default: 5 s per target, 1000 flows, churn 3 s, memory 1000000,10000000";
+
+/// `xvs-bench run …`: parse, run, write JSON / markdown / SVG (and README with --readme).
+pub fn main(args: &[String]) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let quick = args.iter().any(|a| a == "--quick");
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let sibling = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("xvs")))
+        .unwrap_or_else(|| PathBuf::from("xvs"));
+    let pcap = repo.join("examples/demo/capture.pcap");
+    let mut o = Options {
+        quick,
+        targets: default_targets(quick),
+        profiles: if quick {
+            vec![Profile::Udp64]
+        } else {
+            vec![
+                Profile::Udp64,
+                Profile::Imix,
+                Profile::SynFlood,
+                Profile::Pcap(pcap),
+            ]
+        },
+        secs: if quick { 1.0 } else { 5.0 },
+        flows: 1000,
+        out: repo.join("target/xvs-bench"),
+        readme: None,
+        churn_secs: if quick { 0.0 } else { 3.0 },
+        memory: if quick {
+            vec![]
+        } else {
+            vec![1_000_000, 10_000_000]
+        },
+        sample: 64,
+        worker_core: 0,
+        gen_core: 1,
+        xvs_bin: sibling,
+    };
+    let mut it = args.iter();
+    let bad = |m: String| {
+        eprintln!("xvs-bench run: {m}\n{RUN_USAGE}");
+        ExitCode::from(2)
+    };
+    while let Some(a) = it.next() {
+        if a == "--quick" {
+            continue;
+        }
+        if a == "-h" || a == "--help" {
+            println!("{RUN_USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        let Some(v) = it.next() else {
+            return bad(format!("{a} needs a value"));
+        };
+        let num = |v: &str| v.parse::<f64>().ok().filter(|x| x.is_finite() && *x >= 0.0);
+        match a.as_str() {
+            "--targets" => {
+                let mut ts = Vec::new();
+                for s in v.split(',') {
+                    match Target::parse(s) {
+                        Some(t) => ts.push(t),
+                        None => return bad(format!("unknown target {s}")),
+                    }
+                }
+                o.targets = ts;
+            }
+            "--traffic" => {
+                let mut ps = Vec::new();
+                for s in v.split(',') {
+                    ps.push(match s {
+                        "udp64" => Profile::Udp64,
+                        "imix" => Profile::Imix,
+                        "synflood" => Profile::SynFlood,
+                        "pcap" => Profile::Pcap(repo.join("examples/demo/capture.pcap")),
+                        _ => return bad(format!("unknown traffic {s}")),
+                    });
+                }
+                o.profiles = ps;
+            }
+            "--pcap" => {
+                for p in o.profiles.iter_mut() {
+                    if let Profile::Pcap(f) = p {
+                        *f = PathBuf::from(v);
+                    }
+                }
+                if !o.profiles.iter().any(|p| matches!(p, Profile::Pcap(_))) {
+                    o.profiles.push(Profile::Pcap(PathBuf::from(v)));
+                }
+            }
+            "--secs" => match num(v) {
+                Some(x) if x > 0.0 => o.secs = x,
+                _ => return bad(format!("bad --secs {v}")),
+            },
+            "--churn-secs" => match num(v) {
+                Some(x) => o.churn_secs = x,
+                _ => return bad(format!("bad --churn-secs {v}")),
+            },
+            "--flows" => match v.parse() {
+                Ok(n) if n > 0 => o.flows = n,
+                _ => return bad(format!("bad --flows {v}")),
+            },
+            "--sample" => match v.parse() {
+                Ok(n) if n > 0 => o.sample = n,
+                _ => return bad(format!("bad --sample {v}")),
+            },
+            "--worker-core" => match v.parse() {
+                Ok(n) => o.worker_core = n,
+                _ => return bad(format!("bad --worker-core {v}")),
+            },
+            "--generator-core" => match v.parse() {
+                Ok(n) => o.gen_core = n,
+                _ => return bad(format!("bad --generator-core {v}")),
+            },
+            "--memory" => {
+                let mut m = Vec::new();
+                for s in v.split(',').filter(|s| !s.is_empty() && *s != "none") {
+                    match s.parse() {
+                        Ok(n) if n > 0 => m.push(n),
+                        _ => return bad(format!("bad --memory {s}")),
+                    }
+                }
+                o.memory = m;
+            }
+            "--out" => o.out = PathBuf::from(v),
+            "--readme" => o.readme = Some(PathBuf::from(v)),
+            "--xvs" => o.xvs_bin = PathBuf::from(v),
+            _ => return bad(format!("unknown option {a}")),
+        }
+    }
+    eprintln!(
+        "xvs-bench run: {} target(s) × {} traffic profile(s), {:.1} s each; worker core {}, generator core {}",
+        o.targets.len(),
+        o.profiles.len(),
+        o.secs,
+        o.worker_core,
+        o.gen_core
+    );
+    let report = match run(&o) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("xvs-bench run: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let md = report.markdown();
+    print!("{md}");
+    println!("\nGoals (printed, not asserted):");
+    for g in &report.goals {
+        println!("- {g}");
+    }
+    if let Err(e) = std::fs::create_dir_all(&o.out) {
+        eprintln!("xvs-bench run: {}: {e}", o.out.display());
+        return ExitCode::from(2);
+    }
+    let svg = o.out.join("results.svg");
+    let writes = [
+        std::fs::write(o.out.join("results.json"), report.json()).map_err(|e| e.to_string()),
+        std::fs::write(o.out.join("results.md"), &md).map_err(|e| e.to_string()),
+        report.svg(&svg),
+    ];
+    for w in writes {
+        if let Err(e) = w {
+            eprintln!("xvs-bench run: writing results: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    if let Some(readme) = &o.readme {
+        let text = std::fs::read_to_string(readme).unwrap_or_default();
+        // The plot path as the README sees it (relative when under the README's folder).
+        let base = readme.parent().unwrap_or(std::path::Path::new("."));
+        let plot = svg
+            .canonicalize()
+            .ok()
+            .and_then(|p| {
+                base.canonicalize()
+                    .ok()
+                    .and_then(|b| p.strip_prefix(b).ok().map(|r| r.to_path_buf()))
+            })
+            .unwrap_or(svg.clone());
+        let new = crate::report::write_readme(&text, &md, &plot.to_string_lossy());
+        if let Err(e) = std::fs::write(readme, new) {
+            eprintln!("xvs-bench run: {}: {e}", readme.display());
+            return ExitCode::from(2);
+        }
+    }
+    println!("(results in {})", o.out.display());
+    // Every target that ran must have forwarded something.
+    if report.results.iter().any(|r| r.delivered == 0) {
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
+}

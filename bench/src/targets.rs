@@ -1,0 +1,291 @@
+//! What the traffic goes through: (a) a bare AF_XDP bounce (xvs's own `Dataplane` with a fixed
+//! MAC + destination-address rewrite, RFC 1624 checksum update, no table, no scheduling: the
+//! limit of this I/O path), (b) xvs's pipeline for NAT, DR, TUN and FullNAT with a scheduler,
+//! built from a generated configuration exactly as `xvs run` builds it, (c) the kernel's IPv4
+//! forwarding through the director namespace, (d) nftables DNAT load balancing
+//! (`dnat to numgen inc mod 3 map {…}` + snat, with conntrack). Kernel IPVS is not in this host's
+//! kernel (TESTBED.md); the QEMU guest of `xvs-bench parity` covers decisions only.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+
+use xvs::config::Config;
+use xvs::io::sys::NetnsGuard;
+use xvs::runtime::{attach, WorkerHandle};
+use xvs::worker::{Dataplane, DirectorTargets, FrameProcessor, WorkerStats};
+use xvs_forwarding::{Frame, Pipeline, PortId, Time, Verdict};
+
+use crate::sink::{nft, nsexec};
+use crate::traffic::csum_update;
+
+pub const BACKENDS: [Ipv4Addr; 3] = [
+    Ipv4Addr::new(198, 18, 3, 11),
+    Ipv4Addr::new(198, 18, 3, 12),
+    Ipv4Addr::new(198, 18, 3, 13),
+];
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    Bounce,
+    Xvs {
+        method: &'static str,
+        scheduler: String,
+    },
+    Kernel,
+    Nft,
+}
+
+impl Target {
+    pub fn name(&self) -> String {
+        match self {
+            Target::Bounce => "bounce".into(),
+            Target::Xvs { method, scheduler } => format!("xvs-{method}-{scheduler}"),
+            Target::Kernel => "kernel-fwd".into(),
+            Target::Nft => "nft-dnat".into(),
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Target::Bounce => "bounce",
+            Target::Xvs { .. } => "xvs",
+            Target::Kernel => "kernel",
+            Target::Nft => "nft",
+        }
+    }
+
+    /// Parse `bounce`, `kernel`, `nft`, `xvs-<method>-<scheduler>`.
+    pub fn parse(s: &str) -> Option<Target> {
+        match s {
+            "bounce" => Some(Target::Bounce),
+            "kernel" | "kernel-fwd" => Some(Target::Kernel),
+            "nft" | "nft-dnat" => Some(Target::Nft),
+            _ => {
+                let rest = s.strip_prefix("xvs-")?;
+                let (m, sched) = rest.split_once('-')?;
+                let method = METHODS.iter().find(|x| **x == m)?;
+                if sched.is_empty() || !sched.chars().all(|c| c.is_ascii_alphanumeric()) {
+                    return None;
+                }
+                Some(Target::Xvs {
+                    method,
+                    scheduler: sched.to_string(),
+                })
+            }
+        }
+    }
+
+    /// Destination address of the benchmark traffic.
+    pub fn dst(&self) -> Ipv4Addr {
+        match self {
+            Target::Bounce | Target::Nft => Ipv4Addr::new(198, 18, 10, 1),
+            Target::Xvs { method, .. } => vip(method),
+            Target::Kernel => BACKENDS[0],
+        }
+    }
+}
+
+pub const METHODS: [&str; 4] = ["nat", "dr", "tun", "fullnat"];
+
+pub fn vip(method: &str) -> Ipv4Addr {
+    let i = METHODS.iter().position(|m| *m == method).unwrap_or(0) as u8;
+    Ipv4Addr::new(198, 18, 10, 1 + i)
+}
+
+/// The director configuration of the xvs targets: one worker on queue 0 pinned to `core`, UDP
+/// and TCP port 9 (benchmark traffic) and TCP port 80 (connection churn) on every VIP with its
+/// method, scheduler `scheduler`, the three backends at weight 1.
+pub fn director_config(scheduler: &str, core: usize, connections: u32) -> String {
+    let mut s = format!(
+        "log_interval_secs = 0\nneighbour_refresh_ms = 200\n\n[director]\nconnections = {connections}\n\n\
+[[worker]]\nqueue = 0\ncore = {core}\n\n\
+[[interface]]\nname = \"front\"\nipv4 = \"198.18.1.2\"\n\n[[interface]]\nname = \"back\"\nipv4 = \"198.18.3.2\"\n\n\
+[[route]]\ndst = \"0.0.0.0/0\"\nvia = \"198.18.1.1\"\ninterface = \"front\"\n\n\
+[[route]]\ndst = \"198.18.3.0/24\"\ninterface = \"back\"\n\n\
+[fullnat]\nlocal_addresses = [\"198.18.3.100\"]\n"
+    );
+    for m in METHODS {
+        for (proto, port) in [("udp", 9), ("tcp", 9), ("tcp", 80)] {
+            s += &format!(
+                "\n[[service]]\nprotocol = \"{proto}\"\nvip = \"{}\"\nport = {port}\nscheduler = \"{scheduler}\"\n",
+                vip(m)
+            );
+            for b in BACKENDS {
+                s += &format!(
+                    "\n[[service.backend]]\naddress = \"{b}\"\nport = {port}\nweight = 1\nmethod = \"{m}\"\n"
+                );
+            }
+        }
+    }
+    s
+}
+
+/// The bare bounce: frames to the VIP from port 0 get backend 0's MAC and address and leave on
+/// port 1; everything else goes to the kernel.
+pub struct Bounce {
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub vip: [u8; 4],
+    pub dst: [u8; 4],
+}
+
+impl FrameProcessor for Bounce {
+    fn process(&mut self, _now: Time, ingress: PortId, frame: &mut Frame<'_>) -> Verdict {
+        let d = frame.data_mut();
+        if ingress != PortId(0)
+            || d.len() < 14 + 20 + 8
+            || d[12..14] != [0x08, 0x00]
+            || d[14] != 0x45
+            || d[30..34] != self.vip
+        {
+            return Verdict::Pass;
+        }
+        let w = |b: &[u8]| {
+            [
+                u16::from_be_bytes([b[0], b[1]]),
+                u16::from_be_bytes([b[2], b[3]]),
+            ]
+        };
+        let old = w(&d[30..34]);
+        let new = w(&self.dst);
+        d[0..6].copy_from_slice(&self.dst_mac);
+        d[6..12].copy_from_slice(&self.src_mac);
+        d[30..34].copy_from_slice(&self.dst);
+        let ipc = csum_update(u16::from_be_bytes([d[24], d[25]]), &old, &new);
+        d[24..26].copy_from_slice(&ipc.to_be_bytes());
+        let l4 = match d[23] {
+            17 => Some(14 + 20 + 6),
+            6 if d.len() >= 14 + 20 + 18 => Some(14 + 20 + 16),
+            _ => None,
+        };
+        if let Some(o) = l4 {
+            let c = u16::from_be_bytes([d[o], d[o + 1]]);
+            if !(d[23] == 17 && c == 0) {
+                let c = csum_update(c, &old, &new);
+                d[o..o + 2].copy_from_slice(&c.to_be_bytes());
+            }
+        }
+        Verdict::Tx(PortId(1))
+    }
+}
+
+/// A running in-process data plane (bounce or xvs pipeline).
+pub struct Running {
+    pub dp: Dataplane,
+    _handles: Vec<WorkerHandle>,
+}
+
+impl Running {
+    pub fn stop(self) -> Vec<WorkerStats> {
+        self.dp.shutdown()
+    }
+}
+
+fn mac(ns: &str, dev: &str) -> Result<[u8; 6], String> {
+    let s = nsexec(ns, &["cat", &format!("/sys/class/net/{dev}/address")])?;
+    xvs::config::parse_mac(s.trim()).ok_or_else(|| format!("bad MAC {s}"))
+}
+
+pub fn start_bounce(dir_ns: &str, b1_ns: &str, core: usize) -> Result<Running, String> {
+    let b1 = mac(b1_ns, "eth0")?;
+    let back = mac(dir_ns, "back")?;
+    let text = director_config("rr", core, 1024);
+    let cfg = Config::parse(Path::new("bounce.toml"), &text).map_err(|e| e.to_string())?;
+    let vip = IpAddr::V4(Ipv4Addr::new(198, 18, 10, 1));
+    let targets = DirectorTargets {
+        vips: vec![vip],
+        ..DirectorTargets::default()
+    };
+    let _g = NetnsGuard::enter(dir_ns).map_err(|e| e.to_string())?;
+    let dp = Dataplane::start(&cfg.dataplane, &targets, |_, _| Bounce {
+        src_mac: back,
+        dst_mac: b1,
+        vip: [198, 18, 10, 1],
+        dst: BACKENDS[0].octets(),
+    })
+    .map_err(|e| format!("bounce data plane: {e}"))?;
+    Ok(Running {
+        dp,
+        _handles: Vec::new(),
+    })
+}
+
+pub fn start_xvs(dir_ns: &str, scheduler: &str, core: usize) -> Result<Running, String> {
+    let text = director_config(scheduler, core, 1 << 20);
+    let cfg = Config::parse(Path::new("xvs-bench.toml"), &text).map_err(|e| e.to_string())?;
+    let t = xvs::director::targets(&cfg, &cfg.services);
+    let workers = cfg.dataplane.workers.len() as u16;
+    let mut handles = Vec::new();
+    let mut err = None;
+    let _g = NetnsGuard::enter(dir_ns).map_err(|e| e.to_string())?;
+    let dp = Dataplane::start(&cfg.dataplane, &t, |w, ports| {
+        let macs: Vec<[u8; 6]> = ports.iter().map(|p| p.mac).collect();
+        let pipe = match Pipeline::new(
+            cfg.pipeline_config(w as u16, workers),
+            &cfg.services,
+            cfg.marks.clone(),
+            cfg.network(&macs),
+        ) {
+            Ok(p) => p,
+            Err(e) => {
+                err = Some(format!("pipeline: {e:?}"));
+                Pipeline::new(
+                    cfg.pipeline_config(w as u16, workers),
+                    &[],
+                    vec![],
+                    cfg.network(&macs),
+                )
+                .expect("an empty pipeline")
+            }
+        };
+        let (p, h) = attach(pipe);
+        handles.push(h);
+        p
+    })
+    .map_err(|e| format!("xvs data plane: {e}"))?;
+    if let Some(e) = err {
+        let _ = dp.shutdown();
+        return Err(e);
+    }
+    Ok(Running {
+        dp,
+        _handles: handles,
+    })
+}
+
+pub fn kernel_forwarding(dir_ns: &str, on: bool) -> Result<(), String> {
+    nsexec(
+        dir_ns,
+        &[
+            "sysctl",
+            "-qw",
+            &format!("net.ipv4.ip_forward={}", u8::from(on)),
+        ],
+    )
+    .map(|_| ())
+}
+
+pub fn nft_lb(dir_ns: &str, on: bool) -> Result<(), String> {
+    let _ = nsexec(dir_ns, &["nft", "delete", "table", "ip", "xvsbench_lb"]);
+    if !on {
+        return kernel_forwarding(dir_ns, false);
+    }
+    nft(
+        dir_ns,
+        &format!(
+            "table ip xvsbench_lb {{
+  chain pre {{
+    type nat hook prerouting priority dstnat; policy accept;
+    ip daddr 198.18.10.1 meta l4proto {{ tcp, udp }} th dport {{ 9, 80 }} dnat to numgen inc mod 3 map {{ 0 : {}, 1 : {}, 2 : {} }}
+  }}
+  chain post {{
+    type nat hook postrouting priority srcnat; policy accept;
+    ip daddr 198.18.3.0/24 oifname \"back\" snat to 198.18.3.2
+  }}
+}}
+",
+            BACKENDS[0], BACKENDS[1], BACKENDS[2]
+        ),
+    )?;
+    kernel_forwarding(dir_ns, true)
+}
