@@ -46,4 +46,25 @@ fn every_flow_gets_the_backend_kernel_ipvs_chooses() {
         );
         assert!(o.counts_same, "{}: final counts differ\n{text}", o.name);
     }
+
+    // Negative controls, against the same guest answers: the comparison does fail when xvs is
+    // configured differently (backends added in the opposite order; one weight changed).
+    let all = parity::scenarios(opts.flows);
+    let control = |name: &str, change: &dyn Fn(&mut parity::Scenario)| {
+        let mut sc = all.iter().find(|s| s.name == name).unwrap().clone();
+        change(&mut sc);
+        let dir = opts.work.join("negative-control").join(name);
+        let x = parity::simulate(&opts.xvs, &dir, &sc).unwrap();
+        let o = parity::compare(&sc, &x, &report.ipvs[name], 5);
+        assert!(
+            o.same < o.flows,
+            "{name}: a changed xvs configuration still agrees on {} of {} flows",
+            o.same,
+            o.flows
+        );
+        o.same
+    };
+    let rr = control("rr", &|sc| sc.services[0].backends.reverse());
+    let mh = control("mh-port-v6", &|sc| sc.services[0].backends[3].1 = 1);
+    println!("negative controls: rr reversed {rr}/60 same, mh-port-v6 reweighted {mh}/60 same");
 }

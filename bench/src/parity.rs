@@ -440,6 +440,8 @@ impl Outcome {
 pub struct Report {
     pub guest: String,
     pub outcomes: Vec<Outcome>,
+    /// IPVS's side of every scenario, by name (to compare other xvs configurations against it).
+    pub ipvs: BTreeMap<String, Side>,
 }
 
 impl Report {
@@ -716,32 +718,9 @@ pub fn run(opts: &Options) -> Result<Report, String> {
     let mut list = String::new();
     let mut xvs_sides = Vec::new();
     for sc in &scen {
-        let d = dir.join(&sc.name);
-        fs::create_dir_all(&d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
-        write(&d.join("rules.sh"), &sc.rules_sh())?;
-        write(&d.join("xvs.toml"), &sc.xvs_toml())?;
-        write(&d.join("flows.txt"), &sc.flows_txt())?;
         list.push_str(&sc.name);
         list.push('\n');
-        let out = Command::new(&opts.xvs)
-            .arg("simulate")
-            .arg("--config")
-            .arg(d.join("xvs.toml"))
-            .arg("--flows")
-            .arg(d.join("flows.txt"))
-            .stderr(Stdio::inherit())
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", opts.xvs.display()))?;
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        write(&d.join("xvs-simulate.txt"), &text)?;
-        if !out.status.success() {
-            return Err(format!(
-                "xvs simulate failed on {} ({})",
-                d.display(),
-                out.status
-            ));
-        }
-        xvs_sides.push(parse_simulate(&text));
+        xvs_sides.push(simulate(&opts.xvs, &dir.join(&sc.name), sc)?);
     }
     write(&dir.join("list"), &list)?;
 
@@ -776,7 +755,39 @@ pub fn run(opts: &Options) -> Result<Report, String> {
         .zip(&xvs_sides)
         .map(|(sc, x)| compare(sc, x, ipvs.get(&sc.name).unwrap_or(&empty), 5))
         .collect();
-    Ok(Report { guest, outcomes })
+    Ok(Report {
+        guest,
+        outcomes,
+        ipvs,
+    })
+}
+
+/// Write a scenario's files into `dir` (rules.sh, xvs.toml, flows.txt) and run
+/// `xvs simulate` on them; its output is kept as xvs-simulate.txt.
+pub fn simulate(xvs: &Path, dir: &Path, sc: &Scenario) -> Result<Side, String> {
+    fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    write(&dir.join("rules.sh"), &sc.rules_sh())?;
+    write(&dir.join("xvs.toml"), &sc.xvs_toml())?;
+    write(&dir.join("flows.txt"), &sc.flows_txt())?;
+    let out = Command::new(xvs)
+        .arg("simulate")
+        .arg("--config")
+        .arg(dir.join("xvs.toml"))
+        .arg("--flows")
+        .arg(dir.join("flows.txt"))
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", xvs.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    write(&dir.join("xvs-simulate.txt"), &text)?;
+    if !out.status.success() {
+        return Err(format!(
+            "xvs simulate failed on {} ({})",
+            dir.display(),
+            out.status
+        ));
+    }
+    Ok(parse_simulate(&text))
 }
 
 #[cfg(test)]
@@ -935,11 +946,13 @@ mod tests {
             let r = Report {
                 guest: "g".into(),
                 outcomes: vec![self.clone()],
+                ipvs: BTreeMap::new(),
             }
             .render();
             let j = Report {
                 guest: "g \"1\"".into(),
                 outcomes: vec![self.clone()],
+                ipvs: BTreeMap::new(),
             }
             .to_json();
             r.contains("66.7%")
