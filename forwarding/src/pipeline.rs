@@ -347,7 +347,7 @@ impl Pipeline {
     /// `frames[i]`, for the first `min(frames.len(), verdicts.len())` frames. Same verdicts,
     /// frames, counters and connection state as [`Self::process`] on each frame in order, but
     /// the connection-table slots of up to [`BATCH`] frames are loaded first
-    /// ([`ConnTable::prefetch_slot`], [`ConnTable::prefetch_entry`]), so their cache misses
+    /// ([`ConnTable::slot_hint`] and its two prefetch passes), so their cache misses
     /// overlap instead of following one another (what matters with a large table). [`Self::last_decision`] describes the last frame.
     pub fn process_batch(
         &mut self,
@@ -365,13 +365,13 @@ impl Pipeline {
             for (f, slot) in frames.iter().zip(parsed.iter_mut()) {
                 *slot = parse(f.data());
             }
-            // Tight loops of loads, so that many of them are in flight at once: the index
-            // slots of the whole batch, then the entries they name.
+            // Tight loops of loads, so that many of them are in flight at once: the hashes,
+            // then the index slots of the whole batch, then the entries they name.
             let mut hints = [SlotHint::default(); BATCH];
             for (slot, hint) in parsed[..frames.len()].iter().zip(hints.iter_mut()) {
                 if let Parsed::Ip(p) = slot {
                     if !p.icmp_error && p.has_ports() {
-                        *hint = self.conns.prefetch_slot(&Tuple {
+                        *hint = self.conns.slot_hint(&Tuple {
                             proto: p.proto,
                             src: p.src,
                             sport: p.sport,
@@ -380,6 +380,9 @@ impl Pipeline {
                         });
                     }
                 }
+            }
+            for hint in &mut hints[..frames.len()] {
+                self.conns.prefetch_slot(hint);
             }
             for hint in &hints[..frames.len()] {
                 self.conns.prefetch_entry(*hint);
