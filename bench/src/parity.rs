@@ -2,13 +2,14 @@
 //!
 //! The same services and flows go through `xvs simulate` (the real binary, the data path's own
 //! code) and through kernel IPVS in a QEMU guest booted from Debian's kernel package
-//! (`scripts/ipvs-guest/`: the guest runs ipvsadm and makes every flow a real TCP connection from
-//! the given source address and port; the backend that accepts it names itself). For each
-//! scheduler the report gives the share of flows that got the same backend and the first flows
-//! that did not, with both answers, and compares the final active/inactive counts per backend.
+//! (`scripts/ipvs-guest/`: the guest runs ipvsadm and makes every flow a real TCP connection or
+//! UDP exchange from the given source address and port; the answer is the destination of IPVS's
+//! own connection entry, checked against the backend that answered). For each scenario the
+//! report gives the share of flows that got the same backend and the first flows that did not,
+//! with both answers, and compares the final active/inactive counts per backend.
 //!
-//! Scenarios (all NAT, backends 198.19.0.11.. port 8080, VIPs 198.18.200.x, clients from
-//! 198.18.16.0/20), generated from fixed seeds:
+//! Scenarios (NAT unless said, backends 198.19.0.11.. port 8080, VIPs 198.18.200.x, clients from
+//! 198.18.16.0/20; IPv6 alike in 2001:2::/48), generated from fixed seeds:
 //! rr, wrr (weights 1/2/3 added one by one after `-A`, so wrr starts at cw = 1), sh, sh with
 //! `sh-port`, mh with `mh-port`, dh (several VIPs, one service each: dh hashes the destination),
 //! lc and wlc on a sequential open/close trace (counts rise and fall; closed connections sit
