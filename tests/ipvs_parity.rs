@@ -36,7 +36,7 @@ fn every_flow_gets_the_backend_kernel_ipvs_chooses() {
     });
     let text = report.render();
     println!("{text}");
-    assert_eq!(report.outcomes.len(), 27, "{text}");
+    assert_eq!(report.outcomes.len(), 28, "{text}");
     for o in &report.outcomes {
         assert_eq!(o.flows, 60, "{text}");
         assert_eq!(

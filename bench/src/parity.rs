@@ -11,7 +11,7 @@
 //! Scenarios (NAT unless said, backends 198.19.0.11.. port 8080, VIPs 198.18.200.x, clients from
 //! 198.18.16.0/20; IPv6 alike in 2001:2::/48), generated from fixed seeds:
 //! rr, wrr (weights 1/2/3 added one by one after `-A`, so wrr starts at cw = 1), sh, sh with
-//! `sh-port`, mh with `mh-port`, dh (several VIPs, one service each: dh hashes the destination),
+//! `sh-port`, mh alone and with `mh-port`, dh (several VIPs, one service each: dh hashes the destination),
 //! lc and wlc on a sequential open/close trace (counts rise and fall; closed connections sit
 //! in TIME_WAIT and count as inactive, as in the kernel); then sed, nq, fo, ovf, lblc and lblcr
 //! on such traces too (ovf can refuse: both sides' "no backend" answers count as the same);
@@ -307,7 +307,7 @@ pub fn scenarios(flows: usize) -> Vec<Scenario> {
             "lc" | "wlc" | "sed" | "nq" | "fo" | "ovf" | "lblc" | "lblcr" => {
                 open_close(&mut rng, &services[0], flows)
             }
-            "sh" if flags.is_empty() => opens(&mut rng, &services, flows, 4000),
+            "sh" | "mh" if flags.is_empty() => opens(&mut rng, &services, flows, 4000),
             // With the port in the hash (or persistence), few addresses and many ports.
             "sh" | "mh" => opens(&mut rng, &services, flows, 6),
             _ if persistence.is_some() => opens(&mut rng, &services, flows, 6),
@@ -395,6 +395,8 @@ pub fn scenarios(flows: usize) -> Vec<Scenario> {
         .collect();
     add("dh-v6", "dh", "", dh6, 33);
     add("wlc-v6", "wlc", "", one6(34, 9034, &[1, 2, 3]), 34);
+    // mh on the source address alone.
+    add("mh", "mh", "", one(35, 9035, &[1, 2, 2, 3]), 35);
     out
 }
 
@@ -830,7 +832,8 @@ mod tests {
                 "sh-port-v6",
                 "mh-port-v6",
                 "dh-v6",
-                "wlc-v6"
+                "wlc-v6",
+                "mh"
             ]
         );
         for sc in &all {
