@@ -97,6 +97,13 @@ fn up(repo: &std::path::Path) -> Result<Bed, String> {
     for dev in ["df", "db"] {
         sink::nsexec(&bed.ns("rt"), &["ethtool", "-L", dev, "tx", "1"])?;
     }
+    // One queue on the director's side too (no "queue without a worker" warnings).
+    for dev in ["front", "back"] {
+        let _ = sink::nsexec(
+            &bed.ns("dir"),
+            &["ethtool", "-L", dev, "rx", "1", "tx", "1"],
+        );
+    }
     // The director's kernel receive work (kernel baselines) on the worker core.
     sink::nsexec(
         &bed.ns("dir"),
@@ -112,15 +119,23 @@ fn up(repo: &std::path::Path) -> Result<Bed, String> {
     Ok(bed)
 }
 
-fn cpu_softirq_ns(core: usize) -> u64 {
+/// (softirq, all non-idle) time of `core` so far, from /proc/stat (USER_HZ = 100 ticks).
+fn cpu_times(core: usize) -> (u64, u64) {
     let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let key = format!("cpu{core} ");
-    let tick_ns = 1_000_000_000 / 100; // USER_HZ
-    s.lines()
-        .find(|l| l.starts_with(&key))
-        .and_then(|l| l.split_whitespace().nth(7))
-        .and_then(|v| v.parse::<u64>().ok())
-        .map_or(0, |t| t * tick_ns)
+    let tick_ns = 1_000_000_000 / 100;
+    let Some(f) = s.lines().find(|l| l.starts_with(&key)).map(|l| {
+        l.split_whitespace()
+            .skip(1)
+            .map(|v| v.parse::<u64>().unwrap_or(0))
+            .collect::<Vec<_>>()
+    }) else {
+        return (0, 0);
+    };
+    let g = |i: usize| f.get(i).copied().unwrap_or(0);
+    // user nice system idle iowait irq softirq steal
+    let busy = g(0) + g(1) + g(2) + g(5) + g(6) + g(7);
+    (g(6) * tick_ns, busy * tick_ns)
 }
 
 fn mac(ns: &str, dev: &str) -> Result<[u8; 6], String> {
@@ -198,7 +213,8 @@ fn measure(
     let running = start_target(t, bed, o)?;
     let result = (|| {
         let c0 = sink_total(bed)?;
-        let sirq0 = cpu_softirq_ns(o.worker_core);
+        let (sirq0, core0) = cpu_times(o.worker_core);
+        let cpu0 = running.as_ref().map(|r| r.worker_cpu());
         let samplers = sink::Samplers::start(
             &(1..=3)
                 .map(|i| bed.ns(&format!("b{i}")))
@@ -236,7 +252,8 @@ fn measure(
         eprintln!();
         let gr = g.join().map_err(|_| "generator panicked".to_string())??;
         std::thread::sleep(Duration::from_millis(300));
-        let sirq1 = cpu_softirq_ns(o.worker_core);
+        let (sirq1, core1) = cpu_times(o.worker_core);
+        let cpu1 = running.as_ref().map(|r| r.worker_cpu());
         let c1 = sink_total(bed)?;
         let hist = samplers.finish();
         let per_backend: Vec<u64> = c1.iter().zip(&c0).map(|(a, b)| a - b).collect();
@@ -271,6 +288,11 @@ fn measure(
             latency,
             conns_per_s: None,
             softirq_ns: sirq1.saturating_sub(sirq0),
+            core_ns: core1.saturating_sub(core0),
+            worker_cpu_ns: cpu0
+                .zip(cpu1)
+                .map(|(a, b)| b.saturating_sub(a).as_nanos() as u64),
+            busy_ns_per_pkt: None,
             error: None,
         })
     })();
@@ -279,8 +301,13 @@ fn measure(
     match stats {
         Some((rx, busy)) => {
             r.worker_rx = Some(rx);
-            r.ns_per_pkt = (r.delivered > 0).then(|| busy.as_nanos() as f64 / r.delivered as f64);
-            r.cpu_source = "worker busy time (xvs accounting)".into();
+            let d = r.delivered as f64;
+            r.busy_ns_per_pkt = (r.delivered > 0).then(|| busy.as_nanos() as f64 / d);
+            r.ns_per_pkt = r
+                .worker_cpu_ns
+                .filter(|_| r.delivered > 0)
+                .map(|c| c as f64 / d);
+            r.cpu_source = "worker thread CPU clock".into();
         }
         None => {
             r.ns_per_pkt = (r.delivered > 0).then(|| r.softirq_ns as f64 / r.delivered as f64);

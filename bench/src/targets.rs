@@ -179,6 +179,36 @@ impl Running {
     pub fn stop(self) -> Vec<WorkerStats> {
         self.dp.shutdown()
     }
+
+    /// CPU time the worker threads have used so far (their thread CPU clocks).
+    pub fn worker_cpu(&self) -> std::time::Duration {
+        worker_tids().into_iter().filter_map(thread_cpu).sum()
+    }
+}
+
+/// Thread ids of this process's `xvs-worker-*` threads.
+fn worker_tids() -> Vec<i32> {
+    let Ok(rd) = std::fs::read_dir("/proc/self/task") else {
+        return vec![];
+    };
+    rd.filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+            comm.starts_with("xvs-worker-")
+                .then(|| e.file_name().to_str()?.parse().ok())?
+        })
+        .collect()
+}
+
+/// CPU time of thread `tid` of this process: the kernel's per-thread CPU clock
+/// (clockid `(~tid << 3) | CPUCLOCK_PERTHREAD | CPUCLOCK_SCHED`, include/linux/posix-timers.h).
+fn thread_cpu(tid: i32) -> Option<std::time::Duration> {
+    let id = nix::time::ClockId::from_raw((!tid << 3) | 4 | 2);
+    let t = nix::time::clock_gettime(id).ok()?;
+    Some(std::time::Duration::new(
+        t.tv_sec() as u64,
+        t.tv_nsec() as u32,
+    ))
 }
 
 fn mac(ns: &str, dev: &str) -> Result<[u8; 6], String> {
