@@ -8,7 +8,7 @@
 //!   counts as active, as a real handshake through IPVS would leave it;
 //! * TCP `close`: the client's FIN, the backend's FIN (NAT, FullNAT) and the client's last ACK —
 //!   the connection leaves ESTABLISHED and counts as inactive until it expires;
-//! * UDP: one datagram (`close` does nothing: UDP entries only expire).
+//! * UDP: one datagram, for `open` and `close` alike (UDP entries have no teardown; they expire).
 //!
 //! so least-connection traces (lc, wlc, sed, nq) see the counts rise and fall as in the kernel.
 //! A capture is replayed frame by frame with its own timestamps, and each frame that opens a
