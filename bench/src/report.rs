@@ -44,6 +44,9 @@ pub struct TargetResult {
     pub softirq_ns: u64,
     /// All non-idle time of the worker core during the run (user, system, irq, softirq).
     pub core_ns: u64,
+    /// Share of the worker threads' CPU time spent in user space (the rest: system calls and
+    /// the kernel work they trigger), from /proc ticks.
+    pub worker_user_share: Option<f64>,
     /// The worker threads' CPU time during the run (bounce and xvs).
     pub worker_cpu_ns: Option<u64>,
     /// xvs's own busy accounting (wall time of polls that received frames) per delivered frame.
@@ -78,6 +81,7 @@ impl TargetResult {
             conns_per_s: None,
             softirq_ns: 0,
             core_ns: 0,
+            worker_user_share: None,
             worker_cpu_ns: None,
             busy_ns_per_pkt: None,
             error: Some(e),
@@ -212,18 +216,19 @@ impl Report {
                 "xvs-bench run"
             }
         );
-        s += "| target | traffic | sent pps | delivered pps | loss | ns/frame (CPU) | core softirq ns/frame | whole core ns/frame | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | TCP conn/s |\n";
-        s += "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+        s += "| target | traffic | sent pps | delivered pps | loss | ns/frame (CPU) | worker user % | core softirq ns/frame | whole core ns/frame | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | TCP conn/s |\n";
+        s += "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
         for r in &self.results {
             let l = r.latency.as_ref();
             s += &format!(
-                "| {} | {} | {:.0} | {:.0} | {:.1} % | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {:.0} | {:.0} | {:.1} % | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 r.target,
                 r.traffic,
                 r.sent_pps,
                 r.delivered_pps,
                 100.0 * r.loss,
                 f(r.ns_per_pkt, 0),
+                f(r.worker_user_share.map(|x| 100.0 * x), 0),
                 f(
                     (r.delivered > 0).then(|| r.softirq_ns as f64 / r.delivered as f64),
                     0
@@ -408,6 +413,7 @@ mod tests {
             loss: 0.1,
             ns_per_pkt: Some(ns),
             core_ns: (ns * 90.0) as u64,
+            worker_user_share: None,
             cpu_source: String::new(),
             worker_rx: None,
             per_backend: vec![90],

@@ -171,6 +171,25 @@ fn stop_target(
 }
 
 fn start_target(t: &Target, bed: &Bed, o: &Options) -> Result<Option<targets::Running>, String> {
+    // The kernel releases a closed AF_XDP socket's queue binding in deferred work: the previous
+    // target's socket can hold the queue for a moment (EBUSY). Retry a few times.
+    let mut tries = 0;
+    loop {
+        match start_target_once(t, bed, o) {
+            Err(e) if e.contains("busy") && tries < 20 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            r => return r,
+        }
+    }
+}
+
+fn start_target_once(
+    t: &Target,
+    bed: &Bed,
+    o: &Options,
+) -> Result<Option<targets::Running>, String> {
     let r = match t {
         Target::Bounce => Some(targets::start_bounce(
             &bed.ns("dir"),
@@ -215,6 +234,7 @@ fn measure(
         let c0 = sink_total(bed)?;
         let (sirq0, core0) = cpu_times(o.worker_core);
         let cpu0 = running.as_ref().map(|r| r.worker_cpu());
+        let us0 = targets::worker_user_sys();
         let samplers = sink::Samplers::start(
             &(1..=3)
                 .map(|i| bed.ns(&format!("b{i}")))
@@ -254,6 +274,7 @@ fn measure(
         std::thread::sleep(Duration::from_millis(300));
         let (sirq1, core1) = cpu_times(o.worker_core);
         let cpu1 = running.as_ref().map(|r| r.worker_cpu());
+        let us1 = targets::worker_user_sys();
         let c1 = sink_total(bed)?;
         let hist = samplers.finish();
         let per_backend: Vec<u64> = c1.iter().zip(&c0).map(|(a, b)| a - b).collect();
@@ -289,6 +310,11 @@ fn measure(
             conns_per_s: None,
             softirq_ns: sirq1.saturating_sub(sirq0),
             core_ns: core1.saturating_sub(core0),
+            worker_user_share: running.as_ref().and_then(|_| {
+                let u = us1.0.saturating_sub(us0.0) as f64;
+                let t = u + us1.1.saturating_sub(us0.1) as f64;
+                (t > 0.0).then(|| u / t)
+            }),
             worker_cpu_ns: cpu0
                 .zip(cpu1)
                 .map(|(a, b)| b.saturating_sub(a).as_nanos() as u64),

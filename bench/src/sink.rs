@@ -1,10 +1,12 @@
 //! The sink on the backend side. Counting: an nftables table in every backend namespace whose
 //! prerouting chain (priority -400, before conntrack) counts every benchmark frame — UDP/TCP to
 //! port 9, and IPIP whose inner destination port is 9 (TUN) — in a named counter, then drops all
-//! but one in `sample` of the UDP ones. Those few reach a UDP socket on port 9 in the same
-//! namespace, whose thread reads the stamp and records the one-way latency (send → receive,
-//! both read from one monotonic epoch in this process) into an HdrHistogram. So counting is exact
-//! and costs the kernel one rule match, and latency is sampled without loading the shared cores.
+//! but one in `sample` of the UDP ones. Only frames arriving on eth0 count: the TUN decapsulator
+//! (scripts/decap-helper) re-injects the inner packet on its own device. The sampled frames reach
+//! a UDP socket on port 9 in the same namespace, whose thread reads the stamp and records the
+//! one-way latency (send → receive, both read from one monotonic epoch in this process) into an
+//! HdrHistogram. So counting is exact and costs the kernel one rule match, and latency is
+//! sampled without loading the shared cores.
 
 use std::net::UdpSocket;
 use std::process::Command;
@@ -53,6 +55,7 @@ pub fn install(ns: &str, sample: u32) -> Result<(), String> {
   counter rx {{ }}
   chain pre {{
     type filter hook prerouting priority -400; policy accept;
+    iifname != \"eth0\" accept
     udp dport {BENCH_PORT} counter name \"rx\"
     udp dport {BENCH_PORT} numgen random mod {s} != 0 drop
     tcp dport {BENCH_PORT} counter name \"rx\" drop

@@ -186,6 +186,27 @@ impl Running {
     }
 }
 
+/// (user, system) time of the worker threads so far, from /proc (10 ms ticks).
+pub fn worker_user_sys() -> (u64, u64) {
+    let mut us = (0, 0);
+    for tid in worker_tids() {
+        let Ok(st) = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = st.rsplit_once(") ") else {
+            continue;
+        };
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .map(|v| v.parse().unwrap_or(0))
+            .collect();
+        // Fields 14 and 15 of proc_pid_stat(5); `rest` starts at field 3.
+        us.0 += f.get(11).copied().unwrap_or(0) * 10_000_000;
+        us.1 += f.get(12).copied().unwrap_or(0) * 10_000_000;
+    }
+    us
+}
+
 /// Thread ids of this process's `xvs-worker-*` threads.
 fn worker_tids() -> Vec<i32> {
     let Ok(rd) = std::fs::read_dir("/proc/self/task") else {
@@ -233,7 +254,7 @@ pub fn start_bounce(dir_ns: &str, b1_ns: &str, core: usize) -> Result<Running, S
         vip: [198, 18, 10, 1],
         dst: BACKENDS[0].octets(),
     })
-    .map_err(|e| format!("bounce data plane: {e}"))?;
+    .map_err(|e| format!("bounce data plane: {}", chain(&e)))?;
     Ok(Running {
         dp,
         _handles: Vec::new(),
@@ -272,7 +293,7 @@ pub fn start_xvs(dir_ns: &str, scheduler: &str, core: usize) -> Result<Running, 
         handles.push(h);
         p
     })
-    .map_err(|e| format!("xvs data plane: {e}"))?;
+    .map_err(|e| format!("xvs data plane: {}", chain(&e)))?;
     if let Some(e) = err {
         let _ = dp.shutdown();
         return Err(e);
@@ -281,6 +302,17 @@ pub fn start_xvs(dir_ns: &str, scheduler: &str, core: usize) -> Result<Running, 
         dp,
         _handles: handles,
     })
+}
+
+/// An error with its sources.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s += &format!(": {c}");
+        cur = c.source();
+    }
+    s
 }
 
 pub fn kernel_forwarding(dir_ns: &str, on: bool) -> Result<(), String> {
