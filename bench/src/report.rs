@@ -104,9 +104,9 @@ pub struct Ratio {
     pub target: String,
     /// xvs ns/frame ÷ bounce ns/frame (goal ≤ 1.1).
     pub cost_vs_bounce: Option<f64>,
-    /// kernel forwarding ÷ xvs, whole-core ns/frame: frames per core relative (goal ≥ 1.5).
+    /// kernel forwarding ÷ xvs, ns/frame (CPU): frames per core relative (goal ≥ 1.5).
     pub per_core_vs_kernel: Option<f64>,
-    /// nftables ÷ xvs, whole-core ns/frame (goal ≥ 2).
+    /// nftables ÷ xvs, ns/frame (CPU) (goal ≥ 2).
     pub per_core_vs_nft: Option<f64>,
 }
 
@@ -148,19 +148,18 @@ impl Report {
                 .find(|r| r.target == name && r.traffic == "udp64")
         };
         let b = find("bounce").and_then(|r| r.ns_per_pkt);
-        let k = find("kernel-fwd").and_then(TargetResult::core_ns_per_pkt);
-        let n = find("nft-dnat").and_then(TargetResult::core_ns_per_pkt);
+        let k = find("kernel-fwd").and_then(|r| r.ns_per_pkt);
+        let n = find("nft-dnat").and_then(|r| r.ns_per_pkt);
         let ratios = results
             .iter()
             .filter(|r| r.kind == "xvs" && r.traffic == "udp64")
             .map(|r| {
                 let x = r.ns_per_pkt.filter(|v| *v > 0.0);
-                let c = r.core_ns_per_pkt().filter(|v| *v > 0.0);
                 Ratio {
                     target: r.target.clone(),
                     cost_vs_bounce: x.zip(b.filter(|v| *v > 0.0)).map(|(x, b)| x / b),
-                    per_core_vs_kernel: c.zip(k).map(|(x, k)| k / x),
-                    per_core_vs_nft: c.zip(n).map(|(x, n)| n / x),
+                    per_core_vs_kernel: x.zip(k).map(|(x, k)| k / x),
+                    per_core_vs_nft: x.zip(n).map(|(x, n)| n / x),
                 }
             })
             .collect();
@@ -189,7 +188,7 @@ impl Report {
             notes: vec![
                 "kernel IPVS: not in this host's kernel (no CONFIG_IP_VS); decisions are compared in a QEMU guest by `xvs-bench parity`, whose timings are emulated and excluded from every ratio".into(),
                 "ns/frame (CPU): xvs and bounce = the pinned worker thread's CPU clock (user + system, incl. its TX syscalls) per delivered frame; kernel baselines = softirq time of the same core (/proc/stat, 10 ms ticks; RPS steers the director's receive work there) per delivered frame, which also carries the egress bridge and the sink's drop. 'core softirq' is that softirq figure for every target (for xvs: the egress veth/bridge/sink work its TX triggers, plus whatever else ran there)".into(),
-                "whole core ns/frame: all non-idle time (user, system, irq, softirq) of the worker core per delivered frame — the same accounting for every target, so the per-core ratios use it; it also carries anything else that ran on that core (a shared VM)".into(),
+                "whole core ns/frame: all non-idle time (user, system, irq, softirq) of the worker core per delivered frame — the same accounting for every target, but it also carries anything else that ran on that core (a shared VM), so the ratios use ns/frame (CPU)".into(),
                 "the generator (one AF_XDP socket on the other core) saturates first on this 2-vCPU VM: compare ns/frame, not pps".into(),
                 "latency: one-way, send → sink socket, sampled 1 in N frames at full load, so it is mostly queueing".into(),
             ],
@@ -242,7 +241,7 @@ impl Report {
                 f(r.conns_per_s, 0),
             );
         }
-        s += "\nRatios within this run (64-byte UDP; goals in brackets, not asserted). Cost ÷ bounce: worker CPU ns/frame of both; per core: the other target's whole-core ns/frame ÷ xvs's (frames per core relative to it):\n\n";
+        s += "\nRatios within this run (64-byte UDP; goals in brackets, not asserted). All on ns/frame (CPU): cost ÷ bounce = xvs ÷ bounce; per core = the baseline's ÷ xvs's (frames per core relative to it):\n\n";
         s += "| xvs target | cost ÷ bounce [≤ 1.1] | per core vs kernel fwd [≥ 1.5] | per core vs nft DNAT [≥ 2] |\n|---|---:|---:|---:|\n";
         for r in &self.ratios {
             s += &format!(
@@ -349,6 +348,21 @@ impl Report {
     }
 }
 
+/// How to run the harness, written above the table.
+const HOWTO: &str = "Needs root and the testbed's tools (scripts/install-deps.sh). Full mode, which wrote \
+the figures below (about 6 minutes): `cargo build --release -p xvs -p xvs-bench && \
+target/release/xvs-bench run --readme README.md`. It builds a namespace testbed (scripts/testbed.sh), \
+pins one xvs worker to CPU 0 and the AF_XDP generator to CPU 1, and sends the same traffic through \
+every target: the bare AF_XDP bounce, xvs NAT/DR/TUN/FullNAT × rr/wlc/mh, kernel IPv4 forwarding and \
+nftables `numgen` DNAT — 64-byte UDP over 1000 flows for all, IMIX, SYN flood and the demo pcap \
+replayed for the bounce, xvs NAT rr and the kernel baselines; then TCP connection churn (real \
+sockets, HTTP/1.0 GET) and the peak memory of `xvs run` holding 1 M and 10 M SYN-flood connections. \
+JSON, markdown and SVG go to `target/xvs-bench/` (`--out`). `--quick` (under 60 s: bounce, the four \
+methods with rr, both kernel baselines, 1 s each, 64-byte UDP only) is what `tests/bench_quick.rs` \
+runs; `--targets`, `--traffic`, `--secs`, `--flows`, `--memory`, `--pcap FILE` narrow or widen a run \
+(`xvs-bench run --help`). Kernel IPVS is not in this host's kernel; `xvs-bench parity` compares \
+decisions in a QEMU guest (timings there are emulated and appear in no ratio).\n\n";
+
 /// Replace the table of README's `## Results` section with `table`, keeping the lead's
 /// micro-benchmark rows under a "### Micro-benchmarks" sub-heading (moved there if they were
 /// the section's table). Everything outside the section is unchanged.
@@ -386,6 +400,7 @@ pub fn write_readme(readme: &str, table: &str, plot: &str) -> String {
     out += &readme[..start];
     out += "## Results\n\n";
     out += "### End to end (xvs-bench run)\n\n";
+    out += HOWTO;
     out += table.trim_end();
     out += &format!("\n\n![CPU ns per frame and delivered pps per target]({plot})\n\n");
     if !micro.is_empty() {
