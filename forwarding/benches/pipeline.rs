@@ -22,65 +22,18 @@
 #[path = "../tests/common/mod.rs"]
 #[allow(unused_imports)]
 mod common;
+mod support;
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::Duration;
 
 use common::*;
-use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use nix::time::{clock_gettime, ClockId};
+use support::{config, ThreadCpu};
 use xvs_forwarding::pipeline::BATCH;
 use xvs_forwarding::testkit::Pkt;
 use xvs_forwarding::{Frame, Method, Pipeline, PipelineConfig, Time, Verdict};
 
 const HEADROOM: usize = 256;
-
-/// Thread CPU time as a criterion measurement (values are durations, shown like wall time).
-struct ThreadCpu {
-    wall: bool,
-}
-
-impl ThreadCpu {
-    fn now(&self) -> Duration {
-        if self.wall {
-            return std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-        }
-        let t = clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).expect("thread CPU clock");
-        Duration::new(t.tv_sec() as u64, t.tv_nsec() as u32)
-    }
-}
-
-impl Measurement for ThreadCpu {
-    type Intermediate = Duration;
-    type Value = Duration;
-
-    fn start(&self) -> Duration {
-        self.now()
-    }
-    fn end(&self, start: Duration) -> Duration {
-        self.now().saturating_sub(start)
-    }
-    fn add(&self, a: &Duration, b: &Duration) -> Duration {
-        *a + *b
-    }
-    fn zero(&self) -> Duration {
-        Duration::ZERO
-    }
-    fn to_f64(&self, v: &Duration) -> f64 {
-        v.as_nanos() as f64
-    }
-    fn formatter(&self) -> &dyn ValueFormatter {
-        WallTime.formatter()
-    }
-}
-
-fn config() -> Criterion<ThreadCpu> {
-    let wall = std::env::var_os("XVS_BENCH_WALL").is_some();
-    Criterion::default().with_measurement(ThreadCpu { wall })
-}
 
 /// Client `i` of up to 2^15 · 64512 (address from 198.18.128.0/17, port from 1024).
 fn client(i: u32) -> (IpAddr, u16) {

@@ -18,14 +18,13 @@
 //!
 //! Run: `cargo bench -p xvs-forwarding --bench wire`.
 
+mod support;
+
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use std::time::Duration;
-
-use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{criterion_group, criterion_main, Criterion};
-use nix::time::{clock_gettime, ClockId};
+use support::{config, ThreadCpu};
 use xvs_forwarding::testkit::Pkt;
 use xvs_forwarding::wire::{self, rewrite, Link, Packet, Parsed, Tunnel};
 use xvs_forwarding::Frame;
@@ -55,52 +54,6 @@ fn ipv6_tcp_74() -> Vec<u8> {
         .build();
     assert_eq!(f.len(), 74);
     f
-}
-
-/// Thread CPU time as a criterion measurement (values are durations, shown like wall time).
-struct ThreadCpu {
-    wall: bool,
-}
-
-impl ThreadCpu {
-    fn now(&self) -> Duration {
-        if self.wall {
-            return std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-        }
-        let t = clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).expect("thread CPU clock");
-        Duration::new(t.tv_sec() as u64, t.tv_nsec() as u32)
-    }
-}
-
-impl Measurement for ThreadCpu {
-    type Intermediate = Duration;
-    type Value = Duration;
-
-    fn start(&self) -> Duration {
-        self.now()
-    }
-    fn end(&self, start: Duration) -> Duration {
-        self.now().saturating_sub(start)
-    }
-    fn add(&self, a: &Duration, b: &Duration) -> Duration {
-        *a + *b
-    }
-    fn zero(&self) -> Duration {
-        Duration::ZERO
-    }
-    fn to_f64(&self, v: &Duration) -> f64 {
-        v.as_nanos() as f64
-    }
-    fn formatter(&self) -> &dyn ValueFormatter {
-        WallTime.formatter()
-    }
-}
-
-fn config() -> Criterion<ThreadCpu> {
-    let wall = std::env::var_os("XVS_BENCH_WALL").is_some();
-    Criterion::default().with_measurement(ThreadCpu { wall })
 }
 
 fn packet(data: &[u8]) -> Packet {
