@@ -17,7 +17,7 @@
 //! interface = "xvs0"
 //!
 //! [[service]]
-//! protocol = "tcp"              # tcp | udp; or `fwmark = 7` instead of protocol/vip/port
+//! protocol = "tcp"              # tcp | udp | sctp; or `fwmark = 7` instead of protocol/vip/port
 //! vip = "198.18.0.100"
 //! port = 80                     # 0 = every port
 //! scheduler = "wrr"
@@ -41,7 +41,7 @@ use serde::Deserialize;
 use xvs_forwarding::net::{Mac, Network, Port, Route};
 use xvs_forwarding::pipeline::RemovedBackends;
 use xvs_forwarding::service::{
-    Backend, MarkRule, Persistence, Service, ServiceKey, PROTO_TCP, PROTO_UDP,
+    Backend, MarkRule, Persistence, Service, ServiceKey, PROTO_SCTP, PROTO_TCP, PROTO_UDP,
 };
 use xvs_forwarding::{Method, PipelineConfig, PortId};
 use xvs_schedulers::SchedFlags;
@@ -423,6 +423,7 @@ pub fn parse_protocol(s: &str) -> Option<u8> {
     match s.to_ascii_lowercase().as_str() {
         "tcp" => Some(PROTO_TCP),
         "udp" => Some(PROTO_UDP),
+        "sctp" => Some(PROTO_SCTP),
         _ => None,
     }
 }
@@ -559,8 +560,9 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
                 ServiceKey::Fwmark { mark, ipv6: s.ipv6 }
             }
             (None, Some(p), Some(vip)) => {
-                let proto = parse_protocol(p)
-                    .ok_or_else(|| c.err(f("protocol"), format!("{p:?}: must be tcp or udp")))?;
+                let proto = parse_protocol(p).ok_or_else(|| {
+                    c.err(f("protocol"), format!("{p:?}: must be tcp, udp or sctp"))
+                })?;
                 ServiceKey::Addr {
                     proto,
                     addr: vip,

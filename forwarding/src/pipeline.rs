@@ -245,6 +245,13 @@ enum Gone {
 /// about this size; 32 slots' loads fit in the CPU's miss buffers).
 pub const BATCH: usize = 32;
 
+/// The type of the first chunk of an SCTP packet (after the 12-byte common header).
+fn first_sctp_chunk(data: &[u8], p: &Packet) -> Option<u8> {
+    data.get(p.l4 + 12)
+        .copied()
+        .filter(|_| p.l4 + 12 < p.ip_end)
+}
+
 /// FullNAT local ports are taken from this range.
 const LPORT_MIN: u32 = 1024;
 const LPORT_MAX: u32 = 65535;
@@ -535,9 +542,15 @@ impl Pipeline {
         let Some(sid) = self.services.find(mark, p.proto, p.dst, p.dport) else {
             return Verdict::Pass;
         };
-        // Protocol gate (`tcp_conn_schedule`): only a SYN without RST opens a TCP connection.
+        // Protocol gate (`tcp_conn_schedule`, `sctp_conn_schedule`): only a SYN without RST
+        // opens a TCP connection, only an INIT chunk an SCTP association.
         if p.proto == proto::TCP
             && p.tcp_flags & (tcp_flags::SYN | tcp_flags::RST) != tcp_flags::SYN
+        {
+            return Verdict::Drop(DropReason::NoConnection);
+        }
+        if p.proto == proto::SCTP
+            && first_sctp_chunk(frame.data(), &p) != Some(crate::conn::state::sctp::CHUNK_INIT)
         {
             return Verdict::Drop(DropReason::NoConnection);
         }
@@ -804,7 +817,13 @@ impl Pipeline {
         dir: Direction,
         new_conn: bool,
     ) -> Verdict {
-        self.conns.on_packet(id, dir, p.tcp_flags, now);
+        // The state machine's event: TCP flags, or SCTP's chunk type.
+        let event = if p.proto == proto::SCTP {
+            crate::conn::state::sctp::chunk_of(frame.data().get(p.l4..p.ip_end).unwrap_or(&[]))
+        } else {
+            p.tcp_flags
+        };
+        self.conns.on_packet(id, dir, event, now);
         // IPv4 entries without building a whole `Conn` (no IpAddr reconstruction).
         let c = match self.conns.get_v4(id) {
             Some(c) => Target::from(c),

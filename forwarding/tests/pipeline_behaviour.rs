@@ -317,3 +317,73 @@ fn a_full_table_drops_and_counts() {
     assert_eq!(pipe.counters().drops.get(DropReason::TableFull), 2);
     assert_eq!(pipe.connections().len(), 4);
 }
+
+/// An SCTP packet's chunk: type, flags 0, length, then `body`.
+fn chunk(ty: u8, body: &[u8]) -> Vec<u8> {
+    let mut c = vec![ty, 0];
+    c.extend_from_slice(&(4 + body.len() as u16).to_be_bytes());
+    c.extend_from_slice(body);
+    c
+}
+
+#[test]
+fn sctp_associations_open_on_init_and_walk_the_ipvs_states() {
+    use xvs_forwarding::service::PROTO_SCTP;
+    use xvs_forwarding::testkit::verify_checksums;
+    let mut pipe = pipeline_with(
+        &[service(PROTO_SCTP, 3868, "rr", &[(11, 1, Method::Nat)])],
+        64,
+    );
+    let init_body = [0, 0, 0, 7, 0, 1, 0, 0, 0, 1, 0, 1, 0, 0, 0, 9];
+    let client = |body: Vec<u8>| {
+        frame_in(IpAddr::V4(CLIENT4), IpAddr::V4(VIP4))
+            .sctp(5000, 3868)
+            .payload(&body)
+            .build()
+    };
+    // DATA without an association: not scheduled.
+    let (v, _) = process(&mut pipe, t(1), FRONT, &client(chunk(0, &[0; 12])));
+    assert_eq!(v, Verdict::Drop(DropReason::NoConnection));
+    // INIT: scheduled, port rewritten to the backend's (CRC32c recomputed).
+    let (v, out) = process(&mut pipe, t(1), FRONT, &client(chunk(1, &init_body)));
+    assert_eq!(v, Verdict::Tx(BACK));
+    verify_checksums(&out).unwrap();
+    assert_eq!(
+        u16::from_be_bytes([out[36], out[37]]),
+        11868,
+        "destination port"
+    );
+    assert_eq!(state_of(&pipe, t(1), 5000), Some("INIT1"));
+    // INIT-ACK from the backend, back through the director to the client from the VIP.
+    let reply = ip(
+        Pkt::eth(backend_mac(11), BACK_MAC),
+        IpAddr::V4(backend4(11)),
+        IpAddr::V4(CLIENT4),
+    )
+    .ttl(64)
+    .sctp(11868, 5000)
+    .payload(&chunk(2, &init_body))
+    .build();
+    let (v, out) = process(&mut pipe, t(2), BACK, &reply);
+    assert_eq!(v, Verdict::Tx(FRONT));
+    verify_checksums(&out).unwrap();
+    assert_eq!(
+        u16::from_be_bytes([out[34], out[35]]),
+        3868,
+        "source port is the service's"
+    );
+    // COOKIE-ECHO, COOKIE-ACK: established, counted active.
+    process(&mut pipe, t(3), FRONT, &client(chunk(10, &[0; 8])));
+    let ack = ip(
+        Pkt::eth(backend_mac(11), BACK_MAC),
+        IpAddr::V4(backend4(11)),
+        IpAddr::V4(CLIENT4),
+    )
+    .ttl(64)
+    .sctp(11868, 5000)
+    .payload(&chunk(11, &[]))
+    .build();
+    process(&mut pipe, t(3), BACK, &ack);
+    assert_eq!(state_of(&pipe, t(3), 5000), Some("ESTABLISHED"));
+    assert_eq!(pipe.connections().counts().active(BackendId(0)), 1);
+}

@@ -13,7 +13,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use xvs_forwarding::service::{Backend, Persistence, Service, ServiceKey, PROTO_TCP, PROTO_UDP};
+use xvs_forwarding::service::{
+    Backend, Persistence, Service, ServiceKey, PROTO_SCTP, PROTO_TCP, PROTO_UDP,
+};
 use xvs_forwarding::Method;
 use xvs_schedulers::SchedFlags;
 
@@ -263,6 +265,7 @@ enum Id {
     Cmd(Cmd),
     Tcp,
     Udp,
+    Sctp,
     Fwmark,
     Ipv6,
     Method(Method),
@@ -356,12 +359,7 @@ const OPTIONS: &[Opt] = &[
     o(None, "toml", Arg::No, Id::Set(O_TOML)),
     o(None, "daemon", Arg::No, Id::Set(O_DAEMON)),
     o(None, "tun-info", Arg::No, Id::Set(O_TUN_INFO)),
-    o(
-        None,
-        "sctp-service",
-        Arg::Required,
-        Id::Unsupported("SCTP services"),
-    ),
+    o(None, "sctp-service", Arg::Required, Id::Sctp),
     o(
         None,
         "pe",
@@ -451,7 +449,7 @@ impl Raw {
                 }
                 self.cmd = Some(c);
             }
-            Id::Tcp | Id::Udp | Id::Fwmark => {
+            Id::Tcp | Id::Udp | Id::Sctp | Id::Fwmark => {
                 self.set_option(O_SERVICE, None)?;
                 self.service = Some((opt.id, value.unwrap_or_default()));
             }
@@ -727,7 +725,11 @@ fn build(mut raw: Raw) -> Result<Command, UsageError> {
                     "illegal virtual server address[:port] `{v}' specified (numeric, e.g. 198.18.0.100:80 or [2001:db8::1]:80)"
                 ))
             })?;
-            let proto = if *id == Id::Tcp { PROTO_TCP } else { PROTO_UDP };
+            let proto = match id {
+                Id::Tcp => PROTO_TCP,
+                Id::Sctp => PROTO_SCTP,
+                _ => PROTO_UDP,
+            };
             Some(ServiceKey::Addr {
                 proto,
                 addr,
@@ -983,6 +985,21 @@ mod tests {
     fn p(line: &str) -> Result<Command, String> {
         let args: Vec<String> = line.split_whitespace().map(String::from).collect();
         parse(&args).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn sctp_services() {
+        match p("-A --sctp-service 198.18.0.100:3868 -s rr").unwrap() {
+            Command::AddService(s) => assert_eq!(
+                s.key,
+                ServiceKey::Addr {
+                    proto: PROTO_SCTP,
+                    addr: "198.18.0.100".parse().unwrap(),
+                    port: 3868
+                }
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 
     fn key(s: &str) -> ServiceKey {
