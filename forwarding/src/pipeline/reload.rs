@@ -25,7 +25,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use xvs_schedulers::{new_scheduler, BackendView, Change, Load, SchedFlags, Scheduler};
+use xvs_schedulers::{new_scheduler, BackendView, Change, Load, Scheduler};
 
 use super::{BackendRt, BuildError, Pipeline, ServiceRt, Traffic};
 use crate::service::{MarkRule, Service, ServiceId, ServiceKey, ServiceTable};
@@ -54,6 +54,16 @@ pub struct ApplyReport {
     pub backends_added: usize,
     pub backends_removed: usize,
     pub backends_changed: usize,
+}
+
+/// What an apply does with one service of the new state.
+enum Plan {
+    /// Same scheduler: the kernel's callbacks for what changed.
+    Keep(ServiceId),
+    /// Another scheduler or flags (`-E -s`): bound anew to the whole list.
+    Rebind(ServiceId, Box<dyn Scheduler>),
+    /// A new service (`-A`), then its backends (`-a`).
+    New(Box<dyn Scheduler>),
 }
 
 /// Stable ids of services and backends.
@@ -92,22 +102,23 @@ impl Pipeline {
         marks: Vec<MarkRule>,
     ) -> Result<ApplyReport, BuildError> {
         // Everything that can fail, first: schedulers of new or rebound services, id space.
-        let mut fresh: HashMap<usize, Box<dyn Scheduler>> = HashMap::new();
+        let mut plans = Vec::with_capacity(services.len());
         for (i, s) in services.iter().enumerate() {
-            let rebind = match self.registry.services.get(&s.key) {
+            let build = || {
+                new_scheduler(&s.scheduler, &s.sched_flags)
+                    .map_err(|error| BuildError::Scheduler { service: i, error })
+            };
+            plans.push(match self.registry.services.get(&s.key) {
                 Some(&sid) => {
                     let rt = &self.svcs[sid.0 as usize];
-                    rt.removed
-                        || rt.scheduler_name != s.scheduler
-                        || rt.sched_flags != s.sched_flags
+                    if rt.scheduler_name != s.scheduler || rt.sched_flags != s.sched_flags {
+                        Plan::Rebind(sid, build()?)
+                    } else {
+                        Plan::Keep(sid)
+                    }
                 }
-                None => true,
-            };
-            if rebind {
-                let sched = new_scheduler(&s.scheduler, &s.sched_flags)
-                    .map_err(|error| BuildError::Scheduler { service: i, error })?;
-                fresh.insert(i, sched);
-            }
+                None => Plan::New(build()?),
+            });
         }
         let registry = &self.registry;
         let new_backends: usize = services
@@ -128,12 +139,14 @@ impl Pipeline {
         let mut report = ApplyReport::default();
         let mut wanted: HashMap<ServiceKey, ()> = HashMap::new();
         let mut table = Vec::with_capacity(services.len());
-        for (i, s) in services.iter().enumerate() {
+        for (s, plan) in services.iter().zip(plans) {
             wanted.insert(s.key, ());
-            let existed = self.registry.services.contains_key(&s.key);
-            let sid = match self.registry.services.get(&s.key) {
-                Some(&sid) => sid,
-                None => {
+            let (sid, rebind) = match plan {
+                Plan::Keep(sid) => (sid, None),
+                Plan::Rebind(sid, sched) => (sid, Some(sched)),
+                Plan::New(mut scheduler) => {
+                    // `ipvsadm -A`: bound to an empty list; the backends follow as `-a`s.
+                    scheduler.update(&[], Change::Init);
                     let sid = ServiceId(self.svcs.len() as u32);
                     self.registry.services.insert(s.key, sid);
                     self.svcs.push(ServiceRt {
@@ -141,20 +154,20 @@ impl Pipeline {
                         persistence: s.persistence,
                         one_packet: s.one_packet,
                         views: Vec::new(),
-                        scheduler: new_scheduler("rr", &SchedFlags::NONE)
-                            .expect("rr always exists"),
-                        scheduler_name: String::new(),
-                        sched_flags: SchedFlags::NONE,
-                        removed: true,
+                        scheduler,
+                        scheduler_name: s.scheduler.clone(),
+                        sched_flags: s.sched_flags,
+                        removed: false,
                     });
                     self.service_traffic.push(Traffic::default());
                     report.services_added += 1;
-                    sid
+                    table.push((sid, s.key));
+                    self.apply_service(sid, s, None, &mut report);
+                    continue;
                 }
             };
             table.push((sid, s.key));
-            let changed = self.apply_service(sid, s, fresh.remove(&i), &mut report);
-            if changed && existed {
+            if self.apply_service(sid, s, rebind, &mut report) {
                 report.services_changed += 1;
             }
         }
@@ -197,16 +210,12 @@ impl Pipeline {
         fresh: Option<Box<dyn Scheduler>>,
         report: &mut ApplyReport,
     ) -> bool {
-        let was_removed = self.svcs[sid.0 as usize].removed;
         let mut changed = false;
         {
             let rt = &mut self.svcs[sid.0 as usize];
-            if rt.persistence != s.persistence || rt.one_packet != s.one_packet {
-                changed = !was_removed;
-            }
+            changed |= rt.persistence != s.persistence || rt.one_packet != s.one_packet;
             rt.persistence = s.persistence;
             rt.one_packet = s.one_packet;
-            rt.removed = false;
         }
         // Ids of the new backends in add order, creating what is new.
         let mut new_ids = Vec::with_capacity(s.backends.len());
@@ -281,13 +290,9 @@ impl Pipeline {
 
         let rt = &mut self.svcs[sid.0 as usize];
         if let Some(mut sched) = fresh {
-            // New service, or `-E -s` with another scheduler: bound to the whole list anew.
-            if was_removed {
-                bind_by_adds(sched.as_mut(), &target);
-            } else {
-                sched.update(&target, Change::Init);
-                changed = true;
-            }
+            // `-E -s` with another scheduler (or flags): bound to the whole list anew.
+            sched.update(&target, Change::Init);
+            changed = true;
             rt.scheduler = sched;
             rt.scheduler_name = s.scheduler.clone();
             rt.sched_flags = s.sched_flags;
