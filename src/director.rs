@@ -113,16 +113,6 @@ pub struct Director {
     dataplane: Mutex<Dataplane>,
 }
 
-fn traffic_stats(t: &xvs_forwarding::Traffic) -> Stats {
-    Stats {
-        conns: t.conns,
-        in_pkts: t.in_pkts,
-        out_pkts: t.out_pkts,
-        in_bytes: t.in_bytes,
-        out_bytes: t.out_bytes,
-    }
-}
-
 impl Director {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
@@ -303,19 +293,7 @@ impl Director {
         let inner = self.lock();
         let mut l = Listing::from_state(&Self::effective(&inner, &inner.desired));
         for r in self.workers.reports() {
-            for s in &r.services {
-                if let Some(sl) = l.service_mut(&s.key) {
-                    sl.stats.add(&traffic_stats(&s.traffic));
-                }
-                for b in &s.backends {
-                    if let Some(bl) = l.backend_mut(&s.key, b.addr, b.port) {
-                        bl.stats.add(&traffic_stats(&b.traffic));
-                        bl.active += b.active;
-                        bl.inactive += b.inactive;
-                        bl.persist += b.persistent;
-                    }
-                }
-            }
+            l.add_report(&r.services);
         }
         for s in &mut l.services {
             if let Some(r) = inner.service_rates.get(&s.key) {

@@ -11,6 +11,10 @@
 //! * UDP: one datagram, for `open` and `close` alike (UDP entries have no teardown; they expire).
 //!
 //! so least-connection traces (lc, wlc, sed, nq) see the counts rise and fall as in the kernel.
+//! A line `ctl ARGS…` runs an `xvs ctl` command against the simulated director between two
+//! flows (`ctl -e -t 198.18.0.100:80 -r 198.19.0.11:8080 -m -w 0`, `ctl -d …`, `ctl -Ln
+//! --stats`), through the same code as on a running director: changes reach the pipeline as a
+//! reload does (scheduler callbacks, draining), and the command's output joins the trace.
 //! A capture is replayed frame by frame with its own timestamps, and each frame that opens a
 //! connection is reported.
 
@@ -20,13 +24,19 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use etherparse::PacketBuilder;
+use std::sync::Mutex;
 use xvs_forwarding::conn::Direction;
-use xvs_forwarding::{Frame, Method, Pipeline, PortId, Time, Verdict};
-use xvs_schedulers::Load;
+
+use xvs_forwarding::conn::ConnListing;
+use xvs_forwarding::service::ServiceKey;
+use xvs_forwarding::{BackendId, Decision, Frame, Method, Pipeline, PortId, Time, Verdict};
 
 use crate::capture::read_capture;
 use crate::config::Config;
-use crate::replay::{backend_addr, method_name, offline_pipeline, HEADROOM};
+use crate::control::model::Listing;
+use crate::control::server::{execute, Director};
+use crate::control::state::DesiredState;
+use crate::replay::{method_name, offline_pipeline, HEADROOM};
 
 /// One line of a flow list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,8 +47,17 @@ pub struct FlowLine {
     pub close: bool,
 }
 
+/// One line of a flow list: a flow, or an `xvs ctl` command applied between flows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Line {
+    Flow(FlowLine),
+    /// `ctl ARGS…`: ipvsadm's arguments, as `xvs ctl` takes them (`ctl -e -t … -w 0`,
+    /// `ctl -Ln`); its output goes into the trace.
+    Ctl(Vec<String>),
+}
+
 /// Parse a flow list; errors name the line.
-pub fn parse_flows(text: &str) -> Result<Vec<FlowLine>> {
+pub fn parse_flows(text: &str) -> Result<Vec<Line>> {
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or("").trim();
@@ -46,6 +65,10 @@ pub fn parse_flows(text: &str) -> Result<Vec<FlowLine>> {
             continue;
         }
         let f: Vec<&str> = line.split_whitespace().collect();
+        if f[0] == "ctl" {
+            out.push(Line::Ctl(f[1..].iter().map(|a| a.to_string()).collect()));
+            continue;
+        }
         let at = || format!("line {}: {line:?}", n + 1);
         if !(5..=6).contains(&f.len()) {
             bail!(
@@ -70,12 +93,12 @@ pub fn parse_flows(text: &str) -> Result<Vec<FlowLine>> {
             Some("close") => true,
             Some(other) => bail!("{}: {other:?} is not open or close", at()),
         };
-        out.push(FlowLine {
+        out.push(Line::Flow(FlowLine {
             proto,
             src,
             dst,
             close,
-        });
+        }));
     }
     Ok(out)
 }
@@ -114,54 +137,150 @@ fn frame(proto: u8, src: SocketAddr, dst: SocketAddr, tcp: Tcp) -> Vec<u8> {
     out
 }
 
-struct Sim<'a> {
-    cfg: &'a Config,
-    pipe: Pipeline,
-    buf: Vec<u8>,
-    now: Time,
+/// One worker's pipeline driven by a flow list, behind the same `Director` interface the
+/// control socket uses, so `ctl` lines act exactly as `xvs ctl` does on a running director.
+struct Sim {
+    cfg: Config,
+    pipe: Mutex<Pipeline>,
+    desired: Mutex<DesiredState>,
+    now: Mutex<Time>,
 }
 
-impl Sim<'_> {
-    fn send(&mut self, data: &[u8], ingress: PortId) -> Verdict {
-        let len = data.len().min(self.buf.len() - HEADROOM);
-        self.buf[HEADROOM..HEADROOM + len].copy_from_slice(&data[..len]);
-        let mut f = Frame::new(&mut self.buf, HEADROOM, len);
-        self.pipe.housekeeping(self.now, 4096);
-        self.pipe.process(self.now, ingress, &mut f)
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Sim {
+    fn new(cfg: &Config, now: Time) -> Result<Sim> {
+        Ok(Sim {
+            pipe: Mutex::new(offline_pipeline(cfg)?),
+            desired: Mutex::new(DesiredState::from_config(cfg)),
+            now: Mutex::new(now),
+            cfg: cfg.clone(),
+        })
     }
 
-    /// "active/inactive" of every backend of service `svc`.
-    fn counts(&self, svc: usize) -> String {
-        let first: usize = self.cfg.services[..svc]
+    fn send(&self, buf: &mut [u8], data: &[u8], ingress: PortId) -> (Verdict, Option<Decision>) {
+        let len = data.len().min(buf.len() - HEADROOM);
+        buf[HEADROOM..HEADROOM + len].copy_from_slice(&data[..len]);
+        let mut f = Frame::new(buf, HEADROOM, len);
+        let now = *lock(&self.now);
+        let mut pipe = lock(&self.pipe);
+        pipe.housekeeping(now, 4096);
+        let v = pipe.process(now, ingress, &mut f);
+        (v, pipe.last_decision())
+    }
+
+    fn backend(&self, id: BackendId) -> String {
+        lock(&self.pipe)
+            .backend_endpoint(id)
+            .map_or_else(|| "?".into(), |(a, p)| SocketAddr::new(a, p).to_string())
+    }
+
+    /// "address=active/inactive" of every backend of the decision's service, oldest first.
+    fn counts(&self, d: &Decision) -> String {
+        let pipe = lock(&self.pipe);
+        let Some(key) = pipe.service_key(d.service) else {
+            return String::new();
+        };
+        let report = pipe.report();
+        let Some(s) = report.iter().find(|s| s.key == key) else {
+            return String::new();
+        };
+        s.backends
             .iter()
-            .map(|s| s.backends.len())
-            .sum();
-        let load = self.pipe.connections().counts();
-        (0..self.cfg.services[svc].backends.len())
-            .map(|i| {
-                let id = xvs_forwarding::BackendId((first + i) as u32);
-                let a = backend_addr(self.cfg, id).map_or_else(String::new, |a| a.to_string());
-                format!("{a}={}/{}", load.active(id), load.inactive(id))
+            .rev()
+            .map(|b| {
+                format!(
+                    "{}={}/{}",
+                    SocketAddr::new(b.addr, b.port),
+                    b.active,
+                    b.inactive
+                )
             })
             .collect::<Vec<_>>()
             .join(" ")
     }
 }
 
-/// Run a text flow list; one output line per flow.
-pub fn simulate_flows(cfg: &Config, flows: &[FlowLine], out: &mut dyn Write) -> Result<()> {
-    let mut sim = Sim {
-        cfg,
-        pipe: offline_pipeline(cfg)?,
-        buf: vec![0u8; HEADROOM + 2048],
-        now: Time::from_secs(1),
-    };
+impl Director for Sim {
+    fn desired(&self) -> DesiredState {
+        lock(&self.desired).clone()
+    }
+
+    fn apply(&self, new: DesiredState) -> Result<(), String> {
+        let mut pipe = lock(&self.pipe);
+        pipe.apply(&new.services, self.cfg.marks.clone())
+            .map_err(|e| e.to_string())?;
+        let t = new.timeouts;
+        pipe.set_timeouts(t.tcp, t.tcpfin, t.udp);
+        *lock(&self.desired) = new;
+        Ok(())
+    }
+
+    fn listing(&self) -> Listing {
+        let mut l = Listing::from_state(&lock(&self.desired));
+        l.add_report(&lock(&self.pipe).report());
+        l
+    }
+
+    fn connections(&self) -> Vec<ConnListing> {
+        let now = *lock(&self.now);
+        lock(&self.pipe).connections().list(now).collect()
+    }
+
+    fn zero(&self, service: Option<ServiceKey>) {
+        lock(&self.pipe).zero_traffic(service.as_ref());
+    }
+
+    fn file_state(&self) -> DesiredState {
+        DesiredState::from_config(&self.cfg)
+    }
+
+    fn reload(&self) -> Result<DesiredState, String> {
+        Err("reload: not in a simulation (edit the configuration and run again)".into())
+    }
+
+    fn status(&self) -> String {
+        format!(
+            "simulate: {} connection(s) in the table",
+            lock(&self.pipe).connections().len()
+        )
+    }
+}
+
+/// Run a text flow list; one output line per flow, and the output of each `ctl` line.
+pub fn simulate_flows(cfg: &Config, lines: &[Line], out: &mut dyn Write) -> Result<()> {
+    let sim = Sim::new(cfg, Time::from_secs(1))?;
+    let mut buf = vec![0u8; HEADROOM + 2048];
     writeln!(
         out,
         "# flow => backend method  [active/inactive per backend of the service]"
     )?;
-    for (i, fl) in flows.iter().enumerate() {
-        sim.now = Time(sim.now.0 + 1_000_000);
+    for (i, line) in lines.iter().enumerate() {
+        {
+            let mut now = lock(&sim.now);
+            *now = Time(now.0 + 1_000_000);
+        }
+        let fl = match line {
+            Line::Flow(fl) => fl,
+            Line::Ctl(args) => {
+                let r = execute(&sim, args, "");
+                writeln!(out, "{:>5} ctl {}", i + 1, args.join(" "))?;
+                for l in r.stdout.lines().chain(r.stderr.lines()) {
+                    writeln!(out, "      | {l}")?;
+                }
+                if r.status != 0 {
+                    bail!(
+                        "line {}: ctl {}: {}",
+                        i + 1,
+                        args.join(" "),
+                        r.stderr.trim()
+                    );
+                }
+                continue;
+            }
+        };
         let what = format!(
             "{:>5} {} {} > {} {}",
             i + 1,
@@ -177,12 +296,8 @@ pub fn simulate_flows(cfg: &Config, flows: &[FlowLine], out: &mut dyn Write) -> 
         } else {
             frame(6, fl.src, fl.dst, Tcp::Syn)
         };
-        let v = sim.send(&first, PortId(0));
-        let Some(d) = sim
-            .pipe
-            .last_decision()
-            .filter(|d| d.direction == Direction::In)
-        else {
+        let (v, d) = sim.send(&mut buf, &first, PortId(0));
+        let Some(d) = d.filter(|d| d.direction == Direction::In) else {
             let why = match v {
                 Verdict::Pass => "no service".to_string(),
                 Verdict::Drop(r) => format!("dropped: {}", r.as_str()),
@@ -193,38 +308,36 @@ pub fn simulate_flows(cfg: &Config, flows: &[FlowLine], out: &mut dyn Write) -> 
         };
         if fl.proto == 6 {
             // The backend's half, where it passes the director, then the client's ACK.
-            let conn = sim
-                .pipe
-                .connections()
-                .list(sim.now)
-                .find(|l| !l.template && l.client == fl.src && l.virt == fl.dst);
-            if let Some(c) = conn {
+            let now = *lock(&sim.now);
+            let conn = {
+                let pipe = lock(&sim.pipe);
+                let found = pipe
+                    .connections()
+                    .list(now)
+                    .find(|l| !l.template && l.client == fl.src && l.virt == fl.dst);
+                found.map(|c| (c, pipe.connections().get(c.id).and_then(|e| e.local)))
+            };
+            if let Some((c, local)) = conn {
                 if matches!(d.method, Method::Nat | Method::FullNat) {
                     let reply_to = match d.method {
-                        Method::FullNat => sim
-                            .pipe
-                            .connections()
-                            .get(c.id)
-                            .and_then(|e| e.local)
-                            .map(|(a, p)| SocketAddr::new(a, p)),
+                        Method::FullNat => local.map(|(a, p)| SocketAddr::new(a, p)),
                         _ => Some(fl.src),
                     };
                     if let Some(to) = reply_to {
                         let kind = if fl.close { Tcp::FinAck } else { Tcp::SynAck };
-                        let reply = frame(6, c.backend, to, kind);
-                        sim.send(&reply, PortId(1));
+                        sim.send(&mut buf, &frame(6, c.backend, to, kind), PortId(1));
                     }
                 }
-                sim.send(&frame(6, fl.src, fl.dst, Tcp::Ack), PortId(0));
+                sim.send(&mut buf, &frame(6, fl.src, fl.dst, Tcp::Ack), PortId(0));
             }
         }
-        let backend = backend_addr(cfg, d.backend).map_or_else(|| "?".into(), |a| a.to_string());
         writeln!(
             out,
-            "{what} => {backend} {}{}  [{}]",
+            "{what} => {} {}{}  [{}]",
+            sim.backend(d.backend),
             method_name(d.method),
             if d.new_conn { "" } else { " (existing)" },
-            sim.counts(d.service.0 as usize)
+            sim.counts(&d)
         )?;
     }
     Ok(())
@@ -233,25 +346,20 @@ pub fn simulate_flows(cfg: &Config, flows: &[FlowLine], out: &mut dyn Write) -> 
 /// Replay a capture and report the backend of every connection it opens.
 pub fn simulate_capture(cfg: &Config, path: &Path, out: &mut dyn Write) -> Result<()> {
     let frames = read_capture(path)?;
-    let mut sim = Sim {
-        cfg,
-        pipe: offline_pipeline(cfg)?,
-        buf: vec![0u8; HEADROOM + 65536],
-        now: Time(0),
-    };
+    let sim = Sim::new(cfg, Time(0))?;
+    let mut buf = vec![0u8; HEADROOM + 65536];
     for (i, f) in frames.iter().enumerate() {
-        sim.now = Time(f.timestamp.as_nanos() as u64);
-        sim.send(&f.data, PortId(0));
-        if let Some(d) = sim.pipe.last_decision().filter(|d| d.new_conn) {
-            let backend =
-                backend_addr(cfg, d.backend).map_or_else(|| "?".into(), |a| a.to_string());
+        *lock(&sim.now) = Time(f.timestamp.as_nanos() as u64);
+        let (_, d) = sim.send(&mut buf, &f.data, PortId(0));
+        if let Some(d) = d.filter(|d| d.new_conn) {
             writeln!(
                 out,
-                "{:>6} {} => {backend} {}  [{}]",
+                "{:>6} {} => {} {}  [{}]",
                 i + 1,
                 crate::replay::describe(&f.data),
+                sim.backend(d.backend),
                 method_name(d.method),
-                sim.counts(d.service.0 as usize)
+                sim.counts(&d)
             )?;
         }
     }
@@ -268,10 +376,31 @@ mod tests {
             "# comment\ntcp 198.18.0.1 1000 198.18.0.100 80\nudp 2001:2::1 53 2001:2::100 53 close\n",
         )
         .unwrap();
-        assert_eq!(f.len(), 2);
-        assert_eq!(f[0].proto, 6);
-        assert!(!f[0].close);
-        assert!(f[1].close);
+        let flows: Vec<&FlowLine> = f
+            .iter()
+            .filter_map(|l| match l {
+                Line::Flow(f) => Some(f),
+                Line::Ctl(_) => None,
+            })
+            .collect();
+        assert_eq!(flows.len(), 2);
+        assert_eq!(flows[0].proto, 6);
+        assert!(!flows[0].close);
+        assert!(flows[1].close);
+        let c = parse_flows("ctl -e -t 198.18.0.100:80 -r 198.19.0.11:8080 -m -w 0\n").unwrap();
+        assert_eq!(
+            c[0],
+            Line::Ctl(vec![
+                "-e".into(),
+                "-t".into(),
+                "198.18.0.100:80".into(),
+                "-r".into(),
+                "198.19.0.11:8080".into(),
+                "-m".into(),
+                "-w".into(),
+                "0".into()
+            ])
+        );
         let e = parse_flows("tcp 1.2.3.4 1 5.6.7.8\n")
             .unwrap_err()
             .to_string();

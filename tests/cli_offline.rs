@@ -159,3 +159,60 @@ fn check_reports_config_errors_with_file_and_field() {
         "{stderr}"
     );
 }
+
+#[test]
+fn simulate_applies_ctl_lines_between_flows() {
+    let flows = tmp("ctl-flows.txt");
+    std::fs::write(
+        &flows,
+        "tcp 198.18.100.5 2000 198.18.0.100 81\n\
+         ctl -a -t 198.18.0.100:81 -r 198.19.0.13 -g -w 1\n\
+         tcp 198.18.100.5 2001 198.18.0.100 81\n\
+         tcp 198.18.100.5 2002 198.18.0.100 81\n\
+         ctl -e -t 198.18.0.100:81 -r 198.19.0.13 -g -w 0\n\
+         tcp 198.18.100.5 2003 198.18.0.100 81\n\
+         tcp 198.18.100.5 2004 198.18.0.100 81\n\
+         ctl -Ln -t 198.18.0.100:81\n\
+         ctl -d -t 198.18.0.100:81 -r 198.19.0.99\n",
+    )
+    .unwrap();
+    let cfg = demo_config();
+    let (ok, stdout, stderr) = xvs(&[
+        "simulate",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--flows",
+        flows.to_str().unwrap(),
+    ]);
+    assert!(!ok, "the failing ctl line fails the run: {stdout}");
+    assert!(stderr.contains("line 9"), "{stderr}");
+    let picks: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains(" => ") && !l.starts_with("#"))
+        .map(|l| {
+            l.split("=> ")
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap()
+        })
+        .collect();
+    // rr over [.12]; -a .13 prepends it (list .13 .12) and leaves the cursor on .12: next .13,
+    // then .12; at weight 0 .13 is skipped.
+    assert_eq!(
+        picks,
+        [
+            "198.19.0.12:81",
+            "198.19.0.13:81",
+            "198.19.0.12:81",
+            "198.19.0.12:81",
+            "198.19.0.12:81"
+        ]
+    );
+    assert!(
+        stdout.contains("      | TCP  198.18.0.100:81 rr")
+            && stdout.contains("      |   -> 198.19.0.13:81               Route   0"),
+        "{stdout}"
+    );
+}

@@ -156,6 +156,32 @@ impl Listing {
         }
     }
 
+    /// Add one pipeline's counters (a worker's report) to the listing's services and backends.
+    pub fn add_report(&mut self, services: &[xvs_forwarding::pipeline::ServiceReport]) {
+        fn stats(t: &xvs_forwarding::Traffic) -> Stats {
+            Stats {
+                conns: t.conns,
+                in_pkts: t.in_pkts,
+                out_pkts: t.out_pkts,
+                in_bytes: t.in_bytes,
+                out_bytes: t.out_bytes,
+            }
+        }
+        for s in services {
+            if let Some(sl) = self.service_mut(&s.key) {
+                sl.stats.add(&stats(&s.traffic));
+            }
+            for b in &s.backends {
+                if let Some(bl) = self.backend_mut(&s.key, b.addr, b.port) {
+                    bl.stats.add(&stats(&b.traffic));
+                    bl.active += b.active;
+                    bl.inactive += b.inactive;
+                    bl.persist += b.persistent;
+                }
+            }
+        }
+    }
+
     pub fn service(&self, key: &ServiceKey) -> Option<&ServiceListing> {
         self.services.iter().find(|s| s.key == *key)
     }

@@ -451,3 +451,15 @@ impl Pipeline {
         self.conns.set_timeouts(tcp, tcpfin, udp);
     }
 }
+
+impl Pipeline {
+    /// Address and port of a backend (live or removed) by id.
+    pub fn backend_endpoint(&self, id: BackendId) -> Option<(IpAddr, u16)> {
+        self.backends.get(id.0 as usize).map(|b| (b.addr, b.port))
+    }
+
+    /// The key of a service (live or removed) by id.
+    pub fn service_key(&self, id: ServiceId) -> Option<ServiceKey> {
+        self.svcs.get(id.0 as usize).map(|s| s.key)
+    }
+}
