@@ -66,6 +66,10 @@ pub struct Scenario {
     pub dr: bool,
     pub services: Vec<Service>,
     pub flows: Vec<Flow>,
+    /// `ctl` lines (ipvsadm's arguments) and how many flows come before each: backend changes
+    /// in the middle of the trace, run by `xvs simulate` as `xvs ctl` and by the guest as
+    /// `ipvsadm`, in the same place of the sequence.
+    pub ctl: Vec<(usize, String)>,
 }
 
 impl Scenario {
@@ -153,10 +157,13 @@ impl Scenario {
         }
     }
 
-    /// The flow list in `xvs simulate`'s format.
+    /// The flow list in `xvs simulate`'s format, `ctl` lines in their places.
     pub fn flows_txt(&self) -> String {
         let mut s = String::new();
-        for f in &self.flows {
+        for (i, f) in self.flows.iter().enumerate() {
+            for (_, args) in self.ctl.iter().filter(|(at, _)| *at == i) {
+                let _ = writeln!(s, "ctl {args}");
+            }
             let _ = writeln!(
                 s,
                 "{} {} {} {} {} {}",
@@ -168,7 +175,40 @@ impl Scenario {
                 if f.close { "close" } else { "open" }
             );
         }
+        for (_, args) in self.ctl.iter().filter(|(at, _)| *at >= self.flows.len()) {
+            let _ = writeln!(s, "ctl {args}");
+        }
         s
+    }
+
+    /// ipvsadm's words for the first service (`-t VIP:PORT`).
+    fn ctl_service(&self) -> String {
+        let svc = &self.services[0];
+        let t = if self.udp { "-u" } else { "-t" };
+        format!("{t} {}", SocketAddr::new(svc.vip, svc.port))
+    }
+
+    /// `-a` (add), `-e` (edit) or `-d` (delete) a backend of the first service; the weight is
+    /// ignored for `-d`.
+    pub fn ctl_backend(&self, op: &str, backend: IpAddr, weight: u32) -> String {
+        let svc = &self.services[0];
+        let (port, m) = self.backend_port_and_flag(svc);
+        let b = SocketAddr::new(backend, port);
+        if op == "-d" {
+            format!("-d {} -r {b}", self.ctl_service())
+        } else {
+            format!("{op} {} -r {b} {m} -w {weight}", self.ctl_service())
+        }
+    }
+
+    /// `-E`: the first service with another scheduler (same flags, no persistence).
+    pub fn ctl_scheduler(&self, scheduler: &str) -> String {
+        let flags = if self.flags.is_empty() {
+            String::new()
+        } else {
+            format!(" -b {}", self.flags)
+        };
+        format!("-E {} -s {scheduler}{flags}", self.ctl_service())
     }
 }
 
@@ -297,7 +337,7 @@ pub fn scenarios(flows: usize) -> Vec<Scenario> {
         }]
     };
     let mut out = Vec::new();
-    let mut add = |name: &str, sched: &str, flags: &str, services: Vec<Service>, seed: u64| {
+    let build = |name: &str, sched: &str, flags: &str, services: Vec<Service>, seed: u64| {
         let mut rng = Rng(seed);
         let persistence = name.ends_with("-persist").then_some(300);
         let udp = name.ends_with("-udp");
@@ -313,7 +353,7 @@ pub fn scenarios(flows: usize) -> Vec<Scenario> {
             _ if persistence.is_some() => opens(&mut rng, &services, flows, 6),
             _ => opens(&mut rng, &services, flows, 4000),
         };
-        out.push(Scenario {
+        Scenario {
             name: name.into(),
             scheduler: sched.into(),
             flags: flags.into(),
@@ -322,7 +362,11 @@ pub fn scenarios(flows: usize) -> Vec<Scenario> {
             dr,
             services,
             flows,
-        });
+            ctl: Vec::new(),
+        }
+    };
+    let mut add = |name: &str, sched: &str, flags: &str, services: Vec<Service>, seed: u64| {
+        out.push(build(name, sched, flags, services, seed));
     };
     add("rr", "rr", "", one(1, 9001, &[1, 1, 1]), 1);
     add("wrr", "wrr", "", one(2, 9002, &[1, 2, 3]), 2);
@@ -397,7 +441,92 @@ pub fn scenarios(flows: usize) -> Vec<Scenario> {
     add("wlc-v6", "wlc", "", one6(34, 9034, &[1, 2, 3]), 34);
     // mh on the source address alone.
     add("mh", "mh", "", one(35, 9035, &[1, 2, 2, 3]), 35);
+
+    // Backends changed in the middle of the trace (`ctl` lines: ipvsadm -a/-e/-d/-E between two
+    // flows). Every flow opens a new connection, so xvs draining the connections of a deleted
+    // backend (IPVS drops their packets) never shows; lc/wlc only quiesce (-w 0), which both keep
+    // forwarding, so closes on the quiesced backend are fine.
+    let at = |n: usize| IpAddr::V4(Ipv4Addr::new(198, 19, 0, n as u8));
+    let third = flows / 3;
+    let two_thirds = 2 * flows / 3;
+    // rr: a backend added (at the list head: the cursor stays), then the cursor's own backend
+    // deleted (the cursor steps back to its predecessor), then another added.
+    let mut sc = build("rr-change", "rr", "", one(40, 9040, &[1, 1, 1]), 40);
+    let deleted = rr_cursor(&sc.services[0].backends, &[(third, at(14))], flows / 2);
+    sc.ctl = vec![
+        (third, sc.ctl_backend("-a", at(14), 1)),
+        (flows / 2, sc.ctl_backend("-d", deleted, 0)),
+        (3 * flows / 4, sc.ctl_backend("-a", at(15), 1)),
+    ];
+    out.push(sc);
+    // wrr: an edit restarts the walk at the head (and changes the weights' gcd and maximum),
+    // then an add, then the heaviest backend deleted.
+    let mut sc = build("wrr-change", "wrr", "", one(41, 9041, &[1, 2, 3]), 41);
+    sc.ctl = vec![
+        (third, sc.ctl_backend("-e", at(12), 4)),
+        (flows / 2, sc.ctl_backend("-a", at(14), 2)),
+        (two_thirds + 5, sc.ctl_backend("-d", at(13), 0)),
+    ];
+    out.push(sc);
+    // sh, mh, mh-port: tables rebuilt on an add and on a delete.
+    for (name, sched, flags, vip, seed) in [
+        ("sh-change", "sh", "", 42, 42),
+        ("mh-change", "mh", "", 43, 43),
+        ("mh-port-change", "mh", "mh-port", 44, 44),
+    ] {
+        let w: &[u32] = if sched == "sh" {
+            &[1, 2, 1, 3]
+        } else {
+            &[1, 2, 2, 3]
+        };
+        let mut sc = build(name, sched, flags, one(vip, 9000 + u16::from(vip), w), seed);
+        sc.ctl = vec![
+            (third, sc.ctl_backend("-a", at(15), 2)),
+            (two_thirds, sc.ctl_backend("-d", at(12), 0)),
+        ];
+        out.push(sc);
+    }
+    // lc, wlc on open/close traces: a backend quiesced (-w 0: no new connections, its own still
+    // counted and closed), then given a weight again.
+    let mut sc = build("lc-quiesce", "lc", "", one(45, 9045, &[1, 1, 1]), 45);
+    sc.ctl = vec![
+        (third, sc.ctl_backend("-e", at(11), 0)),
+        (two_thirds, sc.ctl_backend("-e", at(11), 1)),
+    ];
+    out.push(sc);
+    let mut sc = build("wlc-quiesce", "wlc", "", one(46, 9046, &[1, 2, 3]), 46);
+    sc.ctl = vec![
+        (third, sc.ctl_backend("-e", at(13), 0)),
+        (two_thirds, sc.ctl_backend("-e", at(13), 2)),
+    ];
+    out.push(sc);
+    // `-E -s`: the scheduler switched twice (rr to wrr, which starts anew at cw = max weight on
+    // the whole list, and back to rr, whose cursor starts at the head again).
+    let mut sc = build("sched-switch", "rr", "", one(47, 9047, &[1, 2, 3]), 47);
+    sc.ctl = vec![
+        (third, sc.ctl_scheduler("wrr")),
+        (two_thirds, sc.ctl_scheduler("rr")),
+    ];
+    out.push(sc);
     out
+}
+
+/// The backend kernel rr's cursor is on after `picks` picks, for weight-1 backends (in add order)
+/// with `adds` (after how many picks, which backend) added on the way: the one that got the last
+/// flow. The list is newest first; an add prepends and leaves the cursor on its backend; a pick
+/// takes the element after the cursor, wrapping past the head (`ip_vs_rr.c`). Used only to choose
+/// which backend a scenario deletes; the test checks the choice against IPVS's own answers.
+pub fn rr_cursor(backends: &[(IpAddr, u32)], adds: &[(usize, IpAddr)], picks: usize) -> IpAddr {
+    let mut list: Vec<IpAddr> = backends.iter().rev().map(|b| b.0).collect();
+    let mut cursor: Option<usize> = None;
+    for n in 0..picks {
+        for (_, b) in adds.iter().filter(|(at, _)| *at == n) {
+            list.insert(0, *b);
+            cursor = cursor.map(|c| c + 1);
+        }
+        cursor = Some(cursor.map_or(0, |c| (c + 1) % list.len()));
+    }
+    cursor.map_or(list[0], |c| list[c])
 }
 
 /// What one side answered for one flow: a backend address, or why there was none.
@@ -411,6 +540,8 @@ pub type Counts = BTreeMap<SocketAddr, BTreeMap<SocketAddr, (u32, u32)>>;
 pub struct Side {
     /// Answer per flow, by flow number (1-based, in list order).
     pub answers: BTreeMap<usize, Answer>,
+    /// What became of each `ctl` line, by line number (the guest's: "ok" or "error: …").
+    pub ctl: BTreeMap<usize, String>,
     pub counts: Counts,
 }
 
@@ -424,6 +555,9 @@ pub struct Outcome {
     pub differences: Vec<(usize, String, Answer, Answer)>,
     /// Final counts identical (every backend of every service, active and inactive).
     pub counts_same: bool,
+    /// `ctl` lines the guest's ipvsadm did not carry out (line, command, what it said); xvs
+    /// simulate stops on a failing one, so the scenario fails on that side instead.
+    pub ctl_errors: Vec<(usize, String, String)>,
     pub xvs_counts: Counts,
     pub ipvs_counts: Counts,
 }
@@ -458,13 +592,13 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "{:<12} {:>6} {:>6} {:>8}  final counts",
+            "{:<15} {:>6} {:>6} {:>8}  final counts",
             "scheduler", "flows", "same", "share"
         );
         for o in &self.outcomes {
             let _ = writeln!(
                 s,
-                "{:<12} {:>6} {:>6} {:>7.1}%  {}",
+                "{:<15} {:>6} {:>6} {:>7.1}%  {}",
                 o.name,
                 o.flows,
                 o.same,
@@ -479,6 +613,9 @@ impl Report {
                     let _ = writeln!(s, "  flow {n:>3} {line}\n      xvs: {x}\n     ipvs: {k}");
                 }
             }
+            for (n, line, k) in &o.ctl_errors {
+                let _ = writeln!(s, "\n{}: line {n} {line}\n     ipvs: {k}", o.name);
+            }
             if !o.counts_same {
                 let _ = writeln!(s, "\n{}: final counts (active/inactive)", o.name);
                 let _ = writeln!(s, "  xvs:  {}", counts_text(&o.xvs_counts));
@@ -491,7 +628,7 @@ impl Report {
 
 impl Report {
     /// The same for machines: `{"guest", "scenarios": [{"name", "flows", "same", "share",
-    /// "counts_same", "differences": [{"flow", "line", "xvs", "ipvs"}]}]}`.
+    /// "counts_same", "differences": [{"flow", "line", "xvs", "ipvs"}], "ctl_errors"}]}`.
     pub fn to_json(&self) -> String {
         let mut s = format!("{{\"guest\":{},\"scenarios\":[", json_str(&self.guest));
         for (i, o) in self.outcomes.iter().enumerate() {
@@ -519,7 +656,7 @@ impl Report {
                     json_str(k)
                 );
             }
-            s.push_str("]}");
+            let _ = write!(s, "],\"ctl_errors\":{}}}", o.ctl_errors.len());
         }
         s.push_str("]}\n");
         s
@@ -633,6 +770,14 @@ pub fn parse_guest(console: &str) -> (String, BTreeMap<String, Side>) {
                     side.counts.entry(s).or_default().insert(b, (a, i));
                 }
             }
+        } else if let Some(rest) = line.strip_prefix("ctl ") {
+            // `ctl N ARGS => ok|error: WHY`
+            let (left, answer) = rest
+                .rsplit_once(" => ")
+                .unwrap_or((rest, "error: no verdict"));
+            if let Some(n) = left.split_whitespace().next().and_then(|n| n.parse().ok()) {
+                side.ctl.insert(n, answer.trim().to_string());
+            }
         } else if let Some(rest) = line.strip_prefix("flow ") {
             let Some((left, answer)) = rest.split_once(" => ") else {
                 continue;
@@ -655,9 +800,18 @@ pub fn parse_guest(console: &str) -> (String, BTreeMap<String, Side>) {
 pub fn compare(sc: &Scenario, xvs: &Side, ipvs: &Side, keep: usize) -> Outcome {
     let mut same = 0;
     let mut differences = Vec::new();
+    let mut ctl_errors = Vec::new();
     let text = sc.flows_txt();
+    // Both sides number flows and ctl lines alike, by line.
     for (i, line) in text.lines().enumerate() {
         let n = i + 1;
+        if line.starts_with("ctl ") {
+            let k = ipvs.ctl.get(&n).map_or("(not run)", String::as_str);
+            if k != "ok" {
+                ctl_errors.push((n, line.to_string(), k.to_string()));
+            }
+            continue;
+        }
         let x = xvs
             .answers
             .get(&n)
@@ -692,6 +846,7 @@ pub fn compare(sc: &Scenario, xvs: &Side, ipvs: &Side, keep: usize) -> Outcome {
         same,
         differences,
         counts_same: !xvs.counts.is_empty() && xvs.counts == ipvs_counts,
+        ctl_errors,
         xvs_counts: xvs.counts.clone(),
         ipvs_counts,
     }
@@ -833,7 +988,15 @@ mod tests {
                 "mh-port-v6",
                 "dh-v6",
                 "wlc-v6",
-                "mh"
+                "mh",
+                "rr-change",
+                "wrr-change",
+                "sh-change",
+                "mh-change",
+                "mh-port-change",
+                "lc-quiesce",
+                "wlc-quiesce",
+                "sched-switch"
             ]
         );
         for sc in &all {
@@ -879,6 +1042,102 @@ mod tests {
             .rules_sh()
             .contains("/sbin/ip addr replace 2001:2:0:200::1e/128 dev lo"));
         assert!(all[22].flows_txt().starts_with("tcp 2001:2:0:10:"));
+    }
+
+    #[test]
+    fn ctl_lines_sit_between_flows_and_count_as_lines() {
+        let all = scenarios(60);
+        let rr = all.iter().find(|s| s.name == "rr-change").unwrap();
+        let text = rr.flows_txt();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 63);
+        // 20 flows, then the add; list .14 .13 .12 .11 with the cursor on .12 (flow 20's):
+        // .11 .14 .13 .12 .11 .14 .13 .12 .11 .14 for flows 21..30, so the cursor is on .14.
+        assert_eq!(
+            lines[20],
+            "ctl -a -t 198.18.200.40:9040 -r 198.19.0.14:8080 -m -w 1"
+        );
+        assert_eq!(
+            lines[31],
+            "ctl -d -t 198.18.200.40:9040 -r 198.19.0.14:8080"
+        );
+        assert!(lines[30].starts_with("tcp "));
+        let wrr = all.iter().find(|s| s.name == "wrr-change").unwrap();
+        assert!(wrr
+            .flows_txt()
+            .contains("\nctl -e -t 198.18.200.41:9041 -r 198.19.0.12:8080 -m -w 4\n"));
+        let sw = all.iter().find(|s| s.name == "sched-switch").unwrap();
+        assert!(sw
+            .flows_txt()
+            .contains("\nctl -E -t 198.18.200.47:9047 -s wrr\n"));
+        let mhp = all.iter().find(|s| s.name == "mh-port-change").unwrap();
+        assert_eq!(
+            mhp.ctl_scheduler("mh"),
+            "-E -t 198.18.200.44:9044 -s mh -b mh-port"
+        );
+
+        // The rr model: three backends (list .13 .12 .11), picks .13 .12 .11 .13 ...
+        let b = backends(&[1, 1, 1], false);
+        let ip = |n: u8| IpAddr::V4(Ipv4Addr::new(198, 19, 0, n));
+        assert_eq!(rr_cursor(&b, &[], 1), ip(13));
+        assert_eq!(rr_cursor(&b, &[], 3), ip(11));
+        assert_eq!(rr_cursor(&b, &[(1, ip(14))], 2), ip(12));
+        assert_eq!(rr_cursor(&b, &[(3, ip(14))], 4), ip(14));
+
+        // Guest and simulate outputs number ctl lines like flows; a failed ctl is reported.
+        let console = "=== XVS-PARITY SCENARIO c\n\
+            flow 1 open 198.18.16.1:10001 198.18.200.1:9001 => 198.19.0.13:8080\n\
+            ipvsadm: Memory allocation problem\n\
+            ctl 2 -a -t 198.18.200.1:9001 -r 198.19.0.14:8080 -m -w 1 => error: exit 2\n\
+            flow 3 open 198.18.16.2:10002 198.18.200.1:9001 => 198.19.0.12:8080\n\
+            === XVS-PARITY END c\n";
+        let (_, sides) = parse_guest(console);
+        let k = &sides["c"];
+        assert_eq!(k.answers.len(), 2);
+        assert_eq!(k.ctl[&2], "error: exit 2");
+        let sim = "    1 TCP 198.18.16.1:10001 > 198.18.200.1:9001 open => 198.19.0.13:8080 nat  [198.19.0.13:8080=1/0]\n\
+            \x20   2 ctl -a -t 198.18.200.1:9001 -r 198.19.0.14:8080 -m -w 1\n\
+            \x20   3 TCP 198.18.16.2:10002 > 198.18.200.1:9001 open => 198.19.0.12:8080 nat  [198.19.0.13:8080=1/0]\n";
+        let x = parse_simulate(sim);
+        let svc: SocketAddr = "198.18.200.1:9001".parse().unwrap();
+        let mut sc = Scenario {
+            name: "c".into(),
+            scheduler: "rr".into(),
+            flags: String::new(),
+            persistence: None,
+            udp: false,
+            dr: false,
+            services: vec![Service {
+                vip: svc.ip(),
+                port: svc.port(),
+                backends: backends(&[1, 1, 1], false),
+            }],
+            flows: vec![
+                Flow {
+                    src: "198.18.16.1:10001".parse().unwrap(),
+                    dst: svc,
+                    close: false,
+                },
+                Flow {
+                    src: "198.18.16.2:10002".parse().unwrap(),
+                    dst: svc,
+                    close: false,
+                },
+            ],
+            ctl: Vec::new(),
+        };
+        sc.ctl = vec![(1, sc.ctl_backend("-a", ip(14), 1))];
+        let o = compare(&sc, &x, k, 5);
+        assert_eq!((o.flows, o.same), (2, 2));
+        assert_eq!(o.ctl_errors.len(), 1);
+        assert_eq!(o.ctl_errors[0].0, 2);
+        let mut ok = k.clone();
+        ok.ctl.insert(2, "ok".into());
+        assert!(compare(&sc, &x, &ok, 5).ctl_errors.is_empty());
+        // Moved before the first flow, the ctl line shifts it: line 2 has no answer on
+        // either side and no longer counts as the same.
+        sc.ctl[0].0 = 0;
+        assert_eq!(compare(&sc, &x, &ok, 5).same, 1);
     }
 
     #[test]
@@ -937,6 +1196,7 @@ mod tests {
                     close: true,
                 },
             ],
+            ctl: Vec::new(),
         };
         let o = compare(&sc, &x, k, 5);
         assert_eq!((o.flows, o.same), (3, 2));

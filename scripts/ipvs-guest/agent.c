@@ -21,6 +21,12 @@
  *                             With HOLD (a path) it prints "flows done" after the last flow and
  *                             keeps the remaining connections open until HOLD exists (max 60 s),
  *                             so the caller can read IPVS's counters first.
+ *                             A line `ctl ARGS...` runs `ipvsadm ARGS...` in the namespace the
+ *                             agent started in (the director's) between the flows around it,
+ *                             as `xvs simulate` runs it through `xvs ctl`, and prints
+ *                             "ctl N ARGS => ok" or "=> error: ..." (ipvsadm's own messages
+ *                             before it). Lines are numbered as xvs simulate numbers them:
+ *                             flows and ctl lines alike, blank lines and comments skipped.
  *                             With NETNS (a /run/netns path) it opens /proc/net/ip_vs_conn of
  *                             the namespace it starts in (the director's), then enters NETNS to
  *                             make its connections, and answers with the destination of each
@@ -43,6 +49,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define MAX_CONNS 4096
@@ -335,12 +342,50 @@ static int read_line(int fd, char *out, size_t cap) {
 	return 0;
 }
 
+/* `ipvsadm ARGS...` (the words of a ctl line after "ctl") in the namespace homens (the
+ * director's; -1: the current one), bounded by a 20 s alarm; prints the verdict line. */
+static void run_ctl(int n, char *args, int homens) {
+	char *argv[64], text[512] = "";
+	int argc = 0;
+	argv[argc++] = "ipvsadm";
+	for (char *w = strtok(args, " \t\r\n"); w && argc < 63; w = strtok(NULL, " \t\r\n")) {
+		argv[argc++] = w;
+		size_t k = strlen(text);
+		snprintf(text + k, sizeof text - k, "%s%s", k ? " " : "", w);
+	}
+	argv[argc] = NULL;
+	fflush(stdout);
+	pid_t pid = fork();
+	if (pid == 0) {
+		if (homens >= 0 && setns(homens, CLONE_NEWNET)) {
+			perror("ctl: setns");
+			_exit(126);
+		}
+		dup2(1, 2);
+		alarm(20);
+		execv("/sbin/ipvsadm", argv);
+		perror("ctl: exec /sbin/ipvsadm");
+		_exit(127);
+	}
+	int st = 0;
+	if (pid < 0 || waitpid(pid, &st, 0) != pid)
+		printf("ctl %d %s => error: cannot run ipvsadm\n", n, text);
+	else if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+		printf("ctl %d %s => ok\n", n, text);
+	else if (WIFEXITED(st))
+		printf("ctl %d %s => error: exit %d\n", n, text, WEXITSTATUS(st));
+	else
+		printf("ctl %d %s => error: signal %d\n", n, text, WTERMSIG(st));
+	fflush(stdout);
+}
+
 static int client(const char *file, const char *hold, const char *netns) {
-	int procfd = -1;
+	int procfd = -1, homens = -1;
 	if (netns) {
+		homens = open("/proc/self/ns/net", O_RDONLY);
 		procfd = open("/proc/self/net/ip_vs_conn", O_RDONLY);
 		int ns = open(netns, O_RDONLY);
-		if (procfd < 0 || ns < 0 || setns(ns, CLONE_NEWNET)) {
+		if (homens < 0 || procfd < 0 || ns < 0 || setns(ns, CLONE_NEWNET)) {
 			perror("agent client: ip_vs_conn / setns");
 			return 1;
 		}
@@ -363,6 +408,10 @@ static int client(const char *file, const char *hold, const char *netns) {
 		if (got <= 0)
 			continue;
 		flow++;
+		if (strcmp(proto, "ctl") == 0) {
+			run_ctl(flow, line + strspn(line, " \t") + 3, homens);
+			continue;
+		}
 		addr_t s, d;
 		char key[256], stext[96], dtext[96];
 		int bad = got < 5 || addr_parse(src, sport, &s) || addr_parse(dst, dport, &d) ||
