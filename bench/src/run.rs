@@ -420,6 +420,29 @@ fn vm_kib(pid: u32, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Connections (active + inactive) the director holds for the NAT VIP's TCP port 9 service,
+/// from `xvs ctl -Ln -t 198.18.10.1:9` (ipvsadm's columns: the last two of each backend line).
+fn held_connections(xvs: &std::path::Path, sock: &std::path::Path) -> Option<u64> {
+    let o = Command::new(xvs)
+        .args(["ctl", "-Ln", "-t", "198.18.10.1:9", "--socket"])
+        .arg(sock)
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&o.stdout);
+    let mut total = None;
+    for l in text.lines().filter(|l| l.trim_start().starts_with("->")) {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        // The header line ("-> RemoteAddress:Port … ActiveConn InActConn") does not parse.
+        if let (Some(Ok(a)), Some(Ok(i))) = (
+            f.len().checked_sub(2).map(|k| f[k].parse::<u64>()),
+            f.last().map(|v| v.parse::<u64>()),
+        ) {
+            total = Some(total.unwrap_or(0) + a + i);
+        }
+    }
+    total
+}
+
 /// Peak memory of an `xvs run` process (the real binary) whose table holds `n` connections
 /// opened by a SYN flood from distinct sources to the NAT VIP's TCP port 9.
 fn memory(bed: &Bed, o: &Options, n: u32, epoch: Instant) -> Result<MemoryResult, String> {
@@ -482,6 +505,7 @@ fn memory(bed: &Bed, o: &Options, n: u32, epoch: Instant) -> Result<MemoryResult
     std::thread::sleep(Duration::from_millis(1500));
     let c1 = sink_total(bed)?;
     let hwm = vm_kib(pid, "VmHWM:");
+    let held = held_connections(&o.xvs_bin, &sock);
     let _ = Command::new("kill").arg(pid.to_string()).status();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
@@ -492,6 +516,7 @@ fn memory(bed: &Bed, o: &Options, n: u32, epoch: Instant) -> Result<MemoryResult
         table_capacity: n.saturating_add(n / 4),
         vmhwm_before_kib: base,
         vmhwm_kib: hwm,
+        held,
     })
 }
 
