@@ -35,6 +35,8 @@ pub struct Options {
     pub churn_secs: f64,
     pub memory: Vec<u32>,
     pub sample: u32,
+    /// Generator frames per second (0: as fast as it can).
+    pub rate: u64,
     pub worker_core: usize,
     pub gen_core: usize,
     pub xvs_bin: PathBuf,
@@ -249,7 +251,7 @@ fn measure(
             templates,
             duration: Duration::from_secs_f64(o.secs),
             max_frames: 0,
-            rate: 0,
+            rate: o.rate,
             epoch,
             seed: 0x9e37_79b9_7f4a_7c15,
         };
@@ -594,10 +596,12 @@ pub fn run(o: &Options) -> Result<Report, String> {
 const RUN_USAGE: &str =
     "usage: xvs-bench run [--quick] [--targets T,..] [--traffic P,..] [--secs S] [--flows N]
                      [--out DIR] [--readme FILE] [--churn-secs S] [--memory N,..] [--sample N]
-                     [--worker-core C] [--generator-core C] [--xvs PATH] [--pcap FILE]
+                     [--rate PPS] [--worker-core C] [--generator-core C] [--xvs PATH] [--pcap FILE]
   targets: bounce, xvs-<nat|dr|tun|fullnat>-<scheduler>, kernel, nft (default: all; quick: rr only)
   traffic: udp64, imix, synflood, pcap (default full: all four; quick: udp64)
-  full mode default: 5 s per target, 1000 flows, churn 3 s, memory 1000000,10000000";
+  full mode default: 5 s per target, 1000 flows, churn 3 s, memory 1000000,10000000
+  --rate caps the generator (default: as fast as it can; latency then measures queueing)
+  --sample N: one UDP frame in N reaches the latency sampler (default 64)";
 
 /// `xvs-bench run …`: parse, run, write JSON / markdown / SVG (and README with --readme).
 pub fn main(args: &[String]) -> std::process::ExitCode {
@@ -633,6 +637,7 @@ pub fn main(args: &[String]) -> std::process::ExitCode {
             vec![1_000_000, 10_000_000]
         },
         sample: 64,
+        rate: 0,
         worker_core: 0,
         gen_core: 1,
         xvs_bin: sibling,
@@ -703,6 +708,10 @@ pub fn main(args: &[String]) -> std::process::ExitCode {
             "--sample" => match v.parse() {
                 Ok(n) if n > 0 => o.sample = n,
                 _ => return bad(format!("bad --sample {v}")),
+            },
+            "--rate" => match v.parse() {
+                Ok(n) => o.rate = n,
+                _ => return bad(format!("bad --rate {v}")),
             },
             "--worker-core" => match v.parse() {
                 Ok(n) => o.worker_core = n,

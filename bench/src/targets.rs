@@ -351,3 +351,101 @@ pub fn nft_lb(dir_ns: &str, on: bool) -> Result<(), String> {
     )?;
     kernel_forwarding(dir_ns, true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::traffic::{templates, Endpoints, Profile};
+
+    #[test]
+    fn target_names_round_trip() {
+        for t in [
+            Target::Bounce,
+            Target::Kernel,
+            Target::Nft,
+            Target::Xvs {
+                method: "fullnat",
+                scheduler: "mh".into(),
+            },
+        ] {
+            assert_eq!(Target::parse(&t.name()), Some(t));
+        }
+        for bad in [
+            "",
+            "xvs-",
+            "xvs-nat",
+            "xvs-foo-rr",
+            "xvs-nat-",
+            "xvs-nat-r r",
+            "ipvs",
+        ] {
+            assert_eq!(Target::parse(bad), None, "{bad}");
+        }
+        assert_eq!(vip("dr"), Ipv4Addr::new(198, 18, 10, 2));
+    }
+
+    #[test]
+    fn director_config_parses() {
+        let cfg = Config::parse(Path::new("t.toml"), &director_config("mh", 0, 4096)).unwrap();
+        assert_eq!(cfg.services.len(), 12);
+        assert_eq!(cfg.connections, 4096);
+    }
+
+    #[test]
+    fn bounce_rewrites_to_the_backend_with_valid_checksums() {
+        let ep = Endpoints {
+            src_mac: [2, 0, 0, 0, 0, 1],
+            dst_mac: [2, 0, 0, 0, 0, 2],
+            src_ip: Ipv4Addr::new(198, 18, 1, 10),
+            dst_ip: Ipv4Addr::new(198, 18, 10, 1),
+        };
+        let mut b = Bounce {
+            src_mac: [2, 0, 0, 0, 0, 3],
+            dst_mac: [2, 0, 0, 0, 0, 4],
+            vip: [198, 18, 10, 1],
+            dst: BACKENDS[0].octets(),
+        };
+        for p in [Profile::Udp64, Profile::SynFlood] {
+            let t = templates(&p, &ep, 1).unwrap();
+            let mut buf = t.frames[0].clone();
+            let mut f = Frame::whole(&mut buf);
+            assert_eq!(
+                b.process(Time::default(), PortId(0), &mut f),
+                Verdict::Tx(PortId(1))
+            );
+            let p = etherparse::SlicedPacket::from_ethernet(f.data()).unwrap();
+            let Some(etherparse::NetSlice::Ipv4(ip)) = p.net else {
+                panic!("not IPv4")
+            };
+            let h = ip.header().to_header();
+            assert_eq!(h.destination, BACKENDS[0].octets());
+            assert_eq!(h.calc_header_checksum(), h.header_checksum);
+            match p.transport.unwrap() {
+                etherparse::TransportSlice::Udp(u) => assert_eq!(
+                    u.to_header().calc_checksum_ipv4(&h, u.payload()).unwrap(),
+                    u.checksum()
+                ),
+                etherparse::TransportSlice::Tcp(t) => assert_eq!(
+                    t.to_header().calc_checksum_ipv4(&h, t.payload()).unwrap(),
+                    t.checksum()
+                ),
+                _ => panic!("no transport"),
+            }
+            assert_eq!(&f.data()[0..6], &[2, 0, 0, 0, 0, 4]);
+        }
+        // Other ports, other destinations, short or garbage frames go to the kernel.
+        let t = templates(&Profile::Udp64, &ep, 1).unwrap();
+        let mut buf = t.frames[0].clone();
+        assert_eq!(
+            b.process(Time::default(), PortId(1), &mut Frame::whole(&mut buf)),
+            Verdict::Pass
+        );
+        for n in [0usize, 1, 14, 41] {
+            let mut buf = t.frames[0][..n].to_vec();
+            assert_eq!(
+                b.process(Time::default(), PortId(0), &mut Frame::whole(&mut buf)),
+                Verdict::Pass
+            );
+        }
+    }
+}
