@@ -1,7 +1,10 @@
 //! Decision parity with real kernel IPVS: the scenarios of `bench/src/parity.rs` (rr, wrr 1/2/3,
 //! sh, sh+sh-port, mh+mh-port, dh; lc, wlc, sed, nq, fo, ovf, lblc, lblcr on open/close traces;
 //! sh and mh with fallback past a weight-0 backend; rr with persistence; lc, wlc, sed over UDP;
-//! lc and wlc with direct routing; sh, sh-port, mh-port, dh, wlc over IPv6) through
+//! lc and wlc with direct routing; sh, sh-port, mh-port, dh, wlc over IPv6; and backends changed
+//! mid-trace by `ctl` lines, run as `xvs ctl` by xvs simulate and as `ipvsadm` by the guest: rr
+//! with an add and the cursor's backend deleted, wrr with -e/-a/-d, sh/mh/mh-port with an add and a
+//! delete, lc/wlc with a backend quiesced (-w 0) and restored, `-E -s` rr -> wrr -> rr) through
 //! `xvs simulate` and through ipvsadm in a QEMU guest booted from Debian's kernel package
 //! (scripts/ipvs-guest/), one boot for all. Every scheduler
 //! here is deterministic, so every flow must get the same backend and the final active/inactive
@@ -36,9 +39,14 @@ fn every_flow_gets_the_backend_kernel_ipvs_chooses() {
     });
     let text = report.render();
     println!("{text}");
-    assert_eq!(report.outcomes.len(), 28, "{text}");
+    assert_eq!(report.outcomes.len(), 36, "{text}");
     for o in &report.outcomes {
         assert_eq!(o.flows, 60, "{text}");
+        assert!(
+            o.ctl_errors.is_empty(),
+            "{}: the guest's ipvsadm refused a ctl line\n{text}",
+            o.name
+        );
         assert_eq!(
             o.same, o.flows,
             "{}: decisions differ from kernel IPVS\n{text}",
@@ -47,9 +55,23 @@ fn every_flow_gets_the_backend_kernel_ipvs_chooses() {
         assert!(o.counts_same, "{}: final counts differ\n{text}", o.name);
     }
 
+    // rr-change deletes the backend rr's cursor is on: the one IPVS gave the flow just before.
+    let all = parity::scenarios(opts.flows);
+    let rr = all.iter().find(|s| s.name == "rr-change").unwrap();
+    let text_rr = rr.flows_txt();
+    let lines: Vec<&str> = text_rr.lines().collect();
+    let del = lines
+        .iter()
+        .position(|l| l.starts_with("ctl -d "))
+        .expect("rr-change deletes a backend");
+    let deleted = lines[del].rsplit(' ').next().unwrap();
+    assert_eq!(
+        report.ipvs["rr-change"].answers[&del], deleted,
+        "rr-change: the deleted backend is not the cursor's (flow {del})"
+    );
+
     // Negative controls, against the same guest answers: the comparison does fail when xvs is
     // configured differently (backends added in the opposite order; one weight changed).
-    let all = parity::scenarios(opts.flows);
     let control = |name: &str, change: &dyn Fn(&mut parity::Scenario)| {
         let mut sc = all.iter().find(|s| s.name == name).unwrap().clone();
         change(&mut sc);
@@ -66,5 +88,13 @@ fn every_flow_gets_the_backend_kernel_ipvs_chooses() {
     };
     let rr = control("rr", &|sc| sc.services[0].backends.reverse());
     let mh = control("mh-port-v6", &|sc| sc.services[0].backends[3].1 = 1);
-    println!("negative controls: rr reversed {rr}/60 same, mh-port-v6 reweighted {mh}/60 same");
+    // And when a mid-trace change differs (wrr's -e to weight 3 instead of 4).
+    let wrr = control("wrr-change", &|sc| {
+        let b = sc.services[0].backends[1].0;
+        sc.ctl[0].1 = sc.ctl_backend("-e", b, 3);
+    });
+    println!(
+        "negative controls: rr reversed {rr}/60 same, mh-port-v6 reweighted {mh}/60 same, \
+         wrr-change edited to another weight {wrr}/60 same"
+    );
 }
