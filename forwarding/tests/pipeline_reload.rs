@@ -236,3 +236,59 @@ fn a_failing_apply_changes_nothing() {
     assert!(p.apply(&[service(80, "rr", many)], vec![]).is_err());
     assert_eq!(sent_to(&mut p, &syn(6001)), Ok(11));
 }
+
+#[test]
+fn flags_alone_keep_the_scheduler_state_as_ipvs() {
+    // rr serves 13, 12; `-E -s rr -b flag-1` does not rebind (ip_vs_edit_service rebinds only
+    // for another scheduler), so the cursor stays on 12 and the next is 11 (a rebind: 13).
+    let three = vec![backend(11, 1), backend(12, 1), backend(13, 1)];
+    let mut p = pipe(&[service(80, "rr", three.clone())], RemovedBackends::Drain);
+    assert_eq!(sent_to(&mut p, &syn(7000)), Ok(13));
+    assert_eq!(sent_to(&mut p, &syn(7001)), Ok(12));
+    let mut flagged = service(80, "rr", three);
+    flagged.sched_flags = SchedFlags::from_bits(SchedFlags::SCHED1);
+    let r = p.apply(std::slice::from_ref(&flagged), vec![]).unwrap();
+    assert_eq!(r.services_changed, 1);
+    assert_eq!(sent_to(&mut p, &syn(7002)), Ok(11));
+    assert_eq!(sent_to(&mut p, &syn(7003)), Ok(13));
+}
+
+#[test]
+fn a_backend_added_again_comes_back_with_its_connections_as_from_the_trash() {
+    // wlc over 11 (w 1) and 12 (w 1); 12 gets the first connection (list 12, 11: ties keep the
+    // head), then 11, then 12 again: 12 has two connections, 11 one.
+    let two = vec![backend(11, 1), backend(12, 1)];
+    let mut p = pipe(&[service(80, "wlc", two.clone())], RemovedBackends::Drain);
+    for (i, want) in [12, 11, 12].into_iter().enumerate() {
+        let sport = 7100 + i as u16;
+        assert_eq!(sent_to(&mut p, &syn(sport)), Ok(want));
+        assert_eq!(sent_to(&mut p, &ack(sport)), Ok(want));
+    }
+    let key = service(80, "wlc", vec![]).key;
+    let id12 = p.backend_id(&key, IpAddr::V4(backend4(12)), 8080).unwrap();
+    // -d 12, then -a 12: the kernel revives the same dest with its two connections, prepended.
+    p.apply(&[service(80, "wlc", vec![backend(11, 1)])], vec![])
+        .unwrap();
+    assert_eq!(p.backend_id(&key, IpAddr::V4(backend4(12)), 8080), None);
+    p.apply(&[service(80, "wlc", two)], vec![]).unwrap();
+    assert_eq!(
+        p.backend_id(&key, IpAddr::V4(backend4(12)), 8080),
+        Some(id12),
+        "revived with its id"
+    );
+    let report = p.report();
+    let counts: Vec<(u32, u32)> = report[0]
+        .backends
+        .iter()
+        .map(|b| (b.active, b.inactive))
+        .collect();
+    assert_eq!(
+        counts,
+        [(2, 0), (1, 0)],
+        "12 (head) keeps its two connections"
+    );
+    // So wlc sends the next connection to 11 (1 < 2), not to an empty-looking 12.
+    assert_eq!(sent_to(&mut p, &syn(7110)), Ok(11));
+    // Its old connections are its own again (not drained: forwarded as any other).
+    assert_eq!(sent_to(&mut p, &ack(7100)), Ok(12));
+}

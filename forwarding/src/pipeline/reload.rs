@@ -12,8 +12,14 @@
 //!   sequence of ipvsadm commands would produce them: deletions (`del_dest`), then edits
 //!   (`upd_dest`, weight or thresholds), then additions (`add_dest`, each prepended) — so rr/wrr
 //!   cursors and sh/mh tables move exactly as IPVS's would for the same commands. A changed
-//!   scheduler name or flags rebinds the scheduler (`-E -s`), as does a reordering of surviving
-//!   backends that no sequence of commands could produce;
+//!   scheduler name rebinds the scheduler (`-E -s`), as does a reordering of surviving
+//!   backends that no sequence of commands could produce. Changed flags alone (`-E` with the same
+//!   scheduler and another `-b`) keep the scheduler and its state, as `ip_vs_edit_service` does;
+//!   only sh and mh read the flags, and their tables depend on the list alone, so they are
+//!   rebuilt with the new flags;
+//! * a backend added again while its removed self is still known (connections or a template
+//!   count against it) is revived with its id, connections and counts, as `ip_vs_add_dest`
+//!   revives a deleted dest from the trash;
 //! * a removed service or backend is marked removed: never scheduled again, its id kept while
 //!   connections refer to it. What happens to those connections is [`RemovedBackends`]: drained
 //!   (forwarded until they end — xvs's default), or IPVS's behaviour (`expire_nodest_conn` = 0:
@@ -71,6 +77,14 @@ enum Plan {
 pub(super) struct Registry {
     services: HashMap<ServiceKey, ServiceId>,
     backends: HashMap<(ServiceId, IpAddr, u16), BackendId>,
+    /// Removed backends whose ids are not reused yet (the kernel's dest trash).
+    trash: HashMap<(ServiceId, IpAddr, u16), BackendId>,
+}
+
+/// Whether a scheduler reads its flags (`-b`) when it picks: sh and mh (fallback, port). Other
+/// schedulers ignore them, so a flags-only `-E` must not disturb their state.
+fn reads_flags(scheduler: &str) -> bool {
+    matches!(scheduler, "sh" | "mh")
 }
 
 fn view(id: BackendId, b: &BackendRt) -> BackendView {
@@ -111,7 +125,10 @@ impl Pipeline {
             plans.push(match self.registry.services.get(&s.key) {
                 Some(&sid) => {
                     let rt = &self.svcs[sid.0 as usize];
-                    if rt.scheduler_name != s.scheduler || rt.sched_flags != s.sched_flags {
+                    // `ip_vs_edit_service` rebinds only when the scheduler changes.
+                    if rt.scheduler_name != s.scheduler
+                        || (rt.sched_flags != s.sched_flags && reads_flags(&s.scheduler))
+                    {
                         Plan::Rebind(sid, build()?)
                     } else {
                         Plan::Keep(sid)
@@ -127,7 +144,10 @@ impl Pipeline {
                 Some(&sid) => s
                     .backends
                     .iter()
-                    .filter(|b| !registry.backends.contains_key(&(sid, b.addr, b.port)))
+                    .filter(|b| {
+                        let key = (sid, b.addr, b.port);
+                        !registry.backends.contains_key(&key) && !registry.trash.contains_key(&key)
+                    })
                     .count(),
                 None => s.backends.len(),
             })
@@ -244,7 +264,7 @@ impl Pipeline {
                     new_ids.push(id);
                 }
                 None => {
-                    let id = self.alloc_backend(BackendRt {
+                    let rt = BackendRt {
                         addr: b.addr,
                         port: b.port,
                         method: b.method,
@@ -253,7 +273,16 @@ impl Pipeline {
                         u_threshold: b.u_threshold,
                         l_threshold: b.l_threshold,
                         removed: false,
-                    });
+                    };
+                    // `ip_vs_add_dest`: a deleted dest of this service still in the trash comes
+                    // back with its connections and counters (and its traffic totals).
+                    let id = match self.registry.trash.remove(&key) {
+                        Some(id) if self.backends[id.0 as usize].removed => {
+                            self.backends[id.0 as usize] = rt;
+                            id
+                        }
+                        _ => self.alloc_backend(rt),
+                    };
                     self.registry.backends.insert(key, id);
                     new_ids.push(id);
                     added.push(id);
@@ -290,7 +319,7 @@ impl Pipeline {
 
         let rt = &mut self.svcs[sid.0 as usize];
         if let Some(mut sched) = fresh {
-            // `-E -s` with another scheduler (or flags): bound to the whole list anew.
+            // `-E -s` with another scheduler (or sh/mh flags): bound to the whole list anew.
             sched.update(&target, Change::Init);
             changed = true;
             rt.scheduler = sched;
@@ -298,6 +327,11 @@ impl Pipeline {
             rt.sched_flags = s.sched_flags;
             rt.views = target;
             return changed;
+        }
+        if rt.sched_flags != s.sched_flags {
+            // Flags alone, for a scheduler that ignores them: recorded, its state kept.
+            rt.sched_flags = s.sched_flags;
+            changed = true;
         }
         // The kernel's callbacks, one per change: deletions, edits, additions.
         let mut cur: Vec<BackendView> = rt.views.clone();
@@ -335,7 +369,17 @@ impl Pipeline {
         if let Some(b) = self.backends.get_mut(id.0 as usize) {
             b.removed = true;
         }
-        self.registry.backends.retain(|_, v| *v != id);
+        let keys: Vec<_> = self
+            .registry
+            .backends
+            .iter()
+            .filter(|(_, v)| **v == id)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in keys {
+            self.registry.backends.remove(&k);
+            self.registry.trash.insert(k, id);
+        }
     }
 
     /// Whether a removed backend's id can be given to a new backend: nothing counts against it.
@@ -359,6 +403,7 @@ impl Pipeline {
         let reuse = (0..self.backends.len()).find(|&i| self.reusable(BackendId(i as u32)));
         match reuse {
             Some(i) => {
+                self.registry.trash.retain(|_, v| v.0 as usize != i);
                 self.backends[i] = rt;
                 self.backend_traffic[i] = Traffic::default();
                 self.conns.reset_backend(BackendId(i as u32));
