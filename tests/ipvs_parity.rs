@@ -4,7 +4,8 @@
 //! lc and wlc with direct routing; sh, sh-port, mh-port, dh, wlc over IPv6; and backends changed
 //! mid-trace by `ctl` lines, run as `xvs ctl` by xvs simulate and as `ipvsadm` by the guest: rr
 //! with an add and the cursor's backend deleted, wrr with -e/-a/-d, sh/mh/mh-port with an add and a
-//! delete, lc/wlc with a backend quiesced (-w 0) and restored, `-E -s` rr -> wrr -> rr) through
+//! delete, lc/wlc/sh/mh with a backend quiesced (-w 0) and restored, `-E -s` rr -> wrr -> rr and
+//! wlc -> sh -> wlc, `-E` with other flags only, a backend deleted and added again) through
 //! `xvs simulate` and through ipvsadm in a QEMU guest booted from Debian's kernel package
 //! (scripts/ipvs-guest/), one boot for all. Every scheduler
 //! here is deterministic, so every flow must get the same backend and the final active/inactive
@@ -39,7 +40,7 @@ fn every_flow_gets_the_backend_kernel_ipvs_chooses() {
     });
     let text = report.render();
     println!("{text}");
-    assert_eq!(report.outcomes.len(), 36, "{text}");
+    assert_eq!(report.outcomes.len(), 41, "{text}");
     for o in &report.outcomes {
         assert_eq!(o.flows, 60, "{text}");
         assert!(

@@ -19,6 +19,15 @@
 //! sed over UDP (entries that never become active); lc and wlc with direct routing (replies
 //! bypass the director, which keeps its input-only state table); sh, sh-port, mh-port, dh and
 //! wlc over IPv6 (clients with random interface identifiers: the hashes fold all four words).
+//! Then backends changed in the middle of the trace by `ctl` lines (ipvsadm's arguments: run by
+//! `xvs simulate` as `xvs ctl`, by the guest as `ipvsadm` in the director's namespace, between
+//! the same two flows): rr with an add and the cursor's own backend deleted; wrr with -e, -a, -d;
+//! sh, mh, mh-port with an add and a delete (tables rebuilt); lc, wlc, sh, mh (with fallback)
+//! with a backend quiesced (-w 0) and restored; `-E -s` rr -> wrr -> rr and wlc -> sh -> wlc;
+//! `-E` with other flags only (the kernel keeps the scheduler's state); a backend deleted and at
+//! once added again (revived with its connections). Every flow of these opens a new connection
+//! or closes one whose backend still exists, so xvs draining removed backends' connections
+//! (IPVS drops their packets) never shows.
 //! Backends are added in the same order on both sides, since IPVS prepends each new backend and
 //! every tie-break follows that list order.
 //!
@@ -201,12 +210,13 @@ impl Scenario {
         }
     }
 
-    /// `-E`: the first service with another scheduler (same flags, no persistence).
-    pub fn ctl_scheduler(&self, scheduler: &str) -> String {
-        let flags = if self.flags.is_empty() {
+    /// `-E`: the first service with a scheduler and flags (`-b`, none if empty), no
+    /// persistence.
+    pub fn ctl_scheduler(&self, scheduler: &str, flags: &str) -> String {
+        let flags = if flags.is_empty() {
             String::new()
         } else {
-            format!(" -b {}", self.flags)
+            format!(" -b {flags}")
         };
         format!("-E {} -s {scheduler}{flags}", self.ctl_service())
     }
@@ -504,8 +514,50 @@ pub fn scenarios(flows: usize) -> Vec<Scenario> {
     // the whole list, and back to rr, whose cursor starts at the head again).
     let mut sc = build("sched-switch", "rr", "", one(47, 9047, &[1, 2, 3]), 47);
     sc.ctl = vec![
-        (third, sc.ctl_scheduler("wrr")),
-        (two_thirds, sc.ctl_scheduler("rr")),
+        (third, sc.ctl_scheduler("wrr", "")),
+        (two_thirds, sc.ctl_scheduler("rr", "")),
+    ];
+    out.push(sc);
+    // `-E` with the same scheduler and other flags: the kernel keeps the scheduler (and rr's
+    // cursor); only a new scheduler name rebinds (`ip_vs_edit_service`).
+    let mut sc = build("rr-reflag", "rr", "", one(48, 9048, &[1, 1, 1]), 48);
+    sc.ctl = vec![
+        (third, sc.ctl_scheduler("rr", "flag-1")),
+        (two_thirds, sc.ctl_scheduler("rr", "")),
+    ];
+    out.push(sc);
+    // A hash scheduler switched in and out on an open/close trace: wlc -> sh (sh-port) -> wlc.
+    let mut sc = build("sched-switch-sh", "wlc", "", one(49, 9049, &[1, 2, 3]), 49);
+    sc.ctl = vec![
+        (third, sc.ctl_scheduler("sh", "sh-port")),
+        (two_thirds, sc.ctl_scheduler("wlc", "")),
+    ];
+    out.push(sc);
+    // A backend deleted and at once added again: the kernel revives it from its trash with its
+    // connections and counts, so wlc keeps seeing its load.
+    let mut sc = build("wlc-readd", "wlc", "", one(50, 9050, &[1, 2, 3]), 50);
+    sc.ctl = vec![
+        (third, sc.ctl_backend("-d", at(13), 0)),
+        (third, sc.ctl_backend("-a", at(13), 3)),
+        (two_thirds, sc.ctl_backend("-d", at(11), 0)),
+        (two_thirds, sc.ctl_backend("-a", at(11), 2)),
+    ];
+    out.push(sc);
+    // sh and mh with a backend quiesced (-e -w 0) and restored: sh rebuilds its table from the
+    // current weights (weight 0 keeps one bucket per cycle, which then refuses: no fallback);
+    // mh keeps its table (last weight) and falls back past the quiesced backend, then rebuilds
+    // when the weight comes back different.
+    let mut sc = build("sh-quiesce", "sh", "", one(51, 9051, &[1, 2, 1, 3]), 51);
+    sc.ctl = vec![
+        (third, sc.ctl_backend("-e", at(12), 0)),
+        (two_thirds, sc.ctl_backend("-e", at(12), 2)),
+    ];
+    out.push(sc);
+    let flags = "mh-fallback,mh-port";
+    let mut sc = build("mh-quiesce", "mh", flags, one(52, 9052, &[1, 2, 2, 3]), 52);
+    sc.ctl = vec![
+        (third, sc.ctl_backend("-e", at(12), 0)),
+        (two_thirds, sc.ctl_backend("-e", at(12), 3)),
     ];
     out.push(sc);
     out
@@ -996,7 +1048,12 @@ mod tests {
                 "mh-port-change",
                 "lc-quiesce",
                 "wlc-quiesce",
-                "sched-switch"
+                "sched-switch",
+                "rr-reflag",
+                "sched-switch-sh",
+                "wlc-readd",
+                "sh-quiesce",
+                "mh-quiesce"
             ]
         );
         for sc in &all {
@@ -1072,9 +1129,14 @@ mod tests {
             .contains("\nctl -E -t 198.18.200.47:9047 -s wrr\n"));
         let mhp = all.iter().find(|s| s.name == "mh-port-change").unwrap();
         assert_eq!(
-            mhp.ctl_scheduler("mh"),
+            mhp.ctl_scheduler("mh", "mh-port"),
             "-E -t 198.18.200.44:9044 -s mh -b mh-port"
         );
+        let re = all.iter().find(|s| s.name == "wlc-readd").unwrap();
+        assert!(re.flows_txt().contains(
+            "\nctl -d -t 198.18.200.50:9050 -r 198.19.0.13:8080\n\
+             ctl -a -t 198.18.200.50:9050 -r 198.19.0.13:8080 -m -w 3\ntcp "
+        ));
 
         // The rr model: three backends (list .13 .12 .11), picks .13 .12 .11 .13 ...
         let b = backends(&[1, 1, 1], false);
