@@ -99,6 +99,8 @@ pub struct MemoryResult {
     pub vmhwm_kib: u64,
     /// Connections the director held after the flood (`xvs ctl -Ln`), if it answered.
     pub held: Option<u64>,
+    /// Flood rounds it took (SYNs lost at the director are resent from new sources).
+    pub rounds: u32,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -191,7 +193,8 @@ impl Report {
                 "kernel IPVS: not in this host's kernel (no CONFIG_IP_VS); decisions are compared in a QEMU guest by `xvs-bench parity`, whose timings are emulated and excluded from every ratio".into(),
                 "ns/frame (CPU): xvs and bounce = the pinned worker thread's CPU clock (user + system, incl. its TX syscalls) per delivered frame; kernel baselines = softirq time of the same core (/proc/stat, 10 ms ticks; RPS steers the director's receive work there) per delivered frame, which also carries the egress bridge and the sink's drop. 'core softirq' is that softirq figure for every target (for xvs: the egress veth/bridge/sink work its TX triggers, plus whatever else ran there)".into(),
                 "whole core ns/frame: all non-idle time (user, system, irq, softirq) of the worker core per delivered frame — the same accounting for every target, but it also carries anything else that ran on that core (a shared VM), so the ratios use ns/frame (CPU)".into(),
-                "the generator (one AF_XDP socket on the other core) saturates first on this 2-vCPU VM: compare ns/frame, not pps".into(),
+                "worker user %: the share of the worker thread's CPU spent in user space (xvs's own per-frame work); the rest is system calls and the kernel's copy-mode AF_XDP / veth / bridge path they drive, which dominates on veth".into(),
+                "pps: on this 2-vCPU VM the generator's core and the worker's core both run near 100 % (compare whole core ns/frame × delivered pps), so pps is the testbed's limit and ns/frame the cost".into(),
                 "nftables DNAT under the SYN flood and the pcap replay: conntrack drops most frames (table full / mid-stream TCP out of window), so its ns/frame there is CPU per frame that got through".into(),
                 "latency: one-way, send → sink socket, sampled 1 in N frames at full load, so it is mostly queueing".into(),
             ],
@@ -256,12 +259,13 @@ impl Report {
             );
         }
         if !self.memory.is_empty() {
-            s += "\nPeak memory of `xvs run` (VmHWM) with connections opened by a SYN flood from distinct sources (the table is allocated for its capacity, `[director] connections`, at start):\n\n| connections | SYNs sent | SYNs delivered | held (xvs ctl -Ln) | table capacity | VmHWM before flood | VmHWM after |\n|---:|---:|---:|---:|---:|---:|---:|\n";
+            s += "\nPeak memory of `xvs run` (VmHWM) with connections opened by a SYN flood from distinct sources (the table is allocated for its capacity, `[director] connections`, at start):\n\n| connections | SYNs sent (rounds) | SYNs delivered | held (xvs ctl -Ln) | table capacity | VmHWM before flood | VmHWM after |\n|---:|---:|---:|---:|---:|---:|---:|\n";
             for m in &self.memory {
                 s += &format!(
-                    "| {} | {} | {} | {} | {} | {} MiB | {} MiB |\n",
+                    "| {} | {} ({}) | {} | {} | {} | {} MiB | {} MiB |\n",
                     m.connections,
                     m.syns_sent,
+                    m.rounds,
                     m.syns_delivered,
                     m.held.map_or("–".to_string(), |h| h.to_string()),
                     m.table_capacity,
@@ -412,6 +416,10 @@ pub fn write_readme(readme: &str, table: &str, plot: &str) -> String {
         out += "\n\n";
     }
     out += &readme[end..];
+    if end == readme.len() {
+        out.truncate(out.trim_end().len());
+        out.push('\n');
+    }
     out
 }
 

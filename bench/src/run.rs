@@ -479,46 +479,64 @@ fn memory(bed: &Bed, o: &Options, n: u32, epoch: Instant) -> Result<MemoryResult
         dst_ip: targets::vip("nat"),
     };
     let c0 = sink_total(bed)?;
-    let live = Arc::new(GenLive::default());
-    let spec = GenSpec {
-        netns: bed.ns("c1"),
-        ifname: "eth0".into(),
-        core: Some(o.gen_core),
-        templates: traffic::templates(&Profile::SynFlood, &ep, 1)?,
-        duration: Duration::from_secs(120),
-        max_frames: n as u64,
-        rate: 0,
-        epoch,
-        seed: 0x2545_f491_4f6c_dd1d,
-    };
-    let l2 = live.clone();
-    let g = std::thread::spawn(move || gen::run(spec, l2));
+    let templates = traffic::templates(&Profile::SynFlood, &ep, 1)?;
+    // Flood rounds until the director holds n connections: frames the worker could not take in
+    // (rx ring full) are resent from new random sources, within the 60 s SYN_RECV lifetime.
     let start = Instant::now();
-    while !g.is_finished() {
-        std::thread::sleep(Duration::from_millis(500));
-        eprint!(
-            "\r  memory {n} connections: {:.1} s, SYNs sent {}   ",
-            start.elapsed().as_secs_f64(),
-            live.sent.load(Ordering::Relaxed)
-        );
+    let mut want = n as u64;
+    let mut sent = 0u64;
+    let mut rounds = 0u32;
+    let mut held;
+    loop {
+        let live = Arc::new(GenLive::default());
+        let spec = GenSpec {
+            netns: bed.ns("c1"),
+            ifname: "eth0".into(),
+            core: Some(o.gen_core),
+            templates: templates.clone(),
+            duration: Duration::from_secs(60),
+            max_frames: want,
+            rate: o.rate,
+            epoch,
+            seed: 0x2545_f491_4f6c_dd1d ^ ((rounds as u64 + 1) << 40),
+        };
+        let l2 = live.clone();
+        let g = std::thread::spawn(move || gen::run(spec, l2));
+        while !g.is_finished() {
+            std::thread::sleep(Duration::from_millis(500));
+            eprint!(
+                "\r  memory {n} connections: {:.1} s, round {}, SYNs sent {}   ",
+                start.elapsed().as_secs_f64(),
+                rounds + 1,
+                sent + live.sent.load(Ordering::Relaxed)
+            );
+        }
+        let gr = g.join().map_err(|_| "generator panicked".to_string())??;
+        sent += gr.sent;
+        rounds += 1;
+        std::thread::sleep(Duration::from_millis(1000));
+        held = held_connections(&o.xvs_bin, &sock);
+        let Some(h) = held else { break };
+        if h >= n as u64 * 99 / 100 || rounds >= 4 || start.elapsed() > Duration::from_secs(45) {
+            break;
+        }
+        want = (n as u64 - h) * 11 / 10 + 1000;
     }
     eprintln!();
-    let gr = g.join().map_err(|_| "generator panicked".to_string())??;
-    std::thread::sleep(Duration::from_millis(1500));
     let c1 = sink_total(bed)?;
     let hwm = vm_kib(pid, "VmHWM:");
-    let held = held_connections(&o.xvs_bin, &sock);
     let _ = Command::new("kill").arg(pid.to_string()).status();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
     Ok(MemoryResult {
         connections: n,
-        syns_sent: gr.sent,
+        syns_sent: sent,
         syns_delivered: c1.iter().sum::<u64>() - c0.iter().sum::<u64>(),
         table_capacity: n.saturating_add(n / 4),
         vmhwm_before_kib: base,
         vmhwm_kib: hwm,
         held,
+        rounds,
     })
 }
 
