@@ -54,11 +54,17 @@ fn quick_run_forwards_through_every_host_side_target() {
         .expect("run xvs-bench");
     let stdout = String::from_utf8_lossy(&o.stdout);
     let stderr = String::from_utf8_lossy(&o.stderr);
-    eprintln!("{stdout}\n{stderr}\n(quick run took {:.1} s)", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "{stdout}\n{stderr}\n(quick run took {:.1} s)",
+        t0.elapsed().as_secs_f64()
+    );
     let json = std::fs::read_to_string(out.join("results.json")).expect("results.json written");
     let v: serde_json::Value = serde_json::from_str(&json).expect("results.json parses");
     let results = v["results"].as_array().expect("results array");
-    let names: Vec<&str> = results.iter().filter_map(|r| r["target"].as_str()).collect();
+    let names: Vec<&str> = results
+        .iter()
+        .filter_map(|r| r["target"].as_str())
+        .collect();
     for want in [
         "bounce",
         "xvs-nat-rr",
