@@ -899,7 +899,7 @@ impl ConnTable {
         }
         let mut assure = false;
         let timeout = match e.proto {
-            6 => {
+            proto @ (6 | 132) => {
                 let mut tdir = match dir {
                     Direction::In => TcpDir::In,
                     Direction::Out => TcpDir::Out,
@@ -911,47 +911,26 @@ impl ConnTable {
                         tdir = TcpDir::InputOnly;
                     }
                 }
-                let new = state::tcp_next(e.state, tdir, flags, self.secure_tcp);
-                if new != e.state && e.flags & TEMPLATE == 0 {
-                    let b = BackendId(e.backend);
-                    if e.flags & INACTIVE == 0 && new != tcp::ESTABLISHED {
-                        e.flags |= INACTIVE;
-                        self.counts.deactivate(b);
-                    } else if e.flags & INACTIVE != 0 && new == tcp::ESTABLISHED {
-                        e.flags &= !INACTIVE;
-                        self.counts.activate(b);
-                    }
-                    assure = new == tcp::ESTABLISHED;
-                }
-                e.state = new;
-                self.timeouts.get(6, new)
-            }
-            132 => {
-                let mut sdir = match dir {
-                    Direction::In => TcpDir::In,
-                    Direction::Out => TcpDir::Out,
+                // The same bookkeeping for both protocols; only the transition table differs.
+                let (new, established) = if proto == 6 {
+                    let next = state::tcp_next(e.state, tdir, flags, self.secure_tcp);
+                    (next, tcp::ESTABLISHED)
+                } else {
+                    (state::sctp_next(e.state, tdir, flags), sctp::ESTABLISHED)
                 };
-                if e.flags & NOOUTPUT != 0 {
-                    if dir == Direction::Out {
-                        e.flags &= !NOOUTPUT;
-                    } else {
-                        sdir = TcpDir::InputOnly;
-                    }
-                }
-                let new = state::sctp_next(e.state, sdir, flags);
                 if new != e.state && e.flags & TEMPLATE == 0 {
                     let b = BackendId(e.backend);
-                    if e.flags & INACTIVE == 0 && new != sctp::ESTABLISHED {
+                    if e.flags & INACTIVE == 0 && new != established {
                         e.flags |= INACTIVE;
                         self.counts.deactivate(b);
-                    } else if e.flags & INACTIVE != 0 && new == sctp::ESTABLISHED {
+                    } else if e.flags & INACTIVE != 0 && new == established {
                         e.flags &= !INACTIVE;
                         self.counts.activate(b);
                     }
-                    assure = new == sctp::ESTABLISHED;
+                    assure = new == established;
                 }
                 e.state = new;
-                self.timeouts.get(132, new)
+                self.timeouts.get(proto, new)
             }
             p => {
                 assure = p == 17 && dir == Direction::Out;
