@@ -333,6 +333,20 @@ impl Config {
         }
     }
 
+    /// The settings of a live worker's pipeline: as [`Config::pipeline_config`], with a random
+    /// hash seed and a random first FullNAT local port (see `PipelineConfig::first_local_port`).
+    pub fn live_pipeline_config(&self, worker: u16, workers: u16) -> PipelineConfig {
+        use std::hash::{BuildHasher, Hasher};
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        PipelineConfig {
+            seed: random,
+            first_local_port: 1024 + ((random >> 32) % (65536 - 1024)) as u16,
+            ..self.pipeline_config(worker, workers)
+        }
+    }
+
     /// The forwarding core's network view: ports (with `macs` where the file gave none, e.g.
     /// read from the interfaces), routes and the static neighbours.
     pub fn network(&self, macs: &[Mac]) -> Network {

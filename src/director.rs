@@ -523,7 +523,7 @@ pub fn run(config: &Path, io: Option<IoKind>, socket: &Path) -> Result<()> {
     let dp = Dataplane::start(&dp_cfg, &t, |worker, ports| {
         let macs: Vec<[u8; 6]> = ports.iter().map(|p| p.mac).collect();
         let pipe = Pipeline::new(
-            cfg.pipeline_config(worker as u16, nworkers),
+            cfg.live_pipeline_config(worker as u16, nworkers),
             &cfg.services,
             cfg.marks.clone(),
             cfg.network(&macs),

@@ -272,7 +272,7 @@ pub fn start_xvs(dir_ns: &str, scheduler: &str, core: usize) -> Result<Running, 
     let dp = Dataplane::start(&cfg.dataplane, &t, |w, ports| {
         let macs: Vec<[u8; 6]> = ports.iter().map(|p| p.mac).collect();
         let pipe = match Pipeline::new(
-            cfg.pipeline_config(w as u16, workers),
+            cfg.live_pipeline_config(w as u16, workers),
             &cfg.services,
             cfg.marks.clone(),
             cfg.network(&macs),

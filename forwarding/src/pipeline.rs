@@ -61,6 +61,12 @@ pub struct PipelineConfig {
     pub max_backends: u32,
     /// What happens to connections of removed backends.
     pub removed_backends: RemovedBackends,
+    /// Where FullNAT local ports start (then handed out in turn, wrapping). A running director
+    /// starts at a random port: backends keep TIME_WAIT for (local address, port) pairs after a
+    /// restart, and a SYN that lands on one of them is answered with an ACK instead of a
+    /// SYN-ACK (the client's sequence numbers do not follow the rewritten tuple), which stalls
+    /// the connection. Offline runs start at 1024 so their output is reproducible.
+    pub first_local_port: u16,
 }
 
 impl Default for PipelineConfig {
@@ -76,6 +82,7 @@ impl Default for PipelineConfig {
             seed: 0x5eed_0fc0_ffee,
             max_backends: 4096,
             removed_backends: RemovedBackends::Drain,
+            first_local_port: LPORT_MIN as u16,
         }
     }
 }
@@ -294,7 +301,15 @@ impl Pipeline {
             counters: Counters::default(),
             last: None,
             ip_id: 0,
-            lport_cursor: LPORT_MIN + (worker + workers - LPORT_MIN % workers) % workers,
+            lport_cursor: {
+                // The first port ≥ first_local_port (in range) in this worker's residue class.
+                let start = u32::from(cfg.first_local_port).clamp(LPORT_MIN, LPORT_MAX);
+                let mut p = start + (worker + workers - start % workers) % workers;
+                if p > LPORT_MAX {
+                    p = LPORT_MIN + (worker + workers - LPORT_MIN % workers) % workers;
+                }
+                p
+            },
             registry: reload::Registry::default(),
             hops: Vec::new(),
             cfg: PipelineConfig {

@@ -387,3 +387,34 @@ fn sctp_associations_open_on_init_and_walk_the_ipvs_states() {
     assert_eq!(state_of(&pipe, t(3), 5000), Some("ESTABLISHED"));
     assert_eq!(pipe.connections().counts().active(BackendId(0)), 1);
 }
+
+#[test]
+fn fullnat_local_ports_start_where_configured_in_the_workers_class() {
+    use xvs_forwarding::PipelineConfig;
+    // (worker, workers, first_local_port) → the first local port handed out.
+    for (worker, workers, first, want) in [
+        (0u16, 1u16, 1024u16, 1024u16),
+        (1, 2, 5000, 5001),
+        (1, 2, 5001, 5001),
+        (0, 2, 65535, 1024),
+        (0, 1, 0, 1024),
+    ] {
+        let cfg = PipelineConfig {
+            connections: 64,
+            local_addresses: vec![IpAddr::V4(LOCAL4)],
+            worker,
+            workers,
+            first_local_port: first,
+            ..PipelineConfig::default()
+        };
+        let mut pipe = Pipeline::new(cfg, &services(), vec![], network()).unwrap();
+        let syn = frame_in(IpAddr::V4(CLIENT4), IpAddr::V4(VIP4))
+            .tcp(9000, 83)
+            .syn()
+            .build();
+        let (v, out) = process(&mut pipe, t(1), FRONT, &syn);
+        assert_eq!(v, Verdict::Tx(BACK));
+        let lport = u16::from_be_bytes([out[34], out[35]]);
+        assert_eq!(lport, want, "worker {worker}/{workers} from {first}");
+    }
+}
