@@ -158,6 +158,12 @@ fn start(tb: &Testbed, io: IoKind) -> Dataplane {
     // veth has no zero-copy: "auto" must fall back to copy mode.
     cfg.afxdp.bind = xvs::io::afxdp::BindMode::Auto;
     cfg.packet.block_count = 16;
+    // A block size that is not a multiple of the frame size (3 pages, one 8 KiB frame per block
+    // and 4 KiB unused): TX slots must be addressed as the kernel does (block i / per_block,
+    // offset (i % per_block) * frame_size), or every frame after the first is lost.
+    cfg.packet.block_size = 3 * 4096;
+    cfg.packet.frame_size = 8192;
+    cfg.packet.tx_frames = 64;
     cfg.log_interval_secs = 2;
     cfg.neighbour_refresh_ms = 200;
     let targets = DirectorTargets {
