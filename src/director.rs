@@ -520,7 +520,7 @@ pub fn run(config: &Path, io: Option<IoKind>, socket: &Path) -> Result<()> {
     let nworkers = dp_cfg.workers.len() as u16;
     let mut handles = Vec::new();
     let t = targets(&cfg, &cfg.services);
-    let dp = Dataplane::start(&dp_cfg, &t, |worker, ports| {
+    let dp = Dataplane::start(&dp_cfg, &t, |worker, ports, inbox| {
         let macs: Vec<[u8; 6]> = ports.iter().map(|p| p.mac).collect();
         let pipe = Pipeline::new(
             cfg.live_pipeline_config(worker as u16, nworkers),
@@ -529,7 +529,7 @@ pub fn run(config: &Path, io: Option<IoKind>, socket: &Path) -> Result<()> {
             cfg.network(&macs),
         )
         .expect("the same configuration built a pipeline before the data plane started");
-        let (proc, handle) = attach(pipe);
+        let (proc, handle) = attach(pipe, inbox);
         handles.push(handle);
         proc
     })

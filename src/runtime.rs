@@ -1,12 +1,18 @@
 //! The running director's control side: the desired state, its publication to the workers, and
 //! the read-outs (counters, connection lists) that `xvs ctl`, the metrics and the logs show.
 //!
-//! Each worker runs a [`RuntimeProcessor`]: the forwarding pipeline plus an inbox. The worker
-//! loop calls `housekeeping` once per round (after each batch or idle wait); that is where the
-//! processor takes commands from its inbox — a new desired state to apply, a counter reset, a
-//! request for its connection list — and, about twice a second, publishes a report of its
-//! counters. So the per-packet path takes no lock and reads no shared memory: a change reaches
-//! each worker between two batches, and a reload is one message per worker.
+//! Each worker runs a [`RuntimeProcessor`]: the forwarding pipeline plus a report slot. Commands
+//! ([`Command`]: a new desired state to apply, a counter reset, a request for its connection
+//! list) reach it through the worker's one inbox (`worker::Inbox`, drained by the worker loop
+//! between two batches, which calls [`FrameProcessor::command`]); in `housekeeping`, once per
+//! round, it expires connections and, about twice a second, publishes a report of its counters.
+//! So the per-packet path takes no lock and reads no shared memory: a change reaches each worker
+//! between two batches, and a reload is one message per worker.
+//!
+//! A new per-worker command: add a variant to [`Command`], handle it in
+//! `RuntimeProcessor::command`, and send it from the control side with [`Workers::broadcast`]
+//! (no answer), [`Workers::send`] (one worker) or a reply channel as [`Workers::connections`]
+//! does.
 //!
 //! Counts from several workers combine by addition (each worker's table is exact for the
 //! connections it owns; RSS keeps a flow on one worker).
@@ -15,13 +21,13 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::{bounded, Sender};
 use xvs_forwarding::conn::ConnListing;
 use xvs_forwarding::pipeline::ServiceReport;
 use xvs_forwarding::service::{MarkRule, Service, ServiceKey};
 use xvs_forwarding::{Counters, Frame, Pipeline, PortId, Time, Verdict};
 
-use crate::worker::FrameProcessor;
+use crate::worker::{FrameProcessor, Inbox};
 
 /// Expiry work per loop round (see `ConnTable::expire`).
 const HOUSEKEEPING_BUDGET: u32 = 64;
@@ -59,35 +65,33 @@ pub struct WorkerReport {
     pub connections: u32,
 }
 
-/// The worker's side: the pipeline, its inbox and its report slot.
+/// The worker's side: the pipeline and its report slot.
 pub struct RuntimeProcessor {
     pipe: Pipeline,
-    inbox: Receiver<Command>,
     report: Arc<Mutex<WorkerReport>>,
     last_report: Option<Time>,
 }
 
 impl RuntimeProcessor {
-    fn take_commands(&mut self, now: Time) {
-        while let Ok(cmd) = self.inbox.try_recv() {
-            match cmd {
-                Command::Apply { state, done } => {
-                    let r = self
-                        .pipe
-                        .apply(&state.services, state.marks.clone())
-                        .map(|r| format!("{r:?}"))
-                        .map_err(|e| e.to_string());
-                    let _ = done.send(r);
-                    self.publish();
-                }
-                Command::Zero(key) => {
-                    self.pipe.zero_traffic(key.as_ref());
-                    self.publish();
-                }
-                Command::Timeouts(t, f, u) => self.pipe.set_timeouts(t, f, u),
-                Command::ListConnections(reply) => {
-                    let _ = reply.send(self.pipe.connections().list(now).collect());
-                }
+    /// Apply one command from the worker's inbox.
+    fn take_command(&mut self, now: Time, cmd: Command) {
+        match cmd {
+            Command::Apply { state, done } => {
+                let r = self
+                    .pipe
+                    .apply(&state.services, state.marks.clone())
+                    .map(|r| format!("{r:?}"))
+                    .map_err(|e| e.to_string());
+                let _ = done.send(r);
+                self.publish();
+            }
+            Command::Zero(key) => {
+                self.pipe.zero_traffic(key.as_ref());
+                self.publish();
+            }
+            Command::Timeouts(t, f, u) => self.pipe.set_timeouts(t, f, u),
+            Command::ListConnections(reply) => {
+                let _ = reply.send(self.pipe.connections().list(now).collect());
             }
         }
     }
@@ -105,6 +109,8 @@ impl RuntimeProcessor {
 }
 
 impl FrameProcessor for RuntimeProcessor {
+    type Command = Command;
+
     #[inline]
     fn process(&mut self, now: Time, ingress: PortId, frame: &mut Frame<'_>) -> Verdict {
         self.pipe.process(now, ingress, frame)
@@ -131,9 +137,6 @@ impl FrameProcessor for RuntimeProcessor {
 
     fn housekeeping(&mut self, now: Time) {
         self.pipe.housekeeping(now, HOUSEKEEPING_BUDGET);
-        if !self.inbox.is_empty() {
-            self.take_commands(now);
-        }
         let due = self
             .last_report
             .is_none_or(|t| now.0.saturating_sub(t.0) >= REPORT_EVERY.as_nanos() as u64);
@@ -142,26 +145,29 @@ impl FrameProcessor for RuntimeProcessor {
             self.publish();
         }
     }
+
+    fn command(&mut self, now: Time, cmd: Command) {
+        self.take_command(now, cmd);
+    }
 }
 
 /// The control side's handle on one worker.
 pub struct WorkerHandle {
-    inbox: Sender<Command>,
+    inbox: Inbox<Command>,
     report: Arc<Mutex<WorkerReport>>,
 }
 
-/// Wrap a worker's pipeline; the handle stays with the control side.
-pub fn attach(pipe: Pipeline) -> (RuntimeProcessor, WorkerHandle) {
-    let (tx, rx) = bounded(64);
+/// Wrap a worker's pipeline; the handle, which sends into the worker's `inbox`, stays with the
+/// control side.
+pub fn attach(pipe: Pipeline, inbox: Inbox<Command>) -> (RuntimeProcessor, WorkerHandle) {
     let report = Arc::new(Mutex::new(WorkerReport::default()));
     (
         RuntimeProcessor {
             pipe,
-            inbox: rx,
             report: report.clone(),
             last_report: None,
         },
-        WorkerHandle { inbox: tx, report },
+        WorkerHandle { inbox, report },
     )
 }
 
@@ -179,7 +185,7 @@ pub enum PublishError {
 /// All workers, from the control side.
 pub struct Workers {
     handles: Vec<WorkerHandle>,
-    /// How long to wait for a worker to take a command (it does between two batches).
+    /// How long to wait for a worker to answer a command (it takes it between two batches).
     pub wait: Duration,
 }
 
@@ -206,13 +212,10 @@ impl Workers {
         for (i, h) in self.handles.iter().enumerate() {
             let (tx, rx) = bounded(1);
             h.inbox
-                .send_timeout(
-                    Command::Apply {
-                        state: state.clone(),
-                        done: tx,
-                    },
-                    self.wait,
-                )
+                .send(Command::Apply {
+                    state: state.clone(),
+                    done: tx,
+                })
                 .map_err(|_| PublishError::Gone(i))?;
             waits.push(rx);
         }
@@ -228,12 +231,16 @@ impl Workers {
 
     /// Send a command that needs no answer to every worker.
     pub fn broadcast(&self, make: impl Fn() -> Command) -> Result<(), PublishError> {
-        for (i, h) in self.handles.iter().enumerate() {
-            h.inbox
-                .send_timeout(make(), self.wait)
-                .map_err(|_| PublishError::Gone(i))?;
+        for i in 0..self.handles.len() {
+            self.send(i, make())?;
         }
         Ok(())
+    }
+
+    /// Send a command to worker `i`.
+    pub fn send(&self, i: usize, cmd: Command) -> Result<(), PublishError> {
+        let h = self.handles.get(i).ok_or(PublishError::Gone(i))?;
+        h.inbox.send(cmd).map_err(|_| PublishError::Gone(i))
     }
 
     /// Every worker's connection list, concatenated.
@@ -242,7 +249,7 @@ impl Workers {
         for (i, h) in self.handles.iter().enumerate() {
             let (tx, rx) = bounded(1);
             h.inbox
-                .send_timeout(Command::ListConnections(tx), self.wait)
+                .send(Command::ListConnections(tx))
                 .map_err(|_| PublishError::Gone(i))?;
             out.extend(
                 rx.recv_timeout(self.wait)
@@ -273,7 +280,8 @@ mod tests {
 
     #[test]
     fn commands_are_taken_between_batches_and_answered() {
-        let (mut proc, handle) = attach(pipeline());
+        let (inbox, rx) = crate::worker::inbox();
+        let (mut proc, handle) = attach(pipeline(), inbox);
         let workers = Workers {
             handles: vec![handle],
             wait: Duration::from_secs(5),
@@ -285,6 +293,12 @@ mod tests {
             let mut now = Time::from_secs(1);
             while !s2.load(std::sync::atomic::Ordering::Relaxed) {
                 now.0 += 1_000_000;
+                // What the worker loop does with its inbox.
+                while let Ok(m) = rx.try_recv() {
+                    if let crate::worker::Control::Processor(cmd) = m {
+                        proc.command(now, cmd);
+                    }
+                }
                 proc.housekeeping(now);
                 std::thread::sleep(Duration::from_millis(1));
             }
@@ -319,7 +333,7 @@ mod tests {
         assert!(matches!(e, PublishError::Refused(0, _)), "{e}");
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         t.join().unwrap();
-        // With the worker gone, commands time out instead of hanging.
+        // With the worker gone (its inbox closed), commands fail instead of hanging.
         let workers = Workers {
             wait: Duration::from_millis(50),
             ..workers

@@ -94,6 +94,8 @@ impl TestNat {
 }
 
 impl FrameProcessor for TestNat {
+    type Command = ();
+
     fn process(&mut self, _now: Time, ingress: PortId, frame: &mut Frame<'_>) -> Verdict {
         let d = frame.data_mut();
         if d.len() < 14 + 20 + 8 {
@@ -175,7 +177,7 @@ fn start(tb: &Testbed, io: IoKind) -> Dataplane {
     };
     // Workers and the neighbour thread inherit the namespace of the thread that spawns them.
     let _ns = NetnsGuard::enter(&tb.ns("dir")).expect("enter director namespace");
-    Dataplane::start(&cfg, &targets, |_, ports| TestNat {
+    Dataplane::start(&cfg, &targets, |_, ports, _| TestNat {
         ports: ports.to_vec(),
         neigh: HashMap::new(),
     })
@@ -311,7 +313,7 @@ fn afxdp_setup_errors_name_the_cause() {
         neigh: HashMap::new(),
     };
     let cfg = DataplaneConfig::new(&["front", "nosuch0"]);
-    let e = Dataplane::start(&cfg, &targets, |_, _| mk()).unwrap_err();
+    let e = Dataplane::start(&cfg, &targets, |_, _, _| mk()).unwrap_err();
     let msg = chain(&e);
     eprintln!("{msg}");
     assert!(
@@ -321,7 +323,7 @@ fn afxdp_setup_errors_name_the_cause() {
 
     let mut cfg = DataplaneConfig::new(&["front", "back"]);
     cfg.workers[0].queue = 5;
-    let e = Dataplane::start(&cfg, &targets, |_, _| mk()).unwrap_err();
+    let e = Dataplane::start(&cfg, &targets, |_, _, _| mk()).unwrap_err();
     let msg = chain(&e);
     eprintln!("{msg}");
     assert!(msg.contains("queue 5 does not exist on front"), "{msg}");
@@ -334,12 +336,14 @@ fn afxdp_setup_errors_name_the_cause() {
 struct Boom;
 
 impl FrameProcessor for Boom {
+    type Command = ();
+
     fn process(&mut self, _now: Time, _ingress: PortId, _frame: &mut Frame<'_>) -> Verdict {
         panic!("boom (this panic is expected by the test)");
     }
 }
 
-/// A worker that dies is noticed (run_director then stops the data plane with an error).
+/// A worker that dies is noticed (`xvs run` then stops the data plane with an error).
 #[test]
 fn a_dead_worker_is_detected() {
     if skip_unless_root("dead worker test") {
@@ -350,7 +354,7 @@ fn a_dead_worker_is_detected() {
     cfg.io = IoKind::Packet;
     let dp = {
         let _ns = NetnsGuard::enter(&tb.ns("dir")).expect("enter director namespace");
-        Dataplane::start(&cfg, &DirectorTargets::default(), |_, _| Boom).expect("start")
+        Dataplane::start(&cfg, &DirectorTargets::default(), |_, _, _| Boom).expect("start")
     };
     assert_eq!(dp.dead_worker(), None);
     let _ = tb.exec("c1", &["curl", "-s", "-m", "1", "http://198.18.10.1/"]);
