@@ -408,6 +408,14 @@ impl Director {
                     .iter()
                     .map(|d| (d.as_str().to_string(), r.counters.drops.get(*d)))
                     .collect(),
+                io_drops: stats.get(i).map_or_else(Vec::new, |s| {
+                    s.io.io_drops()
+                        .iter()
+                        .map(|(k, n)| (k.to_string(), *n))
+                        .collect()
+                }),
+                handoff_out: stats.get(i).map_or(0, |s| s.io.handoff_out),
+                handoff_in: stats.get(i).map_or(0, |s| s.io.handoff_in),
                 busy_ratio: stats.get(i).map_or(0.0, |s| s.busy_ratio()),
                 connections: u64::from(r.connections),
             })
@@ -476,6 +484,12 @@ impl ControlDirector for Director {
         );
         for (i, r) in reports.iter().enumerate() {
             let busy = stats.get(i).map_or(0.0, |s| s.busy_ratio());
+            let io = stats.get(i).map(|s| s.io.clone()).unwrap_or_default();
+            let io_drops: Vec<String> = io
+                .io_drops()
+                .iter()
+                .map(|(k, n)| format!("{k}={n}"))
+                .collect();
             let drops: Vec<String> = r
                 .counters
                 .drops
@@ -483,14 +497,17 @@ impl ControlDirector for Director {
                 .map(|(d, n)| format!("{}={n}", d.as_str()))
                 .collect();
             out.push_str(&format!(
-                "worker {i}: rx {} tx {} pass {} drop {} [{}] connections {} busy {:.1}%\n",
+                "worker {i}: rx {} tx {} pass {} drop {} [{}] connections {} busy {:.1}% io drops [{}] handoff out {} in {}\n",
                 r.counters.rx,
                 r.counters.tx,
                 r.counters.pass,
                 r.counters.drops.total(),
                 drops.join(" "),
                 r.connections,
-                busy * 100.0
+                busy * 100.0,
+                io_drops.join(" "),
+                io.handoff_out,
+                io.handoff_in,
             ));
         }
         out

@@ -60,6 +60,9 @@ fn small() -> Metrics {
             tx_packets: 90,
             pass_packets: 4,
             drops: vec![("no_backend".into(), 5), ("truncated".into(), 1)],
+            io_drops: vec![("tx_ring_full".into(), 3), ("handoff_full".into(), 2)],
+            handoff_out: 11,
+            handoff_in: 12,
             busy_ratio: 0.25,
             connections: 7,
         }],
@@ -145,6 +148,14 @@ xvs_worker_pass_packets_total{worker="0"} 4
 # TYPE xvs_worker_drops_total counter
 xvs_worker_drops_total{worker="0",reason="no_backend"} 5
 xvs_worker_drops_total{worker="0",reason="truncated"} 1
+# HELP xvs_worker_io_drops_total Frames lost in the worker's I/O (rings, cross-worker handoff), by reason.
+# TYPE xvs_worker_io_drops_total counter
+xvs_worker_io_drops_total{worker="0",reason="tx_ring_full"} 3
+xvs_worker_io_drops_total{worker="0",reason="handoff_full"} 2
+# HELP xvs_worker_handoff_packets_total Frames handed to the worker owning their connection (out) or received from another worker (in).
+# TYPE xvs_worker_handoff_packets_total counter
+xvs_worker_handoff_packets_total{worker="0",direction="out"} 11
+xvs_worker_handoff_packets_total{worker="0",direction="in"} 12
 # HELP xvs_worker_busy_ratio Share of the worker's time spent processing frames (0 to 1).
 # TYPE xvs_worker_busy_ratio gauge
 xvs_worker_busy_ratio{worker="0"} 0.25

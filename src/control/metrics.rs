@@ -20,6 +20,8 @@
 //! | `xvs_backend_health_checks_total` | counter | backend, `result` = ok/failed |
 //! | `xvs_worker_rx_packets_total`, `xvs_worker_tx_packets_total`, `xvs_worker_pass_packets_total` | counter | `worker` |
 //! | `xvs_worker_drops_total` | counter | worker, `reason` (DropReason::as_str) |
+//! | `xvs_worker_io_drops_total` | counter | worker, `reason` = tx_ring_full/tx_bad_port/rx_bad_desc/handoff_full |
+//! | `xvs_worker_handoff_packets_total` | counter | worker, `direction` = out/in |
 //! | `xvs_worker_busy_ratio` | gauge (0..1) | worker |
 //! | `xvs_worker_connections` | gauge | worker |
 //!
@@ -130,6 +132,12 @@ pub struct WorkerMetrics {
     pub pass_packets: u64,
     /// Drops by reason (`DropReason::as_str`, every reason or only the non-zero ones).
     pub drops: Vec<(String, u64)>,
+    /// Frames lost in the I/O layer by reason (`IoCounters::io_drops`: a full TX ring, a
+    /// verdict for a missing port, a bad descriptor, a full handoff inbox or pool).
+    pub io_drops: Vec<(String, u64)>,
+    /// Frames handed to the worker owning their connection, and received from other workers.
+    pub handoff_out: u64,
+    pub handoff_in: u64,
     /// Busy time / wall time over the last interval, 0..=1.
     pub busy_ratio: f64,
     /// Entries in the worker's connection table.
@@ -438,6 +446,16 @@ pub fn render(m: &Metrics) -> String {
         Kind::Counter,
         "Frames dropped by the worker, by reason.",
     );
+    let mut io_drops = Family::new(
+        "xvs_worker_io_drops_total",
+        Kind::Counter,
+        "Frames lost in the worker's I/O (rings, cross-worker handoff), by reason.",
+    );
+    let mut handoff = Family::new(
+        "xvs_worker_handoff_packets_total",
+        Kind::Counter,
+        "Frames handed to the worker owning their connection (out) or received from another worker (in).",
+    );
     let mut busy = Family::new(
         "xvs_worker_busy_ratio",
         Kind::Gauge,
@@ -475,6 +493,11 @@ pub fn render(m: &Metrics) -> String {
         for (reason, n) in &w.drops {
             drops.add(&with(&wp, "reason", reason), Value::Int(*n));
         }
+        for (reason, n) in &w.io_drops {
+            io_drops.add(&with(&wp, "reason", reason), Value::Int(*n));
+        }
+        handoff.add(&with(&wp, "direction", "out"), Value::Int(w.handoff_out));
+        handoff.add(&with(&wp, "direction", "in"), Value::Int(w.handoff_in));
         busy.add(&wp, Value::Float(w.busy_ratio));
         conns.add(&wp, Value::Int(w.connections));
     }
@@ -493,6 +516,8 @@ pub fn render(m: &Metrics) -> String {
         &tx,
         &pass,
         &drops,
+        &io_drops,
+        &handoff,
         &busy,
         &conns,
     ] {

@@ -109,6 +109,17 @@ pub struct IoCounters {
 }
 
 impl IoCounters {
+    /// Frames lost in the I/O layer (not by the processor), by reason: `tx_ring_full`,
+    /// `tx_bad_port`, `rx_bad_desc`, `handoff_full`.
+    pub fn io_drops(&self) -> [(&'static str, u64); 4] {
+        [
+            ("tx_ring_full", self.tx_ring_full),
+            ("tx_bad_port", self.tx_bad_port),
+            ("rx_bad_desc", self.rx_bad_desc),
+            ("handoff_full", self.handoff_full),
+        ]
+    }
+
     pub fn add(&mut self, o: &IoCounters) {
         self.rx += o.rx;
         self.tx += o.tx;
