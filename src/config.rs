@@ -48,7 +48,8 @@ use xvs_schedulers::SchedFlags;
 
 use crate::control::health::{CheckConfig, CheckSpec};
 use crate::dataplane_config::{
-    AfXdpConfig, DataplaneConfig, InterfaceConfig, IoKind, PacketConfig, WorkerConfig, XdpMode,
+    AfXdpConfig, DataplaneConfig, InterfaceConfig, IoKind, PacketConfig, SteeringConfig,
+    WorkerConfig, XdpMode,
 };
 
 /// A configuration that could not be used.
@@ -83,6 +84,7 @@ pub struct RawConfig {
     pub log_interval_secs: Option<u64>,
     pub neighbour_refresh_ms: Option<u64>,
     pub idle_wait_ms: Option<i32>,
+    pub steering: Option<SteeringConfig>,
     #[serde(default)]
     pub director: DirectorSection,
     #[serde(default)]
@@ -737,6 +739,7 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             .neighbour_refresh_ms
             .unwrap_or(defaults.neighbour_refresh_ms),
         idle_wait_ms: raw.idle_wait_ms.unwrap_or(defaults.idle_wait_ms),
+        steering: raw.steering.unwrap_or(defaults.steering),
     };
     if !dataplane.interfaces.is_empty() {
         dataplane.validate().map_err(|e| c.err(e.field, e.reason))?;

@@ -114,7 +114,9 @@ pub struct DirectorTargets {
     pub client_steering: ClientSteering,
 }
 
-/// What decides a connection's worker when there are several.
+/// What decides a connection's worker when there are several. Chosen once at start
+/// (`director::start_steering`, `[steering]`) and kept for the life of the process, so that no
+/// established connection ever moves to a worker that does not hold it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ClientSteering {
     /// Client address and port: the best spread. Persistence templates are then per worker, so
@@ -122,8 +124,8 @@ pub enum ClientSteering {
     #[default]
     Flow,
     /// Client address masked to these prefix lengths: every connection of a client network is
-    /// handled by one worker, so persistence (ipvsadm `-p` with `-M`) behaves as in IPVS. Use the
-    /// shortest persistence netmask of the configuration.
+    /// handled by one worker, so persistence (ipvsadm `-p` with `-M`) with a netmask no longer
+    /// than the prefix behaves as in IPVS.
     Address { v4_prefix: u8, v6_prefix: u8 },
 }
 
