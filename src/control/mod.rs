@@ -15,7 +15,7 @@
 //!
 //! Modules: [`state`] (the desired state, ipvsadm's operations on it, and the typed
 //! [`state::Change`]s between two states), [`ipvsadm`] (the command line and rule text in),
-//! [`model`] (the listing the runtime fills), [`format`] (ipvsadm's output and rule text out),
+//! [`model`] (the listing the runtime fills), [`format`](mod@format) (ipvsadm's output and rule text out),
 //! [`server`] (the Unix socket, the [`server::Director`] trait the runtime implements, and the
 //! client). Imports point one way: `ipvsadm`, `format` and `model` use `state`; `state` uses
 //! none of them.

@@ -428,7 +428,7 @@ impl std::fmt::Debug for AfXdpIo {
 }
 
 impl AfXdpIo {
-    /// Create the UMEM and one socket per target (port i = targets[i]), all at the same queue.
+    /// Create the UMEM and one socket per target (port i = `targets[i]`), all at the same queue.
     /// With `BindMode::Auto`, zero-copy is tried first and copy mode used if the driver refuses.
     pub fn new(targets: &[BindTarget], params: XskParams) -> Result<AfXdpIo, IoError> {
         if params.mode != BindMode::Auto {

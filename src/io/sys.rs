@@ -264,7 +264,7 @@ pub(crate) fn kick_rx(fd: RawFd) {
     }
 }
 
-/// While alive, the calling thread is inside network namespace `name` (/run/netns/<name>, as
+/// While alive, the calling thread is inside network namespace `name` (`/run/netns/<name>`, as
 /// `ip netns add` creates it); dropping it returns the thread to where it was. Threads spawned
 /// meanwhile stay in `name` for their whole life (used by tests to run workers in a namespace).
 ///
