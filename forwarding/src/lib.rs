@@ -10,6 +10,7 @@ pub mod frame;
 pub mod net;
 pub mod pipeline;
 pub mod service;
+pub mod sync;
 pub mod verdict;
 pub mod wire;
 
