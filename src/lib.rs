@@ -11,4 +11,5 @@ pub mod neigh;
 pub mod replay;
 pub mod runtime;
 pub mod simulate;
+pub mod sync;
 pub mod worker;
