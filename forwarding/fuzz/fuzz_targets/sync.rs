@@ -25,13 +25,27 @@ fuzz_target!(|data: &[u8]| {
         }
         let expected: Vec<SyncConn> = out
             .iter()
-            .map(|c| SyncConn { flags: c.flags & !flags::HASHED, has_pe: false, ..*c })
+            .map(|c| SyncConn {
+                flags: c.flags & !flags::HASHED,
+                has_pe: false,
+                ..*c
+            })
             .collect();
         let mut enc = Encoder::new(7, 1472);
         let mut again = Vec::new();
         let check = |m: Vec<u8>, again: &mut Vec<SyncConn>| {
             let r = decode(&m, 7, again);
-            assert!(matches!(r, Ok(Decoded::V1 { syncid: 7, skipped: 0, .. })), "{r:?}");
+            assert!(
+                matches!(
+                    r,
+                    Ok(Decoded::V1 {
+                        syncid: 7,
+                        skipped: 0,
+                        ..
+                    })
+                ),
+                "{r:?}"
+            );
         };
         for c in &out {
             if !enc.push(c) {
