@@ -1,23 +1,24 @@
 //! The kernel-IPVS guest with a network path into a host namespace, for integration tests.
 //!
 //! [`Guest::boot`] creates a network namespace ([`Netns`], unique name, deleted on drop) holding a
-//! tap device, builds the guest (scripts/ipvs-guest/build.sh, packages cached in
+//! bridge with a tap device on it, builds the guest (scripts/ipvs-guest/build.sh, packages cached in
 //! target/ipvs-guest) and boots it with scripts/ipvs-guest/run.sh --agent inside that namespace:
 //! the guest's eth0 is a virtio-net NIC on the tap. The test then drives the guest through the
 //! agent on its second serial port (agent.c, `agent ctl`): [`Guest::run`] runs one program
 //! there without a shell and returns its exit status and output; [`Guest::ipvsadm`],
 //! [`Guest::conns`] (`ipvsadm -Lnc` parsed), [`Guest::services`] (`ipvsadm -Ln` parsed) and
 //! [`Guest::dmesg`] build on it. Sockets the test opens inside the namespace
-//! ([`Netns::enter`]) talk to the guest over the tap.
+//! ([`Netns::enter`]) talk to the guest over the tap; [`Guest::attach`] adds further namespaces
+//! on the same segment (another director, say).
 //!
-//! Addresses (RFC 2544 range): host side of the tap [`HOST`] (/24), guest eth0 [`GUEST`];
+//! Addresses (RFC 2544 range): the bridge [`HOST`] (/24), guest eth0 [`GUEST`];
 //! IPv6 (RFC 5180 range) [`HOST6`] and [`GUEST6`] (/64), no duplicate address detection.
 //! [`VIP_NET`] and [`VIP6_NET`] are routed from the namespace to the guest for the test's
 //! virtual addresses; the
 //! guest's backends (`agent serve 8080`, TCP and UDP, answering "backend ADDR:PORT") sit in its own
 //! namespace at [`backend`]`(11..=19)`, behind the guest (which forwards), and are routed from
 //! the host namespace through the guest too. Multicast (224.0.0.0/4) leaves the host namespace
-//! on the tap.
+//! on the bridge.
 //!
 //! Dropping the [`Guest`] kills QEMU by its pid and then deletes the namespace.
 #![allow(dead_code)]
@@ -52,8 +53,13 @@ pub const GUEST6: &str = "2001:2:0:f0::1";
 pub const VIP6_NET: &str = "2001:2:0:f1::/64";
 /// The guest's IPv6 backend subnet (backend n is 2001:2:1::n, n in 11..=19).
 pub const BACKEND6_NET: &str = "2001:2:1::/64";
-/// Name of the tap inside the namespace.
+/// Name of the tap inside the guest's namespace.
 pub const TAP: &str = "xg0";
+/// The bridge of the guest's namespace: the tap and [`Guest::attach`]ed namespaces are its
+/// ports; the host addresses sit on it. Multicast snooping is off (every port gets every group).
+pub const BRIDGE: &str = "xgbr";
+/// The interface of an [`Guest::attach`]ed namespace.
+pub const ATTACHED_DEV: &str = "xg1";
 
 /// A guest backend address, `n` in 11..=19.
 pub fn backend(n: u8) -> Ipv4Addr {
@@ -171,6 +177,29 @@ impl Drop for Netns {
     fn drop(&mut self) {
         let _ = cmd("ip", &["netns", "del", &self.name]);
     }
+}
+
+/// Puts `addr`/[`PREFIX`] and `addr6`/64 on `dev` (in `ns`) and routes multicast out of it and
+/// the VIP and backend subnets (IPv4 and IPv6) via the guest.
+fn segment_addresses(ns: &Netns, dev: &str, addr: Ipv4Addr, addr6: &str) -> Result<(), String> {
+    ns.ip(&["addr", "add", &format!("{addr}/{PREFIX}"), "dev", dev])?;
+    ns.ip(&[
+        "-6",
+        "addr",
+        "add",
+        &format!("{addr6}/64"),
+        "dev",
+        dev,
+        "nodad",
+    ])?;
+    ns.ip(&["route", "add", "224.0.0.0/4", "dev", dev])?;
+    for net in [VIP_NET, BACKEND_NET] {
+        ns.ip(&["route", "add", net, "via", &GUEST.to_string()])?;
+    }
+    for net in [VIP6_NET, BACKEND6_NET] {
+        ns.ip(&["-6", "route", "add", net, "via", GUEST6])?;
+    }
+    Ok(())
 }
 
 /// What [`Guest::run`] returns: the program's exit status ("0", "1", ..., "sigN") and its
@@ -364,25 +393,20 @@ impl Guest {
             ));
         }
         let ns = Netns::new()?;
-        ns.ip(&["tuntap", "add", "dev", TAP, "mode", "tap"])?;
-        ns.ip(&["addr", "add", &format!("{HOST}/{PREFIX}"), "dev", TAP])?;
-        ns.ip(&["link", "set", TAP, "up"])?;
-        ns.ip(&["route", "add", "224.0.0.0/4", "dev", TAP])?;
-        for net in [VIP_NET, BACKEND_NET] {
-            ns.ip(&["route", "add", net, "via", &GUEST.to_string()])?;
-        }
         ns.ip(&[
-            "-6",
-            "addr",
+            "link",
             "add",
-            &format!("{HOST6}/64"),
-            "dev",
-            TAP,
-            "nodad",
+            BRIDGE,
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
         ])?;
-        for net in [VIP6_NET, BACKEND6_NET] {
-            ns.ip(&["-6", "route", "add", net, "via", GUEST6])?;
-        }
+        ns.ip(&["link", "set", BRIDGE, "up"])?;
+        ns.ip(&["tuntap", "add", "dev", TAP, "mode", "tap"])?;
+        ns.ip(&["link", "set", TAP, "master", BRIDGE])?;
+        ns.ip(&["link", "set", TAP, "up"])?;
+        segment_addresses(&ns, BRIDGE, HOST, HOST6)?;
 
         let _ = fs::remove_dir_all(&opts.work);
         fs::create_dir_all(&opts.work)
@@ -583,6 +607,33 @@ impl Guest {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// Another namespace on the guest's Ethernet segment (a veth into the bridge of the guest's
+    /// namespace; the interface is [`ATTACHED_DEV`] there) with `addr`/[`PREFIX`] and
+    /// `addr6`/64, multicast routed out of it and the VIP and backend subnets routed via the
+    /// guest, as in the guest's own namespace. Deleted when dropped (or with the guest's).
+    pub fn attach(&self, addr: Ipv4Addr, addr6: &str) -> Result<Netns, String> {
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let ns = Netns::new()?;
+        let port = format!("xgp{}", SEQ.fetch_add(1, Ordering::Relaxed));
+        self.ns.ip(&[
+            "link",
+            "add",
+            &port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            ATTACHED_DEV,
+            "netns",
+            &ns.name,
+        ])?;
+        self.ns.ip(&["link", "set", &port, "master", BRIDGE])?;
+        self.ns.ip(&["link", "set", &port, "up"])?;
+        ns.ip(&["link", "set", ATTACHED_DEV, "up"])?;
+        segment_addresses(&ns, ATTACHED_DEV, addr, addr6)?;
+        Ok(ns)
     }
 
     /// The guest's serial console so far.
