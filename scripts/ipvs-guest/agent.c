@@ -1,5 +1,6 @@
 /*
- * parity agent: the guest side of the xvs/IPVS decision-parity check (scripts/ipvs-guest/).
+ * agent: the guest side of the xvs/IPVS decision-parity check and of the interactive guest
+ * (scripts/ipvs-guest/; init picks the role).
  *
  * Built statically by build.sh and run inside the QEMU guest:
  *   agent serve PORT...       backend listener (one process per port, IPv4 and IPv6): on every

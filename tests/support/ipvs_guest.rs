@@ -107,7 +107,8 @@ pub struct Netns {
 
 impl Netns {
     /// Creates the namespace with lo up and IPv6 duplicate address detection off. Deletes
-    /// namespaces of this prefix left by test processes that no longer run.
+    /// namespaces of this prefix left by test processes that no longer run, after killing the
+    /// processes still inside them (a QEMU whose test was killed).
     pub fn new() -> Result<Netns, String> {
         static SEQ: AtomicU32 = AtomicU32::new(0);
         Self::sweep_stale();
@@ -137,6 +138,11 @@ impl Netns {
                 continue;
             };
             if pid.parse::<u32>().is_ok() && !Path::new(&format!("/proc/{pid}")).exists() {
+                // A test process that was killed leaves its QEMU running in the namespace.
+                let pids = cmd("ip", &["netns", "pids", name]).unwrap_or_default();
+                for p in pids.split_whitespace() {
+                    let _ = cmd("kill", &["-9", p]);
+                }
                 let _ = cmd("ip", &["netns", "del", name]);
             }
         }
@@ -373,6 +379,8 @@ pub struct Guest {
     child: Child,
     ctl: BufReader<UnixStream>,
     pub work: PathBuf,
+    /// Why the control channel is unusable, once a request failed on it.
+    broken: Option<String>,
     /// The guest's `uname -r` and `ipvsadm --version`, from its console banner.
     pub banner: String,
     pub ns: Netns,
@@ -434,6 +442,13 @@ impl Guest {
         };
 
         let sock = opts.work.join("ctl.sock");
+        // sockaddr_un holds 108 bytes with the terminating NUL.
+        if sock.as_os_str().len() > 107 {
+            return Err(format!(
+                "{} is too long for a unix socket path: choose a shorter work directory",
+                sock.display()
+            ));
+        }
         let deadline = Instant::now() + opts.boot_timeout;
         let stream = loop {
             if let Ok(s) = UnixStream::connect(&sock) {
@@ -475,6 +490,7 @@ impl Guest {
             child: pending.child.take().expect("child"),
             ctl,
             work: opts.work.clone(),
+            broken: None,
             banner,
             ns,
         };
@@ -492,7 +508,23 @@ impl Guest {
 
     /// Runs `argv[0]` (a path in the guest: /sbin/ipvsadm, /sbin/ip, /bin/<busybox applet>) with
     /// `argv` in the guest, no shell.
+    /// After a failed exchange the channel's state is unknown: every later request fails.
     pub fn run(&mut self, argv: &[&str]) -> Result<RunOutput, String> {
+        if let Some(why) = &self.broken {
+            return Err(format!("the guest's control channel failed earlier: {why}"));
+        }
+        let res = self.exchange(argv);
+        if let Err(e) = &res {
+            self.broken = Some(e.clone());
+        }
+        let out = res?;
+        if out.status == "err" {
+            return Err(format!("the agent refused {argv:?}: {}", out.output));
+        }
+        Ok(out)
+    }
+
+    fn exchange(&mut self, argv: &[&str]) -> Result<RunOutput, String> {
         let mut req = String::from("run");
         for w in argv {
             req.push(' ');
@@ -528,14 +560,10 @@ impl Guest {
         self.ctl
             .read_exact(&mut body)
             .map_err(|e| format!("short answer from the guest's agent: {e}"))?;
-        let out = RunOutput {
+        Ok(RunOutput {
             status: w[1].to_string(),
             output: String::from_utf8_lossy(&body).into_owned(),
-        };
-        if out.status == "err" {
-            return Err(format!("the agent refused {argv:?}: {}", out.output));
-        }
-        Ok(out)
+        })
     }
 
     /// Runs a program; Err with its output unless it exits 0.
@@ -564,6 +592,17 @@ impl Guest {
         let mut argv = vec!["/sbin/ip"];
         argv.extend_from_slice(args);
         self.run_ok(&argv)
+    }
+
+    /// `sysctl -w KEY=VALUE` in the guest (e.g. net.ipv4.vs.sync_threshold).
+    pub fn sysctl(&mut self, key: &str, value: &str) -> Result<(), String> {
+        self.run_ok(&["/bin/sysctl", "-w", &format!("{key}={value}")])
+            .map(|_| ())
+    }
+
+    /// A file of the guest (/proc/net/ip_vs_conn_sync, say).
+    pub fn read(&mut self, path: &str) -> Result<String, String> {
+        self.run_ok(&["/bin/cat", path])
     }
 
     /// `ipvsadm -Lnc`, parsed.
