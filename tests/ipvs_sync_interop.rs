@@ -19,7 +19,8 @@
 //!    client, virtual, destination and state, and the backend's ActiveConn becomes 1. A message
 //!    shaped like xvs's extension (byte 0 = 0, right size, version 0x58, a payload that would be
 //!    a valid entry) and one with another sync id change nothing, add no kernel log line, and a
-//!    valid message after them is still installed.
+//!    valid message after them is still installed. Last, one message with two entries, an IPv6
+//!    ESTABLISHED connection and an IPv4 persistence template, installs both.
 //!
 //! `regenerate_sync_fixtures` (ignored) writes the captured datagrams of 1. with a manifest to
 //! forwarding/tests/data/ipvs-sync/ (see its README.md); `committed_sync_fixtures_match_manifest`
@@ -629,7 +630,9 @@ fn backup_scenario(g: &mut Guest) {
     let log_before = g.dmesg().unwrap();
 
     // xvs's extension shape: byte 0 = 0, sync id 7, right size, count 1, version 0x58, spare 0,
-    // then what would be a valid IPv4 entry for another client.
+    // then what would be a valid IPv4 entry for another client. A kernel backup reads any
+    // version but 1 as a version-0 message, whose first byte is its entry count: 0 here, so it
+    // installs nothing (ip_vs_process_message / ip_vs_process_message_v0 in ip_vs_sync.c).
     let ghost = est("198.18.240.51:42002", svc, dest);
     let mut ext = wire::encode(SYNCID, std::slice::from_ref(&ghost));
     ext[5] = 0x58;
@@ -677,6 +680,50 @@ fn backup_scenario(g: &mut Guest) {
         "backup: extension-shaped message (version 0x58) and foreign sync id ignored, no kernel \
          log line; the valid message after them installed; ActiveConn 2"
     );
+
+    // One message, two entries: an IPv6 ESTABLISHED connection and an IPv4 persistence
+    // template (flags TEMPLATE, client port 0, timeout 300) of a `-p` service.
+    let (svc6, dest6) = ("[2001:2:0:f1::3]:80", "[2001:2:1::16]:8080");
+    let (psvc, pdest) = ("198.18.241.4:80", "198.19.0.16:8080");
+    g.ip(&["-6", "addr", "add", "2001:2:0:f1::3/128", "dev", "lo"])
+        .unwrap();
+    g.ip(&["addr", "add", "198.18.241.4/32", "dev", "lo"])
+        .unwrap();
+    for args in [
+        vec!["-A", "-t", svc6, "-s", "rr"],
+        vec!["-a", "-t", svc6, "-r", dest6, "-m"],
+        vec!["-A", "-t", psvc, "-s", "rr", "-p", "300"],
+        vec!["-a", "-t", psvc, "-r", pdest, "-m"],
+    ] {
+        g.ipvsadm(&args).unwrap();
+    }
+    let c6 = est("[2001:2:0:f0::60]:42010", svc6, dest6);
+    let mut tpl = est("198.18.240.60:0", psvc, pdest);
+    tpl.flags = wire::F_TEMPLATE;
+    tpl.state = 0;
+    tpl.timeout = 300;
+    send(&tx, &wire::encode(SYNCID, &[c6.clone(), tpl.clone()]));
+    let rows = g
+        .wait_conns(Duration::from_secs(20), |rows| {
+            rows.iter().any(|r| r.client == c6.client)
+                && rows.iter().any(|r| r.client == tpl.client)
+        })
+        .unwrap_or_else(|e| panic!("the two-entry message was not installed: {e}"));
+    let r6 = rows.iter().find(|r| r.client == c6.client).unwrap();
+    assert_eq!(
+        (r6.proto.as_str(), r6.state.as_str(), r6.virtual_, r6.dest),
+        ("TCP", "ESTABLISHED", c6.virtual_, c6.dest),
+        "{r6}"
+    );
+    let rt = rows.iter().find(|r| r.client == tpl.client).unwrap();
+    assert_eq!(
+        (rt.proto.as_str(), rt.state.as_str(), rt.virtual_, rt.dest),
+        ("TCP", "NONE", tpl.virtual_, tpl.dest),
+        "{rt}"
+    );
+    assert!(rt.expire > 200 && rt.expire <= 300, "{rt}");
+    assert_eq!(dest_counts(g, svc6, dest6), (1, 0), "ActiveConn of {dest6}");
+    println!("backup installed from one message: {r6}\n  and the template {rt}");
 }
 
 #[test]
