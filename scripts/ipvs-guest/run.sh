@@ -15,8 +15,8 @@
 #       agent's request channel (agent.c, `agent ctl`) is the guest's second serial port, served
 #       by QEMU on the unix socket WORKDIR/ctl.sock (QEMU waits for the caller to connect there
 #       before it starts the guest, so the agent's first "@@ ready" is never lost). The script
-#       execs QEMU: its pid is QEMU's, and
-#       the caller stops the guest by killing that pid (or with the agent's `quit`).
+#       execs QEMU: its pid is QEMU's, and the caller stops the guest by killing that pid (or
+#       with the agent's `quit`). tests/support/ipvs_guest.rs does all this for Rust tests.
 # Both roles share the QEMU command line below. The guest runs under QEMU's software emulation
 # (TCG): its decisions are kernel IPVS's own, its timings mean nothing.
 set -euo pipefail
