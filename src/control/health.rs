@@ -16,7 +16,9 @@
 //!   `XVS_BACKEND_PORT`, `XVS_SERVICE`); healthy on exit code 0; the whole process group is killed
 //!   when `timeout_ms` runs out (`MISC_CHECK`, ldirectord's external check).
 //!
-//! Every check has `interval_ms` (time between the starts of two probes), `timeout_ms` (bound on
+//! Every check has `interval_ms` (time between the starts of two probes), `retry_interval_ms` (the
+//! time instead while an up backend's failures count towards `fall`, keepalived's
+//! `delay_before_retry`; default `interval_ms`), `timeout_ms` (bound on
 //! one whole probe: connect, request, reply), `rise` and `fall` (consecutive successes / failures
 //! that flip the state; defaults 2 and 3 as HAProxy's, which keepalived's `retry` approximates),
 //! `initially_down` (a backend starts **up**, as keepalived's checkers assume unless `alpha` is set;
@@ -118,12 +120,21 @@ pub enum ExpectMatch {
     Equals,
 }
 
-/// `status = 200` or `status = [200, 204]`.
+/// `status = 200` or `status = [200, 204, "300-399"]` (a string is an inclusive range, as
+/// keepalived's `status_code 300-399`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
 pub enum StatusList {
     One(u16),
-    Many(Vec<u16>),
+    Many(Vec<StatusItem>),
+}
+
+/// One entry of a status list: a code or a `"LOW-HIGH"` range.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum StatusItem {
+    Code(u16),
+    Range(String),
 }
 
 /// A check as written in the TOML: `[service.check]` (the default for every backend of the
@@ -134,6 +145,7 @@ pub enum StatusList {
 /// [service.check]
 /// type = "http"          # tcp | http | https | udp | exec | none
 /// interval_ms = 2000     # default 5000
+/// retry_interval_ms = 1000     # after a failure of an up backend, until it falls; default interval_ms
 /// timeout_ms = 1000      # default 3000
 /// rise = 2               # default 2
 /// fall = 3               # default 3
@@ -143,7 +155,7 @@ pub enum StatusList {
 /// connect_port = 8080          # default the backend's port
 /// path = "/healthz"      # http/https, default "/"
 /// host = "www.example.com"     # http/https Host header (and TLS server name)
-/// status = [200, 204]    # http/https, default 200
+/// status = [200, "300-302"]   # http/https, codes or "LOW-HIGH" ranges; default 200
 /// digest = "9b3a0c85a887a256d6939da88aabd8cd"  # http/https, MD5 of the body, hex
 /// insecure = false       # https: skip certificate verification
 /// ca_file = "/etc/xvs/backend-ca.pem"          # https: trust these instead of the web roots
@@ -159,6 +171,9 @@ pub struct CheckConfig {
     #[serde(rename = "type")]
     pub kind: Option<CheckKind>,
     pub interval_ms: Option<u64>,
+    /// Time between probes while a failure count towards `fall` is running (keepalived's
+    /// `delay_before_retry`); default `interval_ms`.
+    pub retry_interval_ms: Option<u64>,
     pub timeout_ms: Option<u64>,
     pub rise: Option<u32>,
     pub fall: Option<u32>,
@@ -216,6 +231,7 @@ impl CheckConfig {
                 Some(CheckConfig {
                     kind: b.kind.or(s.kind),
                     interval_ms: b.interval_ms.or(s.interval_ms),
+                    retry_interval_ms: b.retry_interval_ms.or(s.retry_interval_ms),
                     timeout_ms: b.timeout_ms.or(s.timeout_ms),
                     rise: b.rise.or(s.rise),
                     fall: b.fall.or(s.fall),
@@ -300,6 +316,7 @@ impl CheckConfig {
             Some(ms) => Ok(Duration::from_millis(ms)),
         };
         let interval = millis("interval_ms", self.interval_ms, DEFAULT_INTERVAL, 10)?;
+        let retry_interval = millis("retry_interval_ms", self.retry_interval_ms, interval, 10)?;
         let timeout = millis("timeout_ms", self.timeout_ms, DEFAULT_TIMEOUT, 1)?;
         let count = |name: &str, v: Option<u32>, default: u32| match v {
             None => Ok(default),
@@ -345,7 +362,34 @@ impl CheckConfig {
                     Some(StatusList::Many(v)) if v.is_empty() => {
                         return Err(err("status", "empty list".into()))
                     }
-                    Some(StatusList::Many(v)) => v.clone(),
+                    Some(StatusList::Many(v)) => {
+                        let mut codes = Vec::new();
+                        for item in v {
+                            match item {
+                                StatusItem::Code(c) => codes.push(*c),
+                                StatusItem::Range(r) => {
+                                    let range = r.split_once('-').and_then(|(a, b)| {
+                                        Some((
+                                            a.trim().parse::<u16>().ok()?,
+                                            b.trim().parse::<u16>().ok()?,
+                                        ))
+                                    });
+                                    match range {
+                                        Some((a, b)) if a <= b && (100..=599).contains(&a) && b <= 599 => {
+                                            codes.extend(a..=b)
+                                        }
+                                        _ => {
+                                            return Err(err(
+                                                "status",
+                                                format!("{r:?} is not a range of HTTP statuses (\"200-299\")"),
+                                            ))
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        codes
+                    }
                 };
                 if let Some(s) = status.iter().find(|s| !(100..=599).contains(*s)) {
                     return Err(err(
@@ -444,6 +488,7 @@ impl CheckConfig {
             kind,
             probe,
             interval,
+            retry_interval,
             timeout,
             rise,
             fall,
@@ -462,6 +507,8 @@ pub struct CheckSpec {
     pub kind: CheckKind,
     pub probe: Probe,
     pub interval: Duration,
+    /// The next probe's delay after a failure of an up backend that has not yet reached `fall`.
+    pub retry_interval: Duration,
     pub timeout: Duration,
     pub rise: u32,
     pub fall: u32,
@@ -484,6 +531,7 @@ impl fmt::Debug for CheckSpec {
         f.debug_struct("CheckSpec")
             .field("kind", &self.kind)
             .field("interval", &self.interval)
+            .field("retry_interval", &self.retry_interval)
             .field("timeout", &self.timeout)
             .field("rise", &self.rise)
             .field("fall", &self.fall)
@@ -1423,7 +1471,14 @@ impl Worker {
                 });
             }
             drop(table);
-            next = started + self.spec.interval;
+            // keepalived's delay_before_retry: an up backend whose last probe failed is probed
+            // again after the retry interval until it falls (or recovers).
+            let delay = if self.up && !ok {
+                self.spec.retry_interval
+            } else {
+                self.spec.interval
+            };
+            next = started + delay;
             let now = Instant::now();
             if next < now {
                 next = now;
