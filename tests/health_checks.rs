@@ -884,3 +884,35 @@ fn too_many_checks_are_refused() {
     assert!(err.to_string().contains("exceed the limit"), "{err}");
     assert!(checker.states().is_empty());
 }
+
+/// keepalived's `delay_before_retry`: once an up backend fails, the next probes come after
+/// `retry_interval_ms` rather than `interval_ms`, so it falls after `fall` quick probes; down, it is
+/// probed at `interval_ms` again.
+#[test]
+fn retry_interval_paces_the_fall_count() {
+    let listener = TcpListener::bind((LOCAL, 0)).unwrap();
+    let backend = listener.local_addr().unwrap();
+    // Long interval, short retry interval: up at the first probe, then the listener goes away.
+    let s = spec("type = \"tcp\"\ninterval_ms = 4000\nretry_interval_ms = 50\nfall = 3\nrise = 1\ntimeout_ms = 500");
+    assert_eq!(s.retry_interval, Duration::from_millis(50));
+    let (checker, events) = start("tcp 198.18.0.1:80", backend, s);
+    // The first probe (at once) succeeds; wait until it has been recorded.
+    let t = Instant::now();
+    while checker.state("tcp 198.18.0.1:80", backend).map(|s| s.checks_ok) != Some(1) {
+        assert!(t.elapsed() < SLACK, "first probe not recorded");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(listener);
+    // Probe 2 fails at t = 4 s; probes 3 and 4 follow 50 ms apart: down at about 4.1 s. Paced by
+    // interval_ms instead it would take 12 s.
+    let (ev, took) = next_event(&events, Duration::from_secs(4) + SLACK);
+    assert!(!ev.up, "{ev:?}");
+    assert!(took >= Duration::from_millis(3900), "fell too early: {took:?}");
+    let st = checker.state("tcp 198.18.0.1:80", backend).unwrap();
+    assert_eq!(st.checks_failed, 3);
+    // Down: no quick retries any more (the next probe is 4 s away).
+    std::thread::sleep(Duration::from_millis(500));
+    let st = checker.state("tcp 198.18.0.1:80", backend).unwrap();
+    assert_eq!(st.checks_failed, 3, "a down backend is probed at interval_ms");
+    checker.shutdown();
+}

@@ -140,16 +140,22 @@ impl<'a> Lexer<'a> {
                 "include" | "includer" | "includem" | "includew" | "includeb" | "includea"
             ) {
                 let rest = trimmed[first.len()..].trim();
-                let words = split_words(rest, &pos(indent + first.len()))?;
-                if words.len() != 1 {
+                // The pattern is taken whole (braces are part of it), quotes removed.
+                let pattern = match rest.chars().next() {
+                    Some(q @ ('"' | '\'')) if rest.len() >= 2 && rest.ends_with(q) => {
+                        &rest[1..rest.len() - 1]
+                    }
+                    _ => rest,
+                };
+                if pattern.is_empty() || (pattern == rest && rest.contains(char::is_whitespace)) {
                     self.report.unsupported(
                         pos(indent),
-                        first,
+                        trimmed,
                         "needs exactly one file name (pattern)",
                     );
                     continue;
                 }
-                self.include(&words[0].0, dir, pos(indent))?;
+                self.include(pattern, dir, pos(indent))?;
                 continue;
             }
 
@@ -249,8 +255,13 @@ impl<'a> Lexer<'a> {
             };
             match glob::glob(full_str) {
                 Ok(paths) => {
-                    for path in paths.flatten() {
-                        if path.is_file() {
+                    // Sorted within one alternative, alternatives in written order (glob(3)
+                    // with GLOB_BRACE).
+                    let mut these: Vec<PathBuf> =
+                        paths.flatten().filter(|p| p.is_file()).collect();
+                    these.sort();
+                    for path in these {
+                        if !matched.contains(&path) {
                             matched.push(path);
                         }
                     }
@@ -271,8 +282,6 @@ impl<'a> Lexer<'a> {
             );
             return Ok(());
         }
-        matched.sort();
-        matched.dedup();
         for path in matched {
             self.read_file(&path, Some(at.clone()))?;
         }
@@ -440,22 +449,6 @@ fn split_line(line: &str, at: &Pos) -> Result<Vec<Token>, ParseError> {
         });
     }
     Ok(out)
-}
-
-/// Words of a line as (text, position), braces included as words (for `include` arguments).
-fn split_words(line: &str, at: &Pos) -> Result<Vec<(String, Pos)>, ParseError> {
-    Ok(split_line(line, at)?
-        .into_iter()
-        .map(|t| {
-            let text = match t.kind {
-                TokenKind::Word(w) => w,
-                TokenKind::Open => "{".into(),
-                TokenKind::Close => "}".into(),
-                TokenKind::Eol => String::new(),
-            };
-            (text, t.pos)
-        })
-        .collect())
 }
 
 /// Decode the escape whose first character (after `\`) is at `chars[i]`; return the index after it.

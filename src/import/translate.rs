@@ -573,6 +573,13 @@ fn common_option(s: &Stmt, inh: &mut Inherit, report: &mut Report) -> bool {
         "connect_timeout" => inh.connect_timeout = timer(s, report).or(inh.connect_timeout),
         "retry" | "nb_get_retry" => {
             inh.retry = number(s, report, u32::MAX as u64).or(inh.retry);
+            if inh.retry.is_some_and(|r| r > 999) {
+                report.warning(
+                    s.pos.clone(),
+                    &s.text(),
+                    "xvs counts at most 1000 failures: fall = 1000",
+                );
+            }
         }
         "nb_sock_retry" => {
             inh.retry = number(s, report, u32::MAX as u64).or(inh.retry);
@@ -593,12 +600,20 @@ fn common_option(s: &Stmt, inh: &mut Inherit, report: &mut Report) -> bool {
         "alpha" => inh.alpha = boolean(s, report).or(inh.alpha),
         "inhibit_on_failure" => inh.inhibit = boolean(s, report).or(inh.inhibit),
         "virtualhost" => match s.arg(0) {
-            Some(h) => inh.virtualhost = Some(h.to_string()),
-            None => report.unsupported(s.pos.clone(), "virtualhost", "needs a host name"),
+            Some(h) if valid_host(h) => inh.virtualhost = Some(h.to_string()),
+            _ => report.unsupported(
+                s.pos.clone(),
+                &s.text(),
+                "needs one host name without spaces",
+            ),
         },
         _ => return false,
     }
     true
+}
+
+fn valid_host(h: &str) -> bool {
+    !h.is_empty() && !h.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 fn toml_str(s: &str) -> String {
@@ -1116,9 +1131,20 @@ fn translate_vs(
         if let Some(p) = persistence {
             let _ = writeln!(body, "persistence = {p}");
             if let Some(m) = netmask {
-                let max = if family == Some(true) { 128 } else { 32 };
+                let v6 = match (svc.fwmark, svc.addr) {
+                    (Some((_, v6)), _) => v6,
+                    (_, Some((ip, _))) => ip.is_ipv6(),
+                    _ => false,
+                };
+                let max = if v6 { 128 } else { 32 };
                 if m <= max {
                     let _ = writeln!(body, "netmask = {m}");
+                } else if let Some((pos, g)) = &granularity {
+                    report.unsupported(
+                        pos.clone(),
+                        &format!("persistence_granularity {g}"),
+                        &format!("longer than the service's {max}-bit addresses"),
+                    );
                 }
             }
         }
@@ -1132,8 +1158,22 @@ fn translate_vs(
             }
         }
         out.services += 1;
+        let svc_v6 = match (svc.fwmark, svc.addr) {
+            (Some((_, v6)), _) => v6,
+            (_, Some((ip, _))) => ip.is_ipv6(),
+            _ => false,
+        };
+        let mut placed: Vec<(IpAddr, u16)> = Vec::new();
         for (k, check) in kept.iter().zip(&checks) {
             let b = &k.b;
+            if k.method != Method::Tun && b.addr.is_ipv6() != svc_v6 {
+                report.unsupported(
+                    b.pos.clone(),
+                    &b.text,
+                    "address family differs from the service's (only tunnels may differ): left out",
+                );
+                continue;
+            }
             let port = match svc.addr {
                 Some((_, sport)) => {
                     if k.method == Method::Nat || k.method == Method::FullNat {
@@ -1170,6 +1210,15 @@ fn translate_vs(
                     }
                 }
             };
+            if placed.contains(&(b.addr, port)) {
+                report.warning(
+                    b.pos.clone(),
+                    &b.text,
+                    &format!("the same backend as another at port {port}: left out"),
+                );
+                continue;
+            }
+            placed.push((b.addr, port));
             let _ = writeln!(body, "\n# {} ({})", b.text, b.pos.line_ref(files));
             body.push_str("[[service.backend]]\n");
             let weight = b.weight.unwrap_or(default_weight);
@@ -1183,7 +1232,15 @@ fn translate_vs(
                 let _ = writeln!(body, "u_threshold = {}", b.u_threshold);
             }
             if b.l_threshold != 0 {
-                let _ = writeln!(body, "l_threshold = {}", b.l_threshold);
+                if b.u_threshold != 0 && b.l_threshold > b.u_threshold {
+                    report.unsupported(
+                        b.pos.clone(),
+                        &format!("lthreshold {}", b.l_threshold),
+                        "above uthreshold: xvs refuses it",
+                    );
+                } else {
+                    let _ = writeln!(body, "l_threshold = {}", b.l_threshold);
+                }
             }
             if !shared {
                 if let Some(c) = check {
@@ -1376,6 +1433,7 @@ fn checker(c: &Stmt, report: &mut Report) -> Option<Vec<(String, String)>> {
     let mut specific: Vec<(String, String)> = Vec::new();
     let mut ok = true;
     let mut urls = 0;
+    let mut bad_url = false;
     let mut misc_timeout: Option<Option<f64>> = None;
     let mut udp_reply: Option<Option<String>> = None;
     let mut udp_payload: Option<String> = None;
@@ -1440,7 +1498,7 @@ fn checker(c: &Stmt, report: &mut Report) -> Option<Vec<(String, String)>> {
                     );
                     continue;
                 }
-                if !url(o, &mut specific, report) {
+                if !url(o, &mut specific, &mut bad_url, report) {
                     urls -= 1;
                 }
             }
@@ -1508,6 +1566,9 @@ fn checker(c: &Stmt, report: &mut Report) -> Option<Vec<(String, String)>> {
     lines.push(("type".into(), toml_str(type_)));
     match kw {
         "HTTP_GET" | "SSL_GET" => {
+            if urls == 0 && bad_url {
+                return None;
+            }
             if urls == 0 {
                 report.warning(
                     c.pos.clone(),
@@ -1662,7 +1723,7 @@ fn checker(c: &Stmt, report: &mut Report) -> Option<Vec<(String, String)>> {
 }
 
 /// Read a `url { … }` block into `lines`; false when the url is unusable.
-fn url(u: &Stmt, lines: &mut Vec<(String, String)>, report: &mut Report) -> bool {
+fn url(u: &Stmt, lines: &mut Vec<(String, String)>, bad: &mut bool, report: &mut Report) -> bool {
     let mut path = None;
     let mut status: Vec<String> = Vec::new();
     let mut digest = None;
@@ -1699,7 +1760,14 @@ fn url(u: &Stmt, lines: &mut Vec<(String, String)>, report: &mut Report) -> bool
                     }
                 }
             }
-            "virtualhost" => host = o.arg(0).map(str::to_string),
+            "virtualhost" => match o.arg(0) {
+                Some(h) if valid_host(h) => host = Some(h.to_string()),
+                _ => report.unsupported(
+                    o.pos.clone(),
+                    &o.text(),
+                    "needs one host name without spaces",
+                ),
+            },
             "regex" | "regex_no_match" | "regex_options" | "regex_stack" | "regex_min_offset"
             | "regex_max_offset" => report.unsupported(
                 o.pos.clone(),
@@ -1722,6 +1790,20 @@ fn url(u: &Stmt, lines: &mut Vec<(String, String)>, report: &mut Report) -> bool
         );
         return false;
     };
+    if !path.starts_with('/')
+        || path
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        report.unsupported(
+            u.pos.clone(),
+            &format!("url path {path:?}"),
+            "xvs puts the path as is in the request line: it must start with '/' and hold no \
+             spaces (write %20): the url is not translated",
+        );
+        *bad = true;
+        return false;
+    }
     lines.push(("path".into(), toml_str(&path)));
     if status.is_empty() {
         status.push(toml_str("200-299"));
