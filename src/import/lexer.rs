@@ -58,6 +58,8 @@ pub struct Lexer<'a> {
     pub tokens: Vec<Token>,
     /// Lines dropped or kept by `@` conditionals.
     pub conditionals: usize,
+    /// Whether `include` reads files (false for text that is not from a file).
+    pub follow_includes: bool,
     report: &'a mut Report,
 }
 
@@ -71,6 +73,7 @@ impl<'a> Lexer<'a> {
             stack: Vec::new(),
             tokens: Vec::new(),
             conditionals: 0,
+            follow_includes: true,
             report,
         }
     }
@@ -155,7 +158,15 @@ impl<'a> Lexer<'a> {
                     );
                     continue;
                 }
-                self.include(pattern, dir, pos(indent))?;
+                if self.follow_includes {
+                    self.include(pattern, dir, pos(indent))?;
+                } else {
+                    self.report.unsupported(
+                        pos(indent),
+                        trimmed,
+                        "not followed: the text was not read from a file",
+                    );
+                }
                 continue;
             }
 

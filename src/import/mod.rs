@@ -144,11 +144,12 @@ pub fn import_file(path: &Path, opts: &ImportOptions) -> Result<Import, ImportEr
     finish(tokens, files, report, config_id, conditionals, opts)
 }
 
-/// Translate configuration text named `name` (includes are relative to the current directory).
+/// Translate configuration text named `name`; its `include` lines are reported, not followed.
 pub fn import_text(name: &str, text: &str, opts: &ImportOptions) -> Result<Import, ImportError> {
     let config_id = opts.config_id.clone().unwrap_or_else(default_config_id);
     let mut report = Report::default();
     let mut lexer = lexer::Lexer::new(Path::new("."), &config_id, &mut report);
+    lexer.follow_includes = false;
     lexer.files.push(name.to_string());
     let read = lexer.read_text(0, Path::new("."), text);
     let files = std::mem::take(&mut lexer.files);
