@@ -194,6 +194,8 @@ struct Backend {
     inherit: Inherit,
     /// The translated check (TOML key/value lines) and its kind, if any.
     check: Option<Vec<(String, String)>>,
+    /// The checker's keyword and place.
+    check_src: Option<(String, Pos)>,
 }
 
 /// One `virtual_server_group` entry.
@@ -527,7 +529,7 @@ fn laddr_entries(s: &Stmt, report: &mut Report) -> Vec<IpAddr> {
 /// A keepalived `<TIMER>`: seconds, fractions allowed.
 fn timer(s: &Stmt, report: &mut Report) -> Option<f64> {
     match s.arg(0).and_then(|v| v.parse::<f64>().ok()) {
-        Some(v) if v.is_finite() && v >= 0.0 && v <= 86400.0 => Some(v),
+        Some(v) if (0.0..=86400.0).contains(&v) => Some(v),
         _ => {
             report.unsupported(
                 s.pos.clone(),
@@ -1153,7 +1155,14 @@ fn translate_vs(
         }
         if shared {
             if let Some(c) = &checks[0] {
-                body.push_str("\n[service.check]\n");
+                if let Some((kw, pos)) = &kept[0].b.check_src {
+                    let _ = writeln!(
+                        body,
+                        "\n# {kw} of every real_server (the first at {})",
+                        pos.line_ref(files)
+                    );
+                }
+                body.push_str("[service.check]\n");
                 write_check(body, c);
             }
         }
@@ -1188,7 +1197,8 @@ fn translate_vs(
                                 b.pos.clone(),
                                 &b.text,
                                 &format!(
-                                    "port differs from the service's {sport}: {sport} (DR/TUN keep the port; keepalived resets it too)"
+                                    "port {} differs from the service's: {sport} used (DR/TUN cannot change the port; keepalived resets it too)",
+                                    b.port
                                 ),
                             );
                         }
@@ -1244,6 +1254,9 @@ fn translate_vs(
             }
             if !shared {
                 if let Some(c) = check {
+                    if let Some((kw, pos)) = &b.check_src {
+                        let _ = writeln!(body, "# {kw} ({})", pos.line_ref(files));
+                    }
                     body.push_str("[service.backend.check]\n");
                     write_check(body, c);
                 }
@@ -1355,6 +1368,7 @@ fn real_server(s: &Stmt, report: &mut Report) -> Option<Backend> {
         l_threshold: 0,
         inherit: Inherit::default(),
         check: None,
+        check_src: None,
     };
     let mut checks: Vec<(&Stmt, Vec<(String, String)>)> = Vec::new();
     for c in s.children() {
@@ -1410,8 +1424,9 @@ fn real_server(s: &Stmt, report: &mut Report) -> Option<Backend> {
         );
     }
     let mut checks = checks.into_iter();
-    if let Some((_, draft)) = checks.next() {
+    if let Some((c, draft)) = checks.next() {
         b.check = Some(draft);
+        b.check_src = Some((c.keyword().to_string(), c.pos.clone()));
     }
     for (c, _) in checks {
         report.unsupported(
@@ -1580,7 +1595,10 @@ fn checker(c: &Stmt, report: &mut Report) -> Option<Vec<(String, String)>> {
             lines.push(("@wants_host".into(), String::new()));
             lines.extend(specific);
             if kw == "SSL_GET" {
-                lines.push(("insecure".into(), "true".into()));
+                lines.push((
+                    "insecure".into(),
+                    "true  # keepalived's SSL_GET verifies no certificate".into(),
+                ));
             }
         }
         "UDP_CHECK" => {
