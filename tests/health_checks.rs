@@ -898,7 +898,11 @@ fn retry_interval_paces_the_fall_count() {
     let (checker, events) = start("tcp 198.18.0.1:80", backend, s);
     // The first probe (at once) succeeds; wait until it has been recorded.
     let t = Instant::now();
-    while checker.state("tcp 198.18.0.1:80", backend).map(|s| s.checks_ok) != Some(1) {
+    while checker
+        .state("tcp 198.18.0.1:80", backend)
+        .map(|s| s.checks_ok)
+        != Some(1)
+    {
         assert!(t.elapsed() < SLACK, "first probe not recorded");
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -907,12 +911,61 @@ fn retry_interval_paces_the_fall_count() {
     // interval_ms instead it would take 12 s.
     let (ev, took) = next_event(&events, Duration::from_secs(4) + SLACK);
     assert!(!ev.up, "{ev:?}");
-    assert!(took >= Duration::from_millis(3900), "fell too early: {took:?}");
+    assert!(
+        took >= Duration::from_millis(3900),
+        "fell too early: {took:?}"
+    );
     let st = checker.state("tcp 198.18.0.1:80", backend).unwrap();
     assert_eq!(st.checks_failed, 3);
     // Down: no quick retries any more (the next probe is 4 s away).
     std::thread::sleep(Duration::from_millis(500));
     let st = checker.state("tcp 198.18.0.1:80", backend).unwrap();
-    assert_eq!(st.checks_failed, 3, "a down backend is probed at interval_ms");
+    assert_eq!(
+        st.checks_failed, 3,
+        "a down backend is probed at interval_ms"
+    );
+    checker.shutdown();
+}
+
+/// keepalived's `warmup`: each checker's first probe comes after a random delay below
+/// `warmup_ms`, so that checks of many backends spread out.
+#[test]
+fn warmup_spreads_the_first_probes() {
+    let listener = TcpListener::bind((LOCAL, 0)).unwrap();
+    let backend = listener.local_addr().unwrap();
+    let s = spec("type = \"tcp\"\ninterval_ms = 60000\nwarmup_ms = 400\ntimeout_ms = 500");
+    let (mut checker, _events) = HealthChecker::new();
+    let targets: Vec<CheckTarget> = (0..16)
+        .map(|i| CheckTarget {
+            service: format!("tcp 198.18.0.{i}:80"),
+            backend,
+            spec: s.clone(),
+        })
+        .collect();
+    let t = Instant::now();
+    checker.set_targets(targets).unwrap();
+    let mut first: Vec<Option<Duration>> = vec![None; 16];
+    while first.iter().any(Option::is_none) {
+        assert!(
+            t.elapsed() < Duration::from_millis(400) + SLACK,
+            "{first:?}"
+        );
+        for (i, f) in first.iter_mut().enumerate() {
+            if f.is_none()
+                && checker
+                    .state(&format!("tcp 198.18.0.{i}:80"), backend)
+                    .is_some_and(|s| s.checks_ok == 1)
+            {
+                *f = Some(t.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let first: Vec<Duration> = first.into_iter().flatten().collect();
+    // Uniform below 400 ms: all 16 under 40 ms has probability 1e-16.
+    assert!(
+        first.iter().any(|d| *d >= Duration::from_millis(40)),
+        "no first probe was delayed: {first:?}"
+    );
     checker.shutdown();
 }

@@ -282,8 +282,27 @@ fn status_ranges_expand_like_keepalived_status_code() {
         }
         _ => panic!("not http"),
     }
-    for bad in ["\"299-200\"", "\"200-\"", "\"99-200\"", "\"200-600\"", "\"x\""] {
+    for bad in [
+        "\"299-200\"",
+        "\"200-\"",
+        "\"99-200\"",
+        "\"200-600\"",
+        "\"x\"",
+    ] {
         let e = error(&format!("type = \"http\"\nstatus = [{bad}]"));
         assert!(e.starts_with("service[0].check.status: "), "{bad}: {e}");
     }
+}
+
+#[test]
+fn warmup_defaults_to_zero() {
+    let s = parse("type = \"tcp\"").validate("c").unwrap().unwrap();
+    assert_eq!(s.warmup, Duration::ZERO);
+    let s = parse("type = \"tcp\"\nwarmup_ms = 1500")
+        .validate("c")
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.warmup, Duration::from_millis(1500));
+    let e = error("type = \"tcp\"\nwarmup_ms = 90000000");
+    assert!(e.starts_with("service[0].check.warmup_ms: "), "{e}");
 }

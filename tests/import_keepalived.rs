@@ -205,8 +205,14 @@ fn parameters_and_predefined_names_expand() {
                 virtual_server ${NET}.1 $P {\n  protocol TCP\n  $RS {\n    weight 4\n  }\n}\n\
                 virtual_server ${NET}.2 ${_HASH}x {\n}\n";
     let done = import_text("k.conf", text, &opts()).unwrap();
-    assert!(done.toml.contains("vip = \"198.18.9.1\"\nport = 80"), "{}", done.toml);
-    assert!(done.toml.contains("address = \"198.18.9.11\"\nport = 80\nweight = 4"));
+    assert!(
+        done.toml.contains("vip = \"198.18.9.1\"\nport = 80"),
+        "{}",
+        done.toml
+    );
+    assert!(done
+        .toml
+        .contains("address = \"198.18.9.11\"\nport = 80\nweight = 4"));
     // ${_HASH} is a '#' that does not start a comment: "#x" is not a port.
     assert!(done
         .report
@@ -246,7 +252,12 @@ fn binary_writes_a_file_that_xvs_check_accepts() {
         assert_eq!(stderr, std::fs::read_to_string(&report).unwrap());
         let golden = std::fs::read_to_string(data().join(case).join("xvs.toml")).unwrap();
         assert_eq!(std::fs::read_to_string(&out).unwrap(), golden);
-        let check = xvs().arg("check").arg("--config").arg(&out).output().unwrap();
+        let check = xvs()
+            .arg("check")
+            .arg("--config")
+            .arg(&out)
+            .output()
+            .unwrap();
         assert!(check.status.success(), "{case}: xvs check: {check:?}");
         assert!(String::from_utf8_lossy(&check.stdout).contains(": ok: "));
     }
@@ -262,7 +273,13 @@ fn binary_writes_a_file_that_xvs_check_accepts() {
     let bad = dir.join("bad.conf");
     std::fs::write(&bad, "virtual_server 198.18.0.1 80 {\n").unwrap();
     let out = dir.join("bad.toml");
-    let run = xvs().arg("import").arg(&bad).arg("--out").arg(&out).output().unwrap();
+    let run = xvs()
+        .arg("import")
+        .arg(&bad)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
     assert_eq!(run.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&run.stderr).contains("bad.conf:1:30: "));
     assert!(!out.exists());
@@ -271,19 +288,109 @@ fn binary_writes_a_file_that_xvs_check_accepts() {
 
 /// Words keepalived configurations are made of, for the token-soup property test.
 const WORDS: &[&str] = &[
-    "virtual_server", "real_server", "virtual_server_group", "local_address_group", "group",
-    "fwmark", "198.18.0.1", "198.18.0.1-3", "198.18.0.0/30", "2001:2::1", "80", "0", "443",
-    "lb_algo", "lvs_sched", "rr", "sh", "mh", "wlc", "bogus", "lb_kind", "lvs_method", "NAT", "DR",
-    "TUN", "FNAT", "type", "gue", "ipip", "persistence_timeout", "persistence_granularity",
-    "255.255.255.0", "64", "protocol", "TCP", "UDP", "SCTP", "ops", "sh-port", "mh-fallback",
-    "flag-1", "weight", "70000", "uthreshold", "lthreshold", "10", "5", "HTTP_GET", "SSL_GET",
-    "TCP_CHECK", "UDP_CHECK", "MISC_CHECK", "DNS_CHECK", "url", "path", "/", "/x y", "status_code",
-    "200-299", "digest", "ff20ad2481f97b1754ef3e12ecd3a9cc", "misc_path", "\"/bin/true a\"",
-    "require_reply", "payload", "ab 1", "connect_port", "connect_timeout", "retry", "delay_loop",
-    "0.001", "delay_before_retry", "alpha", "inhibit_on_failure", "sorry_server", "quorum",
-    "laddr_group_name", "laddr_g1", "ip_family", "inet6", "global_defs", "vrrp_instance",
-    "lvs_timeouts", "tcp", "{", "}", "{", "}", "\n", "\n", "\n", "#", "!", "\"", "'", "@lb1",
-    "@^lb1", "$X=1", "$X", "${X}", "include", "virtualhost", "a b",
+    "virtual_server",
+    "real_server",
+    "virtual_server_group",
+    "local_address_group",
+    "group",
+    "fwmark",
+    "198.18.0.1",
+    "198.18.0.1-3",
+    "198.18.0.0/30",
+    "2001:2::1",
+    "80",
+    "0",
+    "443",
+    "lb_algo",
+    "lvs_sched",
+    "rr",
+    "sh",
+    "mh",
+    "wlc",
+    "bogus",
+    "lb_kind",
+    "lvs_method",
+    "NAT",
+    "DR",
+    "TUN",
+    "FNAT",
+    "type",
+    "gue",
+    "ipip",
+    "persistence_timeout",
+    "persistence_granularity",
+    "255.255.255.0",
+    "64",
+    "protocol",
+    "TCP",
+    "UDP",
+    "SCTP",
+    "ops",
+    "sh-port",
+    "mh-fallback",
+    "flag-1",
+    "weight",
+    "70000",
+    "uthreshold",
+    "lthreshold",
+    "10",
+    "5",
+    "HTTP_GET",
+    "SSL_GET",
+    "TCP_CHECK",
+    "UDP_CHECK",
+    "MISC_CHECK",
+    "DNS_CHECK",
+    "url",
+    "path",
+    "/",
+    "/x y",
+    "status_code",
+    "200-299",
+    "digest",
+    "ff20ad2481f97b1754ef3e12ecd3a9cc",
+    "misc_path",
+    "\"/bin/true a\"",
+    "require_reply",
+    "payload",
+    "ab 1",
+    "connect_port",
+    "connect_timeout",
+    "retry",
+    "delay_loop",
+    "0.001",
+    "delay_before_retry",
+    "alpha",
+    "inhibit_on_failure",
+    "sorry_server",
+    "quorum",
+    "laddr_group_name",
+    "laddr_g1",
+    "ip_family",
+    "inet6",
+    "global_defs",
+    "vrrp_instance",
+    "lvs_timeouts",
+    "tcp",
+    "{",
+    "}",
+    "{",
+    "}",
+    "\n",
+    "\n",
+    "\n",
+    "#",
+    "!",
+    "\"",
+    "'",
+    "@lb1",
+    "@^lb1",
+    "$X=1",
+    "$X",
+    "${X}",
+    "include",
+    "virtualhost",
+    "a b",
 ];
 
 proptest! {

@@ -18,7 +18,8 @@
 //!
 //! Every check has `interval_ms` (time between the starts of two probes), `retry_interval_ms` (the
 //! time instead while an up backend's failures count towards `fall`, keepalived's
-//! `delay_before_retry`; default `interval_ms`), `timeout_ms` (bound on
+//! `delay_before_retry`; default `interval_ms`), `warmup_ms` (the first probe waits a random time
+//! up to it, keepalived's `warmup`; default 0), `timeout_ms` (bound on
 //! one whole probe: connect, request, reply), `rise` and `fall` (consecutive successes / failures
 //! that flip the state; defaults 2 and 3 as HAProxy's, which keepalived's `retry` approximates),
 //! `initially_down` (a backend starts **up**, as keepalived's checkers assume unless `alpha` is set;
@@ -146,6 +147,7 @@ pub enum StatusItem {
 /// type = "http"          # tcp | http | https | udp | exec | none
 /// interval_ms = 2000     # default 5000
 /// retry_interval_ms = 1000     # after a failure of an up backend, until it falls; default interval_ms
+/// warmup_ms = 2000       # first probe after a random delay up to this; default 0
 /// timeout_ms = 1000      # default 3000
 /// rise = 2               # default 2
 /// fall = 3               # default 3
@@ -174,6 +176,8 @@ pub struct CheckConfig {
     /// Time between probes while a failure count towards `fall` is running (keepalived's
     /// `delay_before_retry`); default `interval_ms`.
     pub retry_interval_ms: Option<u64>,
+    /// The first probe waits a random time up to this (keepalived's `warmup`); default 0.
+    pub warmup_ms: Option<u64>,
     pub timeout_ms: Option<u64>,
     pub rise: Option<u32>,
     pub fall: Option<u32>,
@@ -232,6 +236,7 @@ impl CheckConfig {
                     kind: b.kind.or(s.kind),
                     interval_ms: b.interval_ms.or(s.interval_ms),
                     retry_interval_ms: b.retry_interval_ms.or(s.retry_interval_ms),
+                    warmup_ms: b.warmup_ms.or(s.warmup_ms),
                     timeout_ms: b.timeout_ms.or(s.timeout_ms),
                     rise: b.rise.or(s.rise),
                     fall: b.fall.or(s.fall),
@@ -317,6 +322,7 @@ impl CheckConfig {
         };
         let interval = millis("interval_ms", self.interval_ms, DEFAULT_INTERVAL, 10)?;
         let retry_interval = millis("retry_interval_ms", self.retry_interval_ms, interval, 10)?;
+        let warmup = millis("warmup_ms", self.warmup_ms, Duration::ZERO, 0)?;
         let timeout = millis("timeout_ms", self.timeout_ms, DEFAULT_TIMEOUT, 1)?;
         let count = |name: &str, v: Option<u32>, default: u32| match v {
             None => Ok(default),
@@ -489,6 +495,7 @@ impl CheckConfig {
             probe,
             interval,
             retry_interval,
+            warmup,
             timeout,
             rise,
             fall,
@@ -509,6 +516,8 @@ pub struct CheckSpec {
     pub interval: Duration,
     /// The next probe's delay after a failure of an up backend that has not yet reached `fall`.
     pub retry_interval: Duration,
+    /// Bound of the random delay before the first probe.
+    pub warmup: Duration,
     pub timeout: Duration,
     pub rise: u32,
     pub fall: u32,
@@ -532,6 +541,7 @@ impl fmt::Debug for CheckSpec {
             .field("kind", &self.kind)
             .field("interval", &self.interval)
             .field("retry_interval", &self.retry_interval)
+            .field("warmup", &self.warmup)
             .field("timeout", &self.timeout)
             .field("rise", &self.rise)
             .field("fall", &self.fall)
@@ -598,6 +608,20 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A random duration in `[0, max)` (zero for zero), from the standard library's per-process
+/// random hash keys.
+fn random_below(max: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let nanos = max.as_nanos().min(u64::MAX as u128) as u64;
+    if nanos == 0 {
+        return Duration::ZERO;
+    }
+    let r = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    Duration::from_nanos(r % nanos)
 }
 
 /// Durations in reasons and logs: "1s", "1.5s", "250ms".
@@ -1398,7 +1422,7 @@ impl Worker {
         let mut streak: u32 = 0;
         let mut run: u32 = 0;
         let mut last_ok: Option<bool> = None;
-        let mut next = Instant::now();
+        let mut next = Instant::now() + random_below(self.spec.warmup);
         loop {
             if self.stop.wait_until(next) {
                 return;

@@ -268,8 +268,7 @@ impl<'a> Lexer<'a> {
                 Ok(paths) => {
                     // Sorted within one alternative, alternatives in written order (glob(3)
                     // with GLOB_BRACE).
-                    let mut these: Vec<PathBuf> =
-                        paths.flatten().filter(|p| p.is_file()).collect();
+                    let mut these: Vec<PathBuf> = paths.flatten().filter(|p| p.is_file()).collect();
                     these.sort();
                     for path in these {
                         if !matched.contains(&path) {

@@ -15,7 +15,8 @@
 //! - Checkers: `delay_loop` (default 60 s) → `interval_ms`; `connect_timeout` (default 5 s) →
 //!   `timeout_ms`; `retry` (default 1; DNS_CHECK 3, MISC_CHECK 0) → `fall = retry + 1`, `rise = 1`
 //!   (keepalived brings a server up on its first success); `delay_before_retry` (default 1 s;
-//!   HTTP_GET/SSL_GET 3 s; DNS_CHECK the delay_loop) → `retry_interval_ms`; `alpha` →
+//!   HTTP_GET/SSL_GET 3 s; DNS_CHECK the delay_loop) → `retry_interval_ms`; `warmup` (when
+//!   written; keepalived's default is the delay_loop, xvs's 0) → `warmup_ms`; `alpha` →
 //!   `initially_down`; `inhibit_on_failure` → `quiescent`; each inherited virtual server → real
 //!   server → checker. HTTP_GET/SSL_GET (`status_code` default 200-299; SSL_GET does not verify the
 //!   certificate, hence `insecure = true`), TCP_CHECK, UDP_CHECK (with `require_reply`), MISC_CHECK,
@@ -71,6 +72,7 @@ struct Inherit {
     connect_timeout: Option<f64>,
     retry: Option<u64>,
     delay_before_retry: Option<f64>,
+    warmup: Option<f64>,
     alpha: Option<bool>,
     inhibit: Option<bool>,
     virtualhost: Option<String>,
@@ -83,6 +85,7 @@ impl Inherit {
             connect_timeout: self.connect_timeout.or(parent.connect_timeout),
             retry: self.retry.or(parent.retry),
             delay_before_retry: self.delay_before_retry.or(parent.delay_before_retry),
+            warmup: self.warmup.or(parent.warmup),
             alpha: self.alpha.or(parent.alpha),
             inhibit: self.inhibit.or(parent.inhibit),
             virtualhost: self.virtualhost.clone().or(parent.virtualhost.clone()),
@@ -590,15 +593,7 @@ fn common_option(s: &Stmt, inh: &mut Inherit, report: &mut Report) -> bool {
         "delay_before_retry" => {
             inh.delay_before_retry = timer(s, report).or(inh.delay_before_retry)
         }
-        "warmup" => {
-            if timer(s, report).is_some_and(|w| w > 0.0) {
-                report.unsupported(
-                    s.pos.clone(),
-                    &s.text(),
-                    "xvs starts every check at once (no random start delay)",
-                );
-            }
-        }
+        "warmup" => inh.warmup = timer(s, report).or(inh.warmup),
         "alpha" => inh.alpha = boolean(s, report).or(inh.alpha),
         "inhibit_on_failure" => inh.inhibit = boolean(s, report).or(inh.inhibit),
         "virtualhost" => match s.arg(0) {
@@ -1290,6 +1285,7 @@ fn finish_check(draft: &[(String, String)], inh: &Inherit) -> Vec<(String, Strin
             "@connect_timeout" => own.connect_timeout = v.parse().ok(),
             "@retry" => own.retry = v.parse().ok(),
             "@delay_before_retry" => own.delay_before_retry = v.parse().ok(),
+            "@warmup" => own.warmup = v.parse().ok(),
             "@alpha" => own.alpha = v.parse().ok(),
             "@virtualhost" => own.virtualhost = Some(v.clone()),
             "@default_retry" => default_retry = v.parse().unwrap_or(1),
@@ -1321,6 +1317,9 @@ fn finish_check(draft: &[(String, String)], inh: &Inherit) -> Vec<(String, Strin
     ));
     if retry > 0 {
         out.push(("retry_interval_ms".into(), millis(dbr).max(10).to_string()));
+    }
+    if let Some(w) = eff.warmup.filter(|&w| w > 0.0) {
+        out.push(("warmup_ms".into(), millis(w).to_string()));
     }
     if eff.alpha == Some(true) {
         out.push(("initially_down".into(), "true".into()));
@@ -1720,6 +1719,9 @@ fn checker(c: &Stmt, report: &mut Report) -> Option<Vec<(String, String)>> {
     if let Some(v) = own.delay_before_retry {
         mark("@delay_before_retry", v.to_string());
     }
+    if let Some(v) = own.warmup {
+        mark("@warmup", v.to_string());
+    }
     if let Some(v) = own.alpha {
         mark("@alpha", v.to_string());
     }
@@ -1808,11 +1810,7 @@ fn url(u: &Stmt, lines: &mut Vec<(String, String)>, bad: &mut bool, report: &mut
         );
         return false;
     };
-    if !path.starts_with('/')
-        || path
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control())
-    {
+    if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
         report.unsupported(
             u.pos.clone(),
             &format!("url path {path:?}"),
