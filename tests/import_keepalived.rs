@@ -423,3 +423,43 @@ fn check_import(text: &str) -> Result<(), TestCaseError> {
     }
     Ok(())
 }
+
+#[test]
+fn virtualhost_precedence_is_url_checker_real_server_virtual_server() {
+    let conf = |url: &str, chk: &str, rs: &str| {
+        format!(
+            "virtual_server 198.18.0.1 80 {{\n protocol TCP\n virtualhost vs.example\n \
+             real_server 198.19.0.1 80 {{\n  {rs}\n  HTTP_GET {{\n   {chk}\n   url {{\n    path /\n    {url}\n   }}\n  }}\n }}\n}}\n"
+        )
+    };
+    let host = |text: String| {
+        let done = import_text("k.conf", &text, &opts()).unwrap();
+        let line = done
+            .toml
+            .lines()
+            .find(|l| l.starts_with("host = "))
+            .map(str::to_string);
+        line
+    };
+    assert_eq!(
+        host(conf(
+            "virtualhost url.example",
+            "virtualhost chk.example",
+            "virtualhost rs.example"
+        )),
+        Some("host = \"url.example\"".into())
+    );
+    assert_eq!(
+        host(conf(
+            "",
+            "virtualhost chk.example",
+            "virtualhost rs.example"
+        )),
+        Some("host = \"chk.example\"".into())
+    );
+    assert_eq!(
+        host(conf("", "", "virtualhost rs.example")),
+        Some("host = \"rs.example\"".into())
+    );
+    assert_eq!(host(conf("", "", "")), Some("host = \"vs.example\"".into()));
+}

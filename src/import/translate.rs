@@ -1278,6 +1278,7 @@ fn finish_check(draft: &[(String, String)], inh: &Inherit) -> Vec<(String, Strin
     let mut default_dbr: Option<f64> = Some(1.0);
     let mut misc: Option<Option<f64>> = None;
     let mut wants_host = false;
+    let mut url_host: Option<String> = None;
     let mut lines = Vec::new();
     for (k, v) in draft {
         match k.as_str() {
@@ -1288,6 +1289,7 @@ fn finish_check(draft: &[(String, String)], inh: &Inherit) -> Vec<(String, Strin
             "@warmup" => own.warmup = v.parse().ok(),
             "@alpha" => own.alpha = v.parse().ok(),
             "@virtualhost" => own.virtualhost = Some(v.clone()),
+            "@url_virtualhost" => url_host = Some(v.clone()),
             "@default_retry" => default_retry = v.parse().unwrap_or(1),
             "@default_dbr" => default_dbr = v.parse().ok(),
             "@misc_timeout" => misc = Some(v.parse().ok()),
@@ -1328,7 +1330,8 @@ fn finish_check(draft: &[(String, String)], inh: &Inherit) -> Vec<(String, Strin
         out.push(("quiescent".into(), "true".into()));
     }
     if wants_host {
-        if let Some(h) = &eff.virtualhost {
+        // The url's virtualhost, else the checker's, the real server's, the virtual server's.
+        if let Some(h) = url_host.as_ref().or(eff.virtualhost.as_ref()) {
             out.push(("host".into(), toml_str(h)));
         }
     }
@@ -1833,7 +1836,7 @@ fn url(u: &Stmt, lines: &mut Vec<(String, String)>, bad: &mut bool, report: &mut
         lines.push(("digest".into(), toml_str(&d)));
     }
     if let Some(h) = host {
-        lines.push(("@virtualhost".into(), h));
+        lines.push(("@url_virtualhost".into(), h));
     }
     true
 }
