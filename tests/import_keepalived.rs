@@ -463,3 +463,14 @@ fn virtualhost_precedence_is_url_checker_real_server_virtual_server() {
     );
     assert_eq!(host(conf("", "", "")), Some("host = \"vs.example\"".into()));
 }
+
+/// Every keyword of keepalived.conf(5)'s virtual server synopsis is known: translated, or reported
+/// with a reason, never as an unknown keyword.
+#[test]
+fn every_synopsis_keyword_is_known() {
+    let done = import_file(&data().join("manpage_synopsis/keepalived.conf"), &opts()).unwrap();
+    for e in done.report.untranslated.iter().chain(&done.report.warnings) {
+        assert!(!e.why.contains("unknown"), "{e:?}");
+    }
+    assert_eq!(done.exit_code(), EXIT_UNTRANSLATED);
+}

@@ -74,6 +74,17 @@ impl Report {
         }
     }
 
+    /// Add the entries of `other`.
+    pub fn merge(&mut self, other: Report) {
+        for e in other.untranslated {
+            self.unsupported(e.pos, &e.what, &e.why);
+        }
+        for e in other.warnings {
+            self.warning(e.pos, &e.what, &e.why);
+        }
+        self.not_lvs.extend(other.not_lvs);
+    }
+
     pub fn not_lvs(&mut self, pos: Pos, what: &str) {
         self.not_lvs.push((pos, what.to_string()));
     }

@@ -1406,8 +1406,16 @@ fn real_server(s: &Stmt, report: &mut Report) -> Option<Backend> {
             "smtp_alert" => report.unsupported(c.pos.clone(), &c.text(), "xvs sends no e-mail"),
             "snmp_name" => report.unsupported(c.pos.clone(), &c.text(), "xvs has no SNMP agent"),
             "HTTP_GET" | "SSL_GET" | "TCP_CHECK" | "UDP_CHECK" | "MISC_CHECK" | "DNS_CHECK" => {
-                if let Some(draft) = checker(c, report) {
-                    checks.push((c, draft));
+                // What a checker's lines say is kept only for the checker translated (or for one
+                // that cannot be): a later one is reported as a whole.
+                let mut said = Report::default();
+                match checker(c, &mut said) {
+                    Some(draft) if checks.is_empty() => {
+                        report.merge(said);
+                        checks.push((c, draft));
+                    }
+                    Some(draft) => checks.push((c, draft)),
+                    None => report.merge(said),
                 }
             }
             "SMTP_CHECK" | "PING_CHECK" | "BFD_CHECK" | "FILE_CHECK" => report.unsupported(
@@ -1454,9 +1462,12 @@ fn checker(c: &Stmt, report: &mut Report) -> Option<Vec<(String, String)>> {
     let mut misc_timeout: Option<Option<f64>> = None;
     let mut udp_reply: Option<Option<String>> = None;
     let mut udp_payload: Option<String> = None;
+    let mut udp_reply_pos = c.pos.clone();
+    let mut udp_payload_pos = c.pos.clone();
     let mut dns_type = "SOA".to_string();
     let mut dns_name = String::new();
     let mut misc_path: Option<String> = None;
+    let mut misc_path_pos = c.pos.clone();
     let (type_, default_retry, default_dbr): (&str, u64, Option<f64>) = match kw {
         "HTTP_GET" => ("http", 1, Some(3.0)),
         "SSL_GET" => ("https", 1, Some(3.0)),
@@ -1542,7 +1553,10 @@ fn checker(c: &Stmt, report: &mut Report) -> Option<Vec<(String, String)>> {
                 &o.text(),
                 "not configurable in xvs's https check",
             ),
-            ("MISC_CHECK", "misc_path") => misc_path = o.arg(0).map(str::to_string),
+            ("MISC_CHECK", "misc_path") => {
+                misc_path = o.arg(0).map(str::to_string);
+                misc_path_pos = o.pos.clone();
+            }
             ("MISC_CHECK", "misc_timeout") => {
                 if let Some(t) = number(o, report, 86400) {
                     misc_timeout = Some(if t == 0 { None } else { Some(t as f64) });
@@ -1558,8 +1572,12 @@ fn checker(c: &Stmt, report: &mut Report) -> Option<Vec<(String, String)>> {
                 &o.text(),
                 "xvs runs the command as its own user",
             ),
-            ("UDP_CHECK", "payload") => udp_payload = Some(o.args().join(" ")),
+            ("UDP_CHECK", "payload") => {
+                udp_payload = Some(o.args().join(" "));
+                udp_payload_pos = o.pos.clone();
+            }
             ("UDP_CHECK", "require_reply") => {
+                udp_reply_pos = o.pos.clone();
                 udp_reply = Some(if o.args().is_empty() {
                     None
                 } else {
@@ -1608,7 +1626,7 @@ fn checker(c: &Stmt, report: &mut Report) -> Option<Vec<(String, String)>> {
                 Some(p) => match keepalived_hex(p, false) {
                     Some(h) => lines.push(("send_hex".into(), toml_str(&h))),
                     None => {
-                        report.unsupported(c.pos.clone(), "payload", "not a hex string");
+                        report.unsupported(udp_payload_pos, "payload", "not a hex string");
                         ok = false;
                     }
                 },
@@ -1631,7 +1649,7 @@ fn checker(c: &Stmt, report: &mut Report) -> Option<Vec<(String, String)>> {
                 Some(Some(h)) => {
                     if h.contains(['x', 'X']) {
                         report.unsupported(
-                            c.pos.clone(),
+                            udp_reply_pos,
                             &format!("require_reply {h}"),
                             "wildcard nibbles: xvs compares whole bytes",
                         );
@@ -1641,14 +1659,14 @@ fn checker(c: &Stmt, report: &mut Report) -> Option<Vec<(String, String)>> {
                             Some(hex) => {
                                 lines.push(("expect_hex".into(), toml_str(&hex)));
                                 report.warning(
-                                    c.pos.clone(),
+                                    udp_reply_pos,
                                     &format!("require_reply {h}"),
                                     "xvs looks for the bytes anywhere in the reply; keepalived compares the reply's start",
                                 );
                             }
                             None => {
                                 report.unsupported(
-                                    c.pos.clone(),
+                                    udp_reply_pos,
                                     "require_reply",
                                     "not a hex string",
                                 );
@@ -1679,7 +1697,7 @@ fn checker(c: &Stmt, report: &mut Report) -> Option<Vec<(String, String)>> {
                 lines.push(("args".into(), format!("[{}]", list.join(", "))));
             }
             report.warning(
-                c.pos.clone(),
+                misc_path_pos,
                 &format!("misc_path {path}"),
                 "xvs appends the backend's address and port as two more arguments",
             );
