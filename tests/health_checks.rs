@@ -969,3 +969,35 @@ fn warmup_spreads_the_first_probes() {
     );
     checker.shutdown();
 }
+
+/// keepalived's start without `alpha`: a backend whose very first check fails goes down at once;
+/// later failures need `fall` in a row.
+#[test]
+fn first_probe_decides_takes_a_dead_backend_down_at_once() {
+    // A port nothing listens on.
+    let backend = TcpListener::bind((LOCAL, 0)).unwrap().local_addr().unwrap();
+    let base = "type = \"tcp\"\ninterval_ms = 4000\nfall = 3\nrise = 1\ntimeout_ms = 500";
+    let (checker, events) = start(
+        "tcp 198.18.0.1:80",
+        backend,
+        spec(&format!("{base}\nfirst_probe_decides = true")),
+    );
+    let (ev, took) = next_event(&events, SLACK);
+    assert!(
+        !ev.up && took < Duration::from_secs(3),
+        "{ev:?} after {took:?}"
+    );
+    assert_eq!(
+        checker
+            .state("tcp 198.18.0.1:80", backend)
+            .unwrap()
+            .checks_failed,
+        1
+    );
+    checker.shutdown();
+    // Without it the first failure only starts the count.
+    let (checker, events) = start("tcp 198.18.0.1:80", backend, spec(base));
+    no_event(&events, Duration::from_millis(1500));
+    assert!(checker.is_up("tcp 198.18.0.1:80", backend));
+    checker.shutdown();
+}

@@ -23,7 +23,9 @@
 //! one whole probe: connect, request, reply), `rise` and `fall` (consecutive successes / failures
 //! that flip the state; defaults 2 and 3 as HAProxy's, which keepalived's `retry` approximates),
 //! `initially_down` (a backend starts **up**, as keepalived's checkers assume unless `alpha` is set;
-//! `initially_down = true` makes it start down and wait for `rise` successes), `quiescent` (a
+//! `initially_down = true` makes it start down and wait for `rise` successes),
+//! `first_probe_decides` (the first probe's result alone sets the state: keepalived takes a
+//! backend failing its very first check down at once), `quiescent` (a
 //! failed backend keeps its place with weight 0, as keepalived's and ldirectord's `quiescent`,
 //! instead of being removed from the snapshot), and `connect_ip` / `connect_port` (probe another
 //! address; default the backend's).
@@ -152,6 +154,7 @@ pub enum StatusItem {
 /// rise = 2               # default 2
 /// fall = 3               # default 3
 /// initially_down = false # default false: a backend starts up
+/// first_probe_decides = false  # true: the first probe alone sets the state (keepalived's start)
 /// quiescent = false      # default false: a failed backend is removed (true: weight 0)
 /// connect_ip = "198.19.0.11"   # default the backend's address
 /// connect_port = 8080          # default the backend's port
@@ -182,6 +185,9 @@ pub struct CheckConfig {
     pub rise: Option<u32>,
     pub fall: Option<u32>,
     pub initially_down: Option<bool>,
+    /// The first probe's result alone sets the state, whatever `rise` and `fall` (keepalived: a
+    /// backend failing its very first check goes down at once, retries come only after that).
+    pub first_probe_decides: Option<bool>,
     pub quiescent: Option<bool>,
     pub connect_ip: Option<IpAddr>,
     pub connect_port: Option<u16>,
@@ -241,6 +247,7 @@ impl CheckConfig {
                     rise: b.rise.or(s.rise),
                     fall: b.fall.or(s.fall),
                     initially_down: b.initially_down.or(s.initially_down),
+                    first_probe_decides: b.first_probe_decides.or(s.first_probe_decides),
                     quiescent: b.quiescent.or(s.quiescent),
                     connect_ip: b.connect_ip.or(s.connect_ip),
                     connect_port: b.connect_port.or(s.connect_port),
@@ -500,6 +507,7 @@ impl CheckConfig {
             rise,
             fall,
             initially_down: self.initially_down.unwrap_or(false),
+            first_probe_decides: self.first_probe_decides.unwrap_or(false),
             quiescent: self.quiescent.unwrap_or(false),
             connect_ip: self.connect_ip,
             connect_port: self.connect_port,
@@ -522,6 +530,7 @@ pub struct CheckSpec {
     pub rise: u32,
     pub fall: u32,
     pub initially_down: bool,
+    pub first_probe_decides: bool,
     pub quiescent: bool,
     pub connect_ip: Option<IpAddr>,
     pub connect_port: Option<u16>,
@@ -546,6 +555,7 @@ impl fmt::Debug for CheckSpec {
             .field("rise", &self.rise)
             .field("fall", &self.fall)
             .field("initially_down", &self.initially_down)
+            .field("first_probe_decides", &self.first_probe_decides)
             .field("quiescent", &self.quiescent)
             .field("connect_ip", &self.connect_ip)
             .field("connect_port", &self.connect_port)
@@ -1422,6 +1432,7 @@ impl Worker {
         let mut streak: u32 = 0;
         let mut run: u32 = 0;
         let mut last_ok: Option<bool> = None;
+        let mut first = true;
         let mut next = Instant::now() + random_below(self.spec.warmup);
         loop {
             if self.stop.wait_until(next) {
@@ -1447,7 +1458,9 @@ impl Worker {
             } else {
                 self.spec.rise
             };
-            let flip = streak >= needed;
+            let flip =
+                streak >= needed || (first && self.spec.first_probe_decides && ok != self.up);
+            first = false;
             let text = match &result {
                 Ok(s) | Err(s) => s.clone(),
             };

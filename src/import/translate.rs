@@ -17,7 +17,8 @@
 //!   (keepalived brings a server up on its first success); `delay_before_retry` (default 1 s;
 //!   HTTP_GET/SSL_GET 3 s; DNS_CHECK the delay_loop) → `retry_interval_ms`; `warmup` (when
 //!   written; keepalived's default is the delay_loop, xvs's 0) → `warmup_ms`; `alpha` →
-//!   `initially_down`; `inhibit_on_failure` → `quiescent`; each inherited virtual server → real
+//!   `initially_down`, no alpha → `first_probe_decides` (keepalived grants retries only after the
+//!   first check); `inhibit_on_failure` → `quiescent`; each inherited virtual server → real
 //!   server → checker. HTTP_GET/SSL_GET (`status_code` default 200-299; SSL_GET does not verify the
 //!   certificate, hence `insecure = true`), TCP_CHECK, UDP_CHECK (with `require_reply`), MISC_CHECK,
 //!   DNS_CHECK (as a UDP probe carrying the same query).
@@ -1325,6 +1326,9 @@ fn finish_check(draft: &[(String, String)], inh: &Inherit) -> Vec<(String, Strin
     }
     if eff.alpha == Some(true) {
         out.push(("initially_down".into(), "true".into()));
+    } else if retry > 0 {
+        // Without alpha keepalived takes a server failing its very first check down at once.
+        out.push(("first_probe_decides".into(), "true".into()));
     }
     if eff.inhibit == Some(true) {
         out.push(("quiescent".into(), "true".into()));
