@@ -185,7 +185,7 @@ fn import(
     let done = match xvs::import::import_file(input, &opts) {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("xvs import: {e}");
+            eprintln!("xvs import: {}", error_chain(&e));
             return e.exit_code();
         }
     };
@@ -217,6 +217,17 @@ fn import(
         }
     }
     done.exit_code()
+}
+
+/// An error and its sources, `: `-separated.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
 }
 
 /// pcap (either byte order, µs or ns) or pcapng.

@@ -269,6 +269,14 @@ fn binary_writes_a_file_that_xvs_check_accepts() {
         .unwrap();
     assert_eq!(run.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&run.stdout).contains("local_addresses = ["));
+    // No such file: status 1.
+    let run = xvs()
+        .arg("import")
+        .arg(dir.join("none.conf"))
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("none.conf: cannot read: "));
     // A parse error: status 2, file:line:col, nothing written.
     let bad = dir.join("bad.conf");
     std::fs::write(&bad, "virtual_server 198.18.0.1 80 {\n").unwrap();
@@ -417,7 +425,7 @@ fn check_import(text: &str) -> Result<(), TestCaseError> {
             let _ = done.report_text();
         }
         Err(ImportError::Parse { .. }) => {}
-        Err(e @ ImportError::Invalid(_)) => {
+        Err(e @ (ImportError::Invalid(_) | ImportError::Read { .. })) => {
             return Err(TestCaseError::fail(format!("{e}\n--- input\n{text}")))
         }
     }

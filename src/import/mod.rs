@@ -33,10 +33,11 @@ pub use report::{Pos, Report};
 
 /// Exit status: everything translated.
 pub const EXIT_OK: i32 = 0;
-/// Exit status: the input could not be read or the output not written.
+/// Exit status: the input could not be read or the output not written (or, a bug, the translation
+/// fails validation).
 pub const EXIT_ERROR: i32 = 1;
 /// Exit status: keepalived's configuration does not parse (unbalanced braces, unterminated quote,
-/// include loop); nothing is written.
+/// include loop, an included file that cannot be read); nothing is written.
 pub const EXIT_PARSE: i32 = 2;
 /// Exit status: a configuration was written, but some settings were reported untranslated.
 pub const EXIT_UNTRANSLATED: i32 = 3;
@@ -50,6 +51,12 @@ pub struct ParseError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
+    #[error("{}: cannot read", file.display())]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// `location` is `file:line:col`.
     #[error("{location}: {message}")]
     Parse { location: String, message: String },
@@ -62,7 +69,7 @@ impl ImportError {
     pub fn exit_code(&self) -> i32 {
         match self {
             ImportError::Parse { .. } => EXIT_PARSE,
-            ImportError::Invalid(_) => EXIT_ERROR,
+            ImportError::Read { .. } | ImportError::Invalid(_) => EXIT_ERROR,
         }
     }
 }
@@ -131,6 +138,12 @@ pub fn default_config_id() -> String {
 
 /// Translate the keepalived configuration in `path` (and the files it includes).
 pub fn import_file(path: &Path, opts: &ImportOptions) -> Result<Import, ImportError> {
+    if let Err(source) = std::fs::File::open(path) {
+        return Err(ImportError::Read {
+            file: path.to_owned(),
+            source,
+        });
+    }
     let base = path.parent().map(Path::to_owned).unwrap_or_default();
     let config_id = opts.config_id.clone().unwrap_or_else(default_config_id);
     let mut report = Report::default();
