@@ -559,6 +559,20 @@ fn number(s: &Stmt, report: &mut Report, max: u64) -> Option<u64> {
     }
 }
 
+/// A weight: keepalived takes up to 2^31 - 1, xvs (as ipvsadm) up to 65535.
+fn weight(s: &Stmt, report: &mut Report) -> Option<u32> {
+    let w = number(s, report, i32::MAX as u64)?;
+    if w > 65535 {
+        report.unsupported(
+            s.pos.clone(),
+            &s.text(),
+            "xvs weights go up to 65535: 65535 used",
+        );
+        return Some(65535);
+    }
+    Some(w as u32)
+}
+
 /// keepalived's `<BOOL>` after an optional keyword: no value is true.
 fn boolean(s: &Stmt, report: &mut Report) -> Option<bool> {
     match s.arg(0) {
@@ -745,8 +759,8 @@ fn translate_vs(
                 _ => report.unsupported(s.pos.clone(), &s.text(), "not inet or inet6"),
             },
             "weight" => {
-                if let Some(w) = number(s, report, 65535) {
-                    default_weight = w as u32;
+                if let Some(w) = weight(s, report) {
+                    default_weight = w;
                 }
             }
             "laddr_group_name" => match s.arg(0) {
@@ -1384,8 +1398,8 @@ fn real_server(s: &Stmt, report: &mut Report) -> Option<Backend> {
         let kw = c.keyword();
         match kw {
             "weight" => {
-                if let Some(w) = number(c, report, 65535) {
-                    b.weight = Some(w as u32);
+                if let Some(w) = weight(c, report) {
+                    b.weight = Some(w);
                 }
             }
             "lvs_method" => match parse_method(c, report) {
