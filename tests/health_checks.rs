@@ -1001,3 +1001,30 @@ fn first_probe_decides_takes_a_dead_backend_down_at_once() {
     assert!(checker.is_up("tcp 198.18.0.1:80", backend));
     checker.shutdown();
 }
+
+/// keepalived's UDP_CHECK without `require_reply`: a silent server is up, a closed port (ICMP port
+/// unreachable) is down.
+#[test]
+fn udp_without_require_reply_takes_silence_as_success() {
+    let silent = UdpSocket::bind((LOCAL, 0)).unwrap();
+    let s = spec("type = \"udp\"\nsend_hex = \"0102\"\ntimeout_ms = 200\nrequire_reply = false\n");
+    assert_eq!(
+        probe_once(&s, "svc", silent.local_addr().unwrap()),
+        Ok("no reply (timeout after 200ms), no ICMP error".into())
+    );
+    let mut got = [0u8; 8];
+    assert_eq!(silent.recv(&mut got).unwrap(), 2, "the payload was sent");
+    let closed = UdpSocket::bind((LOCAL, 0)).unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    assert_eq!(
+        probe_once(&s, "svc", addr),
+        Err("connection refused".into())
+    );
+    // The default still needs a reply.
+    let strict = spec("type = \"udp\"\ntimeout_ms = 200\n");
+    assert_eq!(
+        probe_once(&strict, "svc", silent.local_addr().unwrap()),
+        Err("no reply (timeout after 200ms)".into())
+    );
+}

@@ -306,3 +306,21 @@ fn warmup_defaults_to_zero() {
     let e = error("type = \"tcp\"\nwarmup_ms = 90000000");
     assert!(e.starts_with("service[0].check.warmup_ms: "), "{e}");
 }
+
+#[test]
+fn require_reply_is_for_udp_and_excludes_expect() {
+    let e = error("type = \"tcp\"\nrequire_reply = false");
+    assert!(
+        e.starts_with("service[0].check.require_reply: only for type udp"),
+        "{e}"
+    );
+    let e = error("type = \"udp\"\nrequire_reply = false\nexpect = \"x\"");
+    assert!(
+        e.starts_with("service[0].check.require_reply: false together"),
+        "{e}"
+    );
+    assert!(parse("type = \"udp\"\nrequire_reply = false")
+        .validate("c")
+        .unwrap()
+        .is_some());
+}

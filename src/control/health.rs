@@ -11,7 +11,9 @@
 //!   (webpki-roots) or the certificates in `ca_file` are trusted.
 //! - `udp`: send `send` (or `send_hex`) and wait for a reply; with `expect` (or `expect_hex`) the
 //!   reply must contain it (`expect_match = "contains"`, default) or equal it (`"equals"`); an ICMP
-//!   port unreachable fails at once as "connection refused" (`UDP_CHECK`).
+//!   port unreachable fails at once as "connection refused" (`UDP_CHECK`); with
+//!   `require_reply = false` no reply before the timeout counts as success, as keepalived's
+//!   UDP_CHECK without `require_reply`.
 //! - `exec`: run `command args… <address> <port>` (also in `XVS_BACKEND_ADDRESS`,
 //!   `XVS_BACKEND_PORT`, `XVS_SERVICE`); healthy on exit code 0; the whole process group is killed
 //!   when `timeout_ms` runs out (`MISC_CHECK`, ldirectord's external check).
@@ -167,6 +169,7 @@ pub enum StatusItem {
 /// send = "ping"          # udp (or send_hex = "0001")
 /// expect = "pong"        # udp (or expect_hex); omitted: any reply
 /// expect_match = "contains"    # udp: contains | equals
+/// require_reply = true   # udp: false counts silence as success (only an ICMP error fails)
 /// command = "/usr/local/bin/check-db"          # exec
 /// args = ["--quick"]     # exec; address and port are appended
 /// ```
@@ -202,6 +205,9 @@ pub struct CheckConfig {
     pub expect: Option<String>,
     pub expect_hex: Option<String>,
     pub expect_match: Option<ExpectMatch>,
+    /// udp: false counts silence until `timeout_ms` as success (only an ICMP error fails), as
+    /// keepalived's UDP_CHECK without `require_reply`; default true.
+    pub require_reply: Option<bool>,
     pub command: Option<PathBuf>,
     pub args: Option<Vec<String>>,
 }
@@ -262,6 +268,7 @@ impl CheckConfig {
                     expect: b.expect.or(s.expect),
                     expect_hex: b.expect_hex.or(s.expect_hex),
                     expect_match: b.expect_match.or(s.expect_match),
+                    require_reply: b.require_reply.or(s.require_reply),
                     command: b.command.or(s.command),
                     args: b.args.or(s.args),
                 })
@@ -313,6 +320,7 @@ impl CheckConfig {
         only("expect", self.expect.is_some(), &[Udp])?;
         only("expect_hex", self.expect_hex.is_some(), &[Udp])?;
         only("expect_match", self.expect_match.is_some(), &[Udp])?;
+        only("require_reply", self.require_reply.is_some(), &[Udp])?;
         only("command", self.command.is_some(), &[Exec])?;
         only("args", self.args.is_some(), &[Exec])?;
         if kind == CheckKind::None {
@@ -476,10 +484,19 @@ impl CheckConfig {
                         "set without expect or expect_hex".into(),
                     ));
                 }
+                let require_reply = self.require_reply.unwrap_or(true);
+                if !require_reply && expect.is_some() {
+                    return Err(err(
+                        "require_reply",
+                        "false together with expect or expect_hex (a reply is then never read)"
+                            .into(),
+                    ));
+                }
                 Probe::Udp(UdpProbe {
                     send,
                     expect,
                     expect_match: self.expect_match.unwrap_or_default(),
+                    require_reply,
                 })
             }
             CheckKind::Exec => {
@@ -597,6 +614,8 @@ pub struct UdpProbe {
     pub send: Vec<u8>,
     pub expect: Option<Vec<u8>>,
     pub expect_match: ExpectMatch,
+    /// False: no reply before the timeout is a success.
+    pub require_reply: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -1050,13 +1069,22 @@ fn probe_udp(u: &UdpProbe, addr: SocketAddr, deadline: &Deadline) -> ProbeResult
     sock.connect(addr).map_err(io)?;
     sock.send(&u.send).map_err(io)?;
     let mut buf = vec![0u8; 65536];
+    let silence = || {
+        let text = format!(
+            "no reply (timeout after {})",
+            fmt_duration(deadline.timeout)
+        );
+        if u.require_reply {
+            Err(text)
+        } else {
+            // keepalived's UDP_CHECK without require_reply: only an ICMP error fails.
+            Ok(format!("{text}, no ICMP error"))
+        }
+    };
     loop {
-        let left = deadline.left().map_err(|_| {
-            format!(
-                "no reply (timeout after {})",
-                fmt_duration(deadline.timeout)
-            )
-        })?;
+        let Ok(left) = deadline.left() else {
+            return silence();
+        };
         sock.set_read_timeout(Some(left)).map_err(io)?;
         match sock.recv(&mut buf) {
             Ok(n) => {
@@ -1083,10 +1111,7 @@ fn probe_udp(u: &UdpProbe, addr: SocketAddr, deadline: &Deadline) -> ProbeResult
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                return Err(format!(
-                    "no reply (timeout after {})",
-                    fmt_duration(deadline.timeout)
-                ))
+                return silence()
             }
             Err(e) => return Err(deadline.io(&e)),
         }

@@ -20,7 +20,8 @@
 //!   `initially_down`, no alpha → `first_probe_decides` (keepalived grants retries only after the
 //!   first check); `inhibit_on_failure` → `quiescent`; each inherited virtual server → real
 //!   server → checker. HTTP_GET/SSL_GET (`status_code` default 200-299; SSL_GET does not verify the
-//!   certificate, hence `insecure = true`), TCP_CHECK, UDP_CHECK (with `require_reply`), MISC_CHECK,
+//!   certificate, hence `insecure = true`), TCP_CHECK, UDP_CHECK (without `require_reply`:
+//!   `require_reply = false`), MISC_CHECK,
 //!   DNS_CHECK (as a UDP probe carrying the same query).
 //!
 //! Everything else is reported (see `report.rs`).
@@ -1655,14 +1656,8 @@ fn checker(c: &Stmt, report: &mut Report) -> Option<Vec<(String, String)>> {
                 ),
             }
             match &udp_reply {
-                None => {
-                    report.unsupported(
-                        c.pos.clone(),
-                        kw,
-                        "without require_reply keepalived counts silence as success; xvs's udp check needs a reply: the backend is not checked",
-                    );
-                    ok = false;
-                }
+                // keepalived counts silence as success, only an ICMP error fails.
+                None => lines.push(("require_reply".into(), "false".into())),
                 Some(None) => {}
                 Some(Some(h)) => {
                     if h.contains(['x', 'X']) {
