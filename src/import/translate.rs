@@ -810,6 +810,21 @@ fn translate_vs(
                     backends.push(b);
                 }
             }
+            "syn_proxy" => report.unsupported(
+                s.pos.clone(),
+                kw,
+                "DPVS's SYN proxy: xvs has none (SYNs go to the backends)",
+            ),
+            "bps_limit" | "cps_limit" | "limit_proportion" => report.unsupported(
+                s.pos.clone(),
+                &s.text(),
+                "DPVS's per-service rate limits: xvs has none",
+            ),
+            "est_timeout" => report.unsupported(
+                s.pos.clone(),
+                &s.text(),
+                "DPVS's per-service timeout: xvs has the global [timeouts] (lvs_timeouts)",
+            ),
             _ => report.unsupported(s.pos.clone(), &s.text(), "unknown virtual_server keyword"),
         }
     }
