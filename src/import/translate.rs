@@ -197,7 +197,7 @@ struct Backend {
     u_threshold: u32,
     l_threshold: u32,
     inherit: Inherit,
-    /// The translated check (TOML key/value lines) and its kind, if any.
+    /// The translated check, if any: TOML key/value lines and markers for `finish_check`.
     check: Option<Vec<(String, String)>>,
     /// The checker's keyword and place.
     check_src: Option<(String, Pos)>,
@@ -1657,7 +1657,7 @@ fn checker(c: &Stmt, report: &mut Report) -> Option<Vec<(String, String)>> {
         }
         "UDP_CHECK" => {
             match &udp_payload {
-                Some(p) => match keepalived_hex(p, false) {
+                Some(p) => match keepalived_hex(p) {
                     Some(h) => lines.push(("send_hex".into(), toml_str(&h))),
                     None => {
                         report.unsupported(udp_payload_pos, "payload", "not a hex string");
@@ -1683,7 +1683,7 @@ fn checker(c: &Stmt, report: &mut Report) -> Option<Vec<(String, String)>> {
                         );
                         ok = false;
                     } else {
-                        match keepalived_hex(h, false) {
+                        match keepalived_hex(h) {
                             Some(hex) => {
                                 lines.push(("expect_hex".into(), toml_str(&hex)));
                                 report.warning(
@@ -1887,16 +1887,15 @@ fn url(u: &Stmt, lines: &mut Vec<(String, String)>, bad: &mut bool, report: &mut
     true
 }
 
-/// keepalived's free-form hex (`read_hex_str`): groups separated by spaces, pairs of digits, a
-/// lone last digit of a group is one byte. `allow_wildcard` accepts `x` nibbles (not used).
-pub fn keepalived_hex(s: &str, allow_wildcard: bool) -> Option<String> {
+/// keepalived's free-form hex (`read_hex_str`) as plain hex: groups separated by spaces, pairs of
+/// digits, a lone last digit of a group is one byte.
+pub fn keepalived_hex(s: &str) -> Option<String> {
     let mut out = String::new();
     for group in s.split_whitespace() {
         let digits: Vec<char> = group.chars().collect();
         for pair in digits.chunks(2) {
             for d in pair {
-                let ok = d.is_ascii_hexdigit() || (allow_wildcard && matches!(d, 'x' | 'X'));
-                if !ok {
+                if !d.is_ascii_hexdigit() {
                     return None;
                 }
             }
@@ -1996,7 +1995,7 @@ mod tests {
     fn hex_as_keepalived_reads_it() {
         // keepalived.conf(5): "Ab12f 3 456 546443123" is AB 12 0F 03 45 06 54 64 43 12 03.
         assert_eq!(
-            keepalived_hex("Ab12f 3 456 546443123", false).unwrap(),
+            keepalived_hex("Ab12f 3 456 546443123").unwrap(),
             "ab120f0345065464431203"
         );
     }
