@@ -6,6 +6,7 @@ pub mod config;
 pub mod control;
 pub mod dataplane_config;
 pub mod director;
+pub mod import;
 pub mod io;
 pub mod neigh;
 pub mod replay;
