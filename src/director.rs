@@ -32,7 +32,7 @@ use crate::control::server::{Director as ControlDirector, Server};
 use crate::control::state::{service_name, DesiredState};
 use crate::dataplane_config::IoKind;
 use crate::runtime::{attach, Command, Published, Workers};
-use crate::sync::daemon::{Daemon, Deliver, SyncOutbox};
+use crate::sync::daemon::{Daemon, Deliver, SyncOutbox, Table};
 use crate::sync::Role;
 use crate::worker::{steer, ClientSteering, Dataplane, DirectorTargets};
 use xvs_forwarding::pipeline::{SyncCounters, SyncRefused};
@@ -62,7 +62,7 @@ fn sync_status(d: &Daemon) -> String {
         .map(|(name, n)| format!("{name}={}", n.load(Relaxed)))
         .collect();
     format!(
-        "sync {}: {} messages {} entries {} queue_full {} socket_errors {} foreign_peer {} undelivered {} decode_errors [{}]\n",
+        "sync {}: {} messages {} entries {} queue_full {} socket_errors {} foreign_peer {} undelivered {} bulk requests {} entries {} done {} decode_errors [{}]\n",
         d.config.role.as_str(),
         match d.config.role {
             Role::Master => "sent",
@@ -74,6 +74,9 @@ fn sync_status(d: &Daemon) -> String {
         st.socket_errors.load(Relaxed),
         st.foreign_peer.load(Relaxed),
         st.undelivered.load(Relaxed),
+        st.bulk_requests.load(Relaxed),
+        st.bulk_entries.load(Relaxed),
+        st.bulk_done.load(Relaxed),
         decode.join(" ")
     )
 }
@@ -319,8 +322,8 @@ impl Director {
         let settings = inner.file.sync.settings;
         if let Some(d) = new.daemon(Role::Master) {
             if inner.master.as_ref().map(|m| &m.config) != Some(d) {
-                let (daemon, outbox) =
-                    Daemon::start_master(d.clone(), &settings).map_err(|e| error_chain(&e))?;
+                let (daemon, outbox) = Daemon::start_master(d.clone(), &settings, self.table())
+                    .map_err(|e| error_chain(&e))?;
                 started.master = Some((daemon, outbox));
             }
         }
@@ -375,6 +378,31 @@ impl Director {
                 eprintln!("xvs: sync backup daemon stopped");
             }
         }
+    }
+
+    /// Every worker's table as sync entries (for the master's bulk answers); a worker that does
+    /// not answer within 2 s is left out.
+    fn table(&self) -> Table {
+        let inboxes = self.workers.inboxes();
+        Box::new(move || {
+            let mut waits = Vec::new();
+            for inbox in &inboxes {
+                let (tx, rx) = crossbeam_channel::bounded(1);
+                if inbox
+                    .send_timeout(Command::SyncTable(tx), Duration::from_secs(2))
+                    .is_ok()
+                {
+                    waits.push(rx);
+                }
+            }
+            let mut all = Vec::new();
+            for rx in waits {
+                if let Ok(mut v) = rx.recv_timeout(Duration::from_secs(2)) {
+                    all.append(&mut v);
+                }
+            }
+            all
+        })
     }
 
     /// The backup's delivery: each entry to the worker that owns its client's flows.

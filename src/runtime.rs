@@ -50,6 +50,8 @@ pub enum Command {
     /// Become a sync master (queue entries by `SyncPolicy` and hand them to the daemon's
     /// outbox) or, with `None`, stop.
     SyncMaster(Option<(SyncPolicy, SyncOutbox)>),
+    /// Send every entry of the table as sync entries (a bulk resync answer).
+    SyncTable(Sender<Vec<SyncConn>>),
     /// Install entries received by the backup daemon (`threshold`: the director's
     /// `sync_threshold`, their `in_pkts`).
     InstallSynced {
@@ -112,6 +114,9 @@ impl RuntimeProcessor {
                     let (policy, out) = m.unzip();
                     self.pipe.set_sync_master(policy, SYNC_OUTBOX);
                     self.sync_out = out;
+                }
+                Command::SyncTable(reply) => {
+                    let _ = reply.send(self.pipe.sync_table(now));
                 }
                 Command::InstallSynced { conns, threshold } => {
                     for c in &conns {
