@@ -610,7 +610,7 @@ impl BulkAnswer {
             if !enc.push(c) {
                 self.send(&enc.finish());
                 messages += 1;
-                if messages % BULK_PACE.0 == 0 {
+                if messages.is_multiple_of(BULK_PACE.0) {
                     std::thread::sleep(BULK_PACE.1);
                 }
                 if !enc.push(c) {
