@@ -27,7 +27,9 @@ use crate::conn::{
     state::tcp, Conn, ConnConfig, ConnId, ConnTable, ConnV4, Direction, Method, NewConn, SlotHint,
     TemplateKey, Tuple,
 };
+use crate::hygiene;
 use crate::net::{Hop, Network};
+use crate::ratelimit::IcmpLimiter;
 use crate::service::{mask_addr, MarkRule, Service, ServiceId, ServiceKey, ServiceTable};
 use crate::wire::icmp::{self, IcmpAnswer, IcmpNat};
 use crate::wire::rewrite::{self, Link, Tunnel};
@@ -143,15 +145,22 @@ impl Traffic {
 
 /// Frame counters of one worker.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// Every received frame ends in exactly one of `tx`, `pass` or one drop reason:
+/// `rx == tx + pass + drops.total()`. A frame answered with an ICMP error counts under its
+/// drop reason (its own fate) and the answer, transmitted in its place, under `icmp_answers`.
 pub struct Counters {
     pub rx: u64,
-    /// Frames transmitted, ICMP answers included.
+    /// Frames forwarded (ICMP answers not included).
     pub tx: u64,
     /// Frames handed to the kernel.
     pub pass: u64,
     pub drops: DropCounters,
-    /// ICMP errors the director generated (port unreachable, too big).
+    /// ICMP errors the director generated and transmitted (port unreachable, too big, time
+    /// exceeded), each in place of a frame counted as a drop.
     pub icmp_answers: u64,
+    /// ICMP errors not sent because of the rate limit (see [`crate::ratelimit`]).
+    pub icmp_rate_limited: u64,
 }
 
 /// What the pipeline did with the last frame that reached a service (for `xvs replay`,
@@ -217,6 +226,10 @@ pub struct Pipeline {
     /// Each backend's next hop as last resolved, indexed by `BackendId` (grown on first use,
     /// at most `max_backends`): saves the route scan and neighbour lookup per packet.
     hops: Vec<CachedHop>,
+    /// Rate limit of the ICMP errors this worker generates.
+    icmp_limit: IcmpLimiter,
+    /// The last frame was replaced by an ICMP answer; its drop reason.
+    answered: Option<DropReason>,
 }
 
 /// A backend's next hop, valid while the network's generation and the address are unchanged.
@@ -312,6 +325,8 @@ impl Pipeline {
             },
             registry: reload::Registry::default(),
             hops: Vec::new(),
+            icmp_limit: IcmpLimiter::new(cfg.workers),
+            answered: None,
             cfg: PipelineConfig {
                 max_backends,
                 ..cfg
@@ -351,6 +366,12 @@ impl Pipeline {
     /// What happened to the last frame, if it reached a service.
     pub fn last_decision(&self) -> Option<Decision> {
         self.last
+    }
+
+    /// The drop reason of the last frame if it was replaced by an ICMP answer (its verdict
+    /// then is `Tx` toward the sender).
+    pub fn last_answer(&self) -> Option<DropReason> {
+        self.answered
     }
 
     /// Periodic work: expire due connections, at most about `budget` units of work.
@@ -425,10 +446,17 @@ impl Pipeline {
         parsed: Parsed,
     ) -> Verdict {
         self.last = None;
+        self.answered = None;
         self.counters.rx += 1;
         let v = self.verdict(now, ingress, frame, parsed);
         match v {
-            Verdict::Tx(_) => self.counters.tx += 1,
+            Verdict::Tx(_) => match self.answered {
+                None => self.counters.tx += 1,
+                Some(r) => {
+                    self.counters.drops.bump(r);
+                    self.counters.icmp_answers += 1;
+                }
+            },
             Verdict::Pass => self.counters.pass += 1,
             Verdict::Drop(r) => self.counters.drops.bump(r),
         }
@@ -447,6 +475,34 @@ impl Pipeline {
             Parsed::NotIp => return Verdict::Pass,
             Parsed::Invalid(e) => return Verdict::Drop(e.drop_reason()),
         };
+        // Input hygiene (`hygiene`): L2 address and VLAN, IPv4 options, IPv6 extension
+        // headers; a few compares for the common frame.
+        let port = self.net.port(ingress);
+        let port_mac = port.map(|p| p.mac).filter(|m| *m != [0; 6]);
+        let vlans = p.vlan.and_then(|_| self.net.vlans(ingress));
+        match hygiene::l2(frame.data(), &p, port_mac, vlans) {
+            hygiene::L2::Accept => {}
+            hygiene::L2::Pass => return Verdict::Pass,
+            hygiene::L2::Drop(r) => return Verdict::Drop(r),
+        }
+        if hygiene::has_options(&p) {
+            let checked = if p.is_v4() {
+                hygiene::ipv4_options(frame.data(), &p)
+            } else {
+                hygiene::ipv6_chain(frame.data(), &p)
+            };
+            if let Err(r) = checked {
+                return Verdict::Drop(r);
+            }
+        }
+        if p.proto == proto::UDP
+            && !p.is_v4()
+            && p.has_l4_header()
+            && frame.data().get(p.l4 + 6..p.l4 + 8) == Some(&[0, 0])
+            && self.is_service_addr(p.proto, p.dst)
+        {
+            return Verdict::Drop(DropReason::UdpZeroChecksum);
+        }
         if p.icmp_error {
             return self.icmp_error(now, ingress, frame, p);
         }
@@ -557,6 +613,9 @@ impl Pipeline {
         let Some(sid) = self.services.find(mark, p.proto, p.dst, p.dport) else {
             return Verdict::Pass;
         };
+        if let Some(r) = hygiene::martian(&p, &self.vips) {
+            return Verdict::Drop(r);
+        }
         // Protocol gate (`tcp_conn_schedule`, `sctp_conn_schedule`): only a SYN without RST
         // opens a TCP connection, only an INIT chunk an SCTP association.
         if p.proto == proto::TCP
@@ -585,15 +644,15 @@ impl Pipeline {
         let (backend, control, dport) = if let Some(pers) = svc.persistence {
             match self.schedule_persistent(sid, &flow, pers, now) {
                 Ok(x) => x,
-                Err(v) => return self.no_backend(ingress, frame, &p, svc_port, v),
+                Err(v) => return self.no_backend(now, ingress, frame, &p, svc_port, v),
             }
         } else {
             if svc.key.fwmark() == 0 && p.dport != svc_port {
                 // A port-0 (or FTP-data) match without persistence is not scheduled.
-                return self.no_backend(ingress, frame, &p, svc_port, DropReason::NoBackend);
+                return self.no_backend(now, ingress, frame, &p, svc_port, DropReason::NoBackend);
             }
             let Some(b) = self.pick(sid, &flow, now) else {
-                return self.no_backend(ingress, frame, &p, svc_port, DropReason::NoBackend);
+                return self.no_backend(now, ingress, frame, &p, svc_port, DropReason::NoBackend);
             };
             let bport = self.backends[b.0 as usize].port;
             (b, None, if bport != 0 { bport } else { p.dport })
@@ -737,6 +796,7 @@ impl Pipeline {
     /// gets an ICMP port unreachable (the frame becomes the answer) and the drop is counted.
     fn no_backend(
         &mut self,
+        now: Time,
         ingress: PortId,
         frame: &mut Frame,
         p: &Packet,
@@ -746,26 +806,33 @@ impl Pipeline {
         if svc_port == 21 && p.dport != 21 {
             return Verdict::Pass;
         }
-        self.answer(ingress, frame, p, IcmpAnswer::PortUnreachable, reason)
+        self.answer(now, ingress, frame, p, IcmpAnswer::PortUnreachable, reason)
     }
 
     /// Replace the frame by an ICMP error about it, sent back out of `ingress`; the original
-    /// frame's fate is counted as a drop for `reason`.
+    /// frame's fate is counted as a drop for `reason` (in `process_parsed`, through
+    /// `self.answered`), the answer as an ICMP answer. Port unreachable and time exceeded are
+    /// rate-limited (`ratelimit`); a limited or impossible answer leaves a plain drop.
     fn answer(
         &mut self,
+        now: Time,
         ingress: PortId,
         frame: &mut Frame,
         p: &Packet,
         kind: IcmpAnswer,
         reason: DropReason,
     ) -> Verdict {
-        self.counters.drops.bump(reason);
+        if !matches!(kind, IcmpAnswer::TooBig { .. }) && !p.icmp_error {
+            if !self.icmp_limit.allow(p.src, now) {
+                self.counters.icmp_rate_limited += 1;
+                return Verdict::Drop(reason);
+            }
+        }
         match icmp::answer(frame, p, kind) {
             Ok(()) => {
-                self.counters.icmp_answers += 1;
+                self.answered = Some(reason);
                 Verdict::Tx(ingress)
             }
-            // Already counted under `reason`; nothing more to send.
             Err(_) => Verdict::Drop(reason),
         }
     }
@@ -853,7 +920,7 @@ impl Pipeline {
     #[allow(clippy::too_many_arguments)]
     fn rewrite(
         &mut self,
-        _now: Time,
+        now: Time,
         ingress: PortId,
         frame: &mut Frame,
         mut p: Packet,
@@ -886,19 +953,32 @@ impl Pipeline {
         let link = Link {
             src: hop.src_mac,
             dst: hop.dst_mac,
-            vlan: None,
+            vlan: hop.vlan,
         };
         // Like `ip_forward`: the hop limit first, then the MTU, and the TTL only then decremented,
-        // so ICMP answers quote the packet as it arrived.
+        // so ICMP answers quote the packet as it arrived. Toward a backend the sender hears
+        // time exceeded from the VIP (`ip_vs_xmit.c` `decrement_ttl`); a reply from a backend
+        // whose TTL runs out is dropped (the kernel would answer from its own address).
         if p.ttl <= 1 {
+            if dir == Direction::In {
+                return self.answer(
+                    now,
+                    ingress,
+                    frame,
+                    &p,
+                    IcmpAnswer::TimeExceeded,
+                    DropReason::TtlExceeded,
+                );
+            }
             return Verdict::Drop(DropReason::TtlExceeded);
         }
         if c.method == Method::Tunnel && dir == Direction::In {
-            return self.tunnel(ingress, frame, p, c, &hop, &link);
+            return self.tunnel(now, ingress, frame, p, c, &hop, &link);
         }
         // NAT, FullNAT, DR (and the rare reply of a DR/TUN connection): the packet keeps its size.
         if let Err(WireError::TooBig { mtu }) = rewrite::check_mtu(&p, hop.mtu) {
             return self.answer(
+                now,
                 ingress,
                 frame,
                 &p,
@@ -927,6 +1007,10 @@ impl Pipeline {
         };
         if let Err(e) = rewrite::forward(data, &mut p, src, dst) {
             return Verdict::Drop(e.drop_reason());
+        }
+        // Ethernet padding and trailers stay behind (`pskb_trim_rcsum` in `ip_rcv_core`).
+        if frame.len() > p.ip_end && !frame.set_len(p.ip_end) {
+            return Verdict::Drop(DropReason::Truncated);
         }
         if let Err(e) = rewrite::set_link(frame, &mut p, &link) {
             return Verdict::Drop(e.drop_reason());
@@ -966,6 +1050,7 @@ impl Pipeline {
 
     fn tunnel(
         &mut self,
+        now: Time,
         ingress: PortId,
         frame: &mut Frame,
         p: Packet,
@@ -997,6 +1082,7 @@ impl Pipeline {
             }
             // The frame is unchanged: the answer quotes the packet as it arrived.
             Err(WireError::TooBig { mtu }) => self.answer(
+                now,
                 ingress,
                 frame,
                 &p,
@@ -1015,13 +1101,28 @@ impl Pipeline {
         frame: &mut Frame,
         mut p: Packet,
     ) -> Verdict {
-        let mut e = match icmp::parse_embedded(frame.data(), &p) {
-            Ok(e) => e,
-            Err(_) => return Verdict::Pass,
-        };
-        if !e.has_ports {
+        // IPv4 redirects are not errors about a connection: IPVS (`ip_vs_in_icmp`) hands every
+        // type but unreachable, source quench and time exceeded to the stack, and so do we
+        // (a router ignores redirects; relaying one to a backend would reroute it).
+        if p.is_v4() && p.icmp_type == 5 {
             return Verdict::Pass;
         }
+        let parsed = icmp::parse_embedded(frame.data(), &p);
+        let mut e = match parsed {
+            Ok(e) if e.has_ports => e,
+            _ => {
+                // An unusable quote: dropped when it concerns a service (outer destination a
+                // VIP, or a quoted address one), else the kernel's (as before).
+                let ours = self.vips.contains(&p.dst)
+                    || parsed.is_ok_and(|e| {
+                        self.is_service_addr(e.proto, e.src) || self.is_service_addr(e.proto, e.dst)
+                    });
+                return match hygiene::quote_fault(frame.data(), &p) {
+                    Some(r) if ours => Verdict::Drop(r),
+                    _ => Verdict::Pass,
+                };
+            }
+        };
         // The embedded packet is one we sent; its reverse is the direction of the error.
         let reversed = Tuple {
             proto: e.proto,
@@ -1040,6 +1141,10 @@ impl Pipeline {
         let Some(c) = self.conns.get(id) else {
             return Verdict::Drop(DropReason::IcmpNoConnection);
         };
+        // `ip_vs_in_icmp` verifies the checksum of an error it handles before using it.
+        if !hygiene::icmp_checksum_ok(frame.data(), &p) {
+            return Verdict::Drop(DropReason::BadIcmpChecksum);
+        }
         let nat = match (c.method, dir) {
             // From the client side about a reply we sent: on to the backend.
             (Method::Nat, Direction::In) => IcmpNat {
