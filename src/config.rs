@@ -10,6 +10,8 @@
 //! mac = "02:00:00:00:00:01"     # read from the interface by `xvs run` when omitted
 //! ipv4 = "198.18.0.2"
 //! mtu = 1500
+//! vlans = [100, 200]           # 802.1Q VLAN ids accepted tagged on this interface (default none)
+//! egress_vlan = 100            # tag frames sent on it with this id (one of `vlans`; default untagged)
 //!
 //! [[route]]
 //! dst = "0.0.0.0/0"
@@ -38,7 +40,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use xvs_forwarding::net::{Mac, Network, Port, Route};
+use xvs_forwarding::net::{Mac, Network, Port, PortVlans, Route};
 use xvs_forwarding::pipeline::RemovedBackends;
 use xvs_forwarding::service::{
     Backend, MarkRule, Persistence, Service, ServiceKey, PROTO_SCTP, PROTO_TCP, PROTO_UDP,
@@ -202,6 +204,11 @@ pub struct InterfaceSection {
     pub mtu: Option<u16>,
     pub ipv4: Option<Ipv4Addr>,
     pub ipv6: Option<Ipv6Addr>,
+    /// VLAN ids (1–4094) whose tagged frames are accepted.
+    #[serde(default)]
+    pub vlans: Vec<u16>,
+    /// VLAN id to tag transmitted frames with (one of `vlans`).
+    pub egress_vlan: Option<u16>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -302,6 +309,8 @@ pub struct Config {
     pub ports: Vec<Port>,
     /// Whether the MAC of each port was given in the file.
     pub mac_given: Vec<bool>,
+    /// The VLANs of each port.
+    pub vlans: Vec<PortVlans>,
     pub routes: Vec<Route>,
     pub neighbours: Vec<(IpAddr, Mac)>,
     pub marks: Vec<MarkRule>,
@@ -365,6 +374,11 @@ impl Config {
             })
             .collect();
         let mut net = Network::new(ports, self.routes.clone());
+        for (i, v) in self.vlans.iter().enumerate() {
+            if *v != PortVlans::default() {
+                net.set_vlans(PortId(i as u16), v.clone());
+            }
+        }
         for &(addr, mac) in &self.neighbours {
             net.set_neighbour(addr, mac);
         }
@@ -460,6 +474,7 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
 
     let mut ports = Vec::new();
     let mut mac_given = Vec::new();
+    let mut vlans = Vec::new();
     let mut names = HashSet::new();
     for (i, it) in raw.interfaces.iter().enumerate() {
         let f = |n: &str| format!("interface[{i}].{n}");
@@ -486,6 +501,30 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             v6: it.ipv6,
         });
         mac_given.push(it.mac.is_some());
+        let mut seen = HashSet::new();
+        for (j, &id) in it.vlans.iter().enumerate() {
+            if !(1..=4094).contains(&id) {
+                return Err(c.err(
+                    f(&format!("vlans[{j}]")),
+                    format!("{id} is not a VLAN id (1 to 4094)"),
+                ));
+            }
+            if !seen.insert(id) {
+                return Err(c.err(f(&format!("vlans[{j}]")), format!("{id} listed twice")));
+            }
+        }
+        if let Some(id) = it.egress_vlan {
+            if !it.vlans.contains(&id) {
+                return Err(c.err(
+                    f("egress_vlan"),
+                    format!("{id} is not one of the interface's vlans"),
+                ));
+            }
+        }
+        vlans.push(PortVlans {
+            ingress: it.vlans.clone(),
+            egress: it.egress_vlan,
+        });
     }
     let port_of = |name: &str| {
         ports
@@ -754,6 +793,7 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         timeouts: raw.timeouts,
         ports,
         mac_given,
+        vlans,
         routes,
         neighbours,
         marks,

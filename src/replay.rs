@@ -1,9 +1,12 @@
 //! `xvs replay`: run the forwarding pipeline over a capture, offline.
 //!
 //! Each frame's capture timestamp is `now`; the frame enters on the port of its pcapng
-//! interface number (pcap: `ingress`); whatever the pipeline transmits goes to the output pcap
-//! with the same timestamp. One line per input frame tells the verdict and, for frames that
-//! reached a service, the service, backend and method; the counters follow.
+//! interface number; a frame of a pcap (or of pcapng interface 0) enters on the port whose MAC
+//! address it is sent to, or on `ingress` when it is sent to none of them. Whatever the
+//! pipeline transmits goes to the output pcap with the same timestamp. One line per input
+//! frame tells the verdict — `tx PORT`, `pass`, `drop REASON`, or `answer REASON PORT` when
+//! the frame was dropped for REASON and an ICMP error about it sent out of PORT — and, for
+//! frames that reached a service, the service, backend and method; the counters follow.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -109,7 +112,10 @@ pub fn replay(
         {
             PortId(f.interface as u16)
         } else {
-            ingress
+            f.data
+                .get(..6)
+                .and_then(|dst| cfg.ports.iter().position(|p| p.mac == dst))
+                .map_or(ingress, |i| PortId(i as u16))
         };
         pipe.housekeeping(now, HOUSEKEEPING_BUDGET);
         let len = f.data.len().min(65536);
@@ -122,7 +128,10 @@ pub fn replay(
             Verdict::Tx(p) => {
                 writer.write(f.timestamp, frame.data())?;
                 summary.transmitted += 1;
-                format!("tx {}", port_name(p))
+                match pipe.last_answer() {
+                    Some(r) => format!("answer {} {}", r.as_str(), port_name(p)),
+                    None => format!("tx {}", port_name(p)),
+                }
             }
             Verdict::Pass => "pass".to_string(),
             Verdict::Drop(r) => format!("drop {}", r.as_str()),
@@ -189,12 +198,13 @@ pub fn print_counters(cfg: &Config, pipe: &Pipeline, out: &mut dyn Write) -> Res
     let c = pipe.counters();
     writeln!(
         out,
-        "\nframes: rx {} tx {} pass {} drop {} (icmp answers sent {})",
+        "\nframes: rx {} tx {} pass {} drop {} (icmp answers sent {}, rate-limited {})",
         c.rx,
         c.tx,
         c.pass,
         c.drops.total(),
-        c.icmp_answers
+        c.icmp_answers,
+        c.icmp_rate_limited
     )?;
     for (r, n) in c.drops.iter() {
         writeln!(out, "  drop {:<20} {n}", r.as_str())?;
