@@ -887,6 +887,39 @@ method = "dr"
     }
 
     #[test]
+    fn vlans_reach_the_network() {
+        let text = GOOD.replace(
+            "ipv4 = \"198.18.0.2\"\n",
+            "ipv4 = \"198.18.0.2\"\nvlans = [100, 200]\negress_vlan = 200\n",
+        );
+        let c = Config::parse(Path::new("x.toml"), &text).unwrap();
+        let net = c.network(&[]);
+        let v = net.vlans(PortId(0)).unwrap();
+        assert_eq!((v.ingress.clone(), v.egress), (vec![100, 200], Some(200)));
+        for (bad, field) in [
+            (
+                "vlans = [0]",
+                "interface[0].vlans[0]: 0 is not a VLAN id (1 to 4094)",
+            ),
+            (
+                "vlans = [4095]",
+                "interface[0].vlans[0]: 4095 is not a VLAN id (1 to 4094)",
+            ),
+            ("vlans = [7, 7]", "interface[0].vlans[1]: 7 listed twice"),
+            (
+                "vlans = [7]\negress_vlan = 8",
+                "interface[0].egress_vlan: 8 is not one of the interface's vlans",
+            ),
+        ] {
+            let text = GOOD.replace(
+                "ipv4 = \"198.18.0.2\"\n",
+                &format!("ipv4 = \"198.18.0.2\"\n{bad}\n"),
+            );
+            assert_eq!(err(&text), format!("x.toml: {field}"));
+        }
+    }
+
+    #[test]
     fn errors_name_file_field_and_reason() {
         let e = err(&GOOD.replace("weight = 2", "weight = 70000"));
         assert_eq!(

@@ -1,8 +1,9 @@
 //! The hostile corpus (`xvs_forwarding::testkit::hostile`, written out by the
 //! `hostile_corpus` example) replayed through the real binary: `xvs replay` must print, for
-//! every frame, exactly the verdict of the manifest; the counters must add up (rx = tx + pass
-//! + drops, ICMP answers apart); every transmitted frame must have valid checksums, end where
-//! its IP packet ends (no trailer) and, on `back`, carry the egress VLAN tag 200.
+//! every frame, exactly the verdict of the manifest; the counters must add up (rx equals tx
+//! plus pass plus drops, ICMP answers apart); every transmitted frame must have valid
+//! checksums, end where its IP packet ends (no trailer) and, on `back`, carry the egress VLAN
+//! tag 200.
 
 use std::process::Command;
 use std::time::Duration;

@@ -200,11 +200,7 @@ pub fn ipv4_options(data: &[u8], p: &Packet) -> Result<(), DropReason> {
                     return bad;
                 }
             }
-            opt::RA => {
-                if len < 4 {
-                    return bad;
-                }
-            }
+            opt::RA if len < 4 => return bad,
             _ => {}
         }
         i += len;
@@ -390,23 +386,16 @@ pub fn quote_fault(data: &[u8], p: &Packet) -> Option<DropReason> {
         }
     };
     let t = &q[l4.min(q.len())..];
-    match inner_proto {
-        proto::ICMP if p.is_v4() => {
-            if t.first().is_some_and(|&ty| is_icmp4_error(ty)) {
-                return Some(DropReason::IcmpAboutError);
-            }
-        }
-        proto::ICMPV6 if !p.is_v4() => {
-            if t.first().is_some_and(|&ty| is_icmp6_error(ty)) {
-                return Some(DropReason::IcmpAboutError);
-            }
-        }
-        proto::TCP | proto::UDP | proto::SCTP => {
-            if t.len() < 4 {
-                return Some(DropReason::IcmpShortQuote);
-            }
-        }
-        _ => {}
+    let about_error = match inner_proto {
+        proto::ICMP if p.is_v4() => t.first().is_some_and(|&ty| is_icmp4_error(ty)),
+        proto::ICMPV6 if !p.is_v4() => t.first().is_some_and(|&ty| is_icmp6_error(ty)),
+        _ => false,
+    };
+    if about_error {
+        return Some(DropReason::IcmpAboutError);
+    }
+    if matches!(inner_proto, proto::TCP | proto::UDP | proto::SCTP) && t.len() < 4 {
+        return Some(DropReason::IcmpShortQuote);
     }
     None
 }

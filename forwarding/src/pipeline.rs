@@ -822,11 +822,12 @@ impl Pipeline {
         kind: IcmpAnswer,
         reason: DropReason,
     ) -> Verdict {
-        if !matches!(kind, IcmpAnswer::TooBig { .. }) && !p.icmp_error {
-            if !self.icmp_limit.allow(p.src, now) {
-                self.counters.icmp_rate_limited += 1;
-                return Verdict::Drop(reason);
-            }
+        if !matches!(kind, IcmpAnswer::TooBig { .. })
+            && !p.icmp_error
+            && !self.icmp_limit.allow(p.src, now)
+        {
+            self.counters.icmp_rate_limited += 1;
+            return Verdict::Drop(reason);
         }
         match icmp::answer(frame, p, kind) {
             Ok(()) => {
@@ -1048,6 +1049,7 @@ impl Pipeline {
         hop
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn tunnel(
         &mut self,
         now: Time,
