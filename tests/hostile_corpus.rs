@@ -50,9 +50,10 @@ fn every_frame_has_its_expected_outcome() {
         let line = lines.get(i).copied().unwrap_or("");
         let words: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(words.first(), Some(&(i + 1).to_string().as_str()), "{line}");
-        let n = match words.get(1) {
-            Some(&"pass") => 1,
-            Some(&"answer") => 3,
+        let n = match (words.get(1), words.get(3)) {
+            (Some(&"pass"), _) => 1,
+            (Some(&"answer"), _) => 3,
+            (Some(&"tx"), Some(w)) if w.starts_with('+') => 4,
             _ => 2,
         };
         let got = words.get(1..1 + n).map(|w| w.join(" ")).unwrap_or_default();
@@ -64,16 +65,18 @@ fn every_frame_has_its_expected_outcome() {
                 c.expect
             ));
         }
-        if matches!(c.expect, Expect::Tx(_) | Expect::Answer(..)) {
-            sent += 1;
-        }
+        sent += match c.expect {
+            Expect::Tx(_) | Expect::Answer(..) => 1,
+            Expect::TxFragments(_, n) => 1 + n,
+            _ => 0,
+        };
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 
     // Counters: every frame once in tx, pass or a drop reason; answers apart.
     let tx = cases
         .iter()
-        .filter(|c| matches!(c.expect, Expect::Tx(_)))
+        .filter(|c| matches!(c.expect, Expect::Tx(_) | Expect::TxFragments(..)))
         .count();
     let pass = cases.iter().filter(|c| c.expect == Expect::Pass).count();
     let answers = cases

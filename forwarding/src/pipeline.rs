@@ -69,6 +69,11 @@ pub struct PipelineConfig {
     /// SYN-ACK (the client's sequence numbers do not follow the rewritten tuple), which stalls
     /// the connection. Offline runs start at 1024 so their output is reproducible.
     pub first_local_port: u16,
+    /// Fragment IPv4 packets without DF that exceed the egress MTU (`wire::fragment`; the
+    /// packet for NAT / DR / FullNAT, the outer packet for TUN): the frame becomes the first
+    /// fragment, the others wait for [`Pipeline::drain_fragments`], which the caller must
+    /// call after every frame or batch. Off: such packets are dropped (`needs_fragmentation`).
+    pub fragment: bool,
 }
 
 impl Default for PipelineConfig {
@@ -85,6 +90,7 @@ impl Default for PipelineConfig {
             max_backends: 4096,
             removed_backends: RemovedBackends::Drain,
             first_local_port: LPORT_MIN as u16,
+            fragment: false,
         }
     }
 }
@@ -161,6 +167,9 @@ pub struct Counters {
     pub icmp_answers: u64,
     /// ICMP errors not sent because of the rate limit (see [`crate::ratelimit`]).
     pub icmp_rate_limited: u64,
+    /// Fragments queued for [`Pipeline::drain_fragments`] (beyond the first fragment, which
+    /// is the frame itself and counted in `tx`).
+    pub tx_fragments: u64,
 }
 
 /// What the pipeline did with the last frame that reached a service (for `xvs replay`,
@@ -230,6 +239,11 @@ pub struct Pipeline {
     icmp_limit: IcmpLimiter,
     /// The last frame was replaced by an ICMP answer; its drop reason.
     answered: Option<DropReason>,
+    /// Fragments after the first, waiting for `drain_fragments`: their bytes, and each one's
+    /// port and range in them.
+    frag_bytes: Vec<u8>,
+    frag_frames: Vec<(PortId, std::ops::Range<usize>)>,
+    frag_scratch: Vec<std::ops::Range<usize>>,
 }
 
 /// A backend's next hop, valid while the network's generation and the address are unchanged.
@@ -271,6 +285,10 @@ fn first_sctp_chunk(data: &[u8], p: &Packet) -> Option<u8> {
         .copied()
         .filter(|_| p.l4 + 12 < p.ip_end)
 }
+
+/// Most fragments [`Pipeline::drain_fragments`] may have to send (a batch of 64 KiB packets
+/// on a 1500-byte MTU fits).
+const MAX_PENDING_FRAGMENTS: usize = 2048;
 
 /// FullNAT local ports are taken from this range.
 const LPORT_MIN: u32 = 1024;
@@ -327,6 +345,9 @@ impl Pipeline {
             hops: Vec::new(),
             icmp_limit: IcmpLimiter::new(cfg.workers),
             answered: None,
+            frag_bytes: Vec::new(),
+            frag_frames: Vec::new(),
+            frag_scratch: Vec::new(),
             cfg: PipelineConfig {
                 max_backends,
                 ..cfg
@@ -372,6 +393,68 @@ impl Pipeline {
     /// then is `Tx` toward the sender).
     pub fn last_answer(&self) -> Option<DropReason> {
         self.answered
+    }
+
+    /// Hand every queued fragment (see [`PipelineConfig::fragment`]) to `send`, in order,
+    /// with its egress port; the queue is empty afterwards. A frame's further fragments
+    /// are to be sent after the frame itself.
+    pub fn drain_fragments(&mut self, mut send: impl FnMut(PortId, &[u8])) {
+        for (port, r) in self.frag_frames.drain(..) {
+            if let Some(b) = self.frag_bytes.get(r) {
+                send(port, b);
+            }
+        }
+        self.frag_bytes.clear();
+    }
+
+    /// Fragments queued and not yet drained.
+    pub fn pending_fragments(&self) -> usize {
+        self.frag_frames.len()
+    }
+
+    /// Make the frame (a whole IPv4 packet behind its link header) the first of its fragments
+    /// for `port`'s `mtu` and queue the others.
+    fn fragment(&mut self, frame: &mut Frame, port: PortId, mtu: u16) -> Verdict {
+        if self.frag_frames.len() >= MAX_PENDING_FRAGMENTS {
+            return Verdict::Drop(DropReason::FragmentQueueFull);
+        }
+        let Parsed::Ip(p) = parse(frame.data()) else {
+            return Verdict::Drop(DropReason::Malformed);
+        };
+        let mut ranges = std::mem::take(&mut self.frag_scratch);
+        ranges.clear();
+        let start = self.frag_bytes.len();
+        let r = crate::wire::fragment::fragment_v4(
+            frame.data(),
+            &p,
+            mtu,
+            &mut self.frag_bytes,
+            &mut ranges,
+        );
+        let v = match (r, ranges.first().cloned()) {
+            (Ok(()), Some(first)) => {
+                let n = first.len();
+                // The first fragment is shorter than the frame: it fits in place.
+                if n <= frame.len() && frame.set_len(n) {
+                    frame.data_mut().copy_from_slice(&self.frag_bytes[first]);
+                    for r in &ranges[1..] {
+                        self.frag_frames.push((port, r.clone()));
+                    }
+                    self.counters.tx_fragments += (ranges.len() - 1) as u64;
+                    Verdict::Tx(port)
+                } else {
+                    self.frag_bytes.truncate(start);
+                    Verdict::Drop(DropReason::NoHeadroom)
+                }
+            }
+            (Err(e), _) => {
+                self.frag_bytes.truncate(start);
+                Verdict::Drop(e.drop_reason())
+            }
+            (Ok(()), None) => Verdict::Drop(DropReason::Malformed),
+        };
+        self.frag_scratch = ranges;
+        v
     }
 
     /// Periodic work: expire due connections, at most about `budget` units of work.
@@ -977,15 +1060,26 @@ impl Pipeline {
             return self.tunnel(now, ingress, frame, p, c, &hop, &link);
         }
         // NAT, FullNAT, DR (and the rare reply of a DR/TUN connection): the packet keeps its size.
-        if let Err(WireError::TooBig { mtu }) = rewrite::check_mtu(&p, hop.mtu) {
-            return self.answer(
-                now,
-                ingress,
-                frame,
-                &p,
-                IcmpAnswer::TooBig { mtu },
-                DropReason::TooBig,
-            );
+        let mut fragment = false;
+        match rewrite::check_mtu(&p, hop.mtu) {
+            Ok(()) => {}
+            Err(WireError::TooBig { mtu }) => {
+                return self.answer(
+                    now,
+                    ingress,
+                    frame,
+                    &p,
+                    IcmpAnswer::TooBig { mtu },
+                    DropReason::TooBig,
+                );
+            }
+            // IPv4 without DF (or an ICMP error): the kernel fragments (`ip_fragment`).
+            Err(_) => {
+                if !self.cfg.fragment || !p.is_v4() {
+                    return Verdict::Drop(DropReason::NeedsFragmentation);
+                }
+                fragment = true;
+            }
         }
         let data = frame.data_mut();
         // TTL − 1 and the method's address changes in one pass (`rewrite::forward`).
@@ -1015,6 +1109,9 @@ impl Pipeline {
         }
         if let Err(e) = rewrite::set_link(frame, &mut p, &link) {
             return Verdict::Drop(e.drop_reason());
+        }
+        if fragment {
+            return self.fragment(frame, hop.port, hop.mtu);
         }
         Verdict::Tx(hop.port)
     }
@@ -1073,11 +1170,28 @@ impl Pipeline {
         // The outer header carries the decremented TTL (checked > 1 by the caller).
         let mut outer = p;
         outer.ttl -= 1;
-        match rewrite::encap(frame, &outer, &tun, link) {
+        let mut r = rewrite::encap(frame, &outer, &tun, link);
+        // An IPv4 inner packet without DF gets an outer IPv4 header without DF, which the
+        // kernel fragments (`ip_vs_tunnel_xmit` → `ip_local_out`); an IPv6 outer header is
+        // never fragmented here.
+        let fragment = r == Err(WireError::NeedsFragmentation)
+            && self.cfg.fragment
+            && p.is_v4()
+            && !p.df
+            && tun.dst.is_ipv4();
+        if fragment {
+            let unlimited = Tunnel {
+                mtu: u16::MAX,
+                ..tun
+            };
+            r = rewrite::encap(frame, &outer, &unlimited, link);
+        }
+        match r {
             Ok(()) => {
                 // Now decrement the inner TTL, at its new place behind the outer header.
                 let mut inner = rewrite::inner_after_encap(&p, &tun, link);
                 match rewrite::dec_ttl(frame.data_mut(), &mut inner) {
+                    Ok(()) if fragment => self.fragment(frame, hop.port, hop.mtu),
                     Ok(()) => Verdict::Tx(hop.port),
                     Err(e) => Verdict::Drop(e.drop_reason()),
                 }

@@ -116,6 +116,11 @@ drop_reasons! {
     IcmpShortQuote => "icmp_short_quote",
     /// ICMP error quoting an IP header that is not one (bad version or IHL).
     IcmpBadQuote => "icmp_bad_quote",
+    /// Larger than the egress MTU, DF clear, and fragmentation is off
+    /// (`PipelineConfig::fragment`) or impossible (IPv6 outer header, ICMP errors).
+    NeedsFragmentation => "needs_fragmentation",
+    /// Fragments waiting for [`crate::Pipeline::drain_fragments`] fill the queue.
+    FragmentQueueFull => "fragment_queue_full",
 }
 
 /// One counter per [`DropReason`].

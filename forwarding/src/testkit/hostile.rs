@@ -10,7 +10,8 @@
 //! exercised by its burst alone. Categories, layer by layer: L2 (destination MAC, broadcast,
 //! multicast, VLAN ids, QinQ, non-IP), IPv4 / IPv6 headers (checksum, truncation, martian
 //! and spoofed sources, LAND, options, extension header chains, TTL / hop limit 1, MTU),
-//! transport (UDP checksum 0), trailers after the IP packet in every method, ICMP errors
+//! transport (UDP checksum 0), trailers after the IP packet in every method, fragmentation of
+//! too-big packets without DF, ICMP errors
 //! (translated, bad checksum, short and broken quotes, about errors, redirects), no-backend
 //! answers and the ICMP rate limit.
 
@@ -175,6 +176,8 @@ method = "nat"
 pub enum Expect {
     /// Forwarded out of the named port.
     Tx(&'static str),
+    /// Forwarded out of the named port as 1 + N IPv4 fragments.
+    TxFragments(&'static str, usize),
     /// Handed to the kernel.
     Pass,
     /// Dropped for this reason.
@@ -188,6 +191,7 @@ impl std::fmt::Display for Expect {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Expect::Tx(p) => write!(f, "tx {p}"),
+            Expect::TxFragments(p, n) => write!(f, "tx {p} +{n} fragments"),
             Expect::Pass => write!(f, "pass"),
             Expect::Drop(r) => write!(f, "drop {}", r.as_str()),
             Expect::Answer(r, p) => write!(f, "answer {} {p}", r.as_str()),
@@ -613,6 +617,27 @@ pub fn corpus() -> Vec<Case> {
     let mut f = from_client(CLIENT).udp(44053, 53).payload(b"query").build();
     f.extend_from_slice(&trailer);
     add("TUN UDP followed by a SYN as trailer", f, Tx("back"));
+
+    // --- too big without DF: fragmented (the packet; TUN: the outer packet) ---
+    add(
+        "NAT SYN of 2040 bytes without DF: two fragments",
+        from_client(CLIENT)
+            .df(false)
+            .tcp(44500, 80)
+            .syn()
+            .payload(&[0x5a; 2000])
+            .build(),
+        Expect::TxFragments("back", 1),
+    );
+    add(
+        "TUN UDP of 3028 bytes without DF: the outer packet in three fragments",
+        from_client(CLIENT)
+            .df(false)
+            .udp(44501, 53)
+            .payload(&[0xa5; 3000])
+            .build(),
+        Expect::TxFragments("back", 2),
+    );
 
     // --- ICMP errors, about the first frame's connection (client:40000 → VIP:80) ---
     let router = v4(198, 18, 0, 1);

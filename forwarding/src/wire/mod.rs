@@ -33,6 +33,7 @@
 //! and never panics; the pipeline turns it into `Verdict::Drop(err.into())`.
 
 pub mod checksum;
+pub mod fragment;
 pub mod icmp;
 pub mod parse;
 pub mod rewrite;
@@ -141,7 +142,8 @@ impl WireError {
             WireError::Fragment => DropReason::Fragment,
             WireError::TtlExceeded => DropReason::TtlExceeded,
             WireError::NoHeadroom => DropReason::NoHeadroom,
-            WireError::TooBig { .. } | WireError::NeedsFragmentation => DropReason::TooBig,
+            WireError::TooBig { .. } => DropReason::TooBig,
+            WireError::NeedsFragmentation => DropReason::NeedsFragmentation,
             WireError::Unsupported => DropReason::Unsupported,
         }
     }
