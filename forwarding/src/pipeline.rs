@@ -3,9 +3,13 @@
 //! The order of decisions follows IPVS's `ip_vs_in_hook` / `ip_vs_out_hook` (`ip_vs_core.c`,
 //! ../shared/IPVS.md §1.4–§5):
 //!
-//! 1. parse (wire layer); non-IP → `Pass`, broken → `Drop(reason)`;
+//! 1. parse (wire layer); non-IP → `Pass`, broken → `Drop(reason)`; input hygiene
+//!    (`hygiene`: L2 address and VLAN, IPv4 options, IPv6 extension headers; martian sources
+//!    only before a new connection);
 //! 2. ICMP errors: the embedded packet's reversed tuple finds the connection; the error is
 //!    translated (NAT, FullNAT) and sent to the other side, or passed when it is not ours;
+//!    its checksum is verified first, unusable quotes about a service are dropped with their
+//!    reason, IPv4 redirects go to the kernel;
 //! 3. connection lookup by the packet's tuple, from either direction (one table, two indexes);
 //!    a TCP SYN hitting a TIME_WAIT/CLOSE entry that owns nothing is rescheduled
 //!    (`conn_reuse_mode`);
@@ -14,7 +18,9 @@
 //!    no eligible backend → ICMP port unreachable to the client, as `ip_vs_leave` does;
 //! 5. state transition and timer re-arm, then the method's rewrite: NAT (DNAT in, SNAT out),
 //!    DR (MAC only), TUN (IPIP / IPv6-in-IPv6), FullNAT (both ends); TTL −1 in every mode;
-//!    too big with DF → ICMP frag-needed / packet-too-big back to the sender.
+//!    too big with DF → ICMP frag-needed / packet-too-big back to the sender; too big
+//!    without DF → IPv4 fragments (`PipelineConfig::fragment`); TTL 1 toward a backend →
+//!    ICMP time exceeded from the VIP (rate-limited, `ratelimit`).
 //!
 //! Everything is per worker: the pipeline owns its connection table, its scheduler instances
 //! (so rr/wrr cursors are per worker) and its counters; `now` comes in with every call.

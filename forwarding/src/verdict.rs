@@ -52,7 +52,8 @@ drop_reasons! {
     BadIpChecksum => "bad_ip_checksum",
     /// A fragment we cannot handle (non-first fragments of unknown flows, overlapping, …).
     Fragment => "fragment",
-    /// TTL / hop limit would expire on forwarding.
+    /// TTL / hop limit would expire on forwarding (toward a backend the sender is also sent
+    /// time exceeded, unless rate-limited).
     TtlExceeded => "ttl_exceeded",
     /// No connection and the packet may not create one (e.g. TCP without SYN).
     NoConnection => "no_connection",
