@@ -161,3 +161,78 @@ fn ipv6_df_and_fragmentation_off() {
         );
     }
 }
+
+/// `wire::fragment::fragment_v4` on random packets, MTUs and options: every fragment fits,
+/// offsets are multiples of 8 and contiguous, only the last has MF clear (unless the packet
+/// was itself a non-last fragment), non-copied options are NOPs from the second fragment on,
+/// and the payload comes back whole.
+#[test]
+fn fragment_v4_properties() {
+    use proptest::prelude::*;
+    use xvs_forwarding::wire::fragment::fragment_v4;
+    use xvs_forwarding::wire::{parse, Parsed};
+    let mut runner =
+        proptest::test_runner::TestRunner::new(proptest::test_runner::Config::with_cases(500));
+    let case = (
+        1usize..4000,
+        68u16..1600,
+        any::<bool>(),
+        0u16..64,
+        any::<bool>(),
+    );
+    runner
+        .run(&case, |(len, mtu, opts, base, more)| {
+            let payload: Vec<u8> = (0..len).map(|i| (i * 13 + 1) as u8).collect();
+            let mut b = frame_in(IpAddr::V4(CLIENT4), IpAddr::V4(VIP4))
+                .df(false)
+                .frag(base * 8, more);
+            if opts {
+                // Record route (not copied) and a copied option (0x88, stream id).
+                b = b.ipv4_options(&[7, 7, 4, 0, 0, 0, 0, 0x88, 4, 0, 1]);
+            }
+            let frame = b.proto(253).payload(&payload).build();
+            let Parsed::Ip(p) = parse(&frame) else {
+                return Err(TestCaseError::fail("not IP"));
+            };
+            let hlen = p.l4 - p.l3;
+            let mut out = Vec::new();
+            let mut ranges = Vec::new();
+            let r = fragment_v4(&frame, &p, mtu, &mut out, &mut ranges);
+            if usize::from(mtu) < hlen + 8 {
+                prop_assert!(r.is_err());
+                prop_assert!(out.is_empty());
+                return Ok(());
+            }
+            prop_assert!(r.is_ok());
+            let mut got = Vec::new();
+            for (i, rg) in ranges.iter().enumerate() {
+                let f = &out[rg.clone()];
+                let ip = &f[14..];
+                prop_assert!(ip.len() <= usize::from(mtu));
+                prop_assert_eq!(usize::from(ip[0] & 0xf) * 4, hlen);
+                prop_assert_eq!(checksum::checksum(&ip[..hlen]), 0);
+                let fo = u16::from_be_bytes([ip[6], ip[7]]);
+                let off = usize::from(fo & 0x1fff) * 8;
+                prop_assert_eq!(off, usize::from(base) * 8 + got.len());
+                let last = i + 1 == ranges.len();
+                prop_assert_eq!(fo & 0x2000 != 0, !last || more);
+                prop_assert_eq!(fo & 0x4000, 0);
+                if !last {
+                    prop_assert_eq!((ip.len() - hlen) % 8, 0);
+                }
+                if opts {
+                    let o = &ip[20..hlen];
+                    if i == 0 {
+                        prop_assert_eq!(&o[..7], &[7u8, 7, 4, 0, 0, 0, 0][..]);
+                    } else {
+                        prop_assert_eq!(&o[..7], &[1u8; 7][..]);
+                    }
+                    prop_assert_eq!(&o[7..11], &[0x88u8, 4, 0, 1][..]);
+                }
+                got.extend_from_slice(&ip[hlen..]);
+            }
+            prop_assert_eq!(got, payload);
+            Ok(())
+        })
+        .unwrap();
+}
