@@ -52,6 +52,7 @@ use crate::control::health::{CheckConfig, CheckSpec};
 use crate::dataplane_config::{
     AfXdpConfig, DataplaneConfig, InterfaceConfig, IoKind, PacketConfig, WorkerConfig, XdpMode,
 };
+use crate::sync::{DaemonConfig, Role, SyncConfig, SyncSettings};
 
 /// A configuration that could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +104,59 @@ pub struct RawConfig {
     pub fullnat: FullNatSection,
     #[serde(default)]
     pub metrics: MetricsSection,
+    #[serde(default)]
+    pub sync: SyncSection,
+}
+
+/// `[sync]`: connection sync (the kernel's sync sysctls and the daemons to start).
+///
+/// ```toml
+/// [sync]
+/// threshold = [3, 50]        # sync_threshold: send at packet 3, then every 50th
+/// refresh_period = 0         # sync_refresh_period (seconds; 0 = off)
+/// retries = 0                # sync_retries (0..3)
+/// persist_mode = false       # sync_persist_mode
+/// qlen_max = 65536           # entries waiting to be sent before new ones are dropped
+/// flush_ms = 2000            # a partly filled message leaves after this long
+///
+/// [sync.master]              # ipvsadm --start-daemon master
+/// interface = "eth0"
+/// syncid = 7
+/// group = "224.0.0.81"       # or an IPv6 group
+/// port = 8848
+/// ttl = 1
+/// maxlen = 1472              # message payload limit (default: from the MTU)
+/// peers = ["198.18.1.2"]     # unicast to these instead of multicast
+///
+/// [sync.backup]              # ipvsadm --start-daemon backup (same fields but ttl)
+/// interface = "eth0"
+/// ```
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SyncSection {
+    pub threshold: Option<[u32; 2]>,
+    pub refresh_period: Option<u32>,
+    pub retries: Option<u8>,
+    pub persist_mode: Option<bool>,
+    pub qlen_max: Option<usize>,
+    pub flush_ms: Option<u64>,
+    pub master: Option<DaemonSection>,
+    pub backup: Option<DaemonSection>,
+}
+
+/// `[sync.master]` / `[sync.backup]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonSection {
+    pub interface: String,
+    #[serde(default)]
+    pub syncid: u8,
+    pub group: Option<IpAddr>,
+    pub port: Option<u16>,
+    pub ttl: Option<u8>,
+    pub maxlen: Option<u16>,
+    #[serde(default)]
+    pub peers: Vec<String>,
 }
 
 /// `[metrics]`: where the Prometheus exposition is served.
@@ -324,6 +378,8 @@ pub struct Config {
     pub checks: Vec<(usize, IpAddr, u16, CheckSpec)>,
     /// Prometheus endpoint.
     pub metrics: Option<std::net::SocketAddr>,
+    /// Connection sync.
+    pub sync: SyncConfig,
 }
 
 impl Config {
@@ -464,6 +520,106 @@ pub fn parse_method(s: &str) -> Option<Method> {
         "fullnat" | "fnat" => Some(Method::FullNat),
         _ => None,
     }
+}
+
+fn validate_sync(c: &Check<'_>, raw: &SyncSection) -> Result<SyncConfig, ConfigError> {
+    let mut settings = SyncSettings::default();
+    if let Some([threshold, period]) = raw.threshold {
+        // The kernel's rule for the sysctl: 0 <= threshold < period, or period 0.
+        if period != 0 && threshold >= period {
+            return Err(c.err(
+                "sync.threshold",
+                "the first value must be below the second (or the second 0)",
+            ));
+        }
+        settings.policy.threshold = threshold;
+        settings.policy.period = period;
+    }
+    if let Some(r) = raw.refresh_period {
+        settings.policy.refresh_period_ms = r
+            .checked_mul(1000)
+            .ok_or_else(|| c.err("sync.refresh_period", "too large"))?;
+    }
+    if let Some(r) = raw.retries {
+        if r > 3 {
+            return Err(c.err("sync.retries", "must be 0 to 3"));
+        }
+        settings.policy.retries = r;
+    }
+    if let Some(p) = raw.persist_mode {
+        settings.policy.persist_mode = p;
+    }
+    if let Some(q) = raw.qlen_max {
+        if q == 0 {
+            return Err(c.err("sync.qlen_max", "must be at least 1"));
+        }
+        settings.qlen_max = q;
+    }
+    if let Some(ms) = raw.flush_ms {
+        if ms == 0 {
+            return Err(c.err("sync.flush_ms", "must be at least 1"));
+        }
+        settings.flush = std::time::Duration::from_millis(ms);
+    }
+    let daemon = |role: Role, d: &DaemonSection| -> Result<DaemonConfig, ConfigError> {
+        let f = |n: &str| format!("sync.{}.{n}", role.as_str());
+        if d.interface.is_empty() || d.interface.len() > 15 {
+            return Err(c.err(
+                f("interface"),
+                "must be 1 to 15 characters (an interface name)",
+            ));
+        }
+        let mut cfg = DaemonConfig::new(role, d.interface.clone());
+        cfg.syncid = d.syncid;
+        if let Some(g) = d.group {
+            if !g.is_multicast() {
+                return Err(c.err(f("group"), format!("{g} is not a multicast address")));
+            }
+            cfg.group = g;
+        }
+        if let Some(p) = d.port {
+            if p == 0 {
+                return Err(c.err(f("port"), "must not be 0"));
+            }
+            cfg.port = p;
+        }
+        if let Some(t) = d.ttl {
+            if t == 0 {
+                return Err(c.err(f("ttl"), "must be 1 to 255"));
+            }
+            cfg.ttl = t;
+        }
+        if let Some(m) = d.maxlen {
+            if m < 8 + 72 {
+                return Err(c.err(f("maxlen"), "must hold a header and an IPv6 entry (80)"));
+            }
+            cfg.maxlen = Some(m);
+        }
+        for (i, p) in d.peers.iter().enumerate() {
+            let (addr, port) = crate::control::ipvsadm::parse_addr_port(p).ok_or_else(|| {
+                c.err(
+                    format!("{}[{i}]", f("peers")),
+                    format!("{p:?} is not an address[:port]"),
+                )
+            })?;
+            cfg.peers
+                .push(std::net::SocketAddr::new(addr, port.unwrap_or(cfg.port)));
+        }
+        Ok(cfg)
+    };
+    Ok(SyncConfig {
+        settings,
+        master: raw
+            .master
+            .as_ref()
+            .map(|d| daemon(Role::Master, d))
+            .transpose()?,
+        backup: raw
+            .backup
+            .as_ref()
+            .map(|d| daemon(Role::Backup, d))
+            .transpose()?,
+    })
 }
 
 fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
@@ -781,10 +937,12 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         dataplane.validate().map_err(|e| c.err(e.field, e.reason))?;
     }
 
+    let sync = validate_sync(&c, &raw.sync)?;
     Ok(Config {
         dataplane,
         service_checks,
         checks,
+        sync,
         metrics: raw.metrics.address,
         file: file.to_owned(),
         connections: raw.director.connections,

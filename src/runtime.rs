@@ -18,8 +18,13 @@ use std::time::Duration;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use xvs_forwarding::conn::ConnListing;
 use xvs_forwarding::pipeline::ServiceReport;
+use xvs_forwarding::pipeline::SyncCounters;
 use xvs_forwarding::service::{MarkRule, Service, ServiceKey};
+use xvs_forwarding::sync::policy::SyncPolicy;
+use xvs_forwarding::sync::SyncConn;
 use xvs_forwarding::{Counters, Frame, Pipeline, PortId, Time, Verdict};
+
+use crate::sync::daemon::SyncOutbox;
 
 use crate::worker::FrameProcessor;
 
@@ -42,6 +47,15 @@ pub enum Command {
     Timeouts(u32, u32, u32),
     /// Send the connection list.
     ListConnections(Sender<Vec<ConnListing>>),
+    /// Become a sync master (queue entries by `SyncPolicy` and hand them to the daemon's
+    /// outbox) or, with `None`, stop.
+    SyncMaster(Option<(SyncPolicy, SyncOutbox)>),
+    /// Install entries received by the backup daemon (`threshold`: the director's
+    /// `sync_threshold`, their `in_pkts`).
+    InstallSynced {
+        conns: Vec<SyncConn>,
+        threshold: u32,
+    },
 }
 
 /// A desired state as the workers receive it.
@@ -57,6 +71,7 @@ pub struct WorkerReport {
     pub counters: Counters,
     pub services: Vec<ServiceReport>,
     pub connections: u32,
+    pub sync: SyncCounters,
 }
 
 /// The worker's side: the pipeline, its inbox and its report slot.
@@ -65,7 +80,12 @@ pub struct RuntimeProcessor {
     inbox: Receiver<Command>,
     report: Arc<Mutex<WorkerReport>>,
     last_report: Option<Time>,
+    /// Where the pipeline's sync entries go while this worker is a sync master.
+    sync_out: Option<SyncOutbox>,
 }
+
+/// Most sync entries a pipeline queues between two housekeeping rounds.
+const SYNC_OUTBOX: usize = 65_536;
 
 impl RuntimeProcessor {
     fn take_commands(&mut self, now: Time) {
@@ -88,6 +108,17 @@ impl RuntimeProcessor {
                 Command::ListConnections(reply) => {
                     let _ = reply.send(self.pipe.connections().list(now).collect());
                 }
+                Command::SyncMaster(m) => {
+                    let (policy, out) = m.unzip();
+                    self.pipe.set_sync_master(policy, SYNC_OUTBOX);
+                    self.sync_out = out;
+                }
+                Command::InstallSynced { conns, threshold } => {
+                    for c in &conns {
+                        // Refusals are counted in the pipeline's sync counters.
+                        let _ = self.pipe.install_synced(c, threshold, now);
+                    }
+                }
             }
         }
     }
@@ -97,6 +128,7 @@ impl RuntimeProcessor {
             counters: self.pipe.counters().clone(),
             services: self.pipe.report(),
             connections: self.pipe.connections().len(),
+            sync: *self.pipe.sync_counters(),
         };
         if let Ok(mut slot) = self.report.lock() {
             *slot = r;
@@ -131,6 +163,13 @@ impl FrameProcessor for RuntimeProcessor {
 
     fn housekeeping(&mut self, now: Time) {
         self.pipe.housekeeping(now, HOUSEKEEPING_BUDGET);
+        if let Some(out) = &self.sync_out {
+            if self.pipe.has_sync_out() {
+                let mut batch = Vec::new();
+                self.pipe.drain_sync(&mut batch);
+                out.offer(batch);
+            }
+        }
         if !self.inbox.is_empty() {
             self.take_commands(now);
         }
@@ -152,7 +191,8 @@ pub struct WorkerHandle {
 
 /// Wrap a worker's pipeline; the handle stays with the control side.
 pub fn attach(pipe: Pipeline) -> (RuntimeProcessor, WorkerHandle) {
-    let (tx, rx) = bounded(64);
+    // Room for bursts of sync installs (one command per worker per received message).
+    let (tx, rx) = bounded(1024);
     let report = Arc::new(Mutex::new(WorkerReport::default()));
     (
         RuntimeProcessor {
@@ -160,6 +200,7 @@ pub fn attach(pipe: Pipeline) -> (RuntimeProcessor, WorkerHandle) {
             inbox: rx,
             report: report.clone(),
             last_report: None,
+            sync_out: None,
         },
         WorkerHandle { inbox: tx, report },
     )
@@ -234,6 +275,18 @@ impl Workers {
                 .map_err(|_| PublishError::Gone(i))?;
         }
         Ok(())
+    }
+
+    /// Each worker's inbox, for a thread that sends commands on its own (the sync backup).
+    pub fn inboxes(&self) -> Vec<Sender<Command>> {
+        self.handles.iter().map(|h| h.inbox.clone()).collect()
+    }
+
+    /// Give worker `i` a command without waiting; false when its inbox is full or it is gone.
+    pub fn try_send(&self, i: usize, cmd: Command) -> bool {
+        self.handles
+            .get(i)
+            .is_some_and(|h| h.inbox.try_send(cmd).is_ok())
     }
 
     /// Every worker's connection list, concatenated.

@@ -12,6 +12,7 @@ pub mod net;
 pub mod pipeline;
 pub mod ratelimit;
 pub mod service;
+pub mod sync;
 pub mod verdict;
 pub mod wire;
 

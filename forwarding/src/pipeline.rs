@@ -43,8 +43,10 @@ use crate::wire::{parse, proto, tcp_flags, Frag, Packet, Parsed, WireError};
 use crate::{BackendId, DropCounters, DropReason, Frame, PortId, Time, Verdict};
 
 mod reload;
+mod sync;
 
 pub use reload::{ApplyReport, BackendReport, RemovedBackends, ServiceReport};
+pub use sync::{Refused as SyncRefused, SyncCounters};
 
 /// Settings of one worker's pipeline.
 #[derive(Clone, Debug)]
@@ -250,6 +252,9 @@ pub struct Pipeline {
     frag_bytes: Vec<u8>,
     frag_frames: Vec<(PortId, std::ops::Range<usize>)>,
     frag_scratch: Vec<std::ops::Range<usize>>,
+    /// Connection sync, master side: what to send (`None`: not a master).
+    sync_master: Option<Box<sync::Master>>,
+    sync_counters: SyncCounters,
 }
 
 /// A backend's next hop, valid while the network's generation and the address are unchanged.
@@ -354,6 +359,8 @@ impl Pipeline {
             frag_bytes: Vec::new(),
             frag_frames: Vec::new(),
             frag_scratch: Vec::new(),
+            sync_master: None,
+            sync_counters: SyncCounters::default(),
             cfg: PipelineConfig {
                 max_backends,
                 ..cfg
@@ -777,6 +784,10 @@ impl Pipeline {
         if self.svcs[sid.0 as usize].one_packet && p.proto == proto::UDP {
             // One-packet scheduling: no entry is kept (IPVS frees it right after the packet).
             self.release_template(control, now);
+            if self.sync_master.is_some() {
+                // Not sent itself, but its template is considered.
+                self.sync_conn(None, control, now);
+            }
             let c = Target::from(&one_packet_conn(&new));
             return self.rewrite(now, ingress, frame, p, &c, Direction::In, true);
         }
@@ -996,6 +1007,9 @@ impl Pipeline {
             p.tcp_flags
         };
         self.conns.on_packet(id, dir, event, now);
+        if dir == Direction::In && self.sync_master.is_some() {
+            self.sync_conn(Some(id), None, now);
+        }
         // IPv4 entries without building a whole `Conn` (no IpAddr reconstruction).
         let c = match self.conns.get_v4(id) {
             Some(c) => Target::from(c),

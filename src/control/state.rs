@@ -22,6 +22,7 @@ use xvs_forwarding::Method;
 use xvs_schedulers::SchedulerError;
 
 use crate::config::{Config, TimeoutSection};
+use crate::sync::{DaemonConfig, Role};
 
 /// Longest persistence / protocol timeout ipvsadm accepts (31 days).
 pub const MAX_TIMEOUT: u32 = 86400 * 31;
@@ -33,6 +34,9 @@ pub struct DesiredState {
     pub services: Vec<Service>,
     /// `ipvsadm --set tcp tcpfin udp`.
     pub timeouts: TimeoutSection,
+    /// The connection sync daemons (`--start-daemon`): at most one master and one backup, in
+    /// that order.
+    pub daemons: Vec<DaemonConfig>,
 }
 
 /// An ipvsadm operation that cannot be applied to the desired state.
@@ -48,6 +52,10 @@ pub enum StateError {
     NoBackend { service: String, backend: String },
     #[error(transparent)]
     Scheduler(#[from] SchedulerError),
+    #[error("a {0} sync daemon is already running")]
+    DaemonRunning(&'static str),
+    #[error("no {0} sync daemon is running")]
+    NoDaemon(&'static str),
     #[error("{0}")]
     Invalid(String),
 }
@@ -95,13 +103,48 @@ impl DesiredState {
         DesiredState {
             services: cfg.services.clone(),
             timeouts: cfg.timeouts,
+            daemons: cfg
+                .sync
+                .master
+                .iter()
+                .chain(cfg.sync.backup.iter())
+                .cloned()
+                .collect(),
         }
     }
 
-    /// Put this state into a configuration (services and timeouts; everything else kept).
+    /// Put this state into a configuration (services, timeouts and sync daemons; everything
+    /// else kept).
     pub fn apply_to(&self, cfg: &mut Config) {
         cfg.services = self.services.clone();
         cfg.timeouts = self.timeouts;
+        cfg.sync.master = self.daemon(Role::Master).cloned();
+        cfg.sync.backup = self.daemon(Role::Backup).cloned();
+    }
+
+    /// The daemon of `role`, if one should run.
+    pub fn daemon(&self, role: Role) -> Option<&DaemonConfig> {
+        self.daemons.iter().find(|d| d.role == role)
+    }
+
+    /// `--start-daemon`: refused while a daemon of the same role runs (as the kernel's EEXIST).
+    pub fn start_daemon(&mut self, d: DaemonConfig) -> Result<(), StateError> {
+        if self.daemon(d.role).is_some() {
+            return Err(StateError::DaemonRunning(d.role.as_str()));
+        }
+        self.daemons.push(d);
+        self.daemons.sort_by_key(|d| d.role);
+        Ok(())
+    }
+
+    /// `--stop-daemon`.
+    pub fn stop_daemon(&mut self, role: Role) -> Result<(), StateError> {
+        let before = self.daemons.len();
+        self.daemons.retain(|d| d.role != role);
+        if self.daemons.len() == before {
+            return Err(StateError::NoDaemon(role.as_str()));
+        }
+        Ok(())
     }
 
     pub fn service(&self, key: &ServiceKey) -> Option<&Service> {
@@ -302,6 +345,17 @@ impl DesiredState {
                 let _ = write!(l, " {}", if a == b { 0 } else { b });
             }
             out.push(l);
+        }
+        for role in [Role::Master, Role::Backup] {
+            let (a, b) = (self.daemon(role), to.daemon(role));
+            if a != b {
+                if a.is_some() {
+                    out.push(format!("--stop-daemon {}", role.as_str()));
+                }
+                if let Some(d) = b {
+                    out.push(super::format::daemon_rule(d));
+                }
+            }
         }
         out
     }
