@@ -603,6 +603,7 @@ impl Director {
                     .iter()
                     .map(|d| (d.as_str().to_string(), r.counters.drops.get(*d)))
                     .collect(),
+                icmp_answers: r.counters.icmp_answers,
                 busy_ratio: stats.get(i).map_or(0.0, |s| s.busy_ratio()),
                 connections: u64::from(r.connections),
             })
@@ -725,12 +726,13 @@ impl ControlDirector for Director {
                 .map(|(d, n)| format!("{}={n}", d.as_str()))
                 .collect();
             out.push_str(&format!(
-                "worker {i}: rx {} tx {} pass {} drop {} [{}] connections {} busy {:.1}%\n",
+                "worker {i}: rx {} tx {} pass {} drop {} [{}] icmp answers {} connections {} busy {:.1}%\n",
                 r.counters.rx,
                 r.counters.tx,
                 r.counters.pass,
                 r.counters.drops.total(),
                 drops.join(" "),
+                r.counters.icmp_answers,
                 r.connections,
                 busy * 100.0
             ));

@@ -68,6 +68,7 @@ fn big() -> Metrics {
                     .iter()
                     .map(|r| (r.as_str().to_string(), 7))
                     .collect(),
+                icmp_answers: 5,
                 busy_ratio: 0.73,
                 connections: 1_000_000,
             })
