@@ -6,7 +6,10 @@
 #   scripts/testbed.sh info [PREFIX]     print names, addresses and MACs
 #
 # Environment: CLIENTS (1), BACKENDS (3), QUEUES (2: rx/tx queues of every veth),
-# SERVERS (1: start HTTP :80 / UDP :5000 servers naming the backend, and the IPIP decap helper).
+# SERVERS (1: start HTTP :80 / UDP :5000 servers naming the backend, and the IPIP decap helper),
+# DIRECTORS (1: more make a pair or a cluster; director i > 1 is namespace PREFIX-dir<i> with
+# front 198.18.1.<1+i>, back 198.18.3.<1+i> and FullNAT local .<99+i>; the router and the
+# backends point at director 1 until a test moves them).
 #
 #   client LAN  198.18.1.0/24  2001:2:0:1::/64   bridge "brc" in the router namespace
 #     router .1   director "front" .2   clients .10, .11, ...
@@ -34,11 +37,16 @@ QUEUES=${QUEUES:-2}
 SERVERS=${SERVERS:-1}
 HERE=$(cd "$(dirname "$0")" && pwd)
 
+DIRECTORS=${DIRECTORS:-1}
 RT=$P-rt
 DIR=$P-dir
 clients() { for i in $(seq 1 "$CLIENTS"); do echo "$P-c$i"; done; }
 backends() { for i in $(seq 1 "$BACKENDS"); do echo "$P-b$i"; done; }
-all_ns() { echo "$RT $DIR $(clients) $(backends)"; }
+directors() { echo "$DIR"; for i in $(seq 2 "$DIRECTORS"); do echo "$P-dir$i"; done; }
+# Namespaces of every director a testbed of this prefix may hold (for `down`).
+all_directors() { echo "$DIR"; for i in $(seq 2 9); do echo "$P-dir$i"; done; }
+all_ns() { echo "$RT $(directors) $(clients) $(backends)"; }
+down_ns() { echo "$RT $(all_directors) $(clients) $(backends)"; }
 
 # All VIPs: one per method in the integration tests (.1 .. .4, ::1 .. ::4).
 VIPS4="198.18.10.1 198.18.10.2 198.18.10.3 198.18.10.4"
@@ -113,6 +121,45 @@ EOF
   nsx "$ns" python3 "$HERE/decap-helper" >/dev/null 2>&1 &
 }
 
+# director NS N: the director namespace of director N (1-based).
+director() {
+  local ns=$1 n=$2 lip4 lip6 suffix=""
+  [ "$n" -gt 1 ] && suffix=$n
+  veth "$ns" front "df$suffix" brc
+  veth "$ns" back "db$suffix" brb
+  ip -n "$ns" addr add "198.18.1.$((1 + n))/24" dev front
+  ip -n "$ns" addr add "2001:2:0:1::$((1 + n))/64" dev front nodad
+  ip -n "$ns" addr add "198.18.3.$((1 + n))/24" dev back
+  ip -n "$ns" addr add "2001:2:0:3::$((1 + n))/64" dev back nodad
+  if [ "$n" -eq 1 ]; then
+    lip4=$LIP4 lip6=$LIP6
+  else
+    lip4=198.18.3.$((99 + n)) lip6=2001:2:0:3::$((99 + n))
+  fi
+  ip -n "$ns" addr add "$lip4/24" dev back
+  # Deprecated (preferred_lft 0), so the director's own traffic never picks it as source.
+  ip -n "$ns" addr add "$lip6/64" dev back nodad preferred_lft 0
+  for v in $VIPS4; do ip -n "$ns" addr add "$v/32" dev lo; done
+  for v in $VIPS6; do ip -n "$ns" addr add "$v/128" dev lo; done
+  ip -n "$ns" route add default via 198.18.1.1
+  ip -n "$ns" -6 route add default via 2001:2:0:1::1
+  sysctl_ns "$ns" net.ipv4.ip_forward=0
+  sysctl_ns "$ns" net.ipv6.conf.all.forwarding=0
+  if command -v nft >/dev/null; then
+    nsx "$ns" nft -f - <<EOF
+table inet xvs_testbed {
+  chain input {
+    type filter hook input priority -300; policy accept;
+    ip daddr { 198.18.10.0/24, $lip4 } meta l4proto { tcp, udp, sctp } drop
+    ip6 daddr { 2001:2:0:10::/64, $lip6 } meta l4proto { tcp, udp, sctp } drop
+  }
+}
+EOF
+  else
+    echo "testbed: nft missing: with --io packet the director's kernel will answer VIP traffic (scripts/install-deps.sh)" >&2
+  fi
+}
+
 up() {
   command -v ip >/dev/null || die "iproute2 missing (scripts/install-deps.sh)"
   command -v ethtool >/dev/null || die "ethtool missing (scripts/install-deps.sh)"
@@ -120,7 +167,11 @@ up() {
   ip netns list | grep -q "^$DIR\b" && die "testbed $P exists (scripts/testbed.sh down $P)"
   for ns in $(all_ns); do base_ns "$ns"; done
 
-  # Router: two bridges, forwarding on, routes to the VIP networks via the director.
+  # Router: two bridges, forwarding on, routes to the VIP networks via the director. No ICMP
+  # redirects: the router forwards VIP traffic back out of the client LAN, and a client that
+  # took a redirect would keep sending to one director after a test moves the VIP route.
+  sysctl_ns "$RT" net.ipv4.conf.all.send_redirects=0
+  sysctl_ns "$RT" net.ipv4.conf.default.send_redirects=0
   for br in brc brb; do
     ip -n "$RT" link add "$br" type bridge forward_delay 0 stp_state 0
     ip -n "$RT" link set "$br" up
@@ -132,35 +183,12 @@ up() {
   sysctl_ns "$RT" net.ipv4.ip_forward=1
   sysctl_ns "$RT" net.ipv6.conf.all.forwarding=1
 
-  # Director.
-  veth "$DIR" front df brc
-  veth "$DIR" back db brb
-  ip -n "$DIR" addr add 198.18.1.2/24 dev front
-  ip -n "$DIR" addr add 2001:2:0:1::2/64 dev front nodad
-  ip -n "$DIR" addr add 198.18.3.2/24 dev back
-  ip -n "$DIR" addr add 2001:2:0:3::2/64 dev back nodad
-  ip -n "$DIR" addr add "$LIP4/24" dev back
-  # Deprecated (preferred_lft 0), so the director's own traffic never picks it as source.
-  ip -n "$DIR" addr add "$LIP6/64" dev back nodad preferred_lft 0
-  for v in $VIPS4; do ip -n "$DIR" addr add "$v/32" dev lo; done
-  for v in $VIPS6; do ip -n "$DIR" addr add "$v/128" dev lo; done
-  ip -n "$DIR" route add default via 198.18.1.1
-  ip -n "$DIR" -6 route add default via 2001:2:0:1::1
-  sysctl_ns "$DIR" net.ipv4.ip_forward=0
-  sysctl_ns "$DIR" net.ipv6.conf.all.forwarding=0
-  if command -v nft >/dev/null; then
-    nsx "$DIR" nft -f - <<EOF
-table inet xvs_testbed {
-  chain input {
-    type filter hook input priority -300; policy accept;
-    ip daddr { 198.18.10.0/24, $LIP4 } meta l4proto { tcp, udp, sctp } drop
-    ip6 daddr { 2001:2:0:10::/64, $LIP6 } meta l4proto { tcp, udp, sctp } drop
-  }
-}
-EOF
-  else
-    echo "testbed: nft missing: with --io packet the director's kernel will answer VIP traffic (scripts/install-deps.sh)" >&2
-  fi
+  # Directors.
+  local d=0
+  for ns in $(directors); do
+    d=$((d + 1))
+    director "$ns" "$d"
+  done
 
   ip -n "$RT" route add 198.18.10.0/24 via 198.18.1.2
   ip -n "$RT" -6 route add 2001:2:0:10::/64 via 2001:2:0:1::2
@@ -232,13 +260,13 @@ cat_mac() { ip -n "$1" -o link show "$2" 2>/dev/null | sed -n 's/.*link\/ether \
 
 down() {
   local ns pids
-  for ns in $(all_ns); do
+  for ns in $(down_ns); do
     ip netns list | grep -q "^$ns\b" || continue
     pids=$(ip netns pids "$ns" 2>/dev/null || true)
     [ -n "$pids" ] && kill $pids 2>/dev/null || true
   done
   sleep 0.2
-  for ns in $(all_ns); do
+  for ns in $(down_ns); do
     ip netns list | grep -q "^$ns\b" || continue
     pids=$(ip netns pids "$ns" 2>/dev/null || true)
     [ -n "$pids" ] && kill -9 $pids 2>/dev/null || true

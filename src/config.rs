@@ -10,6 +10,8 @@
 //! mac = "02:00:00:00:00:01"     # read from the interface by `xvs run` when omitted
 //! ipv4 = "198.18.0.2"
 //! mtu = 1500
+//! vlans = [100, 200]           # 802.1Q VLAN ids accepted tagged on this interface (default none)
+//! egress_vlan = 100            # tag frames sent on it with this id (one of `vlans`; default untagged)
 //!
 //! [[route]]
 //! dst = "0.0.0.0/0"
@@ -38,7 +40,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use xvs_forwarding::net::{Mac, Network, Port, Route};
+use xvs_forwarding::net::{Mac, Network, Port, PortVlans, Route};
 use xvs_forwarding::pipeline::RemovedBackends;
 use xvs_forwarding::service::{
     Backend, MarkRule, Persistence, Service, ServiceKey, PROTO_SCTP, PROTO_TCP, PROTO_UDP,
@@ -51,6 +53,7 @@ use crate::dataplane_config::{
     AfXdpConfig, DataplaneConfig, InterfaceConfig, IoKind, PacketConfig, SteeringConfig,
     WorkerConfig, XdpMode,
 };
+use crate::sync::{DaemonConfig, Role, SyncConfig, SyncSettings};
 
 /// A configuration that could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +106,59 @@ pub struct RawConfig {
     pub fullnat: FullNatSection,
     #[serde(default)]
     pub metrics: MetricsSection,
+    #[serde(default)]
+    pub sync: SyncSection,
+}
+
+/// `[sync]`: connection sync (the kernel's sync sysctls and the daemons to start).
+///
+/// ```toml
+/// [sync]
+/// threshold = [3, 50]        # sync_threshold: send at packet 3, then every 50th
+/// refresh_period = 0         # sync_refresh_period (seconds; 0 = off)
+/// retries = 0                # sync_retries (0..3)
+/// persist_mode = false       # sync_persist_mode
+/// qlen_max = 65536           # entries waiting to be sent before new ones are dropped
+/// flush_ms = 2000            # a partly filled message leaves after this long
+///
+/// [sync.master]              # ipvsadm --start-daemon master
+/// interface = "eth0"
+/// syncid = 7
+/// group = "224.0.0.81"       # or an IPv6 group
+/// port = 8848
+/// ttl = 1
+/// maxlen = 1472              # message payload limit (default: from the MTU)
+/// peers = ["198.18.1.2"]     # unicast to these instead of multicast
+///
+/// [sync.backup]              # ipvsadm --start-daemon backup (same fields but ttl)
+/// interface = "eth0"
+/// ```
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SyncSection {
+    pub threshold: Option<[u32; 2]>,
+    pub refresh_period: Option<u32>,
+    pub retries: Option<u8>,
+    pub persist_mode: Option<bool>,
+    pub qlen_max: Option<usize>,
+    pub flush_ms: Option<u64>,
+    pub master: Option<DaemonSection>,
+    pub backup: Option<DaemonSection>,
+}
+
+/// `[sync.master]` / `[sync.backup]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonSection {
+    pub interface: String,
+    #[serde(default)]
+    pub syncid: u8,
+    pub group: Option<IpAddr>,
+    pub port: Option<u16>,
+    pub ttl: Option<u8>,
+    pub maxlen: Option<u16>,
+    #[serde(default)]
+    pub peers: Vec<String>,
 }
 
 /// `[metrics]`: where the Prometheus exposition is served.
@@ -204,6 +260,11 @@ pub struct InterfaceSection {
     pub mtu: Option<u16>,
     pub ipv4: Option<Ipv4Addr>,
     pub ipv6: Option<Ipv6Addr>,
+    /// VLAN ids (1–4094) whose tagged frames are accepted.
+    #[serde(default)]
+    pub vlans: Vec<u16>,
+    /// VLAN id to tag transmitted frames with (one of `vlans`).
+    pub egress_vlan: Option<u16>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -304,6 +365,8 @@ pub struct Config {
     pub ports: Vec<Port>,
     /// Whether the MAC of each port was given in the file.
     pub mac_given: Vec<bool>,
+    /// The VLANs of each port.
+    pub vlans: Vec<PortVlans>,
     pub routes: Vec<Route>,
     pub neighbours: Vec<(IpAddr, Mac)>,
     pub marks: Vec<MarkRule>,
@@ -317,6 +380,8 @@ pub struct Config {
     pub checks: Vec<(usize, IpAddr, u16, CheckSpec)>,
     /// Prometheus endpoint.
     pub metrics: Option<std::net::SocketAddr>,
+    /// Connection sync.
+    pub sync: SyncConfig,
 }
 
 impl Config {
@@ -367,6 +432,11 @@ impl Config {
             })
             .collect();
         let mut net = Network::new(ports, self.routes.clone());
+        for (i, v) in self.vlans.iter().enumerate() {
+            if *v != PortVlans::default() {
+                net.set_vlans(PortId(i as u16), v.clone());
+            }
+        }
         for &(addr, mac) in &self.neighbours {
             net.set_neighbour(addr, mac);
         }
@@ -454,6 +524,106 @@ pub fn parse_method(s: &str) -> Option<Method> {
     }
 }
 
+fn validate_sync(c: &Check<'_>, raw: &SyncSection) -> Result<SyncConfig, ConfigError> {
+    let mut settings = SyncSettings::default();
+    if let Some([threshold, period]) = raw.threshold {
+        // The kernel's rule for the sysctl: 0 <= threshold < period, or period 0.
+        if period != 0 && threshold >= period {
+            return Err(c.err(
+                "sync.threshold",
+                "the first value must be below the second (or the second 0)",
+            ));
+        }
+        settings.policy.threshold = threshold;
+        settings.policy.period = period;
+    }
+    if let Some(r) = raw.refresh_period {
+        settings.policy.refresh_period_ms = r
+            .checked_mul(1000)
+            .ok_or_else(|| c.err("sync.refresh_period", "too large"))?;
+    }
+    if let Some(r) = raw.retries {
+        if r > 3 {
+            return Err(c.err("sync.retries", "must be 0 to 3"));
+        }
+        settings.policy.retries = r;
+    }
+    if let Some(p) = raw.persist_mode {
+        settings.policy.persist_mode = p;
+    }
+    if let Some(q) = raw.qlen_max {
+        if q == 0 {
+            return Err(c.err("sync.qlen_max", "must be at least 1"));
+        }
+        settings.qlen_max = q;
+    }
+    if let Some(ms) = raw.flush_ms {
+        if ms == 0 {
+            return Err(c.err("sync.flush_ms", "must be at least 1"));
+        }
+        settings.flush = std::time::Duration::from_millis(ms);
+    }
+    let daemon = |role: Role, d: &DaemonSection| -> Result<DaemonConfig, ConfigError> {
+        let f = |n: &str| format!("sync.{}.{n}", role.as_str());
+        if d.interface.is_empty() || d.interface.len() > 15 {
+            return Err(c.err(
+                f("interface"),
+                "must be 1 to 15 characters (an interface name)",
+            ));
+        }
+        let mut cfg = DaemonConfig::new(role, d.interface.clone());
+        cfg.syncid = d.syncid;
+        if let Some(g) = d.group {
+            if !g.is_multicast() {
+                return Err(c.err(f("group"), format!("{g} is not a multicast address")));
+            }
+            cfg.group = g;
+        }
+        if let Some(p) = d.port {
+            if p == 0 {
+                return Err(c.err(f("port"), "must not be 0"));
+            }
+            cfg.port = p;
+        }
+        if let Some(t) = d.ttl {
+            if t == 0 {
+                return Err(c.err(f("ttl"), "must be 1 to 255"));
+            }
+            cfg.ttl = t;
+        }
+        if let Some(m) = d.maxlen {
+            if m < 8 + 72 {
+                return Err(c.err(f("maxlen"), "must hold a header and an IPv6 entry (80)"));
+            }
+            cfg.maxlen = Some(m);
+        }
+        for (i, p) in d.peers.iter().enumerate() {
+            let (addr, port) = crate::control::ipvsadm::parse_addr_port(p).ok_or_else(|| {
+                c.err(
+                    format!("{}[{i}]", f("peers")),
+                    format!("{p:?} is not an address[:port]"),
+                )
+            })?;
+            cfg.peers
+                .push(std::net::SocketAddr::new(addr, port.unwrap_or(cfg.port)));
+        }
+        Ok(cfg)
+    };
+    Ok(SyncConfig {
+        settings,
+        master: raw
+            .master
+            .as_ref()
+            .map(|d| daemon(Role::Master, d))
+            .transpose()?,
+        backup: raw
+            .backup
+            .as_ref()
+            .map(|d| daemon(Role::Backup, d))
+            .transpose()?,
+    })
+}
+
 fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
     let c = Check { file };
     if raw.director.connections == 0 {
@@ -462,6 +632,7 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
 
     let mut ports = Vec::new();
     let mut mac_given = Vec::new();
+    let mut vlans = Vec::new();
     let mut names = HashSet::new();
     for (i, it) in raw.interfaces.iter().enumerate() {
         let f = |n: &str| format!("interface[{i}].{n}");
@@ -488,6 +659,30 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             v6: it.ipv6,
         });
         mac_given.push(it.mac.is_some());
+        let mut seen = HashSet::new();
+        for (j, &id) in it.vlans.iter().enumerate() {
+            if !(1..=4094).contains(&id) {
+                return Err(c.err(
+                    f(&format!("vlans[{j}]")),
+                    format!("{id} is not a VLAN id (1 to 4094)"),
+                ));
+            }
+            if !seen.insert(id) {
+                return Err(c.err(f(&format!("vlans[{j}]")), format!("{id} listed twice")));
+            }
+        }
+        if let Some(id) = it.egress_vlan {
+            if !it.vlans.contains(&id) {
+                return Err(c.err(
+                    f("egress_vlan"),
+                    format!("{id} is not one of the interface's vlans"),
+                ));
+            }
+        }
+        vlans.push(PortVlans {
+            ingress: it.vlans.clone(),
+            egress: it.egress_vlan,
+        });
     }
     let port_of = |name: &str| {
         ports
@@ -745,10 +940,12 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         dataplane.validate().map_err(|e| c.err(e.field, e.reason))?;
     }
 
+    let sync = validate_sync(&c, &raw.sync)?;
     Ok(Config {
         dataplane,
         service_checks,
         checks,
+        sync,
         metrics: raw.metrics.address,
         file: file.to_owned(),
         connections: raw.director.connections,
@@ -757,6 +954,7 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         timeouts: raw.timeouts,
         ports,
         mac_given,
+        vlans,
         routes,
         neighbours,
         marks,
@@ -847,6 +1045,39 @@ method = "dr"
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("x.toml: service[0].check.interval_ms"), "{e}");
+    }
+
+    #[test]
+    fn vlans_reach_the_network() {
+        let text = GOOD.replace(
+            "ipv4 = \"198.18.0.2\"\n",
+            "ipv4 = \"198.18.0.2\"\nvlans = [100, 200]\negress_vlan = 200\n",
+        );
+        let c = Config::parse(Path::new("x.toml"), &text).unwrap();
+        let net = c.network(&[]);
+        let v = net.vlans(PortId(0)).unwrap();
+        assert_eq!((v.ingress.clone(), v.egress), (vec![100, 200], Some(200)));
+        for (bad, field) in [
+            (
+                "vlans = [0]",
+                "interface[0].vlans[0]: 0 is not a VLAN id (1 to 4094)",
+            ),
+            (
+                "vlans = [4095]",
+                "interface[0].vlans[0]: 4095 is not a VLAN id (1 to 4094)",
+            ),
+            ("vlans = [7, 7]", "interface[0].vlans[1]: 7 listed twice"),
+            (
+                "vlans = [7]\negress_vlan = 8",
+                "interface[0].egress_vlan: 8 is not one of the interface's vlans",
+            ),
+        ] {
+            let text = GOOD.replace(
+                "ipv4 = \"198.18.0.2\"\n",
+                &format!("ipv4 = \"198.18.0.2\"\n{bad}\n"),
+            );
+            assert_eq!(err(&text), format!("x.toml: {field}"));
+        }
     }
 
     #[test]

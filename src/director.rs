@@ -31,6 +31,7 @@ use xvs_forwarding::service::{Service, ServiceKey};
 use xvs_forwarding::{Method, Pipeline};
 
 use crate::config::Config;
+use crate::control::format::daemon_rule;
 use crate::control::health::{CheckTarget, HealthChecker, HealthEvent};
 use crate::control::metrics::{
     BackendMetrics, HealthMetrics, Metrics, MetricsServer, ServiceLabels, ServiceMetrics,
@@ -41,7 +42,66 @@ use crate::control::server::{Director as ControlDirector, Server};
 use crate::control::state::{service_name, DesiredState};
 use crate::dataplane_config::{IoKind, SteeringConfig, SteeringMode};
 use crate::runtime::{attach, Command, Published, Workers};
-use crate::worker::{ClientSteering, Dataplane, DirectorTargets};
+use crate::sync::daemon::{Daemon, Deliver, SyncOutbox, Table};
+use crate::sync::Role;
+use crate::worker::{steer, ClientSteering, Dataplane, DirectorTargets};
+use xvs_forwarding::pipeline::{SyncCounters, SyncRefused};
+use xvs_forwarding::sync::SyncConn;
+
+/// Daemons started by a change that is not applied yet (dropped, they stop).
+#[derive(Default)]
+struct Started {
+    master: Option<(Daemon, SyncOutbox)>,
+    backup: Option<Daemon>,
+}
+
+fn new_cfg(d: &Option<Daemon>) -> crate::sync::DaemonConfig {
+    d.as_ref()
+        .map(|d| d.config.clone())
+        .expect("the daemon was just installed")
+}
+
+/// One line about a running daemon for `xvs ctl status`.
+fn sync_status(d: &Daemon) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let st = &d.stats;
+    let decode: Vec<String> = xvs_forwarding::sync::DecodeError::NAMES
+        .iter()
+        .zip(st.decode_errors.iter())
+        .filter(|(_, n)| n.load(Relaxed) > 0)
+        .map(|(name, n)| format!("{name}={}", n.load(Relaxed)))
+        .collect();
+    format!(
+        "sync {}: {} messages {} entries {} queue_full {} socket_errors {} foreign_peer {} undelivered {} bulk requests {} entries {} done {} decode_errors [{}]\n",
+        d.config.role.as_str(),
+        match d.config.role {
+            Role::Master => "sent",
+            Role::Backup => "received",
+        },
+        st.messages.load(Relaxed),
+        st.entries.load(Relaxed),
+        st.queue_full.load(Relaxed),
+        st.socket_errors.load(Relaxed),
+        st.foreign_peer.load(Relaxed),
+        st.undelivered.load(Relaxed),
+        st.bulk_requests.load(Relaxed),
+        st.bulk_entries.load(Relaxed),
+        st.bulk_done.load(Relaxed),
+        decode.join(" ")
+    )
+}
+
+/// An error with its sources, `a: b: c`.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
+}
 
 /// What the XDP program must steer to the workers, for these services, with the client
 /// steering [`start_steering`] chooses for them. The running director keeps the steering it
@@ -159,6 +219,9 @@ struct Inner {
     backend_rates: HashMap<BackendKey, RateEstimator>,
     /// Persistent services last reported as kept per worker (warned once per change).
     per_worker_persistence: Vec<ServiceKey>,
+    /// The running sync daemons (what `desired.daemons` asks for, once started).
+    master: Option<Daemon>,
+    backup: Option<Daemon>,
 }
 
 /// The running director's control side.
@@ -169,7 +232,8 @@ pub struct Director {
     workers: Workers,
     dataplane: Mutex<Dataplane>,
     /// The client steering chosen at start, kept for the life of the process: changing it
-    /// would move established connections to workers that do not hold them.
+    /// would move established connections to workers that do not hold them (the sync backup
+    /// installs each received connection where this puts it).
     steering: ClientSteering,
 }
 
@@ -300,8 +364,135 @@ impl Director {
             xvs_schedulers::new_scheduler(&s.scheduler, &s.sched_flags)
                 .map_err(|e| format!("{}: {e}", crate::control::state::service_name(&s.key)))?;
         }
-        Self::sync_checks(inner, &new)?;
-        let effective = Self::effective(inner, &new);
+        // Daemons that must (re)start are started first: if one cannot, nothing changes.
+        let started = self.start_daemons(inner, &new)?;
+        if let Err(e) = self.publish_services(inner, &new) {
+            drop(started);
+            return Err(e);
+        }
+        self.switch_daemons(inner, &new, started);
+        inner.desired = new;
+        Ok(())
+    }
+
+    /// Start the daemons `new` asks for that are not running with the same settings.
+    fn start_daemons(&self, inner: &Inner, new: &DesiredState) -> Result<Started, String> {
+        let mut started = Started::default();
+        let settings = inner.file.sync.settings;
+        if let Some(d) = new.daemon(Role::Master) {
+            if inner.master.as_ref().map(|m| &m.config) != Some(d) {
+                let (daemon, outbox) = Daemon::start_master(d.clone(), &settings, self.table())
+                    .map_err(|e| error_chain(&e))?;
+                started.master = Some((daemon, outbox));
+            }
+        }
+        if let Some(d) = new.daemon(Role::Backup) {
+            if inner.backup.as_ref().map(|b| &b.config) != Some(d) {
+                let deliver = self.deliver(settings.policy.threshold);
+                started.backup =
+                    Some(Daemon::start_backup(d.clone(), deliver).map_err(|e| error_chain(&e))?);
+            }
+        }
+        Ok(started)
+    }
+
+    /// Make the started daemons current and stop those `new` no longer asks for; the workers
+    /// become sync masters (or stop being) with the master daemon.
+    fn switch_daemons(&self, inner: &mut Inner, new: &DesiredState, started: Started) {
+        let settings = inner.file.sync.settings;
+        if let Some((daemon, outbox)) = started.master {
+            let r = self
+                .workers
+                .broadcast(|| Command::SyncMaster(Some((settings.policy, outbox.clone()))));
+            if let Err(e) = r {
+                eprintln!("xvs: sync master: {e}");
+            }
+            if let Some(old) = inner.master.replace(daemon) {
+                old.stop();
+            }
+            eprintln!(
+                "xvs: sync master daemon started ({})",
+                daemon_rule(&new_cfg(&inner.master))
+            );
+        } else if new.daemon(Role::Master).is_none() {
+            if let Some(old) = inner.master.take() {
+                if let Err(e) = self.workers.broadcast(|| Command::SyncMaster(None)) {
+                    eprintln!("xvs: sync master: {e}");
+                }
+                old.stop();
+                eprintln!("xvs: sync master daemon stopped");
+            }
+        }
+        if let Some(daemon) = started.backup {
+            if let Some(old) = inner.backup.replace(daemon) {
+                old.stop();
+            }
+            eprintln!(
+                "xvs: sync backup daemon started ({})",
+                daemon_rule(&new_cfg(&inner.backup))
+            );
+        } else if new.daemon(Role::Backup).is_none() {
+            if let Some(old) = inner.backup.take() {
+                old.stop();
+                eprintln!("xvs: sync backup daemon stopped");
+            }
+        }
+    }
+
+    /// Every worker's table as sync entries (for the master's bulk answers); a worker that does
+    /// not answer within 2 s is left out.
+    fn table(&self) -> Table {
+        let inboxes = self.workers.inboxes();
+        Box::new(move || {
+            let mut waits = Vec::new();
+            for inbox in &inboxes {
+                let (tx, rx) = crossbeam_channel::bounded(1);
+                if inbox.send(Command::SyncTable(tx)).is_ok() {
+                    waits.push(rx);
+                }
+            }
+            let mut all = Vec::new();
+            for rx in waits {
+                if let Ok(mut v) = rx.recv_timeout(Duration::from_secs(2)) {
+                    all.append(&mut v);
+                }
+            }
+            all
+        })
+    }
+
+    /// The backup's delivery: each entry to the worker that owns its client's flows.
+    fn deliver(&self, threshold: u32) -> Deliver {
+        let inboxes = self.workers.inboxes();
+        let by = self.steering;
+        Box::new(move |conns| {
+            let n = inboxes.len();
+            let mut per: Vec<Vec<SyncConn>> = vec![Vec::new(); n];
+            for c in conns {
+                let w = steer::client_owner(by, c.client.ip(), c.client.port(), n);
+                per[w].push(c);
+            }
+            let mut lost = 0;
+            for (inbox, conns) in inboxes.iter().zip(per) {
+                if conns.is_empty() {
+                    continue;
+                }
+                let k = conns.len() as u64;
+                // The inbox is unbounded: only a stopped worker refuses.
+                if inbox
+                    .send(Command::InstallSynced { conns, threshold })
+                    .is_err()
+                {
+                    lost += k;
+                }
+            }
+            lost
+        })
+    }
+
+    fn publish_services(&self, inner: &mut Inner, new: &DesiredState) -> Result<(), String> {
+        Self::sync_checks(inner, new)?;
+        let effective = Self::effective(inner, new);
         self.workers
             .publish(Published {
                 services: effective.services,
@@ -331,7 +522,6 @@ impl Director {
         if let Ok(mut dp) = self.dataplane.lock() {
             dp.set_targets(&t).map_err(|e| e.to_string())?;
         }
-        inner.desired = new;
         Ok(())
     }
 
@@ -490,6 +680,7 @@ impl Director {
                 }),
                 handoff_out: stats.get(i).map_or(0, |s| s.io.handoff_out),
                 handoff_in: stats.get(i).map_or(0, |s| s.io.handoff_in),
+                icmp_answers: r.counters.icmp_answers,
                 busy_ratio: stats.get(i).map_or(0.0, |s| s.busy_ratio()),
                 connections: u64::from(r.connections),
             })
@@ -546,6 +737,15 @@ impl ControlDirector for Director {
         Ok(self.lock().desired.clone())
     }
 
+    fn daemons(&self) -> Vec<(crate::sync::DaemonConfig, u16)> {
+        let inner = self.lock();
+        [&inner.master, &inner.backup]
+            .into_iter()
+            .flatten()
+            .map(|d| (d.config.clone(), d.maxlen))
+            .collect()
+    }
+
     fn status(&self) -> String {
         let reports = self.workers.reports();
         let stats = self.dataplane.lock().map(|d| d.stats()).unwrap_or_default();
@@ -556,6 +756,44 @@ impl ControlDirector for Director {
             reports.len(),
             self.config_path.display()
         );
+        {
+            let inner = self.lock();
+            for d in [&inner.master, &inner.backup].into_iter().flatten() {
+                out.push_str(&sync_status(d));
+            }
+        }
+        let mut sync = SyncCounters::default();
+        for r in &reports {
+            let s = &r.sync;
+            sync.queued += s.queued;
+            sync.outbox_full += s.outbox_full;
+            sync.skipped_fullnat += s.skipped_fullnat;
+            sync.installed += s.installed;
+            sync.updated += s.updated;
+            sync.replaced += s.replaced;
+            sync.stale += s.stale;
+            for (a, b) in sync.refused.iter_mut().zip(s.refused) {
+                *a += b;
+            }
+        }
+        if sync != SyncCounters::default() {
+            let refused: Vec<String> = SyncRefused::ALL
+                .iter()
+                .filter(|r| sync.refused[**r as usize] > 0)
+                .map(|r| format!("{}={}", r.name(), sync.refused[*r as usize]))
+                .collect();
+            out.push_str(&format!(
+                "sync in workers: queued {} outbox_full {} skipped_fullnat {} installed {} updated {} replaced {} stale {} refused [{}]\n",
+                sync.queued,
+                sync.outbox_full,
+                sync.skipped_fullnat,
+                sync.installed,
+                sync.updated,
+                sync.replaced,
+                sync.stale,
+                refused.join(" ")
+            ));
+        }
         for (i, r) in reports.iter().enumerate() {
             let busy = stats.get(i).map_or(0.0, |s| s.busy_ratio());
             let io = stats.get(i).map(|s| s.io.clone()).unwrap_or_default();
@@ -571,12 +809,13 @@ impl ControlDirector for Director {
                 .map(|(d, n)| format!("{}={n}", d.as_str()))
                 .collect();
             out.push_str(&format!(
-                "worker {i}: rx {} tx {} pass {} drop {} [{}] connections {} busy {:.1}% io drops [{}] handoff out {} in {}\n",
+                "worker {i}: rx {} tx {} pass {} drop {} [{}] icmp answers {} connections {} busy {:.1}% io drops [{}] handoff out {} in {}\n",
                 r.counters.rx,
                 r.counters.tx,
                 r.counters.pass,
                 r.counters.drops.total(),
                 drops.join(" "),
+                r.counters.icmp_answers,
                 r.connections,
                 busy * 100.0,
                 io_drops.join(" "),
@@ -648,6 +887,8 @@ pub fn run(config: &Path, io: Option<IoKind>, socket: &Path) -> Result<()> {
             service_rates: HashMap::new(),
             backend_rates: HashMap::new(),
             per_worker_persistence: Vec::new(),
+            master: None,
+            backup: None,
         }),
         workers: Workers::new(handles),
         dataplane: Mutex::new(dp),
@@ -670,10 +911,11 @@ pub fn run(config: &Path, io: Option<IoKind>, socket: &Path) -> Result<()> {
         let state = inner.desired.clone();
         Director::sync_checks(&mut inner, &state)
             .map_err(|e| anyhow::anyhow!("health checks: {e}"))?;
-        if !inner.down.is_empty() {
+        if !inner.down.is_empty() || !state.daemons.is_empty() {
+            // Also starts the sync daemons of the file (none is running yet).
             director
                 .publish(&mut inner, state)
-                .map_err(|e| anyhow::anyhow!("initial health state: {e}"))?;
+                .map_err(|e| anyhow::anyhow!("initial state: {e}"))?;
         }
     }
     let health_thread = {
@@ -721,6 +963,15 @@ pub fn run(config: &Path, io: Option<IoKind>, socket: &Path) -> Result<()> {
     server.stop();
     if let Some(m) = metrics {
         m.shutdown();
+    }
+    {
+        let mut inner = director.lock();
+        if let Some(d) = inner.master.take() {
+            d.stop();
+        }
+        if let Some(d) = inner.backup.take() {
+            d.stop();
+        }
     }
     let checker = director.lock().health.take();
     if let Some(h) = checker {

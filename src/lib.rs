@@ -8,6 +8,7 @@ pub mod config;
 pub mod control;
 pub mod dataplane_config;
 pub mod director;
+pub mod import;
 // The only module allowed `unsafe` (syscalls, ring mappings); every block with a `// SAFETY:`.
 #[allow(unsafe_code)]
 pub mod io;
@@ -15,4 +16,5 @@ pub mod neigh;
 pub mod replay;
 pub mod runtime;
 pub mod simulate;
+pub mod sync;
 pub mod worker;

@@ -1,5 +1,5 @@
 //! The `xvs` command: `run` the director, `replay` a capture through the pipeline offline,
-//! `check` a configuration.
+//! `check` a configuration, `import` keepalived's.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -62,6 +62,23 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Translate keepalived's LVS configuration (keepalived.conf) into xvs's TOML. Every setting
+    /// without an xvs equivalent is reported (stderr) with its file and line. Exit status: 0 all
+    /// translated, 3 written with settings reported untranslated, 2 keepalived.conf does not parse
+    /// (nothing written), 1 other errors.
+    Import {
+        /// keepalived's configuration file (its `include`s are followed).
+        keepalived_conf: PathBuf,
+        /// Write the TOML here (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// keepalived's config id for `@ID` lines (keepalived -i); default the host name.
+        #[arg(long)]
+        config_id: Option<String>,
+        /// Also write the report to this file.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
     /// Manage the running director with ipvsadm's commands (`xvs ctl -Ln`, `xvs ctl -h`).
     #[command(disable_help_flag = true)]
     Ctl {
@@ -93,6 +110,12 @@ fn real_main() -> Result<()> {
         Command::Ctl { socket, args } => {
             std::process::exit(xvs::control::server::client(&socket, &args))
         }
+        Command::Import {
+            keepalived_conf,
+            out,
+            config_id,
+            report,
+        } => std::process::exit(import(&keepalived_conf, out, config_id, report)),
         Command::Run { config, io, socket } => xvs::director::run(&config, io, &socket),
         Command::Replay {
             config,
@@ -145,6 +168,66 @@ fn real_main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `xvs import`: the exit status (see `xvs::import::EXIT_*`).
+fn import(
+    input: &std::path::Path,
+    out: Option<PathBuf>,
+    config_id: Option<String>,
+    report: Option<PathBuf>,
+) -> i32 {
+    use xvs::import::{ImportOptions, EXIT_ERROR};
+    let opts = ImportOptions {
+        config_id,
+        out_name: out.clone(),
+    };
+    let done = match xvs::import::import_file(input, &opts) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("xvs import: {}", error_chain(&e));
+            return e.exit_code();
+        }
+    };
+    let text = done.report_text();
+    eprint!("{text}");
+    if let Some(path) = report {
+        if let Err(e) = std::fs::write(&path, &text) {
+            eprintln!("xvs import: {}: cannot write: {e}", path.display());
+            return EXIT_ERROR;
+        }
+    }
+    match out {
+        Some(path) => {
+            if let Err(e) = std::fs::write(&path, &done.toml) {
+                eprintln!("xvs import: {}: cannot write: {e}", path.display());
+                return EXIT_ERROR;
+            }
+        }
+        None => {
+            let stdout = std::io::stdout();
+            let mut lock = stdout.lock();
+            if lock
+                .write_all(done.toml.as_bytes())
+                .and_then(|_| lock.flush())
+                .is_err()
+            {
+                return EXIT_ERROR;
+            }
+        }
+    }
+    done.exit_code()
+}
+
+/// An error and its sources, `: `-separated.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
 }
 
 /// pcap (either byte order, µs or ns) or pcapng.

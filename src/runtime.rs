@@ -24,9 +24,13 @@ use std::time::Duration;
 use crossbeam_channel::{bounded, Sender};
 use xvs_forwarding::conn::ConnListing;
 use xvs_forwarding::pipeline::ServiceReport;
+use xvs_forwarding::pipeline::SyncCounters;
 use xvs_forwarding::service::{MarkRule, Service, ServiceKey};
+use xvs_forwarding::sync::policy::SyncPolicy;
+use xvs_forwarding::sync::SyncConn;
 use xvs_forwarding::{Counters, Frame, Pipeline, PortId, Time, Verdict};
 
+use crate::sync::daemon::SyncOutbox;
 use crate::worker::{FrameProcessor, Inbox};
 
 /// Expiry work per loop round (see `ConnTable::expire`).
@@ -48,6 +52,17 @@ pub enum Command {
     Timeouts(u32, u32, u32),
     /// Send the connection list.
     ListConnections(Sender<Vec<ConnListing>>),
+    /// Become a sync master (queue entries by `SyncPolicy` and hand them to the daemon's
+    /// outbox) or, with `None`, stop.
+    SyncMaster(Option<(SyncPolicy, SyncOutbox)>),
+    /// Send every entry of the table as sync entries (a bulk resync answer).
+    SyncTable(Sender<Vec<SyncConn>>),
+    /// Install entries received by the backup daemon (`threshold`: the director's
+    /// `sync_threshold`, their `in_pkts`).
+    InstallSynced {
+        conns: Vec<SyncConn>,
+        threshold: u32,
+    },
 }
 
 /// A desired state as the workers receive it.
@@ -63,6 +78,7 @@ pub struct WorkerReport {
     pub counters: Counters,
     pub services: Vec<ServiceReport>,
     pub connections: u32,
+    pub sync: SyncCounters,
 }
 
 /// The worker's side: the pipeline and its report slot.
@@ -70,7 +86,12 @@ pub struct RuntimeProcessor {
     pipe: Pipeline,
     report: Arc<Mutex<WorkerReport>>,
     last_report: Option<Time>,
+    /// Where the pipeline's sync entries go while this worker is a sync master.
+    sync_out: Option<SyncOutbox>,
 }
+
+/// Most sync entries a pipeline queues between two housekeeping rounds.
+const SYNC_OUTBOX: usize = 65_536;
 
 impl RuntimeProcessor {
     /// Apply one command from the worker's inbox.
@@ -93,6 +114,20 @@ impl RuntimeProcessor {
             Command::ListConnections(reply) => {
                 let _ = reply.send(self.pipe.connections().list(now).collect());
             }
+            Command::SyncMaster(m) => {
+                let (policy, out) = m.unzip();
+                self.pipe.set_sync_master(policy, SYNC_OUTBOX);
+                self.sync_out = out;
+            }
+            Command::SyncTable(reply) => {
+                let _ = reply.send(self.pipe.sync_table(now));
+            }
+            Command::InstallSynced { conns, threshold } => {
+                for c in &conns {
+                    // Refusals are counted in the pipeline's sync counters.
+                    let _ = self.pipe.install_synced(c, threshold, now);
+                }
+            }
         }
     }
 
@@ -101,6 +136,7 @@ impl RuntimeProcessor {
             counters: self.pipe.counters().clone(),
             services: self.pipe.report(),
             connections: self.pipe.connections().len(),
+            sync: *self.pipe.sync_counters(),
         };
         if let Ok(mut slot) = self.report.lock() {
             *slot = r;
@@ -137,6 +173,13 @@ impl FrameProcessor for RuntimeProcessor {
 
     fn housekeeping(&mut self, now: Time) {
         self.pipe.housekeeping(now, HOUSEKEEPING_BUDGET);
+        if let Some(out) = &self.sync_out {
+            if self.pipe.has_sync_out() {
+                let mut batch = Vec::new();
+                self.pipe.drain_sync(&mut batch);
+                out.offer(batch);
+            }
+        }
         let due = self
             .last_report
             .is_none_or(|t| now.0.saturating_sub(t.0) >= REPORT_EVERY.as_nanos() as u64);
@@ -166,6 +209,7 @@ pub fn attach(pipe: Pipeline, inbox: Inbox<Command>) -> (RuntimeProcessor, Worke
             pipe,
             report: report.clone(),
             last_report: None,
+            sync_out: None,
         },
         WorkerHandle { inbox, report },
     )
@@ -241,6 +285,11 @@ impl Workers {
     pub fn send(&self, i: usize, cmd: Command) -> Result<(), PublishError> {
         let h = self.handles.get(i).ok_or(PublishError::Gone(i))?;
         h.inbox.send(cmd).map_err(|_| PublishError::Gone(i))
+    }
+
+    /// Each worker's inbox, for a thread that sends commands on its own (the sync daemons).
+    pub fn inboxes(&self) -> Vec<Inbox<Command>> {
+        self.handles.iter().map(|h| h.inbox.clone()).collect()
     }
 
     /// Every worker's connection list, concatenated.

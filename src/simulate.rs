@@ -247,6 +247,15 @@ impl Director for Sim {
             lock(&self.pipe).connections().len()
         )
     }
+
+    /// A simulation opens no sockets: the daemons are only recorded (as on a 1500-byte MTU).
+    fn daemons(&self) -> Vec<(crate::sync::DaemonConfig, u16)> {
+        lock(&self.desired)
+            .daemons
+            .iter()
+            .map(|d| (d.clone(), d.effective_maxlen(1500)))
+            .collect()
+    }
 }
 
 /// Run a text flow list; one output line per flow, and the output of each `ctl` line.

@@ -83,6 +83,13 @@ impl Director for Fake {
     fn status(&self) -> String {
         "fake director: 0 workers".into()
     }
+    fn daemons(&self) -> Vec<(xvs::sync::DaemonConfig, u16)> {
+        self.desired()
+            .daemons
+            .iter()
+            .map(|d| (d.clone(), d.effective_maxlen(1500)))
+            .collect()
+    }
 }
 
 struct TempDir(PathBuf);
@@ -440,4 +447,58 @@ fn scale_thousand_services() {
         "1000 services x 10 backends: -R {restore:?}, -Ln {list:?} ({} bytes), -S {save:?}, one -a {add:?}",
         ln.len()
     );
+}
+
+#[test]
+fn sync_daemons_start_list_save_and_stop_as_ipvsadm() {
+    let dir = TempDir::new("daemons");
+    let sock = dir.0.join("run/xvs.sock");
+    let fake = Fake::new(DesiredState::default());
+    let server = Server::start(&sock, fake.clone()).unwrap();
+    assert_eq!(ok(&sock, "-L --daemon"), "");
+    ok(
+        &sock,
+        "--start-daemon master --mcast-interface xvs0 --syncid 7",
+    );
+    ok(
+        &sock,
+        "--start-daemon backup --mcast-interface xvs1 --syncid 9 --mcast-group 239.1.2.3 --mcast-port 9000",
+    );
+    assert_eq!(
+        ok(&sock, "-L --daemon"),
+        "master sync daemon (mcast=xvs0, syncid=7, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)\n\
+         backup sync daemon (mcast=xvs1, syncid=9, maxlen=1472, group=239.1.2.3, port=9000, ttl=1)\n"
+    );
+    let again = ctl(&sock, "--start-daemon master --mcast-interface xvs0", "");
+    assert_ne!(again.status, 0);
+    assert!(
+        again
+            .stderr
+            .contains("a master sync daemon is already running"),
+        "{}",
+        again.stderr
+    );
+    let saved = ok(&sock, "-S");
+    assert!(
+        saved.ends_with(
+            "--start-daemon master --mcast-interface xvs0 --syncid 7\n\
+             --start-daemon backup --mcast-interface xvs1 --syncid 9 --mcast-group 239.1.2.3 --mcast-port 9000\n"
+        ),
+        "{saved}"
+    );
+    let toml = ok(&sock, "-S --toml");
+    assert!(
+        toml.contains("\n[sync.master]\ninterface = \"xvs0\"\nsyncid = 7\n"),
+        "{toml}"
+    );
+    ok(&sock, "--stop-daemon master");
+    assert!(ok(&sock, "-L --daemon").starts_with("backup sync daemon"));
+    let none = ctl(&sock, "--stop-daemon master", "");
+    assert_ne!(none.status, 0);
+    // -S output restores the same daemons.
+    ok(&sock, "--stop-daemon backup");
+    let o = ctl(&sock, "-R", &saved);
+    assert_eq!(o.status, 0, "{}", o.stderr);
+    assert_eq!(fake.desired().daemons.len(), 2);
+    server.stop();
 }

@@ -884,3 +884,147 @@ fn too_many_checks_are_refused() {
     assert!(err.to_string().contains("exceed the limit"), "{err}");
     assert!(checker.states().is_empty());
 }
+
+/// keepalived's `delay_before_retry`: once an up backend fails, the next probes come after
+/// `retry_interval_ms` rather than `interval_ms`, so it falls after `fall` quick probes; down, it is
+/// probed at `interval_ms` again.
+#[test]
+fn retry_interval_paces_the_fall_count() {
+    let listener = TcpListener::bind((LOCAL, 0)).unwrap();
+    let backend = listener.local_addr().unwrap();
+    // Long interval, short retry interval: up at the first probe, then the listener goes away.
+    let s = spec("type = \"tcp\"\ninterval_ms = 4000\nretry_interval_ms = 50\nfall = 3\nrise = 1\ntimeout_ms = 500");
+    assert_eq!(s.retry_interval, Duration::from_millis(50));
+    let (checker, events) = start("tcp 198.18.0.1:80", backend, s);
+    // The first probe (at once) succeeds; wait until it has been recorded.
+    let t = Instant::now();
+    while checker
+        .state("tcp 198.18.0.1:80", backend)
+        .map(|s| s.checks_ok)
+        != Some(1)
+    {
+        assert!(t.elapsed() < SLACK, "first probe not recorded");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(listener);
+    // Probe 2 fails at t = 4 s; probes 3 and 4 follow 50 ms apart: down at about 4.1 s. Paced by
+    // interval_ms instead it would take 12 s.
+    let (ev, took) = next_event(&events, Duration::from_secs(4) + SLACK);
+    assert!(!ev.up, "{ev:?}");
+    assert!(
+        took >= Duration::from_millis(3900),
+        "fell too early: {took:?}"
+    );
+    let st = checker.state("tcp 198.18.0.1:80", backend).unwrap();
+    assert_eq!(st.checks_failed, 3);
+    // Down: no quick retries any more (the next probe is 4 s away).
+    std::thread::sleep(Duration::from_millis(500));
+    let st = checker.state("tcp 198.18.0.1:80", backend).unwrap();
+    assert_eq!(
+        st.checks_failed, 3,
+        "a down backend is probed at interval_ms"
+    );
+    checker.shutdown();
+}
+
+/// keepalived's `warmup`: each checker's first probe comes after a random delay below
+/// `warmup_ms`, so that checks of many backends spread out.
+#[test]
+fn warmup_spreads_the_first_probes() {
+    let listener = TcpListener::bind((LOCAL, 0)).unwrap();
+    let backend = listener.local_addr().unwrap();
+    let s = spec("type = \"tcp\"\ninterval_ms = 60000\nwarmup_ms = 400\ntimeout_ms = 500");
+    let (mut checker, _events) = HealthChecker::new();
+    let targets: Vec<CheckTarget> = (0..16)
+        .map(|i| CheckTarget {
+            service: format!("tcp 198.18.0.{i}:80"),
+            backend,
+            spec: s.clone(),
+        })
+        .collect();
+    let t = Instant::now();
+    checker.set_targets(targets).unwrap();
+    let mut first: Vec<Option<Duration>> = vec![None; 16];
+    while first.iter().any(Option::is_none) {
+        assert!(
+            t.elapsed() < Duration::from_millis(400) + SLACK,
+            "{first:?}"
+        );
+        for (i, f) in first.iter_mut().enumerate() {
+            if f.is_none()
+                && checker
+                    .state(&format!("tcp 198.18.0.{i}:80"), backend)
+                    .is_some_and(|s| s.checks_ok == 1)
+            {
+                *f = Some(t.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let first: Vec<Duration> = first.into_iter().flatten().collect();
+    // Uniform below 400 ms: all 16 under 40 ms has probability 1e-16.
+    assert!(
+        first.iter().any(|d| *d >= Duration::from_millis(40)),
+        "no first probe was delayed: {first:?}"
+    );
+    checker.shutdown();
+}
+
+/// keepalived's start without `alpha`: a backend whose very first check fails goes down at once;
+/// later failures need `fall` in a row.
+#[test]
+fn first_probe_decides_takes_a_dead_backend_down_at_once() {
+    // A port nothing listens on.
+    let backend = TcpListener::bind((LOCAL, 0)).unwrap().local_addr().unwrap();
+    let base = "type = \"tcp\"\ninterval_ms = 4000\nfall = 3\nrise = 1\ntimeout_ms = 500";
+    let (checker, events) = start(
+        "tcp 198.18.0.1:80",
+        backend,
+        spec(&format!("{base}\nfirst_probe_decides = true")),
+    );
+    let (ev, took) = next_event(&events, SLACK);
+    assert!(
+        !ev.up && took < Duration::from_secs(3),
+        "{ev:?} after {took:?}"
+    );
+    assert_eq!(
+        checker
+            .state("tcp 198.18.0.1:80", backend)
+            .unwrap()
+            .checks_failed,
+        1
+    );
+    checker.shutdown();
+    // Without it the first failure only starts the count.
+    let (checker, events) = start("tcp 198.18.0.1:80", backend, spec(base));
+    no_event(&events, Duration::from_millis(1500));
+    assert!(checker.is_up("tcp 198.18.0.1:80", backend));
+    checker.shutdown();
+}
+
+/// keepalived's UDP_CHECK without `require_reply`: a silent server is up, a closed port (ICMP port
+/// unreachable) is down.
+#[test]
+fn udp_without_require_reply_takes_silence_as_success() {
+    let silent = UdpSocket::bind((LOCAL, 0)).unwrap();
+    let s = spec("type = \"udp\"\nsend_hex = \"0102\"\ntimeout_ms = 200\nrequire_reply = false\n");
+    assert_eq!(
+        probe_once(&s, "svc", silent.local_addr().unwrap()),
+        Ok("no reply (timeout after 200ms), no ICMP error".into())
+    );
+    let mut got = [0u8; 8];
+    assert_eq!(silent.recv(&mut got).unwrap(), 2, "the payload was sent");
+    let closed = UdpSocket::bind((LOCAL, 0)).unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    assert_eq!(
+        probe_once(&s, "svc", addr),
+        Err("connection refused".into())
+    );
+    // The default still needs a reply.
+    let strict = spec("type = \"udp\"\ntimeout_ms = 200\n");
+    assert_eq!(
+        probe_once(&strict, "svc", silent.local_addr().unwrap()),
+        Err("no reply (timeout after 200ms)".into())
+    );
+}

@@ -243,3 +243,84 @@ fn specs_compare_by_their_configuration() {
     assert_eq!(a, b);
     assert_ne!(a, c);
 }
+
+#[test]
+fn retry_interval_defaults_to_the_interval_and_merges() {
+    let s = parse("type = \"tcp\"\ninterval_ms = 2000")
+        .validate("c")
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.retry_interval, Duration::from_millis(2000));
+    let s = parse("type = \"tcp\"\nretry_interval_ms = 300")
+        .validate("c")
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.retry_interval, Duration::from_millis(300));
+    assert_eq!(s.interval, DEFAULT_INTERVAL);
+    let e = error("type = \"tcp\"\nretry_interval_ms = 5");
+    assert_eq!(
+        e,
+        "service[0].check.retry_interval_ms: 5 is below the minimum of 10"
+    );
+    let merged = CheckConfig::merged(
+        Some(&parse("type = \"tcp\"\nretry_interval_ms = 300")),
+        Some(&parse("interval_ms = 900")),
+    )
+    .unwrap();
+    assert_eq!(merged.retry_interval_ms, Some(300));
+}
+
+#[test]
+fn status_ranges_expand_like_keepalived_status_code() {
+    let s = parse("type = \"http\"\nstatus = [\"200-204\", 301]")
+        .validate("c")
+        .unwrap()
+        .unwrap();
+    match &s.probe {
+        xvs::control::health::Probe::Http(h) => {
+            assert_eq!(h.status, vec![200, 201, 202, 203, 204, 301])
+        }
+        _ => panic!("not http"),
+    }
+    for bad in [
+        "\"299-200\"",
+        "\"200-\"",
+        "\"99-200\"",
+        "\"200-600\"",
+        "\"x\"",
+    ] {
+        let e = error(&format!("type = \"http\"\nstatus = [{bad}]"));
+        assert!(e.starts_with("service[0].check.status: "), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn warmup_defaults_to_zero() {
+    let s = parse("type = \"tcp\"").validate("c").unwrap().unwrap();
+    assert_eq!(s.warmup, Duration::ZERO);
+    let s = parse("type = \"tcp\"\nwarmup_ms = 1500")
+        .validate("c")
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.warmup, Duration::from_millis(1500));
+    let e = error("type = \"tcp\"\nwarmup_ms = 90000000");
+    assert!(e.starts_with("service[0].check.warmup_ms: "), "{e}");
+}
+
+#[test]
+fn require_reply_is_for_udp_and_excludes_expect() {
+    let e = error("type = \"tcp\"\nrequire_reply = false");
+    assert!(
+        e.starts_with("service[0].check.require_reply: only for type udp"),
+        "{e}"
+    );
+    let e = error("type = \"udp\"\nrequire_reply = false\nexpect = \"x\"");
+    assert!(
+        e.starts_with("service[0].check.require_reply: false together"),
+        "{e}"
+    );
+    assert!(parse("type = \"udp\"\nrequire_reply = false")
+        .validate("c")
+        .unwrap()
+        .is_some());
+}

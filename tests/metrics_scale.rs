@@ -75,6 +75,7 @@ fn big() -> Metrics {
                     .collect(),
                 handoff_out: 1 << 30,
                 handoff_in: 1 << 30,
+                icmp_answers: 5,
                 busy_ratio: 0.73,
                 connections: 1_000_000,
             })

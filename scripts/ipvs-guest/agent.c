@@ -1,5 +1,6 @@
 /*
- * parity agent: the guest side of the xvs/IPVS decision-parity check (scripts/ipvs-guest/).
+ * agent: the guest side of the xvs/IPVS decision-parity check and of the interactive guest
+ * (scripts/ipvs-guest/; init picks the role).
  *
  * Built statically by build.sh and run inside the QEMU guest:
  *   agent serve PORT...       backend listener (one process per port, IPv4 and IPv6): on every
@@ -33,7 +34,21 @@
  *                             flow's IPVS connection entry: the only way to tell backends apart
  *                             in direct routing, where every backend answers from the VIP. Where
  *                             the backend names another address (NAT), the two must agree.
- * Every step is bounded by socket timeouts; nothing here loops forever.
+ *   agent ctl DEVICE          the command channel of an interactive guest (init's agent mode):
+ *                             puts the tty DEVICE (a serial port QEMU connects to a host socket)
+ *                             in raw mode, says "@@ ready\n", then answers one request per line.
+ *                             A request is words separated by single spaces, each word
+ *                             percent-encoded (%XX for a space, '%', a control byte or any byte
+ *                             the sender chooses), no shell involved:
+ *                               run PATH ARG...   runs PATH with the args (stdin /dev/null,
+ *                                                 stdout and stderr together, 30 s alarm);
+ *                               quit              answers, then the agent exits (init powers
+ *                                                 the guest off).
+ *                             Every answer is "@@ STATUS LEN\n" followed by LEN bytes of output:
+ *                             STATUS is the exit code, "sigN" when a signal ended the program,
+ *                             or "err" (the output says why) when the request was not run.
+ * Every step is bounded by socket timeouts; nothing here loops forever (ctl waits for requests
+ * until told to quit, each bounded).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -42,6 +57,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +66,7 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #define MAX_CONNS 4096
@@ -507,6 +524,181 @@ static int client(const char *file, const char *hold, const char *netns) {
 	return 0;
 }
 
+/* ---- agent ctl: the request/answer channel of an interactive guest ---- */
+
+static int ctl_fd = -1;
+
+static void ctl_write(const char *buf, size_t len) {
+	while (len > 0) {
+		ssize_t w = write(ctl_fd, buf, len);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			exit(3); /* the channel is gone: nothing left to serve */
+		buf += w;
+		len -= (size_t)w;
+	}
+}
+
+static void ctl_answer(const char *status, const char *out, size_t len) {
+	char head[64];
+	int k = snprintf(head, sizeof head, "@@ %s %zu\n", status, len);
+	ctl_write(head, (size_t)k);
+	ctl_write(out, len);
+}
+
+static int hexval(int c) {
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Percent-decodes w in place; -1 on a malformed escape. */
+static int unescape(char *w) {
+	char *o = w;
+	for (char *i = w; *i; i++) {
+		if (*i != '%') {
+			*o++ = *i;
+			continue;
+		}
+		int h = hexval((unsigned char)i[1]), l = h < 0 ? -1 : hexval((unsigned char)i[2]);
+		if (h < 0 || l < 0)
+			return -1;
+		*o++ = (char)(h * 16 + l);
+		i += 2;
+	}
+	*o = 0;
+	return 0;
+}
+
+/* Runs argv[0] with argv, output (stdout + stderr) into a growing buffer, then answers. */
+static void ctl_run(char **argv) {
+	static char out[1 << 20];
+	size_t n = 0;
+	int p[2];
+	if (pipe(p)) {
+		const char *m = "pipe failed\n";
+		ctl_answer("err", m, strlen(m));
+		return;
+	}
+	pid_t pid = fork();
+	if (pid == 0) {
+		int null = open("/dev/null", O_RDONLY);
+		dup2(null, 0);
+		dup2(p[1], 1);
+		dup2(p[1], 2);
+		close(p[0]);
+		close(p[1]);
+		close(ctl_fd);
+		alarm(30);
+		execv(argv[0], argv);
+		fprintf(stderr, "agent ctl: exec %s: %s\n", argv[0], strerror(errno));
+		_exit(127);
+	}
+	close(p[1]);
+	if (pid < 0) {
+		close(p[0]);
+		const char *m = "fork failed\n";
+		ctl_answer("err", m, strlen(m));
+		return;
+	}
+	for (;;) {
+		ssize_t r = read(p[0], out + n, sizeof out - n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		n += (size_t)r;
+		if (n == sizeof out) { /* keep draining so the child never blocks; keep the head */
+			char sink[4096];
+			while (read(p[0], sink, sizeof sink) > 0)
+				;
+			break;
+		}
+	}
+	close(p[0]);
+	int st = 0;
+	char status[16];
+	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+		;
+	if (WIFEXITED(st))
+		snprintf(status, sizeof status, "%d", WEXITSTATUS(st));
+	else
+		snprintf(status, sizeof status, "sig%d", WTERMSIG(st));
+	ctl_answer(status, out, n);
+}
+
+static int ctl(const char *dev) {
+	ctl_fd = open(dev, O_RDWR | O_NOCTTY);
+	if (ctl_fd < 0) {
+		perror(dev);
+		return 1;
+	}
+	struct termios t;
+	if (tcgetattr(ctl_fd, &t) == 0) {
+		cfmakeraw(&t);
+		tcsetattr(ctl_fd, TCSANOW, &t);
+	}
+	tcflush(ctl_fd, TCIOFLUSH);
+	signal(SIGCHLD, SIG_DFL);
+	ctl_write("@@ ready\n", 9);
+	static char line[65536];
+	for (;;) {
+		size_t n = 0;
+		int too_long = 0;
+		for (;;) {
+			char c;
+			ssize_t r = read(ctl_fd, &c, 1);
+			if (r < 0 && errno == EINTR)
+				continue;
+			if (r <= 0)
+				return 3;
+			if (c == '\n')
+				break;
+			if (c == '\r')
+				continue;
+			if (n + 1 < sizeof line)
+				line[n++] = c;
+			else
+				too_long = 1;
+		}
+		line[n] = 0;
+		if (too_long) {
+			const char *m = "request line too long\n";
+			ctl_answer("err", m, strlen(m));
+			continue;
+		}
+		char *argv[256];
+		int argc = 0, bad = 0;
+		for (char *w = strtok(line, " "); w; w = strtok(NULL, " ")) {
+			if (argc == 255 || unescape(w)) {
+				bad = 1;
+				break;
+			}
+			argv[argc++] = w;
+		}
+		argv[argc] = NULL;
+		if (bad) {
+			const char *m = "malformed request (too many words or a bad %XX escape)\n";
+			ctl_answer("err", m, strlen(m));
+		} else if (argc == 0) {
+			ctl_answer("err", "empty request\n", 14);
+		} else if (strcmp(argv[0], "quit") == 0) {
+			ctl_answer("0", "", 0);
+			return 0;
+		} else if (strcmp(argv[0], "run") == 0 && argc >= 2) {
+			ctl_run(argv + 1);
+		} else {
+			const char *m = "unknown request (run PATH ARG... | quit)\n";
+			ctl_answer("err", m, strlen(m));
+		}
+	}
+}
+
 int main(int argc, char **argv) {
 	if (argc >= 3 && strcmp(argv[1], "serve") == 0) {
 		for (int i = 3; i < argc; i++)
@@ -516,6 +708,8 @@ int main(int argc, char **argv) {
 	}
 	if (argc >= 3 && strcmp(argv[1], "client") == 0)
 		return client(argv[2], argc >= 4 ? argv[3] : NULL, argc >= 5 ? argv[4] : NULL);
-	fprintf(stderr, "usage: agent serve PORT... | agent client FLOWS [HOLD [NETNS]]\n");
+	if (argc == 3 && strcmp(argv[1], "ctl") == 0)
+		return ctl(argv[2]);
+	fprintf(stderr, "usage: agent serve PORT... | agent client FLOWS [HOLD [NETNS]] | agent ctl TTY\n");
 	return 2;
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the kernel-IPVS reference guest: Debian's kernel package, ipvsadm (+ its shared libraries),
-# busybox, iproute2's `ip` and the static parity agent (agent.c) packed into an initramfs.
+# busybox, iproute2's `ip` and the static agent (agent.c) packed into an initramfs.
 #
 #   scripts/ipvs-guest/build.sh            -> $XVS_GUEST_DIR/{vmlinuz,base.cpio.gz}
 #
@@ -86,7 +86,8 @@ copy_bin() {
 copy_bin "$pk/sbin/ipvsadm" sbin/ipvsadm
 copy_bin "$(command -v ip)" sbin/ip
 
-# Kernel modules: the IPVS schedulers, veth, and their `depends=` closure in load order.
+# Kernel modules: the IPVS schedulers, veth, virtio-net (agent mode's eth0) and their `depends=`
+# closure in load order.
 kdir="$pk/lib/modules/$kver/kernel"
 declare -A mpath seen
 while read -r f; do n="$(basename "$f" .ko)"; mpath["${n//-/_}"]="$f"; done < <(find "$kdir" -name '*.ko')
@@ -102,7 +103,7 @@ add_mod() {
   order+=("$n")
 }
 # crc32c_generic first: libcrc32c's soft dependency, which no modprobe would load here.
-for m in crc32c_generic veth ip_vs ip_vs_rr ip_vs_wrr ip_vs_sh ip_vs_mh ip_vs_dh ip_vs_lc ip_vs_wlc \
+for m in crc32c_generic veth virtio_pci virtio_net ip_vs ip_vs_rr ip_vs_wrr ip_vs_sh ip_vs_mh ip_vs_dh ip_vs_lc ip_vs_wlc \
          ip_vs_sed ip_vs_nq ip_vs_fo ip_vs_ovf ip_vs_lblc ip_vs_lblcr; do
   add_mod "$m"
 done

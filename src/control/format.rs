@@ -21,6 +21,7 @@ use xvs_forwarding::Method;
 
 use super::model::{BackendListing, Listing, Rates, ServiceListing, Stats};
 use super::state::{addr_port, proto_name, Change, DesiredState};
+use crate::sync::DaemonConfig;
 
 /// Which `-L` layout (ipvsadm's `FMT_*` bits; the first set one of stats, rate, thresholds,
 /// persistent_conn wins, as in ipvsadm).
@@ -331,6 +332,8 @@ pub fn change_rule(c: &Change) -> String {
         Change::AddBackend(k, b) => backend_rule(k, b),
         Change::EditBackend(k, b) => backend_rule(k, b).replacen("-a", "-e", 1),
         Change::SetTimeouts { tcp, tcpfin, udp } => format!("--set {tcp} {tcpfin} {udp}"),
+        Change::StopDaemon(role) => format!("--stop-daemon {}", role.as_str()),
+        Change::StartDaemon(d) => daemon_rule(d),
     }
 }
 
@@ -368,6 +371,60 @@ pub fn save(st: &DesiredState) -> String {
             out.push_str(&backend_rule(&s.key, b));
             out.push('\n');
         }
+    }
+    for d in &st.daemons {
+        out.push_str(&daemon_rule(d));
+        out.push('\n');
+    }
+    out
+}
+
+/// `--start-daemon …` for a daemon: the options that differ from ipvsadm's defaults.
+pub fn daemon_rule(d: &DaemonConfig) -> String {
+    let mut l = format!(
+        "--start-daemon {} --mcast-interface {} --syncid {}",
+        d.role.as_str(),
+        d.interface,
+        d.syncid
+    );
+    if let Some(m) = d.maxlen {
+        let _ = write!(l, " --sync-maxlen {m}");
+    }
+    if d.group != IpAddr::V4(crate::sync::DEFAULT_GROUP) {
+        let _ = write!(l, " --mcast-group {}", d.group);
+    }
+    if d.port != crate::sync::DEFAULT_PORT {
+        let _ = write!(l, " --mcast-port {}", d.port);
+    }
+    if d.ttl != 1 {
+        let _ = write!(l, " --mcast-ttl {}", d.ttl);
+    }
+    if !d.peers.is_empty() {
+        let peers: Vec<String> = d
+            .peers
+            .iter()
+            .map(|p| addr_port(p.ip(), p.port()))
+            .collect();
+        let _ = write!(l, " --sync-peers {}", peers.join(","));
+    }
+    l
+}
+
+/// `-L --daemon` (`print_daemon` of ipvsadm, with the values the kernel reports: the message
+/// length in force, the group, port and TTL), one line per running daemon, master first.
+pub fn daemons(list: &[(DaemonConfig, u16)]) -> String {
+    let mut out = String::new();
+    for (d, maxlen) in list {
+        let _ = writeln!(
+            out,
+            "{} sync daemon (mcast={}, syncid={}, maxlen={maxlen}, group={}, port={}, ttl={})",
+            d.role.as_str(),
+            d.interface,
+            d.syncid,
+            d.group,
+            d.port,
+            d.ttl
+        );
     }
     out
 }
@@ -424,6 +481,25 @@ pub fn save_toml(st: &DesiredState) -> String {
             if b.l_threshold != 0 {
                 let _ = writeln!(out, "l_threshold = {}", b.l_threshold);
             }
+        }
+    }
+    for d in &st.daemons {
+        let _ = write!(
+            out,
+            "\n[sync.{}]\ninterface = \"{}\"\nsyncid = {}\ngroup = \"{}\"\nport = {}\nttl = {}\n",
+            d.role.as_str(),
+            d.interface,
+            d.syncid,
+            d.group,
+            d.port,
+            d.ttl
+        );
+        if let Some(m) = d.maxlen {
+            let _ = writeln!(out, "maxlen = {m}");
+        }
+        if !d.peers.is_empty() {
+            let peers: Vec<String> = d.peers.iter().map(|p| format!("\"{p}\"")).collect();
+            let _ = writeln!(out, "peers = [{}]", peers.join(", "));
         }
     }
     out

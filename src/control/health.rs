@@ -11,16 +11,23 @@
 //!   (webpki-roots) or the certificates in `ca_file` are trusted.
 //! - `udp`: send `send` (or `send_hex`) and wait for a reply; with `expect` (or `expect_hex`) the
 //!   reply must contain it (`expect_match = "contains"`, default) or equal it (`"equals"`); an ICMP
-//!   port unreachable fails at once as "connection refused" (`UDP_CHECK`).
+//!   port unreachable fails at once as "connection refused" (`UDP_CHECK`); with
+//!   `require_reply = false` no reply before the timeout counts as success, as keepalived's
+//!   UDP_CHECK without `require_reply`.
 //! - `exec`: run `command args… <address> <port>` (also in `XVS_BACKEND_ADDRESS`,
 //!   `XVS_BACKEND_PORT`, `XVS_SERVICE`); healthy on exit code 0; the whole process group is killed
 //!   when `timeout_ms` runs out (`MISC_CHECK`, ldirectord's external check).
 //!
-//! Every check has `interval_ms` (time between the starts of two probes), `timeout_ms` (bound on
+//! Every check has `interval_ms` (time between the starts of two probes), `retry_interval_ms` (the
+//! time instead while an up backend's failures count towards `fall`, keepalived's
+//! `delay_before_retry`; default `interval_ms`), `warmup_ms` (the first probe waits a random time
+//! up to it, keepalived's `warmup`; default 0), `timeout_ms` (bound on
 //! one whole probe: connect, request, reply), `rise` and `fall` (consecutive successes / failures
 //! that flip the state; defaults 2 and 3 as HAProxy's, which keepalived's `retry` approximates),
 //! `initially_down` (a backend starts **up**, as keepalived's checkers assume unless `alpha` is set;
-//! `initially_down = true` makes it start down and wait for `rise` successes), `quiescent` (a
+//! `initially_down = true` makes it start down and wait for `rise` successes),
+//! `first_probe_decides` (the first probe's result alone sets the state: keepalived takes a
+//! backend failing its very first check down at once), `quiescent` (a
 //! failed backend keeps its place with weight 0, as keepalived's and ldirectord's `quiescent`,
 //! instead of being removed from the snapshot), and `connect_ip` / `connect_port` (probe another
 //! address; default the backend's).
@@ -118,12 +125,21 @@ pub enum ExpectMatch {
     Equals,
 }
 
-/// `status = 200` or `status = [200, 204]`.
+/// `status = 200` or `status = [200, 204, "300-399"]` (a string is an inclusive range, as
+/// keepalived's `status_code 300-399`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
 pub enum StatusList {
     One(u16),
-    Many(Vec<u16>),
+    Many(Vec<StatusItem>),
+}
+
+/// One entry of a status list: a code or a `"LOW-HIGH"` range.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum StatusItem {
+    Code(u16),
+    Range(String),
 }
 
 /// A check as written in the TOML: `[service.check]` (the default for every backend of the
@@ -134,22 +150,26 @@ pub enum StatusList {
 /// [service.check]
 /// type = "http"          # tcp | http | https | udp | exec | none
 /// interval_ms = 2000     # default 5000
+/// retry_interval_ms = 1000     # after a failure of an up backend, until it falls; default interval_ms
+/// warmup_ms = 2000       # first probe after a random delay up to this; default 0
 /// timeout_ms = 1000      # default 3000
 /// rise = 2               # default 2
 /// fall = 3               # default 3
 /// initially_down = false # default false: a backend starts up
+/// first_probe_decides = false  # true: the first probe alone sets the state (keepalived's start)
 /// quiescent = false      # default false: a failed backend is removed (true: weight 0)
 /// connect_ip = "198.19.0.11"   # default the backend's address
 /// connect_port = 8080          # default the backend's port
 /// path = "/healthz"      # http/https, default "/"
 /// host = "www.example.com"     # http/https Host header (and TLS server name)
-/// status = [200, 204]    # http/https, default 200
+/// status = [200, "300-302"]   # http/https, codes or "LOW-HIGH" ranges; default 200
 /// digest = "9b3a0c85a887a256d6939da88aabd8cd"  # http/https, MD5 of the body, hex
 /// insecure = false       # https: skip certificate verification
 /// ca_file = "/etc/xvs/backend-ca.pem"          # https: trust these instead of the web roots
 /// send = "ping"          # udp (or send_hex = "0001")
 /// expect = "pong"        # udp (or expect_hex); omitted: any reply
 /// expect_match = "contains"    # udp: contains | equals
+/// require_reply = true   # udp: false counts silence as success (only an ICMP error fails)
 /// command = "/usr/local/bin/check-db"          # exec
 /// args = ["--quick"]     # exec; address and port are appended
 /// ```
@@ -159,10 +179,18 @@ pub struct CheckConfig {
     #[serde(rename = "type")]
     pub kind: Option<CheckKind>,
     pub interval_ms: Option<u64>,
+    /// Time between probes while a failure count towards `fall` is running (keepalived's
+    /// `delay_before_retry`); default `interval_ms`.
+    pub retry_interval_ms: Option<u64>,
+    /// The first probe waits a random time up to this (keepalived's `warmup`); default 0.
+    pub warmup_ms: Option<u64>,
     pub timeout_ms: Option<u64>,
     pub rise: Option<u32>,
     pub fall: Option<u32>,
     pub initially_down: Option<bool>,
+    /// The first probe's result alone sets the state, whatever `rise` and `fall` (keepalived: a
+    /// backend failing its very first check goes down at once, retries come only after that).
+    pub first_probe_decides: Option<bool>,
     pub quiescent: Option<bool>,
     pub connect_ip: Option<IpAddr>,
     pub connect_port: Option<u16>,
@@ -177,6 +205,9 @@ pub struct CheckConfig {
     pub expect: Option<String>,
     pub expect_hex: Option<String>,
     pub expect_match: Option<ExpectMatch>,
+    /// udp: false counts silence until `timeout_ms` as success (only an ICMP error fails), as
+    /// keepalived's UDP_CHECK without `require_reply`; default true.
+    pub require_reply: Option<bool>,
     pub command: Option<PathBuf>,
     pub args: Option<Vec<String>>,
 }
@@ -216,10 +247,13 @@ impl CheckConfig {
                 Some(CheckConfig {
                     kind: b.kind.or(s.kind),
                     interval_ms: b.interval_ms.or(s.interval_ms),
+                    retry_interval_ms: b.retry_interval_ms.or(s.retry_interval_ms),
+                    warmup_ms: b.warmup_ms.or(s.warmup_ms),
                     timeout_ms: b.timeout_ms.or(s.timeout_ms),
                     rise: b.rise.or(s.rise),
                     fall: b.fall.or(s.fall),
                     initially_down: b.initially_down.or(s.initially_down),
+                    first_probe_decides: b.first_probe_decides.or(s.first_probe_decides),
                     quiescent: b.quiescent.or(s.quiescent),
                     connect_ip: b.connect_ip.or(s.connect_ip),
                     connect_port: b.connect_port.or(s.connect_port),
@@ -234,6 +268,7 @@ impl CheckConfig {
                     expect: b.expect.or(s.expect),
                     expect_hex: b.expect_hex.or(s.expect_hex),
                     expect_match: b.expect_match.or(s.expect_match),
+                    require_reply: b.require_reply.or(s.require_reply),
                     command: b.command.or(s.command),
                     args: b.args.or(s.args),
                 })
@@ -285,6 +320,7 @@ impl CheckConfig {
         only("expect", self.expect.is_some(), &[Udp])?;
         only("expect_hex", self.expect_hex.is_some(), &[Udp])?;
         only("expect_match", self.expect_match.is_some(), &[Udp])?;
+        only("require_reply", self.require_reply.is_some(), &[Udp])?;
         only("command", self.command.is_some(), &[Exec])?;
         only("args", self.args.is_some(), &[Exec])?;
         if kind == CheckKind::None {
@@ -300,6 +336,8 @@ impl CheckConfig {
             Some(ms) => Ok(Duration::from_millis(ms)),
         };
         let interval = millis("interval_ms", self.interval_ms, DEFAULT_INTERVAL, 10)?;
+        let retry_interval = millis("retry_interval_ms", self.retry_interval_ms, interval, 10)?;
+        let warmup = millis("warmup_ms", self.warmup_ms, Duration::ZERO, 0)?;
         let timeout = millis("timeout_ms", self.timeout_ms, DEFAULT_TIMEOUT, 1)?;
         let count = |name: &str, v: Option<u32>, default: u32| match v {
             None => Ok(default),
@@ -345,7 +383,34 @@ impl CheckConfig {
                     Some(StatusList::Many(v)) if v.is_empty() => {
                         return Err(err("status", "empty list".into()))
                     }
-                    Some(StatusList::Many(v)) => v.clone(),
+                    Some(StatusList::Many(v)) => {
+                        let mut codes = Vec::new();
+                        for item in v {
+                            match item {
+                                StatusItem::Code(c) => codes.push(*c),
+                                StatusItem::Range(r) => {
+                                    let range = r.split_once('-').and_then(|(a, b)| {
+                                        Some((
+                                            a.trim().parse::<u16>().ok()?,
+                                            b.trim().parse::<u16>().ok()?,
+                                        ))
+                                    });
+                                    match range {
+                                        Some((a, b)) if a <= b && (100..=599).contains(&a) && b <= 599 => {
+                                            codes.extend(a..=b)
+                                        }
+                                        _ => {
+                                            return Err(err(
+                                                "status",
+                                                format!("{r:?} is not a range of HTTP statuses (\"200-299\")"),
+                                            ))
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        codes
+                    }
                 };
                 if let Some(s) = status.iter().find(|s| !(100..=599).contains(*s)) {
                     return Err(err(
@@ -419,10 +484,19 @@ impl CheckConfig {
                         "set without expect or expect_hex".into(),
                     ));
                 }
+                let require_reply = self.require_reply.unwrap_or(true);
+                if !require_reply && expect.is_some() {
+                    return Err(err(
+                        "require_reply",
+                        "false together with expect or expect_hex (a reply is then never read)"
+                            .into(),
+                    ));
+                }
                 Probe::Udp(UdpProbe {
                     send,
                     expect,
                     expect_match: self.expect_match.unwrap_or_default(),
+                    require_reply,
                 })
             }
             CheckKind::Exec => {
@@ -444,10 +518,13 @@ impl CheckConfig {
             kind,
             probe,
             interval,
+            retry_interval,
+            warmup,
             timeout,
             rise,
             fall,
             initially_down: self.initially_down.unwrap_or(false),
+            first_probe_decides: self.first_probe_decides.unwrap_or(false),
             quiescent: self.quiescent.unwrap_or(false),
             connect_ip: self.connect_ip,
             connect_port: self.connect_port,
@@ -462,10 +539,15 @@ pub struct CheckSpec {
     pub kind: CheckKind,
     pub probe: Probe,
     pub interval: Duration,
+    /// The next probe's delay after a failure of an up backend that has not yet reached `fall`.
+    pub retry_interval: Duration,
+    /// Bound of the random delay before the first probe.
+    pub warmup: Duration,
     pub timeout: Duration,
     pub rise: u32,
     pub fall: u32,
     pub initially_down: bool,
+    pub first_probe_decides: bool,
     pub quiescent: bool,
     pub connect_ip: Option<IpAddr>,
     pub connect_port: Option<u16>,
@@ -484,10 +566,13 @@ impl fmt::Debug for CheckSpec {
         f.debug_struct("CheckSpec")
             .field("kind", &self.kind)
             .field("interval", &self.interval)
+            .field("retry_interval", &self.retry_interval)
+            .field("warmup", &self.warmup)
             .field("timeout", &self.timeout)
             .field("rise", &self.rise)
             .field("fall", &self.fall)
             .field("initially_down", &self.initially_down)
+            .field("first_probe_decides", &self.first_probe_decides)
             .field("quiescent", &self.quiescent)
             .field("connect_ip", &self.connect_ip)
             .field("connect_port", &self.connect_port)
@@ -529,6 +614,8 @@ pub struct UdpProbe {
     pub send: Vec<u8>,
     pub expect: Option<Vec<u8>>,
     pub expect_match: ExpectMatch,
+    /// False: no reply before the timeout is a success.
+    pub require_reply: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -550,6 +637,20 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A random duration in `[0, max)` (zero for zero), from the standard library's per-process
+/// random hash keys.
+fn random_below(max: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let nanos = max.as_nanos().min(u64::MAX as u128) as u64;
+    if nanos == 0 {
+        return Duration::ZERO;
+    }
+    let r = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    Duration::from_nanos(r % nanos)
 }
 
 /// Durations in reasons and logs: "1s", "1.5s", "250ms".
@@ -968,13 +1069,22 @@ fn probe_udp(u: &UdpProbe, addr: SocketAddr, deadline: &Deadline) -> ProbeResult
     sock.connect(addr).map_err(io)?;
     sock.send(&u.send).map_err(io)?;
     let mut buf = vec![0u8; 65536];
+    let silence = || {
+        let text = format!(
+            "no reply (timeout after {})",
+            fmt_duration(deadline.timeout)
+        );
+        if u.require_reply {
+            Err(text)
+        } else {
+            // keepalived's UDP_CHECK without require_reply: only an ICMP error fails.
+            Ok(format!("{text}, no ICMP error"))
+        }
+    };
     loop {
-        let left = deadline.left().map_err(|_| {
-            format!(
-                "no reply (timeout after {})",
-                fmt_duration(deadline.timeout)
-            )
-        })?;
+        let Ok(left) = deadline.left() else {
+            return silence();
+        };
         sock.set_read_timeout(Some(left)).map_err(io)?;
         match sock.recv(&mut buf) {
             Ok(n) => {
@@ -1001,10 +1111,7 @@ fn probe_udp(u: &UdpProbe, addr: SocketAddr, deadline: &Deadline) -> ProbeResult
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                return Err(format!(
-                    "no reply (timeout after {})",
-                    fmt_duration(deadline.timeout)
-                ))
+                return silence()
             }
             Err(e) => return Err(deadline.io(&e)),
         }
@@ -1350,7 +1457,8 @@ impl Worker {
         let mut streak: u32 = 0;
         let mut run: u32 = 0;
         let mut last_ok: Option<bool> = None;
-        let mut next = Instant::now();
+        let mut first = true;
+        let mut next = Instant::now() + random_below(self.spec.warmup);
         loop {
             if self.stop.wait_until(next) {
                 return;
@@ -1375,7 +1483,9 @@ impl Worker {
             } else {
                 self.spec.rise
             };
-            let flip = streak >= needed;
+            let flip =
+                streak >= needed || (first && self.spec.first_probe_decides && ok != self.up);
+            first = false;
             let text = match &result {
                 Ok(s) | Err(s) => s.clone(),
             };
@@ -1423,7 +1533,14 @@ impl Worker {
                 });
             }
             drop(table);
-            next = started + self.spec.interval;
+            // keepalived's delay_before_retry: an up backend whose last probe failed is probed
+            // again after the retry interval until it falls (or recovers).
+            let delay = if self.up && !ok {
+                self.spec.retry_interval
+            } else {
+                self.spec.interval
+            };
+            next = started + delay;
             let now = Instant::now();
             if next < now {
                 next = now;

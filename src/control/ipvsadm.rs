@@ -21,6 +21,7 @@ use xvs_schedulers::SchedFlags;
 
 use super::format::ListFormat;
 use super::state::{DesiredState, StateError, MAX_TIMEOUT};
+use crate::sync::{DaemonConfig, Role};
 
 /// A command line that ipvsadm would refuse, with ipvsadm's exit status for it (2 for its own
 /// checks, 255 for an option popt does not know).
@@ -102,6 +103,12 @@ pub enum Command {
     Help,
     /// `-v`.
     Version,
+    /// `--start-daemon master|backup [--mcast-interface IF] [--syncid N] [--sync-maxlen N]
+    /// [--mcast-group ADDR] [--mcast-port N] [--mcast-ttl N]`, and xvs's `--sync-peers
+    /// ADDR[:PORT],…` (unicast instead of multicast).
+    StartDaemon(DaemonConfig),
+    /// `--stop-daemon master|backup`.
+    StopDaemon(Role),
 }
 
 impl Command {
@@ -117,6 +124,8 @@ impl Command {
                 | Command::DeleteBackend(..)
                 | Command::Clear
                 | Command::SetTimeouts(..)
+                | Command::StartDaemon(_)
+                | Command::StopDaemon(_)
         )
     }
 
@@ -137,6 +146,8 @@ impl Command {
                 st.set_timeouts(*a, *b, *c);
                 Ok(())
             }
+            Command::StartDaemon(d) => st.start_daemon(d.clone()),
+            Command::StopDaemon(r) => st.stop_daemon(*r),
             _ => Ok(()),
         }
     }
@@ -158,6 +169,8 @@ enum Cmd {
     Zero,
     Help,
     Version,
+    StartDaemon,
+    StopDaemon,
 }
 
 impl Cmd {
@@ -177,29 +190,35 @@ impl Cmd {
             Cmd::Zero => "zero",
             Cmd::Help => "help",
             Cmd::Version => "version",
+            Cmd::StartDaemon => "start-daemon",
+            Cmd::StopDaemon => "stop-daemon",
         }
     }
 
     /// `commands_v_options` over [`OPT_NAMES`]: `+` compulsory, `x` illegal, `1` exclusive,
     /// ` ` optional.
-    fn legal(self) -> &'static [u8; 25] {
+    fn legal(self) -> &'static [u8; N_OPTS] {
         match self {
-            Cmd::Add | Cmd::Edit => b"xx+   xxxxxxxxxxxx  xxxxx",
-            Cmd::Del => b"xx+xxxxxxxxxxxxxxxxxxxxxx",
-            Cmd::List => b" 11xxxxxxxx1      xx xx1 ",
-            Cmd::AddDest | Cmd::EditDest => b"xx+xxx+    xxxxxxxxxx xxx",
-            Cmd::DelDest => b"xx+xxx+xxxxxxxxxxxxxxxxxx",
-            Cmd::Save => b" xxxxxxxxxxxxxxxxxxxxx xx",
-            Cmd::Zero => b"xx xxxxxxxxxxxxxxxxxxxxxx",
-            Cmd::Flush | Cmd::Timeout | Cmd::Restore => b"xxxxxxxxxxxxxxxxxxxxxxxxx",
-            Cmd::Help | Cmd::Version => b"                         ",
+            Cmd::Add | Cmd::Edit => b"xx+   xxxxxxxxxxxx  xxxxxxxxxxxx",
+            Cmd::Del => b"xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+            Cmd::List => b" 11xxxxxxxx1      xx xx1 xxxxxxx",
+            Cmd::AddDest | Cmd::EditDest => b"xx+xxx+    xxxxxxxxxx xxxxxxxxxx",
+            Cmd::DelDest => b"xx+xxx+xxxxxxxxxxxxxxxxxxxxxxxxx",
+            Cmd::Save => b" xxxxxxxxxxxxxxxxxxxxx xxxxxxxxx",
+            Cmd::Zero => b"xx xxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+            Cmd::Flush | Cmd::Timeout | Cmd::Restore | Cmd::StopDaemon => {
+                b"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+            }
+            Cmd::StartDaemon => b"xxxxxxxxxxxxxxxxxxxxxxxxx       ",
+            Cmd::Help | Cmd::Version => b"                                ",
         }
     }
 }
 
-/// ipvsadm's option names (`optnames`, plus `sched-flags`, `tun-type`, `daemon`, and xvs's
-/// `json`, `toml`).
-const OPT_NAMES: [&str; 25] = [
+/// ipvsadm's option names (`optnames`, plus `sched-flags`, `tun-type`, `daemon`, the sync
+/// daemon's options, and xvs's `json`, `toml`, `sync-peers`).
+const N_OPTS: usize = 32;
+const OPT_NAMES: [&str; N_OPTS] = [
     "numeric",
     "connection",
     "service-address",
@@ -225,6 +244,13 @@ const OPT_NAMES: [&str; 25] = [
     "toml",
     "daemon",
     "tun-info",
+    "mcast-interface",
+    "syncid",
+    "sync-maxlen",
+    "mcast-group",
+    "mcast-port",
+    "mcast-ttl",
+    "sync-peers",
 ];
 
 const O_NUMERIC: usize = 0;
@@ -252,6 +278,13 @@ const O_TUN_TYPE: usize = 21;
 const O_TOML: usize = 22;
 const O_DAEMON: usize = 23;
 const O_TUN_INFO: usize = 24;
+const O_MCAST_IF: usize = 25;
+const O_SYNCID: usize = 26;
+const O_SYNC_MAXLEN: usize = 27;
+const O_MCAST_GROUP: usize = 28;
+const O_MCAST_PORT: usize = 29;
+const O_MCAST_TTL: usize = 30;
+const O_SYNC_PEERS: usize = 31;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Arg {
@@ -263,6 +296,8 @@ enum Arg {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Id {
     Cmd(Cmd),
+    /// `--start-daemon` / `--stop-daemon`: a command that takes the daemon's role.
+    Daemon(Cmd),
     Tcp,
     Udp,
     Sctp,
@@ -394,33 +429,30 @@ const OPTIONS: &[Opt] = &[
         None,
         "start-daemon",
         Arg::Required,
-        Id::Unsupported("the connection sync daemon"),
+        Id::Daemon(Cmd::StartDaemon),
     ),
     o(
         None,
         "stop-daemon",
         Arg::Required,
-        Id::Unsupported("the connection sync daemon"),
+        Id::Daemon(Cmd::StopDaemon),
     ),
-    o(
-        None,
-        "mcast-interface",
-        Arg::Required,
-        Id::Unsupported("the connection sync daemon"),
-    ),
-    o(
-        None,
-        "syncid",
-        Arg::Required,
-        Id::Unsupported("the connection sync daemon"),
-    ),
+    o(None, "mcast-interface", Arg::Required, Id::Set(O_MCAST_IF)),
+    o(None, "syncid", Arg::Required, Id::Set(O_SYNCID)),
+    o(None, "sync-maxlen", Arg::Required, Id::Set(O_SYNC_MAXLEN)),
+    o(None, "mcast-group", Arg::Required, Id::Set(O_MCAST_GROUP)),
+    o(None, "mcast-port", Arg::Required, Id::Set(O_MCAST_PORT)),
+    o(None, "mcast-ttl", Arg::Required, Id::Set(O_MCAST_TTL)),
+    o(None, "sync-peers", Arg::Required, Id::Set(O_SYNC_PEERS)),
 ];
 
 #[derive(Default)]
 struct Raw {
     cmd: Option<Cmd>,
-    given: [bool; 25],
-    values: [Option<String>; 25],
+    /// The role given to `--start-daemon` / `--stop-daemon`.
+    daemon_role: Option<String>,
+    given: [bool; N_OPTS],
+    values: [Option<String>; N_OPTS],
     /// -t / -u / -f with its argument.
     service: Option<(Id, String)>,
     method: Option<Method>,
@@ -448,6 +480,13 @@ impl Raw {
                     return Err(usage("multiple commands specified"));
                 }
                 self.cmd = Some(c);
+            }
+            Id::Daemon(c) => {
+                if self.cmd.is_some() {
+                    return Err(usage("multiple commands specified"));
+                }
+                self.cmd = Some(c);
+                self.daemon_role = value;
             }
             Id::Tcp | Id::Udp | Id::Sctp | Id::Fwmark => {
                 self.set_option(O_SERVICE, None)?;
@@ -586,7 +625,7 @@ fn scan(args: &[String]) -> Result<Raw, UsageError> {
 }
 
 /// `generic_opt_check`.
-fn check_options(cmd: Cmd, given: &[bool; 25]) -> Result<(), UsageError> {
+fn check_options(cmd: Cmd, given: &[bool; N_OPTS]) -> Result<(), UsageError> {
     let legal = cmd.legal();
     let mut last: Option<usize> = None;
     for j in 0..OPT_NAMES.len() {
@@ -620,6 +659,60 @@ fn check_options(cmd: Cmd, given: &[bool; 25]) -> Result<(), UsageError> {
         }
     }
     Ok(())
+}
+
+/// The daemon options of `--start-daemon`, with ipvsadm's defaults (interface `eth0`).
+fn daemon_config(
+    role: Role,
+    values: &[Option<String>; N_OPTS],
+) -> Result<DaemonConfig, UsageError> {
+    let v = |i: usize| values[i].as_deref();
+    let mut d = DaemonConfig::new(role, v(O_MCAST_IF).unwrap_or("eth0"));
+    if d.interface.is_empty() || d.interface.len() >= 16 {
+        return Err(usage(format!(
+            "illegal multicast interface name `{}' specified",
+            d.interface
+        )));
+    }
+    if let Some(x) = v(O_SYNCID) {
+        d.syncid = number(x, 0, 255)
+            .ok_or_else(|| usage(format!("illegal syncid `{x}' specified")))?
+            as u8;
+    }
+    if let Some(x) = v(O_SYNC_MAXLEN) {
+        d.maxlen = Some(
+            number(x, 1, 65_535 - 48)
+                .ok_or_else(|| usage(format!("illegal sync-maxlen `{x}' specified")))?
+                as u16,
+        );
+    }
+    if let Some(x) = v(O_MCAST_GROUP) {
+        let g: IpAddr = x
+            .parse()
+            .ok()
+            .filter(|g: &IpAddr| g.is_multicast())
+            .ok_or_else(|| usage(format!("illegal mcast-group `{x}' specified")))?;
+        d.group = g;
+    }
+    if let Some(x) = v(O_MCAST_PORT) {
+        d.port = number(x, 1, 65_535)
+            .ok_or_else(|| usage(format!("illegal mcast-port `{x}' specified")))?
+            as u16;
+    }
+    if let Some(x) = v(O_MCAST_TTL) {
+        d.ttl = number(x, 1, 255)
+            .ok_or_else(|| usage(format!("illegal mcast-ttl `{x}' specified")))?
+            as u8;
+    }
+    if let Some(x) = v(O_SYNC_PEERS) {
+        for p in x.split(',') {
+            let (addr, port) = parse_addr_port(p)
+                .ok_or_else(|| usage(format!("illegal sync peer `{p}' specified")))?;
+            d.peers
+                .push(std::net::SocketAddr::new(addr, port.unwrap_or(d.port)));
+        }
+    }
+    Ok(d)
 }
 
 /// `string_to_number`: a whole decimal number in `min..=max`.
@@ -739,6 +832,19 @@ fn build(mut raw: Raw) -> Result<Command, UsageError> {
     };
     let v = |i: usize| raw.values[i].as_deref();
     match cmd {
+        Cmd::StartDaemon | Cmd::StopDaemon => {
+            let text = raw.daemon_role.as_deref().unwrap_or_default();
+            let role: Role = text.parse().map_err(|_| {
+                usage(format!(
+                    "illegal {} parameter `{text}' specified",
+                    cmd.name()
+                ))
+            })?;
+            if cmd == Cmd::StopDaemon {
+                return Ok(Command::StopDaemon(role));
+            }
+            daemon_config(role, &raw.values).map(Command::StartDaemon)
+        }
         Cmd::Help => Ok(Command::Help),
         Cmd::Version => Ok(Command::Version),
         Cmd::Flush => Ok(Command::Clear),
@@ -944,7 +1050,7 @@ pub fn restore(st: &mut DesiredState, text: &str) -> Result<usize, String> {
         let cmd = parse(&args).map_err(|e| at(e.to_string()))?;
         if !cmd.is_rule() {
             return Err(at(format!(
-                "`{line}' is not a rule (-R takes -A -E -D -a -e -d -C --set lines)"
+                "`{line}' is not a rule (-R takes -A -E -D -a -e -d -C --set --start-daemon --stop-daemon lines)"
             )));
         }
         cmd.apply(st).map_err(|e| at(e.to_string()))?;
@@ -1173,8 +1279,16 @@ mod tests {
         );
         assert_eq!(e("-L extra"), "unexpected argument extra");
         assert_eq!(
-            e("--start-daemon master"),
-            "`--start-daemon': xvs does not support the connection sync daemon"
+            e("--start-daemon primary"),
+            "illegal start-daemon parameter `primary' specified"
+        );
+        assert_eq!(
+            e("--start-daemon master --syncid 256"),
+            "illegal syncid `256' specified"
+        );
+        assert_eq!(
+            e("--start-daemon master -t 1.2.3.4:80"),
+            "Illegal 'service-address' option with the 'start-daemon' command"
         );
         assert_eq!(
             e("-L --toml"),

@@ -31,6 +31,7 @@ use super::format;
 use super::ipvsadm::{self, Command};
 use super::model::Listing;
 use super::state::{service_name, DesiredState, StateError};
+use crate::sync::DaemonConfig;
 
 /// Where `xvs run` listens and `xvs ctl` connects unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/xvs/xvs.sock";
@@ -63,6 +64,9 @@ pub trait Director: Send + Sync {
     fn reload(&self) -> Result<DesiredState, String>;
     /// `status`: a short human summary (workers, packets, drops, uptime).
     fn status(&self) -> String;
+    /// `-L --daemon`: the running sync daemons, master first, each with the message length
+    /// in force.
+    fn daemons(&self) -> Vec<(DaemonConfig, u16)>;
 }
 
 /// One request on the socket.
@@ -115,7 +119,7 @@ pub fn execute(d: &dyn Director, args: &[String], stdin: &str) -> Response {
         Command::Status => Response::ok(ensure_newline(d.status())),
         Command::List(l) => {
             if l.daemon {
-                return Response::ok(String::new());
+                return Response::ok(format::daemons(&d.daemons()));
             }
             if l.connections {
                 let conns = d.connections();

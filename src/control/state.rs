@@ -21,6 +21,7 @@ use xvs_forwarding::Method;
 use xvs_schedulers::SchedulerError;
 
 use crate::config::{Config, TimeoutSection};
+use crate::sync::{DaemonConfig, Role};
 
 /// Longest persistence / protocol timeout ipvsadm accepts (31 days).
 pub const MAX_TIMEOUT: u32 = 86400 * 31;
@@ -32,6 +33,9 @@ pub struct DesiredState {
     pub services: Vec<Service>,
     /// `ipvsadm --set tcp tcpfin udp`.
     pub timeouts: TimeoutSection,
+    /// The connection sync daemons (`--start-daemon`): at most one master and one backup, in
+    /// that order.
+    pub daemons: Vec<DaemonConfig>,
 }
 
 /// An ipvsadm operation that cannot be applied to the desired state.
@@ -47,6 +51,10 @@ pub enum StateError {
     NoBackend { service: String, backend: String },
     #[error(transparent)]
     Scheduler(#[from] SchedulerError),
+    #[error("a {0} sync daemon is already running")]
+    DaemonRunning(&'static str),
+    #[error("no {0} sync daemon is running")]
+    NoDaemon(&'static str),
     #[error("{0}")]
     Invalid(String),
 }
@@ -94,13 +102,48 @@ impl DesiredState {
         DesiredState {
             services: cfg.services.clone(),
             timeouts: cfg.timeouts,
+            daemons: cfg
+                .sync
+                .master
+                .iter()
+                .chain(cfg.sync.backup.iter())
+                .cloned()
+                .collect(),
         }
     }
 
-    /// Put this state into a configuration (services and timeouts; everything else kept).
+    /// Put this state into a configuration (services, timeouts and sync daemons; everything
+    /// else kept).
     pub fn apply_to(&self, cfg: &mut Config) {
         cfg.services = self.services.clone();
         cfg.timeouts = self.timeouts;
+        cfg.sync.master = self.daemon(Role::Master).cloned();
+        cfg.sync.backup = self.daemon(Role::Backup).cloned();
+    }
+
+    /// The daemon of `role`, if one should run.
+    pub fn daemon(&self, role: Role) -> Option<&DaemonConfig> {
+        self.daemons.iter().find(|d| d.role == role)
+    }
+
+    /// `--start-daemon`: refused while a daemon of the same role runs (as the kernel's EEXIST).
+    pub fn start_daemon(&mut self, d: DaemonConfig) -> Result<(), StateError> {
+        if self.daemon(d.role).is_some() {
+            return Err(StateError::DaemonRunning(d.role.as_str()));
+        }
+        self.daemons.push(d);
+        self.daemons.sort_by_key(|d| d.role);
+        Ok(())
+    }
+
+    /// `--stop-daemon`.
+    pub fn stop_daemon(&mut self, role: Role) -> Result<(), StateError> {
+        let before = self.daemons.len();
+        self.daemons.retain(|d| d.role != role);
+        if self.daemons.len() == before {
+            return Err(StateError::NoDaemon(role.as_str()));
+        }
+        Ok(())
     }
 
     pub fn service(&self, key: &ServiceKey) -> Option<&Service> {
@@ -292,6 +335,17 @@ impl DesiredState {
                 udp: pick(self.timeouts.udp, to.timeouts.udp),
             });
         }
+        for role in [Role::Master, Role::Backup] {
+            let (a, b) = (self.daemon(role), to.daemon(role));
+            if a != b {
+                if a.is_some() {
+                    out.push(Change::StopDaemon(role));
+                }
+                if let Some(d) = b {
+                    out.push(Change::StartDaemon(d.clone()));
+                }
+            }
+        }
         out
     }
 }
@@ -314,6 +368,10 @@ pub enum Change {
     EditBackend(ServiceKey, Backend),
     /// `--set tcp tcpfin udp`, 0 for a value that stays.
     SetTimeouts { tcp: u32, tcpfin: u32, udp: u32 },
+    /// `--stop-daemon`.
+    StopDaemon(Role),
+    /// `--start-daemon`.
+    StartDaemon(DaemonConfig),
 }
 
 fn check_service(svc: &Service) -> Result<(), StateError> {

@@ -210,6 +210,24 @@ impl SteerSets {
     }
 }
 
+/// The worker owning the connections of this client end (what [`owner`] gives their frames
+/// in both directions), e.g. for a connection received by the sync backup.
+pub fn client_owner(
+    by: ClientSteering,
+    addr: std::net::IpAddr,
+    port: u16,
+    workers: usize,
+) -> usize {
+    if workers < 2 {
+        return 0;
+    }
+    let sets = SteerSets {
+        by,
+        ..SteerSets::default()
+    };
+    (sets.client(&key(addr), port) % workers as u64) as usize
+}
+
 /// A hash of (address, port) that both directions of a connection agree on.
 #[inline]
 pub fn flow_hash(addr: &[u8; 16], port: u16) -> u64 {

@@ -36,10 +36,16 @@ pub struct Testbed {
 impl Testbed {
     /// `tag`: two letters unique per test (the prefix adds the pid).
     pub fn up(tag: &str) -> Testbed {
+        Testbed::up_with(tag, &[])
+    }
+
+    /// [`Testbed::up`] with testbed.sh's environment settings (e.g. `("DIRECTORS", "2")`).
+    pub fn up_with(tag: &str, env: &[(&str, &str)]) -> Testbed {
         let prefix = format!("{tag}{:x}", std::process::id() % 0xfff);
         let _ = Command::new(script()).args(["down", &prefix]).status();
         let tb = Testbed { prefix };
         let st = Command::new(script())
+            .envs(env.iter().copied())
             .args(["up", &tb.prefix])
             .stdout(std::process::Stdio::null())
             .status()
@@ -75,7 +81,11 @@ impl Testbed {
     }
 
     pub fn xdp_attached(&self, dev: &str) -> bool {
-        self.exec("dir", &["ip", "link", "show", dev])
+        self.xdp_attached_in("dir", dev)
+    }
+
+    pub fn xdp_attached_in(&self, ns: &str, dev: &str) -> bool {
+        self.exec(ns, &["ip", "link", "show", dev])
             .1
             .contains("xdp")
     }
@@ -173,11 +183,22 @@ impl Testbed {
         socket: &std::path::Path,
         log: &std::path::Path,
     ) -> ChildGuard {
+        self.start_xvs_in("dir", config, socket, log)
+    }
+
+    /// [`Testbed::start_xvs`] in director namespace `ns` (`dir`, `dir2`, …).
+    pub fn start_xvs_in(
+        &self,
+        ns: &str,
+        config: &std::path::Path,
+        socket: &std::path::Path,
+        log: &std::path::Path,
+    ) -> ChildGuard {
         let child = Command::new("ip")
             .args([
                 "netns",
                 "exec",
-                &self.ns("dir"),
+                &self.ns(ns),
                 env!("CARGO_BIN_EXE_xvs"),
                 "run",
             ])
@@ -191,7 +212,7 @@ impl Testbed {
             .expect("start xvs");
         let mut g = ChildGuard(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !(self.xdp_attached("back") && socket.exists()) {
+        while !(self.xdp_attached_in(ns, "back") && socket.exists()) {
             assert!(
                 g.0.try_wait().expect("wait").is_none(),
                 "xvs exited early (see {})",

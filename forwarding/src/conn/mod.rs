@@ -71,7 +71,9 @@ use std::net::{IpAddr, SocketAddr};
 
 pub use counts::BackendCounts;
 pub use state::{state_name, Timeouts};
-pub use table::{ConnConfig, ConnTable, ConnV4, SlotHint, ENTRY_BYTES};
+pub use table::{
+    ConnConfig, ConnTable, ConnV4, Install, Installed, SlotHint, SyncMeta, SyncView, ENTRY_BYTES,
+};
 pub use xvs_schedulers::{BackendId, Time};
 
 /// How a connection's packets reach its backend.

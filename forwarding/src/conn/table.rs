@@ -188,6 +188,76 @@ pub struct ConnTable {
     timeouts: Timeouts,
     secure_tcp: bool,
     seed: u64,
+    /// Per-entry bookkeeping of a sync master (empty until [`Self::enable_sync_meta`]).
+    sync_meta: Vec<SyncMeta>,
+}
+
+/// What a sync master remembers per entry (`ip_vs_conn`'s `old_state` and `sync_endtime`):
+/// see `crate::sync::policy`. Reset when the slot is reused.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncMeta {
+    /// The state when the entry was last sent.
+    pub old_state: u8,
+    /// Resends of an unchanged end time so far (`sync_retries`).
+    pub retries: u8,
+    /// The entry's end time (expiry, wrapping ms) when it was last sent; 0 = never.
+    pub endtime: u32,
+}
+
+/// The fields the sync master's decision reads ([`ConnTable::sync_view`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyncView {
+    pub proto: u8,
+    pub state: u8,
+    pub template: bool,
+    pub control: Option<ConnId>,
+    pub in_pkts: u32,
+    pub timeout_ms: u32,
+    pub method: Method,
+}
+
+/// A connection or template received from a sync master, resolved against the local services
+/// ([`ConnTable::install`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Install {
+    pub proto: u8,
+    pub template: bool,
+    pub client: IpAddr,
+    pub cport: u16,
+    pub vaddr: IpAddr,
+    pub vport: u16,
+    pub daddr: IpAddr,
+    pub dport: u16,
+    /// The local backend it binds to, and that backend's service and method (a synced entry
+    /// takes the local backend's forwarding method, as `ip_vs_bind_dest` does).
+    pub backend: BackendId,
+    pub service: u32,
+    pub method: Method,
+    /// Protocol state as sent (template: NONE / ASSURED).
+    pub state: u8,
+    /// The master's INACTIVE flag (counted in inactconns, else activeconns).
+    pub inactive: bool,
+    /// Timeout to arm from now.
+    pub timeout_ms: u32,
+    /// `in_pkts` after the install (the kernel's backup sets it to `sync_threshold`).
+    pub in_pkts: u32,
+}
+
+/// What [`ConnTable::install`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Installed {
+    /// A new entry.
+    New(ConnId),
+    /// An existing entry for the same backend, updated (state, timeout, INACTIVE).
+    Updated(ConnId),
+    /// An existing entry for another backend was expired and a new one made (an active
+    /// message replaces it).
+    Replaced(ConnId),
+    /// An existing entry for another backend and an inactive message: the expiry notice of a
+    /// connection already replaced, ignored.
+    Stale,
+    /// No room in the table (or the IPv6 slab).
+    Full,
 }
 
 impl ConnTable {
@@ -219,6 +289,7 @@ impl ConnTable {
             counts: BackendCounts::new(cfg.backends),
             timeouts: Timeouts::default(),
             secure_tcp: false,
+            sync_meta: Vec::new(),
             seed: cfg.seed,
         }
     }
@@ -704,6 +775,9 @@ impl ConnTable {
                 *d = octets(a);
             }
         }
+        if let Some(m) = self.sync_meta.get_mut(idx as usize) {
+            *m = SyncMeta::default();
+        }
         let e = &mut self.entries[idx as usize];
         *e = Entry::default();
         if pool {
@@ -1135,6 +1209,167 @@ impl ConnTable {
             }
         }
         (end < cap).then_some(end)
+    }
+
+    // ---------------------------------------------------------------- connection sync
+
+    /// Keep the per-entry bookkeeping a sync master needs ([`SyncMeta`]; 8 bytes per entry of
+    /// capacity, allocated here once). Idempotent.
+    pub fn enable_sync_meta(&mut self) {
+        if self.sync_meta.is_empty() {
+            self.sync_meta = vec![SyncMeta::default(); self.entries.len()];
+        }
+    }
+
+    /// The sync master's bookkeeping of a live entry (`None` before
+    /// [`Self::enable_sync_meta`]).
+    #[inline]
+    pub fn sync_meta_mut(&mut self, id: ConnId) -> Option<&mut SyncMeta> {
+        self.live(id)?;
+        self.sync_meta.get_mut(id.0 as usize)
+    }
+
+    /// What the sync master's decision reads of a live entry, without building a [`Conn`].
+    #[inline]
+    pub fn sync_view(&self, id: ConnId) -> Option<SyncView> {
+        let e = self.live(id)?;
+        Some(SyncView {
+            proto: e.proto,
+            state: e.state,
+            template: e.flags & TEMPLATE != 0,
+            control: (e.control != NIL).then_some(ConnId(e.control)),
+            in_pkts: e.in_pkts,
+            timeout_ms: e.timeout,
+            method: Method::from_bits(e.flags),
+        })
+    }
+
+    /// Count one more inbound packet on an entry (a template, when a connection it controls
+    /// is considered for sync: the kernel's `atomic_inc_return(&ct->in_pkts)`). Returns the new
+    /// count.
+    #[inline]
+    pub fn bump_in_pkts(&mut self, id: ConnId) -> u32 {
+        match self.entries.get_mut(id.0 as usize) {
+            Some(e) if e.flags & USED != 0 => {
+                e.in_pkts = e.in_pkts.wrapping_add(1);
+                e.in_pkts
+            }
+            _ => 0,
+        }
+    }
+
+    /// The expiry (wrapping ms) of a live entry.
+    #[inline]
+    pub fn expires_at(&self, id: ConnId) -> Option<u32> {
+        self.live(id).map(|e| e.expires)
+    }
+
+    /// Install a connection or template received from a sync master, as the kernel's backup
+    /// does (`ip_vs_proc_conn`): an existing non-template entry for the same client and virtual
+    /// tuple but another backend is expired and replaced when the message is active (not
+    /// INACTIVE), and the message is ignored otherwise (the expiry notice of a replaced
+    /// connection); an existing entry for the same backend is updated — its INACTIVE flag (the
+    /// backend's active/inactive counts move with it), state, `in_pkts` and timeout; a new entry
+    /// is bound to `c.backend` with the master's INACTIVE flag and counted accordingly.
+    /// Templates are keyed like [`Self::template_lookup`] (client network, port 0) and count in
+    /// persistconns. The state is taken as sent: counts follow the INACTIVE flag only, as on a
+    /// kernel backup. Entries made here own no templates (the kernel's backup links none).
+    pub fn install(&mut self, c: &Install, now: Time) -> Installed {
+        let existing = if c.template {
+            let key = TemplateKey {
+                proto: c.proto,
+                client: c.client,
+                vaddr: c.vaddr,
+                vport: c.vport,
+            };
+            self.template_lookup(&key, now)
+        } else {
+            let t = Tuple {
+                proto: c.proto,
+                src: c.client,
+                sport: c.cport,
+                dst: c.vaddr,
+                dport: c.vport,
+            };
+            self.lookup(&t, now)
+                .filter(|&(_, dir)| dir == Direction::In)
+                .map(|(id, _)| id)
+        };
+        let mut replaced = false;
+        if let Some(id) = existing {
+            let e = self.entries[id.0 as usize];
+            let same = e.ports[2] == c.dport && self.addr(&e, 2) == c.daddr;
+            if !c.template && !same {
+                if c.inactive {
+                    return Installed::Stale;
+                }
+                self.expire_now(id, now);
+                replaced = true;
+            } else {
+                self.update_synced(id, c, now);
+                return Installed::Updated(id);
+            }
+        }
+        let id = if c.template {
+            let key = TemplateKey {
+                proto: c.proto,
+                client: c.client,
+                vaddr: c.vaddr,
+                vport: c.vport,
+            };
+            self.insert_template(
+                &key, c.backend, c.daddr, c.dport, c.service, c.method, 0, now,
+            )
+        } else {
+            self.insert(
+                &NewConn {
+                    proto: c.proto,
+                    client: c.client,
+                    cport: c.cport,
+                    vaddr: c.vaddr,
+                    vport: c.vport,
+                    daddr: c.daddr,
+                    dport: c.dport,
+                    local: None,
+                    backend: c.backend,
+                    service: c.service,
+                    method: c.method,
+                    control: None,
+                },
+                now,
+            )
+        };
+        let Some(id) = id else {
+            return Installed::Full;
+        };
+        self.update_synced(id, c, now);
+        if replaced {
+            Installed::Replaced(id)
+        } else {
+            Installed::New(id)
+        }
+    }
+
+    /// The update half of [`Self::install`] on a live entry.
+    fn update_synced(&mut self, id: ConnId, c: &Install, now: Time) {
+        let timeout = c.timeout_ms.min(MAX_TIMEOUT_MS);
+        let e = &mut self.entries[id.0 as usize];
+        if e.flags & TEMPLATE == 0 {
+            let b = BackendId(e.backend);
+            if e.flags & INACTIVE != 0 && !c.inactive {
+                e.flags &= !INACTIVE;
+                self.counts.activate(b);
+            } else if e.flags & INACTIVE == 0 && c.inactive {
+                e.flags |= INACTIVE;
+                self.counts.deactivate(b);
+            }
+        }
+        let e = &mut self.entries[id.0 as usize];
+        e.state = c.state;
+        e.in_pkts = c.in_pkts;
+        e.timeout = timeout;
+        let exp = ms32(now).wrapping_add(timeout);
+        self.arm(id.0, exp);
     }
 
     // ---------------------------------------------------------------- reading
