@@ -356,6 +356,22 @@ fn backup_takes_over_1000_long_lived_connections() {
         );
     }
 
+    // Hostile datagrams on the sync group: dropped and counted by reason, the table untouched.
+    let hostile = "import socket\n\
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton('198.18.3.2'))\n\
+        for d in [b'\\x00\\x07', b'\\x00\\x07\\x00\\x30\\x01\\x01\\x00\\x00' + bytes(8),\n\
+        \x20         b'\\x00\\x09\\x00\\x08\\x00\\x01\\x00\\x00']:\n\
+        \x20   s.sendto(d, ('224.0.0.81', 8848))\n";
+    let (ok, _) = tb.exec("dir", &["python3", "-c", hostile]);
+    assert!(ok, "hostile datagrams sent");
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, status, _) = ctl(&bsock, &bns, &["status"]);
+    assert!(
+        status.contains("decode_errors [too_short=1 size_mismatch=1 foreign_syncid=1]"),
+        "{status}"
+    );
+    assert_eq!(established(&bsock, &bns), CONNS, "table unchanged");
     let (_, status, _) = ctl(&msock, &mns, &["status"]);
     eprintln!("master before the move:\n{status}");
     // The master dies (SIGKILL); the backup takes the floating gateway (and tells the backends
