@@ -439,22 +439,29 @@ impl Director {
         }
     }
 
-    /// Every worker's table as sync entries (for the master's bulk answers); a worker that does
-    /// not answer within 2 s is left out.
+    /// Every worker's table as sync entries (for the master's bulk answers), asked a part at a
+    /// time so that no worker stalls; a worker that does not answer within 2 s is left out.
     fn table(&self) -> Table {
         let inboxes = self.workers.inboxes();
         Box::new(move || {
-            let mut waits = Vec::new();
-            for inbox in &inboxes {
-                let (tx, rx) = crossbeam_channel::bounded(1);
-                if inbox.send(Command::SyncTable(tx)).is_ok() {
-                    waits.push(rx);
-                }
-            }
             let mut all = Vec::new();
-            for rx in waits {
-                if let Ok(mut v) = rx.recv_timeout(Duration::from_secs(2)) {
-                    all.append(&mut v);
+            for inbox in &inboxes {
+                let mut from = Some(0);
+                while let Some(f) = from {
+                    let (tx, rx) = crossbeam_channel::bounded(1);
+                    if inbox
+                        .send(Command::SyncTable { from: f, reply: tx })
+                        .is_err()
+                    {
+                        break;
+                    }
+                    match rx.recv_timeout(Duration::from_secs(2)) {
+                        Ok((mut part, next)) => {
+                            all.append(&mut part);
+                            from = next;
+                        }
+                        Err(_) => break,
+                    }
                 }
             }
             all

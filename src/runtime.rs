@@ -55,8 +55,12 @@ pub enum Command {
     /// Become a sync master (queue entries by `SyncPolicy` and hand them to the daemon's
     /// outbox) or, with `None`, stop.
     SyncMaster(Option<(SyncPolicy, SyncOutbox)>),
-    /// Send every entry of the table as sync entries (a bulk resync answer).
-    SyncTable(Sender<Vec<SyncConn>>),
+    /// Send the table's entries as sync entries (a bulk resync answer), a part at a time:
+    /// those in [`SYNC_TABLE_SLOTS`] slots from slot `from`, and where to go on (`None`: done).
+    SyncTable {
+        from: u32,
+        reply: Sender<(Vec<SyncConn>, Option<u32>)>,
+    },
     /// Install entries received by the backup daemon (`threshold`: the director's
     /// `sync_threshold`, their `in_pkts`).
     InstallSynced {
@@ -90,6 +94,9 @@ pub struct RuntimeProcessor {
     sync_out: Option<SyncOutbox>,
 }
 
+/// Table slots a worker walks per bulk-resync command (a few hundred µs of work).
+pub const SYNC_TABLE_SLOTS: u32 = 16_384;
+
 /// Most sync entries a pipeline queues between two housekeeping rounds.
 const SYNC_OUTBOX: usize = 65_536;
 
@@ -119,8 +126,10 @@ impl RuntimeProcessor {
                 self.pipe.set_sync_master(policy, SYNC_OUTBOX);
                 self.sync_out = out;
             }
-            Command::SyncTable(reply) => {
-                let _ = reply.send(self.pipe.sync_table(now));
+            Command::SyncTable { from, reply } => {
+                let mut part = Vec::new();
+                let next = self.pipe.sync_table_part(from, SYNC_TABLE_SLOTS, &mut part);
+                let _ = reply.send((part, next));
             }
             Command::InstallSynced { conns, threshold } => {
                 for c in &conns {
