@@ -400,7 +400,8 @@ impl Config {
         }
     }
 
-    /// The settings of a live worker's pipeline: as [`Config::pipeline_config`], with a random
+    /// The settings of a live worker's pipeline: as [`Config::pipeline_config`], fragmenting
+    /// too-big IPv4 packets without DF (the worker sends the extra fragments), with a random
     /// hash seed and a random first FullNAT local port (see `PipelineConfig::first_local_port`).
     pub fn live_pipeline_config(&self, worker: u16, workers: u16) -> PipelineConfig {
         use std::hash::{BuildHasher, Hasher};
@@ -410,6 +411,8 @@ impl Config {
         PipelineConfig {
             seed: random,
             first_local_port: 1024 + ((random >> 32) % (65536 - 1024)) as u16,
+            // The worker sends the fragments after the first (`FrameProcessor::extra_frames`).
+            fragment: true,
             ..self.pipeline_config(worker, workers)
         }
     }

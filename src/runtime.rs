@@ -180,6 +180,13 @@ impl FrameProcessor for RuntimeProcessor {
         self.pipe.network_mut().remove_neighbour(ip);
     }
 
+    #[inline]
+    fn extra_frames(&mut self, send: &mut dyn FnMut(PortId, &[u8])) {
+        if self.pipe.pending_fragments() > 0 {
+            self.pipe.drain_fragments(send);
+        }
+    }
+
     fn housekeeping(&mut self, now: Time) {
         self.pipe.housekeeping(now, HOUSEKEEPING_BUDGET);
         if let Some(out) = &self.sync_out {

@@ -61,6 +61,10 @@ pub trait FrameProcessor: Send {
     fn housekeeping(&mut self, _now: Time) {}
     /// Apply a command from the worker's inbox (between two batches, with the current time).
     fn command(&mut self, _now: Time, _cmd: Self::Command) {}
+    /// Frames the processor made beyond its verdicts since the last call (the fragments after
+    /// the first of a packet too big for its egress port): the worker copies each into `port`'s
+    /// TX ring, after the batch that produced them.
+    fn extra_frames(&mut self, _send: &mut dyn FnMut(PortId, &[u8])) {}
 }
 
 /// Expiry work per loop round (see `ConnTable::expire`).
@@ -93,6 +97,12 @@ impl FrameProcessor for xvs_forwarding::Pipeline {
     #[inline]
     fn housekeeping(&mut self, now: Time) {
         xvs_forwarding::Pipeline::housekeeping(self, now, HOUSEKEEPING_BUDGET);
+    }
+    #[inline]
+    fn extra_frames(&mut self, send: &mut dyn FnMut(PortId, &[u8])) {
+        if self.pending_fragments() > 0 {
+            self.drain_fragments(send);
+        }
     }
 }
 

@@ -93,6 +93,14 @@ pub(super) fn run_worker<I: WorkerIo, P: FrameProcessor>(
                 n + m
             }
         };
+        // Fragments of packets too big for their egress port follow the batch's first ones.
+        let mut extra = false;
+        proc.extra_frames(&mut |port, bytes| {
+            extra |= io.send(port, bytes, &mut c);
+        });
+        if extra {
+            io.flush(&mut c);
+        }
         let t1 = Instant::now();
         proc.housekeeping(Time(t1.duration_since(ctx.epoch).as_nanos() as u64));
         if n > 0 {
