@@ -111,3 +111,94 @@ fn too_big_datagrams_without_df_are_fragmented_and_arrive_whole() {
     std::thread::sleep(Duration::from_millis(100));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// 3000-byte datagrams from a client (its kernel fragments them at the 1500-byte MTU) to
+/// UDP services of every method, IPv4, with two workers on two queues: every fragment must
+/// reach the backend the first went to (which reassembles and echoes the whole datagram, the
+/// echo itself fragmented on its way back through NAT/FullNAT).
+const TWO_WORKERS: &str = r#"log_interval_secs = 0
+neighbour_refresh_ms = 200
+
+[[worker]]
+queue = 0
+
+[[worker]]
+queue = 1
+
+[[interface]]
+name = "front"
+ipv4 = "198.18.1.2"
+
+[[interface]]
+name = "back"
+ipv4 = "198.18.3.2"
+
+[[route]]
+dst = "0.0.0.0/0"
+via = "198.18.1.1"
+interface = "front"
+
+[[route]]
+dst = "198.18.3.0/24"
+interface = "back"
+
+[fullnat]
+local_addresses = ["198.18.3.100"]
+"#;
+
+#[test]
+fn fragmented_datagrams_arrive_whole_in_every_method() {
+    if skip_unless_root("fragmented datagrams test") {
+        return;
+    }
+    let tb = Testbed::up("fm");
+    let dir = std::env::temp_dir().join(format!("xvs-fragm-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let methods = [("nat", 1), ("dr", 2), ("tun", 3), ("fullnat", 4)];
+    let mut config = String::from(TWO_WORKERS);
+    for (method, k) in methods {
+        config.push_str(&format!(
+            "\n[[service]]\nprotocol = \"udp\"\nvip = \"198.18.10.{k}\"\nport = 5000\nscheduler = \"rr\"\n"
+        ));
+        for b in 11..=13 {
+            config.push_str(&format!(
+                "\n[[service.backend]]\naddress = \"198.18.3.{b}\"\nport = 5000\nmethod = \"{method}\"\n"
+            ));
+        }
+    }
+    std::fs::write(dir.join("x.toml"), config).unwrap();
+    let sock = dir.join("x.sock");
+    let _xvs = tb.start_xvs(&dir.join("x.toml"), &sock, &dir.join("x.log"));
+    tb.wait_neighbours(&["198.18.3.11", "198.18.3.12", "198.18.3.13"]);
+    const ASK: &str = r#"
+import socket, sys
+vip, n = sys.argv[1], int(sys.argv[2])
+whole = 0
+for i in range(n):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.IPPROTO_IP, 10, 0)  # IP_MTU_DISCOVER = IP_PMTUDISC_DONT
+    s.settimeout(2.0)
+    data = (b"%05d." % i) * 500
+    for attempt in range(3):
+        s.sendto(data, (vip, 5000))
+        try:
+            d, _ = s.recvfrom(65535)
+            if d.endswith(b" " + data):
+                whole += 1
+            break
+        except socket.timeout:
+            pass
+    s.close()
+print(whole)
+"#;
+    for (method, k) in methods {
+        let vip = format!("198.18.10.{k}");
+        let (ok, out) = tb.exec("c1", &["python3", "-c", ASK, &vip, "12"]);
+        assert!(ok, "{method}: client ran");
+        let whole: usize = out.trim().parse().unwrap_or(0);
+        eprintln!("{method}: {whole}/12 datagrams of 3000 bytes echoed whole");
+        assert_eq!(whole, 12, "{method}: fragmented datagrams through {vip}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

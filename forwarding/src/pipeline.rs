@@ -42,6 +42,7 @@ use crate::wire::rewrite::{self, Link, Tunnel};
 use crate::wire::{parse, proto, tcp_flags, Frag, Packet, Parsed, WireError};
 use crate::{BackendId, DropCounters, DropReason, Frame, PortId, Time, Verdict};
 
+mod frags;
 mod reload;
 mod sync;
 
@@ -178,6 +179,8 @@ pub struct Counters {
     /// Fragments queued for [`Pipeline::drain_fragments`] (beyond the first fragment, which
     /// is the frame itself and counted in `tx`).
     pub tx_fragments: u64,
+    /// Held later fragments whose first fragment did not come in time (see `DropReason::FragmentHeld`).
+    pub fragments_expired: u64,
 }
 
 /// What the pipeline did with the last frame that reached a service (for `xvs replay`,
@@ -255,6 +258,8 @@ pub struct Pipeline {
     /// Connection sync, master side: what to send (`None`: not a master).
     sync_master: Option<Box<sync::Master>>,
     sync_counters: SyncCounters,
+    /// Where each recent fragmented datagram went, and later fragments held for their first.
+    frags: Box<frags::Frags<Target>>,
 }
 
 /// A backend's next hop, valid while the network's generation and the address are unchanged.
@@ -284,6 +289,12 @@ enum Gone {
     Drop,
     /// Removed; the entry was expired, treat the packet as new (`expire_nodest_conn = 1`).
     Expired,
+}
+
+/// `now` in wrapping milliseconds.
+#[inline]
+fn ms32(now: Time) -> u32 {
+    (now.0 / 1_000_000) as u32
 }
 
 /// Frames per prefetch round of [`Pipeline::process_batch`] (AF_XDP rings hand out batches of
@@ -361,6 +372,7 @@ impl Pipeline {
             frag_scratch: Vec::new(),
             sync_master: None,
             sync_counters: SyncCounters::default(),
+            frags: Box::new(frags::Frags::new()),
             cfg: PipelineConfig {
                 max_backends,
                 ..cfg
@@ -472,6 +484,9 @@ impl Pipeline {
 
     /// Periodic work: expire due connections, at most about `budget` units of work.
     pub fn housekeeping(&mut self, now: Time, budget: u32) -> u32 {
+        if self.frags.held() > 0 {
+            self.counters.fragments_expired += self.frags.expire(ms32(now)) as u64;
+        }
         self.conns.expire(now, budget)
     }
 
@@ -602,8 +617,11 @@ impl Pipeline {
         if p.icmp_error {
             return self.icmp_error(now, ingress, frame, p);
         }
+        if p.frag == Frag::Later && matches!(p.proto, proto::TCP | proto::UDP | proto::SCTP) {
+            return self.later_fragment(now, ingress, frame, p);
+        }
         if !p.has_ports() {
-            // Later fragments carry no ports: without reassembly they cannot be matched.
+            // Later fragments of other protocols carry nothing to match a connection with.
             if p.frag == Frag::Later && self.is_service_addr(p.proto, p.dst) {
                 return Verdict::Drop(DropReason::Fragment);
             }
@@ -1021,8 +1039,91 @@ impl Pipeline {
         self.rewrite(now, ingress, frame, p, &c, dir, new_conn)
     }
 
+    /// Rewrite and send a packet of connection `c`; a first fragment's decision is remembered
+    /// for the later fragments of its datagram, and those already held go out after it.
     #[allow(clippy::too_many_arguments)]
+    #[inline]
     fn rewrite(
+        &mut self,
+        now: Time,
+        ingress: PortId,
+        frame: &mut Frame,
+        p: Packet,
+        c: &Target,
+        dir: Direction,
+        new_conn: bool,
+    ) -> Verdict {
+        if p.frag != Frag::First {
+            return self.rewrite_frame(now, ingress, frame, p, c, dir, new_conn);
+        }
+        let key = frags::FragKey::of(frame.data(), &p);
+        let v = self.rewrite_frame(now, ingress, frame, p, c, dir, new_conn);
+        if let Some(key) = key {
+            self.frags.remember(key, *c, dir, ms32(now));
+            for h in self.frags.release(&key) {
+                self.send_held(now, h, c, dir);
+            }
+        }
+        v
+    }
+
+    /// A later fragment (TCP, UDP, SCTP): rewritten for its datagram's connection when the
+    /// first fragment was seen, else held for it (see `pipeline/frags.rs`).
+    fn later_fragment(
+        &mut self,
+        now: Time,
+        ingress: PortId,
+        frame: &mut Frame,
+        p: Packet,
+    ) -> Verdict {
+        let Some(key) = frags::FragKey::of(frame.data(), &p) else {
+            return Verdict::Drop(DropReason::Malformed);
+        };
+        let now_ms = ms32(now);
+        if let Some((c, dir)) = self.frags.find(&key, now_ms) {
+            return self.rewrite_frame(now, ingress, frame, p, &c, dir, false);
+        }
+        let held = frags::Held {
+            key,
+            ingress,
+            until: now_ms.wrapping_add(frags::HOLD_MS),
+            bytes: frame.data().to_vec(),
+        };
+        if self.frags.hold(held) {
+            Verdict::Drop(DropReason::FragmentHeld)
+        } else {
+            Verdict::Drop(DropReason::Fragment)
+        }
+    }
+
+    /// Rewrite a held fragment for its datagram's connection and queue it with the extra frames
+    /// ([`Self::drain_fragments`]).
+    fn send_held(&mut self, now: Time, h: frags::Held, c: &Target, dir: Direction) {
+        const ROOM: usize = 256;
+        if self.frag_frames.len() >= MAX_PENDING_FRAGMENTS {
+            self.counters.fragments_expired += 1;
+            return;
+        }
+        let len = h.bytes.len();
+        let mut buf = vec![0u8; ROOM + len + 64];
+        buf[ROOM..ROOM + len].copy_from_slice(&h.bytes);
+        let mut f = Frame::new(&mut buf, ROOM, len);
+        let Parsed::Ip(p) = parse(f.data()) else {
+            self.counters.fragments_expired += 1;
+            return;
+        };
+        if let Verdict::Tx(port) = self.rewrite_frame(now, h.ingress, &mut f, p, c, dir, false) {
+            let start = self.frag_bytes.len();
+            self.frag_bytes.extend_from_slice(f.data());
+            self.frag_frames.push((port, start..self.frag_bytes.len()));
+            self.counters.tx_fragments += 1;
+        } else {
+            self.counters.fragments_expired += 1;
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn rewrite_frame(
         &mut self,
         now: Time,
         ingress: PortId,

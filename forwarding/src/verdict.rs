@@ -50,7 +50,8 @@ drop_reasons! {
     Malformed => "malformed",
     /// IPv4 header checksum wrong.
     BadIpChecksum => "bad_ip_checksum",
-    /// A fragment we cannot handle (non-first fragments of unknown flows, overlapping, …).
+    /// A later fragment of a protocol without ports toward a service, or one the full hold
+    /// (`fragment_held`) could not take.
     Fragment => "fragment",
     /// TTL / hop limit would expire on forwarding (toward a backend the sender is also sent
     /// time exceeded, unless rate-limited).
@@ -122,6 +123,9 @@ drop_reasons! {
     NeedsFragmentation => "needs_fragmentation",
     /// Fragments waiting for [`crate::Pipeline::drain_fragments`] fill the queue.
     FragmentQueueFull => "fragment_queue_full",
+    /// A later fragment that came before its first: copied and held (sent after the first one,
+    /// counted in `tx_fragments`, or dropped after a second, counted in `fragments_expired`).
+    FragmentHeld => "fragment_held",
 }
 
 /// One counter per [`DropReason`].

@@ -577,14 +577,14 @@ fn drops_and_passes() {
             output: None,
         },
         Fixture {
-            description: "later fragment to a VIP cannot be matched".into(),
+            description: "later fragment to a VIP before its first: held".into(),
             ingress: FRONT,
             input: frame_in(client, vip)
                 .frag(1480, false)
                 .proto(6)
                 .payload(&[0; 40])
                 .build(),
-            verdict: Verdict::Drop(DropReason::Fragment),
+            verdict: Verdict::Drop(DropReason::FragmentHeld),
             output: None,
         },
         Fixture {

@@ -132,6 +132,8 @@ fn key(ip: std::net::IpAddr) -> [u8; 16] {
 /// The addresses that decide ownership, sorted for binary search.
 #[derive(Debug, Default)]
 pub struct SteerSets {
+    /// Where the first fragments of recent datagrams went (later fragments follow them).
+    frags: FragDirectory,
     vips: Vec<[u8; 16]>,
     /// VIP networks as (masked 16-byte key, prefix length over the 16-byte form).
     vip_nets: Vec<([u8; 16], u32)>,
@@ -149,6 +151,7 @@ impl SteerSets {
             k
         };
         SteerSets {
+            frags: FragDirectory::new(),
             vips: set(&t.vips),
             vip_nets: t
                 .vip_prefixes
@@ -169,30 +172,7 @@ impl SteerSets {
     /// The hash of a connection's client end under the configured policy.
     #[inline]
     fn client(&self, addr: &[u8; 16], port: u16) -> u64 {
-        match self.by {
-            ClientSteering::Flow => flow_hash(addr, port),
-            ClientSteering::Address {
-                v4_prefix,
-                v6_prefix,
-            } => {
-                let v4 = addr[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
-                let bits = if v4 {
-                    96 + v4_prefix.min(32) as usize
-                } else {
-                    v6_prefix.min(128) as usize
-                };
-                let mut m = [0u8; 16];
-                for (i, (o, a)) in m.iter_mut().zip(addr.iter()).enumerate() {
-                    let keep = bits.saturating_sub(i * 8).min(8);
-                    *o = if keep == 0 {
-                        0
-                    } else {
-                        a & (0xffu8 << (8 - keep))
-                    };
-                }
-                flow_hash(&m, 0)
-            }
-        }
+        client_hash(self.by, addr, port)
     }
     fn vip(&self, a: &[u8; 16]) -> bool {
         self.vips.binary_search(a).is_ok()
@@ -210,6 +190,35 @@ impl SteerSets {
     }
 }
 
+/// The hash of a connection's client end under the steering policy `by`.
+#[inline]
+fn client_hash(by: ClientSteering, addr: &[u8; 16], port: u16) -> u64 {
+    match by {
+        ClientSteering::Flow => flow_hash(addr, port),
+        ClientSteering::Address {
+            v4_prefix,
+            v6_prefix,
+        } => {
+            let v4 = addr[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
+            let bits = if v4 {
+                96 + v4_prefix.min(32) as usize
+            } else {
+                v6_prefix.min(128) as usize
+            };
+            let mut m = [0u8; 16];
+            for (i, (o, a)) in m.iter_mut().zip(addr.iter()).enumerate() {
+                let keep = bits.saturating_sub(i * 8).min(8);
+                *o = if keep == 0 {
+                    0
+                } else {
+                    a & (0xffu8 << (8 - keep))
+                };
+            }
+            flow_hash(&m, 0)
+        }
+    }
+}
+
 /// The worker owning the connections of this client end (what [`owner`] gives their frames
 /// in both directions), e.g. for a connection received by the sync backup.
 pub fn client_owner(
@@ -221,11 +230,7 @@ pub fn client_owner(
     if workers < 2 {
         return 0;
     }
-    let sets = SteerSets {
-        by,
-        ..SteerSets::default()
-    };
-    (sets.client(&key(addr), port) % workers as u64) as usize
+    (client_hash(by, &key(addr), port) % workers as u64) as usize
 }
 
 /// A hash of (address, port) that both directions of a connection agree on.
@@ -250,6 +255,57 @@ fn end(a: IpAddr, port: u16) -> ([u8; 16], u16) {
     (key(a), port)
 }
 
+/// Which worker took the first fragment of each recent datagram, so that its later fragments
+/// (which carry no ports to steer by) go there too: a direct-mapped table of 4096 words shared
+/// by the workers, each `hash tag << 16 | worker`, written for first fragments and read for
+/// later ones only — unfragmented traffic never touches it. A later fragment whose first has
+/// not come (or whose slot was taken over) is steered by its addresses as any portless packet;
+/// with flow steering it then reaches its first's worker only by chance, and is held there
+/// until it expires (`fragments_expired`).
+#[derive(Debug)]
+pub struct FragDirectory {
+    slots: Box<[std::sync::atomic::AtomicU64]>,
+}
+
+impl Default for FragDirectory {
+    fn default() -> Self {
+        FragDirectory::new()
+    }
+}
+
+impl FragDirectory {
+    const SLOTS: usize = 4096;
+
+    pub fn new() -> Self {
+        FragDirectory {
+            slots: (0..Self::SLOTS)
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect(),
+        }
+    }
+
+    fn hash(d: &[u8], p: &xvs_forwarding::wire::Packet) -> Option<u64> {
+        let id = xvs_forwarding::wire::frag_id(d, p)?;
+        let (s, _) = end(p.src, 0);
+        let (t, _) = end(p.dst, 0);
+        Some(
+            flow_hash(&s, 0)
+                ^ flow_hash(&t, 1).rotate_left(1)
+                ^ (u64::from(id) << 8 | u64::from(p.proto)).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        )
+    }
+
+    fn put(&self, h: u64, worker: usize) {
+        let v = (h >> 16) << 16 | (worker as u64 & 0xffff) | 1 << 15;
+        self.slots[(h as usize) % Self::SLOTS].store(v, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn get(&self, h: u64) -> Option<usize> {
+        let v = self.slots[(h as usize) % Self::SLOTS].load(std::sync::atomic::Ordering::Relaxed);
+        (v & 1 << 15 != 0 && v >> 16 == h >> 16).then_some((v & 0x7fff) as usize)
+    }
+}
+
 /// The worker owning this frame's connection, or `None` when any worker may process it (not
 /// IP, not ours, or rejected by the parser — then the pipeline drops and counts it).
 pub fn owner(d: &[u8], sets: &SteerSets, workers: usize) -> Option<usize> {
@@ -259,11 +315,33 @@ pub fn owner(d: &[u8], sets: &SteerSets, workers: usize) -> Option<usize> {
     let Parsed::Ip(p) = parse(d) else {
         return None;
     };
+    if p.frag != xvs_forwarding::wire::Frag::None && !p.icmp_error {
+        let h = FragDirectory::hash(d, &p);
+        if p.frag == xvs_forwarding::wire::Frag::Later {
+            if let Some(w) = h.and_then(|h| sets.frags.get(h)) {
+                return Some(w % workers);
+            }
+        }
+        let o = owner_of(d, &p, sets, workers);
+        if let (Some(h), Some(o), xvs_forwarding::wire::Frag::First) = (h, o, p.frag) {
+            sets.frags.put(h, o);
+        }
+        return o;
+    }
+    owner_of(d, &p, sets, workers)
+}
+
+fn owner_of(
+    d: &[u8],
+    p: &xvs_forwarding::wire::Packet,
+    sets: &SteerSets,
+    workers: usize,
+) -> Option<usize> {
     let w = workers as u64;
     let pick = |x: u64| Some((x % w) as usize);
     if p.icmp_error {
         // The quoted packet is one the director sent (or forwarded): reverse the rules.
-        let e = icmp::parse_embedded(d, &p).ok()?;
+        let e = icmp::parse_embedded(d, p).ok()?;
         let (src, sport) = end(e.src, e.sport);
         let (dst, dport) = end(e.dst, e.dport);
         if sets.local(&src) {
@@ -567,6 +645,44 @@ mod tests {
             .ipv4(from, to)
             .icmp_error(3, 1, 0, &quoted[14..])
             .build()
+    }
+
+    #[test]
+    fn later_fragments_follow_their_first() {
+        let s = sets();
+        let frag = |id: u16, cport: u16, first: bool| {
+            let p = Pkt::eth([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+                .ipv4([198, 18, 1, 10], [198, 18, 10, 1])
+                .id(id);
+            if first {
+                p.frag(0, true).udp(cport, 53).payload(&[1; 64]).build()
+            } else {
+                p.frag(72, false).proto(17).payload(&[2; 40]).build()
+            }
+        };
+        let w = 4;
+        let mut moved = 0;
+        for (i, cport) in (1024u16..60000).step_by(1999).enumerate() {
+            let id = 1000 + i as u16;
+            let first = owner(&frag(id, cport, true), &s, w).unwrap();
+            // The first fragment goes where the flow's unfragmented packets go.
+            assert_eq!(
+                Some(first),
+                owner(
+                    &v4([198, 18, 1, 10], [198, 18, 10, 1], 17, cport, 53),
+                    &s,
+                    w
+                )
+            );
+            let later = owner(&frag(id, cport, false), &s, w).unwrap();
+            assert_eq!(later, first, "id {id}");
+            // Without the directory a portless fragment is steered by address alone.
+            let unknown = owner(&frag(id.wrapping_add(30_000), cport, false), &s, w).unwrap();
+            if unknown != first {
+                moved += 1;
+            }
+        }
+        assert!(moved > 0, "the directory is what keeps them together");
     }
 
     #[test]

@@ -540,14 +540,14 @@ pub fn corpus() -> Vec<Case> {
         Tx("back"),
     );
     add(
-        "later IPv4 fragment to a VIP (no reassembly yet)",
+        "later IPv4 fragment to a VIP before its first: held",
         from_client(CLIENT)
             .id(77)
             .frag(8, false)
             .udp(41103, 53)
             .payload(b"rest")
             .build(),
-        Drop(R::Fragment),
+        Drop(R::FragmentHeld),
     );
     add(
         "traffic for the director itself (not a service)",

@@ -479,6 +479,40 @@ fn parse_l4(
     Ok(f)
 }
 
+/// The identification of a fragment's datagram: the IPv4 header's, or the IPv6 fragment
+/// header's (found by walking the extension chain). `None` for a frame that is not one.
+pub fn frag_id(data: &[u8], p: &Packet) -> Option<u32> {
+    if p.frag == Frag::None {
+        return None;
+    }
+    if p.is_v4() {
+        return Some(u32::from(u16::from_be_bytes([
+            *data.get(p.l3 + 4)?,
+            *data.get(p.l3 + 5)?,
+        ])));
+    }
+    let mut next = *data.get(p.l3 + 6)?;
+    let mut off = p.l3 + 40;
+    for _ in 0..8 {
+        match next {
+            44 => {
+                let b = data.get(off + 4..off + 8)?;
+                return Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+            }
+            0 | 43 | 60 => {
+                next = *data.get(off)?;
+                off += (usize::from(*data.get(off + 1)?) + 1) * 8;
+            }
+            51 => {
+                next = *data.get(off)?;
+                off += (usize::from(*data.get(off + 1)?) + 2) * 4;
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
