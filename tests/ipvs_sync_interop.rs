@@ -35,13 +35,17 @@
 mod ipvs_guest;
 #[path = "support/ipvs_sync_wire.rs"]
 mod wire;
+#[path = "dataplane_support/mod.rs"]
+mod dataplane_support;
 
-use ipvs_guest::{backend, vip, ConnRow, Guest, GuestOptions, Netns, BACKEND_PORT, HOST};
+use dataplane_support::{ChildGuard, Testbed};
+use ipvs_guest::{backend, vip, ConnRow, Guest, GuestOptions, Netns, BACKEND_PORT, GUEST, HOST};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const SYNCID: u8 = 7;
@@ -743,6 +747,8 @@ fn kernel_master_datagrams_and_kernel_backup() {
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ipvs-sync-capture");
     write_fixtures(&out, &g.banner, &caps, manifest);
     backup_scenario(&mut g);
+    let summary = xvs_scenarios(&mut g);
+    println!("{}", summary.join("\n"));
     println!(
         "total {:.1} s; this run's capture in {}",
         t0.elapsed().as_secs_f64(),
@@ -803,4 +809,550 @@ fn committed_sync_fixtures_match_manifest() {
         }
     }
     assert!(files.is_empty(), "datagrams not in the manifest: {files:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// xvs <-> kernel IPVS: an `xvs run` director in a testbed (scripts/testbed.sh: client c1,
+// director dir, backends b1..b3) whose director namespace is also attached to the guest's
+// segment (interface xg1, 198.18.240.3): xvs's sync daemons use it, and so does its data path
+// when traffic moves from the guest to xvs.
+
+/// xvs's address on the guest's segment.
+const XVS_SEG: Ipv4Addr = Ipv4Addr::new(198, 18, 240, 3);
+/// Sync id of xvs master → kernel backup (the guest's backup of `backup_scenario` uses it).
+const XVS_MASTER_SYNCID: &str = "7";
+/// Sync id of kernel master → xvs backup.
+const KERNEL_MASTER_SYNCID: &str = "9";
+/// Port of the testbed services and of the echo servers on b1..b3.
+const ECHO_PORT: u16 = 7000;
+/// Connections made through xvs: to the round-robin service and to the persistent one.
+const XVS_RR_CONNS: usize = 40;
+const XVS_PERSIST_CONNS: usize = 20;
+/// Connections made through the guest (kernel master): TCP to each service, UDP flows.
+const KERNEL_RR_CONNS: usize = 20;
+const KERNEL_PERSIST_CONNS: usize = 10;
+const KERNEL_UDP_FLOWS: usize = 2;
+
+/// The xvs director: testbed services 198.18.10.1:7000 (rr) and 198.18.10.2:7000 (rr,
+/// persistent 300 s) to b1..b3:7000, and the guest's services vip(5):80 (rr → backend 17),
+/// vip(6):80 (rr, persistent 300 s → backend 18), UDP vip(5):53 (→ backend 19), all NAT.
+fn xvs_config() -> String {
+    let mut c = String::from(dataplane_support::ONE_WORKER_V4);
+    c.push_str(&format!(
+        r#"
+[[interface]]
+name = "{dev}"
+ipv4 = "{XVS_SEG}"
+
+[[route]]
+dst = "198.18.240.0/24"
+interface = "{dev}"
+
+[[route]]
+dst = "{be_net}"
+via = "{guest}"
+interface = "{dev}"
+
+[sync.master]
+interface = "{dev}"
+syncid = {XVS_MASTER_SYNCID}
+"#,
+        dev = ipvs_guest::ATTACHED_DEV,
+        be_net = ipvs_guest::BACKEND_NET,
+        guest = ipvs_guest::GUEST,
+    ));
+    let testbed_backends = ["198.18.3.11", "198.18.3.12", "198.18.3.13"];
+    for (vip, persist) in [("198.18.10.1", false), ("198.18.10.2", true)] {
+        c.push_str(&service_toml(
+            "tcp",
+            vip,
+            ECHO_PORT,
+            persist,
+            &testbed_backends,
+            ECHO_PORT,
+        ));
+    }
+    c.push_str(&service_toml(
+        "tcp",
+        &vip(5).to_string(),
+        80,
+        false,
+        &[&backend(17).to_string()],
+        BACKEND_PORT,
+    ));
+    c.push_str(&service_toml(
+        "tcp",
+        &vip(6).to_string(),
+        80,
+        true,
+        &[&backend(18).to_string()],
+        BACKEND_PORT,
+    ));
+    c.push_str(&service_toml(
+        "udp",
+        &vip(5).to_string(),
+        53,
+        false,
+        &[&backend(19).to_string()],
+        BACKEND_PORT,
+    ));
+    c
+}
+
+fn service_toml(
+    proto: &str,
+    vip: &str,
+    port: u16,
+    persistent: bool,
+    backends: &[&str],
+    bport: u16,
+) -> String {
+    let mut s = format!(
+        "\n[[service]]\nprotocol = \"{proto}\"\nvip = \"{vip}\"\nport = {port}\nscheduler = \"rr\"\n"
+    );
+    if persistent {
+        s.push_str("persistence = 300\n");
+    }
+    for b in backends {
+        s.push_str(&format!(
+            "\n[[service.backend]]\naddress = \"{b}\"\nport = {bport}\nmethod = \"nat\"\n"
+        ));
+    }
+    s
+}
+
+/// The same services in the guest (ipvsadm), VIPs of the guest's own services on its lo.
+fn guest_twin_services(g: &mut Guest) -> Result<(), String> {
+    for n in [5, 6] {
+        g.ip(&["addr", "add", &format!("{}/32", vip(n)), "dev", "lo"])?;
+    }
+    for (svc, persist) in [("198.18.10.1:7000", false), ("198.18.10.2:7000", true)] {
+        let mut add = vec!["-A", "-t", svc, "-s", "rr"];
+        if persist {
+            add.extend_from_slice(&["-p", "300"]);
+        }
+        g.ipvsadm(&add)?;
+        for b in ["198.18.3.11:7000", "198.18.3.12:7000", "198.18.3.13:7000"] {
+            g.ipvsadm(&["-a", "-t", svc, "-r", b, "-m"])?;
+        }
+    }
+    let be = |n: u8| format!("{}:{BACKEND_PORT}", backend(n));
+    let (v5, v6, u5) = (
+        format!("{}:80", vip(5)),
+        format!("{}:80", vip(6)),
+        format!("{}:53", vip(5)),
+    );
+    for args in [
+        vec!["-A", "-t", &v5, "-s", "rr"],
+        vec!["-a", "-t", &v5, "-r", &be(17), "-m"],
+        vec!["-A", "-t", &v6, "-s", "rr", "-p", "300"],
+        vec!["-a", "-t", &v6, "-r", &be(18), "-m"],
+        vec!["-A", "-u", &u5, "-s", "rr"],
+        vec!["-a", "-u", &u5, "-r", &be(19), "-m"],
+    ] {
+        g.ipvsadm(&args)?;
+    }
+    Ok(())
+}
+
+/// Echo server for b1..b3 (each line back).
+const ECHO: &str = r#"
+import selectors, socket, sys
+sel = selectors.DefaultSelector()
+ls = socket.socket()
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("0.0.0.0", int(sys.argv[1])))
+ls.listen(1024)
+ls.setblocking(False)
+sel.register(ls, selectors.EVENT_READ)
+while True:
+    for key, _ in sel.select():
+        s = key.fileobj
+        if s is ls:
+            try:
+                c, _ = ls.accept()
+            except BlockingIOError:
+                continue
+            c.setblocking(False)
+            sel.register(c, selectors.EVENT_READ)
+            continue
+        try:
+            d = s.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            continue
+        except OSError:
+            d = b""
+        if not d:
+            sel.unregister(s)
+            s.close()
+            continue
+        try:
+            s.sendall(d)
+        except OSError:
+            sel.unregister(s)
+            s.close()
+"#;
+
+/// Opens N connections to each VIP:PORT argument ("VIP:PORT:N"), sends a line on each and
+/// waits for its echo, prints "connected K", then keeps them open until stdin closes.
+const CLIENTS: &str = r#"
+import socket, sys
+socks = []
+for spec in sys.argv[1:]:
+    vip, port, n = spec.split(":")
+    for i in range(int(n)):
+        s = socket.create_connection((vip, int(port)), timeout=10)
+        s.sendall(b"sync me\n")
+        got = b""
+        while not got.endswith(b"\n"):
+            d = s.recv(100)
+            if not d:
+                print("eof from", vip, flush=True); sys.exit(1)
+            got += d
+        socks.append(s)
+print("connected", len(socks), flush=True)
+sys.stdin.read()
+"#;
+
+fn xvs_ctl(tb: &Testbed, sock: &Path, args: &[&str]) -> Result<String, String> {
+    let o = std::process::Command::new("ip")
+        .args(["netns", "exec", &tb.ns("dir"), env!("CARGO_BIN_EXE_xvs"), "ctl", "--socket"])
+        .arg(sock)
+        .args(args)
+        .output()
+        .map_err(|e| format!("xvs ctl: {e}"))?;
+    if !o.status.success() {
+        return Err(format!(
+            "xvs ctl {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// Rows of a connection listing whose virtual address is one of `vips`.
+fn rows_for(rows: &[ConnRow], vips: &[SocketAddr]) -> Vec<ConnRow> {
+    rows.iter()
+        .filter(|r| vips.contains(&r.virtual_))
+        .cloned()
+        .collect()
+}
+
+/// (dest, ActiveConn, InActConn) of the listed services, sorted.
+fn dest_table(
+    services: &[ipvs_guest::ServiceRow],
+    vips: &[SocketAddr],
+) -> Vec<(String, SocketAddr, SocketAddr, u64, u64)> {
+    let mut out: Vec<_> = services
+        .iter()
+        .filter(|s| vips.contains(&s.addr))
+        .flat_map(|s| {
+            s.dests
+                .iter()
+                .map(move |d| (s.proto.clone(), s.addr, d.addr, d.active, d.inactive))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn show(rows: &[ConnRow]) -> String {
+    rows.iter()
+        .map(|r| r.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Compares two connection listings on (protocol, client, virtual, destination, state):
+/// Err naming the differences.
+fn same_conns(left: &str, a: &[ConnRow], right: &str, b: &[ConnRow]) -> Result<(), String> {
+    let key = |r: &ConnRow| (r.key(), r.state.clone());
+    let sa: BTreeSet<_> = a.iter().map(key).collect();
+    let sb: BTreeSet<_> = b.iter().map(key).collect();
+    if sa == sb && sa.len() == a.len() && sb.len() == b.len() {
+        return Ok(());
+    }
+    Err(format!(
+        "only in {left}: {:?}\nonly in {right}: {:?}\n--- {left}:\n{}\n--- {right}:\n{}",
+        sa.difference(&sb).collect::<Vec<_>>(),
+        sb.difference(&sa).collect::<Vec<_>>(),
+        show(a),
+        show(b)
+    ))
+}
+
+/// Both directions between xvs and the guest's kernel; returns a summary line per direction.
+fn xvs_scenarios(g: &mut Guest) -> Vec<String> {
+    let t0 = Instant::now();
+    let tb = Testbed::up_with("xi", &[("SERVERS", "0")]);
+    tb.single_queue_towards_director();
+    g.attach_ns(&tb.ns("dir"), XVS_SEG, "2001:2:0:f0::3")
+        .expect("attach the testbed's director to the guest's segment");
+    guest_twin_services(g).expect("the guest's twin services");
+    let _echo: Vec<ChildGuard> = ["b1", "b2", "b3"]
+        .iter()
+        .map(|b| {
+            ChildGuard(
+                std::process::Command::new("ip")
+                    .args(["netns", "exec", &tb.ns(b), "python3", "-u", "-c", ECHO])
+                    .arg(ECHO_PORT.to_string())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("python3"),
+            )
+        })
+        .collect();
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ipvs-sync-xvs");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("xvs.toml"), xvs_config()).unwrap();
+    let sock = dir.join("xvs.sock");
+    let _xvs = tb.start_xvs(&dir.join("xvs.toml"), &sock, &dir.join("xvs.log"));
+    // Neighbours xvs forwards to: the testbed's backends and, on the guest's segment, the guest.
+    for a in ["198.18.3.11", "198.18.3.12", "198.18.3.13", "198.18.1.1"] {
+        tb.exec("dir", &["ping", "-c", "1", "-W", "1", a]);
+    }
+    let (ok, out) = tb.exec("dir", &["ping", "-c", "1", "-W", "2", &GUEST.to_string()]);
+    assert!(ok, "the director namespace reaches the guest: {out}");
+    tb.wait_neighbours(&["198.18.3.11", "198.18.3.12", "198.18.3.13", "198.18.240.1"]);
+    let daemons = xvs_ctl(&tb, &sock, &["-L", "--daemon"]).unwrap();
+    assert!(
+        daemons.starts_with(&format!(
+            "master sync daemon (mcast={}, syncid={XVS_MASTER_SYNCID}",
+            ipvs_guest::ATTACHED_DEV
+        )),
+        "{daemons}"
+    );
+    let mut summary = Vec::new();
+    summary.push(xvs_master_to_kernel_backup(g, &tb, &sock));
+    summary.push(kernel_master_to_xvs_backup(g, &tb, &sock));
+    println!("xvs scenarios took {:.1} s", t0.elapsed().as_secs_f64());
+    summary
+}
+
+/// xvs master → kernel backup: real connections through xvs appear in the guest.
+fn xvs_master_to_kernel_backup(g: &mut Guest, tb: &Testbed, sock: &Path) -> String {
+    let t0 = Instant::now();
+    let daemon = g.ipvsadm(&["-L", "--daemon"]).unwrap();
+    assert!(
+        daemon.contains(&format!("backup sync daemon (mcast=eth0, syncid={XVS_MASTER_SYNCID}")),
+        "{daemon}"
+    );
+    let vips: [SocketAddr; 2] = [
+        format!("198.18.10.1:{ECHO_PORT}").parse().unwrap(),
+        format!("198.18.10.2:{ECHO_PORT}").parse().unwrap(),
+    ];
+    let mut client = ChildGuard(
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &tb.ns("c1"), "python3", "-u", "-c", CLIENTS])
+            .arg(format!("{}:{ECHO_PORT}:{XVS_RR_CONNS}", vips[0].ip()))
+            .arg(format!("{}:{ECHO_PORT}:{XVS_PERSIST_CONNS}", vips[1].ip()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3"),
+    );
+    let mut line = String::new();
+    BufReader::new(client.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .expect("client output");
+    let total = XVS_RR_CONNS + XVS_PERSIST_CONNS;
+    assert_eq!(line.trim(), format!("connected {total}"), "client: {line}");
+
+    let xvs_rows = rows_for(
+        &ipvs_guest::parse_conns(&xvs_ctl(tb, sock, &["-Lnc"]).unwrap()).unwrap(),
+        &vips,
+    );
+    let est: Vec<&ConnRow> = xvs_rows
+        .iter()
+        .filter(|r| r.client.port() != 0)
+        .collect();
+    assert_eq!(est.len(), total, "xvs -Lnc:\n{}", show(&xvs_rows));
+    assert!(
+        est.iter().all(|r| r.state == "ESTABLISHED"),
+        "xvs -Lnc:\n{}",
+        show(&xvs_rows)
+    );
+    let templates = xvs_rows.len() - est.len();
+    assert_eq!(templates, 1, "one persistence template (one client address)");
+    // The master sends each connection at its third inbound packet and a message at most
+    // 2 s after its first entry.
+    let want: BTreeSet<Key> = xvs_rows.iter().map(ConnRow::key).collect();
+    let guest_rows = g
+        .wait_conns(Duration::from_secs(30), |rows| {
+            let have: BTreeSet<Key> = rows.iter().map(ConnRow::key).collect();
+            want.is_subset(&have)
+        })
+        .unwrap_or_else(|e| panic!("the kernel backup did not install xvs's connections: {e}"));
+    let guest_rows = rows_for(&guest_rows, &vips);
+    let xvs_rows = rows_for(
+        &ipvs_guest::parse_conns(&xvs_ctl(tb, sock, &["-Lnc"]).unwrap()).unwrap(),
+        &vips,
+    );
+    same_conns("xvs master -Lnc", &xvs_rows, "kernel backup -Lnc", &guest_rows)
+        .unwrap_or_else(|e| panic!("xvs master → kernel backup: {e}"));
+    // The kernel backup counts them per real server as xvs does.
+    let guest_dests = dest_table(&g.services().unwrap(), &vips);
+    let xvs_dests = dest_table(
+        &ipvs_guest::parse_services(&xvs_ctl(tb, sock, &["-Ln"]).unwrap()).unwrap(),
+        &vips,
+    );
+    assert_eq!(guest_dests, xvs_dests, "ActiveConn/InActConn: kernel backup vs xvs master");
+    let active: u64 = guest_dests.iter().map(|d| d.3).sum();
+    assert_eq!(active as usize, total, "{guest_dests:?}");
+    // Templates (ipvsadm -Lnc --persistent-conn would show the same rows with more columns).
+    let tpl: Vec<&ConnRow> = guest_rows.iter().filter(|r| r.client.port() == 0).collect();
+    println!(
+        "xvs master → kernel backup: {} connections + {} template(s) matched in {:.1} s; \
+         template as listed by the kernel: {}\n  per dest (kernel = xvs): {guest_dests:?}",
+        est.len(),
+        tpl.len(),
+        t0.elapsed().as_secs_f64(),
+        tpl.first().map(|r| r.to_string()).unwrap_or_default()
+    );
+    drop(client);
+    format!(
+        "xvs master → kernel backup: {}/{} connections and {}/{} templates matched",
+        est.len(),
+        total,
+        tpl.len(),
+        templates
+    )
+}
+
+/// Kernel master → xvs backup: real connections through the guest appear in xvs; then one of
+/// them moves to xvs and finishes through it.
+fn kernel_master_to_xvs_backup(g: &mut Guest, tb: &Testbed, sock: &Path) -> String {
+    let t0 = Instant::now();
+    // xvs's master would otherwise send what it forwards from now on to the guest's backup.
+    xvs_ctl(tb, sock, &["--stop-daemon", "master"]).unwrap();
+    xvs_ctl(
+        tb,
+        sock,
+        &[
+            "--start-daemon",
+            "backup",
+            "--mcast-interface",
+            ipvs_guest::ATTACHED_DEV,
+            "--syncid",
+            KERNEL_MASTER_SYNCID,
+        ],
+    )
+    .unwrap();
+    g.ipvsadm(&[
+        "--start-daemon",
+        "master",
+        "--mcast-interface",
+        "eth0",
+        "--syncid",
+        KERNEL_MASTER_SYNCID,
+    ])
+    .unwrap();
+    // Frames the test's namespace sends to xvs later must carry full checksums (TESTBED.md).
+    g.ns.exec(&["ethtool", "-K", ipvs_guest::BRIDGE, "tx", "off"])
+        .unwrap();
+    let v5 = SocketAddr::new(IpAddr::V4(vip(5)), 80);
+    let v6 = SocketAddr::new(IpAddr::V4(vip(6)), 80);
+    let u5 = SocketAddr::new(IpAddr::V4(vip(5)), 53);
+    let vips = [v5, v6, u5];
+    let mut keep = Clients::default();
+    let mut expected = BTreeSet::new();
+    for (to, n) in [(v5, KERNEL_RR_CONNS), (v6, KERNEL_PERSIST_CONNS)] {
+        for _ in 0..n {
+            let (c, b) = tcp_client(&g.ns, to, &mut keep).unwrap();
+            expected.insert(("TCP".to_string(), c, to, b));
+        }
+    }
+    for _ in 0..KERNEL_UDP_FLOWS {
+        let (c, b) = udp_client(&g.ns, u5, 3, &mut keep).unwrap();
+        expected.insert(("UDP".to_string(), c, u5, b));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let xvs_rows = loop {
+        let rows = rows_for(
+            &ipvs_guest::parse_conns(&xvs_ctl(tb, sock, &["-Lnc"]).unwrap()).unwrap(),
+            &vips,
+        );
+        let have: BTreeSet<Key> = rows.iter().map(ConnRow::key).collect();
+        if expected.is_subset(&have) {
+            break rows;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "within 30 s xvs's backup did not install the kernel master's connections; missing {:?}\n\
+             xvs -Lnc:\n{}\nxvs status:\n{}",
+            expected.difference(&have).collect::<Vec<_>>(),
+            show(&rows),
+            xvs_ctl(tb, sock, &["status"]).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let guest_rows = rows_for(&g.conns().unwrap(), &vips);
+    same_conns("kernel master -Lnc", &guest_rows, "xvs backup -Lnc", &xvs_rows)
+        .unwrap_or_else(|e| panic!("kernel master → xvs backup: {e}"));
+    let guest_dests = dest_table(&g.services().unwrap(), &vips);
+    let xvs_dests = dest_table(
+        &ipvs_guest::parse_services(&xvs_ctl(tb, sock, &["-Ln"]).unwrap()).unwrap(),
+        &vips,
+    );
+    assert_eq!(guest_dests, xvs_dests, "ActiveConn/InActConn: kernel master vs xvs backup");
+    let conns = xvs_rows.iter().filter(|r| r.client.port() != 0).count();
+    let templates = xvs_rows.len() - conns;
+    println!(
+        "kernel master → xvs backup: {conns} connections ({} TCP, {} UDP) + {templates} \
+         template(s) matched in {:.1} s\n  per dest (kernel = xvs): {guest_dests:?}",
+        KERNEL_RR_CONNS + KERNEL_PERSIST_CONNS,
+        KERNEL_UDP_FLOWS,
+        t0.elapsed().as_secs_f64()
+    );
+    let mut summary = format!(
+        "kernel master → xvs backup: {conns}/{} connections and {templates} templates matched",
+        expected.len()
+    );
+
+    // Traffic moves: the client's route to vip(5) now goes to xvs, which forwards the synced
+    // connection to the same backend (over the guest, which routes to its backends). The
+    // client half-closes; the backend's FIN (its reply path still runs through the guest,
+    // which un-NATs it) must come back: a backend that did not hold the connection would
+    // answer with a reset.
+    let moved = keep
+        .tcp
+        .iter()
+        .position(|s| s.peer_addr().ok() == Some(v5))
+        .expect("a TCP client of vip(5)");
+    let client = keep.tcp[moved].local_addr().unwrap();
+    let before = xvs_rows.iter().find(|r| r.client == client).unwrap().clone();
+    g.ns.ip(&[
+        "route",
+        "add",
+        &format!("{}/32", vip(5)),
+        "via",
+        &XVS_SEG.to_string(),
+    ])
+    .unwrap();
+    let s = &keep.tcp[moved];
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut buf = [0u8; 64];
+    let r = std::io::Read::read(&mut &*s, &mut buf);
+    assert!(
+        matches!(r, Ok(0)),
+        "the moved connection did not end cleanly through xvs: {r:?}"
+    );
+    let after = ipvs_guest::parse_conns(&xvs_ctl(tb, sock, &["-Lnc"]).unwrap()).unwrap();
+    let row = after
+        .iter()
+        .find(|r| r.client == client)
+        .unwrap_or_else(|| panic!("xvs lost {client}:\n{}", show(&after)));
+    assert_eq!((row.virtual_, row.dest), (before.virtual_, before.dest));
+    assert_ne!(row.state, "ESTABLISHED", "xvs saw the client's FIN: {row}");
+    println!("moved to xvs: {before} → {row} (client's FIN forwarded, backend's FIN came back)");
+    summary.push_str(&format!(
+        "; one moved to xvs ended cleanly through it ({})",
+        row.state
+    ));
+    summary
 }
