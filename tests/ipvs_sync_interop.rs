@@ -31,12 +31,12 @@
 //! guest tests say loudly that they were skipped; as root, a guest that cannot be built or
 //! booted fails them.
 
+#[path = "dataplane_support/mod.rs"]
+mod dataplane_support;
 #[path = "support/ipvs_guest.rs"]
 mod ipvs_guest;
 #[path = "support/ipvs_sync_wire.rs"]
 mod wire;
-#[path = "dataplane_support/mod.rs"]
-mod dataplane_support;
 
 use dataplane_support::{ChildGuard, Testbed};
 use ipvs_guest::{backend, vip, ConnRow, Guest, GuestOptions, Netns, BACKEND_PORT, GUEST, HOST};
@@ -1016,7 +1016,14 @@ sys.stdin.read()
 
 fn xvs_ctl(tb: &Testbed, sock: &Path, args: &[&str]) -> Result<String, String> {
     let o = std::process::Command::new("ip")
-        .args(["netns", "exec", &tb.ns("dir"), env!("CARGO_BIN_EXE_xvs"), "ctl", "--socket"])
+        .args([
+            "netns",
+            "exec",
+            &tb.ns("dir"),
+            env!("CARGO_BIN_EXE_xvs"),
+            "ctl",
+            "--socket",
+        ])
         .arg(sock)
         .args(args)
         .output()
@@ -1083,6 +1090,24 @@ fn same_conns(left: &str, a: &[ConnRow], right: &str, b: &[ConnRow]) -> Result<(
     ))
 }
 
+/// The largest difference between the two listings' expire columns (seconds) over the entries
+/// both hold; Err naming the pair if it exceeds `tolerance`. Both sides count down from the
+/// timeout the message carried (or the master's own), so they differ by the sync delay and the
+/// time between the two listings.
+fn close_expiry(a: &[ConnRow], b: &[ConnRow], tolerance: u32) -> Result<u32, String> {
+    let mut worst = 0;
+    for x in a {
+        if let Some(y) = b.iter().find(|y| y.key() == x.key()) {
+            let d = x.expire.abs_diff(y.expire);
+            if d > tolerance {
+                return Err(format!("expire differs by {d} s: {x} vs {y}"));
+            }
+            worst = worst.max(d);
+        }
+    }
+    Ok(worst)
+}
+
 /// Both directions between xvs and the guest's kernel; returns a summary line per direction.
 fn xvs_scenarios(g: &mut Guest) -> Vec<String> {
     let t0 = Instant::now();
@@ -1138,7 +1163,9 @@ fn xvs_master_to_kernel_backup(g: &mut Guest, tb: &Testbed, sock: &Path) -> Stri
     let t0 = Instant::now();
     let daemon = g.ipvsadm(&["-L", "--daemon"]).unwrap();
     assert!(
-        daemon.contains(&format!("backup sync daemon (mcast=eth0, syncid={XVS_MASTER_SYNCID}")),
+        daemon.contains(&format!(
+            "backup sync daemon (mcast=eth0, syncid={XVS_MASTER_SYNCID}"
+        )),
         "{daemon}"
     );
     let vips: [SocketAddr; 2] = [
@@ -1147,7 +1174,15 @@ fn xvs_master_to_kernel_backup(g: &mut Guest, tb: &Testbed, sock: &Path) -> Stri
     ];
     let mut client = ChildGuard(
         std::process::Command::new("ip")
-            .args(["netns", "exec", &tb.ns("c1"), "python3", "-u", "-c", CLIENTS])
+            .args([
+                "netns",
+                "exec",
+                &tb.ns("c1"),
+                "python3",
+                "-u",
+                "-c",
+                CLIENTS,
+            ])
             .arg(format!("{}:{ECHO_PORT}:{XVS_RR_CONNS}", vips[0].ip()))
             .arg(format!("{}:{ECHO_PORT}:{XVS_PERSIST_CONNS}", vips[1].ip()))
             .stdin(Stdio::piped())
@@ -1167,10 +1202,7 @@ fn xvs_master_to_kernel_backup(g: &mut Guest, tb: &Testbed, sock: &Path) -> Stri
         &ipvs_guest::parse_conns(&xvs_ctl(tb, sock, &["-Lnc"]).unwrap()).unwrap(),
         &vips,
     );
-    let est: Vec<&ConnRow> = xvs_rows
-        .iter()
-        .filter(|r| r.client.port() != 0)
-        .collect();
+    let est: Vec<&ConnRow> = xvs_rows.iter().filter(|r| r.client.port() != 0).collect();
     assert_eq!(est.len(), total, "xvs -Lnc:\n{}", show(&xvs_rows));
     assert!(
         est.iter().all(|r| r.state == "ESTABLISHED"),
@@ -1178,7 +1210,10 @@ fn xvs_master_to_kernel_backup(g: &mut Guest, tb: &Testbed, sock: &Path) -> Stri
         show(&xvs_rows)
     );
     let templates = xvs_rows.len() - est.len();
-    assert_eq!(templates, 1, "one persistence template (one client address)");
+    assert_eq!(
+        templates, 1,
+        "one persistence template (one client address)"
+    );
     // The master sends each connection at its third inbound packet and a message at most
     // 2 s after its first entry.
     let want: BTreeSet<Key> = xvs_rows.iter().map(ConnRow::key).collect();
@@ -1193,7 +1228,14 @@ fn xvs_master_to_kernel_backup(g: &mut Guest, tb: &Testbed, sock: &Path) -> Stri
         &ipvs_guest::parse_conns(&xvs_ctl(tb, sock, &["-Lnc"]).unwrap()).unwrap(),
         &vips,
     );
-    same_conns("xvs master -Lnc", &xvs_rows, "kernel backup -Lnc", &guest_rows)
+    same_conns(
+        "xvs master -Lnc",
+        &xvs_rows,
+        "kernel backup -Lnc",
+        &guest_rows,
+    )
+    .unwrap_or_else(|e| panic!("xvs master → kernel backup: {e}"));
+    let skew = close_expiry(&xvs_rows, &guest_rows, 10)
         .unwrap_or_else(|e| panic!("xvs master → kernel backup: {e}"));
     // The kernel backup counts them per real server as xvs does.
     let guest_dests = dest_table(&g.services().unwrap(), &vips);
@@ -1201,14 +1243,32 @@ fn xvs_master_to_kernel_backup(g: &mut Guest, tb: &Testbed, sock: &Path) -> Stri
         &ipvs_guest::parse_services(&xvs_ctl(tb, sock, &["-Ln"]).unwrap()).unwrap(),
         &vips,
     );
-    assert_eq!(guest_dests, xvs_dests, "ActiveConn/InActConn: kernel backup vs xvs master");
+    assert_eq!(
+        guest_dests, xvs_dests,
+        "ActiveConn/InActConn: kernel backup vs xvs master"
+    );
     let active: u64 = guest_dests.iter().map(|d| d.3).sum();
     assert_eq!(active as usize, total, "{guest_dests:?}");
+    // /proc/net/ip_vs_conn_sync names each entry's origin: all came from the sync daemon.
+    let sync = g.read("/proc/net/ip_vs_conn_sync").unwrap();
+    let ours: Vec<&str> = sync
+        .lines()
+        .filter(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            w.len() > 4 && matches!(w[3], "C6120A01" | "C6120A02")
+        })
+        .collect();
+    assert_eq!(ours.len(), xvs_rows.len(), "{sync}");
+    assert!(
+        ours.iter()
+            .all(|l| l.split_whitespace().any(|w| w == "SYNC")),
+        "{sync}"
+    );
     // Templates (ipvsadm -Lnc --persistent-conn would show the same rows with more columns).
     let tpl: Vec<&ConnRow> = guest_rows.iter().filter(|r| r.client.port() == 0).collect();
     println!(
         "xvs master → kernel backup: {} connections + {} template(s) matched in {:.1} s; \
-         template as listed by the kernel: {}\n  per dest (kernel = xvs): {guest_dests:?}",
+         template as listed by the kernel: {}; expire columns within {skew} s\n  per dest (kernel = xvs): {guest_dests:?}",
         est.len(),
         tpl.len(),
         t0.elapsed().as_secs_f64(),
@@ -1292,19 +1352,29 @@ fn kernel_master_to_xvs_backup(g: &mut Guest, tb: &Testbed, sock: &Path) -> Stri
         std::thread::sleep(Duration::from_millis(300));
     };
     let guest_rows = rows_for(&g.conns().unwrap(), &vips);
-    same_conns("kernel master -Lnc", &guest_rows, "xvs backup -Lnc", &xvs_rows)
+    same_conns(
+        "kernel master -Lnc",
+        &guest_rows,
+        "xvs backup -Lnc",
+        &xvs_rows,
+    )
+    .unwrap_or_else(|e| panic!("kernel master → xvs backup: {e}"));
+    let skew = close_expiry(&guest_rows, &xvs_rows, 10)
         .unwrap_or_else(|e| panic!("kernel master → xvs backup: {e}"));
     let guest_dests = dest_table(&g.services().unwrap(), &vips);
     let xvs_dests = dest_table(
         &ipvs_guest::parse_services(&xvs_ctl(tb, sock, &["-Ln"]).unwrap()).unwrap(),
         &vips,
     );
-    assert_eq!(guest_dests, xvs_dests, "ActiveConn/InActConn: kernel master vs xvs backup");
+    assert_eq!(
+        guest_dests, xvs_dests,
+        "ActiveConn/InActConn: kernel master vs xvs backup"
+    );
     let conns = xvs_rows.iter().filter(|r| r.client.port() != 0).count();
     let templates = xvs_rows.len() - conns;
     println!(
         "kernel master → xvs backup: {conns} connections ({} TCP, {} UDP) + {templates} \
-         template(s) matched in {:.1} s\n  per dest (kernel = xvs): {guest_dests:?}",
+         template(s) matched in {:.1} s; expire columns within {skew} s\n  per dest (kernel = xvs): {guest_dests:?}",
         KERNEL_RR_CONNS + KERNEL_PERSIST_CONNS,
         KERNEL_UDP_FLOWS,
         t0.elapsed().as_secs_f64()
@@ -1325,7 +1395,11 @@ fn kernel_master_to_xvs_backup(g: &mut Guest, tb: &Testbed, sock: &Path) -> Stri
         .position(|s| s.peer_addr().ok() == Some(v5))
         .expect("a TCP client of vip(5)");
     let client = keep.tcp[moved].local_addr().unwrap();
-    let before = xvs_rows.iter().find(|r| r.client == client).unwrap().clone();
+    let before = xvs_rows
+        .iter()
+        .find(|r| r.client == client)
+        .unwrap()
+        .clone();
     g.ns.ip(&[
         "route",
         "add",
