@@ -21,6 +21,34 @@
 //!    a valid entry) and one with another sync id change nothing, add no kernel log line, and a
 //!    valid message after them is still installed. Last, one message with two entries, an IPv6
 //!    ESTABLISHED connection and an IPv4 persistence template, installs both.
+//! 3. xvs master → kernel backup: a namespace testbed (scripts/testbed.sh: client c1, director
+//!    dir, backends b1..b3 running an echo server on port 7000) whose director namespace is also
+//!    attached to the guest's segment (xg1, 198.18.240.3). `xvs run` there has NAT TCP services
+//!    198.18.10.1:7000 (rr) and 198.18.10.2:7000 (rr, persistent 300 s) to b1..b3 and
+//!    `[sync.master]` on xg1 with sync id 7; the guest (still the backup of 2.) has the same two
+//!    services by ipvsadm (it cannot reach those backends; a backup installs as long as service
+//!    and destination exist). 40 + 20 connections from c1 through xvs, each sending a line and
+//!    reading its echo (SYN, ACK, data: xvs sends each at its third inbound packet). Every entry
+//!    of `xvs ctl -Lnc` for the two services (connections and the persistence template) must
+//!    appear in the guest's `ipvsadm -Lnc` with the same protocol, client, virtual, destination
+//!    and state, and no other; the expire columns within 10 s of each other; every entry
+//!    marked SYNC in /proc/net/ip_vs_conn_sync; ActiveConn/InActConn per real server equal
+//!    in `ipvsadm -Ln` and `xvs ctl -Ln`. The test also receives xvs's datagrams and checks each
+//!    entry's flags, state number and timeout against what the kernel master sent in 1. (the
+//!    committed fixtures).
+//! 4. Kernel master → xvs backup: xvs stops its master (`xvs ctl --stop-daemon master`) and
+//!    starts a backup on xg1 with sync id 9 (`xvs ctl --start-daemon backup`); the guest starts
+//!    its master with sync id 9. xvs has the guest's services vip(5):80 (rr → backend 17),
+//!    vip(6):80 (rr, persistent 300 s → backend 18) and UDP vip(5):53 (→ backend 19), all NAT.
+//!    20 + 10 TCP connections and 2 UDP flows (3 datagrams each) from the guest's namespace
+//!    through the guest; `xvs ctl -Lnc` must hold exactly the guest's entries for those services
+//!    (same protocol, client, virtual, destination, state; expire within 10 s), and `xvs ctl -Ln`
+//!    the guest's ActiveConn/InActConn per real server. Then traffic moves: the client's route
+//!    to vip(5) goes to xvs (xg1 is also one of its data-path interfaces), the client
+//!    half-closes one synced connection, xvs forwards the FIN to the same backend (over the
+//!    guest, which routes to its backends), and the backend's FIN comes back (its reply path
+//!    still runs through the guest, which un-NATs it): the client reads a clean end of stream
+//!    and xvs lists the connection in CLOSE_WAIT to the same destination.
 //!
 //! `regenerate_sync_fixtures` (ignored) writes the captured datagrams of 1. with a manifest to
 //! forwarding/tests/data/ipvs-sync/ (see its README.md); `committed_sync_fixtures_match_manifest`
@@ -1047,11 +1075,11 @@ fn rows_for(rows: &[ConnRow], vips: &[SocketAddr]) -> Vec<ConnRow> {
         .collect()
 }
 
-/// (dest, ActiveConn, InActConn) of the listed services, sorted.
-fn dest_table(
-    services: &[ipvs_guest::ServiceRow],
-    vips: &[SocketAddr],
-) -> Vec<(String, SocketAddr, SocketAddr, u64, u64)> {
+/// (protocol, virtual, dest, ActiveConn, InActConn).
+type DestCounts = (String, SocketAddr, SocketAddr, u64, u64);
+
+/// [`DestCounts`] of the real servers of the services at `vips`, sorted.
+fn dest_table(services: &[ipvs_guest::ServiceRow], vips: &[SocketAddr]) -> Vec<DestCounts> {
     let mut out: Vec<_> = services
         .iter()
         .filter(|s| vips.contains(&s.addr))
@@ -1115,8 +1143,8 @@ fn xvs_dests_matching(
     tb: &Testbed,
     sock: &Path,
     vips: &[SocketAddr],
-    want: &[(String, SocketAddr, SocketAddr, u64, u64)],
-) -> Result<Vec<(String, SocketAddr, SocketAddr, u64, u64)>, String> {
+    want: &[DestCounts],
+) -> Result<Vec<DestCounts>, String> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let got = dest_table(
@@ -1232,9 +1260,10 @@ fn xvs_scenarios(g: &mut Guest) -> Vec<String> {
         )),
         "{daemons}"
     );
-    let mut summary = Vec::new();
-    summary.push(xvs_master_to_kernel_backup(g, &tb, &sock));
-    summary.push(kernel_master_to_xvs_backup(g, &tb, &sock));
+    let summary = vec![
+        xvs_master_to_kernel_backup(g, &tb, &sock),
+        kernel_master_to_xvs_backup(g, &tb, &sock),
+    ];
     println!("xvs scenarios took {:.1} s", t0.elapsed().as_secs_f64());
     summary
 }
