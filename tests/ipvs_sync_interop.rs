@@ -1,5 +1,6 @@
 //! Kernel IPVS connection sync on the wire, against a real kernel (the QEMU guest of
-//! scripts/ipvs-guest with eth0 on a tap in a namespace of this test; tests/support/ipvs_guest.rs).
+//! scripts/ipvs-guest with eth0 on a tap in a namespace of this test; tests/support/ipvs_guest.rs),
+//! and between `xvs run` and that kernel in both directions.
 //! One boot serves every scenario:
 //!
 //! 1. Kernel master → host: the guest runs `ipvsadm --start-daemon master --mcast-interface eth0
@@ -54,7 +55,8 @@
 //! forwarding/tests/data/ipvs-sync/ (see its README.md); `committed_sync_fixtures_match_manifest`
 //! checks the committed ones without a guest.
 //!
-//! Needs root (namespace, tap), qemu-system-x86, cpio, gcc with static glibc
+//! Needs root (namespaces, tap, XDP), python3 and the testbed's tools, qemu-system-x86, cpio, gcc
+//! with static glibc
 //! (scripts/install-deps.sh) and, the first time, Debian's package registry. Without root the
 //! guest tests say loudly that they were skipped; as root, a guest that cannot be built or
 //! booted fails them.
