@@ -56,8 +56,7 @@
 //! checks the committed ones without a guest.
 //!
 //! Needs root (namespaces, tap, XDP), python3 and the testbed's tools, qemu-system-x86, cpio, gcc
-//! with static glibc
-//! (scripts/install-deps.sh) and, the first time, Debian's package registry. Without root the
+//! with static glibc (scripts/install-deps.sh) and, the first time, Debian's package registry. Without root the
 //! guest tests say loudly that they were skipped; as root, a guest that cannot be built or
 //! booted fails them.
 
