@@ -71,7 +71,7 @@ use dataplane_support::{ChildGuard, Testbed};
 use ipvs_guest::{backend, vip, ConnRow, Guest, GuestOptions, Netns, BACKEND_PORT, GUEST, HOST};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -857,6 +857,10 @@ const ECHO_PORT: u16 = 7000;
 /// Connections made through xvs: to the round-robin service and to the persistent one.
 const XVS_RR_CONNS: usize = 40;
 const XVS_PERSIST_CONNS: usize = 20;
+/// Connections through xvs that the client closes after the first comparison.
+const XVS_CLOSED: usize = 10;
+/// Connections through the guest that the client closes after the first comparison.
+const KERNEL_CLOSED: usize = 5;
 /// Connections made through the guest (kernel master): TCP to each service, UDP flows.
 const KERNEL_RR_CONNS: usize = 20;
 const KERNEL_PERSIST_CONNS: usize = 10;
@@ -1023,7 +1027,8 @@ while True:
 "#;
 
 /// Opens N connections to each VIP:PORT argument ("VIP:PORT:N"), sends a line on each and
-/// waits for its echo, prints "connected K", then keeps them open until stdin closes.
+/// waits for its echo, prints "connected K", then keeps them open until stdin closes; a line
+/// "close K" on stdin closes the K oldest (FIN) and prints "closed K".
 const CLIENTS: &str = r#"
 import socket, sys
 socks = []
@@ -1040,7 +1045,12 @@ for spec in sys.argv[1:]:
             got += d
         socks.append(s)
 print("connected", len(socks), flush=True)
-sys.stdin.read()
+for line in sys.stdin:
+    k = int(line.split()[1])
+    for s in socks[:k]:
+        s.close()
+    socks = socks[k:]
+    print("closed", k, flush=True)
 "#;
 
 fn xvs_ctl(tb: &Testbed, sock: &Path, args: &[&str]) -> Result<String, String> {
@@ -1218,6 +1228,48 @@ fn check_xvs_wire(rx: &UdpSocket, want: &BTreeSet<Key>) -> String {
     )
 }
 
+/// Polls `xvs ctl -Lnc` and the guest's `ipvsadm -Lnc` (entries of the services at `vips`)
+/// until `pred` holds for xvs's and the two listings are the same (protocol, client, virtual,
+/// destination, state; [`same_conns`]): Ok((xvs, guest)), or Err with the last difference after
+/// 30 s.
+fn converged(
+    g: &mut Guest,
+    tb: &Testbed,
+    sock: &Path,
+    vips: &[SocketAddr],
+    pred: impl Fn(&[ConnRow]) -> bool,
+) -> Result<(Vec<ConnRow>, Vec<ConnRow>), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let xvs = rows_for(
+            &ipvs_guest::parse_conns(&xvs_ctl(tb, sock, &["-Lnc"])?)?,
+            vips,
+        );
+        let guest = rows_for(&g.conns()?, vips);
+        let same = same_conns("xvs -Lnc", &xvs, "kernel -Lnc", &guest);
+        if pred(&xvs) && same.is_ok() {
+            return Ok((xvs, guest));
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "not converged within 30 s (condition on xvs's entries: {}): {}",
+                pred(&xvs),
+                same.err().unwrap_or_default()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(400));
+    }
+}
+
+/// How many entries are in each state.
+fn state_counts(rows: &[ConnRow]) -> std::collections::BTreeMap<String, usize> {
+    let mut m = std::collections::BTreeMap::new();
+    for r in rows {
+        *m.entry(format!("{} {}", r.proto, r.state)).or_insert(0) += 1;
+    }
+    m
+}
+
 /// Both directions between xvs and the guest's kernel; returns a summary line per direction.
 fn xvs_scenarios(g: &mut Guest) -> Vec<String> {
     let t0 = Instant::now();
@@ -1316,9 +1368,8 @@ fn xvs_master_to_kernel_backup(g: &mut Guest, tb: &Testbed, sock: &Path) -> Stri
             .expect("python3"),
     );
     let mut line = String::new();
-    BufReader::new(client.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .expect("client output");
+    let mut client_out = BufReader::new(client.0.stdout.take().unwrap());
+    client_out.read_line(&mut line).expect("client output");
     let total = XVS_RR_CONNS + XVS_PERSIST_CONNS;
     assert_eq!(line.trim(), format!("connected {total}"), "client: {line}");
 
@@ -1393,9 +1444,37 @@ fn xvs_master_to_kernel_backup(g: &mut Guest, tb: &Testbed, sock: &Path) -> Stri
         t0.elapsed().as_secs_f64(),
         tpl.first().map(|r| r.to_string()).unwrap_or_default()
     );
+
+    // The client closes XVS_CLOSED of its round-robin connections: xvs sees both FINs (NAT)
+    // and syncs each state change; the kernel backup must follow to the same states and move
+    // them from ActiveConn to InActConn.
+    let mut stdin = client.0.stdin.take().unwrap();
+    writeln!(stdin, "close {XVS_CLOSED}").unwrap();
+    line.clear();
+    client_out.read_line(&mut line).expect("client output");
+    assert_eq!(
+        line.trim(),
+        format!("closed {XVS_CLOSED}"),
+        "client: {line}"
+    );
+    let (xvs_rows, _) = converged(g, tb, sock, &vips, |rows| {
+        rows.iter().filter(|r| r.state == "TIME_WAIT").count() == XVS_CLOSED
+    })
+    .unwrap_or_else(|e| panic!("xvs master → kernel backup, after closing: {e}"));
+    let guest_dests = dest_table(&g.services().unwrap(), &vips);
+    xvs_dests_matching(tb, sock, &vips, &guest_dests)
+        .unwrap_or_else(|e| panic!("ActiveConn/InActConn after closing: {e}"));
+    let inactive: u64 = guest_dests.iter().map(|d| d.4).sum();
+    assert_eq!(inactive as usize, XVS_CLOSED, "{guest_dests:?}");
+    println!(
+        "  after {XVS_CLOSED} closed: states {:?}; per dest (kernel = xvs): {guest_dests:?}",
+        state_counts(&xvs_rows)
+    );
+    drop(stdin);
     drop(client);
     format!(
-        "xvs master → kernel backup: {}/{} connections and {}/{} templates matched",
+        "xvs master → kernel backup: {}/{} connections and {}/{} templates matched; \
+         {XVS_CLOSED} closed followed to TIME_WAIT",
         est.len(),
         total,
         tpl.len(),
@@ -1496,6 +1575,31 @@ fn kernel_master_to_xvs_backup(g: &mut Guest, tb: &Testbed, sock: &Path) -> Stri
         "kernel master → xvs backup: {conns}/{} connections and {templates} templates matched",
         expected.len()
     );
+
+    // The client closes KERNEL_CLOSED connections of the persistent service: the kernel master
+    // syncs each state change; xvs's backup must follow to the same states and counts.
+    let mut closed = 0;
+    keep.tcp.retain(|s| {
+        if closed < KERNEL_CLOSED && s.peer_addr().ok() == Some(v6) {
+            closed += 1;
+            false
+        } else {
+            true
+        }
+    });
+    assert_eq!(closed, KERNEL_CLOSED);
+    let (xvs_rows, _) = converged(g, tb, sock, &vips, |rows| {
+        rows.iter().filter(|r| r.state == "TIME_WAIT").count() == KERNEL_CLOSED
+    })
+    .unwrap_or_else(|e| panic!("kernel master → xvs backup, after closing: {e}"));
+    let guest_dests = dest_table(&g.services().unwrap(), &vips);
+    xvs_dests_matching(tb, sock, &vips, &guest_dests)
+        .unwrap_or_else(|e| panic!("ActiveConn/InActConn after closing: {e}"));
+    println!(
+        "  after {KERNEL_CLOSED} closed: states {:?}; per dest (kernel = xvs): {guest_dests:?}",
+        state_counts(&xvs_rows)
+    );
+    summary.push_str(&format!("; {KERNEL_CLOSED} closed followed to TIME_WAIT"));
 
     // Traffic moves: the client's route to vip(5) now goes to xvs, which forwards the synced
     // connection to the same backend (over the guest, which routes to its backends). The
