@@ -846,6 +846,16 @@ fn committed_sync_fixtures_match_manifest() {
 // segment (interface xg1, 198.18.240.3): xvs's sync daemons use it, and so does its data path
 // when traffic moves from the guest to xvs.
 
+/// xvs's IPv6 address on the guest's segment.
+const XVS_SEG6: &str = "2001:2:0:f0::3";
+/// The testbed's IPv6 service (port [`ECHO_PORT`], rr, to b1..b3).
+const TESTBED_VIP6: &str = "2001:2:0:10::1";
+/// The guest's IPv6 service of the kernel-master direction (port 80, rr) and its backend.
+const GUEST_VIP6: &str = "2001:2:0:f1::5";
+const GUEST_BACKEND6: &str = "2001:2:1::17";
+/// IPv6 connections through xvs and through the guest.
+const XVS_V6_CONNS: usize = 10;
+const KERNEL_V6_CONNS: usize = 5;
 /// xvs's address on the guest's segment.
 const XVS_SEG: Ipv4Addr = Ipv4Addr::new(198, 18, 240, 3);
 /// Sync id of xvs master → kernel backup (the guest's backup of `backup_scenario` uses it).
@@ -870,20 +880,65 @@ const KERNEL_UDP_FLOWS: usize = 2;
 /// persistent 300 s) to b1..b3:7000, and the guest's services vip(5):80 (rr → backend 17),
 /// vip(6):80 (rr, persistent 300 s → backend 18), UDP vip(5):53 (→ backend 19), all NAT.
 fn xvs_config() -> String {
-    let mut c = String::from(dataplane_support::ONE_WORKER_V4);
+    let mut c = String::from(
+        r#"log_interval_secs = 0
+neighbour_refresh_ms = 200
+
+[[worker]]
+queue = 0
+
+[[interface]]
+name = "front"
+ipv4 = "198.18.1.2"
+ipv6 = "2001:2:0:1::2"
+
+[[interface]]
+name = "back"
+ipv4 = "198.18.3.2"
+ipv6 = "2001:2:0:3::2"
+
+[[route]]
+dst = "0.0.0.0/0"
+via = "198.18.1.1"
+interface = "front"
+
+[[route]]
+dst = "::/0"
+via = "2001:2:0:1::1"
+interface = "front"
+
+[[route]]
+dst = "198.18.3.0/24"
+interface = "back"
+
+[[route]]
+dst = "2001:2:0:3::/64"
+interface = "back"
+"#,
+    );
     c.push_str(&format!(
         r#"
 [[interface]]
 name = "{dev}"
 ipv4 = "{XVS_SEG}"
+ipv6 = "{XVS_SEG6}"
 
 [[route]]
 dst = "198.18.240.0/24"
 interface = "{dev}"
 
 [[route]]
+dst = "2001:2:0:f0::/64"
+interface = "{dev}"
+
+[[route]]
 dst = "{be_net}"
 via = "{guest}"
+interface = "{dev}"
+
+[[route]]
+dst = "{be_net6}"
+via = "{guest6}"
 interface = "{dev}"
 
 [sync.master]
@@ -893,6 +948,24 @@ syncid = {XVS_MASTER_SYNCID}
         dev = ipvs_guest::ATTACHED_DEV,
         be_net = ipvs_guest::BACKEND_NET,
         guest = ipvs_guest::GUEST,
+        be_net6 = ipvs_guest::BACKEND6_NET,
+        guest6 = ipvs_guest::GUEST6,
+    ));
+    c.push_str(&service_toml(
+        "tcp",
+        TESTBED_VIP6,
+        ECHO_PORT,
+        false,
+        &["2001:2:0:3::11", "2001:2:0:3::12", "2001:2:0:3::13"],
+        ECHO_PORT,
+    ));
+    c.push_str(&service_toml(
+        "tcp",
+        GUEST_VIP6,
+        80,
+        false,
+        &[GUEST_BACKEND6],
+        BACKEND_PORT,
     ));
     let testbed_backends = ["198.18.3.11", "198.18.3.12", "198.18.3.13"];
     for (vip, persist) in [("198.18.10.1", false), ("198.18.10.2", true)] {
@@ -969,6 +1042,38 @@ fn guest_twin_services(g: &mut Guest) -> Result<(), String> {
             g.ipvsadm(&["-a", "-t", svc, "-r", b, "-m"])?;
         }
     }
+    g.ip(&[
+        "-6",
+        "addr",
+        "add",
+        &format!("{GUEST_VIP6}/128"),
+        "dev",
+        "lo",
+    ])?;
+    let (t6, g6) = (
+        format!("[{TESTBED_VIP6}]:{ECHO_PORT}"),
+        format!("[{GUEST_VIP6}]:80"),
+    );
+    g.ipvsadm(&["-A", "-t", &t6, "-s", "rr"])?;
+    for n in 11..=13 {
+        g.ipvsadm(&[
+            "-a",
+            "-t",
+            &t6,
+            "-r",
+            &format!("[2001:2:0:3::{n}]:{ECHO_PORT}"),
+            "-m",
+        ])?;
+    }
+    g.ipvsadm(&["-A", "-t", &g6, "-s", "rr"])?;
+    g.ipvsadm(&[
+        "-a",
+        "-t",
+        &g6,
+        "-r",
+        &format!("[{GUEST_BACKEND6}]:{BACKEND_PORT}"),
+        "-m",
+    ])?;
     let be = |n: u8| format!("{}:{BACKEND_PORT}", backend(n));
     let (v5, v6, u5) = (
         format!("{}:80", vip(5)),
@@ -988,13 +1093,14 @@ fn guest_twin_services(g: &mut Guest) -> Result<(), String> {
     Ok(())
 }
 
-/// Echo server for b1..b3 (each line back).
+/// Echo server for b1..b3 (each line back; IPv4 and IPv6).
 const ECHO: &str = r#"
 import selectors, socket, sys
 sel = selectors.DefaultSelector()
-ls = socket.socket()
+ls = socket.socket(socket.AF_INET6)
 ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-ls.bind(("0.0.0.0", int(sys.argv[1])))
+ls.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+ls.bind(("::", int(sys.argv[1])))
 ls.listen(1024)
 ls.setblocking(False)
 sel.register(ls, selectors.EVENT_READ)
@@ -1026,14 +1132,14 @@ while True:
             s.close()
 "#;
 
-/// Opens N connections to each VIP:PORT argument ("VIP:PORT:N"), sends a line on each and
+/// Opens N connections to each VIP:PORT argument ("VIP,PORT,N"), sends a line on each and
 /// waits for its echo, prints "connected K", then keeps them open until stdin closes; a line
 /// "close K" on stdin closes the K oldest (FIN) and prints "closed K".
 const CLIENTS: &str = r#"
 import socket, sys
 socks = []
 for spec in sys.argv[1:]:
-    vip, port, n = spec.split(":")
+    vip, port, n = spec.split(",")
     for i in range(int(n)):
         s = socket.create_connection((vip, int(port)), timeout=10)
         s.sendall(b"sync me\n")
@@ -1299,12 +1405,29 @@ fn xvs_scenarios(g: &mut Guest) -> Vec<String> {
     let sock = dir.join("xvs.sock");
     let _xvs = tb.start_xvs(&dir.join("xvs.toml"), &sock, &dir.join("xvs.log"));
     // Neighbours xvs forwards to: the testbed's backends and, on the guest's segment, the guest.
-    for a in ["198.18.3.11", "198.18.3.12", "198.18.3.13", "198.18.1.1"] {
+    for a in [
+        "198.18.3.11",
+        "198.18.3.12",
+        "198.18.3.13",
+        "198.18.1.1",
+        "2001:2:0:3::11",
+        "2001:2:0:3::12",
+        "2001:2:0:3::13",
+        "2001:2:0:1::1",
+    ] {
         tb.exec("dir", &["ping", "-c", "1", "-W", "1", a]);
     }
     let (ok, out) = tb.exec("dir", &["ping", "-c", "1", "-W", "2", &GUEST.to_string()]);
     assert!(ok, "the director namespace reaches the guest: {out}");
-    tb.wait_neighbours(&["198.18.3.11", "198.18.3.12", "198.18.3.13", "198.18.240.1"]);
+    tb.wait_neighbours(&[
+        "198.18.3.11",
+        "198.18.3.12",
+        "198.18.3.13",
+        "198.18.240.1",
+        "2001:2:0:3::11",
+        "2001:2:0:3::12",
+        "2001:2:0:3::13",
+    ]);
     let daemons = xvs_ctl(&tb, &sock, &["-L", "--daemon"]).unwrap();
     assert!(
         daemons.starts_with(&format!(
@@ -1331,9 +1454,10 @@ fn xvs_master_to_kernel_backup(g: &mut Guest, tb: &Testbed, sock: &Path) -> Stri
         )),
         "{daemon}"
     );
-    let vips: [SocketAddr; 2] = [
+    let vips: [SocketAddr; 3] = [
         format!("198.18.10.1:{ECHO_PORT}").parse().unwrap(),
         format!("198.18.10.2:{ECHO_PORT}").parse().unwrap(),
+        format!("[{TESTBED_VIP6}]:{ECHO_PORT}").parse().unwrap(),
     ];
     // The test listens on the segment too, to compare what xvs puts on the wire with what the
     // kernel master sent (the committed fixtures).
@@ -1359,8 +1483,9 @@ fn xvs_master_to_kernel_backup(g: &mut Guest, tb: &Testbed, sock: &Path) -> Stri
                 "-c",
                 CLIENTS,
             ])
-            .arg(format!("{}:{ECHO_PORT}:{XVS_RR_CONNS}", vips[0].ip()))
-            .arg(format!("{}:{ECHO_PORT}:{XVS_PERSIST_CONNS}", vips[1].ip()))
+            .arg(format!("{},{ECHO_PORT},{XVS_RR_CONNS}", vips[0].ip()))
+            .arg(format!("{},{ECHO_PORT},{XVS_PERSIST_CONNS}", vips[1].ip()))
+            .arg(format!("{},{ECHO_PORT},{XVS_V6_CONNS}", vips[2].ip()))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -1370,7 +1495,7 @@ fn xvs_master_to_kernel_backup(g: &mut Guest, tb: &Testbed, sock: &Path) -> Stri
     let mut line = String::new();
     let mut client_out = BufReader::new(client.0.stdout.take().unwrap());
     client_out.read_line(&mut line).expect("client output");
-    let total = XVS_RR_CONNS + XVS_PERSIST_CONNS;
+    let total = XVS_RR_CONNS + XVS_PERSIST_CONNS + XVS_V6_CONNS;
     assert_eq!(line.trim(), format!("connected {total}"), "client: {line}");
 
     let xvs_rows = rows_for(
@@ -1425,7 +1550,9 @@ fn xvs_master_to_kernel_backup(g: &mut Guest, tb: &Testbed, sock: &Path) -> Stri
         .lines()
         .filter(|l| {
             let w: Vec<&str> = l.split_whitespace().collect();
-            w.len() > 4 && matches!(w[3], "C6120A01" | "C6120A02")
+            w.len() > 4
+                && (matches!(w[3], "C6120A01" | "C6120A02")
+                    || w[3] == "2001:0002:0000:0010:0000:0000:0000:0001")
         })
         .collect();
     assert_eq!(ours.len(), xvs_rows.len(), "{sync}");
@@ -1516,10 +1643,15 @@ fn kernel_master_to_xvs_backup(g: &mut Guest, tb: &Testbed, sock: &Path) -> Stri
     let v5 = SocketAddr::new(IpAddr::V4(vip(5)), 80);
     let v6 = SocketAddr::new(IpAddr::V4(vip(6)), 80);
     let u5 = SocketAddr::new(IpAddr::V4(vip(5)), 53);
-    let vips = [v5, v6, u5];
+    let g6 = SocketAddr::new(GUEST_VIP6.parse().unwrap(), 80);
+    let vips = [v5, v6, u5, g6];
     let mut keep = Clients::default();
     let mut expected = BTreeSet::new();
-    for (to, n) in [(v5, KERNEL_RR_CONNS), (v6, KERNEL_PERSIST_CONNS)] {
+    for (to, n) in [
+        (v5, KERNEL_RR_CONNS),
+        (v6, KERNEL_PERSIST_CONNS),
+        (g6, KERNEL_V6_CONNS),
+    ] {
         for _ in 0..n {
             let (c, b) = tcp_client(&g.ns, to, &mut keep).unwrap();
             expected.insert(("TCP".to_string(), c, to, b));
@@ -1565,9 +1697,10 @@ fn kernel_master_to_xvs_backup(g: &mut Guest, tb: &Testbed, sock: &Path) -> Stri
     let conns = xvs_rows.iter().filter(|r| r.client.port() != 0).count();
     let templates = xvs_rows.len() - conns;
     println!(
-        "kernel master → xvs backup: {conns} connections ({} TCP, {} UDP) + {templates} \
-         template(s) matched in {:.1} s; expire columns within {skew} s\n  per dest (kernel = xvs): {guest_dests:?}",
-        KERNEL_RR_CONNS + KERNEL_PERSIST_CONNS,
+        "kernel master → xvs backup: {conns} connections ({} TCP of which {KERNEL_V6_CONNS} \
+         IPv6, {} UDP) + {templates} template(s) matched in {:.1} s; expire columns within \
+         {skew} s\n  per dest (kernel = xvs): {guest_dests:?}",
+        KERNEL_RR_CONNS + KERNEL_PERSIST_CONNS + KERNEL_V6_CONNS,
         KERNEL_UDP_FLOWS,
         t0.elapsed().as_secs_f64()
     );
