@@ -1281,8 +1281,9 @@ fn xvs_dests_matching(
 /// Reads the xvs master's datagrams queued on `rx` and checks each entry against the kernel
 /// master's conventions in the committed fixtures (forwarding/tests/data/ipvs-sync): an
 /// ESTABLISHED TCP connection and a template carry the same flags, state number and timeout as
-/// the kernel's did. Every key of `want` must have been sent. Returns a summary.
-fn check_xvs_wire(rx: &UdpSocket, want: &BTreeSet<Key>) -> String {
+/// the kernel's did. Every key of `want` must have been sent. Returns a summary and what the
+/// entries carried per state.
+fn check_xvs_wire(rx: &UdpSocket, want: &BTreeSet<Key>) -> (String, WireKinds) {
     let text = std::fs::read_to_string(fixture_dir().join("manifest.toml")).unwrap();
     let m: Manifest = toml::from_str(&text).unwrap();
     let kernel = |template: bool| -> BTreeSet<(String, u16, u32)> {
@@ -1296,6 +1297,7 @@ fn check_xvs_wire(rx: &UdpSocket, want: &BTreeSet<Key>) -> String {
     };
     let (kconn, ktpl) = (kernel(false), kernel(true));
     let mut seen = BTreeSet::new();
+    let mut kinds = WireKinds::new();
     let (mut datagrams, mut entries) = (0, 0);
     let mut buf = [0u8; 65536];
     while let Ok((n, from)) = rx.recv_from(&mut buf) {
@@ -1321,6 +1323,10 @@ fn check_xvs_wire(rx: &UdpSocket, want: &BTreeSet<Key>) -> String {
             );
             assert_eq!(e.fwmark, 0, "{e:?}");
             seen.insert(entry_key(e));
+            kinds
+                .entry(kind_name(e))
+                .or_default()
+                .insert((got.0, got.2));
         }
     }
     assert!(
@@ -1328,10 +1334,61 @@ fn check_xvs_wire(rx: &UdpSocket, want: &BTreeSet<Key>) -> String {
         "xvs's master never sent {:?}",
         want.difference(&seen).collect::<Vec<_>>()
     );
-    format!(
+    let text = format!(
         "xvs master sent {datagrams} datagrams, {entries} entries: flags/state/timeout as the \
          kernel's (connections {kconn:?}, templates {ktpl:?})"
-    )
+    );
+    (text, kinds)
+}
+
+/// The state name an entry is filed under in [`WireKinds`].
+fn kind_name(e: &wire::Entry) -> String {
+    if e.template() {
+        "template".to_string()
+    } else {
+        format!("{} {}", e.proto_name(), e.state_name())
+    }
+}
+
+/// Per state name ("template" for templates) of the entries, the (flags, timeout) pairs sent.
+type WireKinds = std::collections::BTreeMap<String, BTreeSet<(String, u32)>>;
+
+/// Reads the datagrams queued on `rx` that came from `sender` with sync id `syncid` and
+/// collects what their entries carry per state ([`WireKinds`]).
+fn drain_kinds(rx: &UdpSocket, sender: IpAddr, syncid: u8) -> WireKinds {
+    let mut kinds = WireKinds::new();
+    let mut buf = [0u8; 65536];
+    while let Ok((n, from)) = rx.recv_from(&mut buf) {
+        if from.ip() != sender {
+            continue;
+        }
+        let msg = wire::decode(&buf[..n])
+            .unwrap_or_else(|e| panic!("undecodable datagram from {from} ({e})"));
+        if msg.syncid != syncid {
+            continue;
+        }
+        for e in &msg.entries {
+            kinds
+                .entry(kind_name(e))
+                .or_default()
+                .insert((format!("{:#06x}", e.flags), e.timeout));
+        }
+    }
+    kinds
+}
+
+/// A multicast receiver in the guest's namespace on the default group and port.
+fn sync_listener(g: &Guest) -> UdpSocket {
+    g.ns.enter(|| -> Result<UdpSocket, String> {
+        let s = UdpSocket::bind((DEFAULT_GROUP, DEFAULT_PORT)).map_err(|e| e.to_string())?;
+        s.join_multicast_v4(&DEFAULT_GROUP, &HOST)
+            .map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .map_err(|e| e.to_string())?;
+        Ok(s)
+    })
+    .unwrap()
+    .unwrap()
 }
 
 /// Polls `xvs ctl -Lnc` and the guest's `ipvsadm -Lnc` (entries of the services at `vips`)
@@ -1436,16 +1493,35 @@ fn xvs_scenarios(g: &mut Guest) -> Vec<String> {
         )),
         "{daemons}"
     );
+    let (one, xvs_kinds) = xvs_master_to_kernel_backup(g, &tb, &sock);
+    let (two, kernel_kinds) = kernel_master_to_xvs_backup(g, &tb, &sock);
+    // What each master put on the wire per state, after the same traffic (connections
+    // established, some closed): where both sent a state, the same flags and timeouts.
+    println!("on the wire per state (flags, timeout):\n  xvs:    {xvs_kinds:?}\n  kernel: {kernel_kinds:?}");
+    let mut common = Vec::new();
+    for (state, k) in &kernel_kinds {
+        if let Some(x) = xvs_kinds.get(state) {
+            assert_eq!(x, k, "{state}: xvs's master sent {x:?}, the kernel's {k:?}");
+            common.push(state.clone());
+        }
+    }
+    for must in ["TCP ESTABLISHED", "TCP TIME_WAIT", "template"] {
+        assert!(
+            common.iter().any(|c| c == must),
+            "both masters should have sent {must}"
+        );
+    }
     let summary = vec![
-        xvs_master_to_kernel_backup(g, &tb, &sock),
-        kernel_master_to_xvs_backup(g, &tb, &sock),
+        one,
+        two,
+        format!("same flags and timeouts on the wire for {common:?}"),
     ];
     println!("xvs scenarios took {:.1} s", t0.elapsed().as_secs_f64());
     summary
 }
 
 /// xvs master → kernel backup: real connections through xvs appear in the guest.
-fn xvs_master_to_kernel_backup(g: &mut Guest, tb: &Testbed, sock: &Path) -> String {
+fn xvs_master_to_kernel_backup(g: &mut Guest, tb: &Testbed, sock: &Path) -> (String, WireKinds) {
     let t0 = Instant::now();
     let daemon = g.ipvsadm(&["-L", "--daemon"]).unwrap();
     assert!(
@@ -1461,17 +1537,7 @@ fn xvs_master_to_kernel_backup(g: &mut Guest, tb: &Testbed, sock: &Path) -> Stri
     ];
     // The test listens on the segment too, to compare what xvs puts on the wire with what the
     // kernel master sent (the committed fixtures).
-    let rx =
-        g.ns.enter(|| -> Result<UdpSocket, String> {
-            let s = UdpSocket::bind((DEFAULT_GROUP, DEFAULT_PORT)).map_err(|e| e.to_string())?;
-            s.join_multicast_v4(&DEFAULT_GROUP, &HOST)
-                .map_err(|e| e.to_string())?;
-            s.set_read_timeout(Some(Duration::from_millis(300)))
-                .map_err(|e| e.to_string())?;
-            Ok(s)
-        })
-        .unwrap()
-        .unwrap();
+    let rx = sync_listener(g);
     let mut client = ChildGuard(
         std::process::Command::new("ip")
             .args([
@@ -1543,7 +1609,7 @@ fn xvs_master_to_kernel_backup(g: &mut Guest, tb: &Testbed, sock: &Path) -> Stri
         .unwrap_or_else(|e| panic!("ActiveConn/InActConn, kernel backup vs xvs master: {e}"));
     let active: u64 = guest_dests.iter().map(|d| d.3).sum();
     assert_eq!(active as usize, total, "{guest_dests:?}");
-    let wire_note = check_xvs_wire(&rx, &want);
+    let (wire_note, mut kinds) = check_xvs_wire(&rx, &want);
     // /proc/net/ip_vs_conn_sync names each entry's origin: all came from the sync daemon.
     let sync = g.read("/proc/net/ip_vs_conn_sync").unwrap();
     let ours: Vec<&str> = sync
@@ -1597,21 +1663,25 @@ fn xvs_master_to_kernel_backup(g: &mut Guest, tb: &Testbed, sock: &Path) -> Stri
         "  after {XVS_CLOSED} closed: states {:?}; per dest (kernel = xvs): {guest_dests:?}",
         state_counts(&xvs_rows)
     );
+    for (state, k) in drain_kinds(&rx, IpAddr::V4(XVS_SEG), SYNCID) {
+        kinds.entry(state).or_default().extend(k);
+    }
     drop(stdin);
     drop(client);
-    format!(
+    let text = format!(
         "xvs master → kernel backup: {}/{} connections and {}/{} templates matched; \
          {XVS_CLOSED} closed followed to TIME_WAIT",
         est.len(),
         total,
         tpl.len(),
         templates
-    )
+    );
+    (text, kinds)
 }
 
 /// Kernel master → xvs backup: real connections through the guest appear in xvs; then one of
 /// them moves to xvs and finishes through it.
-fn kernel_master_to_xvs_backup(g: &mut Guest, tb: &Testbed, sock: &Path) -> String {
+fn kernel_master_to_xvs_backup(g: &mut Guest, tb: &Testbed, sock: &Path) -> (String, WireKinds) {
     let t0 = Instant::now();
     // xvs's master would otherwise send what it forwards from now on to the guest's backup.
     xvs_ctl(tb, sock, &["--stop-daemon", "master"]).unwrap();
@@ -1637,6 +1707,7 @@ fn kernel_master_to_xvs_backup(g: &mut Guest, tb: &Testbed, sock: &Path) -> Stri
         KERNEL_MASTER_SYNCID,
     ])
     .unwrap();
+    let rx = sync_listener(g);
     // Frames the test's namespace sends to xvs later must carry full checksums (TESTBED.md).
     g.ns.exec(&["ethtool", "-K", ipvs_guest::BRIDGE, "tx", "off"])
         .unwrap();
@@ -1733,6 +1804,11 @@ fn kernel_master_to_xvs_backup(g: &mut Guest, tb: &Testbed, sock: &Path) -> Stri
         state_counts(&xvs_rows)
     );
     summary.push_str(&format!("; {KERNEL_CLOSED} closed followed to TIME_WAIT"));
+    let kinds = drain_kinds(
+        &rx,
+        IpAddr::V4(GUEST),
+        KERNEL_MASTER_SYNCID.parse().unwrap(),
+    );
 
     // Traffic moves: the client's route to vip(5) now goes to xvs, which forwards the synced
     // connection to the same backend (over the guest, which routes to its backends). The
@@ -1778,5 +1854,5 @@ fn kernel_master_to_xvs_backup(g: &mut Guest, tb: &Testbed, sock: &Path) -> Stri
         "; one moved to xvs ended cleanly through it ({})",
         row.state
     ));
-    summary
+    (summary, kinds)
 }
