@@ -867,6 +867,8 @@ const ECHO_PORT: u16 = 7000;
 /// Connections made through xvs: to the round-robin service and to the persistent one.
 const XVS_RR_CONNS: usize = 40;
 const XVS_PERSIST_CONNS: usize = 20;
+/// UDP flows through xvs (3 datagrams each, to the TCP round-robin service's address and port).
+const XVS_UDP_FLOWS: usize = 4;
 /// Connections through xvs that the client closes after the first comparison.
 const XVS_CLOSED: usize = 10;
 /// Connections through the guest that the client closes after the first comparison.
@@ -876,8 +878,8 @@ const KERNEL_RR_CONNS: usize = 20;
 const KERNEL_PERSIST_CONNS: usize = 10;
 const KERNEL_UDP_FLOWS: usize = 2;
 
-/// The xvs director: testbed services 198.18.10.1:7000 (rr) and 198.18.10.2:7000 (rr,
-/// persistent 300 s) to b1..b3:7000, and the guest's services vip(5):80 (rr → backend 17),
+/// The xvs director: testbed services TCP and UDP 198.18.10.1:7000 (rr), TCP
+/// 198.18.10.2:7000 (rr, persistent 300 s) and TCP [2001:2:0:10::1]:7000 (rr) to b1..b3:7000, and the guest's services vip(5):80 (rr → backend 17),
 /// vip(6):80 (rr, persistent 300 s → backend 18), UDP vip(5):53 (→ backend 19), all NAT.
 fn xvs_config() -> String {
     let mut c = String::from(
@@ -979,6 +981,14 @@ syncid = {XVS_MASTER_SYNCID}
         ));
     }
     c.push_str(&service_toml(
+        "udp",
+        "198.18.10.1",
+        ECHO_PORT,
+        false,
+        &testbed_backends,
+        ECHO_PORT,
+    ));
+    c.push_str(&service_toml(
         "tcp",
         &vip(5).to_string(),
         80,
@@ -1042,6 +1052,11 @@ fn guest_twin_services(g: &mut Guest) -> Result<(), String> {
             g.ipvsadm(&["-a", "-t", svc, "-r", b, "-m"])?;
         }
     }
+    let usvc = format!("198.18.10.1:{ECHO_PORT}");
+    g.ipvsadm(&["-A", "-u", &usvc, "-s", "rr"])?;
+    for b in ["198.18.3.11:7000", "198.18.3.12:7000", "198.18.3.13:7000"] {
+        g.ipvsadm(&["-a", "-u", &usvc, "-r", b, "-m"])?;
+    }
     g.ip(&[
         "-6",
         "addr",
@@ -1093,7 +1108,7 @@ fn guest_twin_services(g: &mut Guest) -> Result<(), String> {
     Ok(())
 }
 
-/// Echo server for b1..b3 (each line back; IPv4 and IPv6).
+/// Echo server for b1..b3 (each TCP line and each UDP datagram back; IPv4 and IPv6).
 const ECHO: &str = r#"
 import selectors, socket, sys
 sel = selectors.DefaultSelector()
@@ -1104,9 +1119,17 @@ ls.bind(("::", int(sys.argv[1])))
 ls.listen(1024)
 ls.setblocking(False)
 sel.register(ls, selectors.EVENT_READ)
+us = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+us.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+us.bind(("::", int(sys.argv[1])))
+sel.register(us, selectors.EVENT_READ)
 while True:
     for key, _ in sel.select():
         s = key.fileobj
+        if s is us:
+            d, a = us.recvfrom(2048)
+            us.sendto(d, a)
+            continue
         if s is ls:
             try:
                 c, _ = ls.accept()
@@ -1133,12 +1156,25 @@ while True:
 "#;
 
 /// Opens N connections to each VIP:PORT argument ("VIP,PORT,N"), sends a line on each and
-/// waits for its echo, prints "connected K", then keeps them open until stdin closes; a line
+/// waits for its echo; for "udp,VIP,PORT,N" N IPv4 UDP sockets, each sending 3 datagrams and
+/// waiting for each echo; prints "connected K U" (TCP, UDP), then keeps them open until stdin closes; a line
 /// "close K" on stdin closes the K oldest (FIN) and prints "closed K".
 const CLIENTS: &str = r#"
 import socket, sys
 socks = []
+udp = []
 for spec in sys.argv[1:]:
+    if spec.startswith("udp,"):
+        _, vip, port, n = spec.split(",")
+        for i in range(int(n)):
+            u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            u.settimeout(5)
+            u.connect((vip, int(port)))
+            for k in range(3):
+                u.send(b"sync me")
+                u.recv(100)
+            udp.append(u)
+        continue
     vip, port, n = spec.split(",")
     for i in range(int(n)):
         s = socket.create_connection((vip, int(port)), timeout=10)
@@ -1150,7 +1186,7 @@ for spec in sys.argv[1:]:
                 print("eof from", vip, flush=True); sys.exit(1)
             got += d
         socks.append(s)
-print("connected", len(socks), flush=True)
+print("connected", len(socks), len(udp), flush=True)
 for line in sys.stdin:
     k = int(line.split()[1])
     for s in socks[:k]:
@@ -1286,16 +1322,20 @@ fn xvs_dests_matching(
 fn check_xvs_wire(rx: &UdpSocket, want: &BTreeSet<Key>) -> (String, WireKinds) {
     let text = std::fs::read_to_string(fixture_dir().join("manifest.toml")).unwrap();
     let m: Manifest = toml::from_str(&text).unwrap();
-    let kernel = |template: bool| -> BTreeSet<(String, u16, u32)> {
-        m.datagram
-            .iter()
-            .flat_map(|d| &d.conn)
-            .filter(|c| c.protocol == "TCP" && c.template == template)
-            .filter(|c| template || c.state == "ESTABLISHED")
-            .map(|c| (c.flags.clone(), c.wire_state, c.timeout))
-            .collect()
-    };
-    let (kconn, ktpl) = (kernel(false), kernel(true));
+    // Per kind ("template", "TCP ESTABLISHED", "UDP UDP"): (flags, state number, timeout).
+    let mut kernel: std::collections::BTreeMap<String, BTreeSet<(String, u16, u32)>> =
+        Default::default();
+    for c in m.datagram.iter().flat_map(|d| &d.conn) {
+        let kind = if c.template {
+            "template".to_string()
+        } else {
+            format!("{} {}", c.protocol, c.state)
+        };
+        kernel
+            .entry(kind)
+            .or_default()
+            .insert((c.flags.clone(), c.wire_state, c.timeout));
+    }
     let mut seen = BTreeSet::new();
     let mut kinds = WireKinds::new();
     let (mut datagrams, mut entries) = (0, 0);
@@ -1316,9 +1356,9 @@ fn check_xvs_wire(rx: &UdpSocket, want: &BTreeSet<Key>) -> (String, WireKinds) {
         for e in &msg.entries {
             entries += 1;
             let got = (format!("{:#06x}", e.flags), e.state, e.timeout);
-            let kind = if e.template() { &ktpl } else { &kconn };
+            let kind = kernel.get(&kind_name(e));
             assert!(
-                kind.contains(&got),
+                kind.is_some_and(|k| k.contains(&got)),
                 "xvs sent {e:?}; the kernel master sent (flags, state, timeout) {kind:?} for this kind"
             );
             assert_eq!(e.fwmark, 0, "{e:?}");
@@ -1336,7 +1376,7 @@ fn check_xvs_wire(rx: &UdpSocket, want: &BTreeSet<Key>) -> (String, WireKinds) {
     );
     let text = format!(
         "xvs master sent {datagrams} datagrams, {entries} entries: flags/state/timeout as the \
-         kernel's (connections {kconn:?}, templates {ktpl:?})"
+         kernel's ({kernel:?})"
     );
     (text, kinds)
 }
@@ -1505,7 +1545,7 @@ fn xvs_scenarios(g: &mut Guest) -> Vec<String> {
             common.push(state.clone());
         }
     }
-    for must in ["TCP ESTABLISHED", "TCP TIME_WAIT", "template"] {
+    for must in ["TCP ESTABLISHED", "TCP TIME_WAIT", "UDP UDP", "template"] {
         assert!(
             common.iter().any(|c| c == must),
             "both masters should have sent {must}"
@@ -1552,6 +1592,7 @@ fn xvs_master_to_kernel_backup(g: &mut Guest, tb: &Testbed, sock: &Path) -> (Str
             .arg(format!("{},{ECHO_PORT},{XVS_RR_CONNS}", vips[0].ip()))
             .arg(format!("{},{ECHO_PORT},{XVS_PERSIST_CONNS}", vips[1].ip()))
             .arg(format!("{},{ECHO_PORT},{XVS_V6_CONNS}", vips[2].ip()))
+            .arg(format!("udp,{},{ECHO_PORT},{XVS_UDP_FLOWS}", vips[0].ip()))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -1562,20 +1603,29 @@ fn xvs_master_to_kernel_backup(g: &mut Guest, tb: &Testbed, sock: &Path) -> (Str
     let mut client_out = BufReader::new(client.0.stdout.take().unwrap());
     client_out.read_line(&mut line).expect("client output");
     let total = XVS_RR_CONNS + XVS_PERSIST_CONNS + XVS_V6_CONNS;
-    assert_eq!(line.trim(), format!("connected {total}"), "client: {line}");
+    assert_eq!(
+        line.trim(),
+        format!("connected {total} {XVS_UDP_FLOWS}"),
+        "client: {line}"
+    );
 
     let xvs_rows = rows_for(
         &ipvs_guest::parse_conns(&xvs_ctl(tb, sock, &["-Lnc"]).unwrap()).unwrap(),
         &vips,
     );
-    let est: Vec<&ConnRow> = xvs_rows.iter().filter(|r| r.client.port() != 0).collect();
+    let est: Vec<&ConnRow> = xvs_rows
+        .iter()
+        .filter(|r| r.client.port() != 0 && r.proto == "TCP")
+        .collect();
+    let udp = xvs_rows.iter().filter(|r| r.proto == "UDP").count();
+    assert_eq!(udp, XVS_UDP_FLOWS, "xvs -Lnc:\n{}", show(&xvs_rows));
     assert_eq!(est.len(), total, "xvs -Lnc:\n{}", show(&xvs_rows));
     assert!(
         est.iter().all(|r| r.state == "ESTABLISHED"),
         "xvs -Lnc:\n{}",
         show(&xvs_rows)
     );
-    let templates = xvs_rows.len() - est.len();
+    let templates = xvs_rows.len() - est.len() - udp;
     assert_eq!(
         templates, 1,
         "one persistence template (one client address)"
@@ -1658,7 +1708,11 @@ fn xvs_master_to_kernel_backup(g: &mut Guest, tb: &Testbed, sock: &Path) -> (Str
     xvs_dests_matching(tb, sock, &vips, &guest_dests)
         .unwrap_or_else(|e| panic!("ActiveConn/InActConn after closing: {e}"));
     let inactive: u64 = guest_dests.iter().map(|d| d.4).sum();
-    assert_eq!(inactive as usize, XVS_CLOSED, "{guest_dests:?}");
+    assert_eq!(
+        inactive as usize,
+        XVS_CLOSED + XVS_UDP_FLOWS,
+        "{guest_dests:?}"
+    );
     println!(
         "  after {XVS_CLOSED} closed: states {:?}; per dest (kernel = xvs): {guest_dests:?}",
         state_counts(&xvs_rows)
