@@ -26,25 +26,31 @@
 //!    dir, backends b1..b3 running an echo server on port 7000) whose director namespace is also
 //!    attached to the guest's segment (xg1, 198.18.240.3). `xvs run` there has NAT TCP services
 //!    198.18.10.1:7000 (rr) and 198.18.10.2:7000 (rr, persistent 300 s) to b1..b3 and
-//!    `[sync.master]` on xg1 with sync id 7; the guest (still the backup of 2.) has the same two
-//!    services by ipvsadm (it cannot reach those backends; a backup installs as long as service
-//!    and destination exist). 40 + 20 connections from c1 through xvs, each sending a line and
-//!    reading its echo (SYN, ACK, data: xvs sends each at its third inbound packet). Every entry
+//!    `[sync.master]` on xg1 with sync id 7, also UDP 198.18.10.1:7000 and TCP
+//!    [2001:2:0:10::1]:7000 (rr); the guest (still the backup of 2.) has the same services by
+//!    ipvsadm (it cannot reach those backends; a backup installs as long as service and
+//!    destination exist). 40 + 20 + 10 (IPv6) connections from c1 through xvs, each sending a
+//!    line and reading its echo (SYN, ACK, data: xvs sends each at its third inbound packet),
+//!    and 4 UDP flows of 3 datagrams. Every entry
 //!    of `xvs ctl -Lnc` for the two services (connections and the persistence template) must
 //!    appear in the guest's `ipvsadm -Lnc` with the same protocol, client, virtual, destination
 //!    and state, and no other; the expire columns within 10 s of each other; every entry
 //!    marked SYNC in /proc/net/ip_vs_conn_sync; ActiveConn/InActConn per real server equal
 //!    in `ipvsadm -Ln` and `xvs ctl -Ln`. The test also receives xvs's datagrams and checks each
 //!    entry's flags, state number and timeout against what the kernel master sent in 1. (the
-//!    committed fixtures).
+//!    committed fixtures). Then the client closes 10 connections: the guest must follow xvs to
+//!    the same states (TIME_WAIT) and counts (InActConn).
 //! 4. Kernel master → xvs backup: xvs stops its master (`xvs ctl --stop-daemon master`) and
 //!    starts a backup on xg1 with sync id 9 (`xvs ctl --start-daemon backup`); the guest starts
 //!    its master with sync id 9. xvs has the guest's services vip(5):80 (rr → backend 17),
-//!    vip(6):80 (rr, persistent 300 s → backend 18) and UDP vip(5):53 (→ backend 19), all NAT.
-//!    20 + 10 TCP connections and 2 UDP flows (3 datagrams each) from the guest's namespace
-//!    through the guest; `xvs ctl -Lnc` must hold exactly the guest's entries for those services
-//!    (same protocol, client, virtual, destination, state; expire within 10 s), and `xvs ctl -Ln`
-//!    the guest's ActiveConn/InActConn per real server. Then traffic moves: the client's route
+//!    vip(6):80 (rr, persistent 300 s → backend 18), UDP vip(5):53 (→ backend 19) and
+//!    [2001:2:0:f1::5]:80 (→ 2001:2:1::17), all NAT. 20 + 10 + 5 (IPv6) TCP connections and 2
+//!    UDP flows (3 datagrams each) from the guest's namespace through the guest; `xvs ctl -Lnc`
+//!    must hold exactly the guest's entries for those services (same protocol, client, virtual,
+//!    destination, state; expire within 10 s), and `xvs ctl -Ln` the guest's
+//!    ActiveConn/InActConn per real server; again after the client closed 5 connections (TIME_WAIT).
+//!    What each master put on the wire is compared per state: the same flags and timeouts for
+//!    TCP ESTABLISHED, CLOSE_WAIT, TIME_WAIT, UDP and templates. Then traffic moves: the client's route
 //!    to vip(5) goes to xvs (xg1 is also one of its data-path interfaces), the client
 //!    half-closes one synced connection, xvs forwards the FIN to the same backend (over the
 //!    guest, which routes to its backends), and the backend's FIN comes back (its reply path
@@ -1680,7 +1686,8 @@ fn xvs_master_to_kernel_backup(g: &mut Guest, tb: &Testbed, sock: &Path) -> (Str
     // Templates (ipvsadm -Lnc --persistent-conn would show the same rows with more columns).
     let tpl: Vec<&ConnRow> = guest_rows.iter().filter(|r| r.client.port() == 0).collect();
     println!(
-        "xvs master → kernel backup: {} connections + {} template(s) matched in {:.1} s; \
+        "xvs master → kernel backup: {} TCP connections + {udp} UDP + {} template(s) matched \
+         in {:.1} s; \
          template as listed by the kernel: {}; expire columns within {skew} s\n  {wire_note}\n  per dest (kernel = xvs): {guest_dests:?}",
         est.len(),
         tpl.len(),
@@ -1723,8 +1730,9 @@ fn xvs_master_to_kernel_backup(g: &mut Guest, tb: &Testbed, sock: &Path) -> (Str
     drop(stdin);
     drop(client);
     let text = format!(
-        "xvs master → kernel backup: {}/{} connections and {}/{} templates matched; \
-         {XVS_CLOSED} closed followed to TIME_WAIT",
+        "xvs master → kernel backup: {}/{} TCP connections ({XVS_V6_CONNS} IPv6), \
+         {udp}/{XVS_UDP_FLOWS} UDP flows and {}/{} templates matched; {XVS_CLOSED} closed \
+         followed to TIME_WAIT",
         est.len(),
         total,
         tpl.len(),
