@@ -42,20 +42,21 @@
 //!    the same states (TIME_WAIT) and counts (InActConn).
 //! 4. Kernel master → xvs backup: xvs stops its master (`xvs ctl --stop-daemon master`) and
 //!    starts a backup on xg1 with sync id 9 (`xvs ctl --start-daemon backup`); the guest starts
-//!    its master with sync id 9. xvs has the guest's services vip(5):80 (rr → backend 17),
+//!    its master with sync id 9. xvs has the guest's services vip(5):80 (rr → backends 16, 17),
 //!    vip(6):80 (rr, persistent 300 s → backend 18), UDP vip(5):53 (→ backend 19) and
 //!    [2001:2:0:f1::5]:80 (→ 2001:2:1::17), all NAT. 20 + 10 + 5 (IPv6) TCP connections and 2
 //!    UDP flows (3 datagrams each) from the guest's namespace through the guest; `xvs ctl -Lnc`
 //!    must hold exactly the guest's entries for those services (same protocol, client, virtual,
 //!    destination, state; expire within 10 s), and `xvs ctl -Ln` the guest's
-//!    ActiveConn/InActConn per real server; again after the client closed 5 connections (TIME_WAIT).
-//!    What each master put on the wire is compared per state: the same flags and timeouts for
-//!    TCP ESTABLISHED, CLOSE_WAIT, TIME_WAIT, UDP and templates. Then traffic moves: the client's route
-//!    to vip(5) goes to xvs (xg1 is also one of its data-path interfaces), the client
-//!    half-closes one synced connection, xvs forwards the FIN to the same backend (over the
-//!    guest, which routes to its backends), and the backend's FIN comes back (its reply path
-//!    still runs through the guest, which un-NATs it): the client reads a clean end of stream
-//!    and xvs lists the connection in CLOSE_WAIT to the same destination.
+//!    ActiveConn/InActConn per real server; again after the client closed 5 connections
+//!    (TIME_WAIT). What each master put on the wire is compared per state: the same flags and
+//!    timeouts for TCP ESTABLISHED, CLOSE_WAIT, TIME_WAIT, UDP and templates. Then traffic
+//!    moves: the client's route to vip(5) goes to xvs (xg1 is also one of its data-path
+//!    interfaces), the client half-closes all 20 synced connections of vip(5), xvs forwards
+//!    each FIN to the connection's backend (over the guest, which routes to its backends), and
+//!    the backend's FIN comes back (its reply path still runs through the guest, which un-NATs
+//!    it): the client reads a clean end of stream on each, and xvs lists each in CLOSE_WAIT to
+//!    the same destination, both backends among them.
 //!
 //! `regenerate_sync_fixtures` (ignored) writes the captured datagrams of 1. with a manifest to
 //! forwarding/tests/data/ipvs-sync/ (see its README.md); `committed_sync_fixtures_match_manifest`
@@ -885,8 +886,10 @@ const KERNEL_PERSIST_CONNS: usize = 10;
 const KERNEL_UDP_FLOWS: usize = 2;
 
 /// The xvs director: testbed services TCP and UDP 198.18.10.1:7000 (rr), TCP
-/// 198.18.10.2:7000 (rr, persistent 300 s) and TCP [2001:2:0:10::1]:7000 (rr) to b1..b3:7000, and the guest's services vip(5):80 (rr → backend 17),
-/// vip(6):80 (rr, persistent 300 s → backend 18), UDP vip(5):53 (→ backend 19), all NAT.
+/// 198.18.10.2:7000 (rr, persistent 300 s) and TCP [2001:2:0:10::1]:7000 (rr) to b1..b3:7000,
+/// and the guest's services vip(5):80 (rr → backends 16, 17), vip(6):80 (rr, persistent
+/// 300 s → backend 18), UDP vip(5):53 (→ backend 19), [2001:2:0:f1::5]:80 (→ 2001:2:1::17),
+/// all NAT; sync master on xg1.
 fn xvs_config() -> String {
     let mut c = String::from(
         r#"log_interval_secs = 0
@@ -999,7 +1002,7 @@ syncid = {XVS_MASTER_SYNCID}
         &vip(5).to_string(),
         80,
         false,
-        &[&backend(17).to_string()],
+        &[&backend(16).to_string(), &backend(17).to_string()],
         BACKEND_PORT,
     ));
     c.push_str(&service_toml(
@@ -1103,6 +1106,7 @@ fn guest_twin_services(g: &mut Guest) -> Result<(), String> {
     );
     for args in [
         vec!["-A", "-t", &v5, "-s", "rr"],
+        vec!["-a", "-t", &v5, "-r", &be(16), "-m"],
         vec!["-a", "-t", &v5, "-r", &be(17), "-m"],
         vec!["-A", "-t", &v6, "-s", "rr", "-p", "300"],
         vec!["-a", "-t", &v6, "-r", &be(18), "-m"],
@@ -1873,21 +1877,16 @@ fn kernel_master_to_xvs_backup(g: &mut Guest, tb: &Testbed, sock: &Path) -> (Str
     );
 
     // Traffic moves: the client's route to vip(5) now goes to xvs, which forwards the synced
-    // connection to the same backend (over the guest, which routes to its backends). The
-    // client half-closes; the backend's FIN (its reply path still runs through the guest,
-    // which un-NATs it) must come back: a backend that did not hold the connection would
-    // answer with a reset.
-    let moved = keep
+    // connections to their backends (two, round robin; over the guest, which routes to its
+    // backends). The client half-closes each; the backend's FIN (its reply path still runs
+    // through the guest, which un-NATs it) must come back: a backend that did not hold the
+    // connection would answer with a reset, and xvs schedules no TCP segment but a SYN.
+    let moved: Vec<&TcpStream> = keep
         .tcp
         .iter()
-        .position(|s| s.peer_addr().ok() == Some(v5))
-        .expect("a TCP client of vip(5)");
-    let client = keep.tcp[moved].local_addr().unwrap();
-    let before = xvs_rows
-        .iter()
-        .find(|r| r.client == client)
-        .unwrap()
-        .clone();
+        .filter(|s| s.peer_addr().ok() == Some(v5))
+        .collect();
+    assert_eq!(moved.len(), KERNEL_RR_CONNS);
     g.ns.ip(&[
         "route",
         "add",
@@ -1896,25 +1895,43 @@ fn kernel_master_to_xvs_backup(g: &mut Guest, tb: &Testbed, sock: &Path) -> (Str
         &XVS_SEG.to_string(),
     ])
     .unwrap();
-    let s = &keep.tcp[moved];
-    s.shutdown(std::net::Shutdown::Write).unwrap();
-    let mut buf = [0u8; 64];
-    let r = std::io::Read::read(&mut &*s, &mut buf);
-    assert!(
-        matches!(r, Ok(0)),
-        "the moved connection did not end cleanly through xvs: {r:?}"
-    );
+    for s in &moved {
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+    for s in &moved {
+        let mut buf = [0u8; 64];
+        let r = std::io::Read::read(&mut &**s, &mut buf);
+        assert!(
+            matches!(r, Ok(0)),
+            "a moved connection ({:?}) did not end cleanly through xvs: {r:?}",
+            s.local_addr()
+        );
+    }
     let after = ipvs_guest::parse_conns(&xvs_ctl(tb, sock, &["-Lnc"]).unwrap()).unwrap();
-    let row = after
-        .iter()
-        .find(|r| r.client == client)
-        .unwrap_or_else(|| panic!("xvs lost {client}:\n{}", show(&after)));
-    assert_eq!((row.virtual_, row.dest), (before.virtual_, before.dest));
-    assert_ne!(row.state, "ESTABLISHED", "xvs saw the client's FIN: {row}");
-    println!("moved to xvs: {before} → {row} (client's FIN forwarded, backend's FIN came back)");
+    let mut per_dest = std::collections::BTreeMap::new();
+    for s in &moved {
+        let client = s.local_addr().unwrap();
+        let before = xvs_rows.iter().find(|r| r.client == client).unwrap();
+        let row = after
+            .iter()
+            .find(|r| r.client == client)
+            .unwrap_or_else(|| panic!("xvs lost {client}:\n{}", show(&after)));
+        assert_eq!((row.virtual_, row.dest), (before.virtual_, before.dest));
+        assert_eq!(
+            row.state, "CLOSE_WAIT",
+            "xvs saw the client's FIN only: {row}"
+        );
+        *per_dest.entry(row.dest).or_insert(0) += 1;
+    }
+    assert_eq!(per_dest.len(), 2, "both backends: {per_dest:?}");
+    println!(
+        "moved to xvs: {} connections of vip(5) ended cleanly through it (client's FIN \
+         forwarded to the synced backend, backend's FIN came back), per backend {per_dest:?}",
+        moved.len()
+    );
     summary.push_str(&format!(
-        "; one moved to xvs ended cleanly through it ({})",
-        row.state
+        "; {} moved to xvs ended cleanly through it at their backends {per_dest:?}",
+        moved.len()
     ));
     (summary, kinds)
 }
