@@ -10,6 +10,8 @@
 //! mac = "02:00:00:00:00:01"     # read from the interface by `xvs run` when omitted
 //! ipv4 = "198.18.0.2"
 //! mtu = 1500
+//! vlans = [100, 200]           # 802.1Q VLAN ids accepted tagged on this interface (default none)
+//! egress_vlan = 100            # tag frames sent on it with this id (one of `vlans`; default untagged)
 //!
 //! [[route]]
 //! dst = "0.0.0.0/0"
@@ -38,7 +40,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use xvs_forwarding::net::{Mac, Network, Port, Route};
+use xvs_forwarding::net::{Mac, Network, Port, PortVlans, Route};
 use xvs_forwarding::pipeline::RemovedBackends;
 use xvs_forwarding::service::{
     Backend, MarkRule, Persistence, Service, ServiceKey, PROTO_SCTP, PROTO_TCP, PROTO_UDP,
@@ -48,7 +50,8 @@ use xvs_schedulers::SchedFlags;
 
 use crate::control::health::{CheckConfig, CheckSpec};
 use crate::dataplane_config::{
-    AfXdpConfig, DataplaneConfig, InterfaceConfig, IoKind, PacketConfig, WorkerConfig, XdpMode,
+    AfXdpConfig, DataplaneConfig, InterfaceConfig, IoKind, PacketConfig, SteeringConfig,
+    WorkerConfig, XdpMode,
 };
 use crate::sync::{DaemonConfig, Role, SyncConfig, SyncSettings};
 
@@ -84,6 +87,7 @@ pub struct RawConfig {
     pub log_interval_secs: Option<u64>,
     pub neighbour_refresh_ms: Option<u64>,
     pub idle_wait_ms: Option<i32>,
+    pub steering: Option<SteeringConfig>,
     #[serde(default)]
     pub director: DirectorSection,
     #[serde(default)]
@@ -256,6 +260,11 @@ pub struct InterfaceSection {
     pub mtu: Option<u16>,
     pub ipv4: Option<Ipv4Addr>,
     pub ipv6: Option<Ipv6Addr>,
+    /// VLAN ids (1–4094) whose tagged frames are accepted.
+    #[serde(default)]
+    pub vlans: Vec<u16>,
+    /// VLAN id to tag transmitted frames with (one of `vlans`).
+    pub egress_vlan: Option<u16>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -356,6 +365,8 @@ pub struct Config {
     pub ports: Vec<Port>,
     /// Whether the MAC of each port was given in the file.
     pub mac_given: Vec<bool>,
+    /// The VLANs of each port.
+    pub vlans: Vec<PortVlans>,
     pub routes: Vec<Route>,
     pub neighbours: Vec<(IpAddr, Mac)>,
     pub marks: Vec<MarkRule>,
@@ -389,7 +400,8 @@ impl Config {
         }
     }
 
-    /// The settings of a live worker's pipeline: as [`Config::pipeline_config`], with a random
+    /// The settings of a live worker's pipeline: as [`Config::pipeline_config`], fragmenting
+    /// too-big IPv4 packets without DF (the worker sends the extra fragments), with a random
     /// hash seed and a random first FullNAT local port (see `PipelineConfig::first_local_port`).
     pub fn live_pipeline_config(&self, worker: u16, workers: u16) -> PipelineConfig {
         use std::hash::{BuildHasher, Hasher};
@@ -399,6 +411,8 @@ impl Config {
         PipelineConfig {
             seed: random,
             first_local_port: 1024 + ((random >> 32) % (65536 - 1024)) as u16,
+            // The worker sends the fragments after the first (`FrameProcessor::extra_frames`).
+            fragment: true,
             ..self.pipeline_config(worker, workers)
         }
     }
@@ -421,6 +435,11 @@ impl Config {
             })
             .collect();
         let mut net = Network::new(ports, self.routes.clone());
+        for (i, v) in self.vlans.iter().enumerate() {
+            if *v != PortVlans::default() {
+                net.set_vlans(PortId(i as u16), v.clone());
+            }
+        }
         for &(addr, mac) in &self.neighbours {
             net.set_neighbour(addr, mac);
         }
@@ -616,6 +635,7 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
 
     let mut ports = Vec::new();
     let mut mac_given = Vec::new();
+    let mut vlans = Vec::new();
     let mut names = HashSet::new();
     for (i, it) in raw.interfaces.iter().enumerate() {
         let f = |n: &str| format!("interface[{i}].{n}");
@@ -642,6 +662,30 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             v6: it.ipv6,
         });
         mac_given.push(it.mac.is_some());
+        let mut seen = HashSet::new();
+        for (j, &id) in it.vlans.iter().enumerate() {
+            if !(1..=4094).contains(&id) {
+                return Err(c.err(
+                    f(&format!("vlans[{j}]")),
+                    format!("{id} is not a VLAN id (1 to 4094)"),
+                ));
+            }
+            if !seen.insert(id) {
+                return Err(c.err(f(&format!("vlans[{j}]")), format!("{id} listed twice")));
+            }
+        }
+        if let Some(id) = it.egress_vlan {
+            if !it.vlans.contains(&id) {
+                return Err(c.err(
+                    f("egress_vlan"),
+                    format!("{id} is not one of the interface's vlans"),
+                ));
+            }
+        }
+        vlans.push(PortVlans {
+            ingress: it.vlans.clone(),
+            egress: it.egress_vlan,
+        });
     }
     let port_of = |name: &str| {
         ports
@@ -893,6 +937,7 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             .neighbour_refresh_ms
             .unwrap_or(defaults.neighbour_refresh_ms),
         idle_wait_ms: raw.idle_wait_ms.unwrap_or(defaults.idle_wait_ms),
+        steering: raw.steering.unwrap_or(defaults.steering),
     };
     if !dataplane.interfaces.is_empty() {
         dataplane.validate().map_err(|e| c.err(e.field, e.reason))?;
@@ -912,6 +957,7 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         timeouts: raw.timeouts,
         ports,
         mac_given,
+        vlans,
         routes,
         neighbours,
         marks,
@@ -1002,6 +1048,39 @@ method = "dr"
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("x.toml: service[0].check.interval_ms"), "{e}");
+    }
+
+    #[test]
+    fn vlans_reach_the_network() {
+        let text = GOOD.replace(
+            "ipv4 = \"198.18.0.2\"\n",
+            "ipv4 = \"198.18.0.2\"\nvlans = [100, 200]\negress_vlan = 200\n",
+        );
+        let c = Config::parse(Path::new("x.toml"), &text).unwrap();
+        let net = c.network(&[]);
+        let v = net.vlans(PortId(0)).unwrap();
+        assert_eq!((v.ingress.clone(), v.egress), (vec![100, 200], Some(200)));
+        for (bad, field) in [
+            (
+                "vlans = [0]",
+                "interface[0].vlans[0]: 0 is not a VLAN id (1 to 4094)",
+            ),
+            (
+                "vlans = [4095]",
+                "interface[0].vlans[0]: 4095 is not a VLAN id (1 to 4094)",
+            ),
+            ("vlans = [7, 7]", "interface[0].vlans[1]: 7 listed twice"),
+            (
+                "vlans = [7]\negress_vlan = 8",
+                "interface[0].egress_vlan: 8 is not one of the interface's vlans",
+            ),
+        ] {
+            let text = GOOD.replace(
+                "ipv4 = \"198.18.0.2\"\n",
+                &format!("ipv4 = \"198.18.0.2\"\n{bad}\n"),
+            );
+            assert_eq!(err(&text), format!("x.toml: {field}"));
+        }
     }
 
     #[test]

@@ -16,6 +16,9 @@
 //! core = 1
 //! ```
 //! Port `i` (`PortId(i)`) is the `i`-th `[[interface]]`.
+//!
+//! With several workers, `[steering]` says how client connections are spread over them (see
+//! [`SteeringConfig`]); it is fixed for the life of the process.
 
 use serde::{Deserialize, Serialize};
 
@@ -134,6 +137,46 @@ fn default_idle_wait() -> i32 {
     10
 }
 
+/// How client connections are spread over the workers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SteeringMode {
+    /// Chosen from the configuration at start: `address` with the shortest persistence netmask
+    /// if a service is persistent, else `flow`.
+    #[default]
+    Auto,
+    /// Client address and port: the best spread over many workers; persistence (`-p`) is then
+    /// kept per worker, so one client's connections may be scheduled by different workers.
+    Flow,
+    /// Client address masked to `v4_prefix` / `v6_prefix`: every connection of a client network
+    /// is handled by one worker, so persistence with a netmask at most that long behaves exactly
+    /// as in IPVS; the spread is by client network only.
+    Address,
+}
+
+/// `[steering]`: the client steering of a director with several workers. It is decided once,
+/// at start, and never changes while the process runs — neither services added or removed at
+/// run time (`xvs ctl`) nor reloads move an established connection to another worker (a worker
+/// holds only its own connections). A persistent service added later under `flow` steering, or
+/// with a shorter netmask than the `address` prefix, keeps its persistence per worker (a
+/// warning says so); an operator who expects that sets `clients = "address"` and the prefixes
+/// up front.
+///
+/// ```toml
+/// [steering]
+/// clients = "address"   # "auto" (default) | "flow" | "address"
+/// v4_prefix = 24        # address mode: one worker per client /24 (default: the shortest
+/// v6_prefix = 64        # persistence netmask at start, else /32 and /128)
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SteeringConfig {
+    #[serde(default)]
+    pub clients: SteeringMode,
+    pub v4_prefix: Option<u8>,
+    pub v6_prefix: Option<u8>,
+}
+
 /// The data-plane configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -160,6 +203,9 @@ pub struct DataplaneConfig {
     /// (0: busy-poll forever).
     #[serde(default = "default_idle_wait")]
     pub idle_wait_ms: i32,
+    /// Client steering over several workers, fixed at start.
+    #[serde(default)]
+    pub steering: SteeringConfig,
 }
 
 /// A rejected data-plane configuration: which field and why.
@@ -195,6 +241,7 @@ impl DataplaneConfig {
             log_interval_secs: default_log_interval(),
             neighbour_refresh_ms: default_neigh_refresh(),
             idle_wait_ms: default_idle_wait(),
+            steering: SteeringConfig::default(),
         }
     }
 
@@ -275,6 +322,19 @@ impl DataplaneConfig {
         }
         if self.neighbour_refresh_ms == 0 {
             return Err(err("neighbour_refresh_ms", "must be positive"));
+        }
+        let st = &self.steering;
+        if st.v4_prefix.is_some_and(|p| !(1..=32).contains(&p)) {
+            return Err(err("steering.v4_prefix", "1..=32"));
+        }
+        if st.v6_prefix.is_some_and(|p| !(1..=128).contains(&p)) {
+            return Err(err("steering.v6_prefix", "1..=128"));
+        }
+        if st.clients == SteeringMode::Flow && (st.v4_prefix.is_some() || st.v6_prefix.is_some()) {
+            return Err(err(
+                "steering",
+                "v4_prefix / v6_prefix are for clients = \"address\" or \"auto\"",
+            ));
         }
         if self.idle_wait_ms < 0 {
             return Err(err("idle_wait_ms", "must not be negative"));

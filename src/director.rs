@@ -7,6 +7,16 @@
 //! Every change is validated first and then published to all workers as one new state; workers
 //! take it between two batches, so established connections keep flowing (removed backends
 //! drain, see `removed_backends`).
+//!
+//! **Client steering is fixed at start.** With several workers, which worker owns a client's
+//! connections is decided by [`start_steering`] from `[steering]` and the starting services,
+//! and kept for the life of the process: a change of services (persistence on or off, VIPs,
+//! local addresses) never re-homes an established connection, because a worker holds only the
+//! connections it created. The price: a persistent service added later under flow steering (or
+//! with a shorter netmask than the address prefix) keeps its persistence templates per worker,
+//! so one client network's connections may be scheduled by different workers (logged as a
+//! warning); `[steering] clients = "address"` chosen up front avoids it at the cost of spreading
+//! by client network only. Changing `[steering]` needs a restart.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -30,9 +40,9 @@ use crate::control::metrics::{
 use crate::control::model::{Listing, RateEstimator, Stats};
 use crate::control::server::{Director as ControlDirector, Server};
 use crate::control::state::{service_name, DesiredState};
-use crate::dataplane_config::IoKind;
+use crate::dataplane_config::{IoKind, SteeringConfig, SteeringMode};
 use crate::runtime::{attach, Command, Published, Workers};
-use crate::sync::daemon::{Daemon, Deliver, SyncOutbox};
+use crate::sync::daemon::{Daemon, Deliver, SyncOutbox, Table};
 use crate::sync::Role;
 use crate::worker::{steer, ClientSteering, Dataplane, DirectorTargets};
 use xvs_forwarding::pipeline::{SyncCounters, SyncRefused};
@@ -62,7 +72,7 @@ fn sync_status(d: &Daemon) -> String {
         .map(|(name, n)| format!("{name}={}", n.load(Relaxed)))
         .collect();
     format!(
-        "sync {}: {} messages {} entries {} queue_full {} socket_errors {} foreign_peer {} undelivered {} decode_errors [{}]\n",
+        "sync {}: {} messages {} entries {} queue_full {} socket_errors {} foreign_peer {} undelivered {} bulk requests {} entries {} done {} decode_errors [{}]\n",
         d.config.role.as_str(),
         match d.config.role {
             Role::Master => "sent",
@@ -74,6 +84,9 @@ fn sync_status(d: &Daemon) -> String {
         st.socket_errors.load(Relaxed),
         st.foreign_peer.load(Relaxed),
         st.undelivered.load(Relaxed),
+        st.bulk_requests.load(Relaxed),
+        st.bulk_entries.load(Relaxed),
+        st.bulk_done.load(Relaxed),
         decode.join(" ")
     )
 }
@@ -90,7 +103,9 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// What the XDP program must steer to the workers, for these services.
+/// What the XDP program must steer to the workers, for these services, with the client
+/// steering [`start_steering`] chooses for them. The running director keeps the steering it
+/// started with (see [`Director`]'s publish).
 pub fn targets(cfg: &Config, services: &[Service]) -> DirectorTargets {
     let mut t = DirectorTargets::default();
     let add = |v: &mut Vec<IpAddr>, a: IpAddr| {
@@ -98,19 +113,9 @@ pub fn targets(cfg: &Config, services: &[Service]) -> DirectorTargets {
             v.push(a);
         }
     };
-    let mut persist_v4: Option<u8> = None;
-    let mut persist_v6: Option<u8> = None;
     for s in services {
         if let ServiceKey::Addr { addr, .. } = s.key {
             add(&mut t.vips, addr);
-        }
-        if let Some(p) = s.persistence {
-            let slot = match s.key {
-                ServiceKey::Addr { addr, .. } if addr.is_ipv6() => &mut persist_v6,
-                ServiceKey::Fwmark { ipv6: true, .. } => &mut persist_v6,
-                _ => &mut persist_v4,
-            };
-            *slot = Some(slot.map_or(p.prefix_len, |x| x.min(p.prefix_len)));
         }
         for b in &s.backends {
             if matches!(b.method, Method::Nat | Method::FullNat) {
@@ -135,14 +140,67 @@ pub fn targets(cfg: &Config, services: &[Service]) -> DirectorTargets {
             add(&mut t.next_hops, gw);
         }
     }
-    // Persistence must see all of a client network's connections on one worker.
-    if persist_v4.is_some() || persist_v6.is_some() {
-        t.client_steering = ClientSteering::Address {
-            v4_prefix: persist_v4.unwrap_or(32),
-            v6_prefix: persist_v6.unwrap_or(128),
-        };
-    }
+    t.client_steering = start_steering(&cfg.dataplane.steering, services);
     t
+}
+
+/// The shortest persistence netmasks (IPv4, IPv6) of `services`, if any is persistent.
+fn persistence_prefixes(services: &[Service]) -> (Option<u8>, Option<u8>) {
+    let mut v4: Option<u8> = None;
+    let mut v6: Option<u8> = None;
+    for s in services {
+        if let Some(p) = s.persistence {
+            let slot = match s.key {
+                ServiceKey::Addr { addr, .. } if addr.is_ipv6() => &mut v6,
+                ServiceKey::Fwmark { ipv6: true, .. } => &mut v6,
+                _ => &mut v4,
+            };
+            *slot = Some(slot.map_or(p.prefix_len, |x| x.min(p.prefix_len)));
+        }
+    }
+    (v4, v6)
+}
+
+/// The client steering for a director starting with `services` (`[steering]`, see
+/// [`SteeringConfig`]): `auto` picks address steering with the shortest persistence netmask
+/// when a service is persistent (persistence must see all of a client network's connections
+/// on one worker), else flow steering.
+pub fn start_steering(cfg: &SteeringConfig, services: &[Service]) -> ClientSteering {
+    let (p4, p6) = persistence_prefixes(services);
+    let address = || ClientSteering::Address {
+        v4_prefix: cfg.v4_prefix.or(p4).unwrap_or(32),
+        v6_prefix: cfg.v6_prefix.or(p6).unwrap_or(128),
+    };
+    match cfg.clients {
+        SteeringMode::Flow => ClientSteering::Flow,
+        SteeringMode::Address => address(),
+        SteeringMode::Auto if p4.is_some() || p6.is_some() => address(),
+        SteeringMode::Auto => ClientSteering::Flow,
+    }
+}
+
+/// The persistent services whose persistence `steering` cannot keep exact across workers: all
+/// of them under flow steering, those with a shorter netmask than the prefix under address
+/// steering (a client network then spans several workers, each with its own templates).
+pub fn per_worker_persistence(steering: ClientSteering, services: &[Service]) -> Vec<ServiceKey> {
+    services
+        .iter()
+        .filter_map(|s| {
+            let p = s.persistence?;
+            let v6 = match s.key {
+                ServiceKey::Addr { addr, .. } => addr.is_ipv6(),
+                ServiceKey::Fwmark { ipv6, .. } => ipv6,
+            };
+            let exact = match steering {
+                ClientSteering::Flow => false,
+                ClientSteering::Address {
+                    v4_prefix,
+                    v6_prefix,
+                } => p.prefix_len >= if v6 { v6_prefix } else { v4_prefix },
+            };
+            (!exact).then_some(s.key)
+        })
+        .collect()
 }
 
 type BackendKey = (ServiceKey, IpAddr, u16);
@@ -159,6 +217,8 @@ struct Inner {
     check_names: HashMap<String, ServiceKey>,
     service_rates: HashMap<ServiceKey, RateEstimator>,
     backend_rates: HashMap<BackendKey, RateEstimator>,
+    /// Persistent services last reported as kept per worker (warned once per change).
+    per_worker_persistence: Vec<ServiceKey>,
     /// The running sync daemons (what `desired.daemons` asks for, once started).
     master: Option<Daemon>,
     backup: Option<Daemon>,
@@ -171,8 +231,10 @@ pub struct Director {
     inner: Mutex<Inner>,
     workers: Workers,
     dataplane: Mutex<Dataplane>,
-    /// How clients are spread over workers (read by the sync backup to find a flow's owner).
-    steering: Arc<Mutex<ClientSteering>>,
+    /// The client steering chosen at start, kept for the life of the process: changing it
+    /// would move established connections to workers that do not hold them (the sync backup
+    /// installs each received connection where this puts it).
+    steering: ClientSteering,
 }
 
 impl Director {
@@ -319,8 +381,8 @@ impl Director {
         let settings = inner.file.sync.settings;
         if let Some(d) = new.daemon(Role::Master) {
             if inner.master.as_ref().map(|m| &m.config) != Some(d) {
-                let (daemon, outbox) =
-                    Daemon::start_master(d.clone(), &settings).map_err(|e| error_chain(&e))?;
+                let (daemon, outbox) = Daemon::start_master(d.clone(), &settings, self.table())
+                    .map_err(|e| error_chain(&e))?;
                 started.master = Some((daemon, outbox));
             }
         }
@@ -377,12 +439,40 @@ impl Director {
         }
     }
 
+    /// Every worker's table as sync entries (for the master's bulk answers), asked a part at a
+    /// time so that no worker stalls; a worker that does not answer within 2 s is left out.
+    fn table(&self) -> Table {
+        let inboxes = self.workers.inboxes();
+        Box::new(move || {
+            let mut all = Vec::new();
+            for inbox in &inboxes {
+                let mut from = Some(0);
+                while let Some(f) = from {
+                    let (tx, rx) = crossbeam_channel::bounded(1);
+                    if inbox
+                        .send(Command::SyncTable { from: f, reply: tx })
+                        .is_err()
+                    {
+                        break;
+                    }
+                    match rx.recv_timeout(Duration::from_secs(2)) {
+                        Ok((mut part, next)) => {
+                            all.append(&mut part);
+                            from = next;
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+            all
+        })
+    }
+
     /// The backup's delivery: each entry to the worker that owns its client's flows.
     fn deliver(&self, threshold: u32) -> Deliver {
         let inboxes = self.workers.inboxes();
-        let steering = self.steering.clone();
+        let by = self.steering;
         Box::new(move |conns| {
-            let by = *steering.lock().unwrap_or_else(|p| p.into_inner());
             let n = inboxes.len();
             let mut per: Vec<Vec<SyncConn>> = vec![Vec::new(); n];
             for c in conns {
@@ -395,8 +485,9 @@ impl Director {
                     continue;
                 }
                 let k = conns.len() as u64;
+                // The inbox is unbounded: only a stopped worker refuses.
                 if inbox
-                    .try_send(Command::InstallSynced { conns, threshold })
+                    .send(Command::InstallSynced { conns, threshold })
                     .is_err()
                 {
                     lost += k;
@@ -421,11 +512,23 @@ impl Director {
                 .broadcast(|| Command::Timeouts(t.tcp, t.tcpfin, t.udp))
                 .map_err(|e| e.to_string())?;
         }
-        let t = targets(&inner.file, &new.services);
+        let mut t = targets(&inner.file, &new.services);
+        t.client_steering = self.steering;
+        let per_worker = per_worker_persistence(self.steering, &new.services);
+        if per_worker != inner.per_worker_persistence {
+            if !per_worker.is_empty() && self.workers.len() > 1 {
+                let names: Vec<String> = per_worker.iter().map(service_name).collect();
+                tracing::warn!(
+                    "persistence of {} is kept per worker: client steering stays {:?} for the life of the process so that no established connection moves (set [steering] clients = \"address\" with a prefix no longer than the netmask, and restart, for exact persistence)",
+                    names.join(", "),
+                    self.steering
+                );
+            }
+            inner.per_worker_persistence = per_worker;
+        }
         if let Ok(mut dp) = self.dataplane.lock() {
             dp.set_targets(&t).map_err(|e| e.to_string())?;
         }
-        *self.steering.lock().unwrap_or_else(|p| p.into_inner()) = t.client_steering;
         Ok(())
     }
 
@@ -435,9 +538,10 @@ impl Director {
         let mut inner = self.lock();
         if cfg.dataplane.interfaces != inner.file.dataplane.interfaces
             || cfg.dataplane.workers != inner.file.dataplane.workers
+            || cfg.dataplane.steering != inner.file.dataplane.steering
         {
             return Err(format!(
-                "{}: interfaces and workers cannot change on reload (restart xvs)",
+                "{}: interfaces, workers and [steering] cannot change on reload (restart xvs)",
                 self.config_path.display()
             ));
         }
@@ -575,6 +679,15 @@ impl Director {
                     .iter()
                     .map(|d| (d.as_str().to_string(), r.counters.drops.get(*d)))
                     .collect(),
+                io_drops: stats.get(i).map_or_else(Vec::new, |s| {
+                    s.io.io_drops()
+                        .iter()
+                        .map(|(k, n)| (k.to_string(), *n))
+                        .collect()
+                }),
+                handoff_out: stats.get(i).map_or(0, |s| s.io.handoff_out),
+                handoff_in: stats.get(i).map_or(0, |s| s.io.handoff_in),
+                icmp_answers: r.counters.icmp_answers,
                 busy_ratio: stats.get(i).map_or(0.0, |s| s.busy_ratio()),
                 connections: u64::from(r.connections),
             })
@@ -690,6 +803,12 @@ impl ControlDirector for Director {
         }
         for (i, r) in reports.iter().enumerate() {
             let busy = stats.get(i).map_or(0.0, |s| s.busy_ratio());
+            let io = stats.get(i).map(|s| s.io.clone()).unwrap_or_default();
+            let io_drops: Vec<String> = io
+                .io_drops()
+                .iter()
+                .map(|(k, n)| format!("{k}={n}"))
+                .collect();
             let drops: Vec<String> = r
                 .counters
                 .drops
@@ -697,14 +816,19 @@ impl ControlDirector for Director {
                 .map(|(d, n)| format!("{}={n}", d.as_str()))
                 .collect();
             out.push_str(&format!(
-                "worker {i}: rx {} tx {} pass {} drop {} [{}] connections {} busy {:.1}%\n",
+                "worker {i}: rx {} tx {} (+{} fragments) pass {} drop {} [{}] icmp answers {} connections {} busy {:.1}% io drops [{}] handoff out {} in {}\n",
                 r.counters.rx,
                 r.counters.tx,
+                r.counters.tx_fragments,
                 r.counters.pass,
                 r.counters.drops.total(),
                 drops.join(" "),
+                r.counters.icmp_answers,
                 r.connections,
-                busy * 100.0
+                busy * 100.0,
+                io_drops.join(" "),
+                io.handoff_out,
+                io.handoff_in,
             ));
         }
         out
@@ -734,7 +858,7 @@ pub fn run(config: &Path, io: Option<IoKind>, socket: &Path) -> Result<()> {
     let nworkers = dp_cfg.workers.len() as u16;
     let mut handles = Vec::new();
     let t = targets(&cfg, &cfg.services);
-    let dp = Dataplane::start(&dp_cfg, &t, |worker, ports| {
+    let dp = Dataplane::start(&dp_cfg, &t, |worker, ports, inbox| {
         let macs: Vec<[u8; 6]> = ports.iter().map(|p| p.mac).collect();
         let pipe = Pipeline::new(
             cfg.live_pipeline_config(worker as u16, nworkers),
@@ -743,7 +867,7 @@ pub fn run(config: &Path, io: Option<IoKind>, socket: &Path) -> Result<()> {
             cfg.network(&macs),
         )
         .expect("the same configuration built a pipeline before the data plane started");
-        let (proc, handle) = attach(pipe);
+        let (proc, handle) = attach(pipe, inbox);
         handles.push(handle);
         proc
     })
@@ -770,17 +894,28 @@ pub fn run(config: &Path, io: Option<IoKind>, socket: &Path) -> Result<()> {
             file: cfg.clone(),
             service_rates: HashMap::new(),
             backend_rates: HashMap::new(),
+            per_worker_persistence: Vec::new(),
             master: None,
             backup: None,
         }),
         workers: Workers::new(handles),
         dataplane: Mutex::new(dp),
-        steering: Arc::new(Mutex::new(t.client_steering)),
+        steering: t.client_steering,
     });
 
     // Start the health checks of the initial state; backends that start down leave it.
     {
         let mut inner = director.lock();
+        let per_worker = per_worker_persistence(director.steering, &cfg.services);
+        if !per_worker.is_empty() && nworkers > 1 {
+            let names: Vec<String> = per_worker.iter().map(service_name).collect();
+            tracing::warn!(
+                "persistence of {} is kept per worker under client steering {:?} ([steering])",
+                names.join(", "),
+                director.steering
+            );
+        }
+        inner.per_worker_persistence = per_worker;
         let state = inner.desired.clone();
         Director::sync_checks(&mut inner, &state)
             .map_err(|e| anyhow::anyhow!("health checks: {e}"))?;
@@ -859,4 +994,111 @@ pub fn run(config: &Path, io: Option<IoKind>, socket: &Path) -> Result<()> {
         .unwrap_or_else(|p| p.into_inner());
     dp.shutdown();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xvs_forwarding::service::Persistence;
+
+    fn svc(addr: &str, persistence: Option<u8>) -> Service {
+        let mut s = Config::parse(
+            Path::new("t.toml"),
+            &format!(
+                "[[service]]\nprotocol = \"tcp\"\nvip = \"{addr}\"\nport = 80\nscheduler = \"rr\"\n"
+            ),
+        )
+        .unwrap()
+        .services[0]
+            .clone();
+        s.persistence = persistence.map(|prefix_len| Persistence {
+            timeout: 300,
+            prefix_len,
+        });
+        s
+    }
+
+    #[test]
+    fn steering_is_chosen_once_from_the_configuration() {
+        let plain = [svc("198.18.10.1", None)];
+        let persistent = [svc("198.18.10.1", Some(24)), svc("2001:2::1", Some(64))];
+        let auto = SteeringConfig::default();
+        assert_eq!(start_steering(&auto, &plain), ClientSteering::Flow);
+        assert_eq!(
+            start_steering(&auto, &persistent),
+            ClientSteering::Address {
+                v4_prefix: 24,
+                v6_prefix: 64
+            }
+        );
+        let address = SteeringConfig {
+            clients: SteeringMode::Address,
+            v4_prefix: Some(16),
+            v6_prefix: None,
+        };
+        assert_eq!(
+            start_steering(&address, &plain),
+            ClientSteering::Address {
+                v4_prefix: 16,
+                v6_prefix: 128
+            }
+        );
+        let flow = SteeringConfig {
+            clients: SteeringMode::Flow,
+            ..SteeringConfig::default()
+        };
+        assert_eq!(start_steering(&flow, &persistent), ClientSteering::Flow);
+    }
+
+    #[test]
+    fn persistence_the_fixed_steering_cannot_keep_exact_is_named() {
+        let s = [
+            svc("198.18.10.1", Some(24)),
+            svc("198.18.10.2", Some(32)),
+            svc("198.18.10.3", None),
+        ];
+        let keys: Vec<ServiceKey> = s.iter().map(|s| s.key).collect();
+        assert_eq!(
+            per_worker_persistence(ClientSteering::Flow, &s),
+            keys[..2].to_vec()
+        );
+        let by_32 = ClientSteering::Address {
+            v4_prefix: 32,
+            v6_prefix: 128,
+        };
+        assert_eq!(per_worker_persistence(by_32, &s), vec![keys[0]]);
+        let by_24 = ClientSteering::Address {
+            v4_prefix: 24,
+            v6_prefix: 128,
+        };
+        assert!(per_worker_persistence(by_24, &s).is_empty());
+    }
+
+    #[test]
+    fn steering_section_is_parsed_and_checked() {
+        let head = "[[interface]]\nname = \"front\"\nipv4 = \"198.18.1.2\"\n";
+        let cfg = Config::parse(
+            Path::new("t.toml"),
+            &format!("{head}[steering]\nclients = \"address\"\nv4_prefix = 24\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.dataplane.steering,
+            SteeringConfig {
+                clients: SteeringMode::Address,
+                v4_prefix: Some(24),
+                v6_prefix: None
+            }
+        );
+        for (bad, field) in [
+            ("v4_prefix = 40", "steering.v4_prefix"),
+            ("v6_prefix = 0", "steering.v6_prefix"),
+            ("clients = \"flow\"\nv4_prefix = 24", "steering"),
+        ] {
+            let e = Config::parse(Path::new("t.toml"), &format!("{head}[steering]\n{bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(field), "{bad}: {e}");
+        }
+    }
 }

@@ -1,9 +1,13 @@
 //! `xvs replay`: run the forwarding pipeline over a capture, offline.
 //!
 //! Each frame's capture timestamp is `now`; the frame enters on the port of its pcapng
-//! interface number (pcap: `ingress`); whatever the pipeline transmits goes to the output pcap
-//! with the same timestamp. One line per input frame tells the verdict and, for frames that
-//! reached a service, the service, backend and method; the counters follow.
+//! interface number; a frame of a pcap (or of pcapng interface 0) enters on the port whose MAC
+//! address it is sent to, or on `ingress` when it is sent to none of them. Whatever the
+//! pipeline transmits goes to the output pcap with the same timestamp. One line per input
+//! frame tells the verdict — `tx PORT` (`tx PORT +N fragments` when it left as 1 + N IPv4
+//! fragments, all written to the output), `pass`, `drop REASON`, or `answer REASON PORT` when
+//! the frame was dropped for REASON and an ICMP error about it sent out of PORT — and, for
+//! frames that reached a service, the service, backend and method; the counters follow.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -12,7 +16,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use xvs_forwarding::service::ServiceKey;
 use xvs_forwarding::wire::{parse, Parsed};
-use xvs_forwarding::{BackendId, Frame, Method, Pipeline, PortId, Time, Verdict};
+use xvs_forwarding::{BackendId, Frame, Method, Pipeline, PipelineConfig, PortId, Time, Verdict};
 
 use crate::capture::{read_capture, CaptureWriter};
 use crate::config::Config;
@@ -74,15 +78,26 @@ pub struct ReplaySummary {
     pub transmitted: u64,
 }
 
-/// Build the pipeline a replay (or simulation) runs: one worker, the file's network.
+/// Build the pipeline a simulation runs: one worker, the file's network.
 pub fn offline_pipeline(cfg: &Config) -> Result<Pipeline> {
-    Pipeline::new(
-        cfg.pipeline_config(0, 1),
-        &cfg.services,
-        cfg.marks.clone(),
-        cfg.network(&[]),
+    build(cfg, cfg.pipeline_config(0, 1))
+}
+
+/// The pipeline of a replay: as [`offline_pipeline`], fragmenting too-big IPv4 packets
+/// without DF (every fragment goes to the output capture).
+pub fn replay_pipeline(cfg: &Config) -> Result<Pipeline> {
+    build(
+        cfg,
+        PipelineConfig {
+            fragment: true,
+            ..cfg.pipeline_config(0, 1)
+        },
     )
-    .with_context(|| format!("{}: cannot build the pipeline", cfg.file.display()))
+}
+
+fn build(cfg: &Config, pc: PipelineConfig) -> Result<Pipeline> {
+    Pipeline::new(pc, &cfg.services, cfg.marks.clone(), cfg.network(&[]))
+        .with_context(|| format!("{}: cannot build the pipeline", cfg.file.display()))
 }
 
 pub fn replay(
@@ -93,7 +108,7 @@ pub fn replay(
     out: &mut dyn Write,
 ) -> Result<ReplaySummary> {
     let frames = read_capture(input)?;
-    let mut pipe = offline_pipeline(cfg)?;
+    let mut pipe = replay_pipeline(cfg)?;
     let mut writer = CaptureWriter::create(output)?;
     let port_name = |p: PortId| {
         cfg.ports
@@ -109,7 +124,10 @@ pub fn replay(
         {
             PortId(f.interface as u16)
         } else {
-            ingress
+            f.data
+                .get(..6)
+                .and_then(|dst| cfg.ports.iter().position(|p| p.mac == dst))
+                .map_or(ingress, |i| PortId(i as u16))
         };
         pipe.housekeeping(now, HOUSEKEEPING_BUDGET);
         let len = f.data.len().min(65536);
@@ -122,7 +140,21 @@ pub fn replay(
             Verdict::Tx(p) => {
                 writer.write(f.timestamp, frame.data())?;
                 summary.transmitted += 1;
-                format!("tx {}", port_name(p))
+                let mut more = 0;
+                let mut err = Ok(());
+                pipe.drain_fragments(|_, bytes| {
+                    more += 1;
+                    if err.is_ok() {
+                        err = writer.write(f.timestamp, bytes);
+                    }
+                });
+                err?;
+                summary.transmitted += more;
+                match (pipe.last_answer(), more) {
+                    (Some(r), _) => format!("answer {} {}", r.as_str(), port_name(p)),
+                    (None, 0) => format!("tx {}", port_name(p)),
+                    (None, n) => format!("tx {} +{n} fragments", port_name(p)),
+                }
             }
             Verdict::Pass => "pass".to_string(),
             Verdict::Drop(r) => format!("drop {}", r.as_str()),
@@ -189,12 +221,13 @@ pub fn print_counters(cfg: &Config, pipe: &Pipeline, out: &mut dyn Write) -> Res
     let c = pipe.counters();
     writeln!(
         out,
-        "\nframes: rx {} tx {} pass {} drop {} (icmp answers sent {})",
+        "\nframes: rx {} tx {} pass {} drop {} (icmp answers sent {}, rate-limited {})",
         c.rx,
         c.tx,
         c.pass,
         c.drops.total(),
-        c.icmp_answers
+        c.icmp_answers,
+        c.icmp_rate_limited
     )?;
     for (r, n) in c.drops.iter() {
         writeln!(out, "  drop {:<20} {n}", r.as_str())?;

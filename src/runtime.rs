@@ -1,12 +1,18 @@
 //! The running director's control side: the desired state, its publication to the workers, and
 //! the read-outs (counters, connection lists) that `xvs ctl`, the metrics and the logs show.
 //!
-//! Each worker runs a [`RuntimeProcessor`]: the forwarding pipeline plus an inbox. The worker
-//! loop calls `housekeeping` once per round (after each batch or idle wait); that is where the
-//! processor takes commands from its inbox — a new desired state to apply, a counter reset, a
-//! request for its connection list — and, about twice a second, publishes a report of its
-//! counters. So the per-packet path takes no lock and reads no shared memory: a change reaches
-//! each worker between two batches, and a reload is one message per worker.
+//! Each worker runs a [`RuntimeProcessor`]: the forwarding pipeline plus a report slot. Commands
+//! ([`Command`]: a new desired state to apply, a counter reset, a request for its connection
+//! list) reach it through the worker's one inbox (`worker::Inbox`, drained by the worker loop
+//! between two batches, which calls [`FrameProcessor::command`]); in `housekeeping`, once per
+//! round, it expires connections and, about twice a second, publishes a report of its counters.
+//! So the per-packet path takes no lock and reads no shared memory: a change reaches each worker
+//! between two batches, and a reload is one message per worker.
+//!
+//! A new per-worker command: add a variant to [`Command`], handle it in
+//! `RuntimeProcessor::command`, and send it from the control side with [`Workers::broadcast`]
+//! (no answer), [`Workers::send`] (one worker) or a reply channel as [`Workers::connections`]
+//! does.
 //!
 //! Counts from several workers combine by addition (each worker's table is exact for the
 //! connections it owns; RSS keeps a flow on one worker).
@@ -15,7 +21,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::{bounded, Sender};
 use xvs_forwarding::conn::ConnListing;
 use xvs_forwarding::pipeline::ServiceReport;
 use xvs_forwarding::pipeline::SyncCounters;
@@ -25,8 +31,7 @@ use xvs_forwarding::sync::SyncConn;
 use xvs_forwarding::{Counters, Frame, Pipeline, PortId, Time, Verdict};
 
 use crate::sync::daemon::SyncOutbox;
-
-use crate::worker::FrameProcessor;
+use crate::worker::{FrameProcessor, Inbox};
 
 /// Expiry work per loop round (see `ConnTable::expire`).
 const HOUSEKEEPING_BUDGET: u32 = 64;
@@ -50,6 +55,12 @@ pub enum Command {
     /// Become a sync master (queue entries by `SyncPolicy` and hand them to the daemon's
     /// outbox) or, with `None`, stop.
     SyncMaster(Option<(SyncPolicy, SyncOutbox)>),
+    /// Send the table's entries as sync entries (a bulk resync answer), a part at a time:
+    /// those in [`SYNC_TABLE_SLOTS`] slots from slot `from`, and where to go on (`None`: done).
+    SyncTable {
+        from: u32,
+        reply: Sender<(Vec<SyncConn>, Option<u32>)>,
+    },
     /// Install entries received by the backup daemon (`threshold`: the director's
     /// `sync_threshold`, their `in_pkts`).
     InstallSynced {
@@ -74,50 +85,56 @@ pub struct WorkerReport {
     pub sync: SyncCounters,
 }
 
-/// The worker's side: the pipeline, its inbox and its report slot.
+/// The worker's side: the pipeline and its report slot.
 pub struct RuntimeProcessor {
     pipe: Pipeline,
-    inbox: Receiver<Command>,
     report: Arc<Mutex<WorkerReport>>,
     last_report: Option<Time>,
     /// Where the pipeline's sync entries go while this worker is a sync master.
     sync_out: Option<SyncOutbox>,
 }
 
+/// Table slots a worker walks per bulk-resync command (a few hundred µs of work).
+pub const SYNC_TABLE_SLOTS: u32 = 16_384;
+
 /// Most sync entries a pipeline queues between two housekeeping rounds.
 const SYNC_OUTBOX: usize = 65_536;
 
 impl RuntimeProcessor {
-    fn take_commands(&mut self, now: Time) {
-        while let Ok(cmd) = self.inbox.try_recv() {
-            match cmd {
-                Command::Apply { state, done } => {
-                    let r = self
-                        .pipe
-                        .apply(&state.services, state.marks.clone())
-                        .map(|r| format!("{r:?}"))
-                        .map_err(|e| e.to_string());
-                    let _ = done.send(r);
-                    self.publish();
-                }
-                Command::Zero(key) => {
-                    self.pipe.zero_traffic(key.as_ref());
-                    self.publish();
-                }
-                Command::Timeouts(t, f, u) => self.pipe.set_timeouts(t, f, u),
-                Command::ListConnections(reply) => {
-                    let _ = reply.send(self.pipe.connections().list(now).collect());
-                }
-                Command::SyncMaster(m) => {
-                    let (policy, out) = m.unzip();
-                    self.pipe.set_sync_master(policy, SYNC_OUTBOX);
-                    self.sync_out = out;
-                }
-                Command::InstallSynced { conns, threshold } => {
-                    for c in &conns {
-                        // Refusals are counted in the pipeline's sync counters.
-                        let _ = self.pipe.install_synced(c, threshold, now);
-                    }
+    /// Apply one command from the worker's inbox.
+    fn take_command(&mut self, now: Time, cmd: Command) {
+        match cmd {
+            Command::Apply { state, done } => {
+                let r = self
+                    .pipe
+                    .apply(&state.services, state.marks.clone())
+                    .map(|r| format!("{r:?}"))
+                    .map_err(|e| e.to_string());
+                let _ = done.send(r);
+                self.publish();
+            }
+            Command::Zero(key) => {
+                self.pipe.zero_traffic(key.as_ref());
+                self.publish();
+            }
+            Command::Timeouts(t, f, u) => self.pipe.set_timeouts(t, f, u),
+            Command::ListConnections(reply) => {
+                let _ = reply.send(self.pipe.connections().list(now).collect());
+            }
+            Command::SyncMaster(m) => {
+                let (policy, out) = m.unzip();
+                self.pipe.set_sync_master(policy, SYNC_OUTBOX);
+                self.sync_out = out;
+            }
+            Command::SyncTable { from, reply } => {
+                let mut part = Vec::new();
+                let next = self.pipe.sync_table_part(from, SYNC_TABLE_SLOTS, &mut part);
+                let _ = reply.send((part, next));
+            }
+            Command::InstallSynced { conns, threshold } => {
+                for c in &conns {
+                    // Refusals are counted in the pipeline's sync counters.
+                    let _ = self.pipe.install_synced(c, threshold, now);
                 }
             }
         }
@@ -137,6 +154,8 @@ impl RuntimeProcessor {
 }
 
 impl FrameProcessor for RuntimeProcessor {
+    type Command = Command;
+
     #[inline]
     fn process(&mut self, now: Time, ingress: PortId, frame: &mut Frame<'_>) -> Verdict {
         self.pipe.process(now, ingress, frame)
@@ -161,6 +180,13 @@ impl FrameProcessor for RuntimeProcessor {
         self.pipe.network_mut().remove_neighbour(ip);
     }
 
+    #[inline]
+    fn extra_frames(&mut self, send: &mut dyn FnMut(PortId, &[u8])) {
+        if self.pipe.pending_fragments() > 0 {
+            self.pipe.drain_fragments(send);
+        }
+    }
+
     fn housekeeping(&mut self, now: Time) {
         self.pipe.housekeeping(now, HOUSEKEEPING_BUDGET);
         if let Some(out) = &self.sync_out {
@@ -170,9 +196,6 @@ impl FrameProcessor for RuntimeProcessor {
                 out.offer(batch);
             }
         }
-        if !self.inbox.is_empty() {
-            self.take_commands(now);
-        }
         let due = self
             .last_report
             .is_none_or(|t| now.0.saturating_sub(t.0) >= REPORT_EVERY.as_nanos() as u64);
@@ -181,28 +204,30 @@ impl FrameProcessor for RuntimeProcessor {
             self.publish();
         }
     }
+
+    fn command(&mut self, now: Time, cmd: Command) {
+        self.take_command(now, cmd);
+    }
 }
 
 /// The control side's handle on one worker.
 pub struct WorkerHandle {
-    inbox: Sender<Command>,
+    inbox: Inbox<Command>,
     report: Arc<Mutex<WorkerReport>>,
 }
 
-/// Wrap a worker's pipeline; the handle stays with the control side.
-pub fn attach(pipe: Pipeline) -> (RuntimeProcessor, WorkerHandle) {
-    // Room for bursts of sync installs (one command per worker per received message).
-    let (tx, rx) = bounded(1024);
+/// Wrap a worker's pipeline; the handle, which sends into the worker's `inbox`, stays with the
+/// control side.
+pub fn attach(pipe: Pipeline, inbox: Inbox<Command>) -> (RuntimeProcessor, WorkerHandle) {
     let report = Arc::new(Mutex::new(WorkerReport::default()));
     (
         RuntimeProcessor {
             pipe,
-            inbox: rx,
             report: report.clone(),
             last_report: None,
             sync_out: None,
         },
-        WorkerHandle { inbox: tx, report },
+        WorkerHandle { inbox, report },
     )
 }
 
@@ -220,7 +245,7 @@ pub enum PublishError {
 /// All workers, from the control side.
 pub struct Workers {
     handles: Vec<WorkerHandle>,
-    /// How long to wait for a worker to take a command (it does between two batches).
+    /// How long to wait for a worker to answer a command (it takes it between two batches).
     pub wait: Duration,
 }
 
@@ -247,13 +272,10 @@ impl Workers {
         for (i, h) in self.handles.iter().enumerate() {
             let (tx, rx) = bounded(1);
             h.inbox
-                .send_timeout(
-                    Command::Apply {
-                        state: state.clone(),
-                        done: tx,
-                    },
-                    self.wait,
-                )
+                .send(Command::Apply {
+                    state: state.clone(),
+                    done: tx,
+                })
                 .map_err(|_| PublishError::Gone(i))?;
             waits.push(rx);
         }
@@ -269,24 +291,21 @@ impl Workers {
 
     /// Send a command that needs no answer to every worker.
     pub fn broadcast(&self, make: impl Fn() -> Command) -> Result<(), PublishError> {
-        for (i, h) in self.handles.iter().enumerate() {
-            h.inbox
-                .send_timeout(make(), self.wait)
-                .map_err(|_| PublishError::Gone(i))?;
+        for i in 0..self.handles.len() {
+            self.send(i, make())?;
         }
         Ok(())
     }
 
-    /// Each worker's inbox, for a thread that sends commands on its own (the sync backup).
-    pub fn inboxes(&self) -> Vec<Sender<Command>> {
-        self.handles.iter().map(|h| h.inbox.clone()).collect()
+    /// Send a command to worker `i`.
+    pub fn send(&self, i: usize, cmd: Command) -> Result<(), PublishError> {
+        let h = self.handles.get(i).ok_or(PublishError::Gone(i))?;
+        h.inbox.send(cmd).map_err(|_| PublishError::Gone(i))
     }
 
-    /// Give worker `i` a command without waiting; false when its inbox is full or it is gone.
-    pub fn try_send(&self, i: usize, cmd: Command) -> bool {
-        self.handles
-            .get(i)
-            .is_some_and(|h| h.inbox.try_send(cmd).is_ok())
+    /// Each worker's inbox, for a thread that sends commands on its own (the sync daemons).
+    pub fn inboxes(&self) -> Vec<Inbox<Command>> {
+        self.handles.iter().map(|h| h.inbox.clone()).collect()
     }
 
     /// Every worker's connection list, concatenated.
@@ -295,7 +314,7 @@ impl Workers {
         for (i, h) in self.handles.iter().enumerate() {
             let (tx, rx) = bounded(1);
             h.inbox
-                .send_timeout(Command::ListConnections(tx), self.wait)
+                .send(Command::ListConnections(tx))
                 .map_err(|_| PublishError::Gone(i))?;
             out.extend(
                 rx.recv_timeout(self.wait)
@@ -326,7 +345,8 @@ mod tests {
 
     #[test]
     fn commands_are_taken_between_batches_and_answered() {
-        let (mut proc, handle) = attach(pipeline());
+        let (inbox, rx) = crate::worker::inbox();
+        let (mut proc, handle) = attach(pipeline(), inbox);
         let workers = Workers {
             handles: vec![handle],
             wait: Duration::from_secs(5),
@@ -338,6 +358,12 @@ mod tests {
             let mut now = Time::from_secs(1);
             while !s2.load(std::sync::atomic::Ordering::Relaxed) {
                 now.0 += 1_000_000;
+                // What the worker loop does with its inbox.
+                while let Ok(m) = rx.try_recv() {
+                    if let crate::worker::Control::Processor(cmd) = m {
+                        proc.command(now, cmd);
+                    }
+                }
                 proc.housekeeping(now);
                 std::thread::sleep(Duration::from_millis(1));
             }
@@ -372,7 +398,7 @@ mod tests {
         assert!(matches!(e, PublishError::Refused(0, _)), "{e}");
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         t.join().unwrap();
-        // With the worker gone, commands time out instead of hanging.
+        // With the worker gone (its inbox closed), commands fail instead of hanging.
         let workers = Workers {
             wait: Duration::from_millis(50),
             ..workers

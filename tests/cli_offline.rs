@@ -69,13 +69,18 @@ fn replay_of_the_demo_capture() {
     assert_eq!(verdict(15), "pass");
     assert_eq!(verdict(16), "pass");
     assert!(lines[16].contains("drop no_connection"), "{}", lines[16]);
-    assert!(lines[17].contains("drop ttl_exceeded"), "{}", lines[17]);
+    // TTL 1 toward a service: dropped, and time exceeded sent back from the VIP.
     assert!(
-        stdout.contains("frames: rx 18 tx 14 pass 2 drop 2"),
+        lines[17].contains("answer ttl_exceeded front"),
+        "{}",
+        lines[17]
+    );
+    assert!(
+        stdout.contains("frames: rx 18 tx 14 pass 2 drop 2 (icmp answers sent 1, rate-limited 0)"),
         "{stdout}"
     );
     let frames = read_capture(&out_pcap).unwrap();
-    assert_eq!(frames.len(), 14);
+    assert_eq!(frames.len(), 15);
     for f in &frames {
         verify_checksums(&f.data).unwrap();
     }

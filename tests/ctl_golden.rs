@@ -228,7 +228,7 @@ fn save_matches_ipvsadm_and_restores() {
     assert_lines(&saved, SAVE);
     // -S → -R rebuilds the same services and backends (backend add order follows the sorted
     // save order, as with ipvsadm).
-    let restored = DesiredState::parse_rules(&saved).unwrap();
+    let restored = xvs::control::ipvsadm::parse_rules(&saved).unwrap();
     assert_eq!(format::save(&restored), saved);
     assert_eq!(restored.services.len(), st.services.len());
     for s in &st.services {

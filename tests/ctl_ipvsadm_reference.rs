@@ -262,7 +262,7 @@ const SAVE: &[&str] = &[
     "-a -f 8 -6 -r [2001:db8:1::31]:0 -g -w 2",
 ];
 fn state() -> DesiredState {
-    DesiredState::parse_rules(RULES).unwrap()
+    xvs::control::ipvsadm::parse_rules(RULES).unwrap()
 }
 
 fn text(lines: &[&str]) -> String {
@@ -370,6 +370,6 @@ fn save() {
         .collect();
     same(&format::save(&state()), &want);
     // And the saved rules restore the same state.
-    let again = DesiredState::parse_rules(&format::save(&state())).unwrap();
+    let again = xvs::control::ipvsadm::parse_rules(&format::save(&state())).unwrap();
     assert_eq!(format::save(&again), format::save(&state()));
 }

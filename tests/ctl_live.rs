@@ -227,6 +227,28 @@ fn ctl_changes_live_traffic_and_reloads_lose_nothing() {
         "{out}"
     );
 
+    // The status shows each worker's I/O counters too (one worker: nothing handed over). The
+    // workers publish them about once a second.
+    std::thread::sleep(Duration::from_millis(1200));
+    let (ok, out, err) = ctl(&socket, &["status"]);
+    assert!(ok, "{err}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("worker 0:"))
+        .unwrap_or_else(|| panic!("no worker line in {out}"));
+    assert!(
+        line.contains(
+            "io drops [tx_ring_full=0 tx_bad_port=0 rx_bad_desc=0 handoff_full=0] handoff out 0 in 0"
+        ),
+        "{line}"
+    );
+    let rx: u64 = line
+        .split_whitespace()
+        .nth(3)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("rx in {line}"));
+    assert!(rx > 0, "{line}");
+
     let _ = Command::new("kill")
         .args(["-TERM", &d.0.id().to_string()])
         .status();

@@ -186,7 +186,7 @@ proptest! {
     fn save_restore_rebuilds_the_services(specs in prop::collection::vec(svc_spec(), 0..6)) {
         let st = build(&specs, (0, 0, 0));
         let saved = format::save(&st);
-        let back = DesiredState::parse_rules(&saved).map_err(|e| TestCaseError::fail(format!("{e}\n{saved}")))?;
+        let back = xvs::control::ipvsadm::parse_rules(&saved).map_err(|e| TestCaseError::fail(format!("{e}\n{saved}")))?;
         prop_assert_eq!(back.services.len(), st.services.len());
         for s in &st.services {
             let r = back.service(&s.key).unwrap();

@@ -325,7 +325,7 @@ fn errors_and_exit_status() {
 fn reload_reports_discarded_runtime_changes() {
     let dir = TempDir::new("reload");
     let sock = dir.0.join("xvs.sock");
-    let file = DesiredState::parse_rules(
+    let file = xvs::control::ipvsadm::parse_rules(
         "-A -t 198.18.0.100:80 -s rr\n-a -t 198.18.0.100:80 -r 198.19.0.11:8080 -m\n",
     )
     .unwrap();
@@ -334,7 +334,7 @@ fn reload_reports_discarded_runtime_changes() {
     // Two runtime changes; the file is then edited to contain one of them plus a new service.
     ok(&sock, "-a -t 198.18.0.100:80 -r 198.19.0.12:8080 -m");
     ok(&sock, "-e -t 198.18.0.100:80 -r 198.19.0.11:8080 -m -w 5");
-    let next = DesiredState::parse_rules(
+    let next = xvs::control::ipvsadm::parse_rules(
         "-A -t 198.18.0.100:80 -s rr\n\
          -a -t 198.18.0.100:80 -r 198.19.0.11:8080 -m\n\
          -a -t 198.18.0.100:80 -r 198.19.0.12:8080 -m\n\

@@ -94,6 +94,8 @@ impl TestNat {
 }
 
 impl FrameProcessor for TestNat {
+    type Command = ();
+
     fn process(&mut self, _now: Time, ingress: PortId, frame: &mut Frame<'_>) -> Verdict {
         let d = frame.data_mut();
         if d.len() < 14 + 20 + 8 {
@@ -158,6 +160,12 @@ fn start(tb: &Testbed, io: IoKind) -> Dataplane {
     // veth has no zero-copy: "auto" must fall back to copy mode.
     cfg.afxdp.bind = xvs::io::afxdp::BindMode::Auto;
     cfg.packet.block_count = 16;
+    // A block size that is not a multiple of the frame size (3 pages, one 8 KiB frame per block
+    // and 4 KiB unused): TX slots must be addressed as the kernel does (block i / per_block,
+    // offset (i % per_block) * frame_size), or every frame after the first is lost.
+    cfg.packet.block_size = 3 * 4096;
+    cfg.packet.frame_size = 8192;
+    cfg.packet.tx_frames = 64;
     cfg.log_interval_secs = 2;
     cfg.neighbour_refresh_ms = 200;
     let targets = DirectorTargets {
@@ -169,7 +177,7 @@ fn start(tb: &Testbed, io: IoKind) -> Dataplane {
     };
     // Workers and the neighbour thread inherit the namespace of the thread that spawns them.
     let _ns = NetnsGuard::enter(&tb.ns("dir")).expect("enter director namespace");
-    Dataplane::start(&cfg, &targets, |_, ports| TestNat {
+    Dataplane::start(&cfg, &targets, |_, ports, _| TestNat {
         ports: ports.to_vec(),
         neigh: HashMap::new(),
     })
@@ -305,7 +313,7 @@ fn afxdp_setup_errors_name_the_cause() {
         neigh: HashMap::new(),
     };
     let cfg = DataplaneConfig::new(&["front", "nosuch0"]);
-    let e = Dataplane::start(&cfg, &targets, |_, _| mk()).unwrap_err();
+    let e = Dataplane::start(&cfg, &targets, |_, _, _| mk()).unwrap_err();
     let msg = chain(&e);
     eprintln!("{msg}");
     assert!(
@@ -315,7 +323,7 @@ fn afxdp_setup_errors_name_the_cause() {
 
     let mut cfg = DataplaneConfig::new(&["front", "back"]);
     cfg.workers[0].queue = 5;
-    let e = Dataplane::start(&cfg, &targets, |_, _| mk()).unwrap_err();
+    let e = Dataplane::start(&cfg, &targets, |_, _, _| mk()).unwrap_err();
     let msg = chain(&e);
     eprintln!("{msg}");
     assert!(msg.contains("queue 5 does not exist on front"), "{msg}");
@@ -328,12 +336,14 @@ fn afxdp_setup_errors_name_the_cause() {
 struct Boom;
 
 impl FrameProcessor for Boom {
+    type Command = ();
+
     fn process(&mut self, _now: Time, _ingress: PortId, _frame: &mut Frame<'_>) -> Verdict {
         panic!("boom (this panic is expected by the test)");
     }
 }
 
-/// A worker that dies is noticed (run_director then stops the data plane with an error).
+/// A worker that dies is noticed (`xvs run` then stops the data plane with an error).
 #[test]
 fn a_dead_worker_is_detected() {
     if skip_unless_root("dead worker test") {
@@ -344,7 +354,7 @@ fn a_dead_worker_is_detected() {
     cfg.io = IoKind::Packet;
     let dp = {
         let _ns = NetnsGuard::enter(&tb.ns("dir")).expect("enter director namespace");
-        Dataplane::start(&cfg, &DirectorTargets::default(), |_, _| Boom).expect("start")
+        Dataplane::start(&cfg, &DirectorTargets::default(), |_, _, _| Boom).expect("start")
     };
     assert_eq!(dp.dead_worker(), None);
     let _ = tb.exec("c1", &["curl", "-s", "-m", "1", "http://198.18.10.1/"]);

@@ -161,7 +161,7 @@ fn method_through(io: IoKind, method: Method, tag: &str) {
     let svcs = services(method);
     let dp = {
         let _ns = NetnsGuard::enter(&tb.ns("dir")).expect("enter director namespace");
-        Dataplane::start(&cfg, &targets, |w, ports| {
+        Dataplane::start(&cfg, &targets, |w, ports, _| {
             let pc = PipelineConfig {
                 local_addresses: if fullnat {
                     vec![LIP4.into(), LIP6.into()]

@@ -157,7 +157,7 @@ fn afxdp_nat_rate_vs_kernel_forwarding() {
     }];
     let dp = {
         let _ns = NetnsGuard::enter(&tb.ns("dir")).expect("enter director namespace");
-        Dataplane::start(&cfg, &targets, |_, ports| {
+        Dataplane::start(&cfg, &targets, |_, ports, _| {
             let net = Network::new(
                 ports
                     .iter()

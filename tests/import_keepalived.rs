@@ -234,7 +234,11 @@ fn xvs() -> Command {
 fn binary_writes_a_file_that_xvs_check_accepts() {
     let dir = std::env::temp_dir().join(format!("xvs-import-bin-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    for (case, code) in [("fwmark_group", 0), ("dr_tcp_persistence", 3)] {
+    for (case, code) in [
+        ("fwmark_group", 0),
+        ("dr_tcp_persistence", 0),
+        ("nat_http_get", 3),
+    ] {
         let out = dir.join(format!("{case}.toml"));
         let report = dir.join(format!("{case}.report"));
         let run = xvs()

@@ -68,6 +68,14 @@ fn big() -> Metrics {
                     .iter()
                     .map(|r| (r.as_str().to_string(), 7))
                     .collect(),
+                io_drops: xvs::io::IoCounters::default()
+                    .io_drops()
+                    .iter()
+                    .map(|(k, n)| (k.to_string(), *n))
+                    .collect(),
+                handoff_out: 1 << 30,
+                handoff_in: 1 << 30,
+                icmp_answers: 5,
                 busy_ratio: 0.73,
                 connections: 1_000_000,
             })

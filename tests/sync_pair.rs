@@ -1,8 +1,9 @@
 //! A master/backup pair of xvs directors with connection sync, in the namespace testbed with two
 //! directors: 1000 long-lived TCP connections (each exchanging a line every second) go through
-//! the master's NAT service; the backup (its daemon started with `xvs ctl --start-daemon`) holds
-//! them after the master has synced them; the test then SIGKILLs the master and moves the VIP
-//! (the router's route) and the NAT return path (the backends' floating gateway address, with a
+//! the master's NAT service; the backup starts its daemon (`xvs ctl --start-daemon`) only once they
+//! are open and synced, so it holds them through a bulk resync (xvs's request, answered by the
+//! master), and again after it is SIGKILLed and restarted; the test then SIGKILLs the master and
+//! moves the VIP (the router's route) and the NAT return path (the backends' floating gateway address, with a
 //! gratuitous ARP) to the backup. At least 99 % of the connections must go on exchanging data
 //! without a reset.
 //! Needs root; skipped loudly otherwise.
@@ -248,28 +249,8 @@ fn backup_takes_over_1000_long_lived_connections() {
     std::fs::write(dir.join("b.toml"), config(2, "")).unwrap();
     let (msock, bsock) = (dir.join("m.sock"), dir.join("b.sock"));
     let mut master = tb.start_xvs_in("dir", &dir.join("m.toml"), &msock, &dir.join("m.log"));
-    let _backup = tb.start_xvs_in("dir2", &dir.join("b.toml"), &bsock, &dir.join("b.log"));
+    let mut backup = tb.start_xvs_in("dir2", &dir.join("b.toml"), &bsock, &dir.join("b.log"));
     let (mns, bns) = (tb.ns("dir"), tb.ns("dir2"));
-
-    // The backup's daemon through ipvsadm's verb, and its listing.
-    let (ok, _, err) = ctl(
-        &bsock,
-        &bns,
-        &[
-            "--start-daemon",
-            "backup",
-            "--mcast-interface",
-            "back",
-            "--syncid",
-            "7",
-        ],
-    );
-    assert!(ok, "--start-daemon backup: {err}");
-    let (_, daemons, _) = ctl(&bsock, &bns, &["-L", "--daemon"]);
-    assert_eq!(
-        daemons,
-        "backup sync daemon (mcast=back, syncid=7, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)\n"
-    );
     let (_, daemons, _) = ctl(&msock, &mns, &["-L", "--daemon"]);
     assert!(
         daemons.starts_with("master sync daemon (mcast=back, syncid=7"),
@@ -292,7 +273,7 @@ fn backup_takes_over_1000_long_lived_connections() {
         &tb,
         "c1",
         CLIENT,
-        &["198.18.10.1", &PORT.to_string(), &CONNS.to_string(), "22"],
+        &["198.18.10.1", &PORT.to_string(), &CONNS.to_string(), "32"],
     );
     let (tx, rx) = mpsc::channel();
     let out = client.0.stdout.take().unwrap();
@@ -304,26 +285,93 @@ fn backup_takes_over_1000_long_lived_connections() {
     let line = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("the client connects");
-    let mut rounds = Vec::new();
     assert_eq!(line, format!("connected {CONNS}"), "client: {line}");
-
-    // The master sends each connection at its third inbound packet (the first data segment)
-    // and a message at most 2 s after its first entry: wait until the backup holds them all.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let mut held = 0;
-    while Instant::now() < deadline {
-        held = established(&bsock, &bns);
-        if held >= CONNS {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    let mut rounds = Vec::new();
+    // The master has sent every connection by now (at its third inbound packet, each message
+    // within 2 s), while no backup listened: the next updates would come 50 packets later.
+    std::thread::sleep(Duration::from_secs(3));
     let on_master = established(&msock, &mns);
     assert_eq!(on_master, CONNS, "master's ESTABLISHED connections");
-    assert!(held >= CONNS, "backup holds {held} of {CONNS} connections");
-    let (_, status, _) = ctl(&bsock, &bns, &["status"]);
-    eprintln!("backup before the move:\n{status}");
+    assert_eq!(
+        established(&bsock, &bns),
+        0,
+        "nothing synced without a daemon"
+    );
 
+    // The backup's daemon through ipvsadm's verb: it asks for a bulk resync and is warm at
+    // once. Then the same after a SIGKILL and restart of the backup.
+    for round in ["start", "restart"] {
+        if round == "restart" {
+            let _ = backup.0.kill();
+            let _ = backup.0.wait();
+            // The dead process's socket file stays; the new one replaces it.
+            let _ = std::fs::remove_file(&bsock);
+            backup = tb.start_xvs_in("dir2", &dir.join("b.toml"), &bsock, &dir.join("b.log"));
+            assert_eq!(
+                established(&bsock, &bns),
+                0,
+                "a restarted director starts empty"
+            );
+        }
+        let asked = Instant::now();
+        let (ok, _, err) = ctl(
+            &bsock,
+            &bns,
+            &[
+                "--start-daemon",
+                "backup",
+                "--mcast-interface",
+                "back",
+                "--syncid",
+                "7",
+            ],
+        );
+        assert!(ok, "--start-daemon backup: {err}");
+        let (_, daemons, _) = ctl(&bsock, &bns, &["-L", "--daemon"]);
+        assert_eq!(
+            daemons,
+            "backup sync daemon (mcast=back, syncid=7, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)\n"
+        );
+        let deadline = asked + Duration::from_secs(10);
+        let mut held = 0;
+        while Instant::now() < deadline {
+            held = established(&bsock, &bns);
+            if held >= CONNS {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let (_, status, _) = ctl(&bsock, &bns, &["status"]);
+        eprintln!(
+            "bulk resync at backup {round}: {held} connections in {:?}\n{status}",
+            asked.elapsed()
+        );
+        assert!(
+            held >= CONNS,
+            "backup holds {held} of {CONNS} after a bulk resync"
+        );
+        assert!(
+            status.contains(" done 1 "),
+            "the master's answer completed: {status}"
+        );
+    }
+
+    // Hostile datagrams on the sync group: dropped and counted by reason, the table untouched.
+    let hostile = "import socket\n\
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton('198.18.3.2'))\n\
+        for d in [b'\\x00\\x07', b'\\x00\\x07\\x00\\x30\\x01\\x01\\x00\\x00' + bytes(8),\n\
+        \x20         b'\\x00\\x09\\x00\\x08\\x00\\x01\\x00\\x00']:\n\
+        \x20   s.sendto(d, ('224.0.0.81', 8848))\n";
+    let (ok, _) = tb.exec("dir", &["python3", "-c", hostile]);
+    assert!(ok, "hostile datagrams sent");
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, status, _) = ctl(&bsock, &bns, &["status"]);
+    assert!(
+        status.contains("decode_errors [too_short=1 size_mismatch=1 foreign_syncid=1]"),
+        "{status}"
+    );
+    assert_eq!(established(&bsock, &bns), CONNS, "table unchanged");
     let (_, status, _) = ctl(&msock, &mns, &["status"]);
     eprintln!("master before the move:\n{status}");
     // The master dies (SIGKILL); the backup takes the floating gateway (and tells the backends

@@ -130,6 +130,8 @@ pub struct Bounce {
 }
 
 impl FrameProcessor for Bounce {
+    type Command = ();
+
     fn process(&mut self, _now: Time, ingress: PortId, frame: &mut Frame<'_>) -> Verdict {
         let d = frame.data_mut();
         if ingress != PortId(0)
@@ -248,7 +250,7 @@ pub fn start_bounce(dir_ns: &str, b1_ns: &str, core: usize) -> Result<Running, S
         ..DirectorTargets::default()
     };
     let _g = NetnsGuard::enter(dir_ns).map_err(|e| e.to_string())?;
-    let dp = Dataplane::start(&cfg.dataplane, &targets, |_, _| Bounce {
+    let dp = Dataplane::start(&cfg.dataplane, &targets, |_, _, _| Bounce {
         src_mac: back,
         dst_mac: b1,
         vip: [198, 18, 10, 1],
@@ -269,7 +271,7 @@ pub fn start_xvs(dir_ns: &str, scheduler: &str, core: usize) -> Result<Running, 
     let mut handles = Vec::new();
     let mut err = None;
     let _g = NetnsGuard::enter(dir_ns).map_err(|e| e.to_string())?;
-    let dp = Dataplane::start(&cfg.dataplane, &t, |w, ports| {
+    let dp = Dataplane::start(&cfg.dataplane, &t, |w, ports, inbox| {
         let macs: Vec<[u8; 6]> = ports.iter().map(|p| p.mac).collect();
         let pipe = match Pipeline::new(
             cfg.live_pipeline_config(w as u16, workers),
@@ -289,7 +291,7 @@ pub fn start_xvs(dir_ns: &str, scheduler: &str, core: usize) -> Result<Running, 
                 .expect("an empty pipeline")
             }
         };
-        let (p, h) = attach(pipe);
+        let (p, h) = attach(pipe, inbox);
         handles.push(h);
         p
     })

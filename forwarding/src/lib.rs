@@ -7,8 +7,10 @@
 
 pub mod conn;
 pub mod frame;
+pub mod hygiene;
 pub mod net;
 pub mod pipeline;
+pub mod ratelimit;
 pub mod service;
 pub mod sync;
 pub mod verdict;

@@ -52,6 +52,18 @@ pub struct Hop {
     pub src_mac: Mac,
     pub dst_mac: Mac,
     pub mtu: u16,
+    /// 802.1Q tag to put on frames leaving by this hop (the port's [`PortVlans::egress`]).
+    pub vlan: Option<u16>,
+}
+
+/// The VLANs of one port: which tagged frames it accepts, and the tag it transmits with.
+/// Untagged frames (and priority-tagged ones, VLAN id 0) are always accepted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PortVlans {
+    /// VLAN ids (1–4094) whose tagged frames are accepted on this port.
+    pub ingress: Vec<u16>,
+    /// Tag frames sent on this port with this VLAN id; `None` sends them untagged.
+    pub egress: Option<u16>,
 }
 
 /// A multiplicative hasher for address keys (std's SipHash is needlessly slow for them).
@@ -91,6 +103,8 @@ pub struct Network {
     v4_routes: Vec<(u32, u32, usize)>,
     neighbours: FastMap<IpAddr, Mac>,
     generation: u64,
+    /// VLANs by port index (missing: untagged only).
+    vlans: Vec<PortVlans>,
 }
 
 impl Network {
@@ -115,6 +129,7 @@ impl Network {
             v4_routes,
             neighbours: FastMap::default(),
             generation: next_generation(),
+            vlans: Vec::new(),
         };
         n.resolve_routes();
         n
@@ -137,6 +152,24 @@ impl Network {
 
     pub fn routes(&self) -> impl Iterator<Item = &Route> {
         self.routes.iter().map(|(r, _)| r)
+    }
+
+    /// Set the VLANs of a port (ignored for a port that does not exist).
+    pub fn set_vlans(&mut self, port: PortId, vlans: PortVlans) {
+        let i = usize::from(port.0);
+        if i >= self.ports.len() {
+            return;
+        }
+        if self.vlans.len() <= i {
+            self.vlans.resize(i + 1, PortVlans::default());
+        }
+        self.vlans[i] = vlans;
+        self.resolve_routes();
+    }
+
+    /// The VLANs of a port (none configured: untagged only).
+    pub fn vlans(&self, port: PortId) -> Option<&PortVlans> {
+        self.vlans.get(usize::from(port.0))
     }
 
     /// Learn or refresh a neighbour's MAC address.
@@ -173,6 +206,7 @@ impl Network {
             src_mac: p.mac,
             dst_mac,
             mtu: p.mtu,
+            vlan: self.vlans.get(usize::from(port.0)).and_then(|v| v.egress),
         })
     }
 

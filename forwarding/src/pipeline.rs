@@ -3,9 +3,13 @@
 //! The order of decisions follows IPVS's `ip_vs_in_hook` / `ip_vs_out_hook` (`ip_vs_core.c`,
 //! ../shared/IPVS.md §1.4–§5):
 //!
-//! 1. parse (wire layer); non-IP → `Pass`, broken → `Drop(reason)`;
+//! 1. parse (wire layer); non-IP → `Pass`, broken → `Drop(reason)`; input hygiene
+//!    (`hygiene`: L2 address and VLAN, IPv4 options, IPv6 extension headers; martian sources
+//!    only before a new connection);
 //! 2. ICMP errors: the embedded packet's reversed tuple finds the connection; the error is
 //!    translated (NAT, FullNAT) and sent to the other side, or passed when it is not ours;
+//!    its checksum is verified first, unusable quotes about a service are dropped with their
+//!    reason, IPv4 redirects go to the kernel;
 //! 3. connection lookup by the packet's tuple, from either direction (one table, two indexes);
 //!    a TCP SYN hitting a TIME_WAIT/CLOSE entry that owns nothing is rescheduled
 //!    (`conn_reuse_mode`);
@@ -14,7 +18,9 @@
 //!    no eligible backend → ICMP port unreachable to the client, as `ip_vs_leave` does;
 //! 5. state transition and timer re-arm, then the method's rewrite: NAT (DNAT in, SNAT out),
 //!    DR (MAC only), TUN (IPIP / IPv6-in-IPv6), FullNAT (both ends); TTL −1 in every mode;
-//!    too big with DF → ICMP frag-needed / packet-too-big back to the sender.
+//!    too big with DF → ICMP frag-needed / packet-too-big back to the sender; too big
+//!    without DF → IPv4 fragments (`PipelineConfig::fragment`); TTL 1 toward a backend →
+//!    ICMP time exceeded from the VIP (rate-limited, `ratelimit`).
 //!
 //! Everything is per worker: the pipeline owns its connection table, its scheduler instances
 //! (so rr/wrr cursors are per worker) and its counters; `now` comes in with every call.
@@ -27,7 +33,9 @@ use crate::conn::{
     state::tcp, Conn, ConnConfig, ConnId, ConnTable, ConnV4, Direction, Method, NewConn, SlotHint,
     TemplateKey, Tuple,
 };
+use crate::hygiene;
 use crate::net::{Hop, Network};
+use crate::ratelimit::IcmpLimiter;
 use crate::service::{mask_addr, MarkRule, Service, ServiceId, ServiceKey, ServiceTable};
 use crate::wire::icmp::{self, IcmpAnswer, IcmpNat};
 use crate::wire::rewrite::{self, Link, Tunnel};
@@ -69,6 +77,11 @@ pub struct PipelineConfig {
     /// SYN-ACK (the client's sequence numbers do not follow the rewritten tuple), which stalls
     /// the connection. Offline runs start at 1024 so their output is reproducible.
     pub first_local_port: u16,
+    /// Fragment IPv4 packets without DF that exceed the egress MTU (`wire::fragment`; the
+    /// packet for NAT / DR / FullNAT, the outer packet for TUN): the frame becomes the first
+    /// fragment, the others wait for [`Pipeline::drain_fragments`], which the caller must
+    /// call after every frame or batch. Off: such packets are dropped (`needs_fragmentation`).
+    pub fragment: bool,
 }
 
 impl Default for PipelineConfig {
@@ -85,6 +98,7 @@ impl Default for PipelineConfig {
             max_backends: 4096,
             removed_backends: RemovedBackends::Drain,
             first_local_port: LPORT_MIN as u16,
+            fragment: false,
         }
     }
 }
@@ -145,15 +159,25 @@ impl Traffic {
 
 /// Frame counters of one worker.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// Every received frame ends in exactly one of `tx`, `pass` or one drop reason:
+/// `rx == tx + pass + drops.total()`. A frame answered with an ICMP error counts under its
+/// drop reason (its own fate) and the answer, transmitted in its place, under `icmp_answers`.
 pub struct Counters {
     pub rx: u64,
-    /// Frames transmitted, ICMP answers included.
+    /// Frames forwarded (ICMP answers not included).
     pub tx: u64,
     /// Frames handed to the kernel.
     pub pass: u64,
     pub drops: DropCounters,
-    /// ICMP errors the director generated (port unreachable, too big).
+    /// ICMP errors the director generated and transmitted (port unreachable, too big, time
+    /// exceeded), each in place of a frame counted as a drop.
     pub icmp_answers: u64,
+    /// ICMP errors not sent because of the rate limit (see [`crate::ratelimit`]).
+    pub icmp_rate_limited: u64,
+    /// Fragments queued for [`Pipeline::drain_fragments`] (beyond the first fragment, which
+    /// is the frame itself and counted in `tx`).
+    pub tx_fragments: u64,
 }
 
 /// What the pipeline did with the last frame that reached a service (for `xvs replay`,
@@ -219,6 +243,15 @@ pub struct Pipeline {
     /// Each backend's next hop as last resolved, indexed by `BackendId` (grown on first use,
     /// at most `max_backends`): saves the route scan and neighbour lookup per packet.
     hops: Vec<CachedHop>,
+    /// Rate limit of the ICMP errors this worker generates.
+    icmp_limit: IcmpLimiter,
+    /// The last frame was replaced by an ICMP answer; its drop reason.
+    answered: Option<DropReason>,
+    /// Fragments after the first, waiting for `drain_fragments`: their bytes, and each one's
+    /// port and range in them.
+    frag_bytes: Vec<u8>,
+    frag_frames: Vec<(PortId, std::ops::Range<usize>)>,
+    frag_scratch: Vec<std::ops::Range<usize>>,
     /// Connection sync, master side: what to send (`None`: not a master).
     sync_master: Option<Box<sync::Master>>,
     sync_counters: SyncCounters,
@@ -263,6 +296,10 @@ fn first_sctp_chunk(data: &[u8], p: &Packet) -> Option<u8> {
         .copied()
         .filter(|_| p.l4 + 12 < p.ip_end)
 }
+
+/// Most fragments [`Pipeline::drain_fragments`] may have to send (a batch of 64 KiB packets
+/// on a 1500-byte MTU fits).
+const MAX_PENDING_FRAGMENTS: usize = 2048;
 
 /// FullNAT local ports are taken from this range.
 const LPORT_MIN: u32 = 1024;
@@ -317,6 +354,11 @@ impl Pipeline {
             },
             registry: reload::Registry::default(),
             hops: Vec::new(),
+            icmp_limit: IcmpLimiter::new(cfg.workers),
+            answered: None,
+            frag_bytes: Vec::new(),
+            frag_frames: Vec::new(),
+            frag_scratch: Vec::new(),
             sync_master: None,
             sync_counters: SyncCounters::default(),
             cfg: PipelineConfig {
@@ -358,6 +400,74 @@ impl Pipeline {
     /// What happened to the last frame, if it reached a service.
     pub fn last_decision(&self) -> Option<Decision> {
         self.last
+    }
+
+    /// The drop reason of the last frame if it was replaced by an ICMP answer (its verdict
+    /// then is `Tx` toward the sender).
+    pub fn last_answer(&self) -> Option<DropReason> {
+        self.answered
+    }
+
+    /// Hand every queued fragment (see [`PipelineConfig::fragment`]) to `send`, in order,
+    /// with its egress port; the queue is empty afterwards. A frame's further fragments
+    /// are to be sent after the frame itself.
+    pub fn drain_fragments(&mut self, mut send: impl FnMut(PortId, &[u8])) {
+        for (port, r) in self.frag_frames.drain(..) {
+            if let Some(b) = self.frag_bytes.get(r) {
+                send(port, b);
+            }
+        }
+        self.frag_bytes.clear();
+    }
+
+    /// Fragments queued and not yet drained.
+    pub fn pending_fragments(&self) -> usize {
+        self.frag_frames.len()
+    }
+
+    /// Make the frame (a whole IPv4 packet behind its link header) the first of its fragments
+    /// for `port`'s `mtu` and queue the others.
+    fn fragment(&mut self, frame: &mut Frame, port: PortId, mtu: u16) -> Verdict {
+        if self.frag_frames.len() >= MAX_PENDING_FRAGMENTS {
+            return Verdict::Drop(DropReason::FragmentQueueFull);
+        }
+        let Parsed::Ip(p) = parse(frame.data()) else {
+            return Verdict::Drop(DropReason::Malformed);
+        };
+        let mut ranges = std::mem::take(&mut self.frag_scratch);
+        ranges.clear();
+        let start = self.frag_bytes.len();
+        let r = crate::wire::fragment::fragment_v4(
+            frame.data(),
+            &p,
+            mtu,
+            &mut self.frag_bytes,
+            &mut ranges,
+        );
+        let v = match (r, ranges.first().cloned()) {
+            (Ok(()), Some(first)) => {
+                let n = first.len();
+                // The first fragment is shorter than the frame: it fits in place.
+                if n <= frame.len() && frame.set_len(n) {
+                    frame.data_mut().copy_from_slice(&self.frag_bytes[first]);
+                    for r in &ranges[1..] {
+                        self.frag_frames.push((port, r.clone()));
+                    }
+                    self.counters.tx_fragments += (ranges.len() - 1) as u64;
+                    Verdict::Tx(port)
+                } else {
+                    self.frag_bytes.truncate(start);
+                    Verdict::Drop(DropReason::NoHeadroom)
+                }
+            }
+            (Err(e), _) => {
+                self.frag_bytes.truncate(start);
+                Verdict::Drop(e.drop_reason())
+            }
+            (Ok(()), None) => Verdict::Drop(DropReason::Malformed),
+        };
+        self.frag_scratch = ranges;
+        v
     }
 
     /// Periodic work: expire due connections, at most about `budget` units of work.
@@ -432,10 +542,17 @@ impl Pipeline {
         parsed: Parsed,
     ) -> Verdict {
         self.last = None;
+        self.answered = None;
         self.counters.rx += 1;
         let v = self.verdict(now, ingress, frame, parsed);
         match v {
-            Verdict::Tx(_) => self.counters.tx += 1,
+            Verdict::Tx(_) => match self.answered {
+                None => self.counters.tx += 1,
+                Some(r) => {
+                    self.counters.drops.bump(r);
+                    self.counters.icmp_answers += 1;
+                }
+            },
             Verdict::Pass => self.counters.pass += 1,
             Verdict::Drop(r) => self.counters.drops.bump(r),
         }
@@ -454,6 +571,34 @@ impl Pipeline {
             Parsed::NotIp => return Verdict::Pass,
             Parsed::Invalid(e) => return Verdict::Drop(e.drop_reason()),
         };
+        // Input hygiene (`hygiene`): L2 address and VLAN, IPv4 options, IPv6 extension
+        // headers; a few compares for the common frame.
+        let port = self.net.port(ingress);
+        let port_mac = port.map(|p| p.mac).filter(|m| *m != [0; 6]);
+        let vlans = p.vlan.and_then(|_| self.net.vlans(ingress));
+        match hygiene::l2(frame.data(), &p, port_mac, vlans) {
+            hygiene::L2::Accept => {}
+            hygiene::L2::Pass => return Verdict::Pass,
+            hygiene::L2::Drop(r) => return Verdict::Drop(r),
+        }
+        if hygiene::has_options(&p) {
+            let checked = if p.is_v4() {
+                hygiene::ipv4_options(frame.data(), &p)
+            } else {
+                hygiene::ipv6_chain(frame.data(), &p)
+            };
+            if let Err(r) = checked {
+                return Verdict::Drop(r);
+            }
+        }
+        if p.proto == proto::UDP
+            && !p.is_v4()
+            && p.has_l4_header()
+            && frame.data().get(p.l4 + 6..p.l4 + 8) == Some(&[0, 0])
+            && self.is_service_addr(p.proto, p.dst)
+        {
+            return Verdict::Drop(DropReason::UdpZeroChecksum);
+        }
         if p.icmp_error {
             return self.icmp_error(now, ingress, frame, p);
         }
@@ -564,6 +709,9 @@ impl Pipeline {
         let Some(sid) = self.services.find(mark, p.proto, p.dst, p.dport) else {
             return Verdict::Pass;
         };
+        if let Some(r) = hygiene::martian(&p, &self.vips) {
+            return Verdict::Drop(r);
+        }
         // Protocol gate (`tcp_conn_schedule`, `sctp_conn_schedule`): only a SYN without RST
         // opens a TCP connection, only an INIT chunk an SCTP association.
         if p.proto == proto::TCP
@@ -592,15 +740,15 @@ impl Pipeline {
         let (backend, control, dport) = if let Some(pers) = svc.persistence {
             match self.schedule_persistent(sid, &flow, pers, now) {
                 Ok(x) => x,
-                Err(v) => return self.no_backend(ingress, frame, &p, svc_port, v),
+                Err(v) => return self.no_backend(now, ingress, frame, &p, svc_port, v),
             }
         } else {
             if svc.key.fwmark() == 0 && p.dport != svc_port {
                 // A port-0 (or FTP-data) match without persistence is not scheduled.
-                return self.no_backend(ingress, frame, &p, svc_port, DropReason::NoBackend);
+                return self.no_backend(now, ingress, frame, &p, svc_port, DropReason::NoBackend);
             }
             let Some(b) = self.pick(sid, &flow, now) else {
-                return self.no_backend(ingress, frame, &p, svc_port, DropReason::NoBackend);
+                return self.no_backend(now, ingress, frame, &p, svc_port, DropReason::NoBackend);
             };
             let bport = self.backends[b.0 as usize].port;
             (b, None, if bport != 0 { bport } else { p.dport })
@@ -748,6 +896,7 @@ impl Pipeline {
     /// gets an ICMP port unreachable (the frame becomes the answer) and the drop is counted.
     fn no_backend(
         &mut self,
+        now: Time,
         ingress: PortId,
         frame: &mut Frame,
         p: &Packet,
@@ -757,26 +906,34 @@ impl Pipeline {
         if svc_port == 21 && p.dport != 21 {
             return Verdict::Pass;
         }
-        self.answer(ingress, frame, p, IcmpAnswer::PortUnreachable, reason)
+        self.answer(now, ingress, frame, p, IcmpAnswer::PortUnreachable, reason)
     }
 
     /// Replace the frame by an ICMP error about it, sent back out of `ingress`; the original
-    /// frame's fate is counted as a drop for `reason`.
+    /// frame's fate is counted as a drop for `reason` (in `process_parsed`, through
+    /// `self.answered`), the answer as an ICMP answer. Port unreachable and time exceeded are
+    /// rate-limited (`ratelimit`); a limited or impossible answer leaves a plain drop.
     fn answer(
         &mut self,
+        now: Time,
         ingress: PortId,
         frame: &mut Frame,
         p: &Packet,
         kind: IcmpAnswer,
         reason: DropReason,
     ) -> Verdict {
-        self.counters.drops.bump(reason);
+        if !matches!(kind, IcmpAnswer::TooBig { .. })
+            && !p.icmp_error
+            && !self.icmp_limit.allow(p.src, now)
+        {
+            self.counters.icmp_rate_limited += 1;
+            return Verdict::Drop(reason);
+        }
         match icmp::answer(frame, p, kind) {
             Ok(()) => {
-                self.counters.icmp_answers += 1;
+                self.answered = Some(reason);
                 Verdict::Tx(ingress)
             }
-            // Already counted under `reason`; nothing more to send.
             Err(_) => Verdict::Drop(reason),
         }
     }
@@ -867,7 +1024,7 @@ impl Pipeline {
     #[allow(clippy::too_many_arguments)]
     fn rewrite(
         &mut self,
-        _now: Time,
+        now: Time,
         ingress: PortId,
         frame: &mut Frame,
         mut p: Packet,
@@ -900,25 +1057,49 @@ impl Pipeline {
         let link = Link {
             src: hop.src_mac,
             dst: hop.dst_mac,
-            vlan: None,
+            vlan: hop.vlan,
         };
         // Like `ip_forward`: the hop limit first, then the MTU, and the TTL only then decremented,
-        // so ICMP answers quote the packet as it arrived.
+        // so ICMP answers quote the packet as it arrived. Toward a backend the sender hears
+        // time exceeded from the VIP (`ip_vs_xmit.c` `decrement_ttl`); a reply from a backend
+        // whose TTL runs out is dropped (the kernel would answer from its own address).
         if p.ttl <= 1 {
+            if dir == Direction::In {
+                return self.answer(
+                    now,
+                    ingress,
+                    frame,
+                    &p,
+                    IcmpAnswer::TimeExceeded,
+                    DropReason::TtlExceeded,
+                );
+            }
             return Verdict::Drop(DropReason::TtlExceeded);
         }
         if c.method == Method::Tunnel && dir == Direction::In {
-            return self.tunnel(ingress, frame, p, c, &hop, &link);
+            return self.tunnel(now, ingress, frame, p, c, &hop, &link);
         }
         // NAT, FullNAT, DR (and the rare reply of a DR/TUN connection): the packet keeps its size.
-        if let Err(WireError::TooBig { mtu }) = rewrite::check_mtu(&p, hop.mtu) {
-            return self.answer(
-                ingress,
-                frame,
-                &p,
-                IcmpAnswer::TooBig { mtu },
-                DropReason::TooBig,
-            );
+        let mut fragment = false;
+        match rewrite::check_mtu(&p, hop.mtu) {
+            Ok(()) => {}
+            Err(WireError::TooBig { mtu }) => {
+                return self.answer(
+                    now,
+                    ingress,
+                    frame,
+                    &p,
+                    IcmpAnswer::TooBig { mtu },
+                    DropReason::TooBig,
+                );
+            }
+            // IPv4 without DF (or an ICMP error): the kernel fragments (`ip_fragment`).
+            Err(_) => {
+                if !self.cfg.fragment || !p.is_v4() {
+                    return Verdict::Drop(DropReason::NeedsFragmentation);
+                }
+                fragment = true;
+            }
         }
         let data = frame.data_mut();
         // TTL − 1 and the method's address changes in one pass (`rewrite::forward`).
@@ -942,8 +1123,15 @@ impl Pipeline {
         if let Err(e) = rewrite::forward(data, &mut p, src, dst) {
             return Verdict::Drop(e.drop_reason());
         }
+        // Ethernet padding and trailers stay behind (`pskb_trim_rcsum` in `ip_rcv_core`).
+        if frame.len() > p.ip_end && !frame.set_len(p.ip_end) {
+            return Verdict::Drop(DropReason::Truncated);
+        }
         if let Err(e) = rewrite::set_link(frame, &mut p, &link) {
             return Verdict::Drop(e.drop_reason());
+        }
+        if fragment {
+            return self.fragment(frame, hop.port, hop.mtu);
         }
         Verdict::Tx(hop.port)
     }
@@ -978,8 +1166,10 @@ impl Pipeline {
         hop
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn tunnel(
         &mut self,
+        now: Time,
         ingress: PortId,
         frame: &mut Frame,
         p: Packet,
@@ -1000,17 +1190,35 @@ impl Pipeline {
         // The outer header carries the decremented TTL (checked > 1 by the caller).
         let mut outer = p;
         outer.ttl -= 1;
-        match rewrite::encap(frame, &outer, &tun, link) {
+        let mut r = rewrite::encap(frame, &outer, &tun, link);
+        // An IPv4 inner packet without DF gets an outer IPv4 header without DF, which the
+        // kernel fragments (`ip_vs_tunnel_xmit` → `ip_local_out`); an IPv6 outer header is
+        // never fragmented here.
+        let fragment = r == Err(WireError::NeedsFragmentation)
+            && self.cfg.fragment
+            && p.is_v4()
+            && !p.df
+            && tun.dst.is_ipv4();
+        if fragment {
+            let unlimited = Tunnel {
+                mtu: u16::MAX,
+                ..tun
+            };
+            r = rewrite::encap(frame, &outer, &unlimited, link);
+        }
+        match r {
             Ok(()) => {
                 // Now decrement the inner TTL, at its new place behind the outer header.
                 let mut inner = rewrite::inner_after_encap(&p, &tun, link);
                 match rewrite::dec_ttl(frame.data_mut(), &mut inner) {
+                    Ok(()) if fragment => self.fragment(frame, hop.port, hop.mtu),
                     Ok(()) => Verdict::Tx(hop.port),
                     Err(e) => Verdict::Drop(e.drop_reason()),
                 }
             }
             // The frame is unchanged: the answer quotes the packet as it arrived.
             Err(WireError::TooBig { mtu }) => self.answer(
+                now,
                 ingress,
                 frame,
                 &p,
@@ -1029,13 +1237,28 @@ impl Pipeline {
         frame: &mut Frame,
         mut p: Packet,
     ) -> Verdict {
-        let mut e = match icmp::parse_embedded(frame.data(), &p) {
-            Ok(e) => e,
-            Err(_) => return Verdict::Pass,
-        };
-        if !e.has_ports {
+        // IPv4 redirects are not errors about a connection: IPVS (`ip_vs_in_icmp`) hands every
+        // type but unreachable, source quench and time exceeded to the stack, and so do we
+        // (a router ignores redirects; relaying one to a backend would reroute it).
+        if p.is_v4() && p.icmp_type == 5 {
             return Verdict::Pass;
         }
+        let parsed = icmp::parse_embedded(frame.data(), &p);
+        let mut e = match parsed {
+            Ok(e) if e.has_ports => e,
+            _ => {
+                // An unusable quote: dropped when it concerns a service (outer destination a
+                // VIP, or a quoted address one), else the kernel's (as before).
+                let ours = self.vips.contains(&p.dst)
+                    || parsed.is_ok_and(|e| {
+                        self.is_service_addr(e.proto, e.src) || self.is_service_addr(e.proto, e.dst)
+                    });
+                return match hygiene::quote_fault(frame.data(), &p) {
+                    Some(r) if ours => Verdict::Drop(r),
+                    _ => Verdict::Pass,
+                };
+            }
+        };
         // The embedded packet is one we sent; its reverse is the direction of the error.
         let reversed = Tuple {
             proto: e.proto,
@@ -1054,6 +1277,10 @@ impl Pipeline {
         let Some(c) = self.conns.get(id) else {
             return Verdict::Drop(DropReason::IcmpNoConnection);
         };
+        // `ip_vs_in_icmp` verifies the checksum of an error it handles before using it.
+        if !hygiene::icmp_checksum_ok(frame.data(), &p) {
+            return Verdict::Drop(DropReason::BadIcmpChecksum);
+        }
         let nat = match (c.method, dir) {
             // From the client side about a reply we sent: on to the backend.
             (Method::Nat, Direction::In) => IcmpNat {

@@ -27,6 +27,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+pub mod hostile;
+
 /// A packet under construction. IP layers are listed outermost first; L4 fields apply to the
 /// innermost. Modifiers such as [`Pkt::ttl`] apply to the most recently added IP layer.
 #[derive(Clone, Debug, Default)]
@@ -75,6 +77,13 @@ pub enum Ext {
     },
     /// Authentication header with a 12-byte ICV (24 bytes in all).
     Ah,
+    /// An 8-byte header of protocol number `kind` (0 hop-by-hop, 43 routing, 60 destination
+    /// options) whose last six bytes are `body`: options, or routing type, segments left and
+    /// four reserved bytes.
+    Raw8 {
+        kind: u8,
+        body: [u8; 6],
+    },
 }
 
 #[derive(Clone, Debug, Default)]
@@ -547,6 +556,10 @@ fn build_ip(ip: &Ip, next: u8, payload: &[u8]) -> (Vec<u8>, u8) {
                         // PadN option filling the 8 bytes.
                         ext_bytes.extend_from_slice(&[nh, 0, 1, 4, 0, 0, 0, 0]);
                     }
+                    Ext::Raw8 { body, .. } => {
+                        ext_bytes.extend_from_slice(&[nh, 0]);
+                        ext_bytes.extend_from_slice(body);
+                    }
                     Ext::Routing => {
                         // Routing type 253 (RFC 4727 experimental), segments left 0.
                         ext_bytes.extend_from_slice(&[nh, 0, 253, 0, 0, 0, 0, 0]);
@@ -590,6 +603,7 @@ fn ext_number(e: &Ext) -> u8 {
         Ext::DestOpts => 60,
         Ext::Fragment { .. } => 44,
         Ext::Ah => 51,
+        Ext::Raw8 { kind, .. } => *kind,
     }
 }
 
@@ -742,9 +756,10 @@ fn verify_ip(b: &[u8], version: u8, embedded: bool, path: &str, depth: u32) -> R
     let pseudo = naive_sum(&src) + naive_sum(&dst) + u32::from(proto) + seg.len() as u32;
     let sub = format!("{path}/{}", proto_name(proto));
     match proto {
+        // A fragment holds only part of what it carries: nothing more to verify.
+        _ if fragment => return Ok(()),
         4 => return verify_ip(seg, 4, false, &sub, depth + 1),
         41 => return verify_ip(seg, 6, false, &sub, depth + 1),
-        _ if fragment => return Ok(()),
         6 => {
             if seg.len() < 20 {
                 return Err(format!("{sub}: truncated"));

@@ -52,7 +52,8 @@ drop_reasons! {
     BadIpChecksum => "bad_ip_checksum",
     /// A fragment we cannot handle (non-first fragments of unknown flows, overlapping, …).
     Fragment => "fragment",
-    /// TTL / hop limit would expire on forwarding.
+    /// TTL / hop limit would expire on forwarding (toward a backend the sender is also sent
+    /// time exceeded, unless rate-limited).
     TtlExceeded => "ttl_exceeded",
     /// No connection and the packet may not create one (e.g. TCP without SYN).
     NoConnection => "no_connection",
@@ -74,6 +75,53 @@ drop_reasons! {
     IcmpNoConnection => "icmp_no_connection",
     /// Protocol or feature not supported by the configured method.
     Unsupported => "unsupported",
+    /// Destination MAC is another host's, not the ingress port's (the kernel's
+    /// `PACKET_OTHERHOST`, dropped by `ip_rcv`).
+    OtherHost => "other_host",
+    /// L2 broadcast / multicast destination carrying a unicast IP destination.
+    L2Multicast => "l2_multicast",
+    /// 802.1Q tag with a VLAN id not configured on the ingress interface.
+    VlanUnconfigured => "vlan_unconfigured",
+    /// 802.1Q tag with the reserved VLAN id 4095.
+    VlanReserved => "vlan_reserved",
+    /// Stacked VLAN tags (QinQ), which xvs does not terminate.
+    VlanStacked => "vlan_stacked",
+    /// Martian source: IPv4 0/8, 127/8, 224/4, 240/4; IPv6 ::, ::1, ff00::/8, ::ffff:0:0/96.
+    MartianSource => "martian_source",
+    /// Source address is one of the director's virtual addresses (spoofed).
+    SourceIsVip => "source_is_vip",
+    /// Source address equals destination address (LAND).
+    Land => "land",
+    /// IPv4 loose / strict source route option (`accept_source_route = 0`).
+    SourceRoute => "source_route",
+    /// Malformed IPv4 options (as `ip_options_compile` rejects them).
+    BadIpOptions => "bad_ip_options",
+    /// Illegal IPv6 extension header chain (hop-by-hop not first, or twice).
+    BadExtChain => "bad_ext_chain",
+    /// IPv6 routing header with segments left > 0.
+    RoutingHeader => "routing_header",
+    /// IPv6 hop-by-hop / destination option unknown with a discard action (01, 10, 11), or
+    /// options overrunning their header.
+    BadExtOption => "bad_ext_option",
+    /// IPv6 jumbo payload option (never valid on links with MTU < 65 536).
+    BadJumbo => "bad_jumbo",
+    /// IPv6 fragment with M = 1 whose fragment data is not a multiple of 8 bytes.
+    BadFragmentLength => "bad_fragment_length",
+    /// IPv6 UDP with checksum 0 (RFC 8200 §8.1).
+    UdpZeroChecksum => "udp_zero_checksum",
+    /// Received ICMP error whose checksum does not verify.
+    BadIcmpChecksum => "bad_icmp_checksum",
+    /// ICMP error about an ICMP error (RFC 1122 §3.2.2).
+    IcmpAboutError => "icmp_about_error",
+    /// ICMP error whose quote is too short to hold the transport ports.
+    IcmpShortQuote => "icmp_short_quote",
+    /// ICMP error quoting an IP header that is not one (bad version or IHL).
+    IcmpBadQuote => "icmp_bad_quote",
+    /// Larger than the egress MTU, DF clear, and fragmentation is off
+    /// (`PipelineConfig::fragment`) or impossible (IPv6 outer header, ICMP errors).
+    NeedsFragmentation => "needs_fragmentation",
+    /// Fragments waiting for [`crate::Pipeline::drain_fragments`] fill the queue.
+    FragmentQueueFull => "fragment_queue_full",
 }
 
 /// One counter per [`DropReason`].

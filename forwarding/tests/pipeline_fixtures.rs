@@ -511,6 +511,7 @@ fn drops_and_passes() {
         f
     };
     let syn_no_backend = frame_in(client, vip).tcp(43000, 99).syn().build();
+    let ttl1 = frame_in(client, vip).ttl(1).tcp(43001, 80).syn().build();
     let fixtures = vec![
         Fixture {
             description: "ARP goes to the kernel".into(),
@@ -544,11 +545,18 @@ fn drops_and_passes() {
             output: None,
         },
         Fixture {
-            description: "TTL 1 would expire".into(),
+            description: "TTL 1 would expire: time exceeded from the VIP".into(),
             ingress: FRONT,
-            input: frame_in(client, vip).ttl(1).tcp(43001, 80).syn().build(),
-            verdict: Verdict::Drop(DropReason::TtlExceeded),
-            output: None,
+            input: ttl1.clone(),
+            verdict: Verdict::Tx(FRONT),
+            output: Some(
+                ip(Pkt::eth(FRONT_MAC, GW_MAC), vip, client)
+                    .ttl(64)
+                    .id(0)
+                    .tos(0xc0)
+                    .icmp_error(11, 0, 0, &ip_part(&ttl1, 548))
+                    .build(),
+            ),
         },
         Fixture {
             description: "bad IPv4 header checksum".into(),
@@ -598,5 +606,7 @@ fn drops_and_passes() {
     let c = pipe.counters();
     assert_eq!(c.pass, 3);
     assert_eq!(c.drops.get(DropReason::NoBackend), 1);
-    assert_eq!(c.icmp_answers, 1);
+    assert_eq!(c.drops.get(DropReason::TtlExceeded), 1);
+    assert_eq!(c.icmp_answers, 2);
+    assert_eq!(c.tx + c.pass + c.drops.total(), c.rx);
 }

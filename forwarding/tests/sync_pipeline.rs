@@ -320,3 +320,25 @@ fn full_table_is_refused_and_counted() {
         2
     );
 }
+
+#[test]
+fn the_table_in_parts_is_the_whole_table() {
+    let mut m = pipeline_with(&[service(PROTO_TCP, "rr", Method::Nat, true)], 64);
+    for cport in 5000..5010 {
+        for (i, p) in [client(cport).syn(), client(cport).ack()]
+            .iter()
+            .enumerate()
+        {
+            process(&mut m, t(i as u64), FRONT, &p.build());
+        }
+    }
+    let whole = m.sync_table();
+    // 10 connections and their template.
+    assert_eq!(whole.len(), 11);
+    let mut parts = Vec::new();
+    let mut from = Some(0);
+    while let Some(f) = from {
+        from = m.sync_table_part(f, 7, &mut parts);
+    }
+    assert_eq!(parts, whole);
+}

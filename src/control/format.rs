@@ -20,7 +20,7 @@ use xvs_forwarding::service::{Backend, Persistence, Service, ServiceKey, PROTO_T
 use xvs_forwarding::Method;
 
 use super::model::{BackendListing, Listing, Rates, ServiceListing, Stats};
-use super::state::{addr_port, proto_name, DesiredState};
+use super::state::{addr_port, proto_name, Change, DesiredState};
 use crate::sync::DaemonConfig;
 
 /// Which `-L` layout (ipvsadm's `FMT_*` bits; the first set one of stats, rate, thresholds,
@@ -320,6 +320,23 @@ pub fn service_rule(s: &Service) -> String {
 
 /// `-a -t 10.0.0.1:80 -r 192.168.1.2:80 -m -w 1`; tunnel backends get ipvsadm 1.31's
 /// `--tun-type ipip`; `-x`/`-y` when set (xvs: ipvsadm does not save thresholds).
+/// A change between desired states as the ipvsadm rule that makes it.
+pub fn change_rule(c: &Change) -> String {
+    match c {
+        Change::DeleteService(k) => format!("-D {}", service_args(k)),
+        Change::AddService(s) => service_rule(s),
+        Change::EditService(s) => service_rule(s).replacen("-A", "-E", 1),
+        Change::DeleteBackend(k, addr, port) => {
+            format!("-d {} -r {}", service_args(k), addr_port(*addr, *port))
+        }
+        Change::AddBackend(k, b) => backend_rule(k, b),
+        Change::EditBackend(k, b) => backend_rule(k, b).replacen("-a", "-e", 1),
+        Change::SetTimeouts { tcp, tcpfin, udp } => format!("--set {tcp} {tcpfin} {udp}"),
+        Change::StopDaemon(role) => format!("--stop-daemon {}", role.as_str()),
+        Change::StartDaemon(d) => daemon_rule(d),
+    }
+}
+
 pub fn backend_rule(key: &ServiceKey, b: &Backend) -> String {
     let mut out = format!(
         "-a {} -r {} {} -w {}",

@@ -1059,6 +1059,13 @@ pub fn restore(st: &mut DesiredState, text: &str) -> Result<usize, String> {
     Ok(n)
 }
 
+/// The state that ipvsadm rule lines (`-S` output, `-R` input) build from scratch.
+pub fn parse_rules(text: &str) -> Result<DesiredState, String> {
+    let mut st = DesiredState::default();
+    restore(&mut st, text)?;
+    Ok(st)
+}
+
 /// `xvs ctl -h`.
 pub const HELP: &str = "\
 xvs ctl: ipvsadm's commands, sent to the running director

@@ -13,10 +13,12 @@
 //!   IPVS list order), so an operator can keep what they changed: paste the sections into the
 //!   file, or replay the rules with `xvs ctl -R` after a reload.
 //!
-//! Modules: [`state`] (the desired state and ipvsadm's operations on it), [`ipvsadm`] (the
-//! command line), [`model`] (the listing the runtime fills), [`format`] (ipvsadm's output),
+//! Modules: [`state`] (the desired state, ipvsadm's operations on it, and the typed
+//! [`state::Change`]s between two states), [`ipvsadm`] (the command line and rule text in),
+//! [`model`] (the listing the runtime fills), [`format`](mod@format) (ipvsadm's output and rule text out),
 //! [`server`] (the Unix socket, the [`server::Director`] trait the runtime implements, and the
-//! client).
+//! client). Imports point one way: `ipvsadm`, `format` and `model` use `state`; `state` uses
+//! none of them.
 
 pub mod format;
 pub mod health;

@@ -267,7 +267,7 @@ mod tests {
 
     #[test]
     fn listing_from_state_puts_the_newest_backend_first() {
-        let st = DesiredState::parse_rules(
+        let st = crate::control::ipvsadm::parse_rules(
             "-A -t 198.18.0.100:80 -s rr\n\
              -a -t 198.18.0.100:80 -r 198.19.0.1:80 -m\n\
              -a -t 198.18.0.100:80 -r 198.19.0.2:80 -m\n",

@@ -213,10 +213,13 @@ fn reload(d: &dyn Director) -> Response {
         Ok(n) => n,
         Err(e) => return Response::fail(1, format!("reload failed, nothing changed: {e}")),
     };
-    let runtime = file_before.diff(&before);
-    let from_file = file_before.diff(&new);
+    let rules = |a: &DesiredState, b: &DesiredState| -> Vec<String> {
+        a.diff(b).iter().map(format::change_rule).collect()
+    };
+    let runtime = rules(&file_before, &before);
+    let from_file = rules(&file_before, &new);
     let discarded: Vec<&String> = runtime.iter().filter(|l| !from_file.contains(l)).collect();
-    let changes = before.diff(&new);
+    let changes = rules(&before, &new);
     let mut out = format!(
         "reloaded: {} service(s), {} backend(s)\nchanges to the running state: {}\n",
         new.services.len(),

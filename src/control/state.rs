@@ -14,7 +14,6 @@
 //! Errors name the service and backend (`service TCP 198.18.0.100:80 already exists`) instead
 //! of the kernel's errno texts ("Service already exists").
 
-use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use xvs_forwarding::service::{Backend, Service, ServiceKey, PROTO_TCP, PROTO_UDP};
@@ -272,30 +271,26 @@ impl DesiredState {
         }
     }
 
-    /// The state that ipvsadm rule lines (`-S` output, `-R` input) build from scratch.
-    pub fn parse_rules(text: &str) -> Result<DesiredState, String> {
-        let mut st = DesiredState::default();
-        super::ipvsadm::restore(&mut st, text)?;
-        Ok(st)
-    }
-
-    /// The ipvsadm commands that turn `self` into `to` (service deletions, additions and edits,
-    /// then per service backend deletions, edits and additions in add order, then `--set`).
-    /// Empty when both are the same. Used to tell what a reload replaces.
-    pub fn diff(&self, to: &DesiredState) -> Vec<String> {
-        use super::format::{backend_rule, service_args, service_rule};
+    /// The changes that turn `self` into `to`: service deletions, then per service of `to` its
+    /// addition (followed by its backends in add order) or its edit and backend deletions,
+    /// edits and additions, then the timeouts. Empty when both are the same. Used to tell what
+    /// a reload replaces; `format::change_rule` prints a change as an ipvsadm rule.
+    pub fn diff(&self, to: &DesiredState) -> Vec<Change> {
         let mut out = Vec::new();
         for s in &self.services {
             if to.service(&s.key).is_none() {
-                out.push(format!("-D {}", service_args(&s.key)));
+                out.push(Change::DeleteService(s.key));
             }
         }
         for t in &to.services {
             match self.service(&t.key) {
                 None => {
-                    out.push(service_rule(t));
+                    out.push(Change::AddService(Service {
+                        backends: Vec::new(),
+                        ..t.clone()
+                    }));
                     for b in &t.backends {
-                        out.push(backend_rule(&t.key, b));
+                        out.push(Change::AddBackend(t.key, b.clone()));
                     }
                 }
                 Some(s) => {
@@ -304,7 +299,10 @@ impl DesiredState {
                         || s.persistence != t.persistence
                         || s.one_packet != t.one_packet
                     {
-                        out.push(service_rule(t).replacen("-A", "-E", 1));
+                        out.push(Change::EditService(Service {
+                            backends: Vec::new(),
+                            ..t.clone()
+                        }));
                     }
                     for b in &s.backends {
                         if !t
@@ -312,11 +310,7 @@ impl DesiredState {
                             .iter()
                             .any(|x| x.addr == b.addr && x.port == b.port)
                         {
-                            out.push(format!(
-                                "-d {} -r {}",
-                                service_args(&s.key),
-                                addr_port(b.addr, b.port)
-                            ));
+                            out.push(Change::DeleteBackend(s.key, b.addr, b.port));
                         }
                     }
                     for b in &t.backends {
@@ -325,10 +319,8 @@ impl DesiredState {
                             .iter()
                             .find(|x| x.addr == b.addr && x.port == b.port)
                         {
-                            None => out.push(backend_rule(&t.key, b)),
-                            Some(x) if x != b => {
-                                out.push(backend_rule(&t.key, b).replacen("-a", "-e", 1))
-                            }
+                            None => out.push(Change::AddBackend(t.key, b.clone())),
+                            Some(x) if x != b => out.push(Change::EditBackend(t.key, b.clone())),
                             Some(_) => {}
                         }
                     }
@@ -336,29 +328,50 @@ impl DesiredState {
             }
         }
         if self.timeouts != to.timeouts {
-            let mut l = String::from("--set");
-            for (a, b) in [
-                (self.timeouts.tcp, to.timeouts.tcp),
-                (self.timeouts.tcpfin, to.timeouts.tcpfin),
-                (self.timeouts.udp, to.timeouts.udp),
-            ] {
-                let _ = write!(l, " {}", if a == b { 0 } else { b });
-            }
-            out.push(l);
+            let pick = |a: u32, b: u32| if a == b { 0 } else { b };
+            out.push(Change::SetTimeouts {
+                tcp: pick(self.timeouts.tcp, to.timeouts.tcp),
+                tcpfin: pick(self.timeouts.tcpfin, to.timeouts.tcpfin),
+                udp: pick(self.timeouts.udp, to.timeouts.udp),
+            });
         }
         for role in [Role::Master, Role::Backup] {
             let (a, b) = (self.daemon(role), to.daemon(role));
             if a != b {
                 if a.is_some() {
-                    out.push(format!("--stop-daemon {}", role.as_str()));
+                    out.push(Change::StopDaemon(role));
                 }
                 if let Some(d) = b {
-                    out.push(super::format::daemon_rule(d));
+                    out.push(Change::StartDaemon(d.clone()));
                 }
             }
         }
         out
     }
+}
+
+/// One step between two desired states (the typed form of an ipvsadm rule, see
+/// [`DesiredState::diff`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// `-D`.
+    DeleteService(ServiceKey),
+    /// `-A` (the service without backends; its backends follow as `AddBackend`).
+    AddService(Service),
+    /// `-E` (scheduler, flags, persistence, one-packet; backends empty).
+    EditService(Service),
+    /// `-d`.
+    DeleteBackend(ServiceKey, IpAddr, u16),
+    /// `-a`.
+    AddBackend(ServiceKey, Backend),
+    /// `-e`.
+    EditBackend(ServiceKey, Backend),
+    /// `--set tcp tcpfin udp`, 0 for a value that stays.
+    SetTimeouts { tcp: u32, tcpfin: u32, udp: u32 },
+    /// `--stop-daemon`.
+    StopDaemon(Role),
+    /// `--start-daemon`.
+    StartDaemon(DaemonConfig),
 }
 
 fn check_service(svc: &Service) -> Result<(), StateError> {
@@ -565,6 +578,15 @@ mod tests {
         a.add_backend(&key(80), be(2, 1)).unwrap();
         a.add_service(svc(443, "rr")).unwrap();
         assert!(a.diff(&a).is_empty());
+        let mut c = a.clone();
+        c.delete_service(&key(80)).unwrap();
+        c.add_service(svc(80, "rr")).unwrap();
+        c.add_backend(&key(80), be(1, 1)).unwrap();
+        assert_eq!(
+            c.diff(&a),
+            [Change::AddBackend(key(80), be(2, 1))],
+            "typed changes"
+        );
         let mut b = a.clone();
         b.delete_service(&key(443)).unwrap();
         b.edit_backend(&key(80), be(1, 3)).unwrap();
@@ -572,8 +594,13 @@ mod tests {
             .unwrap();
         b.add_service(svc(81, "wlc")).unwrap();
         b.set_timeouts(0, 0, 60);
+        let rules: Vec<String> = a
+            .diff(&b)
+            .iter()
+            .map(crate::control::format::change_rule)
+            .collect();
         assert_eq!(
-            a.diff(&b),
+            rules,
             [
                 "-D -t 198.18.0.100:443",
                 "-d -t 198.18.0.100:80 -r 198.19.0.2:8080",

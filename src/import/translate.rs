@@ -225,6 +225,7 @@ pub fn translate(stmts: &[Stmt], report: &mut Report, files: &[String]) -> Trans
     let mut groups: HashMap<String, Vec<GroupEntry>> = HashMap::new();
     let mut laddr_groups: HashMap<String, (Pos, Vec<IpAddr>)> = HashMap::new();
     let mut timeouts: Option<(Pos, [Option<u32>; 3])> = None;
+    let mut sync: Option<(Pos, String)> = None;
     let mut servers = Vec::new();
     for s in stmts {
         let kw = s.keyword();
@@ -251,11 +252,11 @@ pub fn translate(stmts: &[Stmt], report: &mut Report, files: &[String]) -> Trans
                 for g in s.children() {
                     match g.keyword() {
                         "lvs_timeouts" => timeouts = lvs_timeouts(g, report, timeouts),
-                        "lvs_sync_daemon" | "lvs_sync_daemon_interface" => report.unsupported(
-                            g.pos.clone(),
-                            &g.text(),
-                            "xvs does not speak the IPVS connection sync protocol yet",
-                        ),
+                        "lvs_sync_daemon" | "lvs_sync_daemon_interface" => {
+                            if let Some(t) = lvs_sync_daemon(g, report) {
+                                sync = Some((g.pos.clone(), t));
+                            }
+                        }
                         _ => {}
                     }
                 }
@@ -336,9 +337,70 @@ pub fn translate(stmts: &[Stmt], report: &mut Report, files: &[String]) -> Trans
         }
         toml.push_str("]\n");
     }
+    if let Some((pos, text)) = sync {
+        let _ = writeln!(toml, "\n# lvs_sync_daemon ({})", pos.line_ref(files));
+        toml.push_str(&text);
+    }
     toml.push_str(&body);
     out.toml = toml;
     out
+}
+
+/// `lvs_sync_daemon INTERFACE [VRRP_INSTANCE] [id N] [maxlen N] [port N] [ttl N] [group ADDR]`
+/// (or the old `lvs_sync_daemon_interface INTERFACE`) as `[sync.master]` and `[sync.backup]`
+/// sections with the same settings: keepalived switches the kernel's daemon between master
+/// and backup as its VRRP instance changes state; xvs runs both, so each director sends its
+/// own connections and installs its peer's whatever its VRRP state.
+fn lvs_sync_daemon(g: &Stmt, report: &mut Report) -> Option<String> {
+    let mut args = g.args().iter();
+    let Some(interface) = args.next() else {
+        report.unsupported(g.pos.clone(), &g.text(), "needs an interface");
+        return None;
+    };
+    let mut fields = format!("interface = {}\n", toml_str(interface));
+    let mut rest: Vec<&String> = args.collect();
+    if g.keyword() == "lvs_sync_daemon"
+        && rest
+            .first()
+            .is_some_and(|w| !matches!(w.as_str(), "id" | "maxlen" | "port" | "ttl" | "group"))
+    {
+        let instance = rest.remove(0);
+        report.warning(
+            g.pos.clone(),
+            &g.text(),
+            &format!(
+                "keepalived switches the sync daemon between master and backup with VRRP instance {instance}; xvs runs both daemons at once"
+            ),
+        );
+    }
+    let mut words = rest.into_iter();
+    while let Some(w) = words.next() {
+        let Some(v) = words.next() else {
+            report.unsupported(g.pos.clone(), &g.text(), &format!("{w} needs a value"));
+            return None;
+        };
+        let (key, ok) = match w.as_str() {
+            "id" => ("syncid", v.parse::<u8>().is_ok()),
+            "maxlen" => ("maxlen", v.parse::<u16>().is_ok()),
+            "port" => ("port", v.parse::<u16>().is_ok_and(|p| p > 0)),
+            "ttl" => ("ttl", v.parse::<u8>().is_ok_and(|t| t > 0)),
+            "group" => ("group", v.parse::<IpAddr>().is_ok_and(|a| a.is_multicast())),
+            _ => {
+                report.unsupported(g.pos.clone(), &g.text(), &format!("unknown option {w:?}"));
+                return None;
+            }
+        };
+        if !ok {
+            report.unsupported(g.pos.clone(), &g.text(), &format!("bad {w} {v:?}"));
+            return None;
+        }
+        if key == "group" {
+            let _ = writeln!(fields, "group = {}", toml_str(v));
+        } else {
+            let _ = writeln!(fields, "{key} = {v}");
+        }
+    }
+    Some(format!("[sync.master]\n{fields}\n[sync.backup]\n{fields}"))
 }
 
 fn lvs_timeouts(

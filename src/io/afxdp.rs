@@ -75,63 +75,100 @@ impl Default for XskParams {
     }
 }
 
-/// Where a ring's pieces live inside its mmap.
+/// Where a ring's pieces live inside its mmap. The three index words are only ever accessed
+/// atomically (by us and by the kernel); no reference or slice covers them.
 struct RingPtrs {
     _map: Mmap,
-    producer: *const AtomicU32,
-    consumer: *const AtomicU32,
-    flags: *const AtomicU32,
+    producer: *mut u32,
+    consumer: *mut u32,
+    flags: *mut u32,
     descs: *mut u8,
     mask: u32,
     size: u32,
 }
 
 impl RingPtrs {
-    fn new(map: Mmap, off: &libc::xdp_ring_offset, size: u32) -> RingPtrs {
-        let base = map.ptr;
-        // SAFETY: the offsets come from XDP_MMAP_OFFSETS for this very ring and lie inside the
-        // mapping (its length is off.desc + size * entry size); the kernel aligns the u32 fields.
-        unsafe {
-            RingPtrs {
-                producer: base.add(off.producer as usize) as *const AtomicU32,
-                consumer: base.add(off.consumer as usize) as *const AtomicU32,
-                flags: base.add(off.flags as usize) as *const AtomicU32,
-                descs: base.add(off.desc as usize),
-                mask: size - 1,
-                size,
-                _map: map,
-            }
+    /// Locate the ring's parts in `map` from the offsets of XDP_MMAP_OFFSETS, checking that each
+    /// index word is aligned and inside the mapping and that `size` entries of `entry` bytes fit
+    /// after `off.desc` (what the accessors below rely on).
+    fn new(
+        map: Mmap,
+        off: &libc::xdp_ring_offset,
+        size: u32,
+        entry: usize,
+        what: &str,
+    ) -> Result<RingPtrs, IoError> {
+        let len = map.len();
+        let word_ok =
+            |o: u64| o.is_multiple_of(4) && o.checked_add(4).is_some_and(|e| e <= len as u64);
+        let descs_end = (size as u64)
+            .checked_mul(entry as u64)
+            .and_then(|n| n.checked_add(off.desc));
+        if !size.is_power_of_two()
+            || !word_ok(off.producer)
+            || !word_ok(off.consumer)
+            || !word_ok(off.flags)
+            || !off.desc.is_multiple_of(8)
+            || descs_end.is_none_or(|e| e > len as u64)
+        {
+            return Err(IoError::Invalid(format!(
+                "{what}: ring layout from XDP_MMAP_OFFSETS does not fit its {len}-byte map"
+            )));
         }
+        let base = map.ptr();
+        // SAFETY: each offset was checked above to lie inside the mapping.
+        let producer = unsafe { base.add(off.producer as usize) }.cast::<u32>();
+        // SAFETY: see above.
+        let consumer = unsafe { base.add(off.consumer as usize) }.cast::<u32>();
+        // SAFETY: see above.
+        let flags = unsafe { base.add(off.flags as usize) }.cast::<u32>();
+        // SAFETY: see above.
+        let descs = unsafe { base.add(off.desc as usize) };
+        Ok(RingPtrs {
+            producer,
+            consumer,
+            flags,
+            descs,
+            mask: size - 1,
+            size,
+            _map: map,
+        })
+    }
+
+    /// The shared index word at `p` (one of the three fields) as an atomic.
+    #[inline]
+    fn word(&self, p: *mut u32) -> &AtomicU32 {
+        // SAFETY: `p` is one of producer/consumer/flags: aligned and inside the mapping
+        // (checked in `new`), which lives as long as `self` (`_map`); the word is only ever
+        // accessed atomically, by the kernel and through this function.
+        unsafe { AtomicU32::from_ptr(p) }
     }
 
     #[inline]
     fn load_producer(&self) -> u32 {
-        // SAFETY: producer points into the live ring mapping (kept by `_map`).
-        unsafe { (*self.producer).load(Ordering::Acquire) }
+        self.word(self.producer).load(Ordering::Acquire)
     }
 
     #[inline]
     fn load_consumer(&self) -> u32 {
-        // SAFETY: as above.
-        unsafe { (*self.consumer).load(Ordering::Acquire) }
+        self.word(self.consumer).load(Ordering::Acquire)
     }
 
+    /// Release publishes the descriptors written before.
     #[inline]
     fn store_producer(&self, v: u32) {
-        // SAFETY: as above; Release publishes the descriptors written before.
-        unsafe { (*self.producer).store(v, Ordering::Release) }
+        self.word(self.producer).store(v, Ordering::Release)
     }
 
+    /// Release hands the read slots back to the kernel.
     #[inline]
     fn store_consumer(&self, v: u32) {
-        // SAFETY: as above; Release hands the read slots back to the kernel.
-        unsafe { (*self.consumer).store(v, Ordering::Release) }
+        self.word(self.consumer).store(v, Ordering::Release)
     }
 
     #[inline]
     fn needs_wakeup(&self) -> bool {
-        // SAFETY: as above.
-        unsafe { (*self.flags).load(Ordering::Relaxed) & libc::XDP_RING_NEED_WAKEUP != 0 }
+        self.word(self.flags).load(Ordering::Relaxed) & libc::XDP_RING_NEED_WAKEUP != 0
     }
 }
 
@@ -170,9 +207,13 @@ impl<T: Copy> ProdRing<T> {
     #[inline]
     fn write(&mut self, i: u32, v: T) {
         let idx = (self.cached_prod.wrapping_add(i) & self.r.mask) as usize;
-        // SAFETY: idx ≤ mask < size, so the slot is inside the descriptor array of the mapping;
-        // the slot is free (the caller checked `free`), so the kernel does not read it now.
-        unsafe { (self.r.descs as *mut T).add(idx).write(v) }
+        // SAFETY: idx ≤ mask < size and `RingPtrs::new` checked that `size` entries fit after
+        // `descs` (T is the ring's entry type, u64 or xdp_desc), so the slot is in the mapping.
+        let slot = unsafe { self.r.descs.cast::<T>().add(idx) };
+        // SAFETY: the slot is inside the mapping and 8-byte aligned (`descs` is, and both entry
+        // types are 8 or 16 bytes); it is free (the caller checked `free`), so the kernel does
+        // not read it until `submit` publishes it.
+        unsafe { slot.write(v) }
     }
 
     #[inline]
@@ -221,8 +262,11 @@ impl<T: Copy> ConsRing<T> {
     #[inline]
     fn read(&self, i: u32) -> T {
         let idx = (self.cached_cons.wrapping_add(i) & self.r.mask) as usize;
-        // SAFETY: idx < size; the slot was published by the kernel (Acquire on producer).
-        unsafe { (self.r.descs as *const T).add(idx).read() }
+        // SAFETY: idx < size, inside the checked descriptor array (see `ProdRing::write`).
+        let slot = unsafe { self.r.descs.cast::<T>().add(idx) };
+        // SAFETY: aligned slot in the mapping, published by the kernel (acquire load of the
+        // producer) and not rewritten until `release` hands it back.
+        unsafe { slot.read() }
     }
 
     #[inline]
@@ -243,7 +287,7 @@ struct Umem {
 
 impl Umem {
     fn new(map: Mmap, chunk_size: u64) -> Umem {
-        let chunks = map.len / chunk_size as usize;
+        let chunks = map.len() / chunk_size as usize;
         Umem {
             map,
             chunk_size,
@@ -275,7 +319,7 @@ impl Umem {
         }
         *seen = self.batch_no;
         // SAFETY: idx < chunks, so base + chunk_size ≤ the mapping's length.
-        Some((base, unsafe { self.map.ptr.add(base as usize) }))
+        Some((base, unsafe { self.map.ptr().add(base as usize) }))
     }
 
     /// The chunk containing `addr` as the frame buffer, and the offset of `addr` in it; `None` if
@@ -283,19 +327,16 @@ impl Umem {
     #[inline]
     fn chunk(&mut self, addr: u64) -> Option<(u64, &mut [u8])> {
         let base = addr & !(self.chunk_size - 1);
-        if base.checked_add(self.chunk_size)? > self.map.len as u64 {
+        if base.checked_add(self.chunk_size)? > self.map.len() as u64 {
             return None;
         }
-        // SAFETY: [base, base + chunk_size) lies inside the UMEM mapping (checked above). The
-        // chunk belongs to user space right now: it came off an rx ring and is on no kernel ring
-        // until we put it on a tx or fill ring, which happens after this borrow ends (the
-        // returned slice borrows `self` mutably, so no second view of it can exist).
-        let s = unsafe {
-            std::slice::from_raw_parts_mut(
-                self.map.ptr.add(base as usize),
-                self.chunk_size as usize,
-            )
-        };
+        // SAFETY: [base, base + chunk_size) lies inside the UMEM mapping (checked above).
+        let start = unsafe { self.map.ptr().add(base as usize) };
+        // SAFETY: the chunk is inside the mapping and belongs to user space right now: it is on
+        // no kernel ring (a free chunk) until we put it on a tx or fill ring, which happens after
+        // this borrow ends (the returned slice borrows `self` mutably, so no second view of it
+        // can exist).
+        let s = unsafe { std::slice::from_raw_parts_mut(start, self.chunk_size as usize) };
         Some((base, s))
     }
 }
@@ -387,7 +428,7 @@ impl std::fmt::Debug for AfXdpIo {
 }
 
 impl AfXdpIo {
-    /// Create the UMEM and one socket per target (port i = targets[i]), all at the same queue.
+    /// Create the UMEM and one socket per target (port i = `targets[i]`), all at the same queue.
     /// With `BindMode::Auto`, zero-copy is tried first and copy mode used if the driver refuses.
     pub fn new(targets: &[BindTarget], params: XskParams) -> Result<AfXdpIo, IoError> {
         if params.mode != BindMode::Auto {
@@ -575,8 +616,8 @@ fn create_socket(
     let raw = fd.as_raw_fd();
     if owner.is_none() {
         let reg = libc::xdp_umem_reg {
-            addr: umem.map.ptr as u64,
-            len: umem.map.len as u64,
+            addr: umem.map.ptr() as u64,
+            len: umem.map.len() as u64,
             chunk_size: p.chunk_size,
             headroom: p.headroom,
             flags: 0,
@@ -589,7 +630,7 @@ fn create_socket(
             let hint = match errno {
                 libc::ENOBUFS | libc::ENOMEM | libc::EPERM => format!(
                     "cannot lock {} MiB of UMEM: needs CAP_IPC_LOCK or a larger `ulimit -l`",
-                    umem.map.len >> 20
+                    umem.map.len() >> 20
                 ),
                 _ => String::new(),
             };
@@ -627,7 +668,7 @@ fn create_socket(
             pgoff,
             &what(name),
         )
-        .map(|m| RingPtrs::new(m, o, size))
+        .and_then(|m| RingPtrs::new(m, o, size, entry, &what(name)))
     };
     let fill = map(&off.fr, 8, libc::XDP_UMEM_PGOFF_FILL_RING, "fill ring")?;
     let comp = map(

@@ -2,7 +2,10 @@
 //! (`packet`), the loader of xvs's own XDP program (`xdp`), the NETLINK_ROUTE neighbour dump
 //! (`netlink`) and the few interface queries the workers need (`sys`).
 //!
-//! All `unsafe` of the `xvs` crate lives in this module, each block with a `// SAFETY:` comment.
+//! All `unsafe` of the `xvs` crate lives in this module, each block with a `// SAFETY:` comment
+//! covering one unsafe operation. The workspace lints enforce it: `unsafe_code` is denied
+//! everywhere else (`src/lib.rs` allows it for this module only), and clippy's
+//! `undocumented_unsafe_blocks` and `multiple_unsafe_ops_per_block` run with `-D warnings`.
 //! Every syscall goes through a helper that names the call in its error ([`IoError`]).
 //!
 //! Both backends implement [`WorkerIo`]: one value per worker owning that worker's sockets on every
@@ -109,6 +112,17 @@ pub struct IoCounters {
 }
 
 impl IoCounters {
+    /// Frames lost in the I/O layer (not by the processor), by reason: `tx_ring_full`,
+    /// `tx_bad_port`, `rx_bad_desc`, `handoff_full`.
+    pub fn io_drops(&self) -> [(&'static str, u64); 4] {
+        [
+            ("tx_ring_full", self.tx_ring_full),
+            ("tx_bad_port", self.tx_bad_port),
+            ("rx_bad_desc", self.rx_bad_desc),
+            ("handoff_full", self.handoff_full),
+        ]
+    }
+
     pub fn add(&mut self, o: &IoCounters) {
         self.rx += o.rx;
         self.tx += o.tx;

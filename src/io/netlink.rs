@@ -158,10 +158,11 @@ pub fn dump_neighbours() -> Result<Vec<NeighEntry>, IoError> {
     req[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
     req[8..12].copy_from_slice(&1u32.to_ne_bytes());
     req[16] = libc::AF_UNSPEC as u8;
+    // SAFETY: sockaddr_nl is plain old data; all-zero is a valid value.
+    let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    sa.nl_family = libc::AF_NETLINK as u16;
     // SAFETY: sending a 28-byte buffer we own to the kernel (nl_pid 0) on a netlink socket.
     let r = unsafe {
-        let mut sa: libc::sockaddr_nl = std::mem::zeroed();
-        sa.nl_family = libc::AF_NETLINK as u16;
         libc::sendto(
             raw,
             req.as_ptr().cast(),

@@ -71,6 +71,45 @@ impl Default for PacketParams {
     }
 }
 
+impl PacketParams {
+    /// The sizes the kernel's `packet_set_ring` and this module need: block size a multiple of
+    /// the page size (4096) and at least one frame; frame size a power of two from 256 (room for
+    /// the TPACKET_V2 header, PACKET_RESERVE headroom and a frame; 16-byte alignment of every
+    /// slot's status word); headroom under half a frame. A block size that is not a multiple of
+    /// the frame size is valid (the kernel, and `tx_slot_offset`, leave each block's tail unused).
+    pub fn validate(&self) -> Result<(), IoError> {
+        let bad = |why: String| Err(IoError::Invalid(format!("bad AF_PACKET sizes: {why}")));
+        if !self.frame_size.is_power_of_two() || self.frame_size < 256 {
+            return bad(format!(
+                "frame size {} is not a power of two ≥ 256",
+                self.frame_size
+            ));
+        }
+        if self.block_size == 0 || !self.block_size.is_multiple_of(4096) {
+            return bad(format!(
+                "block size {} is not a multiple of the page size 4096",
+                self.block_size
+            ));
+        }
+        if self.block_size < self.frame_size {
+            return bad(format!(
+                "block size {} is smaller than the frame size {}",
+                self.block_size, self.frame_size
+            ));
+        }
+        if self.block_count == 0 || self.tx_frames == 0 {
+            return bad("block count and TX frames must be at least 1".into());
+        }
+        if self.headroom >= self.frame_size / 2 {
+            return bad(format!(
+                "headroom {} is not under half the frame size {}",
+                self.headroom, self.frame_size
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[repr(C)]
 struct TpacketReq3 {
     block_size: u32,
@@ -90,6 +129,14 @@ struct TpacketReq {
     frame_nr: u32,
 }
 
+/// Size of a TPACKET_V3 block descriptor (`struct tpacket_block_desc` with its
+/// `tpacket_hdr_v1`): version, offset_to_priv, block_status (8), num_pkts (12),
+/// offset_to_first_pkt (16), blk_len, seq_num, two timestamps. Packets start at or after it.
+const BLOCK_DESC_LEN: usize = 48;
+const BLOCK_STATUS_OFF: usize = 8;
+const BLOCK_NUM_PKTS_OFF: usize = 12;
+const BLOCK_FIRST_PKT_OFF: usize = 16;
+
 #[inline]
 fn rd32(b: &[u8], off: usize) -> u32 {
     match b.get(off..off + 4) {
@@ -106,13 +153,54 @@ fn rd16(b: &[u8], off: usize) -> u16 {
     }
 }
 
-/// An atomic view of a u32 status word inside a ring mapping.
+/// Load a status word the kernel shares with us (acquire: what the kernel wrote before handing
+/// the slot or block over is visible after it).
+///
+/// # Safety
+/// `p` must be 4-byte aligned and point at 4 bytes inside a live ring mapping that stays mapped
+/// for the call, and no Rust reference (slice) may cover those 4 bytes while the call runs: the
+/// word is only ever accessed atomically, by us and by the kernel.
 #[inline]
-fn status(ptr: *mut u8) -> &'static AtomicU32 {
-    // SAFETY: callers pass the address of a 4-byte-aligned status word inside a live ring mapping
-    // that outlives every use (the mapping is owned by the same struct as the caller); the kernel
-    // accesses it concurrently, hence atomic.
-    unsafe { &*(ptr as *const AtomicU32) }
+unsafe fn load_status(p: *mut u8) -> u32 {
+    // SAFETY: the caller guarantees alignment, validity and that only atomic accesses reach the
+    // word (AtomicU32::from_ptr's contract).
+    let w = unsafe { AtomicU32::from_ptr(p.cast::<u32>()) };
+    w.load(Ordering::Acquire)
+}
+
+/// Store a status word the kernel shares with us (release: our writes to the slot or block
+/// happen before the kernel sees the new status).
+///
+/// # Safety
+/// As for [`load_status`].
+#[inline]
+unsafe fn store_status(p: *mut u8, v: u32) {
+    // SAFETY: as for `load_status`, guaranteed by the caller.
+    let w = unsafe { AtomicU32::from_ptr(p.cast::<u32>()) };
+    w.store(v, Ordering::Release);
+}
+
+/// Read a plain u32 at `base + off`.
+///
+/// # Safety
+/// `base + off` must be 4-byte aligned, inside a live mapping, and not written concurrently
+/// (the kernel wrote it before handing the block over and waits until it is given back).
+#[inline]
+unsafe fn read_u32(base: *mut u8, off: usize) -> u32 {
+    // SAFETY: in bounds, guaranteed by the caller.
+    let p = unsafe { base.add(off) };
+    // SAFETY: aligned, valid and not written concurrently, guaranteed by the caller.
+    unsafe { p.cast::<u32>().read() }
+}
+
+/// Offset of TX slot `i` in the ring mapping, as the kernel's `packet_lookup_frame` addresses
+/// it: `frames_per_block = block_size / frame_size` slots per block, slot `i` in block
+/// `i / frames_per_block` at `(i % frames_per_block) * frame_size`. When the block size is not
+/// a multiple of the frame size, the tail of every block is unused.
+#[inline]
+fn tx_slot_offset(i: usize, block_size: usize, frame_size: usize) -> usize {
+    let per_block = block_size / frame_size;
+    (i / per_block) * block_size + (i % per_block) * frame_size
 }
 
 struct RxRing {
@@ -126,7 +214,9 @@ struct RxRing {
 struct TxRing {
     fd: OwnedFd,
     map: Mmap,
+    block_size: usize,
     frame_size: usize,
+    /// Slots: `block_size / frame_size` per block times the blocks (the kernel's frame_nr).
     frames: usize,
     next: usize,
     queued: u32,
@@ -200,13 +290,7 @@ impl AfPacketIo {
                 "AF_PACKET worker without interfaces".into(),
             ));
         }
-        if !p.frame_size.is_power_of_two()
-            || !p.block_size.is_multiple_of(4096)
-            || p.block_size < p.frame_size
-            || p.headroom >= p.frame_size / 2
-        {
-            return Err(IoError::Invalid(format!("bad AF_PACKET sizes {p:?}")));
-        }
+        p.validate()?;
         let mut rx = Vec::new();
         let mut tx = Vec::new();
         for t in targets {
@@ -293,6 +377,7 @@ impl AfPacketIo {
             tx.push(TxRing {
                 fd,
                 map,
+                block_size: p.block_size as usize,
                 frame_size: p.frame_size as usize,
                 frames: (blocks * per_block) as usize,
                 next: 0,
@@ -310,26 +395,36 @@ impl TxRing {
         if data.len() + TX_DATA_OFF > self.frame_size {
             return false;
         }
-        let off = self.next * self.frame_size;
-        // SAFETY: off + frame_size ≤ map.len (next < frames, frames * frame_size = map length).
-        let slot = unsafe { self.map.ptr.add(off) };
-        let st = status(slot);
-        let mut s = st.load(Ordering::Acquire);
+        let off = tx_slot_offset(self.next, self.block_size, self.frame_size);
+        debug_assert!(off + self.frame_size <= self.map.len());
+        // SAFETY: next < frames = (block_size / frame_size) * blocks, so the slot
+        // [off, off + frame_size) lies inside the mapping of blocks * block_size bytes.
+        let slot = unsafe { self.map.ptr().add(off) };
+        // SAFETY: the status word (tp_status) opens the slot: 16-byte aligned (frame size is a
+        // power of two ≥ 64, blocks are page aligned), inside the mapping, and no slice covers
+        // it (the one below starts after it).
+        let mut s = unsafe { load_status(slot) };
         if s == TP_STATUS_WRONG_FORMAT {
-            st.store(TP_STATUS_AVAILABLE, Ordering::Release);
+            // SAFETY: as above.
+            unsafe { store_status(slot, TP_STATUS_AVAILABLE) };
             s = TP_STATUS_AVAILABLE;
         }
         if s != TP_STATUS_AVAILABLE {
             return false;
         }
-        // SAFETY: the slot is ours (status AVAILABLE) and lies inside the mapping; the slice
-        // covers exactly this slot and ends before we hand it back with the status store.
-        let buf = unsafe { std::slice::from_raw_parts_mut(slot, self.frame_size) };
+        // SAFETY: (this and the next block) the slot is ours (status AVAILABLE: the kernel does
+        // not touch it until we set SEND_REQUEST below, after the last use of the slice). The
+        // slice covers the slot after its status word, [off + 4, off + frame_size), inside the
+        // mapping, and nothing else refers to those bytes.
+        let body = unsafe { slot.add(4) };
+        // SAFETY: see above: [off + 4, off + frame_size) is ours and inside the mapping.
+        let buf = unsafe { std::slice::from_raw_parts_mut(body, self.frame_size - 4) };
         let len = (data.len() as u32).to_ne_bytes();
-        buf[4..8].copy_from_slice(&len); // tp_len
-        buf[8..12].copy_from_slice(&len); // tp_snaplen
-        buf[TX_DATA_OFF..TX_DATA_OFF + data.len()].copy_from_slice(data);
-        st.store(TP_STATUS_SEND_REQUEST, Ordering::Release);
+        buf[0..4].copy_from_slice(&len); // tp_len (slot offset 4)
+        buf[4..8].copy_from_slice(&len); // tp_snaplen (slot offset 8)
+        buf[TX_DATA_OFF - 4..TX_DATA_OFF - 4 + data.len()].copy_from_slice(data);
+        // SAFETY: as for the load above; the slice is no longer used.
+        unsafe { store_status(slot, TP_STATUS_SEND_REQUEST) };
         self.next = (self.next + 1) % self.frames;
         self.queued += 1;
         true
@@ -352,24 +447,40 @@ impl WorkerIo for AfPacketIo {
         let n_ports = self.rx.len();
         for i in 0..n_ports {
             let r = &mut self.rx[i];
-            // SAFETY: next < blocks, so the block lies inside the RX mapping.
-            let block_ptr = unsafe { r.map.ptr.add(r.next * r.block_size) };
-            let bst = status(
-                // SAFETY: block_status is at offset 8 of the block descriptor (tpacket_hdr_v1).
-                unsafe { block_ptr.add(8) },
-            );
-            if bst.load(Ordering::Acquire) & TP_STATUS_USER == 0 {
+            // SAFETY: next < blocks, so the block [next * block_size, +block_size) lies inside
+            // the RX mapping of blocks * block_size bytes.
+            let block_ptr = unsafe { r.map.ptr().add(r.next * r.block_size) };
+            // SAFETY: block_status (offset 8 of the page-aligned block) is 4-byte aligned, inside
+            // the mapping, and only ever accessed atomically: the slices below start after the
+            // block descriptor.
+            let bst = unsafe { block_ptr.add(BLOCK_STATUS_OFF) };
+            // SAFETY: see `bst`.
+            if unsafe { load_status(bst) } & TP_STATUS_USER == 0 {
+                continue;
+            }
+            // SAFETY: the descriptor fields lie inside the block; the kernel wrote them before
+            // handing the block over (acquire load above) and does not write them until we give
+            // the block back; both are 4-byte aligned.
+            let mut remaining = unsafe { read_u32(block_ptr, BLOCK_NUM_PKTS_OFF) } as usize;
+            // SAFETY: as above.
+            let first = unsafe { read_u32(block_ptr, BLOCK_FIRST_PKT_OFF) } as usize;
+            if !(BLOCK_DESC_LEN..r.block_size).contains(&first) {
+                // The kernel never does this; count it and give the block back untouched.
+                c.rx_bad_desc += 1;
+                // SAFETY: see `bst`.
+                unsafe { store_status(bst, TP_STATUS_KERNEL) };
+                r.next = (r.next + 1) % r.blocks;
                 continue;
             }
             // SAFETY: the block is owned by user space (TP_STATUS_USER) until we store
-            // TP_STATUS_KERNEL below, after the last use of this slice.
-            let block = unsafe { std::slice::from_raw_parts_mut(block_ptr, r.block_size) };
-            let mut remaining = rd32(block, 12) as usize;
-            let first = (rd32(block, 16) as usize).min(block.len());
-            // Packets lie one after the other in the block: peel them off with split_at_mut, so
-            // each frame of a batch owns a disjoint piece (its tpacket3_hdr, the PACKET_RESERVE
-            // headroom and the packet).
-            let mut rest: &mut [u8] = &mut block[first..];
+            // TP_STATUS_KERNEL below, after the last use of this slice. The slice covers the
+            // packet area after the block descriptor, [BLOCK_DESC_LEN, block_size): it does not
+            // overlap the status word, which is only accessed through `bst`.
+            let pkts = unsafe { block_ptr.add(BLOCK_DESC_LEN) };
+            // SAFETY: see above.
+            let block =
+                unsafe { std::slice::from_raw_parts_mut(pkts, r.block_size - BLOCK_DESC_LEN) };
+            let mut rest: &mut [u8] = &mut block[first - BLOCK_DESC_LEN..];
             while remaining > 0 {
                 let mut frames: [Frame<'_>; MAX_BATCH] =
                     std::array::from_fn(|_| Frame::new(&mut [], 0, 0));
@@ -421,7 +532,8 @@ impl WorkerIo for AfPacketIo {
                     }
                 }
             }
-            bst.store(TP_STATUS_KERNEL, Ordering::Release);
+            // SAFETY: see `bst`; every frame slice of this block is gone.
+            unsafe { store_status(bst, TP_STATUS_KERNEL) };
             r.next = (r.next + 1) % r.blocks;
             for t in &mut self.tx {
                 t.flush();
@@ -455,5 +567,90 @@ impl WorkerIo for AfPacketIo {
 
     fn wait(&mut self, timeout_ms: i32) {
         super::poll_fds(&self.fds, timeout_ms);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tx_slots_are_addressed_per_block_like_the_kernel() {
+        // Block a multiple of the frame: slots are contiguous.
+        for i in 0..64 {
+            assert_eq!(tx_slot_offset(i, 65536, 4096), i * 4096);
+        }
+        // Three pages per block, 8 KiB frames: one slot per block, the 4 KiB tail unused.
+        assert_eq!(tx_slot_offset(0, 12288, 8192), 0);
+        assert_eq!(tx_slot_offset(1, 12288, 8192), 12288);
+        assert_eq!(tx_slot_offset(5, 12288, 8192), 5 * 12288);
+        // Five pages of 2 KiB frames: 10 slots per block.
+        assert_eq!(tx_slot_offset(9, 20480, 2048), 9 * 2048);
+        assert_eq!(tx_slot_offset(10, 20480, 2048), 20480);
+        assert_eq!(tx_slot_offset(23, 20480, 2048), 2 * 20480 + 3 * 2048);
+        // Every slot lies inside the mapping of blocks * block_size and slots never overlap.
+        let (bs, fs) = (20480usize, 8192);
+        let per = bs / fs;
+        let blocks = 7;
+        let mut ends = Vec::new();
+        for i in 0..per * blocks {
+            let o = tx_slot_offset(i, bs, fs);
+            assert!(o + fs <= bs * blocks);
+            ends.push((o, o + fs));
+        }
+        ends.sort_unstable();
+        assert!(ends.windows(2).all(|w| w[0].1 <= w[1].0));
+    }
+
+    #[test]
+    fn sizes_are_checked_with_a_reason() {
+        assert!(PacketParams::default().validate().is_ok());
+        let odd = PacketParams {
+            block_size: 3 * 4096,
+            frame_size: 8192,
+            ..PacketParams::default()
+        };
+        assert!(odd.validate().is_ok(), "the kernel accepts it");
+        for (p, why) in [
+            (
+                PacketParams {
+                    frame_size: 3000,
+                    ..PacketParams::default()
+                },
+                "power of two",
+            ),
+            (
+                PacketParams {
+                    frame_size: 128,
+                    ..PacketParams::default()
+                },
+                "power of two",
+            ),
+            (
+                PacketParams {
+                    block_size: 5000,
+                    ..PacketParams::default()
+                },
+                "page size",
+            ),
+            (
+                PacketParams {
+                    block_size: 4096,
+                    frame_size: 8192,
+                    ..PacketParams::default()
+                },
+                "smaller than the frame",
+            ),
+            (
+                PacketParams {
+                    headroom: 2048,
+                    ..PacketParams::default()
+                },
+                "headroom",
+            ),
+        ] {
+            let e = p.validate().unwrap_err().to_string();
+            assert!(e.contains(why), "{p:?}: {e}");
+        }
     }
 }

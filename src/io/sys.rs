@@ -5,6 +5,7 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
+use std::marker::PhantomData;
 use std::mem::{size_of, zeroed};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
@@ -146,11 +147,12 @@ pub(crate) fn setsockopt<T>(
     Ok(())
 }
 
-/// A memory map released on drop.
+/// A memory map released on drop. Its fields are private: only the constructors below, which
+/// take the pointer from a successful mmap(2), can make one, so `Drop` unmaps only what it owns.
 #[derive(Debug)]
 pub(crate) struct Mmap {
-    pub(crate) ptr: *mut u8,
-    pub(crate) len: usize,
+    ptr: *mut u8,
+    len: usize,
 }
 
 // SAFETY: the mapping is owned exclusively by this value; moving it to another thread moves
@@ -158,6 +160,18 @@ pub(crate) struct Mmap {
 unsafe impl Send for Mmap {}
 
 impl Mmap {
+    /// Start of the mapping (valid for `len()` bytes while `self` lives).
+    #[inline]
+    pub(crate) fn ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+
+    /// Length of the mapping in bytes.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
     /// Anonymous private memory, populated (UMEM).
     pub(crate) fn anonymous(len: usize, what: &str) -> Result<Mmap, IoError> {
         // SAFETY: anonymous mapping, no fd; the result is checked against MAP_FAILED.
@@ -250,12 +264,21 @@ pub(crate) fn kick_rx(fd: RawFd) {
     }
 }
 
-/// While alive, the calling thread is inside network namespace `name` (/run/netns/<name>, as
+/// While alive, the calling thread is inside network namespace `name` (`/run/netns/<name>`, as
 /// `ip netns add` creates it); dropping it returns the thread to where it was. Threads spawned
 /// meanwhile stay in `name` for their whole life (used by tests to run workers in a namespace).
+///
+/// Not `Send`: setns(2) changes the namespace of the calling thread only, so the guard must be
+/// dropped on the thread that entered (dropping it elsewhere would move that other thread).
+///
+/// ```compile_fail
+/// fn send<T: Send>(_: T) {}
+/// send(xvs::io::sys::NetnsGuard::enter("x"));
+/// ```
 #[derive(Debug)]
 pub struct NetnsGuard {
     old: File,
+    _not_send: PhantomData<*const ()>,
 }
 
 impl NetnsGuard {
@@ -265,7 +288,10 @@ impl NetnsGuard {
         let path = format!("/run/netns/{name}");
         let new = File::open(&path).map_err(|e| IoError::sys("open", path.clone(), e))?;
         setns(new.as_raw_fd(), &path)?;
-        Ok(NetnsGuard { old })
+        Ok(NetnsGuard {
+            old,
+            _not_send: PhantomData,
+        })
     }
 }
 

@@ -82,12 +82,12 @@ pub enum AddrMap {
 pub struct XdpProgram {
     obj: *mut bpf::bpf_object,
     prog_fd: i32,
-    xsks: i32,
-    ifaces: i32,
-    vips: i32,
-    backends: i32,
-    locals: i32,
-    host: i32,
+    xsks: BpfMap,
+    ifaces: BpfMap,
+    vips: BpfMap,
+    backends: BpfMap,
+    locals: BpfMap,
+    host: BpfMap,
     links: Vec<(u32, OwnedFd)>,
 }
 
@@ -95,18 +95,52 @@ pub struct XdpProgram {
 // fds are plain integers and map updates are thread-safe syscalls.
 unsafe impl Send for XdpProgram {}
 
-fn map_fd(obj: *mut bpf::bpf_object, name: &str) -> Result<i32, IoError> {
+/// One map of the loaded object: its fd and the key and value sizes the kernel checks reads
+/// and writes against (`update` / `delete` refuse buffers of other sizes, so the kernel never
+/// reads past one of ours).
+#[derive(Clone, Copy, Debug)]
+struct BpfMap {
+    fd: i32,
+    key_size: usize,
+    value_size: usize,
+    name: &'static str,
+}
+
+impl BpfMap {
+    const NONE: BpfMap = BpfMap {
+        fd: -1,
+        key_size: 0,
+        value_size: 0,
+        name: "",
+    };
+}
+
+fn find_map(obj: *mut bpf::bpf_object, name: &'static str) -> Result<BpfMap, IoError> {
     let c = CString::new(name).expect("static map name");
-    // SAFETY: obj is a loaded object; c is NUL-terminated.
-    let fd = unsafe { bpf::bpf_object__find_map_fd_by_name(obj, c.as_ptr()) };
+    // SAFETY: obj is a loaded object; c is NUL-terminated and outlives the call.
+    let map = unsafe { bpf::bpf_object__find_map_by_name(obj, c.as_ptr()) };
+    if map.is_null() {
+        return Err(IoError::Invalid(format!("map {name} missing from xvs_xdp")));
+    }
+    // SAFETY: map is a map of the loaded object `obj`, alive as long as obj.
+    let fd = unsafe { bpf::bpf_map__fd(map) };
+    // SAFETY: as above.
+    let key_size = unsafe { bpf::bpf_map__key_size(map) } as usize;
+    // SAFETY: as above.
+    let value_size = unsafe { bpf::bpf_map__value_size(map) } as usize;
     if fd < 0 {
         return Err(IoError::sys(
-            "bpf_object__find_map_fd_by_name",
+            "bpf_map__fd",
             name.to_string(),
             io::Error::from_raw_os_error(-fd),
         ));
     }
-    Ok(fd)
+    Ok(BpfMap {
+        fd,
+        key_size,
+        value_size,
+        name,
+    })
 }
 
 impl XdpProgram {
@@ -125,12 +159,12 @@ impl XdpProgram {
         let mut me = XdpProgram {
             obj,
             prog_fd: -1,
-            xsks: -1,
-            ifaces: -1,
-            vips: -1,
-            backends: -1,
-            locals: -1,
-            host: -1,
+            xsks: BpfMap::NONE,
+            ifaces: BpfMap::NONE,
+            vips: BpfMap::NONE,
+            backends: BpfMap::NONE,
+            locals: BpfMap::NONE,
+            host: BpfMap::NONE,
             links: Vec::new(),
         };
         // SAFETY: obj is a freshly opened object owned by `me` (closed in Drop).
@@ -153,12 +187,12 @@ impl XdpProgram {
         }
         // SAFETY: prog is a valid program of the loaded object.
         me.prog_fd = unsafe { bpf::bpf_program__fd(prog) };
-        me.xsks = map_fd(obj, "xvs_xsks")?;
-        me.ifaces = map_fd(obj, "xvs_ifaces")?;
-        me.vips = map_fd(obj, "xvs_vips")?;
-        me.backends = map_fd(obj, "xvs_backends")?;
-        me.locals = map_fd(obj, "xvs_locals")?;
-        me.host = map_fd(obj, "xvs_host")?;
+        me.xsks = find_map(obj, "xvs_xsks")?;
+        me.ifaces = find_map(obj, "xvs_ifaces")?;
+        me.vips = find_map(obj, "xvs_vips")?;
+        me.backends = find_map(obj, "xvs_backends")?;
+        me.locals = find_map(obj, "xvs_locals")?;
+        me.host = find_map(obj, "xvs_host")?;
         Ok(me)
     }
 
@@ -198,15 +232,25 @@ impl XdpProgram {
         Ok(())
     }
 
-    fn update(&self, fd: i32, key: &[u8], val: &[u8], what: &str) -> Result<(), IoError> {
-        // SAFETY: key/val point at buffers of exactly the map's key and value sizes (the callers
-        // pass the sizes declared in bpf/xvs_xdp.bpf.c).
+    fn update(&self, m: BpfMap, key: &[u8], val: &[u8]) -> Result<(), IoError> {
+        if key.len() != m.key_size || val.len() != m.value_size {
+            return Err(IoError::Invalid(format!(
+                "{}: key/value of {}/{} bytes for a map of {}/{}",
+                m.name,
+                key.len(),
+                val.len(),
+                m.key_size,
+                m.value_size
+            )));
+        }
+        // SAFETY: key and val are live buffers of exactly the map's key and value sizes
+        // (checked above), which is all the kernel reads.
         let r =
-            unsafe { bpf::bpf_map_update_elem(fd, key.as_ptr().cast(), val.as_ptr().cast(), 0) };
+            unsafe { bpf::bpf_map_update_elem(m.fd, key.as_ptr().cast(), val.as_ptr().cast(), 0) };
         if r < 0 {
             return Err(IoError::sys(
                 "bpf_map_update_elem",
-                what.to_string(),
+                m.name.to_string(),
                 io::Error::from_raw_os_error(-r),
             ));
         }
@@ -215,31 +259,21 @@ impl XdpProgram {
 
     /// Map the rx queues of `ifindex` to XSKMAP slots `first + queue`.
     pub fn set_interface_slot(&self, ifindex: u32, first: u32) -> Result<(), IoError> {
-        self.update(
-            self.ifaces,
-            &ifindex.to_ne_bytes(),
-            &first.to_ne_bytes(),
-            "xvs_ifaces",
-        )
+        self.update(self.ifaces, &ifindex.to_ne_bytes(), &first.to_ne_bytes())
     }
 
     /// Put an AF_XDP socket into XSKMAP slot `slot`.
     pub fn set_socket(&self, slot: u32, xsk: &impl AsRawFd) -> Result<(), IoError> {
         let fd = xsk.as_raw_fd() as u32;
-        self.update(
-            self.xsks,
-            &slot.to_ne_bytes(),
-            &fd.to_ne_bytes(),
-            "xvs_xsks",
-        )
+        self.update(self.xsks, &slot.to_ne_bytes(), &fd.to_ne_bytes())
     }
 
-    fn map(&self, m: AddrMap) -> (i32, &'static str) {
+    fn map(&self, m: AddrMap) -> BpfMap {
         match m {
-            AddrMap::Vips => (self.vips, "xvs_vips"),
-            AddrMap::Backends => (self.backends, "xvs_backends"),
-            AddrMap::Locals => (self.locals, "xvs_locals"),
-            AddrMap::Host => (self.host, "xvs_host"),
+            AddrMap::Vips => self.vips,
+            AddrMap::Backends => self.backends,
+            AddrMap::Locals => self.locals,
+            AddrMap::Host => self.host,
         }
     }
 
@@ -249,18 +283,17 @@ impl XdpProgram {
         if m == AddrMap::Vips {
             return self.add_vip_prefix(ip, if ip.is_ipv4() { 32 } else { 128 });
         }
-        let (fd, name) = self.map(m);
-        self.update(fd, &addr_key(ip), &[1u8], name)
+        self.update(self.map(m), &addr_key(ip), &[1u8])
     }
 
     /// Add a VIP network (fwmark rules on a prefix): frames to any address in it are steered.
     pub fn add_vip_prefix(&self, net: IpAddr, len: u8) -> Result<(), IoError> {
-        self.update(self.vips, &lpm_key(net, len), &[1u8], "xvs_vips")
+        self.update(self.vips, &lpm_key(net, len), &[1u8])
     }
 
     /// Remove a VIP network added with [`XdpProgram::add_vip_prefix`].
     pub fn remove_vip_prefix(&self, net: IpAddr, len: u8) -> Result<(), IoError> {
-        self.delete(self.vips, &lpm_key(net, len), "xvs_vips")
+        self.delete(self.vips, &lpm_key(net, len))
     }
 
     /// Remove an address (absent addresses are not an error).
@@ -268,17 +301,24 @@ impl XdpProgram {
         if m == AddrMap::Vips {
             return self.remove_vip_prefix(ip, if ip.is_ipv4() { 32 } else { 128 });
         }
-        let (fd, name) = self.map(m);
-        self.delete(fd, &addr_key(ip), name)
+        self.delete(self.map(m), &addr_key(ip))
     }
 
-    fn delete(&self, fd: i32, key: &[u8], name: &str) -> Result<(), IoError> {
-        // SAFETY: key is a buffer of the map's key size (16 bytes, 20 for the LPM trie).
-        let r = unsafe { bpf::bpf_map_delete_elem(fd, key.as_ptr().cast()) };
+    fn delete(&self, m: BpfMap, key: &[u8]) -> Result<(), IoError> {
+        if key.len() != m.key_size {
+            return Err(IoError::Invalid(format!(
+                "{}: key of {} bytes for a map of {}",
+                m.name,
+                key.len(),
+                m.key_size
+            )));
+        }
+        // SAFETY: key is a live buffer of exactly the map's key size (checked above).
+        let r = unsafe { bpf::bpf_map_delete_elem(m.fd, key.as_ptr().cast()) };
         if r < 0 && -r != libc::ENOENT {
             return Err(IoError::sys(
                 "bpf_map_delete_elem",
-                name.to_string(),
+                m.name.to_string(),
                 io::Error::from_raw_os_error(-r),
             ));
         }

@@ -11,6 +11,15 @@
 //!   counted by reason, entries before a malformed one kept as the kernel keeps them) and hands
 //!   the entries to a delivery function, which the director points at the worker owning each
 //!   flow.
+//! * **Bulk resync** (xvs only; the kernel's sync is one-way and has no such request): a backup
+//!   that starts sends a `BulkRequest` with a random node id to the sync port + 1 (of the group
+//!   or of each peer; a director running both daemons keeps the sync port for its backup),
+//!   repeated every second until answered, at most [`BULK_TRIES`] times; a master listens there
+//!   and answers a request with every entry of its workers' tables
+//!   (ordinary version-1 messages, sent the way its updates go, paced) followed by a
+//!   `BulkDone` for that node with the count. So a director that (re)starts is warm in seconds
+//!   instead of waiting for each connection's next threshold-driven update. Kernel backups
+//!   ignore both xvs messages and install the entries like any update.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
@@ -21,7 +30,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-use xvs_forwarding::sync::{decode, DecodeError, Decoded, Encoder, SyncConn};
+use xvs_forwarding::sync::{
+    decode, encode_xvs, DecodeError, Decoded, Encoder, SyncConn, XvsMessage,
+};
 
 use super::{DaemonConfig, Role, SyncSettings};
 use crate::io::sys::interface_info;
@@ -70,6 +81,12 @@ pub struct DaemonStats {
     pub undelivered: AtomicU64,
     /// Backup: datagrams rejected (or cut short) by the decoder, by [`DecodeError::index`].
     pub decode_errors: [AtomicU64; DecodeError::NAMES.len()],
+    /// Bulk resync. Backup: requests sent; master: requests answered.
+    pub bulk_requests: AtomicU64,
+    /// Master: entries sent in bulk answers. Backup: entries the last completed answer held.
+    pub bulk_entries: AtomicU64,
+    /// Backup: answers completed (a `BulkDone` for this process).
+    pub bulk_done: AtomicU64,
 }
 
 /// The workers' way into the master daemon: bounded by `qlen_max` entries.
@@ -103,6 +120,16 @@ impl SyncOutbox {
 /// Where a backup's entries go: returns how many could not be handed on.
 pub type Deliver = Box<dyn Fn(Vec<SyncConn>) -> u64 + Send>;
 
+/// Every entry of the director's tables, for a bulk answer.
+pub type Table = Box<dyn Fn() -> Vec<SyncConn> + Send>;
+
+/// How often a backup asks for a bulk resync before it gives up (one second apart).
+pub const BULK_TRIES: u32 = 3;
+
+/// A bulk answer pauses this long after each this many messages, so that a receiver's socket
+/// buffer (about 200 KB by default) keeps up.
+const BULK_PACE: (u32, Duration) = (32, Duration::from_millis(2));
+
 /// A running daemon.
 #[derive(Debug)]
 pub struct Daemon {
@@ -112,6 +139,8 @@ pub struct Daemon {
     pub stats: Arc<DaemonStats>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    /// The master's bulk-request listener.
+    bulk: Option<JoinHandle<()>>,
 }
 
 /// How long a thread blocks before it looks at its stop flag.
@@ -223,10 +252,12 @@ fn backup_socket(cfg: &DaemonConfig, ifindex: u32) -> Result<Socket, SyncError> 
 }
 
 impl Daemon {
-    /// Start a master daemon. The workers offer their entries through the returned outbox.
+    /// Start a master daemon. The workers offer their entries through the returned outbox;
+    /// `table` gives every entry for a bulk answer.
     pub fn start_master(
         cfg: DaemonConfig,
         settings: &SyncSettings,
+        table: Table,
     ) -> Result<(Daemon, SyncOutbox), SyncError> {
         debug_assert_eq!(cfg.role, Role::Master);
         let info = interface_info(&cfg.interface).map_err(|source| SyncError::Interface {
@@ -234,7 +265,8 @@ impl Daemon {
             source,
         })?;
         let maxlen = cfg.effective_maxlen(info.mtu);
-        let sock = master_socket(&cfg, info.ifindex)?;
+        let sock: UdpSocket = master_socket(&cfg, info.ifindex)?.into();
+        let listen: UdpSocket = backup_socket(&bulk_port(&cfg), info.ifindex)?.into();
         let stats = Arc::new(DaemonStats::default());
         let (tx, rx) = bounded(4096);
         let queued = Arc::new(AtomicUsize::new(0));
@@ -245,9 +277,21 @@ impl Daemon {
             stats: stats.clone(),
         };
         let stop = Arc::new(AtomicBool::new(false));
+        let to = destinations(&cfg);
+        let bulk = BulkAnswer {
+            listen,
+            sock: sock.try_clone().map_err(socket_err(&cfg, "dup"))?,
+            to: to.clone(),
+            syncid: cfg.syncid,
+            maxlen: usize::from(maxlen),
+            peers: cfg.peers.iter().map(|p| p.ip()).collect(),
+            table,
+            stats: stats.clone(),
+            stop: stop.clone(),
+        };
         let run = MasterLoop {
-            sock: sock.into(),
-            to: destinations(&cfg),
+            sock,
+            to,
             enc: Encoder::new(cfg.syncid, usize::from(maxlen)),
             rx,
             queued,
@@ -259,16 +303,21 @@ impl Daemon {
             .name("xvs-sync-master".into())
             .spawn(move || run.run())
             .map_err(SyncError::Thread)?;
-        Ok((
-            Daemon {
-                config: cfg,
-                maxlen,
-                stats,
-                stop,
-                thread: Some(thread),
-            },
-            outbox,
-        ))
+        let mut daemon = Daemon {
+            config: cfg,
+            maxlen,
+            stats,
+            stop,
+            thread: Some(thread),
+            bulk: None,
+        };
+        daemon.bulk = Some(
+            std::thread::Builder::new()
+                .name("xvs-sync-bulk".into())
+                .spawn(move || bulk.run())
+                .map_err(SyncError::Thread)?,
+        );
+        Ok((daemon, outbox))
     }
 
     /// Start a backup daemon; `deliver` gets the entries of each accepted datagram and
@@ -281,10 +330,15 @@ impl Daemon {
         })?;
         let maxlen = cfg.effective_maxlen(info.mtu);
         let sock = backup_socket(&cfg, info.ifindex)?;
+        // Requests leave like a master's messages (a socket bound to the group cannot send).
+        let ask: UdpSocket = master_socket(&cfg, info.ifindex)?.into();
         let stats = Arc::new(DaemonStats::default());
         let stop = Arc::new(AtomicBool::new(false));
         let run = BackupLoop {
             sock: sock.into(),
+            ask,
+            to: destinations(&bulk_port(&cfg)),
+            node: random_node(),
             syncid: cfg.syncid,
             peers: cfg.peers.iter().map(|p| p.ip()).collect(),
             deliver,
@@ -301,6 +355,7 @@ impl Daemon {
             stats,
             stop,
             thread: Some(thread),
+            bulk: None,
         })
     }
 
@@ -311,7 +366,7 @@ impl Daemon {
 
     fn stop_and_join(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
+        for t in [self.thread.take(), self.bulk.take()].into_iter().flatten() {
             let _ = t.join();
         }
     }
@@ -398,8 +453,29 @@ impl MasterLoop {
     }
 }
 
+/// Where bulk requests go: the sync port + 1 (the group's, or each peer's).
+fn bulk_port(cfg: &DaemonConfig) -> DaemonConfig {
+    let mut c = cfg.clone();
+    c.port = c.port.wrapping_add(1);
+    for p in &mut c.peers {
+        p.set_port(p.port().wrapping_add(1));
+    }
+    c
+}
+
+/// A random node id for bulk requests (std's randomly keyed hasher).
+fn random_node() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+}
+
 struct BackupLoop {
     sock: UdpSocket,
+    ask: UdpSocket,
+    to: Vec<SocketAddr>,
+    node: u64,
     syncid: u8,
     peers: Vec<IpAddr>,
     deliver: Deliver,
@@ -408,10 +484,28 @@ struct BackupLoop {
 }
 
 impl BackupLoop {
+    fn request(&self) {
+        let msg = encode_xvs(self.syncid, &XvsMessage::BulkRequest { node: self.node });
+        for to in &self.to {
+            if self.ask.send_to(&msg, *to).is_err() {
+                self.stats.socket_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.stats.bulk_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn run(self) {
         let mut buf = vec![0u8; 65_536];
         let mut out = Vec::new();
+        let mut answered = false;
+        let mut tries = 0;
+        let mut next_ask = Instant::now();
         while !self.stop.load(Ordering::Relaxed) {
+            if !answered && tries < BULK_TRIES && Instant::now() >= next_ask {
+                self.request();
+                tries += 1;
+                next_ask = Instant::now() + Duration::from_secs(1);
+            }
             let (n, from) = match self.sock.recv_from(&mut buf) {
                 Ok(x) => x,
                 Err(e)
@@ -433,6 +527,17 @@ impl BackupLoop {
                 continue;
             }
             match decode(&buf[..n], self.syncid, &mut out) {
+                Ok(Decoded::Xvs {
+                    msg: XvsMessage::BulkDone { node, entries },
+                    ..
+                }) if node == self.node => {
+                    answered = true;
+                    self.stats.bulk_done.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .bulk_entries
+                        .store(u64::from(entries), Ordering::Relaxed);
+                }
+                // Other nodes' requests and answers: a master's business.
                 Ok(Decoded::Xvs { .. }) => {}
                 Ok(_) => {
                     self.stats.messages.fetch_add(1, Ordering::Relaxed);
@@ -449,5 +554,84 @@ impl BackupLoop {
                 self.stats.undelivered.fetch_add(lost, Ordering::Relaxed);
             }
         }
+    }
+}
+
+/// The master's answer to bulk requests.
+struct BulkAnswer {
+    listen: UdpSocket,
+    sock: UdpSocket,
+    to: Vec<SocketAddr>,
+    syncid: u8,
+    maxlen: usize,
+    peers: Vec<IpAddr>,
+    table: Table,
+    stats: Arc<DaemonStats>,
+    stop: Arc<AtomicBool>,
+}
+
+impl BulkAnswer {
+    fn run(self) {
+        let mut buf = vec![0u8; 65_536];
+        let mut scratch = Vec::new();
+        while !self.stop.load(Ordering::Relaxed) {
+            let (n, from) = match self.listen.recv_from(&mut buf) {
+                Ok(x) => x,
+                Err(_) => continue,
+            };
+            if !self.peers.is_empty() && !self.peers.contains(&from.ip()) {
+                continue;
+            }
+            scratch.clear();
+            if let Ok(Decoded::Xvs {
+                msg: XvsMessage::BulkRequest { node },
+                ..
+            }) = decode(&buf[..n], self.syncid, &mut scratch)
+            {
+                self.answer(node);
+            }
+        }
+    }
+
+    fn send(&self, msg: &[u8]) {
+        for to in &self.to {
+            if self.sock.send_to(msg, *to).is_err() {
+                self.stats.socket_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn answer(&self, node: u64) {
+        let entries = (self.table)();
+        let mut enc = Encoder::new(self.syncid, self.maxlen);
+        let mut sent = 0u32;
+        let mut messages = 0u32;
+        for c in &entries {
+            if !enc.push(c) {
+                self.send(&enc.finish());
+                messages += 1;
+                if messages.is_multiple_of(BULK_PACE.0) {
+                    std::thread::sleep(BULK_PACE.1);
+                }
+                if !enc.push(c) {
+                    continue;
+                }
+            }
+            sent += 1;
+        }
+        if !enc.is_empty() {
+            self.send(&enc.finish());
+        }
+        self.send(&encode_xvs(
+            self.syncid,
+            &XvsMessage::BulkDone {
+                node,
+                entries: sent,
+            },
+        ));
+        self.stats.bulk_requests.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .bulk_entries
+            .fetch_add(u64::from(sent), Ordering::Relaxed);
     }
 }

@@ -37,5 +37,5 @@ fuzz_target!(|data: &[u8]| {
     }
     let c = pipe.counters();
     assert_eq!(c.rx, frames);
-    assert_eq!(c.tx + c.pass + c.drops.total(), c.rx + c.icmp_answers);
+    assert_eq!(c.tx + c.pass + c.drops.total(), c.rx);
 });

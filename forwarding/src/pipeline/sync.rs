@@ -240,14 +240,28 @@ impl Pipeline {
     }
 
     /// Every live entry as a sync message entry (a bulk answer), FullNAT entries left out.
-    pub fn sync_table(&self, now: Time) -> Vec<SyncConn> {
-        self.conns
-            .list(now)
-            .filter_map(|l| {
-                let s = self.sync_entry(l.id)?;
-                (self.conns.method(l.id) != Some(Method::FullNat)).then_some(s)
-            })
-            .collect()
+    pub fn sync_table(&self) -> Vec<SyncConn> {
+        let mut out = Vec::new();
+        let mut from = 0;
+        while let Some(next) = self.sync_table_part(from, u32::MAX, &mut out) {
+            from = next;
+        }
+        out
+    }
+
+    /// Part of [`Self::sync_table`], so that a worker answers between batches without a long
+    /// stall: the live entries among the next `slots` slots of the table from slot `from`,
+    /// appended to `out`; the slot to continue from, or `None` at the end.
+    pub fn sync_table_part(&self, from: u32, slots: u32, out: &mut Vec<SyncConn>) -> Option<u32> {
+        let cap = self.conns.capacity();
+        let end = from.saturating_add(slots).min(cap);
+        for i in from..end {
+            let id = ConnId(i);
+            if self.conns.method(id).is_some_and(|m| m != Method::FullNat) {
+                out.extend(self.sync_entry(id));
+            }
+        }
+        (end < cap).then_some(end)
     }
 
     /// Install an entry received from a sync master (`ip_vs_proc_conn`, see

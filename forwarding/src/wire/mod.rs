@@ -7,6 +7,7 @@
 //!   translation for NAT ([`icmp::translate_error`]), and ICMP answers built by the director
 //!   in place of the packet that caused them ([`icmp::answer`]).
 //! * [`checksum`]: RFC 1071 sums and RFC 1624 incremental updates.
+//! * [`fragment`]: IPv4 fragmentation of a packet too big for the egress MTU.
 //! * [`rewrite`]: address/port rewrite, TTL decrement, Ethernet header rewrite, TUN
 //!   encapsulation.
 //!
@@ -33,6 +34,7 @@
 //! and never panics; the pipeline turns it into `Verdict::Drop(err.into())`.
 
 pub mod checksum;
+pub mod fragment;
 pub mod icmp;
 pub mod parse;
 pub mod rewrite;
@@ -125,7 +127,8 @@ pub enum WireError {
     /// Larger than the MTU and may not be fragmented (IPv4 DF, or IPv6): the sender must be
     /// told (ICMP frag-needed / packet-too-big) to use at most `mtu` bytes.
     TooBig { mtu: u16 },
-    /// Larger than the MTU, fragmentation allowed, but the director does not fragment.
+    /// Larger than the MTU, fragmentation allowed: IPv4 without DF is fragmented
+    /// ([`fragment`]) by a pipeline configured to.
     NeedsFragmentation,
     /// Address family mismatch (e.g. an IPv6 address for an IPv4 packet where the method
     /// cannot change family), or a protocol the rewrite does not handle.
@@ -141,7 +144,8 @@ impl WireError {
             WireError::Fragment => DropReason::Fragment,
             WireError::TtlExceeded => DropReason::TtlExceeded,
             WireError::NoHeadroom => DropReason::NoHeadroom,
-            WireError::TooBig { .. } | WireError::NeedsFragmentation => DropReason::TooBig,
+            WireError::TooBig { .. } => DropReason::TooBig,
+            WireError::NeedsFragmentation => DropReason::NeedsFragmentation,
             WireError::Unsupported => DropReason::Unsupported,
         }
     }

@@ -449,7 +449,7 @@ pub fn swap_macs(data: &mut [u8]) -> Result<(), WireError> {
 
 /// The NAT / DR MTU test (`ip_vs_xmit.c` `ensure_mtu_is_adequate`): an IPv4 packet with DF
 /// or any IPv6 packet larger than `mtu` → `TooBig { mtu }` (the sender is told); IPv4 without
-/// DF, or an ICMP error → `NeedsFragmentation` (the director does not fragment).
+/// DF, or an ICMP error → `NeedsFragmentation` (the caller fragments, see `wire::fragment`).
 pub fn check_mtu(p: &Packet, mtu: u16) -> Result<(), WireError> {
     if p.ip_len() <= usize::from(mtu) {
         return Ok(());

@@ -1,0 +1,108 @@
+//! IPv4 fragmentation of a packet too big for the egress MTU whose DF bit is clear, as the
+//! kernel's `ip_do_fragment` slow path (`net/ipv4/ip_output.c`) does it:
+//!
+//! * every fragment carries the header of the original with the same IHL; from the second
+//!   fragment on, options whose copy bit (0x80 of the type) is clear are overwritten with NOP
+//!   (`ip_options_fragment`);
+//! * the payload is cut into pieces of `(mtu − IHL·4)` bytes rounded down to a multiple of 8,
+//!   the last one taking the rest; each fragment's offset is the original's plus its position;
+//!   MF is set on all but the last, which keeps the original's MF (a fragment of a fragment);
+//! * total length and header checksum per fragment; identification, TTL, TOS unchanged.
+//!
+//! IPv6 is never fragmented by a router (RFC 8200 §5): too-big IPv6 packets are answered with
+//! packet too big instead.
+
+use std::ops::Range;
+
+use super::checksum;
+use super::parse::Packet;
+use super::{WireError, IPV4_LEN};
+
+/// Cut the IPv4 packet of `p` (in `data`, behind the link header `data[..p.l3]`) into
+/// fragments that fit `mtu`; each fragment, link header included, is appended to `out` and
+/// its range to `frames`, in order. `Unsupported` for IPv6 or an MTU that cannot carry
+/// 8 bytes of payload; on error nothing is appended.
+pub fn fragment_v4(
+    data: &[u8],
+    p: &Packet,
+    mtu: u16,
+    out: &mut Vec<u8>,
+    frames: &mut Vec<Range<usize>>,
+) -> Result<(), WireError> {
+    if !p.is_v4() {
+        return Err(WireError::Unsupported);
+    }
+    let hlen = p.l4.checked_sub(p.l3).ok_or(WireError::Truncated)?;
+    if hlen < IPV4_LEN || p.ip_end > data.len() || p.l4 > p.ip_end {
+        return Err(WireError::Truncated);
+    }
+    let mtu = usize::from(mtu);
+    if mtu < hlen + 8 {
+        return Err(WireError::Unsupported);
+    }
+    let header = &data[p.l3..p.l4];
+    let flags_off = u16::from_be_bytes([header[6], header[7]]);
+    let base = usize::from(flags_off & 0x1fff) * 8;
+    let last_more = flags_off & 0x2000 != 0;
+    let payload = &data[p.l4..p.ip_end];
+    if base + payload.len() > 0xffff {
+        return Err(WireError::Malformed);
+    }
+    let step = (mtu - hlen) & !7;
+    // Options of the later fragments: the non-copied ones become NOPs.
+    let mut later_header = header.to_vec();
+    nop_uncopied_options(&mut later_header[IPV4_LEN..]);
+    let mut pos = 0;
+    while pos < payload.len() || pos == 0 {
+        let len = (payload.len() - pos).min(step);
+        let last = pos + len >= payload.len();
+        let start = out.len();
+        out.extend_from_slice(&data[..p.l3]);
+        let h = out.len();
+        out.extend_from_slice(if pos == 0 { header } else { &later_header });
+        out.extend_from_slice(&payload[pos..pos + len]);
+        let hdr = &mut out[h..h + hlen];
+        hdr[2..4].copy_from_slice(&((hlen + len) as u16).to_be_bytes());
+        let more = !last || last_more;
+        let fo = ((base + pos) / 8) as u16 | if more { 0x2000 } else { 0 };
+        // DF is clear (the caller fragments only then); keep the reserved bit as it was.
+        let fo = fo | (flags_off & 0x8000);
+        hdr[6..8].copy_from_slice(&fo.to_be_bytes());
+        hdr[10] = 0;
+        hdr[11] = 0;
+        let c = checksum::checksum(hdr);
+        hdr[10..12].copy_from_slice(&c.to_be_bytes());
+        frames.push(start..out.len());
+        pos += len;
+        if len == 0 {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// `ip_options_fragment`: overwrite every option without the copy bit by NOPs.
+fn nop_uncopied_options(opts: &mut [u8]) {
+    let mut i = 0;
+    while i < opts.len() {
+        match opts[i] {
+            0 => return,
+            1 => {
+                i += 1;
+                continue;
+            }
+            _ => {}
+        }
+        let Some(&l) = opts.get(i + 1) else {
+            return;
+        };
+        let l = usize::from(l);
+        if l < 2 || i + l > opts.len() {
+            return;
+        }
+        if opts[i] & 0x80 == 0 {
+            opts[i..i + l].fill(1);
+        }
+        i += l;
+    }
+}
