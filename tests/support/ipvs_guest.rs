@@ -187,9 +187,14 @@ impl Drop for Netns {
 
 /// Puts `addr`/[`PREFIX`] and `addr6`/64 on `dev` (in `ns`) and routes multicast out of it and
 /// the VIP and backend subnets (IPv4 and IPv6) via the guest.
-fn segment_addresses(ns: &Netns, dev: &str, addr: Ipv4Addr, addr6: &str) -> Result<(), String> {
-    ns.ip(&["addr", "add", &format!("{addr}/{PREFIX}"), "dev", dev])?;
-    ns.ip(&[
+fn segment_addresses(ns: &str, dev: &str, addr: Ipv4Addr, addr6: &str) -> Result<(), String> {
+    let ip = |args: &[&str]| {
+        let mut all = vec!["-n", ns];
+        all.extend_from_slice(args);
+        cmd("ip", &all)
+    };
+    ip(&["addr", "add", &format!("{addr}/{PREFIX}"), "dev", dev])?;
+    ip(&[
         "-6",
         "addr",
         "add",
@@ -198,12 +203,12 @@ fn segment_addresses(ns: &Netns, dev: &str, addr: Ipv4Addr, addr6: &str) -> Resu
         dev,
         "nodad",
     ])?;
-    ns.ip(&["route", "add", "224.0.0.0/4", "dev", dev])?;
+    ip(&["route", "add", "224.0.0.0/4", "dev", dev])?;
     for net in [VIP_NET, BACKEND_NET] {
-        ns.ip(&["route", "add", net, "via", &GUEST.to_string()])?;
+        ip(&["route", "add", net, "via", &GUEST.to_string()])?;
     }
     for net in [VIP6_NET, BACKEND6_NET] {
-        ns.ip(&["-6", "route", "add", net, "via", GUEST6])?;
+        ip(&["-6", "route", "add", net, "via", GUEST6])?;
     }
     Ok(())
 }
@@ -414,7 +419,7 @@ impl Guest {
         ns.ip(&["tuntap", "add", "dev", TAP, "mode", "tap"])?;
         ns.ip(&["link", "set", TAP, "master", BRIDGE])?;
         ns.ip(&["link", "set", TAP, "up"])?;
-        segment_addresses(&ns, BRIDGE, HOST, HOST6)?;
+        segment_addresses(&ns.name, BRIDGE, HOST, HOST6)?;
 
         let _ = fs::remove_dir_all(&opts.work);
         fs::create_dir_all(&opts.work)
@@ -653,8 +658,15 @@ impl Guest {
     /// `addr6`/64, multicast routed out of it and the VIP and backend subnets routed via the
     /// guest, as in the guest's own namespace. Deleted when dropped (or with the guest's).
     pub fn attach(&self, addr: Ipv4Addr, addr6: &str) -> Result<Netns, String> {
-        static SEQ: AtomicU32 = AtomicU32::new(0);
         let ns = Netns::new()?;
+        self.attach_ns(&ns.name, addr, addr6)?;
+        Ok(ns)
+    }
+
+    /// [`Guest::attach`] for a namespace the caller made (a testbed's director, say): the veth
+    /// ([`ATTACHED_DEV`] there) goes when either namespace is deleted.
+    pub fn attach_ns(&self, ns: &str, addr: Ipv4Addr, addr6: &str) -> Result<(), String> {
+        static SEQ: AtomicU32 = AtomicU32::new(0);
         let port = format!("xgp{}", SEQ.fetch_add(1, Ordering::Relaxed));
         self.ns.ip(&[
             "link",
@@ -666,13 +678,12 @@ impl Guest {
             "name",
             ATTACHED_DEV,
             "netns",
-            &ns.name,
+            ns,
         ])?;
         self.ns.ip(&["link", "set", &port, "master", BRIDGE])?;
         self.ns.ip(&["link", "set", &port, "up"])?;
-        ns.ip(&["link", "set", ATTACHED_DEV, "up"])?;
-        segment_addresses(&ns, ATTACHED_DEV, addr, addr6)?;
-        Ok(ns)
+        cmd("ip", &["-n", ns, "link", "set", ATTACHED_DEV, "up"])?;
+        segment_addresses(ns, ATTACHED_DEV, addr, addr6)
     }
 
     /// The guest's serial console so far.
