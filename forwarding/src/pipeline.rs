@@ -1057,9 +1057,10 @@ impl Pipeline {
             return self.rewrite_frame(now, ingress, frame, p, c, dir, new_conn);
         }
         let key = frags::FragKey::of(frame.data(), &p);
+        let range = crate::wire::frag_range(frame.data(), &p);
         let v = self.rewrite_frame(now, ingress, frame, p, c, dir, new_conn);
-        if let Some(key) = key {
-            self.frags.remember(key, *c, dir, ms32(now));
+        if let (Some(key), Some(range)) = (key, range) {
+            self.frags.remember(key, range, *c, dir, ms32(now));
             for h in self.frags.release(&key) {
                 self.send_held(now, h, c, dir);
             }
@@ -1076,11 +1077,22 @@ impl Pipeline {
         frame: &mut Frame,
         p: Packet,
     ) -> Verdict {
-        let Some(key) = frags::FragKey::of(frame.data(), &p) else {
+        let (Some(key), Some(range)) = (
+            frags::FragKey::of(frame.data(), &p),
+            crate::wire::frag_range(frame.data(), &p),
+        ) else {
             return Verdict::Drop(DropReason::Malformed);
         };
+        // RFC 1858: a TCP fragment at offset 8 can only be meant to rewrite the TCP flags; and
+        // no datagram is longer than 65535 bytes.
+        if (p.proto == proto::TCP && range.0 == 8) || range.1 > 65_535 {
+            return Verdict::Drop(DropReason::BadFragment);
+        }
         let now_ms = ms32(now);
         if let Some((c, dir)) = self.frags.find(&key, now_ms) {
+            if self.frags.note(&key, range) == frags::Range::Overlap {
+                return Verdict::Drop(DropReason::BadFragment);
+            }
             return self.rewrite_frame(now, ingress, frame, p, &c, dir, false);
         }
         let held = frags::Held {

@@ -126,6 +126,10 @@ drop_reasons! {
     /// A later fragment that came before its first: copied and held (sent after the first one,
     /// counted in `tx_fragments`, or dropped after a second, counted in `fragments_expired`).
     FragmentHeld => "fragment_held",
+    /// A fragment that overlaps another of its datagram (the datagram's later fragments are
+    /// dropped too, as the kernel discards the whole datagram, RFC 5722), ends beyond 65535
+    /// bytes, or is a TCP fragment at offset 8 (RFC 1858's tiny-fragment attack).
+    BadFragment => "bad_fragment",
 }
 
 /// One counter per [`DropReason`].

@@ -178,3 +178,40 @@ fn the_hold_is_bounded() {
     }
     assert_eq!((held, refused), (64, 36));
 }
+
+/// A later fragment of datagram `id` (client port 4000's) at `offset` with `len` bytes.
+fn later_at(id: u16, offset: u16, len: usize, proto: u8) -> Vec<u8> {
+    frame_in(IpAddr::V4(CLIENT4), IpAddr::V4(VIP4))
+        .id(id)
+        .frag(offset, true)
+        .proto(proto)
+        .payload(&vec![9; len])
+        .build()
+}
+
+#[test]
+fn overlapping_tiny_and_oversized_fragments_are_dropped() {
+    let vip = IpAddr::V4(VIP4);
+    let mut p = pipeline_with(&[service(vip, Method::Nat)], 64);
+    // The first fragment covers bytes 0..72 (UDP header and 64 bytes).
+    let (v, _) = process(&mut p, t(1), FRONT, &frag(vip, 20, 4000, true));
+    assert_eq!(v, Verdict::Tx(BACK));
+    // 72..112 is fine; the same again is a duplicate (forwarded: the backend drops it).
+    for _ in 0..2 {
+        let (v, _) = process(&mut p, t(2), FRONT, &later_at(20, 72, 40, 17));
+        assert_eq!(v, Verdict::Tx(BACK));
+    }
+    // 64..104 overlaps both: dropped, and so is the rest of the datagram (RFC 5722).
+    let (v, _) = process(&mut p, t(3), FRONT, &later_at(20, 64, 40, 17));
+    assert_eq!(v, Verdict::Drop(DropReason::BadFragment));
+    let (v, _) = process(&mut p, t(4), FRONT, &later_at(20, 112, 40, 17));
+    assert_eq!(v, Verdict::Drop(DropReason::BadFragment));
+    // Past 65535 bytes.
+    let (v, _) = process(&mut p, t(5), FRONT, &later_at(21, 65_528, 40, 17));
+    assert_eq!(v, Verdict::Drop(DropReason::BadFragment));
+    // A TCP fragment at offset 8 (RFC 1858's tiny-fragment attack on the TCP flags).
+    let (v, _) = process(&mut p, t(6), FRONT, &later_at(22, 8, 40, 6));
+    assert_eq!(v, Verdict::Drop(DropReason::BadFragment));
+    let c = p.counters();
+    assert_eq!(c.rx, c.tx + c.pass + c.drops.total());
+}

@@ -8,6 +8,11 @@
 //! A later fragment that arrives before its first is held briefly (bounded) and sent when the
 //! first one comes, or dropped and counted when it does not within [`HOLD_MS`].
 //!
+//! Checks: a later fragment that overlaps another of its datagram (an exact duplicate is
+//! forwarded) is dropped, and the rest of that datagram with it, as the kernel discards the whole
+//! datagram (RFC 5722); so are fragments ending past 65535 bytes and TCP fragments at offset 8
+//! (RFC 1858). Only the first eight fragments of a datagram are remembered for the overlap check.
+//!
 //! Bounds: [`SLOTS`] remembered datagrams (a new key takes its slot over, as in a direct-mapped
 //! cache), kept [`KEEP_MS`] (the kernel's `ipfrag_time`, 30 s); at most [`HOLD`] held frames.
 //! Kernel IPVS reassembles instead (`ip_vs_gather_frags`) and re-fragments on the way out;
@@ -69,6 +74,24 @@ struct Slot<T> {
     target: T,
     dir: Direction,
     expires: u32,
+    /// The byte ranges of the fragments seen so far (the first [`RANGES`]).
+    ranges: [(u32, u32); RANGES],
+    n: u8,
+    /// An overlap was seen: the datagram's fragments are dropped.
+    poisoned: bool,
+}
+
+/// Fragment ranges remembered per datagram for the overlap check (later ones go unchecked).
+const RANGES: usize = 8;
+
+/// What [`Frags::note`] found about a later fragment's range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Range {
+    /// New, or an exact duplicate of one seen (the backend's reassembly drops duplicates).
+    Fine,
+    /// Overlaps another fragment of the datagram without being its duplicate (or the datagram
+    /// already had such an overlap).
+    Overlap,
 }
 
 /// A held later fragment.
@@ -99,15 +122,50 @@ impl<T: Copy> Frags<T> {
         }
     }
 
-    /// Remember where the datagram of a first fragment went.
-    pub fn remember(&mut self, key: FragKey, target: T, dir: Direction, now_ms: u32) {
+    /// Remember where the datagram of a first fragment went (its range is the first seen).
+    pub fn remember(
+        &mut self,
+        key: FragKey,
+        range: (u32, u32),
+        target: T,
+        dir: Direction,
+        now_ms: u32,
+    ) {
         let i = key.slot();
+        let mut ranges = [(0, 0); RANGES];
+        ranges[0] = range;
         self.slots[i] = Some(Slot {
             key,
             target,
             dir,
             expires: now_ms.wrapping_add(KEEP_MS),
+            ranges,
+            n: 1,
+            poisoned: false,
         });
+    }
+
+    /// Record a later fragment's range for a remembered datagram and say whether it overlaps.
+    pub fn note(&mut self, key: &FragKey, range: (u32, u32)) -> Range {
+        let Some(s) = self.slots[key.slot()].as_mut().filter(|s| s.key == *key) else {
+            return Range::Fine;
+        };
+        if s.poisoned {
+            return Range::Overlap;
+        }
+        let seen = &s.ranges[..usize::from(s.n)];
+        if seen.contains(&range) {
+            return Range::Fine;
+        }
+        if seen.iter().any(|&(a, b)| range.0 < b && a < range.1) {
+            s.poisoned = true;
+            return Range::Overlap;
+        }
+        if usize::from(s.n) < RANGES {
+            s.ranges[usize::from(s.n)] = range;
+            s.n += 1;
+        }
+        Range::Fine
     }
 
     /// Where a later fragment's datagram went, if its first fragment was seen.

@@ -40,7 +40,7 @@ pub mod parse;
 pub mod rewrite;
 
 pub use icmp::{Embedded, IcmpAnswer, IcmpNat};
-pub use parse::{frag_id, parse, Frag, Packet, Parsed};
+pub use parse::{frag_id, frag_range, parse, Frag, Packet, Parsed};
 pub use rewrite::{Link, Tunnel};
 
 use crate::verdict::DropReason;

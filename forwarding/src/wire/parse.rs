@@ -513,6 +513,42 @@ pub fn frag_id(data: &[u8], p: &Packet) -> Option<u32> {
     None
 }
 
+/// The byte range a fragment covers in its datagram's payload: (offset, offset + length of the
+/// fragment's data). `None` for a frame that is not a fragment.
+pub fn frag_range(data: &[u8], p: &Packet) -> Option<(u32, u32)> {
+    if p.frag == Frag::None {
+        return None;
+    }
+    let offset = if p.is_v4() {
+        u32::from(u16::from_be_bytes([*data.get(p.l3 + 6)?, *data.get(p.l3 + 7)?]) & 0x1fff) * 8
+    } else {
+        let mut next = *data.get(p.l3 + 6)?;
+        let mut off = p.l3 + 40;
+        let mut found = None;
+        for _ in 0..8 {
+            match next {
+                44 => {
+                    let b = data.get(off + 2..off + 4)?;
+                    found = Some(u32::from(u16::from_be_bytes([b[0], b[1]]) & 0xfff8));
+                    break;
+                }
+                0 | 43 | 60 => {
+                    next = *data.get(off)?;
+                    off += (usize::from(*data.get(off + 1)?) + 1) * 8;
+                }
+                51 => {
+                    next = *data.get(off)?;
+                    off += (usize::from(*data.get(off + 1)?) + 2) * 4;
+                }
+                _ => return None,
+            }
+        }
+        found?
+    };
+    let len = u32::try_from(p.ip_end.checked_sub(p.l4)?).ok()?;
+    Some((offset, offset + len))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
