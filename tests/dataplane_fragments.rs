@@ -113,7 +113,7 @@ fn too_big_datagrams_without_df_are_fragmented_and_arrive_whole() {
 }
 
 /// 3000-byte datagrams from a client (its kernel fragments them at the 1500-byte MTU) to
-/// UDP services of every method, IPv4, with two workers on two queues: every fragment must
+/// UDP services of every method, IPv4 and IPv6, with two workers on two queues: every fragment must
 /// reach the backend the first went to (which reassembles and echoes the whole datagram, the
 /// echo itself fragmented on its way back through NAT/FullNAT).
 const TWO_WORKERS: &str = r#"log_interval_secs = 0
@@ -128,10 +128,12 @@ queue = 1
 [[interface]]
 name = "front"
 ipv4 = "198.18.1.2"
+ipv6 = "2001:2:0:1::2"
 
 [[interface]]
 name = "back"
 ipv4 = "198.18.3.2"
+ipv6 = "2001:2:0:3::2"
 
 [[route]]
 dst = "0.0.0.0/0"
@@ -139,11 +141,20 @@ via = "198.18.1.1"
 interface = "front"
 
 [[route]]
+dst = "::/0"
+via = "2001:2:0:1::1"
+interface = "front"
+
+[[route]]
 dst = "198.18.3.0/24"
 interface = "back"
 
+[[route]]
+dst = "2001:2:0:3::/64"
+interface = "back"
+
 [fullnat]
-local_addresses = ["198.18.3.100"]
+local_addresses = ["198.18.3.100", "2001:2:0:3::100"]
 "#;
 
 #[test]
@@ -157,27 +168,52 @@ fn fragmented_datagrams_arrive_whole_in_every_method() {
     std::fs::create_dir_all(&dir).unwrap();
     let methods = [("nat", 1), ("dr", 2), ("tun", 3), ("fullnat", 4)];
     let mut config = String::from(TWO_WORKERS);
+    let vip = |v6: bool, k: u8| {
+        if v6 {
+            format!("2001:2:0:10::{k}")
+        } else {
+            format!("198.18.10.{k}")
+        }
+    };
     for (method, k) in methods {
-        config.push_str(&format!(
-            "\n[[service]]\nprotocol = \"udp\"\nvip = \"198.18.10.{k}\"\nport = 5000\nscheduler = \"rr\"\n"
-        ));
-        for b in 11..=13 {
+        for v6 in [false, true] {
             config.push_str(&format!(
-                "\n[[service.backend]]\naddress = \"198.18.3.{b}\"\nport = 5000\nmethod = \"{method}\"\n"
+                "\n[[service]]\nprotocol = \"udp\"\nvip = \"{}\"\nport = 5000\nscheduler = \"rr\"\n",
+                vip(v6, k)
             ));
+            for b in 11..=13 {
+                let addr = if v6 {
+                    format!("2001:2:0:3::{b}")
+                } else {
+                    format!("198.18.3.{b}")
+                };
+                config.push_str(&format!(
+                    "\n[[service.backend]]\naddress = \"{addr}\"\nport = 5000\nmethod = \"{method}\"\n"
+                ));
+            }
         }
     }
     std::fs::write(dir.join("x.toml"), config).unwrap();
     let sock = dir.join("x.sock");
     let _xvs = tb.start_xvs(&dir.join("x.toml"), &sock, &dir.join("x.log"));
-    tb.wait_neighbours(&["198.18.3.11", "198.18.3.12", "198.18.3.13"]);
+    tb.wait_neighbours(&[
+        "198.18.3.11",
+        "198.18.3.12",
+        "198.18.3.13",
+        "2001:2:0:3::11",
+        "2001:2:0:3::12",
+        "2001:2:0:3::13",
+    ]);
     const ASK: &str = r#"
 import socket, sys
 vip, n = sys.argv[1], int(sys.argv[2])
 whole = 0
 for i in range(n):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.setsockopt(socket.IPPROTO_IP, 10, 0)  # IP_MTU_DISCOVER = IP_PMTUDISC_DONT
+    if ":" in vip:
+        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    else:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setsockopt(socket.IPPROTO_IP, 10, 0)  # IP_MTU_DISCOVER = IP_PMTUDISC_DONT
     s.settimeout(2.0)
     data = (b"%05d." % i) * 500
     for attempt in range(3):
@@ -193,12 +229,14 @@ for i in range(n):
 print(whole)
 "#;
     for (method, k) in methods {
-        let vip = format!("198.18.10.{k}");
-        let (ok, out) = tb.exec("c1", &["python3", "-c", ASK, &vip, "12"]);
-        assert!(ok, "{method}: client ran");
-        let whole: usize = out.trim().parse().unwrap_or(0);
-        eprintln!("{method}: {whole}/12 datagrams of 3000 bytes echoed whole");
-        assert_eq!(whole, 12, "{method}: fragmented datagrams through {vip}");
+        for v6 in [false, true] {
+            let vip = vip(v6, k);
+            let (ok, out) = tb.exec("c1", &["python3", "-c", ASK, &vip, "12"]);
+            assert!(ok, "{method}: client ran");
+            let whole: usize = out.trim().parse().unwrap_or(0);
+            eprintln!("{method} {vip}: {whole}/12 datagrams of 3000 bytes echoed whole");
+            assert_eq!(whole, 12, "{method}: fragmented datagrams through {vip}");
+        }
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
