@@ -437,8 +437,9 @@ impl Pipeline {
         self.frag_frames.len()
     }
 
-    /// Make the frame (a whole IPv4 packet behind its link header) the first of its fragments
-    /// for `port`'s `mtu` and queue the others.
+    /// Make the frame (a whole IPv4 packet, or an IPv6 one the director built — a tunnel's
+    /// outer header — behind its link header) the first of its fragments for `port`'s `mtu`
+    /// and queue the others.
     fn fragment(&mut self, frame: &mut Frame, port: PortId, mtu: u16) -> Verdict {
         if self.frag_frames.len() >= MAX_PENDING_FRAGMENTS {
             return Verdict::Drop(DropReason::FragmentQueueFull);
@@ -449,13 +450,26 @@ impl Pipeline {
         let mut ranges = std::mem::take(&mut self.frag_scratch);
         ranges.clear();
         let start = self.frag_bytes.len();
-        let r = crate::wire::fragment::fragment_v4(
-            frame.data(),
-            &p,
-            mtu,
-            &mut self.frag_bytes,
-            &mut ranges,
-        );
+        let r = if p.is_v4() {
+            crate::wire::fragment::fragment_v4(
+                frame.data(),
+                &p,
+                mtu,
+                &mut self.frag_bytes,
+                &mut ranges,
+            )
+        } else {
+            self.ip_id = self.ip_id.wrapping_add(1);
+            let id = u32::from(self.ip_id) | u32::from(self.cfg.worker) << 16;
+            crate::wire::fragment::fragment_v6(
+                frame.data(),
+                &p,
+                mtu,
+                id,
+                &mut self.frag_bytes,
+                &mut ranges,
+            )
+        };
         let v = match (r, ranges.first().cloned()) {
             (Ok(()), Some(first)) => {
                 let n = first.len();
@@ -1304,14 +1318,11 @@ impl Pipeline {
         let mut outer = p;
         outer.ttl -= 1;
         let mut r = rewrite::encap(frame, &outer, &tun, link);
-        // An IPv4 inner packet without DF gets an outer IPv4 header without DF, which the
-        // kernel fragments (`ip_vs_tunnel_xmit` → `ip_local_out`); an IPv6 outer header is
-        // never fragmented here.
-        let fragment = r == Err(WireError::NeedsFragmentation)
-            && self.cfg.fragment
-            && p.is_v4()
-            && !p.df
-            && tun.dst.is_ipv4();
+        // An IPv4 inner packet without DF gets an outer header the kernel fragments
+        // (`ip_vs_tunnel_xmit` → `ip_local_out`; over IPv6, `ip6_fragment`, the director being
+        // the outer packet's source); an IPv6 inner packet is answered with packet too big.
+        let fragment =
+            r == Err(WireError::NeedsFragmentation) && self.cfg.fragment && p.is_v4() && !p.df;
         if fragment {
             let unlimited = Tunnel {
                 mtu: u16::MAX,

@@ -215,3 +215,70 @@ fn overlapping_tiny_and_oversized_fragments_are_dropped() {
     let c = p.counters();
     assert_eq!(c.rx, c.tx + c.pass + c.drops.total());
 }
+
+#[test]
+fn ipv4_over_an_ipv6_tunnel_is_fragmented_in_the_outer_header() {
+    let vip = IpAddr::V4(VIP4);
+    let svc = Service {
+        key: ServiceKey::Addr {
+            proto: PROTO_UDP,
+            addr: vip,
+            port: 53,
+        },
+        scheduler: "rr".into(),
+        sched_flags: SchedFlags::NONE,
+        persistence: None,
+        one_packet: false,
+        backends: vec![Backend {
+            addr: IpAddr::V6(backend6(13)),
+            port: 53,
+            weight: 1,
+            method: Method::Tunnel,
+            u_threshold: 0,
+            l_threshold: 0,
+        }],
+    };
+    let cfg = xvs_forwarding::PipelineConfig {
+        connections: 64,
+        v6_connections: 64,
+        fragment: true,
+        ..xvs_forwarding::PipelineConfig::default()
+    };
+    let mut p = Pipeline::new(cfg, &[svc], vec![], network()).unwrap();
+    // 1480 bytes of IPv4 (DF clear) + 40 of outer IPv6 exceed the 1500-byte port.
+    let input = frame_in(IpAddr::V4(CLIENT4), vip)
+        .df(false)
+        .udp(4000, 53)
+        .payload(&[5; 1452])
+        .build();
+    let inner_len = input.len() - 14;
+    let (v, first) = process(&mut p, t(1), FRONT, &input);
+    assert_eq!(v, Verdict::Tx(BACK));
+    let rest = drain(&mut p);
+    assert_eq!(rest.len(), 1, "two fragments");
+    let mut inner = Vec::new();
+    let mut offsets = Vec::new();
+    for (i, f) in std::iter::once(&first)
+        .chain(rest.iter().map(|(_, b)| b))
+        .enumerate()
+    {
+        assert!(f.len() - 14 <= 1500, "fragment {i} fits the MTU");
+        assert_eq!(f[12..14], [0x86, 0xdd]);
+        assert_eq!(f[14 + 6], 44, "a fragment header follows");
+        let plen = usize::from(u16::from_be_bytes([f[18], f[19]]));
+        assert_eq!(plen, f.len() - 14 - 40);
+        let fh = &f[54..62];
+        assert_eq!(fh[0], 4, "IPv4 inside");
+        let off = u16::from_be_bytes([fh[2], fh[3]]);
+        offsets.push((off & !7, off & 1));
+        inner.extend_from_slice(&f[62..]);
+    }
+    assert_eq!(offsets[0], (0, 1));
+    assert_eq!(offsets[1].1, 0, "the last has M clear");
+    assert_eq!(
+        usize::from(offsets[1].0),
+        inner.len() - (rest[0].1.len() - 62)
+    );
+    assert_eq!(inner.len(), inner_len, "the whole inner packet");
+    assert_eq!(inner[0] >> 4, 4);
+}

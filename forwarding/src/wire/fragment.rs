@@ -10,7 +10,10 @@
 //! * total length and header checksum per fragment; identification, TTL, TOS unchanged.
 //!
 //! IPv6 is never fragmented by a router (RFC 8200 §5): too-big IPv6 packets are answered with
-//! packet too big instead.
+//! packet too big instead. The director fragments an IPv6 packet only where it is the source:
+//! the outer header of an IPv6 tunnel carrying an IPv4 packet without DF ([`fragment_v6`], as
+//! `ip6_fragment` in `net/ipv6/ip6_output.c`: a fragment header after the IPv6 header, pieces
+//! of `(mtu − 48)` bytes rounded down to 8).
 
 use std::ops::Range;
 
@@ -105,4 +108,57 @@ fn nop_uncopied_options(opts: &mut [u8]) {
         }
         i += l;
     }
+}
+
+/// Cut the IPv6 packet of `p` — one the director built, so without extension headers: the
+/// outer header of a tunnel — into fragments of at most `mtu` bytes, each the IPv6 header
+/// (payload length and next header 44 changed) followed by a fragment header (the original
+/// next header, offset, M, `id`) and its piece. Appended to `out` / `frames` as
+/// [`fragment_v4`] does. `Unsupported` for IPv4, for a packet with extension headers or an MTU
+/// below IPv6's 1280.
+pub fn fragment_v6(
+    data: &[u8],
+    p: &Packet,
+    mtu: u16,
+    id: u32,
+    out: &mut Vec<u8>,
+    frames: &mut Vec<Range<usize>>,
+) -> Result<(), WireError> {
+    const HDR: usize = 40;
+    const FRAG: usize = 8;
+    if p.is_v4() || mtu < 1280 {
+        return Err(WireError::Unsupported);
+    }
+    if p.ip_end > data.len() || p.l3 + HDR > p.ip_end {
+        return Err(WireError::Truncated);
+    }
+    let next = data[p.l3 + 6];
+    if matches!(next, 0 | 43 | 44 | 51 | 60) {
+        return Err(WireError::Unsupported);
+    }
+    let payload = &data[p.l3 + HDR..p.ip_end];
+    let piece = (usize::from(mtu) - HDR - FRAG) & !7;
+    let start = out.len();
+    let mut offset = 0;
+    while offset < payload.len() {
+        let end = (offset + piece).min(payload.len());
+        let more = end < payload.len();
+        let at = out.len();
+        out.extend_from_slice(&data[..p.l3 + HDR]);
+        let h = at + p.l3;
+        let plen = (FRAG + end - offset) as u16;
+        out[h + 4..h + 6].copy_from_slice(&plen.to_be_bytes());
+        out[h + 6] = 44;
+        out.push(next);
+        out.push(0);
+        out.extend_from_slice(&((offset as u16) | u16::from(more)).to_be_bytes());
+        out.extend_from_slice(&id.to_be_bytes());
+        out.extend_from_slice(&payload[offset..end]);
+        frames.push(at..out.len());
+        offset = end;
+    }
+    if frames.is_empty() || out.len() == start {
+        return Err(WireError::Truncated);
+    }
+    Ok(())
 }
