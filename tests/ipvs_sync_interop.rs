@@ -678,6 +678,22 @@ fn backup_scenario(g: &mut Guest) {
     ext[5] = 0x58;
     assert_eq!(u16::from_be_bytes([ext[2], ext[3]]) as usize, ext.len());
     send(&tx, &ext);
+    // And xvs's real extension messages, as its daemons send them (bulk resync).
+    use xvs_forwarding::sync::{encode_xvs, XvsMessage};
+    send(
+        &tx,
+        &encode_xvs(SYNCID, &XvsMessage::BulkRequest { node: 42 }),
+    );
+    send(
+        &tx,
+        &encode_xvs(
+            SYNCID,
+            &XvsMessage::BulkDone {
+                node: 42,
+                entries: 1000,
+            },
+        ),
+    );
     // Another sync id: the backup (sync id 7) must drop it.
     let other = est("198.18.240.53:42004", svc, dest);
     send(&tx, &wire::encode(SYNCID + 1, std::slice::from_ref(&other)));
@@ -717,8 +733,9 @@ fn backup_scenario(g: &mut Guest) {
         println!("other kernel log lines meanwhile: {new_lines:?}");
     }
     println!(
-        "backup: extension-shaped message (version 0x58) and foreign sync id ignored, no kernel \
-         log line; the valid message after them installed; ActiveConn 2"
+        "backup: extension-shaped message (version 0x58), xvs's BulkRequest and BulkDone and a \
+         foreign sync id ignored, no kernel log line; the valid message after them installed; \
+         ActiveConn 2"
     );
 
     // One message, two entries: an IPv6 ESTABLISHED connection and an IPv4 persistence
