@@ -180,16 +180,40 @@ fn epoch() -> f64 {
         .as_secs_f64()
 }
 
+/// What dies on the MASTER.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kill {
+    /// Its `xvs run` (SIGKILL); keepalived stays and its track_script puts the node in FAULT.
+    Xvs,
+    /// The whole node: keepalived's VRRP child, its parent and `xvs run` (SIGKILL each). No
+    /// priority-0 advert, so the BACKUP waits out the master-down interval; the dead node keeps
+    /// its floating addresses (nobody removes them), the BACKUP's gratuitous ARPs win.
+    Node,
+}
+
+/// One test at a time: each builds a testbed with two directors and 1000 connections.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn keepalived_moves_the_vip_and_1000_connections_survive_a_dead_xvs() {
+    failover(Kill::Xvs, "ka");
+}
+
+#[test]
+fn keepalived_moves_the_vip_and_1000_connections_survive_a_dead_node() {
+    failover(Kill::Node, "kn");
+}
+
+fn failover(kill: Kill, tag: &str) {
     if skip_unless_root("keepalived pair test") {
         return;
     }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     if !Path::new(KEEPALIVED).exists() {
         eprintln!("!!!!! SKIPPED keepalived pair test: {KEEPALIVED} missing (scripts/install-deps.sh) !!!!!");
         return;
     }
-    let tb = Testbed::up_with("ka", &[("DIRECTORS", "2"), ("SERVERS", "0")]);
+    let tb = Testbed::up_with(tag, &[("DIRECTORS", "2"), ("SERVERS", "0")]);
     for dev in ["df", "db", "df2", "db2"] {
         let (ok, _) = tb.exec("rt", &["ethtool", "-L", dev, "tx", "1"]);
         assert!(ok, "ethtool -L {dev} tx 1");
@@ -216,7 +240,8 @@ fn keepalived_moves_the_vip_and_1000_connections_survive_a_dead_xvs() {
         );
     }
 
-    let dir: PathBuf = std::env::temp_dir().join(format!("xvs-ka-pair-{}", std::process::id()));
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("xvs-ka-pair-{}-{tag}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     // Both daemons on both directors, all the time.
@@ -259,7 +284,7 @@ fn keepalived_moves_the_vip_and_1000_connections_survive_a_dead_xvs() {
     );
 
     let started = Instant::now();
-    let _ka1 = Keepalived::start(&tb, "dir", &dir, 1);
+    let mut ka1 = Keepalived::start(&tb, "dir", &dir, 1);
     let _ka2 = Keepalived::start(&tb, "dir2", &dir, 2);
     let to_master = wait_state(&dir, 1, "MASTER", Duration::from_secs(10));
     let log =
@@ -325,10 +350,30 @@ fn keepalived_moves_the_vip_and_1000_connections_survive_a_dead_xvs() {
 
     let (_, status, _) = ctl(&socks[0], &mns, &["status"]);
     eprintln!("MASTER before the kill:\n{status}");
-    // The MASTER's xvs dies; keepalived sees it (track_script), goes FAULT, gives the
-    // addresses up; director 2 becomes MASTER and announces them by gratuitous ARP.
+    // Kill::Xvs: the MASTER's xvs dies; keepalived sees it (track_script), goes FAULT, gives
+    // the addresses up (priority-0 advert). Kill::Node: keepalived dies with it. Either way
+    // director 2 becomes MASTER and announces the addresses by gratuitous ARP.
+    let vrrp_child = std::fs::read_to_string(dir.join("vrrp.pid1"))
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    assert!(
+        vrrp_child.parse::<u32>().is_ok(),
+        "keepalived's VRRP child pid: {vrrp_child:?}"
+    );
     let killed_at = epoch();
     let killed = Instant::now();
+    if kill == Kill::Node {
+        // The child first: the parent would respawn it, and would stop it cleanly (SIGTERM,
+        // releasing the addresses) if it died first.
+        let st = Command::new("kill")
+            .args(["-KILL", &vrrp_child])
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill -KILL {vrrp_child}");
+        let _ = ka1.0.kill();
+        let _ = ka1.0.wait();
+    }
     let mut master = xvs.remove(0);
     let _ = master.0.kill();
     let _ = master.0.wait();
@@ -344,8 +389,15 @@ fn keepalived_moves_the_vip_and_1000_connections_survive_a_dead_xvs() {
         log(1),
         log(2)
     );
-    assert_eq!(state(&dir, 1), "FAULT", "director 1 after its xvs died");
-    assert_eq!(floating(&tb, "dir"), (false, false), "FAULT node gave up");
+    if kill == Kill::Xvs {
+        assert_eq!(state(&dir, 1), "FAULT", "director 1 after its xvs died");
+        assert_eq!(floating(&tb, "dir"), (false, false), "FAULT node gave up");
+    } else {
+        eprintln!(
+            "dead node still holds (front, back) floating addresses: {:?}",
+            floating(&tb, "dir")
+        );
+    }
     assert_eq!(floating(&tb, "dir2"), (true, true), "new MASTER holds both");
     eprintln!(
         "failover of VRRP observed {:?} after the kill",
@@ -371,7 +423,7 @@ fn keepalived_moves_the_vip_and_1000_connections_survive_a_dead_xvs() {
     eprintln!("new MASTER after the move:\n{status}");
     let survived = ok as f64 / CONNS as f64;
     eprintln!(
-        "keepalived failover (xvs SIGKILLed on the MASTER): VIP traffic served again {:.0} ms after the kill; {ok}/{CONNS} connections survived ({:.1} %)",
+        "keepalived failover ({kill:?} SIGKILLed on the MASTER): VIP traffic served again {:.0} ms after the kill; {ok}/{CONNS} connections survived ({:.1} %)",
         served_again * 1000.0,
         survived * 100.0
     );
