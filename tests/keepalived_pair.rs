@@ -439,3 +439,61 @@ fn failover(kill: Kill, tag: &str) {
     drop(prober);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A network namespace of this test, deleted on drop.
+struct Netns(String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// examples/keepalived/keepalived.conf passes keepalived's own configuration check (`-t`) in a
+/// namespace that has its interfaces (eth0, eth1), with the example's /usr/local/bin/xvs replaced
+/// by the built binary (keepalived disables a track_script whose program is missing).
+#[test]
+fn example_keepalived_conf_passes_keepalived_config_check() {
+    if skip_unless_root("keepalived example config check") {
+        return;
+    }
+    if !Path::new(KEEPALIVED).exists() {
+        eprintln!("!!!!! SKIPPED keepalived example config check: {KEEPALIVED} missing (scripts/install-deps.sh) !!!!!");
+        return;
+    }
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/keepalived/keepalived.conf");
+    let text = std::fs::read_to_string(&example).unwrap();
+    assert!(
+        text.contains("/usr/local/bin/xvs"),
+        "the example names the installed binary"
+    );
+    let conf = std::env::temp_dir().join(format!("xvs-ka-example-{}.conf", std::process::id()));
+    std::fs::write(
+        &conf,
+        text.replace("/usr/local/bin/xvs", env!("CARGO_BIN_EXE_xvs")),
+    )
+    .unwrap();
+    let ns = Netns(format!("kt{:x}", std::process::id()));
+    let _ = Command::new("ip").args(["netns", "del", &ns.0]).status();
+    let ok = |args: &[&str]| Command::new("ip").args(args).status().unwrap().success();
+    assert!(ok(&["netns", "add", &ns.0]));
+    assert!(ok(&[
+        "-n", &ns.0, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1"
+    ]));
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.0, KEEPALIVED, "-l", "-t", "-f"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_file(&conf);
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "keepalived -t on the example: {:?}\n{said}",
+        out.status
+    );
+}
