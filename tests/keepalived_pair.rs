@@ -5,14 +5,16 @@
 //! so both move together and keepalived's gratuitous ARPs move the router's and the backends'
 //! neighbour entries. Both directors run both sync daemons all the time (each sends its own
 //! connections and installs its peer's), so no role switch is needed when VRRP moves; keepalived
-//! tracks the director's own `xvs run` with a `track_script` on `xvs ctl status`, so a dead or
-//! unresponsive xvs makes its node FAULT and give the addresses up.
+//! tracks the director's own `xvs run` with `track_process` (a dead xvs) and a `track_script` on
+//! `xvs ctl status` (an unresponsive one), so either makes its node FAULT and give the
+//! addresses up.
 //!
 //! The test checks the VRRP states (notify script writing the state to a file, and `ip addr`),
 //! opens 1000 long-lived TCP connections through the MASTER, waits until the BACKUP holds them
-//! by sync, SIGKILLs the MASTER's `xvs run`, and measures the failover time (a prober opening a
-//! new connection every ~10 ms: from the kill until the first probe started after it is
-//! answered) and the share of the 1000 connections that go on without a reset (≥ 99 %).
+//! by sync, SIGKILLs the MASTER's `xvs run` (or the whole node: keepalived too), and measures the
+//! failover time (a prober opening a new connection every ~5 ms, each given up after 50 ms: from
+//! the kill until the first probe started after it is answered) and the share of the 1000
+//! connections that go on without a reset (≥ 99 %).
 //! Needs root and keepalived (scripts/install-deps.sh); skipped loudly otherwise.
 
 use std::io::{BufRead, BufReader};
@@ -30,8 +32,8 @@ use dataplane_support::{skip_unless_root, ChildGuard, Testbed};
 const CONNS: usize = 1000;
 const KEEPALIVED: &str = "/usr/sbin/keepalived";
 
-/// Every ~10 ms (for ARGV[3] seconds): a new TCP connection to VIP:PORT, one line, its echo,
-/// close; prints "ok START END" (epoch seconds) for each answered probe.
+/// Every ~5 ms (for ARGV[3] seconds): a new TCP connection to VIP:PORT, one line, its echo,
+/// close, given up after 50 ms; prints "ok START END" (epoch seconds) for each answered probe.
 const PROBER: &str = r#"
 import socket, sys, time
 vip, port, duration = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
@@ -39,7 +41,7 @@ end = time.time() + duration
 while time.time() < end:
     t0 = time.time()
     s = socket.socket()
-    s.settimeout(0.1)
+    s.settimeout(0.05)
     try:
         s.connect((vip, port))
         s.sendall(b"probe\n")
@@ -49,24 +51,28 @@ while time.time() < end:
         pass
     finally:
         s.close()
-    time.sleep(0.01)
+    time.sleep(0.005)
 "#;
 
 /// keepalived.conf of director `n` (1 has the higher priority): VRRP v3, one instance with both
-/// floating addresses, tracking this director's own `xvs run` with a `track_script` on
-/// `xvs ctl status` (every second; it fails when xvs is dead or does not answer within 1 s),
-/// notify script writing the state to `dir/state<n>`. `track_process` (used by
-/// examples/keepalived/keepalived.conf) cannot work here: keepalived learns of process exits
-/// through the kernel's proc connector, which exists only in the initial network namespace
-/// (keepalived logs "Failed to set/clear process event listen - errno 111" and the instance
-/// stays FAULT).
+/// floating addresses, tracking this director's own `xvs run` as examples/keepalived/ does:
+/// `track_process` (matched by its `--config` argument, since both directors' processes are
+/// visible in the shared pid namespace) and a `track_script` on `xvs ctl status` every second;
+/// notify script writing the state to `dir/state<n>`.
 fn keepalived_conf(dir: &Path, n: u8) -> String {
     let sock = dir.join(format!("x{n}.sock"));
+    let xvs_cfg = dir.join(format!("x{n}.toml"));
     format!(
         r#"global_defs {{
     router_id xvs-test-dir{n}
     vrrp_version 3
     script_user root
+}}
+
+vrrp_track_process xvs_run {{
+    process "{xvs}" run --config "{cfg}"
+    param_match partial
+    quorum 1
 }}
 
 vrrp_script xvs_status {{
@@ -87,6 +93,9 @@ vrrp_instance XVS {{
         198.18.1.254/24 dev front
         198.18.3.254/24 dev back
     }}
+    track_process {{
+        xvs_run
+    }}
     track_script {{
         xvs_status
     }}
@@ -95,21 +104,24 @@ vrrp_instance XVS {{
 "#,
         xvs = env!("CARGO_BIN_EXE_xvs"),
         sock = sock.display(),
+        cfg = xvs_cfg.display(),
         prio = if n == 1 { 150 } else { 100 },
         notify = dir.join(format!("notify{n}.sh")).display(),
     )
 }
 
-/// The keepalived parent process (`-n`): SIGTERM on drop (it removes its addresses and stops its
+/// The keepalived parent process (`-n`), started in the initial namespace with `-s NS` (it enters
+/// the director's namespace itself): started with `ip netns exec` instead, its `track_process`
+/// gets no process events (keepalived logs "Failed to set/clear process event listen - errno
+/// 111" and the instance stays FAULT). SIGTERM on drop (it removes its addresses and stops its
 /// VRRP child), SIGKILL if it has not exited within 3 s.
 struct Keepalived(std::process::Child);
 
 impl Keepalived {
     fn start(tb: &Testbed, ns: &str, dir: &Path, n: u8) -> Keepalived {
         let f = |s: &str| dir.join(format!("{s}{n}"));
-        let child = Command::new("ip")
-            .args(["netns", "exec", &tb.ns(ns), KEEPALIVED])
-            .args(["-n", "-l", "-D", "-G", "-P", "-f"])
+        let child = Command::new(KEEPALIVED)
+            .args(["-n", "-l", "-D", "-G", "-P", "-s", &tb.ns(ns), "-f"])
             .arg(f("keepalived.conf"))
             .arg("-p")
             .arg(f("keepalived.pid"))
@@ -183,7 +195,7 @@ fn epoch() -> f64 {
 /// What dies on the MASTER.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Kill {
-    /// Its `xvs run` (SIGKILL); keepalived stays and its track_script puts the node in FAULT.
+    /// Its `xvs run` (SIGKILL); keepalived stays and its track_process puts the node in FAULT.
     Xvs,
     /// The whole node: keepalived's VRRP child, its parent and `xvs run` (SIGKILL each). No
     /// priority-0 advert, so the BACKUP waits out the master-down interval; the dead node keeps
@@ -252,6 +264,7 @@ fn failover(kill: Kill, tag: &str) {
         let cfg = dir.join(format!("x{n}.toml"));
         std::fs::write(&cfg, config(n, sync)).unwrap();
         let sock = dir.join(format!("x{n}.sock"));
+        let xvs_cfg = dir.join(format!("x{n}.toml"));
         xvs.push(tb.start_xvs_in(ns, &cfg, &sock, &dir.join(format!("x{n}.log"))));
         socks.push(sock);
         let notify = dir.join(format!("notify{n}.sh"));
@@ -350,7 +363,7 @@ fn failover(kill: Kill, tag: &str) {
 
     let (_, status, _) = ctl(&socks[0], &mns, &["status"]);
     eprintln!("MASTER before the kill:\n{status}");
-    // Kill::Xvs: the MASTER's xvs dies; keepalived sees it (track_script), goes FAULT, gives
+    // Kill::Xvs: the MASTER's xvs dies; keepalived sees it (track_process), goes FAULT, gives
     // the addresses up (priority-0 advert). Kill::Node: keepalived dies with it. Either way
     // director 2 becomes MASTER and announces the addresses by gratuitous ARP.
     let vrrp_child = std::fs::read_to_string(dir.join("vrrp.pid1"))
@@ -377,6 +390,9 @@ fn failover(kill: Kill, tag: &str) {
     let mut master = xvs.remove(0);
     let _ = master.0.kill();
     let _ = master.0.wait();
+    // Probes started before this may have been answered by the dying xvs (in Kill::Node it
+    // outlives keepalived by a few milliseconds).
+    let xvs_dead_at = epoch();
     let b_master = wait_state(&dir, 2, "MASTER", Duration::from_secs(10));
     eprintln!(
         "director 2 MASTER {:?} after the kill; director 1 now {:?}",
@@ -392,6 +408,16 @@ fn failover(kill: Kill, tag: &str) {
     if kill == Kill::Xvs {
         assert_eq!(state(&dir, 1), "FAULT", "director 1 after its xvs died");
         assert_eq!(floating(&tb, "dir"), (false, false), "FAULT node gave up");
+        let l = log(1);
+        let why = l
+            .lines()
+            .find(|l| l.contains("Quorum lost") || l.contains("VRRP_Script(xvs_status) failed"))
+            .unwrap_or("");
+        eprintln!("director 1's keepalived: {why}");
+        assert!(
+            why.contains("Quorum lost for tracked process xvs_run"),
+            "track_process saw xvs die first:\n{l}"
+        );
     } else {
         eprintln!(
             "dead node still holds (front, back) floating addresses: {:?}",
@@ -410,7 +436,7 @@ fn failover(kill: Kill, tag: &str) {
     for (t0, t1) in probes.try_iter() {
         if t1 < killed_at {
             before += 1;
-        } else if t0 >= killed_at && served_again.is_none() {
+        } else if t0 >= xvs_dead_at && served_again.is_none() {
             served_again = Some(t1 - killed_at);
         }
     }
@@ -430,6 +456,11 @@ fn failover(kill: Kill, tag: &str) {
     assert!(
         survived >= 0.99,
         "only {ok} of {CONNS} connections survived the failover"
+    );
+    // VRRPv3 at 0.1 s: master down after ~0.35 s, a tracked process at once.
+    assert!(
+        served_again < 2.0,
+        "VIP traffic served again only {served_again:.2} s after the kill"
     );
     let rx = worker_rx(&status);
     assert!(
