@@ -264,7 +264,6 @@ fn failover(kill: Kill, tag: &str) {
         let cfg = dir.join(format!("x{n}.toml"));
         std::fs::write(&cfg, config(n, sync)).unwrap();
         let sock = dir.join(format!("x{n}.sock"));
-        let xvs_cfg = dir.join(format!("x{n}.toml"));
         xvs.push(tb.start_xvs_in(ns, &cfg, &sock, &dir.join(format!("x{n}.log"))));
         socks.push(sock);
         let notify = dir.join(format!("notify{n}.sh"));
