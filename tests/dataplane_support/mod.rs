@@ -228,3 +228,5 @@ impl Testbed {
         g
     }
 }
+
+pub mod pair;
