@@ -34,8 +34,8 @@ use crate::config::Config;
 use crate::control::format::daemon_rule;
 use crate::control::health::{CheckTarget, HealthChecker, HealthEvent};
 use crate::control::metrics::{
-    BackendMetrics, HealthMetrics, Metrics, MetricsServer, ServiceLabels, ServiceMetrics,
-    Traffic as MetricTraffic, WorkerMetrics,
+    BackendMetrics, Exposition, HealthMetrics, Metrics, MetricsServer, ServiceLabels,
+    ServiceMetrics, Traffic as MetricTraffic, WorkerMetrics,
 };
 use crate::control::model::{Listing, RateEstimator, Stats};
 use crate::control::server::{Director as ControlDirector, Server};
@@ -940,7 +940,10 @@ pub fn run(config: &Path, io: Option<IoKind>, socket: &Path) -> Result<()> {
     let metrics = match cfg.metrics {
         Some(addr) => {
             let d = director.clone();
-            let m = MetricsServer::start(addr, move || d.metrics())
+            let exposition = Exposition {
+                node_exporter: cfg.metrics_node_exporter,
+            };
+            let m = MetricsServer::start_with(addr, exposition, move || d.metrics())
                 .with_context(|| format!("metrics endpoint {addr}"))?;
             eprintln!("xvs: metrics on http://{}/metrics", m.local_addr());
             Some(m)

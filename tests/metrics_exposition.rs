@@ -1,5 +1,6 @@
 //! Metrics: golden exposition text for a small model, the exposition format's validity rules
-//! (checked by a small parser here) on a larger model, and the /metrics server over loopback.
+//! (checked by a small parser here and by Prometheus's own parser, `promtool check metrics`) on a
+//! larger model, node_exporter's IPVS series, and the /metrics server over loopback.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
@@ -9,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use xvs::control::metrics::{
-    escape_label, render, BackendMetrics, HealthMetrics, Metrics, MetricsServer, ServiceLabels,
-    ServiceMetrics, Traffic, WorkerMetrics, CONTENT_TYPE,
+    escape_label, render, render_with, BackendMetrics, Exposition, HealthMetrics, Metrics,
+    MetricsServer, ServiceLabels, ServiceMetrics, Traffic, WorkerMetrics, CONTENT_TYPE,
 };
 
 fn traffic(base: u64) -> Traffic {
@@ -353,7 +354,9 @@ fn check_exposition(text: &str) -> Result<Vec<Sample>, String> {
             if types.insert(name.to_string(), kind.to_string()).is_some() {
                 return Err(format!("second TYPE for {name}"));
             }
-            if !valid_metric_name(name) || !name.starts_with("xvs_") {
+            if !valid_metric_name(name)
+                || !(name.starts_with("xvs_") || name.starts_with("node_ipvs_"))
+            {
                 return Err(format!("bad family name {name}"));
             }
             if (kind == "counter") != name.ends_with("_total") {
@@ -574,4 +577,202 @@ fn binding_a_busy_address_fails_cleanly() {
         .err()
         .expect("in use");
     assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+}
+
+const NODE: Exposition = Exposition {
+    node_exporter: true,
+};
+
+/// Run `promtool check metrics` (Prometheus's text-format parser and linter) on `text`.
+fn promtool(text: &str) -> Result<(), String> {
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus, scripts/install-deps.sh)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+#[test]
+fn promtool_accepts_every_rendering() {
+    for (what, text) in [
+        ("golden", GOLDEN.to_string()),
+        ("large", render(&large())),
+        ("large with node_exporter", render_with(&large(), NODE)),
+        (
+            "empty with node_exporter",
+            render_with(&Metrics::default(), NODE),
+        ),
+    ] {
+        promtool(&text).unwrap_or_else(|e| panic!("{what}: {e}\n{text}"));
+    }
+    // promtool does fail: a value that is no float, a counter without _total, a split family.
+    for bad in [
+        "# HELP xvs_a a\n# TYPE xvs_a gauge\nxvs_a one\n",
+        "# HELP xvs_a a\n# TYPE xvs_a counter\nxvs_a 1\n",
+        "# HELP xvs_a a\n# TYPE xvs_a gauge\nxvs_a 1\n# HELP xvs_b b\n# TYPE xvs_b gauge\nxvs_b 1\nxvs_a 2\n",
+    ] {
+        assert!(promtool(bad).is_err(), "promtool accepted {bad:?}");
+    }
+}
+
+/// node_exporter's ipvs collector (collector/ipvs_linux.go): name → (type, help).
+const NODE_FAMILIES: [(&str, &str, &str); 8] = [
+    (
+        "node_ipvs_connections_total",
+        "counter",
+        "The total number of connections made.",
+    ),
+    (
+        "node_ipvs_incoming_packets_total",
+        "counter",
+        "The total number of incoming packets.",
+    ),
+    (
+        "node_ipvs_outgoing_packets_total",
+        "counter",
+        "The total number of outgoing packets.",
+    ),
+    (
+        "node_ipvs_incoming_bytes_total",
+        "counter",
+        "The total amount of incoming data.",
+    ),
+    (
+        "node_ipvs_outgoing_bytes_total",
+        "counter",
+        "The total amount of outgoing data.",
+    ),
+    (
+        "node_ipvs_backend_connections_active",
+        "gauge",
+        "The current active connections by local and remote address.",
+    ),
+    (
+        "node_ipvs_backend_connections_inactive",
+        "gauge",
+        "The current inactive connections by local and remote address.",
+    ),
+    (
+        "node_ipvs_backend_weight",
+        "gauge",
+        "The current backend weight by local and remote address.",
+    ),
+];
+
+#[test]
+fn node_exporter_series_have_the_collectors_names_types_help_and_labels() {
+    let m = large();
+    let text = render_with(&m, NODE);
+    let samples = check_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    // xvs's own families are all still there, first.
+    let own = render(&m);
+    assert!(text.starts_with(&own));
+    let node = &text[own.len()..];
+    for (name, kind, help) in NODE_FAMILIES {
+        assert!(
+            node.contains(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n")),
+            "{name}"
+        );
+    }
+    let families: HashSet<&str> = samples
+        .iter()
+        .filter(|s| s.name.starts_with("node_"))
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(families, NODE_FAMILIES.iter().map(|f| f.0).collect());
+    // Totals: no labels, summed over the services (traffic(7) + traffic(1)).
+    let value = |name: &str| {
+        let s: Vec<_> = samples.iter().filter(|s| s.name == name).collect();
+        assert_eq!(s.len(), 1, "{name}");
+        assert!(s[0].labels.is_empty(), "{name}");
+        s[0].value.clone()
+    };
+    assert_eq!(value("node_ipvs_connections_total"), "8");
+    assert_eq!(value("node_ipvs_incoming_packets_total"), "80");
+    assert_eq!(value("node_ipvs_outgoing_packets_total"), "72");
+    assert_eq!(value("node_ipvs_incoming_bytes_total"), "8000");
+    assert_eq!(value("node_ipvs_outgoing_bytes_total"), "72000");
+    // Per backend: exactly the collector's six labels in its order, valued as procfs parses
+    // /proc/net/ip_vs.
+    let per_backend = |name: &str| -> Vec<Vec<(String, String)>> {
+        samples
+            .iter()
+            .filter(|s| s.name == name)
+            .map(|s| s.labels.clone())
+            .collect()
+    };
+    let l = |v: [&str; 6]| -> Vec<(String, String)> {
+        [
+            "local_address",
+            "local_port",
+            "remote_address",
+            "remote_port",
+            "proto",
+            "local_mark",
+        ]
+        .iter()
+        .zip(v)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    };
+    let expected = vec![
+        l(["198.18.0.1", "80", "198.19.0.11", "8080", "TCP", ""]),
+        l(["198.18.0.1", "80", "198.19.0.12", "8080", "TCP", ""]),
+        l(["", "0", "2001:db8::11", "0", "FWM", "00000007"]),
+    ];
+    for name in [
+        "node_ipvs_backend_connections_active",
+        "node_ipvs_backend_connections_inactive",
+        "node_ipvs_backend_weight",
+    ] {
+        assert_eq!(per_backend(name), expected, "{name}");
+    }
+    let values = |name: &str| -> Vec<String> {
+        samples
+            .iter()
+            .filter(|s| s.name == name)
+            .map(|s| s.value.clone())
+            .collect()
+    };
+    assert_eq!(
+        values("node_ipvs_backend_connections_active"),
+        ["2", "0", "1"]
+    );
+    assert_eq!(
+        values("node_ipvs_backend_connections_inactive"),
+        ["5", "0", "0"]
+    );
+    assert_eq!(values("node_ipvs_backend_weight"), ["3", "0", "1"]);
+    // Off: none of them.
+    assert!(!render(&m).contains("node_ipvs"));
+}
+
+#[test]
+fn the_server_serves_node_exporter_series_when_asked() {
+    let on = MetricsServer::start_with("127.0.0.1:0".parse().unwrap(), NODE, small).unwrap();
+    let (status, _, body) = get(on.local_addr(), "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(status.contains("200"), "{status}");
+    assert!(body.contains("node_ipvs_backend_weight{local_address=\"198.18.0.1\",local_port=\"80\",remote_address=\"198.19.0.11\",remote_port=\"8080\",proto=\"TCP\",local_mark=\"\"} 3\n"), "{body}");
+    promtool(&body).unwrap();
+    let off = MetricsServer::start("127.0.0.1:0".parse().unwrap(), small).unwrap();
+    let (_, _, body) = get(off.local_addr(), "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(body.contains("xvs_backend_weight") && !body.contains("node_ipvs"));
 }

@@ -28,7 +28,15 @@
 //!
 //! Service labels: `protocol` (tcp/udp/sctp), `vip`, `vport` — or `fwmark` and `family`
 //! (ipv4/ipv6) for a firewall-mark service. Backend labels: the service's plus `address`, `port`
-//! and `method` (nat/dr/tun/fullnat). Rates are the IPVS estimates (`ipvsadm --rate`).
+//! and `method` (nat/dr/tun/fullnat). Rates are the IPVS estimates (`ipvsadm --rate`); the
+//! `_total` counters are there for `rate()` in PromQL.
+//!
+//! With [`Exposition::node_exporter`] (config `[metrics] node_exporter_compat`, on by default) the
+//! series of node_exporter's IPVS collector follow xvs's own: see [`render_node_exporter`].
+//!
+//! The text format is written by hand rather than through a client library: it is a few lines
+//! of `name{labels} value`, the model is rebuilt from the director's listing on each scrape
+//! (no long-lived registry to keep in step), and tests check it with promtool.
 
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
@@ -390,8 +398,139 @@ impl TrafficFamilies {
     }
 }
 
-/// Render `m` in the text exposition format 0.0.4. Families with no sample are left out.
+/// Which families a rendering holds besides xvs's own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Exposition {
+    /// Also the families of node_exporter's IPVS collector ([`render_node_exporter`]).
+    pub node_exporter: bool,
+}
+
+/// Render `m` in the text exposition format 0.0.4: xvs's own families only. Families with no
+/// sample are left out.
 pub fn render(m: &Metrics) -> String {
+    render_with(m, Exposition::default())
+}
+
+/// Render `m` with the families `e` asks for: xvs's own, then node_exporter's.
+pub fn render_with(m: &Metrics, e: Exposition) -> String {
+    let mut out = render_xvs(m);
+    if e.node_exporter {
+        out.push_str(&render_node_exporter(m));
+    }
+    out
+}
+
+/// The series node_exporter's IPVS collector (`collector/ipvs_linux.go`, default labels) exports
+/// from `/proc/net/ip_vs_stats` and `/proc/net/ip_vs`, with its names, types, help texts and label
+/// values, so that dashboards and alerts written for kernel IPVS read xvs unchanged:
+///
+/// - `node_ipvs_connections_total`, `node_ipvs_incoming_packets_total`,
+///   `node_ipvs_outgoing_packets_total`, `node_ipvs_incoming_bytes_total`,
+///   `node_ipvs_outgoing_bytes_total`: counters without labels, the sums over every service
+///   (the kernel's are global counters, which also keep what deleted services counted).
+/// - `node_ipvs_backend_connections_active`, `node_ipvs_backend_connections_inactive`,
+///   `node_ipvs_backend_weight`: gauges per backend with `local_address`, `local_port`,
+///   `remote_address`, `remote_port`, `proto`, `local_mark`, valued as procfs parses the
+///   kernel's table: `proto` "TCP"/"UDP"/"SCTP" and `local_mark` "" for an address service;
+///   for a firewall-mark service `proto` "FWM", `local_mark` the mark as the kernel prints it
+///   (`%08X`), `local_address` "" and `local_port` "0".
+pub fn render_node_exporter(m: &Metrics) -> String {
+    let mut total = Traffic::default();
+    for s in &m.services {
+        let t = &s.traffic;
+        total.conns += t.conns;
+        total.in_pkts += t.in_pkts;
+        total.out_pkts += t.out_pkts;
+        total.in_bytes += t.in_bytes;
+        total.out_bytes += t.out_bytes;
+    }
+    let mut out = String::new();
+    for (name, help, v) in [
+        (
+            "node_ipvs_connections_total",
+            "The total number of connections made.",
+            total.conns,
+        ),
+        (
+            "node_ipvs_incoming_packets_total",
+            "The total number of incoming packets.",
+            total.in_pkts,
+        ),
+        (
+            "node_ipvs_outgoing_packets_total",
+            "The total number of outgoing packets.",
+            total.out_pkts,
+        ),
+        (
+            "node_ipvs_incoming_bytes_total",
+            "The total amount of incoming data.",
+            total.in_bytes,
+        ),
+        (
+            "node_ipvs_outgoing_bytes_total",
+            "The total amount of outgoing data.",
+            total.out_bytes,
+        ),
+    ] {
+        let mut f = Family::new(name, Kind::Counter, help);
+        f.add(&[], Value::Int(v));
+        f.write(&mut out);
+    }
+    let mut active = Family::new(
+        "node_ipvs_backend_connections_active",
+        Kind::Gauge,
+        "The current active connections by local and remote address.",
+    );
+    let mut inactive = Family::new(
+        "node_ipvs_backend_connections_inactive",
+        Kind::Gauge,
+        "The current inactive connections by local and remote address.",
+    );
+    let mut weight = Family::new(
+        "node_ipvs_backend_weight",
+        Kind::Gauge,
+        "The current backend weight by local and remote address.",
+    );
+    for s in &m.services {
+        let (local_address, local_port, proto, local_mark) = match &s.labels {
+            ServiceLabels::Address {
+                protocol,
+                vip,
+                vport,
+            } => (
+                vip.to_string(),
+                vport.to_string(),
+                protocol.to_ascii_uppercase(),
+                String::new(),
+            ),
+            ServiceLabels::Fwmark { mark, .. } => (
+                String::new(),
+                "0".to_string(),
+                "FWM".to_string(),
+                format!("{mark:08X}"),
+            ),
+        };
+        for b in &s.backends {
+            let p = [
+                ("local_address", local_address.clone()),
+                ("local_port", local_port.clone()),
+                ("remote_address", b.address.to_string()),
+                ("remote_port", b.port.to_string()),
+                ("proto", proto.clone()),
+                ("local_mark", local_mark.clone()),
+            ];
+            active.add(&p, Value::Int(b.active));
+            inactive.add(&p, Value::Int(b.inactive));
+            weight.add(&p, Value::Int(u64::from(b.weight)));
+        }
+    }
+    for f in [&active, &inactive, &weight] {
+        f.write(&mut out);
+    }
+    out
+}
+
+fn render_xvs(m: &Metrics) -> String {
     let mut service = TrafficFamilies::service();
     let mut backend = TrafficFamilies::backend();
     let mut weight = Family::new(
@@ -561,6 +700,18 @@ impl MetricsServer {
     where
         F: Fn() -> Metrics + Send + 'static,
     {
+        MetricsServer::start_with(addr, Exposition::default(), provider)
+    }
+
+    /// [`MetricsServer::start`] rendering the families `exposition` asks for.
+    pub fn start_with<F>(
+        addr: SocketAddr,
+        exposition: Exposition,
+        provider: F,
+    ) -> io::Result<MetricsServer>
+    where
+        F: Fn() -> Metrics + Send + 'static,
+    {
         let listener = TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
@@ -568,7 +719,7 @@ impl MetricsServer {
         let flag = stop.clone();
         let handle = std::thread::Builder::new()
             .name("xvs-metrics".into())
-            .spawn(move || serve(listener, flag, provider))?;
+            .spawn(move || serve(listener, flag, exposition, provider))?;
         tracing::info!(target: "xvs::metrics", %addr, "metrics: serving http://{addr}/metrics");
         Ok(MetricsServer {
             addr,
@@ -601,11 +752,16 @@ impl Drop for MetricsServer {
     }
 }
 
-fn serve<F: Fn() -> Metrics>(listener: TcpListener, stop: Arc<AtomicBool>, provider: F) {
+fn serve<F: Fn() -> Metrics>(
+    listener: TcpListener,
+    stop: Arc<AtomicBool>,
+    exposition: Exposition,
+    provider: F,
+) {
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((stream, peer)) => {
-                if let Err(e) = answer(stream, &provider) {
+                if let Err(e) = answer(stream, exposition, &provider) {
                     tracing::debug!(target: "xvs::metrics", %peer, error = %e, "metrics: request failed");
                 }
             }
@@ -620,7 +776,11 @@ fn serve<F: Fn() -> Metrics>(listener: TcpListener, stop: Arc<AtomicBool>, provi
     }
 }
 
-fn answer<F: Fn() -> Metrics>(mut stream: TcpStream, provider: &F) -> io::Result<()> {
+fn answer<F: Fn() -> Metrics>(
+    mut stream: TcpStream,
+    exposition: Exposition,
+    provider: &F,
+) -> io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
@@ -651,8 +811,9 @@ fn answer<F: Fn() -> Metrics>(mut stream: TcpStream, provider: &F) -> io::Result
     let path = target.split('?').next().unwrap_or("");
     let head = method == "HEAD";
     if (method == "GET" || head) && path == "/metrics" {
-        let rendered =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| render(&provider())));
+        let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            render_with(&provider(), exposition)
+        }));
         match rendered {
             Ok(body) => respond(&mut stream, "200 OK", CONTENT_TYPE, body.as_bytes(), !head),
             Err(_) => respond(
