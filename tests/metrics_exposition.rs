@@ -776,3 +776,137 @@ fn the_server_serves_node_exporter_series_when_asked() {
     let (_, _, body) = get(off.local_addr(), "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(body.contains("xvs_backend_weight") && !body.contains("node_ipvs"));
 }
+
+/// Metric names (`xvs_*`, `node_ipvs_*`) and label names an expression or legend refers to.
+fn promql_refs(expr: &str) -> (Vec<String>, Vec<String>) {
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    let metrics = expr
+        .split(|c: char| !word(c))
+        .filter(|t| t.starts_with("xvs_") || t.starts_with("node_ipvs_"))
+        .map(str::to_string)
+        .collect();
+    let mut labels = Vec::new();
+    // `by (a, b)` / `without (a)`.
+    for kw in ["by (", "without ("] {
+        for part in expr.split(kw).skip(1) {
+            let list = part.split(')').next().unwrap_or("");
+            labels.extend(list.split(',').map(|l| l.trim().to_string()));
+        }
+    }
+    // Matchers `{a="x", b=~"y"}` (not legend templates `{{a}}`).
+    for part in expr.split('{').skip(1) {
+        let inner = part.split('}').next().unwrap_or("");
+        for m in inner.split(',') {
+            if let Some(i) = m.find(['=', '!']) {
+                labels.push(m[..i].trim().to_string());
+            }
+        }
+    }
+    (metrics, labels)
+}
+
+#[test]
+fn grafana_dashboard_queries_series_the_exposition_emits() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/grafana/xvs.json");
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).expect("dashboard is JSON");
+    // Every family and its label names, from a rendering with every kind of series.
+    let text = render_with(&large(), NODE);
+    let mut emitted: HashMap<String, HashSet<String>> = HashMap::new();
+    for s in check_exposition(&text).unwrap() {
+        let e = emitted.entry(s.name.clone()).or_default();
+        e.extend(s.labels.iter().map(|(k, _)| k.clone()));
+    }
+    // Prometheus adds these at scrape time.
+    let target_labels = ["instance", "job"];
+    let mut exprs: Vec<(String, String)> = Vec::new();
+    let panels = dash["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 10);
+    for p in panels {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let expr = t["expr"].as_str().expect("expr").to_string();
+            let legend = t["legendFormat"].as_str().unwrap_or("").to_string();
+            exprs.push((expr, legend));
+        }
+    }
+    for v in dash["templating"]["list"].as_array().unwrap() {
+        if let Some(q) = v["definition"].as_str() {
+            exprs.push((q.to_string(), String::new()));
+        }
+    }
+    let mut used = HashSet::new();
+    for (expr, legend) in &exprs {
+        let (metrics, labels) = promql_refs(expr);
+        assert!(!metrics.is_empty(), "no xvs or node_ipvs series in {expr}");
+        let mut known: HashSet<String> = target_labels.iter().map(|s| s.to_string()).collect();
+        for m in &metrics {
+            let l = emitted
+                .get(m)
+                .unwrap_or_else(|| panic!("{m} (in {expr}) is not emitted"));
+            known.extend(l.iter().cloned());
+            used.insert(m.clone());
+        }
+        // `label_values(metric, label)` names its label after the comma.
+        let mut labels = labels;
+        if let Some(rest) = expr.strip_prefix("label_values(") {
+            labels.push(
+                rest.split(',')
+                    .nth(1)
+                    .unwrap_or("")
+                    .trim_end_matches(')')
+                    .trim()
+                    .into(),
+            );
+        }
+        let legend_labels = legend
+            .split("{{")
+            .skip(1)
+            .map(|p| p.split("}}").next().unwrap_or("").trim().to_string());
+        for l in labels.into_iter().chain(legend_labels) {
+            assert!(
+                known.contains(&l),
+                "label {l} of {expr} / {legend:?} is on none of {metrics:?}"
+            );
+        }
+    }
+    // Each query is valid PromQL (Grafana's variables given values): promtool parses it as the
+    // expression of a recording rule.
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, (expr, _)) in exprs.iter().enumerate() {
+        if expr.starts_with("label_values(") {
+            continue; // a Grafana function, not PromQL
+        }
+        let promql = expr
+            .replace("$__rate_interval", "1m")
+            .replace("$instance", ".*");
+        let quoted = serde_json::to_string(&promql).unwrap();
+        rules.push_str(&format!(
+            "      - record: dashboard:q{i}\n        expr: {quoted}\n"
+        ));
+    }
+    let file = std::env::temp_dir().join(format!("xvs-dashboard-rules-{}.yml", std::process::id()));
+    std::fs::write(&file, &rules).unwrap();
+    let out = std::process::Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .expect("promtool");
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        out.status.success(),
+        "{}{}\n{rules}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Both families are used: every node_exporter series, and xvs's own.
+    for (name, _, _) in NODE_FAMILIES {
+        assert!(used.contains(name), "dashboard does not use {name}");
+    }
+    let own = used.iter().filter(|m| m.starts_with("xvs_")).count();
+    assert!(own >= 8, "only {own} xvs series used");
+    // The check can fail: a misspelt series and an unknown label are caught.
+    let (m, _) = promql_refs("rate(xvs_service_conections_total[5m])");
+    assert!(!emitted.contains_key(&m[0]));
+    let (_, l) = promql_refs("sum by (backend) (xvs_backend_up{vip=\"x\"})");
+    assert!(!emitted["xvs_backend_up"].contains(&l[0]));
+}
