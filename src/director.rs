@@ -44,6 +44,7 @@ use crate::dataplane_config::{IoKind, SteeringConfig, SteeringMode};
 use crate::runtime::{attach, Command, Published, Workers};
 use crate::sync::daemon::{Daemon, Deliver, SyncOutbox, Table};
 use crate::sync::Role;
+use crate::systemd::Notifier;
 use crate::worker::{steer, ClientSteering, Dataplane, DirectorTargets};
 use xvs_forwarding::pipeline::{SyncCounters, SyncRefused};
 use xvs_forwarding::sync::SyncConn;
@@ -405,7 +406,10 @@ impl Director {
                 .workers
                 .broadcast(|| Command::SyncMaster(Some((settings.policy, outbox.clone()))));
             if let Err(e) = r {
-                eprintln!("xvs: sync master: {e}");
+                eprintln!(
+                    "{}xvs: sync master: {e}",
+                    crate::systemd::prefix(tracing::Level::WARN)
+                );
             }
             if let Some(old) = inner.master.replace(daemon) {
                 old.stop();
@@ -417,7 +421,10 @@ impl Director {
         } else if new.daemon(Role::Master).is_none() {
             if let Some(old) = inner.master.take() {
                 if let Err(e) = self.workers.broadcast(|| Command::SyncMaster(None)) {
-                    eprintln!("xvs: sync master: {e}");
+                    eprintln!(
+                        "{}xvs: sync master: {e}",
+                        crate::systemd::prefix(tracing::Level::WARN)
+                    );
                 }
                 old.stop();
                 eprintln!("xvs: sync master daemon stopped");
@@ -712,14 +719,20 @@ impl ControlDirector for Director {
 
     fn connections(&self) -> Vec<ConnListing> {
         self.workers.connections().unwrap_or_else(|e| {
-            eprintln!("xvs: connection list incomplete: {e}");
+            eprintln!(
+                "{}xvs: connection list incomplete: {e}",
+                crate::systemd::prefix(tracing::Level::WARN)
+            );
             Vec::new()
         })
     }
 
     fn zero(&self, service: Option<ServiceKey>) {
         if let Err(e) = self.workers.broadcast(|| Command::Zero(service)) {
-            eprintln!("xvs: zeroing counters: {e}");
+            eprintln!(
+                "{}xvs: zeroing counters: {e}",
+                crate::systemd::prefix(tracing::Level::WARN)
+            );
         }
         let mut inner = self.lock();
         match service {
@@ -953,14 +966,32 @@ pub fn run(config: &Path, io: Option<IoKind>, socket: &Path) -> Result<()> {
     let server = Server::start(socket, director.clone())
         .with_context(|| format!("control socket {}", socket.display()))?;
     eprintln!("xvs: control socket {}", server.path().display());
+    // The data plane forwards (workers run the published state) and the control socket answers.
+    let mut notifier = Notifier::from_env();
+    notifier.ready(&format!(
+        "forwarding: {} service(s), {} worker(s)",
+        cfg.services.len(),
+        nworkers
+    ));
+    let tick = notifier
+        .watchdog_every()
+        .map_or(Duration::from_millis(100), |w| {
+            w.clamp(Duration::from_millis(1), Duration::from_millis(100))
+        });
     let mut last_rates = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(tick);
+        notifier.tick();
         if hup.swap(false, Ordering::Relaxed) {
+            notifier.reloading();
             match director.reload_file() {
                 Ok(msg) => eprintln!("xvs: {msg}"),
-                Err(e) => eprintln!("xvs: reload refused, running state kept: {e}"),
+                Err(e) => eprintln!(
+                    "{}xvs: reload refused, running state kept: {e}",
+                    crate::systemd::prefix(tracing::Level::WARN)
+                ),
             }
+            notifier.ready("reloaded");
         }
         if last_rates.elapsed() >= Duration::from_secs(2) {
             last_rates = Instant::now();
@@ -970,6 +1001,7 @@ pub fn run(config: &Path, io: Option<IoKind>, socket: &Path) -> Result<()> {
             anyhow::bail!("worker {w} died; stopping");
         }
     }
+    notifier.stopping();
     eprintln!("xvs: stopping");
     server.stop();
     if let Some(m) = metrics {
