@@ -1,4 +1,5 @@
-//! `xvs-bench`: the benchmark harness of issue 6. `xvs-bench run`: see `run.rs`.
+//! `xvs-bench`: the benchmark harness of issue 6 (command line through clap, as `xvs`).
+//! `xvs-bench run`: see `run.rs`.
 //!
 //! `xvs-bench parity [--xvs PATH] [--work DIR] [--flows N] [--json FILE]`: decision parity between
 //! `xvs simulate` and kernel IPVS in a QEMU guest (see `parity.rs` and scripts/ipvs-guest/).
@@ -17,45 +18,63 @@ mod traffic;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-fn usage() -> ExitCode {
-    eprintln!("usage: xvs-bench parity [--xvs PATH] [--work DIR] [--flows N] [--json FILE]");
-    eprintln!("       xvs-bench run [--quick] [--targets T,..] [--traffic P,..] [--out DIR] [--readme FILE] ...");
-    ExitCode::from(2)
+use clap::{Parser, Subcommand};
+
+/// Benchmark harness of xvs: end-to-end runs against baselines, decision parity with kernel IPVS.
+#[derive(Parser, Debug)]
+#[command(name = "xvs-bench", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Traffic through xvs and the baselines in a namespace testbed (needs root).
+    Run(run::RunArgs),
+    /// Decision parity between `xvs simulate` and kernel IPVS in a QEMU guest.
+    Parity(ParityArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ParityArgs {
+    /// The xvs binary (default: beside xvs-bench).
+    #[arg(long, value_name = "PATH")]
+    xvs: Option<PathBuf>,
+    /// Working directory of the guest runs (default target/ipvs-guest/parity).
+    #[arg(long, value_name = "DIR")]
+    work: Option<PathBuf>,
+    /// Flows per scenario.
+    #[arg(long, default_value_t = 60, value_name = "N")]
+    flows: usize,
+    /// Also write the report as JSON here.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("run") {
-        return run::main(&args[1..]);
+    match Cli::parse().command {
+        Cmd::Run(args) => run::main(args),
+        Cmd::Parity(args) => parity_main(args),
     }
-    if args.first().map(String::as_str) != Some("parity") {
-        return usage();
-    }
+}
+
+fn parity_main(args: ParityArgs) -> ExitCode {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let sibling = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(|d| d.join("xvs")));
-    let mut opts = parity::Options {
-        xvs: sibling.unwrap_or_else(|| PathBuf::from("xvs")),
+    let opts = parity::Options {
+        xvs: args
+            .xvs
+            .unwrap_or_else(|| sibling.unwrap_or_else(|| PathBuf::from("xvs"))),
         guest_script: repo.join("scripts/ipvs-guest/run.sh"),
-        work: repo.join("target/ipvs-guest/parity"),
-        flows: 60,
+        work: args
+            .work
+            .unwrap_or_else(|| repo.join("target/ipvs-guest/parity")),
+        flows: args.flows,
     };
-    let mut json: Option<PathBuf> = None;
-    let mut it = args[1..].iter();
-    while let Some(a) = it.next() {
-        let Some(v) = it.next() else { return usage() };
-        match a.as_str() {
-            "--xvs" => opts.xvs = PathBuf::from(v),
-            "--work" => opts.work = PathBuf::from(v),
-            "--json" => json = Some(PathBuf::from(v)),
-            "--flows" => match v.parse() {
-                Ok(n) => opts.flows = n,
-                Err(_) => return usage(),
-            },
-            _ => return usage(),
-        }
-    }
+    let json = args.json;
     match parity::run(&opts) {
         Ok(report) => {
             print!("{}", report.render());
@@ -75,6 +94,50 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("xvs-bench parity: {e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_and_parity_arguments_parse_and_bad_ones_are_refused() {
+        let cli = Cli::try_parse_from([
+            "xvs-bench",
+            "run",
+            "--quick",
+            "--targets",
+            "bounce,xvs-nat-rr",
+            "--memory",
+            "none",
+            "--secs",
+            "0.5",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Cmd::Run(_)));
+        let cli = Cli::try_parse_from(["xvs-bench", "parity", "--flows", "10"]).unwrap();
+        match cli.command {
+            Cmd::Parity(p) => assert_eq!(p.flows, 10),
+            _ => panic!("parity"),
+        }
+        for bad in [
+            &["xvs-bench", "run", "--targets", "xvs-nat-nosuch,foo"][..],
+            &["xvs-bench", "run", "--secs", "0"],
+            &["xvs-bench", "run", "--flows", "0"],
+            &["xvs-bench", "run", "--memory", "12,x"],
+            &["xvs-bench", "run", "--bogus"],
+            &["xvs-bench", "parity", "--flows", "x"],
+            &["xvs-bench"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
         }
     }
 }
