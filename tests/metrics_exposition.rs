@@ -52,6 +52,7 @@ fn small() -> Metrics {
                     transitions: 3,
                     checks_ok: 40,
                     checks_failed: 6,
+                    since_unix: 0,
                 }),
             }],
         }],
@@ -521,7 +522,7 @@ fn server_answers_scrapes_with_fresh_data() {
     assert_eq!(status, "HTTP/1.1 200 OK");
     assert!(headers.contains("Content-Length: "));
     assert!(body.is_empty());
-    let (status, _, _) = get(addr, "GET / HTTP/1.0\r\n\r\n");
+    let (status, _, _) = get(addr, "GET /other HTTP/1.0\r\n\r\n");
     assert_eq!(status, "HTTP/1.1 404 Not Found");
     let (status, _, _) = get(addr, "POST /metrics HTTP/1.0\r\n\r\n");
     assert_eq!(status, "HTTP/1.1 404 Not Found");
@@ -909,4 +910,36 @@ fn grafana_dashboard_queries_series_the_exposition_emits() {
     assert!(!emitted.contains_key(&m[0]));
     let (_, l) = promql_refs("sum by (backend) (xvs_backend_up{vip=\"x\"})");
     assert!(!emitted["xvs_backend_up"].contains(&l[0]));
+}
+
+#[test]
+fn the_listener_serves_the_status_page_and_its_json() {
+    let server = MetricsServer::start("127.0.0.1:0".parse().unwrap(), large).unwrap();
+    for path in ["/", "/status"] {
+        let (status, headers, body) =
+            get(server.local_addr(), &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(status.contains("200"), "{path}: {status}");
+        assert!(headers.contains("Content-Type: text/html; charset=utf-8"), "{headers}");
+        assert!(body.starts_with("<!doctype html>"), "{body}");
+        assert!(body.contains("fetch(\"status.json\""));
+        // No external assets: no URL with a scheme, no <link> or <script src>.
+        for bad in ["http://", "https://", "<link", "src="] {
+            assert!(!body.contains(bad), "{path} refers to {bad}");
+        }
+    }
+    let (status, headers, body) =
+        get(server.local_addr(), "GET /status.json HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(status.contains("200"), "{status}");
+    assert!(headers.contains("Content-Type: application/json"), "{headers}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["services"][0]["labels"]["kind"], "address");
+    assert_eq!(v["services"][0]["labels"]["vip"], "198.18.0.1");
+    assert_eq!(v["services"][0]["backends"][0]["health"]["up"], false);
+    assert_eq!(v["services"][1]["labels"]["kind"], "fwmark");
+    assert_eq!(v["services"][1]["labels"]["mark"], 7);
+    assert_eq!(v["workers"][0]["drops"][0][0], "no_backend");
+    // NaN and infinities (busy ratios) become null, which JSON can carry.
+    assert!(v["workers"][1]["busy_ratio"].is_null());
+    let (status, _, _) = get(server.local_addr(), "GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(status.contains("404"), "{status}");
 }

@@ -1,7 +1,10 @@
 //! Prometheus metrics: the text exposition format 0.0.4
 //! (<https://prometheus.io/docs/instrumenting/exposition_formats/>) rendered from a plain data
 //! model ([`Metrics`]) that the runtime fills, and a tiny HTTP server ([`MetricsServer`]) that
-//! answers `GET /metrics` with a fresh rendering on every scrape.
+//! answers `GET /metrics` with a fresh rendering on every scrape, `GET /status.json` with the
+//! same model as JSON, and `GET /` / `GET /status` with a self-updating HTML status page
+//! (`status.html`: no external assets; it polls `status.json` every second and plots the last
+//! five minutes on canvases).
 //!
 //! Families (every name starts with `xvs_`; counters end in `_total`):
 //!
@@ -49,19 +52,23 @@ use std::time::{Duration, Instant};
 /// The exposition's content type.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// The status page (`/` and `/status`): one self-contained HTML file that polls `/status.json`.
+pub const STATUS_HTML: &str = include_str!("status.html");
+
 // ---------------------------------------------------------------------------------------------
 // Model
 // ---------------------------------------------------------------------------------------------
 
 /// Everything one scrape shows.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct Metrics {
     pub services: Vec<ServiceMetrics>,
     pub workers: Vec<WorkerMetrics>,
 }
 
 /// How a service is named in labels.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
 pub enum ServiceLabels {
     /// `protocol` is "tcp", "udp" or "sctp".
     Address {
@@ -76,7 +83,7 @@ pub enum ServiceLabels {
 }
 
 /// Totals since start (or the last `xvs ctl -Z`) and per-second rate estimates.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Traffic {
     pub conns: u64,
     pub in_pkts: u64,
@@ -90,14 +97,14 @@ pub struct Traffic {
     pub out_bps: u64,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct ServiceMetrics {
     pub labels: ServiceLabels,
     pub traffic: Traffic,
     pub backends: Vec<BackendMetrics>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct BackendMetrics {
     pub address: IpAddr,
     pub port: u16,
@@ -113,12 +120,14 @@ pub struct BackendMetrics {
 }
 
 /// A checked backend's health (from [`crate::control::health::BackendHealth`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct HealthMetrics {
     pub up: bool,
     pub transitions: u64,
     pub checks_ok: u64,
     pub checks_failed: u64,
+    /// When the state last changed (or checking started), seconds since the Unix epoch.
+    pub since_unix: u64,
 }
 
 impl From<&crate::control::health::BackendHealth> for HealthMetrics {
@@ -128,11 +137,15 @@ impl From<&crate::control::health::BackendHealth> for HealthMetrics {
             transitions: h.transitions,
             checks_ok: h.checks_ok,
             checks_failed: h.checks_failed,
+            since_unix: h
+                .since
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
         }
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct WorkerMetrics {
     pub worker: u32,
     pub rx_packets: u64,
@@ -680,8 +693,9 @@ fn render_xvs(m: &Metrics) -> String {
 // ---------------------------------------------------------------------------------------------
 
 /// The `/metrics` endpoint on its own thread. Every `GET /metrics` (query string ignored) calls
-/// the provider and answers 200 with [`CONTENT_TYPE`]; `HEAD /metrics` the same without body;
-/// anything else 404 (a provider that panics: 500). One connection at a time, each bounded by a
+/// the provider and answers 200 with [`CONTENT_TYPE`]; `GET /status.json` answers the provider's
+/// [`Metrics`] as JSON; `GET /` and `GET /status` the status page ([`STATUS_HTML`]); `HEAD` the
+/// same without body; anything else 404 (a provider that panics: 500). One connection at a time, each bounded by a
 /// 2 s read/write timeout. Dropping the server stops it too.
 pub struct MetricsServer {
     addr: SocketAddr,
@@ -810,6 +824,30 @@ fn answer<F: Fn() -> Metrics>(
     let target = parts.next().unwrap_or("");
     let path = target.split('?').next().unwrap_or("");
     let head = method == "HEAD";
+    if (method == "GET" || head) && (path == "/" || path == "/status") {
+        return respond(
+            &mut stream,
+            "200 OK",
+            "text/html; charset=utf-8",
+            STATUS_HTML.as_bytes(),
+            !head,
+        );
+    }
+    if (method == "GET" || head) && path == "/status.json" {
+        let json = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            serde_json::to_vec(&provider())
+        }));
+        return match json {
+            Ok(Ok(body)) => respond(&mut stream, "200 OK", "application/json", &body, !head),
+            _ => respond(
+                &mut stream,
+                "500 Internal Server Error",
+                "text/plain; charset=utf-8",
+                b"status provider failed\n",
+                !head,
+            ),
+        };
+    }
     if (method == "GET" || head) && path == "/metrics" {
         let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             render_with(&provider(), exposition)
@@ -829,7 +867,7 @@ fn answer<F: Fn() -> Metrics>(
             &mut stream,
             "404 Not Found",
             "text/plain; charset=utf-8",
-            b"not found: try /metrics\n",
+            b"not found: try /metrics, /status or /status.json\n",
             !head,
         )
     }
