@@ -916,10 +916,15 @@ fn grafana_dashboard_queries_series_the_exposition_emits() {
 fn the_listener_serves_the_status_page_and_its_json() {
     let server = MetricsServer::start("127.0.0.1:0".parse().unwrap(), large).unwrap();
     for path in ["/", "/status"] {
-        let (status, headers, body) =
-            get(server.local_addr(), &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"));
+        let (status, headers, body) = get(
+            server.local_addr(),
+            &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"),
+        );
         assert!(status.contains("200"), "{path}: {status}");
-        assert!(headers.contains("Content-Type: text/html; charset=utf-8"), "{headers}");
+        assert!(
+            headers.contains("Content-Type: text/html; charset=utf-8"),
+            "{headers}"
+        );
         assert!(body.starts_with("<!doctype html>"), "{body}");
         assert!(body.contains("fetch(\"status.json\""));
         // No external assets: no URL with a scheme, no <link> or <script src>.
@@ -927,10 +932,15 @@ fn the_listener_serves_the_status_page_and_its_json() {
             assert!(!body.contains(bad), "{path} refers to {bad}");
         }
     }
-    let (status, headers, body) =
-        get(server.local_addr(), "GET /status.json HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (status, headers, body) = get(
+        server.local_addr(),
+        "GET /status.json HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
     assert!(status.contains("200"), "{status}");
-    assert!(headers.contains("Content-Type: application/json"), "{headers}");
+    assert!(
+        headers.contains("Content-Type: application/json"),
+        "{headers}"
+    );
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["services"][0]["labels"]["kind"], "address");
     assert_eq!(v["services"][0]["labels"]["vip"], "198.18.0.1");
@@ -940,6 +950,9 @@ fn the_listener_serves_the_status_page_and_its_json() {
     assert_eq!(v["workers"][0]["drops"][0][0], "no_backend");
     // NaN and infinities (busy ratios) become null, which JSON can carry.
     assert!(v["workers"][1]["busy_ratio"].is_null());
-    let (status, _, _) = get(server.local_addr(), "GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (status, _, _) = get(
+        server.local_addr(),
+        "GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
     assert!(status.contains("404"), "{status}");
 }
