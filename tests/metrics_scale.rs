@@ -53,6 +53,7 @@ fn big() -> Metrics {
                             transitions: 2,
                             checks_ok: 1000,
                             checks_failed: 3,
+                            since_unix: 0,
                         }),
                     })
                     .collect(),
