@@ -611,6 +611,7 @@ impl Director {
     /// What a Prometheus scrape shows.
     fn metrics(&self) -> Metrics {
         let listing = self.sum_listing();
+        let desired = self.lock().desired.clone();
         let health: HashMap<(String, SocketAddr), HealthMetrics> = {
             let inner = self.lock();
             inner
@@ -651,23 +652,52 @@ impl Director {
                         ServiceKey::Fwmark { mark, ipv6 } => ServiceLabels::Fwmark { mark, ipv6 },
                     },
                     traffic: traffic(&s.stats, &s.rates),
-                    backends: s
-                        .backends
-                        .iter()
-                        .map(|b| BackendMetrics {
-                            address: b.addr,
-                            port: b.port,
-                            method: crate::replay::method_name(b.method).to_string(),
-                            weight: b.weight,
-                            active: u64::from(b.active),
-                            inactive: u64::from(b.inactive),
-                            persistent: u64::from(b.persist),
-                            traffic: traffic(&b.stats, &b.rates),
-                            health: health
-                                .get(&(name.clone(), SocketAddr::new(b.addr, b.port)))
-                                .copied(),
-                        })
-                        .collect(),
+                    backends: {
+                        let mut backends: Vec<BackendMetrics> = s
+                            .backends
+                            .iter()
+                            .map(|b| BackendMetrics {
+                                removed: false,
+                                address: b.addr,
+                                port: b.port,
+                                method: crate::replay::method_name(b.method).to_string(),
+                                weight: b.weight,
+                                active: u64::from(b.active),
+                                inactive: u64::from(b.inactive),
+                                persistent: u64::from(b.persist),
+                                traffic: traffic(&b.stats, &b.rates),
+                                health: health
+                                    .get(&(name.clone(), SocketAddr::new(b.addr, b.port)))
+                                    .copied(),
+                            })
+                            .collect();
+                        // Checked backends that are down and out of the running service.
+                        let running = |a: IpAddr, p: u16| {
+                            s.backends.iter().any(|b| b.addr == a && b.port == p)
+                        };
+                        for b in desired
+                            .service(&s.key)
+                            .map(|d| d.backends.as_slice())
+                            .unwrap_or_default()
+                        {
+                            let h = health.get(&(name.clone(), SocketAddr::new(b.addr, b.port)));
+                            if let Some(h) = h.filter(|h| !h.up && !running(b.addr, b.port)) {
+                                backends.push(BackendMetrics {
+                                    address: b.addr,
+                                    port: b.port,
+                                    method: crate::replay::method_name(b.method).to_string(),
+                                    weight: b.weight,
+                                    active: 0,
+                                    inactive: 0,
+                                    persistent: 0,
+                                    traffic: MetricTraffic::default(),
+                                    health: Some(*h),
+                                    removed: true,
+                                });
+                            }
+                        }
+                        backends
+                    },
                 }
             })
             .collect();

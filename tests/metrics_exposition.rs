@@ -54,6 +54,7 @@ fn small() -> Metrics {
                     checks_failed: 6,
                     since_unix: 0,
                 }),
+                removed: false,
             }],
         }],
         workers: vec![WorkerMetrics {
@@ -194,6 +195,7 @@ fn large() -> Metrics {
         persistent: 1,
         traffic: Traffic::default(),
         health: None,
+        removed: false,
     });
     m.services.push(ServiceMetrics {
         labels: ServiceLabels::Fwmark {
@@ -214,6 +216,7 @@ fn large() -> Metrics {
                 up: true,
                 ..Default::default()
             }),
+            removed: false,
         }],
     });
     m.workers.push(WorkerMetrics {
@@ -955,4 +958,45 @@ fn the_listener_serves_the_status_page_and_its_json() {
         "GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n",
     );
     assert!(status.contains("404"), "{status}");
+}
+
+#[test]
+fn a_removed_backend_has_only_its_health_series() {
+    let mut m = small();
+    m.services[0].backends.push(BackendMetrics {
+        address: "198.19.0.13".parse().unwrap(),
+        port: 8080,
+        method: "nat".into(),
+        weight: 5,
+        active: 0,
+        inactive: 0,
+        persistent: 0,
+        traffic: Traffic::default(),
+        health: Some(HealthMetrics {
+            up: false,
+            transitions: 1,
+            checks_ok: 0,
+            checks_failed: 2,
+            since_unix: 1,
+        }),
+        removed: true,
+    });
+    let text = render_with(&m, NODE);
+    let samples = check_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let of_removed: Vec<&str> = samples
+        .iter()
+        .filter(|s| s.labels.iter().any(|(_, v)| v == "198.19.0.13"))
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(
+        of_removed,
+        [
+            "xvs_backend_up",
+            "xvs_backend_health_transitions_total",
+            "xvs_backend_health_checks_total",
+            "xvs_backend_health_checks_total"
+        ]
+    );
+    assert!(text.contains("xvs_backend_up{protocol=\"tcp\",vip=\"198.18.0.1\",vport=\"80\",address=\"198.19.0.13\",port=\"8080\",method=\"nat\"} 0\n"));
+    promtool(&text).unwrap();
 }

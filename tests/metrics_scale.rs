@@ -55,6 +55,7 @@ fn big() -> Metrics {
                             checks_failed: 3,
                             since_unix: 0,
                         }),
+                        removed: false,
                     })
                     .collect(),
             })

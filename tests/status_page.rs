@@ -1,5 +1,5 @@
 //! The status page in a real browser: `xvs run` in the namespace testbed with a checked service
-//! (one backend's check fails), some HTTP through the VIP, then headless Chromium (Debian
+//! (two backends' checks fail: one is removed, one quiescent), some HTTP through the VIP, then headless Chromium (Debian
 //! `chromium`, run in the director's namespace) loads `http://127.0.0.1:PORT/status`, runs its
 //! script (which fetches status.json) and the test reads the DOM it printed; a screenshot is
 //! kept at `target/status-page.png`.
@@ -39,9 +39,11 @@ address = "198.18.3.12"
 port = 80
 method = "nat"
 weight = 2
+# Checked on a port nobody listens on: down and taken out of the service.
+[service.backend.check]
+connect_port = 8998
 
-# Checked on a port nobody listens on: down, kept with weight 0 (quiescent, keepalived's
-# inhibit_on_failure); a down backend that is removed from its service is not listed.
+# The same, but kept with weight 0 (quiescent, keepalived's inhibit_on_failure).
 [[service.backend]]
 address = "198.18.3.13"
 port = 80
@@ -105,7 +107,7 @@ fn status_page_in_headless_chromium() {
         std::thread::sleep(Duration::from_millis(100));
     };
     tb.wait_neighbours(&["198.18.3.11", "198.18.3.12", "198.18.1.1"]);
-    // b3 goes down at its first failed check; then traffic to b1 and b2 only.
+    // b2 and b3 go down at their first failed check; then all traffic goes to b1.
     std::thread::sleep(Duration::from_millis(600));
     let mut served = Vec::new();
     for _ in 0..9 {
@@ -143,9 +145,11 @@ fn status_page_in_headless_chromium() {
     let b1 = row("198.18.3.11:80");
     assert!(b1.contains("<td>Masq</td><td>1</td>"), "{b1}");
     assert!(b1.contains("data-health=\"up\""), "{b1}");
+    assert!(b1.ends_with("<td>9</td>"), "{b1}");
     let b2 = row("198.18.3.12:80");
-    assert!(b2.contains("<td>Masq</td><td>2</td>"), "{b2}");
-    assert!(b2.contains("data-health=\"up\""), "{b2}");
+    assert!(b2.contains("data-removed=\"true\""), "{b2}");
+    assert!(b2.contains("<td>Masq</td><td>removed (2)</td>"), "{b2}");
+    assert!(b2.contains("data-health=\"down\""), "{b2}");
     let b3 = row("198.18.3.13:80");
     assert!(b3.contains("<td>Masq</td><td>0</td>"), "{b3}");
     assert!(b3.contains("data-health=\"down\""), "{b3}");

@@ -117,6 +117,10 @@ pub struct BackendMetrics {
     pub traffic: Traffic,
     /// `None` when the backend has no health check.
     pub health: Option<HealthMetrics>,
+    /// Down by its health check and taken out of the service (not `quiescent`): only its
+    /// health families are exported (`weight` is the configured one), and no node_exporter
+    /// series, as keepalived removes such a backend from IPVS.
+    pub removed: bool,
 }
 
 /// A checked backend's health (from [`crate::control::health::BackendHealth`]).
@@ -523,7 +527,7 @@ pub fn render_node_exporter(m: &Metrics) -> String {
                 format!("{mark:08X}"),
             ),
         };
-        for b in &s.backends {
+        for b in s.backends.iter().filter(|b| !b.removed) {
             let p = [
                 ("local_address", local_address.clone()),
                 ("local_port", local_port.clone()),
@@ -632,11 +636,13 @@ fn render_xvs(m: &Metrics) -> String {
         service.add(&sp, &s.traffic);
         for b in &s.backends {
             let bp = backend_pairs(&s.labels, b);
-            weight.add(&bp, Value::Int(u64::from(b.weight)));
-            active.add(&bp, Value::Int(b.active));
-            inactive.add(&bp, Value::Int(b.inactive));
-            persistent.add(&bp, Value::Int(b.persistent));
-            backend.add(&bp, &b.traffic);
+            if !b.removed {
+                weight.add(&bp, Value::Int(u64::from(b.weight)));
+                active.add(&bp, Value::Int(b.active));
+                inactive.add(&bp, Value::Int(b.inactive));
+                persistent.add(&bp, Value::Int(b.persistent));
+                backend.add(&bp, &b.traffic);
+            }
             if let Some(h) = &b.health {
                 up.add(&bp, Value::Int(u64::from(h.up)));
                 transitions.add(&bp, Value::Int(h.transitions));
