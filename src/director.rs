@@ -950,9 +950,26 @@ pub fn run(config: &Path, io: Option<IoKind>, socket: &Path) -> Result<()> {
     let server = Server::start(socket, director.clone())
         .with_context(|| format!("control socket {}", socket.display()))?;
     eprintln!("xvs: control socket {}", server.path().display());
+    // Created after everything else is up, so nothing is announced before xvs can serve it.
+    let mut announcer = match &cfg.announce {
+        Some(name) => Some(
+            crate::announce::Announcer::start(name)
+                .with_context(|| format!("announce device {name}"))?,
+        ),
+        None => None,
+    };
     let mut last_rates = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(100));
+        if let Some(a) = announcer.as_mut() {
+            let want = {
+                let inner = director.lock();
+                crate::announce::available_vips(
+                    &Director::effective(&inner, &inner.desired).services,
+                )
+            };
+            a.update(&want);
+        }
+        std::thread::sleep(crate::announce::PERIOD);
         if hup.swap(false, Ordering::Relaxed) {
             match director.reload_file() {
                 Ok(msg) => eprintln!("xvs: {msg}"),
@@ -968,6 +985,8 @@ pub fn run(config: &Path, io: Option<IoKind>, socket: &Path) -> Result<()> {
         }
     }
     eprintln!("xvs: stopping");
+    // Withdraw first: the device goes with its addresses.
+    drop(announcer.take());
     server.stop();
     if let Some(m) = metrics {
         m.shutdown();
