@@ -15,7 +15,8 @@
 #
 # Environment: DIRECTORS (3) started by `up`; SPARE (0) more director namespaces built but not
 # started (start them later with `start`); PORT (80: the testbed's HTTP servers naming the
-# backend; another port needs SERVERS=0 and your own servers); SERVERS (1); BACKENDS (3);
+# backend; another port needs SERVERS=0 and your own servers); SERVERS (1); BACKENDS (3:
+# backend namespaces); SERVICE_BACKENDS (BACKENDS: how many of them the service starts with);
 # XVS (the xvs binary; default target/release/xvs, built if missing); RUN
 # (/tmp/xvs-cluster-PREFIX: configs, logs, pid files, control sockets).
 #
@@ -31,6 +32,7 @@ DIRECTORS=${DIRECTORS:-3}
 SPARE=${SPARE:-0}
 PORT=${PORT:-80}
 BACKENDS=${BACKENDS:-3}
+SERVICE_BACKENDS=${SERVICE_BACKENDS:-$BACKENDS}
 RUN=${RUN:-/tmp/xvs-cluster-$P}
 VIP=198.18.10.1
 ALL=$((DIRECTORS + SPARE))
@@ -145,7 +147,7 @@ timeout_ms = 200
 rise = 1
 fall = 2
 EOF
-  for b in $(seq 1 "$BACKENDS"); do
+  for b in $(seq 1 "$SERVICE_BACKENDS"); do
     printf '\n[[service.backend]]\naddress = "198.18.3.%d"\nport = %d\nmethod = "dr"\n' $((10 + b)) "$PORT"
   done
   cat <<EOF
@@ -214,7 +216,7 @@ wait_established() {
 up() {
   command -v bird >/dev/null || die "bird missing (scripts/install-deps.sh)"
   [ "$ALL" -le 9 ] || die "at most 9 directors"
-  DIRECTORS=$ALL BACKENDS=$BACKENDS QUEUES=1 "$HERE/testbed.sh" up "$P" >/dev/null
+  DIRECTORS=$ALL BACKENDS=$BACKENDS SERVERS=${SERVERS:-1} QUEUES=1 "$HERE/testbed.sh" up "$P" >/dev/null
   mkdir -p "$RUN"
   # The router learns the VIP from the directors only; the testbed's static route goes.
   ip -n "$P-rt" route del 198.18.10.0/24 || true

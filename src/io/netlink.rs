@@ -320,7 +320,9 @@ pub fn host_address(add: bool, ifindex: u32, ip: IpAddr) -> Result<(), IoError> 
             None => {}
         }
     }
-    Err(IoError::Invalid(format!("{what}: no netlink acknowledgement")))
+    Err(IoError::Invalid(format!(
+        "{what}: no netlink acknowledgement"
+    )))
 }
 
 #[cfg(test)]

@@ -54,7 +54,10 @@ pub(crate) fn set_up(name: &str) -> Result<(), IoError> {
     // SAFETY: SIOCGIFFLAGS fills the ifreq we own.
     let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) };
     if r < 0 {
-        return Err(IoError::last("ioctl(SIOCGIFFLAGS)", format!("flags of {name}")));
+        return Err(IoError::last(
+            "ioctl(SIOCGIFFLAGS)",
+            format!("flags of {name}"),
+        ));
     }
     // SAFETY: SIOCGIFFLAGS wrote the flags member of the union.
     let flags = unsafe { ifr.ifr_ifru.ifru_flags };
@@ -62,7 +65,10 @@ pub(crate) fn set_up(name: &str) -> Result<(), IoError> {
     // SAFETY: SIOCSIFFLAGS reads the ifreq we own.
     let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) };
     if r < 0 {
-        return Err(IoError::last("ioctl(SIOCSIFFLAGS)", format!("set {name} up")));
+        return Err(IoError::last(
+            "ioctl(SIOCSIFFLAGS)",
+            format!("set {name} up"),
+        ));
     }
     Ok(())
 }

@@ -46,7 +46,10 @@ impl TunDevice {
         // SAFETY: TUNSETIFF reads and writes the ifreq we own, on a descriptor we own.
         let r = unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF, &mut ifr) };
         if r < 0 {
-            return Err(IoError::last("ioctl(TUNSETIFF)", format!("TUN device {name}")));
+            return Err(IoError::last(
+                "ioctl(TUNSETIFF)",
+                format!("TUN device {name}"),
+            ));
         }
         sys::set_up(name)?;
         let ifindex = sys::interface_info(name)?.ifindex;
