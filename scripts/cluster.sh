@@ -10,10 +10,13 @@
 #   scripts/cluster.sh up    [PREFIX]    build it, start everything, wait for BGP Established
 #   scripts/cluster.sh start PREFIX N    start xvs and bird on director N (whichever is not running)
 #   scripts/cluster.sh stop  PREFIX N    SIGKILL xvs and bird of director N (a dead node)
+#   scripts/cluster.sh isolate PREFIX N  take director N's router-side ports down (a node that
+#                                        vanished without a word: BFD notices), then `stop` it
 #   scripts/cluster.sh status [PREFIX]   BGP sessions, the router's VIP route, announced VIPs
 #   scripts/cluster.sh down  [PREFIX]    stop everything and remove the testbed
 #
-# Environment: DIRECTORS (3) started by `up`; SPARE (0) more director namespaces built but not
+# Environment: DIRECTORS (3) started by `up`; SYNC (1: every director runs both sync daemons;
+# 0: none, the directors agree through mh and sloppy_tcp alone); SPARE (0) more director namespaces built but not
 # started (start them later with `start`); PORT (80: the testbed's HTTP servers naming the
 # backend; another port needs SERVERS=0 and your own servers); SERVERS (1); BACKENDS (3:
 # backend namespaces); SERVICE_BACKENDS (BACKENDS: how many of them the service starts with);
@@ -34,6 +37,7 @@ PORT=${PORT:-80}
 BACKENDS=${BACKENDS:-3}
 SERVICE_BACKENDS=${SERVICE_BACKENDS:-$BACKENDS}
 RUN=${RUN:-/tmp/xvs-cluster-$P}
+SYNC=${SYNC:-1}
 VIP=198.18.10.1
 ALL=$((DIRECTORS + SPARE))
 
@@ -150,6 +154,7 @@ EOF
   for b in $(seq 1 "$SERVICE_BACKENDS"); do
     printf '\n[[service.backend]]\naddress = "198.18.3.%d"\nport = %d\nmethod = "dr"\n' $((10 + b)) "$PORT"
   done
+  [ "$SYNC" = 1 ] || return 0
   cat <<EOF
 
 # Every director sends its connections and installs the others' (multicast on the backend LAN).
@@ -172,10 +177,11 @@ established() { birdc_in "$1" "$2" show protocols "$3" 2>/dev/null | grep -q Est
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 start_director() {
-  local n=$1 ns xvs
+  local n=$1 ns xvs p
   ns=$(dns "$n")
   ip netns list | grep -q "^$ns\b" || die "no namespace $ns (DIRECTORS/SPARE of up)"
   xvs=$(xvs_bin)
+  for p in $(ports "$n"); do ip -n "$P-rt" link set "$p" up; done
   if ! alive "$RUN/x$n.pid"; then
     xvs_conf "$n" >"$RUN/x$n.toml"
     rm -f "$RUN/x$n.sock"
@@ -191,6 +197,14 @@ start_director() {
     echo $! >"$RUN/bird$n.pid"
   fi
   echo "director $n: xvs pid $(cat "$RUN/x$n.pid"), bird pid $(cat "$RUN/bird$n.pid")"
+}
+
+# ports N: director N's ports on the router's bridges.
+ports() { if [ "$1" -eq 1 ]; then echo "df db"; else echo "df$1 db$1"; fi; }
+
+isolate() {
+  local p
+  for p in $(ports "$1"); do ip -n "$P-rt" link set "$p" down; done
 }
 
 stop_director() {
@@ -266,7 +280,8 @@ case "$cmd" in
   up) up ;;
   start) start_director "${3:?director number}"; wait_established "$3" || die "director $3 not Established after 30 s" ;;
   stop) stop_director "${3:?director number}" ;;
+  isolate) isolate "${3:?director number}" ;;
   status) status ;;
   down) down ;;
-  *) echo "usage: $0 up|down|status [PREFIX] | start|stop PREFIX N" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status [PREFIX] | start|stop|isolate PREFIX N" >&2; exit 2 ;;
 esac

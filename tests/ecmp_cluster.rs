@@ -29,10 +29,21 @@ use std::time::{Duration, Instant};
 
 mod dataplane_support;
 use dataplane_support::pair::{ctl, established, start_echo_on, worker_rx, LongLivedClient, PORT};
-use dataplane_support::{skip_unless_root, Testbed};
+use dataplane_support::{skip_unless_root, ChildGuard, Testbed};
 
 const CONNS: usize = 1000;
 const VIP: &str = "198.18.10.1";
+
+/// One test at a time: each builds a cluster and 1000 connections.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn have_bird() -> bool {
+    if Path::new("/usr/sbin/bird").exists() {
+        return true;
+    }
+    eprintln!("!!!!! SKIPPED ECMP cluster test: bird missing (scripts/install-deps.sh) !!!!!");
+    false
+}
 
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/cluster.sh")
@@ -44,9 +55,53 @@ fn script() -> PathBuf {
 struct Cluster {
     tb: Testbed,
     run: PathBuf,
+    /// Every director runs both sync daemons.
+    sync: bool,
 }
 
 impl Cluster {
+    /// `cluster.sh up` under a prefix made of `tag` and the pid (directors 1-3 running, 4 spare,
+    /// backends b1-b4, the service on b1-b3), then echo servers on PORT in b1-b4 (the health
+    /// checks, rise 1 every 200 ms, take the backends in as soon as they answer); checks that
+    /// every session is Established and the router has a next hop per director.
+    fn up(tag: &str, sync: bool) -> (Cluster, Vec<ChildGuard>) {
+        let prefix = format!("{tag}{:x}", std::process::id() % 0xfff);
+        let c = Cluster {
+            tb: Testbed {
+                prefix: prefix.clone(),
+            },
+            run: std::env::temp_dir().join(format!("xvs-ecmp-{}-{tag}", std::process::id())),
+            sync,
+        };
+        let _ = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/testbed.sh"))
+            .args(["down", &prefix])
+            .status();
+        let _ = std::fs::remove_dir_all(&c.run);
+        let o = c.cmd(&["up", &prefix]);
+        let echo = start_echo_on(&c.tb, &["b1", "b2", "b3", "b4"]);
+        assert!(
+            o.status.success(),
+            "cluster.sh up: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        for n in 1..=3 {
+            assert!(
+                c.established(n),
+                "dir{n} not Established:\n{}",
+                c.router_protocols()
+            );
+        }
+        assert!(
+            c.wait_next_hops(&[1, 2, 3], Duration::from_secs(5))
+                .is_some(),
+            "router next hops {:?}",
+            c.next_hops()
+        );
+        eprintln!("router:\n{}", c.router_protocols());
+        (c, echo)
+    }
+
     fn cmd(&self, args: &[&str]) -> std::process::Output {
         Command::new(script())
             .args(args)
@@ -58,6 +113,7 @@ impl Cluster {
             .env("SERVICE_BACKENDS", "3")
             .env("SERVERS", "0")
             .env("PORT", PORT.to_string())
+            .env("SYNC", if self.sync { "1" } else { "0" })
             .output()
             .expect("run scripts/cluster.sh")
     }
@@ -194,47 +250,12 @@ fn ecmp_cluster_of_three_directors_with_bird_keeps_1000_connections() {
     if skip_unless_root("ECMP cluster test") {
         return;
     }
-    if !Path::new("/usr/sbin/bird").exists() {
-        eprintln!("!!!!! SKIPPED ECMP cluster test: bird missing (scripts/install-deps.sh) !!!!!");
+    if !have_bird() {
         return;
     }
-    let prefix = format!("ec{:x}", std::process::id() % 0xfff);
-    let c = Cluster {
-        tb: Testbed {
-            prefix: prefix.clone(),
-        },
-        run: std::env::temp_dir().join(format!("xvs-ecmp-{}", std::process::id())),
-    };
-    let _ = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/testbed.sh"))
-        .args(["down", &prefix])
-        .status();
-    let _ = std::fs::remove_dir_all(&c.run);
-    // cluster.sh up builds the testbed and starts the daemons; the echo servers follow (the
-    // health checks, rise 1 every 200 ms, take the backends in as soon as they answer).
-    let o = c.cmd(&["up", &prefix]);
-    let echo = start_echo_on(&c.tb, &["b1", "b2", "b3", "b4"]);
-    assert!(
-        o.status.success(),
-        "cluster.sh up: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-
-    // Really up: every session Established, a next hop per director.
-    for n in 1..=3 {
-        assert!(
-            c.established(n),
-            "dir{n} not Established:\n{}",
-            c.router_protocols()
-        );
-    }
-    assert!(
-        c.wait_next_hops(&[1, 2, 3], Duration::from_secs(5))
-            .is_some(),
-        "router next hops {:?}",
-        c.next_hops()
-    );
-    eprintln!("router:\n{}", c.router_protocols());
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (c, echo) = Cluster::up("ec", true);
+    let prefix = c.tb.prefix.clone();
 
     let mut client = LongLivedClient::connect(&c.tb, CONNS, 30);
     for n in 1..=3 {
@@ -303,8 +324,11 @@ fn ecmp_cluster_of_three_directors_with_bird_keeps_1000_connections() {
         assert!(ok, "director {n}: add b4: {err}");
     }
     let t = Instant::now();
-    c.run_ok(&["stop", &prefix, "3"]);
+    // Director 3 vanishes without a word (its router-side ports go down: no TCP reset, no
+    // withdraw; BFD notices), then its processes are killed.
+    c.run_ok(&["isolate", &prefix, "3"]);
     let withdraw_c = c.wait_next_hops(&[1, 4], Duration::from_secs(2));
+    c.run_ok(&["stop", &prefix, "3"]);
     c.run_ok(&["start", &prefix, "2"]);
     let (ns2, sock2) = c.dir(2);
     // Director 2 joins with the file's three backends; once it holds the connections (bulk
@@ -321,7 +345,7 @@ fn ecmp_cluster_of_three_directors_with_bird_keeps_1000_connections() {
     let failed_c = client.wait_rounds(3);
     let on_b4 = backend_conns(&c.tb, "b4");
     eprintln!(
-        "(c) b4 added, director 3 SIGKILLed whole (withdrawn after {}), director 2 back (held {held2} after resync, {:.2} s); b4 has {on_b4} connections (before {before_b4}); failed so far {failed_c}/{CONNS}",
+        "(c) b4 added, director 3 cut off (withdrawn by BFD after {}) and SIGKILLed, director 2 back (held {held2} after resync, {:.2} s); b4 has {on_b4} connections (before {before_b4}); failed so far {failed_c}/{CONNS}",
         withdraw_c.map_or("-".to_string(), |d| format!("{:.0} ms", d.as_secs_f64() * 1000.0)),
         t.elapsed().as_secs_f64()
     );
@@ -346,7 +370,19 @@ fn ecmp_cluster_of_three_directors_with_bird_keeps_1000_connections() {
     );
     assert!(
         withdraw_c.unwrap() < Duration::from_secs(1),
-        "withdraw after the node's death took {withdraw_c:?}"
+        "withdraw after the node's silent death took {withdraw_c:?}"
+    );
+
+    // A node whose processes die (its kernel still resets the BGP session).
+    let t = Instant::now();
+    c.run_ok(&["stop", &prefix, "4"]);
+    let withdraw_node = c
+        .wait_next_hops(&[1, 2], Duration::from_secs(2))
+        .unwrap_or_else(|| panic!("router next hops {:?}", c.next_hops()));
+    eprintln!(
+        "director 4's xvs and bird SIGKILLed: withdrawn at the router {:.0} ms after the kill returned ({:.0} ms from before cluster.sh stop)",
+        withdraw_node.as_secs_f64() * 1000.0,
+        t.elapsed().as_secs_f64() * 1000.0
     );
 
     // Every backend down: the health checks take them out, each director withdraws.
@@ -363,10 +399,68 @@ fn ecmp_cluster_of_three_directors_with_bird_keeps_1000_connections() {
     assert!(gone < Duration::from_secs(2), "withdraw took {gone:?}");
     let _echo1 = start_echo_on(&c.tb, &["b1"]);
     let back = c
-        .wait_next_hops(&[1, 2, 4], Duration::from_secs(5))
+        .wait_next_hops(&[1, 2], Duration::from_secs(5))
         .unwrap_or_else(|| panic!("router next hops {:?}", c.next_hops()));
     eprintln!(
         "one backend back: VIP announced by every director again {:.0} ms after its server started",
         back.as_secs_f64() * 1000.0
+    );
+}
+
+/// No shared state: no sync daemon runs, the directors agree through mh (same backends, same
+/// table) and `sloppy_tcp` (a director that receives the middle of a flow schedules it). Flows
+/// moved by ECMP when a director's xvs dies and when a director joins continue.
+#[test]
+fn ecmp_cluster_without_sync_mh_keeps_1000_connections() {
+    if skip_unless_root("ECMP cluster test") || !have_bird() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (c, _echo) = Cluster::up("en", false);
+    let prefix = c.tb.prefix.clone();
+    let (ns1, sock1) = c.dir(1);
+    let (_, daemons, _) = ctl(&sock1, &ns1, &["-L", "--daemon"]);
+    assert!(daemons.trim().is_empty(), "no sync daemon: {daemons}");
+    let mut client = LongLivedClient::connect(&c.tb, CONNS, 12);
+    assert_eq!(
+        client.wait_rounds(1),
+        0,
+        "connections failed before any change"
+    );
+    let held: Vec<usize> = (1..=3)
+        .map(|n| {
+            let (ns, sock) = c.dir(n);
+            established(&sock, &ns)
+        })
+        .collect();
+    eprintln!("connections held by directors 1-3 (no sync): {held:?}");
+    assert!(
+        held.iter().all(|&h| h < CONNS),
+        "without sync no director holds them all: {held:?}"
+    );
+    kill(&c.pid("x2"));
+    let withdraw = c
+        .wait_next_hops(&[1, 3], Duration::from_secs(2))
+        .unwrap_or_else(|| panic!("router next hops {:?}", c.next_hops()));
+    let failed_a = client.wait_rounds(3);
+    c.run_ok(&["start", &prefix, "4"]);
+    assert!(
+        c.wait_next_hops(&[1, 3, 4], Duration::from_secs(10))
+            .is_some(),
+        "router next hops {:?}",
+        c.next_hops()
+    );
+    let (ns4, sock4) = c.dir(4);
+    let failed_b = client.wait_rounds(3);
+    let moved = established(&sock4, &ns4);
+    let ok = client.finish();
+    eprintln!(
+        "no sync, mh + sloppy_tcp: xvs of director 2 killed (withdrawn {:.0} ms): failed {failed_a}; director 4 added, took over {moved} flows mid-stream: failed {failed_b}; {ok}/{CONNS} survived",
+        withdraw.as_secs_f64() * 1000.0
+    );
+    assert!(moved >= CONNS / 10, "director 4 took {moved} flows");
+    assert!(
+        ok as f64 >= 0.99 * CONNS as f64,
+        "only {ok} of {CONNS} survived"
     );
 }
