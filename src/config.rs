@@ -1090,6 +1090,26 @@ method = "dr"
     }
 
     #[test]
+    fn announce_and_sloppy_tcp() {
+        let c = Config::parse(Path::new("x.toml"), GOOD).unwrap();
+        assert_eq!((c.announce.clone(), c.sloppy_tcp), (None, false));
+        assert!(!c.pipeline_config(0, 1).sloppy_tcp);
+        let text = format!(
+            "[announce]\ninterface = \"xvs-vips\"\n[director]\nsloppy_tcp = true\n{GOOD}"
+        );
+        let c = Config::parse(Path::new("x.toml"), &text).unwrap();
+        assert_eq!(c.announce.as_deref(), Some("xvs-vips"));
+        assert!(c.pipeline_config(0, 1).sloppy_tcp);
+        for bad in ["", "a/b", "with space", "sixteen-chars-xx"] {
+            let text = format!("[announce]\ninterface = \"{bad}\"\n{GOOD}");
+            let e = Config::parse(Path::new("x.toml"), &text)
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("x.toml: announce.interface"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
     fn vlans_reach_the_network() {
         let text = GOOD.replace(
             "ipv4 = \"198.18.0.2\"\n",
