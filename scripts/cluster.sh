@@ -16,7 +16,8 @@
 #   scripts/cluster.sh down  [PREFIX]    stop everything and remove the testbed
 #
 # Environment: DIRECTORS (3) started by `up`; SYNC (1: every director runs both sync daemons;
-# 0: none, the directors agree through mh and sloppy_tcp alone); SPARE (0) more director namespaces built but not
+# 0: none, the directors agree through mh and sloppy_tcp alone); SLOPPY (1: sloppy_tcp on; 0:
+# a director drops the middle of a flow it has no entry for, as IPVS does by default); SPARE (0) more director namespaces built but not
 # started (start them later with `start`); PORT (80: the testbed's HTTP servers naming the
 # backend; another port needs SERVERS=0 and your own servers); SERVERS (1); BACKENDS (3:
 # backend namespaces); SERVICE_BACKENDS (BACKENDS: how many of them the service starts with);
@@ -38,6 +39,7 @@ BACKENDS=${BACKENDS:-3}
 SERVICE_BACKENDS=${SERVICE_BACKENDS:-$BACKENDS}
 RUN=${RUN:-/tmp/xvs-cluster-$P}
 SYNC=${SYNC:-1}
+SLOPPY=${SLOPPY:-1}
 VIP=198.18.10.1
 ALL=$((DIRECTORS + SPARE))
 
@@ -112,7 +114,7 @@ neighbour_refresh_ms = 200
 
 [director]
 # A flow ECMP moves here mid-stream is scheduled (mh: the same backend as on every director).
-sloppy_tcp = true
+sloppy_tcp = $([ "$SLOPPY" = 1 ] && echo true || echo false)
 
 [announce]
 interface = "xvs-vips"

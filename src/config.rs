@@ -1094,9 +1094,8 @@ method = "dr"
         let c = Config::parse(Path::new("x.toml"), GOOD).unwrap();
         assert_eq!((c.announce.clone(), c.sloppy_tcp), (None, false));
         assert!(!c.pipeline_config(0, 1).sloppy_tcp);
-        let text = format!(
-            "[announce]\ninterface = \"xvs-vips\"\n[director]\nsloppy_tcp = true\n{GOOD}"
-        );
+        let text =
+            format!("[announce]\ninterface = \"xvs-vips\"\n[director]\nsloppy_tcp = true\n{GOOD}");
         let c = Config::parse(Path::new("x.toml"), &text).unwrap();
         assert_eq!(c.announce.as_deref(), Some("xvs-vips"));
         assert!(c.pipeline_config(0, 1).sloppy_tcp);

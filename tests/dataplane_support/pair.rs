@@ -252,6 +252,8 @@ pub struct LongLivedClient {
     pub conns: usize,
     /// The "round" lines read so far.
     rounds: Vec<String>,
+    /// The result line, if [`LongLivedClient::wait_rounds`] met it.
+    result: Option<String>,
 }
 
 impl LongLivedClient {
@@ -284,18 +286,26 @@ impl LongLivedClient {
             lines: rx,
             conns,
             rounds: Vec::new(),
+            result: None,
         }
     }
 
-    /// Wait (≤ 10 s each) for `n` more rounds; the connections failed so far.
+    /// Wait (≤ 10 s each) for `n` more rounds, or the end of the run; the connections failed
+    /// so far.
     pub fn wait_rounds(&mut self, n: usize) -> usize {
         for _ in 0..n {
+            if self.result.is_some() {
+                break;
+            }
             let l = self
                 .lines
                 .recv_timeout(Duration::from_secs(10))
                 .expect("the client reports a round");
-            assert!(l.starts_with("round "), "client: {l}");
-            self.rounds.push(l);
+            if l.starts_with("round ") {
+                self.rounds.push(l);
+            } else {
+                self.result = Some(l);
+            }
         }
         self.rounds
             .last()
@@ -314,16 +324,19 @@ impl LongLivedClient {
     /// that kept exchanging data to the end.
     pub fn finish(self) -> usize {
         let mut rounds = self.rounds;
-        let result = loop {
-            let l = self
-                .lines
-                .recv_timeout(Duration::from_secs(60))
-                .expect("the client reports");
-            if l.starts_with("round ") {
-                rounds.push(l);
-            } else {
-                break l;
-            }
+        let result = match self.result {
+            Some(r) => r,
+            None => loop {
+                let l = self
+                    .lines
+                    .recv_timeout(Duration::from_secs(60))
+                    .expect("the client reports");
+                if l.starts_with("round ") {
+                    rounds.push(l);
+                } else {
+                    break l;
+                }
+            },
         };
         eprintln!("client rounds:\n{}", rounds.join("\n"));
         eprintln!("client: {result}");
