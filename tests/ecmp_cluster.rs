@@ -490,3 +490,28 @@ fn without_sync(tag: &str, sloppy: bool) -> usize {
     }
     ok
 }
+
+/// examples/bird/router.conf and director.conf pass BIRD's own configuration check (`bird -p`).
+#[test]
+fn example_bird_configs_parse() {
+    if !have_bird() {
+        return;
+    }
+    for f in ["router.conf", "director.conf"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/bird")
+            .join(f);
+        let o = Command::new("/usr/sbin/bird")
+            .arg("-p")
+            .arg("-c")
+            .arg(&path)
+            .output()
+            .expect("bird -p");
+        assert!(
+            o.status.success() && o.stderr.is_empty(),
+            "bird -p -c {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
