@@ -12,6 +12,11 @@
 //! * the whole node dying takes the speaker with it: its BGP session drops (TCP reset, or BFD /
 //!   hold timer when the node goes silent) and the router withdraws its routes.
 //!
+//! With a backup sync daemon running, nothing is announced until its bulk resync has been
+//! answered or [`WARM_UP`] has passed since the device was created (nobody may be there to
+//! answer, e.g. the first director of a cluster): a director that (re)starts then holds its
+//! peers' connections before the router sends it their flows.
+//!
 //! This is how anycast fleets commonly couple health to BGP (a health checker adding and removing
 //! service addresses on a dummy or loopback interface that the speaker's direct protocol
 //! exports, e.g. `anycast-healthchecker`, ExaBGP's healthcheck); the TUN device adds the
@@ -20,7 +25,7 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use xvs_forwarding::service::{Service, ServiceKey};
 
@@ -29,6 +34,10 @@ use crate::io::IoError;
 
 /// How often `xvs run` re-computes the announced set.
 pub const PERIOD: Duration = Duration::from_millis(100);
+
+/// Longest wait for the backup daemon's bulk resync before announcing anyway: the backup asks
+/// `BULK_TRIES` times one second apart, and the last ask gets a second to be answered.
+pub const WARM_UP: Duration = Duration::from_secs(crate::sync::daemon::BULK_TRIES as u64);
 
 /// The VIPs of `services` (address services; fwmark services have none) that have at least one
 /// backend with weight > 0. `services` is the effective state: health-failed backends are
@@ -50,6 +59,9 @@ pub struct Announcer {
     announced: BTreeSet<IpAddr>,
     /// An add or remove failed since the last full success (logged once per streak).
     failing: bool,
+    started: Instant,
+    /// Announcing has begun (the warm-up is over).
+    warm: bool,
 }
 
 impl Announcer {
@@ -65,12 +77,37 @@ impl Announcer {
             dev,
             announced: BTreeSet::new(),
             failing: false,
+            started: Instant::now(),
+            warm: false,
         })
     }
 
     /// The addresses on the device.
     pub fn announced(&self) -> &BTreeSet<IpAddr> {
         &self.announced
+    }
+
+    /// [`Announcer::update`] once warm: `bulk_done` is `None` without a backup daemon (warm at
+    /// once), else whether its bulk resync was answered; after [`WARM_UP`] it is warm anyway.
+    pub fn update_when_warm(&mut self, want: &BTreeSet<IpAddr>, bulk_done: Option<bool>) {
+        if !self.warm {
+            let waited = self.started.elapsed();
+            match bulk_done {
+                None | Some(true) => {}
+                Some(false) if waited >= WARM_UP => {
+                    tracing::warn!(
+                        "announce: no bulk resync answer after {:?}; announcing without it",
+                        waited
+                    );
+                }
+                Some(false) => return,
+            }
+            self.warm = true;
+            if bulk_done.is_some() {
+                tracing::info!("announce: warm after {:?}", waited);
+            }
+        }
+        self.update(want);
     }
 
     /// Make the device hold exactly `want`: remove first, then add; each change logged. A

@@ -961,13 +961,20 @@ pub fn run(config: &Path, io: Option<IoKind>, socket: &Path) -> Result<()> {
     let mut last_rates = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         if let Some(a) = announcer.as_mut() {
-            let want = {
+            let (want, warm) = {
                 let inner = director.lock();
-                crate::announce::available_vips(
-                    &Director::effective(&inner, &inner.desired).services,
+                let bulk_done = inner
+                    .backup
+                    .as_ref()
+                    .map(|b| b.stats.bulk_done.load(Ordering::Relaxed) > 0);
+                (
+                    crate::announce::available_vips(
+                        &Director::effective(&inner, &inner.desired).services,
+                    ),
+                    bulk_done,
                 )
             };
-            a.update(&want);
+            a.update_when_warm(&want, warm);
         }
         std::thread::sleep(crate::announce::PERIOD);
         if hup.swap(false, Ordering::Relaxed) {

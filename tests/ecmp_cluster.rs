@@ -307,7 +307,9 @@ fn ecmp_cluster_of_three_directors_with_bird_keeps_1000_connections() {
     );
     assert!(
         rx4 >= CONNS as u64 / 10,
-        "the router moved flows to director 4 ({rx4} frames)"
+        "the router moved flows to director 4 ({rx4} frames); next hops {:?}; its log:\n{}",
+        c.next_hops(),
+        std::fs::read_to_string(c.run.join("x4.log")).unwrap_or_default()
     );
 
     // (c) backend b4 added while director 3 dies whole and director 2's xvs returns.
