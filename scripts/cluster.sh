@@ -1,43 +1,58 @@
 #!/usr/bin/env bash
-# An ECMP cluster of xvs directors to explore (and the topology of tests/ecmp_cluster.rs): the
-# namespace testbed (scripts/testbed.sh) with several directors, BIRD 2 on the router with
-# kernel ECMP (`merge paths on`, fib_multipath_hash_policy=1: L4 hash), and on each director
-# `xvs run` (DR, scheduler mh with the port in the hash, sloppy_tcp, both sync daemons, TCP health
-# checks, [announce] device) plus BIRD announcing the VIP over BGP (BFD 100 ms x 3) while xvs
-# says it has an available backend. Configs: examples/bird/ (the same settings), written per
-# node into RUN.
+# Several xvs directors to explore, in the namespace testbed (scripts/testbed.sh): an ECMP
+# cluster (the topology of tests/ecmp_cluster.rs) or a keepalived pair (tests/keepalived_pair.rs).
 #
-#   scripts/cluster.sh up    [PREFIX]    build it, start everything, wait for BGP Established
-#   scripts/cluster.sh start PREFIX N    start xvs and bird on director N (whichever is not running)
-#   scripts/cluster.sh stop  PREFIX N    SIGKILL xvs and bird of director N (a dead node)
+# TOPOLOGY=ecmp (default): BIRD 2 on the router with kernel ECMP (`merge paths on`,
+# fib_multipath_hash_policy=1: L4 hash), and on each director `xvs run` (DR, scheduler mh with
+# the port in the hash, sloppy_tcp, both sync daemons, TCP health checks, [announce] device) plus
+# BIRD announcing the VIP over BGP (BFD 100 ms x 3) while xvs says it has an available backend.
+# Configs: examples/bird/ (the same settings), written per node into RUN.
+# TOPOLOGY=pair: two directors running `xvs run` (NAT, rr, both sync daemons, TCP health checks)
+# and keepalived (VRRP only) with examples/keepalived/keepalived.conf (interfaces, paths and
+# priority adapted); the router routes the VIPs via the floating 198.18.1.254, the backends'
+# gateway is the floating 198.18.3.254.
+#
+#   scripts/cluster.sh up    [PREFIX]    build it, start everything, wait until it is really up
+#                                        (ecmp: BGP Established; pair: a VRRP MASTER)
+#   scripts/cluster.sh start PREFIX N    start xvs and bird/keepalived on director N (whichever
+#                                        is not running)
+#   scripts/cluster.sh stop  PREFIX N    SIGKILL xvs and bird/keepalived of director N (a dead node)
 #   scripts/cluster.sh isolate PREFIX N  take director N's router-side ports down (a node that
 #                                        vanished without a word: BFD notices), then `stop` it
-#   scripts/cluster.sh status [PREFIX]   BGP sessions, the router's VIP route, announced VIPs
+#   scripts/cluster.sh status [PREFIX]   ecmp: BGP sessions, the router's VIP route, announced
+#                                        VIPs; pair: VRRP states, who holds the floating addresses
 #   scripts/cluster.sh down  [PREFIX]    stop everything and remove the testbed
 #
-# Environment: DIRECTORS (3) started by `up`; SYNC (1: every director runs both sync daemons;
-# 0: none, the directors agree through mh and sloppy_tcp alone); SLOPPY (1: sloppy_tcp on; 0:
-# a director drops the middle of a flow it has no entry for, as IPVS does by default); SPARE (0) more director namespaces built but not
-# started (start them later with `start`); PORT (80: the testbed's HTTP servers naming the
-# backend; another port needs SERVERS=0 and your own servers); SERVERS (1); BACKENDS (3:
-# backend namespaces); SERVICE_BACKENDS (BACKENDS: how many of them the service starts with);
-# XVS (the xvs binary; default target/release/xvs, built if missing); RUN
-# (/tmp/xvs-cluster-PREFIX: configs, logs, pid files, control sockets).
+# Environment (read by `up`; later commands use the topology `up` recorded): TOPOLOGY (ecmp);
+# DIRECTORS (ecmp 3, pair 2) started by `up`; SPARE (0) more director namespaces built but not
+# started (start them later with `start`); SYNC (1: every director runs both sync daemons; 0:
+# none, the ECMP directors then agree through mh and sloppy_tcp alone); SLOPPY (1: sloppy_tcp on;
+# 0: a director drops the middle of a flow it has no entry for, as IPVS does by default); PORT
+# (80: the testbed's HTTP servers naming the backend; another port needs SERVERS=0 and your own
+# servers); SERVERS (1); BACKENDS (3: backend namespaces); SERVICE_BACKENDS (BACKENDS: how many
+# of them the service starts with); XVS (the xvs binary; default target/release/xvs, built if
+# missing); RUN (/tmp/xvs-cluster-PREFIX: configs, logs, pid files, control sockets).
 #
 # Try: ip netns exec xvs-c1 curl -s 198.18.10.1   (a backend's name; new connections spread)
-#      scripts/cluster.sh stop xvs 2; scripts/cluster.sh status xvs   (two next hops left)
+#      scripts/cluster.sh stop xvs 2; scripts/cluster.sh status xvs   (ecmp: two next hops left)
 set -euo pipefail
 
 cmd=${1:-}
 P=${2:-xvs}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
-DIRECTORS=${DIRECTORS:-3}
+RUN=${RUN:-/tmp/xvs-cluster-$P}
+if [ "$cmd" != up ] && [ -f "$RUN/topology" ]; then TOPOLOGY=$(cat "$RUN/topology"); fi
+TOPOLOGY=${TOPOLOGY:-ecmp}
+case "$TOPOLOGY" in
+  ecmp) DIRECTORS=${DIRECTORS:-3} ;;
+  pair) DIRECTORS=${DIRECTORS:-2} ;;
+  *) echo "cluster: TOPOLOGY is ecmp or pair" >&2; exit 2 ;;
+esac
 SPARE=${SPARE:-0}
 PORT=${PORT:-80}
 BACKENDS=${BACKENDS:-3}
 SERVICE_BACKENDS=${SERVICE_BACKENDS:-$BACKENDS}
-RUN=${RUN:-/tmp/xvs-cluster-$P}
 SYNC=${SYNC:-1}
 SLOPPY=${SLOPPY:-1}
 VIP=198.18.10.1
@@ -108,9 +123,12 @@ EOF
 xvs_conf() {
   local n=$1 b
   cat <<EOF
-# Written by scripts/cluster.sh: director $n of the ECMP cluster.
+# Written by scripts/cluster.sh: director $n ($TOPOLOGY).
 log_interval_secs = 0
 neighbour_refresh_ms = 200
+EOF
+  if [ "$TOPOLOGY" = ecmp ]; then
+    cat <<EOF
 
 [director]
 # A flow ECMP moves here mid-stream is scheduled (mh: the same backend as on every director).
@@ -118,6 +136,9 @@ sloppy_tcp = $([ "$SLOPPY" = 1 ] && echo true || echo false)
 
 [announce]
 interface = "xvs-vips"
+EOF
+  fi
+  cat <<EOF
 
 [[worker]]
 queue = 0
@@ -143,8 +164,8 @@ interface = "back"
 protocol = "tcp"
 vip = "$VIP"
 port = $PORT
-scheduler = "mh"
-flags = "mh-port"
+scheduler = "$([ "$TOPOLOGY" = ecmp ] && echo mh || echo rr)"
+flags = "$([ "$TOPOLOGY" = ecmp ] && echo mh-port)"
 
 [service.check]
 type = "tcp"
@@ -154,7 +175,8 @@ rise = 1
 fall = 2
 EOF
   for b in $(seq 1 "$SERVICE_BACKENDS"); do
-    printf '\n[[service.backend]]\naddress = "198.18.3.%d"\nport = %d\nmethod = "dr"\n' $((10 + b)) "$PORT"
+    printf '\n[[service.backend]]\naddress = "198.18.3.%d"\nport = %d\nmethod = "%s"\n' $((10 + b)) "$PORT" \
+      "$([ "$TOPOLOGY" = ecmp ] && echo dr || echo nat)"
   done
   [ "$SYNC" = 1 ] || return 0
   cat <<EOF
@@ -178,6 +200,21 @@ established() { birdc_in "$1" "$2" show protocols "$3" 2>/dev/null | grep -q Est
 # alive PIDFILE: the process it names runs.
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
+keepalived_conf() {
+  local n=$1 xvs=$2
+  # The example, adapted: interfaces front/back, this director's router_id and priority, the
+  # built binary, this director's xvs (both directors' processes are visible: match --config),
+  # control socket, and a notify script writing the state to RUN/state<n>.
+  sed -e "s/router_id xvs-a/router_id xvs-$n/" \
+    -e "s/priority 150 /priority $((n == 1 ? 150 : 100)) /" \
+    -e 's/\beth0\b/front/g; s/\beth1\b/back/g' \
+    -e "s#process /usr/local/bin/xvs run#process $xvs run --config $RUN/x$n.toml#" \
+    -e "s#/run/xvs/xvs.sock#$RUN/x$n.sock#" \
+    -e "s#/usr/local/bin/xvs#$xvs#g" \
+    -e "s#notify \"/usr/bin/logger -t keepalived-xvs\"#notify \"$RUN/notify$n.sh\"#" \
+    "$ROOT/examples/keepalived/keepalived.conf"
+}
+
 start_director() {
   local n=$1 ns xvs p
   ns=$(dns "$n")
@@ -190,6 +227,22 @@ start_director() {
     ip netns exec "$ns" "$xvs" run --config "$RUN/x$n.toml" --socket "$RUN/x$n.sock" \
       >>"$RUN/x$n.log" 2>&1 &
     echo $! >"$RUN/x$n.pid"
+  fi
+  if [ "$TOPOLOGY" = pair ]; then
+    if ! alive "$RUN/ka$n.pid"; then
+      printf '#!/bin/sh\necho "$3" > %s/state%d.tmp && mv %s/state%d.tmp %s/state%d\n' \
+        "$RUN" "$n" "$RUN" "$n" "$RUN" "$n" >"$RUN/notify$n.sh"
+      chmod 755 "$RUN/notify$n.sh"
+      keepalived_conf "$n" "$xvs" >"$RUN/keepalived$n.conf"
+      rm -f "$RUN"/*"$n.kpid" "$RUN/vrrp$n.pid" "$RUN/state$n"
+      # From the initial namespace with -s (track_process needs its process events).
+      keepalived -n -l -D -G -P -s "$ns" -f "$RUN/keepalived$n.conf" -p "$RUN/keepalived$n.kpid" \
+        -r "$RUN/vrrp$n.pid" -c "$RUN/checkers$n.kpid" -b "$RUN/bfd$n.kpid" \
+        >>"$RUN/keepalived$n.log" 2>&1 &
+      echo $! >"$RUN/ka$n.pid"
+    fi
+    echo "director $n: xvs pid $(cat "$RUN/x$n.pid"), keepalived pid $(cat "$RUN/ka$n.pid")"
+    return
   fi
   if ! alive "$RUN/bird$n.pid"; then
     director_bird_conf "$n" >"$RUN/bird$n.conf"
@@ -211,7 +264,8 @@ isolate() {
 
 stop_director() {
   local n=$1 f
-  for f in "$RUN/x$n.pid" "$RUN/bird$n.pid"; do
+  # keepalived's VRRP child before its parent (which would restart it, or stop it cleanly).
+  for f in "$RUN/vrrp$n.pid" "$RUN/ka$n.pid" "$RUN/x$n.pid" "$RUN/bird$n.pid"; do
     [ -f "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null || true
     rm -f "$f"
   done
@@ -229,11 +283,39 @@ wait_established() {
   return 1
 }
 
+# wait_state N: director N's VRRP state (≤ 10 s); prints it.
+wait_state() {
+  for _ in $(seq 1 100); do
+    [ -s "$RUN/state$1" ] && break
+    sleep 0.1
+  done
+  cat "$RUN/state$1" 2>/dev/null || echo none
+}
+
+up_pair() {
+  command -v keepalived >/dev/null || die "keepalived missing (scripts/install-deps.sh)"
+  local n b
+  ip -n "$P-rt" route replace 198.18.10.0/24 via 198.18.1.254
+  for b in $(seq 1 "$BACKENDS"); do
+    ip -n "$P-b$b" route replace default via 198.18.3.254
+  done
+  for n in $(seq 1 "$DIRECTORS"); do start_director "$n"; done
+  for _ in $(seq 1 100); do
+    [ "$(cat "$RUN/state1" 2>/dev/null)" = MASTER ] && break
+    sleep 0.1
+  done
+  [ "$(cat "$RUN/state1" 2>/dev/null)" = MASTER ] || { status; die "director 1 is not MASTER after 10 s"; }
+  echo "pair $P: director 1 MASTER"
+  status
+}
+
 up() {
-  command -v bird >/dev/null || die "bird missing (scripts/install-deps.sh)"
   [ "$ALL" -le 9 ] || die "at most 9 directors"
+  if [ "$TOPOLOGY" = ecmp ]; then command -v bird >/dev/null || die "bird missing (scripts/install-deps.sh)"; fi
   DIRECTORS=$ALL BACKENDS=$BACKENDS SERVERS=${SERVERS:-1} QUEUES=1 "$HERE/testbed.sh" up "$P" >/dev/null
   mkdir -p "$RUN"
+  echo "$TOPOLOGY" >"$RUN/topology"
+  if [ "$TOPOLOGY" = pair ]; then up_pair; return; fi
   # The router learns the VIP from the directors only; the testbed's static route goes.
   ip -n "$P-rt" route del 198.18.10.0/24 || true
   ip netns exec "$P-rt" sysctl -qw net.ipv4.fib_multipath_hash_policy=1
@@ -257,6 +339,20 @@ up() {
 }
 
 status() {
+  if [ "$TOPOLOGY" = pair ]; then
+    local n ns a
+    for n in $(seq 1 9); do
+      ns=$(dns "$n")
+      ip netns list | grep -q "^$ns\b" || continue
+      a=$(ip -n "$ns" -o -4 addr | grep -oE '198\.18\.[13]\.254' | tr '\n' ' ' || true)
+      if alive "$RUN/ka$n.pid"; then
+        echo "== director $n ($ns): VRRP $(cat "$RUN/state$n" 2>/dev/null || echo none); floating: ${a:-none}"
+      else
+        echo "== director $n ($ns): keepalived not running; floating: ${a:-none}"
+      fi
+    done
+    return
+  fi
   echo "== router BGP sessions"
   birdc_in "$P-rt" "$RUN/bird-rt.ctl" show protocols 2>&1 | grep -E "^dir|Name" || true
   echo "== router route to $VIP"
@@ -280,7 +376,14 @@ down() {
 
 case "$cmd" in
   up) up ;;
-  start) start_director "${3:?director number}"; wait_established "$3" || die "director $3 not Established after 30 s" ;;
+  start)
+    start_director "${3:?director number}"
+    if [ "$TOPOLOGY" = pair ]; then
+      echo "director $3: VRRP $(wait_state "$3")"
+    else
+      wait_established "$3" || die "director $3 not Established after 30 s"
+    fi
+    ;;
   stop) stop_director "${3:?director number}" ;;
   isolate) isolate "${3:?director number}" ;;
   status) status ;;
