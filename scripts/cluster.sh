@@ -5,7 +5,8 @@
 # TOPOLOGY=ecmp (default): BIRD 2 on the router with kernel ECMP (`merge paths on`,
 # fib_multipath_hash_policy=1: L4 hash), and on each director `xvs run` (DR, scheduler mh with
 # the port in the hash, sloppy_tcp, both sync daemons, TCP health checks, [announce] device) plus
-# BIRD announcing the VIP over BGP (BFD 100 ms x 3) while xvs says it has an available backend.
+# BIRD announcing the VIP over BGP (BFD 100 ms x 3) while xvs says it has an available backend,
+# and examples/bird/xvs-watchdog.sh (a wedged xvs: its announce device goes down).
 # Configs: examples/bird/ (the same settings), written per node into RUN.
 # TOPOLOGY=pair: two directors running `xvs run` (NAT, rr, both sync daemons, TCP health checks)
 # and keepalived (VRRP only) with examples/keepalived/keepalived.conf (interfaces, paths and
@@ -244,6 +245,12 @@ start_director() {
     echo "director $n: xvs pid $(cat "$RUN/x$n.pid"), keepalived pid $(cat "$RUN/ka$n.pid")"
     return
   fi
+  if ! alive "$RUN/wd$n.pid"; then
+    # A wedged xvs (alive, not answering) has its announce device set down: BIRD withdraws.
+    ip netns exec "$ns" env XVS="$xvs" sh "$ROOT/examples/bird/xvs-watchdog.sh" "$RUN/x$n.sock" \
+      xvs-vips 0.5 >>"$RUN/wd$n.log" 2>&1 &
+    echo $! >"$RUN/wd$n.pid"
+  fi
   if ! alive "$RUN/bird$n.pid"; then
     director_bird_conf "$n" >"$RUN/bird$n.conf"
     rm -f "$RUN/bird$n.ctl"
@@ -265,7 +272,7 @@ isolate() {
 stop_director() {
   local n=$1 f
   # keepalived's VRRP child before its parent (which would restart it, or stop it cleanly).
-  for f in "$RUN/vrrp$n.pid" "$RUN/ka$n.pid" "$RUN/x$n.pid" "$RUN/bird$n.pid"; do
+  for f in "$RUN/vrrp$n.pid" "$RUN/ka$n.pid" "$RUN/x$n.pid" "$RUN/wd$n.pid" "$RUN/bird$n.pid"; do
     [ -f "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null || true
     rm -f "$f"
   done

@@ -17,7 +17,9 @@
 //! * (c) a backend (b4) added to the service while director 3 dies whole (xvs and BIRD SIGKILLed:
 //!   the TCP session drops) and director 2's xvs comes back: the flows keep their backend (b4
 //!   gets none of them) and continue;
-//! * ≥ 99 % of the 1000 connections survive all three;
+//! * (d) director 4's `xvs run` wedged (SIGSTOP), then resumed: examples/bird/xvs-watchdog.sh
+//!   sets its announce device down (withdrawn) and up again;
+//! * ≥ 99 % of the 1000 connections survive all four;
 //! * then every backend is stopped: the health checks take them out and the VIP is withdrawn by
 //!   every director (time printed); one backend back: announced again by each.
 //!
@@ -261,7 +263,7 @@ fn ecmp_cluster_of_three_directors_with_bird_keeps_1000_connections() {
     let (c, echo) = Cluster::up("ec", true, true);
     let prefix = c.tb.prefix.clone();
 
-    let mut client = LongLivedClient::connect(&c.tb, CONNS, 30);
+    let mut client = LongLivedClient::connect(&c.tb, CONNS, 40);
     for n in 1..=3 {
         let held = wait_holds_all(&c, n);
         assert!(
@@ -364,8 +366,26 @@ fn ecmp_cluster_of_three_directors_with_bird_keeps_1000_connections() {
         "no established connection moved to the new backend"
     );
 
+    // (d) director 4's xvs wedged (SIGSTOP: alive, forwarding nothing, not answering): the
+    // watchdog's `xvs ctl status` fails, it sets the announce device down, BIRD withdraws.
+    let x4 = c.pid("x4");
+    let st = Command::new("kill").args(["-STOP", &x4]).status().unwrap();
+    assert!(st.success(), "kill -STOP {x4}");
+    let withdraw_d = c.wait_next_hops(&[1, 2], Duration::from_secs(3));
+    let st = Command::new("kill").args(["-CONT", &x4]).status().unwrap();
+    assert!(st.success(), "kill -CONT {x4}");
+    let back_d = c.wait_next_hops(&[1, 2, 4], Duration::from_secs(3));
+    let failed_d = client.wait_rounds(3);
+    eprintln!(
+        "(d) xvs of director 4 SIGSTOPped: withdrawn by the watchdog after {}; SIGCONT: announced again after {}; failed so far {failed_d}/{CONNS}",
+        withdraw_d.map_or("-".to_string(), |d| format!("{:.0} ms", d.as_secs_f64() * 1000.0)),
+        back_d.map_or("-".to_string(), |d| format!("{:.0} ms", d.as_secs_f64() * 1000.0)),
+    );
+    assert!(withdraw_d.is_some(), "a wedged xvs's VIP withdrawn");
+    assert!(back_d.is_some(), "announced again once xvs answers");
+
     let ok = client.finish();
-    eprintln!("ECMP cluster: {ok}/{CONNS} connections survived (a), (b) and (c)");
+    eprintln!("ECMP cluster: {ok}/{CONNS} connections survived (a), (b), (c) and (d)");
     assert!(
         ok as f64 >= 0.99 * CONNS as f64,
         "only {ok} of {CONNS} survived"
