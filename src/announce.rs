@@ -87,6 +87,23 @@ impl Announcer {
         &self.announced
     }
 
+    /// One line for `xvs ctl status`: `announce DEVICE: 198.18.10.1 2001:2:0:10::1`, `announce
+    /// DEVICE: nothing`, or `announce DEVICE: waiting for the bulk resync` during the warm-up.
+    pub fn describe(&self) -> String {
+        let what = if !self.warm {
+            "waiting for the bulk resync".to_string()
+        } else if self.announced.is_empty() {
+            "nothing".to_string()
+        } else {
+            self.announced
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        format!("announce {}: {what}", self.dev.name())
+    }
+
     /// [`Announcer::update`] once warm: `bulk_done` is `None` without a backup daemon (warm at
     /// once), else whether its bulk resync was answered; after [`WARM_UP`] it is warm anyway.
     pub fn update_when_warm(&mut self, want: &BTreeSet<IpAddr>, bulk_done: Option<bool>) {

@@ -222,6 +222,8 @@ struct Inner {
     /// The running sync daemons (what `desired.daemons` asks for, once started).
     master: Option<Daemon>,
     backup: Option<Daemon>,
+    /// The announce device's state for `xvs ctl status` (`[announce]`), set by the main loop.
+    announce: Option<String>,
 }
 
 /// The running director's control side.
@@ -768,6 +770,10 @@ impl ControlDirector for Director {
             for d in [&inner.master, &inner.backup].into_iter().flatten() {
                 out.push_str(&sync_status(d));
             }
+            if let Some(a) = &inner.announce {
+                out.push_str(a);
+                out.push('\n');
+            }
         }
         let mut sync = SyncCounters::default();
         for r in &reports {
@@ -897,6 +903,7 @@ pub fn run(config: &Path, io: Option<IoKind>, socket: &Path) -> Result<()> {
             per_worker_persistence: Vec::new(),
             master: None,
             backup: None,
+            announce: None,
         }),
         workers: Workers::new(handles),
         dataplane: Mutex::new(dp),
@@ -975,6 +982,7 @@ pub fn run(config: &Path, io: Option<IoKind>, socket: &Path) -> Result<()> {
                 )
             };
             a.update_when_warm(&want, warm);
+            director.lock().announce = Some(a.describe());
         }
         std::thread::sleep(crate::announce::PERIOD);
         if hup.swap(false, Ordering::Relaxed) {

@@ -263,6 +263,12 @@ fn ecmp_cluster_of_three_directors_with_bird_keeps_1000_connections() {
     let (c, echo) = Cluster::up("ec", true, true);
     let prefix = c.tb.prefix.clone();
 
+    let (ns1, sock1) = c.dir(1);
+    let status = ctl(&sock1, &ns1, &["status"]).1;
+    assert!(
+        status.contains(&format!("announce xvs-vips: {VIP}\n")),
+        "{status}"
+    );
     let mut client = LongLivedClient::connect(&c.tb, CONNS, 40);
     for n in 1..=3 {
         let held = wait_holds_all(&c, n);
@@ -423,6 +429,8 @@ fn ecmp_cluster_of_three_directors_with_bird_keeps_1000_connections() {
     );
     let gone = gone.unwrap_or_else(|| panic!("router next hops {:?}", c.next_hops()));
     assert!(gone < Duration::from_secs(2), "withdraw took {gone:?}");
+    let status = ctl(&sock1, &ns1, &["status"]).1;
+    assert!(status.contains("announce xvs-vips: nothing\n"), "{status}");
     let _echo1 = start_echo_on(&c.tb, &["b1"]);
     let back = c
         .wait_next_hops(&[1, 2], Duration::from_secs(5))
