@@ -7,7 +7,7 @@
 //! The parser is safe code over a byte buffer and is unit-tested with captured bytes.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use super::sys;
 use super::IoError;
@@ -151,28 +151,21 @@ pub fn parse_neigh_dump(buf: &[u8], out: &mut Vec<NeighEntry>) -> Parsed {
     Parsed::More
 }
 
-/// Dump the neighbour table of the calling thread's network namespace (IPv4 and IPv6).
-pub fn dump_neighbours() -> Result<Vec<NeighEntry>, IoError> {
+/// A NETLINK_ROUTE socket with `req` sent to the kernel; `what` names the request in errors.
+fn netlink_request(req: &[u8], what: &str) -> Result<OwnedFd, IoError> {
     let fd = sys::socket(
         libc::AF_NETLINK,
-        libc::SOCK_RAW,
+        libc::SOCK_RAW | libc::SOCK_CLOEXEC,
         libc::NETLINK_ROUTE,
         "NETLINK_ROUTE",
     )?;
-    let raw = fd.as_raw_fd();
-    let mut req = [0u8; 28];
-    req[0..4].copy_from_slice(&28u32.to_ne_bytes());
-    req[4..6].copy_from_slice(&RTM_GETNEIGH.to_ne_bytes());
-    req[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    req[8..12].copy_from_slice(&1u32.to_ne_bytes());
-    req[16] = libc::AF_UNSPEC as u8;
     // SAFETY: sockaddr_nl is plain old data; all-zero is a valid value.
     let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
     sa.nl_family = libc::AF_NETLINK as u16;
-    // SAFETY: sending a 28-byte buffer we own to the kernel (nl_pid 0) on a netlink socket.
+    // SAFETY: sending a buffer we own, of the length passed, to the kernel (nl_pid 0).
     let r = unsafe {
         libc::sendto(
-            raw,
+            fd.as_raw_fd(),
             req.as_ptr().cast(),
             req.len(),
             0,
@@ -181,24 +174,41 @@ pub fn dump_neighbours() -> Result<Vec<NeighEntry>, IoError> {
         )
     };
     if r < 0 {
-        return Err(IoError::last(
-            "sendto(NETLINK_ROUTE)",
-            "RTM_GETNEIGH dump request",
-        ));
+        return Err(IoError::last("sendto(NETLINK_ROUTE)", what.to_string()));
     }
+    Ok(fd)
+}
+
+/// One netlink reply into `buf` (retried on EINTR); its length.
+fn netlink_recv(fd: &OwnedFd, buf: &mut [u8], what: &str) -> Result<usize, IoError> {
+    loop {
+        // SAFETY: receiving into a buffer we own of the length passed.
+        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(IoError::sys("recv(NETLINK_ROUTE)", what.to_string(), e));
+        }
+    }
+}
+
+/// Dump the neighbour table of the calling thread's network namespace (IPv4 and IPv6).
+pub fn dump_neighbours() -> Result<Vec<NeighEntry>, IoError> {
+    let mut req = [0u8; 28];
+    req[0..4].copy_from_slice(&28u32.to_ne_bytes());
+    req[4..6].copy_from_slice(&RTM_GETNEIGH.to_ne_bytes());
+    req[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    req[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    req[16] = libc::AF_UNSPEC as u8;
+    let what = "RTM_GETNEIGH dump";
+    let fd = netlink_request(&req, what)?;
     let mut out = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     for _ in 0..10_000 {
-        // SAFETY: receiving into a buffer we own of the length passed.
-        let n = unsafe { libc::recv(raw, buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(IoError::sys("recv(NETLINK_ROUTE)", "RTM_GETNEIGH dump", e));
-        }
-        match parse_neigh_dump(&buf[..n as usize], &mut out) {
+        let n = netlink_recv(&fd, &mut buf, what)?;
+        match parse_neigh_dump(&buf[..n], &mut out) {
             Parsed::More if n > 0 => {}
             Parsed::More | Parsed::Done => return Ok(out),
             Parsed::Error(e) => {
@@ -272,43 +282,12 @@ pub fn host_address(add: bool, ifindex: u32, ip: IpAddr) -> Result<(), IoError> 
         "{} {ip} on ifindex {ifindex}",
         if add { "add" } else { "remove" }
     );
-    let fd = sys::socket(
-        libc::AF_NETLINK,
-        libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-        libc::NETLINK_ROUTE,
-        "NETLINK_ROUTE",
-    )?;
-    let raw = fd.as_raw_fd();
     let req = address_request(add, ifindex, ip, 1);
-    // SAFETY: sockaddr_nl is plain old data; all-zero is a valid value.
-    let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    sa.nl_family = libc::AF_NETLINK as u16;
-    // SAFETY: sending a buffer we own, of the length passed, to the kernel (nl_pid 0).
-    let r = unsafe {
-        libc::sendto(
-            raw,
-            req.as_ptr().cast(),
-            req.len(),
-            0,
-            (&sa as *const libc::sockaddr_nl).cast(),
-            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        return Err(IoError::last("sendto(NETLINK_ROUTE)", what));
-    }
+    let fd = netlink_request(&req, &what)?;
     let mut buf = vec![0u8; 8192];
     for _ in 0..100 {
-        // SAFETY: receiving into a buffer we own of the length passed.
-        let n = unsafe { libc::recv(raw, buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(IoError::sys("recv(NETLINK_ROUTE)", what, e));
-        }
-        match ack_error(&buf[..n as usize], 1) {
+        let n = netlink_recv(&fd, &mut buf, &what)?;
+        match ack_error(&buf[..n], 1) {
             Some(0) => return Ok(()),
             Some(e) => {
                 return Err(IoError::sys(
