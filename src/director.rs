@@ -223,6 +223,8 @@ struct Inner {
     /// The running sync daemons (what `desired.daemons` asks for, once started).
     master: Option<Daemon>,
     backup: Option<Daemon>,
+    /// The announce device's state for `xvs ctl status` (`[announce]`), set by the main loop.
+    announce: Option<String>,
 }
 
 /// The running director's control side.
@@ -811,6 +813,10 @@ impl ControlDirector for Director {
             for d in [&inner.master, &inner.backup].into_iter().flatten() {
                 out.push_str(&sync_status(d));
             }
+            if let Some(a) = &inner.announce {
+                out.push_str(a);
+                out.push('\n');
+            }
         }
         let mut sync = SyncCounters::default();
         for r in &reports {
@@ -940,6 +946,7 @@ pub fn run(config: &Path, io: Option<IoKind>, socket: &Path) -> Result<()> {
             per_worker_persistence: Vec::new(),
             master: None,
             backup: None,
+            announce: None,
         }),
         workers: Workers::new(handles),
         dataplane: Mutex::new(dp),
@@ -996,6 +1003,14 @@ pub fn run(config: &Path, io: Option<IoKind>, socket: &Path) -> Result<()> {
     let server = Server::start(socket, director.clone())
         .with_context(|| format!("control socket {}", socket.display()))?;
     eprintln!("xvs: control socket {}", server.path().display());
+    // Created after everything else is up, so nothing is announced before xvs can serve it.
+    let mut announcer = match &cfg.announce {
+        Some(name) => Some(
+            crate::announce::Announcer::start(name)
+                .with_context(|| format!("announce device {name}"))?,
+        ),
+        None => None,
+    };
     // The data plane forwards (workers run the published state) and the control socket answers.
     let mut notifier = Notifier::from_env();
     notifier.ready(&format!(
@@ -1005,11 +1020,28 @@ pub fn run(config: &Path, io: Option<IoKind>, socket: &Path) -> Result<()> {
     ));
     let tick = notifier
         .watchdog_every()
-        .map_or(Duration::from_millis(100), |w| {
-            w.clamp(Duration::from_millis(1), Duration::from_millis(100))
+        .map_or(crate::announce::PERIOD, |w| {
+            w.clamp(Duration::from_millis(1), crate::announce::PERIOD)
         });
     let mut last_rates = Instant::now();
     while !stop.load(Ordering::Relaxed) {
+        if let Some(a) = announcer.as_mut() {
+            let (want, warm) = {
+                let inner = director.lock();
+                let bulk_done = inner
+                    .backup
+                    .as_ref()
+                    .map(|b| b.stats.bulk_done.load(Ordering::Relaxed) > 0);
+                (
+                    crate::announce::available_vips(
+                        &Director::effective(&inner, &inner.desired).services,
+                    ),
+                    bulk_done,
+                )
+            };
+            a.update_when_warm(&want, warm);
+            director.lock().announce = Some(a.describe());
+        }
         std::thread::sleep(tick);
         notifier.tick();
         if hup.swap(false, Ordering::Relaxed) {
@@ -1033,6 +1065,8 @@ pub fn run(config: &Path, io: Option<IoKind>, socket: &Path) -> Result<()> {
     }
     notifier.stopping();
     eprintln!("xvs: stopping");
+    // Withdraw first: the device goes with its addresses.
+    drop(announcer.take());
     server.stop();
     if let Some(m) = metrics {
         m.shutdown();
