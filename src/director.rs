@@ -1049,8 +1049,11 @@ pub fn run(config: &Path, io: Option<IoKind>, socket: &Path) -> Result<()> {
             match director.reload_file() {
                 Ok(msg) => eprintln!("xvs: {msg}"),
                 Err(e) => eprintln!(
-                    "{}xvs: reload refused, running state kept: {e}",
-                    crate::systemd::prefix(tracing::Level::WARN)
+                    "{}",
+                    crate::systemd::line(
+                        tracing::Level::WARN,
+                        &format!("xvs: reload refused, running state kept: {e}")
+                    )
                 ),
             }
             notifier.ready("reloaded");

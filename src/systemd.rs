@@ -71,6 +71,20 @@ pub fn prefix(level: Level) -> &'static str {
     }
 }
 
+/// `text` as one stderr line of `level`: under the journal prefixed with `<N>` and with its line
+/// breaks turned into ` | `, so that the journal keeps it as one entry of that priority;
+/// unchanged otherwise.
+pub fn line(level: Level, text: &str) -> String {
+    if !journal_stderr() {
+        return text.to_string();
+    }
+    let joined: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim().trim_matches('|').trim().is_empty())
+        .collect();
+    format!("{}{}", prefix(level), joined.join(" | "))
+}
+
 /// tracing's line format for the journal: `<N>` then the message and fields, without time,
 /// level word or ANSI colours.
 pub struct JournalFormat {

@@ -216,9 +216,11 @@ fn notify_ready_after_forwarding_watchdog_reload_and_journal_lines() {
             .any(|l| l.starts_with("<6>") && l.contains("metrics: serving")),
         "{text}"
     );
+    // The multi-line TOML error stays one journal entry.
     assert!(
-        text.lines()
-            .any(|l| l.starts_with("<4>xvs: reload refused")),
+        text.lines().any(|l| l.starts_with("<4>xvs: reload refused")
+            && l.contains("TOML parse error")
+            && l.contains(" | key with no value")),
         "{text}"
     );
     assert!(
