@@ -1000,3 +1000,126 @@ fn a_removed_backend_has_only_its_health_series() {
     assert!(text.contains("xvs_backend_up{protocol=\"tcp\",vip=\"198.18.0.1\",vport=\"80\",address=\"198.19.0.13\",port=\"8080\",method=\"nat\"} 0\n"));
     promtool(&text).unwrap();
 }
+
+/// Free loopback port (bound then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real Prometheus (Debian `prometheus`) scrapes the exposition every second; each query of
+/// the Grafana dashboard, with Grafana's variables given values, must return series.
+#[test]
+fn prometheus_answers_every_dashboard_query() {
+    let scrapes = Arc::new(AtomicU64::new(0));
+    let s = scrapes.clone();
+    let server = MetricsServer::start_with("127.0.0.1:0".parse().unwrap(), NODE, move || {
+        // Counters grow between scrapes, as on a director with traffic.
+        let n = s.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut m = large();
+        for svc in &mut m.services {
+            svc.traffic = traffic(7 * n);
+            for b in &mut svc.backends {
+                b.traffic = traffic(3 * n);
+            }
+        }
+        for w in &mut m.workers {
+            w.rx_packets = 100 * n;
+            w.drops = vec![("no_backend".into(), n), ("truncated".into(), 2 * n)];
+            w.io_drops = vec![("tx_ring_full".into(), n)];
+        }
+        m
+    })
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("xvs-prometheus-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: xvs\n    static_configs:\n      - targets: [\"{}\"]\n",
+            server.local_addr()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let child = std::process::Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
+        .spawn()
+        .expect("prometheus (Debian package prometheus, scripts/install-deps.sh)");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _prom = Kill(child);
+    let query = |q: &str| -> Option<serde_json::Value> {
+        let mut resp = ureq::get(&format!("http://127.0.0.1:{port}/api/v1/query"))
+            .query("query", q)
+            .call()
+            .ok()?;
+        serde_json::from_str(&resp.body_mut().read_to_string().ok()?).ok()
+    };
+    // Wait (bounded) until Prometheus has scraped at least three times.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let n = query("count_over_time(up{job=\"xvs\"}[1m])")
+            .and_then(|v| {
+                v["data"]["result"][0]["value"][1]
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .and_then(|n| n.parse::<u32>().ok())
+            .unwrap_or(0);
+        if n >= 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "prometheus did not scrape 3 times:\n{}",
+            std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/grafana/xvs.json");
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut checked = 0;
+    for p in dash["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let expr = t["expr"].as_str().unwrap();
+            let promql = expr
+                .replace("$__rate_interval", "1m")
+                .replace("$instance", ".*");
+            let v = query(&promql).unwrap_or_else(|| panic!("no answer to {promql}"));
+            assert_eq!(v["status"], "success", "{promql}: {v}");
+            let result = v["data"]["result"].as_array().expect("vector result");
+            assert!(!result.is_empty(), "no series for {promql}");
+            checked += 1;
+        }
+    }
+    // The rates Prometheus computes from the counters are not zero.
+    let v = query("sum(rate(node_ipvs_connections_total[1m]))").unwrap();
+    let rate: f64 = v["data"]["result"][0]["value"][1]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(rate > 0.0, "{v}");
+    eprintln!("{checked} dashboard queries answered by Prometheus; connection rate {rate:.2}/s");
+    drop(_prom);
+    let _ = std::fs::remove_dir_all(&dir);
+}
