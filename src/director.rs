@@ -34,7 +34,7 @@ use crate::config::Config;
 use crate::control::format::daemon_rule;
 use crate::control::health::{CheckTarget, HealthChecker, HealthEvent};
 use crate::control::metrics::{
-    BackendMetrics, Exposition, HealthMetrics, Metrics, MetricsServer, ServiceLabels,
+    BackendMetrics, Exposition, HealthMetrics, History, Metrics, MetricsServer, ServiceLabels,
     ServiceMetrics, Traffic as MetricTraffic, WorkerMetrics,
 };
 use crate::control::model::{Listing, RateEstimator, Stats};
@@ -238,6 +238,8 @@ pub struct Director {
     /// would move established connections to workers that do not hold them (the sync backup
     /// installs each received connection where this puts it).
     steering: ClientSteering,
+    /// Totals of the last minutes for the status page.
+    history: Mutex<History>,
 }
 
 impl Director {
@@ -731,7 +733,11 @@ impl Director {
                 connections: u64::from(r.connections),
             })
             .collect();
-        Metrics { services, workers }
+        Metrics {
+            services,
+            workers,
+            history: Vec::new(),
+        }
     }
 }
 
@@ -951,6 +957,7 @@ pub fn run(config: &Path, io: Option<IoKind>, socket: &Path) -> Result<()> {
         workers: Workers::new(handles),
         dataplane: Mutex::new(dp),
         steering: t.client_steering,
+        history: Mutex::new(History::default()),
     });
 
     // Start the health checks of the initial state; backends that start down leave it.
@@ -993,8 +1000,12 @@ pub fn run(config: &Path, io: Option<IoKind>, socket: &Path) -> Result<()> {
             let exposition = Exposition {
                 node_exporter: cfg.metrics_node_exporter,
             };
-            let m = MetricsServer::start_with(addr, exposition, move || d.metrics())
-                .with_context(|| format!("metrics endpoint {addr}"))?;
+            let m = MetricsServer::start_with(addr, exposition, move || {
+                let mut m = d.metrics();
+                m.history = d.history.lock().map(|h| h.samples()).unwrap_or_default();
+                m
+            })
+            .with_context(|| format!("metrics endpoint {addr}"))?;
             eprintln!("xvs: metrics on http://{}/metrics", m.local_addr());
             Some(m)
         }
@@ -1024,6 +1035,7 @@ pub fn run(config: &Path, io: Option<IoKind>, socket: &Path) -> Result<()> {
             w.clamp(Duration::from_millis(1), crate::announce::PERIOD)
         });
     let mut last_rates = Instant::now();
+    let mut last_sample = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         if let Some(a) = announcer.as_mut() {
             let (want, warm) = {
@@ -1061,6 +1073,16 @@ pub fn run(config: &Path, io: Option<IoKind>, socket: &Path) -> Result<()> {
         if last_rates.elapsed() >= Duration::from_secs(2) {
             last_rates = Instant::now();
             director.estimate_rates();
+        }
+        if cfg.metrics.is_some() && last_sample.elapsed() >= Duration::from_secs(1) {
+            last_sample = Instant::now();
+            let m = director.metrics();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            if let Ok(mut h) = director.history.lock() {
+                h.record(&m, now);
+            }
         }
         if let Some(w) = director.dataplane.lock().ok().and_then(|d| d.dead_worker()) {
             anyhow::bail!("worker {w} died; stopping");

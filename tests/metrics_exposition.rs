@@ -70,6 +70,7 @@ fn small() -> Metrics {
             busy_ratio: 0.25,
             connections: 7,
         }],
+        history: Vec::new(),
     }
 }
 

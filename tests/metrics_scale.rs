@@ -82,6 +82,7 @@ fn big() -> Metrics {
                 connections: 1_000_000,
             })
             .collect(),
+        history: Vec::new(),
     }
 }
 

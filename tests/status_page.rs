@@ -109,12 +109,14 @@ fn status_page_in_headless_chromium() {
     tb.wait_neighbours(&["198.18.3.11", "198.18.3.12", "198.18.1.1"]);
     // b2 and b3 go down at their first failed check; then all traffic goes to b1.
     std::thread::sleep(Duration::from_millis(600));
+    // Spread over a few seconds, so the director's one-second samples show them.
     let mut served = Vec::new();
-    for _ in 0..9 {
+    for _ in 0..30 {
         served.push(
             tb.http_get("http://198.18.10.1/")
                 .unwrap_or_else(|| "FAILED".into()),
         );
+        std::thread::sleep(Duration::from_millis(100));
     }
     assert!(
         !served.iter().any(|s| s == "FAILED" || s == "b3"),
@@ -145,7 +147,7 @@ fn status_page_in_headless_chromium() {
     let b1 = row("198.18.3.11:80");
     assert!(b1.contains("<td>Masq</td><td>1</td>"), "{b1}");
     assert!(b1.contains("data-health=\"up\""), "{b1}");
-    assert!(b1.ends_with("<td>9</td>"), "{b1}");
+    assert!(b1.ends_with("<td>30</td>"), "{b1}");
     let b2 = row("198.18.3.12:80");
     assert!(b2.contains("data-removed=\"true\""), "{b2}");
     assert!(b2.contains("<td>Masq</td><td>removed (2)</td>"), "{b2}");
@@ -154,10 +156,10 @@ fn status_page_in_headless_chromium() {
     assert!(b3.contains("<td>Masq</td><td>0</td>"), "{b3}");
     assert!(b3.contains("data-health=\"down\""), "{b3}");
     assert!(b3.contains(" s ago</td>"), "{b3}");
-    // The service row's connection total: the nine requests (HTTP/1.0 through NAT).
+    // The service row's connection total: the 30 requests (HTTP/1.0 through NAT).
     let svc_start = dom.find("data-service=\"TCP 198.18.10.1:80\"").unwrap();
     let svc = &dom[svc_start..svc_start + dom[svc_start..].find("</tr>").unwrap()];
-    assert!(svc.ends_with("<td>9</td>"), "{svc}");
+    assert!(svc.ends_with("<td>30</td>"), "{svc}");
     // Drops by reason: the non-zero ones, or "none" with the number of reasons counted.
     let drops = &dom[dom.find("<table id=\"drops\">").expect("drops table")..];
     let drops = &drops[..drops.find("</table>").unwrap()];
@@ -173,7 +175,19 @@ fn status_page_in_headless_chromium() {
         .and_then(|n| n.parse::<u32>().ok())
         .unwrap_or(0);
     assert!(updates >= 2, "{updates} updates\n{dom}");
-    assert!(dom.contains("id=\"plot-pps\""), "{dom}");
+    // The plots start from the director's own samples (one a second since it started), so
+    // they hold more points than the page's own updates.
+    let samples = dom
+        .split("id=\"plot-pps\" data-samples=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap_or(0);
+    assert!(
+        samples >= updates + 3,
+        "{samples} samples, {updates} updates\n{dom}"
+    );
+    eprintln!("plot: {samples} samples after {updates} page updates");
     assert!(
         dom.contains("<div id=\"error\"></div>"),
         "fetch failed:\n{dom}"

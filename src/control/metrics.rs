@@ -2,9 +2,9 @@
 //! (<https://prometheus.io/docs/instrumenting/exposition_formats/>) rendered from a plain data
 //! model ([`Metrics`]) that the runtime fills, and a tiny HTTP server ([`MetricsServer`]) that
 //! answers `GET /metrics` with a fresh rendering on every scrape, `GET /status.json` with the
-//! same model as JSON, and `GET /` / `GET /status` with a self-updating HTML status page
-//! (`status.html`: no external assets; it polls `status.json` every second and plots the last
-//! five minutes on canvases).
+//! same model as JSON (with [`History`]'s samples), and `GET /` / `GET /status` with a
+//! self-updating HTML status page (`status.html`: no external assets; it polls `status.json`
+//! every second and plots the last five minutes on canvases).
 //!
 //! Families (every name starts with `xvs_`; counters end in `_total`):
 //!
@@ -64,6 +64,78 @@ pub const STATUS_HTML: &str = include_str!("status.html");
 pub struct Metrics {
     pub services: Vec<ServiceMetrics>,
     pub workers: Vec<WorkerMetrics>,
+    /// Totals sampled once a second over the last [`HISTORY_LEN`] seconds, oldest first, for the
+    /// status page's plots (`/status.json` only; not part of the exposition).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<HistorySample>,
+}
+
+/// How many one-second samples [`History`] keeps: five minutes.
+pub const HISTORY_LEN: usize = 300;
+
+/// Director-wide totals at one moment (rates are the IPVS estimates).
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct HistorySample {
+    /// Seconds since the Unix epoch.
+    pub t: f64,
+    pub cps: u64,
+    pub in_pps: u64,
+    pub out_pps: u64,
+    pub in_bps: u64,
+    pub out_bps: u64,
+    pub active: u64,
+    pub inactive: u64,
+    /// Pipeline and I/O drops per second since the previous sample.
+    pub drops_per_sec: f64,
+}
+
+/// The last [`HISTORY_LEN`] samples of a director's totals.
+#[derive(Debug, Default)]
+pub struct History {
+    samples: std::collections::VecDeque<HistorySample>,
+    last_drops: Option<(f64, u64)>,
+}
+
+impl History {
+    /// Add a sample of `m` taken at `t` (seconds since the Unix epoch).
+    pub fn record(&mut self, m: &Metrics, t: f64) {
+        let mut s = HistorySample {
+            t,
+            ..Default::default()
+        };
+        for svc in &m.services {
+            s.cps += svc.traffic.cps;
+            s.in_pps += svc.traffic.in_pps;
+            s.out_pps += svc.traffic.out_pps;
+            s.in_bps += svc.traffic.in_bps;
+            s.out_bps += svc.traffic.out_bps;
+            for b in &svc.backends {
+                s.active += b.active;
+                s.inactive += b.inactive;
+            }
+        }
+        let drops: u64 = m
+            .workers
+            .iter()
+            .flat_map(|w| w.drops.iter().chain(w.io_drops.iter()))
+            .map(|(_, n)| *n)
+            .fold(0u64, |a, n| a.saturating_add(n));
+        if let Some((t0, d0)) = self.last_drops {
+            if t > t0 {
+                s.drops_per_sec = drops.saturating_sub(d0) as f64 / (t - t0);
+            }
+        }
+        self.last_drops = Some((t, drops));
+        if self.samples.len() == HISTORY_LEN {
+            self.samples.pop_front();
+        }
+        self.samples.push_back(s);
+    }
+
+    /// The samples, oldest first.
+    pub fn samples(&self) -> Vec<HistorySample> {
+        self.samples.iter().copied().collect()
+    }
 }
 
 /// How a service is named in labels.
@@ -895,4 +967,36 @@ fn respond(
         stream.write_all(body)?;
     }
     stream.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_keeps_five_minutes_and_computes_drop_rates() {
+        let mut h = History::default();
+        let mut m = Metrics {
+            workers: vec![WorkerMetrics {
+                drops: vec![("a".into(), 10)],
+                io_drops: vec![("b".into(), 5)],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        h.record(&m, 100.0);
+        m.workers[0].drops[0].1 = 40;
+        h.record(&m, 102.0);
+        let s = h.samples();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].drops_per_sec, 0.0);
+        assert_eq!(s[1].drops_per_sec, 15.0);
+        for i in 0..400 {
+            h.record(&m, 103.0 + f64::from(i));
+        }
+        let s = h.samples();
+        assert_eq!(s.len(), HISTORY_LEN);
+        assert_eq!(s[0].t, 103.0 + 100.0);
+        assert_eq!(s.last().unwrap().t, 502.0);
+    }
 }
