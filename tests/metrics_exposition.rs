@@ -1124,3 +1124,18 @@ fn prometheus_answers_every_dashboard_query() {
     drop(_prom);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_silent_client_does_not_delay_a_scrape() {
+    let server = MetricsServer::start("127.0.0.1:0".parse().unwrap(), small).unwrap();
+    let _silent = TcpStream::connect(server.local_addr()).unwrap();
+    let mut half = TcpStream::connect(server.local_addr()).unwrap();
+    half.write_all(b"GET /metr").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let t = Instant::now();
+    let (status, _, body) = get(server.local_addr(), "GET /metrics HTTP/1.0\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(body.contains("xvs_backend_weight"));
+    // One connection at a time would wait for the silent ones' 2 s timeouts.
+    assert!(t.elapsed() < Duration::from_millis(500), "{:?}", t.elapsed());
+}

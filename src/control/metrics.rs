@@ -773,8 +773,9 @@ fn render_xvs(m: &Metrics) -> String {
 /// The `/metrics` endpoint on its own thread. Every `GET /metrics` (query string ignored) calls
 /// the provider and answers 200 with [`CONTENT_TYPE`]; `GET /status.json` answers the provider's
 /// [`Metrics`] as JSON; `GET /` and `GET /status` the status page ([`STATUS_HTML`]); `HEAD` the
-/// same without body; anything else 404 (a provider that panics: 500). One connection at a time, each bounded by a
-/// 2 s read/write timeout. Dropping the server stops it too.
+/// same without body; anything else 404 (a provider that panics: 500). Each connection on its
+/// own thread (at most 8 at once; more are closed), each bounded by a 2 s read/write timeout, so a
+/// slow client delays no scrape. Dropping the server stops it too.
 pub struct MetricsServer {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
@@ -790,7 +791,7 @@ impl MetricsServer {
     /// Bind `addr` (port 0: any free port, see [`MetricsServer::local_addr`]) and serve.
     pub fn start<F>(addr: SocketAddr, provider: F) -> io::Result<MetricsServer>
     where
-        F: Fn() -> Metrics + Send + 'static,
+        F: Fn() -> Metrics + Send + Sync + 'static,
     {
         MetricsServer::start_with(addr, Exposition::default(), provider)
     }
@@ -802,7 +803,7 @@ impl MetricsServer {
         provider: F,
     ) -> io::Result<MetricsServer>
     where
-        F: Fn() -> Metrics + Send + 'static,
+        F: Fn() -> Metrics + Send + Sync + 'static,
     {
         let listener = TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
@@ -844,17 +845,38 @@ impl Drop for MetricsServer {
     }
 }
 
-fn serve<F: Fn() -> Metrics>(
+/// Connections served at once; one more is closed at once (the scraper retries).
+const MAX_CONNECTIONS: usize = 8;
+
+fn serve<F: Fn() -> Metrics + Send + Sync + 'static>(
     listener: TcpListener,
     stop: Arc<AtomicBool>,
     exposition: Exposition,
     provider: F,
 ) {
+    let provider = Arc::new(provider);
+    let mut clients: Vec<JoinHandle<()>> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((stream, peer)) => {
-                if let Err(e) = answer(stream, exposition, &provider) {
-                    tracing::debug!(target: "xvs::metrics", %peer, error = %e, "metrics: request failed");
+                clients.retain(|h| !h.is_finished());
+                if clients.len() >= MAX_CONNECTIONS {
+                    tracing::debug!(target: "xvs::metrics", %peer, "metrics: too many connections, closed");
+                    continue;
+                }
+                let p = provider.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("xvs-metrics-client".into())
+                    .spawn(move || {
+                        if let Err(e) = answer(stream, exposition, p.as_ref()) {
+                            tracing::debug!(target: "xvs::metrics", %peer, error = %e, "metrics: request failed");
+                        }
+                    });
+                match spawned {
+                    Ok(h) => clients.push(h),
+                    Err(e) => {
+                        tracing::warn!(target: "xvs::metrics", error = %e, "metrics: no thread for a connection")
+                    }
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(POLL),
@@ -865,6 +887,10 @@ fn serve<F: Fn() -> Metrics>(
                 std::thread::sleep(POLL * 5);
             }
         }
+    }
+    // Each connection ends within its 2 s read/write timeouts.
+    for h in clients {
+        let _ = h.join();
     }
 }
 
