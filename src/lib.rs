@@ -17,4 +17,5 @@ pub mod replay;
 pub mod runtime;
 pub mod simulate;
 pub mod sync;
+pub mod takeover;
 pub mod worker;

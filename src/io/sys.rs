@@ -235,7 +235,10 @@ pub(crate) fn memfd(name: &str, len: u64) -> Result<OwnedFd, IoError> {
 
 /// The size of the file behind `fd` (fstat(2)).
 pub(crate) fn file_len(fd: &OwnedFd) -> Result<u64, IoError> {
-    let f = File::from(fd.try_clone().map_err(|e| IoError::sys("dup", "file size", e))?);
+    let f = File::from(
+        fd.try_clone()
+            .map_err(|e| IoError::sys("dup", "file size", e))?,
+    );
     f.metadata()
         .map(|m| m.len())
         .map_err(|e| IoError::sys("fstat", "file size", e))
