@@ -456,7 +456,11 @@ impl Director {
                 while let Some(f) = from {
                     let (tx, rx) = crossbeam_channel::bounded(1);
                     if inbox
-                        .send(Command::SyncTable { from: f, reply: tx })
+                        .send(Command::SyncTable {
+                            from: f,
+                            slots: crate::runtime::SYNC_TABLE_SLOTS,
+                            reply: tx,
+                        })
                         .is_err()
                     {
                         break;
@@ -474,8 +478,7 @@ impl Director {
         })
     }
 
-    /// One worker's whole table as sync entries, a part at a time (the worker answers between
-    /// two rounds, also while paused).
+    /// A paused worker's whole table as sync entries (it answers commands while paused).
     fn worker_table(&self, worker: usize) -> Result<Vec<SyncConn>, String> {
         let inbox = self
             .workers
@@ -488,7 +491,12 @@ impl Director {
         while let Some(f) = from {
             let (tx, rx) = crossbeam_channel::bounded(1);
             inbox
-                .send(Command::SyncTable { from: f, reply: tx })
+                // Paused: the whole table in one command.
+                .send(Command::SyncTable {
+                    from: f,
+                    slots: u32::MAX,
+                    reply: tx,
+                })
                 .map_err(|e| format!("worker {worker}: {e}"))?;
             let (part, next) = rx
                 .recv_timeout(Duration::from_secs(2))
@@ -523,6 +531,7 @@ impl Director {
             let why = error_chain(&e);
             refuse(s, why)
         })?;
+        let paused = t0.elapsed();
         let mut tables = Vec::new();
         for w in 0..self.workers.len() {
             match self.worker_table(w) {
@@ -554,6 +563,7 @@ impl Director {
             paused_at_ns: tk::unix_ns(paused_at),
             entries: tables.iter().map(|t| t.len() as u64).collect(),
         };
+        let read = t0.elapsed();
         let fds = tk::offer_fds(&xdp, &xsks);
         let sent = serde_json::to_vec(&Answer::Offer(Box::new(offer)))
             .map_err(|e| e.to_string())
@@ -569,6 +579,7 @@ impl Director {
             dp.resume();
             return Err(format!("sending the offer: {e}; forwarding resumes"));
         }
+        let offered = t0.elapsed();
         let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
         match tk::read_frame(s) {
             Ok(r) if r == tk::READY => {}
@@ -589,12 +600,12 @@ impl Director {
             dp.resume();
             return Err(format!("sending GO: {e}; forwarding resumes"));
         }
-        self.handed_over.store(true, Ordering::Release);
         let n: usize = tables.iter().map(Vec::len).sum();
         eprintln!(
-            "xvs: takeover: handed the data plane and {n} connection entries over after {:?} of pause; stopping",
+            "xvs: takeover: handed the data plane and {n} connection entries over (workers paused in {paused:?}, tables read at {read:?}, offer sent at {offered:?}, GO at {:?}); stopping",
             t0.elapsed()
         );
+        self.handed_over.store(true, Ordering::Release);
         Ok(n as u32)
     }
 
@@ -1008,6 +1019,26 @@ pub fn run(
     let nworkers = dp_cfg.workers.len() as u16;
     let mut handles = Vec::new();
     let t = targets(&cfg, &cfg.services);
+    // The workers' pipelines (connection tables allocated), built before a takeover pauses
+    // the running director.
+    let mut macs = Vec::new();
+    for i in &dp_cfg.interfaces {
+        let info = crate::io::sys::interface_info(&i.name)
+            .with_context(|| format!("interface {}", i.name))?;
+        macs.push(info.mac);
+    }
+    let mut pipes = Vec::new();
+    for w in 0..nworkers {
+        let pipe = Pipeline::new(
+            cfg.live_pipeline_config(w, nworkers),
+            &cfg.services,
+            cfg.marks.clone(),
+            cfg.network(&macs),
+        )
+        .map_err(|e| anyhow::anyhow!("worker {w}'s pipeline: {e}"))?;
+        pipes.push(Some(pipe));
+    }
+    let mut go_at = None;
     let (committed, inherited, mut tables) = match takeover {
         Some(path) => {
             if dp_cfg.io != IoKind::Afxdp {
@@ -1024,6 +1055,7 @@ pub fn run(
             let (c, i, tables) = pending
                 .commit()
                 .with_context(|| format!("takeover of {}", path.display()))?;
+            go_at = Some(Instant::now());
             (Some(c), Some(i), tables)
         }
         None => (None, None, Vec::new()),
@@ -1033,14 +1065,17 @@ pub fn run(
         &dp_cfg,
         &t,
         |worker, ports, inbox| {
-            let macs: Vec<[u8; 6]> = ports.iter().map(|p| p.mac).collect();
-            let pipe = Pipeline::new(
-                cfg.live_pipeline_config(worker as u16, nworkers),
-                &cfg.services,
-                cfg.marks.clone(),
-                cfg.network(&macs),
-            )
-            .expect("the same configuration built a pipeline before the data plane started");
+            let same_macs = ports.iter().map(|p| p.mac).eq(macs.iter().copied());
+            let pipe = match pipes.get_mut(worker).and_then(Option::take) {
+                Some(p) if same_macs => p,
+                _ => Pipeline::new(
+                    cfg.live_pipeline_config(worker as u16, nworkers),
+                    &cfg.services,
+                    cfg.marks.clone(),
+                    cfg.network(&ports.iter().map(|p| p.mac).collect::<Vec<_>>()),
+                )
+                .expect("the same configuration built a pipeline before the data plane started"),
+            };
             // A predecessor's table: installed before the worker takes its first frame (the
             // inbox is drained at the top of each round).
             if let Some(conns) = tables.get_mut(worker).map(std::mem::take) {
@@ -1056,6 +1091,10 @@ pub fn run(
     )
     .context("data plane")?;
     if let Some(c) = committed {
+        eprintln!(
+            "xvs: takeover: workers started {:?} after GO",
+            go_at.map(|t| t.elapsed()).unwrap_or_default()
+        );
         let gap = crate::takeover::unix_ns(std::time::SystemTime::now())
             .saturating_sub(c.offer.paused_at_ns);
         let pid = c.offer.pid;

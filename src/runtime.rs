@@ -56,9 +56,11 @@ pub enum Command {
     /// outbox) or, with `None`, stop.
     SyncMaster(Option<(SyncPolicy, SyncOutbox)>),
     /// Send the table's entries as sync entries (a bulk resync answer), a part at a time:
-    /// those in [`SYNC_TABLE_SLOTS`] slots from slot `from`, and where to go on (`None`: done).
+    /// those in `slots` slots (bulk resync: [`SYNC_TABLE_SLOTS`]) from slot `from`, and where
+    /// to go on (`None`: done).
     SyncTable {
         from: u32,
+        slots: u32,
         reply: Sender<(Vec<SyncConn>, Option<u32>)>,
     },
     /// Install entries received by the backup daemon (`threshold`: the director's
@@ -126,9 +128,9 @@ impl RuntimeProcessor {
                 self.pipe.set_sync_master(policy, SYNC_OUTBOX);
                 self.sync_out = out;
             }
-            Command::SyncTable { from, reply } => {
+            Command::SyncTable { from, slots, reply } => {
                 let mut part = Vec::new();
-                let next = self.pipe.sync_table_part(from, SYNC_TABLE_SLOTS, &mut part);
+                let next = self.pipe.sync_table_part(from, slots, &mut part);
                 let _ = reply.send((part, next));
             }
             Command::InstallSynced { conns, threshold } => {

@@ -177,7 +177,7 @@ fn paused_round<I: WorkerIo, P: FrameProcessor>(
         io.flush(c);
         ctx.pause.reached.store(1, Ordering::Release);
     }
-    std::thread::sleep(Duration::from_micros(200));
+    std::thread::sleep(Duration::from_micros(50));
 }
 
 fn publish<C>(ctx: &WorkerCtx<C>, c: &IoCounters, busy: Duration, elapsed: Duration) {
