@@ -445,7 +445,12 @@ mod tests {
         };
         SyncConn {
             protocol: 6,
-            flags: flags::MASQ | if i % 2 == 0 { flags::INACTIVE } else { 0 },
+            flags: flags::MASQ
+                | if i.is_multiple_of(2) {
+                    flags::INACTIVE
+                } else {
+                    0
+                },
             state: 1 + (i % 3),
             client: c.parse().unwrap(),
             virt: v.parse().unwrap(),
@@ -459,7 +464,7 @@ mod tests {
 
     #[test]
     fn tables_round_trip_over_several_messages_and_workers() {
-        let w0: Vec<SyncConn> = (0..700).map(|i| conn(i, i % 5 == 0)).collect();
+        let w0: Vec<SyncConn> = (0..700).map(|i| conn(i, i.is_multiple_of(5))).collect();
         let w1: Vec<SyncConn> = Vec::new();
         let w2: Vec<SyncConn> = (0..3).map(|i| conn(i, false)).collect();
         let tables = vec![w0, w1, w2];
@@ -474,7 +479,7 @@ mod tests {
         assert!(decode_table(&longer, 3).is_err());
         assert!(decode_table(&bytes, 2).is_err());
         let mut corrupt = bytes.clone();
-        corrupt[8] ^= 0xff; // inside the first message's header
+        corrupt[10] ^= 0xff; // the first message's size field
         assert!(decode_table(&corrupt, 3).is_err());
     }
 
