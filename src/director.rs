@@ -478,33 +478,20 @@ impl Director {
         })
     }
 
-    /// A paused worker's whole table as sync entries (it answers commands while paused).
-    fn worker_table(&self, worker: usize) -> Result<Vec<SyncConn>, String> {
+    /// A paused worker's whole table (it answers commands while paused).
+    fn worker_table(&self, worker: usize) -> Result<Vec<crate::runtime::TakenConn>, String> {
         let inbox = self
             .workers
             .inboxes()
             .into_iter()
             .nth(worker)
             .ok_or_else(|| format!("no worker {worker}"))?;
-        let mut all = Vec::new();
-        let mut from = Some(0);
-        while let Some(f) = from {
-            let (tx, rx) = crossbeam_channel::bounded(1);
-            inbox
-                // Paused: the whole table in one command.
-                .send(Command::SyncTable {
-                    from: f,
-                    slots: u32::MAX,
-                    reply: tx,
-                })
-                .map_err(|e| format!("worker {worker}: {e}"))?;
-            let (part, next) = rx
-                .recv_timeout(Duration::from_secs(2))
-                .map_err(|_| format!("worker {worker} did not send its table"))?;
-            all.extend(part);
-            from = next;
-        }
-        Ok(all)
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        inbox
+            .send(Command::TakeoverTable(tx))
+            .map_err(|e| format!("worker {worker}: {e}"))?;
+        rx.recv_timeout(Duration::from_secs(5))
+            .map_err(|_| format!("worker {worker} did not send its table"))
     }
 
     /// The old side of a takeover (see `crate::takeover`): pause the workers, offer the data
@@ -1080,7 +1067,7 @@ pub fn run(
             // inbox is drained at the top of each round).
             if let Some(conns) = tables.get_mut(worker).map(std::mem::take) {
                 if !conns.is_empty() {
-                    let _ = inbox.send(Command::InstallSynced { conns, threshold });
+                    let _ = inbox.send(Command::InstallTaken { conns, threshold });
                 }
             }
             let (proc, handle) = attach(pipe, inbox);

@@ -26,18 +26,20 @@
 //!    once the old process has closed the connection (exited).
 
 use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use xvs_forwarding::sync::{decode, Encoder, SyncConn};
+use xvs_forwarding::sync::{decode, Encoder};
 
 use crate::dataplane_config::DataplaneConfig;
 use crate::io::afxdp::{AfXdpIo, BindMode, XskHandover, XskParams};
 use crate::io::fdpass;
 use crate::io::xdp::{XdpHandover, XdpProgram, MAP_NAMES};
+use crate::runtime::TakenConn;
 use crate::worker::setup::Inherited;
 use crate::worker::DirectorTargets;
 
@@ -152,13 +154,16 @@ fn read_body(s: &mut impl Read, n: usize) -> Result<Vec<u8>, TakeoverError> {
 }
 
 /// The table frame: per worker, a u32 message count, then each message (an IPVS sync
-/// datagram, syncid 0) as a u32 length and its bytes.
-pub fn encode_table(tables: &[Vec<SyncConn>]) -> Vec<u8> {
+/// datagram, syncid 0, carrying all of the worker's entries in order) as a u32 length and its
+/// bytes; then a u32 count of FullNAT entries and for each its u32 index among the worker's
+/// entries, family (4 or 6), local address and port (big-endian) — what the sync protocol
+/// cannot carry.
+pub fn encode_table(tables: &[Vec<TakenConn>]) -> Vec<u8> {
     let mut out = Vec::new();
     for t in tables {
         let mut msgs: Vec<Vec<u8>> = Vec::new();
         let mut enc = Encoder::new(0, TABLE_MESSAGE);
-        for c in t {
+        for (c, _) in t {
             if !enc.push(c) {
                 msgs.push(enc.finish());
                 // An empty encoder takes every entry whose addresses share a family, which
@@ -174,12 +179,32 @@ pub fn encode_table(tables: &[Vec<SyncConn>]) -> Vec<u8> {
             out.extend_from_slice(&(m.len() as u32).to_le_bytes());
             out.extend_from_slice(&m);
         }
+        let locals: Vec<(usize, SocketAddr)> = t
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (_, l))| l.map(|l| (i, l)))
+            .collect();
+        out.extend_from_slice(&(locals.len() as u32).to_le_bytes());
+        for (i, l) in locals {
+            out.extend_from_slice(&(i as u32).to_le_bytes());
+            match l.ip() {
+                IpAddr::V4(a) => {
+                    out.push(4);
+                    out.extend_from_slice(&a.octets());
+                }
+                IpAddr::V6(a) => {
+                    out.push(6);
+                    out.extend_from_slice(&a.octets());
+                }
+            }
+            out.extend_from_slice(&l.port().to_be_bytes());
+        }
     }
     out
 }
 
 /// [`encode_table`] back into `workers` tables; any malformed part refuses the whole frame.
-pub fn decode_table(bytes: &[u8], workers: usize) -> Result<Vec<Vec<SyncConn>>, TakeoverError> {
+pub fn decode_table(bytes: &[u8], workers: usize) -> Result<Vec<Vec<TakenConn>>, TakeoverError> {
     let bad = |what: &str| TakeoverError::Protocol(format!("table frame: {what}"));
     let mut at = 0usize;
     let mut take = |n: usize| -> Result<&[u8], TakeoverError> {
@@ -191,14 +216,32 @@ pub fn decode_table(bytes: &[u8], workers: usize) -> Result<Vec<Vec<SyncConn>>, 
         at = end;
         Ok(s)
     };
+    let u32_at = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
     let mut tables = Vec::with_capacity(workers);
     for _ in 0..workers {
-        let count = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes"));
-        let mut t = Vec::new();
+        let count = u32_at(take(4)?);
+        let mut conns = Vec::new();
         for _ in 0..count {
-            let len = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes")) as usize;
+            let len = u32_at(take(4)?) as usize;
             let msg = take(len)?;
-            decode(msg, 0, &mut t).map_err(|e| bad(&format!("sync message: {e}")))?;
+            decode(msg, 0, &mut conns).map_err(|e| bad(&format!("sync message: {e}")))?;
+        }
+        let mut t: Vec<TakenConn> = conns.into_iter().map(|c| (c, None)).collect();
+        let locals = u32_at(take(4)?);
+        let mut last: Option<usize> = None;
+        for _ in 0..locals {
+            let i = u32_at(take(4)?) as usize;
+            if i >= t.len() || last.is_some_and(|l| l >= i) {
+                return Err(bad("FullNAT entry index out of order or range"));
+            }
+            last = Some(i);
+            let ip = match take(1)?[0] {
+                4 => IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(take(4)?).expect("4"))),
+                6 => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(take(16)?).expect("16"))),
+                _ => return Err(bad("FullNAT address family")),
+            };
+            let p = take(2)?;
+            t[i].1 = Some(SocketAddr::new(ip, u16::from_be_bytes([p[0], p[1]])));
         }
         tables.push(t);
     }
@@ -279,7 +322,7 @@ pub struct Pending {
     stream: UnixStream,
     pub offer: Offer,
     pub inherited: Inherited,
-    pub tables: Vec<Vec<SyncConn>>,
+    pub tables: Vec<Vec<TakenConn>>,
 }
 
 /// Steps 1–4 on the new side: connect, receive and check the offer, adopt (read only).
@@ -388,7 +431,7 @@ impl Pending {
     /// are ours (start the workers on the returned data plane, with the tables); the
     /// connection stays open until the old process exits.
     #[allow(clippy::type_complexity)]
-    pub fn commit(mut self) -> Result<(Committed, Inherited, Vec<Vec<SyncConn>>), TakeoverError> {
+    pub fn commit(mut self) -> Result<(Committed, Inherited, Vec<Vec<TakenConn>>), TakeoverError> {
         write_frame(&mut self.stream, READY)?;
         let go = read_frame(&mut self.stream)?;
         if go != GO {
@@ -427,7 +470,7 @@ impl Committed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use xvs_forwarding::sync::flags;
+    use xvs_forwarding::sync::{flags, SyncConn};
 
     fn conn(i: u16, v6: bool) -> SyncConn {
         let (c, v, d) = if v6 {
@@ -464,9 +507,22 @@ mod tests {
 
     #[test]
     fn tables_round_trip_over_several_messages_and_workers() {
-        let w0: Vec<SyncConn> = (0..700).map(|i| conn(i, i.is_multiple_of(5))).collect();
-        let w1: Vec<SyncConn> = Vec::new();
-        let w2: Vec<SyncConn> = (0..3).map(|i| conn(i, false)).collect();
+        // Every seventh entry of the first worker is FullNAT (a local address and port).
+        let w0: Vec<TakenConn> = (0..700)
+            .map(|i: u16| {
+                let v6 = i.is_multiple_of(5);
+                let local = i.is_multiple_of(7).then(|| {
+                    if v6 {
+                        SocketAddr::new("2001:2:0:3::100".parse().unwrap(), 1024 + i)
+                    } else {
+                        SocketAddr::new("198.18.3.100".parse().unwrap(), 1024 + i)
+                    }
+                });
+                (conn(i, v6), local)
+            })
+            .collect();
+        let w1: Vec<TakenConn> = Vec::new();
+        let w2: Vec<TakenConn> = (0..3).map(|i| (conn(i, false), None)).collect();
         let tables = vec![w0, w1, w2];
         let bytes = encode_table(&tables);
         assert_eq!(decode_table(&bytes, 3).unwrap(), tables);

@@ -1,7 +1,7 @@
 //! Hitless restart (`xvs run --takeover SOCKET`, issue 9 test 6c) in the namespace testbed: a
 //! director forwards 200 long-lived TCP connections (each exchanging a line every second) and a
-//! steady stream of sequence-numbered UDP datagrams over 16 established flows (NAT to three
-//! backends, where receivers count every sequence number). While that runs:
+//! steady stream of sequence-numbered UDP datagrams over 16 established flows (FullNAT to
+//! three backends, where receivers count every sequence number). While that runs:
 //!
 //! * takeovers that must be refused cleanly: a socket path where nothing listens, a stale socket
 //!   file (a director that is no longer running), and a new process whose configuration does not
@@ -163,10 +163,12 @@ fn takeover_under_load_loses_no_connection_and_no_frame() {
         "\n[[service]]\nprotocol = \"udp\"\nvip = \"198.18.10.1\"\nport = {UDP_PORT}\nscheduler = \"rr\"\n{}",
         (11..=13)
             .map(|b| format!(
-                "\n[[service.backend]]\naddress = \"198.18.3.{b}\"\nport = {UDP_PORT}\nmethod = \"nat\"\n"
+                "\n[[service.backend]]\naddress = \"198.18.3.{b}\"\nport = {UDP_PORT}\nmethod = \"fullnat\"\n"
             ))
             .collect::<String>()
-    );
+    ) + "\n[fullnat]\nlocal_addresses = [\"198.18.3.100\"]\n"
+        // A table of 64 Ki entries: reading it while paused is quick even in a debug build.
+        + "\n[director]\nconnections = 65536\n";
     let cfg = dir.join("xvs.toml");
     std::fs::write(&cfg, config(1, &udp_service)).unwrap();
     // The same director with a second worker: a configuration that does not fit.
@@ -329,6 +331,11 @@ fn takeover_under_load_loses_no_connection_and_no_frame() {
     let lost = sent.saturating_sub(got);
     eprintln!(
         "takeover under load: UDP {sent} sent over {UDP_FLOWS} established flows at {UDP_RATE}/s, {got} received, {lost} lost, {dups} duplicated; longest silence at a backend {silence} ms; TCP {ok}/{CONNS} connections kept"
+    );
+    assert!(
+        status.contains(&format!("installed {}", CONNS + UDP_FLOWS as usize))
+            && status.contains("refused []"),
+        "every entry handed over was installed: {status}"
     );
     assert_eq!(ok, CONNS, "TCP connections lost in the takeover");
     assert_eq!(lost, 0, "UDP datagrams of established flows lost");

@@ -271,6 +271,10 @@ impl Pipeline {
         let mut out = Vec::new();
         for i in 0..self.conns.capacity() {
             let id = ConnId(i);
+            // The cheap liveness test first: most slots of a large table are free.
+            if self.conns.method(id).is_none() {
+                continue;
+            }
             if let (Some(c), Some(s)) = (self.conns.get(id), self.sync_entry(id)) {
                 out.push((s, c.local.map(|(a, p)| SocketAddr::new(a, p))));
             }
