@@ -49,7 +49,7 @@ while True:
     target = int(now * rate)
     while seq < target:
         try:
-            socks[seq % flows].send(b"%d\n" % seq)
+            socks[seq % flows].send(b"%d %d\n" % (seq, seq % flows))
         except OSError:
             pass
         seq += 1
@@ -58,7 +58,8 @@ print("sent", seq, flush=True)
 "#;
 
 /// Counts the distinct sequence numbers received on UDP `port` for `secs` seconds; prints
-/// "got N dup D silence S" (S: the longest time between two datagrams after the first, ms).
+/// "got N dup D silence S flows F,…" (S: the longest time between two datagrams after the
+/// first, ms; F: the flows seen).
 const RECEIVER: &str = r#"
 import select, socket, sys, time
 port, secs = int(sys.argv[1]), float(sys.argv[2])
@@ -67,7 +68,7 @@ s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
 s.bind(("0.0.0.0", port))
 s.setblocking(False)
 print("listening", flush=True)
-seen = set(); dup = 0; last = None; silence = 0.0
+seen = set(); flows = set(); dup = 0; last = None; silence = 0.0
 end = time.time() + secs
 while time.time() < end:
     r, _, _ = select.select([s], [], [], 0.1)
@@ -80,12 +81,13 @@ while time.time() < end:
         if last is not None:
             silence = max(silence, now - last)
         last = now
-        n = int(d)
+        n, f = map(int, d.split())
+        flows.add(f)
         if n in seen:
             dup += 1
         else:
             seen.add(n)
-print("got", len(seen), "dup", dup, "silence", int(silence * 1000), flush=True)
+print("got", len(seen), "dup", dup, "silence", int(silence * 1000), "flows", ",".join(map(str, sorted(flows))) or "-", flush=True)
 "#;
 
 fn spawn_py(tb: &Testbed, ns: &str, code: &str, args: &[&str]) -> ChildGuard {
@@ -315,16 +317,28 @@ fn takeover_under_load_loses_no_connection_and_no_frame() {
     let mut got = 0u64;
     let mut dups = 0u64;
     let mut silence = 0u64;
+    let mut flow_backends = Vec::new();
     for mut rd in outs {
         let mut l = String::new();
         rd.read_line(&mut l).unwrap();
         eprintln!("receiver: {}", l.trim());
         let w: Vec<&str> = l.split_whitespace().collect();
-        assert_eq!(w.len(), 6, "receiver said {l:?}");
+        assert_eq!(w.len(), 8, "receiver said {l:?}");
         got += w[1].parse::<u64>().unwrap();
         dups += w[3].parse::<u64>().unwrap();
         silence = silence.max(w[5].parse().unwrap());
+        for f in w[7].split(',').filter(|f| *f != "-") {
+            flow_backends.push(f.parse::<u32>().unwrap());
+        }
     }
+    // Every flow stayed with the backend it started on (a flow whose entry was lost would be
+    // scheduled afresh, round robin, and show up at a second backend).
+    flow_backends.sort();
+    assert_eq!(
+        flow_backends,
+        (0..UDP_FLOWS).collect::<Vec<_>>(),
+        "each UDP flow at exactly one backend"
+    );
     let ok = client.finish();
     let (_, status, _) = ctl(&sock, &ns, &["status"]);
     eprintln!("successor status:\n{status}");
