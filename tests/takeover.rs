@@ -7,10 +7,11 @@
 //!   file (a director that is no longer running), and a new process whose configuration does not
 //!   fit (two workers where one runs) — that one is refused after the old director paused and
 //!   sent its offer, so the old one must resume with its table and lose nothing;
-//! * then a real takeover by a second `xvs run --takeover` on the same socket: the old process
-//!   must exit 0, the new one must hold every connection, and afterwards no TCP connection may
-//!   have failed and no UDP datagram of the established flows may be missing. The frames lost
-//!   and the longest silence any backend saw are printed.
+//! * then a real takeover by a second `xvs run --takeover` on the same socket, and a third
+//!   taking over from the second: each old process must exit 0, each new one must hold every
+//!   connection, and afterwards no TCP connection may have failed and no UDP datagram of the
+//!   established flows may be missing or have reached another backend. The frames lost and the
+//!   longest silence any backend saw are printed.
 //!
 //! Needs root; skipped loudly otherwise.
 
@@ -136,6 +137,13 @@ fn start_successor(tb: &Testbed, cfg: &Path, socket: &Path, from: &Path, log: &P
             .spawn()
             .expect("start xvs"),
     )
+}
+
+/// Whether the child still runs (exists and is not a zombie).
+fn running(c: &ChildGuard) -> bool {
+    std::fs::read_to_string(format!("/proc/{}/stat", c.0.id()))
+        .map(|s| !s.split_whitespace().nth(2).is_some_and(|st| st == "Z"))
+        .unwrap_or(false)
 }
 
 /// Wait (bounded) for a child to exit; its status code.
@@ -266,49 +274,54 @@ fn takeover_under_load_loses_no_connection_and_no_frame() {
         "table intact after the refusal"
     );
 
-    // The takeover.
-    std::thread::sleep(Duration::from_millis(500));
-    let started = Instant::now();
-    let new_log = dir.join("new.log");
-    let mut new = start_successor(&tb, &cfg, &sock, &sock, &new_log);
-    let code = wait_exit(&mut old, Duration::from_secs(15));
-    eprintln!(
-        "old director exited ({code:?}) {:?} after the successor started",
-        started.elapsed()
-    );
-    assert_eq!(
-        code,
-        Some(0),
-        "the old director stops cleanly after handing over"
-    );
-    // The successor serves its control socket once the old one is gone.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut held = 0;
-    while Instant::now() < deadline {
-        assert!(
-            new.0.try_wait().unwrap().is_none(),
-            "the successor exited: {}",
-            std::fs::read_to_string(&new_log).unwrap_or_default()
+    // The takeover, twice: a successor taken over in turn (what it adopted, it hands on).
+    let mut old_log = dir.join("old.log");
+    for round in 1..=2 {
+        std::thread::sleep(Duration::from_millis(500));
+        let started = Instant::now();
+        let new_log = dir.join(format!("new{round}.log"));
+        let new = start_successor(&tb, &cfg, &sock, &sock, &new_log);
+        let code = wait_exit(&mut old, Duration::from_secs(15));
+        eprintln!(
+            "takeover {round}: old director exited ({code:?}) {:?} after the successor started",
+            started.elapsed()
         );
-        held = established(&sock, &ns);
-        if held > 0 {
-            break;
+        assert_eq!(
+            code,
+            Some(0),
+            "the old director stops cleanly after handing over"
+        );
+        // The successor serves its control socket once the old one is gone.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut held = 0;
+        while Instant::now() < deadline {
+            assert!(
+                running(&new),
+                "the successor exited: {}",
+                std::fs::read_to_string(&new_log).unwrap_or_default()
+            );
+            held = established(&sock, &ns);
+            if held > 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
-        std::thread::sleep(Duration::from_millis(100));
+        let text = std::fs::read_to_string(&new_log).unwrap_or_default();
+        eprintln!("takeover {round}: successor log:\n{text}");
+        eprintln!(
+            "takeover {round}: old director log (end):\n{}",
+            std::fs::read_to_string(&old_log)
+                .unwrap_or_default()
+                .lines()
+                .rev()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        assert_eq!(held, CONNS, "the successor holds every connection");
+        old = new;
+        old_log = new_log;
     }
-    let text = std::fs::read_to_string(&new_log).unwrap_or_default();
-    eprintln!("successor log:\n{text}");
-    eprintln!(
-        "old director log (end):\n{}",
-        std::fs::read_to_string(dir.join("old.log"))
-            .unwrap_or_default()
-            .lines()
-            .rev()
-            .take(4)
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-    assert_eq!(held, CONNS, "the successor holds every connection");
 
     let sent: u64 = line_of(&mut sender, Duration::from_secs(UDP_SECS as u64 + 10))
         .strip_prefix("sent ")
@@ -357,6 +370,6 @@ fn takeover_under_load_loses_no_connection_and_no_frame() {
         sent >= (UDP_RATE * (UDP_SECS - 1)) as u64,
         "sender too slow: {sent}"
     );
-    drop(new);
+    drop(old);
     let _ = std::fs::remove_dir_all(&dir);
 }
