@@ -11,7 +11,8 @@
 //!   taking over from the second: each old process must exit 0, each new one must hold every
 //!   connection, and afterwards no TCP connection may have failed and no UDP datagram of the
 //!   established flows may be missing or have reached another backend. The frames lost and the
-//!   longest silence any backend saw are printed.
+//!   longest silence any backend saw are printed;
+//! * last, an AF_PACKET director, which refuses to hand over and goes on.
 //!
 //! Needs root; skipped loudly otherwise.
 
@@ -371,5 +372,47 @@ fn takeover_under_load_loses_no_connection_and_no_frame() {
         "sender too slow: {sent}"
     );
     drop(old);
+
+    // An AF_PACKET director cannot be handed over: it says so and goes on.
+    let psock = dir.join("packet.sock");
+    let packet = ChildGuard(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                env!("CARGO_BIN_EXE_xvs"),
+                "run",
+                "--io",
+                "packet",
+                "--config",
+            ])
+            .arg(&cfg)
+            .arg("--socket")
+            .arg(&psock)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("packet.log")).unwrap())
+            .spawn()
+            .expect("start xvs"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !psock.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(psock.exists(), "the AF_PACKET director came up");
+    let log = dir.join("packet-refused.log");
+    let mut new = start_successor(&tb, &cfg, &dir.join("n.sock"), &psock, &log);
+    let code = wait_exit(&mut new, Duration::from_secs(10));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    eprintln!("AF_PACKET: exit {code:?}: {}", text.trim());
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("takeover needs the AF_XDP data plane"),
+        "{text}"
+    );
+    assert!(running(&packet), "the AF_PACKET director runs on");
+    let (ok, _, _) = ctl(&psock, &ns, &["-Ln"]);
+    assert!(ok, "and answers");
+    drop(packet);
     let _ = std::fs::remove_dir_all(&dir);
 }
