@@ -512,6 +512,9 @@ impl Director {
                 "takeover needs the AF_XDP data plane; this director runs AF_PACKET (restart it instead)".into(),
             ));
         };
+        let Some(sizes) = xsks.first().map(|x| tk::ring_sizes(&x.params)) else {
+            return Err(refuse(s, "no worker to hand over".into()));
+        };
         let paused_at = std::time::SystemTime::now();
         let t0 = Instant::now();
         let free = dp.pause(Duration::from_secs(2)).map_err(|e| {
@@ -539,7 +542,7 @@ impl Director {
                 .iter()
                 .map(|x| x.sockets.first().map_or(0, |s| s.2))
                 .collect(),
-            sizes: tk::ring_sizes(&xsks[0].params),
+            sizes,
             links: xdp.links.iter().map(|(i, _)| *i).collect(),
             sockets: xsks
                 .iter()

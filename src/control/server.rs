@@ -4,6 +4,9 @@
 //! Protocol: one request per connection. The client writes a JSON object
 //! `{"args": ["-Ln"], "stdin": ""}` and shuts its write side; the server answers
 //! `{"status": 0, "stdout": "...", "stderr": ""}` and closes. `stdin` carries `-R`'s rules.
+//! A connection that starts with `crate::takeover::MAGIC` instead is a successor taking the
+//! director over (`xvs run --takeover`, see `crate::takeover`), handed to
+//! [`Director::takeover`].
 //! Exit status as ipvsadm's: 0 success, 2 a command line ipvsadm refuses, 255 an operation the
 //! kernel would refuse (no such service, already exists, …; here also `apply` refusing) or an
 //! option popt does not know, 1 `-L` of a service that does not exist. xvs's own failures
