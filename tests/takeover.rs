@@ -143,7 +143,7 @@ fn start_successor(tb: &Testbed, cfg: &Path, socket: &Path, from: &Path, log: &P
 /// Whether the child still runs (exists and is not a zombie).
 fn running(c: &ChildGuard) -> bool {
     std::fs::read_to_string(format!("/proc/{}/stat", c.0.id()))
-        .map(|s| !s.split_whitespace().nth(2).is_some_and(|st| st == "Z"))
+        .map(|s| s.split_whitespace().nth(2).is_none_or(|st| st != "Z"))
         .unwrap_or(false)
 }
 
