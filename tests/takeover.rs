@@ -5,7 +5,7 @@
 //!
 //! * takeovers that must be refused cleanly: a socket path where nothing listens, a stale socket
 //!   file (a director that is no longer running), and a new process whose configuration does not
-//!   fit (two workers where one runs) — that one is refused after the old director paused and
+//!   fit (another worker count) — that one is refused after the old director paused and
 //!   sent its offer, so the old one must resume with its table and lose nothing;
 //! * then a real takeover by a second `xvs run --takeover` on the same socket, and a third
 //!   taking over from the second: each old process must exit 0, each new one must hold every
@@ -14,6 +14,7 @@
 //!   longest silence any backend saw are printed;
 //! * last, an AF_PACKET director, which refuses to hand over and goes on.
 //!
+//! The same with one worker and with two (frames handed between workers).
 //! Needs root; skipped loudly otherwise.
 
 use std::io::{BufRead, BufReader};
@@ -161,13 +162,26 @@ fn wait_exit(c: &mut ChildGuard, wait: Duration) -> Option<i32> {
 
 #[test]
 fn takeover_under_load_loses_no_connection_and_no_frame() {
+    scenario("to", 1);
+}
+
+/// Two workers on two rx queues, frames of a flow arriving at the worker that does not own it
+/// handed to the one that does: the pause drains those handoffs before the rings change hands.
+#[test]
+fn takeover_with_two_workers_loses_no_connection_and_no_frame() {
+    scenario("tw", 2);
+}
+
+fn scenario(tag: &str, workers: usize) {
     if skip_unless_root("takeover test") {
         return;
     }
-    let tb = Testbed::up_with("to", &[("SERVERS", "0")]);
-    tb.single_queue_towards_director();
+    let tb = Testbed::up_with(tag, &[("SERVERS", "0")]);
+    if workers == 1 {
+        tb.single_queue_towards_director();
+    }
     let _echo = start_echo_backends(&tb);
-    let dir = std::env::temp_dir().join(format!("xvs-takeover-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("xvs-takeover-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let udp_service = format!(
@@ -180,17 +194,20 @@ fn takeover_under_load_loses_no_connection_and_no_frame() {
     ) + "\n[fullnat]\nlocal_addresses = [\"198.18.3.100\"]\n"
         // A table of 64 Ki entries: reading it while paused is quick even in a debug build.
         + "\n[director]\nconnections = 65536\n";
-    let cfg = dir.join("xvs.toml");
-    std::fs::write(&cfg, config(1, &udp_service)).unwrap();
-    // The same director with a second worker: a configuration that does not fit.
-    let two = config(1, &udp_service).replacen(
+    let one = config(1, &udp_service);
+    let two = one.replacen(
         "[[worker]]\nqueue = 0\n",
         "[[worker]]\nqueue = 0\n\n[[worker]]\nqueue = 1\n",
         1,
     );
     assert!(two.contains("queue = 1"));
-    let cfg_two = dir.join("two.toml");
-    std::fs::write(&cfg_two, two).unwrap();
+    // The director runs with `workers`; the other worker count is a configuration that does
+    // not fit.
+    let (mine, other) = if workers == 1 { (one, two) } else { (two, one) };
+    let cfg = dir.join("xvs.toml");
+    std::fs::write(&cfg, mine).unwrap();
+    let cfg_two = dir.join("other.toml");
+    std::fs::write(&cfg_two, other).unwrap();
     let sock = dir.join("xvs.sock");
     let ns = tb.ns("dir");
     let mut old = tb.start_xvs(&cfg, &sock, &dir.join("old.log"));
@@ -358,7 +375,7 @@ fn takeover_under_load_loses_no_connection_and_no_frame() {
     eprintln!("successor status:\n{status}");
     let lost = sent.saturating_sub(got);
     eprintln!(
-        "takeover under load: UDP {sent} sent over {UDP_FLOWS} established flows at {UDP_RATE}/s, {got} received, {lost} lost, {dups} duplicated; longest silence at a backend {silence} ms; TCP {ok}/{CONNS} connections kept"
+        "takeover under load ({workers} worker(s)): UDP {sent} sent over {UDP_FLOWS} established flows at {UDP_RATE}/s, {got} received, {lost} lost, {dups} duplicated; longest silence at a backend {silence} ms; TCP {ok}/{CONNS} connections kept"
     );
     assert!(
         status.contains(&format!("installed {}", CONNS + UDP_FLOWS as usize))
