@@ -14,7 +14,8 @@
 //!   longest silence any backend saw are printed;
 //! * last, an AF_PACKET director, which refuses to hand over and goes on.
 //!
-//! The same with one worker and with two (frames handed between workers).
+//! The director runs both sync daemons (as in a keepalived pair); each successor must start its
+//! own on the same ports. The same with one worker and with two (frames handed between workers).
 //! Needs root; skipped loudly otherwise.
 
 use std::io::{BufRead, BufReader};
@@ -193,7 +194,10 @@ fn scenario(tag: &str, workers: usize) {
             .collect::<String>()
     ) + "\n[fullnat]\nlocal_addresses = [\"198.18.3.100\"]\n"
         // A table of 64 Ki entries: reading it while paused is quick even in a debug build.
-        + "\n[director]\nconnections = 65536\n";
+        + "\n[director]\nconnections = 65536\n"
+        // Both sync daemons, as a keepalived pair runs them: the successor starts its own on
+        // the same ports once the old process is gone.
+        + "\n[sync.master]\ninterface = \"back\"\nsyncid = 7\n\n[sync.backup]\ninterface = \"back\"\nsyncid = 7\n";
     let one = config(1, &udp_service);
     let two = one.replacen(
         "[[worker]]\nqueue = 0\n",
@@ -337,6 +341,12 @@ fn scenario(tag: &str, workers: usize) {
                 .join("\n")
         );
         assert_eq!(held, CONNS, "the successor holds every connection");
+        let (_, daemons, _) = ctl(&sock, &ns, &["-L", "--daemon"]);
+        assert!(
+            daemons.starts_with("master sync daemon (mcast=back, syncid=7")
+                && daemons.contains("\nbackup sync daemon (mcast=back, syncid=7"),
+            "the successor's sync daemons: {daemons}"
+        );
         old = new;
         old_log = new_log;
     }
