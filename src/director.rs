@@ -238,6 +238,9 @@ pub struct Director {
     /// would move established connections to workers that do not hold them (the sync backup
     /// installs each received connection where this puts it).
     steering: ClientSteering,
+    /// The announce device (`[announce]`), updated by the main loop, handed over with the
+    /// data plane.
+    announcer: Mutex<Option<crate::announce::Announcer>>,
     /// Set once a successor took the data plane over (`xvs run --takeover`): stop.
     handed_over: AtomicBool,
     /// The successor's connection, held open until this process exits (its end of file tells
@@ -535,7 +538,7 @@ impl Director {
             }
         }
         let ports = dp.ports();
-        let offer = Offer {
+        let mut offer = Offer {
             version: tk::VERSION,
             pid: std::process::id(),
             xvs_version: env!("CARGO_PKG_VERSION").into(),
@@ -554,9 +557,20 @@ impl Director {
             targets: dp.targets().clone(),
             paused_at_ns: tk::unix_ns(paused_at),
             entries: tables.iter().map(|t| t.len() as u64).collect(),
+            announce: None,
         };
         let read = t0.elapsed();
-        let fds = tk::offer_fds(&xdp, &xsks);
+        // Held to the end: the main loop does not change the device's addresses meanwhile.
+        let announcer = self.announcer.lock().unwrap_or_else(|p| p.into_inner());
+        let announce = announcer.as_ref().map(|a| a.handover());
+        offer.announce = announce
+            .as_ref()
+            .map(|(_, name, announced, warm)| tk::AnnounceOffer {
+                name: name.clone(),
+                announced: announced.clone(),
+                warm: *warm,
+            });
+        let fds = tk::offer_fds(&xdp, &xsks, announce.as_ref().map(|a| a.0));
         let sent = serde_json::to_vec(&Answer::Offer(Box::new(offer)))
             .map_err(|e| e.to_string())
             .and_then(|text| {
@@ -1086,7 +1100,9 @@ pub fn run(
         inherited,
     )
     .context("data plane")?;
-    if let Some(c) = committed {
+    let mut adopted_announce = None;
+    if let Some(mut c) = committed {
+        adopted_announce = c.announce.take();
         eprintln!(
             "xvs: takeover: workers started {:?} after GO",
             go_at.map(|t| t.elapsed()).unwrap_or_default()
@@ -1140,6 +1156,7 @@ pub fn run(
         workers: Workers::new(handles),
         dataplane: Mutex::new(dp),
         steering: t.client_steering,
+        announcer: Mutex::new(None),
         handed_over: AtomicBool::new(false),
         successor: Mutex::new(None),
     });
@@ -1191,17 +1208,23 @@ pub fn run(
     let server = Server::start(socket, director.clone())
         .with_context(|| format!("control socket {}", socket.display()))?;
     eprintln!("xvs: control socket {}", server.path().display());
-    // Created after everything else is up, so nothing is announced before xvs can serve it.
-    let mut announcer = match &cfg.announce {
-        Some(name) => Some(
+    // Created after everything else is up, so nothing is announced before xvs can serve it;
+    // a predecessor's device is continued (one of another name is let go).
+    let announcer = match (&cfg.announce, adopted_announce) {
+        (Some(name), Some((dev, announced, warm))) if dev.name() == name => {
+            Some(crate::announce::Announcer::adopt(dev, announced, warm))
+        }
+        (Some(name), _) => Some(
             crate::announce::Announcer::start(name)
                 .with_context(|| format!("announce device {name}"))?,
         ),
-        None => None,
+        (None, _) => None,
     };
+    *director.announcer.lock().unwrap_or_else(|p| p.into_inner()) = announcer;
     let mut last_rates = Instant::now();
     while !stop.load(Ordering::Relaxed) && !director.handed_over.load(Ordering::Acquire) {
-        if let Some(a) = announcer.as_mut() {
+        let mut slot = director.announcer.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(a) = slot.as_mut() {
             let (want, warm) = {
                 let inner = director.lock();
                 let bulk_done = inner
@@ -1215,9 +1238,13 @@ pub fn run(
                     bulk_done,
                 )
             };
+            if director.handed_over.load(Ordering::Acquire) {
+                break;
+            }
             a.update_when_warm(&want, warm);
             director.lock().announce = Some(a.describe());
         }
+        drop(slot);
         std::thread::sleep(crate::announce::PERIOD);
         if hup.swap(false, Ordering::Relaxed) {
             match director.reload_file() {
@@ -1234,8 +1261,15 @@ pub fn run(
         }
     }
     eprintln!("xvs: stopping");
-    // Withdraw first: the device goes with its addresses.
-    drop(announcer.take());
+    // Withdraw first: the device goes with its addresses (after a takeover it stays: the
+    // successor holds it open).
+    drop(
+        director
+            .announcer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take(),
+    );
     server.stop();
     // Closed when this function returns, after everything else: then the successor knows the
     // control socket and the sync ports are free.

@@ -13,7 +13,8 @@
 //!    (`Dataplane::pause`); each worker's connection table is read (sync entries, the same
 //!    records IPVS's sync protocol carries).
 //! 3. old → new: an [`Answer`] frame (JSON) carrying, with SCM_RIGHTS, the XDP program, its six
-//!    maps and its BPF links, and per worker the UMEM's memory file and the AF_XDP sockets; then
+//!    maps and its BPF links, per worker the UMEM's memory file and the AF_XDP sockets, and the
+//!    announce device (`[announce]`, so its addresses never disappear); then
 //!    the table frame ([`encode_table`]: per worker, IPVS sync messages). A director that cannot
 //!    hand over (AF_PACKET) answers `Refused` and goes on.
 //! 4. new: checks that the offer fits its configuration (interfaces, workers and queues, client
@@ -38,6 +39,7 @@ use xvs_forwarding::sync::{decode, Encoder};
 use crate::dataplane_config::DataplaneConfig;
 use crate::io::afxdp::{AfXdpIo, BindMode, XskHandover, XskParams};
 use crate::io::fdpass;
+use crate::io::tun::TunDevice;
 use crate::io::xdp::{XdpHandover, XdpProgram, MAP_NAMES};
 use crate::runtime::TakenConn;
 use crate::worker::setup::Inherited;
@@ -115,6 +117,20 @@ pub struct Offer {
     pub paused_at_ns: u64,
     /// Connection-table entries per worker in the table frame.
     pub entries: Vec<u64>,
+    /// The announce device (`[announce]`), whose descriptor comes last: kept open across the
+    /// takeover, the speaker never sees its addresses go.
+    #[serde(default)]
+    pub announce: Option<AnnounceOffer>,
+}
+
+/// The announce device as handed over.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AnnounceOffer {
+    pub name: String,
+    /// The addresses on it.
+    pub announced: Vec<IpAddr>,
+    /// Whether announcing had begun (the warm-up was over).
+    pub warm: bool,
 }
 
 /// The old process's first frame.
@@ -251,8 +267,8 @@ pub fn decode_table(bytes: &[u8], workers: usize) -> Result<Vec<Vec<TakenConn>>,
     Ok(tables)
 }
 
-/// The descriptors of an offer, in the order [`Offer`] describes.
-pub fn offer_fds(xdp: &XdpHandover, xsks: &[XskHandover]) -> Vec<RawFd> {
+/// The descriptors of an offer, in the order [`Offer`] describes (`tun`: the announce device's).
+pub fn offer_fds(xdp: &XdpHandover, xsks: &[XskHandover], tun: Option<RawFd>) -> Vec<RawFd> {
     let mut fds = vec![xdp.prog];
     fds.extend(&xdp.maps);
     fds.extend(xdp.links.iter().map(|(_, fd)| *fd));
@@ -260,6 +276,7 @@ pub fn offer_fds(xdp: &XdpHandover, xsks: &[XskHandover]) -> Vec<RawFd> {
         fds.push(x.umem_fd);
         fds.extend(x.sockets.iter().map(|(fd, _, _)| *fd));
     }
+    fds.extend(tun);
     fds
 }
 
@@ -323,6 +340,8 @@ pub struct Pending {
     pub offer: Offer,
     pub inherited: Inherited,
     pub tables: Vec<Vec<TakenConn>>,
+    /// The announce device, its addresses and warm flag.
+    pub announce: Option<(TunDevice, Vec<IpAddr>, bool)>,
 }
 
 /// Steps 1–4 on the new side: connect, receive and check the offer, adopt (read only).
@@ -364,7 +383,8 @@ pub fn begin(
     let want = 1
         + MAP_NAMES.len()
         + offer.links.len()
-        + offer.sockets.iter().map(|s| 1 + s.len()).sum::<usize>();
+        + offer.sockets.iter().map(|s| 1 + s.len()).sum::<usize>()
+        + usize::from(offer.announce.is_some());
     if fds.len() != want {
         return Err(TakeoverError::Protocol(format!(
             "{} descriptors received, the offer describes {want}",
@@ -407,6 +427,14 @@ pub fn begin(
             socks.iter().map(|(i, q)| (next(), *i, *q)).collect();
         ios.push(AfXdpIo::adopt(umem, sockets, params, free).map_err(TakeoverError::Adopt)?);
     }
+    let announce = match &offer.announce {
+        Some(a) => Some((
+            TunDevice::adopt(next(), &a.name).map_err(TakeoverError::Adopt)?,
+            a.announced.clone(),
+            a.warm,
+        )),
+        None => None,
+    };
     drop(it);
     Ok(Pending {
         stream: s,
@@ -417,6 +445,7 @@ pub fn begin(
         },
         tables,
         offer,
+        announce,
     })
 }
 
@@ -424,6 +453,8 @@ pub fn begin(
 pub struct Committed {
     stream: UnixStream,
     pub offer: Offer,
+    /// The announce device handed over (see [`Pending::announce`]), to continue.
+    pub announce: Option<(TunDevice, Vec<IpAddr>, bool)>,
 }
 
 impl Pending {
@@ -444,6 +475,7 @@ impl Pending {
             Committed {
                 stream: self.stream,
                 offer: self.offer,
+                announce: self.announce,
             },
             self.inherited,
             self.tables,

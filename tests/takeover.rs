@@ -14,8 +14,9 @@
 //!   longest silence any backend saw are printed;
 //! * last, an AF_PACKET director, which refuses to hand over and goes on.
 //!
-//! The director runs both sync daemons (as in a keepalived pair); each successor must start its
-//! own on the same ports. The same with one worker and with two (frames handed between workers).
+//! The director runs both sync daemons (as in a keepalived pair) and an announce device (for a
+//! BGP speaker); each successor must start its own daemons on the same ports and continue the
+//! very same device (same ifindex: its addresses never went away). The same with one worker and with two (frames handed between workers).
 //! Needs root; skipped loudly otherwise.
 
 use std::io::{BufRead, BufReader};
@@ -197,7 +198,9 @@ fn scenario(tag: &str, workers: usize) {
         + "\n[director]\nconnections = 65536\n"
         // Both sync daemons, as a keepalived pair runs them: the successor starts its own on
         // the same ports once the old process is gone.
-        + "\n[sync.master]\ninterface = \"back\"\nsyncid = 7\n\n[sync.backup]\ninterface = \"back\"\nsyncid = 7\n";
+        + "\n[sync.master]\ninterface = \"back\"\nsyncid = 7\n\n[sync.backup]\ninterface = \"back\"\nsyncid = 7\n"
+        // The announce device (for a BGP speaker): handed over, never recreated.
+        + "\n[announce]\ninterface = \"xvs-vips\"\n";
     let one = config(1, &udp_service);
     let two = one.replacen(
         "[[worker]]\nqueue = 0\n",
@@ -296,6 +299,14 @@ fn scenario(tag: &str, workers: usize) {
         "table intact after the refusal"
     );
 
+    let announce_ifindex = || {
+        tb.exec("dir", &["ip", "-o", "link", "show", "xvs-vips"])
+            .1
+            .split(':')
+            .next()
+            .and_then(|i| i.trim().parse::<u32>().ok())
+    };
+    let ifindex = announce_ifindex().expect("the announce device exists");
     // The takeover, twice: a successor taken over in turn (what it adopted, it hands on).
     let mut old_log = dir.join("old.log");
     for round in 1..=2 {
@@ -341,6 +352,20 @@ fn scenario(tag: &str, workers: usize) {
                 .join("\n")
         );
         assert_eq!(held, CONNS, "the successor holds every connection");
+        assert_eq!(
+            announce_ifindex(),
+            Some(ifindex),
+            "the announce device was handed over, not recreated"
+        );
+        let (_, status, _) = ctl(&sock, &ns, &["status"]);
+        assert!(status.contains("announce xvs-vips: "), "{status}");
+        eprintln!(
+            "takeover {round}: {}",
+            status
+                .lines()
+                .find(|l| l.starts_with("announce"))
+                .unwrap_or("")
+        );
         let (_, daemons, _) = ctl(&sock, &ns, &["-L", "--daemon"]);
         assert!(
             daemons.starts_with("master sync daemon (mcast=back, syncid=7")
