@@ -19,4 +19,5 @@ pub mod runtime;
 pub mod simulate;
 pub mod sync;
 pub mod systemd;
+pub mod takeover;
 pub mod worker;

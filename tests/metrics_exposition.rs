@@ -1137,5 +1137,9 @@ fn a_silent_client_does_not_delay_a_scrape() {
     assert_eq!(status, "HTTP/1.1 200 OK");
     assert!(body.contains("xvs_backend_weight"));
     // One connection at a time would wait for the silent ones' 2 s timeouts.
-    assert!(t.elapsed() < Duration::from_millis(500), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
 }

@@ -4,6 +4,9 @@
 //! Protocol: one request per connection. The client writes a JSON object
 //! `{"args": ["-Ln"], "stdin": ""}` and shuts its write side; the server answers
 //! `{"status": 0, "stdout": "...", "stderr": ""}` and closes. `stdin` carries `-R`'s rules.
+//! A connection that starts with `crate::takeover::MAGIC` instead is a successor taking the
+//! director over (`xvs run --takeover`, see `crate::takeover`), handed to
+//! [`Director::takeover`].
 //! Exit status as ipvsadm's: 0 success, 2 a command line ipvsadm refuses, 255 an operation the
 //! kernel would refuse (no such service, already exists, …; here also `apply` refusing) or an
 //! option popt does not know, 1 `-L` of a service that does not exist. xvs's own failures
@@ -93,6 +96,14 @@ pub trait Director: Send + Sync {
     /// `-L --daemon`: the running sync daemons, master first, each with the message length
     /// in force.
     fn daemons(&self) -> Vec<(DaemonConfig, u16)>;
+    /// A successor (`xvs run --takeover`) connected and sent [`crate::takeover::MAGIC`]: hand
+    /// the data plane over on `conn`, or refuse there. Without an implementation: refused.
+    fn takeover(&self, mut conn: UnixStream) {
+        let a = crate::takeover::Answer::Refused("this director cannot hand over".into());
+        if let Ok(text) = serde_json::to_vec(&a) {
+            let _ = crate::takeover::write_frame(&mut conn, &text);
+        }
+    }
 }
 
 /// One request on the socket.
@@ -415,6 +426,9 @@ fn serve_one(
     let deadline = Instant::now() + timeout;
     let mut buf = Vec::new();
     let mut chunk = vec![0u8; 64 << 10];
+    // A takeover starts with its magic line instead of a JSON request: until that is ruled
+    // out, read no further than the magic's length.
+    let magic = crate::takeover::MAGIC;
     let failed = loop {
         if stop.load(Ordering::Acquire) {
             return;
@@ -429,10 +443,22 @@ fn serve_one(
         if c.set_read_timeout(Some(left.min(POLL))).is_err() {
             return;
         }
-        match c.read(&mut chunk) {
+        let maybe_magic = buf.len() < magic.len() && magic.starts_with(&buf);
+        let want = if maybe_magic {
+            magic.len() - buf.len()
+        } else {
+            chunk.len()
+        };
+        match c.read(&mut chunk[..want]) {
             Ok(0) => break None,
             Ok(n) => {
                 buf.extend_from_slice(&chunk[..n]);
+                if buf == magic {
+                    // The handover runs alone, as any command.
+                    let _serial = exec.lock().unwrap_or_else(|p| p.into_inner());
+                    d.takeover(c);
+                    return;
+                }
                 if buf.len() > MAX_REQUEST {
                     break Some(format!("bad request: larger than {MAX_REQUEST} bytes"));
                 }
