@@ -45,6 +45,10 @@ impl Scheduler for DestinationHashing {
         "dh"
     }
 
+    fn table_only(&self) -> bool {
+        true
+    }
+
     fn update(&mut self, backends: &[BackendView], _change: Change) {
         let n = backends.len();
         for (i, b) in self.buckets.iter_mut().enumerate() {

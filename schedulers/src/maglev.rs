@@ -201,6 +201,10 @@ impl Scheduler for Maglev {
         "maglev"
     }
 
+    fn table_only(&self) -> bool {
+        true
+    }
+
     fn update(&mut self, backends: &[BackendView], _change: Change) {
         self.build(backends);
     }

@@ -183,6 +183,10 @@ impl Scheduler for MaglevHashing {
         "mh"
     }
 
+    fn table_only(&self) -> bool {
+        true
+    }
+
     fn update(&mut self, backends: &[BackendView], _change: Change) {
         self.populate(backends);
     }

@@ -62,6 +62,10 @@ impl Scheduler for SourceHashing {
         "sh"
     }
 
+    fn table_only(&self) -> bool {
+        true
+    }
+
     fn update(&mut self, backends: &[BackendView], _change: Change) {
         if backends.is_empty() {
             self.buckets.fill(EMPTY);
