@@ -566,6 +566,7 @@ impl Director {
         for r in self.workers.reports() {
             l.add_report(&r.services);
         }
+        l.set_counts(&self.workers.shared().report());
         for s in &mut l.services {
             if let Some(r) = inner.service_rates.get(&s.key) {
                 s.rates = r.rates();
@@ -856,17 +857,23 @@ pub fn run(config: &Path, io: Option<IoKind>, socket: &Path) -> Result<()> {
         .context("signal handler")?;
 
     let nworkers = dp_cfg.workers.len() as u16;
+    // One state for all workers: the counts, and the services applied once.
+    let shared = Arc::new(
+        Pipeline::shared_for(&cfg.live_pipeline_config(0, nworkers), &cfg.services)
+            .context("pipeline")?,
+    );
+    shared
+        .apply(&cfg.services, cfg.marks.clone())
+        .context("pipeline")?;
     let mut handles = Vec::new();
     let t = targets(&cfg, &cfg.services);
     let dp = Dataplane::start(&dp_cfg, &t, |worker, ports, inbox| {
         let macs: Vec<[u8; 6]> = ports.iter().map(|p| p.mac).collect();
-        let pipe = Pipeline::new(
+        let pipe = Pipeline::with_shared(
             cfg.live_pipeline_config(worker as u16, nworkers),
-            &cfg.services,
-            cfg.marks.clone(),
+            shared.clone(),
             cfg.network(&macs),
-        )
-        .expect("the same configuration built a pipeline before the data plane started");
+        );
         let (proc, handle) = attach(pipe, inbox);
         handles.push(handle);
         proc
@@ -898,7 +905,7 @@ pub fn run(config: &Path, io: Option<IoKind>, socket: &Path) -> Result<()> {
             master: None,
             backup: None,
         }),
-        workers: Workers::new(handles),
+        workers: Workers::new(handles, shared),
         dataplane: Mutex::new(dp),
         steering: t.client_steering,
     });

@@ -192,6 +192,32 @@ impl Shared {
         lock(&self.current).clone()
     }
 
+    /// The live services and backends of the current state with their connection counts as
+    /// they are now (traffic is each worker's: see [`Pipeline::report`]). Cold path.
+    pub fn report(&self) -> Vec<ServiceReport> {
+        let snap = self.current();
+        snap.svcs
+            .iter()
+            .filter(|s| !s.removed)
+            .map(|s| ServiceReport {
+                key: s.key,
+                traffic: Traffic::default(),
+                backends: s
+                    .views
+                    .iter()
+                    .map(|v| BackendReport {
+                        addr: v.addr,
+                        port: v.port,
+                        traffic: Traffic::default(),
+                        active: self.counts.active(v.id),
+                        inactive: self.counts.inactive(v.id),
+                        persistent: self.counts.persistent(v.id),
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
     /// Most backends the counts can hold.
     pub fn max_backends(&self) -> u32 {
         self.counts.len()
