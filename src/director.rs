@@ -816,8 +816,11 @@ impl ControlDirector for Director {
                 .iter()
                 .map(|(d, n)| format!("{}={n}", d.as_str()))
                 .collect();
+            let (round, inbox) = stats
+                .get(i)
+                .map_or((0.0, 0.0), |s| (s.longest_round.as_secs_f64(), s.longest_inbox.as_secs_f64()));
             out.push_str(&format!(
-                "worker {i}: rx {} tx {} (+{} fragments) pass {} drop {} [{}] icmp answers {} connections {} busy {:.1}% io drops [{}] handoff out {} in {}\n",
+                "worker {i}: rx {} tx {} (+{} fragments) pass {} drop {} [{}] icmp answers {} connections {} busy {:.1}% io drops [{}] handoff out {} in {} longest round {:.3} ms (inbox {:.3} ms)\n",
                 r.counters.rx,
                 r.counters.tx,
                 r.counters.tx_fragments,
@@ -830,6 +833,8 @@ impl ControlDirector for Director {
                 io_drops.join(" "),
                 io.handoff_out,
                 io.handoff_in,
+                round * 1e3,
+                inbox * 1e3,
             ));
         }
         out

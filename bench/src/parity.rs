@@ -1342,7 +1342,7 @@ mod tests {
             r.contains("66.7%")
                 && r.contains("flow   2")
                 && r.contains("ipvs: 198.19.0.11:8080")
-                && j.starts_with("{\"guest\":\"g \\\"1\\\"\",\"scenarios\":[{\"name\":\"t\",\"flows\":3,\"same\":2,\"share\":66.7,")
+                && j.starts_with("{\"guest\":\"g \\\"1\\\"\",\"scenarios\":[{\"name\":\"t\",\"workers\":1,\"flows\":3,\"same\":2,\"share\":66.7,")
                 && j.contains("\"differences\":[{\"flow\":2,\"line\":\"tcp 198.18.16.2 10002 198.18.200.1 9001 open\",\"xvs\":\"no backend (refused)\",\"ipvs\":\"198.19.0.11:8080\"}]")
         }
     }

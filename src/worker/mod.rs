@@ -150,6 +150,11 @@ pub struct WorkerStats {
     pub busy: Duration,
     /// Time since the worker started.
     pub elapsed: Duration,
+    /// The longest loop round since the start (inbox, poll, housekeeping; not the idle wait):
+    /// the longest time the worker did not look at its rings.
+    pub longest_round: Duration,
+    /// The longest inbox drain of a round (commands such as a new snapshot to install).
+    pub longest_inbox: Duration,
 }
 
 impl WorkerStats {
