@@ -659,13 +659,13 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "{:<15} {:>6} {:>6} {:>8}  final counts",
+            "{:<20} {:>6} {:>6} {:>8}  final counts",
             "scheduler", "flows", "same", "share"
         );
         for o in &self.outcomes {
             let _ = writeln!(
                 s,
-                "{:<15} {:>6} {:>6} {:>7.1}%  {}{}",
+                "{:<20} {:>6} {:>6} {:>7.1}%  {}{}",
                 o.label(),
                 o.flows,
                 o.same,
