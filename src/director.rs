@@ -816,11 +816,15 @@ impl ControlDirector for Director {
                 .iter()
                 .map(|(d, n)| format!("{}={n}", d.as_str()))
                 .collect();
-            let (round, inbox) = stats
-                .get(i)
-                .map_or((0.0, 0.0), |s| (s.longest_round.as_secs_f64(), s.longest_inbox.as_secs_f64()));
+            let (round, inbox, inbox_cpu) = stats.get(i).map_or((0.0, 0.0, 0.0), |s| {
+                (
+                    s.longest_round.as_secs_f64(),
+                    s.longest_inbox.as_secs_f64(),
+                    s.longest_inbox_cpu.as_secs_f64(),
+                )
+            });
             out.push_str(&format!(
-                "worker {i}: rx {} tx {} (+{} fragments) pass {} drop {} [{}] icmp answers {} connections {} busy {:.1}% io drops [{}] handoff out {} in {} longest round {:.3} ms (inbox {:.3} ms)\n",
+                "worker {i}: rx {} tx {} (+{} fragments) pass {} drop {} [{}] icmp answers {} connections {} busy {:.1}% io drops [{}] handoff out {} in {} longest round {:.3} ms (inbox {:.3} ms, {:.3} ms CPU)\n",
                 r.counters.rx,
                 r.counters.tx,
                 r.counters.tx_fragments,
@@ -835,6 +839,7 @@ impl ControlDirector for Director {
                 io.handoff_in,
                 round * 1e3,
                 inbox * 1e3,
+                inbox_cpu * 1e3,
             ));
         }
         out

@@ -173,14 +173,19 @@ impl Sim {
         let built = |e: xvs_forwarding::pipeline::BuildError| {
             anyhow::anyhow!("{}: cannot build the pipeline: {e}", cfg.file.display())
         };
-        let shared =
-            Arc::new(Pipeline::shared_for(&cfg.pipeline_config(0, workers), &cfg.services).map_err(built)?);
+        let shared = Arc::new(
+            Pipeline::shared_for(&cfg.pipeline_config(0, workers), &cfg.services).map_err(built)?,
+        );
         shared
             .apply(&cfg.services, cfg.marks.clone())
             .map_err(built)?;
         let pipes = (0..workers)
             .map(|w| {
-                Pipeline::with_shared(cfg.pipeline_config(w, workers), shared.clone(), cfg.network(&[]))
+                Pipeline::with_shared(
+                    cfg.pipeline_config(w, workers),
+                    shared.clone(),
+                    cfg.network(&[]),
+                )
             })
             .collect();
         let t = targets(cfg, &cfg.services);
@@ -262,7 +267,11 @@ impl Sim {
 
     /// A connection of client `src` to `dst` in any worker's table: its backend and FullNAT
     /// local address.
-    fn find(&self, src: SocketAddr, dst: SocketAddr) -> Option<(SocketAddr, Option<(IpAddr, u16)>)> {
+    fn find(
+        &self,
+        src: SocketAddr,
+        dst: SocketAddr,
+    ) -> Option<(SocketAddr, Option<(IpAddr, u16)>)> {
         let now = *lock(&self.now);
         let pipes = lock(&self.pipes);
         pipes.iter().find_map(|pipe| {
@@ -270,7 +279,10 @@ impl Sim {
                 .connections()
                 .list(now)
                 .find(|l| !l.template && l.client == src && l.virt == dst)?;
-            Some((c.backend, pipe.connections().get(c.id).and_then(|e| e.local)))
+            Some((
+                c.backend,
+                pipe.connections().get(c.id).and_then(|e| e.local),
+            ))
         })
     }
 }
