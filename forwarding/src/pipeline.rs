@@ -25,8 +25,9 @@
 //! A pipeline is one worker's: it owns its connection table, its traffic and drop counters and
 //! its timers; `now` comes in with every call. What the workers of one director share is
 //! [`Shared`]: the per-backend connection counts (atomics, written on connection events only)
-//! and the published [`Snapshot`] whose services' schedulers are locked only to schedule a new
-//! connection — so N pipelines decide exactly as one kernel does (see `reload`).
+//! and the published [`Snapshot`], whose services' schedulers are immutable tables (sh, dh, mh,
+//! maglev) or are locked only to schedule a new connection — so N pipelines decide exactly as
+//! one kernel does (see `reload`).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -866,10 +867,13 @@ impl Pipeline {
         }
     }
 
-    /// Schedule a new connection: the service's shared scheduler, locked for this pick only.
+    /// Schedule a new connection: the service's shared scheduler (a table, or locked for this
+    /// pick only).
     fn pick(&self, sid: ServiceId, flow: &Flow, now: Time) -> Option<BackendId> {
         let svc = self.snap.svcs.get(sid.0 as usize)?;
-        let i = reload::lock(&svc.scheduler).pick(flow, &svc.views, self.conns.counts(), now)?;
+        let i = svc
+            .scheduler
+            .pick(flow, &svc.views, self.conns.counts(), now)?;
         svc.views.get(i).map(|v| v.id)
     }
 

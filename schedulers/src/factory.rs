@@ -320,6 +320,7 @@ mod tests {
         for name in SCHEDULER_NAMES {
             let mut a = new_scheduler(name, &flags).unwrap();
             if !a.table_only() {
+                assert!(a.table().is_none(), "{name}: not a table");
                 continue;
             }
             // 40 backends added one by one, the 5th removed, the 7th edited.
@@ -332,6 +333,7 @@ mod tests {
             a.update(&cur, Change::Edit(7));
             let mut b = new_scheduler(name, &flags).unwrap();
             b.update(&cur, Change::Init);
+            let t = b.table().expect("a table");
             for k in 0..2000u32 {
                 let f = Flow {
                     proto: 6,
@@ -340,9 +342,12 @@ mod tests {
                     dst: IpAddr::V4(Ipv4Addr::from(0xc613_0000 + k % 13)),
                     dport: 80,
                 };
+                let want = a.pick(&f, &cur, &NoLoad, Time(0));
+                assert_eq!(want, b.pick(&f, &cur, &NoLoad, Time(0)), "{name}: flow {k}");
+                assert_eq!(want, t.pick_table(&f, &cur, &NoLoad), "{name}: flow {k}");
                 assert_eq!(
-                    a.pick(&f, &cur, &NoLoad, Time(0)),
-                    b.pick(&f, &cur, &NoLoad, Time(0)),
+                    want,
+                    t.to_scheduler().pick(&f, &cur, &NoLoad, Time(0)),
                     "{name}: flow {k}"
                 );
             }

@@ -61,8 +61,9 @@
 //!
 //! A scheduler is cloned ([`SchedulerClone::clone_box`]) when its service changes: the control
 //! plane updates the clone off the packet path and publishes it. Schedulers whose state is only
-//! a table built from the backend list ([`Scheduler::table_only`]: sh, dh, mh, maglev) are
-//! updated once per change set with the final list.
+//! a table built from the backend list (sh, dh, mh, maglev: [`Scheduler::table`]) are
+//! updated once per change set with the final list and published as an immutable
+//! [`TablePick`], which workers pick from without any lock.
 //!
 //! # Deviations from the kernel worth knowing
 //!
@@ -86,6 +87,7 @@
 #![forbid(unsafe_code)]
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 mod dh;
 mod factory;
@@ -289,10 +291,24 @@ pub trait Scheduler: Send + std::fmt::Debug + SchedulerClone {
     /// schedulers with timers (lblc, lblcr garbage collection every 60 s from then on). Without
     /// this call the first `pick`'s `now` is taken instead.
     fn started(&mut self, _now: Time) {}
-    /// Whether the scheduler's whole state is a table built from the backend list alone (sh,
-    /// dh, mh, maglev): any sequence of `update`s ending with list `L` then leaves the same
-    /// state as one `update(L, Change::Init)`, so a change set needs one build.
+    /// For a scheduler whose whole state is a table built from the backend list alone (sh,
+    /// dh, mh, maglev): a copy of it as an immutable table, which any number of threads can
+    /// pick from without a lock (`None` for the others).
+    fn table(&self) -> Option<Arc<dyn TablePick>> {
+        None
+    }
+    /// Whether [`Scheduler::table`] gives a table. For such a scheduler any sequence of
+    /// `update`s ending with list `L` leaves the same state as one `update(L, Change::Init)`,
+    /// so a change set needs one build.
     fn table_only(&self) -> bool {
         false
     }
+}
+
+/// The pick of a table scheduler ([`Scheduler::table`]): it only reads its table.
+pub trait TablePick: Send + Sync + std::fmt::Debug {
+    /// The same answer as [`Scheduler::pick`] (a table scheduler ignores `now`).
+    fn pick_table(&self, flow: &Flow, backends: &[BackendView], load: &dyn Load) -> Option<usize>;
+    /// A scheduler holding this table, to update for a new backend list.
+    fn to_scheduler(&self) -> Box<dyn Scheduler>;
 }

@@ -32,19 +32,19 @@
 //! **One state for all workers.** An apply runs once, on the control plane's thread, in
 //! [`Shared::apply`]: it produces an immutable [`Snapshot`] (service lookup, backends, each
 //! service's backend list and scheduler) that every worker then installs ([`Pipeline::install`],
-//! an `Arc` swap and a resize of its traffic counters). A service's scheduler is one instance
-//! behind a mutex that a worker takes only to schedule a new connection, so rr / wrr cursors,
-//! lblc / lblcr tables and the twos stream advance once per new connection, whichever worker
-//! asks. A changed service gets a clone of its scheduler updated off the packet path (sh, dh,
-//! mh, maglev: one table build per change set, with the final list); an unchanged one keeps
-//! its instance. The per-backend counts are one [`BackendCounts`] of atomics, shared by every
+//! an `Arc` swap and a resize of its traffic counters). sh, dh, mh and maglev are immutable
+//! tables in the snapshot, built once per change set with the final list, which workers pick
+//! from without a lock; any other scheduler is one instance behind a mutex that a worker takes
+//! only to schedule a new connection, so rr / wrr cursors, lblc / lblcr tables and the twos
+//! stream advance once per new connection, whichever worker asks. A changed service gets a
+//! copy of its scheduler updated off the packet path; an unchanged one keeps its instance. The per-backend counts are one [`BackendCounts`] of atomics, shared by every
 //! worker's connection table.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use xvs_schedulers::{new_scheduler, BackendView, Change, Load, Scheduler};
+use xvs_schedulers::{new_scheduler, BackendView, Change, Flow, Load, Scheduler, TablePick, Time};
 
 use super::{BackendRt, BuildError, Pipeline, ServiceRt, Traffic};
 use crate::conn::BackendCounts;
@@ -125,8 +125,46 @@ fn bind_by_adds(s: &mut dyn Scheduler, list: &[BackendView]) {
     }
 }
 
-/// A service's scheduler, shared by every worker; locked only to schedule a new connection.
-pub(super) type SharedScheduler = Arc<Mutex<Box<dyn Scheduler>>>;
+/// A service's scheduler, shared by every worker: an immutable table (sh, dh, mh, maglev),
+/// picked from without a lock, or a scheduler with state of its own (rr/wrr cursor, lblc/lblcr
+/// table, twos stream), locked only to schedule a new connection.
+#[derive(Debug, Clone)]
+pub(super) enum SharedScheduler {
+    Table(Arc<dyn TablePick>),
+    Locked(Arc<Mutex<Box<dyn Scheduler>>>),
+}
+
+impl SharedScheduler {
+    fn new(s: Box<dyn Scheduler>) -> Self {
+        match s.table() {
+            Some(t) => SharedScheduler::Table(t),
+            None => SharedScheduler::Locked(Arc::new(Mutex::new(s))),
+        }
+    }
+
+    /// A copy to update for a new backend list (the published one stays as it is).
+    fn to_scheduler(&self) -> Box<dyn Scheduler> {
+        match self {
+            SharedScheduler::Table(t) => t.to_scheduler(),
+            SharedScheduler::Locked(m) => lock(m).clone_box(),
+        }
+    }
+
+    /// [`Scheduler::pick`].
+    #[inline]
+    pub(super) fn pick(
+        &self,
+        flow: &Flow,
+        backends: &[BackendView],
+        load: &dyn Load,
+        now: Time,
+    ) -> Option<usize> {
+        match self {
+            SharedScheduler::Table(t) => t.pick_table(flow, backends, load),
+            SharedScheduler::Locked(m) => lock(m).pick(flow, backends, load, now),
+        }
+    }
+}
 
 /// Lock a mutex whatever a panicking holder left (the state it guards is always whole).
 pub(super) fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -339,7 +377,7 @@ impl Builder<'_> {
                         views: Vec::new(),
                         scheduler: {
                             scheduler.update(&[], Change::Init);
-                            Arc::new(Mutex::new(scheduler))
+                            SharedScheduler::new(scheduler)
                         },
                         scheduler_name: s.scheduler.clone(),
                         sched_flags: s.sched_flags,
@@ -480,7 +518,7 @@ impl Builder<'_> {
             // `-E -s` with another scheduler (or sh/mh flags): bound to the whole list anew.
             sched.update(&target, Change::Init);
             changed = true;
-            rt.scheduler = Arc::new(Mutex::new(sched));
+            rt.scheduler = SharedScheduler::new(sched);
             rt.scheduler_name = s.scheduler.clone();
             rt.sched_flags = s.sched_flags;
             rt.views = target;
@@ -496,7 +534,7 @@ impl Builder<'_> {
         }
         // A copy of the running scheduler, updated here (off the packet path) and published
         // with the new list; workers keep the old one until they install the snapshot.
-        let mut sched = lock(&rt.scheduler).clone_box();
+        let mut sched = rt.scheduler.to_scheduler();
         if sched.table_only() {
             // One build for the whole change set.
             sched.update(&target, Change::Init);
@@ -530,7 +568,7 @@ impl Builder<'_> {
                 bind_by_adds(sched.as_mut(), &target);
             }
         }
-        rt.scheduler = Arc::new(Mutex::new(sched));
+        rt.scheduler = SharedScheduler::new(sched);
         rt.views = target;
         changed
     }
