@@ -222,6 +222,8 @@ struct Inner {
     /// The running sync daemons (what `desired.daemons` asks for, once started).
     master: Option<Daemon>,
     backup: Option<Daemon>,
+    /// The announce device's state for `xvs ctl status` (`[announce]`), set by the main loop.
+    announce: Option<String>,
 }
 
 /// The running director's control side.
@@ -769,6 +771,10 @@ impl ControlDirector for Director {
             for d in [&inner.master, &inner.backup].into_iter().flatten() {
                 out.push_str(&sync_status(d));
             }
+            if let Some(a) = &inner.announce {
+                out.push_str(a);
+                out.push('\n');
+            }
         }
         let mut sync = SyncCounters::default();
         for r in &reports {
@@ -914,6 +920,7 @@ pub fn run(config: &Path, io: Option<IoKind>, socket: &Path) -> Result<()> {
             per_worker_persistence: Vec::new(),
             master: None,
             backup: None,
+            announce: None,
         }),
         workers: Workers::new(handles, shared),
         dataplane: Mutex::new(dp),
@@ -967,9 +974,34 @@ pub fn run(config: &Path, io: Option<IoKind>, socket: &Path) -> Result<()> {
     let server = Server::start(socket, director.clone())
         .with_context(|| format!("control socket {}", socket.display()))?;
     eprintln!("xvs: control socket {}", server.path().display());
+    // Created after everything else is up, so nothing is announced before xvs can serve it.
+    let mut announcer = match &cfg.announce {
+        Some(name) => Some(
+            crate::announce::Announcer::start(name)
+                .with_context(|| format!("announce device {name}"))?,
+        ),
+        None => None,
+    };
     let mut last_rates = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(100));
+        if let Some(a) = announcer.as_mut() {
+            let (want, warm) = {
+                let inner = director.lock();
+                let bulk_done = inner
+                    .backup
+                    .as_ref()
+                    .map(|b| b.stats.bulk_done.load(Ordering::Relaxed) > 0);
+                (
+                    crate::announce::available_vips(
+                        &Director::effective(&inner, &inner.desired).services,
+                    ),
+                    bulk_done,
+                )
+            };
+            a.update_when_warm(&want, warm);
+            director.lock().announce = Some(a.describe());
+        }
+        std::thread::sleep(crate::announce::PERIOD);
         if hup.swap(false, Ordering::Relaxed) {
             match director.reload_file() {
                 Ok(msg) => eprintln!("xvs: {msg}"),
@@ -985,6 +1017,8 @@ pub fn run(config: &Path, io: Option<IoKind>, socket: &Path) -> Result<()> {
         }
     }
     eprintln!("xvs: stopping");
+    // Withdraw first: the device goes with its addresses.
+    drop(announcer.take());
     server.stop();
     if let Some(m) = metrics {
         m.shutdown();

@@ -3,6 +3,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod announce;
 pub mod capture;
 pub mod config;
 pub mod control;

@@ -63,6 +63,8 @@ pub struct PipelineConfig {
     pub v6_connections: u32,
     /// IPVS `conn_reuse_mode` (0 = off; default 1).
     pub conn_reuse_mode: u8,
+    /// IPVS `sloppy_tcp`: a TCP packet without SYN (but without RST) may open a connection.
+    pub sloppy_tcp: bool,
     /// `ipvsadm --set tcp tcpfin udp` in seconds (0 keeps the default).
     pub timeouts: (u32, u32, u32),
     /// FullNAT source addresses.
@@ -96,6 +98,7 @@ impl Default for PipelineConfig {
             connections: 1 << 16,
             v6_connections: 1 << 14,
             conn_reuse_mode: 1,
+            sloppy_tcp: false,
             timeouts: (0, 0, 0),
             local_addresses: Vec::new(),
             worker: 0,
@@ -774,9 +777,11 @@ impl Pipeline {
             return Verdict::Drop(r);
         }
         // Protocol gate (`tcp_conn_schedule`, `sctp_conn_schedule`): only a SYN without RST
-        // opens a TCP connection, only an INIT chunk an SCTP association.
+        // opens a TCP connection (with `sloppy_tcp` any packet without RST), only an INIT
+        // chunk an SCTP association.
         if p.proto == proto::TCP
-            && p.tcp_flags & (tcp_flags::SYN | tcp_flags::RST) != tcp_flags::SYN
+            && (p.tcp_flags & tcp_flags::RST != 0
+                || (p.tcp_flags & tcp_flags::SYN == 0 && !self.cfg.sloppy_tcp))
         {
             return Verdict::Drop(DropReason::NoConnection);
         }

@@ -1,6 +1,6 @@
 //! I/O backends of the director: AF_XDP (`afxdp`, the default) and AF_PACKET with PACKET_MMAP rings
 //! (`packet`), the loader of xvs's own XDP program (`xdp`), the NETLINK_ROUTE neighbour dump
-//! (`netlink`) and the few interface queries the workers need (`sys`).
+//! (`netlink`), the announce TUN device (`tun`) and the few interface queries the workers need (`sys`).
 //!
 //! All `unsafe` of the `xvs` crate lives in this module, each block with a `// SAFETY:` comment
 //! covering one unsafe operation. The workspace lints enforce it: `unsafe_code` is denied
@@ -17,6 +17,7 @@ pub mod afxdp;
 pub mod netlink;
 pub mod packet;
 pub mod sys;
+pub mod tun;
 pub mod xdp;
 
 use std::io;

@@ -22,7 +22,7 @@ pub struct InterfaceInfo {
     pub queues: Option<u32>,
 }
 
-fn ifreq_for(name: &str) -> Result<libc::ifreq, IoError> {
+pub(crate) fn ifreq_for(name: &str) -> Result<libc::ifreq, IoError> {
     if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('\0') {
         return Err(IoError::Invalid(format!("bad interface name {name:?}")));
     }
@@ -45,6 +45,32 @@ fn dgram_socket() -> Result<OwnedFd, IoError> {
     }
     // SAFETY: fd is a fresh, valid descriptor nobody else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Set interface `name` up (SIOCGIFFLAGS, then SIOCSIFFLAGS with IFF_UP added).
+pub(crate) fn set_up(name: &str) -> Result<(), IoError> {
+    let sock = dgram_socket()?;
+    let mut ifr = ifreq_for(name)?;
+    // SAFETY: SIOCGIFFLAGS fills the ifreq we own.
+    let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) };
+    if r < 0 {
+        return Err(IoError::last(
+            "ioctl(SIOCGIFFLAGS)",
+            format!("flags of {name}"),
+        ));
+    }
+    // SAFETY: SIOCGIFFLAGS wrote the flags member of the union.
+    let flags = unsafe { ifr.ifr_ifru.ifru_flags };
+    ifr.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
+    // SAFETY: SIOCSIFFLAGS reads the ifreq we own.
+    let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) };
+    if r < 0 {
+        return Err(IoError::last(
+            "ioctl(SIOCSIFFLAGS)",
+            format!("set {name} up"),
+        ));
+    }
+    Ok(())
 }
 
 /// Look up an interface's index, MAC, MTU and queue count in the current network namespace.
