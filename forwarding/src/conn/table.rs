@@ -352,11 +352,6 @@ impl ConnTable {
         &self.counts
     }
 
-    /// The shared counts, to hand to another worker's table ([`Self::with_counts`]).
-    pub fn shared_counts(&self) -> &Arc<BackendCounts> {
-        &self.counts
-    }
-
     /// Set a backend's upper/lower thresholds (see [`BackendCounts::set_thresholds`]).
     pub fn set_thresholds(&mut self, backend: BackendId, upper: u32, lower: u32) {
         self.counts.set_thresholds(backend, upper, lower);

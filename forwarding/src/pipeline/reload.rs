@@ -196,11 +196,6 @@ impl Snapshot {
             generation: 0,
         }
     }
-
-    /// How many applies led to this state.
-    pub fn generation(&self) -> u64 {
-        self.generation
-    }
 }
 
 /// What every worker of one director shares: the per-backend connection counts and the
@@ -658,11 +653,6 @@ impl Pipeline {
             }
         }
         self.snap = snap;
-    }
-
-    /// The snapshot this pipeline runs.
-    pub fn snapshot(&self) -> &Arc<Snapshot> {
-        &self.snap
     }
 
     /// The state shared with the other workers of this pipeline's director.
