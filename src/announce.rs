@@ -82,6 +82,36 @@ impl Announcer {
         })
     }
 
+    /// Continue a predecessor's announcer (`xvs run --takeover`) on its device, which holds
+    /// `announced` (so nothing is withdrawn in between); `warm`: whether it had begun
+    /// announcing.
+    pub fn adopt(dev: TunDevice, announced: Vec<IpAddr>, warm: bool) -> Announcer {
+        tracing::info!(
+            "announce: device {} (ifindex {}) taken over with {} address(es)",
+            dev.name(),
+            dev.ifindex(),
+            announced.len()
+        );
+        Announcer {
+            dev,
+            announced: announced.into_iter().collect(),
+            failing: false,
+            started: Instant::now(),
+            warm,
+        }
+    }
+
+    /// What a successor needs to continue: the device's descriptor and name, the addresses on
+    /// it, whether announcing had begun.
+    pub fn handover(&self) -> (std::os::fd::RawFd, String, Vec<IpAddr>, bool) {
+        (
+            self.dev.raw_fd(),
+            self.dev.name().to_string(),
+            self.announced.iter().copied().collect(),
+            self.warm,
+        )
+    }
+
     /// The addresses on the device.
     pub fn announced(&self) -> &BTreeSet<IpAddr> {
         &self.announced

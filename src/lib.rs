@@ -18,4 +18,5 @@ pub mod replay;
 pub mod runtime;
 pub mod simulate;
 pub mod sync;
+pub mod takeover;
 pub mod worker;

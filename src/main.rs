@@ -33,6 +33,11 @@ enum Command {
         /// Control socket for `xvs ctl` (created mode 0600).
         #[arg(long, default_value = xvs::control::DEFAULT_SOCKET)]
         socket: PathBuf,
+        /// Take over from the director running with this control socket: its AF_XDP sockets,
+        /// UMEM, XDP program and connection tables are handed over, then it exits (hitless
+        /// restart or upgrade; needs the same interfaces, workers and steering).
+        #[arg(long, value_name = "SOCKET")]
+        takeover: Option<PathBuf>,
     },
     /// Run the forwarding pipeline over a pcap/pcapng capture and write what it would send.
     Replay {
@@ -120,7 +125,12 @@ fn real_main() -> Result<()> {
             config_id,
             report,
         } => std::process::exit(import(&keepalived_conf, out, config_id, report)),
-        Command::Run { config, io, socket } => xvs::director::run(&config, io, &socket),
+        Command::Run {
+            config,
+            io,
+            socket,
+            takeover,
+        } => xvs::director::run(&config, io, &socket, takeover.as_deref()),
         Command::Replay {
             config,
             input,

@@ -61,10 +61,20 @@ pub enum Command {
     /// outbox) or, with `None`, stop.
     SyncMaster(Option<(SyncPolicy, SyncOutbox)>),
     /// Send the table's entries as sync entries (a bulk resync answer), a part at a time:
-    /// those in [`SYNC_TABLE_SLOTS`] slots from slot `from`, and where to go on (`None`: done).
+    /// those in `slots` slots (bulk resync: [`SYNC_TABLE_SLOTS`]) from slot `from`, and where
+    /// to go on (`None`: done).
     SyncTable {
         from: u32,
+        slots: u32,
         reply: Sender<(Vec<SyncConn>, Option<u32>)>,
+    },
+    /// Send the whole table for a successor process (`Pipeline::takeover_table`).
+    TakeoverTable(Sender<Vec<TakenConn>>),
+    /// Install a predecessor's table (`Pipeline::install_taken`; `threshold` as for
+    /// [`Command::InstallSynced`]).
+    InstallTaken {
+        conns: Vec<TakenConn>,
+        threshold: u32,
     },
     /// Install entries received by the backup daemon (`threshold`: the director's
     /// `sync_threshold`, their `in_pkts`).
@@ -73,6 +83,10 @@ pub enum Command {
         threshold: u32,
     },
 }
+
+/// A connection-table entry as a successor takes it over: its sync record and, for FullNAT,
+/// its local address and port.
+pub type TakenConn = (SyncConn, Option<std::net::SocketAddr>);
 
 /// A desired state as the workers receive it.
 #[derive(Debug, Clone)]
@@ -127,10 +141,19 @@ impl RuntimeProcessor {
                 self.pipe.set_sync_master(policy, SYNC_OUTBOX);
                 self.sync_out = out;
             }
-            Command::SyncTable { from, reply } => {
+            Command::SyncTable { from, slots, reply } => {
                 let mut part = Vec::new();
-                let next = self.pipe.sync_table_part(from, SYNC_TABLE_SLOTS, &mut part);
+                let next = self.pipe.sync_table_part(from, slots, &mut part);
                 let _ = reply.send((part, next));
+            }
+            Command::TakeoverTable(reply) => {
+                let _ = reply.send(self.pipe.takeover_table());
+            }
+            Command::InstallTaken { conns, threshold } => {
+                for (c, local) in &conns {
+                    // Refusals are counted in the pipeline's sync counters.
+                    let _ = self.pipe.install_taken(c, *local, threshold, now);
+                }
             }
             Command::InstallSynced { conns, threshold } => {
                 for c in &conns {

@@ -18,6 +18,8 @@ use super::IoError;
 
 /// `TUNSETIFF` = `_IOW('T', 202, int)` (include/uapi/linux/if_tun.h).
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+/// `TUNGETIFF` = `_IOR('T', 210, unsigned int)`.
+const TUNGETIFF: libc::c_ulong = 0x8004_54d2;
 const IFF_TUN: libc::c_short = 0x0001;
 const IFF_NO_PI: libc::c_short = 0x1000;
 
@@ -58,6 +60,44 @@ impl TunDevice {
             name: name.to_string(),
             ifindex,
         })
+    }
+
+    /// Take over the TUN device a predecessor process created (`xvs run --takeover`): `fd` is
+    /// its descriptor, checked (TUNGETIFF) to be attached to device `name`.
+    pub fn adopt(fd: OwnedFd, name: &str) -> Result<TunDevice, IoError> {
+        let mut ifr = sys::ifreq_for(name)?;
+        // SAFETY: TUNGETIFF writes the attached device's name and flags into the ifreq we own,
+        // on a descriptor we own.
+        let r = unsafe { libc::ioctl(fd.as_raw_fd(), TUNGETIFF, &mut ifr) };
+        if r < 0 {
+            return Err(IoError::last(
+                "ioctl(TUNGETIFF)",
+                format!("handed-over TUN device {name}"),
+            ));
+        }
+        let got: Vec<u8> = ifr
+            .ifr_name
+            .iter()
+            .take_while(|c| **c != 0)
+            .map(|c| *c as u8)
+            .collect();
+        if got != name.as_bytes() {
+            return Err(IoError::Invalid(format!(
+                "handed-over TUN descriptor is attached to {:?}, not {name}",
+                String::from_utf8_lossy(&got)
+            )));
+        }
+        let ifindex = sys::interface_info(name)?.ifindex;
+        Ok(TunDevice {
+            _fd: fd,
+            name: name.to_string(),
+            ifindex,
+        })
+    }
+
+    /// The descriptor that keeps the device (for a successor, see [`TunDevice::adopt`]).
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self._fd.as_raw_fd()
     }
 
     pub fn name(&self) -> &str {

@@ -8,7 +8,7 @@
 //! ([`WorkerStats::longest_round`], shown by `xvs ctl status`): how long the worker went
 //! without looking at its rings, and what its commands (a snapshot install) cost it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,21 @@ pub(super) struct WorkerCtx<C> {
     pub(super) log_every: Duration,
     pub(super) idle_wait_ms: i32,
     pub(super) handoff: Option<Handoff>,
+    pub(super) pause: Arc<PauseSlot>,
+}
+
+/// A worker's side of a takeover pause ([`super::Dataplane::pause`]): the control side raises
+/// `want`, the worker answers in `reached` between two rounds.
+#[derive(Debug, Default)]
+pub(super) struct PauseSlot {
+    /// 0: run; 1: stop receiving (frames wait in the rx rings); 2: also forward the frames
+    /// other workers handed over, transmit what is queued and leave the rings alone.
+    pub(super) want: AtomicU8,
+    /// The stage this worker reached (same numbers).
+    pub(super) reached: AtomicU8,
+    /// At stage 2: the I/O's free buffers ([`WorkerIo::quiesce`]), `None` if it cannot be
+    /// handed over.
+    pub(super) free: Mutex<Option<Vec<u64>>>,
 }
 
 /// Rounds without a frame before an idle worker sleeps in poll(2).
@@ -79,6 +94,14 @@ pub(super) fn run_worker<I: WorkerIo, P: FrameProcessor>(
             }
             longest.inbox = longest.inbox.max(t0.elapsed());
             longest.inbox_cpu = longest.inbox_cpu.max(thread_cpu().saturating_sub(cpu));
+        }
+        let want = ctx.pause.want.load(Ordering::Acquire);
+        if want > 0 {
+            paused_round(&mut io, &mut proc, &mut ctx, &mut c, want, now);
+            continue;
+        }
+        if ctx.pause.reached.load(Ordering::Relaxed) > 0 {
+            ctx.pause.reached.store(0, Ordering::Release);
         }
         let n = match ctx.handoff.as_mut() {
             None => io.poll(
@@ -147,6 +170,39 @@ fn thread_cpu() -> Duration {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
         .map(|t| Duration::new(t.tv_sec() as u64, t.tv_nsec() as u32))
         .unwrap_or_default()
+}
+
+/// One round of a paused worker: reach stage `want` of [`PauseSlot`], then wait a little.
+/// Commands are still taken (the table is read while paused).
+fn paused_round<I: WorkerIo, P: FrameProcessor>(
+    io: &mut I,
+    proc: &mut P,
+    ctx: &mut WorkerCtx<P::Command>,
+    c: &mut IoCounters,
+    want: u8,
+    now: Time,
+) {
+    let reached = ctx.pause.reached.load(Ordering::Relaxed);
+    if want >= 2 && reached < 2 {
+        // Every worker stopped receiving (stage 1) before any is asked for stage 2, so no
+        // frame is handed over after these.
+        if let Some(h) = ctx.handoff.as_mut() {
+            for _ in 0..64 {
+                if steer::drain(ctx.index, io, proc, now, h, c) == 0 {
+                    break;
+                }
+            }
+        }
+        let free = io.quiesce(c);
+        if let Ok(mut slot) = ctx.pause.free.lock() {
+            *slot = free;
+        }
+        ctx.pause.reached.store(2, Ordering::Release);
+    } else if reached < 1 {
+        io.flush(c);
+        ctx.pause.reached.store(1, Ordering::Release);
+    }
+    std::thread::sleep(Duration::from_micros(50));
 }
 
 fn publish<C>(
@@ -333,6 +389,7 @@ mod tests {
             log_every: Duration::ZERO,
             idle_wait_ms: 0,
             handoff: None,
+            pause: Arc::new(PauseSlot::default()),
         };
         let worker = std::thread::spawn(move || run_worker(io, proc, ctx));
         let read = |s: &Arc<Mutex<WorkerStats>>| {

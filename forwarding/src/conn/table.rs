@@ -242,6 +242,9 @@ pub struct Install {
     pub timeout_ms: u32,
     /// `in_pkts` after the install (the kernel's backup sets it to `sync_threshold`).
     pub in_pkts: u32,
+    /// FullNAT local address and port (a connection handed over by a predecessor process;
+    /// the sync protocol has none).
+    pub local: Option<(IpAddr, u16)>,
 }
 
 /// What [`ConnTable::install`] did.
@@ -1328,7 +1331,7 @@ impl ConnTable {
                     vport: c.vport,
                     daddr: c.daddr,
                     dport: c.dport,
-                    local: None,
+                    local: c.local,
                     backend: c.backend,
                     service: c.service,
                     method: c.method,
