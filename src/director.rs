@@ -722,6 +722,7 @@ impl Director {
         for r in self.workers.reports() {
             l.add_report(&r.services);
         }
+        l.set_counts(&self.workers.shared().report());
         for s in &mut l.services {
             if let Some(r) = inner.service_rates.get(&s.key) {
                 s.rates = r.rates();
@@ -1026,8 +1027,15 @@ impl ControlDirector for Director {
                 .iter()
                 .map(|(d, n)| format!("{}={n}", d.as_str()))
                 .collect();
+            let (round, inbox, inbox_cpu) = stats.get(i).map_or((0.0, 0.0, 0.0), |s| {
+                (
+                    s.longest_round.as_secs_f64(),
+                    s.longest_inbox.as_secs_f64(),
+                    s.longest_inbox_cpu.as_secs_f64(),
+                )
+            });
             out.push_str(&format!(
-                "worker {i}: rx {} tx {} (+{} fragments) pass {} drop {} [{}] icmp answers {} connections {} busy {:.1}% io drops [{}] handoff out {} in {}\n",
+                "worker {i}: rx {} tx {} (+{} fragments) pass {} drop {} [{}] icmp answers {} connections {} busy {:.1}% io drops [{}] handoff out {} in {} longest round {:.3} ms (inbox {:.3} ms, {:.3} ms CPU)\n",
                 r.counters.rx,
                 r.counters.tx,
                 r.counters.tx_fragments,
@@ -1040,6 +1048,9 @@ impl ControlDirector for Director {
                 io_drops.join(" "),
                 io.handoff_out,
                 io.handoff_in,
+                round * 1e3,
+                inbox * 1e3,
+                inbox_cpu * 1e3,
             ));
         }
         out
@@ -1076,6 +1087,14 @@ pub fn run(
         .context("signal handler")?;
 
     let nworkers = dp_cfg.workers.len() as u16;
+    // One state for all workers: the counts, and the services applied once.
+    let shared = Arc::new(
+        Pipeline::shared_for(&cfg.live_pipeline_config(0, nworkers), &cfg.services)
+            .context("pipeline")?,
+    );
+    shared
+        .apply(&cfg.services, cfg.marks.clone())
+        .context("pipeline")?;
     let mut handles = Vec::new();
     let t = targets(&cfg, &cfg.services);
     // The workers' pipelines (connection tables allocated), built before a takeover pauses
@@ -1088,13 +1107,11 @@ pub fn run(
     }
     let mut pipes = Vec::new();
     for w in 0..nworkers {
-        let pipe = Pipeline::new(
+        let pipe = Pipeline::with_shared(
             cfg.live_pipeline_config(w, nworkers),
-            &cfg.services,
-            cfg.marks.clone(),
+            shared.clone(),
             cfg.network(&macs),
-        )
-        .map_err(|e| anyhow::anyhow!("worker {w}'s pipeline: {e}"))?;
+        );
         pipes.push(Some(pipe));
     }
     let mut go_at = None;
@@ -1127,13 +1144,11 @@ pub fn run(
             let same_macs = ports.iter().map(|p| p.mac).eq(macs.iter().copied());
             let pipe = match pipes.get_mut(worker).and_then(Option::take) {
                 Some(p) if same_macs => p,
-                _ => Pipeline::new(
+                _ => Pipeline::with_shared(
                     cfg.live_pipeline_config(worker as u16, nworkers),
-                    &cfg.services,
-                    cfg.marks.clone(),
+                    shared.clone(),
                     cfg.network(&ports.iter().map(|p| p.mac).collect::<Vec<_>>()),
-                )
-                .expect("the same configuration built a pipeline before the data plane started"),
+                ),
             };
             // A predecessor's table: installed before the worker takes its first frame (the
             // inbox is drained at the top of each round).
@@ -1202,7 +1217,7 @@ pub fn run(
             backup: None,
             announce: None,
         }),
-        workers: Workers::new(handles),
+        workers: Workers::new(handles, shared),
         dataplane: Mutex::new(dp),
         steering: t.client_steering,
         history: Mutex::new(History::default()),

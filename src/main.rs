@@ -61,6 +61,10 @@ enum Command {
         /// standard input) or a pcap/pcapng capture.
         #[arg(long)]
         flows: PathBuf,
+        /// Workers to simulate: frames go to the worker the data plane's steering gives them,
+        /// one at a time in trace order, through one pipeline per worker sharing one state.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+        workers: u16,
     },
     /// Validate a configuration file and print a summary.
     Check {
@@ -148,7 +152,11 @@ fn real_main() -> Result<()> {
             out.flush()?;
             Ok(())
         }
-        Command::Simulate { config, flows } => {
+        Command::Simulate {
+            config,
+            flows,
+            workers,
+        } => {
             let cfg = Config::load(&config)?;
             let stdout = std::io::stdout();
             let mut out = stdout.lock();
@@ -156,7 +164,7 @@ fn real_main() -> Result<()> {
                 .map(|b| b.len() >= 4 && is_capture_magic(&b[..4]))
                 .unwrap_or(false);
             if is_capture {
-                xvs::simulate::simulate_capture(&cfg, &flows, &mut out)?;
+                xvs::simulate::simulate_capture(&cfg, &flows, workers, &mut out)?;
             } else {
                 let text = if flows.as_os_str() == "-" {
                     std::io::read_to_string(std::io::stdin())?
@@ -166,7 +174,7 @@ fn real_main() -> Result<()> {
                 };
                 let list = xvs::simulate::parse_flows(&text)
                     .with_context(|| flows.display().to_string())?;
-                xvs::simulate::simulate_flows(&cfg, &list, &mut out)?;
+                xvs::simulate::simulate_flows(&cfg, &list, workers, &mut out)?;
             }
             out.flush()?;
             Ok(())

@@ -25,7 +25,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod dataplane_support;
-use dataplane_support::pair::{config, ctl, established, start_echo_backends, LongLivedClient};
+use dataplane_support::pair::{
+    config, ctl, established, spawn_in, start_echo_backends, LongLivedClient,
+};
 use dataplane_support::{skip_unless_root, ChildGuard, Testbed};
 
 const CONNS: usize = 200;
@@ -94,18 +96,6 @@ while time.time() < end:
             seen.add(n)
 print("got", len(seen), "dup", dup, "silence", int(silence * 1000), "flows", ",".join(map(str, sorted(flows))) or "-", flush=True)
 "#;
-
-fn spawn_py(tb: &Testbed, ns: &str, code: &str, args: &[&str]) -> ChildGuard {
-    ChildGuard(
-        Command::new("ip")
-            .args(["netns", "exec", &tb.ns(ns), "python3", "-u", "-c", code])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3"),
-    )
-}
 
 /// The first line of a child's stdout (bounded wait through a thread).
 fn line_of(child: &mut ChildGuard, wait: Duration) -> String {
@@ -225,7 +215,7 @@ fn scenario(tag: &str, workers: usize) {
     let mut receivers: Vec<ChildGuard> = ["b1", "b2", "b3"]
         .iter()
         .map(|b| {
-            spawn_py(
+            spawn_in(
                 &tb,
                 b,
                 RECEIVER,
@@ -243,7 +233,7 @@ fn scenario(tag: &str, workers: usize) {
         assert_eq!(l.trim(), "listening");
         outs.push(rd);
     }
-    let mut sender = spawn_py(
+    let mut sender = spawn_in(
         &tb,
         "c1",
         SENDER,

@@ -47,6 +47,9 @@ struct ParityArgs {
     /// Flows per scenario.
     #[arg(long, default_value_t = 60, value_name = "N")]
     flows: usize,
+    /// Every scenario runs through `xvs simulate --workers W` for each of these.
+    #[arg(long, value_delimiter = ',', default_value = "1,2", value_parser = clap::value_parser!(u16).range(1..), value_name = "W,..")]
+    workers: Vec<u16>,
     /// Also write the report as JSON here.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -73,6 +76,7 @@ fn parity_main(args: ParityArgs) -> ExitCode {
             .work
             .unwrap_or_else(|| repo.join("target/ipvs-guest/parity")),
         flows: args.flows,
+        workers: args.workers,
     };
     let json = args.json;
     match parity::run(&opts) {
@@ -125,7 +129,12 @@ mod tests {
         assert!(matches!(cli.command, Cmd::Run(_)));
         let cli = Cli::try_parse_from(["xvs-bench", "parity", "--flows", "10"]).unwrap();
         match cli.command {
-            Cmd::Parity(p) => assert_eq!(p.flows, 10),
+            Cmd::Parity(p) => assert_eq!((p.flows, p.workers), (10, vec![1, 2])),
+            _ => panic!("parity"),
+        }
+        let cli = Cli::try_parse_from(["xvs-bench", "parity", "--workers", "4"]).unwrap();
+        match cli.command {
+            Cmd::Parity(p) => assert_eq!(p.workers, [4]),
             _ => panic!("parity"),
         }
         for bad in [
@@ -135,6 +144,7 @@ mod tests {
             &["xvs-bench", "run", "--memory", "12,x"],
             &["xvs-bench", "run", "--bogus"],
             &["xvs-bench", "parity", "--flows", "x"],
+            &["xvs-bench", "parity", "--workers", "0"],
             &["xvs-bench"],
         ] {
             assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");

@@ -150,6 +150,14 @@ pub struct WorkerStats {
     pub busy: Duration,
     /// Time since the worker started.
     pub elapsed: Duration,
+    /// The longest loop round since the start (inbox, poll, housekeeping; not the idle wait):
+    /// the longest time the worker did not look at its rings.
+    pub longest_round: Duration,
+    /// The longest inbox drain of a round (commands such as a new snapshot to install), wall
+    /// time (it includes any time the thread was preempted meanwhile).
+    pub longest_inbox: Duration,
+    /// The same drain in the worker thread's CPU time: the work the commands cost it.
+    pub longest_inbox_cpu: Duration,
 }
 
 impl WorkerStats {

@@ -221,7 +221,7 @@ impl Pipeline {
         if c.is_template() {
             f |= flags::TEMPLATE;
         }
-        let fwmark = match self.svcs.get(c.service as usize).map(|s| s.key) {
+        let fwmark = match self.snap.svcs.get(c.service as usize).map(|s| s.key) {
             Some(ServiceKey::Fwmark { mark, .. }) => mark,
             _ => 0,
         };
@@ -353,10 +353,15 @@ impl Pipeline {
         }
         let vaddr = s.virt.ip();
         let sid = self
+            .snap
             .services
             .find(s.fwmark, s.protocol, vaddr, s.virt.port())
             .ok_or(Refused::NoService)?;
-        let svc = self.svcs.get(sid.0 as usize).ok_or(Refused::NoService)?;
+        let svc = self
+            .snap
+            .svcs
+            .get(sid.0 as usize)
+            .ok_or(Refused::NoService)?;
         if svc.removed {
             return Err(Refused::NoService);
         }
@@ -365,7 +370,7 @@ impl Pipeline {
         // `ip_vs_find_dest`: the backend at (daddr, dport), else one with port 0 / the other.
         let found = |exact: bool| {
             svc.views.iter().map(|v| v.id).find(|&b| {
-                self.backends.get(b.0 as usize).is_some_and(|rt| {
+                self.snap.backends.get(b.0 as usize).is_some_and(|rt| {
                     !rt.removed
                         && rt.addr == daddr
                         && if exact {
@@ -379,7 +384,7 @@ impl Pipeline {
         let backend = found(true)
             .or_else(|| found(false))
             .ok_or(Refused::NoBackend)?;
-        let method = self.backends[backend.0 as usize].method;
+        let method = self.snap.backends[backend.0 as usize].method;
         let local = match local {
             Some(l) if method == Method::FullNat && !template && l.is_ipv6() == v6 => {
                 Some((l.ip(), l.port()))
