@@ -39,6 +39,10 @@ use crate::control::metrics::{
     ServiceMetrics, Traffic as MetricTraffic, WorkerMetrics,
 };
 use crate::control::model::{Listing, RateEstimator, Stats};
+use crate::control::quorum::{
+    live_weight, run_script, run_script_bounded, QuorumConfig, QuorumState, Transition,
+    SHUTDOWN_SCRIPT_TIMEOUT,
+};
 use crate::control::server::{Director as ControlDirector, Server};
 use crate::control::state::{service_name, DesiredState};
 use crate::dataplane_config::{IoKind, SteeringConfig, SteeringMode};
@@ -214,6 +218,12 @@ struct Inner {
     /// Backends their health check found down, and whether the check is quiescent (weight 0)
     /// rather than removing (`false`).
     down: HashMap<BackendKey, bool>,
+    /// Whether each checked backend's check is quiescent.
+    quiescent: HashMap<BackendKey, bool>,
+    /// Weights set by dynamic checks (`exec` with `dynamic = true`), over the configured ones.
+    weights: HashMap<BackendKey, u32>,
+    /// Quorum settings and state of the file's services.
+    quorum: HashMap<ServiceKey, (QuorumConfig, QuorumState)>,
     health: Option<HealthChecker>,
     /// Health-check service names back to services.
     check_names: HashMap<String, ServiceKey>,
@@ -256,12 +266,18 @@ impl Director {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// `desired` as the workers run it: backends that failed their health check removed, or at
-    /// weight 0 when the check is quiescent.
+    /// `desired` as the workers run it: weights set by dynamic checks; backends that failed
+    /// their health check removed, or at weight 0 when the check is quiescent; then the sorry
+    /// server in and the alive backends out while the quorum is lost (see `control::quorum`).
     fn effective(inner: &Inner, desired: &DesiredState) -> DesiredState {
         let mut e = desired.clone();
         for s in &mut e.services {
             let key = s.key;
+            for b in &mut s.backends {
+                if let Some(&w) = inner.weights.get(&(key, b.addr, b.port)) {
+                    b.weight = w;
+                }
+            }
             s.backends
                 .retain_mut(|b| match inner.down.get(&(key, b.addr, b.port)) {
                     Some(true) => {
@@ -271,8 +287,99 @@ impl Director {
                     Some(false) => false,
                     None => true,
                 });
+            if let Some((cfg, st)) = inner.quorum.get(&key) {
+                let backends = std::mem::take(&mut s.backends);
+                s.backends = st.pool(
+                    cfg,
+                    backends,
+                    |b| !inner.down.contains_key(&(key, b.addr, b.port)),
+                    |b| {
+                        inner
+                            .quiescent
+                            .get(&(key, b.addr, b.port))
+                            .copied()
+                            .unwrap_or(false)
+                    },
+                );
+            }
         }
         e
+    }
+
+    /// Re-evaluate the quorum of `new`'s services that the file configures (keepalived's
+    /// `update_quorum_state`): log transitions, run `quorum_up` / `quorum_down`; a service that
+    /// left `new` while its quorum was up runs `quorum_down`.
+    fn update_quorum(inner: &mut Inner, new: &DesiredState) {
+        let mut present = std::collections::HashSet::new();
+        for s in &new.services {
+            let key = s.key;
+            let Some(i) = inner.file.services.iter().position(|f| f.key == key) else {
+                continue;
+            };
+            let Some(cfg) = inner.file.service_quorum.get(i).cloned() else {
+                continue;
+            };
+            present.insert(key);
+            let live = live_weight(
+                s.backends
+                    .iter()
+                    .map(|b| {
+                        let mut b = b.clone();
+                        if let Some(&w) = inner.weights.get(&(key, b.addr, b.port)) {
+                            b.weight = w;
+                        }
+                        b
+                    })
+                    .collect::<Vec<_>>()
+                    .iter(),
+                |b| !inner.down.contains_key(&(key, b.addr, b.port)),
+            );
+            let init = !inner.quorum.contains_key(&key);
+            let entry = inner
+                .quorum
+                .entry(key)
+                .or_insert_with(|| (cfg.clone(), QuorumState::initial(&cfg, live)));
+            entry.0 = cfg;
+            let (cfg, st) = entry;
+            let Some(t) = st.update(cfg, live, init) else {
+                continue;
+            };
+            let name = service_name(&key);
+            let (q, h) = (cfg.quorum, cfg.hysteresis);
+            match t {
+                Transition::Gained => {
+                    tracing::info!(target: "xvs::quorum", service = %name, live,
+                        "quorum: {name}: gained (live weight {live} >= {q}+{h})");
+                    if let Some(cmd) = &cfg.up_script {
+                        run_script(cmd, &name, true);
+                    }
+                }
+                Transition::Lost => {
+                    let what = if init {
+                        "starting with quorum down"
+                    } else {
+                        "lost"
+                    };
+                    let sorry = if st.sorry_in { ", sorry server in" } else { "" };
+                    tracing::warn!(target: "xvs::quorum", service = %name, live,
+                        "quorum: {name}: {what} (live weight {live} < {q}-{h}{sorry})");
+                    if let Some(cmd) = &cfg.down_script {
+                        run_script(cmd, &name, false);
+                    }
+                }
+            }
+        }
+        inner.quorum.retain(|key, (cfg, st)| {
+            if present.contains(key) {
+                return true;
+            }
+            if st.up {
+                if let Some(cmd) = &cfg.down_script {
+                    run_script(cmd, &service_name(key), false);
+                }
+            }
+            false
+        });
     }
 
     /// The health checks of `state`'s backends: a backend's own check from the file, else its
@@ -322,6 +429,9 @@ impl Director {
         } else {
             inner.down.insert(bkey, ev.quiescent);
         }
+        if let Some(w) = ev.weight {
+            inner.weights.insert(bkey, w);
+        }
         let desired = inner.desired.clone();
         if let Err(e) = self.publish(&mut inner, desired) {
             tracing::error!(
@@ -346,6 +456,7 @@ impl Director {
             })
             .collect();
         inner.down.retain(|k, _| checked.contains(k));
+        inner.weights.retain(|k, _| checked.contains(k));
         let quiescent: HashMap<BackendKey, bool> = checks
             .iter()
             .filter_map(|t| {
@@ -355,6 +466,7 @@ impl Director {
                     .map(|k| ((*k, t.backend.ip(), t.backend.port()), t.spec.quiescent))
             })
             .collect();
+        inner.quiescent = quiescent.clone();
         if let Some(h) = inner.health.as_mut() {
             h.set_targets(checks).map_err(|e| e.to_string())?;
             // Backends that start down (`initially_down`) or already are down stay out.
@@ -655,6 +767,7 @@ impl Director {
 
     fn publish_services(&self, inner: &mut Inner, new: &DesiredState) -> Result<(), String> {
         Self::sync_checks(inner, new)?;
+        Self::update_quorum(inner, new);
         let effective = Self::effective(inner, new);
         self.workers
             .publish(Published {
@@ -1207,6 +1320,9 @@ pub fn run(
         inner: Mutex::new(Inner {
             desired: DesiredState::from_config(&cfg),
             down: HashMap::new(),
+            quiescent: HashMap::new(),
+            weights: HashMap::new(),
+            quorum: HashMap::new(),
             health: Some(health),
             check_names: HashMap::new(),
             file: cfg.clone(),
@@ -1242,7 +1358,11 @@ pub fn run(
         let state = inner.desired.clone();
         Director::sync_checks(&mut inner, &state)
             .map_err(|e| anyhow::anyhow!("health checks: {e}"))?;
-        if !inner.down.is_empty() || !state.daemons.is_empty() {
+        let quorum_acts = cfg
+            .service_quorum
+            .iter()
+            .any(|q| q.sorry.is_some() || q.down_script.is_some());
+        if !inner.down.is_empty() || !state.daemons.is_empty() || quorum_acts {
             // Also starts the sync daemons of the file (none is running yet).
             director
                 .publish(&mut inner, state)
@@ -1390,6 +1510,17 @@ pub fn run(
         if let Some(d) = inner.backup.take() {
             d.stop();
         }
+    }
+    // keepalived's omega: the quorum_down scripts run on shutdown, each given a second.
+    let omega: Vec<(String, String)> = director
+        .lock()
+        .quorum
+        .iter()
+        .filter(|(_, (cfg, _))| cfg.omega)
+        .filter_map(|(k, (cfg, _))| cfg.down_script.clone().map(|c| (service_name(k), c)))
+        .collect();
+    for (name, cmd) in omega {
+        run_script_bounded(&cmd, &name, SHUTDOWN_SCRIPT_TIMEOUT);
     }
     let checker = director.lock().health.take();
     if let Some(h) = checker {
