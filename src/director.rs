@@ -129,6 +129,20 @@ pub fn targets(cfg: &Config, services: &[Service]) -> DirectorTargets {
             }
             add(&mut t.next_hops, b.addr);
         }
+        // The sorry server is a backend whenever the quorum is lost: known beforehand.
+        let sorry = cfg
+            .services
+            .iter()
+            .position(|f| f.key == s.key)
+            .and_then(|i| cfg.service_quorum.get(i))
+            .and_then(|q| q.sorry.as_ref());
+        if let Some(sorry) = sorry {
+            let b = &sorry.backend;
+            if matches!(b.method, Method::Nat | Method::FullNat) {
+                add(&mut t.backends, b.addr);
+            }
+            add(&mut t.next_hops, b.addr);
+        }
     }
     for m in &cfg.marks {
         let host = if m.dst.is_ipv4() { 32 } else { 128 };
