@@ -27,6 +27,17 @@
 //! persistence = 300             # seconds; omit for none
 //! netmask = 32                  # persistence client prefix length
 //! one_packet = false
+//! quorum = 1                    # minimum live weight (keepalived's quorum); default 1
+//! hysteresis = 0                # lost below quorum - hysteresis, gained at quorum + hysteresis
+//! quorum_up = "/etc/xvs/up.sh"  # /bin/sh -c on a gain (optional)
+//! quorum_down = "/etc/xvs/down.sh"  # /bin/sh -c on a loss (optional)
+//! omega = false                 # true: quorum_down also runs on shutdown
+//!
+//! [service.sorry_server]        # optional: in (weight 1) while the quorum is lost
+//! address = "198.19.0.99"
+//! port = 80
+//! method = "nat"                # default dr
+//! inhibit = false               # true: out by weight 0 rather than removal
 //!
 //! [[service.backend]]
 //! address = "198.19.0.11"
