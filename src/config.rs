@@ -992,9 +992,6 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             return Err(c.err(f("quorum"), "must be at least 1"));
         }
         let hysteresis = s.hysteresis.unwrap_or(0);
-        if hysteresis >= quorum {
-            return Err(c.err(f("hysteresis"), format!("must be below quorum ({quorum})")));
-        }
         for (name, v) in [("quorum_up", &s.quorum_up), ("quorum_down", &s.quorum_down)] {
             if v.as_deref().is_some_and(|v| v.trim().is_empty()) {
                 return Err(c.err(f(name), "empty command"));
@@ -1246,12 +1243,6 @@ method = "dr"
         let sorry = q.sorry.as_ref().unwrap();
         assert_eq!(sorry.backend.port, 80, "DR takes the service port");
         assert_eq!((sorry.backend.weight, sorry.inhibit), (1, true));
-        let bad = text.replace("hysteresis = 1", "hysteresis = 3");
-        assert!(
-            err(&bad).starts_with("x.toml: service[0].hysteresis"),
-            "{}",
-            err(&bad)
-        );
         let bad = text.replace("quorum = 3", "quorum = 0");
         assert!(err(&bad).starts_with("x.toml: service[0].quorum"));
         let bad = text.replace("address = \"198.19.0.99\"", "address = \"2001:2::99\"");

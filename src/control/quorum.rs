@@ -31,7 +31,7 @@ pub const DEFAULT_QUORUM: u32 = 1;
 pub struct QuorumConfig {
     /// Minimum live weight (at least 1).
     pub quorum: u32,
-    /// Below `quorum`.
+    /// Lost below `quorum - hysteresis`, gained at `quorum + hysteresis`.
     pub hysteresis: u32,
     pub sorry: Option<SorryServer>,
     /// Command run with `/bin/sh -c` when the quorum is gained.
