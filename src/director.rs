@@ -1372,6 +1372,8 @@ pub fn run(
         let state = inner.desired.clone();
         Director::sync_checks(&mut inner, &state)
             .map_err(|e| anyhow::anyhow!("health checks: {e}"))?;
+        // The quorum of every service is evaluated at start (keepalived's init evaluation).
+        Director::update_quorum(&mut inner, &state);
         let quorum_acts = cfg
             .service_quorum
             .iter()
