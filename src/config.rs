@@ -40,6 +40,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use xvs_forwarding::defense::DefenseConfig;
 use xvs_forwarding::net::{Mac, Network, Port, PortVlans, Route};
 use xvs_forwarding::pipeline::RemovedBackends;
 use xvs_forwarding::service::{
@@ -108,6 +109,75 @@ pub struct RawConfig {
     pub metrics: MetricsSection,
     #[serde(default)]
     pub sync: SyncSection,
+    #[serde(default)]
+    pub defense: DefenseSection,
+}
+
+/// `[defense]`: SYN-flood and table-pressure defences of every worker
+/// (`xvs_forwarding::defense`). The IPVS sysctls keep their names and modes (0 off, 1 automatic,
+/// 3 always); `amemthresh` counts free connection-table entries of a worker (IPVS: free memory
+/// pages).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DefenseSection {
+    #[serde(default)]
+    pub drop_entry: u8,
+    #[serde(default)]
+    pub drop_packet: u8,
+    #[serde(default)]
+    pub secure_tcp: u8,
+    #[serde(default = "default_amemthresh")]
+    pub amemthresh: u32,
+    #[serde(default = "default_am_droprate")]
+    pub am_droprate: u32,
+    /// Largest share of a worker's table, in percent, for half-open TCP entries (1–100).
+    #[serde(default = "default_embryonic_share")]
+    pub embryonic_share: u8,
+    /// Only the client's ACK completes a handshake (a bare ACK from the backend does not).
+    #[serde(default = "default_true")]
+    pub strict_handshake: bool,
+}
+
+impl Default for DefenseSection {
+    fn default() -> Self {
+        let d = DefenseConfig::default();
+        DefenseSection {
+            drop_entry: d.drop_entry,
+            drop_packet: d.drop_packet,
+            secure_tcp: d.secure_tcp,
+            amemthresh: d.amemthresh,
+            am_droprate: d.am_droprate,
+            embryonic_share: d.embryonic_share,
+            strict_handshake: d.strict_handshake,
+        }
+    }
+}
+
+fn default_amemthresh() -> u32 {
+    DefenseConfig::default().amemthresh
+}
+fn default_am_droprate() -> u32 {
+    DefenseConfig::default().am_droprate
+}
+fn default_embryonic_share() -> u8 {
+    DefenseConfig::default().embryonic_share
+}
+fn default_true() -> bool {
+    true
+}
+
+impl From<DefenseSection> for DefenseConfig {
+    fn from(d: DefenseSection) -> Self {
+        DefenseConfig {
+            drop_entry: d.drop_entry,
+            drop_packet: d.drop_packet,
+            secure_tcp: d.secure_tcp,
+            amemthresh: d.amemthresh,
+            am_droprate: d.am_droprate,
+            embryonic_share: d.embryonic_share,
+            strict_handshake: d.strict_handshake,
+        }
+    }
 }
 
 /// `[sync]`: connection sync (the kernel's sync sysctls and the daemons to start).
@@ -382,6 +452,8 @@ pub struct Config {
     pub metrics: Option<std::net::SocketAddr>,
     /// Connection sync.
     pub sync: SyncConfig,
+    /// SYN-flood defences.
+    pub defense: DefenseConfig,
 }
 
 impl Config {
@@ -396,6 +468,7 @@ impl Config {
             local_addresses: self.local_addresses.clone(),
             worker,
             workers,
+            defense: self.defense,
             ..PipelineConfig::default()
         }
     }
@@ -944,7 +1017,24 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
     }
 
     let sync = validate_sync(&c, &raw.sync)?;
+    let d = &raw.defense;
+    for (name, v) in [
+        ("drop_entry", d.drop_entry),
+        ("drop_packet", d.drop_packet),
+        ("secure_tcp", d.secure_tcp),
+    ] {
+        if v > 3 {
+            return Err(c.err(format!("defense.{name}"), "must be 0, 1, 2 or 3"));
+        }
+    }
+    if !(1..=100).contains(&d.embryonic_share) {
+        return Err(c.err("defense.embryonic_share", "must be 1 to 100 (percent)"));
+    }
+    if d.am_droprate == 0 {
+        return Err(c.err("defense.am_droprate", "must be at least 1"));
+    }
     Ok(Config {
+        defense: raw.defense.into(),
         dataplane,
         service_checks,
         checks,
@@ -1027,6 +1117,31 @@ method = "dr"
         Config::parse(Path::new("x.toml"), text)
             .unwrap_err()
             .to_string()
+    }
+
+    #[test]
+    fn defense_section_defaults_and_checks() {
+        let c = Config::parse(Path::new("x.toml"), GOOD).unwrap();
+        assert_eq!(c.defense, DefenseConfig::default());
+        assert_eq!(c.pipeline_config(0, 1).defense.embryonic_share, 50);
+        let text = format!(
+            "{GOOD}\n[defense]\ndrop_entry = 1\nsecure_tcp = 3\namemthresh = 4096\nembryonic_share = 20\nstrict_handshake = false\n"
+        );
+        let c = Config::parse(Path::new("x.toml"), &text).unwrap();
+        assert_eq!(
+            (
+                c.defense.drop_entry,
+                c.defense.secure_tcp,
+                c.defense.amemthresh
+            ),
+            (1, 3, 4096)
+        );
+        assert_eq!(c.defense.embryonic_share, 20);
+        assert!(!c.defense.strict_handshake);
+        let e = err(&format!("{GOOD}\n[defense]\ndrop_packet = 4\n"));
+        assert!(e.contains("defense.drop_packet"), "{e}");
+        let e = err(&format!("{GOOD}\n[defense]\nembryonic_share = 0\n"));
+        assert!(e.contains("defense.embryonic_share"), "{e}");
     }
 
     #[test]

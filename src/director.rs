@@ -816,7 +816,7 @@ impl ControlDirector for Director {
                 .map(|(d, n)| format!("{}={n}", d.as_str()))
                 .collect();
             out.push_str(&format!(
-                "worker {i}: rx {} tx {} (+{} fragments) pass {} drop {} [{}] icmp answers {} connections {} busy {:.1}% io drops [{}] handoff out {} in {}\n",
+                "worker {i}: rx {} tx {} (+{} fragments) pass {} drop {} [{}] icmp answers {} connections {} (embryonic {}) busy {:.1}% io drops [{}] handoff out {} in {} syn defence: embryonic evicted {} drop_entry deleted {} modes drop_entry={} drop_packet={} secure_tcp={}\n",
                 r.counters.rx,
                 r.counters.tx,
                 r.counters.tx_fragments,
@@ -825,10 +825,16 @@ impl ControlDirector for Director {
                 drops.join(" "),
                 r.counters.icmp_answers,
                 r.connections,
+                r.embryonic,
                 busy * 100.0,
                 io_drops.join(" "),
                 io.handoff_out,
                 io.handoff_in,
+                r.counters.embryonic_evicted,
+                r.counters.defense_dropped,
+                r.defense.0,
+                r.defense.1,
+                r.defense.2,
             ));
         }
         out

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod conn;
+pub mod defense;
 pub mod frame;
 pub mod hygiene;
 pub mod net;

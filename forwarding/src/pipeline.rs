@@ -33,6 +33,7 @@ use crate::conn::{
     state::tcp, Conn, ConnConfig, ConnId, ConnTable, ConnV4, Direction, Method, NewConn, SlotHint,
     TemplateKey, Tuple,
 };
+use crate::defense::{Defense, DefenseConfig};
 use crate::hygiene;
 use crate::net::{Hop, Network};
 use crate::ratelimit::IcmpLimiter;
@@ -83,6 +84,9 @@ pub struct PipelineConfig {
     /// fragment, the others wait for [`Pipeline::drain_fragments`], which the caller must
     /// call after every frame or batch. Off: such packets are dropped (`needs_fragmentation`).
     pub fragment: bool,
+    /// SYN-flood and table-pressure defences (IPVS's `drop_entry`, `drop_packet`,
+    /// `secure_tcp`, `amemthresh`; the embryonic budget; strict handshake).
+    pub defense: DefenseConfig,
 }
 
 impl Default for PipelineConfig {
@@ -100,6 +104,7 @@ impl Default for PipelineConfig {
             removed_backends: RemovedBackends::Drain,
             first_local_port: LPORT_MIN as u16,
             fragment: false,
+            defense: DefenseConfig::default(),
         }
     }
 }
@@ -181,6 +186,11 @@ pub struct Counters {
     pub tx_fragments: u64,
     /// Held later fragments whose first fragment did not come in time (see `DropReason::FragmentHeld`).
     pub fragments_expired: u64,
+    /// Embryonic TCP entries evicted to make room for a new SYN (the embryonic budget, or a
+    /// full table).
+    pub embryonic_evicted: u64,
+    /// Entries deleted by the `drop_entry` defence.
+    pub defense_dropped: u64,
 }
 
 /// What the pipeline did with the last frame that reached a service (for `xvs replay`,
@@ -260,6 +270,14 @@ pub struct Pipeline {
     sync_counters: SyncCounters,
     /// Where each recent fragmented datagram went, and later fragments held for their first.
     frags: Box<frags::Frags<Target>>,
+    /// IPVS's defence strategies.
+    defense: Defense,
+    /// Most embryonic TCP entries (`DefenseConfig::embryonic_share` of the table).
+    embryonic_max: u32,
+    /// When the defence level was last updated (ms), `None` before the first housekeeping.
+    defense_at: Option<u32>,
+    /// Slots the `drop_entry` scan still has to look at this second.
+    drop_scan_left: u32,
 }
 
 /// A backend's next hop, valid while the network's generation and the address are unchanged.
@@ -317,6 +335,10 @@ const LPORT_MIN: u32 = 1024;
 const LPORT_MAX: u32 = 65535;
 /// How many local ports a new FullNAT connection may try before giving up.
 const LPORT_TRIES: u32 = 64;
+/// Slots of the `drop_entry` scan per housekeeping call.
+const DROP_SCAN_STEP: u32 = 256;
+/// Ring items [`ConnTable::evict_embryonic`] may look at for one new SYN.
+const EVICT_BUDGET: u32 = 64;
 
 impl Pipeline {
     /// Build a worker's pipeline. `services[i]` is `ServiceId(i)`; its backends get consecutive
@@ -339,6 +361,9 @@ impl Pipeline {
         });
         let (t, tf, u) = cfg.timeouts;
         conns.set_timeouts(t, tf, u);
+        conns.set_strict_handshake(cfg.defense.strict_handshake);
+        let share = u64::from(cfg.defense.embryonic_share.clamp(1, 100));
+        let embryonic_max = (u64::from(conns.capacity()) * share / 100).max(1) as u32;
         let workers = u32::from(cfg.workers.max(1));
         let worker = u32::from(cfg.worker) % workers;
         let mut p = Pipeline {
@@ -373,6 +398,10 @@ impl Pipeline {
             sync_master: None,
             sync_counters: SyncCounters::default(),
             frags: Box::new(frags::Frags::new()),
+            defense: Defense::new(&cfg.defense),
+            embryonic_max,
+            defense_at: None,
+            drop_scan_left: 0,
             cfg: PipelineConfig {
                 max_backends,
                 ..cfg
@@ -501,7 +530,60 @@ impl Pipeline {
         if self.frags.held() > 0 {
             self.counters.fragments_expired += self.frags.expire(ms32(now)) as u64;
         }
+        self.defend(now);
         self.conns.expire(now, budget)
+    }
+
+    /// Once a second, IPVS's `defense_work_handler`: update the defence level from the free
+    /// entries of the table and, while `drop_entry` is on, queue a random scan of 1/32 of the
+    /// table, done [`DROP_SCAN_STEP`] slots per call so no call takes long.
+    fn defend(&mut self, now: Time) {
+        let ms = ms32(now);
+        let due = self
+            .defense_at
+            .is_none_or(|t| ms.wrapping_sub(t) as i32 >= 1000);
+        if due {
+            self.defense_at = Some(ms);
+            let free = self.conns.capacity() - self.conns.len();
+            if let Some(on) = self.defense.update(free) {
+                self.conns.set_secure_tcp(on);
+            }
+            self.drop_scan_left = if self.defense.dropentry {
+                (self.conns.capacity() / 32).max(1)
+            } else {
+                0
+            };
+        }
+        if self.drop_scan_left > 0 {
+            let n = self.drop_scan_left.min(DROP_SCAN_STEP);
+            self.drop_scan_left -= n;
+            self.counters.defense_dropped += u64::from(self.conns.drop_random_entries(now, n));
+        }
+    }
+
+    /// The defence strategies' current state (modes as the sysctls would read now).
+    pub fn defense(&self) -> &Defense {
+        &self.defense
+    }
+
+    /// Make room for a new TCP connection: while the embryonic entries are at their budget or
+    /// fewer than `need` slots are free, evict the oldest embryonic entry. Returns false when
+    /// the budget is reached and nothing could be evicted.
+    fn make_room(&mut self, now: Time, need: u32) -> bool {
+        for _ in 0..need.max(1) {
+            let full = self.conns.capacity() - self.conns.len() < need;
+            let over = self.conns.embryonic() >= self.embryonic_max;
+            if !full && !over {
+                return true;
+            }
+            if !self.conns.evict_embryonic(now, EVICT_BUDGET) {
+                // Over budget with nothing to evict is refused; a full table is left to the
+                // insert, which reports it.
+                return !over;
+            }
+            self.counters.embryonic_evicted += 1;
+        }
+        true
     }
 
     /// Turn one frame into a verdict. The frame is rewritten in place (and may grow into its
@@ -756,12 +838,25 @@ impl Pipeline {
         {
             return Verdict::Drop(DropReason::NoConnection);
         }
+        // `ip_vs_todrop` (the `drop_packet` defence).
+        if self.defense.todrop() {
+            return Verdict::Drop(DropReason::DefenseDropPacket);
+        }
         // `ip_vs_schedule`: FTP active data from the client side is never scheduled.
         if p.sport == 20 {
             return Verdict::Pass;
         }
         let svc = &self.svcs[sid.0 as usize];
         let svc_port = svc.key.port();
+        // The embryonic budget: a SYN recycles the oldest half-open entry rather than finding
+        // the table full (a persistent service may need a template too).
+        if p.proto == proto::TCP {
+            let need = if svc.persistence.is_some() { 2 } else { 1 };
+            if !self.make_room(now, need) {
+                return Verdict::Drop(DropReason::EmbryonicLimit);
+            }
+        }
+        let svc = &self.svcs[sid.0 as usize];
         let flow = Flow {
             proto: p.proto,
             src: p.src,

@@ -130,6 +130,12 @@ drop_reasons! {
     /// dropped too, as the kernel discards the whole datagram, RFC 5722), ends beyond 65535
     /// bytes, or is a TCP fragment at offset 8 (RFC 1858's tiny-fragment attack).
     BadFragment => "bad_fragment",
+    /// A new connection dropped by IPVS's `drop_packet` defence (one in `drop_rate` while the
+    /// table is short of free entries).
+    DefenseDropPacket => "drop_packet",
+    /// A TCP SYN while embryonic entries fill their share of the table and none could be
+    /// evicted.
+    EmbryonicLimit => "embryonic_limit",
 }
 
 /// One counter per [`DropReason`].
