@@ -978,6 +978,7 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             sched_flags,
             persistence,
             one_packet: s.one_packet,
+            synproxy: false,
             backends,
         });
     }

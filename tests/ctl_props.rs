@@ -116,6 +116,7 @@ fn build(specs: &[SvcSpec], timeouts: (u32, u32, u32)) -> DesiredState {
                         ..
                     }
                 ),
+            synproxy: false,
             backends: vec![],
         };
         if st.add_service(svc).is_err() {

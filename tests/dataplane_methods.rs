@@ -65,6 +65,7 @@ fn services(method: Method) -> Vec<Service> {
             sched_flags: SchedFlags::NONE,
             persistence: None,
             one_packet: false,
+            synproxy: false,
             backends: backends(80, true),
         });
         out.push(Service {
@@ -77,6 +78,7 @@ fn services(method: Method) -> Vec<Service> {
             sched_flags: SchedFlags::NONE,
             persistence: None,
             one_packet: false,
+            synproxy: false,
             backends: backends(5000, false),
         });
     }

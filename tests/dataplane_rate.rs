@@ -146,6 +146,7 @@ fn afxdp_nat_rate_vs_kernel_forwarding() {
         sched_flags: SchedFlags::NONE,
         persistence: None,
         one_packet: false,
+        synproxy: false,
         backends: vec![Backend {
             addr: sink,
             port: 5001,

@@ -14,6 +14,7 @@ pub mod pipeline;
 pub mod ratelimit;
 pub mod service;
 pub mod sync;
+pub mod synproxy;
 pub mod verdict;
 pub mod wire;
 

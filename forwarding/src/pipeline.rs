@@ -38,6 +38,7 @@ use crate::hygiene;
 use crate::net::{Hop, Network};
 use crate::ratelimit::IcmpLimiter;
 use crate::service::{mask_addr, MarkRule, Service, ServiceId, ServiceKey, ServiceTable};
+use crate::synproxy::cookie::CookieSecret;
 use crate::wire::icmp::{self, IcmpAnswer, IcmpNat};
 use crate::wire::rewrite::{self, Link, Tunnel};
 use crate::wire::{parse, proto, tcp_flags, Frag, Packet, Parsed, WireError};
@@ -46,6 +47,7 @@ use crate::{BackendId, DropCounters, DropReason, Frame, PortId, Time, Verdict};
 mod frags;
 mod reload;
 mod sync;
+mod synproxy;
 
 pub use reload::{ApplyReport, BackendReport, RemovedBackends, ServiceReport};
 pub use sync::{Refused as SyncRefused, SyncCounters};
@@ -87,6 +89,11 @@ pub struct PipelineConfig {
     /// SYN-flood and table-pressure defences (IPVS's `drop_entry`, `drop_packet`,
     /// `secure_tcp`, `amemthresh`; the embryonic budget; strict handshake).
     pub defense: DefenseConfig,
+    /// Secret of the SYN proxy's cookies (the same for every worker of a director; random in
+    /// a running director, fixed offline).
+    pub cookie_secret: CookieSecret,
+    /// MSS the SYN proxy announces to clients (IPv4; IPv6 20 less).
+    pub synproxy_mss: u16,
 }
 
 impl Default for PipelineConfig {
@@ -105,6 +112,8 @@ impl Default for PipelineConfig {
             first_local_port: LPORT_MIN as u16,
             fragment: false,
             defense: DefenseConfig::default(),
+            cookie_secret: CookieSecret([0x5eed, 0xc00c, 0x1e5, 0x5ec2]),
+            synproxy_mss: 1460,
         }
     }
 }
@@ -191,6 +200,14 @@ pub struct Counters {
     pub embryonic_evicted: u64,
     /// Entries deleted by the `drop_entry` defence.
     pub defense_dropped: u64,
+    /// SYN proxy: SYN-ACKs with a cookie sent (one per SYN answered).
+    pub synproxy_syn_acks: u64,
+    /// SYN proxy: valid cookies, connections opened toward a backend.
+    pub synproxy_opened: u64,
+    /// SYN proxy: backends that answered (connections translated from then on).
+    pub synproxy_established: u64,
+    /// SYN proxy: held segments sent on after the backend answered.
+    pub synproxy_released: u64,
 }
 
 /// What the pipeline did with the last frame that reached a service (for `xvs replay`,
@@ -223,6 +240,7 @@ struct ServiceRt {
     key: ServiceKey,
     persistence: Option<crate::service::Persistence>,
     one_packet: bool,
+    synproxy: bool,
     /// Backends in IPVS list order (newest first).
     views: Vec<BackendView>,
     scheduler: Box<dyn Scheduler>,
@@ -278,6 +296,9 @@ pub struct Pipeline {
     defense_at: Option<u32>,
     /// Slots the `drop_entry` scan still has to look at this second.
     drop_scan_left: u32,
+    /// The SYN proxy's per-connection state (by connection slot; allocated at the first SYN
+    /// to a SYN-proxied service) and held segments.
+    proxy: synproxy::Proxy,
 }
 
 /// A backend's next hop, valid while the network's generation and the address are unchanged.
@@ -402,6 +423,7 @@ impl Pipeline {
             embryonic_max,
             defense_at: None,
             drop_scan_left: 0,
+            proxy: synproxy::Proxy::default(),
             cfg: PipelineConfig {
                 max_backends,
                 ..cfg
@@ -741,7 +763,12 @@ impl Pipeline {
         };
         if let Some((id, dir)) = hit {
             match dir {
-                Direction::Out => return self.forward(now, ingress, frame, p, id, dir, false),
+                Direction::Out => {
+                    if self.conns.is_synproxy(id) {
+                        return self.synproxy_conn(now, ingress, frame, p, id, dir);
+                    }
+                    return self.forward(now, ingress, frame, p, id, dir, false);
+                }
                 Direction::In => {
                     match self.removed_backend(id, now) {
                         Gone::No | Gone::Drain => {}
@@ -749,6 +776,9 @@ impl Pipeline {
                         Gone::Expired => return self.new_connection(now, ingress, frame, p),
                     }
                     if !self.reuse_port(id, &p, now) {
+                        if self.conns.is_synproxy(id) {
+                            return self.synproxy_conn(now, ingress, frame, p, id, dir);
+                        }
                         return self.forward(now, ingress, frame, p, id, dir, false);
                     }
                 }
@@ -826,6 +856,9 @@ impl Pipeline {
         if let Some(r) = hygiene::martian(&p, &self.vips) {
             return Verdict::Drop(r);
         }
+        if p.proto == proto::TCP && self.svcs[sid.0 as usize].synproxy {
+            return self.synproxy_new(now, ingress, frame, p, sid);
+        }
         // Protocol gate (`tcp_conn_schedule`, `sctp_conn_schedule`): only a SYN without RST
         // opens a TCP connection, only an INIT chunk an SCTP association.
         if p.proto == proto::TCP
@@ -846,66 +879,23 @@ impl Pipeline {
         if p.sport == 20 {
             return Verdict::Pass;
         }
-        let svc = &self.svcs[sid.0 as usize];
-        let svc_port = svc.key.port();
         // The embryonic budget: a SYN recycles the oldest half-open entry rather than finding
         // the table full (a persistent service may need a template too).
         if p.proto == proto::TCP {
-            let need = if svc.persistence.is_some() { 2 } else { 1 };
+            let need = if self.svcs[sid.0 as usize].persistence.is_some() {
+                2
+            } else {
+                1
+            };
             if !self.make_room(now, need) {
                 return Verdict::Drop(DropReason::EmbryonicLimit);
             }
         }
-        let svc = &self.svcs[sid.0 as usize];
-        let flow = Flow {
-            proto: p.proto,
-            src: p.src,
-            sport: p.sport,
-            dst: p.dst,
-            dport: p.dport,
+        let new = match self.schedule_conn(now, ingress, frame, &p, sid) {
+            Ok(n) => n,
+            Err(v) => return v,
         };
-        let (backend, control, dport) = if let Some(pers) = svc.persistence {
-            match self.schedule_persistent(sid, &flow, pers, now) {
-                Ok(x) => x,
-                Err(v) => return self.no_backend(now, ingress, frame, &p, svc_port, v),
-            }
-        } else {
-            if svc.key.fwmark() == 0 && p.dport != svc_port {
-                // A port-0 (or FTP-data) match without persistence is not scheduled.
-                return self.no_backend(now, ingress, frame, &p, svc_port, DropReason::NoBackend);
-            }
-            let Some(b) = self.pick(sid, &flow, now) else {
-                return self.no_backend(now, ingress, frame, &p, svc_port, DropReason::NoBackend);
-            };
-            let bport = self.backends[b.0 as usize].port;
-            (b, None, if bport != 0 { bport } else { p.dport })
-        };
-        let b = self.backends[backend.0 as usize].clone();
-        let local = if b.method == Method::FullNat {
-            match self.alloc_local(p.proto, b.addr, dport, now) {
-                Some(l) => Some(l),
-                None => {
-                    self.release_template(control, now);
-                    return Verdict::Drop(DropReason::NoLocalPort);
-                }
-            }
-        } else {
-            None
-        };
-        let new = NewConn {
-            proto: p.proto,
-            client: p.src,
-            cport: p.sport,
-            vaddr: p.dst,
-            vport: p.dport,
-            daddr: b.addr,
-            dport,
-            local,
-            backend,
-            service: sid.0,
-            method: b.method,
-            control,
-        };
+        let (backend, control) = (new.backend, new.control);
         self.service_traffic[sid.0 as usize].conns += 1;
         self.backend_traffic[backend.0 as usize].conns += 1;
         if self.svcs[sid.0 as usize].one_packet && p.proto == proto::UDP {
@@ -923,6 +913,72 @@ impl Pipeline {
             return Verdict::Drop(DropReason::TableFull);
         };
         self.forward(now, ingress, frame, p, id, Direction::In, true)
+    }
+
+    /// Choose the backend of a new connection of service `sid` (persistence template or
+    /// scheduler; FullNAT local address and port): the entry to insert, or the verdict when
+    /// there is none (an ICMP answer, or a drop).
+    fn schedule_conn(
+        &mut self,
+        now: Time,
+        ingress: PortId,
+        frame: &mut Frame,
+        p: &Packet,
+        sid: ServiceId,
+    ) -> Result<NewConn, Verdict> {
+        let svc = &self.svcs[sid.0 as usize];
+        let svc_port = svc.key.port();
+        let flow = Flow {
+            proto: p.proto,
+            src: p.src,
+            sport: p.sport,
+            dst: p.dst,
+            dport: p.dport,
+        };
+        let (backend, control, dport) = if let Some(pers) = svc.persistence {
+            match self.schedule_persistent(sid, &flow, pers, now) {
+                Ok(x) => x,
+                Err(v) => return Err(self.no_backend(now, ingress, frame, p, svc_port, v)),
+            }
+        } else {
+            if svc.key.fwmark() == 0 && p.dport != svc_port {
+                // A port-0 (or FTP-data) match without persistence is not scheduled.
+                let r = DropReason::NoBackend;
+                return Err(self.no_backend(now, ingress, frame, p, svc_port, r));
+            }
+            let Some(b) = self.pick(sid, &flow, now) else {
+                let r = DropReason::NoBackend;
+                return Err(self.no_backend(now, ingress, frame, p, svc_port, r));
+            };
+            let bport = self.backends[b.0 as usize].port;
+            (b, None, if bport != 0 { bport } else { p.dport })
+        };
+        let b = self.backends[backend.0 as usize].clone();
+        let local = if b.method == Method::FullNat {
+            match self.alloc_local(p.proto, b.addr, dport, now) {
+                Some(l) => Some(l),
+                None => {
+                    self.release_template(control, now);
+                    return Err(Verdict::Drop(DropReason::NoLocalPort));
+                }
+            }
+        } else {
+            None
+        };
+        Ok(NewConn {
+            proto: p.proto,
+            client: p.src,
+            cport: p.sport,
+            vaddr: p.dst,
+            vport: p.dport,
+            daddr: b.addr,
+            dport,
+            local,
+            backend,
+            service: sid.0,
+            method: b.method,
+            control,
+        })
     }
 
     /// A template that was found or made for a connection that then could not be created

@@ -86,6 +86,10 @@ pub struct Service {
     pub persistence: Option<Persistence>,
     /// One-packet scheduling (`-o`): UDP datagrams are scheduled one by one, no entry kept.
     pub one_packet: bool,
+    /// SYN proxy (TCP services with NAT / FullNAT backends): the director answers SYNs with
+    /// SYN cookies and opens to the backend only for clients that complete the handshake
+    /// (`crate::synproxy`).
+    pub synproxy: bool,
     /// Backends in the order they were added (IPVS list order is the reverse: newest first).
     pub backends: Vec<Backend>,
 }
@@ -268,6 +272,7 @@ mod tests {
             sched_flags: SchedFlags::NONE,
             persistence: None,
             one_packet: false,
+            synproxy: false,
             backends: vec![],
         }
     }

@@ -136,6 +136,15 @@ drop_reasons! {
     /// A TCP SYN while embryonic entries fill their share of the table and none could be
     /// evicted.
     EmbryonicLimit => "embryonic_limit",
+    /// SYN proxy: an ACK whose cookie is forged, stale or for another connection or service,
+    /// or another segment with neither cookie nor connection.
+    SynproxyBadCookie => "synproxy_bad_cookie",
+    /// SYN proxy: a segment from the client before the backend answered, copied and held (it
+    /// is sent on after the backend's SYN-ACK, counted in `synproxy_released`).
+    SynproxyHeld => "synproxy_held",
+    /// SYN proxy: a segment before the backend answered that is not held (a repeated ACK, a
+    /// full hold), or a backend segment that does not answer the director's SYN.
+    SynproxyPending => "synproxy_pending",
 }
 
 /// One counter per [`DropReason`].

@@ -25,6 +25,7 @@ fn service(method: Method) -> Service {
         sched_flags: SchedFlags::NONE,
         persistence: None,
         one_packet: false,
+        synproxy: false,
         backends: vec![Backend {
             addr: IpAddr::V4(backend4(11)),
             port: 8080,

@@ -24,6 +24,7 @@ fn service(proto: u8, port: u16, scheduler: &str, backends: &[(u8, u32, Method)]
         sched_flags: SchedFlags::NONE,
         persistence: None,
         one_packet: false,
+        synproxy: false,
         backends: backends
             .iter()
             .map(|&(n, weight, method)| Backend {

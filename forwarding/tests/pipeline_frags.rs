@@ -24,6 +24,7 @@ fn service(vip: IpAddr, method: Method) -> Service {
         sched_flags: SchedFlags::NONE,
         persistence: None,
         one_packet: false,
+        synproxy: false,
         backends: [11u8, 12]
             .iter()
             .map(|&n| Backend {
@@ -229,6 +230,7 @@ fn ipv4_over_an_ipv6_tunnel_is_fragmented_in_the_outer_header() {
         sched_flags: SchedFlags::NONE,
         persistence: None,
         one_packet: false,
+        synproxy: false,
         backends: vec![Backend {
             addr: IpAddr::V6(backend6(13)),
             port: 53,

@@ -34,6 +34,7 @@ fn service(port: u16, scheduler: &str, backends: Vec<Backend>) -> Service {
         sched_flags: SchedFlags::NONE,
         persistence: None,
         one_packet: false,
+        synproxy: false,
         backends,
     }
 }

@@ -31,6 +31,7 @@ fn service(proto: u8, scheduler: &str, method: Method, persistent: bool) -> Serv
             prefix_len: 32,
         }),
         one_packet: false,
+        synproxy: false,
         backends: (11..=13)
             .map(|n| Backend {
                 addr: IpAddr::V4(backend4(n)),

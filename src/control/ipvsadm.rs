@@ -925,6 +925,7 @@ fn build(mut raw: Raw) -> Result<Command, UsageError> {
                 sched_flags,
                 persistence,
                 one_packet,
+                synproxy: false,
                 backends: Vec::new(),
             };
             Ok(if cmd == Cmd::Add {

@@ -127,6 +127,8 @@ pub struct ServiceListing {
     pub sched_flags: SchedFlags,
     pub persistence: Option<Persistence>,
     pub one_packet: bool,
+    /// SYN proxy on (`--synproxy`).
+    pub synproxy: bool,
     pub stats: Stats,
     pub rates: Rates,
     /// In IPVS list order: the newest backend first (`--nosort` prints this order).
@@ -212,6 +214,7 @@ impl ServiceListing {
             sched_flags: s.sched_flags,
             persistence: s.persistence,
             one_packet: s.one_packet,
+            synproxy: s.synproxy,
             stats: Stats::default(),
             rates: Rates::default(),
             backends: s

@@ -459,6 +459,7 @@ mod tests {
             sched_flags: SchedFlags::NONE,
             persistence: None,
             one_packet: false,
+            synproxy: false,
             backends: vec![],
         }
     }

@@ -1099,6 +1099,53 @@ impl ConnTable {
         state
     }
 
+    /// Mark a live entry as SYN-proxied ([`super::flags::SYNPROXY`]); cleared when the slot is
+    /// reused.
+    pub fn set_synproxy(&mut self, id: ConnId) {
+        if let Some(e) = self.entries.get_mut(id.0 as usize) {
+            if e.flags & USED != 0 {
+                e.flags |= SYNPROXY;
+            }
+        }
+    }
+
+    /// Whether a live entry is SYN-proxied.
+    #[inline]
+    pub fn is_synproxy(&self, id: ConnId) -> bool {
+        self.live(id).is_some_and(|e| e.flags & SYNPROXY != 0)
+    }
+
+    /// Put a live TCP connection into `state` without a packet (the SYN proxy: SYN_SENT when
+    /// it opens toward the backend, ESTABLISHED when the backend answers): counts, embryonic
+    /// accounting and timeout as [`Self::on_packet`] would do for that state.
+    pub fn set_state(&mut self, id: ConnId, new: u8, now: Time) {
+        let idx = id.0;
+        let Some(e) = self.entries.get_mut(idx as usize) else {
+            return;
+        };
+        if e.flags & (USED | TEMPLATE) != USED || e.proto != 6 {
+            return;
+        }
+        let b = BackendId(e.backend);
+        if e.flags & INACTIVE == 0 && new != tcp::ESTABLISHED {
+            e.flags |= INACTIVE;
+            self.counts.deactivate(b);
+        } else if e.flags & INACTIVE != 0 && new == tcp::ESTABLISHED {
+            e.flags &= !INACTIVE;
+            self.counts.activate(b);
+        }
+        let was = embryonic_state(6, e.state);
+        let is = embryonic_state(6, new);
+        e.state = new;
+        let timeout = self.timeouts.get(6, new);
+        e.timeout = timeout;
+        let exp = ms32(now).wrapping_add(timeout);
+        self.arm(idx, exp);
+        if was != is {
+            self.embryonic_changed(idx, is);
+        }
+    }
+
     // ---------------------------------------------------------------- expiry
 
     /// The entry's timer fires at `at` (≤ `now`): `ip_vs_conn_expire`. An entry that still

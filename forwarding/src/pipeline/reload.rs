@@ -173,6 +173,7 @@ impl Pipeline {
                         key: s.key,
                         persistence: s.persistence,
                         one_packet: s.one_packet,
+                        synproxy: s.synproxy,
                         views: Vec::new(),
                         scheduler,
                         scheduler_name: s.scheduler.clone(),
@@ -233,9 +234,12 @@ impl Pipeline {
         let mut changed = false;
         {
             let rt = &mut self.svcs[sid.0 as usize];
-            changed |= rt.persistence != s.persistence || rt.one_packet != s.one_packet;
+            changed |= rt.persistence != s.persistence
+                || rt.one_packet != s.one_packet
+                || rt.synproxy != s.synproxy;
             rt.persistence = s.persistence;
             rt.one_packet = s.one_packet;
+            rt.synproxy = s.synproxy;
         }
         // Ids of the new backends in add order, creating what is new.
         let mut new_ids = Vec::with_capacity(s.backends.len());

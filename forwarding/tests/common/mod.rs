@@ -218,6 +218,7 @@ pub fn services() -> Vec<Service> {
                     sched_flags: SchedFlags::NONE,
                     persistence: None,
                     one_packet: false,
+                    synproxy: false,
                     backends: vec![Backend {
                         addr,
                         port: bport,
@@ -241,6 +242,7 @@ pub fn services() -> Vec<Service> {
         sched_flags: SchedFlags::NONE,
         persistence: None,
         one_packet: false,
+        synproxy: false,
         backends: vec![Backend {
             addr: IpAddr::V4(backend4(11)),
             port: 99,
