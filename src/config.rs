@@ -27,6 +27,7 @@
 //! persistence = 300             # seconds; omit for none
 //! netmask = 32                  # persistence client prefix length
 //! one_packet = false
+//! synproxy = false              # TCP, nat/fullnat backends: answer SYNs with SYN cookies
 //!
 //! [[service.backend]]
 //! address = "198.19.0.11"
@@ -46,6 +47,7 @@ use xvs_forwarding::pipeline::RemovedBackends;
 use xvs_forwarding::service::{
     Backend, MarkRule, Persistence, Service, ServiceKey, PROTO_SCTP, PROTO_TCP, PROTO_UDP,
 };
+use xvs_forwarding::synproxy::cookie::CookieSecret;
 use xvs_forwarding::{Method, PipelineConfig, PortId};
 use xvs_schedulers::SchedFlags;
 
@@ -379,6 +381,9 @@ pub struct ServiceSection {
     pub netmask: Option<u8>,
     #[serde(default)]
     pub one_packet: bool,
+    /// SYN proxy (TCP services whose backends are all nat or fullnat).
+    #[serde(default)]
+    pub synproxy: bool,
     #[serde(default, rename = "backend")]
     pub backends: Vec<BackendSection>,
     /// Health check of every backend of the service (a backend's own `check` overrides it).
@@ -420,6 +425,22 @@ pub struct FullNatSection {
     /// Director-owned source addresses for FullNAT connections towards backends.
     #[serde(default)]
     pub local_addresses: Vec<IpAddr>,
+}
+
+/// The SYN proxy's cookie secret of this process: random, drawn once, the same for every
+/// worker (a client's SYN and ACK may be handled by different workers after a reload).
+fn cookie_secret() -> CookieSecret {
+    use std::hash::{BuildHasher, Hasher};
+    static SECRET: std::sync::OnceLock<CookieSecret> = std::sync::OnceLock::new();
+    *SECRET.get_or_init(|| {
+        let mut k = [0u64; 4];
+        for (i, w) in k.iter_mut().enumerate() {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_usize(i);
+            *w = h.finish();
+        }
+        CookieSecret(k)
+    })
 }
 
 /// A validated configuration, in the forwarding core's terms.
@@ -483,6 +504,7 @@ impl Config {
             .finish();
         PipelineConfig {
             seed: random,
+            cookie_secret: cookie_secret(),
             first_local_port: 1024 + ((random >> 32) % (65536 - 1024)) as u16,
             // The worker sends the fragments after the first (`FrameProcessor::extra_frames`).
             fragment: true,
@@ -971,6 +993,26 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
                 l_threshold: b.l_threshold,
             });
         }
+        if s.synproxy {
+            if !matches!(
+                key,
+                ServiceKey::Addr {
+                    proto: PROTO_TCP,
+                    ..
+                }
+            ) {
+                return Err(c.err(f("synproxy"), "the SYN proxy is for TCP vip:port services"));
+            }
+            if backends
+                .iter()
+                .any(|b: &Backend| !b.method.replies_through_director())
+            {
+                return Err(c.err(
+                    f("synproxy"),
+                    "the SYN proxy needs nat or fullnat backends (replies through the director)",
+                ));
+            }
+        }
         service_checks.push(s.check.clone());
         services.push(Service {
             key,
@@ -978,7 +1020,7 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             sched_flags,
             persistence,
             one_packet: s.one_packet,
-            synproxy: false,
+            synproxy: s.synproxy,
             backends,
         });
     }

@@ -775,6 +775,7 @@ impl ControlDirector for Director {
             sync.queued += s.queued;
             sync.outbox_full += s.outbox_full;
             sync.skipped_fullnat += s.skipped_fullnat;
+            sync.skipped_synproxy += s.skipped_synproxy;
             sync.installed += s.installed;
             sync.updated += s.updated;
             sync.replaced += s.replaced;
@@ -790,10 +791,11 @@ impl ControlDirector for Director {
                 .map(|r| format!("{}={}", r.name(), sync.refused[*r as usize]))
                 .collect();
             out.push_str(&format!(
-                "sync in workers: queued {} outbox_full {} skipped_fullnat {} installed {} updated {} replaced {} stale {} refused [{}]\n",
+                "sync in workers: queued {} outbox_full {} skipped_fullnat {} skipped_synproxy {} installed {} updated {} replaced {} stale {} refused [{}]\n",
                 sync.queued,
                 sync.outbox_full,
                 sync.skipped_fullnat,
+                sync.skipped_synproxy,
                 sync.installed,
                 sync.updated,
                 sync.replaced,
@@ -816,7 +818,7 @@ impl ControlDirector for Director {
                 .map(|(d, n)| format!("{}={n}", d.as_str()))
                 .collect();
             out.push_str(&format!(
-                "worker {i}: rx {} tx {} (+{} fragments) pass {} drop {} [{}] icmp answers {} connections {} (embryonic {}) busy {:.1}% io drops [{}] handoff out {} in {} syn defence: embryonic evicted {} drop_entry deleted {} modes drop_entry={} drop_packet={} secure_tcp={}\n",
+                "worker {i}: rx {} tx {} (+{} fragments) pass {} drop {} [{}] icmp answers {} connections {} (embryonic {}) busy {:.1}% io drops [{}] handoff out {} in {} syn defence: embryonic evicted {} drop_entry deleted {} modes drop_entry={} drop_packet={} secure_tcp={} synproxy: syn-acks {} opened {} established {} released {}\n",
                 r.counters.rx,
                 r.counters.tx,
                 r.counters.tx_fragments,
@@ -835,6 +837,10 @@ impl ControlDirector for Director {
                 r.defense.0,
                 r.defense.1,
                 r.defense.2,
+                r.counters.synproxy_syn_acks,
+                r.counters.synproxy_opened,
+                r.counters.synproxy_established,
+                r.counters.synproxy_released,
             ));
         }
         out

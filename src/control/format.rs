@@ -175,6 +175,9 @@ fn service_entry(out: &mut String, s: &ServiceListing, f: &ListFormat) {
         if s.one_packet {
             out.push_str(" ops");
         }
+        if s.synproxy {
+            out.push_str(" synproxy");
+        }
     }
     out.push('\n');
     for b in sorted_backends(&s.backends, f.nosort) {
@@ -313,6 +316,9 @@ pub fn service_rule(s: &Service) -> String {
     }
     if s.one_packet {
         out.push_str(" -o");
+    }
+    if s.synproxy {
+        out.push_str(" -j");
     }
     out.push_str(&s.sched_flags.save_args(&s.scheduler));
     out
@@ -465,6 +471,9 @@ pub fn save_toml(st: &DesiredState) -> String {
         }
         if s.one_packet {
             out.push_str("one_packet = true\n");
+        }
+        if s.synproxy {
+            out.push_str("synproxy = true\n");
         }
         for b in &s.backends {
             let _ = write!(
@@ -669,6 +678,7 @@ pub fn service_json(s: &ServiceListing, nosort: bool) -> Value {
         "flags": s.sched_flags.display(&s.scheduler).to_string(),
         "persistence": s.persistence.map(|p| json!({"timeout": p.timeout, "netmask": p.prefix_len})),
         "one_packet": s.one_packet,
+        "synproxy": s.synproxy,
         "stats": stats_json(&s.stats), "rates": rates_json(&s.rates),
         "backends": backends,
     })

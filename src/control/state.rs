@@ -179,6 +179,12 @@ impl DesiredState {
         s.sched_flags = svc.sched_flags;
         s.persistence = svc.persistence;
         s.one_packet = svc.one_packet;
+        if svc.synproxy {
+            for b in &s.backends {
+                check_synproxy_backend(&s.key, b)?;
+            }
+        }
+        s.synproxy = svc.synproxy;
         Ok(())
     }
 
@@ -203,6 +209,9 @@ impl DesiredState {
             });
         }
         check_backend(key, &b)?;
+        if s.synproxy {
+            check_synproxy_backend(key, &b)?;
+        }
         s.backends.push(b);
         Ok(())
     }
@@ -212,6 +221,9 @@ impl DesiredState {
         let i = self.index(key)?;
         check_backend(key, &b)?;
         let s = &mut self.services[i];
+        if s.synproxy {
+            check_synproxy_backend(key, &b)?;
+        }
         match s
             .backends
             .iter_mut()
@@ -389,6 +401,19 @@ fn check_service(svc: &Service) -> Result<(), StateError> {
             "one-packet scheduling (-o) is only for UDP and fwmark services".into(),
         ));
     }
+    if svc.synproxy
+        && !matches!(
+            svc.key,
+            ServiceKey::Addr {
+                proto: PROTO_TCP,
+                ..
+            }
+        )
+    {
+        return Err(StateError::Invalid(
+            "the SYN proxy (-j) is only for TCP vip:port services".into(),
+        ));
+    }
     if let Some(p) = svc.persistence {
         if p.timeout == 0 || p.timeout > MAX_TIMEOUT {
             return Err(StateError::Invalid(format!(
@@ -405,6 +430,18 @@ fn check_service(svc: &Service) -> Result<(), StateError> {
         }
     }
     Ok(())
+}
+
+/// A SYN-proxied service's backends must send their replies through the director.
+fn check_synproxy_backend(key: &ServiceKey, b: &Backend) -> Result<(), StateError> {
+    if b.method.replies_through_director() {
+        return Ok(());
+    }
+    Err(StateError::Invalid(format!(
+        "service {} uses the SYN proxy (-j): backend {} must be masquerading (-m) or fullnat",
+        service_name(key),
+        addr_port(b.addr, b.port)
+    )))
 }
 
 fn check_backend(key: &ServiceKey, b: &Backend) -> Result<(), StateError> {

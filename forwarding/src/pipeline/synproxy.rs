@@ -289,6 +289,12 @@ impl Pipeline {
             Ok(n) => n,
             Err(v) => return v,
         };
+        if !new.method.replies_through_director() {
+            // DR / TUN replies bypass the director, which could not translate them (the
+            // configuration refuses such services; a backend changed under it lands here).
+            self.release_template(new.control, now);
+            return Verdict::Drop(DropReason::Unsupported);
+        }
         let Some(id) = self.conns.insert(&new, now) else {
             self.release_template(new.control, now);
             return Verdict::Drop(DropReason::TableFull);
