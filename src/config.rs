@@ -138,6 +138,13 @@ pub struct DefenseSection {
     /// Only the client's ACK completes a handshake (a bare ACK from the backend does not).
     #[serde(default = "default_true")]
     pub strict_handshake: bool,
+    /// New connections per second per source prefix, director-wide (0: no limit).
+    #[serde(default)]
+    pub source_rate: u32,
+    #[serde(default = "default_prefix_v4")]
+    pub source_prefix_v4: u8,
+    #[serde(default = "default_prefix_v6")]
+    pub source_prefix_v6: u8,
 }
 
 impl Default for DefenseSection {
@@ -151,10 +158,19 @@ impl Default for DefenseSection {
             am_droprate: d.am_droprate,
             embryonic_share: d.embryonic_share,
             strict_handshake: d.strict_handshake,
+            source_rate: d.source_rate,
+            source_prefix_v4: d.source_prefix_v4,
+            source_prefix_v6: d.source_prefix_v6,
         }
     }
 }
 
+fn default_prefix_v4() -> u8 {
+    DefenseConfig::default().source_prefix_v4
+}
+fn default_prefix_v6() -> u8 {
+    DefenseConfig::default().source_prefix_v6
+}
 fn default_amemthresh() -> u32 {
     DefenseConfig::default().amemthresh
 }
@@ -178,6 +194,9 @@ impl From<DefenseSection> for DefenseConfig {
             am_droprate: d.am_droprate,
             embryonic_share: d.embryonic_share,
             strict_handshake: d.strict_handshake,
+            source_rate: d.source_rate,
+            source_prefix_v4: d.source_prefix_v4,
+            source_prefix_v6: d.source_prefix_v6,
         }
     }
 }
@@ -384,6 +403,9 @@ pub struct ServiceSection {
     /// SYN proxy (TCP services whose backends are all nat or fullnat).
     #[serde(default)]
     pub synproxy: bool,
+    /// New connections per second, director-wide (0: no limit).
+    #[serde(default)]
+    pub conn_rate: u32,
     #[serde(default, rename = "backend")]
     pub backends: Vec<BackendSection>,
     /// Health check of every backend of the service (a backend's own `check` overrides it).
@@ -408,6 +430,9 @@ pub struct BackendSection {
     pub u_threshold: u32,
     #[serde(default)]
     pub l_threshold: u32,
+    /// New connections per second, director-wide (0: no limit).
+    #[serde(default)]
+    pub conn_rate: u32,
     pub check: Option<CheckConfig>,
 }
 
@@ -991,6 +1016,7 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
                 method,
                 u_threshold: b.u_threshold,
                 l_threshold: b.l_threshold,
+                conn_rate: b.conn_rate,
             });
         }
         if s.synproxy {
@@ -1021,6 +1047,7 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             persistence,
             one_packet: s.one_packet,
             synproxy: s.synproxy,
+            conn_rate: s.conn_rate,
             backends,
         });
     }
@@ -1069,6 +1096,12 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         if v > 3 {
             return Err(c.err(format!("defense.{name}"), "must be 0, 1, 2 or 3"));
         }
+    }
+    if d.source_prefix_v4 > 32 || d.source_prefix_v6 > 128 {
+        return Err(c.err(
+            "defense.source_prefix_v4/v6",
+            "prefix lengths are at most 32 / 128",
+        ));
     }
     if !(1..=100).contains(&d.embryonic_share) {
         return Err(c.err("defense.embryonic_share", "must be 1 to 100 (percent)"));
@@ -1185,6 +1218,33 @@ method = "dr"
         assert!(e.contains("defense.drop_packet"), "{e}");
         let e = err(&format!("{GOOD}\n[defense]\nembryonic_share = 0\n"));
         assert!(e.contains("defense.embryonic_share"), "{e}");
+        // Rate limits and the SYN proxy.
+        let text = GOOD
+            .replace(
+                "scheduler = \"wrr\"\n",
+                "scheduler = \"wrr\"\nconn_rate = 5000\nsynproxy = true\n",
+            )
+            .replace("weight = 2\n", "weight = 2\nconn_rate = 300\n")
+            .replace("method = \"dr\"", "method = \"nat\"")
+            + "\n[defense]\nsource_rate = 50\nsource_prefix_v4 = 16\n";
+        let c = Config::parse(Path::new("x.toml"), &text).unwrap();
+        let s = &c.services[0];
+        assert!(s.synproxy);
+        assert_eq!((s.conn_rate, s.backends[0].conn_rate), (5000, 300));
+        assert_eq!(
+            (c.defense.source_rate, c.defense.source_prefix_v4),
+            (50, 16)
+        );
+        // The SYN proxy refuses DR backends.
+        let text = GOOD.replace(
+            "scheduler = \"wrr\"\n",
+            "scheduler = \"wrr\"\nsynproxy = true\n",
+        );
+        let e = err(&text);
+        assert!(
+            e.contains("synproxy") && e.contains("nat or fullnat"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -43,6 +43,12 @@ pub struct DefenseConfig {
     /// [`ConnTable::set_strict_handshake`](crate::conn::ConnTable::set_strict_handshake));
     /// default on.
     pub strict_handshake: bool,
+    /// New connections per second per source prefix, director-wide (0: no limit;
+    /// `crate::limits`).
+    pub source_rate: u32,
+    /// Prefix lengths of the source limit (default /24 and /64).
+    pub source_prefix_v4: u8,
+    pub source_prefix_v6: u8,
 }
 
 impl Default for DefenseConfig {
@@ -55,6 +61,9 @@ impl Default for DefenseConfig {
             am_droprate: 10,
             embryonic_share: 50,
             strict_handshake: true,
+            source_rate: 0,
+            source_prefix_v4: 24,
+            source_prefix_v6: 64,
         }
     }
 }

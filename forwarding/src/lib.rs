@@ -9,6 +9,7 @@ pub mod conn;
 pub mod defense;
 pub mod frame;
 pub mod hygiene;
+pub mod limits;
 pub mod net;
 pub mod pipeline;
 pub mod ratelimit;

@@ -35,6 +35,7 @@ use crate::conn::{
 };
 use crate::defense::{Defense, DefenseConfig};
 use crate::hygiene;
+use crate::limits::{Bucket, SourceLimiter};
 use crate::net::{Hop, Network};
 use crate::ratelimit::IcmpLimiter;
 use crate::service::{mask_addr, MarkRule, Service, ServiceId, ServiceKey, ServiceTable};
@@ -231,6 +232,9 @@ struct BackendRt {
     last_weight: u32,
     u_threshold: u32,
     l_threshold: u32,
+    /// New connections per second (0: none) and this worker's bucket.
+    conn_rate: u32,
+    limit: Option<Bucket>,
     /// Deleted from the desired state; kept while connections refer to it.
     removed: bool,
 }
@@ -241,6 +245,9 @@ struct ServiceRt {
     persistence: Option<crate::service::Persistence>,
     one_packet: bool,
     synproxy: bool,
+    /// New connections per second (0: none) and this worker's bucket.
+    conn_rate: u32,
+    limit: Option<Bucket>,
     /// Backends in IPVS list order (newest first).
     views: Vec<BackendView>,
     scheduler: Box<dyn Scheduler>,
@@ -299,6 +306,8 @@ pub struct Pipeline {
     /// The SYN proxy's per-connection state (by connection slot; allocated at the first SYN
     /// to a SYN-proxied service) and held segments.
     proxy: synproxy::Proxy,
+    /// New connections per source prefix (`DefenseConfig::source_rate`).
+    source_limit: Option<SourceLimiter>,
 }
 
 /// A backend's next hop, valid while the network's generation and the address are unchanged.
@@ -424,6 +433,16 @@ impl Pipeline {
             defense_at: None,
             drop_scan_left: 0,
             proxy: synproxy::Proxy::default(),
+            source_limit: (cfg.defense.source_rate > 0).then(|| {
+                let d = &cfg.defense;
+                SourceLimiter::new(
+                    d.source_rate,
+                    d.source_prefix_v4,
+                    d.source_prefix_v6,
+                    cfg.workers,
+                    cfg.seed,
+                )
+            }),
             cfg: PipelineConfig {
                 max_backends,
                 ..cfg
@@ -926,6 +945,18 @@ impl Pipeline {
         p: &Packet,
         sid: ServiceId,
     ) -> Result<NewConn, Verdict> {
+        // New-connection rate limits (`limits`): the source prefix, then the service.
+        let now_ms = ms32(now);
+        if let Some(l) = self.source_limit.as_mut() {
+            if !l.allow(p.src, now_ms) {
+                return Err(Verdict::Drop(DropReason::SourceRateLimit));
+            }
+        }
+        if let Some(b) = self.svcs[sid.0 as usize].limit.as_mut() {
+            if !b.allow(now_ms) {
+                return Err(Verdict::Drop(DropReason::ServiceRateLimit));
+            }
+        }
         let svc = &self.svcs[sid.0 as usize];
         let svc_port = svc.key.port();
         let flow = Flow {
@@ -953,6 +984,12 @@ impl Pipeline {
             let bport = self.backends[b.0 as usize].port;
             (b, None, if bport != 0 { bport } else { p.dport })
         };
+        if let Some(l) = self.backends[backend.0 as usize].limit.as_mut() {
+            if !l.allow(now_ms) {
+                self.release_template(control, now);
+                return Err(Verdict::Drop(DropReason::BackendRateLimit));
+            }
+        }
         let b = self.backends[backend.0 as usize].clone();
         let local = if b.method == Method::FullNat {
             match self.alloc_local(p.proto, b.addr, dport, now) {

@@ -73,6 +73,8 @@ pub struct Backend {
     pub u_threshold: u32,
     /// Lower connection threshold (`-y`); 0 = none.
     pub l_threshold: u32,
+    /// New connections per second the backend accepts, director-wide (0: no limit).
+    pub conn_rate: u32,
 }
 
 /// One virtual service, as configured.
@@ -90,6 +92,9 @@ pub struct Service {
     /// SYN cookies and opens to the backend only for clients that complete the handshake
     /// (`crate::synproxy`).
     pub synproxy: bool,
+    /// New connections per second the service accepts, director-wide (0: no limit;
+    /// `crate::limits`).
+    pub conn_rate: u32,
     /// Backends in the order they were added (IPVS list order is the reverse: newest first).
     pub backends: Vec<Backend>,
 }
@@ -273,6 +278,7 @@ mod tests {
             persistence: None,
             one_packet: false,
             synproxy: false,
+            conn_rate: 0,
             backends: vec![],
         }
     }

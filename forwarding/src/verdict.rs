@@ -145,6 +145,12 @@ drop_reasons! {
     /// SYN proxy: a segment before the backend answered that is not held (a repeated ACK, a
     /// full hold), or a backend segment that does not answer the director's SYN.
     SynproxyPending => "synproxy_pending",
+    /// A new connection beyond its service's `conn_rate`.
+    ServiceRateLimit => "service_rate_limit",
+    /// A new connection beyond its chosen backend's `conn_rate`.
+    BackendRateLimit => "backend_rate_limit",
+    /// A new connection beyond its source prefix's `source_rate`.
+    SourceRateLimit => "source_rate_limit",
 }
 
 /// One counter per [`DropReason`].

@@ -26,6 +26,7 @@ fn service(method: Method) -> Service {
         persistence: None,
         one_packet: false,
         synproxy: false,
+        conn_rate: 0,
         backends: vec![Backend {
             addr: IpAddr::V4(backend4(11)),
             port: 8080,
@@ -33,6 +34,7 @@ fn service(method: Method) -> Service {
             method,
             u_threshold: 0,
             l_threshold: 0,
+            conn_rate: 0,
         }],
     }
 }
@@ -314,4 +316,87 @@ fn drop_packet_and_secure_tcp_switch_with_table_pressure() {
     process(&mut pipe, ms(1001), FRONT, &client(9000).ack().build());
     assert_eq!(state_of(&pipe, ms(1001), 9000), Some("SYN_RECV"));
     assert_eq!(tcp::SYN_RECV, 3);
+}
+
+fn syn_from(src: Ipv4Addr, sport: u16) -> Vec<u8> {
+    frame_in(IpAddr::V4(src), IpAddr::V4(VIP4))
+        .tcp(sport, 80)
+        .syn()
+        .build()
+}
+
+fn count(vs: &[Verdict], want: Verdict) -> usize {
+    vs.iter().filter(|v| **v == want).count()
+}
+
+#[test]
+fn service_backend_and_source_rate_limits_drop_and_count() {
+    // Service: 10 new connections per second (one worker: all of it).
+    let mut svc = service(Method::Nat);
+    svc.conn_rate = 10;
+    let cfg = PipelineConfig {
+        connections: 1024,
+        v6_connections: 64,
+        ..PipelineConfig::default()
+    };
+    let mut pipe = Pipeline::new(cfg.clone(), &[svc], vec![], network()).unwrap();
+    let src = |i: u32| Ipv4Addr::from_bits(0xC612_4000 + i * 256);
+    let vs: Vec<_> = (0..30)
+        .map(|i| process(&mut pipe, ms(1000), FRONT, &syn_from(src(i), 5000)).0)
+        .collect();
+    let tx = vs.iter().filter(|v| matches!(v, Verdict::Tx(_))).count();
+    assert_eq!(tx, 10, "{vs:?}");
+    assert_eq!(count(&vs, Verdict::Drop(DropReason::ServiceRateLimit)), 20);
+    // Half a second later: 5 more.
+    let vs: Vec<_> = (30..40)
+        .map(|i| process(&mut pipe, ms(1500), FRONT, &syn_from(src(i), 5000)).0)
+        .collect();
+    assert_eq!(count(&vs, Verdict::Drop(DropReason::ServiceRateLimit)), 5);
+    // Packets of existing connections are never limited.
+    let (v, _) = process(
+        &mut pipe,
+        ms(1500),
+        FRONT,
+        &frame_in(IpAddr::V4(src(0)), IpAddr::V4(VIP4))
+            .tcp(5000, 80)
+            .ack()
+            .build(),
+    );
+    assert!(matches!(v, Verdict::Tx(_)));
+
+    // Backend: two backends (rr), the second limited to 4 per second.
+    let mut svc = service(Method::Nat);
+    let mut b2 = svc.backends[0].clone();
+    b2.addr = IpAddr::V4(backend4(12));
+    b2.conn_rate = 4;
+    svc.backends.push(b2);
+    let mut pipe = Pipeline::new(cfg.clone(), &[svc], vec![], network()).unwrap();
+    let vs: Vec<_> = (0..20)
+        .map(|i| process(&mut pipe, ms(1000), FRONT, &syn_from(src(i), 5000)).0)
+        .collect();
+    assert_eq!(count(&vs, Verdict::Drop(DropReason::BackendRateLimit)), 6);
+    assert_eq!(pipe.connections().len(), 14);
+
+    // Source prefix: 3 per second per /24.
+    let cfg = PipelineConfig {
+        defense: DefenseConfig {
+            source_rate: 3,
+            ..DefenseConfig::default()
+        },
+        ..cfg
+    };
+    let mut pipe = Pipeline::new(cfg, &[service(Method::Nat)], vec![], network()).unwrap();
+    let same = |i: u16| syn_from(Ipv4Addr::new(198, 18, 77, 1 + i as u8), 6000 + i);
+    let vs: Vec<_> = (0..10)
+        .map(|i| process(&mut pipe, ms(1000), FRONT, &same(i)).0)
+        .collect();
+    assert_eq!(count(&vs, Verdict::Drop(DropReason::SourceRateLimit)), 7);
+    let (v, _) = process(
+        &mut pipe,
+        ms(1000),
+        FRONT,
+        &syn_from(Ipv4Addr::new(198, 18, 78, 1), 6000),
+    );
+    assert!(matches!(v, Verdict::Tx(_)), "another /24");
+    assert_eq!(pipe.counters().drops.get(DropReason::SourceRateLimit), 7);
 }

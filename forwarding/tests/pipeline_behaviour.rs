@@ -25,6 +25,7 @@ fn service(proto: u8, port: u16, scheduler: &str, backends: &[(u8, u32, Method)]
         persistence: None,
         one_packet: false,
         synproxy: false,
+        conn_rate: 0,
         backends: backends
             .iter()
             .map(|&(n, weight, method)| Backend {
@@ -34,6 +35,7 @@ fn service(proto: u8, port: u16, scheduler: &str, backends: &[(u8, u32, Method)]
                 method,
                 u_threshold: 0,
                 l_threshold: 0,
+                conn_rate: 0,
             })
             .collect(),
     }

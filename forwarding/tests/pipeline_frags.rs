@@ -25,6 +25,7 @@ fn service(vip: IpAddr, method: Method) -> Service {
         persistence: None,
         one_packet: false,
         synproxy: false,
+        conn_rate: 0,
         backends: [11u8, 12]
             .iter()
             .map(|&n| Backend {
@@ -38,6 +39,7 @@ fn service(vip: IpAddr, method: Method) -> Service {
                 method,
                 u_threshold: 0,
                 l_threshold: 0,
+                conn_rate: 0,
             })
             .collect(),
     }
@@ -231,6 +233,7 @@ fn ipv4_over_an_ipv6_tunnel_is_fragmented_in_the_outer_header() {
         persistence: None,
         one_packet: false,
         synproxy: false,
+        conn_rate: 0,
         backends: vec![Backend {
             addr: IpAddr::V6(backend6(13)),
             port: 53,
@@ -238,6 +241,7 @@ fn ipv4_over_an_ipv6_tunnel_is_fragmented_in_the_outer_header() {
             method: Method::Tunnel,
             u_threshold: 0,
             l_threshold: 0,
+            conn_rate: 0,
         }],
     };
     let cfg = xvs_forwarding::PipelineConfig {

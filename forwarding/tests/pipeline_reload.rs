@@ -20,6 +20,7 @@ fn backend(n: u8, weight: u32) -> Backend {
         method: Method::Nat,
         u_threshold: 0,
         l_threshold: 0,
+        conn_rate: 0,
     }
 }
 
@@ -35,6 +36,7 @@ fn service(port: u16, scheduler: &str, backends: Vec<Backend>) -> Service {
         persistence: None,
         one_packet: false,
         synproxy: false,
+        conn_rate: 0,
         backends,
     }
 }

@@ -32,6 +32,7 @@ fn service(proto: u8, scheduler: &str, method: Method, persistent: bool) -> Serv
         }),
         one_packet: false,
         synproxy: false,
+        conn_rate: 0,
         backends: (11..=13)
             .map(|n| Backend {
                 addr: IpAddr::V4(backend4(n)),
@@ -40,6 +41,7 @@ fn service(proto: u8, scheduler: &str, method: Method, persistent: bool) -> Serv
                 method,
                 u_threshold: 0,
                 l_threshold: 0,
+                conn_rate: 0,
             })
             .collect(),
     }

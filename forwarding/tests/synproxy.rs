@@ -27,6 +27,7 @@ fn service(vip: IpAddr, port: u16, method: Method, backend: IpAddr) -> Service {
         persistence: None,
         one_packet: false,
         synproxy: true,
+        conn_rate: 0,
         backends: vec![Backend {
             addr: backend,
             port: 8080,
@@ -34,6 +35,7 @@ fn service(vip: IpAddr, port: u16, method: Method, backend: IpAddr) -> Service {
             method,
             u_threshold: 0,
             l_threshold: 0,
+            conn_rate: 0,
         }],
     }
 }

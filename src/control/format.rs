@@ -178,6 +178,9 @@ fn service_entry(out: &mut String, s: &ServiceListing, f: &ListFormat) {
         if s.synproxy {
             out.push_str(" synproxy");
         }
+        if s.conn_rate != 0 {
+            let _ = write!(out, " conn_rate {}/s", s.conn_rate);
+        }
     }
     out.push('\n');
     for b in sorted_backends(&s.backends, f.nosort) {
@@ -475,6 +478,9 @@ pub fn save_toml(st: &DesiredState) -> String {
         if s.synproxy {
             out.push_str("synproxy = true\n");
         }
+        if s.conn_rate != 0 {
+            let _ = writeln!(out, "conn_rate = {}", s.conn_rate);
+        }
         for b in &s.backends {
             let _ = write!(
                 out,
@@ -489,6 +495,9 @@ pub fn save_toml(st: &DesiredState) -> String {
             }
             if b.l_threshold != 0 {
                 let _ = writeln!(out, "l_threshold = {}", b.l_threshold);
+            }
+            if b.conn_rate != 0 {
+                let _ = writeln!(out, "conn_rate = {}", b.conn_rate);
             }
         }
     }
@@ -665,6 +674,7 @@ pub fn service_json(s: &ServiceListing, nosort: bool) -> Value {
                 "address": b.addr.to_string(), "port": b.port,
                 "method": method_json(b.method), "weight": b.weight,
                 "u_threshold": b.u_threshold, "l_threshold": b.l_threshold,
+                "conn_rate": b.conn_rate,
                 "active_conns": b.active, "inactive_conns": b.inactive,
                 "persistent_conns": b.persist,
                 "stats": stats_json(&b.stats), "rates": rates_json(&b.rates),
@@ -679,6 +689,7 @@ pub fn service_json(s: &ServiceListing, nosort: bool) -> Value {
         "persistence": s.persistence.map(|p| json!({"timeout": p.timeout, "netmask": p.prefix_len})),
         "one_packet": s.one_packet,
         "synproxy": s.synproxy,
+        "conn_rate": s.conn_rate,
         "stats": stats_json(&s.stats), "rates": rates_json(&s.rates),
         "backends": backends,
     })

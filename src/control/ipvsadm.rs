@@ -943,6 +943,7 @@ fn build(mut raw: Raw) -> Result<Command, UsageError> {
                 persistence,
                 one_packet,
                 synproxy: raw.given[O_SYNPROXY],
+                conn_rate: 0,
                 backends: Vec::new(),
             };
             Ok(if cmd == Cmd::Add {
@@ -997,6 +998,7 @@ fn build(mut raw: Raw) -> Result<Command, UsageError> {
                 method,
                 u_threshold: threshold(O_UTHRESHOLD, "u_threshold")?,
                 l_threshold: threshold(O_LTHRESHOLD, "l_threshold")?,
+                conn_rate: 0,
             };
             Ok(if cmd == Cmd::AddDest {
                 Command::AddBackend(key, b)

@@ -230,7 +230,10 @@ impl DesiredState {
             .find(|x| x.addr == b.addr && x.port == b.port)
         {
             Some(x) => {
-                *x = b;
+                // The rate limit is set in the configuration file only (`-e` has no option
+                // for it): keep it.
+                let conn_rate = x.conn_rate;
+                *x = Backend { conn_rate, ..b };
                 Ok(())
             }
             None => Err(StateError::NoBackend {
@@ -497,6 +500,7 @@ mod tests {
             persistence: None,
             one_packet: false,
             synproxy: false,
+            conn_rate: 0,
             backends: vec![],
         }
     }
@@ -509,6 +513,7 @@ mod tests {
             method: Method::Nat,
             u_threshold: 0,
             l_threshold: 0,
+            conn_rate: 0,
         }
     }
 

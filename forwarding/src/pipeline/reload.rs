@@ -34,6 +34,7 @@ use std::net::IpAddr;
 use xvs_schedulers::{new_scheduler, BackendView, Change, Load, Scheduler};
 
 use super::{BackendRt, BuildError, Pipeline, ServiceRt, Traffic};
+use crate::limits::Bucket;
 use crate::service::{MarkRule, Service, ServiceId, ServiceKey, ServiceTable};
 use crate::BackendId;
 
@@ -174,6 +175,8 @@ impl Pipeline {
                         persistence: s.persistence,
                         one_packet: s.one_packet,
                         synproxy: s.synproxy,
+                        conn_rate: s.conn_rate,
+                        limit: self.bucket(s.conn_rate),
                         views: Vec::new(),
                         scheduler,
                         scheduler_name: s.scheduler.clone(),
@@ -232,6 +235,7 @@ impl Pipeline {
         report: &mut ApplyReport,
     ) -> bool {
         let mut changed = false;
+        let workers = self.cfg.workers;
         {
             let rt = &mut self.svcs[sid.0 as usize];
             changed |= rt.persistence != s.persistence
@@ -240,6 +244,11 @@ impl Pipeline {
             rt.persistence = s.persistence;
             rt.one_packet = s.one_packet;
             rt.synproxy = s.synproxy;
+            if rt.conn_rate != s.conn_rate {
+                changed = true;
+                rt.conn_rate = s.conn_rate;
+                rt.limit = (s.conn_rate > 0).then(|| Bucket::new(s.conn_rate, workers));
+            }
         }
         // Ids of the new backends in add order, creating what is new.
         let mut new_ids = Vec::with_capacity(s.backends.len());
@@ -265,6 +274,10 @@ impl Pipeline {
                         rt.l_threshold = b.l_threshold;
                         edited.push(id);
                     }
+                    if rt.conn_rate != b.conn_rate {
+                        rt.conn_rate = b.conn_rate;
+                        rt.limit = (b.conn_rate > 0).then(|| Bucket::new(b.conn_rate, workers));
+                    }
                     new_ids.push(id);
                 }
                 None => {
@@ -276,6 +289,8 @@ impl Pipeline {
                         last_weight: b.weight,
                         u_threshold: b.u_threshold,
                         l_threshold: b.l_threshold,
+                        conn_rate: b.conn_rate,
+                        limit: self.bucket(b.conn_rate),
                         removed: false,
                     };
                     // `ip_vs_add_dest`: a deleted dest of this service still in the trash comes
@@ -401,6 +416,11 @@ impl Pipeline {
             .filter(|&i| self.reusable(BackendId(i as u32)))
             .count();
         unused + reusable
+    }
+
+    /// The rate limiter of a service or backend with `rate` new connections per second.
+    fn bucket(&self, rate: u32) -> Option<Bucket> {
+        (rate > 0).then(|| Bucket::new(rate, self.cfg.workers))
     }
 
     fn alloc_backend(&mut self, rt: BackendRt) -> BackendId {

@@ -219,6 +219,7 @@ pub fn services() -> Vec<Service> {
                     persistence: None,
                     one_packet: false,
                     synproxy: false,
+                    conn_rate: 0,
                     backends: vec![Backend {
                         addr,
                         port: bport,
@@ -226,6 +227,7 @@ pub fn services() -> Vec<Service> {
                         method: m,
                         u_threshold: 0,
                         l_threshold: 0,
+                        conn_rate: 0,
                     }],
                 });
             }
@@ -243,6 +245,7 @@ pub fn services() -> Vec<Service> {
         persistence: None,
         one_packet: false,
         synproxy: false,
+        conn_rate: 0,
         backends: vec![Backend {
             addr: IpAddr::V4(backend4(11)),
             port: 99,
@@ -250,6 +253,7 @@ pub fn services() -> Vec<Service> {
             method: Method::Nat,
             u_threshold: 0,
             l_threshold: 0,
+            conn_rate: 0,
         }],
     });
     out

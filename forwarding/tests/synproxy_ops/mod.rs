@@ -50,6 +50,7 @@ fn services() -> Vec<Service> {
             persistence: None,
             one_packet: false,
             synproxy: true,
+            conn_rate: 0,
             backends: vec![Backend {
                 addr: backend,
                 port: 8080,
@@ -57,6 +58,7 @@ fn services() -> Vec<Service> {
                 method,
                 u_threshold: 0,
                 l_threshold: 0,
+                conn_rate: 0,
             }],
         });
     }
