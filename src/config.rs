@@ -132,7 +132,8 @@ pub struct DefenseSection {
     pub amemthresh: u32,
     #[serde(default = "default_am_droprate")]
     pub am_droprate: u32,
-    /// Largest share of a worker's table, in percent, for half-open TCP entries (1–100).
+    /// Largest share of a worker's table, in percent, for half-open TCP entries (1–100; 0: no
+    /// budget and no eviction, as IPVS).
     #[serde(default = "default_embryonic_share")]
     pub embryonic_share: u8,
     /// Only the client's ACK completes a handshake (a bare ACK from the backend does not).
@@ -1103,8 +1104,11 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             "prefix lengths are at most 32 / 128",
         ));
     }
-    if !(1..=100).contains(&d.embryonic_share) {
-        return Err(c.err("defense.embryonic_share", "must be 1 to 100 (percent)"));
+    if d.embryonic_share > 100 {
+        return Err(c.err(
+            "defense.embryonic_share",
+            "must be 0 (off) to 100 (percent)",
+        ));
     }
     if d.am_droprate == 0 {
         return Err(c.err("defense.am_droprate", "must be at least 1"));
@@ -1216,7 +1220,7 @@ method = "dr"
         assert!(!c.defense.strict_handshake);
         let e = err(&format!("{GOOD}\n[defense]\ndrop_packet = 4\n"));
         assert!(e.contains("defense.drop_packet"), "{e}");
-        let e = err(&format!("{GOOD}\n[defense]\nembryonic_share = 0\n"));
+        let e = err(&format!("{GOOD}\n[defense]\nembryonic_share = 101\n"));
         assert!(e.contains("defense.embryonic_share"), "{e}");
         // Rate limits and the SYN proxy.
         let text = GOOD

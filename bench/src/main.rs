@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+mod flood;
 mod gen;
 mod parity;
 mod report;
@@ -20,6 +21,7 @@ use std::process::ExitCode;
 fn usage() -> ExitCode {
     eprintln!("usage: xvs-bench parity [--xvs PATH] [--work DIR] [--flows N] [--json FILE]");
     eprintln!("       xvs-bench run [--quick] [--targets T,..] [--traffic P,..] [--out DIR] [--readme FILE] ...");
+    eprintln!("       xvs-bench flood [--secs S] [--connections N] [--rate PPS] [--clients K]");
     ExitCode::from(2)
 }
 
@@ -27,6 +29,9 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("run") {
         return run::main(&args[1..]);
+    }
+    if args.first().map(String::as_str) == Some("flood") {
+        return flood::main(&args[1..]);
     }
     if args.first().map(String::as_str) != Some("parity") {
         return usage();

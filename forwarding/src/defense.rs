@@ -37,7 +37,8 @@ pub struct DefenseConfig {
     pub am_droprate: u32,
     /// Largest share of the table, in percent, that embryonic TCP entries may hold (1..=100;
     /// default 50). Reaching it, or a full table, makes a new SYN evict the oldest embryonic
-    /// entry.
+    /// entry. 0 turns the budget and the eviction off (IPVS: a SYN finding the table full is
+    /// dropped).
     pub embryonic_share: u8,
     /// A bare ACK from a backend does not complete a handshake (see
     /// [`ConnTable::set_strict_handshake`](crate::conn::ConnTable::set_strict_handshake));

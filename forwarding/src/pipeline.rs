@@ -392,7 +392,8 @@ impl Pipeline {
         let (t, tf, u) = cfg.timeouts;
         conns.set_timeouts(t, tf, u);
         conns.set_strict_handshake(cfg.defense.strict_handshake);
-        let share = u64::from(cfg.defense.embryonic_share.clamp(1, 100));
+        // 0: no budget, no eviction (`make_room` is not called).
+        let share = u64::from(cfg.defense.embryonic_share.min(100));
         let embryonic_max = (u64::from(conns.capacity()) * share / 100).max(1) as u32;
         let workers = u32::from(cfg.workers.max(1));
         let worker = u32::from(cfg.worker) % workers;
@@ -900,7 +901,7 @@ impl Pipeline {
         }
         // The embryonic budget: a SYN recycles the oldest half-open entry rather than finding
         // the table full (a persistent service may need a template too).
-        if p.proto == proto::TCP {
+        if p.proto == proto::TCP && self.cfg.defense.embryonic_share > 0 {
             let need = if self.svcs[sid.0 as usize].persistence.is_some() {
                 2
             } else {

@@ -282,7 +282,7 @@ impl Pipeline {
             return Verdict::Drop(DropReason::SynproxyBadCookie);
         };
         let tso = opts.ts.map(|(_, ecr)| cookie::ts_decode(ecr));
-        if !self.make_room(now, 1) {
+        if self.cfg.defense.embryonic_share > 0 && !self.make_room(now, 1) {
             return Verdict::Drop(DropReason::EmbryonicLimit);
         }
         let new = match self.schedule_conn(now, ingress, frame, &p, sid) {
