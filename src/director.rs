@@ -818,7 +818,7 @@ impl ControlDirector for Director {
                 .map(|(d, n)| format!("{}={n}", d.as_str()))
                 .collect();
             out.push_str(&format!(
-                "worker {i}: rx {} tx {} (+{} fragments) pass {} drop {} [{}] icmp answers {} connections {} (embryonic {}) busy {:.1}% io drops [{}] handoff out {} in {} syn defence: embryonic evicted {} drop_entry deleted {} modes drop_entry={} drop_packet={} secure_tcp={} synproxy: syn-acks {} opened {} established {} released {}\n",
+                "worker {i}: rx {} tx {} (+{} fragments) pass {} drop {} [{}] icmp answers {} connections {} (embryonic {}) busy {:.1}% io drops [{}] handoff out {} in {} syn defence: embryonic evicted {} drop_entry deleted {} modes drop_entry={} drop_packet={} secure_tcp={} synproxy: syn-acks {} opened {} established {} released {} syn-resent {}\n",
                 r.counters.rx,
                 r.counters.tx,
                 r.counters.tx_fragments,
@@ -841,6 +841,7 @@ impl ControlDirector for Director {
                 r.counters.synproxy_opened,
                 r.counters.synproxy_established,
                 r.counters.synproxy_released,
+                r.counters.synproxy_syn_resent,
             ));
         }
         out

@@ -6,8 +6,10 @@
 //! clients in the client namespace open connections to it (connect timeout 1 s, then an HTTP/1.0
 //! GET of the backend's page). Reported per setting: SYNs sent, legitimate connections that
 //! completed the GET out of those tried, their connect latency (p50, p99), the table's peak
-//! occupancy (`xvs ctl status`, sampled every 200 ms), and the director's CPU time per received
-//! frame (utime + stime of the process over the run / frames received).
+//! occupancy (`xvs ctl status`, sampled every 200 ms), the worker's busy share (its own
+//! accounting: time in polls that received frames) and busy time per received frame during the
+//! flood, and the process's CPU time per received frame (utime + stime over the run / frames;
+//! the worker busy-polls, so this includes idle polling).
 //!
 //! `xvs-bench flood [--secs S] [--connections N] [--rate PPS] [--clients K]`; needs root.
 
@@ -63,6 +65,8 @@ struct Outcome {
     p50_ms: f64,
     p99_ms: f64,
     peak_table: u64,
+    busy: f64,
+    busy_ns_per_frame: f64,
     cpu_ns_per_frame: f64,
     frames: u64,
 }
@@ -208,12 +212,27 @@ fn one(
         }));
     }
     let mut peak = 0;
+    let mut busy = Vec::new();
+    let t_start = Instant::now();
+    let rx_start = field(&status(&o.xvs, &dir_ns, &sock), ": rx ");
     let end = Instant::now() + Duration::from_secs_f64((o.secs - 1.5).max(0.5));
     while Instant::now() < end {
         std::thread::sleep(Duration::from_millis(200));
         let st = status(&o.xvs, &dir_ns, &sock);
         peak = peak.max(field(&st, "connections "));
+        // The worker's busy share over its last report interval (0.5 s).
+        if let Some(b) = st
+            .lines()
+            .filter_map(|l| l.split(" busy ").nth(1))
+            .filter_map(|r| r.split('%').next()?.parse::<f64>().ok())
+            .next()
+        {
+            busy.push(b / 100.0);
+        }
     }
+    let t_busy = t_start.elapsed().as_secs_f64();
+    let rx_busy = field(&status(&o.xvs, &dir_ns, &sock), ": rx ").saturating_sub(rx_start);
+    let mean_busy = busy.iter().sum::<f64>() / busy.len().max(1) as f64;
     stop.store(true, Ordering::Relaxed);
     for h in th {
         let _ = h.join();
@@ -240,6 +259,11 @@ fn one(
     let frames = rx1.saturating_sub(rx0);
     // USER_HZ = 100.
     let cpu_ns = (cpu1.saturating_sub(cpu0)) as f64 * 1e7;
+    let busy_ns = if rx_busy > 0 {
+        mean_busy * t_busy * 1e9 / rx_busy as f64
+    } else {
+        f64::NAN
+    };
     Ok(Outcome {
         setting: name.to_string(),
         syns: gr.sent,
@@ -248,6 +272,8 @@ fn one(
         p50_ms: pct(0.5),
         p99_ms: pct(0.99),
         peak_table: peak,
+        busy: mean_busy,
+        busy_ns_per_frame: busy_ns,
         cpu_ns_per_frame: if frames > 0 {
             cpu_ns / frames as f64
         } else {
@@ -316,11 +342,11 @@ pub fn main(args: &[String]) -> ExitCode {
         if o.rate == 0 { "full".to_string() } else { o.rate.to_string() },
         o.clients
     );
-    println!("| defence | SYNs sent (pps) | legitimate ok / tried | connect p50 ms | connect p99 ms | peak table entries | director CPU ns/frame |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("| defence | SYNs sent (pps) | legitimate ok / tried | connect p50 ms | connect p99 ms | peak table entries | worker busy | busy ns/frame | process CPU ns/frame |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         println!(
-            "| {} | {} ({:.0}) | {}/{} ({:.1} %) | {:.2} | {:.2} | {} | {:.0} |",
+            "| {} | {} ({:.0}) | {}/{} ({:.1} %) | {:.2} | {:.2} | {} | {:.0} % | {:.0} | {:.0} |",
             r.setting,
             r.syns,
             r.syns as f64 / o.secs,
@@ -334,6 +360,8 @@ pub fn main(args: &[String]) -> ExitCode {
             r.p50_ms,
             r.p99_ms,
             r.peak_table,
+            r.busy * 100.0,
+            r.busy_ns_per_frame,
             r.cpu_ns_per_frame
         );
         let _ = r.frames;

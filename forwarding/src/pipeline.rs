@@ -209,6 +209,9 @@ pub struct Counters {
     pub synproxy_established: u64,
     /// SYN proxy: held segments sent on after the backend answered.
     pub synproxy_released: u64,
+    /// SYN proxy: SYNs sent to a backend again (the client retransmitted before the backend
+    /// answered).
+    pub synproxy_syn_resent: u64,
 }
 
 /// What the pipeline did with the last frame that reached a service (for `xvs replay`,

@@ -600,3 +600,35 @@ fn a_flood_of_syns_creates_no_entries() {
     assert_eq!(pipe.connections().len(), 1);
     assert_eq!(pipe.counters().synproxy_syn_acks, 5001);
 }
+
+#[test]
+fn a_lost_syn_to_the_backend_is_sent_again_when_the_client_retransmits() {
+    let n = v4net();
+    let mut pipe = pipeline(&n, Method::Nat);
+    let sa = syn(&mut pipe, &n, 47000, true);
+    let (our_ts, _) = sa.opts.ts.unwrap();
+    let c0 = sa.seq.wrapping_add(1);
+    let get = from_client(&n, 47000, 80)
+        .ack()
+        .psh()
+        .seq_ack(ISN + 1, c0)
+        .tcp_options(&ts_option(501, our_ts))
+        .payload(b"GET / HTTP/1.1\r\n\r\n")
+        .build();
+    let (v, first) = process(&mut pipe, t(1), FRONT, &get);
+    assert_eq!(v, Verdict::Tx(BACK));
+    // That SYN is lost; 100 ms later the client's retransmission is only held.
+    let (v, _) = process(&mut pipe, t(101), FRONT, &get);
+    assert_eq!(v, Verdict::Drop(DropReason::SynproxyHeld));
+    // 300 ms later it is held and also becomes the SYN again.
+    let (v, again) = process(&mut pipe, t(301), FRONT, &get);
+    assert_eq!(v, Verdict::Tx(BACK));
+    let (a, b) = (seg(&first), seg(&again));
+    assert_eq!(
+        (b.flags, b.seq, b.opts.mss, b.opts.ts),
+        (0x02, ISN, a.opts.mss, a.opts.ts)
+    );
+    assert_eq!((b.p.src, b.p.sport, b.p.dst), (a.p.src, a.p.sport, a.p.dst));
+    assert_eq!(pipe.counters().synproxy_syn_resent, 1);
+    assert!(b.payload.is_empty());
+}

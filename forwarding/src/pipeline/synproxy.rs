@@ -34,6 +34,8 @@ const HOLD_PER_CONN: u8 = 16;
 /// A held segment whose backend has not answered within this time is discarded (the client
 /// retransmits it).
 const HOLD_MS: u32 = 3_000;
+/// Least time between two SYNs to the backend for one connection.
+const SYN_RESEND_MS: u32 = 200;
 /// Headroom of the frame a held segment is rewritten in (a tunnel header never applies: NAT
 /// and FullNAT only).
 const ROOM: usize = 64;
@@ -188,6 +190,32 @@ fn build_segment(
     }
 }
 
+/// Turn a client segment of a pending connection into the director's SYN to the backend: the
+/// client's ISN, the options the cookie and the client's ACK carried (MSS, SACK permitted,
+/// the client's latest TSval, its window scale), its window unscaled.
+fn syn_to_backend(frame: &mut Frame, p: &Packet, st: &ProxyConn) -> Option<Packet> {
+    let mut out = [0u8; 20];
+    let ts = (st.flags & pf::TS != 0).then_some((st.client_ts, 0));
+    let ws = (st.client_ws != NO_WSCALE).then_some(st.client_ws);
+    let n = write_syn_options(&mut out, st.mss, st.flags & pf::SACK != 0, ts, ws);
+    let shift = if st.client_ws == NO_WSCALE {
+        0
+    } else {
+        st.client_ws
+    };
+    let win = (u64::from(st.client_win) << shift).min(65_535) as u16;
+    build_segment(
+        frame,
+        p,
+        false,
+        st.client_isn,
+        0,
+        tcp_flags::SYN,
+        win,
+        &out[..n],
+    )
+}
+
 /// The cookie's minute counter at `now` (`tcp_cookie_time`).
 fn minute(now: Time) -> u32 {
     (now.0 / 60_000_000_000) as u32
@@ -335,24 +363,10 @@ impl Pipeline {
                 st.held = 1;
             }
         }
+        st.mss = mss;
+        st.syn_at = now_ms(now);
         self.proxy.conns[id.0 as usize] = st;
-        // The director's SYN to the backend, from the client's ACK frame.
-        let mut out = [0u8; 20];
-        let ts = opts.ts.map(|(v, _)| (v, 0));
-        let ws = (client_ws != NO_WSCALE).then_some(client_ws);
-        let n = write_syn_options(&mut out, mss, st.flags & pf::SACK != 0, ts, ws);
-        let shift = if client_ws == NO_WSCALE { 0 } else { client_ws };
-        let syn_win = (u64::from(win) << shift).min(65_535) as u16;
-        let Some(p2) = build_segment(
-            frame,
-            &p,
-            false,
-            client_isn,
-            0,
-            tcp_flags::SYN,
-            syn_win,
-            &out[..n],
-        ) else {
+        let Some(p2) = syn_to_backend(frame, &p, &st) else {
             self.conns.expire_now(id, now);
             return Verdict::Drop(DropReason::NoHeadroom);
         };
@@ -493,6 +507,7 @@ impl Pipeline {
                     return Verdict::Drop(DropReason::SynproxyPending);
                 }
                 let payload = p.ip_end > p.l4 + hlen;
+                let mut verdict = DropReason::SynproxyPending;
                 if (payload || f & tcp_flags::FIN != 0) && st.held < HOLD_PER_CONN {
                     let end = p.ip_end;
                     if self
@@ -500,10 +515,21 @@ impl Pipeline {
                         .hold(id, st.cookie, ingress, &frame.data()[..end], now_ms(now))
                     {
                         self.proxy.conns[id.0 as usize].held += 1;
-                        return Verdict::Drop(DropReason::SynproxyHeld);
+                        verdict = DropReason::SynproxyHeld;
                     }
                 }
-                Verdict::Drop(DropReason::SynproxyPending)
+                // The client is retransmitting and the backend has not answered: the SYN may
+                // have been lost, send it again in this frame's place (at most every
+                // `SYN_RESEND_MS`).
+                let ms = now_ms(now);
+                if (ms.wrapping_sub(st.syn_at) as i32) >= SYN_RESEND_MS as i32 {
+                    if let Some(p2) = syn_to_backend(frame, &p, &st) {
+                        self.proxy.conns[id.0 as usize].syn_at = ms;
+                        self.counters.synproxy_syn_resent += 1;
+                        return self.synproxy_send(now, ingress, frame, p2, id, dir, false);
+                    }
+                }
+                Verdict::Drop(verdict)
             }
         }
     }

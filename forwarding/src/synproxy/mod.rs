@@ -154,6 +154,10 @@ pub struct ProxyConn {
     pub flags: u8,
     /// Segments held for the backend.
     pub held: u8,
+    /// The MSS of the director's SYN to the backend (from the cookie).
+    pub mss: u16,
+    /// When the director last sent its SYN to the backend (wrapping ms).
+    pub syn_at: u32,
 }
 
 /// No window scale option.
