@@ -45,8 +45,11 @@ backends() { for i in $(seq 1 "$BACKENDS"); do echo "$P-b$i"; done; }
 directors() { echo "$DIR"; for i in $(seq 2 "$DIRECTORS"); do echo "$P-dir$i"; done; }
 # Namespaces of every director a testbed of this prefix may hold (for `down`).
 all_directors() { echo "$DIR"; for i in $(seq 2 9); do echo "$P-dir$i"; done; }
+# ... and every client and backend (a testbed built with more than this call's CLIENTS/BACKENDS).
+all_clients() { for i in $(seq 1 9); do echo "$P-c$i"; done; }
+all_backends() { for i in $(seq 1 9); do echo "$P-b$i"; done; }
 all_ns() { echo "$RT $(directors) $(clients) $(backends)"; }
-down_ns() { echo "$RT $(all_directors) $(clients) $(backends)"; }
+down_ns() { echo "$RT $(all_directors) $(all_clients) $(all_backends)"; }
 
 # All VIPs: one per method in the integration tests (.1 .. .4, ::1 .. ::4).
 VIPS4="198.18.10.1 198.18.10.2 198.18.10.3 198.18.10.4"

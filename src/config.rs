@@ -113,6 +113,23 @@ pub struct RawConfig {
     pub sync: SyncSection,
     #[serde(default)]
     pub defense: DefenseSection,
+    #[serde(default)]
+    pub announce: AnnounceSection,
+}
+
+/// `[announce]`: the VIPs with an available backend, as host addresses on a TUN device that
+/// `xvs run` owns (and the kernel deletes when it dies), for the director's BGP speaker to
+/// announce (`crate::announce`, examples/bird/).
+///
+/// ```toml
+/// [announce]
+/// interface = "xvs-vips"
+/// ```
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AnnounceSection {
+    /// Name of the TUN device to create; omit for no announcing.
+    pub interface: Option<String>,
 }
 
 /// `[defense]`: SYN-flood and table-pressure defences of every worker
@@ -274,6 +291,12 @@ pub struct DirectorSection {
     /// IPVS `conn_reuse_mode` (bit 1: reschedule SYNs hitting TIME_WAIT/CLOSE entries).
     #[serde(default = "default_conn_reuse_mode")]
     pub conn_reuse_mode: u8,
+    /// IPVS `sloppy_tcp`: any TCP packet without RST may open a connection, not only a SYN, so
+    /// a director that receives the middle of a flow (ECMP moved it here) schedules it. With a
+    /// scheduler that maps a flow to the same backend on every director (mh, sh, dh) the flow
+    /// continues where it was.
+    #[serde(default)]
+    pub sloppy_tcp: bool,
 }
 
 impl Default for DirectorSection {
@@ -282,6 +305,7 @@ impl Default for DirectorSection {
             connections: default_connections(),
             removed_backends: RemovedBackendsSetting::default(),
             conn_reuse_mode: default_conn_reuse_mode(),
+            sloppy_tcp: false,
         }
     }
 }
@@ -476,6 +500,7 @@ pub struct Config {
     pub connections: u32,
     pub removed_backends: RemovedBackends,
     pub conn_reuse_mode: u8,
+    pub sloppy_tcp: bool,
     pub timeouts: TimeoutSection,
     /// Interfaces in configuration order; `PortId(i)` is `interfaces[i]`. A missing MAC is
     /// all-zero until the data plane reads it from the interface.
@@ -501,6 +526,8 @@ pub struct Config {
     pub sync: SyncConfig,
     /// SYN-flood defences.
     pub defense: DefenseConfig,
+    /// The announce device's name (`[announce] interface`).
+    pub announce: Option<String>,
 }
 
 impl Config {
@@ -511,6 +538,7 @@ impl Config {
             v6_connections: self.connections,
             removed_backends: self.removed_backends,
             conn_reuse_mode: self.conn_reuse_mode,
+            sloppy_tcp: self.sloppy_tcp,
             timeouts: (self.timeouts.tcp, self.timeouts.tcpfin, self.timeouts.udp),
             local_addresses: self.local_addresses.clone(),
             worker,
@@ -1113,6 +1141,15 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
     if d.am_droprate == 0 {
         return Err(c.err("defense.am_droprate", "must be at least 1"));
     }
+    let announce = match &raw.announce.interface {
+        Some(n) if n.is_empty() || n.len() >= 16 || n.contains(['/', ' ', '\0']) => {
+            return Err(c.err(
+                "announce.interface",
+                format!("{n:?} is not an interface name (1-15 characters, no '/' or space)"),
+            ))
+        }
+        other => other.clone(),
+    };
     Ok(Config {
         defense: raw.defense.into(),
         dataplane,
@@ -1124,6 +1161,8 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         connections: raw.director.connections,
         removed_backends: raw.director.removed_backends.into(),
         conn_reuse_mode: raw.director.conn_reuse_mode,
+        sloppy_tcp: raw.director.sloppy_tcp,
+        announce,
         timeouts: raw.timeouts,
         ports,
         mac_given,
@@ -1270,6 +1309,25 @@ method = "dr"
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("x.toml: service[0].check.interval_ms"), "{e}");
+    }
+
+    #[test]
+    fn announce_and_sloppy_tcp() {
+        let c = Config::parse(Path::new("x.toml"), GOOD).unwrap();
+        assert_eq!((c.announce.clone(), c.sloppy_tcp), (None, false));
+        assert!(!c.pipeline_config(0, 1).sloppy_tcp);
+        let text =
+            format!("[announce]\ninterface = \"xvs-vips\"\n[director]\nsloppy_tcp = true\n{GOOD}");
+        let c = Config::parse(Path::new("x.toml"), &text).unwrap();
+        assert_eq!(c.announce.as_deref(), Some("xvs-vips"));
+        assert!(c.pipeline_config(0, 1).sloppy_tcp);
+        for bad in ["", "a/b", "with space", "sixteen-chars-xx"] {
+            let text = format!("[announce]\ninterface = \"{bad}\"\n{GOOD}");
+            let e = Config::parse(Path::new("x.toml"), &text)
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("x.toml: announce.interface"), "{bad:?}: {e}");
+        }
     }
 
     #[test]

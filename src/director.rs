@@ -20,6 +20,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -222,6 +223,8 @@ struct Inner {
     /// The running sync daemons (what `desired.daemons` asks for, once started).
     master: Option<Daemon>,
     backup: Option<Daemon>,
+    /// The announce device's state for `xvs ctl status` (`[announce]`), set by the main loop.
+    announce: Option<String>,
 }
 
 /// The running director's control side.
@@ -235,6 +238,14 @@ pub struct Director {
     /// would move established connections to workers that do not hold them (the sync backup
     /// installs each received connection where this puts it).
     steering: ClientSteering,
+    /// The announce device (`[announce]`), updated by the main loop, handed over with the
+    /// data plane.
+    announcer: Mutex<Option<crate::announce::Announcer>>,
+    /// Set once a successor took the data plane over (`xvs run --takeover`): stop.
+    handed_over: AtomicBool,
+    /// The successor's connection, held open until this process exits (its end of file tells
+    /// the successor that the control socket and the sync ports are free).
+    successor: Mutex<Option<UnixStream>>,
 }
 
 impl Director {
@@ -450,7 +461,11 @@ impl Director {
                 while let Some(f) = from {
                     let (tx, rx) = crossbeam_channel::bounded(1);
                     if inbox
-                        .send(Command::SyncTable { from: f, reply: tx })
+                        .send(Command::SyncTable {
+                            from: f,
+                            slots: crate::runtime::SYNC_TABLE_SLOTS,
+                            reply: tx,
+                        })
                         .is_err()
                     {
                         break;
@@ -466,6 +481,138 @@ impl Director {
             }
             all
         })
+    }
+
+    /// A paused worker's whole table (it answers commands while paused).
+    fn worker_table(&self, worker: usize) -> Result<Vec<crate::runtime::TakenConn>, String> {
+        let inbox = self
+            .workers
+            .inboxes()
+            .into_iter()
+            .nth(worker)
+            .ok_or_else(|| format!("no worker {worker}"))?;
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        inbox
+            .send(Command::TakeoverTable(tx))
+            .map_err(|e| format!("worker {worker}: {e}"))?;
+        rx.recv_timeout(Duration::from_secs(5))
+            .map_err(|_| format!("worker {worker} did not send its table"))
+    }
+
+    /// The old side of a takeover (see `crate::takeover`): pause the workers, offer the data
+    /// plane and the tables, and stop once the successor is ready; resume if it is not.
+    fn hand_over(&self, s: &mut UnixStream) -> Result<u32, String> {
+        use crate::takeover::{self as tk, Answer, Offer};
+        let _ = s.set_write_timeout(Some(Duration::from_secs(10)));
+        let refuse = |s: &mut UnixStream, why: String| {
+            if let Ok(text) = serde_json::to_vec(&Answer::Refused(why.clone())) {
+                let _ = tk::write_frame(s, &text);
+            }
+            why
+        };
+        let dp = self.dataplane.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((xdp, xsks)) = dp.handover() else {
+            return Err(refuse(
+                s,
+                "takeover needs the AF_XDP data plane; this director runs AF_PACKET (restart it instead)".into(),
+            ));
+        };
+        let Some(sizes) = xsks.first().map(|x| tk::ring_sizes(&x.params)) else {
+            return Err(refuse(s, "no worker to hand over".into()));
+        };
+        let paused_at = std::time::SystemTime::now();
+        let t0 = Instant::now();
+        let free = dp.pause(Duration::from_secs(2)).map_err(|e| {
+            let why = error_chain(&e);
+            refuse(s, why)
+        })?;
+        let paused = t0.elapsed();
+        let mut tables = Vec::new();
+        for w in 0..self.workers.len() {
+            match self.worker_table(w) {
+                Ok(t) => tables.push(t),
+                Err(e) => {
+                    dp.resume();
+                    return Err(refuse(s, e));
+                }
+            }
+        }
+        let ports = dp.ports();
+        let mut offer = Offer {
+            version: tk::VERSION,
+            pid: std::process::id(),
+            xvs_version: env!("CARGO_PKG_VERSION").into(),
+            interfaces: ports.iter().map(|p| p.name.clone()).collect(),
+            queues: xsks
+                .iter()
+                .map(|x| x.sockets.first().map_or(0, |s| s.2))
+                .collect(),
+            sizes,
+            links: xdp.links.iter().map(|(i, _)| *i).collect(),
+            sockets: xsks
+                .iter()
+                .map(|x| x.sockets.iter().map(|(_, i, q)| (*i, *q)).collect())
+                .collect(),
+            free,
+            targets: dp.targets().clone(),
+            paused_at_ns: tk::unix_ns(paused_at),
+            entries: tables.iter().map(|t| t.len() as u64).collect(),
+            announce: None,
+        };
+        let read = t0.elapsed();
+        // Held to the end: the main loop does not change the device's addresses meanwhile.
+        let announcer = self.announcer.lock().unwrap_or_else(|p| p.into_inner());
+        let announce = announcer.as_ref().map(|a| a.handover());
+        offer.announce = announce
+            .as_ref()
+            .map(|(_, name, announced, warm)| tk::AnnounceOffer {
+                name: name.clone(),
+                announced: announced.clone(),
+                warm: *warm,
+            });
+        let fds = tk::offer_fds(&xdp, &xsks, announce.as_ref().map(|a| a.0));
+        let sent = serde_json::to_vec(&Answer::Offer(Box::new(offer)))
+            .map_err(|e| e.to_string())
+            .and_then(|text| {
+                let mut frame = (text.len() as u32).to_le_bytes().to_vec();
+                frame.extend_from_slice(&text);
+                crate::io::fdpass::send_with_fds(s, &frame, &fds).map_err(|e| e.to_string())
+            })
+            .and_then(|_| {
+                tk::write_frame(s, &tk::encode_table(&tables)).map_err(|e| e.to_string())
+            });
+        if let Err(e) = sent {
+            dp.resume();
+            return Err(format!("sending the offer: {e}; forwarding resumes"));
+        }
+        let offered = t0.elapsed();
+        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+        match tk::read_frame(s) {
+            Ok(r) if r == tk::READY => {}
+            other => {
+                dp.resume();
+                let why = match other {
+                    Ok(r) => format!("it answered {:?}", String::from_utf8_lossy(&r)),
+                    Err(e) => e.to_string(),
+                };
+                return Err(format!(
+                    "the successor did not confirm ({why}); forwarding resumes after {:?}",
+                    t0.elapsed()
+                ));
+            }
+        }
+        if let Err(e) = tk::write_frame(s, tk::GO) {
+            // The successor cannot have started without GO: keep forwarding.
+            dp.resume();
+            return Err(format!("sending GO: {e}; forwarding resumes"));
+        }
+        let n: usize = tables.iter().map(Vec::len).sum();
+        eprintln!(
+            "xvs: takeover: handed the data plane and {n} connection entries over (workers paused in {paused:?}, tables read at {read:?}, offer sent at {offered:?}, GO at {:?}); stopping",
+            t0.elapsed()
+        );
+        self.handed_over.store(true, Ordering::Release);
+        Ok(n as u32)
     }
 
     /// The backup's delivery: each entry to the worker that owns its client's flows.
@@ -566,6 +713,7 @@ impl Director {
         for r in self.workers.reports() {
             l.add_report(&r.services);
         }
+        l.set_counts(&self.workers.shared().report());
         for s in &mut l.services {
             if let Some(r) = inner.service_rates.get(&s.key) {
                 s.rates = r.rates();
@@ -697,6 +845,17 @@ impl Director {
 }
 
 impl ControlDirector for Director {
+    fn takeover(&self, mut conn: UnixStream) {
+        match self.hand_over(&mut conn) {
+            Ok(_) => {
+                if let Ok(mut slot) = self.successor.lock() {
+                    *slot = Some(conn);
+                }
+            }
+            Err(e) => eprintln!("xvs: takeover refused: {e}"),
+        }
+    }
+
     fn desired(&self) -> DesiredState {
         self.lock().desired.clone()
     }
@@ -768,6 +927,10 @@ impl ControlDirector for Director {
             for d in [&inner.master, &inner.backup].into_iter().flatten() {
                 out.push_str(&sync_status(d));
             }
+            if let Some(a) = &inner.announce {
+                out.push_str(a);
+                out.push('\n');
+            }
         }
         let mut sync = SyncCounters::default();
         for r in &reports {
@@ -817,8 +980,15 @@ impl ControlDirector for Director {
                 .iter()
                 .map(|(d, n)| format!("{}={n}", d.as_str()))
                 .collect();
+            let (round, inbox, inbox_cpu) = stats.get(i).map_or((0.0, 0.0, 0.0), |s| {
+                (
+                    s.longest_round.as_secs_f64(),
+                    s.longest_inbox.as_secs_f64(),
+                    s.longest_inbox_cpu.as_secs_f64(),
+                )
+            });
             out.push_str(&format!(
-                "worker {i}: rx {} tx {} (+{} fragments) pass {} drop {} [{}] icmp answers {} connections {} (embryonic {}) busy {:.1}% io drops [{}] handoff out {} in {} syn defence: embryonic evicted {} drop_entry deleted {} modes drop_entry={} drop_packet={} secure_tcp={} synproxy: syn-acks {} opened {} established {} released {} syn-resent {}\n",
+                "worker {i}: rx {} tx {} (+{} fragments) pass {} drop {} [{}] icmp answers {} connections {} (embryonic {}) busy {:.1}% io drops [{}] handoff out {} in {} longest round {:.3} ms (inbox {:.3} ms, {:.3} ms CPU) syn defence: embryonic evicted {} drop_entry deleted {} modes drop_entry={} drop_packet={} secure_tcp={} synproxy: syn-acks {} opened {} established {} released {} syn-resent {}\n",
                 r.counters.rx,
                 r.counters.tx,
                 r.counters.tx_fragments,
@@ -832,6 +1002,9 @@ impl ControlDirector for Director {
                 io_drops.join(" "),
                 io.handoff_out,
                 io.handoff_in,
+                round * 1e3,
+                inbox * 1e3,
+                inbox_cpu * 1e3,
                 r.counters.embryonic_evicted,
                 r.counters.defense_dropped,
                 r.defense.0,
@@ -849,7 +1022,16 @@ impl ControlDirector for Director {
 }
 
 /// Run the director until SIGINT or SIGTERM; SIGHUP reloads the configuration.
-pub fn run(config: &Path, io: Option<IoKind>, socket: &Path) -> Result<()> {
+///
+/// With `takeover` (the control socket of a running director), the data plane and connection
+/// tables of that director are taken over instead of set up (see `crate::takeover`); the
+/// control socket, health checks, metrics and sync daemons start once it has exited.
+pub fn run(
+    config: &Path,
+    io: Option<IoKind>,
+    socket: &Path,
+    takeover: Option<&Path>,
+) -> Result<()> {
     let cfg = Config::load(config)?;
     let mut dp_cfg = cfg.dataplane.clone();
     if let Some(io) = io {
@@ -869,22 +1051,109 @@ pub fn run(config: &Path, io: Option<IoKind>, socket: &Path) -> Result<()> {
         .context("signal handler")?;
 
     let nworkers = dp_cfg.workers.len() as u16;
+    // One state for all workers: the counts, and the services applied once.
+    let shared = Arc::new(
+        Pipeline::shared_for(&cfg.live_pipeline_config(0, nworkers), &cfg.services)
+            .context("pipeline")?,
+    );
+    shared
+        .apply(&cfg.services, cfg.marks.clone())
+        .context("pipeline")?;
     let mut handles = Vec::new();
     let t = targets(&cfg, &cfg.services);
-    let dp = Dataplane::start(&dp_cfg, &t, |worker, ports, inbox| {
-        let macs: Vec<[u8; 6]> = ports.iter().map(|p| p.mac).collect();
-        let pipe = Pipeline::new(
-            cfg.live_pipeline_config(worker as u16, nworkers),
-            &cfg.services,
-            cfg.marks.clone(),
+    // The workers' pipelines (connection tables allocated), built before a takeover pauses
+    // the running director.
+    let mut macs = Vec::new();
+    for i in &dp_cfg.interfaces {
+        let info = crate::io::sys::interface_info(&i.name)
+            .with_context(|| format!("interface {}", i.name))?;
+        macs.push(info.mac);
+    }
+    let mut pipes = Vec::new();
+    for w in 0..nworkers {
+        let pipe = Pipeline::with_shared(
+            cfg.live_pipeline_config(w, nworkers),
+            shared.clone(),
             cfg.network(&macs),
-        )
-        .expect("the same configuration built a pipeline before the data plane started");
-        let (proc, handle) = attach(pipe, inbox);
-        handles.push(handle);
-        proc
-    })
+        );
+        pipes.push(Some(pipe));
+    }
+    let mut go_at = None;
+    let (committed, inherited, mut tables) = match takeover {
+        Some(path) => {
+            if dp_cfg.io != IoKind::Afxdp {
+                anyhow::bail!("--takeover needs the AF_XDP data plane (io = \"afxdp\")");
+            }
+            let pending = crate::takeover::begin(path, &dp_cfg, &t)
+                .with_context(|| format!("takeover of {}", path.display()))?;
+            eprintln!(
+                "xvs: takeover: offer from pid {} (xvs {}), {} connection entries; ready",
+                pending.offer.pid,
+                pending.offer.xvs_version,
+                pending.tables.iter().map(Vec::len).sum::<usize>()
+            );
+            let (c, i, tables) = pending
+                .commit()
+                .with_context(|| format!("takeover of {}", path.display()))?;
+            go_at = Some(Instant::now());
+            (Some(c), Some(i), tables)
+        }
+        None => (None, None, Vec::new()),
+    };
+    let threshold = cfg.sync.settings.policy.threshold;
+    let dp = Dataplane::start_with(
+        &dp_cfg,
+        &t,
+        |worker, ports, inbox| {
+            let same_macs = ports.iter().map(|p| p.mac).eq(macs.iter().copied());
+            let pipe = match pipes.get_mut(worker).and_then(Option::take) {
+                Some(p) if same_macs => p,
+                _ => Pipeline::with_shared(
+                    cfg.live_pipeline_config(worker as u16, nworkers),
+                    shared.clone(),
+                    cfg.network(&ports.iter().map(|p| p.mac).collect::<Vec<_>>()),
+                ),
+            };
+            // A predecessor's table: installed before the worker takes its first frame (the
+            // inbox is drained at the top of each round).
+            if let Some(conns) = tables.get_mut(worker).map(std::mem::take) {
+                if !conns.is_empty() {
+                    let _ = inbox.send(Command::InstallTaken { conns, threshold });
+                }
+            }
+            let (proc, handle) = attach(pipe, inbox);
+            handles.push(handle);
+            proc
+        },
+        inherited,
+    )
     .context("data plane")?;
+    let mut adopted_announce = None;
+    if let Some(mut c) = committed {
+        adopted_announce = c.announce.take();
+        eprintln!(
+            "xvs: takeover: workers started {:?} after GO",
+            go_at.map(|t| t.elapsed()).unwrap_or_default()
+        );
+        let gap = crate::takeover::unix_ns(std::time::SystemTime::now())
+            .saturating_sub(c.offer.paused_at_ns);
+        let pid = c.offer.pid;
+        eprintln!(
+            "xvs: takeover: forwarding on the handed-over rings {:.1} ms after pid {pid} stopped receiving",
+            gap as f64 / 1e6
+        );
+        let waited = Instant::now();
+        if c.wait_predecessor(Duration::from_secs(30)) {
+            eprintln!(
+                "xvs: takeover: pid {pid} exited {:?} later",
+                waited.elapsed()
+            );
+        } else {
+            eprintln!(
+                "xvs: takeover: pid {pid} has not closed the connection after 30 s; going on"
+            );
+        }
+    }
     eprintln!(
         "xvs: data plane up: io {} on {} with {} worker(s)",
         dp_cfg.io,
@@ -910,10 +1179,14 @@ pub fn run(config: &Path, io: Option<IoKind>, socket: &Path) -> Result<()> {
             per_worker_persistence: Vec::new(),
             master: None,
             backup: None,
+            announce: None,
         }),
-        workers: Workers::new(handles),
+        workers: Workers::new(handles, shared),
         dataplane: Mutex::new(dp),
         steering: t.client_steering,
+        announcer: Mutex::new(None),
+        handed_over: AtomicBool::new(false),
+        successor: Mutex::new(None),
     });
 
     // Start the health checks of the initial state; backends that start down leave it.
@@ -963,9 +1236,44 @@ pub fn run(config: &Path, io: Option<IoKind>, socket: &Path) -> Result<()> {
     let server = Server::start(socket, director.clone())
         .with_context(|| format!("control socket {}", socket.display()))?;
     eprintln!("xvs: control socket {}", server.path().display());
+    // Created after everything else is up, so nothing is announced before xvs can serve it;
+    // a predecessor's device is continued (one of another name is let go).
+    let announcer = match (&cfg.announce, adopted_announce) {
+        (Some(name), Some((dev, announced, warm))) if dev.name() == name => {
+            Some(crate::announce::Announcer::adopt(dev, announced, warm))
+        }
+        (Some(name), _) => Some(
+            crate::announce::Announcer::start(name)
+                .with_context(|| format!("announce device {name}"))?,
+        ),
+        (None, _) => None,
+    };
+    *director.announcer.lock().unwrap_or_else(|p| p.into_inner()) = announcer;
     let mut last_rates = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(100));
+    while !stop.load(Ordering::Relaxed) && !director.handed_over.load(Ordering::Acquire) {
+        let mut slot = director.announcer.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(a) = slot.as_mut() {
+            let (want, warm) = {
+                let inner = director.lock();
+                let bulk_done = inner
+                    .backup
+                    .as_ref()
+                    .map(|b| b.stats.bulk_done.load(Ordering::Relaxed) > 0);
+                (
+                    crate::announce::available_vips(
+                        &Director::effective(&inner, &inner.desired).services,
+                    ),
+                    bulk_done,
+                )
+            };
+            if director.handed_over.load(Ordering::Acquire) {
+                break;
+            }
+            a.update_when_warm(&want, warm);
+            director.lock().announce = Some(a.describe());
+        }
+        drop(slot);
+        std::thread::sleep(crate::announce::PERIOD);
         if hup.swap(false, Ordering::Relaxed) {
             match director.reload_file() {
                 Ok(msg) => eprintln!("xvs: {msg}"),
@@ -981,7 +1289,19 @@ pub fn run(config: &Path, io: Option<IoKind>, socket: &Path) -> Result<()> {
         }
     }
     eprintln!("xvs: stopping");
+    // Withdraw first: the device goes with its addresses (after a takeover it stays: the
+    // successor holds it open).
+    drop(
+        director
+            .announcer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take(),
+    );
     server.stop();
+    // Closed when this function returns, after everything else: then the successor knows the
+    // control socket and the sync ports are free.
+    let _successor = director.successor.lock().ok().and_then(|mut s| s.take());
     if let Some(m) = metrics {
         m.shutdown();
     }

@@ -3,6 +3,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod announce;
 pub mod capture;
 pub mod config;
 pub mod control;
@@ -17,4 +18,5 @@ pub mod replay;
 pub mod runtime;
 pub mod simulate;
 pub mod sync;
+pub mod takeover;
 pub mod worker;

@@ -33,6 +33,11 @@ enum Command {
         /// Control socket for `xvs ctl` (created mode 0600).
         #[arg(long, default_value = xvs::control::DEFAULT_SOCKET)]
         socket: PathBuf,
+        /// Take over from the director running with this control socket: its AF_XDP sockets,
+        /// UMEM, XDP program and connection tables are handed over, then it exits (hitless
+        /// restart or upgrade; needs the same interfaces, workers and steering).
+        #[arg(long, value_name = "SOCKET")]
+        takeover: Option<PathBuf>,
     },
     /// Run the forwarding pipeline over a pcap/pcapng capture and write what it would send.
     Replay {
@@ -56,6 +61,10 @@ enum Command {
         /// standard input) or a pcap/pcapng capture.
         #[arg(long)]
         flows: PathBuf,
+        /// Workers to simulate: frames go to the worker the data plane's steering gives them,
+        /// one at a time in trace order, through one pipeline per worker sharing one state.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+        workers: u16,
     },
     /// Validate a configuration file and print a summary.
     Check {
@@ -116,7 +125,12 @@ fn real_main() -> Result<()> {
             config_id,
             report,
         } => std::process::exit(import(&keepalived_conf, out, config_id, report)),
-        Command::Run { config, io, socket } => xvs::director::run(&config, io, &socket),
+        Command::Run {
+            config,
+            io,
+            socket,
+            takeover,
+        } => xvs::director::run(&config, io, &socket, takeover.as_deref()),
         Command::Replay {
             config,
             input,
@@ -130,7 +144,11 @@ fn real_main() -> Result<()> {
             out.flush()?;
             Ok(())
         }
-        Command::Simulate { config, flows } => {
+        Command::Simulate {
+            config,
+            flows,
+            workers,
+        } => {
             let cfg = Config::load(&config)?;
             let stdout = std::io::stdout();
             let mut out = stdout.lock();
@@ -138,7 +156,7 @@ fn real_main() -> Result<()> {
                 .map(|b| b.len() >= 4 && is_capture_magic(&b[..4]))
                 .unwrap_or(false);
             if is_capture {
-                xvs::simulate::simulate_capture(&cfg, &flows, &mut out)?;
+                xvs::simulate::simulate_capture(&cfg, &flows, workers, &mut out)?;
             } else {
                 let text = if flows.as_os_str() == "-" {
                     std::io::read_to_string(std::io::stdin())?
@@ -148,7 +166,7 @@ fn real_main() -> Result<()> {
                 };
                 let list = xvs::simulate::parse_flows(&text)
                     .with_context(|| flows.display().to_string())?;
-                xvs::simulate::simulate_flows(&cfg, &list, &mut out)?;
+                xvs::simulate::simulate_flows(&cfg, &list, workers, &mut out)?;
             }
             out.flush()?;
             Ok(())

@@ -2,20 +2,25 @@
 //! the read-outs (counters, connection lists) that `xvs ctl`, the metrics and the logs show.
 //!
 //! Each worker runs a [`RuntimeProcessor`]: the forwarding pipeline plus a report slot. Commands
-//! ([`Command`]: a new desired state to apply, a counter reset, a request for its connection
+//! ([`Command`]: a new snapshot to install, a counter reset, a request for its connection
 //! list) reach it through the worker's one inbox (`worker::Inbox`, drained by the worker loop
 //! between two batches, which calls [`FrameProcessor::command`]); in `housekeeping`, once per
 //! round, it expires connections and, about twice a second, publishes a report of its counters.
-//! So the per-packet path takes no lock and reads no shared memory: a change reaches each worker
-//! between two batches, and a reload is one message per worker.
+//!
+//! A new desired state is applied once, here on the control side ([`Workers::publish`] →
+//! `Shared::apply`: ids, scheduler updates, sh/dh/mh/maglev tables built once), and each worker
+//! only installs the resulting immutable snapshot (an `Arc` swap) between two batches. What the
+//! workers share at run time is the per-backend counts (atomics written on connection events)
+//! and each service's scheduler, locked only to schedule a new connection; an established
+//! flow's packet takes no lock and writes nothing shared.
 //!
 //! A new per-worker command: add a variant to [`Command`], handle it in
 //! `RuntimeProcessor::command`, and send it from the control side with [`Workers::broadcast`]
 //! (no answer), [`Workers::send`] (one worker) or a reply channel as [`Workers::connections`]
 //! does.
 //!
-//! Counts from several workers combine by addition (each worker's table is exact for the
-//! connections it owns; RSS keeps a flow on one worker).
+//! Traffic counters from several workers combine by addition; the connection counts are the
+//! director's own (one shared set, read from [`Workers::counts`]).
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -23,8 +28,8 @@ use std::time::Duration;
 
 use crossbeam_channel::{bounded, Sender};
 use xvs_forwarding::conn::ConnListing;
-use xvs_forwarding::pipeline::ServiceReport;
 use xvs_forwarding::pipeline::SyncCounters;
+use xvs_forwarding::pipeline::{ServiceReport, Shared, Snapshot};
 use xvs_forwarding::service::{MarkRule, Service, ServiceKey};
 use xvs_forwarding::sync::policy::SyncPolicy;
 use xvs_forwarding::sync::SyncConn;
@@ -41,10 +46,10 @@ const REPORT_EVERY: Duration = Duration::from_millis(500);
 
 /// A command for the workers.
 pub enum Command {
-    /// Make this the desired state; the result goes back on the sender.
-    Apply {
-        state: Arc<Published>,
-        done: Sender<Result<String, String>>,
+    /// Run this snapshot (applied once by the control side); the worker answers when it does.
+    Install {
+        snap: Arc<Snapshot>,
+        done: Sender<()>,
     },
     /// `ipvsadm -Z`.
     Zero(Option<ServiceKey>),
@@ -56,10 +61,20 @@ pub enum Command {
     /// outbox) or, with `None`, stop.
     SyncMaster(Option<(SyncPolicy, SyncOutbox)>),
     /// Send the table's entries as sync entries (a bulk resync answer), a part at a time:
-    /// those in [`SYNC_TABLE_SLOTS`] slots from slot `from`, and where to go on (`None`: done).
+    /// those in `slots` slots (bulk resync: [`SYNC_TABLE_SLOTS`]) from slot `from`, and where
+    /// to go on (`None`: done).
     SyncTable {
         from: u32,
+        slots: u32,
         reply: Sender<(Vec<SyncConn>, Option<u32>)>,
+    },
+    /// Send the whole table for a successor process (`Pipeline::takeover_table`).
+    TakeoverTable(Sender<Vec<TakenConn>>),
+    /// Install a predecessor's table (`Pipeline::install_taken`; `threshold` as for
+    /// [`Command::InstallSynced`]).
+    InstallTaken {
+        conns: Vec<TakenConn>,
+        threshold: u32,
     },
     /// Install entries received by the backup daemon (`threshold`: the director's
     /// `sync_threshold`, their `in_pkts`).
@@ -68,6 +83,10 @@ pub enum Command {
         threshold: u32,
     },
 }
+
+/// A connection-table entry as a successor takes it over: its sync record and, for FullNAT,
+/// its local address and port.
+pub type TakenConn = (SyncConn, Option<std::net::SocketAddr>);
 
 /// A desired state as the workers receive it.
 #[derive(Debug, Clone)]
@@ -108,13 +127,9 @@ impl RuntimeProcessor {
     /// Apply one command from the worker's inbox.
     fn take_command(&mut self, now: Time, cmd: Command) {
         match cmd {
-            Command::Apply { state, done } => {
-                let r = self
-                    .pipe
-                    .apply(&state.services, state.marks.clone())
-                    .map(|r| format!("{r:?}"))
-                    .map_err(|e| e.to_string());
-                let _ = done.send(r);
+            Command::Install { snap, done } => {
+                self.pipe.install(snap);
+                let _ = done.send(());
                 self.publish();
             }
             Command::Zero(key) => {
@@ -130,10 +145,19 @@ impl RuntimeProcessor {
                 self.pipe.set_sync_master(policy, SYNC_OUTBOX);
                 self.sync_out = out;
             }
-            Command::SyncTable { from, reply } => {
+            Command::SyncTable { from, slots, reply } => {
                 let mut part = Vec::new();
-                let next = self.pipe.sync_table_part(from, SYNC_TABLE_SLOTS, &mut part);
+                let next = self.pipe.sync_table_part(from, slots, &mut part);
                 let _ = reply.send((part, next));
+            }
+            Command::TakeoverTable(reply) => {
+                let _ = reply.send(self.pipe.takeover_table());
+            }
+            Command::InstallTaken { conns, threshold } => {
+                for (c, local) in &conns {
+                    // Refusals are counted in the pipeline's sync counters.
+                    let _ = self.pipe.install_taken(c, *local, threshold, now);
+                }
             }
             Command::InstallSynced { conns, threshold } => {
                 for c in &conns {
@@ -245,8 +269,8 @@ pub fn attach(pipe: Pipeline, inbox: Inbox<Command>) -> (RuntimeProcessor, Worke
 pub enum PublishError {
     #[error("worker {0} did not answer within {1:?} (stopped or stuck)")]
     Timeout(usize, Duration),
-    #[error("worker {0} refused the new state: {1}")]
-    Refused(usize, String),
+    #[error("the new state cannot be applied: {0}")]
+    Refused(#[source] xvs_forwarding::pipeline::BuildError),
     #[error("worker {0} is gone")]
     Gone(usize),
 }
@@ -254,14 +278,18 @@ pub enum PublishError {
 /// All workers, from the control side.
 pub struct Workers {
     handles: Vec<WorkerHandle>,
+    /// What the workers share: the counts and the applied state.
+    shared: Arc<Shared>,
     /// How long to wait for a worker to answer a command (it takes it between two batches).
     pub wait: Duration,
 }
 
 impl Workers {
-    pub fn new(handles: Vec<WorkerHandle>) -> Self {
+    /// The workers of one director, whose pipelines were built on `shared`.
+    pub fn new(handles: Vec<WorkerHandle>, shared: Arc<Shared>) -> Self {
         Workers {
             handles,
+            shared,
             wait: Duration::from_secs(2),
         }
     }
@@ -274,28 +302,36 @@ impl Workers {
         self.handles.is_empty()
     }
 
-    /// Publish a desired state to every worker and wait until each has applied it.
+    /// Apply a desired state (once, on this thread: the workers' packet loops never build a
+    /// scheduler table) and wait until every worker has installed the snapshot. A worker
+    /// installs between two batches, so only a stopped or wedged worker makes this time out.
     pub fn publish(&self, state: Published) -> Result<(), PublishError> {
-        let state = Arc::new(state);
+        let (snap, _) = self
+            .shared
+            .apply(&state.services, state.marks)
+            .map_err(PublishError::Refused)?;
         let mut waits = Vec::new();
         for (i, h) in self.handles.iter().enumerate() {
             let (tx, rx) = bounded(1);
             h.inbox
-                .send(Command::Apply {
-                    state: state.clone(),
+                .send(Command::Install {
+                    snap: snap.clone(),
                     done: tx,
                 })
                 .map_err(|_| PublishError::Gone(i))?;
             waits.push(rx);
         }
         for (i, rx) in waits.into_iter().enumerate() {
-            match rx.recv_timeout(self.wait) {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => return Err(PublishError::Refused(i, e)),
-                Err(_) => return Err(PublishError::Timeout(i, self.wait)),
+            if rx.recv_timeout(self.wait).is_err() {
+                return Err(PublishError::Timeout(i, self.wait));
             }
         }
         Ok(())
+    }
+
+    /// The state shared by the workers (connection counts, the applied snapshot).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     /// Send a command that needs no answer to every worker.
@@ -355,9 +391,12 @@ mod tests {
     #[test]
     fn commands_are_taken_between_batches_and_answered() {
         let (inbox, rx) = crate::worker::inbox();
-        let (mut proc, handle) = attach(pipeline(), inbox);
+        let pipe = pipeline();
+        let shared = pipe.shared().clone();
+        let (mut proc, handle) = attach(pipe, inbox);
         let workers = Workers {
             handles: vec![handle],
+            shared,
             wait: Duration::from_secs(5),
         };
         // A worker thread that only does housekeeping rounds.
@@ -404,7 +443,7 @@ mod tests {
                 marks: vec![],
             })
             .unwrap_err();
-        assert!(matches!(e, PublishError::Refused(0, _)), "{e}");
+        assert!(matches!(e, PublishError::Refused(_)), "{e}");
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         t.join().unwrap();
         // With the worker gone (its inbox closed), commands fail instead of hanging.

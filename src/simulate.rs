@@ -17,6 +17,13 @@
 //! reload does (scheduler callbacks, draining), and the command's output joins the trace.
 //! A capture is replayed frame by frame with its own timestamps, and each frame that opens a
 //! connection is reported.
+//!
+//! `--workers N` runs N pipelines built on one shared state (connection counts, schedulers) as
+//! `xvs run` does with N workers, and gives every frame, in trace order, to the worker the data
+//! plane's steering (`worker::steer::owner`, with the `[steering]` client steering chosen at
+//! start) makes its owner; a frame no rule claims goes to worker 0. Before each frame every
+//! worker expires what is due, so connections end in time order across workers. The decisions
+//! are then those of N workers for this order of new connections — the same as one kernel's.
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -24,10 +31,11 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use etherparse::PacketBuilder;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use xvs_forwarding::conn::Direction;
 
 use xvs_forwarding::conn::ConnListing;
+use xvs_forwarding::pipeline::Shared;
 use xvs_forwarding::service::ServiceKey;
 use xvs_forwarding::{BackendId, Decision, Frame, Method, Pipeline, PortId, Time, Verdict};
 
@@ -36,7 +44,10 @@ use crate::config::Config;
 use crate::control::model::Listing;
 use crate::control::server::{execute, Director};
 use crate::control::state::DesiredState;
-use crate::replay::{method_name, offline_pipeline, HEADROOM};
+use crate::director::targets;
+use crate::replay::{method_name, HEADROOM};
+use crate::worker::steer::{owner, SteerSets};
+use crate::worker::ClientSteering;
 
 /// One line of a flow list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,13 +148,19 @@ fn frame(proto: u8, src: SocketAddr, dst: SocketAddr, tcp: Tcp) -> Vec<u8> {
     out
 }
 
-/// One worker's pipeline driven by a flow list, behind the same `Director` interface the
+/// The workers' pipelines driven by a flow list, behind the same `Director` interface the
 /// control socket uses, so `ctl` lines act exactly as `xvs ctl` does on a running director.
 struct Sim {
     cfg: Config,
-    pipe: Mutex<Pipeline>,
+    shared: Arc<Shared>,
+    pipes: Mutex<Vec<Pipeline>>,
+    /// The steering sets of the current state (client steering fixed at start).
+    sets: Mutex<Arc<SteerSets>>,
+    steering: ClientSteering,
     desired: Mutex<DesiredState>,
     now: Mutex<Time>,
+    /// New connections each worker made.
+    opened: Mutex<Vec<u64>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -151,39 +168,85 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Sim {
-    fn new(cfg: &Config, now: Time) -> Result<Sim> {
+    fn new(cfg: &Config, workers: u16, now: Time) -> Result<Sim> {
+        let workers = workers.max(1);
+        let built = |e: xvs_forwarding::pipeline::BuildError| {
+            anyhow::anyhow!("{}: cannot build the pipeline: {e}", cfg.file.display())
+        };
+        let shared = Arc::new(
+            Pipeline::shared_for(&cfg.pipeline_config(0, workers), &cfg.services).map_err(built)?,
+        );
+        shared
+            .apply(&cfg.services, cfg.marks.clone())
+            .map_err(built)?;
+        let pipes = (0..workers)
+            .map(|w| {
+                Pipeline::with_shared(
+                    cfg.pipeline_config(w, workers),
+                    shared.clone(),
+                    cfg.network(&[]),
+                )
+            })
+            .collect();
+        let t = targets(cfg, &cfg.services);
         Ok(Sim {
-            pipe: Mutex::new(offline_pipeline(cfg)?),
+            shared,
+            pipes: Mutex::new(pipes),
+            sets: Mutex::new(Arc::new(SteerSets::new(&t))),
+            steering: t.client_steering,
             desired: Mutex::new(DesiredState::from_config(cfg)),
             now: Mutex::new(now),
+            opened: Mutex::new(vec![0; usize::from(workers)]),
             cfg: cfg.clone(),
         })
     }
 
+    /// Send a frame to its owner's pipeline (after every worker's expiry up to now).
     fn send(&self, buf: &mut [u8], data: &[u8], ingress: PortId) -> (Verdict, Option<Decision>) {
         let len = data.len().min(buf.len() - HEADROOM);
         buf[HEADROOM..HEADROOM + len].copy_from_slice(&data[..len]);
-        let mut f = Frame::new(buf, HEADROOM, len);
         let now = *lock(&self.now);
-        let mut pipe = lock(&self.pipe);
-        pipe.housekeeping(now, 4096);
+        let mut pipes = lock(&self.pipes);
+        let n = pipes.len();
+        let w = owner(&buf[HEADROOM..HEADROOM + len], &lock(&self.sets), n).unwrap_or(0);
+        for p in pipes.iter_mut() {
+            p.housekeeping(now, 4096);
+        }
+        let w = w.min(n - 1);
+        let pipe = &mut pipes[w];
+        let mut f = Frame::new(buf, HEADROOM, len);
         let v = pipe.process(now, ingress, &mut f);
-        (v, pipe.last_decision())
+        let d = pipe.last_decision();
+        if d.is_some_and(|d| d.new_conn) {
+            lock(&self.opened)[w] += 1;
+        }
+        (v, d)
+    }
+
+    /// With several workers: a comment line per worker with the connections it opened.
+    fn trailer(&self, out: &mut dyn Write) -> Result<()> {
+        let opened = lock(&self.opened);
+        if opened.len() > 1 {
+            for (w, n) in opened.iter().enumerate() {
+                writeln!(out, "# worker {w}: {n} new connection(s)")?;
+            }
+        }
+        Ok(())
     }
 
     fn backend(&self, id: BackendId) -> String {
-        lock(&self.pipe)
+        lock(&self.pipes)[0]
             .backend_endpoint(id)
             .map_or_else(|| "?".into(), |(a, p)| SocketAddr::new(a, p).to_string())
     }
 
-    /// "address=active/inactive" of every backend of the decision's service, oldest first.
+    /// "address=active/inactive" of every backend of the decision's service, oldest first
+    /// (the director's counts, shared by all workers).
     fn counts(&self, d: &Decision) -> String {
-        let pipe = lock(&self.pipe);
-        let Some(key) = pipe.service_key(d.service) else {
+        let Some(key) = lock(&self.pipes)[0].service_key(d.service) else {
             return String::new();
         };
-        let report = pipe.report();
+        let report = self.shared.report();
         let Some(s) = report.iter().find(|s| s.key == key) else {
             return String::new();
         };
@@ -201,6 +264,27 @@ impl Sim {
             .collect::<Vec<_>>()
             .join(" ")
     }
+
+    /// A connection of client `src` to `dst` in any worker's table: its backend and FullNAT
+    /// local address.
+    fn find(
+        &self,
+        src: SocketAddr,
+        dst: SocketAddr,
+    ) -> Option<(SocketAddr, Option<(IpAddr, u16)>)> {
+        let now = *lock(&self.now);
+        let pipes = lock(&self.pipes);
+        pipes.iter().find_map(|pipe| {
+            let c = pipe
+                .connections()
+                .list(now)
+                .find(|l| !l.template && l.client == src && l.virt == dst)?;
+            Some((
+                c.backend,
+                pipe.connections().get(c.id).and_then(|e| e.local),
+            ))
+        })
+    }
 }
 
 impl Director for Sim {
@@ -209,28 +293,43 @@ impl Director for Sim {
     }
 
     fn apply(&self, new: DesiredState) -> Result<(), String> {
-        let mut pipe = lock(&self.pipe);
-        pipe.apply(&new.services, self.cfg.marks.clone())
+        let (snap, _) = self
+            .shared
+            .apply(&new.services, self.cfg.marks.clone())
             .map_err(|e| e.to_string())?;
         let t = new.timeouts;
-        pipe.set_timeouts(t.tcp, t.tcpfin, t.udp);
+        for pipe in lock(&self.pipes).iter_mut() {
+            pipe.install(snap.clone());
+            pipe.set_timeouts(t.tcp, t.tcpfin, t.udp);
+        }
+        let mut targets = targets(&self.cfg, &new.services);
+        targets.client_steering = self.steering;
+        *lock(&self.sets) = Arc::new(SteerSets::new(&targets));
         *lock(&self.desired) = new;
         Ok(())
     }
 
     fn listing(&self) -> Listing {
         let mut l = Listing::from_state(&lock(&self.desired));
-        l.add_report(&lock(&self.pipe).report());
+        for pipe in lock(&self.pipes).iter() {
+            l.add_report(&pipe.report());
+        }
+        l.set_counts(&self.shared.report());
         l
     }
 
     fn connections(&self) -> Vec<ConnListing> {
         let now = *lock(&self.now);
-        lock(&self.pipe).connections().list(now).collect()
+        lock(&self.pipes)
+            .iter()
+            .flat_map(|p| p.connections().list(now).collect::<Vec<_>>())
+            .collect()
     }
 
     fn zero(&self, service: Option<ServiceKey>) {
-        lock(&self.pipe).zero_traffic(service.as_ref());
+        for pipe in lock(&self.pipes).iter_mut() {
+            pipe.zero_traffic(service.as_ref());
+        }
     }
 
     fn file_state(&self) -> DesiredState {
@@ -242,9 +341,11 @@ impl Director for Sim {
     }
 
     fn status(&self) -> String {
+        let pipes = lock(&self.pipes);
+        let n: u32 = pipes.iter().map(|p| p.connections().len()).sum();
         format!(
-            "simulate: {} connection(s) in the table",
-            lock(&self.pipe).connections().len()
+            "simulate: {n} connection(s) in the table(s) of {} worker(s)",
+            pipes.len()
         )
     }
 
@@ -259,8 +360,13 @@ impl Director for Sim {
 }
 
 /// Run a text flow list; one output line per flow, and the output of each `ctl` line.
-pub fn simulate_flows(cfg: &Config, lines: &[Line], out: &mut dyn Write) -> Result<()> {
-    let sim = Sim::new(cfg, Time::from_secs(1))?;
+pub fn simulate_flows(
+    cfg: &Config,
+    lines: &[Line],
+    workers: u16,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let sim = Sim::new(cfg, workers, Time::from_secs(1))?;
     let mut buf = vec![0u8; HEADROOM + 2048];
     writeln!(
         out,
@@ -317,16 +423,7 @@ pub fn simulate_flows(cfg: &Config, lines: &[Line], out: &mut dyn Write) -> Resu
         };
         if fl.proto == 6 {
             // The backend's half, where it passes the director, then the client's ACK.
-            let now = *lock(&sim.now);
-            let conn = {
-                let pipe = lock(&sim.pipe);
-                let found = pipe
-                    .connections()
-                    .list(now)
-                    .find(|l| !l.template && l.client == fl.src && l.virt == fl.dst);
-                found.map(|c| (c, pipe.connections().get(c.id).and_then(|e| e.local)))
-            };
-            if let Some((c, local)) = conn {
+            if let Some((backend, local)) = sim.find(fl.src, fl.dst) {
                 if matches!(d.method, Method::Nat | Method::FullNat) {
                     let reply_to = match d.method {
                         Method::FullNat => local.map(|(a, p)| SocketAddr::new(a, p)),
@@ -334,7 +431,7 @@ pub fn simulate_flows(cfg: &Config, lines: &[Line], out: &mut dyn Write) -> Resu
                     };
                     if let Some(to) = reply_to {
                         let kind = if fl.close { Tcp::FinAck } else { Tcp::SynAck };
-                        sim.send(&mut buf, &frame(6, c.backend, to, kind), PortId(1));
+                        sim.send(&mut buf, &frame(6, backend, to, kind), PortId(1));
                     }
                 }
                 sim.send(&mut buf, &frame(6, fl.src, fl.dst, Tcp::Ack), PortId(0));
@@ -349,13 +446,18 @@ pub fn simulate_flows(cfg: &Config, lines: &[Line], out: &mut dyn Write) -> Resu
             sim.counts(&d)
         )?;
     }
-    Ok(())
+    sim.trailer(out)
 }
 
 /// Replay a capture and report the backend of every connection it opens.
-pub fn simulate_capture(cfg: &Config, path: &Path, out: &mut dyn Write) -> Result<()> {
+pub fn simulate_capture(
+    cfg: &Config,
+    path: &Path,
+    workers: u16,
+    out: &mut dyn Write,
+) -> Result<()> {
     let frames = read_capture(path)?;
-    let sim = Sim::new(cfg, Time(0))?;
+    let sim = Sim::new(cfg, workers, Time(0))?;
     let mut buf = vec![0u8; HEADROOM + 65536];
     for (i, f) in frames.iter().enumerate() {
         *lock(&sim.now) = Time(f.timestamp.as_nanos() as u64);
@@ -372,7 +474,7 @@ pub fn simulate_capture(cfg: &Config, path: &Path, out: &mut dyn Write) -> Resul
             )?;
         }
     }
-    Ok(())
+    sim.trailer(out)
 }
 
 #[cfg(test)]

@@ -221,3 +221,85 @@ fn simulate_applies_ctl_lines_between_flows() {
         "{stdout}"
     );
 }
+
+/// `xvs simulate --workers 2`: the flows spread over two workers, and the decisions are those
+/// of one worker (one kernel): wlc with `u_threshold = 2` on each of 3 backends accepts 6 of
+/// 10 connections held open and refuses 4, rr gives 3/3/3 over 9.
+#[test]
+fn simulate_on_two_workers_decides_as_one() {
+    let cfg = tmp("workers.toml");
+    let backend = |n: u8| {
+        format!(
+            "[[service.backend]]\naddress = \"198.19.0.{n}\"\nport = 8080\nmethod = \"nat\"\nu_threshold = 2\n"
+        )
+    };
+    let mut text = String::new();
+    for (port, sched) in [(80, "wlc"), (81, "rr")] {
+        text.push_str(&format!(
+            "[[service]]\nprotocol = \"tcp\"\nvip = \"198.18.0.100\"\nport = {port}\nscheduler = \"{sched}\"\n"
+        ));
+        for n in 11..=13 {
+            let b = backend(n);
+            text.push_str(if sched == "rr" {
+                b.trim_end_matches("u_threshold = 2\n")
+            } else {
+                &b
+            });
+        }
+    }
+    std::fs::write(&cfg, text).unwrap();
+    let flows = tmp("workers-flows.txt");
+    let mut list = String::new();
+    for i in 0..10 {
+        list.push_str(&format!(
+            "tcp 198.18.100.{} {} 198.18.0.100 80\n",
+            5 + i,
+            2000 + i
+        ));
+    }
+    for i in 0..9 {
+        list.push_str(&format!(
+            "tcp 198.18.101.{} {} 198.18.0.100 81\n",
+            5 + i,
+            3000 + i
+        ));
+    }
+    std::fs::write(&flows, list).unwrap();
+    let run = |workers: &str| {
+        let (ok, stdout, stderr) = xvs(&[
+            "simulate",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--flows",
+            flows.to_str().unwrap(),
+            "--workers",
+            workers,
+        ]);
+        assert!(ok, "{stderr}");
+        stdout
+    };
+    let one = run("1");
+    let two = run("2");
+    let decisions = |s: &str| -> Vec<String> {
+        s.lines()
+            .filter(|l| l.contains(" => ") && !l.starts_with('#'))
+            .map(|l| l.to_string())
+            .collect()
+    };
+    assert_eq!(decisions(&one), decisions(&two), "{two}");
+    let per_worker: Vec<u64> = two
+        .lines()
+        .filter_map(|l| l.strip_prefix("# worker "))
+        .map(|l| l.split_whitespace().nth(1).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(per_worker.len(), 2, "{two}");
+    assert!(per_worker.iter().all(|&n| n >= 3), "{two}");
+    let d = decisions(&two);
+    let refused = d[..10].iter().filter(|l| l.contains("no backend")).count();
+    assert_eq!(refused, 4, "{two}");
+    for n in 11..=13 {
+        let to = |l: &&String| l.contains(&format!("=> 198.19.0.{n}:8080"));
+        assert_eq!(d[..10].iter().filter(to).count(), 2, "{two}");
+        assert_eq!(d[10..].iter().filter(to).count(), 3, "{two}");
+    }
+}

@@ -7,9 +7,11 @@
 //! delete, lc/wlc/sh/mh with a backend quiesced (-w 0) and restored, `-E -s` rr -> wrr -> rr and
 //! wlc -> sh -> wlc, `-E` with other flags only, a backend deleted and added again) through
 //! `xvs simulate` and through ipvsadm in a QEMU guest booted from Debian's kernel package
-//! (scripts/ipvs-guest/), one boot for all. Every scheduler
+//! (scripts/ipvs-guest/), one boot for all. Every scenario runs through `xvs simulate` twice:
+//! with one worker, and with two (`--workers 2`: each frame to the worker the data plane's
+//! steering makes its owner, two pipelines sharing counts and schedulers). Every scheduler
 //! here is deterministic, so every flow must get the same backend and the final active/inactive
-//! counts must agree.
+//! counts must agree, for both.
 //!
 //! Needs qemu-system-x86, cpio, gcc with static glibc (scripts/install-deps.sh) and, the first
 //! time, Debian's package registry (the guest's packages are cached in target/ipvs-guest). When
@@ -29,6 +31,7 @@ fn every_flow_gets_the_backend_kernel_ipvs_chooses() {
         guest_script: repo.join("scripts/ipvs-guest/run.sh"),
         work: PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ipvs-parity"),
         flows: 60,
+        workers: vec![1, 2],
     };
     let report = parity::run(&opts).unwrap_or_else(|e| {
         panic!(
@@ -40,21 +43,35 @@ fn every_flow_gets_the_backend_kernel_ipvs_chooses() {
     });
     let text = report.render();
     println!("{text}");
-    assert_eq!(report.outcomes.len(), 41, "{text}");
+    // 41 scenarios through one worker, then through two.
+    assert_eq!(report.outcomes.len(), 82, "{text}");
     for o in &report.outcomes {
         assert_eq!(o.flows, 60, "{text}");
+        if o.workers == 2 {
+            assert_eq!(o.per_worker.len(), 2, "{}: worker tally\n{text}", o.label());
+        }
         assert!(
             o.ctl_errors.is_empty(),
             "{}: the guest's ipvsadm refused a ctl line\n{text}",
             o.name
         );
         assert_eq!(
-            o.same, o.flows,
+            o.same,
+            o.flows,
             "{}: decisions differ from kernel IPVS\n{text}",
-            o.name
+            o.label()
         );
-        assert!(o.counts_same, "{}: final counts differ\n{text}", o.name);
+        assert!(o.counts_same, "{}: final counts differ\n{text}", o.label());
     }
+    // Two workers really shared the work: each opened connections (summed over scenarios).
+    let mut tally = [0usize; 2];
+    for o in report.outcomes.iter().filter(|o| o.workers == 2) {
+        for (t, n) in tally.iter_mut().zip(&o.per_worker) {
+            *t += n;
+        }
+    }
+    println!("two workers: new connections per worker over all scenarios {tally:?}");
+    assert!(tally.iter().all(|&n| n > 200), "{tally:?}");
 
     // rr-change deletes the backend rr's cursor is on: the one IPVS gave the flow just before.
     let all = parity::scenarios(opts.flows);
@@ -73,11 +90,14 @@ fn every_flow_gets_the_backend_kernel_ipvs_chooses() {
 
     // Negative controls, against the same guest answers: the comparison does fail when xvs is
     // configured differently (backends added in the opposite order; one weight changed).
-    let control = |name: &str, change: &dyn Fn(&mut parity::Scenario)| {
+    let control = |name: &str, workers: u16, change: &dyn Fn(&mut parity::Scenario)| {
         let mut sc = all.iter().find(|s| s.name == name).unwrap().clone();
         change(&mut sc);
-        let dir = opts.work.join("negative-control").join(name);
-        let x = parity::simulate(&opts.xvs, &dir, &sc).unwrap();
+        let dir = opts
+            .work
+            .join("negative-control")
+            .join(format!("{name}-x{workers}"));
+        let x = parity::simulate(&opts.xvs, &dir, &sc, workers).unwrap();
         let o = parity::compare(&sc, &x, &report.ipvs[name], 5);
         assert!(
             o.same < o.flows,
@@ -87,15 +107,16 @@ fn every_flow_gets_the_backend_kernel_ipvs_chooses() {
         );
         o.same
     };
-    let rr = control("rr", &|sc| sc.services[0].backends.reverse());
-    let mh = control("mh-port-v6", &|sc| sc.services[0].backends[3].1 = 1);
+    let rr = control("rr", 1, &|sc| sc.services[0].backends.reverse());
+    let rr2 = control("rr", 2, &|sc| sc.services[0].backends.reverse());
+    let mh = control("mh-port-v6", 1, &|sc| sc.services[0].backends[3].1 = 1);
     // And when a mid-trace change differs (wrr's -e to weight 3 instead of 4).
-    let wrr = control("wrr-change", &|sc| {
+    let wrr = control("wrr-change", 2, &|sc| {
         let b = sc.services[0].backends[1].0;
         sc.ctl[0].1 = sc.ctl_backend("-e", b, 3);
     });
     println!(
-        "negative controls: rr reversed {rr}/60 same, mh-port-v6 reweighted {mh}/60 same, \
-         wrr-change edited to another weight {wrr}/60 same"
+        "negative controls: rr reversed {rr}/60 same (2 workers: {rr2}/60), mh-port-v6 \
+         reweighted {mh}/60 same, wrr-change edited to another weight (2 workers) {wrr}/60 same"
     );
 }

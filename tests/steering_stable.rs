@@ -5,7 +5,8 @@
 //! service is added at run time (which once switched the steering to address mode) and after
 //! it is removed again. Every flow must be answered by the same backend each time, and the
 //! connection list must hold each flow exactly once: a flow moved to a worker that does not
-//! hold it would be scheduled again there and listed twice.
+//! hold it would be scheduled again there and listed twice. The two workers also decide as one
+//! director: rr gives the 24 flows 8/8/8, and `-Ln` lists 8 connections per backend.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -164,6 +165,23 @@ fn run_time_service_changes_never_move_established_flows() {
         vec![1; FLOWS as usize],
         "one entry per flow"
     );
+    // The two workers share one rr cursor and one set of counts: 24 flows are 8/8/8 (per-worker
+    // cursors gave up to 9/8/7), and `-Ln` shows each backend's 8 connections once, not summed
+    // per worker.
+    for b in ["b1", "b2", "b3"] {
+        assert_eq!(
+            before.iter().filter(|x| x.as_str() == b).count(),
+            8,
+            "rr over both workers: {before:?}"
+        );
+    }
+    let ln = ctl(&socket, &["-Ln"]);
+    let inact: Vec<&str> = ln
+        .lines()
+        .filter(|l| l.contains("-> 198.18.3.1"))
+        .filter_map(|l| l.split_whitespace().last())
+        .collect();
+    assert_eq!(inact, ["8", "8", "8"], "{ln}");
     // Both workers hold some of the flows (flow steering spreads them), so a switch of the
     // steering would move some.
     std::thread::sleep(Duration::from_millis(1200));

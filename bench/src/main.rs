@@ -45,6 +45,7 @@ fn main() -> ExitCode {
         guest_script: repo.join("scripts/ipvs-guest/run.sh"),
         work: repo.join("target/ipvs-guest/parity"),
         flows: 60,
+        workers: vec![1, 2],
     };
     let mut json: Option<PathBuf> = None;
     let mut it = args[1..].iter();

@@ -595,12 +595,18 @@ pub struct Side {
     /// What became of each `ctl` line, by line number (the guest's: "ok" or "error: …").
     pub ctl: BTreeMap<usize, String>,
     pub counts: Counts,
+    /// xvs simulate with several workers: new connections per worker.
+    pub per_worker: Vec<usize>,
 }
 
 /// Per-scenario comparison.
 #[derive(Clone, Debug)]
 pub struct Outcome {
     pub name: String,
+    /// Workers xvs simulate ran (1: one pipeline).
+    pub workers: u16,
+    /// With several workers: new connections per worker.
+    pub per_worker: Vec<usize>,
     pub flows: usize,
     pub same: usize,
     /// (flow number, flow line, xvs's answer, IPVS's answer) of the first differences.
@@ -615,6 +621,15 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// The scenario's name, with ` xN` for N workers.
+    pub fn label(&self) -> String {
+        if self.workers > 1 {
+            format!("{} x{}", self.name, self.workers)
+        } else {
+            self.name.clone()
+        }
+    }
+
     pub fn share(&self) -> f64 {
         if self.flows == 0 {
             0.0
@@ -644,32 +659,37 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "{:<15} {:>6} {:>6} {:>8}  final counts",
+            "{:<20} {:>6} {:>6} {:>8}  final counts",
             "scheduler", "flows", "same", "share"
         );
         for o in &self.outcomes {
             let _ = writeln!(
                 s,
-                "{:<15} {:>6} {:>6} {:>7.1}%  {}",
-                o.name,
+                "{:<20} {:>6} {:>6} {:>7.1}%  {}{}",
+                o.label(),
                 o.flows,
                 o.same,
                 o.share(),
-                if o.counts_same { "same" } else { "differ" }
+                if o.counts_same { "same" } else { "differ" },
+                if o.workers > 1 {
+                    format!("  (new connections per worker {:?})", o.per_worker)
+                } else {
+                    String::new()
+                }
             );
         }
         for o in &self.outcomes {
             if !o.differences.is_empty() {
-                let _ = writeln!(s, "\n{}: first differing flows", o.name);
+                let _ = writeln!(s, "\n{}: first differing flows", o.label());
                 for (n, line, x, k) in &o.differences {
                     let _ = writeln!(s, "  flow {n:>3} {line}\n      xvs: {x}\n     ipvs: {k}");
                 }
             }
             for (n, line, k) in &o.ctl_errors {
-                let _ = writeln!(s, "\n{}: line {n} {line}\n     ipvs: {k}", o.name);
+                let _ = writeln!(s, "\n{}: line {n} {line}\n     ipvs: {k}", o.label());
             }
             if !o.counts_same {
-                let _ = writeln!(s, "\n{}: final counts (active/inactive)", o.name);
+                let _ = writeln!(s, "\n{}: final counts (active/inactive)", o.label());
                 let _ = writeln!(s, "  xvs:  {}", counts_text(&o.xvs_counts));
                 let _ = writeln!(s, "  ipvs: {}", counts_text(&o.ipvs_counts));
             }
@@ -689,8 +709,9 @@ impl Report {
             }
             let _ = write!(
                 s,
-                "{{\"name\":{},\"flows\":{},\"same\":{},\"share\":{:.1},\"counts_same\":{},\"differences\":[",
+                "{{\"name\":{},\"workers\":{},\"flows\":{},\"same\":{},\"share\":{:.1},\"counts_same\":{},\"differences\":[",
                 json_str(&o.name),
+                o.workers,
                 o.flows,
                 o.same,
                 o.share(),
@@ -751,6 +772,17 @@ pub const NO_BACKEND: &str = "no backend (refused)";
 pub fn parse_simulate(text: &str) -> Side {
     let mut side = Side::default();
     for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# worker ") {
+            // `# worker W: N new connection(s)`
+            if let Some(n) = rest
+                .split_once(": ")
+                .and_then(|(_, r)| r.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+            {
+                side.per_worker.push(n);
+            }
+            continue;
+        }
         let Some((left, right)) = line.split_once(" => ") else {
             continue;
         };
@@ -894,6 +926,8 @@ pub fn compare(sc: &Scenario, xvs: &Side, ipvs: &Side, keep: usize) -> Outcome {
         .collect();
     Outcome {
         name: sc.name.clone(),
+        workers: 1,
+        per_worker: xvs.per_worker.clone(),
         flows: sc.flows.len(),
         same,
         differences,
@@ -915,6 +949,8 @@ pub struct Options {
     pub work: PathBuf,
     /// Flows per scenario.
     pub flows: usize,
+    /// Every scenario runs through `xvs simulate --workers W` for each of these.
+    pub workers: Vec<u16>,
 }
 
 fn write(path: &Path, text: &str) -> Result<(), String> {
@@ -929,10 +965,26 @@ pub fn run(opts: &Options) -> Result<Report, String> {
     fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let mut list = String::new();
     let mut xvs_sides = Vec::new();
+    for &w in &opts.workers {
+        for sc in &scen {
+            let d = if w > 1 {
+                dir.join(format!("{}-x{w}", sc.name))
+            } else {
+                dir.join(&sc.name)
+            };
+            xvs_sides.push((w, sc, simulate(&opts.xvs, &d, sc, w)?));
+        }
+    }
     for sc in &scen {
         list.push_str(&sc.name);
         list.push('\n');
-        xvs_sides.push(simulate(&opts.xvs, &dir.join(&sc.name), sc)?);
+        // The guest reads its scenarios from here (rules.sh, flows.txt).
+        if !dir.join(&sc.name).exists() {
+            fs::create_dir_all(dir.join(&sc.name))
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            write(&dir.join(&sc.name).join("rules.sh"), &sc.rules_sh())?;
+            write(&dir.join(&sc.name).join("flows.txt"), &sc.flows_txt())?;
+        }
     }
     write(&dir.join("list"), &list)?;
 
@@ -962,10 +1014,12 @@ pub fn run(opts: &Options) -> Result<Report, String> {
     }
     let (guest, ipvs) = parse_guest(&console);
     let empty = Side::default();
-    let outcomes = scen
+    let outcomes = xvs_sides
         .iter()
-        .zip(&xvs_sides)
-        .map(|(sc, x)| compare(sc, x, ipvs.get(&sc.name).unwrap_or(&empty), 5))
+        .map(|(w, sc, x)| Outcome {
+            workers: *w,
+            ..compare(sc, x, ipvs.get(&sc.name).unwrap_or(&empty), 5)
+        })
         .collect();
     Ok(Report {
         guest,
@@ -975,8 +1029,8 @@ pub fn run(opts: &Options) -> Result<Report, String> {
 }
 
 /// Write a scenario's files into `dir` (rules.sh, xvs.toml, flows.txt) and run
-/// `xvs simulate` on them; its output is kept as xvs-simulate.txt.
-pub fn simulate(xvs: &Path, dir: &Path, sc: &Scenario) -> Result<Side, String> {
+/// `xvs simulate --workers W` on them; its output is kept as xvs-simulate.txt.
+pub fn simulate(xvs: &Path, dir: &Path, sc: &Scenario, workers: u16) -> Result<Side, String> {
     fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     write(&dir.join("rules.sh"), &sc.rules_sh())?;
     write(&dir.join("xvs.toml"), &sc.xvs_toml())?;
@@ -987,6 +1041,8 @@ pub fn simulate(xvs: &Path, dir: &Path, sc: &Scenario) -> Result<Side, String> {
         .arg(dir.join("xvs.toml"))
         .arg("--flows")
         .arg(dir.join("flows.txt"))
+        .arg("--workers")
+        .arg(workers.to_string())
         .stderr(Stdio::inherit())
         .output()
         .map_err(|e| format!("cannot run {}: {e}", xvs.display()))?;
@@ -1286,7 +1342,7 @@ mod tests {
             r.contains("66.7%")
                 && r.contains("flow   2")
                 && r.contains("ipvs: 198.19.0.11:8080")
-                && j.starts_with("{\"guest\":\"g \\\"1\\\"\",\"scenarios\":[{\"name\":\"t\",\"flows\":3,\"same\":2,\"share\":66.7,")
+                && j.starts_with("{\"guest\":\"g \\\"1\\\"\",\"scenarios\":[{\"name\":\"t\",\"workers\":1,\"flows\":3,\"same\":2,\"share\":66.7,")
                 && j.contains("\"differences\":[{\"flow\":2,\"line\":\"tcp 198.18.16.2 10002 198.18.200.1 9001 open\",\"xvs\":\"no backend (refused)\",\"ipvs\":\"198.19.0.11:8080\"}]")
         }
     }

@@ -22,12 +22,17 @@
 //!    without DF → IPv4 fragments (`PipelineConfig::fragment`); TTL 1 toward a backend →
 //!    ICMP time exceeded from the VIP (rate-limited, `ratelimit`).
 //!
-//! Everything is per worker: the pipeline owns its connection table, its scheduler instances
-//! (so rr/wrr cursors are per worker) and its counters; `now` comes in with every call.
+//! A pipeline is one worker's: it owns its connection table, its traffic and drop counters and
+//! its timers; `now` comes in with every call. What the workers of one director share is
+//! [`Shared`]: the per-backend connection counts (atomics, written on connection events only)
+//! and the published [`Snapshot`], whose services' schedulers are immutable tables (sh, dh, mh,
+//! maglev) or are locked only to schedule a new connection — so N pipelines decide exactly as
+//! one kernel does (see `reload`).
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
-use xvs_schedulers::{BackendView, Flow, SchedFlags, Scheduler, SchedulerError};
+use xvs_schedulers::{BackendView, Flow, SchedFlags, SchedulerError};
 
 use crate::conn::{
     state::tcp, Conn, ConnConfig, ConnId, ConnTable, ConnV4, Direction, Method, NewConn, SlotHint,
@@ -38,7 +43,7 @@ use crate::hygiene;
 use crate::limits::{Bucket, SourceLimiter};
 use crate::net::{Hop, Network};
 use crate::ratelimit::IcmpLimiter;
-use crate::service::{mask_addr, MarkRule, Service, ServiceId, ServiceKey, ServiceTable};
+use crate::service::{mask_addr, MarkRule, Service, ServiceId, ServiceKey};
 use crate::synproxy::cookie::CookieSecret;
 use crate::wire::icmp::{self, IcmpAnswer, IcmpNat};
 use crate::wire::rewrite::{self, Link, Tunnel};
@@ -50,7 +55,7 @@ mod reload;
 mod sync;
 mod synproxy;
 
-pub use reload::{ApplyReport, BackendReport, RemovedBackends, ServiceReport};
+pub use reload::{ApplyReport, BackendReport, RemovedBackends, ServiceReport, Shared, Snapshot};
 pub use sync::{Refused as SyncRefused, SyncCounters};
 
 /// Settings of one worker's pipeline.
@@ -62,6 +67,8 @@ pub struct PipelineConfig {
     pub v6_connections: u32,
     /// IPVS `conn_reuse_mode` (0 = off; default 1).
     pub conn_reuse_mode: u8,
+    /// IPVS `sloppy_tcp`: a TCP packet without SYN (but without RST) may open a connection.
+    pub sloppy_tcp: bool,
     /// `ipvsadm --set tcp tcpfin udp` in seconds (0 keeps the default).
     pub timeouts: (u32, u32, u32),
     /// FullNAT source addresses.
@@ -103,6 +110,7 @@ impl Default for PipelineConfig {
             connections: 1 << 16,
             v6_connections: 1 << 14,
             conn_reuse_mode: 1,
+            sloppy_tcp: false,
             timeouts: (0, 0, 0),
             local_addresses: Vec::new(),
             worker: 0,
@@ -235,25 +243,26 @@ struct BackendRt {
     last_weight: u32,
     u_threshold: u32,
     l_threshold: u32,
-    /// New connections per second (0: none) and this worker's bucket.
+    /// New connections per second, director-wide (0: none).
     conn_rate: u32,
-    limit: Option<Bucket>,
     /// Deleted from the desired state; kept while connections refer to it.
     removed: bool,
+    /// The generation of the snapshot that gave this id to this backend.
+    since: u64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct ServiceRt {
     key: ServiceKey,
     persistence: Option<crate::service::Persistence>,
     one_packet: bool,
     synproxy: bool,
-    /// New connections per second (0: none) and this worker's bucket.
+    /// New connections per second, director-wide (0: none).
     conn_rate: u32,
-    limit: Option<Bucket>,
     /// Backends in IPVS list order (newest first).
     views: Vec<BackendView>,
-    scheduler: Box<dyn Scheduler>,
+    /// Shared by every worker (and by snapshots while the list is unchanged).
+    scheduler: reload::SharedScheduler,
     scheduler_name: String,
     sched_flags: SchedFlags,
     /// Deleted from the desired state (never found for new connections).
@@ -263,14 +272,13 @@ struct ServiceRt {
 /// The forwarding pipeline of one worker.
 #[derive(Debug)]
 pub struct Pipeline {
-    services: ServiceTable,
-    svcs: Vec<ServiceRt>,
-    backends: Vec<BackendRt>,
+    /// The published state this worker runs.
+    snap: Arc<Snapshot>,
+    /// What this worker shares with the others of its director.
+    shared: Arc<Shared>,
     net: Network,
     conns: ConnTable,
     cfg: PipelineConfig,
-    vips: Vec<IpAddr>,
-    mark_rules: Vec<MarkRule>,
     counters: Counters,
     service_traffic: Vec<Traffic>,
     backend_traffic: Vec<Traffic>,
@@ -279,8 +287,6 @@ pub struct Pipeline {
     ip_id: u16,
     /// Next FullNAT local port to try.
     lport_cursor: u32,
-    /// Stable ids of services and backends across [`Pipeline::apply`].
-    registry: reload::Registry,
     /// Each backend's next hop as last resolved, indexed by `BackendId` (grown on first use,
     /// at most `max_backends`): saves the route scan and neighbour lookup per packet.
     hops: Vec<CachedHop>,
@@ -311,6 +317,11 @@ pub struct Pipeline {
     proxy: synproxy::Proxy,
     /// New connections per source prefix (`DefenseConfig::source_rate`).
     source_limit: Option<SourceLimiter>,
+    /// This worker's rate limiters of each service and backend (by id): the rate and backend
+    /// generation they were made for, and the bucket. Kept in step with the snapshot by
+    /// [`Self::install`].
+    svc_limits: Vec<Option<(u32, u64, Bucket)>>,
+    backend_limits: Vec<Option<(u32, u64, Bucket)>>,
 }
 
 /// A backend's next hop, valid while the network's generation and the address are unchanged.
@@ -374,24 +385,48 @@ const DROP_SCAN_STEP: u32 = 256;
 const EVICT_BUDGET: u32 = 64;
 
 impl Pipeline {
-    /// Build a worker's pipeline. `services[i]` is `ServiceId(i)`; its backends get consecutive
-    /// `BackendId`s in configuration order.
+    /// Build a single worker's pipeline, a director of its own. `services[i]` is
+    /// `ServiceId(i)`; its backends get consecutive `BackendId`s in configuration order.
     pub fn new(
         cfg: PipelineConfig,
         services: &[Service],
         mark_rules: Vec<MarkRule>,
         net: Network,
     ) -> Result<Pipeline, BuildError> {
+        let shared = Arc::new(Self::shared_for(&cfg, services)?);
+        let mut p = Self::with_shared(cfg, shared, net);
+        // As `ipvsadm -R` would build it: each service, then its backends one at a time, so
+        // `services[i]` is `ServiceId(i)` and backends get consecutive ids in file order.
+        p.apply(services, mark_rules)?;
+        Ok(p)
+    }
+
+    /// The state the workers of one director share, for `services` (room for
+    /// `cfg.max_backends` backends, or as many as `services` has if more). Apply the services
+    /// to it ([`Shared::apply`]) and build each worker with [`Self::with_shared`].
+    pub fn shared_for(cfg: &PipelineConfig, services: &[Service]) -> Result<Shared, BuildError> {
         let total: usize = services.iter().map(|s| s.backends.len()).sum();
         let max_backends = u32::try_from(total)
-            .map_err(|_| BuildError::TooManyBackends)?
+            .ok()
+            .filter(|&t| t < 1 << 31)
+            .ok_or(BuildError::TooManyBackends)?
             .max(cfg.max_backends);
-        let mut conns = ConnTable::new(&ConnConfig {
-            capacity: cfg.connections,
-            v6_capacity: cfg.v6_connections.min(cfg.connections),
-            backends: max_backends,
-            seed: cfg.seed,
-        });
+        Ok(Shared::new(max_backends))
+    }
+
+    /// Build one worker's pipeline of a director whose workers share `shared`; it runs the
+    /// director's current snapshot.
+    pub fn with_shared(cfg: PipelineConfig, shared: Arc<Shared>, net: Network) -> Pipeline {
+        let max_backends = shared.max_backends();
+        let mut conns = ConnTable::with_counts(
+            &ConnConfig {
+                capacity: cfg.connections,
+                v6_capacity: cfg.v6_connections.min(cfg.connections),
+                backends: max_backends,
+                seed: cfg.seed,
+            },
+            shared.counts().clone(),
+        );
         let (t, tf, u) = cfg.timeouts;
         conns.set_timeouts(t, tf, u);
         conns.set_strict_handshake(cfg.defense.strict_handshake);
@@ -400,16 +435,14 @@ impl Pipeline {
         let embryonic_max = (u64::from(conns.capacity()) * share / 100).max(1) as u32;
         let workers = u32::from(cfg.workers.max(1));
         let worker = u32::from(cfg.worker) % workers;
+        let snap = shared.current();
         let mut p = Pipeline {
-            services: ServiceTable::default(),
+            snap: Arc::new(reload::Snapshot::empty()),
+            shared,
             service_traffic: Vec::new(),
             backend_traffic: Vec::new(),
-            svcs: Vec::new(),
-            backends: Vec::new(),
             net,
             conns,
-            vips: Vec::new(),
-            mark_rules: Vec::new(),
             counters: Counters::default(),
             last: None,
             ip_id: 0,
@@ -422,7 +455,6 @@ impl Pipeline {
                 }
                 p
             },
-            registry: reload::Registry::default(),
             hops: Vec::new(),
             icmp_limit: IcmpLimiter::new(cfg.workers),
             answered: None,
@@ -447,15 +479,15 @@ impl Pipeline {
                     cfg.seed,
                 )
             }),
+            svc_limits: Vec::new(),
+            backend_limits: Vec::new(),
             cfg: PipelineConfig {
                 max_backends,
                 ..cfg
             },
         };
-        // As `ipvsadm -R` would build it: each service, then its backends one at a time, so
-        // `services[i]` is `ServiceId(i)` and backends get consecutive ids in file order.
-        p.apply(services, mark_rules)?;
-        Ok(p)
+        p.install(snap);
+        p
     }
 
     pub fn counters(&self) -> &Counters {
@@ -816,7 +848,12 @@ impl Pipeline {
         let Some(b) = self.conns.backend(id) else {
             return Gone::No;
         };
-        if !self.backends.get(b.0 as usize).is_some_and(|b| b.removed) {
+        if !self
+            .snap
+            .backends
+            .get(b.0 as usize)
+            .is_some_and(|b| b.removed)
+        {
             return Gone::No;
         }
         match self.cfg.removed_backends {
@@ -858,8 +895,8 @@ impl Pipeline {
     }
 
     fn is_service_addr(&self, proto: u8, dst: IpAddr) -> bool {
-        self.vips.contains(&dst)
-            || self.mark_rules.iter().any(|r| {
+        self.snap.vips.contains(&dst)
+            || self.snap.mark_rules.iter().any(|r| {
                 r.proto.is_none_or(|p| p == proto)
                     && crate::service::prefix_match(r.dst, r.dst_prefix_len, dst)
             })
@@ -872,20 +909,22 @@ impl Pipeline {
         frame: &mut Frame,
         p: Packet,
     ) -> Verdict {
-        let mark = self.services.mark(p.proto, p.dst, p.dport);
-        let Some(sid) = self.services.find(mark, p.proto, p.dst, p.dport) else {
+        let mark = self.snap.services.mark(p.proto, p.dst, p.dport);
+        let Some(sid) = self.snap.services.find(mark, p.proto, p.dst, p.dport) else {
             return Verdict::Pass;
         };
-        if let Some(r) = hygiene::martian(&p, &self.vips) {
+        if let Some(r) = hygiene::martian(&p, &self.snap.vips) {
             return Verdict::Drop(r);
         }
-        if p.proto == proto::TCP && self.svcs[sid.0 as usize].synproxy {
+        if p.proto == proto::TCP && self.snap.svcs[sid.0 as usize].synproxy {
             return self.synproxy_new(now, ingress, frame, p, sid);
         }
         // Protocol gate (`tcp_conn_schedule`, `sctp_conn_schedule`): only a SYN without RST
-        // opens a TCP connection, only an INIT chunk an SCTP association.
+        // opens a TCP connection (with `sloppy_tcp` any packet without RST), only an INIT
+        // chunk an SCTP association.
         if p.proto == proto::TCP
-            && p.tcp_flags & (tcp_flags::SYN | tcp_flags::RST) != tcp_flags::SYN
+            && (p.tcp_flags & tcp_flags::RST != 0
+                || (p.tcp_flags & tcp_flags::SYN == 0 && !self.cfg.sloppy_tcp))
         {
             return Verdict::Drop(DropReason::NoConnection);
         }
@@ -905,7 +944,7 @@ impl Pipeline {
         // The embryonic budget: a SYN recycles the oldest half-open entry rather than finding
         // the table full (a persistent service may need a template too).
         if p.proto == proto::TCP && self.cfg.defense.embryonic_share > 0 {
-            let need = if self.svcs[sid.0 as usize].persistence.is_some() {
+            let need = if self.snap.svcs[sid.0 as usize].persistence.is_some() {
                 2
             } else {
                 1
@@ -921,7 +960,7 @@ impl Pipeline {
         let (backend, control) = (new.backend, new.control);
         self.service_traffic[sid.0 as usize].conns += 1;
         self.backend_traffic[backend.0 as usize].conns += 1;
-        if self.svcs[sid.0 as usize].one_packet && p.proto == proto::UDP {
+        if self.snap.svcs[sid.0 as usize].one_packet && p.proto == proto::UDP {
             // One-packet scheduling: no entry is kept (IPVS frees it right after the packet).
             self.release_template(control, now);
             if self.sync_master.is_some() {
@@ -956,12 +995,12 @@ impl Pipeline {
                 return Err(Verdict::Drop(DropReason::SourceRateLimit));
             }
         }
-        if let Some(b) = self.svcs[sid.0 as usize].limit.as_mut() {
+        if let Some(Some((_, _, b))) = self.svc_limits.get_mut(sid.0 as usize) {
             if !b.allow(now_ms) {
                 return Err(Verdict::Drop(DropReason::ServiceRateLimit));
             }
         }
-        let svc = &self.svcs[sid.0 as usize];
+        let svc = &self.snap.svcs[sid.0 as usize];
         let svc_port = svc.key.port();
         let flow = Flow {
             proto: p.proto,
@@ -985,16 +1024,16 @@ impl Pipeline {
                 let r = DropReason::NoBackend;
                 return Err(self.no_backend(now, ingress, frame, p, svc_port, r));
             };
-            let bport = self.backends[b.0 as usize].port;
+            let bport = self.snap.backends[b.0 as usize].port;
             (b, None, if bport != 0 { bport } else { p.dport })
         };
-        if let Some(l) = self.backends[backend.0 as usize].limit.as_mut() {
+        if let Some(Some((_, _, l))) = self.backend_limits.get_mut(backend.0 as usize) {
             if !l.allow(now_ms) {
                 self.release_template(control, now);
                 return Err(Verdict::Drop(DropReason::BackendRateLimit));
             }
         }
-        let b = self.backends[backend.0 as usize].clone();
+        let b = self.snap.backends[backend.0 as usize].clone();
         let local = if b.method == Method::FullNat {
             match self.alloc_local(p.proto, b.addr, dport, now) {
                 Some(l) => Some(l),
@@ -1030,8 +1069,10 @@ impl Pipeline {
         }
     }
 
-    fn pick(&mut self, sid: ServiceId, flow: &Flow, now: Time) -> Option<BackendId> {
-        let svc = &mut self.svcs[sid.0 as usize];
+    /// Schedule a new connection: the service's shared scheduler (a table, or locked for this
+    /// pick only).
+    fn pick(&self, sid: ServiceId, flow: &Flow, now: Time) -> Option<BackendId> {
+        let svc = self.snap.svcs.get(sid.0 as usize)?;
         let i = svc
             .scheduler
             .pick(flow, &svc.views, self.conns.counts(), now)?;
@@ -1047,7 +1088,7 @@ impl Pipeline {
         pers: crate::service::Persistence,
         now: Time,
     ) -> Result<(BackendId, Option<ConnId>, u16), DropReason> {
-        let key = self.svcs[sid.0 as usize].key;
+        let key = self.snap.svcs[sid.0 as usize].key;
         let svc_port = key.port();
         let snet = mask_addr(flow.src, pers.prefix_len);
         let tkey = if flow.dport == svc_port {
@@ -1085,7 +1126,7 @@ impl Pipeline {
             },
             None => {
                 let b = self.pick(sid, flow, now).ok_or(DropReason::NoBackend)?;
-                let rt = &self.backends[b.0 as usize];
+                let rt = &self.snap.backends[b.0 as usize];
                 let tport = if flow.dport == svc_port && svc_port != 21 {
                     rt.port
                 } else {
@@ -1107,7 +1148,7 @@ impl Pipeline {
                 (b, ct)
             }
         };
-        let bport = self.backends[backend.0 as usize].port;
+        let bport = self.snap.backends[backend.0 as usize].port;
         let dport = if flow.dport == svc_port && bport != 0 {
             bport
         } else {
@@ -1565,7 +1606,7 @@ impl Pipeline {
             _ => {
                 // An unusable quote: dropped when it concerns a service (outer destination a
                 // VIP, or a quoted address one), else the kernel's (as before).
-                let ours = self.vips.contains(&p.dst)
+                let ours = self.snap.vips.contains(&p.dst)
                     || parsed.is_ok_and(|e| {
                         self.is_service_addr(e.proto, e.src) || self.is_service_addr(e.proto, e.dst)
                     });

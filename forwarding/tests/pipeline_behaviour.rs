@@ -429,3 +429,66 @@ fn fullnat_local_ports_start_where_configured_in_the_workers_class() {
         assert_eq!(lport, want, "worker {worker}/{workers} from {first}");
     }
 }
+
+/// IPVS `sloppy_tcp`: without it a mid-flow ACK opens nothing; with it the ACK is scheduled
+/// (ESTABLISHED at once, as IPVS's table takes NONE + ACK), a RST still opens nothing, and two
+/// directors with the same service (mh with mh-port, maglev, sh with sh-port: table lookups on
+/// the flow) send the middle of a flow to the backend the first one chose for its SYN (the ECMP
+/// case: the router moved the flow).
+#[test]
+fn sloppy_tcp_schedules_mid_flow_packets_and_hashing_directors_agree() {
+    for (sched, flags) in [("mh", "mh-port"), ("maglev", ""), ("sh", "sh-port")] {
+        let svc = || {
+            let mut s = service(
+                PROTO_TCP,
+                80,
+                sched,
+                &[
+                    (11, 1, Method::Dr),
+                    (12, 1, Method::Dr),
+                    (13, 1, Method::Dr),
+                ],
+            );
+            if !flags.is_empty() {
+                s.sched_flags = SchedFlags::parse(Some(sched), flags).unwrap();
+            }
+            s
+        };
+        let sloppy = |on: bool| {
+            let cfg = xvs_forwarding::PipelineConfig {
+                connections: 64,
+                v6_connections: 64,
+                sloppy_tcp: on,
+                ..xvs_forwarding::PipelineConfig::default()
+            };
+            Pipeline::new(cfg, &[svc()], vec![], network()).unwrap()
+        };
+        let mut strict = sloppy(false);
+        let ack = client_pkt(5000, 80).ack().build();
+        let (v, _) = process(&mut strict, t(1), FRONT, &ack);
+        assert_eq!(v, Verdict::Drop(DropReason::NoConnection), "{sched}");
+
+        let mut first = sloppy(true);
+        let mut second = sloppy(true);
+        let rst = client_pkt(5001, 80).rst().build();
+        let (v, _) = process(&mut second, t(1), FRONT, &rst);
+        assert_eq!(v, Verdict::Drop(DropReason::NoConnection), "{sched}: RST");
+        let mut macs = std::collections::BTreeSet::new();
+        for sport in 5000..5040 {
+            let syn = client_pkt(sport, 80).syn().build();
+            let (v, syn_out) = process(&mut first, t(1), FRONT, &syn);
+            assert_eq!(v, Verdict::Tx(BACK), "{sched}");
+            let ack = client_pkt(sport, 80).ack().build();
+            let (v, ack_out) = process(&mut second, t(2), FRONT, &ack);
+            assert_eq!(v, Verdict::Tx(BACK), "{sched}: sport {sport}");
+            assert_eq!(
+                syn_out[0..6],
+                ack_out[0..6],
+                "{sched}: backend of sport {sport}"
+            );
+            assert_eq!(state_of(&second, t(2), sport), Some("ESTABLISHED"));
+            macs.insert(syn_out[0..6].to_vec());
+        }
+        assert_eq!(macs.len(), 3, "{sched} spreads the flows over the backends");
+    }
+}

@@ -345,3 +345,68 @@ fn the_table_in_parts_is_the_whole_table() {
     }
     assert_eq!(parts, whole);
 }
+
+#[test]
+fn a_takeover_table_carries_fullnat_connections_to_a_new_pipeline() {
+    let fullnat = service(PROTO_TCP, "rr", Method::FullNat, false);
+    let mut old = pipeline_with(std::slice::from_ref(&fullnat), 64);
+    let mut rewritten = Vec::new();
+    for cport in [5000, 5001, 5002] {
+        for (i, p) in [client(cport).syn(), client(cport).ack()]
+            .iter()
+            .enumerate()
+        {
+            let (v, f) = process(&mut old, t(i as u64), FRONT, &p.build());
+            assert_eq!(v, Verdict::Tx(BACK));
+            if i == 1 {
+                rewritten.push(f);
+            }
+        }
+    }
+    let table = old.takeover_table();
+    assert_eq!(table.len(), 3);
+    assert!(table.iter().all(|(_, local)| local.is_some()));
+    // The sync path refuses FullNAT (no local address on the wire); the takeover path installs.
+    let mut new = pipeline_with(std::slice::from_ref(&fullnat), 64);
+    assert_eq!(
+        new.install_synced(&table[0].0, 3, t(10)),
+        Err(SyncRefused::FullNat)
+    );
+    for (s, local) in &table {
+        let r = new.install_taken(s, *local, 3, t(10));
+        assert!(matches!(r, Ok(Installed::New(_))), "{r:?}");
+    }
+    // The next segment of each connection leaves the new pipeline exactly as from the old one
+    // (same backend, same local address and port), and the backend's reply finds its way back.
+    for (k, cport) in [5000u16, 5001, 5002].iter().enumerate() {
+        let (v, f) = process(&mut new, t(11), FRONT, &client(*cport).ack().build());
+        assert_eq!(v, Verdict::Tx(BACK));
+        let ip = etherparse::Ipv4HeaderSlice::from_slice(&f[14..]).unwrap();
+        let was = etherparse::Ipv4HeaderSlice::from_slice(&rewritten[k][14..]).unwrap();
+        assert_eq!(ip.source_addr(), was.source_addr());
+        assert_eq!(ip.destination_addr(), was.destination_addr());
+        assert_eq!(&f[34..38], &rewritten[k][34..38], "ports of {cport}");
+        let reply = ip_layer_back(ip.destination_addr(), ip.source_addr())
+            .tcp(
+                u16::from_be_bytes([f[36], f[37]]),
+                u16::from_be_bytes([f[34], f[35]]),
+            )
+            .ack()
+            .build();
+        let (v, back) = process(&mut new, t(12), BACK, &reply);
+        assert_eq!(v, Verdict::Tx(FRONT), "reply of {cport}");
+        let ip = etherparse::Ipv4HeaderSlice::from_slice(&back[14..]).unwrap();
+        assert_eq!(ip.destination_addr(), CLIENT4);
+    }
+}
+
+/// A frame from a backend (its MAC, `src`) to the director's back side (`dst`).
+fn ip_layer_back(src: std::net::Ipv4Addr, dst: std::net::Ipv4Addr) -> Pkt {
+    let n = src.octets()[3];
+    ip(
+        Pkt::eth(backend_mac(n), BACK_MAC),
+        IpAddr::V4(src),
+        IpAddr::V4(dst),
+    )
+    .ttl(64)
+}

@@ -7,7 +7,8 @@
 
 use crate::hash::{fold, hash_32};
 use crate::load::usable;
-use crate::{BackendView, Change, Flow, Load, Scheduler, Time};
+use crate::{BackendView, Change, Flow, Load, Scheduler, TablePick, Time};
+use std::sync::Arc;
 
 /// log2 of the table size (`IP_VS_DH_TAB_BITS`).
 pub const DH_TAB_BITS: u32 = 8;
@@ -59,10 +60,28 @@ impl Scheduler for DestinationHashing {
         load: &dyn Load,
         _now: Time,
     ) -> Option<usize> {
+        self.pick_table(flow, backends, load)
+    }
+
+    fn table(&self) -> Option<Arc<dyn TablePick>> {
+        Some(Arc::new(self.clone()))
+    }
+
+    fn table_only(&self) -> bool {
+        true
+    }
+}
+
+impl TablePick for DestinationHashing {
+    fn pick_table(&self, flow: &Flow, backends: &[BackendView], load: &dyn Load) -> Option<usize> {
         let idx = hash_32(fold(&flow.dst), DH_TAB_BITS) as usize;
         let pos = self.buckets[idx & (DH_TAB_SIZE - 1)] as usize;
         let b = backends.get(pos)?;
         usable(load, b).then_some(pos)
+    }
+
+    fn to_scheduler(&self) -> Box<dyn Scheduler> {
+        Box::new(self.clone())
     }
 }
 

@@ -172,7 +172,7 @@ pub struct SchedOptions {
     pub lblc_expiration: Time,
     /// sysctl `lblcr_expiration` (default 24 h).
     pub lblcr_expiration: Time,
-    /// Seed of the twos random stream (per worker: give each worker its own).
+    /// Seed of the twos random stream (one stream per service, drawn by every worker in turn).
     pub twos_seed: u64,
     /// Maglev ring size (default 65537; should be prime).
     pub maglev_ring_size: u32,
@@ -297,5 +297,60 @@ mod tests {
             new_scheduler_with("mh", &SchedFlags::NONE, &opts).unwrap_err(),
             SchedulerError::MhTableIndex(20)
         );
+    }
+
+    /// `table_only` schedulers end in the same state after adds, removes and edits as after one
+    /// `Init` on the final list (what lets a change set be applied with one build).
+    #[test]
+    fn table_only_schedulers_need_one_build() {
+        use crate::{init_by_adds, BackendId, BackendView, Change, Flow, NoLoad};
+        use std::net::{IpAddr, Ipv4Addr};
+        let views = |ids: &[u32]| -> Vec<BackendView> {
+            ids.iter()
+                .map(|&i| BackendView {
+                    id: BackendId(i),
+                    addr: IpAddr::V4(Ipv4Addr::new(10, 0, (i >> 8) as u8, i as u8)),
+                    port: 80,
+                    weight: 1 + i % 3,
+                    last_weight: 1 + i % 3,
+                })
+                .collect()
+        };
+        let flags = SchedFlags::from_bits(SchedFlags::SCHED2);
+        for name in SCHEDULER_NAMES {
+            let mut a = new_scheduler(name, &flags).unwrap();
+            if !a.table_only() {
+                assert!(a.table().is_none(), "{name}: not a table");
+                continue;
+            }
+            // 40 backends added one by one, the 5th removed, the 7th edited.
+            let all: Vec<u32> = (0..40).rev().collect();
+            init_by_adds(a.as_mut(), &views(&all));
+            let mut cur = views(&all);
+            cur.remove(5);
+            a.update(&cur, Change::Remove(5));
+            cur[7].weight = 9;
+            a.update(&cur, Change::Edit(7));
+            let mut b = new_scheduler(name, &flags).unwrap();
+            b.update(&cur, Change::Init);
+            let t = b.table().expect("a table");
+            for k in 0..2000u32 {
+                let f = Flow {
+                    proto: 6,
+                    src: IpAddr::V4(Ipv4Addr::from(0xc612_0000 + k * 7919)),
+                    sport: (k % 60000) as u16,
+                    dst: IpAddr::V4(Ipv4Addr::from(0xc613_0000 + k % 13)),
+                    dport: 80,
+                };
+                let want = a.pick(&f, &cur, &NoLoad, Time(0));
+                assert_eq!(want, b.pick(&f, &cur, &NoLoad, Time(0)), "{name}: flow {k}");
+                assert_eq!(want, t.pick_table(&f, &cur, &NoLoad), "{name}: flow {k}");
+                assert_eq!(
+                    want,
+                    t.to_scheduler().pick(&f, &cur, &NoLoad, Time(0)),
+                    "{name}: flow {k}"
+                );
+            }
+        }
     }
 }

@@ -48,24 +48,22 @@
 //! (`pick` then answers `None` or skips them), but the decisions are only IPVS's when the two
 //! agree.
 //!
-//! # Connection counts across workers
+//! # Connection counts and scheduler state across workers
 //!
 //! lc, wlc, sed, nq, ovf, twos, lblc and lblcr read `active` / `inactive` counts and the
 //! OVERLOAD flag through [`Load`]; rr, wrr, fo, sh, dh, mh and maglev read only OVERLOAD (and
-//! weights). The counts are combined as follows:
+//! weights). The forwarding crate keeps one set of counts for all workers (atomics written only
+//! when a connection is bound, unbound or changes between active and inactive, as the kernel's
+//! `atomic_t` counts are) and one scheduler instance per service, which every worker locks only
+//! to schedule a new connection: rr / wrr cursors, lblc / lblcr tables and the twos random
+//! stream advance once per new connection whichever worker asks, so N workers decide exactly as
+//! one kernel does for the same order of new connections.
 //!
-//! * each worker keeps **exact** per-backend counts for the connections in its own table;
-//! * the control plane periodically publishes, per worker, the **sum of the other workers'**
-//!   counts (a snapshot, so it lags by up to one publish period);
-//! * a worker's [`Load`] answers `own + others`; OVERLOAD comes through the same [`Load`], set
-//!   and cleared by the connection tables at bind / unbind against the backend's thresholds
-//!   (IPVS.md §1.2), on the counts they hold.
-//!
-//! On a single worker the "others" term is zero, so every decision is exactly the kernel's; on
-//! several workers a decision can differ from a single kernel's only by the connections that
-//! other workers opened or closed since the last publish. Each worker owns its own scheduler
-//! instance (`pick` takes `&mut self`): rr / wrr cursors, lblc / lblcr caches and the twos
-//! random stream are per worker, which is the usual per-core trade-off (DPVS does the same).
+//! A scheduler is cloned ([`SchedulerClone::clone_box`]) when its service changes: the control
+//! plane updates the clone off the packet path and publishes it. Schedulers whose state is only
+//! a table built from the backend list (sh, dh, mh, maglev: [`Scheduler::table`]) are
+//! updated once per change set with the final list and published as an immutable
+//! [`TablePick`], which workers pick from without any lock.
 //!
 //! # Deviations from the kernel worth knowing
 //!
@@ -89,6 +87,7 @@
 #![forbid(unsafe_code)]
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 mod dh;
 mod factory;
@@ -262,8 +261,19 @@ pub enum Change {
     Edit(usize),
 }
 
+/// Cloning a boxed scheduler (its whole state: cursors, tables, caches, random stream).
+pub trait SchedulerClone {
+    fn clone_box(&self) -> Box<dyn Scheduler>;
+}
+
+impl<T: Scheduler + Clone + 'static> SchedulerClone for T {
+    fn clone_box(&self) -> Box<dyn Scheduler> {
+        Box::new(self.clone())
+    }
+}
+
 /// A load-balancing algorithm behind one interface.
-pub trait Scheduler: Send + std::fmt::Debug {
+pub trait Scheduler: Send + std::fmt::Debug + SchedulerClone {
     /// The ipvsadm name (`rr`, `wlc`, `mh`, …).
     fn name(&self) -> &'static str;
     /// The backend list changed; `backends` is the new list in IPVS order.
@@ -281,4 +291,24 @@ pub trait Scheduler: Send + std::fmt::Debug {
     /// schedulers with timers (lblc, lblcr garbage collection every 60 s from then on). Without
     /// this call the first `pick`'s `now` is taken instead.
     fn started(&mut self, _now: Time) {}
+    /// For a scheduler whose whole state is a table built from the backend list alone (sh,
+    /// dh, mh, maglev): a copy of it as an immutable table, which any number of threads can
+    /// pick from without a lock (`None` for the others).
+    fn table(&self) -> Option<Arc<dyn TablePick>> {
+        None
+    }
+    /// Whether [`Scheduler::table`] gives a table. For such a scheduler any sequence of
+    /// `update`s ending with list `L` leaves the same state as one `update(L, Change::Init)`,
+    /// so a change set needs one build.
+    fn table_only(&self) -> bool {
+        false
+    }
+}
+
+/// The pick of a table scheduler ([`Scheduler::table`]): it only reads its table.
+pub trait TablePick: Send + Sync + std::fmt::Debug {
+    /// The same answer as [`Scheduler::pick`] (a table scheduler ignores `now`).
+    fn pick_table(&self, flow: &Flow, backends: &[BackendView], load: &dyn Load) -> Option<usize>;
+    /// A scheduler holding this table, to update for a new backend list.
+    fn to_scheduler(&self) -> Box<dyn Scheduler>;
 }

@@ -27,8 +27,9 @@
 
 use crate::hash::{jhash_2words, jhash_bytes, murmur3_x64_64};
 use crate::load::usable;
-use crate::{BackendView, Change, Flow, Load, Scheduler, Time};
+use crate::{BackendView, Change, Flow, Load, Scheduler, TablePick, Time};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// Katran's ring size.
 pub const MAGLEV_RING_SIZE: u32 = 65_537;
@@ -212,10 +213,28 @@ impl Scheduler for Maglev {
         load: &dyn Load,
         _now: Time,
     ) -> Option<usize> {
+        self.pick_table(flow, backends, load)
+    }
+
+    fn table(&self) -> Option<Arc<dyn TablePick>> {
+        Some(Arc::new(self.clone()))
+    }
+
+    fn table_only(&self) -> bool {
+        true
+    }
+}
+
+impl TablePick for Maglev {
+    fn pick_table(&self, flow: &Flow, backends: &[BackendView], load: &dyn Load) -> Option<usize> {
         let slot = flow_hash(flow) % self.m;
         let pos = *self.slots.get(slot as usize)?;
         let b = backends.get(pos as usize)?;
         usable(load, b).then_some(pos as usize)
+    }
+
+    fn to_scheduler(&self) -> Box<dyn Scheduler> {
+        Box::new(self.clone())
     }
 }
 

@@ -18,8 +18,9 @@
 use crate::hash::{fls, fold, gcd, hsiphash_u32, SipKey};
 use crate::load::usable;
 use crate::sh::l4_source_port;
-use crate::{BackendView, Change, Flow, Load, Scheduler, Time};
+use crate::{BackendView, Change, Flow, Load, Scheduler, TablePick, Time};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// `primes[]` of `ip_vs_mh.c`, indexed by `CONFIG_IP_VS_MH_TAB_INDEX - 8`.
 pub const MH_PRIMES: [u32; 10] = [
@@ -194,6 +195,20 @@ impl Scheduler for MaglevHashing {
         load: &dyn Load,
         _now: Time,
     ) -> Option<usize> {
+        self.pick_table(flow, backends, load)
+    }
+
+    fn table(&self) -> Option<Arc<dyn TablePick>> {
+        Some(Arc::new(self.clone()))
+    }
+
+    fn table_only(&self) -> bool {
+        true
+    }
+}
+
+impl TablePick for MaglevHashing {
+    fn pick_table(&self, flow: &Flow, backends: &[BackendView], load: &dyn Load) -> Option<usize> {
         let port = if self.port { l4_source_port(flow) } else { 0 };
         let ih = mh_hashkey(&flow.src, port, MH_HASH1, 0) % self.m;
         match self.slot_state(ih, backends, load) {
@@ -212,6 +227,10 @@ impl Scheduler for MaglevHashing {
             }
         }
         None
+    }
+
+    fn to_scheduler(&self) -> Box<dyn Scheduler> {
+        Box::new(self.clone())
     }
 }
 

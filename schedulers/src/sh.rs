@@ -10,7 +10,8 @@
 
 use crate::hash::{fold, hash_32};
 use crate::load::usable;
-use crate::{BackendView, Change, Flow, Load, Scheduler, Time};
+use crate::{BackendView, Change, Flow, Load, Scheduler, TablePick, Time};
+use std::sync::Arc;
 
 pub const SH_TAB_BITS: u32 = 8;
 const SH_TAB_SIZE: usize = 1 << SH_TAB_BITS;
@@ -86,6 +87,20 @@ impl Scheduler for SourceHashing {
         load: &dyn Load,
         _now: Time,
     ) -> Option<usize> {
+        self.pick_table(flow, backends, load)
+    }
+
+    fn table(&self) -> Option<Arc<dyn TablePick>> {
+        Some(Arc::new(self.clone()))
+    }
+
+    fn table_only(&self) -> bool {
+        true
+    }
+}
+
+impl TablePick for SourceHashing {
+    fn pick_table(&self, flow: &Flow, backends: &[BackendView], load: &dyn Load) -> Option<usize> {
         let port = if self.port { l4_source_port(flow) } else { 0 };
         let base = hash_32(u32::from(port).wrapping_add(fold(&flow.src)), SH_TAB_BITS);
         let ih = Self::key(base, 0);
@@ -108,6 +123,10 @@ impl Scheduler for SourceHashing {
                 usable_at(Self::key(base, roffset)).flatten()
             }),
         }
+    }
+
+    fn to_scheduler(&self) -> Box<dyn Scheduler> {
+        Box::new(self.clone())
     }
 }
 

@@ -33,7 +33,7 @@ impl<R: RandomSource> PowerOfTwo<R> {
     }
 }
 
-impl<R: RandomSource> Scheduler for PowerOfTwo<R> {
+impl<R: RandomSource + Clone + 'static> Scheduler for PowerOfTwo<R> {
     fn name(&self) -> &'static str {
         "twos"
     }
@@ -104,7 +104,7 @@ mod tests {
     use super::*;
     use crate::load::testutil::{be, flow, TestLoad};
 
-    #[derive(Debug)]
+    #[derive(Debug, Clone)]
     struct Script(Vec<u32>, usize);
     impl RandomSource for Script {
         fn next_u32(&mut self) -> u32 {

@@ -163,6 +163,7 @@ impl Listing {
     }
 
     /// Add one pipeline's counters (a worker's report) to the listing's services and backends.
+    /// Add a worker's traffic counters (packets, bytes, connections) from its report.
     pub fn add_report(&mut self, services: &[xvs_forwarding::pipeline::ServiceReport]) {
         fn stats(t: &xvs_forwarding::Traffic) -> Stats {
             Stats {
@@ -180,9 +181,20 @@ impl Listing {
             for b in &s.backends {
                 if let Some(bl) = self.backend_mut(&s.key, b.addr, b.port) {
                     bl.stats.add(&stats(&b.traffic));
-                    bl.active += b.active;
-                    bl.inactive += b.inactive;
-                    bl.persist += b.persistent;
+                }
+            }
+        }
+    }
+
+    /// Take the backends' connection counts (ActiveConn, InActConn, PersistConn) from a
+    /// report: the director's counts, shared by every worker, so taken once, not summed.
+    pub fn set_counts(&mut self, services: &[xvs_forwarding::pipeline::ServiceReport]) {
+        for s in services {
+            for b in &s.backends {
+                if let Some(bl) = self.backend_mut(&s.key, b.addr, b.port) {
+                    bl.active = b.active;
+                    bl.inactive = b.inactive;
+                    bl.persist = b.persistent;
                 }
             }
         }

@@ -4,6 +4,9 @@
 //! Protocol: one request per connection. The client writes a JSON object
 //! `{"args": ["-Ln"], "stdin": ""}` and shuts its write side; the server answers
 //! `{"status": 0, "stdout": "...", "stderr": ""}` and closes. `stdin` carries `-R`'s rules.
+//! A connection that starts with `crate::takeover::MAGIC` instead is a successor taking the
+//! director over (`xvs run --takeover`, see `crate::takeover`), handed to
+//! [`Director::takeover`].
 //! Exit status as ipvsadm's: 0 success, 2 a command line ipvsadm refuses, 255 an operation the
 //! kernel would refuse (no such service, already exists, …; here also `apply` refusing) or an
 //! option popt does not know, 1 `-L` of a service that does not exist. xvs's own failures
@@ -67,6 +70,14 @@ pub trait Director: Send + Sync {
     /// `-L --daemon`: the running sync daemons, master first, each with the message length
     /// in force.
     fn daemons(&self) -> Vec<(DaemonConfig, u16)>;
+    /// A successor (`xvs run --takeover`) connected and sent [`crate::takeover::MAGIC`]: hand
+    /// the data plane over on `conn`, or refuse there. Without an implementation: refused.
+    fn takeover(&self, mut conn: UnixStream) {
+        let a = crate::takeover::Answer::Refused("this director cannot hand over".into());
+        if let Ok(text) = serde_json::to_vec(&a) {
+            let _ = crate::takeover::write_frame(&mut conn, &text);
+        }
+    }
 }
 
 /// One request on the socket.
@@ -334,10 +345,22 @@ impl Drop for Server {
 fn serve_one(mut c: UnixStream, d: &dyn Director) {
     let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
     let _ = c.set_write_timeout(Some(Duration::from_secs(10)));
-    let mut buf = Vec::new();
-    let resp = match (&mut c).take(MAX_REQUEST).read_to_end(&mut buf) {
+    // A takeover starts with its magic line instead of a JSON request.
+    let magic = crate::takeover::MAGIC;
+    let mut buf = vec![0u8; 1];
+    match c.read(&mut buf) {
+        Ok(1) => {}
+        _ => return,
+    }
+    if buf[0] == magic[0] {
+        let mut rest = vec![0u8; magic.len() - 1];
+        if c.read_exact(&mut rest).is_ok() && rest == magic[1..] {
+            d.takeover(c);
+        }
+        return;
+    }
+    let resp = match (&mut c).take(MAX_REQUEST - 1).read_to_end(&mut buf) {
         Err(e) => Response::fail(2, format!("bad request: {e}")),
-        Ok(_) if buf.is_empty() => return,
         Ok(_) => match serde_json::from_slice::<Request>(&buf) {
             Ok(r) => execute(d, &r.args, &r.stdin),
             Err(e) => Response::fail(2, format!("bad request: {e}")),

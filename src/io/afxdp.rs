@@ -410,6 +410,20 @@ pub struct AfXdpIo {
     fds: Vec<i32>,
     params: XskParams,
     umem: Umem,
+    /// The memory file behind the UMEM, so that a successor process can map the same area
+    /// (`xvs run --takeover`).
+    umem_fd: OwnedFd,
+}
+
+/// One worker's AF_XDP I/O as a successor process takes it over (descriptors borrowed from the
+/// running [`AfXdpIo`]; see [`AfXdpIo::handover`] and [`AfXdpIo::adopt`]).
+#[derive(Clone, Debug)]
+pub struct XskHandover {
+    /// The UMEM's memory file.
+    pub umem_fd: RawFd,
+    /// Each port's socket: (descriptor, ifindex, queue).
+    pub sockets: Vec<(RawFd, u32, u32)>,
+    pub params: XskParams,
 }
 
 // SAFETY: an AfXdpIo exclusively owns its sockets, rings and UMEM (raw pointers into mappings
@@ -488,7 +502,8 @@ impl AfXdpIo {
         let n_sock = targets.len() as u64;
         let chunks = n_sock * 2 * p.ring_size as u64;
         let len = chunks * p.chunk_size as u64;
-        let map = Mmap::anonymous(len as usize, "AF_XDP UMEM area")?;
+        let umem_fd = sys::memfd("xvs-umem", len)?;
+        let map = Mmap::shared_file(umem_fd.as_raw_fd(), len as usize, "AF_XDP UMEM area")?;
         let mut umem = Umem::new(map, p.chunk_size as u64);
         let mut sockets: Vec<XskSocket> = Vec::with_capacity(targets.len());
         for t in targets {
@@ -507,11 +522,95 @@ impl AfXdpIo {
             fds,
             params: p,
             umem,
+            umem_fd,
         };
         for i in 0..me.sockets.len() {
             me.refill(i);
         }
         Ok(me)
+    }
+
+    /// The descriptors and sizes a successor needs to adopt this I/O ([`AfXdpIo::adopt`]).
+    pub fn handover(&self) -> XskHandover {
+        XskHandover {
+            umem_fd: self.umem_fd.as_raw_fd(),
+            sockets: self
+                .sockets
+                .iter()
+                .map(|s| (s.fd.as_raw_fd(), s.ifindex, s.queue))
+                .collect(),
+            params: self.params,
+        }
+    }
+
+    /// Take over the I/O a predecessor process handed over: map its UMEM (`umem`, the memory
+    /// file) and the four rings of each bound socket (`sockets[i]` = port i: descriptor,
+    /// ifindex, queue), with the sizes it ran with (`params`), and start from its free chunks
+    /// (`free`: the chunks on no ring when it stopped; every other chunk is on a fill, rx, tx or
+    /// completion ring and comes back through them). Only reads the rings: the predecessor may
+    /// still resume until the first [`WorkerIo::poll`] of the result.
+    pub fn adopt(
+        umem: OwnedFd,
+        sockets: Vec<(OwnedFd, u32, u32)>,
+        params: XskParams,
+        free: &[u64],
+    ) -> Result<AfXdpIo, IoError> {
+        let p = params;
+        if sockets.is_empty()
+            || !p.ring_size.is_power_of_two()
+            || !p.chunk_size.is_power_of_two()
+            || !(2048..=4096).contains(&p.chunk_size)
+        {
+            return Err(IoError::Invalid(format!(
+                "handed-over AF_XDP I/O with {} socket(s) and sizes {p:?}",
+                sockets.len()
+            )));
+        }
+        let len = sys::file_len(&umem)?;
+        let want = sockets.len() as u64 * 2 * p.ring_size as u64 * p.chunk_size as u64;
+        if len != want {
+            return Err(IoError::Invalid(format!(
+                "handed-over UMEM has {len} bytes, {want} expected for its sockets and sizes"
+            )));
+        }
+        let chunk = p.chunk_size as u64;
+        let mut seen = vec![false; (len / chunk) as usize];
+        for &a in free {
+            let i = (a / chunk) as usize;
+            if a % chunk != 0 || i >= seen.len() || std::mem::replace(&mut seen[i], true) {
+                return Err(IoError::Invalid(format!(
+                    "handed-over free chunk {a:#x} is misaligned, outside the UMEM or repeated"
+                )));
+            }
+        }
+        let map = Mmap::shared_file(umem.as_raw_fd(), len as usize, "handed-over UMEM")?;
+        let umem_area = Umem::new(map, chunk);
+        let mut socks = Vec::with_capacity(sockets.len());
+        for (fd, ifindex, queue) in sockets {
+            let what = |s: &str| format!("handed-over {s} of ifindex {ifindex} queue {queue}");
+            let (rx, tx, fill, comp) = map_rings(fd.as_raw_fd(), p.ring_size, &what)?;
+            socks.push(XskSocket {
+                rx: ConsRing::new(rx),
+                tx: ProdRing::new(tx),
+                fill: ProdRing::new(fill),
+                comp: ConsRing::new(comp),
+                fd,
+                ifindex,
+                queue,
+            });
+        }
+        let fds = socks.iter().map(|s| s.fd.as_raw_fd()).collect();
+        Ok(AfXdpIo {
+            tx_pending: (0..socks.len())
+                .map(|_| Vec::with_capacity(p.batch as usize + 64))
+                .collect(),
+            sockets: socks,
+            free: free.to_vec(),
+            fds,
+            params: p,
+            umem: umem_area,
+            umem_fd: umem,
+        })
     }
 
     /// The sockets, in port order (to register them in the XSKMAP).
@@ -588,6 +687,35 @@ impl AfXdpIo {
     }
 }
 
+/// Map the rx, tx, fill and completion rings (`size` entries each) of socket `raw`.
+fn map_rings(
+    raw: RawFd,
+    size: u32,
+    what: &dyn Fn(&str) -> String,
+) -> Result<(RingPtrs, RingPtrs, RingPtrs, RingPtrs), IoError> {
+    let off = mmap_offsets(raw)?;
+    let desc_sz = size_of::<libc::xdp_desc>();
+    let map = |o: &libc::xdp_ring_offset, entry: usize, pgoff: u64, name: &str| {
+        Mmap::socket(
+            raw,
+            o.desc as usize + size as usize * entry,
+            pgoff,
+            &what(name),
+        )
+        .and_then(|m| RingPtrs::new(m, o, size, entry, &what(name)))
+    };
+    let fill = map(&off.fr, 8, libc::XDP_UMEM_PGOFF_FILL_RING, "fill ring")?;
+    let comp = map(
+        &off.cr,
+        8,
+        libc::XDP_UMEM_PGOFF_COMPLETION_RING,
+        "completion ring",
+    )?;
+    let rx = map(&off.rx, desc_sz, libc::XDP_PGOFF_RX_RING as u64, "rx ring")?;
+    let tx = map(&off.tx, desc_sz, libc::XDP_PGOFF_TX_RING as u64, "tx ring")?;
+    Ok((rx, tx, fill, comp))
+}
+
 fn create_socket(
     umem: &mut Umem,
     t: &BindTarget,
@@ -659,26 +787,7 @@ fn create_socket(
     )?;
     sys::setsockopt(raw, libc::SOL_XDP, libc::XDP_RX_RING, &size, "XDP_RX_RING")?;
     sys::setsockopt(raw, libc::SOL_XDP, libc::XDP_TX_RING, &size, "XDP_TX_RING")?;
-    let off = mmap_offsets(raw)?;
-    let desc_sz = size_of::<libc::xdp_desc>();
-    let map = |o: &libc::xdp_ring_offset, entry: usize, pgoff: u64, name: &str| {
-        Mmap::socket(
-            raw,
-            o.desc as usize + size as usize * entry,
-            pgoff,
-            &what(name),
-        )
-        .and_then(|m| RingPtrs::new(m, o, size, entry, &what(name)))
-    };
-    let fill = map(&off.fr, 8, libc::XDP_UMEM_PGOFF_FILL_RING, "fill ring")?;
-    let comp = map(
-        &off.cr,
-        8,
-        libc::XDP_UMEM_PGOFF_COMPLETION_RING,
-        "completion ring",
-    )?;
-    let rx = map(&off.rx, desc_sz, libc::XDP_PGOFF_RX_RING as u64, "rx ring")?;
-    let tx = map(&off.tx, desc_sz, libc::XDP_PGOFF_TX_RING as u64, "tx ring")?;
+    let (rx, tx, fill, comp) = map_rings(raw, size, &what)?;
 
     let mut sxdp = libc::sockaddr_xdp {
         sxdp_family: libc::AF_XDP as u16,
@@ -889,5 +998,10 @@ impl WorkerIo for AfXdpIo {
 
     fn wait(&mut self, timeout_ms: i32) {
         super::poll_fds(&self.fds, timeout_ms);
+    }
+
+    fn quiesce(&mut self, c: &mut IoCounters) -> Option<Vec<u64>> {
+        self.flush(c);
+        Some(self.free.clone())
     }
 }

@@ -1,6 +1,6 @@
 //! I/O backends of the director: AF_XDP (`afxdp`, the default) and AF_PACKET with PACKET_MMAP rings
 //! (`packet`), the loader of xvs's own XDP program (`xdp`), the NETLINK_ROUTE neighbour dump
-//! (`netlink`) and the few interface queries the workers need (`sys`).
+//! (`netlink`), the announce TUN device (`tun`) and the few interface queries the workers need (`sys`).
 //!
 //! All `unsafe` of the `xvs` crate lives in this module, each block with a `// SAFETY:` comment
 //! covering one unsafe operation. The workspace lints enforce it: `unsafe_code` is denied
@@ -14,9 +14,11 @@
 //! `Tx(port)` on that port, so frames may leave by another interface than they came in.
 
 pub mod afxdp;
+pub mod fdpass;
 pub mod netlink;
 pub mod packet;
 pub mod sys;
+pub mod tun;
 pub mod xdp;
 
 use std::io;
@@ -167,6 +169,13 @@ pub trait WorkerIo {
 
     /// Block until a port may have frames or `timeout_ms` passed (the idle path of the loop).
     fn wait(&mut self, timeout_ms: i32);
+
+    /// Stop touching the rings for a successor process (`xvs run --takeover`): transmit what is
+    /// queued and return the buffers on no ring (AF_XDP: the free UMEM chunks), or `None` if
+    /// this backend cannot be handed over. After this the caller does not poll until it resumes.
+    fn quiesce(&mut self, _c: &mut IoCounters) -> Option<Vec<u64>> {
+        None
+    }
 }
 
 /// Wait for readability on `fds` with poll(2); errors (EINTR) are ignored: the loop polls again.

@@ -22,7 +22,7 @@ pub struct InterfaceInfo {
     pub queues: Option<u32>,
 }
 
-fn ifreq_for(name: &str) -> Result<libc::ifreq, IoError> {
+pub(crate) fn ifreq_for(name: &str) -> Result<libc::ifreq, IoError> {
     if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('\0') {
         return Err(IoError::Invalid(format!("bad interface name {name:?}")));
     }
@@ -45,6 +45,32 @@ fn dgram_socket() -> Result<OwnedFd, IoError> {
     }
     // SAFETY: fd is a fresh, valid descriptor nobody else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Set interface `name` up (SIOCGIFFLAGS, then SIOCSIFFLAGS with IFF_UP added).
+pub(crate) fn set_up(name: &str) -> Result<(), IoError> {
+    let sock = dgram_socket()?;
+    let mut ifr = ifreq_for(name)?;
+    // SAFETY: SIOCGIFFLAGS fills the ifreq we own.
+    let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) };
+    if r < 0 {
+        return Err(IoError::last(
+            "ioctl(SIOCGIFFLAGS)",
+            format!("flags of {name}"),
+        ));
+    }
+    // SAFETY: SIOCGIFFLAGS wrote the flags member of the union.
+    let flags = unsafe { ifr.ifr_ifru.ifru_flags };
+    ifr.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
+    // SAFETY: SIOCSIFFLAGS reads the ifreq we own.
+    let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) };
+    if r < 0 {
+        return Err(IoError::last(
+            "ioctl(SIOCSIFFLAGS)",
+            format!("set {name} up"),
+        ));
+    }
+    Ok(())
 }
 
 /// Look up an interface's index, MAC, MTU and queue count in the current network namespace.
@@ -172,16 +198,18 @@ impl Mmap {
         self.len
     }
 
-    /// Anonymous private memory, populated (UMEM).
-    pub(crate) fn anonymous(len: usize, what: &str) -> Result<Mmap, IoError> {
-        // SAFETY: anonymous mapping, no fd; the result is checked against MAP_FAILED.
+    /// A shared, populated map of the first `len` bytes of memory file `fd` (a UMEM that
+    /// another process can map too, see [`memfd`]).
+    pub(crate) fn shared_file(fd: RawFd, len: usize, what: &str) -> Result<Mmap, IoError> {
+        // SAFETY: maps `len` bytes of the memory file `fd` (at least that long: the caller
+        // sized or measured it); checked against MAP_FAILED.
         let p = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
-                -1,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                fd,
                 0,
             )
         };
@@ -218,6 +246,28 @@ impl Drop for Mmap {
             libc::munmap(self.ptr.cast(), self.len);
         }
     }
+}
+
+/// An anonymous memory file (memfd_create(2)) of `len` bytes: memory that can be mapped by
+/// this process and, through its descriptor passed over a Unix socket, by another one.
+pub(crate) fn memfd(name: &str, len: u64) -> Result<OwnedFd, IoError> {
+    let fd = nix::sys::memfd::memfd_create(name, nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+        .map_err(|e| IoError::sys("memfd_create", name.to_string(), e.into()))?;
+    let f = File::from(fd);
+    f.set_len(len)
+        .map_err(|e| IoError::sys("ftruncate", name.to_string(), e))?;
+    Ok(OwnedFd::from(f))
+}
+
+/// The size of the file behind `fd` (fstat(2)).
+pub(crate) fn file_len(fd: &OwnedFd) -> Result<u64, IoError> {
+    let f = File::from(
+        fd.try_clone()
+            .map_err(|e| IoError::sys("dup", "file size", e))?,
+    );
+    f.metadata()
+        .map(|m| m.len())
+        .map_err(|e| IoError::sys("fstat", "file size", e))
 }
 
 /// Create a socket, naming it in the error.

@@ -89,7 +89,31 @@ pub struct XdpProgram {
     locals: BpfMap,
     host: BpfMap,
     links: Vec<(u32, OwnedFd)>,
+    /// Program and map descriptors handed over by a predecessor ([`XdpProgram::adopt`]; then
+    /// `obj` is null), closed on drop.
+    _adopted: Vec<OwnedFd>,
 }
+
+/// The descriptors of a loaded program, borrowed, as a successor takes them over
+/// ([`XdpProgram::handover`], [`XdpProgram::adopt`]).
+#[derive(Clone, Debug)]
+pub struct XdpHandover {
+    pub prog: i32,
+    /// In [`MAP_NAMES`] order.
+    pub maps: Vec<i32>,
+    /// (ifindex, link descriptor).
+    pub links: Vec<(u32, i32)>,
+}
+
+/// The program's maps, in the order [`XdpHandover::maps`] carries them.
+pub const MAP_NAMES: [&str; 6] = [
+    "xvs_xsks",
+    "xvs_ifaces",
+    "xvs_vips",
+    "xvs_backends",
+    "xvs_locals",
+    "xvs_host",
+];
 
 // SAFETY: the bpf_object is only touched through &mut self / drop (no shared mutation); the map
 // fds are plain integers and map updates are thread-safe syscalls.
@@ -166,6 +190,7 @@ impl XdpProgram {
             locals: BpfMap::NONE,
             host: BpfMap::NONE,
             links: Vec::new(),
+            _adopted: Vec::new(),
         };
         // SAFETY: obj is a freshly opened object owned by `me` (closed in Drop).
         let r = unsafe { bpf::bpf_object__load(obj) };
@@ -194,6 +219,63 @@ impl XdpProgram {
         me.locals = find_map(obj, "xvs_locals")?;
         me.host = find_map(obj, "xvs_host")?;
         Ok(me)
+    }
+
+    /// The descriptors a successor needs to keep this program attached and its maps filled.
+    pub fn handover(&self) -> XdpHandover {
+        XdpHandover {
+            prog: self.prog_fd,
+            maps: [
+                self.xsks,
+                self.ifaces,
+                self.vips,
+                self.backends,
+                self.locals,
+                self.host,
+            ]
+            .iter()
+            .map(|m| m.fd)
+            .collect(),
+            links: self
+                .links
+                .iter()
+                .map(|(i, fd)| (*i, fd.as_raw_fd()))
+                .collect(),
+        }
+    }
+
+    /// Take over a program a predecessor process loaded and attached: its program descriptor,
+    /// its maps in [`MAP_NAMES`] order (each checked by name, key and value sizes read from the
+    /// kernel) and its BPF links (ifindex, descriptor), which stay attached as long as a
+    /// descriptor of theirs is open anywhere.
+    pub fn adopt(
+        prog: OwnedFd,
+        maps: Vec<OwnedFd>,
+        links: Vec<(u32, OwnedFd)>,
+    ) -> Result<XdpProgram, IoError> {
+        if maps.len() != MAP_NAMES.len() {
+            return Err(IoError::Invalid(format!(
+                "{} map descriptors handed over, {} expected",
+                maps.len(),
+                MAP_NAMES.len()
+            )));
+        }
+        let mut found = Vec::with_capacity(maps.len());
+        for (fd, name) in maps.iter().zip(MAP_NAMES) {
+            found.push(map_info(fd.as_raw_fd(), name)?);
+        }
+        Ok(XdpProgram {
+            obj: ptr::null_mut(),
+            prog_fd: prog.as_raw_fd(),
+            xsks: found[0],
+            ifaces: found[1],
+            vips: found[2],
+            backends: found[3],
+            locals: found[4],
+            host: found[5],
+            links,
+            _adopted: std::iter::once(prog).chain(maps).collect(),
+        })
     }
 
     /// Attach to `ifindex` through a BPF link (detached when this value drops or the process dies).
@@ -339,11 +421,48 @@ impl XdpProgram {
     }
 }
 
+/// The map behind `fd`, checked to be named `name` (the kernel keeps 15 characters).
+fn map_info(fd: i32, name: &'static str) -> Result<BpfMap, IoError> {
+    // SAFETY: plain old data; all-zero is a valid value.
+    let mut info: bpf::bpf_map_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<bpf::bpf_map_info>() as u32;
+    // SAFETY: info is a live bpf_map_info of `len` bytes, which is all the kernel writes.
+    let r = unsafe { bpf::bpf_map_get_info_by_fd(fd, &mut info, &mut len) };
+    if r < 0 {
+        return Err(IoError::sys(
+            "bpf_map_get_info_by_fd",
+            format!("handed-over map {name}"),
+            io::Error::from_raw_os_error(-r),
+        ));
+    }
+    let got: Vec<u8> = info
+        .name
+        .iter()
+        .take_while(|c| **c != 0)
+        .map(|c| *c as u8)
+        .collect();
+    let want = &name.as_bytes()[..name.len().min(15)];
+    if got != want {
+        return Err(IoError::Invalid(format!(
+            "handed-over map is {:?}, expected {name}",
+            String::from_utf8_lossy(&got)
+        )));
+    }
+    Ok(BpfMap {
+        fd,
+        key_size: info.key_size as usize,
+        value_size: info.value_size as usize,
+        name,
+    })
+}
+
 impl Drop for XdpProgram {
     fn drop(&mut self) {
         self.links.clear();
-        // SAFETY: obj came from bpf_object__open_mem and is closed exactly once.
-        unsafe { bpf::bpf_object__close(self.obj) };
+        if !self.obj.is_null() {
+            // SAFETY: obj came from bpf_object__open_mem and is closed exactly once.
+            unsafe { bpf::bpf_object__close(self.obj) };
+        }
     }
 }
 

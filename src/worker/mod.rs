@@ -107,7 +107,7 @@ impl FrameProcessor for xvs_forwarding::Pipeline {
 }
 
 /// Addresses the XDP program must steer to the workers, and next hops to keep resolved.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DirectorTargets {
     /// Virtual service addresses (frames *to* them are redirected).
     pub vips: Vec<IpAddr>,
@@ -127,7 +127,7 @@ pub struct DirectorTargets {
 /// What decides a connection's worker when there are several. Chosen once at start
 /// (`director::start_steering`, `[steering]`) and kept for the life of the process, so that no
 /// established connection ever moves to a worker that does not hold it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ClientSteering {
     /// Client address and port: the best spread. Persistence templates are then per worker, so
     /// one client's connections may be scheduled by different workers.
@@ -150,6 +150,14 @@ pub struct WorkerStats {
     pub busy: Duration,
     /// Time since the worker started.
     pub elapsed: Duration,
+    /// The longest loop round since the start (inbox, poll, housekeeping; not the idle wait):
+    /// the longest time the worker did not look at its rings.
+    pub longest_round: Duration,
+    /// The longest inbox drain of a round (commands such as a new snapshot to install), wall
+    /// time (it includes any time the thread was preempted meanwhile).
+    pub longest_inbox: Duration,
+    /// The same drain in the worker thread's CPU time: the work the commands cost it.
+    pub longest_inbox_cpu: Duration,
 }
 
 impl WorkerStats {

@@ -10,14 +10,14 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::run::{run_worker, WorkerCtx};
+use super::run::{run_worker, PauseSlot, WorkerCtx};
 use super::steer::{self, Handoff};
 use super::{apply_neighbour, inbox, Control, DirectorTargets, FrameProcessor, Inbox, WorkerStats};
 use crate::dataplane_config::{DataplaneConfig, DataplaneConfigError, IoKind};
-use crate::io::afxdp::{AfXdpIo, BindTarget, XskParams};
+use crate::io::afxdp::{AfXdpIo, BindTarget, XskHandover, XskParams};
 use crate::io::packet::{AfPacketIo, PacketParams, PacketTarget};
 use crate::io::sys::{interface_info, InterfaceInfo};
-use crate::io::xdp::{AddrMap, XdpMode, XdpProgram, MAX_QUEUES};
+use crate::io::xdp::{AddrMap, XdpHandover, XdpMode, XdpProgram, MAX_QUEUES};
 use crate::io::IoError;
 use crate::neigh::NeighbourRefresher;
 
@@ -47,6 +47,16 @@ pub enum DataplaneError {
     Signal(#[source] std::io::Error),
     #[error("worker {0} stopped unexpectedly (panicked); the data plane was stopped")]
     WorkerDied(usize),
+    #[error("takeover: {0}")]
+    Takeover(String),
+}
+
+/// A predecessor's AF_XDP data plane, adopted (`xvs run --takeover`): its XDP program (still
+/// attached), each worker's I/O in worker order, and the addresses its maps steer.
+pub struct Inherited {
+    pub xdp: XdpProgram,
+    pub ios: Vec<AfXdpIo>,
+    pub targets: DirectorTargets,
 }
 
 enum AnyIo {
@@ -83,6 +93,9 @@ pub struct Dataplane {
     targets: DirectorTargets,
     watch: Arc<Mutex<Vec<IpAddr>>>,
     steering: bool,
+    pauses: Vec<Arc<PauseSlot>>,
+    /// Each worker's AF_XDP descriptors (empty with AF_PACKET), for a takeover.
+    xsks: Vec<XskHandover>,
 }
 
 impl std::fmt::Debug for Dataplane {
@@ -102,7 +115,23 @@ impl Dataplane {
     pub fn start<P, F>(
         cfg: &DataplaneConfig,
         targets: &DirectorTargets,
+        factory: F,
+    ) -> Result<Dataplane, DataplaneError>
+    where
+        P: FrameProcessor + 'static,
+        F: FnMut(usize, &[InterfaceInfo], Inbox<P::Command>) -> P,
+    {
+        Self::start_with(cfg, targets, factory, None)
+    }
+
+    /// [`Dataplane::start`] on a predecessor's adopted AF_XDP data plane (`inherited`: no
+    /// program is loaded or attached and no socket created; the maps are brought from the
+    /// predecessor's targets to `targets`), or like `start` with `None`.
+    pub fn start_with<P, F>(
+        cfg: &DataplaneConfig,
+        targets: &DirectorTargets,
         mut factory: F,
+        inherited: Option<Inherited>,
     ) -> Result<Dataplane, DataplaneError>
     where
         P: FrameProcessor + 'static,
@@ -122,8 +151,30 @@ impl Dataplane {
 
         let mut xdp = None;
         let mut ios = Vec::new();
-        match cfg.io {
-            IoKind::Afxdp => {
+        let mut xsks = Vec::new();
+        let mut old_targets = None;
+        match (cfg.io, inherited) {
+            (IoKind::Afxdp, Some(inh)) => {
+                if inh.ios.len() != cfg.workers.len() {
+                    return Err(DataplaneError::Takeover(format!(
+                        "{} worker(s) handed over, {} configured",
+                        inh.ios.len(),
+                        cfg.workers.len()
+                    )));
+                }
+                for io in inh.ios {
+                    xsks.push(io.handover());
+                    ios.push(AnyIo::Xdp(io));
+                }
+                xdp = Some(inh.xdp);
+                old_targets = Some(inh.targets);
+            }
+            (IoKind::Packet, Some(_)) => {
+                return Err(DataplaneError::Takeover(
+                    "an AF_XDP data plane cannot continue as AF_PACKET".into(),
+                ))
+            }
+            (IoKind::Afxdp, None) => {
                 let prog = XdpProgram::load().map_err(DataplaneError::Xdp)?;
                 for (m, list) in [
                     (AddrMap::Vips, &targets.vips),
@@ -178,6 +229,7 @@ impl Dataplane {
                         prog.set_socket((pi * MAX_QUEUES) as u32 + w.queue, s)
                             .map_err(DataplaneError::Xdp)?;
                     }
+                    xsks.push(io.handover());
                     ios.push(AnyIo::Xdp(io));
                 }
                 for p in &ports {
@@ -206,7 +258,7 @@ impl Dataplane {
                     }
                 }
             }
-            IoKind::Packet => {
+            (IoKind::Packet, None) => {
                 let params = PacketParams {
                     block_size: cfg.packet.block_size,
                     block_count: cfg.packet.block_count,
@@ -257,6 +309,7 @@ impl Dataplane {
         let mut threads = Vec::new();
         let mut stats = Vec::new();
         let mut posts: Vec<Post> = Vec::new();
+        let mut pauses = Vec::new();
         for (wi, ((w, io), handoff)) in cfg
             .workers
             .iter()
@@ -277,6 +330,8 @@ impl Dataplane {
                 ..WorkerStats::default()
             }));
             stats.push(st.clone());
+            let pause = Arc::new(PauseSlot::default());
+            pauses.push(pause.clone());
             let ctx = WorkerCtx {
                 index: wi,
                 queue: w.queue,
@@ -293,6 +348,7 @@ impl Dataplane {
                     cfg.idle_wait_ms
                 },
                 handoff,
+                pause,
             };
             let h = std::thread::Builder::new()
                 .name(format!("xvs-worker-{wi}"))
@@ -326,7 +382,7 @@ impl Dataplane {
                 })
             })
             .map_err(DataplaneError::Thread)?;
-        Ok(Dataplane {
+        let mut dp = Dataplane {
             stop,
             threads,
             stats,
@@ -334,10 +390,75 @@ impl Dataplane {
             xdp,
             ports,
             posts,
-            targets: targets.clone(),
+            targets: old_targets.clone().unwrap_or_else(|| targets.clone()),
             watch,
             steering: nw > 1,
-        })
+            pauses,
+            xsks,
+        };
+        if old_targets.is_some() {
+            dp.set_targets(targets)?;
+        }
+        Ok(dp)
+    }
+
+    /// Stop the workers' receiving for a successor (`xvs run --takeover`): every worker stops
+    /// taking frames off its rx rings (they wait there), then forwards the frames other workers
+    /// handed it, transmits what it queued and leaves its rings alone; commands are still taken.
+    /// Returns each worker's free UMEM chunks. Fails (and resumes) if the I/O cannot be handed
+    /// over (AF_PACKET) or a worker does not answer within `wait`.
+    pub fn pause(&self, wait: Duration) -> Result<Vec<Vec<u64>>, DataplaneError> {
+        if self.xdp.is_none() {
+            return Err(DataplaneError::Takeover(
+                "only an AF_XDP data plane can be handed over (this one runs AF_PACKET)".into(),
+            ));
+        }
+        for stage in [1u8, 2] {
+            for p in &self.pauses {
+                p.want.store(stage, Ordering::Release);
+            }
+            let deadline = Instant::now() + wait;
+            while self
+                .pauses
+                .iter()
+                .any(|p| p.reached.load(Ordering::Acquire) < stage)
+            {
+                if Instant::now() > deadline || self.dead_worker().is_some() {
+                    self.resume();
+                    return Err(DataplaneError::Takeover(format!(
+                        "a worker did not pause within {wait:?}"
+                    )));
+                }
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        }
+        let mut out = Vec::new();
+        for p in &self.pauses {
+            match p.free.lock().ok().and_then(|mut f| f.take()) {
+                Some(free) => out.push(free),
+                None => {
+                    self.resume();
+                    return Err(DataplaneError::Takeover(
+                        "a worker's I/O cannot be handed over".into(),
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Let paused workers receive again (a takeover that did not happen).
+    pub fn resume(&self) {
+        for p in &self.pauses {
+            p.want.store(0, Ordering::Release);
+        }
+    }
+
+    /// The descriptors a successor adopts: the XDP program's and each worker's AF_XDP I/O
+    /// (valid while this data plane runs); `None` with AF_PACKET.
+    pub fn handover(&self) -> Option<(XdpHandover, Vec<XskHandover>)> {
+        let x = self.xdp.as_ref()?;
+        Some((x.handover(), self.xsks.clone()))
     }
 
     /// The ports (`PortId(i)` = `ports()[i]`).

@@ -234,7 +234,12 @@ pub fn spawn_in(tb: &Testbed, ns: &str, code: &str, args: &[&str]) -> ChildGuard
 
 /// Echo servers on PORT in backends b1, b2, b3.
 pub fn start_echo_backends(tb: &Testbed) -> Vec<ChildGuard> {
-    ["b1", "b2", "b3"]
+    start_echo_on(tb, &["b1", "b2", "b3"])
+}
+
+/// Echo servers on PORT in the given testbed namespaces (short names).
+pub fn start_echo_on(tb: &Testbed, backends: &[&str]) -> Vec<ChildGuard> {
+    backends
         .iter()
         .map(|b| spawn_in(tb, b, ECHO, &[&PORT.to_string()]))
         .collect()
@@ -245,6 +250,10 @@ pub struct LongLivedClient {
     _child: ChildGuard,
     lines: mpsc::Receiver<String>,
     pub conns: usize,
+    /// The "round" lines read so far.
+    rounds: Vec<String>,
+    /// The result line, if [`LongLivedClient::wait_rounds`] met it.
+    result: Option<String>,
 }
 
 impl LongLivedClient {
@@ -276,23 +285,58 @@ impl LongLivedClient {
             _child: child,
             lines: rx,
             conns,
+            rounds: Vec::new(),
+            result: None,
         }
+    }
+
+    /// Wait (≤ 10 s each) for `n` more rounds, or the end of the run; the connections failed
+    /// so far.
+    pub fn wait_rounds(&mut self, n: usize) -> usize {
+        for _ in 0..n {
+            if self.result.is_some() {
+                break;
+            }
+            let l = self
+                .lines
+                .recv_timeout(Duration::from_secs(10))
+                .expect("the client reports a round");
+            if l.starts_with("round ") {
+                self.rounds.push(l);
+            } else {
+                self.result = Some(l);
+            }
+        }
+        self.rounds
+            .last()
+            .and_then(|l| {
+                l.split(": ")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0)
     }
 
     /// Wait for the end of the run; print the rounds and the result; return the connections
     /// that kept exchanging data to the end.
     pub fn finish(self) -> usize {
-        let mut rounds = Vec::new();
-        let result = loop {
-            let l = self
-                .lines
-                .recv_timeout(Duration::from_secs(60))
-                .expect("the client reports");
-            if l.starts_with("round ") {
-                rounds.push(l);
-            } else {
-                break l;
-            }
+        let mut rounds = self.rounds;
+        let result = match self.result {
+            Some(r) => r,
+            None => loop {
+                let l = self
+                    .lines
+                    .recv_timeout(Duration::from_secs(60))
+                    .expect("the client reports");
+                if l.starts_with("round ") {
+                    rounds.push(l);
+                } else {
+                    break l;
+                }
+            },
         };
         eprintln!("client rounds:\n{}", rounds.join("\n"));
         eprintln!("client: {result}");

@@ -12,57 +12,56 @@
 //!   when `upper != 0 && total * 4 < upper * 3` (the 3/4 rule), else unconditionally. It is never
 //!   re-evaluated on state changes.
 //!
-//! Counts are per worker (one table per worker). With one worker they equal the kernel's; with
-//! several, the control plane publishes the other workers' sums ([`BackendCounts::set_others`])
-//! and every answer and threshold uses own + others, lagging by one publish period.
+//! One [`BackendCounts`] serves every worker of a director (shared through an `Arc`): the
+//! counters are atomics, as the kernel's `atomic_t` counts are, written only when an entry is
+//! bound, unbound, or moves between active and inactive — never per packet. Each step is the
+//! kernel's own (an atomic increment, then the threshold test on the totals read back), so
+//! the counts and OVERLOAD equal one kernel's for the same sequence of connection events.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 
 use xvs_schedulers::{BackendId, BackendLoad, Load};
 
-/// One backend's counters: 32 bytes, so a scheduler reads everything in one cache line.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// One backend's counters (24 bytes).
+#[derive(Debug, Default)]
 struct Slot {
-    active: u32,
-    inactive: u32,
-    persist: u32,
-    /// The other workers' counts, as last published by the control plane.
-    others_active: u32,
-    others_inactive: u32,
-    upper: u32,
-    lower: u32,
-    overloaded: bool,
+    active: AtomicU32,
+    inactive: AtomicU32,
+    persist: AtomicU32,
+    upper: AtomicU32,
+    lower: AtomicU32,
+    overloaded: AtomicBool,
+}
+
+/// `v + 1`, saturating.
+fn inc(a: &AtomicU32) {
+    let _ = a.fetch_update(Relaxed, Relaxed, |v| v.checked_add(1));
+}
+
+/// `v - 1`, saturating at zero.
+fn dec(a: &AtomicU32) {
+    let _ = a.fetch_update(Relaxed, Relaxed, |v| v.checked_sub(1));
 }
 
 impl Slot {
-    #[inline]
-    fn active(&self) -> u32 {
-        self.active.saturating_add(self.others_active)
-    }
-    #[inline]
-    fn inactive(&self) -> u32 {
-        self.inactive.saturating_add(self.others_inactive)
-    }
     /// IPVS `ip_vs_dest_totalconns`: active + inactive (templates excluded).
     #[inline]
     fn total(&self) -> u64 {
-        self.active() as u64 + self.inactive() as u64
+        u64::from(self.active.load(Relaxed)) + u64::from(self.inactive.load(Relaxed))
     }
 }
 
-/// Counters of every backend, in an array sized at start.
-///
-/// Across workers: each worker's table counts its own connections exactly; the control plane
-/// may publish the sum of the *other* workers' counts with [`BackendCounts::set_others`]. The
-/// [`Load`] answers and the OVERLOAD thresholds then use own + others (exact on one worker).
-#[derive(Clone, Debug)]
+/// Counters of every backend, in an array sized at start, shared by all workers.
+#[derive(Debug)]
 pub struct BackendCounts {
-    slots: Vec<Slot>,
+    slots: Box<[Slot]>,
 }
 
 impl BackendCounts {
     /// Counters for backends `0..backends`.
     pub fn new(backends: u32) -> Self {
         BackendCounts {
-            slots: vec![Slot::default(); backends as usize],
+            slots: (0..backends).map(|_| Slot::default()).collect(),
         }
     }
 
@@ -82,116 +81,106 @@ impl BackendCounts {
     }
 
     #[inline]
-    fn slot(&self, id: BackendId) -> Slot {
-        self.slots.get(id.0 as usize).copied().unwrap_or_default()
+    fn slot(&self, id: BackendId) -> Option<&Slot> {
+        self.slots.get(id.0 as usize)
     }
 
-    /// IPVS `persistconns`: templates bound to this backend (this worker's).
+    /// IPVS `persistconns`: templates bound to this backend.
     pub fn persistent(&self, id: BackendId) -> u32 {
-        self.slot(id).persist
-    }
-
-    /// This worker's own (active, inactive) counts, without the other workers' share: what the
-    /// control plane sums up to publish to the other workers.
-    pub fn own(&self, id: BackendId) -> (u32, u32) {
-        let s = self.slot(id);
-        (s.active, s.inactive)
-    }
-
-    /// Publish the other workers' summed (active, inactive) counts for a backend. OVERLOAD is
-    /// not re-evaluated here (IPVS changes it only at bind and unbind).
-    pub fn set_others(&mut self, id: BackendId, active: u32, inactive: u32) {
-        if let Some(s) = self.slots.get_mut(id.0 as usize) {
-            s.others_active = active;
-            s.others_inactive = inactive;
-        }
+        self.slot(id).map_or(0, |s| s.persist.load(Relaxed))
     }
 
     /// The thresholds in force (upper, lower); 0 = none.
     pub fn thresholds(&self, id: BackendId) -> (u32, u32) {
-        let s = self.slot(id);
-        (s.upper, s.lower)
+        self.slot(id)
+            .map_or((0, 0), |s| (s.upper.load(Relaxed), s.lower.load(Relaxed)))
     }
 
     /// Set a backend's thresholds as `__ip_vs_update_dest` does: OVERLOAD is cleared when the
     /// new upper threshold is 0 or above the old one; the counts stay.
-    pub fn set_thresholds(&mut self, id: BackendId, upper: u32, lower: u32) {
-        let Some(s) = self.slots.get_mut(id.0 as usize) else {
+    pub fn set_thresholds(&self, id: BackendId, upper: u32, lower: u32) {
+        let Some(s) = self.slot(id) else {
             return;
         };
-        if upper == 0 || upper > s.upper {
-            s.overloaded = false;
+        let old = s.upper.swap(upper, Relaxed);
+        if upper == 0 || upper > old {
+            s.overloaded.store(false, Relaxed);
         }
-        s.upper = upper;
-        s.lower = lower;
+        s.lower.store(lower, Relaxed);
     }
 
     /// Forget a backend slot's counters (its id is reused for another backend). Entries still
     /// bound to it must be gone first, or their unbinding will saturate at zero.
-    pub fn reset(&mut self, id: BackendId) {
-        if let Some(s) = self.slots.get_mut(id.0 as usize) {
-            *s = Slot::default();
+    pub fn reset(&self, id: BackendId) {
+        if let Some(s) = self.slot(id) {
+            s.active.store(0, Relaxed);
+            s.inactive.store(0, Relaxed);
+            s.persist.store(0, Relaxed);
+            s.upper.store(0, Relaxed);
+            s.lower.store(0, Relaxed);
+            s.overloaded.store(false, Relaxed);
         }
     }
 
     /// `ip_vs_bind_dest`: a new entry (inactive) or template.
     #[inline]
-    pub(crate) fn bind(&mut self, id: BackendId, template: bool) {
-        let Some(s) = self.slots.get_mut(id.0 as usize) else {
+    pub(crate) fn bind(&self, id: BackendId, template: bool) {
+        let Some(s) = self.slot(id) else {
             return;
         };
         if template {
-            s.persist = s.persist.saturating_add(1);
+            inc(&s.persist);
         } else {
-            s.inactive = s.inactive.saturating_add(1);
+            inc(&s.inactive);
         }
-        if s.upper != 0 && s.total() >= s.upper as u64 {
-            s.overloaded = true;
+        let upper = s.upper.load(Relaxed);
+        if upper != 0 && s.total() >= u64::from(upper) {
+            s.overloaded.store(true, Relaxed);
         }
     }
 
     /// `ip_vs_unbind_dest`.
     #[inline]
-    pub(crate) fn unbind(&mut self, id: BackendId, template: bool, inactive: bool) {
-        let Some(s) = self.slots.get_mut(id.0 as usize) else {
+    pub(crate) fn unbind(&self, id: BackendId, template: bool, inactive: bool) {
+        let Some(s) = self.slot(id) else {
             return;
         };
         if template {
-            s.persist = s.persist.saturating_sub(1);
+            dec(&s.persist);
         } else if inactive {
-            s.inactive = s.inactive.saturating_sub(1);
+            dec(&s.inactive);
         } else {
-            s.active = s.active.saturating_sub(1);
+            dec(&s.active);
         }
         let total = s.total();
-        if s.lower != 0 {
-            if total < s.lower as u64 {
-                s.overloaded = false;
-            }
-        } else if s.upper != 0 {
-            if total * 4 < s.upper as u64 * 3 {
-                s.overloaded = false;
-            }
+        let (upper, lower) = (s.upper.load(Relaxed), s.lower.load(Relaxed));
+        let clear = if lower != 0 {
+            total < u64::from(lower)
+        } else if upper != 0 {
+            total * 4 < u64::from(upper) * 3
         } else {
-            s.overloaded = false;
+            true
+        };
+        if clear {
+            s.overloaded.store(false, Relaxed);
         }
     }
 
     /// A bound entry became active (entered ESTABLISHED).
     #[inline]
-    pub(crate) fn activate(&mut self, id: BackendId) {
-        if let Some(s) = self.slots.get_mut(id.0 as usize) {
-            s.inactive = s.inactive.saturating_sub(1);
-            s.active = s.active.saturating_add(1);
+    pub(crate) fn activate(&self, id: BackendId) {
+        if let Some(s) = self.slot(id) {
+            dec(&s.inactive);
+            inc(&s.active);
         }
     }
 
     /// A bound entry became inactive (left ESTABLISHED).
     #[inline]
-    pub(crate) fn deactivate(&mut self, id: BackendId) {
-        if let Some(s) = self.slots.get_mut(id.0 as usize) {
-            s.active = s.active.saturating_sub(1);
-            s.inactive = s.inactive.saturating_add(1);
+    pub(crate) fn deactivate(&self, id: BackendId) {
+        if let Some(s) = self.slot(id) {
+            dec(&s.active);
+            inc(&s.inactive);
         }
     }
 }
@@ -199,24 +188,24 @@ impl BackendCounts {
 impl Load for BackendCounts {
     #[inline]
     fn active(&self, id: BackendId) -> u32 {
-        self.slot(id).active()
+        self.slot(id).map_or(0, |s| s.active.load(Relaxed))
     }
     #[inline]
     fn inactive(&self, id: BackendId) -> u32 {
-        self.slot(id).inactive()
+        self.slot(id).map_or(0, |s| s.inactive.load(Relaxed))
     }
     #[inline]
     fn overloaded(&self, id: BackendId) -> bool {
-        self.slot(id).overloaded
+        self.slot(id).is_some_and(|s| s.overloaded.load(Relaxed))
     }
     #[inline]
     fn backend_load(&self, id: BackendId) -> BackendLoad {
-        let s = self.slot(id);
-        BackendLoad {
-            active: s.active(),
-            inactive: s.inactive(),
-            overloaded: s.overloaded,
-        }
+        self.slot(id)
+            .map_or(BackendLoad::default(), |s| BackendLoad {
+                active: s.active.load(Relaxed),
+                inactive: s.inactive.load(Relaxed),
+                overloaded: s.overloaded.load(Relaxed),
+            })
     }
 }
 
@@ -228,7 +217,7 @@ mod tests {
 
     #[test]
     fn upper_threshold_and_three_quarters_rule() {
-        let mut c = BackendCounts::new(2);
+        let c = BackendCounts::new(2);
         c.set_thresholds(B, 4, 0);
         for _ in 0..3 {
             c.bind(B, false);
@@ -246,7 +235,7 @@ mod tests {
 
     #[test]
     fn lower_threshold_and_templates() {
-        let mut c = BackendCounts::new(2);
+        let c = BackendCounts::new(2);
         c.set_thresholds(B, 3, 2);
         c.bind(B, true); // templates are not in the total
         c.bind(B, true);
@@ -267,7 +256,7 @@ mod tests {
 
     #[test]
     fn threshold_edit_clears_overload_when_raised() {
-        let mut c = BackendCounts::new(2);
+        let c = BackendCounts::new(2);
         c.set_thresholds(B, 1, 0);
         c.bind(B, false);
         assert!(c.overloaded(B));
@@ -282,27 +271,32 @@ mod tests {
     }
 
     #[test]
-    fn other_workers_counts_add_up() {
-        let mut c = BackendCounts::new(2);
-        c.set_thresholds(B, 10, 0);
-        c.bind(B, false);
-        c.activate(B);
-        c.set_others(B, 4, 4);
-        assert_eq!((c.active(B), c.inactive(B)), (5, 4));
-        assert_eq!(c.own(B), (1, 0));
-        assert!(!c.overloaded(B), "not re-evaluated on publish");
-        c.bind(B, false); // 5 + 5 = 10 >= 10
-        assert!(c.overloaded(B));
-        let l = c.backend_load(B);
-        assert_eq!((l.active, l.inactive, l.overloaded), (5, 5, true));
-        c.set_others(B, 0, 0);
-        c.unbind(B, false, true); // 1 * 4 < 30
-        assert!(!c.overloaded(B));
+    fn two_threads_count_as_one() {
+        let c = std::sync::Arc::new(BackendCounts::new(2));
+        c.set_thresholds(B, 1000, 0);
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..500 {
+                        c.bind(B, false);
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        assert_eq!((c.active(B), c.inactive(B)), (0, 1000));
+        assert!(
+            c.overloaded(B),
+            "the 1000th bind, on either thread, saw total >= 1000"
+        );
     }
 
     #[test]
     fn out_of_range_is_ignored() {
-        let mut c = BackendCounts::new(1);
+        let c = BackendCounts::new(1);
         c.bind(BackendId(7), false);
         c.unbind(BackendId(7), false, false);
         c.set_thresholds(BackendId(7), 1, 1);

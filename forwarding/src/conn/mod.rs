@@ -19,7 +19,8 @@
 //!   the per-packet cost is one store. Lookups compare the expiry with `now` exactly, so an entry
 //!   whose time has passed is never returned even if the sweep has not reached it.
 //! * **Counts**: [`BackendCounts`] implements [`xvs_schedulers::Load`]; schedulers read it
-//!   directly via [`ConnTable::counts`].
+//!   directly via [`ConnTable::counts`]. The tables of all workers share one
+//!   ([`ConnTable::with_counts`]), so the counts are the director's, not one worker's.
 //!
 //! One-packet scheduling (OPS, UDP services with the ONEPACKET flag): the pipeline does not
 //! insert such connections at all, as IPVS frees them right after their packet; nothing here

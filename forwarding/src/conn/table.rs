@@ -19,6 +19,7 @@
 //! is still visited, so nothing is lost).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 
 use super::counts::BackendCounts;
 use super::flags::*;
@@ -184,7 +185,7 @@ pub struct ConnTable {
     cursor: u64,
     /// Latest tick the sweep was asked to reach (for `check`).
     horizon: u64,
-    counts: BackendCounts,
+    counts: Arc<BackendCounts>,
     timeouts: Timeouts,
     secure_tcp: bool,
     /// A bare ACK from the backend does not move SYN_RECV / SYNACK to ESTABLISHED.
@@ -264,6 +265,9 @@ pub struct Install {
     pub timeout_ms: u32,
     /// `in_pkts` after the install (the kernel's backup sets it to `sync_threshold`).
     pub in_pkts: u32,
+    /// FullNAT local address and port (a connection handed over by a predecessor process;
+    /// the sync protocol has none).
+    pub local: Option<(IpAddr, u16)>,
 }
 
 /// What [`ConnTable::install`] did.
@@ -284,8 +288,16 @@ pub enum Installed {
 }
 
 impl ConnTable {
-    /// Allocate everything the table will ever use.
+    /// Allocate everything the table will ever use, with counts of its own for
+    /// `cfg.backends` backends.
     pub fn new(cfg: &ConnConfig) -> Self {
+        Self::with_counts(cfg, Arc::new(BackendCounts::new(cfg.backends)))
+    }
+
+    /// Allocate everything the table will ever use; `counts` (shared with the other workers'
+    /// tables) are bound, unbound and moved by this table's entries (`cfg.backends` is not
+    /// used: the counts' own size is).
+    pub fn with_counts(cfg: &ConnConfig, counts: Arc<BackendCounts>) -> Self {
         let cap = cfg.capacity.clamp(1, 1 << 30);
         let v6 = cfg.v6_capacity.min(cap);
         let mut entries = vec![Entry::default(); cap as usize];
@@ -309,7 +321,7 @@ impl ConnTable {
             heads,
             cursor: 0,
             horizon: 0,
-            counts: BackendCounts::new(cfg.backends),
+            counts,
             timeouts: Timeouts::default(),
             secure_tcp: false,
             strict_handshake: false,
@@ -379,17 +391,6 @@ impl ConnTable {
     /// Set a backend's upper/lower thresholds (see [`BackendCounts::set_thresholds`]).
     pub fn set_thresholds(&mut self, backend: BackendId, upper: u32, lower: u32) {
         self.counts.set_thresholds(backend, upper, lower);
-    }
-
-    /// Publish the other workers' summed (active, inactive) counts of a backend (see
-    /// [`BackendCounts::set_others`]); this worker's own share is `counts().own(backend)`.
-    pub fn set_others(&mut self, backend: BackendId, active: u32, inactive: u32) {
-        self.counts.set_others(backend, active, inactive);
-    }
-
-    /// Clear a backend slot's counters before the control plane reuses its id.
-    pub fn reset_backend(&mut self, backend: BackendId) {
-        self.counts.reset(backend);
     }
 
     pub fn timeouts(&self) -> &Timeouts {
@@ -1450,7 +1451,7 @@ impl ConnTable {
                     vport: c.vport,
                     daddr: c.daddr,
                     dport: c.dport,
-                    local: None,
+                    local: c.local,
                     backend: c.backend,
                     service: c.service,
                     method: c.method,

@@ -26,14 +26,28 @@
 //!   their packets are dropped; = 1: the entry is expired and the packet treated as new).
 //!
 //! Ids of removed backends are reused once no entry (connection or template) counts against
-//! them, so a director that churns backends does not run out of ids.
+//! them (and they were removed by an earlier apply, which every worker has installed), so a
+//! director that churns backends does not run out of ids.
+//!
+//! **One state for all workers.** An apply runs once, on the control plane's thread, in
+//! [`Shared::apply`]: it produces an immutable [`Snapshot`] (service lookup, backends, each
+//! service's backend list and scheduler) that every worker then installs ([`Pipeline::install`],
+//! an `Arc` swap and a resize of its traffic counters). sh, dh, mh and maglev are immutable
+//! tables in the snapshot, built once per change set with the final list, which workers pick
+//! from without a lock; any other scheduler is one instance behind a mutex that a worker takes
+//! only to schedule a new connection, so rr / wrr cursors, lblc / lblcr tables and the twos
+//! stream advance once per new connection, whichever worker asks. A changed service gets a
+//! copy of its scheduler updated off the packet path; an unchanged one keeps its instance. The per-backend counts are one [`BackendCounts`] of atomics, shared by every
+//! worker's connection table.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use xvs_schedulers::{new_scheduler, BackendView, Change, Load, Scheduler};
+use xvs_schedulers::{new_scheduler, BackendView, Change, Flow, Load, Scheduler, TablePick, Time};
 
 use super::{BackendRt, BuildError, Pipeline, ServiceRt, Traffic};
+use crate::conn::BackendCounts;
 use crate::limits::Bucket;
 use crate::service::{MarkRule, Service, ServiceId, ServiceKey, ServiceTable};
 use crate::BackendId;
@@ -74,7 +88,7 @@ enum Plan {
 }
 
 /// Stable ids of services and backends.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(super) struct Registry {
     services: HashMap<ServiceKey, ServiceId>,
     backends: HashMap<(ServiceId, IpAddr, u16), BackendId>,
@@ -98,8 +112,13 @@ fn view(id: BackendId, b: &BackendRt) -> BackendView {
     }
 }
 
-/// Bind a fresh scheduler as `ipvsadm -A` followed by one `-a` per backend (in add order).
+/// Bind a fresh scheduler as `ipvsadm -A` followed by one `-a` per backend (in add order);
+/// a table-only scheduler with one build.
 fn bind_by_adds(s: &mut dyn Scheduler, list: &[BackendView]) {
+    if s.table_only() {
+        s.update(list, Change::Init);
+        return;
+    }
     s.update(&[], Change::Init);
     let n = list.len();
     for k in 1..=n {
@@ -107,15 +126,193 @@ fn bind_by_adds(s: &mut dyn Scheduler, list: &[BackendView]) {
     }
 }
 
-impl Pipeline {
-    /// Make `services` (and `marks`) the pipeline's desired state. Nothing changes unless every
-    /// service's scheduler can be built; established connections keep flowing (see the module
-    /// documentation for removed backends).
+/// A service's scheduler, shared by every worker: an immutable table (sh, dh, mh, maglev),
+/// picked from without a lock, or a scheduler with state of its own (rr/wrr cursor, lblc/lblcr
+/// table, twos stream), locked only to schedule a new connection.
+#[derive(Debug, Clone)]
+pub(super) enum SharedScheduler {
+    Table(Arc<dyn TablePick>),
+    Locked(Arc<Mutex<Box<dyn Scheduler>>>),
+}
+
+impl SharedScheduler {
+    fn new(s: Box<dyn Scheduler>) -> Self {
+        match s.table() {
+            Some(t) => SharedScheduler::Table(t),
+            None => SharedScheduler::Locked(Arc::new(Mutex::new(s))),
+        }
+    }
+
+    /// A copy to update for a new backend list (the published one stays as it is).
+    fn to_scheduler(&self) -> Box<dyn Scheduler> {
+        match self {
+            SharedScheduler::Table(t) => t.to_scheduler(),
+            SharedScheduler::Locked(m) => lock(m).clone_box(),
+        }
+    }
+
+    /// [`Scheduler::pick`].
+    #[inline]
+    pub(super) fn pick(
+        &self,
+        flow: &Flow,
+        backends: &[BackendView],
+        load: &dyn Load,
+        now: Time,
+    ) -> Option<usize> {
+        match self {
+            SharedScheduler::Table(t) => t.pick_table(flow, backends, load),
+            SharedScheduler::Locked(m) => lock(m).pick(flow, backends, load, now),
+        }
+    }
+}
+
+/// Lock a mutex whatever a panicking holder left (the state it guards is always whole).
+pub(super) fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A published desired state: immutable; every worker of a director reads the same one.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub(super) services: ServiceTable,
+    pub(super) svcs: Vec<ServiceRt>,
+    pub(super) backends: Vec<BackendRt>,
+    pub(super) vips: Vec<IpAddr>,
+    pub(super) mark_rules: Vec<MarkRule>,
+    pub(super) registry: Registry,
+    /// 0 for the empty state, then +1 per apply.
+    generation: u64,
+}
+
+impl Snapshot {
+    pub(super) fn empty() -> Self {
+        Snapshot {
+            services: ServiceTable::default(),
+            svcs: Vec::new(),
+            backends: Vec::new(),
+            vips: Vec::new(),
+            mark_rules: Vec::new(),
+            registry: Registry::default(),
+            generation: 0,
+        }
+    }
+}
+
+/// What every worker of one director shares: the per-backend connection counts and the
+/// current [`Snapshot`]. Applies are serialised here, on the caller's (control plane's) thread.
+#[derive(Debug)]
+pub struct Shared {
+    counts: Arc<BackendCounts>,
+    current: Mutex<Arc<Snapshot>>,
+}
+
+impl Shared {
+    /// An empty state for at most `max_backends` backends (live, or removed with connections).
+    pub fn new(max_backends: u32) -> Self {
+        Shared {
+            counts: Arc::new(BackendCounts::new(max_backends)),
+            current: Mutex::new(Arc::new(Snapshot::empty())),
+        }
+    }
+
+    /// The counts every worker's connection table binds and unbinds.
+    pub fn counts(&self) -> &Arc<BackendCounts> {
+        &self.counts
+    }
+
+    /// The state last applied.
+    pub fn current(&self) -> Arc<Snapshot> {
+        lock(&self.current).clone()
+    }
+
+    /// The live services and backends of the current state with their connection counts as
+    /// they are now (traffic is each worker's: see [`Pipeline::report`]). Cold path.
+    pub fn report(&self) -> Vec<ServiceReport> {
+        let snap = self.current();
+        snap.svcs
+            .iter()
+            .filter(|s| !s.removed)
+            .map(|s| ServiceReport {
+                key: s.key,
+                traffic: Traffic::default(),
+                backends: s
+                    .views
+                    .iter()
+                    .map(|v| BackendReport {
+                        addr: v.addr,
+                        port: v.port,
+                        traffic: Traffic::default(),
+                        active: self.counts.active(v.id),
+                        inactive: self.counts.inactive(v.id),
+                        persistent: self.counts.persistent(v.id),
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Most backends the counts can hold.
+    pub fn max_backends(&self) -> u32 {
+        self.counts.len()
+    }
+
+    /// Make `services` (and `marks`) the desired state: the new [`Snapshot`], for every worker
+    /// to [`Pipeline::install`]. Nothing changes unless every service's scheduler can be built.
     pub fn apply(
-        &mut self,
+        &self,
         services: &[Service],
         marks: Vec<MarkRule>,
-    ) -> Result<ApplyReport, BuildError> {
+    ) -> Result<(Arc<Snapshot>, ApplyReport), BuildError> {
+        let mut current = lock(&self.current);
+        let old = current.clone();
+        let mut next = Builder {
+            counts: &self.counts,
+            old: &old,
+            registry: old.registry.clone(),
+            svcs: old.svcs.clone(),
+            backends: old.backends.clone(),
+            generation: old.generation + 1,
+        };
+        let (table, report) = next.apply(services)?;
+        let mut vips = Vec::new();
+        for s in services {
+            if let ServiceKey::Addr { addr, .. } = s.key {
+                if !vips.contains(&addr) {
+                    vips.push(addr);
+                }
+            }
+        }
+        let snap = Arc::new(Snapshot {
+            services: ServiceTable::with_ids(&table, marks.clone()),
+            svcs: next.svcs,
+            backends: next.backends,
+            vips,
+            mark_rules: marks,
+            registry: next.registry,
+            generation: next.generation,
+        });
+        *current = snap.clone();
+        Ok((snap, report))
+    }
+}
+
+/// One apply in progress: the next snapshot's parts, built from the current one's.
+struct Builder<'a> {
+    counts: &'a BackendCounts,
+    old: &'a Snapshot,
+    registry: Registry,
+    svcs: Vec<ServiceRt>,
+    backends: Vec<BackendRt>,
+    generation: u64,
+}
+
+impl Builder<'_> {
+    /// The apply proper; returns the service table's entries and what changed.
+    fn apply(
+        &mut self,
+        services: &[Service],
+    ) -> Result<(Vec<(ServiceId, ServiceKey)>, ApplyReport), BuildError> {
         // Everything that can fail, first: schedulers of new or rebound services, id space.
         let mut plans = Vec::with_capacity(services.len());
         for (i, s) in services.iter().enumerate() {
@@ -162,12 +359,11 @@ impl Pipeline {
         let mut table = Vec::with_capacity(services.len());
         for (s, plan) in services.iter().zip(plans) {
             wanted.insert(s.key, ());
-            let (sid, rebind) = match plan {
+            let (sid, fresh) = match plan {
                 Plan::Keep(sid) => (sid, None),
                 Plan::Rebind(sid, sched) => (sid, Some(sched)),
                 Plan::New(mut scheduler) => {
                     // `ipvsadm -A`: bound to an empty list; the backends follow as `-a`s.
-                    scheduler.update(&[], Change::Init);
                     let sid = ServiceId(self.svcs.len() as u32);
                     self.registry.services.insert(s.key, sid);
                     self.svcs.push(ServiceRt {
@@ -176,14 +372,15 @@ impl Pipeline {
                         one_packet: s.one_packet,
                         synproxy: s.synproxy,
                         conn_rate: s.conn_rate,
-                        limit: self.bucket(s.conn_rate),
                         views: Vec::new(),
-                        scheduler,
+                        scheduler: {
+                            scheduler.update(&[], Change::Init);
+                            SharedScheduler::new(scheduler)
+                        },
                         scheduler_name: s.scheduler.clone(),
                         sched_flags: s.sched_flags,
                         removed: false,
                     });
-                    self.service_traffic.push(Traffic::default());
                     report.services_added += 1;
                     table.push((sid, s.key));
                     self.apply_service(sid, s, None, &mut report);
@@ -191,7 +388,7 @@ impl Pipeline {
                 }
             };
             table.push((sid, s.key));
-            if self.apply_service(sid, s, rebind, &mut report) {
+            if self.apply_service(sid, s, fresh, &mut report) {
                 report.services_changed += 1;
             }
         }
@@ -212,21 +409,11 @@ impl Pipeline {
             rt.removed = true;
             self.registry.services.remove(&rt.key);
         }
-        self.services = ServiceTable::with_ids(&table, marks.clone());
-        self.vips.clear();
-        for s in services {
-            if let ServiceKey::Addr { addr, .. } = s.key {
-                if !self.vips.contains(&addr) {
-                    self.vips.push(addr);
-                }
-            }
-        }
-        self.mark_rules = marks;
-        Ok(report)
+        Ok((table, report))
     }
 
-    /// Bring one (new or surviving) service to its new definition. Returns whether anything
-    /// about it changed.
+    /// Bring one (new or surviving) service to its new definition; `fresh` is a scheduler
+    /// built for `-E -s`. Returns whether anything about the service changed.
     fn apply_service(
         &mut self,
         sid: ServiceId,
@@ -235,7 +422,6 @@ impl Pipeline {
         report: &mut ApplyReport,
     ) -> bool {
         let mut changed = false;
-        let workers = self.cfg.workers;
         {
             let rt = &mut self.svcs[sid.0 as usize];
             changed |= rt.persistence != s.persistence
@@ -247,7 +433,6 @@ impl Pipeline {
             if rt.conn_rate != s.conn_rate {
                 changed = true;
                 rt.conn_rate = s.conn_rate;
-                rt.limit = (s.conn_rate > 0).then(|| Bucket::new(s.conn_rate, workers));
             }
         }
         // Ids of the new backends in add order, creating what is new.
@@ -276,7 +461,7 @@ impl Pipeline {
                     }
                     if rt.conn_rate != b.conn_rate {
                         rt.conn_rate = b.conn_rate;
-                        rt.limit = (b.conn_rate > 0).then(|| Bucket::new(b.conn_rate, workers));
+                        edited.push(id);
                     }
                     new_ids.push(id);
                 }
@@ -290,14 +475,15 @@ impl Pipeline {
                         u_threshold: b.u_threshold,
                         l_threshold: b.l_threshold,
                         conn_rate: b.conn_rate,
-                        limit: self.bucket(b.conn_rate),
                         removed: false,
+                        since: self.generation,
                     };
                     // `ip_vs_add_dest`: a deleted dest of this service still in the trash comes
                     // back with its connections and counters (and its traffic totals).
                     let id = match self.registry.trash.remove(&key) {
                         Some(id) if self.backends[id.0 as usize].removed => {
-                            self.backends[id.0 as usize] = rt;
+                            let since = self.backends[id.0 as usize].since;
+                            self.backends[id.0 as usize] = BackendRt { since, ..rt };
                             id
                         }
                         _ => self.alloc_backend(rt),
@@ -310,7 +496,7 @@ impl Pipeline {
         }
         for &id in edited.iter().chain(added.iter()) {
             let b = &self.backends[id.0 as usize];
-            self.conns.set_thresholds(id, b.u_threshold, b.l_threshold);
+            self.counts.set_thresholds(id, b.u_threshold, b.l_threshold);
         }
         // The new list in IPVS order (newest first).
         let target: Vec<BackendView> = new_ids
@@ -334,14 +520,15 @@ impl Pipeline {
         report.backends_added += added.len();
         report.backends_removed += removed.len();
         report.backends_changed += edited.len();
-        changed |= !added.is_empty() || !removed.is_empty() || !edited.is_empty();
+        let list_changed = !added.is_empty() || !removed.is_empty() || !edited.is_empty();
+        changed |= list_changed;
 
         let rt = &mut self.svcs[sid.0 as usize];
         if let Some(mut sched) = fresh {
             // `-E -s` with another scheduler (or sh/mh flags): bound to the whole list anew.
             sched.update(&target, Change::Init);
             changed = true;
-            rt.scheduler = sched;
+            rt.scheduler = SharedScheduler::new(sched);
             rt.scheduler_name = s.scheduler.clone();
             rt.sched_flags = s.sched_flags;
             rt.views = target;
@@ -352,34 +539,46 @@ impl Pipeline {
             rt.sched_flags = s.sched_flags;
             changed = true;
         }
-        // The kernel's callbacks, one per change: deletions, edits, additions.
-        let mut cur: Vec<BackendView> = rt.views.clone();
-        for id in &removed {
-            if let Some(pos) = cur.iter().position(|v| v.id == *id) {
-                cur.remove(pos);
-                rt.scheduler.update(&cur, Change::Remove(pos));
+        if !list_changed && rt.views == target {
+            return changed;
+        }
+        // A copy of the running scheduler, updated here (off the packet path) and published
+        // with the new list; workers keep the old one until they install the snapshot.
+        let mut sched = rt.scheduler.to_scheduler();
+        if sched.table_only() {
+            // One build for the whole change set.
+            sched.update(&target, Change::Init);
+        } else {
+            // The kernel's callbacks, one per change: deletions, edits, additions.
+            let mut cur: Vec<BackendView> = rt.views.clone();
+            for id in &removed {
+                if let Some(pos) = cur.iter().position(|v| v.id == *id) {
+                    cur.remove(pos);
+                    sched.update(&cur, Change::Remove(pos));
+                }
+            }
+            for id in &edited {
+                if let Some(pos) = cur.iter().position(|v| v.id == *id) {
+                    cur[pos] = target
+                        .iter()
+                        .find(|v| v.id == *id)
+                        .cloned()
+                        .unwrap_or(cur[pos].clone());
+                    sched.update(&cur, Change::Edit(pos));
+                }
+            }
+            for id in &added {
+                if let Some(v) = target.iter().find(|v| v.id == *id) {
+                    cur.insert(0, v.clone());
+                    sched.update(&cur, Change::Add(0));
+                }
+            }
+            if cur != target {
+                // Survivors reordered: no sequence of ipvsadm commands gives this list; rebind.
+                bind_by_adds(sched.as_mut(), &target);
             }
         }
-        for id in &edited {
-            if let Some(pos) = cur.iter().position(|v| v.id == *id) {
-                cur[pos] = target
-                    .iter()
-                    .find(|v| v.id == *id)
-                    .cloned()
-                    .unwrap_or(cur[pos].clone());
-                rt.scheduler.update(&cur, Change::Edit(pos));
-            }
-        }
-        for id in &added {
-            if let Some(v) = target.iter().find(|v| v.id == *id) {
-                cur.insert(0, v.clone());
-                rt.scheduler.update(&cur, Change::Add(0));
-            }
-        }
-        if cur != target {
-            // Survivors reordered: no sequence of ipvsadm commands gives this list; rebind.
-            bind_by_adds(rt.scheduler.as_mut(), &target);
-        }
+        rt.scheduler = SharedScheduler::new(sched);
         rt.views = target;
         changed
     }
@@ -401,26 +600,23 @@ impl Pipeline {
         }
     }
 
-    /// Whether a removed backend's id can be given to a new backend: nothing counts against it.
+    /// Whether a removed backend's id can be given to a new backend: it was removed by an
+    /// earlier apply (so no worker schedules to it any more) and nothing counts against it.
     fn reusable(&self, id: BackendId) -> bool {
-        let c = self.conns.counts();
-        self.backends[id.0 as usize].removed
-            && c.active(id) == 0
-            && c.inactive(id) == 0
-            && c.persistent(id) == 0
+        let i = id.0 as usize;
+        self.backends[i].removed
+            && self.old.backends.get(i).is_some_and(|b| b.removed)
+            && self.counts.active(id) == 0
+            && self.counts.inactive(id) == 0
+            && self.counts.persistent(id) == 0
     }
 
     fn free_backend_ids(&self) -> usize {
-        let unused = (self.cfg.max_backends as usize).saturating_sub(self.backends.len());
+        let unused = (self.counts.len() as usize).saturating_sub(self.backends.len());
         let reusable = (0..self.backends.len())
             .filter(|&i| self.reusable(BackendId(i as u32)))
             .count();
         unused + reusable
-    }
-
-    /// The rate limiter of a service or backend with `rate` new connections per second.
-    fn bucket(&self, rate: u32) -> Option<Bucket> {
-        (rate > 0).then(|| Bucket::new(rate, self.cfg.workers))
     }
 
     fn alloc_backend(&mut self, rt: BackendRt) -> BackendId {
@@ -429,27 +625,92 @@ impl Pipeline {
             Some(i) => {
                 self.registry.trash.retain(|_, v| v.0 as usize != i);
                 self.backends[i] = rt;
-                self.backend_traffic[i] = Traffic::default();
-                self.conns.reset_backend(BackendId(i as u32));
+                self.counts.reset(BackendId(i as u32));
                 BackendId(i as u32)
             }
             None => {
                 self.backends.push(rt);
-                self.backend_traffic.push(Traffic::default());
                 BackendId(self.backends.len() as u32 - 1)
             }
         }
     }
+}
+
+impl Pipeline {
+    /// Make `services` (and `marks`) the desired state of this pipeline's director
+    /// ([`Shared::apply`]) and install it here. Other workers sharing the director must
+    /// [`Pipeline::install`] the new snapshot ([`Shared::current`]) themselves.
+    pub fn apply(
+        &mut self,
+        services: &[Service],
+        marks: Vec<MarkRule>,
+    ) -> Result<ApplyReport, BuildError> {
+        let (snap, report) = self.shared.apply(services, marks)?;
+        self.install(snap);
+        Ok(report)
+    }
+
+    /// Start using a snapshot of this pipeline's director: an `Arc` swap and the traffic
+    /// counters resized (those of a backend id given to another backend start at zero).
+    pub fn install(&mut self, snap: Arc<Snapshot>) {
+        self.service_traffic
+            .resize(snap.svcs.len(), Traffic::default());
+        self.backend_traffic
+            .resize(snap.backends.len(), Traffic::default());
+        for (i, b) in snap.backends.iter().enumerate() {
+            if self
+                .snap
+                .backends
+                .get(i)
+                .is_some_and(|o| o.since != b.since)
+            {
+                self.backend_traffic[i] = Traffic::default();
+            }
+        }
+        // This worker's rate limiters follow the snapshot's rates (a changed rate, or another
+        // backend under a reused id, starts a fresh bucket).
+        let workers = self.cfg.workers;
+        let sync = |limits: &mut Vec<Option<(u32, u64, Bucket)>>,
+                    rates: &mut dyn Iterator<Item = (u32, u64)>| {
+            let mut n = 0;
+            for (i, (rate, since)) in rates.enumerate() {
+                n = i + 1;
+                if limits.len() <= i {
+                    limits.push(None);
+                }
+                let same = matches!(limits[i], Some((r, s, _)) if r == rate && s == since);
+                if !same {
+                    limits[i] = (rate > 0).then(|| (rate, since, Bucket::new(rate, workers)));
+                }
+            }
+            limits.truncate(n);
+        };
+        sync(
+            &mut self.svc_limits,
+            &mut snap.svcs.iter().map(|s| (s.conn_rate, 0)),
+        );
+        sync(
+            &mut self.backend_limits,
+            &mut snap.backends.iter().map(|b| (b.conn_rate, b.since)),
+        );
+        self.snap = snap;
+    }
+
+    /// The state shared with the other workers of this pipeline's director.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
 
     /// The id a backend of a service has now, if it exists.
     pub fn backend_id(&self, service: &ServiceKey, addr: IpAddr, port: u16) -> Option<BackendId> {
-        let sid = self.registry.services.get(service)?;
-        self.registry.backends.get(&(*sid, addr, port)).copied()
+        let reg = &self.snap.registry;
+        let sid = reg.services.get(service)?;
+        reg.backends.get(&(*sid, addr, port)).copied()
     }
 
     /// The id a service has now, if it exists.
     pub fn service_id(&self, service: &ServiceKey) -> Option<ServiceId> {
-        self.registry.services.get(service).copied()
+        self.snap.registry.services.get(service).copied()
     }
 }
 
@@ -478,7 +739,8 @@ impl Pipeline {
     /// metrics). Cold path: allocates.
     pub fn report(&self) -> Vec<ServiceReport> {
         let counts = self.conns.counts();
-        self.svcs
+        self.snap
+            .svcs
             .iter()
             .enumerate()
             .filter(|(_, s)| !s.removed)
@@ -504,7 +766,7 @@ impl Pipeline {
     /// `ipvsadm -Z`: zero the packet, byte and connection totals of one service (and its
     /// backends) or of all.
     pub fn zero_traffic(&mut self, service: Option<&ServiceKey>) {
-        for (i, s) in self.svcs.iter().enumerate() {
+        for (i, s) in self.snap.svcs.iter().enumerate() {
             if service.is_some_and(|k| *k != s.key) {
                 continue;
             }
@@ -524,11 +786,14 @@ impl Pipeline {
 impl Pipeline {
     /// Address and port of a backend (live or removed) by id.
     pub fn backend_endpoint(&self, id: BackendId) -> Option<(IpAddr, u16)> {
-        self.backends.get(id.0 as usize).map(|b| (b.addr, b.port))
+        self.snap
+            .backends
+            .get(id.0 as usize)
+            .map(|b| (b.addr, b.port))
     }
 
     /// The key of a service (live or removed) by id.
     pub fn service_key(&self, id: ServiceId) -> Option<ServiceKey> {
-        self.svcs.get(id.0 as usize).map(|s| s.key)
+        self.snap.svcs.get(id.0 as usize).map(|s| s.key)
     }
 }

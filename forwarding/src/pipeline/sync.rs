@@ -229,7 +229,7 @@ impl Pipeline {
         if c.is_template() {
             f |= flags::TEMPLATE;
         }
-        let fwmark = match self.svcs.get(c.service as usize).map(|s| s.key) {
+        let fwmark = match self.snap.svcs.get(c.service as usize).map(|s| s.key) {
             Some(ServiceKey::Fwmark { mark, .. }) => mark,
             _ => 0,
         };
@@ -272,6 +272,24 @@ impl Pipeline {
         (end < cap).then_some(end)
     }
 
+    /// The whole table for a successor process (`xvs run --takeover`): every live entry as
+    /// a sync entry, with its FullNAT local address and port where it has one (which the sync
+    /// protocol cannot carry).
+    pub fn takeover_table(&self) -> Vec<(SyncConn, Option<SocketAddr>)> {
+        let mut out = Vec::new();
+        for i in 0..self.conns.capacity() {
+            let id = ConnId(i);
+            // The cheap liveness test first: most slots of a large table are free.
+            if self.conns.method(id).is_none() {
+                continue;
+            }
+            if let (Some(c), Some(s)) = (self.conns.get(id), self.sync_entry(id)) {
+                out.push((s, c.local.map(|(a, p)| SocketAddr::new(a, p))));
+            }
+        }
+        out
+    }
+
     /// Install an entry received from a sync master (`ip_vs_proc_conn`, see
     /// [`crate::conn::ConnTable::install`]). `threshold`: this director's `sync_threshold`,
     /// which becomes the entry's `in_pkts` as on a kernel backup. Counted in
@@ -282,8 +300,21 @@ impl Pipeline {
         threshold: u32,
         now: Time,
     ) -> Result<Installed, Refused> {
+        self.install_taken(s, None, threshold, now)
+    }
+
+    /// [`Self::install_synced`] for an entry of [`Self::takeover_table`]: a FullNAT connection
+    /// is installed with its `local` address and port (bound to a local FullNAT backend); without
+    /// one it is refused as from a sync master.
+    pub fn install_taken(
+        &mut self,
+        s: &SyncConn,
+        local: Option<SocketAddr>,
+        threshold: u32,
+        now: Time,
+    ) -> Result<Installed, Refused> {
         let r = self
-            .resolve(s, threshold)
+            .resolve(s, threshold, local)
             .map(|i| self.conns.install(&i, now));
         let c = &mut self.sync_counters;
         match r {
@@ -300,7 +331,12 @@ impl Pipeline {
         r
     }
 
-    fn resolve(&self, s: &SyncConn, threshold: u32) -> Result<Install, Refused> {
+    fn resolve(
+        &self,
+        s: &SyncConn,
+        threshold: u32,
+        local: Option<SocketAddr>,
+    ) -> Result<Install, Refused> {
         let v6 = s.client.is_ipv6();
         if s.virt.is_ipv6() != v6 || s.dest.is_ipv6() != v6 {
             return Err(Refused::Family);
@@ -325,10 +361,15 @@ impl Pipeline {
         }
         let vaddr = s.virt.ip();
         let sid = self
+            .snap
             .services
             .find(s.fwmark, s.protocol, vaddr, s.virt.port())
             .ok_or(Refused::NoService)?;
-        let svc = self.svcs.get(sid.0 as usize).ok_or(Refused::NoService)?;
+        let svc = self
+            .snap
+            .svcs
+            .get(sid.0 as usize)
+            .ok_or(Refused::NoService)?;
         if svc.removed {
             return Err(Refused::NoService);
         }
@@ -337,7 +378,7 @@ impl Pipeline {
         // `ip_vs_find_dest`: the backend at (daddr, dport), else one with port 0 / the other.
         let found = |exact: bool| {
             svc.views.iter().map(|v| v.id).find(|&b| {
-                self.backends.get(b.0 as usize).is_some_and(|rt| {
+                self.snap.backends.get(b.0 as usize).is_some_and(|rt| {
                     !rt.removed
                         && rt.addr == daddr
                         && if exact {
@@ -351,10 +392,14 @@ impl Pipeline {
         let backend = found(true)
             .or_else(|| found(false))
             .ok_or(Refused::NoBackend)?;
-        let method = self.backends[backend.0 as usize].method;
-        if method == Method::FullNat && !template {
-            return Err(Refused::FullNat);
-        }
+        let method = self.snap.backends[backend.0 as usize].method;
+        let local = match local {
+            Some(l) if method == Method::FullNat && !template && l.is_ipv6() == v6 => {
+                Some((l.ip(), l.port()))
+            }
+            _ if method == Method::FullNat && !template => return Err(Refused::FullNat),
+            _ => None,
+        };
         let timeout_ms = match s.timeout {
             Some(secs) => secs.saturating_mul(1000),
             None if template => V0_TEMPLATE_TIMEOUT_MS,
@@ -376,6 +421,7 @@ impl Pipeline {
             inactive: s.flags & flags::INACTIVE != 0,
             timeout_ms,
             in_pkts: threshold,
+            local,
         })
     }
 }

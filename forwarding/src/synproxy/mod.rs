@@ -295,7 +295,7 @@ mod tests {
             let n = write_syn_options(&mut out, 1460, sack, ts, ws);
             assert_eq!(n % 4, 0);
             let mut tcp = vec![0u8; 20];
-            tcp[12] = ((20 + n) / 4 << 4) as u8;
+            tcp[12] = (((20 + n) / 4) << 4) as u8;
             tcp.extend_from_slice(&out[..n]);
             let o = parse_options(&tcp);
             assert_eq!(o.mss, Some(1460));
