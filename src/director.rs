@@ -838,6 +838,19 @@ impl Director {
                 icmp_answers: r.counters.icmp_answers,
                 busy_ratio: stats.get(i).map_or(0.0, |s| s.busy_ratio()),
                 connections: u64::from(r.connections),
+                embryonic: u64::from(r.embryonic),
+                syn_defense: [
+                    ("embryonic_evicted", r.counters.embryonic_evicted),
+                    ("drop_entry_deleted", r.counters.defense_dropped),
+                    ("synproxy_syn_acks", r.counters.synproxy_syn_acks),
+                    ("synproxy_opened", r.counters.synproxy_opened),
+                    ("synproxy_established", r.counters.synproxy_established),
+                    ("synproxy_released", r.counters.synproxy_released),
+                    ("synproxy_syn_resent", r.counters.synproxy_syn_resent),
+                ]
+                .iter()
+                .map(|(k, n)| (k.to_string(), *n))
+                .collect(),
             })
             .collect();
         Metrics { services, workers }

@@ -356,13 +356,15 @@ fn service_backend_and_source_rate_limits_drop_and_count() {
     // fresh bucket.
     let mut unlimited = service(Method::Nat);
     unlimited.conn_rate = 0;
-    pipe.apply(std::slice::from_ref(&unlimited), vec![]).unwrap();
+    pipe.apply(std::slice::from_ref(&unlimited), vec![])
+        .unwrap();
     let vs: Vec<_> = (40..60)
         .map(|i| process(&mut pipe, ms(1500), FRONT, &syn_from(src(i), 5000)).0)
         .collect();
     assert_eq!(count(&vs, Verdict::Drop(DropReason::ServiceRateLimit)), 0);
     unlimited.conn_rate = 3;
-    pipe.apply(std::slice::from_ref(&unlimited), vec![]).unwrap();
+    pipe.apply(std::slice::from_ref(&unlimited), vec![])
+        .unwrap();
     let vs: Vec<_> = (60..70)
         .map(|i| process(&mut pipe, ms(1500), FRONT, &syn_from(src(i), 5000)).0)
         .collect();
