@@ -198,9 +198,6 @@ fn default_am_droprate() -> u32 {
 fn default_embryonic_share() -> u8 {
     DefenseConfig::default().embryonic_share
 }
-fn default_true() -> bool {
-    true
-}
 
 impl From<DefenseSection> for DefenseConfig {
     fn from(d: DefenseSection) -> Self {
@@ -271,11 +268,27 @@ pub struct DaemonSection {
 }
 
 /// `[metrics]`: where the Prometheus exposition is served.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsSection {
     /// e.g. `"127.0.0.1:9100"`; omit for no metrics endpoint.
     pub address: Option<std::net::SocketAddr>,
+    /// Also export node_exporter's IPVS series (`node_ipvs_*`); default true.
+    #[serde(default = "default_true")]
+    pub node_exporter_compat: bool,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection {
+            address: None,
+            node_exporter_compat: true,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -522,6 +535,8 @@ pub struct Config {
     pub checks: Vec<(usize, IpAddr, u16, CheckSpec)>,
     /// Prometheus endpoint.
     pub metrics: Option<std::net::SocketAddr>,
+    /// `[metrics] node_exporter_compat`: node_exporter's IPVS series beside xvs's own.
+    pub metrics_node_exporter: bool,
     /// Connection sync.
     pub sync: SyncConfig,
     /// SYN-flood defences.
@@ -1157,6 +1172,7 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         checks,
         sync,
         metrics: raw.metrics.address,
+        metrics_node_exporter: raw.metrics.node_exporter_compat,
         file: file.to_owned(),
         connections: raw.director.connections,
         removed_backends: raw.director.removed_backends.into(),
@@ -1230,6 +1246,18 @@ method = "dr"
         assert_eq!(s.backends[1].port, 80, "DR takes the service port");
         assert_eq!(s.backends[1].weight, 1);
         assert_eq!(c.timeouts.tcp, 900);
+    }
+
+    #[test]
+    fn node_exporter_series_default_on_and_can_be_turned_off() {
+        let c = Config::parse(Path::new("x.toml"), GOOD).unwrap();
+        assert!(c.metrics_node_exporter, "no [metrics] section");
+        let on = format!("{GOOD}\n[metrics]\naddress = \"127.0.0.1:9100\"\n");
+        let c = Config::parse(Path::new("x.toml"), &on).unwrap();
+        assert!(c.metrics_node_exporter);
+        let off = format!("{on}node_exporter_compat = false\n");
+        let c = Config::parse(Path::new("x.toml"), &off).unwrap();
+        assert!(!c.metrics_node_exporter);
     }
 
     fn err(text: &str) -> String {

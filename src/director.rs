@@ -35,8 +35,8 @@ use crate::config::Config;
 use crate::control::format::daemon_rule;
 use crate::control::health::{CheckTarget, HealthChecker, HealthEvent};
 use crate::control::metrics::{
-    BackendMetrics, HealthMetrics, Metrics, MetricsServer, ServiceLabels, ServiceMetrics,
-    Traffic as MetricTraffic, WorkerMetrics,
+    BackendMetrics, Exposition, HealthMetrics, History, Metrics, MetricsServer, ServiceLabels,
+    ServiceMetrics, Traffic as MetricTraffic, WorkerMetrics,
 };
 use crate::control::model::{Listing, RateEstimator, Stats};
 use crate::control::server::{Director as ControlDirector, Server};
@@ -45,6 +45,7 @@ use crate::dataplane_config::{IoKind, SteeringConfig, SteeringMode};
 use crate::runtime::{attach, Command, Published, Workers};
 use crate::sync::daemon::{Daemon, Deliver, SyncOutbox, Table};
 use crate::sync::Role;
+use crate::systemd::Notifier;
 use crate::worker::{steer, ClientSteering, Dataplane, DirectorTargets};
 use xvs_forwarding::pipeline::{SyncCounters, SyncRefused};
 use xvs_forwarding::sync::SyncConn;
@@ -238,6 +239,8 @@ pub struct Director {
     /// would move established connections to workers that do not hold them (the sync backup
     /// installs each received connection where this puts it).
     steering: ClientSteering,
+    /// Totals of the last minutes for the status page.
+    history: Mutex<History>,
     /// The announce device (`[announce]`), updated by the main loop, handed over with the
     /// data plane.
     announcer: Mutex<Option<crate::announce::Announcer>>,
@@ -416,7 +419,10 @@ impl Director {
                 .workers
                 .broadcast(|| Command::SyncMaster(Some((settings.policy, outbox.clone()))));
             if let Err(e) = r {
-                eprintln!("xvs: sync master: {e}");
+                eprintln!(
+                    "{}xvs: sync master: {e}",
+                    crate::systemd::prefix(tracing::Level::WARN)
+                );
             }
             if let Some(old) = inner.master.replace(daemon) {
                 old.stop();
@@ -428,7 +434,10 @@ impl Director {
         } else if new.daemon(Role::Master).is_none() {
             if let Some(old) = inner.master.take() {
                 if let Err(e) = self.workers.broadcast(|| Command::SyncMaster(None)) {
-                    eprintln!("xvs: sync master: {e}");
+                    eprintln!(
+                        "{}xvs: sync master: {e}",
+                        crate::systemd::prefix(tracing::Level::WARN)
+                    );
                 }
                 old.stop();
                 eprintln!("xvs: sync master daemon stopped");
@@ -752,6 +761,7 @@ impl Director {
     /// What a Prometheus scrape shows.
     fn metrics(&self) -> Metrics {
         let listing = self.sum_listing();
+        let desired = self.lock().desired.clone();
         let health: HashMap<(String, SocketAddr), HealthMetrics> = {
             let inner = self.lock();
             inner
@@ -792,23 +802,52 @@ impl Director {
                         ServiceKey::Fwmark { mark, ipv6 } => ServiceLabels::Fwmark { mark, ipv6 },
                     },
                     traffic: traffic(&s.stats, &s.rates),
-                    backends: s
-                        .backends
-                        .iter()
-                        .map(|b| BackendMetrics {
-                            address: b.addr,
-                            port: b.port,
-                            method: crate::replay::method_name(b.method).to_string(),
-                            weight: b.weight,
-                            active: u64::from(b.active),
-                            inactive: u64::from(b.inactive),
-                            persistent: u64::from(b.persist),
-                            traffic: traffic(&b.stats, &b.rates),
-                            health: health
-                                .get(&(name.clone(), SocketAddr::new(b.addr, b.port)))
-                                .copied(),
-                        })
-                        .collect(),
+                    backends: {
+                        let mut backends: Vec<BackendMetrics> = s
+                            .backends
+                            .iter()
+                            .map(|b| BackendMetrics {
+                                removed: false,
+                                address: b.addr,
+                                port: b.port,
+                                method: crate::replay::method_name(b.method).to_string(),
+                                weight: b.weight,
+                                active: u64::from(b.active),
+                                inactive: u64::from(b.inactive),
+                                persistent: u64::from(b.persist),
+                                traffic: traffic(&b.stats, &b.rates),
+                                health: health
+                                    .get(&(name.clone(), SocketAddr::new(b.addr, b.port)))
+                                    .copied(),
+                            })
+                            .collect();
+                        // Checked backends that are down and out of the running service.
+                        let running = |a: IpAddr, p: u16| {
+                            s.backends.iter().any(|b| b.addr == a && b.port == p)
+                        };
+                        for b in desired
+                            .service(&s.key)
+                            .map(|d| d.backends.as_slice())
+                            .unwrap_or_default()
+                        {
+                            let h = health.get(&(name.clone(), SocketAddr::new(b.addr, b.port)));
+                            if let Some(h) = h.filter(|h| !h.up && !running(b.addr, b.port)) {
+                                backends.push(BackendMetrics {
+                                    address: b.addr,
+                                    port: b.port,
+                                    method: crate::replay::method_name(b.method).to_string(),
+                                    weight: b.weight,
+                                    active: 0,
+                                    inactive: 0,
+                                    persistent: 0,
+                                    traffic: MetricTraffic::default(),
+                                    health: Some(*h),
+                                    removed: true,
+                                });
+                            }
+                        }
+                        backends
+                    },
                 }
             })
             .collect();
@@ -853,7 +892,11 @@ impl Director {
                 .collect(),
             })
             .collect();
-        Metrics { services, workers }
+        Metrics {
+            services,
+            workers,
+            history: Vec::new(),
+        }
     }
 }
 
@@ -884,14 +927,20 @@ impl ControlDirector for Director {
 
     fn connections(&self) -> Vec<ConnListing> {
         self.workers.connections().unwrap_or_else(|e| {
-            eprintln!("xvs: connection list incomplete: {e}");
+            eprintln!(
+                "{}xvs: connection list incomplete: {e}",
+                crate::systemd::prefix(tracing::Level::WARN)
+            );
             Vec::new()
         })
     }
 
     fn zero(&self, service: Option<ServiceKey>) {
         if let Err(e) = self.workers.broadcast(|| Command::Zero(service)) {
-            eprintln!("xvs: zeroing counters: {e}");
+            eprintln!(
+                "{}xvs: zeroing counters: {e}",
+                crate::systemd::prefix(tracing::Level::WARN)
+            );
         }
         let mut inner = self.lock();
         match service {
@@ -1197,6 +1246,7 @@ pub fn run(
         workers: Workers::new(handles, shared),
         dataplane: Mutex::new(dp),
         steering: t.client_steering,
+        history: Mutex::new(History::default()),
         announcer: Mutex::new(None),
         handed_over: AtomicBool::new(false),
         successor: Mutex::new(None),
@@ -1239,8 +1289,15 @@ pub fn run(
     let metrics = match cfg.metrics {
         Some(addr) => {
             let d = director.clone();
-            let m = MetricsServer::start(addr, move || d.metrics())
-                .with_context(|| format!("metrics endpoint {addr}"))?;
+            let exposition = Exposition {
+                node_exporter: cfg.metrics_node_exporter,
+            };
+            let m = MetricsServer::start_with(addr, exposition, move || {
+                let mut m = d.metrics();
+                m.history = d.history.lock().map(|h| h.samples()).unwrap_or_default();
+                m
+            })
+            .with_context(|| format!("metrics endpoint {addr}"))?;
             eprintln!("xvs: metrics on http://{}/metrics", m.local_addr());
             Some(m)
         }
@@ -1262,7 +1319,20 @@ pub fn run(
         (None, _) => None,
     };
     *director.announcer.lock().unwrap_or_else(|p| p.into_inner()) = announcer;
+    // The data plane forwards (workers run the published state) and the control socket answers.
+    let mut notifier = Notifier::from_env();
+    notifier.ready(&format!(
+        "forwarding: {} service(s), {} worker(s)",
+        cfg.services.len(),
+        nworkers
+    ));
+    let tick = notifier
+        .watchdog_every()
+        .map_or(crate::announce::PERIOD, |w| {
+            w.clamp(Duration::from_millis(1), crate::announce::PERIOD)
+        });
     let mut last_rates = Instant::now();
+    let mut last_sample = Instant::now();
     while !stop.load(Ordering::Relaxed) && !director.handed_over.load(Ordering::Acquire) {
         let mut slot = director.announcer.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(a) = slot.as_mut() {
@@ -1286,21 +1356,41 @@ pub fn run(
             director.lock().announce = Some(a.describe());
         }
         drop(slot);
-        std::thread::sleep(crate::announce::PERIOD);
+        std::thread::sleep(tick);
+        notifier.tick();
         if hup.swap(false, Ordering::Relaxed) {
+            notifier.reloading();
             match director.reload_file() {
                 Ok(msg) => eprintln!("xvs: {msg}"),
-                Err(e) => eprintln!("xvs: reload refused, running state kept: {e}"),
+                Err(e) => eprintln!(
+                    "{}",
+                    crate::systemd::line(
+                        tracing::Level::WARN,
+                        &format!("xvs: reload refused, running state kept: {e}")
+                    )
+                ),
             }
+            notifier.ready("reloaded");
         }
         if last_rates.elapsed() >= Duration::from_secs(2) {
             last_rates = Instant::now();
             director.estimate_rates();
         }
+        if cfg.metrics.is_some() && last_sample.elapsed() >= Duration::from_secs(1) {
+            last_sample = Instant::now();
+            let m = director.metrics();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            if let Ok(mut h) = director.history.lock() {
+                h.record(&m, now);
+            }
+        }
         if let Some(w) = director.dataplane.lock().ok().and_then(|d| d.dead_worker()) {
             anyhow::bail!("worker {w} died; stopping");
         }
     }
+    notifier.stopping();
     eprintln!("xvs: stopping");
     // Withdraw first: the device goes with its addresses (after a takeover it stays: the
     // successor holds it open).

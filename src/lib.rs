@@ -18,5 +18,6 @@ pub mod replay;
 pub mod runtime;
 pub mod simulate;
 pub mod sync;
+pub mod systemd;
 pub mod takeover;
 pub mod worker;

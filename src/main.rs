@@ -102,19 +102,27 @@ enum Command {
 
 fn main() {
     if let Err(e) = real_main() {
-        eprintln!("xvs: {e:#}");
+        eprintln!("{}xvs: {e:#}", xvs::systemd::prefix(tracing::Level::ERROR));
         std::process::exit(1);
     }
 }
 
 fn real_main() -> Result<()> {
     let cli = Cli::parse();
-    // Structured log lines (health transitions, metrics, control) on stderr.
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_target(false)
-        .init();
+    // Structured log lines (health transitions, metrics, control) on stderr; in the journal's
+    // conventions (`<N>` priority, no timestamp) when stderr is the journal.
+    if xvs::systemd::journal_stderr() {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .event_format(xvs::systemd::JournalFormat::default())
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .with_target(false)
+            .init();
+    }
     match cli.command {
         Command::Ctl { socket, args } => {
             std::process::exit(xvs::control::server::client(&socket, &args))

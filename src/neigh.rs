@@ -115,7 +115,10 @@ impl NeighbourRefresher {
             }
             Err(e) => {
                 if !self.failing {
-                    eprintln!("xvs: neighbour dump failed (keeping the last table): {e}");
+                    eprintln!(
+                        "{}xvs: neighbour dump failed (keeping the last table): {e}",
+                        crate::systemd::prefix(tracing::Level::WARN)
+                    );
                 }
                 self.failing = true;
                 Vec::new()

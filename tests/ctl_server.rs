@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
-use xvs::control::{DesiredState, Director, Listing, Server};
+use xvs::control::{DesiredState, Director, Limits, Listing, Server};
 use xvs_forwarding::conn::{ConnId, ConnListing};
 use xvs_forwarding::service::ServiceKey;
 
@@ -501,4 +501,75 @@ fn sync_daemons_start_list_save_and_stop_as_ipvsadm() {
     assert_eq!(o.status, 0, "{}", o.stderr);
     assert_eq!(fake.desired().daemons.len(), 2);
     server.stop();
+}
+
+/// A client that sends nothing and one that sends half a request hold their own threads only:
+/// `xvs ctl status` from a third answers at once; clients beyond the limit are told "busy";
+/// silent clients are answered and closed after the request timeout; stopping the server does
+/// not wait for them.
+#[test]
+fn slow_clients_do_not_block_others() {
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+    use std::time::{Duration, Instant};
+    let dir = TempDir::new("slow");
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let sock = dir.0.join("xvs.sock");
+    let limits = Limits {
+        max_clients: 3,
+        request_timeout: Duration::from_millis(1500),
+    };
+    let server = Server::start_with(&sock, Fake::new(DesiredState::default()), limits).unwrap();
+    let opened = Instant::now();
+    let silent = UnixStream::connect(&sock).unwrap();
+    let mut half = UnixStream::connect(&sock).unwrap();
+    half.write_all(br#"{"args": ["-L"#).unwrap();
+    // Let the server take both before the next client.
+    std::thread::sleep(Duration::from_millis(100));
+    let t = Instant::now();
+    let o = ctl(&sock, "status", "");
+    let took = t.elapsed();
+    assert_eq!(o.status, 0, "{}", o.stderr);
+    assert_eq!(o.stdout, "fake director: 0 workers\n");
+    // The binary's own start-up is most of this; one request at a time would wait 1.5 s.
+    assert!(took < Duration::from_millis(1000), "status took {took:?}");
+    eprintln!("xvs ctl status beside two stalled clients: {took:?}");
+
+    // Limit: two stalled + one more stalled = 3; the fourth is refused with a clear message.
+    let third = UnixStream::connect(&sock).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let o = ctl(&sock, "status", "");
+    assert_eq!(o.status, 1);
+    assert!(
+        o.stderr.contains("busy (3 clients being served)"),
+        "{}",
+        o.stderr
+    );
+
+    // Timeout: each stalled client gets a "not complete" answer and EOF, then status works.
+    for mut c in [silent, half, third] {
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).unwrap();
+        assert!(answer.contains("not complete within 1500 ms"), "{answer}");
+    }
+    let waited = opened.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1400) && waited < Duration::from_millis(4000),
+        "{waited:?}"
+    );
+    // The answer is sent just before the thread ends; let the server see it finished.
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(ok(&sock, "status"), "fake director: 0 workers\n");
+
+    // Stopping with a silent client connected takes about one poll period, not the timeout.
+    let _idle = UnixStream::connect(&sock).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let t = Instant::now();
+    server.stop();
+    assert!(
+        t.elapsed() < Duration::from_millis(1000),
+        "stop took {:?}",
+        t.elapsed()
+    );
 }

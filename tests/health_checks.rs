@@ -300,7 +300,9 @@ fn http_status_changes_flip_the_backend() {
     );
     let head = server.last_request.lock().unwrap().clone();
     assert!(head.starts_with("GET /healthz HTTP/1.0\r\n"), "{head}");
-    assert!(head.contains("\r\nHost: www.example.com\r\n"), "{head}");
+    // Header names are case-insensitive (RFC 9110); ureq sends them in lower case.
+    let lower = head.to_ascii_lowercase();
+    assert!(lower.contains("\r\nhost: www.example.com\r\n"), "{head}");
 }
 
 #[test]
@@ -320,7 +322,8 @@ fn http_default_host_is_the_probed_address_and_status_list_is_honoured() {
     let head = server.last_request.lock().unwrap().clone();
     assert!(head.starts_with("GET / HTTP/1.0\r\n"), "{head}");
     assert!(
-        head.contains(&format!("\r\nHost: {}\r\n", server.addr)),
+        head.to_ascii_lowercase()
+            .contains(&format!("\r\nhost: {}\r\n", server.addr)),
         "{head}"
     );
 }
@@ -411,7 +414,10 @@ fn http_sloppy_and_broken_responses() {
     let plain = spec("type = \"http\"\ntimeout_ms = 2000\n");
     let addr = answer_once(b"SSH-2.0-OpenSSH_9.6\r\n\r\n");
     let reason = probe_once(&plain, "svc", addr).unwrap_err();
-    assert!(reason.starts_with("malformed status line"), "{reason}");
+    assert!(
+        reason.starts_with("malformed response: ") && reason.contains("HTTP version"),
+        "{reason}"
+    );
     let addr = answer_once(b"");
     assert_eq!(
         probe_once(&plain, "svc", addr),
@@ -1026,5 +1032,84 @@ fn udp_without_require_reply_takes_silence_as_success() {
     assert_eq!(
         probe_once(&strict, "svc", silent.local_addr().unwrap()),
         Err("no reply (timeout after 200ms)".into())
+    );
+}
+
+/// A server that answers `response` and then keeps the connection open (until `hold` ends).
+fn answer_and_hold(response: &'static [u8], hold: Duration) -> SocketAddr {
+    let listener = TcpListener::bind((LOCAL, 0)).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(response);
+            std::thread::sleep(hold);
+        }
+    });
+    addr
+}
+
+#[test]
+fn http_chunked_body_ends_at_its_last_chunk_not_at_the_close() {
+    let digest = format!(
+        "type = \"http\"\ntimeout_ms = 2000\ndigest = \"{}\"\n",
+        md5_hex(b"hello world")
+    );
+    // The server keeps the connection open after the terminating chunk: the body is complete
+    // there, the probe must not wait for the close (or the timeout).
+    let addr = answer_and_hold(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n",
+        Duration::from_secs(4),
+    );
+    let t = Instant::now();
+    assert_eq!(
+        probe_once(&spec(&digest), "svc", addr),
+        Ok("status 200, digest ok".into())
+    );
+    assert!(
+        t.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        t.elapsed()
+    );
+    // Trailers after the last chunk are read and ignored.
+    let addr = answer_and_hold(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nb\r\nhello world\r\n0\r\nX-Trailer: 1\r\n\r\n",
+        Duration::from_secs(4),
+    );
+    let t = Instant::now();
+    assert_eq!(
+        probe_once(&spec(&digest), "svc", addr),
+        Ok("status 200, digest ok".into())
+    );
+    assert!(
+        t.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        t.elapsed()
+    );
+    // A Content-Length body likewise ends at its length.
+    let addr = answer_and_hold(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nhello world",
+        Duration::from_secs(4),
+    );
+    let t = Instant::now();
+    assert_eq!(
+        probe_once(&spec(&digest), "svc", addr),
+        Ok("status 200, digest ok".into())
+    );
+    assert!(
+        t.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        t.elapsed()
+    );
+    // A chunked body cut short by a silent server times out instead of passing.
+    let addr = answer_and_hold(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+        Duration::from_secs(4),
+    );
+    let short = spec(&digest.replace("2000", "300"));
+    assert_eq!(
+        probe_once(&short, "svc", addr),
+        Err("timeout after 300ms".into())
     );
 }

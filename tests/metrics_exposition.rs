@@ -1,5 +1,6 @@
 //! Metrics: golden exposition text for a small model, the exposition format's validity rules
-//! (checked by a small parser here) on a larger model, and the /metrics server over loopback.
+//! (checked by a small parser here and by Prometheus's own parser, `promtool check metrics`) on a
+//! larger model, node_exporter's IPVS series, and the /metrics server over loopback.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
@@ -9,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use xvs::control::metrics::{
-    escape_label, render, BackendMetrics, HealthMetrics, Metrics, MetricsServer, ServiceLabels,
-    ServiceMetrics, Traffic, WorkerMetrics, CONTENT_TYPE,
+    escape_label, render, render_with, BackendMetrics, Exposition, HealthMetrics, Metrics,
+    MetricsServer, ServiceLabels, ServiceMetrics, Traffic, WorkerMetrics, CONTENT_TYPE,
 };
 
 fn traffic(base: u64) -> Traffic {
@@ -51,7 +52,9 @@ fn small() -> Metrics {
                     transitions: 3,
                     checks_ok: 40,
                     checks_failed: 6,
+                    since_unix: 0,
                 }),
+                removed: false,
             }],
         }],
         workers: vec![WorkerMetrics {
@@ -69,6 +72,7 @@ fn small() -> Metrics {
             embryonic: 0,
             syn_defense: vec![],
         }],
+        history: Vec::new(),
     }
 }
 
@@ -194,6 +198,7 @@ fn large() -> Metrics {
         persistent: 1,
         traffic: Traffic::default(),
         health: None,
+        removed: false,
     });
     m.services.push(ServiceMetrics {
         labels: ServiceLabels::Fwmark {
@@ -214,6 +219,7 @@ fn large() -> Metrics {
                 up: true,
                 ..Default::default()
             }),
+            removed: false,
         }],
     });
     m.workers.push(WorkerMetrics {
@@ -355,7 +361,9 @@ fn check_exposition(text: &str) -> Result<Vec<Sample>, String> {
             if types.insert(name.to_string(), kind.to_string()).is_some() {
                 return Err(format!("second TYPE for {name}"));
             }
-            if !valid_metric_name(name) || !name.starts_with("xvs_") {
+            if !valid_metric_name(name)
+                || !(name.starts_with("xvs_") || name.starts_with("node_ipvs_"))
+            {
                 return Err(format!("bad family name {name}"));
             }
             if (kind == "counter") != name.ends_with("_total") {
@@ -520,7 +528,7 @@ fn server_answers_scrapes_with_fresh_data() {
     assert_eq!(status, "HTTP/1.1 200 OK");
     assert!(headers.contains("Content-Length: "));
     assert!(body.is_empty());
-    let (status, _, _) = get(addr, "GET / HTTP/1.0\r\n\r\n");
+    let (status, _, _) = get(addr, "GET /other HTTP/1.0\r\n\r\n");
     assert_eq!(status, "HTTP/1.1 404 Not Found");
     let (status, _, _) = get(addr, "POST /metrics HTTP/1.0\r\n\r\n");
     assert_eq!(status, "HTTP/1.1 404 Not Found");
@@ -576,6 +584,566 @@ fn binding_a_busy_address_fails_cleanly() {
         .err()
         .expect("in use");
     assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+}
+
+const NODE: Exposition = Exposition {
+    node_exporter: true,
+};
+
+/// Run `promtool check metrics` (Prometheus's text-format parser and linter) on `text`.
+fn promtool(text: &str) -> Result<(), String> {
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus, scripts/install-deps.sh)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+#[test]
+fn promtool_accepts_every_rendering() {
+    for (what, text) in [
+        ("golden", GOLDEN.to_string()),
+        ("large", render(&large())),
+        ("large with node_exporter", render_with(&large(), NODE)),
+        (
+            "empty with node_exporter",
+            render_with(&Metrics::default(), NODE),
+        ),
+    ] {
+        promtool(&text).unwrap_or_else(|e| panic!("{what}: {e}\n{text}"));
+    }
+    // promtool does fail: a value that is no float, a counter without _total, a split family.
+    for bad in [
+        "# HELP xvs_a a\n# TYPE xvs_a gauge\nxvs_a one\n",
+        "# HELP xvs_a a\n# TYPE xvs_a counter\nxvs_a 1\n",
+        "# HELP xvs_a a\n# TYPE xvs_a gauge\nxvs_a 1\n# HELP xvs_b b\n# TYPE xvs_b gauge\nxvs_b 1\nxvs_a 2\n",
+    ] {
+        assert!(promtool(bad).is_err(), "promtool accepted {bad:?}");
+    }
+}
+
+/// node_exporter's ipvs collector (collector/ipvs_linux.go): name → (type, help).
+const NODE_FAMILIES: [(&str, &str, &str); 8] = [
+    (
+        "node_ipvs_connections_total",
+        "counter",
+        "The total number of connections made.",
+    ),
+    (
+        "node_ipvs_incoming_packets_total",
+        "counter",
+        "The total number of incoming packets.",
+    ),
+    (
+        "node_ipvs_outgoing_packets_total",
+        "counter",
+        "The total number of outgoing packets.",
+    ),
+    (
+        "node_ipvs_incoming_bytes_total",
+        "counter",
+        "The total amount of incoming data.",
+    ),
+    (
+        "node_ipvs_outgoing_bytes_total",
+        "counter",
+        "The total amount of outgoing data.",
+    ),
+    (
+        "node_ipvs_backend_connections_active",
+        "gauge",
+        "The current active connections by local and remote address.",
+    ),
+    (
+        "node_ipvs_backend_connections_inactive",
+        "gauge",
+        "The current inactive connections by local and remote address.",
+    ),
+    (
+        "node_ipvs_backend_weight",
+        "gauge",
+        "The current backend weight by local and remote address.",
+    ),
+];
+
+#[test]
+fn node_exporter_series_have_the_collectors_names_types_help_and_labels() {
+    let m = large();
+    let text = render_with(&m, NODE);
+    let samples = check_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    // xvs's own families are all still there, first.
+    let own = render(&m);
+    assert!(text.starts_with(&own));
+    let node = &text[own.len()..];
+    for (name, kind, help) in NODE_FAMILIES {
+        assert!(
+            node.contains(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n")),
+            "{name}"
+        );
+    }
+    let families: HashSet<&str> = samples
+        .iter()
+        .filter(|s| s.name.starts_with("node_"))
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(families, NODE_FAMILIES.iter().map(|f| f.0).collect());
+    // Totals: no labels, summed over the services (traffic(7) + traffic(1)).
+    let value = |name: &str| {
+        let s: Vec<_> = samples.iter().filter(|s| s.name == name).collect();
+        assert_eq!(s.len(), 1, "{name}");
+        assert!(s[0].labels.is_empty(), "{name}");
+        s[0].value.clone()
+    };
+    assert_eq!(value("node_ipvs_connections_total"), "8");
+    assert_eq!(value("node_ipvs_incoming_packets_total"), "80");
+    assert_eq!(value("node_ipvs_outgoing_packets_total"), "72");
+    assert_eq!(value("node_ipvs_incoming_bytes_total"), "8000");
+    assert_eq!(value("node_ipvs_outgoing_bytes_total"), "72000");
+    // Per backend: exactly the collector's six labels in its order, valued as procfs parses
+    // /proc/net/ip_vs.
+    let per_backend = |name: &str| -> Vec<Vec<(String, String)>> {
+        samples
+            .iter()
+            .filter(|s| s.name == name)
+            .map(|s| s.labels.clone())
+            .collect()
+    };
+    let l = |v: [&str; 6]| -> Vec<(String, String)> {
+        [
+            "local_address",
+            "local_port",
+            "remote_address",
+            "remote_port",
+            "proto",
+            "local_mark",
+        ]
+        .iter()
+        .zip(v)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    };
+    let expected = vec![
+        l(["198.18.0.1", "80", "198.19.0.11", "8080", "TCP", ""]),
+        l(["198.18.0.1", "80", "198.19.0.12", "8080", "TCP", ""]),
+        l(["", "0", "2001:db8::11", "0", "FWM", "00000007"]),
+    ];
+    for name in [
+        "node_ipvs_backend_connections_active",
+        "node_ipvs_backend_connections_inactive",
+        "node_ipvs_backend_weight",
+    ] {
+        assert_eq!(per_backend(name), expected, "{name}");
+    }
+    let values = |name: &str| -> Vec<String> {
+        samples
+            .iter()
+            .filter(|s| s.name == name)
+            .map(|s| s.value.clone())
+            .collect()
+    };
+    assert_eq!(
+        values("node_ipvs_backend_connections_active"),
+        ["2", "0", "1"]
+    );
+    assert_eq!(
+        values("node_ipvs_backend_connections_inactive"),
+        ["5", "0", "0"]
+    );
+    assert_eq!(values("node_ipvs_backend_weight"), ["3", "0", "1"]);
+    // Off: none of them.
+    assert!(!render(&m).contains("node_ipvs"));
+}
+
+#[test]
+fn the_server_serves_node_exporter_series_when_asked() {
+    let on = MetricsServer::start_with("127.0.0.1:0".parse().unwrap(), NODE, small).unwrap();
+    let (status, _, body) = get(on.local_addr(), "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(status.contains("200"), "{status}");
+    assert!(body.contains("node_ipvs_backend_weight{local_address=\"198.18.0.1\",local_port=\"80\",remote_address=\"198.19.0.11\",remote_port=\"8080\",proto=\"TCP\",local_mark=\"\"} 3\n"), "{body}");
+    promtool(&body).unwrap();
+    let off = MetricsServer::start("127.0.0.1:0".parse().unwrap(), small).unwrap();
+    let (_, _, body) = get(off.local_addr(), "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(body.contains("xvs_backend_weight") && !body.contains("node_ipvs"));
+}
+
+/// Metric names (`xvs_*`, `node_ipvs_*`) and label names an expression or legend refers to.
+fn promql_refs(expr: &str) -> (Vec<String>, Vec<String>) {
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    let metrics = expr
+        .split(|c: char| !word(c))
+        .filter(|t| t.starts_with("xvs_") || t.starts_with("node_ipvs_"))
+        .map(str::to_string)
+        .collect();
+    let mut labels = Vec::new();
+    // `by (a, b)` / `without (a)`.
+    for kw in ["by (", "without ("] {
+        for part in expr.split(kw).skip(1) {
+            let list = part.split(')').next().unwrap_or("");
+            labels.extend(list.split(',').map(|l| l.trim().to_string()));
+        }
+    }
+    // Matchers `{a="x", b=~"y"}` (not legend templates `{{a}}`).
+    for part in expr.split('{').skip(1) {
+        let inner = part.split('}').next().unwrap_or("");
+        for m in inner.split(',') {
+            if let Some(i) = m.find(['=', '!']) {
+                labels.push(m[..i].trim().to_string());
+            }
+        }
+    }
+    (metrics, labels)
+}
+
+#[test]
+fn grafana_dashboard_queries_series_the_exposition_emits() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/grafana/xvs.json");
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).expect("dashboard is JSON");
+    // Every family and its label names, from a rendering with every kind of series.
+    let text = render_with(&large(), NODE);
+    let mut emitted: HashMap<String, HashSet<String>> = HashMap::new();
+    for s in check_exposition(&text).unwrap() {
+        let e = emitted.entry(s.name.clone()).or_default();
+        e.extend(s.labels.iter().map(|(k, _)| k.clone()));
+    }
+    // Prometheus adds these at scrape time.
+    let target_labels = ["instance", "job"];
+    let mut exprs: Vec<(String, String)> = Vec::new();
+    let panels = dash["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 10);
+    for p in panels {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let expr = t["expr"].as_str().expect("expr").to_string();
+            let legend = t["legendFormat"].as_str().unwrap_or("").to_string();
+            exprs.push((expr, legend));
+        }
+    }
+    for v in dash["templating"]["list"].as_array().unwrap() {
+        if let Some(q) = v["definition"].as_str() {
+            exprs.push((q.to_string(), String::new()));
+        }
+    }
+    let mut used = HashSet::new();
+    for (expr, legend) in &exprs {
+        let (metrics, labels) = promql_refs(expr);
+        assert!(!metrics.is_empty(), "no xvs or node_ipvs series in {expr}");
+        let mut known: HashSet<String> = target_labels.iter().map(|s| s.to_string()).collect();
+        for m in &metrics {
+            let l = emitted
+                .get(m)
+                .unwrap_or_else(|| panic!("{m} (in {expr}) is not emitted"));
+            known.extend(l.iter().cloned());
+            used.insert(m.clone());
+        }
+        // `label_values(metric, label)` names its label after the comma.
+        let mut labels = labels;
+        if let Some(rest) = expr.strip_prefix("label_values(") {
+            labels.push(
+                rest.split(',')
+                    .nth(1)
+                    .unwrap_or("")
+                    .trim_end_matches(')')
+                    .trim()
+                    .into(),
+            );
+        }
+        let legend_labels = legend
+            .split("{{")
+            .skip(1)
+            .map(|p| p.split("}}").next().unwrap_or("").trim().to_string());
+        for l in labels.into_iter().chain(legend_labels) {
+            assert!(
+                known.contains(&l),
+                "label {l} of {expr} / {legend:?} is on none of {metrics:?}"
+            );
+        }
+    }
+    // Each query is valid PromQL (Grafana's variables given values): promtool parses it as the
+    // expression of a recording rule.
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, (expr, _)) in exprs.iter().enumerate() {
+        if expr.starts_with("label_values(") {
+            continue; // a Grafana function, not PromQL
+        }
+        let promql = expr
+            .replace("$__rate_interval", "1m")
+            .replace("$instance", ".*");
+        let quoted = serde_json::to_string(&promql).unwrap();
+        rules.push_str(&format!(
+            "      - record: dashboard:q{i}\n        expr: {quoted}\n"
+        ));
+    }
+    let file = std::env::temp_dir().join(format!("xvs-dashboard-rules-{}.yml", std::process::id()));
+    std::fs::write(&file, &rules).unwrap();
+    let out = std::process::Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .expect("promtool");
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        out.status.success(),
+        "{}{}\n{rules}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Both families are used: every node_exporter series, and xvs's own.
+    for (name, _, _) in NODE_FAMILIES {
+        assert!(used.contains(name), "dashboard does not use {name}");
+    }
+    let own = used.iter().filter(|m| m.starts_with("xvs_")).count();
+    assert!(own >= 8, "only {own} xvs series used");
+    // The check can fail: a misspelt series and an unknown label are caught.
+    let (m, _) = promql_refs("rate(xvs_service_conections_total[5m])");
+    assert!(!emitted.contains_key(&m[0]));
+    let (_, l) = promql_refs("sum by (backend) (xvs_backend_up{vip=\"x\"})");
+    assert!(!emitted["xvs_backend_up"].contains(&l[0]));
+}
+
+#[test]
+fn the_listener_serves_the_status_page_and_its_json() {
+    let server = MetricsServer::start("127.0.0.1:0".parse().unwrap(), large).unwrap();
+    for path in ["/", "/status"] {
+        let (status, headers, body) = get(
+            server.local_addr(),
+            &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"),
+        );
+        assert!(status.contains("200"), "{path}: {status}");
+        assert!(
+            headers.contains("Content-Type: text/html; charset=utf-8"),
+            "{headers}"
+        );
+        assert!(body.starts_with("<!doctype html>"), "{body}");
+        assert!(body.contains("fetch(\"status.json\""));
+        // No external assets: no URL with a scheme, no <link> or <script src>.
+        for bad in ["http://", "https://", "<link", "src="] {
+            assert!(!body.contains(bad), "{path} refers to {bad}");
+        }
+    }
+    let (status, headers, body) = get(
+        server.local_addr(),
+        "GET /status.json HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    assert!(status.contains("200"), "{status}");
+    assert!(
+        headers.contains("Content-Type: application/json"),
+        "{headers}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["services"][0]["labels"]["kind"], "address");
+    assert_eq!(v["services"][0]["labels"]["vip"], "198.18.0.1");
+    assert_eq!(v["services"][0]["backends"][0]["health"]["up"], false);
+    assert_eq!(v["services"][1]["labels"]["kind"], "fwmark");
+    assert_eq!(v["services"][1]["labels"]["mark"], 7);
+    assert_eq!(v["workers"][0]["drops"][0][0], "no_backend");
+    // NaN and infinities (busy ratios) become null, which JSON can carry.
+    assert!(v["workers"][1]["busy_ratio"].is_null());
+    let (status, _, _) = get(
+        server.local_addr(),
+        "GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    assert!(status.contains("404"), "{status}");
+}
+
+#[test]
+fn a_removed_backend_has_only_its_health_series() {
+    let mut m = small();
+    m.services[0].backends.push(BackendMetrics {
+        address: "198.19.0.13".parse().unwrap(),
+        port: 8080,
+        method: "nat".into(),
+        weight: 5,
+        active: 0,
+        inactive: 0,
+        persistent: 0,
+        traffic: Traffic::default(),
+        health: Some(HealthMetrics {
+            up: false,
+            transitions: 1,
+            checks_ok: 0,
+            checks_failed: 2,
+            since_unix: 1,
+        }),
+        removed: true,
+    });
+    let text = render_with(&m, NODE);
+    let samples = check_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let of_removed: Vec<&str> = samples
+        .iter()
+        .filter(|s| s.labels.iter().any(|(_, v)| v == "198.19.0.13"))
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(
+        of_removed,
+        [
+            "xvs_backend_up",
+            "xvs_backend_health_transitions_total",
+            "xvs_backend_health_checks_total",
+            "xvs_backend_health_checks_total"
+        ]
+    );
+    assert!(text.contains("xvs_backend_up{protocol=\"tcp\",vip=\"198.18.0.1\",vport=\"80\",address=\"198.19.0.13\",port=\"8080\",method=\"nat\"} 0\n"));
+    promtool(&text).unwrap();
+}
+
+/// Free loopback port (bound then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real Prometheus (Debian `prometheus`) scrapes the exposition every second; each query of
+/// the Grafana dashboard, with Grafana's variables given values, must return series.
+#[test]
+fn prometheus_answers_every_dashboard_query() {
+    let scrapes = Arc::new(AtomicU64::new(0));
+    let s = scrapes.clone();
+    let server = MetricsServer::start_with("127.0.0.1:0".parse().unwrap(), NODE, move || {
+        // Counters grow between scrapes, as on a director with traffic.
+        let n = s.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut m = large();
+        for svc in &mut m.services {
+            svc.traffic = traffic(7 * n);
+            for b in &mut svc.backends {
+                b.traffic = traffic(3 * n);
+            }
+        }
+        for w in &mut m.workers {
+            w.rx_packets = 100 * n;
+            w.drops = vec![("no_backend".into(), n), ("truncated".into(), 2 * n)];
+            w.io_drops = vec![("tx_ring_full".into(), n)];
+        }
+        m
+    })
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("xvs-prometheus-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: xvs\n    static_configs:\n      - targets: [\"{}\"]\n",
+            server.local_addr()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let child = std::process::Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
+        .spawn()
+        .expect("prometheus (Debian package prometheus, scripts/install-deps.sh)");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _prom = Kill(child);
+    let query = |q: &str| -> Option<serde_json::Value> {
+        let mut resp = ureq::get(&format!("http://127.0.0.1:{port}/api/v1/query"))
+            .query("query", q)
+            .call()
+            .ok()?;
+        serde_json::from_str(&resp.body_mut().read_to_string().ok()?).ok()
+    };
+    // Wait (bounded) until Prometheus has scraped at least three times.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let n = query("count_over_time(up{job=\"xvs\"}[1m])")
+            .and_then(|v| {
+                v["data"]["result"][0]["value"][1]
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .and_then(|n| n.parse::<u32>().ok())
+            .unwrap_or(0);
+        if n >= 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "prometheus did not scrape 3 times:\n{}",
+            std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/grafana/xvs.json");
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut checked = 0;
+    for p in dash["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let expr = t["expr"].as_str().unwrap();
+            let promql = expr
+                .replace("$__rate_interval", "1m")
+                .replace("$instance", ".*");
+            let v = query(&promql).unwrap_or_else(|| panic!("no answer to {promql}"));
+            assert_eq!(v["status"], "success", "{promql}: {v}");
+            let result = v["data"]["result"].as_array().expect("vector result");
+            assert!(!result.is_empty(), "no series for {promql}");
+            checked += 1;
+        }
+    }
+    // The rates Prometheus computes from the counters are not zero.
+    let v = query("sum(rate(node_ipvs_connections_total[1m]))").unwrap();
+    let rate: f64 = v["data"]["result"][0]["value"][1]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(rate > 0.0, "{v}");
+    eprintln!("{checked} dashboard queries answered by Prometheus; connection rate {rate:.2}/s");
+    drop(_prom);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_silent_client_does_not_delay_a_scrape() {
+    let server = MetricsServer::start("127.0.0.1:0".parse().unwrap(), small).unwrap();
+    let _silent = TcpStream::connect(server.local_addr()).unwrap();
+    let mut half = TcpStream::connect(server.local_addr()).unwrap();
+    half.write_all(b"GET /metr").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let t = Instant::now();
+    let (status, _, body) = get(server.local_addr(), "GET /metrics HTTP/1.0\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(body.contains("xvs_backend_weight"));
+    // One connection at a time would wait for the silent ones' 2 s timeouts.
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
 }
 
 #[test]

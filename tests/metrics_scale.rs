@@ -53,7 +53,9 @@ fn big() -> Metrics {
                             transitions: 2,
                             checks_ok: 1000,
                             checks_failed: 3,
+                            since_unix: 0,
                         }),
+                        removed: false,
                     })
                     .collect(),
             })
@@ -82,6 +84,7 @@ fn big() -> Metrics {
                 syn_defense: vec![],
             })
             .collect(),
+        history: Vec::new(),
     }
 }
 

@@ -11,7 +11,8 @@
 //! flood, and the process's CPU time per received frame (utime + stime over the run / frames;
 //! the worker busy-polls, so this includes idle polling).
 //!
-//! `xvs-bench flood [--secs S] [--connections N] [--rate PPS] [--clients K]`; needs root.
+//! `xvs-bench flood [--secs S] [--connections N] [--rate PPS] [--clients K] [--xvs PATH]`;
+//! needs root.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -283,37 +284,38 @@ fn one(
     })
 }
 
-pub fn main(args: &[String]) -> ExitCode {
+/// `xvs-bench flood`.
+#[derive(clap::Args, Debug)]
+pub struct FloodArgs {
+    /// Seconds of flood per defence setting.
+    #[arg(long, default_value_t = 10.0, value_name = "S")]
+    secs: f64,
+    /// Connection table capacity of the worker.
+    #[arg(long, default_value_t = 20_000, value_name = "N")]
+    connections: u32,
+    /// Generator SYNs per second (0: as fast as it can).
+    #[arg(long, default_value_t = 0, value_name = "PPS")]
+    rate: u64,
+    /// Legitimate client threads.
+    #[arg(long, default_value_t = 4, value_name = "K")]
+    clients: usize,
+    /// The xvs binary (default: beside xvs-bench).
+    #[arg(long, value_name = "PATH")]
+    xvs: Option<PathBuf>,
+}
+
+pub fn main(args: FloodArgs) -> ExitCode {
     let sibling = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(|d| d.join("xvs")))
         .unwrap_or_else(|| PathBuf::from("xvs"));
-    let mut o = Opts {
-        secs: 10.0,
-        connections: 20_000,
-        rate: 0,
-        clients: 4,
-        xvs: sibling,
+    let o = Opts {
+        secs: args.secs,
+        connections: args.connections,
+        rate: args.rate,
+        clients: args.clients,
+        xvs: args.xvs.unwrap_or(sibling),
     };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let v = it.next();
-        let ok = match (a.as_str(), v) {
-            ("--secs", Some(v)) => v.parse().map(|x| o.secs = x).is_ok(),
-            ("--connections", Some(v)) => v.parse().map(|x| o.connections = x).is_ok(),
-            ("--rate", Some(v)) => v.parse().map(|x| o.rate = x).is_ok(),
-            ("--clients", Some(v)) => v.parse().map(|x| o.clients = x).is_ok(),
-            ("--xvs", Some(v)) => {
-                o.xvs = PathBuf::from(v);
-                true
-            }
-            _ => false,
-        };
-        if !ok {
-            eprintln!("usage: xvs-bench flood [--secs S] [--connections N] [--rate PPS] [--clients K] [--xvs PATH]");
-            return ExitCode::from(2);
-        }
-    }
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let bed = match run::up(&repo) {
         Ok(b) => b,

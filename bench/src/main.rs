@@ -1,8 +1,12 @@
-//! `xvs-bench`: the benchmark harness of issue 6. `xvs-bench run`: see `run.rs`.
+//! `xvs-bench`: the benchmark harness of issue 6 (command line through clap, as `xvs`).
+//! `xvs-bench run`: see `run.rs`.
 //!
 //! `xvs-bench parity [--xvs PATH] [--work DIR] [--flows N] [--json FILE]`: decision parity between
 //! `xvs simulate` and kernel IPVS in a QEMU guest (see `parity.rs` and scripts/ipvs-guest/).
 //! Exits 1 when a scheduler's share of identical decisions is below 100 %.
+//!
+//! `xvs-bench flood [--secs S] [--connections N] [--rate PPS] [--clients K]`: SYN flood +
+//! legitimate clients against each SYN defence (see `flood.rs`).
 
 #![forbid(unsafe_code)]
 
@@ -18,50 +22,70 @@ mod traffic;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-fn usage() -> ExitCode {
-    eprintln!("usage: xvs-bench parity [--xvs PATH] [--work DIR] [--flows N] [--json FILE]");
-    eprintln!("       xvs-bench run [--quick] [--targets T,..] [--traffic P,..] [--out DIR] [--readme FILE] ...");
-    eprintln!("       xvs-bench flood [--secs S] [--connections N] [--rate PPS] [--clients K]");
-    ExitCode::from(2)
+use clap::{Parser, Subcommand};
+
+/// Benchmark harness of xvs: end-to-end runs against baselines, decision parity with kernel IPVS.
+#[derive(Parser, Debug)]
+#[command(name = "xvs-bench", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Traffic through xvs and the baselines in a namespace testbed (needs root).
+    Run(run::RunArgs),
+    /// Decision parity between `xvs simulate` and kernel IPVS in a QEMU guest.
+    Parity(ParityArgs),
+    /// SYN flood + legitimate clients against each SYN defence (needs root).
+    Flood(flood::FloodArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ParityArgs {
+    /// The xvs binary (default: beside xvs-bench).
+    #[arg(long, value_name = "PATH")]
+    xvs: Option<PathBuf>,
+    /// Working directory of the guest runs (default target/ipvs-guest/parity).
+    #[arg(long, value_name = "DIR")]
+    work: Option<PathBuf>,
+    /// Flows per scenario.
+    #[arg(long, default_value_t = 60, value_name = "N")]
+    flows: usize,
+    /// Every scenario runs through `xvs simulate --workers W` for each of these.
+    #[arg(long, value_delimiter = ',', default_value = "1,2", value_parser = clap::value_parser!(u16).range(1..), value_name = "W,..")]
+    workers: Vec<u16>,
+    /// Also write the report as JSON here.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("run") {
-        return run::main(&args[1..]);
+    match Cli::parse().command {
+        Cmd::Run(args) => run::main(args),
+        Cmd::Parity(args) => parity_main(args),
+        Cmd::Flood(args) => flood::main(args),
     }
-    if args.first().map(String::as_str) == Some("flood") {
-        return flood::main(&args[1..]);
-    }
-    if args.first().map(String::as_str) != Some("parity") {
-        return usage();
-    }
+}
+
+fn parity_main(args: ParityArgs) -> ExitCode {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let sibling = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(|d| d.join("xvs")));
-    let mut opts = parity::Options {
-        xvs: sibling.unwrap_or_else(|| PathBuf::from("xvs")),
+    let opts = parity::Options {
+        xvs: args
+            .xvs
+            .unwrap_or_else(|| sibling.unwrap_or_else(|| PathBuf::from("xvs"))),
         guest_script: repo.join("scripts/ipvs-guest/run.sh"),
-        work: repo.join("target/ipvs-guest/parity"),
-        flows: 60,
-        workers: vec![1, 2],
+        work: args
+            .work
+            .unwrap_or_else(|| repo.join("target/ipvs-guest/parity")),
+        flows: args.flows,
+        workers: args.workers,
     };
-    let mut json: Option<PathBuf> = None;
-    let mut it = args[1..].iter();
-    while let Some(a) = it.next() {
-        let Some(v) = it.next() else { return usage() };
-        match a.as_str() {
-            "--xvs" => opts.xvs = PathBuf::from(v),
-            "--work" => opts.work = PathBuf::from(v),
-            "--json" => json = Some(PathBuf::from(v)),
-            "--flows" => match v.parse() {
-                Ok(n) => opts.flows = n,
-                Err(_) => return usage(),
-            },
-            _ => return usage(),
-        }
-    }
+    let json = args.json;
     match parity::run(&opts) {
         Ok(report) => {
             print!("{}", report.render());
@@ -81,6 +105,56 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("xvs-bench parity: {e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_and_parity_arguments_parse_and_bad_ones_are_refused() {
+        let cli = Cli::try_parse_from([
+            "xvs-bench",
+            "run",
+            "--quick",
+            "--targets",
+            "bounce,xvs-nat-rr",
+            "--memory",
+            "none",
+            "--secs",
+            "0.5",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Cmd::Run(_)));
+        let cli = Cli::try_parse_from(["xvs-bench", "parity", "--flows", "10"]).unwrap();
+        match cli.command {
+            Cmd::Parity(p) => assert_eq!((p.flows, p.workers), (10, vec![1, 2])),
+            _ => panic!("parity"),
+        }
+        let cli = Cli::try_parse_from(["xvs-bench", "parity", "--workers", "4"]).unwrap();
+        match cli.command {
+            Cmd::Parity(p) => assert_eq!(p.workers, [4]),
+            _ => panic!("parity"),
+        }
+        for bad in [
+            &["xvs-bench", "run", "--targets", "xvs-nat-nosuch,foo"][..],
+            &["xvs-bench", "run", "--secs", "0"],
+            &["xvs-bench", "run", "--flows", "0"],
+            &["xvs-bench", "run", "--memory", "12,x"],
+            &["xvs-bench", "run", "--bogus"],
+            &["xvs-bench", "parity", "--flows", "x"],
+            &["xvs-bench", "parity", "--workers", "0"],
+            &["xvs-bench"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
         }
     }
 }

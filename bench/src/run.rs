@@ -611,150 +611,155 @@ pub fn run(o: &Options) -> Result<Report, String> {
     ))
 }
 
-const RUN_USAGE: &str =
-    "usage: xvs-bench run [--quick] [--targets T,..] [--traffic P,..] [--secs S] [--flows N]
-                     [--out DIR] [--readme FILE] [--churn-secs S] [--memory N,..] [--sample N]
-                     [--rate PPS] [--worker-core C] [--generator-core C] [--xvs PATH] [--pcap FILE]
-  targets: bounce, xvs-<nat|dr|tun|fullnat>-<scheduler>, kernel, nft (default: all; quick: rr only)
-  traffic: udp64, imix, synflood, pcap (default full: all four; quick: udp64)
-  full mode default: 5 s per target, 1000 flows, churn 3 s, memory 1000000,10000000
-  --rate caps the generator (default: as fast as it can; latency then measures queueing)
-  --sample N: one UDP frame in N reaches the latency sampler (default 64)";
+/// `xvs-bench run`'s options (parsed by clap).
+#[derive(clap::Args, Debug)]
+#[command(after_help = "\
+targets: bounce, xvs-<nat|dr|tun|fullnat>-<scheduler>, kernel, nft (default: all; quick: rr only)
+traffic: udp64, imix, synflood, pcap (default full: all four; quick: udp64)
+full mode default: 5 s per target, 1000 flows, churn 3 s, memory 1000000,10000000")]
+pub struct RunArgs {
+    /// Under 60 s: bounce, the four methods with rr, both kernel baselines, 1 s each, udp64.
+    #[arg(long)]
+    quick: bool,
+    /// Targets to run, comma-separated.
+    #[arg(long, value_delimiter = ',', value_parser = parse_target, value_name = "T,..")]
+    targets: Option<Vec<Target>>,
+    /// Traffic profiles, comma-separated.
+    #[arg(long, value_delimiter = ',', value_name = "P,..")]
+    traffic: Option<Vec<String>>,
+    /// Seconds per target and profile (default 5; quick 1).
+    #[arg(long, value_parser = positive_secs, value_name = "S")]
+    secs: Option<f64>,
+    /// Flows of the generated traffic.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    flows: u32,
+    /// Where results.json, results.md and results.svg go (default target/xvs-bench).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Write the results table and plot into this README.
+    #[arg(long, value_name = "FILE")]
+    readme: Option<PathBuf>,
+    /// Seconds of TCP connection churn per target (default 3; quick 0).
+    #[arg(long, value_parser = nonnegative_secs, value_name = "S")]
+    churn_secs: Option<f64>,
+    /// Connection counts for the memory runs, comma-separated, or "none".
+    #[arg(long, value_delimiter = ',', value_parser = parse_memory, value_name = "N,..")]
+    memory: Option<Vec<u32>>,
+    /// One UDP frame in N reaches the latency sampler.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    sample: u32,
+    /// Cap on the generator's frames per second (0: as fast as it can; latency then measures
+    /// queueing).
+    #[arg(long, default_value_t = 0, value_name = "PPS")]
+    rate: u64,
+    /// CPU of the xvs worker.
+    #[arg(long, default_value_t = 0, value_name = "C")]
+    worker_core: usize,
+    /// CPU of the generator.
+    #[arg(long = "generator-core", default_value_t = 1, value_name = "C")]
+    gen_core: usize,
+    /// The xvs binary (default: beside xvs-bench).
+    #[arg(long = "xvs", value_name = "PATH")]
+    xvs_bin: Option<PathBuf>,
+    /// Capture replayed by the pcap profile (added to the profiles if absent).
+    #[arg(long, value_name = "FILE")]
+    pcap: Option<PathBuf>,
+}
 
-/// `xvs-bench run …`: parse, run, write JSON / markdown / SVG (and README with --readme).
-pub fn main(args: &[String]) -> std::process::ExitCode {
+fn parse_target(s: &str) -> Result<Target, String> {
+    Target::parse(s).ok_or_else(|| format!("unknown target {s}"))
+}
+
+fn positive_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
+        _ => Err(format!("{s} is not a positive number of seconds")),
+    }
+}
+
+fn nonnegative_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
+        _ => Err(format!("{s} is not a number of seconds")),
+    }
+}
+
+/// One `--memory` item: a positive count, or 0 for "none" (dropped after parsing).
+fn parse_memory(s: &str) -> Result<u32, String> {
+    match s {
+        "none" | "" => Ok(0),
+        _ => match s.parse::<u32>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(format!("bad --memory {s}")),
+        },
+    }
+}
+
+/// `xvs-bench run …`: run, write JSON / markdown / SVG (and README with --readme).
+pub fn main(args: RunArgs) -> std::process::ExitCode {
     use std::process::ExitCode;
-    let quick = args.iter().any(|a| a == "--quick");
+    let quick = args.quick;
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let sibling = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(|d| d.join("xvs")))
         .unwrap_or_else(|| PathBuf::from("xvs"));
     let pcap = repo.join("examples/demo/capture.pcap");
-    let mut o = Options {
-        quick,
-        targets: default_targets(quick),
-        profiles: if quick {
-            vec![Profile::Udp64]
-        } else {
-            vec![
-                Profile::Udp64,
-                Profile::Imix,
-                Profile::SynFlood,
-                Profile::Pcap(pcap),
-            ]
-        },
-        secs: if quick { 1.0 } else { 5.0 },
-        flows: 1000,
-        out: repo.join("target/xvs-bench"),
-        readme: None,
-        churn_secs: if quick { 0.0 } else { 3.0 },
-        memory: if quick {
-            vec![]
-        } else {
-            vec![1_000_000, 10_000_000]
-        },
-        sample: 64,
-        rate: 0,
-        worker_core: 0,
-        gen_core: 1,
-        xvs_bin: sibling,
+    let mut profiles = if quick {
+        vec![Profile::Udp64]
+    } else {
+        vec![
+            Profile::Udp64,
+            Profile::Imix,
+            Profile::SynFlood,
+            Profile::Pcap(pcap.clone()),
+        ]
     };
-    let mut it = args.iter();
-    let bad = |m: String| {
-        eprintln!("xvs-bench run: {m}\n{RUN_USAGE}");
-        ExitCode::from(2)
-    };
-    while let Some(a) = it.next() {
-        if a == "--quick" {
-            continue;
-        }
-        if a == "-h" || a == "--help" {
-            println!("{RUN_USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        let Some(v) = it.next() else {
-            return bad(format!("{a} needs a value"));
-        };
-        let num = |v: &str| v.parse::<f64>().ok().filter(|x| x.is_finite() && *x >= 0.0);
-        match a.as_str() {
-            "--targets" => {
-                let mut ts = Vec::new();
-                for s in v.split(',') {
-                    match Target::parse(s) {
-                        Some(t) => ts.push(t),
-                        None => return bad(format!("unknown target {s}")),
-                    }
+    if let Some(names) = &args.traffic {
+        profiles.clear();
+        for s in names {
+            profiles.push(match s.as_str() {
+                "udp64" => Profile::Udp64,
+                "imix" => Profile::Imix,
+                "synflood" => Profile::SynFlood,
+                "pcap" => Profile::Pcap(pcap.clone()),
+                _ => {
+                    eprintln!("xvs-bench run: unknown traffic {s} (udp64, imix, synflood, pcap)");
+                    return ExitCode::from(2);
                 }
-                o.targets = ts;
-            }
-            "--traffic" => {
-                let mut ps = Vec::new();
-                for s in v.split(',') {
-                    ps.push(match s {
-                        "udp64" => Profile::Udp64,
-                        "imix" => Profile::Imix,
-                        "synflood" => Profile::SynFlood,
-                        "pcap" => Profile::Pcap(repo.join("examples/demo/capture.pcap")),
-                        _ => return bad(format!("unknown traffic {s}")),
-                    });
-                }
-                o.profiles = ps;
-            }
-            "--pcap" => {
-                for p in o.profiles.iter_mut() {
-                    if let Profile::Pcap(f) = p {
-                        *f = PathBuf::from(v);
-                    }
-                }
-                if !o.profiles.iter().any(|p| matches!(p, Profile::Pcap(_))) {
-                    o.profiles.push(Profile::Pcap(PathBuf::from(v)));
-                }
-            }
-            "--secs" => match num(v) {
-                Some(x) if x > 0.0 => o.secs = x,
-                _ => return bad(format!("bad --secs {v}")),
-            },
-            "--churn-secs" => match num(v) {
-                Some(x) => o.churn_secs = x,
-                _ => return bad(format!("bad --churn-secs {v}")),
-            },
-            "--flows" => match v.parse() {
-                Ok(n) if n > 0 => o.flows = n,
-                _ => return bad(format!("bad --flows {v}")),
-            },
-            "--sample" => match v.parse() {
-                Ok(n) if n > 0 => o.sample = n,
-                _ => return bad(format!("bad --sample {v}")),
-            },
-            "--rate" => match v.parse() {
-                Ok(n) => o.rate = n,
-                _ => return bad(format!("bad --rate {v}")),
-            },
-            "--worker-core" => match v.parse() {
-                Ok(n) => o.worker_core = n,
-                _ => return bad(format!("bad --worker-core {v}")),
-            },
-            "--generator-core" => match v.parse() {
-                Ok(n) => o.gen_core = n,
-                _ => return bad(format!("bad --generator-core {v}")),
-            },
-            "--memory" => {
-                let mut m = Vec::new();
-                for s in v.split(',').filter(|s| !s.is_empty() && *s != "none") {
-                    match s.parse() {
-                        Ok(n) if n > 0 => m.push(n),
-                        _ => return bad(format!("bad --memory {s}")),
-                    }
-                }
-                o.memory = m;
-            }
-            "--out" => o.out = PathBuf::from(v),
-            "--readme" => o.readme = Some(PathBuf::from(v)),
-            "--xvs" => o.xvs_bin = PathBuf::from(v),
-            _ => return bad(format!("unknown option {a}")),
+            });
         }
     }
+    if let Some(file) = &args.pcap {
+        for p in profiles.iter_mut() {
+            if let Profile::Pcap(f) = p {
+                *f = file.clone();
+            }
+        }
+        if !profiles.iter().any(|p| matches!(p, Profile::Pcap(_))) {
+            profiles.push(Profile::Pcap(file.clone()));
+        }
+    }
+    let o = Options {
+        quick,
+        targets: args.targets.unwrap_or_else(|| default_targets(quick)),
+        profiles,
+        secs: args.secs.unwrap_or(if quick { 1.0 } else { 5.0 }),
+        flows: args.flows,
+        out: args.out.unwrap_or_else(|| repo.join("target/xvs-bench")),
+        readme: args.readme,
+        churn_secs: args.churn_secs.unwrap_or(if quick { 0.0 } else { 3.0 }),
+        memory: match args.memory {
+            Some(m) => m.into_iter().filter(|n| *n > 0).collect(),
+            None if quick => vec![],
+            None => vec![1_000_000, 10_000_000],
+        },
+        sample: args.sample,
+        rate: args.rate,
+        worker_core: args.worker_core,
+        gen_core: args.gen_core,
+        xvs_bin: args.xvs_bin.unwrap_or(sibling),
+    };
     eprintln!(
         "xvs-bench run: {} target(s) × {} traffic profile(s), {:.1} s each; worker core {}, generator core {}",
         o.targets.len(),

@@ -1,7 +1,10 @@
 //! Prometheus metrics: the text exposition format 0.0.4
 //! (<https://prometheus.io/docs/instrumenting/exposition_formats/>) rendered from a plain data
 //! model ([`Metrics`]) that the runtime fills, and a tiny HTTP server ([`MetricsServer`]) that
-//! answers `GET /metrics` with a fresh rendering on every scrape.
+//! answers `GET /metrics` with a fresh rendering on every scrape, `GET /status.json` with the
+//! same model as JSON (with [`History`]'s samples), and `GET /` / `GET /status` with a
+//! self-updating HTML status page (`status.html`: no external assets; it polls `status.json`
+//! every second and plots the last five minutes on canvases).
 //!
 //! Families (every name starts with `xvs_`; counters end in `_total`):
 //!
@@ -30,7 +33,15 @@
 //!
 //! Service labels: `protocol` (tcp/udp/sctp), `vip`, `vport` — or `fwmark` and `family`
 //! (ipv4/ipv6) for a firewall-mark service. Backend labels: the service's plus `address`, `port`
-//! and `method` (nat/dr/tun/fullnat). Rates are the IPVS estimates (`ipvsadm --rate`).
+//! and `method` (nat/dr/tun/fullnat). Rates are the IPVS estimates (`ipvsadm --rate`); the
+//! `_total` counters are there for `rate()` in PromQL.
+//!
+//! With [`Exposition::node_exporter`] (config `[metrics] node_exporter_compat`, on by default) the
+//! series of node_exporter's IPVS collector follow xvs's own: see [`render_node_exporter`].
+//!
+//! The text format is written by hand rather than through a client library: it is a few lines
+//! of `name{labels} value`, the model is rebuilt from the director's listing on each scrape
+//! (no long-lived registry to keep in step), and tests check it with promtool.
 
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
@@ -43,19 +54,95 @@ use std::time::{Duration, Instant};
 /// The exposition's content type.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// The status page (`/` and `/status`): one self-contained HTML file that polls `/status.json`.
+pub const STATUS_HTML: &str = include_str!("status.html");
+
 // ---------------------------------------------------------------------------------------------
 // Model
 // ---------------------------------------------------------------------------------------------
 
 /// Everything one scrape shows.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct Metrics {
     pub services: Vec<ServiceMetrics>,
     pub workers: Vec<WorkerMetrics>,
+    /// Totals sampled once a second over the last [`HISTORY_LEN`] seconds, oldest first, for the
+    /// status page's plots (`/status.json` only; not part of the exposition).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<HistorySample>,
+}
+
+/// How many one-second samples [`History`] keeps: five minutes.
+pub const HISTORY_LEN: usize = 300;
+
+/// Director-wide totals at one moment (rates are the IPVS estimates).
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct HistorySample {
+    /// Seconds since the Unix epoch.
+    pub t: f64,
+    pub cps: u64,
+    pub in_pps: u64,
+    pub out_pps: u64,
+    pub in_bps: u64,
+    pub out_bps: u64,
+    pub active: u64,
+    pub inactive: u64,
+    /// Pipeline and I/O drops per second since the previous sample.
+    pub drops_per_sec: f64,
+}
+
+/// The last [`HISTORY_LEN`] samples of a director's totals.
+#[derive(Debug, Default)]
+pub struct History {
+    samples: std::collections::VecDeque<HistorySample>,
+    last_drops: Option<(f64, u64)>,
+}
+
+impl History {
+    /// Add a sample of `m` taken at `t` (seconds since the Unix epoch).
+    pub fn record(&mut self, m: &Metrics, t: f64) {
+        let mut s = HistorySample {
+            t,
+            ..Default::default()
+        };
+        for svc in &m.services {
+            s.cps += svc.traffic.cps;
+            s.in_pps += svc.traffic.in_pps;
+            s.out_pps += svc.traffic.out_pps;
+            s.in_bps += svc.traffic.in_bps;
+            s.out_bps += svc.traffic.out_bps;
+            for b in &svc.backends {
+                s.active += b.active;
+                s.inactive += b.inactive;
+            }
+        }
+        let drops: u64 = m
+            .workers
+            .iter()
+            .flat_map(|w| w.drops.iter().chain(w.io_drops.iter()))
+            .map(|(_, n)| *n)
+            .fold(0u64, |a, n| a.saturating_add(n));
+        if let Some((t0, d0)) = self.last_drops {
+            if t > t0 {
+                s.drops_per_sec = drops.saturating_sub(d0) as f64 / (t - t0);
+            }
+        }
+        self.last_drops = Some((t, drops));
+        if self.samples.len() == HISTORY_LEN {
+            self.samples.pop_front();
+        }
+        self.samples.push_back(s);
+    }
+
+    /// The samples, oldest first.
+    pub fn samples(&self) -> Vec<HistorySample> {
+        self.samples.iter().copied().collect()
+    }
 }
 
 /// How a service is named in labels.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
 pub enum ServiceLabels {
     /// `protocol` is "tcp", "udp" or "sctp".
     Address {
@@ -70,7 +157,7 @@ pub enum ServiceLabels {
 }
 
 /// Totals since start (or the last `xvs ctl -Z`) and per-second rate estimates.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Traffic {
     pub conns: u64,
     pub in_pkts: u64,
@@ -84,14 +171,14 @@ pub struct Traffic {
     pub out_bps: u64,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct ServiceMetrics {
     pub labels: ServiceLabels,
     pub traffic: Traffic,
     pub backends: Vec<BackendMetrics>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct BackendMetrics {
     pub address: IpAddr,
     pub port: u16,
@@ -104,15 +191,21 @@ pub struct BackendMetrics {
     pub traffic: Traffic,
     /// `None` when the backend has no health check.
     pub health: Option<HealthMetrics>,
+    /// Down by its health check and taken out of the service (not `quiescent`): only its
+    /// health families are exported (`weight` is the configured one), and no node_exporter
+    /// series, as keepalived removes such a backend from IPVS.
+    pub removed: bool,
 }
 
 /// A checked backend's health (from [`crate::control::health::BackendHealth`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct HealthMetrics {
     pub up: bool,
     pub transitions: u64,
     pub checks_ok: u64,
     pub checks_failed: u64,
+    /// When the state last changed (or checking started), seconds since the Unix epoch.
+    pub since_unix: u64,
 }
 
 impl From<&crate::control::health::BackendHealth> for HealthMetrics {
@@ -122,11 +215,15 @@ impl From<&crate::control::health::BackendHealth> for HealthMetrics {
             transitions: h.transitions,
             checks_ok: h.checks_ok,
             checks_failed: h.checks_failed,
+            since_unix: h
+                .since
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
         }
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct WorkerMetrics {
     pub worker: u32,
     pub rx_packets: u64,
@@ -398,8 +495,139 @@ impl TrafficFamilies {
     }
 }
 
-/// Render `m` in the text exposition format 0.0.4. Families with no sample are left out.
+/// Which families a rendering holds besides xvs's own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Exposition {
+    /// Also the families of node_exporter's IPVS collector ([`render_node_exporter`]).
+    pub node_exporter: bool,
+}
+
+/// Render `m` in the text exposition format 0.0.4: xvs's own families only. Families with no
+/// sample are left out.
 pub fn render(m: &Metrics) -> String {
+    render_with(m, Exposition::default())
+}
+
+/// Render `m` with the families `e` asks for: xvs's own, then node_exporter's.
+pub fn render_with(m: &Metrics, e: Exposition) -> String {
+    let mut out = render_xvs(m);
+    if e.node_exporter {
+        out.push_str(&render_node_exporter(m));
+    }
+    out
+}
+
+/// The series node_exporter's IPVS collector (`collector/ipvs_linux.go`, default labels) exports
+/// from `/proc/net/ip_vs_stats` and `/proc/net/ip_vs`, with its names, types, help texts and label
+/// values, so that dashboards and alerts written for kernel IPVS read xvs unchanged:
+///
+/// - `node_ipvs_connections_total`, `node_ipvs_incoming_packets_total`,
+///   `node_ipvs_outgoing_packets_total`, `node_ipvs_incoming_bytes_total`,
+///   `node_ipvs_outgoing_bytes_total`: counters without labels, the sums over every service
+///   (the kernel's are global counters, which also keep what deleted services counted).
+/// - `node_ipvs_backend_connections_active`, `node_ipvs_backend_connections_inactive`,
+///   `node_ipvs_backend_weight`: gauges per backend with `local_address`, `local_port`,
+///   `remote_address`, `remote_port`, `proto`, `local_mark`, valued as procfs parses the
+///   kernel's table: `proto` "TCP"/"UDP"/"SCTP" and `local_mark` "" for an address service;
+///   for a firewall-mark service `proto` "FWM", `local_mark` the mark as the kernel prints it
+///   (`%08X`), `local_address` "" and `local_port` "0".
+pub fn render_node_exporter(m: &Metrics) -> String {
+    let mut total = Traffic::default();
+    for s in &m.services {
+        let t = &s.traffic;
+        total.conns += t.conns;
+        total.in_pkts += t.in_pkts;
+        total.out_pkts += t.out_pkts;
+        total.in_bytes += t.in_bytes;
+        total.out_bytes += t.out_bytes;
+    }
+    let mut out = String::new();
+    for (name, help, v) in [
+        (
+            "node_ipvs_connections_total",
+            "The total number of connections made.",
+            total.conns,
+        ),
+        (
+            "node_ipvs_incoming_packets_total",
+            "The total number of incoming packets.",
+            total.in_pkts,
+        ),
+        (
+            "node_ipvs_outgoing_packets_total",
+            "The total number of outgoing packets.",
+            total.out_pkts,
+        ),
+        (
+            "node_ipvs_incoming_bytes_total",
+            "The total amount of incoming data.",
+            total.in_bytes,
+        ),
+        (
+            "node_ipvs_outgoing_bytes_total",
+            "The total amount of outgoing data.",
+            total.out_bytes,
+        ),
+    ] {
+        let mut f = Family::new(name, Kind::Counter, help);
+        f.add(&[], Value::Int(v));
+        f.write(&mut out);
+    }
+    let mut active = Family::new(
+        "node_ipvs_backend_connections_active",
+        Kind::Gauge,
+        "The current active connections by local and remote address.",
+    );
+    let mut inactive = Family::new(
+        "node_ipvs_backend_connections_inactive",
+        Kind::Gauge,
+        "The current inactive connections by local and remote address.",
+    );
+    let mut weight = Family::new(
+        "node_ipvs_backend_weight",
+        Kind::Gauge,
+        "The current backend weight by local and remote address.",
+    );
+    for s in &m.services {
+        let (local_address, local_port, proto, local_mark) = match &s.labels {
+            ServiceLabels::Address {
+                protocol,
+                vip,
+                vport,
+            } => (
+                vip.to_string(),
+                vport.to_string(),
+                protocol.to_ascii_uppercase(),
+                String::new(),
+            ),
+            ServiceLabels::Fwmark { mark, .. } => (
+                String::new(),
+                "0".to_string(),
+                "FWM".to_string(),
+                format!("{mark:08X}"),
+            ),
+        };
+        for b in s.backends.iter().filter(|b| !b.removed) {
+            let p = [
+                ("local_address", local_address.clone()),
+                ("local_port", local_port.clone()),
+                ("remote_address", b.address.to_string()),
+                ("remote_port", b.port.to_string()),
+                ("proto", proto.clone()),
+                ("local_mark", local_mark.clone()),
+            ];
+            active.add(&p, Value::Int(b.active));
+            inactive.add(&p, Value::Int(b.inactive));
+            weight.add(&p, Value::Int(u64::from(b.weight)));
+        }
+    }
+    for f in [&active, &inactive, &weight] {
+        f.write(&mut out);
+    }
+    out
+}
+
+fn render_xvs(m: &Metrics) -> String {
     let mut service = TrafficFamilies::service();
     let mut backend = TrafficFamilies::backend();
     let mut weight = Family::new(
@@ -498,11 +726,13 @@ pub fn render(m: &Metrics) -> String {
         service.add(&sp, &s.traffic);
         for b in &s.backends {
             let bp = backend_pairs(&s.labels, b);
-            weight.add(&bp, Value::Int(u64::from(b.weight)));
-            active.add(&bp, Value::Int(b.active));
-            inactive.add(&bp, Value::Int(b.inactive));
-            persistent.add(&bp, Value::Int(b.persistent));
-            backend.add(&bp, &b.traffic);
+            if !b.removed {
+                weight.add(&bp, Value::Int(u64::from(b.weight)));
+                active.add(&bp, Value::Int(b.active));
+                inactive.add(&bp, Value::Int(b.inactive));
+                persistent.add(&bp, Value::Int(b.persistent));
+                backend.add(&bp, &b.traffic);
+            }
             if let Some(h) = &b.health {
                 up.add(&bp, Value::Int(u64::from(h.up)));
                 transitions.add(&bp, Value::Int(h.transitions));
@@ -567,9 +797,11 @@ pub fn render(m: &Metrics) -> String {
 // ---------------------------------------------------------------------------------------------
 
 /// The `/metrics` endpoint on its own thread. Every `GET /metrics` (query string ignored) calls
-/// the provider and answers 200 with [`CONTENT_TYPE`]; `HEAD /metrics` the same without body;
-/// anything else 404 (a provider that panics: 500). One connection at a time, each bounded by a
-/// 2 s read/write timeout. Dropping the server stops it too.
+/// the provider and answers 200 with [`CONTENT_TYPE`]; `GET /status.json` answers the provider's
+/// [`Metrics`] as JSON; `GET /` and `GET /status` the status page ([`STATUS_HTML`]); `HEAD` the
+/// same without body; anything else 404 (a provider that panics: 500). Each connection on its
+/// own thread (at most 8 at once; more are closed), each bounded by a 2 s read/write timeout, so a
+/// slow client delays no scrape. Dropping the server stops it too.
 pub struct MetricsServer {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
@@ -585,7 +817,19 @@ impl MetricsServer {
     /// Bind `addr` (port 0: any free port, see [`MetricsServer::local_addr`]) and serve.
     pub fn start<F>(addr: SocketAddr, provider: F) -> io::Result<MetricsServer>
     where
-        F: Fn() -> Metrics + Send + 'static,
+        F: Fn() -> Metrics + Send + Sync + 'static,
+    {
+        MetricsServer::start_with(addr, Exposition::default(), provider)
+    }
+
+    /// [`MetricsServer::start`] rendering the families `exposition` asks for.
+    pub fn start_with<F>(
+        addr: SocketAddr,
+        exposition: Exposition,
+        provider: F,
+    ) -> io::Result<MetricsServer>
+    where
+        F: Fn() -> Metrics + Send + Sync + 'static,
     {
         let listener = TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
@@ -594,7 +838,7 @@ impl MetricsServer {
         let flag = stop.clone();
         let handle = std::thread::Builder::new()
             .name("xvs-metrics".into())
-            .spawn(move || serve(listener, flag, provider))?;
+            .spawn(move || serve(listener, flag, exposition, provider))?;
         tracing::info!(target: "xvs::metrics", %addr, "metrics: serving http://{addr}/metrics");
         Ok(MetricsServer {
             addr,
@@ -627,12 +871,38 @@ impl Drop for MetricsServer {
     }
 }
 
-fn serve<F: Fn() -> Metrics>(listener: TcpListener, stop: Arc<AtomicBool>, provider: F) {
+/// Connections served at once; one more is closed at once (the scraper retries).
+const MAX_CONNECTIONS: usize = 8;
+
+fn serve<F: Fn() -> Metrics + Send + Sync + 'static>(
+    listener: TcpListener,
+    stop: Arc<AtomicBool>,
+    exposition: Exposition,
+    provider: F,
+) {
+    let provider = Arc::new(provider);
+    let mut clients: Vec<JoinHandle<()>> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((stream, peer)) => {
-                if let Err(e) = answer(stream, &provider) {
-                    tracing::debug!(target: "xvs::metrics", %peer, error = %e, "metrics: request failed");
+                clients.retain(|h| !h.is_finished());
+                if clients.len() >= MAX_CONNECTIONS {
+                    tracing::debug!(target: "xvs::metrics", %peer, "metrics: too many connections, closed");
+                    continue;
+                }
+                let p = provider.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("xvs-metrics-client".into())
+                    .spawn(move || {
+                        if let Err(e) = answer(stream, exposition, p.as_ref()) {
+                            tracing::debug!(target: "xvs::metrics", %peer, error = %e, "metrics: request failed");
+                        }
+                    });
+                match spawned {
+                    Ok(h) => clients.push(h),
+                    Err(e) => {
+                        tracing::warn!(target: "xvs::metrics", error = %e, "metrics: no thread for a connection")
+                    }
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(POLL),
@@ -644,9 +914,17 @@ fn serve<F: Fn() -> Metrics>(listener: TcpListener, stop: Arc<AtomicBool>, provi
             }
         }
     }
+    // Each connection ends within its 2 s read/write timeouts.
+    for h in clients {
+        let _ = h.join();
+    }
 }
 
-fn answer<F: Fn() -> Metrics>(mut stream: TcpStream, provider: &F) -> io::Result<()> {
+fn answer<F: Fn() -> Metrics>(
+    mut stream: TcpStream,
+    exposition: Exposition,
+    provider: &F,
+) -> io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
@@ -676,9 +954,34 @@ fn answer<F: Fn() -> Metrics>(mut stream: TcpStream, provider: &F) -> io::Result
     let target = parts.next().unwrap_or("");
     let path = target.split('?').next().unwrap_or("");
     let head = method == "HEAD";
+    if (method == "GET" || head) && (path == "/" || path == "/status") {
+        return respond(
+            &mut stream,
+            "200 OK",
+            "text/html; charset=utf-8",
+            STATUS_HTML.as_bytes(),
+            !head,
+        );
+    }
+    if (method == "GET" || head) && path == "/status.json" {
+        let json = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            serde_json::to_vec(&provider())
+        }));
+        return match json {
+            Ok(Ok(body)) => respond(&mut stream, "200 OK", "application/json", &body, !head),
+            _ => respond(
+                &mut stream,
+                "500 Internal Server Error",
+                "text/plain; charset=utf-8",
+                b"status provider failed\n",
+                !head,
+            ),
+        };
+    }
     if (method == "GET" || head) && path == "/metrics" {
-        let rendered =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| render(&provider())));
+        let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            render_with(&provider(), exposition)
+        }));
         match rendered {
             Ok(body) => respond(&mut stream, "200 OK", CONTENT_TYPE, body.as_bytes(), !head),
             Err(_) => respond(
@@ -694,7 +997,7 @@ fn answer<F: Fn() -> Metrics>(mut stream: TcpStream, provider: &F) -> io::Result
             &mut stream,
             "404 Not Found",
             "text/plain; charset=utf-8",
-            b"not found: try /metrics\n",
+            b"not found: try /metrics, /status or /status.json\n",
             !head,
         )
     }
@@ -716,4 +1019,36 @@ fn respond(
         stream.write_all(body)?;
     }
     stream.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_keeps_five_minutes_and_computes_drop_rates() {
+        let mut h = History::default();
+        let mut m = Metrics {
+            workers: vec![WorkerMetrics {
+                drops: vec![("a".into(), 10)],
+                io_drops: vec![("b".into(), 5)],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        h.record(&m, 100.0);
+        m.workers[0].drops[0].1 = 40;
+        h.record(&m, 102.0);
+        let s = h.samples();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].drops_per_sec, 0.0);
+        assert_eq!(s[1].drops_per_sec, 15.0);
+        for i in 0..400 {
+            h.record(&m, 103.0 + f64::from(i));
+        }
+        let s = h.samples();
+        assert_eq!(s.len(), HISTORY_LEN);
+        assert_eq!(s[0].t, 103.0 + 100.0);
+        assert_eq!(s.last().unwrap().t, 502.0);
+    }
 }

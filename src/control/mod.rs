@@ -29,5 +29,5 @@ pub mod server;
 pub mod state;
 
 pub use model::{BackendListing, Listing, RateEstimator, Rates, ServiceListing, Stats};
-pub use server::{Director, Request, Response, Server, DEFAULT_SOCKET};
+pub use server::{Director, Limits, Request, Response, Server, DEFAULT_SOCKET};
 pub use state::{DesiredState, StateError};

@@ -13,18 +13,21 @@
 //! (`reload`, the socket) exit with 1.
 //!
 //! The socket is created with mode 0600 (its parent directory, if created, 0700); a socket file
-//! left by a dead director is replaced, one that still answers is not. Requests are handled one
-//! at a time on the server's own thread, so two `xvs ctl` commands never interleave their
-//! read-modify-apply of the desired state.
+//! left by a dead director is replaced, one that still answers is not. Each client is served on
+//! its own thread, so a client that is slow to send its request (or never does) delays no
+//! other; at most [`Limits::max_clients`] are served at once (one more is answered "busy" and
+//! closed), and each has [`Limits::request_timeout`] to send its whole request. Commands then
+//! execute one at a time under a lock, so two `xvs ctl` commands never interleave their
+//! read-modify-apply of the desired state; answers are written outside it.
 
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use xvs_forwarding::conn::ConnListing;
@@ -40,13 +43,36 @@ use crate::sync::DaemonConfig;
 pub const DEFAULT_SOCKET: &str = "/run/xvs/xvs.sock";
 
 /// Largest request accepted (a `-R` of some hundred thousand rules).
-const MAX_REQUEST: u64 = 64 << 20;
+const MAX_REQUEST: usize = 64 << 20;
+
+/// How often a client thread waiting for its request looks at the stop flag.
+const POLL: Duration = Duration::from_millis(100);
+
+/// Bounds on the clients served at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Clients served at the same time (each on its own thread).
+    pub max_clients: usize,
+    /// Time a client has from connecting until its request is complete (its write side shut);
+    /// also the bound on writing the answer.
+    pub request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_clients: 32,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
 
 /// What the control socket needs from the running director. The runtime implements it.
 ///
 /// Mutating commands call [`Director::desired`], apply the ipvsadm operation to the copy and
 /// hand the result to [`Director::apply`]: one atomic publish per command (`-R`: one for all its
-/// lines). Calls come from the server thread, one request at a time.
+/// lines). Calls come from the clients' threads, one request at a time (the server serialises
+/// them).
 pub trait Director: Send + Sync {
     /// The running desired state (what `-S` saves).
     fn desired(&self) -> DesiredState;
@@ -271,8 +297,17 @@ pub struct Server {
 }
 
 impl Server {
-    /// Bind `path` and serve `director` on a new thread.
+    /// Bind `path` and serve `director` with the default [`Limits`].
     pub fn start(path: &Path, director: Arc<dyn Director>) -> Result<Server, ServerError> {
+        Server::start_with(path, director, Limits::default())
+    }
+
+    /// Bind `path` and serve `director` on a new accept thread, each client on its own thread.
+    pub fn start_with(
+        path: &Path,
+        director: Arc<dyn Director>,
+        limits: Limits,
+    ) -> Result<Server, ServerError> {
         let io = |source| ServerError::Io {
             path: path.to_owned(),
             source,
@@ -298,16 +333,7 @@ impl Server {
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("xvs-ctl".into())
-            .spawn(move || {
-                for conn in listener.incoming() {
-                    if flag.load(Ordering::Acquire) {
-                        break;
-                    }
-                    if let Ok(c) = conn {
-                        serve_one(c, director.as_ref());
-                    }
-                }
-            })
+            .spawn(move || accept_loop(listener, director, flag, limits))
             .map_err(io)?;
         Ok(Server {
             path: path.to_owned(),
@@ -342,30 +368,123 @@ impl Drop for Server {
     }
 }
 
-fn serve_one(mut c: UnixStream, d: &dyn Director) {
-    let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
-    let _ = c.set_write_timeout(Some(Duration::from_secs(10)));
-    // A takeover starts with its magic line instead of a JSON request.
-    let magic = crate::takeover::MAGIC;
-    let mut buf = vec![0u8; 1];
-    match c.read(&mut buf) {
-        Ok(1) => {}
-        _ => return,
-    }
-    if buf[0] == magic[0] {
-        let mut rest = vec![0u8; magic.len() - 1];
-        if c.read_exact(&mut rest).is_ok() && rest == magic[1..] {
-            d.takeover(c);
+/// Accept until `stop`; then wait for the client threads (each ends within one [`POLL`] of the
+/// stop flag, or its write timeout).
+fn accept_loop(
+    listener: UnixListener,
+    director: Arc<dyn Director>,
+    stop: Arc<AtomicBool>,
+    limits: Limits,
+) {
+    let exec = Arc::new(Mutex::new(()));
+    let mut clients: Vec<JoinHandle<()>> = Vec::new();
+    for conn in listener.incoming() {
+        if stop.load(Ordering::Acquire) {
+            break;
         }
-        return;
+        let Ok(c) = conn else { continue };
+        clients.retain(|h| !h.is_finished());
+        if clients.len() >= limits.max_clients {
+            refuse(c, limits.max_clients);
+            continue;
+        }
+        let (d, e, f) = (director.clone(), exec.clone(), stop.clone());
+        match std::thread::Builder::new()
+            .name("xvs-ctl-client".into())
+            .spawn(move || serve_one(c, d.as_ref(), &e, &f, limits.request_timeout))
+        {
+            Ok(h) => clients.push(h),
+            Err(e) => tracing::warn!(error = %e, "control socket: no thread for a client"),
+        }
     }
-    let resp = match (&mut c).take(MAX_REQUEST - 1).read_to_end(&mut buf) {
-        Err(e) => Response::fail(2, format!("bad request: {e}")),
-        Ok(_) => match serde_json::from_slice::<Request>(&buf) {
-            Ok(r) => execute(d, &r.args, &r.stdin),
+    for h in clients {
+        let _ = h.join();
+    }
+}
+
+/// Answer a client beyond the limit without reading its request.
+fn refuse(mut c: UnixStream, max: usize) {
+    let _ = c.set_write_timeout(Some(POLL));
+    let resp = Response::fail(
+        1,
+        format!("xvs: control socket busy ({max} clients being served), try again"),
+    );
+    if let Ok(text) = serde_json::to_vec(&resp) {
+        let _ = c.write_all(&text);
+    }
+}
+
+/// Read one request (until the client shuts its write side, within `timeout`), execute it
+/// under `exec`, write the answer.
+fn serve_one(
+    mut c: UnixStream,
+    d: &dyn Director,
+    exec: &Mutex<()>,
+    stop: &AtomicBool,
+    timeout: Duration,
+) {
+    let deadline = Instant::now() + timeout;
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 64 << 10];
+    // A takeover starts with its magic line instead of a JSON request: until that is ruled
+    // out, read no further than the magic's length.
+    let magic = crate::takeover::MAGIC;
+    let failed = loop {
+        if stop.load(Ordering::Acquire) {
+            return;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break Some(format!(
+                "bad request: not complete within {} ms",
+                timeout.as_millis()
+            ));
+        }
+        if c.set_read_timeout(Some(left.min(POLL))).is_err() {
+            return;
+        }
+        let maybe_magic = buf.len() < magic.len() && magic.starts_with(&buf);
+        let want = if maybe_magic {
+            magic.len() - buf.len()
+        } else {
+            chunk.len()
+        };
+        match c.read(&mut chunk[..want]) {
+            Ok(0) => break None,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                if buf == magic {
+                    // The handover runs alone, as any command.
+                    let _serial = exec.lock().unwrap_or_else(|p| p.into_inner());
+                    d.takeover(c);
+                    return;
+                }
+                if buf.len() > MAX_REQUEST {
+                    break Some(format!("bad request: larger than {MAX_REQUEST} bytes"));
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => break Some(format!("bad request: {e}")),
+        }
+    };
+    let resp = match failed {
+        Some(msg) => Response::fail(2, msg),
+        None if buf.is_empty() => return,
+        None => match serde_json::from_slice::<Request>(&buf) {
+            Ok(r) => {
+                let _serial = exec.lock().unwrap_or_else(|p| p.into_inner());
+                execute(d, &r.args, &r.stdin)
+            }
             Err(e) => Response::fail(2, format!("bad request: {e}")),
         },
     };
+    let _ = c.set_write_timeout(Some(timeout));
     if let Ok(text) = serde_json::to_vec(&resp) {
         let _ = c.write_all(&text);
     }
@@ -378,8 +497,13 @@ pub fn request(socket: &Path, args: &[String], stdin: &str) -> std::io::Result<R
         args: args.to_vec(),
         stdin: stdin.to_string(),
     };
-    c.write_all(&serde_json::to_vec(&req)?)?;
-    c.shutdown(std::net::Shutdown::Write)?;
+    // A busy server answers without reading the request and closes: the write then fails with
+    // EPIPE, and the answer is still there to read.
+    match c.write_all(&serde_json::to_vec(&req)?) {
+        Ok(()) => c.shutdown(std::net::Shutdown::Write)?,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => return Err(e),
+    }
     let mut buf = Vec::new();
     c.read_to_end(&mut buf)?;
     serde_json::from_slice(&buf).map_err(|e| {

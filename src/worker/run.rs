@@ -59,7 +59,11 @@ pub(super) fn run_worker<I: WorkerIo, P: FrameProcessor>(
 ) {
     if let Some(c) = ctx.core {
         if !core_affinity::set_for_current(core_affinity::CoreId { id: c }) {
-            eprintln!("xvs: worker {} could not pin itself to CPU {c}", ctx.index);
+            eprintln!(
+                "{}xvs: worker {} could not pin itself to CPU {c}",
+                crate::systemd::prefix(tracing::Level::WARN),
+                ctx.index
+            );
         }
     }
     if let Some(h) = ctx.handoff.as_mut() {

@@ -239,14 +239,16 @@ impl Dataplane {
                         .collect();
                     if !missing.is_empty() && cfg.xdp_mode == XdpMode::Native {
                         eprintln!(
-                            "xvs: warning: {} has rx queue(s) {missing:?} without a worker: service frames arriving there go to the kernel (add [[worker]]s or reduce the queues: ethtool -L {} ...)",
+                            "{}xvs: warning: {} has rx queue(s) {missing:?} without a worker: service frames arriving there go to the kernel (add [[worker]]s or reduce the queues: ethtool -L {} ...)",
+                            crate::systemd::prefix(tracing::Level::WARN),
                             p.name, p.name
                         );
                     }
                 }
                 if cfg.xdp_mode == XdpMode::Generic && !cfg.workers.iter().any(|w| w.queue == 0) {
                     eprintln!(
-                        "xvs: warning: generic XDP delivers every frame on queue 0, and no worker polls queue 0"
+                        "{}xvs: warning: generic XDP delivers every frame on queue 0, and no worker polls queue 0",
+                        crate::systemd::prefix(tracing::Level::WARN)
                     );
                 }
                 xdp = Some(prog);

@@ -229,27 +229,7 @@ impl Shared {
     /// The live services and backends of the current state with their connection counts as
     /// they are now (traffic is each worker's: see [`Pipeline::report`]). Cold path.
     pub fn report(&self) -> Vec<ServiceReport> {
-        let snap = self.current();
-        snap.svcs
-            .iter()
-            .filter(|s| !s.removed)
-            .map(|s| ServiceReport {
-                key: s.key,
-                traffic: Traffic::default(),
-                backends: s
-                    .views
-                    .iter()
-                    .map(|v| BackendReport {
-                        addr: v.addr,
-                        port: v.port,
-                        traffic: Traffic::default(),
-                        active: self.counts.active(v.id),
-                        inactive: self.counts.inactive(v.id),
-                        persistent: self.counts.persistent(v.id),
-                    })
-                    .collect(),
-            })
-            .collect()
+        report_of(&self.current(), &self.counts, None)
     }
 
     /// Most backends the counts can hold.
@@ -734,33 +714,45 @@ pub struct ServiceReport {
     pub backends: Vec<BackendReport>,
 }
 
+/// The live services of `snap` with their backends' connection counts, and with the traffic
+/// totals `(per service index, per backend id)` when given (zero otherwise).
+fn report_of(
+    snap: &Snapshot,
+    counts: &BackendCounts,
+    traffic: Option<(&[Traffic], &[Traffic])>,
+) -> Vec<ServiceReport> {
+    snap.svcs
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !s.removed)
+        .map(|(i, s)| ServiceReport {
+            key: s.key,
+            traffic: traffic.map_or_else(Traffic::default, |(svc, _)| svc[i]),
+            backends: s
+                .views
+                .iter()
+                .map(|v| BackendReport {
+                    addr: v.addr,
+                    port: v.port,
+                    traffic: traffic.map_or_else(Traffic::default, |(_, be)| be[v.id.0 as usize]),
+                    active: counts.active(v.id),
+                    inactive: counts.inactive(v.id),
+                    persistent: counts.persistent(v.id),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
 impl Pipeline {
     /// Per-service and per-backend counters of the live services (for `xvs ctl -L --stats`,
     /// metrics). Cold path: allocates.
     pub fn report(&self) -> Vec<ServiceReport> {
-        let counts = self.conns.counts();
-        self.snap
-            .svcs
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| !s.removed)
-            .map(|(i, s)| ServiceReport {
-                key: s.key,
-                traffic: self.service_traffic[i],
-                backends: s
-                    .views
-                    .iter()
-                    .map(|v| BackendReport {
-                        addr: v.addr,
-                        port: v.port,
-                        traffic: self.backend_traffic[v.id.0 as usize],
-                        active: counts.active(v.id),
-                        inactive: counts.inactive(v.id),
-                        persistent: counts.persistent(v.id),
-                    })
-                    .collect(),
-            })
-            .collect()
+        report_of(
+            &self.snap,
+            self.conns.counts(),
+            Some((&self.service_traffic, &self.backend_traffic)),
+        )
     }
 
     /// `ipvsadm -Z`: zero the packet, byte and connection totals of one service (and its
