@@ -255,6 +255,7 @@ mod tests {
             method: Method::Nat,
             u_threshold: 0,
             l_threshold: 0,
+            conn_rate: 0,
         }
     }
 
