@@ -33,7 +33,7 @@ use xvs_forwarding::{Method, Pipeline};
 
 use crate::config::Config;
 use crate::control::format::daemon_rule;
-use crate::control::health::{CheckTarget, HealthChecker, HealthEvent};
+use crate::control::health::{CheckTarget, HealthChecker, HealthEvent, Probe};
 use crate::control::metrics::{
     BackendMetrics, Exposition, HealthMetrics, History, Metrics, MetricsServer, ServiceLabels,
     ServiceMetrics, Traffic as MetricTraffic, WorkerMetrics,
@@ -470,7 +470,18 @@ impl Director {
             })
             .collect();
         inner.down.retain(|k, _| checked.contains(k));
-        inner.weights.retain(|k, _| checked.contains(k));
+        // A weight set by a dynamic check lasts while the backend has a dynamic check.
+        let dynamic: std::collections::HashSet<BackendKey> = checks
+            .iter()
+            .filter(|t| matches!(&t.spec.probe, Probe::Exec(e) if e.dynamic))
+            .filter_map(|t| {
+                inner
+                    .check_names
+                    .get(&t.service)
+                    .map(|k| (*k, t.backend.ip(), t.backend.port()))
+            })
+            .collect();
+        inner.weights.retain(|k, _| dynamic.contains(k));
         let quiescent: HashMap<BackendKey, bool> = checks
             .iter()
             .filter_map(|t| {
@@ -1120,6 +1131,25 @@ impl ControlDirector for Director {
                 out.push_str(a);
                 out.push('\n');
             }
+            let mut quorum: Vec<String> = inner
+                .quorum
+                .iter()
+                .filter(|(_, (cfg, _))| {
+                    cfg.sorry.is_some() || cfg.up_script.is_some() || cfg.down_script.is_some()
+                })
+                .map(|(k, (cfg, st))| {
+                    format!(
+                        "quorum {}: {} (quorum {}, hysteresis {}){}\n",
+                        service_name(k),
+                        if st.up { "up" } else { "down" },
+                        cfg.quorum,
+                        cfg.hysteresis,
+                        if st.sorry_in { ", sorry server in" } else { "" }
+                    )
+                })
+                .collect();
+            quorum.sort();
+            out.extend(quorum);
         }
         let mut sync = SyncCounters::default();
         for r in &reports {

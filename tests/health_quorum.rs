@@ -56,14 +56,18 @@ fall = 1
     c
 }
 
-fn ctl_list(socket: &Path) -> String {
+fn ctl(socket: &Path, arg: &str) -> String {
     let o = Command::new(env!("CARGO_BIN_EXE_xvs"))
         .args(["ctl", "--socket"])
         .arg(socket)
-        .arg("-Ln")
+        .arg(arg)
         .output()
         .expect("xvs ctl");
     String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn ctl_list(socket: &Path) -> String {
+    ctl(socket, "-Ln")
 }
 
 /// The backends `xvs ctl -Ln` lists: (address:port, weight).
@@ -144,6 +148,13 @@ fn sorry_server_replaces_failed_backends_and_leaves_when_one_returns() {
     for _ in 0..4 {
         assert_eq!(tb.http_get(&url).as_deref(), Some("b3"));
     }
+    let status = ctl(&socket, "status");
+    assert!(
+        status.contains(&format!(
+            "quorum TCP {VIP}:80: down (quorum 1, hysteresis 0), sorry server in\n"
+        )),
+        "{status}"
+    );
     wait_for("quorum_down ran", limit, || {
         std::fs::read_to_string(&events).unwrap_or_default() == "down\n"
     });
