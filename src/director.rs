@@ -1583,12 +1583,14 @@ pub fn run(
             d.stop();
         }
     }
-    // keepalived's omega: the quorum_down scripts run on shutdown, each given a second.
+    // keepalived's omega: the quorum_down scripts run on shutdown, each given a second; not
+    // after a takeover (the successor carries the services on).
+    let handed_over = director.handed_over.load(Ordering::Acquire);
     let omega: Vec<(String, String)> = director
         .lock()
         .quorum
         .iter()
-        .filter(|(_, (cfg, _))| cfg.omega)
+        .filter(|(_, (cfg, _))| cfg.omega && !handed_over)
         .filter_map(|(k, (cfg, _))| cfg.down_script.clone().map(|c| (service_name(k), c)))
         .collect();
     for (name, cmd) in omega {
