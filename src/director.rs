@@ -900,6 +900,15 @@ impl Director {
     fn metrics(&self) -> Metrics {
         let listing = self.sum_listing();
         let desired = self.lock().desired.clone();
+        let quorum: HashMap<ServiceKey, bool> = self
+            .lock()
+            .quorum
+            .iter()
+            .filter(|(_, (cfg, _))| {
+                cfg.sorry.is_some() || cfg.up_script.is_some() || cfg.down_script.is_some()
+            })
+            .map(|(k, (_, st))| (*k, st.up))
+            .collect();
         let health: HashMap<(String, SocketAddr), HealthMetrics> = {
             let inner = self.lock();
             inner
@@ -931,6 +940,7 @@ impl Director {
             .map(|s| {
                 let name = service_name(&s.key);
                 ServiceMetrics {
+                    quorum_up: quorum.get(&s.key).copied(),
                     labels: match s.key {
                         ServiceKey::Addr { proto, addr, port } => ServiceLabels::Address {
                             protocol: crate::replay::proto_name(proto).to_ascii_lowercase(),

@@ -15,11 +15,14 @@ use dataplane_support::{skip_unless_root, Testbed, ONE_WORKER_V4};
 
 const VIP: &str = "198.18.10.1";
 
-fn config(dir: &Path, events: &Path) -> String {
+fn config(dir: &Path, events: &Path, metrics_port: u16) -> String {
     let mut c = String::from(ONE_WORKER_V4);
     let ev = events.display();
     c.push_str(&format!(
         r#"
+[metrics]
+address = "127.0.0.1:{metrics_port}"
+
 [[service]]
 protocol = "tcp"
 vip = "{VIP}"
@@ -121,7 +124,25 @@ fn sorry_server_replaces_failed_backends_and_leaves_when_one_returns() {
     let socket = dir.join("xvs.sock");
     let log_path = dir.join("xvs.log");
     let events = dir.join("events");
-    std::fs::write(&cfg, config(dir, &events)).unwrap();
+    let metrics_port = 19600 + (std::process::id() % 300) as u16;
+    std::fs::write(&cfg, config(dir, &events, metrics_port)).unwrap();
+    let quorum_gauge = || {
+        let (ok, body) = tb.exec(
+            "dir",
+            &[
+                "curl",
+                "-s",
+                "-m",
+                "3",
+                &format!("http://127.0.0.1:{metrics_port}/metrics"),
+            ],
+        );
+        assert!(ok, "scrape");
+        body.lines()
+            .find(|l| l.starts_with("xvs_service_quorum_up{"))
+            .map(str::to_string)
+            .unwrap_or_default()
+    };
     let mut guard = tb.start_xvs(&cfg, &socket, &log_path);
     tb.wait_neighbours(&["198.18.3.11", "198.18.3.12", "198.18.3.13", "198.18.1.1"]);
     let url = format!("http://{VIP}/");
@@ -155,6 +176,7 @@ fn sorry_server_replaces_failed_backends_and_leaves_when_one_returns() {
         )),
         "{status}"
     );
+    assert!(quorum_gauge().ends_with("} 0"), "{}", quorum_gauge());
     wait_for("quorum_down ran", limit, || {
         std::fs::read_to_string(&events).unwrap_or_default() == "down\n"
     });
@@ -165,6 +187,7 @@ fn sorry_server_replaces_failed_backends_and_leaves_when_one_returns() {
         backends(&socket) == [("198.18.3.12:80".to_string(), 1)]
     });
     assert_eq!(tb.http_get(&url).as_deref(), Some("b2"));
+    assert!(quorum_gauge().ends_with("} 1"), "{}", quorum_gauge());
     wait_for("quorum_up ran", limit, || {
         std::fs::read_to_string(&events).unwrap_or_default() == "down\nup\n"
     });
