@@ -16,7 +16,8 @@
 //!   is not touched.
 //! - `quorum_down` runs on a loss (and at start when the quorum is down and a sorry server is
 //!   put in), `quorum_up` on a gain; a service removed while its quorum is up runs
-//!   `quorum_down`; with `omega` the director's shutdown runs `quorum_down` of the service.
+//!   `quorum_down`; with `omega` the director's shutdown runs `quorum_down` of the service (not
+//!   after a takeover, where the successor carries on).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
