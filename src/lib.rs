@@ -9,6 +9,7 @@ pub mod config;
 pub mod control;
 pub mod dataplane_config;
 pub mod director;
+pub mod dns;
 pub mod import;
 // The only module allowed `unsafe` (syscalls, ring mappings); every block with a `// SAFETY:`.
 #[allow(unsafe_code)]
