@@ -127,6 +127,103 @@ pub struct RawConfig {
     pub defense: DefenseSection,
     #[serde(default)]
     pub announce: AnnounceSection,
+    /// DNS load balancing (`crate::dns`).
+    #[serde(default, rename = "dns")]
+    pub dns: Vec<DnsSection>,
+}
+
+/// `[[dns]]`: an authoritative DNS responder for names of `zone`, answering A/AAAA records
+/// chosen by `scheduler` (rr, wrr, sh, mh) over the available backends of `[[service]]` number
+/// `service` (0-based, configuration order; health checks and weights apply), or over
+/// `address` entries with weights.
+///
+/// ```toml
+/// [[dns]]
+/// zone = "lb.example"
+/// names = ["www.lb.example"]
+/// listen = ["198.18.0.1:53"]
+/// ttl = 20
+/// answers = 1
+/// scheduler = "wrr"
+/// service = 0
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSection {
+    pub zone: String,
+    /// The SOA's primary name server (default `ns.<zone>`).
+    pub nameserver: Option<String>,
+    pub names: Vec<String>,
+    pub listen: Vec<std::net::SocketAddr>,
+    #[serde(default = "default_dns_ttl")]
+    pub ttl: u32,
+    /// TTL of negative answers (the SOA minimum, RFC 2308); default `ttl`.
+    pub negative_ttl: Option<u32>,
+    #[serde(default = "default_dns_answers")]
+    pub answers: usize,
+    #[serde(default = "default_dns_scheduler")]
+    pub scheduler: String,
+    pub service: Option<usize>,
+    #[serde(default, rename = "address")]
+    pub addresses: Vec<DnsAddressSection>,
+}
+
+/// `[[dns.address]]`: a fixed record with its weight.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsAddressSection {
+    pub address: IpAddr,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_dns_ttl() -> u32 {
+    30
+}
+
+fn default_dns_answers() -> usize {
+    1
+}
+
+fn default_dns_scheduler() -> String {
+    "wrr".to_string()
+}
+
+/// Where a `[[dns]]` entry takes its records from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DnsSource {
+    /// The backends with weight > 0 of this service (the effective state, after checks).
+    Service(ServiceKey),
+    /// Fixed addresses with weights.
+    Addresses(Vec<(IpAddr, u32)>),
+}
+
+/// A validated `[[dns]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsConfig {
+    pub zone: String,
+    pub nameserver: String,
+    pub names: Vec<String>,
+    pub listen: Vec<std::net::SocketAddr>,
+    pub ttl: u32,
+    pub negative_ttl: u32,
+    pub answers: usize,
+    pub scheduler: String,
+    pub source: DnsSource,
+}
+
+impl DnsConfig {
+    /// A responder for this entry (its names added, no backends yet).
+    pub fn responder(
+        &self,
+    ) -> Result<crate::dns::answer::Responder, crate::dns::answer::DnsConfigError> {
+        let mut r =
+            crate::dns::answer::Responder::new(&self.zone, &self.nameserver, self.negative_ttl)?;
+        for n in &self.names {
+            r.add_name(n, self.ttl, self.answers, &self.scheduler)?;
+        }
+        Ok(r)
+    }
 }
 
 /// `[announce]`: the VIPs with an available backend, as host addresses on a TUN device that
@@ -584,6 +681,8 @@ pub struct Config {
     pub defense: DefenseConfig,
     /// The announce device's name (`[announce] interface`).
     pub announce: Option<String>,
+    /// DNS load balancing entries.
+    pub dns: Vec<DnsConfig>,
 }
 
 impl Config {
@@ -830,6 +929,75 @@ fn validate_sync(c: &Check<'_>, raw: &SyncSection) -> Result<SyncConfig, ConfigE
             .map(|d| daemon(Role::Backup, d))
             .transpose()?,
     })
+}
+
+fn validate_dns(
+    c: &Check<'_>,
+    raw: &[DnsSection],
+    services: &[Service],
+) -> Result<Vec<DnsConfig>, ConfigError> {
+    let mut out: Vec<DnsConfig> = Vec::new();
+    let mut listens = HashSet::new();
+    for (i, d) in raw.iter().enumerate() {
+        let f = |n: &str| format!("dns[{i}].{n}");
+        if d.names.is_empty() {
+            return Err(c.err(f("names"), "at least one name"));
+        }
+        if d.listen.is_empty() {
+            return Err(c.err(f("listen"), "at least one address:port"));
+        }
+        for l in &d.listen {
+            if !listens.insert(*l) {
+                return Err(c.err(f("listen"), format!("{l} is listed twice")));
+            }
+        }
+        if d.answers == 0 || d.answers > 64 {
+            return Err(c.err(f("answers"), "must be 1 to 64"));
+        }
+        let source = match (d.service, d.addresses.is_empty()) {
+            (Some(s), true) => match services.get(s) {
+                Some(svc) => DnsSource::Service(svc.key),
+                None => {
+                    return Err(c.err(
+                        f("service"),
+                        format!("no service[{s}] ({} service(s) configured)", services.len()),
+                    ))
+                }
+            },
+            (None, false) => {
+                DnsSource::Addresses(d.addresses.iter().map(|a| (a.address, a.weight)).collect())
+            }
+            _ => {
+                return Err(c.err(
+                    f("service"),
+                    "give either service (an index into [[service]]) or address entries",
+                ))
+            }
+        };
+        let zone = d.zone.trim_end_matches('.').to_string();
+        let cfg = DnsConfig {
+            nameserver: d.nameserver.clone().unwrap_or_else(|| format!("ns.{zone}")),
+            zone,
+            names: d.names.clone(),
+            listen: d.listen.clone(),
+            ttl: d.ttl,
+            negative_ttl: d.negative_ttl.unwrap_or(d.ttl),
+            answers: d.answers,
+            scheduler: d.scheduler.clone(),
+            source,
+        };
+        let r = cfg
+            .responder()
+            .map_err(|e| c.err(f("names"), e.to_string()))?;
+        let mut seen = HashSet::new();
+        for n in r.names() {
+            if !seen.insert(n.name.clone()) {
+                return Err(c.err(f("names"), format!("{} is listed twice", n.name)));
+            }
+        }
+        out.push(cfg);
+    }
+    Ok(out)
 }
 
 fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
@@ -1278,6 +1446,7 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         }
         other => other.clone(),
     };
+    let dns = validate_dns(&c, &raw.dns, &services)?;
     Ok(Config {
         defense: raw.defense.into(),
         dataplane,
@@ -1293,6 +1462,7 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         conn_reuse_mode: raw.director.conn_reuse_mode,
         sloppy_tcp: raw.director.sloppy_tcp,
         announce,
+        dns,
         timeouts: raw.timeouts,
         ports,
         mac_given,
@@ -1349,6 +1519,64 @@ method = "nat"
 address = "198.19.0.12"
 method = "dr"
 "#;
+
+    const DNS: &str = r#"
+[[dns]]
+zone = "lb.example."
+names = ["www.lb.example", "api.lb.example"]
+listen = ["198.18.0.2:53"]
+ttl = 20
+answers = 2
+scheduler = "sh"
+service = 0
+"#;
+
+    #[test]
+    fn dns_section_converts() {
+        let c = Config::parse(Path::new("x.toml"), &format!("{GOOD}{DNS}")).unwrap();
+        let d = &c.dns[0];
+        assert_eq!(d.zone, "lb.example");
+        assert_eq!(d.nameserver, "ns.lb.example");
+        assert_eq!((d.ttl, d.negative_ttl, d.answers), (20, 20, 2));
+        assert_eq!(d.source, DnsSource::Service(c.services[0].key));
+        assert_eq!(d.responder().unwrap().names().len(), 2);
+        let fixed = DNS.replace(
+            "service = 0",
+            "[[dns.address]]\naddress = \"198.18.5.1\"\nweight = 4",
+        );
+        let c = Config::parse(Path::new("x.toml"), &format!("{GOOD}{fixed}")).unwrap();
+        assert_eq!(
+            c.dns[0].source,
+            DnsSource::Addresses(vec![("198.18.5.1".parse().unwrap(), 4)])
+        );
+    }
+
+    #[test]
+    fn dns_section_errors() {
+        let bad = |from: &str, to: &str| err(&format!("{GOOD}{}", DNS.replace(from, to)));
+        assert_eq!(
+            bad("service = 0", "service = 3"),
+            "x.toml: dns[0].service: no service[3] (1 service(s) configured)"
+        );
+        assert_eq!(
+            bad("\"sh\"", "\"wlc\""),
+            "x.toml: dns[0].names: scheduler \"wlc\" cannot choose DNS answers (use one of rr, wrr, sh, mh)"
+        );
+        assert_eq!(
+            bad("api.lb.example", "api.example.org"),
+            "x.toml: dns[0].names: name api.example.org. is not under the zone lb.example."
+        );
+        assert_eq!(
+            bad("api.lb.example", "WWW.lb.example"),
+            "x.toml: dns[0].names: www.lb.example. is listed twice"
+        );
+        assert_eq!(
+            bad("answers = 2", "answers = 0"),
+            "x.toml: dns[0].answers: must be 1 to 64"
+        );
+        assert!(bad("service = 0", "").contains("give either service"));
+        assert!(bad("names = [", "names = [\"a..b\", ").contains("not a valid DNS name"));
+    }
 
     #[test]
     fn good_config_converts() {

@@ -183,11 +183,12 @@ fn real_main() -> Result<()> {
             let cfg = Config::load(&config)?;
             xvs::replay::offline_pipeline(&cfg)?;
             println!(
-                "{}: ok: {} interface(s), {} service(s), {} backend(s), {} worker(s), io {}",
+                "{}: ok: {} interface(s), {} service(s), {} backend(s), {} dns name(s), {} worker(s), io {}",
                 cfg.file.display(),
                 cfg.ports.len(),
                 cfg.services.len(),
                 cfg.services.iter().map(|s| s.backends.len()).sum::<usize>(),
+                cfg.dns.iter().map(|d| d.names.len()).sum::<usize>(),
                 cfg.dataplane.workers.len(),
                 cfg.dataplane.io
             );
