@@ -268,6 +268,8 @@ pub struct Director {
     /// The announce device (`[announce]`), updated by the main loop, handed over with the
     /// data plane.
     announcer: Mutex<Option<crate::announce::Announcer>>,
+    /// The DNS responders (`[[dns]]`), fed the effective services by the main loop.
+    dns: Mutex<Vec<crate::dns::server::DnsServer>>,
     /// Set once a successor took the data plane over (`xvs run --takeover`): stop.
     handed_over: AtomicBool,
     /// The successor's connection, held open until this process exits (its end of file tells
@@ -1418,6 +1420,7 @@ pub fn run(
         steering: t.client_steering,
         history: Mutex::new(History::default()),
         announcer: Mutex::new(None),
+        dns: Mutex::new(Vec::new()),
         handed_over: AtomicBool::new(false),
         successor: Mutex::new(None),
     });
@@ -1495,6 +1498,31 @@ pub fn run(
         (None, _) => None,
     };
     *director.announcer.lock().unwrap_or_else(|p| p.into_inner()) = announcer;
+    // The DNS responders: started after the data plane, like the announcer, so their answers
+    // name backends xvs already serves.
+    {
+        let mut servers = Vec::new();
+        let services = {
+            let inner = director.lock();
+            Director::effective(&inner, &inner.desired).services
+        };
+        for d in &cfg.dns {
+            let server = crate::dns::server::DnsServer::start(d)
+                .with_context(|| format!("dns zone {}", d.zone))?;
+            eprintln!(
+                "xvs: dns zone {} on {}",
+                d.zone,
+                d.listen
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            server.update(&services);
+            servers.push(server);
+        }
+        *director.dns.lock().unwrap_or_else(|p| p.into_inner()) = servers;
+    }
     // The data plane forwards (workers run the published state) and the control socket answers.
     let mut notifier = Notifier::from_env();
     notifier.ready(&format!(
@@ -1532,6 +1560,18 @@ pub fn run(
             director.lock().announce = Some(a.describe());
         }
         drop(slot);
+        {
+            let servers = director.dns.lock().unwrap_or_else(|p| p.into_inner());
+            if !servers.is_empty() {
+                let services = {
+                    let inner = director.lock();
+                    Director::effective(&inner, &inner.desired).services
+                };
+                for d in servers.iter() {
+                    d.update(&services);
+                }
+            }
+        }
         std::thread::sleep(tick);
         notifier.tick();
         if hup.swap(false, Ordering::Relaxed) {
@@ -1577,6 +1617,9 @@ pub fn run(
             .unwrap_or_else(|p| p.into_inner())
             .take(),
     );
+    for d in std::mem::take(&mut *director.dns.lock().unwrap_or_else(|p| p.into_inner())) {
+        d.stop();
+    }
     server.stop();
     // Closed when this function returns, after everything else: then the successor knows the
     // control socket and the sync ports are free.

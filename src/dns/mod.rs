@@ -2,3 +2,4 @@
 //! A/AAAA records chosen by the xvs schedulers over health-checked backends.
 
 pub mod answer;
+pub mod server;
