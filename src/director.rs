@@ -1163,6 +1163,9 @@ impl ControlDirector for Director {
             quorum.sort();
             out.extend(quorum);
         }
+        for d in self.dns.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            out.push_str(&crate::dns::server::format_status(&d.status()));
+        }
         let mut sync = SyncCounters::default();
         for r in &reports {
             let s = &r.sync;

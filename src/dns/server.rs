@@ -372,3 +372,60 @@ fn tcp_conn(s: &Shared, mut stream: TcpStream, client: IpAddr) {
         }
     }
 }
+
+/// The `xvs ctl status` lines of one `[[dns]]` entry: a header, then one line per name (and
+/// one for the queries that named no configured name) with its queries, answers by rcode,
+/// truncated answers and current records.
+pub fn format_status(st: &DnsStatus) -> String {
+    let mut out = format!(
+        "dns zone {} on {} ({}), dropped {}\n",
+        st.zone,
+        st.listen
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        st.scheduler,
+        st.dropped
+    );
+    for n in &st.names {
+        let rcodes: Vec<String> = n
+            .rcodes
+            .iter()
+            .filter(|(_, c)| *c > 0)
+            .map(|(m, c)| format!("{m} {c}"))
+            .collect();
+        let name = if n.name.is_empty() {
+            "(other names)"
+        } else {
+            &n.name
+        };
+        out.push_str(&format!(
+            "  dns {name}: queries {}, {}, truncated {}",
+            n.queries,
+            if rcodes.is_empty() {
+                "no answers".to_string()
+            } else {
+                rcodes.join(", ")
+            },
+            n.truncated
+        ));
+        if !n.name.is_empty() {
+            let b: Vec<String> = n
+                .backends
+                .iter()
+                .map(|(a, w)| format!("{a} weight {w}"))
+                .collect();
+            out.push_str(&format!(
+                "; records: {}",
+                if b.is_empty() {
+                    "none (SERVFAIL)".to_string()
+                } else {
+                    b.join(", ")
+                }
+            ));
+        }
+        out.push('\n');
+    }
+    out
+}

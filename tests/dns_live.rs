@@ -1,0 +1,243 @@
+//! DNS load balancing with the real director in the testbed (`[[dns]]`): `dig` asks the
+//! responder that `xvs run` starts, over UDP and TCP (`+tcp`), for A and AAAA records; the
+//! weights of fixed addresses hold over many queries; a service backend whose HTTP server is
+//! killed leaves the answers within fall × (interval + timeout) plus slack, and the answer
+//! counters show in `xvs ctl status`. Needs root and dig (dnsutils); skipped loudly otherwise.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+mod dataplane_support;
+use dataplane_support::{skip_unless_root, Testbed, ONE_WORKER_V4};
+
+const VIP: &str = "198.18.10.1";
+const INTERVAL_MS: u64 = 200;
+const TIMEOUT_MS: u64 = 200;
+const FALL: u64 = 2;
+
+fn config(port: u16) -> String {
+    let mut c = String::from(ONE_WORKER_V4);
+    c.push_str(&format!(
+        r#"
+[[service]]
+protocol = "tcp"
+vip = "{VIP}"
+port = 80
+scheduler = "rr"
+
+[service.check]
+type = "http"
+path = "/"
+interval_ms = {INTERVAL_MS}
+timeout_ms = {TIMEOUT_MS}
+rise = 2
+fall = {FALL}
+"#
+    ));
+    for i in 1..=3 {
+        c.push_str(&format!(
+            "\n[[service.backend]]\naddress = \"198.18.3.{}\"\nport = 80\nmethod = \"nat\"\n",
+            10 + i
+        ));
+    }
+    c.push_str(&format!(
+        r#"
+[[dns]]
+zone = "lb.test"
+names = ["www.lb.test"]
+listen = ["127.0.0.1:{port}", "[::1]:{port}"]
+ttl = 5
+answers = 3
+scheduler = "rr"
+service = 0
+
+[[dns]]
+zone = "fixed.test"
+names = ["w.fixed.test"]
+listen = ["127.0.0.2:{port}"]
+ttl = 7
+answers = 1
+scheduler = "wrr"
+
+[[dns.address]]
+address = "198.18.20.1"
+weight = 3
+
+[[dns.address]]
+address = "198.18.20.2"
+weight = 1
+
+[[dns.address]]
+address = "2001:2::20"
+weight = 1
+"#
+    ));
+    c
+}
+
+/// `dig +short` in the director namespace: the answer lines.
+fn dig(tb: &Testbed, args: &[&str]) -> Vec<String> {
+    let mut a = vec!["dig", "+short", "+time=2", "+tries=2"];
+    a.extend_from_slice(args);
+    let (ok, out) = tb.exec("dir", &a);
+    assert!(ok, "dig {args:?}");
+    out.lines().map(str::to_string).collect()
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+#[test]
+fn dig_gets_balanced_healthy_answers() {
+    if skip_unless_root("dns live test") {
+        return;
+    }
+    if Command::new("dig").arg("-v").output().is_err() {
+        panic!("dig is missing: scripts/install-deps.sh installs dnsutils");
+    }
+    let tb = Testbed::up("dn");
+    tb.single_queue_towards_director();
+    let dir = std::env::temp_dir();
+    let cfg = dir.join(format!("{}-dns.toml", tb.prefix));
+    let socket = dir.join(format!("{}-dns.sock", tb.prefix));
+    let log_path = dir.join(format!("{}-dns.log", tb.prefix));
+    let port = 15300 + (std::process::id() % 500) as u16;
+    let p = port.to_string();
+    std::fs::write(&cfg, config(port)).unwrap();
+    let _xvs = tb.start_xvs(&cfg, &socket, &log_path);
+
+    // All three backends healthy: each answer names all three (answers = 3), UDP and TCP,
+    // over IPv4 and IPv6 transport.
+    let all = ["198.18.3.11", "198.18.3.12", "198.18.3.13"];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut got = Vec::new();
+    while Instant::now() < deadline {
+        got = sorted(dig(&tb, &["@127.0.0.1", "-p", &p, "www.lb.test", "A"]));
+        if got == all {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(got, all, "UDP answer");
+    assert_eq!(
+        sorted(dig(
+            &tb,
+            &["+tcp", "@127.0.0.1", "-p", &p, "www.lb.test", "A"]
+        )),
+        all,
+        "TCP answer"
+    );
+    assert_eq!(
+        sorted(dig(&tb, &["@::1", "-p", &p, "www.lb.test", "A"])),
+        all,
+        "over IPv6"
+    );
+    // The full answer: authoritative, TTL 5; NXDOMAIN and REFUSED.
+    let (_, full) = tb.exec(
+        "dir",
+        &["dig", "+time=2", "@127.0.0.1", "-p", &p, "www.lb.test", "A"],
+    );
+    assert!(full.contains("flags: qr aa"), "{full}");
+    assert!(full.contains("www.lb.test.\t\t5\tIN\tA"), "{full}");
+    let (_, nx) = tb.exec(
+        "dir",
+        &[
+            "dig",
+            "+time=2",
+            "@127.0.0.1",
+            "-p",
+            &p,
+            "nope.lb.test",
+            "A",
+        ],
+    );
+    assert!(nx.contains("status: NXDOMAIN"), "{nx}");
+    assert!(nx.contains("SOA"), "{nx}");
+    let (_, refused) = tb.exec(
+        "dir",
+        &["dig", "+time=2", "@127.0.0.1", "-p", &p, "example.org", "A"],
+    );
+    assert!(refused.contains("status: REFUSED"), "{refused}");
+
+    // Fixed addresses, wrr 3:1: 40 queries in one dig run give 30 and 10; AAAA over TCP.
+    let mut q = vec!["@127.0.0.2", "-p", &p];
+    for _ in 0..40 {
+        q.extend_from_slice(&["w.fixed.test", "A"]);
+    }
+    let answers = dig(&tb, &q);
+    assert_eq!(answers.len(), 40, "{answers:?}");
+    let n1 = answers.iter().filter(|a| *a == "198.18.20.1").count();
+    let n2 = answers.iter().filter(|a| *a == "198.18.20.2").count();
+    assert_eq!((n1, n2), (30, 10), "wrr 3:1");
+    assert_eq!(
+        dig(
+            &tb,
+            &["+tcp", "@127.0.0.2", "-p", &p, "w.fixed.test", "AAAA"]
+        ),
+        ["2001:2::20"]
+    );
+
+    // Kill b2's server: its record leaves the answers within fall × (interval + timeout)
+    // plus slack (the health check, then one main-loop period).
+    let pids = Command::new("ip")
+        .args(["netns", "pids", &tb.ns("b2")])
+        .output()
+        .expect("ip netns pids");
+    let pids: Vec<String> = String::from_utf8_lossy(&pids.stdout)
+        .split_whitespace()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.contains("python3") && !c.contains("decap-helper"))
+        })
+        .map(str::to_string)
+        .collect();
+    assert!(!pids.is_empty(), "b2's server");
+    for pid in &pids {
+        let _ = Command::new("kill").args(["-KILL", pid]).status();
+    }
+    let t0 = Instant::now();
+    let limit = Duration::from_millis(FALL * (INTERVAL_MS + TIMEOUT_MS) + 2000);
+    loop {
+        let a = sorted(dig(&tb, &["@127.0.0.1", "-p", &p, "www.lb.test", "A"]));
+        if a == ["198.18.3.11", "198.18.3.13"] {
+            break;
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "b2 still answered after {limit:?}: {a:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let gone = t0.elapsed();
+    for _ in 0..5 {
+        let a = sorted(dig(
+            &tb,
+            &["+tcp", "@127.0.0.1", "-p", &p, "www.lb.test", "A"],
+        ));
+        assert_eq!(a, ["198.18.3.11", "198.18.3.13"]);
+    }
+    eprintln!("dns: b2 left the answers {gone:?} after its server was killed");
+
+    // The counters in xvs ctl status.
+    let o = Command::new(env!("CARGO_BIN_EXE_xvs"))
+        .args(["ctl", "--socket"])
+        .arg(&socket)
+        .arg("status")
+        .output()
+        .expect("xvs ctl status");
+    let status = String::from_utf8_lossy(&o.stdout);
+    let line = status
+        .lines()
+        .find(|l| l.contains("w.fixed.test."))
+        .unwrap_or_else(|| panic!("no dns line in:\n{status}"));
+    assert!(line.contains("queries 41"), "{line}");
+    assert!(line.contains("NOERROR 41"), "{line}");
+    let nx_line = status
+        .lines()
+        .find(|l| l.contains("(other names)") && l.contains("NXDOMAIN 1"));
+    assert!(nx_line.is_some(), "{status}");
+    let _ = std::fs::remove_file(&cfg);
+    let _ = std::fs::remove_file(&log_path);
+}
