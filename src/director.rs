@@ -1046,6 +1046,13 @@ impl Director {
             services,
             workers,
             history: Vec::new(),
+            dns: self
+                .dns
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|d| d.status())
+                .collect(),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! responder that `xvs run` starts, over UDP and TCP (`+tcp`), for A and AAAA records; the
 //! weights of fixed addresses hold over many queries; a service backend whose HTTP server is
 //! killed leaves the answers within fall × (interval + timeout) plus slack, and the answer
-//! counters show in `xvs ctl status`. Needs root and dig (dnsutils); skipped loudly otherwise.
+//! counters show in `xvs ctl status` and the metrics. Needs root and dig (dnsutils); skipped loudly otherwise.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -15,10 +15,18 @@ const INTERVAL_MS: u64 = 200;
 const TIMEOUT_MS: u64 = 200;
 const FALL: u64 = 2;
 
+/// The metrics endpoint's port beside the DNS port `port`.
+fn metrics_port(port: u16) -> u16 {
+    port + 600
+}
+
 fn config(port: u16) -> String {
     let mut c = String::from(ONE_WORKER_V4);
     c.push_str(&format!(
         r#"
+[metrics]
+address = "127.0.0.1:{}"
+
 [[service]]
 protocol = "tcp"
 vip = "{VIP}"
@@ -32,7 +40,8 @@ interval_ms = {INTERVAL_MS}
 timeout_ms = {TIMEOUT_MS}
 rise = 2
 fall = {FALL}
-"#
+"#,
+        metrics_port(port)
     ));
     for i in 1..=3 {
         c.push_str(&format!(
@@ -238,6 +247,26 @@ fn dig_gets_balanced_healthy_answers() {
         .lines()
         .find(|l| l.contains("(other names)") && l.contains("NXDOMAIN 1"));
     assert!(nx_line.is_some(), "{status}");
+
+    // And in the metrics.
+    let (ok, body) = tb.exec(
+        "dir",
+        &[
+            "curl",
+            "-s",
+            "-m",
+            "3",
+            &format!("http://127.0.0.1:{}/metrics", metrics_port(port)),
+        ],
+    );
+    assert!(ok, "scrape");
+    for want in [
+        "xvs_dns_answers_total{zone=\"fixed.test\",name=\"w.fixed.test.\",rcode=\"NOERROR\"} 41",
+        "xvs_dns_answers_total{zone=\"lb.test\",name=\"\",rcode=\"NXDOMAIN\"} 1",
+        "xvs_dns_records{zone=\"lb.test\",name=\"www.lb.test.\"} 2",
+    ] {
+        assert!(body.lines().any(|l| l == want), "{want} not in:\n{body}");
+    }
     let _ = std::fs::remove_file(&cfg);
     let _ = std::fs::remove_file(&log_path);
 }

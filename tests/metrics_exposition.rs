@@ -74,6 +74,7 @@ fn small() -> Metrics {
             syn_defense: vec![],
         }],
         history: Vec::new(),
+        dns: Vec::new(),
     }
 }
 

@@ -86,6 +86,7 @@ fn big() -> Metrics {
             })
             .collect(),
         history: Vec::new(),
+        dns: Vec::new(),
     }
 }
 

@@ -31,6 +31,11 @@
 //! | `xvs_worker_connections` | gauge | worker |
 //! | `xvs_worker_embryonic_connections` | gauge | worker; only when non-zero |
 //! | `xvs_worker_syn_defense_total` | counter | worker, `event` (embryonic_evicted, drop_entry_deleted, synproxy_*); only non-zero |
+//! | `xvs_dns_queries_total` | counter | `zone`, `name` (`""`: queries for no configured name) |
+//! | `xvs_dns_answers_total` | counter | zone, name, `rcode` (NOERROR, NXDOMAIN, …) |
+//! | `xvs_dns_truncated_total` | counter | zone, name: UDP answers sent with TC |
+//! | `xvs_dns_records` | gauge | zone, name: backends answered now (weight > 0) |
+//! | `xvs_dns_dropped_total` | counter | zone: messages dropped without an answer |
 //!
 //! Service labels: `protocol` (tcp/udp/sctp), `vip`, `vport` — or `fwmark` and `family`
 //! (ipv4/ipv6) for a firewall-mark service. Backend labels: the service's plus `address`, `port`
@@ -71,6 +76,9 @@ pub struct Metrics {
     /// status page's plots (`/status.json` only; not part of the exposition).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistorySample>,
+    /// The DNS responders (`[[dns]]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<crate::dns::server::DnsStatus>,
 }
 
 /// How many one-second samples [`History`] keeps: five minutes.
@@ -776,6 +784,48 @@ fn render_xvs(m: &Metrics) -> String {
         }
     }
 
+    let mut dns_queries = Family::new(
+        "xvs_dns_queries_total",
+        Kind::Counter,
+        "DNS queries answered, by name (\"\": names not configured).",
+    );
+    let mut dns_answers = Family::new(
+        "xvs_dns_answers_total",
+        Kind::Counter,
+        "DNS answers by name and rcode.",
+    );
+    let mut dns_truncated = Family::new(
+        "xvs_dns_truncated_total",
+        Kind::Counter,
+        "DNS answers sent over UDP with TC set (too large), by name.",
+    );
+    let mut dns_records = Family::new(
+        "xvs_dns_records",
+        Kind::Gauge,
+        "Backends a DNS name answers now (weight above 0).",
+    );
+    let mut dns_dropped = Family::new(
+        "xvs_dns_dropped_total",
+        Kind::Counter,
+        "DNS messages dropped without an answer (unparseable, not a query, send failure).",
+    );
+    for d in &m.dns {
+        let zp = [("zone", d.zone.clone())];
+        dns_dropped.add(&zp, Value::Int(d.dropped));
+        for n in &d.names {
+            let np = with(&zp, "name", &n.name);
+            dns_queries.add(&np, Value::Int(n.queries));
+            for (rcode, c) in &n.rcodes {
+                dns_answers.add(&with(&np, "rcode", rcode), Value::Int(*c));
+            }
+            dns_truncated.add(&np, Value::Int(n.truncated));
+            if !n.name.is_empty() {
+                let live = n.backends.iter().filter(|(_, w)| *w > 0).count();
+                dns_records.add(&np, Value::Int(live as u64));
+            }
+        }
+    }
+
     let mut out = String::new();
     service.write(&mut out);
     for f in [&quorum, &weight, &active, &inactive, &persistent] {
@@ -797,6 +847,11 @@ fn render_xvs(m: &Metrics) -> String {
         &conns,
         &embryonic,
         &syn_defense,
+        &dns_queries,
+        &dns_answers,
+        &dns_truncated,
+        &dns_records,
+        &dns_dropped,
     ] {
         f.write(&mut out);
     }

@@ -42,7 +42,7 @@ pub const RCODES: [(u16, &str); 7] = [
 pub enum DnsServerError {
     #[error("{0}")]
     Config(#[from] DnsConfigError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Listen {
         addr: SocketAddr,
         #[source]
