@@ -872,6 +872,12 @@ impl Director {
                         .map(|(k, n)| (k.to_string(), *n))
                         .collect()
                 }),
+                syscalls: stats.get(i).map_or_else(Vec::new, |s| {
+                    s.io.syscalls()
+                        .iter()
+                        .map(|(k, n)| (k.to_string(), *n))
+                        .collect()
+                }),
                 handoff_out: stats.get(i).map_or(0, |s| s.io.handoff_out),
                 handoff_in: stats.get(i).map_or(0, |s| s.io.handoff_in),
                 icmp_answers: r.counters.icmp_answers,
@@ -1021,6 +1027,11 @@ impl ControlDirector for Director {
                 .iter()
                 .map(|(k, n)| format!("{k}={n}"))
                 .collect();
+            let syscalls: Vec<String> = io
+                .syscalls()
+                .iter()
+                .map(|(k, n)| format!("{k}={n}"))
+                .collect();
             let drops: Vec<String> = r
                 .counters
                 .drops
@@ -1035,7 +1046,7 @@ impl ControlDirector for Director {
                 )
             });
             out.push_str(&format!(
-                "worker {i}: rx {} tx {} (+{} fragments) pass {} drop {} [{}] icmp answers {} connections {} busy {:.1}% io drops [{}] handoff out {} in {} longest round {:.3} ms (inbox {:.3} ms, {:.3} ms CPU)\n",
+                "worker {i}: rx {} tx {} (+{} fragments) pass {} drop {} [{}] icmp answers {} connections {} busy {:.1}% io drops [{}] syscalls [{}] handoff out {} in {} longest round {:.3} ms (inbox {:.3} ms, {:.3} ms CPU)\n",
                 r.counters.rx,
                 r.counters.tx,
                 r.counters.tx_fragments,
@@ -1046,6 +1057,7 @@ impl ControlDirector for Director {
                 r.connections,
                 busy * 100.0,
                 io_drops.join(" "),
+                syscalls.join(" "),
                 io.handoff_out,
                 io.handoff_in,
                 round * 1e3,
