@@ -16,6 +16,9 @@
 //! miss, scheduling (rr) and insert; steady state with 1 K connections, the expiry work
 //! `housekeeping(now, 64)` per frame counted separately as `new-flow/housekeeping`).
 //!
+//! Last, the connection table's bytes per connection of capacity (entry, index slots, the IPv6
+//! slab's and timer heads' share), at 1 Ki and 1 Mi connections.
+//!
 //! `XVS_INSN_FRAMES` sets the frames per case (default 20000); `XVS_INSN_OUT=DIR` keeps
 //! callgrind's output per case in DIR for `callgrind_annotate` instead of discarding it.
 
@@ -329,6 +332,16 @@ fn main() {
                 eprintln!("{e}");
                 failed = true;
             }
+        }
+    }
+    if filter.is_none() {
+        // Memory: allocated per entry of capacity (entry, index slots, IPv6 slab share, heads).
+        for cap in [1u32 << 10, 1 << 20] {
+            let p = pipeline(cap);
+            println!(
+                "bytes per connection, capacity {cap}: {}",
+                p.connections().bytes_per_entry()
+            );
         }
     }
     if failed {
