@@ -478,6 +478,31 @@ pub fn write_readme(readme: &str, table: &str, plot: &str) -> String {
             format!("### Micro-benchmarks\n\n{old}")
         }
     };
+    // The previous run's table and notes ("Run of …" up to its plot), kept under "Earlier
+    // end-to-end runs" (newest first) so the trend stays visible.
+    let mut earlier = String::new();
+    if let Some(i) = section.find("### End to end") {
+        let rest = &section[i..];
+        let stop = rest[1..].find("\n### ").map_or(rest.len(), |j| j + 1);
+        let e2e = &rest[..stop];
+        if let Some(r) = e2e.find("Run of ") {
+            let run = &e2e[r..];
+            let run = run.find("\n![").map_or(run, |k| &run[..k]);
+            earlier += run.trim_end();
+            earlier += "\n\n";
+        }
+    }
+    if let Some(i) = section.find("### Earlier end-to-end runs") {
+        let rest = &section[i..];
+        let stop = rest[1..].find("\n### ").map_or(rest.len(), |j| j + 1);
+        let body = rest[..stop]
+            .trim_start_matches("### Earlier end-to-end runs")
+            .trim();
+        if !body.is_empty() {
+            earlier += body;
+            earlier += "\n\n";
+        }
+    }
     let mut out = String::new();
     out += &readme[..start];
     out += "## Results\n\n";
@@ -485,6 +510,11 @@ pub fn write_readme(readme: &str, table: &str, plot: &str) -> String {
     out += HOWTO;
     out += table.trim_end();
     out += &format!("\n\n![CPU ns per frame and delivered pps per target]({plot})\n\n");
+    if !earlier.is_empty() {
+        out += "### Earlier end-to-end runs\n\n";
+        out += earlier.trim_end();
+        out += "\n\n";
+    }
     if !micro.is_empty() {
         out += &micro;
         out += "\n\n";
@@ -603,6 +633,25 @@ mod tests {
         assert!(!again.contains("TABLE1") && again.contains("TABLE2"));
         assert_eq!(again.matches("### Micro-benchmarks").count(), 1);
         assert_eq!(again.matches("| parse | 4 |").count(), 1);
+        // Earlier runs stay visible, newest first.
+        let t1 = "Run of day 1.\n\n| a | 1 |";
+        let t2 = "Run of day 2.\n\n| a | 2 |";
+        let t3 = "Run of day 3.\n\n| a | 3 |";
+        let r1 = write_readme(readme, t1, "p.svg");
+        let r2 = write_readme(&r1, t2, "p.svg");
+        let r3 = write_readme(&r2, t3, "p.svg");
+        let (head, old) = r3
+            .split_once("### Earlier end-to-end runs")
+            .expect("earlier runs");
+        assert!(head.contains("| a | 3 |") && !head.contains("| a | 2 |"));
+        let (i2, i1) = (
+            old.find("| a | 2 |").unwrap(),
+            old.find("| a | 1 |").unwrap(),
+        );
+        assert!(i2 < i1 && !old.contains("| a | 3 |"));
+        assert_eq!(r3.matches("| a | 1 |").count(), 1);
+        assert_eq!(r3.matches("| parse | 4 |").count(), 1);
+        assert!(r3.ends_with("## Next\n\ntail\n"));
         // No section: appended.
         let none = write_readme("# x\n", "T", "p.svg");
         assert!(none.contains("## Results\n\nT"));
