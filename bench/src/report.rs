@@ -431,16 +431,21 @@ impl Report {
 }
 
 /// How to run the harness, written above the table.
-const HOWTO: &str = "Needs root and the testbed's tools (scripts/install-deps.sh). Full mode, which wrote \
-the figures below (about 5 minutes): `cargo build --release -p xvs -p xvs-bench && \
-target/release/xvs-bench run --out bench/results --readme README.md`. It builds a namespace testbed (scripts/testbed.sh), \
+const HOWTO: &str = "Needs root and the testbed's tools (scripts/install-deps.sh). Full mode \
+(`cargo build --release -p xvs -p xvs-bench && target/release/xvs-bench run --out bench/results \
+--readme README.md`, about 15 minutes) builds a namespace testbed (scripts/testbed.sh), \
 pins one xvs worker to CPU 0 and the AF_XDP generator to CPU 1, and sends the same traffic through \
 every target: the bare AF_XDP bounce, xvs NAT/DR/TUN/FullNAT × rr/wlc/mh, kernel IPv4 forwarding and \
 nftables `numgen` DNAT — 64-byte UDP over 1000 flows for all, IMIX, SYN flood and the demo pcap \
-replayed for the bounce, xvs NAT rr and the kernel baselines; then TCP connection churn (real \
+replayed for the bounce, xvs NAT rr and the kernel baselines — in interleaved rounds (`--rounds`, \
+default 3: every target once per round, the order rotated by one each round; each ratio is taken \
+within a round, then shown as median (min–max)); then TCP connection churn (real \
 sockets, HTTP/1.0 GET) and the peak memory of `xvs run` holding 1 M and 10 M SYN-flood connections. \
-JSON, markdown and SVG go to `--out` (default `target/xvs-bench/`; this run's are in `bench/results/`). `--quick` (under 60 s: bounce, the four \
-methods with rr, both kernel baselines, 1 s each, 64-byte UDP only) is what `tests/bench_quick.rs` \
+Per target it also shows the worker's user and system ns per frame (/proc ticks) and its system \
+calls (sendto/recvfrom/poll, xvs's own counters) per frame received. The header line of each run \
+below names the command that produced it. \
+JSON, markdown and SVG go to `--out` (default `target/xvs-bench/`). `--quick` (under 60 s: bounce, the four \
+methods with rr, both kernel baselines, 1 s each, 64-byte UDP only, one round) is what `tests/bench_quick.rs` \
 runs; `--targets`, `--traffic`, `--secs`, `--flows`, `--memory`, `--pcap FILE` narrow or widen a run \
 (`xvs-bench run --help`). Kernel IPVS is not in this host's kernel; `xvs-bench parity` compares \
 decisions in a QEMU guest (timings there are emulated and appear in no ratio).\n\n";
