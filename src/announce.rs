@@ -209,6 +209,8 @@ mod tests {
             sched_flags: Default::default(),
             persistence: None,
             one_packet: false,
+            synproxy: false,
+            conn_rate: 0,
             backends: weights
                 .iter()
                 .enumerate()
@@ -219,6 +221,7 @@ mod tests {
                     method: Method::Dr,
                     u_threshold: 0,
                     l_threshold: 0,
+                    conn_rate: 0,
                 })
                 .collect(),
         }

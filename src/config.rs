@@ -27,6 +27,7 @@
 //! persistence = 300             # seconds; omit for none
 //! netmask = 32                  # persistence client prefix length
 //! one_packet = false
+//! synproxy = false              # TCP, nat/fullnat backends: answer SYNs with SYN cookies
 //!
 //! [[service.backend]]
 //! address = "198.19.0.11"
@@ -40,11 +41,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use xvs_forwarding::defense::DefenseConfig;
 use xvs_forwarding::net::{Mac, Network, Port, PortVlans, Route};
 use xvs_forwarding::pipeline::RemovedBackends;
 use xvs_forwarding::service::{
     Backend, MarkRule, Persistence, Service, ServiceKey, PROTO_SCTP, PROTO_TCP, PROTO_UDP,
 };
+use xvs_forwarding::synproxy::cookie::CookieSecret;
 use xvs_forwarding::{Method, PipelineConfig, PortId};
 use xvs_schedulers::SchedFlags;
 
@@ -109,6 +112,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub sync: SyncSection,
     #[serde(default)]
+    pub defense: DefenseSection,
+    #[serde(default)]
     pub announce: AnnounceSection,
 }
 
@@ -125,6 +130,90 @@ pub struct RawConfig {
 pub struct AnnounceSection {
     /// Name of the TUN device to create; omit for no announcing.
     pub interface: Option<String>,
+}
+
+/// `[defense]`: SYN-flood and table-pressure defences of every worker
+/// (`xvs_forwarding::defense`). The IPVS sysctls keep their names and modes (0 off, 1 automatic,
+/// 3 always); `amemthresh` counts free connection-table entries of a worker (IPVS: free memory
+/// pages).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DefenseSection {
+    #[serde(default)]
+    pub drop_entry: u8,
+    #[serde(default)]
+    pub drop_packet: u8,
+    #[serde(default)]
+    pub secure_tcp: u8,
+    #[serde(default = "default_amemthresh")]
+    pub amemthresh: u32,
+    #[serde(default = "default_am_droprate")]
+    pub am_droprate: u32,
+    /// Largest share of a worker's table, in percent, for half-open TCP entries (1–100; 0: no
+    /// budget and no eviction, as IPVS).
+    #[serde(default = "default_embryonic_share")]
+    pub embryonic_share: u8,
+    /// Only the client's ACK completes a handshake (a bare ACK from the backend does not).
+    #[serde(default = "default_true")]
+    pub strict_handshake: bool,
+    /// New connections per second per source prefix, director-wide (0: no limit).
+    #[serde(default)]
+    pub source_rate: u32,
+    #[serde(default = "default_prefix_v4")]
+    pub source_prefix_v4: u8,
+    #[serde(default = "default_prefix_v6")]
+    pub source_prefix_v6: u8,
+}
+
+impl Default for DefenseSection {
+    fn default() -> Self {
+        let d = DefenseConfig::default();
+        DefenseSection {
+            drop_entry: d.drop_entry,
+            drop_packet: d.drop_packet,
+            secure_tcp: d.secure_tcp,
+            amemthresh: d.amemthresh,
+            am_droprate: d.am_droprate,
+            embryonic_share: d.embryonic_share,
+            strict_handshake: d.strict_handshake,
+            source_rate: d.source_rate,
+            source_prefix_v4: d.source_prefix_v4,
+            source_prefix_v6: d.source_prefix_v6,
+        }
+    }
+}
+
+fn default_prefix_v4() -> u8 {
+    DefenseConfig::default().source_prefix_v4
+}
+fn default_prefix_v6() -> u8 {
+    DefenseConfig::default().source_prefix_v6
+}
+fn default_amemthresh() -> u32 {
+    DefenseConfig::default().amemthresh
+}
+fn default_am_droprate() -> u32 {
+    DefenseConfig::default().am_droprate
+}
+fn default_embryonic_share() -> u8 {
+    DefenseConfig::default().embryonic_share
+}
+
+impl From<DefenseSection> for DefenseConfig {
+    fn from(d: DefenseSection) -> Self {
+        DefenseConfig {
+            drop_entry: d.drop_entry,
+            drop_packet: d.drop_packet,
+            secure_tcp: d.secure_tcp,
+            amemthresh: d.amemthresh,
+            am_droprate: d.am_droprate,
+            embryonic_share: d.embryonic_share,
+            strict_handshake: d.strict_handshake,
+            source_rate: d.source_rate,
+            source_prefix_v4: d.source_prefix_v4,
+            source_prefix_v6: d.source_prefix_v6,
+        }
+    }
 }
 
 /// `[sync]`: connection sync (the kernel's sync sysctls and the daemons to start).
@@ -349,6 +438,12 @@ pub struct ServiceSection {
     pub netmask: Option<u8>,
     #[serde(default)]
     pub one_packet: bool,
+    /// SYN proxy (TCP services whose backends are all nat or fullnat).
+    #[serde(default)]
+    pub synproxy: bool,
+    /// New connections per second, director-wide (0: no limit).
+    #[serde(default)]
+    pub conn_rate: u32,
     #[serde(default, rename = "backend")]
     pub backends: Vec<BackendSection>,
     /// Health check of every backend of the service (a backend's own `check` overrides it).
@@ -373,6 +468,9 @@ pub struct BackendSection {
     pub u_threshold: u32,
     #[serde(default)]
     pub l_threshold: u32,
+    /// New connections per second, director-wide (0: no limit).
+    #[serde(default)]
+    pub conn_rate: u32,
     pub check: Option<CheckConfig>,
 }
 
@@ -390,6 +488,22 @@ pub struct FullNatSection {
     /// Director-owned source addresses for FullNAT connections towards backends.
     #[serde(default)]
     pub local_addresses: Vec<IpAddr>,
+}
+
+/// The SYN proxy's cookie secret of this process: random, drawn once, the same for every
+/// worker (a client's SYN and ACK may be handled by different workers after a reload).
+fn cookie_secret() -> CookieSecret {
+    use std::hash::{BuildHasher, Hasher};
+    static SECRET: std::sync::OnceLock<CookieSecret> = std::sync::OnceLock::new();
+    *SECRET.get_or_init(|| {
+        let mut k = [0u64; 4];
+        for (i, w) in k.iter_mut().enumerate() {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_usize(i);
+            *w = h.finish();
+        }
+        CookieSecret(k)
+    })
 }
 
 /// A validated configuration, in the forwarding core's terms.
@@ -425,6 +539,8 @@ pub struct Config {
     pub metrics_node_exporter: bool,
     /// Connection sync.
     pub sync: SyncConfig,
+    /// SYN-flood defences.
+    pub defense: DefenseConfig,
     /// The announce device's name (`[announce] interface`).
     pub announce: Option<String>,
 }
@@ -442,6 +558,7 @@ impl Config {
             local_addresses: self.local_addresses.clone(),
             worker,
             workers,
+            defense: self.defense,
             ..PipelineConfig::default()
         }
     }
@@ -456,6 +573,7 @@ impl Config {
             .finish();
         PipelineConfig {
             seed: random,
+            cookie_secret: cookie_secret(),
             first_local_port: 1024 + ((random >> 32) % (65536 - 1024)) as u16,
             // The worker sends the fragments after the first (`FrameProcessor::extra_frames`).
             fragment: true,
@@ -942,7 +1060,28 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
                 method,
                 u_threshold: b.u_threshold,
                 l_threshold: b.l_threshold,
+                conn_rate: b.conn_rate,
             });
+        }
+        if s.synproxy {
+            if !matches!(
+                key,
+                ServiceKey::Addr {
+                    proto: PROTO_TCP,
+                    ..
+                }
+            ) {
+                return Err(c.err(f("synproxy"), "the SYN proxy is for TCP vip:port services"));
+            }
+            if backends
+                .iter()
+                .any(|b: &Backend| !b.method.replies_through_director())
+            {
+                return Err(c.err(
+                    f("synproxy"),
+                    "the SYN proxy needs nat or fullnat backends (replies through the director)",
+                ));
+            }
         }
         service_checks.push(s.check.clone());
         services.push(Service {
@@ -951,6 +1090,8 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             sched_flags,
             persistence,
             one_packet: s.one_packet,
+            synproxy: s.synproxy,
+            conn_rate: s.conn_rate,
             backends,
         });
     }
@@ -990,6 +1131,31 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
     }
 
     let sync = validate_sync(&c, &raw.sync)?;
+    let d = &raw.defense;
+    for (name, v) in [
+        ("drop_entry", d.drop_entry),
+        ("drop_packet", d.drop_packet),
+        ("secure_tcp", d.secure_tcp),
+    ] {
+        if v > 3 {
+            return Err(c.err(format!("defense.{name}"), "must be 0, 1, 2 or 3"));
+        }
+    }
+    if d.source_prefix_v4 > 32 || d.source_prefix_v6 > 128 {
+        return Err(c.err(
+            "defense.source_prefix_v4/v6",
+            "prefix lengths are at most 32 / 128",
+        ));
+    }
+    if d.embryonic_share > 100 {
+        return Err(c.err(
+            "defense.embryonic_share",
+            "must be 0 (off) to 100 (percent)",
+        ));
+    }
+    if d.am_droprate == 0 {
+        return Err(c.err("defense.am_droprate", "must be at least 1"));
+    }
     let announce = match &raw.announce.interface {
         Some(n) if n.is_empty() || n.len() >= 16 || n.contains(['/', ' ', '\0']) => {
             return Err(c.err(
@@ -1000,6 +1166,7 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         other => other.clone(),
     };
     Ok(Config {
+        defense: raw.defense.into(),
         dataplane,
         service_checks,
         checks,
@@ -1097,6 +1264,58 @@ method = "dr"
         Config::parse(Path::new("x.toml"), text)
             .unwrap_err()
             .to_string()
+    }
+
+    #[test]
+    fn defense_section_defaults_and_checks() {
+        let c = Config::parse(Path::new("x.toml"), GOOD).unwrap();
+        assert_eq!(c.defense, DefenseConfig::default());
+        assert_eq!(c.pipeline_config(0, 1).defense.embryonic_share, 50);
+        let text = format!(
+            "{GOOD}\n[defense]\ndrop_entry = 1\nsecure_tcp = 3\namemthresh = 4096\nembryonic_share = 20\nstrict_handshake = false\n"
+        );
+        let c = Config::parse(Path::new("x.toml"), &text).unwrap();
+        assert_eq!(
+            (
+                c.defense.drop_entry,
+                c.defense.secure_tcp,
+                c.defense.amemthresh
+            ),
+            (1, 3, 4096)
+        );
+        assert_eq!(c.defense.embryonic_share, 20);
+        assert!(!c.defense.strict_handshake);
+        let e = err(&format!("{GOOD}\n[defense]\ndrop_packet = 4\n"));
+        assert!(e.contains("defense.drop_packet"), "{e}");
+        let e = err(&format!("{GOOD}\n[defense]\nembryonic_share = 101\n"));
+        assert!(e.contains("defense.embryonic_share"), "{e}");
+        // Rate limits and the SYN proxy.
+        let text = GOOD
+            .replace(
+                "scheduler = \"wrr\"\n",
+                "scheduler = \"wrr\"\nconn_rate = 5000\nsynproxy = true\n",
+            )
+            .replace("weight = 2\n", "weight = 2\nconn_rate = 300\n")
+            .replace("method = \"dr\"", "method = \"nat\"")
+            + "\n[defense]\nsource_rate = 50\nsource_prefix_v4 = 16\n";
+        let c = Config::parse(Path::new("x.toml"), &text).unwrap();
+        let s = &c.services[0];
+        assert!(s.synproxy);
+        assert_eq!((s.conn_rate, s.backends[0].conn_rate), (5000, 300));
+        assert_eq!(
+            (c.defense.source_rate, c.defense.source_prefix_v4),
+            (50, 16)
+        );
+        // The SYN proxy refuses DR backends.
+        let text = GOOD.replace(
+            "scheduler = \"wrr\"\n",
+            "scheduler = \"wrr\"\nsynproxy = true\n",
+        );
+        let e = err(&text);
+        assert!(
+            e.contains("synproxy") && e.contains("nat or fullnat"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -883,6 +883,19 @@ impl Director {
                 icmp_answers: r.counters.icmp_answers,
                 busy_ratio: stats.get(i).map_or(0.0, |s| s.busy_ratio()),
                 connections: u64::from(r.connections),
+                embryonic: u64::from(r.embryonic),
+                syn_defense: [
+                    ("embryonic_evicted", r.counters.embryonic_evicted),
+                    ("drop_entry_deleted", r.counters.defense_dropped),
+                    ("synproxy_syn_acks", r.counters.synproxy_syn_acks),
+                    ("synproxy_opened", r.counters.synproxy_opened),
+                    ("synproxy_established", r.counters.synproxy_established),
+                    ("synproxy_released", r.counters.synproxy_released),
+                    ("synproxy_syn_resent", r.counters.synproxy_syn_resent),
+                ]
+                .iter()
+                .map(|(k, n)| (k.to_string(), *n))
+                .collect(),
             })
             .collect();
         Metrics {
@@ -993,6 +1006,7 @@ impl ControlDirector for Director {
             sync.queued += s.queued;
             sync.outbox_full += s.outbox_full;
             sync.skipped_fullnat += s.skipped_fullnat;
+            sync.skipped_synproxy += s.skipped_synproxy;
             sync.installed += s.installed;
             sync.updated += s.updated;
             sync.replaced += s.replaced;
@@ -1008,10 +1022,11 @@ impl ControlDirector for Director {
                 .map(|r| format!("{}={}", r.name(), sync.refused[*r as usize]))
                 .collect();
             out.push_str(&format!(
-                "sync in workers: queued {} outbox_full {} skipped_fullnat {} installed {} updated {} replaced {} stale {} refused [{}]\n",
+                "sync in workers: queued {} outbox_full {} skipped_fullnat {} skipped_synproxy {} installed {} updated {} replaced {} stale {} refused [{}]\n",
                 sync.queued,
                 sync.outbox_full,
                 sync.skipped_fullnat,
+                sync.skipped_synproxy,
                 sync.installed,
                 sync.updated,
                 sync.replaced,
@@ -1046,7 +1061,7 @@ impl ControlDirector for Director {
                 )
             });
             out.push_str(&format!(
-                "worker {i}: rx {} tx {} (+{} fragments) pass {} drop {} [{}] icmp answers {} connections {} busy {:.1}% io drops [{}] syscalls [{}] handoff out {} in {} longest round {:.3} ms (inbox {:.3} ms, {:.3} ms CPU)\n",
+                "worker {i}: rx {} tx {} (+{} fragments) pass {} drop {} [{}] icmp answers {} connections {} (embryonic {}) busy {:.1}% io drops [{}] syscalls [{}] handoff out {} in {} longest round {:.3} ms (inbox {:.3} ms, {:.3} ms CPU) syn defence: embryonic evicted {} drop_entry deleted {} modes drop_entry={} drop_packet={} secure_tcp={} synproxy: syn-acks {} opened {} established {} released {} syn-resent {}\n",
                 r.counters.rx,
                 r.counters.tx,
                 r.counters.tx_fragments,
@@ -1055,6 +1070,7 @@ impl ControlDirector for Director {
                 drops.join(" "),
                 r.counters.icmp_answers,
                 r.connections,
+                r.embryonic,
                 busy * 100.0,
                 io_drops.join(" "),
                 syscalls.join(" "),
@@ -1063,6 +1079,16 @@ impl ControlDirector for Director {
                 round * 1e3,
                 inbox * 1e3,
                 inbox_cpu * 1e3,
+                r.counters.embryonic_evicted,
+                r.counters.defense_dropped,
+                r.defense.0,
+                r.defense.1,
+                r.defense.2,
+                r.counters.synproxy_syn_acks,
+                r.counters.synproxy_opened,
+                r.counters.synproxy_established,
+                r.counters.synproxy_released,
+                r.counters.synproxy_syn_resent,
             ));
         }
         out

@@ -102,6 +102,10 @@ pub struct WorkerReport {
     pub services: Vec<ServiceReport>,
     pub connections: u32,
     pub sync: SyncCounters,
+    /// Half-open TCP entries in the table.
+    pub embryonic: u32,
+    /// The defence modes now (`drop_entry`, `drop_packet`, `secure_tcp`; 2 = switched on).
+    pub defense: (u8, u8, u8),
 }
 
 /// The worker's side: the pipeline and its report slot.
@@ -170,6 +174,11 @@ impl RuntimeProcessor {
             services: self.pipe.report(),
             connections: self.pipe.connections().len(),
             sync: *self.pipe.sync_counters(),
+            embryonic: self.pipe.connections().embryonic(),
+            defense: {
+                let d = self.pipe.defense();
+                (d.drop_entry, d.drop_packet, d.secure_tcp)
+            },
         };
         if let Ok(mut slot) = self.report.lock() {
             *slot = r;

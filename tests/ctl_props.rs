@@ -116,6 +116,8 @@ fn build(specs: &[SvcSpec], timeouts: (u32, u32, u32)) -> DesiredState {
                         ..
                     }
                 ),
+            synproxy: false,
+            conn_rate: 0,
             backends: vec![],
         };
         if st.add_service(svc).is_err() {
@@ -142,6 +144,7 @@ fn build(specs: &[SvcSpec], timeouts: (u32, u32, u32)) -> DesiredState {
                     method,
                     u_threshold: u,
                     l_threshold: l,
+                    conn_rate: 0,
                 },
             );
         }

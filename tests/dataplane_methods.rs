@@ -52,6 +52,7 @@ fn services(method: Method) -> Vec<Service> {
                     method,
                     u_threshold: 0,
                     l_threshold: 0,
+                    conn_rate: 0,
                 })
                 .collect()
         };
@@ -65,6 +66,8 @@ fn services(method: Method) -> Vec<Service> {
             sched_flags: SchedFlags::NONE,
             persistence: None,
             one_packet: false,
+            synproxy: false,
+            conn_rate: 0,
             backends: backends(80, true),
         });
         out.push(Service {
@@ -77,6 +80,8 @@ fn services(method: Method) -> Vec<Service> {
             sched_flags: SchedFlags::NONE,
             persistence: None,
             one_packet: false,
+            synproxy: false,
+            conn_rate: 0,
             backends: backends(5000, false),
         });
     }

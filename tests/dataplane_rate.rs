@@ -146,6 +146,8 @@ fn afxdp_nat_rate_vs_kernel_forwarding() {
         sched_flags: SchedFlags::NONE,
         persistence: None,
         one_packet: false,
+        synproxy: false,
+        conn_rate: 0,
         backends: vec![Backend {
             addr: sink,
             port: 5001,
@@ -153,6 +155,7 @@ fn afxdp_nat_rate_vs_kernel_forwarding() {
             method: Method::Nat,
             u_threshold: 0,
             l_threshold: 0,
+            conn_rate: 0,
         }],
     }];
     let dp = {

@@ -70,6 +70,8 @@ fn small() -> Metrics {
             icmp_answers: 3,
             busy_ratio: 0.25,
             connections: 7,
+            embryonic: 0,
+            syn_defense: vec![],
         }],
         history: Vec::new(),
     }
@@ -1146,5 +1148,29 @@ fn a_silent_client_does_not_delay_a_scrape() {
         t.elapsed() < Duration::from_millis(500),
         "{:?}",
         t.elapsed()
+    );
+}
+
+#[test]
+fn syn_defence_events_are_exported_when_non_zero() {
+    let mut m = small();
+    m.workers[0].embryonic = 12;
+    m.workers[0].syn_defense = vec![
+        ("synproxy_syn_acks".into(), 9),
+        ("embryonic_evicted".into(), 0),
+    ];
+    let text = render(&m);
+    check_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert!(
+        text.contains("xvs_worker_embryonic_connections{worker=\"0\"} 12"),
+        "{text}"
+    );
+    assert!(
+        text.contains("xvs_worker_syn_defense_total{worker=\"0\",event=\"synproxy_syn_acks\"} 9"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("embryonic_evicted"),
+        "zero events are left out"
     );
 }

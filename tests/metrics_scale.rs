@@ -85,6 +85,8 @@ fn big() -> Metrics {
                 icmp_answers: 5,
                 busy_ratio: 0.73,
                 connections: 1_000_000,
+                embryonic: 0,
+                syn_defense: vec![],
             })
             .collect(),
         history: Vec::new(),

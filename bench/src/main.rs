@@ -4,9 +4,13 @@
 //! `xvs-bench parity [--xvs PATH] [--work DIR] [--flows N] [--json FILE]`: decision parity between
 //! `xvs simulate` and kernel IPVS in a QEMU guest (see `parity.rs` and scripts/ipvs-guest/).
 //! Exits 1 when a scheduler's share of identical decisions is below 100 %.
+//!
+//! `xvs-bench flood [--secs S] [--connections N] [--rate PPS] [--clients K]`: SYN flood +
+//! legitimate clients against each SYN defence (see `flood.rs`).
 
 #![forbid(unsafe_code)]
 
+mod flood;
 mod gen;
 mod parity;
 mod report;
@@ -34,6 +38,8 @@ enum Cmd {
     Run(run::RunArgs),
     /// Decision parity between `xvs simulate` and kernel IPVS in a QEMU guest.
     Parity(ParityArgs),
+    /// SYN flood + legitimate clients against each SYN defence (needs root).
+    Flood(flood::FloodArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -59,6 +65,7 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Cmd::Run(args) => run::main(args),
         Cmd::Parity(args) => parity_main(args),
+        Cmd::Flood(args) => flood::main(args),
     }
 }
 

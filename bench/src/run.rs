@@ -60,13 +60,13 @@ pub fn default_targets(quick: bool) -> Vec<Target> {
     v
 }
 
-struct Bed {
+pub(crate) struct Bed {
     prefix: String,
     script: PathBuf,
 }
 
 impl Bed {
-    fn ns(&self, n: &str) -> String {
+    pub(crate) fn ns(&self, n: &str) -> String {
         format!("{}-{n}", self.prefix)
     }
 }
@@ -80,7 +80,7 @@ impl Drop for Bed {
     }
 }
 
-fn up(repo: &std::path::Path) -> Result<Bed, String> {
+pub(crate) fn up(repo: &std::path::Path) -> Result<Bed, String> {
     let prefix = format!("xb{:x}", std::process::id() % 0xfff);
     let script = repo.join("scripts/testbed.sh");
     let _ = Command::new(&script)
@@ -142,7 +142,7 @@ fn cpu_times(core: usize) -> (u64, u64) {
     (g(6) * tick_ns, busy * tick_ns)
 }
 
-fn mac(ns: &str, dev: &str) -> Result<[u8; 6], String> {
+pub(crate) fn mac(ns: &str, dev: &str) -> Result<[u8; 6], String> {
     let s = sink::nsexec(ns, &["cat", &format!("/sys/class/net/{dev}/address")])?;
     xvs::config::parse_mac(s.trim()).ok_or_else(|| format!("bad MAC {s}"))
 }

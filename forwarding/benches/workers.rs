@@ -49,6 +49,8 @@ fn service(scheduler: &str, backends: u32) -> Service {
         sched_flags: SchedFlags::NONE,
         persistence: None,
         one_packet: false,
+        synproxy: false,
+        conn_rate: 0,
         backends: (0..backends)
             .map(|i| Backend {
                 addr: IpAddr::V4(Ipv4Addr::from(u32::from(backend4(11)) + i)),
@@ -57,6 +59,7 @@ fn service(scheduler: &str, backends: u32) -> Service {
                 method: Method::Nat,
                 u_threshold: 0,
                 l_threshold: 0,
+                conn_rate: 0,
             })
             .collect(),
     }
@@ -110,7 +113,7 @@ fn director(svc: &Service, workers: u16) -> Vec<Worker> {
             let frames = (0..FRAMES)
                 .map(|i| {
                     let a = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 128, 0)) + i % 32768);
-                    let port = 1024 + u16::from(w) * 30000 + (i / 32768) as u16;
+                    let port = 1024 + w * 30000 + (i / 32768) as u16;
                     frame_in(IpAddr::V4(a), IpAddr::V4(VIP4))
                         .tcp(port, 80)
                         .syn()

@@ -6,13 +6,16 @@
 #![forbid(unsafe_code)]
 
 pub mod conn;
+pub mod defense;
 pub mod frame;
 pub mod hygiene;
+pub mod limits;
 pub mod net;
 pub mod pipeline;
 pub mod ratelimit;
 pub mod service;
 pub mod sync;
+pub mod synproxy;
 pub mod verdict;
 pub mod wire;
 

@@ -38,10 +38,13 @@ use crate::conn::{
     state::tcp, Conn, ConnConfig, ConnId, ConnTable, ConnV4, Direction, Method, NewConn, SlotHint,
     TemplateKey, Tuple,
 };
+use crate::defense::{Defense, DefenseConfig};
 use crate::hygiene;
+use crate::limits::{Bucket, SourceLimiter};
 use crate::net::{Hop, Network};
 use crate::ratelimit::IcmpLimiter;
 use crate::service::{mask_addr, MarkRule, Service, ServiceId, ServiceKey};
+use crate::synproxy::cookie::CookieSecret;
 use crate::wire::icmp::{self, IcmpAnswer, IcmpNat};
 use crate::wire::rewrite::{self, Link, Tunnel};
 use crate::wire::{parse, proto, tcp_flags, Frag, Packet, Parsed, WireError};
@@ -50,6 +53,7 @@ use crate::{BackendId, DropCounters, DropReason, Frame, PortId, Time, Verdict};
 mod frags;
 mod reload;
 mod sync;
+mod synproxy;
 
 pub use reload::{ApplyReport, BackendReport, RemovedBackends, ServiceReport, Shared, Snapshot};
 pub use sync::{Refused as SyncRefused, SyncCounters};
@@ -90,6 +94,14 @@ pub struct PipelineConfig {
     /// fragment, the others wait for [`Pipeline::drain_fragments`], which the caller must
     /// call after every frame or batch. Off: such packets are dropped (`needs_fragmentation`).
     pub fragment: bool,
+    /// SYN-flood and table-pressure defences (IPVS's `drop_entry`, `drop_packet`,
+    /// `secure_tcp`, `amemthresh`; the embryonic budget; strict handshake).
+    pub defense: DefenseConfig,
+    /// Secret of the SYN proxy's cookies (the same for every worker of a director; random in
+    /// a running director, fixed offline).
+    pub cookie_secret: CookieSecret,
+    /// MSS the SYN proxy announces to clients (IPv4; IPv6 20 less).
+    pub synproxy_mss: u16,
 }
 
 impl Default for PipelineConfig {
@@ -108,6 +120,9 @@ impl Default for PipelineConfig {
             removed_backends: RemovedBackends::Drain,
             first_local_port: LPORT_MIN as u16,
             fragment: false,
+            defense: DefenseConfig::default(),
+            cookie_secret: CookieSecret([0x5eed, 0xc00c, 0x1e5, 0x5ec2]),
+            synproxy_mss: 1460,
         }
     }
 }
@@ -189,6 +204,22 @@ pub struct Counters {
     pub tx_fragments: u64,
     /// Held later fragments whose first fragment did not come in time (see `DropReason::FragmentHeld`).
     pub fragments_expired: u64,
+    /// Embryonic TCP entries evicted to make room for a new SYN (the embryonic budget, or a
+    /// full table).
+    pub embryonic_evicted: u64,
+    /// Entries deleted by the `drop_entry` defence.
+    pub defense_dropped: u64,
+    /// SYN proxy: SYN-ACKs with a cookie sent (one per SYN answered).
+    pub synproxy_syn_acks: u64,
+    /// SYN proxy: valid cookies, connections opened toward a backend.
+    pub synproxy_opened: u64,
+    /// SYN proxy: backends that answered (connections translated from then on).
+    pub synproxy_established: u64,
+    /// SYN proxy: held segments sent on after the backend answered.
+    pub synproxy_released: u64,
+    /// SYN proxy: SYNs sent to a backend again (the client retransmitted before the backend
+    /// answered).
+    pub synproxy_syn_resent: u64,
 }
 
 /// What the pipeline did with the last frame that reached a service (for `xvs replay`,
@@ -212,6 +243,8 @@ struct BackendRt {
     last_weight: u32,
     u_threshold: u32,
     l_threshold: u32,
+    /// New connections per second, director-wide (0: none).
+    conn_rate: u32,
     /// Deleted from the desired state; kept while connections refer to it.
     removed: bool,
     /// The generation of the snapshot that gave this id to this backend.
@@ -223,6 +256,9 @@ struct ServiceRt {
     key: ServiceKey,
     persistence: Option<crate::service::Persistence>,
     one_packet: bool,
+    synproxy: bool,
+    /// New connections per second, director-wide (0: none).
+    conn_rate: u32,
     /// Backends in IPVS list order (newest first).
     views: Vec<BackendView>,
     /// Shared by every worker (and by snapshots while the list is unchanged).
@@ -268,6 +304,24 @@ pub struct Pipeline {
     sync_counters: SyncCounters,
     /// Where each recent fragmented datagram went, and later fragments held for their first.
     frags: Box<frags::Frags<Target>>,
+    /// IPVS's defence strategies.
+    defense: Defense,
+    /// Most embryonic TCP entries (`DefenseConfig::embryonic_share` of the table).
+    embryonic_max: u32,
+    /// When the defence level was last updated (ms), `None` before the first housekeeping.
+    defense_at: Option<u32>,
+    /// Slots the `drop_entry` scan still has to look at this second.
+    drop_scan_left: u32,
+    /// The SYN proxy's per-connection state (by connection slot; allocated at the first SYN
+    /// to a SYN-proxied service) and held segments.
+    proxy: synproxy::Proxy,
+    /// New connections per source prefix (`DefenseConfig::source_rate`).
+    source_limit: Option<SourceLimiter>,
+    /// This worker's rate limiters of each service and backend (by id): the rate and backend
+    /// generation they were made for, and the bucket. Kept in step with the snapshot by
+    /// [`Self::install`].
+    svc_limits: Vec<Option<(u32, u64, Bucket)>>,
+    backend_limits: Vec<Option<(u32, u64, Bucket)>>,
 }
 
 /// A backend's next hop, valid while the network's generation and the address are unchanged.
@@ -325,6 +379,10 @@ const LPORT_MIN: u32 = 1024;
 const LPORT_MAX: u32 = 65535;
 /// How many local ports a new FullNAT connection may try before giving up.
 const LPORT_TRIES: u32 = 64;
+/// Slots of the `drop_entry` scan per housekeeping call.
+const DROP_SCAN_STEP: u32 = 256;
+/// Ring items [`ConnTable::evict_embryonic`] may look at for one new SYN.
+const EVICT_BUDGET: u32 = 64;
 
 impl Pipeline {
     /// Build a single worker's pipeline, a director of its own. `services[i]` is
@@ -371,6 +429,10 @@ impl Pipeline {
         );
         let (t, tf, u) = cfg.timeouts;
         conns.set_timeouts(t, tf, u);
+        conns.set_strict_handshake(cfg.defense.strict_handshake);
+        // 0: no budget, no eviction (`make_room` is not called).
+        let share = u64::from(cfg.defense.embryonic_share.min(100));
+        let embryonic_max = (u64::from(conns.capacity()) * share / 100).max(1) as u32;
         let workers = u32::from(cfg.workers.max(1));
         let worker = u32::from(cfg.worker) % workers;
         let snap = shared.current();
@@ -402,6 +464,23 @@ impl Pipeline {
             sync_master: None,
             sync_counters: SyncCounters::default(),
             frags: Box::new(frags::Frags::new()),
+            defense: Defense::new(&cfg.defense),
+            embryonic_max,
+            defense_at: None,
+            drop_scan_left: 0,
+            proxy: synproxy::Proxy::default(),
+            source_limit: (cfg.defense.source_rate > 0).then(|| {
+                let d = &cfg.defense;
+                SourceLimiter::new(
+                    d.source_rate,
+                    d.source_prefix_v4,
+                    d.source_prefix_v6,
+                    cfg.workers,
+                    cfg.seed,
+                )
+            }),
+            svc_limits: Vec::new(),
+            backend_limits: Vec::new(),
             cfg: PipelineConfig {
                 max_backends,
                 ..cfg
@@ -528,7 +607,60 @@ impl Pipeline {
         if self.frags.held() > 0 {
             self.counters.fragments_expired += self.frags.expire(ms32(now)) as u64;
         }
+        self.defend(now);
         self.conns.expire(now, budget)
+    }
+
+    /// Once a second, IPVS's `defense_work_handler`: update the defence level from the free
+    /// entries of the table and, while `drop_entry` is on, queue a random scan of 1/32 of the
+    /// table, done [`DROP_SCAN_STEP`] slots per call so no call takes long.
+    fn defend(&mut self, now: Time) {
+        let ms = ms32(now);
+        let due = self
+            .defense_at
+            .is_none_or(|t| ms.wrapping_sub(t) as i32 >= 1000);
+        if due {
+            self.defense_at = Some(ms);
+            let free = self.conns.capacity() - self.conns.len();
+            if let Some(on) = self.defense.update(free) {
+                self.conns.set_secure_tcp(on);
+            }
+            self.drop_scan_left = if self.defense.dropentry {
+                (self.conns.capacity() / 32).max(1)
+            } else {
+                0
+            };
+        }
+        if self.drop_scan_left > 0 {
+            let n = self.drop_scan_left.min(DROP_SCAN_STEP);
+            self.drop_scan_left -= n;
+            self.counters.defense_dropped += u64::from(self.conns.drop_random_entries(now, n));
+        }
+    }
+
+    /// The defence strategies' current state (modes as the sysctls would read now).
+    pub fn defense(&self) -> &Defense {
+        &self.defense
+    }
+
+    /// Make room for a new TCP connection: while the embryonic entries are at their budget or
+    /// fewer than `need` slots are free, evict the oldest embryonic entry. Returns false when
+    /// the budget is reached and nothing could be evicted.
+    fn make_room(&mut self, now: Time, need: u32) -> bool {
+        for _ in 0..need.max(1) {
+            let full = self.conns.capacity() - self.conns.len() < need;
+            let over = self.conns.embryonic() >= self.embryonic_max;
+            if !full && !over {
+                return true;
+            }
+            if !self.conns.evict_embryonic(now, EVICT_BUDGET) {
+                // Over budget with nothing to evict is refused; a full table is left to the
+                // insert, which reports it.
+                return !over;
+            }
+            self.counters.embryonic_evicted += 1;
+        }
+        true
     }
 
     /// Turn one frame into a verdict. The frame is rewritten in place (and may grow into its
@@ -686,7 +818,12 @@ impl Pipeline {
         };
         if let Some((id, dir)) = hit {
             match dir {
-                Direction::Out => return self.forward(now, ingress, frame, p, id, dir, false),
+                Direction::Out => {
+                    if self.conns.is_synproxy(id) {
+                        return self.synproxy_conn(now, ingress, frame, p, id, dir);
+                    }
+                    return self.forward(now, ingress, frame, p, id, dir, false);
+                }
                 Direction::In => {
                     match self.removed_backend(id, now) {
                         Gone::No | Gone::Drain => {}
@@ -694,6 +831,9 @@ impl Pipeline {
                         Gone::Expired => return self.new_connection(now, ingress, frame, p),
                     }
                     if !self.reuse_port(id, &p, now) {
+                        if self.conns.is_synproxy(id) {
+                            return self.synproxy_conn(now, ingress, frame, p, id, dir);
+                        }
                         return self.forward(now, ingress, frame, p, id, dir, false);
                     }
                 }
@@ -776,6 +916,9 @@ impl Pipeline {
         if let Some(r) = hygiene::martian(&p, &self.snap.vips) {
             return Verdict::Drop(r);
         }
+        if p.proto == proto::TCP && self.snap.svcs[sid.0 as usize].synproxy {
+            return self.synproxy_new(now, ingress, frame, p, sid);
+        }
         // Protocol gate (`tcp_conn_schedule`, `sctp_conn_schedule`): only a SYN without RST
         // opens a TCP connection (with `sloppy_tcp` any packet without RST), only an INIT
         // chunk an SCTP association.
@@ -790,61 +933,31 @@ impl Pipeline {
         {
             return Verdict::Drop(DropReason::NoConnection);
         }
+        // `ip_vs_todrop` (the `drop_packet` defence).
+        if self.defense.todrop() {
+            return Verdict::Drop(DropReason::DefenseDropPacket);
+        }
         // `ip_vs_schedule`: FTP active data from the client side is never scheduled.
         if p.sport == 20 {
             return Verdict::Pass;
         }
-        let svc = &self.snap.svcs[sid.0 as usize];
-        let svc_port = svc.key.port();
-        let flow = Flow {
-            proto: p.proto,
-            src: p.src,
-            sport: p.sport,
-            dst: p.dst,
-            dport: p.dport,
-        };
-        let (backend, control, dport) = if let Some(pers) = svc.persistence {
-            match self.schedule_persistent(sid, &flow, pers, now) {
-                Ok(x) => x,
-                Err(v) => return self.no_backend(now, ingress, frame, &p, svc_port, v),
-            }
-        } else {
-            if svc.key.fwmark() == 0 && p.dport != svc_port {
-                // A port-0 (or FTP-data) match without persistence is not scheduled.
-                return self.no_backend(now, ingress, frame, &p, svc_port, DropReason::NoBackend);
-            }
-            let Some(b) = self.pick(sid, &flow, now) else {
-                return self.no_backend(now, ingress, frame, &p, svc_port, DropReason::NoBackend);
+        // The embryonic budget: a SYN recycles the oldest half-open entry rather than finding
+        // the table full (a persistent service may need a template too).
+        if p.proto == proto::TCP && self.cfg.defense.embryonic_share > 0 {
+            let need = if self.snap.svcs[sid.0 as usize].persistence.is_some() {
+                2
+            } else {
+                1
             };
-            let bport = self.snap.backends[b.0 as usize].port;
-            (b, None, if bport != 0 { bport } else { p.dport })
-        };
-        let b = self.snap.backends[backend.0 as usize].clone();
-        let local = if b.method == Method::FullNat {
-            match self.alloc_local(p.proto, b.addr, dport, now) {
-                Some(l) => Some(l),
-                None => {
-                    self.release_template(control, now);
-                    return Verdict::Drop(DropReason::NoLocalPort);
-                }
+            if !self.make_room(now, need) {
+                return Verdict::Drop(DropReason::EmbryonicLimit);
             }
-        } else {
-            None
+        }
+        let new = match self.schedule_conn(now, ingress, frame, &p, sid) {
+            Ok(n) => n,
+            Err(v) => return v,
         };
-        let new = NewConn {
-            proto: p.proto,
-            client: p.src,
-            cport: p.sport,
-            vaddr: p.dst,
-            vport: p.dport,
-            daddr: b.addr,
-            dport,
-            local,
-            backend,
-            service: sid.0,
-            method: b.method,
-            control,
-        };
+        let (backend, control) = (new.backend, new.control);
         self.service_traffic[sid.0 as usize].conns += 1;
         self.backend_traffic[backend.0 as usize].conns += 1;
         if self.snap.svcs[sid.0 as usize].one_packet && p.proto == proto::UDP {
@@ -862,6 +975,90 @@ impl Pipeline {
             return Verdict::Drop(DropReason::TableFull);
         };
         self.forward(now, ingress, frame, p, id, Direction::In, true)
+    }
+
+    /// Choose the backend of a new connection of service `sid` (persistence template or
+    /// scheduler; FullNAT local address and port): the entry to insert, or the verdict when
+    /// there is none (an ICMP answer, or a drop).
+    fn schedule_conn(
+        &mut self,
+        now: Time,
+        ingress: PortId,
+        frame: &mut Frame,
+        p: &Packet,
+        sid: ServiceId,
+    ) -> Result<NewConn, Verdict> {
+        // New-connection rate limits (`limits`): the source prefix, then the service.
+        let now_ms = ms32(now);
+        if let Some(l) = self.source_limit.as_mut() {
+            if !l.allow(p.src, now_ms) {
+                return Err(Verdict::Drop(DropReason::SourceRateLimit));
+            }
+        }
+        if let Some(Some((_, _, b))) = self.svc_limits.get_mut(sid.0 as usize) {
+            if !b.allow(now_ms) {
+                return Err(Verdict::Drop(DropReason::ServiceRateLimit));
+            }
+        }
+        let svc = &self.snap.svcs[sid.0 as usize];
+        let svc_port = svc.key.port();
+        let flow = Flow {
+            proto: p.proto,
+            src: p.src,
+            sport: p.sport,
+            dst: p.dst,
+            dport: p.dport,
+        };
+        let (backend, control, dport) = if let Some(pers) = svc.persistence {
+            match self.schedule_persistent(sid, &flow, pers, now) {
+                Ok(x) => x,
+                Err(v) => return Err(self.no_backend(now, ingress, frame, p, svc_port, v)),
+            }
+        } else {
+            if svc.key.fwmark() == 0 && p.dport != svc_port {
+                // A port-0 (or FTP-data) match without persistence is not scheduled.
+                let r = DropReason::NoBackend;
+                return Err(self.no_backend(now, ingress, frame, p, svc_port, r));
+            }
+            let Some(b) = self.pick(sid, &flow, now) else {
+                let r = DropReason::NoBackend;
+                return Err(self.no_backend(now, ingress, frame, p, svc_port, r));
+            };
+            let bport = self.snap.backends[b.0 as usize].port;
+            (b, None, if bport != 0 { bport } else { p.dport })
+        };
+        if let Some(Some((_, _, l))) = self.backend_limits.get_mut(backend.0 as usize) {
+            if !l.allow(now_ms) {
+                self.release_template(control, now);
+                return Err(Verdict::Drop(DropReason::BackendRateLimit));
+            }
+        }
+        let b = self.snap.backends[backend.0 as usize].clone();
+        let local = if b.method == Method::FullNat {
+            match self.alloc_local(p.proto, b.addr, dport, now) {
+                Some(l) => Some(l),
+                None => {
+                    self.release_template(control, now);
+                    return Err(Verdict::Drop(DropReason::NoLocalPort));
+                }
+            }
+        } else {
+            None
+        };
+        Ok(NewConn {
+            proto: p.proto,
+            client: p.src,
+            cport: p.sport,
+            vaddr: p.dst,
+            vport: p.dport,
+            daddr: b.addr,
+            dport,
+            local,
+            backend,
+            service: sid.0,
+            method: b.method,
+            control,
+        })
     }
 
     /// A template that was found or made for a connection that then could not be created

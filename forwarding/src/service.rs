@@ -73,6 +73,8 @@ pub struct Backend {
     pub u_threshold: u32,
     /// Lower connection threshold (`-y`); 0 = none.
     pub l_threshold: u32,
+    /// New connections per second the backend accepts, director-wide (0: no limit).
+    pub conn_rate: u32,
 }
 
 /// One virtual service, as configured.
@@ -86,6 +88,13 @@ pub struct Service {
     pub persistence: Option<Persistence>,
     /// One-packet scheduling (`-o`): UDP datagrams are scheduled one by one, no entry kept.
     pub one_packet: bool,
+    /// SYN proxy (TCP services with NAT / FullNAT backends): the director answers SYNs with
+    /// SYN cookies and opens to the backend only for clients that complete the handshake
+    /// (`crate::synproxy`).
+    pub synproxy: bool,
+    /// New connections per second the service accepts, director-wide (0: no limit;
+    /// `crate::limits`).
+    pub conn_rate: u32,
     /// Backends in the order they were added (IPVS list order is the reverse: newest first).
     pub backends: Vec<Backend>,
 }
@@ -268,6 +277,8 @@ mod tests {
             sched_flags: SchedFlags::NONE,
             persistence: None,
             one_packet: false,
+            synproxy: false,
+            conn_rate: 0,
             backends: vec![],
         }
     }

@@ -37,6 +37,8 @@ pub struct Pkt {
     vlans: Vec<u16>,
     ips: Vec<Ip>,
     l4: L4,
+    /// TCP options (padded with zeros to a multiple of 4 bytes).
+    tcp_options: Vec<u8>,
     payload: Vec<u8>,
 }
 
@@ -311,6 +313,15 @@ impl Pkt {
         self
     }
 
+    /// TCP options, raw (padded with end-of-list zeros to a multiple of 4 bytes).
+    pub fn tcp_options(mut self, opts: &[u8]) -> Pkt {
+        self.tcp_options = opts.to_vec();
+        while !self.tcp_options.len().is_multiple_of(4) {
+            self.tcp_options.push(0);
+        }
+        self
+    }
+
     /// TCP window.
     pub fn window(mut self, w: u16) -> Pkt {
         if let L4::Tcp { window, .. } = &mut self.l4 {
@@ -428,9 +439,11 @@ impl Pkt {
                 b.extend_from_slice(&dport.to_be_bytes());
                 b.extend_from_slice(&seq.to_be_bytes());
                 b.extend_from_slice(&ack.to_be_bytes());
-                b.extend_from_slice(&[0x50, *flags]);
+                let doff = ((20 + self.tcp_options.len()) / 4) as u8;
+                b.extend_from_slice(&[doff << 4, *flags]);
                 b.extend_from_slice(&window.to_be_bytes());
                 b.extend_from_slice(&[0, 0, 0, 0]);
+                b.extend_from_slice(&self.tcp_options);
                 6
             }
             L4::Udp { sport, dport, .. } => {

@@ -130,6 +130,27 @@ drop_reasons! {
     /// dropped too, as the kernel discards the whole datagram, RFC 5722), ends beyond 65535
     /// bytes, or is a TCP fragment at offset 8 (RFC 1858's tiny-fragment attack).
     BadFragment => "bad_fragment",
+    /// A new connection dropped by IPVS's `drop_packet` defence (one in `drop_rate` while the
+    /// table is short of free entries).
+    DefenseDropPacket => "drop_packet",
+    /// A TCP SYN while embryonic entries fill their share of the table and none could be
+    /// evicted.
+    EmbryonicLimit => "embryonic_limit",
+    /// SYN proxy: an ACK whose cookie is forged, stale or for another connection or service,
+    /// or another segment with neither cookie nor connection.
+    SynproxyBadCookie => "synproxy_bad_cookie",
+    /// SYN proxy: a segment from the client before the backend answered, copied and held (it
+    /// is sent on after the backend's SYN-ACK, counted in `synproxy_released`).
+    SynproxyHeld => "synproxy_held",
+    /// SYN proxy: a segment before the backend answered that is not held (a repeated ACK, a
+    /// full hold), or a backend segment that does not answer the director's SYN.
+    SynproxyPending => "synproxy_pending",
+    /// A new connection beyond its service's `conn_rate`.
+    ServiceRateLimit => "service_rate_limit",
+    /// A new connection beyond its chosen backend's `conn_rate`.
+    BackendRateLimit => "backend_rate_limit",
+    /// A new connection beyond its source prefix's `source_rate`.
+    SourceRateLimit => "source_rate_limit",
 }
 
 /// One counter per [`DropReason`].

@@ -88,16 +88,17 @@ fn reply(c: &NewConn) -> Tuple {
 #[test]
 fn entry_is_one_cache_line() {
     assert_eq!(ENTRY_BYTES, 64);
-    // IPv4 only: 64-byte entry + 4 index slots of 8 bytes + 2 bytes of wheel buckets.
+    // IPv4 only: 64-byte entry + 4 index slots of 8 bytes + 2 bytes of wheel buckets + 8
+    // bytes of the embryonic ring (ring item and position).
     let t = ConnTable::new(&ConnConfig {
         capacity: 1 << 16,
         v6_capacity: 0,
         backends: 1,
         seed: 1,
     });
-    assert_eq!(t.bytes_per_entry(), 64 + 32 + 2);
+    assert_eq!(t.bytes_per_entry(), 64 + 32 + 2 + 8);
     // With room for IPv6 in half the entries: + 34 bytes (64-byte block + 4-byte free slot).
-    assert_eq!(table(1 << 16).bytes_per_entry(), 64 + 32 + 2 + 34);
+    assert_eq!(table(1 << 16).bytes_per_entry(), 64 + 32 + 2 + 8 + 34);
 }
 
 #[test]

@@ -24,6 +24,8 @@ fn service(vip: IpAddr, method: Method) -> Service {
         sched_flags: SchedFlags::NONE,
         persistence: None,
         one_packet: false,
+        synproxy: false,
+        conn_rate: 0,
         backends: [11u8, 12]
             .iter()
             .map(|&n| Backend {
@@ -37,6 +39,7 @@ fn service(vip: IpAddr, method: Method) -> Service {
                 method,
                 u_threshold: 0,
                 l_threshold: 0,
+                conn_rate: 0,
             })
             .collect(),
     }
@@ -229,6 +232,8 @@ fn ipv4_over_an_ipv6_tunnel_is_fragmented_in_the_outer_header() {
         sched_flags: SchedFlags::NONE,
         persistence: None,
         one_packet: false,
+        synproxy: false,
+        conn_rate: 0,
         backends: vec![Backend {
             addr: IpAddr::V6(backend6(13)),
             port: 53,
@@ -236,6 +241,7 @@ fn ipv4_over_an_ipv6_tunnel_is_fragmented_in_the_outer_header() {
             method: Method::Tunnel,
             u_threshold: 0,
             l_threshold: 0,
+            conn_rate: 0,
         }],
     };
     let cfg = xvs_forwarding::PipelineConfig {

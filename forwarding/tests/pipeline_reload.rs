@@ -20,6 +20,7 @@ fn backend(n: u8, weight: u32) -> Backend {
         method: Method::Nat,
         u_threshold: 0,
         l_threshold: 0,
+        conn_rate: 0,
     }
 }
 
@@ -34,6 +35,8 @@ fn service(port: u16, scheduler: &str, backends: Vec<Backend>) -> Service {
         sched_flags: SchedFlags::NONE,
         persistence: None,
         one_packet: false,
+        synproxy: false,
+        conn_rate: 0,
         backends,
     }
 }

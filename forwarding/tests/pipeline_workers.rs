@@ -20,6 +20,7 @@ fn backend(n: u8, upper: u32) -> Backend {
         method: Method::Nat,
         u_threshold: upper,
         l_threshold: 0,
+        conn_rate: 0,
     }
 }
 
@@ -34,6 +35,8 @@ fn service(scheduler: &str, backends: Vec<Backend>) -> Service {
         sched_flags: SchedFlags::NONE,
         persistence: None,
         one_packet: false,
+        synproxy: false,
+        conn_rate: 0,
         backends,
     }
 }

@@ -31,6 +31,8 @@ fn service(proto: u8, scheduler: &str, method: Method, persistent: bool) -> Serv
             prefix_len: 32,
         }),
         one_packet: false,
+        synproxy: false,
+        conn_rate: 0,
         backends: (11..=13)
             .map(|n| Backend {
                 addr: IpAddr::V4(backend4(n)),
@@ -39,6 +41,7 @@ fn service(proto: u8, scheduler: &str, method: Method, persistent: bool) -> Serv
                 method,
                 u_threshold: 0,
                 l_threshold: 0,
+                conn_rate: 0,
             })
             .collect(),
     }

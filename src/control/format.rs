@@ -175,6 +175,12 @@ fn service_entry(out: &mut String, s: &ServiceListing, f: &ListFormat) {
         if s.one_packet {
             out.push_str(" ops");
         }
+        if s.synproxy {
+            out.push_str(" synproxy");
+        }
+        if s.conn_rate != 0 {
+            let _ = write!(out, " conn_rate {}/s", s.conn_rate);
+        }
     }
     out.push('\n');
     for b in sorted_backends(&s.backends, f.nosort) {
@@ -313,6 +319,9 @@ pub fn service_rule(s: &Service) -> String {
     }
     if s.one_packet {
         out.push_str(" -o");
+    }
+    if s.synproxy {
+        out.push_str(" -j");
     }
     out.push_str(&s.sched_flags.save_args(&s.scheduler));
     out
@@ -466,6 +475,12 @@ pub fn save_toml(st: &DesiredState) -> String {
         if s.one_packet {
             out.push_str("one_packet = true\n");
         }
+        if s.synproxy {
+            out.push_str("synproxy = true\n");
+        }
+        if s.conn_rate != 0 {
+            let _ = writeln!(out, "conn_rate = {}", s.conn_rate);
+        }
         for b in &s.backends {
             let _ = write!(
                 out,
@@ -480,6 +495,9 @@ pub fn save_toml(st: &DesiredState) -> String {
             }
             if b.l_threshold != 0 {
                 let _ = writeln!(out, "l_threshold = {}", b.l_threshold);
+            }
+            if b.conn_rate != 0 {
+                let _ = writeln!(out, "conn_rate = {}", b.conn_rate);
             }
         }
     }
@@ -656,6 +674,7 @@ pub fn service_json(s: &ServiceListing, nosort: bool) -> Value {
                 "address": b.addr.to_string(), "port": b.port,
                 "method": method_json(b.method), "weight": b.weight,
                 "u_threshold": b.u_threshold, "l_threshold": b.l_threshold,
+                "conn_rate": b.conn_rate,
                 "active_conns": b.active, "inactive_conns": b.inactive,
                 "persistent_conns": b.persist,
                 "stats": stats_json(&b.stats), "rates": rates_json(&b.rates),
@@ -669,6 +688,8 @@ pub fn service_json(s: &ServiceListing, nosort: bool) -> Value {
         "flags": s.sched_flags.display(&s.scheduler).to_string(),
         "persistence": s.persistence.map(|p| json!({"timeout": p.timeout, "netmask": p.prefix_len})),
         "one_packet": s.one_packet,
+        "synproxy": s.synproxy,
+        "conn_rate": s.conn_rate,
         "stats": stats_json(&s.stats), "rates": rates_json(&s.rates),
         "backends": backends,
     })

@@ -199,25 +199,25 @@ impl Cmd {
     /// ` ` optional.
     fn legal(self) -> &'static [u8; N_OPTS] {
         match self {
-            Cmd::Add | Cmd::Edit => b"xx+   xxxxxxxxxxxx  xxxxxxxxxxxx",
-            Cmd::Del => b"xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
-            Cmd::List => b" 11xxxxxxxx1      xx xx1 xxxxxxx",
-            Cmd::AddDest | Cmd::EditDest => b"xx+xxx+    xxxxxxxxxx xxxxxxxxxx",
-            Cmd::DelDest => b"xx+xxx+xxxxxxxxxxxxxxxxxxxxxxxxx",
-            Cmd::Save => b" xxxxxxxxxxxxxxxxxxxxx xxxxxxxxx",
-            Cmd::Zero => b"xx xxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+            Cmd::Add | Cmd::Edit => b"xx+   xxxxxxxxxxxx  xxxxxxxxxxxx ",
+            Cmd::Del => b"xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+            Cmd::List => b" 11xxxxxxxx1      xx xx1 xxxxxxxx",
+            Cmd::AddDest | Cmd::EditDest => b"xx+xxx+    xxxxxxxxxx xxxxxxxxxxx",
+            Cmd::DelDest => b"xx+xxx+xxxxxxxxxxxxxxxxxxxxxxxxxx",
+            Cmd::Save => b" xxxxxxxxxxxxxxxxxxxxx xxxxxxxxxx",
+            Cmd::Zero => b"xx xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
             Cmd::Flush | Cmd::Timeout | Cmd::Restore | Cmd::StopDaemon => {
-                b"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+                b"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
             }
-            Cmd::StartDaemon => b"xxxxxxxxxxxxxxxxxxxxxxxxx       ",
-            Cmd::Help | Cmd::Version => b"                                ",
+            Cmd::StartDaemon => b"xxxxxxxxxxxxxxxxxxxxxxxxx       x",
+            Cmd::Help | Cmd::Version => b"                                 ",
         }
     }
 }
 
 /// ipvsadm's option names (`optnames`, plus `sched-flags`, `tun-type`, `daemon`, the sync
-/// daemon's options, and xvs's `json`, `toml`, `sync-peers`).
-const N_OPTS: usize = 32;
+/// daemon's options, and xvs's `json`, `toml`, `sync-peers`, `synproxy`).
+const N_OPTS: usize = 33;
 const OPT_NAMES: [&str; N_OPTS] = [
     "numeric",
     "connection",
@@ -251,6 +251,7 @@ const OPT_NAMES: [&str; N_OPTS] = [
     "mcast-port",
     "mcast-ttl",
     "sync-peers",
+    "synproxy",
 ];
 
 const O_NUMERIC: usize = 0;
@@ -285,6 +286,7 @@ const O_MCAST_GROUP: usize = 28;
 const O_MCAST_PORT: usize = 29;
 const O_MCAST_TTL: usize = 30;
 const O_SYNC_PEERS: usize = 31;
+const O_SYNPROXY: usize = 32;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Arg {
@@ -389,6 +391,7 @@ const OPTIONS: &[Opt] = &[
     o(Some('X'), "exact", Arg::No, Id::Set(O_EXACT)),
     o(Some('6'), "ipv6", Arg::No, Id::Ipv6),
     o(Some('o'), "ops", Arg::No, Id::Set(O_OPS)),
+    o(Some('j'), "synproxy", Arg::No, Id::Set(O_SYNPROXY)),
     o(None, "json", Arg::No, Id::Set(O_JSON)),
     o(None, "tun-type", Arg::Required, Id::Set(O_TUN_TYPE)),
     o(None, "toml", Arg::No, Id::Set(O_TOML)),
@@ -446,7 +449,6 @@ const OPTIONS: &[Opt] = &[
     o(None, "sync-peers", Arg::Required, Id::Set(O_SYNC_PEERS)),
 ];
 
-#[derive(Default)]
 struct Raw {
     cmd: Option<Cmd>,
     /// The role given to `--start-daemon` / `--stop-daemon`.
@@ -458,6 +460,21 @@ struct Raw {
     method: Option<Method>,
     ipv6: bool,
     positional: Vec<String>,
+}
+
+impl Default for Raw {
+    fn default() -> Self {
+        Raw {
+            cmd: None,
+            daemon_role: None,
+            given: [false; N_OPTS],
+            values: std::array::from_fn(|_| None),
+            service: None,
+            method: None,
+            ipv6: false,
+            positional: Vec::new(),
+        }
+    }
 }
 
 impl Raw {
@@ -925,6 +942,8 @@ fn build(mut raw: Raw) -> Result<Command, UsageError> {
                 sched_flags,
                 persistence,
                 one_packet,
+                synproxy: raw.given[O_SYNPROXY],
+                conn_rate: 0,
                 backends: Vec::new(),
             };
             Ok(if cmd == Cmd::Add {
@@ -979,6 +998,7 @@ fn build(mut raw: Raw) -> Result<Command, UsageError> {
                 method,
                 u_threshold: threshold(O_UTHRESHOLD, "u_threshold")?,
                 l_threshold: threshold(O_LTHRESHOLD, "l_threshold")?,
+                conn_rate: 0,
             };
             Ok(if cmd == Cmd::AddDest {
                 Command::AddBackend(key, b)
@@ -1313,6 +1333,38 @@ mod tests {
         assert_eq!(a("80"), None);
         assert_eq!(a("1.2.3.4:65536"), None);
         assert_eq!(a("1.2.3.4:http"), None);
+    }
+
+    #[test]
+    fn synproxy_flag_checks_protocol_and_methods_and_round_trips() {
+        let Command::AddService(s) = p("-A -t 198.18.0.100:80 -s rr -j").unwrap() else {
+            panic!()
+        };
+        assert!(s.synproxy);
+        let Command::AddService(s) = p("-A -t 198.18.0.100:80 --synproxy").unwrap() else {
+            panic!()
+        };
+        assert!(s.synproxy);
+        assert!(p("-a -t 198.18.0.100:80 -r 198.19.0.1 -j").is_err());
+        let mut st = DesiredState::default();
+        restore(
+            &mut st,
+            "-A -t 198.18.0.100:80 -s rr -j\n-a -t 198.18.0.100:80 -r 198.19.0.1:8080 -m\n",
+        )
+        .unwrap();
+        let e = restore(&mut st, "-a -t 198.18.0.100:80 -r 198.19.0.2:80 -g\n").unwrap_err();
+        assert!(e.contains("SYN proxy"), "{e}");
+        let e = restore(&mut st, "-A -u 198.18.0.100:53 -j\n").unwrap_err();
+        assert!(e.contains("TCP"), "{e}");
+        // A DR backend blocks turning the proxy on.
+        restore(
+            &mut st,
+            "-A -t 198.18.0.100:81\n-a -t 198.18.0.100:81 -r 198.19.0.2:81 -g\n",
+        )
+        .unwrap();
+        let e = restore(&mut st, "-E -t 198.18.0.100:81 -j\n").unwrap_err();
+        assert!(e.contains("SYN proxy"), "{e}");
+        assert!(crate::control::format::service_rule(&st.services[0]).contains(" -j"));
     }
 
     #[test]

@@ -29,6 +29,8 @@
 //! | `xvs_worker_icmp_answers_total` | counter | worker |
 //! | `xvs_worker_busy_ratio` | gauge (0..1) | worker |
 //! | `xvs_worker_connections` | gauge | worker |
+//! | `xvs_worker_embryonic_connections` | gauge | worker; only when non-zero |
+//! | `xvs_worker_syn_defense_total` | counter | worker, `event` (embryonic_evicted, drop_entry_deleted, synproxy_*); only non-zero |
 //!
 //! Service labels: `protocol` (tcp/udp/sctp), `vip`, `vport` — or `fwmark` and `family`
 //! (ipv4/ipv6) for a firewall-mark service. Backend labels: the service's plus `address`, `port`
@@ -245,6 +247,12 @@ pub struct WorkerMetrics {
     pub busy_ratio: f64,
     /// Entries in the worker's connection table.
     pub connections: u64,
+    /// Half-open TCP entries among them.
+    pub embryonic: u64,
+    /// SYN-flood defence events by name (embryonic_evicted, drop_entry_deleted,
+    /// synproxy_syn_acks, synproxy_opened, synproxy_established, synproxy_released,
+    /// synproxy_syn_resent); zero ones are not exported.
+    pub syn_defense: Vec<(String, u64)>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -710,6 +718,16 @@ fn render_xvs(m: &Metrics) -> String {
         Kind::Gauge,
         "Entries in the worker's connection table.",
     );
+    let mut embryonic = Family::new(
+        "xvs_worker_embryonic_connections",
+        Kind::Gauge,
+        "Half-open TCP entries (SYN_RECV, SYNACK) in the worker's connection table.",
+    );
+    let mut syn_defense = Family::new(
+        "xvs_worker_syn_defense_total",
+        Kind::Counter,
+        "SYN-flood defence events of the worker (evictions, drop_entry deletions, SYN proxy stages), by event.",
+    );
 
     for s in &m.services {
         let sp = service_pairs(&s.labels);
@@ -750,6 +768,12 @@ fn render_xvs(m: &Metrics) -> String {
         icmp.add(&wp, Value::Int(w.icmp_answers));
         busy.add(&wp, Value::Float(w.busy_ratio));
         conns.add(&wp, Value::Int(w.connections));
+        if w.embryonic > 0 {
+            embryonic.add(&wp, Value::Int(w.embryonic));
+        }
+        for (event, n) in w.syn_defense.iter().filter(|(_, n)| *n > 0) {
+            syn_defense.add(&with(&wp, "event", event), Value::Int(*n));
+        }
     }
 
     let mut out = String::new();
@@ -772,6 +796,8 @@ fn render_xvs(m: &Metrics) -> String {
         &icmp,
         &busy,
         &conns,
+        &embryonic,
+        &syn_defense,
     ] {
         f.write(&mut out);
     }

@@ -109,6 +109,8 @@ pub struct BackendListing {
     pub weight: u32,
     pub u_threshold: u32,
     pub l_threshold: u32,
+    /// New connections per second (0: no limit).
+    pub conn_rate: u32,
     /// Connections in ESTABLISHED (IPVS `activeconns`).
     pub active: u32,
     /// Other connections (IPVS `inactconns`).
@@ -127,6 +129,10 @@ pub struct ServiceListing {
     pub sched_flags: SchedFlags,
     pub persistence: Option<Persistence>,
     pub one_packet: bool,
+    /// SYN proxy on (`--synproxy`).
+    pub synproxy: bool,
+    /// New connections per second (0: no limit).
+    pub conn_rate: u32,
     pub stats: Stats,
     pub rates: Rates,
     /// In IPVS list order: the newest backend first (`--nosort` prints this order).
@@ -224,6 +230,8 @@ impl ServiceListing {
             sched_flags: s.sched_flags,
             persistence: s.persistence,
             one_packet: s.one_packet,
+            synproxy: s.synproxy,
+            conn_rate: s.conn_rate,
             stats: Stats::default(),
             rates: Rates::default(),
             backends: s
@@ -237,6 +245,7 @@ impl ServiceListing {
                     weight: b.weight,
                     u_threshold: b.u_threshold,
                     l_threshold: b.l_threshold,
+                    conn_rate: b.conn_rate,
                     active: 0,
                     inactive: 0,
                     persist: 0,

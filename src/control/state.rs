@@ -179,6 +179,12 @@ impl DesiredState {
         s.sched_flags = svc.sched_flags;
         s.persistence = svc.persistence;
         s.one_packet = svc.one_packet;
+        if svc.synproxy {
+            for b in &s.backends {
+                check_synproxy_backend(&s.key, b)?;
+            }
+        }
+        s.synproxy = svc.synproxy;
         Ok(())
     }
 
@@ -203,6 +209,9 @@ impl DesiredState {
             });
         }
         check_backend(key, &b)?;
+        if s.synproxy {
+            check_synproxy_backend(key, &b)?;
+        }
         s.backends.push(b);
         Ok(())
     }
@@ -212,13 +221,19 @@ impl DesiredState {
         let i = self.index(key)?;
         check_backend(key, &b)?;
         let s = &mut self.services[i];
+        if s.synproxy {
+            check_synproxy_backend(key, &b)?;
+        }
         match s
             .backends
             .iter_mut()
             .find(|x| x.addr == b.addr && x.port == b.port)
         {
             Some(x) => {
-                *x = b;
+                // The rate limit is set in the configuration file only (`-e` has no option
+                // for it): keep it.
+                let conn_rate = x.conn_rate;
+                *x = Backend { conn_rate, ..b };
                 Ok(())
             }
             None => Err(StateError::NoBackend {
@@ -389,6 +404,19 @@ fn check_service(svc: &Service) -> Result<(), StateError> {
             "one-packet scheduling (-o) is only for UDP and fwmark services".into(),
         ));
     }
+    if svc.synproxy
+        && !matches!(
+            svc.key,
+            ServiceKey::Addr {
+                proto: PROTO_TCP,
+                ..
+            }
+        )
+    {
+        return Err(StateError::Invalid(
+            "the SYN proxy (-j) is only for TCP vip:port services".into(),
+        ));
+    }
     if let Some(p) = svc.persistence {
         if p.timeout == 0 || p.timeout > MAX_TIMEOUT {
             return Err(StateError::Invalid(format!(
@@ -405,6 +433,18 @@ fn check_service(svc: &Service) -> Result<(), StateError> {
         }
     }
     Ok(())
+}
+
+/// A SYN-proxied service's backends must send their replies through the director.
+fn check_synproxy_backend(key: &ServiceKey, b: &Backend) -> Result<(), StateError> {
+    if b.method.replies_through_director() {
+        return Ok(());
+    }
+    Err(StateError::Invalid(format!(
+        "service {} uses the SYN proxy (-j): backend {} must be masquerading (-m) or fullnat",
+        service_name(key),
+        addr_port(b.addr, b.port)
+    )))
 }
 
 fn check_backend(key: &ServiceKey, b: &Backend) -> Result<(), StateError> {
@@ -459,6 +499,8 @@ mod tests {
             sched_flags: SchedFlags::NONE,
             persistence: None,
             one_packet: false,
+            synproxy: false,
+            conn_rate: 0,
             backends: vec![],
         }
     }
@@ -471,6 +513,7 @@ mod tests {
             method: Method::Nat,
             u_threshold: 0,
             l_threshold: 0,
+            conn_rate: 0,
         }
     }
 

@@ -322,6 +322,8 @@ mod tests {
             sched_flags: SchedFlags::NONE,
             persistence: None,
             one_packet: false,
+            synproxy: false,
+            conn_rate: 0,
             backends: (0..backends)
                 .map(|i| Backend {
                     addr: IpAddr::V4(Ipv4Addr::from(0xc613_0000 + 11 + i)),
@@ -330,6 +332,7 @@ mod tests {
                     method: Method::Nat,
                     u_threshold: 0,
                     l_threshold: 0,
+                    conn_rate: 0,
                 })
                 .collect(),
         }

@@ -133,6 +133,9 @@ pub mod flags {
     pub(crate) const POOL: u16 = 0x0400;
     /// Slot in use.
     pub(crate) const USED: u16 = 0x0800;
+    /// A SYN-proxied connection (the director completed the client's handshake itself; the
+    /// pipeline keeps its sequence-number translation beside the table).
+    pub const SYNPROXY: u16 = 0x1000;
 }
 
 /// Handle of a connection entry: its slot number. Valid until the entry is removed (expiry,

@@ -188,9 +188,32 @@ pub struct ConnTable {
     counts: Arc<BackendCounts>,
     timeouts: Timeouts,
     secure_tcp: bool,
+    /// A bare ACK from the backend does not move SYN_RECV / SYNACK to ESTABLISHED.
+    strict_handshake: bool,
     seed: u64,
     /// Per-entry bookkeeping of a sync master (empty until [`Self::enable_sync_meta`]).
     sync_meta: Vec<SyncMeta>,
+    /// Live embryonic entries (TCP SYN_RECV or SYNACK).
+    embryonic: u32,
+    /// The embryonic entries in the order they became embryonic (a ring of entry numbers,
+    /// `emb_ring.len()` a power of two), from `emb_head` to `emb_tail` (wrapping positions).
+    /// An item is valid while its entry is live, embryonic and `emb_pos[entry]` is its position;
+    /// the others are skipped when they reach the head.
+    emb_ring: Vec<u32>,
+    emb_pos: Vec<u32>,
+    emb_head: u32,
+    emb_tail: u32,
+    /// `todrop_entry`'s per-`in_pkts` counters (`ip_vs_conn.c`).
+    todrop_counter: [u8; 9],
+    /// xorshift state of the random `drop_entry` scan.
+    rng: u64,
+}
+
+/// Whether a TCP entry in `state` is embryonic: the client's SYN was seen, the handshake not
+/// completed (SYN_RECV, or SYNACK under `secure_tcp`).
+#[inline]
+fn embryonic_state(proto: u8, state: u8) -> bool {
+    proto == 6 && matches!(state, tcp::SYN_RECV | tcp::SYNACK)
 }
 
 /// What a sync master remembers per entry (`ip_vs_conn`'s `old_state` and `sync_endtime`):
@@ -301,8 +324,16 @@ impl ConnTable {
             counts,
             timeouts: Timeouts::default(),
             secure_tcp: false,
+            strict_handshake: false,
             sync_meta: Vec::new(),
             seed: cfg.seed,
+            embryonic: 0,
+            emb_ring: vec![NIL; (cap as usize).next_power_of_two()],
+            emb_pos: vec![0; cap as usize],
+            emb_head: 0,
+            emb_tail: 0,
+            todrop_counter: [0; 9],
+            rng: cfg.seed | 1,
         }
     }
 
@@ -330,7 +361,9 @@ impl ConnTable {
         let total = self.entries.len() * ENTRY_BYTES
             + self.index.slot_count() * 8
             + self.pool.len() * (64 + 4)
-            + self.heads.len() * 8;
+            + self.heads.len() * 8
+            + self.emb_ring.len() * 4
+            + self.emb_pos.len() * 4;
         total / self.entries.len()
     }
 
@@ -384,6 +417,26 @@ impl ConnTable {
     /// Use the `secure_tcp` transition table (IPVS's defense; off by default).
     pub fn set_secure_tcp(&mut self, on: bool) {
         self.secure_tcp = on;
+    }
+
+    /// Whether the `secure_tcp` transition table is in use.
+    pub fn secure_tcp(&self) -> bool {
+        self.secure_tcp
+    }
+
+    /// Strict handshake (an xvs choice; off by default, as in IPVS): a TCP segment from the
+    /// backend with ACK and none of SYN, FIN, RST leaves a SYN_RECV or SYNACK entry in its
+    /// state instead of moving it to ESTABLISHED, so only the client's ACK completes the
+    /// handshake. IPVS's OUT table moves SYN_RECV to ESTABLISHED on such an ACK, which a backend
+    /// sends when a SYN is repeated on a half-open connection: a flood that repeats tuples then
+    /// pins entries for the ESTABLISHED timeout (900 s).
+    pub fn set_strict_handshake(&mut self, on: bool) {
+        self.strict_handshake = on;
+    }
+
+    /// Live embryonic entries (TCP SYN_RECV or SYNACK).
+    pub fn embryonic(&self) -> u32 {
+        self.embryonic
     }
 
     // ---------------------------------------------------------------- hashing and matching
@@ -973,6 +1026,7 @@ impl ConnTable {
             return 0;
         }
         let mut assure = false;
+        let mut emb_change = None;
         let timeout = match e.proto {
             proto @ (6 | 132) => {
                 let mut tdir = match dir {
@@ -988,7 +1042,15 @@ impl ConnTable {
                 }
                 // The same bookkeeping for both protocols; only the transition table differs.
                 let (new, established) = if proto == 6 {
-                    let next = state::tcp_next(e.state, tdir, flags, self.secure_tcp);
+                    let mut next = state::tcp_next(e.state, tdir, flags, self.secure_tcp);
+                    if self.strict_handshake
+                        && tdir == TcpDir::Out
+                        && flags & (tcp::FLAG_SYN | tcp::FLAG_FIN | tcp::FLAG_RST | tcp::FLAG_ACK)
+                            == tcp::FLAG_ACK
+                        && matches!(e.state, tcp::SYN_RECV | tcp::SYNACK)
+                    {
+                        next = e.state;
+                    }
                     (next, tcp::ESTABLISHED)
                 } else {
                     (state::sctp_next(e.state, tdir, flags), sctp::ESTABLISHED)
@@ -1004,7 +1066,12 @@ impl ConnTable {
                     }
                     assure = new == established;
                 }
+                let was = embryonic_state(proto, e.state);
+                let is = embryonic_state(proto, new) && e.flags & TEMPLATE == 0;
                 e.state = new;
+                if was != is {
+                    emb_change = Some(is);
+                }
                 self.timeouts.get(proto, new)
             }
             p => {
@@ -1020,6 +1087,9 @@ impl ConnTable {
         let state = e.state;
         let exp = ms32(now).wrapping_add(timeout);
         self.arm(idx, exp);
+        if let Some(is) = emb_change {
+            self.embryonic_changed(idx, is);
+        }
         if assure && control != NIL {
             if let Some(ct) = self.entries.get_mut(control as usize) {
                 if ct.flags & TEMPLATE != 0 {
@@ -1028,6 +1098,53 @@ impl ConnTable {
             }
         }
         state
+    }
+
+    /// Mark a live entry as SYN-proxied ([`super::flags::SYNPROXY`]); cleared when the slot is
+    /// reused.
+    pub fn set_synproxy(&mut self, id: ConnId) {
+        if let Some(e) = self.entries.get_mut(id.0 as usize) {
+            if e.flags & USED != 0 {
+                e.flags |= SYNPROXY;
+            }
+        }
+    }
+
+    /// Whether a live entry is SYN-proxied.
+    #[inline]
+    pub fn is_synproxy(&self, id: ConnId) -> bool {
+        self.live(id).is_some_and(|e| e.flags & SYNPROXY != 0)
+    }
+
+    /// Put a live TCP connection into `state` without a packet (the SYN proxy: SYN_SENT when
+    /// it opens toward the backend, ESTABLISHED when the backend answers): counts, embryonic
+    /// accounting and timeout as [`Self::on_packet`] would do for that state.
+    pub fn set_state(&mut self, id: ConnId, new: u8, now: Time) {
+        let idx = id.0;
+        let Some(e) = self.entries.get_mut(idx as usize) else {
+            return;
+        };
+        if e.flags & (USED | TEMPLATE) != USED || e.proto != 6 {
+            return;
+        }
+        let b = BackendId(e.backend);
+        if e.flags & INACTIVE == 0 && new != tcp::ESTABLISHED {
+            e.flags |= INACTIVE;
+            self.counts.deactivate(b);
+        } else if e.flags & INACTIVE != 0 && new == tcp::ESTABLISHED {
+            e.flags &= !INACTIVE;
+            self.counts.activate(b);
+        }
+        let was = embryonic_state(6, e.state);
+        let is = embryonic_state(6, new);
+        e.state = new;
+        let timeout = self.timeouts.get(6, new);
+        e.timeout = timeout;
+        let exp = ms32(now).wrapping_add(timeout);
+        self.arm(idx, exp);
+        if was != is {
+            self.embryonic_changed(idx, is);
+        }
     }
 
     // ---------------------------------------------------------------- expiry
@@ -1071,6 +1188,9 @@ impl ConnTable {
                 self.index.remove(h, idx << 1 | 1);
             }
             self.unlink(idx);
+            if e.flags & TEMPLATE == 0 && embryonic_state(e.proto, e.state) {
+                self.embryonic -= 1;
+            }
             self.counts.unbind(
                 BackendId(e.backend),
                 e.flags & TEMPLATE != 0,
@@ -1366,11 +1486,152 @@ impl ConnTable {
             }
         }
         let e = &mut self.entries[id.0 as usize];
+        let template = e.flags & TEMPLATE != 0;
+        let was = !template && embryonic_state(e.proto, e.state);
+        let is = !template && embryonic_state(e.proto, c.state);
         e.state = c.state;
         e.in_pkts = c.in_pkts;
         e.timeout = timeout;
         let exp = ms32(now).wrapping_add(timeout);
         self.arm(id.0, exp);
+        if was != is {
+            self.embryonic_changed(id.0, is);
+        }
+    }
+
+    // ---------------------------------------------------------------- flood defence
+
+    /// Entry `idx` became embryonic (`true`) or stopped being so: count it, and queue it in
+    /// the ring of embryonic entries. A full ring leaves the entry out of it (it is still
+    /// counted and expires normally, but [`Self::evict_embryonic`] cannot choose it).
+    fn embryonic_changed(&mut self, idx: u32, is: bool) {
+        if !is {
+            self.embryonic -= 1;
+            return;
+        }
+        self.embryonic += 1;
+        // Skip a few stale items at the head, so the ring rarely fills.
+        for _ in 0..4 {
+            if self.emb_head == self.emb_tail || self.emb_valid(self.emb_head) {
+                break;
+            }
+            self.emb_head = self.emb_head.wrapping_add(1);
+        }
+        let mask = self.emb_ring.len() as u32 - 1;
+        if self.emb_tail.wrapping_sub(self.emb_head) > mask {
+            // A position already behind the head: never valid.
+            self.emb_pos[idx as usize] = self.emb_head.wrapping_sub(1);
+            return;
+        }
+        let pos = self.emb_tail;
+        self.emb_ring[(pos & mask) as usize] = idx;
+        self.emb_pos[idx as usize] = pos;
+        self.emb_tail = pos.wrapping_add(1);
+    }
+
+    /// Whether ring position `pos` names a live embryonic entry queued there.
+    #[inline]
+    fn emb_valid(&self, pos: u32) -> bool {
+        let mask = self.emb_ring.len() as u32 - 1;
+        let idx = self.emb_ring[(pos & mask) as usize];
+        match self.entries.get(idx as usize) {
+            Some(e) => {
+                e.flags & (USED | TEMPLATE) == USED
+                    && embryonic_state(e.proto, e.state)
+                    && self.emb_pos[idx as usize] == pos
+            }
+            None => false,
+        }
+    }
+
+    /// Remove the embryonic entry that became embryonic first (of those in the ring), looking
+    /// at no more than `budget` ring items; its owning template is left to its own timer.
+    /// Returns whether an entry was removed. The pipeline calls this for a new TCP SYN when
+    /// the embryonic entries reach their share of the table or the table is full, so a flood
+    /// of SYNs recycles its own entries instead of locking everyone out.
+    pub fn evict_embryonic(&mut self, now: Time, budget: u32) -> bool {
+        let now = ms32(now);
+        for _ in 0..budget {
+            if self.emb_head == self.emb_tail {
+                return false;
+            }
+            let pos = self.emb_head;
+            self.emb_head = pos.wrapping_add(1);
+            if self.emb_valid(pos) {
+                let mask = self.emb_ring.len() as u32 - 1;
+                let idx = self.emb_ring[(pos & mask) as usize];
+                if let Fired::Removed = self.fire(idx, now, now, false) {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// One step of IPVS's `drop_entry` defence (`ip_vs_random_dropentry`): look at `slots`
+    /// randomly chosen slots of the table and delete (`ip_vs_conn_del`) what the kernel would:
+    /// entries that control nothing and are a template not ASSURED, a TCP SYN_RECV / SYNACK or
+    /// SCTP INIT1 / INIT entry, or — chosen by [`Self::todrop_entry`] — a TCP / SCTP
+    /// ESTABLISHED entry or an entry of another protocol. (The kernel draws 1/32 of its hash
+    /// buckets per second; the pipeline draws 1/32 of the slots.) Returns the number deleted.
+    pub fn drop_random_entries(&mut self, now: Time, slots: u32) -> u32 {
+        let now32 = ms32(now);
+        let cap = self.entries.len() as u64;
+        let mut dropped = 0;
+        for _ in 0..slots {
+            // xorshift64
+            let mut x = self.rng;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.rng = x;
+            let idx = (((x >> 32) * cap) >> 32) as u32;
+            let e = self.entries[idx as usize];
+            if e.flags & USED == 0 || e.n_control > 0 {
+                continue;
+            }
+            let drop = if e.flags & TEMPLATE != 0 {
+                e.state != state::template::ASSURED
+            } else {
+                match (e.proto, e.state) {
+                    (6, tcp::SYN_RECV | tcp::SYNACK) => true,
+                    (6, tcp::ESTABLISHED) => self.todrop_entry(&e, now32),
+                    (6, _) => false,
+                    (132, sctp::INIT1 | sctp::INIT) => true,
+                    (132, sctp::ESTABLISHED) => self.todrop_entry(&e, now32),
+                    (132, _) => false,
+                    _ => self.todrop_entry(&e, now32),
+                }
+            };
+            if drop {
+                let chain = e.control != NIL;
+                if let Fired::Removed = self.fire(idx, now32, now32, chain) {
+                    dropped += 1;
+                }
+            }
+        }
+        dropped
+    }
+
+    /// `todrop_entry` (`ip_vs_conn.c`): an entry idle for at least 60 s (since its timer was
+    /// last armed) with `in_pkts` = i in 1..=8 is chosen once every i candidates with that
+    /// count; entries with 0 or more than 8 inbound packets never are.
+    fn todrop_entry(&mut self, e: &Entry, now: u32) -> bool {
+        let armed_at = e.expires.wrapping_sub(e.timeout);
+        if (now.wrapping_sub(armed_at) as i32) < 60_000 {
+            return false;
+        }
+        let i = e.in_pkts;
+        if i == 0 || i > 8 {
+            return false;
+        }
+        let c = &mut self.todrop_counter[i as usize];
+        *c = c.saturating_sub(1);
+        if *c > 0 {
+            return false;
+        }
+        *c = i as u8;
+        true
     }
 
     // ---------------------------------------------------------------- reading
@@ -1501,6 +1762,17 @@ impl ConnTable {
         }
         if used != self.len {
             return Err(format!("len {} but {used} used slots", self.len));
+        }
+        let emb = self
+            .entries
+            .iter()
+            .filter(|e| e.flags & (USED | TEMPLATE) == USED && embryonic_state(e.proto, e.state))
+            .count() as u32;
+        if emb != self.embryonic {
+            return Err(format!(
+                "{} embryonic counted but {emb} found",
+                self.embryonic
+            ));
         }
         if keys != self.index.occupied() {
             return Err(format!(

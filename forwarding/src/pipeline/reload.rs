@@ -48,6 +48,7 @@ use xvs_schedulers::{new_scheduler, BackendView, Change, Flow, Load, Scheduler, 
 
 use super::{BackendRt, BuildError, Pipeline, ServiceRt, Traffic};
 use crate::conn::BackendCounts;
+use crate::limits::Bucket;
 use crate::service::{MarkRule, Service, ServiceId, ServiceKey, ServiceTable};
 use crate::BackendId;
 
@@ -349,6 +350,8 @@ impl Builder<'_> {
                         key: s.key,
                         persistence: s.persistence,
                         one_packet: s.one_packet,
+                        synproxy: s.synproxy,
+                        conn_rate: s.conn_rate,
                         views: Vec::new(),
                         scheduler: {
                             scheduler.update(&[], Change::Init);
@@ -401,9 +404,16 @@ impl Builder<'_> {
         let mut changed = false;
         {
             let rt = &mut self.svcs[sid.0 as usize];
-            changed |= rt.persistence != s.persistence || rt.one_packet != s.one_packet;
+            changed |= rt.persistence != s.persistence
+                || rt.one_packet != s.one_packet
+                || rt.synproxy != s.synproxy;
             rt.persistence = s.persistence;
             rt.one_packet = s.one_packet;
+            rt.synproxy = s.synproxy;
+            if rt.conn_rate != s.conn_rate {
+                changed = true;
+                rt.conn_rate = s.conn_rate;
+            }
         }
         // Ids of the new backends in add order, creating what is new.
         let mut new_ids = Vec::with_capacity(s.backends.len());
@@ -429,6 +439,10 @@ impl Builder<'_> {
                         rt.l_threshold = b.l_threshold;
                         edited.push(id);
                     }
+                    if rt.conn_rate != b.conn_rate {
+                        rt.conn_rate = b.conn_rate;
+                        edited.push(id);
+                    }
                     new_ids.push(id);
                 }
                 None => {
@@ -440,6 +454,7 @@ impl Builder<'_> {
                         last_weight: b.weight,
                         u_threshold: b.u_threshold,
                         l_threshold: b.l_threshold,
+                        conn_rate: b.conn_rate,
                         removed: false,
                         since: self.generation,
                     };
@@ -632,6 +647,32 @@ impl Pipeline {
                 self.backend_traffic[i] = Traffic::default();
             }
         }
+        // This worker's rate limiters follow the snapshot's rates (a changed rate, or another
+        // backend under a reused id, starts a fresh bucket).
+        let workers = self.cfg.workers;
+        let sync = |limits: &mut Vec<Option<(u32, u64, Bucket)>>,
+                    rates: &mut dyn Iterator<Item = (u32, u64)>| {
+            let mut n = 0;
+            for (i, (rate, since)) in rates.enumerate() {
+                n = i + 1;
+                if limits.len() <= i {
+                    limits.push(None);
+                }
+                let same = matches!(limits[i], Some((r, s, _)) if r == rate && s == since);
+                if !same {
+                    limits[i] = (rate > 0).then(|| (rate, since, Bucket::new(rate, workers)));
+                }
+            }
+            limits.truncate(n);
+        };
+        sync(
+            &mut self.svc_limits,
+            &mut snap.svcs.iter().map(|s| (s.conn_rate, 0)),
+        );
+        sync(
+            &mut self.backend_limits,
+            &mut snap.backends.iter().map(|b| (b.conn_rate, b.since)),
+        );
         self.snap = snap;
     }
 

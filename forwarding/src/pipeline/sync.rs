@@ -32,6 +32,9 @@ pub struct SyncCounters {
     pub outbox_full: u64,
     /// FullNAT entries, which the kernel's protocol cannot describe (not sent).
     pub skipped_fullnat: u64,
+    /// SYN-proxied entries, whose sequence-number translation the protocol cannot carry (not
+    /// sent).
+    pub skipped_synproxy: u64,
     /// Received entries installed as new entries.
     pub installed: u64,
     /// Received entries that updated an existing entry.
@@ -192,6 +195,11 @@ impl Pipeline {
         }
         if v.method == Method::FullNat {
             self.sync_counters.skipped_fullnat += 1;
+            return;
+        }
+        if self.conns.is_synproxy(id) {
+            // Its sequence translation lives in this director only.
+            self.sync_counters.skipped_synproxy += 1;
             return;
         }
         if m.out.len() >= m.max_out {

@@ -218,6 +218,8 @@ pub fn services() -> Vec<Service> {
                     sched_flags: SchedFlags::NONE,
                     persistence: None,
                     one_packet: false,
+                    synproxy: false,
+                    conn_rate: 0,
                     backends: vec![Backend {
                         addr,
                         port: bport,
@@ -225,6 +227,7 @@ pub fn services() -> Vec<Service> {
                         method: m,
                         u_threshold: 0,
                         l_threshold: 0,
+                        conn_rate: 0,
                     }],
                 });
             }
@@ -241,6 +244,8 @@ pub fn services() -> Vec<Service> {
         sched_flags: SchedFlags::NONE,
         persistence: None,
         one_packet: false,
+        synproxy: false,
+        conn_rate: 0,
         backends: vec![Backend {
             addr: IpAddr::V4(backend4(11)),
             port: 99,
@@ -248,6 +253,7 @@ pub fn services() -> Vec<Service> {
             method: Method::Nat,
             u_threshold: 0,
             l_threshold: 0,
+            conn_rate: 0,
         }],
     });
     out
