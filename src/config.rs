@@ -28,6 +28,17 @@
 //! netmask = 32                  # persistence client prefix length
 //! one_packet = false
 //! synproxy = false              # TCP, nat/fullnat backends: answer SYNs with SYN cookies
+//! quorum = 1                    # minimum live weight (keepalived's quorum); default 1
+//! hysteresis = 0                # lost below quorum - hysteresis, gained at quorum + hysteresis
+//! quorum_up = "/etc/xvs/up.sh"  # /bin/sh -c on a gain (optional)
+//! quorum_down = "/etc/xvs/down.sh"  # /bin/sh -c on a loss (optional)
+//! omega = false                 # true: quorum_down also runs on shutdown
+//!
+//! [service.sorry_server]        # optional: in (weight 1) while the quorum is lost
+//! address = "198.19.0.99"
+//! port = 80
+//! method = "nat"                # default dr
+//! inhibit = false               # true: out by weight 0 rather than removal
 //!
 //! [[service.backend]]
 //! address = "198.19.0.11"
@@ -52,6 +63,7 @@ use xvs_forwarding::{Method, PipelineConfig, PortId};
 use xvs_schedulers::SchedFlags;
 
 use crate::control::health::{CheckConfig, CheckSpec};
+use crate::control::quorum::{QuorumConfig, SorryServer};
 use crate::dataplane_config::{
     AfXdpConfig, DataplaneConfig, InterfaceConfig, IoKind, PacketConfig, SteeringConfig,
     WorkerConfig, XdpMode,
@@ -448,6 +460,33 @@ pub struct ServiceSection {
     pub backends: Vec<BackendSection>,
     /// Health check of every backend of the service (a backend's own `check` overrides it).
     pub check: Option<CheckConfig>,
+    /// Minimum live weight (sum of the weights of the backends up); default 1.
+    pub quorum: Option<u32>,
+    /// Lost below `quorum - hysteresis`, gained at `quorum + hysteresis`; default 0.
+    pub hysteresis: Option<u32>,
+    /// Command (`/bin/sh -c`) run when the quorum is gained.
+    pub quorum_up: Option<String>,
+    /// Command (`/bin/sh -c`) run when the quorum is lost.
+    pub quorum_down: Option<String>,
+    /// Run `quorum_down` when the director shuts down.
+    #[serde(default)]
+    pub omega: bool,
+    /// The backend put in while the quorum is lost.
+    pub sorry_server: Option<SorrySection>,
+}
+
+/// `[service.sorry_server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SorrySection {
+    pub address: IpAddr,
+    #[serde(default)]
+    pub port: u16,
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// Taken out by setting its weight to 0 rather than removing it.
+    #[serde(default)]
+    pub inhibit: bool,
 }
 
 fn default_scheduler() -> String {
@@ -531,6 +570,8 @@ pub struct Config {
     pub dataplane: DataplaneConfig,
     /// Each service's own `[service.check]` (backends added at run time get it), by service.
     pub service_checks: Vec<Option<CheckConfig>>,
+    /// Each service's quorum and sorry server, by service.
+    pub service_quorum: Vec<QuorumConfig>,
     /// The health check of each checked backend: (service index, backend address, port, check).
     pub checks: Vec<(usize, IpAddr, u16, CheckSpec)>,
     /// Prometheus endpoint.
@@ -923,6 +964,7 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
 
     let mut services = Vec::new();
     let mut service_checks = Vec::new();
+    let mut service_quorum = Vec::new();
     let mut checks = Vec::new();
     let mut keys = HashSet::new();
     for (i, s) in raw.services.iter().enumerate() {
@@ -1084,6 +1126,72 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             }
         }
         service_checks.push(s.check.clone());
+        let quorum = s.quorum.unwrap_or(crate::control::quorum::DEFAULT_QUORUM);
+        if quorum == 0 {
+            return Err(c.err(f("quorum"), "must be at least 1"));
+        }
+        let hysteresis = s.hysteresis.unwrap_or(0);
+        for (name, v) in [("quorum_up", &s.quorum_up), ("quorum_down", &s.quorum_down)] {
+            if v.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                return Err(c.err(f(name), "empty command"));
+            }
+        }
+        let sorry = match &s.sorry_server {
+            None => None,
+            Some(ss) => {
+                let f = |n: &str| format!("service[{i}].sorry_server.{n}");
+                let method = parse_method(&ss.method).ok_or_else(|| {
+                    c.err(
+                        f("method"),
+                        format!("{:?}: must be nat, dr, tun or fullnat", ss.method),
+                    )
+                })?;
+                if ss.address.is_ipv6() != ipv6 && method != Method::Tunnel {
+                    return Err(c.err(
+                        f("address"),
+                        "address family differs from the service's (only tun allows that)",
+                    ));
+                }
+                let port = match (method, key) {
+                    (Method::Dr | Method::Tunnel, ServiceKey::Addr { port, .. }) => {
+                        if ss.port != 0 && ss.port != port {
+                            return Err(c.err(
+                                f("port"),
+                                format!("dr/tun cannot change the port (service port is {port})"),
+                            ));
+                        }
+                        port
+                    }
+                    _ => ss.port,
+                };
+                if s.synproxy && !method.replies_through_director() {
+                    return Err(c.err(
+                        f("method"),
+                        "the SYN proxy needs a nat or fullnat sorry server (replies through the director)",
+                    ));
+                }
+                Some(SorryServer {
+                    backend: Backend {
+                        addr: ss.address,
+                        port,
+                        weight: 1,
+                        method,
+                        u_threshold: 0,
+                        l_threshold: 0,
+                        conn_rate: 0,
+                    },
+                    inhibit: ss.inhibit,
+                })
+            }
+        };
+        service_quorum.push(QuorumConfig {
+            quorum,
+            hysteresis,
+            sorry,
+            up_script: s.quorum_up.clone(),
+            down_script: s.quorum_down.clone(),
+            omega: s.omega,
+        });
         services.push(Service {
             key,
             scheduler: s.scheduler.clone(),
@@ -1098,7 +1206,12 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
 
     let uses_fullnat = services
         .iter()
-        .any(|s| s.backends.iter().any(|b| b.method == Method::FullNat));
+        .any(|s| s.backends.iter().any(|b| b.method == Method::FullNat))
+        || service_quorum.iter().any(|q| {
+            q.sorry
+                .as_ref()
+                .is_some_and(|s| s.backend.method == Method::FullNat)
+        });
     if uses_fullnat && raw.fullnat.local_addresses.is_empty() {
         return Err(c.err(
             "fullnat.local_addresses",
@@ -1169,6 +1282,7 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         defense: raw.defense.into(),
         dataplane,
         service_checks,
+        service_quorum,
         checks,
         sync,
         metrics: raw.metrics.address,
@@ -1337,6 +1451,28 @@ method = "dr"
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("x.toml: service[0].check.interval_ms"), "{e}");
+    }
+
+    #[test]
+    fn quorum_and_sorry_server() {
+        let c = Config::parse(Path::new("x.toml"), GOOD).unwrap();
+        assert_eq!(c.service_quorum[0], QuorumConfig::default());
+        let text = GOOD.replace(
+            "scheduler = \"wrr\"\n",
+            "scheduler = \"wrr\"\nquorum = 3\nhysteresis = 1\nquorum_up = \"logger up\"\nquorum_down = \"logger down\"\nomega = true\n[service.sorry_server]\naddress = \"198.19.0.99\"\nmethod = \"dr\"\ninhibit = true\n",
+        );
+        let c = Config::parse(Path::new("x.toml"), &text).unwrap();
+        let q = &c.service_quorum[0];
+        assert_eq!((q.quorum, q.hysteresis, q.omega), (3, 1, true));
+        assert_eq!(q.up_script.as_deref(), Some("logger up"));
+        assert_eq!(q.down_script.as_deref(), Some("logger down"));
+        let sorry = q.sorry.as_ref().unwrap();
+        assert_eq!(sorry.backend.port, 80, "DR takes the service port");
+        assert_eq!((sorry.backend.weight, sorry.inhibit), (1, true));
+        let bad = text.replace("quorum = 3", "quorum = 0");
+        assert!(err(&bad).starts_with("x.toml: service[0].quorum"));
+        let bad = text.replace("address = \"198.19.0.99\"", "address = \"2001:2::99\"");
+        assert!(err(&bad).starts_with("x.toml: service[0].sorry_server.address"));
     }
 
     #[test]

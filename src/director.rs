@@ -33,12 +33,16 @@ use xvs_forwarding::{Method, Pipeline};
 
 use crate::config::Config;
 use crate::control::format::daemon_rule;
-use crate::control::health::{CheckTarget, HealthChecker, HealthEvent};
+use crate::control::health::{CheckTarget, HealthChecker, HealthEvent, Probe};
 use crate::control::metrics::{
     BackendMetrics, Exposition, HealthMetrics, History, Metrics, MetricsServer, ServiceLabels,
     ServiceMetrics, Traffic as MetricTraffic, WorkerMetrics,
 };
 use crate::control::model::{Listing, RateEstimator, Stats};
+use crate::control::quorum::{
+    live_weight, run_script, run_script_bounded, QuorumConfig, QuorumState, Transition,
+    SHUTDOWN_SCRIPT_TIMEOUT,
+};
 use crate::control::server::{Director as ControlDirector, Server};
 use crate::control::state::{service_name, DesiredState};
 use crate::dataplane_config::{IoKind, SteeringConfig, SteeringMode};
@@ -120,6 +124,20 @@ pub fn targets(cfg: &Config, services: &[Service]) -> DirectorTargets {
             add(&mut t.vips, addr);
         }
         for b in &s.backends {
+            if matches!(b.method, Method::Nat | Method::FullNat) {
+                add(&mut t.backends, b.addr);
+            }
+            add(&mut t.next_hops, b.addr);
+        }
+        // The sorry server is a backend whenever the quorum is lost: known beforehand.
+        let sorry = cfg
+            .services
+            .iter()
+            .position(|f| f.key == s.key)
+            .and_then(|i| cfg.service_quorum.get(i))
+            .and_then(|q| q.sorry.as_ref());
+        if let Some(sorry) = sorry {
+            let b = &sorry.backend;
             if matches!(b.method, Method::Nat | Method::FullNat) {
                 add(&mut t.backends, b.addr);
             }
@@ -214,6 +232,12 @@ struct Inner {
     /// Backends their health check found down, and whether the check is quiescent (weight 0)
     /// rather than removing (`false`).
     down: HashMap<BackendKey, bool>,
+    /// Whether each checked backend's check is quiescent.
+    quiescent: HashMap<BackendKey, bool>,
+    /// Weights set by dynamic checks (`exec` with `dynamic = true`), over the configured ones.
+    weights: HashMap<BackendKey, u32>,
+    /// Quorum settings and state of the file's services.
+    quorum: HashMap<ServiceKey, (QuorumConfig, QuorumState)>,
     health: Option<HealthChecker>,
     /// Health-check service names back to services.
     check_names: HashMap<String, ServiceKey>,
@@ -256,12 +280,18 @@ impl Director {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// `desired` as the workers run it: backends that failed their health check removed, or at
-    /// weight 0 when the check is quiescent.
+    /// `desired` as the workers run it: weights set by dynamic checks; backends that failed
+    /// their health check removed, or at weight 0 when the check is quiescent; then the sorry
+    /// server in and the alive backends out while the quorum is lost (see `control::quorum`).
     fn effective(inner: &Inner, desired: &DesiredState) -> DesiredState {
         let mut e = desired.clone();
         for s in &mut e.services {
             let key = s.key;
+            for b in &mut s.backends {
+                if let Some(&w) = inner.weights.get(&(key, b.addr, b.port)) {
+                    b.weight = w;
+                }
+            }
             s.backends
                 .retain_mut(|b| match inner.down.get(&(key, b.addr, b.port)) {
                     Some(true) => {
@@ -271,8 +301,99 @@ impl Director {
                     Some(false) => false,
                     None => true,
                 });
+            if let Some((cfg, st)) = inner.quorum.get(&key) {
+                let backends = std::mem::take(&mut s.backends);
+                s.backends = st.pool(
+                    cfg,
+                    backends,
+                    |b| !inner.down.contains_key(&(key, b.addr, b.port)),
+                    |b| {
+                        inner
+                            .quiescent
+                            .get(&(key, b.addr, b.port))
+                            .copied()
+                            .unwrap_or(false)
+                    },
+                );
+            }
         }
         e
+    }
+
+    /// Re-evaluate the quorum of `new`'s services that the file configures (keepalived's
+    /// `update_quorum_state`): log transitions, run `quorum_up` / `quorum_down`; a service that
+    /// left `new` while its quorum was up runs `quorum_down`.
+    fn update_quorum(inner: &mut Inner, new: &DesiredState) {
+        let mut present = std::collections::HashSet::new();
+        for s in &new.services {
+            let key = s.key;
+            let Some(i) = inner.file.services.iter().position(|f| f.key == key) else {
+                continue;
+            };
+            let Some(cfg) = inner.file.service_quorum.get(i).cloned() else {
+                continue;
+            };
+            present.insert(key);
+            let live = live_weight(
+                s.backends
+                    .iter()
+                    .map(|b| {
+                        let mut b = b.clone();
+                        if let Some(&w) = inner.weights.get(&(key, b.addr, b.port)) {
+                            b.weight = w;
+                        }
+                        b
+                    })
+                    .collect::<Vec<_>>()
+                    .iter(),
+                |b| !inner.down.contains_key(&(key, b.addr, b.port)),
+            );
+            let init = !inner.quorum.contains_key(&key);
+            let entry = inner
+                .quorum
+                .entry(key)
+                .or_insert_with(|| (cfg.clone(), QuorumState::initial(&cfg, live)));
+            entry.0 = cfg;
+            let (cfg, st) = entry;
+            let Some(t) = st.update(cfg, live, init) else {
+                continue;
+            };
+            let name = service_name(&key);
+            let (q, h) = (cfg.quorum, cfg.hysteresis);
+            match t {
+                Transition::Gained => {
+                    tracing::info!(target: "xvs::quorum", service = %name, live,
+                        "quorum: {name}: gained (live weight {live} >= {q}+{h})");
+                    if let Some(cmd) = &cfg.up_script {
+                        run_script(cmd, &name, true);
+                    }
+                }
+                Transition::Lost => {
+                    let what = if init {
+                        "starting with quorum down"
+                    } else {
+                        "lost"
+                    };
+                    let sorry = if st.sorry_in { ", sorry server in" } else { "" };
+                    tracing::warn!(target: "xvs::quorum", service = %name, live,
+                        "quorum: {name}: {what} (live weight {live} < {q}-{h}{sorry})");
+                    if let Some(cmd) = &cfg.down_script {
+                        run_script(cmd, &name, false);
+                    }
+                }
+            }
+        }
+        inner.quorum.retain(|key, (cfg, st)| {
+            if present.contains(key) {
+                return true;
+            }
+            if st.up {
+                if let Some(cmd) = &cfg.down_script {
+                    run_script(cmd, &service_name(key), false);
+                }
+            }
+            false
+        });
     }
 
     /// The health checks of `state`'s backends: a backend's own check from the file, else its
@@ -322,6 +443,9 @@ impl Director {
         } else {
             inner.down.insert(bkey, ev.quiescent);
         }
+        if let Some(w) = ev.weight {
+            inner.weights.insert(bkey, w);
+        }
         let desired = inner.desired.clone();
         if let Err(e) = self.publish(&mut inner, desired) {
             tracing::error!(
@@ -346,6 +470,18 @@ impl Director {
             })
             .collect();
         inner.down.retain(|k, _| checked.contains(k));
+        // A weight set by a dynamic check lasts while the backend has a dynamic check.
+        let dynamic: std::collections::HashSet<BackendKey> = checks
+            .iter()
+            .filter(|t| matches!(&t.spec.probe, Probe::Exec(e) if e.dynamic))
+            .filter_map(|t| {
+                inner
+                    .check_names
+                    .get(&t.service)
+                    .map(|k| (*k, t.backend.ip(), t.backend.port()))
+            })
+            .collect();
+        inner.weights.retain(|k, _| dynamic.contains(k));
         let quiescent: HashMap<BackendKey, bool> = checks
             .iter()
             .filter_map(|t| {
@@ -355,6 +491,7 @@ impl Director {
                     .map(|k| ((*k, t.backend.ip(), t.backend.port()), t.spec.quiescent))
             })
             .collect();
+        inner.quiescent = quiescent.clone();
         if let Some(h) = inner.health.as_mut() {
             h.set_targets(checks).map_err(|e| e.to_string())?;
             // Backends that start down (`initially_down`) or already are down stay out.
@@ -655,6 +792,7 @@ impl Director {
 
     fn publish_services(&self, inner: &mut Inner, new: &DesiredState) -> Result<(), String> {
         Self::sync_checks(inner, new)?;
+        Self::update_quorum(inner, new);
         let effective = Self::effective(inner, new);
         self.workers
             .publish(Published {
@@ -762,6 +900,15 @@ impl Director {
     fn metrics(&self) -> Metrics {
         let listing = self.sum_listing();
         let desired = self.lock().desired.clone();
+        let quorum: HashMap<ServiceKey, bool> = self
+            .lock()
+            .quorum
+            .iter()
+            .filter(|(_, (cfg, _))| {
+                cfg.sorry.is_some() || cfg.up_script.is_some() || cfg.down_script.is_some()
+            })
+            .map(|(k, (_, st))| (*k, st.up))
+            .collect();
         let health: HashMap<(String, SocketAddr), HealthMetrics> = {
             let inner = self.lock();
             inner
@@ -793,6 +940,7 @@ impl Director {
             .map(|s| {
                 let name = service_name(&s.key);
                 ServiceMetrics {
+                    quorum_up: quorum.get(&s.key).copied(),
                     labels: match s.key {
                         ServiceKey::Addr { proto, addr, port } => ServiceLabels::Address {
                             protocol: crate::replay::proto_name(proto).to_ascii_lowercase(),
@@ -999,6 +1147,25 @@ impl ControlDirector for Director {
                 out.push_str(a);
                 out.push('\n');
             }
+            let mut quorum: Vec<String> = inner
+                .quorum
+                .iter()
+                .filter(|(_, (cfg, _))| {
+                    cfg.sorry.is_some() || cfg.up_script.is_some() || cfg.down_script.is_some()
+                })
+                .map(|(k, (cfg, st))| {
+                    format!(
+                        "quorum {}: {} (quorum {}, hysteresis {}){}\n",
+                        service_name(k),
+                        if st.up { "up" } else { "down" },
+                        cfg.quorum,
+                        cfg.hysteresis,
+                        if st.sorry_in { ", sorry server in" } else { "" }
+                    )
+                })
+                .collect();
+            quorum.sort();
+            out.extend(quorum);
         }
         let mut sync = SyncCounters::default();
         for r in &reports {
@@ -1245,6 +1412,9 @@ pub fn run(
         inner: Mutex::new(Inner {
             desired: DesiredState::from_config(&cfg),
             down: HashMap::new(),
+            quiescent: HashMap::new(),
+            weights: HashMap::new(),
+            quorum: HashMap::new(),
             health: Some(health),
             check_names: HashMap::new(),
             file: cfg.clone(),
@@ -1280,7 +1450,13 @@ pub fn run(
         let state = inner.desired.clone();
         Director::sync_checks(&mut inner, &state)
             .map_err(|e| anyhow::anyhow!("health checks: {e}"))?;
-        if !inner.down.is_empty() || !state.daemons.is_empty() {
+        // The quorum of every service is evaluated at start (keepalived's init evaluation).
+        Director::update_quorum(&mut inner, &state);
+        let quorum_acts = cfg
+            .service_quorum
+            .iter()
+            .any(|q| q.sorry.is_some() || q.down_script.is_some());
+        if !inner.down.is_empty() || !state.daemons.is_empty() || quorum_acts {
             // Also starts the sync daemons of the file (none is running yet).
             director
                 .publish(&mut inner, state)
@@ -1428,6 +1604,19 @@ pub fn run(
         if let Some(d) = inner.backup.take() {
             d.stop();
         }
+    }
+    // keepalived's omega: the quorum_down scripts run on shutdown, each given a second; not
+    // after a takeover (the successor carries the services on).
+    let handed_over = director.handed_over.load(Ordering::Acquire);
+    let omega: Vec<(String, String)> = director
+        .lock()
+        .quorum
+        .iter()
+        .filter(|(_, (cfg, _))| cfg.omega && !handed_over)
+        .filter_map(|(k, (cfg, _))| cfg.down_script.clone().map(|c| (service_name(k), c)))
+        .collect();
+    for (name, cmd) in omega {
+        run_script_bounded(&cmd, &name, SHUTDOWN_SCRIPT_TIMEOUT);
     }
     let checker = director.lock().health.take();
     if let Some(h) = checker {

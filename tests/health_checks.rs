@@ -760,6 +760,46 @@ fn exec_initially_down_rises_after_rise_probes() {
     assert_eq!(checker.state("exec test", backend).unwrap().transitions, 1);
 }
 
+#[test]
+fn exec_dynamic_exit_codes_set_weights() {
+    // keepalived's misc_dynamic: 2-255 healthy with weight code - 2, 0 healthy (weight kept),
+    // 1 failed; a weight change alone is an event too.
+    let dir = scratch("exec-dynamic");
+    let code = dir.join("code");
+    std::fs::write(&code, "7").unwrap();
+    let cmd = script(&dir, "check", &format!("exit $(cat {})", code.display()));
+    let backend: SocketAddr = "127.0.0.1:80".parse().unwrap();
+    let interval = Duration::from_millis(100);
+    let (checker, events) = start(
+        "dyn",
+        backend,
+        spec(&format!(
+            "type = \"exec\"\ncommand = \"{}\"\ndynamic = true\ninterval_ms = 100\ntimeout_ms = 1000\nrise = 1\nfall = 1\n",
+            cmd.display()
+        )),
+    );
+    let (ev, _) = next_event(&events, interval + SLACK);
+    assert_eq!((ev.up, ev.weight), (true, Some(5)), "{ev:?}");
+    assert_eq!(ev.reason, "exit code 7: weight 5");
+    std::fs::write(&code, "2").unwrap();
+    let (ev, _) = next_event(&events, 2 * interval + SLACK);
+    assert_eq!((ev.up, ev.weight), (true, Some(0)), "{ev:?}");
+    assert!(checker.is_up("dyn", backend));
+    std::fs::write(&code, "1").unwrap();
+    let (ev, _) = next_event(&events, 2 * interval + SLACK);
+    assert_eq!(
+        (ev.up, ev.reason.as_str()),
+        (false, "exit code 1"),
+        "{ev:?}"
+    );
+    std::fs::write(&code, "0").unwrap();
+    let (ev, _) = next_event(&events, 2 * interval + SLACK);
+    // Exit code 0 keeps the last weight set.
+    assert_eq!((ev.up, ev.weight), (true, Some(0)), "{ev:?}");
+    drop(checker);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Checker lifecycle
 // ---------------------------------------------------------------------------------------------

@@ -121,9 +121,16 @@ fn exit_status_is_zero_only_when_everything_translated() {
     assert_eq!(done.exit_code(), EXIT_UNTRANSLATED);
     let report = done.report_text();
     assert!(
-        report.contains("keepalived.conf:39: not translated: sorry_server 198.19.0.250 8080: "),
+        report.contains("keepalived.conf:73: not translated: notify_down /usr/local/bin/page-oncall web3 down: "),
         "{report}"
     );
+    // The sorry server and the quorum are xvs features: translated, not reported.
+    assert!(!report.contains("sorry_server"), "{report}");
+    assert!(!report.contains("quorum"), "{report}");
+    assert!(done.toml.contains(
+        "[service.sorry_server]\naddress = \"198.19.0.250\"\nport = 8080\nmethod = \"nat\"\n"
+    ));
+    assert!(done.toml.contains("quorum = 2\nhysteresis = 1\n"));
     // VRRP and global definitions: named once in the summary, not line by line.
     assert!(report.contains(
         "not an LVS setting (VRRP stays with keepalived: see xvs docs): global_defs (keepalived.conf:4), vrrp_instance VI_1 (keepalived.conf:14)"
@@ -485,4 +492,79 @@ fn every_synopsis_keyword_is_known() {
         assert!(!e.why.contains("unknown"), "{e:?}");
     }
     assert_eq!(done.exit_code(), EXIT_UNTRANSLATED);
+}
+
+#[test]
+fn quorum_sorry_server_and_dynamic_misc_check_translate_and_load() {
+    let text = r#"
+virtual_server 198.18.0.10 80 {
+    lb_kind DR
+    protocol TCP
+    quorum 3
+    hysteresis 5
+    quorum_up "/usr/local/bin/notify 'quorum up' now"
+    quorum_down /usr/local/bin/down
+    omega
+    alpha
+    sorry_server 198.19.0.99 8080
+    sorry_server_inhibit
+    real_server 198.19.0.11 80 {
+        weight 2
+        MISC_CHECK {
+            misc_path "/usr/local/bin/check --fast"
+            misc_dynamic
+        }
+    }
+}
+virtual_server 198.18.0.11 80 {
+    lb_kind NAT
+    protocol TCP
+    sorry_server 2001:2::99 80
+    real_server 198.19.0.12 80 {
+        TCP_CHECK {
+        }
+    }
+}
+"#;
+    let done = import_text("k.conf", text, &opts()).unwrap();
+    let toml = &done.toml;
+    assert!(toml.contains("quorum = 3\nhysteresis = 5\n"), "{toml}");
+    assert!(
+        toml.contains("quorum_up = \"/usr/local/bin/notify 'quorum up' now\"\n"),
+        "{toml}"
+    );
+    assert!(toml.contains("quorum_down = \"/usr/local/bin/down\"\nomega = true\n"));
+    // DR takes the service's port (and says so); inhibit kept.
+    assert!(
+        toml.contains(
+            "[service.sorry_server]\naddress = \"198.19.0.99\"\nport = 80\nmethod = \"dr\"\ninhibit = true\n"
+        ),
+        "{toml}"
+    );
+    assert!(toml.contains("dynamic = true\n"), "{toml}");
+    assert!(toml.contains("initially_down = true\n"), "{toml}");
+    let report = done.report_text();
+    assert!(
+        report.contains("k.conf:11: warning: sorry_server 198.19.0.99 8080: port 8080 differs"),
+        "{report}"
+    );
+    // An IPv6 sorry server for an IPv4 NAT service is left out and reported.
+    assert!(
+        report.contains("k.conf:24: not translated: sorry_server 2001:2::99 80: address family"),
+        "{report}"
+    );
+    assert_eq!(toml.matches("[service.sorry_server]").count(), 1);
+    // The translation loads: quorum, scripts, sorry server and the dynamic check as given.
+    let cfg = xvs::import::validate(Path::new("xvs.toml"), toml).unwrap();
+    let q = &cfg.service_quorum[0];
+    assert_eq!((q.quorum, q.hysteresis, q.omega), (3, 5, true));
+    let sorry = q.sorry.as_ref().unwrap();
+    assert_eq!((sorry.backend.port, sorry.inhibit), (80, true));
+    assert!(cfg.service_quorum[1].sorry.is_none());
+    let spec = &cfg.checks[0].3;
+    match &spec.probe {
+        xvs::control::health::Probe::Exec(e) => assert!(e.dynamic),
+        _ => panic!("not an exec check"),
+    }
+    assert!(spec.initially_down);
 }

@@ -32,6 +32,7 @@ fn traffic(base: u64) -> Traffic {
 fn small() -> Metrics {
     Metrics {
         services: vec![ServiceMetrics {
+            quorum_up: Some(false),
             labels: ServiceLabels::Address {
                 protocol: "tcp".into(),
                 vip: "198.18.0.1".parse().unwrap(),
@@ -99,6 +100,9 @@ xvs_service_packets_per_second{protocol="tcp",vip="198.18.0.1",vport="80",direct
 # TYPE xvs_service_bytes_per_second gauge
 xvs_service_bytes_per_second{protocol="tcp",vip="198.18.0.1",vport="80",direction="in"} 4
 xvs_service_bytes_per_second{protocol="tcp",vip="198.18.0.1",vport="80",direction="out"} 5
+# HELP xvs_service_quorum_up Quorum state (keepalived's): 1 up, 0 down (sorry server in, if any).
+# TYPE xvs_service_quorum_up gauge
+xvs_service_quorum_up{protocol="tcp",vip="198.18.0.1",vport="80"} 0
 # HELP xvs_backend_weight Configured weight (0: quiesced).
 # TYPE xvs_backend_weight gauge
 xvs_backend_weight{protocol="tcp",vip="198.18.0.1",vport="80",address="198.19.0.11",port="8080",method="nat"} 3
@@ -206,6 +210,7 @@ fn large() -> Metrics {
         removed: false,
     });
     m.services.push(ServiceMetrics {
+        quorum_up: None,
         labels: ServiceLabels::Fwmark {
             mark: 7,
             ipv6: true,

@@ -30,6 +30,7 @@ fn big() -> Metrics {
     Metrics {
         services: (0..100u16)
             .map(|s| ServiceMetrics {
+                quorum_up: None,
                 labels: ServiceLabels::Address {
                     protocol: "tcp".into(),
                     vip: format!("198.18.{}.{}", s / 250, s % 250 + 1)

@@ -19,7 +19,9 @@
 //!   UDP_CHECK without `require_reply`.
 //! - `exec`: run `command args… <address> <port>` (also in `XVS_BACKEND_ADDRESS`,
 //!   `XVS_BACKEND_PORT`, `XVS_SERVICE`); healthy on exit code 0; the whole process group is killed
-//!   when `timeout_ms` runs out (`MISC_CHECK`, ldirectord's external check).
+//!   when `timeout_ms` runs out (`MISC_CHECK`, ldirectord's external check). With
+//!   `dynamic = true` (keepalived's `misc_dynamic`) exit codes 2–255 are healthy too and set the
+//!   backend's weight to the code − 2 (0–253); exit code 0 keeps the weight as it is, 1 fails.
 //!
 //! Every check has `interval_ms` (time between the starts of two probes), `retry_interval_ms` (the
 //! time instead while an up backend's failures count towards `fall`, keepalived's
@@ -175,6 +177,7 @@ pub enum StatusItem {
 /// require_reply = true   # udp: false counts silence as success (only an ICMP error fails)
 /// command = "/usr/local/bin/check-db"          # exec
 /// args = ["--quick"]     # exec; address and port are appended
+/// dynamic = false        # exec: exit 2-255 = healthy with weight = code - 2 (misc_dynamic)
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -213,6 +216,9 @@ pub struct CheckConfig {
     pub require_reply: Option<bool>,
     pub command: Option<PathBuf>,
     pub args: Option<Vec<String>>,
+    /// exec: exit codes 2–255 are healthy and set the weight to the code − 2 (keepalived's
+    /// `misc_dynamic`); default false.
+    pub dynamic: Option<bool>,
 }
 
 /// A check that cannot be used: the field (a path under the prefix handed to
@@ -274,6 +280,7 @@ impl CheckConfig {
                     require_reply: b.require_reply.or(s.require_reply),
                     command: b.command.or(s.command),
                     args: b.args.or(s.args),
+                    dynamic: b.dynamic.or(s.dynamic),
                 })
             }
         }
@@ -326,6 +333,7 @@ impl CheckConfig {
         only("require_reply", self.require_reply.is_some(), &[Udp])?;
         only("command", self.command.is_some(), &[Exec])?;
         only("args", self.args.is_some(), &[Exec])?;
+        only("dynamic", self.dynamic.is_some(), &[Exec])?;
         if kind == CheckKind::None {
             return Ok(None);
         }
@@ -514,6 +522,7 @@ impl CheckConfig {
                 Probe::Exec(ExecProbe {
                     command,
                     args: self.args.clone().unwrap_or_default(),
+                    dynamic: self.dynamic.unwrap_or(false),
                 })
             }
             CheckKind::None => unreachable!("handled above"),
@@ -640,6 +649,8 @@ pub struct UdpProbe {
 pub struct ExecProbe {
     pub command: PathBuf,
     pub args: Vec<String>,
+    /// Exit codes 2–255 healthy, weight = code − 2.
+    pub dynamic: bool,
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
@@ -770,16 +781,45 @@ pub fn probe_once(spec: &CheckSpec, service: &str, backend: SocketAddr) -> Probe
 }
 
 fn run_probe(spec: &CheckSpec, service: &str, backend: SocketAddr, stop: &Stop) -> ProbeResult {
+    run_probe_weighted(spec, service, backend, stop).0
+}
+
+/// A probe's result and the weight a dynamic check set (if it set one).
+fn run_probe_weighted(
+    spec: &CheckSpec,
+    service: &str,
+    backend: SocketAddr,
+    stop: &Stop,
+) -> (ProbeResult, Option<u32>) {
     let addr = spec.probe_addr(backend);
     let deadline = Deadline::new(spec.timeout);
     if addr.port() == 0 && !matches!(spec.probe, Probe::Exec(_)) {
-        return Err("no port to probe (backend port 0: set connect_port)".into());
+        return (
+            Err("no port to probe (backend port 0: set connect_port)".into()),
+            None,
+        );
     }
     match &spec.probe {
-        Probe::Tcp => connect(addr, &deadline).map(|_| "connected".into()),
-        Probe::Http(h) => probe_http(h, addr, &deadline),
-        Probe::Udp(u) => probe_udp(u, addr, &deadline),
-        Probe::Exec(e) => probe_exec(e, service, addr, &deadline, stop),
+        Probe::Tcp => (connect(addr, &deadline).map(|_| "connected".into()), None),
+        Probe::Http(h) => (probe_http(h, addr, &deadline), None),
+        Probe::Udp(u) => (probe_udp(u, addr, &deadline), None),
+        Probe::Exec(e) => match probe_exec(e, service, addr, &deadline, stop) {
+            Ok(code) => exec_verdict(code, e.dynamic),
+            Err(err) => (Err(err), None),
+        },
+    }
+}
+
+/// An exec check's exit code judged: 0 healthy; with `dynamic` 2–255 healthy with weight
+/// code − 2 (keepalived's `misc_dynamic`); anything else failed.
+pub fn exec_verdict(code: i32, dynamic: bool) -> (ProbeResult, Option<u32>) {
+    match code {
+        0 => (Ok("exit code 0".into()), None),
+        2..=255 if dynamic => {
+            let w = (code - 2) as u32;
+            (Ok(format!("exit code {code}: weight {w}")), Some(w))
+        }
+        c => (Err(format!("exit code {c}")), None),
     }
 }
 
@@ -1018,13 +1058,14 @@ fn probe_udp(u: &UdpProbe, addr: SocketAddr, deadline: &Deadline) -> ProbeResult
     }
 }
 
+/// Run the command; its exit code, or why there is none.
 fn probe_exec(
     e: &ExecProbe,
     service: &str,
     addr: SocketAddr,
     deadline: &Deadline,
     stop: &Stop,
-) -> ProbeResult {
+) -> Result<i32, String> {
     let mut child = Command::new(&e.command)
         .args(&e.args)
         .arg(addr.ip().to_string())
@@ -1044,8 +1085,7 @@ fn probe_exec(
         match child.try_wait() {
             Ok(Some(status)) => {
                 return match (status.code(), status.signal()) {
-                    (Some(0), _) => Ok("exit code 0".into()),
-                    (Some(c), _) => Err(format!("exit code {c}")),
+                    (Some(c), _) => Ok(c),
                     (None, Some(s)) => Err(format!("killed by signal {s}")),
                     (None, None) => Err("ended without status".into()),
                 };
@@ -1098,6 +1138,9 @@ pub struct HealthEvent {
     pub reason: String,
     /// The check's `quiescent`: on `up = false`, set weight 0 instead of removing the backend.
     pub quiescent: bool,
+    /// A weight a dynamic check set (`exec` with `dynamic = true`); events also come for a
+    /// weight change alone (then `up` repeats the current state).
+    pub weight: Option<u32>,
 }
 
 /// The current state of one checked backend.
@@ -1258,6 +1301,7 @@ impl HealthChecker {
                         up: false,
                         reason: "initially down".into(),
                         quiescent: spec.quiescent,
+                        weight: None,
                     });
                 }
                 let entry = table.entry(key.clone()).or_insert_with(|| BackendHealth {
@@ -1358,13 +1402,19 @@ impl Worker {
         let mut run: u32 = 0;
         let mut last_ok: Option<bool> = None;
         let mut first = true;
+        let mut weight: Option<u32> = None;
         let mut next = Instant::now() + random_below(self.spec.warmup);
         loop {
             if self.stop.wait_until(next) {
                 return;
             }
             let started = Instant::now();
-            let result = run_probe(&self.spec, &self.key.0, self.key.1, &self.stop);
+            let (result, new_weight) =
+                run_probe_weighted(&self.spec, &self.key.0, self.key.1, &self.stop);
+            let weight_changed = new_weight.is_some() && new_weight != weight;
+            if new_weight.is_some() {
+                weight = new_weight;
+            }
             let ok = result.is_ok();
             run = if last_ok == Some(ok) {
                 run.saturating_add(1)
@@ -1430,6 +1480,19 @@ impl Worker {
                     up: ok,
                     reason: text,
                     quiescent: self.spec.quiescent,
+                    weight,
+                });
+            } else if weight_changed {
+                let (service, backend) = (&self.key.0, self.key.1);
+                tracing::info!(target: "xvs::health", %service, %backend, weight = ?weight,
+                    "health: backend {backend} of {service}: {text}");
+                let _ = self.events.send(HealthEvent {
+                    service: service.clone(),
+                    backend,
+                    up: self.up,
+                    reason: text,
+                    quiescent: self.spec.quiescent,
+                    weight,
                 });
             }
             drop(table);
@@ -1446,5 +1509,32 @@ impl Worker {
                 next = now;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_exit_codes_with_and_without_dynamic_weights() {
+        assert_eq!(exec_verdict(0, true), (Ok("exit code 0".into()), None));
+        assert_eq!(exec_verdict(1, true), (Err("exit code 1".into()), None));
+        assert_eq!(
+            exec_verdict(2, true),
+            (Ok("exit code 2: weight 0".into()), Some(0))
+        );
+        assert_eq!(
+            exec_verdict(255, true),
+            (Ok("exit code 255: weight 253".into()), Some(253))
+        );
+        assert_eq!(exec_verdict(7, false), (Err("exit code 7".into()), None));
+        assert_eq!(exec_verdict(0, false), (Ok("exit code 0".into()), None));
+        let c = CheckConfig {
+            kind: Some(CheckKind::Tcp),
+            dynamic: Some(true),
+            ..CheckConfig::default()
+        };
+        assert_eq!(c.validate("check").unwrap_err().field, "check.dynamic");
     }
 }

@@ -14,6 +14,7 @@
 //! | `xvs_service_packets_total`, `xvs_service_bytes_total` | counter | service, `direction` = in/out |
 //! | `xvs_service_connections_per_second` | gauge | service |
 //! | `xvs_service_packets_per_second`, `xvs_service_bytes_per_second` | gauge | service, direction |
+//! | `xvs_service_quorum_up` | gauge (1/0) | service; only with a sorry server or quorum scripts |
 //! | `xvs_backend_weight` | gauge | backend |
 //! | `xvs_backend_active_connections`, `xvs_backend_inactive_connections`, `xvs_backend_persistent_connections` | gauge | backend |
 //! | `xvs_backend_connections_total`, `xvs_backend_packets_total`, `xvs_backend_bytes_total` | counter | backend (+ direction) |
@@ -177,6 +178,8 @@ pub struct ServiceMetrics {
     pub labels: ServiceLabels,
     pub traffic: Traffic,
     pub backends: Vec<BackendMetrics>,
+    /// The quorum state (`None`: the service has no sorry server or quorum scripts).
+    pub quorum_up: Option<bool>,
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -653,6 +656,11 @@ fn render_xvs(m: &Metrics) -> String {
         Kind::Gauge,
         "Persistence templates (IPVS persistconns).",
     );
+    let mut quorum = Family::new(
+        "xvs_service_quorum_up",
+        Kind::Gauge,
+        "Quorum state (keepalived's): 1 up, 0 down (sorry server in, if any).",
+    );
     let mut up = Family::new(
         "xvs_backend_up",
         Kind::Gauge,
@@ -732,6 +740,9 @@ fn render_xvs(m: &Metrics) -> String {
     for s in &m.services {
         let sp = service_pairs(&s.labels);
         service.add(&sp, &s.traffic);
+        if let Some(q) = s.quorum_up {
+            quorum.add(&sp, Value::Int(u64::from(q)));
+        }
         for b in &s.backends {
             let bp = backend_pairs(&s.labels, b);
             if !b.removed {
@@ -778,7 +789,7 @@ fn render_xvs(m: &Metrics) -> String {
 
     let mut out = String::new();
     service.write(&mut out);
-    for f in [&weight, &active, &inactive, &persistent] {
+    for f in [&quorum, &weight, &active, &inactive, &persistent] {
         f.write(&mut out);
     }
     backend.write(&mut out);

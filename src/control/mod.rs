@@ -25,6 +25,7 @@ pub mod health;
 pub mod ipvsadm;
 pub mod metrics;
 pub mod model;
+pub mod quorum;
 pub mod server;
 pub mod state;
 

@@ -22,7 +22,12 @@
 //!   server → checker. HTTP_GET/SSL_GET (`status_code` default 200-299; SSL_GET does not verify the
 //!   certificate, hence `insecure = true`), TCP_CHECK, UDP_CHECK (without `require_reply`:
 //!   `require_reply = false`), MISC_CHECK,
-//!   DNS_CHECK (as a UDP probe carrying the same query).
+//!   DNS_CHECK (as a UDP probe carrying the same query); MISC_CHECK's `misc_dynamic` → `dynamic = true`.
+//! - `quorum`, `hysteresis` → the service's `quorum`, `hysteresis`; `quorum_up`/`quorum_down`
+//!   (the script's words as keepalived splits them, shell-quoted; a user/group is reported) →
+//!   `quorum_up`/`quorum_down` commands; `omega` → `omega = true`; `sorry_server IP [PORT]` with
+//!   `sorry_server_lvs_method` (default the virtual server's method, ports as for a real server)
+//!   and `sorry_server_inhibit` → `[service.sorry_server]`.
 //!
 //! Everything else is reported (see `report.rs`).
 
@@ -760,9 +765,14 @@ fn translate_vs(
     let mut ip_family: Option<bool> = None;
     let mut default_weight: u32 = 1;
     let mut laddr: Option<(Pos, String)> = None;
-    let mut quorum_lines: Vec<&Stmt> = Vec::new();
-    let mut sorry = false;
-    let mut scripts = false;
+    let mut quorum: Option<u32> = None;
+    let mut hysteresis: Option<u32> = None;
+    let mut quorum_up: Option<String> = None;
+    let mut quorum_down: Option<String> = None;
+    let mut omega = false;
+    let mut sorry: Option<(Pos, String, IpAddr, u16)> = None;
+    let mut sorry_inhibit = false;
+    let mut sorry_method: Option<Method> = None;
     let mut backends: Vec<Backend> = Vec::new();
     for s in vs.children() {
         if common_option(s, &mut inherit, report) {
@@ -830,31 +840,47 @@ fn translate_vs(
                 Some(n) => laddr = Some((s.pos.clone(), n.to_string())),
                 None => report.unsupported(s.pos.clone(), kw, "needs a group name"),
             },
-            "quorum" | "hysteresis" => quorum_lines.push(s),
-            "quorum_up" | "quorum_down" => {
-                scripts = true;
-                report.unsupported(
+            "quorum" => {
+                if let Some(q) = number(s, report, u64::from(u32::MAX)) {
+                    if q == 0 {
+                        report.unsupported(
+                            s.pos.clone(),
+                            &s.text(),
+                            "xvs needs a quorum of 1 or more",
+                        );
+                    } else {
+                        quorum = Some(q as u32);
+                    }
+                }
+            }
+            "hysteresis" => {
+                if let Some(h) = number(s, report, u64::from(u32::MAX)) {
+                    hysteresis = Some(h as u32);
+                }
+            }
+            "quorum_up" => quorum_up = script_line(s, report).or(quorum_up),
+            "quorum_down" => quorum_down = script_line(s, report).or(quorum_down),
+            "sorry_server" => match (
+                s.arg(0).and_then(|a| a.parse::<IpAddr>().ok()),
+                s.arg(1).map(|p| p.parse::<u16>()),
+            ) {
+                (Some(ip), None) => sorry = Some((s.pos.clone(), s.text(), ip, 0)),
+                (Some(ip), Some(Ok(port))) if s.args().len() == 2 => {
+                    sorry = Some((s.pos.clone(), s.text(), ip, port))
+                }
+                _ => report.unsupported(
                     s.pos.clone(),
                     &s.text(),
-                    "xvs runs no notification scripts (it logs every health transition)",
-                );
+                    "not an address and a port (keepalived ignores the line too)",
+                ),
+            },
+            "sorry_server_inhibit" => sorry_inhibit = boolean(s, report).unwrap_or(sorry_inhibit),
+            "sorry_server_lvs_method" => {
+                if let Some(m) = parse_method(s, report) {
+                    sorry_method = Some(m);
+                }
             }
-            "sorry_server" => {
-                sorry = true;
-                report.unsupported(
-                    s.pos.clone(),
-                    &s.text(),
-                    "xvs has no sorry server (a backend put in while the quorum is lost)",
-                );
-            }
-            "sorry_server_inhibit" | "sorry_server_lvs_method" => {
-                report.unsupported(s.pos.clone(), &s.text(), "xvs has no sorry server")
-            }
-            "omega" => report.unsupported(
-                s.pos.clone(),
-                kw,
-                "xvs runs no notification scripts, on shutdown or otherwise",
-            ),
+            "omega" => omega = boolean(s, report).unwrap_or(omega),
             "ha_suspend" => report.unsupported(
                 s.pos.clone(),
                 kw,
@@ -888,23 +914,6 @@ fn translate_vs(
                 "DPVS's per-service timeout: xvs has the global [timeouts] (lvs_timeouts)",
             ),
             _ => report.unsupported(s.pos.clone(), &s.text(), "unknown virtual_server keyword"),
-        }
-    }
-
-    let quorum_matters = sorry || scripts;
-    for q in quorum_lines {
-        if quorum_matters {
-            report.unsupported(
-                q.pos.clone(),
-                &q.text(),
-                "xvs has no quorum (it switches the sorry server and runs quorum scripts)",
-            );
-        } else {
-            report.warning(
-                q.pos.clone(),
-                &q.text(),
-                "no effect here: without sorry_server or quorum scripts keepalived only logs it",
-            );
         }
     }
 
@@ -990,8 +999,9 @@ fn translate_vs(
     };
 
     // FullNAT local addresses.
-    let uses_fnat =
-        vs_method == Method::FullNat || backends.iter().any(|b| b.method == Some(Method::FullNat));
+    let uses_fnat = vs_method == Method::FullNat
+        || backends.iter().any(|b| b.method == Some(Method::FullNat))
+        || (sorry.is_some() && sorry_method == Some(Method::FullNat));
     let mut fnat_ok = true;
     if uses_fnat {
         match &laddr {
@@ -1240,6 +1250,70 @@ fn translate_vs(
         }
         if ops {
             body.push_str("one_packet = true\n");
+        }
+        if let Some(q) = quorum {
+            let _ = writeln!(body, "quorum = {q}");
+        }
+        if let Some(h) = hysteresis {
+            let _ = writeln!(body, "hysteresis = {h}");
+        }
+        if let Some(c) = &quorum_up {
+            let _ = writeln!(body, "quorum_up = {}", toml_str(c));
+        }
+        if let Some(c) = &quorum_down {
+            let _ = writeln!(body, "quorum_down = {}", toml_str(c));
+        }
+        if omega {
+            body.push_str("omega = true\n");
+        }
+        if let Some((pos, text, ip, port)) = &sorry {
+            let m = sorry_method.unwrap_or(vs_method);
+            let v6 = match (svc.fwmark, svc.addr) {
+                (Some((_, v6)), _) => v6,
+                (_, Some((ip, _))) => ip.is_ipv6(),
+                _ => false,
+            };
+            let port = match (svc.addr, m) {
+                (Some((_, sport)), Method::Dr | Method::Tun) => {
+                    if *port != 0 && *port != sport {
+                        report.warning(
+                            pos.clone(),
+                            text,
+                            &format!("port {port} differs from the service's: {sport} used (DR/TUN cannot change the port)"),
+                        );
+                    }
+                    Some(sport)
+                }
+                (Some((_, sport)), _) if *port == 0 && !matches!(key, VsKey::Group(_)) => {
+                    Some(sport)
+                }
+                (None, Method::Dr | Method::Tun) => Some(0),
+                _ => Some(*port),
+            };
+            if m != Method::Tun && ip.is_ipv6() != v6 {
+                report.unsupported(
+                    pos.clone(),
+                    text,
+                    "address family differs from the service's (only tunnels may differ): left out",
+                );
+            } else if m == Method::FullNat && !fnat_ok {
+                report.unsupported(
+                    pos.clone(),
+                    text,
+                    "FNAT sorry server without local addresses: left out",
+                );
+            } else if let Some(port) = port {
+                let _ = writeln!(body, "\n# {text} ({})", pos.line_ref(files));
+                body.push_str("[service.sorry_server]\n");
+                let _ = writeln!(
+                    body,
+                    "address = \"{ip}\"\nport = {port}\nmethod = \"{}\"",
+                    m.toml()
+                );
+                if sorry_inhibit {
+                    body.push_str("inhibit = true\n");
+                }
+            }
         }
         if shared {
             if let Some(c) = &checks[0] {
@@ -1563,6 +1637,7 @@ fn checker(c: &Stmt, report: &mut Report) -> Option<Vec<(String, String)>> {
     let mut dns_type = "SOA".to_string();
     let mut dns_name = String::new();
     let mut misc_path: Option<String> = None;
+    let mut misc_dynamic = false;
     let mut misc_path_pos = c.pos.clone();
     let (type_, default_retry, default_dbr): (&str, u64, Option<f64>) = match kw {
         "HTTP_GET" => ("http", 1, Some(3.0)),
@@ -1658,11 +1733,9 @@ fn checker(c: &Stmt, report: &mut Report) -> Option<Vec<(String, String)>> {
                     misc_timeout = Some(if t == 0 { None } else { Some(t as f64) });
                 }
             }
-            ("MISC_CHECK", "misc_dynamic") => report.unsupported(
-                o.pos.clone(),
-                okw,
-                "xvs's exec check does not set weights from the exit code (0 up, else down)",
-            ),
+            ("MISC_CHECK", "misc_dynamic") => {
+                misc_dynamic = boolean(o, report).unwrap_or(misc_dynamic)
+            }
             ("MISC_CHECK", "user") => report.unsupported(
                 o.pos.clone(),
                 &o.text(),
@@ -1785,6 +1858,9 @@ fn checker(c: &Stmt, report: &mut Report) -> Option<Vec<(String, String)>> {
             if !args.is_empty() {
                 let list: Vec<String> = args.iter().map(|a| toml_str(a)).collect();
                 lines.push(("args".into(), format!("[{}]", list.join(", "))));
+            }
+            if misc_dynamic {
+                lines.push(("dynamic".into(), "true".into()));
             }
             report.warning(
                 misc_path_pos,
@@ -1970,6 +2046,41 @@ pub fn keepalived_hex(s: &str) -> Option<String> {
         }
     }
     (!out.is_empty()).then_some(out)
+}
+
+/// `quorum_up SCRIPT [USER [GROUP]]`: the script as a `/bin/sh -c` command (its words, as
+/// keepalived splits them, each quoted for the shell where needed).
+fn script_line(s: &Stmt, report: &mut Report) -> Option<String> {
+    let Some(script) = s.arg(0) else {
+        report.unsupported(s.pos.clone(), &s.text(), "needs a script");
+        return None;
+    };
+    let words = split_script(script);
+    if words.is_empty() {
+        report.unsupported(s.pos.clone(), &s.text(), "empty script");
+        return None;
+    }
+    if s.args().len() > 1 {
+        report.warning(
+            s.pos.clone(),
+            &s.text(),
+            "xvs runs the script as its own user (the user and group are not applied)",
+        );
+    }
+    let quoted: Vec<String> = words
+        .iter()
+        .map(|w| {
+            let plain = !w.is_empty()
+                && w.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_./:=@%+,-".contains(c));
+            if plain {
+                w.clone()
+            } else {
+                format!("'{}'", w.replace('\'', "'\\''"))
+            }
+        })
+        .collect();
+    Some(quoted.join(" "))
 }
 
 /// Split a script line as keepalived does: spaces separate words, `'…'` and `"…"` group.
