@@ -1022,6 +1022,12 @@ impl Director {
                         .map(|(k, n)| (k.to_string(), *n))
                         .collect()
                 }),
+                syscalls: stats.get(i).map_or_else(Vec::new, |s| {
+                    s.io.syscalls()
+                        .iter()
+                        .map(|(k, n)| (k.to_string(), *n))
+                        .collect()
+                }),
                 handoff_out: stats.get(i).map_or(0, |s| s.io.handoff_out),
                 handoff_in: stats.get(i).map_or(0, |s| s.io.handoff_in),
                 icmp_answers: r.counters.icmp_answers,
@@ -1215,6 +1221,11 @@ impl ControlDirector for Director {
                 .iter()
                 .map(|(k, n)| format!("{k}={n}"))
                 .collect();
+            let syscalls: Vec<String> = io
+                .syscalls()
+                .iter()
+                .map(|(k, n)| format!("{k}={n}"))
+                .collect();
             let drops: Vec<String> = r
                 .counters
                 .drops
@@ -1229,7 +1240,7 @@ impl ControlDirector for Director {
                 )
             });
             out.push_str(&format!(
-                "worker {i}: rx {} tx {} (+{} fragments) pass {} drop {} [{}] icmp answers {} connections {} (embryonic {}) busy {:.1}% io drops [{}] handoff out {} in {} longest round {:.3} ms (inbox {:.3} ms, {:.3} ms CPU) syn defence: embryonic evicted {} drop_entry deleted {} modes drop_entry={} drop_packet={} secure_tcp={} synproxy: syn-acks {} opened {} established {} released {} syn-resent {}\n",
+                "worker {i}: rx {} tx {} (+{} fragments) pass {} drop {} [{}] icmp answers {} connections {} (embryonic {}) busy {:.1}% io drops [{}] syscalls [{}] handoff out {} in {} longest round {:.3} ms (inbox {:.3} ms, {:.3} ms CPU) syn defence: embryonic evicted {} drop_entry deleted {} modes drop_entry={} drop_packet={} secure_tcp={} synproxy: syn-acks {} opened {} established {} released {} syn-resent {}\n",
                 r.counters.rx,
                 r.counters.tx,
                 r.counters.tx_fragments,
@@ -1241,6 +1252,7 @@ impl ControlDirector for Director {
                 r.embryonic,
                 busy * 100.0,
                 io_drops.join(" "),
+                syscalls.join(" "),
                 io.handoff_out,
                 io.handoff_in,
                 round * 1e3,

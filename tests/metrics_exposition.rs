@@ -65,6 +65,7 @@ fn small() -> Metrics {
             pass_packets: 4,
             drops: vec![("no_backend".into(), 5), ("truncated".into(), 1)],
             io_drops: vec![("tx_ring_full".into(), 3), ("handoff_full".into(), 2)],
+            syscalls: vec![("sendto".into(), 8), ("poll".into(), 6)],
             handoff_out: 11,
             handoff_in: 12,
             icmp_answers: 3,
@@ -164,6 +165,10 @@ xvs_worker_drops_total{worker="0",reason="truncated"} 1
 # TYPE xvs_worker_io_drops_total counter
 xvs_worker_io_drops_total{worker="0",reason="tx_ring_full"} 3
 xvs_worker_io_drops_total{worker="0",reason="handoff_full"} 2
+# HELP xvs_worker_syscalls_total System calls made by the worker's I/O (sendto = TX kick, recvfrom = RX wakeup, poll = idle wait), by call.
+# TYPE xvs_worker_syscalls_total counter
+xvs_worker_syscalls_total{worker="0",call="sendto"} 8
+xvs_worker_syscalls_total{worker="0",call="poll"} 6
 # HELP xvs_worker_handoff_packets_total Frames handed to the worker owning their connection (out) or received from another worker (in).
 # TYPE xvs_worker_handoff_packets_total counter
 xvs_worker_handoff_packets_total{worker="0",direction="out"} 11

@@ -71,6 +71,11 @@ fn big() -> Metrics {
                     .iter()
                     .map(|r| (r.as_str().to_string(), 7))
                     .collect(),
+                syscalls: xvs::io::IoCounters::default()
+                    .syscalls()
+                    .iter()
+                    .map(|(k, _)| (k.to_string(), 1 << 30))
+                    .collect(),
                 io_drops: xvs::io::IoCounters::default()
                     .io_drops()
                     .iter()

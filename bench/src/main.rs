@@ -131,6 +131,8 @@ mod tests {
             "none",
             "--secs",
             "0.5",
+            "--rounds",
+            "2",
         ])
         .unwrap();
         assert!(matches!(cli.command, Cmd::Run(_)));
@@ -148,6 +150,7 @@ mod tests {
             &["xvs-bench", "run", "--targets", "xvs-nat-nosuch,foo"][..],
             &["xvs-bench", "run", "--secs", "0"],
             &["xvs-bench", "run", "--flows", "0"],
+            &["xvs-bench", "run", "--rounds", "0"],
             &["xvs-bench", "run", "--memory", "12,x"],
             &["xvs-bench", "run", "--bogus"],
             &["xvs-bench", "parity", "--flows", "x"],

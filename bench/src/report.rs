@@ -51,6 +51,16 @@ pub struct TargetResult {
     pub worker_cpu_ns: Option<u64>,
     /// xvs's own busy accounting (wall time of polls that received frames) per delivered frame.
     pub busy_ns_per_pkt: Option<f64>,
+    /// Round of the interleaved run (0-based) this result belongs to.
+    pub round: u32,
+    /// The worker threads' user and system time during the run (/proc ticks, 10 ms) per
+    /// delivered frame (bounce and xvs).
+    pub user_ns_per_pkt: Option<f64>,
+    pub sys_ns_per_pkt: Option<f64>,
+    /// System calls of the worker's I/O over the target's life (xvs's own counters:
+    /// sendto, recvfrom, poll), and their sum per frame the worker received.
+    pub syscalls: Vec<(String, u64)>,
+    pub syscalls_per_frame: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -84,6 +94,11 @@ impl TargetResult {
             worker_user_share: None,
             worker_cpu_ns: None,
             busy_ns_per_pkt: None,
+            round: 0,
+            user_ns_per_pkt: None,
+            sys_ns_per_pkt: None,
+            syscalls: vec![],
+            syscalls_per_frame: None,
             error: Some(e),
         }
     }
@@ -103,15 +118,56 @@ pub struct MemoryResult {
     pub rounds: u32,
 }
 
+/// A ratio over the rounds of a run: each round's ratio is taken within that round (the xvs
+/// target and its baseline measured minutes apart at most), then median, min and max.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub rounds: usize,
+}
+
+impl Spread {
+    /// Median (mean of the middle two for an even count), min and max; `None` when empty.
+    pub fn of(mut v: Vec<f64>) -> Option<Spread> {
+        v.retain(|x| x.is_finite());
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
+        Some(Spread {
+            median,
+            min: v[0],
+            max: v[n - 1],
+            rounds: n,
+        })
+    }
+
+    fn show(s: Option<Spread>) -> String {
+        match s {
+            None => "–".into(),
+            Some(s) if s.rounds == 1 => format!("{:.2}", s.median),
+            Some(s) => format!("{:.2} ({:.2}–{:.2})", s.median, s.min, s.max),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Ratio {
     pub target: String,
-    /// xvs ns/frame ÷ bounce ns/frame (goal ≤ 1.1).
-    pub cost_vs_bounce: Option<f64>,
+    /// xvs ns/frame ÷ bounce ns/frame (goal ≤ 1.1), over the rounds.
+    pub cost_vs_bounce: Option<Spread>,
     /// kernel forwarding ÷ xvs, ns/frame (CPU): frames per core relative (goal ≥ 1.5).
-    pub per_core_vs_kernel: Option<f64>,
+    pub per_core_vs_kernel: Option<Spread>,
     /// nftables ÷ xvs, ns/frame (CPU) (goal ≥ 2).
-    pub per_core_vs_nft: Option<f64>,
+    pub per_core_vs_nft: Option<Spread>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -119,6 +175,8 @@ pub struct Report {
     pub date: String,
     pub machine: String,
     pub mode: String,
+    /// The command line of the run.
+    pub command: String,
     pub secs_per_target: f64,
     pub flows: u32,
     pub results: Vec<TargetResult>,
@@ -146,24 +204,40 @@ impl Report {
         memory: Vec<MemoryResult>,
         wall: f64,
     ) -> Report {
-        let find = |name: &str| {
+        // Each ratio within its round, then median / min / max over the rounds.
+        let find = |name: &str, round: u32| {
             results
                 .iter()
-                .find(|r| r.target == name && r.traffic == "udp64")
+                .find(|r| r.target == name && r.traffic == "udp64" && r.round == round)
+                .and_then(|r| r.ns_per_pkt)
+                .filter(|v| *v > 0.0)
         };
-        let b = find("bounce").and_then(|r| r.ns_per_pkt);
-        let k = find("kernel-fwd").and_then(|r| r.ns_per_pkt);
-        let n = find("nft-dnat").and_then(|r| r.ns_per_pkt);
-        let ratios = results
+        let mut names: Vec<&str> = Vec::new();
+        for r in &results {
+            if r.kind == "xvs" && r.traffic == "udp64" && !names.contains(&r.target.as_str()) {
+                names.push(&r.target);
+            }
+        }
+        let ratios = names
             .iter()
-            .filter(|r| r.kind == "xvs" && r.traffic == "udp64")
-            .map(|r| {
-                let x = r.ns_per_pkt.filter(|v| *v > 0.0);
+            .map(|name| {
+                let (mut vb, mut vk, mut vn) = (vec![], vec![], vec![]);
+                for r in results
+                    .iter()
+                    .filter(|r| r.target == *name && r.traffic == "udp64")
+                {
+                    let Some(x) = r.ns_per_pkt.filter(|v| *v > 0.0) else {
+                        continue;
+                    };
+                    vb.extend(find("bounce", r.round).map(|b| x / b));
+                    vk.extend(find("kernel-fwd", r.round).map(|k| k / x));
+                    vn.extend(find("nft-dnat", r.round).map(|n| n / x));
+                }
                 Ratio {
-                    target: r.target.clone(),
-                    cost_vs_bounce: x.zip(b.filter(|v| *v > 0.0)).map(|(x, b)| x / b),
-                    per_core_vs_kernel: x.zip(k).map(|(x, k)| k / x),
-                    per_core_vs_nft: x.zip(n).map(|(x, n)| n / x),
+                    target: name.to_string(),
+                    cost_vs_bounce: Spread::of(vb),
+                    per_core_vs_kernel: Spread::of(vk),
+                    per_core_vs_nft: Spread::of(vn),
                 }
             })
             .collect();
@@ -178,6 +252,11 @@ impl Report {
                 sh("awk '/MemTotal/ {printf \"%d\", $2/1048576}' /proc/meminfo")
             ),
             mode: mode.into(),
+            command: if mode == "quick" {
+                "xvs-bench run --quick".into()
+            } else {
+                "xvs-bench run".into()
+            },
             secs_per_target: secs,
             flows,
             results,
@@ -210,30 +289,25 @@ impl Report {
         let f = |v: Option<f64>, d: usize| v.map_or("–".to_string(), |v| format!("{v:.d$}"));
         let mut s = format!(
             "Run of {} ({} mode, {:.1} s per target, {} flows), on {}. Command: `{}`.\n\n",
-            self.date,
-            self.mode,
-            self.secs_per_target,
-            self.flows,
-            self.machine,
-            if self.mode == "quick" {
-                "xvs-bench run --quick"
-            } else {
-                "xvs-bench run"
-            }
+            self.date, self.mode, self.secs_per_target, self.flows, self.machine, self.command
         );
-        s += "| target | traffic | sent pps | delivered pps | loss | ns/frame (CPU) | worker user % | core softirq ns/frame | whole core ns/frame | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | TCP conn/s |\n";
-        s += "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+        s += "| target | traffic | round | sent pps | delivered pps | loss | ns/frame (CPU) | worker user % | user ns/frame | system ns/frame | syscalls/frame | core softirq ns/frame | whole core ns/frame | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | TCP conn/s |\n";
+        s += "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
         for r in &self.results {
             let l = r.latency.as_ref();
             s += &format!(
-                "| {} | {} | {:.0} | {:.0} | {:.1} % | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {:.0} | {:.0} | {:.1} % | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 r.target,
                 r.traffic,
+                r.round + 1,
                 r.sent_pps,
                 r.delivered_pps,
                 100.0 * r.loss,
                 f(r.ns_per_pkt, 0),
                 f(r.worker_user_share.map(|x| 100.0 * x), 0),
+                f(r.user_ns_per_pkt, 0),
+                f(r.sys_ns_per_pkt, 0),
+                f(r.syscalls_per_frame, 3),
                 f(
                     (r.delivered > 0).then(|| r.softirq_ns as f64 / r.delivered as f64),
                     0
@@ -247,15 +321,15 @@ impl Report {
                 f(r.conns_per_s, 0),
             );
         }
-        s += "\nRatios within this run (64-byte UDP; goals in brackets, not asserted). All on ns/frame (CPU): cost ÷ bounce = xvs ÷ bounce; per core = the baseline's ÷ xvs's (frames per core relative to it):\n\n";
+        s += "\nRatios (64-byte UDP; goals in brackets, not asserted), each taken within one round of the interleaved run, then the median (min–max) over the rounds. All on ns/frame (CPU): cost ÷ bounce = xvs ÷ bounce; per core = the baseline's ÷ xvs's (frames per core relative to it):\n\n";
         s += "| xvs target | cost ÷ bounce [≤ 1.1] | per core vs kernel fwd [≥ 1.5] | per core vs nft DNAT [≥ 2] |\n|---|---:|---:|---:|\n";
         for r in &self.ratios {
             s += &format!(
                 "| {} | {} | {} | {} |\n",
                 r.target,
-                f(r.cost_vs_bounce, 2),
-                f(r.per_core_vs_kernel, 2),
-                f(r.per_core_vs_nft, 2)
+                Spread::show(r.cost_vs_bounce),
+                Spread::show(r.per_core_vs_kernel),
+                Spread::show(r.per_core_vs_nft)
             );
         }
         if !self.memory.is_empty() {
@@ -357,16 +431,21 @@ impl Report {
 }
 
 /// How to run the harness, written above the table.
-const HOWTO: &str = "Needs root and the testbed's tools (scripts/install-deps.sh). Full mode, which wrote \
-the figures below (about 5 minutes): `cargo build --release -p xvs -p xvs-bench && \
-target/release/xvs-bench run --out bench/results --readme README.md`. It builds a namespace testbed (scripts/testbed.sh), \
+const HOWTO: &str = "Needs root and the testbed's tools (scripts/install-deps.sh). Full mode \
+(`cargo build --release -p xvs -p xvs-bench && target/release/xvs-bench run --out bench/results \
+--readme README.md`, about 15 minutes) builds a namespace testbed (scripts/testbed.sh), \
 pins one xvs worker to CPU 0 and the AF_XDP generator to CPU 1, and sends the same traffic through \
 every target: the bare AF_XDP bounce, xvs NAT/DR/TUN/FullNAT × rr/wlc/mh, kernel IPv4 forwarding and \
 nftables `numgen` DNAT — 64-byte UDP over 1000 flows for all, IMIX, SYN flood and the demo pcap \
-replayed for the bounce, xvs NAT rr and the kernel baselines; then TCP connection churn (real \
+replayed for the bounce, xvs NAT rr and the kernel baselines — in interleaved rounds (`--rounds`, \
+default 3: every target once per round, the order rotated by one each round; each ratio is taken \
+within a round, then shown as median (min–max)); then TCP connection churn (real \
 sockets, HTTP/1.0 GET) and the peak memory of `xvs run` holding 1 M and 10 M SYN-flood connections. \
-JSON, markdown and SVG go to `--out` (default `target/xvs-bench/`; this run's are in `bench/results/`). `--quick` (under 60 s: bounce, the four \
-methods with rr, both kernel baselines, 1 s each, 64-byte UDP only) is what `tests/bench_quick.rs` \
+Per target it also shows the worker's user and system ns per frame (/proc ticks) and its system \
+calls (sendto/recvfrom/poll, xvs's own counters) per frame received. The header line of each run \
+below names the command that produced it. \
+JSON, markdown and SVG go to `--out` (default `target/xvs-bench/`). `--quick` (under 60 s: bounce, the four \
+methods with rr, both kernel baselines, 1 s each, 64-byte UDP only, one round) is what `tests/bench_quick.rs` \
 runs; `--targets`, `--traffic`, `--secs`, `--flows`, `--memory`, `--pcap FILE` narrow or widen a run \
 (`xvs-bench run --help`). Kernel IPVS is not in this host's kernel; `xvs-bench parity` compares \
 decisions in a QEMU guest (timings there are emulated and appear in no ratio).\n\n";
@@ -404,6 +483,31 @@ pub fn write_readme(readme: &str, table: &str, plot: &str) -> String {
             format!("### Micro-benchmarks\n\n{old}")
         }
     };
+    // The previous run's table and notes ("Run of …" up to its plot), kept under "Earlier
+    // end-to-end runs" (newest first) so the trend stays visible.
+    let mut earlier = String::new();
+    if let Some(i) = section.find("### End to end") {
+        let rest = &section[i..];
+        let stop = rest[1..].find("\n### ").map_or(rest.len(), |j| j + 1);
+        let e2e = &rest[..stop];
+        if let Some(r) = e2e.find("Run of ") {
+            let run = &e2e[r..];
+            let run = run.find("\n![").map_or(run, |k| &run[..k]);
+            earlier += run.trim_end();
+            earlier += "\n\n";
+        }
+    }
+    if let Some(i) = section.find("### Earlier end-to-end runs") {
+        let rest = &section[i..];
+        let stop = rest[1..].find("\n### ").map_or(rest.len(), |j| j + 1);
+        let body = rest[..stop]
+            .trim_start_matches("### Earlier end-to-end runs")
+            .trim();
+        if !body.is_empty() {
+            earlier += body;
+            earlier += "\n\n";
+        }
+    }
     let mut out = String::new();
     out += &readme[..start];
     out += "## Results\n\n";
@@ -411,6 +515,11 @@ pub fn write_readme(readme: &str, table: &str, plot: &str) -> String {
     out += HOWTO;
     out += table.trim_end();
     out += &format!("\n\n![CPU ns per frame and delivered pps per target]({plot})\n\n");
+    if !earlier.is_empty() {
+        out += "### Earlier end-to-end runs\n\n";
+        out += earlier.trim_end();
+        out += "\n\n";
+    }
     if !micro.is_empty() {
         out += &micro;
         out += "\n\n";
@@ -449,6 +558,11 @@ mod tests {
             softirq_ns: 0,
             worker_cpu_ns: None,
             busy_ns_per_pkt: None,
+            round: 0,
+            user_ns_per_pkt: None,
+            sys_ns_per_pkt: None,
+            syscalls: vec![],
+            syscalls_per_frame: None,
             error: None,
         }
     }
@@ -470,12 +584,45 @@ mod tests {
         );
         assert_eq!(r.ratios.len(), 1);
         let x = &r.ratios[0];
-        assert!((x.cost_vs_bounce.unwrap() - 1.1).abs() < 1e-9);
-        assert!((x.per_core_vs_kernel.unwrap() - 3.0).abs() < 1e-9);
-        assert!((x.per_core_vs_nft.unwrap() - 5.0).abs() < 1e-9);
+        assert!((x.cost_vs_bounce.unwrap().median - 1.1).abs() < 1e-9);
+        assert!((x.per_core_vs_kernel.unwrap().median - 3.0).abs() < 1e-9);
+        assert!((x.per_core_vs_nft.unwrap().median - 5.0).abs() < 1e-9);
         let md = r.markdown();
         assert!(md.contains("| xvs-nat-rr | udp64 |"));
         assert!(md.contains("| xvs-nat-rr | 1.10 | 3.00 | 5.00 |"));
+    }
+
+    #[test]
+    fn ratios_pair_results_of_the_same_round_and_spread_over_rounds() {
+        let at = |t: &str, k: &str, ns: f64, round: u32| TargetResult {
+            round,
+            ..result(t, k, ns)
+        };
+        let r = Report::new(
+            "full",
+            1.0,
+            10,
+            vec![
+                at("bounce", "bounce", 100.0, 0),
+                at("xvs-nat-rr", "xvs", 110.0, 0),
+                at("xvs-nat-rr", "xvs", 300.0, 1),
+                at("bounce", "bounce", 200.0, 1),
+                at("bounce", "bounce", 100.0, 2),
+                at("xvs-nat-rr", "xvs", 130.0, 2),
+            ],
+            vec![],
+            1.0,
+        );
+        let s = r.ratios[0].cost_vs_bounce.unwrap();
+        assert_eq!(s.rounds, 3);
+        assert!((s.median - 1.3).abs() < 1e-9, "{s:?}");
+        assert!(
+            (s.min - 1.1).abs() < 1e-9 && (s.max - 1.5).abs() < 1e-9,
+            "{s:?}"
+        );
+        assert!(r.markdown().contains("| xvs-nat-rr | 1.30 (1.10–1.50) |"));
+        assert_eq!(Spread::of(vec![]), None);
+        assert_eq!(Spread::of(vec![2.0, 1.0]).unwrap().median, 1.5);
     }
 
     #[test]
@@ -491,6 +638,25 @@ mod tests {
         assert!(!again.contains("TABLE1") && again.contains("TABLE2"));
         assert_eq!(again.matches("### Micro-benchmarks").count(), 1);
         assert_eq!(again.matches("| parse | 4 |").count(), 1);
+        // Earlier runs stay visible, newest first.
+        let t1 = "Run of day 1.\n\n| a | 1 |";
+        let t2 = "Run of day 2.\n\n| a | 2 |";
+        let t3 = "Run of day 3.\n\n| a | 3 |";
+        let r1 = write_readme(readme, t1, "p.svg");
+        let r2 = write_readme(&r1, t2, "p.svg");
+        let r3 = write_readme(&r2, t3, "p.svg");
+        let (head, old) = r3
+            .split_once("### Earlier end-to-end runs")
+            .expect("earlier runs");
+        assert!(head.contains("| a | 3 |") && !head.contains("| a | 2 |"));
+        let (i2, i1) = (
+            old.find("| a | 2 |").unwrap(),
+            old.find("| a | 1 |").unwrap(),
+        );
+        assert!(i2 < i1 && !old.contains("| a | 3 |"));
+        assert_eq!(r3.matches("| a | 1 |").count(), 1);
+        assert_eq!(r3.matches("| parse | 4 |").count(), 1);
+        assert!(r3.ends_with("## Next\n\ntail\n"));
         // No section: appended.
         let none = write_readme("# x\n", "T", "p.svg");
         assert!(none.contains("## Results\n\nT"));

@@ -40,6 +40,8 @@ pub struct Options {
     pub worker_core: usize,
     pub gen_core: usize,
     pub xvs_bin: PathBuf,
+    /// Interleaved rounds: every target once per round, the order rotated by one each round.
+    pub rounds: u32,
 }
 
 pub fn default_targets(quick: bool) -> Vec<Target> {
@@ -151,11 +153,15 @@ fn sink_total(bed: &Bed) -> Result<Vec<u64>, String> {
         .collect()
 }
 
-fn stop_target(
-    t: &Target,
-    bed: &Bed,
-    running: Option<targets::Running>,
-) -> Option<(u64, Duration)> {
+/// What an in-process target's workers counted over their life: frames received, busy time,
+/// and the I/O's system calls by name.
+struct Stopped {
+    rx: u64,
+    busy: Duration,
+    syscalls: Vec<(String, u64)>,
+}
+
+fn stop_target(t: &Target, bed: &Bed, running: Option<targets::Running>) -> Option<Stopped> {
     let stats = running.map(|r| r.stop());
     match t {
         Target::Kernel => {
@@ -167,8 +173,21 @@ fn stop_target(
         _ => {}
     }
     stats.map(|s| {
-        s.iter()
-            .fold((0, Duration::ZERO), |(rx, b), w| (rx + w.io.rx, b + w.busy))
+        let mut io = xvs::io::IoCounters::default();
+        let mut busy = Duration::ZERO;
+        for w in &s {
+            io.add(&w.io);
+            busy += w.busy;
+        }
+        Stopped {
+            rx: io.rx,
+            busy,
+            syscalls: io
+                .syscalls()
+                .iter()
+                .map(|(k, n)| (k.to_string(), *n))
+                .collect(),
+        }
     })
 }
 
@@ -321,14 +340,26 @@ fn measure(
                 .zip(cpu1)
                 .map(|(a, b)| b.saturating_sub(a).as_nanos() as u64),
             busy_ns_per_pkt: None,
+            round: 0,
+            user_ns_per_pkt: running.as_ref().and_then(|_| {
+                (delivered > 0).then(|| us1.0.saturating_sub(us0.0) as f64 / delivered as f64)
+            }),
+            sys_ns_per_pkt: running.as_ref().and_then(|_| {
+                (delivered > 0).then(|| us1.1.saturating_sub(us0.1) as f64 / delivered as f64)
+            }),
+            syscalls: vec![],
+            syscalls_per_frame: None,
             error: None,
         })
     })();
     let stats = stop_target(t, bed, running);
     let mut r = result?;
     match stats {
-        Some((rx, busy)) => {
+        Some(Stopped { rx, busy, syscalls }) => {
             r.worker_rx = Some(rx);
+            let calls: u64 = syscalls.iter().map(|(_, n)| n).sum();
+            r.syscalls_per_frame = (rx > 0).then(|| calls as f64 / rx as f64);
+            r.syscalls = syscalls;
             let d = r.delivered as f64;
             r.busy_ns_per_pkt = (r.delivered > 0).then(|| busy.as_nanos() as f64 / d);
             r.ns_per_pkt = r
@@ -540,17 +571,17 @@ fn memory(bed: &Bed, o: &Options, n: u32, epoch: Instant) -> Result<MemoryResult
     })
 }
 
-pub fn run(o: &Options) -> Result<Report, String> {
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let started = Instant::now();
-    let bed = up(&repo)?;
-    for i in 1..=3 {
-        sink::install(&bed.ns(&format!("b{i}")), o.sample)?;
-    }
-    let epoch = Instant::now();
-    let mut results = Vec::new();
+/// One round: every target in `order` with every traffic profile.
+fn measure_round(
+    o: &Options,
+    order: &[&Target],
+    round: u32,
+    bed: &Bed,
+    epoch: Instant,
+    results: &mut Vec<TargetResult>,
+) {
     for p in &o.profiles {
-        for t in &o.targets {
+        for &t in order {
             if matches!(p, Profile::Pcap(_) | Profile::Imix | Profile::SynFlood)
                 && !(matches!(t, Target::Bounce | Target::Kernel | Target::Nft)
                     || *t
@@ -562,14 +593,43 @@ pub fn run(o: &Options) -> Result<Report, String> {
                 // The other traffic profiles go through (a), (c), (d) and xvs NAT rr only.
                 continue;
             }
-            match measure(t, p, &bed, o, epoch) {
-                Ok(r) => results.push(r),
+            match measure(t, p, bed, o, epoch) {
+                Ok(mut r) => {
+                    r.round = round;
+                    results.push(r);
+                }
                 Err(e) => {
                     eprintln!("  {} {}: {e}", t.name(), p.name());
-                    results.push(TargetResult::failed(t, p.name(), e));
+                    let mut r = TargetResult::failed(t, p.name(), e);
+                    r.round = round;
+                    results.push(r);
                 }
             }
         }
+    }
+}
+
+pub fn run(o: &Options) -> Result<Report, String> {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let started = Instant::now();
+    let bed = up(&repo)?;
+    for i in 1..=3 {
+        sink::install(&bed.ns(&format!("b{i}")), o.sample)?;
+    }
+    let epoch = Instant::now();
+    let mut results = Vec::new();
+    for round in 0..o.rounds.max(1) {
+        // Rotated order: each target runs at a different place in each round, so a slow phase
+        // of the shared machine does not always hit the same target.
+        let mut order: Vec<&Target> = o.targets.iter().collect();
+        if !order.is_empty() {
+            let k = round as usize % order.len();
+            order.rotate_left(k);
+        }
+        if o.rounds > 1 {
+            eprintln!("round {}/{}", round + 1, o.rounds);
+        }
+        measure_round(o, &order, round, &bed, epoch, &mut results);
     }
     if o.churn_secs > 0.0 {
         for t in &o.targets {
@@ -661,6 +721,10 @@ pub struct RunArgs {
     /// The xvs binary (default: beside xvs-bench).
     #[arg(long = "xvs", value_name = "PATH")]
     xvs_bin: Option<PathBuf>,
+    /// Interleaved rounds (every target once per round, order rotated; ratios as median and
+    /// min–max over the rounds). Default 3; quick 1.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    rounds: Option<u32>,
     /// Capture replayed by the pcap profile (added to the profiles if absent).
     #[arg(long, value_name = "FILE")]
     pcap: Option<PathBuf>,
@@ -758,23 +822,29 @@ pub fn main(args: RunArgs) -> std::process::ExitCode {
         rate: args.rate,
         worker_core: args.worker_core,
         gen_core: args.gen_core,
+        rounds: args.rounds.unwrap_or(if quick { 1 } else { 3 }),
         xvs_bin: args.xvs_bin.unwrap_or(sibling),
     };
     eprintln!(
-        "xvs-bench run: {} target(s) × {} traffic profile(s), {:.1} s each; worker core {}, generator core {}",
+        "xvs-bench run: {} target(s) × {} traffic profile(s) × {} round(s), {:.1} s each; worker core {}, generator core {}",
         o.targets.len(),
         o.profiles.len(),
+        o.rounds,
         o.secs,
         o.worker_core,
         o.gen_core
     );
-    let report = match run(&o) {
+    let mut report = match run(&o) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("xvs-bench run: {e}");
             return ExitCode::from(2);
         }
     };
+    report.command = std::iter::once("xvs-bench".to_string())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ");
     let md = report.markdown();
     print!("{md}");
     println!("\nGoals (printed, not asserted):");

@@ -1255,6 +1255,7 @@ impl Pipeline {
 
     /// Account a packet of connection `id` and forward it by the connection's method.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn forward(
         &mut self,
         now: Time,
@@ -1289,23 +1290,23 @@ impl Pipeline {
     /// Rewrite and send a packet of connection `c`; a first fragment's decision is remembered
     /// for the later fragments of its datagram, and those already held go out after it.
     #[allow(clippy::too_many_arguments)]
-    #[inline]
+    #[inline(always)]
     fn rewrite(
         &mut self,
         now: Time,
         ingress: PortId,
         frame: &mut Frame,
-        p: Packet,
+        mut p: Packet,
         c: &Target,
         dir: Direction,
         new_conn: bool,
     ) -> Verdict {
         if p.frag != Frag::First {
-            return self.rewrite_frame(now, ingress, frame, p, c, dir, new_conn);
+            return self.rewrite_frame(now, ingress, frame, &mut p, c, dir, new_conn);
         }
         let key = frags::FragKey::of(frame.data(), &p);
         let range = crate::wire::frag_range(frame.data(), &p);
-        let v = self.rewrite_frame(now, ingress, frame, p, c, dir, new_conn);
+        let v = self.rewrite_frame(now, ingress, frame, &mut p, c, dir, new_conn);
         if let (Some(key), Some(range)) = (key, range) {
             self.frags.remember(key, range, *c, dir, ms32(now));
             for h in self.frags.release(&key) {
@@ -1322,7 +1323,7 @@ impl Pipeline {
         now: Time,
         ingress: PortId,
         frame: &mut Frame,
-        p: Packet,
+        mut p: Packet,
     ) -> Verdict {
         let (Some(key), Some(range)) = (
             frags::FragKey::of(frame.data(), &p),
@@ -1340,7 +1341,7 @@ impl Pipeline {
             if self.frags.note(&key, range) == frags::Range::Overlap {
                 return Verdict::Drop(DropReason::BadFragment);
             }
-            return self.rewrite_frame(now, ingress, frame, p, &c, dir, false);
+            return self.rewrite_frame(now, ingress, frame, &mut p, &c, dir, false);
         }
         let held = frags::Held {
             key,
@@ -1367,11 +1368,12 @@ impl Pipeline {
         let mut buf = vec![0u8; ROOM + len + 64];
         buf[ROOM..ROOM + len].copy_from_slice(&h.bytes);
         let mut f = Frame::new(&mut buf, ROOM, len);
-        let Parsed::Ip(p) = parse(f.data()) else {
+        let Parsed::Ip(mut p) = parse(f.data()) else {
             self.counters.fragments_expired += 1;
             return;
         };
-        if let Verdict::Tx(port) = self.rewrite_frame(now, h.ingress, &mut f, p, c, dir, false) {
+        if let Verdict::Tx(port) = self.rewrite_frame(now, h.ingress, &mut f, &mut p, c, dir, false)
+        {
             let start = self.frag_bytes.len();
             self.frag_bytes.extend_from_slice(f.data());
             self.frag_frames.push((port, start..self.frag_bytes.len()));
@@ -1387,7 +1389,7 @@ impl Pipeline {
         now: Time,
         ingress: PortId,
         frame: &mut Frame,
-        mut p: Packet,
+        p: &mut Packet,
         c: &Target,
         dir: Direction,
         new_conn: bool,
@@ -1429,7 +1431,7 @@ impl Pipeline {
                     now,
                     ingress,
                     frame,
-                    &p,
+                    p,
                     IcmpAnswer::TimeExceeded,
                     DropReason::TtlExceeded,
                 );
@@ -1437,18 +1439,18 @@ impl Pipeline {
             return Verdict::Drop(DropReason::TtlExceeded);
         }
         if c.method == Method::Tunnel && dir == Direction::In {
-            return self.tunnel(now, ingress, frame, p, c, &hop, &link);
+            return self.tunnel(now, ingress, frame, *p, c, &hop, &link);
         }
         // NAT, FullNAT, DR (and the rare reply of a DR/TUN connection): the packet keeps its size.
         let mut fragment = false;
-        match rewrite::check_mtu(&p, hop.mtu) {
+        match rewrite::check_mtu(p, hop.mtu) {
             Ok(()) => {}
             Err(WireError::TooBig { mtu }) => {
                 return self.answer(
                     now,
                     ingress,
                     frame,
-                    &p,
+                    p,
                     IcmpAnswer::TooBig { mtu },
                     DropReason::TooBig,
                 );
@@ -1469,7 +1471,7 @@ impl Pipeline {
             (Method::FullNat, Direction::In) => match c.local {
                 Some(l) => (Some(l), Some((c.daddr, c.dport))),
                 None => {
-                    if let Err(e) = rewrite::dec_ttl(data, &mut p) {
+                    if let Err(e) = rewrite::dec_ttl(data, p) {
                         return Verdict::Drop(e.drop_reason());
                     }
                     return Verdict::Drop(DropReason::Unsupported);
@@ -1480,14 +1482,14 @@ impl Pipeline {
             }
             (Method::Dr | Method::Tunnel, _) => (None, None),
         };
-        if let Err(e) = rewrite::forward(data, &mut p, src, dst) {
+        if let Err(e) = rewrite::forward(data, p, src, dst) {
             return Verdict::Drop(e.drop_reason());
         }
         // Ethernet padding and trailers stay behind (`pskb_trim_rcsum` in `ip_rcv_core`).
         if frame.len() > p.ip_end && !frame.set_len(p.ip_end) {
             return Verdict::Drop(DropReason::Truncated);
         }
-        if let Err(e) = rewrite::set_link(frame, &mut p, &link) {
+        if let Err(e) = rewrite::set_link(frame, p, &link) {
             return Verdict::Drop(e.drop_reason());
         }
         if fragment {

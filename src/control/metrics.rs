@@ -25,6 +25,7 @@
 //! | `xvs_worker_rx_packets_total`, `xvs_worker_tx_packets_total`, `xvs_worker_pass_packets_total` | counter | `worker` |
 //! | `xvs_worker_drops_total` | counter | worker, `reason` (DropReason::as_str) |
 //! | `xvs_worker_io_drops_total` | counter | worker, `reason` = tx_ring_full/tx_bad_port/rx_bad_desc/handoff_full |
+//! | `xvs_worker_syscalls_total` | counter | worker, `call` = sendto/recvfrom/poll |
 //! | `xvs_worker_handoff_packets_total` | counter | worker, `direction` = out/in |
 //! | `xvs_worker_icmp_answers_total` | counter | worker |
 //! | `xvs_worker_busy_ratio` | gauge (0..1) | worker |
@@ -246,6 +247,8 @@ pub struct WorkerMetrics {
     /// Frames lost in the I/O layer by reason (`IoCounters::io_drops`: a full TX ring, a
     /// verdict for a missing port, a bad descriptor, a full handoff inbox or pool).
     pub io_drops: Vec<(String, u64)>,
+    /// System calls of the worker's I/O by name (`IoCounters::syscalls`: sendto, recvfrom, poll).
+    pub syscalls: Vec<(String, u64)>,
     /// Frames handed to the worker owning their connection, and received from other workers.
     pub handoff_out: u64,
     pub handoff_in: u64,
@@ -711,6 +714,11 @@ fn render_xvs(m: &Metrics) -> String {
         Kind::Counter,
         "Frames lost in the worker's I/O (rings, cross-worker handoff), by reason.",
     );
+    let mut syscalls = Family::new(
+        "xvs_worker_syscalls_total",
+        Kind::Counter,
+        "System calls made by the worker's I/O (sendto = TX kick, recvfrom = RX wakeup, poll = idle wait), by call.",
+    );
     let mut handoff = Family::new(
         "xvs_worker_handoff_packets_total",
         Kind::Counter,
@@ -770,6 +778,9 @@ fn render_xvs(m: &Metrics) -> String {
         }
         for (reason, n) in &w.io_drops {
             io_drops.add(&with(&wp, "reason", reason), Value::Int(*n));
+        }
+        for (call, n) in &w.syscalls {
+            syscalls.add(&with(&wp, "call", call), Value::Int(*n));
         }
         handoff.add(&with(&wp, "direction", "out"), Value::Int(w.handoff_out));
         handoff.add(&with(&wp, "direction", "in"), Value::Int(w.handoff_in));
@@ -841,6 +852,7 @@ fn render_xvs(m: &Metrics) -> String {
         &pass,
         &drops,
         &io_drops,
+        &syscalls,
         &handoff,
         &icmp,
         &busy,

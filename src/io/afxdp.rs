@@ -249,10 +249,12 @@ impl<T: Copy> ConsRing<T> {
         }
     }
 
+    /// Entries ready to read, at most `max`; re-reads the kernel's producer index whenever the
+    /// cached view holds fewer than `max`, so a batch takes everything the kernel has published.
     #[inline]
     fn available(&mut self, max: u32) -> u32 {
         let mut n = self.cached_prod.wrapping_sub(self.cached_cons);
-        if n == 0 {
+        if n < max {
             self.cached_prod = self.r.load_producer();
             n = self.cached_prod.wrapping_sub(self.cached_cons);
         }
@@ -657,6 +659,7 @@ impl AfXdpIo {
             if room == 0 {
                 // Ring full: let the kernel send what is queued, take back completions, retry once.
                 sys::kick_tx(self.sockets[p].fd.as_raw_fd());
+                c.sys_sendto += 1;
                 self.reap(p);
                 room = self.sockets[p].tx.free(want);
                 if room == 0 {
@@ -680,6 +683,7 @@ impl AfXdpIo {
             // the driver sends on its own unless it asks for a wakeup.
             if self.params.mode != BindMode::Zerocopy || s.tx.r.needs_wakeup() {
                 sys::kick_tx(s.fd.as_raw_fd());
+                c.sys_sendto += 1;
             }
         }
         pending.clear();
@@ -943,12 +947,14 @@ impl WorkerIo for AfXdpIo {
             let s = &self.sockets[i];
             if self.params.need_wakeup && s.fill.r.needs_wakeup() {
                 sys::kick_rx(s.fd.as_raw_fd());
+                c.sys_recvfrom += 1;
             }
         }
         // Frames still on a TX ring (a kick that hit EAGAIN): kick again.
         for s in &mut self.sockets {
             if s.tx.outstanding() > 0 {
                 sys::kick_tx(s.fd.as_raw_fd());
+                c.sys_sendto += 1;
             }
         }
         total
@@ -996,8 +1002,8 @@ impl WorkerIo for AfXdpIo {
         }
     }
 
-    fn wait(&mut self, timeout_ms: i32) {
-        super::poll_fds(&self.fds, timeout_ms);
+    fn wait(&mut self, timeout_ms: i32, c: &mut IoCounters) {
+        super::poll_fds(&self.fds, timeout_ms, c);
     }
 
     fn quiesce(&mut self, c: &mut IoCounters) -> Option<Vec<u64>> {

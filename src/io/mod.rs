@@ -111,6 +111,11 @@ pub struct IoCounters {
     pub handoff_full: u64,
     /// Frames dropped by the processor, by reason.
     pub drops: DropCounters,
+    /// System calls the worker's I/O made: sendto(2) (TX kicks), recvfrom(2) (RX/fill
+    /// wakeups), poll(2) (idle waits).
+    pub sys_sendto: u64,
+    pub sys_recvfrom: u64,
+    pub sys_poll: u64,
 }
 
 impl IoCounters {
@@ -136,6 +141,18 @@ impl IoCounters {
         self.handoff_in += o.handoff_in;
         self.handoff_full += o.handoff_full;
         self.drops.add(&o.drops);
+        self.sys_sendto += o.sys_sendto;
+        self.sys_recvfrom += o.sys_recvfrom;
+        self.sys_poll += o.sys_poll;
+    }
+
+    /// System calls of the worker's I/O by name: `sendto`, `recvfrom`, `poll`.
+    pub fn syscalls(&self) -> [(&'static str, u64); 3] {
+        [
+            ("sendto", self.sys_sendto),
+            ("recvfrom", self.sys_recvfrom),
+            ("poll", self.sys_poll),
+        ]
     }
 
     #[inline]
@@ -168,7 +185,7 @@ pub trait WorkerIo {
     fn flush(&mut self, c: &mut IoCounters);
 
     /// Block until a port may have frames or `timeout_ms` passed (the idle path of the loop).
-    fn wait(&mut self, timeout_ms: i32);
+    fn wait(&mut self, timeout_ms: i32, c: &mut IoCounters);
 
     /// Stop touching the rings for a successor process (`xvs run --takeover`): transmit what is
     /// queued and return the buffers on no ring (AF_XDP: the free UMEM chunks), or `None` if
@@ -179,7 +196,8 @@ pub trait WorkerIo {
 }
 
 /// Wait for readability on `fds` with poll(2); errors (EINTR) are ignored: the loop polls again.
-pub(crate) fn poll_fds(fds: &[i32], timeout_ms: i32) {
+pub(crate) fn poll_fds(fds: &[i32], timeout_ms: i32, c: &mut IoCounters) {
+    c.sys_poll += 1;
     let mut pfds = [libc::pollfd {
         fd: -1,
         events: 0,

@@ -432,9 +432,10 @@ impl TxRing {
         true
     }
 
-    fn flush(&mut self) {
+    fn flush(&mut self, c: &mut IoCounters) {
         if self.queued > 0 {
             sys::kick_tx(self.fd.as_raw_fd());
+            c.sys_sendto += 1;
             self.queued = 0;
         }
     }
@@ -538,7 +539,7 @@ impl WorkerIo for AfPacketIo {
             unsafe { store_status(bst, TP_STATUS_KERNEL) };
             r.next = (r.next + 1) % r.blocks;
             for t in &mut self.tx {
-                t.flush();
+                t.flush(c);
             }
         }
         total
@@ -552,7 +553,7 @@ impl WorkerIo for AfPacketIo {
         if t.push(data) {
             c.tx += 1;
             if t.queued >= 32 {
-                t.flush();
+                t.flush(c);
             }
             true
         } else {
@@ -561,14 +562,14 @@ impl WorkerIo for AfPacketIo {
         }
     }
 
-    fn flush(&mut self, _c: &mut IoCounters) {
+    fn flush(&mut self, c: &mut IoCounters) {
         for t in &mut self.tx {
-            t.flush();
+            t.flush(c);
         }
     }
 
-    fn wait(&mut self, timeout_ms: i32) {
-        super::poll_fds(&self.fds, timeout_ms);
+    fn wait(&mut self, timeout_ms: i32, c: &mut IoCounters) {
+        super::poll_fds(&self.fds, timeout_ms, c);
     }
 }
 

@@ -146,7 +146,7 @@ pub(super) fn run_worker<I: WorkerIo, P: FrameProcessor>(
         } else {
             idle_rounds = idle_rounds.saturating_add(1);
             if ctx.idle_wait_ms > 0 && idle_rounds > SPIN_ROUNDS {
-                io.wait(ctx.idle_wait_ms);
+                io.wait(ctx.idle_wait_ms, &mut c);
             }
         }
         if t1 - last_publish >= Duration::from_secs(1) {
@@ -308,7 +308,7 @@ mod tests {
             true
         }
         fn flush(&mut self, _: &mut IoCounters) {}
-        fn wait(&mut self, _: i32) {}
+        fn wait(&mut self, _: i32, _: &mut IoCounters) {}
     }
 
     fn service(vip: [u8; 4], scheduler: &str, backends: u32) -> Service {

@@ -755,7 +755,7 @@ mod tests {
             true
         }
         fn flush(&mut self, _: &mut IoCounters) {}
-        fn wait(&mut self, _: i32) {}
+        fn wait(&mut self, _: i32, _: &mut IoCounters) {}
     }
 
     /// Frames handed over while the other worker's inbox is full of frames still come back:

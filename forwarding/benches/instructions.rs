@@ -1,0 +1,350 @@
+//! Instructions per frame of the pipeline, per case: the headline of `cargo bench -p
+//! xvs-forwarding` (`cargo bench -p xvs-forwarding --bench instructions`). Instruction counts
+//! do not depend on what else runs on the machine, unlike time on the shared VMs.
+//!
+//! How: the parent re-runs this binary once per case under Valgrind's callgrind
+//! (`valgrind --tool=callgrind --toggle-collect=*insn_measured*`), which counts only the
+//! instructions executed inside [`insn_measured`] — one `Pipeline::process` call (or one
+//! `process_batch` of 32) per frame, not the setup nor the harness's copy of the frame into its
+//! buffer — and prints callgrind's `Collected` total ÷ the frames measured. Valgrind is required:
+//! without it the bench fails (no fallback to time).
+//!
+//! Cases (IPv4 TCP, 1 K connections, the same frames as `benches/pipeline.rs`):
+//! `established/{nat-in,nat-out,dr,tun,fullnat-in,fullnat-out}` (one client or backend ACK of an
+//! established connection, connections in random order), `established-batch/nat-in` (the same
+//! through `process_batch`, per frame) and `new-flow/nat` (a SYN of a new client: parse, lookup
+//! miss, scheduling (rr) and insert; steady state with 1 K connections, the expiry work
+//! `housekeeping(now, 64)` per frame counted separately as `new-flow/housekeeping`).
+//!
+//! Last, the connection table's bytes per connection of capacity (entry, index slots, the IPv6
+//! slab's and timer heads' share), at 1 Ki and 1 Mi connections.
+//!
+//! `XVS_INSN_FRAMES` sets the frames per case (default 20000); `XVS_INSN_OUT=DIR` keeps
+//! callgrind's output per case in DIR for `callgrind_annotate` instead of discarding it.
+
+#[path = "../tests/common/mod.rs"]
+#[allow(unused_imports)]
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::Command;
+
+use common::*;
+use xvs_forwarding::pipeline::BATCH;
+use xvs_forwarding::testkit::Pkt;
+use xvs_forwarding::{Frame, Method, Pipeline, PipelineConfig, PortId, Time, Verdict};
+
+const HEADROOM: usize = 256;
+const CONNECTIONS: u32 = 1000;
+const CASES: [&str; 9] = [
+    "established/nat-in",
+    "established/nat-out",
+    "established/dr",
+    "established/tun",
+    "established/fullnat-in",
+    "established/fullnat-out",
+    "established-batch/nat-in",
+    "new-flow/nat",
+    "new-flow/housekeeping",
+];
+
+/// Client `i` of up to 2^15 · 64512 (address from 198.18.128.0/17, port from 1024).
+fn client(i: u32) -> (IpAddr, u16) {
+    let a = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 128, 0)) + (i % 32768));
+    (IpAddr::V4(a), 1024 + (i / 32768 % 64512) as u16)
+}
+
+fn pipeline(capacity: u32) -> Pipeline {
+    let cfg = PipelineConfig {
+        connections: capacity,
+        v6_connections: 1024,
+        local_addresses: vec![IpAddr::V4(LOCAL4)],
+        ..PipelineConfig::default()
+    };
+    Pipeline::new(cfg, &services(), vec![], network()).expect("pipeline")
+}
+
+/// What callgrind counts: the pipeline's work on one frame (or one batch).
+#[inline(never)]
+fn insn_measured(p: &mut Pipeline, now: Time, port: PortId, f: &mut Frame<'_>) -> Verdict {
+    p.process(now, port, f)
+}
+
+#[inline(never)]
+fn insn_measured_batch(
+    p: &mut Pipeline,
+    now: Time,
+    port: PortId,
+    fs: &mut [Frame<'_>],
+    v: &mut [Verdict],
+) {
+    p.process_batch(now, port, fs, v)
+}
+
+#[inline(never)]
+fn insn_measured_housekeeping(p: &mut Pipeline, now: Time) -> u32 {
+    p.housekeeping(now, 64)
+}
+
+fn run_one(p: &mut Pipeline, now: Time, port: PortId, frame: &[u8], buf: &mut [u8]) -> Verdict {
+    buf[HEADROOM..HEADROOM + frame.len()].copy_from_slice(frame);
+    let mut f = Frame::new(buf, HEADROOM, frame.len());
+    p.process(now, port, &mut f)
+}
+
+fn shuffle<T>(v: &mut [T]) {
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for i in (1..v.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+}
+
+/// A pipeline holding `n` established connections of method `m`, the client ACKs in and (NAT,
+/// FullNAT) the backend ACKs out, in random order.
+fn established(m: Method, n: u32) -> (Pipeline, Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let mut p = pipeline(n + 1024);
+    let vport = 80 + u16::from(method_index(m));
+    let backend = 11 + method_index(m);
+    let now = Time::from_secs(1);
+    let mut buf = vec![0u8; HEADROOM + 2048];
+    let mut ins = Vec::new();
+    let mut outs = Vec::new();
+    for i in 0..n {
+        let (c, cport) = client(i);
+        let syn = frame_in(c, IpAddr::V4(VIP4))
+            .tcp(cport, vport)
+            .syn()
+            .build();
+        assert_eq!(
+            run_one(&mut p, now, FRONT, &syn, &mut buf),
+            Verdict::Tx(BACK)
+        );
+        let ack = frame_in(c, IpAddr::V4(VIP4))
+            .tcp(cport, vport)
+            .ack()
+            .build();
+        assert_eq!(
+            run_one(&mut p, now, FRONT, &ack, &mut buf),
+            Verdict::Tx(BACK)
+        );
+        ins.push(ack);
+        let reply = match m {
+            Method::Nat => Some((c, cport)),
+            Method::FullNat => Some((IpAddr::V4(LOCAL4), 1024 + i as u16)),
+            _ => None,
+        };
+        if let Some((dst, dport)) = reply {
+            outs.push(
+                ip(
+                    Pkt::eth(backend_mac(backend), BACK_MAC),
+                    IpAddr::V4(backend4(backend)),
+                    dst,
+                )
+                .ttl(64)
+                .tcp(8000 + vport, dport)
+                .ack()
+                .build(),
+            );
+        }
+    }
+    shuffle(&mut ins);
+    shuffle(&mut outs);
+    (p, ins, outs)
+}
+
+/// Run `frames` frames of `case` (the child side, under callgrind).
+fn child(case: &str, frames: u64) -> Result<(), String> {
+    let now = Time::from_secs(2);
+    let mut buf = vec![0u8; HEADROOM + 2048];
+    if let Some(rest) = case.strip_prefix("new-flow/") {
+        let mut p = pipeline(2 * CONNECTIONS + 4096);
+        let step = 60_000_000_000 / u64::from(CONNECTIONS);
+        let mut now = Time::from_secs(10);
+        let syn = |i: u32| {
+            let (c, cport) = client(i);
+            frame_in(c, IpAddr::V4(VIP4)).tcp(cport, 80).syn().build()
+        };
+        let mut next = 0u32;
+        for _ in 0..CONNECTIONS {
+            now.0 += step;
+            p.housekeeping(now, 64);
+            run_one(&mut p, now, FRONT, &syn(next), &mut buf);
+            next += 1;
+        }
+        for _ in 0..frames {
+            now.0 += step;
+            next = next.wrapping_add(1) % (32768 * 64000);
+            let f = syn(next);
+            if rest == "housekeeping" {
+                insn_measured_housekeeping(&mut p, now);
+                run_one(&mut p, now, FRONT, &f, &mut buf);
+            } else {
+                p.housekeeping(now, 64);
+                buf[HEADROOM..HEADROOM + f.len()].copy_from_slice(&f);
+                let mut fr = Frame::new(&mut buf, HEADROOM, f.len());
+                let v = insn_measured(&mut p, now, FRONT, &mut fr);
+                if v != Verdict::Tx(BACK) {
+                    return Err(format!("{case}: verdict {v:?}"));
+                }
+            }
+        }
+        return Ok(());
+    }
+    let (name, batch) = match case.strip_prefix("established-batch/") {
+        Some(n) => (n, true),
+        None => (
+            case.strip_prefix("established/")
+                .ok_or_else(|| format!("unknown case {case}"))?,
+            false,
+        ),
+    };
+    let (m, out) = match name {
+        "nat-in" => (Method::Nat, false),
+        "nat-out" => (Method::Nat, true),
+        "dr" => (Method::Dr, false),
+        "tun" => (Method::Tunnel, false),
+        "fullnat-in" => (Method::FullNat, false),
+        "fullnat-out" => (Method::FullNat, true),
+        _ => return Err(format!("unknown case {case}")),
+    };
+    let (mut p, ins, outs) = established(m, CONNECTIONS);
+    let (frames_in, port) = if out { (&outs, BACK) } else { (&ins, FRONT) };
+    let want = if out {
+        Verdict::Tx(FRONT)
+    } else {
+        Verdict::Tx(BACK)
+    };
+    let mut i = 0usize;
+    if batch {
+        let mut bufs = vec![vec![0u8; HEADROOM + 2048]; BATCH];
+        let mut verdicts = [Verdict::Pass; BATCH];
+        for _ in 0..frames / BATCH as u64 {
+            let mut lens = [0usize; BATCH];
+            for (b, len) in bufs.iter_mut().zip(lens.iter_mut()) {
+                i = (i + 1) % frames_in.len();
+                let f = &frames_in[i];
+                b[HEADROOM..HEADROOM + f.len()].copy_from_slice(f);
+                *len = f.len();
+            }
+            let mut it = bufs.iter_mut().zip(lens);
+            let mut fs: [Frame; BATCH] = std::array::from_fn(|_| {
+                let (b, len) = it.next().expect("BATCH buffers");
+                Frame::new(b, HEADROOM, len)
+            });
+            insn_measured_batch(&mut p, now, port, &mut fs, &mut verdicts);
+            if let Some(v) = verdicts.iter().find(|v| **v != want) {
+                return Err(format!("{case}: verdict {v:?}"));
+            }
+        }
+    } else {
+        for _ in 0..frames {
+            i = (i + 1) % frames_in.len();
+            let f = &frames_in[i];
+            buf[HEADROOM..HEADROOM + f.len()].copy_from_slice(f);
+            let mut fr = Frame::new(&mut buf, HEADROOM, f.len());
+            let v = insn_measured(&mut p, now, port, &mut fr);
+            if v != want {
+                return Err(format!("{case}: verdict {v:?}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Run `case` under callgrind and return instructions per frame.
+fn measure(case: &str, frames: u64) -> Result<f64, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let out_file = match std::env::var_os("XVS_INSN_OUT") {
+        Some(d) => format!(
+            "{}/callgrind.{}.out",
+            std::path::Path::new(&d).display(),
+            case.replace('/', "-")
+        ),
+        None => "/dev/null".into(),
+    };
+    let toggle = if case == "established-batch/nat-in" {
+        "*insn_measured_batch*"
+    } else if case == "new-flow/housekeeping" {
+        "*insn_measured_housekeeping*"
+    } else {
+        "*insn_measured*"
+    };
+    let o = Command::new("valgrind")
+        .args([
+            "--tool=callgrind",
+            &format!("--toggle-collect={toggle}"),
+            &format!("--callgrind-out-file={out_file}"),
+        ])
+        .arg(&exe)
+        .env("XVS_INSN_CASE", case)
+        .env("XVS_INSN_FRAMES", frames.to_string())
+        .output()
+        .map_err(|e| format!("valgrind: {e} (install valgrind: scripts/install-deps.sh)"))?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    if !o.status.success() {
+        return Err(format!("{case}: valgrind exited {}: {err}", o.status));
+    }
+    // "==PID== Collected : N"
+    let collected = err
+        .lines()
+        .find_map(|l| {
+            l.split_once("Collected :")
+                .map(|(_, n)| n.trim().to_string())
+        })
+        .and_then(|n| n.parse::<u64>().ok())
+        .ok_or_else(|| format!("{case}: no 'Collected' line in valgrind's output: {err}"))?;
+    if collected == 0 {
+        return Err(format!(
+            "{case}: callgrind counted nothing in {toggle} (symbol not found?)"
+        ));
+    }
+    Ok(collected as f64 / frames as f64)
+}
+
+fn main() {
+    let frames: u64 = std::env::var("XVS_INSN_FRAMES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    if let Ok(case) = std::env::var("XVS_INSN_CASE") {
+        if let Err(e) = child(&case, frames) {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    // `cargo bench -- FILTER` passes FILTER (and `--bench`); run the cases containing it.
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--"));
+    println!(
+        "instructions per frame (callgrind, {frames} frames per case, {CONNECTIONS} IPv4 TCP connections)"
+    );
+    let mut failed = false;
+    for case in CASES {
+        if filter.as_deref().is_some_and(|f| !case.contains(f)) {
+            continue;
+        }
+        match measure(case, frames) {
+            Ok(n) => println!("{case:<28} {n:>8.1}"),
+            Err(e) => {
+                eprintln!("{e}");
+                failed = true;
+            }
+        }
+    }
+    if filter.is_none() {
+        // Memory: allocated per entry of capacity (entry, index slots, IPv6 slab share, heads).
+        for cap in [1u32 << 10, 1 << 20] {
+            let p = pipeline(cap);
+            println!(
+                "bytes per connection, capacity {cap}: {}",
+                p.connections().bytes_per_entry()
+            );
+        }
+    }
+    if failed {
+        std::process::exit(1);
+    }
+}
