@@ -16,10 +16,19 @@
 //! address); the other `answers - 1` records are the next backends of the same family in
 //! configuration order, so an answer never repeats an address. Only the schedulers that need no
 //! connection counts are accepted ([`DNS_SCHEDULERS`]): DNS has no connections to count.
+//!
+//! Client networks: a client in a configured network (the most specific one) is answered from
+//! that network's preferred backends while one of them of the asked family is available, from
+//! all backends otherwise — each such subset has its own schedulers. The client is the query's
+//! EDNS Client Subnet address when present (RFC 7871; masked to its source prefix, a source
+//! prefix of 0 meaning the sender's address), echoed in the answer with a scope prefix equal to
+//! the source prefix when the answer depends on the client (client networks, sh, mh) and 0
+//! otherwise.
 
 use std::net::IpAddr;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use hickory_proto::rr::rdata::{A, AAAA, SOA};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use xvs_schedulers::{
@@ -60,11 +69,32 @@ pub struct NameEntry {
     pub ttl: u32,
     /// Records in one answer (at least 1).
     pub answers: usize,
-    /// The healthy backends of each family with their weights (weight 0 = not answered).
-    v4: Vec<BackendView>,
-    v6: Vec<BackendView>,
-    sched_v4: Box<dyn Scheduler>,
-    sched_v6: Box<dyn Scheduler>,
+    /// Index `2 * slot + family` (family 0 IPv4, 1 IPv6; slot 0 every backend, slot `k + 1`
+    /// the backends preferred for client network `k`).
+    pools: Vec<Pool>,
+}
+
+/// Backends of one family (and client network) with their own scheduler.
+#[derive(Debug)]
+struct Pool {
+    /// The backends with their weights (weight 0 = not answered).
+    view: Vec<BackendView>,
+    sched: Box<dyn Scheduler>,
+}
+
+/// Clients in `prefix/len` (their own address, or the EDNS Client Subnet address when the
+/// query carries one) are answered from `prefer` while one of those is available.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientNetwork {
+    pub prefix: IpAddr,
+    pub len: u8,
+    pub prefer: Vec<IpAddr>,
+}
+
+impl ClientNetwork {
+    fn contains(&self, a: IpAddr) -> bool {
+        self.prefix.is_ipv6() == a.is_ipv6() && masked(self.prefix, self.len) == masked(a, self.len)
+    }
 }
 
 /// Errors of building a responder.
@@ -84,6 +114,9 @@ pub struct Responder {
     zone: Name,
     soa: Record,
     names: Vec<NameEntry>,
+    networks: Vec<ClientNetwork>,
+    /// A name's scheduler hashes the client address (sh, mh).
+    hashes_client: bool,
 }
 
 /// Parses a configured name into a fully qualified, lower-case DNS name.
@@ -111,7 +144,14 @@ impl Responder {
             zone,
             soa,
             names: Vec::new(),
+            networks: Vec::new(),
+            hashes_client: false,
         })
+    }
+
+    /// Sets the client networks (most specific match wins); call before [`Responder::add_name`].
+    pub fn set_client_networks(&mut self, networks: Vec<ClientNetwork>) {
+        self.networks = networks;
     }
 
     /// Adds a name answered by `scheduler`; returns its index.
@@ -129,25 +169,25 @@ impl Responder {
                 zone: self.zone.to_string(),
             });
         }
-        let make = || {
-            if !DNS_SCHEDULERS.contains(&scheduler) {
-                return Err(DnsConfigError::Scheduler(scheduler.to_string()));
-            }
-            new_scheduler(scheduler, &SchedFlags::default())
-                .map_err(|_| DnsConfigError::Scheduler(scheduler.to_string()))
-        };
-        let mut sched_v4 = make()?;
-        let mut sched_v6 = make()?;
-        sched_v4.update(&[], Change::Init);
-        sched_v6.update(&[], Change::Init);
+        if !DNS_SCHEDULERS.contains(&scheduler) {
+            return Err(DnsConfigError::Scheduler(scheduler.to_string()));
+        }
+        self.hashes_client |= matches!(scheduler, "sh" | "mh");
+        let mut pools = Vec::new();
+        for _ in 0..2 * (self.networks.len() + 1) {
+            let mut sched = new_scheduler(scheduler, &SchedFlags::default())
+                .map_err(|_| DnsConfigError::Scheduler(scheduler.to_string()))?;
+            sched.update(&[], Change::Init);
+            pools.push(Pool {
+                view: Vec::new(),
+                sched,
+            });
+        }
         self.names.push(NameEntry {
             name: parsed,
             ttl,
             answers: answers.max(1),
-            v4: Vec::new(),
-            v6: Vec::new(),
-            sched_v4,
-            sched_v6,
+            pools,
         });
         Ok(self.names.len() - 1)
     }
@@ -168,11 +208,14 @@ impl Responder {
         let Some(entry) = self.names.get_mut(index) else {
             return;
         };
-        let view = |v6: bool| -> Vec<BackendView> {
-            healthy
+        for (k, pool) in entry.pools.iter_mut().enumerate() {
+            let (slot, v6) = (k / 2, k % 2 == 1);
+            let prefer = slot.checked_sub(1).map(|n| &self.networks[n].prefer);
+            let view: Vec<BackendView> = healthy
                 .iter()
                 .enumerate()
                 .filter(|(_, (a, _))| a.is_ipv6() == v6)
+                .filter(|(_, (a, _))| prefer.is_none_or(|p| p.contains(a)))
                 .map(|(i, &(addr, weight))| BackendView {
                     id: BackendId(i as u32),
                     addr,
@@ -180,16 +223,11 @@ impl Responder {
                     weight,
                     last_weight: weight,
                 })
-                .collect()
-        };
-        let (v4, v6) = (view(false), view(true));
-        if v4 != entry.v4 {
-            entry.v4 = v4;
-            xvs_schedulers::init_by_adds(entry.sched_v4.as_mut(), &entry.v4);
-        }
-        if v6 != entry.v6 {
-            entry.v6 = v6;
-            xvs_schedulers::init_by_adds(entry.sched_v6.as_mut(), &entry.v6);
+                .collect();
+            if view != pool.view {
+                pool.view = view;
+                xvs_schedulers::init_by_adds(pool.sched.as_mut(), &pool.view);
+            }
         }
     }
 
@@ -198,8 +236,10 @@ impl Responder {
         self.names
             .get(index)
             .map(|e| {
-                e.v4.iter()
-                    .chain(e.v6.iter())
+                e.pools[0]
+                    .view
+                    .iter()
+                    .chain(e.pools[1].view.iter())
                     .map(|b| (b.addr, b.weight))
                     .collect()
             })
@@ -226,10 +266,35 @@ impl Responder {
         let mut response = Message::response(request.metadata.id, request.metadata.op_code);
         response.metadata.recursion_desired = request.metadata.recursion_desired;
         response.metadata.checking_disabled = request.metadata.checking_disabled;
+        // RFC 7871: the client subnet stands for the client when the query carries one (a
+        // source prefix of 0 asks for no tailoring: the sender's address is used); the answer
+        // echoes it with the scope it depends on.
+        let mut client = client;
+        let subnet = request
+            .edns
+            .as_ref()
+            .and_then(|e| match e.option(EdnsCode::Subnet) {
+                Some(EdnsOption::Subnet(s)) => Some(*s),
+                _ => None,
+            });
         let max_udp = match &request.edns {
             Some(edns) => {
                 let mut answer_edns = Edns::new();
                 answer_edns.set_max_payload(1232);
+                if let Some(s) = subnet {
+                    let tailored = !self.networks.is_empty() || self.hashes_client;
+                    if s.source_prefix() > 0 {
+                        client = masked(s.addr(), s.source_prefix());
+                    }
+                    let scope = if tailored { s.source_prefix() } else { 0 };
+                    answer_edns
+                        .options_mut()
+                        .insert(EdnsOption::Subnet(ClientSubnet::new(
+                            s.addr(),
+                            s.source_prefix(),
+                            scope,
+                        )));
+                }
                 response.set_edns(answer_edns);
                 usize::from(edns.max_payload()).max(UDP_PLAIN_MAX)
             }
@@ -309,19 +374,34 @@ impl Responder {
         response: &mut Message,
     ) -> ResponseCode {
         let soa = self.soa.clone();
+        // The most specific client network of the client.
+        let network = self
+            .networks
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.contains(client))
+            .max_by_key(|(_, n)| n.len)
+            .map(|(k, _)| k);
         let entry = &mut self.names[i];
-        let healthy = entry.v4.iter().chain(entry.v6.iter()).any(|b| b.weight > 0);
-        if !healthy {
+        let live = |p: &Pool| p.view.iter().any(|b| b.weight > 0);
+        if !live(&entry.pools[0]) && !live(&entry.pools[1]) {
             return ResponseCode::ServFail;
         }
-        let (backends, sched) = match qtype {
-            RecordType::A => (&entry.v4, &mut entry.sched_v4),
-            RecordType::AAAA => (&entry.v6, &mut entry.sched_v6),
+        let family = match qtype {
+            RecordType::A => 0,
+            RecordType::AAAA => 1,
             _ => {
                 response.add_authority(soa);
                 return ResponseCode::NoError;
             }
         };
+        // The client network's preferred backends while one is available, else every backend.
+        let slot = match network {
+            Some(k) if live(&entry.pools[2 * (k + 1) + family]) => k + 1,
+            _ => 0,
+        };
+        let pool = &mut entry.pools[2 * slot + family];
+        let (backends, sched) = (&pool.view, &mut pool.sched);
         let flow = Flow {
             proto: 17,
             src: client,
@@ -352,6 +432,24 @@ impl Responder {
             picked += 1;
         }
         ResponseCode::NoError
+    }
+}
+
+/// `a` with the bits past `len` cleared.
+fn masked(a: IpAddr, len: u8) -> IpAddr {
+    match a {
+        IpAddr::V4(v) => {
+            let m = u32::MAX
+                .checked_shl(32 - u32::from(len.min(32)))
+                .unwrap_or(0);
+            IpAddr::V4((u32::from(v) & m).into())
+        }
+        IpAddr::V6(v) => {
+            let m = u128::MAX
+                .checked_shl(128 - u32::from(len.min(128)))
+                .unwrap_or(0);
+            IpAddr::V6((u128::from(v) & m).into())
+        }
     }
 }
 
@@ -678,6 +776,117 @@ mod tests {
         ));
         let (m, _) = ask(&mut r, &m.to_vec().unwrap(), Transport::Udp);
         assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
+    }
+
+    fn ecs_query(name: &str, subnet: Option<(IpAddr, u8)>) -> Vec<u8> {
+        let mut m = Message::query();
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+        let mut e = Edns::new();
+        if let Some((a, len)) = subnet {
+            e.options_mut()
+                .insert(EdnsOption::Subnet(ClientSubnet::new(a, len, 0)));
+        }
+        m.set_edns(e);
+        m.to_vec().unwrap()
+    }
+
+    fn networked() -> Responder {
+        let mut r = Responder::new("lb.example", "ns1.lb.example", 30).unwrap();
+        r.set_client_networks(vec![
+            ClientNetwork {
+                prefix: IpAddr::V4(Ipv4Addr::new(203, 0, 113, 0)),
+                len: 24,
+                prefer: vec![IpAddr::V4(Ipv4Addr::new(198, 18, 1, 2))],
+            },
+            ClientNetwork {
+                prefix: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 0)),
+                len: 16,
+                prefer: vec![IpAddr::V4(Ipv4Addr::new(198, 18, 1, 3))],
+            },
+        ]);
+        r.add_name("www.lb.example", 20, 1, "wrr").unwrap();
+        r.set_backends(
+            0,
+            &[
+                (IpAddr::V4(Ipv4Addr::new(198, 18, 1, 1)), 1),
+                (IpAddr::V4(Ipv4Addr::new(198, 18, 1, 2)), 1),
+                (IpAddr::V4(Ipv4Addr::new(198, 18, 1, 3)), 1),
+            ],
+        );
+        r
+    }
+
+    fn first_a(r: &mut Responder, q: &[u8], client: IpAddr) -> (RData, Message) {
+        let (b, _) = r.respond(q, client, LOCAL, Transport::Udp, Time(0));
+        let m = Message::from_vec(&b.unwrap()).unwrap();
+        (m.answers[0].data.clone(), m)
+    }
+
+    #[test]
+    fn client_networks_prefer_their_backends_by_source_or_client_subnet() {
+        let mut r = networked();
+        let near = RData::A(A(Ipv4Addr::new(198, 18, 1, 3)));
+        let far = RData::A(A(Ipv4Addr::new(198, 18, 1, 2)));
+        // CLIENT (198.18.0.9) is in 198.18.0.0/16: always .3.
+        let q = query("www.lb.example.", RecordType::A, None);
+        for _ in 0..5 {
+            assert_eq!(first_a(&mut r, &q, CLIENT).0, near);
+        }
+        // The same sender with a client subnet in 203.0.113.0/24: .2, the subnet echoed with
+        // its scope.
+        let q = ecs_query(
+            "www.lb.example.",
+            Some((IpAddr::V4(Ipv4Addr::new(203, 0, 113, 77)), 24)),
+        );
+        for _ in 0..5 {
+            let (a, m) = first_a(&mut r, &q, CLIENT);
+            assert_eq!(a, far);
+            match m.edns.as_ref().unwrap().option(EdnsCode::Subnet) {
+                Some(EdnsOption::Subnet(s)) => {
+                    // On the wire the address carries only its source prefix.
+                    assert_eq!(s.addr(), IpAddr::V4(Ipv4Addr::new(203, 0, 113, 0)));
+                    assert_eq!((s.source_prefix(), s.scope_prefix()), (24, 24));
+                }
+                other => panic!("no client subnet echoed: {other:?}"),
+            }
+        }
+        // A client in no network: all three in turn.
+        let other = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+        let q = query("www.lb.example.", RecordType::A, None);
+        let mut seen: Vec<String> = (0..6)
+            .map(|_| format!("{:?}", first_a(&mut r, &q, other).0))
+            .collect();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 3);
+        // The preferred backend down: the network's clients get the others.
+        r.set_backends(
+            0,
+            &[
+                (IpAddr::V4(Ipv4Addr::new(198, 18, 1, 1)), 1),
+                (IpAddr::V4(Ipv4Addr::new(198, 18, 1, 2)), 1),
+            ],
+        );
+        let mut seen: Vec<String> = (0..4)
+            .map(|_| format!("{:?}", first_a(&mut r, &q, CLIENT).0))
+            .collect();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 2);
+    }
+
+    #[test]
+    fn client_subnet_scope_is_zero_when_the_answer_does_not_depend_on_it() {
+        let mut r = responder("wrr", 1);
+        let q = ecs_query(
+            "www.lb.example.",
+            Some((IpAddr::V4(Ipv4Addr::new(203, 0, 113, 0)), 24)),
+        );
+        let (_, m) = first_a(&mut r, &q, CLIENT);
+        match m.edns.as_ref().unwrap().option(EdnsCode::Subnet) {
+            Some(EdnsOption::Subnet(s)) => assert_eq!(s.scope_prefix(), 0),
+            other => panic!("no client subnet echoed: {other:?}"),
+        }
     }
 
     #[test]
