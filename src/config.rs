@@ -166,6 +166,18 @@ pub struct DnsSection {
     pub service: Option<usize>,
     #[serde(default, rename = "address")]
     pub addresses: Vec<DnsAddressSection>,
+    /// Client networks answered from preferred addresses (`crate::dns::answer::ClientNetwork`).
+    #[serde(default, rename = "client_network")]
+    pub client_networks: Vec<DnsClientNetworkSection>,
+}
+
+/// `[[dns.client_network]]`: clients in `prefix` (their address or their EDNS Client Subnet)
+/// get the `prefer` addresses while one of them is available.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsClientNetworkSection {
+    pub prefix: String,
+    pub prefer: Vec<IpAddr>,
 }
 
 /// `[[dns.address]]`: a fixed record with its weight.
@@ -210,6 +222,7 @@ pub struct DnsConfig {
     pub answers: usize,
     pub scheduler: String,
     pub source: DnsSource,
+    pub client_networks: Vec<crate::dns::answer::ClientNetwork>,
 }
 
 impl DnsConfig {
@@ -219,6 +232,7 @@ impl DnsConfig {
     ) -> Result<crate::dns::answer::Responder, crate::dns::answer::DnsConfigError> {
         let mut r =
             crate::dns::answer::Responder::new(&self.zone, &self.nameserver, self.negative_ttl)?;
+        r.set_client_networks(self.client_networks.clone());
         for n in &self.names {
             r.add_name(n, self.ttl, self.answers, &self.scheduler)?;
         }
@@ -974,8 +988,23 @@ fn validate_dns(
                 ))
             }
         };
+        let mut client_networks = Vec::new();
+        for (k, n) in d.client_networks.iter().enumerate() {
+            let f = |x: &str| format!("dns[{i}].client_network[{k}].{x}");
+            let (prefix, len) = parse_prefix(&n.prefix)
+                .ok_or_else(|| c.err(f("prefix"), format!("{:?} is not a prefix", n.prefix)))?;
+            if n.prefer.is_empty() {
+                return Err(c.err(f("prefer"), "at least one address"));
+            }
+            client_networks.push(crate::dns::answer::ClientNetwork {
+                prefix,
+                len,
+                prefer: n.prefer.clone(),
+            });
+        }
         let zone = d.zone.trim_end_matches('.').to_string();
         let cfg = DnsConfig {
+            client_networks,
             nameserver: d.nameserver.clone().unwrap_or_else(|| format!("ns.{zone}")),
             zone,
             names: d.names.clone(),
@@ -1542,12 +1571,25 @@ service = 0
         assert_eq!(d.responder().unwrap().names().len(), 2);
         let fixed = DNS.replace(
             "service = 0",
-            "[[dns.address]]\naddress = \"198.18.5.1\"\nweight = 4",
+            "[[dns.address]]\naddress = \"198.18.5.1\"\nweight = 4\n\
+             [[dns.client_network]]\nprefix = \"203.0.113.0/24\"\nprefer = [\"198.18.5.1\"]",
         );
         let c = Config::parse(Path::new("x.toml"), &format!("{GOOD}{fixed}")).unwrap();
         assert_eq!(
             c.dns[0].source,
             DnsSource::Addresses(vec![("198.18.5.1".parse().unwrap(), 4)])
+        );
+        assert_eq!(c.dns[0].client_networks[0].len, 24);
+        let e = err(&format!(
+            "{GOOD}{}",
+            DNS.replace(
+                "service = 0",
+                "service = 0\n[[dns.client_network]]\nprefix = \"203.0.113.0/33\"\nprefer = []"
+            )
+        ));
+        assert_eq!(
+            e,
+            "x.toml: dns[0].client_network[0].prefix: \"203.0.113.0/33\" is not a prefix"
         );
     }
 

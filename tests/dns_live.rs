@@ -2,7 +2,8 @@
 //! responder that `xvs run` starts, over UDP and TCP (`+tcp`), for A and AAAA records; the
 //! weights of fixed addresses hold over many queries; a service backend whose HTTP server is
 //! killed leaves the answers within fall × (interval + timeout) plus slack, and the answer
-//! counters show in `xvs ctl status` and the metrics. Needs root and dig (dnsutils); skipped loudly otherwise.
+//! counters show in `xvs ctl status` and the metrics; a query with an EDNS Client Subnet in a
+//! configured client network gets that network's preferred address. Needs root and dig (dnsutils); skipped loudly otherwise.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -79,6 +80,10 @@ weight = 1
 [[dns.address]]
 address = "2001:2::20"
 weight = 1
+
+[[dns.client_network]]
+prefix = "203.0.113.0/24"
+prefer = ["198.18.20.2"]
 "#
     ));
     c
@@ -267,6 +272,17 @@ fn dig_gets_balanced_healthy_answers() {
     ] {
         assert!(body.lines().any(|l| l == want), "{want} not in:\n{body}");
     }
+
+    // EDNS Client Subnet in the configured client network: the preferred address only.
+    let mut q = vec!["+subnet=203.0.113.0/24", "@127.0.0.2", "-p", &p];
+    for _ in 0..8 {
+        q.extend_from_slice(&["w.fixed.test", "A"]);
+    }
+    assert_eq!(
+        dig(&tb, &q),
+        vec!["198.18.20.2".to_string(); 8],
+        "client subnet"
+    );
     let _ = std::fs::remove_file(&cfg);
     let _ = std::fs::remove_file(&log_path);
 }
