@@ -169,6 +169,17 @@ pub struct DnsSection {
     /// Client networks answered from preferred addresses (`crate::dns::answer::ClientNetwork`).
     #[serde(default, rename = "client_network")]
     pub client_networks: Vec<DnsClientNetworkSection>,
+    /// UDP answers a second per client /24 (IPv6: /56); 0 (default): no limit
+    /// (`crate::dns::rrl`).
+    #[serde(default)]
+    pub rate_limit: u32,
+    /// Every `slip`-th limited answer is sent truncated, the others dropped; default 2.
+    #[serde(default = "default_dns_slip")]
+    pub slip: u32,
+}
+
+fn default_dns_slip() -> u32 {
+    2
 }
 
 /// `[[dns.client_network]]`: clients in `prefix` (their address or their EDNS Client Subnet)
@@ -223,6 +234,9 @@ pub struct DnsConfig {
     pub scheduler: String,
     pub source: DnsSource,
     pub client_networks: Vec<crate::dns::answer::ClientNetwork>,
+    /// UDP answers a second per client network (0: no limit) and the slip.
+    pub rate_limit: u32,
+    pub slip: u32,
 }
 
 impl DnsConfig {
@@ -1005,6 +1019,8 @@ fn validate_dns(
         let zone = d.zone.trim_end_matches('.').to_string();
         let cfg = DnsConfig {
             client_networks,
+            rate_limit: d.rate_limit,
+            slip: d.slip,
             nameserver: d.nameserver.clone().unwrap_or_else(|| format!("ns.{zone}")),
             zone,
             names: d.names.clone(),

@@ -3,7 +3,7 @@
 //! weights of fixed addresses hold over many queries; a service backend whose HTTP server is
 //! killed leaves the answers within fall × (interval + timeout) plus slack, and the answer
 //! counters show in `xvs ctl status` and the metrics; a query with an EDNS Client Subnet in a
-//! configured client network gets that network's preferred address. Needs root and dig (dnsutils); skipped loudly otherwise.
+//! configured client network gets that network's preferred address; the rate limit slips answers. Needs root and dig (dnsutils); skipped loudly otherwise.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -84,6 +84,16 @@ weight = 1
 [[dns.client_network]]
 prefix = "203.0.113.0/24"
 prefer = ["198.18.20.2"]
+
+[[dns]]
+zone = "rl.test"
+names = ["w.rl.test"]
+listen = ["127.0.0.3:{port}"]
+rate_limit = 1
+slip = 1
+
+[[dns.address]]
+address = "198.18.30.1"
 "#
     ));
     c
@@ -282,6 +292,26 @@ fn dig_gets_balanced_healthy_answers() {
         dig(&tb, &q),
         vec!["198.18.20.2".to_string(); 8],
         "client subnet"
+    );
+
+    // Rate limit 1 answer a second, slip 1: of 5 quick queries one is answered, the other four
+    // come back truncated with no record (+ignore: no TCP retry).
+    let mut q = vec!["+ignore", "@127.0.0.3", "-p", &p];
+    for _ in 0..5 {
+        q.extend_from_slice(&["w.rl.test", "A"]);
+    }
+    assert_eq!(dig(&tb, &q), ["198.18.30.1"], "rate limited");
+    let o = Command::new(env!("CARGO_BIN_EXE_xvs"))
+        .args(["ctl", "--socket"])
+        .arg(&socket)
+        .arg("status")
+        .output()
+        .expect("xvs ctl status");
+    let status = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        status.contains("dns zone rl.test on 127.0.0.3:")
+            && status.contains("rate-limited 0 dropped 4 slipped"),
+        "{status}"
     );
     let _ = std::fs::remove_file(&cfg);
     let _ = std::fs::remove_file(&log_path);

@@ -37,6 +37,7 @@
 //! | `xvs_dns_truncated_total` | counter | zone, name: UDP answers sent with TC |
 //! | `xvs_dns_records` | gauge | zone, name: backends answered now (weight > 0) |
 //! | `xvs_dns_dropped_total` | counter | zone: messages dropped without an answer |
+//! | `xvs_dns_rate_limited_total` | counter | zone, `action` = dropped/slipped/table_full |
 //!
 //! Service labels: `protocol` (tcp/udp/sctp), `vip`, `vport` — or `fwmark` and `family`
 //! (ipv4/ipv6) for a firewall-mark service. Backend labels: the service's plus `address`, `port`
@@ -820,9 +821,21 @@ fn render_xvs(m: &Metrics) -> String {
         Kind::Counter,
         "DNS messages dropped without an answer (unparseable, not a query, send failure).",
     );
+    let mut dns_limited = Family::new(
+        "xvs_dns_rate_limited_total",
+        Kind::Counter,
+        "UDP DNS answers over the rate limit: dropped, sent truncated (slipped), or sent because the limiter's table was full.",
+    );
     for d in &m.dns {
         let zp = [("zone", d.zone.clone())];
         dns_dropped.add(&zp, Value::Int(d.dropped));
+        for (action, n) in [
+            ("dropped", d.rate_limited_dropped),
+            ("slipped", d.rate_limited_slipped),
+            ("table_full", d.rate_limit_table_full),
+        ] {
+            dns_limited.add(&with(&zp, "action", action), Value::Int(n));
+        }
         for n in &d.names {
             let np = with(&zp, "name", &n.name);
             dns_queries.add(&np, Value::Int(n.queries));
@@ -864,6 +877,7 @@ fn render_xvs(m: &Metrics) -> String {
         &dns_truncated,
         &dns_records,
         &dns_dropped,
+        &dns_limited,
     ] {
         f.write(&mut out);
     }

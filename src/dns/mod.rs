@@ -2,4 +2,5 @@
 //! A/AAAA records chosen by the xvs schedulers over health-checked backends.
 
 pub mod answer;
+pub mod rrl;
 pub mod server;

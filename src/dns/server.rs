@@ -1,7 +1,8 @@
 //! The DNS responder's sockets and threads (`[[dns]]`): per listen address one UDP thread and
 //! one TCP accept thread (RFC 7766: each message preceded by its two-byte length; several
 //! queries per connection; an idle connection closed after [`TCP_IDLE`]), all answering through
-//! one shared [`Responder`] (`crate::dns::answer`, the sans-I/O part). `xvs run` feeds it the
+//! one shared [`Responder`] (`crate::dns::answer`, the sans-I/O part); UDP answers pass the
+//! entry's rate limiter (`crate::dns::rrl`) when it has one. `xvs run` feeds it the
 //! available backends of the configured service every main-loop period.
 
 use std::io::{Read, Write};
@@ -17,6 +18,7 @@ use xvs_schedulers::Time;
 
 use crate::config::{DnsConfig, DnsSource};
 use crate::dns::answer::{DnsConfigError, Outcome, Responder, Transport};
+use crate::dns::rrl::{truncated, RateLimiter, Verdict};
 
 /// A TCP connection with no complete query for this long is closed (RFC 7766 §6.2.3 leaves
 /// the value to the server; BIND uses 30 s, this is shorter to bound the threads).
@@ -81,6 +83,11 @@ pub struct DnsStatus {
     pub names: Vec<NameStatus>,
     /// Messages dropped without an answer (unparseable, not a query, send failure).
     pub dropped: u64,
+    /// UDP answers over the rate limit: dropped, sent truncated (slipped), and sent unlimited
+    /// because the limiter's table was full.
+    pub rate_limited_dropped: u64,
+    pub rate_limited_slipped: u64,
+    pub rate_limit_table_full: u64,
 }
 
 struct Shared {
@@ -89,12 +96,29 @@ struct Shared {
     /// One per configured name, then one for the other queries.
     counters: Vec<NameCounters>,
     dropped: AtomicU64,
+    limiter: Option<Mutex<RateLimiter>>,
+    rl_dropped: AtomicU64,
+    rl_slipped: AtomicU64,
+    rl_full: AtomicU64,
     tcp_open: AtomicUsize,
     started: Instant,
     stop: AtomicBool,
 }
 
 impl Shared {
+    /// The rate limiter's verdict for an answer to `client` (always `Send` without a limit).
+    fn limit(&self, client: IpAddr) -> Verdict {
+        match &self.limiter {
+            Some(l) => {
+                let now = Time(self.started.elapsed().as_nanos() as u64);
+                l.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .check(client, now)
+            }
+            None => Verdict::Send,
+        }
+    }
+
     fn answer(&self, msg: &[u8], client: IpAddr, local: IpAddr, t: Transport) -> Option<Vec<u8>> {
         let now = Time(self.started.elapsed().as_nanos() as u64);
         let (bytes, outcome) = self
@@ -156,6 +180,11 @@ impl DnsServer {
                 .map(|_| NameCounters::default())
                 .collect(),
             dropped: AtomicU64::new(0),
+            limiter: (cfg.rate_limit > 0)
+                .then(|| Mutex::new(RateLimiter::new(cfg.rate_limit, cfg.slip))),
+            rl_dropped: AtomicU64::new(0),
+            rl_slipped: AtomicU64::new(0),
+            rl_full: AtomicU64::new(0),
             tcp_open: AtomicUsize::new(0),
             started: Instant::now(),
             stop: AtomicBool::new(false),
@@ -246,6 +275,9 @@ impl DnsServer {
             scheduler: self.shared.cfg.scheduler.clone(),
             names,
             dropped: self.shared.dropped.load(Ordering::Relaxed),
+            rate_limited_dropped: self.shared.rl_dropped.load(Ordering::Relaxed),
+            rate_limited_slipped: self.shared.rl_slipped.load(Ordering::Relaxed),
+            rate_limit_table_full: self.shared.rl_full.load(Ordering::Relaxed),
         }
     }
 
@@ -283,6 +315,27 @@ fn udp_loop(s: &Shared, sock: &UdpSocket) {
             Err(_) => continue,
         };
         if let Some(resp) = s.answer(&buf[..n], peer.ip(), local, Transport::Udp) {
+            let resp = match s.limit(peer.ip()) {
+                Verdict::Send => resp,
+                Verdict::TableFull => {
+                    s.rl_full.fetch_add(1, Ordering::Relaxed);
+                    resp
+                }
+                Verdict::Drop => {
+                    s.rl_dropped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                Verdict::Slip => match truncated(&resp) {
+                    Some(t) => {
+                        s.rl_slipped.fetch_add(1, Ordering::Relaxed);
+                        t
+                    }
+                    None => {
+                        s.rl_dropped.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                },
+            };
             if sock.send_to(&resp, peer).is_err() {
                 s.dropped.fetch_add(1, Ordering::Relaxed);
             }
@@ -378,7 +431,7 @@ fn tcp_conn(s: &Shared, mut stream: TcpStream, client: IpAddr) {
 /// truncated answers and current records.
 pub fn format_status(st: &DnsStatus) -> String {
     let mut out = format!(
-        "dns zone {} on {} ({}), dropped {}\n",
+        "dns zone {} on {} ({}), dropped {}, rate-limited {} dropped {} slipped ({} unlimited: table full)\n",
         st.zone,
         st.listen
             .iter()
@@ -386,7 +439,10 @@ pub fn format_status(st: &DnsStatus) -> String {
             .collect::<Vec<_>>()
             .join(", "),
         st.scheduler,
-        st.dropped
+        st.dropped,
+        st.rate_limited_dropped,
+        st.rate_limited_slipped,
+        st.rate_limit_table_full
     );
     for n in &st.names {
         let rcodes: Vec<String> = n
