@@ -95,7 +95,7 @@ impl RateLimiter {
             return Verdict::Send;
         }
         e.limited = e.limited.wrapping_add(1);
-        if self.slip > 0 && e.limited % self.slip == 0 {
+        if self.slip > 0 && e.limited.is_multiple_of(self.slip) {
             Verdict::Slip
         } else {
             Verdict::Drop
