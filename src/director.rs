@@ -841,6 +841,13 @@ impl Director {
                 self.config_path.display()
             ));
         }
+        if cfg.dns != inner.file.dns {
+            return Err(format!(
+                "{}: [[dns]] entries cannot change on reload (restart xvs); their services' \
+                 backends follow the running state",
+                self.config_path.display()
+            ));
+        }
         let new = DesiredState::from_config(&cfg);
         let from_file = DesiredState::from_config(&inner.file);
         let discarded = inner.desired.diff(&from_file).len();

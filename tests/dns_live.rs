@@ -3,7 +3,8 @@
 //! weights of fixed addresses hold over many queries; a service backend whose HTTP server is
 //! killed leaves the answers within fall × (interval + timeout) plus slack, and the answer
 //! counters show in `xvs ctl status` and the metrics; a query with an EDNS Client Subnet in a
-//! configured client network gets that network's preferred address; the rate limit slips answers. Needs root and dig (dnsutils); skipped loudly otherwise.
+//! configured client network gets that network's preferred address; the rate limit slips answers; a reload that changes
+//! `[[dns]]` is refused. Needs root and dig (dnsutils); skipped loudly otherwise.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -130,7 +131,7 @@ fn dig_gets_balanced_healthy_answers() {
     let port = 15300 + (std::process::id() % 500) as u16;
     let p = port.to_string();
     std::fs::write(&cfg, config(port)).unwrap();
-    let _xvs = tb.start_xvs(&cfg, &socket, &log_path);
+    let xvs = tb.start_xvs(&cfg, &socket, &log_path);
 
     // All three backends healthy: each answer names all three (answers = 3), UDP and TCP,
     // over IPv4 and IPv6 transport.
@@ -313,6 +314,37 @@ fn dig_gets_balanced_healthy_answers() {
             && status.contains("rate-limited 0 dropped 4 slipped"),
         "{status}"
     );
+
+    // A reload that changes [[dns]] is refused, loudly, and the old answers stay.
+    std::fs::write(&cfg, config(port).replace("ttl = 7", "ttl = 8")).unwrap();
+    let _ = Command::new("kill")
+        .args(["-HUP", &xvs.0.id().to_string()])
+        .status();
+    let t0 = Instant::now();
+    loop {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if log.contains("[[dns]] entries cannot change on reload") {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "no refusal in:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_, full) = tb.exec(
+        "dir",
+        &[
+            "dig",
+            "+time=2",
+            "@127.0.0.2",
+            "-p",
+            &p,
+            "w.fixed.test",
+            "A",
+        ],
+    );
+    assert!(full.contains("w.fixed.test.\t\t7\tIN\tA"), "{full}");
     let _ = std::fs::remove_file(&cfg);
     let _ = std::fs::remove_file(&log_path);
 }
