@@ -25,16 +25,16 @@
 #[path = "../tests/common/mod.rs"]
 #[allow(unused_imports)]
 mod common;
+mod scenario;
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::process::Command;
 
 use common::*;
+use scenario::{client, established, pipeline, run_one, HEADROOM};
 use xvs_forwarding::pipeline::BATCH;
-use xvs_forwarding::testkit::Pkt;
-use xvs_forwarding::{Frame, Method, Pipeline, PipelineConfig, PortId, Time, Verdict};
+use xvs_forwarding::{Frame, Method, Pipeline, PortId, Time, Verdict};
 
-const HEADROOM: usize = 256;
 const CONNECTIONS: u32 = 1000;
 const CASES: [&str; 9] = [
     "established/nat-in",
@@ -47,22 +47,6 @@ const CASES: [&str; 9] = [
     "new-flow/nat",
     "new-flow/housekeeping",
 ];
-
-/// Client `i` of up to 2^15 · 64512 (address from 198.18.128.0/17, port from 1024).
-fn client(i: u32) -> (IpAddr, u16) {
-    let a = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 128, 0)) + (i % 32768));
-    (IpAddr::V4(a), 1024 + (i / 32768 % 64512) as u16)
-}
-
-fn pipeline(capacity: u32) -> Pipeline {
-    let cfg = PipelineConfig {
-        connections: capacity,
-        v6_connections: 1024,
-        local_addresses: vec![IpAddr::V4(LOCAL4)],
-        ..PipelineConfig::default()
-    };
-    Pipeline::new(cfg, &services(), vec![], network()).expect("pipeline")
-}
 
 /// What callgrind counts: the pipeline's work on one frame (or one batch).
 #[inline(never)]
@@ -84,75 +68,6 @@ fn insn_measured_batch(
 #[inline(never)]
 fn insn_measured_housekeeping(p: &mut Pipeline, now: Time) -> u32 {
     p.housekeeping(now, 64)
-}
-
-fn run_one(p: &mut Pipeline, now: Time, port: PortId, frame: &[u8], buf: &mut [u8]) -> Verdict {
-    buf[HEADROOM..HEADROOM + frame.len()].copy_from_slice(frame);
-    let mut f = Frame::new(buf, HEADROOM, frame.len());
-    p.process(now, port, &mut f)
-}
-
-fn shuffle<T>(v: &mut [T]) {
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    for i in (1..v.len()).rev() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.swap(i, (x % (i as u64 + 1)) as usize);
-    }
-}
-
-/// A pipeline holding `n` established connections of method `m`, the client ACKs in and (NAT,
-/// FullNAT) the backend ACKs out, in random order.
-fn established(m: Method, n: u32) -> (Pipeline, Vec<Vec<u8>>, Vec<Vec<u8>>) {
-    let mut p = pipeline(n + 1024);
-    let vport = 80 + u16::from(method_index(m));
-    let backend = 11 + method_index(m);
-    let now = Time::from_secs(1);
-    let mut buf = vec![0u8; HEADROOM + 2048];
-    let mut ins = Vec::new();
-    let mut outs = Vec::new();
-    for i in 0..n {
-        let (c, cport) = client(i);
-        let syn = frame_in(c, IpAddr::V4(VIP4))
-            .tcp(cport, vport)
-            .syn()
-            .build();
-        assert_eq!(
-            run_one(&mut p, now, FRONT, &syn, &mut buf),
-            Verdict::Tx(BACK)
-        );
-        let ack = frame_in(c, IpAddr::V4(VIP4))
-            .tcp(cport, vport)
-            .ack()
-            .build();
-        assert_eq!(
-            run_one(&mut p, now, FRONT, &ack, &mut buf),
-            Verdict::Tx(BACK)
-        );
-        ins.push(ack);
-        let reply = match m {
-            Method::Nat => Some((c, cport)),
-            Method::FullNat => Some((IpAddr::V4(LOCAL4), 1024 + i as u16)),
-            _ => None,
-        };
-        if let Some((dst, dport)) = reply {
-            outs.push(
-                ip(
-                    Pkt::eth(backend_mac(backend), BACK_MAC),
-                    IpAddr::V4(backend4(backend)),
-                    dst,
-                )
-                .ttl(64)
-                .tcp(8000 + vport, dport)
-                .ack()
-                .build(),
-            );
-        }
-    }
-    shuffle(&mut ins);
-    shuffle(&mut outs);
-    (p, ins, outs)
 }
 
 /// Run `frames` frames of `case` (the child side, under callgrind).

@@ -22,97 +22,17 @@
 #[path = "../tests/common/mod.rs"]
 #[allow(unused_imports)]
 mod common;
+mod scenario;
 mod support;
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use common::*;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use scenario::{client, established, pipeline, run_one, HEADROOM};
 use support::{config, ThreadCpu};
 use xvs_forwarding::pipeline::BATCH;
-use xvs_forwarding::testkit::Pkt;
-use xvs_forwarding::{Frame, Method, Pipeline, PipelineConfig, Time, Verdict};
-
-const HEADROOM: usize = 256;
-
-/// Client `i` of up to 2^15 · 64512 (address from 198.18.128.0/17, port from 1024).
-fn client(i: u32) -> (IpAddr, u16) {
-    let a = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 128, 0)) + (i % 32768));
-    (IpAddr::V4(a), 1024 + (i / 32768) as u16)
-}
-
-fn pipeline(capacity: u32) -> Pipeline {
-    let cfg = PipelineConfig {
-        connections: capacity,
-        v6_connections: 1024,
-        local_addresses: vec![IpAddr::V4(LOCAL4)],
-        ..PipelineConfig::default()
-    };
-    Pipeline::new(cfg, &services(), vec![], network()).unwrap()
-}
-
-fn run_one(
-    p: &mut Pipeline,
-    now: Time,
-    port: xvs_forwarding::PortId,
-    frame: &[u8],
-    buf: &mut [u8],
-) -> Verdict {
-    buf[HEADROOM..HEADROOM + frame.len()].copy_from_slice(frame);
-    let mut f = Frame::new(buf, HEADROOM, frame.len());
-    p.process(now, port, &mut f)
-}
-
-/// A pipeline holding `n` established connections of method `m` (TCP), the frames that hit
-/// them (client ACKs in, and for NAT/FullNAT the backend's ACKs out) in a random order.
-fn established(m: Method, n: u32) -> (Pipeline, Frames, Frames) {
-    let mut p = pipeline(n + 1024);
-    let vport = 80 + u16::from(method_index(m));
-    let backend = 11 + method_index(m);
-    let now = Time::from_secs(1);
-    let mut buf = vec![0u8; HEADROOM + 2048];
-    let mut ins = Vec::with_capacity(n as usize);
-    let mut outs = Vec::new();
-    for i in 0..n {
-        let (c, cport) = client(i);
-        let syn = frame_in(c, IpAddr::V4(VIP4))
-            .tcp(cport, vport)
-            .syn()
-            .build();
-        let v = run_one(&mut p, now, FRONT, &syn, &mut buf);
-        assert_eq!(v, Verdict::Tx(BACK));
-        let ack = frame_in(c, IpAddr::V4(VIP4))
-            .tcp(cport, vport)
-            .ack()
-            .build();
-        assert_eq!(
-            run_one(&mut p, now, FRONT, &ack, &mut buf),
-            Verdict::Tx(BACK)
-        );
-        ins.push(ack);
-        let reply = match m {
-            Method::Nat => Some((c, cport)),
-            // The pipeline hands out local ports from 1024, one per connection.
-            Method::FullNat => Some((IpAddr::V4(LOCAL4), 1024 + i as u16)),
-            _ => None,
-        };
-        if let Some((dst, dport)) = reply {
-            let r = ip(
-                Pkt::eth(backend_mac(backend), BACK_MAC),
-                IpAddr::V4(backend4(backend)),
-                dst,
-            )
-            .ttl(64)
-            .tcp(8000 + vport, dport)
-            .ack()
-            .build();
-            outs.push(r);
-        }
-    }
-    shuffle(&mut ins);
-    shuffle(&mut outs);
-    (p, Frames::new(&ins), Frames::new(&outs))
-}
+use xvs_forwarding::{Frame, Method, Pipeline, Time, Verdict};
 
 /// Frames stored back to back at a fixed stride, as a receive ring holds them.
 struct Frames {
@@ -174,16 +94,6 @@ fn run_batch(
     p.process_batch(now, port, &mut fs, verdicts);
 }
 
-fn shuffle<T>(v: &mut [T]) {
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    for i in (1..v.len()).rev() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.swap(i, (x % (i as u64 + 1)) as usize);
-    }
-}
-
 fn bench_established(c: &mut Criterion<ThreadCpu>) {
     for n in [1_000u32, 1_000_000] {
         for m in [Method::Nat, Method::Dr, Method::Tunnel, Method::FullNat] {
@@ -192,6 +102,7 @@ fn bench_established(c: &mut Criterion<ThreadCpu>) {
                 continue;
             }
             let (mut p, ins, outs) = established(m, n);
+            let (ins, outs) = (Frames::new(&ins), Frames::new(&outs));
             // One group per pipeline (criterion borrows `c` per group); same names as one group.
             let mut g = c.benchmark_group("established");
             g.throughput(Throughput::Elements(1));
