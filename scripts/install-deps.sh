@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages xvs needs to build and test, if any are missing. Idempotent.
 set -euo pipefail
-pkgs=(clang llvm libelf-dev zlib1g-dev m4 pkg-config make gcc libbpf-dev iproute2 ethtool python3 nftables curl qemu-system-x86 cpio libc6-dev iputils-ping iputils-arping keepalived bird2 prometheus chromium dnsutils)
+pkgs=(clang llvm libelf-dev zlib1g-dev m4 pkg-config make gcc libbpf-dev iproute2 ethtool python3 nftables curl qemu-system-x86 cpio libc6-dev iputils-ping iputils-arping keepalived bird2 prometheus chromium dnsutils valgrind netsniff-ng)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
