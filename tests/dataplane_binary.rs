@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod dataplane_support;
-use dataplane_support::{skip_unless_root, Testbed};
+use dataplane_support::{skip_unless_root, Testbed, DUAL_STACK_NETWORK};
 
 const METHODS: [(&str, u8); 4] = [("nat", 1), ("dr", 2), ("tun", 3), ("fullnat", 4)];
 
@@ -33,7 +33,7 @@ fn backend(v6: bool, i: u8) -> String {
 }
 
 fn config() -> String {
-    let mut c = String::from(
+    let mut c = [
         r#"log_interval_secs = 5
 neighbour_refresh_ms = 200
 
@@ -45,38 +45,14 @@ core = 0
 queue = 1
 core = 1
 
-[[interface]]
-name = "front"
-ipv4 = "198.18.1.2"
-ipv6 = "2001:2:0:1::2"
-
-[[interface]]
-name = "back"
-ipv4 = "198.18.3.2"
-ipv6 = "2001:2:0:3::2"
-
-[[route]]
-dst = "0.0.0.0/0"
-via = "198.18.1.1"
-interface = "front"
-
-[[route]]
-dst = "::/0"
-via = "2001:2:0:1::1"
-interface = "front"
-
-[[route]]
-dst = "198.18.3.0/24"
-interface = "back"
-
-[[route]]
-dst = "2001:2:0:3::/64"
-interface = "back"
-
+"#,
+        DUAL_STACK_NETWORK,
+        r#"
 [fullnat]
 local_addresses = ["198.18.3.100", "2001:2:0:3::100"]
 "#,
-    );
+    ]
+    .concat();
     for (method, k) in METHODS {
         for v6 in [false, true] {
             for (proto, port, sched) in [("tcp", 80, "wrr"), ("udp", 5000, "rr")] {

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 mod dataplane_support;
-use dataplane_support::{skip_unless_root, Testbed, ONE_WORKER_V4};
+use dataplane_support::{skip_unless_root, Testbed, DUAL_STACK_NETWORK, ONE_WORKER_V4};
 
 const SERVICE: &str = r#"
 [[service]]
@@ -125,34 +125,10 @@ queue = 0
 [[worker]]
 queue = 1
 
-[[interface]]
-name = "front"
-ipv4 = "198.18.1.2"
-ipv6 = "2001:2:0:1::2"
+"#;
 
-[[interface]]
-name = "back"
-ipv4 = "198.18.3.2"
-ipv6 = "2001:2:0:3::2"
-
-[[route]]
-dst = "0.0.0.0/0"
-via = "198.18.1.1"
-interface = "front"
-
-[[route]]
-dst = "::/0"
-via = "2001:2:0:1::1"
-interface = "front"
-
-[[route]]
-dst = "198.18.3.0/24"
-interface = "back"
-
-[[route]]
-dst = "2001:2:0:3::/64"
-interface = "back"
-
+/// What follows the network in [`TWO_WORKERS`]'s configuration.
+const TWO_WORKERS_TAIL: &str = r#"
 [fullnat]
 local_addresses = ["198.18.3.100", "2001:2:0:3::100"]
 "#;
@@ -167,7 +143,7 @@ fn fragmented_datagrams_arrive_whole_in_every_method() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let methods = [("nat", 1), ("dr", 2), ("tun", 3), ("fullnat", 4)];
-    let mut config = String::from(TWO_WORKERS);
+    let mut config = [TWO_WORKERS, DUAL_STACK_NETWORK, TWO_WORKERS_TAIL].concat();
     let vip = |v6: bool, k: u8| {
         if v6 {
             format!("2001:2:0:10::{k}")

@@ -74,7 +74,7 @@ mod ipvs_guest;
 #[path = "support/ipvs_sync_wire.rs"]
 mod wire;
 
-use dataplane_support::{ChildGuard, Testbed};
+use dataplane_support::{ChildGuard, Testbed, DUAL_STACK_NETWORK};
 use ipvs_guest::{backend, vip, ConnRow, Guest, GuestOptions, Netns, BACKEND_PORT, GUEST, HOST};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -908,42 +908,17 @@ const KERNEL_UDP_FLOWS: usize = 2;
 /// 300 s → backend 18), UDP vip(5):53 (→ backend 19), [2001:2:0:f1::5]:80 (→ 2001:2:1::17),
 /// all NAT; sync master on xg1.
 fn xvs_config() -> String {
-    let mut c = String::from(
+    let mut c = [
         r#"log_interval_secs = 0
 neighbour_refresh_ms = 200
 
 [[worker]]
 queue = 0
 
-[[interface]]
-name = "front"
-ipv4 = "198.18.1.2"
-ipv6 = "2001:2:0:1::2"
-
-[[interface]]
-name = "back"
-ipv4 = "198.18.3.2"
-ipv6 = "2001:2:0:3::2"
-
-[[route]]
-dst = "0.0.0.0/0"
-via = "198.18.1.1"
-interface = "front"
-
-[[route]]
-dst = "::/0"
-via = "2001:2:0:1::1"
-interface = "front"
-
-[[route]]
-dst = "198.18.3.0/24"
-interface = "back"
-
-[[route]]
-dst = "2001:2:0:3::/64"
-interface = "back"
 "#,
-    );
+        DUAL_STACK_NETWORK,
+    ]
+    .concat();
     c.push_str(&format!(
         r#"
 [[interface]]

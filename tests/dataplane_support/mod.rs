@@ -173,6 +173,37 @@ dst = "198.18.3.0/24"
 interface = "back"
 "#;
 
+/// The director's interfaces and routes in the testbed, IPv4 and IPv6 (front 198.18.1.2 /
+/// 2001:2:0:1::2 with the router as default gateway, back 198.18.3.2 / 2001:2:0:3::2).
+pub const DUAL_STACK_NETWORK: &str = r#"[[interface]]
+name = "front"
+ipv4 = "198.18.1.2"
+ipv6 = "2001:2:0:1::2"
+
+[[interface]]
+name = "back"
+ipv4 = "198.18.3.2"
+ipv6 = "2001:2:0:3::2"
+
+[[route]]
+dst = "0.0.0.0/0"
+via = "198.18.1.1"
+interface = "front"
+
+[[route]]
+dst = "::/0"
+via = "2001:2:0:1::1"
+interface = "front"
+
+[[route]]
+dst = "198.18.3.0/24"
+interface = "back"
+
+[[route]]
+dst = "2001:2:0:3::/64"
+interface = "back"
+"#;
+
 impl Testbed {
     /// Start `xvs run` in the director namespace on `config` with its control socket at
     /// `socket`, stderr to `log`, and wait (bounded) until the XDP program is attached and the
