@@ -29,7 +29,7 @@
 //! maglev) or are locked only to schedule a new connection — so N pipelines decide exactly as
 //! one kernel does (see `reload`).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use xvs_schedulers::{BackendView, Flow, SchedFlags, SchedulerError};
@@ -46,10 +46,12 @@ use crate::ratelimit::IcmpLimiter;
 use crate::service::{mask_addr, MarkRule, Service, ServiceId, ServiceKey};
 use crate::synproxy::cookie::CookieSecret;
 use crate::wire::icmp::{self, IcmpAnswer, IcmpNat};
+use crate::wire::parse::parse_v4;
 use crate::wire::rewrite::{self, Link, Tunnel};
 use crate::wire::{parse, proto, tcp_flags, Frag, Packet, Parsed, WireError};
 use crate::{BackendId, DropCounters, DropReason, Frame, PortId, Time, Verdict};
 
+mod fast;
 mod frags;
 mod reload;
 mod sync;
@@ -666,6 +668,9 @@ impl Pipeline {
     /// Turn one frame into a verdict. The frame is rewritten in place (and may grow into its
     /// headroom for TUN); `ingress` is the port it arrived on.
     pub fn process(&mut self, now: Time, ingress: PortId, frame: &mut Frame) -> Verdict {
+        if let Some(f) = parse_v4(frame.data()) {
+            return self.process_v4(now, ingress, frame, f);
+        }
         let parsed = parse(frame.data());
         self.process_parsed(now, ingress, frame, parsed)
     }
@@ -688,15 +693,33 @@ impl Pipeline {
             .chunks_mut(BATCH)
             .zip(verdicts.chunks_mut(BATCH))
         {
+            // The established-flow path's reader first (see `fast`), the full parse for
+            // the frames it does not take.
+            let mut fast = [None; BATCH];
             let mut parsed = [Parsed::NotIp; BATCH];
-            for (f, slot) in frames.iter().zip(parsed.iter_mut()) {
-                *slot = parse(f.data());
+            for ((f, v4), slot) in frames.iter().zip(fast.iter_mut()).zip(parsed.iter_mut()) {
+                *v4 = parse_v4(f.data());
+                if v4.is_none() {
+                    *slot = parse(f.data());
+                }
             }
             // Tight loops of loads, so that many of them are in flight at once: the hashes,
             // then the index slots of the whole batch, then the entries they name.
             let mut hints = [SlotHint::default(); BATCH];
-            for (slot, hint) in parsed[..frames.len()].iter().zip(hints.iter_mut()) {
-                if let Parsed::Ip(p) = slot {
+            for ((v4, slot), hint) in fast
+                .iter()
+                .zip(&parsed[..frames.len()])
+                .zip(hints.iter_mut())
+            {
+                if let Some(f) = v4 {
+                    *hint = self.conns.slot_hint(&Tuple {
+                        proto: f.proto,
+                        src: IpAddr::V4(Ipv4Addr::from_bits(f.src)),
+                        sport: f.sport,
+                        dst: IpAddr::V4(Ipv4Addr::from_bits(f.dst)),
+                        dport: f.dport,
+                    });
+                } else if let Parsed::Ip(p) = slot {
                     if !p.icmp_error && p.has_ports() {
                         *hint = self.conns.slot_hint(&Tuple {
                             proto: p.proto,
@@ -714,8 +737,16 @@ impl Pipeline {
             for hint in &hints[..frames.len()] {
                 self.conns.prefetch_entry(*hint);
             }
-            for ((f, v), p) in frames.iter_mut().zip(verdicts.iter_mut()).zip(parsed) {
-                *v = self.process_parsed(now, ingress, f, p);
+            for (((f, v), v4), p) in frames
+                .iter_mut()
+                .zip(verdicts.iter_mut())
+                .zip(fast)
+                .zip(parsed)
+            {
+                *v = match v4 {
+                    Some(v4) => self.process_v4(now, ingress, f, v4),
+                    None => self.process_parsed(now, ingress, f, p),
+                };
             }
         }
     }
@@ -733,6 +764,13 @@ impl Pipeline {
         self.answered = None;
         self.counters.rx += 1;
         let v = self.verdict(now, ingress, frame, parsed);
+        self.account(v)
+    }
+
+    /// Count a frame's verdict (every frame ends in exactly one of tx, pass or a drop reason;
+    /// a frame answered with ICMP counts under its drop reason, the answer as an ICMP answer).
+    #[inline(always)]
+    fn account(&mut self, v: Verdict) -> Verdict {
         match v {
             Verdict::Tx(_) => match self.answered {
                 None => self.counters.tx += 1,
@@ -816,30 +854,44 @@ impl Pipeline {
                 self.conns.lookup(&tuple, now)
             }
         };
-        if let Some((id, dir)) = hit {
-            match dir {
-                Direction::Out => {
-                    if self.conns.is_synproxy(id) {
-                        return self.synproxy_conn(now, ingress, frame, p, id, dir);
-                    }
-                    return self.forward(now, ingress, frame, p, id, dir, false);
+        match hit {
+            Some((id, dir)) => self.hit(now, ingress, frame, p, id, dir),
+            None => self.new_connection(now, ingress, frame, p),
+        }
+    }
+
+    /// A packet that found connection `id` in direction `dir`.
+    fn hit(
+        &mut self,
+        now: Time,
+        ingress: PortId,
+        frame: &mut Frame,
+        p: Packet,
+        id: ConnId,
+        dir: Direction,
+    ) -> Verdict {
+        match dir {
+            Direction::Out => {
+                if self.conns.is_synproxy(id) {
+                    return self.synproxy_conn(now, ingress, frame, p, id, dir);
                 }
-                Direction::In => {
-                    match self.removed_backend(id, now) {
-                        Gone::No | Gone::Drain => {}
-                        Gone::Drop => return Verdict::Drop(DropReason::BackendGone),
-                        Gone::Expired => return self.new_connection(now, ingress, frame, p),
-                    }
-                    if !self.reuse_port(id, &p, now) {
-                        if self.conns.is_synproxy(id) {
-                            return self.synproxy_conn(now, ingress, frame, p, id, dir);
-                        }
-                        return self.forward(now, ingress, frame, p, id, dir, false);
-                    }
+                self.forward(now, ingress, frame, p, id, dir, false)
+            }
+            Direction::In => {
+                match self.removed_backend(id, now) {
+                    Gone::No | Gone::Drain => {}
+                    Gone::Drop => return Verdict::Drop(DropReason::BackendGone),
+                    Gone::Expired => return self.new_connection(now, ingress, frame, p),
                 }
+                if self.reuse_port(id, &p, now) {
+                    return self.new_connection(now, ingress, frame, p);
+                }
+                if self.conns.is_synproxy(id) {
+                    return self.synproxy_conn(now, ingress, frame, p, id, dir);
+                }
+                self.forward(now, ingress, frame, p, id, dir, false)
             }
         }
-        self.new_connection(now, ingress, frame, p)
     }
 
     /// What to do with a packet of connection `id` if its backend was removed.
@@ -1278,7 +1330,7 @@ impl Pipeline {
         }
         // IPv4 entries without building a whole `Conn` (no IpAddr reconstruction).
         let c = match self.conns.get_v4(id) {
-            Some(c) => Target::from(c),
+            Some(c) => return self.rewrite_packet_v4(now, ingress, frame, p, &c, dir, new_conn),
             None => match self.conns.get(id) {
                 Some(c) => Target::from(&c),
                 None => return Verdict::Drop(DropReason::NoConnection),

@@ -170,6 +170,17 @@ impl Default for SlotHint {
     }
 }
 
+/// What [`ConnTable::lookup_touch_v4`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TouchV4 {
+    /// The packet's connection, refreshed as `on_packet` would, with its forwarding fields.
+    Steady(ConnId, Direction, ConnV4),
+    /// The packet's connection, untouched: the caller does the per-packet work.
+    Hit(ConnId, Direction),
+    /// No connection.
+    Miss,
+}
+
 /// The connection table of one worker. See the module documentation of [`super`].
 #[derive(Debug)]
 pub struct ConnTable {
@@ -718,8 +729,15 @@ impl ConnTable {
         dport: u16,
         now: Time,
     ) -> Option<(ConnId, Direction)> {
+        let v = self.find_v4(proto, src, sport, dst, dport)?;
+        self.found(v, now)
+    }
+
+    /// The index value of the entry an IPv4 tuple names, expired or not.
+    #[inline(always)]
+    fn find_v4(&self, proto: u8, src: u32, sport: u16, dst: u32, dport: u16) -> Option<u32> {
         let h = self.hash(proto as u64, src, sport, dst, dport);
-        let v = self.index.find(h, |v| {
+        self.index.find(h, |v| {
             let Some(e) = self.entries.get((v >> 1) as usize) else {
                 return false;
             };
@@ -743,8 +761,103 @@ impl ConnTable {
                 };
                 self.matches(v, &t, false)
             }
-        })?;
-        self.found(v, now)
+        })
+    }
+
+    /// [`Self::lookup_v4`] and, when the packet changes nothing but the entry's timer,
+    /// [`Self::on_packet`] in one pass over the entry (the pipeline's established-flow path).
+    /// Such a packet: the entry is live, has IPv4 addresses only, is not SYN-proxied, and is
+    /// UDP, or TCP in ESTABLISHED hit by a segment (`tcp_flags`) with ACK and without SYN, FIN
+    /// and RST — every transition table, `secure_tcp`'s too, keeps ESTABLISHED then — other
+    /// than an outbound one of a NOOUTPUT entry; and `pass` accepts its direction and
+    /// forwarding fields (as [`Self::get_v4`] gives them). Then does what `on_packet` does —
+    /// timeout from the state, timer re-armed to `now + timeout`, inbound packets counted, the
+    /// owning template marked ASSURED by a UDP reply — and answers [`TouchV4::Steady`]. A
+    /// found entry that is not such (or was due: expired or deferred as `lookup` does it) is
+    /// [`TouchV4::Hit`], with nothing changed but what `lookup_v4` changes.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    pub fn lookup_touch_v4(
+        &mut self,
+        proto: u8,
+        src: u32,
+        sport: u16,
+        dst: u32,
+        dport: u16,
+        tcp_flags: u8,
+        now: Time,
+        pass: impl FnOnce(Direction, &ConnV4) -> bool,
+    ) -> TouchV4 {
+        let Some(v) = self.find_v4(proto, src, sport, dst, dport) else {
+            return TouchV4::Miss;
+        };
+        let idx = v >> 1;
+        let dir = if v & 1 == 0 {
+            Direction::In
+        } else {
+            Direction::Out
+        };
+        let now_ms = ms32(now);
+        let Some(e) = self.entries.get(idx as usize) else {
+            return TouchV4::Miss;
+        };
+        let steady = e.flags & (USED | POOL | TEMPLATE | SYNPROXY) == USED
+            && !is_due(e.expires, now_ms)
+            && match e.proto {
+                6 => {
+                    e.state == tcp::ESTABLISHED
+                        && tcp_flags
+                            & (tcp::FLAG_SYN | tcp::FLAG_FIN | tcp::FLAG_RST | tcp::FLAG_ACK)
+                            == tcp::FLAG_ACK
+                        && (dir == Direction::In || e.flags & NOOUTPUT == 0)
+                }
+                17 => true,
+                _ => false,
+            };
+        if !steady {
+            return match self.found(v, now) {
+                Some((id, dir)) => TouchV4::Hit(id, dir),
+                None => TouchV4::Miss,
+            };
+        }
+        let method = Method::from_bits(e.flags);
+        let fullnat = method == Method::FullNat;
+        let c = ConnV4 {
+            addrs: [
+                Ipv4Addr::from_bits(e.addrs[0]),
+                Ipv4Addr::from_bits(e.addrs[1]),
+                Ipv4Addr::from_bits(e.addrs[2]),
+                Ipv4Addr::from_bits(if fullnat { e.addrs[3] } else { 0 }),
+            ],
+            ports: [
+                e.ports[0],
+                e.ports[1],
+                e.ports[2],
+                if fullnat { e.ports[3] } else { 0 },
+            ],
+            backend: BackendId(e.backend),
+            service: e.service,
+            method,
+        };
+        if !pass(dir, &c) {
+            return TouchV4::Hit(ConnId(idx), dir);
+        }
+        let timeout = self.timeouts.get(e.proto, e.state);
+        let (proto, control) = (e.proto, e.control);
+        let e = &mut self.entries[idx as usize];
+        if dir == Direction::In {
+            e.in_pkts = e.in_pkts.wrapping_add(1);
+        }
+        e.timeout = timeout;
+        self.arm(idx, now_ms.wrapping_add(timeout));
+        if proto == 17 && dir == Direction::Out && control != NIL {
+            if let Some(ct) = self.entries.get_mut(control as usize) {
+                if ct.flags & TEMPLATE != 0 {
+                    ct.state = state::template::ASSURED;
+                }
+            }
+        }
+        TouchV4::Steady(ConnId(idx), dir, c)
     }
 
     /// The end of a lookup that found index value `v`: expire the entry if its time has passed.

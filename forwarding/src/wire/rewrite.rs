@@ -289,15 +289,68 @@ fn forward_v4_fast(
     let (IpAddr::V4(osrc), IpAddr::V4(odst)) = (p.src, p.dst) else {
         return false;
     };
-    let field = match p.proto {
+    if p.frag != Frag::None || p.l3.checked_add(IPV4_LEN).is_none_or(|h| h > p.l4) {
+        return false;
+    }
+    let old = V4Endpoints {
+        src: osrc.to_bits(),
+        sport: p.sport,
+        dst: odst.to_bits(),
+        dport: p.dport,
+    };
+    let bits = |e: Option<(Ipv4Addr, u16)>| e.map(|(a, port)| (a.to_bits(), port));
+    let (l3, l4, end) = (p.l3, p.l4, p.ip_end);
+    if !forward_v4(data, l3, l4, end, p.proto, p.ttl, old, bits(src), bits(dst)) {
+        return false;
+    }
+    p.ttl = data[l3 + 8];
+    if let Some((a, port)) = src {
+        p.src = IpAddr::V4(a);
+        p.sport = port;
+    }
+    if let Some((a, port)) = dst {
+        p.dst = IpAddr::V4(a);
+        p.dport = port;
+    }
+    true
+}
+
+/// The addresses (host order) and ports an IPv4 packet carries, for [`forward_v4`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct V4Endpoints {
+    pub src: u32,
+    pub sport: u16,
+    pub dst: u32,
+    pub dport: u16,
+}
+
+/// [`forward`] for an unfragmented IPv4 TCP or UDP packet (UDP with a checksum) on plain
+/// integers: the IP header at `l3` (at least 20 bytes before `l4`), the transport header at
+/// `l4`, the packet ending at `end`, carrying `proto`, `ttl` and the endpoints `old`. TTL − 1,
+/// then `src` and `dst` written, each checksum updated once (RFC 1624: the changed words of
+/// TTL, addresses and ports summed, folded once). False, with nothing changed, when the packet
+/// does not qualify (another protocol, TTL ≤ 1, the checksum field outside the packet or the
+/// packet outside `data`, a UDP checksum of 0): the caller takes [`forward`]'s general path.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub fn forward_v4(
+    data: &mut [u8],
+    l3: usize,
+    l4: usize,
+    end: usize,
+    proto: u8,
+    ttl: u8,
+    old: V4Endpoints,
+    src: Option<(u32, u16)>,
+    dst: Option<(u32, u16)>,
+) -> bool {
+    let field = match proto {
         proto::TCP => 16,
         proto::UDP => 6,
         _ => return false,
     };
-    let (l3, l4, end) = (p.l3, p.l4, p.ip_end);
     // What `check` and `set_endpoint` require, plus the checksum field inside the packet.
-    if p.frag != Frag::None
-        || p.ttl <= 1
+    if ttl <= 1
         || l3.checked_add(IPV4_LEN).is_none_or(|h| h > l4)
         || l4.checked_add(field + 2).is_none_or(|f| f > end)
         || end > data.len()
@@ -309,7 +362,7 @@ fn forward_v4_fast(
     };
     let c4 = l4 + field;
     let l4_old = u16::from_be_bytes([d[c4], d[c4 + 1]]);
-    if p.proto == proto::UDP && l4_old == 0 {
+    if proto == proto::UDP && l4_old == 0 {
         return false;
     }
     let c3 = l3 + 10;
@@ -319,29 +372,24 @@ fn forward_v4_fast(
     let t = l3 + 8;
     let old_w = u16::from_be_bytes([d[t], d[t + 1]]);
     d[t] = d[t].wrapping_sub(1);
-    p.ttl = d[t];
     ip_acc += u32::from(!old_w) + u32::from(u16::from_be_bytes([d[t], d[t + 1]]));
     if let Some((a, port)) = src {
-        let delta = addr_delta(osrc, a);
+        let delta = addr_delta(old.src, a);
         ip_acc += delta;
-        l4_acc += delta + u32::from(!p.sport) + u32::from(port);
-        d[l3 + 12..l3 + 16].copy_from_slice(&a.octets());
+        l4_acc += delta + u32::from(!old.sport) + u32::from(port);
+        d[l3 + 12..l3 + 16].copy_from_slice(&a.to_be_bytes());
         d[l4..l4 + 2].copy_from_slice(&port.to_be_bytes());
-        p.src = IpAddr::V4(a);
-        p.sport = port;
     }
     if let Some((a, port)) = dst {
-        let delta = addr_delta(odst, a);
+        let delta = addr_delta(old.dst, a);
         ip_acc += delta;
-        l4_acc += delta + u32::from(!p.dport) + u32::from(port);
-        d[l3 + 16..l3 + 20].copy_from_slice(&a.octets());
+        l4_acc += delta + u32::from(!old.dport) + u32::from(port);
+        d[l3 + 16..l3 + 20].copy_from_slice(&a.to_be_bytes());
         d[l4 + 2..l4 + 4].copy_from_slice(&port.to_be_bytes());
-        p.dst = IpAddr::V4(a);
-        p.dport = port;
     }
     d[c3..c3 + 2].copy_from_slice(&(!checksum::fold32(ip_acc)).to_be_bytes());
     let mut s = !checksum::fold32(l4_acc);
-    if p.proto == proto::UDP {
+    if proto == proto::UDP {
         s = checksum::udp_fixup(s);
     }
     d[c4..c4 + 2].copy_from_slice(&s.to_be_bytes());
@@ -350,8 +398,8 @@ fn forward_v4_fast(
 
 /// The RFC 1624 terms of an IPv4 address change `old` → `new`: `~m + m'` for both 16-bit words.
 #[inline]
-fn addr_delta(old: Ipv4Addr, new: Ipv4Addr) -> u32 {
-    let (o, n) = (!old.to_bits(), new.to_bits());
+fn addr_delta(old: u32, new: u32) -> u32 {
+    let (o, n) = (!old, new);
     (o >> 16) + (o & 0xffff) + (n >> 16) + (n & 0xffff)
 }
 
