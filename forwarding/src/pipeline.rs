@@ -1552,18 +1552,25 @@ impl Pipeline {
 
     /// The next hop towards `addr`: for the backend side (`In`) from the per-backend cache,
     /// resolved again when the network's generation or the backend's address changed.
-    #[inline]
+    #[inline(always)]
     fn next_hop(&mut self, backend: BackendId, dir: Direction, addr: IpAddr) -> Option<Hop> {
         if dir == Direction::Out {
             return self.net.next_hop(addr);
         }
-        let generation = self.net.generation();
-        let i = backend.0 as usize;
-        if let Some(c) = self.hops.get(i) {
-            if c.generation == generation && c.addr == addr {
+        if let Some(c) = self.hops.get(backend.0 as usize) {
+            if c.generation == self.net.generation() && c.addr == addr {
                 return c.hop;
             }
         }
+        self.resolve_hop(backend, addr)
+    }
+
+    /// [`Self::next_hop`] toward a backend whose cached hop is missing or stale: resolve and
+    /// cache it.
+    #[inline(never)]
+    fn resolve_hop(&mut self, backend: BackendId, addr: IpAddr) -> Option<Hop> {
+        let generation = self.net.generation();
+        let i = backend.0 as usize;
         let hop = self.net.next_hop(addr);
         if i >= self.hops.len() {
             if i >= self.cfg.max_backends as usize {

@@ -54,7 +54,7 @@ impl Index {
     }
 
     /// The first value under `tag` accepted by `eq`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn find(&self, tag: u32, mut eq: impl FnMut(u32) -> bool) -> Option<u32> {
         let mut i = self.home(tag);
         for _ in 0..self.slots.len() {

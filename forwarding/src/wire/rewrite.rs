@@ -332,7 +332,7 @@ pub struct V4Endpoints {
 /// does not qualify (another protocol, TTL ≤ 1, the checksum field outside the packet or the
 /// packet outside `data`, a UDP checksum of 0): the caller takes [`forward`]'s general path.
 #[allow(clippy::too_many_arguments)]
-#[inline]
+#[inline(always)]
 pub fn forward_v4(
     data: &mut [u8],
     l3: usize,
