@@ -668,9 +668,15 @@ impl Pipeline {
     /// Turn one frame into a verdict. The frame is rewritten in place (and may grow into its
     /// headroom for TUN); `ingress` is the port it arrived on.
     pub fn process(&mut self, now: Time, ingress: PortId, frame: &mut Frame) -> Verdict {
-        if let Some(f) = parse_v4(frame.data()) {
-            return self.process_v4(now, ingress, frame, f);
+        match parse_v4(frame.data()) {
+            Some(f) => self.process_v4(now, ingress, frame, f),
+            None => self.process_other(now, ingress, frame),
         }
+    }
+
+    /// [`Self::process`] for a frame the established-flow path's reader does not take.
+    #[inline(never)]
+    fn process_other(&mut self, now: Time, ingress: PortId, frame: &mut Frame) -> Verdict {
         let parsed = parse(frame.data());
         self.process_parsed(now, ingress, frame, parsed)
     }

@@ -32,7 +32,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use crate::conn::{ConnV4, Direction, Method, TouchV4};
+use crate::conn::{ConnId, ConnV4, Direction, Method, TouchV4};
 use crate::wire::parse::FastV4;
 use crate::wire::rewrite::{forward_v4, V4Endpoints};
 use crate::wire::{Frag, Packet, Parsed};
@@ -97,7 +97,7 @@ impl Pipeline {
                     .is_none_or(|p| p.mac == [0; 6] || *dst == p.mac)
         });
         if !to_us {
-            return self.verdict(now, ingress, frame, Parsed::Ip(f.packet()));
+            return self.verdict_full(now, ingress, frame, f);
         }
         // No options, not IPv6, not ICMP, not a fragment, TCP or UDP: the full path's checks
         // before the lookup all pass.
@@ -124,8 +124,8 @@ impl Pipeline {
         );
         match found {
             TouchV4::Steady(_, dir, c) => self.rewrite_v4(now, ingress, frame, f, &c, dir, false),
-            TouchV4::Hit(id, dir) => self.hit(now, ingress, frame, f.packet(), id, dir),
-            TouchV4::Miss => self.new_connection(now, ingress, frame, f.packet()),
+            TouchV4::Hit(id, dir) => self.hit_full(now, ingress, frame, f, id, dir),
+            TouchV4::Miss => self.new_connection_v4(now, ingress, frame, f),
         }
     }
 
@@ -232,8 +232,49 @@ impl Pipeline {
         Verdict::Tx(hop.port)
     }
 
+    /// The full path from the start (`verdict`), for a frame the L2 checks do not accept.
+    #[cold]
+    #[inline(never)]
+    fn verdict_full(
+        &mut self,
+        now: Time,
+        ingress: PortId,
+        frame: &mut Frame,
+        f: FastV4,
+    ) -> Verdict {
+        self.verdict(now, ingress, frame, Parsed::Ip(f.packet()))
+    }
+
+    /// The full path after the lookup (`hit`), for a connection whose packet is not steady.
+    #[cold]
+    #[inline(never)]
+    fn hit_full(
+        &mut self,
+        now: Time,
+        ingress: PortId,
+        frame: &mut Frame,
+        f: FastV4,
+        id: ConnId,
+        dir: Direction,
+    ) -> Verdict {
+        self.hit(now, ingress, frame, f.packet(), id, dir)
+    }
+
+    /// A packet without a connection: the full path's `new_connection`.
+    #[inline(never)]
+    fn new_connection_v4(
+        &mut self,
+        now: Time,
+        ingress: PortId,
+        frame: &mut Frame,
+        f: FastV4,
+    ) -> Verdict {
+        self.new_connection(now, ingress, frame, f.packet())
+    }
+
     /// The full path's `rewrite_frame` for a packet [`Self::rewrite_v4`] does not take.
     #[allow(clippy::too_many_arguments)]
+    #[cold]
     #[inline(never)]
     fn rewrite_full(
         &mut self,
