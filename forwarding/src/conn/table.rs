@@ -751,17 +751,32 @@ impl ConnTable {
             if e.flags & POOL == 0 {
                 e.addrs[a] == src && e.addrs[b] == dst
             } else {
-                // Mixed families: the IPv4 side lives in the address block.
-                let t = Tuple {
-                    proto,
-                    src: IpAddr::V4(Ipv4Addr::from_bits(src)),
-                    sport,
-                    dst: IpAddr::V4(Ipv4Addr::from_bits(dst)),
-                    dport,
-                };
-                self.matches(v, &t, false)
+                self.matches_mixed_v4(v, proto, src, sport, dst, dport)
             }
         })
+    }
+
+    /// [`Self::find_v4`]'s match of an entry with an address block (mixed families: the IPv4
+    /// side lives in the block). Out of line: rare, and kept out of the per-packet code.
+    #[cold]
+    #[inline(never)]
+    fn matches_mixed_v4(
+        &self,
+        v: u32,
+        proto: u8,
+        src: u32,
+        sport: u16,
+        dst: u32,
+        dport: u16,
+    ) -> bool {
+        let t = Tuple {
+            proto,
+            src: IpAddr::V4(Ipv4Addr::from_bits(src)),
+            sport,
+            dst: IpAddr::V4(Ipv4Addr::from_bits(dst)),
+            dport,
+        };
+        self.matches(v, &t, false)
     }
 
     /// [`Self::lookup_v4`] and, when the packet changes nothing but the entry's timer,

@@ -97,7 +97,7 @@ impl Pipeline {
                     .is_none_or(|p| p.mac == [0; 6] || *dst == p.mac)
         });
         if !to_us {
-            return self.verdict_full(now, ingress, frame, f);
+            return self.verdict_full(now, ingress, frame, &f);
         }
         // No options, not IPv6, not ICMP, not a fragment, TCP or UDP: the full path's checks
         // before the lookup all pass.
@@ -124,8 +124,8 @@ impl Pipeline {
         );
         match found {
             TouchV4::Steady(_, dir, c) => self.rewrite_v4(now, ingress, frame, f, &c, dir, false),
-            TouchV4::Hit(id, dir) => self.hit_full(now, ingress, frame, f, id, dir),
-            TouchV4::Miss => self.new_connection_v4(now, ingress, frame, f),
+            TouchV4::Hit(id, dir) => self.hit_full(now, ingress, frame, &f, id, dir),
+            TouchV4::Miss => self.new_connection_v4(now, ingress, frame, &f),
         }
     }
 
@@ -177,14 +177,14 @@ impl Pipeline {
             (Method::Dr, Direction::In) => (daddr, None, None),
             (Method::Dr | Method::Tunnel, Direction::Out) => (client, None, None),
             (Method::Tunnel, Direction::In) => {
-                return self.rewrite_full(now, ingress, frame, f, c, dir, new_conn);
+                return self.rewrite_full(now, ingress, frame, &f, c, dir, new_conn);
             }
         };
         let ip_end = f.ip_end as usize;
         let bytes = ip_end - FastV4::L3;
         let hop = match self.next_hop(c.backend, dir, IpAddr::V4(Ipv4Addr::from_bits(next))) {
             Some(h) if h.vlan.is_none() && bytes <= usize::from(h.mtu) => h,
-            _ => return self.rewrite_full(now, ingress, frame, f, c, dir, new_conn),
+            _ => return self.rewrite_full(now, ingress, frame, &f, c, dir, new_conn),
         };
         let old = V4Endpoints {
             src: f.src,
@@ -205,7 +205,7 @@ impl Pipeline {
         );
         if !done {
             // Nothing changed (TTL ≤ 1, UDP without a checksum).
-            return self.rewrite_full(now, ingress, frame, f, c, dir, new_conn);
+            return self.rewrite_full(now, ingress, frame, &f, c, dir, new_conn);
         }
         self.last = Some(Decision {
             service: ServiceId(c.service),
@@ -240,7 +240,7 @@ impl Pipeline {
         now: Time,
         ingress: PortId,
         frame: &mut Frame,
-        f: FastV4,
+        f: &FastV4,
     ) -> Verdict {
         self.verdict(now, ingress, frame, Parsed::Ip(f.packet()))
     }
@@ -253,7 +253,7 @@ impl Pipeline {
         now: Time,
         ingress: PortId,
         frame: &mut Frame,
-        f: FastV4,
+        f: &FastV4,
         id: ConnId,
         dir: Direction,
     ) -> Verdict {
@@ -267,7 +267,7 @@ impl Pipeline {
         now: Time,
         ingress: PortId,
         frame: &mut Frame,
-        f: FastV4,
+        f: &FastV4,
     ) -> Verdict {
         self.new_connection(now, ingress, frame, f.packet())
     }
@@ -281,7 +281,7 @@ impl Pipeline {
         now: Time,
         ingress: PortId,
         frame: &mut Frame,
-        f: FastV4,
+        f: &FastV4,
         c: &ConnV4,
         dir: Direction,
         new_conn: bool,
