@@ -1780,7 +1780,7 @@ impl From<&Conn> for Target {
 impl From<ConnV4> for Target {
     #[inline]
     fn from(c: ConnV4) -> Target {
-        let [client, vaddr, daddr, laddr] = c.addrs.map(IpAddr::V4);
+        let [client, vaddr, daddr, laddr] = c.addrs.map(|a| IpAddr::V4(Ipv4Addr::from_bits(a)));
         Target {
             service: c.service,
             backend: c.backend,

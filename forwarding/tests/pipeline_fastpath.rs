@@ -104,7 +104,7 @@ fn get_v4_agrees_with_get() {
         let id = t.insert(&c, now).unwrap();
         let g = t.get(id).unwrap();
         let f = t.get_v4(id).unwrap();
-        let ip = |x: Ipv4Addr| IpAddr::V4(x);
+        let ip = |x: u32| IpAddr::V4(Ipv4Addr::from_bits(x));
         assert_eq!(
             (ip(f.addrs[0]), ip(f.addrs[1]), ip(f.addrs[2])),
             (g.client, g.vaddr, g.daddr)

@@ -144,8 +144,9 @@ enum Fired {
 /// the matching fields of [`Conn`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnV4 {
-    /// Client, virtual, backend and FullNAT local address (`0.0.0.0` unless FullNAT).
-    pub addrs: [Ipv4Addr; 4],
+    /// Client, virtual, backend and FullNAT local address (`0.0.0.0` unless FullNAT), as
+    /// host-order integers ([`Ipv4Addr::to_bits`]).
+    pub addrs: [u32; 4],
     /// cport, vport, dport and FullNAT local port (0 unless FullNAT).
     pub ports: [u16; 4],
     pub backend: BackendId,
@@ -623,14 +624,21 @@ impl ConnTable {
     }
 
     /// Set an entry's expiry, moving it in the wheel only when it becomes earlier.
-    #[inline]
+    #[inline(always)]
     fn arm(&mut self, idx: u32, expires: u32) {
         let old = self.entries[idx as usize].expires;
         self.entries[idx as usize].expires = expires;
         if (expires.wrapping_sub(old) as i32) < 0 {
-            self.unlink(idx);
-            self.queue(idx);
+            self.requeue(idx);
         }
+    }
+
+    /// [`Self::arm`]'s move to the earlier bucket (rare on the per-packet path: a timeout that
+    /// became shorter).
+    #[inline(never)]
+    fn requeue(&mut self, idx: u32) {
+        self.unlink(idx);
+        self.queue(idx);
     }
 
     #[inline]
@@ -839,10 +847,10 @@ impl ConnTable {
         let fullnat = method == Method::FullNat;
         let c = ConnV4 {
             addrs: [
-                Ipv4Addr::from_bits(e.addrs[0]),
-                Ipv4Addr::from_bits(e.addrs[1]),
-                Ipv4Addr::from_bits(e.addrs[2]),
-                Ipv4Addr::from_bits(if fullnat { e.addrs[3] } else { 0 }),
+                e.addrs[0],
+                e.addrs[1],
+                e.addrs[2],
+                if fullnat { e.addrs[3] } else { 0 },
             ],
             ports: [
                 e.ports[0],
@@ -1799,11 +1807,11 @@ impl ConnTable {
             return None;
         }
         let method = Method::from_bits(e.flags);
-        let mut addrs = e.addrs.map(Ipv4Addr::from_bits);
+        let mut addrs = e.addrs;
         let mut ports = e.ports;
         if method != Method::FullNat {
             // As `get` reports no local endpoint: keep the unused fields deterministic.
-            addrs[3] = Ipv4Addr::UNSPECIFIED;
+            addrs[3] = 0;
             ports[3] = 0;
         }
         Some(ConnV4 {

@@ -165,7 +165,7 @@ impl Pipeline {
         dir: Direction,
         new_conn: bool,
     ) -> Verdict {
-        let [client, vaddr, daddr, laddr] = c.addrs.map(Ipv4Addr::to_bits);
+        let [client, vaddr, daddr, laddr] = c.addrs;
         let [cport, vport, dport, lport] = c.ports;
         let (next, src, dst) = match (c.method, dir) {
             (Method::Nat, Direction::In) => (daddr, None, Some((daddr, dport))),
