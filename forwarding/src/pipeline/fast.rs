@@ -8,7 +8,7 @@
 //! path; this module is xvs's, and like theirs it handles only what it can prove it handles
 //! exactly as the full pipeline does:
 //!
-//! 1. parse: [`parse_v4`] — untagged Ethernet, IPv4 without options, an unfragmented TCP or
+//! 1. parse: [`parse_v4`](crate::wire::parse::parse_v4) — untagged Ethernet, IPv4 without options, an unfragmented TCP or
 //!    UDP segment, every check of the general parser passing — into `u32` addresses and
 //!    ports (the same reader [`parse`](crate::wire::parse) starts with);
 //! 2. the L2 hygiene of an untagged frame (`hygiene::l2`: unicast, addressed to the port);
@@ -35,38 +35,31 @@ use std::net::{IpAddr, Ipv4Addr};
 use crate::conn::{ConnId, ConnV4, Direction, Method, TouchV4};
 use crate::wire::parse::FastV4;
 use crate::wire::rewrite::{forward_v4, V4Endpoints};
-use crate::wire::{Frag, Packet, Parsed};
+use crate::wire::{parse, Frag, Packet, Parsed};
 use crate::{DropReason, Frame, PortId, Time, Verdict};
 
 use super::{Decision, Pipeline, ServiceId, Target};
 
-/// The [`FastV4`] of a parsed packet that [`parse_v4`](crate::wire::parse::parse_v4) would
-/// have accepted (untagged, IPv4 without options, unfragmented TCP / UDP).
+/// Whether a parsed packet is one [`parse_v4`](crate::wire::parse::parse_v4) accepts (untagged, IPv4 without options,
+/// unfragmented TCP / UDP): then [`Pipeline::rewrite_v4`] may read its headers from the frame.
 #[inline]
-fn fast_of(p: &Packet) -> Option<FastV4> {
-    let (IpAddr::V4(src), IpAddr::V4(dst)) = (p.src, p.dst) else {
-        return None;
-    };
-    if p.l3 != FastV4::L3
-        || p.l4 != FastV4::L4
-        || p.vlan.is_some()
-        || p.frag != Frag::None
-        || !matches!(p.proto, crate::wire::proto::TCP | crate::wire::proto::UDP)
-    {
-        return None;
+fn is_fast(p: &Packet) -> bool {
+    p.l3 == FastV4::L3
+        && p.l4 == FastV4::L4
+        && p.vlan.is_none()
+        && p.frag == Frag::None
+        && p.is_v4()
+        && matches!(p.proto, crate::wire::proto::TCP | crate::wire::proto::UDP)
+}
+
+/// The frame's packet again, for the full path: [`parse`] of an unchanged frame gives what it
+/// gave before (`None` cannot happen: the caller's frame parsed as IP).
+#[inline]
+fn reparse(frame: &Frame) -> Option<Packet> {
+    match parse(frame.data()) {
+        Parsed::Ip(p) => Some(p),
+        _ => None,
     }
-    Some(FastV4 {
-        src: src.to_bits(),
-        dst: dst.to_bits(),
-        sport: p.sport,
-        dport: p.dport,
-        proto: p.proto,
-        tcp_flags: p.tcp_flags,
-        ttl: p.ttl,
-        tos: p.tos,
-        df: p.df,
-        ip_end: u32::try_from(p.ip_end).ok()?,
-    })
 }
 
 impl Pipeline {
@@ -97,12 +90,12 @@ impl Pipeline {
                     .is_none_or(|p| p.mac == [0; 6] || *dst == p.mac)
         });
         if !to_us {
-            return self.verdict_full(now, ingress, frame, &f);
+            return self.verdict_full(now, ingress, frame);
         }
         // No options, not IPv6, not ICMP, not a fragment, TCP or UDP: the full path's checks
-        // before the lookup all pass.
-        // What `hit` and `forward` would do differently: an inbound packet of a removed
-        // backend's connection, sync messages for inbound packets.
+        // before the lookup all pass. What `hit` and `forward` would do differently for a
+        // steady packet: an inbound packet of a removed backend's connection, sync messages
+        // for inbound packets.
         let snap = &self.snap;
         let plain_in = self.sync_master.is_none();
         let found = self.conns.lookup_touch_v4(
@@ -123,14 +116,15 @@ impl Pipeline {
             },
         );
         match found {
-            TouchV4::Steady(_, dir, c) => self.rewrite_v4(now, ingress, frame, f, &c, dir, false),
-            TouchV4::Hit(id, dir) => self.hit_full(now, ingress, frame, &f, id, dir),
-            TouchV4::Miss => self.new_connection_v4(now, ingress, frame, &f),
+            TouchV4::Steady(_, dir, c) => self.rewrite_v4(now, ingress, frame, &c, dir, false),
+            TouchV4::Hit(id, dir) => self.hit_full(now, ingress, frame, id, dir),
+            TouchV4::Miss => self.new_connection_v4(now, ingress, frame),
         }
     }
 
-    /// `rewrite` of an IPv4 packet of a connection (the full path's `forward` after the state
-    /// refresh), when the packet is a [`FastV4`] one; else the full `rewrite`.
+    /// `rewrite` of an IPv4 packet `p` of a connection (the full path's `forward` after the
+    /// state refresh): [`Self::rewrite_v4`] when `p` is a [`parse_v4`](crate::wire::parse::parse_v4) packet, else the full
+    /// `rewrite`.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     pub(super) fn rewrite_packet_v4(
@@ -143,24 +137,24 @@ impl Pipeline {
         dir: Direction,
         new_conn: bool,
     ) -> Verdict {
-        match fast_of(&p) {
-            Some(f) => self.rewrite_v4(now, ingress, frame, f, c, dir, new_conn),
-            None => self.rewrite(now, ingress, frame, p, &Target::from(*c), dir, new_conn),
+        if is_fast(&p) {
+            self.rewrite_v4(now, ingress, frame, c, dir, new_conn)
+        } else {
+            self.rewrite(now, ingress, frame, p, &Target::from(*c), dir, new_conn)
         }
     }
 
-    /// `rewrite_frame` for an unfragmented IPv4 TCP / UDP packet of an IPv4 connection: the
-    /// same bytes, counters and decision when the next hop is known and untagged, the method
-    /// keeps the packet's size (not TUN inbound), the TTL is above 1, the packet fits the MTU
-    /// and (UDP) carries a checksum; otherwise `rewrite_frame` itself.
-    #[allow(clippy::too_many_arguments)]
+    /// `rewrite_frame` for an unfragmented IPv4 TCP / UDP packet (as [`parse_v4`](crate::wire::parse::parse_v4) accepts it,
+    /// its fields read from the frame) of an IPv4 connection: the same bytes, counters and
+    /// decision when the next hop is known and untagged, the method keeps the packet's size
+    /// (not TUN inbound), the TTL is above 1, the packet fits the MTU and (UDP) carries a
+    /// checksum; otherwise `rewrite_frame` itself.
     #[inline(always)]
     fn rewrite_v4(
         &mut self,
         now: Time,
         ingress: PortId,
         frame: &mut Frame,
-        f: FastV4,
         c: &ConnV4,
         dir: Direction,
         new_conn: bool,
@@ -177,35 +171,35 @@ impl Pipeline {
             (Method::Dr, Direction::In) => (daddr, None, None),
             (Method::Dr | Method::Tunnel, Direction::Out) => (client, None, None),
             (Method::Tunnel, Direction::In) => {
-                return self.rewrite_full(now, ingress, frame, &f, c, dir, new_conn);
+                return self.rewrite_full(now, ingress, frame, c, dir, new_conn);
             }
         };
-        let ip_end = f.ip_end as usize;
-        let bytes = ip_end - FastV4::L3;
         let hop = match self.next_hop(c.backend, dir, IpAddr::V4(Ipv4Addr::from_bits(next))) {
-            Some(h) if h.vlan.is_none() && bytes <= usize::from(h.mtu) => h,
-            _ => return self.rewrite_full(now, ingress, frame, &f, c, dir, new_conn),
+            Some(h) if h.vlan.is_none() => h,
+            _ => return self.rewrite_full(now, ingress, frame, c, dir, new_conn),
         };
+        // The packet's fields, read again from its headers (what `parse_v4` read).
+        let d = frame.data_mut();
+        let Some(h) = d.get(..FastV4::L4 + 4) else {
+            return self.rewrite_full(now, ingress, frame, c, dir, new_conn);
+        };
+        const L3: usize = FastV4::L3;
+        const L4: usize = FastV4::L4;
+        let be16 = |o: usize| u16::from_be_bytes([h[o], h[o + 1]]);
+        let be32 = |o: usize| u32::from_be_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
+        let bytes = usize::from(be16(L3 + 2));
+        let (proto, ttl) = (h[L3 + 9], h[L3 + 8]);
         let old = V4Endpoints {
-            src: f.src,
-            sport: f.sport,
-            dst: f.dst,
-            dport: f.dport,
+            src: be32(L3 + 12),
+            sport: be16(L4),
+            dst: be32(L3 + 16),
+            dport: be16(L4 + 2),
         };
-        let done = forward_v4(
-            frame.data_mut(),
-            FastV4::L3,
-            FastV4::L4,
-            ip_end,
-            f.proto,
-            f.ttl,
-            old,
-            src,
-            dst,
-        );
-        if !done {
-            // Nothing changed (TTL ≤ 1, UDP without a checksum).
-            return self.rewrite_full(now, ingress, frame, &f, c, dir, new_conn);
+        let ip_end = L3 + bytes;
+        if bytes > usize::from(hop.mtu) || !forward_v4(d, L3, L4, ip_end, proto, ttl, old, src, dst)
+        {
+            // Nothing changed (too big, TTL ≤ 1, UDP without a checksum).
+            return self.rewrite_full(now, ingress, frame, c, dir, new_conn);
         }
         self.last = Some(Decision {
             service: ServiceId(c.service),
@@ -235,14 +229,9 @@ impl Pipeline {
     /// The full path from the start (`verdict`), for a frame the L2 checks do not accept.
     #[cold]
     #[inline(never)]
-    fn verdict_full(
-        &mut self,
-        now: Time,
-        ingress: PortId,
-        frame: &mut Frame,
-        f: &FastV4,
-    ) -> Verdict {
-        self.verdict(now, ingress, frame, Parsed::Ip(f.packet()))
+    fn verdict_full(&mut self, now: Time, ingress: PortId, frame: &mut Frame) -> Verdict {
+        let parsed = parse(frame.data());
+        self.verdict(now, ingress, frame, parsed)
     }
 
     /// The full path after the lookup (`hit`), for a connection whose packet is not steady.
@@ -253,27 +242,26 @@ impl Pipeline {
         now: Time,
         ingress: PortId,
         frame: &mut Frame,
-        f: &FastV4,
         id: ConnId,
         dir: Direction,
     ) -> Verdict {
-        self.hit(now, ingress, frame, f.packet(), id, dir)
+        match reparse(frame) {
+            Some(p) => self.hit(now, ingress, frame, p, id, dir),
+            None => Verdict::Drop(DropReason::Malformed),
+        }
     }
 
     /// A packet without a connection: the full path's `new_connection`.
     #[inline(never)]
-    fn new_connection_v4(
-        &mut self,
-        now: Time,
-        ingress: PortId,
-        frame: &mut Frame,
-        f: &FastV4,
-    ) -> Verdict {
-        self.new_connection(now, ingress, frame, f.packet())
+    fn new_connection_v4(&mut self, now: Time, ingress: PortId, frame: &mut Frame) -> Verdict {
+        match reparse(frame) {
+            Some(p) => self.new_connection(now, ingress, frame, p),
+            None => Verdict::Drop(DropReason::Malformed),
+        }
     }
 
-    /// The full path's `rewrite_frame` for a packet [`Self::rewrite_v4`] does not take.
-    #[allow(clippy::too_many_arguments)]
+    /// The full path's `rewrite_frame` for a packet [`Self::rewrite_v4`] does not take (the
+    /// frame unchanged).
     #[cold]
     #[inline(never)]
     fn rewrite_full(
@@ -281,20 +269,21 @@ impl Pipeline {
         now: Time,
         ingress: PortId,
         frame: &mut Frame,
-        f: &FastV4,
         c: &ConnV4,
         dir: Direction,
         new_conn: bool,
     ) -> Verdict {
-        let mut p = f.packet();
-        self.rewrite_frame(
-            now,
-            ingress,
-            frame,
-            &mut p,
-            &Target::from(*c),
-            dir,
-            new_conn,
-        )
+        match reparse(frame) {
+            Some(mut p) => self.rewrite_frame(
+                now,
+                ingress,
+                frame,
+                &mut p,
+                &Target::from(*c),
+                dir,
+                new_conn,
+            ),
+            None => Verdict::Drop(DropReason::Malformed),
+        }
     }
 }
