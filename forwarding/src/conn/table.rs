@@ -176,8 +176,9 @@ impl Default for SlotHint {
 pub enum TouchV4 {
     /// The packet's connection, refreshed as `on_packet` would, with its forwarding fields.
     Steady(ConnId, Direction, ConnV4),
-    /// The packet's connection, untouched: the caller does the per-packet work.
-    Hit(ConnId, Direction),
+    /// An entry has the tuple but the packet is not one `lookup_touch_v4` handles: nothing
+    /// was changed; look it up with `lookup_v4`.
+    Other,
     /// No connection.
     Miss,
 }
@@ -737,13 +738,23 @@ impl ConnTable {
         dport: u16,
         now: Time,
     ) -> Option<(ConnId, Direction)> {
-        let v = self.find_v4(proto, src, sport, dst, dport)?;
+        let v = self.find_v4::<true>(proto, src, sport, dst, dport)?;
         self.found(v, now)
     }
 
-    /// The index value of the entry an IPv4 tuple names, expired or not.
+    /// The index value of the entry an IPv4 tuple names, expired or not. With `EXACT` false,
+    /// an entry with an address block (IPv6 or mixed families) whose protocol and ports match
+    /// is taken without comparing its addresses (no call in the probe loop): the caller must
+    /// then look again with [`Self::lookup_v4`].
     #[inline(always)]
-    fn find_v4(&self, proto: u8, src: u32, sport: u16, dst: u32, dport: u16) -> Option<u32> {
+    fn find_v4<const EXACT: bool>(
+        &self,
+        proto: u8,
+        src: u32,
+        sport: u16,
+        dst: u32,
+        dport: u16,
+    ) -> Option<u32> {
         let h = self.hash(proto as u64, src, sport, dst, dport);
         self.index.find(h, |v| {
             let Some(e) = self.entries.get((v >> 1) as usize) else {
@@ -759,7 +770,7 @@ impl ConnTable {
             if e.flags & POOL == 0 {
                 e.addrs[a] == src && e.addrs[b] == dst
             } else {
-                self.matches_mixed_v4(v, proto, src, sport, dst, dport)
+                !EXACT || self.matches_mixed_v4(v, proto, src, sport, dst, dport)
             }
         })
     }
@@ -788,16 +799,18 @@ impl ConnTable {
     }
 
     /// [`Self::lookup_v4`] and, when the packet changes nothing but the entry's timer,
-    /// [`Self::on_packet`] in one pass over the entry (the pipeline's established-flow path).
-    /// Such a packet: the entry is live, has IPv4 addresses only, is not SYN-proxied, and is
-    /// UDP, or TCP in ESTABLISHED hit by a segment (`tcp_flags`) with ACK and without SYN, FIN
-    /// and RST — every transition table, `secure_tcp`'s too, keeps ESTABLISHED then — other
-    /// than an outbound one of a NOOUTPUT entry; and `pass` accepts its direction and
-    /// forwarding fields (as [`Self::get_v4`] gives them). Then does what `on_packet` does —
-    /// timeout from the state, timer re-armed to `now + timeout`, inbound packets counted, the
-    /// owning template marked ASSURED by a UDP reply — and answers [`TouchV4::Steady`]. A
-    /// found entry that is not such (or was due: expired or deferred as `lookup` does it) is
-    /// [`TouchV4::Hit`], with nothing changed but what `lookup_v4` changes.
+    /// [`Self::on_packet`] in one pass over the entry, without a call (the pipeline's
+    /// established-flow path). Such a packet: the entry is live, has IPv4 addresses only, is
+    /// not SYN-proxied nor due, its timer does not move earlier, and it is UDP, or TCP in
+    /// ESTABLISHED hit by a segment (`tcp_flags`) with ACK and without SYN, FIN and RST —
+    /// every transition table, `secure_tcp`'s too, keeps ESTABLISHED then — other than an
+    /// outbound one of a NOOUTPUT entry; and `pass` accepts its direction and forwarding
+    /// fields (as [`Self::get_v4`] gives them). Then does what `on_packet` does — timeout from
+    /// the state, timer re-armed to `now + timeout`, inbound packets counted, the owning
+    /// template marked ASSURED by a UDP reply — and answers [`TouchV4::Steady`]. Otherwise
+    /// nothing is changed: [`TouchV4::Miss`] when no entry has the tuple, else
+    /// [`TouchV4::Other`] (the caller then calls [`Self::lookup_v4`], which may also expire
+    /// the entry, and does the per-packet work itself).
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     pub fn lookup_touch_v4(
@@ -811,7 +824,7 @@ impl ConnTable {
         now: Time,
         pass: impl FnOnce(Direction, &ConnV4) -> bool,
     ) -> TouchV4 {
-        let Some(v) = self.find_v4(proto, src, sport, dst, dport) else {
+        let Some(v) = self.find_v4::<false>(proto, src, sport, dst, dport) else {
             return TouchV4::Miss;
         };
         let idx = v >> 1;
@@ -822,10 +835,13 @@ impl ConnTable {
         };
         let now_ms = ms32(now);
         let Some(e) = self.entries.get(idx as usize) else {
-            return TouchV4::Miss;
+            return TouchV4::Other;
         };
+        let timeout = self.timeouts.get(e.proto, e.state);
+        let expires = now_ms.wrapping_add(timeout);
         let steady = e.flags & (USED | POOL | TEMPLATE | SYNPROXY) == USED
             && !is_due(e.expires, now_ms)
+            && (expires.wrapping_sub(e.expires) as i32) >= 0
             && match e.proto {
                 6 => {
                     e.state == tcp::ESTABLISHED
@@ -838,10 +854,7 @@ impl ConnTable {
                 _ => false,
             };
         if !steady {
-            return match self.found(v, now) {
-                Some((id, dir)) => TouchV4::Hit(id, dir),
-                None => TouchV4::Miss,
-            };
+            return TouchV4::Other;
         }
         let method = Method::from_bits(e.flags);
         let fullnat = method == Method::FullNat;
@@ -863,16 +876,18 @@ impl ConnTable {
             method,
         };
         if !pass(dir, &c) {
-            return TouchV4::Hit(ConnId(idx), dir);
+            return TouchV4::Other;
         }
-        let timeout = self.timeouts.get(e.proto, e.state);
         let (proto, control) = (e.proto, e.control);
-        let e = &mut self.entries[idx as usize];
+        let Some(e) = self.entries.get_mut(idx as usize) else {
+            return TouchV4::Other;
+        };
         if dir == Direction::In {
             e.in_pkts = e.in_pkts.wrapping_add(1);
         }
         e.timeout = timeout;
-        self.arm(idx, now_ms.wrapping_add(timeout));
+        // `arm` for a timer that does not move earlier: the store alone.
+        e.expires = expires;
         if proto == 17 && dir == Direction::Out && control != NIL {
             if let Some(ct) = self.entries.get_mut(control as usize) {
                 if ct.flags & TEMPLATE != 0 {

@@ -32,7 +32,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use crate::conn::{ConnId, ConnV4, Direction, Method, TouchV4};
+use crate::conn::{ConnV4, Direction, Method, TouchV4};
 use crate::wire::parse::FastV4;
 use crate::wire::rewrite::{forward_v4, V4Endpoints};
 use crate::wire::{parse, Frag, Packet, Parsed};
@@ -52,14 +52,16 @@ fn is_fast(p: &Packet) -> bool {
         && matches!(p.proto, crate::wire::proto::TCP | crate::wire::proto::UDP)
 }
 
-/// The frame's packet again, for the full path: [`parse`] of an unchanged frame gives what it
-/// gave before (`None` cannot happen: the caller's frame parsed as IP).
-#[inline]
-fn reparse(frame: &Frame) -> Option<Packet> {
-    match parse(frame.data()) {
-        Parsed::Ip(p) => Some(p),
-        _ => None,
-    }
+/// Where the established-flow path hands a frame to the full pipeline (the frame unchanged).
+enum Slow {
+    /// From the start (`verdict`).
+    Start,
+    /// After the parse and the L2 checks: the lookup and what follows.
+    Lookup,
+    /// No connection: `new_connection`.
+    Miss,
+    /// The connection was refreshed: `rewrite_frame`.
+    Rewrite(ConnV4, Direction),
 }
 
 impl Pipeline {
@@ -75,12 +77,23 @@ impl Pipeline {
         self.last = None;
         self.answered = None;
         self.counters.rx += 1;
-        let v = self.verdict_v4(now, ingress, frame, f);
+        let v = match self.fast_v4(now, ingress, frame, f) {
+            Ok(v) => v,
+            Err(slow) => self.slow_v4(now, ingress, frame, slow),
+        };
         self.account(v)
     }
 
+    /// The established-flow path: a verdict, or where the full pipeline takes over. No calls
+    /// but the route lookup of a reply, so the compiler keeps its values in registers.
     #[inline(always)]
-    fn verdict_v4(&mut self, now: Time, ingress: PortId, frame: &mut Frame, f: FastV4) -> Verdict {
+    fn fast_v4(
+        &mut self,
+        now: Time,
+        ingress: PortId,
+        frame: &mut Frame,
+        f: FastV4,
+    ) -> Result<Verdict, Slow> {
         // `hygiene::l2` of an untagged frame: unicast and, when the port's MAC is known, its.
         let to_us = frame.data().get(..6).is_some_and(|dst| {
             dst[0] & 1 == 0
@@ -90,7 +103,7 @@ impl Pipeline {
                     .is_none_or(|p| p.mac == [0; 6] || *dst == p.mac)
         });
         if !to_us {
-            return self.verdict_full(now, ingress, frame);
+            return Err(Slow::Start);
         }
         // No options, not IPv6, not ICMP, not a fragment, TCP or UDP: the full path's checks
         // before the lookup all pass. What `hit` and `forward` would do differently for a
@@ -116,14 +129,43 @@ impl Pipeline {
             },
         );
         match found {
-            TouchV4::Steady(_, dir, c) => self.rewrite_v4(now, ingress, frame, &c, dir, false),
-            TouchV4::Hit(id, dir) => self.hit_full(now, ingress, frame, id, dir),
-            TouchV4::Miss => self.new_connection_v4(now, ingress, frame),
+            TouchV4::Steady(_, dir, c) => self.rewrite_v4(frame, &c, dir, false),
+            TouchV4::Other => Err(Slow::Lookup),
+            TouchV4::Miss => Err(Slow::Miss),
+        }
+    }
+
+    /// The full pipeline from where the established-flow path left the frame.
+    #[inline(never)]
+    fn slow_v4(&mut self, now: Time, ingress: PortId, frame: &mut Frame, slow: Slow) -> Verdict {
+        // The frame is unchanged: parsing it again gives the packet `parse_v4` accepted.
+        let p = match parse(frame.data()) {
+            Parsed::Ip(p) => p,
+            other => return self.verdict(now, ingress, frame, other),
+        };
+        match slow {
+            Slow::Start => self.verdict(now, ingress, frame, Parsed::Ip(p)),
+            Slow::Lookup => {
+                let (s, d) = match (p.src, p.dst) {
+                    (IpAddr::V4(s), IpAddr::V4(d)) => (s.to_bits(), d.to_bits()),
+                    _ => return self.verdict(now, ingress, frame, Parsed::Ip(p)),
+                };
+                match self.conns.lookup_v4(p.proto, s, p.sport, d, p.dport, now) {
+                    Some((id, dir)) => self.hit(now, ingress, frame, p, id, dir),
+                    None => self.new_connection(now, ingress, frame, p),
+                }
+            }
+            Slow::Miss => self.new_connection(now, ingress, frame, p),
+            Slow::Rewrite(c, dir) => {
+                let mut p = p;
+                self.rewrite_frame(now, ingress, frame, &mut p, &Target::from(c), dir, false)
+            }
         }
     }
 
     /// `rewrite` of an IPv4 packet `p` of a connection (the full path's `forward` after the
-    /// state refresh): [`Self::rewrite_v4`] when `p` is a [`parse_v4`](crate::wire::parse::parse_v4) packet, else the full
+    /// state refresh): [`Self::rewrite_v4`] when `p` is a
+    /// [`parse_v4`](crate::wire::parse::parse_v4) packet, else (or when it declines) the full
     /// `rewrite`.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
@@ -138,53 +180,64 @@ impl Pipeline {
         new_conn: bool,
     ) -> Verdict {
         if is_fast(&p) {
-            self.rewrite_v4(now, ingress, frame, c, dir, new_conn)
-        } else {
-            self.rewrite(now, ingress, frame, p, &Target::from(*c), dir, new_conn)
+            if let Ok(v) = self.rewrite_v4(frame, c, dir, new_conn) {
+                return v;
+            }
         }
+        self.rewrite(now, ingress, frame, p, &Target::from(*c), dir, new_conn)
     }
 
-    /// `rewrite_frame` for an unfragmented IPv4 TCP / UDP packet (as [`parse_v4`](crate::wire::parse::parse_v4) accepts it,
-    /// its fields read from the frame) of an IPv4 connection: the same bytes, counters and
-    /// decision when the next hop is known and untagged, the method keeps the packet's size
-    /// (not TUN inbound), the TTL is above 1, the packet fits the MTU and (UDP) carries a
-    /// checksum; otherwise `rewrite_frame` itself.
+    /// `rewrite_frame` for an unfragmented IPv4 TCP / UDP packet (as
+    /// [`parse_v4`](crate::wire::parse::parse_v4) accepts it, its fields read from the frame)
+    /// of an IPv4 connection, when the next hop is cached (inbound) or found (outbound) and
+    /// untagged, the method keeps the packet's size (not TUN inbound), the TTL is above 1, the
+    /// packet fits the MTU and (UDP) carries a checksum: the same bytes, counters, decision
+    /// and verdict. `Err` with nothing changed otherwise: `rewrite_frame`'s to do.
     #[inline(always)]
     fn rewrite_v4(
         &mut self,
-        now: Time,
-        ingress: PortId,
         frame: &mut Frame,
         c: &ConnV4,
         dir: Direction,
         new_conn: bool,
-    ) -> Verdict {
+    ) -> Result<Verdict, Slow> {
+        let slow = || Slow::Rewrite(*c, dir);
         let [client, vaddr, daddr, laddr] = c.addrs;
         let [cport, vport, dport, lport] = c.ports;
-        let (next, src, dst) = match (c.method, dir) {
-            (Method::Nat, Direction::In) => (daddr, None, Some((daddr, dport))),
-            (Method::Nat, Direction::Out) => (client, Some((vaddr, vport)), None),
-            (Method::FullNat, Direction::In) => (daddr, Some((laddr, lport)), Some((daddr, dport))),
-            (Method::FullNat, Direction::Out) => {
-                (client, Some((vaddr, vport)), Some((client, cport)))
-            }
-            (Method::Dr, Direction::In) => (daddr, None, None),
-            (Method::Dr | Method::Tunnel, Direction::Out) => (client, None, None),
-            (Method::Tunnel, Direction::In) => {
-                return self.rewrite_full(now, ingress, frame, c, dir, new_conn);
-            }
+        let (src, dst) = match (c.method, dir) {
+            (Method::Nat, Direction::In) => (None, Some((daddr, dport))),
+            (Method::Nat, Direction::Out) => (Some((vaddr, vport)), None),
+            (Method::FullNat, Direction::In) => (Some((laddr, lport)), Some((daddr, dport))),
+            (Method::FullNat, Direction::Out) => (Some((vaddr, vport)), Some((client, cport))),
+            (Method::Dr, Direction::In) => (None, None),
+            (Method::Dr | Method::Tunnel, Direction::Out) => (None, None),
+            (Method::Tunnel, Direction::In) => return Err(slow()),
         };
-        let hop = match self.next_hop(c.backend, dir, IpAddr::V4(Ipv4Addr::from_bits(next))) {
+        // `next_hop`: toward the backend from its cache (a miss is resolved by the full
+        // path), toward the client by the routes.
+        let hop = match dir {
+            Direction::In => match self.hops.get(c.backend.0 as usize) {
+                Some(h)
+                    if h.generation == self.net.generation()
+                        && h.addr == IpAddr::V4(Ipv4Addr::from_bits(daddr)) =>
+                {
+                    h.hop
+                }
+                _ => return Err(slow()),
+            },
+            Direction::Out => self.net.next_hop(IpAddr::V4(Ipv4Addr::from_bits(client))),
+        };
+        let hop = match hop {
             Some(h) if h.vlan.is_none() => h,
-            _ => return self.rewrite_full(now, ingress, frame, c, dir, new_conn),
+            _ => return Err(slow()),
         };
         // The packet's fields, read again from its headers (what `parse_v4` read).
-        let d = frame.data_mut();
-        let Some(h) = d.get(..FastV4::L4 + 4) else {
-            return self.rewrite_full(now, ingress, frame, c, dir, new_conn);
-        };
         const L3: usize = FastV4::L3;
         const L4: usize = FastV4::L4;
+        let d = frame.data_mut();
+        let Some(h) = d.get(..L4 + 4) else {
+            return Err(slow());
+        };
         let be16 = |o: usize| u16::from_be_bytes([h[o], h[o + 1]]);
         let be32 = |o: usize| u32::from_be_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
         let bytes = usize::from(be16(L3 + 2));
@@ -199,7 +252,7 @@ impl Pipeline {
         if bytes > usize::from(hop.mtu) || !forward_v4(d, L3, L4, ip_end, proto, ttl, old, src, dst)
         {
             // Nothing changed (too big, TTL ≤ 1, UDP without a checksum).
-            return self.rewrite_full(now, ingress, frame, c, dir, new_conn);
+            return Err(slow());
         }
         self.last = Some(Decision {
             service: ServiceId(c.service),
@@ -216,74 +269,13 @@ impl Pipeline {
         }
         // Ethernet padding and trailers stay behind (only shrinks: cannot fail).
         if frame.len() > ip_end && !frame.set_len(ip_end) {
-            return Verdict::Drop(DropReason::Truncated);
+            return Ok(Verdict::Drop(DropReason::Truncated));
         }
         // The link header in place (`rewrite::set_link` for an untagged hop): the MACs.
         if let Some(h) = frame.data_mut().get_mut(..12) {
             h[..6].copy_from_slice(&hop.dst_mac);
             h[6..].copy_from_slice(&hop.src_mac);
         }
-        Verdict::Tx(hop.port)
-    }
-
-    /// The full path from the start (`verdict`), for a frame the L2 checks do not accept.
-    #[cold]
-    #[inline(never)]
-    fn verdict_full(&mut self, now: Time, ingress: PortId, frame: &mut Frame) -> Verdict {
-        let parsed = parse(frame.data());
-        self.verdict(now, ingress, frame, parsed)
-    }
-
-    /// The full path after the lookup (`hit`), for a connection whose packet is not steady.
-    #[cold]
-    #[inline(never)]
-    fn hit_full(
-        &mut self,
-        now: Time,
-        ingress: PortId,
-        frame: &mut Frame,
-        id: ConnId,
-        dir: Direction,
-    ) -> Verdict {
-        match reparse(frame) {
-            Some(p) => self.hit(now, ingress, frame, p, id, dir),
-            None => Verdict::Drop(DropReason::Malformed),
-        }
-    }
-
-    /// A packet without a connection: the full path's `new_connection`.
-    #[inline(never)]
-    fn new_connection_v4(&mut self, now: Time, ingress: PortId, frame: &mut Frame) -> Verdict {
-        match reparse(frame) {
-            Some(p) => self.new_connection(now, ingress, frame, p),
-            None => Verdict::Drop(DropReason::Malformed),
-        }
-    }
-
-    /// The full path's `rewrite_frame` for a packet [`Self::rewrite_v4`] does not take (the
-    /// frame unchanged).
-    #[cold]
-    #[inline(never)]
-    fn rewrite_full(
-        &mut self,
-        now: Time,
-        ingress: PortId,
-        frame: &mut Frame,
-        c: &ConnV4,
-        dir: Direction,
-        new_conn: bool,
-    ) -> Verdict {
-        match reparse(frame) {
-            Some(mut p) => self.rewrite_frame(
-                now,
-                ingress,
-                frame,
-                &mut p,
-                &Target::from(*c),
-                dir,
-                new_conn,
-            ),
-            None => Verdict::Drop(DropReason::Malformed),
-        }
+        Ok(Verdict::Tx(hop.port))
     }
 }
