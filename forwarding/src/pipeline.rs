@@ -324,6 +324,8 @@ pub struct Pipeline {
     /// [`Self::install`].
     svc_limits: Vec<Option<(u32, u64, Bucket)>>,
     backend_limits: Vec<Option<(u32, u64, Bucket)>>,
+    /// Whether frames may take the established-flow path (`fast`); off only to compare.
+    fast_path: bool,
 }
 
 /// A backend's next hop, valid while the network's generation and the address are unchanged.
@@ -483,6 +485,7 @@ impl Pipeline {
             }),
             svc_limits: Vec::new(),
             backend_limits: Vec::new(),
+            fast_path: true,
             cfg: PipelineConfig {
                 max_backends,
                 ..cfg
@@ -668,10 +671,18 @@ impl Pipeline {
     /// Turn one frame into a verdict. The frame is rewritten in place (and may grow into its
     /// headroom for TUN); `ingress` is the port it arrived on.
     pub fn process(&mut self, now: Time, ingress: PortId, frame: &mut Frame) -> Verdict {
-        match parse_v4(frame.data()) {
+        match parse_v4(frame.data()).filter(|_| self.fast_path) {
             Some(f) => self.process_v4(now, ingress, frame, f),
             None => self.process_other(now, ingress, frame),
         }
+    }
+
+    /// Let frames take the established-flow path (on, the default) or send every frame through
+    /// the full pipeline (off). Both give the same verdicts, frames, counters and connection
+    /// state (`fast_path_equivalence` in `tests/pipeline_fastpath.rs`); off exists to compare
+    /// the two.
+    pub fn set_fast_path(&mut self, on: bool) {
+        self.fast_path = on;
     }
 
     /// [`Self::process`] for a frame the established-flow path's reader does not take.
@@ -704,7 +715,7 @@ impl Pipeline {
             let mut fast = [None; BATCH];
             let mut parsed = [Parsed::NotIp; BATCH];
             for ((f, v4), slot) in frames.iter().zip(fast.iter_mut()).zip(parsed.iter_mut()) {
-                *v4 = parse_v4(f.data());
+                *v4 = parse_v4(f.data()).filter(|_| self.fast_path);
                 if v4.is_none() {
                     *slot = parse(f.data());
                 }

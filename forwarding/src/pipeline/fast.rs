@@ -179,7 +179,7 @@ impl Pipeline {
         dir: Direction,
         new_conn: bool,
     ) -> Verdict {
-        if is_fast(&p) {
+        if self.fast_path && is_fast(&p) {
             if let Ok(v) = self.rewrite_v4(frame, c, dir, new_conn) {
                 return v;
             }
