@@ -33,8 +33,9 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use crate::conn::{ConnV4, Direction, Method, TouchV4};
+use crate::wire::parse::parse_v4;
 use crate::wire::parse::FastV4;
-use crate::wire::rewrite::{forward_v4, V4Endpoints};
+use crate::wire::rewrite::{self, forward_v4, Link, Tunnel, V4Endpoints};
 use crate::wire::{parse, Frag, Packet, Parsed};
 use crate::{DropReason, Frame, PortId, Time, Verdict};
 
@@ -211,7 +212,7 @@ impl Pipeline {
             (Method::FullNat, Direction::Out) => (Some((vaddr, vport)), Some((client, cport))),
             (Method::Dr, Direction::In) => (None, None),
             (Method::Dr | Method::Tunnel, Direction::Out) => (None, None),
-            (Method::Tunnel, Direction::In) => return Err(slow()),
+            (Method::Tunnel, Direction::In) => return self.tunnel_v4(frame, c, new_conn),
         };
         // `next_hop`: toward the backend from its cache (a miss is resolved by the full
         // path), toward the client by the routes.
@@ -277,5 +278,76 @@ impl Pipeline {
             h[6..].copy_from_slice(&hop.src_mac);
         }
         Ok(Verdict::Tx(hop.port))
+    }
+
+    /// `rewrite_frame` + `tunnel` for an IPv4 packet to an IPv4 TUN backend whose next hop is
+    /// cached and untagged: IPIP encapsulation ([`rewrite::encap`], the outer header from the
+    /// egress port's address) and the inner TTL − 1, the same bytes, counters, decision and
+    /// verdict. `Err` with nothing changed when the full path has to decide (TTL ≤ 1, too
+    /// big, no headroom, no IPv4 address on the port, an uncached hop).
+    #[inline(always)]
+    fn tunnel_v4(
+        &mut self,
+        frame: &mut Frame,
+        c: &ConnV4,
+        new_conn: bool,
+    ) -> Result<Verdict, Slow> {
+        let slow = || Slow::Rewrite(*c, Direction::In);
+        let daddr = IpAddr::V4(Ipv4Addr::from_bits(c.addrs[2]));
+        let hop = match self.hops.get(c.backend.0 as usize) {
+            Some(h) if h.generation == self.net.generation() && h.addr == daddr => h.hop,
+            _ => return Err(slow()),
+        };
+        let Some(hop) = hop.filter(|h| h.vlan.is_none()) else {
+            return Err(slow());
+        };
+        let Some(src @ IpAddr::V4(_)) = self.net.port_addr(hop.port, false) else {
+            return Err(slow());
+        };
+        let Some(f) = parse_v4(frame.data()) else {
+            return Err(slow());
+        };
+        if f.ttl <= 1 {
+            return Err(slow());
+        }
+        let p = f.packet();
+        let id = self.ip_id.wrapping_add(1);
+        let tun = Tunnel {
+            src,
+            dst: daddr,
+            id,
+            mtu: hop.mtu,
+        };
+        let link = Link {
+            src: hop.src_mac,
+            dst: hop.dst_mac,
+            vlan: None,
+        };
+        // The outer header carries the decremented TTL; on error the frame is unchanged.
+        let mut outer = p;
+        outer.ttl -= 1;
+        if rewrite::encap(frame, &outer, &tun, &link).is_err() {
+            return Err(slow());
+        }
+        self.ip_id = id;
+        let bytes = p.ip_len();
+        self.last = Some(Decision {
+            service: ServiceId(c.service),
+            backend: c.backend,
+            method: c.method,
+            direction: Direction::In,
+            new_conn,
+        });
+        if let Some(t) = self.service_traffic.get_mut(c.service as usize) {
+            t.count(Direction::In, bytes);
+        }
+        if let Some(t) = self.backend_traffic.get_mut(c.backend.0 as usize) {
+            t.count(Direction::In, bytes);
+        }
+        let mut inner = rewrite::inner_after_encap(&p, &tun, &link);
+        Ok(match rewrite::dec_ttl(frame.data_mut(), &mut inner) {
+            Ok(()) => Verdict::Tx(hop.port),
+            Err(e) => Verdict::Drop(e.drop_reason()),
+        })
     }
 }
