@@ -74,6 +74,10 @@ impl Hasher for MulHasher {
     fn finish(&self) -> u64 {
         self.0
     }
+    fn write_u64(&mut self, x: u64) {
+        // `write` of the eight little-endian bytes, in one step.
+        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
     fn write(&mut self, bytes: &[u8]) {
         for chunk in bytes.chunks(8) {
             let mut w = [0u8; 8];

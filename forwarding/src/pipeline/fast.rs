@@ -139,10 +139,11 @@ impl Pipeline {
     /// The full pipeline from where the established-flow path left the frame.
     #[inline(never)]
     fn slow_v4(&mut self, now: Time, ingress: PortId, frame: &mut Frame, slow: Slow) -> Verdict {
-        // The frame is unchanged: parsing it again gives the packet `parse_v4` accepted.
-        let p = match parse(frame.data()) {
-            Parsed::Ip(p) => p,
-            other => return self.verdict(now, ingress, frame, other),
+        // The frame is unchanged: reading it again gives the packet `parse_v4` accepted (and
+        // `parse` would give).
+        let Some(p) = parse_v4(frame.data()).map(|f| f.packet()) else {
+            let parsed = parse(frame.data());
+            return self.verdict(now, ingress, frame, parsed);
         };
         match slow {
             Slow::Start => self.verdict(now, ingress, frame, Parsed::Ip(p)),
