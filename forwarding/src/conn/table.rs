@@ -756,23 +756,44 @@ impl ConnTable {
         dport: u16,
     ) -> Option<u32> {
         let h = self.hash(proto as u64, src, sport, dst, dport);
-        self.index.find(h, |v| {
-            let Some(e) = self.entries.get((v >> 1) as usize) else {
-                return false;
-            };
-            if e.proto != proto || e.flags & TEMPLATE != 0 {
-                return false;
-            }
-            let (a, b) = if v & 1 == 0 { (0, 1) } else { (2, 3) };
-            if e.ports[a] != sport || e.ports[b] != dport {
-                return false;
-            }
-            if e.flags & POOL == 0 {
-                e.addrs[a] == src && e.addrs[b] == dst
-            } else {
-                !EXACT || self.matches_mixed_v4(v, proto, src, sport, dst, dport)
-            }
-        })
+        self.index
+            .find(h, |v| self.v4_matches::<EXACT>(v, proto, src, sport, dst, dport))
+    }
+
+    /// [`Self::find_v4`] without `EXACT`, out of line (see [`Self::lookup_touch_v4`]).
+    #[cold]
+    #[inline(never)]
+    fn find_v4_probe(&self, proto: u8, src: u32, sport: u16, dst: u32, dport: u16) -> Option<u32> {
+        self.find_v4::<false>(proto, src, sport, dst, dport)
+    }
+
+    /// Whether index value `v` names the non-template entry of this IPv4 tuple (`EXACT`
+    /// false: see [`Self::find_v4`]).
+    #[inline(always)]
+    fn v4_matches<const EXACT: bool>(
+        &self,
+        v: u32,
+        proto: u8,
+        src: u32,
+        sport: u16,
+        dst: u32,
+        dport: u16,
+    ) -> bool {
+        let Some(e) = self.entries.get((v >> 1) as usize) else {
+            return false;
+        };
+        if e.proto != proto || e.flags & TEMPLATE != 0 {
+            return false;
+        }
+        let (a, b) = if v & 1 == 0 { (0, 1) } else { (2, 3) };
+        if e.ports[a] != sport || e.ports[b] != dport {
+            return false;
+        }
+        if e.flags & POOL == 0 {
+            e.addrs[a] == src && e.addrs[b] == dst
+        } else {
+            !EXACT || self.matches_mixed_v4(v, proto, src, sport, dst, dport)
+        }
     }
 
     /// [`Self::find_v4`]'s match of an entry with an address block (mixed families: the IPv4
@@ -824,8 +845,21 @@ impl ConnTable {
         now: Time,
         pass: impl FnOnce(Direction, &ConnV4) -> bool,
     ) -> TouchV4 {
-        let Some(v) = self.find_v4::<false>(proto, src, sport, dst, dport) else {
+        // The home slot first, inline; a probe beyond it (a collision or a displaced key) out
+        // of line, so the common lookup has no loop.
+        let h = self.hash(proto as u64, src, sport, dst, dport);
+        let home = self.index.touch(h);
+        let v = if home == super::index::EMPTY {
             return TouchV4::Miss;
+        } else if (home >> 32) as u32 == h
+            && self.v4_matches::<false>(home as u32, proto, src, sport, dst, dport)
+        {
+            home as u32
+        } else {
+            match self.find_v4_probe(proto, src, sport, dst, dport) {
+                Some(v) => v,
+                None => return TouchV4::Miss,
+            }
         };
         let idx = v >> 1;
         let dir = if v & 1 == 0 {
