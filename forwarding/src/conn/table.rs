@@ -756,8 +756,9 @@ impl ConnTable {
         dport: u16,
     ) -> Option<u32> {
         let h = self.hash(proto as u64, src, sport, dst, dport);
-        self.index
-            .find(h, |v| self.v4_matches::<EXACT>(v, proto, src, sport, dst, dport))
+        self.index.find(h, |v| {
+            self.v4_matches::<EXACT>(v, proto, src, sport, dst, dport)
+        })
     }
 
     /// [`Self::find_v4`] without `EXACT`, out of line (see [`Self::lookup_touch_v4`]).
