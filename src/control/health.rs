@@ -1649,6 +1649,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn load_answers_are_one_number_from_0_to_100() {
+        assert_eq!(parse_load("42\n"), Ok(42));
+        assert_eq!(parse_load(" 12.6 "), Ok(13));
+        assert_eq!(parse_load("0"), Ok(0));
+        assert_eq!(parse_load("100"), Ok(100));
+        for bad in ["", "101", "-1", "NaN", "inf", "42%", "load=3"] {
+            assert!(parse_load(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn response_times_are_smoothed() {
+        let ms = Duration::from_millis;
+        assert_eq!(smooth_response(None, ms(100)), ms(100));
+        // 0.7 × 100 + 0.3 × 400 = 190.
+        let a = smooth_response(Some(ms(100)), ms(400));
+        assert!(a.abs_diff(ms(190)) < Duration::from_micros(1), "{a:?}");
+    }
+
+    #[test]
     fn exec_exit_codes_with_and_without_dynamic_weights() {
         assert_eq!(exec_verdict(0, true), (Ok("exit code 0".into()), None));
         assert_eq!(exec_verdict(1, true), (Err("exit code 1".into()), None));

@@ -21,6 +21,7 @@
 //! none of them.
 
 pub mod format;
+pub mod adaptive;
 pub mod health;
 pub mod ipvsadm;
 pub mod metrics;
