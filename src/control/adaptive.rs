@@ -96,12 +96,11 @@ impl AdaptiveConfig {
     pub fn validate(&self) -> Result<AdaptivePolicy, AdaptiveConfigError> {
         let err = |field: &'static str, reason: String| AdaptiveConfigError { field, reason };
         let d = AdaptivePolicy::default();
-        let percent = |field: &'static str, v: Option<u32>, default: f64, lo: u32, hi: u32| {
-            match v {
-                None => Ok(default),
-                Some(p) if (lo..=hi).contains(&p) => Ok(f64::from(p) / 100.0),
-                Some(p) => Err(err(field, format!("{p} is out of range {lo}..={hi}"))),
-            }
+        let percent = |field: &'static str, v: Option<u32>, default: f64, lo: u32, hi: u32| match v
+        {
+            None => Ok(default),
+            Some(p) if (lo..=hi).contains(&p) => Ok(f64::from(p) / 100.0),
+            Some(p) => Err(err(field, format!("{p} is out of range {lo}..={hi}"))),
         };
         let min = percent("min_percent", self.min_percent, d.min, 1, 1000)?;
         let max = percent("max_percent", self.max_percent, d.max, 1, 1000)?;
@@ -131,7 +130,12 @@ impl AdaptiveConfig {
         let reference = match self.reference_ms {
             None => None,
             Some(ms) if (1..=60_000).contains(&ms) => Some(Duration::from_millis(ms)),
-            Some(ms) => return Err(err("reference_ms", format!("{ms} is out of range 1..=60000"))),
+            Some(ms) => {
+                return Err(err(
+                    "reference_ms",
+                    format!("{ms} is out of range 1..=60000"),
+                ))
+            }
         };
         let interval = match self.interval_ms {
             None => d.interval,
@@ -382,7 +386,10 @@ mod tests {
         let mut prev = 1.0;
         for x in &f {
             assert!(prev - x <= 0.25 + 1e-9, "step above max_step: {f:?}");
-            assert!(*x <= prev && *x >= 0.25 - 1e-9, "not monotone or overshoot: {f:?}");
+            assert!(
+                *x <= prev && *x >= 0.25 - 1e-9,
+                "not monotone or overshoot: {f:?}"
+            );
             prev = *x;
         }
         assert_eq!(*f.last().unwrap(), 0.25, "arrives exactly: {f:?}");
@@ -487,17 +494,25 @@ mod tests {
         // since the logged 50: not; → 28: 22 points: notable.
         let c = a.update(&p, t0 + p.interval, &[(1, 100, slow)]).unwrap();
         assert_eq!((c[0].from, c[0].to, c[0].notable), (75, 50, true));
-        let c = a.update(&p, t0 + p.interval * 2, &[(1, 100, slow)]).unwrap();
+        let c = a
+            .update(&p, t0 + p.interval * 2, &[(1, 100, slow)])
+            .unwrap();
         assert_eq!((c[0].from, c[0].to, c[0].notable), (50, 38, false));
-        let c = a.update(&p, t0 + p.interval * 3, &[(1, 100, slow)]).unwrap();
+        let c = a
+            .update(&p, t0 + p.interval * 3, &[(1, 100, slow)])
+            .unwrap();
         assert_eq!((c[0].from, c[0].to, c[0].notable), (38, 31, false));
-        let c = a.update(&p, t0 + p.interval * 4, &[(1, 100, slow)]).unwrap();
+        let c = a
+            .update(&p, t0 + p.interval * 4, &[(1, 100, slow)])
+            .unwrap();
         assert_eq!((c[0].from, c[0].to, c[0].notable), (31, 28, true));
         // At the target: no change reported.
         for i in 5..10 {
             a.update(&p, t0 + p.interval * i, &[(1, 100, slow)]);
         }
-        let c = a.update(&p, t0 + p.interval * 10, &[(1, 100, slow)]).unwrap();
+        let c = a
+            .update(&p, t0 + p.interval * 10, &[(1, 100, slow)])
+            .unwrap();
         assert!(c.is_empty(), "{c:?}");
         // A backend no longer listed is forgotten.
         a.update(&p, t0 + p.interval * 11, &[]).unwrap();

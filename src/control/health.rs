@@ -966,7 +966,12 @@ const MAX_LOAD_BODY: u64 = 256;
 
 /// The backend's load in percent from `GET path`: status 2xx and a body that is one decimal
 /// number 0..=100 (surrounding whitespace allowed), rounded.
-fn read_load(h: &HttpProbe, addr: SocketAddr, path: &str, deadline: &Deadline) -> Result<u8, String> {
+fn read_load(
+    h: &HttpProbe,
+    addr: SocketAddr,
+    path: &str,
+    deadline: &Deadline,
+) -> Result<u8, String> {
     let mut response = http_get(h, addr, path, deadline)?;
     let status = response.status().as_u16();
     if !(200..300).contains(&status) {

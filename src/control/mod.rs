@@ -20,8 +20,8 @@
 //! client). Imports point one way: `ipvsadm`, `format` and `model` use `state`; `state` uses
 //! none of them.
 
-pub mod format;
 pub mod adaptive;
+pub mod format;
 pub mod health;
 pub mod ipvsadm;
 pub mod metrics;
