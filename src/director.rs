@@ -286,6 +286,20 @@ impl Director {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Every checked backend's health state by (check service name, backend).
+    fn health_by_backend(inner: &Inner) -> HashMap<(String, SocketAddr), BackendHealth> {
+        inner
+            .health
+            .as_ref()
+            .map(|h| {
+                h.states()
+                    .into_iter()
+                    .map(|b| ((b.service.clone(), b.backend), b))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The adaptive policy of service `key` in the file, if it has one.
     fn adaptive_policy(file: &Config, key: &ServiceKey) -> Option<AdaptivePolicy> {
         let i = file.services.iter().position(|f| f.key == *key)?;
@@ -496,16 +510,7 @@ impl Director {
         if due.is_empty() {
             return;
         }
-        let health: HashMap<(String, SocketAddr), BackendHealth> = inner
-            .health
-            .as_ref()
-            .map(|h| {
-                h.states()
-                    .into_iter()
-                    .map(|b| ((b.service.clone(), b.backend), b))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let health = Self::health_by_backend(&inner);
         let mut changed = false;
         for (key, policy) in due {
             let name = service_name(&key);
@@ -975,6 +980,25 @@ impl Director {
     fn sum_listing(&self) -> Listing {
         let inner = self.lock();
         let mut l = Listing::from_state(&Self::effective(&inner, &inner.desired));
+        // Configured weights and the health checks' measurements beside the effective weights.
+        let health = Self::health_by_backend(&inner);
+        for s in &mut l.services {
+            let name = service_name(&s.key);
+            let desired = inner.desired.service(&s.key);
+            for b in &mut s.backends {
+                if let Some(d) = desired.and_then(|d| {
+                    d.backends
+                        .iter()
+                        .find(|d| d.addr == b.addr && d.port == b.port)
+                }) {
+                    b.configured_weight = d.weight;
+                }
+                if let Some(h) = health.get(&(name.clone(), SocketAddr::new(b.addr, b.port))) {
+                    b.response = h.response_avg;
+                    b.load = h.load;
+                }
+            }
+        }
         for r in self.workers.reports() {
             l.add_report(&r.services);
         }
@@ -1078,6 +1102,7 @@ impl Director {
                                 port: b.port,
                                 method: crate::replay::method_name(b.method).to_string(),
                                 weight: b.weight,
+                                configured_weight: b.configured_weight,
                                 active: u64::from(b.active),
                                 inactive: u64::from(b.inactive),
                                 persistent: u64::from(b.persist),
@@ -1103,6 +1128,7 @@ impl Director {
                                     port: b.port,
                                     method: crate::replay::method_name(b.method).to_string(),
                                     weight: b.weight,
+                                    configured_weight: b.weight,
                                     active: 0,
                                     inactive: 0,
                                     persistent: 0,

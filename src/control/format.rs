@@ -35,6 +35,9 @@ pub struct ListFormat {
     pub exact: bool,
     /// `--tun-info`: a TunnelInfo column after Forward (`ipip` for tunnel backends, else `n/a`).
     pub tun_info: bool,
+    /// `--weights` (xvs): after Weight (the effective weight), the configured weight, the
+    /// health check's smoothed response time and the reported load.
+    pub weights: bool,
 }
 
 /// `IP Virtual Server version 1.2.1 (size=4096)`.
@@ -82,6 +85,8 @@ fn title(f: &ListFormat) -> String {
         )
     } else if f.tun_info {
         return "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward TunnelInfo    Weight ActiveConn InActConn\n".into();
+    } else if f.weights {
+        return "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight CfgWeight Response   Load\n".into();
     } else {
         return "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n".into();
     };
@@ -223,6 +228,20 @@ fn service_entry(out: &mut String, s: &ServiceListing, f: &ListFormat) {
                 b.weight,
                 b.active,
                 b.inactive
+            );
+        } else if f.weights {
+            let response = b.response.map_or_else(
+                || "-".to_string(),
+                |r| format!("{:.1}ms", r.as_secs_f64() * 1e3),
+            );
+            let load = b.load.map_or_else(|| "-".to_string(), |l| format!("{l}%"));
+            let _ = writeln!(
+                out,
+                "  -> {d:<28} {:<7} {:<6} {:<9} {:<10} {load}",
+                method_name(b.method),
+                b.weight,
+                b.configured_weight,
+                response,
             );
         } else {
             let _ = writeln!(
@@ -673,6 +692,9 @@ pub fn service_json(s: &ServiceListing, nosort: bool) -> Value {
             json!({
                 "address": b.addr.to_string(), "port": b.port,
                 "method": method_json(b.method), "weight": b.weight,
+                "configured_weight": b.configured_weight,
+                "response_ms": b.response.map(|r| r.as_secs_f64() * 1e3),
+                "load_percent": b.load,
                 "u_threshold": b.u_threshold, "l_threshold": b.l_threshold,
                 "conn_rate": b.conn_rate,
                 "active_conns": b.active, "inactive_conns": b.inactive,
