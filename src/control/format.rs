@@ -787,6 +787,47 @@ mod tests {
     }
 
     #[test]
+    fn the_weights_view_shows_effective_and_configured_weight_response_and_load() {
+        let st = crate::config::Config::parse(
+            std::path::Path::new("t.toml"),
+            "[[service]]\nprotocol = \"tcp\"\nvip = \"198.18.10.1\"\nport = 80\nscheduler = \"wrr\"\n\
+             [[service.backend]]\naddress = \"198.18.3.11\"\nport = 8080\nweight = 100\nmethod = \"nat\"\n\
+             [[service.backend]]\naddress = \"198.18.3.12\"\nport = 8080\nweight = 100\nmethod = \"nat\"\n",
+        )
+        .unwrap();
+        let mut l = Listing::from_state(&DesiredState::from_config(&st));
+        let b = l.backend_mut(
+            &l.services[0].key.clone(),
+            "198.18.3.12".parse().unwrap(),
+            8080,
+        );
+        let b = b.unwrap();
+        b.weight = 12;
+        b.response = Some(std::time::Duration::from_micros(402_340));
+        b.load = Some(35);
+        let f = ListFormat {
+            weights: true,
+            ..ListFormat::default()
+        };
+        assert_eq!(
+            list_all(&l, &f),
+            "IP Virtual Server version 1.2.1 (size=4096)\n\
+             Prot LocalAddress:Port Scheduler Flags\n\
+             \x20 -> RemoteAddress:Port           Forward Weight CfgWeight Response   Load\n\
+             TCP  198.18.10.1:80 wrr\n\
+             \x20 -> 198.18.3.11:8080             Masq    100    100       -          -\n\
+             \x20 -> 198.18.3.12:8080             Masq    12     100       402.3ms    35%\n"
+        );
+        let json = service_json(&l.services[0], false);
+        let b = &json["backends"][1];
+        assert_eq!(b["weight"], 12);
+        assert_eq!(b["configured_weight"], 100);
+        assert_eq!(b["load_percent"], 35);
+        assert!((b["response_ms"].as_f64().unwrap() - 402.34).abs() < 1e-9);
+        assert!(json["backends"][0]["response_ms"].is_null());
+    }
+
+    #[test]
     fn masks() {
         assert_eq!(v4_mask(24), "255.255.255.0");
         assert_eq!(v4_mask(1), "128.0.0.0");

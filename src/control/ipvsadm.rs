@@ -1261,6 +1261,12 @@ mod tests {
         assert_eq!(p("-S -n").unwrap(), Command::Save { toml: false });
         assert_eq!(p("-S --toml").unwrap(), Command::Save { toml: true });
         assert!(matches!(p("-L --daemon").unwrap(), Command::List(l) if l.daemon));
+        assert!(matches!(p("-Ln --weights").unwrap(), Command::List(l) if l.format.weights));
+        assert_eq!(
+            p("-Lnc --weights").unwrap_err(),
+            "options conflicts in the list command"
+        );
+        assert!(p("-a -t 198.18.0.1:80 -r 198.19.0.1 --weights").is_err());
         assert_eq!(p("-Z").unwrap(), Command::Zero(None));
         assert_eq!(p("--set 0 30 60").unwrap(), Command::SetTimeouts(0, 30, 60));
         assert_eq!(p("reload").unwrap(), Command::Reload);
