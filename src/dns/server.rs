@@ -757,3 +757,142 @@ pub fn format_status(st: &DnsStatus) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    //! Reload on loopback: addresses 127.N.M.1 from the process id (tests of other processes
+    //! on this machine use other ones) and a port the kernel just gave out.
+    use super::*;
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RData, RecordType};
+
+    fn addr(k: u8) -> SocketAddr {
+        let pid = std::process::id();
+        let port = {
+            let probe = UdpSocket::bind("127.0.0.1:0").expect("a loopback port");
+            probe.local_addr().expect("its address").port()
+        };
+        SocketAddr::from(([127, (pid >> 8) as u8 | 1, pid as u8, k], port))
+    }
+
+    fn cfg(listen: Vec<SocketAddr>, ttl: u32, names: &[&str], record: [u8; 4]) -> DnsConfig {
+        DnsConfig {
+            zone: "r.test".into(),
+            nameserver: "ns.r.test".into(),
+            names: names.iter().map(|n| n.to_string()).collect(),
+            listen,
+            ttl,
+            negative_ttl: ttl,
+            answers: 1,
+            scheduler: "rr".into(),
+            source: DnsSource::Addresses(vec![(IpAddr::from(record), 1)]),
+            client_networks: Vec::new(),
+            rate_limit: 0,
+            slip: 2,
+        }
+    }
+
+    fn query(name: &str) -> Vec<u8> {
+        let mut m = Message::query();
+        m.metadata.id = 7;
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+        m.to_vec().unwrap()
+    }
+
+    /// (TTL, address) of the first answer over UDP; `None` when nothing comes back.
+    fn ask_udp(to: SocketAddr, name: &str) -> Option<(u32, RData)> {
+        let s = UdpSocket::bind("127.0.0.1:0").ok()?;
+        s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
+        s.send_to(&query(name), to).ok()?;
+        let mut buf = [0u8; 1500];
+        let n = s.recv(&mut buf).ok()?;
+        let m = Message::from_vec(&buf[..n]).ok()?;
+        m.answers.first().map(|a| (a.ttl, a.data.clone()))
+    }
+
+    fn ask_tcp(c: &mut TcpStream, name: &str) -> (u32, RData) {
+        let q = query(name);
+        let mut out = (q.len() as u16).to_be_bytes().to_vec();
+        out.extend_from_slice(&q);
+        c.write_all(&out).unwrap();
+        let mut len = [0u8; 2];
+        c.read_exact(&mut len).unwrap();
+        let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        c.read_exact(&mut msg).unwrap();
+        let m = Message::from_vec(&msg).unwrap();
+        (m.answers[0].ttl, m.answers[0].data.clone())
+    }
+
+    fn a(d: [u8; 4]) -> RData {
+        RData::A(hickory_proto::rr::rdata::A(d.into()))
+    }
+
+    #[test]
+    fn reload_keeps_unchanged_listeners_binds_new_ones_and_refuses_what_cannot_bind() {
+        let (a1, a2) = (addr(1), addr(2));
+        let first = cfg(vec![a1], 5, &["w.r.test"], [198, 18, 50, 1]);
+        let server = DnsServer::start(&first).unwrap();
+        let mut running = vec![server];
+        assert_eq!(ask_udp(a1, "w.r.test."), Some((5, a([198, 18, 50, 1]))));
+        let mut tcp = TcpStream::connect(a1).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        assert_eq!(ask_tcp(&mut tcp, "w.r.test."), (5, a([198, 18, 50, 1])));
+
+        // TTL, names and records change, a second address is added: a1 keeps its sockets
+        // (the open TCP connection is answered from the new configuration), a2 answers.
+        let second = cfg(vec![a1, a2], 9, &["w.r.test", "x.r.test"], [198, 18, 50, 2]);
+        let plan = plan_reload(&running, std::slice::from_ref(&second)).unwrap();
+        let (r, lines) = plan.apply(running, &[], &CheckStates::new());
+        running = r;
+        assert_eq!(
+            lines,
+            ["dns zone r.test reconfigured: 1 listener(s) kept, 1 bound, 0 closed"]
+        );
+        assert_eq!(ask_tcp(&mut tcp, "x.r.test."), (9, a([198, 18, 50, 2])));
+        assert_eq!(ask_udp(a1, "w.r.test."), Some((9, a([198, 18, 50, 2]))));
+        assert_eq!(ask_udp(a2, "x.r.test."), Some((9, a([198, 18, 50, 2]))));
+        // The counters of a name kept carry on: 2 before, 2 after.
+        let st = running[0].status();
+        let w = st.names.iter().find(|n| n.name == "w.r.test.").unwrap();
+        assert_eq!(w.queries, 3);
+        assert_eq!(st.listen, vec![a1, a2]);
+
+        // An address that cannot be bound (not on this host): refused, nothing changed.
+        let unbindable = SocketAddr::from(([198, 18, 255, 254], a1.port()));
+        let third = cfg(vec![a2, unbindable], 11, &["w.r.test"], [198, 18, 50, 3]);
+        match plan_reload(&running, std::slice::from_ref(&third)) {
+            Err(DnsServerError::Listen { addr, .. }) => assert_eq!(addr, unbindable),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("{unbindable} bound"),
+        }
+        assert_eq!(ask_udp(a1, "w.r.test."), Some((9, a([198, 18, 50, 2]))));
+
+        // a1 dropped: its listener closes (no answer there, the TCP connection ends), a2 stays.
+        let fourth = cfg(vec![a2], 11, &["w.r.test"], [198, 18, 50, 3]);
+        let plan = plan_reload(&running, std::slice::from_ref(&fourth)).unwrap();
+        let (r, lines) = plan.apply(running, &[], &CheckStates::new());
+        running = r;
+        assert_eq!(
+            lines,
+            ["dns zone r.test reconfigured: 1 listener(s) kept, 0 bound, 1 closed"]
+        );
+        assert_eq!(ask_udp(a1, "w.r.test."), None);
+        let mut rest = Vec::new();
+        assert_eq!(tcp.read_to_end(&mut rest).ok(), Some(0), "closed by xvs");
+        assert_eq!(ask_udp(a2, "w.r.test."), Some((11, a([198, 18, 50, 3]))));
+
+        // Another zone in its place: the old entry stops, the new one starts on the address.
+        let mut other = cfg(vec![a2], 3, &["w.s.test"], [198, 18, 50, 4]);
+        other.zone = "s.test".into();
+        let plan = plan_reload(&running, std::slice::from_ref(&other)).unwrap();
+        let (r, lines) = plan.apply(running, &[], &CheckStates::new());
+        assert_eq!(
+            lines,
+            ["dns zone r.test stopped", "dns zone s.test started"]
+        );
+        assert_eq!(ask_udp(a2, "w.s.test."), Some((3, a([198, 18, 50, 4]))));
+        for s in r {
+            s.stop();
+        }
+    }
+}
