@@ -2,7 +2,8 @@
 //! responder that `xvs run` starts, over UDP and TCP (`+tcp`), for A and AAAA records; the
 //! weights of fixed addresses hold over many queries; a service backend whose HTTP server is
 //! killed leaves the answers within fall × (interval + timeout) plus slack, and the answer
-//! counters show in `xvs ctl status` and the metrics; a query with an EDNS Client Subnet in a
+//! counters show in `xvs ctl status` and the metrics (by query type; checked by
+//! `promtool check metrics`); a query with an EDNS Client Subnet in a
 //! configured client network gets that network's preferred address; the rate limit slips
 //! answers. Sites (`[[dns.site]]`): the VIP of a local service whose every backend goes down
 //! leaves the answers, as does a remote site whose own check fails, and a client network's
@@ -417,9 +418,34 @@ fn dig_gets_balanced_healthy_answers() {
         "xvs_dns_answers_total{zone=\"fixed.test\",name=\"w.fixed.test.\",rcode=\"NOERROR\"} 41",
         "xvs_dns_answers_total{zone=\"lb.test\",name=\"\",rcode=\"NXDOMAIN\"} 1",
         "xvs_dns_records{zone=\"lb.test\",name=\"www.lb.test.\"} 2",
+        "xvs_dns_queries_total{zone=\"fixed.test\",name=\"w.fixed.test.\",type=\"A\"} 40",
+        "xvs_dns_queries_total{zone=\"fixed.test\",name=\"w.fixed.test.\",type=\"AAAA\"} 1",
+        "xvs_dns_site_up{zone=\"sites.test\",site=\"eu\",address=\"198.18.10.1\"} 1",
+        "xvs_dns_site_up{zone=\"sites.test\",site=\"us\",address=\"198.18.10.2\"} 0",
+        "xvs_dns_site_up{zone=\"sites.test\",site=\"ap\",address=\"198.18.40.1\"} 0",
     ] {
         assert!(body.lines().any(|l| l == want), "{want} not in:\n{body}");
     }
+    // Prometheus's own parser and linter accept the whole scrape.
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus, scripts/install-deps.sh)");
+    {
+        use std::io::Write;
+        let mut stdin = promtool.stdin.take().expect("promtool's stdin");
+        stdin.write_all(body.as_bytes()).unwrap();
+    }
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
 
     // EDNS Client Subnet in the configured client network: the preferred address only.
     let mut q = vec!["+subnet=203.0.113.0/24", "@127.0.0.2", "-p", &p];

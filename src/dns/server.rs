@@ -60,10 +60,28 @@ pub enum DnsServerError {
     },
 }
 
+/// The query types counted by name; every other type, and a query without one question, is
+/// counted as `other`.
+pub const QTYPES: [&str; 5] = ["A", "AAAA", "SOA", "ANY", "other"];
+
+/// The index in [`QTYPES`] of a query's type.
+fn qtype_index(t: Option<hickory_proto::rr::RecordType>) -> usize {
+    use hickory_proto::rr::RecordType;
+    match t {
+        Some(RecordType::A) => 0,
+        Some(RecordType::AAAA) => 1,
+        Some(RecordType::SOA) => 2,
+        Some(RecordType::ANY) => 3,
+        _ => 4,
+    }
+}
+
 /// Counters of one name (or of the queries for no configured name).
 #[derive(Debug, Default)]
 pub struct NameCounters {
     pub queries: AtomicU64,
+    /// Answered queries by type, in [`QTYPES`] order.
+    pub qtypes: [AtomicU64; QTYPES.len()],
     /// Answers by rcode, in [`RCODES`] order.
     pub rcodes: [AtomicU64; RCODES.len()],
     pub truncated: AtomicU64,
@@ -75,6 +93,9 @@ pub struct NameStatus {
     /// The name, or `""` for the queries that named no configured name.
     pub name: String,
     pub queries: u64,
+    /// (query type, queries) for each of [`QTYPES`].
+    #[serde(default)]
+    pub qtypes: Vec<(String, u64)>,
     /// (rcode mnemonic, answers) for each counted rcode.
     pub rcodes: Vec<(String, u64)>,
     pub truncated: u64,
@@ -148,12 +169,14 @@ impl Shared {
             }
             Outcome::Answered {
                 name,
+                qtype,
                 rcode,
                 truncated,
             } => {
                 let last = a.counters.len() - 1;
                 let c = &a.counters[name.unwrap_or(last).min(last)];
                 c.queries.fetch_add(1, Ordering::Relaxed);
+                c.qtypes[qtype_index(qtype)].fetch_add(1, Ordering::Relaxed);
                 if let Some(k) = RCODES.iter().position(|(r, _)| *r == rcode) {
                     c.rcodes[k].fetch_add(1, Ordering::Relaxed);
                 }
@@ -436,6 +459,11 @@ impl DnsServer {
                     .get(i)
                     .map_or(String::new(), |n| n.name.to_string()),
                 queries: c.queries.load(Ordering::Relaxed),
+                qtypes: QTYPES
+                    .iter()
+                    .zip(c.qtypes.iter())
+                    .map(|(t, n)| (t.to_string(), n.load(Ordering::Relaxed)))
+                    .collect(),
                 rcodes: RCODES
                     .iter()
                     .zip(c.rcodes.iter())
