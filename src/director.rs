@@ -450,16 +450,21 @@ impl Director {
     /// What the DNS responders answer from: the effective services and the states of the
     /// health checks (the remote sites' among them).
     fn dns_inputs(inner: &Inner) -> (Vec<Service>, crate::dns::sites::CheckStates) {
-        let checks = inner
-            .health
-            .as_ref()
-            .map(|h| {
-                h.states()
-                    .into_iter()
-                    .map(|st| ((st.service, st.backend), st.up))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut checks = crate::dns::sites::CheckStates::new();
+        if let Some(h) = inner.health.as_ref() {
+            for d in &inner.file.dns {
+                let crate::config::DnsSource::Sites(sites) = &d.source else {
+                    continue;
+                };
+                for site in sites {
+                    if let crate::dns::sites::SiteKind::Remote(Some(c)) = &site.kind {
+                        let name = crate::dns::sites::check_name(&d.zone, &site.name);
+                        let up = h.is_up(&name, c.target);
+                        checks.insert((name, c.target), up);
+                    }
+                }
+            }
+        }
         (Self::effective(inner, &inner.desired).services, checks)
     }
 
