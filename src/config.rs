@@ -1081,6 +1081,9 @@ fn validate_sites(
                 "give either service (a local service) or address (a local VIP or another site's)",
             )),
         };
+        if s.port.is_some() && s.check.is_none() {
+            return Err(c.err(f("port"), "is what a check probes: give check too"));
+        }
         if s.check.is_some() && !matches!(kind, SiteKind::Remote(_)) {
             return Err(c.err(
                 f("check"),
@@ -1907,6 +1910,10 @@ prefer = ["us", "198.18.7.7"]
         )
         .contains("dns[0].site[0].service: give either service"));
         assert!(bad("interval_ms = 500", "interval_ms = 0").contains("dns[0].site[1].check"));
+        assert_eq!(
+            bad("check = { type = \"tcp\", interval_ms = 500 }", ""),
+            "x.toml: dns[0].site[1].port: is what a check probes: give check too"
+        );
         // A site list beside a service is refused.
         assert!(bad(
             "[[dns.site]]\nname = \"eu\"",
