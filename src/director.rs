@@ -901,6 +901,9 @@ impl Director {
         let mut dns_lines = Vec::new();
         if let Some(plan) = plan {
             let (services, checks) = Self::dns_inputs(&inner);
+            // Stopping a listener waits for its threads (about one poll period): not while
+            // holding the director's state.
+            drop(inner);
             let (servers, lines) = plan.apply(std::mem::take(&mut *dns), &services, &checks);
             *dns = servers;
             dns_lines = lines;
