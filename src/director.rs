@@ -529,6 +529,9 @@ impl Director {
     /// `log_percent` points are logged.
     fn adapt(&self, now: Instant) {
         let mut inner = self.lock();
+        if inner.adaptive.is_empty() && inner.file.service_adaptive.iter().all(Option::is_none) {
+            return;
+        }
         let policies: Vec<(ServiceKey, AdaptivePolicy)> = inner
             .desired
             .services
