@@ -354,6 +354,35 @@ fn a_slowed_backend_loses_weight_and_traffic_and_gets_them_back() {
         "{log}"
     );
 
+    // An operator's `-e -w` changes the configured weight; the factor stays and applies to it.
+    let edit = |w: u32| {
+        let o = Command::new(env!("CARGO_BIN_EXE_xvs"))
+            .args(["ctl", "--socket"])
+            .arg(&socket)
+            .args([
+                "-e",
+                "-t",
+                &format!("{VIP}:80"),
+                "-r",
+                &format!("{B1}:8080"),
+                "-m",
+                "-w",
+            ])
+            .arg(w.to_string())
+            .output()
+            .expect("xvs ctl -e");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    edit(2 * WEIGHT);
+    let view = weights_view(&socket);
+    let (w, c, _) = row(&view, B1).unwrap();
+    assert_eq!(
+        (w, c),
+        (2 * WEIGHT * MIN_PERCENT / 100, 2 * WEIGHT),
+        "{view}"
+    );
+    edit(WEIGHT);
+
     // b1 recovers: its weight climbs back to the configured one, its share returns.
     std::fs::remove_file(&control).unwrap();
     let (back_half, _) = wait_weight(&socket, REACTION_BOUND, |w| w >= WEIGHT / 2);
