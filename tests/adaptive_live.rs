@@ -3,7 +3,8 @@
 //! health check's response time rises, its effective weight falls (seen in `xvs ctl -Ln
 //! --weights`, the metrics and the log) and the share of new TCP connections through the VIP and
 //! of DNS answers moves away from it within a bounded time; when it recovers, its weight and share
-//! come back. Prints the reaction times. Needs root (namespaces, AF_XDP) and dig; skipped loudly
+//! come back; a load figure the other backend reports on its `load_path` lowers its weight too.
+//! Prints the reaction times. Needs root (namespaces, AF_XDP) and dig; skipped loudly
 //! without root.
 
 use std::collections::HashMap;
@@ -41,6 +42,7 @@ scheduler = "wrr"
 [service.check]
 type = "http"
 path = "/"
+load_path = "/load"
 interval_ms = 200
 timeout_ms = 2000
 rise = 1
@@ -77,21 +79,30 @@ service = 0
 }
 
 /// An HTTP server on :8080 in namespace `ns` answering `name`, sleeping first for the number
-/// of seconds in `control` when that file exists.
-fn slow_server(tb: &Testbed, ns: &str, name: &str, control: &Path) -> ChildGuard {
+/// of seconds in `control` when that file exists; `GET /load` answers the content of `load`
+/// ("0" while it does not exist) at once.
+fn slow_server(tb: &Testbed, ns: &str, name: &str, control: &Path, load: &Path) -> ChildGuard {
     let code = r#"
 import os, socket, sys, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-name, control = sys.argv[1], sys.argv[2]
+name, control, load = sys.argv[1], sys.argv[2], sys.argv[3]
+def read(path, default):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return default
 class H(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0"
     def do_GET(self):
-        try:
-            with open(control) as f:
-                time.sleep(float(f.read().strip() or 0))
-        except (OSError, ValueError):
-            pass
-        body = (name + "\n").encode()
+        if self.path == "/load":
+            body = (read(load, "0") + "\n").encode()
+        else:
+            try:
+                time.sleep(float(read(control, "0") or 0))
+            except ValueError:
+                pass
+            body = (name + "\n").encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -107,6 +118,7 @@ S(("::", 8080), H).serve_forever()
     let child = Command::new("ip")
         .args(["netns", "exec", &tb.ns(ns), "python3", "-c", code, name])
         .arg(control)
+        .arg(load)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -165,11 +177,8 @@ fn weights_view(socket: &Path) -> String {
 
 /// (effective, configured, response) of `backend` in the `--weights` view.
 fn row(view: &str, backend: &str) -> Option<(u32, u32, String)> {
-    let line = view
-        .lines()
-        .find(|l| l.contains(&format!("-> {backend}:8080")))?;
-    let f: Vec<&str> = line.split_whitespace().collect();
     // ->, address, Forward, Weight, CfgWeight, Response, Load
+    let f = fields(view, backend)?;
     Some((
         f.get(3)?.parse().ok()?,
         f.get(4)?.parse().ok()?,
@@ -177,19 +186,41 @@ fn row(view: &str, backend: &str) -> Option<(u32, u32, String)> {
     ))
 }
 
+/// The Load column of `backend` in the `--weights` view.
+fn load_column(view: &str, backend: &str) -> Option<String> {
+    fields(view, backend)?.get(6).cloned()
+}
+
+fn fields(view: &str, backend: &str) -> Option<Vec<String>> {
+    let line = view
+        .lines()
+        .find(|l| l.contains(&format!("-> {backend}:8080")))?;
+    Some(line.split_whitespace().map(str::to_string).collect())
+}
+
 /// Poll the view (bounded by `bound`) until `done(effective weight of B1)`: the time it took
 /// and the last view.
 fn wait_weight(socket: &Path, bound: Duration, done: impl Fn(u32) -> bool) -> (Duration, String) {
+    wait_weight_of(socket, B1, bound, done)
+}
+
+/// [`wait_weight`] for `backend`.
+fn wait_weight_of(
+    socket: &Path,
+    backend: &str,
+    bound: Duration,
+    done: impl Fn(u32) -> bool,
+) -> (Duration, String) {
     let t0 = Instant::now();
     let mut view = String::new();
     while t0.elapsed() < bound {
         view = weights_view(socket);
-        if row(&view, B1).is_some_and(|(w, _, _)| done(w)) {
+        if row(&view, backend).is_some_and(|(w, _, _)| done(w)) {
             return (t0.elapsed(), view);
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("B1's weight did not get there within {bound:?}:\n{view}");
+    panic!("{backend}'s weight did not get there within {bound:?}:\n{view}");
 }
 
 /// `n` DNS answers for the service's name: how many named B1.
@@ -234,11 +265,15 @@ fn a_slowed_backend_loses_weight_and_traffic_and_gets_them_back() {
     let _ = std::fs::remove_file(&control);
     let never = temp(&tb, "slow-b2");
     let _ = std::fs::remove_file(&never);
+    let load1 = temp(&tb, "load-b1");
+    let _ = std::fs::remove_file(&load1);
+    let load2 = temp(&tb, "load-b2");
+    let _ = std::fs::remove_file(&load2);
     let dns_port = 15800 + (std::process::id() % 400) as u16;
     let metrics_port = dns_port + 500;
     std::fs::write(&cfg, config(dns_port, metrics_port)).unwrap();
-    let _s1 = slow_server(&tb, "b1", "b1", &control);
-    let _s2 = slow_server(&tb, "b2", "b2", &never);
+    let _s1 = slow_server(&tb, "b1", "b1", &control, &load1);
+    let _s2 = slow_server(&tb, "b2", "b2", &never, &load2);
     let xvs = tb.start_xvs(&cfg, &socket, &log_path);
     tb.wait_neighbours(&[B1, B2]);
 
@@ -400,7 +435,20 @@ fn a_slowed_backend_loses_weight_and_traffic_and_gets_them_back() {
         (12..=28).contains(&after.get("b1").copied().unwrap_or(0)),
         "{after:?}"
     );
+
+    // b2 reports 80 % load on its load_path: target 20 %, its weight follows.
+    assert_eq!(load_column(&view, B2).as_deref(), Some("0%"), "{view}");
+    std::fs::write(&load2, "80\n").unwrap();
+    let (loaded, view) = wait_weight_of(&socket, B2, REACTION_BOUND, |w| w <= WEIGHT / 5);
+    eprintln!(
+        "LOAD: b2 reports 80 %: effective weight at 20 % after {:.2} s\n{view}",
+        loaded.as_secs_f64()
+    );
+    assert_eq!(load_column(&view, B2).as_deref(), Some("80%"), "{view}");
     drop(xvs);
+    for f in [&control, &load1, &load2] {
+        let _ = std::fs::remove_file(f);
+    }
     let _ = std::fs::remove_file(&cfg);
     let _ = std::fs::remove_file(&log_path);
 }
