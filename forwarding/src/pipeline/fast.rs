@@ -35,7 +35,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use crate::conn::{ConnV4, Direction, Method, TouchV4};
 use crate::wire::parse::parse_v4;
 use crate::wire::parse::FastV4;
-use crate::wire::rewrite::{self, forward_v4, Link, Tunnel, V4Endpoints};
+use crate::wire::rewrite::{self, forward_v4, V4Endpoints};
 use crate::wire::{parse, Frag, Packet, Parsed};
 use crate::{DropReason, Frame, PortId, Time, Verdict};
 
@@ -282,10 +282,11 @@ impl Pipeline {
     }
 
     /// `rewrite_frame` + `tunnel` for an IPv4 packet to an IPv4 TUN backend whose next hop is
-    /// cached and untagged: IPIP encapsulation ([`rewrite::encap`], the outer header from the
-    /// egress port's address) and the inner TTL − 1, the same bytes, counters, decision and
-    /// verdict. `Err` with nothing changed when the full path has to decide (TTL ≤ 1, too
-    /// big, no headroom, no IPv4 address on the port, an uncached hop).
+    /// cached and untagged: IPIP encapsulation with the egress port's address as the outer
+    /// source and the inner TTL − 1 ([`rewrite::encap_ipip_v4`]), the same bytes, counters,
+    /// decision, verdict and IPv4 identification. `Err` with nothing changed when the full
+    /// path has to decide (TTL ≤ 1, too big, no headroom, no IPv4 address on the port, an
+    /// uncached hop).
     #[inline(always)]
     fn tunnel_v4(
         &mut self,
@@ -302,36 +303,27 @@ impl Pipeline {
         let Some(hop) = hop.filter(|h| h.vlan.is_none()) else {
             return Err(slow());
         };
-        let Some(src @ IpAddr::V4(_)) = self.net.port_addr(hop.port, false) else {
+        let Some(IpAddr::V4(src)) = self.net.port_addr(hop.port, false) else {
             return Err(slow());
         };
-        let Some(f) = parse_v4(frame.data()) else {
+        let Some(bytes) = frame.data().get(16..18) else {
             return Err(slow());
         };
-        if f.ttl <= 1 {
-            return Err(slow());
-        }
-        let p = f.packet();
+        let bytes = usize::from(u16::from_be_bytes([bytes[0], bytes[1]]));
         let id = self.ip_id.wrapping_add(1);
-        let tun = Tunnel {
-            src,
-            dst: daddr,
+        // The outer header carries the decremented TTL; the inner TTL − 1 after it.
+        if !rewrite::encap_ipip_v4(
+            frame,
+            src.to_bits(),
+            c.addrs[2],
             id,
-            mtu: hop.mtu,
-        };
-        let link = Link {
-            src: hop.src_mac,
-            dst: hop.dst_mac,
-            vlan: None,
-        };
-        // The outer header carries the decremented TTL; on error the frame is unchanged.
-        let mut outer = p;
-        outer.ttl -= 1;
-        if rewrite::encap(frame, &outer, &tun, &link).is_err() {
+            hop.mtu,
+            hop.src_mac,
+            hop.dst_mac,
+        ) {
             return Err(slow());
         }
         self.ip_id = id;
-        let bytes = p.ip_len();
         self.last = Some(Decision {
             service: ServiceId(c.service),
             backend: c.backend,
@@ -345,10 +337,6 @@ impl Pipeline {
         if let Some(t) = self.backend_traffic.get_mut(c.backend.0 as usize) {
             t.count(Direction::In, bytes);
         }
-        let mut inner = rewrite::inner_after_encap(&p, &tun, &link);
-        Ok(match rewrite::dec_ttl(frame.data_mut(), &mut inner) {
-            Ok(()) => Verdict::Tx(hop.port),
-            Err(e) => Verdict::Drop(e.drop_reason()),
-        })
+        Ok(Verdict::Tx(hop.port))
     }
 }
