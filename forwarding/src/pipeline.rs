@@ -710,33 +710,20 @@ impl Pipeline {
             .chunks_mut(BATCH)
             .zip(verdicts.chunks_mut(BATCH))
         {
-            // The established-flow path's reader first (see `fast`), the full parse for
-            // the frames it does not take.
+            // The established-flow path's reader first (see `fast`); the other frames are
+            // parsed here for their hint only and again when processed (rare frames: IPv6,
+            // tagged, ICMP, …).
             let mut fast = [None; BATCH];
-            let mut parsed = [Parsed::NotIp; BATCH];
-            for ((f, v4), slot) in frames.iter().zip(fast.iter_mut()).zip(parsed.iter_mut()) {
-                *v4 = parse_v4(f.data()).filter(|_| self.fast_path);
-                if v4.is_none() {
-                    *slot = parse(f.data());
-                }
-            }
             // Tight loops of loads, so that many of them are in flight at once: the hashes,
             // then the index slots of the whole batch, then the entries they name.
             let mut hints = [SlotHint::default(); BATCH];
-            for ((v4, slot), hint) in fast
-                .iter()
-                .zip(&parsed[..frames.len()])
-                .zip(hints.iter_mut())
-            {
+            for ((f, v4), hint) in frames.iter().zip(fast.iter_mut()).zip(hints.iter_mut()) {
+                *v4 = parse_v4(f.data()).filter(|_| self.fast_path);
                 if let Some(f) = v4 {
-                    *hint = self.conns.slot_hint(&Tuple {
-                        proto: f.proto,
-                        src: IpAddr::V4(Ipv4Addr::from_bits(f.src)),
-                        sport: f.sport,
-                        dst: IpAddr::V4(Ipv4Addr::from_bits(f.dst)),
-                        dport: f.dport,
-                    });
-                } else if let Parsed::Ip(p) = slot {
+                    *hint = self
+                        .conns
+                        .slot_hint_v4(f.proto, f.src, f.sport, f.dst, f.dport);
+                } else if let Parsed::Ip(p) = parse(f.data()) {
                     if !p.icmp_error && p.has_ports() {
                         *hint = self.conns.slot_hint(&Tuple {
                             proto: p.proto,
@@ -754,15 +741,10 @@ impl Pipeline {
             for hint in &hints[..frames.len()] {
                 self.conns.prefetch_entry(*hint);
             }
-            for (((f, v), v4), p) in frames
-                .iter_mut()
-                .zip(verdicts.iter_mut())
-                .zip(fast)
-                .zip(parsed)
-            {
+            for ((f, v), v4) in frames.iter_mut().zip(verdicts.iter_mut()).zip(fast) {
                 *v = match v4 {
                     Some(v4) => self.process_v4(now, ingress, f, v4),
-                    None => self.process_parsed(now, ingress, f, p),
+                    None => self.process_other(now, ingress, f),
                 };
             }
         }

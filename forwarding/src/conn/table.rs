@@ -691,6 +691,15 @@ impl ConnTable {
         }
     }
 
+    /// [`Self::slot_hint`] for an IPv4 tuple (addresses as host-order `u32`).
+    #[inline]
+    pub fn slot_hint_v4(&self, proto: u8, src: u32, sport: u16, dst: u32, dport: u16) -> SlotHint {
+        SlotHint {
+            hash: self.hash(proto as u64, src, sport, dst, dport),
+            slot: super::index::EMPTY,
+        }
+    }
+
     /// Second pass of [`Self::slot_hint`]: load the home index slot into the hint.
     #[inline]
     pub fn prefetch_slot(&self, hint: &mut SlotHint) {
