@@ -234,6 +234,16 @@ impl Network {
         }
     }
 
+    /// [`Self::next_hop`] toward an IPv4 address (host order) whose longest matching route
+    /// goes through a gateway: that route's resolved hop, without a call. `None` when the
+    /// route is on-link (the neighbour lookup is [`Self::next_hop`]'s) or there is no route.
+    #[inline(always)]
+    pub fn gateway_hop_v4(&self, dst: u32) -> Option<Option<Hop>> {
+        let &(_, _, i) = self.v4_routes.iter().find(|(n, m, _)| dst & m == *n)?;
+        let (route, hop) = self.routes.get(i)?;
+        route.via.map(|_| *hop)
+    }
+
     /// The address a given port's packets should carry as source for this family.
     pub fn port_addr(&self, port: PortId, ipv6: bool) -> Option<IpAddr> {
         let p = self.port(port)?;

@@ -215,8 +215,8 @@ impl Pipeline {
             (Method::Dr | Method::Tunnel, Direction::Out) => (None, None),
             (Method::Tunnel, Direction::In) => return self.tunnel_v4(frame, c, new_conn),
         };
-        // `next_hop`: toward the backend from its cache (a miss is resolved by the full
-        // path), toward the client by the routes.
+        // `next_hop`: toward the backend from its cache, toward the client through a
+        // gateway route (a cache miss or an on-link client is resolved by the full path).
         let hop = match dir {
             Direction::In => match self.hops.get(c.backend.0 as usize) {
                 Some(h)
@@ -227,7 +227,10 @@ impl Pipeline {
                 }
                 _ => return Err(slow()),
             },
-            Direction::Out => self.net.next_hop(IpAddr::V4(Ipv4Addr::from_bits(client))),
+            Direction::Out => match self.net.gateway_hop_v4(client) {
+                Some(h) => h,
+                None => return Err(slow()),
+            },
         };
         let hop = match hop {
             Some(h) if h.vlan.is_none() => h,
