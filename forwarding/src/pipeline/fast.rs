@@ -33,6 +33,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use crate::conn::{ConnV4, Direction, Method, TouchV4};
+use crate::net::Hop;
 use crate::wire::parse::parse_v4;
 use crate::wire::parse::FastV4;
 use crate::wire::rewrite::{self, forward_v4, V4Endpoints};
@@ -136,6 +137,13 @@ impl Pipeline {
         }
     }
 
+    /// `next_hop` toward an IPv4 client on a link of the director (a neighbour lookup).
+    #[cold]
+    #[inline(never)]
+    fn on_link_hop(&self, client: u32) -> Option<Hop> {
+        self.net.next_hop(IpAddr::V4(Ipv4Addr::from_bits(client)))
+    }
+
     /// The full pipeline from where the established-flow path left the frame.
     #[inline(never)]
     fn slow_v4(&mut self, now: Time, ingress: PortId, frame: &mut Frame, slow: Slow) -> Verdict {
@@ -229,7 +237,7 @@ impl Pipeline {
             },
             Direction::Out => match self.net.gateway_hop_v4(client) {
                 Some(h) => h,
-                None => return Err(slow()),
+                None => self.on_link_hop(client),
             },
         };
         let hop = match hop {
