@@ -174,8 +174,9 @@ impl Default for SlotHint {
 /// What [`ConnTable::lookup_touch_v4`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TouchV4 {
-    /// The packet's connection, refreshed as `on_packet` would, with its forwarding fields.
-    Steady(ConnId, Direction, ConnV4),
+    /// The packet's connection, refreshed as `on_packet` would (its forwarding fields:
+    /// [`ConnTable::get_v4`]).
+    Steady(ConnId, Direction),
     /// An entry has the tuple but the packet is not one `lookup_touch_v4` handles: nothing
     /// was changed; look it up with `lookup_v4`.
     Other,
@@ -835,8 +836,8 @@ impl ConnTable {
     /// not SYN-proxied nor due, its timer does not move earlier, and it is UDP, or TCP in
     /// ESTABLISHED hit by a segment (`tcp_flags`) with ACK and without SYN, FIN and RST —
     /// every transition table, `secure_tcp`'s too, keeps ESTABLISHED then — other than an
-    /// outbound one of a NOOUTPUT entry; and `pass` accepts its direction and forwarding
-    /// fields (as [`Self::get_v4`] gives them). Then does what `on_packet` does — timeout from
+    /// outbound one of a NOOUTPUT entry; and `pass` accepts its direction and backend. Then
+    /// does what `on_packet` does — timeout from
     /// the state, timer re-armed to `now + timeout`, inbound packets counted, the owning
     /// template marked ASSURED by a UDP reply — and answers [`TouchV4::Steady`]. Otherwise
     /// nothing is changed: [`TouchV4::Miss`] when no entry has the tuple, else
@@ -853,7 +854,7 @@ impl ConnTable {
         dport: u16,
         tcp_flags: u8,
         now: Time,
-        pass: impl FnOnce(Direction, &ConnV4) -> bool,
+        pass: impl FnOnce(Direction, BackendId) -> bool,
     ) -> TouchV4 {
         // The home slot first, inline; a probe beyond it (a collision or a displaced key) out
         // of line, so the common lookup has no loop.
@@ -900,26 +901,7 @@ impl ConnTable {
         if !steady {
             return TouchV4::Other;
         }
-        let method = Method::from_bits(e.flags);
-        let fullnat = method == Method::FullNat;
-        let c = ConnV4 {
-            addrs: [
-                e.addrs[0],
-                e.addrs[1],
-                e.addrs[2],
-                if fullnat { e.addrs[3] } else { 0 },
-            ],
-            ports: [
-                e.ports[0],
-                e.ports[1],
-                e.ports[2],
-                if fullnat { e.ports[3] } else { 0 },
-            ],
-            backend: BackendId(e.backend),
-            service: e.service,
-            method,
-        };
-        if !pass(dir, &c) {
+        if !pass(dir, BackendId(e.backend)) {
             return TouchV4::Other;
         }
         let (proto, control) = (e.proto, e.control);
@@ -939,7 +921,7 @@ impl ConnTable {
                 }
             }
         }
-        TouchV4::Steady(ConnId(idx), dir, c)
+        TouchV4::Steady(ConnId(idx), dir)
     }
 
     /// The end of a lookup that found index value `v`: expire the entry if its time has passed.

@@ -121,17 +121,20 @@ impl Pipeline {
             f.dport,
             f.tcp_flags,
             now,
-            |dir, c| {
+            |dir, backend| {
                 dir == Direction::Out
                     || (plain_in
                         && !snap
                             .backends
-                            .get(c.backend.0 as usize)
+                            .get(backend.0 as usize)
                             .is_some_and(|b| b.removed))
             },
         );
         match found {
-            TouchV4::Steady(_, dir, c) => self.rewrite_v4(frame, &c, dir, false),
+            TouchV4::Steady(id, dir) => match self.conns.get_v4(id) {
+                Some(c) => self.rewrite_v4(frame, &c, dir, false),
+                None => Ok(Verdict::Drop(DropReason::NoConnection)),
+            },
             TouchV4::Other => Err(Slow::Lookup),
             TouchV4::Miss => Err(Slow::Miss),
         }
