@@ -270,6 +270,9 @@ impl Pipeline {
             // Nothing changed (too big, TTL ≤ 1, UDP without a checksum).
             return Err(slow());
         }
+        // The link header in place (`rewrite::set_link` for an untagged hop): the MACs.
+        d[..6].copy_from_slice(&hop.dst_mac);
+        d[6..12].copy_from_slice(&hop.src_mac);
         self.last = Some(Decision {
             service: ServiceId(c.service),
             backend: c.backend,
@@ -286,11 +289,6 @@ impl Pipeline {
         // Ethernet padding and trailers stay behind (only shrinks: cannot fail).
         if frame.len() > ip_end && !frame.set_len(ip_end) {
             return Ok(Verdict::Drop(DropReason::Truncated));
-        }
-        // The link header in place (`rewrite::set_link` for an untagged hop): the MACs.
-        if let Some(h) = frame.data_mut().get_mut(..12) {
-            h[..6].copy_from_slice(&hop.dst_mac);
-            h[6..].copy_from_slice(&hop.src_mac);
         }
         Ok(Verdict::Tx(hop.port))
     }
