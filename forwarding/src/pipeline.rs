@@ -22,6 +22,10 @@
 //!    without DF → IPv4 fragments (`PipelineConfig::fragment`); TTL 1 toward a backend →
 //!    ICMP time exceeded from the VIP (rate-limited, `ratelimit`).
 //!
+//! An untagged IPv4 TCP / UDP frame tries the established-flow path first (`fast.rs`): the same
+//! steps on plain integers for a packet of a connection that changes only its timer, with the
+//! same outcome; anything it cannot decide continues here at the step where it stopped.
+//!
 //! A pipeline is one worker's: it owns its connection table, its traffic and drop counters and
 //! its timers; `now` comes in with every call. What the workers of one director share is
 //! [`Shared`]: the per-backend connection counts (atomics, written on connection events only)

@@ -4,38 +4,41 @@
 //! Most frames a director sees belong to a connection it already holds and change nothing but
 //! that connection's timer: an ACK of an ESTABLISHED TCP connection, a UDP datagram. Katran
 //! (`balancer_kern.c`: parse, one LRU lookup, rewrite) and DPVS (`dp_vs_in`: `conn_get` then
-//! the method's `xmit` with precomputed checksum deltas) serve those with a short straight
+//! the method's `xmit` with incremental checksum updates) serve those with a short straight
 //! path; this module is xvs's, and like theirs it handles only what it can prove it handles
 //! exactly as the full pipeline does:
 //!
-//! 1. parse: [`parse_v4`](crate::wire::parse::parse_v4) — untagged Ethernet, IPv4 without options, an unfragmented TCP or
-//!    UDP segment, every check of the general parser passing — into `u32` addresses and
-//!    ports (the same reader [`parse`](crate::wire::parse) starts with);
+//! 1. parse: [`parse_v4`] — untagged Ethernet, IPv4 without options, an unfragmented TCP or
+//!    UDP segment, every check of the general parser passing — into `u32` addresses and ports
+//!    (the same reader [`parse`](crate::wire::parse()) starts with);
 //! 2. the L2 hygiene of an untagged frame (`hygiene::l2`: unicast, addressed to the port);
-//! 3. one lookup ([`ConnTable::lookup_v4`]); a miss is a new connection, taken by the full
-//!    path's `new_connection` with the same [`Packet`];
-//! 4. [`ConnTable::touch_v4`]: the state refresh of a packet that leaves the state where it is
-//!    (ESTABLISHED TCP + ACK without SYN/FIN/RST, or UDP), refused for SYN-proxied entries,
-//!    for a backend that was removed and while this worker is a sync master (the full path
-//!    sends sync messages for inbound packets);
-//! 5. the rewrite ([`wire::rewrite::forward_v4`](crate::wire::rewrite::forward_v4): TTL − 1,
-//!    the method's address and port changes, each checksum updated once) and the new MAC
-//!    addresses, when the next hop is known, untagged and the packet fits its MTU.
+//! 3. one hash and lookup that also refreshes a steady entry
+//!    ([`ConnTable::lookup_touch_v4`](crate::conn::ConnTable::lookup_touch_v4)): a packet that
+//!    leaves the state where it is (ESTABLISHED TCP + ACK without SYN/FIN/RST, or UDP) gets
+//!    `on_packet`'s timer refresh and nothing else; refused for SYN-proxied and IPv6 entries,
+//!    a timer that would move earlier, a backend that was removed, and inbound packets while
+//!    this worker is a sync master (the full path sends sync messages for those);
+//! 4. the rewrite with the next hop from the per-backend cache (toward a backend) or the
+//!    gateway route (toward a client): NAT / FullNAT / DR with
+//!    [`forward_v4`] (TTL − 1, the method's address and port changes, each checksum updated
+//!    once), TUN with [`rewrite::encap_ipip_v4`]; the new MAC addresses, the traffic
+//!    counters and the decision.
 //!
 //! Everything else — VLAN tags, IPv6, IP options, fragments, ICMP, SCTP, other L2
-//! destinations, state changes, SYN proxy, sync, removed backends, TUN encapsulation, TTL
-//! expiry, MTU trouble, a UDP checksum of 0, an unknown neighbour — leaves this path at the
-//! first step that cannot decide it, before anything was changed, and continues in the full
-//! pipeline at the same point (the parse, the hit, or the rewrite). `fast_path_equivalence`
-//! in `tests/pipeline_fastpath.rs` checks that both give byte-identical frames, the same
-//! verdicts, counters and connection state on random frames and flows.
+//! destinations, state changes, SYN proxy, sync, removed backends, TTL expiry, MTU trouble,
+//! a UDP checksum of 0, an uncached or tagged next hop — leaves this path, before anything was
+//! changed, at the first step that cannot decide it and continues in the full pipeline at the
+//! same point ([`Slow`]: the start, the lookup, a new connection, or `rewrite_frame` after the
+//! refresh). The path makes no calls but the out-of-line ones, so the compiler keeps its values
+//! in registers. `fast_path_equivalence` in `tests/pipeline_fastpath.rs` checks that it and the
+//! full pipeline ([`Pipeline::set_fast_path`] off) give the same frames, verdicts, decisions,
+//! counters, sync messages and connection state on random frames and flows.
 
 use std::net::{IpAddr, Ipv4Addr};
 
 use crate::conn::{ConnV4, Direction, Method, TouchV4};
 use crate::net::Hop;
-use crate::wire::parse::parse_v4;
-use crate::wire::parse::FastV4;
+use crate::wire::parse::{parse_v4, FastV4};
 use crate::wire::rewrite::{self, forward_v4, V4Endpoints};
 use crate::wire::{parse, Frag, Packet, Parsed};
 use crate::{DropReason, Frame, PortId, Time, Verdict};
