@@ -49,6 +49,7 @@ use crate::net::{Hop, Network};
 use crate::ratelimit::IcmpLimiter;
 use crate::service::{mask_addr, MarkRule, Service, ServiceId, ServiceKey};
 use crate::synproxy::cookie::CookieSecret;
+use crate::wire;
 use crate::wire::icmp::{self, IcmpAnswer, IcmpNat};
 use crate::wire::parse::parse_v4;
 use crate::wire::rewrite::{self, Link, Tunnel};
@@ -689,6 +690,18 @@ impl Pipeline {
         self.fast_path = on;
     }
 
+    /// `process_v4` out of line for [`Self::process_batch`]'s loop (its own registers).
+    #[inline(never)]
+    fn process_v4_batched(
+        &mut self,
+        now: Time,
+        ingress: PortId,
+        frame: &mut Frame,
+        f: wire::parse::FastV4,
+    ) -> Verdict {
+        self.process_v4(now, ingress, frame, f)
+    }
+
     /// [`Self::process`] for a frame the established-flow path's reader does not take.
     #[inline(never)]
     fn process_other(&mut self, now: Time, ingress: PortId, frame: &mut Frame) -> Verdict {
@@ -747,7 +760,7 @@ impl Pipeline {
             }
             for ((f, v), v4) in frames.iter_mut().zip(verdicts.iter_mut()).zip(fast) {
                 *v = match v4 {
-                    Some(v4) => self.process_v4(now, ingress, f, v4),
+                    Some(v4) => self.process_v4_batched(now, ingress, f, v4),
                     None => self.process_other(now, ingress, f),
                 };
             }
