@@ -882,22 +882,22 @@ impl ConnTable {
         let Some(e) = self.entries.get(idx as usize) else {
             return TouchV4::Other;
         };
-        let timeout = self.timeouts.get(e.proto, e.state);
+        // The state stays: the timeout is that of ESTABLISHED (TCP) or UDP's.
+        let timeout = match e.proto {
+            6 if e.state == tcp::ESTABLISHED
+                && tcp_flags & (tcp::FLAG_SYN | tcp::FLAG_FIN | tcp::FLAG_RST | tcp::FLAG_ACK)
+                    == tcp::FLAG_ACK
+                && (dir == Direction::In || e.flags & NOOUTPUT == 0) =>
+            {
+                self.timeouts.get(6, tcp::ESTABLISHED)
+            }
+            17 => self.timeouts.get(17, e.state),
+            _ => return TouchV4::Other,
+        };
         let expires = now_ms.wrapping_add(timeout);
         let steady = e.flags & (USED | POOL | TEMPLATE | SYNPROXY) == USED
             && !is_due(e.expires, now_ms)
-            && (expires.wrapping_sub(e.expires) as i32) >= 0
-            && match e.proto {
-                6 => {
-                    e.state == tcp::ESTABLISHED
-                        && tcp_flags
-                            & (tcp::FLAG_SYN | tcp::FLAG_FIN | tcp::FLAG_RST | tcp::FLAG_ACK)
-                            == tcp::FLAG_ACK
-                        && (dir == Direction::In || e.flags & NOOUTPUT == 0)
-                }
-                17 => true,
-                _ => false,
-            };
+            && (expires.wrapping_sub(e.expires) as i32) >= 0;
         if !steady {
             return TouchV4::Other;
         }
