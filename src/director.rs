@@ -270,6 +270,9 @@ pub struct Director {
     announcer: Mutex<Option<crate::announce::Announcer>>,
     /// The DNS responders (`[[dns]]`), fed the effective services by the main loop.
     dns: Mutex<Vec<crate::dns::server::DnsServer>>,
+    /// The HTTP redirect listeners (`[[redirect]]`), fed the effective services by the main
+    /// loop.
+    redirects: Mutex<Vec<crate::redirect::server::RedirectServer>>,
     /// Set once a successor took the data plane over (`xvs run --takeover`): stop.
     handed_over: AtomicBool,
     /// The successor's connection, held open until this process exits (its end of file tells
@@ -848,6 +851,13 @@ impl Director {
                 self.config_path.display()
             ));
         }
+        if cfg.redirects != inner.file.redirects {
+            return Err(format!(
+                "{}: [[redirect]] entries cannot change on reload (restart xvs); their services' \
+                 backends follow the running state",
+                self.config_path.display()
+            ));
+        }
         let new = DesiredState::from_config(&cfg);
         let from_file = DesiredState::from_config(&inner.file);
         let discarded = inner.desired.diff(&from_file).len();
@@ -1066,7 +1076,18 @@ impl Director {
                 .iter()
                 .map(|d| d.status())
                 .collect(),
+            redirect: self.redirect_status(),
         }
+    }
+
+    /// The redirect listeners' counters and backends.
+    fn redirect_status(&self) -> Vec<crate::redirect::server::RedirectStatus> {
+        self.redirects
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|r| r.status())
+            .collect()
     }
 }
 
@@ -1185,6 +1206,9 @@ impl ControlDirector for Director {
         }
         for d in self.dns.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             out.push_str(&crate::dns::server::format_status(&d.status()));
+        }
+        for r in self.redirect_status() {
+            out.push_str(&crate::redirect::server::format_status(&r));
         }
         let mut sync = SyncCounters::default();
         for r in &reports {
@@ -1450,6 +1474,7 @@ pub fn run(
         history: Mutex::new(History::default()),
         announcer: Mutex::new(None),
         dns: Mutex::new(Vec::new()),
+        redirects: Mutex::new(Vec::new()),
         handed_over: AtomicBool::new(false),
         successor: Mutex::new(None),
     });
@@ -1551,6 +1576,23 @@ pub fn run(
             servers.push(server);
         }
         *director.dns.lock().unwrap_or_else(|p| p.into_inner()) = servers;
+        let mut listeners = Vec::new();
+        for r in &cfg.redirects {
+            let server = crate::redirect::server::RedirectServer::start(r)
+                .with_context(|| format!("redirect {}", r.name))?;
+            eprintln!(
+                "xvs: redirect {} on {}",
+                r.name,
+                r.listen
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            server.update(&services);
+            listeners.push(server);
+        }
+        *director.redirects.lock().unwrap_or_else(|p| p.into_inner()) = listeners;
     }
     // The data plane forwards (workers run the published state) and the control socket answers.
     let mut notifier = Notifier::from_env();
@@ -1591,13 +1633,17 @@ pub fn run(
         drop(slot);
         {
             let servers = director.dns.lock().unwrap_or_else(|p| p.into_inner());
-            if !servers.is_empty() {
+            let listeners = director.redirects.lock().unwrap_or_else(|p| p.into_inner());
+            if !servers.is_empty() || !listeners.is_empty() {
                 let services = {
                     let inner = director.lock();
                     Director::effective(&inner, &inner.desired).services
                 };
                 for d in servers.iter() {
                     d.update(&services);
+                }
+                for r in listeners.iter() {
+                    r.update(&services);
                 }
             }
         }
@@ -1648,6 +1694,9 @@ pub fn run(
     );
     for d in std::mem::take(&mut *director.dns.lock().unwrap_or_else(|p| p.into_inner())) {
         d.stop();
+    }
+    for r in std::mem::take(&mut *director.redirects.lock().unwrap_or_else(|p| p.into_inner())) {
+        r.stop();
     }
     server.stop();
     // Closed when this function returns, after everything else: then the successor knows the

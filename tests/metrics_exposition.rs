@@ -76,6 +76,7 @@ fn small() -> Metrics {
         }],
         history: Vec::new(),
         dns: Vec::new(),
+        redirect: Vec::new(),
     }
 }
 

@@ -92,6 +92,7 @@ fn big() -> Metrics {
             .collect(),
         history: Vec::new(),
         dns: Vec::new(),
+        redirect: Vec::new(),
     }
 }
 

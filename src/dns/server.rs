@@ -217,21 +217,14 @@ impl DnsServer {
         let DnsSource::Service(key) = &self.shared.cfg.source else {
             return;
         };
-        let healthy: Vec<(IpAddr, u32)> = services
-            .iter()
-            .find(|s| s.key == *key)
-            .map(|s| {
-                let mut v: Vec<(IpAddr, u32)> = Vec::new();
-                for b in s.backends.iter().filter(|b| b.weight > 0) {
-                    // Two ports of one address are one record, of the larger weight.
-                    match v.iter_mut().find(|(a, _)| *a == b.addr) {
-                        Some(e) => e.1 = e.1.max(b.weight),
-                        None => v.push((b.addr, b.weight)),
-                    }
-                }
-                v
-            })
-            .unwrap_or_default();
+        let mut healthy: Vec<(IpAddr, u32)> = Vec::new();
+        for (addr, _, weight) in crate::balance::available_backends(services, key) {
+            // Two ports of one address are one record, of the larger weight.
+            match healthy.iter_mut().find(|(a, _)| *a == addr) {
+                Some(e) => e.1 = e.1.max(weight),
+                None => healthy.push((addr, weight)),
+            }
+        }
         let mut r = self
             .shared
             .responder
