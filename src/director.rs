@@ -1069,15 +1069,19 @@ impl Director {
             services,
             workers,
             history: Vec::new(),
-            dns: self
-                .dns
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .map(|d| d.status())
-                .collect(),
+            dns: self.dns_status(),
             redirect: self.redirect_status(),
         }
+    }
+
+    /// The DNS responders' counters and records.
+    fn dns_status(&self) -> Vec<crate::dns::server::DnsStatus> {
+        self.dns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|d| d.status())
+            .collect()
     }
 
     /// The redirect listeners' counters and backends.
@@ -1154,6 +1158,13 @@ impl ControlDirector for Director {
         let msg = self.reload_file()?;
         eprintln!("xvs: {msg}");
         Ok(self.lock().desired.clone())
+    }
+
+    fn stateless(&self) -> crate::control::model::Stateless {
+        crate::control::model::Stateless {
+            dns: self.dns_status(),
+            redirect: self.redirect_status(),
+        }
     }
 
     fn daemons(&self) -> Vec<(crate::sync::DaemonConfig, u16)> {

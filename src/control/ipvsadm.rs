@@ -8,8 +8,8 @@
 //! `-g`, weight 1, persistence 360 s, the service port for a backend given without one, and the
 //! service port forced for direct-routing and tunnel backends of non-fwmark services.
 //!
-//! xvs additions: `--fullnat` (method), `--json` (listings), and the verbs `reload` and
-//! `status`. Names are not resolved: addresses and ports are numeric.
+//! xvs additions: `--fullnat` (method), `--json` (listings), `-L --stateless` (the DNS names
+//! and HTTP redirect listeners), and the verbs `reload` and `status`. Names are not resolved: addresses and ports are numeric.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -65,6 +65,9 @@ pub struct ListOptions {
     pub json: bool,
     /// `--daemon`: the sync daemons (xvs has none: prints nothing).
     pub daemon: bool,
+    /// `--stateless` (xvs): the DNS names and HTTP redirect listeners with their backends and
+    /// counters.
+    pub stateless: bool,
 }
 
 /// One ipvsadm invocation.
@@ -199,25 +202,25 @@ impl Cmd {
     /// ` ` optional.
     fn legal(self) -> &'static [u8; N_OPTS] {
         match self {
-            Cmd::Add | Cmd::Edit => b"xx+   xxxxxxxxxxxx  xxxxxxxxxxxx ",
-            Cmd::Del => b"xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
-            Cmd::List => b" 11xxxxxxxx1      xx xx1 xxxxxxxx",
-            Cmd::AddDest | Cmd::EditDest => b"xx+xxx+    xxxxxxxxxx xxxxxxxxxxx",
-            Cmd::DelDest => b"xx+xxx+xxxxxxxxxxxxxxxxxxxxxxxxxx",
-            Cmd::Save => b" xxxxxxxxxxxxxxxxxxxxx xxxxxxxxxx",
-            Cmd::Zero => b"xx xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+            Cmd::Add | Cmd::Edit => b"xx+   xxxxxxxxxxxx  xxxxxxxxxxxx x",
+            Cmd::Del => b"xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+            Cmd::List => b" 11xxxxxxxx1      xx xx1 xxxxxxxx1",
+            Cmd::AddDest | Cmd::EditDest => b"xx+xxx+    xxxxxxxxxx xxxxxxxxxxxx",
+            Cmd::DelDest => b"xx+xxx+xxxxxxxxxxxxxxxxxxxxxxxxxxx",
+            Cmd::Save => b" xxxxxxxxxxxxxxxxxxxxx xxxxxxxxxxx",
+            Cmd::Zero => b"xx xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
             Cmd::Flush | Cmd::Timeout | Cmd::Restore | Cmd::StopDaemon => {
-                b"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+                b"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
             }
-            Cmd::StartDaemon => b"xxxxxxxxxxxxxxxxxxxxxxxxx       x",
-            Cmd::Help | Cmd::Version => b"                                 ",
+            Cmd::StartDaemon => b"xxxxxxxxxxxxxxxxxxxxxxxxx       xx",
+            Cmd::Help | Cmd::Version => b"                                  ",
         }
     }
 }
 
 /// ipvsadm's option names (`optnames`, plus `sched-flags`, `tun-type`, `daemon`, the sync
-/// daemon's options, and xvs's `json`, `toml`, `sync-peers`, `synproxy`).
-const N_OPTS: usize = 33;
+/// daemon's options, and xvs's `json`, `toml`, `sync-peers`, `synproxy`, `stateless`).
+const N_OPTS: usize = 34;
 const OPT_NAMES: [&str; N_OPTS] = [
     "numeric",
     "connection",
@@ -252,6 +255,7 @@ const OPT_NAMES: [&str; N_OPTS] = [
     "mcast-ttl",
     "sync-peers",
     "synproxy",
+    "stateless",
 ];
 
 const O_NUMERIC: usize = 0;
@@ -287,6 +291,7 @@ const O_MCAST_PORT: usize = 29;
 const O_MCAST_TTL: usize = 30;
 const O_SYNC_PEERS: usize = 31;
 const O_SYNPROXY: usize = 32;
+const O_STATELESS: usize = 33;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Arg {
@@ -396,6 +401,7 @@ const OPTIONS: &[Opt] = &[
     o(None, "tun-type", Arg::Required, Id::Set(O_TUN_TYPE)),
     o(None, "toml", Arg::No, Id::Set(O_TOML)),
     o(None, "daemon", Arg::No, Id::Set(O_DAEMON)),
+    o(None, "stateless", Arg::No, Id::Set(O_STATELESS)),
     o(None, "tun-info", Arg::No, Id::Set(O_TUN_INFO)),
     o(None, "sctp-service", Arg::Required, Id::Sctp),
     o(
@@ -877,9 +883,10 @@ fn build(mut raw: Raw) -> Result<Command, UsageError> {
             timeout: raw.given[O_TIMEOUT],
             json: raw.given[O_JSON],
             daemon: raw.given[O_DAEMON],
+            stateless: raw.given[O_STATELESS],
             format: {
                 let g = &raw.given;
-                if (g[O_CONNECTION] || g[O_TIMEOUT] || g[O_DAEMON])
+                if (g[O_CONNECTION] || g[O_TIMEOUT] || g[O_DAEMON] || g[O_STATELESS])
                     && (g[O_STATS] || g[O_PERSISTENTCONN] || g[O_RATE] || g[O_THRESHOLDS])
                 {
                     return Err(usage("options conflicts in the list command"));
@@ -1098,6 +1105,7 @@ Usage:
   xvs ctl -a|e -t|u|f service-address -r server-address [-g|-i|-m|--fullnat] [-w weight] [-x upper] [-y lower]
   xvs ctl -d -t|u|f service-address -r server-address
   xvs ctl -L|l [-n] [-c] [--timeout] [--stats|--rate|--thresholds|--persistent-conn|--tun-info] [--exact] [--nosort] [--json] [-t|u|f service-address]
+  xvs ctl -L|l [-n] --stateless [--json]   DNS names and HTTP redirect listeners, their backends and counters
   xvs ctl -Z [-t|u|f service-address]
   xvs ctl --set tcp tcpfin udp
   xvs ctl reload        re-read the configuration file (runtime changes not in it are discarded)
