@@ -3,10 +3,10 @@
 //! follows the redirect to the backends' HTTP servers. Checked: wrr 3:1 gives exactly 30/10
 //! of 40 requests, each landing on the backend its Location names; path and query kept; 307
 //! configured; a bad target and a malformed request get 400; persistence keeps a client on one
-//! backend; a backend whose HTTP server is killed leaves the redirects within fall × (interval
-//! + timeout) plus slack; a service with no healthy backend gets 503; the counters show in
-//! `xvs ctl status`, `xvs ctl -L --stateless` and the metrics. Needs root and curl; skipped
-//! loudly without root.
+//! backend; a backend whose HTTP server is killed leaves the redirects within
+//! fall × (interval + timeout) plus slack; a service with no healthy backend gets 503; the
+//! counters show in `xvs ctl status`, `xvs ctl -L --stateless` and the metrics. Needs root and
+//! curl; skipped loudly without root.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
