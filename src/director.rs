@@ -433,7 +433,42 @@ impl Director {
                 }
             }
         }
+        // The checks of the DNS entries' remote sites, under names no service has.
+        for d in &file.dns {
+            if let crate::config::DnsSource::Sites(sites) = &d.source {
+                for site in sites {
+                    if let crate::dns::sites::SiteKind::Remote(Some(c)) = &site.kind {
+                        out.push(CheckTarget {
+                            service: crate::dns::sites::check_name(&d.zone, &site.name),
+                            backend: c.target,
+                            spec: c.spec.clone(),
+                        });
+                    }
+                }
+            }
+        }
         out
+    }
+
+    /// What the DNS responders answer from: the effective services and the states of the
+    /// health checks (the remote sites' among them).
+    fn dns_inputs(inner: &Inner) -> (Vec<Service>, crate::dns::sites::CheckStates) {
+        let mut checks = crate::dns::sites::CheckStates::new();
+        if let Some(h) = inner.health.as_ref() {
+            for d in &inner.file.dns {
+                let crate::config::DnsSource::Sites(sites) = &d.source else {
+                    continue;
+                };
+                for site in sites {
+                    if let crate::dns::sites::SiteKind::Remote(Some(c)) = &site.kind {
+                        let name = crate::dns::sites::check_name(&d.zone, &site.name);
+                        let up = h.is_up(&name, c.target);
+                        checks.insert((name, c.target), up);
+                    }
+                }
+            }
+        }
+        (Self::effective(inner, &inner.desired).services, checks)
     }
 
     /// A backend's health changed: publish the new effective state.
@@ -834,6 +869,8 @@ impl Director {
     /// Re-read the configuration file and make it the running state; a summary line.
     pub fn reload_file(&self) -> Result<String, String> {
         let cfg = Config::load(&self.config_path).map_err(|e| e.to_string())?;
+        // The DNS responders before the rest (the order the main loop takes the locks in).
+        let mut dns = self.dns.lock().unwrap_or_else(|p| p.into_inner());
         let mut inner = self.lock();
         if cfg.dataplane.interfaces != inner.file.dataplane.interfaces
             || cfg.dataplane.workers != inner.file.dataplane.workers
@@ -844,13 +881,6 @@ impl Director {
                 self.config_path.display()
             ));
         }
-        if cfg.dns != inner.file.dns {
-            return Err(format!(
-                "{}: [[dns]] entries cannot change on reload (restart xvs); their services' \
-                 backends follow the running state",
-                self.config_path.display()
-            ));
-        }
         if cfg.redirects != inner.file.redirects {
             return Err(format!(
                 "{}: [[redirect]] entries cannot change on reload (restart xvs); their services' \
@@ -858,17 +888,45 @@ impl Director {
                 self.config_path.display()
             ));
         }
+        // New DNS listen addresses are bound before anything changes: if one cannot be,
+        // the reload is refused whole.
+        let dns_changed = cfg.dns != inner.file.dns;
+        let plan = if dns_changed {
+            Some(
+                crate::dns::server::plan_reload(&dns, &cfg.dns)
+                    .map_err(|e| format!("{}: {}", self.config_path.display(), error_chain(&e)))?,
+            )
+        } else {
+            None
+        };
         let new = DesiredState::from_config(&cfg);
         let from_file = DesiredState::from_config(&inner.file);
         let discarded = inner.desired.diff(&from_file).len();
         let changes = inner.desired.diff(&new);
-        inner.file = cfg;
-        self.publish(&mut inner, new)?;
+        let old_file = std::mem::replace(&mut inner.file, cfg);
+        if let Err(e) = self.publish(&mut inner, new) {
+            inner.file = old_file;
+            return Err(e);
+        }
+        let mut dns_lines = Vec::new();
+        if let Some(plan) = plan {
+            let (services, checks) = Self::dns_inputs(&inner);
+            // Stopping a listener waits for its threads (about one poll period): not while
+            // holding the director's state.
+            drop(inner);
+            let (servers, lines) = plan.apply(std::mem::take(&mut *dns), &services, &checks);
+            *dns = servers;
+            dns_lines = lines;
+        }
         Ok(format!(
-            "reloaded {}: {} change(s) applied; runtime changes not in the file are discarded: {}",
+            "reloaded {}: {} change(s) applied; runtime changes not in the file are discarded: {}{}",
             self.config_path.display(),
             changes.len(),
-            discarded
+            discarded,
+            dns_lines
+                .iter()
+                .map(|l| format!("; {l}"))
+                .collect::<String>()
         ))
     }
 
@@ -1567,13 +1625,11 @@ pub fn run(
     // name backends xvs already serves.
     {
         let mut servers = Vec::new();
-        let services = {
-            let inner = director.lock();
-            Director::effective(&inner, &inner.desired).services
-        };
+        let (services, checks) = Director::dns_inputs(&director.lock());
         for d in &cfg.dns {
-            let server = crate::dns::server::DnsServer::start(d)
+            let prepared = crate::dns::server::DnsServer::prepare(d, None)
                 .with_context(|| format!("dns zone {}", d.zone))?;
+            let server = crate::dns::server::DnsServer::launch(prepared, &services, &checks);
             eprintln!(
                 "xvs: dns zone {} on {}",
                 d.zone,
@@ -1583,7 +1639,6 @@ pub fn run(
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            server.update(&services);
             servers.push(server);
         }
         *director.dns.lock().unwrap_or_else(|p| p.into_inner()) = servers;
@@ -1646,12 +1701,9 @@ pub fn run(
             let servers = director.dns.lock().unwrap_or_else(|p| p.into_inner());
             let listeners = director.redirects.lock().unwrap_or_else(|p| p.into_inner());
             if !servers.is_empty() || !listeners.is_empty() {
-                let services = {
-                    let inner = director.lock();
-                    Director::effective(&inner, &inner.desired).services
-                };
+                let (services, checks) = Director::dns_inputs(&director.lock());
                 for d in servers.iter() {
-                    d.update(&services);
+                    d.update(&services, &checks);
                 }
                 for r in listeners.iter() {
                     r.update(&services);

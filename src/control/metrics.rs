@@ -32,10 +32,11 @@
 //! | `xvs_worker_connections` | gauge | worker |
 //! | `xvs_worker_embryonic_connections` | gauge | worker; only when non-zero |
 //! | `xvs_worker_syn_defense_total` | counter | worker, `event` (embryonic_evicted, drop_entry_deleted, synproxy_*); only non-zero |
-//! | `xvs_dns_queries_total` | counter | `zone`, `name` (`""`: queries for no configured name) |
+//! | `xvs_dns_queries_total` | counter | `zone`, `name` (`""`: queries for no configured name), `type` (A, AAAA, SOA, ANY, other) |
 //! | `xvs_dns_answers_total` | counter | zone, name, `rcode` (NOERROR, NXDOMAIN, …) |
 //! | `xvs_dns_truncated_total` | counter | zone, name: UDP answers sent with TC |
 //! | `xvs_dns_records` | gauge | zone, name: backends answered now (weight > 0) |
+//! | `xvs_dns_site_up` | gauge | zone, `site`, `address`: 1 while the site is answered (`[[dns.site]]`) |
 //! | `xvs_dns_dropped_total` | counter | zone: messages dropped without an answer |
 //! | `xvs_dns_rate_limited_total` | counter | zone, `action` = dropped/slipped/table_full |
 //! | `xvs_redirect_requests_total` | counter | `redirect` (the entry's name) |
@@ -807,7 +808,7 @@ fn render_xvs(m: &Metrics) -> String {
     let mut dns_queries = Family::new(
         "xvs_dns_queries_total",
         Kind::Counter,
-        "DNS queries answered, by name (\"\": names not configured).",
+        "DNS queries answered, by name (\"\": names not configured) and query type (A, AAAA, SOA, ANY; other: any other type or no single question).",
     );
     let mut dns_answers = Family::new(
         "xvs_dns_answers_total",
@@ -823,6 +824,11 @@ fn render_xvs(m: &Metrics) -> String {
         "xvs_dns_records",
         Kind::Gauge,
         "Backends a DNS name answers now (weight above 0).",
+    );
+    let mut dns_site_up = Family::new(
+        "xvs_dns_site_up",
+        Kind::Gauge,
+        "1 while a DNS site ([[dns.site]]) is answered: its service has an available backend, or its check passes.",
     );
     let mut dns_dropped = Family::new(
         "xvs_dns_dropped_total",
@@ -844,9 +850,19 @@ fn render_xvs(m: &Metrics) -> String {
         ] {
             dns_limited.add(&with(&zp, "action", action), Value::Int(n));
         }
+        for site in &d.sites {
+            let sp = with(
+                &with(&zp, "site", &site.name),
+                "address",
+                &site.address.to_string(),
+            );
+            dns_site_up.add(&sp, Value::Int(u64::from(site.up)));
+        }
         for n in &d.names {
             let np = with(&zp, "name", &n.name);
-            dns_queries.add(&np, Value::Int(n.queries));
+            for (qtype, c) in &n.qtypes {
+                dns_queries.add(&with(&np, "type", qtype), Value::Int(*c));
+            }
             for (rcode, c) in &n.rcodes {
                 dns_answers.add(&with(&np, "rcode", rcode), Value::Int(*c));
             }
@@ -934,6 +950,7 @@ fn render_xvs(m: &Metrics) -> String {
         &dns_answers,
         &dns_truncated,
         &dns_records,
+        &dns_site_up,
         &dns_dropped,
         &dns_limited,
         &rd_requests,

@@ -10,11 +10,12 @@
 //! the EDNS size, goes out empty with TC set so the client retries over TCP). SERVFAIL answers
 //! a configured name none of whose backends is healthy. The wire format is hickory-proto's.
 //!
-//! Choice of records: each name keeps one `crate::balance::Pool` (a scheduler of the xvs suite,
-//! shared with the HTTP redirect) per address family, over that family's healthy backends. The scheduler picks the first record for a
-//! flow whose source is the client's address (UDP, port 0, to the responder's port 53
-//! address); the other `answers - 1` records are the next backends of the same family in
-//! configuration order, so an answer never repeats an address. Only the schedulers that need no
+//! Choice of records: each name keeps one `crate::balance::Pool` (a scheduler of the xvs
+//! suite, shared with the HTTP redirect) per address family, over that family's healthy
+//! backends. The scheduler picks the first record for a flow whose source is the client's
+//! address (UDP, port 0, to the responder's port 53 address); the other `answers - 1` records
+//! are the next backends of the same family in configuration order, so an answer never
+//! repeats an address. Only the schedulers that need no
 //! connection counts are accepted ([`DNS_SCHEDULERS`]): DNS has no connections to count.
 //!
 //! Client networks: a client in a configured network (the most specific one) is answered from
@@ -52,9 +53,11 @@ pub enum Transport {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// Answered with this rcode; `name` is the index of the configured name, if the query
-    /// was for one; `truncated` when the UDP answer went out with TC.
+    /// was for one; `qtype` the type asked for, if the query had one question; `truncated` when
+    /// the UDP answer went out with TC.
     Answered {
         name: Option<usize>,
+        qtype: Option<RecordType>,
         rcode: u16,
         truncated: bool,
     },
@@ -340,6 +343,7 @@ impl Responder {
             Some(bytes),
             Outcome::Answered {
                 name: name_index,
+                qtype: (request.queries.len() == 1).then(|| request.queries[0].query_type()),
                 rcode: u16::from(rcode),
                 truncated,
             },
@@ -460,6 +464,7 @@ fn formerr_outcome(query: &[u8]) -> Outcome {
     if formerr(query).is_some() {
         Outcome::Answered {
             name: None,
+            qtype: None,
             rcode: u16::from(ResponseCode::FormErr),
             truncated: false,
         }
@@ -531,6 +536,7 @@ mod tests {
             o,
             Outcome::Answered {
                 name: Some(0),
+                qtype: Some(RecordType::A),
                 rcode: 0,
                 truncated: false
             }
@@ -601,6 +607,7 @@ mod tests {
             o,
             Outcome::Answered {
                 name: None,
+                qtype: Some(RecordType::A),
                 rcode: 3,
                 truncated: false
             }
