@@ -5,8 +5,8 @@
 //! configured; a bad target and a malformed request get 400; persistence keeps a client on one
 //! backend; a backend whose HTTP server is killed leaves the redirects within
 //! fall × (interval + timeout) plus slack; a service with no healthy backend gets 503; the
-//! counters show in `xvs ctl status`, `xvs ctl -L --stateless` and the metrics. Needs root and
-//! curl; skipped loudly without root.
+//! counters show in `xvs ctl status`, `xvs ctl -L --stateless` and the metrics; a listener on
+//! IPv6 answers too. Needs root and curl; skipped loudly without root.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -15,6 +15,7 @@ mod dataplane_support;
 use dataplane_support::{skip_unless_root, Testbed, ONE_WORKER_V4};
 
 const FRONT: &str = "198.18.1.2";
+const FRONT6: &str = "2001:2:0:1::2";
 const INTERVAL_MS: u64 = 200;
 const TIMEOUT_MS: u64 = 200;
 const FALL: u64 = 2;
@@ -87,10 +88,17 @@ persistence = 30
 name = "none"
 listen = ["{FRONT}:{p3}"]
 service = 1
+
+[[redirect]]
+name = "v6"
+listen = ["[{FRONT6}]:{p4}"]
+service = 0
+scheduler = "rr"
 "#,
         metrics = port + 600,
         p2 = port + 1,
         p3 = port + 2,
+        p4 = port + 3,
     ));
     c
 }
@@ -152,7 +160,7 @@ fn curl_follows_balanced_healthy_redirects() {
     let cfg = dir.join(format!("{}-redirect.toml", tb.prefix));
     let socket = dir.join(format!("{}-redirect.sock", tb.prefix));
     let log_path = dir.join(format!("{}-redirect.log", tb.prefix));
-    let port = 18000 + (std::process::id() % 500) as u16 * 3;
+    let port = 18000 + (std::process::id() % 500) as u16 * 4;
     std::fs::write(&cfg, config(port)).unwrap();
     let _xvs = tb.start_xvs(&cfg, &socket, &log_path);
 
@@ -250,6 +258,30 @@ fn curl_follows_balanced_healthy_redirects() {
         .collect();
     assert!(sticky[0].starts_with("307 http://198.18.3.1"), "{sticky:?}");
     assert!(sticky.iter().all(|s| *s == sticky[0]), "{sticky:?}");
+
+    // A listener on IPv6: rr over both backends, a Location to each in turn.
+    let v6: Vec<String> = (0..2)
+        .map(|_| {
+            curl(
+                &tb,
+                &[
+                    "-g",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{redirect_url}",
+                    &format!("http://[{FRONT6}]:{}/six?x", port + 3),
+                ],
+            )
+        })
+        .collect();
+    let mut v6s = v6.clone();
+    v6s.sort();
+    assert_eq!(
+        v6s,
+        ["http://198.18.3.11/six?x", "http://198.18.3.12/six?x"],
+        "{v6:?}"
+    );
 
     // No healthy backend: 503.
     let out = curl(
