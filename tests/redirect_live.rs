@@ -6,7 +6,8 @@
 //! backend; a backend whose HTTP server is killed leaves the redirects within
 //! fall × (interval + timeout) plus slack; a service with no healthy backend gets 503; the
 //! counters show in `xvs ctl status`, `xvs ctl -L --stateless` and the metrics; a listener on
-//! IPv6 answers too. Needs root and curl; skipped loudly without root.
+//! IPv6 answers too; a reload that changes `[[redirect]]` is refused. Needs root and curl;
+//! skipped loudly without root.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -162,7 +163,7 @@ fn curl_follows_balanced_healthy_redirects() {
     let log_path = dir.join(format!("{}-redirect.log", tb.prefix));
     let port = 18000 + (std::process::id() % 500) as u16 * 4;
     std::fs::write(&cfg, config(port)).unwrap();
-    let _xvs = tb.start_xvs(&cfg, &socket, &log_path);
+    let xvs = tb.start_xvs(&cfg, &socket, &log_path);
 
     // Both backends of service 0 up (one check each), the backend of service 1 down.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -403,6 +404,36 @@ fn curl_follows_balanced_healthy_redirects() {
     ] {
         assert!(body.lines().any(|l| l == want), "{want} not in:\n{body}");
     }
+
+    // A reload that changes [[redirect]] is refused, loudly, and the listener keeps its code.
+    std::fs::write(&cfg, config(port).replace("code = 307", "code = 302")).unwrap();
+    let _ = Command::new("kill")
+        .args(["-HUP", &xvs.0.id().to_string()])
+        .status();
+    let t0 = Instant::now();
+    loop {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if log.contains("[[redirect]] entries cannot change on reload") {
+            eprintln!("redirect: reload refused after {:?}", t0.elapsed());
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "no refusal in:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = curl(
+        &tb,
+        &[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("http://{FRONT}:{}/", port + 1),
+        ],
+    );
+    assert_eq!(out, "307");
     let _ = std::fs::remove_file(&cfg);
     let _ = std::fs::remove_file(&log_path);
 }
