@@ -40,6 +40,14 @@
 //! method = "nat"                # default dr
 //! inhibit = false               # true: out by weight 0 rather than removal
 //!
+//! [service.adaptive]           # optional: weights follow measured load (control::adaptive)
+//! reference_ms = 50             # response time that keeps the full weight
+//! min_percent = 10              # bounds, % of the configured weight
+//! max_percent = 100
+//! damping = 0.5                 # share of the distance to the target per update
+//! max_step_percent = 25         # largest step per update
+//! interval_ms = 1000            # update interval
+//!
 //! [[service.backend]]
 //! address = "198.19.0.11"
 //! port = 80
@@ -62,7 +70,8 @@ use xvs_forwarding::synproxy::cookie::CookieSecret;
 use xvs_forwarding::{Method, PipelineConfig, PortId};
 use xvs_schedulers::SchedFlags;
 
-use crate::control::health::{CheckConfig, CheckSpec};
+use crate::control::adaptive::{AdaptiveConfig, AdaptivePolicy};
+use crate::control::health::{CheckConfig, CheckSpec, Probe};
 use crate::control::quorum::{QuorumConfig, SorryServer};
 use crate::dataplane_config::{
     AfXdpConfig, DataplaneConfig, InterfaceConfig, IoKind, PacketConfig, SteeringConfig,
@@ -709,6 +718,8 @@ pub struct ServiceSection {
     pub omega: bool,
     /// The backend put in while the quorum is lost.
     pub sorry_server: Option<SorrySection>,
+    /// Effective weights that follow the backends' measured response time and load.
+    pub adaptive: Option<AdaptiveConfig>,
 }
 
 /// `[service.sorry_server]`.
@@ -808,6 +819,8 @@ pub struct Config {
     pub service_checks: Vec<Option<CheckConfig>>,
     /// Each service's quorum and sorry server, by service.
     pub service_quorum: Vec<QuorumConfig>,
+    /// Each service's adaptive weight policy (`[service.adaptive]`), by service.
+    pub service_adaptive: Vec<Option<AdaptivePolicy>>,
     /// The health check of each checked backend: (service index, backend address, port, check).
     pub checks: Vec<(usize, IpAddr, u16, CheckSpec)>,
     /// Prometheus endpoint.
@@ -1509,6 +1522,7 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
     let mut services = Vec::new();
     let mut service_checks = Vec::new();
     let mut service_quorum = Vec::new();
+    let mut service_adaptive = Vec::new();
     let mut checks = Vec::new();
     let mut keys = HashSet::new();
     for (i, s) in raw.services.iter().enumerate() {
@@ -1728,6 +1742,36 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
                 })
             }
         };
+        let adaptive = match &s.adaptive {
+            None => None,
+            Some(a) => {
+                let p = a
+                    .validate()
+                    .map_err(|e| c.err(format!("service[{i}].adaptive.{}", e.field), e.reason))?;
+                let own: Vec<&CheckSpec> = checks
+                    .iter()
+                    .filter(|(si, _, _, _)| *si == i)
+                    .map(|(_, _, _, spec)| spec)
+                    .collect();
+                if own.is_empty() {
+                    return Err(c.err(
+                        f("adaptive"),
+                        "no backend of the service has a health check to measure it",
+                    ));
+                }
+                let loads = own
+                    .iter()
+                    .any(|spec| matches!(&spec.probe, Probe::Http(h) if h.load_path.is_some()));
+                if p.reference.is_none() && !loads {
+                    return Err(c.err(
+                        f("adaptive"),
+                        "nothing to follow: set reference_ms, or load_path in an http check",
+                    ));
+                }
+                Some(p)
+            }
+        };
+        service_adaptive.push(adaptive);
         service_quorum.push(QuorumConfig {
             quorum,
             hysteresis,
@@ -1829,6 +1873,7 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         dataplane,
         service_checks,
         service_quorum,
+        service_adaptive,
         checks,
         sync,
         metrics: raw.metrics.address,
@@ -2262,6 +2307,51 @@ prefer = ["us", "198.18.7.7"]
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("x.toml: service[0].check.interval_ms"), "{e}");
+    }
+
+    #[test]
+    fn adaptive_section_is_checked() {
+        let c = Config::parse(Path::new("x.toml"), GOOD).unwrap();
+        assert_eq!(c.service_adaptive, vec![None]);
+        let checked = GOOD.replace(
+            "scheduler = \"wrr\"\n",
+            "scheduler = \"wrr\"\n[service.check]\ntype = \"http\"\nload_path = \"/load\"\n[service.adaptive]\nreference_ms = 40\nmin_percent = 20\ninterval_ms = 500\n",
+        );
+        let c = Config::parse(Path::new("x.toml"), &checked).unwrap();
+        let p = c.service_adaptive[0].expect("policy");
+        assert_eq!(p.reference, Some(std::time::Duration::from_millis(40)));
+        assert_eq!((p.min, p.max), (0.2, 1.0));
+        assert_eq!(p.interval, std::time::Duration::from_millis(500));
+        // Load alone is enough to follow.
+        assert!(Config::parse(
+            Path::new("x.toml"),
+            &checked.replace("reference_ms = 40\n", "")
+        )
+        .is_ok());
+        let e = err(&checked.replace("min_percent = 20", "min_percent = 0"));
+        assert!(
+            e.starts_with("x.toml: service[0].adaptive.min_percent"),
+            "{e}"
+        );
+        let e = err(&checked.replace("interval_ms = 500", "interval_ms = 500\nspeed = 3"));
+        assert!(e.contains("speed"), "{e}");
+        let e = err(&checked
+            .replace("reference_ms = 40\n", "")
+            .replace("load_path = \"/load\"\n", ""));
+        assert!(
+            e.starts_with("x.toml: service[0].adaptive: nothing to follow"),
+            "{e}"
+        );
+        let e = err(&checked.replace(
+            "[service.check]\ntype = \"http\"\nload_path = \"/load\"\n",
+            "",
+        ));
+        assert!(
+            e.starts_with("x.toml: service[0].adaptive: no backend"),
+            "{e}"
+        );
+        let e = err(&checked.replace("load_path = \"/load\"", "load_path = \"load\""));
+        assert!(e.starts_with("x.toml: service[0].check.load_path"), "{e}");
     }
 
     #[test]

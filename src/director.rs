@@ -32,8 +32,9 @@ use xvs_forwarding::service::{Service, ServiceKey};
 use xvs_forwarding::{Method, Pipeline};
 
 use crate::config::Config;
+use crate::control::adaptive::{Adaptive, AdaptivePolicy, Measure};
 use crate::control::format::daemon_rule;
-use crate::control::health::{CheckTarget, HealthChecker, HealthEvent, Probe};
+use crate::control::health::{BackendHealth, CheckTarget, HealthChecker, HealthEvent, Probe};
 use crate::control::metrics::{
     BackendMetrics, Exposition, HealthMetrics, History, Metrics, MetricsServer, ServiceLabels,
     ServiceMetrics, Traffic as MetricTraffic, WorkerMetrics,
@@ -236,6 +237,9 @@ struct Inner {
     quiescent: HashMap<BackendKey, bool>,
     /// Weights set by dynamic checks (`exec` with `dynamic = true`), over the configured ones.
     weights: HashMap<BackendKey, u32>,
+    /// Adaptive weight state of the services with `[service.adaptive]` (see
+    /// `control::adaptive`): a factor per backend over its configured or dynamic weight.
+    adaptive: HashMap<ServiceKey, Adaptive<(IpAddr, u16)>>,
     /// Quorum settings and state of the file's services.
     quorum: HashMap<ServiceKey, (QuorumConfig, QuorumState)>,
     health: Option<HealthChecker>,
@@ -285,16 +289,43 @@ impl Director {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// `desired` as the workers run it: weights set by dynamic checks; backends that failed
-    /// their health check removed, or at weight 0 when the check is quiescent; then the sorry
-    /// server in and the alive backends out while the quorum is lost (see `control::quorum`).
+    /// Every checked backend's health state by (check service name, backend).
+    fn health_by_backend(inner: &Inner) -> HashMap<(String, SocketAddr), BackendHealth> {
+        inner
+            .health
+            .as_ref()
+            .map(|h| {
+                h.states()
+                    .into_iter()
+                    .map(|b| ((b.service.clone(), b.backend), b))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The adaptive policy of service `key` in the file, if it has one.
+    fn adaptive_policy(file: &Config, key: &ServiceKey) -> Option<AdaptivePolicy> {
+        let i = file.services.iter().position(|f| f.key == *key)?;
+        file.service_adaptive.get(i).copied().flatten()
+    }
+
+    /// `desired` as the workers run it (and DNS answers and HTTP redirects from it): weights
+    /// set by dynamic checks, scaled by the adaptive factors of services with a policy;
+    /// backends that failed their health check removed, or at weight 0 when the check is
+    /// quiescent; then the sorry server in and the alive backends out while the quorum is lost
+    /// (see `control::quorum`).
     fn effective(inner: &Inner, desired: &DesiredState) -> DesiredState {
         let mut e = desired.clone();
         for s in &mut e.services {
             let key = s.key;
+            let adaptive =
+                Self::adaptive_policy(&inner.file, &key).and_then(|_| inner.adaptive.get(&key));
             for b in &mut s.backends {
                 if let Some(&w) = inner.weights.get(&(key, b.addr, b.port)) {
                     b.weight = w;
+                }
+                if let Some(a) = adaptive {
+                    b.weight = a.weight(&(b.addr, b.port), b.weight);
                 }
             }
             s.backends
@@ -492,6 +523,93 @@ impl Director {
                 "health: could not publish the change of {}: {e}",
                 ev.backend
             );
+        }
+    }
+
+    /// One step of the adaptive weights (`[service.adaptive]`) of every service whose update
+    /// is due at `now`: each backend's factor moves towards what its measured response time
+    /// and load call for; when an effective weight changed, the new state is published (the
+    /// path `xvs ctl -e -w` takes; configured weights stay as they are). Changes of at least
+    /// `log_percent` points are logged.
+    fn adapt(&self, now: Instant) {
+        let mut inner = self.lock();
+        if inner.adaptive.is_empty() && inner.file.service_adaptive.iter().all(Option::is_none) {
+            return;
+        }
+        let policies: Vec<(ServiceKey, AdaptivePolicy)> = inner
+            .desired
+            .services
+            .iter()
+            .filter_map(|s| Self::adaptive_policy(&inner.file, &s.key).map(|p| (s.key, p)))
+            .collect();
+        inner
+            .adaptive
+            .retain(|k, _| policies.iter().any(|(p, _)| p == k));
+        let due: Vec<(ServiceKey, AdaptivePolicy)> = policies
+            .into_iter()
+            .filter(|(k, p)| inner.adaptive.get(k).is_none_or(|a| a.due(p, now)))
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let health = Self::health_by_backend(&inner);
+        let mut changed = false;
+        for (key, policy) in due {
+            let name = service_name(&key);
+            let Some(svc) = inner.desired.service(&key) else {
+                continue;
+            };
+            let backends: Vec<((IpAddr, u16), u32, Measure)> = svc
+                .backends
+                .iter()
+                .map(|b| {
+                    let base = inner
+                        .weights
+                        .get(&(key, b.addr, b.port))
+                        .copied()
+                        .unwrap_or(b.weight);
+                    let m = health
+                        .get(&(name.clone(), SocketAddr::new(b.addr, b.port)))
+                        .map(|h| Measure {
+                            response: h.response_avg,
+                            load: h.load,
+                        })
+                        .unwrap_or_default();
+                    ((b.addr, b.port), base, m)
+                })
+                .collect();
+            let changes = inner
+                .adaptive
+                .entry(key)
+                .or_default()
+                .update(&policy, now, &backends)
+                .unwrap_or_default();
+            for c in changes.iter().filter(|c| c.notable) {
+                let backend = SocketAddr::new(c.backend.0, c.backend.1);
+                let m = backends
+                    .iter()
+                    .find(|(k, _, _)| *k == c.backend)
+                    .map(|(_, _, m)| *m)
+                    .unwrap_or_default();
+                let response = m.response.map_or_else(
+                    || "unknown".to_string(),
+                    |r| format!("{:.1} ms", r.as_secs_f64() * 1e3),
+                );
+                let load = m
+                    .load
+                    .map_or_else(|| "unknown".to_string(), |l| format!("{l}%"));
+                tracing::info!(target: "xvs::adaptive", service = %name, %backend,
+                    from = c.from, to = c.to, configured = c.base,
+                    "adaptive: backend {backend} of {name}: effective weight {} -> {} of {} ({:.0}%; response {response}, load {load})",
+                    c.from, c.to, c.base, c.factor * 100.0);
+            }
+            changed |= !changes.is_empty();
+        }
+        if changed {
+            let desired = inner.desired.clone();
+            if let Err(e) = self.publish(&mut inner, desired) {
+                tracing::error!("adaptive: could not publish new weights: {e}");
+            }
         }
     }
 
@@ -934,6 +1052,25 @@ impl Director {
     fn sum_listing(&self) -> Listing {
         let inner = self.lock();
         let mut l = Listing::from_state(&Self::effective(&inner, &inner.desired));
+        // Configured weights and the health checks' measurements beside the effective weights.
+        let health = Self::health_by_backend(&inner);
+        for s in &mut l.services {
+            let name = service_name(&s.key);
+            let desired = inner.desired.service(&s.key);
+            for b in &mut s.backends {
+                if let Some(d) = desired.and_then(|d| {
+                    d.backends
+                        .iter()
+                        .find(|d| d.addr == b.addr && d.port == b.port)
+                }) {
+                    b.configured_weight = d.weight;
+                }
+                if let Some(h) = health.get(&(name.clone(), SocketAddr::new(b.addr, b.port))) {
+                    b.response = h.response_avg;
+                    b.load = h.load;
+                }
+            }
+        }
         for r in self.workers.reports() {
             l.add_report(&r.services);
         }
@@ -1037,6 +1174,7 @@ impl Director {
                                 port: b.port,
                                 method: crate::replay::method_name(b.method).to_string(),
                                 weight: b.weight,
+                                configured_weight: b.configured_weight,
                                 active: u64::from(b.active),
                                 inactive: u64::from(b.inactive),
                                 persistent: u64::from(b.persist),
@@ -1062,6 +1200,7 @@ impl Director {
                                     port: b.port,
                                     method: crate::replay::method_name(b.method).to_string(),
                                     weight: b.weight,
+                                    configured_weight: b.weight,
                                     active: 0,
                                     inactive: 0,
                                     persistent: 0,
@@ -1526,6 +1665,7 @@ pub fn run(
             down: HashMap::new(),
             quiescent: HashMap::new(),
             weights: HashMap::new(),
+            adaptive: HashMap::new(),
             quorum: HashMap::new(),
             health: Some(health),
             check_names: HashMap::new(),
@@ -1730,6 +1870,7 @@ pub fn run(
             last_rates = Instant::now();
             director.estimate_rates();
         }
+        director.adapt(Instant::now());
         if cfg.metrics.is_some() && last_sample.elapsed() >= Duration::from_secs(1) {
             last_sample = Instant::now();
             let m = director.metrics();

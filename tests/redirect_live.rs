@@ -6,8 +6,8 @@
 //! backend; a backend whose HTTP server is killed leaves the redirects within
 //! fall × (interval + timeout) plus slack; a service with no healthy backend gets 503; the
 //! counters show in `xvs ctl status`, `xvs ctl -L --stateless` and the metrics; a listener on
-//! IPv6 answers too; a reload that changes `[[redirect]]` is refused. Needs root and curl;
-//! skipped loudly without root.
+//! IPv6 answers too; a weight changed by `xvs ctl -e` is followed; a reload that changes
+//! `[[redirect]]` is refused. Needs root and curl; skipped loudly without root.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -403,6 +403,37 @@ fn curl_follows_balanced_healthy_redirects() {
         "xvs_redirect_persistent_clients{redirect=\"sticky\"} 1".to_string(),
     ] {
         assert!(body.lines().any(|l| l == want), "{want} not in:\n{body}");
+    }
+
+    // A weight changed at run time (the effective weights the L4 schedulers use, as adaptive
+    // weights change them) is the redirect's weight within a main-loop period.
+    let o = Command::new(env!("CARGO_BIN_EXE_xvs"))
+        .args(["ctl", "--socket"])
+        .arg(&socket)
+        .args([
+            "-e",
+            "-t",
+            "198.18.10.1:80",
+            "-r",
+            "198.18.3.11:80",
+            "-m",
+            "-w",
+            "5",
+        ])
+        .output()
+        .expect("xvs ctl -e");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let t0 = Instant::now();
+    loop {
+        let st = ctl(&socket, &["status"]);
+        if st.contains("redirect to http://198.18.3.11 weight 5") {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "weight not followed:\n{st}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 
     // A reload that changes [[redirect]] is refused, loudly, and the listener keeps its code.

@@ -179,7 +179,7 @@ fn status_page_in_headless_chromium() {
     assert!(b2.contains("<td>Masq</td><td>removed (2)</td>"), "{b2}");
     assert!(b2.contains("data-health=\"down\""), "{b2}");
     let b3 = row("198.18.3.13:80");
-    assert!(b3.contains("<td>Masq</td><td>0</td>"), "{b3}");
+    assert!(b3.contains("<td>Masq</td><td>0 of 1</td>"), "{b3}");
     assert!(b3.contains("data-health=\"down\""), "{b3}");
     assert!(b3.contains(" s ago</td>"), "{b3}");
     // The service row's connection total: the 30 requests (HTTP/1.0 through NAT).

@@ -15,7 +15,9 @@
 //! | `xvs_service_connections_per_second` | gauge | service |
 //! | `xvs_service_packets_per_second`, `xvs_service_bytes_per_second` | gauge | service, direction |
 //! | `xvs_service_quorum_up` | gauge (1/0) | service; only with a sorry server or quorum scripts |
-//! | `xvs_backend_weight` | gauge | backend |
+//! | `xvs_backend_weight` | gauge | backend, `kind` = effective (what the workers run) / configured |
+//! | `xvs_backend_response_seconds` | gauge | backend; checked backends once a probe succeeded: smoothed response time |
+//! | `xvs_backend_load_percent` | gauge | backend; only while the backend's check reads a load figure |
 //! | `xvs_backend_active_connections`, `xvs_backend_inactive_connections`, `xvs_backend_persistent_connections` | gauge | backend |
 //! | `xvs_backend_connections_total`, `xvs_backend_packets_total`, `xvs_backend_bytes_total` | counter | backend (+ direction) |
 //! | `xvs_backend_connections_per_second`, `xvs_backend_packets_per_second`, `xvs_backend_bytes_per_second` | gauge | backend (+ direction) |
@@ -206,7 +208,10 @@ pub struct BackendMetrics {
     pub port: u16,
     /// "nat", "dr", "tun" or "fullnat".
     pub method: String,
+    /// The weight the workers run.
     pub weight: u32,
+    /// The weight of the running configuration (before health, dynamic and adaptive weights).
+    pub configured_weight: u32,
     pub active: u64,
     pub inactive: u64,
     pub persistent: u64,
@@ -228,6 +233,10 @@ pub struct HealthMetrics {
     pub checks_failed: u64,
     /// When the state last changed (or checking started), seconds since the Unix epoch.
     pub since_unix: u64,
+    /// Smoothed response time of the successful probes, microseconds.
+    pub response_us: Option<u64>,
+    /// The load figure the backend reports, percent.
+    pub load: Option<u8>,
 }
 
 impl From<&crate::control::health::BackendHealth> for HealthMetrics {
@@ -241,6 +250,10 @@ impl From<&crate::control::health::BackendHealth> for HealthMetrics {
                 .since
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
+            response_us: h
+                .response_avg
+                .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+            load: h.load,
         }
     }
 }
@@ -657,7 +670,17 @@ fn render_xvs(m: &Metrics) -> String {
     let mut weight = Family::new(
         "xvs_backend_weight",
         Kind::Gauge,
-        "Configured weight (0: quiesced).",
+        "Backend weight: effective (what the workers run: after health, dynamic and adaptive weights; 0: quiesced) or configured.",
+    );
+    let mut response = Family::new(
+        "xvs_backend_response_seconds",
+        Kind::Gauge,
+        "Health check response time, smoothed over the successful probes.",
+    );
+    let mut load = Family::new(
+        "xvs_backend_load_percent",
+        Kind::Gauge,
+        "Load figure the backend reports to its health check (0 idle, 100 saturated).",
     );
     let mut active = Family::new(
         "xvs_backend_active_connections",
@@ -764,7 +787,14 @@ fn render_xvs(m: &Metrics) -> String {
         for b in &s.backends {
             let bp = backend_pairs(&s.labels, b);
             if !b.removed {
-                weight.add(&bp, Value::Int(u64::from(b.weight)));
+                weight.add(
+                    &with(&bp, "kind", "effective"),
+                    Value::Int(u64::from(b.weight)),
+                );
+                weight.add(
+                    &with(&bp, "kind", "configured"),
+                    Value::Int(u64::from(b.configured_weight)),
+                );
                 active.add(&bp, Value::Int(b.active));
                 inactive.add(&bp, Value::Int(b.inactive));
                 persistent.add(&bp, Value::Int(b.persistent));
@@ -775,6 +805,12 @@ fn render_xvs(m: &Metrics) -> String {
                 transitions.add(&bp, Value::Int(h.transitions));
                 checks.add(&with(&bp, "result", "ok"), Value::Int(h.checks_ok));
                 checks.add(&with(&bp, "result", "failed"), Value::Int(h.checks_failed));
+                if let Some(us) = h.response_us {
+                    response.add(&bp, Value::Float(us as f64 / 1e6));
+                }
+                if let Some(l) = h.load {
+                    load.add(&bp, Value::Int(u64::from(l)));
+                }
             }
         }
     }
@@ -934,6 +970,8 @@ fn render_xvs(m: &Metrics) -> String {
         &up,
         &transitions,
         &checks,
+        &response,
+        &load,
         &rx,
         &tx,
         &pass,
