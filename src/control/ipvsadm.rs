@@ -1277,6 +1277,19 @@ mod tests {
             "options conflicts in the list command"
         );
         assert!(p("-a -t 198.18.0.1:80 -r 198.19.0.1 --weights").is_err());
+        let Command::List(l) = p("-Ln --stateless --json").unwrap() else {
+            panic!()
+        };
+        assert!(l.stateless && l.json && !l.connections && !l.daemon);
+        assert_eq!(
+            p("-Ln --stateless --stats").unwrap_err(),
+            "options conflicts in the list command"
+        );
+        assert_eq!(
+            p("-L --stateless -c").unwrap_err(),
+            "The option 'stateless' conflicts with the 'connection' option in the 'list' command"
+        );
+        assert!(p("-A -t 198.18.0.1:80 --stateless").is_err());
         assert_eq!(p("-Z").unwrap(), Command::Zero(None));
         assert_eq!(p("--set 0 30 60").unwrap(), Command::SetTimeouts(0, 30, 60));
         assert_eq!(p("reload").unwrap(), Command::Reload);
