@@ -10,7 +10,8 @@
 //! A target with no path to keep (authority-form, asterisk-form, RFC 9112 §3.2.3–3.2.4) or one
 //! that is not a URI gets 400 Bad Request (§15.5.1); 503 Service Unavailable (§15.6.4) answers
 //! when no backend is available. The body is a one-line text note (§15.4: "the server SHOULD
-//! generate a short hypertext note"), none for HEAD (§9.3.2).
+//! generate a short hypertext note"), the same for HEAD: the HTTP layer (hyper) sends its
+//! length and not the body, as §9.3.2 and §8.6 ask.
 //!
 //! The backend is chosen by the `crate::balance` pool the DNS responder uses (the xvs scheduler
 //! suite, rr/wrr/sh/mh, over the service's available backends and their effective weights), for
@@ -88,7 +89,7 @@ pub struct Reply {
     pub status: u16,
     /// The `Location` header (redirects only).
     pub location: Option<String>,
-    /// A `text/plain` body (empty for HEAD).
+    /// A `text/plain` body (for HEAD too: the HTTP layer sends its length, not the body).
     pub body: String,
     pub outcome: Outcome,
 }
@@ -200,14 +201,12 @@ impl Redirector {
         now: Time,
     ) -> Reply {
         self.counters.requests += 1;
-        let head = method == "HEAD";
-        let body = |text: String| if head { String::new() } else { text };
         let Some(path) = path_and_query(target) else {
             self.counters.bad_requests += 1;
             return Reply {
                 status: 400,
                 location: None,
-                body: body("bad request: the target has no path to redirect\n".into()),
+                body: "bad request: the target has no path to redirect\n".into(),
                 outcome: Outcome::BadRequest,
             };
         };
@@ -216,7 +215,7 @@ impl Redirector {
             return Reply {
                 status: 503,
                 location: None,
-                body: body("no backend available\n".into()),
+                body: "no backend available\n".into(),
                 outcome: Outcome::Unavailable,
             };
         };
@@ -224,7 +223,7 @@ impl Redirector {
         let location = format!("{}{path}", self.url_base(addr, port));
         Reply {
             status: self.rules.code,
-            body: body(format!("redirected to {location}\n")),
+            body: format!("redirected to {location}\n"),
             location: Some(location),
             outcome: Outcome::Redirected(addr, port),
         }
@@ -337,7 +336,7 @@ mod tests {
         );
         let b = r.respond("HEAD", "http://lb.example/q?z", CLIENT, local(), Time(0));
         assert_eq!(b.location.as_deref(), Some("http://198.18.1.2:8080/q?z"));
-        assert_eq!(b.body, "");
+        assert_eq!(b.body, "redirected to http://198.18.1.2:8080/q?z\n");
         let c = r.respond("GET", "http://lb.example", CLIENT, local(), Time(0));
         assert_eq!(c.location.as_deref(), Some("http://198.18.1.1:8080/"));
         assert_eq!(c.outcome, Outcome::Redirected(B1, 8080));
