@@ -1,6 +1,5 @@
-//! The decision of xvs's HTTP redirect listener, sans I/O: a request's method and target, the
-//! client's address, the available backends and `now` in, the response (status, `Location`,
-//! body) out.
+//! The decision of xvs's HTTP redirect listener, sans I/O: a request's target, the client's
+//! address, the available backends and `now` in, the response (status, `Location`, body) out.
 //!
 //! Behaviour follows RFC 9110: each request is answered with the configured redirect status
 //! (302 Found, §15.4.3, or 307 Temporary Redirect, §15.4.8, which keeps the method and body) and
@@ -190,16 +189,10 @@ impl Redirector {
         }
     }
 
-    /// Answers a request for `target` (the request line's target) with method `method` from
-    /// `client`, received on `local`.
-    pub fn respond(
-        &mut self,
-        method: &str,
-        target: &str,
-        client: IpAddr,
-        local: SocketAddr,
-        now: Time,
-    ) -> Reply {
+    /// Answers a request for `target` (the request line's target) from `client`, received on
+    /// `local`. The answer does not depend on the method: 302 and 307 redirect every method
+    /// (307 tells the client to keep it).
+    pub fn respond(&mut self, target: &str, client: IpAddr, local: SocketAddr, now: Time) -> Reply {
         self.counters.requests += 1;
         let Some(path) = path_and_query(target) else {
             self.counters.bad_requests += 1;
@@ -324,7 +317,7 @@ mod tests {
     #[test]
     fn redirects_keep_path_and_query() {
         let mut r = redirector("rr", 0);
-        let a = r.respond("GET", "/a/b?x=1&y=%20", CLIENT, local(), Time(0));
+        let a = r.respond("/a/b?x=1&y=%20", CLIENT, local(), Time(0));
         assert_eq!(a.status, 302);
         assert_eq!(
             a.location.as_deref(),
@@ -334,10 +327,10 @@ mod tests {
             a.body,
             "redirected to http://198.18.1.1:8080/a/b?x=1&y=%20\n"
         );
-        let b = r.respond("HEAD", "http://lb.example/q?z", CLIENT, local(), Time(0));
+        let b = r.respond("http://lb.example/q?z", CLIENT, local(), Time(0));
         assert_eq!(b.location.as_deref(), Some("http://198.18.1.2:8080/q?z"));
         assert_eq!(b.body, "redirected to http://198.18.1.2:8080/q?z\n");
-        let c = r.respond("GET", "http://lb.example", CLIENT, local(), Time(0));
+        let c = r.respond("http://lb.example", CLIENT, local(), Time(0));
         assert_eq!(c.location.as_deref(), Some("http://198.18.1.1:8080/"));
         assert_eq!(c.outcome, Outcome::Redirected(B1, 8080));
     }
@@ -346,7 +339,7 @@ mod tests {
     fn wrr_spreads_by_weight() {
         let mut r = redirector("wrr", 0);
         for i in 0..40 {
-            r.respond("GET", "/", client(i), local(), Time(0));
+            r.respond("/", client(i), local(), Time(0));
         }
         let c = r.counters();
         assert_eq!(c.redirects.get(&(B1, 8080)), Some(&30));
@@ -369,10 +362,10 @@ mod tests {
         .unwrap();
         let v6 = IpAddr::V6(Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 1));
         r.set_backends(&[(B1, 80, 1), (v6, 80, 1)]);
-        let a = r.respond("POST", "/form", CLIENT, local(), Time(0));
+        let a = r.respond("/form", CLIENT, local(), Time(0));
         assert_eq!(a.status, 307);
         assert_eq!(a.location.as_deref(), Some("https://www1.lb.example/form"));
-        let b = r.respond("POST", "/form", CLIENT, local(), Time(0));
+        let b = r.respond("/form", CLIENT, local(), Time(0));
         assert_eq!(b.location.as_deref(), Some("https://[2001:2::1]/form"));
         assert_eq!(r.url_base(B2, 8443), "https://198.18.1.2");
     }
@@ -389,7 +382,7 @@ mod tests {
             "no-scheme/x",
             "/\x7f",
         ] {
-            let a = r.respond("GET", t, CLIENT, local(), Time(0));
+            let a = r.respond(t, CLIENT, local(), Time(0));
             assert_eq!(a.status, 400, "{t:?}");
             assert_eq!(a.outcome, Outcome::BadRequest);
             assert_eq!(a.location, None);
@@ -405,34 +398,29 @@ mod tests {
     fn no_backend_gets_503() {
         let mut r = redirector("wrr", 0);
         r.set_backends(&[(B1, 8080, 0)]);
-        let a = r.respond("GET", "/", CLIENT, local(), Time(0));
+        let a = r.respond("/", CLIENT, local(), Time(0));
         assert_eq!((a.status, a.outcome), (503, Outcome::Unavailable));
         r.set_backends(&[]);
-        assert_eq!(r.respond("GET", "/", CLIENT, local(), Time(0)).status, 503);
+        assert_eq!(r.respond("/", CLIENT, local(), Time(0)).status, 503);
         assert_eq!(r.counters().unavailable, 2);
     }
 
     #[test]
     fn persistence_keeps_a_client_until_timeout_or_failure() {
         let mut r = redirector("rr", 10);
-        let first = r.respond("GET", "/", CLIENT, local(), Time(0)).outcome;
+        let first = r.respond("/", CLIENT, local(), Time(0)).outcome;
         for s in 1..=5 {
-            let o = r
-                .respond("GET", "/", CLIENT, local(), Time::from_secs(s))
-                .outcome;
+            let o = r.respond("/", CLIENT, local(), Time::from_secs(s)).outcome;
             assert_eq!(o, first);
         }
         // Another client moves the rr cursor; CLIENT stays.
-        r.respond("GET", "/", client(1), local(), Time::from_secs(5));
+        r.respond("/", client(1), local(), Time::from_secs(5));
         // Refreshed at 5 s: still there at 14 s; refreshed then, expired at 30 s (a new pick).
         assert_eq!(
-            r.respond("GET", "/", CLIENT, local(), Time::from_secs(14))
-                .outcome,
+            r.respond("/", CLIENT, local(), Time::from_secs(14)).outcome,
             first
         );
-        let later = r
-            .respond("GET", "/", CLIENT, local(), Time::from_secs(30))
-            .outcome;
+        let later = r.respond("/", CLIENT, local(), Time::from_secs(30)).outcome;
         assert_eq!(r.persistent_clients(), 2);
         // The persistent backend fails: the client is moved and stays on the new one.
         let Outcome::Redirected(addr, port) = later else {
@@ -440,14 +428,11 @@ mod tests {
         };
         let other = if addr == B1 { B2 } else { B1 };
         r.set_backends(&[(other, 8080, 1)]);
-        let moved = r
-            .respond("GET", "/", CLIENT, local(), Time::from_secs(31))
-            .outcome;
+        let moved = r.respond("/", CLIENT, local(), Time::from_secs(31)).outcome;
         assert_eq!(moved, Outcome::Redirected(other, 8080));
         r.set_backends(&[(B1, 8080, 3), (B2, 8080, 1)]);
         assert_eq!(
-            r.respond("GET", "/", CLIENT, local(), Time::from_secs(32))
-                .outcome,
+            r.respond("/", CLIENT, local(), Time::from_secs(32)).outcome,
             moved
         );
         assert_ne!((addr, port), (other, 8080));
@@ -456,8 +441,8 @@ mod tests {
     #[test]
     fn without_persistence_rr_alternates() {
         let mut r = redirector("rr", 0);
-        let a = r.respond("GET", "/", CLIENT, local(), Time(0)).outcome;
-        let b = r.respond("GET", "/", CLIENT, local(), Time(0)).outcome;
+        let a = r.respond("/", CLIENT, local(), Time(0)).outcome;
+        let b = r.respond("/", CLIENT, local(), Time(0)).outcome;
         assert_ne!(a, b);
         assert_eq!(r.persistent_clients(), 0);
     }
@@ -467,12 +452,12 @@ mod tests {
         let mut r = redirector("rr", 100);
         for i in 0..PERSIST_MAX as u32 + 5 {
             let c = IpAddr::V6(Ipv6Addr::from(0xfd00_u128 << 112 | u128::from(i)));
-            assert_eq!(r.respond("GET", "/", c, local(), Time(0)).status, 302);
+            assert_eq!(r.respond("/", c, local(), Time(0)).status, 302);
         }
         assert_eq!(r.persistent_clients(), PERSIST_MAX);
         assert_eq!(r.counters().persistence_full, 5);
         // Once the entries expire, new clients are remembered again.
-        r.respond("GET", "/", CLIENT, local(), Time::from_secs(200));
+        r.respond("/", CLIENT, local(), Time::from_secs(200));
         assert_eq!(r.persistent_clients(), 1);
     }
 }

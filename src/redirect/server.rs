@@ -121,9 +121,7 @@ impl Shared {
     ) -> Reply {
         let now = Time(self.started.elapsed().as_nanos() as u64);
         let target = req.uri().to_string();
-        let r = self
-            .redirector()
-            .respond(req.method().as_str(), &target, client, local, now);
+        let r = self.redirector().respond(&target, client, local, now);
         let mut resp = hyper::Response::new(Full::new(Bytes::from(r.body)));
         *resp.status_mut() = hyper::StatusCode::from_u16(r.status)
             .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
