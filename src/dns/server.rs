@@ -202,13 +202,11 @@ fn records(
         DnsSource::Addresses(list) => (list.clone(), Vec::new()),
         DnsSource::Service(key) => {
             let mut v: Vec<(IpAddr, u32)> = Vec::new();
-            if let Some(s) = services.iter().find(|s| s.key == *key) {
-                for b in s.backends.iter().filter(|b| b.weight > 0) {
-                    // Two ports of one address are one record, of the larger weight.
-                    match v.iter_mut().find(|(a, _)| *a == b.addr) {
-                        Some(e) => e.1 = e.1.max(b.weight),
-                        None => v.push((b.addr, b.weight)),
-                    }
+            for (addr, _, weight) in crate::balance::available_backends(services, key) {
+                // Two ports of one address are one record, of the larger weight.
+                match v.iter_mut().find(|(a, _)| *a == addr) {
+                    Some(e) => e.1 = e.1.max(weight),
+                    None => v.push((addr, weight)),
                 }
             }
             (v, Vec::new())
