@@ -101,11 +101,12 @@ impl Pipeline {
     ) -> Result<Verdict, Slow> {
         // `hygiene::l2` of an untagged frame: unicast and, when the port's MAC is known, its.
         let to_us = frame.data().get(..6).is_some_and(|dst| {
-            dst[0] & 1 == 0
+            let dst = crate::net::mac_word(&[dst[0], dst[1], dst[2], dst[3], dst[4], dst[5]]);
+            dst & 1 == 0
                 && self
                     .net
-                    .port(ingress)
-                    .is_none_or(|p| p.mac == [0; 6] || *dst == p.mac)
+                    .port_mac_word(ingress)
+                    .is_none_or(|mac| mac == 0 || dst == mac)
         });
         if !to_us {
             return Err(Slow::Start);
