@@ -86,19 +86,76 @@ fn reply(c: &NewConn) -> Tuple {
 }
 
 #[test]
-fn entry_is_one_cache_line() {
-    assert_eq!(ENTRY_BYTES, 64);
-    // IPv4 only: 64-byte entry + 4 index slots of 8 bytes + 2 bytes of wheel buckets + 8
-    // bytes of the embryonic ring (ring item and position).
-    let t = ConnTable::new(&ConnConfig {
-        capacity: 1 << 16,
-        v6_capacity: 0,
+fn bytes_per_ipv4_connection_stay_within_64() {
+    assert_eq!(ENTRY_BYTES, 52);
+    // IPv4 only, 64 Ki entries: 52-byte entries + 2.5 index slots of 4 bytes each + 8193 wheel
+    // heads of 8 bytes + an 8192-item embryonic ring of 4 bytes.
+    let cfg = |capacity, v6_capacity| ConnConfig {
+        capacity,
+        v6_capacity,
         backends: 1,
         seed: 1,
+    };
+    let t = ConnTable::new(&cfg(1 << 16, 0));
+    assert_eq!(t.bytes(), 52 * 65536 + 4 * 163_841 + 8 * 8193 + 4 * 8192);
+    assert_eq!(t.bytes_per_entry(), 64);
+    // 1 Ki: a smaller wheel (128 buckets) and ring (128 items).
+    let t = ConnTable::new(&cfg(1 << 10, 1 << 10));
+    assert_eq!(t.bytes(), 52 * 1024 + 4 * 2561 + 8 * 129 + 4 * 128);
+    assert_eq!(t.bytes_per_entry(), 64);
+    // Room for IPv6 costs nothing until IPv6 connections come.
+    assert_eq!(table(1 << 16).bytes_per_entry(), 64);
+}
+
+#[test]
+fn ipv6_address_blocks_grow_on_demand_up_to_their_maximum() {
+    let mut t = ConnTable::new(&ConnConfig {
+        capacity: 256,
+        v6_capacity: 40,
+        backends: 8,
+        seed: 3,
     });
-    assert_eq!(t.bytes_per_entry(), 64 + 32 + 2 + 8);
-    // With room for IPv6 in half the entries: + 34 bytes (64-byte block + 4-byte free slot).
-    assert_eq!(table(1 << 16).bytes_per_entry(), 64 + 32 + 2 + 8 + 34);
+    let before = t.bytes();
+    let mut ids = Vec::new();
+    for i in 0..40u16 {
+        let c = NewConn {
+            proto: 6,
+            client: "2001:db8::1".parse().unwrap(),
+            cport: 1000 + i,
+            vaddr: "2001:db8::100".parse().unwrap(),
+            vport: 80,
+            daddr: "2001:db8::200".parse().unwrap(),
+            dport: 8080,
+            local: None,
+            backend: BackendId(1),
+            service: 0,
+            method: Method::Nat,
+            control: None,
+        };
+        ids.push(t.insert(&c, secs(1)).expect("room for 40 IPv6 connections"));
+    }
+    assert!(t.bytes() > before);
+    assert_eq!(t.v6_usage(), (40, 40));
+    let c = NewConn {
+        proto: 6,
+        client: "2001:db8::1".parse().unwrap(),
+        cport: 2000,
+        vaddr: "2001:db8::100".parse().unwrap(),
+        vport: 80,
+        daddr: "2001:db8::200".parse().unwrap(),
+        dport: 8080,
+        local: None,
+        backend: BackendId(1),
+        service: 0,
+        method: Method::Nat,
+        control: None,
+    };
+    assert_eq!(t.insert(&c, secs(1)), None, "the 41st IPv6 connection");
+    assert!(t.expire_now(ids[7], secs(2)));
+    let id = t.insert(&c, secs(2)).expect("a freed block is reused");
+    assert_eq!(t.get(id).unwrap().client, c.client);
+    assert_eq!(t.v6_usage(), (40, 40));
+    t.check().unwrap();
 }
 
 #[test]

@@ -136,6 +136,15 @@ pub mod flags {
     /// A SYN-proxied connection (the director completed the client's handshake itself; the
     /// pipeline keeps its sequence-number translation beside the table).
     pub const SYNPROXY: u16 = 0x1000;
+    /// The entry has an item in the ring of embryonic entries (kept across reuse of the slot).
+    pub(crate) const EMB_QUEUED: u16 = 0x2000;
+    /// The timeout is the initial 3 s (no packet accounted yet).
+    pub(crate) const TMO_INIT: u16 = 0x4000;
+    /// The timeout is stored in the entry (a synced one); without this flag or `TMO_INIT` it
+    /// is the timeout table's for the entry's protocol and state.
+    pub(crate) const TMO_AUX: u16 = 0x8000;
+    /// The bits internal to the table, not shown in [`Conn::flags`](super::Conn::flags).
+    pub(crate) const INTERNAL: u16 = POOL | USED | EMB_QUEUED | TMO_INIT | TMO_AUX;
 }
 
 /// Handle of a connection entry: its slot number. Valid until the entry is removed (expiry,
