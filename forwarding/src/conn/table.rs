@@ -7,16 +7,22 @@
 //! wrapping 32-bit millisecond count, compared by signed difference, hence timeouts are capped
 //! at 24 days ([`super::state::MAX_TIMEOUT_MS`]). An entry is expired when `now >= expires`.
 //!
-//! Timing wheel: 16384 buckets of 8 ms. Invariant: a live entry sits in exactly one bucket (or
-//! the sweep's pending list), and that bucket comes round at or before the entry's expiry tick.
-//! Inserting queues the entry at its expiry tick; a packet that extends the expiry only stores
-//! the new time (the invariant still holds); one that shortens it (a state change to a shorter
-//! timeout) moves the entry. [`ConnTable::expire`] visits the buckets of the ticks that have
-//! fully passed, expires what is due and re-queues the rest at their current expiry tick.
-//! So the sweep removes an entry at most one tick (8 ms) plus the interval between `expire`
-//! calls after its time, and each entry is re-queued at most once per 131 s turn.
-//! If `expire` is not called for more than a turn, the sweep skips to the last turn (every bucket
-//! is still visited, so nothing is lost).
+//! Timing wheel, two levels (Varghese and Lauck, "Hashed and hierarchical timing wheels", SOSP
+//! 1987): level 0 has W0 buckets of 8 ms ticks (W0 = capacity / 16, 64..=16384), level 1 has W1
+//! buckets of W0 ticks (one level-0 turn each; W0 × W1 ≤ 16384, so a level-1 turn is at most
+//! 131 s; W1 ≤ capacity / 8), so that small tables need few bucket heads and entries with long
+//! timeouts are not re-queued every level-0 turn. Invariant: a live entry sits in exactly one
+//! bucket (or the sweep's pending list), and that bucket comes round at or before the entry's
+//! expiry tick. An entry whose expiry tick is less than a level-0 turn ahead of the sweep queues
+//! in the level-0 bucket of that tick, else in the level-1 bucket of its turn; when the sweep
+//! enters a turn it moves that turn's level-1 bucket to the pending list. A packet that extends
+//! the expiry only stores the new time (the invariant still holds); one that shortens it (a
+//! state change to a shorter timeout) moves the entry. [`ConnTable::expire`] visits the buckets
+//! of the ticks that have fully passed, expires what is due and re-queues the rest by their
+//! current expiry tick. So the sweep removes an entry at most one tick (8 ms) plus the interval
+//! between `expire` calls after its time, and each entry is re-queued at most about twice per
+//! level-1 turn. If `expire` is not called for more than a level-0 turn, the sweep skips to the
+//! last turn and takes every level-1 bucket (every bucket is still visited, so nothing is lost).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -35,15 +41,17 @@ const LINK_MASK: u32 = (1 << LINK_BITS) - 1;
 /// No entry (end of the free list, no controlling template).
 const NIL: u32 = LINK_MASK;
 const TICK_SHIFT: u32 = 3; // 8 ms
-/// Wheel buckets of a table of at least 128 Ki entries (131 s per turn); smaller tables take
-/// an eighth of their capacity (rounded up to a power of two), at least 64 buckets.
+/// Level-0 wheel buckets of a table of at least 256 Ki entries (131 s per turn); smaller tables
+/// take a sixteenth of their capacity (rounded up to a power of two), at least 64 buckets.
+/// Level-1 buckets: as many as make the two levels cover `MAX_WHEEL` ticks, at most an eighth of
+/// the capacity.
 const MAX_WHEEL: usize = 1 << 14;
 const MIN_WHEEL: usize = 64;
-/// Items of the embryonic ring: an eighth of the capacity (rounded up to a power of two), at
+/// Items of the embryonic ring: a sixteenth of the capacity (rounded up to a power of two), at
 /// least this many.
 const MIN_RING: usize = 64;
 /// Largest capacity: entry numbers and the wheel's sentinels must fit the links.
-const MAX_CAPACITY: u32 = LINK_MASK - MAX_WHEEL as u32 - 2;
+const MAX_CAPACITY: u32 = LINK_MASK - 2 * MAX_WHEEL as u32 - 2;
 /// Backend numbers an entry can hold (24 bits).
 const BACKEND_MASK: u32 = (1 << 24) - 1;
 /// Largest service number an entry can hold (20 bits).
@@ -54,6 +62,8 @@ const INITIAL_TIMEOUT_MS: u32 = 3_000;
 const DEFER_MS: u32 = 60_000;
 /// Template key kind bit mixed into the hash.
 const KIND_TEMPLATE: u64 = 0x100;
+/// Ticks in the wrapping 32-bit millisecond clock.
+const TICKS: u64 = 1 << (32 - TICK_SHIFT);
 
 /// Bytes of one entry in the slab.
 pub const ENTRY_BYTES: usize = std::mem::size_of::<Entry>();
@@ -332,10 +342,13 @@ pub struct ConnTable {
     free_head: u32,
     len: u32,
     index: Index,
-    /// Sentinels of the wheel buckets and the pending list: (next, prev).
+    /// Sentinels of the level-0 buckets, the level-1 buckets and the pending list: (next, prev).
     heads: Vec<(u32, u32)>,
-    /// Wheel buckets (a power of two; `heads` has one more, the pending list).
+    /// Level-0 buckets (a power of two, `1 << wheel_bits`).
     wheel: usize,
+    wheel_bits: u32,
+    /// Level-1 buckets (a power of two).
+    wheel1: usize,
     /// Next wheel tick to visit (ms >> TICK_SHIFT, not wrapped).
     cursor: u64,
     /// Latest tick the sweep was asked to reach (for `check`).
@@ -351,7 +364,7 @@ pub struct ConnTable {
     /// Live embryonic entries (TCP SYN_RECV or SYNACK).
     embryonic: u32,
     /// The embryonic entries in the order they became embryonic (a ring of entry numbers,
-    /// `emb_ring.len()` a power of two, an eighth of the capacity), from `emb_head` to
+    /// `emb_ring.len()` a power of two, a sixteenth of the capacity), from `emb_head` to
     /// `emb_tail` (wrapping positions). An entry has at most one item (`EMB_QUEUED`, kept when
     /// its slot is reused); an item is valid while its entry is live and embryonic, the others
     /// are skipped when they reach the head. An entry that becomes embryonic again while its
@@ -466,8 +479,9 @@ impl ConnTable {
             e.aux = NIL;
         }
         let pow = (cap as usize).next_power_of_two();
-        let wheel = (pow / 8).clamp(MIN_WHEEL, MAX_WHEEL);
-        let heads = (0..=wheel)
+        let wheel = (pow / 16).clamp(MIN_WHEEL, MAX_WHEEL);
+        let wheel1 = (MAX_WHEEL / wheel).min(pow / 8).max(1);
+        let heads = (0..=wheel + wheel1)
             .map(|b| (cap + b as u32, cap + b as u32))
             .collect();
         ConnTable {
@@ -480,6 +494,8 @@ impl ConnTable {
             index: Index::new(cap as usize),
             heads,
             wheel,
+            wheel_bits: wheel.trailing_zeros(),
+            wheel1,
             cursor: 0,
             horizon: 0,
             counts,
@@ -489,7 +505,7 @@ impl ConnTable {
             sync_meta: Vec::new(),
             seed: cfg.seed,
             embryonic: 0,
-            emb_ring: vec![NIL; (pow / 8).max(MIN_RING).min(pow)],
+            emb_ring: vec![NIL; (pow / 16).max(MIN_RING).min(pow)],
             emb_head: 0,
             emb_tail: 0,
             todrop_counter: [0; 9],
@@ -755,11 +771,46 @@ impl ConnTable {
         self.set_prev(n, p);
     }
 
+    /// The bucket for an entry expiring at `expires` (see the module documentation).
+    #[inline]
+    fn bucket(&self, expires: u32) -> usize {
+        let tick = (expires >> TICK_SHIFT) as u64;
+        let ahead = tick.wrapping_sub(self.cursor) & (TICKS - 1);
+        if ahead < self.wheel as u64 || ahead >= TICKS / 2 {
+            (tick & (self.wheel as u64 - 1)) as usize
+        } else {
+            self.wheel + ((tick >> self.wheel_bits) & (self.wheel1 as u64 - 1)) as usize
+        }
+    }
+
+    /// The sentinel number of the pending list.
+    #[inline]
+    fn pending(&self) -> u32 {
+        self.sentinel(self.wheel + self.wheel1)
+    }
+
     #[inline]
     fn queue(&mut self, idx: u32) {
-        let b = (self.entries[idx as usize].expires >> TICK_SHIFT) & (self.wheel as u32 - 1);
-        let s = self.sentinel(b as usize);
+        let b = self.bucket(self.entries[idx as usize].expires);
+        let s = self.sentinel(b);
         self.link_after(idx, s);
+    }
+
+    /// Move every entry of bucket sentinel `b` to the end of the pending list.
+    fn splice_to_pending(&mut self, b: u32) {
+        let pending = self.pending();
+        let first = self.next_of(b);
+        if first == b {
+            return;
+        }
+        let last = self.prev_of(b);
+        let tail = self.prev_of(pending);
+        self.set_next(tail, first);
+        self.set_prev(first, tail);
+        self.set_prev(pending, last);
+        self.set_next(last, pending);
+        self.set_next(b, b);
+        self.set_prev(b, b);
     }
 
     /// Set an entry's expiry, moving it in the wheel only when it becomes earlier.
@@ -1433,9 +1484,13 @@ impl ConnTable {
         let wheel = self.wheel as u64;
         if now_tick > self.cursor + wheel {
             self.cursor = now_tick - wheel;
+            // Turns were skipped, and their level-1 buckets with them: take them all.
+            for j in 0..self.wheel1 {
+                self.splice_to_pending(self.sentinel(self.wheel + j));
+            }
         }
         self.horizon = self.horizon.max(now_tick);
-        let pending = self.sentinel(self.wheel);
+        let pending = self.pending();
         let mut work = 0u32;
         let mut removed = 0u32;
         loop {
@@ -1458,18 +1513,13 @@ impl ConnTable {
             if work >= budget || self.cursor >= now_tick {
                 break;
             }
-            // Move the bucket of the passed tick `cursor` to the pending list.
-            let b = self.sentinel((self.cursor & (wheel - 1)) as usize);
-            let first = self.next_of(b);
-            if first != b {
-                let last = self.prev_of(b);
-                self.set_next(pending, first);
-                self.set_prev(first, pending);
-                self.set_prev(pending, last);
-                self.set_next(last, pending);
-                self.set_next(b, b);
-                self.set_prev(b, b);
+            // Entering a turn: its level-1 bucket. Then the bucket of the passed tick `cursor`.
+            if self.cursor & (wheel - 1) == 0 {
+                let j = (self.cursor >> self.wheel_bits) & (self.wheel1 as u64 - 1);
+                self.splice_to_pending(self.sentinel(self.wheel + j as usize));
             }
+            let b = self.sentinel((self.cursor & (wheel - 1)) as usize);
+            self.splice_to_pending(b);
             self.cursor += 1;
             work += 1;
         }
@@ -1993,7 +2043,7 @@ impl ConnTable {
         // entry's expiry tick.
         let mut seen = vec![false; cap as usize];
         let mut on_lists = 0u32;
-        for b in 0..=self.wheel {
+        for b in 0..self.heads.len() {
             let s = self.sentinel(b);
             let mut n = self.next_of(s);
             let mut prev = s;
@@ -2010,12 +2060,20 @@ impl ConnTable {
                 }
                 seen[n as usize] = true;
                 on_lists += 1;
-                if b < self.wheel {
-                    // Next visit of bucket b, and the expiry tick, both relative to the cursor
-                    // (29-bit tick arithmetic, as the expiry is a wrapping 32-bit ms count).
-                    const TICKS: u64 = 1 << (32 - TICK_SHIFT);
+                if b < self.wheel + self.wheel1 {
+                    // Next visit of bucket b (level 0: its tick; level 1: the start of its
+                    // turn), and the expiry tick, both relative to the cursor (29-bit tick
+                    // arithmetic, as the expiry is a wrapping 32-bit ms count).
                     let c = self.cursor;
-                    let visit = (b as u64).wrapping_sub(c) & (self.wheel as u64 - 1);
+                    let w0 = self.wheel as u64;
+                    let visit = if b < self.wheel {
+                        (b as u64).wrapping_sub(c) & (w0 - 1)
+                    } else {
+                        let j = (b - self.wheel) as u64;
+                        let first = (c >> self.wheel_bits) + u64::from(c & (w0 - 1) != 0);
+                        let k = j.wrapping_sub(first) & (self.wheel1 as u64 - 1);
+                        ((first + k) << self.wheel_bits) - c
+                    };
                     let exp = ((e.expires >> TICK_SHIFT) as u64).wrapping_sub(c) & (TICKS - 1);
                     // exp in the upper half: expiry before the cursor (due, after a skip).
                     // A bucket visited later than the expiry is fine only while the sweep is
