@@ -40,6 +40,14 @@
 //! method = "nat"                # default dr
 //! inhibit = false               # true: out by weight 0 rather than removal
 //!
+//! [service.adaptive]           # optional: weights follow measured load (control::adaptive)
+//! reference_ms = 50             # response time that keeps the full weight
+//! min_percent = 10              # bounds, % of the configured weight
+//! max_percent = 100
+//! damping = 0.5                 # share of the distance to the target per update
+//! max_step_percent = 25         # largest step per update
+//! interval_ms = 1000            # update interval
+//!
 //! [[service.backend]]
 //! address = "198.19.0.11"
 //! port = 80
@@ -62,7 +70,8 @@ use xvs_forwarding::synproxy::cookie::CookieSecret;
 use xvs_forwarding::{Method, PipelineConfig, PortId};
 use xvs_schedulers::SchedFlags;
 
-use crate::control::health::{CheckConfig, CheckSpec};
+use crate::control::adaptive::{AdaptiveConfig, AdaptivePolicy};
+use crate::control::health::{CheckConfig, CheckSpec, Probe};
 use crate::control::quorum::{QuorumConfig, SorryServer};
 use crate::dataplane_config::{
     AfXdpConfig, DataplaneConfig, InterfaceConfig, IoKind, PacketConfig, SteeringConfig,
@@ -133,9 +142,10 @@ pub struct RawConfig {
 }
 
 /// `[[dns]]`: an authoritative DNS responder for names of `zone`, answering A/AAAA records
-/// chosen by `scheduler` (rr, wrr, sh, mh) over the available backends of `[[service]]` number
-/// `service` (0-based, configuration order; health checks and weights apply), or over
-/// `address` entries with weights.
+/// chosen by `scheduler` (rr, wrr, sh, mh) over the available backends of one `[[service]]`
+/// (`service`: its 0-based index in configuration order, or its name as xvs prints it, e.g.
+/// `"TCP 198.18.0.100:80"`; health checks and weights apply), over `address` entries with
+/// weights, or over `site` entries: whole VIPs (`crate::dns::sites`).
 ///
 /// ```toml
 /// [[dns]]
@@ -163,9 +173,12 @@ pub struct DnsSection {
     pub answers: usize,
     #[serde(default = "default_dns_scheduler")]
     pub scheduler: String,
-    pub service: Option<usize>,
+    pub service: Option<ServiceRef>,
     #[serde(default, rename = "address")]
     pub addresses: Vec<DnsAddressSection>,
+    /// Sites: VIPs of local services or of other sites (`crate::dns::sites`).
+    #[serde(default, rename = "site")]
+    pub sites: Vec<DnsSiteSection>,
     /// Client networks answered from preferred addresses (`crate::dns::answer::ClientNetwork`).
     #[serde(default, rename = "client_network")]
     pub client_networks: Vec<DnsClientNetworkSection>,
@@ -183,12 +196,51 @@ fn default_dns_slip() -> u32 {
 }
 
 /// `[[dns.client_network]]`: clients in `prefix` (their address or their EDNS Client Subnet)
-/// get the `prefer` addresses while one of them is available.
+/// get the `prefer` addresses (or the addresses of the sites of these names) while one of them
+/// is available.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DnsClientNetworkSection {
     pub prefix: String,
-    pub prefer: Vec<IpAddr>,
+    pub prefer: Vec<String>,
+}
+
+/// A service named in the configuration: its 0-based index among the `[[service]]` sections,
+/// or its name as xvs prints it (`"TCP 198.18.0.100:80"`, `"UDP [2001:2::1]:53"`, `"FWM 7"`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum ServiceRef {
+    Index(usize),
+    Name(String),
+}
+
+/// `[[dns.site]]`: one site's VIP as a record. Give `service` (a local service: answered while
+/// it has an available backend) or `address` (a local VIP, answered while one of its services
+/// has an available backend; or another site's VIP, answered while its `check` passes, always
+/// without one).
+///
+/// ```toml
+/// [[dns.site]]
+/// name = "eu"                 # optional; client networks may prefer a site by name
+/// service = 0                 # or "TCP 198.18.0.100:80"
+/// weight = 2
+///
+/// [[dns.site]]
+/// name = "us"
+/// address = "198.19.0.100"    # another director's VIP
+/// port = 80                   # what the check probes (or its connect_port)
+/// check = { type = "http", path = "/", interval_ms = 2000 }
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSiteSection {
+    pub name: Option<String>,
+    pub service: Option<ServiceRef>,
+    pub address: Option<IpAddr>,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    pub port: Option<u16>,
+    pub check: Option<CheckConfig>,
 }
 
 /// `[[dns.address]]`: a fixed record with its weight.
@@ -213,16 +265,18 @@ fn default_dns_scheduler() -> String {
 }
 
 /// Where a `[[dns]]` entry takes its records from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum DnsSource {
     /// The backends with weight > 0 of this service (the effective state, after checks).
     Service(ServiceKey),
     /// Fixed addresses with weights.
     Addresses(Vec<(IpAddr, u32)>),
+    /// Whole VIPs (`crate::dns::sites`).
+    Sites(Vec<crate::dns::sites::DnsSite>),
 }
 
 /// A validated `[[dns]]` entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DnsConfig {
     pub zone: String,
     pub nameserver: String,
@@ -598,6 +652,8 @@ pub struct ServiceSection {
     pub omega: bool,
     /// The backend put in while the quorum is lost.
     pub sorry_server: Option<SorrySection>,
+    /// Effective weights that follow the backends' measured response time and load.
+    pub adaptive: Option<AdaptiveConfig>,
 }
 
 /// `[service.sorry_server]`.
@@ -697,6 +753,8 @@ pub struct Config {
     pub service_checks: Vec<Option<CheckConfig>>,
     /// Each service's quorum and sorry server, by service.
     pub service_quorum: Vec<QuorumConfig>,
+    /// Each service's adaptive weight policy (`[service.adaptive]`), by service.
+    pub service_adaptive: Vec<Option<AdaptivePolicy>>,
     /// The health check of each checked backend: (service index, backend address, port, check).
     pub checks: Vec<(usize, IpAddr, u16, CheckSpec)>,
     /// Prometheus endpoint.
@@ -959,6 +1017,113 @@ fn validate_sync(c: &Check<'_>, raw: &SyncSection) -> Result<SyncConfig, ConfigE
     })
 }
 
+/// The service `r` names.
+fn resolve_service<'s>(
+    c: &Check<'_>,
+    field: &str,
+    r: &ServiceRef,
+    services: &'s [Service],
+) -> Result<&'s Service, ConfigError> {
+    match r {
+        ServiceRef::Index(s) => services.get(*s).ok_or_else(|| {
+            c.err(
+                field,
+                format!("no service[{s}] ({} service(s) configured)", services.len()),
+            )
+        }),
+        ServiceRef::Name(n) => services
+            .iter()
+            .find(|s| crate::control::state::service_name(&s.key).eq_ignore_ascii_case(n.trim()))
+            .ok_or_else(|| c.err(field, format!("no service named {n:?}"))),
+    }
+}
+
+/// The `[[dns.site]]` entries of `[[dns]]` number `i`.
+fn validate_sites(
+    c: &Check<'_>,
+    i: usize,
+    d: &DnsSection,
+    services: &[Service],
+) -> Result<Vec<crate::dns::sites::DnsSite>, ConfigError> {
+    use crate::dns::sites::{DnsSite, SiteCheck, SiteKind};
+    let mut out: Vec<DnsSite> = Vec::new();
+    for (k, s) in d.sites.iter().enumerate() {
+        let f = |x: &str| format!("dns[{i}].site[{k}].{x}");
+        let is_vip = |a: IpAddr| {
+            services
+                .iter()
+                .any(|s| matches!(s.key, ServiceKey::Addr { addr, .. } if addr == a))
+        };
+        let (address, kind) = match (&s.service, s.address) {
+            (Some(r), None) => {
+                let svc = resolve_service(c, &f("service"), r, services)?;
+                match svc.key {
+                    ServiceKey::Addr { addr, .. } => (addr, SiteKind::Service(svc.key)),
+                    ServiceKey::Fwmark { .. } => {
+                        return Err(
+                            c.err(f("service"), "a firewall-mark service has no VIP to answer")
+                        )
+                    }
+                }
+            }
+            (None, Some(a)) if is_vip(a) => (a, SiteKind::Vip),
+            (None, Some(a)) => {
+                let check = match &s.check {
+                    None => None,
+                    Some(cfg) => cfg
+                        .validate(&f("check"))
+                        .map_err(|e| c.err(e.field, e.reason))?
+                        .map(|spec| {
+                            let port = s.port.or(spec.connect_port).ok_or_else(|| {
+                                c.err(
+                                    f("port"),
+                                    "the port the check probes (or check.connect_port)",
+                                )
+                            })?;
+                            Ok(Box::new(SiteCheck {
+                                target: std::net::SocketAddr::new(a, port),
+                                spec,
+                            }))
+                        })
+                        .transpose()?,
+                };
+                (a, SiteKind::Remote(check))
+            }
+            _ => return Err(c.err(
+                f("service"),
+                "give either service (a local service) or address (a local VIP or another site's)",
+            )),
+        };
+        if s.port.is_some() && s.check.is_none() {
+            return Err(c.err(f("port"), "is what a check probes: give check too"));
+        }
+        if s.check.is_some() && !matches!(kind, SiteKind::Remote(_)) {
+            return Err(c.err(
+                f("check"),
+                format!(
+                    "{address} is a local VIP: it is answered while its service has an \
+                     available backend (a check is for another site's VIP)"
+                ),
+            ));
+        }
+        if out.iter().any(|o| o.address == address) {
+            return Err(c.err(f("address"), format!("{address} is listed twice")));
+        }
+        let name = match &s.name {
+            Some(n) if n.trim().is_empty() => return Err(c.err(f("name"), "empty")),
+            Some(n) => n.clone(),
+            None => address.to_string(),
+        };
+        out.push(DnsSite {
+            name,
+            address,
+            weight: s.weight,
+            kind,
+        });
+    }
+    Ok(out)
+}
+
 fn validate_dns(
     c: &Check<'_>,
     raw: &[DnsSection],
@@ -982,25 +1147,26 @@ fn validate_dns(
         if d.answers == 0 || d.answers > 64 {
             return Err(c.err(f("answers"), "must be 1 to 64"));
         }
-        let source = match (d.service, d.addresses.is_empty()) {
-            (Some(s), true) => match services.get(s) {
-                Some(svc) => DnsSource::Service(svc.key),
-                None => {
-                    return Err(c.err(
-                        f("service"),
-                        format!("no service[{s}] ({} service(s) configured)", services.len()),
-                    ))
-                }
-            },
-            (None, false) => {
+        let zone = d.zone.trim_end_matches('.').to_string();
+        let source = match (&d.service, d.addresses.is_empty(), d.sites.is_empty()) {
+            (Some(s), true, true) => {
+                DnsSource::Service(resolve_service(c, &f("service"), s, services)?.key)
+            }
+            (None, false, true) => {
                 DnsSource::Addresses(d.addresses.iter().map(|a| (a.address, a.weight)).collect())
             }
+            (None, true, false) => DnsSource::Sites(validate_sites(c, i, d, services)?),
             _ => {
                 return Err(c.err(
                     f("service"),
-                    "give either service (an index into [[service]]) or address entries",
+                    "give one of service (a [[service]] index or name), address entries or \
+                     site entries",
                 ))
             }
+        };
+        let site_names: Vec<(&str, IpAddr)> = match &source {
+            DnsSource::Sites(sites) => sites.iter().map(|s| (s.name.as_str(), s.address)).collect(),
+            _ => Vec::new(),
         };
         let mut client_networks = Vec::new();
         for (k, n) in d.client_networks.iter().enumerate() {
@@ -1010,13 +1176,30 @@ fn validate_dns(
             if n.prefer.is_empty() {
                 return Err(c.err(f("prefer"), "at least one address"));
             }
+            let mut prefer = Vec::new();
+            for p in &n.prefer {
+                let named: Vec<IpAddr> = site_names
+                    .iter()
+                    .filter(|(name, _)| name == p)
+                    .map(|(_, a)| *a)
+                    .collect();
+                if !named.is_empty() {
+                    prefer.extend(named);
+                } else if let Ok(a) = p.parse::<IpAddr>() {
+                    prefer.push(a);
+                } else {
+                    return Err(c.err(
+                        f("prefer"),
+                        format!("{p:?} is neither an address nor the name of a site"),
+                    ));
+                }
+            }
             client_networks.push(crate::dns::answer::ClientNetwork {
                 prefix,
                 len,
-                prefer: n.prefer.clone(),
+                prefer,
             });
         }
-        let zone = d.zone.trim_end_matches('.').to_string();
         let cfg = DnsConfig {
             client_networks,
             rate_limit: d.rate_limit,
@@ -1178,6 +1361,7 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
     let mut services = Vec::new();
     let mut service_checks = Vec::new();
     let mut service_quorum = Vec::new();
+    let mut service_adaptive = Vec::new();
     let mut checks = Vec::new();
     let mut keys = HashSet::new();
     for (i, s) in raw.services.iter().enumerate() {
@@ -1397,6 +1581,36 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
                 })
             }
         };
+        let adaptive = match &s.adaptive {
+            None => None,
+            Some(a) => {
+                let p = a
+                    .validate()
+                    .map_err(|e| c.err(format!("service[{i}].adaptive.{}", e.field), e.reason))?;
+                let own: Vec<&CheckSpec> = checks
+                    .iter()
+                    .filter(|(si, _, _, _)| *si == i)
+                    .map(|(_, _, _, spec)| spec)
+                    .collect();
+                if own.is_empty() {
+                    return Err(c.err(
+                        f("adaptive"),
+                        "no backend of the service has a health check to measure it",
+                    ));
+                }
+                let loads = own
+                    .iter()
+                    .any(|spec| matches!(&spec.probe, Probe::Http(h) if h.load_path.is_some()));
+                if p.reference.is_none() && !loads {
+                    return Err(c.err(
+                        f("adaptive"),
+                        "nothing to follow: set reference_ms, or load_path in an http check",
+                    ));
+                }
+                Some(p)
+            }
+        };
+        service_adaptive.push(adaptive);
         service_quorum.push(QuorumConfig {
             quorum,
             hysteresis,
@@ -1497,6 +1711,7 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         dataplane,
         service_checks,
         service_quorum,
+        service_adaptive,
         checks,
         sync,
         metrics: raw.metrics.address,
@@ -1632,8 +1847,124 @@ service = 0
             bad("answers = 2", "answers = 0"),
             "x.toml: dns[0].answers: must be 1 to 64"
         );
-        assert!(bad("service = 0", "").contains("give either service"));
+        assert!(bad("service = 0", "").contains("give one of service"));
+        assert_eq!(
+            bad("service = 0", "service = \"UDP 198.18.0.100:80\""),
+            "x.toml: dns[0].service: no service named \"UDP 198.18.0.100:80\""
+        );
         assert!(bad("names = [", "names = [\"a..b\", ").contains("not a valid DNS name"));
+    }
+
+    #[test]
+    fn dns_sites_convert() {
+        use crate::dns::sites::SiteKind;
+        let sites = r#"
+[[dns.site]]
+name = "eu"
+service = "tcp 198.18.0.100:80"
+weight = 3
+
+[[dns.site]]
+address = "198.18.0.100"
+name = "eu-again"
+
+[[dns.site]]
+name = "us"
+address = "198.18.9.1"
+port = 80
+check = { type = "tcp", interval_ms = 500 }
+
+[[dns.site]]
+name = "ap"
+address = "2001:2::9"
+
+[[dns.client_network]]
+prefix = "203.0.113.0/24"
+prefer = ["us", "198.18.7.7"]
+"#;
+        let text = format!("{GOOD}{}", DNS.replace("service = 0\n", sites));
+        // Two sites of one address are refused; with the second one gone the entry converts.
+        let e = err(&text);
+        assert_eq!(
+            e,
+            "x.toml: dns[0].site[1].address: 198.18.0.100 is listed twice"
+        );
+        let text = text.replace(
+            "[[dns.site]]\naddress = \"198.18.0.100\"\nname = \"eu-again\"\n",
+            "",
+        );
+        let c = Config::parse(Path::new("x.toml"), &text).unwrap();
+        let DnsSource::Sites(s) = &c.dns[0].source else {
+            panic!("{:?}", c.dns[0].source)
+        };
+        assert_eq!(s.len(), 3);
+        assert_eq!((s[0].name.as_str(), s[0].weight), ("eu", 3));
+        assert_eq!(s[0].kind, SiteKind::Service(c.services[0].key));
+        assert_eq!(s[0].address, "198.18.0.100".parse::<IpAddr>().unwrap());
+        match &s[1].kind {
+            SiteKind::Remote(Some(check)) => {
+                assert_eq!(check.target, "198.18.9.1:80".parse().unwrap())
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s[2].kind, SiteKind::Remote(None));
+        assert_eq!(s[2].name, "ap");
+        // A site's name stands for its address in a client network.
+        assert_eq!(
+            c.dns[0].client_networks[0].prefer,
+            vec![
+                "198.18.9.1".parse::<IpAddr>().unwrap(),
+                "198.18.7.7".parse().unwrap()
+            ]
+        );
+        // A local VIP given by address; a check on it is refused.
+        let vip = DNS.replace(
+            "service = 0\n",
+            "[[dns.site]]\naddress = \"198.18.0.100\"\n",
+        );
+        let c = Config::parse(Path::new("x.toml"), &format!("{GOOD}{vip}")).unwrap();
+        let DnsSource::Sites(s) = &c.dns[0].source else {
+            panic!()
+        };
+        assert_eq!(
+            (s[0].kind.clone(), s[0].name.as_str()),
+            (SiteKind::Vip, "198.18.0.100")
+        );
+        let bad = |from: &str, to: &str| err(&text.replace(from, to));
+        assert!(err(&format!(
+            "{GOOD}{}",
+            vip.replace("100\"\n", "100\"\nport = 80\ncheck = { type = \"tcp\" }\n")
+        ))
+        .contains("dns[0].site[0].check: 198.18.0.100 is a local VIP"));
+        assert_eq!(
+            bad("port = 80\ncheck", "check"),
+            "x.toml: dns[0].site[1].port: the port the check probes (or check.connect_port)"
+        );
+        assert_eq!(
+            bad("\"us\", \"198", "\"nowhere\", \"198"),
+            "x.toml: dns[0].client_network[0].prefer: \"nowhere\" is neither an address nor \
+             the name of a site"
+        );
+        assert!(
+            bad("name = \"ap\"\naddress = \"2001:2::9\"", "name = \"ap\"")
+                .contains("dns[0].site[2].service: give either service")
+        );
+        assert!(bad(
+            "service = \"tcp",
+            "service = 0\naddress = \"198.18.0.1\"\n#"
+        )
+        .contains("dns[0].site[0].service: give either service"));
+        assert!(bad("interval_ms = 500", "interval_ms = 0").contains("dns[0].site[1].check"));
+        assert_eq!(
+            bad("check = { type = \"tcp\", interval_ms = 500 }", ""),
+            "x.toml: dns[0].site[1].port: is what a check probes: give check too"
+        );
+        // A site list beside a service is refused.
+        assert!(bad(
+            "[[dns.site]]\nname = \"eu\"",
+            "service = 0\n[[dns.site]]\nname = \"eu\""
+        )
+        .contains("give one of service"));
     }
 
     #[test]
@@ -1737,6 +2068,51 @@ service = 0
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("x.toml: service[0].check.interval_ms"), "{e}");
+    }
+
+    #[test]
+    fn adaptive_section_is_checked() {
+        let c = Config::parse(Path::new("x.toml"), GOOD).unwrap();
+        assert_eq!(c.service_adaptive, vec![None]);
+        let checked = GOOD.replace(
+            "scheduler = \"wrr\"\n",
+            "scheduler = \"wrr\"\n[service.check]\ntype = \"http\"\nload_path = \"/load\"\n[service.adaptive]\nreference_ms = 40\nmin_percent = 20\ninterval_ms = 500\n",
+        );
+        let c = Config::parse(Path::new("x.toml"), &checked).unwrap();
+        let p = c.service_adaptive[0].expect("policy");
+        assert_eq!(p.reference, Some(std::time::Duration::from_millis(40)));
+        assert_eq!((p.min, p.max), (0.2, 1.0));
+        assert_eq!(p.interval, std::time::Duration::from_millis(500));
+        // Load alone is enough to follow.
+        assert!(Config::parse(
+            Path::new("x.toml"),
+            &checked.replace("reference_ms = 40\n", "")
+        )
+        .is_ok());
+        let e = err(&checked.replace("min_percent = 20", "min_percent = 0"));
+        assert!(
+            e.starts_with("x.toml: service[0].adaptive.min_percent"),
+            "{e}"
+        );
+        let e = err(&checked.replace("interval_ms = 500", "interval_ms = 500\nspeed = 3"));
+        assert!(e.contains("speed"), "{e}");
+        let e = err(&checked
+            .replace("reference_ms = 40\n", "")
+            .replace("load_path = \"/load\"\n", ""));
+        assert!(
+            e.starts_with("x.toml: service[0].adaptive: nothing to follow"),
+            "{e}"
+        );
+        let e = err(&checked.replace(
+            "[service.check]\ntype = \"http\"\nload_path = \"/load\"\n",
+            "",
+        ));
+        assert!(
+            e.starts_with("x.toml: service[0].adaptive: no backend"),
+            "{e}"
+        );
+        let e = err(&checked.replace("load_path = \"/load\"", "load_path = \"load\""));
+        assert!(e.starts_with("x.toml: service[0].check.load_path"), "{e}");
     }
 
     #[test]

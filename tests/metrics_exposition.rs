@@ -44,6 +44,7 @@ fn small() -> Metrics {
                 port: 8080,
                 method: "nat".into(),
                 weight: 3,
+                configured_weight: 4,
                 active: 2,
                 inactive: 5,
                 persistent: 0,
@@ -54,6 +55,8 @@ fn small() -> Metrics {
                     checks_ok: 40,
                     checks_failed: 6,
                     since_unix: 0,
+                    response_us: Some(12_500),
+                    load: Some(40),
                 }),
                 removed: false,
             }],
@@ -104,9 +107,10 @@ xvs_service_bytes_per_second{protocol="tcp",vip="198.18.0.1",vport="80",directio
 # HELP xvs_service_quorum_up Quorum state (keepalived's): 1 up, 0 down (sorry server in, if any).
 # TYPE xvs_service_quorum_up gauge
 xvs_service_quorum_up{protocol="tcp",vip="198.18.0.1",vport="80"} 0
-# HELP xvs_backend_weight Configured weight (0: quiesced).
+# HELP xvs_backend_weight Backend weight: effective (what the workers run: after health, dynamic and adaptive weights; 0: quiesced) or configured.
 # TYPE xvs_backend_weight gauge
-xvs_backend_weight{protocol="tcp",vip="198.18.0.1",vport="80",address="198.19.0.11",port="8080",method="nat"} 3
+xvs_backend_weight{protocol="tcp",vip="198.18.0.1",vport="80",address="198.19.0.11",port="8080",method="nat",kind="effective"} 3
+xvs_backend_weight{protocol="tcp",vip="198.18.0.1",vport="80",address="198.19.0.11",port="8080",method="nat",kind="configured"} 4
 # HELP xvs_backend_active_connections Established connections (IPVS activeconns).
 # TYPE xvs_backend_active_connections gauge
 xvs_backend_active_connections{protocol="tcp",vip="198.18.0.1",vport="80",address="198.19.0.11",port="8080",method="nat"} 2
@@ -148,6 +152,12 @@ xvs_backend_health_transitions_total{protocol="tcp",vip="198.18.0.1",vport="80",
 # TYPE xvs_backend_health_checks_total counter
 xvs_backend_health_checks_total{protocol="tcp",vip="198.18.0.1",vport="80",address="198.19.0.11",port="8080",method="nat",result="ok"} 40
 xvs_backend_health_checks_total{protocol="tcp",vip="198.18.0.1",vport="80",address="198.19.0.11",port="8080",method="nat",result="failed"} 6
+# HELP xvs_backend_response_seconds Health check response time, smoothed over the successful probes.
+# TYPE xvs_backend_response_seconds gauge
+xvs_backend_response_seconds{protocol="tcp",vip="198.18.0.1",vport="80",address="198.19.0.11",port="8080",method="nat"} 0.0125
+# HELP xvs_backend_load_percent Load figure the backend reports to its health check (0 idle, 100 saturated).
+# TYPE xvs_backend_load_percent gauge
+xvs_backend_load_percent{protocol="tcp",vip="198.18.0.1",vport="80",address="198.19.0.11",port="8080",method="nat"} 40
 # HELP xvs_worker_rx_packets_total Frames received by the worker.
 # TYPE xvs_worker_rx_packets_total counter
 xvs_worker_rx_packets_total{worker="0"} 100
@@ -203,6 +213,7 @@ fn large() -> Metrics {
         port: 8080,
         method: "dr".into(),
         weight: 0,
+        configured_weight: 0,
         active: 0,
         inactive: 0,
         persistent: 1,
@@ -222,6 +233,7 @@ fn large() -> Metrics {
             port: 0,
             method: "we\"ird\\me\nthod".into(),
             weight: 1,
+            configured_weight: 1,
             active: 1,
             inactive: 0,
             persistent: 0,
@@ -982,6 +994,7 @@ fn a_removed_backend_has_only_its_health_series() {
         port: 8080,
         method: "nat".into(),
         weight: 5,
+        configured_weight: 5,
         active: 0,
         inactive: 0,
         persistent: 0,
@@ -992,6 +1005,8 @@ fn a_removed_backend_has_only_its_health_series() {
             checks_ok: 0,
             checks_failed: 2,
             since_unix: 1,
+            response_us: None,
+            load: None,
         }),
         removed: true,
     });

@@ -199,25 +199,25 @@ impl Cmd {
     /// ` ` optional.
     fn legal(self) -> &'static [u8; N_OPTS] {
         match self {
-            Cmd::Add | Cmd::Edit => b"xx+   xxxxxxxxxxxx  xxxxxxxxxxxx ",
-            Cmd::Del => b"xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
-            Cmd::List => b" 11xxxxxxxx1      xx xx1 xxxxxxxx",
-            Cmd::AddDest | Cmd::EditDest => b"xx+xxx+    xxxxxxxxxx xxxxxxxxxxx",
-            Cmd::DelDest => b"xx+xxx+xxxxxxxxxxxxxxxxxxxxxxxxxx",
-            Cmd::Save => b" xxxxxxxxxxxxxxxxxxxxx xxxxxxxxxx",
-            Cmd::Zero => b"xx xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+            Cmd::Add | Cmd::Edit => b"xx+   xxxxxxxxxxxx  xxxxxxxxxxxx x",
+            Cmd::Del => b"xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+            Cmd::List => b" 11xxxxxxxx1      xx xx1 xxxxxxxx ",
+            Cmd::AddDest | Cmd::EditDest => b"xx+xxx+    xxxxxxxxxx xxxxxxxxxxxx",
+            Cmd::DelDest => b"xx+xxx+xxxxxxxxxxxxxxxxxxxxxxxxxxx",
+            Cmd::Save => b" xxxxxxxxxxxxxxxxxxxxx xxxxxxxxxxx",
+            Cmd::Zero => b"xx xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
             Cmd::Flush | Cmd::Timeout | Cmd::Restore | Cmd::StopDaemon => {
-                b"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+                b"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
             }
-            Cmd::StartDaemon => b"xxxxxxxxxxxxxxxxxxxxxxxxx       x",
-            Cmd::Help | Cmd::Version => b"                                 ",
+            Cmd::StartDaemon => b"xxxxxxxxxxxxxxxxxxxxxxxxx       xx",
+            Cmd::Help | Cmd::Version => b"                                  ",
         }
     }
 }
 
 /// ipvsadm's option names (`optnames`, plus `sched-flags`, `tun-type`, `daemon`, the sync
 /// daemon's options, and xvs's `json`, `toml`, `sync-peers`, `synproxy`).
-const N_OPTS: usize = 33;
+const N_OPTS: usize = 34;
 const OPT_NAMES: [&str; N_OPTS] = [
     "numeric",
     "connection",
@@ -252,6 +252,7 @@ const OPT_NAMES: [&str; N_OPTS] = [
     "mcast-ttl",
     "sync-peers",
     "synproxy",
+    "weights",
 ];
 
 const O_NUMERIC: usize = 0;
@@ -287,6 +288,7 @@ const O_MCAST_PORT: usize = 29;
 const O_MCAST_TTL: usize = 30;
 const O_SYNC_PEERS: usize = 31;
 const O_SYNPROXY: usize = 32;
+const O_WEIGHTS: usize = 33;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Arg {
@@ -397,6 +399,7 @@ const OPTIONS: &[Opt] = &[
     o(None, "toml", Arg::No, Id::Set(O_TOML)),
     o(None, "daemon", Arg::No, Id::Set(O_DAEMON)),
     o(None, "tun-info", Arg::No, Id::Set(O_TUN_INFO)),
+    o(None, "weights", Arg::No, Id::Set(O_WEIGHTS)),
     o(None, "sctp-service", Arg::Required, Id::Sctp),
     o(
         None,
@@ -880,7 +883,11 @@ fn build(mut raw: Raw) -> Result<Command, UsageError> {
             format: {
                 let g = &raw.given;
                 if (g[O_CONNECTION] || g[O_TIMEOUT] || g[O_DAEMON])
-                    && (g[O_STATS] || g[O_PERSISTENTCONN] || g[O_RATE] || g[O_THRESHOLDS])
+                    && (g[O_STATS]
+                        || g[O_PERSISTENTCONN]
+                        || g[O_RATE]
+                        || g[O_THRESHOLDS]
+                        || g[O_WEIGHTS])
                 {
                     return Err(usage("options conflicts in the list command"));
                 }
@@ -892,6 +899,7 @@ fn build(mut raw: Raw) -> Result<Command, UsageError> {
                     nosort: g[O_NOSORT],
                     exact: g[O_EXACT],
                     tun_info: g[O_TUN_INFO],
+                    weights: g[O_WEIGHTS],
                 }
             },
         })),
@@ -1097,7 +1105,7 @@ Usage:
   xvs ctl -S [-n] [--toml]   (--toml: [[service]] sections for the configuration file)
   xvs ctl -a|e -t|u|f service-address -r server-address [-g|-i|-m|--fullnat] [-w weight] [-x upper] [-y lower]
   xvs ctl -d -t|u|f service-address -r server-address
-  xvs ctl -L|l [-n] [-c] [--timeout] [--stats|--rate|--thresholds|--persistent-conn|--tun-info] [--exact] [--nosort] [--json] [-t|u|f service-address]
+  xvs ctl -L|l [-n] [-c] [--timeout] [--stats|--rate|--thresholds|--persistent-conn|--tun-info|--weights] [--exact] [--nosort] [--json] [-t|u|f service-address]
   xvs ctl -Z [-t|u|f service-address]
   xvs ctl --set tcp tcpfin udp
   xvs ctl reload        re-read the configuration file (runtime changes not in it are discarded)
@@ -1109,6 +1117,7 @@ Options:
   -g direct routing (default)  -i IPIP tunnel  -m NAT  --fullnat full NAT (xvs)
   -p [timeout] persistence, 360 s by default (as ipvsadm 1.31)  -M netmask (IPv4 dotted or prefix length; IPv6 prefix length)
   -w weight 0..65535 (default 1)  -x/-y upper/lower connection thresholds
+  --weights  (xvs) effective and configured weight, smoothed check response time, reported load
 ";
 
 #[cfg(test)]
@@ -1252,6 +1261,12 @@ mod tests {
         assert_eq!(p("-S -n").unwrap(), Command::Save { toml: false });
         assert_eq!(p("-S --toml").unwrap(), Command::Save { toml: true });
         assert!(matches!(p("-L --daemon").unwrap(), Command::List(l) if l.daemon));
+        assert!(matches!(p("-Ln --weights").unwrap(), Command::List(l) if l.format.weights));
+        assert_eq!(
+            p("-Lnc --weights").unwrap_err(),
+            "options conflicts in the list command"
+        );
+        assert!(p("-a -t 198.18.0.1:80 -r 198.19.0.1 --weights").is_err());
         assert_eq!(p("-Z").unwrap(), Command::Zero(None));
         assert_eq!(p("--set 0 30 60").unwrap(), Command::SetTimeouts(0, 30, 60));
         assert_eq!(p("reload").unwrap(), Command::Reload);

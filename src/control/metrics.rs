@@ -15,7 +15,9 @@
 //! | `xvs_service_connections_per_second` | gauge | service |
 //! | `xvs_service_packets_per_second`, `xvs_service_bytes_per_second` | gauge | service, direction |
 //! | `xvs_service_quorum_up` | gauge (1/0) | service; only with a sorry server or quorum scripts |
-//! | `xvs_backend_weight` | gauge | backend |
+//! | `xvs_backend_weight` | gauge | backend, `kind` = effective (what the workers run) / configured |
+//! | `xvs_backend_response_seconds` | gauge | backend; checked backends once a probe succeeded: smoothed response time |
+//! | `xvs_backend_load_percent` | gauge | backend; only while the backend's check reads a load figure |
 //! | `xvs_backend_active_connections`, `xvs_backend_inactive_connections`, `xvs_backend_persistent_connections` | gauge | backend |
 //! | `xvs_backend_connections_total`, `xvs_backend_packets_total`, `xvs_backend_bytes_total` | counter | backend (+ direction) |
 //! | `xvs_backend_connections_per_second`, `xvs_backend_packets_per_second`, `xvs_backend_bytes_per_second` | gauge | backend (+ direction) |
@@ -32,10 +34,11 @@
 //! | `xvs_worker_connections` | gauge | worker |
 //! | `xvs_worker_embryonic_connections` | gauge | worker; only when non-zero |
 //! | `xvs_worker_syn_defense_total` | counter | worker, `event` (embryonic_evicted, drop_entry_deleted, synproxy_*); only non-zero |
-//! | `xvs_dns_queries_total` | counter | `zone`, `name` (`""`: queries for no configured name) |
+//! | `xvs_dns_queries_total` | counter | `zone`, `name` (`""`: queries for no configured name), `type` (A, AAAA, SOA, ANY, other) |
 //! | `xvs_dns_answers_total` | counter | zone, name, `rcode` (NOERROR, NXDOMAIN, …) |
 //! | `xvs_dns_truncated_total` | counter | zone, name: UDP answers sent with TC |
 //! | `xvs_dns_records` | gauge | zone, name: backends answered now (weight > 0) |
+//! | `xvs_dns_site_up` | gauge | zone, `site`, `address`: 1 while the site is answered (`[[dns.site]]`) |
 //! | `xvs_dns_dropped_total` | counter | zone: messages dropped without an answer |
 //! | `xvs_dns_rate_limited_total` | counter | zone, `action` = dropped/slipped/table_full |
 //!
@@ -197,7 +200,10 @@ pub struct BackendMetrics {
     pub port: u16,
     /// "nat", "dr", "tun" or "fullnat".
     pub method: String,
+    /// The weight the workers run.
     pub weight: u32,
+    /// The weight of the running configuration (before health, dynamic and adaptive weights).
+    pub configured_weight: u32,
     pub active: u64,
     pub inactive: u64,
     pub persistent: u64,
@@ -219,6 +225,10 @@ pub struct HealthMetrics {
     pub checks_failed: u64,
     /// When the state last changed (or checking started), seconds since the Unix epoch.
     pub since_unix: u64,
+    /// Smoothed response time of the successful probes, microseconds.
+    pub response_us: Option<u64>,
+    /// The load figure the backend reports, percent.
+    pub load: Option<u8>,
 }
 
 impl From<&crate::control::health::BackendHealth> for HealthMetrics {
@@ -232,6 +242,10 @@ impl From<&crate::control::health::BackendHealth> for HealthMetrics {
                 .since
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
+            response_us: h
+                .response_avg
+                .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+            load: h.load,
         }
     }
 }
@@ -648,7 +662,17 @@ fn render_xvs(m: &Metrics) -> String {
     let mut weight = Family::new(
         "xvs_backend_weight",
         Kind::Gauge,
-        "Configured weight (0: quiesced).",
+        "Backend weight: effective (what the workers run: after health, dynamic and adaptive weights; 0: quiesced) or configured.",
+    );
+    let mut response = Family::new(
+        "xvs_backend_response_seconds",
+        Kind::Gauge,
+        "Health check response time, smoothed over the successful probes.",
+    );
+    let mut load = Family::new(
+        "xvs_backend_load_percent",
+        Kind::Gauge,
+        "Load figure the backend reports to its health check (0 idle, 100 saturated).",
     );
     let mut active = Family::new(
         "xvs_backend_active_connections",
@@ -755,7 +779,14 @@ fn render_xvs(m: &Metrics) -> String {
         for b in &s.backends {
             let bp = backend_pairs(&s.labels, b);
             if !b.removed {
-                weight.add(&bp, Value::Int(u64::from(b.weight)));
+                weight.add(
+                    &with(&bp, "kind", "effective"),
+                    Value::Int(u64::from(b.weight)),
+                );
+                weight.add(
+                    &with(&bp, "kind", "configured"),
+                    Value::Int(u64::from(b.configured_weight)),
+                );
                 active.add(&bp, Value::Int(b.active));
                 inactive.add(&bp, Value::Int(b.inactive));
                 persistent.add(&bp, Value::Int(b.persistent));
@@ -766,6 +797,12 @@ fn render_xvs(m: &Metrics) -> String {
                 transitions.add(&bp, Value::Int(h.transitions));
                 checks.add(&with(&bp, "result", "ok"), Value::Int(h.checks_ok));
                 checks.add(&with(&bp, "result", "failed"), Value::Int(h.checks_failed));
+                if let Some(us) = h.response_us {
+                    response.add(&bp, Value::Float(us as f64 / 1e6));
+                }
+                if let Some(l) = h.load {
+                    load.add(&bp, Value::Int(u64::from(l)));
+                }
             }
         }
     }
@@ -799,7 +836,7 @@ fn render_xvs(m: &Metrics) -> String {
     let mut dns_queries = Family::new(
         "xvs_dns_queries_total",
         Kind::Counter,
-        "DNS queries answered, by name (\"\": names not configured).",
+        "DNS queries answered, by name (\"\": names not configured) and query type (A, AAAA, SOA, ANY; other: any other type or no single question).",
     );
     let mut dns_answers = Family::new(
         "xvs_dns_answers_total",
@@ -815,6 +852,11 @@ fn render_xvs(m: &Metrics) -> String {
         "xvs_dns_records",
         Kind::Gauge,
         "Backends a DNS name answers now (weight above 0).",
+    );
+    let mut dns_site_up = Family::new(
+        "xvs_dns_site_up",
+        Kind::Gauge,
+        "1 while a DNS site ([[dns.site]]) is answered: its service has an available backend, or its check passes.",
     );
     let mut dns_dropped = Family::new(
         "xvs_dns_dropped_total",
@@ -836,9 +878,19 @@ fn render_xvs(m: &Metrics) -> String {
         ] {
             dns_limited.add(&with(&zp, "action", action), Value::Int(n));
         }
+        for site in &d.sites {
+            let sp = with(
+                &with(&zp, "site", &site.name),
+                "address",
+                &site.address.to_string(),
+            );
+            dns_site_up.add(&sp, Value::Int(u64::from(site.up)));
+        }
         for n in &d.names {
             let np = with(&zp, "name", &n.name);
-            dns_queries.add(&np, Value::Int(n.queries));
+            for (qtype, c) in &n.qtypes {
+                dns_queries.add(&with(&np, "type", qtype), Value::Int(*c));
+            }
             for (rcode, c) in &n.rcodes {
                 dns_answers.add(&with(&np, "rcode", rcode), Value::Int(*c));
             }
@@ -860,6 +912,8 @@ fn render_xvs(m: &Metrics) -> String {
         &up,
         &transitions,
         &checks,
+        &response,
+        &load,
         &rx,
         &tx,
         &pass,
@@ -876,6 +930,7 @@ fn render_xvs(m: &Metrics) -> String {
         &dns_answers,
         &dns_truncated,
         &dns_records,
+        &dns_site_up,
         &dns_dropped,
         &dns_limited,
     ] {

@@ -52,9 +52,11 @@ pub enum Transport {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// Answered with this rcode; `name` is the index of the configured name, if the query
-    /// was for one; `truncated` when the UDP answer went out with TC.
+    /// was for one; `qtype` the type asked for, if the query had one question; `truncated` when
+    /// the UDP answer went out with TC.
     Answered {
         name: Option<usize>,
+        qtype: Option<RecordType>,
         rcode: u16,
         truncated: bool,
     },
@@ -357,6 +359,7 @@ impl Responder {
             Some(bytes),
             Outcome::Answered {
                 name: name_index,
+                qtype: (request.queries.len() == 1).then(|| request.queries[0].query_type()),
                 rcode: u16::from(rcode),
                 truncated,
             },
@@ -478,6 +481,7 @@ fn formerr_outcome(query: &[u8]) -> Outcome {
     if formerr(query).is_some() {
         Outcome::Answered {
             name: None,
+            qtype: None,
             rcode: u16::from(ResponseCode::FormErr),
             truncated: false,
         }
@@ -549,6 +553,7 @@ mod tests {
             o,
             Outcome::Answered {
                 name: Some(0),
+                qtype: Some(RecordType::A),
                 rcode: 0,
                 truncated: false
             }
@@ -619,6 +624,7 @@ mod tests {
             o,
             Outcome::Answered {
                 name: None,
+                qtype: Some(RecordType::A),
                 rcode: 3,
                 truncated: false
             }
