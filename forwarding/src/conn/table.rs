@@ -71,7 +71,7 @@ pub const ENTRY_BYTES: usize = std::mem::size_of::<Entry>();
 /// Sizes fixed at start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnConfig {
-    /// Maximum number of entries (connections + templates). At most 2^28 − 2^14 − 2.
+    /// Maximum number of entries (connections + templates). At most 2^28 − 2^15 − 3.
     pub capacity: u32,
     /// Maximum number of entries with an IPv6 address (≤ capacity); their address blocks are
     /// allocated as they are first needed.
@@ -849,7 +849,8 @@ impl ConnTable {
                     .pool
                     .get(e.addrs[0] as usize)
                     .map_or(0, |p| p[0][15] as u32),
-                Some(e) => e.expires,
+                // First and last words: a 52-byte entry may span two cache lines.
+                Some(e) => e.addrs[0] ^ u32::from(e.flags),
                 None => 0,
             }
         } else {
@@ -892,7 +893,8 @@ impl ConnTable {
                 .pool
                 .get(e.addrs[0] as usize)
                 .map_or(0, |p| p[0][15] as u32),
-            Some(e) => e.expires,
+            // First and last words: a 52-byte entry may span two cache lines.
+            Some(e) => e.addrs[0] ^ u32::from(e.flags),
             None => 0,
         };
         std::hint::black_box(word);
