@@ -54,6 +54,8 @@ const MIN_RING: usize = 64;
 const MAX_CAPACITY: u32 = LINK_MASK - 2 * MAX_WHEEL as u32 - 2;
 /// Backend numbers an entry can hold (24 bits).
 const BACKEND_MASK: u32 = (1 << 24) - 1;
+/// Largest backend number an entry can hold.
+pub const MAX_BACKEND: u32 = BACKEND_MASK;
 /// Largest service number an entry can hold (20 bits).
 pub const MAX_SERVICE: u32 = (1 << 20) - 1;
 /// Timeout of a new entry before its first packet is accounted (`ip_vs_conn_new`: 3 s).
