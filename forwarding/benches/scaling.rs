@@ -23,6 +23,10 @@
 //! the shared state (cache lines written by both threads) costs shows up there, other
 //! processes do not.
 //!
+//! The same cases with the two pipelines in two directors (each its own `Shared`) are the
+//! control: their factor is what the machine gives two threads with nothing shared (caches,
+//! memory bandwidth, the hypervisor), so the shared state costs the difference.
+//!
 //! `cargo bench -p xvs-forwarding --bench scaling` (`XVS_SCALING_ROUNDS`, default 5).
 
 #[path = "../tests/common/mod.rs"]
@@ -40,8 +44,9 @@ use xvs_forwarding::{Frame, Method, Pipeline, PipelineConfig, Time, Verdict};
 use xvs_schedulers::SchedFlags;
 
 const HEADROOM: usize = 256;
-/// Frames per thread per round.
+/// Frames per thread per round (`cargo bench`; a test run takes [`TEST_FRAMES`]).
 const FRAMES: u64 = 2_000_000;
+const TEST_FRAMES: u64 = 20_000;
 /// Established connections per worker.
 const CONNS: u32 = 1 << 16;
 /// New-flow case: one new connection per 60 ms of the worker's clock keeps ~1000 in the table
@@ -137,7 +142,9 @@ fn shuffle<T>(v: &mut [T]) {
     }
 }
 
-fn director(case: Case) -> Vec<Worker> {
+/// The two workers: of one director (`shared`), or of two directors with nothing in common
+/// (the control: what two threads give here without any shared state).
+fn director(case: Case, shared: bool) -> Vec<Worker> {
     let svc = service();
     let cfg = |w: u16| PipelineConfig {
         connections: CONNS + (CONNS >> 2),
@@ -147,8 +154,12 @@ fn director(case: Case) -> Vec<Worker> {
         ..PipelineConfig::default()
     };
     let services = std::slice::from_ref(&svc);
-    let shared = Arc::new(Pipeline::shared_for(&cfg(0), services).expect("shared state"));
-    shared.apply(services, vec![]).expect("services");
+    let new_shared = || {
+        let s = Arc::new(Pipeline::shared_for(&cfg(0), services).expect("shared state"));
+        s.apply(services, vec![]).expect("services");
+        s
+    };
+    let one = new_shared();
     (0..2u16)
         .map(|w| {
             let n = match case {
@@ -162,7 +173,11 @@ fn director(case: Case) -> Vec<Worker> {
                 })
                 .collect();
             let mut wk = Worker {
-                pipe: Pipeline::with_shared(cfg(w), shared.clone(), network()),
+                pipe: Pipeline::with_shared(
+                    cfg(w),
+                    if shared { one.clone() } else { new_shared() },
+                    network(),
+                ),
                 frames: syns,
                 next: 0,
                 now: Time::from_secs(10),
@@ -203,7 +218,7 @@ fn director(case: Case) -> Vec<Worker> {
 }
 
 /// One round with `threads` workers: (frames per second of wall time, thread CPU ÷ wall).
-fn round(ws: &mut [Worker], threads: usize) -> (f64, f64) {
+fn round(ws: &mut [Worker], threads: usize, frames: u64) -> (f64, f64) {
     let barrier = Barrier::new(threads);
     let (wall, cpu) = std::thread::scope(|s| {
         let hs: Vec<_> = ws[..threads]
@@ -213,7 +228,7 @@ fn round(ws: &mut [Worker], threads: usize) -> (f64, f64) {
                 s.spawn(move || {
                     b.wait();
                     let t0 = Instant::now();
-                    let cpu = w.run(FRAMES);
+                    let cpu = w.run(frames);
                     (t0.elapsed(), cpu)
                 })
             })
@@ -223,7 +238,7 @@ fn round(ws: &mut [Worker], threads: usize) -> (f64, f64) {
         let cpu: Duration = r.iter().map(|x| x.1).sum();
         (wall, cpu)
     });
-    let frames = FRAMES as f64 * threads as f64;
+    let frames = frames as f64 * threads as f64;
     (
         frames / wall.as_secs_f64(),
         cpu.as_secs_f64() / wall.as_secs_f64(),
@@ -249,17 +264,24 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(if bench { 5 } else { 1 });
+    let frames = if bench { FRAMES } else { TEST_FRAMES };
     println!(
         "pipeline scaling, 1 → 2 threads ({} cores online), {rounds} interleaved rounds of \
-         {FRAMES} frames per thread; load average before: {}",
+         {frames} frames per thread; load average before: {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         loadavg()
     );
-    for (name, case) in [
-        ("established", Case::Established),
-        ("new-flow", Case::NewFlow),
+    for (name, case, shared) in [
+        ("established", Case::Established, true),
+        ("new-flow", Case::NewFlow, true),
+        (
+            "established, two directors (control)",
+            Case::Established,
+            false,
+        ),
+        ("new-flow, two directors (control)", Case::NewFlow, false),
     ] {
-        let mut ws = director(case);
+        let mut ws = director(case, shared);
         let mut one = Vec::new();
         let mut two = Vec::new();
         let mut cpu1 = Vec::new();
@@ -269,8 +291,8 @@ fn main() {
         for r in 0..rounds {
             // Rotate which goes first.
             let (a, b) = if r % 2 == 0 { (1, 2) } else { (2, 1) };
-            let ra = round(&mut ws, a);
-            let rb = round(&mut ws, b);
+            let ra = round(&mut ws, a, frames);
+            let rb = round(&mut ws, b, frames);
             let ((r1, c1), (r2, c2)) = if a == 1 { (ra, rb) } else { (rb, ra) };
             one.push(r1);
             two.push(r2);
@@ -289,7 +311,7 @@ fn main() {
         let clo = cpu_factors.iter().cloned().fold(f64::INFINITY, f64::min);
         let chi = cpu_factors.iter().cloned().fold(0.0, f64::max);
         println!(
-            "{name:<12} 1 thread {:>6.2} Mfps (CPU {:.2}), 2 threads {:>6.2} Mfps (CPU {:.2}): \
+            "{name}: 1 thread {:>6.2} Mfps (CPU {:.2}), 2 threads {:>6.2} Mfps (CPU {:.2}): \
              factor {f:.2} ({lo:.2}–{hi:.2}), CPU factor {cf:.2} ({clo:.2}–{chi:.2})",
             median(&mut one) / 1e6,
             median(&mut cpu1),
