@@ -2,8 +2,10 @@
 //! a global allocator that wraps the system's and, for every allocation of at least
 //! [`THRESHOLD`] bytes, asks the kernel with `madvise(MADV_HUGEPAGE)` (madvise(2)) to back the
 //! 2 MiB-aligned part of it with transparent huge pages, before the caller first writes it.
-//! glibc serves such sizes with a fresh `mmap`, so the first touch faults in 2 MiB pages where
-//! the kernel has them (`/sys/kernel/mm/transparent_hugepage/enabled` = `madvise` or `always`).
+//! Allocations this big usually come from a fresh `mmap` (glibc's mmap threshold is 128 KiB,
+//! adapting up to 32 MiB), so their first touch faults in 2 MiB pages where the kernel has them
+//! (`/sys/kernel/mm/transparent_hugepage/enabled` = `madvise` or `always`); memory reused from
+//! the heap keeps the pages it has until khugepaged collapses them.
 //! With 4 KiB pages a random lookup in a table of millions of connections pays TLB misses
 //! besides its cache misses (TESTBED.md: ~29 ns → ~24 ns per lookup at 1 M flows here).
 //! The forwarding crate stays free of `unsafe`: it only allocates.
