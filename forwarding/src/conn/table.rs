@@ -835,10 +835,10 @@ impl ConnTable {
 
     // ---------------------------------------------------------------- lookups
 
-    /// Hint that `t` will be looked up soon: loads its home index slot and, when that slot's tag
-    /// matches, the entry it names (and an IPv6 entry's address block). Call it for every tuple of a batch before
-    /// looking them up: the loads of different tuples overlap instead of each lookup waiting for
-    /// two cache misses in turn (`lookup_hit_prefetch32` vs `lookup_hit` in `benches/conn.rs`).
+    /// Hint that `t` will be looked up soon: loads its home index slot and, when that slot's
+    /// fingerprint matches, the entry it names (and an IPv6 entry's address block). Call it for
+    /// every tuple of a batch before looking them up: the loads of different tuples overlap
+    /// instead of each lookup waiting for two cache misses in turn (`lookup_hit_prefetch32` vs `lookup_hit` in `benches/conn.rs`).
     /// Plain loads, no `unsafe` prefetch instruction.
     #[inline]
     pub fn prefetch(&self, t: &Tuple) {
@@ -882,8 +882,8 @@ impl ConnTable {
         hint.slot = self.index.touch(hint.hash);
     }
 
-    /// Third pass of [`Self::slot_hint`]: load the entry the slot names when its tag matches
-    /// (and an IPv6 entry's address block). Plain loads, no `unsafe`.
+    /// Third pass of [`Self::slot_hint`]: load the entry the slot names when its fingerprint
+    /// matches (and an IPv6 entry's address block). Plain loads, no `unsafe`.
     #[inline]
     pub fn prefetch_entry(&self, hint: SlotHint) {
         let SlotHint { hash, slot } = hint;
