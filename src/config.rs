@@ -139,6 +139,72 @@ pub struct RawConfig {
     /// DNS load balancing (`crate::dns`).
     #[serde(default, rename = "dns")]
     pub dns: Vec<DnsSection>,
+    /// HTTP redirect (`crate::redirect`).
+    #[serde(default, rename = "redirect")]
+    pub redirects: Vec<RedirectSection>,
+}
+
+/// `[[redirect]]`: an HTTP/1.1 listener answering every request with `code` (302 or 307) to
+/// `scheme://host:port` + the request's path and query, the backend chosen by `scheduler`
+/// (rr, wrr, sh, mh) over the available backends of `[[service]]` number `service` (0-based;
+/// health checks and weights apply). `host` is the backend's address unless a
+/// `[[redirect.host]]` names it; `port` is the backend's unless given. `persistence` (seconds)
+/// sends a client back to the backend it got last.
+///
+/// ```toml
+/// [[redirect]]
+/// name = "web"
+/// listen = ["198.18.0.1:80"]
+/// service = 0
+/// scheduler = "wrr"
+/// code = 302
+/// scheme = "http"
+/// persistence = 300
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectSection {
+    /// The entry's name in listings and metrics; default its first listen address.
+    pub name: Option<String>,
+    pub listen: Vec<std::net::SocketAddr>,
+    pub service: usize,
+    #[serde(default = "default_dns_scheduler")]
+    pub scheduler: String,
+    #[serde(default = "default_redirect_code")]
+    pub code: u16,
+    #[serde(default = "default_redirect_scheme")]
+    pub scheme: crate::redirect::decide::Scheme,
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub persistence: u32,
+    #[serde(default, rename = "host")]
+    pub hosts: Vec<RedirectHostSection>,
+}
+
+/// `[[redirect.host]]`: the host name written in redirects to the backend at `address`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectHostSection {
+    pub address: IpAddr,
+    pub name: String,
+}
+
+fn default_redirect_code() -> u16 {
+    302
+}
+
+fn default_redirect_scheme() -> crate::redirect::decide::Scheme {
+    crate::redirect::decide::Scheme::Http
+}
+
+/// A validated `[[redirect]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedirectConfig {
+    pub name: String,
+    pub listen: Vec<std::net::SocketAddr>,
+    pub service: ServiceKey,
+    pub scheduler: String,
+    pub rules: crate::redirect::decide::Rules,
 }
 
 /// `[[dns]]`: an authoritative DNS responder for names of `zone`, answering A/AAAA records
@@ -769,6 +835,8 @@ pub struct Config {
     pub announce: Option<String>,
     /// DNS load balancing entries.
     pub dns: Vec<DnsConfig>,
+    /// HTTP redirect entries.
+    pub redirects: Vec<RedirectConfig>,
 }
 
 impl Config {
@@ -1224,6 +1292,99 @@ fn validate_dns(
             }
         }
         out.push(cfg);
+    }
+    Ok(out)
+}
+
+fn validate_redirects(
+    c: &Check<'_>,
+    raw: &[RedirectSection],
+    dns: &[DnsConfig],
+    services: &[Service],
+) -> Result<Vec<RedirectConfig>, ConfigError> {
+    // A redirect listener's TCP port may not be a DNS responder's (which listens on TCP too).
+    let mut listens: HashSet<std::net::SocketAddr> =
+        dns.iter().flat_map(|d| d.listen.iter().copied()).collect();
+    let mut names = HashSet::new();
+    let mut out = Vec::new();
+    for (i, r) in raw.iter().enumerate() {
+        let f = |n: &str| format!("redirect[{i}].{n}");
+        if r.listen.is_empty() {
+            return Err(c.err(f("listen"), "at least one address:port"));
+        }
+        for l in &r.listen {
+            if !listens.insert(*l) {
+                return Err(c.err(
+                    f("listen"),
+                    format!("{l} is already a [[dns]] or [[redirect]] listen address"),
+                ));
+            }
+        }
+        let name = r.name.clone().unwrap_or_else(|| r.listen[0].to_string());
+        if name.is_empty() || name.chars().any(|ch| ch.is_control() || ch == '"') {
+            return Err(c.err(f("name"), format!("{name:?} is not a usable name")));
+        }
+        if !names.insert(name.clone()) {
+            return Err(c.err(f("name"), format!("{name:?} is used twice")));
+        }
+        let service = match services.get(r.service) {
+            Some(svc) => svc.key,
+            None => {
+                return Err(c.err(
+                    f("service"),
+                    format!(
+                        "no service[{}] ({} service(s) configured)",
+                        r.service,
+                        services.len()
+                    ),
+                ))
+            }
+        };
+        if !crate::balance::STATELESS_SCHEDULERS.contains(&r.scheduler.as_str()) {
+            return Err(c.err(
+                f("scheduler"),
+                crate::balance::NotStateless(r.scheduler.clone()).to_string(),
+            ));
+        }
+        if !matches!(r.code, 302 | 307) {
+            return Err(c.err(f("code"), format!("{} is not 302 or 307", r.code)));
+        }
+        if r.port == Some(0) {
+            return Err(c.err(f("port"), "must be 1 to 65535"));
+        }
+        let mut hosts = Vec::new();
+        for (k, h) in r.hosts.iter().enumerate() {
+            // A host is a reg-name or IP literal without a port (RFC 3986 §3.2.2).
+            let ok = h.name.parse::<http::uri::Authority>().is_ok_and(|a| {
+                a.port().is_none() && !a.as_str().contains('@') && !a.as_str().is_empty()
+            });
+            if !ok {
+                return Err(c.err(
+                    format!("redirect[{i}].host[{k}].name"),
+                    format!("{:?} is not a host name", h.name),
+                ));
+            }
+            if hosts.iter().any(|(a, _)| *a == h.address) {
+                return Err(c.err(
+                    format!("redirect[{i}].host[{k}].address"),
+                    format!("{} is listed twice", h.address),
+                ));
+            }
+            hosts.push((h.address, h.name.clone()));
+        }
+        out.push(RedirectConfig {
+            name,
+            listen: r.listen.clone(),
+            service,
+            scheduler: r.scheduler.clone(),
+            rules: crate::redirect::decide::Rules {
+                code: r.code,
+                scheme: r.scheme,
+                port: r.port,
+                hosts,
+                persistence: r.persistence,
+            },
+        });
     }
     Ok(out)
 }
@@ -1706,6 +1867,7 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         other => other.clone(),
     };
     let dns = validate_dns(&c, &raw.dns, &services)?;
+    let redirects = validate_redirects(&c, &raw.redirects, &dns, &services)?;
     Ok(Config {
         defense: raw.defense.into(),
         dataplane,
@@ -1723,6 +1885,7 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         sloppy_tcp: raw.director.sloppy_tcp,
         announce,
         dns,
+        redirects,
         timeouts: raw.timeouts,
         ports,
         mac_given,
@@ -1821,6 +1984,82 @@ service = 0
         assert_eq!(
             e,
             "x.toml: dns[0].client_network[0].prefix: \"203.0.113.0/33\" is not a prefix"
+        );
+    }
+
+    const REDIRECT: &str = r#"
+[[redirect]]
+name = "web"
+listen = ["198.18.0.2:80"]
+service = 0
+code = 307
+scheme = "https"
+port = 8443
+persistence = 60
+[[redirect.host]]
+address = "198.19.0.11"
+name = "www1.lb.example"
+"#;
+
+    #[test]
+    fn redirect_section_converts() {
+        let c = Config::parse(Path::new("x.toml"), &format!("{GOOD}{REDIRECT}")).unwrap();
+        let r = &c.redirects[0];
+        assert_eq!(r.name, "web");
+        assert_eq!(r.service, c.services[0].key);
+        assert_eq!(r.scheduler, "wrr");
+        assert_eq!(
+            r.rules,
+            crate::redirect::decide::Rules {
+                code: 307,
+                scheme: crate::redirect::decide::Scheme::Https,
+                port: Some(8443),
+                hosts: vec![("198.19.0.11".parse().unwrap(), "www1.lb.example".into())],
+                persistence: 60,
+            }
+        );
+        let plain = "[[redirect]]\nlisten = [\"198.18.0.2:8080\"]\nservice = 0\n";
+        let c = Config::parse(Path::new("x.toml"), &format!("{GOOD}{plain}")).unwrap();
+        let r = &c.redirects[0];
+        assert_eq!((r.name.as_str(), r.rules.code), ("198.18.0.2:8080", 302));
+        assert_eq!(r.rules.scheme, crate::redirect::decide::Scheme::Http);
+    }
+
+    #[test]
+    fn redirect_section_errors() {
+        let bad = |from: &str, to: &str| err(&format!("{GOOD}{}", REDIRECT.replace(from, to)));
+        assert_eq!(
+            bad("service = 0", "service = 2"),
+            "x.toml: redirect[0].service: no service[2] (1 service(s) configured)"
+        );
+        assert_eq!(
+            bad("code = 307", "code = 301"),
+            "x.toml: redirect[0].code: 301 is not 302 or 307"
+        );
+        assert_eq!(
+            bad("code = 307", "scheduler = \"wlc\""),
+            "x.toml: redirect[0].scheduler: scheduler \"wlc\" cannot choose without connection counts (use one of rr, wrr, sh, mh)"
+        );
+        assert_eq!(
+            bad("www1.lb.example", "www1.lb.example:80"),
+            "x.toml: redirect[0].host[0].name: \"www1.lb.example:80\" is not a host name"
+        );
+        assert_eq!(
+            bad("port = 8443", "port = 0"),
+            "x.toml: redirect[0].port: must be 1 to 65535"
+        );
+        assert!(bad("scheme = \"https\"", "scheme = \"ftp\"").contains("unknown variant"));
+        let twice = format!(
+            "{GOOD}{DNS}{}",
+            REDIRECT.replace("198.18.0.2:80\"", "198.18.0.2:53\"")
+        );
+        assert_eq!(
+            err(&twice),
+            "x.toml: redirect[0].listen: 198.18.0.2:53 is already a [[dns]] or [[redirect]] listen address"
+        );
+        assert_eq!(
+            bad("listen = [\"198.18.0.2:80\"]", "listen = []"),
+            "x.toml: redirect[0].listen: at least one address:port"
         );
     }
 

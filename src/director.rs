@@ -274,6 +274,9 @@ pub struct Director {
     announcer: Mutex<Option<crate::announce::Announcer>>,
     /// The DNS responders (`[[dns]]`), fed the effective services by the main loop.
     dns: Mutex<Vec<crate::dns::server::DnsServer>>,
+    /// The HTTP redirect listeners (`[[redirect]]`), fed the effective services by the main
+    /// loop.
+    redirects: Mutex<Vec<crate::redirect::server::RedirectServer>>,
     /// Set once a successor took the data plane over (`xvs run --takeover`): stop.
     handed_over: AtomicBool,
     /// The successor's connection, held open until this process exits (its end of file tells
@@ -306,10 +309,11 @@ impl Director {
         file.service_adaptive.get(i).copied().flatten()
     }
 
-    /// `desired` as the workers run it (and DNS answers from it): weights set by dynamic
-    /// checks, scaled by the adaptive factors of services with a policy; backends that failed
-    /// their health check removed, or at weight 0 when the check is quiescent; then the sorry
-    /// server in and the alive backends out while the quorum is lost (see `control::quorum`).
+    /// `desired` as the workers run it (and DNS answers and HTTP redirects from it): weights
+    /// set by dynamic checks, scaled by the adaptive factors of services with a policy;
+    /// backends that failed their health check removed, or at weight 0 when the check is
+    /// quiescent; then the sorry server in and the alive backends out while the quorum is lost
+    /// (see `control::quorum`).
     fn effective(inner: &Inner, desired: &DesiredState) -> DesiredState {
         let mut e = desired.clone();
         for s in &mut e.services {
@@ -995,6 +999,13 @@ impl Director {
                 self.config_path.display()
             ));
         }
+        if cfg.redirects != inner.file.redirects {
+            return Err(format!(
+                "{}: [[redirect]] entries cannot change on reload (restart xvs); their services' \
+                 backends follow the running state",
+                self.config_path.display()
+            ));
+        }
         // New DNS listen addresses are bound before anything changes: if one cannot be,
         // the reload is refused whole.
         let dns_changed = cfg.dns != inner.file.dns;
@@ -1255,14 +1266,29 @@ impl Director {
             services,
             workers,
             history: Vec::new(),
-            dns: self
-                .dns
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .map(|d| d.status())
-                .collect(),
+            dns: self.dns_status(),
+            redirect: self.redirect_status(),
         }
+    }
+
+    /// The DNS responders' counters and records.
+    fn dns_status(&self) -> Vec<crate::dns::server::DnsStatus> {
+        self.dns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|d| d.status())
+            .collect()
+    }
+
+    /// The redirect listeners' counters and backends.
+    fn redirect_status(&self) -> Vec<crate::redirect::server::RedirectStatus> {
+        self.redirects
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|r| r.status())
+            .collect()
     }
 }
 
@@ -1331,6 +1357,13 @@ impl ControlDirector for Director {
         Ok(self.lock().desired.clone())
     }
 
+    fn stateless(&self) -> crate::control::model::Stateless {
+        crate::control::model::Stateless {
+            dns: self.dns_status(),
+            redirect: self.redirect_status(),
+        }
+    }
+
     fn daemons(&self) -> Vec<(crate::sync::DaemonConfig, u16)> {
         let inner = self.lock();
         [&inner.master, &inner.backup]
@@ -1381,6 +1414,9 @@ impl ControlDirector for Director {
         }
         for d in self.dns.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             out.push_str(&crate::dns::server::format_status(&d.status()));
+        }
+        for r in self.redirect_status() {
+            out.push_str(&crate::redirect::server::format_status(&r));
         }
         let mut sync = SyncCounters::default();
         for r in &reports {
@@ -1656,6 +1692,7 @@ pub fn run(
         history: Mutex::new(History::default()),
         announcer: Mutex::new(None),
         dns: Mutex::new(Vec::new()),
+        redirects: Mutex::new(Vec::new()),
         handed_over: AtomicBool::new(false),
         successor: Mutex::new(None),
     });
@@ -1754,6 +1791,23 @@ pub fn run(
             servers.push(server);
         }
         *director.dns.lock().unwrap_or_else(|p| p.into_inner()) = servers;
+        let mut listeners = Vec::new();
+        for r in &cfg.redirects {
+            let server = crate::redirect::server::RedirectServer::start(r)
+                .with_context(|| format!("redirect {}", r.name))?;
+            eprintln!(
+                "xvs: redirect {} on {}",
+                r.name,
+                r.listen
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            server.update(&services);
+            listeners.push(server);
+        }
+        *director.redirects.lock().unwrap_or_else(|p| p.into_inner()) = listeners;
     }
     // The data plane forwards (workers run the published state) and the control socket answers.
     let mut notifier = Notifier::from_env();
@@ -1794,10 +1848,14 @@ pub fn run(
         drop(slot);
         {
             let servers = director.dns.lock().unwrap_or_else(|p| p.into_inner());
-            if !servers.is_empty() {
+            let listeners = director.redirects.lock().unwrap_or_else(|p| p.into_inner());
+            if !servers.is_empty() || !listeners.is_empty() {
                 let (services, checks) = Director::dns_inputs(&director.lock());
                 for d in servers.iter() {
                     d.update(&services, &checks);
+                }
+                for r in listeners.iter() {
+                    r.update(&services);
                 }
             }
         }
@@ -1849,6 +1907,9 @@ pub fn run(
     );
     for d in std::mem::take(&mut *director.dns.lock().unwrap_or_else(|p| p.into_inner())) {
         d.stop();
+    }
+    for r in std::mem::take(&mut *director.redirects.lock().unwrap_or_else(|p| p.into_inner())) {
+        r.stop();
     }
     server.stop();
     // Closed when this function returns, after everything else: then the successor knows the

@@ -13,6 +13,7 @@ use xvs::control::metrics::{
     escape_label, render, render_with, BackendMetrics, Exposition, HealthMetrics, Metrics,
     MetricsServer, ServiceLabels, ServiceMetrics, Traffic, WorkerMetrics, CONTENT_TYPE,
 };
+use xvs::redirect::server::{BackendStatus as RedirectBackend, RedirectStatus};
 
 fn traffic(base: u64) -> Traffic {
     Traffic {
@@ -79,6 +80,7 @@ fn small() -> Metrics {
         }],
         history: Vec::new(),
         dns: Vec::new(),
+        redirect: Vec::new(),
     }
 }
 
@@ -255,6 +257,41 @@ fn large() -> Metrics {
         busy_ratio: f64::INFINITY,
         drops: vec![("malformed".into(), u64::MAX)],
         ..Default::default()
+    });
+    // A redirect listener (`xvs_redirect_*`) with a name that needs escaping and a backend no
+    // longer available.
+    m.redirect.push(RedirectStatus {
+        name: "web \"a\"".into(),
+        listen: vec!["198.18.0.2:80".parse().unwrap()],
+        service: "TCP 198.18.0.1:80".into(),
+        scheduler: "wrr".into(),
+        code: 302,
+        persistence: 30,
+        requests: 12,
+        redirects: 9,
+        bad_requests: 2,
+        unavailable: 1,
+        connection_errors: 0,
+        refused: 0,
+        internal_errors: 0,
+        persistent_clients: 3,
+        persistence_full: 0,
+        backends: vec![
+            RedirectBackend {
+                addr: "198.19.0.11".parse().unwrap(),
+                port: 8080,
+                url: "http://198.19.0.11:8080".into(),
+                weight: 2,
+                redirects: 7,
+            },
+            RedirectBackend {
+                addr: "2001:db8::11".parse().unwrap(),
+                port: 80,
+                url: "http://[2001:db8::11]".into(),
+                weight: 0,
+                redirects: 2,
+            },
+        ],
     });
     m
 }
@@ -452,6 +489,35 @@ fn larger_model_keeps_the_rules_and_escapes_labels() {
     assert!(!samples.iter().any(
         |s| s.name == "xvs_backend_up" && label(s, "address").as_deref() == Some("198.19.0.12")
     ));
+    // The redirect listener: its escaped name, redirects by backend, errors by kind.
+    let value = |name: &str, extra: &[(&str, &str)]| -> Vec<String> {
+        samples
+            .iter()
+            .filter(|s| s.name == name)
+            .filter(|s| label(s, "redirect").as_deref() == Some("web \"a\""))
+            .filter(|s| {
+                extra
+                    .iter()
+                    .all(|(k, v)| label(s, k).as_deref() == Some(*v))
+            })
+            .map(|s| s.value.clone())
+            .collect()
+    };
+    assert_eq!(value("xvs_redirect_requests_total", &[]), ["12"]);
+    assert_eq!(
+        value(
+            "xvs_redirect_redirects_total",
+            &[("address", "2001:db8::11"), ("port", "80")]
+        ),
+        ["2"]
+    );
+    assert_eq!(
+        value("xvs_redirect_errors_total", &[("kind", "bad_request")]),
+        ["2"]
+    );
+    assert_eq!(value("xvs_redirect_errors_total", &[]).len(), 5);
+    assert_eq!(value("xvs_redirect_backends", &[]), ["1"]);
+    assert_eq!(value("xvs_redirect_persistent_clients", &[]), ["3"]);
     // Float edge cases and the largest counter.
     let busy: Vec<_> = samples
         .iter()

@@ -95,6 +95,7 @@ fn big() -> Metrics {
             .collect(),
         history: Vec::new(),
         dns: Vec::new(),
+        redirect: Vec::new(),
     }
 }
 

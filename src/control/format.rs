@@ -457,6 +457,79 @@ pub fn daemons(list: &[(DaemonConfig, u16)]) -> String {
     out
 }
 
+/// `-L --stateless` (xvs): each DNS zone (listen addresses, scheduler) with its names, their
+/// queries and answers by rcode, and the records answered now; each HTTP redirect listener
+/// (listen addresses, service, scheduler, status code, persistence) with its counters and its
+/// backends' URLs, weights and redirects. Backends are indented with `->` as in `-L`.
+pub fn stateless(st: &super::model::Stateless) -> String {
+    let mut out = String::new();
+    let joined = |v: &[std::net::SocketAddr]| {
+        v.iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    for d in &st.dns {
+        let _ = writeln!(
+            out,
+            "DNS zone {} listen {} scheduler {} dropped {}",
+            d.zone,
+            joined(&d.listen),
+            d.scheduler,
+            d.dropped
+        );
+        for n in &d.names {
+            let _ = writeln!(
+                out,
+                "  NAME {} queries {} answers {}{}",
+                n.label(),
+                n.queries,
+                n.answers(" ").unwrap_or_else(|| "0".to_string()),
+                if n.truncated > 0 {
+                    format!(" truncated {}", n.truncated)
+                } else {
+                    String::new()
+                }
+            );
+            for (a, w) in &n.backends {
+                let _ = writeln!(out, "  -> {a:<40} weight {w}");
+            }
+        }
+    }
+    for r in &st.redirect {
+        let _ = writeln!(
+            out,
+            "REDIRECT {} listen {} service {} scheduler {} code {}{}",
+            r.name,
+            joined(&r.listen),
+            r.service,
+            r.scheduler,
+            r.code,
+            if r.persistence > 0 {
+                format!(
+                    " persistent {} clients {}",
+                    r.persistence, r.persistent_clients
+                )
+            } else {
+                String::new()
+            }
+        );
+        let _ = writeln!(
+            out,
+            "  requests {} redirects {} bad_requests {} unavailable {} connection_errors {} refused {}",
+            r.requests, r.redirects, r.bad_requests, r.unavailable, r.connection_errors, r.refused
+        );
+        for b in &r.backends {
+            let _ = writeln!(
+                out,
+                "  -> {:<40} weight {} redirects {}",
+                b.url, b.weight, b.redirects
+            );
+        }
+    }
+    out
+}
+
 /// `-S --toml` (xvs): the state as the configuration file's `[timeouts]` and `[[service]]`
 /// sections, services in creation order and backends in add order, so that a reload of a file
 /// holding them rebuilds the same lists (ipvsadm rules are sorted, which reorders backends).

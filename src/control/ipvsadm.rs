@@ -9,7 +9,8 @@
 //! service port forced for direct-routing and tunnel backends of non-fwmark services.
 //!
 //! xvs additions: `--fullnat` (method), `--json` (listings), and the verbs `reload` and
-//! `status`. Names are not resolved: addresses and ports are numeric.
+//! `status`; `-L --stateless` lists the DNS names and HTTP redirect listeners. Names are not
+//! resolved: addresses and ports are numeric.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -65,6 +66,9 @@ pub struct ListOptions {
     pub json: bool,
     /// `--daemon`: the sync daemons (xvs has none: prints nothing).
     pub daemon: bool,
+    /// `--stateless` (xvs): the DNS names and HTTP redirect listeners with their backends and
+    /// counters.
+    pub stateless: bool,
 }
 
 /// One ipvsadm invocation.
@@ -199,25 +203,26 @@ impl Cmd {
     /// ` ` optional.
     fn legal(self) -> &'static [u8; N_OPTS] {
         match self {
-            Cmd::Add | Cmd::Edit => b"xx+   xxxxxxxxxxxx  xxxxxxxxxxxx x",
-            Cmd::Del => b"xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
-            Cmd::List => b" 11xxxxxxxx1      xx xx1 xxxxxxxx ",
-            Cmd::AddDest | Cmd::EditDest => b"xx+xxx+    xxxxxxxxxx xxxxxxxxxxxx",
-            Cmd::DelDest => b"xx+xxx+xxxxxxxxxxxxxxxxxxxxxxxxxxx",
-            Cmd::Save => b" xxxxxxxxxxxxxxxxxxxxx xxxxxxxxxxx",
-            Cmd::Zero => b"xx xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+            Cmd::Add | Cmd::Edit => b"xx+   xxxxxxxxxxxx  xxxxxxxxxxxx xx",
+            Cmd::Del => b"xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+            Cmd::List => b" 11xxxxxxxx1      xx xx1 xxxxxxxx 1",
+            Cmd::AddDest | Cmd::EditDest => b"xx+xxx+    xxxxxxxxxx xxxxxxxxxxxxx",
+            Cmd::DelDest => b"xx+xxx+xxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+            Cmd::Save => b" xxxxxxxxxxxxxxxxxxxxx xxxxxxxxxxxx",
+            Cmd::Zero => b"xx xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
             Cmd::Flush | Cmd::Timeout | Cmd::Restore | Cmd::StopDaemon => {
-                b"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+                b"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
             }
-            Cmd::StartDaemon => b"xxxxxxxxxxxxxxxxxxxxxxxxx       xx",
-            Cmd::Help | Cmd::Version => b"                                  ",
+            Cmd::StartDaemon => b"xxxxxxxxxxxxxxxxxxxxxxxxx       xxx",
+            Cmd::Help | Cmd::Version => b"                                   ",
         }
     }
 }
 
 /// ipvsadm's option names (`optnames`, plus `sched-flags`, `tun-type`, `daemon`, the sync
-/// daemon's options, and xvs's `json`, `toml`, `sync-peers`, `synproxy`).
-const N_OPTS: usize = 34;
+/// daemon's options, and xvs's `json`, `toml`, `sync-peers`, `synproxy`, `weights`,
+/// `stateless`).
+const N_OPTS: usize = 35;
 const OPT_NAMES: [&str; N_OPTS] = [
     "numeric",
     "connection",
@@ -253,6 +258,7 @@ const OPT_NAMES: [&str; N_OPTS] = [
     "sync-peers",
     "synproxy",
     "weights",
+    "stateless",
 ];
 
 const O_NUMERIC: usize = 0;
@@ -289,6 +295,7 @@ const O_MCAST_TTL: usize = 30;
 const O_SYNC_PEERS: usize = 31;
 const O_SYNPROXY: usize = 32;
 const O_WEIGHTS: usize = 33;
+const O_STATELESS: usize = 34;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Arg {
@@ -398,6 +405,7 @@ const OPTIONS: &[Opt] = &[
     o(None, "tun-type", Arg::Required, Id::Set(O_TUN_TYPE)),
     o(None, "toml", Arg::No, Id::Set(O_TOML)),
     o(None, "daemon", Arg::No, Id::Set(O_DAEMON)),
+    o(None, "stateless", Arg::No, Id::Set(O_STATELESS)),
     o(None, "tun-info", Arg::No, Id::Set(O_TUN_INFO)),
     o(None, "weights", Arg::No, Id::Set(O_WEIGHTS)),
     o(None, "sctp-service", Arg::Required, Id::Sctp),
@@ -880,9 +888,10 @@ fn build(mut raw: Raw) -> Result<Command, UsageError> {
             timeout: raw.given[O_TIMEOUT],
             json: raw.given[O_JSON],
             daemon: raw.given[O_DAEMON],
+            stateless: raw.given[O_STATELESS],
             format: {
                 let g = &raw.given;
-                if (g[O_CONNECTION] || g[O_TIMEOUT] || g[O_DAEMON])
+                if (g[O_CONNECTION] || g[O_TIMEOUT] || g[O_DAEMON] || g[O_STATELESS])
                     && (g[O_STATS]
                         || g[O_PERSISTENTCONN]
                         || g[O_RATE]
@@ -1106,6 +1115,7 @@ Usage:
   xvs ctl -a|e -t|u|f service-address -r server-address [-g|-i|-m|--fullnat] [-w weight] [-x upper] [-y lower]
   xvs ctl -d -t|u|f service-address -r server-address
   xvs ctl -L|l [-n] [-c] [--timeout] [--stats|--rate|--thresholds|--persistent-conn|--tun-info|--weights] [--exact] [--nosort] [--json] [-t|u|f service-address]
+  xvs ctl -L|l [-n] --stateless [--json]   DNS names and HTTP redirect listeners, their backends and counters
   xvs ctl -Z [-t|u|f service-address]
   xvs ctl --set tcp tcpfin udp
   xvs ctl reload        re-read the configuration file (runtime changes not in it are discarded)
@@ -1267,6 +1277,19 @@ mod tests {
             "options conflicts in the list command"
         );
         assert!(p("-a -t 198.18.0.1:80 -r 198.19.0.1 --weights").is_err());
+        let Command::List(l) = p("-Ln --stateless --json").unwrap() else {
+            panic!()
+        };
+        assert!(l.stateless && l.json && !l.connections && !l.daemon);
+        assert_eq!(
+            p("-Ln --stateless --stats").unwrap_err(),
+            "options conflicts in the list command"
+        );
+        assert_eq!(
+            p("-L --stateless -c").unwrap_err(),
+            "The option 'stateless' conflicts with the 'connection' option in the 'list' command"
+        );
+        assert!(p("-A -t 198.18.0.1:80 --stateless").is_err());
         assert_eq!(p("-Z").unwrap(), Command::Zero(None));
         assert_eq!(p("--set 0 30 60").unwrap(), Command::SetTimeouts(0, 30, 60));
         assert_eq!(p("reload").unwrap(), Command::Reload);

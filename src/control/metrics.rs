@@ -41,6 +41,11 @@
 //! | `xvs_dns_site_up` | gauge | zone, `site`, `address`: 1 while the site is answered (`[[dns.site]]`) |
 //! | `xvs_dns_dropped_total` | counter | zone: messages dropped without an answer |
 //! | `xvs_dns_rate_limited_total` | counter | zone, `action` = dropped/slipped/table_full |
+//! | `xvs_redirect_requests_total` | counter | `redirect` (the entry's name) |
+//! | `xvs_redirect_redirects_total` | counter | redirect, `address`, `port`: redirects to that backend |
+//! | `xvs_redirect_errors_total` | counter | redirect, `kind` = bad_request/unavailable/connection/refused/internal |
+//! | `xvs_redirect_backends` | gauge | redirect: backends redirected to now (weight > 0) |
+//! | `xvs_redirect_persistent_clients` | gauge | redirect: clients remembered for persistence |
 //!
 //! Service labels: `protocol` (tcp/udp/sctp), `vip`, `vport` — or `fwmark` and `family`
 //! (ipv4/ipv6) for a firewall-mark service. Backend labels: the service's plus `address`, `port`
@@ -84,6 +89,9 @@ pub struct Metrics {
     /// The DNS responders (`[[dns]]`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dns: Vec<crate::dns::server::DnsStatus>,
+    /// The HTTP redirect listeners (`[[redirect]]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub redirect: Vec<crate::redirect::server::RedirectStatus>,
 }
 
 /// How many one-second samples [`History`] keeps: five minutes.
@@ -902,6 +910,56 @@ fn render_xvs(m: &Metrics) -> String {
         }
     }
 
+    let mut rd_requests = Family::new(
+        "xvs_redirect_requests_total",
+        Kind::Counter,
+        "HTTP requests answered by a redirect listener (redirect, 400 or 503).",
+    );
+    let mut rd_redirects = Family::new(
+        "xvs_redirect_redirects_total",
+        Kind::Counter,
+        "HTTP redirects sent, by backend.",
+    );
+    let mut rd_errors = Family::new(
+        "xvs_redirect_errors_total",
+        Kind::Counter,
+        "Redirect listener errors: 400 answers, 503 answers, connection errors, connections refused at the limit, 500 answers.",
+    );
+    let mut rd_backends = Family::new(
+        "xvs_redirect_backends",
+        Kind::Gauge,
+        "Backends a redirect listener sends clients to now (weight above 0).",
+    );
+    let mut rd_persistent = Family::new(
+        "xvs_redirect_persistent_clients",
+        Kind::Gauge,
+        "Clients a redirect listener remembers for persistence.",
+    );
+    for r in &m.redirect {
+        let rp = [("redirect", r.name.clone())];
+        rd_requests.add(&rp, Value::Int(r.requests));
+        for (kind, n) in [
+            ("bad_request", r.bad_requests),
+            ("unavailable", r.unavailable),
+            ("connection", r.connection_errors),
+            ("refused", r.refused),
+            ("internal", r.internal_errors),
+        ] {
+            rd_errors.add(&with(&rp, "kind", kind), Value::Int(n));
+        }
+        for b in &r.backends {
+            let bp = with(
+                &with(&rp, "address", &b.addr.to_string()),
+                "port",
+                &b.port.to_string(),
+            );
+            rd_redirects.add(&bp, Value::Int(b.redirects));
+        }
+        let live = r.backends.iter().filter(|b| b.weight > 0).count();
+        rd_backends.add(&rp, Value::Int(live as u64));
+        rd_persistent.add(&rp, Value::Int(r.persistent_clients as u64));
+    }
+
     let mut out = String::new();
     service.write(&mut out);
     for f in [&quorum, &weight, &active, &inactive, &persistent] {
@@ -933,6 +991,11 @@ fn render_xvs(m: &Metrics) -> String {
         &dns_site_up,
         &dns_dropped,
         &dns_limited,
+        &rd_requests,
+        &rd_redirects,
+        &rd_errors,
+        &rd_backends,
+        &rd_persistent,
     ] {
         f.write(&mut out);
     }

@@ -313,3 +313,12 @@ mod tests {
         assert_eq!(b, ["198.19.0.2", "198.19.0.1"]);
     }
 }
+
+/// `-L --stateless`: the stateless balancers of the running director.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Stateless {
+    /// The DNS responders (`[[dns]]`).
+    pub dns: Vec<crate::dns::server::DnsStatus>,
+    /// The HTTP redirect listeners (`[[redirect]]`).
+    pub redirect: Vec<crate::redirect::server::RedirectStatus>,
+}
