@@ -675,3 +675,179 @@ pub fn format_status(st: &RedirectStatus) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    //! Reload on loopback: addresses 127.N.M.k from the process id (tests of other processes
+    //! on this machine use other ones) and a port the kernel just gave out, raw HTTP/1.1 over
+    //! a std `TcpStream`.
+    use super::*;
+    use crate::redirect::decide::{Rules, Scheme};
+    use std::io::{Read, Write};
+    use std::net::{Ipv4Addr, TcpStream};
+    use xvs_forwarding::service::{Backend, ServiceKey};
+    use xvs_forwarding::Method;
+
+    fn addr(k: u8) -> SocketAddr {
+        let pid = std::process::id();
+        let port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+            probe.local_addr().expect("its address").port()
+        };
+        SocketAddr::from(([127, (pid >> 8) as u8 | 1, pid as u8, 100 + k], port))
+    }
+
+    fn key(last: u8) -> ServiceKey {
+        ServiceKey::Addr {
+            proto: 6,
+            addr: IpAddr::V4(Ipv4Addr::new(198, 18, 10, last)),
+            port: 80,
+        }
+    }
+
+    fn services() -> Vec<Service> {
+        [(1, 11), (2, 21)]
+            .into_iter()
+            .map(|(svc, backend)| Service {
+                key: key(svc),
+                scheduler: "rr".into(),
+                sched_flags: Default::default(),
+                persistence: None,
+                one_packet: false,
+                synproxy: false,
+                conn_rate: 0,
+                backends: vec![Backend {
+                    addr: IpAddr::V4(Ipv4Addr::new(198, 18, 3, backend)),
+                    port: 80,
+                    weight: 1,
+                    method: Method::Nat,
+                    u_threshold: 0,
+                    l_threshold: 0,
+                    conn_rate: 0,
+                }],
+            })
+            .collect()
+    }
+
+    fn cfg(listen: Vec<SocketAddr>, code: u16, service: u8, persistence: u32) -> RedirectConfig {
+        RedirectConfig {
+            name: "web".into(),
+            listen,
+            service: key(service),
+            scheduler: "rr".into(),
+            rules: Rules {
+                code,
+                scheme: Scheme::Http,
+                port: None,
+                hosts: Vec::new(),
+                persistence,
+            },
+        }
+    }
+
+    /// One GET on an open connection: (status, Location).
+    fn get(c: &mut TcpStream, path: &str) -> (u16, String) {
+        write!(c, "GET {path} HTTP/1.1\r\nHost: lb.test\r\n\r\n").unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert!(head.len() < 4096, "no end of head");
+            c.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        let header = |name: &str| {
+            head.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+                .unwrap_or("")
+                .to_string()
+        };
+        let mut body = vec![0u8; header("content-length").parse().unwrap()];
+        c.read_exact(&mut body).unwrap();
+        (head[9..12].parse().unwrap(), header("location"))
+    }
+
+    fn connect(to: SocketAddr) -> TcpStream {
+        let c = TcpStream::connect(to).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        c
+    }
+
+    #[test]
+    fn reload_keeps_unchanged_listeners_binds_new_ones_and_refuses_what_cannot_bind() {
+        let (a1, a2) = (addr(1), addr(2));
+        let svc = services();
+        let mut running = vec![RedirectServer::start(&cfg(vec![a1], 302, 1, 30)).unwrap()];
+        running[0].update(&svc);
+        let mut keep_alive = connect(a1);
+        let want = (302, "http://198.18.3.11/a".to_string());
+        assert_eq!(get(&mut keep_alive, "/a"), want);
+
+        // 302 → 307 and a second address: the open connection keeps going and gets 307 from
+        // its next request; the persistence table is kept (same service and timeout).
+        let second = cfg(vec![a1, a2], 307, 1, 30);
+        let plan = plan_reload(&running, std::slice::from_ref(&second)).unwrap();
+        let (r, lines) = plan.apply(running, &svc);
+        running = r;
+        assert_eq!(
+            lines,
+            ["redirect web reconfigured: 1 listener(s) kept, 1 bound, 0 closed"]
+        );
+        let want = (307, "http://198.18.3.11/b".to_string());
+        assert_eq!(get(&mut keep_alive, "/b"), want);
+        assert_eq!(get(&mut connect(a2), "/b"), want);
+        let st = running[0].status();
+        assert_eq!((st.requests, st.redirects, st.code), (3, 3, 307));
+        assert_eq!(st.persistent_clients, 1);
+        assert_eq!(st.listen, vec![a1, a2]);
+
+        // An address that cannot be bound (not on this host): refused, nothing changed.
+        let unbindable = SocketAddr::from(([198, 18, 255, 254], a1.port()));
+        let third = cfg(vec![a2, unbindable], 302, 2, 30);
+        match plan_reload(&running, std::slice::from_ref(&third)) {
+            Err(RedirectServerError::Listen { addr, .. }) => assert_eq!(addr, unbindable),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("{unbindable} bound"),
+        }
+        assert_eq!(get(&mut keep_alive, "/c").0, 307);
+
+        // a1 dropped and another service: a1's listener closes with its connection, a2 stays
+        // and redirects to the new service's backend; the table is emptied, counters go on.
+        let fourth = cfg(vec![a2], 302, 2, 30);
+        let plan = plan_reload(&running, std::slice::from_ref(&fourth)).unwrap();
+        let (r, lines) = plan.apply(running, &svc);
+        running = r;
+        assert_eq!(
+            lines,
+            ["redirect web reconfigured: 1 listener(s) kept, 0 bound, 1 closed"]
+        );
+        let mut rest = Vec::new();
+        assert_eq!(
+            keep_alive.read_to_end(&mut rest).ok(),
+            Some(0),
+            "closed by xvs"
+        );
+        assert!(TcpStream::connect(a1).is_err(), "{a1} still listens");
+        assert_eq!(
+            get(&mut connect(a2), "/d"),
+            (302, "http://198.18.3.21/d".to_string())
+        );
+        let st = running[0].status();
+        assert_eq!((st.requests, st.persistent_clients), (5, 1));
+
+        // Another name in its place: the old entry stops, the new one starts on the address.
+        let mut other = cfg(vec![a2], 307, 1, 0);
+        other.name = "other".into();
+        let plan = plan_reload(&running, std::slice::from_ref(&other)).unwrap();
+        let (r, lines) = plan.apply(running, &svc);
+        assert_eq!(lines, ["redirect web stopped", "redirect other started"]);
+        assert_eq!(
+            get(&mut connect(a2), "/e"),
+            (307, "http://198.18.3.11/e".to_string())
+        );
+        assert_eq!(r[0].status().requests, 1);
+        for s in r {
+            s.stop();
+        }
+    }
+}
