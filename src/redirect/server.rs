@@ -1,8 +1,8 @@
 //! The HTTP redirect listener's sockets and threads (`[[redirect]]`): per entry one thread
 //! running a current-thread tokio runtime, with an accept task per listen address owning a
-//! task per connection it accepted, served by hyper's HTTP/1.1 server, every request answered through one shared
-//! [`Redirector`] (`crate::redirect::decide`, the sans-I/O part). `xvs run` feeds it the
-//! available backends of the configured service every main-loop period.
+//! task per connection it accepted, served by hyper's HTTP/1.1 server, every request answered
+//! through one shared [`Redirector`] (`crate::redirect::decide`, the sans-I/O part). `xvs run`
+//! feeds it the available backends of the configured service every main-loop period.
 //!
 //! Why hyper: it is the maintained HTTP implementation of the Rust ecosystem (RFC 9112
 //! parsing, keep-alive, pipelining, limits on header size and header read time, and a 400 /
@@ -169,8 +169,9 @@ impl Shared {
 pub struct Prepared {
     cfg: RedirectConfig,
     redirector: Redirector,
-    runtime: tokio::runtime::Runtime,
+    /// Before `runtime`: dropped first when the entry is not started.
     bound: Vec<(SocketAddr, tokio::net::TcpListener)>,
+    runtime: tokio::runtime::Runtime,
 }
 
 /// A running entry's new configuration checked, with its redirector built and the listen
@@ -325,11 +326,6 @@ impl RedirectServer {
         }
     }
 
-    /// The entry's configuration.
-    pub fn config(&self) -> RedirectConfig {
-        self.shared.lock().cfg.clone()
-    }
-
     /// Makes a change (from [`RedirectServer::prepare_change`] on this server) this entry's.
     /// Requests from then on, on new connections and on open keep-alive connections of the
     /// addresses kept alike, are answered from the new configuration, with the backends of its
@@ -442,10 +438,10 @@ impl RedirectServer {
 }
 
 /// How a reload changes the running `[[redirect]]` entries: each wanted entry takes over the
-/// first running entry of the same name not taken yet (its kept listen addresses keep their sockets and
-/// connections), or starts anew; running entries nobody takes stop. Built by [`plan_reload`]
-/// with every new listen address already bound, so a reload either binds all it needs or
-/// changes nothing.
+/// first running entry of the same name not taken yet (its kept listen addresses keep their
+/// sockets and connections), or starts anew; running entries nobody takes stop. Built by
+/// [`plan_reload`] with every new listen address already bound, so a reload either binds all
+/// it needs or changes nothing.
 pub struct ReloadPlan {
     steps: Vec<Step>,
 }
