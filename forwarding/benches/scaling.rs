@@ -39,9 +39,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use nix::time::{clock_gettime, ClockId};
-use xvs_forwarding::service::{Backend, Service, ServiceKey, PROTO_TCP};
-use xvs_forwarding::{Frame, Method, Pipeline, PipelineConfig, Time, Verdict};
-use xvs_schedulers::SchedFlags;
+use xvs_forwarding::{Frame, Pipeline, PipelineConfig, Time, Verdict};
 
 const HEADROOM: usize = 256;
 /// Frames per thread per round (`cargo bench`; a test run takes [`TEST_FRAMES`]).
@@ -52,33 +50,6 @@ const CONNS: u32 = 1 << 16;
 /// New-flow case: one new connection per 60 ms of the worker's clock keeps ~1000 in the table
 /// (SYN_RECV lasts 60 s).
 const STEP: u64 = 60_000_000;
-
-fn service() -> Service {
-    Service {
-        key: ServiceKey::Addr {
-            proto: PROTO_TCP,
-            addr: IpAddr::V4(VIP4),
-            port: 80,
-        },
-        scheduler: "wlc".into(),
-        sched_flags: SchedFlags::NONE,
-        persistence: None,
-        one_packet: false,
-        synproxy: false,
-        conn_rate: 0,
-        backends: (0..3)
-            .map(|i| Backend {
-                addr: IpAddr::V4(Ipv4Addr::from(u32::from(backend4(11)) + i)),
-                port: 8080,
-                weight: 1,
-                method: Method::Nat,
-                u_threshold: 0,
-                l_threshold: 0,
-                conn_rate: 0,
-            })
-            .collect(),
-    }
-}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Case {
@@ -145,7 +116,7 @@ fn shuffle<T>(v: &mut [T]) {
 /// The two workers: of one director (`shared`), or of two directors with nothing in common
 /// (the control: what two threads give here without any shared state).
 fn director(case: Case, shared: bool) -> Vec<Worker> {
-    let svc = service();
+    let svc = nat_service("wlc", 3);
     let cfg = |w: u16| PipelineConfig {
         connections: CONNS + (CONNS >> 2),
         v6_connections: 16,

@@ -28,42 +28,14 @@ use common::*;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use nix::time::{clock_gettime, ClockId};
 use support::{config, ThreadCpu};
-use xvs_forwarding::service::{Backend, Service, ServiceKey, PROTO_TCP};
-use xvs_forwarding::{Frame, Method, Pipeline, PipelineConfig, Time};
-use xvs_schedulers::SchedFlags;
+use xvs_forwarding::service::Service;
+use xvs_forwarding::{Frame, Pipeline, PipelineConfig, Time};
 
 const HEADROOM: usize = 256;
 /// Distinct SYNs per worker, sent round and round.
 const FRAMES: u32 = 1 << 16;
 /// SYN_RECV lasts 60 s: one new connection per 60 ms keeps about 1000 in the table.
 const STEP: u64 = 60_000_000;
-
-fn service(scheduler: &str, backends: u32) -> Service {
-    Service {
-        key: ServiceKey::Addr {
-            proto: PROTO_TCP,
-            addr: IpAddr::V4(VIP4),
-            port: 80,
-        },
-        scheduler: scheduler.into(),
-        sched_flags: SchedFlags::NONE,
-        persistence: None,
-        one_packet: false,
-        synproxy: false,
-        conn_rate: 0,
-        backends: (0..backends)
-            .map(|i| Backend {
-                addr: IpAddr::V4(Ipv4Addr::from(u32::from(backend4(11)) + i)),
-                port: 8080,
-                weight: 1,
-                method: Method::Nat,
-                u_threshold: 0,
-                l_threshold: 0,
-                conn_rate: 0,
-            })
-            .collect(),
-    }
-}
 
 /// One worker: its pipeline, its frames and its clock.
 struct Worker {
@@ -138,7 +110,7 @@ fn bench(c: &mut Criterion<ThreadCpu>) {
     g.throughput(Throughput::Elements(1));
     g.measurement_time(Duration::from_secs(4));
     for (name, backends) in [("rr", 3), ("wlc", 3), ("mh", 1000)] {
-        let svc = service(name, backends);
+        let svc = nat_service(name, backends);
         for workers in [1u16, 2] {
             let mut ws = director(&svc, workers);
             g.bench_function(format!("{name}/{workers}"), |b| {

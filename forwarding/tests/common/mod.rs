@@ -258,3 +258,32 @@ pub fn services() -> Vec<Service> {
     });
     out
 }
+
+/// A TCP NAT service on VIP 198.18.0.100:80 with `backends` backends of weight 1 from
+/// 198.19.0.11 on, port 8080, scheduled by `scheduler` (the multi-worker benches' service).
+pub fn nat_service(scheduler: &str, backends: u32) -> Service {
+    Service {
+        key: ServiceKey::Addr {
+            proto: PROTO_TCP,
+            addr: IpAddr::V4(VIP4),
+            port: 80,
+        },
+        scheduler: scheduler.into(),
+        sched_flags: SchedFlags::NONE,
+        persistence: None,
+        one_packet: false,
+        synproxy: false,
+        conn_rate: 0,
+        backends: (0..backends)
+            .map(|i| Backend {
+                addr: IpAddr::V4(Ipv4Addr::from(u32::from(backend4(11)) + i)),
+                port: 8080,
+                weight: 1,
+                method: Method::Nat,
+                u_threshold: 0,
+                l_threshold: 0,
+                conn_rate: 0,
+            })
+            .collect(),
+    }
+}
