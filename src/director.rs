@@ -987,8 +987,10 @@ impl Director {
     /// Re-read the configuration file and make it the running state; a summary line.
     pub fn reload_file(&self) -> Result<String, String> {
         let cfg = Config::load(&self.config_path).map_err(|e| e.to_string())?;
-        // The DNS responders before the rest (the order the main loop takes the locks in).
+        // The DNS responders and redirect listeners before the rest (the order the main loop
+        // takes the locks in).
         let mut dns = self.dns.lock().unwrap_or_else(|p| p.into_inner());
+        let mut redirects = self.redirects.lock().unwrap_or_else(|p| p.into_inner());
         let mut inner = self.lock();
         if cfg.dataplane.interfaces != inner.file.dataplane.interfaces
             || cfg.dataplane.workers != inner.file.dataplane.workers
@@ -999,19 +1001,20 @@ impl Director {
                 self.config_path.display()
             ));
         }
-        if cfg.redirects != inner.file.redirects {
-            return Err(format!(
-                "{}: [[redirect]] entries cannot change on reload (restart xvs); their services' \
-                 backends follow the running state",
-                self.config_path.display()
-            ));
-        }
-        // New DNS listen addresses are bound before anything changes: if one cannot be,
-        // the reload is refused whole.
+        // New DNS and redirect listen addresses are bound before anything changes: if one
+        // cannot be, the reload is refused whole (the sockets bound so far close with the plans).
         let dns_changed = cfg.dns != inner.file.dns;
         let plan = if dns_changed {
             Some(
                 crate::dns::server::plan_reload(&dns, &cfg.dns)
+                    .map_err(|e| format!("{}: {}", self.config_path.display(), error_chain(&e)))?,
+            )
+        } else {
+            None
+        };
+        let redirect_plan = if cfg.redirects != inner.file.redirects {
+            Some(
+                crate::redirect::server::plan_reload(&redirects, &cfg.redirects)
                     .map_err(|e| format!("{}: {}", self.config_path.display(), error_chain(&e)))?,
             )
         } else {
@@ -1026,25 +1029,29 @@ impl Director {
             inner.file = old_file;
             return Err(e);
         }
-        let mut dns_lines = Vec::new();
-        if let Some(plan) = plan {
+        let mut lines = Vec::new();
+        if plan.is_some() || redirect_plan.is_some() {
             let (services, checks) = Self::dns_inputs(&inner);
             // Stopping a listener waits for its threads (about one poll period): not while
             // holding the director's state.
             drop(inner);
-            let (servers, lines) = plan.apply(std::mem::take(&mut *dns), &services, &checks);
-            *dns = servers;
-            dns_lines = lines;
+            if let Some(plan) = plan {
+                let (servers, l) = plan.apply(std::mem::take(&mut *dns), &services, &checks);
+                *dns = servers;
+                lines.extend(l);
+            }
+            if let Some(plan) = redirect_plan {
+                let (servers, l) = plan.apply(std::mem::take(&mut *redirects), &services);
+                *redirects = servers;
+                lines.extend(l);
+            }
         }
         Ok(format!(
             "reloaded {}: {} change(s) applied; runtime changes not in the file are discarded: {}{}",
             self.config_path.display(),
             changes.len(),
             discarded,
-            dns_lines
-                .iter()
-                .map(|l| format!("; {l}"))
-                .collect::<String>()
+            lines.iter().map(|l| format!("; {l}")).collect::<String>()
         ))
     }
 
@@ -1793,8 +1800,9 @@ pub fn run(
         *director.dns.lock().unwrap_or_else(|p| p.into_inner()) = servers;
         let mut listeners = Vec::new();
         for r in &cfg.redirects {
-            let server = crate::redirect::server::RedirectServer::start(r)
+            let prepared = crate::redirect::server::RedirectServer::prepare(r)
                 .with_context(|| format!("redirect {}", r.name))?;
+            let server = crate::redirect::server::RedirectServer::launch(prepared, &services);
             eprintln!(
                 "xvs: redirect {} on {}",
                 r.name,
@@ -1804,7 +1812,6 @@ pub fn run(
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            server.update(&services);
             listeners.push(server);
         }
         *director.redirects.lock().unwrap_or_else(|p| p.into_inner()) = listeners;

@@ -6,8 +6,11 @@
 //! backend; a backend whose HTTP server is killed leaves the redirects within
 //! fall × (interval + timeout) plus slack; a service with no healthy backend gets 503; the
 //! counters show in `xvs ctl status`, `xvs ctl -L --stateless` and the metrics; a listener on
-//! IPv6 answers too; a weight changed by `xvs ctl -e` is followed; a reload that changes
-//! `[[redirect]]` is refused. Needs root and curl; skipped loudly without root.
+//! IPv6 answers too; a weight changed by `xvs ctl -e` is followed; a reload whose new address
+//! cannot be bound is refused whole; a reload that changes `[[redirect]]` applies it: a code
+//! changed 302 → 307 is seen on an open keep-alive connection of the listener (whose socket is
+//! kept), a listen address moved answers at its new place only, counters carry on. Needs root
+//! and curl; skipped loudly without root.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -434,35 +437,142 @@ fn curl_follows_balanced_healthy_redirects() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    // A reload that changes [[redirect]] is refused, loudly, and the listener keeps its code.
-    std::fs::write(&cfg, config(port).replace("code = 307", "code = 302")).unwrap();
+    // Reload. One whose new address cannot be bound (not on the director) is refused whole:
+    // web keeps its code and its one address.
+    let web_listen = format!("listen = [\"{FRONT}:{port}\"]");
+    let with_code = |c: String| c.replace("name = \"web\"\n", "name = \"web\"\ncode = 307\n");
+    std::fs::write(
+        &cfg,
+        with_code(config(port)).replace(
+            &web_listen,
+            &format!("listen = [\"{FRONT}:{port}\", \"198.18.1.99:{port}\"]"),
+        ),
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_xvs"))
+        .args(["ctl", "--socket"])
+        .arg(&socket)
+        .arg("reload")
+        .output()
+        .expect("xvs ctl reload");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            && err.contains("reload failed, nothing changed")
+            && err.contains(&format!("cannot listen on 198.18.1.99:{port}")),
+        "{err}"
+    );
+    let code_of = |url: &str| curl(&tb, &["-g", "-o", "/dev/null", "-w", "%{http_code}", url]);
+    assert_eq!(code_of(&format!("http://{FRONT}:{port}/")), "302");
+
+    // Then web 302 → 307 and none moved from FRONT to FRONT6 (SIGHUP). A keep-alive
+    // connection opened on web before (its first answer read: 302) sends its second request
+    // after the reload on the same connection and gets 307; web's socket is the one it had.
+    let ino = |addr: &str| -> Option<String> {
+        let (_, out) = tb.exec("dir", &["ss", "-Htlne"]);
+        out.lines()
+            .find(|l| l.contains(&format!("{addr} ")))
+            .and_then(|l| l.split_whitespace().find(|w| w.starts_with("ino:")))
+            .map(str::to_string)
+    };
+    let web_ino = ino(&format!("{FRONT}:{port}")).expect("web's socket");
+    let ready = dir.join(format!("{}-redirect.ready", tb.prefix));
+    let go = dir.join(format!("{}-redirect.go", tb.prefix));
+    let script = format!(
+        "exec 3<>/dev/tcp/{FRONT}/{port} || exit 1
+         printf 'GET /before HTTP/1.1\\r\\nHost: lb\\r\\n\\r\\n' >&3
+         read -r -t 5 first <&3 && echo \"$first\" && touch {ready}
+         for i in $(seq 100); do [ -e {go} ] && break; sleep 0.1; done
+         printf 'GET /after HTTP/1.1\\r\\nHost: lb\\r\\nConnection: close\\r\\n\\r\\n' >&3
+         timeout 5 cat <&3",
+        ready = ready.display(),
+        go = go.display()
+    );
+    let client = Command::new("ip")
+        .args(["netns", "exec", &tb.ns("c1"), "bash", "-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("keep-alive client");
+    let t0 = Instant::now();
+    while !ready.exists() {
+        assert!(t0.elapsed() < Duration::from_secs(5), "no first answer");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let moved = |c: String| {
+        c.replace(
+            &format!("listen = [\"{FRONT}:{}\"]", port + 2),
+            &format!("listen = [\"[{FRONT6}]:{}\"]", port + 2),
+        )
+    };
+    std::fs::write(&cfg, moved(with_code(config(port)))).unwrap();
     let _ = Command::new("kill")
         .args(["-HUP", &xvs.0.id().to_string()])
         .status();
     let t0 = Instant::now();
     loop {
         let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        if log.contains("[[redirect]] entries cannot change on reload") {
-            eprintln!("redirect: reload refused after {:?}", t0.elapsed());
+        if let Some(l) = log.lines().find(|l| l.contains("xvs: reloaded")) {
+            assert!(
+                l.contains("redirect web reconfigured: 1 listener(s) kept, 0 bound, 0 closed")
+                    && l.contains(
+                        "redirect none reconfigured: 0 listener(s) kept, 1 bound, 1 closed"
+                    )
+                    && l.contains("redirect sticky reconfigured: 1 listener(s) kept"),
+                "{l}"
+            );
+            eprintln!("redirect: reload applied after {:?}", t0.elapsed());
             break;
         }
         assert!(
             t0.elapsed() < Duration::from_secs(5),
-            "no refusal in:\n{log}"
+            "no reload in:\n{log}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let out = curl(
-        &tb,
+    std::fs::write(&go, "").unwrap();
+    let out = client
+        .wait_with_output()
+        .expect("keep-alive client's output");
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(out.starts_with("HTTP/1.1 302 Found"), "{out}");
+    assert_eq!(out.matches("HTTP/1.1 ").count(), 2, "{out}");
+    assert!(out.contains("HTTP/1.1 307 Temporary Redirect\r\n"), "{out}");
+    assert!(
+        out.contains("\r\nlocation: http://198.18.3.11/after\r\n"),
+        "{out}"
+    );
+    let _ = std::fs::remove_file(&ready);
+    let _ = std::fs::remove_file(&go);
+    assert_eq!(code_of(&format!("http://{FRONT}:{port}/")), "307");
+    assert_eq!(
+        ino(&format!("{FRONT}:{port}")).as_ref(),
+        Some(&web_ino),
+        "web's socket was kept"
+    );
+    // none: the old address refuses connections, the new one answers 503.
+    let (ok, _) = tb.exec(
+        "c1",
         &[
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            &format!("http://{FRONT}:{}/", port + 1),
+            "curl",
+            "-s",
+            "-m",
+            "3",
+            &format!("http://{FRONT}:{}/", port + 2),
         ],
     );
-    assert_eq!(out, "307");
+    assert!(!ok, "{FRONT}:{} still listens", port + 2);
+    assert_eq!(code_of(&format!("http://[{FRONT6}]:{}/", port + 2)), "503");
+    // The counters carried on: web 52 + the keep-alive client's 2 + 1 + 1, none 1 + 1.
+    let st = ctl(&socket, &["status"]);
+    assert!(
+        st.contains(&format!(
+            "redirect web on {FRONT}:{port} (TCP 198.18.10.1:80 wrr, 307): requests 56,"
+        )) && st.contains(&format!(
+            "redirect none on [{FRONT6}]:{} (TCP 198.18.10.2:80 wrr, 302): requests 2, redirects 0, bad requests 0, unavailable 2,",
+            port + 2
+        )),
+        "{st}"
+    );
     let _ = std::fs::remove_file(&cfg);
     let _ = std::fs::remove_file(&log_path);
 }

@@ -1,6 +1,7 @@
 //! The status page in a real browser: `xvs run` in the namespace testbed with a checked service
 //! (two backends' checks fail: one is removed, one quiescent) and a DNS zone of two sites (one
-//! down), some HTTP through the VIP, then headless Chromium (Debian
+//! down) and an HTTP redirect listener of the service, some HTTP through the VIP and three
+//! redirects, then headless Chromium (Debian
 //! `chromium`, run in the director's namespace) loads `http://127.0.0.1:PORT/status`, runs its
 //! script (which fetches status.json) and the test reads the DOM it printed; a screenshot is
 //! kept at `target/status-page.png`.
@@ -68,6 +69,12 @@ name = "gone"
 address = "198.18.60.1"
 port = 8997
 check = { type = "tcp", connect_ip = "127.0.0.1", interval_ms = 200, timeout_ms = 200, rise = 1, fall = 1 }
+
+# HTTP redirect to the service's available backends (b1 alone once the checks ran).
+[[redirect]]
+name = "web"
+listen = ["127.0.0.1:8081"]
+service = 0
 "#;
 
 /// The table row of `dom` that carries `attr`.
@@ -148,6 +155,23 @@ fn status_page_in_headless_chromium() {
         !served.iter().any(|s| s == "FAILED" || s == "b3"),
         "{served:?}"
     );
+    for _ in 0..3 {
+        let (ok, code) = tb.exec(
+            "dir",
+            &[
+                "curl",
+                "-s",
+                "-m",
+                "3",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "http://127.0.0.1:8081/r",
+            ],
+        );
+        assert!(ok && code == "302", "redirect: {code}");
+    }
 
     // The DOM after the script ran: several updates (virtual time runs the 1 s timer).
     let t = Instant::now();
@@ -197,6 +221,20 @@ fn status_page_in_headless_chromium() {
         gone.contains("data-health=\"down\"") && gone.contains("down (check tcp)"),
         "{gone}"
     );
+    // HTTP redirect: the listener with its counters, its one backend with weight and redirects.
+    let web = row_of(&dom, "data-redirect=\"web\"");
+    assert!(
+        web.contains(
+            "<td>web</td><td>127.0.0.1:8081</td><td>TCP 198.18.10.1:80</td><td>wrr</td><td>302</td><td></td><td>3</td>"
+        ) && web.ends_with("<td>3</td><td>none</td>"),
+        "{web}"
+    );
+    let to_b1 = row_of(&dom, "data-redirect-backend=\"http://198.18.3.11\"");
+    assert!(
+        to_b1.contains("<td>1</td><td></td><td></td><td>3</td>"),
+        "{to_b1}"
+    );
+    assert_eq!(dom.matches("data-redirect-backend=").count(), 1, "{dom}");
     // Drops by reason: the non-zero ones, or "none" with the number of reasons counted.
     let drops = &dom[dom.find("<table id=\"drops\">").expect("drops table")..];
     let drops = &drops[..drops.find("</table>").unwrap()];

@@ -112,6 +112,8 @@ pub struct Counters {
 #[derive(Debug)]
 pub struct Redirector {
     rules: Rules,
+    /// The scheduler's name (one of rr, wrr, sh, mh).
+    scheduler: String,
     pool: Pool,
     /// Client → (backend address, port, expiry).
     persist: HashMap<IpAddr, (IpAddr, u16, Time)>,
@@ -123,10 +125,25 @@ impl Redirector {
     pub fn new(rules: Rules, scheduler: &str) -> Result<Redirector, NotStateless> {
         Ok(Redirector {
             rules,
+            scheduler: scheduler.to_string(),
             pool: Pool::new(scheduler)?,
             persist: HashMap::new(),
             counters: Counters::default(),
         })
+    }
+
+    /// Continues `old` (the redirector this one replaces on the same listener): moves its
+    /// counters over; its persistence table when `same_service` and the persistence timeout is
+    /// unchanged (else this one starts with an empty table); its scheduler, with the
+    /// scheduler's state (the rr/wrr cursor) and backends, when the scheduler is the same.
+    pub fn continue_from(&mut self, old: &mut Redirector, same_service: bool) {
+        self.counters = std::mem::take(&mut old.counters);
+        if same_service && self.rules.persistence == old.rules.persistence {
+            self.persist = std::mem::take(&mut old.persist);
+        }
+        if self.scheduler == old.scheduler {
+            std::mem::swap(&mut self.pool, &mut old.pool);
+        }
     }
 
     /// Sets the available backends (address, port, weight); the scheduler is re-initialised
@@ -459,5 +476,55 @@ mod tests {
         // Once the entries expire, new clients are remembered again.
         r.respond("/", CLIENT, local(), Time::from_secs(200));
         assert_eq!(r.persistent_clients(), 1);
+    }
+
+    #[test]
+    fn continue_from_keeps_counters_and_persistence_while_service_and_timeout_stay() {
+        let mut old = redirector("rr", 30);
+        let first = old.respond("/", CLIENT, local(), Time(0)).outcome;
+        // Code and URL change, service and timeout stay: counters and the client's backend
+        // are kept, the new URL form answers at once.
+        let mut new = Redirector::new(
+            Rules {
+                code: 307,
+                port: Some(8443),
+                ..rules(30)
+            },
+            "rr",
+        )
+        .unwrap();
+        new.continue_from(&mut old, true);
+        new.set_backends(&[(B1, 8080, 3), (B2, 8080, 1)]);
+        let a = new.respond("/x", CLIENT, local(), Time::from_secs(1));
+        assert_eq!((a.status, a.outcome), (307, first));
+        assert!(a.location.unwrap().ends_with(":8443/x"));
+        assert_eq!(new.counters().requests, 2);
+        assert_eq!(new.counters().redirects.values().sum::<u64>(), 2);
+        assert_eq!(new.persistent_clients(), 1);
+        assert_eq!(old.counters().requests, 0);
+
+        // Another timeout: the table starts empty, the counters still carry on.
+        let mut other = Redirector::new(rules(60), "rr").unwrap();
+        other.continue_from(&mut new, true);
+        assert_eq!(other.persistent_clients(), 0);
+        assert_eq!(other.counters().requests, 2);
+        // Another service with the same timeout: empty too.
+        let mut moved = Redirector::new(rules(60), "wrr").unwrap();
+        moved.continue_from(&mut other, false);
+        assert_eq!(moved.persistent_clients(), 0);
+        assert_eq!(moved.counters().requests, 2);
+        // A different scheduler starts with no backends until they are set.
+        assert!(moved.backends().is_empty());
+    }
+
+    #[test]
+    fn continue_from_keeps_the_rr_cursor_with_the_same_scheduler() {
+        let mut old = redirector("rr", 0);
+        let a = old.respond("/", CLIENT, local(), Time(0)).outcome;
+        let mut new = Redirector::new(rules(0), "rr").unwrap();
+        new.continue_from(&mut old, true);
+        new.set_backends(&[(B1, 8080, 3), (B2, 8080, 1)]);
+        let b = new.respond("/", CLIENT, local(), Time(0)).outcome;
+        assert_ne!(a, b, "the cursor moved on");
     }
 }
