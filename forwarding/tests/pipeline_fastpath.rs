@@ -385,9 +385,14 @@ fn equivalence_frame(c: u8, m: u8, kind: u8, variant: u8, v6: bool) -> (PortId, 
         )
     };
     let cport = 40000 + u16::from(c);
-    let tport = 80 + u16::from(i);
-    let uport = 53 + u16::from(i);
-    let nat = matches!(m, Method::Nat | Method::FullNat);
+    // Variant bit 7: the persistent NAT services (TCP 90, UDP 70, backend port 0) instead.
+    let persistent = variant & 0x80 != 0 && m == Method::Nat;
+    let (tport, uport) = if persistent {
+        (90, 70)
+    } else {
+        (80 + u16::from(i), 53 + u16::from(i))
+    };
+    let nat = matches!(m, Method::Nat | Method::FullNat) && !persistent;
     let bport = |p: u16| if nat { 8000 + p } else { p };
     // Replies go to the client (NAT, DR, TUN) or to a FullNAT local port (handed out in
     // turn from 1024: the variant picks one).
@@ -476,6 +481,43 @@ fn equivalence_frame(c: u8, m: u8, kind: u8, variant: u8, v6: bool) -> (PortId, 
     }
 }
 
+/// The common services and two persistent NAT services (TCP 90, UDP 70; backend port 0):
+/// their connections have templates (a UDP reply marks its template ASSURED).
+fn equivalence_services() -> Vec<xvs_forwarding::service::Service> {
+    use xvs_forwarding::service::{
+        Backend, Persistence, Service, ServiceKey, PROTO_TCP, PROTO_UDP,
+    };
+    let mut s = services();
+    for (proto, port) in [(PROTO_TCP, 90), (PROTO_UDP, 70)] {
+        s.push(Service {
+            key: ServiceKey::Addr {
+                proto,
+                addr: IpAddr::V4(VIP4),
+                port,
+            },
+            scheduler: "rr".into(),
+            sched_flags: xvs_schedulers::SchedFlags::NONE,
+            persistence: Some(Persistence {
+                timeout: 300,
+                prefix_len: 32,
+            }),
+            one_packet: false,
+            synproxy: false,
+            conn_rate: 0,
+            backends: vec![Backend {
+                addr: IpAddr::V4(backend4(11)),
+                port: 0,
+                weight: 1,
+                method: Method::Nat,
+                u_threshold: 0,
+                l_threshold: 0,
+                conn_rate: 0,
+            }],
+        });
+    }
+    s
+}
+
 trait BuildWithTtl {
     fn build_with_ttl(&self, ttl: u8) -> Vec<u8>;
 }
@@ -494,8 +536,9 @@ proptest! {
     /// traffic, sync messages and connections (their state and expiry) at the end, over
     /// random sequences of handshakes, data, replies, closes, UDP, and frames each of the
     /// full path's checks catches (L2, VLAN, options, checksums, TTL, MTU, fragments, ICMP),
-    /// with time moving (entries expire), housekeeping, changed timeouts, a removed backend,
-    /// a forgotten neighbour and a sync master.
+    /// on plain and persistent services (templates), with time moving (entries expire),
+    /// housekeeping, changed timeouts, a removed backend, a forgotten neighbour and a sync
+    /// master.
     #[test]
     fn fast_path_equivalence(
         steps in prop::collection::vec(
@@ -513,7 +556,7 @@ proptest! {
                 removed_backends: drain,
                 ..xvs_forwarding::PipelineConfig::default()
             };
-            let mut p = Pipeline::new(cfg, &services(), vec![], network()).unwrap();
+            let mut p = Pipeline::new(cfg, &equivalence_services(), vec![], network()).unwrap();
             p.set_fast_path(fast);
             if sync {
                 p.set_sync_master(Some(Default::default()), 1 << 16);
@@ -543,7 +586,7 @@ proptest! {
                 }
                 43 => {
                     // The backend of one method goes away (then comes back at 44).
-                    let mut s = services();
+                    let mut s = equivalence_services();
                     let i = usize::from(m % 4);
                     s[i].backends.clear();
                     s[4 + i].backends.clear();
@@ -552,8 +595,8 @@ proptest! {
                     continue;
                 }
                 44 => {
-                    fast.apply(&services(), vec![]).unwrap();
-                    full.apply(&services(), vec![]).unwrap();
+                    fast.apply(&equivalence_services(), vec![]).unwrap();
+                    full.apply(&equivalence_services(), vec![]).unwrap();
                     continue;
                 }
                 45 => {
