@@ -7,7 +7,11 @@
 //!   `ConnTable::lookup` on tables of IPv4, IPv6 and mixed-family entries and templates, for
 //!   hits from both directions, misses and expired entries;
 //! * `process_batch` gives the same verdicts, frames, counters and connections as `process`
-//!   frame by frame, for random mixes of every kind of frame and random batch sizes.
+//!   frame by frame, for random mixes of every kind of frame and random batch sizes;
+//! * the established-flow path (`pipeline/fast.rs`) and the full pipeline
+//!   (`Pipeline::set_fast_path(false)`) give the same frames, verdicts, decisions, counters,
+//!   sync messages and connection state (`fast_path_equivalence`); a packet of a removed
+//!   backend's connection leaves the fast path.
 #![cfg(feature = "testkit")]
 
 mod common;
