@@ -22,6 +22,10 @@
 //!    without DF → IPv4 fragments (`PipelineConfig::fragment`); TTL 1 toward a backend →
 //!    ICMP time exceeded from the VIP (rate-limited, `ratelimit`).
 //!
+//! An untagged IPv4 TCP / UDP frame tries the established-flow path first (`fast.rs`): the same
+//! steps on plain integers for a packet of a connection that changes only its timer, with the
+//! same outcome; anything it cannot decide continues here at the step where it stopped.
+//!
 //! A pipeline is one worker's: it owns its connection table, its traffic and drop counters and
 //! its timers; `now` comes in with every call. What the workers of one director share is
 //! [`Shared`]: the per-backend connection counts (atomics, written on connection events only)
@@ -29,7 +33,7 @@
 //! maglev) or are locked only to schedule a new connection — so N pipelines decide exactly as
 //! one kernel does (see `reload`).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use xvs_schedulers::{BackendView, Flow, SchedFlags, SchedulerError};
@@ -45,11 +49,14 @@ use crate::net::{Hop, Network};
 use crate::ratelimit::IcmpLimiter;
 use crate::service::{mask_addr, MarkRule, Service, ServiceId, ServiceKey};
 use crate::synproxy::cookie::CookieSecret;
+use crate::wire;
 use crate::wire::icmp::{self, IcmpAnswer, IcmpNat};
+use crate::wire::parse::parse_v4;
 use crate::wire::rewrite::{self, Link, Tunnel};
 use crate::wire::{parse, proto, tcp_flags, Frag, Packet, Parsed, WireError};
 use crate::{BackendId, DropCounters, DropReason, Frame, PortId, Time, Verdict};
 
+mod fast;
 mod frags;
 mod reload;
 mod sync;
@@ -325,6 +332,8 @@ pub struct Pipeline {
     /// [`Self::install`].
     svc_limits: Vec<Option<(u32, u64, Bucket)>>,
     backend_limits: Vec<Option<(u32, u64, Bucket)>>,
+    /// Whether frames may take the established-flow path (`fast`); off only to compare.
+    fast_path: bool,
 }
 
 /// A backend's next hop, valid while the network's generation and the address are unchanged.
@@ -485,6 +494,7 @@ impl Pipeline {
             }),
             svc_limits: Vec::new(),
             backend_limits: Vec::new(),
+            fast_path: true,
             cfg: PipelineConfig {
                 max_backends,
                 ..cfg
@@ -670,6 +680,35 @@ impl Pipeline {
     /// Turn one frame into a verdict. The frame is rewritten in place (and may grow into its
     /// headroom for TUN); `ingress` is the port it arrived on.
     pub fn process(&mut self, now: Time, ingress: PortId, frame: &mut Frame) -> Verdict {
+        match parse_v4(frame.data()).filter(|_| self.fast_path) {
+            Some(f) => self.process_v4(now, ingress, frame, f),
+            None => self.process_other(now, ingress, frame),
+        }
+    }
+
+    /// Let frames take the established-flow path (on, the default) or send every frame through
+    /// the full pipeline (off). Both give the same verdicts, frames, counters and connection
+    /// state (`fast_path_equivalence` in `tests/pipeline_fastpath.rs`); off exists to compare
+    /// the two.
+    pub fn set_fast_path(&mut self, on: bool) {
+        self.fast_path = on;
+    }
+
+    /// `process_v4` out of line for [`Self::process_batch`]'s loop (its own registers).
+    #[inline(never)]
+    fn process_v4_batched(
+        &mut self,
+        now: Time,
+        ingress: PortId,
+        frame: &mut Frame,
+        f: wire::parse::FastV4,
+    ) -> Verdict {
+        self.process_v4(now, ingress, frame, f)
+    }
+
+    /// [`Self::process`] for a frame the established-flow path's reader does not take.
+    #[inline(never)]
+    fn process_other(&mut self, now: Time, ingress: PortId, frame: &mut Frame) -> Verdict {
         let parsed = parse(frame.data());
         self.process_parsed(now, ingress, frame, parsed)
     }
@@ -692,15 +731,20 @@ impl Pipeline {
             .chunks_mut(BATCH)
             .zip(verdicts.chunks_mut(BATCH))
         {
-            let mut parsed = [Parsed::NotIp; BATCH];
-            for (f, slot) in frames.iter().zip(parsed.iter_mut()) {
-                *slot = parse(f.data());
-            }
+            // The established-flow path's reader first (see `fast`); the other frames are
+            // parsed here for their hint only and again when processed (rare frames: IPv6,
+            // tagged, ICMP, …).
+            let mut fast = [None; BATCH];
             // Tight loops of loads, so that many of them are in flight at once: the hashes,
             // then the index slots of the whole batch, then the entries they name.
             let mut hints = [SlotHint::default(); BATCH];
-            for (slot, hint) in parsed[..frames.len()].iter().zip(hints.iter_mut()) {
-                if let Parsed::Ip(p) = slot {
+            for ((f, v4), hint) in frames.iter().zip(fast.iter_mut()).zip(hints.iter_mut()) {
+                *v4 = parse_v4(f.data()).filter(|_| self.fast_path);
+                if let Some(f) = v4 {
+                    *hint = self
+                        .conns
+                        .slot_hint_v4(f.proto, f.src, f.sport, f.dst, f.dport);
+                } else if let Parsed::Ip(p) = parse(f.data()) {
                     if !p.icmp_error && p.has_ports() {
                         *hint = self.conns.slot_hint(&Tuple {
                             proto: p.proto,
@@ -718,8 +762,11 @@ impl Pipeline {
             for hint in &hints[..frames.len()] {
                 self.conns.prefetch_entry(*hint);
             }
-            for ((f, v), p) in frames.iter_mut().zip(verdicts.iter_mut()).zip(parsed) {
-                *v = self.process_parsed(now, ingress, f, p);
+            for ((f, v), v4) in frames.iter_mut().zip(verdicts.iter_mut()).zip(fast) {
+                *v = match v4 {
+                    Some(v4) => self.process_v4_batched(now, ingress, f, v4),
+                    None => self.process_other(now, ingress, f),
+                };
             }
         }
     }
@@ -737,6 +784,13 @@ impl Pipeline {
         self.answered = None;
         self.counters.rx += 1;
         let v = self.verdict(now, ingress, frame, parsed);
+        self.account(v)
+    }
+
+    /// Count a frame's verdict (every frame ends in exactly one of tx, pass or a drop reason;
+    /// a frame answered with ICMP counts under its drop reason, the answer as an ICMP answer).
+    #[inline(always)]
+    fn account(&mut self, v: Verdict) -> Verdict {
         match v {
             Verdict::Tx(_) => match self.answered {
                 None => self.counters.tx += 1,
@@ -820,30 +874,44 @@ impl Pipeline {
                 self.conns.lookup(&tuple, now)
             }
         };
-        if let Some((id, dir)) = hit {
-            match dir {
-                Direction::Out => {
-                    if self.conns.is_synproxy(id) {
-                        return self.synproxy_conn(now, ingress, frame, p, id, dir);
-                    }
-                    return self.forward(now, ingress, frame, p, id, dir, false);
+        match hit {
+            Some((id, dir)) => self.hit(now, ingress, frame, p, id, dir),
+            None => self.new_connection(now, ingress, frame, p),
+        }
+    }
+
+    /// A packet that found connection `id` in direction `dir`.
+    fn hit(
+        &mut self,
+        now: Time,
+        ingress: PortId,
+        frame: &mut Frame,
+        p: Packet,
+        id: ConnId,
+        dir: Direction,
+    ) -> Verdict {
+        match dir {
+            Direction::Out => {
+                if self.conns.is_synproxy(id) {
+                    return self.synproxy_conn(now, ingress, frame, p, id, dir);
                 }
-                Direction::In => {
-                    match self.removed_backend(id, now) {
-                        Gone::No | Gone::Drain => {}
-                        Gone::Drop => return Verdict::Drop(DropReason::BackendGone),
-                        Gone::Expired => return self.new_connection(now, ingress, frame, p),
-                    }
-                    if !self.reuse_port(id, &p, now) {
-                        if self.conns.is_synproxy(id) {
-                            return self.synproxy_conn(now, ingress, frame, p, id, dir);
-                        }
-                        return self.forward(now, ingress, frame, p, id, dir, false);
-                    }
+                self.forward(now, ingress, frame, p, id, dir, false)
+            }
+            Direction::In => {
+                match self.removed_backend(id, now) {
+                    Gone::No | Gone::Drain => {}
+                    Gone::Drop => return Verdict::Drop(DropReason::BackendGone),
+                    Gone::Expired => return self.new_connection(now, ingress, frame, p),
                 }
+                if self.reuse_port(id, &p, now) {
+                    return self.new_connection(now, ingress, frame, p);
+                }
+                if self.conns.is_synproxy(id) {
+                    return self.synproxy_conn(now, ingress, frame, p, id, dir);
+                }
+                self.forward(now, ingress, frame, p, id, dir, false)
             }
         }
-        self.new_connection(now, ingress, frame, p)
     }
 
     /// What to do with a packet of connection `id` if its backend was removed.
@@ -1282,7 +1350,7 @@ impl Pipeline {
         }
         // IPv4 entries without building a whole `Conn` (no IpAddr reconstruction).
         let c = match self.conns.get_v4(id) {
-            Some(c) => Target::from(c),
+            Some(c) => return self.rewrite_packet_v4(now, ingress, frame, p, &c, dir, new_conn),
             None => match self.conns.get(id) {
                 Some(c) => Target::from(&c),
                 None => return Verdict::Drop(DropReason::NoConnection),
@@ -1504,18 +1572,25 @@ impl Pipeline {
 
     /// The next hop towards `addr`: for the backend side (`In`) from the per-backend cache,
     /// resolved again when the network's generation or the backend's address changed.
-    #[inline]
+    #[inline(always)]
     fn next_hop(&mut self, backend: BackendId, dir: Direction, addr: IpAddr) -> Option<Hop> {
         if dir == Direction::Out {
             return self.net.next_hop(addr);
         }
-        let generation = self.net.generation();
-        let i = backend.0 as usize;
-        if let Some(c) = self.hops.get(i) {
-            if c.generation == generation && c.addr == addr {
+        if let Some(c) = self.hops.get(backend.0 as usize) {
+            if c.generation == self.net.generation() && c.addr == addr {
                 return c.hop;
             }
         }
+        self.resolve_hop(backend, addr)
+    }
+
+    /// [`Self::next_hop`] toward a backend whose cached hop is missing or stale: resolve and
+    /// cache it.
+    #[inline(never)]
+    fn resolve_hop(&mut self, backend: BackendId, addr: IpAddr) -> Option<Hop> {
+        let generation = self.net.generation();
+        let i = backend.0 as usize;
         let hop = self.net.next_hop(addr);
         if i >= self.hops.len() {
             if i >= self.cfg.max_backends as usize {
@@ -1719,7 +1794,7 @@ impl From<&Conn> for Target {
 impl From<ConnV4> for Target {
     #[inline]
     fn from(c: ConnV4) -> Target {
-        let [client, vaddr, daddr, laddr] = c.addrs.map(IpAddr::V4);
+        let [client, vaddr, daddr, laddr] = c.addrs.map(|a| IpAddr::V4(Ipv4Addr::from_bits(a)));
         Target {
             service: c.service,
             backend: c.backend,
