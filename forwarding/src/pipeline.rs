@@ -880,6 +880,18 @@ impl Pipeline {
         }
     }
 
+    /// Records `d` as the last decision and counts `bytes` for its service and backend.
+    #[inline(always)]
+    fn record(&mut self, d: Decision, bytes: usize) {
+        if let Some(t) = self.service_traffic.get_mut(d.service.0 as usize) {
+            t.count(d.direction, bytes);
+        }
+        if let Some(t) = self.backend_traffic.get_mut(d.backend.0 as usize) {
+            t.count(d.direction, bytes);
+        }
+        self.last = Some(d);
+    }
+
     /// A packet that found connection `id` in direction `dir`.
     fn hit(
         &mut self,
@@ -1467,19 +1479,16 @@ impl Pipeline {
         new_conn: bool,
     ) -> Verdict {
         let bytes = p.ip_len();
-        self.last = Some(Decision {
-            service: ServiceId(c.service),
-            backend: c.backend,
-            method: c.method,
-            direction: dir,
-            new_conn,
-        });
-        if let Some(t) = self.service_traffic.get_mut(c.service as usize) {
-            t.count(dir, bytes);
-        }
-        if let Some(t) = self.backend_traffic.get_mut(c.backend.0 as usize) {
-            t.count(dir, bytes);
-        }
+        self.record(
+            Decision {
+                service: ServiceId(c.service),
+                backend: c.backend,
+                method: c.method,
+                direction: dir,
+                new_conn,
+            },
+            bytes,
+        );
         // Where the frame goes: the backend (in) or the client (out).
         let next = match dir {
             Direction::In => c.daddr,

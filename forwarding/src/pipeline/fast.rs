@@ -277,19 +277,16 @@ impl Pipeline {
         // The link header in place (`rewrite::set_link` for an untagged hop): the MACs.
         d[..6].copy_from_slice(&hop.dst_mac);
         d[6..12].copy_from_slice(&hop.src_mac);
-        self.last = Some(Decision {
-            service: ServiceId(c.service),
-            backend: c.backend,
-            method: c.method,
-            direction: dir,
-            new_conn,
-        });
-        if let Some(t) = self.service_traffic.get_mut(c.service as usize) {
-            t.count(dir, bytes);
-        }
-        if let Some(t) = self.backend_traffic.get_mut(c.backend.0 as usize) {
-            t.count(dir, bytes);
-        }
+        self.record(
+            Decision {
+                service: ServiceId(c.service),
+                backend: c.backend,
+                method: c.method,
+                direction: dir,
+                new_conn,
+            },
+            bytes,
+        );
         // Ethernet padding and trailers stay behind (only shrinks: cannot fail).
         if frame.len() > ip_end && !frame.set_len(ip_end) {
             return Ok(Verdict::Drop(DropReason::Truncated));
@@ -340,19 +337,16 @@ impl Pipeline {
             return Err(slow());
         }
         self.ip_id = id;
-        self.last = Some(Decision {
-            service: ServiceId(c.service),
-            backend: c.backend,
-            method: c.method,
-            direction: Direction::In,
-            new_conn,
-        });
-        if let Some(t) = self.service_traffic.get_mut(c.service as usize) {
-            t.count(Direction::In, bytes);
-        }
-        if let Some(t) = self.backend_traffic.get_mut(c.backend.0 as usize) {
-            t.count(Direction::In, bytes);
-        }
+        self.record(
+            Decision {
+                service: ServiceId(c.service),
+                backend: c.backend,
+                method: c.method,
+                direction: Direction::In,
+                new_conn,
+            },
+            bytes,
+        );
         Ok(Verdict::Tx(hop.port))
     }
 }
