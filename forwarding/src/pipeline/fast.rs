@@ -39,7 +39,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use crate::conn::{ConnV4, Direction, Method, TouchV4};
 use crate::net::Hop;
 use crate::wire::parse::{parse_v4, FastV4};
-use crate::wire::rewrite::{self, forward_v4, V4Endpoints};
+use crate::wire::rewrite::{self, forward_v4};
 use crate::wire::{parse, Frag, Packet, Parsed};
 use crate::{DropReason, Frame, PortId, Time, Verdict};
 
@@ -251,26 +251,16 @@ impl Pipeline {
             Some(h) if h.vlan.is_none() => h,
             _ => return Err(slow()),
         };
-        // The packet's fields, read again from its headers (what `parse_v4` read).
+        // The packet's length, read again from its header (what `parse_v4` read).
         const L3: usize = FastV4::L3;
         const L4: usize = FastV4::L4;
         let d = frame.data_mut();
-        let Some(h) = d.get(..L4 + 4) else {
+        let Some(&[b0, b1]) = d.get(L3 + 2..L3 + 4) else {
             return Err(slow());
         };
-        let be16 = |o: usize| u16::from_be_bytes([h[o], h[o + 1]]);
-        let be32 = |o: usize| u32::from_be_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
-        let bytes = usize::from(be16(L3 + 2));
-        let (proto, ttl) = (h[L3 + 9], h[L3 + 8]);
-        let old = V4Endpoints {
-            src: be32(L3 + 12),
-            sport: be16(L4),
-            dst: be32(L3 + 16),
-            dport: be16(L4 + 2),
-        };
+        let bytes = usize::from(u16::from_be_bytes([b0, b1]));
         let ip_end = L3 + bytes;
-        if bytes > usize::from(hop.mtu) || !forward_v4(d, L3, L4, ip_end, proto, ttl, old, src, dst)
-        {
+        if bytes > usize::from(hop.mtu) || !forward_v4(d, L3, L4, ip_end, src, dst) {
             // Nothing changed (too big, TTL ≤ 1, UDP without a checksum).
             return Err(slow());
         }

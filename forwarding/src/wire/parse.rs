@@ -233,7 +233,8 @@ pub fn parse_v4(data: &[u8]) -> Option<FastV4> {
     }
     let total = u16::from_be_bytes([h[L3 + 2], h[L3 + 3]]);
     let ip_end = L3 + usize::from(total);
-    if total < 20 || ip_end > data.len() || !checksum::verifies(0, &h[L3..L4]) {
+    let ip: &[u8; 20] = h[L3..L4].try_into().ok()?;
+    if total < 20 || ip_end > data.len() || !checksum::verifies_ipv4_header(ip) {
         return None;
     }
     let seg = data.get(L4..ip_end)?;
