@@ -317,6 +317,28 @@ pub struct ConnV4 {
     pub method: Method,
 }
 
+/// The forwarding fields of an entry with IPv4 addresses only ([`ConnTable::get_v4`]).
+#[inline(always)]
+fn v4_fields(e: &Entry) -> ConnV4 {
+    let method = Method::from_bits(e.flags);
+    let mut addrs = e.addrs;
+    let mut ports = e.ports;
+    if method != Method::FullNat {
+        // As `get` reports no local endpoint: keep the unused fields deterministic.
+        addrs[3] = 0;
+        ports[3] = 0;
+    } else if e.flags & TEMPLATE != 0 {
+        addrs[3] = addrs[2];
+    }
+    ConnV4 {
+        addrs,
+        ports,
+        backend: BackendId(e.backend()),
+        service: e.service(),
+        method,
+    }
+}
+
 /// A tuple's hash and, after [`ConnTable::prefetch_slot`], its home index slot: see
 /// [`ConnTable::slot_hint`]. The default names nothing.
 #[derive(Clone, Copy, Debug)]
@@ -337,9 +359,9 @@ impl Default for SlotHint {
 /// What [`ConnTable::lookup_touch_v4`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TouchV4 {
-    /// The packet's connection, refreshed as `on_packet` would (its forwarding fields:
-    /// [`ConnTable::get_v4`]).
-    Steady(ConnId, Direction),
+    /// The packet's connection, refreshed as `on_packet` would, with its forwarding fields
+    /// (what [`ConnTable::get_v4`] returns).
+    Steady(ConnId, Direction, ConnV4),
     /// An entry has the tuple but the packet is not one `lookup_touch_v4` handles: nothing
     /// was changed; look it up with `lookup_v4`.
     Other,
@@ -1045,7 +1067,8 @@ impl ConnTable {
     /// outbound one of a NOOUTPUT entry; and `pass` accepts its direction and backend. Then
     /// does what `on_packet` does — timeout from
     /// the state, timer re-armed to `now + timeout`, inbound packets counted, the owning
-    /// template marked ASSURED by a UDP reply — and answers [`TouchV4::Steady`]. Otherwise
+    /// template marked ASSURED by a UDP reply — and answers [`TouchV4::Steady`] with the
+    /// entry's forwarding fields. Otherwise
     /// nothing is changed: [`TouchV4::Miss`] when no entry has the tuple, else
     /// [`TouchV4::Other`] (the caller then calls [`Self::lookup_v4`], which may also expire
     /// the entry, and does the per-packet work itself).
@@ -1123,6 +1146,7 @@ impl ConnTable {
         let control = e.control();
         // `arm` for a timer that does not move earlier: the store alone.
         e.expires = expires;
+        let fields = v4_fields(e);
         if proto == 17 && dir == Direction::Out && control != NIL {
             if let Some(ct) = self.entries.get_mut(control as usize) {
                 if ct.flags & TEMPLATE != 0 {
@@ -1130,7 +1154,7 @@ impl ConnTable {
                 }
             }
         }
-        TouchV4::Steady(ConnId(idx), dir)
+        TouchV4::Steady(ConnId(idx), dir, fields)
     }
 
     /// The end of a lookup that found index value `v`: expire the entry if its time has passed.
@@ -2100,23 +2124,7 @@ impl ConnTable {
         if e.flags & POOL != 0 {
             return None;
         }
-        let method = Method::from_bits(e.flags);
-        let mut addrs = e.addrs;
-        let mut ports = e.ports;
-        if method != Method::FullNat {
-            // As `get` reports no local endpoint: keep the unused fields deterministic.
-            addrs[3] = 0;
-            ports[3] = 0;
-        } else if e.flags & TEMPLATE != 0 {
-            addrs[3] = addrs[2];
-        }
-        Some(ConnV4 {
-            addrs,
-            ports,
-            backend: BackendId(e.backend()),
-            service: e.service(),
-            method,
-        })
+        Some(v4_fields(e))
     }
 
     /// The backend of a live entry.

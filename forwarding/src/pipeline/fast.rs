@@ -36,7 +36,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use crate::conn::{ConnV4, Direction, Method, TouchV4};
+use crate::conn::{ConnId, ConnV4, Direction, Method, TouchV4};
 use crate::net::Hop;
 use crate::wire::parse::{parse_v4, FastV4};
 use crate::wire::rewrite::{self, forward_v4};
@@ -66,7 +66,7 @@ enum Slow {
     /// No connection: `new_connection`.
     Miss,
     /// The connection was refreshed: `rewrite_frame`.
-    Rewrite(ConnV4, Direction),
+    Rewrite(ConnId, Direction),
 }
 
 impl Pipeline {
@@ -79,18 +79,21 @@ impl Pipeline {
         frame: &mut Frame,
         f: FastV4,
     ) -> Verdict {
-        self.last = None;
-        self.answered = None;
-        self.counters.rx += 1;
-        let v = match self.fast_v4(now, ingress, frame, f) {
-            Ok(v) => v,
+        match self.fast_v4(now, ingress, frame, f) {
+            Ok(port) => {
+                // `account` of a forwarded frame (`record` set the decision).
+                self.answered = None;
+                self.counters.rx += 1;
+                self.counters.tx += 1;
+                Verdict::Tx(port)
+            }
             Err(slow) => self.slow_v4(now, ingress, frame, slow),
-        };
-        self.account(v)
+        }
     }
 
-    /// The established-flow path: a verdict, or where the full pipeline takes over. No calls
-    /// but the route lookup of a reply, so the compiler keeps its values in registers.
+    /// The established-flow path: the port a forwarded frame leaves by (its decision recorded,
+    /// nothing else accounted), or where the full pipeline takes over. No calls but the route
+    /// lookup of a reply, so the compiler keeps its values in registers.
     #[inline(always)]
     fn fast_v4(
         &mut self,
@@ -98,7 +101,7 @@ impl Pipeline {
         ingress: PortId,
         frame: &mut Frame,
         f: FastV4,
-    ) -> Result<Verdict, Slow> {
+    ) -> Result<PortId, Slow> {
         // `hygiene::l2` of an untagged frame: unicast and, when the port's MAC is known, its.
         let to_us = frame.data().get(..6).is_some_and(|dst| {
             let dst = crate::net::mac_word(&[dst[0], dst[1], dst[2], dst[3], dst[4], dst[5]]);
@@ -135,10 +138,9 @@ impl Pipeline {
             },
         );
         match found {
-            TouchV4::Steady(id, dir) => match self.conns.get_v4(id) {
-                Some(c) => self.rewrite_v4(frame, &c, dir, false),
-                None => Ok(Verdict::Drop(DropReason::NoConnection)),
-            },
+            TouchV4::Steady(id, dir, c) => self
+                .rewrite_v4(frame, &c, dir, false)
+                .ok_or(Slow::Rewrite(id, dir)),
             TouchV4::Other => Err(Slow::Lookup),
             TouchV4::Miss => Err(Slow::Miss),
         }
@@ -151,9 +153,25 @@ impl Pipeline {
         self.net.next_hop(IpAddr::V4(Ipv4Addr::from_bits(client)))
     }
 
-    /// The full pipeline from where the established-flow path left the frame.
+    /// The full pipeline from where the established-flow path left the frame, and `account`.
     #[inline(never)]
     fn slow_v4(&mut self, now: Time, ingress: PortId, frame: &mut Frame, slow: Slow) -> Verdict {
+        self.last = None;
+        self.answered = None;
+        self.counters.rx += 1;
+        let v = self.slow_v4_verdict(now, ingress, frame, slow);
+        self.account(v)
+    }
+
+    /// The verdict of the full pipeline from where the established-flow path left the frame.
+    #[inline(always)]
+    fn slow_v4_verdict(
+        &mut self,
+        now: Time,
+        ingress: PortId,
+        frame: &mut Frame,
+        slow: Slow,
+    ) -> Verdict {
         // The frame is unchanged: reading it again gives the packet `parse_v4` accepted (and
         // `parse` would give).
         let Some(p) = parse_v4(frame.data()).map(|f| f.packet()) else {
@@ -173,7 +191,10 @@ impl Pipeline {
                 }
             }
             Slow::Miss => self.new_connection(now, ingress, frame, p),
-            Slow::Rewrite(c, dir) => {
+            Slow::Rewrite(id, dir) => {
+                let Some(c) = self.conns.get_v4(id) else {
+                    return Verdict::Drop(DropReason::NoConnection);
+                };
                 let mut p = p;
                 self.rewrite_frame(now, ingress, frame, &mut p, &Target::from(c), dir, false)
             }
@@ -197,8 +218,8 @@ impl Pipeline {
         new_conn: bool,
     ) -> Verdict {
         if self.fast_path && is_fast(&p) {
-            if let Ok(v) = self.rewrite_v4(frame, c, dir, new_conn) {
-                return v;
+            if let Some(port) = self.rewrite_v4(frame, c, dir, new_conn) {
+                return Verdict::Tx(port);
             }
         }
         self.rewrite(now, ingress, frame, p, &Target::from(*c), dir, new_conn)
@@ -208,8 +229,9 @@ impl Pipeline {
     /// [`parse_v4`](crate::wire::parse::parse_v4) accepts it, its fields read from the frame)
     /// of an IPv4 connection, when the next hop is cached (inbound) or found (outbound) and
     /// untagged, the method keeps the packet's size (not TUN inbound), the TTL is above 1, the
-    /// packet fits the MTU and (UDP) carries a checksum: the same bytes, counters, decision
-    /// and verdict. `Err` with nothing changed otherwise: `rewrite_frame`'s to do.
+    /// packet fits the MTU and (UDP) carries a checksum: the same bytes, traffic counters and
+    /// decision, and the port of its `Verdict::Tx`. `None` with nothing changed otherwise:
+    /// `rewrite_frame`'s to do.
     #[inline(always)]
     fn rewrite_v4(
         &mut self,
@@ -217,8 +239,7 @@ impl Pipeline {
         c: &ConnV4,
         dir: Direction,
         new_conn: bool,
-    ) -> Result<Verdict, Slow> {
-        let slow = || Slow::Rewrite(*c, dir);
+    ) -> Option<PortId> {
         let [client, vaddr, daddr, laddr] = c.addrs;
         let [cport, vport, dport, lport] = c.ports;
         let (src, dst) = match (c.method, dir) {
@@ -240,29 +261,26 @@ impl Pipeline {
                 {
                     h.hop
                 }
-                _ => return Err(slow()),
+                _ => return None,
             },
             Direction::Out => match self.net.gateway_hop_v4(client) {
                 Some(h) => h,
                 None => self.on_link_hop(client),
             },
         };
-        let hop = match hop {
-            Some(h) if h.vlan.is_none() => h,
-            _ => return Err(slow()),
-        };
+        let hop = hop.filter(|h| h.vlan.is_none())?;
         // The packet's length, read again from its header (what `parse_v4` read).
         const L3: usize = FastV4::L3;
         const L4: usize = FastV4::L4;
         let d = frame.data_mut();
-        let Some(&[b0, b1]) = d.get(L3 + 2..L3 + 4) else {
-            return Err(slow());
+        let &[b0, b1] = d.get(L3 + 2..L3 + 4)? else {
+            return None;
         };
         let bytes = usize::from(u16::from_be_bytes([b0, b1]));
         let ip_end = L3 + bytes;
         if bytes > usize::from(hop.mtu) || !forward_v4(d, L3, L4, ip_end, src, dst) {
             // Nothing changed (too big, TTL ≤ 1, UDP without a checksum).
-            return Err(slow());
+            return None;
         }
         // The link header in place (`rewrite::set_link` for an untagged hop): the MACs.
         d[..6].copy_from_slice(&hop.dst_mac);
@@ -277,41 +295,33 @@ impl Pipeline {
             },
             bytes,
         );
-        // Ethernet padding and trailers stay behind (only shrinks: cannot fail).
-        if frame.len() > ip_end && !frame.set_len(ip_end) {
-            return Ok(Verdict::Drop(DropReason::Truncated));
+        // Ethernet padding and trailers stay behind: `forward_v4` checked that the packet
+        // ends inside the frame, so the frame only shrinks (which cannot fail).
+        if frame.len() > ip_end {
+            let shrunk = frame.set_len(ip_end);
+            debug_assert!(shrunk);
         }
-        Ok(Verdict::Tx(hop.port))
+        Some(hop.port)
     }
 
     /// `rewrite_frame` + `tunnel` for an IPv4 packet to an IPv4 TUN backend whose next hop is
     /// cached and untagged: IPIP encapsulation with the egress port's address as the outer
     /// source and the inner TTL − 1 ([`rewrite::encap_ipip_v4`]), the same bytes, counters,
-    /// decision, verdict and IPv4 identification. `Err` with nothing changed when the full
-    /// path has to decide (TTL ≤ 1, too big, no headroom, no IPv4 address on the port, an
+    /// decision, IPv4 identification and port of its `Verdict::Tx`. `None` with nothing
+    /// changed when the full path has to decide (TTL ≤ 1, too big, no headroom, no IPv4 address on the port, an
     /// uncached hop).
     #[inline(always)]
-    fn tunnel_v4(
-        &mut self,
-        frame: &mut Frame,
-        c: &ConnV4,
-        new_conn: bool,
-    ) -> Result<Verdict, Slow> {
-        let slow = || Slow::Rewrite(*c, Direction::In);
+    fn tunnel_v4(&mut self, frame: &mut Frame, c: &ConnV4, new_conn: bool) -> Option<PortId> {
         let daddr = IpAddr::V4(Ipv4Addr::from_bits(c.addrs[2]));
         let hop = match self.hops.get(c.backend.0 as usize) {
             Some(h) if h.generation == self.net.generation() && h.addr == daddr => h.hop,
-            _ => return Err(slow()),
+            _ => return None,
         };
-        let Some(hop) = hop.filter(|h| h.vlan.is_none()) else {
-            return Err(slow());
-        };
+        let hop = hop.filter(|h| h.vlan.is_none())?;
         let Some(IpAddr::V4(src)) = self.net.port_addr(hop.port, false) else {
-            return Err(slow());
+            return None;
         };
-        let Some(bytes) = frame.data().get(16..18) else {
-            return Err(slow());
-        };
+        let bytes = frame.data().get(16..18)?;
         let bytes = usize::from(u16::from_be_bytes([bytes[0], bytes[1]]));
         let id = self.ip_id.wrapping_add(1);
         // The outer header carries the decremented TTL; the inner TTL − 1 after it.
@@ -324,7 +334,7 @@ impl Pipeline {
             hop.src_mac,
             hop.dst_mac,
         ) {
-            return Err(slow());
+            return None;
         }
         self.ip_id = id;
         self.record(
@@ -337,6 +347,6 @@ impl Pipeline {
             },
             bytes,
         );
-        Ok(Verdict::Tx(hop.port))
+        Some(hop.port)
     }
 }
