@@ -681,7 +681,10 @@ impl Pipeline {
     /// headroom for TUN); `ingress` is the port it arrived on.
     pub fn process(&mut self, now: Time, ingress: PortId, frame: &mut Frame) -> Verdict {
         match parse_v4(frame.data()).filter(|_| self.fast_path) {
-            Some(f) => self.process_v4(now, ingress, frame, f),
+            Some(f) => {
+                let h = self.conns.hash_v4(f.proto, f.src, f.sport, f.dst, f.dport);
+                self.process_v4(now, ingress, frame, f, h)
+            }
             None => self.process_other(now, ingress, frame),
         }
     }
@@ -702,8 +705,9 @@ impl Pipeline {
         ingress: PortId,
         frame: &mut Frame,
         f: wire::parse::FastV4,
+        h: u32,
     ) -> Verdict {
-        self.process_v4(now, ingress, frame, f)
+        self.process_v4(now, ingress, frame, f, h)
     }
 
     /// [`Self::process`] for a frame the established-flow path's reader does not take.
@@ -762,9 +766,16 @@ impl Pipeline {
             for hint in &hints[..frames.len()] {
                 self.conns.prefetch_entry(*hint);
             }
-            for ((f, v), v4) in frames.iter_mut().zip(verdicts.iter_mut()).zip(fast) {
-                *v = match v4 {
-                    Some(v4) => self.process_v4_batched(now, ingress, f, v4),
+            // The hash of a `parse_v4` frame's tuple is its hint's; the index slot is loaded
+            // again (frames before it may have changed the index).
+            for (((f, v), v4), hint) in frames
+                .iter_mut()
+                .zip(verdicts.iter_mut())
+                .zip(&fast)
+                .zip(&hints)
+            {
+                *v = match *v4 {
+                    Some(v4) => self.process_v4_batched(now, ingress, f, v4, hint.hash()),
                     None => self.process_other(now, ingress, f),
                 };
             }

@@ -347,6 +347,14 @@ pub struct SlotHint {
     slot: u32,
 }
 
+impl SlotHint {
+    /// The tuple's hash ([`ConnTable::hash_v4`] for an IPv4 tuple).
+    #[inline]
+    pub fn hash(&self) -> u32 {
+        self.hash
+    }
+}
+
 impl Default for SlotHint {
     fn default() -> Self {
         SlotHint {
@@ -928,6 +936,13 @@ impl ConnTable {
         }
     }
 
+    /// The index hash of an IPv4 tuple (addresses as host-order `u32`), for
+    /// [`Self::lookup_touch_v4`].
+    #[inline(always)]
+    pub fn hash_v4(&self, proto: u8, src: u32, sport: u16, dst: u32, dport: u16) -> u32 {
+        self.hash(proto as u64, src, sport, dst, dport)
+    }
+
     /// Second pass of [`Self::slot_hint`]: load the home index slot into the hint.
     #[inline]
     pub fn prefetch_slot(&self, hint: &mut SlotHint) {
@@ -1071,11 +1086,13 @@ impl ConnTable {
     /// entry's forwarding fields. Otherwise
     /// nothing is changed: [`TouchV4::Miss`] when no entry has the tuple, else
     /// [`TouchV4::Other`] (the caller then calls [`Self::lookup_v4`], which may also expire
-    /// the entry, and does the per-packet work itself).
+    /// the entry, and does the per-packet work itself). `h` is the tuple's hash
+    /// ([`Self::hash_v4`], or the hash of its [`Self::slot_hint_v4`]).
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     pub fn lookup_touch_v4(
         &mut self,
+        h: u32,
         proto: u8,
         src: u32,
         sport: u16,
@@ -1087,7 +1104,6 @@ impl ConnTable {
     ) -> TouchV4 {
         // The home slot first, inline; a probe beyond it (a collision or a displaced key) out
         // of line, so the common lookup has no loop.
-        let h = self.hash(proto as u64, src, sport, dst, dport);
         let home = self.index.touch(h);
         let v = if home == super::index::EMPTY {
             return TouchV4::Miss;

@@ -70,7 +70,8 @@ enum Slow {
 }
 
 impl Pipeline {
-    /// [`Self::process`] for a frame [`parse_v4`](crate::wire::parse::parse_v4) accepted.
+    /// [`Self::process`] for a frame [`parse_v4`](crate::wire::parse::parse_v4) accepted,
+    /// whose tuple hashes to `h` ([`ConnTable::hash_v4`](crate::conn::ConnTable::hash_v4)).
     #[inline(always)]
     pub(super) fn process_v4(
         &mut self,
@@ -78,8 +79,9 @@ impl Pipeline {
         ingress: PortId,
         frame: &mut Frame,
         f: FastV4,
+        h: u32,
     ) -> Verdict {
-        match self.fast_v4(now, ingress, frame, f) {
+        match self.fast_v4(now, ingress, frame, f, h) {
             Ok(port) => {
                 // `account` of a forwarded frame (`record` set the decision).
                 self.answered = None;
@@ -101,6 +103,7 @@ impl Pipeline {
         ingress: PortId,
         frame: &mut Frame,
         f: FastV4,
+        h: u32,
     ) -> Result<PortId, Slow> {
         // `hygiene::l2` of an untagged frame: unicast and, when the port's MAC is known, its.
         let to_us = frame.data().get(..6).is_some_and(|dst| {
@@ -121,6 +124,7 @@ impl Pipeline {
         let snap = &self.snap;
         let plain_in = self.sync_master.is_none();
         let found = self.conns.lookup_touch_v4(
+            h,
             f.proto,
             f.src,
             f.sport,
