@@ -45,7 +45,7 @@ use crate::conn::{
 use crate::defense::{Defense, DefenseConfig};
 use crate::hygiene;
 use crate::limits::{Bucket, SourceLimiter};
-use crate::net::{Hop, Network};
+use crate::net::{Hop, LinkV4, Network};
 use crate::ratelimit::IcmpLimiter;
 use crate::service::{mask_addr, MarkRule, Service, ServiceId, ServiceKey};
 use crate::synproxy::cookie::CookieSecret;
@@ -342,6 +342,8 @@ struct CachedHop {
     generation: u64,
     addr: IpAddr,
     hop: Option<Hop>,
+    /// The same hop for the established-flow path, when `addr` is IPv4 and the hop untagged.
+    fast: Option<FastHop>,
 }
 
 impl CachedHop {
@@ -350,7 +352,16 @@ impl CachedHop {
         generation: 0,
         addr: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
         hop: None,
+        fast: None,
     };
+}
+
+/// An untagged next hop toward an IPv4 address, as the established-flow path uses it.
+#[derive(Clone, Copy, Debug)]
+struct FastHop {
+    /// The address (host order).
+    addr: u32,
+    link: LinkV4,
 }
 
 /// The fate of a packet whose connection's backend may have been removed.
@@ -1619,10 +1630,18 @@ impl Pipeline {
             // Once per backend id: the cache grows to the highest id seen.
             self.hops.resize(i + 1, CachedHop::EMPTY);
         }
+        let fast = match (addr, &hop) {
+            (IpAddr::V4(a), Some(h)) => LinkV4::of(h).map(|link| FastHop {
+                addr: a.to_bits(),
+                link,
+            }),
+            _ => None,
+        };
         self.hops[i] = CachedHop {
             generation,
             addr,
             hop,
+            fast,
         };
         hop
     }

@@ -225,7 +225,10 @@ proptest! {
         let mut b = a.clone();
         let mut fa = xvs_forwarding::Frame::new(&mut a, room, bytes.len());
         let mut fb = xvs_forwarding::Frame::new(&mut b, room, bytes.len());
-        let fast = rewrite::encap_ipip_v4(&mut fa, src, dst, id, mtu, lsrc, ldst);
+        let mut macs = [0u8; 12];
+        macs[..6].copy_from_slice(&ldst);
+        macs[6..].copy_from_slice(&lsrc);
+        let fast = rewrite::encap_ipip_v4(&mut fa, src, dst, id, mtu, &macs);
         let Parsed::Ip(p) = wire::parse(fb.data()) else {
             prop_assert!(!fast);
             return Ok(());

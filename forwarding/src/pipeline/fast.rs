@@ -37,13 +37,13 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use crate::conn::{ConnId, ConnV4, Direction, Method, TouchV4};
-use crate::net::Hop;
+use crate::net::{Hop, LinkV4};
 use crate::wire::parse::{parse_v4, FastV4};
 use crate::wire::rewrite::{self, forward_v4};
 use crate::wire::{parse, Frag, Packet, Parsed};
 use crate::{DropReason, Frame, PortId, Time, Verdict};
 
-use super::{Decision, Pipeline, ServiceId, Target};
+use super::{BackendId, Decision, Pipeline, ServiceId, Target};
 
 /// Whether a parsed packet is one [`parse_v4`](crate::wire::parse::parse_v4) accepts (untagged, IPv4 without options,
 /// unfragmented TCP / UDP): then [`Pipeline::rewrite_v4`] may read its headers from the frame.
@@ -148,6 +148,17 @@ impl Pipeline {
             TouchV4::Other => Err(Slow::Lookup),
             TouchV4::Miss => Err(Slow::Miss),
         }
+    }
+
+    /// The cached next hop toward backend `backend` at IPv4 address `addr` (host order) if it
+    /// is current and untagged (`next_hop`'s cache hit).
+    #[inline(always)]
+    fn cached_hop_v4(&self, backend: BackendId, addr: u32) -> Option<LinkV4> {
+        let h = self.hops.get(backend.0 as usize)?;
+        if h.generation != self.net.generation() {
+            return None;
+        }
+        h.fast.filter(|f| f.addr == addr).map(|f| f.link)
     }
 
     /// `next_hop` toward an IPv4 client on a link of the director (a neighbour lookup).
@@ -257,22 +268,13 @@ impl Pipeline {
         };
         // `next_hop`: toward the backend from its cache, toward the client through a
         // gateway route (a cache miss or an on-link client is resolved by the full path).
-        let hop = match dir {
-            Direction::In => match self.hops.get(c.backend.0 as usize) {
-                Some(h)
-                    if h.generation == self.net.generation()
-                        && h.addr == IpAddr::V4(Ipv4Addr::from_bits(daddr)) =>
-                {
-                    h.hop
-                }
-                _ => return None,
-            },
-            Direction::Out => match self.net.gateway_hop_v4(client) {
-                Some(h) => h,
-                None => self.on_link_hop(client),
+        let LinkV4 { port, mtu, macs } = match dir {
+            Direction::In => self.cached_hop_v4(c.backend, daddr)?,
+            Direction::Out => match self.net.gateway_link_v4(client) {
+                Some(link) => link?,
+                None => LinkV4::of(&self.on_link_hop(client)?)?,
             },
         };
-        let hop = hop.filter(|h| h.vlan.is_none())?;
         // The packet's length, read again from its header (what `parse_v4` read).
         const L3: usize = FastV4::L3;
         const L4: usize = FastV4::L4;
@@ -282,13 +284,12 @@ impl Pipeline {
         };
         let bytes = usize::from(u16::from_be_bytes([b0, b1]));
         let ip_end = L3 + bytes;
-        if bytes > usize::from(hop.mtu) || !forward_v4(d, L3, L4, ip_end, src, dst) {
+        if bytes > usize::from(mtu) || !forward_v4(d, L3, L4, ip_end, src, dst) {
             // Nothing changed (too big, TTL ≤ 1, UDP without a checksum).
             return None;
         }
         // The link header in place (`rewrite::set_link` for an untagged hop): the MACs.
-        d[..6].copy_from_slice(&hop.dst_mac);
-        d[6..12].copy_from_slice(&hop.src_mac);
+        d[..12].copy_from_slice(&macs);
         self.record(
             Decision {
                 service: ServiceId(c.service),
@@ -305,7 +306,7 @@ impl Pipeline {
             let shrunk = frame.set_len(ip_end);
             debug_assert!(shrunk);
         }
-        Some(hop.port)
+        Some(port)
     }
 
     /// `rewrite_frame` + `tunnel` for an IPv4 packet to an IPv4 TUN backend whose next hop is
@@ -316,12 +317,7 @@ impl Pipeline {
     /// uncached hop).
     #[inline(always)]
     fn tunnel_v4(&mut self, frame: &mut Frame, c: &ConnV4, new_conn: bool) -> Option<PortId> {
-        let daddr = IpAddr::V4(Ipv4Addr::from_bits(c.addrs[2]));
-        let hop = match self.hops.get(c.backend.0 as usize) {
-            Some(h) if h.generation == self.net.generation() && h.addr == daddr => h.hop,
-            _ => return None,
-        };
-        let hop = hop.filter(|h| h.vlan.is_none())?;
+        let hop = self.cached_hop_v4(c.backend, c.addrs[2])?;
         let Some(IpAddr::V4(src)) = self.net.port_addr(hop.port, false) else {
             return None;
         };
@@ -329,15 +325,7 @@ impl Pipeline {
         let bytes = usize::from(u16::from_be_bytes([bytes[0], bytes[1]]));
         let id = self.ip_id.wrapping_add(1);
         // The outer header carries the decremented TTL; the inner TTL − 1 after it.
-        if !rewrite::encap_ipip_v4(
-            frame,
-            src.to_bits(),
-            c.addrs[2],
-            id,
-            hop.mtu,
-            hop.src_mac,
-            hop.dst_mac,
-        ) {
+        if !rewrite::encap_ipip_v4(frame, src.to_bits(), c.addrs[2], id, hop.mtu, &hop.macs) {
             return None;
         }
         self.ip_id = id;

@@ -612,24 +612,25 @@ pub fn encap(frame: &mut Frame, p: &Packet, tun: &Tunnel, link: &Link) -> Result
 
 /// [`encap`] and then the inner [`dec_ttl`] for the common case, on plain integers: the frame
 /// is untagged Ethernet carrying an IPv4 packet without options at offset 14, the tunnel is
-/// IPv4 (`src`, `dst` host order, identification `id`, `mtu`) and the link untagged
-/// (`link_src`, `link_dst`). The same bytes as those two calls; false with the frame
-/// unchanged when the case does not apply or they would fail (inner TTL ≤ 1, too big for the
-/// MTU, no headroom, a frame shorter than its packet): the caller then takes [`encap`].
-#[allow(clippy::too_many_arguments)]
-#[inline]
+/// IPv4 (`src`, `dst` host order, identification `id`, `mtu`) and the link untagged (`link`:
+/// the destination MAC address, then the source). The same bytes as those two calls; false
+/// with the frame unchanged when the case does not apply or they would fail (inner TTL ≤ 1,
+/// too big for the MTU, no headroom, a frame shorter than its packet): the caller then takes
+/// [`encap`]. Both checksums are computed from the values written: the outer header's from
+/// its five 32-bit words, the inner one's updated for TTL − 1 (the TTL / protocol word m
+/// becomes m − 0x100, so ~m + m' = 0xFEFF).
+#[inline(always)]
 pub fn encap_ipip_v4(
     frame: &mut Frame,
     src: u32,
     dst: u32,
     id: u16,
     mtu: u16,
-    link_src: [u8; 6],
-    link_dst: [u8; 6],
+    link: &[u8; 12],
 ) -> bool {
     const L3: usize = ETH_LEN;
     const FRONT: usize = ETH_LEN + IPV4_LEN;
-    let Some(h) = frame.data().get(..FRONT) else {
+    let Some(Ok(h)) = frame.data().get(..FRONT).map(<&[u8; FRONT]>::try_from) else {
         return false;
     };
     let inner_len = usize::from(u16::from_be_bytes([h[L3 + 2], h[L3 + 3]]));
@@ -653,33 +654,34 @@ pub fn encap_ipip_v4(
         let _ = frame.pull_front(IPV4_LEN);
         return false;
     }
-    let Some(d) = frame.data_mut().get_mut(..FRONT + IPV4_LEN) else {
+    let Some(Ok(d)) = frame
+        .data_mut()
+        .get_mut(..FRONT + IPV4_LEN)
+        .map(<&mut [u8; FRONT + IPV4_LEN]>::try_from)
+    else {
         return false;
     };
-    d[..6].copy_from_slice(&link_dst);
-    d[6..12].copy_from_slice(&link_src);
+    let (id, frag) = if df { (0, 0x4000u16) } else { (id, 0) };
+    let words = [
+        0x4500_0000 | u32::from(outer_tos(tos)) << 16 | total as u32,
+        u32::from(id) << 16 | u32::from(frag),
+        u32::from(ttl - 1) << 24 | u32::from(proto::IPIP) << 16,
+        src,
+        dst,
+    ];
+    let sum = words.iter().map(|&w| u64::from(w)).sum::<u64>();
+    let check = !checksum::fold64(sum);
+    d[..12].copy_from_slice(link);
     d[12..14].copy_from_slice(&ethertype::IPV4.to_be_bytes());
-    let o = &mut d[L3..FRONT];
-    o[0] = 0x45;
-    o[1] = outer_tos(tos);
-    o[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    o[4..6].copy_from_slice(&(if df { 0 } else { id }).to_be_bytes());
-    o[6..8].copy_from_slice(&(if df { 0x4000u16 } else { 0 }).to_be_bytes());
-    o[8] = ttl - 1;
-    o[9] = proto::IPIP;
-    o[10] = 0;
-    o[11] = 0;
-    o[12..16].copy_from_slice(&src.to_be_bytes());
-    o[16..20].copy_from_slice(&dst.to_be_bytes());
-    let c = checksum::checksum(o);
-    o[10..12].copy_from_slice(&c.to_be_bytes());
+    for (i, w) in words.iter().enumerate() {
+        d[L3 + 4 * i..L3 + 4 * i + 4].copy_from_slice(&w.to_be_bytes());
+    }
+    d[L3 + 10..L3 + 12].copy_from_slice(&check.to_be_bytes());
     // The inner TTL − 1 (`dec_ttl` at the inner header's new place).
-    let t = FRONT + 8;
-    let old = u16::from_be_bytes([d[t], d[t + 1]]);
-    d[t] = d[t].wrapping_sub(1);
-    let new = u16::from_be_bytes([d[t], d[t + 1]]);
+    d[FRONT + 8] = ttl - 1;
     let c = FRONT + 10;
-    let s = update16(u16::from_be_bytes([d[c], d[c + 1]]), old, new);
+    let old = u64::from(!u16::from_be_bytes([d[c], d[c + 1]]));
+    let s = !checksum::fold64(old + 0xfeff);
     d[c..c + 2].copy_from_slice(&s.to_be_bytes());
     true
 }
