@@ -1014,11 +1014,22 @@ impl ConnTable {
         })
     }
 
-    /// [`Self::find_v4`] without `EXACT`, out of line (see [`Self::lookup_touch_v4`]).
+    /// [`Self::find_v4`] without `EXACT` for a tuple hashing to `h`, out of line (see
+    /// [`Self::lookup_touch_v4`]).
     #[cold]
     #[inline(never)]
-    fn find_v4_probe(&self, proto: u8, src: u32, sport: u16, dst: u32, dport: u16) -> Option<u32> {
-        self.find_v4::<false>(proto, src, sport, dst, dport)
+    fn find_v4_probe(
+        &self,
+        h: u32,
+        proto: u8,
+        src: u32,
+        sport: u16,
+        dst: u32,
+        dport: u16,
+    ) -> Option<u32> {
+        self.index.find(h, |v| {
+            self.v4_matches::<false>(v, proto, src, sport, dst, dport)
+        })
     }
 
     /// Whether index value `v` names the non-template entry of this IPv4 tuple (`EXACT`
@@ -1114,7 +1125,7 @@ impl ConnTable {
         {
             v
         } else {
-            match self.find_v4_probe(proto, src, sport, dst, dport) {
+            match self.find_v4_probe(h, proto, src, sport, dst, dport) {
                 Some(v) => v,
                 None => return TouchV4::Miss,
             }

@@ -106,14 +106,12 @@ impl Pipeline {
         h: u32,
     ) -> Result<PortId, Slow> {
         // `hygiene::l2` of an untagged frame: unicast and, when the port's MAC is known, its.
-        let to_us = frame.data().get(..6).is_some_and(|dst| {
-            let dst = crate::net::mac_word(&[dst[0], dst[1], dst[2], dst[3], dst[4], dst[5]]);
-            dst & 1 == 0
-                && self
-                    .net
-                    .port_mac_word(ingress)
-                    .is_none_or(|mac| mac == 0 || dst == mac)
-        });
+        let dst = f.dst_mac;
+        let to_us = dst & 1 == 0
+            && self
+                .net
+                .port_mac_word(ingress)
+                .is_none_or(|mac| mac == 0 || dst == mac);
         if !to_us {
             return Err(Slow::Start);
         }
