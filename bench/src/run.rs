@@ -159,6 +159,8 @@ struct Stopped {
     rx: u64,
     busy: Duration,
     syscalls: Vec<(String, u64)>,
+    frames_per_batch: Option<f64>,
+    frames_per_kick: Option<f64>,
 }
 
 fn stop_target(t: &Target, bed: &Bed, running: Option<targets::Running>) -> Option<Stopped> {
@@ -187,6 +189,8 @@ fn stop_target(t: &Target, bed: &Bed, running: Option<targets::Running>) -> Opti
                 .iter()
                 .map(|(k, n)| (k.to_string(), *n))
                 .collect(),
+            frames_per_batch: io.frames_per_batch(),
+            frames_per_kick: io.frames_per_kick(),
         }
     })
 }
@@ -349,14 +353,24 @@ fn measure(
             }),
             syscalls: vec![],
             syscalls_per_frame: None,
+            frames_per_batch: None,
+            frames_per_kick: None,
             error: None,
         })
     })();
     let stats = stop_target(t, bed, running);
     let mut r = result?;
     match stats {
-        Some(Stopped { rx, busy, syscalls }) => {
+        Some(Stopped {
+            rx,
+            busy,
+            syscalls,
+            frames_per_batch,
+            frames_per_kick,
+        }) => {
             r.worker_rx = Some(rx);
+            r.frames_per_batch = frames_per_batch;
+            r.frames_per_kick = frames_per_kick;
             let calls: u64 = syscalls.iter().map(|(_, n)| n).sum();
             r.syscalls_per_frame = (rx > 0).then(|| calls as f64 / rx as f64);
             r.syscalls = syscalls;

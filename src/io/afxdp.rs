@@ -935,6 +935,7 @@ impl WorkerIo for AfXdpIo {
                     }
                 }
                 c.rx += n as u64;
+                c.rx_batches += 1;
                 total += n as usize;
             }
             // Keep the transmit side moving before refilling (completions free chunks).

@@ -107,6 +107,7 @@ pub(super) fn run_worker<I: WorkerIo, P: FrameProcessor>(
         if ctx.pause.reached.load(Ordering::Relaxed) > 0 {
             ctx.pause.reached.store(0, Ordering::Release);
         }
+        c.rounds += 1;
         let n = match ctx.handoff.as_mut() {
             None => io.poll(
                 &mut |port, frames, verdicts, _| proc.process_batch(now, port, frames, verdicts),
