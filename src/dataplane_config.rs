@@ -402,6 +402,11 @@ mod tests {
         c = DataplaneConfig::new(&["a"]);
         c.afxdp.ring_size = 1000;
         assert_eq!(c.validate().unwrap_err().field, "afxdp.ring_size");
+        c = DataplaneConfig::new(&["a"]);
+        c.afxdp.tx_hold_us = 1000;
+        c.validate().unwrap();
+        c.afxdp.tx_hold_us = 1001;
+        assert_eq!(c.validate().unwrap_err().field, "afxdp.tx_hold_us");
         c = DataplaneConfig::new(&[]);
         assert_eq!(c.validate().unwrap_err().field, "interface");
         assert!(
