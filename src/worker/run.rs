@@ -159,6 +159,8 @@ pub(super) fn run_worker<I: WorkerIo, P: FrameProcessor>(
             }
         }
     }
+    // Frames held for a fuller kick (`afxdp.tx_hold_us`) leave before the worker does.
+    io.flush(&mut c);
     publish(&ctx, &c, busy, start.elapsed(), &longest);
 }
 
