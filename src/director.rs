@@ -1500,7 +1500,7 @@ impl ControlDirector for Director {
                 )
             });
             out.push_str(&format!(
-                "worker {i}: rx {} tx {} (+{} fragments) pass {} drop {} [{}] icmp answers {} connections {} (embryonic {}) busy {:.1}% io drops [{}] syscalls [{}] {} handoff out {} in {} longest round {:.3} ms (inbox {:.3} ms, {:.3} ms CPU) syn defence: embryonic evicted {} drop_entry deleted {} modes drop_entry={} drop_packet={} secure_tcp={} synproxy: syn-acks {} opened {} established {} released {} syn-resent {}\n",
+                "worker {i}: rx {} tx {} (+{} fragments) pass {} drop {} [{}] icmp answers {} connections {} (embryonic {}) busy {:.1}% io drops [{}] syscalls [{}] handoff out {} in {} {} longest round {:.3} ms (inbox {:.3} ms, {:.3} ms CPU) syn defence: embryonic evicted {} drop_entry deleted {} modes drop_entry={} drop_packet={} secure_tcp={} synproxy: syn-acks {} opened {} established {} released {} syn-resent {}\n",
                 r.counters.rx,
                 r.counters.tx,
                 r.counters.tx_fragments,
@@ -1513,9 +1513,9 @@ impl ControlDirector for Director {
                 busy * 100.0,
                 io_drops.join(" "),
                 syscalls.join(" "),
-                batching,
                 io.handoff_out,
                 io.handoff_in,
+                batching,
                 round * 1e3,
                 inbox * 1e3,
                 inbox_cpu * 1e3,
