@@ -286,11 +286,11 @@ fn afxdp_nat_v4_v6_tcp_udp() {
 }
 
 /// With `afxdp.tx_hold_us` at its maximum and a long idle sleep (1 s), frames that come alone
-/// (a UDP question and its answer) still leave at once: a worker sends what it holds before it
-/// sleeps in poll(2). Were the held frame left for the next round, each question would wait for
-/// the end of that sleep (about a second) or the client's resend.
+/// (a UDP question and its answer) still leave promptly: a held frame goes out once it is
+/// `tx_hold_us` old or when the worker goes to sleep in poll(2), whichever comes first. Were it
+/// left for a later frame to push out, each question would wait for the client's resend (1 s).
 #[test]
-fn afxdp_tx_hold_sends_lone_frames_before_sleeping() {
+fn afxdp_tx_hold_still_sends_lone_frames() {
     if skip_unless_root("dataplane afxdp tx hold test") {
         return;
     }
