@@ -1049,6 +1049,9 @@ impl Director {
                     ("synproxy_established", r.counters.synproxy_established),
                     ("synproxy_released", r.counters.synproxy_released),
                     ("synproxy_syn_resent", r.counters.synproxy_syn_resent),
+                    ("synproxy_syn_retried", r.counters.synproxy_syn_retried),
+                    ("synproxy_gave_up", r.counters.synproxy_gave_up),
+                    ("synproxy_timer_full", r.counters.synproxy_timer_full),
                 ]
                 .iter()
                 .map(|(k, n)| (k.to_string(), *n))
@@ -1247,7 +1250,7 @@ impl ControlDirector for Director {
                 )
             });
             out.push_str(&format!(
-                "worker {i}: rx {} tx {} (+{} fragments) pass {} drop {} [{}] icmp answers {} connections {} (embryonic {}) busy {:.1}% io drops [{}] syscalls [{}] handoff out {} in {} longest round {:.3} ms (inbox {:.3} ms, {:.3} ms CPU) syn defence: embryonic evicted {} drop_entry deleted {} modes drop_entry={} drop_packet={} secure_tcp={} synproxy: syn-acks {} opened {} established {} released {} syn-resent {}\n",
+                "worker {i}: rx {} tx {} (+{} fragments) pass {} drop {} [{}] icmp answers {} connections {} (embryonic {}) busy {:.1}% io drops [{}] syscalls [{}] handoff out {} in {} longest round {:.3} ms (inbox {:.3} ms, {:.3} ms CPU) syn defence: embryonic evicted {} drop_entry deleted {} modes drop_entry={} drop_packet={} secure_tcp={} synproxy: syn-acks {} opened {} established {} released {} syn-resent {} syn-retried {} gave-up {} timer-full {}\n",
                 r.counters.rx,
                 r.counters.tx,
                 r.counters.tx_fragments,
@@ -1275,6 +1278,9 @@ impl ControlDirector for Director {
                 r.counters.synproxy_established,
                 r.counters.synproxy_released,
                 r.counters.synproxy_syn_resent,
+                r.counters.synproxy_syn_retried,
+                r.counters.synproxy_gave_up,
+                r.counters.synproxy_timer_full,
             ));
         }
         out

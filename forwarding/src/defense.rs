@@ -50,6 +50,12 @@ pub struct DefenseConfig {
     /// Prefix lengths of the source limit (default /24 and /64).
     pub source_prefix_v4: u8,
     pub source_prefix_v6: u8,
+    /// SYN proxy: how often the director sends its SYN to a backend again when no SYN-ACK
+    /// came (DPVS's `syn_retry`, default 3); after the last one the client gets a RST.
+    pub synproxy_syn_retries: u8,
+    /// SYN proxy: milliseconds between those SYNs (default 1000, TCP's initial retransmission
+    /// timeout, RFC 6298; DPVS waits its 3 s SYN_SENT timeout). At least 1.
+    pub synproxy_syn_interval_ms: u32,
 }
 
 impl Default for DefenseConfig {
@@ -65,6 +71,8 @@ impl Default for DefenseConfig {
             source_rate: 0,
             source_prefix_v4: 24,
             source_prefix_v6: 64,
+            synproxy_syn_retries: 3,
+            synproxy_syn_interval_ms: 1000,
         }
     }
 }

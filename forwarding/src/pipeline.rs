@@ -220,6 +220,14 @@ pub struct Counters {
     /// SYN proxy: SYNs sent to a backend again (the client retransmitted before the backend
     /// answered).
     pub synproxy_syn_resent: u64,
+    /// SYN proxy: SYNs sent to a backend again by the director's own timer (no SYN-ACK within
+    /// `DefenseConfig::synproxy_syn_interval_ms`).
+    pub synproxy_syn_retried: u64,
+    /// SYN proxy: connections given up after the last retry (the client was sent a RST).
+    pub synproxy_gave_up: u64,
+    /// SYN proxy: connections opened without a retry timer (the timer queue, one entry per
+    /// table slot, was full of live timers).
+    pub synproxy_timer_full: u64,
 }
 
 /// What the pipeline did with the last frame that reached a service (for `xvs replay`,
@@ -602,12 +610,17 @@ impl Pipeline {
         v
     }
 
-    /// Periodic work: expire due connections, at most about `budget` units of work.
+    /// Periodic work: expire due connections, at most about `budget` units of work; the SYN
+    /// proxy's retry timers (SYNs sent again, or RSTs to clients of silent backends, queued
+    /// for [`Self::drain_fragments`]).
     pub fn housekeeping(&mut self, now: Time, budget: u32) -> u32 {
         if self.frags.held() > 0 {
             self.counters.fragments_expired += self.frags.expire(ms32(now)) as u64;
         }
         self.defend(now);
+        if self.proxy.has_timers() {
+            self.synproxy_timers(now);
+        }
         self.conns.expire(now, budget)
     }
 

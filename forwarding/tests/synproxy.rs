@@ -632,3 +632,166 @@ fn a_lost_syn_to_the_backend_is_sent_again_when_the_client_retransmits() {
     assert_eq!(pipe.counters().synproxy_syn_resent, 1);
     assert!(b.payload.is_empty());
 }
+
+fn pipeline_with(n: &Net, method: Method, retries: u8, interval_ms: u32) -> Pipeline {
+    let cfg = PipelineConfig {
+        connections: 64,
+        v6_connections: 64,
+        local_addresses: vec![IpAddr::V4(LOCAL4), IpAddr::V6(local6())],
+        defense: xvs_forwarding::defense::DefenseConfig {
+            synproxy_syn_retries: retries,
+            synproxy_syn_interval_ms: interval_ms,
+            ..Default::default()
+        },
+        ..PipelineConfig::default()
+    };
+    Pipeline::new(
+        cfg,
+        &[service(n.vip, 80, method, n.backend)],
+        vec![],
+        network(),
+    )
+    .unwrap()
+}
+
+/// Client SYN at t(0), its ACK with a request at t(1): the director's first SYN and the
+/// cookie.
+fn pending(pipe: &mut Pipeline, n: &Net, sport: u16) -> (Seg, u32) {
+    let sa = syn(pipe, n, sport, true);
+    let (our_ts, _) = sa.opts.ts.unwrap();
+    let get = from_client(n, sport, 80)
+        .ack()
+        .psh()
+        .seq_ack(ISN + 1, sa.seq.wrapping_add(1))
+        .tcp_options(&ts_option(501, our_ts))
+        .payload(b"GET / HTTP/1.1\r\n\r\n")
+        .build();
+    let (v, out) = process(pipe, t(1), FRONT, &get);
+    assert_eq!(v, Verdict::Tx(BACK));
+    (seg(&out), sa.seq)
+}
+
+#[test]
+fn the_director_resends_its_syn_and_resets_the_client_after_the_last_retry() {
+    for (n, method) in [
+        (v4net(), Method::Nat),
+        (v4net(), Method::FullNat),
+        (v6net(), Method::Nat),
+        (v6net(), Method::FullNat),
+    ] {
+        let mut pipe = pipeline(&n, method);
+        let sport = 48000;
+        let (first, cookie) = pending(&mut pipe, &n, sport);
+        // Not yet due.
+        pipe.housekeeping(t(1000), 64);
+        assert!(drained(&mut pipe).is_empty());
+        // Defaults: 3 retries, 1 s apart, each the same SYN as the first.
+        for k in 1..=3u64 {
+            pipe.housekeeping(t(1 + 1000 * k), 64);
+            let out = drained(&mut pipe);
+            assert_eq!(out.len(), 1, "{method:?} retry {k}");
+            let s = seg(&out[0]);
+            assert_eq!(&s.frame[..12], &first.frame[..12], "MACs");
+            assert_eq!(
+                (s.p.src, s.p.sport, s.p.dst, s.p.dport),
+                (first.p.src, first.p.sport, first.p.dst, first.p.dport)
+            );
+            assert_eq!(
+                (s.flags, s.seq, s.ack, s.win, s.opts.mss, s.opts.ts),
+                (0x02, ISN, 0, first.win, first.opts.mss, first.opts.ts)
+            );
+            assert_eq!(
+                (s.opts.wscale, s.opts.sack_perm),
+                (first.opts.wscale, first.opts.sack_perm)
+            );
+            assert!(s.payload.is_empty());
+            assert_eq!(pipe.counters().synproxy_syn_retried, k);
+            assert_eq!(state(&pipe, sport), Some("SYN_SENT"));
+        }
+        // One interval after the last retry: a RST to the client, in its sequence space.
+        pipe.housekeeping(t(3999), 64);
+        assert!(drained(&mut pipe).is_empty());
+        pipe.housekeeping(t(4001), 64);
+        let out = drained(&mut pipe);
+        assert_eq!(out.len(), 1);
+        let r = seg(&out[0]);
+        assert_eq!(&r.frame[..12], &[&GW_MAC[..], &FRONT_MAC[..]].concat()[..]);
+        assert_eq!((r.p.src, r.p.sport), (n.vip, 80));
+        assert_eq!((r.p.dst, r.p.dport), (n.client, sport));
+        assert_eq!(
+            (r.flags, r.seq, r.ack),
+            (0x14, cookie.wrapping_add(1), ISN + 1)
+        );
+        assert_eq!(pipe.counters().synproxy_gave_up, 1);
+        assert_eq!(state(&pipe, sport), Some("CLOSE"));
+        // Later segments of either side are dropped and counted; no more timers.
+        let late = from_client(&n, sport, 80)
+            .ack()
+            .seq_ack(ISN + 1, cookie.wrapping_add(1))
+            .build();
+        let (v, _) = process(&mut pipe, t(4100), FRONT, &late);
+        assert_eq!(v, Verdict::Drop(DropReason::SynproxyGaveUp));
+        let back_dst = first.p.src;
+        let synack = from_backend(&n, back_dst, first.p.sport)
+            .syn()
+            .ack()
+            .seq_ack(BISN, ISN + 1)
+            .build();
+        let (v, _) = process(&mut pipe, t(4200), BACK, &synack);
+        assert_eq!(v, Verdict::Drop(DropReason::SynproxyGaveUp));
+        pipe.housekeeping(t(20_000), 64);
+        assert!(drained(&mut pipe).is_empty());
+        assert_eq!(pipe.counters().synproxy_syn_retried, 3);
+        assert_eq!(pipe.counters().drops.get(DropReason::SynproxyGaveUp), 2);
+    }
+}
+
+#[test]
+fn an_answering_backend_stops_the_timer_and_settings_are_honoured() {
+    let n = v4net();
+    // The backend answers before the first retry: nothing is sent again.
+    let mut pipe = pipeline(&n, Method::Nat);
+    open(&mut pipe, &n, Method::Nat, 49000, b"");
+    for ms in [1001, 2001, 3001, 4001, 9000] {
+        pipe.housekeeping(t(ms), 64);
+        assert!(drained(&mut pipe).is_empty());
+    }
+    assert_eq!(state(&pipe, 49000), Some("ESTABLISHED"));
+    let c = pipe.counters();
+    assert_eq!((c.synproxy_syn_retried, c.synproxy_gave_up), (0, 0));
+
+    // One retry 200 ms apart; the backend answers the retry, after which the held request
+    // follows the ACK.
+    let mut pipe = pipeline_with(&n, Method::Nat, 1, 200);
+    let (first, _) = pending(&mut pipe, &n, 49001);
+    pipe.housekeeping(t(150), 64);
+    assert!(drained(&mut pipe).is_empty());
+    pipe.housekeeping(t(201), 64);
+    let out = drained(&mut pipe);
+    assert_eq!(out.len(), 1);
+    assert_eq!(seg(&out[0]).flags, 0x02);
+    let synack = from_backend(&n, n.client, first.p.sport)
+        .syn()
+        .ack()
+        .seq_ack(BISN, ISN + 1)
+        .build();
+    let (v, out) = process(&mut pipe, t(250), BACK, &synack);
+    assert_eq!(v, Verdict::Tx(BACK));
+    assert_eq!(seg(&out).flags, 0x10);
+    let held = drained(&mut pipe);
+    assert_eq!(held.len(), 1);
+    assert_eq!(seg(&held[0]).payload, b"GET / HTTP/1.1\r\n\r\n");
+    pipe.housekeeping(t(401), 64);
+    assert!(drained(&mut pipe).is_empty());
+    assert_eq!(pipe.counters().synproxy_gave_up, 0);
+
+    // No retries: the client is reset one interval after the only SYN.
+    let mut pipe = pipeline_with(&n, Method::Nat, 0, 300);
+    pending(&mut pipe, &n, 49002);
+    pipe.housekeeping(t(301), 64);
+    let out = drained(&mut pipe);
+    assert_eq!(out.len(), 1);
+    assert_eq!(seg(&out[0]).flags, 0x14);
+    assert_eq!(pipe.counters().synproxy_syn_retried, 0);
+    assert_eq!(pipe.counters().synproxy_gave_up, 1);
+}

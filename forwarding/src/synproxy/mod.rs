@@ -173,6 +173,8 @@ pub mod flags {
     pub const OPEN: u8 = 4;
     /// Timestamps negotiated with the backend too.
     pub const BACKEND_TS: u8 = 8;
+    /// The backend never answered the director's SYNs; the client was reset.
+    pub const FAILED: u8 = 16;
 }
 
 /// What a translation changes in one segment, applied by [`translate`].
