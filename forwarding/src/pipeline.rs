@@ -1681,6 +1681,11 @@ impl Pipeline {
             // DR / TUN: forwarded unchanged by the connection's method.
             (Method::Dr | Method::Tunnel, _) => IcmpNat::default(),
         };
+        // A SYN-proxied connection's quoted TCP header in the sequence space of the error's
+        // receiver; `translate_error` then recomputes the ICMP checksum over it.
+        if e.proto == proto::TCP && self.conns.is_synproxy(id) {
+            self.synproxy_quote(frame, &e, id, dir);
+        }
         if nat != IcmpNat::default() {
             if let Err(err) = icmp::translate_error(frame.data_mut(), &mut p, &mut e, &nat) {
                 return Verdict::Drop(err.drop_reason());

@@ -795,3 +795,150 @@ fn an_answering_backend_stops_the_timer_and_settings_are_honoured() {
     assert_eq!(pipe.counters().synproxy_syn_retried, 0);
     assert_eq!(pipe.counters().synproxy_gave_up, 1);
 }
+
+/// The packet quoted in the ICMP error `frame`, behind an Ethernet header of the same type
+/// (so that `seg` checks its checksums when it is whole).
+fn quoted(frame: &[u8]) -> Vec<u8> {
+    let Parsed::Ip(p) = parse(frame) else {
+        panic!("not IP")
+    };
+    let mut f = frame[..14].to_vec();
+    f.extend_from_slice(&frame[p.l4 + 8..p.ip_end]);
+    f
+}
+
+#[test]
+fn icmp_errors_quote_the_receivers_sequence_numbers() {
+    for (n, method) in [
+        (v4net(), Method::Nat),
+        (v4net(), Method::FullNat),
+        (v6net(), Method::Nat),
+        (v6net(), Method::FullNat),
+    ] {
+        let v6 = n.vip.is_ipv6();
+        let mut pipe = pipeline(&n, method);
+        let sport = 50000;
+        let o = open(&mut pipe, &n, method, sport, b"");
+        let c0 = o.cookie.wrapping_add(1);
+        let (back_dst, lport) = (o.ack.p.src, o.ack.p.sport);
+        // The client's request, as the client sent it and as the backend got it.
+        let mut opts = ts_option(502, o.our_ts);
+        opts.extend_from_slice(&[1, 1, 5, 10]);
+        opts.extend_from_slice(&c0.wrapping_add(100).to_be_bytes());
+        opts.extend_from_slice(&c0.wrapping_add(200).to_be_bytes());
+        let request = from_client(&n, sport, 80)
+            .ack()
+            .psh()
+            .seq_ack(ISN + 1, c0)
+            .tcp_options(&opts)
+            .payload(b"GET / HTTP/1.1\r\n\r\n")
+            .build();
+        let (v, out) = process(&mut pipe, t(3), FRONT, &request);
+        assert_eq!(v, Verdict::Tx(BACK));
+        let to_backend = seg(&out);
+        assert_eq!(to_backend.ack, BISN + 1, "translated on the way");
+        // A router on the backend's side: too big (IPv4 3/4, IPv6 2/0, MTU 1400), quoting the
+        // whole segment.
+        let (ty, code) = if v6 { (2, 0) } else { (3, 4) };
+        let l3 = to_backend.p.l3;
+        let err = ip(Pkt::eth(backend_mac(11), BACK_MAC), n.backend, back_dst)
+            .ttl(64)
+            .icmp_error(ty, code, 1400, &to_backend.frame[l3..])
+            .build();
+        let (v, out) = process(&mut pipe, t(4), BACK, &err);
+        assert_eq!(v, Verdict::Tx(FRONT), "{method:?} v6={v6}");
+        verify_checksums(&out).unwrap();
+        let qf = quoted(&out);
+        let Parsed::Ip(qp) = parse(&qf) else {
+            panic!("quote")
+        };
+        assert_eq!((qp.src, qp.sport), (n.client, sport));
+        assert_eq!((qp.dst, qp.dport), (n.vip, 80));
+        // The client's own segment again: ack, SACK edges, TSecr; all but the checksum,
+        // which (as IPVS does) still covers the backend-side addresses and ports.
+        let orig = seg(&request);
+        let (ol4, ql4) = (orig.p.l4, qp.l4);
+        let (q_tcp, o_tcp) = (&qf[ql4..qp.ip_end], &orig.frame[ol4..orig.p.ip_end]);
+        assert_eq!(
+            &q_tcp[..16],
+            &o_tcp[..16],
+            "the quoted header is the client's"
+        );
+        assert_eq!(
+            &q_tcp[18..],
+            &o_tcp[18..],
+            "the quoted options and data are the client's"
+        );
+        assert_checksum_follows(&to_backend, q_tcp);
+
+        // The backend's answer as the client got it, and a client-side unreachable about it.
+        let answer = from_backend(&n, back_dst, lport)
+            .ack()
+            .psh()
+            .seq_ack(BISN + 1, ISN + 20)
+            .window(100)
+            .tcp_options(&ts_option(90_005, 502))
+            .payload(b"HTTP/1.1 200 OK\r\n")
+            .build();
+        let (v, out) = process(&mut pipe, t(5), BACK, &answer);
+        assert_eq!(v, Verdict::Tx(FRONT));
+        let to_client = seg(&out);
+        assert_eq!(to_client.seq, c0);
+        let router: IpAddr = if v6 {
+            "2001:2:ff::1".parse().unwrap()
+        } else {
+            "198.18.100.1".parse().unwrap()
+        };
+        let (unreach, ucode) = if v6 { (1, 3) } else { (3, 1) };
+        let l3 = to_client.p.l3;
+        let whole = &to_client.frame[l3..];
+        // IPv4's minimum quote (header + 8 bytes: ports and sequence number), and the whole.
+        let short = &to_client.frame[l3..to_client.p.l4 + 8];
+        for quote in [whole, short] {
+            let err = frame_in(router, n.vip)
+                .icmp_error(unreach, ucode, 0, quote)
+                .build();
+            let (v, out) = process(&mut pipe, t(6), FRONT, &err);
+            assert_eq!(v, Verdict::Tx(BACK));
+            verify_checksums(&out).unwrap();
+            let qf = quoted(&out);
+            // A cut quote does not parse as a packet: its header is read in place.
+            let l4 = if v6 {
+                54
+            } else {
+                14 + usize::from(qf[14] & 0xf) * 4
+            };
+            let tcp = &qf[l4..];
+            let port = |i: usize| u16::from_be_bytes([tcp[i], tcp[i + 1]]);
+            assert_eq!((port(0), port(2)), (8080, lport));
+            if let Parsed::Ip(qp) = parse(&qf) {
+                assert_eq!((qp.src, qp.dst), (n.backend, back_dst));
+            } else {
+                assert_eq!(quote.len(), short.len());
+            }
+            assert_eq!(
+                u32::from_be_bytes(tcp[4..8].try_into().unwrap()),
+                BISN + 1,
+                "the backend's own sequence number"
+            );
+            if quote.len() == whole.len() {
+                let o = parse_options(&tcp[..usize::from(tcp[12] >> 4) * 4]);
+                assert_eq!(u32::from_be_bytes(tcp[8..12].try_into().unwrap()), ISN + 20);
+                assert_eq!(o.ts, Some((90_005, 502)));
+                assert!(tcp.ends_with(b"HTTP/1.1 200 OK\r\n"));
+                assert_checksum_follows(&to_client, tcp);
+            }
+        }
+    }
+}
+
+/// The quoted TCP segment `quoted_tcp`, put back into the segment `sent` as the director sent
+/// it (its addresses and ports), has a valid checksum: the translation of the quote kept the
+/// checksum in step with the fields it changed.
+fn assert_checksum_follows(sent: &Seg, quoted_tcp: &[u8]) {
+    let mut f = sent.frame[..sent.p.l4].to_vec();
+    f.extend_from_slice(&sent.frame[sent.p.l4..sent.p.l4 + 4]);
+    f.extend_from_slice(&quoted_tcp[4..]);
+    assert_eq!(f.len(), sent.frame.len());
+    verify_checksums(&f).unwrap();
+}

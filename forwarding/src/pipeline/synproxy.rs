@@ -784,6 +784,37 @@ impl Pipeline {
         sent
     }
 
+    /// Undo the translation of the TCP segment quoted in an ICMP error about SYN-proxied
+    /// connection `id` (`e`: the quote; `dir`: the error's direction), so that the receiver
+    /// finds its own sequence numbers in it (a stack ignores an error whose quoted sequence
+    /// number it never sent, e.g. Linux's `tcp_v4_err`). Only once the backend answered:
+    /// before, nothing was translated. The quoted TCP checksum is updated incrementally when
+    /// quoted; the ICMP checksum is left to the caller.
+    pub(super) fn synproxy_quote(
+        &mut self,
+        frame: &mut Frame,
+        e: &crate::wire::icmp::Embedded,
+        id: ConnId,
+        dir: Direction,
+    ) {
+        let Some(st) = self.proxy.conns.get(id.0 as usize) else {
+            return;
+        };
+        if st.flags & pf::OPEN == 0 || st.flags & pf::FAILED != 0 || e.l4 > e.end {
+            return;
+        }
+        let t = match dir {
+            // From the backend's side, about a segment sent to the backend.
+            Direction::Out => st.inbound_undone(),
+            Direction::In => st.outbound_undone(),
+        };
+        let Some(tcp) = frame.data_mut().get_mut(e.l4..e.end) else {
+            return;
+        };
+        let opts = parse_options(tcp);
+        translate(tcp, &opts, &t);
+    }
+
     /// The SYN proxy's state of connection `id` (tests and diagnostics).
     pub fn synproxy_state(&self, id: ConnId) -> Option<ProxyConn> {
         if !self.conns.is_synproxy(id) {
