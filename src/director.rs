@@ -808,6 +808,12 @@ impl Director {
                 .broadcast(|| Command::Timeouts(t.tcp, t.tcpfin, t.udp))
                 .map_err(|e| e.to_string())?;
         }
+        if new.source_limit != inner.desired.source_limit {
+            let l = new.source_limit;
+            self.workers
+                .broadcast(|| Command::SourceLimit(l.rate, l.prefix_v4, l.prefix_v6))
+                .map_err(|e| e.to_string())?;
+        }
         let mut t = targets(&inner.file, &new.services);
         t.client_steering = self.steering;
         let per_worker = per_worker_persistence(self.steering, &new.services);
@@ -868,6 +874,10 @@ impl Director {
         let mut l = Listing::from_state(&Self::effective(&inner, &inner.desired));
         for r in self.workers.reports() {
             l.add_report(&r.services);
+            l.source_rate_limited += r
+                .counters
+                .drops
+                .get(xvs_forwarding::DropReason::SourceRateLimit);
         }
         l.set_counts(&self.workers.shared().report());
         for s in &mut l.services {

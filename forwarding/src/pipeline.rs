@@ -156,6 +156,8 @@ pub struct Traffic {
     pub out_pkts: u64,
     pub in_bytes: u64,
     pub out_bytes: u64,
+    /// New connections refused by this service's or backend's `conn_rate`.
+    pub rate_limited: u64,
 }
 
 impl Traffic {
@@ -178,6 +180,7 @@ impl Traffic {
         self.out_pkts += o.out_pkts;
         self.in_bytes += o.in_bytes;
         self.out_bytes += o.out_bytes;
+        self.rate_limited += o.rate_limited;
     }
 }
 
@@ -477,16 +480,7 @@ impl Pipeline {
             defense_at: None,
             drop_scan_left: 0,
             proxy: synproxy::Proxy::default(),
-            source_limit: (cfg.defense.source_rate > 0).then(|| {
-                let d = &cfg.defense;
-                SourceLimiter::new(
-                    d.source_rate,
-                    d.source_prefix_v4,
-                    d.source_prefix_v6,
-                    cfg.workers,
-                    cfg.seed,
-                )
-            }),
+            source_limit: source_limiter(&cfg, &cfg.defense),
             svc_limits: Vec::new(),
             backend_limits: Vec::new(),
             cfg: PipelineConfig {
@@ -1010,6 +1004,9 @@ impl Pipeline {
         }
         if let Some(Some((_, _, b))) = self.svc_limits.get_mut(sid.0 as usize) {
             if !b.allow(now_ms) {
+                if let Some(t) = self.service_traffic.get_mut(sid.0 as usize) {
+                    t.rate_limited += 1;
+                }
                 return Err(Verdict::Drop(DropReason::ServiceRateLimit));
             }
         }
@@ -1043,6 +1040,9 @@ impl Pipeline {
         if let Some(Some((_, _, l))) = self.backend_limits.get_mut(backend.0 as usize) {
             if !l.allow(now_ms) {
                 self.release_template(control, now);
+                if let Some(t) = self.backend_traffic.get_mut(backend.0 as usize) {
+                    t.rate_limited += 1;
+                }
                 return Err(Verdict::Drop(DropReason::BackendRateLimit));
             }
         }
@@ -1747,6 +1747,19 @@ impl From<ConnV4> for Target {
             local: (c.method == Method::FullNat).then_some((laddr, c.ports[3])),
         }
     }
+}
+
+/// The per-source-prefix limiter of `d` (none when its rate is 0).
+fn source_limiter(cfg: &PipelineConfig, d: &DefenseConfig) -> Option<SourceLimiter> {
+    (d.source_rate > 0).then(|| {
+        SourceLimiter::new(
+            d.source_rate,
+            d.source_prefix_v4,
+            d.source_prefix_v6,
+            cfg.workers,
+            cfg.seed,
+        )
+    })
 }
 
 /// The connection a one-packet-scheduled datagram would have had.

@@ -352,6 +352,8 @@ fn service_backend_and_source_rate_limits_drop_and_count() {
         .map(|i| process(&mut pipe, ms(1500), FRONT, &syn_from(src(i), 5000)).0)
         .collect();
     assert_eq!(count(&vs, Verdict::Drop(DropReason::ServiceRateLimit)), 5);
+    // The service's own refusal counter (`xvs ctl -L --limits`).
+    assert_eq!(pipe.service_traffic()[0].rate_limited, 25);
     // A reload that lifts the limit takes effect at once; one that sets another starts a
     // fresh bucket.
     let mut unlimited = service(Method::Nat);
@@ -393,6 +395,13 @@ fn service_backend_and_source_rate_limits_drop_and_count() {
         .collect();
     assert_eq!(count(&vs, Verdict::Drop(DropReason::BackendRateLimit)), 6);
     assert_eq!(pipe.connections().len(), 14);
+    let refused: Vec<u64> = pipe
+        .backend_traffic()
+        .iter()
+        .map(|t| t.rate_limited)
+        .collect();
+    assert_eq!(refused.iter().sum::<u64>(), 6);
+    assert_eq!(pipe.service_traffic()[0].rate_limited, 0);
 
     // Source prefix: 3 per second per /24.
     let cfg = PipelineConfig {
@@ -416,4 +425,22 @@ fn service_backend_and_source_rate_limits_drop_and_count() {
     );
     assert!(matches!(v, Verdict::Tx(_)), "another /24");
     assert_eq!(pipe.counters().drops.get(DropReason::SourceRateLimit), 7);
+    // `xvs ctl --source-rate` at run time: /16 prefixes, 2 per second; then off.
+    pipe.set_source_limit(2, 16, 64);
+    let vs: Vec<_> = (10..15)
+        .map(|i| process(&mut pipe, ms(1000), FRONT, &same(i)).0)
+        .collect();
+    assert_eq!(count(&vs, Verdict::Drop(DropReason::SourceRateLimit)), 3);
+    let (v, _) = process(
+        &mut pipe,
+        ms(1000),
+        FRONT,
+        &syn_from(Ipv4Addr::new(198, 18, 79, 1), 6000),
+    );
+    assert_eq!(v, Verdict::Drop(DropReason::SourceRateLimit), "same /16");
+    pipe.set_source_limit(0, 16, 64);
+    let vs: Vec<_> = (15..25)
+        .map(|i| process(&mut pipe, ms(1000), FRONT, &same(i)).0)
+        .collect();
+    assert_eq!(count(&vs, Verdict::Drop(DropReason::SourceRateLimit)), 0);
 }
