@@ -300,6 +300,10 @@ pub struct DefenseSection {
     pub source_prefix_v4: u8,
     #[serde(default = "default_prefix_v6")]
     pub source_prefix_v6: u8,
+    /// Seconds after an eviction during which a DR/TUN client segment without an entry is
+    /// routed by a table scheduler without one (0: never).
+    #[serde(default = "default_stateless_ack_secs")]
+    pub stateless_ack_secs: u32,
     /// SYN proxy: SYNs sent to a silent backend again before the client is reset.
     #[serde(default = "default_syn_retries")]
     pub synproxy_syn_retries: u8,
@@ -322,12 +326,16 @@ impl Default for DefenseSection {
             source_rate: d.source_rate,
             source_prefix_v4: d.source_prefix_v4,
             source_prefix_v6: d.source_prefix_v6,
+            stateless_ack_secs: d.stateless_ack_secs,
             synproxy_syn_retries: d.synproxy_syn_retries,
             synproxy_syn_interval_ms: d.synproxy_syn_interval_ms,
         }
     }
 }
 
+fn default_stateless_ack_secs() -> u32 {
+    DefenseConfig::default().stateless_ack_secs
+}
 fn default_syn_retries() -> u8 {
     DefenseConfig::default().synproxy_syn_retries
 }
@@ -363,6 +371,7 @@ impl From<DefenseSection> for DefenseConfig {
             source_rate: d.source_rate,
             source_prefix_v4: d.source_prefix_v4,
             source_prefix_v6: d.source_prefix_v6,
+            stateless_ack_secs: d.stateless_ack_secs,
             synproxy_syn_retries: d.synproxy_syn_retries,
             synproxy_syn_interval_ms: d.synproxy_syn_interval_ms,
         }

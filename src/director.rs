@@ -1058,6 +1058,7 @@ impl Director {
                     ("synproxy_opened", r.counters.synproxy_opened),
                     ("synproxy_established", r.counters.synproxy_established),
                     ("synproxy_released", r.counters.synproxy_released),
+                    ("stateless_acks", r.counters.stateless_acks),
                     ("synproxy_syn_resent", r.counters.synproxy_syn_resent),
                     ("synproxy_syn_retried", r.counters.synproxy_syn_retried),
                     ("synproxy_gave_up", r.counters.synproxy_gave_up),
@@ -1260,7 +1261,7 @@ impl ControlDirector for Director {
                 )
             });
             out.push_str(&format!(
-                "worker {i}: rx {} tx {} (+{} fragments) pass {} drop {} [{}] icmp answers {} connections {} (embryonic {}) busy {:.1}% io drops [{}] syscalls [{}] handoff out {} in {} longest round {:.3} ms (inbox {:.3} ms, {:.3} ms CPU) syn defence: embryonic evicted {} drop_entry deleted {} modes drop_entry={} drop_packet={} secure_tcp={} synproxy: syn-acks {} opened {} established {} released {} syn-resent {} syn-retried {} gave-up {} timer-full {}\n",
+                "worker {i}: rx {} tx {} (+{} fragments) pass {} drop {} [{}] icmp answers {} connections {} (embryonic {}) busy {:.1}% io drops [{}] syscalls [{}] handoff out {} in {} longest round {:.3} ms (inbox {:.3} ms, {:.3} ms CPU) syn defence: embryonic evicted {} stateless acks {} drop_entry deleted {} modes drop_entry={} drop_packet={} secure_tcp={} synproxy: syn-acks {} opened {} established {} released {} syn-resent {} syn-retried {} gave-up {} timer-full {}\n",
                 r.counters.rx,
                 r.counters.tx,
                 r.counters.tx_fragments,
@@ -1279,6 +1280,7 @@ impl ControlDirector for Director {
                 inbox * 1e3,
                 inbox_cpu * 1e3,
                 r.counters.embryonic_evicted,
+                r.counters.stateless_acks,
                 r.counters.defense_dropped,
                 r.defense.0,
                 r.defense.1,

@@ -223,6 +223,9 @@ pub struct Counters {
     /// SYN proxy: SYNs sent to a backend again (the client retransmitted before the backend
     /// answered).
     pub synproxy_syn_resent: u64,
+    /// Client segments without an entry routed statelessly after evictions
+    /// (`DefenseConfig::stateless_ack_secs`).
+    pub stateless_acks: u64,
     /// SYN proxy: SYNs sent to a backend again by the director's own timer (no SYN-ACK within
     /// `DefenseConfig::synproxy_syn_interval_ms`).
     pub synproxy_syn_retried: u64,
@@ -321,6 +324,8 @@ pub struct Pipeline {
     embryonic_max: u32,
     /// When the defence level was last updated (ms), `None` before the first housekeeping.
     defense_at: Option<u32>,
+    /// When the embryonic budget last evicted an entry (ms), `None` before the first eviction.
+    evicted_at: Option<u32>,
     /// Slots the `drop_entry` scan still has to look at this second.
     drop_scan_left: u32,
     /// The SYN proxy's per-connection state (by connection slot; allocated at the first SYN
@@ -479,6 +484,7 @@ impl Pipeline {
             embryonic_max,
             defense_at: None,
             drop_scan_left: 0,
+            evicted_at: None,
             proxy: synproxy::Proxy::default(),
             source_limit: source_limiter(&cfg, &cfg.defense),
             svc_limits: Vec::new(),
@@ -666,6 +672,7 @@ impl Pipeline {
                 return !over;
             }
             self.counters.embryonic_evicted += 1;
+            self.evicted_at = Some(ms32(now));
         }
         true
     }
@@ -933,6 +940,11 @@ impl Pipeline {
             && (p.tcp_flags & tcp_flags::RST != 0
                 || (p.tcp_flags & tcp_flags::SYN == 0 && !self.cfg.sloppy_tcp))
         {
+            if p.tcp_flags & tcp_flags::RST == 0 {
+                if let Some(v) = self.stateless(now, ingress, frame, &p, sid) {
+                    return v;
+                }
+            }
             return Verdict::Drop(DropReason::NoConnection);
         }
         if p.proto == proto::SCTP
@@ -982,6 +994,55 @@ impl Pipeline {
             return Verdict::Drop(DropReason::TableFull);
         };
         self.forward(now, ingress, frame, p, id, Direction::In, true)
+    }
+
+    /// A client's TCP segment without SYN and without an entry, soon after the embryonic budget
+    /// evicted entries: routed without an entry when service `sid` is DR or TUN, has no
+    /// persistence and a scheduler that picks by the packet alone
+    /// (`DefenseConfig::stateless_ack_secs`). `None`: not eligible (the caller drops it).
+    fn stateless(
+        &mut self,
+        now: Time,
+        ingress: PortId,
+        frame: &mut Frame,
+        p: &Packet,
+        sid: ServiceId,
+    ) -> Option<Verdict> {
+        let window = self.cfg.defense.stateless_ack_secs.saturating_mul(1000);
+        let at = self.evicted_at?;
+        if window == 0 || ms32(now).wrapping_sub(at) > window {
+            return None;
+        }
+        let svc = self.snap.svcs.get(sid.0 as usize)?;
+        if svc.persistence.is_some() || !svc.scheduler.is_table() {
+            return None;
+        }
+        let flow = Flow {
+            proto: p.proto,
+            src: p.src,
+            sport: p.sport,
+            dst: p.dst,
+            dport: p.dport,
+        };
+        let backend = self.pick(sid, &flow, now)?;
+        let b = self.snap.backends.get(backend.0 as usize)?;
+        if !matches!(b.method, Method::Dr | Method::Tunnel) {
+            return None;
+        }
+        let c = Target {
+            service: sid.0,
+            backend,
+            method: b.method,
+            client: p.src,
+            cport: p.sport,
+            vaddr: p.dst,
+            vport: p.dport,
+            daddr: b.addr,
+            dport: if b.port != 0 { b.port } else { p.dport },
+            local: None,
+        };
+        self.counters.stateless_acks += 1;
+        Some(self.rewrite(now, ingress, frame, *p, &c, Direction::In, false))
     }
 
     /// Choose the backend of a new connection of service `sid` (persistence template or

@@ -444,3 +444,77 @@ fn service_backend_and_source_rate_limits_drop_and_count() {
         .collect();
     assert_eq!(count(&vs, Verdict::Drop(DropReason::SourceRateLimit)), 0);
 }
+
+#[test]
+fn after_evictions_a_dr_client_ack_without_entry_follows_a_table_scheduler() {
+    let svc = |method: Method, scheduler: &str| {
+        let mut s = service(method);
+        s.scheduler = scheduler.into();
+        s.backends = (11..14)
+            .map(|n| Backend {
+                addr: IpAddr::V4(backend4(n)),
+                port: 80,
+                ..s.backends[0].clone()
+            })
+            .collect();
+        s
+    };
+    let build = |s: Service, secs: u32| {
+        let cfg = PipelineConfig {
+            connections: 64,
+            v6_connections: 64,
+            defense: DefenseConfig {
+                embryonic_share: 50,
+                stateless_ack_secs: secs,
+                ..DefenseConfig::default()
+            },
+            ..PipelineConfig::default()
+        };
+        Pipeline::new(cfg, &[s], vec![], network()).unwrap()
+    };
+    let ack = |sport: u16| client(sport).ack().seq_ack(2, 2).build();
+    for (method, scheduler, secs, routed) in [
+        (Method::Dr, "mh", 900, true),
+        (Method::Tunnel, "sh", 900, true),
+        (Method::Dr, "maglev", 900, true),
+        (Method::Dr, "rr", 900, false),
+        (Method::Nat, "mh", 900, false),
+        (Method::Dr, "mh", 0, false),
+    ] {
+        let what = format!("{method:?} {scheduler} {secs}");
+        let mut pipe = build(svc(method, scheduler), secs);
+        // No eviction yet: an ACK without entry is dropped, as in IPVS.
+        let (v, _) = process(&mut pipe, ms(1000), FRONT, &ack(47000));
+        assert_eq!(v, Verdict::Drop(DropReason::NoConnection), "{what}");
+        // The client's SYN, then a flood that evicts its half-open entry.
+        let (v, first) = process(&mut pipe, ms(1000), FRONT, &client(47001).syn().build());
+        assert!(matches!(v, Verdict::Tx(_)), "{what}");
+        for i in 0..40 {
+            process(&mut pipe, ms(1001), FRONT, &flood_syn(i));
+        }
+        assert!(pipe.counters().embryonic_evicted > 0, "{what}");
+        assert_eq!(state_of(&pipe, ms(1001), 47001), None, "{what}: evicted");
+        let before = pipe.connections().len();
+        let (v, out) = process(&mut pipe, ms(1050), FRONT, &ack(47001));
+        if routed {
+            assert!(matches!(v, Verdict::Tx(_)), "{what}: {v:?}");
+            // The backend the SYN went to (DR: its MAC; TUN: the outer destination).
+            assert_eq!(&out[..6], &first[..6], "{what}");
+            if method == Method::Tunnel {
+                assert_eq!(&out[30..34], &first[30..34], "{what}");
+            }
+            assert_eq!(pipe.counters().stateless_acks, 1, "{what}");
+            assert_eq!(pipe.connections().len(), before, "{what}: no entry made");
+            // A RST is never routed without an entry; and after the window nothing is.
+            let rst = client(47001).rst().seq_ack(2, 0).build();
+            let (v, _) = process(&mut pipe, ms(1060), FRONT, &rst);
+            assert_eq!(v, Verdict::Drop(DropReason::NoConnection), "{what}");
+            let late = Time(ms(1001).0 + 901 * 1_000_000_000);
+            let (v, _) = process(&mut pipe, late, FRONT, &ack(47001));
+            assert_eq!(v, Verdict::Drop(DropReason::NoConnection), "{what}");
+        } else {
+            assert_eq!(v, Verdict::Drop(DropReason::NoConnection), "{what}");
+            assert_eq!(pipe.counters().stateless_acks, 0, "{what}");
+        }
+    }
+}

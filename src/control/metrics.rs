@@ -263,7 +263,7 @@ pub struct WorkerMetrics {
     pub embryonic: u64,
     /// SYN-flood defence events by name (embryonic_evicted, drop_entry_deleted,
     /// synproxy_syn_acks, synproxy_opened, synproxy_established, synproxy_released,
-    /// synproxy_syn_resent, synproxy_syn_retried, synproxy_gave_up, synproxy_timer_full); zero
+    /// stateless_acks, synproxy_syn_resent, synproxy_syn_retried, synproxy_gave_up, synproxy_timer_full); zero
     /// ones are not exported.
     pub syn_defense: Vec<(String, u64)>,
 }

@@ -143,6 +143,11 @@ impl SharedScheduler {
         }
     }
 
+    /// Whether the pick depends on the flow and the backend list alone (sh, dh, mh, maglev).
+    pub(super) fn is_table(&self) -> bool {
+        matches!(self, SharedScheduler::Table(_))
+    }
+
     /// A copy to update for a new backend list (the published one stays as it is).
     fn to_scheduler(&self) -> Box<dyn Scheduler> {
         match self {
