@@ -44,6 +44,8 @@ struct Opts {
     method: String,
     /// The services' scheduler.
     scheduler: String,
+    /// AF_XDP ring entries of the director (0: its default).
+    ring_size: u32,
     xvs: PathBuf,
 }
 
@@ -123,6 +125,9 @@ fn one(
     let dir = std::env::temp_dir().join(format!("xvs-bench-flood-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let mut conf = targets::director_config(&o.scheduler, 0, o.connections) + extra;
+    if o.ring_size > 0 {
+        conf += &format!("\n[afxdp]\nring_size = {}\n", o.ring_size);
+    }
     if name == "synproxy" {
         let nat80 = format!(
             "vip = \"{}\"\nport = 80\nscheduler = \"{}\"\n",
@@ -256,6 +261,37 @@ fn one(
     std::thread::sleep(Duration::from_millis(600));
     let st1 = status(&o.xvs, &dir_ns, &sock);
     eprintln!("{st1}");
+    // Where frames were lost: the veth and XDP counters of the path (stderr, for diagnosis).
+    for (ns, args) in [
+        (dir_ns.clone(), vec!["ethtool", "-S", "front"]),
+        (bed_ns("rt"), vec!["ip", "-s", "link"]),
+        (bed_ns("c1"), vec!["ip", "-s", "link", "show", "eth0"]),
+        (
+            bed_ns("rt"),
+            vec![
+                "nstat",
+                "-az",
+                "IpInNoRoutes",
+                "IpOutNoRoutes",
+                "IcmpOutDestUnreachs",
+            ],
+        ),
+    ] {
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .args(&args)
+            .output()
+        {
+            eprintln!(
+                "--- {ns}: {}\n{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+    }
+    if let Ok(s) = std::fs::read_to_string("/proc/net/softnet_stat") {
+        eprintln!("--- softnet_stat (processed dropped squeezed ...)\n{s}");
+    }
     let io_drops = st1
         .split("io drops [")
         .nth(1)
@@ -335,6 +371,9 @@ pub struct FloodArgs {
     /// evicted are then routed without one, `stateless_ack_secs`).
     #[arg(long, default_value = "rr", value_name = "NAME")]
     scheduler: String,
+    /// AF_XDP ring entries of the director (rx, tx, fill, completion; 0: its default, 2048).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    ring_size: u32,
     /// The xvs binary (default: beside xvs-bench).
     #[arg(long, value_name = "PATH")]
     xvs: Option<PathBuf>,
@@ -354,6 +393,7 @@ pub fn main(args: FloodArgs) -> ExitCode {
         only: args.only,
         method: args.method,
         scheduler: args.scheduler,
+        ring_size: args.ring_size,
         xvs: args.xvs.unwrap_or(sibling),
     };
     if !targets::METHODS.contains(&o.method.as_str()) {
@@ -388,9 +428,10 @@ pub fn main(args: FloodArgs) -> ExitCode {
         }
     }
     println!(
-        "Flood + legitimate ({} VIP, scheduler {}): {:.0} s per setting, table {} entries, generator rate {}, {} client threads, connect timeout {:.1} s\n",
+        "Flood + legitimate ({} VIP, scheduler {}, AF_XDP rings {}): {:.0} s per setting, table {} entries, generator rate {}, {} client threads, connect timeout {:.1} s\n",
         o.method,
         o.scheduler,
+        if o.ring_size == 0 { 2048 } else { o.ring_size },
         o.secs,
         o.connections,
         if o.rate == 0 { "full".to_string() } else { o.rate.to_string() },

@@ -152,6 +152,7 @@ pub(super) fn run_worker<I: WorkerIo, P: FrameProcessor>(
         }
         if t1 - last_publish >= Duration::from_secs(1) {
             last_publish = t1;
+            io.kernel_stats(&mut c);
             publish(&ctx, &c, busy, t1 - start, &longest);
             if !ctx.log_every.is_zero() && t1 - last_log.0 >= ctx.log_every {
                 log_line(&ctx, &c, busy, &last_log, t1);
@@ -159,6 +160,7 @@ pub(super) fn run_worker<I: WorkerIo, P: FrameProcessor>(
             }
         }
     }
+    io.kernel_stats(&mut c);
     publish(&ctx, &c, busy, start.elapsed(), &longest);
 }
 
