@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The xvs demo: builds xvs, brings up the namespace testbed (scripts/testbed.sh), runs the director
 # on examples/demo/testbed.toml, sends real HTTP and UDP requests through NAT, DR, TUN and FullNAT
-# (IPv4 and IPv6), prints which backend served each, shows `xvs ctl -Ln --stats`, and tears
-# everything down. Needs root (namespaces, XDP). Installs the Debian packages it needs.
+# (IPv4 and IPv6), prints which backend served each, asks the DNS responder (dig) and the HTTP
+# redirect listener (curl) once, shows `xvs ctl -Ln --stateless` and `xvs ctl -Ln --stats`, and
+# tears everything down. Needs root (namespaces, XDP). Installs the Debian packages it needs.
 #
 #   scripts/demo.sh [--io afxdp|packet]
 set -euo pipefail
@@ -66,6 +67,18 @@ for m in nat:1 dr:2 tun:3 fullnat:4; do
   done
 done
 
+# The stateless methods beside them: one DNS answer and one redirect (not followed: the
+# backends reach the client LAN through the director, which forwards only the L4 services).
+dns=$(c1 dig @198.18.1.2 +short +time=2 +tries=2 www.lb.example A | tr '\n' ' ')
+printf '%-8s %-18s dig A (wrr 1:2:3): %s\n' dns www.lb.example "$dns"
+redirect=$(c1 curl -s -m 3 -o /dev/null -w '%{http_code} Location: %{redirect_url}' 'http://198.18.1.2:8080/index.html?lang=en')
+printf '%-8s %-18s curl /index.html?lang=en: %s\n' redirect 198.18.1.2:8080 "$redirect"
+case "$dns" in 198.18.3.1[123]\ ) ;; *) failures=$((failures + 1)) ;; esac
+case "$redirect" in "302 Location: http://198.18.3.1"[123]"/index.html?lang=en") ;; *) failures=$((failures + 1)) ;; esac
+
+echo
+echo "== xvs ctl -Ln --stateless"
+"$XVS" ctl --socket "$SOCK" -Ln --stateless
 echo
 echo "== xvs ctl -Ln --stats"
 "$XVS" ctl --socket "$SOCK" -Ln --stats | head -40
@@ -80,6 +93,6 @@ ip netns exec "$P-dir" curl -s -m 2 http://127.0.0.1:9100/metrics | grep -E '^xv
 echo
 echo "== stopping (SIGTERM) and tearing down"
 if [ "$failures" -ne 0 ]; then
-  echo "demo: $failures VIP(s) did not answer every request (log: $LOG)" >&2
+  echo "demo: $failures VIP(s) or stateless method(s) did not answer as expected (log: $LOG)" >&2
   exit 1
 fi

@@ -40,6 +40,14 @@
 //! method = "nat"                # default dr
 //! inhibit = false               # true: out by weight 0 rather than removal
 //!
+//! [service.adaptive]           # optional: weights follow measured load (control::adaptive)
+//! reference_ms = 50             # response time that keeps the full weight
+//! min_percent = 10              # bounds, % of the configured weight
+//! max_percent = 100
+//! damping = 0.5                 # share of the distance to the target per update
+//! max_step_percent = 25         # largest step per update
+//! interval_ms = 1000            # update interval
+//!
 //! [[service.backend]]
 //! address = "198.19.0.11"
 //! port = 80
@@ -62,7 +70,8 @@ use xvs_forwarding::synproxy::cookie::CookieSecret;
 use xvs_forwarding::{Method, PipelineConfig, PortId};
 use xvs_schedulers::SchedFlags;
 
-use crate::control::health::{CheckConfig, CheckSpec};
+use crate::control::adaptive::{AdaptiveConfig, AdaptivePolicy};
+use crate::control::health::{CheckConfig, CheckSpec, Probe};
 use crate::control::quorum::{QuorumConfig, SorryServer};
 use crate::dataplane_config::{
     AfXdpConfig, DataplaneConfig, InterfaceConfig, IoKind, PacketConfig, SteeringConfig,
@@ -130,12 +139,79 @@ pub struct RawConfig {
     /// DNS load balancing (`crate::dns`).
     #[serde(default, rename = "dns")]
     pub dns: Vec<DnsSection>,
+    /// HTTP redirect (`crate::redirect`).
+    #[serde(default, rename = "redirect")]
+    pub redirects: Vec<RedirectSection>,
+}
+
+/// `[[redirect]]`: an HTTP/1.1 listener answering every request with `code` (302 or 307) to
+/// `scheme://host:port` + the request's path and query, the backend chosen by `scheduler`
+/// (rr, wrr, sh, mh) over the available backends of `[[service]]` number `service` (0-based;
+/// health checks and weights apply). `host` is the backend's address unless a
+/// `[[redirect.host]]` names it; `port` is the backend's unless given. `persistence` (seconds)
+/// sends a client back to the backend it got last.
+///
+/// ```toml
+/// [[redirect]]
+/// name = "web"
+/// listen = ["198.18.0.1:80"]
+/// service = 0
+/// scheduler = "wrr"
+/// code = 302
+/// scheme = "http"
+/// persistence = 300
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectSection {
+    /// The entry's name in listings and metrics; default its first listen address.
+    pub name: Option<String>,
+    pub listen: Vec<std::net::SocketAddr>,
+    pub service: usize,
+    #[serde(default = "default_dns_scheduler")]
+    pub scheduler: String,
+    #[serde(default = "default_redirect_code")]
+    pub code: u16,
+    #[serde(default = "default_redirect_scheme")]
+    pub scheme: crate::redirect::decide::Scheme,
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub persistence: u32,
+    #[serde(default, rename = "host")]
+    pub hosts: Vec<RedirectHostSection>,
+}
+
+/// `[[redirect.host]]`: the host name written in redirects to the backend at `address`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectHostSection {
+    pub address: IpAddr,
+    pub name: String,
+}
+
+fn default_redirect_code() -> u16 {
+    302
+}
+
+fn default_redirect_scheme() -> crate::redirect::decide::Scheme {
+    crate::redirect::decide::Scheme::Http
+}
+
+/// A validated `[[redirect]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedirectConfig {
+    pub name: String,
+    pub listen: Vec<std::net::SocketAddr>,
+    pub service: ServiceKey,
+    pub scheduler: String,
+    pub rules: crate::redirect::decide::Rules,
 }
 
 /// `[[dns]]`: an authoritative DNS responder for names of `zone`, answering A/AAAA records
-/// chosen by `scheduler` (rr, wrr, sh, mh) over the available backends of `[[service]]` number
-/// `service` (0-based, configuration order; health checks and weights apply), or over
-/// `address` entries with weights.
+/// chosen by `scheduler` (rr, wrr, sh, mh) over the available backends of one `[[service]]`
+/// (`service`: its 0-based index in configuration order, or its name as xvs prints it, e.g.
+/// `"TCP 198.18.0.100:80"`; health checks and weights apply), over `address` entries with
+/// weights, or over `site` entries: whole VIPs (`crate::dns::sites`).
 ///
 /// ```toml
 /// [[dns]]
@@ -163,9 +239,12 @@ pub struct DnsSection {
     pub answers: usize,
     #[serde(default = "default_dns_scheduler")]
     pub scheduler: String,
-    pub service: Option<usize>,
+    pub service: Option<ServiceRef>,
     #[serde(default, rename = "address")]
     pub addresses: Vec<DnsAddressSection>,
+    /// Sites: VIPs of local services or of other sites (`crate::dns::sites`).
+    #[serde(default, rename = "site")]
+    pub sites: Vec<DnsSiteSection>,
     /// Client networks answered from preferred addresses (`crate::dns::answer::ClientNetwork`).
     #[serde(default, rename = "client_network")]
     pub client_networks: Vec<DnsClientNetworkSection>,
@@ -183,12 +262,51 @@ fn default_dns_slip() -> u32 {
 }
 
 /// `[[dns.client_network]]`: clients in `prefix` (their address or their EDNS Client Subnet)
-/// get the `prefer` addresses while one of them is available.
+/// get the `prefer` addresses (or the addresses of the sites of these names) while one of them
+/// is available.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DnsClientNetworkSection {
     pub prefix: String,
-    pub prefer: Vec<IpAddr>,
+    pub prefer: Vec<String>,
+}
+
+/// A service named in the configuration: its 0-based index among the `[[service]]` sections,
+/// or its name as xvs prints it (`"TCP 198.18.0.100:80"`, `"UDP [2001:2::1]:53"`, `"FWM 7"`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum ServiceRef {
+    Index(usize),
+    Name(String),
+}
+
+/// `[[dns.site]]`: one site's VIP as a record. Give `service` (a local service: answered while
+/// it has an available backend) or `address` (a local VIP, answered while one of its services
+/// has an available backend; or another site's VIP, answered while its `check` passes, always
+/// without one).
+///
+/// ```toml
+/// [[dns.site]]
+/// name = "eu"                 # optional; client networks may prefer a site by name
+/// service = 0                 # or "TCP 198.18.0.100:80"
+/// weight = 2
+///
+/// [[dns.site]]
+/// name = "us"
+/// address = "198.19.0.100"    # another director's VIP
+/// port = 80                   # what the check probes (or its connect_port)
+/// check = { type = "http", path = "/", interval_ms = 2000 }
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSiteSection {
+    pub name: Option<String>,
+    pub service: Option<ServiceRef>,
+    pub address: Option<IpAddr>,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    pub port: Option<u16>,
+    pub check: Option<CheckConfig>,
 }
 
 /// `[[dns.address]]`: a fixed record with its weight.
@@ -213,16 +331,18 @@ fn default_dns_scheduler() -> String {
 }
 
 /// Where a `[[dns]]` entry takes its records from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum DnsSource {
     /// The backends with weight > 0 of this service (the effective state, after checks).
     Service(ServiceKey),
     /// Fixed addresses with weights.
     Addresses(Vec<(IpAddr, u32)>),
+    /// Whole VIPs (`crate::dns::sites`).
+    Sites(Vec<crate::dns::sites::DnsSite>),
 }
 
 /// A validated `[[dns]]` entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DnsConfig {
     pub zone: String,
     pub nameserver: String,
@@ -623,6 +743,8 @@ pub struct ServiceSection {
     pub omega: bool,
     /// The backend put in while the quorum is lost.
     pub sorry_server: Option<SorrySection>,
+    /// Effective weights that follow the backends' measured response time and load.
+    pub adaptive: Option<AdaptiveConfig>,
 }
 
 /// `[service.sorry_server]`.
@@ -722,6 +844,8 @@ pub struct Config {
     pub service_checks: Vec<Option<CheckConfig>>,
     /// Each service's quorum and sorry server, by service.
     pub service_quorum: Vec<QuorumConfig>,
+    /// Each service's adaptive weight policy (`[service.adaptive]`), by service.
+    pub service_adaptive: Vec<Option<AdaptivePolicy>>,
     /// The health check of each checked backend: (service index, backend address, port, check).
     pub checks: Vec<(usize, IpAddr, u16, CheckSpec)>,
     /// Prometheus endpoint.
@@ -736,6 +860,8 @@ pub struct Config {
     pub announce: Option<String>,
     /// DNS load balancing entries.
     pub dns: Vec<DnsConfig>,
+    /// HTTP redirect entries.
+    pub redirects: Vec<RedirectConfig>,
 }
 
 impl Config {
@@ -984,6 +1110,113 @@ fn validate_sync(c: &Check<'_>, raw: &SyncSection) -> Result<SyncConfig, ConfigE
     })
 }
 
+/// The service `r` names.
+fn resolve_service<'s>(
+    c: &Check<'_>,
+    field: &str,
+    r: &ServiceRef,
+    services: &'s [Service],
+) -> Result<&'s Service, ConfigError> {
+    match r {
+        ServiceRef::Index(s) => services.get(*s).ok_or_else(|| {
+            c.err(
+                field,
+                format!("no service[{s}] ({} service(s) configured)", services.len()),
+            )
+        }),
+        ServiceRef::Name(n) => services
+            .iter()
+            .find(|s| crate::control::state::service_name(&s.key).eq_ignore_ascii_case(n.trim()))
+            .ok_or_else(|| c.err(field, format!("no service named {n:?}"))),
+    }
+}
+
+/// The `[[dns.site]]` entries of `[[dns]]` number `i`.
+fn validate_sites(
+    c: &Check<'_>,
+    i: usize,
+    d: &DnsSection,
+    services: &[Service],
+) -> Result<Vec<crate::dns::sites::DnsSite>, ConfigError> {
+    use crate::dns::sites::{DnsSite, SiteCheck, SiteKind};
+    let mut out: Vec<DnsSite> = Vec::new();
+    for (k, s) in d.sites.iter().enumerate() {
+        let f = |x: &str| format!("dns[{i}].site[{k}].{x}");
+        let is_vip = |a: IpAddr| {
+            services
+                .iter()
+                .any(|s| matches!(s.key, ServiceKey::Addr { addr, .. } if addr == a))
+        };
+        let (address, kind) = match (&s.service, s.address) {
+            (Some(r), None) => {
+                let svc = resolve_service(c, &f("service"), r, services)?;
+                match svc.key {
+                    ServiceKey::Addr { addr, .. } => (addr, SiteKind::Service(svc.key)),
+                    ServiceKey::Fwmark { .. } => {
+                        return Err(
+                            c.err(f("service"), "a firewall-mark service has no VIP to answer")
+                        )
+                    }
+                }
+            }
+            (None, Some(a)) if is_vip(a) => (a, SiteKind::Vip),
+            (None, Some(a)) => {
+                let check = match &s.check {
+                    None => None,
+                    Some(cfg) => cfg
+                        .validate(&f("check"))
+                        .map_err(|e| c.err(e.field, e.reason))?
+                        .map(|spec| {
+                            let port = s.port.or(spec.connect_port).ok_or_else(|| {
+                                c.err(
+                                    f("port"),
+                                    "the port the check probes (or check.connect_port)",
+                                )
+                            })?;
+                            Ok(Box::new(SiteCheck {
+                                target: std::net::SocketAddr::new(a, port),
+                                spec,
+                            }))
+                        })
+                        .transpose()?,
+                };
+                (a, SiteKind::Remote(check))
+            }
+            _ => return Err(c.err(
+                f("service"),
+                "give either service (a local service) or address (a local VIP or another site's)",
+            )),
+        };
+        if s.port.is_some() && s.check.is_none() {
+            return Err(c.err(f("port"), "is what a check probes: give check too"));
+        }
+        if s.check.is_some() && !matches!(kind, SiteKind::Remote(_)) {
+            return Err(c.err(
+                f("check"),
+                format!(
+                    "{address} is a local VIP: it is answered while its service has an \
+                     available backend (a check is for another site's VIP)"
+                ),
+            ));
+        }
+        if out.iter().any(|o| o.address == address) {
+            return Err(c.err(f("address"), format!("{address} is listed twice")));
+        }
+        let name = match &s.name {
+            Some(n) if n.trim().is_empty() => return Err(c.err(f("name"), "empty")),
+            Some(n) => n.clone(),
+            None => address.to_string(),
+        };
+        out.push(DnsSite {
+            name,
+            address,
+            weight: s.weight,
+            kind,
+        });
+    }
+    Ok(out)
+}
+
 fn validate_dns(
     c: &Check<'_>,
     raw: &[DnsSection],
@@ -1007,25 +1240,26 @@ fn validate_dns(
         if d.answers == 0 || d.answers > 64 {
             return Err(c.err(f("answers"), "must be 1 to 64"));
         }
-        let source = match (d.service, d.addresses.is_empty()) {
-            (Some(s), true) => match services.get(s) {
-                Some(svc) => DnsSource::Service(svc.key),
-                None => {
-                    return Err(c.err(
-                        f("service"),
-                        format!("no service[{s}] ({} service(s) configured)", services.len()),
-                    ))
-                }
-            },
-            (None, false) => {
+        let zone = d.zone.trim_end_matches('.').to_string();
+        let source = match (&d.service, d.addresses.is_empty(), d.sites.is_empty()) {
+            (Some(s), true, true) => {
+                DnsSource::Service(resolve_service(c, &f("service"), s, services)?.key)
+            }
+            (None, false, true) => {
                 DnsSource::Addresses(d.addresses.iter().map(|a| (a.address, a.weight)).collect())
             }
+            (None, true, false) => DnsSource::Sites(validate_sites(c, i, d, services)?),
             _ => {
                 return Err(c.err(
                     f("service"),
-                    "give either service (an index into [[service]]) or address entries",
+                    "give one of service (a [[service]] index or name), address entries or \
+                     site entries",
                 ))
             }
+        };
+        let site_names: Vec<(&str, IpAddr)> = match &source {
+            DnsSource::Sites(sites) => sites.iter().map(|s| (s.name.as_str(), s.address)).collect(),
+            _ => Vec::new(),
         };
         let mut client_networks = Vec::new();
         for (k, n) in d.client_networks.iter().enumerate() {
@@ -1035,13 +1269,30 @@ fn validate_dns(
             if n.prefer.is_empty() {
                 return Err(c.err(f("prefer"), "at least one address"));
             }
+            let mut prefer = Vec::new();
+            for p in &n.prefer {
+                let named: Vec<IpAddr> = site_names
+                    .iter()
+                    .filter(|(name, _)| name == p)
+                    .map(|(_, a)| *a)
+                    .collect();
+                if !named.is_empty() {
+                    prefer.extend(named);
+                } else if let Ok(a) = p.parse::<IpAddr>() {
+                    prefer.push(a);
+                } else {
+                    return Err(c.err(
+                        f("prefer"),
+                        format!("{p:?} is neither an address nor the name of a site"),
+                    ));
+                }
+            }
             client_networks.push(crate::dns::answer::ClientNetwork {
                 prefix,
                 len,
-                prefer: n.prefer.clone(),
+                prefer,
             });
         }
-        let zone = d.zone.trim_end_matches('.').to_string();
         let cfg = DnsConfig {
             client_networks,
             rate_limit: d.rate_limit,
@@ -1066,6 +1317,99 @@ fn validate_dns(
             }
         }
         out.push(cfg);
+    }
+    Ok(out)
+}
+
+fn validate_redirects(
+    c: &Check<'_>,
+    raw: &[RedirectSection],
+    dns: &[DnsConfig],
+    services: &[Service],
+) -> Result<Vec<RedirectConfig>, ConfigError> {
+    // A redirect listener's TCP port may not be a DNS responder's (which listens on TCP too).
+    let mut listens: HashSet<std::net::SocketAddr> =
+        dns.iter().flat_map(|d| d.listen.iter().copied()).collect();
+    let mut names = HashSet::new();
+    let mut out = Vec::new();
+    for (i, r) in raw.iter().enumerate() {
+        let f = |n: &str| format!("redirect[{i}].{n}");
+        if r.listen.is_empty() {
+            return Err(c.err(f("listen"), "at least one address:port"));
+        }
+        for l in &r.listen {
+            if !listens.insert(*l) {
+                return Err(c.err(
+                    f("listen"),
+                    format!("{l} is already a [[dns]] or [[redirect]] listen address"),
+                ));
+            }
+        }
+        let name = r.name.clone().unwrap_or_else(|| r.listen[0].to_string());
+        if name.is_empty() || name.chars().any(|ch| ch.is_control() || ch == '"') {
+            return Err(c.err(f("name"), format!("{name:?} is not a usable name")));
+        }
+        if !names.insert(name.clone()) {
+            return Err(c.err(f("name"), format!("{name:?} is used twice")));
+        }
+        let service = match services.get(r.service) {
+            Some(svc) => svc.key,
+            None => {
+                return Err(c.err(
+                    f("service"),
+                    format!(
+                        "no service[{}] ({} service(s) configured)",
+                        r.service,
+                        services.len()
+                    ),
+                ))
+            }
+        };
+        if !crate::balance::STATELESS_SCHEDULERS.contains(&r.scheduler.as_str()) {
+            return Err(c.err(
+                f("scheduler"),
+                crate::balance::NotStateless(r.scheduler.clone()).to_string(),
+            ));
+        }
+        if !matches!(r.code, 302 | 307) {
+            return Err(c.err(f("code"), format!("{} is not 302 or 307", r.code)));
+        }
+        if r.port == Some(0) {
+            return Err(c.err(f("port"), "must be 1 to 65535"));
+        }
+        let mut hosts = Vec::new();
+        for (k, h) in r.hosts.iter().enumerate() {
+            // A host is a reg-name or IP literal without a port (RFC 3986 §3.2.2).
+            let ok = h.name.parse::<http::uri::Authority>().is_ok_and(|a| {
+                a.port().is_none() && !a.as_str().contains('@') && !a.as_str().is_empty()
+            });
+            if !ok {
+                return Err(c.err(
+                    format!("redirect[{i}].host[{k}].name"),
+                    format!("{:?} is not a host name", h.name),
+                ));
+            }
+            if hosts.iter().any(|(a, _)| *a == h.address) {
+                return Err(c.err(
+                    format!("redirect[{i}].host[{k}].address"),
+                    format!("{} is listed twice", h.address),
+                ));
+            }
+            hosts.push((h.address, h.name.clone()));
+        }
+        out.push(RedirectConfig {
+            name,
+            listen: r.listen.clone(),
+            service,
+            scheduler: r.scheduler.clone(),
+            rules: crate::redirect::decide::Rules {
+                code: r.code,
+                scheme: r.scheme,
+                port: r.port,
+                hosts,
+                persistence: r.persistence,
+            },
+        });
     }
     Ok(out)
 }
@@ -1203,6 +1547,7 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
     let mut services = Vec::new();
     let mut service_checks = Vec::new();
     let mut service_quorum = Vec::new();
+    let mut service_adaptive = Vec::new();
     let mut checks = Vec::new();
     let mut keys = HashSet::new();
     for (i, s) in raw.services.iter().enumerate() {
@@ -1422,6 +1767,36 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
                 })
             }
         };
+        let adaptive = match &s.adaptive {
+            None => None,
+            Some(a) => {
+                let p = a
+                    .validate()
+                    .map_err(|e| c.err(format!("service[{i}].adaptive.{}", e.field), e.reason))?;
+                let own: Vec<&CheckSpec> = checks
+                    .iter()
+                    .filter(|(si, _, _, _)| *si == i)
+                    .map(|(_, _, _, spec)| spec)
+                    .collect();
+                if own.is_empty() {
+                    return Err(c.err(
+                        f("adaptive"),
+                        "no backend of the service has a health check to measure it",
+                    ));
+                }
+                let loads = own
+                    .iter()
+                    .any(|spec| matches!(&spec.probe, Probe::Http(h) if h.load_path.is_some()));
+                if p.reference.is_none() && !loads {
+                    return Err(c.err(
+                        f("adaptive"),
+                        "nothing to follow: set reference_ms, or load_path in an http check",
+                    ));
+                }
+                Some(p)
+            }
+        };
+        service_adaptive.push(adaptive);
         service_quorum.push(QuorumConfig {
             quorum,
             hysteresis,
@@ -1523,11 +1898,13 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         other => other.clone(),
     };
     let dns = validate_dns(&c, &raw.dns, &services)?;
+    let redirects = validate_redirects(&c, &raw.redirects, &dns, &services)?;
     Ok(Config {
         defense: raw.defense.into(),
         dataplane,
         service_checks,
         service_quorum,
+        service_adaptive,
         checks,
         sync,
         metrics: raw.metrics.address,
@@ -1539,6 +1916,7 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         sloppy_tcp: raw.director.sloppy_tcp,
         announce,
         dns,
+        redirects,
         timeouts: raw.timeouts,
         ports,
         mac_given,
@@ -1640,6 +2018,82 @@ service = 0
         );
     }
 
+    const REDIRECT: &str = r#"
+[[redirect]]
+name = "web"
+listen = ["198.18.0.2:80"]
+service = 0
+code = 307
+scheme = "https"
+port = 8443
+persistence = 60
+[[redirect.host]]
+address = "198.19.0.11"
+name = "www1.lb.example"
+"#;
+
+    #[test]
+    fn redirect_section_converts() {
+        let c = Config::parse(Path::new("x.toml"), &format!("{GOOD}{REDIRECT}")).unwrap();
+        let r = &c.redirects[0];
+        assert_eq!(r.name, "web");
+        assert_eq!(r.service, c.services[0].key);
+        assert_eq!(r.scheduler, "wrr");
+        assert_eq!(
+            r.rules,
+            crate::redirect::decide::Rules {
+                code: 307,
+                scheme: crate::redirect::decide::Scheme::Https,
+                port: Some(8443),
+                hosts: vec![("198.19.0.11".parse().unwrap(), "www1.lb.example".into())],
+                persistence: 60,
+            }
+        );
+        let plain = "[[redirect]]\nlisten = [\"198.18.0.2:8080\"]\nservice = 0\n";
+        let c = Config::parse(Path::new("x.toml"), &format!("{GOOD}{plain}")).unwrap();
+        let r = &c.redirects[0];
+        assert_eq!((r.name.as_str(), r.rules.code), ("198.18.0.2:8080", 302));
+        assert_eq!(r.rules.scheme, crate::redirect::decide::Scheme::Http);
+    }
+
+    #[test]
+    fn redirect_section_errors() {
+        let bad = |from: &str, to: &str| err(&format!("{GOOD}{}", REDIRECT.replace(from, to)));
+        assert_eq!(
+            bad("service = 0", "service = 2"),
+            "x.toml: redirect[0].service: no service[2] (1 service(s) configured)"
+        );
+        assert_eq!(
+            bad("code = 307", "code = 301"),
+            "x.toml: redirect[0].code: 301 is not 302 or 307"
+        );
+        assert_eq!(
+            bad("code = 307", "scheduler = \"wlc\""),
+            "x.toml: redirect[0].scheduler: scheduler \"wlc\" cannot choose without connection counts (use one of rr, wrr, sh, mh)"
+        );
+        assert_eq!(
+            bad("www1.lb.example", "www1.lb.example:80"),
+            "x.toml: redirect[0].host[0].name: \"www1.lb.example:80\" is not a host name"
+        );
+        assert_eq!(
+            bad("port = 8443", "port = 0"),
+            "x.toml: redirect[0].port: must be 1 to 65535"
+        );
+        assert!(bad("scheme = \"https\"", "scheme = \"ftp\"").contains("unknown variant"));
+        let twice = format!(
+            "{GOOD}{DNS}{}",
+            REDIRECT.replace("198.18.0.2:80\"", "198.18.0.2:53\"")
+        );
+        assert_eq!(
+            err(&twice),
+            "x.toml: redirect[0].listen: 198.18.0.2:53 is already a [[dns]] or [[redirect]] listen address"
+        );
+        assert_eq!(
+            bad("listen = [\"198.18.0.2:80\"]", "listen = []"),
+            "x.toml: redirect[0].listen: at least one address:port"
+        );
+    }
+
     #[test]
     fn dns_section_errors() {
         let bad = |from: &str, to: &str| err(&format!("{GOOD}{}", DNS.replace(from, to)));
@@ -1663,8 +2117,124 @@ service = 0
             bad("answers = 2", "answers = 0"),
             "x.toml: dns[0].answers: must be 1 to 64"
         );
-        assert!(bad("service = 0", "").contains("give either service"));
+        assert!(bad("service = 0", "").contains("give one of service"));
+        assert_eq!(
+            bad("service = 0", "service = \"UDP 198.18.0.100:80\""),
+            "x.toml: dns[0].service: no service named \"UDP 198.18.0.100:80\""
+        );
         assert!(bad("names = [", "names = [\"a..b\", ").contains("not a valid DNS name"));
+    }
+
+    #[test]
+    fn dns_sites_convert() {
+        use crate::dns::sites::SiteKind;
+        let sites = r#"
+[[dns.site]]
+name = "eu"
+service = "tcp 198.18.0.100:80"
+weight = 3
+
+[[dns.site]]
+address = "198.18.0.100"
+name = "eu-again"
+
+[[dns.site]]
+name = "us"
+address = "198.18.9.1"
+port = 80
+check = { type = "tcp", interval_ms = 500 }
+
+[[dns.site]]
+name = "ap"
+address = "2001:2::9"
+
+[[dns.client_network]]
+prefix = "203.0.113.0/24"
+prefer = ["us", "198.18.7.7"]
+"#;
+        let text = format!("{GOOD}{}", DNS.replace("service = 0\n", sites));
+        // Two sites of one address are refused; with the second one gone the entry converts.
+        let e = err(&text);
+        assert_eq!(
+            e,
+            "x.toml: dns[0].site[1].address: 198.18.0.100 is listed twice"
+        );
+        let text = text.replace(
+            "[[dns.site]]\naddress = \"198.18.0.100\"\nname = \"eu-again\"\n",
+            "",
+        );
+        let c = Config::parse(Path::new("x.toml"), &text).unwrap();
+        let DnsSource::Sites(s) = &c.dns[0].source else {
+            panic!("{:?}", c.dns[0].source)
+        };
+        assert_eq!(s.len(), 3);
+        assert_eq!((s[0].name.as_str(), s[0].weight), ("eu", 3));
+        assert_eq!(s[0].kind, SiteKind::Service(c.services[0].key));
+        assert_eq!(s[0].address, "198.18.0.100".parse::<IpAddr>().unwrap());
+        match &s[1].kind {
+            SiteKind::Remote(Some(check)) => {
+                assert_eq!(check.target, "198.18.9.1:80".parse().unwrap())
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s[2].kind, SiteKind::Remote(None));
+        assert_eq!(s[2].name, "ap");
+        // A site's name stands for its address in a client network.
+        assert_eq!(
+            c.dns[0].client_networks[0].prefer,
+            vec![
+                "198.18.9.1".parse::<IpAddr>().unwrap(),
+                "198.18.7.7".parse().unwrap()
+            ]
+        );
+        // A local VIP given by address; a check on it is refused.
+        let vip = DNS.replace(
+            "service = 0\n",
+            "[[dns.site]]\naddress = \"198.18.0.100\"\n",
+        );
+        let c = Config::parse(Path::new("x.toml"), &format!("{GOOD}{vip}")).unwrap();
+        let DnsSource::Sites(s) = &c.dns[0].source else {
+            panic!()
+        };
+        assert_eq!(
+            (s[0].kind.clone(), s[0].name.as_str()),
+            (SiteKind::Vip, "198.18.0.100")
+        );
+        let bad = |from: &str, to: &str| err(&text.replace(from, to));
+        assert!(err(&format!(
+            "{GOOD}{}",
+            vip.replace("100\"\n", "100\"\nport = 80\ncheck = { type = \"tcp\" }\n")
+        ))
+        .contains("dns[0].site[0].check: 198.18.0.100 is a local VIP"));
+        assert_eq!(
+            bad("port = 80\ncheck", "check"),
+            "x.toml: dns[0].site[1].port: the port the check probes (or check.connect_port)"
+        );
+        assert_eq!(
+            bad("\"us\", \"198", "\"nowhere\", \"198"),
+            "x.toml: dns[0].client_network[0].prefer: \"nowhere\" is neither an address nor \
+             the name of a site"
+        );
+        assert!(
+            bad("name = \"ap\"\naddress = \"2001:2::9\"", "name = \"ap\"")
+                .contains("dns[0].site[2].service: give either service")
+        );
+        assert!(bad(
+            "service = \"tcp",
+            "service = 0\naddress = \"198.18.0.1\"\n#"
+        )
+        .contains("dns[0].site[0].service: give either service"));
+        assert!(bad("interval_ms = 500", "interval_ms = 0").contains("dns[0].site[1].check"));
+        assert_eq!(
+            bad("check = { type = \"tcp\", interval_ms = 500 }", ""),
+            "x.toml: dns[0].site[1].port: is what a check probes: give check too"
+        );
+        // A site list beside a service is refused.
+        assert!(bad(
+            "[[dns.site]]\nname = \"eu\"",
+            "service = 0\n[[dns.site]]\nname = \"eu\""
+        )
+        .contains("give one of service"));
     }
 
     #[test]
@@ -1781,6 +2351,51 @@ service = 0
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("x.toml: service[0].check.interval_ms"), "{e}");
+    }
+
+    #[test]
+    fn adaptive_section_is_checked() {
+        let c = Config::parse(Path::new("x.toml"), GOOD).unwrap();
+        assert_eq!(c.service_adaptive, vec![None]);
+        let checked = GOOD.replace(
+            "scheduler = \"wrr\"\n",
+            "scheduler = \"wrr\"\n[service.check]\ntype = \"http\"\nload_path = \"/load\"\n[service.adaptive]\nreference_ms = 40\nmin_percent = 20\ninterval_ms = 500\n",
+        );
+        let c = Config::parse(Path::new("x.toml"), &checked).unwrap();
+        let p = c.service_adaptive[0].expect("policy");
+        assert_eq!(p.reference, Some(std::time::Duration::from_millis(40)));
+        assert_eq!((p.min, p.max), (0.2, 1.0));
+        assert_eq!(p.interval, std::time::Duration::from_millis(500));
+        // Load alone is enough to follow.
+        assert!(Config::parse(
+            Path::new("x.toml"),
+            &checked.replace("reference_ms = 40\n", "")
+        )
+        .is_ok());
+        let e = err(&checked.replace("min_percent = 20", "min_percent = 0"));
+        assert!(
+            e.starts_with("x.toml: service[0].adaptive.min_percent"),
+            "{e}"
+        );
+        let e = err(&checked.replace("interval_ms = 500", "interval_ms = 500\nspeed = 3"));
+        assert!(e.contains("speed"), "{e}");
+        let e = err(&checked
+            .replace("reference_ms = 40\n", "")
+            .replace("load_path = \"/load\"\n", ""));
+        assert!(
+            e.starts_with("x.toml: service[0].adaptive: nothing to follow"),
+            "{e}"
+        );
+        let e = err(&checked.replace(
+            "[service.check]\ntype = \"http\"\nload_path = \"/load\"\n",
+            "",
+        ));
+        assert!(
+            e.starts_with("x.toml: service[0].adaptive: no backend"),
+            "{e}"
+        );
+        let e = err(&checked.replace("load_path = \"/load\"", "load_path = \"load\""));
+        assert!(e.starts_with("x.toml: service[0].check.load_path"), "{e}");
     }
 
     #[test]

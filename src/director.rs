@@ -32,8 +32,9 @@ use xvs_forwarding::service::{Service, ServiceKey};
 use xvs_forwarding::{Method, Pipeline};
 
 use crate::config::Config;
+use crate::control::adaptive::{Adaptive, AdaptivePolicy, Measure};
 use crate::control::format::daemon_rule;
-use crate::control::health::{CheckTarget, HealthChecker, HealthEvent, Probe};
+use crate::control::health::{BackendHealth, CheckTarget, HealthChecker, HealthEvent, Probe};
 use crate::control::metrics::{
     BackendMetrics, Exposition, HealthMetrics, History, Metrics, MetricsServer, ServiceLabels,
     ServiceMetrics, Traffic as MetricTraffic, WorkerMetrics,
@@ -236,6 +237,9 @@ struct Inner {
     quiescent: HashMap<BackendKey, bool>,
     /// Weights set by dynamic checks (`exec` with `dynamic = true`), over the configured ones.
     weights: HashMap<BackendKey, u32>,
+    /// Adaptive weight state of the services with `[service.adaptive]` (see
+    /// `control::adaptive`): a factor per backend over its configured or dynamic weight.
+    adaptive: HashMap<ServiceKey, Adaptive<(IpAddr, u16)>>,
     /// Quorum settings and state of the file's services.
     quorum: HashMap<ServiceKey, (QuorumConfig, QuorumState)>,
     health: Option<HealthChecker>,
@@ -270,6 +274,9 @@ pub struct Director {
     announcer: Mutex<Option<crate::announce::Announcer>>,
     /// The DNS responders (`[[dns]]`), fed the effective services by the main loop.
     dns: Mutex<Vec<crate::dns::server::DnsServer>>,
+    /// The HTTP redirect listeners (`[[redirect]]`), fed the effective services by the main
+    /// loop.
+    redirects: Mutex<Vec<crate::redirect::server::RedirectServer>>,
     /// Set once a successor took the data plane over (`xvs run --takeover`): stop.
     handed_over: AtomicBool,
     /// The successor's connection, held open until this process exits (its end of file tells
@@ -282,16 +289,43 @@ impl Director {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// `desired` as the workers run it: weights set by dynamic checks; backends that failed
-    /// their health check removed, or at weight 0 when the check is quiescent; then the sorry
-    /// server in and the alive backends out while the quorum is lost (see `control::quorum`).
+    /// Every checked backend's health state by (check service name, backend).
+    fn health_by_backend(inner: &Inner) -> HashMap<(String, SocketAddr), BackendHealth> {
+        inner
+            .health
+            .as_ref()
+            .map(|h| {
+                h.states()
+                    .into_iter()
+                    .map(|b| ((b.service.clone(), b.backend), b))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The adaptive policy of service `key` in the file, if it has one.
+    fn adaptive_policy(file: &Config, key: &ServiceKey) -> Option<AdaptivePolicy> {
+        let i = file.services.iter().position(|f| f.key == *key)?;
+        file.service_adaptive.get(i).copied().flatten()
+    }
+
+    /// `desired` as the workers run it (and DNS answers and HTTP redirects from it): weights
+    /// set by dynamic checks, scaled by the adaptive factors of services with a policy;
+    /// backends that failed their health check removed, or at weight 0 when the check is
+    /// quiescent; then the sorry server in and the alive backends out while the quorum is lost
+    /// (see `control::quorum`).
     fn effective(inner: &Inner, desired: &DesiredState) -> DesiredState {
         let mut e = desired.clone();
         for s in &mut e.services {
             let key = s.key;
+            let adaptive =
+                Self::adaptive_policy(&inner.file, &key).and_then(|_| inner.adaptive.get(&key));
             for b in &mut s.backends {
                 if let Some(&w) = inner.weights.get(&(key, b.addr, b.port)) {
                     b.weight = w;
+                }
+                if let Some(a) = adaptive {
+                    b.weight = a.weight(&(b.addr, b.port), b.weight);
                 }
             }
             s.backends
@@ -430,7 +464,42 @@ impl Director {
                 }
             }
         }
+        // The checks of the DNS entries' remote sites, under names no service has.
+        for d in &file.dns {
+            if let crate::config::DnsSource::Sites(sites) = &d.source {
+                for site in sites {
+                    if let crate::dns::sites::SiteKind::Remote(Some(c)) = &site.kind {
+                        out.push(CheckTarget {
+                            service: crate::dns::sites::check_name(&d.zone, &site.name),
+                            backend: c.target,
+                            spec: c.spec.clone(),
+                        });
+                    }
+                }
+            }
+        }
         out
+    }
+
+    /// What the DNS responders answer from: the effective services and the states of the
+    /// health checks (the remote sites' among them).
+    fn dns_inputs(inner: &Inner) -> (Vec<Service>, crate::dns::sites::CheckStates) {
+        let mut checks = crate::dns::sites::CheckStates::new();
+        if let Some(h) = inner.health.as_ref() {
+            for d in &inner.file.dns {
+                let crate::config::DnsSource::Sites(sites) = &d.source else {
+                    continue;
+                };
+                for site in sites {
+                    if let crate::dns::sites::SiteKind::Remote(Some(c)) = &site.kind {
+                        let name = crate::dns::sites::check_name(&d.zone, &site.name);
+                        let up = h.is_up(&name, c.target);
+                        checks.insert((name, c.target), up);
+                    }
+                }
+            }
+        }
+        (Self::effective(inner, &inner.desired).services, checks)
     }
 
     /// A backend's health changed: publish the new effective state.
@@ -454,6 +523,93 @@ impl Director {
                 "health: could not publish the change of {}: {e}",
                 ev.backend
             );
+        }
+    }
+
+    /// One step of the adaptive weights (`[service.adaptive]`) of every service whose update
+    /// is due at `now`: each backend's factor moves towards what its measured response time
+    /// and load call for; when an effective weight changed, the new state is published (the
+    /// path `xvs ctl -e -w` takes; configured weights stay as they are). Changes of at least
+    /// `log_percent` points are logged.
+    fn adapt(&self, now: Instant) {
+        let mut inner = self.lock();
+        if inner.adaptive.is_empty() && inner.file.service_adaptive.iter().all(Option::is_none) {
+            return;
+        }
+        let policies: Vec<(ServiceKey, AdaptivePolicy)> = inner
+            .desired
+            .services
+            .iter()
+            .filter_map(|s| Self::adaptive_policy(&inner.file, &s.key).map(|p| (s.key, p)))
+            .collect();
+        inner
+            .adaptive
+            .retain(|k, _| policies.iter().any(|(p, _)| p == k));
+        let due: Vec<(ServiceKey, AdaptivePolicy)> = policies
+            .into_iter()
+            .filter(|(k, p)| inner.adaptive.get(k).is_none_or(|a| a.due(p, now)))
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let health = Self::health_by_backend(&inner);
+        let mut changed = false;
+        for (key, policy) in due {
+            let name = service_name(&key);
+            let Some(svc) = inner.desired.service(&key) else {
+                continue;
+            };
+            let backends: Vec<((IpAddr, u16), u32, Measure)> = svc
+                .backends
+                .iter()
+                .map(|b| {
+                    let base = inner
+                        .weights
+                        .get(&(key, b.addr, b.port))
+                        .copied()
+                        .unwrap_or(b.weight);
+                    let m = health
+                        .get(&(name.clone(), SocketAddr::new(b.addr, b.port)))
+                        .map(|h| Measure {
+                            response: h.response_avg,
+                            load: h.load,
+                        })
+                        .unwrap_or_default();
+                    ((b.addr, b.port), base, m)
+                })
+                .collect();
+            let changes = inner
+                .adaptive
+                .entry(key)
+                .or_default()
+                .update(&policy, now, &backends)
+                .unwrap_or_default();
+            for c in changes.iter().filter(|c| c.notable) {
+                let backend = SocketAddr::new(c.backend.0, c.backend.1);
+                let m = backends
+                    .iter()
+                    .find(|(k, _, _)| *k == c.backend)
+                    .map(|(_, _, m)| *m)
+                    .unwrap_or_default();
+                let response = m.response.map_or_else(
+                    || "unknown".to_string(),
+                    |r| format!("{:.1} ms", r.as_secs_f64() * 1e3),
+                );
+                let load = m
+                    .load
+                    .map_or_else(|| "unknown".to_string(), |l| format!("{l}%"));
+                tracing::info!(target: "xvs::adaptive", service = %name, %backend,
+                    from = c.from, to = c.to, configured = c.base,
+                    "adaptive: backend {backend} of {name}: effective weight {} -> {} of {} ({:.0}%; response {response}, load {load})",
+                    c.from, c.to, c.base, c.factor * 100.0);
+            }
+            changed |= !changes.is_empty();
+        }
+        if changed {
+            let desired = inner.desired.clone();
+            if let Err(e) = self.publish(&mut inner, desired) {
+                tracing::error!("adaptive: could not publish new weights: {e}");
+            }
         }
     }
 
@@ -837,6 +993,8 @@ impl Director {
     /// Re-read the configuration file and make it the running state; a summary line.
     pub fn reload_file(&self) -> Result<String, String> {
         let cfg = Config::load(&self.config_path).map_err(|e| e.to_string())?;
+        // The DNS responders before the rest (the order the main loop takes the locks in).
+        let mut dns = self.dns.lock().unwrap_or_else(|p| p.into_inner());
         let mut inner = self.lock();
         if cfg.dataplane.interfaces != inner.file.dataplane.interfaces
             || cfg.dataplane.workers != inner.file.dataplane.workers
@@ -847,24 +1005,52 @@ impl Director {
                 self.config_path.display()
             ));
         }
-        if cfg.dns != inner.file.dns {
+        if cfg.redirects != inner.file.redirects {
             return Err(format!(
-                "{}: [[dns]] entries cannot change on reload (restart xvs); their services' \
+                "{}: [[redirect]] entries cannot change on reload (restart xvs); their services' \
                  backends follow the running state",
                 self.config_path.display()
             ));
         }
+        // New DNS listen addresses are bound before anything changes: if one cannot be,
+        // the reload is refused whole.
+        let dns_changed = cfg.dns != inner.file.dns;
+        let plan = if dns_changed {
+            Some(
+                crate::dns::server::plan_reload(&dns, &cfg.dns)
+                    .map_err(|e| format!("{}: {}", self.config_path.display(), error_chain(&e)))?,
+            )
+        } else {
+            None
+        };
         let new = DesiredState::from_config(&cfg);
         let from_file = DesiredState::from_config(&inner.file);
         let discarded = inner.desired.diff(&from_file).len();
         let changes = inner.desired.diff(&new);
-        inner.file = cfg;
-        self.publish(&mut inner, new)?;
+        let old_file = std::mem::replace(&mut inner.file, cfg);
+        if let Err(e) = self.publish(&mut inner, new) {
+            inner.file = old_file;
+            return Err(e);
+        }
+        let mut dns_lines = Vec::new();
+        if let Some(plan) = plan {
+            let (services, checks) = Self::dns_inputs(&inner);
+            // Stopping a listener waits for its threads (about one poll period): not while
+            // holding the director's state.
+            drop(inner);
+            let (servers, lines) = plan.apply(std::mem::take(&mut *dns), &services, &checks);
+            *dns = servers;
+            dns_lines = lines;
+        }
         Ok(format!(
-            "reloaded {}: {} change(s) applied; runtime changes not in the file are discarded: {}",
+            "reloaded {}: {} change(s) applied; runtime changes not in the file are discarded: {}{}",
             self.config_path.display(),
             changes.len(),
-            discarded
+            discarded,
+            dns_lines
+                .iter()
+                .map(|l| format!("; {l}"))
+                .collect::<String>()
         ))
     }
 
@@ -872,6 +1058,25 @@ impl Director {
     fn sum_listing(&self) -> Listing {
         let inner = self.lock();
         let mut l = Listing::from_state(&Self::effective(&inner, &inner.desired));
+        // Configured weights and the health checks' measurements beside the effective weights.
+        let health = Self::health_by_backend(&inner);
+        for s in &mut l.services {
+            let name = service_name(&s.key);
+            let desired = inner.desired.service(&s.key);
+            for b in &mut s.backends {
+                if let Some(d) = desired.and_then(|d| {
+                    d.backends
+                        .iter()
+                        .find(|d| d.addr == b.addr && d.port == b.port)
+                }) {
+                    b.configured_weight = d.weight;
+                }
+                if let Some(h) = health.get(&(name.clone(), SocketAddr::new(b.addr, b.port))) {
+                    b.response = h.response_avg;
+                    b.load = h.load;
+                }
+            }
+        }
         for r in self.workers.reports() {
             l.add_report(&r.services);
             l.source_rate_limited += r
@@ -979,6 +1184,7 @@ impl Director {
                                 port: b.port,
                                 method: crate::replay::method_name(b.method).to_string(),
                                 weight: b.weight,
+                                configured_weight: b.configured_weight,
                                 active: u64::from(b.active),
                                 inactive: u64::from(b.inactive),
                                 persistent: u64::from(b.persist),
@@ -1004,6 +1210,7 @@ impl Director {
                                     port: b.port,
                                     method: crate::replay::method_name(b.method).to_string(),
                                     weight: b.weight,
+                                    configured_weight: b.weight,
                                     active: 0,
                                     inactive: 0,
                                     persistent: 0,
@@ -1073,14 +1280,29 @@ impl Director {
             services,
             workers,
             history: Vec::new(),
-            dns: self
-                .dns
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .map(|d| d.status())
-                .collect(),
+            dns: self.dns_status(),
+            redirect: self.redirect_status(),
         }
+    }
+
+    /// The DNS responders' counters and records.
+    fn dns_status(&self) -> Vec<crate::dns::server::DnsStatus> {
+        self.dns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|d| d.status())
+            .collect()
+    }
+
+    /// The redirect listeners' counters and backends.
+    fn redirect_status(&self) -> Vec<crate::redirect::server::RedirectStatus> {
+        self.redirects
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|r| r.status())
+            .collect()
     }
 }
 
@@ -1149,6 +1371,13 @@ impl ControlDirector for Director {
         Ok(self.lock().desired.clone())
     }
 
+    fn stateless(&self) -> crate::control::model::Stateless {
+        crate::control::model::Stateless {
+            dns: self.dns_status(),
+            redirect: self.redirect_status(),
+        }
+    }
+
     fn daemons(&self) -> Vec<(crate::sync::DaemonConfig, u16)> {
         let inner = self.lock();
         [&inner.master, &inner.backup]
@@ -1199,6 +1428,9 @@ impl ControlDirector for Director {
         }
         for d in self.dns.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             out.push_str(&crate::dns::server::format_status(&d.status()));
+        }
+        for r in self.redirect_status() {
+            out.push_str(&crate::redirect::server::format_status(&r));
         }
         let mut sync = SyncCounters::default();
         for r in &reports {
@@ -1451,6 +1683,7 @@ pub fn run(
             down: HashMap::new(),
             quiescent: HashMap::new(),
             weights: HashMap::new(),
+            adaptive: HashMap::new(),
             quorum: HashMap::new(),
             health: Some(health),
             check_names: HashMap::new(),
@@ -1468,6 +1701,7 @@ pub fn run(
         history: Mutex::new(History::default()),
         announcer: Mutex::new(None),
         dns: Mutex::new(Vec::new()),
+        redirects: Mutex::new(Vec::new()),
         handed_over: AtomicBool::new(false),
         successor: Mutex::new(None),
     });
@@ -1549,13 +1783,11 @@ pub fn run(
     // name backends xvs already serves.
     {
         let mut servers = Vec::new();
-        let services = {
-            let inner = director.lock();
-            Director::effective(&inner, &inner.desired).services
-        };
+        let (services, checks) = Director::dns_inputs(&director.lock());
         for d in &cfg.dns {
-            let server = crate::dns::server::DnsServer::start(d)
+            let prepared = crate::dns::server::DnsServer::prepare(d, None)
                 .with_context(|| format!("dns zone {}", d.zone))?;
+            let server = crate::dns::server::DnsServer::launch(prepared, &services, &checks);
             eprintln!(
                 "xvs: dns zone {} on {}",
                 d.zone,
@@ -1565,10 +1797,26 @@ pub fn run(
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            server.update(&services);
             servers.push(server);
         }
         *director.dns.lock().unwrap_or_else(|p| p.into_inner()) = servers;
+        let mut listeners = Vec::new();
+        for r in &cfg.redirects {
+            let server = crate::redirect::server::RedirectServer::start(r)
+                .with_context(|| format!("redirect {}", r.name))?;
+            eprintln!(
+                "xvs: redirect {} on {}",
+                r.name,
+                r.listen
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            server.update(&services);
+            listeners.push(server);
+        }
+        *director.redirects.lock().unwrap_or_else(|p| p.into_inner()) = listeners;
     }
     // The data plane forwards (workers run the published state) and the control socket answers.
     let mut notifier = Notifier::from_env();
@@ -1609,13 +1857,14 @@ pub fn run(
         drop(slot);
         {
             let servers = director.dns.lock().unwrap_or_else(|p| p.into_inner());
-            if !servers.is_empty() {
-                let services = {
-                    let inner = director.lock();
-                    Director::effective(&inner, &inner.desired).services
-                };
+            let listeners = director.redirects.lock().unwrap_or_else(|p| p.into_inner());
+            if !servers.is_empty() || !listeners.is_empty() {
+                let (services, checks) = Director::dns_inputs(&director.lock());
                 for d in servers.iter() {
-                    d.update(&services);
+                    d.update(&services, &checks);
+                }
+                for r in listeners.iter() {
+                    r.update(&services);
                 }
             }
         }
@@ -1639,6 +1888,7 @@ pub fn run(
             last_rates = Instant::now();
             director.estimate_rates();
         }
+        director.adapt(Instant::now());
         if cfg.metrics.is_some() && last_sample.elapsed() >= Duration::from_secs(1) {
             last_sample = Instant::now();
             let m = director.metrics();
@@ -1666,6 +1916,9 @@ pub fn run(
     );
     for d in std::mem::take(&mut *director.dns.lock().unwrap_or_else(|p| p.into_inner())) {
         d.stop();
+    }
+    for r in std::mem::take(&mut *director.redirects.lock().unwrap_or_else(|p| p.into_inner())) {
+        r.stop();
     }
     server.stop();
     // Closed when this function returns, after everything else: then the successor knows the

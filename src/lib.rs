@@ -4,6 +4,7 @@
 #![deny(unsafe_code)]
 
 pub mod announce;
+pub mod balance;
 pub mod capture;
 pub mod config;
 pub mod control;
@@ -15,6 +16,7 @@ pub mod import;
 #[allow(unsafe_code)]
 pub mod io;
 pub mod neigh;
+pub mod redirect;
 pub mod replay;
 pub mod runtime;
 pub mod simulate;

@@ -183,12 +183,13 @@ fn real_main() -> Result<()> {
             let cfg = Config::load(&config)?;
             xvs::replay::offline_pipeline(&cfg)?;
             println!(
-                "{}: ok: {} interface(s), {} service(s), {} backend(s), {} dns name(s), {} worker(s), io {}",
+                "{}: ok: {} interface(s), {} service(s), {} backend(s), {} dns name(s), {} redirect listener(s), {} worker(s), io {}",
                 cfg.file.display(),
                 cfg.ports.len(),
                 cfg.services.len(),
                 cfg.services.iter().map(|s| s.backends.len()).sum::<usize>(),
                 cfg.dns.iter().map(|d| d.names.len()).sum::<usize>(),
+                cfg.redirects.len(),
                 cfg.dataplane.workers.len(),
                 cfg.dataplane.io
             );

@@ -163,6 +163,23 @@ fn check_reports_config_errors_with_file_and_field() {
         stderr.contains("bad.toml") && stderr.contains("weight"),
         "{stderr}"
     );
+    // An adaptive policy is checked too.
+    let adaptive = tmp("adaptive.toml");
+    std::fs::write(
+        &adaptive,
+        text.replacen(
+            "[[service.backend]]",
+            "[service.adaptive]\nreference_ms = 50\ndamping = 1.5\n\n[[service.backend]]",
+            1,
+        ),
+    )
+    .unwrap();
+    let (ok, _, stderr) = xvs(&["check", "--config", adaptive.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("adaptive.toml: service[0].adaptive.damping: 1.5 is not in (0, 1]"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -2,9 +2,14 @@
 //! responder that `xvs run` starts, over UDP and TCP (`+tcp`), for A and AAAA records; the
 //! weights of fixed addresses hold over many queries; a service backend whose HTTP server is
 //! killed leaves the answers within fall × (interval + timeout) plus slack, and the answer
-//! counters show in `xvs ctl status` and the metrics; a query with an EDNS Client Subnet in a
-//! configured client network gets that network's preferred address; the rate limit slips answers; a reload that changes
-//! `[[dns]]` is refused. Needs root and dig (dnsutils); skipped loudly otherwise.
+//! counters show in `xvs ctl status` and the metrics (by query type; checked by
+//! `promtool check metrics`); a query with an EDNS Client Subnet in a
+//! configured client network gets that network's preferred address; the rate limit slips
+//! answers. Sites (`[[dns.site]]`): the VIP of a local service whose every backend goes down
+//! leaves the answers, as does a remote site whose own check fails, and a client network's
+//! preferred site is answered while it is up. A reload that changes `[[dns]]` applies it,
+//! keeping the sockets of unchanged listen addresses and moving a changed one. Needs root and
+//! dig (dnsutils); skipped loudly otherwise.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -22,7 +27,12 @@ fn metrics_port(port: u16) -> u16 {
     port + 600
 }
 
-fn config(port: u16) -> String {
+/// The file whose presence is the remote site `ap`'s check.
+fn ap_flag(prefix: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("{prefix}-site-ap"))
+}
+
+fn config(port: u16, prefix: &str) -> String {
     let mut c = String::from(ONE_WORKER_V4);
     c.push_str(&format!(
         r#"
@@ -51,6 +61,29 @@ fall = {FALL}
             10 + i
         ));
     }
+    // A second site's service: b2 alone.
+    c.push_str(&format!(
+        r#"
+[[service]]
+protocol = "tcp"
+vip = "198.18.10.2"
+port = 80
+scheduler = "rr"
+
+[service.check]
+type = "http"
+path = "/"
+interval_ms = {INTERVAL_MS}
+timeout_ms = {TIMEOUT_MS}
+rise = 2
+fall = {FALL}
+
+[[service.backend]]
+address = "198.18.3.12"
+port = 80
+method = "nat"
+"#
+    ));
     c.push_str(&format!(
         r#"
 [[dns]]
@@ -95,7 +128,38 @@ slip = 1
 
 [[dns.address]]
 address = "198.18.30.1"
-"#
+
+[[dns]]
+zone = "sites.test"
+names = ["www.sites.test"]
+listen = ["127.0.0.4:{port}"]
+answers = 4
+scheduler = "rr"
+
+[[dns.site]]
+name = "eu"
+service = 0
+weight = 2
+
+[[dns.site]]
+name = "us"
+service = "TCP 198.18.10.2:80"
+
+[[dns.site]]
+name = "ap"
+address = "198.18.40.1"
+port = 80
+check = {{ type = "exec", command = "/bin/sh", args = ["-c", "test -e {flag}"], interval_ms = {INTERVAL_MS}, timeout_ms = 1000, rise = 1, fall = 1 }}
+
+[[dns.site]]
+name = "far"
+address = "198.18.50.1"
+
+[[dns.client_network]]
+prefix = "203.0.113.0/24"
+prefer = ["us"]
+"#,
+        flag = ap_flag(prefix).display()
     ));
     c
 }
@@ -130,7 +194,8 @@ fn dig_gets_balanced_healthy_answers() {
     let log_path = dir.join(format!("{}-dns.log", tb.prefix));
     let port = 15300 + (std::process::id() % 500) as u16;
     let p = port.to_string();
-    std::fs::write(&cfg, config(port)).unwrap();
+    std::fs::write(ap_flag(&tb.prefix), "").unwrap();
+    std::fs::write(&cfg, config(port, &tb.prefix)).unwrap();
     let xvs = tb.start_xvs(&cfg, &socket, &log_path);
 
     // All three backends healthy: each answer names all three (answers = 3), UDP and TCP,
@@ -146,6 +211,29 @@ fn dig_gets_balanced_healthy_answers() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(got, all, "UDP answer");
+    // Sites: every one up (the local services have backends, ap's check passes, far is
+    // unchecked); a client in 203.0.113.0/24 gets us alone.
+    let sites_up = ["198.18.10.1", "198.18.10.2", "198.18.40.1", "198.18.50.1"];
+    assert_eq!(
+        sorted(dig(&tb, &["@127.0.0.4", "-p", &p, "www.sites.test", "A"])),
+        sites_up,
+        "sites"
+    );
+    assert_eq!(
+        dig(
+            &tb,
+            &[
+                "+subnet=203.0.113.0/24",
+                "@127.0.0.4",
+                "-p",
+                &p,
+                "www.sites.test",
+                "A"
+            ]
+        ),
+        ["198.18.10.2"],
+        "preferred site"
+    );
     assert_eq!(
         sorted(dig(
             &tb,
@@ -244,6 +332,56 @@ fn dig_gets_balanced_healthy_answers() {
         assert_eq!(a, ["198.18.3.11", "198.18.3.13"]);
     }
     eprintln!("dns: b2 left the answers {gone:?} after its server was killed");
+    // b2 was the us site's only backend: us left the sites' answers too (checked after b2
+    // left the service's, so within one more main-loop period), and us's client network gets
+    // the other sites.
+    let t1 = Instant::now();
+    loop {
+        let a = sorted(dig(&tb, &["@127.0.0.4", "-p", &p, "www.sites.test", "A"]));
+        if a == ["198.18.10.1", "198.18.40.1", "198.18.50.1"] {
+            break;
+        }
+        assert!(
+            t1.elapsed() < Duration::from_secs(2),
+            "the us site still answered: {a:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "dns: the us site left the answers {:?} after b2's server was killed",
+        t0.elapsed()
+    );
+    let near = dig(
+        &tb,
+        &[
+            "+subnet=203.0.113.0/24",
+            "@127.0.0.4",
+            "-p",
+            &p,
+            "www.sites.test",
+            "A",
+        ],
+    );
+    assert_eq!(near.len(), 3, "{near:?}");
+    assert!(!near.contains(&"198.18.10.2".to_string()), "{near:?}");
+    // ap's own check fails (its flag file goes): ap leaves within its interval plus slack.
+    std::fs::remove_file(ap_flag(&tb.prefix)).unwrap();
+    let t2 = Instant::now();
+    loop {
+        let a = sorted(dig(&tb, &["@127.0.0.4", "-p", &p, "www.sites.test", "A"]));
+        if a == ["198.18.10.1", "198.18.50.1"] {
+            break;
+        }
+        assert!(
+            t2.elapsed() < Duration::from_millis(INTERVAL_MS + 2000),
+            "the ap site still answered: {a:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "dns: the ap site left the answers {:?} after its check began to fail",
+        t2.elapsed()
+    );
 
     // The counters in xvs ctl status.
     let o = Command::new(env!("CARGO_BIN_EXE_xvs"))
@@ -280,9 +418,34 @@ fn dig_gets_balanced_healthy_answers() {
         "xvs_dns_answers_total{zone=\"fixed.test\",name=\"w.fixed.test.\",rcode=\"NOERROR\"} 41",
         "xvs_dns_answers_total{zone=\"lb.test\",name=\"\",rcode=\"NXDOMAIN\"} 1",
         "xvs_dns_records{zone=\"lb.test\",name=\"www.lb.test.\"} 2",
+        "xvs_dns_queries_total{zone=\"fixed.test\",name=\"w.fixed.test.\",type=\"A\"} 40",
+        "xvs_dns_queries_total{zone=\"fixed.test\",name=\"w.fixed.test.\",type=\"AAAA\"} 1",
+        "xvs_dns_site_up{zone=\"sites.test\",site=\"eu\",address=\"198.18.10.1\"} 1",
+        "xvs_dns_site_up{zone=\"sites.test\",site=\"us\",address=\"198.18.10.2\"} 0",
+        "xvs_dns_site_up{zone=\"sites.test\",site=\"ap\",address=\"198.18.40.1\"} 0",
     ] {
         assert!(body.lines().any(|l| l == want), "{want} not in:\n{body}");
     }
+    // Prometheus's own parser and linter accept the whole scrape.
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus, scripts/install-deps.sh)");
+    {
+        use std::io::Write;
+        let mut stdin = promtool.stdin.take().expect("promtool's stdin");
+        stdin.write_all(body.as_bytes()).unwrap();
+    }
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
 
     // EDNS Client Subnet in the configured client network: the preferred address only.
     let mut q = vec!["+subnet=203.0.113.0/24", "@127.0.0.2", "-p", &p];
@@ -315,20 +478,43 @@ fn dig_gets_balanced_healthy_answers() {
         "{status}"
     );
 
-    // A reload that changes [[dns]] is refused, loudly, and the old answers stay.
-    std::fs::write(&cfg, config(port).replace("ttl = 7", "ttl = 8")).unwrap();
+    // A reload that changes [[dns]] applies it: fixed.test's TTL (its listener's sockets are
+    // kept: same inode before and after), rl.test moved from 127.0.0.3 to 127.0.0.5.
+    let ino = |addr: &str| -> Option<String> {
+        let (_, out) = tb.exec("dir", &["ss", "-Hulne"]);
+        out.lines()
+            .find(|l| l.contains(&format!("{addr}:{port} ")))
+            .and_then(|l| l.split_whitespace().find(|w| w.starts_with("ino:")))
+            .map(str::to_string)
+    };
+    let before = ino("127.0.0.2").expect("the UDP socket on 127.0.0.2");
+    std::fs::write(
+        &cfg,
+        config(port, &tb.prefix)
+            .replace("ttl = 7", "ttl = 8")
+            .replace("127.0.0.3:", "127.0.0.5:"),
+    )
+    .unwrap();
     let _ = Command::new("kill")
         .args(["-HUP", &xvs.0.id().to_string()])
         .status();
     let t0 = Instant::now();
     loop {
         let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        if log.contains("[[dns]] entries cannot change on reload") {
+        if let Some(l) = log.lines().find(|l| l.contains("xvs: reloaded")) {
+            assert!(
+                l.contains(
+                    "dns zone fixed.test reconfigured: 1 listener(s) kept, 0 bound, 0 closed"
+                ) && l.contains(
+                    "dns zone rl.test reconfigured: 0 listener(s) kept, 1 bound, 1 closed"
+                ) && l.contains("dns zone lb.test reconfigured: 2 listener(s) kept"),
+                "{l}"
+            );
             break;
         }
         assert!(
             t0.elapsed() < Duration::from_secs(5),
-            "no refusal in:\n{log}"
+            "no reload in:\n{log}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -344,7 +530,57 @@ fn dig_gets_balanced_healthy_answers() {
             "A",
         ],
     );
-    assert!(full.contains("w.fixed.test.\t\t7\tIN\tA"), "{full}");
+    assert!(full.contains("w.fixed.test.\t\t8\tIN\tA"), "{full}");
+    assert_eq!(
+        ino("127.0.0.2").as_ref(),
+        Some(&before),
+        "the socket was kept"
+    );
+    assert_eq!(
+        dig(&tb, &["@127.0.0.5", "-p", &p, "w.rl.test", "A"]),
+        ["198.18.30.1"]
+    );
+    assert_eq!(ino("127.0.0.3"), None, "127.0.0.3 closed");
+    let (_, out) = tb.exec(
+        "dir",
+        &[
+            "dig",
+            "+short",
+            "+time=1",
+            "+tries=1",
+            "@127.0.0.3",
+            "-p",
+            &p,
+            "w.rl.test",
+            "A",
+        ],
+    );
+    assert!(
+        !out.lines().any(|l| l == "198.18.30.1"),
+        "127.0.0.3 still answers: {out}"
+    );
+    // The counters of the names kept carry on (41 answers + 1 after the reload).
+    let o = Command::new(env!("CARGO_BIN_EXE_xvs"))
+        .args(["ctl", "--socket"])
+        .arg(&socket)
+        .arg("status")
+        .output()
+        .expect("xvs ctl status");
+    let status = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        status
+            .lines()
+            .any(|l| l.contains("w.fixed.test.") && l.contains("NOERROR 50")),
+        "{status}"
+    );
+    assert!(
+        status.contains("dns site ap 198.18.40.1 weight 1: down (check exec)")
+            && status.contains(
+                "dns site eu 198.18.10.1 weight 2: answered (service TCP 198.18.10.1:80)"
+            ),
+        "{status}"
+    );
+    let _ = std::fs::remove_file(ap_flag(&tb.prefix));
     let _ = std::fs::remove_file(&cfg);
     let _ = std::fs::remove_file(&log_path);
 }

@@ -54,7 +54,7 @@ fn udp_answer_rate() {
         0,
         &match &cfg.source {
             DnsSource::Addresses(a) => a.clone(),
-            DnsSource::Service(_) => unreachable!(),
+            DnsSource::Service(_) | DnsSource::Sites(_) => unreachable!(),
         },
     );
     let q = query(1);

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
 use xvs::control::health::{
-    probe_once, CheckConfig, CheckSpec, CheckTarget, HealthChecker, HealthEvent,
+    probe_measured, probe_once, CheckConfig, CheckSpec, CheckTarget, HealthChecker, HealthEvent,
 };
 
 const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -265,6 +265,85 @@ fn serve_one<S: Read + Write>(
 
 fn md5_hex(b: &[u8]) -> String {
     Md5::digest(b).iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Poll the checker (bounded by `within`) until `done` holds for the backend's state.
+fn wait_state(
+    checker: &HealthChecker,
+    backend: SocketAddr,
+    within: Duration,
+    done: impl Fn(&xvs::control::health::BackendHealth) -> bool,
+) -> xvs::control::health::BackendHealth {
+    let t = Instant::now();
+    loop {
+        let st = checker.state("svc", backend).expect("checked");
+        if done(&st) {
+            return st;
+        }
+        assert!(
+            t.elapsed() < within,
+            "state not reached within {within:?}: {st:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn response_times_and_http_load_figures_are_measured() {
+    let server = HttpServer::start(None);
+    *server.body.lock().unwrap() = b"37\n".to_vec();
+    let s = spec("type = \"http\"\nload_path = \"/load\"\ninterval_ms = 50\ntimeout_ms = 2000\n");
+    let o = probe_measured(&s, "svc", server.addr);
+    assert_eq!(o.result, Ok("status 200".into()));
+    assert_eq!(o.load, Some(Ok(37)));
+    assert!(o.elapsed > Duration::ZERO && o.elapsed < Duration::from_secs(2));
+    assert!(
+        server
+            .last_request
+            .lock()
+            .unwrap()
+            .starts_with("GET /load "),
+        "the load request follows the probe"
+    );
+    // An unreadable load answer: the probe stays healthy, the load is unknown and says why.
+    *server.body.lock().unwrap() = b"busy".to_vec();
+    let o = probe_measured(&s, "svc", server.addr);
+    assert_eq!(o.result, Ok("status 200".into()));
+    assert!(
+        matches!(&o.load, Some(Err(e)) if e.contains("not a number")),
+        "{o:?}"
+    );
+
+    // In the checker: smoothed response time and load kept per backend.
+    *server.body.lock().unwrap() = b"12".to_vec();
+    let (checker, _events) = start("svc", server.addr, s.clone());
+    let st = wait_state(&checker, server.addr, SLACK, |st| {
+        st.load == Some(12) && st.response_avg.is_some() && st.checks_ok >= 2
+    });
+    assert!(st.response.is_some() && st.up, "{st:?}");
+    *server.body.lock().unwrap() = b"250".to_vec();
+    let st = wait_state(&checker, server.addr, SLACK, |st| st.load.is_none());
+    assert!(st.up, "{st:?}");
+    assert!(
+        st.last_result.contains("load: 250 is outside 0..=100"),
+        "{st:?}"
+    );
+    drop(checker);
+
+    // TCP and exec checks are measured too; failures are not.
+    let tcp = spec("type = \"tcp\"\ninterval_ms = 50\n");
+    let (checker, _events) = start("svc", server.addr, tcp);
+    wait_state(&checker, server.addr, SLACK, |st| st.response_avg.is_some());
+    drop(checker);
+    let exec = spec("type = \"exec\"\ncommand = \"/bin/true\"\ninterval_ms = 50\n");
+    let o = probe_measured(&exec, "svc", server.addr);
+    assert_eq!(o.result, Ok("exit code 0".into()));
+    assert!(o.elapsed > Duration::ZERO);
+    let closed = spec("type = \"tcp\"\ninterval_ms = 50\nfall = 1\n");
+    let dead = SocketAddr::new(LOCAL, 1);
+    let (checker, _events) = start("svc", dead, closed);
+    let st = wait_state(&checker, dead, SLACK, |st| st.checks_failed >= 2);
+    assert_eq!((st.response, st.response_avg), (None, None), "{st:?}");
 }
 
 fn http_200_then_503_then_200(server: &HttpServer, check: CheckSpec) {

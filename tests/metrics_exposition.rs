@@ -13,6 +13,7 @@ use xvs::control::metrics::{
     escape_label, render, render_with, BackendMetrics, Exposition, HealthMetrics, Metrics,
     MetricsServer, ServiceLabels, ServiceMetrics, Traffic, WorkerMetrics, CONTENT_TYPE,
 };
+use xvs::redirect::server::{BackendStatus as RedirectBackend, RedirectStatus};
 
 fn traffic(base: u64) -> Traffic {
     Traffic {
@@ -44,6 +45,7 @@ fn small() -> Metrics {
                 port: 8080,
                 method: "nat".into(),
                 weight: 3,
+                configured_weight: 4,
                 active: 2,
                 inactive: 5,
                 persistent: 0,
@@ -54,6 +56,8 @@ fn small() -> Metrics {
                     checks_ok: 40,
                     checks_failed: 6,
                     since_unix: 0,
+                    response_us: Some(12_500),
+                    load: Some(40),
                 }),
                 removed: false,
             }],
@@ -76,6 +80,7 @@ fn small() -> Metrics {
         }],
         history: Vec::new(),
         dns: Vec::new(),
+        redirect: Vec::new(),
     }
 }
 
@@ -104,9 +109,10 @@ xvs_service_bytes_per_second{protocol="tcp",vip="198.18.0.1",vport="80",directio
 # HELP xvs_service_quorum_up Quorum state (keepalived's): 1 up, 0 down (sorry server in, if any).
 # TYPE xvs_service_quorum_up gauge
 xvs_service_quorum_up{protocol="tcp",vip="198.18.0.1",vport="80"} 0
-# HELP xvs_backend_weight Configured weight (0: quiesced).
+# HELP xvs_backend_weight Backend weight: effective (what the workers run: after health, dynamic and adaptive weights; 0: quiesced) or configured.
 # TYPE xvs_backend_weight gauge
-xvs_backend_weight{protocol="tcp",vip="198.18.0.1",vport="80",address="198.19.0.11",port="8080",method="nat"} 3
+xvs_backend_weight{protocol="tcp",vip="198.18.0.1",vport="80",address="198.19.0.11",port="8080",method="nat",kind="effective"} 3
+xvs_backend_weight{protocol="tcp",vip="198.18.0.1",vport="80",address="198.19.0.11",port="8080",method="nat",kind="configured"} 4
 # HELP xvs_backend_active_connections Established connections (IPVS activeconns).
 # TYPE xvs_backend_active_connections gauge
 xvs_backend_active_connections{protocol="tcp",vip="198.18.0.1",vport="80",address="198.19.0.11",port="8080",method="nat"} 2
@@ -148,6 +154,12 @@ xvs_backend_health_transitions_total{protocol="tcp",vip="198.18.0.1",vport="80",
 # TYPE xvs_backend_health_checks_total counter
 xvs_backend_health_checks_total{protocol="tcp",vip="198.18.0.1",vport="80",address="198.19.0.11",port="8080",method="nat",result="ok"} 40
 xvs_backend_health_checks_total{protocol="tcp",vip="198.18.0.1",vport="80",address="198.19.0.11",port="8080",method="nat",result="failed"} 6
+# HELP xvs_backend_response_seconds Health check response time, smoothed over the successful probes.
+# TYPE xvs_backend_response_seconds gauge
+xvs_backend_response_seconds{protocol="tcp",vip="198.18.0.1",vport="80",address="198.19.0.11",port="8080",method="nat"} 0.0125
+# HELP xvs_backend_load_percent Load figure the backend reports to its health check (0 idle, 100 saturated).
+# TYPE xvs_backend_load_percent gauge
+xvs_backend_load_percent{protocol="tcp",vip="198.18.0.1",vport="80",address="198.19.0.11",port="8080",method="nat"} 40
 # HELP xvs_worker_rx_packets_total Frames received by the worker.
 # TYPE xvs_worker_rx_packets_total counter
 xvs_worker_rx_packets_total{worker="0"} 100
@@ -203,6 +215,7 @@ fn large() -> Metrics {
         port: 8080,
         method: "dr".into(),
         weight: 0,
+        configured_weight: 0,
         active: 0,
         inactive: 0,
         persistent: 1,
@@ -222,6 +235,7 @@ fn large() -> Metrics {
             port: 0,
             method: "we\"ird\\me\nthod".into(),
             weight: 1,
+            configured_weight: 1,
             active: 1,
             inactive: 0,
             persistent: 0,
@@ -243,6 +257,41 @@ fn large() -> Metrics {
         busy_ratio: f64::INFINITY,
         drops: vec![("malformed".into(), u64::MAX)],
         ..Default::default()
+    });
+    // A redirect listener (`xvs_redirect_*`) with a name that needs escaping and a backend no
+    // longer available.
+    m.redirect.push(RedirectStatus {
+        name: "web \"a\"".into(),
+        listen: vec!["198.18.0.2:80".parse().unwrap()],
+        service: "TCP 198.18.0.1:80".into(),
+        scheduler: "wrr".into(),
+        code: 302,
+        persistence: 30,
+        requests: 12,
+        redirects: 9,
+        bad_requests: 2,
+        unavailable: 1,
+        connection_errors: 0,
+        refused: 0,
+        internal_errors: 0,
+        persistent_clients: 3,
+        persistence_full: 0,
+        backends: vec![
+            RedirectBackend {
+                addr: "198.19.0.11".parse().unwrap(),
+                port: 8080,
+                url: "http://198.19.0.11:8080".into(),
+                weight: 2,
+                redirects: 7,
+            },
+            RedirectBackend {
+                addr: "2001:db8::11".parse().unwrap(),
+                port: 80,
+                url: "http://[2001:db8::11]".into(),
+                weight: 0,
+                redirects: 2,
+            },
+        ],
     });
     m
 }
@@ -440,6 +489,35 @@ fn larger_model_keeps_the_rules_and_escapes_labels() {
     assert!(!samples.iter().any(
         |s| s.name == "xvs_backend_up" && label(s, "address").as_deref() == Some("198.19.0.12")
     ));
+    // The redirect listener: its escaped name, redirects by backend, errors by kind.
+    let value = |name: &str, extra: &[(&str, &str)]| -> Vec<String> {
+        samples
+            .iter()
+            .filter(|s| s.name == name)
+            .filter(|s| label(s, "redirect").as_deref() == Some("web \"a\""))
+            .filter(|s| {
+                extra
+                    .iter()
+                    .all(|(k, v)| label(s, k).as_deref() == Some(*v))
+            })
+            .map(|s| s.value.clone())
+            .collect()
+    };
+    assert_eq!(value("xvs_redirect_requests_total", &[]), ["12"]);
+    assert_eq!(
+        value(
+            "xvs_redirect_redirects_total",
+            &[("address", "2001:db8::11"), ("port", "80")]
+        ),
+        ["2"]
+    );
+    assert_eq!(
+        value("xvs_redirect_errors_total", &[("kind", "bad_request")]),
+        ["2"]
+    );
+    assert_eq!(value("xvs_redirect_errors_total", &[]).len(), 5);
+    assert_eq!(value("xvs_redirect_backends", &[]), ["1"]);
+    assert_eq!(value("xvs_redirect_persistent_clients", &[]), ["3"]);
     // Float edge cases and the largest counter.
     let busy: Vec<_> = samples
         .iter()
@@ -982,6 +1060,7 @@ fn a_removed_backend_has_only_its_health_series() {
         port: 8080,
         method: "nat".into(),
         weight: 5,
+        configured_weight: 5,
         active: 0,
         inactive: 0,
         persistent: 0,
@@ -992,6 +1071,8 @@ fn a_removed_backend_has_only_its_health_series() {
             checks_ok: 0,
             checks_failed: 2,
             since_unix: 1,
+            response_us: None,
+            load: None,
         }),
         removed: true,
     });

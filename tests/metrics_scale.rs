@@ -45,6 +45,7 @@ fn big() -> Metrics {
                         port: 8080,
                         method: "nat".into(),
                         weight: 1,
+                        configured_weight: 1,
                         active: 10,
                         inactive: 3,
                         persistent: 0,
@@ -55,6 +56,8 @@ fn big() -> Metrics {
                             checks_ok: 1000,
                             checks_failed: 3,
                             since_unix: 0,
+                            response_us: Some(1500),
+                            load: None,
                         }),
                         removed: false,
                     })
@@ -92,6 +95,7 @@ fn big() -> Metrics {
             .collect(),
         history: Vec::new(),
         dns: Vec::new(),
+        redirect: Vec::new(),
     }
 }
 

@@ -1,5 +1,6 @@
 //! The status page in a real browser: `xvs run` in the namespace testbed with a checked service
-//! (two backends' checks fail: one is removed, one quiescent), some HTTP through the VIP, then headless Chromium (Debian
+//! (two backends' checks fail: one is removed, one quiescent) and a DNS zone of two sites (one
+//! down), some HTTP through the VIP, then headless Chromium (Debian
 //! `chromium`, run in the director's namespace) loads `http://127.0.0.1:PORT/status`, runs its
 //! script (which fetches status.json) and the test reads the DOM it printed; a screenshot is
 //! kept at `target/status-page.png`.
@@ -51,7 +52,32 @@ method = "nat"
 [service.backend.check]
 connect_port = 8999
 quiescent = true
+
+# DNS: the service's VIP as a site (answered: b1 is up) and a remote site whose check fails.
+[[dns]]
+zone = "sp.test"
+names = ["www.sp.test"]
+listen = ["127.0.0.1:5353"]
+
+[[dns.site]]
+name = "here"
+service = 0
+
+[[dns.site]]
+name = "gone"
+address = "198.18.60.1"
+port = 8997
+check = { type = "tcp", connect_ip = "127.0.0.1", interval_ms = 200, timeout_ms = 200, rise = 1, fall = 1 }
 "#;
+
+/// The table row of `dom` that carries `attr`.
+fn row_of(dom: &str, attr: &str) -> String {
+    let start = dom
+        .find(attr)
+        .unwrap_or_else(|| panic!("no row with {attr}:\n{dom}"));
+    let end = dom[start..].find("</tr>").map_or(dom.len(), |e| e + start);
+    dom[start..end].to_string()
+}
 
 /// The page as Chromium leaves it after running its script (`--dump-dom`), or a screenshot.
 fn chromium(tb: &Testbed, profile: &std::path::Path, args: &[&str], url: &str) -> (bool, String) {
@@ -153,13 +179,24 @@ fn status_page_in_headless_chromium() {
     assert!(b2.contains("<td>Masq</td><td>removed (2)</td>"), "{b2}");
     assert!(b2.contains("data-health=\"down\""), "{b2}");
     let b3 = row("198.18.3.13:80");
-    assert!(b3.contains("<td>Masq</td><td>0</td>"), "{b3}");
+    assert!(b3.contains("<td>Masq</td><td>0 of 1</td>"), "{b3}");
     assert!(b3.contains("data-health=\"down\""), "{b3}");
     assert!(b3.contains(" s ago</td>"), "{b3}");
     // The service row's connection total: the 30 requests (HTTP/1.0 through NAT).
     let svc_start = dom.find("data-service=\"TCP 198.18.10.1:80\"").unwrap();
     let svc = &dom[svc_start..svc_start + dom[svc_start..].find("</tr>").unwrap()];
     assert!(svc.ends_with("<td>30</td>"), "{svc}");
+    // DNS: the zone, the name answering the VIP of the site that is up, the sites' states.
+    assert!(dom.contains("data-dns-zone=\"sp.test\""), "{dom}");
+    let name = row_of(&dom, "data-dns-name=\"www.sp.test.\"");
+    assert!(name.contains("<td>198.18.10.1 (1)</td>"), "{name}");
+    let here = row_of(&dom, "data-dns-site=\"here\"");
+    assert!(here.contains("data-health=\"up\""), "{here}");
+    let gone = row_of(&dom, "data-dns-site=\"gone\"");
+    assert!(
+        gone.contains("data-health=\"down\"") && gone.contains("down (check tcp)"),
+        "{gone}"
+    );
     // Drops by reason: the non-zero ones, or "none" with the number of reasons counted.
     let drops = &dom[dom.find("<table id=\"drops\">").expect("drops table")..];
     let drops = &drops[..drops.find("</table>").unwrap()];

@@ -35,6 +35,9 @@ pub struct ListFormat {
     pub exact: bool,
     /// `--tun-info`: a TunnelInfo column after Forward (`ipip` for tunnel backends, else `n/a`).
     pub tun_info: bool,
+    /// `--weights` (xvs): after Weight (the effective weight), the configured weight, the
+    /// health check's smoothed response time and the reported load.
+    pub weights: bool,
 }
 
 /// `IP Virtual Server version 1.2.1 (size=4096)`.
@@ -82,6 +85,8 @@ fn title(f: &ListFormat) -> String {
         )
     } else if f.tun_info {
         return "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward TunnelInfo    Weight ActiveConn InActConn\n".into();
+    } else if f.weights {
+        return "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight CfgWeight Response   Load\n".into();
     } else {
         return "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n".into();
     };
@@ -223,6 +228,20 @@ fn service_entry(out: &mut String, s: &ServiceListing, f: &ListFormat) {
                 b.weight,
                 b.active,
                 b.inactive
+            );
+        } else if f.weights {
+            let response = b.response.map_or_else(
+                || "-".to_string(),
+                |r| format!("{:.1}ms", r.as_secs_f64() * 1e3),
+            );
+            let load = b.load.map_or_else(|| "-".to_string(), |l| format!("{l}%"));
+            let _ = writeln!(
+                out,
+                "  -> {d:<28} {:<7} {:<6} {:<9} {:<10} {load}",
+                method_name(b.method),
+                b.weight,
+                b.configured_weight,
+                response,
             );
         } else {
             let _ = writeln!(
@@ -535,8 +554,96 @@ pub fn daemons(list: &[(DaemonConfig, u16)]) -> String {
     out
 }
 
+/// `-L --stateless` (xvs): each DNS zone (listen addresses, scheduler) with its names, their
+/// queries and answers by rcode, and the records answered now; each HTTP redirect listener
+/// (listen addresses, service, scheduler, status code, persistence) with its counters and its
+/// backends' URLs, weights and redirects. Backends are indented with `->` as in `-L`.
+pub fn stateless(st: &super::model::Stateless) -> String {
+    let mut out = String::new();
+    let joined = |v: &[std::net::SocketAddr]| {
+        v.iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    for d in &st.dns {
+        let _ = writeln!(
+            out,
+            "DNS zone {} listen {} scheduler {} dropped {}",
+            d.zone,
+            joined(&d.listen),
+            d.scheduler,
+            d.dropped
+        );
+        for n in &d.names {
+            let answers: Vec<String> = n
+                .rcodes
+                .iter()
+                .filter(|(_, c)| *c > 0)
+                .map(|(m, c)| format!("{m} {c}"))
+                .collect();
+            let name = if n.name.is_empty() {
+                "(other names)"
+            } else {
+                &n.name
+            };
+            let _ = writeln!(
+                out,
+                "  NAME {name} queries {} answers {}{}",
+                n.queries,
+                if answers.is_empty() {
+                    "0".to_string()
+                } else {
+                    answers.join(" ")
+                },
+                if n.truncated > 0 {
+                    format!(" truncated {}", n.truncated)
+                } else {
+                    String::new()
+                }
+            );
+            for (a, w) in &n.backends {
+                let _ = writeln!(out, "  -> {a:<40} weight {w}");
+            }
+        }
+    }
+    for r in &st.redirect {
+        let _ = writeln!(
+            out,
+            "REDIRECT {} listen {} service {} scheduler {} code {}{}",
+            r.name,
+            joined(&r.listen),
+            r.service,
+            r.scheduler,
+            r.code,
+            if r.persistence > 0 {
+                format!(
+                    " persistent {} clients {}",
+                    r.persistence, r.persistent_clients
+                )
+            } else {
+                String::new()
+            }
+        );
+        let _ = writeln!(
+            out,
+            "  requests {} redirects {} bad_requests {} unavailable {} connection_errors {} refused {}",
+            r.requests, r.redirects, r.bad_requests, r.unavailable, r.connection_errors, r.refused
+        );
+        for b in &r.backends {
+            let _ = writeln!(
+                out,
+                "  -> {:<40} weight {} redirects {}",
+                b.url, b.weight, b.redirects
+            );
+        }
+    }
+    out
+}
+
 /// `-S --toml` (xvs): the state as the configuration file's `[timeouts]`, `[defense]` (the
-/// source limit, when not the default) and `[[service]]` sections, services in creation order and backends in add order, so that a reload of a file
+/// source limit, when not the default) and `[[service]]` sections, services in creation order
+/// and backends in add order, so that a reload of a file
 /// holding them rebuilds the same lists (ipvsadm rules are sorted, which reorders backends).
 pub fn save_toml(st: &DesiredState) -> String {
     let t = &st.timeouts;
@@ -779,6 +886,9 @@ pub fn service_json(s: &ServiceListing, nosort: bool) -> Value {
             json!({
                 "address": b.addr.to_string(), "port": b.port,
                 "method": method_json(b.method), "weight": b.weight,
+                "configured_weight": b.configured_weight,
+                "response_ms": b.response.map(|r| r.as_secs_f64() * 1e3),
+                "load_percent": b.load,
                 "u_threshold": b.u_threshold, "l_threshold": b.l_threshold,
                 "conn_rate": b.conn_rate,
                 "active_conns": b.active, "inactive_conns": b.inactive,
@@ -868,6 +978,47 @@ mod tests {
         let mut v = vec![c, a, b];
         merge_sort(&mut v, &|x, y| cmp_dests(*x, 0, *y, 0));
         assert_eq!(v, [b, c, a]);
+    }
+
+    #[test]
+    fn the_weights_view_shows_effective_and_configured_weight_response_and_load() {
+        let st = crate::config::Config::parse(
+            std::path::Path::new("t.toml"),
+            "[[service]]\nprotocol = \"tcp\"\nvip = \"198.18.10.1\"\nport = 80\nscheduler = \"wrr\"\n\
+             [[service.backend]]\naddress = \"198.18.3.11\"\nport = 8080\nweight = 100\nmethod = \"nat\"\n\
+             [[service.backend]]\naddress = \"198.18.3.12\"\nport = 8080\nweight = 100\nmethod = \"nat\"\n",
+        )
+        .unwrap();
+        let mut l = Listing::from_state(&DesiredState::from_config(&st));
+        let b = l.backend_mut(
+            &l.services[0].key.clone(),
+            "198.18.3.12".parse().unwrap(),
+            8080,
+        );
+        let b = b.unwrap();
+        b.weight = 12;
+        b.response = Some(std::time::Duration::from_micros(402_340));
+        b.load = Some(35);
+        let f = ListFormat {
+            weights: true,
+            ..ListFormat::default()
+        };
+        assert_eq!(
+            list_all(&l, &f),
+            "IP Virtual Server version 1.2.1 (size=4096)\n\
+             Prot LocalAddress:Port Scheduler Flags\n\
+             \x20 -> RemoteAddress:Port           Forward Weight CfgWeight Response   Load\n\
+             TCP  198.18.10.1:80 wrr\n\
+             \x20 -> 198.18.3.11:8080             Masq    100    100       -          -\n\
+             \x20 -> 198.18.3.12:8080             Masq    12     100       402.3ms    35%\n"
+        );
+        let json = service_json(&l.services[0], false);
+        let b = &json["backends"][1];
+        assert_eq!(b["weight"], 12);
+        assert_eq!(b["configured_weight"], 100);
+        assert_eq!(b["load_percent"], 35);
+        assert!((b["response_ms"].as_f64().unwrap() - 402.34).abs() < 1e-9);
+        assert!(json["backends"][0]["response_ms"].is_null());
     }
 
     #[test]

@@ -178,6 +178,7 @@ pub enum StatusItem {
 /// command = "/usr/local/bin/check-db"          # exec
 /// args = ["--quick"]     # exec; address and port are appended
 /// dynamic = false        # exec: exit 2-255 = healthy with weight = code - 2 (misc_dynamic)
+/// load_path = "/load"    # http/https: GET it after each good probe; body 0..100 = load %
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -219,6 +220,9 @@ pub struct CheckConfig {
     /// exec: exit codes 2–255 are healthy and set the weight to the code − 2 (keepalived's
     /// `misc_dynamic`); default false.
     pub dynamic: Option<bool>,
+    /// http/https: read the backend's load in percent (a body `0`..`100`) from this path after
+    /// each successful probe.
+    pub load_path: Option<String>,
 }
 
 /// A check that cannot be used: the field (a path under the prefix handed to
@@ -281,6 +285,7 @@ impl CheckConfig {
                     command: b.command.or(s.command),
                     args: b.args.or(s.args),
                     dynamic: b.dynamic.or(s.dynamic),
+                    load_path: b.load_path.or(s.load_path),
                 })
             }
         }
@@ -334,6 +339,7 @@ impl CheckConfig {
         only("command", self.command.is_some(), &[Exec])?;
         only("args", self.args.is_some(), &[Exec])?;
         only("dynamic", self.dynamic.is_some(), &[Exec])?;
+        only("load_path", self.load_path.is_some(), &[Http, Https])?;
         if kind == CheckKind::None {
             return Ok(None);
         }
@@ -364,18 +370,25 @@ impl CheckConfig {
         let probe = match kind {
             CheckKind::Tcp => Probe::Tcp,
             CheckKind::Http | CheckKind::Https => {
+                let check_path = |name: &str, path: &str| {
+                    if !path.starts_with('/') {
+                        return Err(err(name, format!("{path:?} does not start with '/'")));
+                    }
+                    if path
+                        .bytes()
+                        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+                    {
+                        return Err(err(
+                            name,
+                            "contains whitespace or control characters".into(),
+                        ));
+                    }
+                    Ok(())
+                };
                 let path = self.path.clone().unwrap_or_else(|| "/".into());
-                if !path.starts_with('/') {
-                    return Err(err("path", format!("{path:?} does not start with '/'")));
-                }
-                if path
-                    .bytes()
-                    .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
-                {
-                    return Err(err(
-                        "path",
-                        "contains whitespace or control characters".into(),
-                    ));
+                check_path("path", &path)?;
+                if let Some(l) = &self.load_path {
+                    check_path("load_path", l)?;
                 }
                 if let Some(h) = &self.host {
                     if h.is_empty()
@@ -461,6 +474,7 @@ impl CheckConfig {
                 };
                 Probe::Http(HttpProbe {
                     path,
+                    load_path: self.load_path.clone(),
                     host: self.host.clone(),
                     status,
                     digest,
@@ -615,6 +629,8 @@ pub enum Probe {
 #[derive(Clone)]
 pub struct HttpProbe {
     pub path: String,
+    /// Where the backend's load figure is read after a successful probe.
+    pub load_path: Option<String>,
     pub host: Option<String>,
     pub status: Vec<u16>,
     pub digest: Option<[u8; 16]>,
@@ -777,35 +793,60 @@ impl Deadline {
 /// Run one probe of `spec` against `backend` of `service` now (blocking, bounded by the timeout).
 /// Public so that `xvs ctl` or tests can run a check once.
 pub fn probe_once(spec: &CheckSpec, service: &str, backend: SocketAddr) -> ProbeResult {
+    run_probe(spec, service, backend, &Stop::default()).result
+}
+
+/// One probe, measured: [`probe_measured`]'s answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeOutcome {
+    pub result: ProbeResult,
+    /// The weight a dynamic check set (`exec` with `dynamic = true`), if it set one.
+    pub weight: Option<u32>,
+    /// From the start of the probe to its verdict (without the load request).
+    pub elapsed: Duration,
+    /// The load figure read from `load_path` (percent, 0..=100) or why it could not be read;
+    /// `None` when the check has no `load_path` or the probe failed.
+    pub load: Option<Result<u8, String>>,
+}
+
+/// Run one probe as the checker threads do: its result, dynamic weight, response time and load
+/// figure. Public so that tests can measure a check once.
+pub fn probe_measured(spec: &CheckSpec, service: &str, backend: SocketAddr) -> ProbeOutcome {
     run_probe(spec, service, backend, &Stop::default())
 }
 
-fn run_probe(spec: &CheckSpec, service: &str, backend: SocketAddr, stop: &Stop) -> ProbeResult {
-    run_probe_weighted(spec, service, backend, stop).0
-}
-
-/// A probe's result and the weight a dynamic check set (if it set one).
-fn run_probe_weighted(
-    spec: &CheckSpec,
-    service: &str,
-    backend: SocketAddr,
-    stop: &Stop,
-) -> (ProbeResult, Option<u32>) {
+fn run_probe(spec: &CheckSpec, service: &str, backend: SocketAddr, stop: &Stop) -> ProbeOutcome {
     let addr = spec.probe_addr(backend);
+    let started = Instant::now();
     let deadline = Deadline::new(spec.timeout);
+    let outcome = |result: ProbeResult, weight: Option<u32>| ProbeOutcome {
+        result,
+        weight,
+        elapsed: started.elapsed(),
+        load: None,
+    };
     if addr.port() == 0 && !matches!(spec.probe, Probe::Exec(_)) {
-        return (
+        return outcome(
             Err("no port to probe (backend port 0: set connect_port)".into()),
             None,
         );
     }
     match &spec.probe {
-        Probe::Tcp => (connect(addr, &deadline).map(|_| "connected".into()), None),
-        Probe::Http(h) => (probe_http(h, addr, &deadline), None),
-        Probe::Udp(u) => (probe_udp(u, addr, &deadline), None),
+        Probe::Tcp => outcome(connect(addr, &deadline).map(|_| "connected".into()), None),
+        Probe::Http(h) => {
+            let mut o = outcome(probe_http(h, addr, &deadline), None);
+            if let (Some(path), Ok(_)) = (&h.load_path, &o.result) {
+                o.load = Some(read_load(h, addr, path, &deadline));
+            }
+            o
+        }
+        Probe::Udp(u) => outcome(probe_udp(u, addr, &deadline), None),
         Probe::Exec(e) => match probe_exec(e, service, addr, &deadline, stop) {
-            Ok(code) => exec_verdict(code, e.dynamic),
-            Err(err) => (Err(err), None),
+            Ok(code) => {
+                let (result, weight) = exec_verdict(code, e.dynamic);
+                outcome(result, weight)
+            }
+            Err(err) => outcome(Err(err), None),
         },
     }
 }
@@ -880,8 +921,13 @@ fn agent_for(h: &HttpProbe, addr: SocketAddr) -> ureq::Agent {
         .clone()
 }
 
-/// `GET path HTTP/1.0` through ureq (rustls for https), bounded by the deadline as a whole.
-fn probe_http(h: &HttpProbe, addr: SocketAddr, deadline: &Deadline) -> ProbeResult {
+/// `GET path HTTP/1.0` to `addr` through `h`'s agent, bounded by the deadline as a whole.
+fn http_get(
+    h: &HttpProbe,
+    addr: SocketAddr,
+    path: &str,
+    deadline: &Deadline,
+) -> Result<ureq::http::Response<ureq::Body>, String> {
     let left = deadline.left()?;
     let host = match &h.host {
         Some(host) => host.clone(),
@@ -897,7 +943,7 @@ fn probe_http(h: &HttpProbe, addr: SocketAddr, deadline: &Deadline) -> ProbeResu
         },
     };
     let scheme = if h.tls.is_some() { "https" } else { "http" };
-    let url = format!("{scheme}://{name}:{}{}", addr.port(), h.path);
+    let url = format!("{scheme}://{name}:{}{}", addr.port(), path);
     let request = ureq::http::Request::builder()
         .method("GET")
         .uri(&url)
@@ -912,7 +958,53 @@ fn probe_http(h: &HttpProbe, addr: SocketAddr, deadline: &Deadline) -> ProbeResu
         .configure_request(request)
         .timeout_global(Some(left))
         .build();
-    let mut response = agent.run(request).map_err(|e| http_error(deadline, e))?;
+    agent.run(request).map_err(|e| http_error(deadline, e))
+}
+
+/// Longest body of a load answer.
+const MAX_LOAD_BODY: u64 = 256;
+
+/// The backend's load in percent from `GET path`: status 2xx and a body that is one decimal
+/// number 0..=100 (surrounding whitespace allowed), rounded.
+fn read_load(
+    h: &HttpProbe,
+    addr: SocketAddr,
+    path: &str,
+    deadline: &Deadline,
+) -> Result<u8, String> {
+    let mut response = http_get(h, addr, path, deadline)?;
+    let status = response.status().as_u16();
+    if !(200..300).contains(&status) {
+        return Err(format!("status {status}"));
+    }
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(MAX_LOAD_BODY)
+        .read_to_string()
+        .map_err(|e| match e {
+            ureq::Error::BodyExceedsLimit(_) => format!("body longer than {MAX_LOAD_BODY} bytes"),
+            e => http_error(deadline, e),
+        })?;
+    parse_load(&body)
+}
+
+/// A load answer's body: one decimal number 0..=100, rounded to a whole percent.
+pub fn parse_load(body: &str) -> Result<u8, String> {
+    let text = body.trim();
+    let short: String = text.chars().take(20).collect();
+    let v: f64 = text
+        .parse()
+        .map_err(|_| format!("body {short:?} is not a number"))?;
+    if !(0.0..=100.0).contains(&v) {
+        return Err(format!("{short} is outside 0..=100"));
+    }
+    Ok(v.round() as u8)
+}
+
+/// `GET path HTTP/1.0` through ureq (rustls for https), bounded by the deadline as a whole.
+fn probe_http(h: &HttpProbe, addr: SocketAddr, deadline: &Deadline) -> ProbeResult {
+    let mut response = http_get(h, addr, &h.path, deadline)?;
     let status = response.status().as_u16();
     if h.digest.is_none() {
         return judge(h, status, None);
@@ -1163,6 +1255,25 @@ pub struct BackendHealth {
     pub last_result: String,
     /// The reason of the last transition ("initial state" before any).
     pub reason: String,
+    /// The last successful probe's response time.
+    pub response: Option<Duration>,
+    /// The response time smoothed over successful probes: each sample weighs
+    /// [`RESPONSE_SMOOTHING`], the previous average the rest.
+    pub response_avg: Option<Duration>,
+    /// The load figure last read from `load_path` (percent); `None` before the first reading or
+    /// while the backend's answers are unreadable.
+    pub load: Option<u8>,
+}
+
+/// Weight of a new response-time sample in [`BackendHealth::response_avg`].
+pub const RESPONSE_SMOOTHING: f64 = 0.3;
+
+/// The moving average after `sample`: the sample alone for the first one.
+pub fn smooth_response(avg: Option<Duration>, sample: Duration) -> Duration {
+    match avg {
+        None => sample,
+        Some(a) => a.mul_f64(1.0 - RESPONSE_SMOOTHING) + sample.mul_f64(RESPONSE_SMOOTHING),
+    }
 }
 
 type Key = (String, SocketAddr);
@@ -1321,6 +1432,9 @@ impl HealthChecker {
                     } else {
                         "initial state".into()
                     },
+                    response: None,
+                    response_avg: None,
+                    load: None,
                 });
                 entry.kind = spec.kind;
                 entry.quiescent = spec.quiescent;
@@ -1403,17 +1517,23 @@ impl Worker {
         let mut last_ok: Option<bool> = None;
         let mut first = true;
         let mut weight: Option<u32> = None;
+        let mut load_failing = false;
         let mut next = Instant::now() + random_below(self.spec.warmup);
         loop {
             if self.stop.wait_until(next) {
                 return;
             }
             let started = Instant::now();
-            let (result, new_weight) =
-                run_probe_weighted(&self.spec, &self.key.0, self.key.1, &self.stop);
+            let outcome = run_probe(&self.spec, &self.key.0, self.key.1, &self.stop);
+            let new_weight = outcome.weight;
             let weight_changed = new_weight.is_some() && new_weight != weight;
             if new_weight.is_some() {
                 weight = new_weight;
+            }
+            let mut result = outcome.result;
+            // A load answer that cannot be read leaves the load unknown; the result says why.
+            if let (Ok(text), Some(Err(why))) = (&mut result, &outcome.load) {
+                text.push_str(&format!("; load: {why}"));
             }
             let ok = result.is_ok();
             run = if last_ok == Some(ok) {
@@ -1449,8 +1569,25 @@ impl Worker {
                 if let Some(e) = table.get_mut(&self.key) {
                     if ok {
                         e.checks_ok += 1;
+                        e.response = Some(outcome.elapsed);
+                        e.response_avg = Some(smooth_response(e.response_avg, outcome.elapsed));
                     } else {
                         e.checks_failed += 1;
+                    }
+                    match &outcome.load {
+                        Some(Ok(l)) => e.load = Some(*l),
+                        Some(Err(why)) => {
+                            if !load_failing {
+                                let (service, backend) = (&self.key.0, self.key.1);
+                                tracing::warn!(target: "xvs::health", %service, %backend,
+                                    "health: backend {backend} of {service}: load unknown: {why}");
+                            }
+                            e.load = None;
+                        }
+                        None => {}
+                    }
+                    if let Some(l) = &outcome.load {
+                        load_failing = l.is_err();
                     }
                     e.streak = run;
                     e.last_result = text.clone();
@@ -1515,6 +1652,26 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn load_answers_are_one_number_from_0_to_100() {
+        assert_eq!(parse_load("42\n"), Ok(42));
+        assert_eq!(parse_load(" 12.6 "), Ok(13));
+        assert_eq!(parse_load("0"), Ok(0));
+        assert_eq!(parse_load("100"), Ok(100));
+        for bad in ["", "101", "-1", "NaN", "inf", "42%", "load=3"] {
+            assert!(parse_load(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn response_times_are_smoothed() {
+        let ms = Duration::from_millis;
+        assert_eq!(smooth_response(None, ms(100)), ms(100));
+        // 0.7 × 100 + 0.3 × 400 = 190.
+        let a = smooth_response(Some(ms(100)), ms(400));
+        assert!(a.abs_diff(ms(190)) < Duration::from_micros(1), "{a:?}");
+    }
 
     #[test]
     fn exec_exit_codes_with_and_without_dynamic_weights() {

@@ -9,7 +9,8 @@
 //! service port forced for direct-routing and tunnel backends of non-fwmark services.
 //!
 //! xvs additions: `--fullnat` (method), `--json` (listings), and the verbs `reload` and
-//! `status`. Names are not resolved: addresses and ports are numeric.
+//! `status`; `-L --stateless` lists the DNS names and HTTP redirect listeners. Names are not
+//! resolved: addresses and ports are numeric.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -65,6 +66,9 @@ pub struct ListOptions {
     pub json: bool,
     /// `--daemon`: the sync daemons (xvs has none: prints nothing).
     pub daemon: bool,
+    /// `--stateless` (xvs): the DNS names and HTTP redirect listeners with their backends and
+    /// counters.
+    pub stateless: bool,
     /// `--limits` (xvs): the rate limits and what they refused.
     pub limits: bool,
 }
@@ -216,26 +220,26 @@ impl Cmd {
     /// ` ` optional.
     fn legal(self) -> &'static [u8; N_OPTS] {
         match self {
-            Cmd::Add | Cmd::Edit => b"xx+   xxxxxxxxxxxx  xxxxxxxxxxxx  x",
-            Cmd::Del => b"xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
-            Cmd::List => b" 11xxxxxxxx1      xx xx1 xxxxxxxxx ",
-            Cmd::AddDest | Cmd::EditDest => b"xx+xxx+    xxxxxxxxxx xxxxxxxxxxx x",
-            Cmd::DelDest => b"xx+xxx+xxxxxxxxxxxxxxxxxxxxxxxxxxxx",
-            Cmd::Save => b" xxxxxxxxxxxxxxxxxxxxx xxxxxxxxxxxx",
-            Cmd::Zero => b"xx xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+            Cmd::Add | Cmd::Edit => b"xx+   xxxxxxxxxxxx  xxxxxxxxxxxx xx x",
+            Cmd::Del => b"xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+            Cmd::List => b" 11xxxxxxxx1      xx xx1 xxxxxxxx 1x ",
+            Cmd::AddDest | Cmd::EditDest => b"xx+xxx+    xxxxxxxxxx xxxxxxxxxxxxx x",
+            Cmd::DelDest => b"xx+xxx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+            Cmd::Save => b" xxxxxxxxxxxxxxxxxxxxx xxxxxxxxxxxxxx",
+            Cmd::Zero => b"xx xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
             Cmd::Flush | Cmd::Timeout | Cmd::Restore | Cmd::StopDaemon | Cmd::SourceRate => {
-                b"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+                b"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
             }
-            Cmd::StartDaemon => b"xxxxxxxxxxxxxxxxxxxxxxxxx       xxx",
-            Cmd::Help | Cmd::Version => b"                                   ",
+            Cmd::StartDaemon => b"xxxxxxxxxxxxxxxxxxxxxxxxx       xxxxx",
+            Cmd::Help | Cmd::Version => b"                                     ",
         }
     }
 }
 
 /// ipvsadm's option names (`optnames`, plus `sched-flags`, `tun-type`, `daemon`, the sync
-/// daemon's options, and xvs's `json`, `toml`, `sync-peers`, `synproxy`, `conn-rate`,
-/// `limits`).
-const N_OPTS: usize = 35;
+/// daemon's options, and xvs's `json`, `toml`, `sync-peers`, `synproxy`, `weights`,
+/// `stateless`, `conn-rate`, `limits`).
+const N_OPTS: usize = 37;
 const OPT_NAMES: [&str; N_OPTS] = [
     "numeric",
     "connection",
@@ -270,6 +274,8 @@ const OPT_NAMES: [&str; N_OPTS] = [
     "mcast-ttl",
     "sync-peers",
     "synproxy",
+    "weights",
+    "stateless",
     "conn-rate",
     "limits",
 ];
@@ -307,8 +313,10 @@ const O_MCAST_PORT: usize = 29;
 const O_MCAST_TTL: usize = 30;
 const O_SYNC_PEERS: usize = 31;
 const O_SYNPROXY: usize = 32;
-const O_CONN_RATE: usize = 33;
-const O_LIMITS: usize = 34;
+const O_WEIGHTS: usize = 33;
+const O_STATELESS: usize = 34;
+const O_CONN_RATE: usize = 35;
+const O_LIMITS: usize = 36;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Arg {
@@ -419,7 +427,9 @@ const OPTIONS: &[Opt] = &[
     o(None, "tun-type", Arg::Required, Id::Set(O_TUN_TYPE)),
     o(None, "toml", Arg::No, Id::Set(O_TOML)),
     o(None, "daemon", Arg::No, Id::Set(O_DAEMON)),
+    o(None, "stateless", Arg::No, Id::Set(O_STATELESS)),
     o(None, "tun-info", Arg::No, Id::Set(O_TUN_INFO)),
+    o(None, "weights", Arg::No, Id::Set(O_WEIGHTS)),
     o(None, "sctp-service", Arg::Required, Id::Sctp),
     o(
         None,
@@ -920,15 +930,21 @@ fn build(mut raw: Raw) -> Result<Command, UsageError> {
             timeout: raw.given[O_TIMEOUT],
             json: raw.given[O_JSON],
             daemon: raw.given[O_DAEMON],
+            stateless: raw.given[O_STATELESS],
             limits: raw.given[O_LIMITS],
             format: {
                 let g = &raw.given;
-                if (g[O_CONNECTION] || g[O_TIMEOUT] || g[O_DAEMON] || g[O_LIMITS])
-                    && (g[O_STATS] || g[O_PERSISTENTCONN] || g[O_RATE] || g[O_THRESHOLDS])
+                if (g[O_CONNECTION] || g[O_TIMEOUT] || g[O_DAEMON] || g[O_STATELESS] || g[O_LIMITS])
+                    && (g[O_STATS]
+                        || g[O_PERSISTENTCONN]
+                        || g[O_RATE]
+                        || g[O_THRESHOLDS]
+                        || g[O_WEIGHTS])
                 {
                     return Err(usage("options conflicts in the list command"));
                 }
-                if g[O_LIMITS] && (g[O_CONNECTION] || g[O_TIMEOUT] || g[O_DAEMON]) {
+                if g[O_LIMITS] && (g[O_CONNECTION] || g[O_TIMEOUT] || g[O_DAEMON] || g[O_STATELESS])
+                {
                     return Err(usage("options conflicts in the list command"));
                 }
                 ListFormat {
@@ -939,6 +955,7 @@ fn build(mut raw: Raw) -> Result<Command, UsageError> {
                     nosort: g[O_NOSORT],
                     exact: g[O_EXACT],
                     tun_info: g[O_TUN_INFO],
+                    weights: g[O_WEIGHTS],
                 }
             },
         })),
@@ -1171,7 +1188,8 @@ Usage:
   xvs ctl -S [-n] [--toml]   (--toml: [[service]] sections for the configuration file)
   xvs ctl -a|e -t|u|f service-address -r server-address [-g|-i|-m|--fullnat] [-w weight] [-x upper] [-y lower] [--conn-rate N]
   xvs ctl -d -t|u|f service-address -r server-address
-  xvs ctl -L|l [-n] [-c] [--timeout] [--stats|--rate|--thresholds|--persistent-conn|--tun-info] [--exact] [--nosort] [--json] [-t|u|f service-address]
+  xvs ctl -L|l [-n] [-c] [--timeout] [--stats|--rate|--thresholds|--persistent-conn|--tun-info|--weights] [--exact] [--nosort] [--json] [-t|u|f service-address]
+  xvs ctl -L|l [-n] --stateless [--json]   DNS names and HTTP redirect listeners, their backends and counters
   xvs ctl -Z [-t|u|f service-address]
   xvs ctl --set tcp tcpfin udp
   xvs ctl --source-rate rate[/len4[/len6]]
@@ -1188,6 +1206,7 @@ Options:
   -j|--synproxy SYN proxy (TCP, NAT/FullNAT backends)
   --conn-rate N  new connections per second of the service or backend, director-wide (0: no limit)
   --source-rate  new connections per second per client prefix (/24 and /64 unless given; 0: no limit)
+  --weights  (xvs) effective and configured weight, smoothed check response time, reported load
 ";
 
 #[cfg(test)]
@@ -1331,6 +1350,25 @@ mod tests {
         assert_eq!(p("-S -n").unwrap(), Command::Save { toml: false });
         assert_eq!(p("-S --toml").unwrap(), Command::Save { toml: true });
         assert!(matches!(p("-L --daemon").unwrap(), Command::List(l) if l.daemon));
+        assert!(matches!(p("-Ln --weights").unwrap(), Command::List(l) if l.format.weights));
+        assert_eq!(
+            p("-Lnc --weights").unwrap_err(),
+            "options conflicts in the list command"
+        );
+        assert!(p("-a -t 198.18.0.1:80 -r 198.19.0.1 --weights").is_err());
+        let Command::List(l) = p("-Ln --stateless --json").unwrap() else {
+            panic!()
+        };
+        assert!(l.stateless && l.json && !l.connections && !l.daemon);
+        assert_eq!(
+            p("-Ln --stateless --stats").unwrap_err(),
+            "options conflicts in the list command"
+        );
+        assert_eq!(
+            p("-L --stateless -c").unwrap_err(),
+            "The option 'stateless' conflicts with the 'connection' option in the 'list' command"
+        );
+        assert!(p("-A -t 198.18.0.1:80 --stateless").is_err());
         assert_eq!(p("-Z").unwrap(), Command::Zero(None));
         assert_eq!(p("--set 0 30 60").unwrap(), Command::SetTimeouts(0, 30, 60));
         assert_eq!(p("reload").unwrap(), Command::Reload);

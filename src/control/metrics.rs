@@ -15,7 +15,9 @@
 //! | `xvs_service_connections_per_second` | gauge | service |
 //! | `xvs_service_packets_per_second`, `xvs_service_bytes_per_second` | gauge | service, direction |
 //! | `xvs_service_quorum_up` | gauge (1/0) | service; only with a sorry server or quorum scripts |
-//! | `xvs_backend_weight` | gauge | backend |
+//! | `xvs_backend_weight` | gauge | backend, `kind` = effective (what the workers run) / configured |
+//! | `xvs_backend_response_seconds` | gauge | backend; checked backends once a probe succeeded: smoothed response time |
+//! | `xvs_backend_load_percent` | gauge | backend; only while the backend's check reads a load figure |
 //! | `xvs_backend_active_connections`, `xvs_backend_inactive_connections`, `xvs_backend_persistent_connections` | gauge | backend |
 //! | `xvs_backend_connections_total`, `xvs_backend_packets_total`, `xvs_backend_bytes_total` | counter | backend (+ direction) |
 //! | `xvs_backend_connections_per_second`, `xvs_backend_packets_per_second`, `xvs_backend_bytes_per_second` | gauge | backend (+ direction) |
@@ -32,12 +34,18 @@
 //! | `xvs_worker_connections` | gauge | worker |
 //! | `xvs_worker_embryonic_connections` | gauge | worker; only when non-zero |
 //! | `xvs_worker_syn_defense_total` | counter | worker, `event` (embryonic_evicted, drop_entry_deleted, synproxy_*); only non-zero |
-//! | `xvs_dns_queries_total` | counter | `zone`, `name` (`""`: queries for no configured name) |
+//! | `xvs_dns_queries_total` | counter | `zone`, `name` (`""`: queries for no configured name), `type` (A, AAAA, SOA, ANY, other) |
 //! | `xvs_dns_answers_total` | counter | zone, name, `rcode` (NOERROR, NXDOMAIN, …) |
 //! | `xvs_dns_truncated_total` | counter | zone, name: UDP answers sent with TC |
 //! | `xvs_dns_records` | gauge | zone, name: backends answered now (weight > 0) |
+//! | `xvs_dns_site_up` | gauge | zone, `site`, `address`: 1 while the site is answered (`[[dns.site]]`) |
 //! | `xvs_dns_dropped_total` | counter | zone: messages dropped without an answer |
 //! | `xvs_dns_rate_limited_total` | counter | zone, `action` = dropped/slipped/table_full |
+//! | `xvs_redirect_requests_total` | counter | `redirect` (the entry's name) |
+//! | `xvs_redirect_redirects_total` | counter | redirect, `address`, `port`: redirects to that backend |
+//! | `xvs_redirect_errors_total` | counter | redirect, `kind` = bad_request/unavailable/connection/refused/internal |
+//! | `xvs_redirect_backends` | gauge | redirect: backends redirected to now (weight > 0) |
+//! | `xvs_redirect_persistent_clients` | gauge | redirect: clients remembered for persistence |
 //!
 //! Service labels: `protocol` (tcp/udp/sctp), `vip`, `vport` — or `fwmark` and `family`
 //! (ipv4/ipv6) for a firewall-mark service. Backend labels: the service's plus `address`, `port`
@@ -81,6 +89,9 @@ pub struct Metrics {
     /// The DNS responders (`[[dns]]`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dns: Vec<crate::dns::server::DnsStatus>,
+    /// The HTTP redirect listeners (`[[redirect]]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub redirect: Vec<crate::redirect::server::RedirectStatus>,
 }
 
 /// How many one-second samples [`History`] keeps: five minutes.
@@ -197,7 +208,10 @@ pub struct BackendMetrics {
     pub port: u16,
     /// "nat", "dr", "tun" or "fullnat".
     pub method: String,
+    /// The weight the workers run.
     pub weight: u32,
+    /// The weight of the running configuration (before health, dynamic and adaptive weights).
+    pub configured_weight: u32,
     pub active: u64,
     pub inactive: u64,
     pub persistent: u64,
@@ -219,6 +233,10 @@ pub struct HealthMetrics {
     pub checks_failed: u64,
     /// When the state last changed (or checking started), seconds since the Unix epoch.
     pub since_unix: u64,
+    /// Smoothed response time of the successful probes, microseconds.
+    pub response_us: Option<u64>,
+    /// The load figure the backend reports, percent.
+    pub load: Option<u8>,
 }
 
 impl From<&crate::control::health::BackendHealth> for HealthMetrics {
@@ -232,6 +250,10 @@ impl From<&crate::control::health::BackendHealth> for HealthMetrics {
                 .since
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
+            response_us: h
+                .response_avg
+                .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+            load: h.load,
         }
     }
 }
@@ -650,7 +672,17 @@ fn render_xvs(m: &Metrics) -> String {
     let mut weight = Family::new(
         "xvs_backend_weight",
         Kind::Gauge,
-        "Configured weight (0: quiesced).",
+        "Backend weight: effective (what the workers run: after health, dynamic and adaptive weights; 0: quiesced) or configured.",
+    );
+    let mut response = Family::new(
+        "xvs_backend_response_seconds",
+        Kind::Gauge,
+        "Health check response time, smoothed over the successful probes.",
+    );
+    let mut load = Family::new(
+        "xvs_backend_load_percent",
+        Kind::Gauge,
+        "Load figure the backend reports to its health check (0 idle, 100 saturated).",
     );
     let mut active = Family::new(
         "xvs_backend_active_connections",
@@ -757,7 +789,14 @@ fn render_xvs(m: &Metrics) -> String {
         for b in &s.backends {
             let bp = backend_pairs(&s.labels, b);
             if !b.removed {
-                weight.add(&bp, Value::Int(u64::from(b.weight)));
+                weight.add(
+                    &with(&bp, "kind", "effective"),
+                    Value::Int(u64::from(b.weight)),
+                );
+                weight.add(
+                    &with(&bp, "kind", "configured"),
+                    Value::Int(u64::from(b.configured_weight)),
+                );
                 active.add(&bp, Value::Int(b.active));
                 inactive.add(&bp, Value::Int(b.inactive));
                 persistent.add(&bp, Value::Int(b.persistent));
@@ -768,6 +807,12 @@ fn render_xvs(m: &Metrics) -> String {
                 transitions.add(&bp, Value::Int(h.transitions));
                 checks.add(&with(&bp, "result", "ok"), Value::Int(h.checks_ok));
                 checks.add(&with(&bp, "result", "failed"), Value::Int(h.checks_failed));
+                if let Some(us) = h.response_us {
+                    response.add(&bp, Value::Float(us as f64 / 1e6));
+                }
+                if let Some(l) = h.load {
+                    load.add(&bp, Value::Int(u64::from(l)));
+                }
             }
         }
     }
@@ -801,7 +846,7 @@ fn render_xvs(m: &Metrics) -> String {
     let mut dns_queries = Family::new(
         "xvs_dns_queries_total",
         Kind::Counter,
-        "DNS queries answered, by name (\"\": names not configured).",
+        "DNS queries answered, by name (\"\": names not configured) and query type (A, AAAA, SOA, ANY; other: any other type or no single question).",
     );
     let mut dns_answers = Family::new(
         "xvs_dns_answers_total",
@@ -817,6 +862,11 @@ fn render_xvs(m: &Metrics) -> String {
         "xvs_dns_records",
         Kind::Gauge,
         "Backends a DNS name answers now (weight above 0).",
+    );
+    let mut dns_site_up = Family::new(
+        "xvs_dns_site_up",
+        Kind::Gauge,
+        "1 while a DNS site ([[dns.site]]) is answered: its service has an available backend, or its check passes.",
     );
     let mut dns_dropped = Family::new(
         "xvs_dns_dropped_total",
@@ -838,9 +888,19 @@ fn render_xvs(m: &Metrics) -> String {
         ] {
             dns_limited.add(&with(&zp, "action", action), Value::Int(n));
         }
+        for site in &d.sites {
+            let sp = with(
+                &with(&zp, "site", &site.name),
+                "address",
+                &site.address.to_string(),
+            );
+            dns_site_up.add(&sp, Value::Int(u64::from(site.up)));
+        }
         for n in &d.names {
             let np = with(&zp, "name", &n.name);
-            dns_queries.add(&np, Value::Int(n.queries));
+            for (qtype, c) in &n.qtypes {
+                dns_queries.add(&with(&np, "type", qtype), Value::Int(*c));
+            }
             for (rcode, c) in &n.rcodes {
                 dns_answers.add(&with(&np, "rcode", rcode), Value::Int(*c));
             }
@@ -850,6 +910,56 @@ fn render_xvs(m: &Metrics) -> String {
                 dns_records.add(&np, Value::Int(live as u64));
             }
         }
+    }
+
+    let mut rd_requests = Family::new(
+        "xvs_redirect_requests_total",
+        Kind::Counter,
+        "HTTP requests answered by a redirect listener (redirect, 400 or 503).",
+    );
+    let mut rd_redirects = Family::new(
+        "xvs_redirect_redirects_total",
+        Kind::Counter,
+        "HTTP redirects sent, by backend.",
+    );
+    let mut rd_errors = Family::new(
+        "xvs_redirect_errors_total",
+        Kind::Counter,
+        "Redirect listener errors: 400 answers, 503 answers, connection errors, connections refused at the limit, 500 answers.",
+    );
+    let mut rd_backends = Family::new(
+        "xvs_redirect_backends",
+        Kind::Gauge,
+        "Backends a redirect listener sends clients to now (weight above 0).",
+    );
+    let mut rd_persistent = Family::new(
+        "xvs_redirect_persistent_clients",
+        Kind::Gauge,
+        "Clients a redirect listener remembers for persistence.",
+    );
+    for r in &m.redirect {
+        let rp = [("redirect", r.name.clone())];
+        rd_requests.add(&rp, Value::Int(r.requests));
+        for (kind, n) in [
+            ("bad_request", r.bad_requests),
+            ("unavailable", r.unavailable),
+            ("connection", r.connection_errors),
+            ("refused", r.refused),
+            ("internal", r.internal_errors),
+        ] {
+            rd_errors.add(&with(&rp, "kind", kind), Value::Int(n));
+        }
+        for b in &r.backends {
+            let bp = with(
+                &with(&rp, "address", &b.addr.to_string()),
+                "port",
+                &b.port.to_string(),
+            );
+            rd_redirects.add(&bp, Value::Int(b.redirects));
+        }
+        let live = r.backends.iter().filter(|b| b.weight > 0).count();
+        rd_backends.add(&rp, Value::Int(live as u64));
+        rd_persistent.add(&rp, Value::Int(r.persistent_clients as u64));
     }
 
     let mut out = String::new();
@@ -862,6 +972,8 @@ fn render_xvs(m: &Metrics) -> String {
         &up,
         &transitions,
         &checks,
+        &response,
+        &load,
         &rx,
         &tx,
         &pass,
@@ -878,8 +990,14 @@ fn render_xvs(m: &Metrics) -> String {
         &dns_answers,
         &dns_truncated,
         &dns_records,
+        &dns_site_up,
         &dns_dropped,
         &dns_limited,
+        &rd_requests,
+        &rd_redirects,
+        &rd_errors,
+        &rd_backends,
+        &rd_persistent,
     ] {
         f.write(&mut out);
     }

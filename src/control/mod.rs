@@ -20,6 +20,7 @@
 //! client). Imports point one way: `ipvsadm`, `format` and `model` use `state`; `state` uses
 //! none of them.
 
+pub mod adaptive;
 pub mod format;
 pub mod health;
 pub mod ipvsadm;

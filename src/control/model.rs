@@ -106,7 +106,14 @@ pub struct BackendListing {
     pub addr: IpAddr,
     pub port: u16,
     pub method: Method,
+    /// The weight the workers run (after health, dynamic and adaptive weights).
     pub weight: u32,
+    /// The weight of the running configuration (the file or `xvs ctl -e -w`).
+    pub configured_weight: u32,
+    /// The health check's smoothed response time (`None`: unchecked or not measured yet).
+    pub response: Option<std::time::Duration>,
+    /// The load figure the backend reports (percent), if its check reads one.
+    pub load: Option<u8>,
     pub u_threshold: u32,
     pub l_threshold: u32,
     /// New connections per second (0: no limit).
@@ -253,6 +260,9 @@ impl ServiceListing {
                     port: b.port,
                     method: b.method,
                     weight: b.weight,
+                    configured_weight: b.weight,
+                    response: None,
+                    load: None,
                     u_threshold: b.u_threshold,
                     l_threshold: b.l_threshold,
                     conn_rate: b.conn_rate,
@@ -313,4 +323,13 @@ mod tests {
             .collect();
         assert_eq!(b, ["198.19.0.2", "198.19.0.1"]);
     }
+}
+
+/// `-L --stateless`: the stateless balancers of the running director.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Stateless {
+    /// The DNS responders (`[[dns]]`).
+    pub dns: Vec<crate::dns::server::DnsStatus>,
+    /// The HTTP redirect listeners (`[[redirect]]`).
+    pub redirect: Vec<crate::redirect::server::RedirectStatus>,
 }

@@ -96,6 +96,11 @@ pub trait Director: Send + Sync {
     /// `-L --daemon`: the running sync daemons, master first, each with the message length
     /// in force.
     fn daemons(&self) -> Vec<(DaemonConfig, u16)>;
+    /// `-L --stateless`: the DNS responders and HTTP redirect listeners. Without an
+    /// implementation: none.
+    fn stateless(&self) -> super::model::Stateless {
+        super::model::Stateless::default()
+    }
     /// A successor (`xvs run --takeover`) connected and sent [`crate::takeover::MAGIC`]: hand
     /// the data plane over on `conn`, or refuse there. Without an implementation: refused.
     fn takeover(&self, mut conn: UnixStream) {
@@ -157,6 +162,14 @@ pub fn execute(d: &dyn Director, args: &[String], stdin: &str) -> Response {
         Command::List(l) => {
             if l.daemon {
                 return Response::ok(format::daemons(&d.daemons()));
+            }
+            if l.stateless {
+                let st = d.stateless();
+                return Response::ok(if l.json {
+                    format!("{:#}\n", serde_json::json!(st))
+                } else {
+                    format::stateless(&st)
+                });
             }
             if l.connections {
                 let conns = d.connections();

@@ -10,11 +10,12 @@
 //! the EDNS size, goes out empty with TC set so the client retries over TCP). SERVFAIL answers
 //! a configured name none of whose backends is healthy. The wire format is hickory-proto's.
 //!
-//! Choice of records: each name keeps one scheduler of the xvs scheduler suite per address
-//! family, over that family's healthy backends. The scheduler picks the first record for a
-//! flow whose source is the client's address (UDP, port 0, to the responder's port 53
-//! address); the other `answers - 1` records are the next backends of the same family in
-//! configuration order, so an answer never repeats an address. Only the schedulers that need no
+//! Choice of records: each name keeps one `crate::balance::Pool` (a scheduler of the xvs
+//! suite, shared with the HTTP redirect) per address family, over that family's healthy
+//! backends. The scheduler picks the first record for a flow whose source is the client's
+//! address (UDP, port 0, to the responder's port 53 address); the other `answers - 1` records
+//! are the next backends of the same family in configuration order, so an answer never
+//! repeats an address. Only the schedulers that need no
 //! connection counts are accepted ([`DNS_SCHEDULERS`]): DNS has no connections to count.
 //!
 //! Client networks: a client in a configured network (the most specific one) is answered from
@@ -31,12 +32,12 @@ use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use hickory_proto::rr::rdata::{A, AAAA, SOA};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
-use xvs_schedulers::{
-    new_scheduler, BackendId, BackendView, Change, Flow, NoLoad, SchedFlags, Scheduler, Time,
-};
+use xvs_schedulers::{BackendId, BackendView, Flow, Time};
+
+use crate::balance::Pool;
 
 /// The schedulers a `[[dns]]` entry may use: those that pick without connection counts.
-pub const DNS_SCHEDULERS: &[&str] = &["rr", "wrr", "sh", "mh"];
+pub const DNS_SCHEDULERS: &[&str] = crate::balance::STATELESS_SCHEDULERS;
 
 /// The largest UDP response to a query without EDNS (RFC 1035 §4.2.1).
 pub const UDP_PLAIN_MAX: usize = 512;
@@ -52,9 +53,11 @@ pub enum Transport {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// Answered with this rcode; `name` is the index of the configured name, if the query
-    /// was for one; `truncated` when the UDP answer went out with TC.
+    /// was for one; `qtype` the type asked for, if the query had one question; `truncated` when
+    /// the UDP answer went out with TC.
     Answered {
         name: Option<usize>,
+        qtype: Option<RecordType>,
         rcode: u16,
         truncated: bool,
     },
@@ -72,14 +75,6 @@ pub struct NameEntry {
     /// Index `2 * slot + family` (family 0 IPv4, 1 IPv6; slot 0 every backend, slot `k + 1`
     /// the backends preferred for client network `k`).
     pools: Vec<Pool>,
-}
-
-/// Backends of one family (and client network) with their own scheduler.
-#[derive(Debug)]
-struct Pool {
-    /// The backends with their weights (weight 0 = not answered).
-    view: Vec<BackendView>,
-    sched: Box<dyn Scheduler>,
 }
 
 /// Clients in `prefix/len` (their own address, or the EDNS Client Subnet address when the
@@ -169,20 +164,14 @@ impl Responder {
                 zone: self.zone.to_string(),
             });
         }
-        if !DNS_SCHEDULERS.contains(&scheduler) {
-            return Err(DnsConfigError::Scheduler(scheduler.to_string()));
-        }
-        self.hashes_client |= matches!(scheduler, "sh" | "mh");
         let mut pools = Vec::new();
         for _ in 0..2 * (self.networks.len() + 1) {
-            let mut sched = new_scheduler(scheduler, &SchedFlags::default())
-                .map_err(|_| DnsConfigError::Scheduler(scheduler.to_string()))?;
-            sched.update(&[], Change::Init);
-            pools.push(Pool {
-                view: Vec::new(),
-                sched,
-            });
+            pools.push(
+                Pool::new(scheduler)
+                    .map_err(|_| DnsConfigError::Scheduler(scheduler.to_string()))?,
+            );
         }
+        self.hashes_client |= matches!(scheduler, "sh" | "mh");
         self.names.push(NameEntry {
             name: parsed,
             ttl,
@@ -224,10 +213,7 @@ impl Responder {
                     last_weight: weight,
                 })
                 .collect();
-            if view != pool.view {
-                pool.view = view;
-                xvs_schedulers::init_by_adds(pool.sched.as_mut(), &pool.view);
-            }
+            pool.set(view);
         }
     }
 
@@ -237,9 +223,9 @@ impl Responder {
             .get(index)
             .map(|e| {
                 e.pools[0]
-                    .view
+                    .view()
                     .iter()
-                    .chain(e.pools[1].view.iter())
+                    .chain(e.pools[1].view().iter())
                     .map(|b| (b.addr, b.weight))
                     .collect()
             })
@@ -357,6 +343,7 @@ impl Responder {
             Some(bytes),
             Outcome::Answered {
                 name: name_index,
+                qtype: (request.queries.len() == 1).then(|| request.queries[0].query_type()),
                 rcode: u16::from(rcode),
                 truncated,
             },
@@ -383,8 +370,7 @@ impl Responder {
             .max_by_key(|(_, n)| n.len)
             .map(|(k, _)| k);
         let entry = &mut self.names[i];
-        let live = |p: &Pool| p.view.iter().any(|b| b.weight > 0);
-        if !live(&entry.pools[0]) && !live(&entry.pools[1]) {
+        if !entry.pools[0].live() && !entry.pools[1].live() {
             return ResponseCode::ServFail;
         }
         let family = match qtype {
@@ -397,11 +383,10 @@ impl Responder {
         };
         // The client network's preferred backends while one is available, else every backend.
         let slot = match network {
-            Some(k) if live(&entry.pools[2 * (k + 1) + family]) => k + 1,
+            Some(k) if entry.pools[2 * (k + 1) + family].live() => k + 1,
             _ => 0,
         };
         let pool = &mut entry.pools[2 * slot + family];
-        let (backends, sched) = (&pool.view, &mut pool.sched);
         let flow = Flow {
             proto: 17,
             src: client,
@@ -409,11 +394,12 @@ impl Responder {
             dst: local,
             dport: 53,
         };
-        let Some(first) = sched.pick(&flow, backends, &NoLoad, now) else {
+        let Some(first) = pool.pick(&flow, now) else {
             // No backend of this family (or all weight 0): NODATA.
             response.add_authority(soa);
             return ResponseCode::NoError;
         };
+        let backends = pool.view();
         let n = backends.len();
         let mut picked = 0;
         for k in 0..n {
@@ -478,6 +464,7 @@ fn formerr_outcome(query: &[u8]) -> Outcome {
     if formerr(query).is_some() {
         Outcome::Answered {
             name: None,
+            qtype: None,
             rcode: u16::from(ResponseCode::FormErr),
             truncated: false,
         }
@@ -549,6 +536,7 @@ mod tests {
             o,
             Outcome::Answered {
                 name: Some(0),
+                qtype: Some(RecordType::A),
                 rcode: 0,
                 truncated: false
             }
@@ -619,6 +607,7 @@ mod tests {
             o,
             Outcome::Answered {
                 name: None,
+                qtype: Some(RecordType::A),
                 rcode: 3,
                 truncated: false
             }

@@ -4,3 +4,4 @@
 pub mod answer;
 pub mod rrl;
 pub mod server;
+pub mod sites;
