@@ -1588,6 +1588,15 @@ pub fn run(
         );
         pipes.push(Some(pipe));
     }
+    let hp = crate::io::hugepages::stats();
+    eprintln!(
+        "xvs: huge pages: {} regions ({} MiB) advised, {} refused; AnonHugePages {}",
+        hp.advised,
+        hp.advised_bytes >> 20,
+        hp.failed,
+        crate::io::hugepages::anon_huge_pages_kib()
+            .map_or("unknown".to_string(), |k| format!("{k} kB"))
+    );
     let mut go_at = None;
     let (committed, inherited, mut tables) = match takeover {
         Some(path) => {

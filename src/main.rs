@@ -10,6 +10,11 @@ use xvs::config::Config;
 use xvs::dataplane_config::IoKind;
 use xvs_forwarding::PortId;
 
+/// The connection tables' big arrays on transparent huge pages where the kernel gives them
+/// (see `xvs::io::hugepages`).
+#[global_allocator]
+static ALLOC: xvs::io::hugepages::HugePageAlloc = xvs::io::hugepages::HugePageAlloc;
+
 #[derive(Parser)]
 #[command(
     name = "xvs",

@@ -294,18 +294,7 @@ fn dig_gets_balanced_healthy_answers() {
 
     // Kill b2's server: its record leaves the answers within fall × (interval + timeout)
     // plus slack (the health check, then one main-loop period).
-    let pids = Command::new("ip")
-        .args(["netns", "pids", &tb.ns("b2")])
-        .output()
-        .expect("ip netns pids");
-    let pids: Vec<String> = String::from_utf8_lossy(&pids.stdout)
-        .split_whitespace()
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| c.contains("python3") && !c.contains("decap-helper"))
-        })
-        .map(str::to_string)
-        .collect();
+    let pids = tb.server_pids("b2");
     assert!(!pids.is_empty(), "b2's server");
     for pid in &pids {
         let _ = Command::new("kill").args(["-KILL", pid]).status();

@@ -56,23 +56,6 @@ fn ctl_list(socket: &std::path::Path) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// Pids of the python processes in a namespace (the testbed's servers, which this test started
-/// through scripts/testbed.sh).
-fn python_pids(tb: &Testbed, ns: &str) -> Vec<String> {
-    let pids = Command::new("ip")
-        .args(["netns", "pids", &tb.ns(ns)])
-        .output()
-        .expect("ip netns pids");
-    String::from_utf8_lossy(&pids.stdout)
-        .split_whitespace()
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| c.contains("python3") && !c.contains("decap-helper"))
-        })
-        .map(str::to_string)
-        .collect()
-}
-
 fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
     let t0 = Instant::now();
     while !f() {
@@ -104,7 +87,7 @@ fn failed_backend_is_taken_out_and_returns() {
     assert_eq!(seen, ["b1", "b2", "b3"]);
 
     // Kill b2's server: down within fall × (interval + timeout), plus scheduling slack.
-    let pids = python_pids(&tb, "b2");
+    let pids = tb.server_pids("b2");
     assert!(!pids.is_empty(), "b2's server");
     for pid in &pids {
         let _ = Command::new("kill").args(["-KILL", pid]).status();

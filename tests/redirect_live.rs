@@ -310,18 +310,7 @@ fn curl_follows_balanced_healthy_redirects() {
 
     // Kill b2's server: it leaves the redirects within fall × (interval + timeout) plus
     // slack (the health check, then one main-loop period).
-    let pids = Command::new("ip")
-        .args(["netns", "pids", &tb.ns("b2")])
-        .output()
-        .expect("ip netns pids");
-    let pids: Vec<String> = String::from_utf8_lossy(&pids.stdout)
-        .split_whitespace()
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| c.contains("python3") && !c.contains("decap-helper"))
-        })
-        .map(str::to_string)
-        .collect();
+    let pids = tb.server_pids("b2");
     assert!(!pids.is_empty(), "b2's server");
     for pid in &pids {
         let _ = Command::new("kill").args(["-KILL", pid]).status();

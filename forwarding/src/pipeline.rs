@@ -135,13 +135,16 @@ pub enum BuildError {
         error: SchedulerError,
     },
     TooManyBackends,
+    /// More services over the director's life than a connection entry can name.
+    TooManyServices,
 }
 
 impl std::fmt::Display for BuildError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             BuildError::Scheduler { service, error } => write!(f, "service[{service}]: {error}"),
-            BuildError::TooManyBackends => write!(f, "more than 2^31 backends"),
+            BuildError::TooManyBackends => write!(f, "more than 2^24 backends"),
+            BuildError::TooManyServices => write!(f, "more than 2^20 services created"),
         }
     }
 }
@@ -422,11 +425,12 @@ impl Pipeline {
     /// to it ([`Shared::apply`]) and build each worker with [`Self::with_shared`].
     pub fn shared_for(cfg: &PipelineConfig, services: &[Service]) -> Result<Shared, BuildError> {
         let total: usize = services.iter().map(|s| s.backends.len()).sum();
+        // A connection entry holds a backend number of 24 bits.
         let max_backends = u32::try_from(total)
             .ok()
-            .filter(|&t| t < 1 << 31)
-            .ok_or(BuildError::TooManyBackends)?
-            .max(cfg.max_backends);
+            .map(|t| t.max(cfg.max_backends))
+            .filter(|&t| t <= crate::conn::MAX_BACKEND + 1)
+            .ok_or(BuildError::TooManyBackends)?;
         Ok(Shared::new(max_backends))
     }
 

@@ -86,19 +86,76 @@ fn reply(c: &NewConn) -> Tuple {
 }
 
 #[test]
-fn entry_is_one_cache_line() {
-    assert_eq!(ENTRY_BYTES, 64);
-    // IPv4 only: 64-byte entry + 4 index slots of 8 bytes + 2 bytes of wheel buckets + 8
-    // bytes of the embryonic ring (ring item and position).
-    let t = ConnTable::new(&ConnConfig {
-        capacity: 1 << 16,
-        v6_capacity: 0,
+fn bytes_per_ipv4_connection_stay_within_64() {
+    assert_eq!(ENTRY_BYTES, 52);
+    // IPv4 only, 64 Ki entries: 52-byte entries + 2.5 index slots of 4 bytes each + 4096 + 4
+    // + 1 wheel heads of 8 bytes + a 4096-item embryonic ring of 4 bytes.
+    let cfg = |capacity, v6_capacity| ConnConfig {
+        capacity,
+        v6_capacity,
         backends: 1,
         seed: 1,
+    };
+    let t = ConnTable::new(&cfg(1 << 16, 0));
+    assert_eq!(t.bytes(), 52 * 65536 + 4 * 163_841 + 8 * 4101 + 4 * 4096);
+    assert_eq!(t.bytes_per_entry(), 63);
+    // 1 Ki: 64 + 128 + 1 wheel heads, a 64-item ring.
+    let t = ConnTable::new(&cfg(1 << 10, 1 << 10));
+    assert_eq!(t.bytes(), 52 * 1024 + 4 * 2561 + 8 * 193 + 4 * 64);
+    assert_eq!(t.bytes_per_entry(), 64);
+    // Room for IPv6 costs nothing until IPv6 connections come.
+    assert_eq!(table(1 << 16).bytes_per_entry(), 63);
+}
+
+#[test]
+fn ipv6_address_blocks_grow_on_demand_up_to_their_maximum() {
+    let mut t = ConnTable::new(&ConnConfig {
+        capacity: 256,
+        v6_capacity: 40,
+        backends: 8,
+        seed: 3,
     });
-    assert_eq!(t.bytes_per_entry(), 64 + 32 + 2 + 8);
-    // With room for IPv6 in half the entries: + 34 bytes (64-byte block + 4-byte free slot).
-    assert_eq!(table(1 << 16).bytes_per_entry(), 64 + 32 + 2 + 8 + 34);
+    let before = t.bytes();
+    let mut ids = Vec::new();
+    for i in 0..40u16 {
+        let c = NewConn {
+            proto: 6,
+            client: "2001:db8::1".parse().unwrap(),
+            cport: 1000 + i,
+            vaddr: "2001:db8::100".parse().unwrap(),
+            vport: 80,
+            daddr: "2001:db8::200".parse().unwrap(),
+            dport: 8080,
+            local: None,
+            backend: BackendId(1),
+            service: 0,
+            method: Method::Nat,
+            control: None,
+        };
+        ids.push(t.insert(&c, secs(1)).expect("room for 40 IPv6 connections"));
+    }
+    assert!(t.bytes() > before);
+    assert_eq!(t.v6_usage(), (40, 40));
+    let c = NewConn {
+        proto: 6,
+        client: "2001:db8::1".parse().unwrap(),
+        cport: 2000,
+        vaddr: "2001:db8::100".parse().unwrap(),
+        vport: 80,
+        daddr: "2001:db8::200".parse().unwrap(),
+        dport: 8080,
+        local: None,
+        backend: BackendId(1),
+        service: 0,
+        method: Method::Nat,
+        control: None,
+    };
+    assert_eq!(t.insert(&c, secs(1)), None, "the 41st IPv6 connection");
+    assert!(t.expire_now(ids[7], secs(2)));
+    let id = t.insert(&c, secs(2)).expect("a freed block is reused");
+    assert_eq!(t.get(id).unwrap().client, c.client);
+    assert_eq!(t.v6_usage(), (40, 40));
+    t.check().unwrap();
 }
 
 #[test]
@@ -341,6 +398,73 @@ fn sweep_precision_is_one_tick() {
     let at = removed_at.expect("swept");
     assert!(at - 15_003 <= 8, "swept {} ms late", at - 15_003);
     t.check().unwrap();
+}
+
+/// Both wheel levels (64-entry table: 64 level-0 buckets of 8 ms, 8 level-1 buckets of 512 ms):
+/// UDP entries with timeouts from 0.1 s to 120 s, re-armed at random, swept by small steps and by
+/// jumps; each is removed within a tick of its expiry (plus the step), never before it.
+#[test]
+fn two_level_wheel_sweeps_every_timeout_on_time() {
+    let mut t = table(64);
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rnd = move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    let mut now = 1_000u64;
+    // (id, expiry ms)
+    let mut live: Vec<(ConnId, u64, NewConn)> = Vec::new();
+    let mut port = 1000u16;
+    for step in 0..4000 {
+        if live.len() < 60 && rnd(3) == 0 {
+            let timeout = [100, 700, 3_000, 9_000, 60_000, 120_000][rnd(6) as usize];
+            t.set_timeout_table(Timeouts {
+                udp: timeout,
+                ..Timeouts::default()
+            });
+            port = port.wrapping_add(1);
+            let c = NewConn {
+                proto: 17,
+                ..nat(v4(198, 18, 2, 1), port, 1)
+            };
+            let id = t.insert(&c, ms(now)).unwrap();
+            t.on_packet(id, Direction::In, 0, ms(now));
+            live.push((id, now + timeout as u64, c));
+        } else if !live.is_empty() && rnd(4) == 0 {
+            // Re-arm one with another timeout (longer or shorter).
+            let k = rnd(live.len() as u64) as usize;
+            let timeout = [100, 2_000, 30_000][rnd(3) as usize];
+            t.set_timeout_table(Timeouts {
+                udp: timeout,
+                ..Timeouts::default()
+            });
+            t.on_packet(live[k].0, Direction::In, 0, ms(now));
+            live[k].1 = now + timeout as u64;
+        }
+        let dt = if step % 500 == 499 {
+            20_000
+        } else {
+            1 + rnd(40)
+        };
+        now += dt;
+        t.expire(ms(now), 1 << 20);
+        t.check().unwrap_or_else(|e| panic!("step {step}: {e}"));
+        live.retain(|&(id, exp, c)| {
+            let present = t.get(id).is_some_and(|g| g.cport == c.cport);
+            if exp + 8 + dt <= now {
+                assert!(
+                    !present,
+                    "step {step}: entry due at {exp} still there at {now}"
+                );
+            }
+            if now < exp {
+                assert!(present, "step {step}: entry due at {exp} gone at {now}");
+            }
+            present
+        });
+    }
 }
 
 #[test]

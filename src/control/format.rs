@@ -576,26 +576,12 @@ pub fn stateless(st: &super::model::Stateless) -> String {
             d.dropped
         );
         for n in &d.names {
-            let answers: Vec<String> = n
-                .rcodes
-                .iter()
-                .filter(|(_, c)| *c > 0)
-                .map(|(m, c)| format!("{m} {c}"))
-                .collect();
-            let name = if n.name.is_empty() {
-                "(other names)"
-            } else {
-                &n.name
-            };
             let _ = writeln!(
                 out,
-                "  NAME {name} queries {} answers {}{}",
+                "  NAME {} queries {} answers {}{}",
+                n.label(),
                 n.queries,
-                if answers.is_empty() {
-                    "0".to_string()
-                } else {
-                    answers.join(" ")
-                },
+                n.answers(" ").unwrap_or_else(|| "0".to_string()),
                 if n.truncated > 0 {
                     format!(" truncated {}", n.truncated)
                 } else {

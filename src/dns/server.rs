@@ -103,6 +103,29 @@ pub struct NameStatus {
     pub backends: Vec<(IpAddr, u32)>,
 }
 
+impl NameStatus {
+    /// The name as listings print it: `(other names)` for the queries that named none.
+    pub fn label(&self) -> &str {
+        if self.name.is_empty() {
+            "(other names)"
+        } else {
+            &self.name
+        }
+    }
+
+    /// The answers by rcode that are not zero, as `NOERROR 12`, joined by `sep`; `None` when
+    /// nothing was answered.
+    pub fn answers(&self, sep: &str) -> Option<String> {
+        let v: Vec<String> = self
+            .rcodes
+            .iter()
+            .filter(|(_, c)| *c > 0)
+            .map(|(m, c)| format!("{m} {c}"))
+            .collect();
+        (!v.is_empty()).then(|| v.join(sep))
+    }
+}
+
 /// A snapshot of one `[[dns]]` entry.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DnsStatus {
@@ -733,25 +756,11 @@ pub fn format_status(st: &DnsStatus) -> String {
         st.rate_limit_table_full
     );
     for n in &st.names {
-        let rcodes: Vec<String> = n
-            .rcodes
-            .iter()
-            .filter(|(_, c)| *c > 0)
-            .map(|(m, c)| format!("{m} {c}"))
-            .collect();
-        let name = if n.name.is_empty() {
-            "(other names)"
-        } else {
-            &n.name
-        };
         out.push_str(&format!(
-            "  dns {name}: queries {}, {}, truncated {}",
+            "  dns {}: queries {}, {}, truncated {}",
+            n.label(),
             n.queries,
-            if rcodes.is_empty() {
-                "no answers".to_string()
-            } else {
-                rcodes.join(", ")
-            },
+            n.answers(", ").unwrap_or_else(|| "no answers".to_string()),
             n.truncated
         ));
         if !n.name.is_empty() {

@@ -1,6 +1,7 @@
 //! I/O backends of the director: AF_XDP (`afxdp`, the default) and AF_PACKET with PACKET_MMAP rings
 //! (`packet`), the loader of xvs's own XDP program (`xdp`), the NETLINK_ROUTE neighbour dump
-//! (`netlink`), the announce TUN device (`tun`) and the few interface queries the workers need (`sys`).
+//! (`netlink`), the announce TUN device (`tun`), the few interface queries the workers need (`sys`)
+//! and the allocator that backs the big arrays with transparent huge pages (`hugepages`).
 //!
 //! All `unsafe` of the `xvs` crate lives in this module, each block with a `// SAFETY:` comment
 //! covering one unsafe operation. The workspace lints enforce it: `unsafe_code` is denied
@@ -15,6 +16,7 @@
 
 pub mod afxdp;
 pub mod fdpass;
+pub mod hugepages;
 pub mod netlink;
 pub mod packet;
 pub mod sys;

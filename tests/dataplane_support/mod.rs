@@ -107,6 +107,23 @@ impl Testbed {
         std::thread::sleep(Duration::from_millis(500));
     }
 
+    /// Pids of the python processes in namespace `n` (the testbed's servers, started by
+    /// scripts/testbed.sh; the decap helper excluded), for a test that kills a backend's server.
+    pub fn server_pids(&self, n: &str) -> Vec<String> {
+        let pids = Command::new("ip")
+            .args(["netns", "pids", &self.ns(n)])
+            .output()
+            .expect("ip netns pids");
+        String::from_utf8_lossy(&pids.stdout)
+            .split_whitespace()
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| c.contains("python3") && !c.contains("decap-helper"))
+            })
+            .map(str::to_string)
+            .collect()
+    }
+
     /// One HTTP GET from client 1: the body (the backend's name) or None.
     pub fn http_get(&self, url: &str) -> Option<String> {
         let (ok, out) = self.exec("c1", &["curl", "-s", "-m", "3", url]);

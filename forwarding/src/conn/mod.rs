@@ -3,21 +3,27 @@
 //! templates and expiry.
 //!
 //! Design (see `table.rs` for the details):
-//! * **Storage**: a slab of 64-byte entries (one cache line, `size_of::<Entry>() == 64`) sized at
-//!   start, with a free list; no allocation after [`ConnTable::new`]. IPv4 addresses live inside
-//!   the entry; an entry with any IPv6 address keeps its four addresses in a second, smaller
-//!   slab of 64-byte address blocks (`ConnConfig::v6_capacity`), so IPv4 connections do not pay
-//!   for IPv6 (IPv6 connection: 64 + 64 bytes + index).
-//! * **Index**: open addressing with 8-byte slots (hash tag + entry number + direction) for the
-//!   inbound tuple (client → virtual) and, for NAT and FullNAT, the outbound tuple of the reply
-//!   (backend → client, or backend → local address). Sized for ≤ 80 % load even when every
-//!   connection has both keys (16–32 bytes of index per connection of capacity).
-//! * **Expiry**: each entry carries its expiry time (milliseconds); a hashed timing wheel of 8 ms
-//!   ticks (16384 buckets, 131 s per turn) with intrusive doubly linked lists finds due entries
-//!   with amortised O(1) work per call to [`ConnTable::expire`]. Re-arming on a packet only
-//!   stores the new expiry time (the entry moves buckets lazily when its bucket comes round), so
-//!   the per-packet cost is one store. Lookups compare the expiry with `now` exactly, so an entry
-//!   whose time has passed is never returned even if the sweep has not reached it.
+//! * **Storage**: a slab of 52-byte packed entries sized at start, with a free list threaded
+//!   through the unused entries; no allocation after [`ConnTable::new`] for IPv4. An IPv4
+//!   entry holds its four addresses, ports, expiry, `in_pkts`, backend (24 bits), service (20
+//!   bits), protocol, state, flags and wheel links; the timeout is not stored but taken from
+//!   the timeout table for the entry's protocol and state (a template's, and a synced entry's
+//!   until its next packet, is stored in place of the control link it does not have). An entry
+//!   with any IPv6 address keeps its four addresses in a 64-byte address block, allocated on
+//!   demand up to `ConnConfig::v6_capacity`, so IPv4 connections do not pay for IPv6 (IPv6
+//!   connection: 52 + 64 bytes + index).
+//! * **Index**: open addressing with 4-byte slots (entry number + direction, and a fingerprint
+//!   of the hash in the bits above) for the inbound tuple (client → virtual) and, for NAT and
+//!   FullNAT, the outbound tuple of the reply (backend → client, or backend → local address).
+//!   Sized for ≤ 80 % load even when every connection has both keys (10 bytes per connection of
+//!   capacity). Together: ≤ 64 bytes per IPv4 connection of capacity.
+//! * **Expiry**: each entry carries its expiry time (milliseconds); a two-level hashed timing
+//!   wheel of 8 ms ticks (up to 16384 buckets, 131 s per turn) with intrusive doubly linked
+//!   lists finds due entries with amortised O(1) work per call to [`ConnTable::expire`].
+//!   Re-arming on a packet only stores the new expiry time (the entry moves buckets lazily when
+//!   its bucket comes round), so the per-packet cost is one store. Lookups compare the expiry
+//!   with `now` exactly, so an entry whose time has passed is never returned even if the sweep
+//!   has not reached it.
 //! * **Counts**: [`BackendCounts`] implements [`xvs_schedulers::Load`]; schedulers read it
 //!   directly via [`ConnTable::counts`]. The tables of all workers share one
 //!   ([`ConnTable::with_counts`]), so the counts are the director's, not one worker's.
@@ -74,6 +80,7 @@ pub use counts::BackendCounts;
 pub use state::{state_name, Timeouts};
 pub use table::{
     ConnConfig, ConnTable, ConnV4, Install, Installed, SlotHint, SyncMeta, SyncView, ENTRY_BYTES,
+    MAX_BACKEND, MAX_SERVICE,
 };
 pub use xvs_schedulers::{BackendId, Time};
 
@@ -136,6 +143,15 @@ pub mod flags {
     /// A SYN-proxied connection (the director completed the client's handshake itself; the
     /// pipeline keeps its sequence-number translation beside the table).
     pub const SYNPROXY: u16 = 0x1000;
+    /// The entry has an item in the ring of embryonic entries (kept across reuse of the slot).
+    pub(crate) const EMB_QUEUED: u16 = 0x2000;
+    /// The timeout is the initial 3 s (no packet accounted yet).
+    pub(crate) const TMO_INIT: u16 = 0x4000;
+    /// The timeout is stored in the entry (a synced one); without this flag or `TMO_INIT` it
+    /// is the timeout table's for the entry's protocol and state.
+    pub(crate) const TMO_AUX: u16 = 0x8000;
+    /// The bits internal to the table, not shown in [`Conn::flags`](super::Conn::flags).
+    pub(crate) const INTERNAL: u16 = POOL | USED | EMB_QUEUED | TMO_INIT | TMO_AUX;
 }
 
 /// Handle of a connection entry: its slot number. Valid until the entry is removed (expiry,

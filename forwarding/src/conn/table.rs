@@ -7,16 +7,22 @@
 //! wrapping 32-bit millisecond count, compared by signed difference, hence timeouts are capped
 //! at 24 days ([`super::state::MAX_TIMEOUT_MS`]). An entry is expired when `now >= expires`.
 //!
-//! Timing wheel: 16384 buckets of 8 ms. Invariant: a live entry sits in exactly one bucket (or
-//! the sweep's pending list), and that bucket comes round at or before the entry's expiry tick.
-//! Inserting queues the entry at its expiry tick; a packet that extends the expiry only stores
-//! the new time (the invariant still holds); one that shortens it (a state change to a shorter
-//! timeout) moves the entry. [`ConnTable::expire`] visits the buckets of the ticks that have
-//! fully passed, expires what is due and re-queues the rest at their current expiry tick.
-//! So the sweep removes an entry at most one tick (8 ms) plus the interval between `expire`
-//! calls after its time, and each entry is re-queued at most once per 131 s turn.
-//! If `expire` is not called for more than a turn, the sweep skips to the last turn (every bucket
-//! is still visited, so nothing is lost).
+//! Timing wheel, two levels (Varghese and Lauck, "Hashed and hierarchical timing wheels", SOSP
+//! 1987): level 0 has W0 buckets of 8 ms ticks (W0 = capacity / 16, 64..=16384), level 1 has W1
+//! buckets of W0 ticks (one level-0 turn each; W0 × W1 ≤ 16384, so a level-1 turn is at most
+//! 131 s; W1 ≤ capacity / 8), so that small tables need few bucket heads and entries with long
+//! timeouts are not re-queued every level-0 turn. Invariant: a live entry sits in exactly one
+//! bucket (or the sweep's pending list), and that bucket comes round at or before the entry's
+//! expiry tick. An entry whose expiry tick is less than a level-0 turn ahead of the sweep queues
+//! in the level-0 bucket of that tick, else in the level-1 bucket of its turn; when the sweep
+//! enters a turn it moves that turn's level-1 bucket to the pending list. A packet that extends
+//! the expiry only stores the new time (the invariant still holds); one that shortens it (a
+//! state change to a shorter timeout) moves the entry. [`ConnTable::expire`] visits the buckets
+//! of the ticks that have fully passed, expires what is due and re-queues the rest by their
+//! current expiry tick. So the sweep removes an entry at most one tick (8 ms) plus the interval
+//! between `expire` calls after its time, and each entry is re-queued at most about twice per
+//! level-1 turn. If `expire` is not called for more than a level-0 turn, the sweep skips to the
+//! last turn and takes every level-1 bucket (every bucket is still visited, so nothing is lost).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -29,19 +35,37 @@ use super::{
     BackendId, Conn, ConnId, ConnListing, Direction, Method, NewConn, TemplateKey, Time, Tuple,
 };
 
-const NIL: u32 = u32::MAX;
+/// Bits of an entry number in the wheel and free-list links (and of a control link).
+const LINK_BITS: u32 = 28;
+const LINK_MASK: u32 = (1 << LINK_BITS) - 1;
+/// No entry (end of the free list, no controlling template).
+const NIL: u32 = LINK_MASK;
 const TICK_SHIFT: u32 = 3; // 8 ms
-const WHEEL_BITS: u32 = 14;
-const WHEEL: usize = 1 << WHEEL_BITS;
-const WHEEL_MASK: u32 = (WHEEL - 1) as u32;
-/// Sentinel number of the sweep's pending list, relative to the first sentinel.
-const PENDING: usize = WHEEL;
+/// Level-0 wheel buckets of a table of at least 256 Ki entries (131 s per turn); smaller tables
+/// take a sixteenth of their capacity (rounded up to a power of two), at least 64 buckets.
+/// Level-1 buckets: as many as make the two levels cover `MAX_WHEEL` ticks, at most an eighth of
+/// the capacity.
+const MAX_WHEEL: usize = 1 << 14;
+const MIN_WHEEL: usize = 64;
+/// Items of the embryonic ring: a sixteenth of the capacity (rounded up to a power of two), at
+/// least this many.
+const MIN_RING: usize = 64;
+/// Largest capacity: entry numbers and the wheel's sentinels must fit the links.
+const MAX_CAPACITY: u32 = LINK_MASK - 2 * MAX_WHEEL as u32 - 2;
+/// Backend numbers an entry can hold (24 bits).
+const BACKEND_MASK: u32 = (1 << 24) - 1;
+/// Largest backend number an entry can hold.
+pub const MAX_BACKEND: u32 = BACKEND_MASK;
+/// Largest service number an entry can hold (20 bits).
+pub const MAX_SERVICE: u32 = (1 << 20) - 1;
 /// Timeout of a new entry before its first packet is accounted (`ip_vs_conn_new`: 3 s).
 const INITIAL_TIMEOUT_MS: u32 = 3_000;
 /// Timeout of an entry whose expiry was deferred because it still controls others.
 const DEFER_MS: u32 = 60_000;
 /// Template key kind bit mixed into the hash.
 const KIND_TEMPLATE: u64 = 0x100;
+/// Ticks in the wrapping 32-bit millisecond clock.
+const TICKS: u64 = 1 << (32 - TICK_SHIFT);
 
 /// Bytes of one entry in the slab.
 pub const ENTRY_BYTES: usize = std::mem::size_of::<Entry>();
@@ -49,9 +73,10 @@ pub const ENTRY_BYTES: usize = std::mem::size_of::<Entry>();
 /// Sizes fixed at start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnConfig {
-    /// Maximum number of entries (connections + templates). At most 2^30.
+    /// Maximum number of entries (connections + templates). At most 2^28 − 2^15 − 3.
     pub capacity: u32,
-    /// Maximum number of entries with an IPv6 address (≤ capacity).
+    /// Maximum number of entries with an IPv6 address (≤ capacity); their address blocks are
+    /// allocated as they are first needed.
     pub v6_capacity: u32,
     /// Backends are numbered `0..backends` (the snapshot's maximum).
     pub backends: u32,
@@ -59,31 +84,99 @@ pub struct ConnConfig {
     pub seed: u64,
 }
 
-/// One connection or template: exactly one cache line.
+/// One connection or template: 52 bytes, packed.
 #[derive(Clone, Copy, Debug, Default)]
-#[repr(C, align(64))]
+#[repr(C)]
 struct Entry {
-    /// IPv4: client, virtual, backend, local (host order). With `POOL`: `[slot, 0, 0, 0]`.
+    /// IPv4: client, virtual, backend, FullNAT local (host order). With `POOL`: `[slot, ..]`.
+    /// A template keeps its `n_control` in `[3]` (its local address is its backend's).
     addrs: [u32; 4],
     /// cport, vport, dport, lport.
     ports: [u16; 4],
-    backend: u32,
-    control: u32,
-    n_control: u32,
     /// Expiry, wrapping milliseconds.
     expires: u32,
-    timeout: u32,
-    /// Wheel links (or free-list link).
-    next: u32,
-    prev: u32,
     in_pkts: u32,
-    service: u32,
+    /// A template: its timeout (ms). A connection with `TMO_AUX`: its timeout (ms); else its
+    /// owning template's entry number, or `NIL`.
+    aux: u32,
+    /// Wheel (or free-list) link to the next entry (low 28 bits) | state (high 4 bits).
+    nx: u32,
+    /// Wheel link to the previous entry (low 28 bits) | service bits 16..20 (high 4 bits).
+    pv: u32,
+    /// Backend number (low 24 bits) | IP protocol (high 8 bits).
+    bp: u32,
     flags: u16,
-    proto: u8,
-    state: u8,
+    /// Service bits 0..16.
+    svc: u16,
 }
 
-const _: () = assert!(std::mem::size_of::<Entry>() == 64);
+const _: () = assert!(std::mem::size_of::<Entry>() == 52);
+
+impl Entry {
+    #[inline]
+    fn proto(&self) -> u8 {
+        (self.bp >> 24) as u8
+    }
+    #[inline]
+    fn backend(&self) -> u32 {
+        self.bp & BACKEND_MASK
+    }
+    #[inline]
+    fn set_backend_proto(&mut self, backend: u32, proto: u8) {
+        self.bp = (backend & BACKEND_MASK) | (proto as u32) << 24;
+    }
+    #[inline]
+    fn state(&self) -> u8 {
+        (self.nx >> LINK_BITS) as u8
+    }
+    #[inline]
+    fn set_state(&mut self, s: u8) {
+        self.nx = (self.nx & LINK_MASK) | (s as u32 & 0xF) << LINK_BITS;
+    }
+    #[inline]
+    fn next(&self) -> u32 {
+        self.nx & LINK_MASK
+    }
+    #[inline]
+    fn set_next(&mut self, n: u32) {
+        self.nx = (self.nx & !LINK_MASK) | (n & LINK_MASK);
+    }
+    #[inline]
+    fn prev(&self) -> u32 {
+        self.pv & LINK_MASK
+    }
+    #[inline]
+    fn set_prev(&mut self, n: u32) {
+        self.pv = (self.pv & !LINK_MASK) | (n & LINK_MASK);
+    }
+    #[inline]
+    fn service(&self) -> u32 {
+        self.svc as u32 | (self.pv >> LINK_BITS) << 16
+    }
+    #[inline]
+    fn set_service(&mut self, s: u32) {
+        self.svc = s as u16;
+        self.pv = (self.pv & LINK_MASK) | ((s >> 16) & 0xF) << LINK_BITS;
+    }
+    /// Entries this template controls (0 for a connection).
+    #[inline]
+    fn n_control(&self) -> u32 {
+        if self.flags & TEMPLATE != 0 {
+            self.addrs[3]
+        } else {
+            0
+        }
+    }
+    /// The owning template's entry number, or `NIL`.
+    #[inline]
+    fn control(&self) -> u32 {
+        if self.flags & (TEMPLATE | TMO_AUX) == 0 {
+            self.aux
+        } else {
+            NIL
+        }
+    }
+}
 
 #[inline]
 fn ms32(now: Time) -> u32 {
@@ -93,6 +186,76 @@ fn ms32(now: Time) -> u32 {
 #[inline]
 fn is_due(expires: u32, now: u32) -> bool {
     (now.wrapping_sub(expires) as i32) >= 0
+}
+
+#[inline]
+fn hash(seed: u64, kind: u64, a: u32, ap: u16, b: u32, bp: u16) -> u32 {
+    let x = ((a as u64) << 32 | b as u64) ^ seed;
+    let y = (ap as u64) << 16 | bp as u64 | kind << 32;
+    let h = (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ y).wrapping_mul(0xD6E8_FEB8_6659_FD93);
+    (h >> 32) as u32
+}
+
+/// The folded address `i` of an entry (0 client, 1 virtual, 2 backend, 3 local).
+#[inline]
+fn addr_fold(pool: &[[[u8; 16]; 4]], e: &Entry, i: usize) -> u32 {
+    if e.flags & POOL == 0 {
+        e.addrs[i]
+    } else {
+        let Some(o) = pool.get(e.addrs[0] as usize).map(|p| &p[i]) else {
+            return 0;
+        };
+        let v6 = e.flags & if i < 2 { V6 } else { DV6 } != 0;
+        if v6 {
+            fold16(o)
+        } else {
+            u32::from_be_bytes([o[12], o[13], o[14], o[15]])
+        }
+    }
+}
+
+/// The index hash of an entry's inbound (`out` false) or outbound key.
+#[inline]
+fn key_hash(seed: u64, pool: &[[[u8; 16]; 4]], e: &Entry, out: bool) -> u32 {
+    if out {
+        hash(
+            seed,
+            e.proto() as u64,
+            addr_fold(pool, e, 2),
+            e.ports[2],
+            addr_fold(pool, e, 3),
+            e.ports[3],
+        )
+    } else {
+        let kind = e.proto() as u64
+            | if e.flags & TEMPLATE != 0 {
+                KIND_TEMPLATE
+            } else {
+                0
+            };
+        hash(
+            seed,
+            kind,
+            addr_fold(pool, e, 0),
+            e.ports[0],
+            addr_fold(pool, e, 1),
+            e.ports[1],
+        )
+    }
+}
+
+/// Record that an entry's timer was armed with `timeout` from its timeout table (a template
+/// stores it; a connection's is the table's for its state from now on).
+#[inline]
+fn set_timeout(e: &mut Entry, timeout: u32) {
+    if e.flags & TEMPLATE != 0 {
+        e.aux = timeout;
+    } else if e.flags & (TMO_INIT | TMO_AUX) != 0 {
+        if e.flags & TMO_AUX != 0 {
+            e.aux = NIL;
+        }
+        e.flags &= !(TMO_INIT | TMO_AUX);
+    }
 }
 
 #[inline]
@@ -158,7 +321,7 @@ pub struct ConnV4 {
 #[derive(Clone, Copy, Debug)]
 pub struct SlotHint {
     hash: u32,
-    slot: u64,
+    slot: u32,
 }
 
 impl Default for SlotHint {
@@ -174,13 +337,20 @@ impl Default for SlotHint {
 #[derive(Debug)]
 pub struct ConnTable {
     entries: Vec<Entry>,
+    /// Address blocks of the entries with an IPv6 address, grown on demand up to `v6_capacity`.
     pool: Vec<[[u8; 16]; 4]>,
     pool_free: Vec<u32>,
+    v6_capacity: u32,
     free_head: u32,
     len: u32,
     index: Index,
-    /// Sentinels of the wheel buckets and the pending list: (next, prev).
+    /// Sentinels of the level-0 buckets, the level-1 buckets and the pending list: (next, prev).
     heads: Vec<(u32, u32)>,
+    /// Level-0 buckets (a power of two, `1 << wheel_bits`).
+    wheel: usize,
+    wheel_bits: u32,
+    /// Level-1 buckets (a power of two).
+    wheel1: usize,
     /// Next wheel tick to visit (ms >> TICK_SHIFT, not wrapped).
     cursor: u64,
     /// Latest tick the sweep was asked to reach (for `check`).
@@ -196,11 +366,12 @@ pub struct ConnTable {
     /// Live embryonic entries (TCP SYN_RECV or SYNACK).
     embryonic: u32,
     /// The embryonic entries in the order they became embryonic (a ring of entry numbers,
-    /// `emb_ring.len()` a power of two), from `emb_head` to `emb_tail` (wrapping positions).
-    /// An item is valid while its entry is live, embryonic and `emb_pos[entry]` is its position;
-    /// the others are skipped when they reach the head.
+    /// `emb_ring.len()` a power of two, a sixteenth of the capacity), from `emb_head` to
+    /// `emb_tail` (wrapping positions). An entry has at most one item (`EMB_QUEUED`, kept when
+    /// its slot is reused); an item is valid while its entry is live and embryonic, the others
+    /// are skipped when they reach the head. An entry that becomes embryonic again while its
+    /// old item is still queued keeps that item's place.
     emb_ring: Vec<u32>,
-    emb_pos: Vec<u32>,
     emb_head: u32,
     emb_tail: u32,
     /// `todrop_entry`'s per-`in_pkts` counters (`ip_vs_conn.c`).
@@ -298,27 +469,35 @@ impl ConnTable {
     /// tables) are bound, unbound and moved by this table's entries (`cfg.backends` is not
     /// used: the counts' own size is).
     pub fn with_counts(cfg: &ConnConfig, counts: Arc<BackendCounts>) -> Self {
-        let cap = cfg.capacity.clamp(1, 1 << 30);
+        let cap = cfg.capacity.clamp(1, MAX_CAPACITY);
         let v6 = cfg.v6_capacity.min(cap);
         let mut entries = vec![Entry::default(); cap as usize];
         for (i, e) in entries.iter_mut().enumerate() {
-            e.next = if i + 1 < cap as usize {
+            e.set_next(if i + 1 < cap as usize {
                 i as u32 + 1
             } else {
                 NIL
-            };
+            });
+            e.aux = NIL;
         }
-        let heads = (0..=WHEEL)
+        let pow = (cap as usize).next_power_of_two();
+        let wheel = (pow / 16).clamp(MIN_WHEEL, MAX_WHEEL);
+        let wheel1 = (MAX_WHEEL / wheel).min(pow / 8).max(1);
+        let heads = (0..=wheel + wheel1)
             .map(|b| (cap + b as u32, cap + b as u32))
             .collect();
         ConnTable {
             entries,
-            pool: vec![[[0; 16]; 4]; v6 as usize],
-            pool_free: (0..v6).rev().collect(),
+            pool: Vec::new(),
+            pool_free: Vec::new(),
+            v6_capacity: v6,
             free_head: 0,
             len: 0,
-            index: Index::new(2 * cap as usize),
+            index: Index::new(cap as usize),
             heads,
+            wheel,
+            wheel_bits: wheel.trailing_zeros(),
+            wheel1,
             cursor: 0,
             horizon: 0,
             counts,
@@ -328,8 +507,7 @@ impl ConnTable {
             sync_meta: Vec::new(),
             seed: cfg.seed,
             embryonic: 0,
-            emb_ring: vec![NIL; (cap as usize).next_power_of_two()],
-            emb_pos: vec![0; cap as usize],
+            emb_ring: vec![NIL; (pow / 16).max(MIN_RING).min(pow)],
             emb_head: 0,
             emb_tail: 0,
             todrop_counter: [0; 9],
@@ -352,26 +530,32 @@ impl ConnTable {
 
     /// Entries holding IPv6 addresses, and the maximum.
     pub fn v6_usage(&self) -> (u32, u32) {
-        let cap = self.pool.len() as u32;
-        (cap - self.pool_free.len() as u32, cap)
+        let used = self.pool.len() - self.pool_free.len();
+        (used as u32, self.v6_capacity)
     }
 
-    /// Bytes allocated per entry of capacity: entry + index slots + the IPv6 slab's share.
+    /// Bytes allocated now, per entry of capacity: entries, index slots, wheel heads, the
+    /// embryonic ring and the IPv6 address blocks allocated so far (not the sync master's
+    /// [`SyncMeta`]), rounded up.
     pub fn bytes_per_entry(&self) -> usize {
-        let total = self.entries.len() * ENTRY_BYTES
-            + self.index.slot_count() * 8
-            + self.pool.len() * (64 + 4)
+        self.bytes().div_ceil(self.entries.len())
+    }
+
+    /// Bytes allocated now by the table (see [`Self::bytes_per_entry`]).
+    pub fn bytes(&self) -> usize {
+        self.entries.len() * ENTRY_BYTES
+            + self.index.slot_count() * 4
             + self.heads.len() * 8
             + self.emb_ring.len() * 4
-            + self.emb_pos.len() * 4;
-        total / self.entries.len()
+            + self.pool.capacity() * 64
+            + self.pool_free.capacity() * 4
     }
 
-    /// Address and length in bytes of the big arrays (entries, index, IPv6 slab), so that the
-    /// worker can back them with transparent huge pages (`madvise(MADV_HUGEPAGE)` or, as they
-    /// are already populated, `MADV_COLLAPSE`): with 4 KiB pages a random lookup in a large
-    /// table pays two TLB misses besides its two cache misses. The table itself stays free of
-    /// `unsafe`.
+    /// Address and length in bytes of the big arrays (entries, index, embryonic ring), so that
+    /// the worker can back them with transparent huge pages (`madvise(MADV_HUGEPAGE)` or, as
+    /// they are already populated, `MADV_COLLAPSE`): with 4 KiB pages a random lookup in a
+    /// large table pays two TLB misses besides its two cache misses. The table itself stays
+    /// free of `unsafe`.
     pub fn memory_regions(&self) -> [(usize, usize); 3] {
         [
             (
@@ -379,7 +563,7 @@ impl ConnTable {
                 self.entries.len() * ENTRY_BYTES,
             ),
             self.index.region(),
-            (self.pool.as_ptr() as usize, self.pool.len() * 64),
+            (self.emb_ring.as_ptr() as usize, self.emb_ring.len() * 4),
         ]
     }
 
@@ -443,31 +627,12 @@ impl ConnTable {
 
     #[inline]
     fn hash(&self, kind: u64, a: u32, ap: u16, b: u32, bp: u16) -> u32 {
-        let x = ((a as u64) << 32 | b as u64) ^ self.seed;
-        let y = (ap as u64) << 16 | bp as u64 | kind << 32;
-        let h = (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ y).wrapping_mul(0xD6E8_FEB8_6659_FD93);
-        (h >> 32) as u32
+        hash(self.seed, kind, a, ap, b, bp)
     }
 
     #[inline]
     fn tuple_hash(&self, kind: u64, t: &Tuple) -> u32 {
         self.hash(kind, fold(&t.src), t.sport, fold(&t.dst), t.dport)
-    }
-
-    /// The folded address `i` of an entry (0 client, 1 virtual, 2 backend, 3 local).
-    #[inline]
-    fn addr_fold(&self, e: &Entry, i: usize) -> u32 {
-        if e.flags & POOL == 0 {
-            e.addrs[i]
-        } else {
-            let o = &self.pool[e.addrs[0] as usize][i];
-            let v6 = e.flags & if i < 2 { V6 } else { DV6 } != 0;
-            if v6 {
-                fold16(o)
-            } else {
-                u32::from_be_bytes([o[12], o[13], o[14], o[15]])
-            }
-        }
     }
 
     #[inline]
@@ -482,30 +647,22 @@ impl ConnTable {
 
     #[inline]
     fn in_hash(&self, e: &Entry) -> u32 {
-        let kind = e.proto as u64
-            | if e.flags & TEMPLATE != 0 {
-                KIND_TEMPLATE
-            } else {
-                0
-            };
-        self.hash(
-            kind,
-            self.addr_fold(e, 0),
-            e.ports[0],
-            self.addr_fold(e, 1),
-            e.ports[1],
-        )
+        key_hash(self.seed, &self.pool, e, false)
     }
 
     #[inline]
     fn out_hash(&self, e: &Entry) -> u32 {
-        self.hash(
-            e.proto as u64,
-            self.addr_fold(e, 2),
-            e.ports[2],
-            self.addr_fold(e, 3),
-            e.ports[3],
-        )
+        key_hash(self.seed, &self.pool, e, true)
+    }
+
+    /// Remove index value `v` (entry number << 1 | direction) hashed under `h`.
+    fn unindex(&mut self, h: u32, v: u32) -> bool {
+        let (entries, pool, seed) = (&self.entries, &self.pool, self.seed);
+        self.index
+            .remove(h, v, |w| match entries.get((w >> 1) as usize) {
+                Some(e) => key_hash(seed, pool, e, w & 1 == 1),
+                None => 0,
+            })
     }
 
     /// Whether entry `e`'s addresses `i`, `j` equal `a`, `b`.
@@ -530,7 +687,7 @@ impl ConnTable {
         let Some(e) = self.entries.get((v >> 1) as usize) else {
             return false;
         };
-        if e.proto != t.proto || (e.flags & TEMPLATE != 0) != template {
+        if e.proto() != t.proto || (e.flags & TEMPLATE != 0) != template {
             return false;
         }
         if v & 1 == 0 {
@@ -540,13 +697,25 @@ impl ConnTable {
         }
     }
 
+    /// The timeout (ms) the entry's timer was last armed with: see `TMO_INIT` and `TMO_AUX`.
+    #[inline]
+    fn timeout_of(&self, e: &Entry) -> u32 {
+        if e.flags & (TEMPLATE | TMO_AUX) != 0 {
+            e.aux
+        } else if e.flags & TMO_INIT != 0 {
+            INITIAL_TIMEOUT_MS
+        } else {
+            self.timeouts.get(e.proto(), e.state())
+        }
+    }
+
     // ---------------------------------------------------------------- wheel lists
 
     #[inline]
     fn next_of(&self, n: u32) -> u32 {
         let cap = self.entries.len() as u32;
         if n < cap {
-            self.entries[n as usize].next
+            self.entries[n as usize].next()
         } else {
             self.heads[(n - cap) as usize].0
         }
@@ -556,7 +725,7 @@ impl ConnTable {
     fn prev_of(&self, n: u32) -> u32 {
         let cap = self.entries.len() as u32;
         if n < cap {
-            self.entries[n as usize].prev
+            self.entries[n as usize].prev()
         } else {
             self.heads[(n - cap) as usize].1
         }
@@ -566,7 +735,7 @@ impl ConnTable {
     fn set_next(&mut self, n: u32, v: u32) {
         let cap = self.entries.len() as u32;
         if n < cap {
-            self.entries[n as usize].next = v;
+            self.entries[n as usize].set_next(v);
         } else {
             self.heads[(n - cap) as usize].0 = v;
         }
@@ -576,7 +745,7 @@ impl ConnTable {
     fn set_prev(&mut self, n: u32, v: u32) {
         let cap = self.entries.len() as u32;
         if n < cap {
-            self.entries[n as usize].prev = v;
+            self.entries[n as usize].set_prev(v);
         } else {
             self.heads[(n - cap) as usize].1 = v;
         }
@@ -604,11 +773,46 @@ impl ConnTable {
         self.set_prev(n, p);
     }
 
+    /// The bucket for an entry expiring at `expires` (see the module documentation).
+    #[inline]
+    fn bucket(&self, expires: u32) -> usize {
+        let tick = (expires >> TICK_SHIFT) as u64;
+        let ahead = tick.wrapping_sub(self.cursor) & (TICKS - 1);
+        if ahead < self.wheel as u64 || ahead >= TICKS / 2 {
+            (tick & (self.wheel as u64 - 1)) as usize
+        } else {
+            self.wheel + ((tick >> self.wheel_bits) & (self.wheel1 as u64 - 1)) as usize
+        }
+    }
+
+    /// The sentinel number of the pending list.
+    #[inline]
+    fn pending(&self) -> u32 {
+        self.sentinel(self.wheel + self.wheel1)
+    }
+
     #[inline]
     fn queue(&mut self, idx: u32) {
-        let b = (self.entries[idx as usize].expires >> TICK_SHIFT) & WHEEL_MASK;
-        let s = self.sentinel(b as usize);
+        let b = self.bucket(self.entries[idx as usize].expires);
+        let s = self.sentinel(b);
         self.link_after(idx, s);
+    }
+
+    /// Move every entry of bucket sentinel `b` to the end of the pending list.
+    fn splice_to_pending(&mut self, b: u32) {
+        let pending = self.pending();
+        let first = self.next_of(b);
+        if first == b {
+            return;
+        }
+        let last = self.prev_of(b);
+        let tail = self.prev_of(pending);
+        self.set_next(tail, first);
+        self.set_prev(first, tail);
+        self.set_prev(pending, last);
+        self.set_next(last, pending);
+        self.set_next(b, b);
+        self.set_prev(b, b);
     }
 
     /// Set an entry's expiry, moving it in the wheel only when it becomes earlier.
@@ -631,23 +835,24 @@ impl ConnTable {
 
     // ---------------------------------------------------------------- lookups
 
-    /// Hint that `t` will be looked up soon: loads its home index slot and, when that slot's tag
-    /// matches, the entry it names (and an IPv6 entry's address block). Call it for every tuple of a batch before
-    /// looking them up: the loads of different tuples overlap instead of each lookup waiting for
-    /// two cache misses in turn (`lookup_hit_prefetch32` vs `lookup_hit` in `benches/conn.rs`).
+    /// Hint that `t` will be looked up soon: loads its home index slot and, when that slot's
+    /// fingerprint matches, the entry it names (and an IPv6 entry's address block). Call it for
+    /// every tuple of a batch before looking them up: the loads of different tuples overlap
+    /// instead of each lookup waiting for two cache misses in turn (`lookup_hit_prefetch32` vs `lookup_hit` in `benches/conn.rs`).
     /// Plain loads, no `unsafe` prefetch instruction.
     #[inline]
     pub fn prefetch(&self, t: &Tuple) {
         let h = self.tuple_hash(t.proto as u64, t);
         let s = self.index.touch(h);
-        let word = if (s >> 32) as u32 == h {
-            match self.entries.get(((s as u32) >> 1) as usize) {
+        let word = if let Some(v) = self.index.candidate(h, s) {
+            match self.entries.get((v >> 1) as usize) {
                 // IPv6: the comparison will read the address block too.
                 Some(e) if e.flags & POOL != 0 => self
                     .pool
                     .get(e.addrs[0] as usize)
                     .map_or(0, |p| p[0][15] as u32),
-                Some(e) => e.expires,
+                // First and last words: a 52-byte entry may span two cache lines.
+                Some(e) => e.addrs[0] ^ u32::from(e.flags),
                 None => 0,
             }
         } else {
@@ -677,20 +882,21 @@ impl ConnTable {
         hint.slot = self.index.touch(hint.hash);
     }
 
-    /// Third pass of [`Self::slot_hint`]: load the entry the slot names when its tag matches
-    /// (and an IPv6 entry's address block). Plain loads, no `unsafe`.
+    /// Third pass of [`Self::slot_hint`]: load the entry the slot names when its fingerprint
+    /// matches (and an IPv6 entry's address block). Plain loads, no `unsafe`.
     #[inline]
     pub fn prefetch_entry(&self, hint: SlotHint) {
         let SlotHint { hash, slot } = hint;
-        if (slot >> 32) as u32 != hash {
+        let Some(v) = self.index.candidate(hash, slot) else {
             return;
-        }
-        let word = match self.entries.get(((slot as u32) >> 1) as usize) {
+        };
+        let word = match self.entries.get((v >> 1) as usize) {
             Some(e) if e.flags & POOL != 0 => self
                 .pool
                 .get(e.addrs[0] as usize)
                 .map_or(0, |p| p[0][15] as u32),
-            Some(e) => e.expires,
+            // First and last words: a 52-byte entry may span two cache lines.
+            Some(e) => e.addrs[0] ^ u32::from(e.flags),
             None => 0,
         };
         std::hint::black_box(word);
@@ -723,7 +929,7 @@ impl ConnTable {
             let Some(e) = self.entries.get((v >> 1) as usize) else {
                 return false;
             };
-            if e.proto != proto || e.flags & TEMPLATE != 0 {
+            if e.proto() != proto || e.flags & TEMPLATE != 0 {
                 return false;
             }
             let (a, b) = if v & 1 == 0 { (0, 1) } else { (2, 3) };
@@ -798,18 +1004,35 @@ impl ConnTable {
     // ---------------------------------------------------------------- insertion
 
     fn alloc(&mut self, need_pool: bool) -> Option<(u32, u32)> {
-        if self.free_head == NIL || (need_pool && self.pool_free.is_empty()) {
+        if self.free_head == NIL {
             return None;
         }
+        let slot = if need_pool { self.alloc_block()? } else { 0 };
         let idx = self.free_head;
-        self.free_head = self.entries[idx as usize].next;
-        let slot = if need_pool {
-            self.pool_free.pop().unwrap_or(0)
-        } else {
-            0
-        };
+        self.free_head = self.entries[idx as usize].next();
         self.len += 1;
         Some((idx, slot))
+    }
+
+    /// An IPv6 address block: a freed one, or a new one while fewer than `v6_capacity` exist
+    /// (the block array grows by doubling, up to that). `None` when there is no room.
+    fn alloc_block(&mut self) -> Option<u32> {
+        if let Some(slot) = self.pool_free.pop() {
+            return Some(slot);
+        }
+        let n = self.pool.len();
+        if n >= self.v6_capacity as usize {
+            return None;
+        }
+        if n == self.pool.capacity() {
+            let more = n.max(16).min(self.v6_capacity as usize - n);
+            self.pool.try_reserve_exact(more).ok()?;
+            // Room for every block to come back, so `remove` never allocates.
+            let want = self.pool.capacity().saturating_sub(self.pool_free.len());
+            self.pool_free.try_reserve_exact(want).ok()?;
+        }
+        self.pool.push([[0; 16]; 4]);
+        Some(n as u32)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -833,6 +1056,8 @@ impl ConnTable {
             *m = SyncMeta::default();
         }
         let e = &mut self.entries[idx as usize];
+        // The embryonic ring's mark stays with the slot (see `emb_ring`).
+        let queued = e.flags & EMB_QUEUED;
         *e = Entry::default();
         if pool {
             e.addrs = [slot, 0, 0, 0];
@@ -845,21 +1070,24 @@ impl ConnTable {
             }
         }
         e.ports = ports;
-        e.flags = flags;
-        e.proto = proto;
-        e.control = NIL;
+        e.flags = flags | queued;
+        e.set_backend_proto(0, proto);
+        e.aux = NIL;
     }
 
     /// Create a connection entry (`ip_vs_conn_new` + `ip_vs_bind_dest`): state NONE, timeout
     /// 3 s, flags = method | INACTIVE (| NOOUTPUT for DR/TUN), counted in the backend's
-    /// inactconns, indexed inbound and (NAT/FullNAT) outbound. `None` when the table or the
-    /// IPv6 slab is full, or the backend id is outside the counts (the pipeline drops with
-    /// `TableFull`). The caller then accounts the packet with [`Self::on_packet`].
+    /// inactconns, indexed inbound and (NAT/FullNAT) outbound, linked to `c.control` when that
+    /// is a live template. `None` when the table or the IPv6 address blocks are full, or the
+    /// backend id is outside the counts (or ≥ 2^24) or the service number above
+    /// [`MAX_SERVICE`] (the pipeline drops with `TableFull`). The caller then accounts the
+    /// packet with [`Self::on_packet`].
     ///
     /// The tuples must not already be present (look up first); a duplicate is stored but is only
     /// reachable by handle until the older entry goes.
     pub fn insert(&mut self, c: &NewConn, now: Time) -> Option<ConnId> {
-        if !self.counts.contains(c.backend) {
+        if !self.counts.contains(c.backend) || c.backend.0 > BACKEND_MASK || c.service > MAX_SERVICE
+        {
             return None;
         }
         let out = c.method.replies_through_director();
@@ -896,9 +1124,9 @@ impl ConnTable {
         let now = ms32(now);
         {
             let e = &mut self.entries[idx as usize];
-            e.backend = c.backend.0;
-            e.service = c.service;
-            e.timeout = INITIAL_TIMEOUT_MS;
+            e.set_backend_proto(c.backend.0, c.proto);
+            e.set_service(c.service);
+            e.flags |= TMO_INIT;
             e.expires = now.wrapping_add(INITIAL_TIMEOUT_MS);
         }
         let e = self.entries[idx as usize];
@@ -911,11 +1139,11 @@ impl ConnTable {
         self.queue(idx);
         self.counts.bind(c.backend, false);
         if let Some(ct) = c.control {
-            if ct.0 != idx && self.live(ct).is_some() {
-                self.entries[idx as usize].control = ct.0;
+            if ct.0 != idx && self.live(ct).is_some_and(|t| t.flags & TEMPLATE != 0) {
+                self.entries[idx as usize].aux = ct.0;
                 let t = &mut self.entries[ct.0 as usize];
-                t.n_control = t.n_control.saturating_add(1);
-                let exp = now.wrapping_add(t.timeout);
+                t.addrs[3] = t.addrs[3].saturating_add(1);
+                let exp = now.wrapping_add(t.aux);
                 self.arm(ct.0, exp);
             }
         }
@@ -937,7 +1165,7 @@ impl ConnTable {
         timeout_secs: u32,
         now: Time,
     ) -> Option<ConnId> {
-        if !self.counts.contains(backend) {
+        if !self.counts.contains(backend) || backend.0 > BACKEND_MASK || service > MAX_SERVICE {
             return None;
         }
         let v6 = key.client.is_ipv6() || key.vaddr.is_ipv6();
@@ -967,11 +1195,13 @@ impl ConnTable {
         let timeout = timeout_secs.saturating_mul(1000).min(MAX_TIMEOUT_MS);
         {
             let e = &mut self.entries[idx as usize];
-            e.backend = backend.0;
-            e.service = service;
-            e.timeout = timeout;
+            e.set_backend_proto(backend.0, key.proto);
+            e.set_service(service);
+            e.aux = timeout;
+            // `[3]` of a template is its n_control.
+            e.addrs[3] = 0;
             e.expires = ms32(now).wrapping_add(timeout);
-            e.state = state::template::NONE;
+            e.set_state(state::template::NONE);
         }
         let e = self.entries[idx as usize];
         let h = self.in_hash(&e);
@@ -992,7 +1222,7 @@ impl ConnTable {
             return;
         }
         let h = self.in_hash(&e);
-        self.index.remove(h, id.0 << 1);
+        self.unindex(h, id.0 << 1);
         let e = &mut self.entries[id.0 as usize];
         e.flags &= !IN_HASHED;
         e.ports[1] = 0xFFFF;
@@ -1003,7 +1233,7 @@ impl ConnTable {
     /// after it was used for a new connection that could not be created.
     pub fn rearm(&mut self, id: ConnId, now: Time) {
         if let Some(e) = self.live(id) {
-            let exp = ms32(now).wrapping_add(e.timeout);
+            let exp = ms32(now).wrapping_add(self.timeout_of(e));
             self.arm(id.0, exp);
         }
     }
@@ -1027,7 +1257,8 @@ impl ConnTable {
         }
         let mut assure = false;
         let mut emb_change = None;
-        let timeout = match e.proto {
+        let old = e.state();
+        let timeout = match e.proto() {
             proto @ (6 | 132) => {
                 let mut tdir = match dir {
                     Direction::In => TcpDir::In,
@@ -1042,21 +1273,21 @@ impl ConnTable {
                 }
                 // The same bookkeeping for both protocols; only the transition table differs.
                 let (new, established) = if proto == 6 {
-                    let mut next = state::tcp_next(e.state, tdir, flags, self.secure_tcp);
+                    let mut next = state::tcp_next(old, tdir, flags, self.secure_tcp);
                     if self.strict_handshake
                         && tdir == TcpDir::Out
                         && flags & (tcp::FLAG_SYN | tcp::FLAG_FIN | tcp::FLAG_RST | tcp::FLAG_ACK)
                             == tcp::FLAG_ACK
-                        && matches!(e.state, tcp::SYN_RECV | tcp::SYNACK)
+                        && matches!(old, tcp::SYN_RECV | tcp::SYNACK)
                     {
-                        next = e.state;
+                        next = old;
                     }
                     (next, tcp::ESTABLISHED)
                 } else {
-                    (state::sctp_next(e.state, tdir, flags), sctp::ESTABLISHED)
+                    (state::sctp_next(old, tdir, flags), sctp::ESTABLISHED)
                 };
-                if new != e.state && e.flags & TEMPLATE == 0 {
-                    let b = BackendId(e.backend);
+                if new != old && e.flags & TEMPLATE == 0 {
+                    let b = BackendId(e.backend());
                     if e.flags & INACTIVE == 0 && new != established {
                         e.flags |= INACTIVE;
                         self.counts.deactivate(b);
@@ -1066,9 +1297,11 @@ impl ConnTable {
                     }
                     assure = new == established;
                 }
-                let was = embryonic_state(proto, e.state);
+                let was = embryonic_state(proto, old);
                 let is = embryonic_state(proto, new) && e.flags & TEMPLATE == 0;
-                e.state = new;
+                if new != old {
+                    e.set_state(new);
+                }
                 if was != is {
                     emb_change = Some(is);
                 }
@@ -1076,15 +1309,15 @@ impl ConnTable {
             }
             p => {
                 assure = p == 17 && dir == Direction::Out;
-                self.timeouts.get(p, e.state)
+                self.timeouts.get(p, old)
             }
         };
         if dir == Direction::In {
             e.in_pkts = e.in_pkts.wrapping_add(1);
         }
-        e.timeout = timeout;
-        let control = e.control;
-        let state = e.state;
+        set_timeout(e, timeout);
+        let control = e.control();
+        let state = e.state();
         let exp = ms32(now).wrapping_add(timeout);
         self.arm(idx, exp);
         if let Some(is) = emb_change {
@@ -1093,7 +1326,7 @@ impl ConnTable {
         if assure && control != NIL {
             if let Some(ct) = self.entries.get_mut(control as usize) {
                 if ct.flags & TEMPLATE != 0 {
-                    ct.state = state::template::ASSURED;
+                    ct.set_state(state::template::ASSURED);
                 }
             }
         }
@@ -1124,10 +1357,10 @@ impl ConnTable {
         let Some(e) = self.entries.get_mut(idx as usize) else {
             return;
         };
-        if e.flags & (USED | TEMPLATE) != USED || e.proto != 6 {
+        if e.flags & (USED | TEMPLATE) != USED || e.proto() != 6 {
             return;
         }
-        let b = BackendId(e.backend);
+        let b = BackendId(e.backend());
         if e.flags & INACTIVE == 0 && new != tcp::ESTABLISHED {
             e.flags |= INACTIVE;
             self.counts.deactivate(b);
@@ -1135,11 +1368,11 @@ impl ConnTable {
             e.flags &= !INACTIVE;
             self.counts.activate(b);
         }
-        let was = embryonic_state(6, e.state);
+        let was = embryonic_state(6, e.state());
         let is = embryonic_state(6, new);
-        e.state = new;
+        e.set_state(new);
         let timeout = self.timeouts.get(6, new);
-        e.timeout = timeout;
+        set_timeout(e, timeout);
         let exp = ms32(now).wrapping_add(timeout);
         self.arm(idx, exp);
         if was != is {
@@ -1155,8 +1388,8 @@ impl ConnTable {
     /// the owning template goes too when it has no other entries and is not ASSURED.
     fn fire(&mut self, idx: u32, at: u32, now: u32, chain: bool) -> Fired {
         let e = &mut self.entries[idx as usize];
-        if e.n_control > 0 {
-            e.timeout = DEFER_MS;
+        if e.n_control() > 0 {
+            e.aux = DEFER_MS;
             let late = now.wrapping_sub(at);
             let turns = if (late as i32) < 0 {
                 0
@@ -1181,18 +1414,18 @@ impl ConnTable {
             let e = self.entries[idx as usize];
             if e.flags & IN_HASHED != 0 {
                 let h = self.in_hash(&e);
-                self.index.remove(h, idx << 1);
+                self.unindex(h, idx << 1);
             }
             if e.flags & OUT_HASHED != 0 {
                 let h = self.out_hash(&e);
-                self.index.remove(h, idx << 1 | 1);
+                self.unindex(h, idx << 1 | 1);
             }
             self.unlink(idx);
-            if e.flags & TEMPLATE == 0 && embryonic_state(e.proto, e.state) {
+            if e.flags & TEMPLATE == 0 && embryonic_state(e.proto(), e.state()) {
                 self.embryonic -= 1;
             }
             self.counts.unbind(
-                BackendId(e.backend),
+                BackendId(e.backend()),
                 e.flags & TEMPLATE != 0,
                 e.flags & INACTIVE != 0,
             );
@@ -1200,28 +1433,26 @@ impl ConnTable {
                 self.pool_free.push(e.addrs[0]);
             }
             let slot = &mut self.entries[idx as usize];
-            slot.flags = 0;
-            slot.next = self.free_head;
+            slot.flags &= EMB_QUEUED;
+            slot.set_next(self.free_head);
             self.free_head = idx;
             self.len -= 1;
-            let ct = e.control;
+            let ct = e.control();
             if ct == NIL {
                 return;
             }
             let Some(t) = self.entries.get_mut(ct as usize) else {
                 return;
             };
-            if t.flags & USED == 0 {
+            if t.flags & (USED | TEMPLATE) != USED | TEMPLATE {
                 return;
             }
-            t.n_control = t.n_control.saturating_sub(1);
-            let drop = chain
-                && t.n_control == 0
-                && (t.flags & TEMPLATE == 0 || t.state != state::template::ASSURED);
+            t.addrs[3] = t.addrs[3].saturating_sub(1);
+            let drop = chain && t.addrs[3] == 0 && t.state() != state::template::ASSURED;
             if !drop {
                 return;
             }
-            chain = t.control != NIL;
+            chain = t.control() != NIL;
             idx = ct;
         }
     }
@@ -1242,7 +1473,7 @@ impl ConnTable {
         let Some(e) = self.live(id) else {
             return false;
         };
-        let chain = e.control != NIL;
+        let chain = e.control() != NIL;
         let now = ms32(now);
         matches!(self.fire(id.0, now, now, chain), Fired::Removed)
     }
@@ -1254,11 +1485,16 @@ impl ConnTable {
         let now_ms = now.0 / 1_000_000;
         let now32 = now_ms as u32;
         let now_tick = now_ms >> TICK_SHIFT;
-        if now_tick > self.cursor + WHEEL as u64 {
-            self.cursor = now_tick - WHEEL as u64;
+        let wheel = self.wheel as u64;
+        if now_tick > self.cursor + wheel {
+            self.cursor = now_tick - wheel;
+            // Turns were skipped, and their level-1 buckets with them: take them all.
+            for j in 0..self.wheel1 {
+                self.splice_to_pending(self.sentinel(self.wheel + j));
+            }
         }
         self.horizon = self.horizon.max(now_tick);
-        let pending = self.sentinel(PENDING);
+        let pending = self.pending();
         let mut work = 0u32;
         let mut removed = 0u32;
         loop {
@@ -1281,18 +1517,13 @@ impl ConnTable {
             if work >= budget || self.cursor >= now_tick {
                 break;
             }
-            // Move the bucket of the passed tick `cursor` to the pending list.
-            let b = self.sentinel((self.cursor as u32 & WHEEL_MASK) as usize);
-            let first = self.next_of(b);
-            if first != b {
-                let last = self.prev_of(b);
-                self.set_next(pending, first);
-                self.set_prev(first, pending);
-                self.set_prev(pending, last);
-                self.set_next(last, pending);
-                self.set_next(b, b);
-                self.set_prev(b, b);
+            // Entering a turn: its level-1 bucket. Then the bucket of the passed tick `cursor`.
+            if self.cursor & (wheel - 1) == 0 {
+                let j = (self.cursor >> self.wheel_bits) & (self.wheel1 as u64 - 1);
+                self.splice_to_pending(self.sentinel(self.wheel + j as usize));
             }
+            let b = self.sentinel((self.cursor & (wheel - 1)) as usize);
+            self.splice_to_pending(b);
             self.cursor += 1;
             work += 1;
         }
@@ -1315,15 +1546,15 @@ impl ConnTable {
         let end = from.saturating_add(budget).min(cap);
         for idx in from.min(cap)..end {
             let e = self.entries[idx as usize];
-            if e.flags & USED == 0 || e.backend != backend.0 || e.n_control > 0 {
+            if e.flags & USED == 0 || e.backend() != backend.0 || e.n_control() > 0 {
                 continue;
             }
-            let ct = e.control;
+            let ct = e.control();
             self.fire(idx, now32, now32, ct != NIL);
             if ct != NIL {
                 if let Some(t) = self.entries.get(ct as usize) {
-                    if t.flags & USED != 0 && t.n_control == 0 {
-                        let chain = t.control != NIL;
+                    if t.flags & USED != 0 && t.n_control() == 0 {
+                        let chain = t.control() != NIL;
                         self.fire(ct, now32, now32, chain);
                     }
                 }
@@ -1355,12 +1586,12 @@ impl ConnTable {
     pub fn sync_view(&self, id: ConnId) -> Option<SyncView> {
         let e = self.live(id)?;
         Some(SyncView {
-            proto: e.proto,
-            state: e.state,
+            proto: e.proto(),
+            state: e.state(),
             template: e.flags & TEMPLATE != 0,
-            control: (e.control != NIL).then_some(ConnId(e.control)),
+            control: (e.control() != NIL).then_some(ConnId(e.control())),
             in_pkts: e.in_pkts,
-            timeout_ms: e.timeout,
+            timeout_ms: self.timeout_of(e),
             method: Method::from_bits(e.flags),
         })
     }
@@ -1476,7 +1707,7 @@ impl ConnTable {
         let timeout = c.timeout_ms.min(MAX_TIMEOUT_MS);
         let e = &mut self.entries[id.0 as usize];
         if e.flags & TEMPLATE == 0 {
-            let b = BackendId(e.backend);
+            let b = BackendId(e.backend());
             if e.flags & INACTIVE != 0 && !c.inactive {
                 e.flags &= !INACTIVE;
                 self.counts.activate(b);
@@ -1487,11 +1718,20 @@ impl ConnTable {
         }
         let e = &mut self.entries[id.0 as usize];
         let template = e.flags & TEMPLATE != 0;
-        let was = !template && embryonic_state(e.proto, e.state);
-        let is = !template && embryonic_state(e.proto, c.state);
-        e.state = c.state;
+        let was = !template && embryonic_state(e.proto(), e.state());
+        let is = !template && embryonic_state(e.proto(), c.state);
+        e.set_state(c.state);
         e.in_pkts = c.in_pkts;
-        e.timeout = timeout;
+        if template {
+            e.aux = timeout;
+        } else if e.control() == NIL {
+            e.flags = (e.flags & !TMO_INIT) | TMO_AUX;
+            e.aux = timeout;
+        } else {
+            // The control link holds the spot: the timer runs out at the synced time, and the
+            // timeout reported is the table's for the state.
+            e.flags &= !(TMO_INIT | TMO_AUX);
+        }
         let exp = ms32(now).wrapping_add(timeout);
         self.arm(id.0, exp);
         if was != is {
@@ -1510,38 +1750,46 @@ impl ConnTable {
             return;
         }
         self.embryonic += 1;
+        if self.entries[idx as usize].flags & EMB_QUEUED != 0 {
+            // Its earlier item is still in the ring and stands for it.
+            return;
+        }
         // Skip a few stale items at the head, so the ring rarely fills.
         for _ in 0..4 {
             if self.emb_head == self.emb_tail || self.emb_valid(self.emb_head) {
                 break;
             }
-            self.emb_head = self.emb_head.wrapping_add(1);
+            self.emb_pop();
         }
         let mask = self.emb_ring.len() as u32 - 1;
         if self.emb_tail.wrapping_sub(self.emb_head) > mask {
-            // A position already behind the head: never valid.
-            self.emb_pos[idx as usize] = self.emb_head.wrapping_sub(1);
             return;
         }
         let pos = self.emb_tail;
         self.emb_ring[(pos & mask) as usize] = idx;
-        self.emb_pos[idx as usize] = pos;
+        self.entries[idx as usize].flags |= EMB_QUEUED;
         self.emb_tail = pos.wrapping_add(1);
     }
 
-    /// Whether ring position `pos` names a live embryonic entry queued there.
+    /// Take the item at the head of the ring: its entry number (the entry is no longer queued).
+    fn emb_pop(&mut self) -> u32 {
+        let mask = self.emb_ring.len() as u32 - 1;
+        let idx = self.emb_ring[(self.emb_head & mask) as usize];
+        self.emb_head = self.emb_head.wrapping_add(1);
+        if let Some(e) = self.entries.get_mut(idx as usize) {
+            e.flags &= !EMB_QUEUED;
+        }
+        idx
+    }
+
+    /// Whether ring position `pos` names a live embryonic entry.
     #[inline]
     fn emb_valid(&self, pos: u32) -> bool {
         let mask = self.emb_ring.len() as u32 - 1;
         let idx = self.emb_ring[(pos & mask) as usize];
-        match self.entries.get(idx as usize) {
-            Some(e) => {
-                e.flags & (USED | TEMPLATE) == USED
-                    && embryonic_state(e.proto, e.state)
-                    && self.emb_pos[idx as usize] == pos
-            }
-            None => false,
-        }
+        self.entries.get(idx as usize).is_some_and(|e| {
+            e.flags & (USED | TEMPLATE) == USED && embryonic_state(e.proto(), e.state())
+        })
     }
 
     /// Remove the embryonic entry that became embryonic first (of those in the ring), looking
@@ -1555,11 +1803,9 @@ impl ConnTable {
             if self.emb_head == self.emb_tail {
                 return false;
             }
-            let pos = self.emb_head;
-            self.emb_head = pos.wrapping_add(1);
-            if self.emb_valid(pos) {
-                let mask = self.emb_ring.len() as u32 - 1;
-                let idx = self.emb_ring[(pos & mask) as usize];
+            let valid = self.emb_valid(self.emb_head);
+            let idx = self.emb_pop();
+            if valid {
                 if let Fired::Removed = self.fire(idx, now, now, false) {
                     return true;
                 }
@@ -1587,13 +1833,13 @@ impl ConnTable {
             self.rng = x;
             let idx = (((x >> 32) * cap) >> 32) as u32;
             let e = self.entries[idx as usize];
-            if e.flags & USED == 0 || e.n_control > 0 {
+            if e.flags & USED == 0 || e.n_control() > 0 {
                 continue;
             }
             let drop = if e.flags & TEMPLATE != 0 {
-                e.state != state::template::ASSURED
+                e.state() != state::template::ASSURED
             } else {
-                match (e.proto, e.state) {
+                match (e.proto(), e.state()) {
                     (6, tcp::SYN_RECV | tcp::SYNACK) => true,
                     (6, tcp::ESTABLISHED) => self.todrop_entry(&e, now32),
                     (6, _) => false,
@@ -1604,7 +1850,7 @@ impl ConnTable {
                 }
             };
             if drop {
-                let chain = e.control != NIL;
+                let chain = e.control() != NIL;
                 if let Fired::Removed = self.fire(idx, now32, now32, chain) {
                     dropped += 1;
                 }
@@ -1617,7 +1863,7 @@ impl ConnTable {
     /// last armed) with `in_pkts` = i in 1..=8 is chosen once every i candidates with that
     /// count; entries with 0 or more than 8 inbound packets never are.
     fn todrop_entry(&mut self, e: &Entry, now: u32) -> bool {
-        let armed_at = e.expires.wrapping_sub(e.timeout);
+        let armed_at = e.expires.wrapping_sub(self.timeout_of(e));
         if (now.wrapping_sub(armed_at) as i32) < 60_000 {
             return false;
         }
@@ -1641,22 +1887,26 @@ impl ConnTable {
         let e = self.live(id)?;
         let fullnat = Method::from_bits(e.flags) == Method::FullNat;
         Some(Conn {
-            proto: e.proto,
+            proto: e.proto(),
             client: self.addr(e, 0),
             cport: e.ports[0],
             vaddr: self.addr(e, 1),
             vport: e.ports[1],
             daddr: self.addr(e, 2),
             dport: e.ports[2],
-            local: fullnat.then(|| (self.addr(e, 3), e.ports[3])),
-            backend: BackendId(e.backend),
-            service: e.service,
+            // A template's local address is its backend's (`[3]` holds its n_control).
+            local: fullnat.then(|| {
+                let l = if e.flags & TEMPLATE != 0 { 2 } else { 3 };
+                (self.addr(e, l), e.ports[l])
+            }),
+            backend: BackendId(e.backend()),
+            service: e.service(),
             method: Method::from_bits(e.flags),
-            flags: e.flags & !(POOL | USED),
-            state: e.state,
-            timeout_ms: e.timeout,
-            control: (e.control != NIL).then_some(ConnId(e.control)),
-            n_control: e.n_control,
+            flags: e.flags & !INTERNAL,
+            state: e.state(),
+            timeout_ms: self.timeout_of(e),
+            control: (e.control() != NIL).then_some(ConnId(e.control())),
+            n_control: e.n_control(),
             in_pkts: e.in_pkts,
         })
     }
@@ -1677,12 +1927,14 @@ impl ConnTable {
             // As `get` reports no local endpoint: keep the unused fields deterministic.
             addrs[3] = Ipv4Addr::UNSPECIFIED;
             ports[3] = 0;
+        } else if e.flags & TEMPLATE != 0 {
+            addrs[3] = addrs[2];
         }
         Some(ConnV4 {
             addrs,
             ports,
-            backend: BackendId(e.backend),
-            service: e.service,
+            backend: BackendId(e.backend()),
+            service: e.service(),
             method,
         })
     }
@@ -1690,7 +1942,7 @@ impl ConnTable {
     /// The backend of a live entry.
     #[inline]
     pub fn backend(&self, id: ConnId) -> Option<BackendId> {
-        self.live(id).map(|e| BackendId(e.backend))
+        self.live(id).map(|e| BackendId(e.backend()))
     }
 
     /// The method of a live entry.
@@ -1753,9 +2005,9 @@ impl ConnTable {
                     return Err(format!("entry {i} missing from the outbound index"));
                 }
             }
-            if e.control != NIL {
-                match self.entries.get(e.control as usize) {
-                    Some(t) if t.flags & USED != 0 => n_control[e.control as usize] += 1,
+            if e.control() != NIL {
+                match self.entries.get(e.control() as usize) {
+                    Some(t) if t.flags & USED != 0 => n_control[e.control() as usize] += 1,
                     _ => return Err(format!("entry {i} controlled by a free slot")),
                 }
             }
@@ -1766,7 +2018,9 @@ impl ConnTable {
         let emb = self
             .entries
             .iter()
-            .filter(|e| e.flags & (USED | TEMPLATE) == USED && embryonic_state(e.proto, e.state))
+            .filter(|e| {
+                e.flags & (USED | TEMPLATE) == USED && embryonic_state(e.proto(), e.state())
+            })
             .count() as u32;
         if emb != self.embryonic {
             return Err(format!(
@@ -1781,10 +2035,11 @@ impl ConnTable {
             ));
         }
         for (i, e) in self.entries.iter().enumerate() {
-            if e.flags & USED != 0 && e.n_control != n_control[i] {
+            if e.flags & USED != 0 && e.n_control() != n_control[i] {
                 return Err(format!(
                     "entry {i}: n_control {} but {} controlled",
-                    e.n_control, n_control[i]
+                    e.n_control(),
+                    n_control[i]
                 ));
             }
         }
@@ -1792,7 +2047,7 @@ impl ConnTable {
         // entry's expiry tick.
         let mut seen = vec![false; cap as usize];
         let mut on_lists = 0u32;
-        for b in 0..=WHEEL {
+        for b in 0..self.heads.len() {
             let s = self.sentinel(b);
             let mut n = self.next_of(s);
             let mut prev = s;
@@ -1809,12 +2064,20 @@ impl ConnTable {
                 }
                 seen[n as usize] = true;
                 on_lists += 1;
-                if b < WHEEL {
-                    // Next visit of bucket b, and the expiry tick, both relative to the cursor
-                    // (29-bit tick arithmetic, as the expiry is a wrapping 32-bit ms count).
-                    const TICKS: u64 = 1 << (32 - TICK_SHIFT);
+                if b < self.wheel + self.wheel1 {
+                    // Next visit of bucket b (level 0: its tick; level 1: the start of its
+                    // turn), and the expiry tick, both relative to the cursor (29-bit tick
+                    // arithmetic, as the expiry is a wrapping 32-bit ms count).
                     let c = self.cursor;
-                    let visit = (b as u64).wrapping_sub(c) & WHEEL_MASK as u64;
+                    let w0 = self.wheel as u64;
+                    let visit = if b < self.wheel {
+                        (b as u64).wrapping_sub(c) & (w0 - 1)
+                    } else {
+                        let j = (b - self.wheel) as u64;
+                        let first = (c >> self.wheel_bits) + u64::from(c & (w0 - 1) != 0);
+                        let k = j.wrapping_sub(first) & (self.wheel1 as u64 - 1);
+                        ((first + k) << self.wheel_bits) - c
+                    };
                     let exp = ((e.expires >> TICK_SHIFT) as u64).wrapping_sub(c) & (TICKS - 1);
                     // exp in the upper half: expiry before the cursor (due, after a skip).
                     // A bucket visited later than the expiry is fine only while the sweep is
@@ -1841,10 +2104,37 @@ impl ConnTable {
                 return Err(format!("used entry {f} on the free list"));
             }
             free += 1;
-            f = self.entries[f as usize].next;
+            f = self.entries[f as usize].next();
         }
         if free + used != cap {
             return Err(format!("{free} free + {used} used != {cap}"));
+        }
+        // Embryonic ring: each item names an entry marked queued, no entry twice, and every
+        // marked entry has an item.
+        let mask = self.emb_ring.len() as u32 - 1;
+        let items = self.emb_tail.wrapping_sub(self.emb_head);
+        if items > mask + 1 {
+            return Err(format!("{items} ring items in a ring of {}", mask + 1));
+        }
+        let mut queued = vec![false; cap as usize];
+        for k in 0..items {
+            let idx = self.emb_ring[(self.emb_head.wrapping_add(k) & mask) as usize];
+            match self.entries.get(idx as usize) {
+                Some(e) if e.flags & EMB_QUEUED != 0 && !queued[idx as usize] => {
+                    queued[idx as usize] = true;
+                }
+                _ => return Err(format!("ring item {k}: entry {idx} not queued or repeated")),
+            }
+        }
+        let marked = self
+            .entries
+            .iter()
+            .filter(|e| e.flags & EMB_QUEUED != 0)
+            .count() as u32;
+        if marked != items {
+            return Err(format!(
+                "{marked} entries marked queued, {items} ring items"
+            ));
         }
         Ok(())
     }

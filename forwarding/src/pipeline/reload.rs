@@ -320,6 +320,11 @@ impl Builder<'_> {
                 None => Plan::New(build()?),
             });
         }
+        // A connection entry holds a service number of 20 bits; numbers are not reused.
+        let new_services = plans.iter().filter(|p| matches!(p, Plan::New(_))).count();
+        if self.svcs.len() + new_services > crate::conn::MAX_SERVICE as usize + 1 {
+            return Err(BuildError::TooManyServices);
+        }
         let registry = &self.registry;
         let new_backends: usize = services
             .iter()
