@@ -27,14 +27,17 @@ impl<'a> Frame<'a> {
         Frame { buf, head: 0, len }
     }
 
+    #[inline]
     pub fn data(&self) -> &[u8] {
         &self.buf[self.head..self.head + self.len]
     }
 
+    #[inline]
     pub fn data_mut(&mut self) -> &mut [u8] {
         &mut self.buf[self.head..self.head + self.len]
     }
 
+    #[inline]
     pub fn len(&self) -> usize {
         self.len
     }

@@ -66,6 +66,12 @@ pub struct PortVlans {
     pub egress: Option<u16>,
 }
 
+/// A MAC address as one integer (its six bytes, little-endian): compared in one instruction.
+#[inline(always)]
+pub fn mac_word(mac: &Mac) -> u64 {
+    u64::from_le_bytes([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], 0, 0])
+}
+
 /// A multiplicative hasher for address keys (std's SipHash is needlessly slow for them).
 #[derive(Default, Clone, Copy)]
 pub(crate) struct MulHasher(u64);
@@ -73,6 +79,10 @@ pub(crate) struct MulHasher(u64);
 impl Hasher for MulHasher {
     fn finish(&self) -> u64 {
         self.0
+    }
+    fn write_u64(&mut self, x: u64) {
+        // `write` of the eight little-endian bytes, in one step.
+        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
     fn write(&mut self, bytes: &[u8]) {
         for chunk in bytes.chunks(8) {
@@ -97,6 +107,8 @@ fn next_generation() -> u64 {
 #[derive(Clone, Debug, Default)]
 pub struct Network {
     ports: Vec<Port>,
+    /// Each port's MAC address as a word ([`mac_word`]), 0 when it is all zeros (unknown).
+    port_macs: Vec<u64>,
     /// Sorted by prefix length, longest first, each with its resolved gateway hop.
     routes: Vec<(Route, Option<Hop>)>,
     /// The IPv4 routes of `routes`, in the same order: (network, mask, index into `routes`).
@@ -123,7 +135,9 @@ impl Network {
                 IpAddr::V6(_) => None,
             })
             .collect();
+        let port_macs = ports.iter().map(|p| mac_word(&p.mac)).collect();
         let mut n = Network {
+            port_macs,
             ports,
             routes,
             v4_routes,
@@ -228,6 +242,23 @@ impl Network {
             Some(_) => *hop,
             None => self.hop_via(route.port, dst),
         }
+    }
+
+    /// [`Self::next_hop`] toward an IPv4 address (host order) whose longest matching route
+    /// goes through a gateway: that route's resolved hop, without a call. `None` when the
+    /// route is on-link (the neighbour lookup is [`Self::next_hop`]'s) or there is no route.
+    #[inline(always)]
+    pub fn gateway_hop_v4(&self, dst: u32) -> Option<Option<Hop>> {
+        let &(_, _, i) = self.v4_routes.iter().find(|(n, m, _)| dst & m == *n)?;
+        let (route, hop) = self.routes.get(i)?;
+        route.via.map(|_| *hop)
+    }
+
+    /// A port's MAC address as [`mac_word`] gives it (0: all zeros, i.e. not known), or `None`
+    /// for a port that does not exist.
+    #[inline(always)]
+    pub fn port_mac_word(&self, id: PortId) -> Option<u64> {
+        self.port_macs.get(usize::from(id.0)).copied()
     }
 
     /// The address a given port's packets should carry as source for this family.

@@ -22,6 +22,10 @@
 //!    without DF → IPv4 fragments (`PipelineConfig::fragment`); TTL 1 toward a backend →
 //!    ICMP time exceeded from the VIP (rate-limited, `ratelimit`).
 //!
+//! An untagged IPv4 TCP / UDP frame tries the established-flow path first (`fast.rs`): the same
+//! steps on plain integers for a packet of a connection that changes only its timer, with the
+//! same outcome; anything it cannot decide continues here at the step where it stopped.
+//!
 //! A pipeline is one worker's: it owns its connection table, its traffic and drop counters and
 //! its timers; `now` comes in with every call. What the workers of one director share is
 //! [`Shared`]: the per-backend connection counts (atomics, written on connection events only)
@@ -29,7 +33,7 @@
 //! maglev) or are locked only to schedule a new connection — so N pipelines decide exactly as
 //! one kernel does (see `reload`).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use xvs_schedulers::{BackendView, Flow, SchedFlags, SchedulerError};
@@ -45,11 +49,14 @@ use crate::net::{Hop, Network};
 use crate::ratelimit::IcmpLimiter;
 use crate::service::{mask_addr, MarkRule, Service, ServiceId, ServiceKey};
 use crate::synproxy::cookie::CookieSecret;
+use crate::wire;
 use crate::wire::icmp::{self, IcmpAnswer, IcmpNat};
+use crate::wire::parse::parse_v4;
 use crate::wire::rewrite::{self, Link, Tunnel};
 use crate::wire::{parse, proto, tcp_flags, Frag, Packet, Parsed, WireError};
 use crate::{BackendId, DropCounters, DropReason, Frame, PortId, Time, Verdict};
 
+mod fast;
 mod frags;
 mod reload;
 mod sync;
@@ -159,6 +166,8 @@ pub struct Traffic {
     pub out_pkts: u64,
     pub in_bytes: u64,
     pub out_bytes: u64,
+    /// New connections refused by this service's or backend's `conn_rate`.
+    pub rate_limited: u64,
 }
 
 impl Traffic {
@@ -181,6 +190,7 @@ impl Traffic {
         self.out_pkts += o.out_pkts;
         self.in_bytes += o.in_bytes;
         self.out_bytes += o.out_bytes;
+        self.rate_limited += o.rate_limited;
     }
 }
 
@@ -223,6 +233,17 @@ pub struct Counters {
     /// SYN proxy: SYNs sent to a backend again (the client retransmitted before the backend
     /// answered).
     pub synproxy_syn_resent: u64,
+    /// Client segments without an entry routed statelessly after evictions
+    /// (`DefenseConfig::stateless_ack_secs`).
+    pub stateless_acks: u64,
+    /// SYN proxy: SYNs sent to a backend again by the director's own timer (no SYN-ACK within
+    /// `DefenseConfig::synproxy_syn_interval_ms`).
+    pub synproxy_syn_retried: u64,
+    /// SYN proxy: connections given up after the last retry (the client was sent a RST).
+    pub synproxy_gave_up: u64,
+    /// SYN proxy: connections opened without a retry timer (the timer queue, one entry per
+    /// table slot, was full of live timers).
+    pub synproxy_timer_full: u64,
 }
 
 /// What the pipeline did with the last frame that reached a service (for `xvs replay`,
@@ -313,6 +334,8 @@ pub struct Pipeline {
     embryonic_max: u32,
     /// When the defence level was last updated (ms), `None` before the first housekeeping.
     defense_at: Option<u32>,
+    /// When the embryonic budget last evicted an entry (ms), `None` before the first eviction.
+    evicted_at: Option<u32>,
     /// Slots the `drop_entry` scan still has to look at this second.
     drop_scan_left: u32,
     /// The SYN proxy's per-connection state (by connection slot; allocated at the first SYN
@@ -325,6 +348,8 @@ pub struct Pipeline {
     /// [`Self::install`].
     svc_limits: Vec<Option<(u32, u64, Bucket)>>,
     backend_limits: Vec<Option<(u32, u64, Bucket)>>,
+    /// Whether frames may take the established-flow path (`fast`); off only to compare.
+    fast_path: bool,
 }
 
 /// A backend's next hop, valid while the network's generation and the address are unchanged.
@@ -472,19 +497,12 @@ impl Pipeline {
             embryonic_max,
             defense_at: None,
             drop_scan_left: 0,
+            evicted_at: None,
             proxy: synproxy::Proxy::default(),
-            source_limit: (cfg.defense.source_rate > 0).then(|| {
-                let d = &cfg.defense;
-                SourceLimiter::new(
-                    d.source_rate,
-                    d.source_prefix_v4,
-                    d.source_prefix_v6,
-                    cfg.workers,
-                    cfg.seed,
-                )
-            }),
+            source_limit: source_limiter(&cfg, &cfg.defense),
             svc_limits: Vec::new(),
             backend_limits: Vec::new(),
+            fast_path: true,
             cfg: PipelineConfig {
                 max_backends,
                 ..cfg
@@ -606,12 +624,17 @@ impl Pipeline {
         v
     }
 
-    /// Periodic work: expire due connections, at most about `budget` units of work.
+    /// Periodic work: expire due connections, at most about `budget` units of work; the SYN
+    /// proxy's retry timers (SYNs sent again, or RSTs to clients of silent backends, queued
+    /// for [`Self::drain_fragments`]).
     pub fn housekeeping(&mut self, now: Time, budget: u32) -> u32 {
         if self.frags.held() > 0 {
             self.counters.fragments_expired += self.frags.expire(ms32(now)) as u64;
         }
         self.defend(now);
+        if self.proxy.has_timers() {
+            self.synproxy_timers(now);
+        }
         self.conns.expire(now, budget)
     }
 
@@ -663,6 +686,7 @@ impl Pipeline {
                 return !over;
             }
             self.counters.embryonic_evicted += 1;
+            self.evicted_at = Some(ms32(now));
         }
         true
     }
@@ -670,6 +694,35 @@ impl Pipeline {
     /// Turn one frame into a verdict. The frame is rewritten in place (and may grow into its
     /// headroom for TUN); `ingress` is the port it arrived on.
     pub fn process(&mut self, now: Time, ingress: PortId, frame: &mut Frame) -> Verdict {
+        match parse_v4(frame.data()).filter(|_| self.fast_path) {
+            Some(f) => self.process_v4(now, ingress, frame, f),
+            None => self.process_other(now, ingress, frame),
+        }
+    }
+
+    /// Let frames take the established-flow path (on, the default) or send every frame through
+    /// the full pipeline (off). Both give the same verdicts, frames, counters and connection
+    /// state (`fast_path_equivalence` in `tests/pipeline_fastpath.rs`); off exists to compare
+    /// the two.
+    pub fn set_fast_path(&mut self, on: bool) {
+        self.fast_path = on;
+    }
+
+    /// `process_v4` out of line for [`Self::process_batch`]'s loop (its own registers).
+    #[inline(never)]
+    fn process_v4_batched(
+        &mut self,
+        now: Time,
+        ingress: PortId,
+        frame: &mut Frame,
+        f: wire::parse::FastV4,
+    ) -> Verdict {
+        self.process_v4(now, ingress, frame, f)
+    }
+
+    /// [`Self::process`] for a frame the established-flow path's reader does not take.
+    #[inline(never)]
+    fn process_other(&mut self, now: Time, ingress: PortId, frame: &mut Frame) -> Verdict {
         let parsed = parse(frame.data());
         self.process_parsed(now, ingress, frame, parsed)
     }
@@ -692,15 +745,20 @@ impl Pipeline {
             .chunks_mut(BATCH)
             .zip(verdicts.chunks_mut(BATCH))
         {
-            let mut parsed = [Parsed::NotIp; BATCH];
-            for (f, slot) in frames.iter().zip(parsed.iter_mut()) {
-                *slot = parse(f.data());
-            }
+            // The established-flow path's reader first (see `fast`); the other frames are
+            // parsed here for their hint only and again when processed (rare frames: IPv6,
+            // tagged, ICMP, …).
+            let mut fast = [None; BATCH];
             // Tight loops of loads, so that many of them are in flight at once: the hashes,
             // then the index slots of the whole batch, then the entries they name.
             let mut hints = [SlotHint::default(); BATCH];
-            for (slot, hint) in parsed[..frames.len()].iter().zip(hints.iter_mut()) {
-                if let Parsed::Ip(p) = slot {
+            for ((f, v4), hint) in frames.iter().zip(fast.iter_mut()).zip(hints.iter_mut()) {
+                *v4 = parse_v4(f.data()).filter(|_| self.fast_path);
+                if let Some(f) = v4 {
+                    *hint = self
+                        .conns
+                        .slot_hint_v4(f.proto, f.src, f.sport, f.dst, f.dport);
+                } else if let Parsed::Ip(p) = parse(f.data()) {
                     if !p.icmp_error && p.has_ports() {
                         *hint = self.conns.slot_hint(&Tuple {
                             proto: p.proto,
@@ -718,8 +776,11 @@ impl Pipeline {
             for hint in &hints[..frames.len()] {
                 self.conns.prefetch_entry(*hint);
             }
-            for ((f, v), p) in frames.iter_mut().zip(verdicts.iter_mut()).zip(parsed) {
-                *v = self.process_parsed(now, ingress, f, p);
+            for ((f, v), v4) in frames.iter_mut().zip(verdicts.iter_mut()).zip(fast) {
+                *v = match v4 {
+                    Some(v4) => self.process_v4_batched(now, ingress, f, v4),
+                    None => self.process_other(now, ingress, f),
+                };
             }
         }
     }
@@ -737,6 +798,13 @@ impl Pipeline {
         self.answered = None;
         self.counters.rx += 1;
         let v = self.verdict(now, ingress, frame, parsed);
+        self.account(v)
+    }
+
+    /// Count a frame's verdict (every frame ends in exactly one of tx, pass or a drop reason;
+    /// a frame answered with ICMP counts under its drop reason, the answer as an ICMP answer).
+    #[inline(always)]
+    fn account(&mut self, v: Verdict) -> Verdict {
         match v {
             Verdict::Tx(_) => match self.answered {
                 None => self.counters.tx += 1,
@@ -820,30 +888,56 @@ impl Pipeline {
                 self.conns.lookup(&tuple, now)
             }
         };
-        if let Some((id, dir)) = hit {
-            match dir {
-                Direction::Out => {
-                    if self.conns.is_synproxy(id) {
-                        return self.synproxy_conn(now, ingress, frame, p, id, dir);
-                    }
-                    return self.forward(now, ingress, frame, p, id, dir, false);
+        match hit {
+            Some((id, dir)) => self.hit(now, ingress, frame, p, id, dir),
+            None => self.new_connection(now, ingress, frame, p),
+        }
+    }
+
+    /// Records `d` as the last decision and counts `bytes` for its service and backend.
+    #[inline(always)]
+    fn record(&mut self, d: Decision, bytes: usize) {
+        if let Some(t) = self.service_traffic.get_mut(d.service.0 as usize) {
+            t.count(d.direction, bytes);
+        }
+        if let Some(t) = self.backend_traffic.get_mut(d.backend.0 as usize) {
+            t.count(d.direction, bytes);
+        }
+        self.last = Some(d);
+    }
+
+    /// A packet that found connection `id` in direction `dir`.
+    fn hit(
+        &mut self,
+        now: Time,
+        ingress: PortId,
+        frame: &mut Frame,
+        p: Packet,
+        id: ConnId,
+        dir: Direction,
+    ) -> Verdict {
+        match dir {
+            Direction::Out => {
+                if self.conns.is_synproxy(id) {
+                    return self.synproxy_conn(now, ingress, frame, p, id, dir);
                 }
-                Direction::In => {
-                    match self.removed_backend(id, now) {
-                        Gone::No | Gone::Drain => {}
-                        Gone::Drop => return Verdict::Drop(DropReason::BackendGone),
-                        Gone::Expired => return self.new_connection(now, ingress, frame, p),
-                    }
-                    if !self.reuse_port(id, &p, now) {
-                        if self.conns.is_synproxy(id) {
-                            return self.synproxy_conn(now, ingress, frame, p, id, dir);
-                        }
-                        return self.forward(now, ingress, frame, p, id, dir, false);
-                    }
+                self.forward(now, ingress, frame, p, id, dir, false)
+            }
+            Direction::In => {
+                match self.removed_backend(id, now) {
+                    Gone::No | Gone::Drain => {}
+                    Gone::Drop => return Verdict::Drop(DropReason::BackendGone),
+                    Gone::Expired => return self.new_connection(now, ingress, frame, p),
                 }
+                if self.reuse_port(id, &p, now) {
+                    return self.new_connection(now, ingress, frame, p);
+                }
+                if self.conns.is_synproxy(id) {
+                    return self.synproxy_conn(now, ingress, frame, p, id, dir);
+                }
+                self.forward(now, ingress, frame, p, id, dir, false)
             }
         }
-        self.new_connection(now, ingress, frame, p)
     }
 
     /// What to do with a packet of connection `id` if its backend was removed.
@@ -930,6 +1024,11 @@ impl Pipeline {
             && (p.tcp_flags & tcp_flags::RST != 0
                 || (p.tcp_flags & tcp_flags::SYN == 0 && !self.cfg.sloppy_tcp))
         {
+            if p.tcp_flags & tcp_flags::RST == 0 {
+                if let Some(v) = self.stateless(now, ingress, frame, &p, sid) {
+                    return v;
+                }
+            }
             return Verdict::Drop(DropReason::NoConnection);
         }
         if p.proto == proto::SCTP
@@ -981,6 +1080,55 @@ impl Pipeline {
         self.forward(now, ingress, frame, p, id, Direction::In, true)
     }
 
+    /// A client's TCP segment without SYN and without an entry, soon after the embryonic budget
+    /// evicted entries: routed without an entry when service `sid` is DR or TUN, has no
+    /// persistence and a scheduler that picks by the packet alone
+    /// (`DefenseConfig::stateless_ack_secs`). `None`: not eligible (the caller drops it).
+    fn stateless(
+        &mut self,
+        now: Time,
+        ingress: PortId,
+        frame: &mut Frame,
+        p: &Packet,
+        sid: ServiceId,
+    ) -> Option<Verdict> {
+        let window = self.cfg.defense.stateless_ack_secs.saturating_mul(1000);
+        let at = self.evicted_at?;
+        if window == 0 || ms32(now).wrapping_sub(at) > window {
+            return None;
+        }
+        let svc = self.snap.svcs.get(sid.0 as usize)?;
+        if svc.persistence.is_some() || !svc.scheduler.is_table() {
+            return None;
+        }
+        let flow = Flow {
+            proto: p.proto,
+            src: p.src,
+            sport: p.sport,
+            dst: p.dst,
+            dport: p.dport,
+        };
+        let backend = self.pick(sid, &flow, now)?;
+        let b = self.snap.backends.get(backend.0 as usize)?;
+        if !matches!(b.method, Method::Dr | Method::Tunnel) {
+            return None;
+        }
+        let c = Target {
+            service: sid.0,
+            backend,
+            method: b.method,
+            client: p.src,
+            cport: p.sport,
+            vaddr: p.dst,
+            vport: p.dport,
+            daddr: b.addr,
+            dport: if b.port != 0 { b.port } else { p.dport },
+            local: None,
+        };
+        self.counters.stateless_acks += 1;
+        Some(self.rewrite(now, ingress, frame, *p, &c, Direction::In, false))
+    }
+
     /// Choose the backend of a new connection of service `sid` (persistence template or
     /// scheduler; FullNAT local address and port): the entry to insert, or the verdict when
     /// there is none (an ICMP answer, or a drop).
@@ -1001,6 +1149,9 @@ impl Pipeline {
         }
         if let Some(Some((_, _, b))) = self.svc_limits.get_mut(sid.0 as usize) {
             if !b.allow(now_ms) {
+                if let Some(t) = self.service_traffic.get_mut(sid.0 as usize) {
+                    t.rate_limited += 1;
+                }
                 return Err(Verdict::Drop(DropReason::ServiceRateLimit));
             }
         }
@@ -1034,6 +1185,9 @@ impl Pipeline {
         if let Some(Some((_, _, l))) = self.backend_limits.get_mut(backend.0 as usize) {
             if !l.allow(now_ms) {
                 self.release_template(control, now);
+                if let Some(t) = self.backend_traffic.get_mut(backend.0 as usize) {
+                    t.rate_limited += 1;
+                }
                 return Err(Verdict::Drop(DropReason::BackendRateLimit));
             }
         }
@@ -1282,7 +1436,7 @@ impl Pipeline {
         }
         // IPv4 entries without building a whole `Conn` (no IpAddr reconstruction).
         let c = match self.conns.get_v4(id) {
-            Some(c) => Target::from(c),
+            Some(c) => return self.rewrite_packet_v4(now, ingress, frame, p, &c, dir, new_conn),
             None => match self.conns.get(id) {
                 Some(c) => Target::from(&c),
                 None => return Verdict::Drop(DropReason::NoConnection),
@@ -1399,19 +1553,16 @@ impl Pipeline {
         new_conn: bool,
     ) -> Verdict {
         let bytes = p.ip_len();
-        self.last = Some(Decision {
-            service: ServiceId(c.service),
-            backend: c.backend,
-            method: c.method,
-            direction: dir,
-            new_conn,
-        });
-        if let Some(t) = self.service_traffic.get_mut(c.service as usize) {
-            t.count(dir, bytes);
-        }
-        if let Some(t) = self.backend_traffic.get_mut(c.backend.0 as usize) {
-            t.count(dir, bytes);
-        }
+        self.record(
+            Decision {
+                service: ServiceId(c.service),
+                backend: c.backend,
+                method: c.method,
+                direction: dir,
+                new_conn,
+            },
+            bytes,
+        );
         // Where the frame goes: the backend (in) or the client (out).
         let next = match dir {
             Direction::In => c.daddr,
@@ -1504,18 +1655,25 @@ impl Pipeline {
 
     /// The next hop towards `addr`: for the backend side (`In`) from the per-backend cache,
     /// resolved again when the network's generation or the backend's address changed.
-    #[inline]
+    #[inline(always)]
     fn next_hop(&mut self, backend: BackendId, dir: Direction, addr: IpAddr) -> Option<Hop> {
         if dir == Direction::Out {
             return self.net.next_hop(addr);
         }
-        let generation = self.net.generation();
-        let i = backend.0 as usize;
-        if let Some(c) = self.hops.get(i) {
-            if c.generation == generation && c.addr == addr {
+        if let Some(c) = self.hops.get(backend.0 as usize) {
+            if c.generation == self.net.generation() && c.addr == addr {
                 return c.hop;
             }
         }
+        self.resolve_hop(backend, addr)
+    }
+
+    /// [`Self::next_hop`] toward a backend whose cached hop is missing or stale: resolve and
+    /// cache it.
+    #[inline(never)]
+    fn resolve_hop(&mut self, backend: BackendId, addr: IpAddr) -> Option<Hop> {
+        let generation = self.net.generation();
+        let i = backend.0 as usize;
         let hop = self.net.next_hop(addr);
         if i >= self.hops.len() {
             if i >= self.cfg.max_backends as usize {
@@ -1672,6 +1830,11 @@ impl Pipeline {
             // DR / TUN: forwarded unchanged by the connection's method.
             (Method::Dr | Method::Tunnel, _) => IcmpNat::default(),
         };
+        // A SYN-proxied connection's quoted TCP header in the sequence space of the error's
+        // receiver; `translate_error` then recomputes the ICMP checksum over it.
+        if e.proto == proto::TCP && self.conns.is_synproxy(id) {
+            self.synproxy_quote(frame, &e, id, dir);
+        }
         if nat != IcmpNat::default() {
             if let Err(err) = icmp::translate_error(frame.data_mut(), &mut p, &mut e, &nat) {
                 return Verdict::Drop(err.drop_reason());
@@ -1719,7 +1882,7 @@ impl From<&Conn> for Target {
 impl From<ConnV4> for Target {
     #[inline]
     fn from(c: ConnV4) -> Target {
-        let [client, vaddr, daddr, laddr] = c.addrs.map(IpAddr::V4);
+        let [client, vaddr, daddr, laddr] = c.addrs.map(|a| IpAddr::V4(Ipv4Addr::from_bits(a)));
         Target {
             service: c.service,
             backend: c.backend,
@@ -1733,6 +1896,19 @@ impl From<ConnV4> for Target {
             local: (c.method == Method::FullNat).then_some((laddr, c.ports[3])),
         }
     }
+}
+
+/// The per-source-prefix limiter of `d` (none when its rate is 0).
+fn source_limiter(cfg: &PipelineConfig, d: &DefenseConfig) -> Option<SourceLimiter> {
+    (d.source_rate > 0).then(|| {
+        SourceLimiter::new(
+            d.source_rate,
+            d.source_prefix_v4,
+            d.source_prefix_v6,
+            cfg.workers,
+            cfg.seed,
+        )
+    })
 }
 
 /// The connection a one-packet-scheduled datagram would have had.

@@ -7,7 +7,11 @@
 //!   `ConnTable::lookup` on tables of IPv4, IPv6 and mixed-family entries and templates, for
 //!   hits from both directions, misses and expired entries;
 //! * `process_batch` gives the same verdicts, frames, counters and connections as `process`
-//!   frame by frame, for random mixes of every kind of frame and random batch sizes.
+//!   frame by frame, for random mixes of every kind of frame and random batch sizes;
+//! * the established-flow path (`pipeline/fast.rs`) and the full pipeline
+//!   (`Pipeline::set_fast_path(false)`) give the same frames, verdicts, decisions, counters,
+//!   sync messages and connection state (`fast_path_equivalence`); a packet of a removed
+//!   backend's connection leaves the fast path.
 #![cfg(feature = "testkit")]
 
 mod common;
@@ -18,6 +22,7 @@ use common::*;
 use proptest::prelude::*;
 use xvs_forwarding::conn::{BackendId, ConnConfig, ConnId, ConnTable, NewConn, TemplateKey, Tuple};
 use xvs_forwarding::net::Network;
+use xvs_forwarding::pipeline::RemovedBackends;
 use xvs_forwarding::testkit::Pkt;
 use xvs_forwarding::Method;
 use xvs_forwarding::{DropReason, Frame, Pipeline, PortId, Time, Verdict};
@@ -104,7 +109,7 @@ fn get_v4_agrees_with_get() {
         let id = t.insert(&c, now).unwrap();
         let g = t.get(id).unwrap();
         let f = t.get_v4(id).unwrap();
-        let ip = |x: Ipv4Addr| IpAddr::V4(x);
+        let ip = |x: u32| IpAddr::V4(Ipv4Addr::from_bits(x));
         assert_eq!(
             (ip(f.addrs[0]), ip(f.addrs[1]), ip(f.addrs[2])),
             (g.client, g.vaddr, g.daddr)
@@ -358,4 +363,323 @@ proptest! {
         a.check().map_err(TestCaseError::fail)?;
         b.check().map_err(TestCaseError::fail)?;
     }
+}
+
+/// One step of [`fast_path_equivalence`]: frame `kind` of client `c` to the service of method
+/// `m`, with a variant byte for what varies inside a kind, or (kinds ≥ 40) a change of the
+/// pipelines' state. IPv4 mostly; `v6` sends the IPv6 version of the same frame.
+fn equivalence_frame(c: u8, m: u8, kind: u8, variant: u8, v6: bool) -> (PortId, Vec<u8>) {
+    // IPv6 for the plain kinds only (the others are IPv4 header cases).
+    let v6 = v6 && kind % 24 <= 16;
+    let m = [Method::Nat, Method::Dr, Method::Tunnel, Method::FullNat][usize::from(m % 4)];
+    let i = method_index(m);
+    let (client, vip, backend, local) = if v6 {
+        (
+            IpAddr::V6(format!("2001:2:ff::{}", c + 1).parse().unwrap()),
+            IpAddr::V6(vip6()),
+            IpAddr::V6(backend6(11 + i)),
+            IpAddr::V6(local6()),
+        )
+    } else {
+        (
+            IpAddr::V4(Ipv4Addr::new(198, 18, 100, c + 1)),
+            IpAddr::V4(VIP4),
+            IpAddr::V4(backend4(11 + i)),
+            IpAddr::V4(LOCAL4),
+        )
+    };
+    let cport = 40000 + u16::from(c);
+    // Variant bit 7: the persistent NAT services (TCP 90, UDP 70, backend port 0) instead.
+    let persistent = variant & 0x80 != 0 && m == Method::Nat;
+    let (tport, uport) = if persistent {
+        (90, 70)
+    } else {
+        (80 + u16::from(i), 53 + u16::from(i))
+    };
+    let nat = matches!(m, Method::Nat | Method::FullNat) && !persistent;
+    let bport = |p: u16| if nat { 8000 + p } else { p };
+    // Replies go to the client (NAT, DR, TUN) or to a FullNAT local port (handed out in
+    // turn from 1024: the variant picks one).
+    let (rdst, rport) = if m == Method::FullNat {
+        (local, 1024 + u16::from(variant % 12))
+    } else {
+        (client, cport)
+    };
+    let into = frame_in(client, vip);
+    let reply = || ip(Pkt::eth(backend_mac(11 + i), BACK_MAC), backend, rdst).ttl(64);
+    let ack = || into.clone().tcp(cport, tport).ack();
+    match kind % 24 {
+        0 | 1 => (FRONT, into.tcp(cport, tport).syn().build()),
+        2..=5 => (FRONT, ack().payload(&[variant; 7]).build()),
+        6 => (FRONT, into.tcp(cport, tport).flags(variant).build()),
+        7 => (FRONT, into.tcp(cport, tport).fin().ack().build()),
+        8 => (FRONT, into.tcp(cport, tport).rst().build()),
+        9 | 10 => (FRONT, into.udp(cport, uport).payload(&[c; 9]).build()),
+        11 => (FRONT, into.udp(cport, uport).udp_zero_checksum().build()),
+        12..=14 => (BACK, reply().tcp(bport(tport), rport).ack().build()),
+        15 => (
+            BACK,
+            reply().tcp(bport(tport), rport).flags(variant).build(),
+        ),
+        16 => (
+            BACK,
+            reply().udp(bport(uport), rport).payload(&[1, 2, 3]).build(),
+        ),
+        17 => {
+            // TTL 0, 1, 2 toward the backend or the client.
+            let ttl = variant % 3;
+            if variant & 4 == 0 {
+                (FRONT, ack().build_with_ttl(ttl))
+            } else {
+                (
+                    BACK,
+                    reply().tcp(bport(tport), rport).ack().build_with_ttl(ttl),
+                )
+            }
+        }
+        18 => {
+            // Not addressed to this port: broadcast, multicast, another host.
+            let dst =
+                [[0xff; 6], [1, 0, 0x5e, 0, 0, 1], [2, 0, 0, 0, 9, 9]][usize::from(variant % 3)];
+            let mut f = ack().build();
+            f[..6].copy_from_slice(&dst);
+            (FRONT, f)
+        }
+        19 => {
+            let p = ip(
+                Pkt::eth(GW_MAC, FRONT_MAC).vlan(u16::from(variant % 3)),
+                client,
+                vip,
+            );
+            (FRONT, p.ttl(64).tcp(cport, tport).ack().build())
+        }
+        20 => (
+            FRONT,
+            into.ipv4_options(&[1, 1, 1, 0])
+                .tcp(cport, tport)
+                .ack()
+                .build(),
+        ),
+        21 => (FRONT, ack().bad_ip_checksum().build()),
+        22 => match variant % 3 {
+            // A first fragment, Ethernet padding, a packet over the MTU (with and without DF).
+            0 => (FRONT, into.frag(0, true).tcp(cport, tport).ack().build()),
+            1 => {
+                let mut f = ack().build();
+                f.extend_from_slice(&[0xee; 6]);
+                (FRONT, f)
+            }
+            _ => (
+                FRONT,
+                ack().df(variant & 8 == 0).payload(&[0; 1480]).build(),
+            ),
+        },
+        _ => {
+            let about = Pkt::ip()
+                .ip_layer(vip, client)
+                .ttl(60)
+                .tcp(tport, cport)
+                .ack();
+            (FRONT, into.icmp_error(3, 3, 0, &about.build()).build())
+        }
+    }
+}
+
+/// The common services and two persistent NAT services (TCP 90, UDP 70; backend port 0):
+/// their connections have templates (a UDP reply marks its template ASSURED).
+fn equivalence_services() -> Vec<xvs_forwarding::service::Service> {
+    use xvs_forwarding::service::{
+        Backend, Persistence, Service, ServiceKey, PROTO_TCP, PROTO_UDP,
+    };
+    let mut s = services();
+    for (proto, port) in [(PROTO_TCP, 90), (PROTO_UDP, 70)] {
+        s.push(Service {
+            key: ServiceKey::Addr {
+                proto,
+                addr: IpAddr::V4(VIP4),
+                port,
+            },
+            scheduler: "rr".into(),
+            sched_flags: xvs_schedulers::SchedFlags::NONE,
+            persistence: Some(Persistence {
+                timeout: 300,
+                prefix_len: 32,
+            }),
+            one_packet: false,
+            synproxy: false,
+            conn_rate: 0,
+            backends: vec![Backend {
+                addr: IpAddr::V4(backend4(11)),
+                port: 0,
+                weight: 1,
+                method: Method::Nat,
+                u_threshold: 0,
+                l_threshold: 0,
+                conn_rate: 0,
+            }],
+        });
+    }
+    s
+}
+
+trait BuildWithTtl {
+    fn build_with_ttl(&self, ttl: u8) -> Vec<u8>;
+}
+
+impl BuildWithTtl for Pkt {
+    fn build_with_ttl(&self, ttl: u8) -> Vec<u8> {
+        self.clone().ttl(ttl).build()
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// The established-flow path (`pipeline/fast.rs`) against the full pipeline: the same
+    /// verdict, frame, decision and ICMP answer for every frame, and the same counters,
+    /// traffic, sync messages and connections (their state and expiry) at the end, over
+    /// random sequences of handshakes, data, replies, closes, UDP, and frames each of the
+    /// full path's checks catches (L2, VLAN, options, checksums, TTL, MTU, fragments, ICMP),
+    /// on plain and persistent services (templates), with time moving (entries expire),
+    /// housekeeping, changed timeouts, a removed backend, a forgotten neighbour and a sync
+    /// master.
+    #[test]
+    fn fast_path_equivalence(
+        steps in prop::collection::vec(
+            (0u8..3, 0u8..4, 0u8..64, any::<u8>(), prop::bool::weighted(0.1), 0u8..16),
+            1..200,
+        ),
+        sync in any::<bool>(),
+        drain in prop_oneof![Just(RemovedBackends::Drain), Just(RemovedBackends::Drop), Just(RemovedBackends::Expire)],
+    ) {
+        let make = |fast: bool| {
+            let cfg = xvs_forwarding::PipelineConfig {
+                connections: 256,
+                v6_connections: 256,
+                local_addresses: vec![IpAddr::V4(LOCAL4), IpAddr::V6(local6())],
+                removed_backends: drain,
+                ..xvs_forwarding::PipelineConfig::default()
+            };
+            let mut p = Pipeline::new(cfg, &equivalence_services(), vec![], network()).unwrap();
+            p.set_fast_path(fast);
+            if sync {
+                p.set_sync_master(Some(Default::default()), 1 << 16);
+            }
+            p
+        };
+        let mut fast = make(true);
+        let mut full = make(false);
+        let mut now = Time::from_secs(10);
+        for (k, &(c, m, kind, variant, v6, dt)) in steps.iter().enumerate() {
+            // Time mostly stands; sometimes it moves by 1 s, 10 s, 60 s or 400 s (past every
+            // TCP / UDP timeout but ESTABLISHED's).
+            now.0 += [1, 10, 60, 400].get(usize::from(dt).wrapping_sub(12)).unwrap_or(&0)
+                * 1_000_000_000;
+            match kind {
+                40 | 41 => {
+                    prop_assert_eq!(fast.housekeeping(now, 64), full.housekeeping(now, 64));
+                    prop_assert_eq!(fast.connections().len(), full.connections().len());
+                    continue;
+                }
+                42 => {
+                    // Other timeouts (shorter ones: a packet's timer may move earlier).
+                    let t = [2, 30, 900, 3600, 10][usize::from(variant % 5)];
+                    fast.set_timeouts(t, t, t);
+                    full.set_timeouts(t, t, t);
+                    continue;
+                }
+                43 => {
+                    // The backend of one method goes away (then comes back at 44).
+                    let mut s = equivalence_services();
+                    let i = usize::from(m % 4);
+                    s[i].backends.clear();
+                    s[4 + i].backends.clear();
+                    fast.apply(&s, vec![]).unwrap();
+                    full.apply(&s, vec![]).unwrap();
+                    continue;
+                }
+                44 => {
+                    fast.apply(&equivalence_services(), vec![]).unwrap();
+                    full.apply(&equivalence_services(), vec![]).unwrap();
+                    continue;
+                }
+                45 => {
+                    let b = IpAddr::V4(backend4(11 + m % 4));
+                    if variant & 1 == 0 {
+                        fast.network_mut().remove_neighbour(b);
+                        full.network_mut().remove_neighbour(b);
+                    } else {
+                        fast.network_mut().set_neighbour(b, backend_mac(11 + m % 4));
+                        full.network_mut().set_neighbour(b, backend_mac(11 + m % 4));
+                    }
+                    continue;
+                }
+                46 | 47 => {
+                    let (mut a, mut b) = (Vec::new(), Vec::new());
+                    fast.drain_sync(&mut a);
+                    full.drain_sync(&mut b);
+                    prop_assert_eq!(a, b, "step {}", k);
+                    continue;
+                }
+                _ => {}
+            }
+            // Kinds 0..24 are every frame kind; 24..40 and 48.. the steady ones again.
+            let kind = if kind < 24 { kind } else { [2, 3, 4, 5, 9, 10, 12, 13, 14, 16][usize::from(kind % 10)] };
+            let (port, frame) = equivalence_frame(c, m, kind, variant, v6);
+            let got = process(&mut fast, now, port, &frame);
+            let want = process(&mut full, now, port, &frame);
+            prop_assert_eq!(&got, &want, "step {} kind {} variant {}", k, kind % 24, variant);
+            prop_assert_eq!(fast.last_decision(), full.last_decision(), "step {}", k);
+            prop_assert_eq!(fast.last_answer(), full.last_answer(), "step {}", k);
+        }
+        prop_assert_eq!(fast.counters(), full.counters());
+        prop_assert_eq!(fast.service_traffic(), full.service_traffic());
+        prop_assert_eq!(fast.backend_traffic(), full.backend_traffic());
+        prop_assert_eq!(fast.sync_counters(), full.sync_counters());
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        fast.drain_sync(&mut a);
+        full.drain_sync(&mut b);
+        prop_assert_eq!(a, b);
+        let a: Vec<_> = fast.connections().list(now).collect();
+        let b: Vec<_> = full.connections().list(now).collect();
+        prop_assert_eq!(a, b);
+        for id in 0..256 {
+            let id = ConnId(id);
+            prop_assert_eq!(fast.connections().get(id), full.connections().get(id));
+            prop_assert_eq!(fast.connections().expires_at(id), full.connections().expires_at(id));
+        }
+        prop_assert_eq!(fast.connections().embryonic(), full.connections().embryonic());
+        prop_assert_eq!(fast.connections().len(), full.connections().len());
+        // The timer wheel: the same entries expire at the same sweeps from here on (a
+        // second at a time first: a timer that moved earlier must have moved in the wheel).
+        for step in 0..16 {
+            now.0 += if step < 8 { 1_000_000_000 } else { 300_000_000_000 };
+            prop_assert_eq!(fast.housekeeping(now, 1 << 20), full.housekeeping(now, 1 << 20));
+            prop_assert_eq!(fast.connections().len(), full.connections().len());
+        }
+        fast.connections().check().map_err(TestCaseError::fail)?;
+    }
+}
+
+/// A steady packet of a connection whose backend was removed takes the full path: with
+/// `RemovedBackends::Drop` it is dropped, as without the established-flow path.
+#[test]
+fn removed_backend_leaves_the_fast_path() {
+    let cfg = xvs_forwarding::PipelineConfig {
+        connections: 256,
+        local_addresses: vec![IpAddr::V4(LOCAL4)],
+        removed_backends: RemovedBackends::Drop,
+        ..xvs_forwarding::PipelineConfig::default()
+    };
+    let mut p = Pipeline::new(cfg, &services(), vec![], network()).unwrap();
+    let now = Time::from_secs(1);
+    let ack = established_nat(&mut p, now);
+    assert_eq!(process(&mut p, now, FRONT, &ack).0, Verdict::Tx(BACK));
+    let (v, _) = process(&mut p, now, FRONT, &ack);
+    assert_eq!(v, Verdict::Tx(BACK), "established");
+    let mut s = services();
+    s[0].backends.clear();
+    p.apply(&s, vec![]).unwrap();
+    let (v, _) = process(&mut p, now, FRONT, &ack);
+    assert_eq!(v, Verdict::Drop(DropReason::BackendGone));
 }

@@ -184,3 +184,73 @@ fn nat_in_bytes() {
     assert_eq!(&f[34 + 2..34 + 4], &8080u16.to_be_bytes());
     assert_eq!((p.dst, p.dport, p.ttl), (backend, 8080, 63));
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// `rewrite::encap_ipip_v4` against `encap` then the inner `dec_ttl` (what the pipeline's
+    /// full path does for TUN): the same bytes and frame bounds when it applies, the frame
+    /// untouched when it declines, and it declines only where those calls fail or do not
+    /// apply — for random IPv4 packets (TTL 0–3, TOS, DF, padding, headroom, MTU).
+    #[test]
+    fn encap_ipip_v4_matches_encap(
+        kind in 0u8..3,
+        ttl in 0u8..4,
+        tos in any::<u8>(),
+        df in any::<bool>(),
+        pad in 0usize..8,
+        room in 0usize..40,
+        mtu in 40u16..200,
+        id in any::<u16>(),
+        payload in 0usize..120,
+        s in any::<u32>(),
+        d in any::<u32>(),
+    ) {
+        let pkt = Pkt::eth([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4(Ipv4Addr::from(s), Ipv4Addr::from(d))
+            .ttl(ttl)
+            .tos(tos)
+            .df(df);
+        let pkt = match kind {
+            0 => pkt.tcp(1000, 80).ack(),
+            1 => pkt.udp(1000, 53),
+            _ => pkt.proto(47),
+        };
+        let mut bytes = pkt.payload(&vec![7; payload]).build();
+        bytes.extend(std::iter::repeat_n(0xee, pad));
+        let (src, dst) = (0xc612_0001u32, 0xc613_000bu32);
+        let (lsrc, ldst) = ([2, 0, 0, 0, 1, 1], [2, 0, 0, 0, 1, 11]);
+        let mut a = vec![0u8; room + bytes.len() + 8];
+        a[room..room + bytes.len()].copy_from_slice(&bytes);
+        let mut b = a.clone();
+        let mut fa = xvs_forwarding::Frame::new(&mut a, room, bytes.len());
+        let mut fb = xvs_forwarding::Frame::new(&mut b, room, bytes.len());
+        let fast = rewrite::encap_ipip_v4(&mut fa, src, dst, id, mtu, lsrc, ldst);
+        let Parsed::Ip(p) = wire::parse(fb.data()) else {
+            prop_assert!(!fast);
+            return Ok(());
+        };
+        let tun = wire::Tunnel {
+            src: IpAddr::V4(Ipv4Addr::from(src)),
+            dst: IpAddr::V4(Ipv4Addr::from(dst)),
+            id,
+            mtu,
+        };
+        let link = wire::Link { src: lsrc, dst: ldst, vlan: None };
+        let full = p.ttl > 1 && {
+            let mut outer = p;
+            outer.ttl -= 1;
+            rewrite::encap(&mut fb, &outer, &tun, &link).is_ok() && {
+                let mut inner = rewrite::inner_after_encap(&p, &tun, &link);
+                rewrite::dec_ttl(fb.data_mut(), &mut inner).is_ok()
+            }
+        };
+        prop_assert_eq!(fast, full);
+        if fast {
+            prop_assert_eq!((fa.head(), fa.data()), (fb.head(), fb.data()));
+            verify_checksums(fa.data()).map_err(TestCaseError::fail)?;
+        } else {
+            prop_assert_eq!((fa.head(), fa.data()), (room, bytes.as_slice()));
+        }
+    }
+}

@@ -26,7 +26,7 @@
 //! | `xvs_backend_health_checks_total` | counter | backend, `result` = ok/failed |
 //! | `xvs_worker_rx_packets_total`, `xvs_worker_tx_packets_total`, `xvs_worker_pass_packets_total` | counter | `worker` |
 //! | `xvs_worker_drops_total` | counter | worker, `reason` (DropReason::as_str) |
-//! | `xvs_worker_io_drops_total` | counter | worker, `reason` = tx_ring_full/tx_bad_port/rx_bad_desc/handoff_full |
+//! | `xvs_worker_io_drops_total` | counter | worker, `reason` = tx_ring_full/tx_bad_port/rx_bad_desc/handoff_full/xsk_no_buffer/xsk_rx_ring_full |
 //! | `xvs_worker_syscalls_total` | counter | worker, `call` = sendto/recvfrom/poll |
 //! | `xvs_worker_batching_total` | counter | worker, `event` = rx_batches (batches of ≥ 1 frame)/rounds (loop rounds) |
 //! | `xvs_worker_handoff_packets_total` | counter | worker, `direction` = out/in |
@@ -269,7 +269,8 @@ pub struct WorkerMetrics {
     /// Drops by reason (`DropReason::as_str`, every reason or only the non-zero ones).
     pub drops: Vec<(String, u64)>,
     /// Frames lost in the I/O layer by reason (`IoCounters::io_drops`: a full TX ring, a
-    /// verdict for a missing port, a bad descriptor, a full handoff inbox or pool).
+    /// verdict for a missing port, a bad descriptor, a full handoff inbox or pool, and the
+    /// kernel's AF_XDP drops: no fill-ring buffer, a full rx ring).
     pub io_drops: Vec<(String, u64)>,
     /// System calls of the worker's I/O by name (`IoCounters::syscalls`: sendto, recvfrom, poll).
     pub syscalls: Vec<(String, u64)>,
@@ -288,7 +289,8 @@ pub struct WorkerMetrics {
     pub embryonic: u64,
     /// SYN-flood defence events by name (embryonic_evicted, drop_entry_deleted,
     /// synproxy_syn_acks, synproxy_opened, synproxy_established, synproxy_released,
-    /// synproxy_syn_resent); zero ones are not exported.
+    /// stateless_acks, synproxy_syn_resent, synproxy_syn_retried, synproxy_gave_up, synproxy_timer_full); zero
+    /// ones are not exported.
     pub syn_defense: Vec<(String, u64)>,
 }
 

@@ -401,6 +401,24 @@ fn mmap_offsets(fd: RawFd) -> Result<libc::xdp_mmap_offsets, IoError> {
     Ok(off)
 }
 
+/// The kernel's counters of one AF_XDP socket (`XDP_STATISTICS`), or `None` if the call fails.
+fn xsk_statistics(fd: RawFd) -> Option<libc::xdp_statistics> {
+    // SAFETY: plain old data.
+    let mut st: libc::xdp_statistics = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::xdp_statistics>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `st`, which outlives the call.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_XDP,
+            libc::XDP_STATISTICS,
+            (&mut st as *mut libc::xdp_statistics).cast(),
+            &mut len,
+        )
+    };
+    (r == 0).then_some(st)
+}
+
 /// An interface and queue to bind, for error messages.
 #[derive(Clone, Debug)]
 pub struct BindTarget {
@@ -915,6 +933,18 @@ fn create_socket(
 }
 
 impl WorkerIo for AfXdpIo {
+    fn kernel_stats(&mut self, c: &mut IoCounters) {
+        let (mut no_buffer, mut ring_full) = (0, 0);
+        for s in &self.sockets {
+            if let Some(st) = xsk_statistics(s.fd.as_raw_fd()) {
+                no_buffer += st.rx_dropped;
+                ring_full += st.rx_ring_full;
+            }
+        }
+        c.xsk_no_buffer = no_buffer;
+        c.xsk_rx_ring_full = ring_full;
+    }
+
     fn poll<F>(&mut self, f: &mut F, c: &mut IoCounters) -> usize
     where
         F: FnMut(PortId, &mut [Frame<'_>], &mut [Verdict], &mut u64),

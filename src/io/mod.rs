@@ -111,6 +111,12 @@ pub struct IoCounters {
     pub handoff_in: u64,
     /// Frames dropped because the owner's inbox or the buffer pool was full.
     pub handoff_full: u64,
+    /// Frames the kernel dropped before the worker saw them, as its AF_XDP sockets report
+    /// (`XDP_STATISTICS`, totals since the sockets were bound, read about once a second by
+    /// [`WorkerIo::kernel_stats`]): no free buffer on the fill ring (`rx_dropped`), and the rx
+    /// ring full (`rx_ring_full`) — the worker fell behind.
+    pub xsk_no_buffer: u64,
+    pub xsk_rx_ring_full: u64,
     /// Frames dropped by the processor, by reason.
     pub drops: DropCounters,
     /// System calls the worker's I/O made: sendto(2) (TX kicks), recvfrom(2) (RX/fill
@@ -127,13 +133,16 @@ pub struct IoCounters {
 
 impl IoCounters {
     /// Frames lost in the I/O layer (not by the processor), by reason: `tx_ring_full`,
-    /// `tx_bad_port`, `rx_bad_desc`, `handoff_full`.
-    pub fn io_drops(&self) -> [(&'static str, u64); 4] {
+    /// `tx_bad_port`, `rx_bad_desc`, `handoff_full`, and the kernel's `xsk_no_buffer`,
+    /// `xsk_rx_ring_full`.
+    pub fn io_drops(&self) -> [(&'static str, u64); 6] {
         [
             ("tx_ring_full", self.tx_ring_full),
             ("tx_bad_port", self.tx_bad_port),
             ("rx_bad_desc", self.rx_bad_desc),
             ("handoff_full", self.handoff_full),
+            ("xsk_no_buffer", self.xsk_no_buffer),
+            ("xsk_rx_ring_full", self.xsk_rx_ring_full),
         ]
     }
 
@@ -147,6 +156,8 @@ impl IoCounters {
         self.handoff_out += o.handoff_out;
         self.handoff_in += o.handoff_in;
         self.handoff_full += o.handoff_full;
+        self.xsk_no_buffer += o.xsk_no_buffer;
+        self.xsk_rx_ring_full += o.xsk_rx_ring_full;
         self.drops.add(&o.drops);
         self.sys_sendto += o.sys_sendto;
         self.sys_recvfrom += o.sys_recvfrom;
@@ -210,6 +221,10 @@ pub trait WorkerIo {
 
     /// Block until a port may have frames or `timeout_ms` passed (the idle path of the loop).
     fn wait(&mut self, timeout_ms: i32, c: &mut IoCounters);
+
+    /// Read the kernel's own drop counters of this I/O into `c` (AF_XDP: `XDP_STATISTICS` of
+    /// every socket, summed; the others have none). Called about once a second.
+    fn kernel_stats(&mut self, _c: &mut IoCounters) {}
 
     /// Stop touching the rings for a successor process (`xvs run --takeover`): transmit what is
     /// queued and return the buffers on no ring (AF_XDP: the free UMEM chunks), or `None` if

@@ -84,7 +84,7 @@ impl Index {
     }
 
     /// The first value under `tag` accepted by `eq`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn find(&self, tag: u32, mut eq: impl FnMut(u32) -> bool) -> Option<u32> {
         let fp = self.fingerprint(tag);
         let high = !self.value_mask;

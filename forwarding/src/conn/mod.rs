@@ -79,8 +79,8 @@ use std::net::{IpAddr, SocketAddr};
 pub use counts::BackendCounts;
 pub use state::{state_name, Timeouts};
 pub use table::{
-    ConnConfig, ConnTable, ConnV4, Install, Installed, SlotHint, SyncMeta, SyncView, ENTRY_BYTES,
-    MAX_BACKEND, MAX_SERVICE,
+    ConnConfig, ConnTable, ConnV4, Install, Installed, SlotHint, SyncMeta, SyncView, TouchV4,
+    ENTRY_BYTES, MAX_BACKEND, MAX_SERVICE,
 };
 pub use xvs_schedulers::{BackendId, Time};
 

@@ -307,8 +307,9 @@ enum Fired {
 /// the matching fields of [`Conn`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnV4 {
-    /// Client, virtual, backend and FullNAT local address (`0.0.0.0` unless FullNAT).
-    pub addrs: [Ipv4Addr; 4],
+    /// Client, virtual, backend and FullNAT local address (`0.0.0.0` unless FullNAT), as
+    /// host-order integers ([`Ipv4Addr::to_bits`]).
+    pub addrs: [u32; 4],
     /// cport, vport, dport and FullNAT local port (0 unless FullNAT).
     pub ports: [u16; 4],
     pub backend: BackendId,
@@ -331,6 +332,19 @@ impl Default for SlotHint {
             slot: super::index::EMPTY,
         }
     }
+}
+
+/// What [`ConnTable::lookup_touch_v4`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TouchV4 {
+    /// The packet's connection, refreshed as `on_packet` would (its forwarding fields:
+    /// [`ConnTable::get_v4`]).
+    Steady(ConnId, Direction),
+    /// An entry has the tuple but the packet is not one `lookup_touch_v4` handles: nothing
+    /// was changed; look it up with `lookup_v4`.
+    Other,
+    /// No connection.
+    Miss,
 }
 
 /// The connection table of one worker. See the module documentation of [`super`].
@@ -816,14 +830,21 @@ impl ConnTable {
     }
 
     /// Set an entry's expiry, moving it in the wheel only when it becomes earlier.
-    #[inline]
+    #[inline(always)]
     fn arm(&mut self, idx: u32, expires: u32) {
         let old = self.entries[idx as usize].expires;
         self.entries[idx as usize].expires = expires;
         if (expires.wrapping_sub(old) as i32) < 0 {
-            self.unlink(idx);
-            self.queue(idx);
+            self.requeue(idx);
         }
+    }
+
+    /// [`Self::arm`]'s move to the earlier bucket (rare on the per-packet path: a timeout that
+    /// became shorter).
+    #[inline(never)]
+    fn requeue(&mut self, idx: u32) {
+        self.unlink(idx);
+        self.queue(idx);
     }
 
     #[inline]
@@ -876,6 +897,15 @@ impl ConnTable {
         }
     }
 
+    /// [`Self::slot_hint`] for an IPv4 tuple (addresses as host-order `u32`).
+    #[inline]
+    pub fn slot_hint_v4(&self, proto: u8, src: u32, sport: u16, dst: u32, dport: u16) -> SlotHint {
+        SlotHint {
+            hash: self.hash(proto as u64, src, sport, dst, dport),
+            slot: super::index::EMPTY,
+        }
+    }
+
     /// Second pass of [`Self::slot_hint`]: load the home index slot into the hint.
     #[inline]
     pub fn prefetch_slot(&self, hint: &mut SlotHint) {
@@ -924,33 +954,183 @@ impl ConnTable {
         dport: u16,
         now: Time,
     ) -> Option<(ConnId, Direction)> {
-        let h = self.hash(proto as u64, src, sport, dst, dport);
-        let v = self.index.find(h, |v| {
-            let Some(e) = self.entries.get((v >> 1) as usize) else {
-                return false;
-            };
-            if e.proto() != proto || e.flags & TEMPLATE != 0 {
-                return false;
-            }
-            let (a, b) = if v & 1 == 0 { (0, 1) } else { (2, 3) };
-            if e.ports[a] != sport || e.ports[b] != dport {
-                return false;
-            }
-            if e.flags & POOL == 0 {
-                e.addrs[a] == src && e.addrs[b] == dst
-            } else {
-                // Mixed families: the IPv4 side lives in the address block.
-                let t = Tuple {
-                    proto,
-                    src: IpAddr::V4(Ipv4Addr::from_bits(src)),
-                    sport,
-                    dst: IpAddr::V4(Ipv4Addr::from_bits(dst)),
-                    dport,
-                };
-                self.matches(v, &t, false)
-            }
-        })?;
+        let v = self.find_v4::<true>(proto, src, sport, dst, dport)?;
         self.found(v, now)
+    }
+
+    /// The index value of the entry an IPv4 tuple names, expired or not. With `EXACT` false,
+    /// an entry with an address block (IPv6 or mixed families) whose protocol and ports match
+    /// is taken without comparing its addresses (no call in the probe loop): the caller must
+    /// then look again with [`Self::lookup_v4`].
+    #[inline(always)]
+    fn find_v4<const EXACT: bool>(
+        &self,
+        proto: u8,
+        src: u32,
+        sport: u16,
+        dst: u32,
+        dport: u16,
+    ) -> Option<u32> {
+        let h = self.hash(proto as u64, src, sport, dst, dport);
+        self.index.find(h, |v| {
+            self.v4_matches::<EXACT>(v, proto, src, sport, dst, dport)
+        })
+    }
+
+    /// [`Self::find_v4`] without `EXACT`, out of line (see [`Self::lookup_touch_v4`]).
+    #[cold]
+    #[inline(never)]
+    fn find_v4_probe(&self, proto: u8, src: u32, sport: u16, dst: u32, dport: u16) -> Option<u32> {
+        self.find_v4::<false>(proto, src, sport, dst, dport)
+    }
+
+    /// Whether index value `v` names the non-template entry of this IPv4 tuple (`EXACT`
+    /// false: see [`Self::find_v4`]).
+    #[inline(always)]
+    fn v4_matches<const EXACT: bool>(
+        &self,
+        v: u32,
+        proto: u8,
+        src: u32,
+        sport: u16,
+        dst: u32,
+        dport: u16,
+    ) -> bool {
+        let Some(e) = self.entries.get((v >> 1) as usize) else {
+            return false;
+        };
+        if e.proto() != proto || e.flags & TEMPLATE != 0 {
+            return false;
+        }
+        let (a, b) = if v & 1 == 0 { (0, 1) } else { (2, 3) };
+        if e.ports[a] != sport || e.ports[b] != dport {
+            return false;
+        }
+        if e.flags & POOL == 0 {
+            e.addrs[a] == src && e.addrs[b] == dst
+        } else {
+            !EXACT || self.matches_mixed_v4(v, proto, src, sport, dst, dport)
+        }
+    }
+
+    /// [`Self::find_v4`]'s match of an entry with an address block (mixed families: the IPv4
+    /// side lives in the block). Out of line: rare, and kept out of the per-packet code.
+    #[cold]
+    #[inline(never)]
+    fn matches_mixed_v4(
+        &self,
+        v: u32,
+        proto: u8,
+        src: u32,
+        sport: u16,
+        dst: u32,
+        dport: u16,
+    ) -> bool {
+        let t = Tuple {
+            proto,
+            src: IpAddr::V4(Ipv4Addr::from_bits(src)),
+            sport,
+            dst: IpAddr::V4(Ipv4Addr::from_bits(dst)),
+            dport,
+        };
+        self.matches(v, &t, false)
+    }
+
+    /// [`Self::lookup_v4`] and, when the packet changes nothing but the entry's timer,
+    /// [`Self::on_packet`] in one pass over the entry, without a call (the pipeline's
+    /// established-flow path). Such a packet: the entry is live, has IPv4 addresses only, is
+    /// not SYN-proxied nor due, its timer does not move earlier, and it is UDP, or TCP in
+    /// ESTABLISHED hit by a segment (`tcp_flags`) with ACK and without SYN, FIN and RST —
+    /// every transition table, `secure_tcp`'s too, keeps ESTABLISHED then — other than an
+    /// outbound one of a NOOUTPUT entry; and `pass` accepts its direction and backend. Then
+    /// does what `on_packet` does — timeout from
+    /// the state, timer re-armed to `now + timeout`, inbound packets counted, the owning
+    /// template marked ASSURED by a UDP reply — and answers [`TouchV4::Steady`]. Otherwise
+    /// nothing is changed: [`TouchV4::Miss`] when no entry has the tuple, else
+    /// [`TouchV4::Other`] (the caller then calls [`Self::lookup_v4`], which may also expire
+    /// the entry, and does the per-packet work itself).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    pub fn lookup_touch_v4(
+        &mut self,
+        proto: u8,
+        src: u32,
+        sport: u16,
+        dst: u32,
+        dport: u16,
+        tcp_flags: u8,
+        now: Time,
+        pass: impl FnOnce(Direction, BackendId) -> bool,
+    ) -> TouchV4 {
+        // The home slot first, inline; a probe beyond it (a collision or a displaced key) out
+        // of line, so the common lookup has no loop.
+        let h = self.hash(proto as u64, src, sport, dst, dport);
+        let home = self.index.touch(h);
+        let v = if home == super::index::EMPTY {
+            return TouchV4::Miss;
+        } else if let Some(v) = self
+            .index
+            .candidate(h, home)
+            .filter(|&v| self.v4_matches::<false>(v, proto, src, sport, dst, dport))
+        {
+            v
+        } else {
+            match self.find_v4_probe(proto, src, sport, dst, dport) {
+                Some(v) => v,
+                None => return TouchV4::Miss,
+            }
+        };
+        let idx = v >> 1;
+        let dir = if v & 1 == 0 {
+            Direction::In
+        } else {
+            Direction::Out
+        };
+        let now_ms = ms32(now);
+        let Some(e) = self.entries.get(idx as usize) else {
+            return TouchV4::Other;
+        };
+        // The state stays: the timeout is that of ESTABLISHED (TCP) or UDP's.
+        let timeout = match e.proto() {
+            6 if e.state() == tcp::ESTABLISHED
+                && tcp_flags & (tcp::FLAG_SYN | tcp::FLAG_FIN | tcp::FLAG_RST | tcp::FLAG_ACK)
+                    == tcp::FLAG_ACK
+                && (dir == Direction::In || e.flags & NOOUTPUT == 0) =>
+            {
+                self.timeouts.get(6, tcp::ESTABLISHED)
+            }
+            17 => self.timeouts.get(17, e.state()),
+            _ => return TouchV4::Other,
+        };
+        let expires = now_ms.wrapping_add(timeout);
+        let steady = e.flags & (USED | POOL | TEMPLATE | SYNPROXY) == USED
+            && !is_due(e.expires, now_ms)
+            && (expires.wrapping_sub(e.expires) as i32) >= 0;
+        if !steady {
+            return TouchV4::Other;
+        }
+        if !pass(dir, BackendId(e.backend())) {
+            return TouchV4::Other;
+        }
+        let proto = e.proto();
+        let Some(e) = self.entries.get_mut(idx as usize) else {
+            return TouchV4::Other;
+        };
+        if dir == Direction::In {
+            e.in_pkts = e.in_pkts.wrapping_add(1);
+        }
+        set_timeout(e, timeout);
+        let control = e.control();
+        // `arm` for a timer that does not move earlier: the store alone.
+        e.expires = expires;
+        if proto == 17 && dir == Direction::Out && control != NIL {
+            if let Some(ct) = self.entries.get_mut(control as usize) {
+                if ct.flags & TEMPLATE != 0 {
+                    ct.set_state(state::template::ASSURED);
+                }
+            }
+        }
+        TouchV4::Steady(ConnId(idx), dir)
     }
 
     /// The end of a lookup that found index value `v`: expire the entry if its time has passed.
@@ -1921,11 +2101,11 @@ impl ConnTable {
             return None;
         }
         let method = Method::from_bits(e.flags);
-        let mut addrs = e.addrs.map(Ipv4Addr::from_bits);
+        let mut addrs = e.addrs;
         let mut ports = e.ports;
         if method != Method::FullNat {
             // As `get` reports no local endpoint: keep the unused fields deterministic.
-            addrs[3] = Ipv4Addr::UNSPECIFIED;
+            addrs[3] = 0;
             ports[3] = 0;
         } else if e.flags & TEMPLATE != 0 {
             addrs[3] = addrs[2];

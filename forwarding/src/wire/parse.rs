@@ -157,19 +157,82 @@ pub fn parse(data: &[u8]) -> Parsed {
     }
 }
 
+/// The fields of an untagged Ethernet + IPv4 (IHL 5) + TCP / UDP frame that is not a fragment
+/// and passes every check of the general path, as plain integers: what [`parse_v4`] reads and
+/// the pipeline's established-flow path works on. [`Self::packet`] is the [`Packet`] [`parse`]
+/// returns for the same frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FastV4 {
+    /// Source and destination address (host order).
+    pub src: u32,
+    pub dst: u32,
+    pub sport: u16,
+    pub dport: u16,
+    /// [`proto::TCP`] or [`proto::UDP`].
+    pub proto: u8,
+    /// TCP flags byte (0 for UDP).
+    pub tcp_flags: u8,
+    pub ttl: u8,
+    pub tos: u8,
+    pub df: bool,
+    /// End of the IP packet in the frame: 14 + total length.
+    pub ip_end: u32,
+}
+
+impl FastV4 {
+    /// Offset of the IP header.
+    pub const L3: usize = ETH_LEN;
+    /// Offset of the transport header.
+    pub const L4: usize = ETH_LEN + 20;
+
+    /// The [`Packet`] of this frame (what [`parse`] returns for it).
+    #[inline]
+    pub fn packet(&self) -> Packet {
+        Packet {
+            l3: Self::L3,
+            vlan: None,
+            vlan_inner: None,
+            src: IpAddr::V4(Ipv4Addr::from_bits(self.src)),
+            dst: IpAddr::V4(Ipv4Addr::from_bits(self.dst)),
+            proto: self.proto,
+            l4: Self::L4,
+            ip_end: self.ip_end as usize,
+            ttl: self.ttl,
+            tos: self.tos,
+            df: self.df,
+            frag: Frag::None,
+            sport: self.sport,
+            dport: self.dport,
+            tcp_flags: self.tcp_flags,
+            icmp_type: 0,
+            icmp_code: 0,
+            icmp_error: false,
+        }
+    }
+}
+
 /// Untagged Ethernet + IPv4 (IHL 5) + TCP / UDP, not a fragment, with every check of the
 /// general path passing; `None` sends the frame to [`parse_general`].
 #[inline(always)]
 fn parse_fast_v4(data: &[u8]) -> Option<Packet> {
-    const L3: usize = ETH_LEN;
-    const L4: usize = ETH_LEN + 20;
+    parse_v4(data).map(|f| f.packet())
+}
+
+/// The fixed-offset reader of [`parse`]: the frame's [`FastV4`] fields when it is untagged
+/// Ethernet + IPv4 without options + an unfragmented TCP / UDP segment and every check of the
+/// general path passes (header checksum, lengths, TCP data offset, UDP length); `None` for
+/// anything else.
+#[inline(always)]
+pub fn parse_v4(data: &[u8]) -> Option<FastV4> {
+    const L3: usize = FastV4::L3;
+    const L4: usize = FastV4::L4;
     let h: &[u8; L4] = data.get(..L4)?.try_into().ok()?;
     // EtherType IPv4, version 4 with IHL 5, MF clear and fragment offset 0.
     if h[12] != 0x08 || h[13] != 0x00 || h[L3] != 0x45 || h[L3 + 6] & 0x3f != 0 || h[L3 + 7] != 0 {
         return None;
     }
-    let total = usize::from(u16::from_be_bytes([h[L3 + 2], h[L3 + 3]]));
-    let ip_end = L3 + total;
+    let total = u16::from_be_bytes([h[L3 + 2], h[L3 + 3]]);
+    let ip_end = L3 + usize::from(total);
     if total < 20 || ip_end > data.len() || !checksum::verifies(0, &h[L3..L4]) {
         return None;
     }
@@ -203,26 +266,18 @@ fn parse_fast_v4(data: &[u8]) -> Option<Packet> {
         }
         _ => return None,
     };
-    let a = |o: usize| IpAddr::V4(Ipv4Addr::new(h[o], h[o + 1], h[o + 2], h[o + 3]));
-    Some(Packet {
-        l3: L3,
-        vlan: None,
-        vlan_inner: None,
+    let a = |o: usize| u32::from_be_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
+    Some(FastV4 {
         src: a(L3 + 12),
         dst: a(L3 + 16),
+        sport,
+        dport,
         proto,
-        l4: L4,
-        ip_end,
+        tcp_flags,
         ttl: h[L3 + 8],
         tos: h[L3 + 1],
         df: h[L3 + 6] & 0x40 != 0,
-        frag: Frag::None,
-        sport,
-        dport,
-        tcp_flags,
-        icmp_type: 0,
-        icmp_code: 0,
-        icmp_error: false,
+        ip_end: L3 as u32 + u32::from(total),
     })
 }
 

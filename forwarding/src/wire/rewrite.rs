@@ -289,15 +289,68 @@ fn forward_v4_fast(
     let (IpAddr::V4(osrc), IpAddr::V4(odst)) = (p.src, p.dst) else {
         return false;
     };
-    let field = match p.proto {
+    if p.frag != Frag::None || p.l3.checked_add(IPV4_LEN).is_none_or(|h| h > p.l4) {
+        return false;
+    }
+    let old = V4Endpoints {
+        src: osrc.to_bits(),
+        sport: p.sport,
+        dst: odst.to_bits(),
+        dport: p.dport,
+    };
+    let bits = |e: Option<(Ipv4Addr, u16)>| e.map(|(a, port)| (a.to_bits(), port));
+    let (l3, l4, end) = (p.l3, p.l4, p.ip_end);
+    if !forward_v4(data, l3, l4, end, p.proto, p.ttl, old, bits(src), bits(dst)) {
+        return false;
+    }
+    p.ttl = data[l3 + 8];
+    if let Some((a, port)) = src {
+        p.src = IpAddr::V4(a);
+        p.sport = port;
+    }
+    if let Some((a, port)) = dst {
+        p.dst = IpAddr::V4(a);
+        p.dport = port;
+    }
+    true
+}
+
+/// The addresses (host order) and ports an IPv4 packet carries, for [`forward_v4`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct V4Endpoints {
+    pub src: u32,
+    pub sport: u16,
+    pub dst: u32,
+    pub dport: u16,
+}
+
+/// [`forward`] for an unfragmented IPv4 TCP or UDP packet (UDP with a checksum) on plain
+/// integers: the IP header at `l3` (at least 20 bytes before `l4`), the transport header at
+/// `l4`, the packet ending at `end`, carrying `proto`, `ttl` and the endpoints `old`. TTL − 1,
+/// then `src` and `dst` written, each checksum updated once (RFC 1624: the changed words of
+/// TTL, addresses and ports summed, folded once). False, with nothing changed, when the packet
+/// does not qualify (another protocol, TTL ≤ 1, the checksum field outside the packet or the
+/// packet outside `data`, a UDP checksum of 0): the caller takes [`forward`]'s general path.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub fn forward_v4(
+    data: &mut [u8],
+    l3: usize,
+    l4: usize,
+    end: usize,
+    proto: u8,
+    ttl: u8,
+    old: V4Endpoints,
+    src: Option<(u32, u16)>,
+    dst: Option<(u32, u16)>,
+) -> bool {
+    let field = match proto {
         proto::TCP => 16,
         proto::UDP => 6,
         _ => return false,
     };
-    let (l3, l4, end) = (p.l3, p.l4, p.ip_end);
     // What `check` and `set_endpoint` require, plus the checksum field inside the packet.
-    if p.frag != Frag::None
-        || p.ttl <= 1
+    if ttl <= 1
         || l3.checked_add(IPV4_LEN).is_none_or(|h| h > l4)
         || l4.checked_add(field + 2).is_none_or(|f| f > end)
         || end > data.len()
@@ -309,7 +362,7 @@ fn forward_v4_fast(
     };
     let c4 = l4 + field;
     let l4_old = u16::from_be_bytes([d[c4], d[c4 + 1]]);
-    if p.proto == proto::UDP && l4_old == 0 {
+    if proto == proto::UDP && l4_old == 0 {
         return false;
     }
     let c3 = l3 + 10;
@@ -319,29 +372,24 @@ fn forward_v4_fast(
     let t = l3 + 8;
     let old_w = u16::from_be_bytes([d[t], d[t + 1]]);
     d[t] = d[t].wrapping_sub(1);
-    p.ttl = d[t];
     ip_acc += u32::from(!old_w) + u32::from(u16::from_be_bytes([d[t], d[t + 1]]));
     if let Some((a, port)) = src {
-        let delta = addr_delta(osrc, a);
+        let delta = addr_delta(old.src, a);
         ip_acc += delta;
-        l4_acc += delta + u32::from(!p.sport) + u32::from(port);
-        d[l3 + 12..l3 + 16].copy_from_slice(&a.octets());
+        l4_acc += delta + u32::from(!old.sport) + u32::from(port);
+        d[l3 + 12..l3 + 16].copy_from_slice(&a.to_be_bytes());
         d[l4..l4 + 2].copy_from_slice(&port.to_be_bytes());
-        p.src = IpAddr::V4(a);
-        p.sport = port;
     }
     if let Some((a, port)) = dst {
-        let delta = addr_delta(odst, a);
+        let delta = addr_delta(old.dst, a);
         ip_acc += delta;
-        l4_acc += delta + u32::from(!p.dport) + u32::from(port);
-        d[l3 + 16..l3 + 20].copy_from_slice(&a.octets());
+        l4_acc += delta + u32::from(!old.dport) + u32::from(port);
+        d[l3 + 16..l3 + 20].copy_from_slice(&a.to_be_bytes());
         d[l4 + 2..l4 + 4].copy_from_slice(&port.to_be_bytes());
-        p.dst = IpAddr::V4(a);
-        p.dport = port;
     }
     d[c3..c3 + 2].copy_from_slice(&(!checksum::fold32(ip_acc)).to_be_bytes());
     let mut s = !checksum::fold32(l4_acc);
-    if p.proto == proto::UDP {
+    if proto == proto::UDP {
         s = checksum::udp_fixup(s);
     }
     d[c4..c4 + 2].copy_from_slice(&s.to_be_bytes());
@@ -350,8 +398,8 @@ fn forward_v4_fast(
 
 /// The RFC 1624 terms of an IPv4 address change `old` → `new`: `~m + m'` for both 16-bit words.
 #[inline]
-fn addr_delta(old: Ipv4Addr, new: Ipv4Addr) -> u32 {
-    let (o, n) = (!old.to_bits(), new.to_bits());
+fn addr_delta(old: u32, new: u32) -> u32 {
+    let (o, n) = (!old, new);
     (o >> 16) + (o & 0xffff) + (n >> 16) + (n & 0xffff)
 }
 
@@ -567,6 +615,80 @@ pub fn encap(frame: &mut Frame, p: &Packet, tun: &Tunnel, link: &Link) -> Result
         _ => return Err(WireError::Unsupported),
     }
     Ok(())
+}
+
+/// [`encap`] and then the inner [`dec_ttl`] for the common case, on plain integers: the frame
+/// is untagged Ethernet carrying an IPv4 packet without options at offset 14, the tunnel is
+/// IPv4 (`src`, `dst` host order, identification `id`, `mtu`) and the link untagged
+/// (`link_src`, `link_dst`). The same bytes as those two calls; false with the frame
+/// unchanged when the case does not apply or they would fail (inner TTL ≤ 1, too big for the
+/// MTU, no headroom, a frame shorter than its packet): the caller then takes [`encap`].
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub fn encap_ipip_v4(
+    frame: &mut Frame,
+    src: u32,
+    dst: u32,
+    id: u16,
+    mtu: u16,
+    link_src: [u8; 6],
+    link_dst: [u8; 6],
+) -> bool {
+    const L3: usize = ETH_LEN;
+    const FRONT: usize = ETH_LEN + IPV4_LEN;
+    let Some(h) = frame.data().get(..FRONT) else {
+        return false;
+    };
+    let inner_len = usize::from(u16::from_be_bytes([h[L3 + 2], h[L3 + 3]]));
+    let (tos, ttl, df) = (h[L3 + 1], h[L3 + 8], h[L3 + 6] & 0x40 != 0);
+    let total = IPV4_LEN + inner_len;
+    if h[12..14] != [0x08, 0x00]
+        || h[L3] != 0x45
+        || inner_len < IPV4_LEN
+        || L3 + inner_len > frame.len()
+        || ttl <= 1
+        || total > usize::from(mtu)
+        || total > usize::from(u16::MAX)
+    {
+        return false;
+    }
+    if !frame.push_front(IPV4_LEN) {
+        return false;
+    }
+    // Drop the Ethernet padding after the inner packet (shrinking always fits).
+    if !frame.set_len(FRONT + inner_len) {
+        let _ = frame.pull_front(IPV4_LEN);
+        return false;
+    }
+    let Some(d) = frame.data_mut().get_mut(..FRONT + IPV4_LEN) else {
+        return false;
+    };
+    d[..6].copy_from_slice(&link_dst);
+    d[6..12].copy_from_slice(&link_src);
+    d[12..14].copy_from_slice(&ethertype::IPV4.to_be_bytes());
+    let o = &mut d[L3..FRONT];
+    o[0] = 0x45;
+    o[1] = outer_tos(tos);
+    o[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    o[4..6].copy_from_slice(&(if df { 0 } else { id }).to_be_bytes());
+    o[6..8].copy_from_slice(&(if df { 0x4000u16 } else { 0 }).to_be_bytes());
+    o[8] = ttl - 1;
+    o[9] = proto::IPIP;
+    o[10] = 0;
+    o[11] = 0;
+    o[12..16].copy_from_slice(&src.to_be_bytes());
+    o[16..20].copy_from_slice(&dst.to_be_bytes());
+    let c = checksum::checksum(o);
+    o[10..12].copy_from_slice(&c.to_be_bytes());
+    // The inner TTL − 1 (`dec_ttl` at the inner header's new place).
+    let t = FRONT + 8;
+    let old = u16::from_be_bytes([d[t], d[t + 1]]);
+    d[t] = d[t].wrapping_sub(1);
+    let new = u16::from_be_bytes([d[t], d[t + 1]]);
+    let c = FRONT + 10;
+    let s = update16(u16::from_be_bytes([d[c], d[c + 1]]), old, new);
+    d[c..c + 2].copy_from_slice(&s.to_be_bytes());
+    true
 }
 
 #[cfg(test)]
