@@ -20,8 +20,8 @@
 //! **TX.** Copy-mode TX sends at most 32 frames per `sendto()` (the kernel's TX_BATCH_SIZE), so
 //! the ring is kicked after every ≤ 32 descriptors (TESTBED.md). Every round kicks what it
 //! queued, unless `tx_hold_us` is set: then a last part of fewer than 32 frames waits, for at
-//! most that long, for later rounds to fill it up to 32 (each kick also costs the kernel a fixed
-//! amount of work); an idle worker sends it before it sleeps. Why not xsk-rs: its frame
+//! most that long, for later rounds to fill it up to 32 (fewer sendto(2) calls per frame); an
+//! idle or stopping worker sends it before it sleeps or exits. Why not xsk-rs: its frame
 //! descriptors hide the address, so a frame cannot grow into its headroom without a memmove, and
 //! its per-frame access is `unsafe` anyway; the rings here are ~200 lines over the same ABI.
 
