@@ -1259,6 +1259,12 @@ impl Director {
                         .map(|(k, n)| (k.to_string(), *n))
                         .collect()
                 }),
+                batching: stats.get(i).map_or_else(Vec::new, |s| {
+                    s.io.batching()
+                        .iter()
+                        .map(|(k, n)| (k.to_string(), *n))
+                        .collect()
+                }),
                 handoff_out: stats.get(i).map_or(0, |s| s.io.handoff_out),
                 handoff_in: stats.get(i).map_or(0, |s| s.io.handoff_in),
                 icmp_answers: r.counters.icmp_answers,
@@ -1492,6 +1498,14 @@ impl ControlDirector for Director {
                 .iter()
                 .map(|(d, n)| format!("{}={n}", d.as_str()))
                 .collect();
+            let per = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |x| format!("{x:.1}"));
+            let batching = format!(
+                "rx batches {} ({} frames/batch) rounds {} tx {} frames/kick",
+                io.rx_batches,
+                per(io.frames_per_batch()),
+                io.rounds,
+                per(io.frames_per_kick()),
+            );
             let (round, inbox, inbox_cpu) = stats.get(i).map_or((0.0, 0.0, 0.0), |s| {
                 (
                     s.longest_round.as_secs_f64(),
@@ -1500,7 +1514,7 @@ impl ControlDirector for Director {
                 )
             });
             out.push_str(&format!(
-                "worker {i}: rx {} tx {} (+{} fragments) pass {} drop {} [{}] icmp answers {} connections {} (embryonic {}) busy {:.1}% io drops [{}] syscalls [{}] handoff out {} in {} longest round {:.3} ms (inbox {:.3} ms, {:.3} ms CPU) syn defence: embryonic evicted {} stateless acks {} drop_entry deleted {} modes drop_entry={} drop_packet={} secure_tcp={} synproxy: syn-acks {} opened {} established {} released {} syn-resent {} syn-retried {} gave-up {} timer-full {}\n",
+                "worker {i}: rx {} tx {} (+{} fragments) pass {} drop {} [{}] icmp answers {} connections {} (embryonic {}) busy {:.1}% io drops [{}] syscalls [{}] handoff out {} in {} {} longest round {:.3} ms (inbox {:.3} ms, {:.3} ms CPU) syn defence: embryonic evicted {} stateless acks {} drop_entry deleted {} modes drop_entry={} drop_packet={} secure_tcp={} synproxy: syn-acks {} opened {} established {} released {} syn-resent {} syn-retried {} gave-up {} timer-full {}\n",
                 r.counters.rx,
                 r.counters.tx,
                 r.counters.tx_fragments,
@@ -1515,6 +1529,7 @@ impl ControlDirector for Director {
                 syscalls.join(" "),
                 io.handoff_out,
                 io.handoff_in,
+                batching,
                 round * 1e3,
                 inbox * 1e3,
                 inbox_cpu * 1e3,

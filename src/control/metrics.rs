@@ -28,6 +28,7 @@
 //! | `xvs_worker_drops_total` | counter | worker, `reason` (DropReason::as_str) |
 //! | `xvs_worker_io_drops_total` | counter | worker, `reason` = tx_ring_full/tx_bad_port/rx_bad_desc/handoff_full/xsk_no_buffer/xsk_rx_ring_full |
 //! | `xvs_worker_syscalls_total` | counter | worker, `call` = sendto/recvfrom/poll |
+//! | `xvs_worker_batching_total` | counter | worker, `event` = rx_batches (batches of ≥ 1 frame)/rounds (loop rounds) |
 //! | `xvs_worker_handoff_packets_total` | counter | worker, `direction` = out/in |
 //! | `xvs_worker_icmp_answers_total` | counter | worker |
 //! | `xvs_worker_busy_ratio` | gauge (0..1) | worker |
@@ -273,6 +274,8 @@ pub struct WorkerMetrics {
     pub io_drops: Vec<(String, u64)>,
     /// System calls of the worker's I/O by name (`IoCounters::syscalls`: sendto, recvfrom, poll).
     pub syscalls: Vec<(String, u64)>,
+    /// How the worker's I/O batched by name (`IoCounters::batching`: rx_batches, rounds).
+    pub batching: Vec<(String, u64)>,
     /// Frames handed to the worker owning their connection, and received from other workers.
     pub handoff_out: u64,
     pub handoff_in: u64,
@@ -754,6 +757,11 @@ fn render_xvs(m: &Metrics) -> String {
         Kind::Counter,
         "System calls made by the worker's I/O (sendto = TX kick, recvfrom = RX wakeup, poll = idle wait), by call.",
     );
+    let mut batching = Family::new(
+        "xvs_worker_batching_total",
+        Kind::Counter,
+        "Receive batches handed to the processor (rx_batches, each of at least one frame) and worker loop rounds (rounds).",
+    );
     let mut handoff = Family::new(
         "xvs_worker_handoff_packets_total",
         Kind::Counter,
@@ -829,6 +837,9 @@ fn render_xvs(m: &Metrics) -> String {
         }
         for (call, n) in &w.syscalls {
             syscalls.add(&with(&wp, "call", call), Value::Int(*n));
+        }
+        for (event, n) in &w.batching {
+            batching.add(&with(&wp, "event", event), Value::Int(*n));
         }
         handoff.add(&with(&wp, "direction", "out"), Value::Int(w.handoff_out));
         handoff.add(&with(&wp, "direction", "in"), Value::Int(w.handoff_in));
@@ -980,6 +991,7 @@ fn render_xvs(m: &Metrics) -> String {
         &drops,
         &io_drops,
         &syscalls,
+        &batching,
         &handoff,
         &icmp,
         &busy,

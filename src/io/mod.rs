@@ -124,6 +124,11 @@ pub struct IoCounters {
     pub sys_sendto: u64,
     pub sys_recvfrom: u64,
     pub sys_poll: u64,
+    /// Batches handed to the processor (each of at least one frame): `rx / rx_batches` is the
+    /// number of frames per batch the rings delivered.
+    pub rx_batches: u64,
+    /// Rounds of the worker loop (one `WorkerIo::poll` each, with or without frames).
+    pub rounds: u64,
 }
 
 impl IoCounters {
@@ -157,6 +162,8 @@ impl IoCounters {
         self.sys_sendto += o.sys_sendto;
         self.sys_recvfrom += o.sys_recvfrom;
         self.sys_poll += o.sys_poll;
+        self.rx_batches += o.rx_batches;
+        self.rounds += o.rounds;
     }
 
     /// System calls of the worker's I/O by name: `sendto`, `recvfrom`, `poll`.
@@ -166,6 +173,21 @@ impl IoCounters {
             ("recvfrom", self.sys_recvfrom),
             ("poll", self.sys_poll),
         ]
+    }
+
+    /// How the I/O batched, by name: `rx_batches` and `rounds` (see the fields).
+    pub fn batching(&self) -> [(&'static str, u64); 2] {
+        [("rx_batches", self.rx_batches), ("rounds", self.rounds)]
+    }
+
+    /// Frames per receive batch (`rx / rx_batches`), `None` before the first batch.
+    pub fn frames_per_batch(&self) -> Option<f64> {
+        (self.rx_batches > 0).then(|| self.rx as f64 / self.rx_batches as f64)
+    }
+
+    /// Frames transmitted per TX kick (`tx / sendto`), `None` before the first kick.
+    pub fn frames_per_kick(&self) -> Option<f64> {
+        (self.sys_sendto > 0).then(|| self.tx as f64 / self.sys_sendto as f64)
     }
 
     #[inline]

@@ -107,6 +107,7 @@ pub(super) fn run_worker<I: WorkerIo, P: FrameProcessor>(
         if ctx.pause.reached.load(Ordering::Relaxed) > 0 {
             ctx.pause.reached.store(0, Ordering::Release);
         }
+        c.rounds += 1;
         let n = match ctx.handoff.as_mut() {
             None => io.poll(
                 &mut |port, frames, verdicts, _| proc.process_batch(now, port, frames, verdicts),
@@ -160,6 +161,8 @@ pub(super) fn run_worker<I: WorkerIo, P: FrameProcessor>(
             }
         }
     }
+    // Frames held for a fuller kick (`afxdp.tx_hold_us`) leave before the worker does.
+    io.flush(&mut c);
     io.kernel_stats(&mut c);
     publish(&ctx, &c, busy, start.elapsed(), &longest);
 }
