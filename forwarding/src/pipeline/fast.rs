@@ -167,6 +167,7 @@ impl Pipeline {
     }
 
     /// The full pipeline from where the established-flow path left the frame, and `account`.
+    #[cold]
     #[inline(never)]
     fn slow_v4(&mut self, now: Time, ingress: PortId, frame: &mut Frame, slow: Slow) -> Verdict {
         self.last = None;
