@@ -736,6 +736,7 @@ impl Pipeline {
     }
 
     /// [`Self::process`] for a frame the established-flow path's reader does not take.
+    #[cold]
     #[inline(never)]
     fn process_other(&mut self, now: Time, ingress: PortId, frame: &mut Frame) -> Verdict {
         let parsed = parse(frame.data());
