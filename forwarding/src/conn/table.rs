@@ -1261,22 +1261,123 @@ impl ConnTable {
     /// is a live template. `None` when the table or the IPv6 address blocks are full, or the
     /// backend id is outside the counts (or ≥ 2^24) or the service number above
     /// [`MAX_SERVICE`] (the pipeline drops with `TableFull`). The caller then accounts the
-    /// packet with [`Self::on_packet`].
+    /// packet with [`Self::on_packet`] (or does both with [`Self::open`]).
     ///
     /// The tuples must not already be present (look up first); a duplicate is stored but is only
     /// reachable by handle until the older entry goes.
     pub fn insert(&mut self, c: &NewConn, now: Time) -> Option<ConnId> {
+        let idx = self.create(c, ms32(now))?;
+        self.queue(idx);
+        Some(ConnId(idx))
+    }
+
+    /// [`Self::insert`] followed by [`Self::on_packet`] for the connection's first packet
+    /// (inbound, `flags` as `on_packet` takes them): the same entry, counts and embryonic
+    /// bookkeeping, but the entry is queued in the timing wheel once, at the expiry the packet
+    /// sets, instead of at the initial 3 s and then again.
+    #[inline]
+    pub fn open(&mut self, c: &NewConn, flags: u8, now: Time) -> Option<ConnId> {
+        let idx = self.create(c, ms32(now))?;
+        if let Some((_, exp)) = self.account(idx, Direction::In, flags, now) {
+            self.entries[idx as usize].expires = exp;
+        }
+        self.queue(idx);
+        Some(ConnId(idx))
+    }
+
+    /// [`Self::insert`] without queueing the entry in the timing wheel: its number.
+    #[inline(always)]
+    fn create(&mut self, c: &NewConn, now: u32) -> Option<u32> {
         if !self.counts.contains(c.backend) || c.backend.0 > BACKEND_MASK || c.service > MAX_SERVICE
         {
             return None;
         }
-        let out = c.method.replies_through_director();
         let (laddr, lport) = match (c.method, c.local) {
             (Method::FullNat, Some(l)) => l,
             _ => (c.client, c.cport),
         };
-        let v6 = c.client.is_ipv6() || c.vaddr.is_ipv6();
-        let dv6 = c.daddr.is_ipv6() || laddr.is_ipv6();
+        let ports = [c.cport, c.vport, c.dport, lport];
+        let idx = match (c.client, c.vaddr, c.daddr, laddr) {
+            (IpAddr::V4(a), IpAddr::V4(b), IpAddr::V4(d), IpAddr::V4(l)) => {
+                let addrs = [a.to_bits(), b.to_bits(), d.to_bits(), l.to_bits()];
+                self.create_v4(c.proto, addrs, ports, c, now)?
+            }
+            _ => self.create_pooled(c, [&c.client, &c.vaddr, &c.daddr, &laddr], ports, now)?,
+        };
+        if let Some(ct) = c.control {
+            if ct.0 != idx && self.live(ct).is_some_and(|t| t.flags & TEMPLATE != 0) {
+                self.entries[idx as usize].aux = ct.0;
+                let t = &mut self.entries[ct.0 as usize];
+                t.addrs[3] = t.addrs[3].saturating_add(1);
+                let exp = now.wrapping_add(t.aux);
+                self.arm(ct.0, exp);
+            }
+        }
+        Some(idx)
+    }
+
+    /// [`Self::create`] of an entry whose four addresses are IPv4: written in one store, its
+    /// keys hashed from the integers.
+    #[inline(always)]
+    fn create_v4(
+        &mut self,
+        proto: u8,
+        addrs: [u32; 4],
+        ports: [u16; 4],
+        c: &NewConn,
+        now: u32,
+    ) -> Option<u32> {
+        let out = c.method.replies_through_director();
+        let flags = USED
+            | IN_HASHED
+            | INACTIVE
+            | TMO_INIT
+            | c.method as u16
+            | if out { OUT_HASHED } else { NOOUTPUT };
+        let idx = self.free_head;
+        let e = self.entries.get_mut(idx as usize)?;
+        self.free_head = e.next();
+        // The embryonic ring's mark stays with the slot (see `emb_ring`).
+        let queued = e.flags & EMB_QUEUED;
+        *e = Entry {
+            addrs,
+            ports,
+            expires: now.wrapping_add(INITIAL_TIMEOUT_MS),
+            in_pkts: 0,
+            aux: NIL,
+            nx: 0,
+            pv: ((c.service >> 16) & 0xF) << LINK_BITS,
+            bp: (c.backend.0 & BACKEND_MASK) | (proto as u32) << 24,
+            flags: flags | queued,
+            svc: c.service as u16,
+        };
+        self.len += 1;
+        if let Some(m) = self.sync_meta.get_mut(idx as usize) {
+            *m = SyncMeta::default();
+        }
+        let seed = self.seed;
+        let hi = hash(seed, proto as u64, addrs[0], ports[0], addrs[1], ports[1]);
+        self.index.insert(hi, idx << 1);
+        if out {
+            let ho = hash(seed, proto as u64, addrs[2], ports[2], addrs[3], ports[3]);
+            self.index.insert(ho, idx << 1 | 1);
+        }
+        self.counts.bind(c.backend, false);
+        Some(idx)
+    }
+
+    /// [`Self::create`] of an entry with an IPv6 address (its addresses in an address block).
+    #[inline(never)]
+    fn create_pooled(
+        &mut self,
+        c: &NewConn,
+        addrs: [&IpAddr; 4],
+        ports: [u16; 4],
+        now: u32,
+    ) -> Option<u32> {
+        let out = c.method.replies_through_director();
+        let v6 = addrs[0].is_ipv6() || addrs[1].is_ipv6();
+        let dv6 = addrs[2].is_ipv6() || addrs[3].is_ipv6();
         let mut flags = USED | IN_HASHED | INACTIVE | c.method as u16;
         if v6 {
             flags |= V6;
@@ -1293,15 +1394,7 @@ impl ConnTable {
             flags |= NOOUTPUT;
         }
         let (idx, slot) = self.alloc(flags & POOL != 0)?;
-        self.fill(
-            idx,
-            slot,
-            [&c.client, &c.vaddr, &c.daddr, &laddr],
-            [c.cport, c.vport, c.dport, lport],
-            flags,
-            c.proto,
-        );
-        let now = ms32(now);
+        self.fill(idx, slot, addrs, ports, flags, c.proto);
         {
             let e = &mut self.entries[idx as usize];
             e.set_backend_proto(c.backend.0, c.proto);
@@ -1316,18 +1409,8 @@ impl ConnTable {
             let ho = self.out_hash(&e);
             self.index.insert(ho, idx << 1 | 1);
         }
-        self.queue(idx);
         self.counts.bind(c.backend, false);
-        if let Some(ct) = c.control {
-            if ct.0 != idx && self.live(ct).is_some_and(|t| t.flags & TEMPLATE != 0) {
-                self.entries[idx as usize].aux = ct.0;
-                let t = &mut self.entries[ct.0 as usize];
-                t.addrs[3] = t.addrs[3].saturating_add(1);
-                let exp = now.wrapping_add(t.aux);
-                self.arm(ct.0, exp);
-            }
-        }
-        Some(ConnId(idx))
+        Some(idx)
     }
 
     /// Create a persistence template (IPVS.md §5): keyed by `key`, bound to `backend` at
@@ -1428,12 +1511,22 @@ impl ConnTable {
     /// timer re-armed to `now + timeout`; inbound packets counted. Returns the new state.
     #[inline]
     pub fn on_packet(&mut self, id: ConnId, dir: Direction, flags: u8, now: Time) -> u8 {
-        let idx = id.0;
-        let Some(e) = self.entries.get_mut(idx as usize) else {
-            return 0;
-        };
+        match self.account(id.0, dir, flags, now) {
+            Some((state, exp)) => {
+                self.arm(id.0, exp);
+                state
+            }
+            None => 0,
+        }
+    }
+
+    /// [`Self::on_packet`] on entry `idx` but the re-arming of its timer: the new state and
+    /// the expiry to arm. `None` if the entry is not live.
+    #[inline(always)]
+    fn account(&mut self, idx: u32, dir: Direction, flags: u8, now: Time) -> Option<(u8, u32)> {
+        let e = self.entries.get_mut(idx as usize)?;
         if e.flags & USED == 0 {
-            return 0;
+            return None;
         }
         let mut assure = false;
         let mut emb_change = None;
@@ -1499,7 +1592,6 @@ impl ConnTable {
         let control = e.control();
         let state = e.state();
         let exp = ms32(now).wrapping_add(timeout);
-        self.arm(idx, exp);
         if let Some(is) = emb_change {
             self.embryonic_changed(idx, is);
         }
@@ -1510,7 +1602,7 @@ impl ConnTable {
                 }
             }
         }
-        state
+        Some((state, exp))
     }
 
     /// Mark a live entry as SYN-proxied ([`super::flags::SYNPROXY`]); cleared when the slot is
