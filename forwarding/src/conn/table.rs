@@ -670,6 +670,7 @@ impl ConnTable {
     }
 
     /// Remove index value `v` (entry number << 1 | direction) hashed under `h`.
+    #[inline]
     fn unindex(&mut self, h: u32, v: u32) -> bool {
         let (entries, pool, seed) = (&self.entries, &self.pool, self.seed);
         self.index
@@ -1684,13 +1685,34 @@ impl ConnTable {
         let mut chain = chain;
         loop {
             let e = self.entries[idx as usize];
-            if e.flags & IN_HASHED != 0 {
-                let h = self.in_hash(&e);
-                self.unindex(h, idx << 1);
-            }
-            if e.flags & OUT_HASHED != 0 {
-                let h = self.out_hash(&e);
-                self.unindex(h, idx << 1 | 1);
+            if e.flags & POOL == 0 {
+                // IPv4: the keys' hashes from the entry's integers.
+                let seed = self.seed;
+                if e.flags & IN_HASHED != 0 {
+                    let kind = e.proto() as u64
+                        | if e.flags & TEMPLATE != 0 {
+                            KIND_TEMPLATE
+                        } else {
+                            0
+                        };
+                    let [a, b, ..] = e.addrs;
+                    let h = hash(seed, kind, a, e.ports[0], b, e.ports[1]);
+                    self.unindex(h, idx << 1);
+                }
+                if e.flags & OUT_HASHED != 0 {
+                    let [.., d, l] = e.addrs;
+                    let h = hash(seed, e.proto() as u64, d, e.ports[2], l, e.ports[3]);
+                    self.unindex(h, idx << 1 | 1);
+                }
+            } else {
+                if e.flags & IN_HASHED != 0 {
+                    let h = self.in_hash(&e);
+                    self.unindex(h, idx << 1);
+                }
+                if e.flags & OUT_HASHED != 0 {
+                    let h = self.out_hash(&e);
+                    self.unindex(h, idx << 1 | 1);
+                }
             }
             self.unlink(idx);
             if e.flags & TEMPLATE == 0 && embryonic_state(e.proto(), e.state()) {
@@ -1786,20 +1808,37 @@ impl ConnTable {
                     self.queue(idx);
                 }
             }
-            if work >= budget || self.cursor >= now_tick {
+            // The passed ticks, until one brings entries to the pending list: entering a turn,
+            // its level-1 bucket; then the bucket of the tick `cursor`. An empty bucket costs a
+            // compare of its head.
+            while work < budget && self.cursor < now_tick {
+                let c = self.cursor;
+                if c & (wheel - 1) == 0 {
+                    let j =
+                        self.wheel + ((c >> self.wheel_bits) & (self.wheel1 as u64 - 1)) as usize;
+                    self.take_bucket(j);
+                }
+                self.take_bucket((c & (wheel - 1)) as usize);
+                self.cursor = c + 1;
+                work += 1;
+                if self.next_of(pending) != pending {
+                    break;
+                }
+            }
+            if work >= budget || self.next_of(pending) == pending {
                 break;
             }
-            // Entering a turn: its level-1 bucket. Then the bucket of the passed tick `cursor`.
-            if self.cursor & (wheel - 1) == 0 {
-                let j = (self.cursor >> self.wheel_bits) & (self.wheel1 as u64 - 1);
-                self.splice_to_pending(self.sentinel(self.wheel + j as usize));
-            }
-            let b = self.sentinel((self.cursor & (wheel - 1)) as usize);
-            self.splice_to_pending(b);
-            self.cursor += 1;
-            work += 1;
         }
         removed
+    }
+
+    /// Move the entries of bucket `b` (a level-0 or level-1 bucket number) to the pending list.
+    #[inline(always)]
+    fn take_bucket(&mut self, b: usize) {
+        let s = self.sentinel(b);
+        if self.heads.get(b).is_some_and(|h| h.0 != s) {
+            self.splice_to_pending(s);
+        }
     }
 
     /// One step of `expire_nodest_conn` for a removed backend (IPVS
