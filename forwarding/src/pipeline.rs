@@ -1033,7 +1033,10 @@ impl Pipeline {
             } else {
                 1
             };
-            if !self.make_room(now, need) {
+            // `make_room`'s own first test, inline: room and under budget needs no call.
+            let full = self.conns.capacity() - self.conns.len() < need;
+            let over = self.conns.embryonic() >= self.embryonic_max;
+            if (full || over) && !self.make_room(now, need) {
                 return Verdict::Drop(DropReason::EmbryonicLimit);
             }
         }

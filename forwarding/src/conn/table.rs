@@ -772,15 +772,6 @@ impl ConnTable {
     }
 
     #[inline]
-    fn link_after(&mut self, idx: u32, s: u32) {
-        let first = self.next_of(s);
-        self.set_next(idx, first);
-        self.set_prev(idx, s);
-        self.set_prev(first, idx);
-        self.set_next(s, idx);
-    }
-
-    #[inline]
     fn unlink(&mut self, idx: u32) {
         let n = self.next_of(idx);
         let p = self.prev_of(idx);
@@ -809,8 +800,18 @@ impl ConnTable {
     #[inline]
     fn queue(&mut self, idx: u32) {
         let b = self.bucket(self.entries[idx as usize].expires);
-        let s = self.sentinel(b);
-        self.link_after(idx, s);
+        let cap = self.entries.len() as u32;
+        let s = cap + b as u32;
+        // Linked first in the bucket's list (after its sentinel `s`).
+        let Some(&(first, _)) = self.heads.get(b) else {
+            return;
+        };
+        if let Some(e) = self.entries.get_mut(idx as usize) {
+            e.set_next(first);
+            e.set_prev(s);
+        }
+        self.set_prev(first, idx);
+        self.heads[b].0 = idx;
     }
 
     /// Move every entry of bucket sentinel `b` to the end of the pending list.
