@@ -1069,6 +1069,7 @@ impl Pipeline {
     /// Choose the backend of a new connection of service `sid` (persistence template or
     /// scheduler; FullNAT local address and port): the entry to insert, or the verdict when
     /// there is none (an ICMP answer, or a drop).
+    #[inline(always)]
     fn schedule_conn(
         &mut self,
         now: Time,
