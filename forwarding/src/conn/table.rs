@@ -244,6 +244,27 @@ fn key_hash(seed: u64, pool: &[[[u8; 16]; 4]], e: &Entry, out: bool) -> u32 {
     }
 }
 
+/// The addresses and ports an IPv4 entry of `c` stores (client, virtual, backend, local; the
+/// local endpoint is the client's unless FullNAT gives one), or `None` when `c` has an IPv6
+/// address or its backend or service number does not fit an entry.
+#[inline(always)]
+fn v4_fields(c: &NewConn) -> Option<([u32; 4], [u16; 4])> {
+    if c.backend.0 > BACKEND_MASK || c.service > MAX_SERVICE {
+        return None;
+    }
+    let (laddr, lport) = match (c.method, c.local) {
+        (Method::FullNat, Some(l)) => l,
+        _ => (c.client, c.cport),
+    };
+    match (c.client, c.vaddr, c.daddr, laddr) {
+        (IpAddr::V4(a), IpAddr::V4(b), IpAddr::V4(d), IpAddr::V4(l)) => Some((
+            [a.to_bits(), b.to_bits(), d.to_bits(), l.to_bits()],
+            [c.cport, c.vport, c.dport, lport],
+        )),
+        _ => None,
+    }
+}
+
 /// Record that an entry's timer was armed with `timeout` from its timeout table (a template
 /// stores it; a connection's is the table's for its state from now on).
 #[inline]
@@ -1279,11 +1300,91 @@ impl ConnTable {
     /// sets, instead of at the initial 3 s and then again.
     #[inline]
     pub fn open(&mut self, c: &NewConn, flags: u8, now: Time) -> Option<ConnId> {
+        if let (None, Some((addrs, ports))) = (c.control, v4_fields(c)) {
+            return self.open_v4(c, addrs, ports, flags, ms32(now));
+        }
         let idx = self.create(c, ms32(now))?;
         if let Some((_, exp)) = self.account(idx, Direction::In, flags, now) {
             self.entries[idx as usize].expires = exp;
         }
         self.queue(idx);
+        Some(ConnId(idx))
+    }
+
+    /// [`Self::open`] of an IPv4 connection without a template (`addrs`, `ports` as the entry
+    /// stores them): the entry written once in the state the packet leaves it in, as
+    /// `on_packet` would have left it after `insert` — state from the IN (input-only for
+    /// NOOUTPUT) transition out of NONE, counted in inactconns and moved to activeconns if that
+    /// state is ESTABLISHED, timeout from the timeout table for that state, one inbound
+    /// packet, counted as embryonic if it is SYN_RECV / SYNACK.
+    #[inline(always)]
+    fn open_v4(
+        &mut self,
+        c: &NewConn,
+        addrs: [u32; 4],
+        ports: [u16; 4],
+        flags: u8,
+        now: u32,
+    ) -> Option<ConnId> {
+        if !self.counts.contains(c.backend) {
+            return None;
+        }
+        let proto = c.proto;
+        let out = c.method.replies_through_director();
+        let tdir = if out { TcpDir::In } else { TcpDir::InputOnly };
+        let (state, active) = match proto {
+            6 => {
+                let s = state::tcp_next(0, tdir, flags, self.secure_tcp);
+                (s, s == tcp::ESTABLISHED)
+            }
+            132 => {
+                let s = state::sctp_next(0, tdir, flags);
+                (s, s == sctp::ESTABLISHED)
+            }
+            _ => (0, false),
+        };
+        let timeout = self.timeouts.get(proto, state);
+        let mut eflags = USED | IN_HASHED | c.method as u16;
+        eflags |= if out { OUT_HASHED } else { NOOUTPUT };
+        if !active {
+            eflags |= INACTIVE;
+        }
+        let idx = self.free_head;
+        let e = self.entries.get_mut(idx as usize)?;
+        self.free_head = e.next();
+        // The embryonic ring's mark stays with the slot (see `emb_ring`).
+        let queued = e.flags & EMB_QUEUED;
+        *e = Entry {
+            addrs,
+            ports,
+            expires: now.wrapping_add(timeout),
+            in_pkts: 1,
+            aux: NIL,
+            nx: (state as u32 & 0xF) << LINK_BITS,
+            pv: ((c.service >> 16) & 0xF) << LINK_BITS,
+            bp: (c.backend.0 & BACKEND_MASK) | (proto as u32) << 24,
+            flags: eflags | queued,
+            svc: c.service as u16,
+        };
+        self.len += 1;
+        if let Some(m) = self.sync_meta.get_mut(idx as usize) {
+            *m = SyncMeta::default();
+        }
+        let seed = self.seed;
+        let hi = hash(seed, proto as u64, addrs[0], ports[0], addrs[1], ports[1]);
+        self.index.insert(hi, idx << 1);
+        if out {
+            let ho = hash(seed, proto as u64, addrs[2], ports[2], addrs[3], ports[3]);
+            self.index.insert(ho, idx << 1 | 1);
+        }
+        self.counts.bind(c.backend, false);
+        if active {
+            self.counts.activate(c.backend);
+        }
+        self.queue(idx);
+        if embryonic_state(proto, state) {
+            self.embryonic_changed(idx, true);
+        }
         Some(ConnId(idx))
     }
 
@@ -1298,13 +1399,12 @@ impl ConnTable {
             (Method::FullNat, Some(l)) => l,
             _ => (c.client, c.cport),
         };
-        let ports = [c.cport, c.vport, c.dport, lport];
-        let idx = match (c.client, c.vaddr, c.daddr, laddr) {
-            (IpAddr::V4(a), IpAddr::V4(b), IpAddr::V4(d), IpAddr::V4(l)) => {
-                let addrs = [a.to_bits(), b.to_bits(), d.to_bits(), l.to_bits()];
-                self.create_v4(c.proto, addrs, ports, c, now)?
+        let idx = match v4_fields(c) {
+            Some((addrs, ports)) => self.create_v4(c.proto, addrs, ports, c, now)?,
+            None => {
+                let ports = [c.cport, c.vport, c.dport, lport];
+                self.create_pooled(c, [&c.client, &c.vaddr, &c.daddr, &laddr], ports, now)?
             }
-            _ => self.create_pooled(c, [&c.client, &c.vaddr, &c.daddr, &laddr], ports, now)?,
         };
         if let Some(ct) = c.control {
             if ct.0 != idx && self.live(ct).is_some_and(|t| t.flags & TEMPLATE != 0) {
