@@ -19,9 +19,10 @@
 //! the expiry only stores the new time (the invariant still holds); one that shortens it (a
 //! state change to a shorter timeout) moves the entry. [`ConnTable::expire`] visits the buckets
 //! of the ticks that have fully passed, expires what is due and re-queues the rest by their
-//! current expiry tick. So the sweep removes an entry at most one tick (8 ms) plus the interval
-//! between `expire` calls after its time, and each entry is re-queued at most about twice per
-//! level-1 turn. If `expire` is not called for more than a level-0 turn, the sweep skips to the
+//! current expiry tick (a bit per level-0 bucket marks those an entry was queued in since the
+//! sweep last took them, so runs of empty buckets pass a word of bits at a time). So the sweep
+//! removes an entry at most one tick (8 ms) plus the interval between `expire` calls after its
+//! time, and each entry is re-queued at most about twice per level-1 turn. If `expire` is not called for more than a level-0 turn, the sweep skips to the
 //! last turn and takes every level-1 bucket (every bucket is still visited, so nothing is lost).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -383,6 +384,10 @@ pub struct ConnTable {
     heads: Vec<(u32, u32)>,
     /// Level-0 buckets (a power of two, `1 << wheel_bits`).
     wheel: usize,
+    /// One bit per level-0 bucket, set when an entry is queued there and cleared when the
+    /// sweep takes the bucket: a clear bit means the bucket is empty, so the sweep passes runs
+    /// of empty buckets a word at a time.
+    occupied: Vec<u64>,
     wheel_bits: u32,
     /// Level-1 buckets (a power of two).
     wheel1: usize,
@@ -530,6 +535,7 @@ impl ConnTable {
             len: 0,
             index: Index::new(cap as usize),
             heads,
+            occupied: vec![0; wheel.div_ceil(64)],
             wheel,
             wheel_bits: wheel.trailing_zeros(),
             wheel1,
@@ -581,6 +587,7 @@ impl ConnTable {
         self.entries.len() * ENTRY_BYTES
             + self.index.slot_count() * 4
             + self.heads.len() * 8
+            + self.occupied.len() * 8
             + self.emb_ring.len() * 4
             + self.pool.capacity() * 64
             + self.pool_free.capacity() * 4
@@ -827,6 +834,11 @@ impl ConnTable {
         let Some(&(first, _)) = self.heads.get(b) else {
             return;
         };
+        if b < self.wheel {
+            if let Some(w) = self.occupied.get_mut(b >> 6) {
+                *w |= 1 << (b & 63);
+            }
+        }
         if let Some(e) = self.entries.get_mut(idx as usize) {
             e.set_next(first);
             e.set_prev(s);
@@ -837,19 +849,22 @@ impl ConnTable {
 
     /// Move every entry of bucket sentinel `b` to the end of the pending list.
     fn splice_to_pending(&mut self, b: u32) {
+        let cap = self.entries.len() as u32;
         let pending = self.pending();
-        let first = self.next_of(b);
+        let (bi, pi) = ((b - cap) as usize, (pending - cap) as usize);
+        let Some(&(first, last)) = self.heads.get(bi) else {
+            return;
+        };
         if first == b {
             return;
         }
-        let last = self.prev_of(b);
-        let tail = self.prev_of(pending);
+        // `first` and `last` are entries; the pending list's tail may be its sentinel.
+        let tail = self.heads[pi].1;
         self.set_next(tail, first);
-        self.set_prev(first, tail);
-        self.set_prev(pending, last);
-        self.set_next(last, pending);
-        self.set_next(b, b);
-        self.set_prev(b, b);
+        self.entries[first as usize].set_prev(tail);
+        self.entries[last as usize].set_next(pending);
+        self.heads[pi].1 = last;
+        self.heads[bi] = (b, b);
     }
 
     /// Set an entry's expiry, moving it in the wheel only when it becomes earlier.
@@ -1910,23 +1925,42 @@ impl ConnTable {
                 }
             }
             // The passed ticks, until one brings entries to the pending list: entering a turn,
-            // its level-1 bucket; then the bucket of the tick `cursor`. An empty bucket costs a
-            // compare of its head.
+            // its level-1 bucket; then the bucket of the tick `cursor`. A run of empty level-0
+            // buckets (clear bits of `occupied`) is passed in one step, each bucket still
+            // counted as one unit of work.
+            let pi = self.wheel + self.wheel1;
             while work < budget && self.cursor < now_tick {
                 let c = self.cursor;
-                if c & (wheel - 1) == 0 {
+                let pos = (c & (wheel - 1)) as usize;
+                if pos == 0 {
                     let j =
                         self.wheel + ((c >> self.wheel_bits) & (self.wheel1 as u64 - 1)) as usize;
                     self.take_bucket(j);
                 }
-                self.take_bucket((c & (wheel - 1)) as usize);
+                let bits = self.occupied.get(pos >> 6).map_or(1, |w| w >> (pos & 63));
+                if bits & 1 == 0 && self.heads[pi].0 == pending {
+                    // Empty buckets up to the next marked one or the end of this word.
+                    let run = if bits == 0 {
+                        64 - (pos & 63) as u64
+                    } else {
+                        u64::from(bits.trailing_zeros())
+                    };
+                    let n = run.min(now_tick - c).min(u64::from(budget - work));
+                    self.cursor = c + n;
+                    work += n as u32;
+                    continue;
+                }
+                self.take_bucket(pos);
+                if let Some(w) = self.occupied.get_mut(pos >> 6) {
+                    *w &= !(1 << (pos & 63));
+                }
                 self.cursor = c + 1;
                 work += 1;
-                if self.next_of(pending) != pending {
+                if self.heads[pi].0 != pending {
                     break;
                 }
             }
-            if work >= budget || self.next_of(pending) == pending {
+            if work >= budget || self.heads[pi].0 == pending {
                 break;
             }
         }
@@ -2476,6 +2510,11 @@ impl ConnTable {
                 }
                 seen[n as usize] = true;
                 on_lists += 1;
+                if b < self.wheel && self.occupied[b >> 6] & (1 << (b & 63)) == 0 {
+                    return Err(format!(
+                        "bucket {b} holds entries but is not marked occupied"
+                    ));
+                }
                 if b < self.wheel + self.wheel1 {
                     // Next visit of bucket b (level 0: its tick; level 1: the start of its
                     // turn), and the expiry tick, both relative to the cursor (29-bit tick
