@@ -825,7 +825,7 @@ impl ConnTable {
         self.sentinel(self.wheel + self.wheel1)
     }
 
-    #[inline]
+    #[inline(always)]
     fn queue(&mut self, idx: u32) {
         let b = self.bucket(self.entries[idx as usize].expires);
         let cap = self.entries.len() as u32;
@@ -2360,7 +2360,7 @@ impl ConnTable {
     /// The forwarding fields of a live entry whose addresses are all IPv4, without building
     /// `IpAddr`s or the rest of a [`Conn`]: what the pipeline needs per packet. `None` for an
     /// entry with an IPv6 address (use [`Self::get`]) or no live entry.
-    #[inline]
+    #[inline(always)]
     pub fn get_v4(&self, id: ConnId) -> Option<ConnV4> {
         let e = self.live(id)?;
         if e.flags & POOL != 0 {

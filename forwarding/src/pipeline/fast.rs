@@ -38,11 +38,9 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use crate::conn::{ConnV4, Direction, Method, TouchV4};
 use crate::net::Hop;
-#[cfg(doc)]
-use crate::wire::parse::parse_v4;
-use crate::wire::parse::FastV4;
+use crate::wire::parse::{parse_v4, FastV4};
 use crate::wire::rewrite::{self, forward_v4, V4Endpoints};
-use crate::wire::{Frag, Packet, Parsed};
+use crate::wire::{parse, Frag, Packet, Parsed};
 use crate::{DropReason, Frame, PortId, Time, Verdict};
 
 use super::{Decision, Pipeline, ServiceId, Target};
@@ -86,7 +84,7 @@ impl Pipeline {
         self.counters.rx += 1;
         let v = match self.fast_v4(now, ingress, frame, f) {
             Ok(v) => v,
-            Err(slow) => self.slow_v4(now, ingress, frame, f, slow),
+            Err(slow) => self.slow_v4(now, ingress, frame, slow),
         };
         self.account(v)
     }
@@ -153,20 +151,15 @@ impl Pipeline {
         self.net.next_hop(IpAddr::V4(Ipv4Addr::from_bits(client)))
     }
 
-    /// The full pipeline from where the established-flow path left the frame (`f`: what
-    /// [`parse_v4`] read from it).
+    /// The full pipeline from where the established-flow path left the frame.
     #[inline(never)]
-    fn slow_v4(
-        &mut self,
-        now: Time,
-        ingress: PortId,
-        frame: &mut Frame,
-        f: FastV4,
-        slow: Slow,
-    ) -> Verdict {
-        // The frame is unchanged: `f` is the packet `parse_v4` would read again (and `parse`
-        // would give).
-        let p = f.packet();
+    fn slow_v4(&mut self, now: Time, ingress: PortId, frame: &mut Frame, slow: Slow) -> Verdict {
+        // The frame is unchanged: reading it again gives the packet `parse_v4` accepted (and
+        // `parse` would give).
+        let Some(p) = parse_v4(frame.data()).map(|f| f.packet()) else {
+            let parsed = parse(frame.data());
+            return self.verdict(now, ingress, frame, parsed);
+        };
         match slow {
             Slow::Start => self.verdict(now, ingress, frame, Parsed::Ip(p)),
             Slow::Lookup => {
