@@ -107,6 +107,11 @@ impl Index {
     pub(crate) fn insert(&mut self, tag: u32, value: u32) -> bool {
         let s = self.fingerprint(tag) | (value & self.value_mask);
         let mut i = self.home(tag);
+        // Mostly the home slot is free.
+        if let Some(h) = self.slots.get_mut(i).filter(|h| **h == EMPTY) {
+            *h = s;
+            return true;
+        }
         for _ in 0..self.slots.len() {
             if self.slots[i] == EMPTY {
                 self.slots[i] = s;

@@ -2190,16 +2190,27 @@ impl ConnTable {
     /// Entry `idx` became embryonic (`true`) or stopped being so: count it, and queue it in
     /// the ring of embryonic entries. A full ring leaves the entry out of it (it is still
     /// counted and expires normally, but [`Self::evict_embryonic`] cannot choose it).
+    #[inline(always)]
     fn embryonic_changed(&mut self, idx: u32, is: bool) {
         if !is {
             self.embryonic -= 1;
             return;
         }
         self.embryonic += 1;
-        if self.entries[idx as usize].flags & EMB_QUEUED != 0 {
+        if self
+            .entries
+            .get(idx as usize)
+            .is_none_or(|e| e.flags & EMB_QUEUED != 0)
+        {
             // Its earlier item is still in the ring and stands for it.
             return;
         }
+        self.emb_push(idx);
+    }
+
+    /// Queue entry `idx` (live, embryonic, without an item) at the tail of the embryonic ring.
+    #[inline(never)]
+    fn emb_push(&mut self, idx: u32) {
         // Skip a few stale items at the head, so the ring rarely fills.
         for _ in 0..4 {
             if self.emb_head == self.emb_tail || self.emb_valid(self.emb_head) {
