@@ -210,11 +210,13 @@ impl V4Keys {
         (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize
     }
 
+    /// The service of `key`. The array is never more than half full, so the probe ends at a
+    /// free slot.
     #[inline]
     fn get(&self, key: u64) -> Option<ServiceId> {
         let mask = self.slots.len() - 1;
         let mut i = self.home(key);
-        for _ in 0..self.slots.len() {
+        loop {
             let (k, id) = *self.slots.get(i)?;
             if k == key {
                 return Some(id);
@@ -224,7 +226,6 @@ impl V4Keys {
             }
             i = (i + 1) & mask;
         }
-        None
     }
 
     /// Add `key` unless present (the first insert wins).
@@ -322,7 +323,7 @@ impl ServiceTable {
     }
 
     /// The service with key (proto, dst, port).
-    #[inline]
+    #[inline(always)]
     fn by_key(&self, proto: u8, dst: IpAddr, port: u16) -> Option<ServiceId> {
         match dst {
             IpAddr::V4(a) => self.by_v4.get(v4_key(proto, a.to_bits(), port)),
