@@ -420,6 +420,16 @@ pub struct DefenseSection {
     pub source_prefix_v4: u8,
     #[serde(default = "default_prefix_v6")]
     pub source_prefix_v6: u8,
+    /// Seconds after an eviction during which a DR/TUN client segment without an entry is
+    /// routed by a table scheduler without one (0: never).
+    #[serde(default = "default_stateless_ack_secs")]
+    pub stateless_ack_secs: u32,
+    /// SYN proxy: SYNs sent to a silent backend again before the client is reset.
+    #[serde(default = "default_syn_retries")]
+    pub synproxy_syn_retries: u8,
+    /// SYN proxy: milliseconds between those SYNs (at least 1).
+    #[serde(default = "default_syn_interval_ms")]
+    pub synproxy_syn_interval_ms: u32,
 }
 
 impl Default for DefenseSection {
@@ -436,10 +446,22 @@ impl Default for DefenseSection {
             source_rate: d.source_rate,
             source_prefix_v4: d.source_prefix_v4,
             source_prefix_v6: d.source_prefix_v6,
+            stateless_ack_secs: d.stateless_ack_secs,
+            synproxy_syn_retries: d.synproxy_syn_retries,
+            synproxy_syn_interval_ms: d.synproxy_syn_interval_ms,
         }
     }
 }
 
+fn default_stateless_ack_secs() -> u32 {
+    DefenseConfig::default().stateless_ack_secs
+}
+fn default_syn_retries() -> u8 {
+    DefenseConfig::default().synproxy_syn_retries
+}
+fn default_syn_interval_ms() -> u32 {
+    DefenseConfig::default().synproxy_syn_interval_ms
+}
 fn default_prefix_v4() -> u8 {
     DefenseConfig::default().source_prefix_v4
 }
@@ -469,6 +491,9 @@ impl From<DefenseSection> for DefenseConfig {
             source_rate: d.source_rate,
             source_prefix_v4: d.source_prefix_v4,
             source_prefix_v6: d.source_prefix_v6,
+            stateless_ack_secs: d.stateless_ack_secs,
+            synproxy_syn_retries: d.synproxy_syn_retries,
+            synproxy_syn_interval_ms: d.synproxy_syn_interval_ms,
         }
     }
 }
@@ -1857,6 +1882,12 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
     if d.am_droprate == 0 {
         return Err(c.err("defense.am_droprate", "must be at least 1"));
     }
+    if !(1..=60_000).contains(&d.synproxy_syn_interval_ms) {
+        return Err(c.err(
+            "defense.synproxy_syn_interval_ms",
+            "must be 1 to 60000 (milliseconds)",
+        ));
+    }
     let announce = match &raw.announce.interface {
         Some(n) if n.is_empty() || n.len() >= 16 || n.contains(['/', ' ', '\0']) => {
             return Err(c.err(
@@ -2259,6 +2290,19 @@ prefer = ["us", "198.18.7.7"]
         assert!(e.contains("defense.drop_packet"), "{e}");
         let e = err(&format!("{GOOD}\n[defense]\nembryonic_share = 101\n"));
         assert!(e.contains("defense.embryonic_share"), "{e}");
+        let text = format!(
+            "{GOOD}\n[defense]\nsynproxy_syn_retries = 5\nsynproxy_syn_interval_ms = 250\n"
+        );
+        let c = Config::parse(Path::new("x.toml"), &text).unwrap();
+        let d = c.pipeline_config(0, 1).defense;
+        assert_eq!(
+            (d.synproxy_syn_retries, d.synproxy_syn_interval_ms),
+            (5, 250)
+        );
+        let e = err(&format!(
+            "{GOOD}\n[defense]\nsynproxy_syn_interval_ms = 0\n"
+        ));
+        assert!(e.contains("defense.synproxy_syn_interval_ms"), "{e}");
         // Rate limits and the SYN proxy.
         let text = GOOD
             .replace(

@@ -84,6 +84,10 @@ pub struct AfXdpConfig {
     /// "copy" (default; veth supports nothing else), "zerocopy", or "auto" (zero-copy if the
     /// driver supports it, else copy).
     pub bind: crate::io::afxdp::BindMode,
+    /// How long (µs, at most 1000) the last part of a round's transmit on a port, fewer than 32
+    /// frames, may wait for later rounds before it is kicked anyway (fewer sendto(2) calls per
+    /// frame, that much more latency); 0 (default): kick at the end of every round.
+    pub tx_hold_us: u32,
 }
 
 impl Default for AfXdpConfig {
@@ -93,6 +97,7 @@ impl Default for AfXdpConfig {
             chunk_size: 4096,
             batch: 64,
             bind: crate::io::afxdp::BindMode::Copy,
+            tx_hold_us: 0,
         }
     }
 }
@@ -307,6 +312,9 @@ impl DataplaneConfig {
                 format!("1..={} and at most ring_size", crate::io::MAX_BATCH),
             ));
         }
+        if a.tx_hold_us > 1000 {
+            return Err(err("afxdp.tx_hold_us", "at most 1000"));
+        }
         let p = &self.packet;
         if !p.frame_size.is_power_of_two() || !(2048..=65536).contains(&p.frame_size) {
             return Err(err("packet.frame_size", "a power of two in 2048..=65536"));
@@ -394,6 +402,11 @@ mod tests {
         c = DataplaneConfig::new(&["a"]);
         c.afxdp.ring_size = 1000;
         assert_eq!(c.validate().unwrap_err().field, "afxdp.ring_size");
+        c = DataplaneConfig::new(&["a"]);
+        c.afxdp.tx_hold_us = 1000;
+        c.validate().unwrap();
+        c.afxdp.tx_hold_us = 1001;
+        assert_eq!(c.validate().unwrap_err().field, "afxdp.tx_hold_us");
         c = DataplaneConfig::new(&[]);
         assert_eq!(c.validate().unwrap_err().field, "interface");
         assert!(

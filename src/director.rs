@@ -964,6 +964,12 @@ impl Director {
                 .broadcast(|| Command::Timeouts(t.tcp, t.tcpfin, t.udp))
                 .map_err(|e| e.to_string())?;
         }
+        if new.source_limit != inner.desired.source_limit {
+            let l = new.source_limit;
+            self.workers
+                .broadcast(|| Command::SourceLimit(l.rate, l.prefix_v4, l.prefix_v6))
+                .map_err(|e| e.to_string())?;
+        }
         let mut t = targets(&inner.file, &new.services);
         t.client_steering = self.steering;
         let per_worker = per_worker_persistence(self.steering, &new.services);
@@ -1080,6 +1086,10 @@ impl Director {
         }
         for r in self.workers.reports() {
             l.add_report(&r.services);
+            l.source_rate_limited += r
+                .counters
+                .drops
+                .get(xvs_forwarding::DropReason::SourceRateLimit);
         }
         l.set_counts(&self.workers.shared().report());
         for s in &mut l.services {
@@ -1249,6 +1259,12 @@ impl Director {
                         .map(|(k, n)| (k.to_string(), *n))
                         .collect()
                 }),
+                batching: stats.get(i).map_or_else(Vec::new, |s| {
+                    s.io.batching()
+                        .iter()
+                        .map(|(k, n)| (k.to_string(), *n))
+                        .collect()
+                }),
                 handoff_out: stats.get(i).map_or(0, |s| s.io.handoff_out),
                 handoff_in: stats.get(i).map_or(0, |s| s.io.handoff_in),
                 icmp_answers: r.counters.icmp_answers,
@@ -1262,7 +1278,11 @@ impl Director {
                     ("synproxy_opened", r.counters.synproxy_opened),
                     ("synproxy_established", r.counters.synproxy_established),
                     ("synproxy_released", r.counters.synproxy_released),
+                    ("stateless_acks", r.counters.stateless_acks),
                     ("synproxy_syn_resent", r.counters.synproxy_syn_resent),
+                    ("synproxy_syn_retried", r.counters.synproxy_syn_retried),
+                    ("synproxy_gave_up", r.counters.synproxy_gave_up),
+                    ("synproxy_timer_full", r.counters.synproxy_timer_full),
                 ]
                 .iter()
                 .map(|(k, n)| (k.to_string(), *n))
@@ -1478,6 +1498,14 @@ impl ControlDirector for Director {
                 .iter()
                 .map(|(d, n)| format!("{}={n}", d.as_str()))
                 .collect();
+            let per = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |x| format!("{x:.1}"));
+            let batching = format!(
+                "rx batches {} ({} frames/batch) rounds {} tx {} frames/kick",
+                io.rx_batches,
+                per(io.frames_per_batch()),
+                io.rounds,
+                per(io.frames_per_kick()),
+            );
             let (round, inbox, inbox_cpu) = stats.get(i).map_or((0.0, 0.0, 0.0), |s| {
                 (
                     s.longest_round.as_secs_f64(),
@@ -1486,7 +1514,7 @@ impl ControlDirector for Director {
                 )
             });
             out.push_str(&format!(
-                "worker {i}: rx {} tx {} (+{} fragments) pass {} drop {} [{}] icmp answers {} connections {} (embryonic {}) busy {:.1}% io drops [{}] syscalls [{}] handoff out {} in {} longest round {:.3} ms (inbox {:.3} ms, {:.3} ms CPU) syn defence: embryonic evicted {} drop_entry deleted {} modes drop_entry={} drop_packet={} secure_tcp={} synproxy: syn-acks {} opened {} established {} released {} syn-resent {}\n",
+                "worker {i}: rx {} tx {} (+{} fragments) pass {} drop {} [{}] icmp answers {} connections {} (embryonic {}) busy {:.1}% io drops [{}] syscalls [{}] handoff out {} in {} {} longest round {:.3} ms (inbox {:.3} ms, {:.3} ms CPU) syn defence: embryonic evicted {} stateless acks {} drop_entry deleted {} modes drop_entry={} drop_packet={} secure_tcp={} synproxy: syn-acks {} opened {} established {} released {} syn-resent {} syn-retried {} gave-up {} timer-full {}\n",
                 r.counters.rx,
                 r.counters.tx,
                 r.counters.tx_fragments,
@@ -1501,10 +1529,12 @@ impl ControlDirector for Director {
                 syscalls.join(" "),
                 io.handoff_out,
                 io.handoff_in,
+                batching,
                 round * 1e3,
                 inbox * 1e3,
                 inbox_cpu * 1e3,
                 r.counters.embryonic_evicted,
+                r.counters.stateless_acks,
                 r.counters.defense_dropped,
                 r.defense.0,
                 r.defense.1,
@@ -1514,6 +1544,9 @@ impl ControlDirector for Director {
                 r.counters.synproxy_established,
                 r.counters.synproxy_released,
                 r.counters.synproxy_syn_resent,
+                r.counters.synproxy_syn_retried,
+                r.counters.synproxy_gave_up,
+                r.counters.synproxy_timer_full,
             ));
         }
         out

@@ -55,6 +55,8 @@ pub enum Command {
     Zero(Option<ServiceKey>),
     /// `ipvsadm --set tcp tcpfin udp`.
     Timeouts(u32, u32, u32),
+    /// `--source-rate`: rate, IPv4 and IPv6 prefix lengths.
+    SourceLimit(u32, u8, u8),
     /// Send the connection list.
     ListConnections(Sender<Vec<ConnListing>>),
     /// Become a sync master (queue entries by `SyncPolicy` and hand them to the daemon's
@@ -137,6 +139,7 @@ impl RuntimeProcessor {
                 self.publish();
             }
             Command::Timeouts(t, f, u) => self.pipe.set_timeouts(t, f, u),
+            Command::SourceLimit(r, p4, p6) => self.pipe.set_source_limit(r, p4, p6),
             Command::ListConnections(reply) => {
                 let _ = reply.send(self.pipe.connections().list(now).collect());
             }

@@ -419,6 +419,7 @@ pub fn begin(
         } else {
             BindMode::Copy
         },
+        tx_hold_us: cfg.afxdp.tx_hold_us,
     };
     let mut ios = Vec::new();
     for (socks, free) in offer.sockets.iter().zip(&offer.free) {

@@ -353,3 +353,57 @@ fn save_toml_reloads_to_the_same_state() {
     let cfg = Config::parse(Path::new("saved.toml"), &file).unwrap();
     assert_eq!(DesiredState::from_config(&cfg), st, "{toml}");
 }
+
+#[test]
+fn limits_listing_and_their_save_round_trips() {
+    let mut st = reference();
+    st.services[0].conn_rate = 1000;
+    st.services[0].backends[0].conn_rate = 300;
+    st.set_source_limit(50, Some(16), None).unwrap();
+    let mut l = Listing::from_state(&st);
+    l.service_mut(&http()).unwrap().rate_limited = 1234;
+    l.backend_mut(&http(), "198.19.0.11".parse().unwrap(), 8080)
+        .unwrap()
+        .rate_limited = 56;
+    l.source_rate_limited = 789;
+    let out = format::limits(&l, &st, false);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        &lines[..6],
+        &[
+            "Prot LocalAddress:Port              ConnRate    Refused",
+            "  -> RemoteAddress:Port",
+            "TCP  198.18.0.100:80                  1000/s       1234",
+            "  -> 198.19.0.2:8080                       -          0",
+            "  -> 198.19.0.11:8080                  300/s         56",
+            "  -> 198.19.0.12:8080                      -          0",
+        ]
+    );
+    assert_eq!(
+        lines.last().unwrap(),
+        &"Source prefixes: 50/s per /16 (IPv4) and /64 (IPv6), refused 789"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&format::limits_json(&l, &st, false)).unwrap();
+    assert_eq!(json["services"][0]["conn_rate"], 1000);
+    assert_eq!(json["services"][0]["refused"], 1234);
+    assert_eq!(json["services"][0]["backends"][1]["refused"], 56);
+    assert_eq!(json["source"]["rate"], 50);
+    assert_eq!(json["source"]["prefix_v4"], 16);
+    assert_eq!(json["source"]["refused"], 789);
+    // -S → -R, and -S --toml → the configuration file, keep every limit.
+    let saved = format::save(&st);
+    let restored = xvs::control::ipvsadm::parse_rules(&saved).unwrap();
+    assert_eq!(format::save(&restored), saved);
+    assert_eq!(restored.source_limit, st.source_limit);
+    let r = restored.service(&http()).unwrap();
+    assert_eq!(r.conn_rate, 1000);
+    let b = r.backends.iter().find(|b| b.port == 8080 && b.weight == 3);
+    assert_eq!(b.map(|b| b.conn_rate), Some(300));
+    let toml = format::save_toml(&st);
+    let file =
+        format!("[fullnat]\nlocal_addresses = [\"198.18.0.250\", \"2001:db8::250\"]\n\n{toml}");
+    let cfg = Config::parse(Path::new("saved.toml"), &file).unwrap();
+    assert_eq!(DesiredState::from_config(&cfg), st, "{toml}");
+    assert_eq!(cfg.defense.source_rate, 50);
+}

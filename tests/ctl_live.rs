@@ -237,8 +237,10 @@ fn ctl_changes_live_traffic_and_reloads_lose_nothing() {
         .find(|l| l.starts_with("worker 0:"))
         .unwrap_or_else(|| panic!("no worker line in {out}"));
     assert!(
-        line.contains("io drops [tx_ring_full=0 tx_bad_port=0 rx_bad_desc=0 handoff_full=0] syscalls [sendto=")
-            && line.contains("] handoff out 0 in 0"),
+        line.contains("io drops [tx_ring_full=0 tx_bad_port=0 rx_bad_desc=0 handoff_full=0 xsk_no_buffer=0 xsk_rx_ring_full=0] syscalls [sendto=")
+            && line.contains("] handoff out 0 in 0 rx batches ")
+            && line.contains(" frames/batch) rounds ")
+            && line.contains(" frames/kick longest round"),
         "{line}"
     );
     let rx: u64 = line

@@ -503,6 +503,73 @@ fn sync_daemons_start_list_save_and_stop_as_ipvsadm() {
     server.stop();
 }
 
+#[test]
+fn rate_limits_set_list_save_and_restore() {
+    let dir = TempDir::new("limits");
+    let sock = dir.0.join("run/xvs.sock");
+    let fake = Fake::new(DesiredState::default());
+    let server = Server::start(&sock, fake.clone()).unwrap();
+    ok(&sock, "-A -t 198.18.0.100:80 -s rr --conn-rate 1000");
+    ok(
+        &sock,
+        "-a -t 198.18.0.100:80 -r 198.19.0.11:8080 -m --conn-rate 300",
+    );
+    ok(&sock, "-a -t 198.18.0.100:80 -r 198.19.0.12:8080 -m");
+    ok(&sock, "--source-rate 50/16");
+    let st = fake.desired();
+    assert_eq!(st.services[0].conn_rate, 1000);
+    assert_eq!(st.services[0].backends[0].conn_rate, 300);
+    assert_eq!(
+        (
+            st.source_limit.rate,
+            st.source_limit.prefix_v4,
+            st.source_limit.prefix_v6
+        ),
+        (50, 16, 64)
+    );
+    assert_eq!(
+        ok(&sock, "-L --limits"),
+        "Prot LocalAddress:Port              ConnRate    Refused\n\
+         \x20 -> RemoteAddress:Port\n\
+         TCP  198.18.0.100:80                  1000/s          0\n\
+         \x20 -> 198.19.0.11:8080                  300/s          0\n\
+         \x20 -> 198.19.0.12:8080                      -          0\n\
+         Source prefixes: 50/s per /16 (IPv4) and /64 (IPv6), refused 0\n"
+    );
+    let json: serde_json::Value = serde_json::from_str(&ok(&sock, "-L --limits --json")).unwrap();
+    assert_eq!(json["source"]["prefix_v4"], 16);
+    assert!(ok(&sock, "-Ln").contains(
+        "TCP  198.18.0.100:80 rr conn_rate 1000/s
+"
+    ));
+    let bad = ctl(&sock, "--source-rate 50/40", "");
+    assert_eq!(bad.status, 2, "{}", bad.stderr);
+    assert!(bad.stderr.contains("source-rate"), "{}", bad.stderr);
+    let saved = ok(&sock, "-S");
+    assert!(
+        saved.contains(
+            "-a -t 198.18.0.100:80 -r 198.19.0.11:8080 -m -w 1 --conn-rate 300
+"
+        ),
+        "{saved}"
+    );
+    assert!(
+        saved.ends_with(
+            "--source-rate 50/16/64
+"
+        ),
+        "{saved}"
+    );
+    // Restore onto an empty director gives the same limits back.
+    ok(&sock, "-C");
+    ok(&sock, "--source-rate 0");
+    assert_eq!(fake.desired().source_limit.rate, 0);
+    let o = ctl(&sock, "-R", &saved);
+    assert_eq!(o.status, 0, "{}", o.stderr);
+    assert_eq!(ok(&sock, "-S"), saved);
+    server.stop();
+}
+
 /// A client that sends nothing and one that sends half a request hold their own threads only:
 /// `xvs ctl status` from a third answers at once; clients beyond the limit are told "busy";
 /// silent clients are answered and closed after the request timeout; stopping the server does

@@ -144,6 +144,11 @@ impl FrameProcessor for TestNat {
 }
 
 fn start(tb: &Testbed, io: IoKind) -> Dataplane {
+    start_with(tb, io, |_| {})
+}
+
+/// [`start`] with `adjust` applied to the configuration last.
+fn start_with(tb: &Testbed, io: IoKind, adjust: impl FnOnce(&mut DataplaneConfig)) -> Dataplane {
     let mut cfg = DataplaneConfig::new(&["front", "back"]);
     cfg.io = io;
     cfg.workers = vec![
@@ -168,6 +173,7 @@ fn start(tb: &Testbed, io: IoKind) -> Dataplane {
     cfg.packet.tx_frames = 64;
     cfg.log_interval_secs = 2;
     cfg.neighbour_refresh_ms = 200;
+    adjust(&mut cfg);
     let targets = DirectorTargets {
         vips: vec![VIP4.into(), VIP6.into()],
         backends: vec![B1_4.into(), B1_6.into()],
@@ -277,6 +283,43 @@ fn finish(tb: &Testbed, dp: Dataplane, io: IoKind, n: usize) {
 #[test]
 fn afxdp_nat_v4_v6_tcp_udp() {
     run_nat_through(IoKind::Afxdp, "dx");
+}
+
+/// With `afxdp.tx_hold_us` at its maximum and a long idle sleep (1 s), frames that come alone
+/// (a UDP question and its answer) still leave promptly: a held frame goes out once it is
+/// `tx_hold_us` old or when the worker goes to sleep in poll(2), whichever comes first. Were it
+/// left for a later frame to push out, each question would wait for the client's resend (1 s).
+#[test]
+fn afxdp_tx_hold_still_sends_lone_frames() {
+    if skip_unless_root("dataplane afxdp tx hold test") {
+        return;
+    }
+    let tb = Testbed::up("dh");
+    let dp = start_with(&tb, IoKind::Afxdp, |c| {
+        c.afxdp.tx_hold_us = 1000;
+        c.idle_wait_ms = 1000;
+    });
+    tb.wait_neighbours(&["198.18.3.11", "198.18.1.1"]);
+    let mut slowest = std::time::Duration::ZERO;
+    for i in 0..10 {
+        let t = std::time::Instant::now();
+        let r = tb.udp_ask("198.18.10.1", &format!("hold{i}"));
+        slowest = slowest.max(t.elapsed());
+        assert_eq!(
+            r.trim(),
+            format!("b1 hold{i} 198.18.10.1"),
+            "UDP reply {r:?}"
+        );
+    }
+    assert!(
+        slowest < std::time::Duration::from_millis(700),
+        "a lone UDP question took {slowest:?} (client process included)"
+    );
+    let stopped = dp.shutdown();
+    let tx: u64 = stopped.iter().map(|s| s.io.tx).sum();
+    let kicks: u64 = stopped.iter().map(|s| s.io.sys_sendto).sum();
+    assert!(tx >= 20, "tx {tx}");
+    assert!(kicks > 0, "no TX kick for {tx} frames");
 }
 
 #[test]

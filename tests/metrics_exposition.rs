@@ -70,6 +70,7 @@ fn small() -> Metrics {
             drops: vec![("no_backend".into(), 5), ("truncated".into(), 1)],
             io_drops: vec![("tx_ring_full".into(), 3), ("handoff_full".into(), 2)],
             syscalls: vec![("sendto".into(), 8), ("poll".into(), 6)],
+            batching: vec![("rx_batches".into(), 9), ("rounds".into(), 40)],
             handoff_out: 11,
             handoff_in: 12,
             icmp_answers: 3,
@@ -181,6 +182,10 @@ xvs_worker_io_drops_total{worker="0",reason="handoff_full"} 2
 # TYPE xvs_worker_syscalls_total counter
 xvs_worker_syscalls_total{worker="0",call="sendto"} 8
 xvs_worker_syscalls_total{worker="0",call="poll"} 6
+# HELP xvs_worker_batching_total Receive batches handed to the processor (rx_batches, each of at least one frame) and worker loop rounds (rounds).
+# TYPE xvs_worker_batching_total counter
+xvs_worker_batching_total{worker="0",event="rx_batches"} 9
+xvs_worker_batching_total{worker="0",event="rounds"} 40
 # HELP xvs_worker_handoff_packets_total Frames handed to the worker owning their connection (out) or received from another worker (in).
 # TYPE xvs_worker_handoff_packets_total counter
 xvs_worker_handoff_packets_total{worker="0",direction="out"} 11

@@ -79,6 +79,11 @@ fn big() -> Metrics {
                     .iter()
                     .map(|(k, _)| (k.to_string(), 1 << 30))
                     .collect(),
+                batching: xvs::io::IoCounters::default()
+                    .batching()
+                    .iter()
+                    .map(|(k, _)| (k.to_string(), 1 << 30))
+                    .collect(),
                 io_drops: xvs::io::IoCounters::default()
                     .io_drops()
                     .iter()

@@ -11,8 +11,12 @@
 //! flood, and the process's CPU time per received frame (utime + stime over the run / frames;
 //! the worker busy-polls, so this includes idle polling).
 //!
-//! `xvs-bench flood [--secs S] [--connections N] [--rate PPS] [--clients K] [--xvs PATH]`;
-//! needs root.
+//! `xvs-bench flood [--secs S] [--connections N] [--rate PPS] [--clients K]
+//! [--connect-timeout S] [--only NAME,…] [--xvs PATH]`; needs root. A legitimate connection
+//! counts when connect() succeeds within the timeout (1 s by default: a client whose SYN or
+//! SYN-ACK is lost once fails; 3 s lets it retransmit its SYN once, as every TCP stack does
+//! after 1 s) and the GET is answered. Also reported: the frames the director received against
+//! those sent to it (generator and clients), and the worker's AF_XDP ring drops (`io drops`).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -34,6 +38,14 @@ struct Opts {
     connections: u32,
     rate: u64,
     clients: usize,
+    connect_timeout: Duration,
+    only: Vec<String>,
+    /// The method of the flooded service (`nat`, `dr`, `tun`, `fullnat`).
+    method: String,
+    /// The services' scheduler.
+    scheduler: String,
+    /// AF_XDP ring entries of the director (0: its default).
+    ring_size: u32,
     xvs: PathBuf,
 }
 
@@ -70,6 +82,8 @@ struct Outcome {
     busy_ns_per_frame: f64,
     cpu_ns_per_frame: f64,
     frames: u64,
+    /// The worker's AF_XDP drops during the run (`io drops [...]` of `xvs ctl status`).
+    io_drops: String,
 }
 
 fn status(xvs: &Path, ns: &str, sock: &Path) -> String {
@@ -110,15 +124,19 @@ fn one(
 ) -> Result<Outcome, String> {
     let dir = std::env::temp_dir().join(format!("xvs-bench-flood-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let mut conf = targets::director_config("rr", 0, o.connections) + extra;
+    let mut conf = targets::director_config(&o.scheduler, 0, o.connections) + extra;
+    if o.ring_size > 0 {
+        conf += &format!("\n[afxdp]\nring_size = {}\n", o.ring_size);
+    }
     if name == "synproxy" {
         let nat80 = format!(
-            "vip = \"{}\"\nport = 80\nscheduler = \"rr\"\n",
-            targets::vip("nat")
+            "vip = \"{}\"\nport = 80\nscheduler = \"{}\"\n",
+            targets::vip(&o.method),
+            o.scheduler
         );
         conf = conf.replacen(&nat80, &format!("{nat80}synproxy = true\n"), 1);
         if !conf.contains("synproxy = true") {
-            return Err("no NAT port-80 service to proxy".into());
+            return Err("no port-80 service to proxy".into());
         }
     }
     let path = dir.join("xvs.toml");
@@ -149,7 +167,7 @@ fn one(
         src_mac: run::mac(&bed_ns("c1"), "eth0")?,
         dst_mac: run::mac(&dir_ns, "front")?,
         src_ip: "198.18.1.10".parse().expect("literal"),
-        dst_ip: targets::vip("nat"),
+        dst_ip: targets::vip(&o.method),
     };
     let mut templates = traffic::templates(&Profile::SynFlood, &ep, 1)?;
     for f in &mut templates.frames {
@@ -179,10 +197,11 @@ fn one(
     let stop = Arc::new(AtomicBool::new(false));
     let lat = Arc::new(Mutex::new(Vec::<f64>::new()));
     let counts = Arc::new(Mutex::new((0u64, 0u64)));
-    let vip = SocketAddr::from((targets::vip("nat"), 80));
+    let vip = SocketAddr::from((targets::vip(&o.method), 80));
     let mut th = Vec::new();
     for _ in 0..o.clients {
         let (stop, lat, counts, c1) = (stop.clone(), lat.clone(), counts.clone(), bed_ns("c1"));
+        let timeout = o.connect_timeout;
         th.push(std::thread::spawn(move || {
             let Ok(_g) = NetnsGuard::enter(&c1) else {
                 return;
@@ -190,7 +209,7 @@ fn one(
             let mut buf = Vec::with_capacity(512);
             while !stop.load(Ordering::Relaxed) {
                 let t0 = Instant::now();
-                let conn = TcpStream::connect_timeout(&vip, Duration::from_secs(1));
+                let conn = TcpStream::connect_timeout(&vip, timeout);
                 let ok = match conn {
                     Ok(mut s) => {
                         if let Ok(mut l) = lat.lock() {
@@ -242,6 +261,43 @@ fn one(
     std::thread::sleep(Duration::from_millis(600));
     let st1 = status(&o.xvs, &dir_ns, &sock);
     eprintln!("{st1}");
+    // Where frames were lost: the veth and XDP counters of the path (stderr, for diagnosis).
+    for (ns, args) in [
+        (dir_ns.clone(), vec!["ethtool", "-S", "front"]),
+        (bed_ns("rt"), vec!["ip", "-s", "link"]),
+        (bed_ns("c1"), vec!["ip", "-s", "link", "show", "eth0"]),
+        (
+            bed_ns("rt"),
+            vec![
+                "nstat",
+                "-az",
+                "IpInNoRoutes",
+                "IpOutNoRoutes",
+                "IcmpOutDestUnreachs",
+            ],
+        ),
+    ] {
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .args(&args)
+            .output()
+        {
+            eprintln!(
+                "--- {ns}: {}\n{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+    }
+    if let Ok(s) = std::fs::read_to_string("/proc/net/softnet_stat") {
+        eprintln!("--- softnet_stat (processed dropped squeezed ...)\n{s}");
+    }
+    let io_drops = st1
+        .split("io drops [")
+        .nth(1)
+        .and_then(|r| r.split(']').next())
+        .unwrap_or("")
+        .to_string();
     let rx1 = field(&st1, ": rx ");
     let cpu1 = proc_cpu_ticks(pid);
     let _ = Command::new("kill").arg(pid.to_string()).status();
@@ -281,6 +337,7 @@ fn one(
             f64::NAN
         },
         frames,
+        io_drops,
     })
 }
 
@@ -299,6 +356,24 @@ pub struct FloodArgs {
     /// Legitimate client threads.
     #[arg(long, default_value_t = 4, value_name = "K")]
     clients: usize,
+    /// Seconds a legitimate client waits for connect() (1: no SYN retransmission).
+    #[arg(long, default_value_t = 1.0, value_name = "S")]
+    connect_timeout: f64,
+    /// Run only the settings whose name contains one of these (comma-separated), e.g.
+    /// `synproxy,budget`.
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    only: Vec<String>,
+    /// Method of the flooded port-80 service: nat, dr, tun or fullnat (the SYN proxy is skipped
+    /// for dr and tun: their replies bypass the director).
+    #[arg(long, default_value = "nat", value_name = "METHOD")]
+    method: String,
+    /// Scheduler of the services (e.g. mh: DR/TUN client ACKs whose half-open entry was
+    /// evicted are then routed without one, `stateless_ack_secs`).
+    #[arg(long, default_value = "rr", value_name = "NAME")]
+    scheduler: String,
+    /// AF_XDP ring entries of the director (rx, tx, fill, completion; 0: its default, 2048).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    ring_size: u32,
     /// The xvs binary (default: beside xvs-bench).
     #[arg(long, value_name = "PATH")]
     xvs: Option<PathBuf>,
@@ -314,8 +389,17 @@ pub fn main(args: FloodArgs) -> ExitCode {
         connections: args.connections,
         rate: args.rate,
         clients: args.clients,
+        connect_timeout: Duration::from_secs_f64(args.connect_timeout.max(0.01)),
+        only: args.only,
+        method: args.method,
+        scheduler: args.scheduler,
+        ring_size: args.ring_size,
         xvs: args.xvs.unwrap_or(sibling),
     };
+    if !targets::METHODS.contains(&o.method.as_str()) {
+        eprintln!("xvs-bench flood: --method must be one of nat, dr, tun, fullnat");
+        return ExitCode::from(2);
+    }
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let bed = match run::up(&repo) {
         Ok(b) => b,
@@ -328,6 +412,12 @@ pub fn main(args: FloodArgs) -> ExitCode {
     let ns = |n: &str| bed.ns(n);
     let mut rows = Vec::new();
     for (name, extra) in settings() {
+        if !o.only.is_empty() && !o.only.iter().any(|w| name.contains(w.as_str())) {
+            continue;
+        }
+        if name == "synproxy" && matches!(o.method.as_str(), "dr" | "tun") {
+            continue;
+        }
         eprintln!("  {name} ...");
         match one(&ns, &o, name, extra, epoch) {
             Ok(r) => rows.push(r),
@@ -338,17 +428,21 @@ pub fn main(args: FloodArgs) -> ExitCode {
         }
     }
     println!(
-        "Flood + legitimate: {:.0} s per setting, table {} entries, generator rate {}, {} client threads\n",
+        "Flood + legitimate ({} VIP, scheduler {}, AF_XDP rings {}): {:.0} s per setting, table {} entries, generator rate {}, {} client threads, connect timeout {:.1} s\n",
+        o.method,
+        o.scheduler,
+        if o.ring_size == 0 { 2048 } else { o.ring_size },
         o.secs,
         o.connections,
         if o.rate == 0 { "full".to_string() } else { o.rate.to_string() },
-        o.clients
+        o.clients,
+        o.connect_timeout.as_secs_f64()
     );
-    println!("| defence | SYNs sent (pps) | legitimate ok / tried | connect p50 ms | connect p99 ms | peak table entries | worker busy | busy ns/frame | process CPU ns/frame |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| defence | SYNs sent (pps) | legitimate ok / tried | connect p50 ms | connect p99 ms | peak table entries | worker busy | busy ns/frame | process CPU ns/frame | director rx / sent | AF_XDP drops |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for r in &rows {
         println!(
-            "| {} | {} ({:.0}) | {}/{} ({:.1} %) | {:.2} | {:.2} | {} | {:.0} % | {:.0} | {:.0} |",
+            "| {} | {} ({:.0}) | {}/{} ({:.1} %) | {:.2} | {:.2} | {} | {:.0} % | {:.0} | {:.0} | {:.1} % | {} |",
             r.setting,
             r.syns,
             r.syns as f64 / o.secs,
@@ -364,9 +458,18 @@ pub fn main(args: FloodArgs) -> ExitCode {
             r.peak_table,
             r.busy * 100.0,
             r.busy_ns_per_frame,
-            r.cpu_ns_per_frame
+            r.cpu_ns_per_frame,
+            if r.syns > 0 {
+                100.0 * r.frames as f64 / r.syns as f64
+            } else {
+                f64::NAN
+            },
+            if r.io_drops.is_empty() {
+                "none"
+            } else {
+                r.io_drops.as_str()
+            }
         );
-        let _ = r.frames;
     }
     ExitCode::SUCCESS
 }

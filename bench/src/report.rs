@@ -61,6 +61,10 @@ pub struct TargetResult {
     /// sendto, recvfrom, poll), and their sum per frame the worker received.
     pub syscalls: Vec<(String, u64)>,
     pub syscalls_per_frame: Option<f64>,
+    /// Frames per receive batch (rx / rx batches) and frames per TX kick (tx / sendto), from
+    /// the same counters.
+    pub frames_per_batch: Option<f64>,
+    pub frames_per_kick: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -99,6 +103,8 @@ impl TargetResult {
             sys_ns_per_pkt: None,
             syscalls: vec![],
             syscalls_per_frame: None,
+            frames_per_batch: None,
+            frames_per_kick: None,
             error: Some(e),
         }
     }
@@ -291,12 +297,12 @@ impl Report {
             "Run of {} ({} mode, {:.1} s per target, {} flows), on {}. Command: `{}`.\n\n",
             self.date, self.mode, self.secs_per_target, self.flows, self.machine, self.command
         );
-        s += "| target | traffic | round | sent pps | delivered pps | loss | ns/frame (CPU) | worker user % | user ns/frame | system ns/frame | syscalls/frame | core softirq ns/frame | whole core ns/frame | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | TCP conn/s |\n";
-        s += "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+        s += "| target | traffic | round | sent pps | delivered pps | loss | ns/frame (CPU) | worker user % | user ns/frame | system ns/frame | syscalls/frame | frames/rx batch | frames/kick | core softirq ns/frame | whole core ns/frame | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | TCP conn/s |\n";
+        s += "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
         for r in &self.results {
             let l = r.latency.as_ref();
             s += &format!(
-                "| {} | {} | {} | {:.0} | {:.0} | {:.1} % | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {:.0} | {:.0} | {:.1} % | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 r.target,
                 r.traffic,
                 r.round + 1,
@@ -308,6 +314,8 @@ impl Report {
                 f(r.user_ns_per_pkt, 0),
                 f(r.sys_ns_per_pkt, 0),
                 f(r.syscalls_per_frame, 3),
+                f(r.frames_per_batch, 1),
+                f(r.frames_per_kick, 1),
                 f(
                     (r.delivered > 0).then(|| r.softirq_ns as f64 / r.delivered as f64),
                     0
@@ -442,8 +450,10 @@ default 3: every target once per round, the order rotated by one each round; eac
 within a round, then shown as median (min–max)); then TCP connection churn (real \
 sockets, HTTP/1.0 GET) and the peak memory of `xvs run` holding 1 M and 10 M SYN-flood connections. \
 Per target it also shows the worker's user and system ns per frame (/proc ticks) and its system \
-calls (sendto/recvfrom/poll, xvs's own counters) per frame received. The header line of each run \
-below names the command that produced it. \
+calls (sendto/recvfrom/poll, xvs's own counters) per frame received, with the frames per receive \
+batch (rx ÷ batches handed to the processor) and per TX kick (tx ÷ sendto) from the same counters; \
+the bounce runs on the same worker loop and rings as xvs, only its processor differs. The header \
+line of each run below names the command that produced it. \
 JSON, markdown and SVG go to `--out` (default `target/xvs-bench/`). `--quick` (under 60 s: bounce, the four \
 methods with rr, both kernel baselines, 1 s each, 64-byte UDP only, one round) is what `tests/bench_quick.rs` \
 runs; `--targets`, `--traffic`, `--secs`, `--flows`, `--memory`, `--pcap FILE` narrow or widen a run \
@@ -563,6 +573,8 @@ mod tests {
             sys_ns_per_pkt: None,
             syscalls: vec![],
             syscalls_per_frame: None,
+            frames_per_batch: None,
+            frames_per_kick: None,
             error: None,
         }
     }

@@ -42,6 +42,8 @@ pub struct Options {
     pub xvs_bin: PathBuf,
     /// Interleaved rounds: every target once per round, the order rotated by one each round.
     pub rounds: u32,
+    /// `afxdp.tx_hold_us` of the bounce and xvs targets.
+    pub tx_hold_us: u32,
 }
 
 pub fn default_targets(quick: bool) -> Vec<Target> {
@@ -159,6 +161,8 @@ struct Stopped {
     rx: u64,
     busy: Duration,
     syscalls: Vec<(String, u64)>,
+    frames_per_batch: Option<f64>,
+    frames_per_kick: Option<f64>,
 }
 
 fn stop_target(t: &Target, bed: &Bed, running: Option<targets::Running>) -> Option<Stopped> {
@@ -187,6 +191,8 @@ fn stop_target(t: &Target, bed: &Bed, running: Option<targets::Running>) -> Opti
                 .iter()
                 .map(|(k, n)| (k.to_string(), *n))
                 .collect(),
+            frames_per_batch: io.frames_per_batch(),
+            frames_per_kick: io.frames_per_kick(),
         }
     })
 }
@@ -216,11 +222,13 @@ fn start_target_once(
             &bed.ns("dir"),
             &bed.ns("b1"),
             o.worker_core,
+            o.tx_hold_us,
         )?),
         Target::Xvs { scheduler, .. } => Some(targets::start_xvs(
             &bed.ns("dir"),
             scheduler,
             o.worker_core,
+            o.tx_hold_us,
         )?),
         Target::Kernel => {
             targets::kernel_forwarding(&bed.ns("dir"), true)?;
@@ -349,14 +357,24 @@ fn measure(
             }),
             syscalls: vec![],
             syscalls_per_frame: None,
+            frames_per_batch: None,
+            frames_per_kick: None,
             error: None,
         })
     })();
     let stats = stop_target(t, bed, running);
     let mut r = result?;
     match stats {
-        Some(Stopped { rx, busy, syscalls }) => {
+        Some(Stopped {
+            rx,
+            busy,
+            syscalls,
+            frames_per_batch,
+            frames_per_kick,
+        }) => {
             r.worker_rx = Some(rx);
+            r.frames_per_batch = frames_per_batch;
+            r.frames_per_kick = frames_per_kick;
             let calls: u64 = syscalls.iter().map(|(_, n)| n).sum();
             r.syscalls_per_frame = (rx > 0).then(|| calls as f64 / rx as f64);
             r.syscalls = syscalls;
@@ -725,6 +743,10 @@ pub struct RunArgs {
     /// min–max over the rounds). Default 3; quick 1.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
     rounds: Option<u32>,
+    /// `afxdp.tx_hold_us` for the bounce and the xvs targets: how long a transmit of fewer than
+    /// 32 frames may wait for later rounds before it is kicked (0: kick every round).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1000), value_name = "US")]
+    tx_hold_us: u32,
     /// Capture replayed by the pcap profile (added to the profiles if absent).
     #[arg(long, value_name = "FILE")]
     pcap: Option<PathBuf>,
@@ -823,6 +845,7 @@ pub fn main(args: RunArgs) -> std::process::ExitCode {
         worker_core: args.worker_core,
         gen_core: args.gen_core,
         rounds: args.rounds.unwrap_or(if quick { 1 } else { 3 }),
+        tx_hold_us: args.tx_hold_us,
         xvs_bin: args.xvs_bin.unwrap_or(sibling),
     };
     eprintln!(

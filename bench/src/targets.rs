@@ -239,11 +239,17 @@ fn mac(ns: &str, dev: &str) -> Result<[u8; 6], String> {
     xvs::config::parse_mac(s.trim()).ok_or_else(|| format!("bad MAC {s}"))
 }
 
-pub fn start_bounce(dir_ns: &str, b1_ns: &str, core: usize) -> Result<Running, String> {
+pub fn start_bounce(
+    dir_ns: &str,
+    b1_ns: &str,
+    core: usize,
+    tx_hold_us: u32,
+) -> Result<Running, String> {
     let b1 = mac(b1_ns, "eth0")?;
     let back = mac(dir_ns, "back")?;
     let text = director_config("rr", core, 1024);
-    let cfg = Config::parse(Path::new("bounce.toml"), &text).map_err(|e| e.to_string())?;
+    let mut cfg = Config::parse(Path::new("bounce.toml"), &text).map_err(|e| e.to_string())?;
+    cfg.dataplane.afxdp.tx_hold_us = tx_hold_us;
     let vip = IpAddr::V4(Ipv4Addr::new(198, 18, 10, 1));
     let targets = DirectorTargets {
         vips: vec![vip],
@@ -263,9 +269,15 @@ pub fn start_bounce(dir_ns: &str, b1_ns: &str, core: usize) -> Result<Running, S
     })
 }
 
-pub fn start_xvs(dir_ns: &str, scheduler: &str, core: usize) -> Result<Running, String> {
+pub fn start_xvs(
+    dir_ns: &str,
+    scheduler: &str,
+    core: usize,
+    tx_hold_us: u32,
+) -> Result<Running, String> {
     let text = director_config(scheduler, core, 1 << 20);
-    let cfg = Config::parse(Path::new("xvs-bench.toml"), &text).map_err(|e| e.to_string())?;
+    let mut cfg = Config::parse(Path::new("xvs-bench.toml"), &text).map_err(|e| e.to_string())?;
+    cfg.dataplane.afxdp.tx_hold_us = tx_hold_us;
     let t = xvs::director::targets(&cfg, &cfg.services);
     let workers = cfg.dataplane.workers.len() as u16;
     let mut handles = Vec::new();

@@ -19,7 +19,14 @@
 //!   in SYN_RECV / SYNACK may hold at most `embryonic_share` percent of the table; a new SYN
 //!   beyond it, or arriving at a full table, evicts the oldest embryonic entry instead of being
 //!   dropped. Legitimate clients complete their handshake within a round trip and leave the
-//!   embryonic pool; a flood only recycles its own entries.
+//!   embryonic pool; a flood only recycles its own entries. A half-open entry then lives about
+//!   `budget / flood rate` (10 000 entries at 250 000 SYN/s: 40 ms); a client whose handshake
+//!   takes longer loses its entry before its ACK comes. For DR and TUN services whose scheduler
+//!   picks by the packet alone, such an ACK (and the rest of its connection) is routed without
+//!   an entry to the backend the scheduler picks again (`stateless_ack_secs`; Katran keeps no
+//!   state for new flows under a SYN flood and relies on Maglev the same way), so the eviction
+//!   costs nothing there; NAT and FullNAT need the entry for the replies and stay bounded by
+//!   the budget (or use the SYN proxy).
 
 /// The defence settings (sysctl names and defaults of IPVS, plus xvs's budget).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +57,20 @@ pub struct DefenseConfig {
     /// Prefix lengths of the source limit (default /24 and /64).
     pub source_prefix_v4: u8,
     pub source_prefix_v6: u8,
+    /// Route a client's TCP segment that finds no entry (not a SYN) statelessly, as Katran does
+    /// under a SYN flood, when the director evicted half-open entries within the last
+    /// `stateless_ack_secs` seconds (0: never): for a DR or TUN service without persistence
+    /// whose scheduler picks by the packet alone (sh, dh, mh, maglev), the segment goes to the
+    /// backend the scheduler picks for it, which is the one its evicted entry held while the
+    /// backend list is unchanged; no entry is created (default 900: as long as an idle
+    /// ESTABLISHED entry lives).
+    pub stateless_ack_secs: u32,
+    /// SYN proxy: how often the director sends its SYN to a backend again when no SYN-ACK
+    /// came (DPVS's `syn_retry`, default 3); after the last one the client gets a RST.
+    pub synproxy_syn_retries: u8,
+    /// SYN proxy: milliseconds between those SYNs (default 1000, TCP's initial retransmission
+    /// timeout, RFC 6298; DPVS waits its 3 s SYN_SENT timeout). At least 1.
+    pub synproxy_syn_interval_ms: u32,
 }
 
 impl Default for DefenseConfig {
@@ -65,6 +86,9 @@ impl Default for DefenseConfig {
             source_rate: 0,
             source_prefix_v4: 24,
             source_prefix_v6: 64,
+            stateless_ack_secs: 900,
+            synproxy_syn_retries: 3,
+            synproxy_syn_interval_ms: 1000,
         }
     }
 }

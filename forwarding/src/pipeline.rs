@@ -166,6 +166,8 @@ pub struct Traffic {
     pub out_pkts: u64,
     pub in_bytes: u64,
     pub out_bytes: u64,
+    /// New connections refused by this service's or backend's `conn_rate`.
+    pub rate_limited: u64,
 }
 
 impl Traffic {
@@ -188,6 +190,7 @@ impl Traffic {
         self.out_pkts += o.out_pkts;
         self.in_bytes += o.in_bytes;
         self.out_bytes += o.out_bytes;
+        self.rate_limited += o.rate_limited;
     }
 }
 
@@ -230,6 +233,17 @@ pub struct Counters {
     /// SYN proxy: SYNs sent to a backend again (the client retransmitted before the backend
     /// answered).
     pub synproxy_syn_resent: u64,
+    /// Client segments without an entry routed statelessly after evictions
+    /// (`DefenseConfig::stateless_ack_secs`).
+    pub stateless_acks: u64,
+    /// SYN proxy: SYNs sent to a backend again by the director's own timer (no SYN-ACK within
+    /// `DefenseConfig::synproxy_syn_interval_ms`).
+    pub synproxy_syn_retried: u64,
+    /// SYN proxy: connections given up after the last retry (the client was sent a RST).
+    pub synproxy_gave_up: u64,
+    /// SYN proxy: connections opened without a retry timer (the timer queue, one entry per
+    /// table slot, was full of live timers).
+    pub synproxy_timer_full: u64,
 }
 
 /// What the pipeline did with the last frame that reached a service (for `xvs replay`,
@@ -320,6 +334,8 @@ pub struct Pipeline {
     embryonic_max: u32,
     /// When the defence level was last updated (ms), `None` before the first housekeeping.
     defense_at: Option<u32>,
+    /// When the embryonic budget last evicted an entry (ms), `None` before the first eviction.
+    evicted_at: Option<u32>,
     /// Slots the `drop_entry` scan still has to look at this second.
     drop_scan_left: u32,
     /// The SYN proxy's per-connection state (by connection slot; allocated at the first SYN
@@ -481,17 +497,9 @@ impl Pipeline {
             embryonic_max,
             defense_at: None,
             drop_scan_left: 0,
+            evicted_at: None,
             proxy: synproxy::Proxy::default(),
-            source_limit: (cfg.defense.source_rate > 0).then(|| {
-                let d = &cfg.defense;
-                SourceLimiter::new(
-                    d.source_rate,
-                    d.source_prefix_v4,
-                    d.source_prefix_v6,
-                    cfg.workers,
-                    cfg.seed,
-                )
-            }),
+            source_limit: source_limiter(&cfg, &cfg.defense),
             svc_limits: Vec::new(),
             backend_limits: Vec::new(),
             fast_path: true,
@@ -616,12 +624,17 @@ impl Pipeline {
         v
     }
 
-    /// Periodic work: expire due connections, at most about `budget` units of work.
+    /// Periodic work: expire due connections, at most about `budget` units of work; the SYN
+    /// proxy's retry timers (SYNs sent again, or RSTs to clients of silent backends, queued
+    /// for [`Self::drain_fragments`]).
     pub fn housekeeping(&mut self, now: Time, budget: u32) -> u32 {
         if self.frags.held() > 0 {
             self.counters.fragments_expired += self.frags.expire(ms32(now)) as u64;
         }
         self.defend(now);
+        if self.proxy.has_timers() {
+            self.synproxy_timers(now);
+        }
         self.conns.expire(now, budget)
     }
 
@@ -673,6 +686,7 @@ impl Pipeline {
                 return !over;
             }
             self.counters.embryonic_evicted += 1;
+            self.evicted_at = Some(ms32(now));
         }
         true
     }
@@ -1010,6 +1024,11 @@ impl Pipeline {
             && (p.tcp_flags & tcp_flags::RST != 0
                 || (p.tcp_flags & tcp_flags::SYN == 0 && !self.cfg.sloppy_tcp))
         {
+            if p.tcp_flags & tcp_flags::RST == 0 {
+                if let Some(v) = self.stateless(now, ingress, frame, &p, sid) {
+                    return v;
+                }
+            }
             return Verdict::Drop(DropReason::NoConnection);
         }
         if p.proto == proto::SCTP
@@ -1066,6 +1085,55 @@ impl Pipeline {
         self.forward_accounted(now, ingress, frame, p, id, Direction::In, true)
     }
 
+    /// A client's TCP segment without SYN and without an entry, soon after the embryonic budget
+    /// evicted entries: routed without an entry when service `sid` is DR or TUN, has no
+    /// persistence and a scheduler that picks by the packet alone
+    /// (`DefenseConfig::stateless_ack_secs`). `None`: not eligible (the caller drops it).
+    fn stateless(
+        &mut self,
+        now: Time,
+        ingress: PortId,
+        frame: &mut Frame,
+        p: &Packet,
+        sid: ServiceId,
+    ) -> Option<Verdict> {
+        let window = self.cfg.defense.stateless_ack_secs.saturating_mul(1000);
+        let at = self.evicted_at?;
+        if window == 0 || ms32(now).wrapping_sub(at) > window {
+            return None;
+        }
+        let svc = self.snap.svcs.get(sid.0 as usize)?;
+        if svc.persistence.is_some() || !svc.scheduler.is_table() {
+            return None;
+        }
+        let flow = Flow {
+            proto: p.proto,
+            src: p.src,
+            sport: p.sport,
+            dst: p.dst,
+            dport: p.dport,
+        };
+        let backend = self.pick(sid, &flow, now)?;
+        let b = self.snap.backends.get(backend.0 as usize)?;
+        if !matches!(b.method, Method::Dr | Method::Tunnel) {
+            return None;
+        }
+        let c = Target {
+            service: sid.0,
+            backend,
+            method: b.method,
+            client: p.src,
+            cport: p.sport,
+            vaddr: p.dst,
+            vport: p.dport,
+            daddr: b.addr,
+            dport: if b.port != 0 { b.port } else { p.dport },
+            local: None,
+        };
+        self.counters.stateless_acks += 1;
+        Some(self.rewrite(now, ingress, frame, *p, &c, Direction::In, false))
+    }
+
     /// Choose the backend of a new connection of service `sid` (persistence template or
     /// scheduler; FullNAT local address and port): the entry to insert, or the verdict when
     /// there is none (an ICMP answer, or a drop).
@@ -1087,6 +1155,9 @@ impl Pipeline {
         }
         if let Some(Some((_, _, b))) = self.svc_limits.get_mut(sid.0 as usize) {
             if !b.allow(now_ms) {
+                if let Some(t) = self.service_traffic.get_mut(sid.0 as usize) {
+                    t.rate_limited += 1;
+                }
                 return Err(Verdict::Drop(DropReason::ServiceRateLimit));
             }
         }
@@ -1120,6 +1191,9 @@ impl Pipeline {
         if let Some(Some((_, _, l))) = self.backend_limits.get_mut(backend.0 as usize) {
             if !l.allow(now_ms) {
                 self.release_template(control, now);
+                if let Some(t) = self.backend_traffic.get_mut(backend.0 as usize) {
+                    t.rate_limited += 1;
+                }
                 return Err(Verdict::Drop(DropReason::BackendRateLimit));
             }
         }
@@ -1783,6 +1857,11 @@ impl Pipeline {
             // DR / TUN: forwarded unchanged by the connection's method.
             (Method::Dr | Method::Tunnel, _) => IcmpNat::default(),
         };
+        // A SYN-proxied connection's quoted TCP header in the sequence space of the error's
+        // receiver; `translate_error` then recomputes the ICMP checksum over it.
+        if e.proto == proto::TCP && self.conns.is_synproxy(id) {
+            self.synproxy_quote(frame, &e, id, dir);
+        }
         if nat != IcmpNat::default() {
             if let Err(err) = icmp::translate_error(frame.data_mut(), &mut p, &mut e, &nat) {
                 return Verdict::Drop(err.drop_reason());
@@ -1844,6 +1923,19 @@ impl From<ConnV4> for Target {
             local: (c.method == Method::FullNat).then_some((laddr, c.ports[3])),
         }
     }
+}
+
+/// The per-source-prefix limiter of `d` (none when its rate is 0).
+fn source_limiter(cfg: &PipelineConfig, d: &DefenseConfig) -> Option<SourceLimiter> {
+    (d.source_rate > 0).then(|| {
+        SourceLimiter::new(
+            d.source_rate,
+            d.source_prefix_v4,
+            d.source_prefix_v6,
+            cfg.workers,
+            cfg.seed,
+        )
+    })
 }
 
 /// The connection a one-packet-scheduled datagram would have had.

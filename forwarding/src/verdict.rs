@@ -145,6 +145,9 @@ drop_reasons! {
     /// SYN proxy: a segment before the backend answered that is not held (a repeated ACK, a
     /// full hold), or a backend segment that does not answer the director's SYN.
     SynproxyPending => "synproxy_pending",
+    /// SYN proxy: a segment of a connection whose backend answered none of the director's
+    /// SYNs (`DefenseConfig::synproxy_syn_retries`); the client was sent a RST.
+    SynproxyGaveUp => "synproxy_gave_up",
     /// A new connection beyond its service's `conn_rate`.
     ServiceRateLimit => "service_rate_limit",
     /// A new connection beyond its chosen backend's `conn_rate`.

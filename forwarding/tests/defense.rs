@@ -352,6 +352,8 @@ fn service_backend_and_source_rate_limits_drop_and_count() {
         .map(|i| process(&mut pipe, ms(1500), FRONT, &syn_from(src(i), 5000)).0)
         .collect();
     assert_eq!(count(&vs, Verdict::Drop(DropReason::ServiceRateLimit)), 5);
+    // The service's own refusal counter (`xvs ctl -L --limits`).
+    assert_eq!(pipe.service_traffic()[0].rate_limited, 25);
     // A reload that lifts the limit takes effect at once; one that sets another starts a
     // fresh bucket.
     let mut unlimited = service(Method::Nat);
@@ -393,6 +395,13 @@ fn service_backend_and_source_rate_limits_drop_and_count() {
         .collect();
     assert_eq!(count(&vs, Verdict::Drop(DropReason::BackendRateLimit)), 6);
     assert_eq!(pipe.connections().len(), 14);
+    let refused: Vec<u64> = pipe
+        .backend_traffic()
+        .iter()
+        .map(|t| t.rate_limited)
+        .collect();
+    assert_eq!(refused.iter().sum::<u64>(), 6);
+    assert_eq!(pipe.service_traffic()[0].rate_limited, 0);
 
     // Source prefix: 3 per second per /24.
     let cfg = PipelineConfig {
@@ -416,4 +425,96 @@ fn service_backend_and_source_rate_limits_drop_and_count() {
     );
     assert!(matches!(v, Verdict::Tx(_)), "another /24");
     assert_eq!(pipe.counters().drops.get(DropReason::SourceRateLimit), 7);
+    // `xvs ctl --source-rate` at run time: /16 prefixes, 2 per second; then off.
+    pipe.set_source_limit(2, 16, 64);
+    let vs: Vec<_> = (10..15)
+        .map(|i| process(&mut pipe, ms(1000), FRONT, &same(i)).0)
+        .collect();
+    assert_eq!(count(&vs, Verdict::Drop(DropReason::SourceRateLimit)), 3);
+    let (v, _) = process(
+        &mut pipe,
+        ms(1000),
+        FRONT,
+        &syn_from(Ipv4Addr::new(198, 18, 79, 1), 6000),
+    );
+    assert_eq!(v, Verdict::Drop(DropReason::SourceRateLimit), "same /16");
+    pipe.set_source_limit(0, 16, 64);
+    let vs: Vec<_> = (15..25)
+        .map(|i| process(&mut pipe, ms(1000), FRONT, &same(i)).0)
+        .collect();
+    assert_eq!(count(&vs, Verdict::Drop(DropReason::SourceRateLimit)), 0);
+}
+
+#[test]
+fn after_evictions_a_dr_client_ack_without_entry_follows_a_table_scheduler() {
+    let svc = |method: Method, scheduler: &str| {
+        let mut s = service(method);
+        s.scheduler = scheduler.into();
+        s.backends = (11..14)
+            .map(|n| Backend {
+                addr: IpAddr::V4(backend4(n)),
+                port: 80,
+                ..s.backends[0].clone()
+            })
+            .collect();
+        s
+    };
+    let build = |s: Service, secs: u32| {
+        let cfg = PipelineConfig {
+            connections: 64,
+            v6_connections: 64,
+            defense: DefenseConfig {
+                embryonic_share: 50,
+                stateless_ack_secs: secs,
+                ..DefenseConfig::default()
+            },
+            ..PipelineConfig::default()
+        };
+        Pipeline::new(cfg, &[s], vec![], network()).unwrap()
+    };
+    let ack = |sport: u16| client(sport).ack().seq_ack(2, 2).build();
+    for (method, scheduler, secs, routed) in [
+        (Method::Dr, "mh", 900, true),
+        (Method::Tunnel, "sh", 900, true),
+        (Method::Dr, "maglev", 900, true),
+        (Method::Dr, "rr", 900, false),
+        (Method::Nat, "mh", 900, false),
+        (Method::Dr, "mh", 0, false),
+    ] {
+        let what = format!("{method:?} {scheduler} {secs}");
+        let mut pipe = build(svc(method, scheduler), secs);
+        // No eviction yet: an ACK without entry is dropped, as in IPVS.
+        let (v, _) = process(&mut pipe, ms(1000), FRONT, &ack(47000));
+        assert_eq!(v, Verdict::Drop(DropReason::NoConnection), "{what}");
+        // The client's SYN, then a flood that evicts its half-open entry.
+        let (v, first) = process(&mut pipe, ms(1000), FRONT, &client(47001).syn().build());
+        assert!(matches!(v, Verdict::Tx(_)), "{what}");
+        for i in 0..40 {
+            process(&mut pipe, ms(1001), FRONT, &flood_syn(i));
+        }
+        assert!(pipe.counters().embryonic_evicted > 0, "{what}");
+        assert_eq!(state_of(&pipe, ms(1001), 47001), None, "{what}: evicted");
+        let before = pipe.connections().len();
+        let (v, out) = process(&mut pipe, ms(1050), FRONT, &ack(47001));
+        if routed {
+            assert!(matches!(v, Verdict::Tx(_)), "{what}: {v:?}");
+            // The backend the SYN went to (DR: its MAC; TUN: the outer destination).
+            assert_eq!(&out[..6], &first[..6], "{what}");
+            if method == Method::Tunnel {
+                assert_eq!(&out[30..34], &first[30..34], "{what}");
+            }
+            assert_eq!(pipe.counters().stateless_acks, 1, "{what}");
+            assert_eq!(pipe.connections().len(), before, "{what}: no entry made");
+            // A RST is never routed without an entry; and after the window nothing is.
+            let rst = client(47001).rst().seq_ack(2, 0).build();
+            let (v, _) = process(&mut pipe, ms(1060), FRONT, &rst);
+            assert_eq!(v, Verdict::Drop(DropReason::NoConnection), "{what}");
+            let late = Time(ms(1001).0 + 901 * 1_000_000_000);
+            let (v, _) = process(&mut pipe, late, FRONT, &ack(47001));
+            assert_eq!(v, Verdict::Drop(DropReason::NoConnection), "{what}");
+        } else {
+            assert_eq!(v, Verdict::Drop(DropReason::NoConnection), "{what}");
+            assert_eq!(pipe.counters().stateless_acks, 0, "{what}");
+        }
+    }
 }

@@ -632,3 +632,313 @@ fn a_lost_syn_to_the_backend_is_sent_again_when_the_client_retransmits() {
     assert_eq!(pipe.counters().synproxy_syn_resent, 1);
     assert!(b.payload.is_empty());
 }
+
+fn pipeline_with(n: &Net, method: Method, retries: u8, interval_ms: u32) -> Pipeline {
+    let cfg = PipelineConfig {
+        connections: 64,
+        v6_connections: 64,
+        local_addresses: vec![IpAddr::V4(LOCAL4), IpAddr::V6(local6())],
+        defense: xvs_forwarding::defense::DefenseConfig {
+            synproxy_syn_retries: retries,
+            synproxy_syn_interval_ms: interval_ms,
+            ..Default::default()
+        },
+        ..PipelineConfig::default()
+    };
+    Pipeline::new(
+        cfg,
+        &[service(n.vip, 80, method, n.backend)],
+        vec![],
+        network(),
+    )
+    .unwrap()
+}
+
+/// Client SYN at t(0), its ACK with a request at t(1): the director's first SYN and the
+/// cookie.
+fn pending(pipe: &mut Pipeline, n: &Net, sport: u16) -> (Seg, u32) {
+    let sa = syn(pipe, n, sport, true);
+    let (our_ts, _) = sa.opts.ts.unwrap();
+    let get = from_client(n, sport, 80)
+        .ack()
+        .psh()
+        .seq_ack(ISN + 1, sa.seq.wrapping_add(1))
+        .tcp_options(&ts_option(501, our_ts))
+        .payload(b"GET / HTTP/1.1\r\n\r\n")
+        .build();
+    let (v, out) = process(pipe, t(1), FRONT, &get);
+    assert_eq!(v, Verdict::Tx(BACK));
+    (seg(&out), sa.seq)
+}
+
+#[test]
+fn the_director_resends_its_syn_and_resets_the_client_after_the_last_retry() {
+    for (n, method) in [
+        (v4net(), Method::Nat),
+        (v4net(), Method::FullNat),
+        (v6net(), Method::Nat),
+        (v6net(), Method::FullNat),
+    ] {
+        let mut pipe = pipeline(&n, method);
+        let sport = 48000;
+        let (first, cookie) = pending(&mut pipe, &n, sport);
+        // Not yet due.
+        pipe.housekeeping(t(1000), 64);
+        assert!(drained(&mut pipe).is_empty());
+        // Defaults: 3 retries, 1 s apart, each the same SYN as the first.
+        for k in 1..=3u64 {
+            pipe.housekeeping(t(1 + 1000 * k), 64);
+            let out = drained(&mut pipe);
+            assert_eq!(out.len(), 1, "{method:?} retry {k}");
+            let s = seg(&out[0]);
+            assert_eq!(&s.frame[..12], &first.frame[..12], "MACs");
+            assert_eq!(
+                (s.p.src, s.p.sport, s.p.dst, s.p.dport),
+                (first.p.src, first.p.sport, first.p.dst, first.p.dport)
+            );
+            assert_eq!(
+                (s.flags, s.seq, s.ack, s.win, s.opts.mss, s.opts.ts),
+                (0x02, ISN, 0, first.win, first.opts.mss, first.opts.ts)
+            );
+            assert_eq!(
+                (s.opts.wscale, s.opts.sack_perm),
+                (first.opts.wscale, first.opts.sack_perm)
+            );
+            assert!(s.payload.is_empty());
+            assert_eq!(pipe.counters().synproxy_syn_retried, k);
+            assert_eq!(state(&pipe, sport), Some("SYN_SENT"));
+        }
+        // One interval after the last retry: a RST to the client, in its sequence space.
+        pipe.housekeeping(t(3999), 64);
+        assert!(drained(&mut pipe).is_empty());
+        pipe.housekeeping(t(4001), 64);
+        let out = drained(&mut pipe);
+        assert_eq!(out.len(), 1);
+        let r = seg(&out[0]);
+        assert_eq!(&r.frame[..12], &[&GW_MAC[..], &FRONT_MAC[..]].concat()[..]);
+        assert_eq!((r.p.src, r.p.sport), (n.vip, 80));
+        assert_eq!((r.p.dst, r.p.dport), (n.client, sport));
+        assert_eq!(
+            (r.flags, r.seq, r.ack),
+            (0x14, cookie.wrapping_add(1), ISN + 1)
+        );
+        assert_eq!(pipe.counters().synproxy_gave_up, 1);
+        assert_eq!(state(&pipe, sport), Some("CLOSE"));
+        // Later segments of either side are dropped and counted; no more timers.
+        let late = from_client(&n, sport, 80)
+            .ack()
+            .seq_ack(ISN + 1, cookie.wrapping_add(1))
+            .build();
+        let (v, _) = process(&mut pipe, t(4100), FRONT, &late);
+        assert_eq!(v, Verdict::Drop(DropReason::SynproxyGaveUp));
+        let back_dst = first.p.src;
+        let synack = from_backend(&n, back_dst, first.p.sport)
+            .syn()
+            .ack()
+            .seq_ack(BISN, ISN + 1)
+            .build();
+        let (v, _) = process(&mut pipe, t(4200), BACK, &synack);
+        assert_eq!(v, Verdict::Drop(DropReason::SynproxyGaveUp));
+        pipe.housekeeping(t(20_000), 64);
+        assert!(drained(&mut pipe).is_empty());
+        assert_eq!(pipe.counters().synproxy_syn_retried, 3);
+        assert_eq!(pipe.counters().drops.get(DropReason::SynproxyGaveUp), 2);
+    }
+}
+
+#[test]
+fn an_answering_backend_stops_the_timer_and_settings_are_honoured() {
+    let n = v4net();
+    // The backend answers before the first retry: nothing is sent again.
+    let mut pipe = pipeline(&n, Method::Nat);
+    open(&mut pipe, &n, Method::Nat, 49000, b"");
+    for ms in [1001, 2001, 3001, 4001, 9000] {
+        pipe.housekeeping(t(ms), 64);
+        assert!(drained(&mut pipe).is_empty());
+    }
+    assert_eq!(state(&pipe, 49000), Some("ESTABLISHED"));
+    let c = pipe.counters();
+    assert_eq!((c.synproxy_syn_retried, c.synproxy_gave_up), (0, 0));
+
+    // One retry 200 ms apart; the backend answers the retry, after which the held request
+    // follows the ACK.
+    let mut pipe = pipeline_with(&n, Method::Nat, 1, 200);
+    let (first, _) = pending(&mut pipe, &n, 49001);
+    pipe.housekeeping(t(150), 64);
+    assert!(drained(&mut pipe).is_empty());
+    pipe.housekeeping(t(201), 64);
+    let out = drained(&mut pipe);
+    assert_eq!(out.len(), 1);
+    assert_eq!(seg(&out[0]).flags, 0x02);
+    let synack = from_backend(&n, n.client, first.p.sport)
+        .syn()
+        .ack()
+        .seq_ack(BISN, ISN + 1)
+        .build();
+    let (v, out) = process(&mut pipe, t(250), BACK, &synack);
+    assert_eq!(v, Verdict::Tx(BACK));
+    assert_eq!(seg(&out).flags, 0x10);
+    let held = drained(&mut pipe);
+    assert_eq!(held.len(), 1);
+    assert_eq!(seg(&held[0]).payload, b"GET / HTTP/1.1\r\n\r\n");
+    pipe.housekeeping(t(401), 64);
+    assert!(drained(&mut pipe).is_empty());
+    assert_eq!(pipe.counters().synproxy_gave_up, 0);
+
+    // No retries: the client is reset one interval after the only SYN.
+    let mut pipe = pipeline_with(&n, Method::Nat, 0, 300);
+    pending(&mut pipe, &n, 49002);
+    pipe.housekeeping(t(301), 64);
+    let out = drained(&mut pipe);
+    assert_eq!(out.len(), 1);
+    assert_eq!(seg(&out[0]).flags, 0x14);
+    assert_eq!(pipe.counters().synproxy_syn_retried, 0);
+    assert_eq!(pipe.counters().synproxy_gave_up, 1);
+}
+
+/// The packet quoted in the ICMP error `frame`, behind an Ethernet header of the same type
+/// (so that `seg` checks its checksums when it is whole).
+fn quoted(frame: &[u8]) -> Vec<u8> {
+    let Parsed::Ip(p) = parse(frame) else {
+        panic!("not IP")
+    };
+    let mut f = frame[..14].to_vec();
+    f.extend_from_slice(&frame[p.l4 + 8..p.ip_end]);
+    f
+}
+
+#[test]
+fn icmp_errors_quote_the_receivers_sequence_numbers() {
+    for (n, method) in [
+        (v4net(), Method::Nat),
+        (v4net(), Method::FullNat),
+        (v6net(), Method::Nat),
+        (v6net(), Method::FullNat),
+    ] {
+        let v6 = n.vip.is_ipv6();
+        let mut pipe = pipeline(&n, method);
+        let sport = 50000;
+        let o = open(&mut pipe, &n, method, sport, b"");
+        let c0 = o.cookie.wrapping_add(1);
+        let (back_dst, lport) = (o.ack.p.src, o.ack.p.sport);
+        // The client's request, as the client sent it and as the backend got it.
+        let mut opts = ts_option(502, o.our_ts);
+        opts.extend_from_slice(&[1, 1, 5, 10]);
+        opts.extend_from_slice(&c0.wrapping_add(100).to_be_bytes());
+        opts.extend_from_slice(&c0.wrapping_add(200).to_be_bytes());
+        let request = from_client(&n, sport, 80)
+            .ack()
+            .psh()
+            .seq_ack(ISN + 1, c0)
+            .tcp_options(&opts)
+            .payload(b"GET / HTTP/1.1\r\n\r\n")
+            .build();
+        let (v, out) = process(&mut pipe, t(3), FRONT, &request);
+        assert_eq!(v, Verdict::Tx(BACK));
+        let to_backend = seg(&out);
+        assert_eq!(to_backend.ack, BISN + 1, "translated on the way");
+        // A router on the backend's side: too big (IPv4 3/4, IPv6 2/0, MTU 1400), quoting the
+        // whole segment.
+        let (ty, code) = if v6 { (2, 0) } else { (3, 4) };
+        let l3 = to_backend.p.l3;
+        let err = ip(Pkt::eth(backend_mac(11), BACK_MAC), n.backend, back_dst)
+            .ttl(64)
+            .icmp_error(ty, code, 1400, &to_backend.frame[l3..])
+            .build();
+        let (v, out) = process(&mut pipe, t(4), BACK, &err);
+        assert_eq!(v, Verdict::Tx(FRONT), "{method:?} v6={v6}");
+        verify_checksums(&out).unwrap();
+        let qf = quoted(&out);
+        let Parsed::Ip(qp) = parse(&qf) else {
+            panic!("quote")
+        };
+        assert_eq!((qp.src, qp.sport), (n.client, sport));
+        assert_eq!((qp.dst, qp.dport), (n.vip, 80));
+        // The client's own segment again: ack, SACK edges, TSecr; all but the checksum,
+        // which (as IPVS does) still covers the backend-side addresses and ports.
+        let orig = seg(&request);
+        let (ol4, ql4) = (orig.p.l4, qp.l4);
+        let (q_tcp, o_tcp) = (&qf[ql4..qp.ip_end], &orig.frame[ol4..orig.p.ip_end]);
+        assert_eq!(
+            &q_tcp[..16],
+            &o_tcp[..16],
+            "the quoted header is the client's"
+        );
+        assert_eq!(
+            &q_tcp[18..],
+            &o_tcp[18..],
+            "the quoted options and data are the client's"
+        );
+        assert_checksum_follows(&to_backend, q_tcp);
+
+        // The backend's answer as the client got it, and a client-side unreachable about it.
+        let answer = from_backend(&n, back_dst, lport)
+            .ack()
+            .psh()
+            .seq_ack(BISN + 1, ISN + 20)
+            .window(100)
+            .tcp_options(&ts_option(90_005, 502))
+            .payload(b"HTTP/1.1 200 OK\r\n")
+            .build();
+        let (v, out) = process(&mut pipe, t(5), BACK, &answer);
+        assert_eq!(v, Verdict::Tx(FRONT));
+        let to_client = seg(&out);
+        assert_eq!(to_client.seq, c0);
+        let router: IpAddr = if v6 {
+            "2001:2:ff::1".parse().unwrap()
+        } else {
+            "198.18.100.1".parse().unwrap()
+        };
+        let (unreach, ucode) = if v6 { (1, 3) } else { (3, 1) };
+        let l3 = to_client.p.l3;
+        let whole = &to_client.frame[l3..];
+        // IPv4's minimum quote (header + 8 bytes: ports and sequence number), and the whole.
+        let short = &to_client.frame[l3..to_client.p.l4 + 8];
+        for quote in [whole, short] {
+            let err = frame_in(router, n.vip)
+                .icmp_error(unreach, ucode, 0, quote)
+                .build();
+            let (v, out) = process(&mut pipe, t(6), FRONT, &err);
+            assert_eq!(v, Verdict::Tx(BACK));
+            verify_checksums(&out).unwrap();
+            let qf = quoted(&out);
+            // A cut quote does not parse as a packet: its header is read in place.
+            let l4 = if v6 {
+                54
+            } else {
+                14 + usize::from(qf[14] & 0xf) * 4
+            };
+            let tcp = &qf[l4..];
+            let port = |i: usize| u16::from_be_bytes([tcp[i], tcp[i + 1]]);
+            assert_eq!((port(0), port(2)), (8080, lport));
+            if let Parsed::Ip(qp) = parse(&qf) {
+                assert_eq!((qp.src, qp.dst), (n.backend, back_dst));
+            } else {
+                assert_eq!(quote.len(), short.len());
+            }
+            assert_eq!(
+                u32::from_be_bytes(tcp[4..8].try_into().unwrap()),
+                BISN + 1,
+                "the backend's own sequence number"
+            );
+            if quote.len() == whole.len() {
+                let o = parse_options(&tcp[..usize::from(tcp[12] >> 4) * 4]);
+                assert_eq!(u32::from_be_bytes(tcp[8..12].try_into().unwrap()), ISN + 20);
+                assert_eq!(o.ts, Some((90_005, 502)));
+                assert!(tcp.ends_with(b"HTTP/1.1 200 OK\r\n"));
+                assert_checksum_follows(&to_client, tcp);
+            }
+        }
+    }
+}
+
+/// The quoted TCP segment `quoted_tcp`, put back into the segment `sent` as the director sent
+/// it (its addresses and ports), has a valid checksum: the translation of the quote kept the
+/// checksum in step with the fields it changed.
+fn assert_checksum_follows(sent: &Seg, quoted_tcp: &[u8]) {
+    let mut f = sent.frame[..sent.p.l4].to_vec();
+    f.extend_from_slice(&sent.frame[sent.p.l4..sent.p.l4 + 4]);
+    f.extend_from_slice(&quoted_tcp[4..]);
+    assert_eq!(f.len(), sent.frame.len());
+    verify_checksums(&f).unwrap();
+}

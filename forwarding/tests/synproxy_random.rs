@@ -23,11 +23,21 @@ fn random_operation_sequences_keep_the_invariants() {
     }
     // The sequences reach every stage (so the invariants were checked there).
     eprintln!(
-        "syn-acks {} opened {} established {} released {} bad cookies {}",
-        total.syn_acks, total.opened, total.established, total.released, total.bad
+        "syn-acks {} opened {} established {} released {} bad cookies {} syn-retried {} gave-up {}",
+        total.syn_acks,
+        total.opened,
+        total.established,
+        total.released,
+        total.bad,
+        total.retried,
+        total.gave_up
     );
     assert!(total.syn_acks > 100 && total.opened > 10 && total.established > 5);
     assert!(total.released > 0 && total.bad > 100);
+    assert!(
+        total.retried > 0 && total.gave_up > 0,
+        "the retry timers ran"
+    );
 }
 
 #[derive(Default)]
@@ -37,6 +47,8 @@ struct Total {
     established: u64,
     released: u64,
     bad: u64,
+    retried: u64,
+    gave_up: u64,
 }
 
 impl Total {
@@ -46,5 +58,7 @@ impl Total {
         self.established += c.synproxy_established;
         self.released += c.synproxy_released;
         self.bad += c.drops.get(xvs_forwarding::DropReason::SynproxyBadCookie);
+        self.retried += c.synproxy_syn_retried;
+        self.gave_up += c.synproxy_gave_up;
     }
 }

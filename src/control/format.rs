@@ -20,7 +20,7 @@ use xvs_forwarding::service::{Backend, Persistence, Service, ServiceKey, PROTO_T
 use xvs_forwarding::Method;
 
 use super::model::{BackendListing, Listing, Rates, ServiceListing, Stats};
-use super::state::{addr_port, proto_name, Change, DesiredState};
+use super::state::{addr_port, proto_name, Change, DesiredState, SourceLimit};
 use crate::sync::DaemonConfig;
 
 /// Which `-L` layout (ipvsadm's `FMT_*` bits; the first set one of stats, rate, thresholds,
@@ -343,7 +343,15 @@ pub fn service_rule(s: &Service) -> String {
         out.push_str(" -j");
     }
     out.push_str(&s.sched_flags.save_args(&s.scheduler));
+    if s.conn_rate != 0 {
+        let _ = write!(out, " --conn-rate {}", s.conn_rate);
+    }
     out
+}
+
+/// `--source-rate RATE/LEN4/LEN6` (xvs).
+pub fn source_rate_rule(l: &SourceLimit) -> String {
+    format!("--source-rate {}/{}/{}", l.rate, l.prefix_v4, l.prefix_v6)
 }
 
 /// `-a -t 10.0.0.1:80 -r 192.168.1.2:80 -m -w 1`; tunnel backends get ipvsadm 1.31's
@@ -360,6 +368,7 @@ pub fn change_rule(c: &Change) -> String {
         Change::AddBackend(k, b) => backend_rule(k, b),
         Change::EditBackend(k, b) => backend_rule(k, b).replacen("-a", "-e", 1),
         Change::SetTimeouts { tcp, tcpfin, udp } => format!("--set {tcp} {tcpfin} {udp}"),
+        Change::SetSourceLimit(l) => source_rate_rule(l),
         Change::StopDaemon(role) => format!("--stop-daemon {}", role.as_str()),
         Change::StartDaemon(d) => daemon_rule(d),
     }
@@ -381,6 +390,9 @@ pub fn backend_rule(key: &ServiceKey, b: &Backend) -> String {
     }
     if b.l_threshold != 0 {
         let _ = write!(out, " -y {}", b.l_threshold);
+    }
+    if b.conn_rate != 0 {
+        let _ = write!(out, " --conn-rate {}", b.conn_rate);
     }
     out
 }
@@ -404,7 +416,92 @@ pub fn save(st: &DesiredState) -> String {
         out.push_str(&daemon_rule(d));
         out.push('\n');
     }
+    if st.source_limit != SourceLimit::default() {
+        out.push_str(&source_rate_rule(&st.source_limit));
+        out.push('\n');
+    }
     out
+}
+
+/// `-L --limits` (xvs): each service's and backend's `conn_rate` with the new connections it
+/// refused, then the per-source-prefix limit with the connections it refused.
+pub fn limits(listing: &Listing, st: &DesiredState, nosort: bool) -> String {
+    let rate = |r: u32| {
+        if r == 0 {
+            "-".to_string()
+        } else {
+            format!("{r}/s")
+        }
+    };
+    let mut out = format!(
+        "{:<33} {:>10} {:>10}\n  -> RemoteAddress:Port\n",
+        "Prot LocalAddress:Port", "ConnRate", "Refused"
+    );
+    for s in sorted_services(&listing.services, nosort) {
+        let _ = writeln!(
+            out,
+            "{:<33} {:>10} {:>10}",
+            service_column(&s.key),
+            rate(s.conn_rate),
+            s.rate_limited
+        );
+        for b in sorted_backends(&s.backends, nosort) {
+            let _ = writeln!(
+                out,
+                "  -> {:<28} {:>10} {:>10}",
+                backend_column(b.addr, b.port),
+                rate(b.conn_rate),
+                b.rate_limited
+            );
+        }
+    }
+    let l = &st.source_limit;
+    let _ = writeln!(
+        out,
+        "Source prefixes: {} per /{} (IPv4) and /{} (IPv6), refused {}",
+        rate(l.rate),
+        l.prefix_v4,
+        l.prefix_v6,
+        listing.source_rate_limited
+    );
+    out
+}
+
+/// `-L --limits --json` (xvs).
+pub fn limits_json(listing: &Listing, st: &DesiredState, nosort: bool) -> String {
+    let services: Vec<Value> = sorted_services(&listing.services, nosort)
+        .into_iter()
+        .map(|s| {
+            let backends: Vec<Value> = sorted_backends(&s.backends, nosort)
+                .into_iter()
+                .map(|b| {
+                    json!({
+                        "address": b.addr.to_string(),
+                        "port": b.port,
+                        "conn_rate": b.conn_rate,
+                        "refused": b.rate_limited,
+                    })
+                })
+                .collect();
+            json!({
+                "service": service_column(&s.key),
+                "conn_rate": s.conn_rate,
+                "refused": s.rate_limited,
+                "backends": backends,
+            })
+        })
+        .collect();
+    let l = &st.source_limit;
+    let v = json!({
+        "services": services,
+        "source": {
+            "rate": l.rate,
+            "prefix_v4": l.prefix_v4,
+            "prefix_v6": l.prefix_v6,
+            "refused": listing.source_rate_limited,
+        },
+    });
+    format!("{v:#}\n")
 }
 
 /// `--start-daemon …` for a daemon: the options that differ from ipvsadm's defaults.
@@ -530,8 +627,9 @@ pub fn stateless(st: &super::model::Stateless) -> String {
     out
 }
 
-/// `-S --toml` (xvs): the state as the configuration file's `[timeouts]` and `[[service]]`
-/// sections, services in creation order and backends in add order, so that a reload of a file
+/// `-S --toml` (xvs): the state as the configuration file's `[timeouts]`, `[defense]` (the
+/// source limit, when not the default) and `[[service]]` sections, services in creation order
+/// and backends in add order, so that a reload of a file
 /// holding them rebuilds the same lists (ipvsadm rules are sorted, which reorders backends).
 pub fn save_toml(st: &DesiredState) -> String {
     let t = &st.timeouts;
@@ -539,6 +637,15 @@ pub fn save_toml(st: &DesiredState) -> String {
         "[timeouts]\ntcp = {}\ntcpfin = {}\nudp = {}\n",
         t.tcp, t.tcpfin, t.udp
     );
+    if st.source_limit != SourceLimit::default() {
+        // Only the source limit of `[defense]`: merge it with the file's other defence keys.
+        let l = &st.source_limit;
+        let _ = write!(
+            out,
+            "\n[defense]\nsource_rate = {}\nsource_prefix_v4 = {}\nsource_prefix_v6 = {}\n",
+            l.rate, l.prefix_v4, l.prefix_v6
+        );
+    }
     for s in &st.services {
         out.push_str("\n[[service]]\n");
         match s.key {

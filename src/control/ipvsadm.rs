@@ -69,6 +69,8 @@ pub struct ListOptions {
     /// `--stateless` (xvs): the DNS names and HTTP redirect listeners with their backends and
     /// counters.
     pub stateless: bool,
+    /// `--limits` (xvs): the rate limits and what they refused.
+    pub limits: bool,
 }
 
 /// One ipvsadm invocation.
@@ -113,6 +115,13 @@ pub enum Command {
     StartDaemon(DaemonConfig),
     /// `--stop-daemon master|backup`.
     StopDaemon(Role),
+    /// `--source-rate RATE[/LEN4[/LEN6]]` (xvs): new connections per second per source prefix
+    /// (0: no limit), with the prefix lengths given.
+    SetSourceLimit {
+        rate: u32,
+        prefix_v4: Option<u8>,
+        prefix_v6: Option<u8>,
+    },
 }
 
 impl Command {
@@ -130,6 +139,7 @@ impl Command {
                 | Command::SetTimeouts(..)
                 | Command::StartDaemon(_)
                 | Command::StopDaemon(_)
+                | Command::SetSourceLimit { .. }
         )
     }
 
@@ -152,6 +162,11 @@ impl Command {
             }
             Command::StartDaemon(d) => st.start_daemon(d.clone()),
             Command::StopDaemon(r) => st.stop_daemon(*r),
+            Command::SetSourceLimit {
+                rate,
+                prefix_v4,
+                prefix_v6,
+            } => st.set_source_limit(*rate, *prefix_v4, *prefix_v6),
             _ => Ok(()),
         }
     }
@@ -175,6 +190,7 @@ enum Cmd {
     Version,
     StartDaemon,
     StopDaemon,
+    SourceRate,
 }
 
 impl Cmd {
@@ -196,6 +212,7 @@ impl Cmd {
             Cmd::Version => "version",
             Cmd::StartDaemon => "start-daemon",
             Cmd::StopDaemon => "stop-daemon",
+            Cmd::SourceRate => "source-rate",
         }
     }
 
@@ -203,26 +220,26 @@ impl Cmd {
     /// ` ` optional.
     fn legal(self) -> &'static [u8; N_OPTS] {
         match self {
-            Cmd::Add | Cmd::Edit => b"xx+   xxxxxxxxxxxx  xxxxxxxxxxxx xx",
-            Cmd::Del => b"xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
-            Cmd::List => b" 11xxxxxxxx1      xx xx1 xxxxxxxx 1",
-            Cmd::AddDest | Cmd::EditDest => b"xx+xxx+    xxxxxxxxxx xxxxxxxxxxxxx",
-            Cmd::DelDest => b"xx+xxx+xxxxxxxxxxxxxxxxxxxxxxxxxxxx",
-            Cmd::Save => b" xxxxxxxxxxxxxxxxxxxxx xxxxxxxxxxxx",
-            Cmd::Zero => b"xx xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
-            Cmd::Flush | Cmd::Timeout | Cmd::Restore | Cmd::StopDaemon => {
-                b"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+            Cmd::Add | Cmd::Edit => b"xx+   xxxxxxxxxxxx  xxxxxxxxxxxx xx x",
+            Cmd::Del => b"xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+            Cmd::List => b" 11xxxxxxxx1      xx xx1 xxxxxxxx 1x ",
+            Cmd::AddDest | Cmd::EditDest => b"xx+xxx+    xxxxxxxxxx xxxxxxxxxxxxx x",
+            Cmd::DelDest => b"xx+xxx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+            Cmd::Save => b" xxxxxxxxxxxxxxxxxxxxx xxxxxxxxxxxxxx",
+            Cmd::Zero => b"xx xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+            Cmd::Flush | Cmd::Timeout | Cmd::Restore | Cmd::StopDaemon | Cmd::SourceRate => {
+                b"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
             }
-            Cmd::StartDaemon => b"xxxxxxxxxxxxxxxxxxxxxxxxx       xxx",
-            Cmd::Help | Cmd::Version => b"                                   ",
+            Cmd::StartDaemon => b"xxxxxxxxxxxxxxxxxxxxxxxxx       xxxxx",
+            Cmd::Help | Cmd::Version => b"                                     ",
         }
     }
 }
 
 /// ipvsadm's option names (`optnames`, plus `sched-flags`, `tun-type`, `daemon`, the sync
 /// daemon's options, and xvs's `json`, `toml`, `sync-peers`, `synproxy`, `weights`,
-/// `stateless`).
-const N_OPTS: usize = 35;
+/// `stateless`, `conn-rate`, `limits`).
+const N_OPTS: usize = 37;
 const OPT_NAMES: [&str; N_OPTS] = [
     "numeric",
     "connection",
@@ -259,6 +276,8 @@ const OPT_NAMES: [&str; N_OPTS] = [
     "synproxy",
     "weights",
     "stateless",
+    "conn-rate",
+    "limits",
 ];
 
 const O_NUMERIC: usize = 0;
@@ -296,6 +315,8 @@ const O_SYNC_PEERS: usize = 31;
 const O_SYNPROXY: usize = 32;
 const O_WEIGHTS: usize = 33;
 const O_STATELESS: usize = 34;
+const O_CONN_RATE: usize = 35;
+const O_LIMITS: usize = 36;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Arg {
@@ -307,7 +328,8 @@ enum Arg {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Id {
     Cmd(Cmd),
-    /// `--start-daemon` / `--stop-daemon`: a command that takes the daemon's role.
+    /// `--start-daemon` / `--stop-daemon` / `--source-rate`: a command that takes a value (the
+    /// daemon's role, the limit).
     Daemon(Cmd),
     Tcp,
     Udp,
@@ -458,6 +480,14 @@ const OPTIONS: &[Opt] = &[
     o(None, "mcast-port", Arg::Required, Id::Set(O_MCAST_PORT)),
     o(None, "mcast-ttl", Arg::Required, Id::Set(O_MCAST_TTL)),
     o(None, "sync-peers", Arg::Required, Id::Set(O_SYNC_PEERS)),
+    o(None, "conn-rate", Arg::Required, Id::Set(O_CONN_RATE)),
+    o(None, "limits", Arg::No, Id::Set(O_LIMITS)),
+    o(
+        None,
+        "source-rate",
+        Arg::Required,
+        Id::Daemon(Cmd::SourceRate),
+    ),
 ];
 
 struct Raw {
@@ -859,7 +889,19 @@ fn build(mut raw: Raw) -> Result<Command, UsageError> {
         }
     };
     let v = |i: usize| raw.values[i].as_deref();
+    let conn_rate = match v(O_CONN_RATE) {
+        Some(r) => number(r, 0, u64::from(u32::MAX)).ok_or_else(|| {
+            usage(format!(
+                "illegal conn-rate `{r}' specified (new connections per second, 0 = no limit)"
+            ))
+        })? as u32,
+        None => 0,
+    };
     match cmd {
+        Cmd::SourceRate => {
+            let text = raw.daemon_role.as_deref().unwrap_or_default();
+            source_rate(text)
+        }
         Cmd::StartDaemon | Cmd::StopDaemon => {
             let text = raw.daemon_role.as_deref().unwrap_or_default();
             let role: Role = text.parse().map_err(|_| {
@@ -889,14 +931,19 @@ fn build(mut raw: Raw) -> Result<Command, UsageError> {
             json: raw.given[O_JSON],
             daemon: raw.given[O_DAEMON],
             stateless: raw.given[O_STATELESS],
+            limits: raw.given[O_LIMITS],
             format: {
                 let g = &raw.given;
-                if (g[O_CONNECTION] || g[O_TIMEOUT] || g[O_DAEMON] || g[O_STATELESS])
+                if (g[O_CONNECTION] || g[O_TIMEOUT] || g[O_DAEMON] || g[O_STATELESS] || g[O_LIMITS])
                     && (g[O_STATS]
                         || g[O_PERSISTENTCONN]
                         || g[O_RATE]
                         || g[O_THRESHOLDS]
                         || g[O_WEIGHTS])
+                {
+                    return Err(usage("options conflicts in the list command"));
+                }
+                if g[O_LIMITS] && (g[O_CONNECTION] || g[O_TIMEOUT] || g[O_DAEMON] || g[O_STATELESS])
                 {
                     return Err(usage("options conflicts in the list command"));
                 }
@@ -960,7 +1007,7 @@ fn build(mut raw: Raw) -> Result<Command, UsageError> {
                 persistence,
                 one_packet,
                 synproxy: raw.given[O_SYNPROXY],
-                conn_rate: 0,
+                conn_rate,
                 backends: Vec::new(),
             };
             Ok(if cmd == Cmd::Add {
@@ -1015,7 +1062,7 @@ fn build(mut raw: Raw) -> Result<Command, UsageError> {
                 method,
                 u_threshold: threshold(O_UTHRESHOLD, "u_threshold")?,
                 l_threshold: threshold(O_LTHRESHOLD, "l_threshold")?,
-                conn_rate: 0,
+                conn_rate,
             };
             Ok(if cmd == Cmd::AddDest {
                 Command::AddBackend(key, b)
@@ -1024,6 +1071,33 @@ fn build(mut raw: Raw) -> Result<Command, UsageError> {
             })
         }
     }
+}
+
+/// `--source-rate RATE[/LEN4[/LEN6]]`.
+fn source_rate(text: &str) -> Result<Command, UsageError> {
+    let bad = || {
+        usage(format!(
+            "illegal source-rate `{text}' specified (RATE[/LEN4[/LEN6]], e.g. 50/24/64)"
+        ))
+    };
+    let mut parts = text.split('/');
+    let rate = number(parts.next().unwrap_or_default(), 0, u64::from(u32::MAX)).ok_or_else(bad)?;
+    let prefix_v4 = match parts.next() {
+        Some(p) => Some(number(p, 0, 32).ok_or_else(bad)? as u8),
+        None => None,
+    };
+    let prefix_v6 = match parts.next() {
+        Some(p) => Some(number(p, 0, 128).ok_or_else(bad)? as u8),
+        None => None,
+    };
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    Ok(Command::SetSourceLimit {
+        rate: rate as u32,
+        prefix_v4,
+        prefix_v6,
+    })
 }
 
 fn unreachable_set() -> Result<Command, UsageError> {
@@ -1107,17 +1181,19 @@ pub fn parse_rules(text: &str) -> Result<DesiredState, String> {
 pub const HELP: &str = "\
 xvs ctl: ipvsadm's commands, sent to the running director
 Usage:
-  xvs ctl -A|E -t|u|f service-address [-s scheduler] [-p [timeout]] [-M netmask] [-b sched-flags] [-o]
+  xvs ctl -A|E -t|u|f service-address [-s scheduler] [-p [timeout]] [-M netmask] [-b sched-flags] [-o] [-j] [--conn-rate N]
   xvs ctl -D -t|u|f service-address
   xvs ctl -C
   xvs ctl -R < rules
   xvs ctl -S [-n] [--toml]   (--toml: [[service]] sections for the configuration file)
-  xvs ctl -a|e -t|u|f service-address -r server-address [-g|-i|-m|--fullnat] [-w weight] [-x upper] [-y lower]
+  xvs ctl -a|e -t|u|f service-address -r server-address [-g|-i|-m|--fullnat] [-w weight] [-x upper] [-y lower] [--conn-rate N]
   xvs ctl -d -t|u|f service-address -r server-address
   xvs ctl -L|l [-n] [-c] [--timeout] [--stats|--rate|--thresholds|--persistent-conn|--tun-info|--weights] [--exact] [--nosort] [--json] [-t|u|f service-address]
   xvs ctl -L|l [-n] --stateless [--json]   DNS names and HTTP redirect listeners, their backends and counters
   xvs ctl -Z [-t|u|f service-address]
   xvs ctl --set tcp tcpfin udp
+  xvs ctl --source-rate rate[/len4[/len6]]
+  xvs ctl -L --limits [--json]   the rate limits and the new connections they refused
   xvs ctl reload        re-read the configuration file (runtime changes not in it are discarded)
   xvs ctl status
 Options:
@@ -1127,6 +1203,9 @@ Options:
   -g direct routing (default)  -i IPIP tunnel  -m NAT  --fullnat full NAT (xvs)
   -p [timeout] persistence, 360 s by default (as ipvsadm 1.31)  -M netmask (IPv4 dotted or prefix length; IPv6 prefix length)
   -w weight 0..65535 (default 1)  -x/-y upper/lower connection thresholds
+  -j|--synproxy SYN proxy (TCP, NAT/FullNAT backends)
+  --conn-rate N  new connections per second of the service or backend, director-wide (0: no limit)
+  --source-rate  new connections per second per client prefix (/24 and /64 unless given; 0: no limit)
   --weights  (xvs) effective and configured weight, smoothed check response time, reported load
 ";
 
@@ -1403,6 +1482,115 @@ mod tests {
         let e = restore(&mut st, "-E -t 198.18.0.100:81 -j\n").unwrap_err();
         assert!(e.contains("SYN proxy"), "{e}");
         assert!(crate::control::format::service_rule(&st.services[0]).contains(" -j"));
+    }
+
+    #[test]
+    fn rate_limit_options_parse_apply_and_round_trip() {
+        let Command::AddService(s) = p("-A -t 198.18.0.100:80 -s rr --conn-rate 1000").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(s.conn_rate, 1000);
+        let Command::EditBackend(_, b) =
+            p("-e -t 198.18.0.100:80 -r 198.19.0.1:8080 -m --conn-rate=50").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(b.conn_rate, 50);
+        for bad in [
+            "-A -t 198.18.0.100:80 --conn-rate x",
+            "-A -t 198.18.0.100:80 --conn-rate -1",
+            "-A -t 198.18.0.100:80 --conn-rate 4294967296",
+            "-D -t 198.18.0.100:80 --conn-rate 5",
+            "-d -t 198.18.0.100:80 -r 198.19.0.1 --conn-rate 5",
+            "-L --conn-rate 5",
+            "--source-rate",
+            "--source-rate 50/33",
+            "--source-rate 50/24/129",
+            "--source-rate 50/24/64/1",
+            "--source-rate fifty",
+            "--source-rate 50 -t 198.18.0.100:80",
+            "-L --limits -c",
+            "-L --limits --stats",
+            "-A -t 198.18.0.100:80 --limits",
+        ] {
+            assert!(p(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            p("--source-rate 50").unwrap(),
+            Command::SetSourceLimit {
+                rate: 50,
+                prefix_v4: None,
+                prefix_v6: None
+            }
+        );
+        assert_eq!(
+            p("--source-rate=0/16/48").unwrap(),
+            Command::SetSourceLimit {
+                rate: 0,
+                prefix_v4: Some(16),
+                prefix_v6: Some(48)
+            }
+        );
+        let Command::List(l) = p("-L -n --limits --json").unwrap() else {
+            panic!()
+        };
+        assert!(l.limits && l.json);
+
+        let mut st = DesiredState::default();
+        restore(
+            &mut st,
+            "-A -t 198.18.0.100:80 -s rr --conn-rate 1000\n\
+             -a -t 198.18.0.100:80 -r 198.19.0.1:8080 -m --conn-rate 300\n\
+             --source-rate 50/16\n",
+        )
+        .unwrap();
+        assert_eq!(st.services[0].conn_rate, 1000);
+        assert_eq!(st.services[0].backends[0].conn_rate, 300);
+        assert_eq!(
+            (
+                st.source_limit.rate,
+                st.source_limit.prefix_v4,
+                st.source_limit.prefix_v6
+            ),
+            (50, 16, 64)
+        );
+        // -S writes them, -R reads them back.
+        let saved = crate::control::format::save(&st);
+        assert!(
+            saved.contains("-A -t 198.18.0.100:80 -s rr --conn-rate 1000\n"),
+            "{saved}"
+        );
+        assert!(saved.contains(" -m -w 1 --conn-rate 300\n"), "{saved}");
+        assert!(saved.ends_with("--source-rate 50/16/64\n"), "{saved}");
+        assert_eq!(parse_rules(&saved).unwrap(), st);
+        // -E and -e replace the limit wholesale, as every other field: none given, none kept.
+        restore(
+            &mut st,
+            "-E -t 198.18.0.100:80 -s rr\n-e -t 198.18.0.100:80 -r 198.19.0.1:8080 -m\n",
+        )
+        .unwrap();
+        assert_eq!(st.services[0].conn_rate, 0);
+        assert_eq!(st.services[0].backends[0].conn_rate, 0);
+        // The source limit's prefix lengths are checked by the state too.
+        assert!(st.set_source_limit(1, Some(33), None).is_err());
+        assert!(st.set_source_limit(1, None, Some(129)).is_err());
+        // A changed limit shows in a diff as its rule.
+        let mut to = st.clone();
+        to.set_source_limit(0, None, None).unwrap();
+        to.services[0].conn_rate = 7;
+        let rules: Vec<String> = st
+            .diff(&to)
+            .iter()
+            .map(crate::control::format::change_rule)
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                "-E -t 198.18.0.100:80 -s rr --conn-rate 7",
+                "--source-rate 0/16/64"
+            ]
+        );
     }
 
     #[test]

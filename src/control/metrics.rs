@@ -26,8 +26,9 @@
 //! | `xvs_backend_health_checks_total` | counter | backend, `result` = ok/failed |
 //! | `xvs_worker_rx_packets_total`, `xvs_worker_tx_packets_total`, `xvs_worker_pass_packets_total` | counter | `worker` |
 //! | `xvs_worker_drops_total` | counter | worker, `reason` (DropReason::as_str) |
-//! | `xvs_worker_io_drops_total` | counter | worker, `reason` = tx_ring_full/tx_bad_port/rx_bad_desc/handoff_full |
+//! | `xvs_worker_io_drops_total` | counter | worker, `reason` = tx_ring_full/tx_bad_port/rx_bad_desc/handoff_full/xsk_no_buffer/xsk_rx_ring_full |
 //! | `xvs_worker_syscalls_total` | counter | worker, `call` = sendto/recvfrom/poll |
+//! | `xvs_worker_batching_total` | counter | worker, `event` = rx_batches (batches of ≥ 1 frame)/rounds (loop rounds) |
 //! | `xvs_worker_handoff_packets_total` | counter | worker, `direction` = out/in |
 //! | `xvs_worker_icmp_answers_total` | counter | worker |
 //! | `xvs_worker_busy_ratio` | gauge (0..1) | worker |
@@ -268,10 +269,13 @@ pub struct WorkerMetrics {
     /// Drops by reason (`DropReason::as_str`, every reason or only the non-zero ones).
     pub drops: Vec<(String, u64)>,
     /// Frames lost in the I/O layer by reason (`IoCounters::io_drops`: a full TX ring, a
-    /// verdict for a missing port, a bad descriptor, a full handoff inbox or pool).
+    /// verdict for a missing port, a bad descriptor, a full handoff inbox or pool, and the
+    /// kernel's AF_XDP drops: no fill-ring buffer, a full rx ring).
     pub io_drops: Vec<(String, u64)>,
     /// System calls of the worker's I/O by name (`IoCounters::syscalls`: sendto, recvfrom, poll).
     pub syscalls: Vec<(String, u64)>,
+    /// How the worker's I/O batched by name (`IoCounters::batching`: rx_batches, rounds).
+    pub batching: Vec<(String, u64)>,
     /// Frames handed to the worker owning their connection, and received from other workers.
     pub handoff_out: u64,
     pub handoff_in: u64,
@@ -285,7 +289,8 @@ pub struct WorkerMetrics {
     pub embryonic: u64,
     /// SYN-flood defence events by name (embryonic_evicted, drop_entry_deleted,
     /// synproxy_syn_acks, synproxy_opened, synproxy_established, synproxy_released,
-    /// synproxy_syn_resent); zero ones are not exported.
+    /// stateless_acks, synproxy_syn_resent, synproxy_syn_retried, synproxy_gave_up, synproxy_timer_full); zero
+    /// ones are not exported.
     pub syn_defense: Vec<(String, u64)>,
 }
 
@@ -752,6 +757,11 @@ fn render_xvs(m: &Metrics) -> String {
         Kind::Counter,
         "System calls made by the worker's I/O (sendto = TX kick, recvfrom = RX wakeup, poll = idle wait), by call.",
     );
+    let mut batching = Family::new(
+        "xvs_worker_batching_total",
+        Kind::Counter,
+        "Receive batches handed to the processor (rx_batches, each of at least one frame) and worker loop rounds (rounds).",
+    );
     let mut handoff = Family::new(
         "xvs_worker_handoff_packets_total",
         Kind::Counter,
@@ -827,6 +837,9 @@ fn render_xvs(m: &Metrics) -> String {
         }
         for (call, n) in &w.syscalls {
             syscalls.add(&with(&wp, "call", call), Value::Int(*n));
+        }
+        for (event, n) in &w.batching {
+            batching.add(&with(&wp, "event", event), Value::Int(*n));
         }
         handoff.add(&with(&wp, "direction", "out"), Value::Int(w.handoff_out));
         handoff.add(&with(&wp, "direction", "in"), Value::Int(w.handoff_in));
@@ -978,6 +991,7 @@ fn render_xvs(m: &Metrics) -> String {
         &drops,
         &io_drops,
         &syscalls,
+        &batching,
         &handoff,
         &icmp,
         &busy,

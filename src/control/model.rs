@@ -118,6 +118,8 @@ pub struct BackendListing {
     pub l_threshold: u32,
     /// New connections per second (0: no limit).
     pub conn_rate: u32,
+    /// New connections `conn_rate` refused (since start or `-Z`).
+    pub rate_limited: u64,
     /// Connections in ESTABLISHED (IPVS `activeconns`).
     pub active: u32,
     /// Other connections (IPVS `inactconns`).
@@ -140,6 +142,8 @@ pub struct ServiceListing {
     pub synproxy: bool,
     /// New connections per second (0: no limit).
     pub conn_rate: u32,
+    /// New connections `conn_rate` refused (since start or `-Z`).
+    pub rate_limited: u64,
     pub stats: Stats,
     pub rates: Rates,
     /// In IPVS list order: the newest backend first (`--nosort` prints this order).
@@ -153,6 +157,8 @@ pub struct Listing {
     pub table_size: u32,
     /// In creation order.
     pub services: Vec<ServiceListing>,
+    /// New connections the per-source-prefix limit refused (every worker, since start).
+    pub source_rate_limited: u64,
 }
 
 impl Listing {
@@ -166,6 +172,7 @@ impl Listing {
                 .iter()
                 .map(ServiceListing::from_service)
                 .collect(),
+            source_rate_limited: 0,
         }
     }
 
@@ -184,10 +191,12 @@ impl Listing {
         for s in services {
             if let Some(sl) = self.service_mut(&s.key) {
                 sl.stats.add(&stats(&s.traffic));
+                sl.rate_limited = sl.rate_limited.wrapping_add(s.traffic.rate_limited);
             }
             for b in &s.backends {
                 if let Some(bl) = self.backend_mut(&s.key, b.addr, b.port) {
                     bl.stats.add(&stats(&b.traffic));
+                    bl.rate_limited = bl.rate_limited.wrapping_add(b.traffic.rate_limited);
                 }
             }
         }
@@ -239,6 +248,7 @@ impl ServiceListing {
             one_packet: s.one_packet,
             synproxy: s.synproxy,
             conn_rate: s.conn_rate,
+            rate_limited: 0,
             stats: Stats::default(),
             rates: Rates::default(),
             backends: s
@@ -256,6 +266,7 @@ impl ServiceListing {
                     u_threshold: b.u_threshold,
                     l_threshold: b.l_threshold,
                     conn_rate: b.conn_rate,
+                    rate_limited: 0,
                     active: 0,
                     inactive: 0,
                     persist: 0,

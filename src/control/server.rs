@@ -191,6 +191,13 @@ pub fn execute(d: &dyn Director, args: &[String], stdin: &str) -> Response {
                 });
             }
             let listing = d.listing();
+            if l.limits {
+                return Response::ok(if l.json {
+                    format::limits_json(&listing, &st, l.format.nosort)
+                } else {
+                    format::limits(&listing, &st, l.format.nosort)
+                });
+            }
             match l.service {
                 Some(key) => match listing.service(&key) {
                     Some(s) if l.json => {

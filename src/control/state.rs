@@ -5,11 +5,14 @@
 //!
 //! * `Service.backends` is in add order; IPVS's list order is the reverse (a new backend is
 //!   inserted at the head). Edits never move a backend; delete + add moves it to the head.
-//! * `-E` replaces scheduler, flags, persistence and one-packet wholesale (no `-p` = not
-//!   persistent; no `-s` = wlc, because ipvsadm fills in its default before asking the kernel).
-//! * `-e` likewise replaces method, weight and thresholds wholesale (ipvsadm sends a fresh
-//!   destination with its defaults `-g -w 1` for whatever was not given).
+//! * `-E` replaces scheduler, flags, persistence, one-packet, the SYN proxy and xvs's
+//!   `--conn-rate` wholesale (no `-p` = not persistent; no `-s` = wlc, because ipvsadm fills in
+//!   its default before asking the kernel; no `--conn-rate` = no limit).
+//! * `-e` likewise replaces method, weight, thresholds and `--conn-rate` wholesale (ipvsadm
+//!   sends a fresh destination with its defaults `-g -w 1` for whatever was not given).
 //! * `--set tcp tcpfin udp`: 0 keeps the current value.
+//! * `--source-rate RATE[/LEN4[/LEN6]]` (xvs): the per-source-prefix limit; prefix lengths not
+//!   given are kept.
 //!
 //! Errors name the service and backend (`service TCP 198.18.0.100:80 already exists`) instead
 //! of the kernel's errno texts ("Service already exists").
@@ -36,6 +39,28 @@ pub struct DesiredState {
     /// The connection sync daemons (`--start-daemon`): at most one master and one backup, in
     /// that order.
     pub daemons: Vec<DaemonConfig>,
+    /// New connections per source prefix (`[defense] source_rate`, `--source-rate`).
+    pub source_limit: SourceLimit,
+}
+
+/// The per-source-prefix new-connection limit: `rate` connections per second (director-wide,
+/// 0: none) per IPv4 `/prefix_v4` and IPv6 `/prefix_v6`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SourceLimit {
+    pub rate: u32,
+    pub prefix_v4: u8,
+    pub prefix_v6: u8,
+}
+
+impl Default for SourceLimit {
+    fn default() -> Self {
+        let d = xvs_forwarding::defense::DefenseConfig::default();
+        SourceLimit {
+            rate: d.source_rate,
+            prefix_v4: d.source_prefix_v4,
+            prefix_v6: d.source_prefix_v6,
+        }
+    }
 }
 
 /// An ipvsadm operation that cannot be applied to the desired state.
@@ -109,16 +134,47 @@ impl DesiredState {
                 .chain(cfg.sync.backup.iter())
                 .cloned()
                 .collect(),
+            source_limit: SourceLimit {
+                rate: cfg.defense.source_rate,
+                prefix_v4: cfg.defense.source_prefix_v4,
+                prefix_v6: cfg.defense.source_prefix_v6,
+            },
         }
     }
 
-    /// Put this state into a configuration (services, timeouts and sync daemons; everything
-    /// else kept).
+    /// Put this state into a configuration (services, timeouts, sync daemons and the source
+    /// limit; everything else kept).
     pub fn apply_to(&self, cfg: &mut Config) {
         cfg.services = self.services.clone();
         cfg.timeouts = self.timeouts;
         cfg.sync.master = self.daemon(Role::Master).cloned();
         cfg.sync.backup = self.daemon(Role::Backup).cloned();
+        cfg.defense.source_rate = self.source_limit.rate;
+        cfg.defense.source_prefix_v4 = self.source_limit.prefix_v4;
+        cfg.defense.source_prefix_v6 = self.source_limit.prefix_v6;
+    }
+
+    /// `--source-rate RATE[/LEN4[/LEN6]]`: the rate, and the prefix lengths given (the others
+    /// kept).
+    pub fn set_source_limit(
+        &mut self,
+        rate: u32,
+        prefix_v4: Option<u8>,
+        prefix_v6: Option<u8>,
+    ) -> Result<(), StateError> {
+        if prefix_v4.is_some_and(|p| p > 32) || prefix_v6.is_some_and(|p| p > 128) {
+            return Err(StateError::Invalid(
+                "source prefix lengths are at most 32 (IPv4) and 128 (IPv6)".into(),
+            ));
+        }
+        self.source_limit.rate = rate;
+        if let Some(p) = prefix_v4 {
+            self.source_limit.prefix_v4 = p;
+        }
+        if let Some(p) = prefix_v6 {
+            self.source_limit.prefix_v6 = p;
+        }
+        Ok(())
     }
 
     /// The daemon of `role`, if one should run.
@@ -170,7 +226,8 @@ impl DesiredState {
         Ok(())
     }
 
-    /// `-E`: replaces scheduler, flags, persistence and one-packet; keeps the backends.
+    /// `-E`: replaces scheduler, flags, persistence, one-packet, SYN proxy and connection rate;
+    /// keeps the backends.
     pub fn edit_service(&mut self, svc: Service) -> Result<(), StateError> {
         let i = self.index(&svc.key)?;
         check_service(&svc)?;
@@ -179,6 +236,7 @@ impl DesiredState {
         s.sched_flags = svc.sched_flags;
         s.persistence = svc.persistence;
         s.one_packet = svc.one_packet;
+        s.conn_rate = svc.conn_rate;
         if svc.synproxy {
             for b in &s.backends {
                 check_synproxy_backend(&s.key, b)?;
@@ -216,7 +274,8 @@ impl DesiredState {
         Ok(())
     }
 
-    /// `-e`: replaces method, weight and thresholds of the backend with this address and port.
+    /// `-e`: replaces method, weight, thresholds and connection rate of the backend with this
+    /// address and port.
     pub fn edit_backend(&mut self, key: &ServiceKey, b: Backend) -> Result<(), StateError> {
         let i = self.index(key)?;
         check_backend(key, &b)?;
@@ -230,10 +289,7 @@ impl DesiredState {
             .find(|x| x.addr == b.addr && x.port == b.port)
         {
             Some(x) => {
-                // The rate limit is set in the configuration file only (`-e` has no option
-                // for it): keep it.
-                let conn_rate = x.conn_rate;
-                *x = Backend { conn_rate, ..b };
+                *x = b;
                 Ok(())
             }
             None => Err(StateError::NoBackend {
@@ -313,6 +369,8 @@ impl DesiredState {
                         || s.sched_flags != t.sched_flags
                         || s.persistence != t.persistence
                         || s.one_packet != t.one_packet
+                        || s.synproxy != t.synproxy
+                        || s.conn_rate != t.conn_rate
                     {
                         out.push(Change::EditService(Service {
                             backends: Vec::new(),
@@ -350,6 +408,9 @@ impl DesiredState {
                 udp: pick(self.timeouts.udp, to.timeouts.udp),
             });
         }
+        if self.source_limit != to.source_limit {
+            out.push(Change::SetSourceLimit(to.source_limit));
+        }
         for role in [Role::Master, Role::Backup] {
             let (a, b) = (self.daemon(role), to.daemon(role));
             if a != b {
@@ -383,6 +444,8 @@ pub enum Change {
     EditBackend(ServiceKey, Backend),
     /// `--set tcp tcpfin udp`, 0 for a value that stays.
     SetTimeouts { tcp: u32, tcpfin: u32, udp: u32 },
+    /// `--source-rate RATE/LEN4/LEN6`.
+    SetSourceLimit(SourceLimit),
     /// `--stop-daemon`.
     StopDaemon(Role),
     /// `--start-daemon`.

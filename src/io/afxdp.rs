@@ -18,13 +18,17 @@
 //! the frame's new start (any address inside the chunk is valid in aligned mode).
 //!
 //! **TX.** Copy-mode TX sends at most 32 frames per `sendto()` (the kernel's TX_BATCH_SIZE), so
-//! the ring is kicked after every ≤ 32 descriptors (TESTBED.md). Why not xsk-rs: its frame
+//! the ring is kicked after every ≤ 32 descriptors (TESTBED.md). Every round kicks what it
+//! queued, unless `tx_hold_us` is set: then a last part of fewer than 32 frames waits, for at
+//! most that long, for later rounds to fill it up to 32 (fewer sendto(2) calls per frame); an
+//! idle or stopping worker sends it before it sleeps or exits. Why not xsk-rs: its frame
 //! descriptors hide the address, so a frame cannot grow into its headroom without a memmove, and
 //! its per-frame access is `unsafe` anyway; the rings here are ~200 lines over the same ABI.
 
 use std::mem::size_of;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use xvs_forwarding::{Frame, PortId, Verdict};
 
@@ -49,6 +53,9 @@ pub struct XskParams {
     pub need_wakeup: bool,
     /// Copy or zero-copy binding.
     pub mode: BindMode,
+    /// How long (µs) the last part of a round's TX (fewer than 32 frames on a port) may wait
+    /// for later rounds to fill it up to 32 before it is kicked anyway; 0: kick every round.
+    pub tx_hold_us: u32,
 }
 
 /// How the sockets bind: copy mode works with every driver (and is the only mode on veth);
@@ -71,6 +78,7 @@ impl Default for XskParams {
             batch: 64,
             need_wakeup: true,
             mode: BindMode::Copy,
+            tx_hold_us: 0,
         }
     }
 }
@@ -393,6 +401,24 @@ fn mmap_offsets(fd: RawFd) -> Result<libc::xdp_mmap_offsets, IoError> {
     Ok(off)
 }
 
+/// The kernel's counters of one AF_XDP socket (`XDP_STATISTICS`), or `None` if the call fails.
+fn xsk_statistics(fd: RawFd) -> Option<libc::xdp_statistics> {
+    // SAFETY: plain old data.
+    let mut st: libc::xdp_statistics = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::xdp_statistics>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `st`, which outlives the call.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_XDP,
+            libc::XDP_STATISTICS,
+            (&mut st as *mut libc::xdp_statistics).cast(),
+            &mut len,
+        )
+    };
+    (r == 0).then_some(st)
+}
+
 /// An interface and queue to bind, for error messages.
 #[derive(Clone, Debug)]
 pub struct BindTarget {
@@ -409,6 +435,9 @@ pub struct AfXdpIo {
     sockets: Vec<XskSocket>,
     free: Vec<u64>,
     tx_pending: Vec<Vec<libc::xdp_desc>>,
+    /// Per port, since when the frames left in `tx_pending` after a round have waited
+    /// (`XskParams::tx_hold_us`); `None` while nothing is held.
+    held_since: Vec<Option<Instant>>,
     fds: Vec<i32>,
     params: XskParams,
     umem: Umem,
@@ -516,9 +545,11 @@ impl AfXdpIo {
         let fds = sockets.iter().map(|s| s.fd.as_raw_fd()).collect();
         let mut me = AfXdpIo {
             tx_pending: (0..sockets.len())
-                // At most one batch plus one handoff burst (< 32) is ever pending per port.
-                .map(|_| Vec::with_capacity(p.batch as usize + 64))
+                // A round queues at most one batch per port on one port, plus a handoff burst
+                // (< 32) and a held remainder (< 32, `tx_hold_us`).
+                .map(|_| Vec::with_capacity(p.batch as usize * sockets.len() + 64))
                 .collect(),
+            held_since: vec![None; sockets.len()],
             sockets,
             free,
             fds,
@@ -606,6 +637,7 @@ impl AfXdpIo {
             tx_pending: (0..socks.len())
                 .map(|_| Vec::with_capacity(p.batch as usize + 64))
                 .collect(),
+            held_since: vec![None; socks.len()],
             sockets: socks,
             free: free.to_vec(),
             fds,
@@ -650,11 +682,14 @@ impl AfXdpIo {
         }
     }
 
-    fn flush_tx(&mut self, p: usize, c: &mut IoCounters) {
+    /// Transmit the first `count` frames queued for port `p` (kicking per ≤ 32); the rest stays
+    /// queued.
+    fn flush_tx(&mut self, p: usize, count: usize, c: &mut IoCounters) {
         let mut pending = std::mem::take(&mut self.tx_pending[p]);
+        let count = count.min(pending.len());
         let mut done = 0usize;
-        while done < pending.len() {
-            let want = (pending.len() - done).min(32) as u32;
+        while done < count {
+            let want = (count - done).min(32) as u32;
             let mut room = self.sockets[p].tx.free(want);
             if room == 0 {
                 // Ring full: let the kernel send what is queued, take back completions, retry once.
@@ -663,11 +698,11 @@ impl AfXdpIo {
                 self.reap(p);
                 room = self.sockets[p].tx.free(want);
                 if room == 0 {
-                    for d in &pending[done..] {
+                    for d in &pending[done..count] {
                         self.free
                             .push(d.addr & !(self.params.chunk_size as u64 - 1));
                     }
-                    c.tx_ring_full += (pending.len() - done) as u64;
+                    c.tx_ring_full += (count - done) as u64;
                     break;
                 }
             }
@@ -686,8 +721,45 @@ impl AfXdpIo {
                 c.sys_sendto += 1;
             }
         }
-        pending.clear();
+        pending.drain(..count);
         self.tx_pending[p] = pending;
+        if self.tx_pending[p].is_empty() {
+            self.held_since[p] = None;
+        }
+    }
+
+    /// Transmit everything queued for port `p`.
+    fn flush_all(&mut self, p: usize, c: &mut IoCounters) {
+        let n = self.tx_pending[p].len();
+        self.flush_tx(p, n, c);
+    }
+
+    /// The end of a round's TX on port `p`: everything goes out, except that with
+    /// `tx_hold_us` a last part of fewer than 32 frames stays queued (whole 32s go out) until
+    /// the oldest of it has waited `tx_hold_us`.
+    fn flush_round(&mut self, p: usize, c: &mut IoCounters) {
+        let n = self.tx_pending[p].len();
+        if n == 0 {
+            return;
+        }
+        if self.params.tx_hold_us == 0 {
+            self.flush_tx(p, n, c);
+            return;
+        }
+        let now = Instant::now();
+        let since = *self.held_since[p].get_or_insert(now);
+        if now.duration_since(since) >= Duration::from_micros(self.params.tx_hold_us as u64) {
+            self.flush_tx(p, n, c);
+            return;
+        }
+        let whole = n - n % 32;
+        if whole > 0 {
+            self.flush_tx(p, whole, c);
+            // The frames still queued arrived in this round.
+            if !self.tx_pending[p].is_empty() {
+                self.held_since[p] = Some(now);
+            }
+        }
     }
 }
 
@@ -861,6 +933,18 @@ fn create_socket(
 }
 
 impl WorkerIo for AfXdpIo {
+    fn kernel_stats(&mut self, c: &mut IoCounters) {
+        let (mut no_buffer, mut ring_full) = (0, 0);
+        for s in &self.sockets {
+            if let Some(st) = xsk_statistics(s.fd.as_raw_fd()) {
+                no_buffer += st.rx_dropped;
+                ring_full += st.rx_ring_full;
+            }
+        }
+        c.xsk_no_buffer = no_buffer;
+        c.xsk_rx_ring_full = ring_full;
+    }
+
     fn poll<F>(&mut self, f: &mut F, c: &mut IoCounters) -> usize
     where
         F: FnMut(PortId, &mut [Frame<'_>], &mut [Verdict], &mut u64),
@@ -935,13 +1019,12 @@ impl WorkerIo for AfXdpIo {
                     }
                 }
                 c.rx += n as u64;
+                c.rx_batches += 1;
                 total += n as usize;
             }
             // Keep the transmit side moving before refilling (completions free chunks).
             for p in 0..n_ports {
-                if !self.tx_pending[p].is_empty() {
-                    self.flush_tx(p, c);
-                }
+                self.flush_round(p, c);
             }
             self.refill(i);
             let s = &self.sockets[i];
@@ -989,7 +1072,7 @@ impl WorkerIo for AfXdpIo {
             options: 0,
         });
         if self.tx_pending[p].len() >= 32 {
-            self.flush_tx(p, c);
+            self.flush_all(p, c);
         }
         true
     }
@@ -997,12 +1080,14 @@ impl WorkerIo for AfXdpIo {
     fn flush(&mut self, c: &mut IoCounters) {
         for p in 0..self.sockets.len() {
             if !self.tx_pending[p].is_empty() {
-                self.flush_tx(p, c);
+                self.flush_all(p, c);
             }
         }
     }
 
     fn wait(&mut self, timeout_ms: i32, c: &mut IoCounters) {
+        // Nothing waits for a later round while the worker sleeps.
+        self.flush(c);
         super::poll_fds(&self.fds, timeout_ms, c);
     }
 

@@ -111,6 +111,12 @@ pub struct IoCounters {
     pub handoff_in: u64,
     /// Frames dropped because the owner's inbox or the buffer pool was full.
     pub handoff_full: u64,
+    /// Frames the kernel dropped before the worker saw them, as its AF_XDP sockets report
+    /// (`XDP_STATISTICS`, totals since the sockets were bound, read about once a second by
+    /// [`WorkerIo::kernel_stats`]): no free buffer on the fill ring (`rx_dropped`), and the rx
+    /// ring full (`rx_ring_full`) — the worker fell behind.
+    pub xsk_no_buffer: u64,
+    pub xsk_rx_ring_full: u64,
     /// Frames dropped by the processor, by reason.
     pub drops: DropCounters,
     /// System calls the worker's I/O made: sendto(2) (TX kicks), recvfrom(2) (RX/fill
@@ -118,17 +124,25 @@ pub struct IoCounters {
     pub sys_sendto: u64,
     pub sys_recvfrom: u64,
     pub sys_poll: u64,
+    /// Batches handed to the processor (each of at least one frame): `rx / rx_batches` is the
+    /// number of frames per batch the rings delivered.
+    pub rx_batches: u64,
+    /// Rounds of the worker loop (one `WorkerIo::poll` each, with or without frames).
+    pub rounds: u64,
 }
 
 impl IoCounters {
     /// Frames lost in the I/O layer (not by the processor), by reason: `tx_ring_full`,
-    /// `tx_bad_port`, `rx_bad_desc`, `handoff_full`.
-    pub fn io_drops(&self) -> [(&'static str, u64); 4] {
+    /// `tx_bad_port`, `rx_bad_desc`, `handoff_full`, and the kernel's `xsk_no_buffer`,
+    /// `xsk_rx_ring_full`.
+    pub fn io_drops(&self) -> [(&'static str, u64); 6] {
         [
             ("tx_ring_full", self.tx_ring_full),
             ("tx_bad_port", self.tx_bad_port),
             ("rx_bad_desc", self.rx_bad_desc),
             ("handoff_full", self.handoff_full),
+            ("xsk_no_buffer", self.xsk_no_buffer),
+            ("xsk_rx_ring_full", self.xsk_rx_ring_full),
         ]
     }
 
@@ -142,10 +156,14 @@ impl IoCounters {
         self.handoff_out += o.handoff_out;
         self.handoff_in += o.handoff_in;
         self.handoff_full += o.handoff_full;
+        self.xsk_no_buffer += o.xsk_no_buffer;
+        self.xsk_rx_ring_full += o.xsk_rx_ring_full;
         self.drops.add(&o.drops);
         self.sys_sendto += o.sys_sendto;
         self.sys_recvfrom += o.sys_recvfrom;
         self.sys_poll += o.sys_poll;
+        self.rx_batches += o.rx_batches;
+        self.rounds += o.rounds;
     }
 
     /// System calls of the worker's I/O by name: `sendto`, `recvfrom`, `poll`.
@@ -155,6 +173,21 @@ impl IoCounters {
             ("recvfrom", self.sys_recvfrom),
             ("poll", self.sys_poll),
         ]
+    }
+
+    /// How the I/O batched, by name: `rx_batches` and `rounds` (see the fields).
+    pub fn batching(&self) -> [(&'static str, u64); 2] {
+        [("rx_batches", self.rx_batches), ("rounds", self.rounds)]
+    }
+
+    /// Frames per receive batch (`rx / rx_batches`), `None` before the first batch.
+    pub fn frames_per_batch(&self) -> Option<f64> {
+        (self.rx_batches > 0).then(|| self.rx as f64 / self.rx_batches as f64)
+    }
+
+    /// Frames transmitted per TX kick (`tx / sendto`), `None` before the first kick.
+    pub fn frames_per_kick(&self) -> Option<f64> {
+        (self.sys_sendto > 0).then(|| self.tx as f64 / self.sys_sendto as f64)
     }
 
     #[inline]
@@ -188,6 +221,10 @@ pub trait WorkerIo {
 
     /// Block until a port may have frames or `timeout_ms` passed (the idle path of the loop).
     fn wait(&mut self, timeout_ms: i32, c: &mut IoCounters);
+
+    /// Read the kernel's own drop counters of this I/O into `c` (AF_XDP: `XDP_STATISTICS` of
+    /// every socket, summed; the others have none). Called about once a second.
+    fn kernel_stats(&mut self, _c: &mut IoCounters) {}
 
     /// Stop touching the rings for a successor process (`xvs run --takeover`): transmit what is
     /// queued and return the buffers on no ring (AF_XDP: the free UMEM chunks), or `None` if

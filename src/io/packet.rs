@@ -517,6 +517,7 @@ impl WorkerIo for AfPacketIo {
                     &mut consumed,
                 );
                 c.rx += m as u64;
+                c.rx_batches += u64::from(m > 0);
                 total += m;
                 for (j, (fr, v)) in frames[..m].iter().zip(verdicts.iter()).enumerate() {
                     if consumed & (1u64 << j) != 0 {

@@ -107,6 +107,7 @@ pub(super) fn run_worker<I: WorkerIo, P: FrameProcessor>(
         if ctx.pause.reached.load(Ordering::Relaxed) > 0 {
             ctx.pause.reached.store(0, Ordering::Release);
         }
+        c.rounds += 1;
         let n = match ctx.handoff.as_mut() {
             None => io.poll(
                 &mut |port, frames, verdicts, _| proc.process_batch(now, port, frames, verdicts),
@@ -129,7 +130,10 @@ pub(super) fn run_worker<I: WorkerIo, P: FrameProcessor>(
                 n + m
             }
         };
-        // Fragments of packets too big for their egress port follow the batch's first ones.
+        let t1 = Instant::now();
+        proc.housekeeping(Time(t1.duration_since(ctx.epoch).as_nanos() as u64));
+        // Fragments of packets too big for their egress port follow the batch's first ones;
+        // frames the housekeeping made (the SYN proxy's retries) go out in the same round.
         let mut extra = false;
         proc.extra_frames(&mut |port, bytes| {
             extra |= io.send(port, bytes, &mut c);
@@ -137,8 +141,6 @@ pub(super) fn run_worker<I: WorkerIo, P: FrameProcessor>(
         if extra {
             io.flush(&mut c);
         }
-        let t1 = Instant::now();
-        proc.housekeeping(Time(t1.duration_since(ctx.epoch).as_nanos() as u64));
         longest.round = longest.round.max(t0.elapsed());
         if n > 0 {
             busy += t1 - t0;
@@ -151,6 +153,7 @@ pub(super) fn run_worker<I: WorkerIo, P: FrameProcessor>(
         }
         if t1 - last_publish >= Duration::from_secs(1) {
             last_publish = t1;
+            io.kernel_stats(&mut c);
             publish(&ctx, &c, busy, t1 - start, &longest);
             if !ctx.log_every.is_zero() && t1 - last_log.0 >= ctx.log_every {
                 log_line(&ctx, &c, busy, &last_log, t1);
@@ -158,6 +161,9 @@ pub(super) fn run_worker<I: WorkerIo, P: FrameProcessor>(
             }
         }
     }
+    // Frames held for a fuller kick (`afxdp.tx_hold_us`) leave before the worker does.
+    io.flush(&mut c);
+    io.kernel_stats(&mut c);
     publish(&ctx, &c, busy, start.elapsed(), &longest);
 }
 

@@ -203,6 +203,7 @@ impl Dataplane {
                     chunk_size: cfg.afxdp.chunk_size,
                     batch: cfg.afxdp.batch,
                     mode: cfg.afxdp.bind,
+                    tx_hold_us: cfg.afxdp.tx_hold_us,
                     ..XskParams::default()
                 };
                 for (pi, p) in ports.iter().enumerate() {

@@ -143,6 +143,11 @@ impl SharedScheduler {
         }
     }
 
+    /// Whether the pick depends on the flow and the backend list alone (sh, dh, mh, maglev).
+    pub(super) fn is_table(&self) -> bool {
+        matches!(self, SharedScheduler::Table(_))
+    }
+
     /// A copy to update for a new backend list (the published one stays as it is).
     fn to_scheduler(&self) -> Box<dyn Scheduler> {
         match self {
@@ -777,6 +782,20 @@ impl Pipeline {
     /// `ipvsadm --set tcp tcpfin udp` (seconds; 0 keeps the current value).
     pub fn set_timeouts(&mut self, tcp: u32, tcpfin: u32, udp: u32) {
         self.conns.set_timeouts(tcp, tcpfin, udp);
+    }
+
+    /// `xvs ctl --source-rate`: new connections per second per source prefix, director-wide
+    /// (0: no limit), and the prefix lengths. A change starts every prefix with a full bucket;
+    /// the same setting again keeps the buckets.
+    pub fn set_source_limit(&mut self, rate: u32, prefix_v4: u8, prefix_v6: u8) {
+        let d = &self.cfg.defense;
+        if (d.source_rate, d.source_prefix_v4, d.source_prefix_v6) == (rate, prefix_v4, prefix_v6) {
+            return;
+        }
+        self.cfg.defense.source_rate = rate;
+        self.cfg.defense.source_prefix_v4 = prefix_v4.min(32);
+        self.cfg.defense.source_prefix_v6 = prefix_v6.min(128);
+        self.source_limit = super::source_limiter(&self.cfg, &self.cfg.defense);
     }
 }
 

@@ -9,9 +9,19 @@
 //!   segments follow (queued with the extra frames, [`Pipeline::drain_fragments`]); client data
 //!   is held; after that, every segment is translated and then forwarded as usual.
 //!
+//! * The director's own retry timer ([`Pipeline::synproxy_timers`], from housekeeping; DPVS
+//!   resends its saved SYN from the connection's timer, `conn_expire`, `syn_retry` times):
+//!   a connection whose backend has not answered `synproxy_syn_interval_ms` after the SYN gets
+//!   the SYN again, up to `synproxy_syn_retries` times; one interval after the last, the client
+//!   gets a RST in its sequence space, the connection goes to CLOSE and its later segments are
+//!   dropped (`synproxy_gave_up`). The frames are built from the connection's entry and queued
+//!   with the extra frames ([`Pipeline::drain_fragments`]). Every timer is due one interval
+//!   after it was queued, so the queue is in due order and each call only looks at its front.
+//!
 //! Memory: the per-connection state is one [`ProxyConn`] per table slot (28 bytes × capacity,
 //! allocated at the first SYN to a SYN-proxied service); held segments live in a fixed pool of
-//! [`HOLD_SLOTS`] × [`HOLD_BYTES`] bytes. No allocation per packet.
+//! [`HOLD_SLOTS`] × [`HOLD_BYTES`] bytes; the timer queue holds at most one 16-byte entry per
+//! table slot (grown on demand). No allocation per packet beyond the queue's growth.
 
 use super::{Pipeline, Target};
 use crate::conn::state::tcp;
@@ -24,6 +34,7 @@ use crate::synproxy::{
 };
 use crate::wire::{checksum, parse, proto, tcp_flags, Frag, Packet, Parsed};
 use crate::{DropReason, Frame, PortId, Time, Verdict};
+use std::net::IpAddr;
 
 /// Segments the hold keeps at once (all connections of a worker together).
 pub const HOLD_SLOTS: usize = 256;
@@ -39,6 +50,24 @@ const SYN_RESEND_MS: u32 = 200;
 /// Headroom of the frame a held segment is rewritten in (a tunnel header never applies: NAT
 /// and FullNAT only).
 const ROOM: usize = 64;
+
+/// Timers looked at per housekeeping call.
+const TIMER_BUDGET: usize = 256;
+
+/// A retry timer of the director's SYN to a backend.
+#[derive(Clone, Copy, Debug)]
+struct Retry {
+    /// Connection slot.
+    slot: u32,
+    /// The connection's cookie (a reused slot is not another connection's timer).
+    cookie: u32,
+    /// When it is due (wrapping ms).
+    due: u32,
+    /// SYNs already sent again.
+    tries: u8,
+    /// Where the client's ACK came in (for ICMP answers of the rewrite).
+    ingress: PortId,
+}
 
 #[derive(Clone, Copy, Debug, Default)]
 struct HeldMeta {
@@ -60,9 +89,37 @@ pub(super) struct Proxy {
     bytes: Vec<u8>,
     scratch: Vec<u8>,
     order: u32,
+    /// Retry timers, in due order.
+    retries: std::collections::VecDeque<Retry>,
 }
 
 impl Proxy {
+    pub(super) fn has_timers(&self) -> bool {
+        !self.retries.is_empty()
+    }
+
+    /// Whether the timer `r` still belongs to a connection waiting for its backend.
+    fn waiting(&self, r: &Retry) -> bool {
+        self.conns
+            .get(r.slot as usize)
+            .is_some_and(|st| st.cookie == r.cookie && st.flags & (pf::OPEN | pf::FAILED) == 0)
+    }
+
+    /// Queue a timer; at most one entry per table slot (stale entries at the front make room).
+    /// False when the queue is full of live timers.
+    fn arm(&mut self, r: Retry) -> bool {
+        while self.retries.len() >= self.conns.len() {
+            match self.retries.front() {
+                Some(f) if !self.waiting(f) => {
+                    self.retries.pop_front();
+                }
+                _ => return false,
+            }
+        }
+        self.retries.push_back(r);
+        true
+    }
+
     fn ensure(&mut self, capacity: u32) {
         if self.conns.is_empty() {
             self.conns = vec![ProxyConn::default(); capacity as usize];
@@ -188,6 +245,49 @@ fn build_segment(
         Parsed::Ip(p) => Some(p),
         _ => None,
     }
+}
+
+/// Write a bare TCP segment from `src` to `dst` (Ethernet without addresses, IPv4 with DF or
+/// IPv6, hop limit 64, no flags) into `buf`; returns its length, or `None` for mixed families
+/// or a buffer too small. [`build_segment`] then fills in the TCP fields.
+fn write_template(buf: &mut [u8], src: (IpAddr, u16), dst: (IpAddr, u16)) -> Option<usize> {
+    let (l3, l4) = match (src.0, dst.0) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let h = buf.get_mut(14..34)?;
+            h.fill(0);
+            h[0] = 0x45;
+            h[2..4].copy_from_slice(&40u16.to_be_bytes());
+            h[6] = 0x40;
+            h[8] = 64;
+            h[9] = proto::TCP;
+            h[12..16].copy_from_slice(&s.octets());
+            h[16..20].copy_from_slice(&d.octets());
+            let c = checksum::checksum(h);
+            h[10..12].copy_from_slice(&c.to_be_bytes());
+            (0x0800u16, 34)
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let h = buf.get_mut(14..54)?;
+            h.fill(0);
+            h[0] = 0x60;
+            h[4..6].copy_from_slice(&20u16.to_be_bytes());
+            h[6] = proto::TCP;
+            h[7] = 64;
+            h[8..24].copy_from_slice(&s.octets());
+            h[24..40].copy_from_slice(&d.octets());
+            (0x86dd, 54)
+        }
+        _ => return None,
+    };
+    let eth = buf.get_mut(..14)?;
+    eth.fill(0);
+    eth[12..14].copy_from_slice(&l3.to_be_bytes());
+    let t = buf.get_mut(l4..l4 + 20)?;
+    t.fill(0);
+    t[0..2].copy_from_slice(&src.1.to_be_bytes());
+    t[2..4].copy_from_slice(&dst.1.to_be_bytes());
+    t[12] = 5 << 4;
+    Some(l4 + 20)
 }
 
 /// Turn a client segment of a pending connection into the director's SYN to the backend: the
@@ -372,6 +472,18 @@ impl Pipeline {
         };
         self.conns.set_state(id, tcp::SYN_SENT, now);
         self.counters.synproxy_opened += 1;
+        let armed = self.proxy.arm(Retry {
+            slot: id.0,
+            cookie: our_isn,
+            due: st
+                .syn_at
+                .wrapping_add(self.cfg.defense.synproxy_syn_interval_ms.max(1)),
+            tries: 0,
+            ingress,
+        });
+        if !armed {
+            self.counters.synproxy_timer_full += 1;
+        }
         self.synproxy_send(now, ingress, frame, p2, id, Direction::In, true)
     }
 
@@ -415,6 +527,9 @@ impl Pipeline {
             return Verdict::Drop(DropReason::NoConnection);
         };
         let f = p.tcp_flags;
+        if st.flags & pf::FAILED != 0 {
+            return Verdict::Drop(DropReason::SynproxyGaveUp);
+        }
         if st.flags & pf::OPEN != 0 {
             // Translate, then forward as any segment.
             let opts = parse_options(&frame.data()[p.l4..p.l4 + hlen]);
@@ -568,6 +683,136 @@ impl Pipeline {
         if let Some(st) = self.proxy.conns.get_mut(id.0 as usize) {
             st.held = 0;
         }
+    }
+
+    /// The retry timers that are due (at most [`TIMER_BUDGET`] per call): the SYN to the
+    /// backend again, or after the last retry a RST to the client.
+    pub(super) fn synproxy_timers(&mut self, now: Time) {
+        let ms = now_ms(now);
+        let interval = self.cfg.defense.synproxy_syn_interval_ms.max(1);
+        for _ in 0..TIMER_BUDGET {
+            let Some(&r) = self.proxy.retries.front() else {
+                break;
+            };
+            if (ms.wrapping_sub(r.due) as i32) < 0 {
+                break;
+            }
+            self.proxy.retries.pop_front();
+            let id = ConnId(r.slot);
+            if !self.conns.is_synproxy(id) || !self.proxy.waiting(&r) {
+                continue;
+            }
+            let st = self.proxy.conns[r.slot as usize];
+            if r.tries >= self.cfg.defense.synproxy_syn_retries {
+                self.synproxy_emit(now, id, &st, r.ingress, true);
+                self.proxy.forget(id);
+                let s = &mut self.proxy.conns[r.slot as usize];
+                s.flags |= pf::FAILED;
+                s.held = 0;
+                self.conns.set_state(id, tcp::CLOSE, now);
+                self.counters.synproxy_gave_up += 1;
+                continue;
+            }
+            if self.synproxy_emit(now, id, &st, r.ingress, false) {
+                self.counters.synproxy_syn_retried += 1;
+            }
+            self.proxy.conns[r.slot as usize].syn_at = ms;
+            // Due one interval from now: still behind every queued timer.
+            self.proxy.retries.push_back(Retry {
+                due: ms.wrapping_add(interval),
+                tries: r.tries + 1,
+                ..r
+            });
+        }
+    }
+
+    /// Build, rewrite and queue (with the extra frames) a segment of pending connection `id`
+    /// from its entry: the director's SYN toward the backend, or (`rst`) a RST toward the
+    /// client in its sequence space. True when queued.
+    fn synproxy_emit(
+        &mut self,
+        now: Time,
+        id: ConnId,
+        st: &ProxyConn,
+        ingress: PortId,
+        rst: bool,
+    ) -> bool {
+        let Some(c) = self.conns.get(id) else {
+            return false;
+        };
+        if self.frag_frames.len() >= super::MAX_PENDING_FRAGMENTS {
+            return false;
+        }
+        let mut scratch = std::mem::take(&mut self.proxy.scratch);
+        let (src, dst, dir) = if rst {
+            ((c.vaddr, c.vport), (c.client, c.cport), Direction::Out)
+        } else {
+            ((c.client, c.cport), (c.vaddr, c.vport), Direction::In)
+        };
+        let mut sent = false;
+        if let Some(len) = scratch
+            .get_mut(ROOM..)
+            .and_then(|b| write_template(b, src, dst))
+        {
+            let mut f = Frame::new(&mut scratch, ROOM, len);
+            let p2 = match parse(f.data()) {
+                Parsed::Ip(p) if rst => build_segment(
+                    &mut f,
+                    &p,
+                    false,
+                    st.cookie.wrapping_add(1),
+                    st.client_isn.wrapping_add(1),
+                    tcp_flags::RST | tcp_flags::ACK,
+                    0,
+                    &[],
+                ),
+                Parsed::Ip(p) => syn_to_backend(&mut f, &p, st),
+                _ => None,
+            };
+            if let Some(p2) = p2 {
+                if let Verdict::Tx(port) =
+                    self.synproxy_send(now, ingress, &mut f, p2, id, dir, false)
+                {
+                    let start = self.frag_bytes.len();
+                    self.frag_bytes.extend_from_slice(f.data());
+                    self.frag_frames.push((port, start..self.frag_bytes.len()));
+                    sent = true;
+                }
+            }
+        }
+        self.proxy.scratch = scratch;
+        sent
+    }
+
+    /// Undo the translation of the TCP segment quoted in an ICMP error about SYN-proxied
+    /// connection `id` (`e`: the quote; `dir`: the error's direction), so that the receiver
+    /// finds its own sequence numbers in it (a stack ignores an error whose quoted sequence
+    /// number it never sent, e.g. Linux's `tcp_v4_err`). Only once the backend answered:
+    /// before, nothing was translated. The quoted TCP checksum is updated incrementally when
+    /// quoted; the ICMP checksum is left to the caller.
+    pub(super) fn synproxy_quote(
+        &mut self,
+        frame: &mut Frame,
+        e: &crate::wire::icmp::Embedded,
+        id: ConnId,
+        dir: Direction,
+    ) {
+        let Some(st) = self.proxy.conns.get(id.0 as usize) else {
+            return;
+        };
+        if st.flags & pf::OPEN == 0 || st.flags & pf::FAILED != 0 || e.l4 > e.end {
+            return;
+        }
+        let t = match dir {
+            // From the backend's side, about a segment sent to the backend.
+            Direction::Out => st.inbound_undone(),
+            Direction::In => st.outbound_undone(),
+        };
+        let Some(tcp) = frame.data_mut().get_mut(e.l4..e.end) else {
+            return;
+        };
+        let opts = parse_options(tcp);
+        translate(tcp, &opts, &t);
     }
 
     /// The SYN proxy's state of connection `id` (tests and diagnostics).

@@ -173,6 +173,8 @@ pub mod flags {
     pub const OPEN: u8 = 4;
     /// Timestamps negotiated with the backend too.
     pub const BACKEND_TS: u8 = 8;
+    /// The backend never answered the director's SYNs; the client was reset.
+    pub const FAILED: u8 = 16;
 }
 
 /// What a translation changes in one segment, applied by [`translate`].
@@ -226,6 +228,33 @@ impl ProxyConn {
     }
 }
 
+impl ProxyConn {
+    /// What undoes [`Self::inbound`] on a segment quoted in an ICMP error from the backend's
+    /// side (about a segment the director sent to the backend), before the error goes to the
+    /// client: acknowledgement numbers and SACK edges `+ delta`, TSecr `+ ts_delta`. The window
+    /// is left as quoted (its re-scaling is not invertible; no stack reads it from a quote).
+    pub fn inbound_undone(&self) -> Translation {
+        let ts = self.flags & flags::BACKEND_TS != 0;
+        Translation {
+            ack: self.delta,
+            tsecr: if ts { self.ts_delta } else { 0 },
+            ..Translation::default()
+        }
+    }
+
+    /// What undoes [`Self::outbound`] on a segment quoted in an ICMP error from the client's
+    /// side (about a segment the director sent to the client), before the error goes to the
+    /// backend: sequence number `− delta`, TSval `− ts_delta`; the window as quoted.
+    pub fn outbound_undone(&self) -> Translation {
+        let ts = self.flags & flags::BACKEND_TS != 0;
+        Translation {
+            seq: self.delta.wrapping_neg(),
+            tsval: if ts { self.ts_delta.wrapping_neg() } else { 0 },
+            ..Translation::default()
+        }
+    }
+}
+
 fn shift(ws: u8) -> u8 {
     if ws == NO_WSCALE {
         0
@@ -240,12 +269,18 @@ fn rd32(b: &[u8], i: usize) -> u32 {
 }
 
 /// Apply `t` to the TCP segment `tcp` (header with options, and payload) in place, updating its
-/// checksum incrementally. `opts` are the segment's options ([`parse_options`]).
+/// checksum incrementally. `opts` are the segment's options ([`parse_options`]). A header cut
+/// short (the quote in an ICMP error, at least 8 bytes) has only the fields it holds whole
+/// changed: the acknowledgement number needs the flags (14 bytes), the window 16, and the
+/// checksum is updated when its 18 bytes are there.
 pub fn translate(tcp: &mut [u8], opts: &TcpOptions, t: &Translation) {
-    if tcp.len() < 20 {
+    if tcp.len() < 8 {
         return;
     }
-    let mut check = u16::from_be_bytes([tcp[16], tcp[17]]);
+    let mut check = match tcp.get(16..18) {
+        Some(c) => u16::from_be_bytes([c[0], c[1]]),
+        None => 0,
+    };
     let add = |tcp: &mut [u8], at: usize, d: u32, check: &mut u16| {
         if d == 0 || at + 4 > tcp.len() {
             return;
@@ -256,7 +291,10 @@ pub fn translate(tcp: &mut [u8], opts: &TcpOptions, t: &Translation) {
         *check = checksum::update32(*check, old.to_be_bytes(), new.to_be_bytes());
     };
     add(tcp, 4, t.seq, &mut check);
-    if tcp[13] & crate::wire::tcp_flags::ACK != 0 {
+    let Some(&tcp_flags) = tcp.get(13) else {
+        return checksum_back(tcp, check);
+    };
+    if tcp_flags & crate::wire::tcp_flags::ACK != 0 {
         add(tcp, 8, t.ack, &mut check);
     }
     if let Some(at) = opts.ts_at {
@@ -269,14 +307,21 @@ pub fn translate(tcp: &mut [u8], opts: &TcpOptions, t: &Translation) {
             add(tcp, at + 8 * k + 4, t.ack, &mut check);
         }
     }
-    if t.win_from != t.win_to && tcp[13] & crate::wire::tcp_flags::SYN == 0 {
+    if t.win_from != t.win_to && tcp_flags & crate::wire::tcp_flags::SYN == 0 && tcp.len() >= 16 {
         let old = u16::from_be_bytes([tcp[14], tcp[15]]);
         let real = u64::from(old) << t.win_from;
         let new = (real >> t.win_to).min(65_535) as u16;
         tcp[14..16].copy_from_slice(&new.to_be_bytes());
         check = checksum::update16(check, old, new);
     }
-    tcp[16..18].copy_from_slice(&check.to_be_bytes());
+    checksum_back(tcp, check);
+}
+
+/// Store the updated checksum when the header holds it.
+fn checksum_back(tcp: &mut [u8], check: u16) {
+    if let Some(c) = tcp.get_mut(16..18) {
+        c.copy_from_slice(&check.to_be_bytes());
+    }
 }
 
 #[cfg(test)]

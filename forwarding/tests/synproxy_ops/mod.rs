@@ -5,7 +5,8 @@
 //! operations that build segments the way the two peers would — a client SYN, the ACK echoing
 //! the last cookie (or a corrupted one), the backend's SYN-ACK to the director's last SYN,
 //! segments with fuzzed flags, sequence numbers, options and payload in either direction, raw
-//! frames, time steps — on a pipeline with a SYN-proxied NAT and FullNAT service (IPv4 and
+//! frames, ICMP errors quoting the last frame sent on either side, time steps (which run the
+//! housekeeping and with it the SYN retry timers) — on a pipeline with a SYN-proxied NAT and FullNAT service (IPv4 and
 //! IPv6). Invariants: no panic; every transmitted frame, and every extra frame (held segments
 //! sent on), has valid checksums and leaves by a configured port; every frame is counted once;
 //! the connection table's invariants hold.
@@ -100,6 +101,8 @@ struct Seen {
     cookie: Option<(IpAddr, u16, IpAddr, u16, u32, u32, u32)>,
     /// Last SYN to the backend: its source address and port, sequence number, destination.
     syn: Option<(IpAddr, u16, u32, IpAddr)>,
+    /// Last frame transmitted on each port (quoted by ICMP errors).
+    last: [Option<Vec<u8>>; 2],
 }
 
 fn options(inp: &mut Input) -> Vec<u8> {
@@ -246,6 +249,40 @@ pub fn run(data: &[u8]) -> xvs_forwarding::Counters {
                     .payload(&payload);
                 (if from_client { FRONT } else { BACK }, pkt.build())
             }
+            5 if op & 0x20 != 0 => {
+                // An ICMP error about the last frame sent on a port, from that side (a router
+                // toward the client, the backend toward the director), quoting a cut of it.
+                let side = usize::from(op >> 3 & 1);
+                let Some(last) = seen.last[side].clone() else {
+                    continue;
+                };
+                let Parsed::Ip(lp) = parse(&last) else {
+                    continue;
+                };
+                let cut = (lp.ip_end - lp.l3).min(28 + usize::from(inp.u8()));
+                let quote = &last[lp.l3..lp.l3 + cut];
+                let (ty, code) = match (lp.is_v4(), inp.u8() & 1) {
+                    (true, 0) => (3, 4),
+                    (true, _) => (3, 1),
+                    (false, 0) => (2, 0),
+                    (false, _) => (1, 3),
+                };
+                let mtu = u32::from(inp.u16());
+                if side == 0 {
+                    let router = if lp.is_v4() {
+                        IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 100, 1))
+                    } else {
+                        "2001:2:ff::1".parse().unwrap()
+                    };
+                    let pkt = frame_in(router, lp.src).icmp_error(ty, code, mtu, quote);
+                    (FRONT, pkt.build())
+                } else {
+                    let pkt = ip(Pkt::eth(backend_mac(11), BACK_MAC), lp.dst, lp.src)
+                        .ttl(64)
+                        .icmp_error(ty, code, mtu, quote);
+                    (BACK, pkt.build())
+                }
+            }
             5 => {
                 let n = usize::from(inp.u8());
                 (PortId(u16::from(op >> 3 & 1)), inp.bytes(n).to_vec())
@@ -296,6 +333,9 @@ fn pkt_is_wellformed(frame: &[u8]) -> bool {
 }
 
 fn remember(seen: &mut Seen, out: &[u8], port: PortId) {
+    if let Some(slot) = seen.last.get_mut(usize::from(port.0)) {
+        *slot = Some(out.to_vec());
+    }
     let Parsed::Ip(p) = parse(out) else {
         return;
     };
