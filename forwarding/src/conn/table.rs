@@ -1381,17 +1381,7 @@ impl ConnTable {
             flags: eflags | queued,
             svc: c.service as u16,
         };
-        self.len += 1;
-        if let Some(m) = self.sync_meta.get_mut(idx as usize) {
-            *m = SyncMeta::default();
-        }
-        let seed = self.seed;
-        let hi = hash(seed, proto as u64, addrs[0], ports[0], addrs[1], ports[1]);
-        self.index.insert(hi, idx << 1);
-        if out {
-            let ho = hash(seed, proto as u64, addrs[2], ports[2], addrs[3], ports[3]);
-            self.index.insert(ho, idx << 1 | 1);
-        }
+        self.link_v4(idx, proto, addrs, ports, out);
         self.counts.bind(c.backend, false);
         if active {
             self.counts.activate(c.backend);
@@ -1433,6 +1423,23 @@ impl ConnTable {
         Some(idx)
     }
 
+    /// The bookkeeping of a new IPv4 entry `idx` just written: counted, its sync metadata reset,
+    /// its in key (and out key when replies pass the director) in the index.
+    #[inline(always)]
+    fn link_v4(&mut self, idx: u32, proto: u8, addrs: [u32; 4], ports: [u16; 4], out: bool) {
+        self.len += 1;
+        if let Some(m) = self.sync_meta.get_mut(idx as usize) {
+            *m = SyncMeta::default();
+        }
+        let seed = self.seed;
+        let hi = hash(seed, proto as u64, addrs[0], ports[0], addrs[1], ports[1]);
+        self.index.insert(hi, idx << 1);
+        if out {
+            let ho = hash(seed, proto as u64, addrs[2], ports[2], addrs[3], ports[3]);
+            self.index.insert(ho, idx << 1 | 1);
+        }
+    }
+
     /// [`Self::create`] of an entry whose four addresses are IPv4: written in one store, its
     /// keys hashed from the integers.
     #[inline(always)]
@@ -1468,17 +1475,7 @@ impl ConnTable {
             flags: flags | queued,
             svc: c.service as u16,
         };
-        self.len += 1;
-        if let Some(m) = self.sync_meta.get_mut(idx as usize) {
-            *m = SyncMeta::default();
-        }
-        let seed = self.seed;
-        let hi = hash(seed, proto as u64, addrs[0], ports[0], addrs[1], ports[1]);
-        self.index.insert(hi, idx << 1);
-        if out {
-            let ho = hash(seed, proto as u64, addrs[2], ports[2], addrs[3], ports[3]);
-            self.index.insert(ho, idx << 1 | 1);
-        }
+        self.link_v4(idx, proto, addrs, ports, out);
         self.counts.bind(c.backend, false);
         Some(idx)
     }
