@@ -1075,7 +1075,10 @@ impl Pipeline {
             } else {
                 1
             };
-            if !self.make_room(now, need) {
+            // `make_room`'s own first test, inline: room and under budget needs no call.
+            let full = self.conns.capacity() - self.conns.len() < need;
+            let over = self.conns.embryonic() >= self.embryonic_max;
+            if (full || over) && !self.make_room(now, need) {
                 return Verdict::Drop(DropReason::EmbryonicLimit);
             }
         }
@@ -1096,11 +1099,13 @@ impl Pipeline {
             let c = Target::from(&one_packet_conn(&new));
             return self.rewrite(now, ingress, frame, p, &c, Direction::In, true);
         }
-        let Some(id) = self.conns.insert(&new, now) else {
+        // The entry and its first packet's accounting in one step (`insert` + `on_packet`).
+        let event = Self::event(frame, &p);
+        let Some(id) = self.conns.open(&new, event, now) else {
             self.release_template(control, now);
             return Verdict::Drop(DropReason::TableFull);
         };
-        self.forward(now, ingress, frame, p, id, Direction::In, true)
+        self.forward_accounted(now, ingress, frame, p, id, Direction::In, true)
     }
 
     /// A client's TCP segment without SYN and without an entry, soon after the embryonic budget
@@ -1155,6 +1160,7 @@ impl Pipeline {
     /// Choose the backend of a new connection of service `sid` (persistence template or
     /// scheduler; FullNAT local address and port): the entry to insert, or the verdict when
     /// there is none (an ICMP answer, or a drop).
+    #[inline(always)]
     fn schedule_conn(
         &mut self,
         now: Time,
@@ -1447,13 +1453,34 @@ impl Pipeline {
         dir: Direction,
         new_conn: bool,
     ) -> Verdict {
-        // The state machine's event: TCP flags, or SCTP's chunk type.
-        let event = if p.proto == proto::SCTP {
+        let event = Self::event(frame, &p);
+        self.conns.on_packet(id, dir, event, now);
+        self.forward_accounted(now, ingress, frame, p, id, dir, new_conn)
+    }
+
+    /// The state machine's event of packet `p`: TCP flags, or SCTP's chunk type.
+    #[inline(always)]
+    fn event(frame: &Frame, p: &Packet) -> u8 {
+        if p.proto == proto::SCTP {
             crate::conn::state::sctp::chunk_of(frame.data().get(p.l4..p.ip_end).unwrap_or(&[]))
         } else {
             p.tcp_flags
-        };
-        self.conns.on_packet(id, dir, event, now);
+        }
+    }
+
+    /// [`Self::forward`] after the packet was accounted to connection `id`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn forward_accounted(
+        &mut self,
+        now: Time,
+        ingress: PortId,
+        frame: &mut Frame,
+        p: Packet,
+        id: ConnId,
+        dir: Direction,
+        new_conn: bool,
+    ) -> Verdict {
         if dir == Direction::In && self.sync_master.is_some() {
             self.sync_conn(Some(id), None, now);
         }

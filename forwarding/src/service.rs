@@ -164,9 +164,8 @@ pub fn mask_addr(addr: IpAddr, len: u8) -> IpAddr {
 pub struct ServiceTable {
     // A multiplicative hasher: std's SipHash cost ~370 instructions per new connection here.
     by_addr: FastMap<(u8, IpAddr, u16), ServiceId>,
-    /// The IPv4 entries of `by_addr` again, keyed by one word ([`v4_key`]): one hash step
-    /// per lookup instead of one per field.
-    by_v4: FastMap<u64, ServiceId>,
+    /// The IPv4 entries of `by_addr` again, keyed by one word ([`v4_key`]).
+    by_v4: V4Keys,
     by_mark: FastMap<(u32, bool), ServiceId>,
     mark_rules: Vec<MarkRule>,
     /// Whether any port-0 / port-21 service exists (skips lookups that cannot hit).
@@ -178,6 +177,82 @@ pub struct ServiceTable {
 #[inline]
 fn v4_key(proto: u8, addr: u32, port: u16) -> u64 {
     u64::from(proto) << 48 | u64::from(addr) << 16 | u64::from(port)
+}
+
+/// IPv4 service keys ([`v4_key`]) to services: open addressing with linear probing over a
+/// power-of-two array at most half full, the home slot from a multiplicative hash of the key.
+/// A lookup is one multiply and, mostly, one compare.
+#[derive(Debug, Clone)]
+struct V4Keys {
+    /// (key, service); [`V4Keys::EMPTY`] as the key of a free slot.
+    slots: Vec<(u64, ServiceId)>,
+    /// 64 − log2(slots).
+    shift: u32,
+    len: usize,
+}
+
+impl Default for V4Keys {
+    fn default() -> Self {
+        V4Keys {
+            slots: vec![(Self::EMPTY, ServiceId(0)); 4],
+            shift: 62,
+            len: 0,
+        }
+    }
+}
+
+impl V4Keys {
+    /// No key has bits above 56 set.
+    const EMPTY: u64 = u64::MAX;
+
+    #[inline]
+    fn home(&self, key: u64) -> usize {
+        (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize
+    }
+
+    /// The service of `key`. The array is never more than half full, so the probe ends at a
+    /// free slot.
+    #[inline]
+    fn get(&self, key: u64) -> Option<ServiceId> {
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(key);
+        loop {
+            let (k, id) = *self.slots.get(i)?;
+            if k == key {
+                return Some(id);
+            }
+            if k == Self::EMPTY {
+                return None;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Add `key` unless present (the first insert wins).
+    fn insert(&mut self, key: u64, id: ServiceId) {
+        if self.get(key).is_some() {
+            return;
+        }
+        if (self.len + 1) * 2 > self.slots.len() {
+            let old = std::mem::take(&mut self.slots);
+            let n = old.len() * 2;
+            self.slots = vec![(Self::EMPTY, ServiceId(0)); n];
+            self.shift = 64 - n.trailing_zeros();
+            self.len = 0;
+            for (k, v) in old {
+                if k != Self::EMPTY {
+                    self.insert(k, v);
+                }
+            }
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(key);
+        while self.slots[i].0 != Self::EMPTY {
+            i = (i + 1) & mask;
+        }
+        self.slots[i] = (key, id);
+        self.len += 1;
+    }
 }
 
 /// `ip_unprivileged_port_start`'s default.
@@ -205,9 +280,7 @@ impl ServiceTable {
                 ServiceKey::Addr { proto, addr, port } => {
                     t.by_addr.entry((proto, addr, port)).or_insert(id);
                     if let IpAddr::V4(a) = addr {
-                        t.by_v4
-                            .entry(v4_key(proto, a.to_bits(), port))
-                            .or_insert(id);
+                        t.by_v4.insert(v4_key(proto, a.to_bits(), port), id);
                     }
                     t.any_port_zero |= port == 0;
                     t.any_ftp |= proto == PROTO_TCP && port == 21;
@@ -250,10 +323,10 @@ impl ServiceTable {
     }
 
     /// The service with key (proto, dst, port).
-    #[inline]
+    #[inline(always)]
     fn by_key(&self, proto: u8, dst: IpAddr, port: u16) -> Option<ServiceId> {
         match dst {
-            IpAddr::V4(a) => self.by_v4.get(&v4_key(proto, a.to_bits(), port)).copied(),
+            IpAddr::V4(a) => self.by_v4.get(v4_key(proto, a.to_bits(), port)),
             IpAddr::V6(_) => self.by_addr.get(&(proto, dst, port)).copied(),
         }
     }
@@ -287,6 +360,25 @@ pub fn backend_views(first_id: u32, service: &Service) -> Vec<BackendView> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn v4_keys_grow_and_keep_the_first() {
+        let mut t = V4Keys::default();
+        for k in 0..1000u64 {
+            t.insert(
+                v4_key(6, k as u32 * 7919, (k % 3) as u16),
+                ServiceId(k as u32),
+            );
+        }
+        t.insert(v4_key(6, 0, 0), ServiceId(5000));
+        for k in 0..1000u64 {
+            let key = v4_key(6, k as u32 * 7919, (k % 3) as u16);
+            assert_eq!(t.get(key), Some(ServiceId(k as u32)));
+            assert_eq!(t.get(v4_key(17, k as u32 * 7919, (k % 3) as u16)), None);
+        }
+        assert_eq!(t.len, 1000);
+        assert!(t.slots.len() >= 2000);
+    }
     use std::net::Ipv4Addr;
 
     fn svc(proto: u8, addr: [u8; 4], port: u16) -> Service {

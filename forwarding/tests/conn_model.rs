@@ -1,4 +1,4 @@
-//! Model test: random sequences of inserts, packets, lookups, time steps, sweeps and
+//! Model test: random sequences of inserts (alone or with their first packet, `open`), packets, lookups, time steps, sweeps and
 //! expire_now against a plain `HashMap` model with exact expiry times, and a deterministic churn
 //! run of about two million inserts that must leave the table consistent.
 
@@ -23,6 +23,8 @@ enum Op {
         v6: bool,
         backend: u8,
         method: u8,
+        /// Inserted with its first (inbound) packet's flags through `open`.
+        first: Option<u8>,
     },
     Packet {
         pick: usize,
@@ -42,8 +44,11 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        3 => (0u8..6, 0u8..4, any::<bool>(), prop::bool::weighted(0.3), 0u8..4, 0u8..4).prop_map(
-            |(client, port, udp, v6, backend, method)| Op::Insert { client, port, udp, v6, backend, method }
+        3 => (
+            (0u8..6, 0u8..4, any::<bool>(), prop::bool::weighted(0.3), 0u8..4, 0u8..4),
+            prop::option::of(prop::sample::select(vec![0x02u8, 0x12, 0x10, 0x11, 0x01, 0x00])),
+        ).prop_map(
+            |((client, port, udp, v6, backend, method), first)| Op::Insert { client, port, udp, v6, backend, method, first }
         ),
         4 => (any::<usize>(), any::<bool>(), prop::sample::select(vec![0x02u8, 0x12, 0x10, 0x11, 0x04, 0x14, 0x08, 0x01])).prop_map(
             |(pick, out, flags)| Op::Packet { pick, out, flags }
@@ -169,6 +174,7 @@ impl Harness {
                 v6,
                 backend,
                 method,
+                first,
             } => {
                 let method =
                     [Method::Nat, Method::Dr, Method::Tunnel, Method::FullNat][method as usize];
@@ -195,7 +201,10 @@ impl Harness {
                 let fits = (self.model.len() as u32) < CAP
                     && (!v6 || v6_used < V6CAP)
                     && (backend as u32) < BACKENDS;
-                let got = self.t.insert(&c, self.time());
+                let got = match first {
+                    None => self.t.insert(&c, self.time()),
+                    Some(flags) => self.t.open(&c, flags, self.time()),
+                };
                 assert_eq!(
                     got.is_some(),
                     fits,
@@ -204,16 +213,35 @@ impl Harness {
                 );
                 if let Some(id) = got {
                     let noout = !method.replies_through_director();
+                    let (state, expires) = match first {
+                        None => (0, self.now + 3_000),
+                        Some(flags) => {
+                            // As `on_packet` of an inbound packet right after `insert`.
+                            let state = if c.proto == 6 {
+                                let d = if noout { TcpDir::InputOnly } else { TcpDir::In };
+                                tcp_next(0, d, flags, false)
+                            } else {
+                                0
+                            };
+                            let t = self.timeouts.get(c.proto, state) as u64;
+                            (state, self.now + t)
+                        }
+                    };
                     self.model.insert(
                         key,
                         M {
                             id,
                             c,
-                            state: 0,
-                            expires: self.now + 3_000,
+                            state,
+                            expires,
                             noout,
                         },
                     );
+                    if first.is_some() {
+                        let got = self.t.get(id).expect("opened");
+                        assert_eq!(got.state, state, "open {c:?}");
+                        assert_eq!(got.in_pkts, 1, "open {c:?}");
+                    }
                 }
             }
             Op::Packet { pick, out, flags } => {
@@ -383,12 +411,21 @@ fn churn_keeps_the_table_consistent() {
             if t.lookup(&tuple, now).is_some() {
                 continue;
             }
-            match t.insert(&c, now) {
+            // Half of them inserted with their SYN in one step (`open`).
+            let opened = r & 8 == 0;
+            let got = if opened {
+                t.open(&c, 0x02, now)
+            } else {
+                t.insert(&c, now)
+            };
+            match got {
                 Some(id) => {
                     inserted += 1;
                     // Short-lived: SYN, established, then closed by a RST or a flagless segment
                     // (CLOSE, 10 s); UDP lives 5 s.
-                    t.on_packet(id, Direction::In, 0x02, now);
+                    if !opened {
+                        t.on_packet(id, Direction::In, 0x02, now);
+                    }
                     t.on_packet(id, Direction::In, 0x10, now);
                     t.on_packet(id, Direction::In, if r & 4 == 0 { 0x04 } else { 0x08 }, now);
                 }

@@ -89,7 +89,7 @@ fn reply(c: &NewConn) -> Tuple {
 fn bytes_per_ipv4_connection_stay_within_64() {
     assert_eq!(ENTRY_BYTES, 52);
     // IPv4 only, 64 Ki entries: 52-byte entries + 2.5 index slots of 4 bytes each + 4096 + 4
-    // + 1 wheel heads of 8 bytes + a 4096-item embryonic ring of 4 bytes.
+    // + 1 wheel heads of 8 bytes + 4096 occupancy bits + a 4096-item embryonic ring of 4 bytes.
     let cfg = |capacity, v6_capacity| ConnConfig {
         capacity,
         v6_capacity,
@@ -97,11 +97,14 @@ fn bytes_per_ipv4_connection_stay_within_64() {
         seed: 1,
     };
     let t = ConnTable::new(&cfg(1 << 16, 0));
-    assert_eq!(t.bytes(), 52 * 65536 + 4 * 163_841 + 8 * 4101 + 4 * 4096);
+    assert_eq!(
+        t.bytes(),
+        52 * 65536 + 4 * 163_841 + 8 * 4101 + 8 * 64 + 4 * 4096
+    );
     assert_eq!(t.bytes_per_entry(), 63);
-    // 1 Ki: 64 + 128 + 1 wheel heads, a 64-item ring.
+    // 1 Ki: 64 + 128 + 1 wheel heads, 64 occupancy bits, a 64-item ring.
     let t = ConnTable::new(&cfg(1 << 10, 1 << 10));
-    assert_eq!(t.bytes(), 52 * 1024 + 4 * 2561 + 8 * 193 + 4 * 64);
+    assert_eq!(t.bytes(), 52 * 1024 + 4 * 2561 + 8 * 193 + 8 + 4 * 64);
     assert_eq!(t.bytes_per_entry(), 64);
     // Room for IPv6 costs nothing until IPv6 connections come.
     assert_eq!(table(1 << 16).bytes_per_entry(), 63);
@@ -817,4 +820,136 @@ fn prefetch_is_only_a_hint() {
     assert_eq!(t.lookup(&reply(&c6), secs(1)), Some((id6, Direction::Out)));
     assert_eq!(t.lookup(&miss, secs(1)), None);
     t.check().unwrap();
+}
+
+/// `open` leaves the table exactly as `insert` followed by `on_packet` of the same inbound
+/// packet does: entry, counts, embryonic count, expiry, lookups from both sides — for every
+/// method, TCP / UDP / SCTP, IPv4 and IPv6, with and without `secure_tcp`, and with a template.
+#[test]
+fn open_is_insert_then_on_packet() {
+    use xvs_forwarding::conn::state::sctp;
+    let methods = [Method::Nat, Method::Dr, Method::Tunnel, Method::FullNat];
+    let tcp_flags = [SYN, SYN | ACK, ACK, FIN, RST, 0, FIN | ACK];
+    let sctp_chunks = [sctp::CHUNK_INIT, 0, 3, 6];
+    for secure in [false, true] {
+        for six in [false, true] {
+            for &method in &methods {
+                for proto in [6u8, 17, 132] {
+                    let flags: &[u8] = match proto {
+                        6 => &tcp_flags,
+                        132 => &sctp_chunks,
+                        _ => &[0],
+                    };
+                    for &f in flags {
+                        for with_template in [false, true] {
+                            let mut a = table(64);
+                            let mut b = table(64);
+                            a.set_secure_tcp(secure);
+                            b.set_secure_tcp(secure);
+                            let client = if six {
+                                v6("2001:2::7")
+                            } else {
+                                v4(198, 18, 2, 7)
+                            };
+                            let mut c = nat(client, 40000, 3);
+                            c.proto = proto;
+                            c.method = method;
+                            if method == Method::FullNat {
+                                c.local = Some((
+                                    if six {
+                                        v6("2001:2:3::1")
+                                    } else {
+                                        v4(198, 18, 3, 1)
+                                    },
+                                    2000,
+                                ));
+                            }
+                            let now = secs(5);
+                            if with_template {
+                                let key = TemplateKey {
+                                    proto,
+                                    client,
+                                    vaddr: c.vaddr,
+                                    vport: 80,
+                                };
+                                let ta = a.insert_template(
+                                    &key,
+                                    c.backend,
+                                    c.daddr,
+                                    8080,
+                                    0,
+                                    method,
+                                    300,
+                                    secs(1),
+                                );
+                                let tb = b.insert_template(
+                                    &key,
+                                    c.backend,
+                                    c.daddr,
+                                    8080,
+                                    0,
+                                    method,
+                                    300,
+                                    secs(1),
+                                );
+                                assert_eq!(ta, tb);
+                                c.control = ta;
+                            }
+                            let ia = a.insert(&c, now).unwrap();
+                            a.on_packet(ia, Direction::In, f, now);
+                            let ib = b.open(&c, f, now).unwrap();
+                            let what = format!("{method:?} proto {proto} flags {f:#x} secure {secure} v6 {six} template {with_template}");
+                            assert_eq!(ia, ib, "{what}");
+                            assert_eq!(a.get(ia), b.get(ib), "{what}");
+                            assert_eq!(a.expires_in(ia, now), b.expires_in(ib, now), "{what}");
+                            assert_eq!(a.embryonic(), b.embryonic(), "{what}");
+                            assert_eq!(a.len(), b.len(), "{what}");
+                            let id = c.backend;
+                            assert_eq!(a.counts().active(id), b.counts().active(id), "{what}");
+                            assert_eq!(a.counts().inactive(id), b.counts().inactive(id), "{what}");
+                            assert_eq!(
+                                a.counts().persistent(id),
+                                b.counts().persistent(id),
+                                "{what}"
+                            );
+                            if let Some(t) = c.control {
+                                assert_eq!(a.get(t), b.get(t), "{what}");
+                                assert_eq!(a.expires_in(t, now), b.expires_in(t, now), "{what}");
+                            }
+                            assert_eq!(
+                                a.lookup(&inbound(&c), now),
+                                b.lookup(&inbound(&c), now),
+                                "{what}"
+                            );
+                            assert_eq!(
+                                a.lookup(&reply(&c), now),
+                                b.lookup(&reply(&c), now),
+                                "{what}"
+                            );
+                            a.check().unwrap();
+                            b.check().unwrap();
+                            // Both expire at the same time.
+                            let t = a.expires_in(ia, now).unwrap() as u64;
+                            let later = Time::from_millis(5_000 + t);
+                            let before = Time::from_millis(5_000 + t - 1);
+                            assert_eq!(
+                                a.expire(before, 1 << 20),
+                                b.expire(before, 1 << 20),
+                                "{what}"
+                            );
+                            assert_eq!(a.len(), b.len(), "{what}");
+                            assert_eq!(
+                                a.expire(later, 1 << 20),
+                                b.expire(later, 1 << 20),
+                                "{what}"
+                            );
+                            assert_eq!(a.len(), b.len(), "{what}");
+                            assert_eq!(a.counts().inactive(id), b.counts().inactive(id), "{what}");
+                            assert_eq!(a.counts().active(id), b.counts().active(id), "{what}");
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

@@ -54,14 +54,25 @@ impl Scheduler for RoundRobin {
             return None;
         }
         // Start after the cursor; from the head that is position 0. The walk ends with the cursor.
-        let start = self.cursor.map_or(0, |c| (c % n + 1) % n);
-        for k in 0..n {
-            let i = (start + k) % n;
-            let b = &backends[i];
-            if b.weight > 0 && !load.overloaded(b.id) {
-                self.cursor = Some(i);
-                return Some(i);
+        let mut i = match self.cursor {
+            None => 0,
+            Some(c) => {
+                let c = if c < n { c } else { c % n };
+                if c + 1 == n {
+                    0
+                } else {
+                    c + 1
+                }
             }
+        };
+        for _ in 0..n {
+            if let Some(b) = backends.get(i) {
+                if b.weight > 0 && !load.overloaded(b.id) {
+                    self.cursor = Some(i);
+                    return Some(i);
+                }
+            }
+            i = if i + 1 == n { 0 } else { i + 1 };
         }
         None
     }

@@ -107,6 +107,11 @@ impl Index {
     pub(crate) fn insert(&mut self, tag: u32, value: u32) -> bool {
         let s = self.fingerprint(tag) | (value & self.value_mask);
         let mut i = self.home(tag);
+        // Mostly the home slot is free.
+        if let Some(h) = self.slots.get_mut(i).filter(|h| **h == EMPTY) {
+            *h = s;
+            return true;
+        }
         for _ in 0..self.slots.len() {
             if self.slots[i] == EMPTY {
                 self.slots[i] = s;
@@ -118,7 +123,9 @@ impl Index {
     }
 
     /// Remove the slot holding exactly (`tag`, `value`). False if absent. `tag_of(v)` must give
-    /// the tag value `v` was inserted under.
+    /// the tag value `v` was inserted under (asked only when later slots of the run may move
+    /// back into the freed one).
+    #[inline]
     pub(crate) fn remove(&mut self, tag: u32, value: u32, tag_of: impl Fn(u32) -> u32) -> bool {
         let want = self.fingerprint(tag) | (value & self.value_mask);
         let mut i = self.home(tag);
@@ -137,7 +144,20 @@ impl Index {
         if !found {
             return false;
         }
-        // Backward-shift deletion: `i` is the hole.
+        // The end of the run: nothing can move back.
+        if self.slots[self.after(i)] == EMPTY {
+            self.slots[i] = EMPTY;
+        } else {
+            self.shift_back(i, tag_of);
+        }
+        true
+    }
+
+    /// Backward-shift deletion of the value in slot `i` (Knuth's Algorithm R): the later slots
+    /// of its run that may fill the hole move back, and the last hole becomes empty.
+    #[inline(never)]
+    fn shift_back(&mut self, i: usize, tag_of: impl Fn(u32) -> u32) {
+        let mut i = i;
         let mut j = i;
         for _ in 0..self.slots.len() {
             j = self.after(j);
@@ -158,7 +178,6 @@ impl Index {
             }
         }
         self.slots[i] = EMPTY;
-        true
     }
 
     /// Number of occupied slots (test and diagnostics; O(slots)).

@@ -19,9 +19,10 @@
 //! the expiry only stores the new time (the invariant still holds); one that shortens it (a
 //! state change to a shorter timeout) moves the entry. [`ConnTable::expire`] visits the buckets
 //! of the ticks that have fully passed, expires what is due and re-queues the rest by their
-//! current expiry tick. So the sweep removes an entry at most one tick (8 ms) plus the interval
-//! between `expire` calls after its time, and each entry is re-queued at most about twice per
-//! level-1 turn. If `expire` is not called for more than a level-0 turn, the sweep skips to the
+//! current expiry tick (a bit per level-0 bucket marks those an entry was queued in since the
+//! sweep last took them, so runs of empty buckets pass a word of bits at a time). So the sweep
+//! removes an entry at most one tick (8 ms) plus the interval between `expire` calls after its
+//! time, and each entry is re-queued at most about twice per level-1 turn. If `expire` is not called for more than a level-0 turn, the sweep skips to the
 //! last turn and takes every level-1 bucket (every bucket is still visited, so nothing is lost).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -244,6 +245,27 @@ fn key_hash(seed: u64, pool: &[[[u8; 16]; 4]], e: &Entry, out: bool) -> u32 {
     }
 }
 
+/// The addresses and ports an IPv4 entry of `c` stores (client, virtual, backend, local; the
+/// local endpoint is the client's unless FullNAT gives one), or `None` when `c` has an IPv6
+/// address or its backend or service number does not fit an entry.
+#[inline(always)]
+fn v4_fields(c: &NewConn) -> Option<([u32; 4], [u16; 4])> {
+    if c.backend.0 > BACKEND_MASK || c.service > MAX_SERVICE {
+        return None;
+    }
+    let (laddr, lport) = match (c.method, c.local) {
+        (Method::FullNat, Some(l)) => l,
+        _ => (c.client, c.cport),
+    };
+    match (c.client, c.vaddr, c.daddr, laddr) {
+        (IpAddr::V4(a), IpAddr::V4(b), IpAddr::V4(d), IpAddr::V4(l)) => Some((
+            [a.to_bits(), b.to_bits(), d.to_bits(), l.to_bits()],
+            [c.cport, c.vport, c.dport, lport],
+        )),
+        _ => None,
+    }
+}
+
 /// Record that an entry's timer was armed with `timeout` from its timeout table (a template
 /// stores it; a connection's is the table's for its state from now on).
 #[inline]
@@ -392,6 +414,10 @@ pub struct ConnTable {
     heads: Vec<(u32, u32)>,
     /// Level-0 buckets (a power of two, `1 << wheel_bits`).
     wheel: usize,
+    /// One bit per level-0 bucket, set when an entry is queued there and cleared when the
+    /// sweep takes the bucket: a clear bit means the bucket is empty, so the sweep passes runs
+    /// of empty buckets a word at a time.
+    occupied: Vec<u64>,
     wheel_bits: u32,
     /// Level-1 buckets (a power of two).
     wheel1: usize,
@@ -539,6 +565,7 @@ impl ConnTable {
             len: 0,
             index: Index::new(cap as usize),
             heads,
+            occupied: vec![0; wheel.div_ceil(64)],
             wheel,
             wheel_bits: wheel.trailing_zeros(),
             wheel1,
@@ -590,6 +617,7 @@ impl ConnTable {
         self.entries.len() * ENTRY_BYTES
             + self.index.slot_count() * 4
             + self.heads.len() * 8
+            + self.occupied.len() * 8
             + self.emb_ring.len() * 4
             + self.pool.capacity() * 64
             + self.pool_free.capacity() * 4
@@ -700,6 +728,7 @@ impl ConnTable {
     }
 
     /// Remove index value `v` (entry number << 1 | direction) hashed under `h`.
+    #[inline]
     fn unindex(&mut self, h: u32, v: u32) -> bool {
         let (entries, pool, seed) = (&self.entries, &self.pool, self.seed);
         self.index
@@ -801,15 +830,6 @@ impl ConnTable {
     }
 
     #[inline]
-    fn link_after(&mut self, idx: u32, s: u32) {
-        let first = self.next_of(s);
-        self.set_next(idx, first);
-        self.set_prev(idx, s);
-        self.set_prev(first, idx);
-        self.set_next(s, idx);
-    }
-
-    #[inline]
     fn unlink(&mut self, idx: u32) {
         let n = self.next_of(idx);
         let p = self.prev_of(idx);
@@ -835,28 +855,46 @@ impl ConnTable {
         self.sentinel(self.wheel + self.wheel1)
     }
 
-    #[inline]
+    #[inline(always)]
     fn queue(&mut self, idx: u32) {
         let b = self.bucket(self.entries[idx as usize].expires);
-        let s = self.sentinel(b);
-        self.link_after(idx, s);
+        let cap = self.entries.len() as u32;
+        let s = cap + b as u32;
+        // Linked first in the bucket's list (after its sentinel `s`).
+        let Some(&(first, _)) = self.heads.get(b) else {
+            return;
+        };
+        if b < self.wheel {
+            if let Some(w) = self.occupied.get_mut(b >> 6) {
+                *w |= 1 << (b & 63);
+            }
+        }
+        if let Some(e) = self.entries.get_mut(idx as usize) {
+            e.set_next(first);
+            e.set_prev(s);
+        }
+        self.set_prev(first, idx);
+        self.heads[b].0 = idx;
     }
 
     /// Move every entry of bucket sentinel `b` to the end of the pending list.
     fn splice_to_pending(&mut self, b: u32) {
+        let cap = self.entries.len() as u32;
         let pending = self.pending();
-        let first = self.next_of(b);
+        let (bi, pi) = ((b - cap) as usize, (pending - cap) as usize);
+        let Some(&(first, last)) = self.heads.get(bi) else {
+            return;
+        };
         if first == b {
             return;
         }
-        let last = self.prev_of(b);
-        let tail = self.prev_of(pending);
+        // `first` and `last` are entries; the pending list's tail may be its sentinel.
+        let tail = self.heads[pi].1;
         self.set_next(tail, first);
-        self.set_prev(first, tail);
-        self.set_prev(pending, last);
-        self.set_next(last, pending);
-        self.set_next(b, b);
-        self.set_prev(b, b);
+        self.entries[first as usize].set_prev(tail);
+        self.entries[last as usize].set_next(pending);
+        self.heads[pi].1 = last;
+        self.heads[bi] = (b, b);
     }
 
     /// Set an entry's expiry, moving it in the wheel only when it becomes earlier.
@@ -1312,22 +1350,199 @@ impl ConnTable {
     /// is a live template. `None` when the table or the IPv6 address blocks are full, or the
     /// backend id is outside the counts (or ≥ 2^24) or the service number above
     /// [`MAX_SERVICE`] (the pipeline drops with `TableFull`). The caller then accounts the
-    /// packet with [`Self::on_packet`].
+    /// packet with [`Self::on_packet`] (or does both with [`Self::open`]).
     ///
     /// The tuples must not already be present (look up first); a duplicate is stored but is only
     /// reachable by handle until the older entry goes.
     pub fn insert(&mut self, c: &NewConn, now: Time) -> Option<ConnId> {
+        let idx = self.create(c, ms32(now))?;
+        self.queue(idx);
+        Some(ConnId(idx))
+    }
+
+    /// [`Self::insert`] followed by [`Self::on_packet`] for the connection's first packet
+    /// (inbound, `flags` as `on_packet` takes them): the same entry, counts and embryonic
+    /// bookkeeping, but the entry is queued in the timing wheel once, at the expiry the packet
+    /// sets, instead of at the initial 3 s and then again.
+    #[inline]
+    pub fn open(&mut self, c: &NewConn, flags: u8, now: Time) -> Option<ConnId> {
+        if let (None, Some((addrs, ports))) = (c.control, v4_fields(c)) {
+            return self.open_v4(c, addrs, ports, flags, ms32(now));
+        }
+        let idx = self.create(c, ms32(now))?;
+        if let Some((_, exp)) = self.account(idx, Direction::In, flags, now) {
+            self.entries[idx as usize].expires = exp;
+        }
+        self.queue(idx);
+        Some(ConnId(idx))
+    }
+
+    /// [`Self::open`] of an IPv4 connection without a template (`addrs`, `ports` as the entry
+    /// stores them): the entry written once in the state the packet leaves it in, as
+    /// `on_packet` would have left it after `insert` — state from the IN (input-only for
+    /// NOOUTPUT) transition out of NONE, counted in inactconns and moved to activeconns if that
+    /// state is ESTABLISHED, timeout from the timeout table for that state, one inbound
+    /// packet, counted as embryonic if it is SYN_RECV / SYNACK.
+    #[inline(always)]
+    fn open_v4(
+        &mut self,
+        c: &NewConn,
+        addrs: [u32; 4],
+        ports: [u16; 4],
+        flags: u8,
+        now: u32,
+    ) -> Option<ConnId> {
+        if !self.counts.contains(c.backend) {
+            return None;
+        }
+        let proto = c.proto;
+        let out = c.method.replies_through_director();
+        let tdir = if out { TcpDir::In } else { TcpDir::InputOnly };
+        let (state, active) = match proto {
+            6 => {
+                let s = state::tcp_next(0, tdir, flags, self.secure_tcp);
+                (s, s == tcp::ESTABLISHED)
+            }
+            132 => {
+                let s = state::sctp_next(0, tdir, flags);
+                (s, s == sctp::ESTABLISHED)
+            }
+            _ => (0, false),
+        };
+        let timeout = self.timeouts.get(proto, state);
+        let mut eflags = USED | IN_HASHED | c.method as u16;
+        eflags |= if out { OUT_HASHED } else { NOOUTPUT };
+        if !active {
+            eflags |= INACTIVE;
+        }
+        let idx = self.free_head;
+        let e = self.entries.get_mut(idx as usize)?;
+        self.free_head = e.next();
+        // The embryonic ring's mark stays with the slot (see `emb_ring`).
+        let queued = e.flags & EMB_QUEUED;
+        *e = Entry {
+            addrs,
+            ports,
+            expires: now.wrapping_add(timeout),
+            in_pkts: 1,
+            aux: NIL,
+            nx: (state as u32 & 0xF) << LINK_BITS,
+            pv: ((c.service >> 16) & 0xF) << LINK_BITS,
+            bp: (c.backend.0 & BACKEND_MASK) | (proto as u32) << 24,
+            flags: eflags | queued,
+            svc: c.service as u16,
+        };
+        self.link_v4(idx, proto, addrs, ports, out);
+        self.counts.bind(c.backend, false);
+        if active {
+            self.counts.activate(c.backend);
+        }
+        self.queue(idx);
+        if embryonic_state(proto, state) {
+            self.embryonic_changed(idx, true);
+        }
+        Some(ConnId(idx))
+    }
+
+    /// [`Self::insert`] without queueing the entry in the timing wheel: its number.
+    #[inline(always)]
+    fn create(&mut self, c: &NewConn, now: u32) -> Option<u32> {
         if !self.counts.contains(c.backend) || c.backend.0 > BACKEND_MASK || c.service > MAX_SERVICE
         {
             return None;
         }
-        let out = c.method.replies_through_director();
         let (laddr, lport) = match (c.method, c.local) {
             (Method::FullNat, Some(l)) => l,
             _ => (c.client, c.cport),
         };
-        let v6 = c.client.is_ipv6() || c.vaddr.is_ipv6();
-        let dv6 = c.daddr.is_ipv6() || laddr.is_ipv6();
+        let idx = match v4_fields(c) {
+            Some((addrs, ports)) => self.create_v4(c.proto, addrs, ports, c, now)?,
+            None => {
+                let ports = [c.cport, c.vport, c.dport, lport];
+                self.create_pooled(c, [&c.client, &c.vaddr, &c.daddr, &laddr], ports, now)?
+            }
+        };
+        if let Some(ct) = c.control {
+            if ct.0 != idx && self.live(ct).is_some_and(|t| t.flags & TEMPLATE != 0) {
+                self.entries[idx as usize].aux = ct.0;
+                let t = &mut self.entries[ct.0 as usize];
+                t.addrs[3] = t.addrs[3].saturating_add(1);
+                let exp = now.wrapping_add(t.aux);
+                self.arm(ct.0, exp);
+            }
+        }
+        Some(idx)
+    }
+
+    /// The bookkeeping of a new IPv4 entry `idx` just written: counted, its sync metadata reset,
+    /// its in key (and out key when replies pass the director) in the index.
+    #[inline(always)]
+    fn link_v4(&mut self, idx: u32, proto: u8, addrs: [u32; 4], ports: [u16; 4], out: bool) {
+        self.len += 1;
+        if let Some(m) = self.sync_meta.get_mut(idx as usize) {
+            *m = SyncMeta::default();
+        }
+        let seed = self.seed;
+        let hi = hash(seed, proto as u64, addrs[0], ports[0], addrs[1], ports[1]);
+        self.index.insert(hi, idx << 1);
+        if out {
+            let ho = hash(seed, proto as u64, addrs[2], ports[2], addrs[3], ports[3]);
+            self.index.insert(ho, idx << 1 | 1);
+        }
+    }
+
+    /// [`Self::create`] of an entry whose four addresses are IPv4: written in one store, its
+    /// keys hashed from the integers.
+    #[inline(always)]
+    fn create_v4(
+        &mut self,
+        proto: u8,
+        addrs: [u32; 4],
+        ports: [u16; 4],
+        c: &NewConn,
+        now: u32,
+    ) -> Option<u32> {
+        let out = c.method.replies_through_director();
+        let flags = USED
+            | IN_HASHED
+            | INACTIVE
+            | TMO_INIT
+            | c.method as u16
+            | if out { OUT_HASHED } else { NOOUTPUT };
+        let idx = self.free_head;
+        let e = self.entries.get_mut(idx as usize)?;
+        self.free_head = e.next();
+        // The embryonic ring's mark stays with the slot (see `emb_ring`).
+        let queued = e.flags & EMB_QUEUED;
+        *e = Entry {
+            addrs,
+            ports,
+            expires: now.wrapping_add(INITIAL_TIMEOUT_MS),
+            in_pkts: 0,
+            aux: NIL,
+            nx: 0,
+            pv: ((c.service >> 16) & 0xF) << LINK_BITS,
+            bp: (c.backend.0 & BACKEND_MASK) | (proto as u32) << 24,
+            flags: flags | queued,
+            svc: c.service as u16,
+        };
+        self.link_v4(idx, proto, addrs, ports, out);
+        self.counts.bind(c.backend, false);
+        Some(idx)
+    }
+
+    /// [`Self::create`] of an entry with an IPv6 address (its addresses in an address block).
+    #[inline(never)]
+    fn create_pooled(
+        &mut self,
+        c: &NewConn,
+        addrs: [&IpAddr; 4],
+        ports: [u16; 4],
+        now: u32,
+    ) -> Option<u32> {
+        let out = c.method.replies_through_director();
+        let v6 = addrs[0].is_ipv6() || addrs[1].is_ipv6();
+        let dv6 = addrs[2].is_ipv6() || addrs[3].is_ipv6();
         let mut flags = USED | IN_HASHED | INACTIVE | c.method as u16;
         if v6 {
             flags |= V6;
@@ -1344,15 +1559,7 @@ impl ConnTable {
             flags |= NOOUTPUT;
         }
         let (idx, slot) = self.alloc(flags & POOL != 0)?;
-        self.fill(
-            idx,
-            slot,
-            [&c.client, &c.vaddr, &c.daddr, &laddr],
-            [c.cport, c.vport, c.dport, lport],
-            flags,
-            c.proto,
-        );
-        let now = ms32(now);
+        self.fill(idx, slot, addrs, ports, flags, c.proto);
         {
             let e = &mut self.entries[idx as usize];
             e.set_backend_proto(c.backend.0, c.proto);
@@ -1367,18 +1574,8 @@ impl ConnTable {
             let ho = self.out_hash(&e);
             self.index.insert(ho, idx << 1 | 1);
         }
-        self.queue(idx);
         self.counts.bind(c.backend, false);
-        if let Some(ct) = c.control {
-            if ct.0 != idx && self.live(ct).is_some_and(|t| t.flags & TEMPLATE != 0) {
-                self.entries[idx as usize].aux = ct.0;
-                let t = &mut self.entries[ct.0 as usize];
-                t.addrs[3] = t.addrs[3].saturating_add(1);
-                let exp = now.wrapping_add(t.aux);
-                self.arm(ct.0, exp);
-            }
-        }
-        Some(ConnId(idx))
+        Some(idx)
     }
 
     /// Create a persistence template (IPVS.md §5): keyed by `key`, bound to `backend` at
@@ -1479,12 +1676,22 @@ impl ConnTable {
     /// timer re-armed to `now + timeout`; inbound packets counted. Returns the new state.
     #[inline]
     pub fn on_packet(&mut self, id: ConnId, dir: Direction, flags: u8, now: Time) -> u8 {
-        let idx = id.0;
-        let Some(e) = self.entries.get_mut(idx as usize) else {
-            return 0;
-        };
+        match self.account(id.0, dir, flags, now) {
+            Some((state, exp)) => {
+                self.arm(id.0, exp);
+                state
+            }
+            None => 0,
+        }
+    }
+
+    /// [`Self::on_packet`] on entry `idx` but the re-arming of its timer: the new state and
+    /// the expiry to arm. `None` if the entry is not live.
+    #[inline(always)]
+    fn account(&mut self, idx: u32, dir: Direction, flags: u8, now: Time) -> Option<(u8, u32)> {
+        let e = self.entries.get_mut(idx as usize)?;
         if e.flags & USED == 0 {
-            return 0;
+            return None;
         }
         let mut assure = false;
         let mut emb_change = None;
@@ -1550,7 +1757,6 @@ impl ConnTable {
         let control = e.control();
         let state = e.state();
         let exp = ms32(now).wrapping_add(timeout);
-        self.arm(idx, exp);
         if let Some(is) = emb_change {
             self.embryonic_changed(idx, is);
         }
@@ -1561,7 +1767,7 @@ impl ConnTable {
                 }
             }
         }
-        state
+        Some((state, exp))
     }
 
     /// Mark a live entry as SYN-proxied ([`super::flags::SYNPROXY`]); cleared when the slot is
@@ -1643,13 +1849,34 @@ impl ConnTable {
         let mut chain = chain;
         loop {
             let e = self.entries[idx as usize];
-            if e.flags & IN_HASHED != 0 {
-                let h = self.in_hash(&e);
-                self.unindex(h, idx << 1);
-            }
-            if e.flags & OUT_HASHED != 0 {
-                let h = self.out_hash(&e);
-                self.unindex(h, idx << 1 | 1);
+            if e.flags & POOL == 0 {
+                // IPv4: the keys' hashes from the entry's integers.
+                let seed = self.seed;
+                if e.flags & IN_HASHED != 0 {
+                    let kind = e.proto() as u64
+                        | if e.flags & TEMPLATE != 0 {
+                            KIND_TEMPLATE
+                        } else {
+                            0
+                        };
+                    let [a, b, ..] = e.addrs;
+                    let h = hash(seed, kind, a, e.ports[0], b, e.ports[1]);
+                    self.unindex(h, idx << 1);
+                }
+                if e.flags & OUT_HASHED != 0 {
+                    let [.., d, l] = e.addrs;
+                    let h = hash(seed, e.proto() as u64, d, e.ports[2], l, e.ports[3]);
+                    self.unindex(h, idx << 1 | 1);
+                }
+            } else {
+                if e.flags & IN_HASHED != 0 {
+                    let h = self.in_hash(&e);
+                    self.unindex(h, idx << 1);
+                }
+                if e.flags & OUT_HASHED != 0 {
+                    let h = self.out_hash(&e);
+                    self.unindex(h, idx << 1 | 1);
+                }
             }
             self.unlink(idx);
             if e.flags & TEMPLATE == 0 && embryonic_state(e.proto(), e.state()) {
@@ -1745,20 +1972,56 @@ impl ConnTable {
                     self.queue(idx);
                 }
             }
-            if work >= budget || self.cursor >= now_tick {
+            // The passed ticks, until one brings entries to the pending list: entering a turn,
+            // its level-1 bucket; then the bucket of the tick `cursor`. A run of empty level-0
+            // buckets (clear bits of `occupied`) is passed in one step, each bucket still
+            // counted as one unit of work.
+            let pi = self.wheel + self.wheel1;
+            while work < budget && self.cursor < now_tick {
+                let c = self.cursor;
+                let pos = (c & (wheel - 1)) as usize;
+                if pos == 0 {
+                    let j =
+                        self.wheel + ((c >> self.wheel_bits) & (self.wheel1 as u64 - 1)) as usize;
+                    self.take_bucket(j);
+                }
+                let bits = self.occupied.get(pos >> 6).map_or(1, |w| w >> (pos & 63));
+                if bits & 1 == 0 && self.heads[pi].0 == pending {
+                    // Empty buckets up to the next marked one or the end of this word.
+                    let run = if bits == 0 {
+                        64 - (pos & 63) as u64
+                    } else {
+                        u64::from(bits.trailing_zeros())
+                    };
+                    let n = run.min(now_tick - c).min(u64::from(budget - work));
+                    self.cursor = c + n;
+                    work += n as u32;
+                    continue;
+                }
+                self.take_bucket(pos);
+                if let Some(w) = self.occupied.get_mut(pos >> 6) {
+                    *w &= !(1 << (pos & 63));
+                }
+                self.cursor = c + 1;
+                work += 1;
+                if self.heads[pi].0 != pending {
+                    break;
+                }
+            }
+            if work >= budget || self.heads[pi].0 == pending {
                 break;
             }
-            // Entering a turn: its level-1 bucket. Then the bucket of the passed tick `cursor`.
-            if self.cursor & (wheel - 1) == 0 {
-                let j = (self.cursor >> self.wheel_bits) & (self.wheel1 as u64 - 1);
-                self.splice_to_pending(self.sentinel(self.wheel + j as usize));
-            }
-            let b = self.sentinel((self.cursor & (wheel - 1)) as usize);
-            self.splice_to_pending(b);
-            self.cursor += 1;
-            work += 1;
         }
         removed
+    }
+
+    /// Move the entries of bucket `b` (a level-0 or level-1 bucket number) to the pending list.
+    #[inline(always)]
+    fn take_bucket(&mut self, b: usize) {
+        let s = self.sentinel(b);
+        if self.heads.get(b).is_some_and(|h| h.0 != s) {
+            self.splice_to_pending(s);
+        }
     }
 
     /// One step of `expire_nodest_conn` for a removed backend (IPVS
@@ -1975,16 +2238,27 @@ impl ConnTable {
     /// Entry `idx` became embryonic (`true`) or stopped being so: count it, and queue it in
     /// the ring of embryonic entries. A full ring leaves the entry out of it (it is still
     /// counted and expires normally, but [`Self::evict_embryonic`] cannot choose it).
+    #[inline(always)]
     fn embryonic_changed(&mut self, idx: u32, is: bool) {
         if !is {
             self.embryonic -= 1;
             return;
         }
         self.embryonic += 1;
-        if self.entries[idx as usize].flags & EMB_QUEUED != 0 {
+        if self
+            .entries
+            .get(idx as usize)
+            .is_none_or(|e| e.flags & EMB_QUEUED != 0)
+        {
             // Its earlier item is still in the ring and stands for it.
             return;
         }
+        self.emb_push(idx);
+    }
+
+    /// Queue entry `idx` (live, embryonic, without an item) at the tail of the embryonic ring.
+    #[inline(never)]
+    fn emb_push(&mut self, idx: u32) {
         // Skip a few stale items at the head, so the ring rarely fills.
         for _ in 0..4 {
             if self.emb_head == self.emb_tail || self.emb_valid(self.emb_head) {
@@ -2145,7 +2419,7 @@ impl ConnTable {
     /// The forwarding fields of a live entry whose addresses are all IPv4, without building
     /// `IpAddr`s or the rest of a [`Conn`]: what the pipeline needs per packet. `None` for an
     /// entry with an IPv6 address (use [`Self::get`]) or no live entry.
-    #[inline]
+    #[inline(always)]
     pub fn get_v4(&self, id: ConnId) -> Option<ConnV4> {
         let e = self.live(id)?;
         if e.flags & POOL != 0 {
@@ -2279,6 +2553,11 @@ impl ConnTable {
                 }
                 seen[n as usize] = true;
                 on_lists += 1;
+                if b < self.wheel && self.occupied[b >> 6] & (1 << (b & 63)) == 0 {
+                    return Err(format!(
+                        "bucket {b} holds entries but is not marked occupied"
+                    ));
+                }
                 if b < self.wheel + self.wheel1 {
                     // Next visit of bucket b (level 0: its tick; level 1: the start of its
                     // turn), and the expiry tick, both relative to the cursor (29-bit tick
