@@ -341,7 +341,7 @@ pub struct ConnV4 {
 
 /// The forwarding fields of an entry with IPv4 addresses only ([`ConnTable::get_v4`]).
 #[inline(always)]
-fn v4_fields(e: &Entry) -> ConnV4 {
+fn entry_v4(e: &Entry) -> ConnV4 {
     let method = Method::from_bits(e.flags);
     let mut addrs = e.addrs;
     let mut ports = e.ports;
@@ -1211,7 +1211,7 @@ impl ConnTable {
         let control = e.control();
         // `arm` for a timer that does not move earlier: the store alone.
         e.expires = expires;
-        let fields = v4_fields(e);
+        let fields = entry_v4(e);
         if proto == 17 && dir == Direction::Out && control != NIL {
             if let Some(ct) = self.entries.get_mut(control as usize) {
                 if ct.flags & TEMPLATE != 0 {
@@ -2425,7 +2425,7 @@ impl ConnTable {
         if e.flags & POOL != 0 {
             return None;
         }
-        Some(v4_fields(e))
+        Some(entry_v4(e))
     }
 
     /// The backend of a live entry.
