@@ -378,6 +378,9 @@ struct FastHop {
     /// The address (host order).
     addr: u32,
     link: LinkV4,
+    /// The IPv4 address of the hop's port (host order), if it has one: a tunnel's outer
+    /// source. Ports change only with the whole network, which changes its generation.
+    port_v4: Option<u32>,
 }
 
 /// The fate of a packet whose connection's backend may have been removed.
@@ -1736,6 +1739,10 @@ impl Pipeline {
             (IpAddr::V4(a), Some(h)) => LinkV4::of(h).map(|link| FastHop {
                 addr: a.to_bits(),
                 link,
+                port_v4: match self.net.port_addr(h.port, false) {
+                    Some(IpAddr::V4(p)) => Some(p.to_bits()),
+                    _ => None,
+                },
             }),
             _ => None,
         };

@@ -229,6 +229,10 @@ proptest! {
         macs[..6].copy_from_slice(&ldst);
         macs[6..].copy_from_slice(&lsrc);
         let fast = rewrite::encap_ipip_v4(&mut fa, src, dst, id, mtu, &macs);
+        if let Some(n) = fast {
+            prop_assert_eq!(Some(n), bytes.get(16..18).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]]))));
+        }
+        let fast = fast.is_some();
         let Parsed::Ip(p) = wire::parse(fb.data()) else {
             prop_assert!(!fast);
             return Ok(());

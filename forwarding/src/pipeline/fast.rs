@@ -43,7 +43,7 @@ use crate::wire::rewrite::{self, forward_v4};
 use crate::wire::{parse, Frag, Packet, Parsed};
 use crate::{DropReason, Frame, PortId, Time, Verdict};
 
-use super::{BackendId, Decision, Pipeline, ServiceId, Target};
+use super::{BackendId, Decision, FastHop, Pipeline, ServiceId, Target};
 
 /// Whether a parsed packet is one [`parse_v4`](crate::wire::parse::parse_v4) accepts (untagged, IPv4 without options,
 /// unfragmented TCP / UDP): then [`Pipeline::rewrite_v4`] may read its headers from the frame.
@@ -152,11 +152,17 @@ impl Pipeline {
     /// is current and untagged (`next_hop`'s cache hit).
     #[inline(always)]
     fn cached_hop_v4(&self, backend: BackendId, addr: u32) -> Option<LinkV4> {
+        self.cached_fast_hop_v4(backend, addr).map(|f| f.link)
+    }
+
+    /// [`Self::cached_hop_v4`] with the port's IPv4 address.
+    #[inline(always)]
+    fn cached_fast_hop_v4(&self, backend: BackendId, addr: u32) -> Option<FastHop> {
         let h = self.hops.get(backend.0 as usize)?;
         if h.generation != self.net.generation() {
             return None;
         }
-        h.fast.filter(|f| f.addr == addr).map(|f| f.link)
+        h.fast.filter(|f| f.addr == addr)
     }
 
     /// `next_hop` toward an IPv4 client on a link of the director (a neighbour lookup).
@@ -316,17 +322,11 @@ impl Pipeline {
     /// uncached hop).
     #[inline(always)]
     fn tunnel_v4(&mut self, frame: &mut Frame, c: &ConnV4, new_conn: bool) -> Option<PortId> {
-        let hop = self.cached_hop_v4(c.backend, c.addrs[2])?;
-        let Some(IpAddr::V4(src)) = self.net.port_addr(hop.port, false) else {
-            return None;
-        };
-        let bytes = frame.data().get(16..18)?;
-        let bytes = usize::from(u16::from_be_bytes([bytes[0], bytes[1]]));
+        let h = self.cached_fast_hop_v4(c.backend, c.addrs[2])?;
+        let (hop, src) = (h.link, h.port_v4?);
         let id = self.ip_id.wrapping_add(1);
         // The outer header carries the decremented TTL; the inner TTL − 1 after it.
-        if !rewrite::encap_ipip_v4(frame, src.to_bits(), c.addrs[2], id, hop.mtu, &hop.macs) {
-            return None;
-        }
+        let bytes = rewrite::encap_ipip_v4(frame, src, c.addrs[2], id, hop.mtu, &hop.macs)?;
         self.ip_id = id;
         self.record(
             Decision {

@@ -613,10 +613,10 @@ pub fn encap(frame: &mut Frame, p: &Packet, tun: &Tunnel, link: &Link) -> Result
 /// [`encap`] and then the inner [`dec_ttl`] for the common case, on plain integers: the frame
 /// is untagged Ethernet carrying an IPv4 packet without options at offset 14, the tunnel is
 /// IPv4 (`src`, `dst` host order, identification `id`, `mtu`) and the link untagged (`link`:
-/// the destination MAC address, then the source). The same bytes as those two calls; false
-/// with the frame unchanged when the case does not apply or they would fail (inner TTL ≤ 1,
-/// too big for the MTU, no headroom, a frame shorter than its packet): the caller then takes
-/// [`encap`]. Both checksums are computed from the values written: the outer header's from
+/// the destination MAC address, then the source). The same bytes as those two calls, and the
+/// inner packet's length; `None` with the frame unchanged when the case does not apply or they
+/// would fail (inner TTL ≤ 1, too big for the MTU, no headroom, a frame shorter than its
+/// packet): the caller then takes [`encap`]. Both checksums are computed from the values written: the outer header's from
 /// its five 32-bit words, the inner one's updated for TTL − 1 (the TTL / protocol word m
 /// becomes m − 0x100, so ~m + m' = 0xFEFF).
 #[inline(always)]
@@ -627,11 +627,11 @@ pub fn encap_ipip_v4(
     id: u16,
     mtu: u16,
     link: &[u8; 12],
-) -> bool {
+) -> Option<usize> {
     const L3: usize = ETH_LEN;
     const FRONT: usize = ETH_LEN + IPV4_LEN;
     let Some(Ok(h)) = frame.data().get(..FRONT).map(<&[u8; FRONT]>::try_from) else {
-        return false;
+        return None;
     };
     let inner_len = usize::from(u16::from_be_bytes([h[L3 + 2], h[L3 + 3]]));
     let (tos, ttl, df) = (h[L3 + 1], h[L3 + 8], h[L3 + 6] & 0x40 != 0);
@@ -644,22 +644,22 @@ pub fn encap_ipip_v4(
         || total > usize::from(mtu)
         || total > usize::from(u16::MAX)
     {
-        return false;
+        return None;
     }
     if !frame.push_front(IPV4_LEN) {
-        return false;
+        return None;
     }
     // Drop the Ethernet padding after the inner packet (shrinking always fits).
     if !frame.set_len(FRONT + inner_len) {
         let _ = frame.pull_front(IPV4_LEN);
-        return false;
+        return None;
     }
     let Some(Ok(d)) = frame
         .data_mut()
         .get_mut(..FRONT + IPV4_LEN)
         .map(<&mut [u8; FRONT + IPV4_LEN]>::try_from)
     else {
-        return false;
+        return None;
     };
     let (id, frag) = if df { (0, 0x4000u16) } else { (id, 0) };
     let words = [
@@ -683,7 +683,7 @@ pub fn encap_ipip_v4(
     let old = u64::from(!u16::from_be_bytes([d[c], d[c + 1]]));
     let s = !checksum::fold64(old + 0xfeff);
     d[c..c + 2].copy_from_slice(&s.to_be_bytes());
-    true
+    Some(inner_len)
 }
 
 #[cfg(test)]
