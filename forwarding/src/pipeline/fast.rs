@@ -157,12 +157,12 @@ impl Pipeline {
 
     /// [`Self::cached_hop_v4`] with the port's IPv4 address.
     #[inline(always)]
-    fn cached_fast_hop_v4(&self, backend: BackendId, addr: u32) -> Option<FastHop> {
+    fn cached_fast_hop_v4(&self, backend: BackendId, addr: u32) -> Option<&FastHop> {
         let h = self.hops.get(backend.0 as usize)?;
         if h.generation != self.net.generation() {
             return None;
         }
-        h.fast.filter(|f| f.addr == addr)
+        h.fast.as_ref().filter(|f| f.addr == addr)
     }
 
     /// `next_hop` toward an IPv4 client on a link of the director (a neighbour lookup).
