@@ -56,6 +56,33 @@ pub struct Hop {
     pub vlan: Option<u16>,
 }
 
+/// An untagged [`Hop`] as the established-flow path writes it: the port, the MTU and the
+/// Ethernet header's two addresses (destination, then source) in one array.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkV4 {
+    pub port: PortId,
+    pub mtu: u16,
+    pub macs: [u8; 12],
+}
+
+impl LinkV4 {
+    /// `hop`, unless it is tagged.
+    #[inline(always)]
+    pub fn of(hop: &Hop) -> Option<LinkV4> {
+        if hop.vlan.is_some() {
+            return None;
+        }
+        let mut macs = [0; 12];
+        macs[..6].copy_from_slice(&hop.dst_mac);
+        macs[6..].copy_from_slice(&hop.src_mac);
+        Some(LinkV4 {
+            port: hop.port,
+            mtu: hop.mtu,
+            macs,
+        })
+    }
+}
+
 /// The VLANs of one port: which tagged frames it accepts, and the tag it transmits with.
 /// Untagged frames (and priority-tagged ones, VLAN id 0) are always accepted.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -113,6 +140,9 @@ pub struct Network {
     routes: Vec<(Route, Option<Hop>)>,
     /// The IPv4 routes of `routes`, in the same order: (network, mask, index into `routes`).
     v4_routes: Vec<(u32, u32, usize)>,
+    /// For each of `v4_routes`: a gateway route's resolved hop as a [`LinkV4`], `Some(None)`
+    /// when it is unresolved or tagged, `None` for an on-link route.
+    v4_links: Vec<Option<Option<LinkV4>>>,
     neighbours: FastMap<IpAddr, Mac>,
     generation: u64,
     /// VLANs by port index (missing: untagged only).
@@ -141,6 +171,7 @@ impl Network {
             ports,
             routes,
             v4_routes,
+            v4_links: Vec::new(),
             neighbours: FastMap::default(),
             generation: next_generation(),
             vlans: Vec::new(),
@@ -210,6 +241,14 @@ impl Network {
             let (route, _) = self.routes[i];
             self.routes[i].1 = route.via.and_then(|gw| self.hop_via(route.port, gw));
         }
+        self.v4_links = self
+            .v4_routes
+            .iter()
+            .map(|&(_, _, i)| {
+                let (route, hop) = &self.routes[i];
+                route.via.map(|_| hop.as_ref().and_then(LinkV4::of))
+            })
+            .collect();
     }
 
     fn hop_via(&self, port: PortId, next: IpAddr) -> Option<Hop> {
@@ -252,6 +291,13 @@ impl Network {
         let &(_, _, i) = self.v4_routes.iter().find(|(n, m, _)| dst & m == *n)?;
         let (route, hop) = self.routes.get(i)?;
         route.via.map(|_| *hop)
+    }
+
+    /// [`Self::gateway_hop_v4`] as a [`LinkV4`]: `Some(None)` also for a tagged hop.
+    #[inline(always)]
+    pub fn gateway_link_v4(&self, dst: u32) -> Option<Option<LinkV4>> {
+        let i = self.v4_routes.iter().position(|(n, m, _)| dst & m == *n)?;
+        *self.v4_links.get(i)?
     }
 
     /// A port's MAC address as [`mac_word`] gives it (0: all zeros, i.e. not known), or `None`

@@ -45,7 +45,7 @@ use crate::conn::{
 use crate::defense::{Defense, DefenseConfig};
 use crate::hygiene;
 use crate::limits::{Bucket, SourceLimiter};
-use crate::net::{Hop, Network};
+use crate::net::{Hop, LinkV4, Network};
 use crate::ratelimit::IcmpLimiter;
 use crate::service::{mask_addr, MarkRule, Service, ServiceId, ServiceKey};
 use crate::synproxy::cookie::CookieSecret;
@@ -358,6 +358,8 @@ struct CachedHop {
     generation: u64,
     addr: IpAddr,
     hop: Option<Hop>,
+    /// The same hop for the established-flow path, when `addr` is IPv4 and the hop untagged.
+    fast: Option<FastHop>,
 }
 
 impl CachedHop {
@@ -366,7 +368,19 @@ impl CachedHop {
         generation: 0,
         addr: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
         hop: None,
+        fast: None,
     };
+}
+
+/// An untagged next hop toward an IPv4 address, as the established-flow path uses it.
+#[derive(Clone, Copy, Debug)]
+struct FastHop {
+    /// The address (host order).
+    addr: u32,
+    link: LinkV4,
+    /// The IPv4 address of the hop's port (host order), if it has one: a tunnel's outer
+    /// source. Ports change only with the whole network, which changes its generation.
+    port_v4: Option<u32>,
 }
 
 /// The fate of a packet whose connection's backend may have been removed.
@@ -695,7 +709,10 @@ impl Pipeline {
     /// headroom for TUN); `ingress` is the port it arrived on.
     pub fn process(&mut self, now: Time, ingress: PortId, frame: &mut Frame) -> Verdict {
         match parse_v4(frame.data()).filter(|_| self.fast_path) {
-            Some(f) => self.process_v4(now, ingress, frame, f),
+            Some(f) => {
+                let h = self.conns.hash_v4(f.proto, f.src, f.sport, f.dst, f.dport);
+                self.process_v4(now, ingress, frame, f, h)
+            }
             None => self.process_other(now, ingress, frame),
         }
     }
@@ -716,11 +733,13 @@ impl Pipeline {
         ingress: PortId,
         frame: &mut Frame,
         f: wire::parse::FastV4,
+        h: u32,
     ) -> Verdict {
-        self.process_v4(now, ingress, frame, f)
+        self.process_v4(now, ingress, frame, f, h)
     }
 
     /// [`Self::process`] for a frame the established-flow path's reader does not take.
+    #[cold]
     #[inline(never)]
     fn process_other(&mut self, now: Time, ingress: PortId, frame: &mut Frame) -> Verdict {
         let parsed = parse(frame.data());
@@ -776,9 +795,16 @@ impl Pipeline {
             for hint in &hints[..frames.len()] {
                 self.conns.prefetch_entry(*hint);
             }
-            for ((f, v), v4) in frames.iter_mut().zip(verdicts.iter_mut()).zip(fast) {
-                *v = match v4 {
-                    Some(v4) => self.process_v4_batched(now, ingress, f, v4),
+            // The hash of a `parse_v4` frame's tuple is its hint's; the index slot is loaded
+            // again (frames before it may have changed the index).
+            for (((f, v), v4), hint) in frames
+                .iter_mut()
+                .zip(verdicts.iter_mut())
+                .zip(&fast)
+                .zip(&hints)
+            {
+                *v = match *v4 {
+                    Some(v4) => self.process_v4_batched(now, ingress, f, v4, hint.hash()),
                     None => self.process_other(now, ingress, f),
                 };
             }
@@ -1709,10 +1735,22 @@ impl Pipeline {
             // Once per backend id: the cache grows to the highest id seen.
             self.hops.resize(i + 1, CachedHop::EMPTY);
         }
+        let fast = match (addr, &hop) {
+            (IpAddr::V4(a), Some(h)) => LinkV4::of(h).map(|link| FastHop {
+                addr: a.to_bits(),
+                link,
+                port_v4: match self.net.port_addr(h.port, false) {
+                    Some(IpAddr::V4(p)) => Some(p.to_bits()),
+                    _ => None,
+                },
+            }),
+            _ => None,
+        };
         self.hops[i] = CachedHop {
             generation,
             addr,
             hop,
+            fast,
         };
         hop
     }

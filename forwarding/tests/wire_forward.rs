@@ -225,7 +225,14 @@ proptest! {
         let mut b = a.clone();
         let mut fa = xvs_forwarding::Frame::new(&mut a, room, bytes.len());
         let mut fb = xvs_forwarding::Frame::new(&mut b, room, bytes.len());
-        let fast = rewrite::encap_ipip_v4(&mut fa, src, dst, id, mtu, lsrc, ldst);
+        let mut macs = [0u8; 12];
+        macs[..6].copy_from_slice(&ldst);
+        macs[6..].copy_from_slice(&lsrc);
+        let fast = rewrite::encap_ipip_v4(&mut fa, src, dst, id, mtu, &macs);
+        if let Some(n) = fast {
+            prop_assert_eq!(Some(n), bytes.get(16..18).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]]))));
+        }
+        let fast = fast.is_some();
         let Parsed::Ip(p) = wire::parse(fb.data()) else {
             prop_assert!(!fast);
             return Ok(());

@@ -339,12 +339,42 @@ pub struct ConnV4 {
     pub method: Method,
 }
 
+/// The forwarding fields of an entry with IPv4 addresses only ([`ConnTable::get_v4`]).
+#[inline(always)]
+fn entry_v4(e: &Entry) -> ConnV4 {
+    let method = Method::from_bits(e.flags);
+    let mut addrs = e.addrs;
+    let mut ports = e.ports;
+    if method != Method::FullNat {
+        // As `get` reports no local endpoint: keep the unused fields deterministic.
+        addrs[3] = 0;
+        ports[3] = 0;
+    } else if e.flags & TEMPLATE != 0 {
+        addrs[3] = addrs[2];
+    }
+    ConnV4 {
+        addrs,
+        ports,
+        backend: BackendId(e.backend()),
+        service: e.service(),
+        method,
+    }
+}
+
 /// A tuple's hash and, after [`ConnTable::prefetch_slot`], its home index slot: see
 /// [`ConnTable::slot_hint`]. The default names nothing.
 #[derive(Clone, Copy, Debug)]
 pub struct SlotHint {
     hash: u32,
     slot: u32,
+}
+
+impl SlotHint {
+    /// The tuple's hash ([`ConnTable::hash_v4`] for an IPv4 tuple).
+    #[inline]
+    pub fn hash(&self) -> u32 {
+        self.hash
+    }
 }
 
 impl Default for SlotHint {
@@ -359,9 +389,9 @@ impl Default for SlotHint {
 /// What [`ConnTable::lookup_touch_v4`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TouchV4 {
-    /// The packet's connection, refreshed as `on_packet` would (its forwarding fields:
-    /// [`ConnTable::get_v4`]).
-    Steady(ConnId, Direction),
+    /// The packet's connection, refreshed as `on_packet` would, with its forwarding fields
+    /// (what [`ConnTable::get_v4`] returns).
+    Steady(ConnId, Direction, ConnV4),
     /// An entry has the tuple but the packet is not one `lookup_touch_v4` handles: nothing
     /// was changed; look it up with `lookup_v4`.
     Other,
@@ -944,6 +974,13 @@ impl ConnTable {
         }
     }
 
+    /// The index hash of an IPv4 tuple (addresses as host-order `u32`), for
+    /// [`Self::lookup_touch_v4`].
+    #[inline(always)]
+    pub fn hash_v4(&self, proto: u8, src: u32, sport: u16, dst: u32, dport: u16) -> u32 {
+        self.hash(proto as u64, src, sport, dst, dport)
+    }
+
     /// Second pass of [`Self::slot_hint`]: load the home index slot into the hint.
     #[inline]
     pub fn prefetch_slot(&self, hint: &mut SlotHint) {
@@ -1015,11 +1052,22 @@ impl ConnTable {
         })
     }
 
-    /// [`Self::find_v4`] without `EXACT`, out of line (see [`Self::lookup_touch_v4`]).
+    /// [`Self::find_v4`] without `EXACT` for a tuple hashing to `h`, out of line (see
+    /// [`Self::lookup_touch_v4`]).
     #[cold]
     #[inline(never)]
-    fn find_v4_probe(&self, proto: u8, src: u32, sport: u16, dst: u32, dport: u16) -> Option<u32> {
-        self.find_v4::<false>(proto, src, sport, dst, dport)
+    fn find_v4_probe(
+        &self,
+        h: u32,
+        proto: u8,
+        src: u32,
+        sport: u16,
+        dst: u32,
+        dport: u16,
+    ) -> Option<u32> {
+        self.index.find(h, |v| {
+            self.v4_matches::<false>(v, proto, src, sport, dst, dport)
+        })
     }
 
     /// Whether index value `v` names the non-template entry of this IPv4 tuple (`EXACT`
@@ -1083,14 +1131,17 @@ impl ConnTable {
     /// outbound one of a NOOUTPUT entry; and `pass` accepts its direction and backend. Then
     /// does what `on_packet` does — timeout from
     /// the state, timer re-armed to `now + timeout`, inbound packets counted, the owning
-    /// template marked ASSURED by a UDP reply — and answers [`TouchV4::Steady`]. Otherwise
+    /// template marked ASSURED by a UDP reply — and answers [`TouchV4::Steady`] with the
+    /// entry's forwarding fields. Otherwise
     /// nothing is changed: [`TouchV4::Miss`] when no entry has the tuple, else
     /// [`TouchV4::Other`] (the caller then calls [`Self::lookup_v4`], which may also expire
-    /// the entry, and does the per-packet work itself).
+    /// the entry, and does the per-packet work itself). `h` is the tuple's hash
+    /// ([`Self::hash_v4`], or the hash of its [`Self::slot_hint_v4`]).
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     pub fn lookup_touch_v4(
         &mut self,
+        h: u32,
         proto: u8,
         src: u32,
         sport: u16,
@@ -1102,7 +1153,6 @@ impl ConnTable {
     ) -> TouchV4 {
         // The home slot first, inline; a probe beyond it (a collision or a displaced key) out
         // of line, so the common lookup has no loop.
-        let h = self.hash(proto as u64, src, sport, dst, dport);
         let home = self.index.touch(h);
         let v = if home == super::index::EMPTY {
             return TouchV4::Miss;
@@ -1113,7 +1163,7 @@ impl ConnTable {
         {
             v
         } else {
-            match self.find_v4_probe(proto, src, sport, dst, dport) {
+            match self.find_v4_probe(h, proto, src, sport, dst, dport) {
                 Some(v) => v,
                 None => return TouchV4::Miss,
             }
@@ -1161,6 +1211,7 @@ impl ConnTable {
         let control = e.control();
         // `arm` for a timer that does not move earlier: the store alone.
         e.expires = expires;
+        let fields = entry_v4(e);
         if proto == 17 && dir == Direction::Out && control != NIL {
             if let Some(ct) = self.entries.get_mut(control as usize) {
                 if ct.flags & TEMPLATE != 0 {
@@ -1168,7 +1219,7 @@ impl ConnTable {
                 }
             }
         }
-        TouchV4::Steady(ConnId(idx), dir)
+        TouchV4::Steady(ConnId(idx), dir, fields)
     }
 
     /// The end of a lookup that found index value `v`: expire the entry if its time has passed.
@@ -2374,23 +2425,7 @@ impl ConnTable {
         if e.flags & POOL != 0 {
             return None;
         }
-        let method = Method::from_bits(e.flags);
-        let mut addrs = e.addrs;
-        let mut ports = e.ports;
-        if method != Method::FullNat {
-            // As `get` reports no local endpoint: keep the unused fields deterministic.
-            addrs[3] = 0;
-            ports[3] = 0;
-        } else if e.flags & TEMPLATE != 0 {
-            addrs[3] = addrs[2];
-        }
-        Some(ConnV4 {
-            addrs,
-            ports,
-            backend: BackendId(e.backend()),
-            service: e.service(),
-            method,
-        })
+        Some(entry_v4(e))
     }
 
     /// The backend of a live entry.

@@ -36,14 +36,14 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use crate::conn::{ConnV4, Direction, Method, TouchV4};
-use crate::net::Hop;
+use crate::conn::{ConnId, ConnV4, Direction, Method, TouchV4};
+use crate::net::{Hop, LinkV4};
 use crate::wire::parse::{parse_v4, FastV4};
-use crate::wire::rewrite::{self, forward_v4, V4Endpoints};
+use crate::wire::rewrite::{self, forward_v4};
 use crate::wire::{parse, Frag, Packet, Parsed};
 use crate::{DropReason, Frame, PortId, Time, Verdict};
 
-use super::{Decision, Pipeline, ServiceId, Target};
+use super::{BackendId, Decision, FastHop, Pipeline, ServiceId, Target};
 
 /// Whether a parsed packet is one [`parse_v4`](crate::wire::parse::parse_v4) accepts (untagged, IPv4 without options,
 /// unfragmented TCP / UDP): then [`Pipeline::rewrite_v4`] may read its headers from the frame.
@@ -66,11 +66,12 @@ enum Slow {
     /// No connection: `new_connection`.
     Miss,
     /// The connection was refreshed: `rewrite_frame`.
-    Rewrite(ConnV4, Direction),
+    Rewrite(ConnId, Direction),
 }
 
 impl Pipeline {
-    /// [`Self::process`] for a frame [`parse_v4`](crate::wire::parse::parse_v4) accepted.
+    /// [`Self::process`] for a frame [`parse_v4`](crate::wire::parse::parse_v4) accepted,
+    /// whose tuple hashes to `h` ([`ConnTable::hash_v4`](crate::conn::ConnTable::hash_v4)).
     #[inline(always)]
     pub(super) fn process_v4(
         &mut self,
@@ -78,19 +79,23 @@ impl Pipeline {
         ingress: PortId,
         frame: &mut Frame,
         f: FastV4,
+        h: u32,
     ) -> Verdict {
-        self.last = None;
-        self.answered = None;
-        self.counters.rx += 1;
-        let v = match self.fast_v4(now, ingress, frame, f) {
-            Ok(v) => v,
+        match self.fast_v4(now, ingress, frame, f, h) {
+            Ok(port) => {
+                // `account` of a forwarded frame (`record` set the decision).
+                self.answered = None;
+                self.counters.rx += 1;
+                self.counters.tx += 1;
+                Verdict::Tx(port)
+            }
             Err(slow) => self.slow_v4(now, ingress, frame, slow),
-        };
-        self.account(v)
+        }
     }
 
-    /// The established-flow path: a verdict, or where the full pipeline takes over. No calls
-    /// but the route lookup of a reply, so the compiler keeps its values in registers.
+    /// The established-flow path: the port a forwarded frame leaves by (its decision recorded,
+    /// nothing else accounted), or where the full pipeline takes over. No calls but the route
+    /// lookup of a reply, so the compiler keeps its values in registers.
     #[inline(always)]
     fn fast_v4(
         &mut self,
@@ -98,16 +103,15 @@ impl Pipeline {
         ingress: PortId,
         frame: &mut Frame,
         f: FastV4,
-    ) -> Result<Verdict, Slow> {
+        h: u32,
+    ) -> Result<PortId, Slow> {
         // `hygiene::l2` of an untagged frame: unicast and, when the port's MAC is known, its.
-        let to_us = frame.data().get(..6).is_some_and(|dst| {
-            let dst = crate::net::mac_word(&[dst[0], dst[1], dst[2], dst[3], dst[4], dst[5]]);
-            dst & 1 == 0
-                && self
-                    .net
-                    .port_mac_word(ingress)
-                    .is_none_or(|mac| mac == 0 || dst == mac)
-        });
+        let dst = f.dst_mac;
+        let to_us = dst & 1 == 0
+            && self
+                .net
+                .port_mac_word(ingress)
+                .is_none_or(|mac| mac == 0 || dst == mac);
         if !to_us {
             return Err(Slow::Start);
         }
@@ -118,6 +122,7 @@ impl Pipeline {
         let snap = &self.snap;
         let plain_in = self.sync_master.is_none();
         let found = self.conns.lookup_touch_v4(
+            h,
             f.proto,
             f.src,
             f.sport,
@@ -135,13 +140,29 @@ impl Pipeline {
             },
         );
         match found {
-            TouchV4::Steady(id, dir) => match self.conns.get_v4(id) {
-                Some(c) => self.rewrite_v4(frame, &c, dir, false),
-                None => Ok(Verdict::Drop(DropReason::NoConnection)),
-            },
+            TouchV4::Steady(id, dir, c) => self
+                .rewrite_v4(frame, &c, dir, false)
+                .ok_or(Slow::Rewrite(id, dir)),
             TouchV4::Other => Err(Slow::Lookup),
             TouchV4::Miss => Err(Slow::Miss),
         }
+    }
+
+    /// The cached next hop toward backend `backend` at IPv4 address `addr` (host order) if it
+    /// is current and untagged (`next_hop`'s cache hit).
+    #[inline(always)]
+    fn cached_hop_v4(&self, backend: BackendId, addr: u32) -> Option<LinkV4> {
+        self.cached_fast_hop_v4(backend, addr).map(|f| f.link)
+    }
+
+    /// [`Self::cached_hop_v4`] with the port's IPv4 address.
+    #[inline(always)]
+    fn cached_fast_hop_v4(&self, backend: BackendId, addr: u32) -> Option<&FastHop> {
+        let h = self.hops.get(backend.0 as usize)?;
+        if h.generation != self.net.generation() {
+            return None;
+        }
+        h.fast.as_ref().filter(|f| f.addr == addr)
     }
 
     /// `next_hop` toward an IPv4 client on a link of the director (a neighbour lookup).
@@ -151,9 +172,26 @@ impl Pipeline {
         self.net.next_hop(IpAddr::V4(Ipv4Addr::from_bits(client)))
     }
 
-    /// The full pipeline from where the established-flow path left the frame.
+    /// The full pipeline from where the established-flow path left the frame, and `account`.
+    #[cold]
     #[inline(never)]
     fn slow_v4(&mut self, now: Time, ingress: PortId, frame: &mut Frame, slow: Slow) -> Verdict {
+        self.last = None;
+        self.answered = None;
+        self.counters.rx += 1;
+        let v = self.slow_v4_verdict(now, ingress, frame, slow);
+        self.account(v)
+    }
+
+    /// The verdict of the full pipeline from where the established-flow path left the frame.
+    #[inline(always)]
+    fn slow_v4_verdict(
+        &mut self,
+        now: Time,
+        ingress: PortId,
+        frame: &mut Frame,
+        slow: Slow,
+    ) -> Verdict {
         // The frame is unchanged: reading it again gives the packet `parse_v4` accepted (and
         // `parse` would give).
         let Some(p) = parse_v4(frame.data()).map(|f| f.packet()) else {
@@ -173,7 +211,10 @@ impl Pipeline {
                 }
             }
             Slow::Miss => self.new_connection(now, ingress, frame, p),
-            Slow::Rewrite(c, dir) => {
+            Slow::Rewrite(id, dir) => {
+                let Some(c) = self.conns.get_v4(id) else {
+                    return Verdict::Drop(DropReason::NoConnection);
+                };
                 let mut p = p;
                 self.rewrite_frame(now, ingress, frame, &mut p, &Target::from(c), dir, false)
             }
@@ -197,8 +238,8 @@ impl Pipeline {
         new_conn: bool,
     ) -> Verdict {
         if self.fast_path && is_fast(&p) {
-            if let Ok(v) = self.rewrite_v4(frame, c, dir, new_conn) {
-                return v;
+            if let Some(port) = self.rewrite_v4(frame, c, dir, new_conn) {
+                return Verdict::Tx(port);
             }
         }
         self.rewrite(now, ingress, frame, p, &Target::from(*c), dir, new_conn)
@@ -208,8 +249,9 @@ impl Pipeline {
     /// [`parse_v4`](crate::wire::parse::parse_v4) accepts it, its fields read from the frame)
     /// of an IPv4 connection, when the next hop is cached (inbound) or found (outbound) and
     /// untagged, the method keeps the packet's size (not TUN inbound), the TTL is above 1, the
-    /// packet fits the MTU and (UDP) carries a checksum: the same bytes, counters, decision
-    /// and verdict. `Err` with nothing changed otherwise: `rewrite_frame`'s to do.
+    /// packet fits the MTU and (UDP) carries a checksum: the same bytes, traffic counters and
+    /// decision, and the port of its `Verdict::Tx`. `None` with nothing changed otherwise:
+    /// `rewrite_frame`'s to do.
     #[inline(always)]
     fn rewrite_v4(
         &mut self,
@@ -217,8 +259,7 @@ impl Pipeline {
         c: &ConnV4,
         dir: Direction,
         new_conn: bool,
-    ) -> Result<Verdict, Slow> {
-        let slow = || Slow::Rewrite(*c, dir);
+    ) -> Option<PortId> {
         let [client, vaddr, daddr, laddr] = c.addrs;
         let [cport, vport, dport, lport] = c.ports;
         let (src, dst) = match (c.method, dir) {
@@ -232,51 +273,28 @@ impl Pipeline {
         };
         // `next_hop`: toward the backend from its cache, toward the client through a
         // gateway route (a cache miss or an on-link client is resolved by the full path).
-        let hop = match dir {
-            Direction::In => match self.hops.get(c.backend.0 as usize) {
-                Some(h)
-                    if h.generation == self.net.generation()
-                        && h.addr == IpAddr::V4(Ipv4Addr::from_bits(daddr)) =>
-                {
-                    h.hop
-                }
-                _ => return Err(slow()),
-            },
-            Direction::Out => match self.net.gateway_hop_v4(client) {
-                Some(h) => h,
-                None => self.on_link_hop(client),
+        let LinkV4 { port, mtu, macs } = match dir {
+            Direction::In => self.cached_hop_v4(c.backend, daddr)?,
+            Direction::Out => match self.net.gateway_link_v4(client) {
+                Some(link) => link?,
+                None => LinkV4::of(&self.on_link_hop(client)?)?,
             },
         };
-        let hop = match hop {
-            Some(h) if h.vlan.is_none() => h,
-            _ => return Err(slow()),
-        };
-        // The packet's fields, read again from its headers (what `parse_v4` read).
+        // The packet's length, read again from its header (what `parse_v4` read).
         const L3: usize = FastV4::L3;
         const L4: usize = FastV4::L4;
         let d = frame.data_mut();
-        let Some(h) = d.get(..L4 + 4) else {
-            return Err(slow());
+        let &[b0, b1] = d.get(L3 + 2..L3 + 4)? else {
+            return None;
         };
-        let be16 = |o: usize| u16::from_be_bytes([h[o], h[o + 1]]);
-        let be32 = |o: usize| u32::from_be_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
-        let bytes = usize::from(be16(L3 + 2));
-        let (proto, ttl) = (h[L3 + 9], h[L3 + 8]);
-        let old = V4Endpoints {
-            src: be32(L3 + 12),
-            sport: be16(L4),
-            dst: be32(L3 + 16),
-            dport: be16(L4 + 2),
-        };
+        let bytes = usize::from(u16::from_be_bytes([b0, b1]));
         let ip_end = L3 + bytes;
-        if bytes > usize::from(hop.mtu) || !forward_v4(d, L3, L4, ip_end, proto, ttl, old, src, dst)
-        {
+        if bytes > usize::from(mtu) || !forward_v4(d, L3, L4, ip_end, src, dst) {
             // Nothing changed (too big, TTL ≤ 1, UDP without a checksum).
-            return Err(slow());
+            return None;
         }
         // The link header in place (`rewrite::set_link` for an untagged hop): the MACs.
-        d[..6].copy_from_slice(&hop.dst_mac);
-        d[6..12].copy_from_slice(&hop.src_mac);
+        d[..12].copy_from_slice(&macs);
         self.record(
             Decision {
                 service: ServiceId(c.service),
@@ -287,55 +305,28 @@ impl Pipeline {
             },
             bytes,
         );
-        // Ethernet padding and trailers stay behind (only shrinks: cannot fail).
-        if frame.len() > ip_end && !frame.set_len(ip_end) {
-            return Ok(Verdict::Drop(DropReason::Truncated));
+        // Ethernet padding and trailers stay behind: `forward_v4` checked that the packet
+        // ends inside the frame, so the frame only shrinks (which cannot fail).
+        if frame.len() > ip_end {
+            let shrunk = frame.set_len(ip_end);
+            debug_assert!(shrunk);
         }
-        Ok(Verdict::Tx(hop.port))
+        Some(port)
     }
 
     /// `rewrite_frame` + `tunnel` for an IPv4 packet to an IPv4 TUN backend whose next hop is
     /// cached and untagged: IPIP encapsulation with the egress port's address as the outer
     /// source and the inner TTL − 1 ([`rewrite::encap_ipip_v4`]), the same bytes, counters,
-    /// decision, verdict and IPv4 identification. `Err` with nothing changed when the full
-    /// path has to decide (TTL ≤ 1, too big, no headroom, no IPv4 address on the port, an
+    /// decision, IPv4 identification and port of its `Verdict::Tx`. `None` with nothing
+    /// changed when the full path has to decide (TTL ≤ 1, too big, no headroom, no IPv4 address on the port, an
     /// uncached hop).
     #[inline(always)]
-    fn tunnel_v4(
-        &mut self,
-        frame: &mut Frame,
-        c: &ConnV4,
-        new_conn: bool,
-    ) -> Result<Verdict, Slow> {
-        let slow = || Slow::Rewrite(*c, Direction::In);
-        let daddr = IpAddr::V4(Ipv4Addr::from_bits(c.addrs[2]));
-        let hop = match self.hops.get(c.backend.0 as usize) {
-            Some(h) if h.generation == self.net.generation() && h.addr == daddr => h.hop,
-            _ => return Err(slow()),
-        };
-        let Some(hop) = hop.filter(|h| h.vlan.is_none()) else {
-            return Err(slow());
-        };
-        let Some(IpAddr::V4(src)) = self.net.port_addr(hop.port, false) else {
-            return Err(slow());
-        };
-        let Some(bytes) = frame.data().get(16..18) else {
-            return Err(slow());
-        };
-        let bytes = usize::from(u16::from_be_bytes([bytes[0], bytes[1]]));
+    fn tunnel_v4(&mut self, frame: &mut Frame, c: &ConnV4, new_conn: bool) -> Option<PortId> {
+        let h = self.cached_fast_hop_v4(c.backend, c.addrs[2])?;
+        let (hop, src) = (h.link, h.port_v4?);
         let id = self.ip_id.wrapping_add(1);
         // The outer header carries the decremented TTL; the inner TTL − 1 after it.
-        if !rewrite::encap_ipip_v4(
-            frame,
-            src.to_bits(),
-            c.addrs[2],
-            id,
-            hop.mtu,
-            hop.src_mac,
-            hop.dst_mac,
-        ) {
-            return Err(slow());
-        }
+        let bytes = rewrite::encap_ipip_v4(frame, src, c.addrs[2], id, hop.mtu, &hop.macs)?;
         self.ip_id = id;
         self.record(
             Decision {
@@ -347,6 +338,6 @@ impl Pipeline {
             },
             bytes,
         );
-        Ok(Verdict::Tx(hop.port))
+        Some(hop.port)
     }
 }

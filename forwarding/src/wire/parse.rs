@@ -177,6 +177,8 @@ pub struct FastV4 {
     pub df: bool,
     /// End of the IP packet in the frame: 14 + total length.
     pub ip_end: u32,
+    /// The Ethernet destination address as [`mac_word`](crate::net::mac_word) gives it.
+    pub dst_mac: u64,
 }
 
 impl FastV4 {
@@ -233,7 +235,8 @@ pub fn parse_v4(data: &[u8]) -> Option<FastV4> {
     }
     let total = u16::from_be_bytes([h[L3 + 2], h[L3 + 3]]);
     let ip_end = L3 + usize::from(total);
-    if total < 20 || ip_end > data.len() || !checksum::verifies(0, &h[L3..L4]) {
+    let ip: &[u8; 20] = h[L3..L4].try_into().ok()?;
+    if total < 20 || ip_end > data.len() || !checksum::verifies_ipv4_header(ip) {
         return None;
     }
     let seg = data.get(L4..ip_end)?;
@@ -278,6 +281,7 @@ pub fn parse_v4(data: &[u8]) -> Option<FastV4> {
         tos: h[L3 + 1],
         df: h[L3 + 6] & 0x40 != 0,
         ip_end: L3 as u32 + u32::from(total),
+        dst_mac: u64::from_le_bytes([h[0], h[1], h[2], h[3], h[4], h[5], 0, 0]),
     })
 }
 

@@ -286,21 +286,15 @@ fn forward_v4_fast(
     src: Option<(Ipv4Addr, u16)>,
     dst: Option<(Ipv4Addr, u16)>,
 ) -> bool {
-    let (IpAddr::V4(osrc), IpAddr::V4(odst)) = (p.src, p.dst) else {
-        return false;
-    };
-    if p.frag != Frag::None || p.l3.checked_add(IPV4_LEN).is_none_or(|h| h > p.l4) {
+    if !matches!((p.src, p.dst), (IpAddr::V4(_), IpAddr::V4(_)))
+        || p.frag != Frag::None
+        || p.l3.checked_add(IPV4_LEN).is_none_or(|h| h > p.l4)
+    {
         return false;
     }
-    let old = V4Endpoints {
-        src: osrc.to_bits(),
-        sport: p.sport,
-        dst: odst.to_bits(),
-        dport: p.dport,
-    };
     let bits = |e: Option<(Ipv4Addr, u16)>| e.map(|(a, port)| (a.to_bits(), port));
     let (l3, l4, end) = (p.l3, p.l4, p.ip_end);
-    if !forward_v4(data, l3, l4, end, p.proto, p.ttl, old, bits(src), bits(dst)) {
+    if !forward_v4(data, l3, l4, end, bits(src), bits(dst)) {
         return false;
     }
     p.ttl = data[l3 + 8];
@@ -315,92 +309,91 @@ fn forward_v4_fast(
     true
 }
 
-/// The addresses (host order) and ports an IPv4 packet carries, for [`forward_v4`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct V4Endpoints {
-    pub src: u32,
-    pub sport: u16,
-    pub dst: u32,
-    pub dport: u16,
-}
-
 /// [`forward`] for an unfragmented IPv4 TCP or UDP packet (UDP with a checksum) on plain
 /// integers: the IP header at `l3` (at least 20 bytes before `l4`), the transport header at
-/// `l4`, the packet ending at `end`, carrying `proto`, `ttl` and the endpoints `old`. TTL − 1,
-/// then `src` and `dst` written, each checksum updated once (RFC 1624: the changed words of
-/// TTL, addresses and ports summed, folded once). False, with nothing changed, when the packet
-/// does not qualify (another protocol, TTL ≤ 1, the checksum field outside the packet or the
-/// packet outside `data`, a UDP checksum of 0): the caller takes [`forward`]'s general path.
-#[allow(clippy::too_many_arguments)]
+/// `l4`, the packet ending at `end`; protocol, TTL, addresses and ports are read from the
+/// headers. TTL − 1, then `src` and `dst` (host-order address, port) written, each checksum
+/// updated once (RFC 1624: the changed words of TTL, addresses and ports summed, folded once).
+/// False, with nothing changed, when the packet does not qualify (another protocol, TTL ≤ 1,
+/// the checksum field outside the packet or the packet outside `data`, a UDP checksum of 0):
+/// the caller takes [`forward`]'s general path.
 #[inline(always)]
 pub fn forward_v4(
     data: &mut [u8],
     l3: usize,
     l4: usize,
     end: usize,
-    proto: u8,
-    ttl: u8,
-    old: V4Endpoints,
     src: Option<(u32, u16)>,
     dst: Option<(u32, u16)>,
 ) -> bool {
-    let field = match proto {
-        proto::TCP => 16,
-        proto::UDP => 6,
-        _ => return false,
-    };
     // What `check` and `set_endpoint` require, plus the checksum field inside the packet.
-    if ttl <= 1
-        || l3.checked_add(IPV4_LEN).is_none_or(|h| h > l4)
-        || l4.checked_add(field + 2).is_none_or(|f| f > end)
-        || end > data.len()
-    {
+    if l3.checked_add(IPV4_LEN).is_none_or(|h| h > l4) || end > data.len() || l4 > end {
         return false;
     }
-    let Some(d) = data.get_mut(..end) else {
+    let (head, seg) = data[..end].split_at_mut(l4);
+    let Some(Ok(ip)) = head
+        .get_mut(l3..l3 + IPV4_LEN)
+        .map(<&mut [u8; IPV4_LEN]>::try_from)
+    else {
         return false;
     };
-    let c4 = l4 + field;
-    let l4_old = u16::from_be_bytes([d[c4], d[c4 + 1]]);
-    if proto == proto::UDP && l4_old == 0 {
-        return false;
+    match ip[9] {
+        proto::TCP => match seg.get_mut(..18).map(<&mut [u8; 18]>::try_from) {
+            Some(Ok(t)) => forward_v4_at(ip, t, false, src, dst),
+            _ => false,
+        },
+        proto::UDP => match seg.get_mut(..8).map(<&mut [u8; 8]>::try_from) {
+            Some(Ok(u)) => forward_v4_at(ip, u, true, src, dst),
+            _ => false,
+        },
+        _ => false,
     }
-    let c3 = l3 + 10;
-    let mut ip_acc = u32::from(!u16::from_be_bytes([d[c3], d[c3 + 1]]));
-    let mut l4_acc = u32::from(!l4_old);
-    // TTL (with the protocol byte: one 16-bit word).
-    let t = l3 + 8;
-    let old_w = u16::from_be_bytes([d[t], d[t + 1]]);
-    d[t] = d[t].wrapping_sub(1);
-    ip_acc += u32::from(!old_w) + u32::from(u16::from_be_bytes([d[t], d[t + 1]]));
-    if let Some((a, port)) = src {
-        let delta = addr_delta(old.src, a);
-        ip_acc += delta;
-        l4_acc += delta + u32::from(!old.sport) + u32::from(port);
-        d[l3 + 12..l3 + 16].copy_from_slice(&a.to_be_bytes());
-        d[l4..l4 + 2].copy_from_slice(&port.to_be_bytes());
-    }
-    if let Some((a, port)) = dst {
-        let delta = addr_delta(old.dst, a);
-        ip_acc += delta;
-        l4_acc += delta + u32::from(!old.dport) + u32::from(port);
-        d[l3 + 16..l3 + 20].copy_from_slice(&a.to_be_bytes());
-        d[l4 + 2..l4 + 4].copy_from_slice(&port.to_be_bytes());
-    }
-    d[c3..c3 + 2].copy_from_slice(&(!checksum::fold32(ip_acc)).to_be_bytes());
-    let mut s = !checksum::fold32(l4_acc);
-    if proto == proto::UDP {
-        s = checksum::udp_fixup(s);
-    }
-    d[c4..c4 + 2].copy_from_slice(&s.to_be_bytes());
-    true
 }
 
-/// The RFC 1624 terms of an IPv4 address change `old` → `new`: `~m + m'` for both 16-bit words.
-#[inline]
-fn addr_delta(old: u32, new: u32) -> u32 {
-    let (o, n) = (!old, new);
-    (o >> 16) + (o & 0xffff) + (n >> 16) + (n & 0xffff)
+/// [`forward_v4`] on the IPv4 header `ip` and the transport header's first `N` bytes `l4`,
+/// its checksum in the last two. The sums are taken over the words as they lie in memory
+/// (the one's-complement sum does not depend on byte order, RFC 1071 §2(B)): only the new
+/// values are put in that order.
+#[inline(always)]
+fn forward_v4_at<const N: usize>(
+    ip: &mut [u8; IPV4_LEN],
+    l4: &mut [u8; N],
+    udp: bool,
+    src: Option<(u32, u16)>,
+    dst: Option<(u32, u16)>,
+) -> bool {
+    let w16 = |b: &[u8], o: usize| u64::from(u16::from_ne_bytes([b[o], b[o + 1]]));
+    let w32 =
+        |b: &[u8], o: usize| u64::from(u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]));
+    let l4_old = w16(l4, N - 2);
+    if ip[8] <= 1 || (udp && l4_old == 0) {
+        return false;
+    }
+    // TTL − 1 (TTL ≥ 2): the TTL / protocol word m becomes m − 0x100, so ~m + m' = 0xFEFF.
+    let mut ip_acc = (w16(ip, 10) ^ 0xffff) + u64::from(u16::from_ne_bytes([0xfe, 0xff]));
+    let mut l4_acc = l4_old ^ 0xffff;
+    ip[8] -= 1;
+    let mut set = |a: u32, port: u16, ao: usize, po: usize| {
+        let (a, port) = (a.to_be_bytes(), port.to_be_bytes());
+        let delta = (w32(ip, ao) ^ 0xffff_ffff) + u64::from(u32::from_ne_bytes(a));
+        ip_acc += delta;
+        l4_acc += delta + (w16(l4, po) ^ 0xffff) + u64::from(u16::from_ne_bytes(port));
+        ip[ao..ao + 4].copy_from_slice(&a);
+        l4[po..po + 2].copy_from_slice(&port);
+    };
+    if let Some((a, port)) = src {
+        set(a, port, 12, 0);
+    }
+    if let Some((a, port)) = dst {
+        set(a, port, 16, 2);
+    }
+    ip[10..12].copy_from_slice(&(!checksum::fold64(ip_acc)).to_ne_bytes());
+    let mut s = !checksum::fold64(l4_acc);
+    if udp {
+        s = checksum::udp_fixup(s);
+    }
+    l4[N - 2..].copy_from_slice(&s.to_ne_bytes());
+    true
 }
 
 /// Full TCP / UDP / ICMPv6 checksum of `p`'s transport packet (the checksum field at
@@ -619,25 +612,26 @@ pub fn encap(frame: &mut Frame, p: &Packet, tun: &Tunnel, link: &Link) -> Result
 
 /// [`encap`] and then the inner [`dec_ttl`] for the common case, on plain integers: the frame
 /// is untagged Ethernet carrying an IPv4 packet without options at offset 14, the tunnel is
-/// IPv4 (`src`, `dst` host order, identification `id`, `mtu`) and the link untagged
-/// (`link_src`, `link_dst`). The same bytes as those two calls; false with the frame
-/// unchanged when the case does not apply or they would fail (inner TTL ≤ 1, too big for the
-/// MTU, no headroom, a frame shorter than its packet): the caller then takes [`encap`].
-#[allow(clippy::too_many_arguments)]
-#[inline]
+/// IPv4 (`src`, `dst` host order, identification `id`, `mtu`) and the link untagged (`link`:
+/// the destination MAC address, then the source). The same bytes as those two calls, and the
+/// inner packet's length; `None` with the frame unchanged when the case does not apply or they
+/// would fail (inner TTL ≤ 1, too big for the MTU, no headroom, a frame shorter than its
+/// packet): the caller then takes [`encap`]. Both checksums are computed from the values written: the outer header's from
+/// its five 32-bit words, the inner one's updated for TTL − 1 (the TTL / protocol word m
+/// becomes m − 0x100, so ~m + m' = 0xFEFF).
+#[inline(always)]
 pub fn encap_ipip_v4(
     frame: &mut Frame,
     src: u32,
     dst: u32,
     id: u16,
     mtu: u16,
-    link_src: [u8; 6],
-    link_dst: [u8; 6],
-) -> bool {
+    link: &[u8; 12],
+) -> Option<usize> {
     const L3: usize = ETH_LEN;
     const FRONT: usize = ETH_LEN + IPV4_LEN;
-    let Some(h) = frame.data().get(..FRONT) else {
-        return false;
+    let Some(Ok(h)) = frame.data().get(..FRONT).map(<&[u8; FRONT]>::try_from) else {
+        return None;
     };
     let inner_len = usize::from(u16::from_be_bytes([h[L3 + 2], h[L3 + 3]]));
     let (tos, ttl, df) = (h[L3 + 1], h[L3 + 8], h[L3 + 6] & 0x40 != 0);
@@ -650,45 +644,46 @@ pub fn encap_ipip_v4(
         || total > usize::from(mtu)
         || total > usize::from(u16::MAX)
     {
-        return false;
+        return None;
     }
     if !frame.push_front(IPV4_LEN) {
-        return false;
+        return None;
     }
     // Drop the Ethernet padding after the inner packet (shrinking always fits).
     if !frame.set_len(FRONT + inner_len) {
         let _ = frame.pull_front(IPV4_LEN);
-        return false;
+        return None;
     }
-    let Some(d) = frame.data_mut().get_mut(..FRONT + IPV4_LEN) else {
-        return false;
+    let Some(Ok(d)) = frame
+        .data_mut()
+        .get_mut(..FRONT + IPV4_LEN)
+        .map(<&mut [u8; FRONT + IPV4_LEN]>::try_from)
+    else {
+        return None;
     };
-    d[..6].copy_from_slice(&link_dst);
-    d[6..12].copy_from_slice(&link_src);
+    let (id, frag) = if df { (0, 0x4000u16) } else { (id, 0) };
+    let words = [
+        0x4500_0000 | u32::from(outer_tos(tos)) << 16 | total as u32,
+        u32::from(id) << 16 | u32::from(frag),
+        u32::from(ttl - 1) << 24 | u32::from(proto::IPIP) << 16,
+        src,
+        dst,
+    ];
+    let sum = words.iter().map(|&w| u64::from(w)).sum::<u64>();
+    let check = !checksum::fold64(sum);
+    d[..12].copy_from_slice(link);
     d[12..14].copy_from_slice(&ethertype::IPV4.to_be_bytes());
-    let o = &mut d[L3..FRONT];
-    o[0] = 0x45;
-    o[1] = outer_tos(tos);
-    o[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    o[4..6].copy_from_slice(&(if df { 0 } else { id }).to_be_bytes());
-    o[6..8].copy_from_slice(&(if df { 0x4000u16 } else { 0 }).to_be_bytes());
-    o[8] = ttl - 1;
-    o[9] = proto::IPIP;
-    o[10] = 0;
-    o[11] = 0;
-    o[12..16].copy_from_slice(&src.to_be_bytes());
-    o[16..20].copy_from_slice(&dst.to_be_bytes());
-    let c = checksum::checksum(o);
-    o[10..12].copy_from_slice(&c.to_be_bytes());
+    for (i, w) in words.iter().enumerate() {
+        d[L3 + 4 * i..L3 + 4 * i + 4].copy_from_slice(&w.to_be_bytes());
+    }
+    d[L3 + 10..L3 + 12].copy_from_slice(&check.to_be_bytes());
     // The inner TTL − 1 (`dec_ttl` at the inner header's new place).
-    let t = FRONT + 8;
-    let old = u16::from_be_bytes([d[t], d[t + 1]]);
-    d[t] = d[t].wrapping_sub(1);
-    let new = u16::from_be_bytes([d[t], d[t + 1]]);
+    d[FRONT + 8] = ttl - 1;
     let c = FRONT + 10;
-    let s = update16(u16::from_be_bytes([d[c], d[c + 1]]), old, new);
+    let old = u64::from(!u16::from_be_bytes([d[c], d[c + 1]]));
+    let s = !checksum::fold64(old + 0xfeff);
     d[c..c + 2].copy_from_slice(&s.to_be_bytes());
-    true
+    Some(inner_len)
 }
 
 #[cfg(test)]
