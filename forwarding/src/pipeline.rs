@@ -30,8 +30,9 @@
 //! its timers; `now` comes in with every call. What the workers of one director share is
 //! [`Shared`]: the per-backend connection counts (atomics, written on connection events only)
 //! and the published [`Snapshot`], whose services' schedulers are immutable tables (sh, dh, mh,
-//! maglev) or are locked only to schedule a new connection — so N pipelines decide exactly as
-//! one kernel does (see `reload`).
+//! maglev), stateless (lc, wlc, sed, nq, fo, ovf: they read the shared counts) or are locked
+//! only to schedule a new connection — so N pipelines decide exactly as one kernel does (see
+//! `reload`).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -1259,8 +1260,8 @@ impl Pipeline {
         }
     }
 
-    /// Schedule a new connection: the service's shared scheduler (a table, or locked for this
-    /// pick only).
+    /// Schedule a new connection: the service's shared scheduler (a table or a stateless
+    /// scheduler without a lock, any other locked for this pick only).
     fn pick(&self, sid: ServiceId, flow: &Flow, now: Time) -> Option<BackendId> {
         let svc = self.snap.svcs.get(sid.0 as usize)?;
         let i = svc

@@ -353,4 +353,42 @@ mod tests {
             }
         }
     }
+
+    /// Exactly the schedulers without state of their own pick through `&self`, and that pick
+    /// (and the scheduler it gives back) answers as `pick` does, for loads with ties,
+    /// OVERLOAD, weight 0 and `active > weight`.
+    #[test]
+    fn stateless_picks_answer_as_pick() {
+        use crate::load::testutil::{be, flow, TestLoad};
+        use crate::Change;
+        let stateless = ["lc", "wlc", "sed", "nq", "fo", "ovf"];
+        for name in SCHEDULER_NAMES {
+            let mut s = new_scheduler(name, &SchedFlags::NONE).unwrap();
+            let Some(t) = s.stateless() else {
+                assert!(!stateless.contains(&name), "{name}: stateless");
+                continue;
+            };
+            assert!(stateless.contains(&name), "{name}: not stateless");
+            assert!(s.table().is_none() && !s.table_only(), "{name}: not a table");
+            let list = vec![be(1, 2), be(2, 0), be(3, 1), be(4, 3), be(5, 1)];
+            s.update(&list, Change::Init);
+            let mut back = t.to_scheduler();
+            assert_eq!(back.name(), name);
+            let mut x = 0x9e37_79b9_7f4a_7c15u64;
+            for k in 0..3000u16 {
+                let mut load = TestLoad::default();
+                for id in 1..=5 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    load.set(id, (x % 5) as u32, ((x >> 8) % 4) as u32)
+                        .overload(id, (x >> 16) % 7 == 0);
+                }
+                let f = flow([198, 18, 0, (k % 251) as u8], k);
+                let want = s.pick(&f, &list, &load, Time(u64::from(k)));
+                assert_eq!(want, t.pick_table(&f, &list, &load), "{name}: load {k}");
+                assert_eq!(want, back.pick(&f, &list, &load, Time(0)), "{name}: load {k}");
+            }
+        }
+    }
 }

@@ -3,10 +3,12 @@
 //! The non-OVERLOAD backend with the highest weight (> 0) takes every new connection; strict
 //! `>`, so ties go to the earliest backend in list order. Connection counts play no part.
 
-use crate::load::weight;
-use crate::{BackendView, Change, Flow, Load, Scheduler, Time};
+use std::sync::Arc;
 
-#[derive(Debug, Default, Clone)]
+use crate::load::weight;
+use crate::{BackendView, Change, Flow, Load, Scheduler, TablePick, Time};
+
+#[derive(Debug, Default, Clone, Copy)]
 pub struct WeightedFailover;
 
 impl WeightedFailover {
@@ -21,6 +23,10 @@ impl Scheduler for WeightedFailover {
     }
 
     fn update(&mut self, _backends: &[BackendView], _change: Change) {}
+
+    fn stateless(&self) -> Option<Arc<dyn TablePick>> {
+        Some(crate::stateless(self))
+    }
 
     fn pick(
         &mut self,

@@ -4,10 +4,12 @@
 //! overhead `(active << 8) + inactive` wins; strict `<`, so ties go to the earliest backend in
 //! list order. Weights other than 0 play no part.
 
-use crate::load::weight;
-use crate::{BackendView, Change, Flow, Load, Scheduler, Time};
+use std::sync::Arc;
 
-#[derive(Debug, Default, Clone)]
+use crate::load::weight;
+use crate::{BackendView, Change, Flow, Load, Scheduler, TablePick, Time};
+
+#[derive(Debug, Default, Clone, Copy)]
 pub struct LeastConn;
 
 impl LeastConn {
@@ -22,6 +24,10 @@ impl Scheduler for LeastConn {
     }
 
     fn update(&mut self, _backends: &[BackendView], _change: Change) {}
+
+    fn stateless(&self) -> Option<Arc<dyn TablePick>> {
+        Some(crate::stateless(self))
+    }
 
     fn pick(
         &mut self,

@@ -57,7 +57,9 @@
 //! `atomic_t` counts are) and one scheduler instance per service, which every worker locks only
 //! to schedule a new connection: rr / wrr cursors, lblc / lblcr tables and the twos random
 //! stream advance once per new connection whichever worker asks, so N workers decide exactly as
-//! one kernel does for the same order of new connections.
+//! one kernel does for the same order of new connections. lc, wlc, sed, nq, fo and ovf keep no
+//! state between picks (their types have no fields); [`Scheduler::stateless`] gives their pick
+//! through `&self`, which workers make without a lock, as the kernel's take none.
 //!
 //! A scheduler is cloned ([`SchedulerClone::clone_box`]) when its service changes: the control
 //! plane updates the clone off the packet path and publishes it. Schedulers whose state is only
@@ -303,12 +305,50 @@ pub trait Scheduler: Send + std::fmt::Debug + SchedulerClone {
     fn table_only(&self) -> bool {
         false
     }
+    /// For a scheduler that keeps no state at all between picks (lc, wlc, sed, nq, fo, ovf:
+    /// the kernel's versions take no lock either; they read only the backend list and
+    /// [`Load`]): itself as a pick through `&self`, which any number of threads can make at
+    /// once without a lock (`None` for the others). Its answers are [`Scheduler::pick`]'s.
+    fn stateless(&self) -> Option<Arc<dyn TablePick>> {
+        None
+    }
 }
 
-/// The pick of a table scheduler ([`Scheduler::table`]): it only reads its table.
+/// A pick through `&self`, which any number of threads can make at once: a table scheduler's
+/// ([`Scheduler::table`]), which only reads its table, or a stateless scheduler's
+/// ([`Scheduler::stateless`]).
 pub trait TablePick: Send + Sync + std::fmt::Debug {
-    /// The same answer as [`Scheduler::pick`] (a table scheduler ignores `now`).
+    /// The same answer as [`Scheduler::pick`] (table and stateless schedulers ignore `now`).
     fn pick_table(&self, flow: &Flow, backends: &[BackendView], load: &dyn Load) -> Option<usize>;
-    /// A scheduler holding this table, to update for a new backend list.
+    /// A scheduler holding this table (or the stateless scheduler itself), to update for a new
+    /// backend list.
     fn to_scheduler(&self) -> Box<dyn Scheduler>;
+}
+
+/// The [`TablePick`] of a stateless scheduler: a scheduler type without fields (checked when
+/// the pick is compiled), so its `&mut self` pick on a copy is the same pick through `&self`.
+#[derive(Debug, Clone, Copy)]
+struct Stateless<S>(S);
+
+impl<S: Scheduler + Copy + Sync + 'static> TablePick for Stateless<S> {
+    #[inline]
+    fn pick_table(&self, flow: &Flow, backends: &[BackendView], load: &dyn Load) -> Option<usize> {
+        const {
+            assert!(
+                std::mem::size_of::<S>() == 0,
+                "a stateless scheduler has no fields"
+            )
+        };
+        let mut s = self.0;
+        s.pick(flow, backends, load, Time(0))
+    }
+
+    fn to_scheduler(&self) -> Box<dyn Scheduler> {
+        Box::new(self.0)
+    }
+}
+
+/// [`Scheduler::stateless`] of a scheduler type without fields.
+pub(crate) fn stateless<S: Scheduler + Copy + Sync + 'static>(s: &S) -> Arc<dyn TablePick> {
+    Arc::new(Stateless(*s))
 }

@@ -4,11 +4,13 @@
 //! with no active connection is taken at once; otherwise the result is sed's (overhead
 //! `active + 1`, `oh(least) * w(d) > oh(d) * w(least)` in signed 64 bits, ties to the earlier).
 
+use std::sync::Arc;
+
 use crate::load::weight;
 use crate::sed::sed_overhead;
-use crate::{BackendView, Change, Flow, Load, Scheduler, Time};
+use crate::{BackendView, Change, Flow, Load, Scheduler, TablePick, Time};
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, Copy)]
 pub struct NeverQueue;
 
 impl NeverQueue {
@@ -23,6 +25,10 @@ impl Scheduler for NeverQueue {
     }
 
     fn update(&mut self, _backends: &[BackendView], _change: Change) {}
+
+    fn stateless(&self) -> Option<Arc<dyn TablePick>> {
+        Some(crate::stateless(self))
+    }
 
     fn pick(
         &mut self,

@@ -5,10 +5,12 @@
 //! `active > weight` (equal is still eligible); among the rest the highest weight wins, ties to
 //! the earliest in list order. Inactive connections (and so all UDP) are not counted.
 
-use crate::load::weight;
-use crate::{BackendView, Change, Flow, Load, Scheduler, Time};
+use std::sync::Arc;
 
-#[derive(Debug, Default, Clone)]
+use crate::load::weight;
+use crate::{BackendView, Change, Flow, Load, Scheduler, TablePick, Time};
+
+#[derive(Debug, Default, Clone, Copy)]
 pub struct Overflow;
 
 impl Overflow {
@@ -23,6 +25,10 @@ impl Scheduler for Overflow {
     }
 
     fn update(&mut self, _backends: &[BackendView], _change: Change) {}
+
+    fn stateless(&self) -> Option<Arc<dyn TablePick>> {
+        Some(crate::stateless(self))
+    }
 
     fn pick(
         &mut self,

@@ -4,8 +4,10 @@
 //! new connection on backend `d` is `(active(d) + 1) / w(d)`. Same two-stage loop and signed
 //! 64-bit cross products as wlc, ties to the earlier backend.
 
+use std::sync::Arc;
+
 use crate::load::weighted_least;
-use crate::{BackendLoad, BackendView, Change, Flow, Load, Scheduler, Time};
+use crate::{BackendLoad, BackendView, Change, Flow, Load, Scheduler, TablePick, Time};
 
 /// `ip_vs_sed_dest_overhead`: `activeconns + 1` as a C `int`.
 #[inline]
@@ -13,7 +15,7 @@ pub(crate) fn sed_overhead(l: &BackendLoad) -> i64 {
     i64::from((l.active as i32).wrapping_add(1))
 }
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, Copy)]
 pub struct ShortestExpectedDelay;
 
 impl ShortestExpectedDelay {
@@ -28,6 +30,10 @@ impl Scheduler for ShortestExpectedDelay {
     }
 
     fn update(&mut self, _backends: &[BackendView], _change: Change) {}
+
+    fn stateless(&self) -> Option<Arc<dyn TablePick>> {
+        Some(crate::stateless(self))
+    }
 
     fn pick(
         &mut self,

@@ -5,10 +5,12 @@
 //! 64-bit arithmetic, with `oh = (active << 8) + inactive`. Ties keep the earlier backend, and a
 //! weight-0 backend can never win the comparison.
 
-use crate::load::wlc_pick;
-use crate::{BackendView, Change, Flow, Load, Scheduler, Time};
+use std::sync::Arc;
 
-#[derive(Debug, Default, Clone)]
+use crate::load::wlc_pick;
+use crate::{BackendView, Change, Flow, Load, Scheduler, TablePick, Time};
+
+#[derive(Debug, Default, Clone, Copy)]
 pub struct WeightedLeastConn;
 
 impl WeightedLeastConn {
@@ -23,6 +25,10 @@ impl Scheduler for WeightedLeastConn {
     }
 
     fn update(&mut self, _backends: &[BackendView], _change: Change) {}
+
+    fn stateless(&self) -> Option<Arc<dyn TablePick>> {
+        Some(crate::stateless(self))
+    }
 
     fn pick(
         &mut self,

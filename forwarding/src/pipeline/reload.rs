@@ -34,7 +34,9 @@
 //! service's backend list and scheduler) that every worker then installs ([`Pipeline::install`],
 //! an `Arc` swap and a resize of its traffic counters). sh, dh, mh and maglev are immutable
 //! tables in the snapshot, built once per change set with the final list, which workers pick
-//! from without a lock; any other scheduler is one instance behind a mutex that a worker takes
+//! from without a lock; lc, wlc, sed, nq, fo and ovf keep no state between picks (they read the
+//! backend list and the shared counts, as the kernel's take no lock) and are picked through
+//! without a lock too; any other scheduler is one instance behind a mutex that a worker takes
 //! only to schedule a new connection, so rr / wrr cursors, lblc / lblcr tables and the twos
 //! stream advance once per new connection, whichever worker asks. A changed service gets a
 //! copy of its scheduler updated off the packet path; an unchanged one keeps its instance. The per-backend counts are one [`BackendCounts`] of atomics, shared by every
@@ -127,19 +129,25 @@ fn bind_by_adds(s: &mut dyn Scheduler, list: &[BackendView]) {
 }
 
 /// A service's scheduler, shared by every worker: an immutable table (sh, dh, mh, maglev),
-/// picked from without a lock, or a scheduler with state of its own (rr/wrr cursor, lblc/lblcr
-/// table, twos stream), locked only to schedule a new connection.
+/// picked from without a lock; a scheduler without state (lc, wlc, sed, nq, fo, ovf: it reads
+/// only the backend list and the shared counts), picked through without a lock; or a scheduler
+/// with state of its own (rr/wrr cursor, lblc/lblcr table, twos stream), locked only to
+/// schedule a new connection.
 #[derive(Debug, Clone)]
 pub(super) enum SharedScheduler {
     Table(Arc<dyn TablePick>),
+    Stateless(Arc<dyn TablePick>),
     Locked(Arc<Mutex<Box<dyn Scheduler>>>),
 }
 
 impl SharedScheduler {
     fn new(s: Box<dyn Scheduler>) -> Self {
-        match s.table() {
-            Some(t) => SharedScheduler::Table(t),
-            None => SharedScheduler::Locked(Arc::new(Mutex::new(s))),
+        if let Some(t) = s.table() {
+            SharedScheduler::Table(t)
+        } else if let Some(t) = s.stateless() {
+            SharedScheduler::Stateless(t)
+        } else {
+            SharedScheduler::Locked(Arc::new(Mutex::new(s)))
         }
     }
 
@@ -151,7 +159,7 @@ impl SharedScheduler {
     /// A copy to update for a new backend list (the published one stays as it is).
     fn to_scheduler(&self) -> Box<dyn Scheduler> {
         match self {
-            SharedScheduler::Table(t) => t.to_scheduler(),
+            SharedScheduler::Table(t) | SharedScheduler::Stateless(t) => t.to_scheduler(),
             SharedScheduler::Locked(m) => lock(m).clone_box(),
         }
     }
@@ -166,7 +174,9 @@ impl SharedScheduler {
         now: Time,
     ) -> Option<usize> {
         match self {
-            SharedScheduler::Table(t) => t.pick_table(flow, backends, load),
+            SharedScheduler::Table(t) | SharedScheduler::Stateless(t) => {
+                t.pick_table(flow, backends, load)
+            }
             SharedScheduler::Locked(m) => lock(m).pick(flow, backends, load, now),
         }
     }
