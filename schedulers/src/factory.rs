@@ -369,7 +369,10 @@ mod tests {
                 continue;
             };
             assert!(stateless.contains(&name), "{name}: not stateless");
-            assert!(s.table().is_none() && !s.table_only(), "{name}: not a table");
+            assert!(
+                s.table().is_none() && !s.table_only(),
+                "{name}: not a table"
+            );
             let list = vec![be(1, 2), be(2, 0), be(3, 1), be(4, 3), be(5, 1)];
             s.update(&list, Change::Init);
             let mut back = t.to_scheduler();
@@ -382,12 +385,16 @@ mod tests {
                     x ^= x >> 7;
                     x ^= x << 17;
                     load.set(id, (x % 5) as u32, ((x >> 8) % 4) as u32)
-                        .overload(id, (x >> 16) % 7 == 0);
+                        .overload(id, (x >> 16).is_multiple_of(7));
                 }
                 let f = flow([198, 18, 0, (k % 251) as u8], k);
                 let want = s.pick(&f, &list, &load, Time(u64::from(k)));
                 assert_eq!(want, t.pick_table(&f, &list, &load), "{name}: load {k}");
-                assert_eq!(want, back.pick(&f, &list, &load, Time(0)), "{name}: load {k}");
+                assert_eq!(
+                    want,
+                    back.pick(&f, &list, &load, Time(0)),
+                    "{name}: load {k}"
+                );
             }
         }
     }
