@@ -445,7 +445,8 @@ impl Pipeline {
     }
 
     /// The state the workers of one director share, for `services` (room for
-    /// `cfg.max_backends` backends, or as many as `services` has if more). Apply the services
+    /// `cfg.max_backends` backends, or as many as `services` has if more; a row of counts for
+    /// each of `cfg.workers` workers). Apply the services
     /// to it ([`Shared::apply`]) and build each worker with [`Self::with_shared`].
     pub fn shared_for(cfg: &PipelineConfig, services: &[Service]) -> Result<Shared, BuildError> {
         let total: usize = services.iter().map(|s| s.backends.len()).sum();
@@ -455,7 +456,7 @@ impl Pipeline {
             .map(|t| t.max(cfg.max_backends))
             .filter(|&t| t <= crate::conn::MAX_BACKEND + 1)
             .ok_or(BuildError::TooManyBackends)?;
-        Ok(Shared::new(max_backends))
+        Ok(Shared::with_workers(max_backends, cfg.workers))
     }
 
     /// Build one worker's pipeline of a director whose workers share `shared`; it runs the
@@ -469,7 +470,7 @@ impl Pipeline {
                 backends: max_backends,
                 seed: cfg.seed,
             },
-            shared.counts().clone(),
+            shared.worker_counts(cfg.worker),
         );
         let (t, tf, u) = cfg.timeouts;
         conns.set_timeouts(t, tf, u);

@@ -222,3 +222,65 @@ fn concurrent_workers_share_one_rr_cursor() {
         assert_eq!(tally(&picks, b), 500);
     }
 }
+
+/// Two workers open connections at the same time through wlc (no lock: it reads the shared
+/// counts only), each counting in its own row: the director's counts are every connection,
+/// wlc keeps the backends within one connection per worker of each other, and when the
+/// connections expire every count is back at zero.
+#[test]
+fn concurrent_workers_keep_wlc_counts_exact() {
+    let svc = [service(
+        "wlc",
+        vec![backend(11, 0), backend(12, 0), backend(13, 0)],
+    )];
+    let workers = director(2, &svc);
+    let shared = workers[0].shared().clone();
+    let per_worker = 600u16;
+    let start = Arc::new(std::sync::Barrier::new(2));
+    let handles: Vec<_> = workers
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut p)| {
+            let start = start.clone();
+            std::thread::spawn(move || {
+                start.wait();
+                for k in 0..per_worker {
+                    assert!(open(&mut p, 1024 + k * 2 + i as u16, true).is_some());
+                }
+                p
+            })
+        })
+        .collect();
+    let mut workers: Vec<Pipeline> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let counts = || -> Vec<(u32, u32)> {
+        shared.report()[0]
+            .backends
+            .iter()
+            .map(|b| (b.active, b.inactive))
+            .collect()
+    };
+    let active: Vec<u32> = counts().iter().map(|c| c.0).collect();
+    assert_eq!(
+        active.iter().sum::<u32>(),
+        2 * u32::from(per_worker),
+        "{active:?}"
+    );
+    assert!(counts().iter().all(|c| c.1 == 0), "{:?}", counts());
+    let (lo, hi) = (active.iter().min().unwrap(), active.iter().max().unwrap());
+    assert!(hi - lo <= 2, "wlc balance over two workers: {active:?}");
+    assert_eq!(
+        workers.iter().map(|p| p.connections().len()).sum::<u32>(),
+        2 * u32::from(per_worker)
+    );
+    // Established connections expire after 900 s.
+    for p in &mut workers {
+        for _ in 0..100 {
+            if p.connections().is_empty() {
+                break;
+            }
+            p.housekeeping(Time::from_secs(2000), 10_000);
+        }
+        assert_eq!(p.connections().len(), 0);
+    }
+    assert_eq!(counts(), vec![(0, 0); 3]);
+}

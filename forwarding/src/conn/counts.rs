@@ -12,175 +12,281 @@
 //!   when `upper != 0 && total * 4 < upper * 3` (the 3/4 rule), else unconditionally. It is never
 //!   re-evaluated on state changes.
 //!
-//! One [`BackendCounts`] serves every worker of a director (shared through an `Arc`): the
-//! counters are atomics, as the kernel's `atomic_t` counts are, written only when an entry is
-//! bound, unbound, or moves between active and inactive — never per packet. Each step is the
-//! kernel's own (an atomic increment, then the threshold test on the totals read back), so
-//! the counts and OVERLOAD equal one kernel's for the same sequence of connection events.
+//! **One director, several workers.** The counts are the director's: every worker's scheduler
+//! reads every worker's connections. They are kept in shards, one per worker (a row of
+//! 16-byte cells, 4 backends to a 64-byte cache line, each row starting on a line of its own):
+//! a worker's connection table binds, unbinds and moves counts in its own row only, and a
+//! count is read as the sum over the rows. The kernel keeps one `atomic_t` per counter, which
+//! every CPU writes; here no cache line is written by two workers, so a new connection on one
+//! worker does not take the line of the counter away from the other (the cost measured by
+//! `benches/scaling.rs`). The thresholds and the OVERLOAD flag are one per backend, written only
+//! on a threshold edit or when OVERLOAD changes.
+//!
+//! Why the sums decide as the kernel's counters do:
+//! * A row is written by its worker's table alone, whose entries it counts, so each row is
+//!   ≥ 0 and the wrapping sum of the rows is the number of the director's entries in that state;
+//!   a row's decrement saturates at zero as the kernel-sized counter did before (entries still
+//!   bound after a [`BackendCounts::reset`]).
+//! * A scheduler reading the sum while another worker binds sees that bind or not, as a
+//!   kernel scheduler reading `atomic_read(&dest->inactconns)` while another CPU binds does.
+//! * The OVERLOAD test after a bind is the kernel's (the increment, then the total read back).
+//!   The increment and the reads of the total are sequentially consistent, so of two binds on
+//!   two workers the later one in that order reads both increments (the store-buffer race in
+//!   which each misses the other's cannot happen), as the later of two `atomic_inc`s on one
+//!   counter does: the bind that brings the total to `upper` sets OVERLOAD, whichever worker
+//!   makes it.
+//! * OVERLOAD is written only when it changes (set when clear, cleared when set), which leaves
+//!   the same flag as the kernel's unconditional writes.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU32, Ordering,
+    Ordering::{Relaxed, SeqCst},
+};
+use std::sync::Arc;
 
 use xvs_schedulers::{BackendId, BackendLoad, Load};
 
-/// One backend's counters (24 bytes).
+/// One worker's counters of one backend (16 bytes).
 #[derive(Debug, Default)]
-struct Slot {
+struct Cell {
     active: AtomicU32,
     inactive: AtomicU32,
     persist: AtomicU32,
+    _pad: u32,
+}
+
+/// Backends per cache line of a row.
+const PER_LINE: usize = 4;
+
+/// Four backends' cells of one row: one cache line.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Line([Cell; PER_LINE]);
+
+/// A backend's thresholds and OVERLOAD flag (one for all workers).
+#[derive(Debug, Default)]
+struct Meta {
     upper: AtomicU32,
     lower: AtomicU32,
     overloaded: AtomicBool,
 }
 
-/// `v + 1`, saturating.
+/// `v + 1` (a count cannot reach 2^32: it counts entries of tables of at most 2^32 slots).
+#[inline]
 fn inc(a: &AtomicU32) {
-    let _ = a.fetch_update(Relaxed, Relaxed, |v| v.checked_add(1));
+    a.fetch_add(1, SeqCst);
 }
 
 /// `v - 1`, saturating at zero.
+#[inline]
 fn dec(a: &AtomicU32) {
-    let _ = a.fetch_update(Relaxed, Relaxed, |v| v.checked_sub(1));
+    let _ = a.fetch_update(SeqCst, Relaxed, |v| v.checked_sub(1));
 }
 
-impl Slot {
-    /// IPVS `ip_vs_dest_totalconns`: active + inactive (templates excluded).
+/// The counters of every backend, in rows sized at start.
+#[derive(Debug)]
+struct Rows {
+    meta: Box<[Meta]>,
+    /// `shards` rows of `per_row` lines each.
+    lines: Box<[Line]>,
+    per_row: usize,
+    shards: usize,
+}
+
+impl Rows {
+    /// Backend `id`'s cell in row `shard`.
     #[inline]
-    fn total(&self) -> u64 {
-        u64::from(self.active.load(Relaxed)) + u64::from(self.inactive.load(Relaxed))
+    fn cell(&self, shard: usize, id: BackendId) -> Option<&Cell> {
+        let i = id.0 as usize;
+        if i >= self.meta.len() || shard >= self.shards {
+            return None;
+        }
+        let line = self.lines.get(shard * self.per_row + i / PER_LINE)?;
+        Some(&line.0[i % PER_LINE])
+    }
+
+    /// The sum over the rows of one counter of backend `id` (0 outside the array).
+    #[inline]
+    fn sum(&self, id: BackendId, f: impl Fn(&Cell) -> &AtomicU32, order: Ordering) -> u32 {
+        (0..self.shards)
+            .filter_map(|s| self.cell(s, id))
+            .fold(0u32, |sum, c| sum.wrapping_add(f(c).load(order)))
+    }
+
+    /// IPVS `ip_vs_dest_totalconns`: active + inactive (templates excluded), read after a
+    /// bind or unbind (sequentially consistent).
+    #[inline]
+    fn total(&self, id: BackendId) -> u64 {
+        u64::from(self.sum(id, |c| &c.active, SeqCst))
+            + u64::from(self.sum(id, |c| &c.inactive, SeqCst))
     }
 }
 
-/// Counters of every backend, in an array sized at start, shared by all workers.
+/// Counters of every backend, in an array sized at start, shared by all workers of a
+/// director: each handle binds in the row of its worker ([`BackendCounts::for_worker`]) and
+/// reads the sums of all rows.
 #[derive(Debug)]
 pub struct BackendCounts {
-    slots: Box<[Slot]>,
+    rows: Arc<Rows>,
+    /// This handle's row.
+    shard: usize,
 }
 
 impl BackendCounts {
-    /// Counters for backends `0..backends`.
+    /// Counters for backends `0..backends`, for one worker.
     pub fn new(backends: u32) -> Self {
+        Self::with_workers(backends, 1)
+    }
+
+    /// Counters for backends `0..backends`, with a row for each of `workers` workers; this
+    /// handle binds in worker 0's.
+    pub fn with_workers(backends: u32, workers: u16) -> Self {
+        let shards = usize::from(workers.max(1));
+        let per_row = (backends as usize).div_ceil(PER_LINE);
         BackendCounts {
-            slots: (0..backends).map(|_| Slot::default()).collect(),
+            rows: Arc::new(Rows {
+                meta: (0..backends).map(|_| Meta::default()).collect(),
+                lines: (0..shards * per_row).map(|_| Line::default()).collect(),
+                per_row,
+                shards,
+            }),
+            shard: 0,
+        }
+    }
+
+    /// A handle on the same counters that binds in worker `worker`'s row (the row
+    /// `worker % workers`, should there be more workers than rows: a row written by two
+    /// workers still counts exactly).
+    pub fn for_worker(&self, worker: u16) -> BackendCounts {
+        BackendCounts {
+            rows: self.rows.clone(),
+            shard: usize::from(worker) % self.rows.shards,
         }
     }
 
     /// How many backends these counters cover.
     pub fn len(&self) -> u32 {
-        self.slots.len() as u32
+        self.rows.meta.len() as u32
     }
 
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.rows.meta.is_empty()
     }
 
     /// Whether `id` is within the array.
     #[inline]
     pub fn contains(&self, id: BackendId) -> bool {
-        (id.0 as usize) < self.slots.len()
-    }
-
-    #[inline]
-    fn slot(&self, id: BackendId) -> Option<&Slot> {
-        self.slots.get(id.0 as usize)
+        (id.0 as usize) < self.rows.meta.len()
     }
 
     /// IPVS `persistconns`: templates bound to this backend.
     pub fn persistent(&self, id: BackendId) -> u32 {
-        self.slot(id).map_or(0, |s| s.persist.load(Relaxed))
+        self.rows.sum(id, |c| &c.persist, Relaxed)
     }
 
     /// The thresholds in force (upper, lower); 0 = none.
     pub fn thresholds(&self, id: BackendId) -> (u32, u32) {
-        self.slot(id)
-            .map_or((0, 0), |s| (s.upper.load(Relaxed), s.lower.load(Relaxed)))
+        self.rows
+            .meta
+            .get(id.0 as usize)
+            .map_or((0, 0), |m| (m.upper.load(Relaxed), m.lower.load(Relaxed)))
     }
 
     /// Set a backend's thresholds as `__ip_vs_update_dest` does: OVERLOAD is cleared when the
     /// new upper threshold is 0 or above the old one; the counts stay.
     pub fn set_thresholds(&self, id: BackendId, upper: u32, lower: u32) {
-        let Some(s) = self.slot(id) else {
+        let Some(m) = self.rows.meta.get(id.0 as usize) else {
             return;
         };
-        let old = s.upper.swap(upper, Relaxed);
+        let old = m.upper.swap(upper, Relaxed);
         if upper == 0 || upper > old {
-            s.overloaded.store(false, Relaxed);
+            m.overloaded.store(false, Relaxed);
         }
-        s.lower.store(lower, Relaxed);
+        m.lower.store(lower, Relaxed);
     }
 
-    /// Forget a backend slot's counters (its id is reused for another backend). Entries still
-    /// bound to it must be gone first, or their unbinding will saturate at zero.
+    /// Forget a backend's counters in every row (its id is reused for another backend).
+    /// Entries still bound to it must be gone first, or their unbinding will saturate at zero.
     pub fn reset(&self, id: BackendId) {
-        if let Some(s) = self.slot(id) {
-            s.active.store(0, Relaxed);
-            s.inactive.store(0, Relaxed);
-            s.persist.store(0, Relaxed);
-            s.upper.store(0, Relaxed);
-            s.lower.store(0, Relaxed);
-            s.overloaded.store(false, Relaxed);
+        let Some(m) = self.rows.meta.get(id.0 as usize) else {
+            return;
+        };
+        for shard in 0..self.rows.shards {
+            if let Some(c) = self.rows.cell(shard, id) {
+                c.active.store(0, Relaxed);
+                c.inactive.store(0, Relaxed);
+                c.persist.store(0, Relaxed);
+            }
         }
+        m.upper.store(0, Relaxed);
+        m.lower.store(0, Relaxed);
+        m.overloaded.store(false, Relaxed);
     }
 
     /// `ip_vs_bind_dest`: a new entry (inactive) or template.
     #[inline]
     pub(crate) fn bind(&self, id: BackendId, template: bool) {
-        let Some(s) = self.slot(id) else {
+        let (Some(m), Some(c)) = (
+            self.rows.meta.get(id.0 as usize),
+            self.rows.cell(self.shard, id),
+        ) else {
             return;
         };
         if template {
-            inc(&s.persist);
+            inc(&c.persist);
         } else {
-            inc(&s.inactive);
+            inc(&c.inactive);
         }
-        let upper = s.upper.load(Relaxed);
-        if upper != 0 && s.total() >= u64::from(upper) {
-            s.overloaded.store(true, Relaxed);
+        let upper = m.upper.load(Relaxed);
+        if upper != 0 && self.rows.total(id) >= u64::from(upper) && !m.overloaded.load(Relaxed) {
+            m.overloaded.store(true, Relaxed);
         }
     }
 
     /// `ip_vs_unbind_dest`.
     #[inline]
     pub(crate) fn unbind(&self, id: BackendId, template: bool, inactive: bool) {
-        let Some(s) = self.slot(id) else {
+        let (Some(m), Some(c)) = (
+            self.rows.meta.get(id.0 as usize),
+            self.rows.cell(self.shard, id),
+        ) else {
             return;
         };
         if template {
-            dec(&s.persist);
+            dec(&c.persist);
         } else if inactive {
-            dec(&s.inactive);
+            dec(&c.inactive);
         } else {
-            dec(&s.active);
+            dec(&c.active);
         }
-        let total = s.total();
-        let (upper, lower) = (s.upper.load(Relaxed), s.lower.load(Relaxed));
+        let (upper, lower) = (m.upper.load(Relaxed), m.lower.load(Relaxed));
         let clear = if lower != 0 {
-            total < u64::from(lower)
+            self.rows.total(id) < u64::from(lower)
         } else if upper != 0 {
-            total * 4 < u64::from(upper) * 3
+            self.rows.total(id) * 4 < u64::from(upper) * 3
         } else {
             true
         };
-        if clear {
-            s.overloaded.store(false, Relaxed);
+        if clear && m.overloaded.load(Relaxed) {
+            m.overloaded.store(false, Relaxed);
         }
     }
 
     /// A bound entry became active (entered ESTABLISHED).
     #[inline]
     pub(crate) fn activate(&self, id: BackendId) {
-        if let Some(s) = self.slot(id) {
-            dec(&s.inactive);
-            inc(&s.active);
+        if let Some(c) = self.rows.cell(self.shard, id) {
+            dec(&c.inactive);
+            inc(&c.active);
         }
     }
 
     /// A bound entry became inactive (left ESTABLISHED).
     #[inline]
     pub(crate) fn deactivate(&self, id: BackendId) {
-        if let Some(s) = self.slot(id) {
-            dec(&s.active);
-            inc(&s.inactive);
+        if let Some(c) = self.rows.cell(self.shard, id) {
+            dec(&c.active);
+            inc(&c.inactive);
         }
     }
 }
@@ -188,24 +294,37 @@ impl BackendCounts {
 impl Load for BackendCounts {
     #[inline]
     fn active(&self, id: BackendId) -> u32 {
-        self.slot(id).map_or(0, |s| s.active.load(Relaxed))
+        self.rows.sum(id, |c| &c.active, Relaxed)
     }
     #[inline]
     fn inactive(&self, id: BackendId) -> u32 {
-        self.slot(id).map_or(0, |s| s.inactive.load(Relaxed))
+        self.rows.sum(id, |c| &c.inactive, Relaxed)
     }
     #[inline]
     fn overloaded(&self, id: BackendId) -> bool {
-        self.slot(id).is_some_and(|s| s.overloaded.load(Relaxed))
+        self.rows
+            .meta
+            .get(id.0 as usize)
+            .is_some_and(|m| m.overloaded.load(Relaxed))
     }
     #[inline]
     fn backend_load(&self, id: BackendId) -> BackendLoad {
-        self.slot(id)
-            .map_or(BackendLoad::default(), |s| BackendLoad {
-                active: s.active.load(Relaxed),
-                inactive: s.inactive.load(Relaxed),
-                overloaded: s.overloaded.load(Relaxed),
-            })
+        let i = id.0 as usize;
+        let Some(m) = self.rows.meta.get(i) else {
+            return BackendLoad::default();
+        };
+        let (mut active, mut inactive) = (0u32, 0u32);
+        for s in 0..self.rows.shards {
+            if let Some(c) = self.rows.cell(s, id) {
+                active = active.wrapping_add(c.active.load(Relaxed));
+                inactive = inactive.wrapping_add(c.inactive.load(Relaxed));
+            }
+        }
+        BackendLoad {
+            active,
+            inactive,
+            overloaded: m.overloaded.load(Relaxed),
+        }
     }
 }
 
@@ -302,5 +421,92 @@ mod tests {
         c.set_thresholds(BackendId(7), 1, 1);
         assert_eq!(c.active(BackendId(7)), 0);
         assert!(!c.overloaded(BackendId(7)));
+    }
+
+    #[test]
+    fn rows_of_two_workers_sum() {
+        let c = BackendCounts::with_workers(6, 2);
+        let w1 = c.for_worker(1);
+        c.bind(B, false);
+        w1.bind(B, false);
+        w1.activate(B);
+        w1.bind(B, true);
+        for h in [&c, &w1] {
+            assert_eq!((h.active(B), h.inactive(B), h.persistent(B)), (1, 1, 1));
+            assert_eq!(h.backend_load(B).overhead(), 257);
+        }
+        // A row's decrement saturates at zero: worker 0 has no active entry to unbind.
+        c.unbind(B, false, false);
+        assert_eq!((w1.active(B), w1.inactive(B)), (1, 1));
+        w1.unbind(B, false, false);
+        c.unbind(B, false, true);
+        w1.unbind(B, true, false);
+        assert_eq!((c.active(B), c.inactive(B), c.persistent(B)), (0, 0, 0));
+        // A third worker shares a row and still counts.
+        let w2 = c.for_worker(2);
+        w2.bind(B, false);
+        assert_eq!(w1.inactive(B), 1);
+        w2.reset(B);
+        assert_eq!(w1.inactive(B), 0);
+    }
+
+    #[test]
+    fn ids_past_the_array_touch_no_row() {
+        // 2 backends in rows of one line each: id 5 would fall in worker 1's line.
+        let c = BackendCounts::with_workers(2, 2);
+        let w1 = c.for_worker(1);
+        for id in [BackendId(5), BackendId(2), BackendId(u32::MAX)] {
+            c.bind(id, false);
+            c.activate(id);
+            c.unbind(id, false, true);
+            c.deactivate(id);
+            c.reset(id);
+            assert_eq!((c.active(id), c.inactive(id), c.persistent(id)), (0, 0, 0));
+        }
+        for b in [BackendId(0), B] {
+            assert_eq!((w1.active(b), w1.inactive(b)), (0, 0));
+        }
+    }
+
+    #[test]
+    fn threshold_counts_every_workers_row() {
+        let c = BackendCounts::with_workers(2, 2);
+        let w1 = c.for_worker(1);
+        c.set_thresholds(B, 3, 2);
+        c.bind(B, false);
+        w1.bind(B, false);
+        assert!(!c.overloaded(B));
+        w1.bind(B, false);
+        assert!(
+            c.overloaded(B) && w1.overloaded(B),
+            "total 3 >= 3 over both rows"
+        );
+        c.unbind(B, false, true); // total 2, not < 2
+        assert!(w1.overloaded(B));
+        w1.unbind(B, false, true); // 1 < 2
+        assert!(!c.overloaded(B));
+    }
+
+    /// Two workers bind at the same moment, each in its row: the later bind reads both
+    /// increments, so the one that makes the total reach `upper` sets OVERLOAD.
+    #[test]
+    fn concurrent_binds_in_two_rows_set_overload() {
+        let barrier = std::sync::Barrier::new(2);
+        for _ in 0..300 {
+            let c = BackendCounts::with_workers(2, 2);
+            c.set_thresholds(B, 2, 0);
+            let hs = [c.for_worker(0), c.for_worker(1)];
+            std::thread::scope(|s| {
+                for h in &hs {
+                    let b = &barrier;
+                    s.spawn(move || {
+                        b.wait();
+                        h.bind(B, false);
+                    });
+                }
+            });
+            assert_eq!(c.inactive(B), 2);
+            assert!(c.overloaded(B));
+        }
     }
 }

@@ -39,8 +39,9 @@
 //! without a lock too; any other scheduler is one instance behind a mutex that a worker takes
 //! only to schedule a new connection, so rr / wrr cursors, lblc / lblcr tables and the twos
 //! stream advance once per new connection, whichever worker asks. A changed service gets a
-//! copy of its scheduler updated off the packet path; an unchanged one keeps its instance. The per-backend counts are one [`BackendCounts`] of atomics, shared by every
-//! worker's connection table.
+//! copy of its scheduler updated off the packet path; an unchanged one keeps its instance. The
+//! per-backend counts are one [`BackendCounts`] of atomics, shared by every worker's connection
+//! table: each binds in a row of its own and reads the sums of all rows.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -223,17 +224,29 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// An empty state for at most `max_backends` backends (live, or removed with connections).
+    /// An empty state for at most `max_backends` backends (live, or removed with connections),
+    /// for one worker.
     pub fn new(max_backends: u32) -> Self {
+        Self::with_workers(max_backends, 1)
+    }
+
+    /// An empty state for at most `max_backends` backends, whose counts keep a row for each
+    /// of `workers` workers (see [`BackendCounts`]).
+    pub fn with_workers(max_backends: u32, workers: u16) -> Self {
         Shared {
-            counts: Arc::new(BackendCounts::new(max_backends)),
+            counts: Arc::new(BackendCounts::with_workers(max_backends, workers)),
             current: Mutex::new(Arc::new(Snapshot::empty())),
         }
     }
 
-    /// The counts every worker's connection table binds and unbinds.
+    /// The director's counts (every worker's connections), to read.
     pub fn counts(&self) -> &Arc<BackendCounts> {
         &self.counts
+    }
+
+    /// The counts worker `worker`'s connection table binds and unbinds (in its own row).
+    pub fn worker_counts(&self, worker: u16) -> Arc<BackendCounts> {
+        Arc::new(self.counts.for_worker(worker))
     }
 
     /// The state last applied.
