@@ -1,33 +1,44 @@
-//! Scaling of the pipeline over threads (issue 13): frames forwarded per second of wall time by
-//! two pipelines on two threads ÷ by one pipeline on one thread, in process, no I/O. The two
-//! pipelines are the workers of one director: one `Shared` (the published snapshot, each
-//! service's scheduler state, the per-backend connection counts as shared atomics), one table
-//! each (`Pipeline::with_shared`), as `xvs run` builds them.
+//! Scaling of the pipeline over threads (issue 13): frames forwarded by two pipelines on two
+//! threads ÷ by one pipeline on one thread, in process, no I/O. The two pipelines are the
+//! workers of one director: one `Shared` (the published snapshot, each service's scheduler,
+//! the per-backend connection counts: one row of counters per worker, read as sums), one
+//! table each (`Pipeline::with_shared`), as `xvs run` builds them.
 //!
 //! Cases (IPv4 TCP to one NAT service, scheduler wlc over 3 backends, so every new connection
-//! reads and writes the shared counts):
+//! reads every worker's counts and writes its own):
 //! * `established`: client ACKs of 64 Ki established connections per worker, in random order
 //!   (lookup, state, NAT rewrite);
 //! * `new-flow`: SYNs of clients never seen (service lookup, schedule, insert, rewrite) with
 //!   `housekeeping(now, 64)` per frame, the clock advancing so connections expire as fast as
 //!   they come (as `benches/workers.rs`).
 //!
-//! Each case runs interleaved rounds (1 thread, 2 threads, 1, 2, …); a round forwards
-//! [`FRAMES`] frames per thread. Printed per case: the median rate of each, the factor (2-thread
-//! ÷ 1-thread rate of wall time, ideal 2.0), its spread over the round pairs, and the CPU the
-//! threads got (thread CPU time ÷ wall time, 1.0 per thread when nothing else ran on their
-//! cores), with the load average before and after: on a shared 2-core machine the wall-time
-//! factor is bounded by what the other processes leave. So also printed: the CPU factor,
-//! 2 × (frames per thread-CPU-second with 2 threads ÷ with 1), i.e. the wall-time factor two
-//! otherwise idle cores would give if the threads' CPU cost per frame stays as measured: what
-//! the shared state (cache lines written by both threads) costs shows up there, other
-//! processes do not.
+//! Each case runs interleaved round pairs (1 thread then 2, 2 then 1, …); a round forwards
+//! [`FRAMES`] frames per thread, timed in chunks of [`CHUNK`] frames (wall time and the
+//! thread's CPU time at each chunk boundary). Two figures per case:
+//! * **CPU factor**: 2 × (CPU ns per frame alone ÷ CPU ns per frame with both threads
+//!   running), over the chunks in which every thread of the round was running
+//!   ([`concurrent_ns`]; a round needs [`MIN_CHUNKS`] of them). It is the wall-time factor two
+//!   otherwise idle cores give: what the state the threads share costs (cache lines one
+//!   writes and the other reads) shows up there, other processes on the machine do not —
+//!   when one takes a core, the two threads run in turns instead of at once and such chunks
+//!   are left out, as they would show sharing as cheaper than it is.
+//! * **factor**: 2-thread ÷ 1-thread frames per second of wall time, over the clean pairs only
+//!   (thread CPU ÷ wall time ≥ [`CLEAN_CPU`] per thread for the whole rounds), when there are
+//!   any.
+//!
+//! Pairs run until `XVS_SCALING_ROUNDS` have a CPU factor, at most [`MAX_PAIRS_PER_CLEAN`]
+//! times as many in all. Printed per case: each factor's median with its min–max over the
+//! pairs, the rates or CPU ns per frame behind it, how many chunks were concurrent, the CPU
+//! the threads got (thread CPU ÷ wall time, 1.0 per thread), and the load average before and
+//! after.
 //!
 //! The same cases with the two pipelines in two directors (each its own `Shared`) are the
 //! control: their factor is what the machine gives two threads with nothing shared (caches,
 //! memory bandwidth, the hypervisor), so the shared state costs the difference.
 //!
-//! `cargo bench -p xvs-forwarding --bench scaling` (`XVS_SCALING_ROUNDS`, default 5).
+//! `cargo bench -p xvs-forwarding --bench scaling` (`XVS_SCALING_ROUNDS`, default 5;
+//! `XVS_SCALING_VERBOSE=1` prints every round pair; `-- new-flow` runs the cases whose name
+//! contains `new-flow`).
 
 #[path = "../tests/common/mod.rs"]
 #[allow(unused_imports)]
@@ -42,9 +53,18 @@ use nix::time::{clock_gettime, ClockId};
 use xvs_forwarding::{Frame, Pipeline, PipelineConfig, Time, Verdict};
 
 const HEADROOM: usize = 256;
+
 /// Frames per thread per round (`cargo bench`; a test run takes [`TEST_FRAMES`]).
 const FRAMES: u64 = 2_000_000;
 const TEST_FRAMES: u64 = 20_000;
+/// Thread CPU ÷ wall time per thread for a round to count as run alone (see [`is_clean`]).
+const CLEAN_CPU: f64 = 0.95;
+/// Round pairs run per pair wanted, at most.
+const MAX_PAIRS_PER_CLEAN: usize = 4;
+/// Frames per chunk (timed on its own, see [`concurrent_ns`]).
+const CHUNK: u64 = 4096;
+/// Concurrent chunks a round needs for its CPU cost per frame.
+const MIN_CHUNKS: usize = 20;
 /// Established connections per worker.
 const CONNS: u32 = 1 << 16;
 /// New-flow case: one new connection per 60 ms of the worker's clock keeps ~1000 in the table
@@ -66,6 +86,25 @@ struct Worker {
     buf: Vec<u8>,
     case: Case,
     forwarded: u64,
+    /// The last round's chunks.
+    chunks: Vec<Chunk>,
+}
+
+/// [`CHUNK`] frames of one thread in a round: when (wall seconds from the round's start) and
+/// the thread CPU seconds they took.
+#[derive(Clone, Copy, Debug)]
+struct Chunk {
+    start: f64,
+    end: f64,
+    cpu: f64,
+    frames: u64,
+}
+
+impl Chunk {
+    /// The thread ran for the whole chunk (thread CPU ÷ wall ≥ [`CLEAN_CPU`]).
+    fn ran(&self) -> bool {
+        self.cpu >= CLEAN_CPU * (self.end - self.start)
+    }
 }
 
 fn thread_cpu() -> Duration {
@@ -74,9 +113,33 @@ fn thread_cpu() -> Duration {
 }
 
 impl Worker {
-    /// Process `n` frames; the thread's CPU time for them.
-    fn run(&mut self, n: u64) -> Duration {
-        let start = thread_cpu();
+    /// Process `n` frames in chunks of [`CHUNK`] (recorded in `chunks`, times from `epoch`);
+    /// the thread's CPU time for them.
+    fn run(&mut self, n: u64, epoch: Instant) -> Duration {
+        self.chunks.clear();
+        self.chunks.reserve(n.div_ceil(CHUNK) as usize);
+        // One clock reading per boundary, so the chunks cover the run without gaps: the
+        // thread is often preempted in the clock's system call, between two chunks.
+        let (mut w0, start) = (epoch.elapsed(), thread_cpu());
+        let mut c0 = start;
+        let mut done = 0;
+        while done < n {
+            let k = CHUNK.min(n - done);
+            self.frames(k);
+            let (w1, c1) = (epoch.elapsed(), thread_cpu());
+            self.chunks.push(Chunk {
+                start: w0.as_secs_f64(),
+                end: w1.as_secs_f64(),
+                cpu: (c1 - c0).as_secs_f64(),
+                frames: k,
+            });
+            (w0, c0) = (w1, c1);
+            done += k;
+        }
+        c0 - start
+    }
+
+    fn frames(&mut self, n: u64) {
         for _ in 0..n {
             if self.case == Case::NewFlow {
                 self.now.0 += STEP;
@@ -93,8 +156,39 @@ impl Worker {
                 self.forwarded += 1;
             }
         }
-        thread_cpu() - start
     }
+}
+
+/// CPU nanoseconds per frame of the chunks in which every thread of the round ran: the
+/// chunk's own thread for the whole chunk, and each other thread for every chunk of its that
+/// overlaps it (and it was running from before the chunk's start to after its end). The first
+/// such chunk after one that is not is left out: a thread that was just switched back in
+/// starts with cold caches, which says nothing about sharing.
+fn concurrent_ns(chunks: &[Vec<Chunk>]) -> Vec<f64> {
+    let mut out = Vec::new();
+    for (t, mine) in chunks.iter().enumerate() {
+        let mut previous = false;
+        for c in mine {
+            let all_ran = c.ran()
+                && chunks
+                    .iter()
+                    .enumerate()
+                    .filter(|(u, _)| *u != t)
+                    .all(|(_, o)| {
+                        let covered = o.first().is_some_and(|f| f.start <= c.start)
+                            && o.last().is_some_and(|l| l.end >= c.end);
+                        covered
+                            && o.iter()
+                                .filter(|x| x.end > c.start && x.start < c.end)
+                                .all(|x| x.ran())
+                    });
+            if all_ran && previous {
+                out.push(c.cpu * 1e9 / c.frames as f64);
+            }
+            previous = all_ran;
+        }
+    }
+    out
 }
 
 /// Client `i` of worker `w`: address from 198.18.128.0/17, ports per worker apart.
@@ -155,6 +249,7 @@ fn director(case: Case, shared: bool) -> Vec<Worker> {
                 buf: vec![0u8; HEADROOM + 2048],
                 case,
                 forwarded: 0,
+                chunks: Vec::new(),
             };
             if case == Case::Established {
                 // Open every connection with a SYN and its ACK (to ESTABLISHED, so the SYN
@@ -169,7 +264,7 @@ fn director(case: Case, shared: bool) -> Vec<Worker> {
                     .enumerate()
                     .flat_map(|(i, syn)| [syn, ack(i as u32)])
                     .collect();
-                wk.run(2 * n as u64);
+                wk.run(2 * n as u64, Instant::now());
                 let mut acks: Vec<Vec<u8>> = (0..n).map(ack).collect();
                 shuffle(&mut acks);
                 wk.frames = acks;
@@ -180,7 +275,7 @@ fn director(case: Case, shared: bool) -> Vec<Worker> {
                     "every connection established"
                 );
             } else {
-                wk.run(2000); // to the steady state
+                wk.run(2000, Instant::now()); // to the steady state
             }
             wk.forwarded = 0;
             wk
@@ -188,9 +283,10 @@ fn director(case: Case, shared: bool) -> Vec<Worker> {
         .collect()
 }
 
-/// One round with `threads` workers: (frames per second of wall time, thread CPU ÷ wall).
-fn round(ws: &mut [Worker], threads: usize, frames: u64) -> (f64, f64) {
+/// One round with `threads` workers.
+fn round(ws: &mut [Worker], threads: usize, frames: u64) -> Round {
     let barrier = Barrier::new(threads);
+    let epoch = Instant::now();
     let (wall, cpu) = std::thread::scope(|s| {
         let hs: Vec<_> = ws[..threads]
             .iter_mut()
@@ -199,7 +295,7 @@ fn round(ws: &mut [Worker], threads: usize, frames: u64) -> (f64, f64) {
                 s.spawn(move || {
                     b.wait();
                     let t0 = Instant::now();
-                    let cpu = w.run(frames);
+                    let cpu = w.run(frames, epoch);
                     (t0.elapsed(), cpu)
                 })
             })
@@ -209,11 +305,58 @@ fn round(ws: &mut [Worker], threads: usize, frames: u64) -> (f64, f64) {
         let cpu: Duration = r.iter().map(|x| x.1).sum();
         (wall, cpu)
     });
-    let frames = frames as f64 * threads as f64;
-    (
-        frames / wall.as_secs_f64(),
-        cpu.as_secs_f64() / wall.as_secs_f64(),
-    )
+    let chunks: Vec<Vec<Chunk>> = ws[..threads].iter().map(|w| w.chunks.clone()).collect();
+    let ns = concurrent_ns(&chunks);
+    Round {
+        rate: frames as f64 * threads as f64 / wall.as_secs_f64(),
+        cpu: cpu.as_secs_f64() / wall.as_secs_f64(),
+        ns: (ns.len() >= MIN_CHUNKS).then(|| median(&mut ns.clone())),
+        chunks: ns.len(),
+    }
+}
+
+/// What one round measured.
+#[derive(Clone, Copy, Debug)]
+struct Round {
+    /// Frames per second of wall time.
+    rate: f64,
+    /// Thread CPU ÷ wall time (summed over the threads).
+    cpu: f64,
+    /// Median CPU ns per frame over the chunks in which every thread ran
+    /// ([`concurrent_ns`]), if there were at least [`MIN_CHUNKS`].
+    ns: Option<f64>,
+    /// How many such chunks.
+    chunks: usize,
+}
+
+/// One round with 1 thread and one with 2.
+#[derive(Clone, Copy)]
+struct Pair {
+    one: Round,
+    two: Round,
+}
+
+impl Pair {
+    /// The threads had their cores to themselves for both whole rounds (thread CPU ÷ wall at
+    /// least [`CLEAN_CPU`] per thread): when another process takes a core, the two threads
+    /// run in turns rather than at once and the cache lines they share stop moving between
+    /// cores, so such a pair says nothing about sharing.
+    fn clean(&self) -> bool {
+        self.one.cpu >= CLEAN_CPU && self.two.cpu >= 2.0 * CLEAN_CPU
+    }
+
+    /// 2 × (CPU ns per frame alone ÷ with both threads running), over the chunks in which
+    /// every thread ran.
+    fn chunk_factor(&self) -> Option<f64> {
+        Some(2.0 * self.one.ns? / self.two.ns?)
+    }
+}
+
+/// Median, min and max.
+fn spread(v: &[f64]) -> (f64, f64, f64) {
+    let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().cloned().fold(0.0, f64::max);
+    (median(&mut v.to_vec()), lo, hi)
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -236,9 +379,14 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(if bench { 5 } else { 1 });
     let frames = if bench { FRAMES } else { TEST_FRAMES };
+    // Other arguments select cases by a part of their name.
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     println!(
-        "pipeline scaling, 1 → 2 threads ({} cores online), {rounds} interleaved rounds of \
-         {frames} frames per thread; load average before: {}",
+        "pipeline scaling, 1 → 2 threads ({} cores online), until {rounds} interleaved round \
+         pairs of {frames} frames per thread with concurrent chunks; load average before: {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         loadavg()
     );
@@ -252,42 +400,85 @@ fn main() {
         ),
         ("new-flow, two directors (control)", Case::NewFlow, false),
     ] {
+        if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
         let mut ws = director(case, shared);
-        let mut one = Vec::new();
-        let mut two = Vec::new();
-        let mut cpu1 = Vec::new();
-        let mut cpu2 = Vec::new();
-        let mut factors = Vec::new();
-        let mut cpu_factors = Vec::new();
-        for r in 0..rounds {
+        let mut pairs: Vec<Pair> = Vec::new();
+        let enough =
+            |ps: &[Pair]| ps.iter().filter(|p| p.chunk_factor().is_some()).count() >= rounds;
+        while !enough(&pairs) && pairs.len() < rounds * MAX_PAIRS_PER_CLEAN {
             // Rotate which goes first.
-            let (a, b) = if r % 2 == 0 { (1, 2) } else { (2, 1) };
+            let (a, b) = if pairs.len().is_multiple_of(2) {
+                (1, 2)
+            } else {
+                (2, 1)
+            };
             let ra = round(&mut ws, a, frames);
             let rb = round(&mut ws, b, frames);
-            let ((r1, c1), (r2, c2)) = if a == 1 { (ra, rb) } else { (rb, ra) };
-            one.push(r1);
-            two.push(r2);
-            cpu1.push(c1);
-            cpu2.push(c2);
-            factors.push(r2 / r1);
-            cpu_factors.push(2.0 * (r2 / c2) / (r1 / c1));
+            let (one, two) = if a == 1 { (ra, rb) } else { (rb, ra) };
+            pairs.push(Pair { one, two });
         }
         for w in &ws {
             assert!(w.forwarded > 0, "{name}: frames were forwarded");
         }
-        let f = median(&mut factors.clone());
-        let lo = factors.iter().cloned().fold(f64::INFINITY, f64::min);
-        let hi = factors.iter().cloned().fold(0.0, f64::max);
-        let cf = median(&mut cpu_factors.clone());
-        let clo = cpu_factors.iter().cloned().fold(f64::INFINITY, f64::min);
-        let chi = cpu_factors.iter().cloned().fold(0.0, f64::max);
+        let clean: Vec<&Pair> = pairs.iter().filter(|p| p.clean()).collect();
+        let wall = if clean.is_empty() {
+            "no clean pair".to_string()
+        } else {
+            let (f, lo, hi) = spread(
+                &clean
+                    .iter()
+                    .map(|p| p.two.rate / p.one.rate)
+                    .collect::<Vec<_>>(),
+            );
+            format!(
+                "1 thread {:.2} Mfps, 2 threads {:.2} Mfps: factor {f:.2} ({lo:.2}–{hi:.2}) over {} clean pairs",
+                median(&mut clean.iter().map(|p| p.one.rate).collect::<Vec<_>>()) / 1e6,
+                median(&mut clean.iter().map(|p| p.two.rate).collect::<Vec<_>>()) / 1e6,
+                clean.len()
+            )
+        };
+        let cf: Vec<f64> = pairs.iter().filter_map(Pair::chunk_factor).collect();
+        let cpu = if cf.is_empty() {
+            "no pair with enough concurrent chunks".to_string()
+        } else {
+            let (f, lo, hi) = spread(&cf);
+            let with: Vec<&Pair> = pairs
+                .iter()
+                .filter(|p| p.chunk_factor().is_some())
+                .collect();
+            format!(
+                "CPU factor {f:.2} ({lo:.2}–{hi:.2}) over {} pairs ({:.1} ns/frame alone, {:.1} with both; \
+                 median {} of {} chunks concurrent)",
+                cf.len(),
+                median(&mut with.iter().filter_map(|p| p.one.ns).collect::<Vec<_>>()),
+                median(&mut with.iter().filter_map(|p| p.two.ns).collect::<Vec<_>>()),
+                median(&mut with.iter().map(|p| p.two.chunks as f64).collect::<Vec<_>>()),
+                2 * frames.div_ceil(CHUNK),
+            )
+        };
+        if std::env::var_os("XVS_SCALING_VERBOSE").is_some() {
+            for p in &pairs {
+                println!(
+                    "  pair: 1 thread {:.2} Mfps CPU {:.2} {:?} ns ({} chunks), 2 threads {:.2} Mfps \
+                     CPU {:.2} {:?} ns ({} chunks)",
+                    p.one.rate / 1e6,
+                    p.one.cpu,
+                    p.one.ns,
+                    p.one.chunks,
+                    p.two.rate / 1e6,
+                    p.two.cpu,
+                    p.two.ns,
+                    p.two.chunks
+                );
+            }
+        }
         println!(
-            "{name}: 1 thread {:>6.2} Mfps (CPU {:.2}), 2 threads {:>6.2} Mfps (CPU {:.2}): \
-             factor {f:.2} ({lo:.2}–{hi:.2}), CPU factor {cf:.2} ({clo:.2}–{chi:.2})",
-            median(&mut one) / 1e6,
-            median(&mut cpu1),
-            median(&mut two) / 1e6,
-            median(&mut cpu2),
+            "{name}: {wall}; {cpu}; {} pairs run, thread CPU ÷ wall median {:.2} (1 thread), {:.2} (2)",
+            pairs.len(),
+            median(&mut pairs.iter().map(|p| p.one.cpu).collect::<Vec<_>>()),
+            median(&mut pairs.iter().map(|p| p.two.cpu).collect::<Vec<_>>()),
         );
     }
     println!("load average after: {}", loadavg());

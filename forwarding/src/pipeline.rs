@@ -159,8 +159,11 @@ impl std::fmt::Display for BuildError {
 
 impl std::error::Error for BuildError {}
 
-/// Packet and byte counters of a service or backend (ipvsadm `--stats`).
+/// Packet and byte counters of a service or backend (ipvsadm `--stats`). A worker writes its
+/// own on every frame; each fills a cache line (64-byte aligned), so that a worker's counters
+/// share no line with what other workers read (the snapshot's small arrays, allocated nearby).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(align(64))]
 pub struct Traffic {
     pub conns: u64,
     pub in_pkts: u64,
@@ -259,7 +262,11 @@ pub struct Decision {
     pub new_conn: bool,
 }
 
+/// A backend as the snapshot holds it. Read by every worker for every new connection, so
+/// each fills a cache line of its own (64-byte aligned): no worker's writes nearby in the
+/// heap take it away from the others.
 #[derive(Debug, Clone)]
+#[repr(align(64))]
 struct BackendRt {
     addr: IpAddr,
     port: u16,
@@ -276,7 +283,9 @@ struct BackendRt {
     since: u64,
 }
 
+/// A service as the snapshot holds it; 64-byte aligned as [`BackendRt`] is.
 #[derive(Debug, Clone)]
+#[repr(align(64))]
 struct ServiceRt {
     key: ServiceKey,
     persistence: Option<crate::service::Persistence>,
@@ -294,8 +303,11 @@ struct ServiceRt {
     removed: bool,
 }
 
-/// The forwarding pipeline of one worker.
+/// The forwarding pipeline of one worker. It fills whole cache lines of its own (64-byte
+/// aligned): its fields are written on every frame, and whatever another worker reads on every
+/// frame (the snapshot, say, or another pipeline) must not share a line with them.
 #[derive(Debug)]
+#[repr(align(64))]
 pub struct Pipeline {
     /// The published state this worker runs.
     snap: Arc<Snapshot>,

@@ -13,28 +13,33 @@
 //!   re-evaluated on state changes.
 //!
 //! **One director, several workers.** The counts are the director's: every worker's scheduler
-//! reads every worker's connections. They are kept in shards, one per worker (a row of
-//! 16-byte cells, 4 backends to a 64-byte cache line, each row starting on a line of its own):
+//! reads every worker's connections. They are kept in rows, one per worker (16-byte cells, 4
+//! backends to a 64-byte cache line, each row starting on a line of its own) and a shared row:
 //! a worker's connection table binds, unbinds and moves counts in its own row only, and a
 //! count is read as the sum over the rows. The kernel keeps one `atomic_t` per counter, which
-//! every CPU writes; here no cache line is written by two workers, so a new connection on one
-//! worker does not take the line of the counter away from the other (the cost measured by
-//! `benches/scaling.rs`). The thresholds and the OVERLOAD flag are one per backend, written only
-//! on a threshold edit or when OVERLOAD changes.
+//! every CPU writes; here no cache line is written by two workers, and a worker's row, having
+//! one writer, is written with plain loads and stores: a new connection on one worker neither
+//! takes the line of the counter away from the other nor stalls on a locked instruction
+//! while the other holds the line (the costs `benches/scaling.rs` measures). The thresholds
+//! and the OVERLOAD flag are one per backend, written only on a threshold edit or when
+//! OVERLOAD changes. A worker's row belongs to the first handle made for that worker
+//! ([`BackendCounts::for_worker`]); any other handle writes the shared row with atomic
+//! read-modify-writes.
 //!
 //! Why the sums decide as the kernel's counters do:
-//! * A row is written by its worker's table alone, whose entries it counts, so each row is
-//!   ≥ 0 and the wrapping sum of the rows is the number of the director's entries in that state;
-//!   a row's decrement saturates at zero as the kernel-sized counter did before (entries still
-//!   bound after a [`BackendCounts::reset`]).
+//! * A row is written by one handle (a worker's row) or only atomically (the shared row), and
+//!   counts that table's entries, so each row is ≥ 0 and the wrapping sum of the rows is the
+//!   number of the director's entries in that state; a decrement saturates at zero as the
+//!   single counter did before (entries still bound after a [`BackendCounts::reset`]).
 //! * A scheduler reading the sum while another worker binds sees that bind or not, as a
 //!   kernel scheduler reading `atomic_read(&dest->inactconns)` while another CPU binds does.
 //! * The OVERLOAD test after a bind is the kernel's (the increment, then the total read back).
-//!   The increment and the reads of the total are sequentially consistent, so of two binds on
-//!   two workers the later one in that order reads both increments (the store-buffer race in
-//!   which each misses the other's cannot happen), as the later of two `atomic_inc`s on one
-//!   counter does: the bind that brings the total to `upper` sets OVERLOAD, whichever worker
-//!   makes it.
+//!   With a threshold set, the increment is a sequentially consistent read-modify-write and
+//!   the reads of the total are sequentially consistent, so of two binds on two workers the
+//!   later one in that order reads both increments (the store-buffer race in which each
+//!   misses the other's cannot happen), as the later of two `atomic_inc`s on one counter
+//!   does: the bind that brings the total to `upper` sets OVERLOAD, whichever worker makes
+//!   it. Unbinds with a threshold likewise.
 //! * OVERLOAD is written only when it changes (set when clear, cleared when set), which leaves
 //!   the same flag as the kernel's unconditional writes.
 
@@ -63,7 +68,7 @@ const PER_LINE: usize = 4;
 #[repr(align(64))]
 struct Line([Cell; PER_LINE]);
 
-/// A backend's thresholds and OVERLOAD flag (one for all workers).
+/// A backend's thresholds and OVERLOAD flag (one for all workers; 12 bytes).
 #[derive(Debug, Default)]
 struct Meta {
     upper: AtomicU32,
@@ -71,34 +76,59 @@ struct Meta {
     overloaded: AtomicBool,
 }
 
-/// `v + 1` (a count cannot reach 2^32: it counts entries of tables of at most 2^32 slots).
+/// Backends per cache line of [`Meta`].
+const META_PER_LINE: usize = 5;
+
+/// Five backends' [`Meta`]: one cache line.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct MetaLine([Meta; META_PER_LINE]);
+
+/// `v + 1` as a sequentially consistent read-modify-write (see the module header).
 #[inline]
-fn inc(a: &AtomicU32) {
+fn inc_sc(a: &AtomicU32) {
     a.fetch_add(1, SeqCst);
 }
 
-/// `v - 1`, saturating at zero.
+/// `v - 1`, saturating at zero, as a sequentially consistent read-modify-write.
 #[inline]
-fn dec(a: &AtomicU32) {
+fn dec_sc(a: &AtomicU32) {
     let _ = a.fetch_update(SeqCst, Relaxed, |v| v.checked_sub(1));
 }
 
-/// The counters of every backend, in rows sized at start.
+/// The counters of every backend, in rows sized at start. Every part read on the packet path
+/// (this header, the meta lines, the rows) is in cache lines of its own, so no write elsewhere
+/// in the heap (another worker's counters, say) takes them away from a reader.
 #[derive(Debug)]
+#[repr(align(64))]
 struct Rows {
-    meta: Box<[Meta]>,
-    /// `shards` rows of `per_row` lines each.
+    meta: Box<[MetaLine]>,
+    /// `shards` rows of `per_row` lines each: one per worker, then the shared row.
     lines: Box<[Line]>,
+    /// Whether worker `w`'s row has its handle (one per worker row).
+    claimed: Box<[AtomicBool]>,
+    backends: usize,
     per_row: usize,
     shards: usize,
 }
 
 impl Rows {
+    /// Backend `id`'s thresholds and flag.
+    #[inline]
+    fn meta(&self, id: BackendId) -> Option<&Meta> {
+        let i = id.0 as usize;
+        if i >= self.backends {
+            return None;
+        }
+        let line = self.meta.get(i / META_PER_LINE)?;
+        Some(&line.0[i % META_PER_LINE])
+    }
+
     /// Backend `id`'s cell in row `shard`.
     #[inline]
     fn cell(&self, shard: usize, id: BackendId) -> Option<&Cell> {
         let i = id.0 as usize;
-        if i >= self.meta.len() || shard >= self.shards {
+        if i >= self.backends || shard >= self.shards {
             return None;
         }
         let line = self.lines.get(shard * self.per_row + i / PER_LINE)?;
@@ -123,60 +153,107 @@ impl Rows {
 }
 
 /// Counters of every backend, in an array sized at start, shared by all workers of a
-/// director: each handle binds in the row of its worker ([`BackendCounts::for_worker`]) and
-/// reads the sums of all rows.
+/// director: each handle binds in a row ([`BackendCounts::for_worker`]) and reads the sums of
+/// all rows. A handle fills a cache line of its own (it is read on every count operation).
 #[derive(Debug)]
+#[repr(align(64))]
 pub struct BackendCounts {
     rows: Arc<Rows>,
     /// This handle's row.
     shard: usize,
+    /// The row is this handle's alone (a worker's row it claimed): its counters are written
+    /// with plain loads and stores, which never stall the worker the way a locked
+    /// read-modify-write does while another worker holds the line. Otherwise (the shared row)
+    /// every change is an atomic read-modify-write.
+    exclusive: bool,
 }
 
 impl BackendCounts {
-    /// Counters for backends `0..backends`, for one worker.
+    /// Counters for backends `0..backends`, for one worker (this handle's row is its own, see
+    /// [`Self::for_worker`]).
     pub fn new(backends: u32) -> Self {
-        Self::with_workers(backends, 1)
+        Self::with_workers(backends, 1).for_worker(0)
     }
 
-    /// Counters for backends `0..backends`, with a row for each of `workers` workers; this
-    /// handle binds in worker 0's.
+    /// Counters for backends `0..backends`, with a row for each of `workers` workers (see
+    /// [`Self::for_worker`]) and a shared row, which this handle binds in.
     pub fn with_workers(backends: u32, workers: u16) -> Self {
-        let shards = usize::from(workers.max(1));
+        let workers = usize::from(workers.max(1));
+        let shards = workers + 1;
         let per_row = (backends as usize).div_ceil(PER_LINE);
         BackendCounts {
             rows: Arc::new(Rows {
-                meta: (0..backends).map(|_| Meta::default()).collect(),
+                meta: (0..(backends as usize).div_ceil(META_PER_LINE))
+                    .map(|_| MetaLine::default())
+                    .collect(),
+                backends: backends as usize,
                 lines: (0..shards * per_row).map(|_| Line::default()).collect(),
+                claimed: (0..workers).map(|_| AtomicBool::new(false)).collect(),
                 per_row,
                 shards,
             }),
-            shard: 0,
+            shard: workers,
+            exclusive: false,
         }
     }
 
-    /// A handle on the same counters that binds in worker `worker`'s row (the row
-    /// `worker % workers`, should there be more workers than rows: a row written by two
-    /// workers still counts exactly).
+    /// A handle on the same counters for worker `worker`: it binds in that worker's row,
+    /// which is then its alone until it is dropped (its binds must come from one thread at a
+    /// time: the connection table that owns it). Should the row already have a handle
+    /// (two pipelines built for one worker number) or `worker` have no row, the handle binds
+    /// in the shared row instead, which every such handle writes atomically: the counts stay
+    /// exact either way.
     pub fn for_worker(&self, worker: u16) -> BackendCounts {
+        let w = usize::from(worker);
+        let exclusive = self
+            .rows
+            .claimed
+            .get(w)
+            .is_some_and(|c| !c.swap(true, SeqCst));
         BackendCounts {
             rows: self.rows.clone(),
-            shard: usize::from(worker) % self.rows.shards,
+            shard: if exclusive { w } else { self.rows.shards - 1 },
+            exclusive,
+        }
+    }
+
+    /// `v + 1` on a counter of this handle's row (a count cannot reach 2^32: it counts
+    /// entries of tables of fewer slots).
+    #[inline]
+    fn inc(&self, a: &AtomicU32) {
+        if self.exclusive {
+            a.store(a.load(Relaxed).wrapping_add(1), Relaxed);
+        } else {
+            a.fetch_add(1, SeqCst);
+        }
+    }
+
+    /// `v - 1`, saturating at zero, on a counter of this handle's row.
+    #[inline]
+    fn dec(&self, a: &AtomicU32) {
+        if self.exclusive {
+            let v = a.load(Relaxed);
+            if v > 0 {
+                a.store(v - 1, Relaxed);
+            }
+        } else {
+            let _ = a.fetch_update(SeqCst, Relaxed, |v| v.checked_sub(1));
         }
     }
 
     /// How many backends these counters cover.
     pub fn len(&self) -> u32 {
-        self.rows.meta.len() as u32
+        self.rows.backends as u32
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rows.meta.is_empty()
+        self.rows.backends == 0
     }
 
     /// Whether `id` is within the array.
     #[inline]
     pub fn contains(&self, id: BackendId) -> bool {
-        (id.0 as usize) < self.rows.meta.len()
+        (id.0 as usize) < self.rows.backends
     }
 
     /// IPVS `persistconns`: templates bound to this backend.
@@ -187,15 +264,14 @@ impl BackendCounts {
     /// The thresholds in force (upper, lower); 0 = none.
     pub fn thresholds(&self, id: BackendId) -> (u32, u32) {
         self.rows
-            .meta
-            .get(id.0 as usize)
+            .meta(id)
             .map_or((0, 0), |m| (m.upper.load(Relaxed), m.lower.load(Relaxed)))
     }
 
     /// Set a backend's thresholds as `__ip_vs_update_dest` does: OVERLOAD is cleared when the
     /// new upper threshold is 0 or above the old one; the counts stay.
     pub fn set_thresholds(&self, id: BackendId, upper: u32, lower: u32) {
-        let Some(m) = self.rows.meta.get(id.0 as usize) else {
+        let Some(m) = self.rows.meta(id) else {
             return;
         };
         let old = m.upper.swap(upper, Relaxed);
@@ -208,7 +284,7 @@ impl BackendCounts {
     /// Forget a backend's counters in every row (its id is reused for another backend).
     /// Entries still bound to it must be gone first, or their unbinding will saturate at zero.
     pub fn reset(&self, id: BackendId) {
-        let Some(m) = self.rows.meta.get(id.0 as usize) else {
+        let Some(m) = self.rows.meta(id) else {
             return;
         };
         for shard in 0..self.rows.shards {
@@ -226,19 +302,18 @@ impl BackendCounts {
     /// `ip_vs_bind_dest`: a new entry (inactive) or template.
     #[inline]
     pub(crate) fn bind(&self, id: BackendId, template: bool) {
-        let (Some(m), Some(c)) = (
-            self.rows.meta.get(id.0 as usize),
-            self.rows.cell(self.shard, id),
-        ) else {
+        let (Some(m), Some(c)) = (self.rows.meta(id), self.rows.cell(self.shard, id)) else {
             return;
         };
-        if template {
-            inc(&c.persist);
-        } else {
-            inc(&c.inactive);
-        }
+        let a = if template { &c.persist } else { &c.inactive };
         let upper = m.upper.load(Relaxed);
-        if upper != 0 && self.rows.total(id) >= u64::from(upper) && !m.overloaded.load(Relaxed) {
+        if upper == 0 {
+            self.inc(a);
+            return;
+        }
+        // The increment, then the total read back, both sequentially consistent.
+        inc_sc(a);
+        if self.rows.total(id) >= u64::from(upper) && !m.overloaded.load(Relaxed) {
             m.overloaded.store(true, Relaxed);
         }
     }
@@ -246,25 +321,25 @@ impl BackendCounts {
     /// `ip_vs_unbind_dest`.
     #[inline]
     pub(crate) fn unbind(&self, id: BackendId, template: bool, inactive: bool) {
-        let (Some(m), Some(c)) = (
-            self.rows.meta.get(id.0 as usize),
-            self.rows.cell(self.shard, id),
-        ) else {
+        let (Some(m), Some(c)) = (self.rows.meta(id), self.rows.cell(self.shard, id)) else {
             return;
         };
-        if template {
-            dec(&c.persist);
+        let a = if template {
+            &c.persist
         } else if inactive {
-            dec(&c.inactive);
+            &c.inactive
         } else {
-            dec(&c.active);
-        }
+            &c.active
+        };
         let (upper, lower) = (m.upper.load(Relaxed), m.lower.load(Relaxed));
         let clear = if lower != 0 {
+            dec_sc(a);
             self.rows.total(id) < u64::from(lower)
         } else if upper != 0 {
+            dec_sc(a);
             self.rows.total(id) * 4 < u64::from(upper) * 3
         } else {
+            self.dec(a);
             true
         };
         if clear && m.overloaded.load(Relaxed) {
@@ -276,8 +351,8 @@ impl BackendCounts {
     #[inline]
     pub(crate) fn activate(&self, id: BackendId) {
         if let Some(c) = self.rows.cell(self.shard, id) {
-            dec(&c.inactive);
-            inc(&c.active);
+            self.dec(&c.inactive);
+            self.inc(&c.active);
         }
     }
 
@@ -285,8 +360,19 @@ impl BackendCounts {
     #[inline]
     pub(crate) fn deactivate(&self, id: BackendId) {
         if let Some(c) = self.rows.cell(self.shard, id) {
-            dec(&c.active);
-            inc(&c.inactive);
+            self.dec(&c.active);
+            self.inc(&c.inactive);
+        }
+    }
+}
+
+impl Drop for BackendCounts {
+    /// Give a worker's row back (a later handle for that worker may claim it).
+    fn drop(&mut self) {
+        if self.exclusive {
+            if let Some(c) = self.rows.claimed.get(self.shard) {
+                c.store(false, SeqCst);
+            }
         }
     }
 }
@@ -303,14 +389,12 @@ impl Load for BackendCounts {
     #[inline]
     fn overloaded(&self, id: BackendId) -> bool {
         self.rows
-            .meta
-            .get(id.0 as usize)
+            .meta(id)
             .is_some_and(|m| m.overloaded.load(Relaxed))
     }
     #[inline]
     fn backend_load(&self, id: BackendId) -> BackendLoad {
-        let i = id.0 as usize;
-        let Some(m) = self.rows.meta.get(i) else {
+        let Some(m) = self.rows.meta(id) else {
             return BackendLoad::default();
         };
         let (mut active, mut inactive) = (0u32, 0u32);
@@ -391,7 +475,8 @@ mod tests {
 
     #[test]
     fn two_threads_count_as_one() {
-        let c = std::sync::Arc::new(BackendCounts::new(2));
+        // One handle on the shared row, written from two threads.
+        let c = std::sync::Arc::new(BackendCounts::with_workers(2, 2));
         c.set_thresholds(B, 1000, 0);
         let workers: Vec<_> = (0..2)
             .map(|_| {
@@ -508,5 +593,27 @@ mod tests {
             assert_eq!(c.inactive(B), 2);
             assert!(c.overloaded(B));
         }
+    }
+
+    #[test]
+    fn a_workers_row_has_one_handle() {
+        let c = BackendCounts::with_workers(2, 2);
+        let first = c.for_worker(0);
+        let second = c.for_worker(0); // the shared row
+        let past = c.for_worker(9); // no such worker: the shared row
+        assert!(first.exclusive && !second.exclusive && !past.exclusive);
+        assert_eq!(second.shard, past.shard);
+        first.bind(B, false);
+        second.bind(B, false);
+        past.bind(B, false);
+        first.activate(B);
+        assert_eq!((c.active(B), c.inactive(B)), (1, 2));
+        drop(first);
+        let again = c.for_worker(0);
+        assert!(again.exclusive, "the row is free again");
+        again.unbind(B, false, false);
+        second.unbind(B, false, true);
+        past.unbind(B, false, true);
+        assert_eq!((c.active(B), c.inactive(B)), (0, 0));
     }
 }

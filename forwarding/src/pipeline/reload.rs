@@ -188,8 +188,11 @@ pub(super) fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A published desired state: immutable; every worker of a director reads the same one.
+/// A published desired state: immutable; every worker of a director reads the same one. It
+/// fills whole cache lines of its own (64-byte aligned), so no write to memory allocated next
+/// to it (a worker's pipeline, say) takes it away from the workers reading it.
 #[derive(Debug)]
+#[repr(align(64))]
 pub struct Snapshot {
     pub(super) services: ServiceTable,
     pub(super) svcs: Vec<ServiceRt>,
@@ -217,7 +220,9 @@ impl Snapshot {
 
 /// What every worker of one director shares: the per-backend connection counts and the
 /// current [`Snapshot`]. Applies are serialised here, on the caller's (control plane's) thread.
+/// 64-byte aligned, as [`Snapshot`] is.
 #[derive(Debug)]
+#[repr(align(64))]
 pub struct Shared {
     counts: Arc<BackendCounts>,
     current: Mutex<Arc<Snapshot>>,
