@@ -68,7 +68,7 @@ const PER_LINE: usize = 4;
 #[repr(align(64))]
 struct Line([Cell; PER_LINE]);
 
-/// A backend's thresholds and OVERLOAD flag (one for all workers; 12 bytes).
+/// A backend's thresholds and OVERLOAD flag (one for all workers; 16 bytes).
 #[derive(Debug, Default)]
 struct Meta {
     upper: AtomicU32,
@@ -76,13 +76,10 @@ struct Meta {
     overloaded: AtomicBool,
 }
 
-/// Backends per cache line of [`Meta`].
-const META_PER_LINE: usize = 5;
-
-/// Five backends' [`Meta`]: one cache line.
+/// Four backends' [`Meta`]: one cache line.
 #[derive(Debug, Default)]
 #[repr(align(64))]
-struct MetaLine([Meta; META_PER_LINE]);
+struct MetaLine([Meta; PER_LINE]);
 
 /// `v + 1` as a sequentially consistent read-modify-write (see the module header).
 #[inline]
@@ -107,21 +104,22 @@ struct Rows {
     lines: Box<[Line]>,
     /// Whether worker `w`'s row has its handle (one per worker row).
     claimed: Box<[AtomicBool]>,
+    /// Some backend has had a threshold set. Until then OVERLOAD is clear everywhere and a
+    /// bind or unbind has no threshold to test, so it skips the meta lines.
+    thresholds: AtomicBool,
     backends: usize,
     per_row: usize,
     shards: usize,
 }
 
 impl Rows {
-    /// Backend `id`'s thresholds and flag.
+    /// Backend `id`'s thresholds and flag. The last line's entries past the array are never
+    /// set (every write to a threshold checks the id), so they read as no threshold and
+    /// OVERLOAD clear.
     #[inline]
     fn meta(&self, id: BackendId) -> Option<&Meta> {
         let i = id.0 as usize;
-        if i >= self.backends {
-            return None;
-        }
-        let line = self.meta.get(i / META_PER_LINE)?;
-        Some(&line.0[i % META_PER_LINE])
+        Some(&self.meta.get(i / PER_LINE)?.0[i % PER_LINE])
     }
 
     /// Backend `id`'s cell in row `shard`.
@@ -131,16 +129,49 @@ impl Rows {
         if i >= self.backends || shard >= self.shards {
             return None;
         }
-        let line = self.lines.get(shard * self.per_row + i / PER_LINE)?;
-        Some(&line.0[i % PER_LINE])
+        Some(&self.lines.get(shard * self.per_row + i / PER_LINE)?.0[i % PER_LINE])
+    }
+
+    /// Backend `id`'s cell in the row starting at line `base` (as [`Self::own`]).
+    #[inline]
+    fn own_cell(&self, base: usize, id: BackendId) -> Option<&Cell> {
+        let i = id.0 as usize;
+        if i / PER_LINE >= self.per_row {
+            return None;
+        }
+        Some(&self.lines.get(base + i / PER_LINE)?.0[i % PER_LINE])
+    }
+
+    /// Backend `id`'s thresholds and flag, and its cell in the row starting at line `base`.
+    /// An id past the array but within its last line gets that line's spare cell, which no
+    /// read looks at ([`Self::cells`] checks the id); beyond it, nothing (the meta lines are
+    /// as many as a row's lines, so a row's line past its end is never reached).
+    #[inline]
+    fn own(&self, base: usize, id: BackendId) -> Option<(&Meta, &Cell)> {
+        let i = id.0 as usize;
+        let m = &self.meta.get(i / PER_LINE)?.0[i % PER_LINE];
+        let c = &self.lines.get(base + i / PER_LINE)?.0[i % PER_LINE];
+        Some((m, c))
     }
 
     /// The sum over the rows of one counter of backend `id` (0 outside the array).
     #[inline]
     fn sum(&self, id: BackendId, f: impl Fn(&Cell) -> &AtomicU32, order: Ordering) -> u32 {
-        (0..self.shards)
-            .filter_map(|s| self.cell(s, id))
+        self.cells(id)
             .fold(0u32, |sum, c| sum.wrapping_add(f(c).load(order)))
+    }
+
+    /// Backend `id`'s cell in every row (none outside the array).
+    #[inline]
+    fn cells(&self, id: BackendId) -> impl Iterator<Item = &Cell> {
+        let i = id.0 as usize;
+        let rows = if i < self.backends { self.shards } else { 0 };
+        self.lines
+            .iter()
+            .skip(i / PER_LINE)
+            .step_by(self.per_row.max(1))
+            .take(rows)
+            .map(move |l| &l.0[i % PER_LINE])
     }
 
     /// IPVS `ip_vs_dest_totalconns`: active + inactive (templates excluded), read after a
@@ -159,8 +190,9 @@ impl Rows {
 #[repr(align(64))]
 pub struct BackendCounts {
     rows: Arc<Rows>,
-    /// This handle's row.
+    /// This handle's row, and the index of its first line.
     shard: usize,
+    base: usize,
     /// The row is this handle's alone (a worker's row it claimed): its counters are written
     /// with plain loads and stores, which never stall the worker the way a locked
     /// read-modify-write does while another worker holds the line. Otherwise (the shared row)
@@ -183,16 +215,16 @@ impl BackendCounts {
         let per_row = (backends as usize).div_ceil(PER_LINE);
         BackendCounts {
             rows: Arc::new(Rows {
-                meta: (0..(backends as usize).div_ceil(META_PER_LINE))
-                    .map(|_| MetaLine::default())
-                    .collect(),
+                meta: (0..per_row).map(|_| MetaLine::default()).collect(),
                 backends: backends as usize,
                 lines: (0..shards * per_row).map(|_| Line::default()).collect(),
                 claimed: (0..workers).map(|_| AtomicBool::new(false)).collect(),
+                thresholds: AtomicBool::new(false),
                 per_row,
                 shards,
             }),
             shard: workers,
+            base: workers * per_row,
             exclusive: false,
         }
     }
@@ -210,9 +242,11 @@ impl BackendCounts {
             .claimed
             .get(w)
             .is_some_and(|c| !c.swap(true, SeqCst));
+        let shard = if exclusive { w } else { self.rows.shards - 1 };
         BackendCounts {
             rows: self.rows.clone(),
-            shard: if exclusive { w } else { self.rows.shards - 1 },
+            shard,
+            base: shard * self.rows.per_row,
             exclusive,
         }
     }
@@ -271,9 +305,12 @@ impl BackendCounts {
     /// Set a backend's thresholds as `__ip_vs_update_dest` does: OVERLOAD is cleared when the
     /// new upper threshold is 0 or above the old one; the counts stay.
     pub fn set_thresholds(&self, id: BackendId, upper: u32, lower: u32) {
-        let Some(m) = self.rows.meta(id) else {
+        let Some(m) = self.rows.meta(id).filter(|_| self.contains(id)) else {
             return;
         };
+        if (upper != 0 || lower != 0) && !self.rows.thresholds.load(Relaxed) {
+            self.rows.thresholds.store(true, SeqCst);
+        }
         let old = m.upper.swap(upper, Relaxed);
         if upper == 0 || upper > old {
             m.overloaded.store(false, Relaxed);
@@ -302,16 +339,29 @@ impl BackendCounts {
     /// `ip_vs_bind_dest`: a new entry (inactive) or template.
     #[inline]
     pub(crate) fn bind(&self, id: BackendId, template: bool) {
-        let (Some(m), Some(c)) = (self.rows.meta(id), self.rows.cell(self.shard, id)) else {
+        if !self.rows.thresholds.load(Relaxed) {
+            if let Some(c) = self.rows.own_cell(self.base, id) {
+                self.inc(if template { &c.persist } else { &c.inactive });
+            }
+            return;
+        }
+        let Some((m, c)) = self.rows.own(self.base, id) else {
             return;
         };
         let a = if template { &c.persist } else { &c.inactive };
         let upper = m.upper.load(Relaxed);
         if upper == 0 {
             self.inc(a);
-            return;
+        } else {
+            self.bind_upper(id, m, a, upper);
         }
-        // The increment, then the total read back, both sequentially consistent.
+    }
+
+    /// [`Self::bind`] with an upper threshold: the increment, then the total read back, both
+    /// sequentially consistent.
+    #[cold]
+    #[inline(never)]
+    fn bind_upper(&self, id: BackendId, m: &Meta, a: &AtomicU32, upper: u32) {
         inc_sc(a);
         if self.rows.total(id) >= u64::from(upper) && !m.overloaded.load(Relaxed) {
             m.overloaded.store(true, Relaxed);
@@ -321,7 +371,19 @@ impl BackendCounts {
     /// `ip_vs_unbind_dest`.
     #[inline]
     pub(crate) fn unbind(&self, id: BackendId, template: bool, inactive: bool) {
-        let (Some(m), Some(c)) = (self.rows.meta(id), self.rows.cell(self.shard, id)) else {
+        if !self.rows.thresholds.load(Relaxed) {
+            if let Some(c) = self.rows.own_cell(self.base, id) {
+                self.dec(if template {
+                    &c.persist
+                } else if inactive {
+                    &c.inactive
+                } else {
+                    &c.active
+                });
+            }
+            return;
+        }
+        let Some((m, c)) = self.rows.own(self.base, id) else {
             return;
         };
         let a = if template {
@@ -332,15 +394,27 @@ impl BackendCounts {
             &c.active
         };
         let (upper, lower) = (m.upper.load(Relaxed), m.lower.load(Relaxed));
-        let clear = if lower != 0 {
-            dec_sc(a);
-            self.rows.total(id) < u64::from(lower)
-        } else if upper != 0 {
-            dec_sc(a);
-            self.rows.total(id) * 4 < u64::from(upper) * 3
-        } else {
+        if upper == 0 && lower == 0 {
             self.dec(a);
-            true
+            if m.overloaded.load(Relaxed) {
+                m.overloaded.store(false, Relaxed);
+            }
+        } else {
+            self.unbind_thresholds(id, m, a, upper, lower);
+        }
+    }
+
+    /// [`Self::unbind`] with a threshold: the decrement, then the total read back, both
+    /// sequentially consistent.
+    #[cold]
+    #[inline(never)]
+    fn unbind_thresholds(&self, id: BackendId, m: &Meta, a: &AtomicU32, upper: u32, lower: u32) {
+        dec_sc(a);
+        let total = self.rows.total(id);
+        let clear = if lower != 0 {
+            total < u64::from(lower)
+        } else {
+            total * 4 < u64::from(upper) * 3
         };
         if clear && m.overloaded.load(Relaxed) {
             m.overloaded.store(false, Relaxed);
@@ -350,7 +424,7 @@ impl BackendCounts {
     /// A bound entry became active (entered ESTABLISHED).
     #[inline]
     pub(crate) fn activate(&self, id: BackendId) {
-        if let Some(c) = self.rows.cell(self.shard, id) {
+        if let Some((_, c)) = self.rows.own(self.base, id) {
             self.dec(&c.inactive);
             self.inc(&c.active);
         }
@@ -359,7 +433,7 @@ impl BackendCounts {
     /// A bound entry became inactive (left ESTABLISHED).
     #[inline]
     pub(crate) fn deactivate(&self, id: BackendId) {
-        if let Some(c) = self.rows.cell(self.shard, id) {
+        if let Some((_, c)) = self.rows.own(self.base, id) {
             self.dec(&c.active);
             self.inc(&c.inactive);
         }
@@ -388,9 +462,11 @@ impl Load for BackendCounts {
     }
     #[inline]
     fn overloaded(&self, id: BackendId) -> bool {
-        self.rows
-            .meta(id)
-            .is_some_and(|m| m.overloaded.load(Relaxed))
+        self.rows.thresholds.load(Relaxed)
+            && self
+                .rows
+                .meta(id)
+                .is_some_and(|m| m.overloaded.load(Relaxed))
     }
     #[inline]
     fn backend_load(&self, id: BackendId) -> BackendLoad {
@@ -398,11 +474,9 @@ impl Load for BackendCounts {
             return BackendLoad::default();
         };
         let (mut active, mut inactive) = (0u32, 0u32);
-        for s in 0..self.rows.shards {
-            if let Some(c) = self.rows.cell(s, id) {
-                active = active.wrapping_add(c.active.load(Relaxed));
-                inactive = inactive.wrapping_add(c.inactive.load(Relaxed));
-            }
+        for c in self.rows.cells(id) {
+            active = active.wrapping_add(c.active.load(Relaxed));
+            inactive = inactive.wrapping_add(c.inactive.load(Relaxed));
         }
         BackendLoad {
             active,
