@@ -24,7 +24,15 @@
 //! and the OVERLOAD flag are one per backend, written only on a threshold edit or when
 //! OVERLOAD changes. A worker's row belongs to the first handle made for that worker
 //! ([`BackendCounts::for_worker`]); any other handle writes the shared row with atomic
-//! read-modify-writes.
+//! read-modify-writes, and reads include the shared row only once it has been written. Two
+//! header flags spare the common case the meta lines: until a threshold is set anywhere, a bind
+//! or unbind touches its own row only and OVERLOAD reads as clear.
+//!
+//! What is still shared, and costs: a scheduler that reads counts (lc, wlc, …) reads the other
+//! workers' rows on every pick, so a worker whose row changed since (a connection bound or
+//! unbound there) has to hand that cache line over — one transfer per new connection on each
+//! side while both workers open connections, which is what exactness requires: a pick must see
+//! every bind that happened before it, on any worker.
 //!
 //! Why the sums decide as the kernel's counters do:
 //! * A row is written by one handle (a worker's row) or only atomically (the shared row), and
@@ -104,6 +112,8 @@ struct Rows {
     lines: Box<[Line]>,
     /// Whether worker `w`'s row has its handle (one per worker row).
     claimed: Box<[AtomicBool]>,
+    /// The shared row has been written (until then reads skip it).
+    shared_used: AtomicBool,
     /// Some backend has had a threshold set. Until then OVERLOAD is clear everywhere and a
     /// bind or unbind has no threshold to test, so it skips the meta lines.
     thresholds: AtomicBool,
@@ -157,15 +167,22 @@ impl Rows {
     /// The sum over the rows of one counter of backend `id` (0 outside the array).
     #[inline]
     fn sum(&self, id: BackendId, f: impl Fn(&Cell) -> &AtomicU32, order: Ordering) -> u32 {
-        self.cells(id)
+        self.cells(id, order)
             .fold(0u32, |sum, c| sum.wrapping_add(f(c).load(order)))
     }
 
-    /// Backend `id`'s cell in every row (none outside the array).
+    /// Backend `id`'s cell in every row that has been written (none outside the array): the
+    /// workers' rows, and the shared row once a handle wrote it.
     #[inline]
-    fn cells(&self, id: BackendId) -> impl Iterator<Item = &Cell> {
+    fn cells(&self, id: BackendId, order: Ordering) -> impl Iterator<Item = &Cell> {
         let i = id.0 as usize;
-        let rows = if i < self.backends { self.shards } else { 0 };
+        let rows = if i >= self.backends {
+            0
+        } else if self.shared_used.load(order) {
+            self.shards
+        } else {
+            self.shards - 1
+        };
         self.lines
             .iter()
             .skip(i / PER_LINE)
@@ -220,6 +237,7 @@ impl BackendCounts {
                 lines: (0..shards * per_row).map(|_| Line::default()).collect(),
                 claimed: (0..workers).map(|_| AtomicBool::new(false)).collect(),
                 thresholds: AtomicBool::new(false),
+                shared_used: AtomicBool::new(false),
                 per_row,
                 shards,
             }),
@@ -258,7 +276,16 @@ impl BackendCounts {
         if self.exclusive {
             a.store(a.load(Relaxed).wrapping_add(1), Relaxed);
         } else {
+            self.shared_row_used();
             a.fetch_add(1, SeqCst);
+        }
+    }
+
+    /// Before a write to the shared row: make the reads include it.
+    #[inline]
+    fn shared_row_used(&self) {
+        if !self.exclusive && !self.rows.shared_used.load(Relaxed) {
+            self.rows.shared_used.store(true, SeqCst);
         }
     }
 
@@ -271,6 +298,7 @@ impl BackendCounts {
                 a.store(v - 1, Relaxed);
             }
         } else {
+            self.shared_row_used();
             let _ = a.fetch_update(SeqCst, Relaxed, |v| v.checked_sub(1));
         }
     }
@@ -362,6 +390,7 @@ impl BackendCounts {
     #[cold]
     #[inline(never)]
     fn bind_upper(&self, id: BackendId, m: &Meta, a: &AtomicU32, upper: u32) {
+        self.shared_row_used();
         inc_sc(a);
         if self.rows.total(id) >= u64::from(upper) && !m.overloaded.load(Relaxed) {
             m.overloaded.store(true, Relaxed);
@@ -409,6 +438,7 @@ impl BackendCounts {
     #[cold]
     #[inline(never)]
     fn unbind_thresholds(&self, id: BackendId, m: &Meta, a: &AtomicU32, upper: u32, lower: u32) {
+        self.shared_row_used();
         dec_sc(a);
         let total = self.rows.total(id);
         let clear = if lower != 0 {
@@ -474,7 +504,7 @@ impl Load for BackendCounts {
             return BackendLoad::default();
         };
         let (mut active, mut inactive) = (0u32, 0u32);
-        for c in self.rows.cells(id) {
+        for c in self.rows.cells(id, Relaxed) {
             active = active.wrapping_add(c.active.load(Relaxed));
             inactive = inactive.wrapping_add(c.inactive.load(Relaxed));
         }
