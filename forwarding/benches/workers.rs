@@ -1,10 +1,13 @@
 //! The cost of a new connection on one worker against two workers of one director (the
-//! shared state: each service's scheduler locked per new connection, per-backend counts as
-//! atomics). Each worker is a thread with its own pipeline on one `Shared`; in every measured
-//! round each thread opens the same number of new TCP connections (a SYN never seen: service
-//! lookup, schedule, insert, NAT rewrite) at the same time as the other, so the scheduler's
-//! mutex and the counts' cache lines are contended as hard as two cores opening connections
-//! back to back can contend them — the worst case, not the usual one.
+//! shared state: rr's scheduler locked per new connection, wlc picked without a lock, mh a
+//! table; the per-backend counts one row per worker, which every wlc pick reads). Each worker
+//! is a thread with its own pipeline on one `Shared`; in every measured round each thread
+//! opens the same number of new TCP connections (a SYN never seen: service lookup, schedule,
+//! insert, NAT rewrite) at the same time as the other, so the scheduler's mutex and the
+//! counts' cache lines are contended as hard as two cores opening connections back to back
+//! can contend them — the worst case, not the usual one. (When another process takes one of
+//! the cores, the threads run in turns and the contention shrinks; `benches/scaling.rs`
+//! counts only what ran at once.)
 //!
 //! Cases `new-flow-workers/{rr,wlc,mh}/{1,2}`: scheduler of the one NAT service (3 backends;
 //! mh with 1000), 1 or 2 workers. The figure is CPU time per new connection (the threads'
