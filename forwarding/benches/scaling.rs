@@ -26,6 +26,16 @@
 //!   (thread CPU ÷ wall time ≥ [`CLEAN_CPU`] per thread for the whole rounds), when there are
 //!   any.
 //!
+//! What the CPU factor does not control: the machine under the VM. How much a cache line
+//! handed from one vCPU to the other costs changes with where the host runs the vCPUs; on
+//! the project's VMs the new-flow case's CPU ns per frame with both threads running has been
+//! seen to differ 2–3× between runs minutes apart (the control unchanged). Compare builds
+//! with runs close in time, and note the concurrent chunks: a round whose threads ran side by
+//! side throughout (most chunks concurrent) is how workers of a busy director run, a few
+//! dozen chunks between other processes' turns may not be. In the 1-thread rounds another
+//! process may run on the other core and share its caches, which makes `alone` slower and
+//! the CPU factor of the memory-bound `established` case too high (above 2 even).
+//!
 //! Pairs run until `XVS_SCALING_ROUNDS` have a CPU factor, at most [`MAX_PAIRS_PER_CLEAN`]
 //! times as many in all. Printed per case: each factor's median with its min–max over the
 //! pairs, the rates or CPU ns per frame behind it, how many chunks were concurrent, the CPU
