@@ -414,7 +414,13 @@ fn equivalence_frame(c: u8, m: u8, kind: u8, variant: u8, v6: bool) -> (PortId, 
         6 => (FRONT, into.tcp(cport, tport).flags(variant).build()),
         7 => (FRONT, into.tcp(cport, tport).fin().ack().build()),
         8 => (FRONT, into.tcp(cport, tport).rst().build()),
-        9 | 10 => (FRONT, into.udp(cport, uport).payload(&[c; 9]).build()),
+        // UDP payloads of 9 to 24 bytes: frames shorter and longer than a TCP header's end.
+        9 | 10 => (
+            FRONT,
+            into.udp(cport, uport)
+                .payload(&vec![c; 9 + usize::from(variant % 16)])
+                .build(),
+        ),
         11 => (FRONT, into.udp(cport, uport).udp_zero_checksum().build()),
         12..=14 => (BACK, reply().tcp(bport(tport), rport).ack().build()),
         15 => (
@@ -423,7 +429,10 @@ fn equivalence_frame(c: u8, m: u8, kind: u8, variant: u8, v6: bool) -> (PortId, 
         ),
         16 => (
             BACK,
-            reply().udp(bport(uport), rport).payload(&[1, 2, 3]).build(),
+            reply()
+                .udp(bport(uport), rport)
+                .payload(&vec![1; 3 + usize::from(variant % 16)])
+                .build(),
         ),
         17 => {
             // TTL 0, 1, 2 toward the backend or the client.

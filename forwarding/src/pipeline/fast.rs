@@ -39,7 +39,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use crate::conn::{ConnId, ConnV4, Direction, Method, TouchV4};
 use crate::net::{Hop, LinkV4};
 use crate::wire::parse::{parse_v4, FastV4};
-use crate::wire::rewrite::{self, forward_v4};
+use crate::wire::proto::TCP;
+use crate::wire::rewrite::{self, forward_parsed_v4};
 use crate::wire::{parse, Frag, Packet, Parsed};
 use crate::{DropReason, Frame, PortId, Time, Verdict};
 
@@ -141,7 +142,7 @@ impl Pipeline {
         );
         match found {
             TouchV4::Steady(id, dir, c) => self
-                .rewrite_v4(frame, &c, dir, false)
+                .rewrite_v4(frame, &c, dir, false, f.ip_end, f.proto == TCP)
                 .ok_or(Slow::Rewrite(id, dir)),
             TouchV4::Other => Err(Slow::Lookup),
             TouchV4::Miss => Err(Slow::Miss),
@@ -238,7 +239,8 @@ impl Pipeline {
         new_conn: bool,
     ) -> Verdict {
         if self.fast_path && is_fast(&p) {
-            if let Some(port) = self.rewrite_v4(frame, c, dir, new_conn) {
+            let (end, tcp) = (u32::try_from(p.ip_end).ok(), p.proto == TCP);
+            if let Some(port) = end.and_then(|e| self.rewrite_v4(frame, c, dir, new_conn, e, tcp)) {
                 return Verdict::Tx(port);
             }
         }
@@ -246,8 +248,9 @@ impl Pipeline {
     }
 
     /// `rewrite_frame` for an unfragmented IPv4 TCP / UDP packet (as
-    /// [`parse_v4`](crate::wire::parse::parse_v4) accepts it, its fields read from the frame)
-    /// of an IPv4 connection, when the next hop is cached (inbound) or found (outbound) and
+    /// [`parse_v4`](crate::wire::parse::parse_v4) accepts it; `ip_end` and `tcp` its end in the
+    /// frame and protocol as the parser read them, the other fields read from the frame) of an
+    /// IPv4 connection, when the next hop is cached (inbound) or found (outbound) and
     /// untagged, the method keeps the packet's size (not TUN inbound), the TTL is above 1, the
     /// packet fits the MTU and (UDP) carries a checksum: the same bytes, traffic counters and
     /// decision, and the port of its `Verdict::Tx`. `None` with nothing changed otherwise:
@@ -259,42 +262,50 @@ impl Pipeline {
         c: &ConnV4,
         dir: Direction,
         new_conn: bool,
+        ip_end: u32,
+        tcp: bool,
     ) -> Option<PortId> {
         let [client, vaddr, daddr, laddr] = c.addrs;
         let [cport, vport, dport, lport] = c.ports;
-        let (src, dst) = match (c.method, dir) {
-            (Method::Nat, Direction::In) => (None, Some((daddr, dport))),
-            (Method::Nat, Direction::Out) => (Some((vaddr, vport)), None),
-            (Method::FullNat, Direction::In) => (Some((laddr, lport)), Some((daddr, dport))),
-            (Method::FullNat, Direction::Out) => (Some((vaddr, vport)), Some((client, cport))),
-            (Method::Dr, Direction::In) => (None, None),
-            (Method::Dr | Method::Tunnel, Direction::Out) => (None, None),
-            (Method::Tunnel, Direction::In) => return self.tunnel_v4(frame, c, new_conn),
-        };
         // `next_hop`: toward the backend from its cache, toward the client through a
         // gateway route (a cache miss or an on-link client is resolved by the full path).
         let LinkV4 { port, mtu, macs } = match dir {
+            Direction::In if c.method == Method::Tunnel => {
+                return self.tunnel_v4(frame, c, new_conn)
+            }
             Direction::In => self.cached_hop_v4(c.backend, daddr)?,
             Direction::Out => match self.net.gateway_link_v4(client) {
                 Some(link) => link?,
                 None => LinkV4::of(&self.on_link_hop(client)?)?,
             },
         };
-        // The packet's length, read again from its header (what `parse_v4` read).
-        const L3: usize = FastV4::L3;
-        const L4: usize = FastV4::L4;
-        let d = frame.data_mut();
-        let &[b0, b1] = d.get(L3 + 2..L3 + 4)? else {
+        // The packet's length as the parser read it.
+        let bytes = ip_end.checked_sub(FastV4::L3 as u32)?;
+        if bytes > u32::from(mtu) {
             return None;
+        }
+        let d = frame.data_mut();
+        // Each method's address and port changes, as `rewrite_frame` makes them.
+        let done = match (c.method, dir) {
+            (Method::Nat, Direction::In) => forward_parsed_v4(d, tcp, None, Some((daddr, dport))),
+            (Method::Nat, Direction::Out) => forward_parsed_v4(d, tcp, Some((vaddr, vport)), None),
+            (Method::FullNat, Direction::In) => {
+                forward_parsed_v4(d, tcp, Some((laddr, lport)), Some((daddr, dport)))
+            }
+            (Method::FullNat, Direction::Out) => {
+                forward_parsed_v4(d, tcp, Some((vaddr, vport)), Some((client, cport)))
+            }
+            (Method::Dr | Method::Tunnel, _) => forward_parsed_v4(d, tcp, None, None),
         };
-        let bytes = usize::from(u16::from_be_bytes([b0, b1]));
-        let ip_end = L3 + bytes;
-        if bytes > usize::from(mtu) || !forward_v4(d, L3, L4, ip_end, src, dst) {
-            // Nothing changed (too big, TTL ≤ 1, UDP without a checksum).
+        if !done {
+            // Nothing changed (TTL ≤ 1, UDP without a checksum).
             return None;
         }
         // The link header in place (`rewrite::set_link` for an untagged hop): the MACs.
-        d[..12].copy_from_slice(&macs);
+        let Some(link) = d.first_chunk_mut::<12>() else {
+            return None;
+        };
+        *link = macs;
         self.record(
             Decision {
                 service: ServiceId(c.service),
@@ -303,10 +314,11 @@ impl Pipeline {
                 direction: dir,
                 new_conn,
             },
-            bytes,
+            bytes as usize,
         );
-        // Ethernet padding and trailers stay behind: `forward_v4` checked that the packet
+        // Ethernet padding and trailers stay behind: the parser checked that the packet
         // ends inside the frame, so the frame only shrinks (which cannot fail).
+        let ip_end = ip_end as usize;
         if frame.len() > ip_end {
             let shrunk = frame.set_len(ip_end);
             debug_assert!(shrunk);
