@@ -218,11 +218,14 @@ proptest! {
         frames in prop::collection::vec((0u8..8, 0u8..4, 0u8..10, any::<bool>()), 1..150),
         cuts in prop::collection::vec(1usize..70, 1..10),
         short_verdicts in any::<bool>(),
+        prefetch in any::<bool>(),
     ) {
         let frames: Vec<(PortId, Vec<u8>)> =
             frames.into_iter().map(|(c, m, k, v6)| mixed_frame(c, m, k, v6)).collect();
         let mut one = pipeline_with(&services(), 1024);
         let mut batch = pipeline_with(&services(), 1024);
+        // The prefetching passes (for large tables) or frame by frame.
+        batch.set_batch_prefetch_from(if prefetch { 0 } else { u32::MAX });
         let now = Time::from_secs(5);
         let expect: Vec<(Verdict, Vec<u8>)> =
             frames.iter().map(|(port, f)| run_one(&mut one, now, *port, f)).collect();
