@@ -795,10 +795,9 @@ impl Pipeline {
             .chunks_mut(BATCH)
             .zip(verdicts.chunks_mut(BATCH))
         {
-            // The established-flow path's reader first (see `fast`), with the tuple's hash
-            // and its home index slot loaded at once (the next frame's parse does not wait
-            // for that load); the other frames are parsed here for their hint only and again
-            // when processed (rare frames: IPv6, tagged, ICMP, …).
+            // The established-flow path's reader first (see `fast`); the other frames are
+            // parsed here for their hint only and again when processed (rare frames: IPv6,
+            // tagged, ICMP, …).
             let mut fast = [None; BATCH];
             let mut hints = [SlotHint::default(); BATCH];
             for ((f, v4), hint) in frames.iter().zip(fast.iter_mut()).zip(hints.iter_mut()) {
@@ -809,9 +808,14 @@ impl Pipeline {
                         .slot_hint_v4(f.proto, f.src, f.sport, f.dst, f.dport),
                     None => self.other_hint(f.data()),
                 };
+            }
+            // Tight loops of loads, so that many of them are in flight at once (a load that
+            // misses holds its place in the CPU's reorder buffer: in the parse loop above, a
+            // few frames' misses would fill it): the index slots of the whole batch, then the
+            // entries they name.
+            for hint in &mut hints[..frames.len()] {
                 self.conns.prefetch_slot(hint);
             }
-            // Then the entries the slots name, in a tight loop of loads.
             for hint in &hints[..frames.len()] {
                 self.conns.prefetch_entry(*hint);
             }

@@ -21,7 +21,7 @@
 //! 4. the rewrite with the next hop from the per-backend cache (toward a backend) or the
 //!    gateway route (toward a client): NAT / FullNAT / DR with
 //!    [`forward_v4`] (TTL − 1, the method's address and port changes, each checksum updated
-//!    once), TUN with [`rewrite::encap_ipip_v4`]; the new MAC addresses, the traffic
+//!    once), TUN with [`encap_parsed_ipip_v4`]; the new MAC addresses, the traffic
 //!    counters and the decision.
 //!
 //! Everything else — VLAN tags, IPv6, IP options, fragments, ICMP, SCTP, other L2
@@ -40,7 +40,7 @@ use crate::conn::{ConnId, ConnV4, Direction, Method, TouchV4};
 use crate::net::{Hop, LinkV4};
 use crate::wire::parse::{parse_v4, FastV4};
 use crate::wire::proto::TCP;
-use crate::wire::rewrite::{self, forward_parsed_v4};
+use crate::wire::rewrite::{encap_parsed_ipip_v4, forward_parsed_v4, InnerV4};
 use crate::wire::{parse, Frag, Packet, Parsed};
 use crate::{DropReason, Frame, PortId, Time, Verdict};
 
@@ -271,7 +271,7 @@ impl Pipeline {
         // gateway route (a cache miss or an on-link client is resolved by the full path).
         let LinkV4 { port, mtu, macs } = match dir {
             Direction::In if c.method == Method::Tunnel => {
-                return self.tunnel_v4(frame, c, new_conn)
+                return self.tunnel_v4(frame, c, new_conn, ip_end)
             }
             Direction::In => self.cached_hop_v4(c.backend, daddr)?,
             Direction::Out => match self.net.gateway_link_v4(client) {
@@ -316,29 +316,40 @@ impl Pipeline {
             },
             bytes as usize,
         );
-        // Ethernet padding and trailers stay behind: the parser checked that the packet
-        // ends inside the frame, so the frame only shrinks (which cannot fail).
-        let ip_end = ip_end as usize;
-        if frame.len() > ip_end {
-            let shrunk = frame.set_len(ip_end);
-            debug_assert!(shrunk);
-        }
+        // Ethernet padding and trailers stay behind (the parser checked that the packet ends
+        // inside the frame).
+        frame.truncate(ip_end as usize);
         Some(port)
     }
 
     /// `rewrite_frame` + `tunnel` for an IPv4 packet to an IPv4 TUN backend whose next hop is
     /// cached and untagged: IPIP encapsulation with the egress port's address as the outer
-    /// source and the inner TTL − 1 ([`rewrite::encap_ipip_v4`]), the same bytes, counters,
+    /// source and the inner TTL − 1 ([`encap_parsed_ipip_v4`]), the same bytes, counters,
     /// decision, IPv4 identification and port of its `Verdict::Tx`. `None` with nothing
     /// changed when the full path has to decide (TTL ≤ 1, too big, no headroom, no IPv4 address on the port, an
     /// uncached hop).
     #[inline(always)]
-    fn tunnel_v4(&mut self, frame: &mut Frame, c: &ConnV4, new_conn: bool) -> Option<PortId> {
+    fn tunnel_v4(
+        &mut self,
+        frame: &mut Frame,
+        c: &ConnV4,
+        new_conn: bool,
+        ip_end: u32,
+    ) -> Option<PortId> {
         let h = self.cached_fast_hop_v4(c.backend, c.addrs[2])?;
         let (hop, src) = (h.link, h.port_v4?);
         let id = self.ip_id.wrapping_add(1);
+        // The inner header's TOS, TTL and DF from the frame; its length from the parser.
+        const L3: usize = FastV4::L3;
+        let ip = frame.data().first_chunk::<{ FastV4::L4 }>()?;
+        let inner = InnerV4 {
+            len: (ip_end as usize).checked_sub(L3)?,
+            tos: ip[L3 + 1],
+            ttl: ip[L3 + 8],
+            df: ip[L3 + 6] & 0x40 != 0,
+        };
         // The outer header carries the decremented TTL; the inner TTL − 1 after it.
-        let bytes = rewrite::encap_ipip_v4(frame, src, c.addrs[2], id, hop.mtu, &hop.macs)?;
+        let bytes = encap_parsed_ipip_v4(frame, inner, src, c.addrs[2], id, hop.mtu, &hop.macs)?;
         self.ip_id = id;
         self.record(
             Decision {

@@ -675,15 +675,59 @@ pub fn encap_ipip_v4(
         return None;
     };
     let inner_len = usize::from(u16::from_be_bytes([h[L3 + 2], h[L3 + 3]]));
-    let (tos, ttl, df) = (h[L3 + 1], h[L3 + 8], h[L3 + 6] & 0x40 != 0);
-    let total = IPV4_LEN + inner_len;
+    let inner = InnerV4 {
+        len: inner_len,
+        tos: h[L3 + 1],
+        ttl: h[L3 + 8],
+        df: h[L3 + 6] & 0x40 != 0,
+    };
     if h[12..14] != [0x08, 0x00]
         || h[L3] != 0x45
         || inner_len < IPV4_LEN
         || L3 + inner_len > frame.len()
-        || ttl <= 1
+    {
+        return None;
+    }
+    encap_parsed_ipip_v4(frame, inner, src, dst, id, mtu, link)
+}
+
+/// What [`encap_parsed_ipip_v4`] takes from the inner IPv4 header: total length, TOS, TTL and
+/// DF.
+#[derive(Clone, Copy, Debug)]
+pub struct InnerV4 {
+    pub len: usize,
+    pub tos: u8,
+    pub ttl: u8,
+    pub df: bool,
+}
+
+/// [`encap_ipip_v4`] for a frame whose inner header the caller has read and checked (untagged
+/// Ethernet, IPv4 without options at offset 14, `inner` its fields: what
+/// [`parse_v4`](super::parse::parse_v4) checks): the same bytes and result, without reading
+/// and checking that header again.
+#[inline(always)]
+pub fn encap_parsed_ipip_v4(
+    frame: &mut Frame,
+    inner: InnerV4,
+    src: u32,
+    dst: u32,
+    id: u16,
+    mtu: u16,
+    link: &[u8; 12],
+) -> Option<usize> {
+    const L3: usize = ETH_LEN;
+    const FRONT: usize = ETH_LEN + IPV4_LEN;
+    let InnerV4 {
+        len: inner_len,
+        tos,
+        ttl,
+        df,
+    } = inner;
+    let total = IPV4_LEN + inner_len;
+    if ttl <= 1
         || total > usize::from(mtu)
         || total > usize::from(u16::MAX)
+        || L3 + inner_len > frame.len()
     {
         return None;
     }
@@ -695,11 +739,7 @@ pub fn encap_ipip_v4(
         let _ = frame.pull_front(IPV4_LEN);
         return None;
     }
-    let Some(Ok(d)) = frame
-        .data_mut()
-        .get_mut(..FRONT + IPV4_LEN)
-        .map(<&mut [u8; FRONT + IPV4_LEN]>::try_from)
-    else {
+    let Some(d) = frame.data_mut().first_chunk_mut::<{ FRONT + IPV4_LEN }>() else {
         return None;
     };
     let (id, frag) = if df { (0, 0x4000u16) } else { (id, 0) };
