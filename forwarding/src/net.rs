@@ -140,9 +140,10 @@ pub struct Network {
     routes: Vec<(Route, Option<Hop>)>,
     /// The IPv4 routes of `routes`, in the same order: (network, mask, index into `routes`).
     v4_routes: Vec<(u32, u32, usize)>,
-    /// For each of `v4_routes`: a gateway route's resolved hop as a [`LinkV4`], `Some(None)`
-    /// when it is unresolved or tagged, `None` for an on-link route.
-    v4_links: Vec<Option<Option<LinkV4>>>,
+    /// `v4_routes` with, instead of the index, a gateway route's resolved hop as a
+    /// [`LinkV4`]: `Some(None)` when it is unresolved or tagged, `None` for an on-link route
+    /// (one scan finds the route and its link).
+    v4_links: Vec<(u32, u32, Option<Option<LinkV4>>)>,
     neighbours: FastMap<IpAddr, Mac>,
     generation: u64,
     /// VLANs by port index (missing: untagged only).
@@ -244,9 +245,13 @@ impl Network {
         self.v4_links = self
             .v4_routes
             .iter()
-            .map(|&(_, _, i)| {
+            .map(|&(net, mask, i)| {
                 let (route, hop) = &self.routes[i];
-                route.via.map(|_| hop.as_ref().and_then(LinkV4::of))
+                (
+                    net,
+                    mask,
+                    route.via.map(|_| hop.as_ref().and_then(LinkV4::of)),
+                )
             })
             .collect();
     }
@@ -296,8 +301,7 @@ impl Network {
     /// [`Self::gateway_hop_v4`] as a [`LinkV4`]: `Some(None)` also for a tagged hop.
     #[inline(always)]
     pub fn gateway_link_v4(&self, dst: u32) -> Option<Option<LinkV4>> {
-        let i = self.v4_routes.iter().position(|(n, m, _)| dst & m == *n)?;
-        *self.v4_links.get(i)?
+        self.v4_links.iter().find(|(n, m, _)| dst & m == *n)?.2
     }
 
     /// A port's MAC address as [`mac_word`] gives it (0: all zeros, i.e. not known), or `None`

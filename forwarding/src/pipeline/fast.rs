@@ -40,7 +40,7 @@ use crate::conn::{ConnId, ConnV4, Direction, Method, TouchV4};
 use crate::net::{Hop, LinkV4};
 use crate::wire::parse::{parse_v4, FastV4};
 use crate::wire::proto::TCP;
-use crate::wire::rewrite::{encap_parsed_ipip_v4, forward_parsed_v4, InnerV4};
+use crate::wire::rewrite::{encap_parsed_ipip_v4, forward_parsed_v4};
 use crate::wire::{parse, Frag, Packet, Parsed};
 use crate::{DropReason, Frame, PortId, Time, Verdict};
 
@@ -267,45 +267,98 @@ impl Pipeline {
     ) -> Option<PortId> {
         let [client, vaddr, daddr, laddr] = c.addrs;
         let [cport, vport, dport, lport] = c.ports;
-        // `next_hop`: toward the backend from its cache, toward the client through a
-        // gateway route (a cache miss or an on-link client is resolved by the full path).
-        let LinkV4 { port, mtu, macs } = match dir {
-            Direction::In if c.method == Method::Tunnel => {
-                return self.tunnel_v4(frame, c, new_conn, ip_end)
+        let shape = (ip_end, tcp);
+        // Each method's address and port changes, as `rewrite_frame` makes them; one arm per
+        // method and direction, each with its own copy of the rewrite.
+        match (c.method, dir) {
+            (Method::Nat, Direction::In) => {
+                self.forward_in_v4(frame, c, new_conn, shape, None, Some((daddr, dport)))
             }
-            Direction::In => self.cached_hop_v4(c.backend, daddr)?,
-            Direction::Out => match self.net.gateway_link_v4(client) {
-                Some(link) => link?,
-                None => LinkV4::of(&self.on_link_hop(client)?)?,
-            },
+            (Method::Nat, Direction::Out) => {
+                self.forward_out_v4(frame, c, new_conn, shape, Some((vaddr, vport)), None)
+            }
+            (Method::FullNat, Direction::In) => {
+                let (src, dst) = (Some((laddr, lport)), Some((daddr, dport)));
+                self.forward_in_v4(frame, c, new_conn, shape, src, dst)
+            }
+            (Method::FullNat, Direction::Out) => {
+                let (src, dst) = (Some((vaddr, vport)), Some((client, cport)));
+                self.forward_out_v4(frame, c, new_conn, shape, src, dst)
+            }
+            (Method::Dr, Direction::In) => {
+                self.forward_in_v4(frame, c, new_conn, shape, None, None)
+            }
+            (Method::Dr | Method::Tunnel, Direction::Out) => {
+                self.forward_out_v4(frame, c, new_conn, shape, None, None)
+            }
+            (Method::Tunnel, Direction::In) => self.tunnel_v4(frame, c, new_conn, ip_end),
+        }
+    }
+
+    /// [`Self::rewrite_v4`] toward a backend: `next_hop` from its cache.
+    #[inline(always)]
+    fn forward_in_v4(
+        &mut self,
+        frame: &mut Frame,
+        c: &ConnV4,
+        new_conn: bool,
+        shape: (u32, bool),
+        src: Option<(u32, u16)>,
+        dst: Option<(u32, u16)>,
+    ) -> Option<PortId> {
+        let link = self.cached_hop_v4(c.backend, c.addrs[2])?;
+        self.forward_link_v4(frame, c, Direction::In, new_conn, shape, link, src, dst)
+    }
+
+    /// [`Self::rewrite_v4`] toward a client: `next_hop` through a gateway route (a cache miss
+    /// or an on-link client is resolved by the full path).
+    #[inline(always)]
+    fn forward_out_v4(
+        &mut self,
+        frame: &mut Frame,
+        c: &ConnV4,
+        new_conn: bool,
+        shape: (u32, bool),
+        src: Option<(u32, u16)>,
+        dst: Option<(u32, u16)>,
+    ) -> Option<PortId> {
+        let client = c.addrs[0];
+        let link = match self.net.gateway_link_v4(client) {
+            Some(link) => link?,
+            None => LinkV4::of(&self.on_link_hop(client)?)?,
         };
+        self.forward_link_v4(frame, c, Direction::Out, new_conn, shape, link, src, dst)
+    }
+
+    /// The rest of [`Self::rewrite_v4`] once the next hop `link` is known: the MTU, TTL − 1
+    /// and the `src` / `dst` changes ([`forward_parsed_v4`]), the MACs, the traffic counters and
+    /// the decision. `shape`: the packet's end in the frame and whether it is TCP, as the
+    /// parser read them.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn forward_link_v4(
+        &mut self,
+        frame: &mut Frame,
+        c: &ConnV4,
+        dir: Direction,
+        new_conn: bool,
+        (ip_end, tcp): (u32, bool),
+        LinkV4 { port, mtu, macs }: LinkV4,
+        src: Option<(u32, u16)>,
+        dst: Option<(u32, u16)>,
+    ) -> Option<PortId> {
         // The packet's length as the parser read it.
         let bytes = ip_end.checked_sub(FastV4::L3 as u32)?;
         if bytes > u32::from(mtu) {
             return None;
         }
         let d = frame.data_mut();
-        // Each method's address and port changes, as `rewrite_frame` makes them.
-        let done = match (c.method, dir) {
-            (Method::Nat, Direction::In) => forward_parsed_v4(d, tcp, None, Some((daddr, dport))),
-            (Method::Nat, Direction::Out) => forward_parsed_v4(d, tcp, Some((vaddr, vport)), None),
-            (Method::FullNat, Direction::In) => {
-                forward_parsed_v4(d, tcp, Some((laddr, lport)), Some((daddr, dport)))
-            }
-            (Method::FullNat, Direction::Out) => {
-                forward_parsed_v4(d, tcp, Some((vaddr, vport)), Some((client, cport)))
-            }
-            (Method::Dr | Method::Tunnel, _) => forward_parsed_v4(d, tcp, None, None),
-        };
-        if !done {
+        if !forward_parsed_v4(d, tcp, src, dst) {
             // Nothing changed (TTL ≤ 1, UDP without a checksum).
             return None;
         }
         // The link header in place (`rewrite::set_link` for an untagged hop): the MACs.
-        let Some(link) = d.first_chunk_mut::<12>() else {
-            return None;
-        };
-        *link = macs;
+        *d.first_chunk_mut::<12>()? = macs;
         self.record(
             Decision {
                 service: ServiceId(c.service),
@@ -339,15 +392,8 @@ impl Pipeline {
         let h = self.cached_fast_hop_v4(c.backend, c.addrs[2])?;
         let (hop, src) = (h.link, h.port_v4?);
         let id = self.ip_id.wrapping_add(1);
-        // The inner header's TOS, TTL and DF from the frame; its length from the parser.
-        const L3: usize = FastV4::L3;
-        let ip = frame.data().first_chunk::<{ FastV4::L4 }>()?;
-        let inner = InnerV4 {
-            len: (ip_end as usize).checked_sub(L3)?,
-            tos: ip[L3 + 1],
-            ttl: ip[L3 + 8],
-            df: ip[L3 + 6] & 0x40 != 0,
-        };
+        // The inner packet's length as the parser read it.
+        let inner = (ip_end as usize).checked_sub(FastV4::L3)?;
         // The outer header carries the decremented TTL; the inner TTL − 1 after it.
         let bytes = encap_parsed_ipip_v4(frame, inner, src, c.addrs[2], id, hop.mtu, &hop.macs)?;
         self.ip_id = id;

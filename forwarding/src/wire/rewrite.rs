@@ -675,40 +675,21 @@ pub fn encap_ipip_v4(
         return None;
     };
     let inner_len = usize::from(u16::from_be_bytes([h[L3 + 2], h[L3 + 3]]));
-    let inner = InnerV4 {
-        len: inner_len,
-        tos: h[L3 + 1],
-        ttl: h[L3 + 8],
-        df: h[L3 + 6] & 0x40 != 0,
-    };
-    if h[12..14] != [0x08, 0x00]
-        || h[L3] != 0x45
-        || inner_len < IPV4_LEN
-        || L3 + inner_len > frame.len()
-    {
+    if h[12..14] != [0x08, 0x00] || h[L3] != 0x45 || inner_len < IPV4_LEN {
         return None;
     }
-    encap_parsed_ipip_v4(frame, inner, src, dst, id, mtu, link)
+    encap_parsed_ipip_v4(frame, inner_len, src, dst, id, mtu, link)
 }
 
-/// What [`encap_parsed_ipip_v4`] takes from the inner IPv4 header: total length, TOS, TTL and
-/// DF.
-#[derive(Clone, Copy, Debug)]
-pub struct InnerV4 {
-    pub len: usize,
-    pub tos: u8,
-    pub ttl: u8,
-    pub df: bool,
-}
-
-/// [`encap_ipip_v4`] for a frame whose inner header the caller has read and checked (untagged
-/// Ethernet, IPv4 without options at offset 14, `inner` its fields: what
-/// [`parse_v4`](super::parse::parse_v4) checks): the same bytes and result, without reading
-/// and checking that header again.
+/// [`encap_ipip_v4`] for a frame whose Ethernet and IPv4 headers the caller has checked
+/// (untagged, IPv4 without options at offset 14, a total length `inner_len` ≥ 20: what
+/// [`parse_v4`](super::parse::parse_v4) checks): the same bytes and result without checking
+/// them again. The inner TOS, TTL and DF are read where the header lies once the frame has
+/// grown; the frame is put back as it was when the TTL is ≤ 1.
 #[inline(always)]
 pub fn encap_parsed_ipip_v4(
     frame: &mut Frame,
-    inner: InnerV4,
+    inner_len: usize,
     src: u32,
     dst: u32,
     id: u16,
@@ -717,31 +698,24 @@ pub fn encap_parsed_ipip_v4(
 ) -> Option<usize> {
     const L3: usize = ETH_LEN;
     const FRONT: usize = ETH_LEN + IPV4_LEN;
-    let InnerV4 {
-        len: inner_len,
-        tos,
-        ttl,
-        df,
-    } = inner;
     let total = IPV4_LEN + inner_len;
-    if ttl <= 1
-        || total > usize::from(mtu)
-        || total > usize::from(u16::MAX)
-        || L3 + inner_len > frame.len()
-    {
+    if total > usize::from(mtu) || total > usize::from(u16::MAX) || L3 + inner_len > frame.len() {
         return None;
     }
     if !frame.push_front(IPV4_LEN) {
         return None;
     }
-    // Drop the Ethernet padding after the inner packet (shrinking always fits).
-    if !frame.set_len(FRONT + inner_len) {
+    // The grown frame holds the new header and the old Ethernet + IPv4 headers (the packet
+    // was inside the frame).
+    let Some(d) = frame.data_mut().first_chunk_mut::<{ FRONT + IPV4_LEN }>() else {
+        let _ = frame.pull_front(IPV4_LEN);
+        return None;
+    };
+    let (tos, ttl, df) = (d[FRONT + 1], d[FRONT + 8], d[FRONT + 6] & 0x40 != 0);
+    if ttl <= 1 {
         let _ = frame.pull_front(IPV4_LEN);
         return None;
     }
-    let Some(d) = frame.data_mut().first_chunk_mut::<{ FRONT + IPV4_LEN }>() else {
-        return None;
-    };
     let (id, frag) = if df { (0, 0x4000u16) } else { (id, 0) };
     let words = [
         0x4500_0000 | u32::from(outer_tos(tos)) << 16 | total as u32,
@@ -764,6 +738,8 @@ pub fn encap_parsed_ipip_v4(
     let old = u64::from(!u16::from_be_bytes([d[c], d[c + 1]]));
     let s = !checksum::fold64(old + 0xfeff);
     d[c..c + 2].copy_from_slice(&s.to_be_bytes());
+    // Drop the Ethernet padding after the inner packet.
+    frame.truncate(FRONT + inner_len);
     Some(inner_len)
 }
 
