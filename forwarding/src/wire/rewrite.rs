@@ -699,7 +699,8 @@ pub fn encap_parsed_ipip_v4(
     const L3: usize = ETH_LEN;
     const FRONT: usize = ETH_LEN + IPV4_LEN;
     let total = IPV4_LEN + inner_len;
-    if total > usize::from(mtu) || total > usize::from(u16::MAX) || L3 + inner_len > frame.len() {
+    // (`mtu` is a u16: a total within it fits the length field.)
+    if total > usize::from(mtu) || L3 + inner_len > frame.len() {
         return None;
     }
     if !frame.push_front(IPV4_LEN) {
