@@ -718,16 +718,32 @@ impl Pipeline {
     /// Turn one frame into a verdict. The frame is rewritten in place (and may grow into its
     /// headroom for TUN); `ingress` is the port it arrived on.
     pub fn process(&mut self, now: Time, ingress: PortId, frame: &mut Frame) -> Verdict {
-        self.process_inline(now, ingress, frame)
+        self.process_inline(now, ingress, None, frame)
     }
 
-    /// [`Self::process`], inlined into its callers ([`Self::process_batch`]'s loop).
+    /// The MAC address word ([`mac_word`](crate::net::mac_word)) frames arriving on `ingress`
+    /// must be sent to, 0 for any (not known, or no such port): what the established-flow
+    /// path's L2 check compares with.
     #[inline(always)]
-    fn process_inline(&mut self, now: Time, ingress: PortId, frame: &mut Frame) -> Verdict {
+    fn port_mac(&self, ingress: PortId) -> u64 {
+        self.net.port_mac_word(ingress).unwrap_or(0)
+    }
+
+    /// [`Self::process`], inlined into its callers ([`Self::process_batch`]'s loop); `mac`:
+    /// [`Self::port_mac`] of `ingress` if the caller has it (else looked up here).
+    #[inline(always)]
+    fn process_inline(
+        &mut self,
+        now: Time,
+        ingress: PortId,
+        mac: Option<u64>,
+        frame: &mut Frame,
+    ) -> Verdict {
         match parse_v4(frame.data()).filter(|_| self.fast_path) {
             Some(f) => {
+                let mac = mac.unwrap_or_else(|| self.port_mac(ingress));
                 let h = self.conns.hash_v4(f.proto, f.src, f.sport, f.dst, f.dport);
-                self.process_v4(now, ingress, frame, f, h)
+                self.process_v4(now, ingress, mac, frame, f, h)
             }
             None => self.process_other(now, ingress, frame),
         }
@@ -755,11 +771,12 @@ impl Pipeline {
         &mut self,
         now: Time,
         ingress: PortId,
+        mac: u64,
         frame: &mut Frame,
         f: wire::parse::FastV4,
         h: u32,
     ) -> Verdict {
-        self.process_v4(now, ingress, frame, f, h)
+        self.process_v4(now, ingress, mac, frame, f, h)
     }
 
     /// [`Self::process`] for a frame the established-flow path's reader does not take.
@@ -785,9 +802,11 @@ impl Pipeline {
         verdicts: &mut [Verdict],
     ) {
         let n = frames.len().min(verdicts.len());
+        // Looked up once for the batch (the network changes only with `install`).
+        let mac = self.port_mac(ingress);
         if self.conns.len() < self.prefetch_from {
             for (f, v) in frames[..n].iter_mut().zip(verdicts[..n].iter_mut()) {
-                *v = self.process_inline(now, ingress, f);
+                *v = self.process_inline(now, ingress, Some(mac), f);
             }
             return;
         }
@@ -828,7 +847,7 @@ impl Pipeline {
                 .zip(&hints)
             {
                 *v = match *v4 {
-                    Some(v4) => self.process_v4_batched(now, ingress, f, v4, hint.hash()),
+                    Some(v4) => self.process_v4_batched(now, ingress, mac, f, v4, hint.hash()),
                     None => self.process_other(now, ingress, f),
                 };
             }

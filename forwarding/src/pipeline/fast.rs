@@ -72,17 +72,19 @@ enum Slow {
 
 impl Pipeline {
     /// [`Self::process`] for a frame [`parse_v4`](crate::wire::parse::parse_v4) accepted,
-    /// whose tuple hashes to `h` ([`ConnTable::hash_v4`](crate::conn::ConnTable::hash_v4)).
+    /// whose tuple hashes to `h` ([`ConnTable::hash_v4`](crate::conn::ConnTable::hash_v4)),
+    /// `mac` being [`Self::port_mac`] of `ingress`.
     #[inline(always)]
     pub(super) fn process_v4(
         &mut self,
         now: Time,
         ingress: PortId,
+        mac: u64,
         frame: &mut Frame,
         f: FastV4,
         h: u32,
     ) -> Verdict {
-        match self.fast_v4(now, ingress, frame, f, h) {
+        match self.fast_v4(now, mac, frame, f, h) {
             Ok(port) => {
                 // `account` of a forwarded frame (`record` set the decision).
                 self.answered = None;
@@ -101,18 +103,15 @@ impl Pipeline {
     fn fast_v4(
         &mut self,
         now: Time,
-        ingress: PortId,
+        mac: u64,
         frame: &mut Frame,
         f: FastV4,
         h: u32,
     ) -> Result<PortId, Slow> {
-        // `hygiene::l2` of an untagged frame: unicast and, when the port's MAC is known, its.
+        // `hygiene::l2` of an untagged frame: unicast and, when the port's MAC is known
+        // (`mac`, 0 if not), its.
         let dst = f.dst_mac;
-        let to_us = dst & 1 == 0
-            && self
-                .net
-                .port_mac_word(ingress)
-                .is_none_or(|mac| mac == 0 || dst == mac);
+        let to_us = dst & 1 == 0 && (mac == 0 || dst == mac);
         if !to_us {
             return Err(Slow::Start);
         }
