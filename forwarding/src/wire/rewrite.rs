@@ -546,11 +546,8 @@ pub fn check_mtu(p: &Packet, mtu: u16) -> Result<(), WireError> {
 /// ECN on encapsulation (RFC 6040 "normal mode", the kernel's `INET_ECN_encapsulate`): the
 /// outer TOS is the inner one, except that CE becomes ECT(0).
 pub fn outer_tos(inner: u8) -> u8 {
-    if inner & 3 == 3 {
-        (inner & !3) | 2
-    } else {
-        inner
-    }
+    // Both ECN bits set (CE, 0b11): clear the low one (ECT(0), 0b10); else unchanged.
+    inner ^ (inner & (inner >> 1) & 1)
 }
 
 /// Where [`encap`] puts the inner packet: `p` with its offsets moved behind `link` and the
