@@ -307,10 +307,10 @@ impl Network {
 
     /// [`Self::gateway_hop_v4`] as a [`LinkV4`]: `Some(None)` also for a tagged hop.
     #[inline(always)]
-    pub fn gateway_link_v4(&self, dst: u32) -> Option<Option<LinkV4>> {
+    pub fn gateway_link_v4(&self, dst: u32) -> Option<Option<&LinkV4>> {
         match self.v4_links.iter().find(|(n, m, _)| dst & m == *n) {
-            Some(route) => route.2,
-            None => self.v4_default,
+            Some(route) => route.2.as_ref().map(Option::as_ref),
+            None => self.v4_default.as_ref().map(Option::as_ref),
         }
     }
 

@@ -765,6 +765,19 @@ impl Pipeline {
         self.prefetch_from = live;
     }
 
+    /// [`Self::process`] with the ingress port's MAC word looked up by the caller, out of line
+    /// for [`Self::process_batch`]'s loop (its own registers).
+    #[inline(never)]
+    fn process_with_mac(
+        &mut self,
+        now: Time,
+        ingress: PortId,
+        mac: u64,
+        frame: &mut Frame,
+    ) -> Verdict {
+        self.process_inline(now, ingress, Some(mac), frame)
+    }
+
     /// `process_v4` out of line for [`Self::process_batch`]'s loop (its own registers).
     #[inline(never)]
     fn process_v4_batched(
@@ -806,7 +819,7 @@ impl Pipeline {
         let mac = self.port_mac(ingress);
         if self.conns.len() < self.prefetch_from {
             for (f, v) in frames[..n].iter_mut().zip(verdicts[..n].iter_mut()) {
-                *v = self.process_inline(now, ingress, Some(mac), f);
+                *v = self.process_with_mac(now, ingress, mac, f);
             }
             return;
         }

@@ -151,8 +151,8 @@ impl Pipeline {
     /// The cached next hop toward backend `backend` at IPv4 address `addr` (host order) if it
     /// is current and untagged (`next_hop`'s cache hit).
     #[inline(always)]
-    fn cached_hop_v4(&self, backend: BackendId, addr: u32) -> Option<LinkV4> {
-        self.cached_fast_hop_v4(backend, addr).map(|f| f.link)
+    fn cached_hop_v4(&self, backend: BackendId, addr: u32) -> Option<&LinkV4> {
+        self.cached_fast_hop_v4(backend, addr).map(|f| &f.link)
     }
 
     /// [`Self::cached_hop_v4`] with the port's IPv4 address.
@@ -306,7 +306,9 @@ impl Pipeline {
         dst: Option<(u32, u16)>,
     ) -> Option<PortId> {
         let link = self.cached_hop_v4(c.backend, c.addrs[2])?;
-        self.forward_link_v4(frame, c, Direction::In, new_conn, shape, link, src, dst)
+        let port = forward_link_v4(frame, shape, link, src, dst)?;
+        self.record_v4(c, Direction::In, new_conn, shape.0);
+        Some(port)
     }
 
     /// [`Self::rewrite_v4`] toward a client: `next_hop` through a gateway route (a cache miss
@@ -322,42 +324,21 @@ impl Pipeline {
         dst: Option<(u32, u16)>,
     ) -> Option<PortId> {
         let client = c.addrs[0];
-        let link = match self.net.gateway_link_v4(client) {
-            Some(link) => link?,
-            None => LinkV4::of(&self.on_link_hop(client)?)?,
+        let port = match self.net.gateway_link_v4(client) {
+            Some(link) => forward_link_v4(frame, shape, link?, src, dst)?,
+            None => {
+                let link = LinkV4::of(&self.on_link_hop(client)?)?;
+                forward_link_v4(frame, shape, &link, src, dst)?
+            }
         };
-        self.forward_link_v4(frame, c, Direction::Out, new_conn, shape, link, src, dst)
+        self.record_v4(c, Direction::Out, new_conn, shape.0);
+        Some(port)
     }
 
-    /// The rest of [`Self::rewrite_v4`] once the next hop `link` is known: the MTU, TTL − 1
-    /// and the `src` / `dst` changes ([`forward_parsed_v4`]), the MACs, the traffic counters and
-    /// the decision. `shape`: the packet's end in the frame and whether it is TCP, as the
-    /// parser read them.
-    #[allow(clippy::too_many_arguments)]
+    /// The traffic counters and the decision of a packet of `c` forwarded by
+    /// [`Self::rewrite_v4`] (`ip_end`: its end in the frame, as the parser read it).
     #[inline(always)]
-    fn forward_link_v4(
-        &mut self,
-        frame: &mut Frame,
-        c: &ConnV4,
-        dir: Direction,
-        new_conn: bool,
-        (ip_end, tcp): (u32, bool),
-        LinkV4 { port, mtu, macs }: LinkV4,
-        src: Option<(u32, u16)>,
-        dst: Option<(u32, u16)>,
-    ) -> Option<PortId> {
-        // The packet's length as the parser read it.
-        let bytes = ip_end.checked_sub(FastV4::L3 as u32)?;
-        if bytes > u32::from(mtu) {
-            return None;
-        }
-        let d = frame.data_mut();
-        if !forward_parsed_v4(d, tcp, src, dst) {
-            // Nothing changed (TTL ≤ 1, UDP without a checksum).
-            return None;
-        }
-        // The link header in place (`rewrite::set_link` for an untagged hop): the MACs.
-        *d.first_chunk_mut::<12>()? = macs;
+    fn record_v4(&mut self, c: &ConnV4, dir: Direction, new_conn: bool, ip_end: u32) {
         self.record(
             Decision {
                 service: ServiceId(c.service),
@@ -366,12 +347,8 @@ impl Pipeline {
                 direction: dir,
                 new_conn,
             },
-            bytes as usize,
+            (ip_end as usize).saturating_sub(FastV4::L3),
         );
-        // Ethernet padding and trailers stay behind (the parser checked that the packet ends
-        // inside the frame).
-        frame.truncate(ip_end as usize);
-        Some(port)
     }
 
     /// `rewrite_frame` + `tunnel` for an IPv4 packet to an IPv4 TUN backend whose next hop is
@@ -408,4 +385,35 @@ impl Pipeline {
         );
         Some(hop.port)
     }
+}
+
+/// The rest of [`Pipeline::rewrite_v4`] once the next hop `link` is known: the MTU, TTL − 1 and
+/// the `src` / `dst` changes ([`forward_parsed_v4`]), the MACs and the frame's end; the port
+/// the frame leaves by. `shape`: the packet's end in the frame and whether it is TCP, as the
+/// parser read them. `None` with nothing changed when the packet is too big, its TTL ≤ 1 or
+/// (UDP) it has no checksum.
+#[inline(always)]
+fn forward_link_v4(
+    frame: &mut Frame,
+    (ip_end, tcp): (u32, bool),
+    link: &LinkV4,
+    src: Option<(u32, u16)>,
+    dst: Option<(u32, u16)>,
+) -> Option<PortId> {
+    // The packet's length as the parser read it.
+    let bytes = ip_end.checked_sub(FastV4::L3 as u32)?;
+    if bytes > u32::from(link.mtu) {
+        return None;
+    }
+    let d = frame.data_mut();
+    if !forward_parsed_v4(d, tcp, src, dst) {
+        // Nothing changed (TTL ≤ 1, UDP without a checksum).
+        return None;
+    }
+    // The link header in place (`rewrite::set_link` for an untagged hop): the MACs.
+    *d.first_chunk_mut::<12>()? = link.macs;
+    // Ethernet padding and trailers stay behind (the parser checked that the packet ends
+    // inside the frame).
+    frame.truncate(ip_end as usize);
+    Some(link.port)
 }
