@@ -237,9 +237,8 @@ impl Pipeline {
         dir: Direction,
         new_conn: bool,
     ) -> Verdict {
-        if self.fast_path && is_fast(&p) {
-            let (end, tcp) = (u32::try_from(p.ip_end).ok(), p.proto == TCP);
-            if let Some(port) = end.and_then(|e| self.rewrite_v4(frame, c, dir, new_conn, e, tcp)) {
+        if let (true, Ok(end)) = (self.fast_path && is_fast(&p), u32::try_from(p.ip_end)) {
+            if let Some(port) = self.rewrite_v4(frame, c, dir, new_conn, end, p.proto == TCP) {
                 return Verdict::Tx(port);
             }
         }
