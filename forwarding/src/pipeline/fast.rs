@@ -18,11 +18,11 @@
 //!    `on_packet`'s timer refresh and nothing else; refused for SYN-proxied and IPv6 entries,
 //!    a timer that would move earlier, a backend that was removed, and inbound packets while
 //!    this worker is a sync master (the full path sends sync messages for those);
-//! 4. the rewrite with the next hop from the per-backend cache (toward a backend) or the
-//!    gateway route (toward a client): NAT / FullNAT / DR with
-//!    [`forward_v4`] (TTL − 1, the method's address and port changes, each checksum updated
-//!    once), TUN with [`encap_parsed_ipip_v4`]; the new MAC addresses, the traffic
-//!    counters and the decision.
+//! 4. the rewrite, one arm per method and direction, with the next hop from the per-backend
+//!    cache (toward a backend) or the gateway route (toward a client): NAT / FullNAT / DR with
+//!    [`forward_parsed_v4`] (TTL − 1, the method's address and port changes, each checksum
+//!    updated once; the length and protocol those of the parser), TUN with
+//!    [`encap_parsed_ipip_v4`]; the new MAC addresses, the traffic counters and the decision.
 //!
 //! Everything else — VLAN tags, IPv6, IP options, fragments, ICMP, SCTP, other L2
 //! destinations, state changes, SYN proxy, sync, removed backends, TTL expiry, MTU trouble,
