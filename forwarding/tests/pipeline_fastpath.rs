@@ -695,3 +695,53 @@ fn removed_backend_leaves_the_fast_path() {
     let (v, _) = process(&mut p, now, FRONT, &ack);
     assert_eq!(v, Verdict::Drop(DropReason::BackendGone));
 }
+
+/// Every method's established connection, then frames with TTL 0, 1 and 2 toward the backend
+/// and toward the client: the established-flow path leaves TTL expiry to the full pipeline
+/// with the frame unchanged (same frames, verdicts, answers and counters with it on and off).
+/// `fast_path_equivalence` draws these frames too, but rarely on an established connection.
+#[test]
+fn ttl_expiry_leaves_the_fast_path() {
+    let make = |fast: bool| {
+        let cfg = xvs_forwarding::PipelineConfig {
+            connections: 256,
+            v6_connections: 256,
+            local_addresses: vec![IpAddr::V4(LOCAL4), IpAddr::V6(local6())],
+            ..xvs_forwarding::PipelineConfig::default()
+        };
+        let mut p = Pipeline::new(cfg, &equivalence_services(), vec![], network()).unwrap();
+        p.set_fast_path(fast);
+        p
+    };
+    let (mut fast, mut full) = (make(true), make(false));
+    let now = Time::from_secs(10);
+    for m in 0..4u8 {
+        // SYN, ACK (established), then TTL 0 / 1 / 2 inbound (variants 0-2) and in reply
+        // (variants 4-6, FullNAT toward its first local port), then an ACK again.
+        let steps = [
+            (0, 0),
+            (2, 0),
+            (17, 0),
+            (17, 1),
+            (17, 2),
+            (17, 4),
+            (17, 5),
+            (17, 6),
+            (2, 0),
+        ];
+        for (kind, variant) in steps {
+            let (port, frame) = equivalence_frame(0, m, kind, variant, false);
+            let got = process(&mut fast, now, port, &frame);
+            let want = process(&mut full, now, port, &frame);
+            assert_eq!(got, want, "method {m} kind {kind} variant {variant}");
+            assert_eq!(
+                fast.last_answer(),
+                full.last_answer(),
+                "method {m} kind {kind}"
+            );
+        }
+    }
+    assert_eq!(fast.counters(), full.counters());
+    assert_eq!(fast.service_traffic(), full.service_traffic());
+    assert_eq!(fast.backend_traffic(), full.backend_traffic());
+}
