@@ -363,32 +363,24 @@ pub fn forward_parsed_v4(
     src: Option<(u32, u16)>,
     dst: Option<(u32, u16)>,
 ) -> bool {
-    const L4: usize = ETH_LEN + IPV4_LEN;
     if tcp {
-        let Some(h) = data.first_chunk_mut::<{ L4 + 18 }>() else {
-            return false;
-        };
-        let (head, t) = h.split_at_mut(L4);
-        match (
-            <&mut [u8; IPV4_LEN]>::try_from(&mut head[ETH_LEN..]),
-            <&mut [u8; 18]>::try_from(t),
-        ) {
-            (Ok(ip), Ok(t)) => forward_v4_at(ip, t, false, src, dst),
-            _ => false,
-        }
+        v4_headers::<18>(data).is_some_and(|(ip, t)| forward_v4_at(ip, t, false, src, dst))
     } else {
-        let Some(h) = data.first_chunk_mut::<{ L4 + 8 }>() else {
-            return false;
-        };
-        let (head, u) = h.split_at_mut(L4);
-        match (
-            <&mut [u8; IPV4_LEN]>::try_from(&mut head[ETH_LEN..]),
-            <&mut [u8; 8]>::try_from(u),
-        ) {
-            (Ok(ip), Ok(u)) => forward_v4_at(ip, u, true, src, dst),
-            _ => false,
-        }
+        v4_headers::<8>(data).is_some_and(|(ip, u)| forward_v4_at(ip, u, true, src, dst))
     }
+}
+
+/// The IPv4 header and the transport header's first `N` bytes of an untagged frame (options
+/// excluded by the caller), or `None` when the frame is shorter.
+#[inline(always)]
+fn v4_headers<const N: usize>(data: &mut [u8]) -> Option<(&mut [u8; IPV4_LEN], &mut [u8; N])> {
+    let (head, l4) = data
+        .get_mut(..ETH_LEN + IPV4_LEN + N)?
+        .split_at_mut(ETH_LEN + IPV4_LEN);
+    Some((
+        <&mut [u8; IPV4_LEN]>::try_from(&mut head[ETH_LEN..]).ok()?,
+        <&mut [u8; N]>::try_from(l4).ok()?,
+    ))
 }
 
 /// [`forward_v4`] on the IPv4 header `ip` and the transport header's first `N` bytes `l4`,
