@@ -108,8 +108,9 @@ fn dec_sc(a: &AtomicU32) {
 #[repr(align(64))]
 struct Rows {
     meta: Box<[MetaLine]>,
-    /// `shards` rows of `per_row` lines each: one per worker, then the shared row.
-    lines: Box<[Line]>,
+    /// `shards` rows (one per worker, then the shared row) of a line per 4 backends, each its
+    /// own allocation.
+    lines: Box<[Arc<[Line]>]>,
     /// Whether worker `w`'s row has its handle (one per worker row).
     claimed: Box<[AtomicBool]>,
     /// The shared row has been written (until then reads skip it).
@@ -118,7 +119,6 @@ struct Rows {
     /// bind or unbind has no threshold to test, so it skips the meta lines.
     thresholds: AtomicBool,
     backends: usize,
-    per_row: usize,
     shards: usize,
 }
 
@@ -136,32 +136,10 @@ impl Rows {
     #[inline]
     fn cell(&self, shard: usize, id: BackendId) -> Option<&Cell> {
         let i = id.0 as usize;
-        if i >= self.backends || shard >= self.shards {
+        if i >= self.backends {
             return None;
         }
-        Some(&self.lines.get(shard * self.per_row + i / PER_LINE)?.0[i % PER_LINE])
-    }
-
-    /// Backend `id`'s cell in the row starting at line `base` (as [`Self::own`]).
-    #[inline]
-    fn own_cell(&self, base: usize, id: BackendId) -> Option<&Cell> {
-        let i = id.0 as usize;
-        if i / PER_LINE >= self.per_row {
-            return None;
-        }
-        Some(&self.lines.get(base + i / PER_LINE)?.0[i % PER_LINE])
-    }
-
-    /// Backend `id`'s thresholds and flag, and its cell in the row starting at line `base`.
-    /// An id past the array but within its last line gets that line's spare cell, which no
-    /// read looks at ([`Self::cells`] checks the id); beyond it, nothing (the meta lines are
-    /// as many as a row's lines, so a row's line past its end is never reached).
-    #[inline]
-    fn own(&self, base: usize, id: BackendId) -> Option<(&Meta, &Cell)> {
-        let i = id.0 as usize;
-        let m = &self.meta.get(i / PER_LINE)?.0[i % PER_LINE];
-        let c = &self.lines.get(base + i / PER_LINE)?.0[i % PER_LINE];
-        Some((m, c))
+        Some(&self.lines.get(shard)?.get(i / PER_LINE)?.0[i % PER_LINE])
     }
 
     /// The sum over the rows of one counter of backend `id` (0 outside the array).
@@ -183,11 +161,9 @@ impl Rows {
         } else {
             self.shards - 1
         };
-        self.lines
+        self.lines[..rows.min(self.lines.len())]
             .iter()
-            .skip(i / PER_LINE)
-            .step_by(self.per_row.max(1))
-            .take(rows)
+            .filter_map(move |r| r.get(i / PER_LINE))
             .map(move |l| &l.0[i % PER_LINE])
     }
 
@@ -207,9 +183,11 @@ impl Rows {
 #[repr(align(64))]
 pub struct BackendCounts {
     rows: Arc<Rows>,
-    /// This handle's row, and the index of its first line.
+    /// This handle's row: its number and its lines.
     shard: usize,
-    base: usize,
+    own: Arc<[Line]>,
+    /// [`Rows::backends`] again, at hand for [`Self::contains`].
+    backends: usize,
     /// The row is this handle's alone (a worker's row it claimed): its counters are written
     /// with plain loads and stores, which never stall the worker the way a locked
     /// read-modify-write does while another worker holds the line. Otherwise (the shared row)
@@ -230,19 +208,22 @@ impl BackendCounts {
         let workers = usize::from(workers.max(1));
         let shards = workers + 1;
         let per_row = (backends as usize).div_ceil(PER_LINE);
+        let rows = Arc::new(Rows {
+            meta: (0..per_row).map(|_| MetaLine::default()).collect(),
+            backends: backends as usize,
+            lines: (0..shards)
+                .map(|_| (0..per_row).map(|_| Line::default()).collect())
+                .collect(),
+            claimed: (0..workers).map(|_| AtomicBool::new(false)).collect(),
+            thresholds: AtomicBool::new(false),
+            shared_used: AtomicBool::new(false),
+            shards,
+        });
         BackendCounts {
-            rows: Arc::new(Rows {
-                meta: (0..per_row).map(|_| MetaLine::default()).collect(),
-                backends: backends as usize,
-                lines: (0..shards * per_row).map(|_| Line::default()).collect(),
-                claimed: (0..workers).map(|_| AtomicBool::new(false)).collect(),
-                thresholds: AtomicBool::new(false),
-                shared_used: AtomicBool::new(false),
-                per_row,
-                shards,
-            }),
+            own: rows.lines[workers].clone(),
+            backends: rows.backends,
+            rows,
             shard: workers,
-            base: workers * per_row,
             exclusive: false,
         }
     }
@@ -264,9 +245,26 @@ impl BackendCounts {
         BackendCounts {
             rows: self.rows.clone(),
             shard,
-            base: shard * self.rows.per_row,
+            // `shard` is a worker's row or the last: always a row.
+            own: self.rows.lines[shard].clone(),
+            backends: self.backends,
             exclusive,
         }
+    }
+
+    /// Backend `id`'s cell in this handle's row. An id past the array but within its last
+    /// line gets that line's spare cell, which no read looks at ([`Rows::cells`] checks the
+    /// id); beyond it, nothing.
+    #[inline]
+    fn own_cell(&self, id: BackendId) -> Option<&Cell> {
+        let i = id.0 as usize;
+        Some(&self.own.get(i / PER_LINE)?.0[i % PER_LINE])
+    }
+
+    /// Backend `id`'s thresholds and flag, and its cell in this handle's row.
+    #[inline]
+    fn own(&self, id: BackendId) -> Option<(&Meta, &Cell)> {
+        Some((self.rows.meta(id)?, self.own_cell(id)?))
     }
 
     /// `v + 1` on a counter of this handle's row (a count cannot reach 2^32: it counts
@@ -315,7 +313,7 @@ impl BackendCounts {
     /// Whether `id` is within the array.
     #[inline]
     pub fn contains(&self, id: BackendId) -> bool {
-        (id.0 as usize) < self.rows.backends
+        (id.0 as usize) < self.backends
     }
 
     /// IPVS `persistconns`: templates bound to this backend.
@@ -368,12 +366,12 @@ impl BackendCounts {
     #[inline]
     pub(crate) fn bind(&self, id: BackendId, template: bool) {
         if !self.rows.thresholds.load(Relaxed) {
-            if let Some(c) = self.rows.own_cell(self.base, id) {
+            if let Some(c) = self.own_cell(id) {
                 self.inc(if template { &c.persist } else { &c.inactive });
             }
             return;
         }
-        let Some((m, c)) = self.rows.own(self.base, id) else {
+        let Some((m, c)) = self.own(id) else {
             return;
         };
         let a = if template { &c.persist } else { &c.inactive };
@@ -401,7 +399,7 @@ impl BackendCounts {
     #[inline]
     pub(crate) fn unbind(&self, id: BackendId, template: bool, inactive: bool) {
         if !self.rows.thresholds.load(Relaxed) {
-            if let Some(c) = self.rows.own_cell(self.base, id) {
+            if let Some(c) = self.own_cell(id) {
                 self.dec(if template {
                     &c.persist
                 } else if inactive {
@@ -412,7 +410,7 @@ impl BackendCounts {
             }
             return;
         }
-        let Some((m, c)) = self.rows.own(self.base, id) else {
+        let Some((m, c)) = self.own(id) else {
             return;
         };
         let a = if template {
@@ -454,7 +452,7 @@ impl BackendCounts {
     /// A bound entry became active (entered ESTABLISHED).
     #[inline]
     pub(crate) fn activate(&self, id: BackendId) {
-        if let Some((_, c)) = self.rows.own(self.base, id) {
+        if let Some((_, c)) = self.own(id) {
             self.dec(&c.inactive);
             self.inc(&c.active);
         }
@@ -463,7 +461,7 @@ impl BackendCounts {
     /// A bound entry became inactive (left ESTABLISHED).
     #[inline]
     pub(crate) fn deactivate(&self, id: BackendId) {
-        if let Some((_, c)) = self.rows.own(self.base, id) {
+        if let Some((_, c)) = self.own(id) {
             self.dec(&c.active);
             self.inc(&c.inactive);
         }
