@@ -14,7 +14,7 @@
 //!
 //! **One director, several workers.** The counts are the director's: every worker's scheduler
 //! reads every worker's connections. They are kept in rows, one per worker (16-byte cells, 4
-//! backends to a 64-byte cache line, each row starting on a line of its own) and a shared row:
+//! backends to a 64-byte cache line, each row an allocation of whole lines) and a shared row:
 //! a worker's connection table binds, unbinds and moves counts in its own row only, and a
 //! count is read as the sum over the rows. The kernel keeps one `atomic_t` per counter, which
 //! every CPU writes; here no cache line is written by two workers, and a worker's row, having
@@ -24,9 +24,9 @@
 //! and the OVERLOAD flag are one per backend, written only on a threshold edit or when
 //! OVERLOAD changes. A worker's row belongs to the first handle made for that worker
 //! ([`BackendCounts::for_worker`]); any other handle writes the shared row with atomic
-//! read-modify-writes, and reads include the shared row only once it has been written. Two
-//! header flags spare the common case the meta lines: until a threshold is set anywhere, a bind
-//! or unbind touches its own row only and OVERLOAD reads as clear.
+//! read-modify-writes, and reads include the shared row only once it has been written. A flag
+//! spares the common case the meta lines: until a threshold is set anywhere, a bind or unbind
+//! touches its own row only and OVERLOAD reads as clear.
 //!
 //! What is still shared, and costs: a scheduler that reads counts (lc, wlc, …) reads the other
 //! workers' rows on every pick, so a worker whose row changed since (a connection bound or
