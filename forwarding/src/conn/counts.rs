@@ -498,9 +498,6 @@ impl Load for BackendCounts {
     }
     #[inline]
     fn backend_load(&self, id: BackendId) -> BackendLoad {
-        let Some(m) = self.rows.meta(id) else {
-            return BackendLoad::default();
-        };
         let (mut active, mut inactive) = (0u32, 0u32);
         for c in self.rows.cells(id, Relaxed) {
             active = active.wrapping_add(c.active.load(Relaxed));
@@ -509,7 +506,7 @@ impl Load for BackendCounts {
         BackendLoad {
             active,
             inactive,
-            overloaded: m.overloaded.load(Relaxed),
+            overloaded: self.overloaded(id),
         }
     }
 }
