@@ -30,8 +30,8 @@
 //! its timers; `now` comes in with every call. What the workers of one director share is
 //! [`Shared`]: the per-backend connection counts (atomics, written on connection events only)
 //! and the published [`Snapshot`], whose services' schedulers are immutable tables (sh, dh, mh,
-//! maglev), stateless (lc, wlc, sed, nq, fo, ovf: they read the shared counts) or are locked
-//! only to schedule a new connection — so N pipelines decide exactly as one kernel does (see
+//! maglev), lock-free (lc, wlc, sed, nq, fo, ovf: they read the shared counts; rr: an atomic
+//! cursor) or are locked only to schedule a new connection — so N pipelines decide exactly as one kernel does (see
 //! `reload`).
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -1346,7 +1346,7 @@ impl Pipeline {
         }
     }
 
-    /// Schedule a new connection: the service's shared scheduler (a table or a stateless
+    /// Schedule a new connection: the service's shared scheduler (a table or a lock-free
     /// scheduler without a lock, any other locked for this pick only).
     fn pick(&self, sid: ServiceId, flow: &Flow, now: Time) -> Option<BackendId> {
         let svc = self.snap.svcs.get(sid.0 as usize)?;

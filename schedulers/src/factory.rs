@@ -354,21 +354,21 @@ mod tests {
         }
     }
 
-    /// Exactly the schedulers without state of their own pick through `&self`, and that pick
-    /// (and the scheduler it gives back) answers as `pick` does, for loads with ties,
-    /// OVERLOAD, weight 0 and `active > weight`.
+    /// Exactly the schedulers without state of their own and rr pick through `&self`, and that
+    /// pick (and the scheduler it gives back) answers as `pick` does, pick after pick, for
+    /// loads with ties, OVERLOAD, weight 0 and `active > weight`.
     #[test]
-    fn stateless_picks_answer_as_pick() {
+    fn lock_free_picks_answer_as_pick() {
         use crate::load::testutil::{be, flow, TestLoad};
         use crate::Change;
-        let stateless = ["lc", "wlc", "sed", "nq", "fo", "ovf"];
+        let lock_free = ["lc", "wlc", "sed", "nq", "fo", "ovf", "rr"];
         for name in SCHEDULER_NAMES {
             let mut s = new_scheduler(name, &SchedFlags::NONE).unwrap();
-            let Some(t) = s.stateless() else {
-                assert!(!stateless.contains(&name), "{name}: stateless");
+            let Some(t) = s.lock_free() else {
+                assert!(!lock_free.contains(&name), "{name}: lock-free");
                 continue;
             };
-            assert!(stateless.contains(&name), "{name}: not stateless");
+            assert!(lock_free.contains(&name), "{name}: not lock-free");
             assert!(
                 s.table().is_none() && !s.table_only(),
                 "{name}: not a table"

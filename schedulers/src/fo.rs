@@ -24,7 +24,7 @@ impl Scheduler for WeightedFailover {
 
     fn update(&mut self, _backends: &[BackendView], _change: Change) {}
 
-    fn stateless(&self) -> Option<Arc<dyn TablePick>> {
+    fn lock_free(&self) -> Option<Arc<dyn TablePick>> {
         Some(crate::stateless(self))
     }
 

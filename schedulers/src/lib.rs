@@ -55,11 +55,13 @@
 //! weights). The forwarding crate keeps one set of counts for all workers (atomics written only
 //! when a connection is bound, unbound or changes between active and inactive, as the kernel's
 //! `atomic_t` counts are) and one scheduler instance per service, which every worker locks only
-//! to schedule a new connection: rr / wrr cursors, lblc / lblcr tables and the twos random
-//! stream advance once per new connection whichever worker asks, so N workers decide exactly as
-//! one kernel does for the same order of new connections. lc, wlc, sed, nq, fo and ovf keep no
-//! state between picks (their types have no fields); [`Scheduler::stateless`] gives their pick
-//! through `&self`, which workers make without a lock, as the kernel's take none.
+//! to schedule a new connection: wrr cursors, lblc / lblcr tables and the twos random stream
+//! advance once per new connection whichever worker asks, so N workers decide exactly as one
+//! kernel does for the same order of new connections. lc, wlc, sed, nq, fo and ovf keep no
+//! state between picks (their types have no fields) and rr's state is one cursor;
+//! [`Scheduler::lock_free`] gives their pick through `&self` (rr's cursor an atomic moved by
+//! compare-and-swap, so each pick is one step of the kernel's sequence), which workers make
+//! without a lock.
 //!
 //! A scheduler is cloned ([`SchedulerClone::clone_box`]) when its service changes: the control
 //! plane updates the clone off the packet path and publishes it. Schedulers whose state is only
@@ -307,21 +309,23 @@ pub trait Scheduler: Send + std::fmt::Debug + SchedulerClone {
     }
     /// For a scheduler that keeps no state at all between picks (lc, wlc, sed, nq, fo, ovf:
     /// the kernel's versions take no lock either; they read only the backend list and
-    /// [`Load`]): itself as a pick through `&self`, which any number of threads can make at
-    /// once without a lock (`None` for the others). Its answers are [`Scheduler::pick`]'s.
-    fn stateless(&self) -> Option<Arc<dyn TablePick>> {
+    /// [`Load`]), or whose state is one word (rr's cursor, then an atomic): a copy as a pick
+    /// through `&self`, which any number of threads can make at once without a lock (`None`
+    /// for the others). Its answers are [`Scheduler::pick`]'s, in the order the picks take
+    /// effect.
+    fn lock_free(&self) -> Option<Arc<dyn TablePick>> {
         None
     }
 }
 
 /// A pick through `&self`, which any number of threads can make at once: a table scheduler's
-/// ([`Scheduler::table`]), which only reads its table, or a stateless scheduler's
-/// ([`Scheduler::stateless`]).
+/// ([`Scheduler::table`]), which only reads its table, or a lock-free one's
+/// ([`Scheduler::lock_free`]).
 pub trait TablePick: Send + Sync + std::fmt::Debug {
-    /// The same answer as [`Scheduler::pick`] (table and stateless schedulers ignore `now`).
+    /// The same answer as [`Scheduler::pick`] (table and lock-free schedulers ignore `now`).
     fn pick_table(&self, flow: &Flow, backends: &[BackendView], load: &dyn Load) -> Option<usize>;
-    /// A scheduler holding this table (or the stateless scheduler itself), to update for a new
-    /// backend list.
+    /// A scheduler holding this table (or the lock-free scheduler's state as it is now), to
+    /// update for a new backend list.
     fn to_scheduler(&self) -> Box<dyn Scheduler>;
 }
 
@@ -348,7 +352,7 @@ impl<S: Scheduler + Copy + Sync + 'static> TablePick for Stateless<S> {
     }
 }
 
-/// [`Scheduler::stateless`] of a scheduler type without fields.
+/// [`Scheduler::lock_free`] of a scheduler type without fields.
 pub(crate) fn stateless<S: Scheduler + Copy + Sync + 'static>(s: &S) -> Arc<dyn TablePick> {
     Arc::new(Stateless(*s))
 }

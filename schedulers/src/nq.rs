@@ -26,7 +26,7 @@ impl Scheduler for NeverQueue {
 
     fn update(&mut self, _backends: &[BackendView], _change: Change) {}
 
-    fn stateless(&self) -> Option<Arc<dyn TablePick>> {
+    fn lock_free(&self) -> Option<Arc<dyn TablePick>> {
         Some(crate::stateless(self))
     }
 

@@ -35,10 +35,11 @@
 //! an `Arc` swap and a resize of its traffic counters). sh, dh, mh and maglev are immutable
 //! tables in the snapshot, built once per change set with the final list, which workers pick
 //! from without a lock; lc, wlc, sed, nq, fo and ovf keep no state between picks (they read the
-//! backend list and the shared counts, as the kernel's take no lock) and are picked through
-//! without a lock too; any other scheduler is one instance behind a mutex that a worker takes
-//! only to schedule a new connection, so rr / wrr cursors, lblc / lblcr tables and the twos
-//! stream advance once per new connection, whichever worker asks. A changed service gets a
+//! backend list and the shared counts, as the kernel's take no lock) and rr's cursor is one
+//! atomic moved by compare-and-swap, so they are picked through without a lock too; any other
+//! scheduler is one instance behind a mutex that a worker takes
+//! only to schedule a new connection, so wrr cursors, lblc / lblcr tables and the twos stream
+//! advance once per new connection, whichever worker asks (rr's cursor too, by its swaps). A changed service gets a
 //! copy of its scheduler updated off the packet path; an unchanged one keeps its instance. The
 //! per-backend counts are one [`BackendCounts`] of atomics, shared by every worker's connection
 //! table: each binds in a row of its own and reads the sums of all rows.
@@ -131,13 +132,13 @@ fn bind_by_adds(s: &mut dyn Scheduler, list: &[BackendView]) {
 
 /// A service's scheduler, shared by every worker: an immutable table (sh, dh, mh, maglev),
 /// picked from without a lock; a scheduler without state (lc, wlc, sed, nq, fo, ovf: it reads
-/// only the backend list and the shared counts), picked through without a lock; or a scheduler
-/// with state of its own (rr/wrr cursor, lblc/lblcr table, twos stream), locked only to
-/// schedule a new connection.
+/// only the backend list and the shared counts) or whose state is one atomic word (rr's
+/// cursor), picked through without a lock; or a scheduler with more state of its own (wrr
+/// cursor, lblc/lblcr table, twos stream), locked only to schedule a new connection.
 #[derive(Debug, Clone)]
 pub(super) enum SharedScheduler {
     Table(Arc<dyn TablePick>),
-    Stateless(Arc<dyn TablePick>),
+    LockFree(Arc<dyn TablePick>),
     Locked(Arc<Mutex<Box<dyn Scheduler>>>),
 }
 
@@ -145,8 +146,8 @@ impl SharedScheduler {
     fn new(s: Box<dyn Scheduler>) -> Self {
         if let Some(t) = s.table() {
             SharedScheduler::Table(t)
-        } else if let Some(t) = s.stateless() {
-            SharedScheduler::Stateless(t)
+        } else if let Some(t) = s.lock_free() {
+            SharedScheduler::LockFree(t)
         } else {
             SharedScheduler::Locked(Arc::new(Mutex::new(s)))
         }
@@ -160,7 +161,7 @@ impl SharedScheduler {
     /// A copy to update for a new backend list (the published one stays as it is).
     fn to_scheduler(&self) -> Box<dyn Scheduler> {
         match self {
-            SharedScheduler::Table(t) | SharedScheduler::Stateless(t) => t.to_scheduler(),
+            SharedScheduler::Table(t) | SharedScheduler::LockFree(t) => t.to_scheduler(),
             SharedScheduler::Locked(m) => lock(m).clone_box(),
         }
     }
@@ -175,7 +176,7 @@ impl SharedScheduler {
         now: Time,
     ) -> Option<usize> {
         match self {
-            SharedScheduler::Table(t) | SharedScheduler::Stateless(t) => {
+            SharedScheduler::Table(t) | SharedScheduler::LockFree(t) => {
                 t.pick_table(flow, backends, load)
             }
             SharedScheduler::Locked(m) => lock(m).pick(flow, backends, load, now),
