@@ -234,7 +234,11 @@ fn measure(case: &str, frames: u64, cache: Option<&str>) -> Result<Counts, Strin
     let collected: Vec<u64> = err
         .lines()
         .find_map(|l| l.split_once("Collected :").map(|(_, n)| n.to_string()))
-        .map(|n| n.split_whitespace().filter_map(|x| x.parse().ok()).collect())
+        .map(|n| {
+            n.split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect()
+        })
         .ok_or_else(|| format!("{case}: no 'Collected' line in valgrind's output: {err}"))?;
     let per = |x: u64| x as f64 / frames as f64;
     let misses = match (cache, collected.as_slice()) {

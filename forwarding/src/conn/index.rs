@@ -11,47 +11,64 @@
 //! (Knuth's Algorithm R, TAOCP vol. 3 §6.4), so there are no tombstones and churn does not
 //! lengthen probes; the slots keep no home, so the deletion asks the caller for the hash of each
 //! value it considers moving (the table rehashes that entry's key).
-//! Sized at start for ≤ 80 % load even when every connection has both keys (2.5 slots, 10 bytes,
-//! per connection of capacity), so a probe always finds an empty slot.
+//! The slots are not stored here: they live where the owner keeps them ([`Slots`]; the
+//! connection table keeps three in the spare bytes of each entry's cache line), and the owner
+//! sizes them for ≤ 80 % load even when every connection has both keys (at least 2.5 slots per
+//! connection of capacity), so a probe always finds an empty slot.
 
 /// A slot with no value (its value bits are all ones, which no entry number reaches).
 pub(crate) const EMPTY: u32 = u32::MAX;
 
-#[derive(Clone, Debug)]
+/// Where the slots of an [`Index`] are stored: slot `i` for `i` below the index's slot count.
+pub(crate) trait Slots {
+    fn slot(&self, i: usize) -> u32;
+    fn set_slot(&mut self, i: usize, v: u32);
+}
+
+impl Slots for [u32] {
+    #[inline]
+    fn slot(&self, i: usize) -> u32 {
+        self.get(i).copied().unwrap_or(EMPTY)
+    }
+    #[inline]
+    fn set_slot(&mut self, i: usize, v: u32) {
+        if let Some(s) = self.get_mut(i) {
+            *s = v;
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct Index {
-    slots: Vec<u32>,
+    /// Number of slots.
+    n: usize,
     /// Bits of a value; the fingerprint takes the rest.
     value_bits: u32,
     value_mask: u32,
 }
 
 impl Index {
-    /// An index for values below `2 × entries` (entry numbers below `entries`, < 2^29), able to
-    /// hold two keys per entry at ≤ 80 % load.
-    pub(crate) fn new(entries: usize) -> Self {
+    /// An index of `slots` slots (at least 1) for values below `2 × entries` (entry numbers
+    /// below `entries`, < 2^29). The slots must start out [`EMPTY`].
+    pub(crate) fn new(entries: usize, slots: usize) -> Self {
         let values = 2 * entries.max(1) as u64;
         // Smallest width whose all-ones value (EMPTY's) is above every value.
         let value_bits = (64 - values.leading_zeros()).min(31);
-        let n = (values as usize + values as usize / 4 + 1).max(16);
         Index {
-            slots: vec![EMPTY; n],
+            n: slots.max(1),
             value_bits,
             value_mask: (1u32 << value_bits) - 1,
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn slot_count(&self) -> usize {
-        self.slots.len()
-    }
-
-    /// Address and length in bytes of the slot array.
-    pub(crate) fn region(&self) -> (usize, usize) {
-        (self.slots.as_ptr() as usize, self.slots.len() * 4)
+        self.n
     }
 
     #[inline]
-    fn home(&self, tag: u32) -> usize {
-        ((tag as u64 * self.slots.len() as u64) >> 32) as usize
+    pub(crate) fn home(&self, tag: u32) -> usize {
+        ((tag as u64 * self.n as u64) >> 32) as usize
     }
 
     #[inline]
@@ -62,7 +79,7 @@ impl Index {
     /// The slot after `i`, wrapping.
     #[inline]
     fn after(&self, i: usize) -> usize {
-        if i + 1 == self.slots.len() {
+        if i + 1 >= self.n {
             0
         } else {
             i + 1
@@ -71,9 +88,8 @@ impl Index {
 
     /// Touch the home slot of `tag` so that a later probe finds it in cache; returns it.
     #[inline]
-    pub(crate) fn touch(&self, tag: u32) -> u32 {
-        let i = self.home(tag);
-        self.slots.get(i).copied().unwrap_or(EMPTY)
+    pub(crate) fn touch<S: Slots + ?Sized>(&self, slots: &S, tag: u32) -> u32 {
+        slots.slot(self.home(tag))
     }
 
     /// The value of `slot` (as returned by [`Self::touch`]) if it may hold `tag`'s key.
@@ -83,14 +99,52 @@ impl Index {
             .then_some(slot & self.value_mask)
     }
 
+    /// The first value whose fingerprint matches `tag` among the slots of `tag`'s run from its
+    /// home slot (which holds `home`, as [`Self::touch`] returned it), looking at no more
+    /// than `limit` slots: the value a probe most likely compares first. For prefetching: a
+    /// key that was displaced from its home (one in two at the index's 80 % load) is found
+    /// too, and the slots after the home mostly share its cache line.
+    #[inline]
+    pub(crate) fn first_candidate<S: Slots + ?Sized>(
+        &self,
+        slots: &S,
+        tag: u32,
+        home: u32,
+        limit: usize,
+    ) -> Option<u32> {
+        if home == EMPTY {
+            return None;
+        }
+        if let Some(v) = self.candidate(tag, home) {
+            return Some(v);
+        }
+        let mut i = self.home(tag);
+        for _ in 1..limit.min(self.n) {
+            i = self.after(i);
+            let s = slots.slot(i);
+            if s == EMPTY {
+                return None;
+            }
+            if let Some(v) = self.candidate(tag, s) {
+                return Some(v);
+            }
+        }
+        None
+    }
+
     /// The first value under `tag` accepted by `eq`.
     #[inline(always)]
-    pub(crate) fn find(&self, tag: u32, mut eq: impl FnMut(u32) -> bool) -> Option<u32> {
+    pub(crate) fn find<S: Slots + ?Sized>(
+        &self,
+        slots: &S,
+        tag: u32,
+        mut eq: impl FnMut(u32) -> bool,
+    ) -> Option<u32> {
         let fp = self.fingerprint(tag);
         let high = !self.value_mask;
         let mut i = self.home(tag);
-        for _ in 0..self.slots.len() {
-            let s = self.slots[i];
+        for _ in 0..self.n {
+            let s = slots.slot(i);
             if s == EMPTY {
                 return None;
             }
@@ -104,17 +158,12 @@ impl Index {
 
     /// Add `value` under `tag`. False only if the index is full, which the sizing prevents.
     #[inline]
-    pub(crate) fn insert(&mut self, tag: u32, value: u32) -> bool {
+    pub(crate) fn insert<S: Slots + ?Sized>(&self, slots: &mut S, tag: u32, value: u32) -> bool {
         let s = self.fingerprint(tag) | (value & self.value_mask);
         let mut i = self.home(tag);
-        // Mostly the home slot is free.
-        if let Some(h) = self.slots.get_mut(i).filter(|h| **h == EMPTY) {
-            *h = s;
-            return true;
-        }
-        for _ in 0..self.slots.len() {
-            if self.slots[i] == EMPTY {
-                self.slots[i] = s;
+        for _ in 0..self.n {
+            if slots.slot(i) == EMPTY {
+                slots.set_slot(i, s);
                 return true;
             }
             i = self.after(i);
@@ -122,16 +171,22 @@ impl Index {
         false
     }
 
-    /// Remove the slot holding exactly (`tag`, `value`). False if absent. `tag_of(v)` must give
-    /// the tag value `v` was inserted under (asked only when later slots of the run may move
-    /// back into the freed one).
+    /// Remove the slot holding exactly (`tag`, `value`). False if absent. `tag_of(slots, v)`
+    /// must give the tag value `v` was inserted under (asked only when later slots of the run
+    /// may move back into the freed one).
     #[inline]
-    pub(crate) fn remove(&mut self, tag: u32, value: u32, tag_of: impl Fn(u32) -> u32) -> bool {
+    pub(crate) fn remove<S: Slots + ?Sized>(
+        &self,
+        slots: &mut S,
+        tag: u32,
+        value: u32,
+        tag_of: impl Fn(&S, u32) -> u32,
+    ) -> bool {
         let want = self.fingerprint(tag) | (value & self.value_mask);
         let mut i = self.home(tag);
         let mut found = false;
-        for _ in 0..self.slots.len() {
-            let s = self.slots[i];
+        for _ in 0..self.n {
+            let s = slots.slot(i);
             if s == EMPTY {
                 return false;
             }
@@ -145,10 +200,10 @@ impl Index {
             return false;
         }
         // The end of the run: nothing can move back.
-        if self.slots[self.after(i)] == EMPTY {
-            self.slots[i] = EMPTY;
+        if slots.slot(self.after(i)) == EMPTY {
+            slots.set_slot(i, EMPTY);
         } else {
-            self.shift_back(i, tag_of);
+            self.shift_back(slots, i, tag_of);
         }
         true
     }
@@ -156,16 +211,21 @@ impl Index {
     /// Backward-shift deletion of the value in slot `i` (Knuth's Algorithm R): the later slots
     /// of its run that may fill the hole move back, and the last hole becomes empty.
     #[inline(never)]
-    fn shift_back(&mut self, i: usize, tag_of: impl Fn(u32) -> u32) {
+    fn shift_back<S: Slots + ?Sized>(
+        &self,
+        slots: &mut S,
+        i: usize,
+        tag_of: impl Fn(&S, u32) -> u32,
+    ) {
         let mut i = i;
         let mut j = i;
-        for _ in 0..self.slots.len() {
+        for _ in 0..self.n {
             j = self.after(j);
-            let s = self.slots[j];
+            let s = slots.slot(j);
             if s == EMPTY {
                 break;
             }
-            let k = self.home(tag_of(s & self.value_mask));
+            let k = self.home(tag_of(slots, s & self.value_mask));
             // The value at j may fill the hole unless its home lies cyclically in (i, j].
             let stays = if i <= j {
                 i < k && k <= j
@@ -173,22 +233,67 @@ impl Index {
                 i < k || k <= j
             };
             if !stays {
-                self.slots[i] = s;
+                slots.set_slot(i, s);
                 i = j;
             }
         }
-        self.slots[i] = EMPTY;
+        slots.set_slot(i, EMPTY);
     }
 
     /// Number of occupied slots (test and diagnostics; O(slots)).
-    pub(crate) fn occupied(&self) -> usize {
-        self.slots.iter().filter(|&&s| s != EMPTY).count()
+    pub(crate) fn occupied<S: Slots + ?Sized>(&self, slots: &S) -> usize {
+        (0..self.n).filter(|&i| slots.slot(i) != EMPTY).count()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An index with its slots, sized as the connection table sizes it (2.5 slots per entry).
+    struct Ix {
+        ix: Index,
+        s: Vec<u32>,
+    }
+
+    impl Ix {
+        fn new(entries: usize) -> Ix {
+            let n = (2 * entries + 2 * entries / 4 + 1).max(16);
+            Ix {
+                ix: Index::new(entries, n),
+                s: vec![EMPTY; n],
+            }
+        }
+        fn slot_count(&self) -> usize {
+            self.ix.slot_count()
+        }
+        fn home(&self, tag: u32) -> usize {
+            self.ix.home(tag)
+        }
+        fn insert(&mut self, tag: u32, v: u32) -> bool {
+            self.ix.insert(self.s.as_mut_slice(), tag, v)
+        }
+        fn find(&self, tag: u32, eq: impl FnMut(u32) -> bool) -> Option<u32> {
+            self.ix.find(self.s.as_slice(), tag, eq)
+        }
+        fn remove(&mut self, tag: u32, v: u32, tag_of: impl Fn(u32) -> u32) -> bool {
+            self.ix
+                .remove(self.s.as_mut_slice(), tag, v, |_: &[u32], w| tag_of(w))
+        }
+        fn touch(&self, tag: u32) -> u32 {
+            self.ix.touch(self.s.as_slice(), tag)
+        }
+        fn candidate(&self, tag: u32, slot: u32) -> Option<u32> {
+            self.ix.candidate(tag, slot)
+        }
+        fn first_candidate(&self, tag: u32, limit: usize) -> Option<u32> {
+            self.ix
+                .first_candidate(self.s.as_slice(), tag, self.touch(tag), limit)
+        }
+        fn occupied(&self) -> usize {
+            self.ix.occupied(self.s.as_slice())
+        }
+    }
 
     /// Tags of the values in these tests: the value's tag is stored beside it.
     fn tags(pairs: &[(u32, u32)]) -> impl Fn(u32) -> u32 + '_ {
@@ -197,7 +302,7 @@ mod tests {
 
     #[test]
     fn insert_find_remove_with_collisions() {
-        let mut ix = Index::new(16);
+        let mut ix = Ix::new(16);
         // Same tag for many values: one long run.
         let pairs: Vec<(u32, u32)> = (0..10).map(|v| (0xABCD_0000, v)).collect();
         for &(t, v) in &pairs {
@@ -217,7 +322,7 @@ mod tests {
 
     #[test]
     fn wraparound_runs_survive_deletes() {
-        let mut ix = Index::new(8); // 21 slots
+        let mut ix = Ix::new(8); // 21 slots
         let n = ix.slot_count() as u64;
         let last = u32::MAX; // home n - 1
         let zero = 0u32; // home 0
@@ -236,7 +341,7 @@ mod tests {
 
     #[test]
     fn fingerprints_filter_other_keys() {
-        let mut ix = Index::new(1 << 10);
+        let mut ix = Ix::new(1 << 10);
         // Same home, different fingerprints: the closure is asked only about the matching one.
         let a = 0x8000_0001u32;
         let b = 0x8000_0002u32;
@@ -254,12 +359,18 @@ mod tests {
         assert_eq!(asked, vec![6]);
         assert_eq!(ix.candidate(a, ix.touch(a)), Some(5));
         assert_eq!(ix.candidate(b, ix.touch(a)), None);
+        // `b` was displaced from its home: the prefetch's scan finds it within 2 slots.
+        assert_eq!(ix.first_candidate(b, 1), None);
+        assert_eq!(ix.first_candidate(b, 2), Some(6));
+        assert_eq!(ix.first_candidate(a, 1), Some(5));
+        // An absent key's run ends at an empty slot.
+        assert_eq!(ix.first_candidate(0x8000_0003, 16), None);
     }
 
     #[test]
     fn random_churn_keeps_every_value_findable() {
         // Deterministic xorshift churn at high load against a model.
-        let mut ix = Index::new(64);
+        let mut ix = Ix::new(64);
         let mut live: Vec<(u32, u32)> = Vec::new();
         let mut x = 0x1234_5678_9abc_def0u64;
         let mut next = || {

@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use super::counts::BackendCounts;
 use super::flags::*;
-use super::index::Index;
+use super::index::{Index, Slots, EMPTY};
 use super::state::{self, sctp, tcp, TcpDir, Timeouts, MAX_TIMEOUT_MS};
 use super::{
     BackendId, Conn, ConnId, ConnListing, Direction, Method, NewConn, TemplateKey, Time, Tuple,
@@ -68,7 +68,11 @@ const KIND_TEMPLATE: u64 = 0x100;
 /// Ticks in the wrapping 32-bit millisecond clock.
 const TICKS: u64 = 1 << (32 - TICK_SHIFT);
 
-/// Bytes of one entry in the slab.
+/// Index slots [`ConnTable::prefetch_entry`] looks at from a tuple's home slot for the entry
+/// to load (a probe that goes further is rare: the index is at most 80 % full).
+const PREFETCH_PROBE: usize = 8;
+
+/// Bytes of one entry in the slab, with its line's three index slots.
 pub const ENTRY_BYTES: usize = std::mem::size_of::<Entry>();
 
 /// Sizes fixed at start.
@@ -85,9 +89,11 @@ pub struct ConnConfig {
     pub seed: u64,
 }
 
-/// One connection or template: 52 bytes, packed.
+/// One connection or template in 52 bytes, and three index slots, in one 64-byte cache line
+/// (the entries are aligned to it): a lookup reads the line of its home index slot and the
+/// line of the entry it finds, never an entry split across two lines.
 #[derive(Clone, Copy, Debug, Default)]
-#[repr(C)]
+#[repr(C, align(64))]
 struct Entry {
     /// IPv4: client, virtual, backend, FullNAT local (host order). With `POOL`: `[slot, ..]`.
     /// A template keeps its `n_control` in `[3]` (its local address is its backend's).
@@ -109,9 +115,31 @@ struct Entry {
     flags: u16,
     /// Service bits 0..16.
     svc: u16,
+    /// Index slots `3 × n .. 3 × n + 3` of entry `n`'s line: the index's, not the entry's
+    /// (kept when the entry is rewritten).
+    ix: [u32; 3],
 }
 
-const _: () = assert!(std::mem::size_of::<Entry>() == 52);
+const _: () = assert!(std::mem::size_of::<Entry>() == 64);
+const _: () = assert!(std::mem::offset_of!(Entry, ix) == 52);
+
+/// Index slots per entry line.
+const LINE_SLOTS: usize = 3;
+
+/// Index slot `i` is word `i % 3` of entry `i / 3`'s line.
+impl Slots for [Entry] {
+    #[inline(always)]
+    fn slot(&self, i: usize) -> u32 {
+        self.get(i / LINE_SLOTS)
+            .map_or(EMPTY, |e| e.ix[i % LINE_SLOTS])
+    }
+    #[inline(always)]
+    fn set_slot(&mut self, i: usize, v: u32) {
+        if let Some(e) = self.get_mut(i / LINE_SLOTS) {
+            e.ix[i % LINE_SLOTS] = v;
+        }
+    }
+}
 
 impl Entry {
     #[inline]
@@ -549,6 +577,7 @@ impl ConnTable {
                 NIL
             });
             e.aux = NIL;
+            e.ix = [EMPTY; LINE_SLOTS];
         }
         let pow = (cap as usize).next_power_of_two();
         let wheel = (pow / 16).clamp(MIN_WHEEL, MAX_WHEEL);
@@ -563,7 +592,7 @@ impl ConnTable {
             v6_capacity: v6,
             free_head: 0,
             len: 0,
-            index: Index::new(cap as usize),
+            index: Index::new(cap as usize, LINE_SLOTS * cap as usize),
             heads,
             occupied: vec![0; wheel.div_ceil(64)],
             wheel,
@@ -615,7 +644,6 @@ impl ConnTable {
     /// Bytes allocated now by the table (see [`Self::bytes_per_entry`]).
     pub fn bytes(&self) -> usize {
         self.entries.len() * ENTRY_BYTES
-            + self.index.slot_count() * 4
             + self.heads.len() * 8
             + self.occupied.len() * 8
             + self.emb_ring.len() * 4
@@ -623,18 +651,17 @@ impl ConnTable {
             + self.pool_free.capacity() * 4
     }
 
-    /// Address and length in bytes of the big arrays (entries, index, embryonic ring), so that
-    /// the worker can back them with transparent huge pages (`madvise(MADV_HUGEPAGE)` or, as
-    /// they are already populated, `MADV_COLLAPSE`): with 4 KiB pages a random lookup in a
-    /// large table pays two TLB misses besides its two cache misses. The table itself stays
-    /// free of `unsafe`.
-    pub fn memory_regions(&self) -> [(usize, usize); 3] {
+    /// Address and length in bytes of the big arrays (entries with their index slots, the
+    /// embryonic ring), so that the worker can back them with transparent huge pages
+    /// (`madvise(MADV_HUGEPAGE)` or, as they are already populated, `MADV_COLLAPSE`): with
+    /// 4 KiB pages a random lookup in a large table pays two TLB misses besides its two cache
+    /// misses. The table itself stays free of `unsafe`.
+    pub fn memory_regions(&self) -> [(usize, usize); 2] {
         [
             (
                 self.entries.as_ptr() as usize,
                 self.entries.len() * ENTRY_BYTES,
             ),
-            self.index.region(),
             (self.emb_ring.as_ptr() as usize, self.emb_ring.len() * 4),
         ]
     }
@@ -730,12 +757,16 @@ impl ConnTable {
     /// Remove index value `v` (entry number << 1 | direction) hashed under `h`.
     #[inline]
     fn unindex(&mut self, h: u32, v: u32) -> bool {
-        let (entries, pool, seed) = (&self.entries, &self.pool, self.seed);
-        self.index
-            .remove(h, v, |w| match entries.get((w >> 1) as usize) {
+        let (pool, seed) = (&self.pool, self.seed);
+        self.index.remove(
+            self.entries.as_mut_slice(),
+            h,
+            v,
+            |entries: &[Entry], w| match entries.get((w >> 1) as usize) {
                 Some(e) => key_hash(seed, pool, e, w & 1 == 1),
                 None => 0,
-            })
+            },
+        )
     }
 
     /// Whether entry `e`'s addresses `i`, `j` equal `a`, `b`.
@@ -932,7 +963,7 @@ impl ConnTable {
     #[inline]
     pub fn prefetch(&self, t: &Tuple) {
         let h = self.tuple_hash(t.proto as u64, t);
-        let s = self.index.touch(h);
+        let s = self.index.touch(self.entries.as_slice(), h);
         let word = if let Some(v) = self.index.candidate(h, s) {
             match self.entries.get((v >> 1) as usize) {
                 // IPv6: the comparison will read the address block too.
@@ -984,15 +1015,19 @@ impl ConnTable {
     /// Second pass of [`Self::slot_hint`]: load the home index slot into the hint.
     #[inline]
     pub fn prefetch_slot(&self, hint: &mut SlotHint) {
-        hint.slot = self.index.touch(hint.hash);
+        hint.slot = self.index.touch(self.entries.as_slice(), hint.hash);
     }
 
-    /// Third pass of [`Self::slot_hint`]: load the entry the slot names when its fingerprint
-    /// matches (and an IPv6 entry's address block). Plain loads, no `unsafe`.
+    /// Third pass of [`Self::slot_hint`]: load the entry named by the first slot of the
+    /// tuple's run (from its home slot, at most [`PREFETCH_PROBE`] slots) whose fingerprint
+    /// matches, and an IPv6 entry's address block. Plain loads, no `unsafe`.
     #[inline]
     pub fn prefetch_entry(&self, hint: SlotHint) {
         let SlotHint { hash, slot } = hint;
-        let Some(v) = self.index.candidate(hash, slot) else {
+        let Some(v) =
+            self.index
+                .first_candidate(self.entries.as_slice(), hash, slot, PREFETCH_PROBE)
+        else {
             return;
         };
         let word = match self.entries.get((v >> 1) as usize) {
@@ -1013,7 +1048,9 @@ impl ConnTable {
     #[inline]
     pub fn lookup(&mut self, t: &Tuple, now: Time) -> Option<(ConnId, Direction)> {
         let h = self.tuple_hash(t.proto as u64, t);
-        let v = self.index.find(h, |v| self.matches(v, t, false))?;
+        let v = self
+            .index
+            .find(self.entries.as_slice(), h, |v| self.matches(v, t, false))?;
         self.found(v, now)
     }
 
@@ -1047,7 +1084,7 @@ impl ConnTable {
         dport: u16,
     ) -> Option<u32> {
         let h = self.hash(proto as u64, src, sport, dst, dport);
-        self.index.find(h, |v| {
+        self.index.find(self.entries.as_slice(), h, |v| {
             self.v4_matches::<EXACT>(v, proto, src, sport, dst, dport)
         })
     }
@@ -1065,7 +1102,7 @@ impl ConnTable {
         dst: u32,
         dport: u16,
     ) -> Option<u32> {
-        self.index.find(h, |v| {
+        self.index.find(self.entries.as_slice(), h, |v| {
             self.v4_matches::<false>(v, proto, src, sport, dst, dport)
         })
     }
@@ -1153,7 +1190,7 @@ impl ConnTable {
     ) -> TouchV4 {
         // The home slot first, inline; a probe beyond it (a collision or a displaced key) out
         // of line, so the common lookup has no loop.
-        let home = self.index.touch(h);
+        let home = self.index.touch(self.entries.as_slice(), h);
         let v = if home == super::index::EMPTY {
             return TouchV4::Miss;
         } else if let Some(v) = self
@@ -1255,9 +1292,9 @@ impl ConnTable {
             dport: key.vport,
         };
         let h = self.tuple_hash(key.proto as u64 | KIND_TEMPLATE, &t);
-        let v = self
-            .index
-            .find(h, |v| v & 1 == 0 && self.matches(v, &t, true))?;
+        let v = self.index.find(self.entries.as_slice(), h, |v| {
+            v & 1 == 0 && self.matches(v, &t, true)
+        })?;
         let idx = v >> 1;
         let now = ms32(now);
         let e = &self.entries[idx as usize];
@@ -1327,7 +1364,10 @@ impl ConnTable {
         let e = &mut self.entries[idx as usize];
         // The embryonic ring's mark stays with the slot (see `emb_ring`).
         let queued = e.flags & EMB_QUEUED;
-        *e = Entry::default();
+        *e = Entry {
+            ix: e.ix,
+            ..Entry::default()
+        };
         if pool {
             e.addrs = [slot, 0, 0, 0];
         } else {
@@ -1431,6 +1471,7 @@ impl ConnTable {
             bp: (c.backend.0 & BACKEND_MASK) | (proto as u32) << 24,
             flags: eflags | queued,
             svc: c.service as u16,
+            ix: e.ix,
         };
         self.link_v4(idx, proto, addrs, ports, out);
         self.counts.bind(c.backend, false);
@@ -1484,10 +1525,11 @@ impl ConnTable {
         }
         let seed = self.seed;
         let hi = hash(seed, proto as u64, addrs[0], ports[0], addrs[1], ports[1]);
-        self.index.insert(hi, idx << 1);
+        self.index.insert(self.entries.as_mut_slice(), hi, idx << 1);
         if out {
             let ho = hash(seed, proto as u64, addrs[2], ports[2], addrs[3], ports[3]);
-            self.index.insert(ho, idx << 1 | 1);
+            self.index
+                .insert(self.entries.as_mut_slice(), ho, idx << 1 | 1);
         }
     }
 
@@ -1525,6 +1567,7 @@ impl ConnTable {
             bp: (c.backend.0 & BACKEND_MASK) | (proto as u32) << 24,
             flags: flags | queued,
             svc: c.service as u16,
+            ix: e.ix,
         };
         self.link_v4(idx, proto, addrs, ports, out);
         self.counts.bind(c.backend, false);
@@ -1569,10 +1612,11 @@ impl ConnTable {
         }
         let e = self.entries[idx as usize];
         let hi = self.in_hash(&e);
-        self.index.insert(hi, idx << 1);
+        self.index.insert(self.entries.as_mut_slice(), hi, idx << 1);
         if out {
             let ho = self.out_hash(&e);
-            self.index.insert(ho, idx << 1 | 1);
+            self.index
+                .insert(self.entries.as_mut_slice(), ho, idx << 1 | 1);
         }
         self.counts.bind(c.backend, false);
         Some(idx)
@@ -1633,7 +1677,7 @@ impl ConnTable {
         }
         let e = self.entries[idx as usize];
         let h = self.in_hash(&e);
-        self.index.insert(h, idx << 1);
+        self.index.insert(self.entries.as_mut_slice(), h, idx << 1);
         self.queue(idx);
         self.counts.bind(backend, true);
         Some(ConnId(idx))
@@ -2483,14 +2527,22 @@ impl ConnTable {
             if e.flags & IN_HASHED != 0 {
                 keys += 1;
                 let h = self.in_hash(e);
-                if self.index.find(h, |v| v == i << 1).is_none() {
+                if self
+                    .index
+                    .find(self.entries.as_slice(), h, |v| v == i << 1)
+                    .is_none()
+                {
                     return Err(format!("entry {i} missing from the inbound index"));
                 }
             }
             if e.flags & OUT_HASHED != 0 {
                 keys += 1;
                 let h = self.out_hash(e);
-                if self.index.find(h, |v| v == i << 1 | 1).is_none() {
+                if self
+                    .index
+                    .find(self.entries.as_slice(), h, |v| v == i << 1 | 1)
+                    .is_none()
+                {
                     return Err(format!("entry {i} missing from the outbound index"));
                 }
             }
@@ -2517,10 +2569,10 @@ impl ConnTable {
                 self.embryonic
             ));
         }
-        if keys != self.index.occupied() {
+        if keys != self.index.occupied(self.entries.as_slice()) {
             return Err(format!(
                 "{keys} keys but {} index slots",
-                self.index.occupied()
+                self.index.occupied(self.entries.as_slice())
             ));
         }
         for (i, e) in self.entries.iter().enumerate() {
