@@ -241,6 +241,11 @@ fn measure(case: &str, frames: u64, cache: Option<&str>) -> Result<Counts, Strin
         })
         .ok_or_else(|| format!("{case}: no 'Collected' line in valgrind's output: {err}"))?;
     let per = |x: u64| x as f64 / frames as f64;
+    // Callgrind leaves out trailing counts that are 0.
+    let mut collected = collected;
+    if cache.is_some() && !collected.is_empty() && collected.len() < 9 {
+        collected.resize(9, 0);
+    }
     let misses = match (cache, collected.as_slice()) {
         (None, [_]) => None,
         (Some(_), [_, _, _, _, d1r, d1w, _, dlr, dlw]) => Some((per(d1r + d1w), per(dlr + dlw))),

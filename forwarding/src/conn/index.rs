@@ -132,6 +132,34 @@ impl Index {
         None
     }
 
+    /// Call `f` with each value of the slots after the one holding exactly (`tag`, `value`)
+    /// up to the end of its run: the values whose keys a [`Self::remove`] of it may rehash.
+    /// Looks at no more than `limit` slots from the home; for prefetching.
+    #[inline]
+    pub(crate) fn run_after<S: Slots + ?Sized>(
+        &self,
+        slots: &S,
+        tag: u32,
+        value: u32,
+        limit: usize,
+        mut f: impl FnMut(u32),
+    ) {
+        let want = self.fingerprint(tag) | (value & self.value_mask);
+        let mut i = self.home(tag);
+        let mut found = false;
+        for _ in 0..limit.min(self.n) {
+            let s = slots.slot(i);
+            if s == EMPTY {
+                return;
+            }
+            if found {
+                f(s & self.value_mask);
+            }
+            found |= s == want;
+            i = self.after(i);
+        }
+    }
+
     /// The first value under `tag` accepted by `eq`.
     #[inline(always)]
     pub(crate) fn find<S: Slots + ?Sized>(
@@ -318,6 +346,16 @@ mod tests {
             assert_eq!(ix.find(0xABCD_0000, |x| x == v), want);
         }
         assert_eq!(ix.occupied(), 9);
+        // After value 5's slot, its run holds 6..10 (3 was removed, the run shifted back).
+        let mut after = Vec::new();
+        ix.ix
+            .run_after(ix.s.as_slice(), 0xABCD_0000, 5, 64, |v| after.push(v));
+        assert_eq!(after, vec![6, 7, 8, 9]);
+        let mut after = Vec::new();
+        ix.ix
+            .run_after(ix.s.as_slice(), 0xABCD_0000, 5, 6, |v| after.push(v));
+        // Six slots from the home: 0, 1, 2, 4, 5, 6.
+        assert_eq!(after, vec![6]);
     }
 
     #[test]

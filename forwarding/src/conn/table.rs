@@ -71,6 +71,8 @@ const TICKS: u64 = 1 << (32 - TICK_SHIFT);
 /// Index slots [`ConnTable::prefetch_entry`] looks at from a tuple's home slot for the entry
 /// to load (a probe that goes further is rare: the index is at most 80 % full).
 const PREFETCH_PROBE: usize = 8;
+/// Entries of the pending list [`ConnTable::expire`] prefetches the index slots of at once.
+const EXPIRE_PREFETCH: u32 = 16;
 
 /// Bytes of one entry in the slab, with its line's three index slots.
 pub const ENTRY_BYTES: usize = std::mem::size_of::<Entry>();
@@ -2000,11 +2002,18 @@ impl ConnTable {
         let mut work = 0u32;
         let mut removed = 0u32;
         loop {
+            // Entries taken since the last `prefetch_pending` (which loads the next ones).
+            let mut taken = EXPIRE_PREFETCH;
             while work < budget {
                 let idx = self.next_of(pending);
                 if idx == pending {
                     break;
                 }
+                if taken == EXPIRE_PREFETCH {
+                    self.prefetch_pending(now32, EXPIRE_PREFETCH.min(budget - work));
+                    taken = 0;
+                }
+                taken += 1;
                 work += 1;
                 let at = self.entries[idx as usize].expires;
                 if is_due(at, now32) {
@@ -2057,6 +2066,54 @@ impl ConnTable {
             }
         }
         removed
+    }
+
+    /// Load what removing the first `n` (at most [`EXPIRE_PREFETCH`]) entries of the pending
+    /// list will read, for those due at `now` (IPv4 entries that are not templates): the home
+    /// index slots of their keys, then the entries named by the slots after each key's in its
+    /// run (the backward shift rehashes their keys). Walking the list loads the entries one
+    /// after the other, but the loads of the slots, and then of the entries they name,
+    /// overlap instead of each removal waiting for its misses in turn (the three passes of
+    /// [`Self::slot_hint`]). Plain loads, no `unsafe`; only a hint.
+    #[inline(never)]
+    fn prefetch_pending(&self, now: u32, n: u32) {
+        let pending = self.pending();
+        let slots = self.entries.as_slice();
+        let seed = self.seed;
+        // (hash, index value) of the keys to be removed.
+        let mut keys = [(0u32, 0u32); 2 * EXPIRE_PREFETCH as usize];
+        let mut k = 0;
+        let mut idx = self.next_of(pending);
+        for _ in 0..n.min(EXPIRE_PREFETCH) {
+            let Some(e) = slots.get(idx as usize) else {
+                break;
+            };
+            if is_due(e.expires, now) && e.flags & (POOL | TEMPLATE) == 0 {
+                let [a, b, d, l] = e.addrs;
+                let [pa, pb, pd, pl] = e.ports;
+                let proto = e.proto() as u64;
+                if e.flags & IN_HASHED != 0 {
+                    keys[k] = (hash(seed, proto, a, pa, b, pb), idx << 1);
+                    k += 1;
+                }
+                if e.flags & OUT_HASHED != 0 {
+                    keys[k] = (hash(seed, proto, d, pd, l, pl), idx << 1 | 1);
+                    k += 1;
+                }
+            }
+            idx = e.next();
+        }
+        let keys = &keys[..k];
+        let mut word = 0u32;
+        for &(h, _) in keys {
+            word ^= self.index.touch(slots, h);
+        }
+        for &(h, v) in keys {
+            self.index.run_after(slots, h, v, PREFETCH_PROBE, |w| {
+                word ^= slots.get((w >> 1) as usize).map_or(0, |e| e.addrs[0]);
+            });
+        }
+        std::hint::black_box(word);
     }
 
     /// Move the entries of bucket `b` (a level-0 or level-1 bucket number) to the pending list.
