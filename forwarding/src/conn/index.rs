@@ -11,64 +11,47 @@
 //! (Knuth's Algorithm R, TAOCP vol. 3 §6.4), so there are no tombstones and churn does not
 //! lengthen probes; the slots keep no home, so the deletion asks the caller for the hash of each
 //! value it considers moving (the table rehashes that entry's key).
-//! The slots are not stored here: they live where the owner keeps them ([`Slots`]; the
-//! connection table keeps three in the spare bytes of each entry's cache line), and the owner
-//! sizes them for ≤ 80 % load even when every connection has both keys (at least 2.5 slots per
-//! connection of capacity), so a probe always finds an empty slot.
+//! Sized at start for ≤ 80 % load even when every connection has both keys (2.5 slots, 10 bytes,
+//! per connection of capacity), so a probe always finds an empty slot.
 
 /// A slot with no value (its value bits are all ones, which no entry number reaches).
 pub(crate) const EMPTY: u32 = u32::MAX;
 
-/// Where the slots of an [`Index`] are stored: slot `i` for `i` below the index's slot count.
-pub(crate) trait Slots {
-    fn slot(&self, i: usize) -> u32;
-    fn set_slot(&mut self, i: usize, v: u32);
-}
-
-impl Slots for [u32] {
-    #[inline]
-    fn slot(&self, i: usize) -> u32 {
-        self.get(i).copied().unwrap_or(EMPTY)
-    }
-    #[inline]
-    fn set_slot(&mut self, i: usize, v: u32) {
-        if let Some(s) = self.get_mut(i) {
-            *s = v;
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Index {
-    /// Number of slots.
-    n: usize,
+    slots: Vec<u32>,
     /// Bits of a value; the fingerprint takes the rest.
     value_bits: u32,
     value_mask: u32,
 }
 
 impl Index {
-    /// An index of `slots` slots (at least 1) for values below `2 × entries` (entry numbers
-    /// below `entries`, < 2^29). The slots must start out [`EMPTY`].
-    pub(crate) fn new(entries: usize, slots: usize) -> Self {
+    /// An index for values below `2 × entries` (entry numbers below `entries`, < 2^29), able to
+    /// hold two keys per entry at ≤ 80 % load.
+    pub(crate) fn new(entries: usize) -> Self {
         let values = 2 * entries.max(1) as u64;
         // Smallest width whose all-ones value (EMPTY's) is above every value.
         let value_bits = (64 - values.leading_zeros()).min(31);
+        let n = (values as usize + values as usize / 4 + 1).max(16);
         Index {
-            n: slots.max(1),
+            slots: vec![EMPTY; n],
             value_bits,
             value_mask: (1u32 << value_bits) - 1,
         }
     }
 
-    #[cfg(test)]
     pub(crate) fn slot_count(&self) -> usize {
-        self.n
+        self.slots.len()
+    }
+
+    /// Address and length in bytes of the slot array.
+    pub(crate) fn region(&self) -> (usize, usize) {
+        (self.slots.as_ptr() as usize, self.slots.len() * 4)
     }
 
     #[inline]
-    pub(crate) fn home(&self, tag: u32) -> usize {
-        ((tag as u64 * self.n as u64) >> 32) as usize
+    fn home(&self, tag: u32) -> usize {
+        ((tag as u64 * self.slots.len() as u64) >> 32) as usize
     }
 
     #[inline]
@@ -79,7 +62,7 @@ impl Index {
     /// The slot after `i`, wrapping.
     #[inline]
     fn after(&self, i: usize) -> usize {
-        if i + 1 >= self.n {
+        if i + 1 == self.slots.len() {
             0
         } else {
             i + 1
@@ -88,8 +71,9 @@ impl Index {
 
     /// Touch the home slot of `tag` so that a later probe finds it in cache; returns it.
     #[inline]
-    pub(crate) fn touch<S: Slots + ?Sized>(&self, slots: &S, tag: u32) -> u32 {
-        slots.slot(self.home(tag))
+    pub(crate) fn touch(&self, tag: u32) -> u32 {
+        let i = self.home(tag);
+        self.slots.get(i).copied().unwrap_or(EMPTY)
     }
 
     /// The value of `slot` (as returned by [`Self::touch`]) if it may hold `tag`'s key.
@@ -105,13 +89,7 @@ impl Index {
     /// key that was displaced from its home (one in two at the index's 80 % load) is found
     /// too, and the slots after the home mostly share its cache line.
     #[inline]
-    pub(crate) fn first_candidate<S: Slots + ?Sized>(
-        &self,
-        slots: &S,
-        tag: u32,
-        home: u32,
-        limit: usize,
-    ) -> Option<u32> {
+    pub(crate) fn first_candidate(&self, tag: u32, home: u32, limit: usize) -> Option<u32> {
         if home == EMPTY {
             return None;
         }
@@ -119,9 +97,9 @@ impl Index {
             return Some(v);
         }
         let mut i = self.home(tag);
-        for _ in 1..limit.min(self.n) {
+        for _ in 1..limit.min(self.slots.len()) {
             i = self.after(i);
-            let s = slots.slot(i);
+            let s = self.slots[i];
             if s == EMPTY {
                 return None;
             }
@@ -136,19 +114,12 @@ impl Index {
     /// up to the end of its run: the values whose keys a [`Self::remove`] of it may rehash.
     /// Looks at no more than `limit` slots from the home; for prefetching.
     #[inline]
-    pub(crate) fn run_after<S: Slots + ?Sized>(
-        &self,
-        slots: &S,
-        tag: u32,
-        value: u32,
-        limit: usize,
-        mut f: impl FnMut(u32),
-    ) {
+    pub(crate) fn run_after(&self, tag: u32, value: u32, limit: usize, mut f: impl FnMut(u32)) {
         let want = self.fingerprint(tag) | (value & self.value_mask);
         let mut i = self.home(tag);
         let mut found = false;
-        for _ in 0..limit.min(self.n) {
-            let s = slots.slot(i);
+        for _ in 0..limit.min(self.slots.len()) {
+            let s = self.slots[i];
             if s == EMPTY {
                 return;
             }
@@ -162,17 +133,12 @@ impl Index {
 
     /// The first value under `tag` accepted by `eq`.
     #[inline(always)]
-    pub(crate) fn find<S: Slots + ?Sized>(
-        &self,
-        slots: &S,
-        tag: u32,
-        mut eq: impl FnMut(u32) -> bool,
-    ) -> Option<u32> {
+    pub(crate) fn find(&self, tag: u32, mut eq: impl FnMut(u32) -> bool) -> Option<u32> {
         let fp = self.fingerprint(tag);
         let high = !self.value_mask;
         let mut i = self.home(tag);
-        for _ in 0..self.n {
-            let s = slots.slot(i);
+        for _ in 0..self.slots.len() {
+            let s = self.slots[i];
             if s == EMPTY {
                 return None;
             }
@@ -186,12 +152,17 @@ impl Index {
 
     /// Add `value` under `tag`. False only if the index is full, which the sizing prevents.
     #[inline]
-    pub(crate) fn insert<S: Slots + ?Sized>(&self, slots: &mut S, tag: u32, value: u32) -> bool {
+    pub(crate) fn insert(&mut self, tag: u32, value: u32) -> bool {
         let s = self.fingerprint(tag) | (value & self.value_mask);
         let mut i = self.home(tag);
-        for _ in 0..self.n {
-            if slots.slot(i) == EMPTY {
-                slots.set_slot(i, s);
+        // Mostly the home slot is free.
+        if let Some(h) = self.slots.get_mut(i).filter(|h| **h == EMPTY) {
+            *h = s;
+            return true;
+        }
+        for _ in 0..self.slots.len() {
+            if self.slots[i] == EMPTY {
+                self.slots[i] = s;
                 return true;
             }
             i = self.after(i);
@@ -199,22 +170,16 @@ impl Index {
         false
     }
 
-    /// Remove the slot holding exactly (`tag`, `value`). False if absent. `tag_of(slots, v)`
-    /// must give the tag value `v` was inserted under (asked only when later slots of the run
-    /// may move back into the freed one).
+    /// Remove the slot holding exactly (`tag`, `value`). False if absent. `tag_of(v)` must give
+    /// the tag value `v` was inserted under (asked only when later slots of the run may move
+    /// back into the freed one).
     #[inline]
-    pub(crate) fn remove<S: Slots + ?Sized>(
-        &self,
-        slots: &mut S,
-        tag: u32,
-        value: u32,
-        tag_of: impl Fn(&S, u32) -> u32,
-    ) -> bool {
+    pub(crate) fn remove(&mut self, tag: u32, value: u32, tag_of: impl Fn(u32) -> u32) -> bool {
         let want = self.fingerprint(tag) | (value & self.value_mask);
         let mut i = self.home(tag);
         let mut found = false;
-        for _ in 0..self.n {
-            let s = slots.slot(i);
+        for _ in 0..self.slots.len() {
+            let s = self.slots[i];
             if s == EMPTY {
                 return false;
             }
@@ -228,10 +193,10 @@ impl Index {
             return false;
         }
         // The end of the run: nothing can move back.
-        if slots.slot(self.after(i)) == EMPTY {
-            slots.set_slot(i, EMPTY);
+        if self.slots[self.after(i)] == EMPTY {
+            self.slots[i] = EMPTY;
         } else {
-            self.shift_back(slots, i, tag_of);
+            self.shift_back(i, tag_of);
         }
         true
     }
@@ -239,21 +204,16 @@ impl Index {
     /// Backward-shift deletion of the value in slot `i` (Knuth's Algorithm R): the later slots
     /// of its run that may fill the hole move back, and the last hole becomes empty.
     #[inline(never)]
-    fn shift_back<S: Slots + ?Sized>(
-        &self,
-        slots: &mut S,
-        i: usize,
-        tag_of: impl Fn(&S, u32) -> u32,
-    ) {
+    fn shift_back(&mut self, i: usize, tag_of: impl Fn(u32) -> u32) {
         let mut i = i;
         let mut j = i;
-        for _ in 0..self.n {
+        for _ in 0..self.slots.len() {
             j = self.after(j);
-            let s = slots.slot(j);
+            let s = self.slots[j];
             if s == EMPTY {
                 break;
             }
-            let k = self.home(tag_of(slots, s & self.value_mask));
+            let k = self.home(tag_of(s & self.value_mask));
             // The value at j may fill the hole unless its home lies cyclically in (i, j].
             let stays = if i <= j {
                 i < k && k <= j
@@ -261,67 +221,22 @@ impl Index {
                 i < k || k <= j
             };
             if !stays {
-                slots.set_slot(i, s);
+                self.slots[i] = s;
                 i = j;
             }
         }
-        slots.set_slot(i, EMPTY);
+        self.slots[i] = EMPTY;
     }
 
     /// Number of occupied slots (test and diagnostics; O(slots)).
-    pub(crate) fn occupied<S: Slots + ?Sized>(&self, slots: &S) -> usize {
-        (0..self.n).filter(|&i| slots.slot(i) != EMPTY).count()
+    pub(crate) fn occupied(&self) -> usize {
+        self.slots.iter().filter(|&&s| s != EMPTY).count()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// An index with its slots, sized as the connection table sizes it (2.5 slots per entry).
-    struct Ix {
-        ix: Index,
-        s: Vec<u32>,
-    }
-
-    impl Ix {
-        fn new(entries: usize) -> Ix {
-            let n = (2 * entries + 2 * entries / 4 + 1).max(16);
-            Ix {
-                ix: Index::new(entries, n),
-                s: vec![EMPTY; n],
-            }
-        }
-        fn slot_count(&self) -> usize {
-            self.ix.slot_count()
-        }
-        fn home(&self, tag: u32) -> usize {
-            self.ix.home(tag)
-        }
-        fn insert(&mut self, tag: u32, v: u32) -> bool {
-            self.ix.insert(self.s.as_mut_slice(), tag, v)
-        }
-        fn find(&self, tag: u32, eq: impl FnMut(u32) -> bool) -> Option<u32> {
-            self.ix.find(self.s.as_slice(), tag, eq)
-        }
-        fn remove(&mut self, tag: u32, v: u32, tag_of: impl Fn(u32) -> u32) -> bool {
-            self.ix
-                .remove(self.s.as_mut_slice(), tag, v, |_: &[u32], w| tag_of(w))
-        }
-        fn touch(&self, tag: u32) -> u32 {
-            self.ix.touch(self.s.as_slice(), tag)
-        }
-        fn candidate(&self, tag: u32, slot: u32) -> Option<u32> {
-            self.ix.candidate(tag, slot)
-        }
-        fn first_candidate(&self, tag: u32, limit: usize) -> Option<u32> {
-            self.ix
-                .first_candidate(self.s.as_slice(), tag, self.touch(tag), limit)
-        }
-        fn occupied(&self) -> usize {
-            self.ix.occupied(self.s.as_slice())
-        }
-    }
 
     /// Tags of the values in these tests: the value's tag is stored beside it.
     fn tags(pairs: &[(u32, u32)]) -> impl Fn(u32) -> u32 + '_ {
@@ -330,7 +245,7 @@ mod tests {
 
     #[test]
     fn insert_find_remove_with_collisions() {
-        let mut ix = Ix::new(16);
+        let mut ix = Index::new(16);
         // Same tag for many values: one long run.
         let pairs: Vec<(u32, u32)> = (0..10).map(|v| (0xABCD_0000, v)).collect();
         for &(t, v) in &pairs {
@@ -348,19 +263,17 @@ mod tests {
         assert_eq!(ix.occupied(), 9);
         // After value 5's slot, its run holds 6..10 (3 was removed, the run shifted back).
         let mut after = Vec::new();
-        ix.ix
-            .run_after(ix.s.as_slice(), 0xABCD_0000, 5, 64, |v| after.push(v));
+        ix.run_after(0xABCD_0000, 5, 64, |v| after.push(v));
         assert_eq!(after, vec![6, 7, 8, 9]);
-        let mut after = Vec::new();
-        ix.ix
-            .run_after(ix.s.as_slice(), 0xABCD_0000, 5, 6, |v| after.push(v));
         // Six slots from the home: 0, 1, 2, 4, 5, 6.
+        let mut after = Vec::new();
+        ix.run_after(0xABCD_0000, 5, 6, |v| after.push(v));
         assert_eq!(after, vec![6]);
     }
 
     #[test]
     fn wraparound_runs_survive_deletes() {
-        let mut ix = Ix::new(8); // 21 slots
+        let mut ix = Index::new(8); // 21 slots
         let n = ix.slot_count() as u64;
         let last = u32::MAX; // home n - 1
         let zero = 0u32; // home 0
@@ -379,7 +292,7 @@ mod tests {
 
     #[test]
     fn fingerprints_filter_other_keys() {
-        let mut ix = Ix::new(1 << 10);
+        let mut ix = Index::new(1 << 10);
         // Same home, different fingerprints: the closure is asked only about the matching one.
         let a = 0x8000_0001u32;
         let b = 0x8000_0002u32;
@@ -398,17 +311,18 @@ mod tests {
         assert_eq!(ix.candidate(a, ix.touch(a)), Some(5));
         assert_eq!(ix.candidate(b, ix.touch(a)), None);
         // `b` was displaced from its home: the prefetch's scan finds it within 2 slots.
-        assert_eq!(ix.first_candidate(b, 1), None);
-        assert_eq!(ix.first_candidate(b, 2), Some(6));
-        assert_eq!(ix.first_candidate(a, 1), Some(5));
+        assert_eq!(ix.first_candidate(b, ix.touch(b), 1), None);
+        assert_eq!(ix.first_candidate(b, ix.touch(b), 2), Some(6));
+        assert_eq!(ix.first_candidate(a, ix.touch(a), 1), Some(5));
         // An absent key's run ends at an empty slot.
-        assert_eq!(ix.first_candidate(0x8000_0003, 16), None);
+        let c = 0x8000_0003u32;
+        assert_eq!(ix.first_candidate(c, ix.touch(c), 16), None);
     }
 
     #[test]
     fn random_churn_keeps_every_value_findable() {
         // Deterministic xorshift churn at high load against a model.
-        let mut ix = Ix::new(64);
+        let mut ix = Index::new(64);
         let mut live: Vec<(u32, u32)> = Vec::new();
         let mut x = 0x1234_5678_9abc_def0u64;
         let mut next = || {

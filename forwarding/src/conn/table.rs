@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use super::counts::BackendCounts;
 use super::flags::*;
-use super::index::{Index, Slots, EMPTY};
+use super::index::Index;
 use super::state::{self, sctp, tcp, TcpDir, Timeouts, MAX_TIMEOUT_MS};
 use super::{
     BackendId, Conn, ConnId, ConnListing, Direction, Method, NewConn, TemplateKey, Time, Tuple,
@@ -71,10 +71,10 @@ const TICKS: u64 = 1 << (32 - TICK_SHIFT);
 /// Index slots [`ConnTable::prefetch_entry`] looks at from a tuple's home slot for the entry
 /// to load (a probe that goes further is rare: the index is at most 80 % full).
 const PREFETCH_PROBE: usize = 8;
-/// Entries of the pending list [`ConnTable::expire`] prefetches the index slots of at once.
-const EXPIRE_PREFETCH: u32 = 16;
+/// Entries of the pending list [`ConnTable::expire`] prefetches at once.
+const EXPIRE_PREFETCH: u32 = 8;
 
-/// Bytes of one entry in the slab, with its line's three index slots.
+/// Bytes of one entry in the slab.
 pub const ENTRY_BYTES: usize = std::mem::size_of::<Entry>();
 
 /// Sizes fixed at start.
@@ -91,11 +91,9 @@ pub struct ConnConfig {
     pub seed: u64,
 }
 
-/// One connection or template in 52 bytes, and three index slots, in one 64-byte cache line
-/// (the entries are aligned to it): a lookup reads the line of its home index slot and the
-/// line of the entry it finds, never an entry split across two lines.
+/// One connection or template: 52 bytes, packed.
 #[derive(Clone, Copy, Debug, Default)]
-#[repr(C, align(64))]
+#[repr(C)]
 struct Entry {
     /// IPv4: client, virtual, backend, FullNAT local (host order). With `POOL`: `[slot, ..]`.
     /// A template keeps its `n_control` in `[3]` (its local address is its backend's).
@@ -117,31 +115,9 @@ struct Entry {
     flags: u16,
     /// Service bits 0..16.
     svc: u16,
-    /// Index slots `3 × n .. 3 × n + 3` of entry `n`'s line: the index's, not the entry's
-    /// (kept when the entry is rewritten).
-    ix: [u32; 3],
 }
 
-const _: () = assert!(std::mem::size_of::<Entry>() == 64);
-const _: () = assert!(std::mem::offset_of!(Entry, ix) == 52);
-
-/// Index slots per entry line.
-const LINE_SLOTS: usize = 3;
-
-/// Index slot `i` is word `i % 3` of entry `i / 3`'s line.
-impl Slots for [Entry] {
-    #[inline(always)]
-    fn slot(&self, i: usize) -> u32 {
-        self.get(i / LINE_SLOTS)
-            .map_or(EMPTY, |e| e.ix[i % LINE_SLOTS])
-    }
-    #[inline(always)]
-    fn set_slot(&mut self, i: usize, v: u32) {
-        if let Some(e) = self.get_mut(i / LINE_SLOTS) {
-            e.ix[i % LINE_SLOTS] = v;
-        }
-    }
-}
+const _: () = assert!(std::mem::size_of::<Entry>() == 52);
 
 impl Entry {
     #[inline]
@@ -579,7 +555,6 @@ impl ConnTable {
                 NIL
             });
             e.aux = NIL;
-            e.ix = [EMPTY; LINE_SLOTS];
         }
         let pow = (cap as usize).next_power_of_two();
         let wheel = (pow / 16).clamp(MIN_WHEEL, MAX_WHEEL);
@@ -594,7 +569,7 @@ impl ConnTable {
             v6_capacity: v6,
             free_head: 0,
             len: 0,
-            index: Index::new(cap as usize, LINE_SLOTS * cap as usize),
+            index: Index::new(cap as usize),
             heads,
             occupied: vec![0; wheel.div_ceil(64)],
             wheel,
@@ -646,6 +621,7 @@ impl ConnTable {
     /// Bytes allocated now by the table (see [`Self::bytes_per_entry`]).
     pub fn bytes(&self) -> usize {
         self.entries.len() * ENTRY_BYTES
+            + self.index.slot_count() * 4
             + self.heads.len() * 8
             + self.occupied.len() * 8
             + self.emb_ring.len() * 4
@@ -653,17 +629,18 @@ impl ConnTable {
             + self.pool_free.capacity() * 4
     }
 
-    /// Address and length in bytes of the big arrays (entries with their index slots, the
-    /// embryonic ring), so that the worker can back them with transparent huge pages
-    /// (`madvise(MADV_HUGEPAGE)` or, as they are already populated, `MADV_COLLAPSE`): with
-    /// 4 KiB pages a random lookup in a large table pays two TLB misses besides its two cache
-    /// misses. The table itself stays free of `unsafe`.
-    pub fn memory_regions(&self) -> [(usize, usize); 2] {
+    /// Address and length in bytes of the big arrays (entries, index, embryonic ring), so that
+    /// the worker can back them with transparent huge pages (`madvise(MADV_HUGEPAGE)` or, as
+    /// they are already populated, `MADV_COLLAPSE`): with 4 KiB pages a random lookup in a
+    /// large table pays two TLB misses besides its two cache misses. The table itself stays
+    /// free of `unsafe`.
+    pub fn memory_regions(&self) -> [(usize, usize); 3] {
         [
             (
                 self.entries.as_ptr() as usize,
                 self.entries.len() * ENTRY_BYTES,
             ),
+            self.index.region(),
             (self.emb_ring.as_ptr() as usize, self.emb_ring.len() * 4),
         ]
     }
@@ -759,16 +736,12 @@ impl ConnTable {
     /// Remove index value `v` (entry number << 1 | direction) hashed under `h`.
     #[inline]
     fn unindex(&mut self, h: u32, v: u32) -> bool {
-        let (pool, seed) = (&self.pool, self.seed);
-        self.index.remove(
-            self.entries.as_mut_slice(),
-            h,
-            v,
-            |entries: &[Entry], w| match entries.get((w >> 1) as usize) {
+        let (entries, pool, seed) = (&self.entries, &self.pool, self.seed);
+        self.index
+            .remove(h, v, |w| match entries.get((w >> 1) as usize) {
                 Some(e) => key_hash(seed, pool, e, w & 1 == 1),
                 None => 0,
-            },
-        )
+            })
     }
 
     /// Whether entry `e`'s addresses `i`, `j` equal `a`, `b`.
@@ -965,7 +938,7 @@ impl ConnTable {
     #[inline]
     pub fn prefetch(&self, t: &Tuple) {
         let h = self.tuple_hash(t.proto as u64, t);
-        let s = self.index.touch(self.entries.as_slice(), h);
+        let s = self.index.touch(h);
         let word = if let Some(v) = self.index.candidate(h, s) {
             match self.entries.get((v >> 1) as usize) {
                 // IPv6: the comparison will read the address block too.
@@ -1017,7 +990,7 @@ impl ConnTable {
     /// Second pass of [`Self::slot_hint`]: load the home index slot into the hint.
     #[inline]
     pub fn prefetch_slot(&self, hint: &mut SlotHint) {
-        hint.slot = self.index.touch(self.entries.as_slice(), hint.hash);
+        hint.slot = self.index.touch(hint.hash);
     }
 
     /// Third pass of [`Self::slot_hint`]: load the entry named by the first slot of the
@@ -1026,10 +999,7 @@ impl ConnTable {
     #[inline]
     pub fn prefetch_entry(&self, hint: SlotHint) {
         let SlotHint { hash, slot } = hint;
-        let Some(v) =
-            self.index
-                .first_candidate(self.entries.as_slice(), hash, slot, PREFETCH_PROBE)
-        else {
+        let Some(v) = self.index.first_candidate(hash, slot, PREFETCH_PROBE) else {
             return;
         };
         let word = match self.entries.get((v >> 1) as usize) {
@@ -1050,9 +1020,7 @@ impl ConnTable {
     #[inline]
     pub fn lookup(&mut self, t: &Tuple, now: Time) -> Option<(ConnId, Direction)> {
         let h = self.tuple_hash(t.proto as u64, t);
-        let v = self
-            .index
-            .find(self.entries.as_slice(), h, |v| self.matches(v, t, false))?;
+        let v = self.index.find(h, |v| self.matches(v, t, false))?;
         self.found(v, now)
     }
 
@@ -1086,7 +1054,7 @@ impl ConnTable {
         dport: u16,
     ) -> Option<u32> {
         let h = self.hash(proto as u64, src, sport, dst, dport);
-        self.index.find(self.entries.as_slice(), h, |v| {
+        self.index.find(h, |v| {
             self.v4_matches::<EXACT>(v, proto, src, sport, dst, dport)
         })
     }
@@ -1104,7 +1072,7 @@ impl ConnTable {
         dst: u32,
         dport: u16,
     ) -> Option<u32> {
-        self.index.find(self.entries.as_slice(), h, |v| {
+        self.index.find(h, |v| {
             self.v4_matches::<false>(v, proto, src, sport, dst, dport)
         })
     }
@@ -1192,7 +1160,7 @@ impl ConnTable {
     ) -> TouchV4 {
         // The home slot first, inline; a probe beyond it (a collision or a displaced key) out
         // of line, so the common lookup has no loop.
-        let home = self.index.touch(self.entries.as_slice(), h);
+        let home = self.index.touch(h);
         let v = if home == super::index::EMPTY {
             return TouchV4::Miss;
         } else if let Some(v) = self
@@ -1294,9 +1262,9 @@ impl ConnTable {
             dport: key.vport,
         };
         let h = self.tuple_hash(key.proto as u64 | KIND_TEMPLATE, &t);
-        let v = self.index.find(self.entries.as_slice(), h, |v| {
-            v & 1 == 0 && self.matches(v, &t, true)
-        })?;
+        let v = self
+            .index
+            .find(h, |v| v & 1 == 0 && self.matches(v, &t, true))?;
         let idx = v >> 1;
         let now = ms32(now);
         let e = &self.entries[idx as usize];
@@ -1366,10 +1334,7 @@ impl ConnTable {
         let e = &mut self.entries[idx as usize];
         // The embryonic ring's mark stays with the slot (see `emb_ring`).
         let queued = e.flags & EMB_QUEUED;
-        *e = Entry {
-            ix: e.ix,
-            ..Entry::default()
-        };
+        *e = Entry::default();
         if pool {
             e.addrs = [slot, 0, 0, 0];
         } else {
@@ -1473,7 +1438,6 @@ impl ConnTable {
             bp: (c.backend.0 & BACKEND_MASK) | (proto as u32) << 24,
             flags: eflags | queued,
             svc: c.service as u16,
-            ix: e.ix,
         };
         self.link_v4(idx, proto, addrs, ports, out);
         self.counts.bind(c.backend, false);
@@ -1527,11 +1491,10 @@ impl ConnTable {
         }
         let seed = self.seed;
         let hi = hash(seed, proto as u64, addrs[0], ports[0], addrs[1], ports[1]);
-        self.index.insert(self.entries.as_mut_slice(), hi, idx << 1);
+        self.index.insert(hi, idx << 1);
         if out {
             let ho = hash(seed, proto as u64, addrs[2], ports[2], addrs[3], ports[3]);
-            self.index
-                .insert(self.entries.as_mut_slice(), ho, idx << 1 | 1);
+            self.index.insert(ho, idx << 1 | 1);
         }
     }
 
@@ -1569,7 +1532,6 @@ impl ConnTable {
             bp: (c.backend.0 & BACKEND_MASK) | (proto as u32) << 24,
             flags: flags | queued,
             svc: c.service as u16,
-            ix: e.ix,
         };
         self.link_v4(idx, proto, addrs, ports, out);
         self.counts.bind(c.backend, false);
@@ -1614,11 +1576,10 @@ impl ConnTable {
         }
         let e = self.entries[idx as usize];
         let hi = self.in_hash(&e);
-        self.index.insert(self.entries.as_mut_slice(), hi, idx << 1);
+        self.index.insert(hi, idx << 1);
         if out {
             let ho = self.out_hash(&e);
-            self.index
-                .insert(self.entries.as_mut_slice(), ho, idx << 1 | 1);
+            self.index.insert(ho, idx << 1 | 1);
         }
         self.counts.bind(c.backend, false);
         Some(idx)
@@ -1679,7 +1640,7 @@ impl ConnTable {
         }
         let e = self.entries[idx as usize];
         let h = self.in_hash(&e);
-        self.index.insert(self.entries.as_mut_slice(), h, idx << 1);
+        self.index.insert(h, idx << 1);
         self.queue(idx);
         self.counts.bind(backend, true);
         Some(ConnId(idx))
@@ -2002,21 +1963,24 @@ impl ConnTable {
         let mut work = 0u32;
         let mut removed = 0u32;
         loop {
-            // Entries taken since the last `prefetch_pending` (which loads the next ones).
+            // Due entries taken since the last `prefetch_pending` (which loads the next ones).
             let mut taken = EXPIRE_PREFETCH;
             while work < budget {
                 let idx = self.next_of(pending);
                 if idx == pending {
                     break;
                 }
-                if taken == EXPIRE_PREFETCH {
-                    self.prefetch_pending(now32, EXPIRE_PREFETCH.min(budget - work));
-                    taken = 0;
-                }
-                taken += 1;
                 work += 1;
                 let at = self.entries[idx as usize].expires;
                 if is_due(at, now32) {
+                    if taken == EXPIRE_PREFETCH {
+                        taken = 0;
+                        // Overlapping needs two entries or more: a lone one is simply taken.
+                        if self.next_of(idx) != pending {
+                            self.prefetch_pending(now32, EXPIRE_PREFETCH.min(budget - work + 1));
+                        }
+                    }
+                    taken += 1;
                     if let Fired::Removed = self.fire(idx, at, now32, false) {
                         removed += 1;
                     }
@@ -2078,14 +2042,14 @@ impl ConnTable {
     #[inline(never)]
     fn prefetch_pending(&self, now: u32, n: u32) {
         let pending = self.pending();
-        let slots = self.entries.as_slice();
+        let entries = self.entries.as_slice();
         let seed = self.seed;
         // (hash, index value) of the keys to be removed.
         let mut keys = [(0u32, 0u32); 2 * EXPIRE_PREFETCH as usize];
         let mut k = 0;
         let mut idx = self.next_of(pending);
         for _ in 0..n.min(EXPIRE_PREFETCH) {
-            let Some(e) = slots.get(idx as usize) else {
+            let Some(e) = entries.get(idx as usize) else {
                 break;
             };
             if is_due(e.expires, now) && e.flags & (POOL | TEMPLATE) == 0 {
@@ -2106,11 +2070,11 @@ impl ConnTable {
         let keys = &keys[..k];
         let mut word = 0u32;
         for &(h, _) in keys {
-            word ^= self.index.touch(slots, h);
+            word ^= self.index.touch(h);
         }
         for &(h, v) in keys {
-            self.index.run_after(slots, h, v, PREFETCH_PROBE, |w| {
-                word ^= slots.get((w >> 1) as usize).map_or(0, |e| e.addrs[0]);
+            self.index.run_after(h, v, PREFETCH_PROBE, |w| {
+                word ^= entries.get((w >> 1) as usize).map_or(0, |e| e.addrs[0]);
             });
         }
         std::hint::black_box(word);
@@ -2584,22 +2548,14 @@ impl ConnTable {
             if e.flags & IN_HASHED != 0 {
                 keys += 1;
                 let h = self.in_hash(e);
-                if self
-                    .index
-                    .find(self.entries.as_slice(), h, |v| v == i << 1)
-                    .is_none()
-                {
+                if self.index.find(h, |v| v == i << 1).is_none() {
                     return Err(format!("entry {i} missing from the inbound index"));
                 }
             }
             if e.flags & OUT_HASHED != 0 {
                 keys += 1;
                 let h = self.out_hash(e);
-                if self
-                    .index
-                    .find(self.entries.as_slice(), h, |v| v == i << 1 | 1)
-                    .is_none()
-                {
+                if self.index.find(h, |v| v == i << 1 | 1).is_none() {
                     return Err(format!("entry {i} missing from the outbound index"));
                 }
             }
@@ -2626,10 +2582,10 @@ impl ConnTable {
                 self.embryonic
             ));
         }
-        if keys != self.index.occupied(self.entries.as_slice()) {
+        if keys != self.index.occupied() {
             return Err(format!(
                 "{keys} keys but {} index slots",
-                self.index.occupied(self.entries.as_slice())
+                self.index.occupied()
             ));
         }
         for (i, e) in self.entries.iter().enumerate() {
