@@ -69,8 +69,9 @@ const KIND_TEMPLATE: u64 = 0x100;
 const TICKS: u64 = 1 << (32 - TICK_SHIFT);
 
 /// Index slots [`ConnTable::prefetch_entry`] looks at from a tuple's home slot for the entry
-/// to load (a probe that goes further is rare: the index is at most 80 % full).
-const PREFETCH_PROBE: usize = 8;
+/// to load (a probe that goes further is rare: the index is at most 80 % full), and the slots
+/// [`ConnTable::expire`]'s prefetch follows a removed key's run for.
+const PREFETCH_PROBE: usize = 16;
 /// Entries of the pending list [`ConnTable::expire`] prefetches at once.
 const EXPIRE_PREFETCH: u32 = 8;
 
