@@ -23,4 +23,6 @@ pub mod simulate;
 pub mod sync;
 pub mod systemd;
 pub mod takeover;
+#[cfg(test)]
+mod test_support;
 pub mod worker;

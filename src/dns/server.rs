@@ -802,12 +802,7 @@ mod tests {
     use hickory_proto::rr::{Name, RData, RecordType};
 
     fn addr(k: u8) -> SocketAddr {
-        let pid = std::process::id();
-        let port = {
-            let probe = UdpSocket::bind("127.0.0.1:0").expect("a loopback port");
-            probe.local_addr().expect("its address").port()
-        };
-        SocketAddr::from(([127, (pid >> 8) as u8 | 1, pid as u8, k], port))
+        crate::test_support::loopback_addr(k)
     }
 
     fn cfg(listen: Vec<SocketAddr>, ttl: u32, names: &[&str], record: [u8; 4]) -> DnsConfig {

@@ -684,13 +684,9 @@ mod tests {
     use xvs_forwarding::service::{Backend, ServiceKey};
     use xvs_forwarding::Method;
 
+    /// Listener `k` of these tests, apart from the DNS tests' addresses in the same process.
     fn addr(k: u8) -> SocketAddr {
-        let pid = std::process::id();
-        let port = {
-            let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
-            probe.local_addr().expect("its address").port()
-        };
-        SocketAddr::from(([127, (pid >> 8) as u8 | 1, pid as u8, 100 + k], port))
+        crate::test_support::loopback_addr(100 + k)
     }
 
     fn key(last: u8) -> ServiceKey {
