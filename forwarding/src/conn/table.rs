@@ -995,7 +995,7 @@ impl ConnTable {
     }
 
     /// Third pass of [`Self::slot_hint`]: load the entry named by the first slot of the
-    /// tuple's run (from its home slot, at most [`PREFETCH_PROBE`] slots) whose fingerprint
+    /// tuple's run (from its home slot, at most 16 slots) whose fingerprint
     /// matches, and an IPv6 entry's address block. Plain loads, no `unsafe`.
     #[inline]
     pub fn prefetch_entry(&self, hint: SlotHint) {
@@ -1946,7 +1946,9 @@ impl ConnTable {
 
     /// Advance the expiry sweep to `now`, doing at most about `budget` units of work (one per
     /// entry examined or bucket visited). Returns the number of entries removed. Call it once
-    /// per batch (or per idle poll) with a small budget, e.g. 64.
+    /// per batch (or per idle poll) with a small budget, e.g. 64. While two or more due
+    /// entries are pending, what removing the next 8 of them reads is loaded
+    /// first (`prefetch_pending`), so that their cache misses overlap.
     pub fn expire(&mut self, now: Time, budget: u32) -> u32 {
         let now_ms = now.0 / 1_000_000;
         let now32 = now_ms as u32;
