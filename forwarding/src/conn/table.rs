@@ -2591,6 +2591,11 @@ impl ConnTable {
                 self.index.occupied()
             ));
         }
+        let (entries, pool, seed) = (&self.entries, &self.pool, self.seed);
+        self.index.check(|w| match entries.get((w >> 1) as usize) {
+            Some(e) => key_hash(seed, pool, e, w & 1 == 1),
+            None => 0,
+        })?;
         for (i, e) in self.entries.iter().enumerate() {
             if e.flags & USED != 0 && e.n_control() != n_control[i] {
                 return Err(format!(
