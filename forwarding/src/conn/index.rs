@@ -8,7 +8,7 @@
 //! the home are nearly independent and the slot count need not be a power of two. A probe reads
 //! slots from the home until an empty one; only slots whose fingerprint matches cost an entry
 //! comparison, done by the caller's closure (1 in 2^fingerprint_bits of the others: 1 in 256
-//! at 1 Mi connections, 1 in 32 at 16 Mi). Deletion shifts later slots of the run backwards
+//! at 1 Mi connections, 1 in 16 at 16 Mi). Deletion shifts later slots of the run backwards
 //! (Knuth's Algorithm R, TAOCP vol. 3 §6.4), so there are no tombstones and churn does not
 //! lengthen probes; it needs the home of each later slot of the run, which the displacement
 //! gives, so only for a slot displaced by 3 or more does the deletion ask the caller for the
