@@ -4,7 +4,8 @@
 //! * `established/{nat-in,nat-out,dr,tun,fullnat-in,fullnat-out}`: a TCP ACK of an established
 //!   connection, flows visited in a random order (the table's memory access is the cost);
 //! * `established-batch/…`: the same frames, 32 at a time through `Pipeline::process_batch`
-//!   (connection-table slots prefetched for the whole batch); figures are per frame;
+//!   (at 1 M connections the batch's connection-table slots are prefetched first; at 1 K,
+//!   below `PREFETCH_FROM`, the frames are processed in turn); figures are per frame;
 //! * `new-flow/nat`: a SYN of a connection never seen, scheduled (rr) and inserted, in steady
 //!   state: time advances so that as many connections expire (SYN_RECV, 60 s) as arrive, with the
 //!   worker's amortised expiry (64 units of work per frame) — the table stays at the size.

@@ -82,6 +82,13 @@ impl<'a> Frame<'a> {
         true
     }
 
+    /// Shorten the frame to `len` bytes (keeping the start); a frame no longer than `len` stays
+    /// as it is.
+    #[inline]
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
     /// Set the frame length (keeping the start). Returns false if it would not fit the buffer.
     #[must_use]
     pub fn set_len(&mut self, len: usize) -> bool {
@@ -109,6 +116,11 @@ mod tests {
         assert!(f.set_len(64));
         assert!(f.pull_front(10));
         assert!(!f.pull_front(55));
+        // 54 bytes from 10: truncate only shortens.
+        f.truncate(60);
+        assert_eq!((f.head(), f.len()), (10, 54));
+        f.truncate(40);
+        assert_eq!((f.head(), f.len(), f.tailroom()), (10, 40, 14));
         let f = Frame::new(&mut buf, 100, 100);
         assert_eq!((f.head(), f.len()), (64, 0));
     }

@@ -140,9 +140,13 @@ pub struct Network {
     routes: Vec<(Route, Option<Hop>)>,
     /// The IPv4 routes of `routes`, in the same order: (network, mask, index into `routes`).
     v4_routes: Vec<(u32, u32, usize)>,
-    /// For each of `v4_routes`: a gateway route's resolved hop as a [`LinkV4`], `Some(None)`
-    /// when it is unresolved or tagged, `None` for an on-link route.
-    v4_links: Vec<Option<Option<LinkV4>>>,
+    /// `v4_routes` but the default routes (prefix 0) with, instead of the index, a gateway
+    /// route's resolved hop as a [`LinkV4`]: `Some(None)` when it is unresolved or tagged,
+    /// `None` for an on-link route (one scan finds the route and its link).
+    v4_links: Vec<(u32, u32, Option<Option<LinkV4>>)>,
+    /// The same for the first IPv4 default route (what matches when none of `v4_links`
+    /// does); `None` also when there is none.
+    v4_default: Option<Option<LinkV4>>,
     neighbours: FastMap<IpAddr, Mac>,
     generation: u64,
     /// VLANs by port index (missing: untagged only).
@@ -172,6 +176,7 @@ impl Network {
             routes,
             v4_routes,
             v4_links: Vec::new(),
+            v4_default: None,
             neighbours: FastMap::default(),
             generation: next_generation(),
             vlans: Vec::new(),
@@ -241,14 +246,21 @@ impl Network {
             let (route, _) = self.routes[i];
             self.routes[i].1 = route.via.and_then(|gw| self.hop_via(route.port, gw));
         }
-        self.v4_links = self
+        let links: Vec<_> = self
             .v4_routes
             .iter()
-            .map(|&(_, _, i)| {
+            .map(|&(net, mask, i)| {
                 let (route, hop) = &self.routes[i];
-                route.via.map(|_| hop.as_ref().and_then(LinkV4::of))
+                (
+                    net,
+                    mask,
+                    route.via.map(|_| hop.as_ref().and_then(LinkV4::of)),
+                )
             })
             .collect();
+        // Longest prefix first: the default routes are last.
+        self.v4_default = links.iter().find(|(_, m, _)| *m == 0).and_then(|l| l.2);
+        self.v4_links = links.into_iter().filter(|(_, m, _)| *m != 0).collect();
     }
 
     fn hop_via(&self, port: PortId, next: IpAddr) -> Option<Hop> {
@@ -295,9 +307,11 @@ impl Network {
 
     /// [`Self::gateway_hop_v4`] as a [`LinkV4`]: `Some(None)` also for a tagged hop.
     #[inline(always)]
-    pub fn gateway_link_v4(&self, dst: u32) -> Option<Option<LinkV4>> {
-        let i = self.v4_routes.iter().position(|(n, m, _)| dst & m == *n)?;
-        *self.v4_links.get(i)?
+    pub fn gateway_link_v4(&self, dst: u32) -> Option<Option<&LinkV4>> {
+        match self.v4_links.iter().find(|(n, m, _)| dst & m == *n) {
+            Some(route) => route.2.as_ref().map(Option::as_ref),
+            None => self.v4_default.as_ref().map(Option::as_ref),
+        }
     }
 
     /// A port's MAC address as [`mac_word`] gives it (0: all zeros, i.e. not known), or `None`
@@ -388,5 +402,79 @@ mod tests {
             None,
             "no v6 route"
         );
+    }
+
+    /// `gateway_link_v4` is `next_hop` through a gateway route (`None` for on-link routes and
+    /// no route, `Some(None)` for an unresolved gateway), default routes included: none, one,
+    /// two (the first wins), an on-link one, specific routes before and among them.
+    #[test]
+    fn gateway_link_v4_agrees_with_next_hop() {
+        let route = |dst: &str, prefix_len: u8, via: Option<&str>, port: u16| Route {
+            dst: dst.parse().unwrap(),
+            prefix_len,
+            via: via.map(|v| v.parse().unwrap()),
+            port: PortId(port),
+        };
+        let sets = [
+            vec![],
+            vec![route("198.19.0.0", 24, None, 1)],
+            vec![
+                route("0.0.0.0", 0, Some("198.18.0.1"), 0),
+                route("198.19.0.0", 24, None, 1),
+            ],
+            vec![
+                route("198.19.0.0", 16, Some("198.19.0.9"), 1),
+                route("0.0.0.0", 0, None, 0),
+                route("0.0.0.0", 0, Some("198.18.0.1"), 0),
+                route("198.19.7.0", 24, None, 1),
+            ],
+            vec![
+                route("0.0.0.0", 0, Some("198.18.0.5"), 0),
+                route("0.0.0.0", 0, Some("198.18.0.1"), 0),
+                route("198.18.0.0", 15, Some("198.19.0.9"), 1),
+            ],
+        ];
+        let ports = net().ports;
+        for routes in sets {
+            let mut n = Network::new(ports.clone(), routes.clone());
+            let dsts = [
+                "198.18.7.7",
+                "198.19.0.10",
+                "198.19.7.1",
+                "203.0.113.1",
+                "0.0.0.0",
+            ];
+            for resolved in [false, true] {
+                if resolved {
+                    for gw in ["198.18.0.1", "198.18.0.5", "198.19.0.9"] {
+                        n.set_neighbour(gw.parse().unwrap(), [2, 0, 0, 0, 9, 9]);
+                    }
+                }
+                for d in dsts {
+                    let a: Ipv4Addr = d.parse().unwrap();
+                    // The first of the longest matching routes (the sort is stable).
+                    let best = routes
+                        .iter()
+                        .filter(|r| prefix_match(r.dst, r.prefix_len, IpAddr::V4(a)))
+                        .fold(None::<&Route>, |best, r| match best {
+                            Some(b) if b.prefix_len >= r.prefix_len => Some(b),
+                            _ => Some(r),
+                        });
+                    let want = match best {
+                        Some(r) if r.via.is_some() => {
+                            Some(n.next_hop(IpAddr::V4(a)).as_ref().and_then(LinkV4::of))
+                        }
+                        _ => None,
+                    };
+                    let got = n.gateway_link_v4(a.to_bits());
+                    assert_eq!(got.is_some(), want.is_some(), "{d} in {routes:?}");
+                    assert_eq!(
+                        got.flatten().map(|l| (l.port, l.macs)),
+                        want.flatten().map(|l| (l.port, l.macs)),
+                        "{d} in {routes:?}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -350,6 +350,8 @@ pub struct Pipeline {
     backend_limits: Vec<Option<(u32, u64, Bucket)>>,
     /// Whether frames may take the established-flow path (`fast`); off only to compare.
     fast_path: bool,
+    /// Live connections from which `process_batch` prefetches ([`PREFETCH_FROM`]).
+    prefetch_from: u32,
 }
 
 /// A backend's next hop, valid while the network's generation and the address are unchanged.
@@ -404,6 +406,13 @@ fn ms32(now: Time) -> u32 {
 /// Frames per prefetch round of [`Pipeline::process_batch`] (AF_XDP rings hand out batches of
 /// about this size; 32 slots' loads fit in the CPU's miss buffers).
 pub const BATCH: usize = 32;
+
+/// Live connections from which [`Pipeline::process_batch`] loads a batch's table slots
+/// before processing its frames, unless [`Pipeline::set_batch_prefetch_from`] says otherwise. Each connection's frames touch about three cache lines (its
+/// two index slots and its entry), so below this many the table's working set (≤ ~3 MiB) is
+/// mostly cache resident and the extra passes cost more instructions than the misses they
+/// overlap.
+pub const PREFETCH_FROM: u32 = 16_384;
 
 /// The type of the first chunk of an SCTP packet (after the 12-byte common header).
 fn first_sctp_chunk(data: &[u8], p: &Packet) -> Option<u8> {
@@ -517,6 +526,7 @@ impl Pipeline {
             svc_limits: Vec::new(),
             backend_limits: Vec::new(),
             fast_path: true,
+            prefetch_from: PREFETCH_FROM,
             cfg: PipelineConfig {
                 max_backends,
                 ..cfg
@@ -708,10 +718,32 @@ impl Pipeline {
     /// Turn one frame into a verdict. The frame is rewritten in place (and may grow into its
     /// headroom for TUN); `ingress` is the port it arrived on.
     pub fn process(&mut self, now: Time, ingress: PortId, frame: &mut Frame) -> Verdict {
+        self.process_inline(now, ingress, None, frame)
+    }
+
+    /// The MAC address word ([`mac_word`](crate::net::mac_word)) frames arriving on `ingress`
+    /// must be sent to, 0 for any (not known, or no such port): what the established-flow
+    /// path's L2 check compares with.
+    #[inline(always)]
+    fn port_mac(&self, ingress: PortId) -> u64 {
+        self.net.port_mac_word(ingress).unwrap_or(0)
+    }
+
+    /// [`Self::process`], inlined into its callers ([`Self::process_batch`]'s loop); `mac`:
+    /// [`Self::port_mac`] of `ingress` if the caller has it (else looked up here).
+    #[inline(always)]
+    fn process_inline(
+        &mut self,
+        now: Time,
+        ingress: PortId,
+        mac: Option<u64>,
+        frame: &mut Frame,
+    ) -> Verdict {
         match parse_v4(frame.data()).filter(|_| self.fast_path) {
             Some(f) => {
+                let mac = mac.unwrap_or_else(|| self.port_mac(ingress));
                 let h = self.conns.hash_v4(f.proto, f.src, f.sport, f.dst, f.dport);
-                self.process_v4(now, ingress, frame, f, h)
+                self.process_v4(now, ingress, mac, frame, f, h)
             }
             None => self.process_other(now, ingress, frame),
         }
@@ -725,17 +757,39 @@ impl Pipeline {
         self.fast_path = on;
     }
 
+    /// The live connections from which [`Self::process_batch`] loads a batch's table slots
+    /// first ([`PREFETCH_FROM`] unless set): 0 always, `u32::MAX` never. Either way the
+    /// verdicts, frames, counters and state are the same; only the instructions and the
+    /// overlap of cache misses differ.
+    pub fn set_batch_prefetch_from(&mut self, live: u32) {
+        self.prefetch_from = live;
+    }
+
+    /// [`Self::process`] with the ingress port's MAC word looked up by the caller, out of line
+    /// for [`Self::process_batch`]'s loop (its own registers).
+    #[inline(never)]
+    fn process_with_mac(
+        &mut self,
+        now: Time,
+        ingress: PortId,
+        mac: u64,
+        frame: &mut Frame,
+    ) -> Verdict {
+        self.process_inline(now, ingress, Some(mac), frame)
+    }
+
     /// `process_v4` out of line for [`Self::process_batch`]'s loop (its own registers).
     #[inline(never)]
     fn process_v4_batched(
         &mut self,
         now: Time,
         ingress: PortId,
+        mac: u64,
         frame: &mut Frame,
         f: wire::parse::FastV4,
         h: u32,
     ) -> Verdict {
-        self.process_v4(now, ingress, frame, f, h)
+        self.process_v4(now, ingress, mac, frame, f, h)
     }
 
     /// [`Self::process`] for a frame the established-flow path's reader does not take.
@@ -748,10 +802,11 @@ impl Pipeline {
 
     /// Turn a batch of frames that arrived on `ingress` into verdicts: `verdicts[i]` for
     /// `frames[i]`, for the first `min(frames.len(), verdicts.len())` frames. Same verdicts,
-    /// frames, counters and connection state as [`Self::process`] on each frame in order, but
-    /// the connection-table slots of up to [`BATCH`] frames are loaded first
-    /// ([`ConnTable::slot_hint`] and its two prefetch passes), so their cache misses
-    /// overlap instead of following one another (what matters with a large table). [`Self::last_decision`] describes the last frame.
+    /// frames, counters and connection state as [`Self::process`] on each frame in order. With
+    /// at least [`PREFETCH_FROM`] live connections the connection-table slots of up to [`BATCH`]
+    /// frames are loaded first ([`ConnTable::slot_hint`] and its two prefetch passes), so their
+    /// cache misses overlap instead of following one another; with fewer, each frame is
+    /// [`Self::process`]ed in turn. [`Self::last_decision`] describes the last frame.
     pub fn process_batch(
         &mut self,
         now: Time,
@@ -760,6 +815,14 @@ impl Pipeline {
         verdicts: &mut [Verdict],
     ) {
         let n = frames.len().min(verdicts.len());
+        // Looked up once for the batch (the network changes only with `install`).
+        let mac = self.port_mac(ingress);
+        if self.conns.len() < self.prefetch_from {
+            for (f, v) in frames[..n].iter_mut().zip(verdicts[..n].iter_mut()) {
+                *v = self.process_with_mac(now, ingress, mac, f);
+            }
+            return;
+        }
         for (frames, verdicts) in frames[..n]
             .chunks_mut(BATCH)
             .zip(verdicts.chunks_mut(BATCH))
@@ -768,27 +831,20 @@ impl Pipeline {
             // parsed here for their hint only and again when processed (rare frames: IPv6,
             // tagged, ICMP, …).
             let mut fast = [None; BATCH];
-            // Tight loops of loads, so that many of them are in flight at once: the hashes,
-            // then the index slots of the whole batch, then the entries they name.
             let mut hints = [SlotHint::default(); BATCH];
             for ((f, v4), hint) in frames.iter().zip(fast.iter_mut()).zip(hints.iter_mut()) {
                 *v4 = parse_v4(f.data()).filter(|_| self.fast_path);
-                if let Some(f) = v4 {
-                    *hint = self
+                *hint = match v4 {
+                    Some(f) => self
                         .conns
-                        .slot_hint_v4(f.proto, f.src, f.sport, f.dst, f.dport);
-                } else if let Parsed::Ip(p) = parse(f.data()) {
-                    if !p.icmp_error && p.has_ports() {
-                        *hint = self.conns.slot_hint(&Tuple {
-                            proto: p.proto,
-                            src: p.src,
-                            sport: p.sport,
-                            dst: p.dst,
-                            dport: p.dport,
-                        });
-                    }
-                }
+                        .slot_hint_v4(f.proto, f.src, f.sport, f.dst, f.dport),
+                    None => self.other_hint(f.data()),
+                };
             }
+            // Tight loops of loads, so that many of them are in flight at once (a load that
+            // misses holds its place in the CPU's reorder buffer: in the parse loop above, a
+            // few frames' misses would fill it): the index slots of the whole batch, then the
+            // entries they name.
             for hint in &mut hints[..frames.len()] {
                 self.conns.prefetch_slot(hint);
             }
@@ -804,10 +860,27 @@ impl Pipeline {
                 .zip(&hints)
             {
                 *v = match *v4 {
-                    Some(v4) => self.process_v4_batched(now, ingress, f, v4, hint.hash()),
+                    Some(v4) => self.process_v4_batched(now, ingress, mac, f, v4, hint.hash()),
                     None => self.process_other(now, ingress, f),
                 };
             }
+        }
+    }
+
+    /// The slot hint of a frame the established-flow path's reader does not take (nothing
+    /// for one without a connection tuple).
+    #[cold]
+    #[inline(never)]
+    fn other_hint(&self, data: &[u8]) -> SlotHint {
+        match parse(data) {
+            Parsed::Ip(p) if !p.icmp_error && p.has_ports() => self.conns.slot_hint(&Tuple {
+                proto: p.proto,
+                src: p.src,
+                sport: p.sport,
+                dst: p.dst,
+                dport: p.dport,
+            }),
+            _ => SlotHint::default(),
         }
     }
 

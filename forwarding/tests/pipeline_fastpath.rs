@@ -218,11 +218,14 @@ proptest! {
         frames in prop::collection::vec((0u8..8, 0u8..4, 0u8..10, any::<bool>()), 1..150),
         cuts in prop::collection::vec(1usize..70, 1..10),
         short_verdicts in any::<bool>(),
+        prefetch in any::<bool>(),
     ) {
         let frames: Vec<(PortId, Vec<u8>)> =
             frames.into_iter().map(|(c, m, k, v6)| mixed_frame(c, m, k, v6)).collect();
         let mut one = pipeline_with(&services(), 1024);
         let mut batch = pipeline_with(&services(), 1024);
+        // The prefetching passes (for large tables) or frame by frame.
+        batch.set_batch_prefetch_from(if prefetch { 0 } else { u32::MAX });
         let now = Time::from_secs(5);
         let expect: Vec<(Verdict, Vec<u8>)> =
             frames.iter().map(|(port, f)| run_one(&mut one, now, *port, f)).collect();
@@ -414,7 +417,13 @@ fn equivalence_frame(c: u8, m: u8, kind: u8, variant: u8, v6: bool) -> (PortId, 
         6 => (FRONT, into.tcp(cport, tport).flags(variant).build()),
         7 => (FRONT, into.tcp(cport, tport).fin().ack().build()),
         8 => (FRONT, into.tcp(cport, tport).rst().build()),
-        9 | 10 => (FRONT, into.udp(cport, uport).payload(&[c; 9]).build()),
+        // UDP payloads of 9 to 24 bytes: frames shorter and longer than a TCP header's end.
+        9 | 10 => (
+            FRONT,
+            into.udp(cport, uport)
+                .payload(&vec![c; 9 + usize::from(variant % 16)])
+                .build(),
+        ),
         11 => (FRONT, into.udp(cport, uport).udp_zero_checksum().build()),
         12..=14 => (BACK, reply().tcp(bport(tport), rport).ack().build()),
         15 => (
@@ -423,7 +432,10 @@ fn equivalence_frame(c: u8, m: u8, kind: u8, variant: u8, v6: bool) -> (PortId, 
         ),
         16 => (
             BACK,
-            reply().udp(bport(uport), rport).payload(&[1, 2, 3]).build(),
+            reply()
+                .udp(bport(uport), rport)
+                .payload(&vec![1; 3 + usize::from(variant % 16)])
+                .build(),
         ),
         17 => {
             // TTL 0, 1, 2 toward the backend or the client.
@@ -682,4 +694,54 @@ fn removed_backend_leaves_the_fast_path() {
     p.apply(&s, vec![]).unwrap();
     let (v, _) = process(&mut p, now, FRONT, &ack);
     assert_eq!(v, Verdict::Drop(DropReason::BackendGone));
+}
+
+/// Every method's established connection, then frames with TTL 0, 1 and 2 toward the backend
+/// and toward the client: the established-flow path leaves TTL expiry to the full pipeline
+/// with the frame unchanged (same frames, verdicts, answers and counters with it on and off).
+/// `fast_path_equivalence` draws these frames too, but rarely on an established connection.
+#[test]
+fn ttl_expiry_leaves_the_fast_path() {
+    let make = |fast: bool| {
+        let cfg = xvs_forwarding::PipelineConfig {
+            connections: 256,
+            v6_connections: 256,
+            local_addresses: vec![IpAddr::V4(LOCAL4), IpAddr::V6(local6())],
+            ..xvs_forwarding::PipelineConfig::default()
+        };
+        let mut p = Pipeline::new(cfg, &equivalence_services(), vec![], network()).unwrap();
+        p.set_fast_path(fast);
+        p
+    };
+    let (mut fast, mut full) = (make(true), make(false));
+    let now = Time::from_secs(10);
+    for m in 0..4u8 {
+        // SYN, ACK (established), then TTL 0 / 1 / 2 inbound (variants 0-2) and in reply
+        // (variants 4-6, FullNAT toward its first local port), then an ACK again.
+        let steps = [
+            (0, 0),
+            (2, 0),
+            (17, 0),
+            (17, 1),
+            (17, 2),
+            (17, 4),
+            (17, 5),
+            (17, 6),
+            (2, 0),
+        ];
+        for (kind, variant) in steps {
+            let (port, frame) = equivalence_frame(0, m, kind, variant, false);
+            let got = process(&mut fast, now, port, &frame);
+            let want = process(&mut full, now, port, &frame);
+            assert_eq!(got, want, "method {m} kind {kind} variant {variant}");
+            assert_eq!(
+                fast.last_answer(),
+                full.last_answer(),
+                "method {m} kind {kind}"
+            );
+        }
+    }
+    assert_eq!(fast.counters(), full.counters());
+    assert_eq!(fast.service_traffic(), full.service_traffic());
+    assert_eq!(fast.backend_traffic(), full.backend_traffic());
 }

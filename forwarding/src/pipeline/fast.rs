@@ -18,11 +18,11 @@
 //!    `on_packet`'s timer refresh and nothing else; refused for SYN-proxied and IPv6 entries,
 //!    a timer that would move earlier, a backend that was removed, and inbound packets while
 //!    this worker is a sync master (the full path sends sync messages for those);
-//! 4. the rewrite with the next hop from the per-backend cache (toward a backend) or the
-//!    gateway route (toward a client): NAT / FullNAT / DR with
-//!    [`forward_v4`] (TTL − 1, the method's address and port changes, each checksum updated
-//!    once), TUN with [`rewrite::encap_ipip_v4`]; the new MAC addresses, the traffic
-//!    counters and the decision.
+//! 4. the rewrite, one arm per method and direction, with the next hop from the per-backend
+//!    cache (toward a backend) or the gateway route (toward a client): NAT / FullNAT / DR with
+//!    [`forward_parsed_v4`] (TTL − 1, the method's address and port changes, each checksum
+//!    updated once; the length and protocol those of the parser), TUN with
+//!    [`encap_parsed_ipip_v4`]; the new MAC addresses, the traffic counters and the decision.
 //!
 //! Everything else — VLAN tags, IPv6, IP options, fragments, ICMP, SCTP, other L2
 //! destinations, state changes, SYN proxy, sync, removed backends, TTL expiry, MTU trouble,
@@ -39,7 +39,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use crate::conn::{ConnId, ConnV4, Direction, Method, TouchV4};
 use crate::net::{Hop, LinkV4};
 use crate::wire::parse::{parse_v4, FastV4};
-use crate::wire::rewrite::{self, forward_v4};
+use crate::wire::proto::TCP;
+use crate::wire::rewrite::{encap_parsed_ipip_v4, forward_parsed_v4};
 use crate::wire::{parse, Frag, Packet, Parsed};
 use crate::{DropReason, Frame, PortId, Time, Verdict};
 
@@ -71,17 +72,19 @@ enum Slow {
 
 impl Pipeline {
     /// [`Self::process`] for a frame [`parse_v4`](crate::wire::parse::parse_v4) accepted,
-    /// whose tuple hashes to `h` ([`ConnTable::hash_v4`](crate::conn::ConnTable::hash_v4)).
+    /// whose tuple hashes to `h` ([`ConnTable::hash_v4`](crate::conn::ConnTable::hash_v4)),
+    /// `mac` being [`Self::port_mac`] of `ingress`.
     #[inline(always)]
     pub(super) fn process_v4(
         &mut self,
         now: Time,
         ingress: PortId,
+        mac: u64,
         frame: &mut Frame,
         f: FastV4,
         h: u32,
     ) -> Verdict {
-        match self.fast_v4(now, ingress, frame, f, h) {
+        match self.fast_v4(now, mac, frame, f, h) {
             Ok(port) => {
                 // `account` of a forwarded frame (`record` set the decision).
                 self.answered = None;
@@ -100,18 +103,15 @@ impl Pipeline {
     fn fast_v4(
         &mut self,
         now: Time,
-        ingress: PortId,
+        mac: u64,
         frame: &mut Frame,
         f: FastV4,
         h: u32,
     ) -> Result<PortId, Slow> {
-        // `hygiene::l2` of an untagged frame: unicast and, when the port's MAC is known, its.
+        // `hygiene::l2` of an untagged frame: unicast and, when the port's MAC is known
+        // (`mac`, 0 if not), its.
         let dst = f.dst_mac;
-        let to_us = dst & 1 == 0
-            && self
-                .net
-                .port_mac_word(ingress)
-                .is_none_or(|mac| mac == 0 || dst == mac);
+        let to_us = dst & 1 == 0 && (mac == 0 || dst == mac);
         if !to_us {
             return Err(Slow::Start);
         }
@@ -141,7 +141,7 @@ impl Pipeline {
         );
         match found {
             TouchV4::Steady(id, dir, c) => self
-                .rewrite_v4(frame, &c, dir, false)
+                .rewrite_v4(frame, &c, dir, false, f.ip_end, f.proto == TCP)
                 .ok_or(Slow::Rewrite(id, dir)),
             TouchV4::Other => Err(Slow::Lookup),
             TouchV4::Miss => Err(Slow::Miss),
@@ -151,8 +151,8 @@ impl Pipeline {
     /// The cached next hop toward backend `backend` at IPv4 address `addr` (host order) if it
     /// is current and untagged (`next_hop`'s cache hit).
     #[inline(always)]
-    fn cached_hop_v4(&self, backend: BackendId, addr: u32) -> Option<LinkV4> {
-        self.cached_fast_hop_v4(backend, addr).map(|f| f.link)
+    fn cached_hop_v4(&self, backend: BackendId, addr: u32) -> Option<&LinkV4> {
+        self.cached_fast_hop_v4(backend, addr).map(|f| &f.link)
     }
 
     /// [`Self::cached_hop_v4`] with the port's IPv4 address.
@@ -237,8 +237,8 @@ impl Pipeline {
         dir: Direction,
         new_conn: bool,
     ) -> Verdict {
-        if self.fast_path && is_fast(&p) {
-            if let Some(port) = self.rewrite_v4(frame, c, dir, new_conn) {
+        if let (true, Ok(end)) = (self.fast_path && is_fast(&p), u32::try_from(p.ip_end)) {
+            if let Some(port) = self.rewrite_v4(frame, c, dir, new_conn, end, p.proto == TCP) {
                 return Verdict::Tx(port);
             }
         }
@@ -246,8 +246,9 @@ impl Pipeline {
     }
 
     /// `rewrite_frame` for an unfragmented IPv4 TCP / UDP packet (as
-    /// [`parse_v4`](crate::wire::parse::parse_v4) accepts it, its fields read from the frame)
-    /// of an IPv4 connection, when the next hop is cached (inbound) or found (outbound) and
+    /// [`parse_v4`](crate::wire::parse::parse_v4) accepts it; `ip_end` and `tcp` its end in the
+    /// frame and protocol as the parser read them, the other fields read from the frame) of an
+    /// IPv4 connection, when the next hop is cached (inbound) or found (outbound) and
     /// untagged, the method keeps the packet's size (not TUN inbound), the TTL is above 1, the
     /// packet fits the MTU and (UDP) carries a checksum: the same bytes, traffic counters and
     /// decision, and the port of its `Verdict::Tx`. `None` with nothing changed otherwise:
@@ -259,42 +260,84 @@ impl Pipeline {
         c: &ConnV4,
         dir: Direction,
         new_conn: bool,
+        ip_end: u32,
+        tcp: bool,
     ) -> Option<PortId> {
         let [client, vaddr, daddr, laddr] = c.addrs;
         let [cport, vport, dport, lport] = c.ports;
-        let (src, dst) = match (c.method, dir) {
-            (Method::Nat, Direction::In) => (None, Some((daddr, dport))),
-            (Method::Nat, Direction::Out) => (Some((vaddr, vport)), None),
-            (Method::FullNat, Direction::In) => (Some((laddr, lport)), Some((daddr, dport))),
-            (Method::FullNat, Direction::Out) => (Some((vaddr, vport)), Some((client, cport))),
-            (Method::Dr, Direction::In) => (None, None),
-            (Method::Dr | Method::Tunnel, Direction::Out) => (None, None),
-            (Method::Tunnel, Direction::In) => return self.tunnel_v4(frame, c, new_conn),
-        };
-        // `next_hop`: toward the backend from its cache, toward the client through a
-        // gateway route (a cache miss or an on-link client is resolved by the full path).
-        let LinkV4 { port, mtu, macs } = match dir {
-            Direction::In => self.cached_hop_v4(c.backend, daddr)?,
-            Direction::Out => match self.net.gateway_link_v4(client) {
-                Some(link) => link?,
-                None => LinkV4::of(&self.on_link_hop(client)?)?,
-            },
-        };
-        // The packet's length, read again from its header (what `parse_v4` read).
-        const L3: usize = FastV4::L3;
-        const L4: usize = FastV4::L4;
-        let d = frame.data_mut();
-        let &[b0, b1] = d.get(L3 + 2..L3 + 4)? else {
-            return None;
-        };
-        let bytes = usize::from(u16::from_be_bytes([b0, b1]));
-        let ip_end = L3 + bytes;
-        if bytes > usize::from(mtu) || !forward_v4(d, L3, L4, ip_end, src, dst) {
-            // Nothing changed (too big, TTL ≤ 1, UDP without a checksum).
-            return None;
+        let shape = (ip_end, tcp);
+        // Each method's address and port changes, as `rewrite_frame` makes them; one arm per
+        // method and direction, each with its own copy of the rewrite.
+        match (c.method, dir) {
+            (Method::Nat, Direction::In) => {
+                self.forward_in_v4(frame, c, new_conn, shape, None, Some((daddr, dport)))
+            }
+            (Method::Nat, Direction::Out) => {
+                self.forward_out_v4(frame, c, new_conn, shape, Some((vaddr, vport)), None)
+            }
+            (Method::FullNat, Direction::In) => {
+                let (src, dst) = (Some((laddr, lport)), Some((daddr, dport)));
+                self.forward_in_v4(frame, c, new_conn, shape, src, dst)
+            }
+            (Method::FullNat, Direction::Out) => {
+                let (src, dst) = (Some((vaddr, vport)), Some((client, cport)));
+                self.forward_out_v4(frame, c, new_conn, shape, src, dst)
+            }
+            (Method::Dr, Direction::In) => {
+                self.forward_in_v4(frame, c, new_conn, shape, None, None)
+            }
+            (Method::Dr | Method::Tunnel, Direction::Out) => {
+                self.forward_out_v4(frame, c, new_conn, shape, None, None)
+            }
+            (Method::Tunnel, Direction::In) => self.tunnel_v4(frame, c, new_conn, ip_end),
         }
-        // The link header in place (`rewrite::set_link` for an untagged hop): the MACs.
-        d[..12].copy_from_slice(&macs);
+    }
+
+    /// [`Self::rewrite_v4`] toward a backend: `next_hop` from its cache.
+    #[inline(always)]
+    fn forward_in_v4(
+        &mut self,
+        frame: &mut Frame,
+        c: &ConnV4,
+        new_conn: bool,
+        shape: (u32, bool),
+        src: Option<(u32, u16)>,
+        dst: Option<(u32, u16)>,
+    ) -> Option<PortId> {
+        let link = self.cached_hop_v4(c.backend, c.addrs[2])?;
+        let port = forward_link_v4(frame, shape, link, src, dst)?;
+        self.record_v4(c, Direction::In, new_conn, shape.0);
+        Some(port)
+    }
+
+    /// [`Self::rewrite_v4`] toward a client: `next_hop` through a gateway route (a cache miss
+    /// or an on-link client is resolved by the full path).
+    #[inline(always)]
+    fn forward_out_v4(
+        &mut self,
+        frame: &mut Frame,
+        c: &ConnV4,
+        new_conn: bool,
+        shape: (u32, bool),
+        src: Option<(u32, u16)>,
+        dst: Option<(u32, u16)>,
+    ) -> Option<PortId> {
+        let client = c.addrs[0];
+        let port = match self.net.gateway_link_v4(client) {
+            Some(link) => forward_link_v4(frame, shape, link?, src, dst)?,
+            None => {
+                let link = LinkV4::of(&self.on_link_hop(client)?)?;
+                forward_link_v4(frame, shape, &link, src, dst)?
+            }
+        };
+        self.record_v4(c, Direction::Out, new_conn, shape.0);
+        Some(port)
+    }
+
+    /// The traffic counters and the decision of a packet of `c` forwarded by
+    /// [`Self::rewrite_v4`] (`ip_end`: its end in the frame, as the parser read it).
+    #[inline(always)]
+    fn record_v4(&mut self, c: &ConnV4, dir: Direction, new_conn: bool, ip_end: u32) {
         self.record(
             Decision {
                 service: ServiceId(c.service),
@@ -303,30 +346,31 @@ impl Pipeline {
                 direction: dir,
                 new_conn,
             },
-            bytes,
+            (ip_end as usize).saturating_sub(FastV4::L3),
         );
-        // Ethernet padding and trailers stay behind: `forward_v4` checked that the packet
-        // ends inside the frame, so the frame only shrinks (which cannot fail).
-        if frame.len() > ip_end {
-            let shrunk = frame.set_len(ip_end);
-            debug_assert!(shrunk);
-        }
-        Some(port)
     }
 
     /// `rewrite_frame` + `tunnel` for an IPv4 packet to an IPv4 TUN backend whose next hop is
     /// cached and untagged: IPIP encapsulation with the egress port's address as the outer
-    /// source and the inner TTL − 1 ([`rewrite::encap_ipip_v4`]), the same bytes, counters,
+    /// source and the inner TTL − 1 ([`encap_parsed_ipip_v4`]), the same bytes, counters,
     /// decision, IPv4 identification and port of its `Verdict::Tx`. `None` with nothing
     /// changed when the full path has to decide (TTL ≤ 1, too big, no headroom, no IPv4 address on the port, an
     /// uncached hop).
     #[inline(always)]
-    fn tunnel_v4(&mut self, frame: &mut Frame, c: &ConnV4, new_conn: bool) -> Option<PortId> {
+    fn tunnel_v4(
+        &mut self,
+        frame: &mut Frame,
+        c: &ConnV4,
+        new_conn: bool,
+        ip_end: u32,
+    ) -> Option<PortId> {
         let h = self.cached_fast_hop_v4(c.backend, c.addrs[2])?;
         let (hop, src) = (h.link, h.port_v4?);
         let id = self.ip_id.wrapping_add(1);
+        // The inner packet's length as the parser read it.
+        let inner = (ip_end as usize).checked_sub(FastV4::L3)?;
         // The outer header carries the decremented TTL; the inner TTL − 1 after it.
-        let bytes = rewrite::encap_ipip_v4(frame, src, c.addrs[2], id, hop.mtu, &hop.macs)?;
+        let bytes = encap_parsed_ipip_v4(frame, inner, src, c.addrs[2], id, hop.mtu, &hop.macs)?;
         self.ip_id = id;
         self.record(
             Decision {
@@ -340,4 +384,35 @@ impl Pipeline {
         );
         Some(hop.port)
     }
+}
+
+/// The rest of [`Pipeline::rewrite_v4`] once the next hop `link` is known: the MTU, TTL − 1 and
+/// the `src` / `dst` changes ([`forward_parsed_v4`]), the MACs and the frame's end; the port
+/// the frame leaves by. `shape`: the packet's end in the frame and whether it is TCP, as the
+/// parser read them. `None` with nothing changed when the packet is too big, its TTL ≤ 1 or
+/// (UDP) it has no checksum.
+#[inline(always)]
+fn forward_link_v4(
+    frame: &mut Frame,
+    (ip_end, tcp): (u32, bool),
+    link: &LinkV4,
+    src: Option<(u32, u16)>,
+    dst: Option<(u32, u16)>,
+) -> Option<PortId> {
+    // The packet's length as the parser read it.
+    let bytes = ip_end.checked_sub(FastV4::L3 as u32)?;
+    if bytes > u32::from(link.mtu) {
+        return None;
+    }
+    let d = frame.data_mut();
+    if !forward_parsed_v4(d, tcp, src, dst) {
+        // Nothing changed (TTL ≤ 1, UDP without a checksum).
+        return None;
+    }
+    // The link header in place (`rewrite::set_link` for an untagged hop): the MACs.
+    *d.first_chunk_mut::<12>()? = link.macs;
+    // Ethernet padding and trailers stay behind (the parser checked that the packet ends
+    // inside the frame).
+    frame.truncate(ip_end as usize);
+    Some(link.port)
 }

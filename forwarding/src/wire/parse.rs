@@ -281,7 +281,9 @@ pub fn parse_v4(data: &[u8]) -> Option<FastV4> {
         tos: h[L3 + 1],
         df: h[L3 + 6] & 0x40 != 0,
         ip_end: L3 as u32 + u32::from(total),
-        dst_mac: u64::from_le_bytes([h[0], h[1], h[2], h[3], h[4], h[5], 0, 0]),
+        // One 8-byte load: the destination and two bytes of the source, masked off.
+        dst_mac: u64::from_le_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]])
+            & 0xffff_ffff_ffff,
     })
 }
 

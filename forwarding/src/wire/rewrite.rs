@@ -350,6 +350,39 @@ pub fn forward_v4(
     }
 }
 
+/// [`forward_v4`] for a frame [`parse_v4`](super::parse::parse_v4) accepted (untagged
+/// Ethernet, IPv4 without options at offset 14, the transport header at 34 and inside the
+/// packet), `tcp` telling its protocol (TCP, else UDP): the protocol and lengths are those the
+/// parser checked, not read again. The same bytes as [`forward_v4`]; false with nothing
+/// changed when the frame is shorter than the transport header's checksum field, the TTL is
+/// ≤ 1 or a UDP checksum is 0.
+#[inline(always)]
+pub fn forward_parsed_v4(
+    data: &mut [u8],
+    tcp: bool,
+    src: Option<(u32, u16)>,
+    dst: Option<(u32, u16)>,
+) -> bool {
+    if tcp {
+        v4_headers::<18>(data).is_some_and(|(ip, t)| forward_v4_at(ip, t, false, src, dst))
+    } else {
+        v4_headers::<8>(data).is_some_and(|(ip, u)| forward_v4_at(ip, u, true, src, dst))
+    }
+}
+
+/// The IPv4 header and the transport header's first `N` bytes of an untagged frame (options
+/// excluded by the caller), or `None` when the frame is shorter.
+#[inline(always)]
+fn v4_headers<const N: usize>(data: &mut [u8]) -> Option<(&mut [u8; IPV4_LEN], &mut [u8; N])> {
+    let (head, l4) = data
+        .get_mut(..ETH_LEN + IPV4_LEN + N)?
+        .split_at_mut(ETH_LEN + IPV4_LEN);
+    Some((
+        <&mut [u8; IPV4_LEN]>::try_from(&mut head[ETH_LEN..]).ok()?,
+        <&mut [u8; N]>::try_from(l4).ok()?,
+    ))
+}
+
 /// [`forward_v4`] on the IPv4 header `ip` and the transport header's first `N` bytes `l4`,
 /// its checksum in the last two. The sums are taken over the words as they lie in memory
 /// (the one's-complement sum does not depend on byte order, RFC 1071 §2(B)): only the new
@@ -505,11 +538,8 @@ pub fn check_mtu(p: &Packet, mtu: u16) -> Result<(), WireError> {
 /// ECN on encapsulation (RFC 6040 "normal mode", the kernel's `INET_ECN_encapsulate`): the
 /// outer TOS is the inner one, except that CE becomes ECT(0).
 pub fn outer_tos(inner: u8) -> u8 {
-    if inner & 3 == 3 {
-        (inner & !3) | 2
-    } else {
-        inner
-    }
+    // Both ECN bits set (CE, 0b11): clear the low one (ECT(0), 0b10); else unchanged.
+    inner ^ (inner & (inner >> 1) & 1)
 }
 
 /// Where [`encap`] puts the inner packet: `p` with its offsets moved behind `link` and the
@@ -634,33 +664,48 @@ pub fn encap_ipip_v4(
         return None;
     };
     let inner_len = usize::from(u16::from_be_bytes([h[L3 + 2], h[L3 + 3]]));
-    let (tos, ttl, df) = (h[L3 + 1], h[L3 + 8], h[L3 + 6] & 0x40 != 0);
+    if h[12..14] != [0x08, 0x00] || h[L3] != 0x45 || inner_len < IPV4_LEN {
+        return None;
+    }
+    encap_parsed_ipip_v4(frame, inner_len, src, dst, id, mtu, link)
+}
+
+/// [`encap_ipip_v4`] for a frame whose Ethernet and IPv4 headers the caller has checked
+/// (untagged, IPv4 without options at offset 14, a total length `inner_len` ≥ 20: what
+/// [`parse_v4`](super::parse::parse_v4) checks): the same bytes and result without checking
+/// them again. The inner TOS, TTL and DF are read where the header lies once the frame has
+/// grown; the frame is put back as it was when the TTL is ≤ 1.
+#[inline(always)]
+pub fn encap_parsed_ipip_v4(
+    frame: &mut Frame,
+    inner_len: usize,
+    src: u32,
+    dst: u32,
+    id: u16,
+    mtu: u16,
+    link: &[u8; 12],
+) -> Option<usize> {
+    const L3: usize = ETH_LEN;
+    const FRONT: usize = ETH_LEN + IPV4_LEN;
     let total = IPV4_LEN + inner_len;
-    if h[12..14] != [0x08, 0x00]
-        || h[L3] != 0x45
-        || inner_len < IPV4_LEN
-        || L3 + inner_len > frame.len()
-        || ttl <= 1
-        || total > usize::from(mtu)
-        || total > usize::from(u16::MAX)
-    {
+    // (`mtu` is a u16: a total within it fits the length field.)
+    if total > usize::from(mtu) || L3 + inner_len > frame.len() {
         return None;
     }
     if !frame.push_front(IPV4_LEN) {
         return None;
     }
-    // Drop the Ethernet padding after the inner packet (shrinking always fits).
-    if !frame.set_len(FRONT + inner_len) {
+    // The grown frame holds the new header and the old Ethernet + IPv4 headers (the packet
+    // was inside the frame).
+    let Some(d) = frame.data_mut().first_chunk_mut::<{ FRONT + IPV4_LEN }>() else {
+        let _ = frame.pull_front(IPV4_LEN);
+        return None;
+    };
+    let (tos, ttl, df) = (d[FRONT + 1], d[FRONT + 8], d[FRONT + 6] & 0x40 != 0);
+    if ttl <= 1 {
         let _ = frame.pull_front(IPV4_LEN);
         return None;
     }
-    let Some(Ok(d)) = frame
-        .data_mut()
-        .get_mut(..FRONT + IPV4_LEN)
-        .map(<&mut [u8; FRONT + IPV4_LEN]>::try_from)
-    else {
-        return None;
-    };
     let (id, frag) = if df { (0, 0x4000u16) } else { (id, 0) };
     let words = [
         0x4500_0000 | u32::from(outer_tos(tos)) << 16 | total as u32,
@@ -683,6 +728,8 @@ pub fn encap_ipip_v4(
     let old = u64::from(!u16::from_be_bytes([d[c], d[c + 1]]));
     let s = !checksum::fold64(old + 0xfeff);
     d[c..c + 2].copy_from_slice(&s.to_be_bytes());
+    // Drop the Ethernet padding after the inner packet.
+    frame.truncate(FRONT + inner_len);
     Some(inner_len)
 }
 
