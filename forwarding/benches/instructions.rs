@@ -11,7 +11,7 @@
 //!
 //! Cases (IPv4 TCP, 1 K connections, the same frames as `benches/pipeline.rs`):
 //! `established/{nat-in,nat-out,dr,tun,fullnat-in,fullnat-out}` (one client or backend ACK of an
-//! established connection, connections in random order), `established-batch/nat-in` (the same
+//! established connection, connections in random order), `established-batch/{nat-in,nat-out,dr}` (the same
 //! through `process_batch`, per frame) and `new-flow/nat` (a SYN of a new client: parse, lookup
 //! miss, scheduling (rr) and insert; steady state with 1 K connections, the expiry work
 //! `housekeeping(now, 64)` per frame counted separately as `new-flow/housekeeping`).
@@ -21,6 +21,11 @@
 //!
 //! `XVS_INSN_FRAMES` sets the frames per case (default 20000); `XVS_INSN_OUT=DIR` keeps
 //! callgrind's output per case in DIR for `callgrind_annotate` instead of discarding it.
+//! `XVS_INSN_CONNECTIONS=N` runs the cases with N connections instead of 1000 (the setup then
+//! takes minutes under Valgrind at 1 M). `XVS_INSN_CACHE=1` adds callgrind's cache simulation
+//! (`--cache-sim=yes`, last level as `XVS_INSN_LL`, default `33554432,16,64`: this machine's
+//! 32 MiB L3) and prints, beside the instructions, the simulated L1 data misses and
+//! last-level data misses per frame: deterministic, unlike the time they cost.
 
 #[path = "../tests/common/mod.rs"]
 #[allow(unused_imports)]
@@ -36,7 +41,7 @@ use xvs_forwarding::pipeline::BATCH;
 use xvs_forwarding::{Frame, Method, Pipeline, PortId, Time, Verdict};
 
 const CONNECTIONS: u32 = 1000;
-const CASES: [&str; 9] = [
+const CASES: [&str; 11] = [
     "established/nat-in",
     "established/nat-out",
     "established/dr",
@@ -44,6 +49,8 @@ const CASES: [&str; 9] = [
     "established/fullnat-in",
     "established/fullnat-out",
     "established-batch/nat-in",
+    "established-batch/nat-out",
+    "established-batch/dr",
     "new-flow/nat",
     "new-flow/housekeeping",
 ];
@@ -70,20 +77,30 @@ fn insn_measured_housekeeping(p: &mut Pipeline, now: Time) -> u32 {
     p.housekeeping(now, 64)
 }
 
+/// Connections of every case: `XVS_INSN_CONNECTIONS`, else [`CONNECTIONS`].
+fn connections() -> u32 {
+    std::env::var("XVS_INSN_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(CONNECTIONS)
+}
+
 /// Run `frames` frames of `case` (the child side, under callgrind).
 fn child(case: &str, frames: u64) -> Result<(), String> {
     let now = Time::from_secs(2);
     let mut buf = vec![0u8; HEADROOM + 2048];
+    let connections = connections();
     if let Some(rest) = case.strip_prefix("new-flow/") {
-        let mut p = pipeline(2 * CONNECTIONS + 4096);
-        let step = 60_000_000_000 / u64::from(CONNECTIONS);
+        let mut p = pipeline(2 * connections + 4096);
+        let step = 60_000_000_000 / u64::from(connections);
         let mut now = Time::from_secs(10);
         let syn = |i: u32| {
             let (c, cport) = client(i);
             frame_in(c, IpAddr::V4(VIP4)).tcp(cport, 80).syn().build()
         };
         let mut next = 0u32;
-        for _ in 0..CONNECTIONS {
+        for _ in 0..connections {
             now.0 += step;
             p.housekeeping(now, 64);
             run_one(&mut p, now, FRONT, &syn(next), &mut buf);
@@ -125,7 +142,7 @@ fn child(case: &str, frames: u64) -> Result<(), String> {
         "fullnat-out" => (Method::FullNat, true),
         _ => return Err(format!("unknown case {case}")),
     };
-    let (mut p, ins, outs) = established(m, CONNECTIONS);
+    let (mut p, ins, outs) = established(m, connections);
     let (frames_in, port) = if out { (&outs, BACK) } else { (&ins, FRONT) };
     let want = if out {
         Verdict::Tx(FRONT)
@@ -169,8 +186,14 @@ fn child(case: &str, frames: u64) -> Result<(), String> {
     Ok(())
 }
 
-/// Run `case` under callgrind and return instructions per frame.
-fn measure(case: &str, frames: u64) -> Result<f64, String> {
+/// Per frame: instructions and, with the cache simulation, L1 and last-level data misses.
+struct Counts {
+    instructions: f64,
+    misses: Option<(f64, f64)>,
+}
+
+/// Run `case` under callgrind and return its counts per frame.
+fn measure(case: &str, frames: u64, cache: Option<&str>) -> Result<Counts, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let out_file = match std::env::var_os("XVS_INSN_OUT") {
         Some(d) => format!(
@@ -180,19 +203,23 @@ fn measure(case: &str, frames: u64) -> Result<f64, String> {
         ),
         None => "/dev/null".into(),
     };
-    let toggle = if case == "established-batch/nat-in" {
+    let toggle = if case.starts_with("established-batch/") {
         "*insn_measured_batch*"
     } else if case == "new-flow/housekeeping" {
         "*insn_measured_housekeeping*"
     } else {
         "*insn_measured*"
     };
-    let o = Command::new("valgrind")
-        .args([
-            "--tool=callgrind",
-            &format!("--toggle-collect={toggle}"),
-            &format!("--callgrind-out-file={out_file}"),
-        ])
+    let mut cmd = Command::new("valgrind");
+    cmd.args([
+        "--tool=callgrind",
+        &format!("--toggle-collect={toggle}"),
+        &format!("--callgrind-out-file={out_file}"),
+    ]);
+    if let Some(ll) = cache {
+        cmd.args(["--cache-sim=yes", &format!("--LL={ll}")]);
+    }
+    let o = cmd
         .arg(&exe)
         .env("XVS_INSN_CASE", case)
         .env("XVS_INSN_FRAMES", frames.to_string())
@@ -202,21 +229,41 @@ fn measure(case: &str, frames: u64) -> Result<f64, String> {
     if !o.status.success() {
         return Err(format!("{case}: valgrind exited {}: {err}", o.status));
     }
-    // "==PID== Collected : N"
-    let collected = err
+    // "==PID== Collected : Ir" or, with the cache simulation,
+    // "==PID== Collected : Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw"
+    let collected: Vec<u64> = err
         .lines()
-        .find_map(|l| {
-            l.split_once("Collected :")
-                .map(|(_, n)| n.trim().to_string())
+        .find_map(|l| l.split_once("Collected :").map(|(_, n)| n.to_string()))
+        .map(|n| {
+            n.split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect()
         })
-        .and_then(|n| n.parse::<u64>().ok())
         .ok_or_else(|| format!("{case}: no 'Collected' line in valgrind's output: {err}"))?;
-    if collected == 0 {
-        return Err(format!(
-            "{case}: callgrind counted nothing in {toggle} (symbol not found?)"
-        ));
+    let per = |x: u64| x as f64 / frames as f64;
+    // Callgrind leaves out trailing counts that are 0.
+    let mut collected = collected;
+    if cache.is_some() && !collected.is_empty() && collected.len() < 9 {
+        collected.resize(9, 0);
     }
-    Ok(collected as f64 / frames as f64)
+    let misses = match (cache, collected.as_slice()) {
+        (None, [_]) => None,
+        (Some(_), [_, _, _, _, d1r, d1w, _, dlr, dlw]) => Some((per(d1r + d1w), per(dlr + dlw))),
+        _ => {
+            return Err(format!(
+                "{case}: unexpected 'Collected' counts {collected:?} in valgrind's output"
+            ))
+        }
+    };
+    match collected.first() {
+        Some(&ir) if ir > 0 => Ok(Counts {
+            instructions: per(ir),
+            misses,
+        }),
+        _ => Err(format!(
+            "{case}: callgrind counted nothing in {toggle} (symbol not found?)"
+        )),
+    }
 }
 
 fn main() {
@@ -233,16 +280,30 @@ fn main() {
     }
     // `cargo bench -- FILTER` passes FILTER (and `--bench`); run the cases containing it.
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--"));
+    let cache = std::env::var("XVS_INSN_CACHE")
+        .is_ok_and(|v| v == "1")
+        .then(|| std::env::var("XVS_INSN_LL").unwrap_or_else(|_| "33554432,16,64".into()));
+    let connections = connections();
     println!(
-        "instructions per frame (callgrind, {frames} frames per case, {CONNECTIONS} IPv4 TCP connections)"
+        "instructions per frame (callgrind, {frames} frames per case, {connections} IPv4 TCP connections)"
     );
+    if let Some(ll) = &cache {
+        println!("cache simulation, last level {ll}: instructions, L1 data misses, LL data misses");
+    }
     let mut failed = false;
     for case in CASES {
         if filter.as_deref().is_some_and(|f| !case.contains(f)) {
             continue;
         }
-        match measure(case, frames) {
-            Ok(n) => println!("{case:<28} {n:>8.1}"),
+        match measure(case, frames, cache.as_deref()) {
+            Ok(Counts {
+                instructions,
+                misses: None,
+            }) => println!("{case:<28} {instructions:>8.1}"),
+            Ok(Counts {
+                instructions,
+                misses: Some((d1, ll)),
+            }) => println!("{case:<28} {instructions:>8.1} {d1:>8.2} {ll:>8.2}"),
             Err(e) => {
                 eprintln!("{e}");
                 failed = true;
