@@ -1348,6 +1348,7 @@ impl Pipeline {
 
     /// Schedule a new connection: the service's shared scheduler (a table or a lock-free
     /// scheduler without a lock, any other locked for this pick only).
+    #[inline(always)]
     fn pick(&self, sid: ServiceId, flow: &Flow, now: Time) -> Option<BackendId> {
         let svc = self.snap.svcs.get(sid.0 as usize)?;
         let i = svc
