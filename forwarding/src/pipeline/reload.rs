@@ -167,7 +167,7 @@ impl SharedScheduler {
     }
 
     /// [`Scheduler::pick`].
-    #[inline]
+    #[inline(always)]
     pub(super) fn pick(
         &self,
         flow: &Flow,
