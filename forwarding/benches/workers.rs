@@ -1,6 +1,6 @@
 //! The cost of a new connection on one worker against two workers of one director (the
-//! shared state: rr's cursor moved by compare-and-swap, wrr's scheduler locked per new
-//! connection, wlc picked without a lock, mh a table; the per-backend counts one row per
+//! shared state: rr's cursor and wrr's position and current weight each one word moved by
+//! compare-and-swap, wlc picked without a lock, mh a table; the per-backend counts one row per
 //! worker, which every wlc pick reads). Each worker is a thread with its own pipeline on one
 //! `Shared`; in every measured round each thread opens the same number of new TCP connections
 //! (a SYN never seen: service lookup, schedule, insert, NAT rewrite) at the same time as the
