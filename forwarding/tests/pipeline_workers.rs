@@ -1,6 +1,6 @@
 //! Several workers of one director: pipelines built on one `Shared` state decide exactly as one
-//! kernel (one pipeline) does for the same order of new connections — rr and wrr cursors, lc/wlc counts
-//! and the OVERLOAD thresholds are the director's, not each worker's.
+//! kernel (one pipeline) does for the same order of new connections — rr and wrr cursors,
+//! lc/wlc counts and the OVERLOAD thresholds are the director's, not each worker's.
 
 mod common;
 

@@ -373,7 +373,7 @@ mod tests {
             let mut t = s.lock_free().expect("weights fit an int");
             let f = flow([10, 0, 0, 1], 1000);
             for k in 0..300 {
-                if next(&mut x) % 40 == 0 {
+                if next(&mut x).is_multiple_of(40) {
                     let change = match next(&mut x) % 3 {
                         0 => {
                             list.insert(0, be(fresh, any_weight(&mut x)));
@@ -397,9 +397,9 @@ mod tests {
                     t = u.lock_free().expect("weights fit an int");
                 }
                 let mut load = TestLoad::default();
-                let all = next(&mut x) % 10 == 0;
+                let all = next(&mut x).is_multiple_of(10);
                 for b in &list {
-                    load.overload(b.id.0, all || next(&mut x) % 4 == 0);
+                    load.overload(b.id.0, all || next(&mut x).is_multiple_of(4));
                 }
                 let want = s.pick(&f, &list, &load, Time(0));
                 assert_eq!(
