@@ -1127,7 +1127,10 @@ impl Pipeline {
         if let Some(r) = hygiene::martian(&p, &self.snap.vips) {
             return Verdict::Drop(r);
         }
-        if p.proto == proto::TCP && self.snap.svcs[sid.0 as usize].synproxy {
+        let svc = &self.snap.svcs[sid.0 as usize];
+        let (synproxy, persistent, one_packet) =
+            (svc.synproxy, svc.persistence.is_some(), svc.one_packet);
+        if p.proto == proto::TCP && synproxy {
             return self.synproxy_new(now, ingress, frame, p, sid);
         }
         // Protocol gate (`tcp_conn_schedule`, `sctp_conn_schedule`): only a SYN without RST
@@ -1160,11 +1163,7 @@ impl Pipeline {
         // The embryonic budget: a SYN recycles the oldest half-open entry rather than finding
         // the table full (a persistent service may need a template too).
         if p.proto == proto::TCP && self.cfg.defense.embryonic_share > 0 {
-            let need = if self.snap.svcs[sid.0 as usize].persistence.is_some() {
-                2
-            } else {
-                1
-            };
+            let need = if persistent { 2 } else { 1 };
             // `make_room`'s own first test, inline: room and under budget needs no call.
             let full = self.conns.capacity() - self.conns.len() < need;
             let over = self.conns.embryonic() >= self.embryonic_max;
@@ -1179,7 +1178,7 @@ impl Pipeline {
         let (backend, control) = (new.backend, new.control);
         self.service_traffic[sid.0 as usize].conns += 1;
         self.backend_traffic[backend.0 as usize].conns += 1;
-        if self.snap.svcs[sid.0 as usize].one_packet && p.proto == proto::UDP {
+        if one_packet && p.proto == proto::UDP {
             // One-packet scheduling: no entry is kept (IPVS frees it right after the packet).
             self.release_template(control, now);
             if self.sync_master.is_some() {
@@ -1310,9 +1309,10 @@ impl Pipeline {
                 return Err(Verdict::Drop(DropReason::BackendRateLimit));
             }
         }
-        let b = self.snap.backends[backend.0 as usize].clone();
-        let local = if b.method == Method::FullNat {
-            match self.alloc_local(p.proto, b.addr, dport, now) {
+        let b = &self.snap.backends[backend.0 as usize];
+        let (daddr, method) = (b.addr, b.method);
+        let local = if method == Method::FullNat {
+            match self.alloc_local(p.proto, daddr, dport, now) {
                 Some(l) => Some(l),
                 None => {
                     self.release_template(control, now);
@@ -1328,12 +1328,12 @@ impl Pipeline {
             cport: p.sport,
             vaddr: p.dst,
             vport: p.dport,
-            daddr: b.addr,
+            daddr,
             dport,
             local,
             backend,
             service: sid.0,
-            method: b.method,
+            method,
             control,
         })
     }
@@ -1348,6 +1348,7 @@ impl Pipeline {
 
     /// Schedule a new connection: the service's shared scheduler (a table or a lock-free
     /// scheduler without a lock, any other locked for this pick only).
+    #[inline(always)]
     fn pick(&self, sid: ServiceId, flow: &Flow, now: Time) -> Option<BackendId> {
         let svc = self.snap.svcs.get(sid.0 as usize)?;
         let i = svc

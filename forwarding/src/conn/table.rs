@@ -260,17 +260,18 @@ fn v4_fields(c: &NewConn) -> Option<([u32; 4], [u16; 4])> {
     if c.backend.0 > BACKEND_MASK || c.service > MAX_SERVICE {
         return None;
     }
-    let (laddr, lport) = match (c.method, c.local) {
-        (Method::FullNat, Some(l)) => l,
-        _ => (c.client, c.cport),
+    let (IpAddr::V4(a), IpAddr::V4(b), IpAddr::V4(d)) = (c.client, c.vaddr, c.daddr) else {
+        return None;
     };
-    match (c.client, c.vaddr, c.daddr, laddr) {
-        (IpAddr::V4(a), IpAddr::V4(b), IpAddr::V4(d), IpAddr::V4(l)) => Some((
-            [a.to_bits(), b.to_bits(), d.to_bits(), l.to_bits()],
-            [c.cport, c.vport, c.dport, lport],
-        )),
-        _ => None,
-    }
+    let (l, lport) = match (c.method, c.local) {
+        (Method::FullNat, Some((IpAddr::V4(l), lport))) => (l, lport),
+        (Method::FullNat, Some(_)) => return None,
+        _ => (a, c.cport),
+    };
+    Some((
+        [a.to_bits(), b.to_bits(), d.to_bits(), l.to_bits()],
+        [c.cport, c.vport, c.dport, lport],
+    ))
 }
 
 /// Record that an entry's timer was armed with `timeout` from its timeout table (a template

@@ -38,7 +38,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use crate::conn::{ConnId, ConnV4, Direction, Method, TouchV4};
 use crate::net::{Hop, LinkV4};
-use crate::wire::parse::{parse_v4, FastV4};
+use crate::wire::parse::{reread_v4, FastV4};
 use crate::wire::proto::TCP;
 use crate::wire::rewrite::{encap_parsed_ipip_v4, forward_parsed_v4};
 use crate::wire::{parse, Frag, Packet, Parsed};
@@ -192,9 +192,9 @@ impl Pipeline {
         frame: &mut Frame,
         slow: Slow,
     ) -> Verdict {
-        // The frame is unchanged: reading it again gives the packet `parse_v4` accepted (and
-        // `parse` would give).
-        let Some(p) = parse_v4(frame.data()).map(|f| f.packet()) else {
+        // The frame is unchanged since `parse_v4` accepted it: reading its fields again gives
+        // the packet `parse_v4` read (and `parse` would give).
+        let Some(p) = reread_v4(frame.data()) else {
             let parsed = parse(frame.data());
             return self.verdict(now, ingress, frame, parsed);
         };

@@ -169,7 +169,7 @@ impl SharedScheduler {
     }
 
     /// [`Scheduler::pick`].
-    #[inline]
+    #[inline(always)]
     pub(super) fn pick(
         &self,
         flow: &Flow,
