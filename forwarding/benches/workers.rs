@@ -1,20 +1,20 @@
 //! The cost of a new connection on one worker against two workers of one director (the
-//! shared state: rr's scheduler locked per new connection, wlc picked without a lock, mh a
-//! table; the per-backend counts one row per worker, which every wlc pick reads). Each worker
-//! is a thread with its own pipeline on one `Shared`; in every measured round each thread
-//! opens the same number of new TCP connections (a SYN never seen: service lookup, schedule,
-//! insert, NAT rewrite) at the same time as the other, so the scheduler's mutex and the
-//! counts' cache lines are contended as hard as two cores opening connections back to back
-//! can contend them — the worst case, not the usual one. (When another process takes one of
-//! the cores, the threads run in turns and the contention shrinks; `benches/scaling.rs`
-//! counts only what ran at once.)
+//! shared state: rr's cursor and wrr's position and current weight each one word moved by
+//! compare-and-swap, wlc picked without a lock, mh a table; the per-backend counts one row per
+//! worker, which every wlc pick reads). Each worker is a thread with its own pipeline on one
+//! `Shared`; in every measured round each thread opens the same number of new TCP connections
+//! (a SYN never seen: service lookup, schedule, insert, NAT rewrite) at the same time as the
+//! other, so the scheduler's mutex and the counts' cache lines are contended as hard as two
+//! cores opening connections back to back can contend them — the worst case, not the usual
+//! one. (When another process takes one of the cores, the threads run in turns and the
+//! contention shrinks; `benches/scaling.rs` counts only what ran at once.)
 //!
-//! Cases `new-flow-workers/{rr,wlc,mh}/{1,2}`: scheduler of the one NAT service (3 backends;
-//! mh with 1000), 1 or 2 workers. The figure is CPU time per new connection (the threads'
-//! `CLOCK_THREAD_CPUTIME_ID` summed, divided by all connections opened): with perfect scaling
-//! it is the same for 1 and 2 workers. Steady state as in `pipeline.rs`'s `new-flow`: each
-//! worker's clock advances so that connections expire (SYN_RECV, 60 s) as fast as they come,
-//! about 1000 per worker in the table.
+//! Cases `new-flow-workers/{rr,wrr,wlc,mh}/{1,2}`: scheduler of the one NAT service (3
+//! backends, wrr's of weights 4, 3, 2; mh with 1000), 1 or 2 workers. The figure is CPU time
+//! per new connection (the threads' `CLOCK_THREAD_CPUTIME_ID` summed, divided by all
+//! connections opened): with perfect scaling it is the same for 1 and 2 workers. Steady state
+//! as in `pipeline.rs`'s `new-flow`: each worker's clock advances so that connections expire
+//! (SYN_RECV, 60 s) as fast as they come, about 1000 per worker in the table.
 //!
 //! `cargo bench -p xvs-forwarding --bench workers`
 
@@ -112,8 +112,14 @@ fn bench(c: &mut Criterion<ThreadCpu>) {
     let mut g = c.benchmark_group("new-flow-workers");
     g.throughput(Throughput::Elements(1));
     g.measurement_time(Duration::from_secs(4));
-    for (name, backends) in [("rr", 3), ("wlc", 3), ("mh", 1000)] {
-        let svc = nat_service(name, backends);
+    for (name, backends) in [("rr", 3), ("wrr", 3), ("wlc", 3), ("mh", 1000)] {
+        let mut svc = nat_service(name, backends);
+        if name == "wrr" {
+            // Weights 4, 3, 2: a cycle of 9 picks over three rounds of cw.
+            for (b, w) in svc.backends.iter_mut().zip([4, 3, 2]) {
+                b.weight = w;
+            }
+        }
         for workers in [1u16, 2] {
             let mut ws = director(&svc, workers);
             g.bench_function(format!("{name}/{workers}"), |b| {

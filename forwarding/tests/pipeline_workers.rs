@@ -1,6 +1,6 @@
 //! Several workers of one director: pipelines built on one `Shared` state decide exactly as one
-//! kernel (one pipeline) does for the same order of new connections — rr cursors, lc/wlc counts
-//! and the OVERLOAD thresholds are the director's, not each worker's.
+//! kernel (one pipeline) does for the same order of new connections — rr and wrr cursors,
+//! lc/wlc counts and the OVERLOAD thresholds are the director's, not each worker's.
 
 mod common;
 
@@ -221,6 +221,49 @@ fn concurrent_workers_share_one_rr_cursor() {
     for b in 11..=13 {
         assert_eq!(tally(&picks, b), 500);
     }
+}
+
+/// Two workers open connections at the same time through wrr (no lock: its position and
+/// current weight are one word moved by compare-and-swap): together they get the first picks of
+/// one director's sequence, each backend as often as there.
+#[test]
+fn concurrent_workers_share_one_wrr_state() {
+    let weighted = |n: u8, w: u32| Backend {
+        weight: w,
+        ..backend(n, 0)
+    };
+    let svc = [service(
+        "wrr",
+        vec![weighted(11, 4), weighted(12, 3), weighted(13, 2)],
+    )];
+    let per_worker = 900u16;
+    let mut one = director(1, &svc);
+    let want: Vec<Option<u8>> = (0..2 * per_worker)
+        .map(|k| open(&mut one[0], 1024 + k, false))
+        .collect();
+    let workers = director(2, &svc);
+    let start = Arc::new(std::sync::Barrier::new(2));
+    let handles: Vec<_> = workers
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut p)| {
+            let start = start.clone();
+            std::thread::spawn(move || {
+                start.wait();
+                (0..per_worker)
+                    .map(|k| open(&mut p, 1024 + k * 2 + i as u16, false))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let picks: Vec<Option<u8>> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    for b in 11..=13 {
+        assert_eq!(tally(&picks, b), tally(&want, b), "backend {b}");
+    }
+    assert!(picks.iter().all(Option::is_some), "{picks:?}");
 }
 
 /// Two workers open connections at the same time through wlc (no lock: it reads the shared

@@ -354,16 +354,18 @@ mod tests {
         }
     }
 
-    /// Exactly the schedulers without state of their own and rr pick through `&self`, and that
-    /// pick (and the scheduler it gives back) answers as `pick` does, pick after pick, for
+    /// Exactly the schedulers without state of their own, rr and wrr pick through `&self`, and
+    /// that pick (and the scheduler it gives back) answers as `pick` does, pick after pick, for
     /// loads with ties, OVERLOAD, weight 0 and `active > weight`.
     #[test]
     fn lock_free_picks_answer_as_pick() {
         use crate::load::testutil::{be, flow, TestLoad};
         use crate::Change;
-        let lock_free = ["lc", "wlc", "sed", "nq", "fo", "ovf", "rr"];
+        let lock_free = ["lc", "wlc", "sed", "nq", "fo", "ovf", "rr", "wrr"];
         for name in SCHEDULER_NAMES {
             let mut s = new_scheduler(name, &SchedFlags::NONE).unwrap();
+            let list = vec![be(1, 2), be(2, 0), be(3, 1), be(4, 3), be(5, 1)];
+            s.update(&list, Change::Init);
             let Some(t) = s.lock_free() else {
                 assert!(!lock_free.contains(&name), "{name}: lock-free");
                 continue;
@@ -373,8 +375,6 @@ mod tests {
                 s.table().is_none() && !s.table_only(),
                 "{name}: not a table"
             );
-            let list = vec![be(1, 2), be(2, 0), be(3, 1), be(4, 3), be(5, 1)];
-            s.update(&list, Change::Init);
             let mut back = t.to_scheduler();
             assert_eq!(back.name(), name);
             let mut x = 0x9e37_79b9_7f4a_7c15u64;

@@ -55,13 +55,13 @@
 //! weights). The forwarding crate keeps one set of counts for all workers (atomics written only
 //! when a connection is bound, unbound or changes between active and inactive, as the kernel's
 //! `atomic_t` counts are) and one scheduler instance per service, which every worker locks only
-//! to schedule a new connection: wrr cursors, lblc / lblcr tables and the twos random stream
-//! advance once per new connection whichever worker asks, so N workers decide exactly as one
-//! kernel does for the same order of new connections. lc, wlc, sed, nq, fo and ovf keep no
-//! state between picks (their types have no fields) and rr's state is one cursor;
-//! [`Scheduler::lock_free`] gives their pick through `&self` (rr's cursor an atomic moved by
-//! compare-and-swap, so each pick is one step of the kernel's sequence), which workers make
-//! without a lock.
+//! to schedule a new connection: lblc / lblcr tables and the twos random stream advance once
+//! per new connection whichever worker asks, so N workers decide exactly as one kernel does
+//! for the same order of new connections. lc, wlc, sed, nq, fo and ovf keep no state between
+//! picks (their types have no fields), rr's state is one cursor and wrr's pick changes only its
+//! position and current weight; [`Scheduler::lock_free`] gives their pick through `&self` (rr's
+//! cursor, wrr's position and current weight, an atomic word moved by compare-and-swap, so each
+//! pick is one step of the kernel's sequence), which workers make without a lock.
 //!
 //! A scheduler is cloned ([`SchedulerClone::clone_box`]) when its service changes: the control
 //! plane updates the clone off the packet path and publishes it. Schedulers whose state is only
@@ -85,6 +85,8 @@
 //!   words are not the kernel's CSPRNG output.
 //! * wrr, like the kernel, may walk the list up to `max weight / gcd` times in one pick when most
 //!   backends are OVERLOADed (bounded, at most 65535 passes with ipvsadm's weights).
+//! * wrr's lock-free pick ([`Scheduler::lock_free`]) keeps the list position in 32 bits: on a
+//!   list of `u32::MAX` backends or more it fails.
 //! * The `none` scheduler of ipvsadm is not a scheduler here: a service without one never calls
 //!   `pick`.
 //! * maglev is not an IPVS scheduler; see its module for how it follows Katran.
@@ -309,7 +311,8 @@ pub trait Scheduler: Send + std::fmt::Debug + SchedulerClone {
     }
     /// For a scheduler that keeps no state at all between picks (lc, wlc, sed, nq, fo, ovf:
     /// the kernel's versions take no lock either; they read only the backend list and
-    /// [`Load`]), or whose state is one word (rr's cursor, then an atomic): a copy as a pick
+    /// [`Load`]), or whose state a pick changes is one word (rr's cursor, wrr's position and
+    /// current weight, then an atomic): a copy as a pick
     /// through `&self`, which any number of threads can make at once without a lock (`None`
     /// for the others). Its answers are [`Scheduler::pick`]'s, in the order the picks take
     /// effect.

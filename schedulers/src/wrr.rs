@@ -12,10 +12,24 @@
 //! and `mw`; `cw` is kept unless it is 0 or above the new `mw` (then `cw = mw`), and is rounded
 //! to `(cw / di) * di + 1` when `di > 1`. Hence a service built by `-A` then one `-a` per backend
 //! starts with `cw = 1`: one pass over every backend before the weighted rounds.
+//!
+//! Shared by several workers ([`Scheduler::lock_free`]), the state a pick changes (`cl` and
+//! `cw`) is one atomic word; `mw` and `di` change only on update, which builds a new shared
+//! scheduler. A pick reads the word, computes the kernel's next pick from it (a failing pick
+//! moves `cl` and `cw` too) and stores the result with a compare-and-swap from the value it
+//! read, starting over from the new value when another worker's pick took effect first. Each
+//! pick that takes effect is then one step of the sequence a single kernel would produce, in
+//! the order of the swaps. The word holds `cw` as an `i32` (the kernel's `int`: weights are
+//! read as `int`, so `mw` and every stored `cw` fit) and `cl` as a `u32` whose largest value is
+//! the head; a scheduler whose `cw`, `mw` or `di` does not fit an `i32` has no lock-free pick,
+//! and a lock-free pick on a list of `u32::MAX` backends or more fails.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 
 use crate::hash::gcd;
 use crate::load::weight;
-use crate::{BackendView, Change, Flow, Load, Scheduler, Time};
+use crate::{BackendView, Change, Flow, Load, Scheduler, TablePick, Time};
 
 #[derive(Debug, Default, Clone)]
 pub struct WeightedRoundRobin {
@@ -73,6 +87,16 @@ impl Scheduler for WeightedRoundRobin {
         }
     }
 
+    fn lock_free(&self) -> Option<Arc<dyn TablePick>> {
+        i32::try_from(self.mw).ok()?;
+        i32::try_from(self.di).ok()?;
+        Some(Arc::new(SharedWeightedRoundRobin {
+            state: AtomicU64::new(encode(self.cl, self.cw)?),
+            mw: self.mw,
+            di: self.di,
+        }))
+    }
+
     fn pick(
         &mut self,
         _flow: &Flow,
@@ -118,6 +142,80 @@ impl Scheduler for WeightedRoundRobin {
                 stop = last;
             }
         }
+    }
+}
+
+/// `cl` in the word's high half: this value is the list head.
+const HEAD: u32 = u32::MAX;
+
+/// `(cl, cw)` as one word: `cl` in the high 32 bits (the head as [`HEAD`]), `cw` as an `i32` in
+/// the low 32 bits. `None` when a position is [`HEAD`] or above, or `cw` does not fit an `i32`.
+fn encode(cl: Option<usize>, cw: i64) -> Option<u64> {
+    let cl = match cl {
+        None => HEAD,
+        Some(i) => u32::try_from(i).ok().filter(|&i| i != HEAD)?,
+    };
+    let cw = i32::try_from(cw).ok()?;
+    Some(u64::from(cl) << 32 | u64::from(cw as u32))
+}
+
+/// The `(cl, cw)` of a word made by [`encode`].
+fn decode(state: u64) -> (Option<usize>, i64) {
+    let cl = (state >> 32) as u32;
+    let cw = i64::from(state as u32 as i32);
+    ((cl != HEAD).then_some(cl as usize), cw)
+}
+
+/// wrr with `cl` and `cw` in one atomic word, picked through `&self` (see the module header).
+#[derive(Debug)]
+struct SharedWeightedRoundRobin {
+    state: AtomicU64,
+    mw: i64,
+    di: i64,
+}
+
+impl SharedWeightedRoundRobin {
+    fn scheduler(&self, state: u64) -> WeightedRoundRobin {
+        let (cl, cw) = decode(state);
+        WeightedRoundRobin {
+            cl,
+            cw,
+            mw: self.mw,
+            di: self.di,
+        }
+    }
+}
+
+impl TablePick for SharedWeightedRoundRobin {
+    fn pick_table(&self, flow: &Flow, backends: &[BackendView], load: &dyn Load) -> Option<usize> {
+        // Every position of such a list is below `HEAD`, so `cl` after a pick is encoded.
+        if backends.len() > HEAD as usize {
+            return None;
+        }
+        let mut seen = self.state.load(Relaxed);
+        loop {
+            let mut wrr = self.scheduler(seen);
+            let picked = wrr.pick(flow, backends, load, Time(0));
+            // After a pick `cw` is the value read, `mw`, or one of the values between them,
+            // all `i32`s; `None` is not reached.
+            let next = encode(wrr.cl, wrr.cw)?;
+            if next == seen {
+                // The state read is the state after this pick.
+                return picked;
+            }
+            // The strong compare-and-swap fails only when the word is no longer `seen`, that
+            // is when another worker's pick took effect since it was read: each retry follows
+            // a pick that completed. A word that changed and came back to `seen` in between
+            // gives the same next step, which is computed from the word alone.
+            match self.state.compare_exchange(seen, next, Relaxed, Relaxed) {
+                Ok(_) => return picked,
+                Err(now) => seen = now,
+            }
+        }
+    }
+
+    fn to_scheduler(&self) -> Box<dyn Scheduler> {
+        Box::new(self.scheduler(self.state.load(Relaxed)))
     }
 }
 
@@ -232,5 +330,172 @@ mod tests {
             s.pick(&flow([1, 1, 1, 1], 1), short, &NoLoad, Time(0)),
             Some(0)
         );
+    }
+
+    /// xorshift64: the random stream of the tests below.
+    fn next(x: &mut u64) -> u64 {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        *x
+    }
+
+    /// A weight drawn from small ones, multiples of 50 (gcd steps), 0, and one beyond the
+    /// kernel's `int` (read as negative). (Weights near `i32::MAX` with every backend
+    /// OVERLOADed make a pick walk the list `mw / di` times: `state_word_bounds` covers them.)
+    fn any_weight(x: &mut u64) -> u32 {
+        match next(x) % 8 {
+            0 => 0,
+            1 => 50 * (1 + (next(x) % 4) as u32),
+            2 => 3_000_000_000,
+            _ => 1 + (next(x) % 6) as u32,
+        }
+    }
+
+    /// The lock-free pick gives the locked pick's answers and leaves its state, pick after pick,
+    /// over random weights, OVERLOAD patterns and updates; each update is made as the control
+    /// plane makes it: on the shared scheduler's state ([`TablePick::to_scheduler`]), then a
+    /// new shared scheduler from the result.
+    #[test]
+    fn lock_free_follows_pick_through_updates() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for round in 0..200 {
+            let n = 1 + (next(&mut x) % 6) as usize;
+            let mut list: Vec<BackendView> =
+                (0..n as u32).map(|i| be(i, any_weight(&mut x))).collect();
+            let mut fresh = n as u32;
+            let mut s = WeightedRoundRobin::new();
+            if round % 2 == 0 {
+                s.update(&list, Change::Init);
+            } else {
+                crate::init_by_adds(&mut s, &list);
+            }
+            let mut t = s.lock_free().expect("weights fit an int");
+            let f = flow([10, 0, 0, 1], 1000);
+            for k in 0..300 {
+                if next(&mut x).is_multiple_of(40) {
+                    let change = match next(&mut x) % 3 {
+                        0 => {
+                            list.insert(0, be(fresh, any_weight(&mut x)));
+                            fresh += 1;
+                            Change::Add(0)
+                        }
+                        1 if list.len() > 1 => {
+                            let pos = (next(&mut x) % list.len() as u64) as usize;
+                            list.remove(pos);
+                            Change::Remove(pos)
+                        }
+                        _ => {
+                            let pos = (next(&mut x) % list.len() as u64) as usize;
+                            list[pos].weight = any_weight(&mut x);
+                            Change::Edit(pos)
+                        }
+                    };
+                    s.update(&list, change);
+                    let mut u = t.to_scheduler();
+                    u.update(&list, change);
+                    t = u.lock_free().expect("weights fit an int");
+                }
+                let mut load = TestLoad::default();
+                let all = next(&mut x).is_multiple_of(10);
+                for b in &list {
+                    load.overload(b.id.0, all || next(&mut x).is_multiple_of(4));
+                }
+                let want = s.pick(&f, &list, &load, Time(0));
+                assert_eq!(
+                    want,
+                    t.pick_table(&f, &list, &load),
+                    "round {round} pick {k}"
+                );
+                assert_eq!(
+                    format!("{s:?}"),
+                    format!("{:?}", t.to_scheduler()),
+                    "round {round} pick {k}"
+                );
+            }
+        }
+    }
+
+    /// Two threads picking from one shared scheduler at once: together they get the first
+    /// picks of the sequence of one scheduler, each exactly as often, and leave its state.
+    #[test]
+    fn concurrent_picks_are_the_first_of_the_sequence() {
+        let list = vec![be(0, 5), be(1, 3), be(2, 7), be(3, 2), be(4, 4)];
+        let mut load = TestLoad::default();
+        load.overload(3, true);
+        let mut s = WeightedRoundRobin::new();
+        s.update(&list, Change::Init);
+        let t = s.lock_free().expect("small weights");
+        let per_thread = 20_000;
+        let start = std::sync::Barrier::new(2);
+        let mut got = [0usize; 6];
+        std::thread::scope(|sc| {
+            let hs: Vec<_> = (0..2)
+                .map(|_| {
+                    sc.spawn(|| {
+                        let f = flow([10, 0, 0, 2], 2000);
+                        start.wait();
+                        (0..per_thread)
+                            .map(|_| t.pick_table(&f, &list, &load))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            for h in hs {
+                for p in h.join().expect("picking thread") {
+                    got[p.unwrap_or(5)] += 1;
+                }
+            }
+        });
+        let mut want = [0usize; 6];
+        let f = flow([10, 0, 0, 2], 2000);
+        for _ in 0..2 * per_thread {
+            want[s.pick(&f, &list, &load, Time(0)).unwrap_or(5)] += 1;
+        }
+        assert_eq!(got, want);
+        assert_eq!(format!("{s:?}"), format!("{:?}", t.to_scheduler()));
+    }
+
+    /// The word's bounds: positions below `HEAD` and `cw` in an `i32` round-trip; a state
+    /// outside them gives no lock-free pick.
+    #[test]
+    fn state_word_bounds() {
+        for (cl, cw) in [
+            (None, 0),
+            (Some(0), 1),
+            (Some(HEAD as usize - 1), i64::from(i32::MAX)),
+            (None, i64::from(i32::MIN)),
+        ] {
+            assert_eq!(encode(cl, cw).map(decode), Some((cl, cw)));
+        }
+        assert_eq!(encode(Some(HEAD as usize), 1), None);
+        assert_eq!(encode(None, i64::from(i32::MAX) + 1), None);
+        let s = WeightedRoundRobin {
+            cl: None,
+            cw: 1,
+            mw: i64::from(i32::MAX) + 1,
+            di: 1,
+        };
+        assert!(s.lock_free().is_none());
+        // gcd i32::MAX (u32::MAX reads as -1): di = i32::MAX, mw = 1.
+        let list = vec![be(0, i32::MAX as u32), be(1, u32::MAX)];
+        let mut s = WeightedRoundRobin::new();
+        s.update(&list, Change::Init);
+        assert_eq!(s.state(), (1, 1, i64::from(i32::MAX)));
+        let t = s.lock_free().expect("di is an int");
+        let f = flow([1, 1, 1, 1], 1);
+        assert_eq!(t.pick_table(&f, &list, &NoLoad), Some(0));
+        assert_eq!(t.pick_table(&f, &list, &NoLoad), Some(0));
+        // mw = i32::MAX: cw counts down from it.
+        let list = vec![be(0, i32::MAX as u32), be(1, 1)];
+        let mut s = WeightedRoundRobin::new();
+        s.update(&list, Change::Init);
+        assert_eq!(s.state(), (i64::from(i32::MAX), i64::from(i32::MAX), 1));
+        let t = s.lock_free().expect("mw is an int");
+        for _ in 0..5 {
+            assert_eq!(t.pick_table(&f, &list, &NoLoad), Some(0));
+            assert_eq!(s.pick(&f, &list, &NoLoad, Time(0)), Some(0));
+        }
+        assert_eq!(format!("{s:?}"), format!("{:?}", t.to_scheduler()));
     }
 }

@@ -35,14 +35,15 @@
 //! an `Arc` swap and a resize of its traffic counters). sh, dh, mh and maglev are immutable
 //! tables in the snapshot, built once per change set with the final list, which workers pick
 //! from without a lock; lc, wlc, sed, nq, fo and ovf keep no state between picks (they read the
-//! backend list and the shared counts, as the kernel's take no lock) and rr's cursor is one
-//! atomic moved by compare-and-swap, so they are picked through without a lock too; any other
-//! scheduler is one instance behind a mutex that a worker takes
-//! only to schedule a new connection, so wrr cursors, lblc / lblcr tables and the twos stream
-//! advance once per new connection, whichever worker asks (rr's cursor too, by its swaps). A changed service gets a
-//! copy of its scheduler updated off the packet path; an unchanged one keeps its instance. The
-//! per-backend counts are one [`BackendCounts`] of atomics, shared by every worker's connection
-//! table: each binds in a row of its own and reads the sums of all rows.
+//! backend list and the shared counts, as the kernel's take no lock), and rr's cursor and wrr's
+//! position and current weight are each one atomic word moved by compare-and-swap, so they are
+//! picked through without a lock too; any other scheduler is one instance behind a mutex that a
+//! worker takes only to schedule a new connection, so lblc / lblcr tables and the twos stream
+//! advance once per new connection, whichever worker asks (rr and wrr too, by their swaps). A
+//! changed service gets a copy of its scheduler updated off the packet path; an unchanged one
+//! keeps its instance. The per-backend counts are one [`BackendCounts`] of atomics, shared by
+//! every worker's connection table: each binds in a row of its own and reads the sums of all
+//! rows.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -132,9 +133,10 @@ fn bind_by_adds(s: &mut dyn Scheduler, list: &[BackendView]) {
 
 /// A service's scheduler, shared by every worker: an immutable table (sh, dh, mh, maglev),
 /// picked from without a lock; a scheduler without state (lc, wlc, sed, nq, fo, ovf: it reads
-/// only the backend list and the shared counts) or whose state is one atomic word (rr's
-/// cursor), picked through without a lock; or a scheduler with more state of its own (wrr
-/// cursor, lblc/lblcr table, twos stream), locked only to schedule a new connection.
+/// only the backend list and the shared counts) or whose state a pick changes is one atomic
+/// word (rr's cursor, wrr's position and current weight), picked through without a lock; or a
+/// scheduler with more state of its own (lblc/lblcr table, twos stream), locked only to
+/// schedule a new connection.
 #[derive(Debug, Clone)]
 pub(super) enum SharedScheduler {
     Table(Arc<dyn TablePick>),
