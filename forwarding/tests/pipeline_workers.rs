@@ -200,27 +200,34 @@ fn concurrent_workers_share_one_rr_cursor() {
         "rr",
         vec![backend(11, 0), backend(12, 0), backend(13, 0)],
     )];
-    let workers = director(2, &svc);
+    // Uneven shares (1000 and 500): per-worker cursors would give 501/500/499.
+    let picks = open_concurrently(director(2, &svc), |i| if i == 0 { 1000 } else { 500 });
+    for b in 11..=13 {
+        assert_eq!(tally(&picks, b), 500);
+    }
+}
+
+/// Each worker on its own thread, started together, opens `share(worker)` new connections
+/// (distinct client ports per worker); every pick, worker 0's first.
+fn open_concurrently(workers: Vec<Pipeline>, share: fn(usize) -> u16) -> Vec<Option<u8>> {
+    let start = Arc::new(std::sync::Barrier::new(workers.len()));
     let handles: Vec<_> = workers
         .into_iter()
         .enumerate()
         .map(|(i, mut p)| {
+            let start = start.clone();
             std::thread::spawn(move || {
-                // Uneven shares (1000 and 500): per-worker cursors would give 501/500/499.
-                let n = if i == 0 { 1000 } else { 500 };
-                (0..n)
-                    .map(|k: u16| open(&mut p, 1024 + k * 2 + i as u16, false))
+                start.wait();
+                (0..share(i))
+                    .map(|k| open(&mut p, 1024 + k * 2 + i as u16, false))
                     .collect::<Vec<_>>()
             })
         })
         .collect();
-    let picks: Vec<Option<u8>> = handles
+    handles
         .into_iter()
         .flat_map(|h| h.join().unwrap())
-        .collect();
-    for b in 11..=13 {
-        assert_eq!(tally(&picks, b), 500);
-    }
+        .collect()
 }
 
 /// Two workers open connections at the same time through wrr (no lock: its position and
@@ -236,30 +243,12 @@ fn concurrent_workers_share_one_wrr_state() {
         "wrr",
         vec![weighted(11, 4), weighted(12, 3), weighted(13, 2)],
     )];
-    let per_worker = 900u16;
+    const PER_WORKER: u16 = 900;
     let mut one = director(1, &svc);
-    let want: Vec<Option<u8>> = (0..2 * per_worker)
+    let want: Vec<Option<u8>> = (0..2 * PER_WORKER)
         .map(|k| open(&mut one[0], 1024 + k, false))
         .collect();
-    let workers = director(2, &svc);
-    let start = Arc::new(std::sync::Barrier::new(2));
-    let handles: Vec<_> = workers
-        .into_iter()
-        .enumerate()
-        .map(|(i, mut p)| {
-            let start = start.clone();
-            std::thread::spawn(move || {
-                start.wait();
-                (0..per_worker)
-                    .map(|k| open(&mut p, 1024 + k * 2 + i as u16, false))
-                    .collect::<Vec<_>>()
-            })
-        })
-        .collect();
-    let picks: Vec<Option<u8>> = handles
-        .into_iter()
-        .flat_map(|h| h.join().unwrap())
-        .collect();
+    let picks = open_concurrently(director(2, &svc), |_| PER_WORKER);
     for b in 11..=13 {
         assert_eq!(tally(&picks, b), tally(&want, b), "backend {b}");
     }
